@@ -1,0 +1,47 @@
+// The `usbphone` command line: a table of subcommands, each in its own module, loaded lazily
+// so `usbphone --help` stays fast. Exit codes: 0 ok, 1 the job failed (or problems found),
+// 2 bad usage or unusable input.
+
+export interface Command {
+  summary: string;
+  /** Runs the command; returns the process exit code. */
+  run(argv: string[]): Promise<number>;
+}
+
+type Loader = () => Promise<Command>;
+
+const commands: Record<string, Loader> = {
+};
+
+export const VERSION = '0.1.0';
+
+function usage(): string {
+  const names = Object.keys(commands).sort();
+  const lines = [
+    'usbphone: a virtual USB phone that logs itself in, and the servers it talks to',
+    '',
+    'usage: usbphone <command> [options]      (usbphone <command> --help for its options)',
+    '',
+    'commands:',
+  ];
+  return lines.join('\n') + '\n' + (names.length ? names.map((n) => `  ${n}`).join('\n') : '  (none yet)') + '\n';
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    const summaries = await Promise.all(Object.entries(commands).sort().map(async ([n, load]) => `  ${n.padEnd(10)} ${(await load()).summary}`));
+    process.stdout.write(usage().replace(/commands:\n[\s\S]*$/, 'commands:\n' + (summaries.join('\n') || '  (none yet)') + '\n'));
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const load = commands[name];
+  if (!load) {
+    process.stderr.write(`usbphone: unknown command '${name}' (CLI_UNKNOWN_COMMAND); see 'usbphone --help'\n`);
+    return 2;
+  }
+  return (await load()).run(rest);
+}

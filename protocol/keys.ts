@@ -1,0 +1,161 @@
+// Key diversification and the key schedule (docs/protocol.md §"Keys").
+// Per-device keys come from a master key and the serial number, so no database holds
+// device keys and a backup registration server needs only the master key. Master keys are
+// versioned: a device's identity record names the version its key was derived under, so a
+// master key can be rotated while older devices keep working.
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
+
+const te = new TextEncoder();
+const td = new TextDecoder('utf-8', { fatal: true });
+
+export const KEY_BYTES = 32;
+export const SERIAL_MAX_BYTES = 64;
+/** Serial numbers: printable ASCII letters, digits and '-', 1..64 bytes. */
+export const SERIAL_RE = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
+
+export function utf8(s: string): Uint8Array {
+  return te.encode(s);
+}
+
+/** RFC 5869 HKDF-SHA256 with a distinct label per purpose. */
+export function kdf(ikm: Uint8Array, salt: string | Uint8Array, info: string | Uint8Array, length = KEY_BYTES): Uint8Array {
+  return hkdf(sha256, ikm, typeof salt === 'string' ? utf8(salt) : salt, typeof info === 'string' ? utf8(info) : info, length);
+}
+
+export function mac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const h = hmac.create(sha256, key);
+  for (const p of parts) h.update(p);
+  return h.digest();
+}
+
+/** Constant-time comparison of two byte strings (length is not secret). */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+export function checkSerial(serial: string): string {
+  if (typeof serial !== 'string' || !SERIAL_RE.test(serial)) {
+    throw new ImplementationError('KEY_BAD_SERIAL', 'serial must be 1..64 of [A-Za-z0-9-], starting with a letter or digit');
+  }
+  return serial;
+}
+
+/** A set of master keys by version. The newest is used for new devices. */
+export class MasterKeyring {
+  readonly #keys = new Map<number, Uint8Array>();
+  constructor(entries: Iterable<[number, Uint8Array]>) {
+    for (const [v, k] of entries) {
+      if (!Number.isInteger(v) || v < 1 || v > 255) throw new ImplementationError('KEY_BAD_VERSION', `master key version ${v} is not 1..255`);
+      if (!(k instanceof Uint8Array) || k.length !== KEY_BYTES) throw new ImplementationError('KEY_BAD_MASTER', `master key v${v} must be ${KEY_BYTES} bytes`);
+      this.#keys.set(v, Uint8Array.from(k));
+    }
+    if (this.#keys.size === 0) throw new ImplementationError('KEY_BAD_MASTER', 'no master key');
+  }
+  get current(): number {
+    return Math.max(...this.#keys.keys());
+  }
+  get versions(): number[] {
+    return [...this.#keys.keys()].sort((a, b) => a - b);
+  }
+  has(version: number): boolean {
+    return this.#keys.has(version);
+  }
+  /** The master key of a version; a version we do not hold is the peer's fault. */
+  key(version: number): Uint8Array {
+    const k = this.#keys.get(version);
+    if (!k) throw new ProtocolError('KEY_UNKNOWN_VERSION', `no master key of version ${version}`, CloseCode.policy);
+    return k;
+  }
+
+  /**
+   * Parses a master key file: one key per line, `v<N> <64 hex digits>`, or a single line of
+   * 64 hex digits (version 1). Blank lines and `#` comments are ignored.
+   */
+  static parse(text: string): MasterKeyring {
+    const entries: [number, Uint8Array][] = [];
+    for (const raw of text.split(/\r?\n/)) {
+      const line = raw.replace(/#.*/, '').trim();
+      if (!line) continue;
+      const m = /^(?:v(\d{1,3})\s+)?([0-9a-fA-F]{64})$/.exec(line);
+      if (!m) throw new ImplementationError('KEY_BAD_MASTER', 'master key file: each line must be "v<N> <64 hex digits>"');
+      entries.push([m[1] ? Number(m[1]) : 1, hexToBytes(m[2]!)]);
+    }
+    return new MasterKeyring(entries);
+  }
+  static format(version: number, key: Uint8Array): string {
+    return `v${version} ${bytesToHex(key)}\n`;
+  }
+}
+
+/** K_dev = HKDF(master_v, salt "usbphone/v1 device-key", info serial). */
+export function deriveDeviceKey(master: Uint8Array, serial: string): Uint8Array {
+  return kdf(master, 'usbphone/v1 device-key', checkSerial(serial));
+}
+
+function serialTokenKey(master: Uint8Array): Uint8Array {
+  return kdf(master, 'usbphone/v1 serial-token', 'key');
+}
+
+/**
+ * The encrypted serial number (S0.1, S0.8): what the device presents in its hello so the
+ * registration server can find its key without the serial ever crossing the wire in clear.
+ * Layout: version (1) || nonce (24) || XChaCha20-Poly1305(serial). Made at the factory and
+ * stored in the hidden zone; the nonce is an HMAC of the serial, so building the same
+ * device twice gives the same bytes (reproducible images).
+ */
+export function makeSerialToken(master: Uint8Array, version: number, serial: string): Uint8Array {
+  const key = serialTokenKey(master);
+  const nonce = mac(key, utf8('nonce'), utf8(checkSerial(serial))).subarray(0, 24);
+  const ct = xchacha20poly1305(key, nonce, Uint8Array.of(version)).encrypt(utf8(serial));
+  const out = new Uint8Array(1 + 24 + ct.length);
+  out[0] = version;
+  out.set(nonce, 1);
+  out.set(ct, 25);
+  return out;
+}
+
+export const SERIAL_TOKEN_MIN = 1 + 24 + 1 + 16;
+export const SERIAL_TOKEN_MAX = 1 + 24 + SERIAL_MAX_BYTES + 16;
+
+/** Opens a serial token; any tampering or a token of another master key is refused. */
+export function openSerialToken(keys: MasterKeyring, token: Uint8Array): { version: number; serial: string } {
+  if (token.length < SERIAL_TOKEN_MIN || token.length > SERIAL_TOKEN_MAX) {
+    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token has the wrong length', CloseCode.policy);
+  }
+  const version = token[0]!;
+  const key = serialTokenKey(keys.key(version));
+  let pt: Uint8Array;
+  try {
+    pt = xchacha20poly1305(key, token.subarray(1, 25), Uint8Array.of(version)).decrypt(token.subarray(25));
+  } catch {
+    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token does not authenticate', CloseCode.policy);
+  }
+  let serial: string;
+  try {
+    serial = td.decode(pt);
+  } catch {
+    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token is not UTF-8', CloseCode.policy);
+  }
+  if (!SERIAL_RE.test(serial)) throw new ProtocolError('KEY_BAD_TOKEN', 'serial token holds no valid serial', CloseCode.policy);
+  return { version, serial };
+}
+
+export function hexToBytes(hex: string): Uint8Array {
+  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) throw new TypeError('hex string expected');
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+export function bytesToHex(b: Uint8Array): string {
+  let s = '';
+  for (const x of b) s += x.toString(16).padStart(2, '0');
+  return s;
+}

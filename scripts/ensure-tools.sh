@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the real tools the tests use to read our images, when they are missing.
+# fsck.fat (dosfstools), mdir (mtools), xorriso. Needs root (CI and the dev machines are).
+set -euo pipefail
+need=()
+command -v fsck.fat >/dev/null 2>&1 || need+=(dosfstools)
+command -v mdir >/dev/null 2>&1 || need+=(mtools)
+command -v xorriso >/dev/null 2>&1 || need+=(xorriso)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "ensure-tools: missing ${need[*]} and not root; the tests that use them will fail" >&2
+  exit 0
+fi
+echo "ensure-tools: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
