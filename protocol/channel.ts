@@ -1,0 +1,341 @@
+// The secure channel: a mutual-authentication handshake on a pre-shared symmetric key
+// (the per-device key for registration, the login key for business login), then AEAD
+// frames with per-direction keys and counters. docs/protocol.md §"Secure channel".
+//
+//   client                                   server
+//   opening  (hello | login): nC, MAC_hello  ->       verifies MAC_hello (key lookup by caller)
+//                                           <-  [loginAck: "received, verifying"]
+//                                           <-  proof (helloReply | loginOk): nS, MAC_s
+//   checks MAC_s before anything secret
+//   finish: MAC_c                            ->       verifies MAC_c
+//   sealed frames <-> sealed frames (ChaCha20-Poly1305, nonce = seq, AAD = header)
+//
+// Every handshake frame, in order, feeds a running transcript hash; both proofs are MACs
+// over it, so a change to any byte of any handshake frame fails the next proof. Each side
+// checks that every frame's seq is exactly the next one expected: a replayed, dropped or
+// reordered frame ends the session.
+import { sha256 } from '@noble/hashes/sha2.js';
+import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { kdf, mac, equalBytes, utf8 } from './keys.ts';
+import { encode, decode, type CborValue } from './cbor.ts';
+import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
+import { Limits } from './limits.ts';
+import { encodeEnvelope, headerBytes, SEALED_TYPES, NONCE_BYTES, MAC_BYTES, bytes, type Envelope } from './messages.ts';
+
+export type Rng = (n: number) => Uint8Array;
+export const systemRng: Rng = (n) => crypto.getRandomValues(new Uint8Array(n));
+
+export type Role = 'client' | 'server';
+
+function refuse(code: string, message: string, closeCode: number = CloseCode.policy): never {
+  throw new ProtocolError(code, message, closeCode as never);
+}
+
+/** Sequence check shared by the handshake and the channel: exactly the next one, no gaps. */
+function checkSeq(got: number, expected: number): void {
+  if (got < expected) refuse('CHAN_REPLAY', `seq ${got} already seen (expected ${expected})`);
+  if (got > expected) refuse('CHAN_OUT_OF_ORDER', `seq ${got} arrived before ${expected}`);
+}
+
+/** Running transcript: SHA-256 over each frame, length-prefixed, in the order sent/received. */
+class Transcript {
+  #h = sha256.create();
+  add(frame: Uint8Array): void {
+    const len = new Uint8Array(4);
+    new DataView(len.buffer).setUint32(0, frame.length);
+    this.#h.update(len).update(frame);
+  }
+  /** Hash of the transcript so far followed by `extra` (not added). */
+  peek(extra?: Uint8Array): Uint8Array {
+    const h = this.#h.clone();
+    if (extra) h.update(extra);
+    return h.digest();
+  }
+}
+
+const LABEL = {
+  opening: 'usbphone/v1 opening mac',
+  serverProof: 'usbphone/v1 server proof',
+  clientProof: 'usbphone/v1 client proof',
+  c2s: 'usbphone/v1 traffic c2s',
+  s2c: 'usbphone/v1 traffic s2c',
+} as const;
+
+/** The bytes the opening MAC covers: everything of the opening frame but the MAC. */
+function openingInput(type: number, seq: number, dest: string, fields: CborValue[]): Uint8Array {
+  return encode(['usbphone/v1 opening', type, seq, dest, fields]);
+}
+function proofInput(type: number, seq: number, dest: string, nonce: Uint8Array): Uint8Array {
+  return encode(['usbphone/v1 proof', type, seq, dest, nonce]);
+}
+
+/**
+ * One side of one handshake. Single use: it becomes a SecureChannel when done, and any
+ * refusal leaves it dead.
+ */
+export class Handshake {
+  readonly #t = new Transcript();
+  #sendSeq = 0;
+  #recvSeq = 0;
+  #nC: Uint8Array | null = null;
+  #nS: Uint8Array | null = null;
+  #key: Uint8Array | null;
+  #dead = false;
+
+  constructor(
+    readonly role: Role,
+    readonly dest: string,
+    key: Uint8Array | null,
+    private readonly rng: Rng = systemRng,
+  ) {
+    this.#key = key ? Uint8Array.from(key) : null;
+  }
+
+  #alive(): void {
+    if (this.#dead) throw new ImplementationError('HS_DEAD', 'handshake already failed or finished');
+  }
+  #guard<T>(f: () => T): T {
+    this.#alive();
+    try {
+      return f();
+    } catch (e) {
+      this.#dead = true;
+      this.#key?.fill(0);
+      throw e;
+    }
+  }
+
+  // ---- client ----
+
+  /** Client: the opening frame (hello or login) with `fields` followed by nC and the MAC. */
+  opening(type: number, fields: CborValue[]): Uint8Array {
+    return this.#guard(() => {
+      if (this.role !== 'client' || this.#sendSeq !== 0 || !this.#key) throw new ImplementationError('HS_STATE', 'opening is the client\'s first frame');
+      const nC = this.rng(NONCE_BYTES);
+      this.#nC = nC;
+      const seq = this.#sendSeq++;
+      const all = [...fields, nC];
+      const m = mac(kdf(this.#key, 'usbphone/v1', LABEL.opening), openingInput(type, seq, this.dest, all));
+      const frame = encodeEnvelope(type, seq, this.dest, [...all, m]);
+      this.#t.add(frame);
+      return frame;
+    });
+  }
+
+  /** Client: a clear server frame before the proof (loginAck). */
+  receiveClear(frame: Uint8Array, env: Envelope): void {
+    this.#guard(() => {
+      checkSeq(env.seq, this.#recvSeq);
+      this.#recvSeq++;
+      this.#t.add(frame);
+    });
+  }
+
+  /**
+   * Client: checks the server's proof (helloReply / loginOk) — before anything secret is
+   * sent — and answers with the finish frame. Returns the channel for what follows.
+   */
+  acceptProof(frame: Uint8Array, env: Envelope, proof: { nonce: Uint8Array; mac: Uint8Array }): { finish: Uint8Array; channel: SecureChannel } {
+    return this.#guard(() => {
+      if (this.role !== 'client' || !this.#nC || !this.#key) throw new ImplementationError('HS_STATE', 'no opening sent');
+      checkSeq(env.seq, this.#recvSeq);
+      const salt = concat(this.#nC, proof.nonce);
+      const th1 = this.#t.peek(proofInput(env.type, env.seq, env.dest, proof.nonce));
+      if (env.dest !== this.dest || !equalBytes(mac(kdf(this.#key, salt, LABEL.serverProof), th1), proof.mac)) {
+        refuse('HS_BAD_SERVER_PROOF', 'the server does not hold this key (or the transcript was altered)');
+      }
+      this.#recvSeq++;
+      this.#t.add(frame);
+      const th2 = this.#t.peek();
+      const seq = this.#sendSeq++;
+      const finish = encodeEnvelope(3, seq, this.dest, [mac(kdf(this.#key, salt, LABEL.clientProof), th2)]);
+      const channel = new SecureChannel('client', this.dest, kdf(this.#key, th2, LABEL.c2s), kdf(this.#key, th2, LABEL.s2c), this.#sendSeq, this.#recvSeq);
+      this.#finishUp();
+      return { finish, channel };
+    });
+  }
+
+  // ---- server ----
+
+  /**
+   * Server: takes the client's opening. `fields` are the body items before nonce and MAC;
+   * `key` is what the caller looked up for the identity they name (null when unknown: that
+   * fails exactly like a wrong MAC, so the two cannot be told apart). The MAC is checked by
+   * verifyOpening(), so that a server may first acknowledge receipt (S0.11).
+   */
+  acceptOpening(frame: Uint8Array, env: Envelope, fields: CborValue[], nonce: Uint8Array, openingMac: Uint8Array, key: Uint8Array | null): void {
+    this.#guard(() => {
+      if (this.role !== 'server' || this.#recvSeq !== 0) throw new ImplementationError('HS_STATE', 'opening is the first frame a server takes');
+      checkSeq(env.seq, 0);
+      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `opening for '${env.dest}' reached '${this.dest}'`);
+      this.#recvSeq++;
+      this.#t.add(frame);
+      this.#nC = Uint8Array.from(nonce);
+      this.#key = key ? Uint8Array.from(key) : null;
+      this.#verified = this.#key !== null && equalBytes(mac(kdf(this.#key, 'usbphone/v1', LABEL.opening), openingInput(env.type, env.seq, env.dest, [...fields, nonce])), openingMac);
+    });
+  }
+  #verified = false;
+
+  /** Server: whether the opening's MAC matched the key (false: refuse, HS_BAD_CLIENT_PROOF). */
+  verifyOpening(): boolean {
+    this.#alive();
+    return this.#verified;
+  }
+
+  /** Either side: a clear frame (loginAck, loginFail, error) counted in seq and transcript. */
+  clear(type: number, body: CborValue): Uint8Array {
+    return this.#guard(() => {
+      const frame = encodeEnvelope(type, this.#sendSeq++, this.dest, body);
+      this.#t.add(frame);
+      return frame;
+    });
+  }
+
+  /** Server: after verifyOpening() succeeded, the proof frame (helloReply / loginOk). */
+  proof(type: number): Uint8Array {
+    return this.#guard(() => {
+      if (this.role !== 'server' || !this.#nC || !this.#key || !this.verifyOpening()) throw new ImplementationError('HS_STATE', 'proof before a verified opening');
+      const nS = this.rng(NONCE_BYTES);
+      this.#nS = nS;
+      const seq = this.#sendSeq++;
+      const th1 = this.#t.peek(proofInput(type, seq, this.dest, nS));
+      const frame = encodeEnvelope(type, seq, this.dest, [nS, mac(kdf(this.#key, concat(this.#nC, nS), LABEL.serverProof), th1)]);
+      this.#t.add(frame);
+      return frame;
+    });
+  }
+
+  /** Server: checks the client's finish; returns the channel. */
+  acceptFinish(frame: Uint8Array, env: Envelope): SecureChannel {
+    return this.#guard(() => {
+      if (this.role !== 'server' || !this.#nC || !this.#nS || !this.#key) throw new ImplementationError('HS_STATE', 'finish before proof');
+      checkSeq(env.seq, this.#recvSeq);
+      if (env.type !== 3) refuse('HS_UNEXPECTED', `expected finish, got type ${env.type}`, CloseCode.protocol);
+      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `finish for '${env.dest}' reached '${this.dest}'`);
+      const body = env.body;
+      if (!Array.isArray(body) || body.length !== 1) refuse('MSG_BAD_SHAPE', 'finish must be [mac]', CloseCode.protocol);
+      const got = bytes(body[0], 'finish.mac', MAC_BYTES);
+      const th2 = this.#t.peek();
+      if (!equalBytes(mac(kdf(this.#key, concat(this.#nC, this.#nS), LABEL.clientProof), th2), got)) {
+        refuse('HS_BAD_CLIENT_PROOF', 'the client\'s finish does not match the transcript');
+      }
+      this.#recvSeq++;
+      const channel = new SecureChannel('server', this.dest, kdf(this.#key, th2, LABEL.s2c), kdf(this.#key, th2, LABEL.c2s), this.#sendSeq, this.#recvSeq);
+      this.#finishUp();
+      return channel;
+    });
+  }
+
+  /** The seq this side's next frame will carry (for error frames after a refusal). */
+  get nextSendSeq(): number {
+    return this.#sendSeq;
+  }
+  get lastRecvSeq(): number | null {
+    return this.#recvSeq > 0 ? this.#recvSeq - 1 : null;
+  }
+
+  #finishUp(): void {
+    this.#dead = true;
+    this.#key?.fill(0);
+  }
+}
+
+/**
+ * AEAD frames after the handshake. ChaCha20-Poly1305 (RFC 8439) with a key per direction;
+ * the 96-bit nonce is 32 zero bits then the 64-bit seq, so no nonce repeats under a key;
+ * the AAD is the frame's header, so type, seq and dest cannot be changed.
+ */
+export class SecureChannel {
+  #sendKey: Uint8Array;
+  #recvKey: Uint8Array;
+  #dead = false;
+
+  constructor(
+    readonly role: Role,
+    readonly dest: string,
+    sendKey: Uint8Array,
+    recvKey: Uint8Array,
+    private sendSeq: number,
+    private recvSeq: number,
+    private readonly maxMessages: number = Limits.maxMessagesPerKey,
+  ) {
+    this.#sendKey = sendKey;
+    this.#recvKey = recvKey;
+  }
+
+  get closed(): boolean {
+    return this.#dead;
+  }
+  get nextSendSeq(): number {
+    return this.sendSeq;
+  }
+  get lastRecvSeq(): number | null {
+    return this.recvSeq > 0 ? this.recvSeq - 1 : null;
+  }
+
+  /** Ends the channel and wipes its keys. */
+  close(): void {
+    this.#dead = true;
+    this.#sendKey.fill(0);
+    this.#recvKey.fill(0);
+  }
+
+  seal(type: number, inner: CborValue): Uint8Array {
+    if (this.#dead) throw new ImplementationError('CHAN_CLOSED', 'channel is closed');
+    if (!SEALED_TYPES.has(type)) throw new ImplementationError('CHAN_NOT_SEALED_TYPE', `type ${type} is not a sealed type`);
+    if (this.sendSeq >= this.maxMessages) {
+      this.close();
+      throw new ProtocolError('CHAN_KEY_EXHAUSTED', 'message limit per key reached; start a new session', CloseCode.normal);
+    }
+    const seq = this.sendSeq++;
+    const ct = chacha20poly1305(this.#sendKey, seqNonce(seq), headerBytes(type, seq, this.dest)).encrypt(encode(inner));
+    return encodeEnvelope(type, seq, this.dest, ct);
+  }
+
+  /** Opens a sealed frame (already decoded to its envelope). Any refusal ends the channel. */
+  open(env: Envelope): CborValue {
+    if (this.#dead) throw new ImplementationError('CHAN_CLOSED', 'channel is closed');
+    try {
+      if (!SEALED_TYPES.has(env.type)) refuse('CHAN_NOT_SEALED', `type ${env.type} must not arrive in clear after the handshake`, CloseCode.protocol);
+      if (env.dest !== this.dest) refuse('CHAN_WRONG_DEST', `frame for '${env.dest}' on a channel of '${this.dest}'`);
+      checkSeq(env.seq, this.recvSeq);
+      if (this.recvSeq >= this.maxMessages) refuse('CHAN_KEY_EXHAUSTED', 'message limit per key reached', CloseCode.normal);
+      if (!(env.body instanceof Uint8Array) || env.body.length < 16) refuse('CHAN_BAD_TAG', 'sealed body missing or shorter than a tag');
+      let pt: Uint8Array;
+      try {
+        pt = chacha20poly1305(this.#recvKey, seqNonce(env.seq), headerBytes(env.type, env.seq, env.dest)).decrypt(env.body);
+      } catch {
+        refuse('CHAN_BAD_TAG', 'frame does not authenticate (altered, forged, or sealed for the other direction)');
+      }
+      this.recvSeq++;
+      return decode(pt);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+}
+
+function seqNonce(seq: number): Uint8Array {
+  const n = new Uint8Array(12);
+  const dv = new DataView(n.buffer);
+  dv.setUint32(4, Math.floor(seq / 2 ** 32));
+  dv.setUint32(8, seq >>> 0);
+  return n;
+}
+
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** Login key of the password mechanism: what the business server stores, not the secret. */
+export function passwordLoginKey(secret: Uint8Array, user: string): Uint8Array {
+  return kdf(secret, 'usbphone/v1 biz-login password', utf8(user));
+}

@@ -1,0 +1,231 @@
+// Message shapes and validators (docs/protocol.md §"Messages" gives the CDDL).
+// Every frame is an envelope [version, type, seq, dest, body]. Handshake bodies travel in
+// clear (they carry only nonces, MACs and the opaque encrypted serial); after the handshake
+// the body is the AEAD ciphertext of the inner message (channel.ts). Each validator returns
+// a typed value or throws ProtocolError with a MSG_* code; byte strings it returns are
+// copies, never views of the frame.
+import { decode, encode, type CborValue } from './cbor.ts';
+import { ProtocolError, CloseCode } from './errors.ts';
+import { Limits, type CborLimits } from './limits.ts';
+import { SERIAL_RE, SERIAL_TOKEN_MAX, SERIAL_TOKEN_MIN } from './keys.ts';
+
+export const PROTOCOL_VERSION = 1;
+export const NONCE_BYTES = 32;
+export const MAC_BYTES = 32;
+export const SECRET_BYTES = 32;
+
+/** Message types. Numbers are wire values: never reuse one. */
+export const MsgType = {
+  hello: 1,
+  helloReply: 2,
+  finish: 3,
+  credRequest: 10,
+  credReply: 11,
+  notFound: 12,
+  login: 20,
+  loginAck: 21,
+  loginOk: 22,
+  loginFail: 23,
+  pwConfirm: 30,
+  pwConfirmAck: 31,
+  error: 255,
+} as const;
+export type MsgType = (typeof MsgType)[keyof typeof MsgType];
+const typeNames = new Map<number, string>(Object.entries(MsgType).map(([k, v]) => [v, k]));
+export function typeName(t: number): string {
+  return typeNames.get(t) ?? `type-${t}`;
+}
+/** Types whose body is sealed (AEAD ciphertext of an inner message). */
+export const SEALED_TYPES: ReadonlySet<number> = new Set([
+  MsgType.credRequest, MsgType.credReply, MsgType.notFound, MsgType.pwConfirm, MsgType.pwConfirmAck,
+]);
+
+export const DEST_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
+export interface Envelope {
+  version: number;
+  type: number;
+  seq: number;
+  dest: string;
+  body: CborValue;
+}
+
+function bad(code: string, message: string): never {
+  throw new ProtocolError(code, message, CloseCode.protocol);
+}
+
+// ---- field readers: check the type, name the field, copy byte strings ----
+
+export function uint(v: unknown, name: string, max = 0xffffffff): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) bad('MSG_BAD_FIELD', `${name} must be an integer 0..${max}`);
+  return v;
+}
+export function bytes(v: unknown, name: string, min: number, max = min): Uint8Array {
+  if (!(v instanceof Uint8Array)) bad('MSG_BAD_FIELD', `${name} must be a byte string`);
+  if (v.length < min || v.length > max) bad('MSG_BAD_FIELD', `${name} must be ${min === max ? min : `${min}..${max}`} bytes, got ${v.length}`);
+  return Uint8Array.from(v);
+}
+export function text(v: unknown, name: string, max: number, re?: RegExp): string {
+  if (typeof v !== 'string') bad('MSG_BAD_FIELD', `${name} must be a text string`);
+  if (v.length === 0 || v.length > max) bad('MSG_BAD_FIELD', `${name} must be 1..${max} characters`);
+  if (re && !re.test(v)) bad('MSG_BAD_FIELD', `${name} has characters outside ${re.source}`);
+  return v;
+}
+export function array(v: unknown, name: string, min: number, max = min): unknown[] {
+  if (!Array.isArray(v)) bad('MSG_BAD_SHAPE', `${name} must be an array`);
+  if (v.length < min || v.length > max) bad('MSG_BAD_SHAPE', `${name} must have ${min === max ? min : `${min}..${max}`} items, got ${v.length}`);
+  return v;
+}
+function intMap(v: unknown, name: string): Map<number, CborValue> {
+  if (!(v instanceof Map)) bad('MSG_BAD_FIELD', `${name} must be a map`);
+  for (const k of v.keys()) if (typeof k !== 'number' || !Number.isInteger(k) || k < 0) bad('MSG_BAD_FIELD', `${name} keys must be unsigned integers`);
+  return v as Map<number, CborValue>;
+}
+
+// ---- envelope ----
+
+/** Decodes a frame into its envelope; the body is left for the type's validator. */
+export function decodeEnvelope(frame: Uint8Array, limits: CborLimits = Limits): Envelope {
+  const v = decode(frame, limits);
+  const a = array(v, 'envelope', 5);
+  const version = a[0];
+  if (version !== PROTOCOL_VERSION) bad('MSG_VERSION', `protocol version ${String(version)} is not ${PROTOCOL_VERSION}`);
+  const type = uint(a[1], 'type', 255);
+  if (!typeNames.has(type)) bad('MSG_UNKNOWN_TYPE', `unknown message type ${type}`);
+  return { version, type, seq: uint(a[2], 'seq'), dest: text(a[3], 'dest', 32, DEST_RE), body: a[4] as CborValue };
+}
+
+export function encodeEnvelope(type: number, seq: number, dest: string, body: CborValue): Uint8Array {
+  return encode([PROTOCOL_VERSION, type, seq, dest, body]);
+}
+
+/** The associated data of a sealed frame: the envelope without its body. */
+export function headerBytes(type: number, seq: number, dest: string): Uint8Array {
+  return encode([PROTOCOL_VERSION, type, seq, dest]);
+}
+
+// ---- handshake bodies (clear) ----
+
+export interface Hello { token: Uint8Array; nonce: Uint8Array; mac: Uint8Array }
+export function parseHello(body: CborValue): Hello {
+  const a = array(body, 'hello', 3);
+  return {
+    token: bytes(a[0], 'hello.token', SERIAL_TOKEN_MIN, SERIAL_TOKEN_MAX),
+    nonce: bytes(a[1], 'hello.nonce', NONCE_BYTES),
+    mac: bytes(a[2], 'hello.mac', MAC_BYTES),
+  };
+}
+
+export interface HelloReply { nonce: Uint8Array; mac: Uint8Array }
+/** Shared by helloReply (S0.5) and loginOk (S0.11): the server's nonce and its proof. */
+export function parseServerProof(body: CborValue, name = 'helloReply'): HelloReply {
+  const a = array(body, name, 2);
+  return { nonce: bytes(a[0], `${name}.nonce`, NONCE_BYTES), mac: bytes(a[1], `${name}.mac`, MAC_BYTES) };
+}
+
+export function parseFinish(body: CborValue): { mac: Uint8Array } {
+  const a = array(body, 'finish', 1);
+  return { mac: bytes(a[0], 'finish.mac', MAC_BYTES) };
+}
+
+/** Login mechanisms (S3.3). Only 'password' is served so far; the field is there for the rest. */
+export const MECHANISMS = ['password', 'fingerprint', 'otp'] as const;
+export type Mechanism = (typeof MECHANISMS)[number];
+export const USER_RE = /^[A-Za-z0-9._-]{1,64}$/;
+
+/**
+ * Business login (S0.11): the client's opening, authenticated by a MAC under the key of the
+ * mechanism. `ext` carries later fields (device identity S4.2, ...) under integer keys, all
+ * covered by the MAC; unknown keys are ignored by old servers.
+ */
+export interface Login { mech: Mechanism; user: string; gen: number; nonce: Uint8Array; mac: Uint8Array; ext: Map<number, CborValue> }
+export function parseLogin(body: CborValue): Login {
+  const a = array(body, 'login', 6);
+  const mech = text(a[0], 'login.mech', 16);
+  if (!(MECHANISMS as readonly string[]).includes(mech)) bad('MSG_BAD_FIELD', `login.mech '${mech}' is not one of ${MECHANISMS.join(', ')}`);
+  return {
+    mech: mech as Mechanism,
+    user: text(a[1], 'login.user', 64, USER_RE),
+    gen: uint(a[2], 'login.gen'),
+    nonce: bytes(a[3], 'login.nonce', NONCE_BYTES),
+    mac: bytes(a[4], 'login.mac', MAC_BYTES),
+    ext: intMap(a[5], 'login.ext'),
+  };
+}
+
+export function parseLoginAck(body: CborValue): void {
+  array(body, 'loginAck', 0);
+}
+
+export interface LoginFail { code: string; reason: string }
+export function parseLoginFail(body: CborValue): LoginFail {
+  const a = array(body, 'loginFail', 2);
+  return { code: text(a[0], 'loginFail.code', 64), reason: text(a[1], 'loginFail.reason', 256) };
+}
+
+// ---- error frame: [code, previous message seq or null, reason] (compare FDO's error) ----
+
+export interface ErrorBody { code: string; prevSeq: number | null; reason: string }
+export function parseError(body: CborValue): ErrorBody {
+  const a = array(body, 'error', 3);
+  return {
+    code: text(a[0], 'error.code', 64),
+    prevSeq: a[1] === null ? null : uint(a[1], 'error.prevSeq'),
+    reason: typeof a[2] === 'string' && a[2].length <= 256 ? a[2] : bad('MSG_BAD_FIELD', 'error.reason must be text of at most 256 characters'),
+  };
+}
+export function errorBody(code: string, prevSeq: number | null, reason: string): CborValue {
+  return [code, prevSeq, reason.slice(0, 256)];
+}
+
+// ---- sealed inner messages ----
+
+export interface CredRequest { serial: string; localIp: string }
+export function parseCredRequest(v: CborValue): CredRequest {
+  const a = array(v, 'credRequest', 2);
+  return { serial: text(a[0], 'credRequest.serial', 64, SERIAL_RE), localIp: text(a[1], 'credRequest.localIp', 45, /^[0-9a-fA-F:.]+$/) };
+}
+
+export interface ServerChoice { name: string; url: string; region: string }
+export interface CredReply {
+  user: string;
+  secret: Uint8Array;
+  /** Generation of `secret` at the business server (pending until first used). */
+  gen: number;
+  /** Generation the business server holds as current: the device keeps that one too. */
+  currentGen: number;
+  /** Business servers best placed for the device's IP, best first (S0.8). */
+  servers: ServerChoice[];
+}
+export function parseCredReply(v: CborValue): CredReply {
+  const a = array(v, 'credReply', 5);
+  const servers = array(a[4], 'credReply.servers', 1, 8).map((s, i) => {
+    const e = array(s, `credReply.servers[${i}]`, 3);
+    return {
+      name: text(e[0], 'server.name', 32, DEST_RE),
+      url: text(e[1], 'server.url', 256, /^wss?:\/\/[^\s]+$/),
+      region: text(e[2], 'server.region', 32),
+    };
+  });
+  return {
+    user: text(a[0], 'credReply.user', 64, USER_RE),
+    secret: bytes(a[1], 'credReply.secret', SECRET_BYTES),
+    gen: uint(a[2], 'credReply.gen'),
+    currentGen: uint(a[3], 'credReply.currentGen'),
+    servers,
+  };
+}
+export function credReplyBody(r: CredReply): CborValue {
+  return [r.user, r.secret, r.gen, r.currentGen, r.servers.map((s) => [s.name, s.url, s.region])];
+}
+
+export function parseNotFound(v: CborValue): { reason: string } {
+  const a = array(v, 'notFound', 1);
+  return { reason: text(a[0], 'notFound.reason', 256) };
+}
+
+/** Password-change confirmation (S0.14): the device saved generation `gen` and used it. */
+export function parsePwConfirm(v: CborValue, name = 'pwConfirm'): { gen: number } {
+  const a = array(v, name, 1);
+  return { gen: uint(a[0], `${name}.gen`) };
+}
