@@ -134,7 +134,8 @@ export type Mechanism = (typeof MECHANISMS)[number];
 export const USER_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 /**
- * Business login (S0.11): the client's opening, authenticated by a MAC under the key of the
+ * Business login (S0.11): the client's opening [mech, user, gen, ext, nonce, mac] (the
+ * handshake appends nonce and MAC to the fields), authenticated by a MAC under the key of the
  * mechanism. `ext` carries later fields (device identity S4.2, ...) under integer keys, all
  * covered by the MAC; unknown keys are ignored by old servers.
  */
@@ -147,9 +148,9 @@ export function parseLogin(body: CborValue): Login {
     mech: mech as Mechanism,
     user: text(a[1], 'login.user', 64, USER_RE),
     gen: uint(a[2], 'login.gen'),
-    nonce: bytes(a[3], 'login.nonce', NONCE_BYTES),
-    mac: bytes(a[4], 'login.mac', MAC_BYTES),
-    ext: intMap(a[5], 'login.ext'),
+    ext: intMap(a[3], 'login.ext'),
+    nonce: bytes(a[4], 'login.nonce', NONCE_BYTES),
+    mac: bytes(a[5], 'login.mac', MAC_BYTES),
   };
 }
 
