@@ -221,7 +221,8 @@ export function readIdentity(vendor: HiddenPort & { deriveKey(label: string): Ui
  */
 export const SLOT_MAGIC = Uint8Array.of(0x55, 0x50, 0x52, 0x53); // "UPRS"
 export const SLOT_HEADER = 16;
-export const RECORD_MAX_PAYLOAD = 1024;
+/** A slot is one 4 KiB sector: 56 bytes of header, nonce and tag leave 4040 for the payload. */
+export const RECORD_MAX_PAYLOAD = 4096 - 56;
 const SLOT_OVERHEAD = SLOT_HEADER + NONCE + TAG;
 
 export type SlotState = 'empty' | 'valid' | 'sealed' | 'torn' | 'corrupt' | 'invalid';
