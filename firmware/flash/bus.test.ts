@@ -124,4 +124,21 @@ test('construction refuses a table for another chip', () => {
   assert.throws(() => new DeviceBus({} as FlashChip, fuses, table), TypeError);
 });
 
+test('nothing reachable from the host units or the vendor port leads to the chip or the fuses', () => {
+  const { bus } = dev();
+  const seen = new Set<unknown>();
+  const walk = (o: unknown, path: string) => {
+    if (o === null || typeof o !== 'object' || seen.has(o)) return;
+    seen.add(o);
+    assert.not.ok(o instanceof FlashChip || o instanceof Fuses, `${path} reaches ${o?.constructor?.name}`);
+    for (const k of Reflect.ownKeys(o)) walk((o as Record<string | symbol, unknown>)[k], `${path}.${String(k)}`);
+    const proto = Object.getPrototypeOf(o);
+    if (proto && proto !== Object.prototype) for (const k of Reflect.ownKeys(proto)) if (k !== 'constructor') assert.is.not(typeof k, 'symbol', `${path}: hidden method ${String(k)}`);
+  };
+  walk(bus.cdrom, 'cdrom');
+  walk(bus.disk, 'disk');
+  walk(bus.vendor, 'vendor');
+  assert.not.ok('_reset' in bus.vendor);
+});
+
 test.run();

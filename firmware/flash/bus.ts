@@ -38,6 +38,7 @@ export interface BusCounters {
 }
 
 const EMPTY = new Uint8Array(0);
+const resetVendor = new WeakMap<VendorPort, () => void>();
 
 /** The hidden-zone operations the record store and identity reader need. */
 export interface HiddenPort {
@@ -49,44 +50,60 @@ export interface HiddenPort {
   eraseHiddenSector(off: number): number;
 }
 
+/** Zone-bound access a unit gets from the bus: it can reach its own zone and nothing else. */
+interface ZoneAccess {
+  read(off: number, len: number): ReadResult;
+  rewrite(off: number, data: Uint8Array): number;
+  counters: BusCounters;
+}
+
 export class CdromUnit {
   readonly blockCount: number;
-  constructor(
-    readonly bus: DeviceBus,
-    readonly zone: ZoneEntry,
-  ) {
-    this.blockCount = Math.floor(zone.size / CDROM_BLOCK);
+  readonly #z: ZoneAccess;
+  /** @internal built by DeviceBus. */
+  constructor(z: ZoneAccess, zoneBytes: number) {
+    this.#z = z;
+    this.blockCount = Math.floor(zoneBytes / CDROM_BLOCK);
   }
   readBlocks(lba: number, count: number): ReadResult {
-    return this.bus._hostRead(this.zone, lba, count, CDROM_BLOCK, this.blockCount);
+    return hostRead(this.#z, lba, count, CDROM_BLOCK, this.blockCount);
   }
   writeBlocks(_lba: number, _data: Uint8Array): number {
-    this.bus.counters.cdromWritesRefused++;
+    this.#z.counters.cdromWritesRefused++;
     return FlashStatus.ERR_READ_ONLY;
   }
 }
 
 export class DiskUnit {
   readonly sectorCount: number;
-  constructor(
-    readonly bus: DeviceBus,
-    readonly zone: ZoneEntry,
-  ) {
-    this.sectorCount = Math.floor(zone.size / DISK_SECTOR);
+  readonly #z: ZoneAccess;
+  /** @internal built by DeviceBus. */
+  constructor(z: ZoneAccess, zoneBytes: number) {
+    this.#z = z;
+    this.sectorCount = Math.floor(zoneBytes / DISK_SECTOR);
   }
   readSectors(lba: number, count: number): ReadResult {
-    return this.bus._hostRead(this.zone, lba, count, DISK_SECTOR, this.sectorCount);
+    return hostRead(this.#z, lba, count, DISK_SECTOR, this.sectorCount);
   }
   /** Writes data.length / 512 sectors at lba. */
   writeSectors(lba: number, data: Uint8Array): number {
     if (!isCount(lba) || !(data instanceof Uint8Array)) return FlashStatus.ERR_ARG;
     if (data.length % DISK_SECTOR !== 0) return FlashStatus.ERR_ALIGN;
     if (data.length > MAX_TRANSFER_BYTES || lba + data.length / DISK_SECTOR > this.sectorCount) {
-      this.bus.counters.hostOutOfRange++;
+      this.#z.counters.hostOutOfRange++;
       return FlashStatus.ERR_RANGE;
     }
-    return this.bus._rewrite(this.zone.offset + lba * DISK_SECTOR, data);
+    return this.#z.rewrite(lba * DISK_SECTOR, data);
   }
+}
+
+function hostRead(z: ZoneAccess, lba: number, count: number, unit: number, units: number): ReadResult {
+  if (!isCount(lba) || !isCount(count)) return { status: FlashStatus.ERR_ARG, data: EMPTY };
+  if (lba + count > units || count * unit > MAX_TRANSFER_BYTES) {
+    z.counters.hostOutOfRange++;
+    return { status: FlashStatus.ERR_RANGE, data: EMPTY };
+  }
+  return z.read(lba * unit, count * unit);
 }
 
 export class VendorPort implements HiddenPort {
@@ -95,16 +112,26 @@ export class VendorPort implements HiddenPort {
   readonly hiddenBytes: number;
   readonly sectorBytes: number;
   readonly pageBytes: number;
+  // Real private fields: nothing reachable from this object leads to the chip or the HUK.
+  readonly #counters: BusCounters;
+  readonly #zone: ZoneEntry;
+  readonly #chip: FlashChip;
+  readonly #fuses: Fuses;
 
-  constructor(
-    private readonly bus: DeviceBus,
-    private readonly zone: ZoneEntry,
-    private readonly chip: FlashChip,
-    private readonly fuses: Fuses,
-  ) {
+  /** @internal built by DeviceBus. */
+  constructor(counters: BusCounters, zone: ZoneEntry, chip: FlashChip, fuses: Fuses) {
+    this.#counters = counters;
+    this.#zone = zone;
+    this.#chip = chip;
+    this.#fuses = fuses;
     this.hiddenBytes = zone.size;
     this.sectorBytes = chip.profile.sectorBytes;
     this.pageBytes = chip.profile.pageBytes;
+    // Only DeviceBus.powerCycle() may clear the lock-out: the reset is not a method.
+    resetVendor.set(this, () => {
+      this.#unlocked = false;
+      this.#bad = 0;
+    });
   }
 
   get unlocked(): boolean {
@@ -114,7 +141,7 @@ export class VendorPort implements HiddenPort {
   /** Sends the vendor command sequence. OK unlocks; a wrong one is ERR_BAD_SEQUENCE (counted). */
   unlock(sequence: Uint8Array): number {
     if (this.#bad >= VENDOR_MAX_BAD_SEQUENCES) {
-      this.bus.counters.vendorLockedRefusals++;
+      this.#counters.vendorLockedRefusals++;
       return FlashStatus.ERR_LOCKED;
     }
     let ok = sequence instanceof Uint8Array && sequence.length === VENDOR_UNLOCK_SEQUENCE.length;
@@ -122,7 +149,7 @@ export class VendorPort implements HiddenPort {
     if (!ok) {
       this.#bad++;
       this.#unlocked = false;
-      this.bus.counters.vendorBadSequences++;
+      this.#counters.vendorBadSequences++;
       return FlashStatus.ERR_BAD_SEQUENCE;
     }
     this.#unlocked = true;
@@ -133,27 +160,22 @@ export class VendorPort implements HiddenPort {
     this.#unlocked = false;
   }
 
-  /** Called by DeviceBus.powerCycle(): locked again, bad-sequence count cleared. */
-  _reset(): void {
-    this.#unlocked = false;
-    this.#bad = 0;
-  }
 
   readHidden(off: number, len: number): ReadResult {
     const s = this.#check(off, len);
     if (s !== FlashStatus.OK) return { status: s, data: EMPTY };
-    return this.chip.read(this.zone.offset + off, len);
+    return this.#chip.read(this.#zone.offset + off, len);
   }
 
   programHidden(off: number, data: Uint8Array): number {
     if (!(data instanceof Uint8Array)) return FlashStatus.ERR_ARG;
     const s = this.#check(off, data.length);
-    return s !== FlashStatus.OK ? s : this.chip.program(this.zone.offset + off, data);
+    return s !== FlashStatus.OK ? s : this.#chip.program(this.#zone.offset + off, data);
   }
 
   eraseHiddenSector(off: number): number {
     const s = this.#check(off, this.sectorBytes);
-    return s !== FlashStatus.OK ? s : this.chip.eraseSector(this.zone.offset + off);
+    return s !== FlashStatus.OK ? s : this.#chip.eraseSector(this.#zone.offset + off);
   }
 
   /**
@@ -162,29 +184,29 @@ export class VendorPort implements HiddenPort {
    */
   deriveKey(label: string): Uint8Array {
     if (!this.#unlocked) {
-      this.bus.counters.vendorLockedRefusals++;
+      this.#counters.vendorLockedRefusals++;
       return EMPTY;
     }
     if (typeof label !== 'string' || label.length === 0 || label.length > 256) return EMPTY;
-    return this.fuses.deriveKey(label);
+    return this.#fuses.deriveKey(label);
   }
 
   /** The chip's 8-byte unique id; empty when locked. */
   uniqueId(): Uint8Array {
     if (!this.#unlocked) {
-      this.bus.counters.vendorLockedRefusals++;
+      this.#counters.vendorLockedRefusals++;
       return EMPTY;
     }
-    return this.fuses.uniqueId();
+    return this.#fuses.uniqueId();
   }
 
   #check(off: number, len: number): number {
     if (!this.#unlocked) {
-      this.bus.counters.vendorLockedRefusals++;
+      this.#counters.vendorLockedRefusals++;
       return FlashStatus.ERR_LOCKED;
     }
     if (!isCount(off) || !isCount(len)) return FlashStatus.ERR_ARG;
-    if (off + len > this.zone.size) return FlashStatus.ERR_RANGE;
+    if (off + len > this.#zone.size) return FlashStatus.ERR_RANGE;
     return FlashStatus.OK;
   }
 }
@@ -204,58 +226,53 @@ export class DeviceBus {
       if (z.offset + z.size > chip.sizeBytes || z.offset % chip.profile.sectorBytes !== 0 || z.size % chip.profile.sectorBytes !== 0) throw new RangeError('DeviceBus: zone outside the chip or not sector aligned');
     }
     this.#chip = chip;
-    this.cdrom = new CdromUnit(this, zoneOf(table, ZoneType.VIRTUAL));
-    this.disk = new DiskUnit(this, zoneOf(table, ZoneType.FREE));
-    this.vendor = new VendorPort(this, zoneOf(table, ZoneType.HIDDEN), chip, fuses);
+    const access = (z: ZoneEntry): ZoneAccess => ({
+      read: (off, len) => chip.read(z.offset + off, len),
+      rewrite: (off, data) => rewrite(chip, z.offset + off, data),
+      counters: this.counters,
+    });
+    const v = zoneOf(table, ZoneType.VIRTUAL), f = zoneOf(table, ZoneType.FREE);
+    this.cdrom = new CdromUnit(access(v), v.size);
+    this.disk = new DiskUnit(access(f), f.size);
+    this.vendor = new VendorPort(this.counters, zoneOf(table, ZoneType.HIDDEN), chip, fuses);
   }
 
   /** Unplug and replug: the chip powers up again and the vendor port is locked. */
   powerCycle(): void {
     this.#chip.powerCycle();
-    this.vendor._reset();
+    resetVendor.get(this.vendor)?.();
   }
+}
 
-  /** @internal host read of `count` units of `unit` bytes at unit-relative `lba`. */
-  _hostRead(zone: ZoneEntry, lba: number, count: number, unit: number, units: number): ReadResult {
-    if (!isCount(lba) || !isCount(count)) return { status: FlashStatus.ERR_ARG, data: EMPTY };
-    if (lba + count > units || count * unit > MAX_TRANSFER_BYTES) {
-      this.counters.hostOutOfRange++;
-      return { status: FlashStatus.ERR_RANGE, data: EMPTY };
+/** Read-modify-write of whole flash sectors for the disk unit (see the header). */
+function rewrite(chip: FlashChip, addr: number, data: Uint8Array): number {
+  const { sectorBytes: sb, pageBytes: pb } = chip.profile;
+  let done = 0;
+  while (done < data.length) {
+    const a = addr + done;
+    const base = a - (a % sb);
+    const n = Math.min(sb - (a - base), data.length - done);
+    const r = chip.read(base, sb);
+    if (r.status !== FlashStatus.OK) return r.status;
+    const next = Uint8Array.from(r.data);
+    next.set(data.subarray(done, done + n), a - base);
+    let needErase = false;
+    for (let i = 0; i < sb && !needErase; i++) needErase = (r.data[i]! & next[i]!) !== next[i];
+    if (needErase) {
+      const s = chip.eraseSector(base);
+      if (s !== FlashStatus.OK) return s;
     }
-    return this.#chip.read(zone.offset + lba * unit, count * unit);
-  }
-
-  /** @internal read-modify-write of whole flash sectors for the disk unit. */
-  _rewrite(addr: number, data: Uint8Array): number {
-    const chip = this.#chip;
-    const { sectorBytes: sb, pageBytes: pb } = chip.profile;
-    let done = 0;
-    while (done < data.length) {
-      const a = addr + done;
-      const base = a - (a % sb);
-      const n = Math.min(sb - (a - base), data.length - done);
-      const r = chip.read(base, sb);
-      if (r.status !== FlashStatus.OK) return r.status;
-      const next = Uint8Array.from(r.data);
-      next.set(data.subarray(done, done + n), a - base);
-      let needErase = false;
-      for (let i = 0; i < sb && !needErase; i++) needErase = (r.data[i]! & next[i]!) !== next[i];
-      if (needErase) {
-        const s = chip.eraseSector(base);
-        if (s !== FlashStatus.OK) return s;
-      }
-      for (let p = 0; p < sb; p += pb) {
-        const page = next.subarray(p, p + pb);
-        let skip = true;
-        for (let i = 0; i < pb && skip; i++) skip = needErase ? page[i] === 0xff : page[i] === r.data[p + i];
-        if (skip) continue;
-        const s = chip.program(base + p, page);
-        if (s !== FlashStatus.OK) return s;
-      }
-      done += n;
+    for (let p = 0; p < sb; p += pb) {
+      const page = next.subarray(p, p + pb);
+      let skip = true;
+      for (let i = 0; i < pb && skip; i++) skip = needErase ? page[i] === 0xff : page[i] === r.data[p + i];
+      if (skip) continue;
+      const s = chip.program(base + p, page);
+      if (s !== FlashStatus.OK) return s;
     }
-    return FlashStatus.OK;
+    done += n;
   }
+  return FlashStatus.OK;
 }
 
 function isCount(n: unknown): n is number {
