@@ -474,7 +474,8 @@ export function checkFat(read: ReadSectors, expectSectors?: number): { geometry:
   const fat = new FatTable(g.fatType, g.fatSectors, f0);
   const fatAt = g.reservedSectors * FAT_SECTOR;
   if ((fat.get(0) & 0xff) !== g.media) problems.push({ offset: fatAt, message: `FAT entry 0 (0x${fat.get(0).toString(16)}) does not carry the media byte 0x${g.media.toString(16)}` });
-  if (!fat.isEoc(fat.get(1) | (g.fatType === 12 ? 0x8 : 0x8))) problems.push({ offset: fatAt + (g.fatType === 12 ? 1 : 2), message: `FAT entry 1 (0x${fat.get(1).toString(16)}) is not an end-of-chain mark` });
+  // FAT16 entry 1 may carry the clean-shutdown/no-error flags (bits 15, 14) cleared.
+  if (!fat.isEoc(g.fatType === 16 ? fat.get(1) | 0xc000 : fat.get(1))) problems.push({ offset: fatAt + (g.fatType === 12 ? 1 : 2), message: `FAT entry 1 (0x${fat.get(1).toString(16)}) is not an end-of-chain mark` });
   const root = read(g.rootSector, g.rootSectors);
   if (!root) return { geometry: g, entries: [], problems: [...problems, { offset: g.rootSector * FAT_SECTOR, message: 'cannot read the root directory' }], usedClusters: 0 };
   const es = entries(root, g);

@@ -7,6 +7,7 @@ import { DeviceBus, VENDOR_UNLOCK_SEQUENCE, VENDOR_MAX_BAD_SEQUENCES } from '../
 import { parseTable, zoneOf, ZoneType } from './layout.ts';
 import { readIdentity, openStore, RecordStore, HIDDEN_STORES, RECORD_MAX_PAYLOAD, classifySlot, storeKeyLabel } from './hidden.ts';
 import { buildImage } from '../factory/image.ts';
+import fc from 'fast-check';
 import { MasterKeyring, deriveDeviceKey, openSerialToken, bytesToHex } from '../../protocol/keys.ts';
 
 const master = new Uint8Array(32).fill(7);
@@ -206,6 +207,40 @@ test('power cut, exhaustively, during a record-store update: old or new, never g
     assert.ok(c.cuts > 700);
     assert.is(c.old + c.new, c.cuts);
   }
+});
+
+test('property: any sequence of writes with power cuts at random points reads back the last completed write or the one cut', () => {
+  const prep = unlocked();
+  const base = prep.chip.peek(0, W25Q64.sizeBytes);
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ len: fc.integer({ min: 0, max: 1500 }), cut: fc.option(fc.record({ ops: fc.integer({ min: 0, max: 8 }), torn: fc.integer({ min: 0, max: 255 }), seed: fc.integer({ min: 1, max: 1000 }) }), { nil: null }) }), { minLength: 1, maxLength: 12 }),
+      (steps) => {
+        const d = unlocked(base);
+        let committed: string | null = null;
+        steps.forEach((st, i) => {
+          const payload = Uint8Array.from({ length: st.len }, (_, k) => (k * 31 + i) & 0xff);
+          if (st.cut) {
+            d.chip.faults.powerCutAfterOps = st.cut.ops;
+            d.chip.faults.tornBytes = st.cut.torn;
+          }
+          const status = store(d.bus).write(payload);
+          d.chip.faults.clear();
+          d.bus.powerCycle();
+          d.bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
+          const r = store(d.bus).read();
+          const got = r.payload ? hex(r.payload) : null;
+          if (status === FlashStatus.OK) assert.is(got, hex(payload));
+          else {
+            assert.is(status, FlashStatus.ERR_POWER_LOST);
+            assert.ok(got === committed || got === hex(payload), `step ${i}: neither old nor new`);
+          }
+          committed = got;
+        });
+      },
+    ),
+    { numRuns: 60, seed: 20240101 },
+  );
 });
 
 test('slot classification names a torn write and where it was cut', () => {
