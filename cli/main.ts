@@ -11,6 +11,8 @@ export interface Command {
 type Loader = () => Promise<Command>;
 
 const commands: Record<string, Loader> = {
+  image: () => import('./image.ts').then((m) => m.command),
+  inspect: () => import('./inspect.ts').then((m) => m.command),
 };
 
 export const VERSION = '0.1.0';
