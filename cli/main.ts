@@ -11,6 +11,8 @@ export interface Command {
 type Loader = () => Promise<Command>;
 
 const commands: Record<string, Loader> = {
+  serve: () => import('./serve.ts').then((m) => m.command),
+  enroll: () => import('./enroll.ts').then((m) => m.command),
 };
 
 export const VERSION = '0.1.0';
