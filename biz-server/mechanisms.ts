@@ -4,7 +4,7 @@
 // cannot tell which users exist. New mechanisms (and the device-identity check of S4 on
 // `login.ext`) plug in as rows of this table.
 import type { Login, Mechanism } from '../protocol/messages.ts';
-import type { Account, BizStore } from './store.ts';
+import { pendingUsable, type Account, type BizStore } from './store.ts';
 
 export interface KeyChoice {
   account: Account;
@@ -19,14 +19,14 @@ export interface LoginMechanism {
 
 /**
  * Password (machine-generated secret): the stored login key of generation `gen`, which must
- * be the account's current one or its unexpired pending one (two-phase rotation, S0.14).
+ * be the account's current one or its usable pending one (two-phase rotation, S0.14).
  */
 export const passwordMechanism: LoginMechanism = {
   lookup(store, login, now) {
     const a = store.getByUser(login.user);
     if (!a) return null;
     if (login.gen === a.currentGen && a.currentKey) return { account: a, key: a.currentKey, pending: false };
-    if (login.gen === a.pendingGen && a.pendingKey && (a.pendingExpires ?? 0) > now) return { account: a, key: a.pendingKey, pending: true };
+    if (login.gen === a.pendingGen && a.pendingKey && pendingUsable(a, now)) return { account: a, key: a.pendingKey, pending: true };
     return null;
   },
 };

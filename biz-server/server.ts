@@ -40,15 +40,17 @@ export interface BizServer {
   close(): Promise<void>;
 }
 
-function parseInstall(args: CborValue): { user: string; key: Uint8Array; expiresAt: number; rotationId: Uint8Array } {
-  if (!Array.isArray(args) || args.length !== 4) throw new AdminError('ADMIN_BAD_ARGS', 'installPending takes [user, key, expiresAt, rotationId]');
-  const [user, key, , rotationId] = args;
+function parseInstall(args: CborValue): { user: string; key: Uint8Array; expiresAt: number; rotationId: Uint8Array; keepGen: number | null } {
+  if (!Array.isArray(args) || args.length !== 5) throw new AdminError('ADMIN_BAD_ARGS', 'installPending takes [user, key, expiresAt, rotationId, keepGen]');
+  const [user, key, , rotationId, kg] = args;
+  const keepGen = kg === null ? null : safeInt(kg);
+  if (kg !== null && (keepGen === null || keepGen < 0)) throw new AdminError('ADMIN_BAD_ARGS', 'keepGen must be a generation or null');
   const expiresAt = safeInt(args[2]);
   if (typeof user !== 'string' || !USER_RE.test(user)) throw new AdminError('ADMIN_BAD_ARGS', 'bad user');
   if (!(key instanceof Uint8Array) || key.length !== 32) throw new AdminError('ADMIN_BAD_ARGS', 'key must be 32 bytes');
   if (expiresAt === null || expiresAt < 0) throw new AdminError('ADMIN_BAD_ARGS', 'bad expiresAt');
   if (!(rotationId instanceof Uint8Array) || rotationId.length !== 16) throw new AdminError('ADMIN_BAD_ARGS', 'rotationId must be 16 bytes');
-  return { user, key: Uint8Array.from(key), expiresAt, rotationId: Uint8Array.from(rotationId) };
+  return { user, key: Uint8Array.from(key), expiresAt, rotationId: Uint8Array.from(rotationId), keepGen };
 }
 
 export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
@@ -76,10 +78,10 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       ops: {
         installPending(args) {
           const a = parseInstall(args);
-          const r = store.installPending(a.user, a.key, a.expiresAt, a.rotationId);
+          const r = store.installPending(a.user, a.key, a.expiresAt, a.rotationId, a.keepGen);
           a.key.fill(0);
-          log.info('pending installed', { user: a.user, currentGen: r.currentGen, pendingGen: r.pendingGen });
-          return [r.currentGen, r.pendingGen];
+          log.info(r.installed ? 'pending installed' : 'pending kept', { user: a.user, currentGen: r.currentGen, pendingGen: r.pendingGen });
+          return [r.currentGen, r.pendingGen, r.installed];
         },
         status() {
           return [!draining, h.sessions(), cfg.region];

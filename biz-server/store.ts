@@ -26,7 +26,21 @@ export interface Account {
   confirmedGen: number | null;
 }
 
-export interface InstallResult { currentGen: number; pendingGen: number }
+export interface InstallResult {
+  currentGen: number;
+  pendingGen: number;
+  /** false: the pending generation `keepGen` was still unused and was kept instead. */
+  installed: boolean;
+}
+
+/**
+ * Whether a pending key can still be used: unexpired, or the account has no current key at
+ * all (expiry exists to retire a secret that was never used while an older one still works;
+ * it must never leave an account with nothing that logs in).
+ */
+export function pendingUsable(a: Account, now: number): boolean {
+  return a.pendingGen !== null && a.pendingKey !== null && ((a.pendingExpires ?? 0) > now || a.currentKey === null);
+}
 
 export interface BizStore {
   /** Creates the account if missing; 'exists' when the same account/user pair is there. */
@@ -35,9 +49,11 @@ export interface BizStore {
   setStatus(user: string, status: AccountStatus): boolean;
   /**
    * Installs a new pending login key, replacing any previous pending one; current is untouched.
+   * Except: when the pending generation is still `keepGen` and usable, nothing changes (the
+   * registration server re-issues that secret: the device may hold it and nothing else).
    * Idempotent per rotationId: a retried call returns the first call's generations.
    */
-  installPending(user: string, key: Uint8Array, expiresAt: number, rotationId: Uint8Array, now?: number): InstallResult;
+  installPending(user: string, key: Uint8Array, expiresAt: number, rotationId: Uint8Array, keepGen: number | null, now?: number): InstallResult;
   /** current := pending if pending is still generation `gen` (compare-and-set); false otherwise. */
   promote(user: string, gen: number, now?: number): boolean;
   /** Records that the device confirmed generation `gen` (must be current). */
@@ -136,20 +152,23 @@ export class SqliteBizStore implements BizStore {
     return this.db.prepare('UPDATE accounts SET status = ?, updated_at = ? WHERE user = ?').run(status, Date.now(), user).changes === 1;
   }
 
-  installPending(user: string, key: Uint8Array, expiresAt: number, rotationId: Uint8Array, now = Date.now()): InstallResult {
+  installPending(user: string, key: Uint8Array, expiresAt: number, rotationId: Uint8Array, keepGen: number | null, now = Date.now()): InstallResult {
     return this.db.transaction(() => {
       const r = this.#row(user);
       if (!r) throw new ImplementationError('BIZ_UNKNOWN_USER', `no account for user '${user}'`);
       const a = accountFromRow(r);
       const lastId = r.last_rotation_id;
       if (lastId instanceof Uint8Array && Buffer.compare(lastId, rotationId) === 0 && isGen(r.last_rotation_gen)) {
-        return { currentGen: a.currentGen, pendingGen: r.last_rotation_gen };
+        return { currentGen: a.currentGen, pendingGen: r.last_rotation_gen, installed: true };
+      }
+      if (keepGen !== null && a.pendingGen === keepGen && pendingUsable(a, now)) {
+        return { currentGen: a.currentGen, pendingGen: keepGen, installed: false };
       }
       const gen = a.maxGen + 1;
       this.db
         .prepare('UPDATE accounts SET pending_gen = ?, pending_key = ?, pending_expires = ?, max_gen = ?, last_rotation_id = ?, last_rotation_gen = ?, updated_at = ? WHERE user = ?')
         .run(gen, key, expiresAt, gen, rotationId, gen, now, user);
-      return { currentGen: a.currentGen, pendingGen: gen };
+      return { currentGen: a.currentGen, pendingGen: gen, installed: true };
     }).immediate();
   }
 
@@ -158,7 +177,7 @@ export class SqliteBizStore implements BizStore {
       const r = this.#row(user);
       if (!r) return false;
       const a = accountFromRow(r);
-      if (a.pendingGen !== gen || a.pendingKey === null || (a.pendingExpires ?? 0) <= now) return false;
+      if (a.pendingGen !== gen || !pendingUsable(a, now)) return false;
       this.db
         .prepare('UPDATE accounts SET current_gen = pending_gen, current_key = pending_key, pending_gen = NULL, pending_key = NULL, pending_expires = NULL, updated_at = ? WHERE user = ?')
         .run(now, user);

@@ -1,7 +1,7 @@
 // Health and load of the business servers, as the registration server sees them: each is
 // asked for its status over the admin API every interval; no answer marks it unhealthy so
 // placement (placement.ts) skips it. Results go to the shared store.
-import type { AdminClient } from '../server-kit/admin-rpc.ts';
+import type { AdminCaller } from './rotation.ts';
 import type { Logger } from '../server-kit/log.ts';
 import type { BizServerRecord, RegStore } from './store.ts';
 
@@ -11,7 +11,7 @@ export class HealthPoller {
 
   constructor(
     private readonly store: RegStore,
-    private readonly client: (s: BizServerRecord) => AdminClient,
+    private readonly client: (s: BizServerRecord) => AdminCaller,
     private readonly log: Logger,
     private readonly intervalMs: number,
   ) {}

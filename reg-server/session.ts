@@ -102,7 +102,7 @@ export class RegSession extends ServerSession {
     r.secret.fill(0);
     this.opts.log.info('credentials issued', {
       serial: device.serial, user: device.user, gen: r.gen, currentGen: r.currentGen, ip, via: this.transport.via,
-      region: choices[0]!.region, first: choices[0]!.name, installedAt: r.installedAt, localIp: req.localIp,
+      region: choices[0]!.region, first: choices[0]!.name, reissued: r.reissued, installedAt: r.installedAt, localIp: req.localIp,
     });
     this.end(CloseCode.normal, 'done');
   }

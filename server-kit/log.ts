@@ -15,7 +15,7 @@ const stderrSink: LogSink = (line) => {
 };
 
 let sink: LogSink = stderrSink;
-let minLevel: Level = (process.env.USBPHONE_LOG_LEVEL as Level | undefined) ?? (process.env.NODE_ENV === 'test' ? 'warn' : 'info');
+let minLevel: Level = (['debug', 'info', 'warn', 'error'] as const).find((l) => l === process.env.USBPHONE_LOG_LEVEL) ?? 'info';
 
 /** Replaces the process-wide sink (tests capture lines); returns the previous one. */
 export function setLogSink(next: LogSink | null, level?: Level): LogSink {
@@ -27,6 +27,10 @@ export function setLogSink(next: LogSink | null, level?: Level): LogSink {
 
 export function setLogLevel(level: Level): void {
   minLevel = level;
+}
+
+export function logLevel(): Level {
+  return minLevel;
 }
 
 export interface Logger {

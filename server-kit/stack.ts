@@ -19,6 +19,7 @@ import { SqliteBizStore } from '../biz-server/store.ts';
 import { enrollDevices, type EnrollmentRecord, type EnrollOptions, type EnrollResult } from '../reg-server/enroll.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';
 import { linkKeyFor } from './link.ts';
+import { logLevel } from './log.ts';
 import { readKeyFile, loadMasterKeyring } from './keyfiles.ts';
 import { DEFAULT_TOPOLOGY, DEFAULT_PORTS, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, ensureStateKeys, type RolePorts, type RegFileConfig } from './config.ts';
 
@@ -164,7 +165,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     mkdirSync(runDir, { recursive: true });
     const cfgFile = join(runDir, `${name}.json`);
     writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
-    const env = { ...process.env, ...(pauseAt ? { USBPHONE_TEST_PAUSE_AT: pauseAt } : {}) };
+    const env = { ...process.env, USBPHONE_LOG_LEVEL: logLevel(), ...(pauseAt ? { USBPHONE_TEST_PAUSE_AT: pauseAt } : {}) };
     const proc = spawn(process.execPath, [join(repoRoot, 'bin', 'usbphone.js'), 'serve', 'reg', '--config', cfgFile], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
     let onPaused: (s: RotationStep) => void = () => {};
