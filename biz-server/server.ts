@@ -1,0 +1,117 @@
+// A business server process role: device/link ports (server-kit/host.ts) running BizSession,
+// and the admin API for the registration server (installPending, status).
+import type { Server } from 'node:http';
+import { ReplayCache } from '../protocol/replay.ts';
+import { Limits } from '../protocol/limits.ts';
+import { USER_RE } from '../protocol/messages.ts';
+import type { CborValue } from '../protocol/cbor.ts';
+import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts';
+import { createAdminServer, AdminError, safeInt } from '../server-kit/admin-rpc.ts';
+import { createLogger } from '../server-kit/log.ts';
+import { SqliteBizStore, type BizStore } from './store.ts';
+import { BizSession } from './session.ts';
+
+export interface BizConfig {
+  name: string;
+  region: string;
+  host: string;
+  /** Direct device port (0 = ephemeral, null = none). */
+  devicePort: number | null;
+  linkPort: number;
+  adminPort: number;
+  /** Accounts database (shared by all business servers on one machine). */
+  dbFile: string;
+  linkKey: Uint8Array;
+  adminKey: Uint8Array;
+  stepTimeoutMs?: number;
+}
+
+export interface BizServer {
+  name: string;
+  region: string;
+  devicePort: number | null;
+  linkPort: number;
+  adminPort: number;
+  adminUrl: string;
+  store: BizStore;
+  /** Marks the server as not accepting (status reports healthy=false). */
+  setDraining(on: boolean): void;
+  sessions(): number;
+  close(): Promise<void>;
+}
+
+function parseInstall(args: CborValue): { user: string; key: Uint8Array; expiresAt: number; rotationId: Uint8Array; keepGen: number | null } {
+  if (!Array.isArray(args) || args.length !== 5) throw new AdminError('ADMIN_BAD_ARGS', 'installPending takes [user, key, expiresAt, rotationId, keepGen]');
+  const [user, key, , rotationId, kg] = args;
+  const keepGen = kg === null ? null : safeInt(kg);
+  if (kg !== null && (keepGen === null || keepGen < 0)) throw new AdminError('ADMIN_BAD_ARGS', 'keepGen must be a generation or null');
+  const expiresAt = safeInt(args[2]);
+  if (typeof user !== 'string' || !USER_RE.test(user)) throw new AdminError('ADMIN_BAD_ARGS', 'bad user');
+  if (!(key instanceof Uint8Array) || key.length !== 32) throw new AdminError('ADMIN_BAD_ARGS', 'key must be 32 bytes');
+  if (expiresAt === null || expiresAt < 0) throw new AdminError('ADMIN_BAD_ARGS', 'bad expiresAt');
+  if (!(rotationId instanceof Uint8Array) || rotationId.length !== 16) throw new AdminError('ADMIN_BAD_ARGS', 'rotationId must be 16 bytes');
+  return { user, key: Uint8Array.from(key), expiresAt, rotationId: Uint8Array.from(rotationId), keepGen };
+}
+
+export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
+  const log = createLogger(cfg.name);
+  const store = new SqliteBizStore(cfg.dbFile);
+  const replay = new ReplayCache();
+  let draining = false;
+  const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log };
+  let host: Host | null = null;
+  let admin: Server | null = null;
+  try {
+    host = await startHost({
+      name: cfg.name,
+      host: cfg.host,
+      devicePort: cfg.devicePort,
+      linkPort: cfg.linkPort,
+      linkKey: cfg.linkKey,
+      factory: (t) => new BizSession(t, sessionOpts, { store, replay }),
+      health: () => ({ region: cfg.region, draining }),
+    });
+    const h = host;
+    admin = createAdminServer({
+      key: cfg.adminKey,
+      name: cfg.name,
+      ops: {
+        installPending(args) {
+          const a = parseInstall(args);
+          const r = store.installPending(a.user, a.key, a.expiresAt, a.rotationId, a.keepGen);
+          a.key.fill(0);
+          log.info(r.installed ? 'pending installed' : 'pending kept', { user: a.user, currentGen: r.currentGen, pendingGen: r.pendingGen });
+          return [r.currentGen, r.pendingGen, r.installed];
+        },
+        status() {
+          return [!draining, h.sessions(), cfg.region];
+        },
+      },
+    });
+    const adminPort = await listen(admin, cfg.adminPort, cfg.host);
+    log.info('listening', { devicePort: host.devicePort, linkPort: host.linkPort, adminPort });
+    const a = admin;
+    return {
+      name: cfg.name,
+      region: cfg.region,
+      devicePort: host.devicePort,
+      linkPort: host.linkPort,
+      adminPort,
+      adminUrl: `http://${cfg.host}:${adminPort}/admin`,
+      store,
+      setDraining(on) {
+        draining = on;
+      },
+      sessions: () => h.sessions(),
+      async close() {
+        await Promise.all([h.close(), closeServer(a)]);
+        store.close();
+      },
+    };
+  } catch (e) {
+    await host?.close();
+    if (admin) await closeServer(admin);
+    store.close();
+    throw e;
+  }
+}

@@ -1,0 +1,195 @@
+// Business accounts and their login keys (S0.11, S0.14). The biz server never stores the
+// secret a device holds, only the login key derived from it (passwordLoginKey), per
+// generation: the current one and at most one pending one. A pending key is installed by
+// the registration server (installPending), becomes current the first time a device logs in
+// with it (promote), and is ignored once expired. `max_gen` only grows, so a generation
+// number is never reused for another key.
+//
+// One interface, one SQLite implementation; on several machines a PostgreSQL implementation
+// of the same interface replaces it (docs/architecture.md §"Stores").
+import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
+import { USER_RE } from '../protocol/messages.ts';
+import { ImplementationError } from '../protocol/errors.ts';
+
+export type AccountStatus = 'active' | 'disabled';
+
+export interface Account {
+  account: string;
+  user: string;
+  status: AccountStatus;
+  currentGen: number;
+  currentKey: Uint8Array | null;
+  pendingGen: number | null;
+  pendingKey: Uint8Array | null;
+  pendingExpires: number | null;
+  maxGen: number;
+  confirmedGen: number | null;
+}
+
+export interface InstallResult {
+  currentGen: number;
+  pendingGen: number;
+  /** false: the pending generation `keepGen` was still unused and was kept instead. */
+  installed: boolean;
+}
+
+/**
+ * Whether a pending key can still be used: unexpired, or the account has no current key at
+ * all (expiry exists to retire a secret that was never used while an older one still works;
+ * it must never leave an account with nothing that logs in).
+ */
+export function pendingUsable(a: Account, now: number): boolean {
+  return a.pendingGen !== null && a.pendingKey !== null && ((a.pendingExpires ?? 0) > now || a.currentKey === null);
+}
+
+export interface BizStore {
+  /** Creates the account if missing; 'exists' when the same account/user pair is there. */
+  createAccount(account: string, user: string, now?: number): 'created' | 'exists';
+  getByUser(user: string): Account | null;
+  setStatus(user: string, status: AccountStatus): boolean;
+  /**
+   * Installs a new pending login key, replacing any previous pending one; current is untouched.
+   * Except: when the pending generation is still `keepGen` and usable, nothing changes (the
+   * registration server re-issues that secret: the device may hold it and nothing else).
+   * Idempotent per rotationId: a retried call returns the first call's generations.
+   */
+  installPending(user: string, key: Uint8Array, expiresAt: number, rotationId: Uint8Array, keepGen: number | null, now?: number): InstallResult;
+  /** current := pending if pending is still generation `gen` (compare-and-set); false otherwise. */
+  promote(user: string, gen: number, now?: number): boolean;
+  /** Records that the device confirmed generation `gen` (must be current). */
+  confirm(user: string, gen: number, now?: number): boolean;
+  close(): void;
+}
+
+const MIGRATIONS = [
+  `CREATE TABLE accounts (
+     account TEXT PRIMARY KEY,
+     user TEXT NOT NULL UNIQUE,
+     status TEXT NOT NULL DEFAULT 'active',
+     current_gen INTEGER NOT NULL DEFAULT 0,
+     current_key BLOB,
+     pending_gen INTEGER,
+     pending_key BLOB,
+     pending_expires INTEGER,
+     max_gen INTEGER NOT NULL DEFAULT 0,
+     last_rotation_id BLOB,
+     last_rotation_gen INTEGER,
+     confirmed_gen INTEGER,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   )`,
+];
+
+interface Row {
+  account: unknown; user: unknown; status: unknown; current_gen: unknown; current_key: unknown;
+  pending_gen: unknown; pending_key: unknown; pending_expires: unknown; max_gen: unknown;
+  last_rotation_id: unknown; last_rotation_gen: unknown; confirmed_gen: unknown;
+}
+
+const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isKey = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.length === 32;
+
+/** Validates a row before anything acts on it (STORE_CORRUPT_ROW otherwise). */
+export function accountFromRow(r: Row): Account {
+  const what = `account row ${typeof r.user === 'string' ? r.user.slice(0, 64) : '?'}`;
+  if (typeof r.account !== 'string' || r.account.length === 0 || r.account.length > 128) corrupt(what, 'bad account');
+  if (typeof r.user !== 'string' || !USER_RE.test(r.user)) corrupt(what, 'bad user');
+  if (r.status !== 'active' && r.status !== 'disabled') corrupt(what, 'bad status');
+  if (!isGen(r.current_gen) || !isGen(r.max_gen) || r.current_gen > r.max_gen) corrupt(what, 'bad current/max generation');
+  if (r.current_gen === 0 ? r.current_key !== null : !isKey(r.current_key)) corrupt(what, 'current key does not match its generation');
+  if (r.pending_gen === null) {
+    if (r.pending_key !== null || r.pending_expires !== null) corrupt(what, 'pending key without a generation');
+  } else if (!isGen(r.pending_gen) || r.pending_gen <= r.current_gen || r.pending_gen > r.max_gen || !isKey(r.pending_key) || !isGen(r.pending_expires)) {
+    corrupt(what, 'bad pending generation');
+  }
+  if (r.confirmed_gen !== null && !isGen(r.confirmed_gen)) corrupt(what, 'bad confirmed generation');
+  return {
+    account: r.account,
+    user: r.user,
+    status: r.status,
+    currentGen: r.current_gen,
+    currentKey: r.current_key === null ? null : Uint8Array.from(r.current_key as Uint8Array),
+    pendingGen: r.pending_gen as number | null,
+    pendingKey: r.pending_key === null ? null : Uint8Array.from(r.pending_key as Uint8Array),
+    pendingExpires: r.pending_expires as number | null,
+    maxGen: r.max_gen,
+    confirmedGen: r.confirmed_gen as number | null,
+  };
+}
+
+export class SqliteBizStore implements BizStore {
+  readonly db: Db;
+  readonly #get;
+  constructor(file: string) {
+    this.db = openDb(file, MIGRATIONS);
+    this.#get = this.db.prepare('SELECT * FROM accounts WHERE user = ?');
+  }
+
+  #row(user: string): Row | undefined {
+    return this.#get.get(user) as Row | undefined;
+  }
+
+  createAccount(account: string, user: string, now = Date.now()): 'created' | 'exists' {
+    if (!USER_RE.test(user)) throw new ImplementationError('BIZ_BAD_USER', `user name '${user}' is outside ${USER_RE.source}`);
+    return this.db.transaction(() => {
+      const byAcct = this.db.prepare('SELECT user FROM accounts WHERE account = ?').get(account) as { user: string } | undefined;
+      const byUser = this.#row(user);
+      if (byAcct || byUser) {
+        if (byAcct?.user === user) return 'exists' as const;
+        throw new ImplementationError('BIZ_ACCOUNT_CONFLICT', `account '${account}' or user '${user}' is already bound to another`);
+      }
+      this.db.prepare('INSERT INTO accounts (account, user, created_at, updated_at) VALUES (?, ?, ?, ?)').run(account, user, now, now);
+      return 'created' as const;
+    }).immediate();
+  }
+
+  getByUser(user: string): Account | null {
+    const r = this.#row(user);
+    return r ? accountFromRow(r) : null;
+  }
+
+  setStatus(user: string, status: AccountStatus): boolean {
+    return this.db.prepare('UPDATE accounts SET status = ?, updated_at = ? WHERE user = ?').run(status, Date.now(), user).changes === 1;
+  }
+
+  installPending(user: string, key: Uint8Array, expiresAt: number, rotationId: Uint8Array, keepGen: number | null, now = Date.now()): InstallResult {
+    return this.db.transaction(() => {
+      const r = this.#row(user);
+      if (!r) throw new ImplementationError('BIZ_UNKNOWN_USER', `no account for user '${user}'`);
+      const a = accountFromRow(r);
+      const lastId = r.last_rotation_id;
+      if (lastId instanceof Uint8Array && Buffer.compare(lastId, rotationId) === 0 && isGen(r.last_rotation_gen)) {
+        return { currentGen: a.currentGen, pendingGen: r.last_rotation_gen, installed: true };
+      }
+      if (keepGen !== null && a.pendingGen === keepGen && pendingUsable(a, now)) {
+        return { currentGen: a.currentGen, pendingGen: keepGen, installed: false };
+      }
+      const gen = a.maxGen + 1;
+      this.db
+        .prepare('UPDATE accounts SET pending_gen = ?, pending_key = ?, pending_expires = ?, max_gen = ?, last_rotation_id = ?, last_rotation_gen = ?, updated_at = ? WHERE user = ?')
+        .run(gen, key, expiresAt, gen, rotationId, gen, now, user);
+      return { currentGen: a.currentGen, pendingGen: gen, installed: true };
+    }).immediate();
+  }
+
+  promote(user: string, gen: number, now = Date.now()): boolean {
+    return this.db.transaction(() => {
+      const r = this.#row(user);
+      if (!r) return false;
+      const a = accountFromRow(r);
+      if (a.pendingGen !== gen || !pendingUsable(a, now)) return false;
+      this.db
+        .prepare('UPDATE accounts SET current_gen = pending_gen, current_key = pending_key, pending_gen = NULL, pending_key = NULL, pending_expires = NULL, updated_at = ? WHERE user = ?')
+        .run(now, user);
+      return true;
+    }).immediate();
+  }
+
+  confirm(user: string, gen: number, now = Date.now()): boolean {
+    return this.db.prepare('UPDATE accounts SET confirmed_gen = ?, updated_at = ? WHERE user = ? AND current_gen = ?').run(gen, now, user, gen).changes === 1;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,260 @@
+// The gateway against hostile devices (S0.7 at the front door): every refusal carries its
+// documented code and close code, nothing invalid reaches an upstream, and well-behaved
+// devices keep being served. Upstreams here are stub servers on the real link protocol that
+// record what they receive (what the gateway forwards, and the IP it vouches for).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { WebSocket } from 'ws';
+import { startGateway, type Gateway } from './gateway.ts';
+import { startHost, type Host } from '../server-kit/host.ts';
+import { linkKeyFor } from '../server-kit/link.ts';
+import { FrameSocket } from '../server-kit/test-device.ts';
+import { tempDir } from '../server-kit/test-util.ts';
+import { setLogLevel } from '../server-kit/log.ts';
+import { encodeEnvelope, parseError, MsgType, decodeEnvelope as decodeEnv } from '../protocol/messages.ts';
+import { encode } from '../protocol/cbor.ts';
+import type { SessionTransport } from '../server-kit/session.ts';
+
+setLogLevel('error');
+const root = new Uint8Array(32).fill(0x42);
+const seen: { dest: string; ip: string; frame: Uint8Array }[] = [];
+const transports: SessionTransport[] = [];
+let echo: Host;
+let sink: Host;
+let gw: Gateway;
+
+const finish = (dest: string, seq = 0) => encodeEnvelope(MsgType.finish, seq, dest, [new Uint8Array(32)]);
+
+async function stub(name: string, reply: boolean): Promise<Host> {
+  return startHost({
+    name, host: '127.0.0.1', devicePort: null, linkPort: 0, linkKey: linkKeyFor(root, name),
+    factory: (t) => {
+      transports.push(t);
+      return {
+        onFrame(f) {
+          seen.push({ dest: name, ip: t.observedIp, frame: f });
+          if (reply) t.send(f);
+        },
+        onClose() {},
+      };
+    },
+  });
+}
+
+/** Connects, sends `frames`, returns the error frame's code (if any) and the close code. */
+async function refusal(frames: (Uint8Array | string)[], opts: { url?: string; localAddress?: string } = {}): Promise<{ code: string | null; close: number }> {
+  const s = await FrameSocket.connect(opts.url ?? gw.url, { localAddress: opts.localAddress });
+  for (const f of frames) s.ws.send(f);
+  const c = await s.closed();
+  const err = c.frames.map((f) => {
+    try {
+      const env = decodeEnv(f);
+      return env.type === MsgType.error ? parseError(env.body).code : null;
+    } catch {
+      return null;
+    }
+  }).find((x) => x);
+  return { code: err ?? null, close: c.code };
+}
+test.before(async () => {
+  echo = await stub('reg-primary', true);
+  sink = await stub('biz-east', false);
+  gw = await startGateway({
+    host: '127.0.0.1', port: 0,
+    upstreams: [
+      { name: 'reg-primary', linkUrl: `ws://127.0.0.1:${echo.linkPort}/`, linkKey: linkKeyFor(root, 'reg-primary') },
+      { name: 'biz-east', linkUrl: `ws://127.0.0.1:${sink.linkPort}/`, linkKey: linkKeyFor(root, 'biz-east') },
+      { name: 'reg-backup', linkUrl: 'ws://127.0.0.1:1/', linkKey: linkKeyFor(root, 'reg-backup') },
+    ],
+    limits: { maxConnectionsPerIp: 200, framesPerSecond: 20, frameBurst: 40 },
+  });
+  assert.ok(await gw.waitUpstreams(5_000, ['reg-primary', 'biz-east']));
+});
+test.after(async () => {
+  await gw.close();
+  await echo.close();
+  await sink.close();
+});
+
+test('a valid frame is routed by dest, relayed back, and the upstream learns the observed IP', async () => {
+  const s = await FrameSocket.connect(gw.url, { localAddress: '127.3.0.7', headers: { 'x-forwarded-for': '10.9.9.9' } });
+  const f = finish('reg-primary');
+  s.send(f);
+  const back = await s.frame();
+  assert.equal(back.frame, f);
+  const last = seen.filter((x) => x.dest === 'reg-primary').at(-1)!;
+  assert.is(last.ip, '127.3.0.7');
+  s.close();
+});
+
+test('refusals: each bad frame gets its error code and close code, and is not forwarded', async () => {
+  const before = seen.length;
+  const cases: [string, (Uint8Array | string)[], string | null, number][] = [
+    ['oversized (checked before decoding)', [encodeEnvelope(MsgType.credRequest, 0, 'reg-primary', new Uint8Array(20 * 1024))], 'GW_FRAME_TOO_LARGE', 1009],
+    ['garbage bytes', [Uint8Array.of(0xff, 0x00, 0x13, 0x37)], 'CBOR_MALFORMED', 1002],
+    ['truncated CBOR', [finish('reg-primary').subarray(0, 10)], 'CBOR_TRUNCATED', 1002],
+    ['trailing bytes', [Uint8Array.of(...finish('reg-primary'), 0)], 'CBOR_TRAILING_BYTES', 1002],
+    ['text frame', ['hello'], 'GW_TEXT_FRAME', 1003],
+    ['not an envelope', [encode([1, 2, 3])], 'MSG_BAD_SHAPE', 1002],
+    ['wrong protocol version', [encode([2, MsgType.finish, 0, 'reg-primary', [new Uint8Array(32)]])], 'MSG_VERSION', 1002],
+    ['unknown type', [encode([1, 99, 0, 'reg-primary', []])], 'MSG_UNKNOWN_TYPE', 1002],
+    ['server-only type', [encodeEnvelope(MsgType.helloReply, 0, 'reg-primary', [new Uint8Array(32), new Uint8Array(32)])], 'GW_BAD_DIRECTION', 1008],
+    ['bad hello body', [encodeEnvelope(MsgType.hello, 0, 'reg-primary', [1, 2, 3])], 'MSG_BAD_FIELD', 1002],
+    ['sealed body not bytes', [encodeEnvelope(MsgType.credRequest, 0, 'reg-primary', ['x'])], 'GW_BAD_BODY', 1002],
+    ['unknown dest', [finish('nowhere')], 'GW_UNKNOWN_DEST', 1008],
+    ['upstream down (S0.6: try the backup)', [finish('reg-backup')], 'GW_UPSTREAM_UNAVAILABLE', 1013],
+    ['dest switched mid-session', [finish('biz-east'), finish('reg-primary', 1)], 'GW_DEST_CHANGED', 1008],
+  ];
+  for (const [name, frames, code, close] of cases) {
+    const r = await refusal(frames);
+    assert.equal(r, { code, close }, name);
+  }
+  // Only the first frame of the 'dest switched' case was valid and forwarded.
+  assert.is(seen.length - before, 1);
+});
+
+test('a frame over the hard limit is refused from its header (close 1009) and counted', async () => {
+  const r = await refusal([new Uint8Array(64 * 1024)]);
+  assert.equal(r, { code: null, close: 1009 });
+});
+
+test('a flood of frames from one connection: GW_RATE_LIMITED, and others are still served', async () => {
+  const s = await FrameSocket.connect(gw.url);
+  for (let i = 0; i < 200; i++) s.send(finish('biz-east', i));
+  const c = await s.closed();
+  assert.is(c.code, 1008);
+  assert.is(parseError(decodeEnv(c.frames.at(-1)!).body).code, 'GW_RATE_LIMITED');
+  const ok = await FrameSocket.connect(gw.url);
+  ok.send(finish('reg-primary'));
+  assert.is((await ok.frame()).env.type, MsgType.finish);
+  ok.close();
+});
+
+test('a thousand idle connections from one IP: those over the per-IP limit get GW_TOO_MANY_PER_IP; other IPs are served', async () => {
+  const opened = await Promise.all(Array.from({ length: 1000 }, () => FrameSocket.connect(gw.url, { localAddress: '127.4.0.1' })));
+  const outcomes = opened.map((s) => s.closed(60_000).then((c) => (c.frames[0] ? parseError(decodeEnv(c.frames[0]).body).code : 'none'), () => 'open'));
+  let closed = 0;
+  for (const o of outcomes) void o.then(() => closed++);
+  for (let waited = 0; closed < 800 && waited < 20_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.is(closed, 800);
+  assert.is(gw.connections(), 200);
+  const codes = await Promise.all(outcomes.filter((_, i) => opened[i]!.ws.readyState === WebSocket.CLOSED));
+  assert.ok(codes.every((c) => c === 'GW_TOO_MANY_PER_IP'));
+  const ok = await FrameSocket.connect(gw.url, { localAddress: '127.4.0.2' });
+  ok.send(finish('reg-primary'));
+  assert.is((await ok.frame()).env.type, MsgType.finish);
+  ok.close();
+  for (const s of opened) s.terminate();
+});
+
+test('a device that does not read is dropped (GW_SLOW_PEER) instead of buffering without bound', async () => {
+  const s = await FrameSocket.connect(gw.url);
+  s.send(finish('biz-east'));
+  await new Promise((r) => setTimeout(r, 100));
+  const t = transports.at(-1)!;
+  s.ws.pause();
+  const big = encodeEnvelope(MsgType.credReply, 1, 'biz-east', new Uint8Array(15 * 1024));
+  for (let i = 0; i < 1200 && gw.connections() > 0; i++) {
+    t.send(big);
+    if (i % 50 === 0) await new Promise((r) => setTimeout(r, 5));
+  }
+  s.ws.resume();
+  const c = await s.closed(10_000);
+  assert.is(c.code, 1006);
+  const m = await gw.metrics.registry.getSingleMetricAsString('usbphone_gateway_errors_total');
+  assert.match(m, /code="GW_SLOW_PEER"} [1-9]/);
+});
+
+test('the link to an upstream goes down: its sessions get GW_UPSTREAM_LOST (1013)', async () => {
+  const extra = await stub('biz-west', true);
+  gw.setUpstream({ name: 'biz-west', linkUrl: `ws://127.0.0.1:${extra.linkPort}/`, linkKey: linkKeyFor(root, 'biz-west') });
+  assert.ok(await gw.waitUpstreams(5_000, ['biz-west']));
+  const s = await FrameSocket.connect(gw.url);
+  s.send(finish('biz-west'));
+  await s.frame();
+  await extra.close();
+  const c = await s.closed();
+  assert.is(c.code, 1013);
+  assert.is(parseError(decodeEnv(c.frames.at(-1)!).body).code, 'GW_UPSTREAM_LOST');
+});
+
+test('an upstream that cannot prove the link key is never used', async () => {
+  const rogue = await startHost({ name: 'reg-primary', host: '127.0.0.1', devicePort: null, linkPort: 0, linkKey: new Uint8Array(32).fill(1), factory: () => ({ onFrame() {}, onClose() {} }) });
+  const g2 = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${rogue.linkPort}/`, linkKey: linkKeyFor(root, 'reg-primary') }] });
+  try {
+    assert.is(await g2.waitUpstreams(500), false);
+    assert.equal(await refusal([finish('reg-primary')], { url: g2.url }), { code: 'GW_UPSTREAM_UNAVAILABLE', close: 1013 });
+  } finally {
+    await g2.close();
+    await rogue.close();
+  }
+});
+
+test('idle connections are closed with GW_IDLE_TIMEOUT', async () => {
+  const g2 = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [], limits: { idleTimeoutMs: 200 } });
+  try {
+    const s = await FrameSocket.connect(g2.url);
+    const c = await s.closed(5_000);
+    assert.is(c.code, 1001);
+    assert.is(parseError(decodeEnv(c.frames[0]!).body).code, 'GW_IDLE_TIMEOUT');
+  } finally {
+    await g2.close();
+  }
+});
+
+test('GET /healthz and GET /metrics: Prometheus text that counts what happened', async () => {
+  const base = gw.url.replace(/^ws/, 'http');
+  const h = (await (await fetch(base + 'healthz')).json()) as { ok: boolean; upstreams: Record<string, string> };
+  assert.is(h.ok, true);
+  assert.is(h.upstreams['reg-primary'], 'up');
+  assert.is(h.upstreams['reg-backup'], 'down');
+  const res = await fetch(base + 'metrics');
+  assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
+  const text = await res.text();
+  const samples = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || /^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* /.test(line)) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line);
+    assert.ok(m, `not Prometheus text: ${line}`);
+    samples.set(m![1]! + (m![2] ?? ''), Number(m![3]));
+  }
+  assert.ok(samples.get('usbphone_gateway_errors_total{code="GW_RATE_LIMITED"}')! >= 1);
+  assert.ok(samples.get('usbphone_gateway_errors_total{code="GW_FRAME_TOO_LARGE"}')! >= 2);
+  assert.ok(samples.get('usbphone_gateway_errors_total{code="GW_TOO_MANY_PER_IP"}')! >= 800);
+  assert.ok(samples.get('usbphone_gateway_frames_in_total{type="finish"}')! >= 1);
+  assert.ok(samples.get('usbphone_gateway_frames_out_total{type="error"}')! >= 10);
+  assert.ok(samples.get('usbphone_gateway_upstream_latency_seconds_count{upstream="reg-primary"}')! >= 1);
+  assert.is(samples.get('usbphone_gateway_upstream_up{upstream="reg-primary"}'), 1);
+  assert.ok(samples.has('usbphone_gateway_connections'));
+});
+
+test('wss:// when given a certificate and key', async () => {
+  const t = tempDir();
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(t.dir, 'key.pem'), '-out', join(t.dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  } catch {
+    t.remove();
+    return; // no openssl on this machine: nothing to test with
+  }
+  const g2 = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${echo.linkPort}/`, linkKey: linkKeyFor(root, 'reg-primary') }], tls: { cert: join(t.dir, 'cert.pem'), key: join(t.dir, 'key.pem') } });
+  try {
+    assert.match(g2.url, /^wss:\/\//);
+    await g2.waitUpstreams();
+    const ws = new WebSocket(g2.url, { ca: execFileSync('cat', [join(t.dir, 'cert.pem')]) });
+    const got = await new Promise<Buffer>((resolve, reject) => {
+      ws.once('open', () => ws.send(finish('reg-primary')));
+      ws.once('message', (d) => resolve(d as Buffer));
+      ws.once('error', reject);
+    });
+    assert.equal(new Uint8Array(got), finish('reg-primary'));
+    ws.close();
+  } finally {
+    await g2.close();
+    t.remove();
+  }
+});
+
+test.run();

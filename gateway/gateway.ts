@@ -1,0 +1,285 @@
+// The gateway (the front door, the S3 management center): terminates device WebSockets
+// (ws://, or wss:// given a certificate and key), validates every frame before forwarding it
+// (validate.ts), routes it by envelope dest to the upstream server over that server's
+// authenticated link (upstream.ts), tells the server the client IP it observed on the socket
+// (never one the device states), relays replies back, enforces the limits of limits.ts, and
+// serves GET /healthz and GET /metrics.
+import { createServer as createHttpServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
+import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import { encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
+import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import { toBytes } from '../server-kit/link.ts';
+import { normalizeIp } from '../server-kit/ip.ts';
+import { listen, closeServer } from '../server-kit/host.ts';
+import { createLogger } from '../server-kit/log.ts';
+import { GatewayDefaults, type GatewayLimits } from './limits.ts';
+import { validateDeviceFrame, peekType } from './validate.ts';
+import { GatewayMetrics } from './metrics.ts';
+import { UpstreamLink } from './upstream.ts';
+
+export interface UpstreamConfig { name: string; linkUrl: string; linkKey: Uint8Array }
+
+export interface GatewayConfig {
+  host: string;
+  port: number;
+  upstreams: UpstreamConfig[];
+  /** PEM certificate and key (contents or file paths): serve wss:// instead of ws://. */
+  tls?: { cert: string; key: string };
+  limits?: Partial<GatewayLimits>;
+}
+
+export interface Gateway {
+  port: number;
+  url: string;
+  metrics: GatewayMetrics;
+  upstream(name: string): UpstreamLink | undefined;
+  /** Adds an upstream, or points an existing one at a new link address. */
+  setUpstream(u: UpstreamConfig): void;
+  /** Resolves when every upstream link is up (false after timeoutMs). */
+  waitUpstreams(timeoutMs?: number, names?: string[]): Promise<boolean>;
+  connections(): number;
+  close(): Promise<void>;
+}
+
+interface Conn {
+  id: number;
+  ws: WebSocket;
+  ip: string;
+  dest: string | null;
+  up: UpstreamLink | null;
+  tokens: number;
+  refilled: number;
+  lastActive: number;
+  /** Frames forwarded to the device: the seq the gateway's own error frame would carry. */
+  toDevice: number;
+  waitingSince: number;
+  closed: boolean;
+}
+
+const pem = (v: string) => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8'));
+
+export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
+  const L: GatewayLimits = { ...GatewayDefaults, ...cfg.limits };
+  const log = createLogger('gateway');
+  const metrics = new GatewayMetrics();
+  const conns = new Map<number, Conn>();
+  const perIp = new Map<string, number>();
+  const upstreams = new Map<string, UpstreamLink>();
+  const byUpstream = new Map<string, Set<Conn>>();
+  const paused = new Map<string, Set<Conn>>();
+  let nextId = 1;
+
+  const http = (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method === 'GET' && req.url === '/healthz') {
+      const ups = Object.fromEntries([...upstreams].map(([n, u]) => [n, u.up ? 'up' : 'down']));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ok: true, connections: conns.size, upstreams: ups }));
+      return;
+    }
+    if (req.method === 'GET' && req.url === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      );
+      return;
+    }
+    res.writeHead(404).end();
+  };
+  const server: Server = cfg.tls ? createHttpsServer({ cert: pem(cfg.tls.cert), key: pem(cfg.tls.key) }, http) : createHttpServer(http);
+  const wss = new WebSocketServer({ server, maxPayload: L.hardMaxFrameBytes, perMessageDeflate: false, clientTracking: false });
+
+  const release = (c: Conn) => {
+    if (c.closed) return false;
+    c.closed = true;
+    conns.delete(c.id);
+    metrics.connections.set(conns.size);
+    const n = (perIp.get(c.ip) ?? 1) - 1;
+    if (n <= 0) perIp.delete(c.ip);
+    else perIp.set(c.ip, n);
+    if (c.dest) {
+      byUpstream.get(c.dest)?.delete(c);
+      paused.get(c.dest)?.delete(c);
+    }
+    return true;
+  };
+
+  /** Sends the gateway's own error frame, closes the device, tells the upstream. */
+  const refuse = (c: Conn, e: ProtocolError, prevSeq: number | null) => {
+    if (c.closed) return;
+    metrics.errors.inc({ code: e.code });
+    log.info('device refused', { code: e.code, ip: c.ip, dest: c.dest });
+    if (c.ws.readyState === c.ws.OPEN) {
+      c.ws.send(encodeEnvelope(MsgType.error, c.toDevice, c.dest ?? 'gateway', errorBody(e.code, prevSeq, e.message)));
+      metrics.frameOut(MsgType.error);
+      c.ws.close(e.closeCode, e.code);
+    }
+    const up = c.up;
+    if (release(c) && up) up.close(c.id, CloseCode.goingAway, e.code);
+  };
+
+  const makeUpstream = (u: UpstreamConfig) => {
+    const link = new UpstreamLink(
+      { name: u.name, url: u.linkUrl, key: u.linkKey, reconnectMinMs: L.reconnectMinMs, reconnectMaxMs: L.reconnectMaxMs },
+      {
+        onData(connId, frame) {
+          const c = conns.get(connId);
+          if (!c || c.closed) return;
+          if (c.waitingSince) {
+            metrics.upstreamLatency.observe({ upstream: u.name }, (performance.now() - c.waitingSince) / 1000);
+            c.waitingSince = 0;
+          }
+          if (c.ws.bufferedAmount > L.maxBufferedBytes) {
+            // A device that does not read is dropped rather than buffered without bound.
+            metrics.errors.inc({ code: 'GW_SLOW_PEER' });
+            log.info('device refused', { code: 'GW_SLOW_PEER', ip: c.ip });
+            c.ws.terminate();
+            if (release(c)) link.close(c.id, CloseCode.goingAway, 'GW_SLOW_PEER');
+            return;
+          }
+          c.toDevice++;
+          metrics.frameOut(peekType(frame));
+          c.ws.send(frame);
+        },
+        onClose(connId, code, reason) {
+          const c = conns.get(connId);
+          if (!c || !release(c)) return;
+          const safe = code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : CloseCode.internal;
+          c.ws.close(safe, reason.slice(0, 120));
+        },
+        onDown() {
+          metrics.upstreamUp.set({ upstream: u.name }, 0);
+          const set = byUpstream.get(u.name);
+          if (!set) return;
+          for (const c of [...set]) refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${u.name} went down`, CloseCode.tryAgainLater), null);
+        },
+        onUp() {
+          metrics.upstreamUp.set({ upstream: u.name }, 1);
+        },
+        onDrain() {
+          const set = paused.get(u.name);
+          if (!set || link.bufferedAmount > L.linkHighWaterBytes) return;
+          for (const c of set) if (!c.closed) c.ws.resume();
+          set.clear();
+        },
+      },
+    );
+    upstreams.set(u.name, link);
+    byUpstream.set(u.name, new Set());
+    paused.set(u.name, new Set());
+    metrics.upstreamUp.set({ upstream: u.name }, 0);
+    link.start();
+  };
+  for (const u of cfg.upstreams) makeUpstream(u);
+
+  const onFrame = (c: Conn, data: RawData, isBinary: boolean) => {
+    if (c.closed) return;
+    const now = performance.now();
+    c.lastActive = now;
+    // Token bucket: framesPerSecond sustained, frameBurst at once.
+    c.tokens = Math.min(L.frameBurst, c.tokens + ((now - c.refilled) / 1000) * L.framesPerSecond);
+    c.refilled = now;
+    if (c.tokens < 1) {
+      metrics.frameIn(null);
+      return refuse(c, new ProtocolError('GW_RATE_LIMITED', `more than ${L.framesPerSecond} frames per second`, CloseCode.policy), null);
+    }
+    c.tokens -= 1;
+    const frame = toBytes(data);
+    let env: Envelope;
+    try {
+      env = validateDeviceFrame(frame, isBinary, L.maxFrameBytes);
+    } catch (e) {
+      metrics.frameIn(null);
+      if (e instanceof ProtocolError) return refuse(c, e, null);
+      throw e;
+    }
+    metrics.frameIn(env.type);
+    if (c.dest === null) {
+      const up = upstreams.get(env.dest);
+      if (!up) return refuse(c, new ProtocolError('GW_UNKNOWN_DEST', `no upstream named '${env.dest}'`, CloseCode.policy), env.seq);
+      if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_UNAVAILABLE', `${env.dest} is unreachable; try the backup`, CloseCode.tryAgainLater), env.seq);
+      c.dest = env.dest;
+      c.up = up;
+      byUpstream.get(env.dest)!.add(c);
+      up.open(c.id, c.ip);
+    } else if (env.dest !== c.dest) {
+      return refuse(c, new ProtocolError('GW_DEST_CHANGED', `a session to '${c.dest}' cannot switch to '${env.dest}'`, CloseCode.policy), env.seq);
+    }
+    const up = c.up!;
+    if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${c.dest} went down`, CloseCode.tryAgainLater), env.seq);
+    if (!c.waitingSince) c.waitingSince = now;
+    up.send(c.id, frame);
+    if (up.bufferedAmount > L.linkHighWaterBytes) {
+      c.ws.pause();
+      paused.get(c.dest!)!.add(c);
+    }
+  };
+
+  wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
+    const ip = normalizeIp(req.socket.remoteAddress);
+    const now = performance.now();
+    const c: Conn = { id: nextId, ws, ip, dest: null, up: null, tokens: L.frameBurst, refilled: now, lastActive: now, toDevice: 0, waitingSince: 0, closed: false };
+    nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
+    conns.set(c.id, c);
+    perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
+    metrics.accepted.inc();
+    metrics.connections.set(conns.size);
+    ws.on('message', (data, isBinary) => onFrame(c, data, isBinary));
+    ws.on('close', () => {
+      const up = c.up;
+      if (release(c) && up) up.close(c.id, CloseCode.goingAway, 'device closed');
+    });
+    ws.on('error', (e: Error & { code?: string }) => {
+      // ws has already closed the socket (1009 for a frame over hardMaxFrameBytes, read from
+      // its header; 1002 for a WebSocket-level protocol error).
+      const code = e.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'GW_FRAME_TOO_LARGE' : 'GW_WS_PROTOCOL';
+      metrics.errors.inc({ code });
+      log.info('device refused', { code, ip });
+    });
+    if (conns.size > L.maxConnections) {
+      return refuse(c, new ProtocolError('GW_TOO_MANY_CONNECTIONS', 'the gateway is at its connection limit', CloseCode.tryAgainLater), null);
+    }
+    if (perIp.get(ip)! > L.maxConnectionsPerIp) {
+      return refuse(c, new ProtocolError('GW_TOO_MANY_PER_IP', `more than ${L.maxConnectionsPerIp} connections from one address`, CloseCode.tryAgainLater), null);
+    }
+  });
+
+  // One sweep for idle connections instead of a timer per connection (memory per idle
+  // connection matters at 10,000 of them).
+  const sweep = setInterval(() => {
+    const cutoff = performance.now() - L.idleTimeoutMs;
+    for (const c of conns.values()) {
+      if (c.lastActive < cutoff && c.waitingSince === 0) refuse(c, new ProtocolError('GW_IDLE_TIMEOUT', `nothing received for ${L.idleTimeoutMs} ms`, CloseCode.goingAway), null);
+    }
+  }, Math.max(50, Math.min(1_000, L.idleTimeoutMs / 4)));
+  sweep.unref();
+
+  const port = await listen(server, cfg.port, cfg.host);
+  const url = `${cfg.tls ? 'wss' : 'ws'}://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}/`;
+  log.info('listening', { url, upstreams: cfg.upstreams.map((u) => u.name).join(',') });
+
+  return {
+    port,
+    url,
+    metrics,
+    upstream: (name) => upstreams.get(name),
+    setUpstream(u) {
+      const have = upstreams.get(u.name);
+      if (!have) makeUpstream(u);
+      else if (have.url !== u.linkUrl) have.setUrl(u.linkUrl);
+    },
+    async waitUpstreams(timeoutMs = 5_000, names) {
+      const list = names ? names.map((n) => upstreams.get(n)!).filter(Boolean) : [...upstreams.values()];
+      const r = await Promise.all(list.map((u) => u.waitUp(timeoutMs)));
+      return r.every(Boolean);
+    },
+    connections: () => conns.size,
+    async close() {
+      clearInterval(sweep);
+      for (const u of upstreams.values()) u.stop();
+      for (const c of conns.values()) c.ws.terminate();
+      await closeServer(server, wss);
+    },
+  };
+}

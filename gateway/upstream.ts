@@ -1,0 +1,176 @@
+// The gateway's side of one upstream link (server-kit/link.ts): connects to the server's link
+// port, proves the link key and checks the server's proof, then carries OPEN/DATA/CLOSE for
+// every device session routed there. Reconnects with backoff while the server is down; when
+// the link drops, every session on it is told (onDown).
+import { WebSocket } from 'ws';
+import { systemRng, concat } from '../protocol/channel.ts';
+import { equalBytes, utf8 } from '../protocol/keys.ts';
+import { LinkKind, LINK_MAX_PAYLOAD, encodeLink, decodeLink, encodeClose, decodeClose, clientAuthMac, serverAuthMac, toBytes } from '../server-kit/link.ts';
+import { createLogger } from '../server-kit/log.ts';
+
+export interface UpstreamHandlers {
+  onData(connId: number, frame: Uint8Array): void;
+  onClose(connId: number, code: number, reason: string): void;
+  /** The link went down: every open session on it is gone. */
+  onDown(): void;
+  onUp?(): void;
+  /** The link's send buffer drained below the high-water mark. */
+  onDrain?(): void;
+}
+
+export interface UpstreamOptions {
+  name: string;
+  url: string;
+  key: Uint8Array;
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+  /** Extra ws client options (e.g. CA for wss links). */
+  wsOptions?: ConstructorParameters<typeof WebSocket>[2];
+}
+
+export class UpstreamLink {
+  #ws: WebSocket | null = null;
+  #up = false;
+  #stopped = false;
+  #delay: number;
+  #timer: NodeJS.Timeout | null = null;
+  #url: string;
+  readonly #log;
+
+  constructor(private readonly opts: UpstreamOptions, private readonly h: UpstreamHandlers) {
+    this.#delay = opts.reconnectMinMs;
+    this.#url = opts.url;
+    this.#log = createLogger(`gateway/${opts.name}`);
+  }
+
+  get name(): string {
+    return this.opts.name;
+  }
+  get up(): boolean {
+    return this.#up;
+  }
+  get url(): string {
+    return this.#url;
+  }
+  get bufferedAmount(): number {
+    return this.#ws?.bufferedAmount ?? 0;
+  }
+
+  start(): void {
+    this.#stopped = false;
+    this.#connect();
+  }
+
+  /** Points the link at a new address (a restarted server on another port) and reconnects. */
+  setUrl(url: string): void {
+    this.#url = url;
+    this.#delay = this.opts.reconnectMinMs;
+    if (this.#ws) this.#ws.terminate();
+    else if (!this.#stopped) {
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#connect();
+    }
+  }
+
+  /** Resolves once the link is up (or after `timeoutMs`, false). */
+  waitUp(timeoutMs = 5_000): Promise<boolean> {
+    if (this.#up) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const started = Date.now();
+      const tick = setInterval(() => {
+        if (this.#up || Date.now() - started > timeoutMs) {
+          clearInterval(tick);
+          resolve(this.#up);
+        }
+      }, 10);
+    });
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#ws?.terminate();
+    this.#ws = null;
+  }
+
+  open(connId: number, ip: string): void {
+    this.#send(encodeLink(LinkKind.OPEN, connId, utf8(ip)));
+  }
+  send(connId: number, frame: Uint8Array): void {
+    this.#send(encodeLink(LinkKind.DATA, connId, frame));
+  }
+  close(connId: number, code: number, reason: string): void {
+    this.#send(encodeClose(connId, code, reason));
+  }
+
+  #send(data: Uint8Array): void {
+    if (this.#up && this.#ws && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(data);
+  }
+
+  #connect(): void {
+    if (this.#stopped) return;
+    const ws = new WebSocket(this.#url, { maxPayload: LINK_MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: 5_000, ...this.opts.wsOptions });
+    this.#ws = ws;
+    let nonceS: Uint8Array | null = null;
+    let nonceG: Uint8Array | null = null;
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data, isBinary) => {
+      let f;
+      try {
+        if (!isBinary) throw new Error('text message on the link');
+        f = decodeLink(toBytes(data));
+      } catch (e) {
+        this.#log.warn('link frame refused', { code: 'LINK_BAD_FRAME', why: (e as Error).message });
+        ws.terminate();
+        return;
+      }
+      if (!this.#up) {
+        if (f.kind === LinkKind.CHALLENGE && !nonceS && f.payload.length === 32) {
+          nonceS = Uint8Array.from(f.payload);
+          nonceG = systemRng(32);
+          ws.send(encodeLink(LinkKind.AUTH, 0, concat(nonceG, clientAuthMac(this.opts.key, nonceS, nonceG, this.opts.name), utf8(this.opts.name))));
+          return;
+        }
+        if (f.kind === LinkKind.AUTH_OK && nonceS && nonceG && equalBytes(f.payload, serverAuthMac(this.opts.key, nonceS, nonceG, this.opts.name))) {
+          this.#up = true;
+          this.#delay = this.opts.reconnectMinMs;
+          this.#log.info('link up', { url: this.#url });
+          const sock = (ws as unknown as { _socket?: NodeJS.EventEmitter })._socket;
+          sock?.on('drain', () => this.h.onDrain?.());
+          this.h.onUp?.();
+          return;
+        }
+        this.#log.warn('link refused', { code: 'LINK_AUTH_FAILED', url: this.#url });
+        ws.terminate();
+        return;
+      }
+      if (f.kind === LinkKind.DATA) return this.h.onData(f.connId, f.payload);
+      if (f.kind === LinkKind.CLOSE) {
+        try {
+          const c = decodeClose(f.payload);
+          return this.h.onClose(f.connId, c.code, c.reason);
+        } catch {
+          return this.h.onClose(f.connId, 1011, 'LINK_BAD_FRAME');
+        }
+      }
+      ws.terminate();
+    });
+    ws.on('close', () => {
+      const wasUp = this.#up;
+      this.#up = false;
+      if (this.#ws === ws) this.#ws = null;
+      if (wasUp) {
+        if (!this.#stopped) this.#log.warn('link down', { url: this.#url });
+        this.h.onDown();
+      }
+      if (this.#stopped) return;
+      this.#timer = setTimeout(() => this.#connect(), this.#delay);
+      this.#timer.unref();
+      this.#delay = Math.min(this.opts.reconnectMaxMs, this.#delay * 2);
+    });
+    ws.on('error', () => {
+      // 'close' follows and schedules the reconnect.
+    });
+  }
+}

@@ -1,0 +1,124 @@
+// Password rotation at registration (S0.14), the registration side:
+//   1. a fresh 32-byte secret; its login key passwordLoginKey(secret, user)
+//   2. installPending at a business server (admin API) with a rotation id (a retried call is
+//      idempotent) and keepGen = the pending generation last issued to this device: if the
+//      business server still holds that one unused, nothing changes and the same secret is
+//      re-issued; otherwise the new key becomes the (only) pending one. Current is untouched.
+//   3. record the generations (and the new secret, sealed under the master key) in the store
+//   4. (caller) reply {secret, gen: pendingGen, currentGen} to the device
+//
+// Why no fault can lock the device out: the business server's current generation changes
+// only when a device logs in with the pending secret, so the device holds it; a pending
+// generation is replaced only once it was used (promoted), has expired while a current one
+// exists, or was never recorded (so never sent). A lost reply, a crash between any two steps
+// or a retry therefore leaves the device with either the current secret or the pending one.
+// (Re-issuing instead of rotating again is what protects a device that has not logged in
+// yet: its only secret is the pending one.)
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { passwordLoginKey, systemRng, concat, type Rng } from '../protocol/channel.ts';
+import { kdf, utf8, type MasterKeyring } from '../protocol/keys.ts';
+import { ProtocolError, CloseCode, TimeoutError } from '../protocol/errors.ts';
+import { AdminError, safeInt } from '../server-kit/admin-rpc.ts';
+import { corrupt } from '../server-kit/sqlite.ts';
+import type { CborValue } from '../protocol/cbor.ts';
+import type { Logger } from '../server-kit/log.ts';
+import type { BizServerRecord, Device, RegStore } from './store.ts';
+
+export type RotationStep = 'beforeInstall' | 'afterInstall' | 'afterRecord';
+export const ROTATION_STEPS: readonly RotationStep[] = ['beforeInstall', 'afterInstall', 'afterRecord'];
+
+/** What rotation needs of an admin client (server-kit/admin-rpc.ts AdminClient). */
+export interface AdminCaller {
+  call(op: string, args: CborValue): Promise<CborValue>;
+}
+
+export interface RotationDeps {
+  store: RegStore;
+  ring: MasterKeyring;
+  adminClient(server: BizServerRecord): AdminCaller;
+  pendingTtlMs: number;
+  log: Logger;
+  rng?: Rng;
+  now?: () => number;
+  /** Fault injection for tests: awaited at each step (may never resolve, or throw). */
+  pauseAt?: (step: RotationStep) => void | Promise<void>;
+}
+
+export interface Rotation { secret: Uint8Array; gen: number; currentGen: number; reissued: boolean; installedAt: string }
+
+function sealKey(ring: MasterKeyring, d: Device): Uint8Array {
+  return kdf(ring.key(d.keyVersion), 'usbphone/v1 pending secret', utf8(d.serial));
+}
+const sealAad = (serial: string, gen: number) => utf8(`${serial}/${gen}`);
+
+export function sealSecret(ring: MasterKeyring, d: Device, gen: number, secret: Uint8Array, rng: Rng = systemRng): Uint8Array {
+  const nonce = rng(24);
+  return concat(nonce, xchacha20poly1305(sealKey(ring, d), nonce, sealAad(d.serial, gen)).encrypt(secret));
+}
+
+/** Opens the stored secret of the device's pending generation; a row that does not open is corrupt. */
+export function openSealedSecret(ring: MasterKeyring, d: Device): Uint8Array | null {
+  if (!d.sealedSecret || d.pendingGen === null) return null;
+  try {
+    return xchacha20poly1305(sealKey(ring, d), d.sealedSecret.subarray(0, 24), sealAad(d.serial, d.pendingGen)).decrypt(d.sealedSecret.subarray(24));
+  } catch {
+    return corrupt(`device row ${d.serial}`, 'sealed secret does not open');
+  }
+}
+
+export async function rotate(deps: RotationDeps, device: Device, servers: readonly BizServerRecord[]): Promise<Rotation> {
+  const rng = deps.rng ?? systemRng;
+  const now = deps.now ?? Date.now;
+  // Opened first: a corrupt row is refused before anything is installed.
+  const previous = openSealedSecret(deps.ring, device);
+  const keepGen = previous ? device.pendingGen : null;
+  const secret = rng(32);
+  const key = passwordLoginKey(secret, device.user);
+  const rotationId = rng(16);
+  const expiresAt = now() + deps.pendingTtlMs;
+  await deps.pauseAt?.('beforeInstall');
+  let result: { currentGen: number; pendingGen: number; installed: boolean } | null = null;
+  let installedAt = '';
+  try {
+    for (const s of servers) {
+      const client = deps.adminClient(s);
+      // One retry with the same rotation id: if the first call took effect but its answer
+      // was lost, the retry returns the same generations instead of installing another.
+      for (let attempt = 0; attempt < 2 && !result; attempt++) {
+        try {
+          const v = await client.call('installPending', [device.user, key, expiresAt, rotationId, keepGen]);
+          const cur = Array.isArray(v) ? safeInt(v[0]) : null;
+          const pend = Array.isArray(v) ? safeInt(v[1]) : null;
+          if (!Array.isArray(v) || v.length !== 3 || cur === null || pend === null || pend <= cur || typeof v[2] !== 'boolean' || (!v[2] && pend !== keepGen)) {
+            throw new AdminError('ADMIN_BAD_RESPONSE', 'installPending answered a malformed result');
+          }
+          result = { currentGen: cur, pendingGen: pend, installed: v[2] };
+          installedAt = s.name;
+        } catch (e) {
+          const transient = e instanceof TimeoutError || (e instanceof AdminError && (e.code === 'ADMIN_UNREACHABLE' || e.code === 'ADMIN_HTTP'));
+          deps.log.warn('installPending failed', { server: s.name, code: (e as { code?: string }).code ?? 'ERROR', attempt, user: device.user });
+          if (!transient) break;
+        }
+      }
+      if (result) break;
+    }
+  } finally {
+    key.fill(0);
+  }
+  if (!result) {
+    secret.fill(0);
+    previous?.fill(0);
+    throw new ProtocolError('REG_BIZ_UNAVAILABLE', 'no business server accepted the new password; keep the saved one', CloseCode.tryAgainLater);
+  }
+  await deps.pauseAt?.('afterInstall');
+  if (result.installed) {
+    previous?.fill(0);
+    deps.store.recordRotation(device.serial, result.currentGen, result.pendingGen, sealSecret(deps.ring, device, result.pendingGen, secret, rng), now());
+    await deps.pauseAt?.('afterRecord');
+    return { secret, gen: result.pendingGen, currentGen: result.currentGen, reissued: false, installedAt };
+  }
+  secret.fill(0);
+  deps.store.recordReissue(device.serial, result.currentGen, now());
+  await deps.pauseAt?.('afterRecord');
+  return { secret: previous!, gen: result.pendingGen, currentGen: result.currentGen, reissued: true, installedAt };
+}

@@ -1,0 +1,97 @@
+// A registration server process role (primary or backup: the same code, its own name and
+// ports, the same master key and store). Device/link ports run RegSession; a health poller
+// keeps the business servers' health and load in the store.
+import { ReplayCache } from '../protocol/replay.ts';
+import { Limits } from '../protocol/limits.ts';
+import type { MasterKeyring } from '../protocol/keys.ts';
+import { parseCidr } from '../server-kit/ip.ts';
+import { startHost, type Host } from '../server-kit/host.ts';
+import { AdminClient } from '../server-kit/admin-rpc.ts';
+import { createLogger } from '../server-kit/log.ts';
+import { SqliteRegStore, type RegStore, type BizServerRecord, type RegionRecord } from './store.ts';
+import { RegSession } from './session.ts';
+import { HealthPoller } from './health.ts';
+import type { RotationStep } from './rotation.ts';
+
+export interface RegBizServer { name: string; region: string; url: string; adminUrl: string }
+
+export interface RegConfig {
+  name: string;
+  host: string;
+  devicePort: number | null;
+  linkPort: number;
+  dbFile: string;
+  ring: MasterKeyring;
+  linkKey: Uint8Array;
+  adminKey: Uint8Array;
+  bizServers: RegBizServer[];
+  regions: RegionRecord[];
+  stepTimeoutMs?: number;
+  /** How long an issued (pending) password stays usable before its first login. */
+  pendingTtlMs?: number;
+  healthIntervalMs?: number;
+  adminTimeoutMs?: number;
+  pauseAt?: (step: RotationStep) => void | Promise<void>;
+}
+
+export interface RegServer {
+  name: string;
+  devicePort: number | null;
+  linkPort: number;
+  store: RegStore;
+  /** Polls the business servers' health now (also runs every healthIntervalMs). */
+  pollHealth(): Promise<void>;
+  sessions(): number;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_PENDING_TTL_MS = 30 * 24 * 3600_000;
+
+export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
+  const log = createLogger(cfg.name);
+  for (const r of cfg.regions) parseCidr(r.cidr);
+  const store = new SqliteRegStore(cfg.dbFile);
+  let host: Host | null = null;
+  try {
+    store.syncTopology(cfg.bizServers, cfg.regions);
+    const clients = new Map<string, AdminClient>();
+    const adminClient = (s: BizServerRecord) => {
+      let c = clients.get(s.adminUrl);
+      if (!c) clients.set(s.adminUrl, (c = new AdminClient(s.adminUrl, cfg.adminKey, cfg.adminTimeoutMs ?? 3_000)));
+      return c;
+    };
+    const poller = new HealthPoller(store, adminClient, log, cfg.healthIntervalMs ?? 2_000);
+    await poller.poll();
+    poller.start();
+    const replay = new ReplayCache();
+    const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log };
+    const deps = { store, ring: cfg.ring, replay, adminClient, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
+    host = await startHost({
+      name: cfg.name,
+      host: cfg.host,
+      devicePort: cfg.devicePort,
+      linkPort: cfg.linkPort,
+      linkKey: cfg.linkKey,
+      factory: (t) => new RegSession(t, sessionOpts, deps),
+    });
+    log.info('listening', { devicePort: host.devicePort, linkPort: host.linkPort });
+    const h = host;
+    return {
+      name: cfg.name,
+      devicePort: h.devicePort,
+      linkPort: h.linkPort,
+      store,
+      pollHealth: () => poller.poll(),
+      sessions: () => h.sessions(),
+      async close() {
+        await poller.stop();
+        await h.close();
+        store.close();
+      },
+    };
+  } catch (e) {
+    await host?.close();
+    store.close();
+    throw e;
+  }
+}

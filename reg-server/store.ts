@@ -1,0 +1,227 @@
+// Registration server state (S0.8, S0.9, S0.14): devices (serial, status, master key
+// version, business account and user, rotation state), business servers (name, region,
+// device-facing URL, admin URL, health, load) and the region map (CIDR -> region).
+// The reg primary and backup open the same file (WAL) on one machine; on several machines a
+// PostgreSQL implementation of this interface replaces it (docs/architecture.md §"Stores").
+// Device keys are never stored: they are derived from the master key (protocol/keys.ts).
+import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
+import { SERIAL_RE } from '../protocol/keys.ts';
+import { USER_RE, DEST_RE } from '../protocol/messages.ts';
+import { ImplementationError } from '../protocol/errors.ts';
+
+export type DeviceStatus = 'active' | 'disabled';
+
+export interface Device {
+  serial: string;
+  status: DeviceStatus;
+  keyVersion: number;
+  account: string;
+  user: string;
+  /** Generation the business server held as current at the last rotation. */
+  currentGen: number;
+  /** Generation issued at the last rotation (pending at the business server until used). */
+  pendingGen: number | null;
+  rotatedAt: number | null;
+  rotations: number;
+  /**
+   * The secret of `pendingGen`, sealed under a key derived from the master key (rotation.ts):
+   * re-issued while the device has not used it yet. Useless without the master key.
+   */
+  sealedSecret: Uint8Array | null;
+}
+
+export interface EnrollInput {
+  serial: string;
+  keyVersion: number;
+  account: string;
+  user: string;
+  /** The rest of the enrollment record (uniqueId, imageSha256, ...), kept as JSON. */
+  meta?: Record<string, unknown>;
+}
+
+export interface BizServerRecord {
+  name: string;
+  region: string;
+  /** Address the device uses for this server (through the gateway: gatewayUrl/name). */
+  url: string;
+  adminUrl: string;
+  healthy: boolean;
+  load: number;
+  checkedAt: number | null;
+}
+
+export interface RegionRecord { cidr: string; region: string }
+
+export interface RegStore {
+  getDevice(serial: string): Device | null;
+  /** Idempotent: 'exists' when nothing changed, 'updated' when the key version changed. */
+  enrollDevice(d: EnrollInput, now?: number): 'created' | 'exists' | 'updated';
+  setDeviceStatus(serial: string, status: DeviceStatus): boolean;
+  /** A new pending generation was installed: record it with its sealed secret. */
+  recordRotation(serial: string, currentGen: number, pendingGen: number, sealedSecret: Uint8Array, now?: number): void;
+  /** The pending generation was re-issued: only the current generation may have moved. */
+  recordReissue(serial: string, currentGen: number, now?: number): void;
+  /** Replaces the business server list and region map from configuration (health kept). */
+  syncTopology(servers: Omit<BizServerRecord, 'healthy' | 'load' | 'checkedAt'>[], regions: RegionRecord[]): void;
+  listServers(): BizServerRecord[];
+  listRegions(): RegionRecord[];
+  setServerHealth(name: string, healthy: boolean, load: number, now?: number): void;
+  close(): void;
+}
+
+const MIGRATIONS = [
+  `CREATE TABLE devices (
+     serial TEXT PRIMARY KEY,
+     status TEXT NOT NULL DEFAULT 'active',
+     key_version INTEGER NOT NULL,
+     account TEXT NOT NULL,
+     biz_user TEXT NOT NULL,
+     current_gen INTEGER NOT NULL DEFAULT 0,
+     pending_gen INTEGER,
+     rotated_at INTEGER,
+     rotations INTEGER NOT NULL DEFAULT 0,
+     meta TEXT,
+     enrolled_at INTEGER NOT NULL
+   );
+   CREATE TABLE biz_servers (
+     name TEXT PRIMARY KEY,
+     region TEXT NOT NULL,
+     url TEXT NOT NULL,
+     admin_url TEXT NOT NULL,
+     healthy INTEGER NOT NULL DEFAULT 1,
+     load INTEGER NOT NULL DEFAULT 0,
+     checked_at INTEGER
+   );
+   CREATE TABLE regions (
+     cidr TEXT PRIMARY KEY,
+     region TEXT NOT NULL
+   );`,
+  `ALTER TABLE devices ADD COLUMN sealed_secret BLOB;
+   ALTER TABLE devices ADD COLUMN reissues INTEGER NOT NULL DEFAULT 0;`,
+];
+
+const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+interface DeviceRow { serial: unknown; status: unknown; key_version: unknown; account: unknown; biz_user: unknown; current_gen: unknown; pending_gen: unknown; rotated_at: unknown; rotations: unknown; sealed_secret: unknown }
+
+/** nonce (24) | XChaCha20-Poly1305 of a 32-byte secret (48). */
+export const SEALED_SECRET_BYTES = 24 + 32 + 16;
+
+export function deviceFromRow(r: DeviceRow): Device {
+  const what = `device row ${typeof r.serial === 'string' ? r.serial.slice(0, 64) : '?'}`;
+  if (typeof r.serial !== 'string' || !SERIAL_RE.test(r.serial)) corrupt(what, 'bad serial');
+  if (r.status !== 'active' && r.status !== 'disabled') corrupt(what, 'bad status');
+  if (typeof r.key_version !== 'number' || !Number.isInteger(r.key_version) || r.key_version < 1 || r.key_version > 255) corrupt(what, 'bad key version');
+  if (typeof r.account !== 'string' || r.account.length === 0 || r.account.length > 128) corrupt(what, 'bad account');
+  if (typeof r.biz_user !== 'string' || !USER_RE.test(r.biz_user)) corrupt(what, 'bad business user');
+  if (!isGen(r.current_gen) || (r.pending_gen !== null && !isGen(r.pending_gen)) || !isGen(r.rotations)) corrupt(what, 'bad generations');
+  if (r.rotated_at !== null && !isGen(r.rotated_at)) corrupt(what, 'bad rotation time');
+  if (r.sealed_secret !== null && (!(r.sealed_secret instanceof Uint8Array) || r.sealed_secret.length !== SEALED_SECRET_BYTES || r.pending_gen === null)) corrupt(what, 'bad sealed secret');
+  return {
+    serial: r.serial,
+    status: r.status,
+    keyVersion: r.key_version,
+    account: r.account,
+    user: r.biz_user,
+    currentGen: r.current_gen,
+    pendingGen: r.pending_gen as number | null,
+    rotatedAt: r.rotated_at as number | null,
+    rotations: r.rotations,
+    sealedSecret: r.sealed_secret === null ? null : Uint8Array.from(r.sealed_secret as Uint8Array),
+  };
+}
+
+interface ServerRow { name: unknown; region: unknown; url: unknown; admin_url: unknown; healthy: unknown; load: unknown; checked_at: unknown }
+
+function serverFromRow(r: ServerRow): BizServerRecord {
+  const what = `business server row ${typeof r.name === 'string' ? r.name.slice(0, 32) : '?'}`;
+  if (typeof r.name !== 'string' || !DEST_RE.test(r.name)) corrupt(what, 'bad name');
+  if (typeof r.region !== 'string' || r.region.length === 0 || r.region.length > 32) corrupt(what, 'bad region');
+  if (typeof r.url !== 'string' || !/^wss?:\/\/\S+$/.test(r.url) || r.url.length > 256) corrupt(what, 'bad url');
+  if (typeof r.admin_url !== 'string' || !/^https?:\/\/\S+$/.test(r.admin_url)) corrupt(what, 'bad admin url');
+  if (r.healthy !== 0 && r.healthy !== 1) corrupt(what, 'bad health');
+  if (!isGen(r.load)) corrupt(what, 'bad load');
+  return { name: r.name, region: r.region, url: r.url, adminUrl: r.admin_url, healthy: r.healthy === 1, load: r.load, checkedAt: r.checked_at as number | null };
+}
+
+export class SqliteRegStore implements RegStore {
+  readonly db: Db;
+  readonly #getDevice;
+  constructor(file: string) {
+    this.db = openDb(file, MIGRATIONS);
+    this.#getDevice = this.db.prepare('SELECT * FROM devices WHERE serial = ?');
+  }
+
+  getDevice(serial: string): Device | null {
+    const r = this.#getDevice.get(serial) as DeviceRow | undefined;
+    return r ? deviceFromRow(r) : null;
+  }
+
+  enrollDevice(d: EnrollInput, now = Date.now()): 'created' | 'exists' | 'updated' {
+    if (!SERIAL_RE.test(d.serial)) throw new ImplementationError('ENROLL_BAD_RECORD', `serial '${d.serial}' is outside ${SERIAL_RE.source}`);
+    if (!USER_RE.test(d.user)) throw new ImplementationError('ENROLL_BAD_RECORD', `user '${d.user}' is outside ${USER_RE.source}`);
+    return this.db.transaction(() => {
+      const r = this.#getDevice.get(d.serial) as DeviceRow | undefined;
+      if (!r) {
+        this.db
+          .prepare('INSERT INTO devices (serial, status, key_version, account, biz_user, meta, enrolled_at) VALUES (?, \'active\', ?, ?, ?, ?, ?)')
+          .run(d.serial, d.keyVersion, d.account, d.user, d.meta ? JSON.stringify(d.meta) : null, now);
+        return 'created' as const;
+      }
+      const have = deviceFromRow(r);
+      if (have.account !== d.account || have.user !== d.user) {
+        throw new ImplementationError('ENROLL_CONFLICT', `serial ${d.serial} is already bound to account '${have.account}' user '${have.user}'`);
+      }
+      if (have.keyVersion === d.keyVersion) return 'exists' as const;
+      this.db.prepare('UPDATE devices SET key_version = ?, meta = ? WHERE serial = ?').run(d.keyVersion, d.meta ? JSON.stringify(d.meta) : null, d.serial);
+      return 'updated' as const;
+    }).immediate();
+  }
+
+  setDeviceStatus(serial: string, status: DeviceStatus): boolean {
+    return this.db.prepare('UPDATE devices SET status = ? WHERE serial = ?').run(status, serial).changes === 1;
+  }
+
+  recordRotation(serial: string, currentGen: number, pendingGen: number, sealedSecret: Uint8Array, now = Date.now()): void {
+    this.db
+      .prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, sealed_secret = ?, rotated_at = ?, rotations = rotations + 1 WHERE serial = ?')
+      .run(currentGen, pendingGen, sealedSecret, now, serial);
+  }
+
+  recordReissue(serial: string, currentGen: number, now = Date.now()): void {
+    this.db.prepare('UPDATE devices SET current_gen = ?, rotated_at = ?, reissues = reissues + 1 WHERE serial = ?').run(currentGen, now, serial);
+  }
+
+  syncTopology(servers: Omit<BizServerRecord, 'healthy' | 'load' | 'checkedAt'>[], regions: RegionRecord[]): void {
+    this.db.transaction(() => {
+      const names = servers.map((s) => s.name);
+      this.db.prepare(`DELETE FROM biz_servers WHERE name NOT IN (${names.map(() => '?').join(',') || "''"})`).run(...names);
+      const up = this.db.prepare(
+        'INSERT INTO biz_servers (name, region, url, admin_url) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET region = excluded.region, url = excluded.url, admin_url = excluded.admin_url',
+      );
+      for (const s of servers) up.run(s.name, s.region, s.url, s.adminUrl);
+      this.db.prepare('DELETE FROM regions').run();
+      const ins = this.db.prepare('INSERT INTO regions (cidr, region) VALUES (?, ?)');
+      for (const r of regions) ins.run(r.cidr, r.region);
+    }).immediate();
+  }
+
+  listServers(): BizServerRecord[] {
+    return (this.db.prepare('SELECT * FROM biz_servers ORDER BY name').all() as ServerRow[]).map(serverFromRow);
+  }
+
+  listRegions(): RegionRecord[] {
+    return (this.db.prepare('SELECT cidr, region FROM regions ORDER BY cidr').all() as { cidr: unknown; region: unknown }[]).map((r) => {
+      if (typeof r.cidr !== 'string' || typeof r.region !== 'string') corrupt('region row', 'bad cidr or region');
+      return { cidr: r.cidr, region: r.region };
+    });
+  }
+
+  setServerHealth(name: string, healthy: boolean, load: number, now = Date.now()): void {
+    this.db.prepare('UPDATE biz_servers SET healthy = ?, load = ?, checked_at = ? WHERE name = ?').run(healthy ? 1 : 0, Math.max(0, Math.floor(load)), now, name);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

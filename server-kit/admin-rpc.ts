@@ -1,0 +1,165 @@
+// The authenticated admin API between servers (docs/architecture.md §"Admin API"): the
+// registration server calls the business servers (installPending, status). Each call is one
+// HTTP POST whose body is sealed with XChaCha20-Poly1305 under a key derived from the admin
+// key, so it is authenticated and confidential without relying on TLS (the install carries a
+// login key). A request carries a timestamp and a random id: stale or repeated requests are
+// refused (ADMIN_STALE, ADMIN_REPLAY). The response is sealed too and bound to the request id.
+//
+//   request  = nonce(24) | seal(kReq, nonce, aad "usbphone/v1 admin request", cbor [ts, id, op, args])
+//   response = nonce(24) | seal(kRes, nonce, aad id,                           cbor [true, result] | [false, code, message])
+import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { kdf, utf8 } from '../protocol/keys.ts';
+import { encode, decode, type CborValue } from '../protocol/cbor.ts';
+import { systemRng, concat } from '../protocol/channel.ts';
+import { ReplayCache } from '../protocol/replay.ts';
+import { ProtocolError, CloseCode, TimeoutError } from '../protocol/errors.ts';
+import { createLogger } from './log.ts';
+
+export const ADMIN_MAX_BODY = 16 * 1024;
+const AAD_REQ = utf8('usbphone/v1 admin request');
+
+export class AdminError extends Error {
+  override readonly name = 'AdminError';
+  constructor(readonly code: string, message: string) {
+    super(`${code}: ${message}`);
+  }
+}
+
+function keys(adminKey: Uint8Array) {
+  return { req: kdf(adminKey, 'usbphone/v1 admin', 'request'), res: kdf(adminKey, 'usbphone/v1 admin', 'response') };
+}
+
+function seal(key: Uint8Array, aad: Uint8Array, value: CborValue): Uint8Array {
+  const nonce = systemRng(24);
+  return concat(nonce, xchacha20poly1305(key, nonce, aad).encrypt(encode(value)));
+}
+function open(key: Uint8Array, aad: Uint8Array, body: Uint8Array): CborValue {
+  if (body.length < 24 + 16) throw new ProtocolError('ADMIN_BAD_AUTH', 'sealed body too short', CloseCode.policy);
+  let pt: Uint8Array;
+  try {
+    pt = xchacha20poly1305(key, body.subarray(0, 24), aad).decrypt(body.subarray(24));
+  } catch {
+    throw new ProtocolError('ADMIN_BAD_AUTH', 'request does not authenticate', CloseCode.policy);
+  }
+  return decode(pt);
+}
+
+/** An integer argument: CBOR integers above 2^32 decode as bigint (protocol/cbor.ts). */
+export function safeInt(v: unknown): number | null {
+  if (typeof v === 'bigint') v = v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : NaN;
+  return typeof v === 'number' && Number.isSafeInteger(v) ? v : null;
+}
+
+export type AdminOp = (args: CborValue) => CborValue | Promise<CborValue>;
+
+export interface AdminServerOptions {
+  key: Uint8Array;
+  ops: Record<string, AdminOp>;
+  name: string;
+  maxSkewMs?: number;
+  now?: () => number;
+}
+
+/** An HTTP request listener serving POST /admin. */
+export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const k = keys(opts.key);
+  const now = opts.now ?? Date.now;
+  const skew = opts.maxSkewMs ?? 60_000;
+  const seen = new ReplayCache(100_000, 2 * skew, now);
+  const log = createLogger(`${opts.name}/admin`);
+  return (req, res) => {
+    const reply = (status: number, body?: Uint8Array) => {
+      res.writeHead(status, { 'content-type': 'application/octet-stream', ...(body ? { 'content-length': body.length } : {}) });
+      res.end(body);
+    };
+    if (req.method !== 'POST' || req.url !== '/admin') return reply(404);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > ADMIN_MAX_BODY) {
+        log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
+        reply(413);
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', async () => {
+      if (size > ADMIN_MAX_BODY) return;
+      let id: Uint8Array | null = null;
+      try {
+        const v = open(k.req, AAD_REQ, new Uint8Array(Buffer.concat(chunks)));
+        if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
+          throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]', CloseCode.protocol);
+        }
+        const [, rid, op, args] = v as [unknown, Uint8Array, string, CborValue];
+        const ts = safeInt(v[0])!;
+        id = rid;
+        if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window', CloseCode.policy);
+        if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen', CloseCode.policy);
+        const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
+        if (!fn) throw new ProtocolError('ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`, CloseCode.protocol);
+        let result: CborValue;
+        try {
+          result = await fn(args);
+        } catch (e) {
+          const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
+          if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
+          return reply(200, seal(k.res, rid, [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error']));
+        }
+        reply(200, seal(k.res, rid, [true, result]));
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
+        log.warn('admin request refused', { code });
+        // Unauthenticated callers learn nothing but the status; authenticated ones get the code.
+        if (id && code !== 'ADMIN_BAD_AUTH') return reply(200, seal(k.res, id, [false, code, (e as Error).message]));
+        reply(code === 'ADMIN_BAD_AUTH' ? 401 : 400);
+      }
+    });
+  };
+}
+
+export function createAdminServer(opts: AdminServerOptions): Server {
+  return createServer(adminListener(opts));
+}
+
+/** Client of one admin endpoint. */
+export class AdminClient {
+  readonly #k: ReturnType<typeof keys>;
+  constructor(
+    readonly url: string,
+    key: Uint8Array,
+    private readonly timeoutMs = 3_000,
+  ) {
+    this.#k = keys(key);
+  }
+
+  /**
+   * Calls `op`. Throws AdminError with the server's code when it refused, or ADMIN_UNREACHABLE
+   * / TimeoutError when no answer came (the call may or may not have taken effect).
+   */
+  async call(op: string, args: CborValue): Promise<CborValue> {
+    const id = systemRng(16);
+    const body = seal(this.#k.req, AAD_REQ, [Date.now(), id, op, args]);
+    let res: Response;
+    try {
+      res = await fetch(this.url, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' }, signal: AbortSignal.timeout(this.timeoutMs) });
+    } catch (e) {
+      if ((e as Error).name === 'TimeoutError') throw new TimeoutError(`admin ${op} at ${this.url}`);
+      throw new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${(e as Error).message}`);
+    }
+    const buf = new Uint8Array(await res.arrayBuffer());
+    if (res.status !== 200) throw new AdminError(res.status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${res.status}`);
+    let v: CborValue;
+    try {
+      v = open(this.#k.res, id, buf);
+    } catch {
+      throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response does not authenticate`);
+    }
+    if (!Array.isArray(v) || typeof v[0] !== 'boolean') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: malformed response`);
+    if (v[0]) return v[1] as CborValue;
+    throw new AdminError(String(v[1]), String(v[2]));
+  }
+}

@@ -1,0 +1,215 @@
+// Configuration of the server roles: the JSON files `usbphone serve gateway|reg|biz --config
+// FILE` reads, and the embedded default (`usbphone serve all --state DIR`): gateway, reg
+// primary + backup, biz-east + biz-west on loopback, state files in one directory.
+// Relative paths in a file are resolved against the file's directory. Keys are never inline:
+// they are files (0600) or, for the master key, an environment variable.
+import { readFileSync } from 'node:fs';
+import { dirname, resolve, join } from 'node:path';
+import { ImplementationError } from '../protocol/errors.ts';
+import { DEST_RE } from '../protocol/messages.ts';
+import { linkKeyFor } from './link.ts';
+import { loadMasterKeyring, readKeyFile, ensureKeyFile, ensureMasterKeyFile } from './keyfiles.ts';
+import { parseCidr } from './ip.ts';
+import type { GatewayLimits } from '../gateway/limits.ts';
+import type { GatewayConfig } from '../gateway/gateway.ts';
+import type { RegConfig } from '../reg-server/server.ts';
+import type { BizConfig } from '../biz-server/server.ts';
+
+export interface RegFileConfig {
+  name: string;
+  host?: string;
+  /** Direct device port; null for none. Default none. */
+  devicePort?: number | null;
+  linkPort: number;
+  dbFile: string;
+  masterKeyFile?: string;
+  /** Name of an environment variable holding the master key file's content (wins over the file). */
+  masterKeyEnv?: string;
+  /** Root link key of the deployment; this server's key is derived from it and its name. */
+  linkKeyFile: string;
+  adminKeyFile: string;
+  bizServers: { name: string; region: string; url: string; adminUrl: string }[];
+  regions: { cidr: string; region: string }[];
+  stepTimeoutMs?: number;
+  pendingTtlMs?: number;
+  healthIntervalMs?: number;
+}
+
+export interface BizFileConfig {
+  name: string;
+  region: string;
+  host?: string;
+  devicePort?: number | null;
+  linkPort: number;
+  adminPort: number;
+  dbFile: string;
+  linkKeyFile: string;
+  adminKeyFile: string;
+  stepTimeoutMs?: number;
+}
+
+export interface GatewayFileConfig {
+  host?: string;
+  port: number;
+  linkKeyFile: string;
+  upstreams: { name: string; linkUrl: string }[];
+  tls?: { cert: string; key: string };
+  limits?: Partial<GatewayLimits>;
+}
+
+function bad(file: string, why: string): never {
+  throw new ImplementationError('CFG_INVALID', `${file}: ${why}`);
+}
+function port(v: unknown, file: string, what: string, nullable = false): number | null {
+  if (nullable && (v === null || v === undefined)) return null;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 65535) bad(file, `${what} must be a port number 0..65535`);
+  return v;
+}
+function str(v: unknown, file: string, what: string): string {
+  if (typeof v !== 'string' || v.length === 0) bad(file, `${what} must be a non-empty string`);
+  return v;
+}
+function name(v: unknown, file: string): string {
+  const n = str(v, file, 'name');
+  if (!DEST_RE.test(n)) bad(file, `name '${n}' must match ${DEST_RE.source}`);
+  return n;
+}
+function optMs(v: unknown, file: string, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) bad(file, `${what} must be a whole number of milliseconds`);
+  return v;
+}
+
+export function readJsonFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ImplementationError('CFG_UNREADABLE', `${file}: ${(e as Error).message}`);
+  }
+  try {
+    const v = JSON.parse(text);
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(file, 'must hold a JSON object');
+    return v;
+  } catch (e) {
+    if (e instanceof ImplementationError) throw e;
+    throw new ImplementationError('CFG_INVALID', `${file}: not JSON (${(e as Error).message})`);
+  }
+}
+
+export function regConfigFrom(c: Record<string, unknown>, file: string): RegConfig {
+  const dir = dirname(resolve(file));
+  const p = (v: unknown, what: string) => resolve(dir, str(v, file, what));
+  const n = name(c.name, file);
+  if (!Array.isArray(c.bizServers) || c.bizServers.length === 0) bad(file, 'bizServers must be a non-empty array');
+  if (!Array.isArray(c.regions)) bad(file, 'regions must be an array');
+  const bizServers = c.bizServers.map((s: Record<string, unknown>, i: number) => ({
+    name: name(s?.name, `${file} bizServers[${i}]`),
+    region: str(s?.region, file, `bizServers[${i}].region`),
+    url: str(s?.url, file, `bizServers[${i}].url`),
+    adminUrl: str(s?.adminUrl, file, `bizServers[${i}].adminUrl`),
+  }));
+  const regions = c.regions.map((r: Record<string, unknown>, i: number) => {
+    const cidr = str(r?.cidr, file, `regions[${i}].cidr`);
+    parseCidr(cidr);
+    return { cidr, region: str(r?.region, file, `regions[${i}].region`) };
+  });
+  return {
+    name: n,
+    host: typeof c.host === 'string' ? c.host : '127.0.0.1',
+    devicePort: port(c.devicePort, file, 'devicePort', true),
+    linkPort: port(c.linkPort, file, 'linkPort')!,
+    dbFile: p(c.dbFile, 'dbFile'),
+    ring: loadMasterKeyring({ file: c.masterKeyFile === undefined ? undefined : p(c.masterKeyFile, 'masterKeyFile'), env: typeof c.masterKeyEnv === 'string' ? c.masterKeyEnv : undefined }),
+    linkKey: linkKeyFor(readKeyFile(p(c.linkKeyFile, 'linkKeyFile'), 'link key'), n),
+    adminKey: readKeyFile(p(c.adminKeyFile, 'adminKeyFile'), 'admin key'),
+    bizServers,
+    regions,
+    stepTimeoutMs: optMs(c.stepTimeoutMs, file, 'stepTimeoutMs'),
+    pendingTtlMs: optMs(c.pendingTtlMs, file, 'pendingTtlMs'),
+    healthIntervalMs: optMs(c.healthIntervalMs, file, 'healthIntervalMs'),
+  };
+}
+
+export function bizConfigFrom(c: Record<string, unknown>, file: string): BizConfig {
+  const dir = dirname(resolve(file));
+  const p = (v: unknown, what: string) => resolve(dir, str(v, file, what));
+  const n = name(c.name, file);
+  return {
+    name: n,
+    region: str(c.region, file, 'region'),
+    host: typeof c.host === 'string' ? c.host : '127.0.0.1',
+    devicePort: port(c.devicePort, file, 'devicePort', true),
+    linkPort: port(c.linkPort, file, 'linkPort')!,
+    adminPort: port(c.adminPort, file, 'adminPort')!,
+    dbFile: p(c.dbFile, 'dbFile'),
+    linkKey: linkKeyFor(readKeyFile(p(c.linkKeyFile, 'linkKeyFile'), 'link key'), n),
+    adminKey: readKeyFile(p(c.adminKeyFile, 'adminKeyFile'), 'admin key'),
+    stepTimeoutMs: optMs(c.stepTimeoutMs, file, 'stepTimeoutMs'),
+  };
+}
+
+export function gatewayConfigFrom(c: Record<string, unknown>, file: string): GatewayConfig {
+  const dir = dirname(resolve(file));
+  const root = readKeyFile(resolve(dir, str(c.linkKeyFile, file, 'linkKeyFile')), 'link key');
+  if (!Array.isArray(c.upstreams) || c.upstreams.length === 0) bad(file, 'upstreams must be a non-empty array');
+  const tls = c.tls as { cert?: unknown; key?: unknown } | undefined;
+  return {
+    host: typeof c.host === 'string' ? c.host : '127.0.0.1',
+    port: port(c.port, file, 'port')!,
+    upstreams: c.upstreams.map((u: Record<string, unknown>, i: number) => {
+      const n = name(u?.name, `${file} upstreams[${i}]`);
+      return { name: n, linkUrl: str(u?.linkUrl, file, `upstreams[${i}].linkUrl`), linkKey: linkKeyFor(root, n) };
+    }),
+    tls: tls ? { cert: resolve(dir, str(tls.cert, file, 'tls.cert')), key: resolve(dir, str(tls.key, file, 'tls.key')) } : undefined,
+    limits: (c.limits as Partial<GatewayLimits> | undefined) ?? undefined,
+  };
+}
+
+// ---- the embedded default ----
+
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_GATEWAY_PORT = 7400;
+
+export interface RolePorts { device: number | null; link: number; admin?: number }
+export interface StackPorts {
+  gateway: number;
+  [server: string]: number | RolePorts;
+}
+
+export const DEFAULT_TOPOLOGY = {
+  regs: ['reg-primary', 'reg-backup'] as const,
+  biz: [
+    { name: 'biz-east', region: 'east' },
+    { name: 'biz-west', region: 'west' },
+  ],
+  regions: [
+    { cidr: '127.1.0.0/16', region: 'east' },
+    { cidr: '127.2.0.0/16', region: 'west' },
+  ],
+};
+
+/** The embedded default's fixed ports (`usbphone serve all`); tests use 0 (ephemeral) everywhere. */
+export const DEFAULT_PORTS: Record<string, RolePorts> = {
+  'reg-primary': { device: 7410, link: 7411 },
+  'reg-backup': { device: 7420, link: 7421 },
+  'biz-east': { device: 7430, link: 7431, admin: 7432 },
+  'biz-west': { device: 7440, link: 7441, admin: 7442 },
+};
+
+export const stateFiles = (stateDir: string) => ({
+  masterKey: join(stateDir, 'master.key'),
+  linkKey: join(stateDir, 'link.key'),
+  adminKey: join(stateDir, 'admin.key'),
+  regDb: join(stateDir, 'reg.sqlite'),
+  bizDb: join(stateDir, 'biz-accounts.sqlite'),
+});
+
+/** Creates the state directory's key files when missing (master.key, link.key, admin.key). */
+export function ensureStateKeys(stateDir: string): ReturnType<typeof stateFiles> {
+  const f = stateFiles(stateDir);
+  ensureMasterKeyFile(f.masterKey);
+  ensureKeyFile(f.linkKey);
+  ensureKeyFile(f.adminKey);
+  return f;
+}

@@ -1,0 +1,215 @@
+// The gateway <-> server link (docs/architecture.md §"Link protocol"): one WebSocket per
+// upstream server, opened by the gateway, authenticated both ways by an HMAC
+// challenge-response on the link key, then multiplexing every device session routed to that
+// server. A server believes an observed client IP only when it arrives in an OPEN on an
+// authenticated link; a device never gets to state its own address.
+//
+// Every link message is one binary WebSocket message: kind (1 byte) | connId (u32 BE) | payload.
+//   CHALLENGE  server -> gw   connId 0, payload nonceS (32)
+//   AUTH       gw -> server   connId 0, payload nonceG (32) | mac (32) | upstream name (UTF-8)
+//   AUTH_OK    server -> gw   connId 0, payload mac (32)
+//   OPEN       gw -> server   payload observed client IP (UTF-8)
+//   DATA       both           payload one device frame, passed through untouched
+//   CLOSE      both           payload close code (u16 BE) | reason (UTF-8)
+import type { WebSocket, WebSocketServer, RawData } from 'ws';
+import { mac, equalBytes, kdf, utf8 } from '../protocol/keys.ts';
+import { systemRng } from '../protocol/channel.ts';
+import { Limits } from '../protocol/limits.ts';
+import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import type { SessionFactory, SessionHandler, SessionTransport } from './session.ts';
+import { createLogger } from './log.ts';
+
+export const LinkKind = { OPEN: 0x01, DATA: 0x02, CLOSE: 0x03, CHALLENGE: 0x10, AUTH: 0x11, AUTH_OK: 0x12 } as const;
+export const LINK_HEADER = 5;
+/** Largest link message: a device frame of the largest size plus the header and slack. */
+export const LINK_MAX_PAYLOAD = Limits.maxFrameBytes + 1024;
+const NONCE = 32;
+const td = new TextDecoder('utf-8', { fatal: true });
+
+export interface LinkFrame { kind: number; connId: number; payload: Uint8Array }
+
+export function encodeLink(kind: number, connId: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const out = new Uint8Array(LINK_HEADER + payload.length);
+  out[0] = kind;
+  new DataView(out.buffer).setUint32(1, connId >>> 0);
+  out.set(payload, LINK_HEADER);
+  return out;
+}
+
+export function decodeLink(data: Uint8Array): LinkFrame {
+  if (data.length < LINK_HEADER) throw new ProtocolError('LINK_BAD_FRAME', 'link frame shorter than its header', CloseCode.protocol);
+  const kind = data[0]!;
+  if (!Object.values(LinkKind).includes(kind as never)) throw new ProtocolError('LINK_BAD_FRAME', `unknown link frame kind ${kind}`, CloseCode.protocol);
+  return { kind, connId: new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(1), payload: data.subarray(LINK_HEADER) };
+}
+
+export function encodeClose(connId: number, code: number, reason: string): Uint8Array {
+  const r = utf8(reason.slice(0, 120));
+  const p = new Uint8Array(2 + r.length);
+  new DataView(p.buffer).setUint16(0, code);
+  p.set(r, 2);
+  return encodeLink(LinkKind.CLOSE, connId, p);
+}
+
+export function decodeClose(payload: Uint8Array): { code: number; reason: string } {
+  if (payload.length < 2) throw new ProtocolError('LINK_BAD_FRAME', 'CLOSE without a code', CloseCode.protocol);
+  let reason = '';
+  try {
+    reason = td.decode(payload.subarray(2));
+  } catch {
+    throw new ProtocolError('LINK_BAD_FRAME', 'CLOSE reason is not UTF-8', CloseCode.protocol);
+  }
+  return { code: new DataView(payload.buffer, payload.byteOffset).getUint16(0), reason };
+}
+
+export function decodeText(payload: Uint8Array, what: string): string {
+  try {
+    return td.decode(payload);
+  } catch {
+    throw new ProtocolError('LINK_BAD_FRAME', `${what} is not UTF-8`, CloseCode.protocol);
+  }
+}
+
+/** The link key of one upstream, derived from a deployment's root link key (embedded default). */
+export function linkKeyFor(root: Uint8Array, name: string): Uint8Array {
+  return kdf(root, 'usbphone/v1 link', utf8(name));
+}
+
+export function clientAuthMac(key: Uint8Array, nonceS: Uint8Array, nonceG: Uint8Array, name: string): Uint8Array {
+  return mac(key, utf8('usbphone/v1 link gateway'), nonceS, nonceG, utf8(name));
+}
+export function serverAuthMac(key: Uint8Array, nonceS: Uint8Array, nonceG: Uint8Array, name: string): Uint8Array {
+  return mac(key, utf8('usbphone/v1 link server'), nonceS, nonceG, utf8(name));
+}
+
+export function toBytes(data: RawData): Uint8Array {
+  if (Array.isArray(data)) return new Uint8Array(Buffer.concat(data));
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+export interface LinkServerOptions {
+  /** This server's upstream name (the dest devices use): part of the authenticated challenge. */
+  name: string;
+  key: Uint8Array;
+  authTimeoutMs?: number;
+  /** Most device sessions one link may carry at once. */
+  maxSessions?: number;
+}
+
+/**
+ * Server side of the link: accepts gateway connections on `wss`, authenticates them, and runs
+ * one session per OPEN through `factory`. Returns a function counting live sessions.
+ */
+export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, factory: SessionFactory): { sessions(): number } {
+  const log = createLogger(`${opts.name}/link`);
+  const authTimeoutMs = opts.authTimeoutMs ?? 5_000;
+  const maxSessions = opts.maxSessions ?? 100_000;
+  let live = 0;
+
+  wss.on('connection', (ws: WebSocket, req) => {
+    const peer = req.socket.remoteAddress;
+    const nonceS = systemRng(NONCE);
+    let authed = false;
+    const sessions = new Map<number, SessionHandler>();
+    const refuse = (code: string, why: string) => {
+      log.warn('link refused', { code, peer, why });
+      ws.close(CloseCode.policy, code);
+    };
+    const timer = setTimeout(() => refuse('LINK_AUTH_TIMEOUT', 'no AUTH in time'), authTimeoutMs);
+    ws.send(encodeLink(LinkKind.CHALLENGE, 0, nonceS));
+
+    ws.on('message', (data, isBinary) => {
+      let f: LinkFrame;
+      try {
+        if (!isBinary) throw new ProtocolError('LINK_BAD_FRAME', 'text message on the link', CloseCode.protocol);
+        f = decodeLink(toBytes(data));
+      } catch (e) {
+        return refuse((e as ProtocolError).code ?? 'LINK_BAD_FRAME', (e as Error).message);
+      }
+      if (!authed) {
+        if (f.kind !== LinkKind.AUTH || f.payload.length < 2 * NONCE + 1) return refuse('LINK_AUTH_FAILED', 'first frame is not AUTH');
+        const nonceG = f.payload.subarray(0, NONCE);
+        const got = f.payload.subarray(NONCE, 2 * NONCE);
+        let name = '';
+        try {
+          name = td.decode(f.payload.subarray(2 * NONCE));
+        } catch {
+          return refuse('LINK_AUTH_FAILED', 'name is not UTF-8');
+        }
+        if (name !== opts.name || !equalBytes(clientAuthMac(opts.key, nonceS, nonceG, name), got)) return refuse('LINK_AUTH_FAILED', 'bad link MAC or name');
+        authed = true;
+        clearTimeout(timer);
+        ws.send(encodeLink(LinkKind.AUTH_OK, 0, serverAuthMac(opts.key, nonceS, nonceG, name)));
+        log.info('link up', { peer });
+        return;
+      }
+      switch (f.kind) {
+        case LinkKind.OPEN: {
+          if (sessions.has(f.connId)) return refuse('LINK_BAD_FRAME', `OPEN of a live connection ${f.connId}`);
+          let ip: string;
+          try {
+            ip = decodeText(f.payload, 'observed IP');
+          } catch (e) {
+            return refuse('LINK_BAD_FRAME', (e as Error).message);
+          }
+          const connId = f.connId;
+          if (live >= maxSessions) {
+            ws.send(encodeClose(connId, CloseCode.tryAgainLater, 'SRV_BUSY'));
+            return;
+          }
+          let open = true;
+          const transport: SessionTransport = {
+            observedIp: ip,
+            via: 'gateway',
+            send(frame) {
+              if (open && ws.readyState === ws.OPEN) ws.send(encodeLink(LinkKind.DATA, connId, frame));
+            },
+            close(code, reason) {
+              if (!open) return;
+              open = false;
+              if (sessions.delete(connId)) live--;
+              if (ws.readyState === ws.OPEN) ws.send(encodeClose(connId, code, reason));
+            },
+            bufferedAmount: () => ws.bufferedAmount,
+          };
+          live++;
+          const handler = factory(transport);
+          sessions.set(connId, {
+            onFrame: (fr) => handler.onFrame(fr),
+            onClose: () => {
+              open = false;
+              handler.onClose();
+            },
+          });
+          return;
+        }
+        case LinkKind.DATA: {
+          // A DATA for a connection we already closed crossed our CLOSE on the wire: drop it.
+          sessions.get(f.connId)?.onFrame(Uint8Array.from(f.payload));
+          return;
+        }
+        case LinkKind.CLOSE: {
+          const s = sessions.get(f.connId);
+          if (s) {
+            sessions.delete(f.connId);
+            live--;
+            s.onClose();
+          }
+          return;
+        }
+        default:
+          return refuse('LINK_BAD_FRAME', `unexpected link frame kind ${f.kind}`);
+      }
+    });
+    ws.on('close', () => {
+      clearTimeout(timer);
+      for (const s of sessions.values()) s.onClose();
+      live -= sessions.size;
+      sessions.clear();
+      if (authed) log.info('link down', { peer });
+    });
+    ws.on('error', () => {});
+  });
+  return { sessions: () => live };
+}

@@ -1,0 +1,135 @@
+// One device session on a server, whatever carries it (a direct WebSocket or a connection
+// multiplexed on the gateway link). The state machines of reg-server/ and biz-server/ extend
+// ServerSession: frames are handled one at a time in arrival order, any refusal sends the
+// error frame [code, prevSeq, reason] in clear and ends the session with the error's close
+// code (S0.7), and a session that waits longer than the step timeout for its next message
+// is ended (SRV_STEP_TIMEOUT).
+import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, typeName, type Envelope } from '../protocol/messages.ts';
+import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import type { Logger } from './log.ts';
+
+export interface SessionTransport {
+  /** The client address: the socket's peer, or the one the authenticated gateway observed. */
+  readonly observedIp: string;
+  readonly via: 'gateway' | 'direct';
+  send(frame: Uint8Array): void;
+  /** Ends the session; idempotent. */
+  close(code: number, reason: string): void;
+  bufferedAmount(): number;
+}
+
+export interface SessionHandler {
+  onFrame(frame: Uint8Array): void;
+  /** The peer (or the link) went away; called at most once, also after our own close. */
+  onClose(): void;
+}
+
+export type SessionFactory = (t: SessionTransport) => SessionHandler;
+
+export interface SessionOptions {
+  /** This server's name: the dest its frames carry. */
+  name: string;
+  stepTimeoutMs: number;
+  log: Logger;
+}
+
+export abstract class ServerSession implements SessionHandler {
+  #queue: Promise<void> = Promise.resolve();
+  #timer: NodeJS.Timeout | null = null;
+  #ended = false;
+  #lastSeq: number | null = null;
+
+  constructor(
+    protected readonly transport: SessionTransport,
+    protected readonly opts: SessionOptions,
+  ) {
+    this.#arm();
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Handles one decoded frame for the current state; throws ProtocolError to refuse. */
+  protected abstract step(frame: Uint8Array, env: Envelope): void | Promise<void>;
+  /** Seq this side's next frame carries. */
+  protected abstract nextSendSeq(): number;
+  /** Wipes keys and releases whatever the state holds. */
+  protected abstract cleanup(): void;
+
+  onFrame(frame: Uint8Array): void {
+    if (this.#ended) return;
+    this.#disarm();
+    this.#queue = this.#queue.then(() => this.#handle(frame));
+  }
+
+  async #handle(frame: Uint8Array): Promise<void> {
+    if (this.#ended) return;
+    try {
+      this.#lastSeq = null;
+      const env = decodeEnvelope(frame);
+      this.#lastSeq = env.seq;
+      await this.step(frame, env);
+      if (!this.#ended) this.#arm();
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  protected send(frame: Uint8Array): void {
+    if (!this.#ended) this.transport.send(frame);
+  }
+
+  /** Sends the error frame for `e` and ends the session with its close code (S0.7). */
+  protected fail(e: unknown): void {
+    if (this.#ended) return;
+    let code: string;
+    let closeCode: number;
+    let reason: string;
+    if (e instanceof ProtocolError) {
+      code = e.code;
+      closeCode = e.closeCode;
+      reason = e.message;
+      this.opts.log.info('session refused', { code, ip: this.transport.observedIp, via: this.transport.via });
+    } else {
+      code = 'SRV_INTERNAL';
+      closeCode = CloseCode.internal;
+      reason = 'internal error';
+      this.opts.log.error('session failed', { code, err: (e as Error)?.stack ?? String(e) });
+    }
+    this.transport.send(encodeEnvelope(MsgType.error, this.nextSendSeq(), this.opts.name, errorBody(code, this.#lastSeq, reason)));
+    this.end(closeCode, code);
+  }
+
+  /** Ends the session (normal end or after an error frame). */
+  protected end(code: number, reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#disarm();
+    this.transport.close(code, reason);
+    this.cleanup();
+  }
+
+  onClose(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#disarm();
+    this.cleanup();
+  }
+
+  protected unexpected(env: Envelope, state: string): never {
+    throw new ProtocolError('SRV_UNEXPECTED', `${typeName(env.type)} is not expected in state ${state}`, CloseCode.protocol);
+  }
+
+  #arm(): void {
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.fail(new ProtocolError('SRV_STEP_TIMEOUT', `no message within ${this.opts.stepTimeoutMs} ms`, CloseCode.goingAway));
+    }, this.opts.stepTimeoutMs);
+    this.#timer.unref?.();
+  }
+  #disarm(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+}

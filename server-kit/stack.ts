@@ -1,0 +1,269 @@
+// The embedded default deployment, as a programmatic API (the simulator and the tests use
+// it; `usbphone serve all` runs it): gateway + reg-primary + reg-backup + biz-east +
+// biz-west on loopback, SQLite files and key files in one state directory. A registration
+// server can run inline or as a child process (`usbphone serve reg --config FILE`) so tests
+// can kill -9 it between the steps of a rotation.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { MasterKeyring } from '../protocol/keys.ts';
+import { ImplementationError } from '../protocol/errors.ts';
+import { startGateway, type Gateway } from '../gateway/gateway.ts';
+import type { GatewayLimits } from '../gateway/limits.ts';
+import { startRegServer, type RegServer } from '../reg-server/server.ts';
+import { startBizServer, type BizServer } from '../biz-server/server.ts';
+import { SqliteRegStore } from '../reg-server/store.ts';
+import { SqliteBizStore } from '../biz-server/store.ts';
+import { enrollDevices, type EnrollmentRecord, type EnrollOptions, type EnrollResult } from '../reg-server/enroll.ts';
+import type { RotationStep } from '../reg-server/rotation.ts';
+import { linkKeyFor } from './link.ts';
+import { logLevel } from './log.ts';
+import { readKeyFile, loadMasterKeyring } from './keyfiles.ts';
+import { DEFAULT_TOPOLOGY, DEFAULT_PORTS, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, ensureStateKeys, type RolePorts, type RegFileConfig } from './config.ts';
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+export type RegName = (typeof DEFAULT_TOPOLOGY.regs)[number];
+
+export interface StackOptions {
+  stateDir: string;
+  host?: string;
+  /** Gateway port: default 7400; 0 = ephemeral, and then every server port is ephemeral too. */
+  gatewayPort?: number;
+  /** Per-server ports (device/link/admin); default DEFAULT_PORTS, or all 0 when gatewayPort is 0. */
+  ports?: Record<string, RolePorts>;
+  gatewayLimits?: Partial<GatewayLimits>;
+  /** Per-step timeout of reg/biz sessions (default protocol/limits.ts stepTimeoutMs). */
+  stepTimeoutMs?: number;
+  /** Lifetime of an issued, not yet used password (default 30 days). */
+  pendingTtlMs?: number;
+  /** How often the reg servers poll the business servers' health (default 2 s). */
+  healthIntervalMs?: number;
+  /** Run the registration servers as child processes (default inline). */
+  regProcess?: 'inline' | 'child';
+}
+
+export interface StartRegOptions {
+  process?: 'inline' | 'child';
+  /** Child only: the process stops at this rotation step and reports it (for kill -9 tests). */
+  pauseAt?: RotationStep;
+}
+
+export interface Stack {
+  /** Where devices connect: 'ws://127.0.0.1:7400/'. */
+  gatewayUrl: string;
+  /** The address of a dest through the gateway: gatewayUrl + dest. */
+  urlFor(dest: string): string;
+  /** Direct device URL of a reg/biz server (bypassing the gateway), or null. */
+  directUrl(name: string): string | null;
+  dests: { regPrimary: 'reg-primary'; regBackup: 'reg-backup'; biz: string[] };
+  stateDir: string;
+  ring: MasterKeyring;
+  gateway: Gateway;
+  ports(): Record<string, RolePorts | number>;
+  reg(name: RegName): RegServer | undefined;
+  biz(name: string): BizServer | undefined;
+  regStore: SqliteRegStore;
+  bizStore: SqliteBizStore;
+  stopReg(name: RegName): Promise<void>;
+  startReg(name: RegName, opts?: StartRegOptions): Promise<void>;
+  /** kill -9 of a child reg server (an inline one is closed abruptly instead). */
+  killReg(name: RegName): Promise<void>;
+  /** Resolves when a child reg server reports it stopped at its pauseAt step. */
+  waitPaused(name: RegName): Promise<RotationStep>;
+  stopBiz(name: string): Promise<void>;
+  startBiz(name: string): Promise<void>;
+  /** Marks a business server unhealthy/healthy and makes the reg servers poll now. */
+  setBizHealthy(name: string, healthy: boolean): Promise<void>;
+  enroll(records: EnrollmentRecord | EnrollmentRecord[], opts?: EnrollOptions): EnrollResult[];
+  disable(serial: string): boolean;
+  enable(serial: string): boolean;
+  stop(): Promise<void>;
+}
+
+interface ChildReg { proc: ChildProcess; exited: Promise<void>; paused: Promise<RotationStep>; devicePort: number | null; linkPort: number }
+
+export async function startStack(opts: StackOptions): Promise<Stack> {
+  const host = opts.host ?? DEFAULT_HOST;
+  const gatewayPort = opts.gatewayPort ?? DEFAULT_GATEWAY_PORT;
+  const ephemeral = gatewayPort === 0;
+  const portsOf = (name: string): RolePorts => opts.ports?.[name] ?? (ephemeral ? { device: 0, link: 0, admin: 0 } : DEFAULT_PORTS[name]!);
+  const files = ensureStateKeys(opts.stateDir);
+  const ring = loadMasterKeyring({ file: files.masterKey });
+  const rootLink = readKeyFile(files.linkKey, 'link key');
+  const adminKey = readKeyFile(files.adminKey, 'admin key');
+  const regStore = new SqliteRegStore(files.regDb);
+  const bizStore = new SqliteBizStore(files.bizDb);
+
+  const bizServers = new Map<string, BizServer>();
+  const regs = new Map<RegName, RegServer>();
+  const children = new Map<RegName, ChildReg>();
+  const actual: Record<string, RolePorts | number> = {};
+
+  const startBiz = async (name: string) => {
+    const b = DEFAULT_TOPOLOGY.biz.find((x) => x.name === name);
+    if (!b) throw new ImplementationError('STACK_UNKNOWN_SERVER', `no business server '${name}'`);
+    const p = portsOf(name);
+    const prev = actual[name] as RolePorts | undefined;
+    const s = await startBizServer({
+      name, region: b.region, host,
+      devicePort: p.device, linkPort: prev && ephemeral ? prev.link : p.link, adminPort: prev && ephemeral ? prev.admin! : p.admin ?? 0,
+      dbFile: files.bizDb, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs,
+    });
+    bizServers.set(name, s);
+    actual[name] = { device: s.devicePort, link: s.linkPort, admin: s.adminPort };
+    return s;
+  };
+  for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
+
+  const gateway = await startGateway({ host, port: gatewayPort, upstreams: [], limits: opts.gatewayLimits });
+  actual.gateway = gateway.port;
+  const gatewayUrl = gateway.url;
+  const linkUrl = (port: number) => `ws://${host}:${port}/`;
+  for (const [name, s] of bizServers) gateway.setUpstream({ name, linkUrl: linkUrl(s.linkPort), linkKey: linkKeyFor(rootLink, name) });
+
+  const regBizList = () => DEFAULT_TOPOLOGY.biz.map((b) => {
+    const p = actual[b.name] as RolePorts;
+    return { name: b.name, region: b.region, url: gatewayUrl + b.name, adminUrl: `http://${host}:${p.admin}/admin` };
+  });
+
+  const startReg = async (name: RegName, o: StartRegOptions = {}) => {
+    if (regs.has(name) || children.has(name)) throw new ImplementationError('STACK_RUNNING', `${name} is already running`);
+    const p = portsOf(name);
+    const mode = o.process ?? opts.regProcess ?? 'inline';
+    let devicePort: number | null;
+    let lp: number;
+    if (mode === 'inline') {
+      const r = await startRegServer({
+        name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, ring, linkKey: linkKeyFor(rootLink, name), adminKey,
+        bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
+        stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs,
+      });
+      regs.set(name, r);
+      devicePort = r.devicePort;
+      lp = r.linkPort;
+    } else {
+      const c = await spawnReg(name, p, o.pauseAt);
+      children.set(name, c);
+      devicePort = c.devicePort;
+      lp = c.linkPort;
+    }
+    actual[name] = { device: devicePort, link: lp };
+    gateway.setUpstream({ name, linkUrl: linkUrl(lp), linkKey: linkKeyFor(rootLink, name) });
+    await gateway.waitUpstreams(5_000, [name]);
+  };
+
+  const spawnReg = async (name: RegName, p: RolePorts, pauseAt?: RotationStep): Promise<ChildReg> => {
+    const cfg: RegFileConfig = {
+      name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, masterKeyFile: files.masterKey,
+      linkKeyFile: files.linkKey, adminKeyFile: files.adminKey, bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
+      stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs,
+    };
+    const runDir = join(opts.stateDir, 'run');
+    mkdirSync(runDir, { recursive: true });
+    const cfgFile = join(runDir, `${name}.json`);
+    writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
+    const env = { ...process.env, USBPHONE_LOG_LEVEL: logLevel(), ...(pauseAt ? { USBPHONE_TEST_PAUSE_AT: pauseAt } : {}) };
+    const proc = spawn(process.execPath, [join(repoRoot, 'bin', 'usbphone.js'), 'serve', 'reg', '--config', cfgFile], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    let onPaused: (s: RotationStep) => void = () => {};
+    const paused = new Promise<RotationStep>((r) => (onPaused = r));
+    const ports = await new Promise<{ devicePort: number | null; linkPort: number }>((resolve, reject) => {
+      const lines = createInterface({ input: proc.stdout! });
+      lines.on('line', (line) => {
+        let ev: { event?: string; devicePort?: number | null; linkPort?: number; step?: RotationStep };
+        try {
+          ev = JSON.parse(line);
+        } catch {
+          return;
+        }
+        if (ev.event === 'listening') resolve({ devicePort: ev.devicePort ?? null, linkPort: ev.linkPort! });
+        if (ev.event === 'paused') onPaused(ev.step!);
+      });
+      proc.once('exit', (code) => reject(new ImplementationError('STACK_CHILD_EXITED', `${name} exited with ${code} before listening`)));
+    });
+    return { proc, exited, paused, ...ports };
+  };
+
+  for (const r of DEFAULT_TOPOLOGY.regs) await startReg(r);
+  await gateway.waitUpstreams(5_000);
+
+  const stopReg = async (name: RegName) => {
+    const r = regs.get(name);
+    if (r) {
+      regs.delete(name);
+      await r.close();
+    }
+    const c = children.get(name);
+    if (c) {
+      children.delete(name);
+      c.proc.kill('SIGTERM');
+      await c.exited;
+    }
+  };
+
+  const stack: Stack = {
+    gatewayUrl,
+    urlFor: (dest) => gatewayUrl + dest,
+    directUrl(name) {
+      const p = actual[name];
+      return typeof p === 'object' && p.device ? `ws://${host}:${p.device}/` : null;
+    },
+    dests: { regPrimary: 'reg-primary', regBackup: 'reg-backup', biz: DEFAULT_TOPOLOGY.biz.map((b) => b.name) },
+    stateDir: opts.stateDir,
+    ring,
+    gateway,
+    ports: () => ({ ...actual }),
+    reg: (name) => regs.get(name),
+    biz: (name) => bizServers.get(name),
+    regStore,
+    bizStore,
+    stopReg,
+    startReg,
+    async killReg(name) {
+      const c = children.get(name);
+      if (c) {
+        children.delete(name);
+        c.proc.kill('SIGKILL');
+        await c.exited;
+        return;
+      }
+      await stopReg(name);
+    },
+    waitPaused(name) {
+      const c = children.get(name);
+      if (!c) return Promise.reject(new ImplementationError('STACK_NOT_CHILD', `${name} is not a child process`));
+      return c.paused;
+    },
+    async stopBiz(name) {
+      const s = bizServers.get(name);
+      if (!s) return;
+      bizServers.delete(name);
+      await s.close();
+    },
+    async startBiz(name) {
+      if (bizServers.has(name)) return;
+      const s = await startBiz(name);
+      gateway.setUpstream({ name, linkUrl: linkUrl(s.linkPort), linkKey: linkKeyFor(rootLink, name) });
+      await gateway.waitUpstreams(5_000, [name]);
+    },
+    async setBizHealthy(name, healthy) {
+      bizServers.get(name)?.setDraining(!healthy);
+      await Promise.all([...regs.values()].map((r) => r.pollHealth()));
+    },
+    enroll: (records, o) => enrollDevices({ reg: regStore, biz: bizStore }, Array.isArray(records) ? records : [records], o),
+    disable: (serial) => regStore.setDeviceStatus(serial, 'disabled'),
+    enable: (serial) => regStore.setDeviceStatus(serial, 'active'),
+    async stop() {
+      await gateway.close();
+      for (const n of [...regs.keys(), ...children.keys()]) await stopReg(n);
+      for (const s of bizServers.values()) await s.close();
+      bizServers.clear();
+      regStore.close();
+      bizStore.close();
+    },
+  };
+  return stack;
+}

@@ -1,0 +1,24 @@
+// Shared by the server tests: a fresh state directory per stack, removed afterwards.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startStack, type Stack, type StackOptions } from './stack.ts';
+import { setLogLevel } from './log.ts';
+
+export function tempDir(prefix = 'usbphone-test-'): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A stack on ephemeral ports in a temp state directory; stop() also removes the directory. */
+export async function testStack(opts: Partial<StackOptions> = {}): Promise<Stack> {
+  if (!process.env.USBPHONE_LOG_LEVEL) setLogLevel('error');
+  const t = tempDir();
+  const stack = await startStack({ stateDir: t.dir, gatewayPort: 0, ...opts });
+  const stop = stack.stop.bind(stack);
+  stack.stop = async () => {
+    await stop();
+    t.remove();
+  };
+  return stack;
+}
