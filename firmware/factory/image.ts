@@ -109,6 +109,20 @@ export function zoneFiles(regPrimary: string, regBackup: string): ZoneFiles {
   };
 }
 
+/**
+ * The sealed identity record of one device (S0.1, S0.2): serial, device key, key version and
+ * encrypted serial, under the key its fuses derive. Also used to personalize a copy-on-write
+ * device over a shared base image (sim fleets).
+ */
+export function identityRecord(fuses: Fuses, serial: string, version: number, master: Uint8Array): Uint8Array {
+  const deviceKey = deriveDeviceKey(master, checkSerial(serial));
+  const idKey = fuses.deriveKey(IDENTITY_KEY_LABEL);
+  const record = sealIdentity(idKey, { serial, deviceKey, keyVersion: version, serialToken: makeSerialToken(master, version, serial), uniqueId: fuses.uniqueId() });
+  idKey.fill(0);
+  deviceKey.fill(0);
+  return record;
+}
+
 export function buildImage(o: BuildImageOptions): { image: Uint8Array; enrollment: EnrollmentRecord; table: PartitionTable } {
   const serial = checkSerial(o.serial);
   const profile = validateProfile(o.profile ?? W25Q64);
@@ -124,10 +138,7 @@ export function buildImage(o: BuildImageOptions): { image: Uint8Array; enrollmen
   // Hidden zone: the identity record, sealed under the fuse-derived identity key (S0.1, S0.2).
   const deviceKey = deriveDeviceKey(master, serial);
   const uniqueId = o.fuses.uniqueId();
-  const idKey = o.fuses.deriveKey(IDENTITY_KEY_LABEL);
-  const record = sealIdentity(idKey, { serial, deviceKey, keyVersion: version, serialToken: makeSerialToken(master, version, serial), uniqueId });
-  idKey.fill(0);
-  image.set(record, hidden.offset + IDENTITY_OFFSET);
+  image.set(identityRecord(o.fuses, serial, version, master), hidden.offset + IDENTITY_OFFSET);
 
   const files = zoneFiles(regPrimary, regBackup);
   const iso = buildIso(files.virtual, VOLUME_LABEL);
