@@ -83,7 +83,8 @@ export abstract class ClientSession<R> {
     const env = decodeEnvelope(data);
     if (env.type === MsgType.error) {
       const e = parseError(env.body);
-      const end: SessionEnd = UNREACHABLE_CODES.has(e.code) ? { kind: 'unreachable', why: `${e.code}: ${e.reason}` } : { kind: 'refused', code: e.code, why: e.reason };
+      const reason = e.reason.startsWith(`${e.code}: `) ? e.reason.slice(e.code.length + 2) : e.reason;
+      const end: SessionEnd = UNREACHABLE_CODES.has(e.code) ? { kind: 'unreachable', why: `${e.code}: ${reason}` } : { kind: 'refused', code: e.code, why: reason };
       this.end(end, CloseCode.normal);
       return;
     }

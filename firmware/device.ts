@@ -1,6 +1,6 @@
 // One virtual phone: its HAL, its storage, its event loop, and the three programs that run
 // on plug-in: boot (AutoRun, S0.3) -> UPMon (S0.4-S0.10) -> main program (S0.11-S0.14).
-import type { Clock, HalBase, Host, Network, Rng, TraceEvent } from './hal/hal.ts';
+import type { Clock, HalBase, Host, NetSocket, Network, Rng, TraceEvent } from './hal/hal.ts';
 import { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './storage.ts';
 import { boot } from './boot.ts';
@@ -27,7 +27,29 @@ export const defaultDeviceConfig: DeviceConfig = {
 /** How a plug-in ended. `ok` is true when the phone is logged into a business server. */
 export type DeviceOutcome =
   | { ok: true; kind: 'logged-in'; server: string; gen: number; via: 'registration' | 'saved'; ms: number }
-  | { ok: false; kind: 'boot-failed' | 'identity-failed' | 'not-found' | 'login-failed' | 'no-saved-login' | 'crashed'; reason: string; ms: number };
+  | { ok: false; kind: 'boot-failed' | 'identity-failed' | 'not-found' | 'login-failed' | 'no-saved-login' | 'power-lost' | 'crashed'; reason: string; ms: number };
+
+/** Thrown inside the firmware when the flash reports that power was lost: the CPU stops there. */
+export class PowerLost extends Error {
+  constructor(readonly where: string) {
+    super(`power lost during ${where}`);
+  }
+}
+
+/** Storage as the firmware sees it: a power cut halts the device at that very operation. */
+function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
+  const check = <T extends { ok: boolean }>(where: string, r: T): T => {
+    if (!r.ok && (r as unknown as { status: string }).status === 'ERR_POWER_LOST') throw new PowerLost(where);
+    return r;
+  };
+  return {
+    readVirtualFile: (n) => check('read virtual zone', s.readVirtualFile(n)),
+    readFreeFile: (n) => check('read free zone', s.readFreeFile(n)),
+    readIdentity: () => check('read identity', s.readIdentity()),
+    loadLogin: () => check('load saved login', s.loadLogin()),
+    saveLogin: (l) => check('save login', s.saveLogin(l)),
+  };
+}
 
 export class Device {
   readonly loop: EventLoop;
@@ -35,19 +57,37 @@ export class Device {
   readonly rng: Rng;
   readonly net: Network;
   readonly host: Host;
+  readonly storage: PhoneStorage;
   #t0 = 0;
   #done: ((o: DeviceOutcome) => void) | null = null;
+  readonly #sockets = new Set<NetSocket>();
 
   constructor(
     hal: HalBase,
-    readonly storage: PhoneStorage,
+    storage: PhoneStorage,
     readonly config: DeviceConfig = defaultDeviceConfig,
   ) {
     this.clock = hal.clock;
     this.rng = hal.rng;
-    this.net = hal.net;
     this.host = hal.host;
-    this.loop = new EventLoop(hal.clock, (e) => this.#finish({ ok: false, kind: 'crashed', reason: String((e as Error)?.stack ?? e), ms: this.elapsed }));
+    this.storage = haltOnPowerLoss(storage);
+    // Track sockets so a halted device drops its connections, as a power cut would.
+    const sockets = this.#sockets;
+    this.net = {
+      localIp: hal.net.localIp,
+      connect(url, h) {
+        const s = hal.net.connect(url, { ...h, onClose: (c, r) => (sockets.delete(s), h.onClose(c, r)) });
+        sockets.add(s);
+        return s;
+      },
+    };
+    this.loop = new EventLoop(hal.clock, (e) => {
+      for (const s of [...this.#sockets]) s.close(1001, 'device halted');
+      if (e instanceof PowerLost) {
+        this.trace('power', 'power cut', e.message, false);
+        this.#finish({ ok: false, kind: 'power-lost', reason: e.message, ms: this.elapsed });
+      } else this.#finish({ ok: false, kind: 'crashed', reason: String((e as Error)?.stack ?? e), ms: this.elapsed });
+    });
   }
 
   get elapsed(): number {

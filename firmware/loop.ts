@@ -18,8 +18,9 @@ export class EventLoop {
     },
   ) {}
 
-  /** Queues an event; drains the queue unless a drain is already running. */
+  /** Queues an event; drains the queue unless a drain is already running. A halted loop drops it. */
   post(h: Handler): void {
+    if (this.#failed !== null) return;
     this.#queue.push(h);
     if (this.#draining) return;
     this.#draining = true;

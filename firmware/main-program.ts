@@ -143,10 +143,12 @@ export class MainProgram {
         // S0.12 / S0.14: save what worked before anything else; keep only that secret.
         loggedIn = true;
         const next = afterLogin(login, t.secret, t.server.name);
-        const r = dev.storage.saveLogin(next);
+        // Nothing changed (a login from the saved copy on the same server): spare the flash.
+        const unchanged = login.secrets.length === 1 && login.lastServer === t.server.name;
+        const r = unchanged ? ({ ok: true } as const) : dev.storage.saveLogin(next);
         savedOk = r.ok;
         if (r.ok) this.#login = next;
-        dev.trace('S0.12', 'save login', r.ok ? `user ${login.user}, gen ${t.secret.gen}, server ${t.server.name} (${hostOf(t.server.url)}) saved` : `save failed (${r.status}); the older secret stays saved`, r.ok);
+        if (!unchanged) dev.trace('S0.12', 'save login', r.ok ? `user ${login.user}, gen ${t.secret.gen}, server ${t.server.name} (${hostOf(t.server.url)}) saved` : `save failed (${r.status}); the older secret stays saved`, r.ok);
         // Confirm the change only once it is saved, and only for a secret newer than the saved one.
         return r.ok && login.secrets.length > 1 && t.secret.gen === newest;
       },

@@ -2,7 +2,7 @@
 // its fuses, the bus with its access rules, the storage seam, and the firmware Device.
 // Wiring as data: give it a base image, fuses and a HAL; a fleet of thousands shares one base.
 import { FlashChip } from './flash/chip.ts';
-import { CowBacking } from './flash/backing.ts';
+import { CowBacking, type FlashBacking } from './flash/backing.ts';
 import { DeviceBus } from './flash/bus.ts';
 import type { Fuses } from './flash/fuses.ts';
 import { parseTable, zoneOf, ZoneType, type PartitionTable } from './zones/layout.ts';
@@ -18,7 +18,7 @@ export interface Phone {
   device: Device;
   chip: FlashChip;
   bus: DeviceBus;
-  backing: CowBacking;
+  backing: FlashBacking;
   table: PartitionTable;
 }
 
@@ -41,7 +41,10 @@ export function personalize(backing: CowBacking, table: PartitionTable, fuses: F
 }
 
 export interface PhoneOptions {
+  /** The factory image the phone's copy-on-write view starts from (fleets share one). */
   base: Uint8Array;
+  /** Or a backing of its own (e.g. an image file, so what the phone saves persists). */
+  backing?: FlashBacking;
   table?: PartitionTable;
   fuses: Fuses;
   hal: HalBase;
@@ -54,8 +57,11 @@ export interface PhoneOptions {
 
 export function makePhone(o: PhoneOptions): Phone {
   const table = o.table ?? tableOf(o.base);
-  const backing = new CowBacking(o.base, 4096);
-  if (o.personalize) personalize(backing, table, o.fuses, o.personalize.serial, o.personalize.keyVersion, o.personalize.master);
+  const backing = o.backing ?? new CowBacking(o.base, 4096);
+  if (o.personalize) {
+    if (!(backing instanceof CowBacking)) throw new ImplementationError('PHONE_PERSONALIZE', 'only a copy-on-write device is personalized over its base');
+    personalize(backing, table, o.fuses, o.personalize.serial, o.personalize.keyVersion, o.personalize.master);
+  }
   const chip = new FlashChip({ backing, seed: o.chipSeed ?? 1 });
   const bus = new DeviceBus(chip, o.fuses, table);
   const storage = busStorage(bus, { encode: encodeSavedLogin, decode: decodeSavedLogin });
