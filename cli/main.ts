@@ -15,6 +15,7 @@ const commands: Record<string, Loader> = {
   inspect: () => import('./inspect.ts').then((m) => m.command),
   serve: () => import('./serve.ts').then((m) => m.command),
   enroll: () => import('./enroll.ts').then((m) => m.command),
+  sim: () => import('./sim.ts').then((m) => m.command),
 };
 
 export const VERSION = '0.1.0';

@@ -22,8 +22,9 @@ export interface Phone {
   table: PartitionTable;
 }
 
-export function tableOf(base: Uint8Array): PartitionTable {
-  const t = parseTable(base.subarray(0, 4096), base.length);
+/** The partition table from the first sector of an image (`chipBytes`: the image's size). */
+export function tableOf(head: Uint8Array, chipBytes = head.length): PartitionTable {
+  const t = parseTable(head.subarray(0, 4096), chipBytes);
   if (!t.ok || !t.crcOk) throw new ImplementationError('PHONE_BAD_BASE', `base image has no valid partition table${t.ok ? ' (checksum)' : `: ${t.message}`}`);
   return t.table;
 }
@@ -41,9 +42,9 @@ export function personalize(backing: CowBacking, table: PartitionTable, fuses: F
 }
 
 export interface PhoneOptions {
-  /** The factory image the phone's copy-on-write view starts from (fleets share one). */
-  base: Uint8Array;
-  /** Or a backing of its own (e.g. an image file, so what the phone saves persists). */
+  /** The factory image the phone's copy-on-write view starts from (fleets share one)... */
+  base?: Uint8Array;
+  /** ...or a backing of its own (e.g. an image file, so what the phone saves persists). */
   backing?: FlashBacking;
   table?: PartitionTable;
   fuses: Fuses;
@@ -56,8 +57,11 @@ export interface PhoneOptions {
 }
 
 export function makePhone(o: PhoneOptions): Phone {
-  const table = o.table ?? tableOf(o.base);
-  const backing = o.backing ?? new CowBacking(o.base, 4096);
+  if (!o.base === !o.backing) throw new ImplementationError('PHONE_BACKING', 'give a base image or a backing, not both');
+  const backing = o.backing ?? new CowBacking(o.base!, 4096);
+  const head = new Uint8Array(4096);
+  backing.readInto(0, head);
+  const table = o.table ?? tableOf(head, backing.sizeBytes);
   if (o.personalize) {
     if (!(backing instanceof CowBacking)) throw new ImplementationError('PHONE_PERSONALIZE', 'only a copy-on-write device is personalized over its base');
     personalize(backing, table, o.fuses, o.personalize.serial, o.personalize.keyVersion, o.personalize.master);
