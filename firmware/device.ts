@@ -13,6 +13,8 @@ export interface DeviceConfig {
   stepTimeoutMs: number;
   /** Rounds over (primary, backup) before UPMon gives up on registration (S0.6, S0.13). */
   regRounds: number;
+  /** Rounds over the business servers while they are only unreachable. */
+  loginRounds: number;
   backoffBaseMs: number;
   backoffCapMs: number;
 }
@@ -20,6 +22,7 @@ export interface DeviceConfig {
 export const defaultDeviceConfig: DeviceConfig = {
   stepTimeoutMs: Limits.stepTimeoutMs,
   regRounds: 2,
+  loginRounds: 2,
   backoffBaseMs: 50,
   backoffCapMs: 1_000,
 };

@@ -7,6 +7,7 @@ import { Handshake, passwordLoginKey, type SecureChannel } from '../protocol/cha
 import { MsgType, parseLoginAck, parseServerProof, parseLoginFail, parsePwConfirm, type Envelope, type ServerChoice } from '../protocol/messages.ts';
 import { bytesToHex } from '../protocol/keys.ts';
 import { ClientSession, isSessionEnd, type SessionEnd } from './client-session.ts';
+import { backoffMs } from './loop.ts';
 import { afterLogin, serverOrder, type SavedLogin, type Secret } from './saved-login.ts';
 import type { Device } from './device.ts';
 import type { UpmonOutcome } from './upmon.ts';
@@ -92,6 +93,8 @@ export class MainProgram {
   #via: 'registration' | 'saved' = 'registration';
   #tries: { server: ServerChoice; secret: Secret }[] = [];
   #failures: string[] = [];
+  #round = 0;
+  #unreachableOnly = true;
 
   constructor(
     private readonly dev: Device,
@@ -121,15 +124,29 @@ export class MainProgram {
       this.#login = saved.value;
       dev.trace('S0.13', 'saved login', `logging in with the saved copy (user ${saved.value.user}, last server ${saved.value.lastServer ?? 'none'})`);
     }
-    const secrets = [...this.#login.secrets].sort((a, b) => b.gen - a.gen);
-    for (const server of serverOrder(this.#login)) for (const secret of secrets) this.#tries.push({ server, secret });
+    this.#plan();
     this.#next();
+  }
+
+  /** Every server (the last that worked first), and for each the newest secret first. */
+  #plan(): void {
+    const secrets = [...this.#login!.secrets].sort((a, b) => b.gen - a.gen);
+    for (const server of serverOrder(this.#login!)) for (const secret of secrets) this.#tries.push({ server, secret });
   }
 
   #next(): void {
     const dev = this.dev;
     const t = this.#tries.shift();
-    if (!t) return this.done({ ok: false, kind: 'login-failed', reason: `no business login succeeded (${this.#failures.join('; ')})` });
+    if (!t) {
+      // Another round over every server and secret after a backoff, while rounds remain and
+      // something was only unreachable (a refused secret stays refused).
+      if (++this.#round < dev.config.loginRounds && this.#unreachableOnly) {
+        this.#plan();
+        dev.loop.after(backoffMs(this.#round, dev.rng, dev.config.backoffBaseMs, dev.config.backoffCapMs), () => this.#next());
+        return;
+      }
+      return this.done({ ok: false, kind: 'login-failed', reason: `no business login succeeded (${this.#failures.join('; ')})` });
+    }
     const login = this.#login!;
     const newest = Math.max(...login.secrets.map((s) => s.gen));
     let savedOk = false;
@@ -164,6 +181,7 @@ export class MainProgram {
         }
         const why = isSessionEnd(r) ? `${r.kind}${'code' in r ? ` ${r.code}` : ''}: ${r.why}` : r.kind === 'failed' ? `${r.code}: ${r.reason}` : 'ended before login';
         this.#failures.push(`${t.server.name}/gen ${t.secret.gen}: ${why}`);
+        if (!isSessionEnd(r) || r.kind !== 'unreachable') this.#unreachableOnly = false;
         dev.trace('S0.11', `login ${t.server.name}`, `gen ${t.secret.gen} failed: ${why}`, false, s.ms);
         this.#next();
       },

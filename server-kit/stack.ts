@@ -41,6 +41,8 @@ export interface StackOptions {
   pendingTtlMs?: number;
   /** How often the reg servers poll the business servers' health (default 2 s). */
   healthIntervalMs?: number;
+  /** Address devices are given for the business servers (default: the gateway's own URL). */
+  advertisedUrl?: string;
   /** Run the registration servers as child processes (default inline). */
   regProcess?: 'inline' | 'child';
 }
@@ -120,7 +122,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
   const gateway = await startGateway({ host, port: gatewayPort, upstreams: [], limits: opts.gatewayLimits });
   actual.gateway = gateway.port;
-  const gatewayUrl = gateway.url;
+  // What devices are told to connect to: the gateway's own address, or an advertised one
+  // (a public name in front of it; the deterministic simulator's in-memory network).
+  const gatewayUrl = opts.advertisedUrl ?? gateway.url;
   const linkUrl = (port: number) => `ws://${host}:${port}/`;
   for (const [name, s] of bizServers) gateway.setUpstream({ name, linkUrl: linkUrl(s.linkPort), linkKey: linkKeyFor(rootLink, name) });
 

@@ -40,6 +40,12 @@ export class Scheduler {
     return n;
   }
 
+  /** Virtual time of the next live event, or null when none is queued. */
+  nextAt(): number | null {
+    while (this.#queue.length && this.#queue[0]!.dead) this.#queue.shift();
+    return this.#queue.length ? this.#queue[0]!.at : null;
+  }
+
   get pending(): number {
     return this.#queue.filter((e) => !e.dead).length;
   }
@@ -139,40 +145,51 @@ export class SimNetwork {
       connect(url: string, h: NetHandlers): NetSocket {
         const origin = /^(wss?:\/\/[^/]+)/.exec(url)?.[1] ?? url;
         let open = false;
-        let closed = false;
+        // `closing`: no more frames may be sent. Frames already in flight still arrive before
+        // the close does (as TCP delivers data before FIN); `deviceGone`/`serverGone`: that
+        // side has been told the connection closed, and nothing reaches it any more.
+        let closing = false;
+        let deviceGone = false;
+        let serverGone = false;
         const d = () => net.profile.delayMs;
         const closeBoth = (code: number, reason: string) => {
-          if (closed) return;
-          closed = true;
-          net.sched.at(d(), () => h.onClose(code, reason));
-          net.sched.at(d(), () => server.onClose(code, reason));
+          if (closing) return;
+          closing = true;
+          net.sched.at(d(), () => {
+            deviceGone = true;
+            h.onClose(code, reason);
+          });
+          net.sched.at(d(), () => {
+            if (!open) return;
+            serverGone = true;
+            server.onClose(code, reason);
+          });
+        };
+        const carry = (data: Uint8Array, deliver: (b: Uint8Array) => void, gone: () => boolean) => {
+          if (closing) return;
+          if (net.#lose()) {
+            net.lost++;
+            return closeBoth(1006, 'frame lost');
+          }
+          const copy = Uint8Array.from(data);
+          net.sched.at(d(), () => {
+            if (gone()) return;
+            net.delivered++;
+            deliver(copy);
+          });
         };
         const server: SimConn = {
           remoteIp: localIp,
-          send(data) {
-            if (closed) return;
-            if (net.#lose()) {
-              net.lost++;
-              return closeBoth(1006, 'frame lost');
-            }
-            const copy = Uint8Array.from(data);
-            net.sched.at(d(), () => {
-              if (!closed) {
-                net.delivered++;
-                h.onMessage(copy);
-              }
-            });
-          },
-          close(code = 1000, reason = '') {
-            closeBoth(code, reason);
-          },
+          send: (data) => carry(data, (b) => h.onMessage(b), () => deviceGone),
+          close: (code = 1000, reason = '') => closeBoth(code, reason),
           onMessage: () => {},
           onClose: () => {},
         };
         net.sched.at(d(), () => {
+          if (closing) return;
           const l = net.#listeners.get(origin);
           if (!l) {
-            closed = true;
+            closing = deviceGone = true;
             h.onClose(1006, 'connection refused');
             return;
           }
@@ -181,23 +198,10 @@ export class SimNetwork {
           h.onOpen();
         });
         return {
-          send(data) {
-            if (closed || !open) return;
-            if (net.#lose()) {
-              net.lost++;
-              return closeBoth(1006, 'frame lost');
-            }
-            const copy = Uint8Array.from(data);
-            net.sched.at(d(), () => {
-              if (!closed) {
-                net.delivered++;
-                server.onMessage(copy);
-              }
-            });
+          send: (data) => {
+            if (open) carry(data, (b) => server.onMessage(b), () => serverGone);
           },
-          close(code = 1000, reason = '') {
-            closeBoth(code, reason);
-          },
+          close: (code = 1000, reason = '') => closeBoth(code, reason),
         };
       },
     };
