@@ -126,6 +126,7 @@ export class Handshake {
   receiveClear(frame: Uint8Array, env: Envelope): void {
     this.#guard(() => {
       checkSeq(env.seq, this.#recvSeq);
+      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `frame for '${env.dest}' on a handshake with '${this.dest}'`);
       this.#recvSeq++;
       this.#t.add(frame);
     });
@@ -181,6 +182,17 @@ export class Handshake {
   verifyOpening(): boolean {
     this.#alive();
     return this.#verified;
+  }
+
+  /**
+   * Server: verifyOpening() or refuse. Throws ProtocolError HS_BAD_CLIENT_PROOF (close 1008)
+   * and ends the handshake when the opening's MAC did not match. For a registration hello;
+   * a business server answers a bad login with loginFail instead (clear() then close).
+   */
+  requireVerifiedOpening(): void {
+    this.#guard(() => {
+      if (!this.#verified) refuse('HS_BAD_CLIENT_PROOF', 'the opening does not authenticate under the key of the identity it names');
+    });
   }
 
   /** Either side: a clear frame (loginAck, loginFail, error) counted in seq and transcript. */
