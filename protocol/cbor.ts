@@ -52,6 +52,9 @@ function canonical(v: unknown): unknown {
       if (v > BigInt(MAX_SAFE) || v < -BigInt(MAX_SAFE)) throw new ImplementationError('CBOR_ENCODE_NUMBER', `integer ${v} is beyond ±(2^53-1)`);
       return canonical(Number(v));
     case 'string':
+      // A lone surrogate has no UTF-8 form; cbor-x would write bytes every decoder refuses.
+      if (!(v as string & { isWellFormed(): boolean }).isWellFormed()) throw new ImplementationError('CBOR_ENCODE_TEXT', 'text with a lone surrogate is not encoded');
+      return v;
     case 'boolean':
       return v;
     case 'undefined':
