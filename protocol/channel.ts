@@ -239,6 +239,15 @@ export class Handshake {
     });
   }
 
+  /**
+   * Ends the handshake and wipes its key: what a session calls when it refuses a frame
+   * before the handshake saw it (a decode or shape error), or gives up (timeout, close).
+   */
+  abort(): void {
+    this.#dead = true;
+    this.#key?.fill(0);
+  }
+
   /** The seq this side's next frame will carry (for error frames after a refusal). */
   get nextSendSeq(): number {
     return this.#sendSeq;
