@@ -141,6 +141,121 @@ const parsers: ((v: CborValue) => unknown)[] = [
   parseCredReply, parseNotFound, (v) => parsePwConfirm(v),
 ];
 
+// ---- a simple reference of the strict walk (the fast one keeps its cursor in module state) ----
+
+/**
+ * The profile's well-formedness rules written the obvious way: returns the CBOR_* code the
+ * walk must throw, or null when the input is accepted. Same checks, same order.
+ */
+function reference(b: Uint8Array, L = Limits): string | null {
+  class Stop {
+    constructor(readonly code: string) {}
+  }
+  const no = (code: string): never => {
+    throw new Stop(code);
+  };
+  let pos = 0;
+  let items = 0;
+  const arg = (major: number, ai: number): number => {
+    if (ai < 24) return ai;
+    const n = [1, 2, 4, 8][ai - 24]!;
+    if (pos + n > b.length) no('CBOR_TRUNCATED');
+    let v = 0n;
+    for (let i = 0; i < n; i++) v = v * 256n + BigInt(b[pos++]!);
+    const max = major === 1 ? BigInt(Number.MAX_SAFE_INTEGER) - 1n : BigInt(Number.MAX_SAFE_INTEGER);
+    if (v > max) no(major >= 2 ? 'CBOR_LIMIT' : 'CBOR_INT_RANGE');
+    if (v < [24n, 256n, 65536n, 4294967296n][ai - 24]!) no('CBOR_NOT_DETERMINISTIC');
+    return Number(v);
+  };
+  const one = (depth: number): void => {
+    if (++items > L.maxItems) no('CBOR_LIMIT');
+    if (pos >= b.length) no('CBOR_TRUNCATED');
+    const at = pos++;
+    const major = b[at]! >> 5;
+    const ai = b[at]! & 31;
+    if (major === 6) no('CBOR_TAG');
+    if (major === 7) {
+      if (ai === 20 || ai === 21 || ai === 22) return;
+      if (ai === 24) return void (pos + 1 > b.length ? no('CBOR_TRUNCATED') : no('CBOR_SIMPLE'));
+      if (ai >= 25 && ai <= 27) {
+        const n = [2, 4, 8][ai - 25]!;
+        if (pos + n > b.length) no('CBOR_TRUNCATED');
+        const dv = new DataView(b.buffer, b.byteOffset + pos, n);
+        const exp = ai === 25 ? (dv.getUint16(0) >> 10) & 31 : NaN;
+        const finite = ai === 25 ? exp !== 31 : Number.isFinite(ai === 26 ? dv.getFloat32(0) : dv.getFloat64(0));
+        no(finite ? 'CBOR_FLOAT' : 'CBOR_NONFINITE');
+      }
+      no(ai >= 28 ? 'CBOR_MALFORMED' : 'CBOR_SIMPLE');
+    }
+    if (ai >= 28 && ai <= 30) no('CBOR_MALFORMED');
+    if (ai === 31) no(major >= 2 ? 'CBOR_INDEFINITE' : 'CBOR_MALFORMED');
+    const n = arg(major, ai);
+    if (major <= 1) return;
+    if (major <= 3) {
+      if (n > L.maxStringBytes) no('CBOR_LIMIT');
+      if (pos + n > b.length) no('CBOR_TRUNCATED');
+      if (major === 3) {
+        try {
+          new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(pos, pos + n));
+        } catch {
+          no('CBOR_BAD_UTF8');
+        }
+      }
+      pos += n;
+      return;
+    }
+    if (depth >= L.maxDepth) no('CBOR_DEPTH');
+    if (n > (major === 4 ? L.maxArrayItems : L.maxMapEntries)) no('CBOR_LIMIT');
+    if ((major === 4 ? n : 2 * n) > b.length - pos) no('CBOR_TRUNCATED');
+    let prev: string | null = null;
+    for (let i = 0; i < n; i++) {
+      if (major === 5) {
+        const k0 = pos;
+        if (k0 >= b.length) no('CBOR_TRUNCATED');
+        if (![0, 1, 3].includes(b[k0]! >> 5)) no('CBOR_BAD_KEY');
+        one(depth + 1);
+        const k = hex(b.subarray(k0, pos));
+        if (prev !== null && k === prev) no('CBOR_DUPLICATE_KEY');
+        // Hex strings compare like the bytes they spell, a prefix first.
+        if (prev !== null && k < prev) no('CBOR_NOT_DETERMINISTIC');
+        prev = k;
+      }
+      one(depth + 1);
+    }
+  };
+  try {
+    if (b.length > L.maxFrameBytes) no('CBOR_TOO_LARGE');
+    if (b.length === 0) no('CBOR_TRUNCATED');
+    one(0);
+    if (pos !== b.length) no('CBOR_TRAILING_BYTES');
+    return null;
+  } catch (e) {
+    if (e instanceof Stop) return e.code;
+    throw e;
+  }
+}
+
+const fastCode = (b: Uint8Array): string | null => {
+  try {
+    checkWellFormed(b);
+    return null;
+  } catch (e) {
+    if (e instanceof ProtocolError) return e.code;
+    throw e;
+  }
+};
+
+test('the fast strict walk and the simple reference agree on every input: same verdict, same code', () => {
+  fc.assert(fc.property(fc.oneof(fc.uint8Array({ maxLength: 64 }), mutated, value.map((v) => encode(v))), (b) => {
+    assert.is(fastCode(b), reference(b), hex(b.subarray(0, 64)));
+  }), { numRuns: 5000 });
+  // Every one- and two-byte input, exhaustively.
+  for (let x = 0; x < 256; x++) {
+    assert.is(fastCode(Uint8Array.of(x)), reference(Uint8Array.of(x)));
+    for (let y = 0; y < 256; y++) assert.is(fastCode(Uint8Array.of(x, y)), reference(Uint8Array.of(x, y)), `${x} ${y}`);
+  }
+});
+
 test('every validator, given any decoded value, returns or throws ProtocolError, nothing else', () => {
   fc.assert(fc.property(value, (v) => parsers.every((p) => isProtocolError(() => p(v)))), { numRuns: 1000 });
   // Near-misses: arrays of the right length with arbitrary items.

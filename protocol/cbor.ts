@@ -128,113 +128,128 @@ function isUtf8(bytes: Uint8Array, from: number, to: number): boolean {
 export function checkWellFormed(bytes: Uint8Array, limits: CborLimits = Limits): void {
   if (bytes.length > limits.maxFrameBytes) fail('CBOR_TOO_LARGE', `${bytes.length} bytes > ${limits.maxFrameBytes}`);
   if (bytes.length === 0) fail('CBOR_TRUNCATED', 'empty input');
-  const end = bytes.length;
-  let pos = 0;
-  let items = 0;
+  // The walk keeps its cursor in module state rather than in closures: it is on the hot path
+  // of every frame, and it is synchronous, so no two walks ever interleave.
+  w.bytes = bytes;
+  w.end = bytes.length;
+  w.pos = 0;
+  w.items = 0;
+  w.limits = limits;
+  try {
+    item(0);
+    if (w.pos !== w.end) fail('CBOR_TRAILING_BYTES', `${w.end - w.pos} bytes after the item`);
+  } finally {
+    w.bytes = EMPTY; // hold no reference to the frame
+  }
+}
 
-  // Reads the argument of the head starting at `start` (RFC 8949 §3): for ai < 24 the ai
-  // itself, else the 1/2/4/8 bytes that follow, which must be the shortest form (§4.2.1).
-  // Values beyond 2^53 are refused: nothing in the protocol needs them. Advances `pos`.
-  const argument = (start: number, major: number, ai: number): number => {
-    if (ai < 24) return ai;
-    const n = 1 << (ai - 24);
-    if (pos + n > end) fail('CBOR_TRUNCATED', `input ends inside the head at byte ${start}`);
-    let val = 0;
-    for (let i = 0; i < n; i++) val = val * 256 + bytes[pos++]!;
-    if (val > MAX_SAFE || (major === 1 && val > MAX_SAFE - 1)) {
-      fail(major >= 2 ? 'CBOR_LIMIT' : 'CBOR_INT_RANGE', `argument beyond 2^53 at byte ${start}`);
-    }
-    const min = ai === 24 ? 24 : ai === 25 ? 0x100 : ai === 26 ? 0x10000 : 0x100000000;
-    if (val < min) fail('CBOR_NOT_DETERMINISTIC', `non-shortest argument at byte ${start}`);
-    return val;
-  };
+const EMPTY: Uint8Array = new Uint8Array(0);
+const w = { bytes: EMPTY, end: 0, pos: 0, items: 0, limits: Limits as CborLimits };
 
-  const item = (depth: number): void => {
-    if (++items > limits.maxItems) fail('CBOR_LIMIT', `more than ${limits.maxItems} items`);
-    if (pos >= end) fail('CBOR_TRUNCATED', `input ends at byte ${pos}`);
-    const start = pos;
-    const ib = bytes[pos++]!;
-    const major = ib >> 5;
-    const ai = ib & 31;
-    if (major === 6) fail('CBOR_TAG', `tag at byte ${start} (no message defines tags)`);
-    if (major === 7) return simple(start, ai);
-    if (ai > 27 && ai < 31) fail('CBOR_MALFORMED', `reserved additional information ${ai} at byte ${start}`);
-    if (ai === 31) {
-      // RFC 8949 §3.2: indefinite length exists for strings, arrays and maps only.
-      if (major >= 2) fail('CBOR_INDEFINITE', `indefinite length at byte ${start}`);
-      fail('CBOR_MALFORMED', `additional information 31 on an integer at byte ${start}`);
+// Reads the argument of the head starting at `start` (RFC 8949 §3): for ai < 24 the ai
+// itself, else the 1/2/4/8 bytes that follow, which must be the shortest form (§4.2.1).
+// Values beyond 2^53 are refused: nothing in the protocol needs them. Advances the cursor.
+function argument(start: number, major: number, ai: number): number {
+  if (ai < 24) return ai;
+  const n = 1 << (ai - 24);
+  const b = w.bytes;
+  let pos = w.pos;
+  if (pos + n > w.end) fail('CBOR_TRUNCATED', `input ends inside the head at byte ${start}`);
+  let val = 0;
+  for (let i = 0; i < n; i++) val = val * 256 + b[pos++]!;
+  w.pos = pos;
+  if (val > MAX_SAFE || (major === 1 && val > MAX_SAFE - 1)) {
+    fail(major >= 2 ? 'CBOR_LIMIT' : 'CBOR_INT_RANGE', `argument beyond 2^53 at byte ${start}`);
+  }
+  const min = ai === 24 ? 24 : ai === 25 ? 0x100 : ai === 26 ? 0x10000 : 0x100000000;
+  if (val < min) fail('CBOR_NOT_DETERMINISTIC', `non-shortest argument at byte ${start}`);
+  return val;
+}
+
+function item(depth: number): void {
+  const limits = w.limits;
+  if (++w.items > limits.maxItems) fail('CBOR_LIMIT', `more than ${limits.maxItems} items`);
+  if (w.pos >= w.end) fail('CBOR_TRUNCATED', `input ends at byte ${w.pos}`);
+  const start = w.pos;
+  const ib = w.bytes[w.pos++]!;
+  const major = ib >> 5;
+  const ai = ib & 31;
+  if (major === 6) fail('CBOR_TAG', `tag at byte ${start} (no message defines tags)`);
+  if (major === 7) return simple(start, ai);
+  if (ai > 27 && ai < 31) fail('CBOR_MALFORMED', `reserved additional information ${ai} at byte ${start}`);
+  if (ai === 31) {
+    // RFC 8949 §3.2: indefinite length exists for strings, arrays and maps only.
+    if (major >= 2) fail('CBOR_INDEFINITE', `indefinite length at byte ${start}`);
+    fail('CBOR_MALFORMED', `additional information 31 on an integer at byte ${start}`);
+  }
+  const arg = argument(start, major, ai);
+  switch (major) {
+    case 0:
+    case 1:
+      return;
+    case 2:
+    case 3: {
+      if (arg > limits.maxStringBytes) fail('CBOR_LIMIT', `string of ${arg} bytes at byte ${start} > ${limits.maxStringBytes}`);
+      if (arg > w.end - w.pos) fail('CBOR_TRUNCATED', `string at byte ${start} declares ${arg} bytes, ${w.end - w.pos} remain`);
+      if (major === 3 && !isUtf8(w.bytes, w.pos, w.pos + arg)) fail('CBOR_BAD_UTF8', `text string at byte ${start} is not UTF-8`);
+      w.pos += arg;
+      return;
     }
-    const arg = argument(start, major, ai);
-    switch (major) {
-      case 0:
-      case 1:
-        return;
-      case 2:
-      case 3: {
-        if (arg > limits.maxStringBytes) fail('CBOR_LIMIT', `string of ${arg} bytes at byte ${start} > ${limits.maxStringBytes}`);
-        if (arg > end - pos) fail('CBOR_TRUNCATED', `string at byte ${start} declares ${arg} bytes, ${end - pos} remain`);
-        if (major === 3 && !isUtf8(bytes, pos, pos + arg)) fail('CBOR_BAD_UTF8', `text string at byte ${start} is not UTF-8`);
-        pos += arg;
-        return;
-      }
-      case 4: {
-        if (depth >= limits.maxDepth) fail('CBOR_DEPTH', `nesting deeper than ${limits.maxDepth} at byte ${start}`);
-        if (arg > limits.maxArrayItems) fail('CBOR_LIMIT', `array of ${arg} items at byte ${start} > ${limits.maxArrayItems}`);
-        if (arg > end - pos) fail('CBOR_TRUNCATED', `array at byte ${start} declares ${arg} items, ${end - pos} bytes remain`);
-        for (let i = 0; i < arg; i++) item(depth + 1);
-        return;
-      }
-      default: {
-        // major 5, a map
-        if (depth >= limits.maxDepth) fail('CBOR_DEPTH', `nesting deeper than ${limits.maxDepth} at byte ${start}`);
-        if (arg > limits.maxMapEntries) fail('CBOR_LIMIT', `map of ${arg} entries at byte ${start} > ${limits.maxMapEntries}`);
-        if (2 * arg > end - pos) fail('CBOR_TRUNCATED', `map at byte ${start} declares ${arg} entries, ${end - pos} bytes remain`);
-        let prevFrom = -1;
-        let prevTo = -1;
-        for (let i = 0; i < arg; i++) {
-          const k0 = pos;
-          if (k0 >= end) fail('CBOR_TRUNCATED', `input ends inside the map at byte ${start}`);
-          const kMajor = bytes[k0]! >> 5;
-          if (kMajor !== 0 && kMajor !== 1 && kMajor !== 3) fail('CBOR_BAD_KEY', `map key at byte ${k0} is not an integer or text`);
-          item(depth + 1);
-          // RFC 8949 §4.2.1: keys in the bytewise order of their encodings; an equal key is
-          // a duplicate (§5.6), which the protocol refuses outright.
-          if (prevFrom >= 0) {
-            const c = compareRange(bytes, prevFrom, prevTo, k0, pos);
-            if (c === 0) fail('CBOR_DUPLICATE_KEY', `duplicate map key at byte ${k0}`);
-            if (c > 0) fail('CBOR_NOT_DETERMINISTIC', `map key at byte ${k0} is out of order`);
-          }
-          prevFrom = k0;
-          prevTo = pos;
-          item(depth + 1);
+    case 4: {
+      if (depth >= limits.maxDepth) fail('CBOR_DEPTH', `nesting deeper than ${limits.maxDepth} at byte ${start}`);
+      if (arg > limits.maxArrayItems) fail('CBOR_LIMIT', `array of ${arg} items at byte ${start} > ${limits.maxArrayItems}`);
+      if (arg > w.end - w.pos) fail('CBOR_TRUNCATED', `array at byte ${start} declares ${arg} items, ${w.end - w.pos} bytes remain`);
+      for (let i = 0; i < arg; i++) item(depth + 1);
+      return;
+    }
+    default: {
+      // major 5, a map
+      if (depth >= limits.maxDepth) fail('CBOR_DEPTH', `nesting deeper than ${limits.maxDepth} at byte ${start}`);
+      if (arg > limits.maxMapEntries) fail('CBOR_LIMIT', `map of ${arg} entries at byte ${start} > ${limits.maxMapEntries}`);
+      if (2 * arg > w.end - w.pos) fail('CBOR_TRUNCATED', `map at byte ${start} declares ${arg} entries, ${w.end - w.pos} bytes remain`);
+      let prevFrom = -1;
+      let prevTo = -1;
+      for (let i = 0; i < arg; i++) {
+        const k0 = w.pos;
+        if (k0 >= w.end) fail('CBOR_TRUNCATED', `input ends inside the map at byte ${start}`);
+        const kMajor = w.bytes[k0]! >> 5;
+        if (kMajor !== 0 && kMajor !== 1 && kMajor !== 3) fail('CBOR_BAD_KEY', `map key at byte ${k0} is not an integer or text`);
+        item(depth + 1);
+        // RFC 8949 §4.2.1: keys in the bytewise order of their encodings; an equal key is
+        // a duplicate (§5.6), which the protocol refuses outright.
+        if (prevFrom >= 0) {
+          const c = compareRange(w.bytes, prevFrom, prevTo, k0, w.pos);
+          if (c === 0) fail('CBOR_DUPLICATE_KEY', `duplicate map key at byte ${k0}`);
+          if (c > 0) fail('CBOR_NOT_DETERMINISTIC', `map key at byte ${k0} is out of order`);
         }
-        return;
+        prevFrom = k0;
+        prevTo = w.pos;
+        item(depth + 1);
       }
+      return;
     }
-  };
+  }
+}
 
-  // Major type 7 (RFC 8949 §3.3): only false, true and null are part of the protocol.
-  const simple = (start: number, ai: number): void => {
-    if (ai === 20 || ai === 21 || ai === 22) return;
-    if (ai >= 24 && ai <= 27) {
-      const n = 1 << (ai - 24);
-      if (pos + n > end) fail('CBOR_TRUNCATED', `input ends inside the head at byte ${start}`);
-      pos += n;
-      if (ai >= 25) {
-        const dv = new DataView(bytes.buffer, bytes.byteOffset + start + 1, n);
-        const f = ai === 25 ? halfToNumber(dv.getUint16(0)) : ai === 26 ? dv.getFloat32(0) : dv.getFloat64(0);
-        if (!Number.isFinite(f)) fail('CBOR_NONFINITE', `NaN or Infinity at byte ${start}`);
-        fail('CBOR_FLOAT', `floating-point number at byte ${start} (the protocol has none)`);
-      }
-      fail('CBOR_SIMPLE', `simple value ${bytes[start + 1]} at byte ${start}`);
+// Major type 7 (RFC 8949 §3.3): only false, true and null are part of the protocol.
+function simple(start: number, ai: number): void {
+  if (ai === 20 || ai === 21 || ai === 22) return;
+  if (ai >= 24 && ai <= 27) {
+    const n = 1 << (ai - 24);
+    if (w.pos + n > w.end) fail('CBOR_TRUNCATED', `input ends inside the head at byte ${start}`);
+    w.pos += n;
+    if (ai >= 25) {
+      const b = w.bytes;
+      const dv = new DataView(b.buffer, b.byteOffset + start + 1, n);
+      const f = ai === 25 ? halfToNumber(dv.getUint16(0)) : ai === 26 ? dv.getFloat32(0) : dv.getFloat64(0);
+      if (!Number.isFinite(f)) fail('CBOR_NONFINITE', `NaN or Infinity at byte ${start}`);
+      fail('CBOR_FLOAT', `floating-point number at byte ${start} (the protocol has none)`);
     }
-    if (ai === 31) fail('CBOR_MALFORMED', `unexpected break at byte ${start}`);
-    if (ai > 27) fail('CBOR_MALFORMED', `reserved additional information ${ai} at byte ${start}`);
-    fail('CBOR_SIMPLE', `simple value ${ai} at byte ${start}`);
-  };
-
-  item(0);
-  if (pos !== end) fail('CBOR_TRAILING_BYTES', `${end - pos} bytes after the item`);
+    fail('CBOR_SIMPLE', `simple value ${w.bytes[start + 1]} at byte ${start}`);
+  }
+  if (ai === 31) fail('CBOR_MALFORMED', `unexpected break at byte ${start}`);
+  if (ai > 27) fail('CBOR_MALFORMED', `reserved additional information ${ai} at byte ${start}`);
+  fail('CBOR_SIMPLE', `simple value ${ai} at byte ${start}`);
 }
 
 function compareRange(b: Uint8Array, aFrom: number, aTo: number, bFrom: number, bTo: number): number {
