@@ -508,6 +508,11 @@ test('misuse is our bug, not the peer\'s: ImplementationError', () => {
   assert.throws(() => client.opening(MsgType.hello, [token]), isImpl('HS_STATE'));
   const r = helloRun();
   assert.throws(() => r.c!.seal(MsgType.hello, []), isImpl('CHAN_NOT_SEALED_TYPE'));
+  // The largest inner message that fits one body (4096 - 16 tag bytes) is sealed and opened; one byte more is our bug.
+  const fits = [new Uint8Array(4080 - 4)]; // 0x81 0x59 0x0f 0xec + 4076 bytes = 4080
+  assert.equal((r.s!.open(decodeEnvelope(r.c!.seal(MsgType.credRequest, fits))) as Uint8Array[])[0]!.length, 4076);
+  assert.throws(() => r.c!.seal(MsgType.credRequest, [new Uint8Array(4077)]), isImpl('CHAN_TOO_LARGE'));
+  assert.is(r.c!.closed, false); // refusing to seal is not a session fault
   r.c!.close();
   assert.throws(() => r.c!.seal(MsgType.credRequest, []), isImpl('CHAN_CLOSED'));
 });

@@ -309,8 +309,11 @@ export class SecureChannel {
       this.close();
       throw new ProtocolError('CHAN_KEY_EXHAUSTED', 'message limit per key reached; start a new session', CloseCode.normal);
     }
+    const pt = encode(inner);
+    // The body is one byte string: a receiver refuses more than maxStringBytes (CBOR_LIMIT).
+    if (pt.length + 16 > Limits.maxStringBytes) throw new ImplementationError('CHAN_TOO_LARGE', `inner message of ${pt.length} bytes; at most ${Limits.maxStringBytes - 16} can be sealed`);
     const seq = this.sendSeq++;
-    const ct = chacha20poly1305(this.#sendKey, seqNonce(seq), headerBytes(type, seq, this.dest)).encrypt(encode(inner));
+    const ct = chacha20poly1305(this.#sendKey, seqNonce(seq), headerBytes(type, seq, this.dest)).encrypt(pt);
     return encodeEnvelope(type, seq, this.dest, ct);
   }
 
