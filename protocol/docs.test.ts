@@ -5,7 +5,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync, readdirSync } from 'node:fs';
-import { MsgType, SEALED_TYPES } from './messages.ts';
+import { MsgType, SEALED_TYPES, DEST_RE, USER_RE, URL_RE, text } from './messages.ts';
+import { SERIAL_RE } from './keys.ts';
 import { Limits } from './limits.ts';
 
 const root = new URL('../', import.meta.url);
@@ -50,6 +51,38 @@ test('docs/protocol.md: the CDDL gives every message its MsgType number', () => 
   }
   // ... and the table of types agrees.
   for (const [name, t] of Object.entries(MsgType)) assert.match(doc, new RegExp(`^\\| ${t} \\| ${name} \\|`, 'm'), `type table row ${t} ${name}`);
+});
+
+test('docs/protocol.md: each CDDL .regexp admits exactly what the code admits', () => {
+  const cddl = [...read('docs/protocol.md').matchAll(/```cddl\n([\s\S]*?)```/g)].map((m) => m[1]).join('\n');
+  const re = (name: string) => {
+    const m = new RegExp(`^\\s*${name}\\s*[:=] tstr \\.regexp "([^"]+)"`, 'm').exec(cddl);
+    assert.ok(m, `${name} has a .regexp`);
+    return new RegExp(`^(?:${m![1]})$`); // RFC 8610 .regexp is XSD: anchored
+  };
+  const accepts = (f: () => unknown) => {
+    try {
+      f();
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const code: Record<string, (s: string) => boolean> = {
+    dest: (s) => DEST_RE.test(s),
+    user: (s) => USER_RE.test(s),
+    serial: (s) => SERIAL_RE.test(s),
+    localIp: (s) => accepts(() => text(s, 'ip', 45, /^[0-9a-fA-F:.]+$/)),
+    url: (s) => accepts(() => text(s, 'url', 256, URL_RE)),
+  };
+  const samples = ['', 'a', 'A', '0', '-', 'a-', '-a', 'a_b', 'a.b', 'a b', 'reg-primary', 'SN-0000001', 'dev.1_x-Y', '127.1.0.5', '::1', 'fe80::1%eth0',
+    'ws://a', 'wss://a', 'ws://', 'WS://a', 'http://a', 'ws://a b', 'ws://\u00e9', 'wss://127.0.0.1:7101/biz?x=1', 'ws:/a', '\u00e9',
+    ...[31, 32, 33, 44, 45, 46, 63, 64, 65].map((n) => 'a'.repeat(n)), ...[250, 251, 252].map((n) => 'ws://' + 'a'.repeat(n)),
+    ...[249, 250, 251].map((n) => 'wss://' + 'a'.repeat(n)), '1'.repeat(45), '1'.repeat(46)];
+  for (const [name, f] of Object.entries(code)) {
+    const r = re(name);
+    for (const s of samples) assert.is(r.test(s), f(s), `${name}: ${JSON.stringify(s.length > 20 ? `${s.slice(0, 12)}...(${s.length})` : s)}`);
+  }
 });
 
 test('docs/protocol.md: the limits table gives the values of limits.ts', () => {
