@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync, statSync, existsSync } from 'node:fs';
 import type { Command } from './main.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
-import { loadWear } from '../firmware/flash/file-backing.ts';
+import { loadWear } from '../firmware/host/file-backing.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { inspectImage, INSPECT_MAX_BYTES, SECTOR_BYTES, type InspectReport } from '../firmware/factory/inspect.ts';
 import { ZoneFlag } from '../firmware/zones/layout.ts';

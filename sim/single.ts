@@ -8,7 +8,7 @@ import { startStack, type Stack, type StackOptions } from '../server-kit/stack.t
 import { setLogSink } from '../server-kit/log.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
-import { FileBacking } from '../firmware/flash/file-backing.ts';
+import { FileBacking } from '../firmware/host/file-backing.ts';
 import { makePhone } from '../firmware/phone.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
 import { TraceHost } from './world.ts';

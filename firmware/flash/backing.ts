@@ -1,6 +1,6 @@
 // Byte stores behind the flash chip model. The chip applies NOR rules (AND on program, fill
 // on erase); a backing only stores bytes. Two in-memory implementations here (no node
-// imports: firmware may construct them); the file backing is in file-backing.ts.
+// imports: firmware may construct them); the file backing is host-side, in ../host/file-backing.ts.
 //
 // CowBacking is how a fleet of thousands of devices shares one factory image: every device
 // reads the shared, read-only base and keeps private copies of only the sectors it changed.

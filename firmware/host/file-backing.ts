@@ -5,7 +5,7 @@
 // device that wants its wear kept across runs saves them in a sidecar file `<image>.wear`
 // (saveWear/loadWear), which `usbphone inspect --wear` reads.
 import { closeSync, fstatSync, openSync, readFileSync, readSync, writeFileSync, writeSync, renameSync } from 'node:fs';
-import type { FlashBacking } from './backing.ts';
+import type { FlashBacking } from '../flash/backing.ts';
 
 export class FileBacking implements FlashBacking {
   readonly path: string;

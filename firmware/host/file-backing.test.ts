@@ -5,8 +5,8 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileBacking, loadBase, saveWear, loadWear, parseWear } from './file-backing.ts';
-import { CowBacking } from './backing.ts';
-import { FlashChip, FlashStatus, W25Q64, type ChipProfile } from './chip.ts';
+import { CowBacking } from '../flash/backing.ts';
+import { FlashChip, FlashStatus, W25Q64, type ChipProfile } from '../flash/chip.ts';
 
 const profile: ChipProfile = { ...W25Q64, name: 'test-1m', sizeBytes: 1024 * 1024 };
 const dir = mkdtempSync(join(tmpdir(), 'flash-'));
