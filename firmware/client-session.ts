@@ -1,7 +1,7 @@
 // One client session over one socket: connect, exchange frames step by step with a
 // timeout per step, and end exactly once. Subclasses (registration, business login) say
 // what to send and what each state accepts; anything else ends the session (S0.7).
-import { decodeEnvelope, encodeEnvelope, errorBody, parseError, MsgType, typeName, type Envelope } from '../protocol/messages.ts';
+import { decodeEnvelope, encodeError, parseError, unexpected, MsgType, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { NetSocket } from './hal/hal.ts';
 import type { EventLoop, Timer } from './loop.ts';
@@ -97,13 +97,13 @@ export abstract class ClientSession<R> {
       f();
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      this.send(encodeEnvelope(MsgType.error, this.nextSeq(), this.dest, errorBody(e.code, null, e.message)));
+      this.send(encodeError(this.nextSeq(), this.dest, e.code, null, e.message));
       this.end({ kind: 'invalid', code: e.code, why: e.message }, e.closeCode);
     }
   }
 
   protected unexpected(env: Envelope, state: string): never {
-    throw new ProtocolError('SESSION_UNEXPECTED', `${typeName(env.type)} is not accepted in state ${state}`, CloseCode.protocol);
+    throw unexpected(env.type, state);
   }
 
   /** Ends the session once: stops the timer, closes the socket, reports the result. */
