@@ -1,0 +1,54 @@
+// `usbphone sim` as a user runs it: a real process, its output and exit code.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const run = (...args: string[]) => spawnSync(process.execPath, ['bin/usbphone.js', 'sim', ...args], { encoding: 'utf8', timeout: 120_000 });
+
+test('one phone, twice: first boot, then a second boot that changes the password', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-'));
+  try {
+    const a = run('--state', dir, '--port', '0');
+    assert.is(a.status, 0, a.stdout + a.stderr);
+    assert.match(a.stdout, /S0\.5 +hello -> reg-primary/);
+    assert.match(a.stdout, /LOGGED IN to biz-east with password generation 1/);
+    assert.match(a.stdout, /saved login \(hidden zone, sealed with the fuse key\): user u-SN-0000001, password generation\(s\) 1/);
+    assert.ok(existsSync(join(dir, 'phone.img')) && existsSync(join(dir, 'reg.sqlite')));
+    // With port 0 the endpoints change each run, so the image is rebuilt: a first boot again
+    // for the phone, but the servers remember the account and move to the next generation.
+    const b = run('--state', dir, '--port', '0', '-q');
+    assert.is(b.status, 0, b.stdout + b.stderr);
+    assert.match(b.stdout, /LOGGED IN/);
+    assert.not.match(b.stdout, /S0\.5/, '-q prints no trace');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a scenario passes with exit 0 and prints its verdict', () => {
+  const r = run('--scenario', 'unknown-device');
+  assert.is(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /PASS unknown-device: notice shown: This phone is not registered/);
+});
+
+test('a small fleet prints its summary as JSON', () => {
+  const r = run('--devices', '12', '--concurrency', '4', '--json');
+  assert.is(r.status, 0, r.stderr);
+  const s = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  for (const k of ['ok', 'failed', 'failedByReason', 'loginsPerSecond', 'p50Ms', 'p99Ms', 'peakRssBytes']) assert.ok(k in s, k);
+  assert.is(s.ok, 12);
+  assert.is(s.failed, 0);
+});
+
+test('bad usage: exit 2 with a one-line error and its code', () => {
+  for (const args of [['--devices', 'many'], ['--scenario', 'nope'], ['--loss', '2', '--deterministic'], ['--what']]) {
+    const r = run(...args);
+    assert.is(r.status, 2, args.join(' '));
+    assert.match(r.stderr, /^usbphone sim: .* \(CLI_[A-Z_]+\)\n$/);
+  }
+});
+
+test.run();
