@@ -16,6 +16,8 @@ export interface FleetOptions {
   progress?: boolean;
   /** Plug every phone in a second time after the first round (a rotation for each). */
   rounds?: number;
+  /** Run the registration servers as child processes (the fleet then has a second core). */
+  regProcess?: 'inline' | 'child';
 }
 
 export interface FleetSummary {
@@ -44,7 +46,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
   const rounds = Math.max(1, o.rounds ?? 1);
   let peak = process.memoryUsage().rss;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
-  const world: World = await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 } });
+  const world: World = await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 }, regProcess: o.regProcess ?? 'inline' });
   try {
     const host = new TraceHost();
     // Enroll the whole fleet in one batch, then make the phones.
