@@ -5,7 +5,7 @@
 // code (S0.7), and a session that waits longer than the step timeout for its next message
 // is ended (SRV_STEP_TIMEOUT).
 import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, typeName, type Envelope } from '../protocol/messages.ts';
-import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import { ProtocolError, ImplementationError, CloseCode } from '../protocol/errors.ts';
 import type { Logger } from './log.ts';
 
 export interface SessionTransport {
@@ -91,6 +91,12 @@ export abstract class ServerSession implements SessionHandler {
       closeCode = e.closeCode;
       reason = e.message;
       this.opts.log.info('session refused', { code, ip: this.transport.observedIp, via: this.transport.via });
+    } else if (e instanceof ImplementationError) {
+      // Our side is wrong (e.g. STORE_CORRUPT_ROW): the device gets the stable code, no detail.
+      code = e.code;
+      closeCode = CloseCode.internal;
+      reason = 'internal error';
+      this.opts.log.error('session failed', { code, err: e.message });
     } else {
       code = 'SRV_INTERNAL';
       closeCode = CloseCode.internal;
