@@ -193,6 +193,22 @@ test('an upstream that cannot prove the link key is never used', async () => {
   }
 });
 
+test('the total connection limit: GW_TOO_MANY_CONNECTIONS (1013)', async () => {
+  const g2 = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [], limits: { maxConnections: 3 } });
+  try {
+    const open = await Promise.all([1, 2, 3].map(() => FrameSocket.connect(g2.url)));
+    assert.equal(await refusal([], { url: g2.url }), { code: 'GW_TOO_MANY_CONNECTIONS', close: 1013 });
+    open[0]!.close();
+    await open[0]!.closed();
+    for (let i = 0; i < 100 && g2.connections() > 2; i++) await new Promise((r) => setTimeout(r, 10));
+    const again = await FrameSocket.connect(g2.url);
+    assert.is(g2.connections(), 3);
+    for (const s of [...open, again]) s.terminate();
+  } finally {
+    await g2.close();
+  }
+});
+
 test('idle connections are closed with GW_IDLE_TIMEOUT', async () => {
   const g2 = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [], limits: { idleTimeoutMs: 200 } });
   try {
