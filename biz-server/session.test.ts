@@ -24,8 +24,8 @@ test.after(async () => {
   await stack.stop();
 });
 
-function install(user: string, s: Uint8Array, expiresAt = Date.now() + DAY, keep: number | null = null) {
-  return stack.bizStore.installPending(user, passwordLoginKey(s, user), expiresAt, rotationId(), keep);
+function install(user: string, s: Uint8Array, expiresAt = Date.now() + DAY) {
+  return stack.bizStore.installPending(user, passwordLoginKey(s, user), new Uint8Array(72), expiresAt, rotationId());
 }
 
 test('mechanisms other than password are refused after the ack (BIZ_MECH_UNSUPPORTED)', async () => {
