@@ -88,6 +88,9 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     res.writeHead(404).end();
   };
   const server: Server = cfg.tls ? createHttpsServer({ cert: pem(cfg.tls.cert), key: pem(cfg.tls.key) }, http) : createHttpServer(http);
+  // A client that opens TCP and never finishes its HTTP upgrade is dropped (slowloris).
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 10_000;
   const wss = new WebSocketServer({ server, maxPayload: L.hardMaxFrameBytes, perMessageDeflate: false, clientTracking: false });
 
   const release = (c: Conn) => {
