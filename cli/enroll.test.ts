@@ -20,7 +20,7 @@ test('--help, and bad usage exits 2 with a stable code', () => {
   assert.match(cli('--help').out, /usage: usbphone enroll/);
   const r = cli('--state', t.dir);
   assert.is(r.code, 2);
-  assert.match(r.err, /^usbphone enroll: .*\(CLI_USAGE\)\n$/);
+  assert.match(r.err, /^usbphone enroll: .*\(CLI_BAD_ARGS\)\n$/);
   assert.is(cli('--bogus').code, 2);
 });
 

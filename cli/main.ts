@@ -11,8 +11,11 @@ export interface Command {
 type Loader = () => Promise<Command>;
 
 const commands: Record<string, Loader> = {
+  image: () => import('./image.ts').then((m) => m.command),
+  inspect: () => import('./inspect.ts').then((m) => m.command),
   serve: () => import('./serve.ts').then((m) => m.command),
   enroll: () => import('./enroll.ts').then((m) => m.command),
+  sim: () => import('./sim.ts').then((m) => m.command),
 };
 
 export const VERSION = '0.1.0';

@@ -41,7 +41,7 @@ test('usage errors exit 2 with a stable code', () => {
   for (const a of [[], ['nope'], ['gateway'], ['all', '--port', 'x']]) {
     const r = run(...a);
     assert.is(r.status, 2, a.join(' '));
-    assert.match(r.stderr, /\(CLI_USAGE\)\n$/);
+    assert.match(r.stderr, /\(CLI_BAD_ARGS\)\n$/);
   }
   const bad = join(t.dir, 'bad.json');
   writeFileSync(bad, '{"port": 1}');

@@ -126,6 +126,7 @@ export class Handshake {
   receiveClear(frame: Uint8Array, env: Envelope): void {
     this.#guard(() => {
       checkSeq(env.seq, this.#recvSeq);
+      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `frame for '${env.dest}' on a handshake with '${this.dest}'`);
       this.#recvSeq++;
       this.#t.add(frame);
     });
@@ -183,6 +184,17 @@ export class Handshake {
     return this.#verified;
   }
 
+  /**
+   * Server: verifyOpening() or refuse. Throws ProtocolError HS_BAD_CLIENT_PROOF (close 1008)
+   * and ends the handshake when the opening's MAC did not match. For a registration hello;
+   * a business server answers a bad login with loginFail instead (clear() then close).
+   */
+  requireVerifiedOpening(): void {
+    this.#guard(() => {
+      if (!this.#verified) refuse('HS_BAD_CLIENT_PROOF', 'the opening does not authenticate under the key of the identity it names');
+    });
+  }
+
   /** Either side: a clear frame (loginAck, loginFail, error) counted in seq and transcript. */
   clear(type: number, body: CborValue): Uint8Array {
     return this.#guard(() => {
@@ -225,6 +237,15 @@ export class Handshake {
       this.#finishUp();
       return channel;
     });
+  }
+
+  /**
+   * Ends the handshake and wipes its key: what a session calls when it refuses a frame
+   * before the handshake saw it (a decode or shape error), or gives up (timeout, close).
+   */
+  abort(): void {
+    this.#dead = true;
+    this.#key?.fill(0);
   }
 
   /** The seq this side's next frame will carry (for error frames after a refusal). */
@@ -288,8 +309,11 @@ export class SecureChannel {
       this.close();
       throw new ProtocolError('CHAN_KEY_EXHAUSTED', 'message limit per key reached; start a new session', CloseCode.normal);
     }
+    const pt = encode(inner);
+    // The body is one byte string: a receiver refuses more than maxStringBytes (CBOR_LIMIT).
+    if (pt.length + 16 > Limits.maxStringBytes) throw new ImplementationError('CHAN_TOO_LARGE', `inner message of ${pt.length} bytes; at most ${Limits.maxStringBytes - 16} can be sealed`);
     const seq = this.sendSeq++;
-    const ct = chacha20poly1305(this.#sendKey, seqNonce(seq), headerBytes(type, seq, this.dest)).encrypt(encode(inner));
+    const ct = chacha20poly1305(this.#sendKey, seqNonce(seq), headerBytes(type, seq, this.dest)).encrypt(pt);
     return encodeEnvelope(type, seq, this.dest, ct);
   }
 

@@ -20,4 +20,5 @@ export const Limits = {
   stepTimeoutMs: 10_000,
 } as const;
 
-export type CborLimits = Pick<typeof Limits, 'maxFrameBytes' | 'maxDepth' | 'maxArrayItems' | 'maxMapEntries' | 'maxStringBytes' | 'maxItems'>;
+/** The limits the CBOR decoder takes; a party may pass tighter ones than Limits. */
+export type CborLimits = { readonly [K in 'maxFrameBytes' | 'maxDepth' | 'maxArrayItems' | 'maxMapEntries' | 'maxStringBytes' | 'maxItems']: number };

@@ -41,6 +41,8 @@ export const SEALED_TYPES: ReadonlySet<number> = new Set([
 ]);
 
 export const DEST_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+/** Business server address: ws:// or wss:// then printable ASCII without spaces. */
+export const URL_RE = /^wss?:\/\/[!-~]+$/;
 
 export interface Envelope {
   version: number;
@@ -65,9 +67,27 @@ export function bytes(v: unknown, name: string, min: number, max = min): Uint8Ar
   if (v.length < min || v.length > max) bad('MSG_BAD_FIELD', `${name} must be ${min === max ? min : `${min}..${max}`} bytes, got ${v.length}`);
   return Uint8Array.from(v);
 }
+/** Length of a string in UTF-8 bytes, what CDDL's `.size` counts (RFC 8610 §3.8.1). */
+export function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 2; // a pair: 2 UTF-16 units, 4 UTF-8 bytes
+        i++;
+      } else n += 2;
+    } else n += 2;
+  }
+  return n;
+}
+/** A text field of 1..max UTF-8 bytes, optionally matching `re` (anchored). */
 export function text(v: unknown, name: string, max: number, re?: RegExp): string {
   if (typeof v !== 'string') bad('MSG_BAD_FIELD', `${name} must be a text string`);
-  if (v.length === 0 || v.length > max) bad('MSG_BAD_FIELD', `${name} must be 1..${max} characters`);
+  if (v.length === 0 || utf8Length(v) > max) bad('MSG_BAD_FIELD', `${name} must be 1..${max} bytes of UTF-8`);
   if (re && !re.test(v)) bad('MSG_BAD_FIELD', `${name} has characters outside ${re.source}`);
   return v;
 }
@@ -138,6 +158,9 @@ export const USER_RE = /^[A-Za-z0-9._-]{1,64}$/;
  * handshake appends nonce and MAC to the fields), authenticated by a MAC under the key of the
  * mechanism. `ext` carries later fields (device identity S4.2, ...) under integer keys, all
  * covered by the MAC; unknown keys are ignored by old servers.
+ * Wire order: [mech, user, gen, ext, nonce, mac] — like every opening, the fields the MAC
+ * covers first, then the client nonce, then the MAC (Handshake.opening builds exactly this
+ * from fields [mech, user, gen, ext]).
  */
 export interface Login { mech: Mechanism; user: string; gen: number; nonce: Uint8Array; mac: Uint8Array; ext: Map<number, CborValue> }
 export function parseLogin(body: CborValue): Login {
@@ -153,6 +176,10 @@ export function parseLogin(body: CborValue): Login {
     mac: bytes(a[5], 'login.mac', MAC_BYTES),
   };
 }
+/** The fields a login's MAC covers, in wire order: what Handshake.acceptOpening takes. */
+export function loginFields(l: Login): CborValue[] {
+  return [l.mech, l.user, l.gen, l.ext];
+}
 
 export function parseLoginAck(body: CborValue): void {
   array(body, 'loginAck', 0);
@@ -164,6 +191,11 @@ export function parseLoginFail(body: CborValue): LoginFail {
   return { code: text(a[0], 'loginFail.code', 64), reason: text(a[1], 'loginFail.reason', 256) };
 }
 
+/** A well-formed message of a type the receiver's state does not accept (S0.7): throw it. */
+export function unexpected(type: number, state: string): ProtocolError {
+  return new ProtocolError('MSG_UNEXPECTED', `${typeName(type)} is not accepted in state ${state}`, CloseCode.protocol);
+}
+
 // ---- error frame: [code, previous message seq or null, reason] (compare FDO's error) ----
 
 export interface ErrorBody { code: string; prevSeq: number | null; reason: string }
@@ -172,11 +204,30 @@ export function parseError(body: CborValue): ErrorBody {
   return {
     code: text(a[0], 'error.code', 64),
     prevSeq: a[1] === null ? null : uint(a[1], 'error.prevSeq'),
-    reason: typeof a[2] === 'string' && a[2].length <= 256 ? a[2] : bad('MSG_BAD_FIELD', 'error.reason must be text of at most 256 characters'),
+    reason: typeof a[2] === 'string' && utf8Length(a[2]) <= 256 ? a[2] : bad('MSG_BAD_FIELD', 'error.reason must be text of at most 256 bytes of UTF-8'),
   };
 }
 export function errorBody(code: string, prevSeq: number | null, reason: string): CborValue {
-  return [code, prevSeq, reason.slice(0, 256)];
+  return [code, prevSeq, truncateUtf8(reason, 256)];
+}
+/** An error frame, ready to send: the last frame of a session (S0.7). Never sealed. */
+export function encodeError(seq: number, dest: string, code: string, prevSeq: number | null, reason: string): Uint8Array {
+  return encodeEnvelope(MsgType.error, seq, dest, errorBody(code, prevSeq, reason));
+}
+/** The longest prefix of `s` of at most `max` UTF-8 bytes that does not split a character. */
+export function truncateUtf8(s: string, max: number): string {
+  if (s.length <= max && utf8Length(s) <= max) return s;
+  let n = 0;
+  let i = 0;
+  while (i < s.length) {
+    const c = s.charCodeAt(i);
+    const pair = c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && s.charCodeAt(i + 1) >= 0xdc00 && s.charCodeAt(i + 1) <= 0xdfff;
+    const w = c < 0x80 ? 1 : c < 0x800 ? 2 : pair ? 4 : 3;
+    if (n + w > max) break;
+    n += w;
+    i += pair ? 2 : 1;
+  }
+  return s.slice(0, i);
 }
 
 // ---- sealed inner messages ----
@@ -204,7 +255,7 @@ export function parseCredReply(v: CborValue): CredReply {
     const e = array(s, `credReply.servers[${i}]`, 3);
     return {
       name: text(e[0], 'server.name', 32, DEST_RE),
-      url: text(e[1], 'server.url', 256, /^wss?:\/\/[^\s]+$/),
+      url: text(e[1], 'server.url', 256, URL_RE),
       region: text(e[2], 'server.region', 32),
     };
   });

@@ -1,3 +1,5 @@
+import { ProtocolError, CloseCode } from './errors.ts';
+
 // A bounded memory of recently seen handshake openings, so that a replayed hello or login
 // is refused at once (HS_REPLAY) instead of costing a handshake. Replays beyond its memory
 // still fail: the replayer cannot answer the server's fresh nonce. Bounded: the oldest
@@ -20,6 +22,16 @@ export class ReplayCache {
     this.#seen.set(key, t);
     while (this.#seen.size > this.capacity) this.#seen.delete(this.#seen.keys().next().value!);
     return true;
+  }
+
+  /**
+   * Server: refuses an opening seen before with ProtocolError HS_REPLAY (close 1008).
+   * Call it once the opening's MAC verified, with that MAC as `id`: the MAC binds the
+   * identity, the client nonce and the destination, and an unverified opening cannot fill
+   * the cache.
+   */
+  assertFresh(id: Uint8Array): void {
+    if (!this.check(id)) throw new ProtocolError('HS_REPLAY', 'this opening was seen before', CloseCode.policy);
   }
 
   get size(): number {

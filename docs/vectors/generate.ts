@@ -1,0 +1,286 @@
+// Generates the golden test vectors in docs/vectors/*.json:  npx tsx docs/vectors/generate.ts
+//
+// Fixed master keys and serials; every nonce comes from seededRng (protocol/seeded-rng.ts),
+// so running this again gives the same files byte for byte. The frames are made by the real
+// protocol code (Handshake, SecureChannel, encodeEnvelope); every intermediate value of the
+// key schedule is computed here a second time, straight from docs/protocol.md §"Key schedule"
+// with the bare primitives, and the two must agree before anything is written.
+// protocol/vectors.test.ts checks the files against the code in both directions.
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { encode, type CborValue } from '../../protocol/cbor.ts';
+import { Handshake, SecureChannel, passwordLoginKey } from '../../protocol/channel.ts';
+import { deriveDeviceKey, makeSerialToken, bytesToHex as hex, hexToBytes } from '../../protocol/keys.ts';
+import {
+  decodeEnvelope, encodeEnvelope, headerBytes, MsgType, parseHello, parseLogin, loginFields, parseServerProof, credReplyBody, errorBody,
+  typeName,
+} from '../../protocol/messages.ts';
+import { seededRng } from '../../protocol/seeded-rng.ts';
+import { toJson, diag, type Json } from './cbor-json.ts';
+
+const te = new TextEncoder();
+const u8 = (s: string) => te.encode(s);
+const cat = (...p: Uint8Array[]) => {
+  const out = new Uint8Array(p.reduce((n, x) => n + x.length, 0));
+  let o = 0;
+  for (const x of p) {
+    out.set(x, o);
+    o += x.length;
+  }
+  return out;
+};
+const u32be = (n: number) => Uint8Array.of(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255);
+
+// ---- the key schedule, restated from docs/protocol.md with bare primitives ----
+export const ref = {
+  hkdf: (ikm: Uint8Array, salt: Uint8Array | string, info: Uint8Array | string) =>
+    hkdf(sha256, ikm, typeof salt === 'string' ? u8(salt) : salt, typeof info === 'string' ? u8(info) : info, 32),
+  deviceKey: (master: Uint8Array, serial: string) => ref.hkdf(master, 'usbphone/v1 device-key', serial),
+  serialTokenKey: (master: Uint8Array) => ref.hkdf(master, 'usbphone/v1 serial-token', 'key'),
+  serialTokenNonce: (master: Uint8Array, serial: string) => hmac(sha256, ref.serialTokenKey(master), cat(u8('nonce'), u8(serial))).subarray(0, 24),
+  serialToken: (master: Uint8Array, version: number, serial: string) => {
+    const nonce = ref.serialTokenNonce(master, serial);
+    return cat(Uint8Array.of(version), nonce, xchacha20poly1305(ref.serialTokenKey(master), nonce, Uint8Array.of(version)).encrypt(u8(serial)));
+  },
+  loginKey: (secret: Uint8Array, user: string) => ref.hkdf(secret, 'usbphone/v1 biz-login password', user),
+  openingMacKey: (k: Uint8Array) => ref.hkdf(k, 'usbphone/v1', 'usbphone/v1 opening mac'),
+  openingMacInput: (type: number, seq: number, dest: string, fields: CborValue[]) => encode(['usbphone/v1 opening', type, seq, dest, fields]),
+  proofInput: (type: number, seq: number, dest: string, nS: Uint8Array) => encode(['usbphone/v1 proof', type, seq, dest, nS]),
+  /** The transcript: each handshake frame, as sent, prefixed by its length (4 bytes, big-endian). */
+  transcript: (frames: Uint8Array[]) => cat(...frames.flatMap((f) => [u32be(f.length), f])),
+  serverProofKey: (k: Uint8Array, nC: Uint8Array, nS: Uint8Array) => ref.hkdf(k, cat(nC, nS), 'usbphone/v1 server proof'),
+  clientProofKey: (k: Uint8Array, nC: Uint8Array, nS: Uint8Array) => ref.hkdf(k, cat(nC, nS), 'usbphone/v1 client proof'),
+  trafficKey: (k: Uint8Array, th2: Uint8Array, dir: 'c2s' | 's2c') => ref.hkdf(k, th2, `usbphone/v1 traffic ${dir}`),
+  aeadNonce: (seq: number) => {
+    const n = new Uint8Array(12);
+    new DataView(n.buffer).setBigUint64(4, BigInt(seq));
+    return n;
+  },
+  seal: (key: Uint8Array, type: number, seq: number, dest: string, inner: CborValue) =>
+    encodeEnvelope(type, seq, dest, chacha20poly1305(key, ref.aeadNonce(seq), headerBytes(type, seq, dest)).encrypt(encode(inner))),
+};
+
+function same(what: string, a: Uint8Array, b: Uint8Array): void {
+  if (hex(a) !== hex(b)) throw new Error(`generator: ${what} differs between the code and the restated schedule`);
+}
+
+// ---- fixed inputs ----
+const MASTER_V1 = hexToBytes('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f');
+const MASTER_V2 = hexToBytes('202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f');
+const SERIAL = 'SN-0000001';
+
+interface FrameVector { name: string; direction: 'c2s' | 's2c'; seq: number; hex: string; value: Json; diag: string }
+const frameVector = (name: string, direction: 'c2s' | 's2c', frame: Uint8Array): FrameVector => {
+  const env = decodeEnvelope(frame);
+  const v: CborValue = [env.version, env.type, env.seq, env.dest, env.body];
+  return { name, direction, seq: env.seq, hex: hex(frame), value: toJson(v), diag: diag(v) };
+};
+interface SealedVector { name: string; direction: 'c2s' | 's2c'; type: number; seq: number; inner: Json; innerDiag: string; innerHex: string; aad: string; nonce: string; frame: string }
+
+function keysVectors() {
+  const cases = [
+    { masterKey: MASTER_V1, version: 1, serial: SERIAL },
+    { masterKey: MASTER_V1, version: 1, serial: 'SN-0000002' },
+    { masterKey: MASTER_V2, version: 2, serial: 'abc-XYZ-0123456789' },
+  ].map(({ masterKey, version, serial }) => {
+    const deviceKey = deriveDeviceKey(masterKey, serial);
+    same('device key', deviceKey, ref.deviceKey(masterKey, serial));
+    const token = makeSerialToken(masterKey, version, serial);
+    same('serial token', token, ref.serialToken(masterKey, version, serial));
+    return {
+      masterKey: hex(masterKey), version, serial,
+      deviceKey: hex(deviceKey),
+      serialTokenKey: hex(ref.serialTokenKey(masterKey)),
+      serialTokenNonce: hex(ref.serialTokenNonce(masterKey, serial)),
+      serialToken: hex(token),
+    };
+  });
+  const secret = seededRng('vectors secret')(32);
+  const loginKey = passwordLoginKey(secret, 'dev-0000001');
+  same('login key', loginKey, ref.loginKey(secret, 'dev-0000001'));
+  return {
+    description: 'Key diversification (docs/protocol.md §"Key schedule"): device keys and serial tokens from a master key and a serial; the login key of the password mechanism from a secret and a user name.',
+    deviceKeys: cases,
+    loginKeys: [{ secret: hex(secret), user: 'dev-0000001', loginKey: hex(loginKey) }],
+  };
+}
+
+/** One handshake, run by the real code with seeded nonces, and its intermediates restated. */
+function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: string; key: Uint8Array; fields: CborValue[]; sealed: { name: string; type: number; dir: 'c2s' | 's2c'; inner: CborValue }[]; description: string; inputs: Record<string, unknown> }) {
+  const rc = seededRng(`vectors ${opts.seed} client`);
+  const rs = seededRng(`vectors ${opts.seed} server`);
+  const client = new Handshake('client', opts.dest, opts.key, rc);
+  const server = new Handshake('server', opts.dest, null, rs);
+  const openingType = kind === 'hello' ? MsgType.hello : MsgType.login;
+  const proofType = kind === 'hello' ? MsgType.helloReply : MsgType.loginOk;
+  const opening = client.opening(openingType, opts.fields);
+  const oenv = decodeEnvelope(opening);
+  const frames: FrameVector[] = [frameVector(typeName(openingType), 'c2s', opening)];
+  let nonceC: Uint8Array;
+  let openingMac: Uint8Array;
+  if (kind === 'hello') {
+    const h = parseHello(oenv.body);
+    nonceC = h.nonce;
+    openingMac = h.mac;
+    server.acceptOpening(opening, oenv, [h.token], h.nonce, h.mac, opts.key);
+  } else {
+    const l = parseLogin(oenv.body);
+    nonceC = l.nonce;
+    openingMac = l.mac;
+    server.acceptOpening(opening, oenv, loginFields(l), l.nonce, l.mac, opts.key);
+  }
+  server.requireVerifiedOpening();
+  const hsFrames = [opening];
+  if (kind === 'login') {
+    const ack = server.clear(MsgType.loginAck, []);
+    client.receiveClear(ack, decodeEnvelope(ack));
+    frames.push(frameVector('loginAck', 's2c', ack));
+    hsFrames.push(ack);
+  }
+  const proof = server.proof(proofType);
+  const penv = decodeEnvelope(proof);
+  const p = parseServerProof(penv.body);
+  const { finish, channel: c } = client.acceptProof(proof, penv, p);
+  const s = server.acceptFinish(finish, decodeEnvelope(finish));
+  frames.push(frameVector(typeName(proofType), 's2c', proof), frameVector('finish', 'c2s', finish));
+
+  // The schedule restated, checked against what the code sent.
+  const k = opts.key;
+  const nS = p.nonce;
+  const omk = ref.openingMacKey(k);
+  const omi = ref.openingMacInput(openingType, 0, opts.dest, [...opts.fields, nonceC]);
+  same('opening mac', hmac(sha256, omk, omi), openingMac);
+  const t1 = ref.transcript(hsFrames);
+  const pin = ref.proofInput(proofType, penv.seq, opts.dest, nS);
+  const th1 = sha256(cat(t1, pin));
+  const spk = ref.serverProofKey(k, nonceC, nS);
+  same('server proof', hmac(sha256, spk, th1), p.mac);
+  const th2 = sha256(ref.transcript([...hsFrames, proof]));
+  const cpk = ref.clientProofKey(k, nonceC, nS);
+  same('client proof', hmac(sha256, cpk, th2), (decodeEnvelope(finish).body as Uint8Array[])[0]!);
+  const c2s = ref.trafficKey(k, th2, 'c2s');
+  const s2c = ref.trafficKey(k, th2, 's2c');
+
+  const sealed: SealedVector[] = [];
+  for (const m of opts.sealed) {
+    const [from, key] = m.dir === 'c2s' ? [c, c2s] : [s, s2c];
+    const seq = from.nextSendSeq;
+    const frame = from.seal(m.type, m.inner);
+    same(`sealed ${m.name}`, frame, ref.seal(key, m.type, seq, opts.dest, m.inner));
+    const to = m.dir === 'c2s' ? s : c;
+    to.open(decodeEnvelope(frame));
+    sealed.push({
+      name: m.name, direction: m.dir, type: m.type, seq,
+      inner: toJson(m.inner), innerDiag: diag(m.inner), innerHex: hex(encode(m.inner)),
+      aad: hex(headerBytes(m.type, seq, opts.dest)), nonce: hex(ref.aeadNonce(seq)), frame: hex(frame),
+    });
+  }
+  return {
+    description: opts.description,
+    inputs: { ...opts.inputs, key: hex(k), dest: opts.dest, clientNonce: hex(nonceC), serverNonce: hex(nS) },
+    frames,
+    schedule: {
+      openingMacKey: hex(omk),
+      openingMacInput: hex(omi),
+      openingMac: hex(openingMac),
+      transcriptBeforeProof: hex(t1),
+      proofInput: hex(pin),
+      th1: hex(th1),
+      serverProofKey: hex(spk),
+      serverProofMac: hex(p.mac),
+      th2: hex(th2),
+      clientProofKey: hex(cpk),
+      clientProofMac: hex((decodeEnvelope(finish).body as Uint8Array[])[0]!),
+      trafficKeyC2S: hex(c2s),
+      trafficKeyS2C: hex(s2c),
+    },
+    sealed,
+  };
+}
+
+function messageVectors() {
+  const b = (seed: string, n: number) => seededRng(`vectors messages ${seed}`)(n);
+  const token = makeSerialToken(MASTER_V1, 1, SERIAL);
+  const frames: [string, number, number, string, CborValue][] = [
+    ['hello', MsgType.hello, 0, 'reg-primary', [token, b('nc', 32), b('mac1', 32)]],
+    ['helloReply', MsgType.helloReply, 0, 'reg-primary', [b('ns', 32), b('mac2', 32)]],
+    ['finish', MsgType.finish, 1, 'reg-primary', [b('mac3', 32)]],
+    ['login', MsgType.login, 0, 'biz-east', ['password', 'dev-0000001', 2, new Map(), b('nc2', 32), b('mac4', 32)]],
+    ['loginAck', MsgType.loginAck, 0, 'biz-east', []],
+    ['loginOk', MsgType.loginOk, 1, 'biz-east', [b('ns2', 32), b('mac5', 32)]],
+    ['loginFail', MsgType.loginFail, 1, 'biz-east', ['BIZ_BAD_LOGIN', 'authentication failed']],
+    ['error', MsgType.error, 1, 'reg-primary', errorBody('CHAN_BAD_TAG', 2, 'frame does not authenticate')],
+    ['error (no previous frame)', MsgType.error, 0, 'reg-primary', errorBody('CBOR_TRUNCATED', null, 'input ends at byte 7')],
+  ];
+  // Sealed types: the inner message, which is what the AEAD encrypts (see handshake-*.json for sealed frames).
+  const inner: [string, number, CborValue][] = [
+    ['credRequest', MsgType.credRequest, [SERIAL, '127.1.0.5']],
+    ['credReply', MsgType.credReply, credReplyBody({
+      user: 'dev-0000001', secret: b('secret', 32), gen: 2, currentGen: 1,
+      servers: [{ name: 'biz-east', url: 'ws://127.0.0.1:7101/biz', region: 'east' }, { name: 'biz-west', url: 'ws://127.0.0.1:7102/biz', region: 'west' }],
+    })],
+    ['notFound', MsgType.notFound, ['no device with this serial']],
+    ['pwConfirm', MsgType.pwConfirm, [2]],
+    ['pwConfirmAck', MsgType.pwConfirmAck, [2]],
+  ];
+  return {
+    description: 'The encoding of every message type. Clear frames: the whole envelope [version, type, seq, dest, body]. Sealed types: the inner message the AEAD encrypts. Byte strings are sample values (not a real handshake).',
+    frames: frames.map(([name, type, seq, dest, body]) => {
+      const f = encodeEnvelope(type, seq, dest, body);
+      const v: CborValue = [1, type, seq, dest, body];
+      return { name, type, hex: hex(f), value: toJson(v), diag: diag(v) };
+    }),
+    sealedInner: inner.map(([name, type, v]) => ({ name, type, hex: hex(encode(v)), value: toJson(v), diag: diag(v) })),
+  };
+}
+
+export function buildVectors(): Record<string, unknown> {
+  const devKey = deriveDeviceKey(MASTER_V1, SERIAL);
+  const token = makeSerialToken(MASTER_V1, 1, SERIAL);
+  const secret = seededRng('vectors secret')(32);
+  const user = 'dev-0000001';
+  const loginKey = passwordLoginKey(secret, user);
+  return {
+    'keys.json': keysVectors(),
+    'handshake-hello.json': handshakeVector('hello', {
+      description: 'Registration session (S0.5, S0.8, S0.14): hello, helloReply, finish, then credRequest / credReply / pwConfirm / pwConfirmAck sealed.',
+      dest: 'reg-primary', seed: 'hello', key: devKey, fields: [token],
+      inputs: { masterKey: hex(MASTER_V1), version: 1, serial: SERIAL, serialToken: hex(token) },
+      sealed: [
+        { name: 'pwConfirm', type: MsgType.pwConfirm, dir: 'c2s', inner: [1] },
+        { name: 'pwConfirmAck', type: MsgType.pwConfirmAck, dir: 's2c', inner: [1] },
+        { name: 'credRequest', type: MsgType.credRequest, dir: 'c2s', inner: [SERIAL, '127.1.0.5'] },
+        { name: 'credReply', type: MsgType.credReply, dir: 's2c', inner: credReplyBody({ user, secret, gen: 2, currentGen: 1, servers: [{ name: 'biz-east', url: 'ws://127.0.0.1:7101/biz', region: 'east' }] }) },
+      ],
+    }),
+    'handshake-hello-notfound.json': handshakeVector('hello', {
+      description: 'Registration session of a device the server has no record of (S0.9): the handshake succeeds (its key derives from the master key), the credRequest is answered by notFound, sealed.',
+      dest: 'reg-backup', seed: 'notfound', key: deriveDeviceKey(MASTER_V1, 'SN-9999999'), fields: [makeSerialToken(MASTER_V1, 1, 'SN-9999999')],
+      inputs: { masterKey: hex(MASTER_V1), version: 1, serial: 'SN-9999999', serialToken: hex(makeSerialToken(MASTER_V1, 1, 'SN-9999999')) },
+      sealed: [
+        { name: 'credRequest', type: MsgType.credRequest, dir: 'c2s', inner: ['SN-9999999', '10.0.0.7'] },
+        { name: 'notFound', type: MsgType.notFound, dir: 's2c', inner: ['no device with this serial'] },
+      ],
+    }),
+    'handshake-login.json': handshakeVector('login', {
+      description: 'Business login (S0.11): login under the login key of generation 2, loginAck ("received, verifying"), loginOk (the server\'s proof), finish. The traffic keys would seal what the business session carries next.',
+      dest: 'biz-east', seed: 'login', key: loginKey, fields: ['password', user, 2, new Map()],
+      inputs: { secret: hex(secret), user, gen: 2, mech: 'password' },
+      sealed: [],
+    }),
+    'messages.json': messageVectors(),
+  };
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const dir = dirname(fileURLToPath(import.meta.url));
+  for (const [name, v] of Object.entries(buildVectors())) {
+    writeFileSync(join(dir, name), JSON.stringify(v, null, 2) + '\n');
+    process.stdout.write(`wrote docs/vectors/${name}\n`);
+  }
+}

@@ -1,0 +1,135 @@
+// One client session over one socket: connect, exchange frames step by step with a
+// timeout per step, and end exactly once. Subclasses (registration, business login) say
+// what to send and what each state accepts; anything else ends the session (S0.7).
+import { decodeEnvelope, encodeEnvelope, errorBody, parseError, MsgType, typeName, type Envelope } from '../protocol/messages.ts';
+import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import type { NetSocket } from './hal/hal.ts';
+import type { EventLoop, Timer } from './loop.ts';
+import type { Device } from './device.ts';
+
+/** How a session ended, as the program that ran it needs to know. */
+export type SessionEnd =
+  /** Could not reach the server: no connection, closed early, timed out, or the gateway said it is down. */
+  | { kind: 'unreachable'; why: string }
+  /** The server sent something invalid: we ended the session (S0.7, claim 5). */
+  | { kind: 'invalid'; code: string; why: string }
+  /** The server refused us with an error frame. */
+  | { kind: 'refused'; code: string; why: string };
+
+/** Error codes from the gateway that mean "this upstream is not there": fail over. */
+const UNREACHABLE_CODES = new Set(['GW_UPSTREAM_UNAVAILABLE', 'GW_UNKNOWN_DEST', 'GW_OVERLOADED', 'SRV_SHUTTING_DOWN']);
+
+export abstract class ClientSession<R> {
+  protected socket: NetSocket | null = null;
+  #timer: Timer | null = null;
+  #ended = false;
+  protected opened = false;
+  readonly started: number;
+  readonly dest: string;
+
+  constructor(
+    protected readonly dev: Device,
+    readonly url: string,
+    private readonly finish: (r: R | SessionEnd) => void,
+  ) {
+    this.started = dev.clock.now();
+    this.dest = destOf(url);
+  }
+
+  protected get loop(): EventLoop {
+    return this.dev.loop;
+  }
+
+  start(): void {
+    this.arm('connect');
+    this.socket = this.dev.net.connect(this.url, {
+      onOpen: () => this.loop.post(() => {
+        if (this.#ended) return;
+        this.opened = true;
+        this.arm('first reply');
+        this.guard(() => this.onOpen());
+      }),
+      onMessage: (data) => this.loop.post(() => {
+        if (this.#ended) return;
+        this.guard(() => this.onFrameBytes(data));
+      }),
+      onClose: (code, reason) => this.loop.post(() => {
+        if (this.#ended) return;
+        this.end({ kind: 'unreachable', why: this.opened ? `connection closed (${code}${reason ? ` ${reason}` : ''})` : `no connection (${reason || code})` });
+      }),
+    });
+  }
+
+  /** Subclass: the session's first frame(s). */
+  protected abstract onOpen(): void;
+  /** Subclass: one decoded frame that is not an error frame. */
+  protected abstract onFrame(env: Envelope, frame: Uint8Array): void;
+  /** Subclass: the seq of our next frame, for error frames we send. */
+  protected abstract nextSeq(): number;
+
+  protected send(frame: Uint8Array): void {
+    this.socket?.send(frame);
+  }
+
+  /** (Re)starts the step timer. */
+  protected arm(step: string): void {
+    this.loop.cancel(this.#timer);
+    this.#timer = this.loop.after(this.dev.config.stepTimeoutMs, () => {
+      if (!this.#ended) this.end({ kind: 'unreachable', why: `timed out waiting for ${step}` }, CloseCode.goingAway);
+    });
+  }
+
+  private onFrameBytes(data: Uint8Array): void {
+    const env = decodeEnvelope(data);
+    if (env.type === MsgType.error) {
+      const e = parseError(env.body);
+      const reason = e.reason.startsWith(`${e.code}: `) ? e.reason.slice(e.code.length + 2) : e.reason;
+      const end: SessionEnd = UNREACHABLE_CODES.has(e.code) ? { kind: 'unreachable', why: `${e.code}: ${reason}` } : { kind: 'refused', code: e.code, why: reason };
+      this.end(end, CloseCode.normal);
+      return;
+    }
+    this.onFrame(env, data);
+  }
+
+  /** Runs a step; a ProtocolError from the server's frame ends the session as invalid (S0.7). */
+  protected guard(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.send(encodeEnvelope(MsgType.error, this.nextSeq(), this.dest, errorBody(e.code, null, e.message)));
+      this.end({ kind: 'invalid', code: e.code, why: e.message }, e.closeCode);
+    }
+  }
+
+  protected unexpected(env: Envelope, state: string): never {
+    throw new ProtocolError('SESSION_UNEXPECTED', `${typeName(env.type)} is not accepted in state ${state}`, CloseCode.protocol);
+  }
+
+  /** Ends the session once: stops the timer, closes the socket, reports the result. */
+  protected end(r: R | SessionEnd, code: number = CloseCode.normal): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.loop.cancel(this.#timer);
+    this.socket?.close(code);
+    this.cleanup();
+    this.finish(r);
+  }
+
+  protected cleanup(): void {}
+
+  get ms(): number {
+    return this.dev.clock.now() - this.started;
+  }
+}
+
+/** The envelope destination of an endpoint URL: its last path segment. */
+export function destOf(url: string): string {
+  const m = /^wss?:\/\/[^/]+\/(?:.*\/)?([a-z0-9][a-z0-9-]{0,31})\/?$/.exec(url);
+  if (!m) throw new ProtocolError('FW_BAD_ENDPOINT', `endpoint ${url} does not end in a destination name`, CloseCode.protocol);
+  return m[1]!;
+}
+
+export function isSessionEnd(r: unknown): r is SessionEnd {
+  return typeof r === 'object' && r !== null && 'kind' in r && ['unreachable', 'invalid', 'refused'].includes((r as SessionEnd).kind);
+}

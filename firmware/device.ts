@@ -1,0 +1,135 @@
+// One virtual phone: its HAL, its storage, its event loop, and the three programs that run
+// on plug-in: boot (AutoRun, S0.3) -> UPMon (S0.4-S0.10) -> main program (S0.11-S0.14).
+import type { Clock, HalBase, Host, NetSocket, Network, Rng, TraceEvent } from './hal/hal.ts';
+import { EventLoop } from './loop.ts';
+import type { PhoneStorage } from './storage.ts';
+import { boot } from './boot.ts';
+import { Upmon, type UpmonOutcome } from './upmon.ts';
+import { MainProgram, type MainOutcome } from './main-program.ts';
+import { Limits } from '../protocol/limits.ts';
+
+export interface DeviceConfig {
+  /** How long a session waits for each expected frame. */
+  stepTimeoutMs: number;
+  /** Rounds over (primary, backup) before UPMon gives up on registration (S0.6, S0.13). */
+  regRounds: number;
+  /** Rounds over the business servers while they are only unreachable. */
+  loginRounds: number;
+  backoffBaseMs: number;
+  backoffCapMs: number;
+}
+
+export const defaultDeviceConfig: DeviceConfig = {
+  stepTimeoutMs: Limits.stepTimeoutMs,
+  regRounds: 2,
+  loginRounds: 2,
+  backoffBaseMs: 50,
+  backoffCapMs: 1_000,
+};
+
+/** How a plug-in ended. `ok` is true when the phone is logged into a business server. */
+export type DeviceOutcome =
+  | { ok: true; kind: 'logged-in'; server: string; gen: number; via: 'registration' | 'saved'; ms: number }
+  | { ok: false; kind: 'boot-failed' | 'identity-failed' | 'not-found' | 'login-failed' | 'no-saved-login' | 'power-lost' | 'crashed'; reason: string; ms: number };
+
+/** Thrown inside the firmware when the flash reports that power was lost: the CPU stops there. */
+export class PowerLost extends Error {
+  constructor(readonly where: string) {
+    super(`power lost during ${where}`);
+  }
+}
+
+/** Storage as the firmware sees it: a power cut halts the device at that very operation. */
+function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
+  const check = <T extends { ok: boolean }>(where: string, r: T): T => {
+    if (!r.ok && (r as unknown as { status: string }).status === 'ERR_POWER_LOST') throw new PowerLost(where);
+    return r;
+  };
+  return {
+    readVirtualFile: (n) => check('read virtual zone', s.readVirtualFile(n)),
+    readFreeFile: (n) => check('read free zone', s.readFreeFile(n)),
+    readIdentity: () => check('read identity', s.readIdentity()),
+    loadLogin: () => check('load saved login', s.loadLogin()),
+    saveLogin: (l) => check('save login', s.saveLogin(l)),
+  };
+}
+
+export class Device {
+  readonly loop: EventLoop;
+  readonly clock: Clock;
+  readonly rng: Rng;
+  readonly net: Network;
+  readonly host: Host;
+  readonly storage: PhoneStorage;
+  #t0 = 0;
+  #done: ((o: DeviceOutcome) => void) | null = null;
+  readonly #sockets = new Set<NetSocket>();
+
+  constructor(
+    hal: HalBase,
+    storage: PhoneStorage,
+    readonly config: DeviceConfig = defaultDeviceConfig,
+  ) {
+    this.clock = hal.clock;
+    this.rng = hal.rng;
+    this.host = hal.host;
+    this.storage = haltOnPowerLoss(storage);
+    // Track sockets so a halted device drops its connections, as a power cut would.
+    const sockets = this.#sockets;
+    this.net = {
+      localIp: hal.net.localIp,
+      connect(url, h) {
+        const s = hal.net.connect(url, { ...h, onClose: (c, r) => (sockets.delete(s), h.onClose(c, r)) });
+        sockets.add(s);
+        return s;
+      },
+    };
+    this.loop = new EventLoop(hal.clock, (e) => {
+      for (const s of [...this.#sockets]) s.close(1001, 'device halted');
+      if (e instanceof PowerLost) {
+        this.trace('power', 'power cut', e.message, false);
+        this.#finish({ ok: false, kind: 'power-lost', reason: e.message, ms: this.elapsed });
+      } else this.#finish({ ok: false, kind: 'crashed', reason: String((e as Error)?.stack ?? e), ms: this.elapsed });
+    });
+  }
+
+  get elapsed(): number {
+    return this.clock.now() - this.#t0;
+  }
+
+  trace(feature: string, step: string, detail: string, ok = true, ms?: number): void {
+    const e: TraceEvent = { t: this.elapsed, feature, step, detail, ok };
+    if (ms !== undefined) e.ms = ms;
+    this.host.trace(e);
+  }
+
+  /** The plug-in event: runs the programs; resolves once the phone is logged in or has stopped. */
+  plugIn(): Promise<DeviceOutcome> {
+    return new Promise((resolve) => {
+      this.#done = resolve;
+      this.#t0 = this.clock.now();
+      this.loop.post(() => this.#boot());
+    });
+  }
+
+  #boot(): void {
+    const b = boot(this);
+    if (!b.ok) return this.#finish({ ok: false, kind: 'boot-failed', reason: b.reason, ms: this.elapsed });
+    new Upmon(this, b.config, (o) => this.#afterUpmon(o)).start();
+  }
+
+  #afterUpmon(o: UpmonOutcome): void {
+    if (o.kind === 'identity-failed') return this.#finish({ ok: false, kind: 'identity-failed', reason: o.reason, ms: this.elapsed });
+    if (o.kind === 'not-found') return this.#finish({ ok: false, kind: 'not-found', reason: o.reason, ms: this.elapsed });
+    new MainProgram(this, o, (m: MainOutcome) => {
+      if (m.ok) this.#finish({ ok: true, kind: 'logged-in', server: m.server, gen: m.gen, via: m.via, ms: this.elapsed });
+      else this.#finish({ ok: false, kind: m.kind, reason: m.reason, ms: this.elapsed });
+    }).start();
+  }
+
+  #finish(o: DeviceOutcome): void {
+    const d = this.#done;
+    this.#done = null;
+    d?.(o);
+  }
+}

@@ -1,0 +1,118 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { buildImage, DEFAULT_REG_PRIMARY, DEFAULT_REG_BACKUP } from './image.ts';
+import { inspectImage, findAll } from './inspect.ts';
+import { Fuses } from '../flash/fuses.ts';
+import { W25Q64 } from '../flash/chip.ts';
+import { MasterKeyring, deriveDeviceKey, bytesToHex, utf8 } from '../../protocol/keys.ts';
+import { ImplementationError } from '../../protocol/errors.ts';
+import { zoneOf, ZoneType } from '../zones/layout.ts';
+import { readIsoFile, arrayBlocks } from '../zones/iso9660.ts';
+import { readFatFile, arraySectors } from '../zones/fat.ts';
+import { IDENTITY_KEY_LABEL, storeKeyLabel } from '../zones/hidden.ts';
+
+const master = Uint8Array.from({ length: 32 }, (_, i) => i * 3);
+const keyring = new MasterKeyring([[1, master], [2, new Uint8Array(32).fill(9)]]);
+const fuses = new Fuses(new Uint8Array(32).fill(0x5c), Uint8Array.of(9, 8, 7, 6, 5, 4, 3, 2));
+const SERIAL = 'SN-0000001';
+const built = buildImage({ serial: SERIAL, fuses, keyring });
+const { image, enrollment, table } = built;
+const hidden = zoneOf(table, ZoneType.HIDDEN), virtual = zoneOf(table, ZoneType.VIRTUAL), free = zoneOf(table, ZoneType.FREE);
+const td = new TextDecoder();
+
+test('enrollment record: what the registration server needs, never the device key unless asked', () => {
+  assert.equal(Object.keys(enrollment).sort(), ['chip', 'imageSha256', 'keyVersion', 'regBackup', 'regPrimary', 'serial', 'uniqueId']);
+  assert.is(enrollment.keyVersion, 2); // the keyring's newest
+  assert.is(enrollment.uniqueId, '0908070605040302');
+  assert.is(enrollment.regPrimary, DEFAULT_REG_PRIMARY);
+  assert.is(enrollment.regBackup, DEFAULT_REG_BACKUP);
+  assert.is(enrollment.imageSha256, bytesToHex(sha256(image)));
+  const withKey = buildImage({ serial: SERIAL, fuses, keyring, includeDeviceKey: true, keyVersion: 1 }).enrollment;
+  assert.is(withKey.deviceKey, bytesToHex(deriveDeviceKey(master, SERIAL)));
+});
+
+test('reproducible: same inputs, byte-identical image; other fuses change only the hidden zone', () => {
+  assert.equal(buildImage({ serial: SERIAL, fuses, keyring }).image, image);
+  const other = buildImage({ serial: SERIAL, fuses: new Fuses(new Uint8Array(32).fill(1), new Uint8Array(8)), keyring }).image;
+  for (let i = 0; i < image.length; i += 4096) {
+    const same = image.subarray(i, i + 4096).every((b, k) => other[i + k] === b);
+    const inHidden = i >= hidden.offset && i < hidden.offset + hidden.size;
+    if (!inHidden) assert.ok(same, `sector at 0x${i.toString(16)} differs`);
+  }
+  assert.is.not(bytesToHex(sha256(other)), bytesToHex(sha256(image)));
+});
+
+test('no secret in plaintext anywhere in the image: serial, device key, fuse-derived keys (S0.1)', () => {
+  const needles: [string, Uint8Array][] = [
+    ['serial (ASCII)', utf8(SERIAL)],
+    ['serial (UTF-16LE)', Uint8Array.from([...SERIAL].flatMap((c) => [c.charCodeAt(0), 0]))],
+    ['serial digits', utf8('0000001')],
+    ['device key v2', deriveDeviceKey(new Uint8Array(32).fill(9), SERIAL)],
+    ['device key v1', deriveDeviceKey(master, SERIAL)],
+    ['device key prefix', deriveDeviceKey(new Uint8Array(32).fill(9), SERIAL).subarray(0, 8)],
+    ['identity key', fuses.deriveKey(IDENTITY_KEY_LABEL)],
+    ['store key', fuses.deriveKey(storeKeyLabel('login'))],
+    ['master key', master],
+  ];
+  for (const [what, n] of needles) assert.equal(findAll(image, n, 1), [], `${what} found in the image`);
+  const r = inspectImage(image, { fuses });
+  assert.ok(r.secrets.checked);
+  assert.equal(r.secrets.findings, []);
+  assert.is(r.hidden!.identity.opened!.serial, SERIAL);
+});
+
+test('zone contents: AUTORUN names UPMon; manifests and config hashes match the programs', () => {
+  const v = arrayBlocks(image.subarray(virtual.offset, virtual.offset + virtual.size));
+  const f = arraySectors(image.subarray(free.offset, free.offset + free.size)).read;
+  assert.is(td.decode(readIsoFile(v, 'AUTORUN.INF')!), '[autorun]\r\nopen=UPMON.EXE\r\nlabel=USBPHONE\r\n');
+  const upmon = readIsoFile(v, 'UPMON.EXE')!;
+  assert.match(td.decode(upmon), /^usbphone UPMon v1/);
+  assert.equal(JSON.parse(td.decode(readIsoFile(v, 'UPMON.MAN')!)), { program: 'UPMON.EXE', sha256: bytesToHex(sha256(upmon)), version: 1 });
+  const main = readFatFile(f, 'MAIN.EXE')!;
+  const cfg = JSON.parse(td.decode(readIsoFile(v, 'UPMON.CFG')!));
+  assert.equal(cfg, { regPrimary: DEFAULT_REG_PRIMARY, regBackup: DEFAULT_REG_BACKUP, mainProgram: 'MAIN.EXE', mainSha256: bytesToHex(sha256(main)) });
+  assert.equal(JSON.parse(td.decode(readFatFile(f, 'MAIN.MAN')!)), { program: 'MAIN.EXE', sha256: bytesToHex(sha256(main)), version: 1 });
+  assert.equal(JSON.parse(td.decode(readFatFile(f, 'MAIN.CFG')!)), { saveLogin: true });
+  assert.ok(readFatFile(f, 'README.TXT')!.length > 0);
+});
+
+test('real tools read the built image: mdir at the free-zone offset, fsck.fat and xorriso on the extracted zones', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'img-'));
+  try {
+    const img = join(dir, 'phone.img');
+    writeFileSync(img, image);
+    const ls = execFileSync('mdir', ['-i', `${img}@@${free.offset}`, '::'], { encoding: 'utf8' });
+    for (const n of ['MAIN     EXE', 'MAIN     MAN', 'MAIN     CFG', 'README   TXT']) assert.ok(ls.includes(n), ls);
+    const fz = join(dir, 'free.img');
+    writeFileSync(fz, image.subarray(free.offset, free.offset + free.size));
+    const f = spawnSync('fsck.fat', ['-n', fz], { encoding: 'utf8' });
+    assert.is(f.status, 0, f.stdout + f.stderr);
+    const vz = join(dir, 'virtual.iso');
+    writeFileSync(vz, image.subarray(virtual.offset, virtual.offset + virtual.size));
+    const x = execFileSync('xorriso', ['-indev', vz, '-ls', '/', '--'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    for (const n of ['AUTORUN.INF', 'UPMON.EXE', 'UPMON.MAN', 'UPMON.CFG']) assert.ok(x.includes(`'${n}'`), x);
+    const isoinfo = spawnSync('isoinfo', ['-l', '-i', vz], { encoding: 'utf8' });
+    if (isoinfo.status === 0) assert.ok(isoinfo.stdout.includes('AUTORUN.INF'), isoinfo.stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bad inputs are refused with a code', () => {
+  const code = (f: () => unknown, c: string) => assert.throws(f, (e: unknown) => e instanceof ImplementationError && e.code === c);
+  code(() => buildImage({ serial: 'bad serial!', fuses, keyring }), 'KEY_BAD_SERIAL');
+  code(() => buildImage({ serial: SERIAL, fuses, keyring, regPrimary: 'http://x/y' }), 'IMAGE_BAD_URL');
+  code(() => buildImage({ serial: SERIAL, fuses, keyring, regBackup: 'not a url' }), 'IMAGE_BAD_URL');
+  code(() => buildImage({ serial: SERIAL, fuses, keyring, regBackup: 'ws://host:1/' }), 'IMAGE_BAD_URL');
+  // A smaller chip gets a proportionally smaller layout and still builds.
+  const small = buildImage({ serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'W25Q08', sizeBytes: 1024 * 1024 } });
+  assert.is(small.image.length, 1024 * 1024);
+  assert.equal(inspectImage(small.image, { fuses }).problems, []);
+});
+
+test.run();

@@ -1,0 +1,56 @@
+// The firmware's only window on the world (no firmware module imports node:*). Two
+// implementations: hal/node/ (real sockets, real clock, crypto randomness) and sim-hal.ts
+// (in-memory network with loss and delay, virtual clock, seeded rng).
+
+export type Rng = (n: number) => Uint8Array;
+
+export interface Clock {
+  /** Milliseconds since an arbitrary origin. */
+  now(): number;
+  setTimer(ms: number, fn: () => void): unknown;
+  clearTimer(handle: unknown): void;
+}
+
+export interface NetHandlers {
+  onOpen(): void;
+  onMessage(data: Uint8Array): void;
+  /** Always called once, also when the connection never opened (code 1006). */
+  onClose(code: number, reason: string): void;
+}
+
+export interface NetSocket {
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+export interface Network {
+  /** The address this device's sockets are bound to (what it reports as its local IP). */
+  readonly localIp: string;
+  connect(url: string, handlers: NetHandlers): NetSocket;
+}
+
+/** One line of the readable trace: a step of a program, tagged with its feature id. */
+export interface TraceEvent {
+  /** Firmware clock, ms since plug-in. */
+  t: number;
+  feature: string;
+  step: string;
+  detail: string;
+  ok: boolean;
+  /** Duration of the step, when it has one. */
+  ms?: number;
+}
+
+/** The host computer the phone is plugged into: where notices show and the trace goes. */
+export interface Host {
+  trace(e: TraceEvent): void;
+  /** A notice shown to the user (S0.9 "not found"). */
+  notice(text: string): void;
+}
+
+export interface HalBase {
+  clock: Clock;
+  rng: Rng;
+  net: Network;
+  host: Host;
+}

@@ -1,0 +1,50 @@
+// The Node HAL: real WebSocket client (ws), real clock, crypto randomness. Each phone's
+// sockets are bound to its own loopback address so the gateway sees distinct client IPs.
+import WebSocket from 'ws';
+import { performance } from 'node:perf_hooks';
+import { randomFillSync } from 'node:crypto';
+import type { Clock, NetSocket, Network, Rng, NetHandlers } from '../hal.ts';
+import { Limits } from '../../../protocol/limits.ts';
+
+export const nodeClock: Clock = {
+  now: () => performance.now(),
+  setTimer: (ms, fn) => setTimeout(fn, ms),
+  clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export const nodeRng: Rng = (n) => randomFillSync(new Uint8Array(n));
+
+export function nodeNetwork(localIp = '127.0.0.1'): Network {
+  return {
+    localIp,
+    connect(url: string, h: NetHandlers): NetSocket {
+      const ws = new WebSocket(url, { localAddress: localIp, maxPayload: Limits.maxFrameBytes, perMessageDeflate: false });
+      ws.binaryType = 'nodebuffer';
+      let closed = false;
+      const close = (code: number, reason: string) => {
+        if (closed) return;
+        closed = true;
+        h.onClose(code, reason);
+      };
+      ws.on('open', () => h.onOpen());
+      ws.on('message', (data: Buffer, isBinary: boolean) => {
+        if (!isBinary) return close(1003, 'text frame');
+        h.onMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      });
+      ws.on('close', (code, reason) => close(code, reason.toString()));
+      ws.on('error', (e) => {
+        close(1006, (e as NodeJS.ErrnoException).code ?? e.message);
+        ws.terminate();
+      });
+      return {
+        send(data) {
+          if (ws.readyState === WebSocket.OPEN) ws.send(data);
+        },
+        close(code = 1000, reason = '') {
+          if (ws.readyState === WebSocket.OPEN) ws.close(code, reason);
+          else ws.terminate();
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,199 @@
+// The main program (S0.11-S0.14): logs into a business server with what UPMon handed over,
+// or, when no registration server answered, with the saved login (S0.13); tries servers in
+// order and the newest secret first; after a login saves what it used (S0.12), which also
+// replaces the old secret after a password change (S0.14), and only then confirms the change.
+import { sha256 } from '@noble/hashes/sha2.js';
+import { Handshake, passwordLoginKey, type SecureChannel } from '../protocol/channel.ts';
+import { MsgType, parseLoginAck, parseServerProof, parseLoginFail, parsePwConfirm, type Envelope, type ServerChoice } from '../protocol/messages.ts';
+import { bytesToHex } from '../protocol/keys.ts';
+import { ClientSession, isSessionEnd, type SessionEnd } from './client-session.ts';
+import { backoffMs } from './loop.ts';
+import { afterLogin, serverOrder, type SavedLogin, type Secret } from './saved-login.ts';
+import type { Device } from './device.ts';
+import type { UpmonOutcome } from './upmon.ts';
+
+export type MainOutcome =
+  | { ok: true; server: string; gen: number; via: 'registration' | 'saved' }
+  | { ok: false; kind: 'login-failed' | 'no-saved-login' | 'boot-failed'; reason: string };
+
+type BizResult = { kind: 'ok' } | { kind: 'failed'; code: string; reason: string };
+
+/**
+ * One business login: login -> "received, verifying" -> confirm (server proof) -> finish;
+ * then, once the used secret is saved, the password-change confirmation (S0.11, S0.14).
+ */
+export class BizSession extends ClientSession<BizResult> {
+  #hs: Handshake;
+  #ch: SecureChannel | null = null;
+  #state: 'ack' | 'result' | 'confirm' = 'ack';
+
+  constructor(
+    dev: Device,
+    readonly server: ServerChoice,
+    private readonly user: string,
+    readonly secret: Secret,
+    /** Called once logged in; returns whether to send the password-change confirmation. */
+    private readonly onLoggedIn: () => boolean,
+    done: (r: BizResult | SessionEnd) => void,
+  ) {
+    super(dev, server.url, done);
+    this.#hs = new Handshake('client', this.dest, passwordLoginKey(secret.secret, user), dev.rng);
+  }
+
+  protected onOpen(): void {
+    this.send(this.#hs.opening(MsgType.login, ['password', this.user, this.secret.gen, new Map()]));
+  }
+
+  protected nextSeq(): number {
+    return this.#ch?.nextSendSeq ?? this.#hs.nextSendSeq;
+  }
+
+  protected onFrame(env: Envelope, frame: Uint8Array): void {
+    switch (this.#state) {
+      case 'ack':
+        if (env.type !== MsgType.loginAck) this.unexpected(env, 'ack');
+        parseLoginAck(env.body);
+        this.#hs.receiveClear(frame, env);
+        this.dev.trace('S0.11', `login -> ${this.dest}`, 'received, verifying', true, this.ms);
+        this.#state = 'result';
+        this.arm('login result');
+        return;
+      case 'result': {
+        if (env.type === MsgType.loginFail) {
+          const f = parseLoginFail(env.body);
+          return this.end({ kind: 'failed', code: f.code, reason: f.reason });
+        }
+        if (env.type !== MsgType.loginOk) this.unexpected(env, 'result');
+        const { finish, channel } = this.#hs.acceptProof(frame, env, parseServerProof(env.body, 'loginOk'));
+        this.#ch = channel;
+        this.send(finish);
+        if (!this.onLoggedIn()) return this.end({ kind: 'ok' });
+        this.send(channel.seal(MsgType.pwConfirm, [this.secret.gen]));
+        this.#state = 'confirm';
+        this.arm('password-change acknowledgement');
+        return;
+      }
+      case 'confirm': {
+        if (env.type !== MsgType.pwConfirmAck) this.unexpected(env, 'confirm');
+        const { gen } = parsePwConfirm(this.#ch!.open(env), 'pwConfirmAck');
+        if (gen !== this.secret.gen) this.unexpected(env, 'confirm');
+        this.dev.trace('S0.14', `password change -> ${this.dest}`, `gen ${gen} confirmed`, true);
+        return this.end({ kind: 'ok' });
+      }
+    }
+  }
+
+  protected override cleanup(): void {
+    this.#ch?.close();
+  }
+}
+
+export class MainProgram {
+  #login: SavedLogin | null = null;
+  #via: 'registration' | 'saved' = 'registration';
+  #tries: { server: ServerChoice; secret: Secret }[] = [];
+  #failures: string[] = [];
+  #round = 0;
+  #unreachableOnly = true;
+
+  constructor(
+    private readonly dev: Device,
+    private readonly up: Exclude<UpmonOutcome, { kind: 'not-found' | 'identity-failed' }>,
+    private readonly done: (o: MainOutcome) => void,
+  ) {}
+
+  start(): void {
+    const dev = this.dev;
+    const exe = dev.storage.readFreeFile(this.up.mainProgram);
+    // UPMon checks the main program against the hash in its own (read-only) configuration.
+    if (!exe.ok) return this.done({ ok: false, kind: 'boot-failed', reason: `main program ${this.up.mainProgram} unreadable (${exe.status})` });
+    if (programHash(exe.value) !== this.up.mainSha256) {
+      dev.trace('S0.10', 'start main program', `${this.up.mainProgram} does not match the hash in UPMon's configuration`, false);
+      return this.done({ ok: false, kind: 'boot-failed', reason: `BOOT_HASH_MISMATCH: ${this.up.mainProgram} does not match its hash` });
+    }
+    if (this.up.kind === 'registered') {
+      this.#login = this.up.login;
+    } else {
+      this.#via = 'saved';
+      const saved = dev.storage.loadLogin();
+      if (!saved.ok || !saved.value) {
+        const why = saved.ok ? 'no saved login' : `saved login unreadable (${saved.status})`;
+        dev.trace('S0.13', 'saved login', why, false);
+        return this.done({ ok: false, kind: 'no-saved-login', reason: `no registration server answered and ${why}` });
+      }
+      this.#login = saved.value;
+      dev.trace('S0.13', 'saved login', `logging in with the saved copy (user ${saved.value.user}, last server ${saved.value.lastServer ?? 'none'})`);
+    }
+    this.#plan();
+    this.#next();
+  }
+
+  /** Every server (the last that worked first), and for each the newest secret first. */
+  #plan(): void {
+    const secrets = [...this.#login!.secrets].sort((a, b) => b.gen - a.gen);
+    for (const server of serverOrder(this.#login!)) for (const secret of secrets) this.#tries.push({ server, secret });
+  }
+
+  #next(): void {
+    const dev = this.dev;
+    const t = this.#tries.shift();
+    if (!t) {
+      // Another round over every server and secret after a backoff, while rounds remain and
+      // something was only unreachable (a refused secret stays refused).
+      if (++this.#round < dev.config.loginRounds && this.#unreachableOnly) {
+        this.#plan();
+        dev.loop.after(backoffMs(this.#round, dev.rng, dev.config.backoffBaseMs, dev.config.backoffCapMs), () => this.#next());
+        return;
+      }
+      return this.done({ ok: false, kind: 'login-failed', reason: `no business login succeeded (${this.#failures.join('; ')})` });
+    }
+    const login = this.#login!;
+    const newest = Math.max(...login.secrets.map((s) => s.gen));
+    let savedOk = false;
+    let loggedIn = false;
+    const s: BizSession = new BizSession(
+      dev,
+      t.server,
+      login.user,
+      t.secret,
+      () => {
+        // S0.12 / S0.14: save what worked before anything else; keep only that secret.
+        loggedIn = true;
+        const next = afterLogin(login, t.secret, t.server.name);
+        // Nothing changed (a login from the saved copy on the same server): spare the flash.
+        const unchanged = login.secrets.length === 1 && login.lastServer === t.server.name;
+        const r = unchanged ? ({ ok: true } as const) : dev.storage.saveLogin(next);
+        savedOk = r.ok;
+        if (r.ok) this.#login = next;
+        if (!unchanged) dev.trace('S0.12', 'save login', r.ok ? `user ${login.user}, gen ${t.secret.gen}, server ${t.server.name} (${hostOf(t.server.url)}) saved` : `save failed (${r.status}); the older secret stays saved`, r.ok);
+        // Confirm the change only once it is saved, and only for a secret newer than the saved one.
+        return r.ok && login.secrets.length > 1 && t.secret.gen === newest;
+      },
+      (r) => {
+        if (loggedIn && isSessionEnd(r)) {
+          // Logged in and saved; only the confirmation was lost. The business server promoted
+          // the secret at login, so nothing is at risk: report the login.
+          dev.trace('S0.14', `password change -> ${t.server.name}`, `confirmation not acknowledged (${r.why})`, false);
+        }
+        if (loggedIn) {
+          dev.trace('S0.11', `login <- ${t.server.name}`, `confirmed: logged in as ${login.user} with gen ${t.secret.gen}${savedOk ? '' : ' (not saved)'}`, true, s.ms);
+          return this.done({ ok: true, server: t.server.name, gen: t.secret.gen, via: this.#via });
+        }
+        const why = isSessionEnd(r) ? `${r.kind}${'code' in r ? ` ${r.code}` : ''}: ${r.why}` : r.kind === 'failed' ? `${r.code}: ${r.reason}` : 'ended before login';
+        this.#failures.push(`${t.server.name}/gen ${t.secret.gen}: ${why}`);
+        if (!isSessionEnd(r) || r.kind !== 'unreachable') this.#unreachableOnly = false;
+        dev.trace('S0.11', `login ${t.server.name}`, `gen ${t.secret.gen} failed: ${why}`, false, s.ms);
+        this.#next();
+      },
+    );
+    s.start();
+  }
+}
+
+function hostOf(url: string): string {
+  return /^wss?:\/\/([^/]+)/.exec(url)?.[1] ?? url;
+}
+
+export function programHash(b: Uint8Array): string {
+  return bytesToHex(sha256(b));
+}

@@ -1,0 +1,147 @@
+// UPMon (S0.4-S0.10): reads the identity through the hidden zone's vendor path and keeps it
+// only in memory; authenticates with the registration server, primary then backup (S0.5,
+// S0.6); asks for the business credentials with serial and local IP (S0.8); a "not found"
+// stops everything (S0.9); an invalid server message ends that session (S0.7); saves the
+// reply (power-cut safe) before handing it to the main program (S0.10). When no
+// registration server answers, the main program starts with a failure notice (S0.13).
+import { Handshake } from '../protocol/channel.ts';
+import { MsgType, parseServerProof, parseCredReply, parseNotFound, type CredReply, type Envelope } from '../protocol/messages.ts';
+import type { SecureChannel } from '../protocol/channel.ts';
+import { ClientSession, isSessionEnd, type SessionEnd } from './client-session.ts';
+import { backoffMs } from './loop.ts';
+import { mergeCredReply, type SavedLogin } from './saved-login.ts';
+import type { Device } from './device.ts';
+import type { Identity } from './storage.ts';
+import type { UpmonConfig } from './boot.ts';
+
+export type UpmonOutcome =
+  | { kind: 'registered'; login: SavedLogin; rotatedGen: number; mainProgram: string; mainSha256: string }
+  | { kind: 'registration-failed'; reason: string; mainProgram: string; mainSha256: string }
+  | { kind: 'not-found'; reason: string }
+  | { kind: 'identity-failed'; reason: string };
+
+type RegResult = { kind: 'cred'; cred: CredReply } | { kind: 'not-found'; reason: string };
+
+/** One registration session: hello, finish + credential request, reply (S0.5, S0.8). */
+export class RegSession extends ClientSession<RegResult> {
+  #hs: Handshake;
+  #ch: SecureChannel | null = null;
+  #state: 'hello' | 'cred' = 'hello';
+  #t = 0;
+
+  constructor(dev: Device, url: string, private readonly id: Identity, done: (r: RegResult | SessionEnd) => void) {
+    super(dev, url, done);
+    this.#hs = new Handshake('client', this.dest, id.deviceKey, dev.rng);
+  }
+
+  protected onOpen(): void {
+    this.#t = this.dev.clock.now();
+    this.send(this.#hs.opening(MsgType.hello, [this.id.serialToken]));
+  }
+
+  protected nextSeq(): number {
+    return this.#ch?.nextSendSeq ?? this.#hs.nextSendSeq;
+  }
+
+  protected onFrame(env: Envelope, frame: Uint8Array): void {
+    if (this.#state === 'hello') {
+      if (env.type !== MsgType.helloReply) this.unexpected(env, 'hello');
+      const { finish, channel } = this.#hs.acceptProof(frame, env, parseServerProof(env.body));
+      this.dev.trace('S0.5', `hello -> ${this.dest}`, 'mutual authentication ok', true, this.dev.clock.now() - this.#t);
+      this.#ch = channel;
+      this.#state = 'cred';
+      this.#t = this.dev.clock.now();
+      this.send(finish);
+      this.send(channel.seal(MsgType.credRequest, [this.id.serial, this.dev.net.localIp]));
+      this.arm('credential reply');
+      return;
+    }
+    if (env.type === MsgType.credReply) {
+      const cred = parseCredReply(this.#ch!.open(env));
+      this.end({ kind: 'cred', cred });
+    } else if (env.type === MsgType.notFound) {
+      this.end({ kind: 'not-found', reason: parseNotFound(this.#ch!.open(env)).reason });
+    } else this.unexpected(env, 'cred');
+  }
+
+  get credMs(): number {
+    return this.dev.clock.now() - this.#t;
+  }
+
+  protected override cleanup(): void {
+    this.#ch?.close();
+  }
+}
+
+export class Upmon {
+  #identity: Identity | null = null;
+
+  constructor(
+    private readonly dev: Device,
+    private readonly cfg: UpmonConfig,
+    private readonly done: (o: UpmonOutcome) => void,
+  ) {}
+
+  start(): void {
+    const dev = this.dev;
+    const id = dev.storage.readIdentity();
+    if (!id.ok) {
+      dev.trace('S0.4', 'read identity', `vendor path: ${id.status}`, false);
+      return this.done({ kind: 'identity-failed', reason: `hidden zone identity unreadable (${id.status})` });
+    }
+    this.#identity = id.value;
+    dev.trace('S0.4', 'read identity', `serial unsealed with the fuse key, key v${id.value.keyVersion}, kept in memory`);
+    this.#attempt(0, 0);
+  }
+
+  /** Round `round`, endpoint `i` (0 primary, 1 backup). */
+  #attempt(round: number, i: number): void {
+    const dev = this.dev;
+    const url = i === 0 ? this.cfg.regPrimary : this.cfg.regBackup;
+    const session: RegSession = new RegSession(dev, url, this.#identity!, (r) => {
+      if (!isSessionEnd(r)) {
+        if (r.kind === 'not-found') {
+          dev.trace('S0.9', `credentials <- ${session.dest}`, `not found: ${r.reason}`, false, session.credMs);
+          dev.host.notice(`This phone is not registered: ${r.reason}`);
+          this.#forget();
+          return this.done({ kind: 'not-found', reason: r.reason });
+        }
+        return this.#registered(session, r.cred);
+      }
+      const feature = r.kind === 'unreachable' ? 'S0.6' : 'S0.7';
+      dev.trace(feature, `session ${session.dest}`, `${r.kind}: ${'code' in r ? `${r.code} ` : ''}${r.why}`, false, session.ms);
+      const nextI = i === 0 ? 1 : 0;
+      const nextRound = i === 0 ? round : round + 1;
+      if (nextRound >= dev.config.regRounds) {
+        this.#forget();
+        dev.trace('S0.13', 'registration', 'no registration server answered: main program starts with a failure notice', false);
+        return this.done({ kind: 'registration-failed', reason: 'no registration server answered', mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+      }
+      const wait = nextI === 0 ? backoffMs(nextRound, dev.rng, dev.config.backoffBaseMs, dev.config.backoffCapMs) : 0;
+      dev.loop.after(wait, () => this.#attempt(nextRound, nextI));
+    });
+    session.start();
+  }
+
+  #registered(session: RegSession, cred: CredReply): void {
+    const dev = this.dev;
+    dev.trace('S0.8', `credentials <- ${session.dest}`, `user ${cred.user}, ${cred.servers.length} business server(s), best ${cred.servers[0]!.name} (${cred.servers[0]!.region})`, true, session.credMs);
+    const prev = dev.storage.loadLogin();
+    const login = mergeCredReply(prev.ok ? prev.value : null, cred);
+    const saved = dev.storage.saveLogin(login);
+    this.#forget();
+    if (!saved.ok) {
+      // Never use a secret that is not durably saved: log in with what is saved instead.
+      dev.trace('S0.10', 'save credentials', `flash refused the save (${saved.status}); using the saved login`, false);
+      return this.done({ kind: 'registration-failed', reason: `could not save credentials (${saved.status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+    }
+    dev.trace('S0.10', 'save credentials', `new secret gen ${cred.gen} saved (business server current gen ${cred.currentGen}); main program started`);
+    this.done({ kind: 'registered', login, rotatedGen: cred.gen, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+  }
+
+  /** UPMon keeps the identity only in memory, and only as long as it needs it. */
+  #forget(): void {
+    this.#identity?.deviceKey.fill(0);
+    this.#identity = null;
+  }
+}

@@ -1,0 +1,63 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { FlashChip } from '../flash/chip.ts';
+import { CowBacking } from '../flash/backing.ts';
+import { Fuses } from '../flash/fuses.ts';
+import { DeviceBus } from '../flash/bus.ts';
+import { parseTable } from './layout.ts';
+import { busStorage, type RecordCodec } from './bus-storage.ts';
+import { buildImage } from '../factory/image.ts';
+import { MasterKeyring } from '../../protocol/keys.ts';
+
+interface Login { user: string; secret: string }
+const json: RecordCodec<Login> = {
+  encode: (v) => new TextEncoder().encode(JSON.stringify(v)),
+  decode: (b) => {
+    const v = JSON.parse(new TextDecoder().decode(b));
+    if (typeof v.user !== 'string') throw new Error('not a login');
+    return v;
+  },
+};
+const fuses = new Fuses(new Uint8Array(32).fill(5), new Uint8Array(8).fill(6));
+const { image } = buildImage({ serial: 'SN-7', fuses, keyring: new MasterKeyring([[1, new Uint8Array(32).fill(1)]]) });
+const p = parseTable(image);
+if (!p.ok) throw new Error('table');
+const table = p.table;
+const device = () => {
+  const chip = new FlashChip({ backing: new CowBacking(image) });
+  return { chip, bus: new DeviceBus(chip, fuses, table) };
+};
+
+test('the firmware storage seam over the bus: files, identity, saved login across a power cycle', () => {
+  const { bus } = device();
+  const s = busStorage(bus, json);
+  const auto = s.readVirtualFile('AUTORUN.INF');
+  assert.ok(auto.ok && new TextDecoder().decode(auto.value).includes('open=UPMON.EXE'));
+  const cfg = s.readFreeFile('MAIN.CFG');
+  assert.ok(cfg.ok);
+  assert.equal(s.readVirtualFile('NOPE.TXT'), { ok: false, status: 'ERR_NOT_FOUND' });
+  assert.equal(s.readFreeFile('NOPE.TXT'), { ok: false, status: 'ERR_NOT_FOUND' });
+  const id = s.readIdentity();
+  assert.ok(id.ok && id.value.serial === 'SN-7');
+  assert.equal(s.loadLogin(), { ok: true, value: null });
+  assert.equal(s.saveLogin({ user: 'u1', secret: 's1' }), { ok: true, value: undefined });
+  bus.powerCycle();
+  assert.equal(busStorage(bus, json).loadLogin(), { ok: true, value: { user: 'u1', secret: 's1' } });
+});
+
+test('a wrong vendor sequence is refused (S0.4); a power cut mid-save reports ERR_POWER_LOST and keeps the old login', () => {
+  const { chip, bus } = device();
+  const bad = busStorage(bus, json, { unlockSequence: Uint8Array.of(1, 2, 3) });
+  assert.equal(bad.readIdentity(), { ok: false, status: 'ERR_BAD_SEQUENCE' });
+  bus.powerCycle();
+  const s = busStorage(bus, json);
+  s.saveLogin({ user: 'u1', secret: 'old' });
+  chip.faults.powerCutAfterOps = 1; // the erase completes, the one page program is torn
+  chip.faults.tornBytes = 5;
+  assert.equal(s.saveLogin({ user: 'u1', secret: 'new' }), { ok: false, status: 'ERR_POWER_LOST' });
+  bus.powerCycle();
+  assert.equal(busStorage(bus, json).loadLogin(), { ok: true, value: { user: 'u1', secret: 'old' } });
+  assert.equal(busStorage(bus, { ...json, decode: () => { throw new Error('x'); } }).loadLogin(), { ok: false, status: 'ERR_FORMAT' });
+});
+
+test.run();

@@ -1,0 +1,179 @@
+// Golden vectors (docs/vectors/*.json), both directions:
+//  - decoding the bytes gives the values (and their diagnostic notation);
+//  - encoding the values gives the bytes: keys re-derived, handshakes re-run by the real code
+//    with the recorded nonces, sealed frames re-sealed, messages re-encoded.
+// The key schedule's intermediates are recomputed here from the bare primitives, as
+// docs/protocol.md §"Key schedule" states them, and must match the files too.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync } from 'node:fs';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { encode, decode, type CborValue } from './cbor.ts';
+import { Handshake, SecureChannel, passwordLoginKey } from './channel.ts';
+import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring, bytesToHex as hex, hexToBytes as h } from './keys.ts';
+import { decodeEnvelope, encodeEnvelope, MsgType, parseHello, parseLogin, loginFields, parseServerProof } from './messages.ts';
+import { scriptedRng } from './seeded-rng.ts';
+import { toJson, fromJson, diag, type Json } from '../docs/vectors/cbor-json.ts';
+
+const load = (name: string) => JSON.parse(readFileSync(new URL(`../docs/vectors/${name}`, import.meta.url), 'utf8'));
+const te = new TextEncoder();
+const H = (ikm: Uint8Array, salt: Uint8Array | string, info: string) => hkdf(sha256, ikm, typeof salt === 'string' ? te.encode(salt) : salt, te.encode(info), 32);
+const lp = (f: Uint8Array) => [Uint8Array.of(f.length >>> 24, (f.length >>> 16) & 255, (f.length >>> 8) & 255, f.length & 255), f];
+const cat = (...p: Uint8Array[]) => Uint8Array.from(p.flatMap((x) => [...x]));
+
+/** A value both ways: bytes -> value and diag; value -> bytes. */
+function bothWays(label: string, x: string, value: Json, d: string): void {
+  const v = decode(h(x));
+  assert.equal(toJson(v), value, `${label}: decode`);
+  assert.is(diag(v), d, `${label}: diag`);
+  assert.is(hex(encode(fromJson(value))), x, `${label}: encode`);
+}
+
+test('keys.json: device keys, serial tokens and login keys re-derive to the recorded bytes', () => {
+  const k = load('keys.json');
+  assert.ok(k.deviceKeys.length >= 3);
+  for (const c of k.deviceKeys) {
+    const master = h(c.masterKey);
+    assert.is(hex(deriveDeviceKey(master, c.serial)), c.deviceKey, c.serial);
+    assert.is(hex(makeSerialToken(master, c.version, c.serial)), c.serialToken, c.serial);
+    assert.is(hex(H(master, 'usbphone/v1 device-key', c.serial)), c.deviceKey);
+    assert.is(hex(H(master, 'usbphone/v1 serial-token', 'key')), c.serialTokenKey);
+    assert.is(hex(hmac(sha256, h(c.serialTokenKey), te.encode('nonce' + c.serial)).subarray(0, 24)), c.serialTokenNonce);
+    assert.is(c.serialToken.slice(0, 2), c.version.toString(16).padStart(2, '0'));
+    assert.is(c.serialToken.slice(2, 50), c.serialTokenNonce);
+    // ... and the other way: the token opens to the serial under the master key of its version.
+    assert.equal(openSerialToken(new MasterKeyring([[c.version, master]]), h(c.serialToken)), { version: c.version, serial: c.serial });
+  }
+  for (const c of k.loginKeys) {
+    assert.is(hex(passwordLoginKey(h(c.secret), c.user)), c.loginKey);
+    assert.is(hex(H(h(c.secret), 'usbphone/v1 biz-login password', c.user)), c.loginKey);
+  }
+});
+
+for (const file of ['handshake-hello.json', 'handshake-hello-notfound.json', 'handshake-login.json']) {
+  const v = load(file);
+  const kind = v.frames[0].name as 'hello' | 'login';
+  const dest: string = v.inputs.dest;
+  const key = h(v.inputs.key);
+  const nC = h(v.inputs.clientNonce);
+  const nS = h(v.inputs.serverNonce);
+
+  test(`${file}: every frame decodes to its recorded value`, () => {
+    for (const f of v.frames) {
+      bothWays(f.name, f.hex, f.value, f.diag);
+      const env = decodeEnvelope(h(f.hex));
+      assert.is(env.seq, f.seq);
+    }
+    for (const s of v.sealed) bothWays(`${s.name} inner`, s.innerHex, s.inner, s.innerDiag);
+  });
+
+  test(`${file}: the inputs re-derive the key; the code, given the recorded nonces, sends the same frames`, () => {
+    if (kind === 'hello') {
+      const master = h(v.inputs.masterKey);
+      assert.is(hex(deriveDeviceKey(master, v.inputs.serial)), v.inputs.key);
+      assert.is(hex(makeSerialToken(master, v.inputs.version, v.inputs.serial)), v.inputs.serialToken);
+    } else {
+      assert.is(hex(passwordLoginKey(h(v.inputs.secret), v.inputs.user)), v.inputs.key);
+    }
+    const fields: CborValue[] = kind === 'hello' ? [h(v.inputs.serialToken)] : [v.inputs.mech, v.inputs.user, v.inputs.gen, new Map()];
+    const client = new Handshake('client', dest, key, scriptedRng([nC]));
+    const server = new Handshake('server', dest, null, scriptedRng([nS]));
+    const sent: Uint8Array[] = [];
+    const opening = client.opening(kind === 'hello' ? MsgType.hello : MsgType.login, fields);
+    sent.push(opening);
+    const oenv = decodeEnvelope(opening);
+    if (kind === 'hello') {
+      const x = parseHello(oenv.body);
+      server.acceptOpening(opening, oenv, [x.token], x.nonce, x.mac, key);
+    } else {
+      const x = parseLogin(oenv.body);
+      server.acceptOpening(opening, oenv, loginFields(x), x.nonce, x.mac, key);
+      const ack = server.clear(MsgType.loginAck, []);
+      client.receiveClear(ack, decodeEnvelope(ack));
+      sent.push(ack);
+    }
+    server.requireVerifiedOpening();
+    const proof = server.proof(kind === 'hello' ? MsgType.helloReply : MsgType.loginOk);
+    sent.push(proof);
+    const penv = decodeEnvelope(proof);
+    const { finish, channel: c } = client.acceptProof(proof, penv, parseServerProof(penv.body));
+    sent.push(finish);
+    const s = server.acceptFinish(finish, decodeEnvelope(finish));
+    assert.equal(sent.map(hex), v.frames.map((f: { hex: string }) => f.hex));
+
+    // Sealed frames, in the order they were sent, from the channels the handshake made ...
+    for (const m of v.sealed) {
+      const [from, to] = m.direction === 'c2s' ? [c, s] : [s, c];
+      assert.is(from.nextSendSeq, m.seq, `${m.name} seq`);
+      assert.is(hex(from.seal(m.type, fromJson(m.inner))), m.frame, m.name);
+      assert.equal(toJson(to.open(decodeEnvelope(h(m.frame)))), m.inner, `${m.name} opens`);
+    }
+    // ... and from channels built on the recorded traffic keys alone.
+    const c2s = h(v.schedule.trafficKeyC2S);
+    const s2c = h(v.schedule.trafficKeyS2C);
+    for (const m of v.sealed) {
+      const ch = m.direction === 'c2s' ? new SecureChannel('client', dest, c2s.slice(), s2c.slice(), m.seq, 0) : new SecureChannel('server', dest, s2c.slice(), c2s.slice(), m.seq, 0);
+      assert.is(hex(ch.seal(m.type, fromJson(m.inner))), m.frame, `${m.name} from the recorded key`);
+    }
+  });
+
+  test(`${file}: the key schedule restated from the spec gives the recorded intermediates`, () => {
+    const sc = v.schedule;
+    const frames: Uint8Array[] = v.frames.map((f: { hex: string }) => h(f.hex));
+    const proofIdx = kind === 'hello' ? 1 : 2;
+    const openingType = kind === 'hello' ? MsgType.hello : MsgType.login;
+    const proofType = kind === 'hello' ? MsgType.helloReply : MsgType.loginOk;
+    const fields: CborValue[] = kind === 'hello' ? [h(v.inputs.serialToken)] : [v.inputs.mech, v.inputs.user, v.inputs.gen, new Map()];
+
+    assert.is(hex(H(key, 'usbphone/v1', 'usbphone/v1 opening mac')), sc.openingMacKey);
+    assert.is(hex(encode(['usbphone/v1 opening', openingType, 0, dest, [...fields, nC]])), sc.openingMacInput);
+    assert.is(hex(hmac(sha256, h(sc.openingMacKey), h(sc.openingMacInput))), sc.openingMac);
+    assert.is(hex(encode([1, openingType, 0, dest, [...fields, nC, h(sc.openingMac)]])), v.frames[0].hex);
+
+    const before = cat(...frames.slice(0, proofIdx).flatMap(lp));
+    assert.is(hex(before), sc.transcriptBeforeProof);
+    const pseq = proofIdx - 1;
+    assert.is(hex(encode(['usbphone/v1 proof', proofType, pseq, dest, nS])), sc.proofInput);
+    assert.is(hex(sha256(cat(before, h(sc.proofInput)))), sc.th1);
+    assert.is(hex(H(key, cat(nC, nS), 'usbphone/v1 server proof')), sc.serverProofKey);
+    assert.is(hex(hmac(sha256, h(sc.serverProofKey), h(sc.th1))), sc.serverProofMac);
+    assert.is(hex(encode([1, proofType, pseq, dest, [nS, h(sc.serverProofMac)]])), v.frames[proofIdx].hex);
+
+    const th2 = sha256(cat(before, ...lp(frames[proofIdx]!)));
+    assert.is(hex(th2), sc.th2);
+    assert.is(hex(H(key, cat(nC, nS), 'usbphone/v1 client proof')), sc.clientProofKey);
+    assert.is(hex(hmac(sha256, h(sc.clientProofKey), th2)), sc.clientProofMac);
+    assert.is(hex(encode([1, MsgType.finish, 1, dest, [h(sc.clientProofMac)]])), v.frames[proofIdx + 1].hex);
+    assert.is(hex(H(key, th2, 'usbphone/v1 traffic c2s')), sc.trafficKeyC2S);
+    assert.is(hex(H(key, th2, 'usbphone/v1 traffic s2c')), sc.trafficKeyS2C);
+
+    for (const m of v.sealed) {
+      assert.is(hex(encode([1, m.type, m.seq, dest])), m.aad, `${m.name} aad`);
+      assert.is(m.nonce, '00000000' + m.seq.toString(16).padStart(16, '0'), `${m.name} nonce`);
+      const env = decodeEnvelope(h(m.frame));
+      assert.equal([env.type, env.seq, env.dest], [m.type, m.seq, dest]);
+    }
+  });
+}
+
+test('messages.json: every message type, both ways', () => {
+  const v = load('messages.json');
+  const names = new Set<string>();
+  for (const f of v.frames) {
+    bothWays(f.name, f.hex, f.value, f.diag);
+    const env = decodeEnvelope(h(f.hex));
+    assert.is(env.type, f.type);
+    assert.is(hex(encodeEnvelope(env.type, env.seq, env.dest, env.body)), f.hex);
+    names.add(f.name.split(' ')[0]!);
+  }
+  for (const f of v.sealedInner) {
+    bothWays(f.name, f.hex, f.value, f.diag);
+    names.add(f.name);
+  }
+  // Every message type has a vector.
+  assert.equal([...names].sort(), Object.keys(MsgType).sort());
+});
+
+test.run();

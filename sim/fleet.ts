@@ -1,0 +1,104 @@
+// A fleet of virtual phones over real sockets: N phones (copy-on-write views of one base
+// image, each with its own identity and loopback address) plug in, at most `concurrency`
+// at a time, and the run reports logins per second, latency percentiles from plug-in to
+// business login, failures by reason, and memory.
+import { startWorld, TraceHost, type World } from './world.ts';
+import { Progress, percentile } from './trace.ts';
+import type { DeviceOutcome } from '../firmware/device.ts';
+import type { Phone } from '../firmware/phone.ts';
+
+export interface FleetOptions {
+  devices: number;
+  seed?: number;
+  concurrency?: number;
+  stateDir: string;
+  /** Progress bar on stderr (default: when stderr is a terminal). */
+  progress?: boolean;
+  /** Plug every phone in a second time after the first round (a rotation for each). */
+  rounds?: number;
+}
+
+export interface FleetSummary {
+  devices: number;
+  rounds: number;
+  ok: number;
+  failed: number;
+  failedByReason: Record<string, number>;
+  wallMs: number;
+  loginsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  peakRssBytes: number;
+  /** Process memory grown per phone while the fleet exists (RSS after - before, / devices). */
+  rssPerDeviceBytes: number;
+  /** Flash sectors each phone holds privately over the shared base (mean). */
+  privateFlashBytesPerDevice: number;
+  concurrency: number;
+  seed: number;
+}
+
+export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
+  const seed = o.seed ?? 1;
+  const concurrency = Math.max(1, o.concurrency ?? 64);
+  const rounds = Math.max(1, o.rounds ?? 1);
+  let peak = process.memoryUsage().rss;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+  const world: World = await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 } });
+  try {
+    const host = new TraceHost();
+    // Enroll the whole fleet in one batch, then make the phones.
+    world.stack.enroll(Array.from({ length: o.devices }, (_, i) => world.enrollment(i)));
+    const rssBefore = process.memoryUsage().rss;
+    let phones: { phone: Phone; ip: string }[] = Array.from({ length: o.devices }, (_, i) => world.phone(i, host, { enroll: false }));
+    const rssAfter = process.memoryUsage().rss;
+
+    const times: number[] = [];
+    const failedByReason: Record<string, number> = {};
+    let ok = 0;
+    const total = o.devices * rounds;
+    const bar = new Progress(total, 'phones', process.stderr, o.progress ?? process.stderr.isTTY === true);
+    const t0 = performance.now();
+    for (let round = 0; round < rounds; round++) {
+      if (round > 0) phones = phones.map((p) => ({ ...p, phone: world.replug(p.phone, host, p.ip) }));
+      let next = 0;
+      const worker = async () => {
+        while (next < phones.length) {
+          const { phone } = phones[next++]!;
+          const r: DeviceOutcome = await phone.device.plugIn();
+          if (r.ok) {
+            ok++;
+            times.push(r.ms);
+          } else failedByReason[r.kind] = (failedByReason[r.kind] ?? 0) + 1;
+          bar.update(ok + Object.values(failedByReason).reduce((a, b) => a + b, 0), `${ok} ok`);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(concurrency, phones.length) }, worker));
+    }
+    const wallMs = performance.now() - t0;
+    peak = Math.max(peak, process.memoryUsage().rss);
+    const failed = total - ok;
+    return {
+      devices: o.devices,
+      rounds,
+      ok,
+      failed,
+      failedByReason,
+      wallMs: Math.round(wallMs),
+      loginsPerSecond: Math.round((ok / wallMs) * 1000 * 10) / 10,
+      p50Ms: round1(percentile(times, 50)),
+      p99Ms: round1(percentile(times, 99)),
+      maxMs: round1(times.length ? Math.max(...times) : 0),
+      peakRssBytes: peak,
+      rssPerDeviceBytes: Math.round(Math.max(0, rssAfter - rssBefore) / o.devices),
+      privateFlashBytesPerDevice: Math.round(phones.reduce((n, p) => n + p.phone.backing.privateBytes, 0) / o.devices),
+      concurrency,
+      seed,
+    };
+  } finally {
+    clearInterval(sampler);
+    await world.stop();
+  }
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;

@@ -1,0 +1,162 @@
+// The S0 stories, each run over real sockets against the embedded stack in a fresh state
+// directory. A story passes when it ends as the patent says and the phone is not locked out
+// (where the story allows a login, it logs in).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startWorld, TraceHost, type World, type WorldOptions } from './world.ts';
+import { startTamperProxy } from './tamper-proxy.ts';
+import { listIso } from '../firmware/zones/iso9660.ts';
+import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
+import { UPMON_PROGRAM } from '../firmware/factory/image.ts';
+import type { DeviceOutcome } from '../firmware/device.ts';
+import type { Phone } from '../firmware/phone.ts';
+import type { TraceEvent } from '../firmware/hal/hal.ts';
+
+export interface StoryResult {
+  ok: boolean;
+  /** One line: what happened against what the patent says. */
+  verdict: string;
+  outcomes: DeviceOutcome[];
+  trace: TraceEvent[];
+}
+
+export interface StoryContext {
+  world: World;
+  host: TraceHost;
+  /** Prints a headline between boots. */
+  say(line: string): void;
+}
+
+type Story = { summary: string; world?: Partial<WorldOptions>; run(c: StoryContext): Promise<Omit<StoryResult, 'trace'>> };
+
+async function boot(c: StoryContext, p: Phone): Promise<DeviceOutcome> {
+  const o = await p.device.plugIn();
+  c.say(`-> ${o.ok ? `logged in to ${o.server} with gen ${o.gen} (via ${o.via})` : `${o.kind}: ${o.reason}`} in ${Math.round(o.ms)} ms`);
+  return o;
+}
+
+const loggedIn = (o: DeviceOutcome, via?: 'registration' | 'saved') => o.ok && (via === undefined || o.via === via);
+
+export const STORIES: Record<string, Story> = {
+  'first-boot': {
+    summary: 'a new phone registers, gets its credentials and logs in (S0.3-S0.12)',
+    async run(c) {
+      const { phone } = c.world.phone(0, c.host);
+      const o = await boot(c, phone);
+      return { ok: loggedIn(o, 'registration'), verdict: 'first boot logs in through the registration server', outcomes: [o] };
+    },
+  },
+  'second-boot-rotates': {
+    summary: 'the second boot gets a new password and overwrites the saved copy (S0.14)',
+    async run(c) {
+      const { phone, ip } = c.world.phone(0, c.host);
+      const a = await boot(c, phone);
+      c.say('replug');
+      const b = await boot(c, c.world.replug(phone, c.host, ip));
+      const ok = a.ok && b.ok && b.gen > a.gen && c.host.has('S0.14', true);
+      return { ok, verdict: `password generation ${a.ok ? a.gen : '?'} -> ${b.ok ? b.gen : '?'}, change confirmed`, outcomes: [a, b] };
+    },
+  },
+  'primary-down': {
+    summary: 'the primary registration server is down: the backup serves the phone (S0.6)',
+    async run(c) {
+      await c.world.stack.stopReg('reg-primary');
+      c.say('reg-primary stopped');
+      const { phone, ip } = c.world.phone(0, c.host);
+      const a = await boot(c, phone);
+      await c.world.stack.startReg('reg-primary');
+      c.say('reg-primary back; replug');
+      const b = await boot(c, c.world.replug(phone, c.host, ip));
+      return { ok: loggedIn(a, 'registration') && loggedIn(b, 'registration') && c.host.has('S0.6', false), verdict: 'backup served the phone; rotation state agrees when the primary is back', outcomes: [a, b] };
+    },
+  },
+  'both-down-uses-saved': {
+    summary: 'no registration server answers: the main program logs in with the saved copy (S0.13)',
+    async run(c) {
+      const { phone, ip } = c.world.phone(0, c.host);
+      const a = await boot(c, phone);
+      await c.world.stack.stopReg('reg-primary');
+      await c.world.stack.stopReg('reg-backup');
+      c.say('both registration servers stopped; replug');
+      const b = await boot(c, c.world.replug(phone, c.host, ip));
+      return { ok: loggedIn(a) && loggedIn(b, 'saved'), verdict: 'logged in from the saved copy', outcomes: [a, b] };
+    },
+  },
+  'unknown-device': {
+    summary: 'a phone the registration server does not know gets "not found"; the main program exits (S0.9)',
+    async run(c) {
+      const { phone } = c.world.phone(0, c.host, { enroll: false });
+      const o = await boot(c, phone);
+      const ok = !o.ok && o.kind === 'not-found' && c.host.notices.length === 1;
+      return { ok, verdict: `notice shown: ${c.host.notices[0] ?? '(none)'}`, outcomes: [o] };
+    },
+  },
+  'tampered-reply': {
+    summary: 'a man in the middle alters the hello reply: the phone ends that session (S0.7) and uses the backup',
+    async run(c) {
+      const o = await boot(c, c.world.phone(0, c.host).phone);
+      const refused = c.host.events.find((e) => e.feature === 'S0.7' && !e.ok);
+      return { ok: loggedIn(o, 'registration') && refused !== undefined, verdict: `tampered reply refused (${refused?.detail ?? 'not detected'}); logged in through the backup`, outcomes: [o] };
+    },
+  },
+  'power-cut-while-saving': {
+    summary: 'power is cut while the new password is being saved; after a replug the phone still logs in (S0.12, S0.14)',
+    async run(c) {
+      const { phone, ip } = c.world.phone(0, c.host);
+      const a = await boot(c, phone);
+      let ops = 0;
+      phone.chip.onOperation = () => void ops++;
+      phone.chip.faults.powerCutAfterOps = 1; // the erase of the slot completes, the first program is cut
+      phone.chip.faults.tornBytes = 7;
+      c.say('replug with a power cut armed in the middle of the next save');
+      const p2 = c.world.replug(phone, c.host, ip);
+      const b = await boot(c, p2);
+      phone.chip.onOperation = null;
+      c.say('power back; replug');
+      const d = await boot(c, c.world.replug(p2, c.host, ip));
+      const ok = loggedIn(a) && !b.ok && b.kind === 'power-lost' && loggedIn(d);
+      return { ok, verdict: `cut after ${ops} flash operation(s) of the save; the next boot logged in`, outcomes: [a, b, d] };
+    },
+  },
+  'corrupt-virtual-zone': {
+    summary: 'a bit of UPMon in the virtual zone rots: the boot stops with a clear status (S0.3)',
+    async run(c) {
+      const { phone } = c.world.phone(0, c.host);
+      const v = zoneOf(phone.table, ZoneType.VIRTUAL);
+      const entries = listIso((lba, n) => phone.chip.peek(v.offset + lba * 2048, n * 2048)) ?? [];
+      const upmon = entries.find((e) => e.name === UPMON_PROGRAM);
+      if (!upmon) return { ok: false, verdict: 'UPMON.EXE not found in the virtual zone', outcomes: [] };
+      phone.chip.flipBit(v.offset + upmon.lba * 2048 + 100, 3);
+      c.say(`flipped bit 3 of UPMON.EXE byte 100 (flash 0x${(v.offset + upmon.lba * 2048 + 100).toString(16)})`);
+      const o = await boot(c, phone);
+      return { ok: !o.ok && o.kind === 'boot-failed' && /BOOT_HASH_MISMATCH/.test(o.reason), verdict: `boot stopped: ${o.ok ? 'no' : o.reason}`, outcomes: [o] };
+    },
+  },
+};
+
+/** Runs one story in a fresh state directory (removed afterwards unless keepState). */
+export async function runStory(name: string, opts: { print?: (line: string) => void; trace?: (e: TraceEvent) => void; keepState?: boolean; seed?: number } = {}): Promise<StoryResult> {
+  const story = STORIES[name];
+  if (!story) throw new Error(`unknown scenario ${name}`);
+  const stateDir = mkdtempSync(join(tmpdir(), `usbphone-${name}-`));
+  let proxy: Awaited<ReturnType<typeof startTamperProxy>> | null = null;
+  let world: World | null = null;
+  try {
+    const wopts: WorldOptions = { stateDir, gatewayPort: 0, seed: opts.seed ?? 1, ...story.world };
+    if (name === 'tampered-reply') {
+      // The image's primary endpoint goes through the tampering proxy; the backup does not.
+      let target = '';
+      proxy = await startTamperProxy(() => target);
+      world = await startWorld({ ...wopts, regPrimary: `${proxy.url}reg-primary` });
+      target = world.stack.gatewayUrl;
+    } else world = await startWorld(wopts);
+    const host = new TraceHost(opts.trace);
+    const r = await story.run({ world, host, say: (l) => opts.print?.(l) });
+    return { ...r, trace: host.events };
+  } finally {
+    await proxy?.close();
+    await world?.stop();
+    if (!opts.keepState) rmSync(stateDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,120 @@
+// A world for virtual phones over real sockets: the embedded server stack on loopback,
+// a factory base image whose endpoints point at it, and phones made over copy-on-write
+// views of that image, each bound to its own loopback address (127.1.x.y: region east,
+// 127.2.x.y: region west) so the gateway sees distinct client IPs and the region map works.
+import { mkdirSync } from 'node:fs';
+import { startStack, type Stack, type StackOptions } from '../server-kit/stack.ts';
+import { buildImage } from '../firmware/factory/image.ts';
+import type { EnrollmentRecord } from '../reg-server/enroll.ts';
+import { Fuses } from '../firmware/flash/fuses.ts';
+import { makePhone, replug, tableOf, type Phone } from '../firmware/phone.ts';
+import { seededRng } from '../firmware/hal/sim-hal.ts';
+import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
+import type { Host, TraceEvent, HalBase } from '../firmware/hal/hal.ts';
+import { defaultDeviceConfig, type DeviceConfig } from '../firmware/device.ts';
+import type { PartitionTable } from '../firmware/zones/layout.ts';
+
+export interface WorldOptions extends Partial<StackOptions> {
+  stateDir: string;
+  /** Seed for fuses and serials, so a failing run replays. */
+  seed?: number;
+  /** Override the registration endpoints written into the image (e.g. through a tampering proxy). */
+  regPrimary?: string;
+  regBackup?: string;
+  device?: Partial<DeviceConfig>;
+}
+
+export interface World {
+  stack: Stack;
+  base: Uint8Array;
+  table: PartitionTable;
+  seed: number;
+  /** Phone number `i`: serial, fuses and loopback address derived from the seed and i. */
+  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string }): { phone: Phone; serial: string; ip: string };
+  replug(p: Phone, host: Host, ip: string): Phone;
+  enrollment(i: number, serial?: string): EnrollmentRecord;
+  stop(): Promise<void>;
+}
+
+/** Loopback address of phone i: alternating regions east (127.1/16) and west (127.2/16). */
+export function phoneIp(i: number): string {
+  const region = 1 + (i % 2);
+  const n = Math.floor(i / 2);
+  return `127.${region}.${Math.floor(n / 254) % 256}.${1 + (n % 254)}`;
+}
+
+export const serialOf = (seed: number, i: number) => `SN-${seed}-${String(i).padStart(6, '0')}`;
+
+export function fusesOf(seed: number, i: number): Fuses {
+  return Fuses.generate(seededRng(seed, `fuses/${i}`));
+}
+
+export async function startWorld(o: WorldOptions): Promise<World> {
+  mkdirSync(o.stateDir, { recursive: true });
+  const seed = o.seed ?? 1;
+  const stack = await startStack({ ...o, stateDir: o.stateDir });
+  try {
+    const keyring = stack.ring;
+    // The base image: a template device whose zones every phone shares; each phone then
+    // gets its own identity record in its private copy-on-write sectors.
+    const { image: base } = buildImage({
+      serial: 'SN-TEMPLATE',
+      fuses: fusesOf(seed, -1),
+      keyring,
+      regPrimary: o.regPrimary ?? stack.urlFor(stack.dests.regPrimary),
+      regBackup: o.regBackup ?? stack.urlFor(stack.dests.regBackup),
+    });
+    const table = tableOf(base);
+    const config = { ...defaultDeviceConfig, ...o.device };
+    const hal = (host: Host, ip: string): HalBase => ({ clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host });
+    const world: World = {
+      stack,
+      base,
+      table,
+      seed,
+      enrollment(i, serial = serialOf(seed, i)) {
+        return { serial, keyVersion: keyring.current };
+      },
+      phone(i, host, opts = {}) {
+        const serial = opts.serial ?? serialOf(seed, i);
+        const ip = phoneIp(i);
+        if (opts.enroll !== false) stack.enroll(world.enrollment(i, serial));
+        const phone = makePhone({
+          base,
+          table,
+          fuses: fusesOf(seed, i),
+          hal: hal(host, ip),
+          config,
+          chipSeed: seed * 1_000_003 + i,
+          personalize: { serial, keyVersion: keyring.current, master: keyring.key(keyring.current) },
+        });
+        return { phone, serial, ip };
+      },
+      replug(p, host, ip) {
+        return replug(p, hal(host, ip), config);
+      },
+      stop: () => stack.stop(),
+    };
+    return world;
+  } catch (e) {
+    await stack.stop();
+    throw e;
+  }
+}
+
+/** A host that collects the trace (and optionally prints it as it goes). */
+export class TraceHost implements Host {
+  readonly events: TraceEvent[] = [];
+  readonly notices: string[] = [];
+  constructor(private readonly print?: (e: TraceEvent) => void) {}
+  trace(e: TraceEvent): void {
+    this.events.push(e);
+    this.print?.(e);
+  }
+  notice(text: string): void {
+    this.notices.push(text);
+  }
+  has(feature: string, ok?: boolean): boolean {
+    return this.events.some((e) => e.feature === feature && (ok === undefined || e.ok === ok));
+  }
+}
