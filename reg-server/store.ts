@@ -25,6 +25,8 @@ export interface Device {
   rotations: number;
   /** Registrations that re-issued the still unused pending secret instead of a new one. */
   reissues: number;
+  /** The generation the device last said it uses (pwConfirm at registration), if any. */
+  confirmedGen: number | null;
 }
 
 export interface EnrollInput {
@@ -58,6 +60,8 @@ export interface RegStore {
   recordRotation(serial: string, currentGen: number, pendingGen: number, now?: number): void;
   /** The pending generation was re-issued (it may have been installed by a crashed run). */
   recordReissue(serial: string, currentGen: number, pendingGen: number, now?: number): void;
+  /** The device confirmed it uses generation `gen` (informational). */
+  recordConfirmation(serial: string, gen: number): void;
   /** Replaces the business server list and region map from configuration (health kept). */
   syncTopology(servers: Omit<BizServerRecord, 'healthy' | 'load' | 'checkedAt'>[], regions: RegionRecord[]): void;
   listServers(): BizServerRecord[];
@@ -94,11 +98,12 @@ const MIGRATIONS = [
      region TEXT NOT NULL
    );`,
   `ALTER TABLE devices ADD COLUMN reissues INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE devices ADD COLUMN confirmed_gen INTEGER`,
 ];
 
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-interface DeviceRow { serial: unknown; status: unknown; key_version: unknown; account: unknown; biz_user: unknown; current_gen: unknown; pending_gen: unknown; rotated_at: unknown; rotations: unknown; reissues: unknown }
+interface DeviceRow { serial: unknown; status: unknown; key_version: unknown; account: unknown; biz_user: unknown; current_gen: unknown; pending_gen: unknown; rotated_at: unknown; rotations: unknown; reissues: unknown; confirmed_gen: unknown }
 
 export function deviceFromRow(r: DeviceRow): Device {
   const what = `device row ${typeof r.serial === 'string' ? r.serial.slice(0, 64) : '?'}`;
@@ -110,6 +115,7 @@ export function deviceFromRow(r: DeviceRow): Device {
   if (!isGen(r.current_gen) || (r.pending_gen !== null && !isGen(r.pending_gen)) || !isGen(r.rotations)) corrupt(what, 'bad generations');
   if (r.rotated_at !== null && !isGen(r.rotated_at)) corrupt(what, 'bad rotation time');
   if (!isGen(r.reissues)) corrupt(what, 'bad reissue count');
+  if (r.confirmed_gen !== null && !isGen(r.confirmed_gen)) corrupt(what, 'bad confirmed generation');
   return {
     serial: r.serial,
     status: r.status,
@@ -121,6 +127,7 @@ export function deviceFromRow(r: DeviceRow): Device {
     rotatedAt: r.rotated_at as number | null,
     rotations: r.rotations,
     reissues: r.reissues,
+    confirmedGen: r.confirmed_gen as number | null,
   };
 }
 
@@ -179,6 +186,10 @@ export class SqliteRegStore implements RegStore {
     this.db
       .prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, rotations = rotations + 1 WHERE serial = ?')
       .run(currentGen, pendingGen, now, serial);
+  }
+
+  recordConfirmation(serial: string, gen: number): void {
+    this.db.prepare('UPDATE devices SET confirmed_gen = ? WHERE serial = ?').run(gen, serial);
   }
 
   recordReissue(serial: string, currentGen: number, pendingGen: number, now = Date.now()): void {
