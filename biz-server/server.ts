@@ -8,7 +8,7 @@ import type { CborValue } from '../protocol/cbor.ts';
 import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts';
 import { createAdminServer, AdminError, safeInt } from '../server-kit/admin-rpc.ts';
 import { createLogger } from '../server-kit/log.ts';
-import { SqliteBizStore, type BizStore } from './store.ts';
+import { SqliteBizStore, SEALED_MIN, SEALED_MAX, type BizStore } from './store.ts';
 import { BizSession } from './session.ts';
 
 export interface BizConfig {
@@ -33,24 +33,23 @@ export interface BizServer {
   linkPort: number;
   adminPort: number;
   adminUrl: string;
-  store: BizStore;
+  store: SqliteBizStore;
   /** Marks the server as not accepting (status reports healthy=false). */
   setDraining(on: boolean): void;
   sessions(): number;
   close(): Promise<void>;
 }
 
-function parseInstall(args: CborValue): { user: string; key: Uint8Array; expiresAt: number; rotationId: Uint8Array; keepGen: number | null } {
-  if (!Array.isArray(args) || args.length !== 5) throw new AdminError('ADMIN_BAD_ARGS', 'installPending takes [user, key, expiresAt, rotationId, keepGen]');
-  const [user, key, , rotationId, kg] = args;
-  const keepGen = kg === null ? null : safeInt(kg);
-  if (kg !== null && (keepGen === null || keepGen < 0)) throw new AdminError('ADMIN_BAD_ARGS', 'keepGen must be a generation or null');
-  const expiresAt = safeInt(args[2]);
+function parseInstall(args: CborValue): { user: string; key: Uint8Array; sealed: Uint8Array; expiresAt: number; rotationId: Uint8Array } {
+  if (!Array.isArray(args) || args.length !== 5) throw new AdminError('ADMIN_BAD_ARGS', 'installPending takes [user, key, sealed, expiresAt, rotationId]');
+  const [user, key, sealed, , rotationId] = args;
+  const expiresAt = safeInt(args[3]);
   if (typeof user !== 'string' || !USER_RE.test(user)) throw new AdminError('ADMIN_BAD_ARGS', 'bad user');
   if (!(key instanceof Uint8Array) || key.length !== 32) throw new AdminError('ADMIN_BAD_ARGS', 'key must be 32 bytes');
+  if (!(sealed instanceof Uint8Array) || sealed.length < SEALED_MIN || sealed.length > SEALED_MAX) throw new AdminError('ADMIN_BAD_ARGS', `sealed must be ${SEALED_MIN}..${SEALED_MAX} bytes`);
   if (expiresAt === null || expiresAt < 0) throw new AdminError('ADMIN_BAD_ARGS', 'bad expiresAt');
   if (!(rotationId instanceof Uint8Array) || rotationId.length !== 16) throw new AdminError('ADMIN_BAD_ARGS', 'rotationId must be 16 bytes');
-  return { user, key: Uint8Array.from(key), expiresAt, rotationId: Uint8Array.from(rotationId), keepGen };
+  return { user, key: Uint8Array.from(key), sealed: Uint8Array.from(sealed), expiresAt, rotationId: Uint8Array.from(rotationId) };
 }
 
 export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
@@ -78,10 +77,10 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       ops: {
         installPending(args) {
           const a = parseInstall(args);
-          const r = store.installPending(a.user, a.key, a.expiresAt, a.rotationId, a.keepGen);
+          const r = store.installPending(a.user, a.key, a.sealed, a.expiresAt, a.rotationId);
           a.key.fill(0);
           log.info(r.installed ? 'pending installed' : 'pending kept', { user: a.user, currentGen: r.currentGen, pendingGen: r.pendingGen });
-          return [r.currentGen, r.pendingGen, r.installed];
+          return [r.currentGen, r.pendingGen, r.installed, r.sealed, r.rotationId];
         },
         status() {
           return [!draining, h.sessions(), cfg.region];

@@ -24,8 +24,8 @@ test.after(async () => {
   await stack.stop();
 });
 
-function install(user: string, s: Uint8Array, expiresAt = Date.now() + DAY, keep: number | null = null) {
-  return stack.bizStore.installPending(user, passwordLoginKey(s, user), expiresAt, rotationId(), keep);
+function install(user: string, s: Uint8Array, expiresAt = Date.now() + DAY) {
+  return stack.bizStore.installPending(user, passwordLoginKey(s, user), new Uint8Array(72), expiresAt, rotationId());
 }
 
 test('mechanisms other than password are refused after the ack (BIZ_MECH_UNSUPPORTED)', async () => {
@@ -76,7 +76,7 @@ test('a disabled account is refused after authentication (BIZ_ACCOUNT_DISABLED)'
   assert.is((await bizLogin(url, 'biz-east', { user: 'u-SN-B3', gen: 1, secret: secret(5) })).kind, 'ok');
 });
 
-test('S0.7: a replayed login (HS_REPLAY) and an out-of-state frame (SRV_UNEXPECTED) end the session', async () => {
+test('S0.7: a replayed login (HS_REPLAY) and an out-of-state frame (MSG_UNEXPECTED) end the session', async () => {
   const hs = new Handshake('client', 'biz-east', passwordLoginKey(secret(1), 'u-SN-B1'));
   const login = hs.opening(MsgType.login, ['password', 'u-SN-B1', 1, new Map()]);
   const s1 = await FrameSocket.connect(url);
@@ -86,13 +86,16 @@ test('S0.7: a replayed login (HS_REPLAY) and an out-of-state frame (SRV_UNEXPECT
   const s2 = await FrameSocket.connect(url);
   s2.send(login);
   const c2 = await s2.closed();
-  assert.is(parseError(decodeEnvelope(c2.frames[0]!).body).code, 'HS_REPLAY');
+  // The ack goes out first (S0.11); the replay is detected once the MAC verified.
+  assert.equal(c2.frames.map((f) => decodeEnvelope(f).type), [MsgType.loginAck, MsgType.error]);
+  assert.is(parseError(decodeEnvelope(c2.frames[1]!).body).code, 'HS_REPLAY');
+  assert.is(c2.code, 1008);
 
   const s3 = await FrameSocket.connect(stack.directUrl('biz-east')!);
   s3.send(new Handshake('client', 'reg-primary', secret(1)).opening(MsgType.hello, [new Uint8Array(60)]));
   const c3 = await s3.closed();
   const e3 = decodeEnvelope(c3.frames[0]!);
-  assert.is(parseError(e3.body).code, 'SRV_UNEXPECTED');
+  assert.is(parseError(e3.body).code, 'MSG_UNEXPECTED');
   assert.is(c3.code, 1002);
   void parseLoginFail;
 });

@@ -64,7 +64,6 @@ export class BizSession extends ServerSession {
 
   #login(frame: Uint8Array, env: Envelope): void {
     const login = parseLogin(env.body);
-    if (!this.deps.replay.check(login.mac)) throw new ProtocolError('HS_REPLAY', 'this login opening was already used', CloseCode.policy);
     const now = this.deps.now?.() ?? Date.now();
     const mech = mechanisms[login.mech];
     const choice = mech?.lookup(this.deps.store, login, now) ?? null;
@@ -80,6 +79,8 @@ export class BizSession extends ServerSession {
     };
     if (!mech) return refuse('BIZ_MECH_UNSUPPORTED', `mechanism '${login.mech}' is not offered by this server`);
     if (!hs.verifyOpening() || !choice) return refuse('BIZ_AUTH_FAILED', 'authentication failed');
+    // After the MAC: an unauthenticated login cannot fill the cache (docs/protocol.md §8).
+    this.deps.replay.assertFresh(login.mac);
     if (choice.account.status !== 'active') return refuse('BIZ_ACCOUNT_DISABLED', 'this account is disabled');
     // S0.14: the first login with the pending generation makes it current. Compare-and-set:
     // if a newer rotation replaced the pending key meanwhile, this login is refused and the

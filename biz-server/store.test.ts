@@ -28,40 +28,46 @@ test('accounts start at generation 0 with no key; creation is idempotent; confli
   assert.equal([a.currentGen, a.currentKey, a.pendingGen, a.maxGen], [0, null, null, 0]);
 });
 
-test('installPending: new generation = highest ever + 1, replaces the pending one, keeps current; retry is idempotent', () => {
-  assert.equal(store.installPending('u-1', key(1), FAR, id(1), null), { currentGen: 0, pendingGen: 1, installed: true });
-  assert.equal(store.installPending('u-1', key(1), FAR, id(1), null), { currentGen: 0, pendingGen: 1, installed: true });
-  assert.equal(store.installPending('u-1', key(2), FAR, id(2), null), { currentGen: 0, pendingGen: 2, installed: true });
-  assert.equal(store.getByUser('u-1')!.pendingKey, key(2));
-  // keepGen: the pending one is still unused -> kept, nothing changes.
-  assert.equal(store.installPending('u-1', key(3), FAR, id(3), 2), { currentGen: 0, pendingGen: 2, installed: false });
-  assert.equal(store.getByUser('u-1')!.pendingKey, key(2));
-  assert.throws(() => store.installPending('u-none', key(1), FAR, id(4), null), (e: unknown) => e instanceof ImplementationError && e.code === 'BIZ_UNKNOWN_USER');
+const sealed = (b: number) => new Uint8Array(72).fill(b);
+
+test('installPending: new generation = highest ever + 1; a usable pending one is kept and returned for re-issue; retry is idempotent', () => {
+  const r1 = store.installPending('u-1', key(1), sealed(1), FAR, id(1));
+  assert.equal([r1.currentGen, r1.pendingGen, r1.installed, r1.sealed, r1.rotationId], [0, 1, true, sealed(1), id(1)]);
+  // The retry of the same call: the same generation, still "installed" (its own secret).
+  assert.equal(store.installPending('u-1', key(1), sealed(1), FAR, id(1)).installed, true);
+  // Another registration while generation 1 is unused: kept, returned for re-issue.
+  const r2 = store.installPending('u-1', key(2), sealed(2), FAR, id(2));
+  assert.equal([r2.pendingGen, r2.installed, r2.sealed, r2.rotationId], [1, false, sealed(1), id(1)]);
+  assert.equal(store.getByUser('u-1')!.pendingKey, key(1));
+  assert.throws(() => store.installPending('u-none', key(1), sealed(1), FAR, id(4)), (e: unknown) => e instanceof ImplementationError && e.code === 'BIZ_UNKNOWN_USER');
+  assert.throws(() => store.installPending('u-1', key(1), new Uint8Array(3), FAR, id(4)), (e: unknown) => e instanceof ImplementationError && e.code === 'BIZ_BAD_INSTALL');
 });
 
-test('promote is a compare-and-set on the pending generation', () => {
-  assert.is(store.promote('u-1', 1), false);
-  assert.is(store.promote('u-1', 2), true);
-  let a = store.getByUser('u-1')!;
-  assert.equal([a.currentGen, a.pendingGen, a.maxGen], [2, null, 2]);
-  assert.equal(a.currentKey, key(2));
+test('promote is a compare-and-set on the pending generation; after it a new generation is installed', () => {
   assert.is(store.promote('u-1', 2), false);
-  // A rotation that raced the login: the login's generation is no longer pending.
-  store.installPending('u-1', key(4), FAR, id(5), null);
-  store.installPending('u-1', key(5), FAR, id(6), null);
-  assert.is(store.promote('u-1', 3), false);
-  assert.is(store.promote('u-1', 4), true);
+  assert.is(store.promote('u-1', 1), true);
+  let a = store.getByUser('u-1')!;
+  assert.equal([a.currentGen, a.pendingGen, a.maxGen, a.pendingSealed], [1, null, 1, null]);
+  assert.equal(a.currentKey, key(1));
+  assert.is(store.promote('u-1', 1), false);
+  const r = store.installPending('u-1', key(3), sealed(3), FAR, id(3));
+  assert.equal([r.currentGen, r.pendingGen, r.installed], [1, 2, true]);
+  assert.is(store.promote('u-1', 2), true);
   a = store.getByUser('u-1')!;
-  assert.equal([a.currentGen, a.maxGen], [4, 4]);
-  // keepGen naming a generation that was promoted: a new one is installed.
-  assert.equal(store.installPending('u-1', key(6), FAR, id(7), 4), { currentGen: 4, pendingGen: 5, installed: true });
+  assert.equal([a.currentGen, a.maxGen], [2, 2]);
 });
 
-test('expired pending generations cannot be promoted while a current one exists', () => {
-  store.installPending('u-1', key(7), Date.now() - 1, id(8), null);
-  assert.is(store.promote('u-1', 6), false);
-  assert.is(store.confirm('u-1', 4), true);
-  assert.is(store.confirm('u-1', 6), false);
+test('an expired pending generation: unusable while a current one exists (replaced by the next install); usable forever without one', () => {
+  store.installPending('u-1', key(4), sealed(4), Date.now() - 1, id(5));
+  assert.is(store.promote('u-1', 3), false);
+  const r = store.installPending('u-1', key(5), sealed(5), FAR, id(6));
+  assert.equal([r.pendingGen, r.installed], [4, true]);
+  store.createAccount('acct-new', 'u-new');
+  store.installPending('u-new', key(6), sealed(6), Date.now() - 1, id(7));
+  assert.equal(store.installPending('u-new', key(7), sealed(7), FAR, id(8)).installed, false);
+  assert.is(store.promote('u-new', 1), true);
+  assert.is(store.confirm('u-1', 2), true);
+  assert.is(store.confirm('u-1', 4), false);
 });
 
 test('a corrupt row is refused with STORE_CORRUPT_ROW, never acted on', () => {
@@ -73,22 +79,23 @@ test('a corrupt row is refused with STORE_CORRUPT_ROW, never acted on', () => {
     "UPDATE accounts SET status = 'weird' WHERE user = 'u-c'",
     "UPDATE accounts SET max_gen = 5, pending_gen = 5, pending_key = x'0102', pending_expires = 1 WHERE user = 'u-c'",
     "UPDATE accounts SET max_gen = -1 WHERE user = 'u-c'",
+    "UPDATE accounts SET max_gen = 1, pending_gen = 1, pending_key = zeroblob(32), pending_expires = 1, last_rotation_id = zeroblob(16), last_rotation_gen = 1 WHERE user = 'u-c'",
   ];
   for (const sql of corruptions) {
     store.db.exec("UPDATE accounts SET status = 'active', current_gen = 0, current_key = NULL, pending_gen = NULL, pending_key = NULL, pending_expires = NULL, max_gen = 0 WHERE user = 'u-c'");
     assert.ok(store.getByUser('u-c'));
     store.db.exec(sql);
     assert.throws(() => store.getByUser('u-c'), isCorrupt, sql);
-    assert.throws(() => store.installPending('u-c', key(1), FAR, id(9), null), isCorrupt, sql);
+    assert.throws(() => store.installPending('u-c', key(1), sealed(1), FAR, id(9)), isCorrupt, sql);
   }
 });
 
 test('a second connection to the same file (another business server) sees the same accounts', () => {
   const other = new SqliteBizStore(file);
   try {
-    assert.is(other.getByUser('u-1')!.currentGen, 4);
+    assert.is(other.getByUser('u-1')!.currentGen, 2);
     const v = other.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number };
-    assert.is(v.v, 1);
+    assert.is(v.v, 2);
     assert.is(String(other.db.pragma('journal_mode', { simple: true })), 'wal');
   } finally {
     other.close();

@@ -2,8 +2,12 @@
 // secret a device holds, only the login key derived from it (passwordLoginKey), per
 // generation: the current one and at most one pending one. A pending key is installed by
 // the registration server (installPending), becomes current the first time a device logs in
-// with it (promote), and is ignored once expired. `max_gen` only grows, so a generation
-// number is never reused for another key.
+// with it (promote), and stops being usable once expired while a current key exists.
+// `max_gen` only grows, so a generation number is never reused for another key.
+// Next to the pending key the store keeps the pending secret *sealed for the registration
+// servers* (under a key derived from the master key, which the business server does not
+// hold): a registration that finds a usable pending generation re-issues it instead of
+// replacing it, atomically, so no race or crash can replace a secret a device may hold.
 //
 // One interface, one SQLite implementation; on several machines a PostgreSQL implementation
 // of the same interface replaces it (docs/architecture.md §"Stores").
@@ -24,13 +28,19 @@ export interface Account {
   pendingExpires: number | null;
   maxGen: number;
   confirmedGen: number | null;
+  /** The pending secret sealed for the registration servers, and the rotation that made it. */
+  pendingSealed: Uint8Array | null;
+  pendingRotationId: Uint8Array | null;
 }
 
 export interface InstallResult {
   currentGen: number;
   pendingGen: number;
-  /** false: the pending generation `keepGen` was still unused and was kept instead. */
+  /** false: a usable pending generation existed and was kept (re-issue it). */
   installed: boolean;
+  /** The sealed secret of pendingGen and the rotation id it was sealed with. */
+  sealed: Uint8Array;
+  rotationId: Uint8Array;
 }
 
 /**
@@ -48,12 +58,12 @@ export interface BizStore {
   getByUser(user: string): Account | null;
   setStatus(user: string, status: AccountStatus): boolean;
   /**
-   * Installs a new pending login key, replacing any previous pending one; current is untouched.
-   * Except: when the pending generation is still `keepGen` and usable, nothing changes (the
-   * registration server re-issues that secret: the device may hold it and nothing else).
-   * Idempotent per rotationId: a retried call returns the first call's generations.
+   * In one transaction: when the account has a usable pending generation, nothing changes
+   * and that generation (with its sealed secret) is returned for re-issue; otherwise `key`
+   * becomes the pending generation max_gen + 1 (replacing an unusable pending one). Current is
+   * never touched. Idempotent per rotationId: a retry returns the first call's result.
    */
-  installPending(user: string, key: Uint8Array, expiresAt: number, rotationId: Uint8Array, keepGen: number | null, now?: number): InstallResult;
+  installPending(user: string, key: Uint8Array, sealed: Uint8Array, expiresAt: number, rotationId: Uint8Array, now?: number): InstallResult;
   /** current := pending if pending is still generation `gen` (compare-and-set); false otherwise. */
   promote(user: string, gen: number, now?: number): boolean;
   /** Records that the device confirmed generation `gen` (must be current). */
@@ -78,13 +88,18 @@ const MIGRATIONS = [
      created_at INTEGER NOT NULL,
      updated_at INTEGER NOT NULL
    )`,
+  `ALTER TABLE accounts ADD COLUMN pending_sealed BLOB`,
 ];
 
 interface Row {
   account: unknown; user: unknown; status: unknown; current_gen: unknown; current_key: unknown;
   pending_gen: unknown; pending_key: unknown; pending_expires: unknown; max_gen: unknown;
-  last_rotation_id: unknown; last_rotation_gen: unknown; confirmed_gen: unknown;
+  last_rotation_id: unknown; last_rotation_gen: unknown; confirmed_gen: unknown; pending_sealed: unknown;
 }
+
+/** Bounds of a sealed secret (nonce + 32-byte secret + tag, with room for a format byte). */
+export const SEALED_MIN = 24 + 32 + 16;
+export const SEALED_MAX = 128;
 
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isKey = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.length === 32;
@@ -98,9 +113,11 @@ export function accountFromRow(r: Row): Account {
   if (!isGen(r.current_gen) || !isGen(r.max_gen) || r.current_gen > r.max_gen) corrupt(what, 'bad current/max generation');
   if (r.current_gen === 0 ? r.current_key !== null : !isKey(r.current_key)) corrupt(what, 'current key does not match its generation');
   if (r.pending_gen === null) {
-    if (r.pending_key !== null || r.pending_expires !== null) corrupt(what, 'pending key without a generation');
+    if (r.pending_key !== null || r.pending_expires !== null || r.pending_sealed !== null) corrupt(what, 'pending key without a generation');
   } else if (!isGen(r.pending_gen) || r.pending_gen <= r.current_gen || r.pending_gen > r.max_gen || !isKey(r.pending_key) || !isGen(r.pending_expires)) {
     corrupt(what, 'bad pending generation');
+  } else if (!(r.pending_sealed instanceof Uint8Array) || r.pending_sealed.length < SEALED_MIN || r.pending_sealed.length > SEALED_MAX || !(r.last_rotation_id instanceof Uint8Array) || r.last_rotation_id.length !== 16 || r.last_rotation_gen !== r.pending_gen) {
+    corrupt(what, 'pending generation without its sealed secret');
   }
   if (r.confirmed_gen !== null && !isGen(r.confirmed_gen)) corrupt(what, 'bad confirmed generation');
   return {
@@ -114,6 +131,8 @@ export function accountFromRow(r: Row): Account {
     pendingExpires: r.pending_expires as number | null,
     maxGen: r.max_gen,
     confirmedGen: r.confirmed_gen as number | null,
+    pendingSealed: r.pending_sealed === null ? null : Uint8Array.from(r.pending_sealed as Uint8Array),
+    pendingRotationId: r.pending_gen === null ? null : Uint8Array.from(r.last_rotation_id as Uint8Array),
   };
 }
 
@@ -152,23 +171,22 @@ export class SqliteBizStore implements BizStore {
     return this.db.prepare('UPDATE accounts SET status = ?, updated_at = ? WHERE user = ?').run(status, Date.now(), user).changes === 1;
   }
 
-  installPending(user: string, key: Uint8Array, expiresAt: number, rotationId: Uint8Array, keepGen: number | null, now = Date.now()): InstallResult {
+  installPending(user: string, key: Uint8Array, sealed: Uint8Array, expiresAt: number, rotationId: Uint8Array, now = Date.now()): InstallResult {
+    if (sealed.length < SEALED_MIN || sealed.length > SEALED_MAX || rotationId.length !== 16) throw new ImplementationError('BIZ_BAD_INSTALL', 'sealed secret or rotation id of the wrong size');
     return this.db.transaction(() => {
       const r = this.#row(user);
       if (!r) throw new ImplementationError('BIZ_UNKNOWN_USER', `no account for user '${user}'`);
       const a = accountFromRow(r);
-      const lastId = r.last_rotation_id;
-      if (lastId instanceof Uint8Array && Buffer.compare(lastId, rotationId) === 0 && isGen(r.last_rotation_gen)) {
-        return { currentGen: a.currentGen, pendingGen: r.last_rotation_gen, installed: true };
-      }
-      if (keepGen !== null && a.pendingGen === keepGen && pendingUsable(a, now)) {
-        return { currentGen: a.currentGen, pendingGen: keepGen, installed: false };
+      if (a.pendingGen !== null && pendingUsable(a, now)) {
+        // A retry of the call that installed it gets installed: true (the caller's own secret).
+        const own = Buffer.compare(a.pendingRotationId!, rotationId) === 0;
+        return { currentGen: a.currentGen, pendingGen: a.pendingGen, installed: own, sealed: a.pendingSealed!, rotationId: a.pendingRotationId! };
       }
       const gen = a.maxGen + 1;
       this.db
-        .prepare('UPDATE accounts SET pending_gen = ?, pending_key = ?, pending_expires = ?, max_gen = ?, last_rotation_id = ?, last_rotation_gen = ?, updated_at = ? WHERE user = ?')
-        .run(gen, key, expiresAt, gen, rotationId, gen, now, user);
-      return { currentGen: a.currentGen, pendingGen: gen, installed: true };
+        .prepare('UPDATE accounts SET pending_gen = ?, pending_key = ?, pending_sealed = ?, pending_expires = ?, max_gen = ?, last_rotation_id = ?, last_rotation_gen = ?, updated_at = ? WHERE user = ?')
+        .run(gen, key, sealed, expiresAt, gen, rotationId, gen, now, user);
+      return { currentGen: a.currentGen, pendingGen: gen, installed: true, sealed: Uint8Array.from(sealed), rotationId: Uint8Array.from(rotationId) };
     }).immediate();
   }
 
@@ -179,7 +197,7 @@ export class SqliteBizStore implements BizStore {
       const a = accountFromRow(r);
       if (a.pendingGen !== gen || !pendingUsable(a, now)) return false;
       this.db
-        .prepare('UPDATE accounts SET current_gen = pending_gen, current_key = pending_key, pending_gen = NULL, pending_key = NULL, pending_expires = NULL, updated_at = ? WHERE user = ?')
+        .prepare('UPDATE accounts SET current_gen = pending_gen, current_key = pending_key, pending_gen = NULL, pending_key = NULL, pending_sealed = NULL, pending_expires = NULL, updated_at = ? WHERE user = ?')
         .run(now, user);
       return true;
     }).immediate();

@@ -52,7 +52,7 @@ export const command: Command = {
         },
       });
     } catch (e) {
-      return fail('CLI_USAGE', (e as Error).message, 2);
+      return fail('CLI_BAD_ARGS', (e as Error).message, 2);
     }
     const v = args.values;
     if (v.help) {
@@ -60,7 +60,7 @@ export const command: Command = {
       return 0;
     }
     const modes = [v.record, v.batch, v.disable, v.enable].filter((x) => x !== undefined).length;
-    if (modes !== 1) return fail('CLI_USAGE', 'give exactly one of --record, --batch, --disable, --enable', 2);
+    if (modes !== 1) return fail('CLI_BAD_ARGS', 'give exactly one of --record, --batch, --disable, --enable', 2);
     const { SqliteRegStore } = await import('../reg-server/store.ts');
     const { SqliteBizStore } = await import('../biz-server/store.ts');
     const { stateFiles } = await import('../server-kit/config.ts');
@@ -84,7 +84,7 @@ export const command: Command = {
         return fail('ENROLL_UNREADABLE', `${file}: ${(e as Error).message}`, 2);
       }
       const records = parseEnrollmentRecords(text);
-      if (v.record !== undefined && records.length !== 1) return fail('CLI_USAGE', `--record holds ${records.length} records; use --batch`, 2);
+      if (v.record !== undefined && records.length !== 1) return fail('CLI_BAD_ARGS', `--record holds ${records.length} records; use --batch`, 2);
       biz = new SqliteBizStore(files.bizDb);
       const results = enrollDevices({ reg, biz }, records, { account: v.account, user: v.user });
       if (v.json) process.stdout.write(JSON.stringify(results) + '\n');

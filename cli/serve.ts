@@ -59,20 +59,20 @@ export const command: Command = {
         },
       });
     } catch (e) {
-      return fail('CLI_USAGE', (e as Error).message, 2);
+      return fail('CLI_BAD_ARGS', (e as Error).message, 2);
     }
     if (args.values.help) {
       process.stdout.write(HELP);
       return 0;
     }
     const [role, ...extra] = args.positionals;
-    if (!role || extra.length || !['all', 'gateway', 'reg', 'biz'].includes(role)) return fail('CLI_USAGE', 'name one role: all, gateway, reg or biz', 2);
-    if (role !== 'all' && !args.values.config) return fail('CLI_USAGE', `serve ${role} needs --config FILE`, 2);
-    if (role === 'all' && args.values.config) return fail('CLI_USAGE', 'serve all takes --state, not --config', 2);
+    if (!role || extra.length || !['all', 'gateway', 'reg', 'biz'].includes(role)) return fail('CLI_BAD_ARGS', 'name one role: all, gateway, reg or biz', 2);
+    if (role !== 'all' && !args.values.config) return fail('CLI_BAD_ARGS', `serve ${role} needs --config FILE`, 2);
+    if (role === 'all' && args.values.config) return fail('CLI_BAD_ARGS', 'serve all takes --state, not --config', 2);
     let port: number | undefined;
     if (args.values.port !== undefined) {
       port = Number(args.values.port);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) return fail('CLI_USAGE', '--port must be 0..65535', 2);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) return fail('CLI_BAD_ARGS', '--port must be 0..65535', 2);
     }
 
     let stop: () => Promise<void>;

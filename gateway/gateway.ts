@@ -88,6 +88,9 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     res.writeHead(404).end();
   };
   const server: Server = cfg.tls ? createHttpsServer({ cert: pem(cfg.tls.cert), key: pem(cfg.tls.key) }, http) : createHttpServer(http);
+  // A client that opens TCP and never finishes its HTTP upgrade is dropped (slowloris).
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 10_000;
   const wss = new WebSocketServer({ server, maxPayload: L.hardMaxFrameBytes, perMessageDeflate: false, clientTracking: false });
 
   const release = (c: Conn) => {
@@ -251,6 +254,14 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     const cutoff = performance.now() - L.idleTimeoutMs;
     for (const c of conns.values()) {
       if (c.lastActive < cutoff && c.waitingSince === 0) refuse(c, new ProtocolError('GW_IDLE_TIMEOUT', `nothing received for ${L.idleTimeoutMs} ms`, CloseCode.goingAway), null);
+    }
+    // Paused readers are resumed on the link socket's 'drain'; this catches a buffer that
+    // emptied without one (a drain is only emitted after a write the socket refused).
+    for (const [name, set] of paused) {
+      const up = upstreams.get(name);
+      if (!set.size || !up || up.bufferedAmount > L.linkHighWaterBytes) continue;
+      for (const c of set) if (!c.closed) c.ws.resume();
+      set.clear();
     }
   }, Math.max(50, Math.min(1_000, L.idleTimeoutMs / 4)));
   sweep.unref();

@@ -1,19 +1,21 @@
 // Password rotation at registration (S0.14), the registration side:
-//   1. a fresh 32-byte secret; its login key passwordLoginKey(secret, user)
-//   2. installPending at a business server (admin API) with a rotation id (a retried call is
-//      idempotent) and keepGen = the pending generation last issued to this device: if the
-//      business server still holds that one unused, nothing changes and the same secret is
-//      re-issued; otherwise the new key becomes the (only) pending one. Current is untouched.
-//   3. record the generations (and the new secret, sealed under the master key) in the store
+//   1. a fresh 32-byte secret, its login key passwordLoginKey(secret, user), and the secret
+//      sealed for the registration servers (key derived from the master key; AAD binds the
+//      serial, user and rotation id)
+//   2. installPending at a business server (admin API), with a rotation id (a retried call is
+//      idempotent). In one transaction the business store either keeps a usable pending
+//      generation and returns its sealed secret (re-issue), or makes the new key the pending
+//      generation. Current is never touched.
+//   3. record the generations in the registration store
 //   4. (caller) reply {secret, gen: pendingGen, currentGen} to the device
 //
-// Why no fault can lock the device out: the business server's current generation changes
-// only when a device logs in with the pending secret, so the device holds it; a pending
-// generation is replaced only once it was used (promoted), has expired while a current one
-// exists, or was never recorded (so never sent). A lost reply, a crash between any two steps
-// or a retry therefore leaves the device with either the current secret or the pending one.
-// (Re-issuing instead of rotating again is what protects a device that has not logged in
-// yet: its only secret is the pending one.)
+// Why no lost reply, crash, retry or race can lock the device out: the business server's
+// current generation changes only when a device logs in with the pending secret, so the
+// device holds it; a pending generation is replaced only once it is no longer usable (it was
+// used, or expired while a current one exists), never while a device may hold it as its only
+// working secret. Re-issuing instead of rotating again is what protects a device that has
+// not logged in yet, and the decision is atomic at the business store, so two registrations
+// racing (a retry while the first is still running) cannot undo each other.
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { passwordLoginKey, systemRng, concat, type Rng } from '../protocol/channel.ts';
 import { kdf, utf8, type MasterKeyring } from '../protocol/keys.ts';
@@ -49,50 +51,52 @@ export interface Rotation { secret: Uint8Array; gen: number; currentGen: number;
 function sealKey(ring: MasterKeyring, d: Device): Uint8Array {
   return kdf(ring.key(d.keyVersion), 'usbphone/v1 pending secret', utf8(d.serial));
 }
-const sealAad = (serial: string, gen: number) => utf8(`${serial}/${gen}`);
+const sealAad = (d: Device, rotationId: Uint8Array) => concat(utf8(`${d.serial}/${d.user}/`), rotationId);
 
-export function sealSecret(ring: MasterKeyring, d: Device, gen: number, secret: Uint8Array, rng: Rng = systemRng): Uint8Array {
+/** The secret sealed for the registration servers: nonce (24) | XChaCha20-Poly1305. */
+export function sealSecret(ring: MasterKeyring, d: Device, rotationId: Uint8Array, secret: Uint8Array, rng: Rng = systemRng): Uint8Array {
   const nonce = rng(24);
-  return concat(nonce, xchacha20poly1305(sealKey(ring, d), nonce, sealAad(d.serial, gen)).encrypt(secret));
+  return concat(nonce, xchacha20poly1305(sealKey(ring, d), nonce, sealAad(d, rotationId)).encrypt(secret));
 }
 
-/** Opens the stored secret of the device's pending generation; a row that does not open is corrupt. */
-export function openSealedSecret(ring: MasterKeyring, d: Device): Uint8Array | null {
-  if (!d.sealedSecret || d.pendingGen === null) return null;
+/** Opens a sealed secret the business store returned; one that does not open is corrupt. */
+export function openSealedSecret(ring: MasterKeyring, d: Device, rotationId: Uint8Array, sealed: Uint8Array): Uint8Array {
   try {
-    return xchacha20poly1305(sealKey(ring, d), d.sealedSecret.subarray(0, 24), sealAad(d.serial, d.pendingGen)).decrypt(d.sealedSecret.subarray(24));
+    const s = xchacha20poly1305(sealKey(ring, d), sealed.subarray(0, 24), sealAad(d, rotationId)).decrypt(sealed.subarray(24));
+    if (s.length !== 32) throw new Error('length');
+    return s;
   } catch {
-    return corrupt(`device row ${d.serial}`, 'sealed secret does not open');
+    return corrupt(`pending secret of ${d.serial}`, 'the sealed secret does not open');
   }
 }
 
 export async function rotate(deps: RotationDeps, device: Device, servers: readonly BizServerRecord[]): Promise<Rotation> {
   const rng = deps.rng ?? systemRng;
   const now = deps.now ?? Date.now;
-  // Opened first: a corrupt row is refused before anything is installed.
-  const previous = openSealedSecret(deps.ring, device);
-  const keepGen = previous ? device.pendingGen : null;
   const secret = rng(32);
   const key = passwordLoginKey(secret, device.user);
   const rotationId = rng(16);
+  const sealed = sealSecret(deps.ring, device, rotationId, secret, rng);
   const expiresAt = now() + deps.pendingTtlMs;
   await deps.pauseAt?.('beforeInstall');
-  let result: { currentGen: number; pendingGen: number; installed: boolean } | null = null;
+  let result: { currentGen: number; pendingGen: number; installed: boolean; sealed: Uint8Array; rotationId: Uint8Array } | null = null;
   let installedAt = '';
   try {
-    for (const s of servers) {
+    // At most three servers, so a registration answers within the device's step timeout
+    // even when the admin API is unreachable everywhere (3 s per attempt).
+    for (const s of servers.slice(0, 3)) {
       const client = deps.adminClient(s);
       // One retry with the same rotation id: if the first call took effect but its answer
-      // was lost, the retry returns the same generations instead of installing another.
+      // was lost, the retry returns the same generation instead of installing another.
       for (let attempt = 0; attempt < 2 && !result; attempt++) {
         try {
-          const v = await client.call('installPending', [device.user, key, expiresAt, rotationId, keepGen]);
+          const v = await client.call('installPending', [device.user, key, sealed, expiresAt, rotationId]);
           const cur = Array.isArray(v) ? safeInt(v[0]) : null;
           const pend = Array.isArray(v) ? safeInt(v[1]) : null;
-          if (!Array.isArray(v) || v.length !== 3 || cur === null || pend === null || pend <= cur || typeof v[2] !== 'boolean' || (!v[2] && pend !== keepGen)) {
+          if (!Array.isArray(v) || v.length !== 5 || cur === null || pend === null || pend <= cur || typeof v[2] !== 'boolean' || !(v[3] instanceof Uint8Array) || !(v[4] instanceof Uint8Array) || v[4].length !== 16) {
             throw new AdminError('ADMIN_BAD_RESPONSE', 'installPending answered a malformed result');
           }
-          result = { currentGen: cur, pendingGen: pend, installed: v[2] };
+          result = { currentGen: cur, pendingGen: pend, installed: v[2], sealed: v[3], rotationId: v[4] };
           installedAt = s.name;
         } catch (e) {
           const transient = e instanceof TimeoutError || (e instanceof AdminError && (e.code === 'ADMIN_UNREACHABLE' || e.code === 'ADMIN_HTTP'));
@@ -107,18 +111,17 @@ export async function rotate(deps: RotationDeps, device: Device, servers: readon
   }
   if (!result) {
     secret.fill(0);
-    previous?.fill(0);
     throw new ProtocolError('REG_BIZ_UNAVAILABLE', 'no business server accepted the new password; keep the saved one', CloseCode.tryAgainLater);
   }
   await deps.pauseAt?.('afterInstall');
   if (result.installed) {
-    previous?.fill(0);
-    deps.store.recordRotation(device.serial, result.currentGen, result.pendingGen, sealSecret(deps.ring, device, result.pendingGen, secret, rng), now());
+    deps.store.recordRotation(device.serial, result.currentGen, result.pendingGen, now());
     await deps.pauseAt?.('afterRecord');
     return { secret, gen: result.pendingGen, currentGen: result.currentGen, reissued: false, installedAt };
   }
   secret.fill(0);
-  deps.store.recordReissue(device.serial, result.currentGen, now());
+  const previous = openSealedSecret(deps.ring, device, result.rotationId, result.sealed);
+  deps.store.recordReissue(device.serial, result.currentGen, result.pendingGen, now());
   await deps.pauseAt?.('afterRecord');
-  return { secret: previous!, gen: result.pendingGen, currentGen: result.currentGen, reissued: true, installedAt };
+  return { secret: previous, gen: result.pendingGen, currentGen: result.currentGen, reissued: true, installedAt };
 }

@@ -44,7 +44,7 @@ async function run(url: string, script: Script) {
 
 const cases: [string, Script, string, number][] = [
   ['garbage before the hello', async (s) => s.send(Uint8Array.of(0x9f, 0x01)), 'CBOR_INDEFINITE', 1002],
-  ['credRequest before the hello', async (s) => s.send(encodeEnvelope(MsgType.credRequest, 0, 'reg-primary', new Uint8Array(40))), 'SRV_UNEXPECTED', 1002],
+  ['credRequest before the hello', async (s) => s.send(encodeEnvelope(MsgType.credRequest, 0, 'reg-primary', new Uint8Array(40))), 'MSG_UNEXPECTED', 1002],
   ['hello with a forged MAC', async (s) => {
     const f = decodeEnvelope(new Handshake('client', 'reg-primary', new Uint8Array(32).fill(7)).opening(MsgType.hello, [dev.token]));
     s.send(encodeEnvelope(f.type, f.seq, f.dest, f.body));
@@ -88,20 +88,26 @@ const cases: [string, Script, string, number][] = [
     const { finish, channel } = await hello(s, hs);
     s.send(finish);
     s.send(channel.seal(MsgType.credRequest, ['SN-OTHER', '10.0.0.1']));
-  }, 'REG_SERIAL_MISMATCH', 1008],
+  }, 'MSG_BAD_FIELD', 1002],
   ['a credRequest of the wrong shape', async (s, { hs }) => {
     const { finish, channel } = await hello(s, hs);
     s.send(finish);
     s.send(channel.seal(MsgType.credRequest, ['SN-S07']));
   }, 'MSG_BAD_SHAPE', 1002],
-  ['pwConfirm where a credRequest belongs', async (s, { hs }) => {
+  ['a second pwConfirm', async (s, { hs }) => {
     const { finish, channel } = await hello(s, hs);
     s.send(finish);
     s.send(channel.seal(MsgType.pwConfirm, [1]));
-  }, 'SRV_UNEXPECTED', 1002],
+    s.send(channel.seal(MsgType.pwConfirm, [1]));
+  }, 'MSG_UNEXPECTED', 1002],
+  ['a helloReply from the device', async (s, { hs }) => {
+    const { finish } = await hello(s, hs);
+    s.send(finish);
+    s.send(encodeEnvelope(MsgType.helloReply, 2, 'reg-primary', [new Uint8Array(32), new Uint8Array(32)]));
+  }, 'GW_OR_MSG', 0],
   ['silence after the hello (step timeout)', async (s, { hs }) => {
     await hello(s, hs);
-  }, 'SRV_STEP_TIMEOUT', 1001],
+  }, 'TIMEOUT', 1001],
 ];
 
 for (const via of ['gateway', 'direct'] as const) {
@@ -110,6 +116,11 @@ for (const via of ['gateway', 'direct'] as const) {
     for (const [name, script, code, close] of cases) {
       const r = await run(url, script);
       // The gateway validates the envelope itself and refuses with the same CBOR/MSG codes.
+      if (code === 'GW_OR_MSG') {
+        // The gateway refuses a server-only type itself; the server refuses it as unexpected.
+        assert.equal({ code: r.code, close: r.close }, via === 'gateway' ? { code: 'GW_BAD_DIRECTION', close: 1008 } : { code: 'MSG_UNEXPECTED', close: 1002 }, name);
+        continue;
+      }
       if (code === 'none') {
         // The reply went out before the replayed frame was read: the session ended normally
         // and the replay was never acted on.
@@ -134,6 +145,21 @@ test('the error frame names the offending frame\'s seq (prevSeq) and carries the
   assert.is(err.seq, 1);
   assert.is(err.dest, 'reg-primary');
   assert.is(parseError(err.body).prevSeq, 1);
+});
+
+test('pwConfirm before the credential request: acknowledged and recorded (docs/protocol.md §6.2)', async () => {
+  const s = await FrameSocket.connect(stack.urlFor('reg-primary'));
+  const hs = new Handshake('client', 'reg-primary', dev.key);
+  const { finish, channel } = await hello(s, hs);
+  s.send(finish);
+  s.send(channel.seal(MsgType.pwConfirm, [7]));
+  const ack = await s.frame();
+  assert.is(ack.env.type, MsgType.pwConfirmAck);
+  assert.equal(channel.open(ack.env), [7]);
+  s.send(channel.seal(MsgType.credRequest, ['SN-S07', '10.0.0.1']));
+  assert.is((await s.frame()).env.type, MsgType.credReply);
+  assert.is(stack.regStore.getDevice('SN-S07')!.confirmedGen, 7);
+  s.close();
 });
 
 test('a replayed hello is refused at once (HS_REPLAY)', async () => {

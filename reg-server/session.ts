@@ -1,9 +1,11 @@
 // One registration session (S0.5, S0.7-S0.9, S0.14), the server side:
 //   hello [token, nC, mac] -> helloReply (proof)      mutual authentication on the device key
-//   finish                 -> sealed channel
+//   finish                 -> sealed channel (READY)
+//   pwConfirm [gen]        -> pwConfirmAck [gen]      optional, once, before credRequest
 //   credRequest [serial, localIp] -> credReply (+ rotation) | notFound; then close 1000
+// (docs/protocol.md §6.2)
 import { Handshake, type SecureChannel } from '../protocol/channel.ts';
-import { MsgType, parseHello, parseCredRequest, credReplyBody, type Envelope } from '../protocol/messages.ts';
+import { MsgType, parseHello, parseCredRequest, parsePwConfirm, credReplyBody, type Envelope } from '../protocol/messages.ts';
 import { openSerialToken, deriveDeviceKey, type MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
@@ -25,6 +27,7 @@ export class RegSession extends ServerSession {
   #hs: Handshake | null = null;
   #ch: SecureChannel | null = null;
   #serial = '';
+  #confirmed = false;
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: RegSessionDeps) {
     super(t, opts);
@@ -49,6 +52,7 @@ export class RegSession extends ServerSession {
         this.#state = 'cred';
         return;
       case 'cred':
+        if (env.type === MsgType.pwConfirm && !this.#confirmed) return this.#pwConfirm(env);
         if (env.type !== MsgType.credRequest) this.unexpected(env, this.#state);
         return this.#cred(env);
       default:
@@ -58,21 +62,31 @@ export class RegSession extends ServerSession {
 
   #hello(frame: Uint8Array, env: Envelope): void {
     const h = parseHello(env.body);
-    if (!this.deps.replay.check(h.mac)) throw new ProtocolError('HS_REPLAY', 'this hello was already used', CloseCode.policy);
     const { version, serial } = openSerialToken(this.deps.ring, h.token);
     const key = deriveDeviceKey(this.deps.ring.key(version), serial);
     const hs = (this.#hs = new Handshake('server', this.opts.name, null));
     hs.acceptOpening(frame, env, [h.token], h.nonce, h.mac, key);
     key.fill(0);
-    if (!hs.verifyOpening()) throw new ProtocolError('HS_BAD_CLIENT_PROOF', 'the hello does not prove the device key', CloseCode.policy);
+    hs.requireVerifiedOpening();
+    // After the MAC: an unauthenticated hello cannot fill the cache (docs/protocol.md §8).
+    this.deps.replay.assertFresh(h.mac);
     this.#serial = serial;
     this.send(hs.proof(MsgType.helloReply));
     this.#state = 'finish';
   }
 
+  /** The device says it uses generation `gen` (docs/protocol.md §6.2): recorded, acknowledged. */
+  #pwConfirm(env: Envelope): void {
+    const { gen } = parsePwConfirm(this.#ch!.open(env));
+    this.#confirmed = true;
+    this.deps.store.recordConfirmation(this.#serial, gen);
+    this.opts.log.info('generation confirmed', { serial: this.#serial, gen });
+    this.send(this.#ch!.seal(MsgType.pwConfirmAck, [gen]));
+  }
+
   async #cred(env: Envelope): Promise<void> {
     const req = parseCredRequest(this.#ch!.open(env));
-    if (req.serial !== this.#serial) throw new ProtocolError('REG_SERIAL_MISMATCH', 'the serial differs from the one in the hello', CloseCode.policy);
+    if (req.serial !== this.#serial) throw new ProtocolError('MSG_BAD_FIELD', 'credRequest.serial differs from the serial of the hello', CloseCode.protocol);
     this.#state = 'busy';
     const ip = this.transport.observedIp;
     const device = this.deps.store.getDevice(req.serial);

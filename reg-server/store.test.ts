@@ -58,10 +58,10 @@ test('a corrupt device row is refused with STORE_CORRUPT_ROW', () => {
     "UPDATE devices SET status = 'gone' WHERE serial = 'SN-9'",
     "UPDATE devices SET key_version = 300 WHERE serial = 'SN-9'",
     "UPDATE devices SET biz_user = 'bad user' WHERE serial = 'SN-9'",
-    "UPDATE devices SET sealed_secret = x'00' WHERE serial = 'SN-9'",
+    "UPDATE devices SET reissues = -1 WHERE serial = 'SN-9'",
     "UPDATE devices SET current_gen = 'x' WHERE serial = 'SN-9'",
   ]) {
-    reg.db.exec("UPDATE devices SET status = 'active', key_version = 1, biz_user = 'alice', sealed_secret = NULL, current_gen = 0 WHERE serial = 'SN-9'");
+    reg.db.exec("UPDATE devices SET status = 'active', key_version = 1, biz_user = 'alice', reissues = 0, current_gen = 0 WHERE serial = 'SN-9'");
     assert.ok(reg.getDevice('SN-9'));
     reg.db.exec(sql);
     assert.throws(() => reg.getDevice('SN-9'), code('STORE_CORRUPT_ROW'), sql);

@@ -23,11 +23,10 @@ export interface Device {
   pendingGen: number | null;
   rotatedAt: number | null;
   rotations: number;
-  /**
-   * The secret of `pendingGen`, sealed under a key derived from the master key (rotation.ts):
-   * re-issued while the device has not used it yet. Useless without the master key.
-   */
-  sealedSecret: Uint8Array | null;
+  /** Registrations that re-issued the still unused pending secret instead of a new one. */
+  reissues: number;
+  /** The generation the device last said it uses (pwConfirm at registration), if any. */
+  confirmedGen: number | null;
 }
 
 export interface EnrollInput {
@@ -57,10 +56,12 @@ export interface RegStore {
   /** Idempotent: 'exists' when nothing changed, 'updated' when the key version changed. */
   enrollDevice(d: EnrollInput, now?: number): 'created' | 'exists' | 'updated';
   setDeviceStatus(serial: string, status: DeviceStatus): boolean;
-  /** A new pending generation was installed: record it with its sealed secret. */
-  recordRotation(serial: string, currentGen: number, pendingGen: number, sealedSecret: Uint8Array, now?: number): void;
-  /** The pending generation was re-issued: only the current generation may have moved. */
-  recordReissue(serial: string, currentGen: number, now?: number): void;
+  /** A new pending generation was installed. */
+  recordRotation(serial: string, currentGen: number, pendingGen: number, now?: number): void;
+  /** The pending generation was re-issued (it may have been installed by a crashed run). */
+  recordReissue(serial: string, currentGen: number, pendingGen: number, now?: number): void;
+  /** The device confirmed it uses generation `gen` (informational). */
+  recordConfirmation(serial: string, gen: number): void;
   /** Replaces the business server list and region map from configuration (health kept). */
   syncTopology(servers: Omit<BizServerRecord, 'healthy' | 'load' | 'checkedAt'>[], regions: RegionRecord[]): void;
   listServers(): BizServerRecord[];
@@ -96,16 +97,13 @@ const MIGRATIONS = [
      cidr TEXT PRIMARY KEY,
      region TEXT NOT NULL
    );`,
-  `ALTER TABLE devices ADD COLUMN sealed_secret BLOB;
-   ALTER TABLE devices ADD COLUMN reissues INTEGER NOT NULL DEFAULT 0;`,
+  `ALTER TABLE devices ADD COLUMN reissues INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE devices ADD COLUMN confirmed_gen INTEGER`,
 ];
 
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-interface DeviceRow { serial: unknown; status: unknown; key_version: unknown; account: unknown; biz_user: unknown; current_gen: unknown; pending_gen: unknown; rotated_at: unknown; rotations: unknown; sealed_secret: unknown }
-
-/** nonce (24) | XChaCha20-Poly1305 of a 32-byte secret (48). */
-export const SEALED_SECRET_BYTES = 24 + 32 + 16;
+interface DeviceRow { serial: unknown; status: unknown; key_version: unknown; account: unknown; biz_user: unknown; current_gen: unknown; pending_gen: unknown; rotated_at: unknown; rotations: unknown; reissues: unknown; confirmed_gen: unknown }
 
 export function deviceFromRow(r: DeviceRow): Device {
   const what = `device row ${typeof r.serial === 'string' ? r.serial.slice(0, 64) : '?'}`;
@@ -116,7 +114,8 @@ export function deviceFromRow(r: DeviceRow): Device {
   if (typeof r.biz_user !== 'string' || !USER_RE.test(r.biz_user)) corrupt(what, 'bad business user');
   if (!isGen(r.current_gen) || (r.pending_gen !== null && !isGen(r.pending_gen)) || !isGen(r.rotations)) corrupt(what, 'bad generations');
   if (r.rotated_at !== null && !isGen(r.rotated_at)) corrupt(what, 'bad rotation time');
-  if (r.sealed_secret !== null && (!(r.sealed_secret instanceof Uint8Array) || r.sealed_secret.length !== SEALED_SECRET_BYTES || r.pending_gen === null)) corrupt(what, 'bad sealed secret');
+  if (!isGen(r.reissues)) corrupt(what, 'bad reissue count');
+  if (r.confirmed_gen !== null && !isGen(r.confirmed_gen)) corrupt(what, 'bad confirmed generation');
   return {
     serial: r.serial,
     status: r.status,
@@ -127,7 +126,8 @@ export function deviceFromRow(r: DeviceRow): Device {
     pendingGen: r.pending_gen as number | null,
     rotatedAt: r.rotated_at as number | null,
     rotations: r.rotations,
-    sealedSecret: r.sealed_secret === null ? null : Uint8Array.from(r.sealed_secret as Uint8Array),
+    reissues: r.reissues,
+    confirmedGen: r.confirmed_gen as number | null,
   };
 }
 
@@ -182,14 +182,18 @@ export class SqliteRegStore implements RegStore {
     return this.db.prepare('UPDATE devices SET status = ? WHERE serial = ?').run(status, serial).changes === 1;
   }
 
-  recordRotation(serial: string, currentGen: number, pendingGen: number, sealedSecret: Uint8Array, now = Date.now()): void {
+  recordRotation(serial: string, currentGen: number, pendingGen: number, now = Date.now()): void {
     this.db
-      .prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, sealed_secret = ?, rotated_at = ?, rotations = rotations + 1 WHERE serial = ?')
-      .run(currentGen, pendingGen, sealedSecret, now, serial);
+      .prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, rotations = rotations + 1 WHERE serial = ?')
+      .run(currentGen, pendingGen, now, serial);
   }
 
-  recordReissue(serial: string, currentGen: number, now = Date.now()): void {
-    this.db.prepare('UPDATE devices SET current_gen = ?, rotated_at = ?, reissues = reissues + 1 WHERE serial = ?').run(currentGen, now, serial);
+  recordConfirmation(serial: string, gen: number): void {
+    this.db.prepare('UPDATE devices SET confirmed_gen = ? WHERE serial = ?').run(gen, serial);
+  }
+
+  recordReissue(serial: string, currentGen: number, pendingGen: number, now = Date.now()): void {
+    this.db.prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, reissues = reissues + 1 WHERE serial = ?').run(currentGen, pendingGen, now, serial);
   }
 
   syncTopology(servers: Omit<BizServerRecord, 'healthy' | 'load' | 'checkedAt'>[], regions: RegionRecord[]): void {

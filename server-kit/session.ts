@@ -3,9 +3,9 @@
 // ServerSession: frames are handled one at a time in arrival order, any refusal sends the
 // error frame [code, prevSeq, reason] in clear and ends the session with the error's close
 // code (S0.7), and a session that waits longer than the step timeout for its next message
-// is ended (SRV_STEP_TIMEOUT).
-import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, typeName, type Envelope } from '../protocol/messages.ts';
-import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+// is ended (TIMEOUT, close 1001: docs/protocol.md §6).
+import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, unexpected, type Envelope } from '../protocol/messages.ts';
+import { ProtocolError, ImplementationError, CloseCode } from '../protocol/errors.ts';
 import type { Logger } from './log.ts';
 
 export interface SessionTransport {
@@ -91,6 +91,12 @@ export abstract class ServerSession implements SessionHandler {
       closeCode = e.closeCode;
       reason = e.message;
       this.opts.log.info('session refused', { code, ip: this.transport.observedIp, via: this.transport.via });
+    } else if (e instanceof ImplementationError) {
+      // Our side is wrong (e.g. STORE_CORRUPT_ROW): the device gets the stable code, no detail.
+      code = e.code;
+      closeCode = CloseCode.internal;
+      reason = 'internal error';
+      this.opts.log.error('session failed', { code, err: e.message });
     } else {
       code = 'SRV_INTERNAL';
       closeCode = CloseCode.internal;
@@ -117,14 +123,15 @@ export abstract class ServerSession implements SessionHandler {
     this.cleanup();
   }
 
+  /** A well-formed message the state does not accept: MSG_UNEXPECTED (docs/protocol.md §6). */
   protected unexpected(env: Envelope, state: string): never {
-    throw new ProtocolError('SRV_UNEXPECTED', `${typeName(env.type)} is not expected in state ${state}`, CloseCode.protocol);
+    throw unexpected(env.type, state);
   }
 
   #arm(): void {
     this.#timer = setTimeout(() => {
       this.#timer = null;
-      this.fail(new ProtocolError('SRV_STEP_TIMEOUT', `no message within ${this.opts.stepTimeoutMs} ms`, CloseCode.goingAway));
+      this.fail(new ProtocolError('TIMEOUT', `no message within ${this.opts.stepTimeoutMs} ms`, CloseCode.goingAway));
     }, this.opts.stepTimeoutMs);
     this.#timer.unref?.();
   }

@@ -3,15 +3,19 @@
 // a busy timeout instead of SQLITE_BUSY failures, and numbered migrations recorded in a
 // schema_version table, each applied in its own transaction.
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, existsSync, chmodSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ImplementationError } from '../protocol/errors.ts';
 
 export type Db = Database.Database;
 
 export function openDb(file: string, migrations: readonly string[], busyTimeoutMs = 5_000): Db {
+  const fresh = file !== ':memory:' && !existsSync(file);
   if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
   const db = new Database(file);
+  // The stores hold login keys and sealed secrets: owner-only, like the key files (SQLite
+  // gives its -wal and -shm files the main file's permissions).
+  if (fresh) chmodSync(file, 0o600);
   db.pragma('journal_mode = WAL');
   db.pragma(`busy_timeout = ${Math.floor(busyTimeoutMs)}`);
   // A crashed process loses nothing committed; a power cut may lose the last transactions,

@@ -137,4 +137,16 @@ test('direct device ports serve the same flow (observed IP = the socket address)
   void decodeEnvelope;
 });
 
+test('advertisedUrl: what devices are told when they reach the gateway another way', async () => {
+  const other = await testStack({ advertisedUrl: 'ws://gateway.sim/' });
+  try {
+    other.enroll({ serial: 'SN-ADV', keyVersion: 1 });
+    assert.is(other.urlFor('reg-backup'), 'ws://gateway.sim/reg-backup');
+    const r = await register(other.gatewayUrl, 'reg-backup', makeDevice(other.ring, 'SN-ADV'));
+    assert.ok(r.kind === 'cred' && r.reply.servers.every((s) => s.url === `ws://gateway.sim/${s.name}`));
+  } finally {
+    await other.stop();
+  }
+});
+
 test.run();

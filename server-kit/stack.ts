@@ -41,10 +41,14 @@ export interface StackOptions {
   pendingTtlMs?: number;
   /** How often the reg servers poll the business servers' health (default 2 s). */
   healthIntervalMs?: number;
-  /** Address devices are given for the business servers (default: the gateway's own URL). */
-  advertisedUrl?: string;
   /** Run the registration servers as child processes (default inline). */
   regProcess?: 'inline' | 'child';
+  /**
+   * The gateway address devices are told (credReply server URLs, urlFor), when they reach
+   * the gateway some other way than its listening URL (a simulated network, a proxy).
+   * Must end with '/'. Default: the gateway's own URL.
+   */
+  advertisedUrl?: string;
 }
 
 export interface StartRegOptions {
@@ -56,7 +60,7 @@ export interface StartRegOptions {
 export interface Stack {
   /** Where devices connect: 'ws://127.0.0.1:7400/'. */
   gatewayUrl: string;
-  /** The address of a dest through the gateway: gatewayUrl + dest. */
+  /** The address of a dest through the gateway: (advertisedUrl ?? gatewayUrl) + dest. */
   urlFor(dest: string): string;
   /** Direct device URL of a reg/biz server (bypassing the gateway), or null. */
   directUrl(name: string): string | null;
@@ -88,6 +92,9 @@ export interface Stack {
 interface ChildReg { proc: ChildProcess; exited: Promise<void>; paused: Promise<RotationStep>; devicePort: number | null; linkPort: number }
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
+  if (opts.advertisedUrl !== undefined && !/^wss?:\/\/\S+\/$/.test(opts.advertisedUrl)) {
+    throw new ImplementationError('STACK_BAD_URL', 'advertisedUrl must be a ws:// or wss:// URL ending with /');
+  }
   const host = opts.host ?? DEFAULT_HOST;
   const gatewayPort = opts.gatewayPort ?? DEFAULT_GATEWAY_PORT;
   const ephemeral = gatewayPort === 0;
@@ -118,19 +125,35 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     actual[name] = { device: s.devicePort, link: s.linkPort, admin: s.adminPort };
     return s;
   };
-  for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
-
-  const gateway = await startGateway({ host, port: gatewayPort, upstreams: [], limits: opts.gatewayLimits });
-  actual.gateway = gateway.port;
-  // What devices are told to connect to: the gateway's own address, or an advertised one
-  // (a public name in front of it; the deterministic simulator's in-memory network).
-  const gatewayUrl = opts.advertisedUrl ?? gateway.url;
+  let gateway: Gateway | null = null;
+  const abort = async (e: unknown): Promise<never> => {
+    await gateway?.close();
+    for (const r of regs.values()) await r.close();
+    for (const c of children.values()) {
+      c.proc.kill('SIGKILL');
+      await c.exited;
+    }
+    for (const b of bizServers.values()) await b.close();
+    regStore.close();
+    bizStore.close();
+    throw e;
+  };
+  try {
+    for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
+    gateway = await startGateway({ host, port: gatewayPort, upstreams: [], limits: opts.gatewayLimits });
+  } catch (e) {
+    return abort(e);
+  }
+  const gw = gateway;
+  actual.gateway = gw.port;
+  const gatewayUrl = gw.url;
+  const advertised = opts.advertisedUrl ?? gatewayUrl;
   const linkUrl = (port: number) => `ws://${host}:${port}/`;
-  for (const [name, s] of bizServers) gateway.setUpstream({ name, linkUrl: linkUrl(s.linkPort), linkKey: linkKeyFor(rootLink, name) });
+  for (const [name, s] of bizServers) gw.setUpstream({ name, linkUrl: linkUrl(s.linkPort), linkKey: linkKeyFor(rootLink, name) });
 
   const regBizList = () => DEFAULT_TOPOLOGY.biz.map((b) => {
     const p = actual[b.name] as RolePorts;
-    return { name: b.name, region: b.region, url: gatewayUrl + b.name, adminUrl: `http://${host}:${p.admin}/admin` };
+    return { name: b.name, region: b.region, url: advertised + b.name, adminUrl: `http://${host}:${p.admin}/admin` };
   });
 
   const startReg = async (name: RegName, o: StartRegOptions = {}) => {
@@ -155,8 +178,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       lp = c.linkPort;
     }
     actual[name] = { device: devicePort, link: lp };
-    gateway.setUpstream({ name, linkUrl: linkUrl(lp), linkKey: linkKeyFor(rootLink, name) });
-    await gateway.waitUpstreams(5_000, [name]);
+    gw.setUpstream({ name, linkUrl: linkUrl(lp), linkKey: linkKeyFor(rootLink, name) });
+    await gw.waitUpstreams(5_000, [name]);
   };
 
   const spawnReg = async (name: RegName, p: RolePorts, pauseAt?: RotationStep): Promise<ChildReg> => {
@@ -191,8 +214,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     return { proc, exited, paused, ...ports };
   };
 
-  for (const r of DEFAULT_TOPOLOGY.regs) await startReg(r);
-  await gateway.waitUpstreams(5_000);
+  try {
+    for (const r of DEFAULT_TOPOLOGY.regs) await startReg(r);
+    await gw.waitUpstreams(5_000);
+  } catch (e) {
+    return abort(e);
+  }
 
   const stopReg = async (name: RegName) => {
     const r = regs.get(name);
@@ -210,7 +237,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
   const stack: Stack = {
     gatewayUrl,
-    urlFor: (dest) => gatewayUrl + dest,
+    urlFor: (dest) => advertised + dest,
     directUrl(name) {
       const p = actual[name];
       return typeof p === 'object' && p.device ? `ws://${host}:${p.device}/` : null;
@@ -218,7 +245,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     dests: { regPrimary: 'reg-primary', regBackup: 'reg-backup', biz: DEFAULT_TOPOLOGY.biz.map((b) => b.name) },
     stateDir: opts.stateDir,
     ring,
-    gateway,
+    gateway: gw,
     ports: () => ({ ...actual }),
     reg: (name) => regs.get(name),
     biz: (name) => bizServers.get(name),
@@ -250,8 +277,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     async startBiz(name) {
       if (bizServers.has(name)) return;
       const s = await startBiz(name);
-      gateway.setUpstream({ name, linkUrl: linkUrl(s.linkPort), linkKey: linkKeyFor(rootLink, name) });
-      await gateway.waitUpstreams(5_000, [name]);
+      gw.setUpstream({ name, linkUrl: linkUrl(s.linkPort), linkKey: linkKeyFor(rootLink, name) });
+      await gw.waitUpstreams(5_000, [name]);
     },
     async setBizHealthy(name, healthy) {
       bizServers.get(name)?.setDraining(!healthy);
@@ -261,7 +288,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     disable: (serial) => regStore.setDeviceStatus(serial, 'disabled'),
     enable: (serial) => regStore.setDeviceStatus(serial, 'active'),
     async stop() {
-      await gateway.close();
+      await gw.close();
       for (const n of [...regs.keys(), ...children.keys()]) await stopReg(n);
       for (const s of bizServers.values()) await s.close();
       bizServers.clear();

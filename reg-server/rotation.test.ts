@@ -1,0 +1,122 @@
+// Rotation steps against a real business server's admin API: the admin answer lost (the
+// retry with the same rotation id installs nothing new), an unused secret re-issued, two
+// registrations racing, no business server reachable (REG_BIZ_UNAVAILABLE, nothing changes),
+// a corrupt sealed secret refused.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { rotate, openSealedSecret, type AdminCaller } from './rotation.ts';
+import { SqliteRegStore } from './store.ts';
+import { enrollDevices } from './enroll.ts';
+import { startBizServer, type BizServer } from '../biz-server/server.ts';
+import { AdminClient, AdminError } from '../server-kit/admin-rpc.ts';
+import { tempDir } from '../server-kit/test-util.ts';
+import { createLogger, setLogLevel } from '../server-kit/log.ts';
+import { MasterKeyring } from '../protocol/keys.ts';
+import { ProtocolError, ImplementationError } from '../protocol/errors.ts';
+import { passwordLoginKey } from '../protocol/channel.ts';
+
+setLogLevel('error');
+const t = tempDir();
+const adminKey = new Uint8Array(32).fill(6);
+const ring = new MasterKeyring([[1, new Uint8Array(32).fill(1)]]);
+let biz: BizServer;
+let reg: SqliteRegStore;
+const server = () => ({ name: 'biz-east', region: 'east', url: 'ws://x/biz-east', adminUrl: biz.adminUrl, healthy: true, load: 0, checkedAt: null });
+const log = createLogger('test');
+
+test.before(async () => {
+  biz = await startBizServer({ name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: null, linkPort: 0, adminPort: 0, dbFile: join(t.dir, 'biz.sqlite'), linkKey: new Uint8Array(32), adminKey });
+  reg = new SqliteRegStore(join(t.dir, 'reg.sqlite'));
+  enrollDevices({ reg, biz: biz.store }, [{ serial: 'SN-R1', keyVersion: 1 }, { serial: 'SN-R2', keyVersion: 1 }]);
+});
+test.after(async () => {
+  reg.close();
+  await biz.close();
+  t.remove();
+});
+
+/** An admin client whose first `drop` answers are lost after the call took effect. */
+function lossy(drop: number): AdminCaller & { calls: number } {
+  const real = new AdminClient(biz.adminUrl, adminKey);
+  const c = {
+    calls: 0,
+    async call(op: string, args: Parameters<AdminClient['call']>[1]) {
+      c.calls++;
+      const v = await real.call(op, args);
+      if (drop-- > 0) throw new AdminError('ADMIN_UNREACHABLE', 'answer lost');
+      return v;
+    },
+  };
+  return c;
+}
+
+const deps = (client: AdminCaller, pauseAt?: () => Promise<void>) => ({ store: reg, ring, adminClient: () => client, pendingTtlMs: 60_000, log, pauseAt });
+const real = () => new AdminClient(biz.adminUrl, adminKey);
+
+test('the admin answer is lost: the retry with the same rotation id returns the same generation', async () => {
+  const client = lossy(1);
+  const r = await rotate(deps(client), reg.getDevice('SN-R1')!, [server()]);
+  assert.is(client.calls, 2);
+  assert.equal([r.gen, r.currentGen, r.reissued], [1, 0, false]);
+  const a = biz.store.getByUser('u-SN-R1')!;
+  assert.equal([a.pendingGen, a.maxGen], [1, 1]);
+  assert.equal(a.pendingKey, passwordLoginKey(r.secret, 'u-SN-R1'));
+  assert.equal(openSealedSecret(ring, reg.getDevice('SN-R1')!, a.pendingRotationId!, a.pendingSealed!), r.secret);
+  const d = reg.getDevice('SN-R1')!;
+  assert.equal([d.currentGen, d.pendingGen, d.rotations], [0, 1, 1]);
+});
+
+test('an unused pending secret is re-issued, not replaced; once used, the next registration rotates', async () => {
+  const first = biz.store.getByUser('u-SN-R1')!;
+  const r = await rotate(deps(real()), reg.getDevice('SN-R1')!, [server()]);
+  assert.equal([r.gen, r.reissued], [1, true]);
+  assert.equal(passwordLoginKey(r.secret, 'u-SN-R1'), first.pendingKey);
+  assert.is(biz.store.getByUser('u-SN-R1')!.maxGen, 1);
+  assert.is(reg.getDevice('SN-R1')!.reissues, 1);
+  biz.store.promote('u-SN-R1', 1);
+  const r2 = await rotate(deps(real()), reg.getDevice('SN-R1')!, [server()]);
+  assert.equal([r2.gen, r2.currentGen, r2.reissued], [2, 1, false]);
+});
+
+test('two registrations racing (a retry while the first still runs) cannot undo each other', async () => {
+  // A stops before its install; B runs to the end and its reply reaches the device; then A
+  // finishes (its reply is lost: the device gave up on it). The device never logged in, so
+  // B's secret is all it has: it must still be the pending one.
+  let release: () => void = () => {};
+  const gate = new Promise<void>((r) => (release = r));
+  const a = rotate({ ...deps(real()), pauseAt: (step) => (step === 'beforeInstall' ? gate : undefined) }, reg.getDevice('SN-R2')!, [server()]);
+  const b = await rotate(deps(real()), reg.getDevice('SN-R2')!, [server()]);
+  release();
+  const ra = await a;
+  const acct = biz.store.getByUser('u-SN-R2')!;
+  assert.equal(acct.pendingKey, passwordLoginKey(b.secret, 'u-SN-R2'));
+  assert.equal([ra.gen, ra.reissued, acct.maxGen], [b.gen, true, b.gen]);
+  assert.equal(ra.secret, b.secret);
+});
+
+test('no business server answers: REG_BIZ_UNAVAILABLE (1013), nothing recorded', async () => {
+  const before = reg.getDevice('SN-R2')!;
+  const dead = { ...server(), adminUrl: 'http://127.0.0.1:1/admin' };
+  try {
+    await rotate({ ...deps(real()), adminClient: (s) => new AdminClient(s.adminUrl, adminKey, 500) }, before, [dead, dead]);
+    assert.unreachable();
+  } catch (e) {
+    assert.ok(e instanceof ProtocolError && e.code === 'REG_BIZ_UNAVAILABLE' && e.closeCode === 1013);
+  }
+  assert.equal(reg.getDevice('SN-R2'), before);
+});
+
+test('a sealed secret that does not open is refused (STORE_CORRUPT_ROW), nothing recorded', async () => {
+  biz.store.db.prepare("UPDATE accounts SET pending_sealed = ? WHERE user = 'u-SN-R2'").run(new Uint8Array(72));
+  const before = reg.getDevice('SN-R2')!;
+  try {
+    await rotate(deps(real()), before, [server()]);
+    assert.unreachable();
+  } catch (e) {
+    assert.ok(e instanceof ImplementationError && e.code === 'STORE_CORRUPT_ROW');
+  }
+  assert.equal(reg.getDevice('SN-R2'), before);
+});
+
+test.run();
