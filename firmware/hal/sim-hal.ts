@@ -1,8 +1,7 @@
 // The simulated HAL: a virtual clock, a seeded rng and an in-memory network with
 // configurable delay and loss. One scheduler drives every device and server of a run, so a
 // seed replays the same story byte for byte (matter.js MockCrypto(index) does the same).
-import { chacha20 } from '@noble/ciphers/chacha.js';
-import { sha256 } from '@noble/hashes/sha2.js';
+import { seededRng as protocolSeededRng } from '../../protocol/seeded-rng.ts';
 import type { Clock, NetHandlers, NetSocket, Network, Rng } from './hal.ts';
 
 /** Virtual time: timers run in time order (ties in creation order) when the run advances. */
@@ -61,29 +60,9 @@ export class Scheduler {
   }
 }
 
-/** A deterministic rng: the ChaCha20 key stream under SHA-256(label || seed). */
+/** A deterministic rng per (seed, label): protocol/seeded-rng.ts's ChaCha20 key stream. */
 export function seededRng(seed: number | string, label = ''): Rng {
-  const key = sha256(new TextEncoder().encode(`usbphone sim rng/${label}/${seed}`));
-  const nonce = new Uint8Array(12);
-  let counter = 0;
-  let buf = new Uint8Array(0);
-  let off = 0;
-  return (n) => {
-    const out = new Uint8Array(n);
-    let o = 0;
-    while (o < n) {
-      if (off >= buf.length) {
-        buf = chacha20(key, nonce, new Uint8Array(256), undefined, counter);
-        counter += 4;
-        off = 0;
-      }
-      const take = Math.min(n - o, buf.length - off);
-      out.set(buf.subarray(off, off + take), o);
-      o += take;
-      off += take;
-    }
-    return out;
-  };
+  return protocolSeededRng(`${label}/${seed}`);
 }
 
 /** The server side of one in-memory connection. */
