@@ -114,7 +114,7 @@ export const command: Command = {
       if (a.devices !== undefined) {
         const devices = int(a.devices, 'devices', 1, 100_000);
         const { runFleet } = await import('../sim/fleet.ts');
-        setLogSink(() => {});
+        setLogSink(() => {}, 'warn');
         const stateDir = mkdtempSync(join(tmpdir(), 'usbphone-fleet-'));
         try {
           const s = await runFleet({ devices, seed, stateDir, concurrency: int(a.concurrency!, 'concurrency', 1, 10_000), rounds: int(a.rounds!, 'rounds', 1, 100) });
@@ -125,7 +125,7 @@ export const command: Command = {
             out(`  failed          ${s.failed}${s.failed ? ` (${Object.entries(s.failedByReason).map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`);
             out(`  logins/s        ${s.loginsPerSecond}  (${s.wallMs} ms wall)`);
             out(`  plug-in->login  p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, max ${s.maxMs} ms`);
-            out(`  memory          peak RSS ${(s.peakRssBytes / 1048576).toFixed(1)} MiB; ${(s.rssPerDeviceBytes / 1024).toFixed(1)} KiB RSS and ${(s.privateFlashBytesPerDevice / 1024).toFixed(1)} KiB private flash per phone`);
+            out(`  memory          peak RSS ${(s.peakRssBytes / 1048576).toFixed(1)} MiB; ${(s.memPerDeviceBytes / 1024).toFixed(1)} KiB live memory per phone, of which ${(s.privateFlashBytesPerDevice / 1024).toFixed(1)} KiB private flash sectors`);
           }
           return s.failed ? 1 : 0;
         } finally {

@@ -32,8 +32,12 @@ export interface FleetSummary {
   p99Ms: number;
   maxMs: number;
   peakRssBytes: number;
-  /** Process memory grown per phone while the fleet exists (RSS after - before, / devices). */
-  rssPerDeviceBytes: number;
+  /**
+   * JS heap + buffers a plugged-out phone holds (chip, bus, copy-on-write sectors, firmware
+   * objects): live bytes after making the fleet minus before, per phone. Exact only when the
+   * process runs with --expose-gc (a collection precedes each reading).
+   */
+  memPerDeviceBytes: number;
   /** Flash sectors each phone holds privately over the shared base (mean). */
   privateFlashBytesPerDevice: number;
   concurrency: number;
@@ -51,9 +55,9 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
     const host = new TraceHost();
     // Enroll the whole fleet in one batch, then make the phones.
     world.stack.enroll(Array.from({ length: o.devices }, (_, i) => world.enrollment(i)));
-    const rssBefore = process.memoryUsage().rss;
+    const before = liveBytes();
     let phones: { phone: Phone; ip: string }[] = Array.from({ length: o.devices }, (_, i) => world.phone(i, host, { enroll: false }));
-    const rssAfter = process.memoryUsage().rss;
+    const after = liveBytes();
 
     const times: number[] = [];
     const failedByReason: Record<string, number> = {};
@@ -92,7 +96,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       p99Ms: round1(percentile(times, 99)),
       maxMs: round1(times.length ? Math.max(...times) : 0),
       peakRssBytes: peak,
-      rssPerDeviceBytes: Math.round(Math.max(0, rssAfter - rssBefore) / o.devices),
+      memPerDeviceBytes: Math.round(Math.max(0, after - before) / o.devices),
       privateFlashBytesPerDevice: Math.round(phones.reduce((n, p) => n + p.phone.backing.privateBytes, 0) / o.devices),
       concurrency,
       seed,
@@ -104,3 +108,10 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
 }
 
 const round1 = (x: number) => Math.round(x * 10) / 10;
+
+function liveBytes(): number {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  for (let i = 0; i < 3; i++) gc?.();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
