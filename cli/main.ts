@@ -20,23 +20,21 @@ const commands: Record<string, Loader> = {
 
 export const VERSION = '0.1.0';
 
-function usage(): string {
-  const names = Object.keys(commands).sort();
-  const lines = [
-    'usbphone: a virtual USB phone that logs itself in, and the servers it talks to',
-    '',
-    'usage: usbphone <command> [options]      (usbphone <command> --help for its options)',
-    '',
-    'commands:',
-  ];
-  return lines.join('\n') + '\n' + (names.length ? names.map((n) => `  ${n}`).join('\n') : '  (none yet)') + '\n';
-}
-
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    const summaries = await Promise.all(Object.entries(commands).sort().map(async ([n, load]) => `  ${n.padEnd(10)} ${(await load()).summary}`));
-    process.stdout.write(usage().replace(/commands:\n[\s\S]*$/, 'commands:\n' + (summaries.join('\n') || '  (none yet)') + '\n'));
+    const rows = await Promise.all(Object.keys(commands).sort().map(async (n) => `  ${n.padEnd(10)} ${(await commands[n]!()).summary}`));
+    const text = [
+      'usbphone: a virtual USB phone that logs itself in, and the servers it talks to',
+      '',
+      'usage: usbphone <command> [options]      (usbphone <command> --help for its options)',
+      '',
+      'commands:',
+      ...rows,
+      '',
+    ].join('\n');
+    // No command at all is a usage error (exit 2, help on stderr); asking for help is not.
+    (name === undefined ? process.stderr : process.stdout).write(text);
     return name === undefined ? 2 : 0;
   }
   if (name === '--version') {
