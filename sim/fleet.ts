@@ -26,6 +26,8 @@ export interface FleetSummary {
   ok: number;
   failed: number;
   failedByReason: Record<string, number>;
+  /** Logins per business server (phones on 127.1/16 belong to region east, 127.2/16 west). */
+  byServer: Record<string, number>;
   wallMs: number;
   loginsPerSecond: number;
   p50Ms: number;
@@ -61,6 +63,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
 
     const times: number[] = [];
     const failedByReason: Record<string, number> = {};
+    const byServer: Record<string, number> = {};
     let ok = 0;
     const total = o.devices * rounds;
     const bar = new Progress(total, 'phones', process.stderr, o.progress ?? process.stderr.isTTY === true);
@@ -75,6 +78,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
           if (r.ok) {
             ok++;
             times.push(r.ms);
+            byServer[r.server] = (byServer[r.server] ?? 0) + 1;
           } else failedByReason[r.kind] = (failedByReason[r.kind] ?? 0) + 1;
           bar.update(ok + Object.values(failedByReason).reduce((a, b) => a + b, 0), `${ok} ok`);
         }
@@ -90,6 +94,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       ok,
       failed,
       failedByReason,
+      byServer,
       wallMs: Math.round(wallMs),
       loginsPerSecond: Math.round((ok / wallMs) * 1000 * 10) / 10,
       p50Ms: round1(percentile(times, 50)),
