@@ -17,7 +17,7 @@
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { kdf, checkSerial, SERIAL_TOKEN_MAX, SERIAL_TOKEN_MIN } from '../../protocol/keys.ts';
+import { kdfExtract, kdfExpand, checkSerial, SERIAL_TOKEN_MAX, SERIAL_TOKEN_MIN } from '../../protocol/keys.ts';
 import { FlashStatus } from '../flash/chip.ts';
 import type { HiddenPort } from '../flash/bus.ts';
 import { crc32 } from './crc32.ts';
@@ -37,8 +37,20 @@ const NONCE = 24, TAG = 16;
 
 // ---------------------------------------------------------------- sealing
 
+// Both subkeys expand from one HKDF extract (the same bytes as kdf() per label, RFC 5869
+// §2.2-2.3); open() needs only the encryption key.
+const SEAL_SALT = 'usbphone/v1 seal';
 function subkeys(key: Uint8Array): { enc: Uint8Array; siv: Uint8Array } {
-  return { enc: kdf(key, 'usbphone/v1 seal', 'enc'), siv: kdf(key, 'usbphone/v1 seal', 'siv') };
+  const prk = kdfExtract(key, SEAL_SALT);
+  const out = { enc: kdfExpand(prk, 'enc'), siv: kdfExpand(prk, 'siv') };
+  prk.fill(0);
+  return out;
+}
+function encKey(key: Uint8Array): Uint8Array {
+  const prk = kdfExtract(key, SEAL_SALT);
+  const enc = kdfExpand(prk, 'enc');
+  prk.fill(0);
+  return enc;
 }
 
 /** nonce (24) || ciphertext || tag (16), header as associated data. */
@@ -57,8 +69,7 @@ export function seal(key: Uint8Array, header: Uint8Array, plaintext: Uint8Array)
 /** Opens what seal() made; null if it does not authenticate (Poly1305 compares in constant time). */
 export function open(key: Uint8Array, header: Uint8Array, sealed: Uint8Array): Uint8Array | null {
   if (sealed.length < NONCE + TAG) return null;
-  const { enc, siv } = subkeys(key);
-  siv.fill(0);
+  const enc = encKey(key);
   try {
     return xchacha20poly1305(enc, sealed.subarray(0, NONCE), header).decrypt(sealed.subarray(NONCE));
   } catch {
