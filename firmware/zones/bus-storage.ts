@@ -8,7 +8,7 @@
 // 'ERR_NOT_FOUND', 'ERR_POWER_LOST'; a record the codec refuses is 'ERR_FORMAT'.
 import { FlashStatus, statusName } from '../flash/chip.ts';
 import { VENDOR_UNLOCK_SEQUENCE, type DeviceBus } from '../flash/bus.ts';
-import { readIsoFile } from './iso9660.ts';
+import { readIsoFile, readIsoEntry, listIso } from './iso9660.ts';
 import { readFatFile } from './fat.ts';
 import { readIdentity, openStore, type Identity, type StoreName } from './hidden.ts';
 
@@ -22,6 +22,7 @@ export interface RecordCodec<T> {
 
 export interface BusStorage<T> {
   readVirtualFile(name: string): StorageResult<Uint8Array>;
+  mountVirtual(): StorageResult<{ readFile(name: string): StorageResult<Uint8Array> }>;
   readFreeFile(name: string): StorageResult<Uint8Array>;
   readIdentity(): StorageResult<Identity>;
   loadLogin(): StorageResult<T | null>;
@@ -57,6 +58,21 @@ export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>, opts: { sto
       last = FlashStatus.OK;
       const b = readIsoFile(blocks, name, bus.cdrom.blockCount);
       return b ? { ok: true, value: b } : fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NOT_FOUND);
+    },
+    mountVirtual() {
+      last = FlashStatus.OK;
+      const list = listIso(blocks, bus.cdrom.blockCount);
+      if (!list) return fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NOT_FOUND);
+      return {
+        ok: true,
+        value: {
+          readFile(name: string) {
+            last = FlashStatus.OK;
+            const b = readIsoEntry(blocks, list, name);
+            return b ? { ok: true as const, value: b } : fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NOT_FOUND);
+          },
+        },
+      };
     },
     readFreeFile(name) {
       last = FlashStatus.OK;
