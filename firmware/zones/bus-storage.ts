@@ -10,7 +10,7 @@ import { FlashStatus, statusName } from '../flash/chip.ts';
 import { VENDOR_UNLOCK_SEQUENCE, type DeviceBus } from '../flash/bus.ts';
 import { readIsoFile, readIsoEntry, listIso } from './iso9660.ts';
 import { readFatFile } from './fat.ts';
-import { readIdentity, openStore, type Identity, type StoreName } from './hidden.ts';
+import { readIdentity, openStore, type Identity, type RecordStore, type StoreName } from './hidden.ts';
 
 export type StorageResult<T> = { ok: true; value: T } | { ok: false; status: string };
 
@@ -48,10 +48,16 @@ export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>, opts: { sto
     last = r.status;
     return r.status === FlashStatus.OK ? r.data : null;
   };
-  const store = () => {
+  // One store per storage instance: its key is derived from the fuses once (as firmware
+  // keeps it in RAM), while every access still unlocks and goes through the vendor port.
+  let opened: RecordStore | null = null;
+  const store = (): { status: number; store?: RecordStore } => {
     const u = unlock();
     if (u !== FlashStatus.OK) return { status: u };
-    return openStore(bus.vendor, opts.store ?? 'login');
+    if (opened) return { status: FlashStatus.OK, store: opened };
+    const s = openStore(bus.vendor, opts.store ?? 'login');
+    opened = s.store ?? null;
+    return s;
   };
   return {
     readVirtualFile(name) {
