@@ -138,10 +138,50 @@ export function accountFromRow(r: Row): Account {
 
 export class SqliteBizStore implements BizStore {
   readonly db: Db;
+  // Prepared once: a login runs several of these, and preparing costs more than running.
   readonly #get;
+  readonly #userOfAccount;
+  readonly #insert;
+  readonly #setStatus;
+  readonly #install;
+  readonly #promote;
+  readonly #confirm;
+  readonly #installTx;
+  readonly #promoteTx;
   constructor(file: string) {
     this.db = openDb(file, MIGRATIONS);
     this.#get = this.db.prepare('SELECT * FROM accounts WHERE user = ?');
+    this.#userOfAccount = this.db.prepare('SELECT user FROM accounts WHERE account = ?');
+    this.#insert = this.db.prepare('INSERT INTO accounts (account, user, created_at, updated_at) VALUES (?, ?, ?, ?)');
+    this.#setStatus = this.db.prepare('UPDATE accounts SET status = ?, updated_at = ? WHERE user = ?');
+    this.#install = this.db.prepare(
+      'UPDATE accounts SET pending_gen = ?, pending_key = ?, pending_sealed = ?, pending_expires = ?, max_gen = ?, last_rotation_id = ?, last_rotation_gen = ?, updated_at = ? WHERE user = ?',
+    );
+    this.#promote = this.db.prepare(
+      'UPDATE accounts SET current_gen = pending_gen, current_key = pending_key, pending_gen = NULL, pending_key = NULL, pending_sealed = NULL, pending_expires = NULL, updated_at = ? WHERE user = ?',
+    );
+    this.#confirm = this.db.prepare('UPDATE accounts SET confirmed_gen = ?, updated_at = ? WHERE user = ? AND current_gen = ?');
+    this.#installTx = this.db.transaction((user: string, key: Uint8Array, sealed: Uint8Array, expiresAt: number, rotationId: Uint8Array, now: number): InstallResult => {
+      const r = this.#row(user);
+      if (!r) throw new ImplementationError('BIZ_UNKNOWN_USER', `no account for user '${user}'`);
+      const a = accountFromRow(r);
+      if (a.pendingGen !== null && pendingUsable(a, now)) {
+        // A retry of the call that installed it gets installed: true (the caller's own secret).
+        const own = Buffer.compare(a.pendingRotationId!, rotationId) === 0;
+        return { currentGen: a.currentGen, pendingGen: a.pendingGen, installed: own, sealed: a.pendingSealed!, rotationId: a.pendingRotationId! };
+      }
+      const gen = a.maxGen + 1;
+      this.#install.run(gen, key, sealed, expiresAt, gen, rotationId, gen, now, user);
+      return { currentGen: a.currentGen, pendingGen: gen, installed: true, sealed: Uint8Array.from(sealed), rotationId: Uint8Array.from(rotationId) };
+    });
+    this.#promoteTx = this.db.transaction((user: string, gen: number, now: number): boolean => {
+      const r = this.#row(user);
+      if (!r) return false;
+      const a = accountFromRow(r);
+      if (a.pendingGen !== gen || !pendingUsable(a, now)) return false;
+      this.#promote.run(now, user);
+      return true;
+    });
   }
 
   #row(user: string): Row | undefined {
@@ -151,13 +191,13 @@ export class SqliteBizStore implements BizStore {
   createAccount(account: string, user: string, now = Date.now()): 'created' | 'exists' {
     if (!USER_RE.test(user)) throw new ImplementationError('BIZ_BAD_USER', `user name '${user}' is outside ${USER_RE.source}`);
     return this.db.transaction(() => {
-      const byAcct = this.db.prepare('SELECT user FROM accounts WHERE account = ?').get(account) as { user: string } | undefined;
+      const byAcct = this.#userOfAccount.get(account) as { user: string } | undefined;
       const byUser = this.#row(user);
       if (byAcct || byUser) {
         if (byAcct?.user === user) return 'exists' as const;
         throw new ImplementationError('BIZ_ACCOUNT_CONFLICT', `account '${account}' or user '${user}' is already bound to another`);
       }
-      this.db.prepare('INSERT INTO accounts (account, user, created_at, updated_at) VALUES (?, ?, ?, ?)').run(account, user, now, now);
+      this.#insert.run(account, user, now, now);
       return 'created' as const;
     }).immediate();
   }
@@ -168,43 +208,20 @@ export class SqliteBizStore implements BizStore {
   }
 
   setStatus(user: string, status: AccountStatus): boolean {
-    return this.db.prepare('UPDATE accounts SET status = ?, updated_at = ? WHERE user = ?').run(status, Date.now(), user).changes === 1;
+    return this.#setStatus.run(status, Date.now(), user).changes === 1;
   }
 
   installPending(user: string, key: Uint8Array, sealed: Uint8Array, expiresAt: number, rotationId: Uint8Array, now = Date.now()): InstallResult {
     if (sealed.length < SEALED_MIN || sealed.length > SEALED_MAX || rotationId.length !== 16) throw new ImplementationError('BIZ_BAD_INSTALL', 'sealed secret or rotation id of the wrong size');
-    return this.db.transaction(() => {
-      const r = this.#row(user);
-      if (!r) throw new ImplementationError('BIZ_UNKNOWN_USER', `no account for user '${user}'`);
-      const a = accountFromRow(r);
-      if (a.pendingGen !== null && pendingUsable(a, now)) {
-        // A retry of the call that installed it gets installed: true (the caller's own secret).
-        const own = Buffer.compare(a.pendingRotationId!, rotationId) === 0;
-        return { currentGen: a.currentGen, pendingGen: a.pendingGen, installed: own, sealed: a.pendingSealed!, rotationId: a.pendingRotationId! };
-      }
-      const gen = a.maxGen + 1;
-      this.db
-        .prepare('UPDATE accounts SET pending_gen = ?, pending_key = ?, pending_sealed = ?, pending_expires = ?, max_gen = ?, last_rotation_id = ?, last_rotation_gen = ?, updated_at = ? WHERE user = ?')
-        .run(gen, key, sealed, expiresAt, gen, rotationId, gen, now, user);
-      return { currentGen: a.currentGen, pendingGen: gen, installed: true, sealed: Uint8Array.from(sealed), rotationId: Uint8Array.from(rotationId) };
-    }).immediate();
+    return this.#installTx.immediate(user, key, sealed, expiresAt, rotationId, now);
   }
 
   promote(user: string, gen: number, now = Date.now()): boolean {
-    return this.db.transaction(() => {
-      const r = this.#row(user);
-      if (!r) return false;
-      const a = accountFromRow(r);
-      if (a.pendingGen !== gen || !pendingUsable(a, now)) return false;
-      this.db
-        .prepare('UPDATE accounts SET current_gen = pending_gen, current_key = pending_key, pending_gen = NULL, pending_key = NULL, pending_sealed = NULL, pending_expires = NULL, updated_at = ? WHERE user = ?')
-        .run(now, user);
-      return true;
-    }).immediate();
+    return this.#promoteTx.immediate(user, gen, now);
   }
 
   confirm(user: string, gen: number, now = Date.now()): boolean {
-    return this.db.prepare('UPDATE accounts SET confirmed_gen = ?, updated_at = ? WHERE user = ? AND current_gen = ?').run(gen, now, user, gen).changes === 1;
+    return this.#confirm.run(gen, now, user, gen).changes === 1;
   }
 
   close(): void {

@@ -47,7 +47,10 @@ export function boot(dev: Device): BootResult {
     dev.trace('S0.3', 'autorun', reason, false);
     return { ok: false, reason };
   };
-  const read = (name: string) => dev.storage.readVirtualFile(name);
+  // The CD-ROM is mounted once per boot: one directory read for the four files.
+  const vol = dev.storage.mountVirtual();
+  if (!vol.ok) return fail(`BOOT_NO_AUTORUN: AUTORUN.INF unreadable (${vol.status})`);
+  const read = (name: string) => vol.value.readFile(name);
 
   const inf = read('AUTORUN.INF');
   if (!inf.ok) return fail(`BOOT_NO_AUTORUN: AUTORUN.INF unreadable (${inf.status})`);

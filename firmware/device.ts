@@ -47,6 +47,10 @@ function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
   };
   return {
     readVirtualFile: (n) => check('read virtual zone', s.readVirtualFile(n)),
+    mountVirtual: () => {
+      const m = check('read virtual zone', s.mountVirtual());
+      return m.ok ? { ok: true, value: { readFile: (n) => check('read virtual zone', m.value.readFile(n)) } } : m;
+    },
     readFreeFile: (n) => check('read free zone', s.readFreeFile(n)),
     readIdentity: () => check('read identity', s.readIdentity()),
     loadLogin: () => check('load saved login', s.loadLogin()),

@@ -14,8 +14,19 @@ export interface Identity {
 
 export type StorageResult<T> = { ok: true; value: T } | { ok: false; status: string };
 
+/** The virtual zone mounted once: its directory read and checked, files read by entry. */
+export interface VirtualVolume {
+  readFile(name: string): StorageResult<Uint8Array>;
+}
+
 export interface PhoneStorage {
   readVirtualFile(name: string): StorageResult<Uint8Array>;
+  /**
+   * Reads and checks the virtual zone's directory once (what a boot does before reading
+   * several files, as real firmware caches the mounted directory); the files are then read
+   * from the unit on each readFile. Mount again after anything may have changed the zone.
+   */
+  mountVirtual(): StorageResult<VirtualVolume>;
   readFreeFile(name: string): StorageResult<Uint8Array>;
   /** Reads and unseals the identity record with the fuse-derived key (S0.4). */
   readIdentity(): StorageResult<Identity>;

@@ -16,7 +16,7 @@
 // reordered frame ends the session.
 import { sha256 } from '@noble/hashes/sha2.js';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { kdf, mac, equalBytes, utf8 } from './keys.ts';
+import { kdf, kdfExtract, kdfExpand, mac, equalBytes, utf8 } from './keys.ts';
 import { encode, decode, type CborValue } from './cbor.ts';
 import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
 import { Limits } from './limits.ts';
@@ -80,6 +80,8 @@ export class Handshake {
   #nC: Uint8Array | null = null;
   #nS: Uint8Array | null = null;
   #key: Uint8Array | null;
+  /** HKDF PRK of (key, nC | nS): both proof keys expand from it. Wiped with the key. */
+  #prk: Uint8Array | null = null;
   #dead = false;
 
   constructor(
@@ -99,10 +101,24 @@ export class Handshake {
     try {
       return f();
     } catch (e) {
-      this.#dead = true;
-      this.#key?.fill(0);
+      this.#wipe();
       throw e;
     }
+  }
+
+  #wipe(): void {
+    this.#dead = true;
+    this.#key?.fill(0);
+    this.#prk?.fill(0);
+  }
+
+  /** The channel after a verified handshake: both traffic keys from one (key, th2) extract. */
+  #channel(role: Role, th2: Uint8Array): SecureChannel {
+    const prk = kdfExtract(this.#key!, th2);
+    const c2s = kdfExpand(prk, LABEL.c2s);
+    const s2c = kdfExpand(prk, LABEL.s2c);
+    prk.fill(0);
+    return role === 'client' ? new SecureChannel('client', this.dest, c2s, s2c, this.#sendSeq, this.#recvSeq) : new SecureChannel('server', this.dest, s2c, c2s, this.#sendSeq, this.#recvSeq);
   }
 
   // ---- client ----
@@ -140,17 +156,19 @@ export class Handshake {
     return this.#guard(() => {
       if (this.role !== 'client' || !this.#nC || !this.#key) throw new ImplementationError('HS_STATE', 'no opening sent');
       checkSeq(env.seq, this.#recvSeq);
-      const salt = concat(this.#nC, proof.nonce);
       const th1 = this.#t.peek(proofInput(env.type, env.seq, env.dest, proof.nonce));
-      if (env.dest !== this.dest || !equalBytes(mac(kdf(this.#key, salt, LABEL.serverProof), th1), proof.mac)) {
+      // Both proof keys come from one (key, nC | nS) extract, both traffic keys from one
+      // (key, th2) extract: the same outputs as kdf() per label (RFC 5869 §2.2-2.3).
+      const proofPrk = (this.#prk = kdfExtract(this.#key, concat(this.#nC, proof.nonce)));
+      if (env.dest !== this.dest || !equalBytes(mac(kdfExpand(proofPrk, LABEL.serverProof), th1), proof.mac)) {
         refuse('HS_BAD_SERVER_PROOF', 'the server does not hold this key (or the transcript was altered)');
       }
       this.#recvSeq++;
       this.#t.add(frame);
       const th2 = this.#t.peek();
       const seq = this.#sendSeq++;
-      const finish = encodeEnvelope(3, seq, this.dest, [mac(kdf(this.#key, salt, LABEL.clientProof), th2)]);
-      const channel = new SecureChannel('client', this.dest, kdf(this.#key, th2, LABEL.c2s), kdf(this.#key, th2, LABEL.s2c), this.#sendSeq, this.#recvSeq);
+      const finish = encodeEnvelope(3, seq, this.dest, [mac(kdfExpand(proofPrk, LABEL.clientProof), th2)]);
+      const channel = this.#channel('client', th2);
       this.#finishUp();
       return { finish, channel };
     });
@@ -212,7 +230,8 @@ export class Handshake {
       this.#nS = nS;
       const seq = this.#sendSeq++;
       const th1 = this.#t.peek(proofInput(type, seq, this.dest, nS));
-      const frame = encodeEnvelope(type, seq, this.dest, [nS, mac(kdf(this.#key, concat(this.#nC, nS), LABEL.serverProof), th1)]);
+      this.#prk = kdfExtract(this.#key, concat(this.#nC, nS));
+      const frame = encodeEnvelope(type, seq, this.dest, [nS, mac(kdfExpand(this.#prk, LABEL.serverProof), th1)]);
       this.#t.add(frame);
       return frame;
     });
@@ -221,7 +240,7 @@ export class Handshake {
   /** Server: checks the client's finish; returns the channel. */
   acceptFinish(frame: Uint8Array, env: Envelope): SecureChannel {
     return this.#guard(() => {
-      if (this.role !== 'server' || !this.#nC || !this.#nS || !this.#key) throw new ImplementationError('HS_STATE', 'finish before proof');
+      if (this.role !== 'server' || !this.#nC || !this.#nS || !this.#key || !this.#prk) throw new ImplementationError('HS_STATE', 'finish before proof');
       checkSeq(env.seq, this.#recvSeq);
       if (env.type !== 3) refuse('HS_UNEXPECTED', `expected finish, got type ${env.type}`, CloseCode.protocol);
       if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `finish for '${env.dest}' reached '${this.dest}'`);
@@ -229,11 +248,11 @@ export class Handshake {
       if (!Array.isArray(body) || body.length !== 1) refuse('MSG_BAD_SHAPE', 'finish must be [mac]', CloseCode.protocol);
       const got = bytes(body[0], 'finish.mac', MAC_BYTES);
       const th2 = this.#t.peek();
-      if (!equalBytes(mac(kdf(this.#key, concat(this.#nC, this.#nS), LABEL.clientProof), th2), got)) {
+      if (!equalBytes(mac(kdfExpand(this.#prk, LABEL.clientProof), th2), got)) {
         refuse('HS_BAD_CLIENT_PROOF', 'the client\'s finish does not match the transcript');
       }
       this.#recvSeq++;
-      const channel = new SecureChannel('server', this.dest, kdf(this.#key, th2, LABEL.s2c), kdf(this.#key, th2, LABEL.c2s), this.#sendSeq, this.#recvSeq);
+      const channel = this.#channel('server', th2);
       this.#finishUp();
       return channel;
     });
@@ -244,8 +263,7 @@ export class Handshake {
    * before the handshake saw it (a decode or shape error), or gives up (timeout, close).
    */
   abort(): void {
-    this.#dead = true;
-    this.#key?.fill(0);
+    this.#wipe();
   }
 
   /** The seq this side's next frame will carry (for error frames after a refusal). */
@@ -257,8 +275,7 @@ export class Handshake {
   }
 
   #finishUp(): void {
-    this.#dead = true;
-    this.#key?.fill(0);
+    this.#wipe();
   }
 }
 

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MasterKeyring, deriveDeviceKey, makeSerialToken, openSerialToken, bytesToHex } from './keys.ts';
+import { MasterKeyring, deriveDeviceKey, makeSerialToken, openSerialToken, bytesToHex, kdf, kdfExtract, kdfExpand } from './keys.ts';
 import { ProtocolError, ImplementationError } from './errors.ts';
 
 const master = new Uint8Array(32).fill(7);
@@ -26,6 +26,24 @@ test('serial token round trip, reproducible, and tamper refused', () => {
     assert.throws(() => openSerialToken(ring, bad), (e: unknown) => e instanceof ProtocolError && (e.code === 'KEY_BAD_TOKEN' || e.code === 'KEY_UNKNOWN_VERSION'));
   }
   assert.throws(() => openSerialToken(ring, t1.subarray(0, 10)), (e: unknown) => e instanceof ProtocolError && e.code === 'KEY_BAD_TOKEN');
+});
+
+test('kdfExtract + kdfExpand give kdf()\'s bytes (RFC 5869 test case 1 and the handshake labels)', () => {
+  const hexTo = (h: string) => Uint8Array.from(h.match(/../g)!.map((x) => parseInt(x, 16)));
+  // RFC 5869 §A.1: IKM 22 x 0x0b, salt 000102..0c, info f0..f9, L 42.
+  const ikm = new Uint8Array(22).fill(0x0b);
+  const salt = hexTo('000102030405060708090a0b0c');
+  const info = hexTo('f0f1f2f3f4f5f6f7f8f9');
+  const prk = kdfExtract(ikm, salt);
+  assert.is(bytesToHex(prk), '077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5');
+  const okm = '3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865';
+  assert.is(bytesToHex(kdfExpand(prk, info, 42)), okm);
+  assert.is(bytesToHex(kdf(ikm, salt, info, 42)), okm);
+  for (const label of ['usbphone/v1 traffic c2s', 'usbphone/v1 traffic s2c', 'enc', 'siv']) {
+    for (const sl of ['usbphone/v1 seal', new Uint8Array(64).fill(5)]) {
+      assert.is(bytesToHex(kdfExpand(kdfExtract(master, sl), label)), bytesToHex(kdf(master, sl, label)));
+    }
+  }
 });
 
 test('master key file parsing', () => {

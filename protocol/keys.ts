@@ -3,7 +3,7 @@
 // device keys and a backup registration server needs only the master key. Master keys are
 // versioned: a device's identity record names the version its key was derived under, so a
 // master key can be rotated while older devices keep working.
-import { hkdf } from '@noble/hashes/hkdf.js';
+import { hkdf, extract, expand } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
@@ -24,6 +24,20 @@ export function utf8(s: string): Uint8Array {
 /** RFC 5869 HKDF-SHA256 with a distinct label per purpose. */
 export function kdf(ikm: Uint8Array, salt: string | Uint8Array, info: string | Uint8Array, length = KEY_BYTES): Uint8Array {
   return hkdf(sha256, ikm, typeof salt === 'string' ? utf8(salt) : salt, typeof info === 'string' ? utf8(info) : info, length);
+}
+
+/**
+ * RFC 5869 §2.2 HKDF-Extract: the pseudorandom key shared by every kdf() output with the
+ * same (ikm, salt). kdf(ikm, salt, info) = kdfExpand(kdfExtract(ikm, salt), info): a key
+ * schedule that derives several labels from one (ikm, salt) extracts once. Wipe the PRK.
+ */
+export function kdfExtract(ikm: Uint8Array, salt: string | Uint8Array): Uint8Array {
+  return extract(sha256, ikm, typeof salt === 'string' ? utf8(salt) : salt);
+}
+
+/** RFC 5869 §2.3 HKDF-Expand of a PRK from kdfExtract(). */
+export function kdfExpand(prk: Uint8Array, info: string | Uint8Array, length = KEY_BYTES): Uint8Array {
+  return expand(sha256, prk, typeof info === 'string' ? utf8(info) : info, length);
 }
 
 export function mac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {

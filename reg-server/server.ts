@@ -86,6 +86,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
       async close() {
         await poller.stop();
         await h.close();
+        for (const c of clients.values()) c.close();
         store.close();
       },
     };

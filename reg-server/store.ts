@@ -146,10 +146,29 @@ function serverFromRow(r: ServerRow): BizServerRecord {
 
 export class SqliteRegStore implements RegStore {
   readonly db: Db;
+  // Prepared once: a registration runs several of these, and preparing costs more than running.
   readonly #getDevice;
+  readonly #insertDevice;
+  readonly #updateKeyVersion;
+  readonly #setStatus;
+  readonly #recordRotation;
+  readonly #recordConfirmation;
+  readonly #recordReissue;
+  readonly #listServers;
+  readonly #listRegions;
+  readonly #setServerHealth;
   constructor(file: string) {
     this.db = openDb(file, MIGRATIONS);
     this.#getDevice = this.db.prepare('SELECT * FROM devices WHERE serial = ?');
+    this.#insertDevice = this.db.prepare('INSERT INTO devices (serial, status, key_version, account, biz_user, meta, enrolled_at) VALUES (?, \'active\', ?, ?, ?, ?, ?)');
+    this.#updateKeyVersion = this.db.prepare('UPDATE devices SET key_version = ?, meta = ? WHERE serial = ?');
+    this.#setStatus = this.db.prepare('UPDATE devices SET status = ? WHERE serial = ?');
+    this.#recordRotation = this.db.prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, rotations = rotations + 1 WHERE serial = ?');
+    this.#recordConfirmation = this.db.prepare('UPDATE devices SET confirmed_gen = ? WHERE serial = ?');
+    this.#recordReissue = this.db.prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, reissues = reissues + 1 WHERE serial = ?');
+    this.#listServers = this.db.prepare('SELECT * FROM biz_servers ORDER BY name');
+    this.#listRegions = this.db.prepare('SELECT cidr, region FROM regions ORDER BY cidr');
+    this.#setServerHealth = this.db.prepare('UPDATE biz_servers SET healthy = ?, load = ?, checked_at = ? WHERE name = ?');
   }
 
   getDevice(serial: string): Device | null {
@@ -163,9 +182,7 @@ export class SqliteRegStore implements RegStore {
     return this.db.transaction(() => {
       const r = this.#getDevice.get(d.serial) as DeviceRow | undefined;
       if (!r) {
-        this.db
-          .prepare('INSERT INTO devices (serial, status, key_version, account, biz_user, meta, enrolled_at) VALUES (?, \'active\', ?, ?, ?, ?, ?)')
-          .run(d.serial, d.keyVersion, d.account, d.user, d.meta ? JSON.stringify(d.meta) : null, now);
+        this.#insertDevice.run(d.serial, d.keyVersion, d.account, d.user, d.meta ? JSON.stringify(d.meta) : null, now);
         return 'created' as const;
       }
       const have = deviceFromRow(r);
@@ -173,27 +190,25 @@ export class SqliteRegStore implements RegStore {
         throw new ImplementationError('ENROLL_CONFLICT', `serial ${d.serial} is already bound to account '${have.account}' user '${have.user}'`);
       }
       if (have.keyVersion === d.keyVersion) return 'exists' as const;
-      this.db.prepare('UPDATE devices SET key_version = ?, meta = ? WHERE serial = ?').run(d.keyVersion, d.meta ? JSON.stringify(d.meta) : null, d.serial);
+      this.#updateKeyVersion.run(d.keyVersion, d.meta ? JSON.stringify(d.meta) : null, d.serial);
       return 'updated' as const;
     }).immediate();
   }
 
   setDeviceStatus(serial: string, status: DeviceStatus): boolean {
-    return this.db.prepare('UPDATE devices SET status = ? WHERE serial = ?').run(status, serial).changes === 1;
+    return this.#setStatus.run(status, serial).changes === 1;
   }
 
   recordRotation(serial: string, currentGen: number, pendingGen: number, now = Date.now()): void {
-    this.db
-      .prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, rotations = rotations + 1 WHERE serial = ?')
-      .run(currentGen, pendingGen, now, serial);
+    this.#recordRotation.run(currentGen, pendingGen, now, serial);
   }
 
   recordConfirmation(serial: string, gen: number): void {
-    this.db.prepare('UPDATE devices SET confirmed_gen = ? WHERE serial = ?').run(gen, serial);
+    this.#recordConfirmation.run(gen, serial);
   }
 
   recordReissue(serial: string, currentGen: number, pendingGen: number, now = Date.now()): void {
-    this.db.prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, reissues = reissues + 1 WHERE serial = ?').run(currentGen, pendingGen, now, serial);
+    this.#recordReissue.run(currentGen, pendingGen, now, serial);
   }
 
   syncTopology(servers: Omit<BizServerRecord, 'healthy' | 'load' | 'checkedAt'>[], regions: RegionRecord[]): void {
@@ -211,18 +226,18 @@ export class SqliteRegStore implements RegStore {
   }
 
   listServers(): BizServerRecord[] {
-    return (this.db.prepare('SELECT * FROM biz_servers ORDER BY name').all() as ServerRow[]).map(serverFromRow);
+    return (this.#listServers.all() as ServerRow[]).map(serverFromRow);
   }
 
   listRegions(): RegionRecord[] {
-    return (this.db.prepare('SELECT cidr, region FROM regions ORDER BY cidr').all() as { cidr: unknown; region: unknown }[]).map((r) => {
+    return (this.#listRegions.all() as { cidr: unknown; region: unknown }[]).map((r) => {
       if (typeof r.cidr !== 'string' || typeof r.region !== 'string') corrupt('region row', 'bad cidr or region');
       return { cidr: r.cidr, region: r.region };
     });
   }
 
   setServerHealth(name: string, healthy: boolean, load: number, now = Date.now()): void {
-    this.db.prepare('UPDATE biz_servers SET healthy = ?, load = ?, checked_at = ? WHERE name = ?').run(healthy ? 1 : 0, Math.max(0, Math.floor(load)), now, name);
+    this.#setServerHealth.run(healthy ? 1 : 0, Math.max(0, Math.floor(load)), now, name);
   }
 
   close(): void {

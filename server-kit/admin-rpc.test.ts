@@ -3,6 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { AddressInfo } from 'node:net';
+import type { IncomingMessage } from 'node:http';
 import { createAdminServer, AdminClient, AdminError } from './admin-rpc.ts';
 import { closeServer } from './host.ts';
 import { setLogLevel } from './log.ts';
@@ -46,22 +47,37 @@ test('a call round-trips; an op\'s refusal comes back with its code', async () =
   await rejects(() => c.call('nope', []), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_UNKNOWN_OP');
 });
 
+test('calls through one client reuse one keep-alive connection', async () => {
+  let connections = 0;
+  const count = () => connections++;
+  server.on('connection', count);
+  try {
+    const c = new AdminClient(url, key);
+    for (let i = 0; i < 3; i++) assert.equal(await c.call('echo', [i]), [i]);
+    c.close();
+  } finally {
+    server.off('connection', count);
+  }
+  assert.is(connections, 1);
+});
+
 test('a wrong key is refused with 401 and no detail', async () => {
   await rejects(() => new AdminClient(url, new Uint8Array(32).fill(4)).call('echo', []), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_BAD_AUTH');
 });
 
 test('a replayed request is refused (ADMIN_REPLAY), a stale one too (ADMIN_STALE)', async () => {
-  // Capture one sealed request by pointing a client at a recording server.
+  // Capture one sealed request as the server receives it (a second listener on the request).
   let captured: Uint8Array | null = null;
-  const orig = globalThis.fetch;
-  globalThis.fetch = async (u, init) => {
-    captured = new Uint8Array(init!.body as Uint8Array);
-    return orig(u, init);
+  const record = (req: IncomingMessage) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => (captured = new Uint8Array(Buffer.concat(chunks))));
   };
+  server.prependListener('request', record);
   try {
     await new AdminClient(url, key).call('echo', ['once']);
   } finally {
-    globalThis.fetch = orig;
+    server.off('request', record);
   }
   const n = calls.length;
   const replay = await fetch(url, { method: 'POST', body: captured! });

@@ -7,7 +7,8 @@
 //
 //   request  = nonce(24) | seal(kReq, nonce, aad "usbphone/v1 admin request", cbor [ts, id, op, args])
 //   response = nonce(24) | seal(kRes, nonce, aad id,                           cbor [true, result] | [false, code, message])
-import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { createServer, request as httpRequest, Agent as HttpAgent, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { kdf, utf8 } from '../protocol/keys.ts';
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
@@ -17,6 +18,8 @@ import { ProtocolError, CloseCode, TimeoutError } from '../protocol/errors.ts';
 import { createLogger } from './log.ts';
 
 export const ADMIN_MAX_BODY = 16 * 1024;
+/** Idle keep-alive sockets close after this, below node's server keepAliveTimeout (5 s). */
+export const ADMIN_IDLE_SOCKET_MS = 4_000;
 const AAD_REQ = utf8('usbphone/v1 admin request');
 
 export class AdminError extends Error {
@@ -125,15 +128,29 @@ export function createAdminServer(opts: AdminServerOptions): Server {
   return createServer(adminListener(opts));
 }
 
-/** Client of one admin endpoint. */
+/**
+ * Client of one admin endpoint. One keep-alive connection pool per endpoint over plain
+ * node:http: a registration makes one call per login, and fetch (undici) costs several
+ * times more CPU per call than http.request on a reused socket. Idle sockets are closed
+ * before the server's keep-alive timeout (node's default 5 s) so a call rarely lands on
+ * a socket the server is closing; if one does, it fails as ADMIN_UNREACHABLE, which the
+ * caller retries (reg-server/rotation.ts: same rotation id, so the retry is idempotent).
+ */
 export class AdminClient {
   readonly #k: ReturnType<typeof keys>;
+  readonly #url: URL;
+  readonly #tls: boolean;
+  readonly #agent: HttpAgent;
   constructor(
     readonly url: string,
     key: Uint8Array,
     private readonly timeoutMs = 3_000,
   ) {
     this.#k = keys(key);
+    this.#url = new URL(url);
+    this.#tls = this.#url.protocol === 'https:';
+    const agentOpts = { keepAlive: true, timeout: ADMIN_IDLE_SOCKET_MS, scheduling: 'lifo' as const };
+    this.#agent = this.#tls ? new HttpsAgent(agentOpts) : new HttpAgent(agentOpts);
   }
 
   /**
@@ -143,15 +160,8 @@ export class AdminClient {
   async call(op: string, args: CborValue): Promise<CborValue> {
     const id = systemRng(16);
     const body = seal(this.#k.req, AAD_REQ, [Date.now(), id, op, args]);
-    let res: Response;
-    try {
-      res = await fetch(this.url, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' }, signal: AbortSignal.timeout(this.timeoutMs) });
-    } catch (e) {
-      if ((e as Error).name === 'TimeoutError') throw new TimeoutError(`admin ${op} at ${this.url}`);
-      throw new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${(e as Error).message}`);
-    }
-    const buf = new Uint8Array(await res.arrayBuffer());
-    if (res.status !== 200) throw new AdminError(res.status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${res.status}`);
+    const { status, buf } = await this.#post(op, body);
+    if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${status}`);
     let v: CborValue;
     try {
       v = open(this.#k.res, id, buf);
@@ -161,5 +171,46 @@ export class AdminClient {
     if (!Array.isArray(v) || typeof v[0] !== 'boolean') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: malformed response`);
     if (v[0]) return v[1] as CborValue;
     throw new AdminError(String(v[1]), String(v[2]));
+  }
+
+  /** Closes the idle connections (a call after this opens a new one). */
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  /** One POST; the deadline covers connecting, the answer and its body. */
+  #post(op: string, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const done = (e: Error | null, r?: { status: number; buf: Uint8Array }) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (e) {
+          req.destroy();
+          reject(e);
+        } else resolve(r!);
+      };
+      const u = this.#url;
+      const req = (this.#tls ? httpsRequest : httpRequest)({
+        agent: this.#agent, method: 'POST', host: u.hostname, port: u.port || (this.#tls ? 443 : 80), path: u.pathname + u.search,
+        headers: { 'content-type': 'application/octet-stream', 'content-length': body.length },
+      });
+      const timer = setTimeout(() => done(new TimeoutError(`admin ${op} at ${this.url}`)), this.timeoutMs);
+      req.on('error', (e) => done(new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${e.message}`)));
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          // A sealed answer is never larger than a request may be.
+          if (size > ADMIN_MAX_BODY) return done(new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${ADMIN_MAX_BODY} bytes`));
+          chunks.push(c);
+        });
+        res.on('end', () => done(null, { status: res.statusCode ?? 0, buf: new Uint8Array(Buffer.concat(chunks)) }));
+        res.on('error', (e) => done(new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${e.message}`)));
+      });
+      req.end(body);
+    });
   }
 }

@@ -4,7 +4,8 @@ import { FlashChip } from '../flash/chip.ts';
 import { CowBacking } from '../flash/backing.ts';
 import { Fuses } from '../flash/fuses.ts';
 import { DeviceBus } from '../flash/bus.ts';
-import { parseTable } from './layout.ts';
+import { parseTable, zoneOf, ZoneType } from './layout.ts';
+import { listIso } from './iso9660.ts';
 import { busStorage, type RecordCodec } from './bus-storage.ts';
 import { buildImage } from '../factory/image.ts';
 import { MasterKeyring } from '../../protocol/keys.ts';
@@ -58,6 +59,20 @@ test('a wrong vendor sequence is refused (S0.4); a power cut mid-save reports ER
   bus.powerCycle();
   assert.equal(busStorage(bus, json).loadLogin(), { ok: true, value: { user: 'u1', secret: 'old' } });
   assert.equal(busStorage(bus, { ...json, decode: () => { throw new Error('x'); } }).loadLogin(), { ok: false, status: 'ERR_FORMAT' });
+});
+
+test('a mounted virtual zone reads every file as readVirtualFile does; an unreadable directory does not mount', () => {
+  const { chip, bus } = device();
+  const s = busStorage(bus, json);
+  const v = zoneOf(table, ZoneType.VIRTUAL);
+  const names = (listIso((lba, n) => chip.peek(v.offset + lba * 2048, n * 2048)) ?? []).map((e) => e.name);
+  assert.ok(names.includes('AUTORUN.INF') && names.length >= 4);
+  const vol = s.mountVirtual();
+  assert.ok(vol.ok);
+  for (const n of [...names, 'NOPE.TXT', 'autorun.inf;1']) assert.equal(vol.value.readFile(n), s.readVirtualFile(n), n);
+  const erased = device();
+  erased.chip.flipBit(v.offset + 16 * 2048, 0); // the primary volume descriptor
+  assert.equal(busStorage(erased.bus, json).mountVirtual(), { ok: false, status: 'ERR_NOT_FOUND' });
 });
 
 test.run();

@@ -8,9 +8,9 @@
 // 'ERR_NOT_FOUND', 'ERR_POWER_LOST'; a record the codec refuses is 'ERR_FORMAT'.
 import { FlashStatus, statusName } from '../flash/chip.ts';
 import { VENDOR_UNLOCK_SEQUENCE, type DeviceBus } from '../flash/bus.ts';
-import { readIsoFile } from './iso9660.ts';
+import { readIsoFile, readIsoEntry, listIso } from './iso9660.ts';
 import { readFatFile } from './fat.ts';
-import { readIdentity, openStore, type Identity, type StoreName } from './hidden.ts';
+import { readIdentity, openStore, type Identity, type RecordStore, type StoreName } from './hidden.ts';
 
 export type StorageResult<T> = { ok: true; value: T } | { ok: false; status: string };
 
@@ -22,6 +22,7 @@ export interface RecordCodec<T> {
 
 export interface BusStorage<T> {
   readVirtualFile(name: string): StorageResult<Uint8Array>;
+  mountVirtual(): StorageResult<{ readFile(name: string): StorageResult<Uint8Array> }>;
   readFreeFile(name: string): StorageResult<Uint8Array>;
   readIdentity(): StorageResult<Identity>;
   loadLogin(): StorageResult<T | null>;
@@ -47,16 +48,37 @@ export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>, opts: { sto
     last = r.status;
     return r.status === FlashStatus.OK ? r.data : null;
   };
-  const store = () => {
+  // One store per storage instance: its key is derived from the fuses once (as firmware
+  // keeps it in RAM), while every access still unlocks and goes through the vendor port.
+  let opened: RecordStore | null = null;
+  const store = (): { status: number; store?: RecordStore } => {
     const u = unlock();
     if (u !== FlashStatus.OK) return { status: u };
-    return openStore(bus.vendor, opts.store ?? 'login');
+    if (opened) return { status: FlashStatus.OK, store: opened };
+    const s = openStore(bus.vendor, opts.store ?? 'login');
+    opened = s.store ?? null;
+    return s;
   };
   return {
     readVirtualFile(name) {
       last = FlashStatus.OK;
       const b = readIsoFile(blocks, name, bus.cdrom.blockCount);
       return b ? { ok: true, value: b } : fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NOT_FOUND);
+    },
+    mountVirtual() {
+      last = FlashStatus.OK;
+      const list = listIso(blocks, bus.cdrom.blockCount);
+      if (!list) return fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NOT_FOUND);
+      return {
+        ok: true,
+        value: {
+          readFile(name: string) {
+            last = FlashStatus.OK;
+            const b = readIsoEntry(blocks, list, name);
+            return b ? { ok: true as const, value: b } : fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NOT_FOUND);
+          },
+        },
+      };
     },
     readFreeFile(name) {
       last = FlashStatus.OK;

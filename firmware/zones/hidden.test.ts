@@ -243,6 +243,46 @@ test('property: any sequence of writes with power cuts at random points reads ba
   );
 });
 
+test('property: read() (headers first, opens the best candidate) agrees with the full scan slots() marks current', () => {
+  const prep = unlocked();
+  const base = prep.chip.peek(0, W25Q64.sizeBytes);
+  const slotBase = zoneOf(table, ZoneType.HIDDEN).offset + HIDDEN_STORES.login.firstSector * 4096;
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          len: fc.integer({ min: 0, max: 1500 }),
+          cut: fc.option(fc.record({ ops: fc.integer({ min: 0, max: 8 }), torn: fc.integer({ min: 0, max: 255 }) }), { nil: null }),
+          // Bit rot anywhere in a slot, header (sequence number, length, magic) included.
+          flip: fc.option(fc.record({ slot: fc.integer({ min: 0, max: 3 }), at: fc.oneof(fc.integer({ min: 0, max: 15 }), fc.integer({ min: 16, max: 1600 })), bit: fc.integer({ min: 0, max: 7 }) }), { nil: null }),
+        }),
+        { minLength: 1, maxLength: 14 },
+      ),
+      (steps) => {
+        const d = unlocked(base);
+        steps.forEach((st, i) => {
+          if (st.cut) {
+            d.chip.faults.powerCutAfterOps = st.cut.ops;
+            d.chip.faults.tornBytes = st.cut.torn;
+          }
+          store(d.bus).write(Uint8Array.from({ length: st.len }, (_, k) => (k * 7 + i) & 0xff));
+          d.chip.faults.clear();
+          d.bus.powerCycle();
+          d.bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
+          if (st.flip) d.chip.flipBit(slotBase + st.flip.slot * 4096 + st.flip.at, st.flip.bit);
+          const s = store(d.bus);
+          const r = s.read();
+          const cur = s.slots().slots.find((x) => x.current);
+          assert.is(r.status, cur ? FlashStatus.OK : FlashStatus.ERR_EMPTY, `step ${i}`);
+          assert.is(r.seq, cur?.seq ?? 0, `step ${i}`);
+          assert.is(r.payload?.length ?? null, cur ? cur.length : null, `step ${i}`);
+        });
+      },
+    ),
+    { numRuns: 80, seed: 20240102 },
+  );
+});
+
 test('slot classification names a torn write and where it was cut', () => {
   const { chip, bus } = unlocked();
   const s = store(bus);

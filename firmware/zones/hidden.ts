@@ -17,7 +17,7 @@
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { kdf, checkSerial, SERIAL_TOKEN_MAX, SERIAL_TOKEN_MIN } from '../../protocol/keys.ts';
+import { kdfExtract, kdfExpand, checkSerial, SERIAL_TOKEN_MAX, SERIAL_TOKEN_MIN } from '../../protocol/keys.ts';
 import { FlashStatus } from '../flash/chip.ts';
 import type { HiddenPort } from '../flash/bus.ts';
 import { crc32 } from './crc32.ts';
@@ -37,8 +37,20 @@ const NONCE = 24, TAG = 16;
 
 // ---------------------------------------------------------------- sealing
 
+// Both subkeys expand from one HKDF extract (the same bytes as kdf() per label, RFC 5869
+// §2.2-2.3); open() needs only the encryption key.
+const SEAL_SALT = 'usbphone/v1 seal';
 function subkeys(key: Uint8Array): { enc: Uint8Array; siv: Uint8Array } {
-  return { enc: kdf(key, 'usbphone/v1 seal', 'enc'), siv: kdf(key, 'usbphone/v1 seal', 'siv') };
+  const prk = kdfExtract(key, SEAL_SALT);
+  const out = { enc: kdfExpand(prk, 'enc'), siv: kdfExpand(prk, 'siv') };
+  prk.fill(0);
+  return out;
+}
+function encKey(key: Uint8Array): Uint8Array {
+  const prk = kdfExtract(key, SEAL_SALT);
+  const enc = kdfExpand(prk, 'enc');
+  prk.fill(0);
+  return enc;
 }
 
 /** nonce (24) || ciphertext || tag (16), header as associated data. */
@@ -57,8 +69,7 @@ export function seal(key: Uint8Array, header: Uint8Array, plaintext: Uint8Array)
 /** Opens what seal() made; null if it does not authenticate (Poly1305 compares in constant time). */
 export function open(key: Uint8Array, header: Uint8Array, sealed: Uint8Array): Uint8Array | null {
   if (sealed.length < NONCE + TAG) return null;
-  const { enc, siv } = subkeys(key);
-  siv.fill(0);
+  const enc = encKey(key);
   try {
     return xchacha20poly1305(enc, sealed.subarray(0, NONCE), header).decrypt(sealed.subarray(NONCE));
   } catch {
@@ -78,7 +89,10 @@ function put32(b: Uint8Array, o: number, v: number) {
   put16(b, o, v & 0xffff);
   put16(b, o + 2, v >>> 16);
 }
-const isErased = (b: Uint8Array) => b.every((x) => x === 0xff);
+function isErased(b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0xff) return false;
+  return true;
+}
 
 // ---------------------------------------------------------------- identity record
 
@@ -303,9 +317,9 @@ export class RecordStore {
 
   /** The latest record: OK with payload; ERR_EMPTY when no slot holds a valid record. */
   read(): { status: number; payload: Uint8Array | null; seq: number } {
-    const s = this.#scan();
+    const s = this.#current();
     if (s.status !== FlashStatus.OK) return { status: s.status, payload: null, seq: 0 };
-    const cur = s.slots.find((x) => x.current);
+    const cur = s.current;
     if (!cur) return { status: FlashStatus.ERR_EMPTY, payload: null, seq: 0 };
     return { status: FlashStatus.OK, payload: cur.payload!, seq: cur.seq! };
   }
@@ -318,10 +332,11 @@ export class RecordStore {
   write(payload: Uint8Array): number {
     if (!(payload instanceof Uint8Array)) return FlashStatus.ERR_ARG;
     if (payload.length > RECORD_MAX_PAYLOAD) return FlashStatus.ERR_TOO_LARGE;
-    const s = this.#scan();
+    const s = this.#current();
     if (s.status !== FlashStatus.OK) return s.status;
-    const cur = s.slots.find((x) => x.current);
-    const maxSeq = s.slots.reduce((m, x) => (x.seq !== undefined && x.state === 'valid' ? Math.max(m, x.seq) : m), 0);
+    const cur = s.current;
+    // The current slot holds the highest sequence number of all valid slots.
+    const maxSeq = cur ? cur.seq! : 0;
     if (maxSeq >= 0xffffffff) return FlashStatus.ERR_NO_SPACE;
     const seq = maxSeq + 1;
     const head = new Uint8Array(12);
@@ -373,6 +388,36 @@ export class RecordStore {
     return FlashStatus.OK;
   }
 
+  /**
+   * The current slot (the valid one with the highest sequence number), found without
+   * opening every slot: the 16-byte headers rank the candidates (a slot whose header is not
+   * ours, or whose length is absurd, can never be valid), then each candidate in order of
+   * sequence number, highest first (lowest index on a tie, as #scan), is read whole and
+   * classified exactly as #scan does; the first valid one is the current slot. The result
+   * is the one #scan marks current (firmware/zones/hidden.test.ts checks the two agree).
+   */
+  #current(): { status: number; current?: SlotInfo & { payload?: Uint8Array } } {
+    const cands: { i: number; seq: number }[] = [];
+    for (let i = 0; i < this.geometry.slots; i++) {
+      const h = this.#port.readHidden(this.#slotOffset(i), SLOT_HEADER);
+      if (h.status !== FlashStatus.OK) return { status: h.status };
+      const b = h.data;
+      if (b[0] !== SLOT_MAGIC[0] || b[1] !== SLOT_MAGIC[1] || b[2] !== SLOT_MAGIC[2] || b[3] !== SLOT_MAGIC[3] || b[4] !== 1 || b[5] !== this.geometry.id) continue;
+      if (le16(b, 6) > RECORD_MAX_PAYLOAD) continue;
+      cands.push({ i, seq: le32(b, 8) });
+    }
+    cands.sort((a, b) => b.seq - a.seq || a.i - b.i);
+    for (const { i } of cands) {
+      const off = this.#slotOffset(i);
+      const r = this.#port.readHidden(off, this.#port.sectorBytes);
+      if (r.status !== FlashStatus.OK) return { status: r.status };
+      const info = classifySlot(r.data, this.geometry.id, this.#key, i, off);
+      if (info.state === 'valid') return { status: FlashStatus.OK, current: Object.assign(info, { current: true }) };
+    }
+    return { status: FlashStatus.OK };
+  }
+
+  /** Reference version of #current for slots(): reads and classifies every slot. */
   #scan(): { status: number; slots: (SlotInfo & { payload?: Uint8Array })[] } {
     const out: (SlotInfo & { payload?: Uint8Array })[] = [];
     for (let i = 0; i < this.geometry.slots; i++) {

@@ -286,8 +286,13 @@ export function listIso(readBlocks: ReadBlocks, blockCount?: number): IsoEntry[]
 /** One file's bytes by name (case-insensitive, ";1" optional); null if absent or unreadable. */
 export function readIsoFile(readBlocks: ReadBlocks, name: string, blockCount?: number): Uint8Array | null {
   const list = listIso(readBlocks, blockCount);
+  return list ? readIsoEntry(readBlocks, list, name) : null;
+}
+
+/** One file's bytes by name from a directory listIso() returned (a volume mounted once). */
+export function readIsoEntry(readBlocks: ReadBlocks, list: readonly IsoEntry[], name: string): Uint8Array | null {
   const want = name.toUpperCase().replace(/;\d+$/, '');
-  const e = list?.find((x) => x.name === want);
+  const e = list.find((x) => x.name === want);
   if (!e) return null;
   if (e.size === 0) return new Uint8Array(0);
   const b = readBlocks(e.lba, Math.ceil(e.size / ISO_BLOCK));
