@@ -51,7 +51,7 @@ inspect: deps
 	$(USBPHONE) inspect $(IMAGE) $(if $(FUSES),--fuses $(FUSES),)
 
 bench: deps
-	@for f in bench/*.bench.ts; do echo "== $$f"; node --expose-gc --import tsx $$f || exit 1; done
+	@for f in bench/*.bench.ts; do echo "== $$f"; $(NODE_BIN)/tsx $$f || exit 1; done
 
 clean:
 	rm -rf $(STATE) tmp

@@ -31,6 +31,9 @@ options:
   --seed S                seed for fuses, serials, rng (default 1)
   --concurrency N         fleet: phones plugging in at once (default 64)
   --rounds N              fleet: plug every phone in N times (default 1)
+  --servers WHERE         fleet: process (default: the servers in a process of their own,
+                          as deployed), inline (in this process), reg-child (only the
+                          registration servers in child processes)
   --loss P                deterministic: probability a frame is lost (default 0)
   --json                  fleet: one JSON object on stdout; scenario: JSON result
   -q, --quiet             no trace lines
@@ -57,6 +60,7 @@ export const command: Command = {
           seed: { type: 'string', default: '1' },
           concurrency: { type: 'string', default: '64' },
           rounds: { type: 'string', default: '1' },
+          servers: { type: 'string', default: 'process' },
           loss: { type: 'string', default: '0' },
           json: { type: 'boolean' },
           quiet: { type: 'boolean', short: 'q' },
@@ -113,14 +117,17 @@ export const command: Command = {
 
       if (a.devices !== undefined) {
         const devices = int(a.devices, 'devices', 1, 100_000);
+        const servers = a.servers as 'inline' | 'reg-child' | 'process';
+        if (!['inline', 'reg-child', 'process'].includes(servers)) throw new CliError('CLI_BAD_ARGS', '--servers must be process, inline or reg-child');
         const { runFleet } = await import('../sim/fleet.ts');
         setLogSink(() => {}, 'warn');
         const stateDir = mkdtempSync(join(tmpdir(), 'usbphone-fleet-'));
         try {
-          const s = await runFleet({ devices, seed, stateDir, concurrency: int(a.concurrency!, 'concurrency', 1, 10_000), rounds: int(a.rounds!, 'rounds', 1, 100) });
+          const s = await runFleet({ devices, seed, stateDir, concurrency: int(a.concurrency!, 'concurrency', 1, 10_000), rounds: int(a.rounds!, 'rounds', 1, 100), servers });
           if (a.json) out(JSON.stringify(s));
           else {
-            out(`fleet of ${s.devices} phones x ${s.rounds} round(s), ${s.concurrency} at a time, seed ${s.seed}`);
+            out(`fleet of ${s.devices} phones x ${s.rounds} round(s), ${s.concurrency} at a time, seed ${s.seed}, servers ${s.servers}`);
+            out(`  per server      ${Object.entries(s.byServer).map(([k, v]) => `${k} ${v}`).join(', ')}`);
             out(`  logins ok       ${s.ok}`);
             out(`  failed          ${s.failed}${s.failed ? ` (${Object.entries(s.failedByReason).map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`);
             out(`  logins/s        ${s.loginsPerSecond}  (${s.wallMs} ms wall)`);

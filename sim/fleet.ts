@@ -2,7 +2,10 @@
 // image, each with its own identity and loopback address) plug in, at most `concurrency`
 // at a time, and the run reports logins per second, latency percentiles from plug-in to
 // business login, failures by reason, and memory.
-import { startWorld, TraceHost, type World } from './world.ts';
+import { startWorld, makeWorld, TraceHost, type World, type StackHandle } from './world.ts';
+import { startExternalStack } from './external-stack.ts';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Progress, percentile } from './trace.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import type { Phone } from '../firmware/phone.ts';
@@ -16,8 +19,12 @@ export interface FleetOptions {
   progress?: boolean;
   /** Plug every phone in a second time after the first round (a rotation for each). */
   rounds?: number;
-  /** Run the registration servers as child processes (the fleet then has a second core). */
-  regProcess?: 'inline' | 'child';
+  /**
+   * Where the servers run: 'inline' (this process), 'reg-child' (the registration servers
+   * in child processes), or 'process' (the whole stack in one process of its own, so the
+   * phones and the servers each get a core).
+   */
+  servers?: 'inline' | 'reg-child' | 'process';
 }
 
 export interface FleetSummary {
@@ -36,14 +43,15 @@ export interface FleetSummary {
   peakRssBytes: number;
   /**
    * JS heap + buffers a plugged-out phone holds (chip, bus, copy-on-write sectors, firmware
-   * objects): live bytes after making the fleet minus before, per phone. Exact only when the
-   * process runs with --expose-gc (a collection precedes each reading).
+   * objects): live bytes after making the fleet minus before, per phone, each reading after
+   * full garbage collections.
    */
   memPerDeviceBytes: number;
   /** Flash sectors each phone holds privately over the shared base (mean). */
   privateFlashBytesPerDevice: number;
   concurrency: number;
   seed: number;
+  servers: 'inline' | 'reg-child' | 'process';
 }
 
 export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
@@ -52,7 +60,11 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
   const rounds = Math.max(1, o.rounds ?? 1);
   let peak = process.memoryUsage().rss;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
-  const world: World = await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 }, regProcess: o.regProcess ?? 'inline' });
+  const servers = o.servers ?? 'inline';
+  const world: World<StackHandle> =
+    servers === 'process'
+      ? await makeWorld(await startExternalStack(o.stateDir), { seed })
+      : await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 }, regProcess: servers === 'reg-child' ? 'child' : 'inline' });
   try {
     const host = new TraceHost();
     // Enroll the whole fleet in one batch, then make the phones.
@@ -105,6 +117,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       privateFlashBytesPerDevice: Math.round(phones.reduce((n, p) => n + p.phone.backing.privateBytes, 0) / o.devices),
       concurrency,
       seed,
+      servers,
     };
   } finally {
     clearInterval(sampler);
@@ -114,9 +127,17 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
 
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
+/** A full garbage collection, also without --expose-gc (V8 exposes gc to a new context). */
+function collector(): () => void {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (g) return g;
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
+
 function liveBytes(): number {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  for (let i = 0; i < 3; i++) gc?.();
+  const gc = collector();
+  for (let i = 0; i < 3; i++) gc();
   const m = process.memoryUsage();
   return m.heapUsed + m.arrayBuffers;
 }

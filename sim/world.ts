@@ -24,8 +24,17 @@ export interface WorldOptions extends Partial<StackOptions> {
   device?: Partial<DeviceConfig>;
 }
 
-export interface World {
-  stack: Stack;
+/** What phones need of the servers: the stack in this process, or one in its own (`external-stack.ts`). */
+export interface StackHandle {
+  ring: Stack['ring'];
+  dests: Stack['dests'];
+  urlFor(dest: string): string;
+  enroll: Stack['enroll'];
+  stop(): Promise<void>;
+}
+
+export interface World<S extends StackHandle = Stack> {
+  stack: S;
   base: Uint8Array;
   table: PartitionTable;
   seed: number;
@@ -51,8 +60,12 @@ export function fusesOf(seed: number, i: number): Fuses {
 
 export async function startWorld(o: WorldOptions): Promise<World> {
   mkdirSync(o.stateDir, { recursive: true });
+  return makeWorld(await startStack({ ...o, stateDir: o.stateDir }), o);
+}
+
+/** Phones over a running stack (stopped with the world, also when this fails). */
+export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOptions, keyof StackOptions> & { seed?: number; device?: Partial<DeviceConfig> }): Promise<World<S>> {
   const seed = o.seed ?? 1;
-  const stack = await startStack({ ...o, stateDir: o.stateDir });
   try {
     const keyring = stack.ring;
     // The base image: a template device whose zones every phone shares; each phone then
@@ -67,7 +80,7 @@ export async function startWorld(o: WorldOptions): Promise<World> {
     const table = tableOf(base);
     const config = { ...defaultDeviceConfig, ...o.device };
     const hal = (host: Host, ip: string): HalBase => ({ clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host });
-    const world: World = {
+    const world: World<S> = {
       stack,
       base,
       table,
