@@ -3,14 +3,9 @@
 // unit), and, through the vendor command path only, the identity record and the
 // power-cut-safe record store of the hidden zone (S0.1, S0.4).
 import type { SavedLogin } from './saved-login.ts';
+import type { Identity } from './zones/hidden.ts';
 
-export interface Identity {
-  serial: string;
-  keyVersion: number;
-  deviceKey: Uint8Array;
-  /** The encrypted serial number the hello carries (S0.1, S0.8). */
-  serialToken: Uint8Array;
-}
+export type { Identity };
 
 export type StorageResult<T> = { ok: true; value: T } | { ok: false; status: string };
 
@@ -19,7 +14,8 @@ export interface VirtualVolume {
   readFile(name: string): StorageResult<Uint8Array>;
 }
 
-export interface PhoneStorage {
+/** The storage seam, over a record type T kept in the hidden zone's record store. */
+export interface RecordStorage<T> {
   readVirtualFile(name: string): StorageResult<Uint8Array>;
   /**
    * Reads and checks the virtual zone's directory once (what a boot does before reading
@@ -31,7 +27,10 @@ export interface PhoneStorage {
   /** Reads and unseals the identity record with the fuse-derived key (S0.4). */
   readIdentity(): StorageResult<Identity>;
   /** The saved login; `value: null` when none was ever saved (or none survives). */
-  loadLogin(): StorageResult<SavedLogin | null>;
+  loadLogin(): StorageResult<T | null>;
   /** Saves the login, power-cut safe: afterwards the old or the new record reads back. */
-  saveLogin(s: SavedLogin): StorageResult<void>;
+  saveLogin(s: T): StorageResult<void>;
 }
+
+/** What the phone's programs use: the seam with the saved login as its record. */
+export type PhoneStorage = RecordStorage<SavedLogin>;

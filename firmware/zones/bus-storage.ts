@@ -1,8 +1,8 @@
 // The firmware's storage seam over the real bus: files of the virtual zone through the
 // CD-ROM unit, files of the free zone through the disk unit, and the identity record and
-// the saved-login record store through the vendor path (S0.1, S0.4, S0.12). It matches the
-// firmware's PhoneStorage interface structurally (firmware/storage.ts), with the record
-// codec passed in so this file does not depend on the saved-login format. No node imports.
+// the saved-login record store through the vendor path (S0.1, S0.4, S0.12). It implements
+// the firmware's RecordStorage seam (firmware/storage.ts), with the record codec passed in so
+// this file does not depend on the saved-login format. No node imports.
 //
 // Errors are the flash status names (statusName), e.g. 'ERR_LOCKED', 'ERR_AUTH',
 // 'ERR_NOT_FOUND', 'ERR_POWER_LOST'; a record the codec refuses is 'ERR_FORMAT'.
@@ -10,23 +10,13 @@ import { FlashStatus, statusName } from '../flash/chip.ts';
 import { VENDOR_UNLOCK_SEQUENCE, type DeviceBus } from '../flash/bus.ts';
 import { readIsoFile, readIsoEntry, listIso } from './iso9660.ts';
 import { readFatFile } from './fat.ts';
-import { readIdentity, openStore, type Identity, type RecordStore, type StoreName } from './hidden.ts';
-
-export type StorageResult<T> = { ok: true; value: T } | { ok: false; status: string };
+import { readIdentity, openStore, type RecordStore, type StoreName } from './hidden.ts';
+import type { RecordStorage } from '../storage.ts';
 
 export interface RecordCodec<T> {
   encode(v: T): Uint8Array;
   /** Throws (any error) if the bytes are not a record. */
   decode(b: Uint8Array): T;
-}
-
-export interface BusStorage<T> {
-  readVirtualFile(name: string): StorageResult<Uint8Array>;
-  mountVirtual(): StorageResult<{ readFile(name: string): StorageResult<Uint8Array> }>;
-  readFreeFile(name: string): StorageResult<Uint8Array>;
-  readIdentity(): StorageResult<Identity>;
-  loadLogin(): StorageResult<T | null>;
-  saveLogin(v: T): StorageResult<void>;
 }
 
 const fail = (status: number | string) => ({ ok: false as const, status: typeof status === 'string' ? status : statusName(status) });
@@ -35,7 +25,7 @@ const fail = (status: number | string) => ({ ok: false as const, status: typeof 
  * opts.unlockSequence: what the vendor path is opened with (default the real sequence; a
  * test passes a wrong one to see S0.4 refuse).
  */
-export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>, opts: { store?: StoreName; unlockSequence?: Uint8Array } = {}): BusStorage<T> {
+export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>, opts: { store?: StoreName; unlockSequence?: Uint8Array } = {}): RecordStorage<T> {
   const unlock = (): number => (bus.vendor.unlocked ? FlashStatus.OK : bus.vendor.unlock(opts.unlockSequence ?? VENDOR_UNLOCK_SEQUENCE));
   let last = FlashStatus.OK as number;
   const blocks = (lba: number, n: number) => {
