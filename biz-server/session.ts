@@ -2,7 +2,7 @@
 //   login   -> loginAck ("received, verifying") -> loginOk (proof) | loginFail + close
 //   finish  -> sealed channel
 //   pwConfirm [gen] -> pwConfirmAck [gen]; the device then closes.
-import { Handshake, type SecureChannel } from '../protocol/channel.ts';
+import { Handshake } from '../protocol/channel.ts';
 import { MsgType, parseLogin, parsePwConfirm, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
@@ -20,20 +20,14 @@ type State = 'login' | 'finish' | 'channel' | 'done';
 
 export class BizSession extends ServerSession {
   #state: State = 'login';
-  #hs: Handshake | null = null;
-  #ch: SecureChannel | null = null;
   #user = '';
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: BizSessionDeps) {
     super(t, opts);
   }
 
-  protected nextSendSeq(): number {
-    return this.#ch?.nextSendSeq ?? this.#hs?.nextSendSeq ?? 0;
-  }
-
-  protected cleanup(): void {
-    this.#ch?.close();
+  protected override cleanup(): void {
+    super.cleanup();
     this.#state = 'done';
   }
 
@@ -43,17 +37,17 @@ export class BizSession extends ServerSession {
         if (env.type !== MsgType.login) this.unexpected(env, this.#state);
         return this.#login(frame, env);
       case 'finish':
-        this.#ch = this.#hs!.acceptFinish(frame, env);
+        this.ch = this.hs!.acceptFinish(frame, env);
         this.#state = 'channel';
         return;
       case 'channel': {
         if (env.type !== MsgType.pwConfirm) this.unexpected(env, this.#state);
-        const { gen } = parsePwConfirm(this.#ch!.open(env));
+        const { gen } = parsePwConfirm(this.ch!.open(env));
         if (!this.deps.store.confirm(this.#user, gen)) {
           throw new ProtocolError('BIZ_CONFIRM_MISMATCH', `generation ${gen} is not the account's current one`, CloseCode.policy);
         }
         this.opts.log.info('password confirmed', { user: this.#user, gen });
-        this.send(this.#ch!.seal(MsgType.pwConfirmAck, [gen]));
+        this.send(this.ch!.seal(MsgType.pwConfirmAck, [gen]));
         this.#state = 'done';
         return;
       }
@@ -67,7 +61,7 @@ export class BizSession extends ServerSession {
     const now = this.deps.now?.() ?? Date.now();
     const mech = mechanisms[login.mech];
     const choice = mech?.lookup(this.deps.store, login, now) ?? null;
-    const hs = (this.#hs = new Handshake('server', this.opts.name, null));
+    const hs = (this.hs = new Handshake('server', this.opts.name, null));
     hs.acceptOpening(frame, env, [login.mech, login.user, login.gen, login.ext], login.nonce, login.mac, choice?.key ?? null);
     choice?.key.fill(0);
     // S0.11: "received, verifying" before the verdict.

@@ -4,7 +4,7 @@
 //   pwConfirm [gen]        -> pwConfirmAck [gen]      optional, once, before credRequest
 //   credRequest [serial, localIp] -> credReply (+ rotation) | notFound; then close 1000
 // (docs/protocol.md §6.2)
-import { Handshake, type SecureChannel } from '../protocol/channel.ts';
+import { Handshake } from '../protocol/channel.ts';
 import { MsgType, parseHello, parseCredRequest, parsePwConfirm, credReplyBody, type Envelope } from '../protocol/messages.ts';
 import { openSerialToken, deriveDeviceKey, type MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
@@ -24,8 +24,6 @@ type State = 'hello' | 'finish' | 'cred' | 'busy' | 'done';
 
 export class RegSession extends ServerSession {
   #state: State = 'hello';
-  #hs: Handshake | null = null;
-  #ch: SecureChannel | null = null;
   #serial = '';
   #confirmed = false;
 
@@ -33,12 +31,8 @@ export class RegSession extends ServerSession {
     super(t, opts);
   }
 
-  protected nextSendSeq(): number {
-    return this.#ch?.nextSendSeq ?? this.#hs?.nextSendSeq ?? 0;
-  }
-
-  protected cleanup(): void {
-    this.#ch?.close();
+  protected override cleanup(): void {
+    super.cleanup();
     this.#state = 'done';
   }
 
@@ -48,7 +42,7 @@ export class RegSession extends ServerSession {
         if (env.type !== MsgType.hello) this.unexpected(env, this.#state);
         return this.#hello(frame, env);
       case 'finish':
-        this.#ch = this.#hs!.acceptFinish(frame, env);
+        this.ch = this.hs!.acceptFinish(frame, env);
         this.#state = 'cred';
         return;
       case 'cred':
@@ -64,7 +58,7 @@ export class RegSession extends ServerSession {
     const h = parseHello(env.body);
     const { version, serial } = openSerialToken(this.deps.ring, h.token);
     const key = deriveDeviceKey(this.deps.ring.key(version), serial);
-    const hs = (this.#hs = new Handshake('server', this.opts.name, null));
+    const hs = (this.hs = new Handshake('server', this.opts.name, null));
     hs.acceptOpening(frame, env, [h.token], h.nonce, h.mac, key);
     key.fill(0);
     hs.requireVerifiedOpening();
@@ -77,15 +71,15 @@ export class RegSession extends ServerSession {
 
   /** The device says it uses generation `gen` (docs/protocol.md §6.2): recorded, acknowledged. */
   #pwConfirm(env: Envelope): void {
-    const { gen } = parsePwConfirm(this.#ch!.open(env));
+    const { gen } = parsePwConfirm(this.ch!.open(env));
     this.#confirmed = true;
     this.deps.store.recordConfirmation(this.#serial, gen);
     this.opts.log.info('generation confirmed', { serial: this.#serial, gen });
-    this.send(this.#ch!.seal(MsgType.pwConfirmAck, [gen]));
+    this.send(this.ch!.seal(MsgType.pwConfirmAck, [gen]));
   }
 
   async #cred(env: Envelope): Promise<void> {
-    const req = parseCredRequest(this.#ch!.open(env));
+    const req = parseCredRequest(this.ch!.open(env));
     if (req.serial !== this.#serial) throw new ProtocolError('MSG_BAD_FIELD', 'credRequest.serial differs from the serial of the hello', CloseCode.protocol);
     this.#state = 'busy';
     const ip = this.transport.observedIp;
@@ -93,7 +87,7 @@ export class RegSession extends ServerSession {
     if (!device || device.status !== 'active') {
       // S0.9: "not found", sealed for this (genuine) device; then the session ends normally.
       this.opts.log.info('device not found', { code: 'REG_NOT_FOUND', serial: req.serial, disabled: device?.status === 'disabled', ip });
-      this.send(this.#ch!.seal(MsgType.notFound, [device ? 'device disabled' : 'device not registered']));
+      this.send(this.ch!.seal(MsgType.notFound, [device ? 'device disabled' : 'device not registered']));
       this.end(CloseCode.normal, 'REG_NOT_FOUND');
       return;
     }
@@ -106,7 +100,7 @@ export class RegSession extends ServerSession {
       r.secret.fill(0);
       return;
     }
-    this.send(this.#ch!.seal(MsgType.credReply, credReplyBody({
+    this.send(this.ch!.seal(MsgType.credReply, credReplyBody({
       user: device.user,
       secret: r.secret,
       gen: r.gen,

@@ -7,6 +7,7 @@
 import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, unexpected, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, ImplementationError, CloseCode } from '../protocol/errors.ts';
 import type { Logger } from './log.ts';
+import type { Handshake, SecureChannel } from '../protocol/channel.ts';
 
 export interface SessionTransport {
   /** The client address: the socket's peer, or the one the authenticated gateway observed. */
@@ -52,10 +53,18 @@ export abstract class ServerSession implements SessionHandler {
 
   /** Handles one decoded frame for the current state; throws ProtocolError to refuse. */
   protected abstract step(frame: Uint8Array, env: Envelope): void | Promise<void>;
+  /** The session's handshake, then its sealed channel (set by the subclass's states). */
+  protected hs: Handshake | null = null;
+  protected ch: SecureChannel | null = null;
+
   /** Seq this side's next frame carries. */
-  protected abstract nextSendSeq(): number;
-  /** Wipes keys and releases whatever the state holds. */
-  protected abstract cleanup(): void;
+  protected nextSendSeq(): number {
+    return this.ch?.nextSendSeq ?? this.hs?.nextSendSeq ?? 0;
+  }
+  /** Wipes keys and releases whatever the state holds (subclasses add their own, then call this). */
+  protected cleanup(): void {
+    this.ch?.close();
+  }
 
   onFrame(frame: Uint8Array): void {
     if (this.#ended) return;
