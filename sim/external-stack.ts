@@ -22,8 +22,9 @@ export interface ExternalStack extends StackHandle {
   pid: number;
 }
 
-export async function startExternalStack(stateDir: string, opts: { logLevel?: string; startTimeoutMs?: number } = {}): Promise<ExternalStack> {
-  const proc: ChildProcess = spawn(process.execPath, [bin, 'serve', 'all', '--state', stateDir, '--port', '0'], {
+/** opts.nodeArgs: flags for the server process's node (e.g. --cpu-prof, --max-old-space-size). */
+export async function startExternalStack(stateDir: string, opts: { logLevel?: string; startTimeoutMs?: number; nodeArgs?: string[] } = {}): Promise<ExternalStack> {
+  const proc: ChildProcess = spawn(process.execPath, [...(opts.nodeArgs ?? []), bin, 'serve', 'all', '--state', stateDir, '--port', '0'], {
     env: { ...process.env, USBPHONE_LOG_LEVEL: opts.logLevel ?? 'warn' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
