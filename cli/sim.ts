@@ -28,6 +28,8 @@ loopback, and shows them log in with nobody typing a password.
 options:
   --state DIR             state directory for the single phone (default: state)
   --port N                gateway port for the single phone (default 7400; 0 = any free)
+  --ip ADDR               the single phone's loopback address (default 127.1.0.1, region
+                          east; 127.2.x.y is region west)
   --seed S                seed for fuses, serials, rng (default 1)
   --concurrency N         fleet: phones plugging in at once (default 64)
   --rounds N              fleet: plug every phone in N times (default 1)
@@ -57,6 +59,7 @@ export const command: Command = {
           deterministic: { type: 'boolean' },
           state: { type: 'string', default: 'state' },
           port: { type: 'string', default: '7400' },
+          ip: { type: 'string', default: '127.1.0.1' },
           seed: { type: 'string', default: '1' },
           concurrency: { type: 'string', default: '64' },
           rounds: { type: 'string', default: '1' },
@@ -149,7 +152,8 @@ export const command: Command = {
       process.once('SIGINT', onSig);
       process.once('SIGTERM', onSig);
       try {
-        const r = await runSinglePhone({ stateDir: a.state!, gatewayPort: int(a.port!, 'port', 0, 65535), trace, say: (l) => out(l), onStack: (s) => (stack = s) });
+        if (!/^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(a.ip!) || a.ip!.split('.').some((x) => Number(x) > 255)) throw new CliError('CLI_BAD_ARGS', '--ip must be a loopback address 127.x.y.z');
+        const r = await runSinglePhone({ stateDir: a.state!, gatewayPort: int(a.port!, 'port', 0, 65535), ip: a.ip!, trace, say: (l) => out(l), onStack: (s) => (stack = s) });
         const o = r.outcome;
         out('');
         out(o.ok ? `LOGGED IN to ${o.server} with password generation ${o.gen} (via ${o.via}) in ${Math.round(o.ms)} ms` : `NOT LOGGED IN: ${o.kind}: ${o.reason}`);

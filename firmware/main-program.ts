@@ -128,10 +128,15 @@ export class MainProgram {
     this.#next();
   }
 
-  /** Every server (the last that worked first), and for each the newest secret first. */
+  /**
+   * Every server, and for each the newest secret first. After a registration, in the order
+   * the registration server chose for this IP (S0.8); from the saved copy, the server that
+   * last worked first (S0.13).
+   */
   #plan(): void {
     const secrets = [...this.#login!.secrets].sort((a, b) => b.gen - a.gen);
-    for (const server of serverOrder(this.#login!)) for (const secret of secrets) this.#tries.push({ server, secret });
+    const servers = this.#via === 'saved' ? serverOrder(this.#login!) : this.#login!.servers;
+    for (const server of servers) for (const secret of secrets) this.#tries.push({ server, secret });
   }
 
   #next(): void {

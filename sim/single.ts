@@ -8,7 +8,7 @@ import { startStack, type Stack, type StackOptions } from '../server-kit/stack.t
 import { setLogSink } from '../server-kit/log.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
-import { FileBacking } from '../firmware/host/file-backing.ts';
+import { FileBacking, loadWear, saveWear } from '../firmware/host/file-backing.ts';
 import { makePhone } from '../firmware/phone.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
 import { TraceHost } from './world.ts';
@@ -75,8 +75,14 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       const host = new TraceHost(o.trace);
       const ip = o.ip ?? '127.1.0.1';
       const phone = makePhone({ backing, fuses, hal: { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host } });
+      // The chip's erase counters live beside the image (a raw image carries none), so wear
+      // adds up over runs: `usbphone inspect state/phone.img --wear`.
+      const wearPath = imagePath + '.wear';
+      const wear = reuse ? loadWear(wearPath, phone.chip.sizeBytes / phone.chip.profile.sectorBytes) : null;
+      if (wear) phone.chip.loadEraseCounts(wear);
       say(`plug-in: phone ${serial} on ${ip}`);
       const outcome = await phone.device.plugIn();
+      saveWear(wearPath, phone.chip.eraseCounts());
       const saved = phone.device.storage.loadLogin();
       return { outcome, saved: saved.ok ? saved.value : null, imagePath, rebuilt: !reuse };
     } finally {
