@@ -22,7 +22,8 @@ function findTests(dir, out = []) {
 }
 
 const args = process.argv.slice(2);
-const files = (args.length ? args : findTests(root)).sort();
+// Arguments: test files, or folders to search for them.
+const files = (args.length ? args.flatMap((a) => (statSync(a).isDirectory() ? findTests(join(root, a)) : [a])) : findTests(root)).sort();
 const jobs = Number(process.env.TEST_JOBS ?? Math.max(1, Math.min(2, cpus().length)));
 const tsx = join(root, 'node_modules', '.bin', 'tsx');
 
