@@ -7,6 +7,7 @@ import { USER_RE } from '../protocol/messages.ts';
 import type { CborValue } from '../protocol/cbor.ts';
 import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts';
 import { createAdminServer, AdminError, safeInt } from '../server-kit/admin-rpc.ts';
+import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteBizStore, SEALED_MIN, SEALED_MAX, type BizStore } from './store.ts';
 import { BizSession } from './session.ts';
@@ -57,7 +58,8 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const store = new SqliteBizStore(cfg.dbFile);
   const replay = new ReplayCache();
   let draining = false;
-  const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log };
+  const metrics = new ServerMetrics(cfg.name);
+  const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics };
   let host: Host | null = null;
   let admin: Server | null = null;
   try {
@@ -67,6 +69,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       devicePort: cfg.devicePort,
       linkPort: cfg.linkPort,
       linkKey: cfg.linkKey,
+      metrics,
       factory: (t) => new BizSession(t, sessionOpts, { store, replay }),
       health: () => ({ region: cfg.region, draining }),
     });

@@ -47,6 +47,7 @@ export class BizSession extends ServerSession {
           throw new ProtocolError('BIZ_CONFIRM_MISMATCH', `generation ${gen} is not the account's current one`, CloseCode.policy);
         }
         this.opts.log.info('password confirmed', { user: this.#user, gen });
+        this.opts.metrics?.event('password_confirmed');
         this.send(this.ch!.seal(MsgType.pwConfirmAck, [gen]));
         this.#state = 'done';
         return;
@@ -68,6 +69,7 @@ export class BizSession extends ServerSession {
     this.send(hs.clear(MsgType.loginAck, []));
     const refuse = (code: string, reason: string) => {
       this.opts.log.info('login refused', { code, user: login.user, gen: login.gen, mech: login.mech, ip: this.transport.observedIp });
+      this.opts.metrics?.event('login_refused', code);
       this.send(hs.clear(MsgType.loginFail, [code, reason]));
       this.end(CloseCode.policy, code);
     };
@@ -81,6 +83,8 @@ export class BizSession extends ServerSession {
     // device still holds the current secret.
     if (choice.pending && !this.deps.store.promote(login.user, login.gen, now)) return refuse('BIZ_AUTH_FAILED', 'authentication failed');
     this.#user = login.user;
+    this.opts.metrics?.event('login_ok');
+    if (choice.pending) this.opts.metrics?.event('password_promoted');
     this.opts.log.info('login ok', { user: login.user, gen: login.gen, mech: login.mech, promoted: choice.pending, ip: this.transport.observedIp, via: this.transport.via });
     this.send(hs.proof(MsgType.loginOk));
     this.#state = 'finish';

@@ -7,6 +7,7 @@ import type { MasterKeyring } from '../protocol/keys.ts';
 import { parseCidr } from '../server-kit/ip.ts';
 import { startHost, type Host } from '../server-kit/host.ts';
 import { AdminClient } from '../server-kit/admin-rpc.ts';
+import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteRegStore, type RegStore, type BizServerRecord, type RegionRecord } from './store.ts';
 import { RegSession } from './session.ts';
@@ -64,7 +65,8 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
     await poller.poll();
     poller.start();
     const replay = new ReplayCache();
-    const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log };
+    const metrics = new ServerMetrics(cfg.name);
+    const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics };
     const deps = { store, ring: cfg.ring, replay, adminClient, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
     host = await startHost({
       name: cfg.name,
@@ -72,6 +74,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
       devicePort: cfg.devicePort,
       linkPort: cfg.linkPort,
       linkKey: cfg.linkKey,
+      metrics,
       factory: (t) => new RegSession(t, sessionOpts, deps),
     });
     log.info('listening', { devicePort: host.devicePort, linkPort: host.linkPort });

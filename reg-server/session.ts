@@ -75,6 +75,7 @@ export class RegSession extends ServerSession {
     this.#confirmed = true;
     this.deps.store.recordConfirmation(this.#serial, gen);
     this.opts.log.info('generation confirmed', { serial: this.#serial, gen });
+    this.opts.metrics?.event('generation_confirmed');
     this.send(this.ch!.seal(MsgType.pwConfirmAck, [gen]));
   }
 
@@ -87,6 +88,7 @@ export class RegSession extends ServerSession {
     if (!device || device.status !== 'active') {
       // S0.9: "not found", sealed for this (genuine) device; then the session ends normally.
       this.opts.log.info('device not found', { code: 'REG_NOT_FOUND', serial: req.serial, disabled: device?.status === 'disabled', ip });
+      this.opts.metrics?.event('device_not_found');
       this.send(this.ch!.seal(MsgType.notFound, [device ? 'device disabled' : 'device not registered']));
       this.end(CloseCode.normal, 'REG_NOT_FOUND');
       return;
@@ -108,6 +110,7 @@ export class RegSession extends ServerSession {
       servers: choices.map((s) => ({ name: s.name, url: s.url, region: s.region })),
     })));
     r.secret.fill(0);
+    this.opts.metrics?.event(r.reissued ? 'credentials_reissued' : 'credentials_issued');
     this.opts.log.info('credentials issued', {
       serial: device.serial, user: device.user, gen: r.gen, currentGen: r.currentGen, ip, via: this.transport.via,
       region: choices[0]!.region, first: choices[0]!.name, reissued: r.reissued, installedAt: r.installedAt, localIp: req.localIp,

@@ -10,6 +10,7 @@ import { Limits } from '../protocol/limits.ts';
 import { attachLinkServer, LINK_MAX_PAYLOAD, toBytes } from './link.ts';
 import { normalizeIp } from './ip.ts';
 import type { SessionFactory, SessionTransport } from './session.ts';
+import type { ServerMetrics } from './metrics.ts';
 
 export interface HostOptions {
   name: string;
@@ -21,6 +22,8 @@ export interface HostOptions {
   factory: SessionFactory;
   /** Extra status for GET /healthz on the device port. */
   health?: () => Record<string, unknown>;
+  /** Served as GET /metrics (Prometheus text) on the device and link ports. */
+  metrics?: ServerMetrics;
   /** Most bytes queued to one direct device before it is dropped as a slow peer. */
   maxBufferedBytes?: number;
 }
@@ -59,6 +62,13 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     if (req.method === 'GET' && req.url === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ ok: true, name: opts.name, ...opts.health?.() }));
+      return;
+    }
+    if (req.method === 'GET' && req.url === '/metrics' && opts.metrics) {
+      opts.metrics.text().then(
+        (text) => res.writeHead(200, { 'content-type': opts.metrics!.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      );
       return;
     }
     res.writeHead(404).end();

@@ -7,6 +7,7 @@
 import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, unexpected, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, ImplementationError, CloseCode } from '../protocol/errors.ts';
 import type { Logger } from './log.ts';
+import type { ServerMetrics } from './metrics.ts';
 import type { Handshake, SecureChannel } from '../protocol/channel.ts';
 
 export interface SessionTransport {
@@ -28,6 +29,8 @@ export interface SessionHandler {
 export type SessionFactory = (t: SessionTransport) => SessionHandler;
 
 export interface SessionOptions {
+  /** Where the session counts what it does (GET /metrics); none in some tests. */
+  metrics?: ServerMetrics;
   /** This server's name: the dest its frames carry. */
   name: string;
   stepTimeoutMs: number;
@@ -44,6 +47,7 @@ export abstract class ServerSession implements SessionHandler {
     protected readonly transport: SessionTransport,
     protected readonly opts: SessionOptions,
   ) {
+    this.opts.metrics?.sessions.inc({ via: transport.via });
     this.#arm();
   }
 
@@ -112,6 +116,7 @@ export abstract class ServerSession implements SessionHandler {
       reason = 'internal error';
       this.opts.log.error('session failed', { code, err: (e as Error)?.stack ?? String(e) });
     }
+    this.opts.metrics?.refusals.inc({ code });
     this.transport.send(encodeEnvelope(MsgType.error, this.nextSendSeq(), this.opts.name, errorBody(code, this.#lastSeq, reason)));
     this.end(closeCode, code);
   }

@@ -1,0 +1,40 @@
+// Prometheus metrics of a registration or business server (GET /metrics on its device and
+// link ports; the gateway has its own, gateway/metrics.ts): sessions by transport, refusals
+// by error code, and what the sessions did (credentials issued, devices not found, logins by
+// result, passwords promoted and confirmed). Labels carry codes and names only, never an
+// identity or a secret. Process metrics (memory, event loop) are the gateway's, or left to
+// the process supervisor: several servers may share one process (the embedded default).
+import { Registry, Counter } from 'prom-client';
+
+export type ServerEvent =
+  | 'credentials_issued'
+  | 'credentials_reissued'
+  | 'device_not_found'
+  | 'generation_confirmed'
+  | 'login_ok'
+  | 'login_refused'
+  | 'password_promoted'
+  | 'password_confirmed';
+
+export class ServerMetrics {
+  readonly registry = new Registry();
+  readonly sessions: Counter<'via'>;
+  readonly refusals: Counter<'code'>;
+  readonly events: Counter<'event' | 'code'>;
+
+  constructor(readonly server: string) {
+    this.registry.setDefaultLabels({ server });
+    const registers = [this.registry];
+    this.sessions = new Counter({ name: 'usbphone_server_sessions_total', help: 'Device sessions opened, by transport (gateway link or direct)', labelNames: ['via'], registers });
+    this.refusals = new Counter({ name: 'usbphone_server_refusals_total', help: 'Sessions ended with an error frame, by error code (S0.7)', labelNames: ['code'], registers });
+    this.events = new Counter({ name: 'usbphone_server_events_total', help: 'What sessions did, by event (and refusal code for login_refused)', labelNames: ['event', 'code'], registers });
+  }
+
+  event(event: ServerEvent, code = ''): void {
+    this.events.inc({ event, code });
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
