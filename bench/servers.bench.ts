@@ -19,6 +19,7 @@ import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { enrollDevices } from '../reg-server/enroll.ts';
 import { ensureStateKeys } from '../server-kit/config.ts';
+import { readKeyFile } from '../server-kit/keyfiles.ts';
 
 const QUICK = !!process.env.BENCH_QUICK;
 const bin = join(import.meta.dirname, '..', 'bin', 'usbphone.js');
@@ -69,7 +70,7 @@ const files = ensureStateKeys(state);
 const devices = QUICK ? 300 : 3000;
 {
   const reg = new SqliteRegStore(files.regDb);
-  const biz = new SqliteBizStore(files.bizDb);
+  const biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
   enrollDevices({ reg, biz }, Array.from({ length: devices }, (_, i) => ({ serial: `SN-B${i}`, keyVersion: 1 })));
   reg.close();
   biz.close();

@@ -22,6 +22,8 @@ export interface BizConfig {
   adminPort: number;
   /** Accounts database (shared by all business servers on one machine). */
   dbFile: string;
+  /** The key login keys are wrapped under in dbFile (never stored in it). */
+  storageKey: Uint8Array;
   linkKey: Uint8Array;
   adminKey: Uint8Array;
   stepTimeoutMs?: number;
@@ -55,7 +57,7 @@ function parseInstall(args: CborValue): { user: string; key: Uint8Array; sealed:
 
 export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const log = createLogger(cfg.name);
-  const store = new SqliteBizStore(cfg.dbFile);
+  const store = new SqliteBizStore(cfg.dbFile, cfg.storageKey);
   const replay = new ReplayCache();
   let draining = false;
   const metrics = new ServerMetrics(cfg.name);

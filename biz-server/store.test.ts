@@ -3,13 +3,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { SqliteBizStore } from './store.ts';
+import { SqliteBizStore, WRAPPED_KEY_BYTES, unwrapLoginKey } from './store.ts';
 import { tempDir } from '../server-kit/test-util.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import { readFileSync, existsSync } from 'node:fs';
 
 const t = tempDir();
 const file = join(t.dir, 'biz.sqlite');
-const store = new SqliteBizStore(file);
+const storageKey = new Uint8Array(32).fill(0x5a);
+const store = new SqliteBizStore(file, storageKey);
 const key = (b: number) => new Uint8Array(32).fill(b);
 const id = (b: number) => new Uint8Array(16).fill(b);
 const FAR = Date.now() + 3600_000;
@@ -91,7 +93,7 @@ test('a corrupt row is refused with STORE_CORRUPT_ROW, never acted on', () => {
 });
 
 test('a second connection to the same file (another business server) sees the same accounts', () => {
-  const other = new SqliteBizStore(file);
+  const other = new SqliteBizStore(file, storageKey);
   try {
     assert.is(other.getByUser('u-1')!.currentGen, 2);
     const v = other.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number };
@@ -100,6 +102,33 @@ test('a second connection to the same file (another business server) sees the sa
   } finally {
     other.close();
   }
+});
+
+test('login keys are stored only wrapped: no plaintext key in the database, another storage key or another row opens nothing', () => {
+  const plain = new Uint8Array(32).fill(0xc3);
+  store.createAccount('acct-w1', 'u-w1');
+  store.createAccount('acct-w2', 'u-w2');
+  store.installPending('u-w1', plain, sealed(9), FAR, id(9));
+  assert.equal(store.getByUser('u-w1')!.pendingKey, plain);
+  const row = store.db.prepare('SELECT pending_key FROM accounts WHERE user = ?').get('u-w1') as { pending_key: Uint8Array };
+  assert.is(row.pending_key.length, WRAPPED_KEY_BYTES);
+  assert.not.ok(Buffer.from(row.pending_key).includes(Buffer.from(plain)), 'the login key in clear in its row');
+  for (const f of [file, `${file}-wal`]) {
+    if (existsSync(f)) assert.not.ok(readFileSync(f).includes(Buffer.from(plain)), `the login key in clear in ${f}`);
+  }
+  const corruptRow = (e: unknown) => e instanceof ImplementationError && e.code === 'STORE_CORRUPT_ROW';
+  // Another business deployment's storage key: the row is refused, never half-read.
+  const stranger = new SqliteBizStore(file, new Uint8Array(32).fill(0x11));
+  try {
+    assert.throws(() => stranger.getByUser('u-w1'), corruptRow);
+  } finally {
+    stranger.close();
+  }
+  // The wrapped key copied into another user's row does not open there (bound to the user).
+  store.db.prepare('UPDATE accounts SET pending_gen = 1, pending_key = ?, pending_sealed = ?, pending_expires = ?, max_gen = 1, last_rotation_id = ?, last_rotation_gen = 1 WHERE user = ?').run(row.pending_key, sealed(9), FAR, id(9), 'u-w2');
+  assert.throws(() => store.getByUser('u-w2'), corruptRow);
+  assert.equal(unwrapLoginKey(storageKey, 'u-w1', row.pending_key), plain);
+  assert.is(unwrapLoginKey(storageKey, 'u-w2', row.pending_key), null);
 });
 
 test.run();

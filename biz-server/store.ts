@@ -9,11 +9,39 @@
 // hold): a registration that finds a usable pending generation re-issues it instead of
 // replacing it, atomically, so no race or crash can replace a secret a device may hold.
 //
+// Login keys are password-equivalent for the password mechanism, so the database holds them
+// only wrapped: XChaCha20-Poly1305 under the business servers' storage key (`store.key`, a
+// file beside the database, never in it), bound to the user. A copy of the database alone
+// logs nobody in; a blob that does not open is a corrupt row (wrong key or tampering).
+//
 // One interface, one SQLite implementation; on several machines a PostgreSQL implementation
 // of the same interface replaces it (docs/architecture.md §"Stores").
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import { utf8 } from '../protocol/keys.ts';
+import { systemRng, concat } from '../protocol/channel.ts';
+
+/** A wrapped login key: nonce (24) || ciphertext (32) || tag (16). */
+export const WRAPPED_KEY_BYTES = 24 + 32 + 16;
+const wrapAad = (user: string) => utf8(`usbphone/v1 login key|${user}`);
+
+export function wrapLoginKey(storageKey: Uint8Array, user: string, key: Uint8Array): Uint8Array {
+  if (key.length !== 32) throw new ImplementationError('BIZ_BAD_INSTALL', 'a login key is 32 bytes');
+  const nonce = systemRng(24);
+  return concat(nonce, xchacha20poly1305(storageKey, nonce, wrapAad(user)).encrypt(key));
+}
+
+/** The login key, or null when the blob does not open under this storage key for this user. */
+export function unwrapLoginKey(storageKey: Uint8Array, user: string, blob: Uint8Array): Uint8Array | null {
+  if (blob.length !== WRAPPED_KEY_BYTES) return null;
+  try {
+    return xchacha20poly1305(storageKey, blob.subarray(0, 24), wrapAad(user)).decrypt(blob.subarray(24));
+  } catch {
+    return null;
+  }
+}
 
 export type AccountStatus = 'active' | 'disabled';
 
@@ -102,10 +130,13 @@ export const SEALED_MIN = 24 + 32 + 16;
 export const SEALED_MAX = 128;
 
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-const isKey = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.length === 32;
+const isKey = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.length === WRAPPED_KEY_BYTES;
 
-/** Validates a row before anything acts on it (STORE_CORRUPT_ROW otherwise). */
-export function accountFromRow(r: Row): Account {
+/**
+ * Validates a row before anything acts on it (STORE_CORRUPT_ROW otherwise), and opens its
+ * wrapped login keys with the storage key.
+ */
+export function accountFromRow(r: Row, storageKey: Uint8Array): Account {
   const what = `account row ${typeof r.user === 'string' ? r.user.slice(0, 64) : '?'}`;
   if (typeof r.account !== 'string' || r.account.length === 0 || r.account.length > 128) corrupt(what, 'bad account');
   if (typeof r.user !== 'string' || !USER_RE.test(r.user)) corrupt(what, 'bad user');
@@ -120,14 +151,22 @@ export function accountFromRow(r: Row): Account {
     corrupt(what, 'pending generation without its sealed secret');
   }
   if (r.confirmed_gen !== null && !isGen(r.confirmed_gen)) corrupt(what, 'bad confirmed generation');
+  const open = (blob: unknown, which: string): Uint8Array | null => {
+    if (blob === null) return null;
+    const k = unwrapLoginKey(storageKey, r.user as string, blob as Uint8Array);
+    if (!k) corrupt(what, `${which} login key does not open under the storage key (another store.key, or tampered)`);
+    return k;
+  };
+  const currentKey = open(r.current_key, 'current');
+  const pendingKey = open(r.pending_key, 'pending');
   return {
     account: r.account,
     user: r.user,
     status: r.status,
     currentGen: r.current_gen,
-    currentKey: r.current_key === null ? null : Uint8Array.from(r.current_key as Uint8Array),
+    currentKey,
     pendingGen: r.pending_gen as number | null,
-    pendingKey: r.pending_key === null ? null : Uint8Array.from(r.pending_key as Uint8Array),
+    pendingKey,
     pendingExpires: r.pending_expires as number | null,
     maxGen: r.max_gen,
     confirmedGen: r.confirmed_gen as number | null,
@@ -148,7 +187,11 @@ export class SqliteBizStore implements BizStore {
   readonly #confirm;
   readonly #installTx;
   readonly #promoteTx;
-  constructor(file: string) {
+  readonly #storageKey: Uint8Array;
+  /** storageKey: the 32-byte key login keys are wrapped under (`store.key` in the state directory). */
+  constructor(file: string, storageKey: Uint8Array) {
+    if (!(storageKey instanceof Uint8Array) || storageKey.length !== 32) throw new ImplementationError('BIZ_BAD_STORAGE_KEY', 'the storage key must be 32 bytes');
+    this.#storageKey = Uint8Array.from(storageKey);
     this.db = openDb(file, MIGRATIONS);
     this.#get = this.db.prepare('SELECT * FROM accounts WHERE user = ?');
     this.#userOfAccount = this.db.prepare('SELECT user FROM accounts WHERE account = ?');
@@ -164,20 +207,20 @@ export class SqliteBizStore implements BizStore {
     this.#installTx = this.db.transaction((user: string, key: Uint8Array, sealed: Uint8Array, expiresAt: number, rotationId: Uint8Array, now: number): InstallResult => {
       const r = this.#row(user);
       if (!r) throw new ImplementationError('BIZ_UNKNOWN_USER', `no account for user '${user}'`);
-      const a = accountFromRow(r);
+      const a = accountFromRow(r, this.#storageKey);
       if (a.pendingGen !== null && pendingUsable(a, now)) {
         // A retry of the call that installed it gets installed: true (the caller's own secret).
         const own = Buffer.compare(a.pendingRotationId!, rotationId) === 0;
         return { currentGen: a.currentGen, pendingGen: a.pendingGen, installed: own, sealed: a.pendingSealed!, rotationId: a.pendingRotationId! };
       }
       const gen = a.maxGen + 1;
-      this.#install.run(gen, key, sealed, expiresAt, gen, rotationId, gen, now, user);
+      this.#install.run(gen, wrapLoginKey(this.#storageKey, user, key), sealed, expiresAt, gen, rotationId, gen, now, user);
       return { currentGen: a.currentGen, pendingGen: gen, installed: true, sealed: Uint8Array.from(sealed), rotationId: Uint8Array.from(rotationId) };
     });
     this.#promoteTx = this.db.transaction((user: string, gen: number, now: number): boolean => {
       const r = this.#row(user);
       if (!r) return false;
-      const a = accountFromRow(r);
+      const a = accountFromRow(r, this.#storageKey);
       if (a.pendingGen !== gen || !pendingUsable(a, now)) return false;
       this.#promote.run(now, user);
       return true;
@@ -204,7 +247,7 @@ export class SqliteBizStore implements BizStore {
 
   getByUser(user: string): Account | null {
     const r = this.#row(user);
-    return r ? accountFromRow(r) : null;
+    return r ? accountFromRow(r, this.#storageKey) : null;
   }
 
   setStatus(user: string, status: AccountStatus): boolean {

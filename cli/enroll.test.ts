@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { tempDir } from '../server-kit/test-util.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
+import { readKeyFile } from '../server-kit/keyfiles.ts';
 
 const t = tempDir();
 test.after(() => t.remove());
@@ -36,7 +37,7 @@ test('a record, then a batch of JSON lines; re-enrolling is idempotent; --disabl
   assert.is(cli('--state', t.dir, '--batch', batch).code, 0);
   assert.is(cli('--state', t.dir, '--disable', 'SN-C2').code, 0);
   const reg = new SqliteRegStore(join(t.dir, 'reg.sqlite'));
-  const biz = new SqliteBizStore(join(t.dir, 'biz-accounts.sqlite'));
+  const biz = new SqliteBizStore(join(t.dir, 'biz-accounts.sqlite'), readKeyFile(join(t.dir, 'store.key'), 'storage key'));
   try {
     assert.equal(['SN-C1', 'SN-C2', 'SN-C3'].map((s) => reg.getDevice(s)?.status), ['active', 'disabled', 'active']);
     assert.is(biz.getByUser('u-SN-C3')!.account, 'acct-SN-C3');

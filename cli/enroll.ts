@@ -85,7 +85,11 @@ export const command: Command = {
       }
       const records = parseEnrollmentRecords(text);
       if (v.record !== undefined && records.length !== 1) return fail('CLI_BAD_ARGS', `--record holds ${records.length} records; use --batch`, 2);
-      biz = new SqliteBizStore(files.bizDb);
+      // The accounts database wraps login keys under the state directory's storage key
+      // (created here when the servers have not run yet, as `serve` would).
+      const { ensureKeyFile, readKeyFile } = await import('../server-kit/keyfiles.ts');
+      ensureKeyFile(files.storeKey);
+      biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
       const results = enrollDevices({ reg, biz }, records, { account: v.account, user: v.user });
       if (v.json) process.stdout.write(JSON.stringify(results) + '\n');
       else for (const r of results) process.stdout.write(`${r.serial}: device ${r.device}, user ${r.user}, account ${r.account} (${r.bizAccount})\n`);

@@ -14,6 +14,7 @@ import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { enrollDevices } from '../reg-server/enroll.ts';
 import { ensureStateKeys } from '../server-kit/config.ts';
+import { readKeyFile } from '../server-kit/keyfiles.ts';
 
 const bin = join(import.meta.dirname, '..', 'bin', 'usbphone.js');
 const t = tempDir();
@@ -82,7 +83,7 @@ test('serve biz / reg / gateway as separate processes from config files', async 
   const dir = join(t.dir, 'roles');
   const f = ensureStateKeys(dir);
   const reg = new SqliteRegStore(f.regDb);
-  const biz = new SqliteBizStore(f.bizDb);
+  const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
   enrollDevices({ reg, biz }, [{ serial: 'SN-ROLE', keyVersion: 1 }]);
   reg.close();
   biz.close();
@@ -91,7 +92,7 @@ test('serve biz / reg / gateway as separate processes from config files', async 
     return join(dir, name);
   };
   const gwPort = await freePort();
-  const b = await serve('biz', '--config', write('biz.json', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'biz-accounts.sqlite', linkKeyFile: 'link.key', adminKeyFile: 'admin.key' }));
+  const b = await serve('biz', '--config', write('biz.json', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'biz-accounts.sqlite', storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key' }));
   const r = await serve('reg', '--config', write('reg.json', {
     name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', masterKeyEnv: 'NOT_SET_HERE', masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key',
     bizServers: [{ name: 'biz-east', region: 'east', url: `ws://127.0.0.1:${gwPort}/biz-east`, adminUrl: `http://127.0.0.1:${b.ev.adminPort}/admin` }],

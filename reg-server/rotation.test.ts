@@ -26,7 +26,7 @@ const server = () => ({ name: 'biz-east', region: 'east', url: 'ws://x/biz-east'
 const log = createLogger('test');
 
 test.before(async () => {
-  biz = await startBizServer({ name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: null, linkPort: 0, adminPort: 0, dbFile: join(t.dir, 'biz.sqlite'), linkKey: new Uint8Array(32), adminKey });
+  biz = await startBizServer({ name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: null, linkPort: 0, adminPort: 0, dbFile: join(t.dir, 'biz.sqlite'), storageKey: new Uint8Array(32).fill(9), linkKey: new Uint8Array(32), adminKey });
   reg = new SqliteRegStore(join(t.dir, 'reg.sqlite'));
   enrollDevices({ reg, biz: biz.store }, [{ serial: 'SN-R1', keyVersion: 1 }, { serial: 'SN-R2', keyVersion: 1 }]);
 });

@@ -12,7 +12,7 @@ import { USER_RE } from '../protocol/messages.ts';
 
 const t = tempDir();
 const reg = new SqliteRegStore(join(t.dir, 'reg.sqlite'));
-const biz = new SqliteBizStore(join(t.dir, 'biz.sqlite'));
+const biz = new SqliteBizStore(join(t.dir, 'biz.sqlite'), new Uint8Array(32).fill(7));
 test.after(() => {
   reg.close();
   biz.close();

@@ -43,6 +43,8 @@ export interface BizFileConfig {
   linkPort: number;
   adminPort: number;
   dbFile: string;
+  /** Storage key file (32 bytes, hex): login keys are wrapped under it in dbFile. */
+  storeKeyFile: string;
   linkKeyFile: string;
   adminKeyFile: string;
   stepTimeoutMs?: number;
@@ -143,6 +145,7 @@ export function bizConfigFrom(c: Record<string, unknown>, file: string): BizConf
     linkPort: port(c.linkPort, file, 'linkPort')!,
     adminPort: port(c.adminPort, file, 'adminPort')!,
     dbFile: p(c.dbFile, 'dbFile'),
+    storageKey: readKeyFile(p(c.storeKeyFile, 'storeKeyFile'), 'storage key'),
     linkKey: linkKeyFor(readKeyFile(p(c.linkKeyFile, 'linkKeyFile'), 'link key'), n),
     adminKey: readKeyFile(p(c.adminKeyFile, 'adminKeyFile'), 'admin key'),
     stepTimeoutMs: optMs(c.stepTimeoutMs, file, 'stepTimeoutMs'),
@@ -203,13 +206,16 @@ export const stateFiles = (stateDir: string) => ({
   adminKey: join(stateDir, 'admin.key'),
   regDb: join(stateDir, 'reg.sqlite'),
   bizDb: join(stateDir, 'biz-accounts.sqlite'),
+  /** The business servers' storage key: login keys are wrapped under it in bizDb. */
+  storeKey: join(stateDir, 'store.key'),
 });
 
-/** Creates the state directory's key files when missing (master.key, link.key, admin.key). */
+/** Creates the state directory's key files when missing (master.key, link.key, admin.key, store.key). */
 export function ensureStateKeys(stateDir: string): ReturnType<typeof stateFiles> {
   const f = stateFiles(stateDir);
   ensureMasterKeyFile(f.masterKey);
   ensureKeyFile(f.linkKey);
   ensureKeyFile(f.adminKey);
+  ensureKeyFile(f.storeKey);
   return f;
 }

@@ -103,8 +103,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const ring = loadMasterKeyring({ file: files.masterKey });
   const rootLink = readKeyFile(files.linkKey, 'link key');
   const adminKey = readKeyFile(files.adminKey, 'admin key');
+  const storageKey = readKeyFile(files.storeKey, 'storage key');
   const regStore = new SqliteRegStore(files.regDb);
-  const bizStore = new SqliteBizStore(files.bizDb);
+  const bizStore = new SqliteBizStore(files.bizDb, storageKey);
 
   const bizServers = new Map<string, BizServer>();
   const regs = new Map<RegName, RegServer>();
@@ -119,7 +120,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const s = await startBizServer({
       name, region: b.region, host,
       devicePort: p.device, linkPort: prev && ephemeral ? prev.link : p.link, adminPort: prev && ephemeral ? prev.admin! : p.admin ?? 0,
-      dbFile: files.bizDb, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs,
+      dbFile: files.bizDb, storageKey, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs,
     });
     bizServers.set(name, s);
     actual[name] = { device: s.devicePort, link: s.linkPort, admin: s.adminPort };

@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { stateFiles, DEFAULT_TOPOLOGY } from '../server-kit/config.ts';
+import { readKeyFile } from '../server-kit/keyfiles.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { enrollDevices, type EnrollmentRecord, type EnrollOptions } from '../reg-server/enroll.ts';
@@ -51,7 +52,7 @@ export async function startExternalStack(stateDir: string, opts: { logLevel?: st
   const files = stateFiles(stateDir);
   const ring = MasterKeyring.parse(readFileSync(files.masterKey, 'utf8'));
   const reg = new SqliteRegStore(files.regDb);
-  const biz = new SqliteBizStore(files.bizDb);
+  const biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
   return {
     gatewayUrl,
     pid: proc.pid!,
