@@ -7,6 +7,8 @@ import { systemRng, concat } from '../protocol/channel.ts';
 import { equalBytes, utf8 } from '../protocol/keys.ts';
 import { LinkKind, LINK_MAX_PAYLOAD, encodeLink, decodeLink, encodeClose, decodeClose, clientAuthMac, serverAuthMac, toBytes } from '../server-kit/link.ts';
 import { createLogger } from '../server-kit/log.ts';
+import { tickCorker } from '../server-kit/tick-cork.ts';
+import type { Socket } from 'node:net';
 
 export interface UpstreamHandlers {
   onData(connId: number, frame: Uint8Array): void;
@@ -35,6 +37,8 @@ export class UpstreamLink {
   #delay: number;
   #timer: NodeJS.Timeout | null = null;
   #url: string;
+  /** Holds the link socket's writes until the end of the event-loop turn (tick-cork.ts). */
+  #hold: (() => void) | null = null;
   readonly #log;
 
   constructor(private readonly opts: UpstreamOptions, private readonly h: UpstreamHandlers) {
@@ -105,7 +109,9 @@ export class UpstreamLink {
   }
 
   #send(data: Uint8Array): void {
-    if (this.#up && this.#ws && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(data);
+    if (!this.#up || !this.#ws || this.#ws.readyState !== WebSocket.OPEN) return;
+    this.#hold?.();
+    this.#ws.send(data);
   }
 
   #connect(): void {
@@ -136,8 +142,9 @@ export class UpstreamLink {
           this.#up = true;
           this.#delay = this.opts.reconnectMinMs;
           this.#log.info('link up', { url: this.#url });
-          const sock = (ws as unknown as { _socket?: NodeJS.EventEmitter })._socket;
+          const sock = (ws as unknown as { _socket?: Socket })._socket;
           sock?.on('drain', () => this.h.onDrain?.());
+          this.#hold = sock ? tickCorker(sock) : null;
           this.h.onUp?.();
           return;
         }
@@ -159,7 +166,10 @@ export class UpstreamLink {
     ws.on('close', () => {
       const wasUp = this.#up;
       this.#up = false;
-      if (this.#ws === ws) this.#ws = null;
+      if (this.#ws === ws) {
+        this.#ws = null;
+        this.#hold = null;
+      }
       if (wasUp) {
         if (!this.#stopped) this.#log.warn('link down', { url: this.#url });
         this.h.onDown();

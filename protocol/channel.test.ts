@@ -3,7 +3,7 @@
 // that receives it, with that side's session ended (S0.5, S0.7).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Handshake, SecureChannel, passwordLoginKey, type Rng } from './channel.ts';
+import { Handshake, SecureChannel, passwordLoginKey, systemRng, type Rng } from './channel.ts';
 import {
   decodeEnvelope, encodeEnvelope, parseHello, parseServerProof, parseLogin, parseLoginAck, parseLoginFail, loginFields, unexpected,
   MsgType, type Envelope,
@@ -515,6 +515,31 @@ test('misuse is our bug, not the peer\'s: ImplementationError', () => {
   assert.is(r.c!.closed, false); // refusing to seal is not a session fault
   r.c!.close();
   assert.throws(() => r.c!.seal(MsgType.credRequest, []), isImpl('CHAN_CLOSED'));
+});
+
+test('systemRng: the requested length, never the same bytes twice, across block refills and direct draws', () => {
+  const seen = new Set<string>();
+  let total = 0;
+  for (const n of [16, 24, 32, 100, 256, 257, 4096, 16, 1, 0]) {
+    for (let i = 0; i < 300; i++) {
+      const r = systemRng(n);
+      assert.instance(r, Uint8Array);
+      assert.is(r.length, n);
+      total += n;
+      if (n >= 16) {
+        const k = hex(r.subarray(0, 16));
+        assert.not.ok(seen.has(k), `repeated output of ${n} bytes`);
+        seen.add(k);
+      }
+    }
+  }
+  assert.ok(total > 10 * 4096, 'several blocks drawn');
+  // Outputs are copies: changing one does not change the next draw.
+  const a = systemRng(32);
+  a.fill(0);
+  assert.not.equal([...systemRng(32)], [...a]);
+  assert.throws(() => systemRng(-1), (e: unknown) => e instanceof RangeError);
+  assert.throws(() => systemRng(1.5), (e: unknown) => e instanceof RangeError);
 });
 
 test.run();

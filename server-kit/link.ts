@@ -18,6 +18,7 @@ import { Limits } from '../protocol/limits.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { SessionFactory, SessionHandler, SessionTransport } from './session.ts';
 import { createLogger } from './log.ts';
+import { tickCorker } from './tick-cork.ts';
 
 export const LinkKind = { OPEN: 0x01, DATA: 0x02, CLOSE: 0x03, CHALLENGE: 0x10, AUTH: 0x11, AUTH_OK: 0x12 } as const;
 export const LINK_HEADER = 5;
@@ -112,6 +113,7 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
     const nonceS = systemRng(NONCE);
     let authed = false;
     const sessions = new Map<number, SessionHandler>();
+    const hold = tickCorker(req.socket);
     const refuse = (code: string, why: string) => {
       log.warn('link refused', { code, peer, why });
       ws.close(CloseCode.policy, code);
@@ -163,13 +165,17 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
             observedIp: ip,
             via: 'gateway',
             send(frame) {
-              if (open && ws.readyState === ws.OPEN) ws.send(encodeLink(LinkKind.DATA, connId, frame));
+              if (!open || ws.readyState !== ws.OPEN) return;
+              hold();
+              ws.send(encodeLink(LinkKind.DATA, connId, frame));
             },
             close(code, reason) {
               if (!open) return;
               open = false;
               if (sessions.delete(connId)) live--;
-              if (ws.readyState === ws.OPEN) ws.send(encodeClose(connId, code, reason));
+              if (ws.readyState !== ws.OPEN) return;
+              hold();
+              ws.send(encodeClose(connId, code, reason));
             },
             bufferedAmount: () => ws.bufferedAmount,
           };
