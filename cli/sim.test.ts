@@ -2,6 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +49,22 @@ test('bad usage: exit 2 with a one-line error and its code', () => {
     const r = run(...args);
     assert.is(r.status, 2, args.join(' '));
     assert.match(r.stderr, /^usbphone sim: .* \(CLI_[A-Z_]+\)\n$/);
+  }
+});
+
+test('ports taken: exit 1 with a one-line SIM_PORT_IN_USE, no stack trace', async () => {
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+  const port = (blocker.address() as AddressInfo).port;
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-busy-'));
+  try {
+    const r = spawnSync(process.execPath, ['bin/usbphone.js', 'sim', '--state', dir, '--port', String(port)], { encoding: 'utf8', timeout: 60_000 });
+    assert.is(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /\(SIM_PORT_IN_USE\)\n$/);
+    assert.not.match(r.stderr, /at .*\.ts:\d+/, 'no stack trace');
+  } finally {
+    blocker.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

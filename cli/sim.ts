@@ -169,6 +169,9 @@ export const command: Command = {
         process.off('SIGTERM', onSig);
       }
     } catch (e) {
+      if ((e as NodeJS.ErrnoException)?.code === 'EADDRINUSE') {
+        return reportError('sim', new CliError('SIM_PORT_IN_USE', `${(e as Error).message}: another server (a running 'make serve'?) holds the embedded default's ports; stop it, or use --port 0`, 1));
+      }
       return reportError('sim', e);
     }
   },

@@ -92,6 +92,8 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   server.headersTimeout = 10_000;
   server.requestTimeout = 10_000;
   const wss = new WebSocketServer({ server, maxPayload: L.hardMaxFrameBytes, perMessageDeflate: false, clientTracking: false });
+  // ws re-emits its http server's errors; a listen error reaches the caller through listen().
+  wss.on('error', () => {});
 
   const release = (c: Conn) => {
     if (c.closed) return false;

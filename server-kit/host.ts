@@ -76,6 +76,8 @@ export async function startHost(opts: HostOptions): Promise<Host> {
 
   const linkHttp = createServer(healthz);
   const linkWss = new WebSocketServer({ server: linkHttp, maxPayload: LINK_MAX_PAYLOAD });
+  // ws re-emits its http server's errors; a listen error reaches the caller through listen().
+  linkWss.on('error', () => {});
   const link = attachLinkServer(linkWss, { name: opts.name, key: opts.linkKey }, opts.factory);
   const linkPort = await listen(linkHttp, opts.linkPort, opts.host);
 
@@ -85,6 +87,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   if (opts.devicePort !== null) {
     deviceHttp = createServer(healthz);
     deviceWss = new WebSocketServer({ server: deviceHttp, maxPayload: Limits.maxFrameBytes });
+    deviceWss.on('error', () => {});
     deviceWss.on('connection', (ws: WebSocket, req) => {
       direct++;
       let open = true;
