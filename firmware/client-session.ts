@@ -98,7 +98,7 @@ export abstract class ClientSession<R> {
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
       this.send(encodeError(this.nextSeq(), this.dest, e.code, null, e.message));
-      this.end({ kind: 'invalid', code: e.code, why: e.message }, e.closeCode);
+      this.end({ kind: 'invalid', code: e.code, why: e.message.replace(`${e.code}: `, '') }, e.closeCode);
     }
   }
 
