@@ -67,12 +67,13 @@ export class Timer {
 }
 
 /**
- * Exponential backoff with full jitter (the delay is uniform in [0, min(cap, base·2^n)]),
- * drawn from the device's rng so a seeded simulation replays exactly.
+ * Exponential backoff with "equal jitter": the delay is uniform in [c/2, c) for
+ * c = min(cap, base·2^n), so a fleet that failed together spreads out, yet no retry comes
+ * back at once. Drawn from the device's rng, so a seeded simulation replays exactly.
  */
 export function backoffMs(attempt: number, rng: Rng, baseMs = 100, capMs = 5_000): number {
   const ceiling = Math.min(capMs, baseMs * 2 ** attempt);
   const r = rng(4);
   const u = ((r[0]! << 24) | (r[1]! << 16) | (r[2]! << 8) | r[3]!) >>> 0;
-  return Math.floor((u / 2 ** 32) * ceiling);
+  return Math.floor(ceiling / 2 + (u / 2 ** 32) * (ceiling / 2));
 }

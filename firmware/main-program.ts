@@ -94,7 +94,8 @@ export class MainProgram {
   #tries: { server: ServerChoice; secret: Secret }[] = [];
   #failures: string[] = [];
   #round = 0;
-  #unreachableOnly = true;
+  /** Tries that failed only because the server was unreachable: the next round retries them. */
+  #retry: { server: ServerChoice; secret: Secret }[] = [];
 
   constructor(
     private readonly dev: Device,
@@ -143,10 +144,10 @@ export class MainProgram {
     const dev = this.dev;
     const t = this.#tries.shift();
     if (!t) {
-      // Another round over every server and secret after a backoff, while rounds remain and
-      // something was only unreachable (a refused secret stays refused).
-      if (++this.#round < dev.config.loginRounds && this.#unreachableOnly) {
-        this.#plan();
+      // Another round, after a backoff, over what was only unreachable (a refused secret
+      // stays refused), while rounds remain.
+      if (this.#retry.length && ++this.#round < dev.config.loginRounds) {
+        this.#tries.push(...this.#retry.splice(0));
         dev.loop.after(backoffMs(this.#round, dev.rng, dev.config.backoffBaseMs, dev.config.backoffCapMs), () => this.#next());
         return;
       }
@@ -186,7 +187,7 @@ export class MainProgram {
         }
         const why = isSessionEnd(r) ? `${r.kind}${'code' in r ? ` ${r.code}` : ''}: ${r.why}` : r.kind === 'failed' ? `${r.code}: ${r.reason}` : 'ended before login';
         this.#failures.push(`${t.server.name}/gen ${t.secret.gen}: ${why}`);
-        if (!isSessionEnd(r) || r.kind !== 'unreachable') this.#unreachableOnly = false;
+        if (isSessionEnd(r) && r.kind === 'unreachable') this.#retry.push(t);
         dev.trace('S0.11', `login ${t.server.name}`, `gen ${t.secret.gen} failed: ${why}`, false, s.ms);
         this.#next();
       },
