@@ -9,7 +9,7 @@ import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts
 import { createAdminServer, AdminError, safeInt } from '../server-kit/admin-rpc.ts';
 import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
-import { SqliteBizStore, SEALED_MIN, SEALED_MAX, type BizStore } from './store.ts';
+import { SqliteBizStore, SEALED_MIN, SEALED_MAX } from './store.ts';
 import { BizSession } from './session.ts';
 
 export interface BizConfig {

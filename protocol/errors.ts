@@ -43,7 +43,3 @@ export class TimeoutError extends Error {
     super(`TIMEOUT: ${message}`);
   }
 }
-
-export function protocolError(message: string, closeCode: CloseCode, code: string): ProtocolError {
-  return new ProtocolError(code, message, closeCode);
-}

@@ -14,7 +14,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { encode, type CborValue } from '../../protocol/cbor.ts';
-import { Handshake, SecureChannel, passwordLoginKey } from '../../protocol/channel.ts';
+import { Handshake, passwordLoginKey } from '../../protocol/channel.ts';
 import { deriveDeviceKey, makeSerialToken, bytesToHex as hex, hexToBytes } from '../../protocol/keys.ts';
 import {
   decodeEnvelope, encodeEnvelope, headerBytes, MsgType, parseHello, parseLogin, loginFields, parseServerProof, credReplyBody, errorBody,

@@ -9,7 +9,8 @@
 
 export const ISO_BLOCK = 2048;
 const SYSTEM_AREA_BLOCKS = 16;
-const PVD_LBA = 16;
+// ECMA-119 §6.2.1: the volume descriptors start right after the 16-block system area.
+const PVD_LBA = SYSTEM_AREA_BLOCKS;
 /** Reader limits: a directory and a file can declare no more than this. */
 export const ISO_MAX_DIR_BYTES = 64 * 1024;
 export const ISO_MAX_FILE_BYTES = 16 * 1024 * 1024;
