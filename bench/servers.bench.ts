@@ -17,8 +17,8 @@ import { MasterKeyring } from '../protocol/keys.ts';
 import { makeDevice, register, FrameSocket, type DeviceId } from '../server-kit/test-device.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices } from '../reg-server/enroll.ts';
-import { ensureStateKeys } from '../server-kit/config.ts';
+import { enrollDevices } from '../deploy/enroll.ts';
+import { ensureStateKeys } from '../deploy/config.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 
 const QUICK = !!process.env.BENCH_QUICK;

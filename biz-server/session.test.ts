@@ -2,11 +2,11 @@
 // verdict; refusals by code; the two-phase rules of S0.14 seen from the login side.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { testStack } from '../server-kit/test-util.ts';
+import { testStack } from '../deploy/test-util.ts';
 import { bizLogin, FrameSocket } from '../server-kit/test-device.ts';
 import { Handshake, passwordLoginKey } from '../protocol/channel.ts';
 import { MsgType, parseServerProof, decodeEnvelope, parseError, parseLoginFail } from '../protocol/messages.ts';
-import type { Stack } from '../server-kit/stack.ts';
+import type { Stack } from '../deploy/stack.ts';
 
 let stack: Stack;
 let url: string;

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { SqliteBizStore, WRAPPED_KEY_BYTES, unwrapLoginKey } from './store.ts';
-import { tempDir } from '../server-kit/test-util.ts';
+import { tempDir } from '../deploy/test-util.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { readFileSync, existsSync } from 'node:fs';
 

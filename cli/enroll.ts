@@ -1,5 +1,5 @@
 // `usbphone enroll`: registers devices from enrollment records into the state directory's
-// registration and business stores (reg-server/enroll.ts), or disables/enables a device.
+// registration and business stores (deploy/enroll.ts), or disables/enables a device.
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import type { Command } from './main.ts';
@@ -63,8 +63,8 @@ export const command: Command = {
     if (modes !== 1) return fail('CLI_BAD_ARGS', 'give exactly one of --record, --batch, --disable, --enable', 2);
     const { SqliteRegStore } = await import('../reg-server/store.ts');
     const { SqliteBizStore } = await import('../biz-server/store.ts');
-    const { stateFiles } = await import('../server-kit/config.ts');
-    const { enrollDevices, parseEnrollmentRecords } = await import('../reg-server/enroll.ts');
+    const { stateFiles } = await import('../deploy/config.ts');
+    const { enrollDevices, parseEnrollmentRecords } = await import('../deploy/enroll.ts');
     const files = stateFiles(v.state ?? 'state');
     let reg: InstanceType<typeof SqliteRegStore> | null = null;
     let biz: InstanceType<typeof SqliteBizStore> | null = null;

@@ -7,13 +7,13 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { tempDir } from '../server-kit/test-util.ts';
+import { tempDir } from '../deploy/test-util.ts';
 import { makeDevice, register, DeviceWallet } from '../server-kit/test-device.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices } from '../reg-server/enroll.ts';
-import { ensureStateKeys } from '../server-kit/config.ts';
+import { enrollDevices } from '../deploy/enroll.ts';
+import { ensureStateKeys } from '../deploy/config.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 
 const bin = join(import.meta.dirname, '..', 'bin', 'usbphone.js');

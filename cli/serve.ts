@@ -1,6 +1,6 @@
 // `usbphone serve all|gateway|reg|biz`: runs server roles until SIGINT/SIGTERM.
-//   all      the embedded default in one process (server-kit/stack.ts), state in --state DIR
-//   gateway  one gateway, from --config FILE (server-kit/config.ts GatewayFileConfig)
+//   all      the embedded default in one process (deploy/stack.ts), state in --state DIR
+//   gateway  one gateway, from --config FILE (deploy/config.ts GatewayFileConfig)
 //   reg      one registration server (primary or backup), from --config FILE
 //   biz      one business server, from --config FILE
 // Once listening it prints one JSON line on stdout: {"event":"listening", ...ports}.
@@ -79,12 +79,12 @@ export const command: Command = {
     try {
       const out = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify({ event: 'listening', ...o }) + '\n');
       if (role === 'all') {
-        const { startStack } = await import('../server-kit/stack.ts');
+        const { startStack } = await import('../deploy/stack.ts');
         const stack = await startStack({ stateDir: args.values.state ?? 'state', gatewayPort: port, host: args.values.host });
         out({ role, gatewayUrl: stack.gatewayUrl, stateDir: stack.stateDir, ports: stack.ports() });
         stop = () => stack.stop();
       } else {
-        const cfg = await import('../server-kit/config.ts');
+        const cfg = await import('../deploy/config.ts');
         const raw = cfg.readJsonFile(args.values.config!);
         if (role === 'gateway') {
           const { startGateway } = await import('../gateway/gateway.ts');

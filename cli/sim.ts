@@ -9,7 +9,7 @@ import type { Command } from './main.ts';
 import { CliError, reportError } from './flash-common.ts';
 import { formatTrace } from '../sim/trace.ts';
 import { setLogSink } from '../server-kit/log.ts';
-import type { Stack } from '../server-kit/stack.ts';
+import type { Stack } from '../deploy/stack.ts';
 
 const HELP = `usage: usbphone sim [options]
 

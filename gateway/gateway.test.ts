@@ -11,7 +11,7 @@ import { startGateway, type Gateway } from './gateway.ts';
 import { startHost, type Host } from '../server-kit/host.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
-import { tempDir } from '../server-kit/test-util.ts';
+import { tempDir } from '../deploy/test-util.ts';
 import { setLogLevel } from '../server-kit/log.ts';
 import { encodeEnvelope, parseError, MsgType, decodeEnvelope as decodeEnv } from '../protocol/messages.ts';
 import { encode } from '../protocol/cbor.ts';

@@ -3,13 +3,13 @@
 // serving others. Driven through the gateway and straight at the device port.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { testStack } from '../server-kit/test-util.ts';
+import { testStack } from '../deploy/test-util.ts';
 import { makeDevice, register, FrameSocket, type DeviceId } from '../server-kit/test-device.ts';
 import { Handshake, type SecureChannel } from '../protocol/channel.ts';
 import { MsgType, encodeEnvelope, decodeEnvelope, parseServerProof, parseError } from '../protocol/messages.ts';
 import { encode } from '../protocol/cbor.ts';
 import { makeSerialToken } from '../protocol/keys.ts';
-import type { Stack } from '../server-kit/stack.ts';
+import type { Stack } from '../deploy/stack.ts';
 
 let stack: Stack;
 let dev: DeviceId;

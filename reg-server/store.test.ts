@@ -4,9 +4,9 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { SqliteRegStore } from './store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices, parseEnrollmentRecords, defaultUser } from './enroll.ts';
+import { enrollDevices, parseEnrollmentRecords, defaultUser } from '../deploy/enroll.ts';
 import { chooseServers, regionOf } from './placement.ts';
-import { tempDir } from '../server-kit/test-util.ts';
+import { tempDir } from '../deploy/test-util.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { USER_RE } from '../protocol/messages.ts';
 

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { startStack, type Stack } from '../server-kit/stack.ts';
+import { startStack, type Stack } from '../deploy/stack.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { makePhone, replug, type Phone } from '../firmware/phone.ts';
 import { Scheduler, SimNetwork, seededRng, type SimConn } from '../firmware/hal/sim-hal.ts';

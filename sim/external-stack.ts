@@ -9,11 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { ImplementationError } from '../protocol/errors.ts';
-import { stateFiles, DEFAULT_TOPOLOGY } from '../server-kit/config.ts';
+import { stateFiles, DEFAULT_TOPOLOGY } from '../deploy/config.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices, type EnrollmentRecord, type EnrollOptions } from '../reg-server/enroll.ts';
+import { enrollDevices, type EnrollmentRecord, type EnrollOptions } from '../deploy/enroll.ts';
 import type { StackHandle } from './world.ts';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'usbphone.js');

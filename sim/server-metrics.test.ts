@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { startWorld, TraceHost } from './world.ts';
 import { setLogSink } from '../server-kit/log.ts';
-import type { RolePorts } from '../server-kit/config.ts';
+import type { RolePorts } from '../deploy/config.ts';
 
 setLogSink(() => {});
 

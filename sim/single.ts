@@ -4,7 +4,7 @@
 // persists: the next run is a second boot (a password change), and so on.
 import { existsSync, readFileSync, writeFileSync, appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startStack, type Stack, type StackOptions } from '../server-kit/stack.ts';
+import { startStack, type Stack, type StackOptions } from '../deploy/stack.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';

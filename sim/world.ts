@@ -3,9 +3,9 @@
 // views of that image, each bound to its own loopback address (127.1.x.y: region east,
 // 127.2.x.y: region west) so the gateway sees distinct client IPs and the region map works.
 import { mkdirSync } from 'node:fs';
-import { startStack, type Stack, type StackOptions } from '../server-kit/stack.ts';
+import { startStack, type Stack, type StackOptions } from '../deploy/stack.ts';
 import { buildImage } from '../firmware/factory/image.ts';
-import type { EnrollmentRecord } from '../reg-server/enroll.ts';
+import type { EnrollmentRecord } from '../deploy/enroll.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { makePhone, replug, tableOf, type Phone } from '../firmware/phone.ts';
 import { seededRng } from '../firmware/hal/sim-hal.ts';

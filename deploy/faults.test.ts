@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { testStack } from './test-util.ts';
-import { makeDevice, register, bizLogin, DeviceWallet, type DeviceId } from './test-device.ts';
+import { makeDevice, register, bizLogin, DeviceWallet, type DeviceId } from '../server-kit/test-device.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
 import { equalBytes } from '../protocol/keys.ts';
 import type { Stack } from './stack.ts';

@@ -6,9 +6,9 @@ import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { testStack } from './test-util.ts';
-import { setLogSink, type LogLine } from './log.ts';
-import { makeDevice, register, bizLogin, DeviceWallet } from './test-device.ts';
-import { linkKeyFor } from './link.ts';
+import { setLogSink, type LogLine } from '../server-kit/log.ts';
+import { makeDevice, register, bizLogin, DeviceWallet } from '../server-kit/test-device.ts';
+import { linkKeyFor } from '../server-kit/link.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
 import { bytesToHex, hexToBytes, MasterKeyring } from '../protocol/keys.ts';
 

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startStack, type Stack, type StackOptions } from './stack.ts';
-import { setLogLevel } from './log.ts';
+import { setLogLevel } from '../server-kit/log.ts';
 
 export function tempDir(prefix = 'usbphone-test-'): { dir: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { SERIAL_RE } from '../protocol/keys.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
-import type { RegStore } from './store.ts';
+import type { RegStore } from '../reg-server/store.ts';
 import type { BizStore } from '../biz-server/store.ts';
 
 export interface EnrollmentRecord {

@@ -16,11 +16,11 @@ import { startRegServer, type RegServer } from '../reg-server/server.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices, type EnrollmentRecord, type EnrollOptions, type EnrollResult } from '../reg-server/enroll.ts';
+import { enrollDevices, type EnrollmentRecord, type EnrollOptions, type EnrollResult } from './enroll.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';
-import { linkKeyFor } from './link.ts';
-import { logLevel } from './log.ts';
-import { readKeyFile, loadMasterKeyring } from './keyfiles.ts';
+import { linkKeyFor } from '../server-kit/link.ts';
+import { logLevel } from '../server-kit/log.ts';
+import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
 import { DEFAULT_TOPOLOGY, DEFAULT_PORTS, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, ensureStateKeys, type RolePorts, type RegFileConfig } from './config.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');

@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { testStack } from './test-util.ts';
-import { makeDevice, register, bizLogin, DeviceWallet, FrameSocket } from './test-device.ts';
+import { makeDevice, register, bizLogin, DeviceWallet, FrameSocket } from '../server-kit/test-device.ts';
 import { Handshake } from '../protocol/channel.ts';
 import { MsgType, decodeEnvelope, parseServerProof, parseCredReply } from '../protocol/messages.ts';
 import type { Stack } from './stack.ts';
