@@ -44,7 +44,7 @@ export class BizSession extends ServerSession {
         if (env.type !== MsgType.pwConfirm) this.unexpected(env, this.#state);
         const { gen } = parsePwConfirm(this.ch!.open(env));
         if (!this.deps.store.confirm(this.#user, gen)) {
-          throw new ProtocolError('BIZ_CONFIRM_MISMATCH', `generation ${gen} is not the account's current one`, CloseCode.policy);
+          throw new ProtocolError('BIZ_CONFIRM_MISMATCH', `generation ${gen} is not the account's current one`);
         }
         this.opts.log.info('password confirmed', { user: this.#user, gen });
         this.opts.metrics?.event('password_confirmed');

@@ -2,7 +2,7 @@
 // real image through the real bus (one flipped byte or one rewritten file at a time).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseAutorun, boot } from './boot.ts';
+import { parseAutorun, boot, parseEndpoint } from './boot.ts';
 import { buildImage } from './factory/image.ts';
 import { Fuses } from './flash/fuses.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
@@ -37,7 +37,7 @@ function phoneWith(mutate?: (p: ReturnType<typeof makePhone>, at: (name: string)
 test('a factory image boots: UPMon found, hash checked, configuration read', () => {
   const { r, events } = phoneWith();
   assert.ok(r.ok);
-  assert.ok(r.ok && /reg-primary$/.test(r.config.regPrimary) && r.config.mainProgram === 'MAIN.EXE');
+  assert.ok(r.ok && /reg-primary$/.test(r.config.regPrimary.url) && r.config.regPrimary.dest === 'reg-primary' && r.config.mainProgram === 'MAIN.EXE');
   assert.is(events[0]!.feature, 'S0.3');
 });
 
@@ -54,6 +54,14 @@ test('each corruption of the virtual zone stops the boot with its status', () =>
     assert.is(r.ok, false, what);
     assert.match(!r.ok ? r.reason : '', code, what);
     assert.is(events.at(-1)!.ok, false, `${what}: traced as a failure`);
+  }
+});
+
+test('parseEndpoint: the dest is the last path segment; anything else is refused', () => {
+  assert.equal(parseEndpoint('ws://127.0.0.1:7400/reg-primary'), { url: 'ws://127.0.0.1:7400/reg-primary', dest: 'reg-primary' });
+  assert.equal(parseEndpoint('wss://gw.example/v1/reg-backup/'), { url: 'wss://gw.example/v1/reg-backup/', dest: 'reg-backup' });
+  for (const bad of ['ws://127.0.0.1:7400/', 'ws://127.0.0.1:7400', 'http://h/reg', 'ws://h/Reg', 'ws://h b/reg', 'ws://h/' + 'a'.repeat(33), 7, null, 'ws://h/' + 'a/'.repeat(200) + 'x']) {
+    assert.is(parseEndpoint(bad), null, String(bad));
   }
 });
 

@@ -4,10 +4,12 @@
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '../protocol/keys.ts';
 import type { Device } from './device.ts';
+import type { Endpoint } from './client-session.ts';
 
 export interface UpmonConfig {
-  regPrimary: string;
-  regBackup: string;
+  /** Registration endpoints, validated here once; the dest is the URL's last path segment. */
+  regPrimary: Endpoint;
+  regBackup: Endpoint;
   mainProgram: string;
   mainSha256: string;
 }
@@ -15,7 +17,14 @@ export interface UpmonConfig {
 export type BootResult = { ok: true; config: UpmonConfig } | { ok: false; reason: string };
 
 const td = new TextDecoder('utf-8', { fatal: true });
-const ENDPOINT_RE = /^wss?:\/\/[^\s/]+(\/[a-z0-9][a-z0-9-]{0,31})+\/?$/;
+const ENDPOINT_RE = /^wss?:\/\/[^\s/]+(?:\/[a-z0-9][a-z0-9-]{0,31})*\/([a-z0-9][a-z0-9-]{0,31})\/?$/;
+
+/** A registration endpoint of UPMon's configuration: `ws[s]://host[:port]/[path/]<dest>[/]`. */
+export function parseEndpoint(url: unknown): Endpoint | null {
+  if (typeof url !== 'string' || url.length > 256) return null;
+  const m = ENDPOINT_RE.exec(url);
+  return m ? { url, dest: m[1]! } : null;
+}
 const FILE_RE = /^[A-Z0-9_]{1,8}(\.[A-Z0-9_]{1,3})?$/;
 
 /** Reads `[autorun]` `open=` from AUTORUN.INF (Windows INI syntax, case-insensitive keys). */
@@ -73,8 +82,10 @@ export function boot(dev: Device): BootResult {
   const cfgBytes = read(program.replace(/\.[A-Z0-9_]+$/, '') + '.CFG');
   const cfg = cfgBytes.ok ? json(cfgBytes.value) : null;
   if (!cfg) return fail('BOOT_BAD_CONFIG: UPMon configuration missing or not JSON');
-  const { regPrimary, regBackup, mainProgram, mainSha256 } = cfg;
-  if (typeof regPrimary !== 'string' || !ENDPOINT_RE.test(regPrimary) || typeof regBackup !== 'string' || !ENDPOINT_RE.test(regBackup)) {
+  const { mainProgram, mainSha256 } = cfg;
+  const regPrimary = parseEndpoint(cfg.regPrimary);
+  const regBackup = parseEndpoint(cfg.regBackup);
+  if (!regPrimary || !regBackup) {
     return fail('BOOT_BAD_CONFIG: registration endpoints missing or malformed');
   }
   if (typeof mainProgram !== 'string' || !FILE_RE.test(mainProgram) || typeof mainSha256 !== 'string' || !/^[0-9a-f]{64}$/i.test(mainSha256)) {

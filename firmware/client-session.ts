@@ -2,22 +2,32 @@
 // timeout per step, and end exactly once. Subclasses (registration, business login) say
 // what to send and what each state accepts; anything else ends the session (S0.7).
 import { decodeEnvelope, encodeError, parseError, unexpected, MsgType, type Envelope } from '../protocol/messages.ts';
-import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import { ProtocolError, CloseCode, retryClass, type RetryClass } from '../protocol/errors.ts';
 import type { NetSocket } from './hal/hal.ts';
 import type { EventLoop, Timer } from './loop.ts';
 import type { Device } from './device.ts';
 
+/**
+ * Where a session goes: the URL to connect to and the envelope dest of its frames. Both come
+ * from a validated source (UPMon's configuration, checked at boot; a server entry, checked by
+ * parseServerEntry): the dest is never re-derived from the URL.
+ */
+export interface Endpoint {
+  url: string;
+  dest: string;
+}
+
 /** How a session ended, as the program that ran it needs to know. */
 export type SessionEnd =
-  /** Could not reach the server: no connection, closed early, timed out, or the gateway said it is down. */
-  | { kind: 'unreachable'; why: string }
+  /**
+   * Could not reach the server, or it said "not now": no connection, closed early, timed out, or
+   * an error frame whose code's retry class (protocol/errors.ts) is `later` / `other-server`.
+   */
+  | { kind: 'unreachable'; why: string; code?: string; retry?: Exclude<RetryClass, 'never'> }
   /** The server sent something invalid: we ended the session (S0.7, claim 5). */
   | { kind: 'invalid'; code: string; why: string }
   /** The server refused us with an error frame. */
   | { kind: 'refused'; code: string; why: string };
-
-/** Error codes from the gateway that mean "this upstream is not there": fail over. */
-const UNREACHABLE_CODES = new Set(['GW_UPSTREAM_UNAVAILABLE', 'GW_UNKNOWN_DEST', 'GW_OVERLOADED', 'SRV_SHUTTING_DOWN']);
 
 export abstract class ClientSession<R> {
   protected socket: NetSocket | null = null;
@@ -27,13 +37,16 @@ export abstract class ClientSession<R> {
   readonly started: number;
   readonly dest: string;
 
+  readonly url: string;
+
   constructor(
     protected readonly dev: Device,
-    readonly url: string,
+    endpoint: Endpoint,
     private readonly finish: (r: R | SessionEnd) => void,
   ) {
     this.started = dev.clock.now();
-    this.dest = destOf(url);
+    this.url = endpoint.url;
+    this.dest = endpoint.dest;
   }
 
   protected get loop(): EventLoop {
@@ -42,6 +55,16 @@ export abstract class ClientSession<R> {
 
   start(): void {
     this.arm('connect');
+    try {
+      this.#connect();
+    } catch (e) {
+      // A network layer that refuses the address outright (it should call onClose instead):
+      // this server is unreachable, the program tries the next one; the plug-in goes on.
+      this.loop.post(() => this.end({ kind: 'unreachable', why: `no connection (${(e as Error)?.message ?? String(e)})` }));
+    }
+  }
+
+  #connect(): void {
     this.socket = this.dev.net.connect(this.url, {
       onOpen: () => this.loop.post(() => {
         if (this.#ended) return;
@@ -84,7 +107,10 @@ export abstract class ClientSession<R> {
     if (env.type === MsgType.error) {
       const e = parseError(env.body);
       const reason = e.reason.startsWith(`${e.code}: `) ? e.reason.slice(e.code.length + 2) : e.reason;
-      const end: SessionEnd = UNREACHABLE_CODES.has(e.code) ? { kind: 'unreachable', why: `${e.code}: ${reason}` } : { kind: 'refused', code: e.code, why: reason };
+      // What to do next comes from the one error table: `later` and `other-server` codes are
+      // retried (another server now, this one after a backoff); anything else, known or not, never.
+      const retry = retryClass(e.code);
+      const end: SessionEnd = retry === 'never' ? { kind: 'refused', code: e.code, why: reason } : { kind: 'unreachable', code: e.code, retry, why: reason };
       this.end(end, CloseCode.normal);
       return;
     }
@@ -121,13 +147,6 @@ export abstract class ClientSession<R> {
   get ms(): number {
     return this.dev.clock.now() - this.started;
   }
-}
-
-/** The envelope destination of an endpoint URL: its last path segment. */
-export function destOf(url: string): string {
-  const m = /^wss?:\/\/[^/]+\/(?:.*\/)?([a-z0-9][a-z0-9-]{0,31})\/?$/.exec(url);
-  if (!m) throw new ProtocolError('FW_BAD_ENDPOINT', `endpoint ${url} does not end in a destination name`, CloseCode.protocol);
-  return m[1]!;
 }
 
 export function isSessionEnd(r: unknown): r is SessionEnd {

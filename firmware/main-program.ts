@@ -36,7 +36,7 @@ export class BizSession extends ClientSession<BizResult> {
     private readonly onLoggedIn: () => boolean,
     done: (r: BizResult | SessionEnd) => void,
   ) {
-    super(dev, server.url, done);
+    super(dev, { url: server.url, dest: server.name }, done);
     this.#hs = new Handshake('client', this.dest, passwordLoginKey(secret.secret, user), dev.rng);
   }
 
@@ -120,7 +120,7 @@ export class MainProgram {
       if (!saved.ok || !saved.value) {
         const why = saved.ok ? 'no saved login' : `saved login unreadable (${saved.status})`;
         dev.trace('S0.13', 'saved login', why, false);
-        return this.done({ ok: false, kind: 'no-saved-login', reason: `no registration server answered and ${why}` });
+        return this.done({ ok: false, kind: 'no-saved-login', reason: `${this.up.kind === 'registration-failed' ? this.up.reason : 'no registration'} and ${why}` });
       }
       this.#login = saved.value;
       dev.trace('S0.13', 'saved login', `logging in with the saved copy (user ${saved.value.user}, last server ${saved.value.lastServer ?? 'none'})`);

@@ -7,7 +7,7 @@
 // it, and drops the older one only after a login with the newer succeeded, so whatever the
 // power, the network or a server does in between, one of the two still logs in.
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
-import { array, bytes, text, uint, SECRET_BYTES, USER_RE, DEST_RE, type CredReply, type ServerChoice } from '../protocol/messages.ts';
+import { array, bytes, text, uint, parseServerEntry, serverEntryBody, SECRET_BYTES, USER_RE, DEST_RE, type CredReply, type ServerChoice } from '../protocol/messages.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 
 export interface Secret {
@@ -31,7 +31,7 @@ export function encodeSavedLogin(s: SavedLogin): Uint8Array {
     RECORD_VERSION,
     s.user,
     s.secrets.map((x) => [x.gen, x.secret]),
-    s.servers.map((x) => [x.name, x.url, x.region]),
+    s.servers.map(serverEntryBody),
     s.lastServer,
   ]);
 }
@@ -44,10 +44,7 @@ export function decodeSavedLogin(b: Uint8Array): SavedLogin {
     const x = array(e, `secrets[${i}]`, 2);
     return { gen: uint(x[0], 'gen'), secret: bytes(x[1], 'secret', SECRET_BYTES) };
   });
-  const servers = array(a[3], 'savedLogin.servers', 1, 8).map((e, i) => {
-    const x = array(e, `servers[${i}]`, 3);
-    return { name: text(x[0], 'name', 32, DEST_RE), url: text(x[1], 'url', 256), region: text(x[2], 'region', 32) };
-  });
+  const servers = array(a[3], 'savedLogin.servers', 1, 8).map((e, i) => parseServerEntry(e, `savedLogin.servers[${i}]`));
   const last = a[4] === null ? null : text(a[4] as CborValue, 'lastServer', 32, DEST_RE);
   return { user: text(a[1], 'user', 64, USER_RE), secrets, servers, lastServer: last };
 }

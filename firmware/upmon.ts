@@ -7,7 +7,7 @@
 import { Handshake } from '../protocol/channel.ts';
 import { MsgType, parseServerProof, parseCredReply, parseNotFound, type CredReply, type Envelope } from '../protocol/messages.ts';
 import type { SecureChannel } from '../protocol/channel.ts';
-import { ClientSession, isSessionEnd, type SessionEnd } from './client-session.ts';
+import { ClientSession, isSessionEnd, type Endpoint, type SessionEnd } from './client-session.ts';
 import { backoffMs } from './loop.ts';
 import { mergeCredReply, type SavedLogin } from './saved-login.ts';
 import type { Device } from './device.ts';
@@ -29,8 +29,8 @@ export class RegSession extends ClientSession<RegResult> {
   #state: 'hello' | 'cred' = 'hello';
   #t = 0;
 
-  constructor(dev: Device, url: string, private readonly id: Identity, done: (r: RegResult | SessionEnd) => void) {
-    super(dev, url, done);
+  constructor(dev: Device, endpoint: Endpoint, private readonly id: Identity, done: (r: RegResult | SessionEnd) => void) {
+    super(dev, endpoint, done);
     this.#hs = new Handshake('client', this.dest, id.deviceKey, dev.rng);
   }
 
@@ -75,6 +75,8 @@ export class RegSession extends ClientSession<RegResult> {
 
 export class Upmon {
   #identity: Identity | null = null;
+  /** Codes the registration servers themselves answered with ("try later"), to report what happened. */
+  #answered = new Set<string>();
 
   constructor(
     private readonly dev: Device,
@@ -97,8 +99,8 @@ export class Upmon {
   /** Round `round`, endpoint `i` (0 primary, 1 backup). */
   #attempt(round: number, i: number): void {
     const dev = this.dev;
-    const url = i === 0 ? this.cfg.regPrimary : this.cfg.regBackup;
-    const session: RegSession = new RegSession(dev, url, this.#identity!, (r) => {
+    const endpoint = i === 0 ? this.cfg.regPrimary : this.cfg.regBackup;
+    const session: RegSession = new RegSession(dev, endpoint, this.#identity!, (r) => {
       if (!isSessionEnd(r)) {
         if (r.kind === 'not-found') {
           dev.trace('S0.9', `credentials <- ${session.dest}`, `not found: ${r.reason}`, false, session.credMs);
@@ -109,13 +111,17 @@ export class Upmon {
         return this.#registered(session, r.cred);
       }
       const feature = r.kind === 'unreachable' ? 'S0.6' : 'S0.7';
+      // A server's own "not now" (REG_/SRV_ codes), not the gateway's word that it is unreachable.
+      if (r.kind === 'unreachable' && r.code && !r.code.startsWith('GW_')) this.#answered.add(r.code);
       dev.trace(feature, `session ${session.dest}`, `${r.kind}: ${'code' in r ? `${r.code} ` : ''}${r.why}`, false, session.ms);
       const nextI = i === 0 ? 1 : 0;
       const nextRound = i === 0 ? round : round + 1;
       if (nextRound >= dev.config.regRounds) {
         this.#forget();
-        dev.trace('S0.13', 'registration', 'no registration server answered: main program starts with a failure notice', false);
-        return this.done({ kind: 'registration-failed', reason: 'no registration server answered', mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+        // Say what happened: nobody answered, or a server answered "not now" (REG_NO_BIZ_SERVER...).
+        const reason = this.#answered.size ? `no registration server could issue credentials (${[...this.#answered].join(', ')})` : 'no registration server answered';
+        dev.trace('S0.13', 'registration', `${reason}: main program starts with a failure notice`, false);
+        return this.done({ kind: 'registration-failed', reason, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
       }
       const wait = nextI === 0 ? backoffMs(nextRound, dev.rng, dev.config.backoffBaseMs, dev.config.backoffCapMs) : 0;
       dev.loop.after(wait, () => this.#attempt(nextRound, nextI));

@@ -157,7 +157,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
           metrics.upstreamUp.set({ upstream: u.name }, 0);
           const set = byUpstream.get(u.name);
           if (!set) return;
-          for (const c of [...set]) refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${u.name} went down`, CloseCode.tryAgainLater), null);
+          for (const c of [...set]) refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${u.name} went down`), null);
         },
         onUp() {
           metrics.upstreamUp.set({ upstream: u.name }, 1);
@@ -187,7 +187,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     c.refilled = now;
     if (c.tokens < 1) {
       metrics.frameIn(null);
-      return refuse(c, new ProtocolError('GW_RATE_LIMITED', `more than ${L.framesPerSecond} frames per second`, CloseCode.policy), null);
+      return refuse(c, new ProtocolError('GW_RATE_LIMITED', `more than ${L.framesPerSecond} frames per second`), null);
     }
     c.tokens -= 1;
     const frame = toBytes(data);
@@ -202,17 +202,17 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     metrics.frameIn(env.type);
     if (c.dest === null) {
       const up = upstreams.get(env.dest);
-      if (!up) return refuse(c, new ProtocolError('GW_UNKNOWN_DEST', `no upstream named '${env.dest}'`, CloseCode.policy), env.seq);
-      if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_UNAVAILABLE', `${env.dest} is unreachable; try the backup`, CloseCode.tryAgainLater), env.seq);
+      if (!up) return refuse(c, new ProtocolError('GW_UNKNOWN_DEST', `no upstream named '${env.dest}'`), env.seq);
+      if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_UNAVAILABLE', `${env.dest} is unreachable; try the backup`), env.seq);
       c.dest = env.dest;
       c.up = up;
       byUpstream.get(env.dest)!.add(c);
       up.open(c.id, c.ip);
     } else if (env.dest !== c.dest) {
-      return refuse(c, new ProtocolError('GW_DEST_CHANGED', `a session to '${c.dest}' cannot switch to '${env.dest}'`, CloseCode.policy), env.seq);
+      return refuse(c, new ProtocolError('GW_DEST_CHANGED', `a session to '${c.dest}' cannot switch to '${env.dest}'`), env.seq);
     }
     const up = c.up!;
-    if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${c.dest} went down`, CloseCode.tryAgainLater), env.seq);
+    if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${c.dest} went down`), env.seq);
     if (!c.waitingSince) c.waitingSince = now;
     up.send(c.id, frame);
     if (up.bufferedAmount > L.linkHighWaterBytes) {
@@ -243,10 +243,10 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       log.info('device refused', { code, ip });
     });
     if (conns.size > L.maxConnections) {
-      return refuse(c, new ProtocolError('GW_TOO_MANY_CONNECTIONS', 'the gateway is at its connection limit', CloseCode.tryAgainLater), null);
+      return refuse(c, new ProtocolError('GW_TOO_MANY_CONNECTIONS', 'the gateway is at its connection limit'), null);
     }
     if (perIp.get(ip)! > L.maxConnectionsPerIp) {
-      return refuse(c, new ProtocolError('GW_TOO_MANY_PER_IP', `more than ${L.maxConnectionsPerIp} connections from one address`, CloseCode.tryAgainLater), null);
+      return refuse(c, new ProtocolError('GW_TOO_MANY_PER_IP', `more than ${L.maxConnectionsPerIp} connections from one address`), null);
     }
   });
 
@@ -255,7 +255,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const sweep = setInterval(() => {
     const cutoff = performance.now() - L.idleTimeoutMs;
     for (const c of conns.values()) {
-      if (c.lastActive < cutoff && c.waitingSince === 0) refuse(c, new ProtocolError('GW_IDLE_TIMEOUT', `nothing received for ${L.idleTimeoutMs} ms`, CloseCode.goingAway), null);
+      if (c.lastActive < cutoff && c.waitingSince === 0) refuse(c, new ProtocolError('GW_IDLE_TIMEOUT', `nothing received for ${L.idleTimeoutMs} ms`), null);
     }
     // Paused readers are resumed on the link socket's 'drain'; this catches a buffer that
     // emptied without one (a drain is only emitted after a write the socket refused).

@@ -4,16 +4,16 @@
 // byte strings holding a tag (the gateway cannot open them: only the server can). Nothing
 // that fails any check is forwarded.
 import { decodeEnvelope, parseHello, parseLogin, parseFinish, parseError, MsgType, type Envelope } from '../protocol/messages.ts';
-import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import { ProtocolError } from '../protocol/errors.ts';
 
 /** Types a device may send; the rest are server-to-device only. */
 export const DEVICE_TYPES: ReadonlySet<number> = new Set([MsgType.hello, MsgType.finish, MsgType.credRequest, MsgType.login, MsgType.pwConfirm, MsgType.error]);
 
 export function validateDeviceFrame(frame: Uint8Array, isBinary: boolean, maxFrameBytes: number): Envelope {
-  if (!isBinary) throw new ProtocolError('GW_TEXT_FRAME', 'frames are binary CBOR, not text', CloseCode.unsupported);
-  if (frame.length > maxFrameBytes) throw new ProtocolError('GW_FRAME_TOO_LARGE', `frame of ${frame.length} bytes > ${maxFrameBytes}`, CloseCode.tooBig);
+  if (!isBinary) throw new ProtocolError('GW_TEXT_FRAME', 'frames are binary CBOR, not text');
+  if (frame.length > maxFrameBytes) throw new ProtocolError('GW_FRAME_TOO_LARGE', `frame of ${frame.length} bytes > ${maxFrameBytes}`);
   const env = decodeEnvelope(frame);
-  if (!DEVICE_TYPES.has(env.type)) throw new ProtocolError('GW_BAD_DIRECTION', `type ${env.type} is not sent by devices`, CloseCode.policy);
+  if (!DEVICE_TYPES.has(env.type)) throw new ProtocolError('GW_BAD_DIRECTION', `type ${env.type} is not sent by devices`);
   switch (env.type) {
     case MsgType.hello:
       parseHello(env.body);
@@ -28,7 +28,7 @@ export function validateDeviceFrame(frame: Uint8Array, isBinary: boolean, maxFra
       parseError(env.body);
       break;
     default:
-      if (!(env.body instanceof Uint8Array) || env.body.length < 16) throw new ProtocolError('GW_BAD_BODY', 'a sealed body must be a byte string holding at least a tag', CloseCode.protocol);
+      if (!(env.body instanceof Uint8Array) || env.body.length < 16) throw new ProtocolError('GW_BAD_BODY', 'a sealed body must be a byte string holding at least a tag');
   }
   return env;
 }

@@ -11,7 +11,7 @@
 // does cbor-x build the value. Byte strings in the result are views of the input:
 // validators copy what they keep (messages.ts).
 import { Encoder, Decoder } from 'cbor-x';
-import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
+import { ProtocolError, ImplementationError , type ErrorCode } from './errors.ts';
 import { Limits, type CborLimits } from './limits.ts';
 
 export type CborValue =
@@ -31,8 +31,8 @@ const decoder = new Decoder({ useRecords: false, mapsAsObjects: false, int64AsNu
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
-function fail(code: string, message: string): never {
-  throw new ProtocolError(code, message, code === 'CBOR_TOO_LARGE' ? CloseCode.tooBig : CloseCode.protocol);
+function fail(code: ErrorCode, message: string): never {
+  throw new ProtocolError(code, message);
 }
 
 /**

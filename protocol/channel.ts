@@ -18,7 +18,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { kdf, kdfExtract, kdfExpand, mac, equalBytes, utf8 } from './keys.ts';
 import { encode, decode, type CborValue } from './cbor.ts';
-import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
+import { ProtocolError, ImplementationError , type ErrorCode } from './errors.ts';
 import { Limits } from './limits.ts';
 import { encodeEnvelope, headerBytes, SEALED_TYPES, NONCE_BYTES, MAC_BYTES, bytes, type Envelope } from './messages.ts';
 
@@ -50,8 +50,8 @@ export const systemRng: Rng = (n) => {
 
 export type Role = 'client' | 'server';
 
-function refuse(code: string, message: string, closeCode: number = CloseCode.policy): never {
-  throw new ProtocolError(code, message, closeCode as never);
+function refuse(code: ErrorCode, message: string): never {
+  throw new ProtocolError(code, message);
 }
 
 /** Sequence check shared by the handshake and the channel: exactly the next one, no gaps. */
@@ -265,10 +265,10 @@ export class Handshake {
     return this.#guard(() => {
       if (this.role !== 'server' || !this.#nC || !this.#nS || !this.#key || !this.#prk) throw new ImplementationError('HS_STATE', 'finish before proof');
       checkSeq(env.seq, this.#recvSeq);
-      if (env.type !== 3) refuse('HS_UNEXPECTED', `expected finish, got type ${env.type}`, CloseCode.protocol);
+      if (env.type !== 3) refuse('HS_UNEXPECTED', `expected finish, got type ${env.type}`);
       if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `finish for '${env.dest}' reached '${this.dest}'`);
       const body = env.body;
-      if (!Array.isArray(body) || body.length !== 1) refuse('MSG_BAD_SHAPE', 'finish must be [mac]', CloseCode.protocol);
+      if (!Array.isArray(body) || body.length !== 1) refuse('MSG_BAD_SHAPE', 'finish must be [mac]');
       const got = bytes(body[0], 'finish.mac', MAC_BYTES);
       const th2 = this.#t.peek();
       if (!equalBytes(mac(kdfExpand(this.#prk, LABEL.clientProof), th2), got)) {
@@ -347,7 +347,7 @@ export class SecureChannel {
     if (!SEALED_TYPES.has(type)) throw new ImplementationError('CHAN_NOT_SEALED_TYPE', `type ${type} is not a sealed type`);
     if (this.sendSeq >= this.maxMessages) {
       this.close();
-      throw new ProtocolError('CHAN_KEY_EXHAUSTED', 'message limit per key reached; start a new session', CloseCode.normal);
+      throw new ProtocolError('CHAN_KEY_EXHAUSTED', 'message limit per key reached; start a new session');
     }
     const pt = encode(inner);
     // The body is one byte string: a receiver refuses more than maxStringBytes (CBOR_LIMIT).
@@ -361,10 +361,10 @@ export class SecureChannel {
   open(env: Envelope): CborValue {
     if (this.#dead) throw new ImplementationError('CHAN_CLOSED', 'channel is closed');
     try {
-      if (!SEALED_TYPES.has(env.type)) refuse('CHAN_NOT_SEALED', `type ${env.type} must not arrive in clear after the handshake`, CloseCode.protocol);
+      if (!SEALED_TYPES.has(env.type)) refuse('CHAN_NOT_SEALED', `type ${env.type} must not arrive in clear after the handshake`);
       if (env.dest !== this.dest) refuse('CHAN_WRONG_DEST', `frame for '${env.dest}' on a channel of '${this.dest}'`);
       checkSeq(env.seq, this.recvSeq);
-      if (this.recvSeq >= this.maxMessages) refuse('CHAN_KEY_EXHAUSTED', 'message limit per key reached', CloseCode.normal);
+      if (this.recvSeq >= this.maxMessages) refuse('CHAN_KEY_EXHAUSTED', 'message limit per key reached');
       if (!(env.body instanceof Uint8Array) || env.body.length < 16) refuse('CHAN_BAD_TAG', 'sealed body missing or shorter than a tag');
       let pt: Uint8Array;
       try {

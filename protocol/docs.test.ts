@@ -8,6 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { MsgType, SEALED_TYPES, DEST_RE, USER_RE, URL_RE, text } from './messages.ts';
 import { SERIAL_RE } from './keys.ts';
 import { Limits } from './limits.ts';
+import { ERRORS, retryClass, type ErrorCode } from './errors.ts';
 
 const root = new URL('../', import.meta.url);
 const read = (p: string) => readFileSync(new URL(p, root), 'utf8');
@@ -32,6 +33,33 @@ test('docs/errors.md lists every code protocol/ can throw, with its class', () =
   }
   assert.is(rows.get('TIMEOUT'), 'TimeoutError');
   assert.ok(n > 60, `${n} throw sites`);
+});
+
+test('docs/errors.md agrees with the error table: every code, its close code, its retry class', () => {
+  const errors = read('docs/errors.md');
+  const rows = new Map<string, { cls: string; outcome: string }>();
+  for (const m of errors.matchAll(/^\| `([A-Z0-9_]+)`[^|]*\|(.*)\|$/gm)) {
+    const cells = m[2]!.split('|').map((c) => c.trim());
+    rows.set(m[1]!, { cls: cells.length >= 3 ? cells[0]! : '', outcome: cells.at(-1)! });
+  }
+  for (const [code, spec] of Object.entries(ERRORS)) {
+    const row = rows.get(code);
+    assert.ok(row, `${code} has a row in docs/errors.md`);
+    const closes = [...row!.outcome.matchAll(/\b(1000|1001|1002|1003|1007|1008|1009|1011|1013)\b/g)].map((m) => Number(m[1]));
+    // The admin API answers over HTTP and a saved record is local: no WebSocket close.
+    if (!code.startsWith('ADMIN_') && code !== 'SAVED_VERSION') assert.ok(closes.includes(spec.close), `${code}: docs say '${row!.outcome}', the table closes ${spec.close}`);
+  }
+  // Every ProtocolError row names a code of the table (the class carries its close code).
+  for (const [code, row] of rows) if (row.cls === 'ProtocolError') assert.ok(code in ERRORS, `${code} is a ProtocolError in the docs but not in ERRORS`);
+  // The retry section lists exactly the codes of each class but 'never'.
+  const section = /## Retry classes\n([\s\S]*?)\n## /.exec(errors)?.[1] ?? '';
+  for (const cls of ['later', 'other-server'] as const) {
+    const line = new RegExp(`^- \`${cls}\`: (.*)$`, 'm').exec(section)?.[1] ?? '';
+    const listed = [...line.matchAll(/`([A-Z0-9_]+)`/g)].map((m) => m[1]!).sort();
+    const want = (Object.keys(ERRORS) as ErrorCode[]).filter((c) => retryClass(c) === cls).sort();
+    assert.equal(listed, want, `retry class ${cls}`);
+  }
+  assert.is(retryClass('NO_SUCH_CODE'), 'never');
 });
 
 test('docs/protocol.md: the CDDL gives every message its MsgType number', () => {

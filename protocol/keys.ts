@@ -7,7 +7,7 @@ import { hkdf, extract, expand } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
+import { ProtocolError, ImplementationError } from './errors.ts';
 
 const te = new TextEncoder();
 const td = new TextDecoder('utf-8', { fatal: true });
@@ -84,7 +84,7 @@ export class MasterKeyring {
   /** The master key of a version; a version we do not hold is the peer's fault. */
   key(version: number): Uint8Array {
     const k = this.#keys.get(version);
-    if (!k) throw new ProtocolError('KEY_UNKNOWN_VERSION', `no master key of version ${version}`, CloseCode.policy);
+    if (!k) throw new ProtocolError('KEY_UNKNOWN_VERSION', `no master key of version ${version}`);
     return k;
   }
 
@@ -141,7 +141,7 @@ export const SERIAL_TOKEN_MAX = 1 + 24 + SERIAL_MAX_BYTES + 16;
 /** Opens a serial token; any tampering or a token of another master key is refused. */
 export function openSerialToken(keys: MasterKeyring, token: Uint8Array): { version: number; serial: string } {
   if (token.length < SERIAL_TOKEN_MIN || token.length > SERIAL_TOKEN_MAX) {
-    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token has the wrong length', CloseCode.policy);
+    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token has the wrong length');
   }
   const version = token[0]!;
   const key = serialTokenKey(keys.key(version));
@@ -149,15 +149,15 @@ export function openSerialToken(keys: MasterKeyring, token: Uint8Array): { versi
   try {
     pt = xchacha20poly1305(key, token.subarray(1, 25), Uint8Array.of(version)).decrypt(token.subarray(25));
   } catch {
-    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token does not authenticate', CloseCode.policy);
+    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token does not authenticate');
   }
   let serial: string;
   try {
     serial = td.decode(pt);
   } catch {
-    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token is not UTF-8', CloseCode.policy);
+    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token is not UTF-8');
   }
-  if (!SERIAL_RE.test(serial)) throw new ProtocolError('KEY_BAD_TOKEN', 'serial token holds no valid serial', CloseCode.policy);
+  if (!SERIAL_RE.test(serial)) throw new ProtocolError('KEY_BAD_TOKEN', 'serial token holds no valid serial');
   return { version, serial };
 }
 

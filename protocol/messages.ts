@@ -5,7 +5,7 @@
 // a typed value or throws ProtocolError with a MSG_* code; byte strings it returns are
 // copies, never views of the frame.
 import { decode, encode, type CborValue } from './cbor.ts';
-import { ProtocolError, CloseCode } from './errors.ts';
+import { ProtocolError , type ErrorCode } from './errors.ts';
 import { Limits, type CborLimits } from './limits.ts';
 import { SERIAL_RE, SERIAL_TOKEN_MAX, SERIAL_TOKEN_MIN } from './keys.ts';
 
@@ -52,8 +52,8 @@ export interface Envelope {
   body: CborValue;
 }
 
-function bad(code: string, message: string): never {
-  throw new ProtocolError(code, message, CloseCode.protocol);
+function bad(code: ErrorCode, message: string): never {
+  throw new ProtocolError(code, message);
 }
 
 // ---- field readers: check the type, name the field, copy byte strings ----
@@ -193,7 +193,7 @@ export function parseLoginFail(body: CborValue): LoginFail {
 
 /** A well-formed message of a type the receiver's state does not accept (S0.7): throw it. */
 export function unexpected(type: number, state: string): ProtocolError {
-  return new ProtocolError('MSG_UNEXPECTED', `${typeName(type)} is not accepted in state ${state}`, CloseCode.protocol);
+  return new ProtocolError('MSG_UNEXPECTED', `${typeName(type)} is not accepted in state ${state}`);
 }
 
 // ---- error frame: [code, previous message seq or null, reason] (compare FDO's error) ----
@@ -238,7 +238,27 @@ export function parseCredRequest(v: CborValue): CredRequest {
   return { serial: text(a[0], 'credRequest.serial', 64, SERIAL_RE), localIp: text(a[1], 'credRequest.localIp', 45, /^[0-9a-fA-F:.]+$/) };
 }
 
+/**
+ * A business server the device may log into (S0.8): `name` is the envelope dest of every frame
+ * to it (docs/protocol.md §4.1), `url` where to connect, `region` for the trace.
+ */
 export interface ServerChoice { name: string; url: string; region: string }
+/**
+ * The one validator of a server entry [name, url, region], for a credential reply and for the
+ * saved login alike: name a dest (DEST_RE), url ws:// or wss:// (URL_RE, <= 256 bytes), region
+ * 1..32 bytes. Throws ProtocolError MSG_BAD_SHAPE / MSG_BAD_FIELD.
+ */
+export function parseServerEntry(v: unknown, name = 'server'): ServerChoice {
+  const e = array(v, name, 3);
+  return {
+    name: text(e[0], `${name}.name`, 32, DEST_RE),
+    url: text(e[1], `${name}.url`, 256, URL_RE),
+    region: text(e[2], `${name}.region`, 32),
+  };
+}
+export function serverEntryBody(s: ServerChoice): CborValue {
+  return [s.name, s.url, s.region];
+}
 export interface CredReply {
   user: string;
   secret: Uint8Array;
@@ -251,14 +271,7 @@ export interface CredReply {
 }
 export function parseCredReply(v: CborValue): CredReply {
   const a = array(v, 'credReply', 5);
-  const servers = array(a[4], 'credReply.servers', 1, 8).map((s, i) => {
-    const e = array(s, `credReply.servers[${i}]`, 3);
-    return {
-      name: text(e[0], 'server.name', 32, DEST_RE),
-      url: text(e[1], 'server.url', 256, URL_RE),
-      region: text(e[2], 'server.region', 32),
-    };
-  });
+  const servers = array(a[4], 'credReply.servers', 1, 8).map((s, i) => parseServerEntry(s, `credReply.servers[${i}]`));
   return {
     user: text(a[0], 'credReply.user', 64, USER_RE),
     secret: bytes(a[1], 'credReply.secret', SECRET_BYTES),
@@ -268,7 +281,7 @@ export function parseCredReply(v: CborValue): CredReply {
   };
 }
 export function credReplyBody(r: CredReply): CborValue {
-  return [r.user, r.secret, r.gen, r.currentGen, r.servers.map((s) => [s.name, s.url, s.region])];
+  return [r.user, r.secret, r.gen, r.currentGen, r.servers.map(serverEntryBody)];
 }
 
 export function parseNotFound(v: CborValue): { reason: string } {

@@ -1,4 +1,4 @@
-import { ProtocolError, CloseCode } from './errors.ts';
+import { ProtocolError } from './errors.ts';
 
 // A bounded memory of recently seen handshake openings, so that a replayed hello or login
 // is refused at once (HS_REPLAY) instead of costing a handshake. Replays beyond its memory
@@ -31,7 +31,7 @@ export class ReplayCache {
    * the cache.
    */
   assertFresh(id: Uint8Array): void {
-    if (!this.check(id)) throw new ProtocolError('HS_REPLAY', 'this opening was seen before', CloseCode.policy);
+    if (!this.check(id)) throw new ProtocolError('HS_REPLAY', 'this opening was seen before');
   }
 
   get size(): number {

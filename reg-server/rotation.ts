@@ -19,7 +19,7 @@
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { passwordLoginKey, systemRng, concat, type Rng } from '../protocol/channel.ts';
 import { kdf, utf8, type MasterKeyring } from '../protocol/keys.ts';
-import { ProtocolError, CloseCode, TimeoutError } from '../protocol/errors.ts';
+import { ProtocolError, TimeoutError } from '../protocol/errors.ts';
 import { AdminError, safeInt } from '../server-kit/admin-rpc.ts';
 import { corrupt } from '../server-kit/sqlite.ts';
 import type { CborValue } from '../protocol/cbor.ts';
@@ -111,7 +111,7 @@ export async function rotate(deps: RotationDeps, device: Device, servers: readon
   }
   if (!result) {
     secret.fill(0);
-    throw new ProtocolError('REG_BIZ_UNAVAILABLE', 'no business server accepted the new password; keep the saved one', CloseCode.tryAgainLater);
+    throw new ProtocolError('REG_BIZ_UNAVAILABLE', 'no business server accepted the new password; keep the saved one');
   }
   await deps.pauseAt?.('afterInstall');
   if (result.installed) {

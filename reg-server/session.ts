@@ -81,7 +81,7 @@ export class RegSession extends ServerSession {
 
   async #cred(env: Envelope): Promise<void> {
     const req = parseCredRequest(this.ch!.open(env));
-    if (req.serial !== this.#serial) throw new ProtocolError('MSG_BAD_FIELD', 'credRequest.serial differs from the serial of the hello', CloseCode.protocol);
+    if (req.serial !== this.#serial) throw new ProtocolError('MSG_BAD_FIELD', 'credRequest.serial differs from the serial of the hello');
     this.#state = 'busy';
     const ip = this.transport.observedIp;
     const device = this.deps.store.getDevice(req.serial);
@@ -94,7 +94,7 @@ export class RegSession extends ServerSession {
       return;
     }
     const choices = chooseServers(ip, this.deps.store.listRegions(), this.deps.store.listServers());
-    if (choices.length === 0) throw new ProtocolError('REG_NO_BIZ_SERVER', 'no healthy business server', CloseCode.tryAgainLater);
+    if (choices.length === 0) throw new ProtocolError('REG_NO_BIZ_SERVER', 'no healthy business server');
     const r = await rotate(this.deps, device, choices);
     if (this.ended) {
       // The device went away while we rotated: nothing to send; the business server keeps

@@ -14,7 +14,7 @@ import { kdf, utf8 } from '../protocol/keys.ts';
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
 import { systemRng, concat } from '../protocol/channel.ts';
 import { ReplayCache } from '../protocol/replay.ts';
-import { ProtocolError, CloseCode, TimeoutError } from '../protocol/errors.ts';
+import { ProtocolError, TimeoutError } from '../protocol/errors.ts';
 import { createLogger } from './log.ts';
 
 export const ADMIN_MAX_BODY = 16 * 1024;
@@ -38,12 +38,12 @@ function seal(key: Uint8Array, aad: Uint8Array, value: CborValue): Uint8Array {
   return concat(nonce, xchacha20poly1305(key, nonce, aad).encrypt(encode(value)));
 }
 function open(key: Uint8Array, aad: Uint8Array, body: Uint8Array): CborValue {
-  if (body.length < 24 + 16) throw new ProtocolError('ADMIN_BAD_AUTH', 'sealed body too short', CloseCode.policy);
+  if (body.length < 24 + 16) throw new ProtocolError('ADMIN_BAD_AUTH', 'sealed body too short');
   let pt: Uint8Array;
   try {
     pt = xchacha20poly1305(key, body.subarray(0, 24), aad).decrypt(body.subarray(24));
   } catch {
-    throw new ProtocolError('ADMIN_BAD_AUTH', 'request does not authenticate', CloseCode.policy);
+    throw new ProtocolError('ADMIN_BAD_AUTH', 'request does not authenticate');
   }
   return decode(pt);
 }
@@ -95,15 +95,15 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
       try {
         const v = open(k.req, AAD_REQ, new Uint8Array(Buffer.concat(chunks)));
         if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
-          throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]', CloseCode.protocol);
+          throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
         }
         const [, rid, op, args] = v as [unknown, Uint8Array, string, CborValue];
         const ts = safeInt(v[0])!;
         id = rid;
-        if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window', CloseCode.policy);
-        if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen', CloseCode.policy);
+        if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
+        if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
         const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
-        if (!fn) throw new ProtocolError('ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`, CloseCode.protocol);
+        if (!fn) throw new ProtocolError('ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`);
         let result: CborValue;
         try {
           result = await fn(args);

@@ -38,9 +38,9 @@ export function encodeLink(kind: number, connId: number, payload: Uint8Array = n
 }
 
 export function decodeLink(data: Uint8Array): LinkFrame {
-  if (data.length < LINK_HEADER) throw new ProtocolError('LINK_BAD_FRAME', 'link frame shorter than its header', CloseCode.protocol);
+  if (data.length < LINK_HEADER) throw new ProtocolError('LINK_BAD_FRAME', 'link frame shorter than its header');
   const kind = data[0]!;
-  if (!Object.values(LinkKind).includes(kind as never)) throw new ProtocolError('LINK_BAD_FRAME', `unknown link frame kind ${kind}`, CloseCode.protocol);
+  if (!Object.values(LinkKind).includes(kind as never)) throw new ProtocolError('LINK_BAD_FRAME', `unknown link frame kind ${kind}`);
   return { kind, connId: new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(1), payload: data.subarray(LINK_HEADER) };
 }
 
@@ -53,12 +53,12 @@ export function encodeClose(connId: number, code: number, reason: string): Uint8
 }
 
 export function decodeClose(payload: Uint8Array): { code: number; reason: string } {
-  if (payload.length < 2) throw new ProtocolError('LINK_BAD_FRAME', 'CLOSE without a code', CloseCode.protocol);
+  if (payload.length < 2) throw new ProtocolError('LINK_BAD_FRAME', 'CLOSE without a code');
   let reason = '';
   try {
     reason = td.decode(payload.subarray(2));
   } catch {
-    throw new ProtocolError('LINK_BAD_FRAME', 'CLOSE reason is not UTF-8', CloseCode.protocol);
+    throw new ProtocolError('LINK_BAD_FRAME', 'CLOSE reason is not UTF-8');
   }
   return { code: new DataView(payload.buffer, payload.byteOffset).getUint16(0), reason };
 }
@@ -67,7 +67,7 @@ export function decodeText(payload: Uint8Array, what: string): string {
   try {
     return td.decode(payload);
   } catch {
-    throw new ProtocolError('LINK_BAD_FRAME', `${what} is not UTF-8`, CloseCode.protocol);
+    throw new ProtocolError('LINK_BAD_FRAME', `${what} is not UTF-8`);
   }
 }
 
@@ -124,7 +124,7 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
     ws.on('message', (data, isBinary) => {
       let f: LinkFrame;
       try {
-        if (!isBinary) throw new ProtocolError('LINK_BAD_FRAME', 'text message on the link', CloseCode.protocol);
+        if (!isBinary) throw new ProtocolError('LINK_BAD_FRAME', 'text message on the link');
         f = decodeLink(toBytes(data));
       } catch (e) {
         return refuse((e as ProtocolError).code ?? 'LINK_BAD_FRAME', (e as Error).message);

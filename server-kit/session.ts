@@ -145,7 +145,7 @@ export abstract class ServerSession implements SessionHandler {
   #arm(): void {
     this.#timer = setTimeout(() => {
       this.#timer = null;
-      this.fail(new ProtocolError('TIMEOUT', `no message within ${this.opts.stepTimeoutMs} ms`, CloseCode.goingAway));
+      this.fail(new ProtocolError('TIMEOUT', `no message within ${this.opts.stepTimeoutMs} ms`));
     }, this.opts.stepTimeoutMs);
     this.#timer.unref?.();
   }

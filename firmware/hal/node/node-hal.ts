@@ -18,7 +18,15 @@ export function nodeNetwork(localIp = '127.0.0.1'): Network {
   return {
     localIp,
     connect(url: string, h: NetHandlers): NetSocket {
-      const ws = new WebSocket(url, { localAddress: localIp, maxPayload: Limits.maxFrameBytes, perMessageDeflate: false });
+      let ws: WebSocket;
+      try {
+        ws = new WebSocket(url, { localAddress: localIp, maxPayload: Limits.maxFrameBytes, perMessageDeflate: false });
+      } catch (e) {
+        // ws refuses some addresses synchronously (a malformed host): the contract is one
+        // onClose, as for a connection that never opened, never a throw at the firmware.
+        setImmediate(() => h.onClose(1006, `bad address (${(e as Error).message})`));
+        return { send() {}, close() {} };
+      }
       ws.binaryType = 'nodebuffer';
       let closed = false;
       const close = (code: number, reason: string) => {
