@@ -14,7 +14,7 @@ import WebSocket from 'ws';
 import { startStack, type Stack } from '../deploy/stack.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { makePhone, replug, type Phone } from '../firmware/phone.ts';
-import { Scheduler, SimNetwork, seededRng, type SimConn } from '../firmware/hal/sim-hal.ts';
+import { Scheduler, SimNetwork, simRng, type SimConn } from '../firmware/hal/sim-hal.ts';
 import { fusesOf, serialOf, phoneIp, TraceHost } from './world.ts';
 import { formatTrace } from './trace.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
@@ -135,7 +135,7 @@ export async function runDeterministic(name: string, o: DeterministicOptions): P
     stack.enroll({ serial, keyVersion: ring.current });
     const host = new TraceHost(o.trace);
     const ip = phoneIp(0);
-    const rng = seededRng(seed, 'phone/0');
+    const rng = simRng(seed, 'phone/0');
     const hal = (): HalBase => ({ clock: sched.clock(), rng, net: net.device(ip), host });
     let phone: Phone = makePhone({ base, fuses: fusesOf(seed, 0), hal: hal(), personalize: { serial, keyVersion: ring.current, master: ring.key(ring.current) } });
     const settle = o.settleMs ?? 15;

@@ -8,7 +8,7 @@ import { buildImage } from '../firmware/factory/image.ts';
 import type { EnrollmentRecord } from '../deploy/enroll.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { makePhone, replug, tableOf, type Phone } from '../firmware/phone.ts';
-import { seededRng } from '../firmware/hal/sim-hal.ts';
+import { simRng } from '../firmware/hal/sim-hal.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
 import type { Host, TraceEvent, HalBase } from '../firmware/hal/hal.ts';
 import { defaultDeviceConfig, type DeviceConfig } from '../firmware/device.ts';
@@ -55,7 +55,7 @@ export function phoneIp(i: number): string {
 export const serialOf = (seed: number, i: number) => `SN-${seed}-${String(i).padStart(6, '0')}`;
 
 export function fusesOf(seed: number, i: number): Fuses {
-  return Fuses.generate(seededRng(seed, `fuses/${i}`));
+  return Fuses.generate(simRng(seed, `fuses/${i}`));
 }
 
 export async function startWorld(o: WorldOptions): Promise<World> {
