@@ -16,31 +16,26 @@
 //
 // One interface, one SQLite implementation; on several machines a PostgreSQL implementation
 // of the same interface replaces it (docs/architecture.md §"Stores").
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { sealBox, openBox, BOX_OVERHEAD } from '../protocol/sealed-box.ts';
 import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { utf8 } from '../protocol/keys.ts';
 import { systemRng, concat } from '../protocol/channel.ts';
 
-/** A wrapped login key: nonce (24) || ciphertext (32) || tag (16). */
-export const WRAPPED_KEY_BYTES = 24 + 32 + 16;
+/** A wrapped login key: a sealed box (protocol/sealed-box.ts) of the 32-byte key, nonce (24) || ciphertext (32) || tag (16). */
+export const WRAPPED_KEY_BYTES = BOX_OVERHEAD + 32;
 const wrapAad = (user: string) => utf8(`usbphone/v1 login key|${user}`);
 
 export function wrapLoginKey(storageKey: Uint8Array, user: string, key: Uint8Array): Uint8Array {
   if (key.length !== 32) throw new ImplementationError('BIZ_BAD_INSTALL', 'a login key is 32 bytes');
-  const nonce = systemRng(24);
-  return concat(nonce, xchacha20poly1305(storageKey, nonce, wrapAad(user)).encrypt(key));
+  return sealBox(storageKey, key, wrapAad(user), systemRng);
 }
 
 /** The login key, or null when the blob does not open under this storage key for this user. */
 export function unwrapLoginKey(storageKey: Uint8Array, user: string, blob: Uint8Array): Uint8Array | null {
   if (blob.length !== WRAPPED_KEY_BYTES) return null;
-  try {
-    return xchacha20poly1305(storageKey, blob.subarray(0, 24), wrapAad(user)).decrypt(blob.subarray(24));
-  } catch {
-    return null;
-  }
+  return openBox(storageKey, blob, wrapAad(user));
 }
 
 export type AccountStatus = 'active' | 'disabled';

@@ -6,7 +6,7 @@
 import { hkdf, extract, expand } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { sealBoxWithNonce, openBox } from './sealed-box.ts';
 import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
 
 const te = new TextEncoder();
@@ -120,18 +120,18 @@ function serialTokenKey(master: Uint8Array): Uint8Array {
 /**
  * The encrypted serial number (S0.1, S0.8): what the device presents in its hello so the
  * registration server can find its key without the serial ever crossing the wire in clear.
- * Layout: version (1) || nonce (24) || XChaCha20-Poly1305(serial). Made at the factory and
- * stored in the hidden zone; the nonce is an HMAC of the serial, so building the same
- * device twice gives the same bytes (reproducible images).
+ * Layout: version (1) || sealed box (protocol/sealed-box.ts: nonce (24) ||
+ * XChaCha20-Poly1305(serial), aad the version byte). Made at the factory and stored in the
+ * hidden zone; the nonce is an HMAC of the serial, so building the same device twice gives
+ * the same bytes (reproducible images).
  */
 export function makeSerialToken(master: Uint8Array, version: number, serial: string): Uint8Array {
   const key = serialTokenKey(master);
   const nonce = mac(key, utf8('nonce'), utf8(checkSerial(serial))).subarray(0, 24);
-  const ct = xchacha20poly1305(key, nonce, Uint8Array.of(version)).encrypt(utf8(serial));
-  const out = new Uint8Array(1 + 24 + ct.length);
+  const box = sealBoxWithNonce(key, nonce, utf8(serial), Uint8Array.of(version));
+  const out = new Uint8Array(1 + box.length);
   out[0] = version;
-  out.set(nonce, 1);
-  out.set(ct, 25);
+  out.set(box, 1);
   return out;
 }
 
@@ -144,13 +144,8 @@ export function openSerialToken(keys: MasterKeyring, token: Uint8Array): { versi
     throw new ProtocolError('KEY_BAD_TOKEN', 'serial token has the wrong length', CloseCode.policy);
   }
   const version = token[0]!;
-  const key = serialTokenKey(keys.key(version));
-  let pt: Uint8Array;
-  try {
-    pt = xchacha20poly1305(key, token.subarray(1, 25), Uint8Array.of(version)).decrypt(token.subarray(25));
-  } catch {
-    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token does not authenticate', CloseCode.policy);
-  }
+  const pt = openBox(serialTokenKey(keys.key(version)), token.subarray(1), Uint8Array.of(version));
+  if (!pt) throw new ProtocolError('KEY_BAD_TOKEN', 'serial token does not authenticate', CloseCode.policy);
   let serial: string;
   try {
     serial = td.decode(pt);

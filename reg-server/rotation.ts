@@ -16,7 +16,7 @@
 // working secret. Re-issuing instead of rotating again is what protects a device that has
 // not logged in yet, and the decision is atomic at the business store, so two registrations
 // racing (a retry while the first is still running) cannot undo each other.
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { sealBox, openBox } from '../protocol/sealed-box.ts';
 import { passwordLoginKey, systemRng, concat, type Rng } from '../protocol/channel.ts';
 import { kdf, utf8, type MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError, CloseCode, TimeoutError } from '../protocol/errors.ts';
@@ -53,21 +53,16 @@ function sealKey(ring: MasterKeyring, d: Device): Uint8Array {
 }
 const sealAad = (d: Device, rotationId: Uint8Array) => concat(utf8(`${d.serial}/${d.user}/`), rotationId);
 
-/** The secret sealed for the registration servers: nonce (24) | XChaCha20-Poly1305. */
+/** The secret sealed for the registration servers: a sealed box (protocol/sealed-box.ts). */
 export function sealSecret(ring: MasterKeyring, d: Device, rotationId: Uint8Array, secret: Uint8Array, rng: Rng = systemRng): Uint8Array {
-  const nonce = rng(24);
-  return concat(nonce, xchacha20poly1305(sealKey(ring, d), nonce, sealAad(d, rotationId)).encrypt(secret));
+  return sealBox(sealKey(ring, d), secret, sealAad(d, rotationId), rng);
 }
 
 /** Opens a sealed secret the business store returned; one that does not open is corrupt. */
 export function openSealedSecret(ring: MasterKeyring, d: Device, rotationId: Uint8Array, sealed: Uint8Array): Uint8Array {
-  try {
-    const s = xchacha20poly1305(sealKey(ring, d), sealed.subarray(0, 24), sealAad(d, rotationId)).decrypt(sealed.subarray(24));
-    if (s.length !== 32) throw new Error('length');
-    return s;
-  } catch {
-    return corrupt(`pending secret of ${d.serial}`, 'the sealed secret does not open');
-  }
+  const s = openBox(sealKey(ring, d), sealed, sealAad(d, rotationId));
+  if (!s || s.length !== 32) return corrupt(`pending secret of ${d.serial}`, 'the sealed secret does not open');
+  return s;
 }
 
 export async function rotate(deps: RotationDeps, device: Device, servers: readonly BizServerRecord[]): Promise<Rotation> {

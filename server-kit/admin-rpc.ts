@@ -9,7 +9,7 @@
 //   response = nonce(24) | seal(kRes, nonce, aad id,                           cbor [true, result] | [false, code, message])
 import { createServer, request as httpRequest, Agent as HttpAgent, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { sealBox, openBox } from '../protocol/sealed-box.ts';
 import { kdf, utf8 } from '../protocol/keys.ts';
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
 import { systemRng, concat } from '../protocol/channel.ts';
@@ -34,17 +34,11 @@ function keys(adminKey: Uint8Array) {
 }
 
 function seal(key: Uint8Array, aad: Uint8Array, value: CborValue): Uint8Array {
-  const nonce = systemRng(24);
-  return concat(nonce, xchacha20poly1305(key, nonce, aad).encrypt(encode(value)));
+  return sealBox(key, encode(value), aad, systemRng);
 }
 function open(key: Uint8Array, aad: Uint8Array, body: Uint8Array): CborValue {
-  if (body.length < 24 + 16) throw new ProtocolError('ADMIN_BAD_AUTH', 'sealed body too short', CloseCode.policy);
-  let pt: Uint8Array;
-  try {
-    pt = xchacha20poly1305(key, body.subarray(0, 24), aad).decrypt(body.subarray(24));
-  } catch {
-    throw new ProtocolError('ADMIN_BAD_AUTH', 'request does not authenticate', CloseCode.policy);
-  }
+  const pt = openBox(key, body, aad);
+  if (!pt) throw new ProtocolError('ADMIN_BAD_AUTH', 'request does not authenticate', CloseCode.policy);
   return decode(pt);
 }
 
