@@ -16,16 +16,16 @@
 //
 // One interface, one SQLite implementation; on several machines a PostgreSQL implementation
 // of the same interface replaces it (docs/architecture.md §"Stores").
+import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { sealBox, openBox, BOX_OVERHEAD } from '../protocol/sealed-box.ts';
 import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
-import { utf8 } from '../protocol/keys.ts';
-import { systemRng, concat } from '../protocol/channel.ts';
+import { systemRng } from '../protocol/channel.ts';
 
 /** A wrapped login key: a sealed box (protocol/sealed-box.ts) of the 32-byte key, nonce (24) || ciphertext (32) || tag (16). */
 export const WRAPPED_KEY_BYTES = BOX_OVERHEAD + 32;
-const wrapAad = (user: string) => utf8(`usbphone/v1 login key|${user}`);
+const wrapAad = (user: string) => utf8ToBytes(`usbphone/v1 login key|${user}`);
 
 export function wrapLoginKey(storageKey: Uint8Array, user: string, key: Uint8Array): Uint8Array {
   if (key.length !== 32) throw new ImplementationError('BIZ_BAD_INSTALL', 'a login key is 32 bytes');

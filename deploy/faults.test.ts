@@ -2,13 +2,13 @@
 // a real device keeps (the secrets of gen and currentGen of the last reply it received) —
 // can always log in. Also S0.6: the backup serves when the primary is down, and rotation
 // state stays consistent between the registration and business stores.
+import { equalBytes } from '@noble/ciphers/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { testStack } from './test-util.ts';
 import { makeDevice, register, bizLogin, DeviceWallet, type DeviceId } from '../server-kit/test-device.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
-import { equalBytes } from '../protocol/keys.ts';
 import type { Stack } from './stack.ts';
 import { pendingUsable } from '../biz-server/store.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';

@@ -1,6 +1,7 @@
 // The secure channel: handshakes (registration hello, business login with its "received,
 // verifying" acknowledgement), and every way a frame can be wrong — each refused on the side
 // that receives it, with that side's session ended (S0.5, S0.7).
+import { bytesToHex as hex } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Handshake, SecureChannel, passwordLoginKey, systemRng, type Rng } from './channel.ts';
@@ -9,7 +10,7 @@ import {
   MsgType, type Envelope,
 } from './messages.ts';
 import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
-import { makeSerialToken, deriveDeviceKey, openSerialToken, MasterKeyring, bytesToHex as hex } from './keys.ts';
+import { makeSerialToken, deriveDeviceKey, openSerialToken, MasterKeyring } from './keys.ts';
 import { ReplayCache } from './replay.ts';
 import { keystreamRng } from './seeded-rng.ts';
 import type { CborValue } from './cbor.ts';

@@ -16,9 +16,10 @@
 // working secret. Re-issuing instead of rotating again is what protects a device that has
 // not logged in yet, and the decision is atomic at the business store, so two registrations
 // racing (a retry while the first is still running) cannot undo each other.
+import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { sealBox, openBox } from '../protocol/sealed-box.ts';
-import { passwordLoginKey, systemRng, concat, type Rng } from '../protocol/channel.ts';
-import { kdf, utf8, type MasterKeyring } from '../protocol/keys.ts';
+import { passwordLoginKey, systemRng, type Rng } from '../protocol/channel.ts';
+import { kdf, type MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError, CloseCode, TimeoutError } from '../protocol/errors.ts';
 import { AdminError, safeInt } from '../server-kit/admin-rpc.ts';
 import { corrupt } from '../server-kit/sqlite.ts';
@@ -49,9 +50,9 @@ export interface RotationDeps {
 export interface Rotation { secret: Uint8Array; gen: number; currentGen: number; reissued: boolean; installedAt: string }
 
 function sealKey(ring: MasterKeyring, d: Device): Uint8Array {
-  return kdf(ring.key(d.keyVersion), 'usbphone/v1 pending secret', utf8(d.serial));
+  return kdf(ring.key(d.keyVersion), 'usbphone/v1 pending secret', utf8ToBytes(d.serial));
 }
-const sealAad = (d: Device, rotationId: Uint8Array) => concat(utf8(`${d.serial}/${d.user}/`), rotationId);
+const sealAad = (d: Device, rotationId: Uint8Array) => concatBytes(utf8ToBytes(`${d.serial}/${d.user}/`), rotationId);
 
 /** The secret sealed for the registration servers: a sealed box (protocol/sealed-box.ts). */
 export function sealSecret(ring: MasterKeyring, d: Device, rotationId: Uint8Array, secret: Uint8Array, rng: Rng = systemRng): Uint8Array {

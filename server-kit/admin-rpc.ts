@@ -7,12 +7,13 @@
 //
 //   request  = nonce(24) | seal(kReq, nonce, aad "usbphone/v1 admin request", cbor [ts, id, op, args])
 //   response = nonce(24) | seal(kRes, nonce, aad id,                           cbor [true, result] | [false, code, message])
+import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { createServer, request as httpRequest, Agent as HttpAgent, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
 import { sealBox, openBox } from '../protocol/sealed-box.ts';
-import { kdf, utf8 } from '../protocol/keys.ts';
+import { kdf } from '../protocol/keys.ts';
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
-import { systemRng, concat } from '../protocol/channel.ts';
+import { systemRng } from '../protocol/channel.ts';
 import { ReplayCache } from '../protocol/replay.ts';
 import { ProtocolError, CloseCode, TimeoutError } from '../protocol/errors.ts';
 import { createLogger } from './log.ts';
@@ -20,7 +21,7 @@ import { createLogger } from './log.ts';
 export const ADMIN_MAX_BODY = 16 * 1024;
 /** Idle keep-alive sockets close after this, below node's server keepAliveTimeout (5 s). */
 export const ADMIN_IDLE_SOCKET_MS = 4_000;
-const AAD_REQ = utf8('usbphone/v1 admin request');
+const AAD_REQ = utf8ToBytes('usbphone/v1 admin request');
 
 export class AdminError extends Error {
   override readonly name = 'AdminError';

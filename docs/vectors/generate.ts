@@ -6,6 +6,7 @@
 // key schedule is computed here a second time, straight from docs/protocol.md §"Key schedule"
 // with the bare primitives, and the two must agree before anything is written.
 // protocol/vectors.test.ts checks the files against the code in both directions.
+import { bytesToHex as hex, hexToBytes } from '@noble/hashes/utils.js';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,7 +16,7 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { encode, type CborValue } from '../../protocol/cbor.ts';
 import { Handshake, passwordLoginKey } from '../../protocol/channel.ts';
-import { deriveDeviceKey, makeSerialToken, bytesToHex as hex, hexToBytes } from '../../protocol/keys.ts';
+import { deriveDeviceKey, makeSerialToken } from '../../protocol/keys.ts';
 import {
   decodeEnvelope, encodeEnvelope, headerBytes, MsgType, parseHello, parseLogin, loginFields, parseServerProof, credReplyBody, errorBody,
   typeName,
