@@ -19,6 +19,7 @@
 import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { sealBox, openBox, BOX_OVERHEAD } from '../protocol/sealed-box.ts';
 import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
+import { SEALED_SECRET_MIN, SEALED_SECRET_MAX } from '../server-kit/admin-messages.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { systemRng } from '../protocol/channel.ts';
@@ -120,9 +121,9 @@ interface Row {
   last_rotation_id: unknown; last_rotation_gen: unknown; confirmed_gen: unknown; pending_sealed: unknown;
 }
 
-/** Bounds of a sealed secret (nonce + 32-byte secret + tag, with room for a format byte). */
-export const SEALED_MIN = 24 + 32 + 16;
-export const SEALED_MAX = 128;
+/** Bounds of a sealed secret (nonce + 32-byte secret + tag, with room for a format byte): the admin message's. */
+const SEALED_MIN = SEALED_SECRET_MIN;
+const SEALED_MAX = SEALED_SECRET_MAX;
 
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isKey = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.length === WRAPPED_KEY_BYTES;

@@ -21,19 +21,15 @@ import { sealBox, openBox } from '../protocol/sealed-box.ts';
 import { passwordLoginKey, systemRng, type Rng } from '../protocol/channel.ts';
 import { kdf, type MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError, CloseCode, TimeoutError } from '../protocol/errors.ts';
-import { AdminError, safeInt } from '../server-kit/admin-rpc.ts';
+import { AdminError } from '../server-kit/admin-rpc.ts';
 import { corrupt } from '../server-kit/sqlite.ts';
-import type { CborValue } from '../protocol/cbor.ts';
+import { adminCall, type AdminCaller, type InstallPendingResult } from '../server-kit/admin-messages.ts';
 import type { Logger } from '../server-kit/log.ts';
 import type { BizServerRecord, Device, RegStore } from './store.ts';
 
 export type RotationStep = 'beforeInstall' | 'afterInstall' | 'afterRecord';
 export const ROTATION_STEPS: readonly RotationStep[] = ['beforeInstall', 'afterInstall', 'afterRecord'];
 
-/** What rotation needs of an admin client (server-kit/admin-rpc.ts AdminClient). */
-export interface AdminCaller {
-  call(op: string, args: CborValue): Promise<CborValue>;
-}
 
 export interface RotationDeps {
   store: RegStore;
@@ -75,7 +71,7 @@ export async function rotate(deps: RotationDeps, device: Device, servers: readon
   const sealed = sealSecret(deps.ring, device, rotationId, secret, rng);
   const expiresAt = now() + deps.pendingTtlMs;
   await deps.pauseAt?.('beforeInstall');
-  let result: { currentGen: number; pendingGen: number; installed: boolean; sealed: Uint8Array; rotationId: Uint8Array } | null = null;
+  let result: InstallPendingResult | null = null;
   let installedAt = '';
   try {
     // At most three servers, so a registration answers within the device's step timeout
@@ -86,13 +82,7 @@ export async function rotate(deps: RotationDeps, device: Device, servers: readon
       // was lost, the retry returns the same generation instead of installing another.
       for (let attempt = 0; attempt < 2 && !result; attempt++) {
         try {
-          const v = await client.call('installPending', [device.user, key, sealed, expiresAt, rotationId]);
-          const cur = Array.isArray(v) ? safeInt(v[0]) : null;
-          const pend = Array.isArray(v) ? safeInt(v[1]) : null;
-          if (!Array.isArray(v) || v.length !== 5 || cur === null || pend === null || pend <= cur || typeof v[2] !== 'boolean' || !(v[3] instanceof Uint8Array) || !(v[4] instanceof Uint8Array) || v[4].length !== 16) {
-            throw new AdminError('ADMIN_BAD_RESPONSE', 'installPending answered a malformed result');
-          }
-          result = { currentGen: cur, pendingGen: pend, installed: v[2], sealed: v[3], rotationId: v[4] };
+          result = await adminCall(client, 'installPending', { user: device.user, loginKey: key, sealed, expiresAt, rotationId });
           installedAt = s.name;
         } catch (e) {
           const transient = e instanceof TimeoutError || (e instanceof AdminError && (e.code === 'ADMIN_UNREACHABLE' || e.code === 'ADMIN_HTTP'));
