@@ -20,7 +20,7 @@ test('a full flow logs no key, secret or login key', async () => {
   const stack = await testStack();
   const secrets: Uint8Array[] = [];
   try {
-    stack.enroll([{ serial: 'SN-LOG-1', keyVersion: 1 }]);
+    await stack.enroll([{ serial: 'SN-LOG-1', keyVersion: 1 }]);
     const dev = makeDevice(stack.ring, 'SN-LOG-1');
     secrets.push(dev.key, dev.token);
     const w = new DeviceWallet();

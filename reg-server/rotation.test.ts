@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { rotate, openSealedSecret } from './rotation.ts';
 import type { AdminCaller } from '../server-kit/admin-messages.ts';
 import { SqliteRegStore } from './store.ts';
-import { enrollDevices } from '../deploy/enroll.ts';
+import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import { AdminClient, AdminError } from '../server-kit/admin-rpc.ts';
 import { tempDir } from '../deploy/test-util.ts';
@@ -29,7 +29,7 @@ const log = createLogger('test');
 test.before(async () => {
   biz = await startBizServer({ name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: null, linkPort: 0, adminPort: 0, dbFile: join(t.dir, 'biz.sqlite'), storageKey: new Uint8Array(32).fill(9), linkKey: new Uint8Array(32), adminKey });
   reg = new SqliteRegStore(join(t.dir, 'reg.sqlite'));
-  enrollDevices({ reg, biz: biz.store }, [{ serial: 'SN-R1', keyVersion: 1 }, { serial: 'SN-R2', keyVersion: 1 }]);
+  await enrollDevices({ reg, accounts: accountsInStore(biz.store) }, [{ serial: 'SN-R1', keyVersion: 1 }, { serial: 'SN-R2', keyVersion: 1 }]);
 });
 test.after(async () => {
   reg.close();

@@ -132,7 +132,7 @@ export async function runDeterministic(name: string, o: DeterministicOptions): P
     const seed = o.seed;
     const { image: base } = buildImage({ serial: 'SN-TEMPLATE', fuses: fusesOf(seed, -1), keyring: ring, regPrimary: `${SIM_ORIGIN}/reg-primary`, regBackup: `${SIM_ORIGIN}/reg-backup` });
     const serial = serialOf(seed, 0);
-    stack.enroll({ serial, keyVersion: ring.current });
+    await stack.enroll({ serial, keyVersion: ring.current });
     const host = new TraceHost(o.trace);
     const ip = phoneIp(0);
     const rng = simRng(seed, 'phone/0');

@@ -27,7 +27,7 @@ test('no secret in clear in the flash, the trace or the notices after two logins
   const world = await startWorld({ stateDir: dir, gatewayPort: 0 });
   try {
     const host = new TraceHost();
-    let { phone, ip, serial } = world.phone(0, host);
+    let { phone, ip, serial } = await world.phone(0, host);
     assert.ok((await phone.device.plugIn()).ok);
     const first = phone.device.storage.loadLogin();
     phone = world.replug(phone, host, ip);

@@ -68,7 +68,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       writeFileSync(recordPath, JSON.stringify({ ...enrollment, masterKeyCheck: masterCheck(stack) }, null, 2) + '\n');
       say(`factory image built: ${imagePath} (serial ${serial}, ${image.length / 1048576} MiB; enrollment record ${recordPath})`);
     } else say(`factory image reused: ${imagePath} (serial ${serial}; what the phone saved last time is still there)`);
-    const enrolled = stack.enroll({ serial, keyVersion: ring.current });
+    const enrolled = await stack.enroll({ serial, keyVersion: ring.current });
     say(`enrolled ${serial}: user ${enrolled[0]!.user} (${enrolled[0]!.device})`);
 
     const backing = FileBacking.open(imagePath);

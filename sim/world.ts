@@ -39,7 +39,8 @@ export interface World<S extends StackHandle = Stack> {
   table: PartitionTable;
   seed: number;
   /** Phone number `i`: serial, fuses and loopback address derived from the seed and i. */
-  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string }): { phone: Phone; serial: string; ip: string };
+  /** A phone of this world, enrolled first unless opts.enroll is false (enrollment goes through the business servers' admin API). */
+  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string }): Promise<{ phone: Phone; serial: string; ip: string }>;
   replug(p: Phone, host: Host, ip: string): Phone;
   enrollment(i: number, serial?: string): EnrollmentRecord;
   stop(): Promise<void>;
@@ -88,10 +89,10 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
       enrollment(i, serial = serialOf(seed, i)) {
         return { serial, keyVersion: keyring.current };
       },
-      phone(i, host, opts = {}) {
+      async phone(i, host, opts = {}) {
         const serial = opts.serial ?? serialOf(seed, i);
         const ip = phoneIp(i);
-        if (opts.enroll !== false) stack.enroll(world.enrollment(i, serial));
+        if (opts.enroll !== false) await stack.enroll(world.enrollment(i, serial));
         const phone = makePhone({
           base,
           table,
