@@ -103,12 +103,14 @@ export const command: Command = {
         const admin = running.map((s) => new AdminClient({ target: s.name, url: s.adminUrl, key }));
         clients = admin;
         accounts = accountsViaAdmin(admin);
+        process.stderr.write(`usbphone enroll: business accounts through the admin API of ${running.map((r) => r.name).join(', ')}\n`);
       } else {
         // Offline: the accounts database wraps login keys under the state directory's storage
         // key (created here when the servers have not run yet, as `serve` would).
         ensureKeyFile(files.storeKey);
         biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
         accounts = accountsInStore(biz);
+        process.stderr.write(`usbphone enroll: no server of this state directory is running: business accounts in ${files.bizDb}\n`);
       }
       const results = await enrollDevices({ reg, accounts }, records, { account: v.account, user: v.user });
       if (v.json) process.stdout.write(JSON.stringify(results) + '\n');
