@@ -24,7 +24,7 @@ import { Handshake, SecureChannel } from '../protocol/channel.ts';
 import { decodeEnvelope, encodeEnvelope, headerBytes, parseHello, parseServerProof, MsgType } from '../protocol/messages.ts';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from '../protocol/keys.ts';
 import { encode } from '../protocol/cbor.ts';
-import { seededRng } from '../protocol/seeded-rng.ts';
+import { keystreamRng } from '../protocol/seeded-rng.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 15);
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 120);
@@ -82,13 +82,13 @@ const fmt = (x: number) => (x >= 1e5 ? `${Math.round(x / 1000)} k/s` : x >= 1e4 
 const bareEnc = new Encoder({ useRecords: false, mapsAsObjects: false, variableMapSize: true, tagUint8Array: false } as ConstructorParameters<typeof Encoder>[0]);
 const bareDec = new Decoder({ useRecords: false, mapsAsObjects: false } as ConstructorParameters<typeof Decoder>[0]);
 
-const k1 = seededRng('bench k1')(32);
-const k2 = seededRng('bench k2')(32);
+const k1 = keystreamRng('bench k1')(32);
+const k2 = keystreamRng('bench k2')(32);
 const dest = 'reg-primary';
 
 for (const size of [64, 1024]) {
   const label = size === 64 ? '64 B' : '1 KiB';
-  const payload = seededRng(`bench payload ${size}`)(size);
+  const payload = keystreamRng(`bench payload ${size}`)(size);
   const inner = [payload];
 
   // seal + encode
@@ -126,13 +126,13 @@ for (const size of [64, 1024]) {
 }
 
 // ---- handshakes ----
-const master = seededRng('bench master')(32);
+const master = keystreamRng('bench master')(32);
 const ring = new MasterKeyring([[1, master]]);
 const serial = 'SN-0000001';
 const token = makeSerialToken(master, 1, serial);
 const devKey = deriveDeviceKey(master, serial);
-const rngC = seededRng('bench c');
-const rngS = seededRng('bench s');
+const rngC = keystreamRng('bench c');
+const rngS = keystreamRng('bench s');
 
 function fullHandshake(): void {
   const client = new Handshake('client', dest, devKey, rngC);

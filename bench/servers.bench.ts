@@ -17,7 +17,7 @@ import { MasterKeyring } from '../protocol/keys.ts';
 import { makeDevice, register, FrameSocket, type DeviceId } from '../server-kit/test-device.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices } from '../deploy/enroll.ts';
+import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
 import { ensureStateKeys } from '../deploy/config.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 
@@ -71,7 +71,7 @@ const devices = QUICK ? 300 : 3000;
 {
   const reg = new SqliteRegStore(files.regDb);
   const biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
-  enrollDevices({ reg, biz }, Array.from({ length: devices }, (_, i) => ({ serial: `SN-B${i}`, keyVersion: 1 })));
+  await enrollDevices({ reg, accounts: accountsInStore(biz) }, Array.from({ length: devices }, (_, i) => ({ serial: `SN-B${i}`, keyVersion: 1 })));
   reg.close();
   biz.close();
 }

@@ -1,15 +1,16 @@
 // A business server process role: device/link ports (server-kit/host.ts) running BizSession,
-// and the admin API for the registration server (installPending, status).
+// and the admin API (server-kit/admin-messages.ts) for the registration server
+// (installPending, status) and for enrollment (enrollAccount).
 import type { Server } from 'node:http';
 import { ReplayCache } from '../protocol/replay.ts';
 import { Limits } from '../protocol/limits.ts';
-import { USER_RE } from '../protocol/messages.ts';
-import type { CborValue } from '../protocol/cbor.ts';
+import { ImplementationError } from '../protocol/errors.ts';
 import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts';
-import { createAdminServer, AdminError, safeInt } from '../server-kit/admin-rpc.ts';
+import { createAdminServer, AdminError } from '../server-kit/admin-rpc.ts';
+import { adminOps } from '../server-kit/admin-messages.ts';
 import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
-import { SqliteBizStore, SEALED_MIN, SEALED_MAX } from './store.ts';
+import { SqliteBizStore } from './store.ts';
 import { BizSession } from './session.ts';
 
 export interface BizConfig {
@@ -43,18 +44,6 @@ export interface BizServer {
   close(): Promise<void>;
 }
 
-function parseInstall(args: CborValue): { user: string; key: Uint8Array; sealed: Uint8Array; expiresAt: number; rotationId: Uint8Array } {
-  if (!Array.isArray(args) || args.length !== 5) throw new AdminError('ADMIN_BAD_ARGS', 'installPending takes [user, key, sealed, expiresAt, rotationId]');
-  const [user, key, sealed, , rotationId] = args;
-  const expiresAt = safeInt(args[3]);
-  if (typeof user !== 'string' || !USER_RE.test(user)) throw new AdminError('ADMIN_BAD_ARGS', 'bad user');
-  if (!(key instanceof Uint8Array) || key.length !== 32) throw new AdminError('ADMIN_BAD_ARGS', 'key must be 32 bytes');
-  if (!(sealed instanceof Uint8Array) || sealed.length < SEALED_MIN || sealed.length > SEALED_MAX) throw new AdminError('ADMIN_BAD_ARGS', `sealed must be ${SEALED_MIN}..${SEALED_MAX} bytes`);
-  if (expiresAt === null || expiresAt < 0) throw new AdminError('ADMIN_BAD_ARGS', 'bad expiresAt');
-  if (!(rotationId instanceof Uint8Array) || rotationId.length !== 16) throw new AdminError('ADMIN_BAD_ARGS', 'rotationId must be 16 bytes');
-  return { user, key: Uint8Array.from(key), sealed: Uint8Array.from(sealed), expiresAt, rotationId: Uint8Array.from(rotationId) };
-}
-
 export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const log = createLogger(cfg.name);
   const store = new SqliteBizStore(cfg.dbFile, cfg.storageKey);
@@ -79,18 +68,34 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
     admin = createAdminServer({
       key: cfg.adminKey,
       name: cfg.name,
-      ops: {
-        installPending(args) {
-          const a = parseInstall(args);
-          const r = store.installPending(a.user, a.key, a.sealed, a.expiresAt, a.rotationId);
-          a.key.fill(0);
-          log.info(r.installed ? 'pending installed' : 'pending kept', { user: a.user, currentGen: r.currentGen, pendingGen: r.pendingGen });
-          return [r.currentGen, r.pendingGen, r.installed, r.sealed, r.rotationId];
+      ops: adminOps({
+        installPending(a) {
+          try {
+            const r = store.installPending(a.user, a.loginKey, a.sealed, a.expiresAt, a.rotationId);
+            log.info(r.installed ? 'pending installed' : 'pending kept', { user: a.user, currentGen: r.currentGen, pendingGen: r.pendingGen });
+            return r;
+          } finally {
+            a.loginKey.fill(0);
+          }
         },
         status() {
-          return [!draining, h.sessions(), cfg.region];
+          return { healthy: !draining, sessions: h.sessions(), region: cfg.region };
         },
-      },
+        // Enrollment (deploy/enroll.ts): the account with no password yet (generation 0).
+        // Idempotent for the same account/user pair; bound to another: BIZ_ACCOUNT_CONFLICT.
+        enrollAccount(a) {
+          let r: 'created' | 'exists';
+          try {
+            r = store.createAccount(a.account, a.user);
+          } catch (e) {
+            // The store's refusals are the caller's to see, with their code (not ADMIN_INTERNAL).
+            if (e instanceof ImplementationError && (e.code === 'BIZ_ACCOUNT_CONFLICT' || e.code === 'BIZ_BAD_USER')) throw new AdminError(e.code, e.message.replace(/^[A-Z_]+: /, ''));
+            throw e;
+          }
+          if (r === 'created') log.info('account created', { user: a.user });
+          return r;
+        },
+      }),
     });
     const adminPort = await listen(admin, cfg.adminPort, cfg.host);
     log.info('listening', { devicePort: host.devicePort, linkPort: host.linkPort, adminPort });

@@ -18,7 +18,7 @@ const DAY = 24 * 3600_000;
 test.before(async () => {
   stack = await testStack();
   url = stack.urlFor('biz-east');
-  stack.enroll([{ serial: 'SN-B1', keyVersion: 1 }, { serial: 'SN-B2', keyVersion: 1 }, { serial: 'SN-B3', keyVersion: 1 }]);
+  await stack.enroll([{ serial: 'SN-B1', keyVersion: 1 }, { serial: 'SN-B2', keyVersion: 1 }, { serial: 'SN-B3', keyVersion: 1 }]);
 });
 test.after(async () => {
   await stack.stop();

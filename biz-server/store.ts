@@ -16,31 +16,27 @@
 //
 // One interface, one SQLite implementation; on several machines a PostgreSQL implementation
 // of the same interface replaces it (docs/architecture.md §"Stores").
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { utf8ToBytes } from '@noble/hashes/utils.js';
+import { sealBox, openBox, BOX_OVERHEAD } from '../protocol/sealed-box.ts';
 import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
+import { SEALED_SECRET_MIN, SEALED_SECRET_MAX } from '../server-kit/admin-messages.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
-import { utf8 } from '../protocol/keys.ts';
-import { systemRng, concat } from '../protocol/channel.ts';
+import { systemRng } from '../protocol/channel.ts';
 
-/** A wrapped login key: nonce (24) || ciphertext (32) || tag (16). */
-export const WRAPPED_KEY_BYTES = 24 + 32 + 16;
-const wrapAad = (user: string) => utf8(`usbphone/v1 login key|${user}`);
+/** A wrapped login key: a sealed box (protocol/sealed-box.ts) of the 32-byte key, nonce (24) || ciphertext (32) || tag (16). */
+export const WRAPPED_KEY_BYTES = BOX_OVERHEAD + 32;
+const wrapAad = (user: string) => utf8ToBytes(`usbphone/v1 login key|${user}`);
 
 export function wrapLoginKey(storageKey: Uint8Array, user: string, key: Uint8Array): Uint8Array {
   if (key.length !== 32) throw new ImplementationError('BIZ_BAD_INSTALL', 'a login key is 32 bytes');
-  const nonce = systemRng(24);
-  return concat(nonce, xchacha20poly1305(storageKey, nonce, wrapAad(user)).encrypt(key));
+  return sealBox(storageKey, key, wrapAad(user), systemRng);
 }
 
 /** The login key, or null when the blob does not open under this storage key for this user. */
 export function unwrapLoginKey(storageKey: Uint8Array, user: string, blob: Uint8Array): Uint8Array | null {
   if (blob.length !== WRAPPED_KEY_BYTES) return null;
-  try {
-    return xchacha20poly1305(storageKey, blob.subarray(0, 24), wrapAad(user)).decrypt(blob.subarray(24));
-  } catch {
-    return null;
-  }
+  return openBox(storageKey, blob, wrapAad(user));
 }
 
 export type AccountStatus = 'active' | 'disabled';
@@ -125,9 +121,9 @@ interface Row {
   last_rotation_id: unknown; last_rotation_gen: unknown; confirmed_gen: unknown; pending_sealed: unknown;
 }
 
-/** Bounds of a sealed secret (nonce + 32-byte secret + tag, with room for a format byte). */
-export const SEALED_MIN = 24 + 32 + 16;
-export const SEALED_MAX = 128;
+/** Bounds of a sealed secret (nonce + 32-byte secret + tag, with room for a format byte): the admin message's. */
+const SEALED_MIN = SEALED_SECRET_MIN;
+const SEALED_MAX = SEALED_SECRET_MAX;
 
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isKey = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.length === WRAPPED_KEY_BYTES;

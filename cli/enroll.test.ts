@@ -1,13 +1,15 @@
 // `usbphone enroll`, run as the real command.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../deploy/test-util.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
+import { startStack } from '../deploy/stack.ts';
+import { setLogLevel } from '../server-kit/log.ts';
 
 const t = tempDir();
 test.after(() => t.remove());
@@ -58,6 +60,45 @@ test('errors: unknown serial (1), bad record (2), conflicting user (1)', () => {
   writeFileSync(rec, '{"serial":"SN-C1","keyVersion":1}');
   const r3 = cli('--state', t.dir, '--record', rec, '--user', 'mallory');
   assert.equal([r3.code, /CONFLICT/.test(r3.err)], [1, true]);
+});
+
+/** The command without blocking this process's event loop (a stack in this process must answer it). */
+const cliAsync = (...args: string[]) =>
+  new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const p = spawn(process.execPath, [join(import.meta.dirname, '..', 'bin', 'usbphone.js'), 'enroll', ...args]);
+    let out = '', err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    p.on('close', (code) => resolve({ code, out, err }));
+  });
+
+test('with the servers of --state running, the account is made through their admin API; stopped, in the file', async () => {
+  setLogLevel('error');
+  const dir = join(t.dir, 'live');
+  const stack = await startStack({ stateDir: dir, gatewayPort: 0 });
+  const rec = join(t.dir, 'live.json');
+  writeFileSync(rec, JSON.stringify({ serial: 'SN-L1', keyVersion: 1 }));
+  try {
+    const r = await cliAsync('--state', dir, '--record', rec, '--json');
+    assert.is(r.code, 0, r.err);
+    assert.match(r.err, /through the admin API of biz-east, biz-west/);
+    assert.equal(JSON.parse(r.out), [{ serial: 'SN-L1', user: 'u-SN-L1', account: 'acct-SN-L1', device: 'created', bizAccount: 'created' }]);
+    assert.is(stack.bizStore.getByUser('u-SN-L1')!.account, 'acct-SN-L1');
+    // A conflict comes back from the server with its code.
+    const r2 = await cliAsync('--state', dir, '--record', rec, '--user', 'mallory');
+    assert.equal([r2.code, /CONFLICT/.test(r2.err)], [1, true], r2.err);
+    // Every business server stopped: the stack withdraws their endpoints, so enrollment is offline.
+    await stack.stopBiz('biz-east');
+    await stack.stopBiz('biz-west');
+    writeFileSync(rec, JSON.stringify({ serial: 'SN-L2', keyVersion: 1 }));
+    const r3 = await cliAsync('--state', dir, '--record', rec);
+    assert.equal([r3.code, /no server of this state directory is running/.test(r3.err)], [0, true], r3.err);
+  } finally {
+    await stack.stop();
+  }
+  writeFileSync(rec, JSON.stringify({ serial: 'SN-L3', keyVersion: 1 }));
+  const r4 = await cliAsync('--state', dir, '--record', rec);
+  assert.equal([r4.code, /no server of this state directory is running/.test(r4.err)], [0, true], r4.err);
 });
 
 test.run();

@@ -1,5 +1,7 @@
-// `usbphone enroll`: registers devices from enrollment records into the state directory's
-// registration and business stores (deploy/enroll.ts), or disables/enables a device.
+// `usbphone enroll`: registers devices from enrollment records (deploy/enroll.ts): the device
+// in the state directory's registration store, the business account through a running
+// business server's admin API, or in the accounts file when no server of this state
+// directory is running; or disables/enables a device.
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import type { Command } from './main.ts';
@@ -12,6 +14,11 @@ Registers devices from the image builder's enrollment records (JSON: one object,
 or one object per line; each needs "serial" and "keyVersion") in the registration database
 and creates each device's business account (user 'u-' + serial unless --user). Re-enrolling
 a serial changes nothing (or only its key version). '-' reads the records from stdin.
+
+Business accounts: when 'usbphone serve all --state DIR' is running, they are created
+through its business servers' admin API (operation enrollAccount, admin.key of DIR); when
+no server of DIR is running, in DIR's accounts file directly (offline, as before the
+servers exist). A running server that does not answer fails the enrollment (exit 1).
 
 options:
   --state DIR       state directory (default ./state): reg.sqlite, biz-accounts.sqlite
@@ -64,10 +71,11 @@ export const command: Command = {
     const { SqliteRegStore } = await import('../reg-server/store.ts');
     const { SqliteBizStore } = await import('../biz-server/store.ts');
     const { stateFiles } = await import('../deploy/config.ts');
-    const { enrollDevices, parseEnrollmentRecords } = await import('../deploy/enroll.ts');
+    const { enrollDevices, parseEnrollmentRecords, accountsViaAdmin, accountsInStore, readRunningBizServers } = await import('../deploy/enroll.ts');
     const files = stateFiles(v.state ?? 'state');
     let reg: InstanceType<typeof SqliteRegStore> | null = null;
     let biz: InstanceType<typeof SqliteBizStore> | null = null;
+    let clients: { close(): void }[] = [];
     try {
       reg = new SqliteRegStore(files.regDb);
       if (v.disable !== undefined || v.enable !== undefined) {
@@ -85,16 +93,34 @@ export const command: Command = {
       }
       const records = parseEnrollmentRecords(text);
       if (v.record !== undefined && records.length !== 1) return fail('CLI_BAD_ARGS', `--record holds ${records.length} records; use --batch`, 2);
-      // The accounts database wraps login keys under the state directory's storage key
-      // (created here when the servers have not run yet, as `serve` would).
       const { ensureKeyFile, readKeyFile } = await import('../server-kit/keyfiles.ts');
-      ensureKeyFile(files.storeKey);
-      biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
-      const results = enrollDevices({ reg, biz }, records, { account: v.account, user: v.user });
+      const running = readRunningBizServers(v.state ?? 'state');
+      let accounts;
+      if (running.length > 0) {
+        // Online: the servers own their store (docs/decisions.md).
+        const { AdminClient } = await import('../server-kit/admin-rpc.ts');
+        const key = readKeyFile(files.adminKey, 'admin key');
+        const admin = running.map((s) => new AdminClient({ target: s.name, url: s.adminUrl, key }));
+        clients = admin;
+        accounts = accountsViaAdmin(admin);
+        process.stderr.write(`usbphone enroll: business accounts through the admin API of ${running.map((r) => r.name).join(', ')}\n`);
+      } else {
+        // Offline: the accounts database wraps login keys under the state directory's storage
+        // key (created here when the servers have not run yet, as `serve` would).
+        ensureKeyFile(files.storeKey);
+        biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
+        accounts = accountsInStore(biz);
+        process.stderr.write(`usbphone enroll: no server of this state directory is running: business accounts in ${files.bizDb}\n`);
+      }
+      const results = await enrollDevices({ reg, accounts }, records, { account: v.account, user: v.user });
       if (v.json) process.stdout.write(JSON.stringify(results) + '\n');
       else for (const r of results) process.stdout.write(`${r.serial}: device ${r.device}, user ${r.user}, account ${r.account} (${r.bizAccount})\n`);
       return 0;
     } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'ADMIN_UNREACHABLE' || code === 'ADMIN_HTTP' || code === 'ADMIN_BAD_AUTH' || code === 'ADMIN_BAD_RESPONSE' || code === 'TIMEOUT') {
+        return fail(code, `the running business servers did not enroll the account: ${(e as Error).message.replace(/^[A-Z_]+: /, '')}`, 1);
+      }
       if (e instanceof ImplementationError) {
         const usage = e.code === 'ENROLL_BAD_RECORD' || e.code === 'ENROLL_USAGE';
         return fail(e.code, e.message.replace(/^[A-Z_]+: /, ''), usage ? 2 : 1);
@@ -103,6 +129,7 @@ export const command: Command = {
     } finally {
       reg?.close();
       biz?.close();
+      for (const c of clients) c.close();
     }
   },
 };

@@ -12,7 +12,7 @@ import { makeDevice, register, DeviceWallet } from '../server-kit/test-device.ts
 import { MasterKeyring } from '../protocol/keys.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices } from '../deploy/enroll.ts';
+import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
 import { ensureStateKeys } from '../deploy/config.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 
@@ -84,7 +84,7 @@ test('serve biz / reg / gateway as separate processes from config files', async 
   const f = ensureStateKeys(dir);
   const reg = new SqliteRegStore(f.regDb);
   const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
-  enrollDevices({ reg, biz }, [{ serial: 'SN-ROLE', keyVersion: 1 }]);
+  await enrollDevices({ reg, accounts: accountsInStore(biz) }, [{ serial: 'SN-ROLE', keyVersion: 1 }]);
   reg.close();
   biz.close();
   const write = (name: string, v: unknown) => {

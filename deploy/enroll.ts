@@ -1,13 +1,22 @@
-// Enrollment (`usbphone enroll`): registers devices from the image builder's enrollment
-// records ({serial, keyVersion, uniqueId, imageSha256, regPrimary, regBackup}) and binds each
-// to a business account: the device row (status active) in the registration store, the
-// account (no password yet: generation 0) in the business store. Idempotent per serial.
-// The two stores are separate databases: the account is created first, so an interrupted
-// run leaves at most an account without a device, which the next run completes.
+// Enrollment (`usbphone enroll`, `stack.enroll`): registers devices from the image builder's
+// enrollment records ({serial, keyVersion, uniqueId, imageSha256, regPrimary, regBackup}) and
+// binds each to a business account: the device row (status active) in the registration store,
+// the account (no password yet: generation 0) at the business servers. Idempotent per serial.
+//
+// The account goes through an AccountDirectory: online, the business server's admin API
+// (`enrollAccount`, accountsViaAdmin), which is how a deployment whose business store lives
+// elsewhere is enrolled; offline, the business store file itself (accountsInStore), for a
+// state directory whose servers are not running (docs/decisions.md). The account is created
+// first, so an interrupted run leaves at most an account without a device, which the next
+// run completes.
 import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { SERIAL_RE } from '../protocol/keys.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import { AdminError } from '../server-kit/admin-rpc.ts';
+import { adminCall, ACCOUNT_MAX, type AdminCaller, type EnrollAccountResult } from '../server-kit/admin-messages.ts';
 import type { RegStore } from '../reg-server/store.ts';
 import type { BizStore } from '../biz-server/store.ts';
 
@@ -67,18 +76,102 @@ export function checkRecord(v: unknown, i = 0): EnrollmentRecord {
   return r as EnrollmentRecord;
 }
 
-export function enrollDevices(stores: { reg: RegStore; biz: BizStore }, records: EnrollmentRecord[], opts: EnrollOptions = {}): EnrollResult[] {
+/**
+ * Where business accounts are created. createAccount is idempotent for the same
+ * account/user pair ('exists'); an account or user bound to another throws
+ * ImplementationError BIZ_ACCOUNT_CONFLICT (BIZ_BAD_USER for a bad name).
+ */
+export interface AccountDirectory {
+  createAccount(account: string, user: string): Promise<EnrollAccountResult>;
+}
+
+/**
+ * Online: through business servers' admin API (`enrollAccount`). The servers share one
+ * accounts store, so the first that answers is enough; one that cannot be reached
+ * (ADMIN_UNREACHABLE, ADMIN_HTTP, TIMEOUT) is skipped, and when none answers the last such
+ * error is thrown. A refusal with a code (BIZ_ACCOUNT_CONFLICT, ...) is thrown as
+ * ImplementationError with that code, as the offline path throws it.
+ */
+export function accountsViaAdmin(clients: readonly AdminCaller[]): AccountDirectory {
+  if (clients.length === 0) throw new ImplementationError('ENROLL_NO_SERVER', 'no business server to enroll accounts at');
+  return {
+    async createAccount(account, user) {
+      let last: unknown = null;
+      for (const c of clients) {
+        try {
+          return await adminCall(c, 'enrollAccount', { account, user });
+        } catch (e) {
+          const code = (e as { code?: string }).code;
+          if (code === 'ADMIN_UNREACHABLE' || code === 'ADMIN_HTTP' || code === 'TIMEOUT') {
+            last = e;
+            continue;
+          }
+          if (e instanceof AdminError && code?.startsWith('BIZ_')) throw new ImplementationError(code, e.message.replace(/^[A-Z_]+: /, ''));
+          throw e;
+        }
+      }
+      throw last;
+    },
+  };
+}
+
+/** Offline: the business store itself (its servers are not running). */
+export function accountsInStore(store: BizStore): AccountDirectory {
+  return { createAccount: async (account, user) => store.createAccount(account, user) };
+}
+
+export async function enrollDevices(target: { reg: RegStore; accounts: AccountDirectory }, records: EnrollmentRecord[], opts: EnrollOptions = {}): Promise<EnrollResult[]> {
   if ((opts.account || opts.user) && records.length !== 1) throw new ImplementationError('ENROLL_USAGE', '--account and --user apply to a single record');
   if (opts.user !== undefined && !USER_RE.test(opts.user)) bad(`user '${opts.user}' must match ${USER_RE.source}`);
-  if (opts.account !== undefined && (opts.account.length === 0 || opts.account.length > 128)) bad('account must be 1..128 characters');
-  return records.map((raw, i) => {
-    const r = checkRecord(raw, i);
-    const existing = stores.reg.getDevice(r.serial);
+  if (opts.account !== undefined && (opts.account.length === 0 || opts.account.length > ACCOUNT_MAX)) bad(`account must be 1..${ACCOUNT_MAX} characters`);
+  const checked = records.map((raw, i) => checkRecord(raw, i));
+  const out: EnrollResult[] = [];
+  for (const r of checked) {
+    const existing = target.reg.getDevice(r.serial);
     const user = opts.user ?? existing?.user ?? defaultUser(r.serial);
     const account = opts.account ?? existing?.account ?? `acct-${r.serial}`;
-    const bizAccount = stores.biz.createAccount(account, user);
+    const bizAccount = await target.accounts.createAccount(account, user);
     const { serial, keyVersion, ...rest } = r;
-    const device = stores.reg.enrollDevice({ serial, keyVersion, account, user, meta: rest });
-    return { serial, user, account, device, bizAccount };
-  });
+    const device = target.reg.enrollDevice({ serial, keyVersion, account, user, meta: rest });
+    out.push({ serial, user, account, device, bizAccount });
+  }
+  return out;
+}
+
+/** A running business server's admin endpoint, as the stack publishes it. */
+export interface RunningBizServer { name: string; adminUrl: string }
+
+/** The file a running stack lists its business servers' admin endpoints in: DIR/run/biz-admin.json. */
+export const runningBizFile = (stateDir: string) => join(stateDir, 'run', 'biz-admin.json');
+
+/** Publishes (or, with null, withdraws) the admin endpoints of this process's business servers. */
+export function writeRunningBizServers(stateDir: string, servers: RunningBizServer[] | null): void {
+  const file = runningBizFile(stateDir);
+  if (servers === null) return rmSync(file, { force: true });
+  mkdirSync(join(stateDir, 'run'), { recursive: true });
+  // Written aside and renamed: a reader never sees half a file.
+  writeFileSync(file + '.tmp', JSON.stringify({ pid: process.pid, servers }) + '\n');
+  renameSync(file + '.tmp', file);
+}
+
+/**
+ * The business servers a live process published for this state directory, or [] when none
+ * did: no file, a file of a process that is gone (killed before it could withdraw it), or a
+ * file that is not what writeRunningBizServers writes.
+ */
+export function readRunningBizServers(stateDir: string): RunningBizServer[] {
+  let v: { pid?: unknown; servers?: unknown };
+  try {
+    v = JSON.parse(readFileSync(runningBizFile(stateDir), 'utf8'));
+  } catch {
+    return [];
+  }
+  if (typeof v?.pid !== 'number' || !Array.isArray(v.servers)) return [];
+  try {
+    process.kill(v.pid, 0);
+  } catch (e) {
+    // EPERM: alive but not ours to signal; anything else: gone.
+    if ((e as { code?: string }).code !== 'EPERM') return [];
+  }
+  return v.servers.filter((s): s is RunningBizServer => typeof s?.name === 'string' && typeof s?.adminUrl === 'string');
 }

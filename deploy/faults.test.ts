@@ -2,13 +2,13 @@
 // a real device keeps (the secrets of gen and currentGen of the last reply it received) —
 // can always log in. Also S0.6: the backup serves when the primary is down, and rotation
 // state stays consistent between the registration and business stores.
+import { equalBytes } from '@noble/ciphers/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { testStack } from './test-util.ts';
 import { makeDevice, register, bizLogin, DeviceWallet, type DeviceId } from '../server-kit/test-device.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
-import { equalBytes } from '../protocol/keys.ts';
 import type { Stack } from './stack.ts';
 import { pendingUsable } from '../biz-server/store.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';
@@ -22,9 +22,9 @@ test.after(async () => {
   await stack.stop();
 });
 
-function newDevice(): { dev: DeviceId; user: string } {
+async function newDevice(): Promise<{ dev: DeviceId; user: string }> {
   const serial = `SN-F-${++n}`;
-  const [r] = stack.enroll({ serial, keyVersion: 1 });
+  const [r] = await stack.enroll({ serial, keyVersion: 1 });
   return { dev: makeDevice(stack.ring, serial), user: r!.user };
 }
 
@@ -40,7 +40,7 @@ function acceptable(w: DeviceWallet, user: string): boolean {
 }
 
 async function enrolledWithLogin(): Promise<{ dev: DeviceId; user: string; w: DeviceWallet }> {
-  const { dev, user } = newDevice();
+  const { dev, user } = await newDevice();
   const w = new DeviceWallet();
   const r = await register(stack.gatewayUrl, 'reg-primary', dev);
   assert.ok(r.kind === 'cred');
@@ -96,7 +96,7 @@ test('random sequences of lost replies, drops and failovers never lock the devic
   const actions = ['reg', 'regLost', 'backup', 'backupLost', 'race', 'login', 'loginLost'] as const;
   await fc.assert(
     fc.asyncProperty(fc.array(fc.constantFrom(...actions), { minLength: 1, maxLength: 10 }), async (seq) => {
-      const { dev, user } = newDevice();
+      const { dev, user } = await newDevice();
       const w = new DeviceWallet();
       for (const a of seq) {
         const dest = a.startsWith('backup') ? 'reg-backup' : 'reg-primary';

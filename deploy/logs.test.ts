@@ -1,6 +1,7 @@
 // No log line contains a secret: run the full S0 flow (registration, login, rotation,
 // confirmation, refusals) with every server's log captured at debug level, then scan every
 // line for every key and secret involved, in hex and base64.
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
@@ -10,7 +11,7 @@ import { setLogSink, type LogLine } from '../server-kit/log.ts';
 import { makeDevice, register, bizLogin, DeviceWallet } from '../server-kit/test-device.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
-import { bytesToHex, hexToBytes, MasterKeyring } from '../protocol/keys.ts';
+import { MasterKeyring } from '../protocol/keys.ts';
 
 test('a full flow logs no key, secret or login key', async () => {
   const lines: LogLine[] = [];
@@ -19,7 +20,7 @@ test('a full flow logs no key, secret or login key', async () => {
   const stack = await testStack();
   const secrets: Uint8Array[] = [];
   try {
-    stack.enroll([{ serial: 'SN-LOG-1', keyVersion: 1 }]);
+    await stack.enroll([{ serial: 'SN-LOG-1', keyVersion: 1 }]);
     const dev = makeDevice(stack.ring, 'SN-LOG-1');
     secrets.push(dev.key, dev.token);
     const w = new DeviceWallet();

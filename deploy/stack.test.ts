@@ -12,7 +12,7 @@ import type { Stack } from './stack.ts';
 let stack: Stack;
 test.before(async () => {
   stack = await testStack();
-  stack.enroll([{ serial: 'SN-E2E-1', keyVersion: 1 }, { serial: 'SN-E2E-2', keyVersion: 1 }, { serial: 'SN-E2E-3', keyVersion: 1 }, { serial: 'SN-OFF', keyVersion: 1 }]);
+  await stack.enroll([{ serial: 'SN-E2E-1', keyVersion: 1 }, { serial: 'SN-E2E-2', keyVersion: 1 }, { serial: 'SN-E2E-3', keyVersion: 1 }, { serial: 'SN-OFF', keyVersion: 1 }]);
 });
 test.after(async () => {
   await stack.stop();
@@ -140,7 +140,7 @@ test('direct device ports serve the same flow (observed IP = the socket address)
 test('advertisedUrl: what devices are told when they reach the gateway another way', async () => {
   const other = await testStack({ advertisedUrl: 'ws://gateway.sim/' });
   try {
-    other.enroll({ serial: 'SN-ADV', keyVersion: 1 });
+    await other.enroll({ serial: 'SN-ADV', keyVersion: 1 });
     assert.is(other.urlFor('reg-backup'), 'ws://gateway.sim/reg-backup');
     const r = await register(other.gatewayUrl, 'reg-backup', makeDevice(other.ring, 'SN-ADV'));
     assert.ok(r.kind === 'cred' && r.reply.servers.every((s) => s.url === `ws://gateway.sim/${s.name}`));

@@ -16,7 +16,8 @@ import { startRegServer, type RegServer } from '../reg-server/server.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices, type EnrollmentRecord, type EnrollOptions, type EnrollResult } from './enroll.ts';
+import { enrollDevices, accountsViaAdmin, accountsInStore, writeRunningBizServers, type EnrollmentRecord, type EnrollOptions, type EnrollResult } from './enroll.ts';
+import { AdminClient } from '../server-kit/admin-rpc.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { logLevel } from '../server-kit/log.ts';
@@ -83,7 +84,11 @@ export interface Stack {
   startBiz(name: string): Promise<void>;
   /** Marks a business server unhealthy/healthy and makes the reg servers poll now. */
   setBizHealthy(name: string, healthy: boolean): Promise<void>;
-  enroll(records: EnrollmentRecord | EnrollmentRecord[], opts?: EnrollOptions): EnrollResult[];
+  /**
+   * Enrolls devices: the business account through a running business server's admin API
+   * (`enrollAccount`), or, when none is running, in the accounts file directly.
+   */
+  enroll(records: EnrollmentRecord | EnrollmentRecord[], opts?: EnrollOptions): Promise<EnrollResult[]>;
   disable(serial: string): boolean;
   enable(serial: string): boolean;
   stop(): Promise<void>;
@@ -124,8 +129,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     });
     bizServers.set(name, s);
     actual[name] = { device: s.devicePort, link: s.linkPort, admin: s.adminPort };
+    publishBiz();
     return s;
   };
+  // `usbphone enroll --state DIR` finds the running business servers' admin endpoints here.
+  const publishBiz = () => writeRunningBizServers(opts.stateDir, [...bizServers.values()].map((b) => ({ name: b.name, adminUrl: b.adminUrl })));
   let gateway: Gateway | null = null;
   const abort = async (e: unknown): Promise<never> => {
     await gateway?.close();
@@ -135,6 +143,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       await c.exited;
     }
     for (const b of bizServers.values()) await b.close();
+    writeRunningBizServers(opts.stateDir, null);
     regStore.close();
     bizStore.close();
     throw e;
@@ -273,6 +282,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const s = bizServers.get(name);
       if (!s) return;
       bizServers.delete(name);
+      publishBiz();
       await s.close();
     },
     async startBiz(name) {
@@ -285,7 +295,17 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       bizServers.get(name)?.setDraining(!healthy);
       await Promise.all([...regs.values()].map((r) => r.pollHealth()));
     },
-    enroll: (records, o) => enrollDevices({ reg: regStore, biz: bizStore }, Array.isArray(records) ? records : [records], o),
+    async enroll(records, o) {
+      const list = Array.isArray(records) ? records : [records];
+      const running = [...bizServers.values()];
+      if (running.length === 0) return enrollDevices({ reg: regStore, accounts: accountsInStore(bizStore) }, list, o);
+      const clients = running.map((b) => new AdminClient({ target: b.name, url: b.adminUrl, key: adminKey }));
+      try {
+        return await enrollDevices({ reg: regStore, accounts: accountsViaAdmin(clients) }, list, o);
+      } finally {
+        for (const c of clients) c.close();
+      }
+    },
     disable: (serial) => regStore.setDeviceStatus(serial, 'disabled'),
     enable: (serial) => regStore.setDeviceStatus(serial, 'active'),
     async stop() {
@@ -293,6 +313,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       for (const n of [...regs.keys(), ...children.keys()]) await stopReg(n);
       for (const s of bizServers.values()) await s.close();
       bizServers.clear();
+      writeRunningBizServers(opts.stateDir, null);
       regStore.close();
       bizStore.close();
     },

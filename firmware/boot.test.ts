@@ -7,7 +7,7 @@ import { buildImage } from './factory/image.ts';
 import { Fuses } from './flash/fuses.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { makePhone } from './phone.ts';
-import { seededRng, Scheduler, SimNetwork } from './hal/sim-hal.ts';
+import { simRng, Scheduler, SimNetwork } from './hal/sim-hal.ts';
 import { listIso } from './zones/iso9660.ts';
 import { zoneOf, ZoneType } from './zones/layout.ts';
 import type { TraceEvent } from './hal/hal.ts';
@@ -20,13 +20,13 @@ test('parseAutorun: [autorun] open=, case-insensitive keys, other sections ignor
 });
 
 const ring = new MasterKeyring([[1, new Uint8Array(32).fill(5)]]);
-const fuses = Fuses.generate(seededRng(1, 'fuses'));
+const fuses = Fuses.generate(simRng(1, 'fuses'));
 const { image } = buildImage({ serial: 'SN-BOOT-1', fuses, keyring: ring });
 
 function phoneWith(mutate?: (p: ReturnType<typeof makePhone>, at: (name: string) => number) => void) {
   const sched = new Scheduler();
   const events: TraceEvent[] = [];
-  const p = makePhone({ base: image, fuses, hal: { clock: sched.clock(), rng: seededRng(1), net: new SimNetwork(sched).device('127.1.0.1'), host: { trace: (e) => events.push(e), notice: () => {} } } });
+  const p = makePhone({ base: image, fuses, hal: { clock: sched.clock(), rng: simRng(1), net: new SimNetwork(sched).device('127.1.0.1'), host: { trace: (e) => events.push(e), notice: () => {} } } });
   const v = zoneOf(p.table, ZoneType.VIRTUAL);
   const entries = listIso((lba, n) => p.chip.peek(v.offset + lba * 2048, n * 2048)) ?? [];
   const at = (name: string) => v.offset + entries.find((e) => e.name === name)!.lba * 2048;

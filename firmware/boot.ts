@@ -1,8 +1,8 @@
 // Boot (S0.3): on plug-in the host's AutoRun reads AUTORUN.INF from the virtual zone (the
 // CD-ROM unit) and starts the program it names, UPMon, after checking UPMon's manifest
 // (its program hash). A corrupted virtual zone stops the boot with a clear status.
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex } from '../protocol/keys.ts';
 import type { Device } from './device.ts';
 import type { Endpoint } from './client-session.ts';
 

@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { EventLoop, backoffMs } from './loop.ts';
-import { Scheduler, seededRng } from './hal/sim-hal.ts';
+import { Scheduler, simRng } from './hal/sim-hal.ts';
 
 test('events run one at a time, in order, each to its end', () => {
   const sched = new Scheduler();
@@ -39,7 +39,7 @@ test('a handler that throws halts the loop: later events are dropped', () => {
 });
 
 test('backoff: equal jitter within [c/2, c), growing to the cap, reproducible from the seed', () => {
-  const rng = seededRng(7, 'backoff');
+  const rng = simRng(7, 'backoff');
   for (let attempt = 0; attempt < 12; attempt++) {
     const c = Math.min(1000, 50 * 2 ** attempt);
     for (let i = 0; i < 200; i++) {
@@ -47,8 +47,8 @@ test('backoff: equal jitter within [c/2, c), growing to the cap, reproducible fr
       assert.ok(d >= c / 2 - 1 && d < c, `attempt ${attempt}: ${d} outside [${c / 2}, ${c})`);
     }
   }
-  const a = seededRng(1, 'x');
-  const b = seededRng(1, 'x');
+  const a = simRng(1, 'x');
+  const b = simRng(1, 'x');
   assert.equal([1, 2, 3].map((n) => backoffMs(n, a)), [1, 2, 3].map((n) => backoffMs(n, b)));
 });
 

@@ -2,10 +2,10 @@
 // or, when no registration server answered, with the saved login (S0.13); tries servers in
 // order and the newest secret first; after a login saves what it used (S0.12), which also
 // replaces the old secret after a password change (S0.14), and only then confirms the change.
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { Handshake, passwordLoginKey, type SecureChannel } from '../protocol/channel.ts';
 import { MsgType, parseLoginAck, parseServerProof, parseLoginFail, parsePwConfirm, type Envelope, type ServerChoice } from '../protocol/messages.ts';
-import { bytesToHex } from '../protocol/keys.ts';
 import { ClientSession, isSessionEnd, type SessionEnd } from './client-session.ts';
 import { backoffMs } from './loop.ts';
 import { afterLogin, serverOrder, type SavedLogin, type Secret } from './saved-login.ts';

@@ -2,6 +2,7 @@
 // server stops reading), the gateway stops reading the devices that feed it instead of
 // buffering without bound, and resumes when the link drains; nothing is dropped or reordered.
 // The upstream is a minimal link server written here so that its socket can be paused.
+import { equalBytes } from '@noble/ciphers/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -11,7 +12,6 @@ import { startGateway } from './gateway.ts';
 import { LinkKind, encodeLink, decodeLink, clientAuthMac, serverAuthMac, linkKeyFor } from '../server-kit/link.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { setLogLevel } from '../server-kit/log.ts';
-import { equalBytes } from '../protocol/keys.ts';
 import { encodeEnvelope, MsgType } from '../protocol/messages.ts';
 
 setLogLevel('error');

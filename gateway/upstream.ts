@@ -2,9 +2,10 @@
 // port, proves the link key and checks the server's proof, then carries OPEN/DATA/CLOSE for
 // every device session routed there. Reconnects with backoff while the server is down; when
 // the link drops, every session on it is told (onDown).
+import { equalBytes } from '@noble/ciphers/utils.js';
+import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { WebSocket } from 'ws';
-import { systemRng, concat } from '../protocol/channel.ts';
-import { equalBytes, utf8 } from '../protocol/keys.ts';
+import { systemRng } from '../protocol/channel.ts';
 import { LinkKind, LINK_MAX_PAYLOAD, encodeLink, decodeLink, encodeClose, decodeClose, clientAuthMac, serverAuthMac, toBytes } from '../server-kit/link.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { tickCorker } from '../server-kit/tick-cork.ts';

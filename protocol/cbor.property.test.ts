@@ -1,5 +1,6 @@
 // Properties of the codec and the validators, over generated values and bytes (fast-check).
 // A failure prints the seed and the shrunk counterexample; rerun it with FC_SEED=<seed>.
+import { bytesToHex as hex } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
@@ -10,7 +11,6 @@ import {
   decodeEnvelope, parseHello, parseServerProof, parseFinish, parseLogin, parseLoginAck, parseLoginFail, parseError, parseCredRequest,
   parseCredReply, parseNotFound, parsePwConfirm,
 } from './messages.ts';
-import { bytesToHex as hex } from './keys.ts';
 
 if (process.env.FC_SEED) fc.configureGlobal({ seed: Number(process.env.FC_SEED) });
 

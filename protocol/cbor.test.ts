@@ -1,11 +1,11 @@
 // The strict CBOR codec: RFC 8949 Appendix A examples both ways, and a table of hostile
 // inputs thrown at decode() / checkWellFormed(), each refused with its documented code.
+import { bytesToHex as hex, hexToBytes as h } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { encode, decode, checkWellFormed, compareBytes, type CborValue } from './cbor.ts';
 import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
 import { Limits, type CborLimits } from './limits.ts';
-import { hexToBytes as h, bytesToHex as hex } from './keys.ts';
 
 /** Asserts that decode(bytes) throws ProtocolError `code` (and checkWellFormed the same). */
 function refuses(bytes: Uint8Array, code: string, limits: CborLimits = Limits, label = hex(bytes.subarray(0, 40))): void {

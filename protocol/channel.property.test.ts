@@ -1,5 +1,6 @@
 // Properties of the sealed channel (fast-check): any change to a sealed frame is refused and
 // ends the session; sealing and opening round-trip any message. Rerun a failure with FC_SEED.
+import { bytesToHex as hex } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
@@ -7,7 +8,6 @@ import { SecureChannel } from './channel.ts';
 import { decodeEnvelope, SEALED_TYPES } from './messages.ts';
 import { ProtocolError } from './errors.ts';
 import type { CborValue } from './cbor.ts';
-import { bytesToHex as hex } from './keys.ts';
 
 if (process.env.FC_SEED) fc.configureGlobal({ seed: Number(process.env.FC_SEED) });
 

@@ -1,6 +1,7 @@
 // The secure channel: handshakes (registration hello, business login with its "received,
 // verifying" acknowledgement), and every way a frame can be wrong — each refused on the side
 // that receives it, with that side's session ended (S0.5, S0.7).
+import { bytesToHex as hex } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Handshake, SecureChannel, passwordLoginKey, systemRng, type Rng } from './channel.ts';
@@ -9,9 +10,9 @@ import {
   MsgType, type Envelope,
 } from './messages.ts';
 import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
-import { makeSerialToken, deriveDeviceKey, openSerialToken, MasterKeyring, bytesToHex as hex } from './keys.ts';
+import { makeSerialToken, deriveDeviceKey, openSerialToken, MasterKeyring } from './keys.ts';
 import { ReplayCache } from './replay.ts';
-import { seededRng } from './seeded-rng.ts';
+import { keystreamRng } from './seeded-rng.ts';
 import type { CborValue } from './cbor.ts';
 
 const master = new Uint8Array(32).fill(1);
@@ -69,7 +70,7 @@ interface Run {
  */
 function helloRun(opts: { clientKey?: Uint8Array; ringOf?: MasterKeyring; cache?: ReplayCache; tamper?: Tamper; dest?: string; serverDest?: string; rng?: [Rng, Rng] } = {}): Run {
   const t = opts.tamper ?? asIs;
-  const [rc, rs] = opts.rng ?? [seededRng('c'), seededRng('s')];
+  const [rc, rs] = opts.rng ?? [keystreamRng('c'), keystreamRng('s')];
   const client = new Handshake('client', opts.dest ?? 'reg-primary', opts.clientKey ?? devKey, rc);
   const server = new Handshake('server', opts.serverDest ?? 'reg-primary', null, rs);
   const run: Run = { client, server, frames: {} };
@@ -102,8 +103,8 @@ function helloRun(opts: { clientKey?: Uint8Array; ringOf?: MasterKeyring; cache?
  */
 function loginRun(opts: { clientKey?: Uint8Array; serverKey?: Uint8Array | null; tamper?: Tamper; ext?: Map<number, CborValue> } = {}): Run & { failed?: { code: string; reason: string } } {
   const t = opts.tamper ?? asIs;
-  const client = new Handshake('client', 'biz-east', opts.clientKey ?? loginKey, seededRng('lc'));
-  const server = new Handshake('server', 'biz-east', null, seededRng('ls'));
+  const client = new Handshake('client', 'biz-east', opts.clientKey ?? loginKey, keystreamRng('lc'));
+  const server = new Handshake('server', 'biz-east', null, keystreamRng('ls'));
   const run: Run & { failed?: { code: string; reason: string } } = { client, server, frames: {} };
   const login = (run.frames.login = t('login', client.opening(MsgType.login, ['password', user, 3, opts.ext ?? new Map()])));
   const ack = (run.frames.loginAck = t('loginAck', at('server', () => {
@@ -228,19 +229,19 @@ test('wrong device key: the server refuses the hello (HS_BAD_CLIENT_PROOF, close
 
 test('wrong server key: the client refuses the proof (HS_BAD_SERVER_PROOF) and sends nothing more', () => {
   // A rogue server that does not hold the device key answers with a proof under its own key.
-  const client = new Handshake('client', 'reg-primary', devKey, seededRng(1));
-  const rogue = new Handshake('server', 'reg-primary', null, seededRng(2));
+  const client = new Handshake('client', 'reg-primary', devKey, keystreamRng(1));
+  const rogue = new Handshake('server', 'reg-primary', null, keystreamRng(2));
   const hello = client.opening(MsgType.hello, [token]);
   const env = decodeEnvelope(hello);
   const h = parseHello(env.body);
   rogue.acceptOpening(hello, env, [h.token], h.nonce, h.mac, new Uint8Array(32).fill(3));
   assert.is(rogue.verifyOpening(), false); // it cannot even check the hello ...
   // ... so it forges one it can check and proves itself on that: still refused.
-  const fake = new Handshake('client', 'reg-primary', new Uint8Array(32).fill(3), seededRng(1));
+  const fake = new Handshake('client', 'reg-primary', new Uint8Array(32).fill(3), keystreamRng(1));
   const fakeHello = fake.opening(MsgType.hello, [token]);
   const fenv = decodeEnvelope(fakeHello);
   const fh = parseHello(fenv.body);
-  const rogue2 = new Handshake('server', 'reg-primary', null, seededRng(2));
+  const rogue2 = new Handshake('server', 'reg-primary', null, keystreamRng(2));
   rogue2.acceptOpening(fakeHello, fenv, [fh.token], fh.nonce, fh.mac, new Uint8Array(32).fill(3));
   const reply = rogue2.proof(MsgType.helloReply);
   const renv = decodeEnvelope(reply);
@@ -284,8 +285,8 @@ test('a flipped bit in every byte of every handshake message is refused by the s
 });
 
 test('after a refusal inside the handshake the handshake is dead (its key wiped)', () => {
-  const client = new Handshake('client', 'reg-primary', devKey, seededRng(1));
-  const server = new Handshake('server', 'reg-primary', null, seededRng(2));
+  const client = new Handshake('client', 'reg-primary', devKey, keystreamRng(1));
+  const server = new Handshake('server', 'reg-primary', null, keystreamRng(2));
   const hello = client.opening(MsgType.hello, [token]);
   const env = decodeEnvelope(hello);
   const h = parseHello(env.body);
@@ -325,7 +326,7 @@ test('replayed hello: refused at once with HS_REPLAY by a server with a replay c
 test('replayed hello past the cache: the server answers, but the replayer cannot finish', () => {
   const first = helloRun();
   // A fresh server (cache forgotten or restarted) takes the old hello and answers with a fresh nonce.
-  const server = new Handshake('server', 'reg-primary', null, seededRng('other'));
+  const server = new Handshake('server', 'reg-primary', null, keystreamRng('other'));
   const env = decodeEnvelope(first.frames.hello!);
   const h = parseHello(env.body);
   server.acceptOpening(first.frames.hello!, env, [h.token], h.nonce, h.mac, devKey);
@@ -355,8 +356,8 @@ test('replayed hello: ReplayCache forgets after its TTL and holds at most its ca
 
 test('finish: a wrong type where finish is due is HS_UNEXPECTED; a changed seq is CHAN_REPLAY / CHAN_OUT_OF_ORDER', () => {
   const mk = () => {
-    const client = new Handshake('client', 'reg-primary', devKey, seededRng(1));
-    const server = new Handshake('server', 'reg-primary', null, seededRng(2));
+    const client = new Handshake('client', 'reg-primary', devKey, keystreamRng(1));
+    const server = new Handshake('server', 'reg-primary', null, keystreamRng(2));
     const hello = client.opening(MsgType.hello, [token]);
     const env = decodeEnvelope(hello);
     const h = parseHello(env.body);
@@ -428,8 +429,8 @@ test('a frame sealed for the other direction is refused (CHAN_BAD_TAG), even wit
 });
 
 test('a frame of another session with the same device key is refused (CHAN_BAD_TAG): keys are per session', () => {
-  const one = helloRun({ rng: [seededRng('c1'), seededRng('s1')] });
-  const two = helloRun({ rng: [seededRng('c2'), seededRng('s2')] });
+  const one = helloRun({ rng: [keystreamRng('c1'), keystreamRng('s1')] });
+  const two = helloRun({ rng: [keystreamRng('c2'), keystreamRng('s2')] });
   const f = one.c!.seal(MsgType.credRequest, [1]);
   refusedAndClosed(two.s!, decodeEnvelope(f), 'CHAN_BAD_TAG');
 });

@@ -14,9 +14,11 @@
 // over it, so a change to any byte of any handshake frame fails the next proof. Each side
 // checks that every frame's seq is exactly the next one expected: a replayed, dropped or
 // reordered frame ends the session.
+import { equalBytes } from '@noble/ciphers/utils.js';
+import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { kdf, kdfExtract, kdfExpand, mac, equalBytes, utf8 } from './keys.ts';
+import { kdf, kdfExtract, kdfExpand, mac } from './keys.ts';
 import { encode, decode, type CborValue } from './cbor.ts';
 import { ProtocolError, ImplementationError , type ErrorCode } from './errors.ts';
 import { Limits } from './limits.ts';
@@ -387,16 +389,6 @@ function seqNonce(seq: number): Uint8Array {
   dv.setUint32(4, Math.floor(seq / 2 ** 32));
   dv.setUint32(8, seq >>> 0);
   return n;
-}
-
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /** Login key of the password mechanism: what the business server stores, not the secret. */

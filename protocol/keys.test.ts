@@ -1,6 +1,7 @@
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MasterKeyring, deriveDeviceKey, makeSerialToken, openSerialToken, bytesToHex, kdf, kdfExtract, kdfExpand } from './keys.ts';
+import { MasterKeyring, deriveDeviceKey, makeSerialToken, openSerialToken, kdf, kdfExtract, kdfExpand } from './keys.ts';
 import { ProtocolError, ImplementationError } from './errors.ts';
 
 const master = new Uint8Array(32).fill(7);

@@ -4,12 +4,12 @@
 // versioned: a device's identity record names the version its key was derived under, so a
 // master key can be rotated while older devices keep working.
 import { hkdf, extract, expand } from '@noble/hashes/hkdf.js';
+import { bytesToHex, hexToBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { sealBoxWithNonce, openBox } from './sealed-box.ts';
 import { ProtocolError, ImplementationError } from './errors.ts';
 
-const te = new TextEncoder();
 const td = new TextDecoder('utf-8', { fatal: true });
 
 export const KEY_BYTES = 32;
@@ -17,13 +17,9 @@ export const SERIAL_MAX_BYTES = 64;
 /** Serial numbers: printable ASCII letters, digits and '-', 1..64 bytes. */
 export const SERIAL_RE = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
 
-export function utf8(s: string): Uint8Array {
-  return te.encode(s);
-}
-
 /** RFC 5869 HKDF-SHA256 with a distinct label per purpose. */
 export function kdf(ikm: Uint8Array, salt: string | Uint8Array, info: string | Uint8Array, length = KEY_BYTES): Uint8Array {
-  return hkdf(sha256, ikm, typeof salt === 'string' ? utf8(salt) : salt, typeof info === 'string' ? utf8(info) : info, length);
+  return hkdf(sha256, ikm, typeof salt === 'string' ? utf8ToBytes(salt) : salt, typeof info === 'string' ? utf8ToBytes(info) : info, length);
 }
 
 /**
@@ -32,26 +28,18 @@ export function kdf(ikm: Uint8Array, salt: string | Uint8Array, info: string | U
  * schedule that derives several labels from one (ikm, salt) extracts once. Wipe the PRK.
  */
 export function kdfExtract(ikm: Uint8Array, salt: string | Uint8Array): Uint8Array {
-  return extract(sha256, ikm, typeof salt === 'string' ? utf8(salt) : salt);
+  return extract(sha256, ikm, typeof salt === 'string' ? utf8ToBytes(salt) : salt);
 }
 
 /** RFC 5869 §2.3 HKDF-Expand of a PRK from kdfExtract(). */
 export function kdfExpand(prk: Uint8Array, info: string | Uint8Array, length = KEY_BYTES): Uint8Array {
-  return expand(sha256, prk, typeof info === 'string' ? utf8(info) : info, length);
+  return expand(sha256, prk, typeof info === 'string' ? utf8ToBytes(info) : info, length);
 }
 
 export function mac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
   const h = hmac.create(sha256, key);
   for (const p of parts) h.update(p);
   return h.digest();
-}
-
-/** Constant-time comparison of two byte strings (length is not secret). */
-export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
 }
 
 export function checkSerial(serial: string): string {
@@ -120,18 +108,18 @@ function serialTokenKey(master: Uint8Array): Uint8Array {
 /**
  * The encrypted serial number (S0.1, S0.8): what the device presents in its hello so the
  * registration server can find its key without the serial ever crossing the wire in clear.
- * Layout: version (1) || nonce (24) || XChaCha20-Poly1305(serial). Made at the factory and
- * stored in the hidden zone; the nonce is an HMAC of the serial, so building the same
- * device twice gives the same bytes (reproducible images).
+ * Layout: version (1) || sealed box (protocol/sealed-box.ts: nonce (24) ||
+ * XChaCha20-Poly1305(serial), aad the version byte). Made at the factory and stored in the
+ * hidden zone; the nonce is an HMAC of the serial, so building the same device twice gives
+ * the same bytes (reproducible images).
  */
 export function makeSerialToken(master: Uint8Array, version: number, serial: string): Uint8Array {
   const key = serialTokenKey(master);
-  const nonce = mac(key, utf8('nonce'), utf8(checkSerial(serial))).subarray(0, 24);
-  const ct = xchacha20poly1305(key, nonce, Uint8Array.of(version)).encrypt(utf8(serial));
-  const out = new Uint8Array(1 + 24 + ct.length);
+  const nonce = mac(key, utf8ToBytes('nonce'), utf8ToBytes(checkSerial(serial))).subarray(0, 24);
+  const box = sealBoxWithNonce(key, nonce, utf8ToBytes(serial), Uint8Array.of(version));
+  const out = new Uint8Array(1 + box.length);
   out[0] = version;
-  out.set(nonce, 1);
-  out.set(ct, 25);
+  out.set(box, 1);
   return out;
 }
 
@@ -144,13 +132,8 @@ export function openSerialToken(keys: MasterKeyring, token: Uint8Array): { versi
     throw new ProtocolError('KEY_BAD_TOKEN', 'serial token has the wrong length');
   }
   const version = token[0]!;
-  const key = serialTokenKey(keys.key(version));
-  let pt: Uint8Array;
-  try {
-    pt = xchacha20poly1305(key, token.subarray(1, 25), Uint8Array.of(version)).decrypt(token.subarray(25));
-  } catch {
-    throw new ProtocolError('KEY_BAD_TOKEN', 'serial token does not authenticate');
-  }
+  const pt = openBox(serialTokenKey(keys.key(version)), token.subarray(1), Uint8Array.of(version));
+  if (!pt) throw new ProtocolError('KEY_BAD_TOKEN', 'serial token does not authenticate');
   let serial: string;
   try {
     serial = td.decode(pt);
@@ -159,17 +142,4 @@ export function openSerialToken(keys: MasterKeyring, token: Uint8Array): { versi
   }
   if (!SERIAL_RE.test(serial)) throw new ProtocolError('KEY_BAD_TOKEN', 'serial token holds no valid serial');
   return { version, serial };
-}
-
-export function hexToBytes(hex: string): Uint8Array {
-  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) throw new TypeError('hex string expected');
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
-
-export function bytesToHex(b: Uint8Array): string {
-  let s = '';
-  for (const x of b) s += x.toString(16).padStart(2, '0');
-  return s;
 }

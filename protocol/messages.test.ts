@@ -2,6 +2,7 @@
 // field (table-driven, compare noble's TYPE_TEST). Each field's rule is restated here from
 // docs/protocol.md's CDDL, independently of messages.ts, and the validator must agree with
 // it on every sample: accept exactly what the rule admits, refuse the rest with its code.
+import { bytesToHex as hex, hexToBytes as h } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
@@ -11,7 +12,6 @@ import {
 } from './messages.ts';
 import { encode, type CborValue } from './cbor.ts';
 import { ProtocolError, CloseCode } from './errors.ts';
-import { hexToBytes as h, bytesToHex as hex } from './keys.ts';
 
 const te = new TextEncoder();
 const size = (s: string) => te.encode(s).length;

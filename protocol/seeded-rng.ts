@@ -1,6 +1,7 @@
 // A deterministic Rng for tests, test vectors and simulations that must replay from a seed
 // (STYLE: "seed each virtual device's Rng from its index"). Never for production keys or
-// nonces: anyone who knows the seed knows every byte it will produce.
+// nonces: anyone who knows the seed knows every byte it will produce. The simulator's
+// per-part rng (firmware/hal/sim-hal.ts simRng) is this stream under a labelled seed.
 //
 // Output: the RFC 8439 ChaCha20 keystream under key SHA-256("usbphone/v1 seeded rng " ||
 // seed) and an all-zero nonce, consumed in order; any implementation can reproduce it.
@@ -10,7 +11,8 @@ import type { Rng } from './channel.ts';
 
 const CHUNK = 1024; // bytes of keystream made at a time (16 blocks)
 
-export function seededRng(seed: number | string): Rng {
+/** The ChaCha20 keystream of `seed`, handed out in order (n bytes per call). */
+export function keystreamRng(seed: number | string): Rng {
   const key = sha256(new TextEncoder().encode(`usbphone/v1 seeded rng ${seed}`));
   const nonce = new Uint8Array(12);
   let buf = new Uint8Array(0);

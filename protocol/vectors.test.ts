@@ -4,6 +4,7 @@
 //    with the recorded nonces, sealed frames re-sealed, messages re-encoded.
 // The key schedule's intermediates are recomputed here from the bare primitives, as
 // docs/protocol.md §"Key schedule" states them, and must match the files too.
+import { bytesToHex as hex, hexToBytes as h } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { encode, decode, type CborValue } from './cbor.ts';
 import { Handshake, SecureChannel, passwordLoginKey } from './channel.ts';
-import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring, bytesToHex as hex, hexToBytes as h } from './keys.ts';
+import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from './keys.ts';
 import { decodeEnvelope, encodeEnvelope, MsgType, parseHello, parseLogin, loginFields, parseServerProof } from './messages.ts';
 import { scriptedRng } from './seeded-rng.ts';
 import { toJson, fromJson, diag, type Json } from '../docs/vectors/cbor-json.ts';

@@ -1,7 +1,7 @@
 // Health and load of the business servers, as the registration server sees them: each is
 // asked for its status over the admin API every interval; no answer marks it unhealthy so
 // placement (placement.ts) skips it. Results go to the shared store.
-import type { AdminCaller } from './rotation.ts';
+import { adminCall, type AdminCaller } from '../server-kit/admin-messages.ts';
 import type { Logger } from '../server-kit/log.ts';
 import type { BizServerRecord, RegStore } from './store.ts';
 
@@ -27,11 +27,9 @@ export class HealthPoller {
       let healthy = false;
       let load = s.load;
       try {
-        const v = await this.client(s).call('status', []);
-        if (Array.isArray(v) && typeof v[0] === 'boolean' && Number.isSafeInteger(v[1])) {
-          healthy = v[0];
-          load = v[1] as number;
-        }
+        const st = await adminCall(this.client(s), 'status', {});
+        healthy = st.healthy;
+        load = st.sessions;
       } catch {
         healthy = false;
       }

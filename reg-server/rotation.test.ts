@@ -5,9 +5,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { rotate, openSealedSecret, type AdminCaller } from './rotation.ts';
+import { rotate, openSealedSecret } from './rotation.ts';
+import type { AdminCaller } from '../server-kit/admin-messages.ts';
 import { SqliteRegStore } from './store.ts';
-import { enrollDevices } from '../deploy/enroll.ts';
+import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import { AdminClient, AdminError } from '../server-kit/admin-rpc.ts';
 import { tempDir } from '../deploy/test-util.ts';
@@ -28,7 +29,7 @@ const log = createLogger('test');
 test.before(async () => {
   biz = await startBizServer({ name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: null, linkPort: 0, adminPort: 0, dbFile: join(t.dir, 'biz.sqlite'), storageKey: new Uint8Array(32).fill(9), linkKey: new Uint8Array(32), adminKey });
   reg = new SqliteRegStore(join(t.dir, 'reg.sqlite'));
-  enrollDevices({ reg, biz: biz.store }, [{ serial: 'SN-R1', keyVersion: 1 }, { serial: 'SN-R2', keyVersion: 1 }]);
+  await enrollDevices({ reg, accounts: accountsInStore(biz.store) }, [{ serial: 'SN-R1', keyVersion: 1 }, { serial: 'SN-R2', keyVersion: 1 }]);
 });
 test.after(async () => {
   reg.close();
@@ -38,7 +39,7 @@ test.after(async () => {
 
 /** An admin client whose first `drop` answers are lost after the call took effect. */
 function lossy(drop: number): AdminCaller & { calls: number } {
-  const real = new AdminClient(biz.adminUrl, adminKey);
+  const real = new AdminClient({ target: 'biz-east', url: biz.adminUrl, key: adminKey });
   const c = {
     calls: 0,
     async call(op: string, args: Parameters<AdminClient['call']>[1]) {
@@ -52,7 +53,7 @@ function lossy(drop: number): AdminCaller & { calls: number } {
 }
 
 const deps = (client: AdminCaller, pauseAt?: () => Promise<void>) => ({ store: reg, ring, adminClient: () => client, pendingTtlMs: 60_000, log, pauseAt });
-const real = () => new AdminClient(biz.adminUrl, adminKey);
+const real = () => new AdminClient({ target: 'biz-east', url: biz.adminUrl, key: adminKey });
 
 test('the admin answer is lost: the retry with the same rotation id returns the same generation', async () => {
   const client = lossy(1);
@@ -99,7 +100,7 @@ test('no business server answers: REG_BIZ_UNAVAILABLE (1013), nothing recorded',
   const before = reg.getDevice('SN-R2')!;
   const dead = { ...server(), adminUrl: 'http://127.0.0.1:1/admin' };
   try {
-    await rotate({ ...deps(real()), adminClient: (s) => new AdminClient(s.adminUrl, adminKey, 500) }, before, [dead, dead]);
+    await rotate({ ...deps(real()), adminClient: (s) => new AdminClient({ target: s.name, url: s.adminUrl, key: adminKey, timeoutMs: 500 }) }, before, [dead, dead]);
     assert.unreachable();
   } catch (e) {
     assert.ok(e instanceof ProtocolError && e.code === 'REG_BIZ_UNAVAILABLE' && e.closeCode === 1013);

@@ -16,23 +16,20 @@
 // working secret. Re-issuing instead of rotating again is what protects a device that has
 // not logged in yet, and the decision is atomic at the business store, so two registrations
 // racing (a retry while the first is still running) cannot undo each other.
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { passwordLoginKey, systemRng, concat, type Rng } from '../protocol/channel.ts';
-import { kdf, utf8, type MasterKeyring } from '../protocol/keys.ts';
+import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
+import { sealBox, openBox } from '../protocol/sealed-box.ts';
+import { passwordLoginKey, systemRng, type Rng } from '../protocol/channel.ts';
+import { kdf, type MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError, TimeoutError } from '../protocol/errors.ts';
-import { AdminError, safeInt } from '../server-kit/admin-rpc.ts';
+import { AdminError } from '../server-kit/admin-rpc.ts';
 import { corrupt } from '../server-kit/sqlite.ts';
-import type { CborValue } from '../protocol/cbor.ts';
+import { adminCall, type AdminCaller, type InstallPendingResult } from '../server-kit/admin-messages.ts';
 import type { Logger } from '../server-kit/log.ts';
 import type { BizServerRecord, Device, RegStore } from './store.ts';
 
 export type RotationStep = 'beforeInstall' | 'afterInstall' | 'afterRecord';
 export const ROTATION_STEPS: readonly RotationStep[] = ['beforeInstall', 'afterInstall', 'afterRecord'];
 
-/** What rotation needs of an admin client (server-kit/admin-rpc.ts AdminClient). */
-export interface AdminCaller {
-  call(op: string, args: CborValue): Promise<CborValue>;
-}
 
 export interface RotationDeps {
   store: RegStore;
@@ -49,25 +46,20 @@ export interface RotationDeps {
 export interface Rotation { secret: Uint8Array; gen: number; currentGen: number; reissued: boolean; installedAt: string }
 
 function sealKey(ring: MasterKeyring, d: Device): Uint8Array {
-  return kdf(ring.key(d.keyVersion), 'usbphone/v1 pending secret', utf8(d.serial));
+  return kdf(ring.key(d.keyVersion), 'usbphone/v1 pending secret', utf8ToBytes(d.serial));
 }
-const sealAad = (d: Device, rotationId: Uint8Array) => concat(utf8(`${d.serial}/${d.user}/`), rotationId);
+const sealAad = (d: Device, rotationId: Uint8Array) => concatBytes(utf8ToBytes(`${d.serial}/${d.user}/`), rotationId);
 
-/** The secret sealed for the registration servers: nonce (24) | XChaCha20-Poly1305. */
+/** The secret sealed for the registration servers: a sealed box (protocol/sealed-box.ts). */
 export function sealSecret(ring: MasterKeyring, d: Device, rotationId: Uint8Array, secret: Uint8Array, rng: Rng = systemRng): Uint8Array {
-  const nonce = rng(24);
-  return concat(nonce, xchacha20poly1305(sealKey(ring, d), nonce, sealAad(d, rotationId)).encrypt(secret));
+  return sealBox(sealKey(ring, d), secret, sealAad(d, rotationId), rng);
 }
 
 /** Opens a sealed secret the business store returned; one that does not open is corrupt. */
 export function openSealedSecret(ring: MasterKeyring, d: Device, rotationId: Uint8Array, sealed: Uint8Array): Uint8Array {
-  try {
-    const s = xchacha20poly1305(sealKey(ring, d), sealed.subarray(0, 24), sealAad(d, rotationId)).decrypt(sealed.subarray(24));
-    if (s.length !== 32) throw new Error('length');
-    return s;
-  } catch {
-    return corrupt(`pending secret of ${d.serial}`, 'the sealed secret does not open');
-  }
+  const s = openBox(sealKey(ring, d), sealed, sealAad(d, rotationId));
+  if (!s || s.length !== 32) return corrupt(`pending secret of ${d.serial}`, 'the sealed secret does not open');
+  return s;
 }
 
 export async function rotate(deps: RotationDeps, device: Device, servers: readonly BizServerRecord[]): Promise<Rotation> {
@@ -79,7 +71,7 @@ export async function rotate(deps: RotationDeps, device: Device, servers: readon
   const sealed = sealSecret(deps.ring, device, rotationId, secret, rng);
   const expiresAt = now() + deps.pendingTtlMs;
   await deps.pauseAt?.('beforeInstall');
-  let result: { currentGen: number; pendingGen: number; installed: boolean; sealed: Uint8Array; rotationId: Uint8Array } | null = null;
+  let result: InstallPendingResult | null = null;
   let installedAt = '';
   try {
     // At most three servers, so a registration answers within the device's step timeout
@@ -90,13 +82,7 @@ export async function rotate(deps: RotationDeps, device: Device, servers: readon
       // was lost, the retry returns the same generation instead of installing another.
       for (let attempt = 0; attempt < 2 && !result; attempt++) {
         try {
-          const v = await client.call('installPending', [device.user, key, sealed, expiresAt, rotationId]);
-          const cur = Array.isArray(v) ? safeInt(v[0]) : null;
-          const pend = Array.isArray(v) ? safeInt(v[1]) : null;
-          if (!Array.isArray(v) || v.length !== 5 || cur === null || pend === null || pend <= cur || typeof v[2] !== 'boolean' || !(v[3] instanceof Uint8Array) || !(v[4] instanceof Uint8Array) || v[4].length !== 16) {
-            throw new AdminError('ADMIN_BAD_RESPONSE', 'installPending answered a malformed result');
-          }
-          result = { currentGen: cur, pendingGen: pend, installed: v[2], sealed: v[3], rotationId: v[4] };
+          result = await adminCall(client, 'installPending', { user: device.user, loginKey: key, sealed, expiresAt, rotationId });
           installedAt = s.name;
         } catch (e) {
           const transient = e instanceof TimeoutError || (e instanceof AdminError && (e.code === 'ADMIN_UNREACHABLE' || e.code === 'ADMIN_HTTP'));

@@ -15,7 +15,7 @@ let stack: Stack;
 let dev: DeviceId;
 test.before(async () => {
   stack = await testStack({ stepTimeoutMs: 400 });
-  stack.enroll({ serial: 'SN-S07', keyVersion: 1 });
+  await stack.enroll({ serial: 'SN-S07', keyVersion: 1 });
   dev = makeDevice(stack.ring, 'SN-S07');
 });
 test.after(async () => {

@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { SqliteRegStore } from './store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices, parseEnrollmentRecords, defaultUser } from '../deploy/enroll.ts';
+import { enrollDevices, parseEnrollmentRecords, defaultUser, accountsInStore } from '../deploy/enroll.ts';
 import { chooseServers, regionOf } from './placement.ts';
 import { tempDir } from '../deploy/test-util.ts';
 import { ImplementationError } from '../protocol/errors.ts';
@@ -19,6 +19,15 @@ test.after(() => {
   t.remove();
 });
 const code = (c: string) => (e: unknown) => e instanceof ImplementationError && e.code === c;
+async function rejects(f: () => Promise<unknown>, check: (e: unknown) => boolean): Promise<void> {
+  try {
+    await f();
+  } catch (e) {
+    assert.ok(check(e), String(e));
+    return;
+  }
+  assert.unreachable('expected a rejection');
+}
 
 test('enrollment records: one object, an array, or JSON lines; bad records refused', () => {
   const one = { serial: 'SN-1', keyVersion: 1, uniqueId: 'abc', imageSha256: 'ff' };
@@ -31,16 +40,17 @@ test('enrollment records: one object, an array, or JSON lines; bad records refus
   assert.throws(() => parseEnrollmentRecords('{"serial":"SN-1"}\nnot json'), code('ENROLL_BAD_RECORD'));
 });
 
-test('enroll: device row + business account, idempotent, key version update, conflicts refused', () => {
-  const r = enrollDevices({ reg, biz }, [{ serial: 'SN-1', keyVersion: 1, uniqueId: 'u1' }]);
+test('enroll: device row + business account, idempotent, key version update, conflicts refused', async () => {
+  const accounts = accountsInStore(biz);
+  const r = await enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 1, uniqueId: 'u1' }]);
   assert.equal(r, [{ serial: 'SN-1', user: 'u-SN-1', account: 'acct-SN-1', device: 'created', bizAccount: 'created' }]);
-  assert.equal(enrollDevices({ reg, biz }, [{ serial: 'SN-1', keyVersion: 1 }])[0]!.device, 'exists');
-  assert.equal(enrollDevices({ reg, biz }, [{ serial: 'SN-1', keyVersion: 2 }])[0]!.device, 'updated');
+  assert.equal((await enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 1 }]))[0]!.device, 'exists');
+  assert.equal((await enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 2 }]))[0]!.device, 'updated');
   assert.is(reg.getDevice('SN-1')!.keyVersion, 2);
   assert.is(biz.getByUser('u-SN-1')!.account, 'acct-SN-1');
-  assert.throws(() => enrollDevices({ reg, biz }, [{ serial: 'SN-1', keyVersion: 2 }], { user: 'someone-else' }), code('BIZ_ACCOUNT_CONFLICT'));
-  assert.equal(enrollDevices({ reg, biz }, [{ serial: 'SN-9', keyVersion: 1 }], { user: 'alice', account: 'bank-42' })[0]!.user, 'alice');
-  assert.throws(() => enrollDevices({ reg, biz }, [{ serial: 'SN-3', keyVersion: 1 }, { serial: 'SN-4', keyVersion: 1 }], { user: 'x' }), code('ENROLL_USAGE'));
+  await rejects(() => enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 2 }], { user: 'someone-else' }), code('BIZ_ACCOUNT_CONFLICT'));
+  assert.equal((await enrollDevices({ reg, accounts }, [{ serial: 'SN-9', keyVersion: 1 }], { user: 'alice', account: 'bank-42' }))[0]!.user, 'alice');
+  await rejects(() => enrollDevices({ reg, accounts }, [{ serial: 'SN-3', keyVersion: 1 }, { serial: 'SN-4', keyVersion: 1 }], { user: 'x' }), code('ENROLL_USAGE'));
   const long = 'S'.repeat(64);
   assert.ok(USER_RE.test(defaultUser(long)));
   assert.is(defaultUser('SN-1'), 'u-SN-1');

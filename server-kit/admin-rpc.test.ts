@@ -1,5 +1,5 @@
 // The admin API between servers: sealed both ways, stale and repeated requests refused,
-// unauthenticated callers learn nothing.
+// requests bound to the server they are for, unauthenticated callers learn nothing.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { AddressInfo } from 'node:net';
@@ -7,6 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import { createAdminServer, AdminClient, AdminError } from './admin-rpc.ts';
 import { closeServer } from './host.ts';
 import { setLogLevel } from './log.ts';
+import { ImplementationError } from '../protocol/errors.ts';
 
 setLogLevel('error');
 async function rejects(f: () => Promise<unknown>, check: (e: unknown) => boolean): Promise<void> {
@@ -41,7 +42,7 @@ test.before(async () => {
 test.after(() => closeServer(server));
 
 test('a call round-trips; an op\'s refusal comes back with its code', async () => {
-  const c = new AdminClient(url, key);
+  const c = new AdminClient({ target: 'test', url, key });
   assert.equal(await c.call('echo', ['x', 1]), ['x', 1]);
   await rejects(() => c.call('boom', []), (e: unknown) => e instanceof AdminError && e.code === 'BIZ_SOMETHING');
   await rejects(() => c.call('nope', []), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_UNKNOWN_OP');
@@ -52,7 +53,7 @@ test('calls through one client reuse one keep-alive connection', async () => {
   const count = () => connections++;
   server.on('connection', count);
   try {
-    const c = new AdminClient(url, key);
+    const c = new AdminClient({ target: 'test', url, key });
     for (let i = 0; i < 3; i++) assert.equal(await c.call('echo', [i]), [i]);
     c.close();
   } finally {
@@ -62,7 +63,7 @@ test('calls through one client reuse one keep-alive connection', async () => {
 });
 
 test('a wrong key is refused with 401 and no detail', async () => {
-  await rejects(() => new AdminClient(url, new Uint8Array(32).fill(4)).call('echo', []), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_BAD_AUTH');
+  await rejects(() => new AdminClient({ target: 'test', url, key: new Uint8Array(32).fill(4) }).call('echo', []), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_BAD_AUTH');
 });
 
 test('a replayed request is refused (ADMIN_REPLAY), a stale one too (ADMIN_STALE)', async () => {
@@ -75,7 +76,7 @@ test('a replayed request is refused (ADMIN_REPLAY), a stale one too (ADMIN_STALE
   };
   server.prependListener('request', record);
   try {
-    await new AdminClient(url, key).call('echo', ['once']);
+    await new AdminClient({ target: 'test', url, key }).call('echo', ['once']);
   } finally {
     server.off('request', record);
   }
@@ -84,8 +85,46 @@ test('a replayed request is refused (ADMIN_REPLAY), a stale one too (ADMIN_STALE
   assert.is(replay.status, 200); // authenticated, so it gets a (sealed) refusal
   assert.is(calls.length, n);
   now += 10 * 60_000;
-  await rejects(() => new AdminClient(url, key).call('echo', []), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_STALE');
+  await rejects(() => new AdminClient({ target: 'test', url, key }).call('echo', []), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_STALE');
   now = Date.now();
+});
+
+test('a request captured on its way to biz-east is refused by biz-west (ADMIN_BAD_AUTH), not executed', async () => {
+  // Two business servers with the one shared admin key, each with its own replay cache.
+  const executed: string[] = [];
+  const mk = (name: string) => createAdminServer({ key, name, ops: { installPending: (a) => (executed.push(name), a) } });
+  const east = mk('biz-east'), west = mk('biz-west');
+  const urls: string[] = [];
+  for (const s of [east, west]) {
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    urls.push(`http://127.0.0.1:${(s.address() as AddressInfo).port}/admin`);
+  }
+  let captured: Uint8Array | null = null;
+  east.prependListener('request', (req: IncomingMessage) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => (captured = new Uint8Array(Buffer.concat(chunks))));
+  });
+  try {
+    assert.equal(await new AdminClient({ target: 'biz-east', url: urls[0]!, key }).call('installPending', ['u-1']), ['u-1']);
+    assert.equal(executed, ['biz-east']);
+    const replayed = await fetch(urls[1]!, { method: 'POST', body: captured! });
+    assert.is(replayed.status, 401);
+    assert.is((await replayed.arrayBuffer()).byteLength, 0);
+    assert.equal(executed, ['biz-east'], 'biz-west executed a request made for biz-east');
+    // A client that names the wrong target is refused the same way.
+    await rejects(() => new AdminClient({ target: 'biz-east', url: urls[1]!, key }).call('installPending', ['u-2']), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_BAD_AUTH');
+    assert.equal(executed, ['biz-east']);
+  } finally {
+    await Promise.all([closeServer(east), closeServer(west)]);
+  }
+});
+
+test('a target that is not a server name is refused at construction (ADMIN_BAD_TARGET)', () => {
+  for (const target of ['', 'biz east', 'biz|east', 'x'.repeat(65), undefined as unknown as string]) {
+    assert.throws(() => new AdminClient({ target, url, key }), (e: unknown) => e instanceof ImplementationError && e.code === 'ADMIN_BAD_TARGET');
+    assert.throws(() => createAdminServer({ key, name: target, ops: {} }), (e: unknown) => e instanceof ImplementationError && e.code === 'ADMIN_BAD_TARGET');
+  }
 });
 
 test('garbage and oversized bodies are refused', async () => {
@@ -95,7 +134,7 @@ test('garbage and oversized bodies are refused', async () => {
 });
 
 test('an unreachable endpoint is ADMIN_UNREACHABLE', async () => {
-  await rejects(() => new AdminClient('http://127.0.0.1:1/admin', key, 1_000).call('echo', []), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_UNREACHABLE');
+  await rejects(() => new AdminClient({ target: 'test', url: 'http://127.0.0.1:1/admin', key, timeoutMs: 1_000 }).call('echo', []), (e: unknown) => e instanceof AdminError && e.code === 'ADMIN_UNREACHABLE');
 });
 
 test.run();

@@ -1,26 +1,40 @@
 // The authenticated admin API between servers (docs/architecture.md §"Admin API"): the
-// registration server calls the business servers (installPending, status). Each call is one
-// HTTP POST whose body is sealed with XChaCha20-Poly1305 under a key derived from the admin
-// key, so it is authenticated and confidential without relying on TLS (the install carries a
-// login key). A request carries a timestamp and a random id: stale or repeated requests are
-// refused (ADMIN_STALE, ADMIN_REPLAY). The response is sealed too and bound to the request id.
+// registration server and enrollment call the business servers (the operations and their
+// messages: admin-messages.ts). Each call is one HTTP POST whose body is a sealed box
+// (protocol/sealed-box.ts) under a key derived from the admin key, so it is authenticated and
+// confidential without relying on TLS (the install carries a login key). A request carries a
+// timestamp and a random id: stale or repeated requests are refused (ADMIN_STALE,
+// ADMIN_REPLAY). The response is sealed too and bound to the request id.
 //
-//   request  = nonce(24) | seal(kReq, nonce, aad "usbphone/v1 admin request", cbor [ts, id, op, args])
-//   response = nonce(24) | seal(kRes, nonce, aad id,                           cbor [true, result] | [false, code, message])
+// Every business server holds the same admin key and keeps its own replay cache, so a request
+// is bound to the server it is for: the target's name is in the associated data, and a
+// request recorded on its way to biz-east does not authenticate at biz-west (ADMIN_BAD_AUTH).
+// The operation travels inside the authenticated plaintext, so it is bound too.
+//
+//   request  = box(kReq, aad "usbphone/v1 admin request|" target,  cbor [ts, id, op, args])
+//   response = box(kRes, aad "usbphone/v1 admin response|" target "|" id, cbor [true, result] | [false, code, message])
+import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { createServer, request as httpRequest, Agent as HttpAgent, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { kdf, utf8 } from '../protocol/keys.ts';
+import { sealBox, openBox } from '../protocol/sealed-box.ts';
+import { kdf } from '../protocol/keys.ts';
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
-import { systemRng, concat } from '../protocol/channel.ts';
+import { systemRng } from '../protocol/channel.ts';
 import { ReplayCache } from '../protocol/replay.ts';
-import { ProtocolError, TimeoutError } from '../protocol/errors.ts';
+import { ProtocolError, ImplementationError, TimeoutError } from '../protocol/errors.ts';
 import { createLogger } from './log.ts';
 
 export const ADMIN_MAX_BODY = 16 * 1024;
 /** Idle keep-alive sockets close after this, below node's server keepAliveTimeout (5 s). */
 export const ADMIN_IDLE_SOCKET_MS = 4_000;
-const AAD_REQ = utf8('usbphone/v1 admin request');
+/** Server names the admin API binds requests to: the names of the topology (biz-east). */
+export const ADMIN_TARGET_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const requestAad = (target: string) => utf8ToBytes(`usbphone/v1 admin request|${target}`);
+const responseAad = (target: string, id: Uint8Array) => concatBytes(utf8ToBytes(`usbphone/v1 admin response|${target}|`), id);
+function checkTarget(target: string): string {
+  if (typeof target !== 'string' || !ADMIN_TARGET_RE.test(target)) throw new ImplementationError('ADMIN_BAD_TARGET', `admin target '${String(target).slice(0, 64)}' is not a server name`);
+  return target;
+}
 
 export class AdminError extends Error {
   override readonly name = 'AdminError';
@@ -34,17 +48,11 @@ function keys(adminKey: Uint8Array) {
 }
 
 function seal(key: Uint8Array, aad: Uint8Array, value: CborValue): Uint8Array {
-  const nonce = systemRng(24);
-  return concat(nonce, xchacha20poly1305(key, nonce, aad).encrypt(encode(value)));
+  return sealBox(key, encode(value), aad, systemRng);
 }
 function open(key: Uint8Array, aad: Uint8Array, body: Uint8Array): CborValue {
-  if (body.length < 24 + 16) throw new ProtocolError('ADMIN_BAD_AUTH', 'sealed body too short');
-  let pt: Uint8Array;
-  try {
-    pt = xchacha20poly1305(key, body.subarray(0, 24), aad).decrypt(body.subarray(24));
-  } catch {
-    throw new ProtocolError('ADMIN_BAD_AUTH', 'request does not authenticate');
-  }
+  const pt = openBox(key, body, aad);
+  if (!pt) throw new ProtocolError('ADMIN_BAD_AUTH', 'request does not authenticate');
   return decode(pt);
 }
 
@@ -59,6 +67,7 @@ export type AdminOp = (args: CborValue) => CborValue | Promise<CborValue>;
 export interface AdminServerOptions {
   key: Uint8Array;
   ops: Record<string, AdminOp>;
+  /** This server's name: requests must name it as their target (ADMIN_TARGET_RE). */
   name: string;
   maxSkewMs?: number;
   now?: () => number;
@@ -67,6 +76,8 @@ export interface AdminServerOptions {
 /** An HTTP request listener serving POST /admin. */
 export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const k = keys(opts.key);
+  const target = checkTarget(opts.name);
+  const aadReq = requestAad(target);
   const now = opts.now ?? Date.now;
   const skew = opts.maxSkewMs ?? 60_000;
   const seen = new ReplayCache(100_000, 2 * skew, now);
@@ -93,7 +104,7 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
       if (size > ADMIN_MAX_BODY) return;
       let id: Uint8Array | null = null;
       try {
-        const v = open(k.req, AAD_REQ, new Uint8Array(Buffer.concat(chunks)));
+        const v = open(k.req, aadReq, new Uint8Array(Buffer.concat(chunks)));
         if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
           throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
         }
@@ -110,14 +121,14 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
         } catch (e) {
           const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
           if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
-          return reply(200, seal(k.res, rid, [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error']));
+          return reply(200, seal(k.res, responseAad(target, rid), [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error']));
         }
-        reply(200, seal(k.res, rid, [true, result]));
+        reply(200, seal(k.res, responseAad(target, rid), [true, result]));
       } catch (e) {
         const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
         log.warn('admin request refused', { code });
         // Unauthenticated callers learn nothing but the status; authenticated ones get the code.
-        if (id && code !== 'ADMIN_BAD_AUTH') return reply(200, seal(k.res, id, [false, code, (e as Error).message]));
+        if (id && code !== 'ADMIN_BAD_AUTH') return reply(200, seal(k.res, responseAad(target, id), [false, code, (e as Error).message]));
         reply(code === 'ADMIN_BAD_AUTH' ? 401 : 400);
       }
     });
@@ -136,18 +147,33 @@ export function createAdminServer(opts: AdminServerOptions): Server {
  * a socket the server is closing; if one does, it fails as ADMIN_UNREACHABLE, which the
  * caller retries (reg-server/rotation.ts: same rotation id, so the retry is idempotent).
  */
+export interface AdminClientOptions {
+  /** The name of the server at `url` (biz-east): requests are bound to it. */
+  target: string;
+  /** Its admin endpoint, http(s)://host:port/admin. */
+  url: string;
+  /** The admin key (32 bytes). */
+  key: Uint8Array;
+  /** Deadline of one call, ms (default 3000). */
+  timeoutMs?: number;
+}
+
 export class AdminClient {
   readonly #k: ReturnType<typeof keys>;
   readonly #url: URL;
   readonly #tls: boolean;
   readonly #agent: HttpAgent;
-  constructor(
-    readonly url: string,
-    key: Uint8Array,
-    private readonly timeoutMs = 3_000,
-  ) {
-    this.#k = keys(key);
-    this.#url = new URL(url);
+  readonly #aadReq: Uint8Array;
+  readonly target: string;
+  readonly url: string;
+  private readonly timeoutMs: number;
+  constructor(opts: AdminClientOptions) {
+    this.target = checkTarget(opts.target);
+    this.url = opts.url;
+    this.timeoutMs = opts.timeoutMs ?? 3_000;
+    this.#k = keys(opts.key);
+    this.#aadReq = requestAad(this.target);
+    this.#url = new URL(opts.url);
     this.#tls = this.#url.protocol === 'https:';
     const agentOpts = { keepAlive: true, timeout: ADMIN_IDLE_SOCKET_MS, scheduling: 'lifo' as const };
     this.#agent = this.#tls ? new HttpsAgent(agentOpts) : new HttpAgent(agentOpts);
@@ -159,12 +185,12 @@ export class AdminClient {
    */
   async call(op: string, args: CborValue): Promise<CborValue> {
     const id = systemRng(16);
-    const body = seal(this.#k.req, AAD_REQ, [Date.now(), id, op, args]);
+    const body = seal(this.#k.req, this.#aadReq, [Date.now(), id, op, args]);
     const { status, buf } = await this.#post(op, body);
     if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${status}`);
     let v: CborValue;
     try {
-      v = open(this.#k.res, id, buf);
+      v = open(this.#k.res, responseAad(this.target, id), buf);
     } catch {
       throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response does not authenticate`);
     }

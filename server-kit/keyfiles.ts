@@ -1,9 +1,10 @@
 // Key files of a deployment. The master key is read from a file or an environment variable
 // (never from a database); link and admin keys are 32 random bytes in hex. Files the
 // embedded default creates are written 0600 and never logged.
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { MasterKeyring, hexToBytes, bytesToHex } from '../protocol/keys.ts';
+import { MasterKeyring } from '../protocol/keys.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 

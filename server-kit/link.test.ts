@@ -1,13 +1,12 @@
 // The gateway <-> server link: framing, and the challenge-response that keeps anyone without
 // the link key from opening sessions with a vouched-for IP.
+import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebSocket } from 'ws';
 import { startHost, type Host } from './host.ts';
 import { LinkKind, encodeLink, decodeLink, encodeClose, decodeClose, clientAuthMac, linkKeyFor } from './link.ts';
 import { setLogLevel } from './log.ts';
-import { concat } from '../protocol/channel.ts';
-import { utf8 } from '../protocol/keys.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 
 setLogLevel('error');

@@ -11,8 +11,10 @@
 //   OPEN       gw -> server   payload observed client IP (UTF-8)
 //   DATA       both           payload one device frame, passed through untouched
 //   CLOSE      both           payload close code (u16 BE) | reason (UTF-8)
+import { equalBytes } from '@noble/ciphers/utils.js';
+import { utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import type { WebSocket, WebSocketServer, RawData } from 'ws';
-import { mac, equalBytes, kdf, utf8 } from '../protocol/keys.ts';
+import { mac, kdf } from '../protocol/keys.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { Limits } from '../protocol/limits.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';

@@ -22,7 +22,7 @@ setLogSink(() => {});
 /** Plugs phone 0 in once (registered, saved), then rewrites its saved server list. */
 async function savedPhoneWith(world: World, servers: ServerChoice[]): Promise<{ phone: Phone; ip: string; host: TraceHost }> {
   const host = new TraceHost();
-  const { phone, ip } = world.phone(0, host);
+  const { phone, ip } = await world.phone(0, host);
   const first = await phone.device.plugIn();
   assert.ok(first.ok, JSON.stringify(first));
   const saved = phone.device.storage.loadLogin();
@@ -133,7 +133,7 @@ test('both registration servers answer REG_NO_BIZ_SERVER: the phone says so, not
   try {
     for (const b of world.stack.dests.biz) await world.stack.setBizHealthy(b, false);
     const host = new TraceHost();
-    const o = await world.phone(0, host).phone.device.plugIn();
+    const o = await (await world.phone(0, host)).phone.device.plugIn();
     assert.ok(!o.ok && o.kind === 'no-saved-login', JSON.stringify(o));
     assert.match(o.reason, /no registration server could issue credentials \(REG_NO_BIZ_SERVER\) and no saved login/);
     assert.not.match(o.reason, /no registration server answered/);

@@ -13,7 +13,7 @@ import { stateFiles, DEFAULT_TOPOLOGY } from '../deploy/config.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices, type EnrollmentRecord, type EnrollOptions } from '../deploy/enroll.ts';
+import { enrollDevices, type EnrollmentRecord, type EnrollOptions, accountsInStore } from '../deploy/enroll.ts';
 import type { StackHandle } from './world.ts';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'usbphone.js');
@@ -59,7 +59,7 @@ export async function startExternalStack(stateDir: string, opts: { logLevel?: st
     ring,
     dests: { regPrimary: 'reg-primary', regBackup: 'reg-backup', biz: DEFAULT_TOPOLOGY.biz.map((b) => b.name) },
     urlFor: (dest) => gatewayUrl + dest,
-    enroll: (records: EnrollmentRecord | EnrollmentRecord[], o?: EnrollOptions) => enrollDevices({ reg, biz }, Array.isArray(records) ? records : [records], o),
+    enroll: (records: EnrollmentRecord | EnrollmentRecord[], o?: EnrollOptions) => enrollDevices({ reg, accounts: accountsInStore(biz) }, Array.isArray(records) ? records : [records], o),
     async stop() {
       reg.close();
       biz.close();

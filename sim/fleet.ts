@@ -68,9 +68,9 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
   try {
     const host = new TraceHost();
     // Enroll the whole fleet in one batch, then make the phones.
-    world.stack.enroll(Array.from({ length: o.devices }, (_, i) => world.enrollment(i)));
+    await world.stack.enroll(Array.from({ length: o.devices }, (_, i) => world.enrollment(i)));
     const before = liveBytes();
-    let phones: { phone: Phone; ip: string }[] = Array.from({ length: o.devices }, (_, i) => world.phone(i, host, { enroll: false }));
+    let phones: { phone: Phone; ip: string }[] = await Promise.all(Array.from({ length: o.devices }, (_, i) => world.phone(i, host, { enroll: false })));
     const after = liveBytes();
 
     const times: number[] = [];

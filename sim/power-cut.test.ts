@@ -19,7 +19,7 @@ test('a power cut at every flash operation of the saves, then a replug: the phon
   const world = await startWorld({ stateDir: dir, gatewayPort: 0 });
   try {
     const host = new TraceHost();
-    let { phone, ip } = world.phone(0, host);
+    let { phone, ip } = await world.phone(0, host);
     assert.ok((await phone.device.plugIn()).ok);
     // How many mutating operations a boot with a password change makes.
     let ops = 0;
@@ -60,7 +60,7 @@ test('saved copy lost and both registration servers down: a clear failure, no ha
   const world = await startWorld({ stateDir: dir, gatewayPort: 0, device: { stepTimeoutMs: 2_000 } });
   try {
     const host = new TraceHost();
-    let { phone, ip } = world.phone(0, host);
+    let { phone, ip } = await world.phone(0, host);
     assert.ok((await phone.device.plugIn()).ok);
     // The flash loses the record store: every slot of the login store erased (e.g. a bad repair).
     const hidden = zoneOf(phone.table, ZoneType.HIDDEN);

@@ -16,7 +16,7 @@ test('a phone that moves from region east to west logs in to the west server; wi
   const world = await startWorld({ stateDir: dir, gatewayPort: 0 });
   try {
     const host = new TraceHost();
-    let { phone, ip } = world.phone(0, host);
+    let { phone, ip } = await world.phone(0, host);
     assert.ok(ip.startsWith('127.1.'));
     const a = await phone.device.plugIn();
     assert.ok(a.ok && a.server === 'biz-east', JSON.stringify(a));

@@ -24,7 +24,7 @@ test('business servers down at plug-in, back during the backoff: the second roun
       if (failed === 2 && !restart) restart = Promise.all(world.stack.dests.biz.map((b) => world.stack.startBiz(b))).then(() => {});
       void e;
     });
-    let { phone, ip } = world.phone(0, host);
+    let { phone, ip } = await world.phone(0, host);
     assert.ok((await phone.device.plugIn()).ok);
     for (const b of world.stack.dests.biz) await world.stack.stopBiz(b);
     host.events.length = 0;

@@ -19,7 +19,7 @@ test('the stories fail when their claim is false (the verdicts can fail)', async
   const story = STORIES['unknown-device']!;
   const orig = story.run;
   story.run = async (c) => {
-    c.world.stack.enroll(c.world.enrollment(0));
+    await c.world.stack.enroll(c.world.enrollment(0));
     return orig(c);
   };
   try {

@@ -42,7 +42,7 @@ export const STORIES: Record<string, Story> = {
   'first-boot': {
     summary: 'a new phone registers, gets its credentials and logs in (S0.3-S0.12)',
     async run(c) {
-      const { phone } = c.world.phone(0, c.host);
+      const { phone } = await c.world.phone(0, c.host);
       const o = await boot(c, phone);
       return { ok: loggedIn(o, 'registration'), verdict: 'first boot logs in through the registration server', outcomes: [o] };
     },
@@ -50,7 +50,7 @@ export const STORIES: Record<string, Story> = {
   'second-boot-rotates': {
     summary: 'the second boot gets a new password and overwrites the saved copy (S0.14)',
     async run(c) {
-      const { phone, ip } = c.world.phone(0, c.host);
+      const { phone, ip } = await c.world.phone(0, c.host);
       const a = await boot(c, phone);
       c.say('replug');
       const b = await boot(c, c.world.replug(phone, c.host, ip));
@@ -63,7 +63,7 @@ export const STORIES: Record<string, Story> = {
     async run(c) {
       await c.world.stack.stopReg('reg-primary');
       c.say('reg-primary stopped');
-      const { phone, ip } = c.world.phone(0, c.host);
+      const { phone, ip } = await c.world.phone(0, c.host);
       const a = await boot(c, phone);
       await c.world.stack.startReg('reg-primary');
       c.say('reg-primary back; replug');
@@ -74,7 +74,7 @@ export const STORIES: Record<string, Story> = {
   'both-down-uses-saved': {
     summary: 'no registration server answers: the main program logs in with the saved copy (S0.13)',
     async run(c) {
-      const { phone, ip } = c.world.phone(0, c.host);
+      const { phone, ip } = await c.world.phone(0, c.host);
       const a = await boot(c, phone);
       await c.world.stack.stopReg('reg-primary');
       await c.world.stack.stopReg('reg-backup');
@@ -86,7 +86,7 @@ export const STORIES: Record<string, Story> = {
   'unknown-device': {
     summary: 'a phone the registration server does not know gets "not found"; the main program exits (S0.9)',
     async run(c) {
-      const { phone } = c.world.phone(0, c.host, { enroll: false });
+      const { phone } = await c.world.phone(0, c.host, { enroll: false });
       const o = await boot(c, phone);
       const ok = !o.ok && o.kind === 'not-found' && c.host.notices.length === 1;
       return { ok, verdict: `notice shown: ${c.host.notices[0] ?? '(none)'}`, outcomes: [o] };
@@ -95,7 +95,7 @@ export const STORIES: Record<string, Story> = {
   'tampered-reply': {
     summary: 'a man in the middle alters the hello reply: the phone ends that session (S0.7) and uses the backup',
     async run(c) {
-      const o = await boot(c, c.world.phone(0, c.host).phone);
+      const o = await boot(c, (await c.world.phone(0, c.host)).phone);
       const refused = c.host.events.find((e) => e.feature === 'S0.7' && !e.ok);
       return { ok: loggedIn(o, 'registration') && refused !== undefined, verdict: `tampered reply refused (${refused?.detail ?? 'not detected'}); logged in through the backup`, outcomes: [o] };
     },
@@ -103,7 +103,7 @@ export const STORIES: Record<string, Story> = {
   'power-cut-while-saving': {
     summary: 'power is cut while the new password is being saved; after a replug the phone still logs in (S0.12, S0.14)',
     async run(c) {
-      const { phone, ip } = c.world.phone(0, c.host);
+      const { phone, ip } = await c.world.phone(0, c.host);
       const a = await boot(c, phone);
       let ops = 0;
       phone.chip.onOperation = () => void ops++;
@@ -122,7 +122,7 @@ export const STORIES: Record<string, Story> = {
   'corrupt-virtual-zone': {
     summary: 'a bit of UPMon in the virtual zone rots: the boot stops with a clear status (S0.3)',
     async run(c) {
-      const { phone } = c.world.phone(0, c.host);
+      const { phone } = await c.world.phone(0, c.host);
       const v = zoneOf(phone.table, ZoneType.VIRTUAL);
       const entries = listIso((lba, n) => phone.chip.peek(v.offset + lba * 2048, n * 2048)) ?? [];
       const upmon = entries.find((e) => e.name === UPMON_PROGRAM);

@@ -2,6 +2,7 @@
 // in clear anywhere in its flash (only sealed in the hidden zone), nor in the trace or
 // notices it printed: not the device key, not either business secret, not the session keys'
 // inputs. The serial appears in clear nowhere in the flash either (S0.1).
+import { bytesToHex, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -10,7 +11,6 @@ import { join } from 'node:path';
 import { startWorld, TraceHost } from './world.ts';
 import { formatTrace } from './trace.ts';
 import { setLogSink } from '../server-kit/log.ts';
-import { bytesToHex, utf8 } from '../protocol/keys.ts';
 
 setLogSink(() => {});
 
@@ -27,7 +27,7 @@ test('no secret in clear in the flash, the trace or the notices after two logins
   const world = await startWorld({ stateDir: dir, gatewayPort: 0 });
   try {
     const host = new TraceHost();
-    let { phone, ip, serial } = world.phone(0, host);
+    let { phone, ip, serial } = await world.phone(0, host);
     assert.ok((await phone.device.plugIn()).ok);
     const first = phone.device.storage.loadLogin();
     phone = world.replug(phone, host, ip);

@@ -29,11 +29,11 @@ test('server metrics count phones\' sessions, credentials, logins and refusals',
   const world = await startWorld({ stateDir: dir, gatewayPort: 0 });
   try {
     const host = new TraceHost();
-    let { phone, ip } = world.phone(0, host);
+    let { phone, ip } = await world.phone(0, host);
     assert.ok((await phone.device.plugIn()).ok);
     phone = world.replug(phone, host, ip);
     assert.ok((await phone.device.plugIn()).ok);
-    const stranger = world.phone(2, host, { enroll: false }).phone;
+    const stranger = (await world.phone(2, host, { enroll: false })).phone;
     assert.is((await stranger.device.plugIn()).ok, false);
 
     const ports = world.stack.ports() as Record<string, RolePorts>;

@@ -2,6 +2,7 @@
 // files in the state directory, builds (or reuses) the phone's factory image there, enrolls
 // it, plugs the phone in and prints each step. The image is a file, so what the phone saves
 // persists: the next run is a second boot (a password change), and so on.
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { existsSync, readFileSync, writeFileSync, appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startStack, type Stack, type StackOptions } from '../deploy/stack.ts';
@@ -15,7 +16,7 @@ import { TraceHost } from './world.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import type { SavedLogin } from '../firmware/saved-login.ts';
-import { bytesToHex, kdf } from '../protocol/keys.ts';
+import { kdf } from '../protocol/keys.ts';
 
 export interface SingleOptions {
   stateDir: string;
@@ -67,7 +68,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       writeFileSync(recordPath, JSON.stringify({ ...enrollment, masterKeyCheck: masterCheck(stack) }, null, 2) + '\n');
       say(`factory image built: ${imagePath} (serial ${serial}, ${image.length / 1048576} MiB; enrollment record ${recordPath})`);
     } else say(`factory image reused: ${imagePath} (serial ${serial}; what the phone saved last time is still there)`);
-    const enrolled = stack.enroll({ serial, keyVersion: ring.current });
+    const enrolled = await stack.enroll({ serial, keyVersion: ring.current });
     say(`enrolled ${serial}: user ${enrolled[0]!.user} (${enrolled[0]!.device})`);
 
     const backing = FileBacking.open(imagePath);

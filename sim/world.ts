@@ -8,7 +8,7 @@ import { buildImage } from '../firmware/factory/image.ts';
 import type { EnrollmentRecord } from '../deploy/enroll.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { makePhone, replug, tableOf, type Phone } from '../firmware/phone.ts';
-import { seededRng } from '../firmware/hal/sim-hal.ts';
+import { simRng } from '../firmware/hal/sim-hal.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
 import type { Host, TraceEvent, HalBase } from '../firmware/hal/hal.ts';
 import { defaultDeviceConfig, type DeviceConfig } from '../firmware/device.ts';
@@ -39,7 +39,8 @@ export interface World<S extends StackHandle = Stack> {
   table: PartitionTable;
   seed: number;
   /** Phone number `i`: serial, fuses and loopback address derived from the seed and i. */
-  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string }): { phone: Phone; serial: string; ip: string };
+  /** A phone of this world, enrolled first unless opts.enroll is false (enrollment goes through the business servers' admin API). */
+  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string }): Promise<{ phone: Phone; serial: string; ip: string }>;
   replug(p: Phone, host: Host, ip: string): Phone;
   enrollment(i: number, serial?: string): EnrollmentRecord;
   stop(): Promise<void>;
@@ -55,7 +56,7 @@ export function phoneIp(i: number): string {
 export const serialOf = (seed: number, i: number) => `SN-${seed}-${String(i).padStart(6, '0')}`;
 
 export function fusesOf(seed: number, i: number): Fuses {
-  return Fuses.generate(seededRng(seed, `fuses/${i}`));
+  return Fuses.generate(simRng(seed, `fuses/${i}`));
 }
 
 export async function startWorld(o: WorldOptions): Promise<World> {
@@ -88,10 +89,10 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
       enrollment(i, serial = serialOf(seed, i)) {
         return { serial, keyVersion: keyring.current };
       },
-      phone(i, host, opts = {}) {
+      async phone(i, host, opts = {}) {
         const serial = opts.serial ?? serialOf(seed, i);
         const ip = phoneIp(i);
-        if (opts.enroll !== false) stack.enroll(world.enrollment(i, serial));
+        if (opts.enroll !== false) await stack.enroll(world.enrollment(i, serial));
         const phone = makePhone({
           base,
           table,

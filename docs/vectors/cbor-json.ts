@@ -4,8 +4,8 @@
 //   integer -> JSON number        text -> JSON string        true/false/null -> themselves
 //   bytes   -> {"bytes": "<hex>"} array -> JSON array        map -> {"map": [[key, value], ...]}
 // Map entries are listed in their deterministic (encoded) order.
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import type { CborValue } from '../../protocol/cbor.ts';
-import { bytesToHex, hexToBytes } from '../../protocol/keys.ts';
 
 export type Json = number | string | boolean | null | Json[] | { bytes: string } | { map: [Json, Json][] };
 

@@ -1,11 +1,12 @@
 // Generates the golden test vectors in docs/vectors/*.json:  npx tsx docs/vectors/generate.ts
 //
-// Fixed master keys and serials; every nonce comes from seededRng (protocol/seeded-rng.ts),
+// Fixed master keys and serials; every nonce comes from keystreamRng (protocol/seeded-rng.ts),
 // so running this again gives the same files byte for byte. The frames are made by the real
 // protocol code (Handshake, SecureChannel, encodeEnvelope); every intermediate value of the
 // key schedule is computed here a second time, straight from docs/protocol.md §"Key schedule"
 // with the bare primitives, and the two must agree before anything is written.
 // protocol/vectors.test.ts checks the files against the code in both directions.
+import { bytesToHex as hex, hexToBytes } from '@noble/hashes/utils.js';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,12 +16,12 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { encode, type CborValue } from '../../protocol/cbor.ts';
 import { Handshake, passwordLoginKey } from '../../protocol/channel.ts';
-import { deriveDeviceKey, makeSerialToken, bytesToHex as hex, hexToBytes } from '../../protocol/keys.ts';
+import { deriveDeviceKey, makeSerialToken } from '../../protocol/keys.ts';
 import {
   decodeEnvelope, encodeEnvelope, headerBytes, MsgType, parseHello, parseLogin, loginFields, parseServerProof, credReplyBody, errorBody,
   typeName,
 } from '../../protocol/messages.ts';
-import { seededRng } from '../../protocol/seeded-rng.ts';
+import { keystreamRng } from '../../protocol/seeded-rng.ts';
 import { toJson, diag, type Json } from './cbor-json.ts';
 
 const te = new TextEncoder();
@@ -100,7 +101,7 @@ function keysVectors() {
       serialToken: hex(token),
     };
   });
-  const secret = seededRng('vectors secret')(32);
+  const secret = keystreamRng('vectors secret')(32);
   const loginKey = passwordLoginKey(secret, 'dev-0000001');
   same('login key', loginKey, ref.loginKey(secret, 'dev-0000001'));
   return {
@@ -112,8 +113,8 @@ function keysVectors() {
 
 /** One handshake, run by the real code with seeded nonces, and its intermediates restated. */
 function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: string; key: Uint8Array; fields: CborValue[]; sealed: { name: string; type: number; dir: 'c2s' | 's2c'; inner: CborValue }[]; description: string; inputs: Record<string, unknown> }) {
-  const rc = seededRng(`vectors ${opts.seed} client`);
-  const rs = seededRng(`vectors ${opts.seed} server`);
+  const rc = keystreamRng(`vectors ${opts.seed} client`);
+  const rs = keystreamRng(`vectors ${opts.seed} server`);
   const client = new Handshake('client', opts.dest, opts.key, rc);
   const server = new Handshake('server', opts.dest, null, rs);
   const openingType = kind === 'hello' ? MsgType.hello : MsgType.login;
@@ -204,7 +205,7 @@ function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: st
 }
 
 function messageVectors() {
-  const b = (seed: string, n: number) => seededRng(`vectors messages ${seed}`)(n);
+  const b = (seed: string, n: number) => keystreamRng(`vectors messages ${seed}`)(n);
   const token = makeSerialToken(MASTER_V1, 1, SERIAL);
   const frames: [string, number, number, string, CborValue][] = [
     ['hello', MsgType.hello, 0, 'reg-primary', [token, b('nc', 32), b('mac1', 32)]],
@@ -242,7 +243,7 @@ function messageVectors() {
 export function buildVectors(): Record<string, unknown> {
   const devKey = deriveDeviceKey(MASTER_V1, SERIAL);
   const token = makeSerialToken(MASTER_V1, 1, SERIAL);
-  const secret = seededRng('vectors secret')(32);
+  const secret = keystreamRng('vectors secret')(32);
   const user = 'dev-0000001';
   const loginKey = passwordLoginKey(secret, user);
   return {

@@ -1,3 +1,4 @@
+import { bytesToHex, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -9,7 +10,7 @@ import { buildImage, DEFAULT_REG_PRIMARY, DEFAULT_REG_BACKUP } from './image.ts'
 import { inspectImage, findAll } from './inspect.ts';
 import { Fuses } from '../flash/fuses.ts';
 import { W25Q64 } from '../flash/chip.ts';
-import { MasterKeyring, deriveDeviceKey, bytesToHex, utf8 } from '../../protocol/keys.ts';
+import { MasterKeyring, deriveDeviceKey } from '../../protocol/keys.ts';
 import { ImplementationError } from '../../protocol/errors.ts';
 import { zoneOf, ZoneType } from '../zones/layout.ts';
 import { readIsoFile, arrayBlocks } from '../zones/iso9660.ts';

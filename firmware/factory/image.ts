@@ -6,8 +6,9 @@
 // (fixed file dates, synthetic nonces, volume serial derived from the label).
 // The device key appears in no zone in clear and in the enrollment record only when asked
 // (includeDeviceKey); the serial appears only inside the sealed identity record.
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex, deriveDeviceKey, makeSerialToken, checkSerial, type MasterKeyring } from '../../protocol/keys.ts';
+import { deriveDeviceKey, makeSerialToken, checkSerial, type MasterKeyring } from '../../protocol/keys.ts';
 import { ImplementationError } from '../../protocol/errors.ts';
 import { W25Q64, validateProfile, type ChipProfile } from '../flash/chip.ts';
 import type { Fuses } from '../flash/fuses.ts';

@@ -8,8 +8,9 @@
 // range or overlapping, absurd sizes); otherwise `problems` lists integrity findings, each
 // with an absolute image offset (exit 1 under --check when non-empty).
 // Assumes the W25Q-class geometry of the image's table (4 KiB sectors inside zones).
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex, openSerialToken } from '../../protocol/keys.ts';
+import { openSerialToken } from '../../protocol/keys.ts';
 import type { Fuses } from '../flash/fuses.ts';
 import { parseTable, zoneName, ZoneFlag, ZoneType, type PartitionTable, type ZoneEntry } from '../zones/layout.ts';
 import { crc32 } from '../zones/crc32.ts';

@@ -1,9 +1,9 @@
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { inspect } from 'node:util';
 import { Fuses } from './fuses.ts';
 import { ImplementationError } from '../../protocol/errors.ts';
-import { bytesToHex } from '../../protocol/keys.ts';
 
 const huk = Uint8Array.from({ length: 32 }, (_, i) => 0xa0 + i);
 const uid = Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8);

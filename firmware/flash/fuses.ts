@@ -5,9 +5,9 @@
 //
 // Not emulated: OTP programming after manufacture, lock bits, read-out protection levels;
 // the fuses are a fixed value from construction on.
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex, hexToBytes } from '../../protocol/keys.ts';
 import { ImplementationError } from '../../protocol/errors.ts';
 
 export const HUK_BYTES = 32;

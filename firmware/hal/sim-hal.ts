@@ -1,7 +1,7 @@
 // The simulated HAL: a virtual clock, a seeded rng and an in-memory network with
 // configurable delay and loss. One scheduler drives every device and server of a run, so a
 // seed replays the same story byte for byte (matter.js MockCrypto(index) does the same).
-import { seededRng as protocolSeededRng } from '../../protocol/seeded-rng.ts';
+import { keystreamRng } from '../../protocol/seeded-rng.ts';
 import type { Clock, NetHandlers, NetSocket, Network, Rng } from './hal.ts';
 
 /** Virtual time: timers run in time order (ties in creation order) when the run advances. */
@@ -60,9 +60,13 @@ export class Scheduler {
   }
 }
 
-/** A deterministic rng per (seed, label): protocol/seeded-rng.ts's ChaCha20 key stream. */
-export function seededRng(seed: number | string, label = ''): Rng {
-  return protocolSeededRng(`${label}/${seed}`);
+/**
+ * The rng of one part of a simulated run (a phone, its fuses, the network), named by
+ * `label`: protocol/seeded-rng.ts's keystream of `${label}/${seed}`, so parts of one run
+ * draw independent streams and the run replays from its seed.
+ */
+export function simRng(seed: number | string, label = ''): Rng {
+  return keystreamRng(`${label}/${seed}`);
 }
 
 /** The server side of one in-memory connection. */
@@ -100,7 +104,7 @@ export class SimNetwork {
     public profile: LinkProfile = { delayMs: 1, loss: 0 },
     seed: number | string = 0,
   ) {
-    this.#rng = seededRng(seed, 'net');
+    this.#rng = simRng(seed, 'net');
   }
 
   listen(origin: string, l: SimListener): void {

@@ -1,3 +1,4 @@
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FlashChip, FlashStatus, W25Q64 } from '../flash/chip.ts';
@@ -8,7 +9,7 @@ import { parseTable, zoneOf, ZoneType } from './layout.ts';
 import { readIdentity, openStore, RecordStore, HIDDEN_STORES, RECORD_MAX_PAYLOAD, classifySlot, storeKeyLabel } from './hidden.ts';
 import { buildImage } from '../factory/image.ts';
 import fc from 'fast-check';
-import { MasterKeyring, deriveDeviceKey, openSerialToken, bytesToHex } from '../../protocol/keys.ts';
+import { MasterKeyring, deriveDeviceKey, openSerialToken } from '../../protocol/keys.ts';
 
 const master = new Uint8Array(32).fill(7);
 const keyring = new MasterKeyring([[1, master]]);

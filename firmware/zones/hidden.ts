@@ -14,10 +14,10 @@
 // header and plaintext repeat too, so a write torn by a power cut and then redone with
 // another payload under the same sequence number never reuses a nonce with a different
 // plaintext; and the factory image stays byte-reproducible.
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { kdfExtract, kdfExpand, checkSerial, SERIAL_TOKEN_MAX, SERIAL_TOKEN_MIN } from '../../protocol/keys.ts';
+import { sealBoxWithNonce, openBox } from '../../protocol/sealed-box.ts';
 import { FlashStatus } from '../flash/chip.ts';
 import type { HiddenPort } from '../flash/bus.ts';
 import { crc32 } from './crc32.ts';
@@ -53,14 +53,11 @@ function encKey(key: Uint8Array): Uint8Array {
   return enc;
 }
 
-/** nonce (24) || ciphertext || tag (16), header as associated data. */
+/** nonce (24) || ciphertext || tag (16), header as associated data (protocol/sealed-box.ts). */
 export function seal(key: Uint8Array, header: Uint8Array, plaintext: Uint8Array): Uint8Array {
   const { enc, siv } = subkeys(key);
   const nonce = hmac.create(sha256, siv).update(header).update(plaintext).digest().subarray(0, NONCE);
-  const ct = xchacha20poly1305(enc, nonce, header).encrypt(plaintext);
-  const out = new Uint8Array(NONCE + ct.length);
-  out.set(nonce);
-  out.set(ct, NONCE);
+  const out = sealBoxWithNonce(enc, nonce, plaintext, header);
   enc.fill(0);
   siv.fill(0);
   return out;
@@ -68,12 +65,9 @@ export function seal(key: Uint8Array, header: Uint8Array, plaintext: Uint8Array)
 
 /** Opens what seal() made; null if it does not authenticate (Poly1305 compares in constant time). */
 export function open(key: Uint8Array, header: Uint8Array, sealed: Uint8Array): Uint8Array | null {
-  if (sealed.length < NONCE + TAG) return null;
   const enc = encKey(key);
   try {
-    return xchacha20poly1305(enc, sealed.subarray(0, NONCE), header).decrypt(sealed.subarray(NONCE));
-  } catch {
-    return null;
+    return openBox(enc, sealed, header);
   } finally {
     enc.fill(0);
   }
