@@ -1,0 +1,249 @@
+// The secure controller, tried as the hostile host computer would (issue 9): every command
+// byte, every slot, every data object, malformed APDUs and replays; no response may carry a
+// long-term key, a business secret, a record key or the HUK. And the accepted paths: a
+// registration handshake and a business login run through the chip against the real server
+// handshake, with the keys used inside.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { FlashChip } from '../flash/chip.ts';
+import { CowBacking } from '../flash/backing.ts';
+import { Fuses } from '../flash/fuses.ts';
+import type { HiddenPort } from '../flash/bus.ts';
+import { parseTable, zoneOf, ZoneType } from '../zones/layout.ts';
+import { IDENTITY_KEY_LABEL, storeKeyLabel } from '../zones/hidden.ts';
+import { buildImage } from '../factory/image.ts';
+import { MasterKeyring, deriveDeviceKey, makeSerialToken } from '../../protocol/keys.ts';
+import { Handshake, SecureChannel, passwordLoginKey } from '../../protocol/channel.ts';
+import { decode, encode } from '../../protocol/cbor.ts';
+import { decodeEnvelope, encodeEnvelope, parseHello, parseServerProof, MsgType } from '../../protocol/messages.ts';
+import { proofInput } from '../../protocol/handshake-keys.ts';
+import { keystreamRng } from '../../protocol/seeded-rng.ts';
+import { SecureElement, Slot, Record, wrapSecret } from './element.ts';
+import { CLA, Ins, DataObject, SW, encodeCommand, parseCommand, parseResponse, encodeResponse } from './apdu.ts';
+
+const master = new Uint8Array(32).fill(7);
+const keyring = new MasterKeyring([[1, master]]);
+const fuses = new Fuses(new Uint8Array(32).fill(0x11), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
+const SERIAL = 'SN-0000001';
+const { image } = buildImage({ serial: SERIAL, fuses, keyring });
+const table = (() => {
+  const p = parseTable(image);
+  if (!p.ok) throw new Error('bad table');
+  return p.table;
+})();
+const deviceKey = deriveDeviceKey(master, SERIAL);
+const token = makeSerialToken(master, 1, SERIAL);
+const USER = 'u-opaque-1';
+
+/** The hidden zone as the controller alone sees it (the bus gives the host no such port). */
+function hiddenPort(chip: FlashChip): HiddenPort {
+  const z = zoneOf(table, ZoneType.HIDDEN);
+  return {
+    hiddenBytes: z.size,
+    sectorBytes: chip.profile.sectorBytes,
+    pageBytes: chip.profile.pageBytes,
+    readHidden: (o, n) => chip.read(z.offset + o, n),
+    programHidden: (o, d) => chip.program(z.offset + o, d),
+    eraseHiddenSector: (o) => chip.eraseSector(z.offset + o),
+  };
+}
+
+function chipWith(f: Fuses = fuses, base = image) {
+  const chip = new FlashChip({ backing: new CowBacking(base, 4096), seed: 1 });
+  return { chip, se: new SecureElement(hiddenPort(chip), f, keystreamRng('se-test')) };
+}
+
+function call(se: SecureElement, ins: number, o: { p1?: number; p2?: number; data?: unknown } = {}) {
+  const data = o.data === undefined ? undefined : o.data instanceof Uint8Array ? o.data : encode(o.data as never);
+  return parseResponse(se.transmit(encodeCommand({ ins, p1: o.p1, p2: o.p2, data })));
+}
+
+/** A running transcript as protocol/channel.ts keeps it: SHA-256 over len32 || frame. */
+function transcript() {
+  const h = sha256.create();
+  return {
+    add(f: Uint8Array) {
+      const len = new Uint8Array(4);
+      new DataView(len.buffer).setUint32(0, f.length);
+      h.update(len).update(f);
+    },
+    peek(extra?: Uint8Array) {
+      const c = h.clone();
+      if (extra) c.update(extra);
+      return c.digest();
+    },
+  };
+}
+
+/**
+ * The client side of one handshake with the long-term key in the chip: the host frames,
+ * keeps the transcript and asks the chip for the two MACs; the server is the real one.
+ */
+function handshake(se: SecureElement, o: { slot: number; type: number; dest: string; fields: unknown[]; serverKey: Uint8Array; proofType: number }) {
+  const t = transcript();
+  const open = call(se, Ins.hsOpen, { p1: o.slot, data: [o.type, 0, o.dest, o.fields] });
+  if (open.sw !== SW.ok) return { sw: open.sw };
+  const [nC, m] = decode(open.data) as [Uint8Array, Uint8Array];
+  const hello = encodeEnvelope(o.type, 0, o.dest, [...(o.fields as never[]), nC, m]);
+  t.add(hello);
+  const server = new Handshake('server', o.dest, null, keystreamRng('server'));
+  const env = decodeEnvelope(hello);
+  const body = env.body as unknown[];
+  server.acceptOpening(hello, env, body.slice(0, -2) as never, nC, m, o.serverKey);
+  if (!server.verifyOpening()) return { sw: SW.ok, serverRefused: true };
+  const proofFrame = server.proof(o.proofType);
+  const penv = decodeEnvelope(proofFrame);
+  const p = parseServerProof(penv.body);
+  const th1 = t.peek(proofInput(penv.type, penv.seq, penv.dest, p.nonce));
+  t.add(proofFrame);
+  const th2 = t.peek();
+  const fin = call(se, Ins.hsFinish, { data: [th1, p.nonce, p.mac, th2] });
+  if (fin.sw !== SW.ok) return { sw: fin.sw };
+  const [finishMac, c2s, s2c] = decode(fin.data) as Uint8Array[];
+  const finish = encodeEnvelope(MsgType.finish, 1, o.dest, [finishMac!]);
+  const serverCh = server.acceptFinish(finish, decodeEnvelope(finish));
+  const clientCh = new SecureChannel('client', o.dest, c2s!, s2c!, 2, 1);
+  return { sw: SW.ok, clientCh, serverCh, responses: [open.data, fin.data] };
+}
+
+test('APDU codec: cases 1-4, short and extended, both ways; malformed commands are refused', () => {
+  const cases = [
+    { ins: 0xca, p1: 0, p2: 1 },
+    { ins: 0xca, p1: 0, p2: 1, le: 256 },
+    { ins: 0x10, p1: 1, data: new Uint8Array(7) },
+    { ins: 0x10, p1: 1, data: new Uint8Array(7), le: 9 },
+    { ins: 0xd0, p1: 1, data: new Uint8Array(300) },
+    { ins: 0xd0, p1: 1, data: new Uint8Array(300), le: 65536 },
+    { ins: 0xb0, p1: 1, le: 1000 },
+  ];
+  for (const c of cases) {
+    const p = parseCommand(encodeCommand(c))!;
+    assert.ok(p, JSON.stringify(c));
+    assert.equal([p.cla, p.ins, p.p1, p.p2, p.data.length, p.le], [CLA, c.ins, c.p1, c.p2 ?? 0, c.data?.length ?? 0, c.le ?? 0]);
+  }
+  for (const bad of [Uint8Array.of(), Uint8Array.of(0x80, 0xca, 0), Uint8Array.of(0x80, 0xca, 0, 1, 5, 1, 2), Uint8Array.of(0x80, 0xca, 0, 1, 0, 0, 5, 1, 2), Uint8Array.of(0x80, 0xca, 0, 1, 0, 0, 0, 0)]) assert.is(parseCommand(bad), null, bytesToHex(bad));
+  assert.equal(parseResponse(encodeResponse(Uint8Array.of(1, 2), SW.ok)), { data: Uint8Array.of(1, 2), sw: SW.ok });
+});
+
+test('GET DATA gives the public identity and a slot table without key bytes', () => {
+  const { se } = chipWith();
+  const id = call(se, Ins.getData, { p1: 0, p2: DataObject.identity });
+  assert.is(id.sw, SW.ok);
+  const [tok, version, serial] = decode(id.data) as [Uint8Array, number, string];
+  assert.equal([bytesToHex(tok), version, serial], [bytesToHex(token), 1, SERIAL]);
+  const slots = call(se, Ins.getData, { p1: 0, p2: DataObject.slots });
+  assert.is(slots.sw, SW.ok);
+  assert.equal((decode(slots.data) as unknown[][]).map((s) => [s[0], s[1], s[2]]), [[1, 'device-key', 'set'], [2, 'business-secret', 'empty'], [0x20, 'fingerprint', 'empty'], [0x21, 'otp-seed', 'empty']]);
+});
+
+test('registration through the chip: the real server accepts it, both channels agree; the device key never leaves', () => {
+  const { se } = chipWith();
+  const r = handshake(se, { slot: Slot.deviceKey, type: MsgType.hello, dest: 'reg-primary', fields: [token], serverKey: deviceKey, proofType: MsgType.helloReply });
+  assert.ok(r.clientCh && r.serverCh, `sw ${r.sw?.toString(16)}`);
+  const frame = r.clientCh!.seal(MsgType.credRequest, [SERIAL, '127.0.0.1']);
+  assert.equal(r.serverCh!.open(decodeEnvelope(frame)), [SERIAL, '127.0.0.1']);
+  for (const out of r.responses!) assert.not.ok(contains(out, deviceKey), 'K_dev in a response');
+  // A server without the device key is caught by the chip: no traffic keys for it.
+  const forged = handshake(se, { slot: Slot.deviceKey, type: MsgType.hello, dest: 'reg-primary', fields: [token], serverKey: new Uint8Array(32).fill(9), proofType: MsgType.helloReply });
+  assert.ok(forged.serverRefused, 'the server refuses the opening under a wrong key');
+});
+
+test('a business secret wrapped for this chip is imported, used for the login inside, and older ones retired only after a server accepted the newer', () => {
+  const { se } = chipWith();
+  const s1 = new Uint8Array(32).fill(0xa1), s2 = new Uint8Array(32).fill(0xa2);
+  const rng = keystreamRng('wrap');
+  assert.is(call(se, Ins.importSecret, { data: [USER, 1, 0, wrapSecret(deviceKey, USER, 1, s1, rng)] }).sw, SW.ok);
+  assert.is(call(se, Ins.importSecret, { data: [USER, 2, 1, wrapSecret(deviceKey, USER, 2, s2, rng)] }).sw, SW.ok);
+  const gens = () => (decode(call(se, Ins.getData, { p2: DataObject.slots }).data) as unknown[][])[1]![4];
+  assert.equal(gens(), [2, 1]);
+  // Before any login with gen 2 was accepted, gen 1 cannot be retired.
+  assert.is(call(se, Ins.retireOlder, { data: [2] }).sw, SW.securityNotSatisfied);
+  const login = (gen: number, secret: Uint8Array) => handshake(se, { slot: Slot.business, type: MsgType.login, dest: 'biz-east', fields: ['password', USER, gen, new Map()], serverKey: passwordLoginKey(secret, USER), proofType: MsgType.loginOk });
+  const r = login(2, s2);
+  assert.ok(r.clientCh, `sw ${r.sw?.toString(16)}`);
+  for (const out of r.responses!) assert.not.ok(contains(out, s2) || contains(out, passwordLoginKey(s2, USER)));
+  assert.is(call(se, Ins.retireOlder, { data: [1] }).sw, SW.securityNotSatisfied, 'only the generation the server accepted');
+  assert.is(call(se, Ins.retireOlder, { data: [2] }).sw, SW.ok);
+  assert.equal(gens(), [2]);
+  // The slot survives a power cycle (sealed in the hidden zone).
+  se.reset();
+  assert.equal(gens(), [2]);
+  assert.ok(login(2, s2).clientCh);
+});
+
+test('hostile host: wrong slot policy, forged wraps, rollback, out-of-order commands, every INS and data object', () => {
+  const { se } = chipWith();
+  const s1 = new Uint8Array(32).fill(0xb1), s2 = new Uint8Array(32).fill(0xb2);
+  const rng = keystreamRng('hostile');
+  const w1 = wrapSecret(deviceKey, USER, 1, s1, rng);
+  const w2 = wrapSecret(deviceKey, USER, 2, s2, rng);
+  // The device key is for the hello only: a login opening under it is refused.
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.login, 0, 'biz-east', ['password', USER, 1, new Map()]] }).sw, SW.conditionsNotSatisfied);
+  // A hello that names another token.
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [new Uint8Array(token.length)]] }).sw, SW.conditionsNotSatisfied);
+  // A wrap made for another user or generation, or under another key, does not unwrap.
+  const tampered = Uint8Array.from(w1);
+  tampered[30]! ^= 1;
+  for (const data of [[USER, 2, 0, w1], ['u-other', 1, 0, w1], [USER, 1, 0, tampered], [USER, 1, 0, wrapSecret(new Uint8Array(32), USER, 1, s1, rng)]]) {
+    assert.is(call(se, Ins.importSecret, { data }).sw, SW.verificationFailed);
+  }
+  assert.is(call(se, Ins.importSecret, { data: [USER, 2, 1, w2] }).sw, SW.ok);
+  // Rollback: a replayed older reply cannot replace the newer generation.
+  assert.is(call(se, Ins.importSecret, { data: [USER, 1, 0, w1] }).sw, SW.conditionsNotSatisfied);
+  // The business slot answers only for its own user and a held generation.
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.business, data: [MsgType.login, 0, 'biz-east', ['password', 'u-other', 2, new Map()]] }).sw, SW.conditionsNotSatisfied);
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.business, data: [MsgType.login, 0, 'biz-east', ['password', USER, 7, new Map()]] }).sw, SW.notFound);
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.business, data: [MsgType.hello, 0, 'biz-east', ['password', USER, 2, new Map()]] }).sw, SW.conditionsNotSatisfied);
+  // Finish without an opening; finish with a server proof that does not verify.
+  assert.is(call(se, Ins.hsFinish, { data: [new Uint8Array(32), new Uint8Array(32), new Uint8Array(32), new Uint8Array(32)] }).sw, SW.securityNotSatisfied);
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [token]] }).sw, SW.ok);
+  assert.is(call(se, Ins.hsFinish, { data: [new Uint8Array(32), new Uint8Array(32), new Uint8Array(32), new Uint8Array(32)] }).sw, SW.verificationFailed);
+  assert.is(call(se, Ins.hsFinish, { data: [new Uint8Array(32), new Uint8Array(32), new Uint8Array(32), new Uint8Array(32)] }).sw, SW.securityNotSatisfied, 'one try per opening');
+  // Reserved slots hold nothing yet; unknown slots and classes are refused.
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.fingerprint, data: [MsgType.login, 0, 'biz-east', ['fingerprint', USER, 0, new Map()]] }).sw, SW.notFound);
+  assert.is(call(se, Ins.hsOpen, { p1: 0x7f, data: [MsgType.hello, 0, 'reg-primary', [token]] }).sw, SW.wrongP1P2);
+  assert.is(parseResponse(se.transmit(Uint8Array.of(0x00, Ins.getData, 0, 1))).sw, SW.claNotSupported);
+
+  // Every instruction byte, with every kind of argument a host might try: no response holds a secret.
+  const secrets = [deviceKey, s1, s2, passwordLoginKey(s1, USER), passwordLoginKey(s2, USER), fuses.deriveKey(IDENTITY_KEY_LABEL), fuses.deriveKey(storeKeyLabel('login')), fuses.deriveKey(storeKeyLabel('spare')), new Uint8Array(32).fill(0x11)];
+  const payloads: (Uint8Array | undefined)[] = [undefined, new Uint8Array(0), encode([]), encode([MsgType.hello, 0, 'reg-primary', [token]]), encode([USER, 2, 1, w2]), encode([2]), new Uint8Array(300).fill(0xff)];
+  let calls = 0;
+  for (let ins = 0; ins < 256; ins++) {
+    for (const p1 of [0, 1, 2, 0x20, 0x21, 0xff]) {
+      for (const p2 of [0, 1, 2]) {
+        for (const data of payloads) {
+          const out = se.transmit(encodeCommand({ ins, p1, p2, data }));
+          calls++;
+          for (const k of secrets) assert.not.ok(contains(out, k, 8), `INS ${ins.toString(16)} P1 ${p1} P2 ${p2}: a secret came out`);
+        }
+      }
+    }
+  }
+  assert.ok(calls > 30_000);
+});
+
+test('a copied flash image in another chip (other fuses) opens nothing: no identity, no secrets', () => {
+  const { chip, se } = chipWith();
+  assert.is(call(se, Ins.importSecret, { data: [USER, 1, 0, wrapSecret(deviceKey, USER, 1, new Uint8Array(32).fill(0xc1), keystreamRng('c'))] }).sw, SW.ok);
+  assert.is(call(se, Ins.writeRecord, { p1: Record.savedLogin, data: encode(['saved', 1]) }).sw, SW.ok);
+  const copy = chip.peek(0, chip.sizeBytes);
+  assert.not.ok(contains(copy, deviceKey, 8) || contains(copy, new Uint8Array(32).fill(0xc1), 8), 'a secret in the flash image');
+  const other = chipWith(new Fuses(new Uint8Array(32).fill(0x22), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8)), copy).se;
+  assert.is.not(call(other, Ins.getData, { p2: DataObject.identity }).sw, SW.ok);
+  assert.is.not(call(other, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [token]] }).sw, SW.ok);
+  assert.is.not(call(other, Ins.readRecord, { p1: Record.savedLogin }).sw, SW.ok);
+});
+
+/** Whether `hay` holds `needle`, or (window > 0) any `window`-byte piece of it. */
+function contains(hay: Uint8Array, needle: Uint8Array, window = needle.length): boolean {
+  const h = bytesToHex(hay);
+  for (let i = 0; i + window <= needle.length; i++) {
+    const piece = bytesToHex(needle.subarray(i, i + window));
+    for (let at = h.indexOf(piece); at !== -1; at = h.indexOf(piece, at + 1)) if (at % 2 === 0) return true;
+  }
+  return false;
+}
+
+test.run();

@@ -1,0 +1,394 @@
+// The chip's secure controller (S0.4, the patent's "proprietary method"; DESIGN "Keys and
+// trust"): the hidden zone and the fuses sit behind it, and the host reaches them only by the
+// command APDUs below. It keeps its keys in slots whose usage is fixed by the personalisation
+// and computes with them inside, as smart cards, TPMs and ATECC608-class secure elements do.
+//
+// Rule: NO COMMAND RETURNS A LONG-TERM KEY, A BUSINESS SECRET, A RECORD KEY OR THE HUK. What
+// leaves the chip is public (serial token, key version, serial, slot table without key bytes),
+// a MAC the protocol sends anyway (opening, finish), or a session traffic key (ephemeral, per
+// handshake, released only after the server proved it holds the long-term key).
+//
+// Slots (docs/flash-layout.md §"Secure controller"):
+//   0x01 device key    K_dev, from the identity record: the registration handshake (hello)
+//                      and unwrapping the business secrets the registration server wraps for
+//                      this chip. Nothing else.
+//   0x02 business      up to two generations of the business secret, for one user: the login
+//                      handshake (password mechanism) of that user and generation only.
+//   0x20 fingerprint   reserved (S3: a fingerprint-gated key), empty.
+//   0x21 otp-seed      reserved (S3: a TOTP seed), empty.
+//   record keys        derived from the fuses per store; used by the controller alone.
+//
+// Commands (CLA 0x80, ISO/IEC 7816-4 APDUs, apdu.ts):
+//   CA GET DATA      P1P2 0001 identity -> [serialToken, keyVersion, serial]
+//                    P1P2 0002 slots    -> [[slot, usage, state, user|null, [gen...]] ...]
+//   10 HS OPEN       P1 slot, data [type, seq, dest, fields] -> [nC, mac]
+//   12 HS FINISH     data [th1, nS, mac, th2] -> [finish, c2s, s2c]   (6300: bad server proof)
+//   20 IMPORT SECRET data [user, gen, currentGen, wrapped]             (6300: does not unwrap)
+//   22 RETIRE OLDER  data [gen]: drops generations < gen, only after a login with gen was
+//                    accepted by a server since power-on (6982 otherwise)
+//   B0 READ RECORD   P1 01 -> the host's saved-login record (no secret in it)
+//   D0 WRITE RECORD  P1 01, data: the record
+// A flash operation that loses power ends the command with no response at all (an empty
+// response), as a chip that loses power answers nothing.
+//
+// Not emulated: the physical interface (the USB mass-storage vendor SCSI command that would
+// carry the APDUs), secure messaging between host and chip, side channels of the chip itself,
+// personalisation commands (the factory writes the hidden zone directly, holding the fuses).
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { decode, encode, type CborValue } from '../../protocol/cbor.ts';
+import { equalBytes } from '@noble/ciphers/utils.js';
+import { kdf } from '../../protocol/keys.ts';
+import { MsgType, SECRET_BYTES, USER_RE, NONCE_BYTES, MAC_BYTES } from '../../protocol/messages.ts';
+import { passwordLoginKey } from '../../protocol/channel.ts';
+import { softClientKeyOps, type ClientKeyOps, type Rng } from '../../protocol/handshake-keys.ts';
+import { FlashStatus } from '../flash/chip.ts';
+import type { HiddenPort } from '../flash/bus.ts';
+import type { Fuses } from '../flash/fuses.ts';
+import { readIdentity, RecordStore, HIDDEN_STORES, storeKeyLabel, type Identity } from '../zones/hidden.ts';
+import { CLA, Ins, DataObject, SW, parseCommand, encodeResponse } from './apdu.ts';
+
+export const Slot = { deviceKey: 0x01, business: 0x02, fingerprint: 0x20, otpSeed: 0x21 } as const;
+export const Record = { savedLogin: 0x01 } as const;
+
+/** Label of the key the registration server wraps a business secret under (docs/protocol.md §6.2). */
+export const SECRET_WRAP_LABEL = 'usbphone/v1 secret wrap';
+/** Associated data of a wrapped secret: it opens only for this user and generation. */
+export function secretWrapAad(user: string, gen: number): Uint8Array {
+  return encode(['usbphone/v1 wrapped secret', user, gen]);
+}
+/** The wrap key: only the chip (K_dev in its slot) and the registration servers (master key) can derive it. */
+export function secretWrapKey(deviceKey: Uint8Array): Uint8Array {
+  return kdf(deviceKey, SECRET_WRAP_LABEL, 'wrap');
+}
+export const WRAPPED_SECRET_BYTES = 24 + SECRET_BYTES + 16;
+
+/** Server side of the wrap: nonce (24) || XChaCha20-Poly1305(secret), AAD = secretWrapAad. */
+export function wrapSecret(deviceKey: Uint8Array, user: string, gen: number, secret: Uint8Array, rng: Rng): Uint8Array {
+  const k = secretWrapKey(deviceKey);
+  const nonce = rng(24);
+  const ct = xchacha20poly1305(k, nonce, secretWrapAad(user, gen)).encrypt(secret);
+  k.fill(0);
+  const out = new Uint8Array(24 + ct.length);
+  out.set(nonce);
+  out.set(ct, 24);
+  return out;
+}
+
+interface Held {
+  user: string;
+  /** Newest first, at most two. */
+  secrets: { gen: number; secret: Uint8Array }[];
+}
+
+const SECRETS_VERSION = 1;
+/** The secret slots live in the hidden zone's second record store, sealed under its own fuse key. */
+const SECRETS_STORE = HIDDEN_STORES.spare;
+const MAX_RECORD = 2048;
+
+type Reply = { data?: Uint8Array; sw: number } | 'power-lost';
+const ok = (v?: CborValue): Reply => ({ data: v === undefined ? new Uint8Array(0) : encode(v), sw: SW.ok });
+const status = (sw: number): Reply => ({ sw });
+
+export class SecureElement {
+  readonly #port: HiddenPort & { deriveKey(label: string): Uint8Array; uniqueId(): Uint8Array };
+  readonly #rng: Rng;
+  readonly #fuses: Fuses;
+  #identity: Identity | null = null;
+  #held: Held | null = null;
+  #heldLoaded = false;
+  #session: { slot: number; gen: number | null; ops: ClientKeyOps } | null = null;
+  /** The generation a server accepted since power-on (a login handshake finished with it). */
+  #proven: number | null = null;
+  #stores = new Map<number, RecordStore>();
+  /** Counts of what a host tried, for tests and the inspector. */
+  readonly counters = { commands: 0, refused: 0 };
+
+  /**
+   * port: the hidden zone, private to the controller (the bus gives the host no path to it).
+   * Throws only on bad construction.
+   */
+  constructor(port: HiddenPort, fuses: Fuses, rng: Rng) {
+    this.#fuses = fuses;
+    this.#port = Object.freeze({
+      hiddenBytes: port.hiddenBytes,
+      sectorBytes: port.sectorBytes,
+      pageBytes: port.pageBytes,
+      readHidden: (o: number, n: number) => port.readHidden(o, n),
+      programHidden: (o: number, d: Uint8Array) => port.programHidden(o, d),
+      eraseHiddenSector: (o: number) => port.eraseHiddenSector(o),
+      deriveKey: (label: string) => fuses.deriveKey(label),
+      uniqueId: () => fuses.uniqueId(),
+    });
+    this.#rng = rng;
+  }
+
+  /** Power-on reset: RAM state (session, identity cache, proven generation) is gone. */
+  reset(): void {
+    this.#session?.ops.abort();
+    this.#session = null;
+    this.#identity?.deviceKey.fill(0);
+    this.#identity = null;
+    this.#wipeHeld();
+    this.#proven = null;
+    this.#stores.clear();
+  }
+
+  /** One command APDU in, one response APDU out (data || SW1 SW2; empty when power was lost). */
+  transmit(apdu: Uint8Array): Uint8Array {
+    this.counters.commands++;
+    let r: Reply;
+    try {
+      r = this.#dispatch(apdu);
+    } catch {
+      // A model never throws at its host: anything unforeseen is "no precise diagnosis".
+      r = status(SW.noDiagnosis);
+    }
+    if (r === 'power-lost') return new Uint8Array(0);
+    if (r.sw !== SW.ok) this.counters.refused++;
+    return encodeResponse(r.data ?? new Uint8Array(0), r.sw);
+  }
+
+  #dispatch(apdu: Uint8Array): Reply {
+    const c = parseCommand(apdu);
+    if (!c) return status(SW.wrongLength);
+    if (c.cla !== CLA) return status(SW.claNotSupported);
+    const args = (): CborValue[] | null => {
+      try {
+        const v = decode(c.data);
+        return Array.isArray(v) ? v : null;
+      } catch {
+        return null;
+      }
+    };
+    switch (c.ins) {
+      case Ins.getData:
+        if (c.data.length) return status(SW.wrongLength);
+        return this.#getData((c.p1 << 8) | c.p2);
+      case Ins.hsOpen: {
+        const a = args();
+        return a ? this.#hsOpen(c.p1, c.p2, a) : status(SW.wrongData);
+      }
+      case Ins.hsFinish: {
+        const a = args();
+        return a ? this.#hsFinish(a) : status(SW.wrongData);
+      }
+      case Ins.importSecret: {
+        const a = args();
+        return a ? this.#import(a) : status(SW.wrongData);
+      }
+      case Ins.retireOlder: {
+        const a = args();
+        return a ? this.#retire(a) : status(SW.wrongData);
+      }
+      case Ins.readRecord:
+        if (c.p1 !== Record.savedLogin || c.p2 !== 0 || c.data.length) return status(SW.wrongP1P2);
+        return this.#readRecord();
+      case Ins.writeRecord:
+        if (c.p1 !== Record.savedLogin || c.p2 !== 0) return status(SW.wrongP1P2);
+        return this.#writeRecord(c.data);
+      default:
+        return status(SW.insNotSupported);
+    }
+  }
+
+  // ---- identity and slots
+
+  #loadIdentity(): Identity | Reply {
+    if (this.#identity) return this.#identity;
+    const r = readIdentity(this.#port);
+    if (r.status === FlashStatus.ERR_POWER_LOST) return 'power-lost';
+    if (!r.identity) return status(r.status === FlashStatus.ERR_EMPTY ? SW.notFound : SW.memoryFailure);
+    return (this.#identity = r.identity);
+  }
+
+  #getData(obj: number): Reply {
+    const id = this.#loadIdentity();
+    if (!isIdentity(id)) return id;
+    if (obj === DataObject.identity) return ok([id.serialToken, id.keyVersion, id.serial]);
+    if (obj === DataObject.slots) {
+      const h = this.#loadHeld();
+      if (h === 'power-lost') return h;
+      return ok([
+        [Slot.deviceKey, 'device-key', 'set', null, [id.keyVersion]],
+        [Slot.business, 'business-secret', h ? 'set' : 'empty', h?.user ?? null, h ? h.secrets.map((s) => s.gen) : []],
+        [Slot.fingerprint, 'fingerprint', 'empty', null, []],
+        [Slot.otpSeed, 'otp-seed', 'empty', null, []],
+      ]);
+    }
+    return status(SW.wrongP1P2);
+  }
+
+  // ---- handshake
+
+  #hsOpen(slot: number, p2: number, a: CborValue[]): Reply {
+    if (p2 !== 0) return status(SW.wrongP1P2);
+    if (a.length !== 4) return status(SW.wrongData);
+    const [type, seq, dest, fields] = a;
+    if (typeof type !== 'number' || typeof seq !== 'number' || typeof dest !== 'string' || !Array.isArray(fields)) return status(SW.wrongData);
+    // A new opening abandons any handshake in progress (its keys are wiped).
+    this.#session?.ops.abort();
+    this.#session = null;
+    const id = this.#loadIdentity();
+    if (!isIdentity(id)) return id;
+    let key: Uint8Array;
+    let gen: number | null = null;
+    if (slot === Slot.deviceKey) {
+      // Usage policy: the registration hello, with this chip's own serial token, nothing else.
+      if (type !== MsgType.hello || fields.length !== 1 || !(fields[0] instanceof Uint8Array) || !equalBytes(fields[0], id.serialToken)) return status(SW.conditionsNotSatisfied);
+      key = Uint8Array.from(id.deviceKey);
+    } else if (slot === Slot.business) {
+      // Usage policy: a password login of the user these secrets belong to, with a held generation.
+      const h = this.#loadHeld();
+      if (h === 'power-lost') return h;
+      if (type !== MsgType.login || fields.length !== 4) return status(SW.conditionsNotSatisfied);
+      const [mech, user, g] = fields;
+      if (mech !== 'password' || !h || user !== h.user || typeof g !== 'number') return status(SW.conditionsNotSatisfied);
+      const s = h.secrets.find((x) => x.gen === g);
+      if (!s) return status(SW.notFound);
+      key = passwordLoginKey(s.secret, h.user);
+      gen = g;
+    } else if (slot === Slot.fingerprint || slot === Slot.otpSeed) {
+      return status(SW.notFound);
+    } else return status(SW.wrongP1P2);
+    const ops = softClientKeyOps(key, this.#rng);
+    key.fill(0);
+    const o = ops.opening(type, seq, dest, fields);
+    this.#session = { slot, gen, ops };
+    return ok([o.nonce, o.mac]);
+  }
+
+  #hsFinish(a: CborValue[]): Reply {
+    const s = this.#session;
+    if (!s) return status(SW.securityNotSatisfied);
+    this.#session = null;
+    const [th1, nonce, mac, th2] = a;
+    if (a.length !== 4 || !isBytes(th1, 32) || !isBytes(nonce, NONCE_BYTES) || !isBytes(mac, MAC_BYTES) || !isBytes(th2, 32)) {
+      s.ops.abort();
+      return status(SW.wrongData);
+    }
+    const out = s.ops.proof({ th1, nonce, mac, th2 });
+    if (!out) return status(SW.verificationFailed);
+    if (s.slot === Slot.business) this.#proven = s.gen;
+    return ok([out.finish, out.c2s, out.s2c]);
+  }
+
+  // ---- business secrets
+
+  #loadHeld(): Held | null | 'power-lost' {
+    if (this.#heldLoaded) return this.#held;
+    const st = this.#store(SECRETS_STORE);
+    const r = st.read();
+    if (r.status === FlashStatus.ERR_POWER_LOST) return 'power-lost';
+    this.#heldLoaded = true;
+    if (r.status !== FlashStatus.OK) return (this.#held = null);
+    try {
+      const v = decode(r.payload!);
+      if (!Array.isArray(v) || v.length !== 3 || v[0] !== SECRETS_VERSION || typeof v[1] !== 'string' || !Array.isArray(v[2])) throw new Error('shape');
+      const secrets = v[2].map((e) => {
+        if (!Array.isArray(e) || typeof e[0] !== 'number' || !isBytes(e[1], SECRET_BYTES)) throw new Error('shape');
+        return { gen: e[0], secret: Uint8Array.from(e[1]) };
+      });
+      this.#held = { user: v[1], secrets };
+    } catch {
+      this.#held = null;
+    } finally {
+      r.payload?.fill(0);
+    }
+    return this.#held;
+  }
+
+  #saveHeld(h: Held): Reply | null {
+    const bytes = encode([SECRETS_VERSION, h.user, h.secrets.map((s) => [s.gen, s.secret])]);
+    const st = this.#store(SECRETS_STORE).write(bytes);
+    bytes.fill(0);
+    if (st === FlashStatus.ERR_POWER_LOST) return 'power-lost';
+    if (st !== FlashStatus.OK) return status(SW.memoryFailure);
+    this.#wipeHeld();
+    this.#held = h;
+    this.#heldLoaded = true;
+    return null;
+  }
+
+  #wipeHeld(): void {
+    for (const s of this.#held?.secrets ?? []) s.secret.fill(0);
+    this.#held = null;
+    this.#heldLoaded = false;
+  }
+
+  #import(a: CborValue[]): Reply {
+    const [user, gen, currentGen, wrapped] = a;
+    if (a.length !== 4 || typeof user !== 'string' || !USER_RE.test(user) || !isUint(gen) || !isUint(currentGen) || !isBytes(wrapped, WRAPPED_SECRET_BYTES)) return status(SW.wrongData);
+    const id = this.#loadIdentity();
+    if (!isIdentity(id)) return id;
+    const k = secretWrapKey(id.deviceKey);
+    let secret: Uint8Array;
+    try {
+      secret = xchacha20poly1305(k, wrapped.subarray(0, 24), secretWrapAad(user, gen)).decrypt(wrapped.subarray(24));
+    } catch {
+      return status(SW.verificationFailed);
+    } finally {
+      k.fill(0);
+    }
+    const prev = this.#loadHeld();
+    if (prev === 'power-lost') return prev;
+    const same = prev && prev.user === user ? prev : null;
+    // No rollback: a replayed older reply cannot replace a newer generation.
+    if (same && same.secrets.some((s) => s.gen > gen)) return status(SW.conditionsNotSatisfied);
+    const secrets = [{ gen, secret }];
+    const keep = same?.secrets.find((s) => s.gen === currentGen && s.gen !== gen);
+    if (keep) secrets.push({ gen: keep.gen, secret: Uint8Array.from(keep.secret) });
+    return this.#saveHeld({ user, secrets }) ?? ok();
+  }
+
+  #retire(a: CborValue[]): Reply {
+    const [gen] = a;
+    if (a.length !== 1 || !isUint(gen)) return status(SW.wrongData);
+    // Only after a server accepted `gen` in this power-on: then the older ones are no longer needed.
+    if (this.#proven !== gen) return status(SW.securityNotSatisfied);
+    const h = this.#loadHeld();
+    if (h === 'power-lost') return h;
+    if (!h || !h.secrets.some((s) => s.gen === gen)) return status(SW.notFound);
+    if (h.secrets.every((s) => s.gen >= gen)) return ok();
+    return this.#saveHeld({ user: h.user, secrets: h.secrets.filter((s) => s.gen >= gen).map((s) => ({ gen: s.gen, secret: Uint8Array.from(s.secret) })) }) ?? ok();
+  }
+
+  // ---- host records
+
+  #store(geometry: { id: number; firstSector: number; slots: number }): RecordStore {
+    let s = this.#stores.get(geometry.id);
+    if (!s) {
+      const name = geometry.id === HIDDEN_STORES.login.id ? 'login' : 'spare';
+      const key = this.#fuses.deriveKey(storeKeyLabel(name));
+      s = new RecordStore(this.#port, key, geometry);
+      key.fill(0);
+      this.#stores.set(geometry.id, s);
+    }
+    return s;
+  }
+
+  #readRecord(): Reply {
+    const r = this.#store(HIDDEN_STORES.login).read();
+    if (r.status === FlashStatus.ERR_POWER_LOST) return 'power-lost';
+    if (r.status === FlashStatus.ERR_EMPTY) return status(SW.notFound);
+    if (r.status !== FlashStatus.OK) return status(SW.memoryFailure);
+    return { data: r.payload!, sw: SW.ok };
+  }
+
+  #writeRecord(data: Uint8Array): Reply {
+    if (data.length === 0) return status(SW.wrongLength);
+    if (data.length > MAX_RECORD) return status(SW.notEnoughMemory);
+    const st = this.#store(HIDDEN_STORES.login).write(data);
+    if (st === FlashStatus.ERR_POWER_LOST) return 'power-lost';
+    return st === FlashStatus.OK ? ok() : status(SW.memoryFailure);
+  }
+}
+
+function isIdentity(v: Identity | Reply): v is Identity {
+  return typeof v === 'object' && v !== null && 'deviceKey' in v;
+}
+function isBytes(v: unknown, n: number): v is Uint8Array {
+  return v instanceof Uint8Array && v.length === n;
+}
+function isUint(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+}
