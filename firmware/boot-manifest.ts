@@ -1,0 +1,101 @@
+// The signed boot manifest (issue 9, "a signed, attested boot"): the factory lists every boot
+// file (zone, name, SHA-256) and signs the list with the vendor's Ed25519 key (RFC 8032); the
+// vendor public key is burnt into the chip's fuses. Boot refuses any file that does not match a
+// manifest signed by that key, so rewriting files, hashes and manifest together does not boot:
+// the rewriter lacks the vendor's private key. The manifest's SHA-256 is the firmware
+// **measurement** the secure controller binds into the registration hello, so a server can
+// refuse firmware it does not accept (remote attestation, as a TPM quote).
+//
+// Manifest file BOOT.SIG in the virtual zone: CBOR [body, signature(64)], where body is the
+// CBOR ["usbphone/v1 boot manifest", version, [[zone, name, sha256(32)], ...]] with zone
+// "cdrom" (virtual zone) or "disk" (free zone), entries sorted by zone then name.
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { equalBytes } from '@noble/ciphers/utils.js';
+import { decode, encode } from '../protocol/cbor.ts';
+
+export const MANIFEST_FILE = 'BOOT.SIG';
+export const MANIFEST_CONTEXT = 'usbphone/v1 boot manifest';
+export type BootZone = 'cdrom' | 'disk';
+
+export interface ManifestEntry {
+  zone: BootZone;
+  name: string;
+  sha256: Uint8Array;
+}
+
+export interface BootManifest {
+  /** Firmware version the vendor gives this set of files. */
+  version: number;
+  entries: ManifestEntry[];
+}
+
+const NAME_RE = /^[A-Z0-9_]{1,8}(\.[A-Z0-9_]{1,3})?$/;
+const MAX_ENTRIES = 16;
+
+function sorted(entries: ManifestEntry[]): ManifestEntry[] {
+  return [...entries].sort((a, b) => (a.zone === b.zone ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.zone < b.zone ? -1 : 1));
+}
+
+function encodeBody(m: BootManifest): Uint8Array {
+  return encode([MANIFEST_CONTEXT, m.version, sorted(m.entries).map((e) => [e.zone, e.name, e.sha256])]);
+}
+
+/** Factory: the BOOT.SIG bytes for these files, signed with the vendor's Ed25519 secret key (32 bytes). */
+export function signManifest(m: BootManifest, vendorSecret: Uint8Array): Uint8Array {
+  if (m.entries.length === 0 || m.entries.length > MAX_ENTRIES) throw new RangeError(`a manifest lists 1..${MAX_ENTRIES} files`);
+  for (const e of m.entries) {
+    if ((e.zone !== 'cdrom' && e.zone !== 'disk') || !NAME_RE.test(e.name) || e.sha256.length !== 32) throw new RangeError(`bad manifest entry ${e.zone}:${e.name}`);
+  }
+  const body = encodeBody(m);
+  return encode([body, ed25519.sign(body, vendorSecret)]);
+}
+
+/** The vendor public key (32 bytes) of a secret key: what the factory burns into the fuses. */
+export function vendorPublicKey(vendorSecret: Uint8Array): Uint8Array {
+  return ed25519.getPublicKey(vendorSecret);
+}
+
+export type ManifestCheck =
+  | { ok: true; manifest: BootManifest; measurement: Uint8Array }
+  | { ok: false; code: 'BOOT_BAD_MANIFEST' | 'BOOT_BAD_SIGNATURE'; reason: string };
+
+/**
+ * Boot and the controller: parses BOOT.SIG and checks its signature under the vendor public
+ * key from the fuses. Never throws. The measurement is SHA-256 of the signed body.
+ */
+export function verifyManifest(file: Uint8Array, vendorPublic: Uint8Array): ManifestCheck {
+  let body: Uint8Array, sig: Uint8Array;
+  try {
+    const v = decode(file);
+    if (!Array.isArray(v) || v.length !== 2 || !(v[0] instanceof Uint8Array) || !(v[1] instanceof Uint8Array) || v[1].length !== 64) throw new Error('shape');
+    [body, sig] = [v[0], v[1]];
+  } catch {
+    return { ok: false, code: 'BOOT_BAD_MANIFEST', reason: `${MANIFEST_FILE} is not a signed manifest` };
+  }
+  let good = false;
+  try {
+    good = vendorPublic.length === 32 && ed25519.verify(sig, body, vendorPublic);
+  } catch {
+    good = false;
+  }
+  if (!good) return { ok: false, code: 'BOOT_BAD_SIGNATURE', reason: `${MANIFEST_FILE} is not signed by this chip's vendor key` };
+  try {
+    const v = decode(body);
+    if (!Array.isArray(v) || v.length !== 3 || v[0] !== MANIFEST_CONTEXT || typeof v[1] !== 'number' || !Array.isArray(v[2]) || v[2].length === 0 || v[2].length > MAX_ENTRIES) throw new Error('shape');
+    const entries = v[2].map((e) => {
+      if (!Array.isArray(e) || e.length !== 3 || (e[0] !== 'cdrom' && e[0] !== 'disk') || typeof e[1] !== 'string' || !NAME_RE.test(e[1]) || !(e[2] instanceof Uint8Array) || e[2].length !== 32) throw new Error('entry');
+      return { zone: e[0] as BootZone, name: e[1], sha256: Uint8Array.from(e[2]) };
+    });
+    return { ok: true, manifest: { version: v[1], entries }, measurement: sha256(body) };
+  } catch {
+    // Signed but unreadable: a vendor bug, still not bootable.
+    return { ok: false, code: 'BOOT_BAD_MANIFEST', reason: `${MANIFEST_FILE} is signed but not a manifest this firmware reads` };
+  }
+}
+
+/** Whether `data` is the file the manifest lists as zone:name. */
+export function matchesManifest(m: BootManifest, zone: BootZone, name: string, data: Uint8Array): boolean {
+  const e = m.entries.find((x) => x.zone === zone && x.name === name);
+  return !!e && equalBytes(e.sha256, sha256(data));
+}
