@@ -15,6 +15,7 @@ import { defaultLayout, encodeTable, zoneOf, ZoneFlag, ZoneType, TABLE_OFFSET, t
 import { buildIso } from '../zones/iso9660.ts';
 import { buildFat } from '../zones/fat.ts';
 import { crc32 } from '../zones/crc32.ts';
+import { diskVisibleBytes } from '../zones/disk-controller.ts';
 import { sealIdentity, IDENTITY_KEY_LABEL, IDENTITY_OFFSET } from '../zones/hidden.ts';
 
 export const DEFAULT_REG_PRIMARY = 'ws://127.0.0.1:7400/reg-primary';
@@ -148,7 +149,8 @@ export function buildImage(o: BuildImageOptions): { image: Uint8Array; enrollmen
   virtual.contentCrc = crc32(iso);
   virtual.flags |= ZoneFlag.CHECKSUMMED;
 
-  image.set(buildFat(files.free, free.size, VOLUME_LABEL, { fill: profile.erasedValue }), free.offset);
+  // The disk controller keeps the free zone's last sectors (spares, journal): erased here.
+  image.set(buildFat(files.free, diskVisibleBytes(free.size, profile.sectorBytes), VOLUME_LABEL, { fill: profile.erasedValue }), free.offset);
   image.set(encodeTable(table), TABLE_OFFSET);
 
   const enrollment: EnrollmentRecord = {

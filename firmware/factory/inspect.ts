@@ -15,6 +15,7 @@ import { parseTable, zoneName, ZoneFlag, ZoneType, type PartitionTable, type Zon
 import { crc32 } from '../zones/crc32.ts';
 import { scanIso, arrayBlocks, readIsoFile, ISO_BLOCK } from '../zones/iso9660.ts';
 import { checkFat, arraySectors, FAT_SECTOR, type FatGeometry } from '../zones/fat.ts';
+import { diskVisibleBytes } from '../zones/disk-controller.ts';
 import { identityMeta, openIdentity, classifySlot, HIDDEN_STORES, IDENTITY_KEY_LABEL, IDENTITY_MAX, storeKeyLabel, type IdentityMeta, type SlotInfo } from '../zones/hidden.ts';
 
 export const SECTOR_BYTES = 4096;
@@ -202,8 +203,10 @@ export function inspectImage(img: Uint8Array, opts: InspectOptions = {}): Inspec
 
   // Free zone.
   if (want('free')) {
-    const fb = img.subarray(fz.offset, fz.offset + fz.size);
-    const c = checkFat(arraySectors(fb).read, fz.size / FAT_SECTOR);
+    // The host sees the zone minus the disk controller's spares and journal at its end.
+    const visible = diskVisibleBytes(fz.size, SECTOR_BYTES);
+    const fb = img.subarray(fz.offset, fz.offset + visible);
+    const c = checkFat(arraySectors(fb).read, visible / FAT_SECTOR);
     for (const p of c.problems) P.push({ zone: 'free', offset: fz.offset + p.offset, message: p.message });
     const g = c.geometry;
     report.free = { geometry: g, files: c.entries.map(({ name, size, cluster }) => ({ name, size, cluster })), freeBytes: g ? (g.clusters - c.usedClusters) * g.sectorsPerCluster * FAT_SECTOR : 0 };
