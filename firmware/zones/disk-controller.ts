@@ -44,8 +44,11 @@ export const DISK_RESERVED_SECTORS = DISK_SPARE_SECTORS + DISK_JOURNAL_SECTORS;
 export const JOURNAL_RECORD_BYTES = 32;
 const MAGIC0 = 0x44, MAGIC1 = 0x4a; // "DJ"
 const DONE_AT = 2;
-/** Reads of a spare whose CRC does not match are retried this often (transient read flips). */
-const SPARE_READ_TRIES = 3;
+/**
+ * Reads that find a CRC mismatch (a spare, a journal sector with a bad slot) are tried this
+ * often: a transient read flip must not turn a pending record into an ignored one.
+ */
+const READ_TRIES = 3;
 
 /** Bytes the host sees of a free zone of zoneBytes (the controller keeps the last sectors). */
 export function diskVisibleBytes(zoneBytes: number, sectorBytes = 4096): number {
@@ -126,15 +129,25 @@ export function scanJournal(read: (off: number, len: number) => Uint8Array | nul
   const records: JournalRecord[] = [];
   const used: number[] = [];
   for (let j = 0; j < DISK_JOURNAL_SECTORS; j++) {
-    const b = read(firstJournal + j * sectorBytes, sectorBytes);
-    if (!b) return null;
-    let lastUsed = -1;
-    for (let s = 0; s < slots; s++) {
-      const r = parseJournalSlot(b.subarray(s * JOURNAL_RECORD_BYTES, (s + 1) * JOURNAL_RECORD_BYTES), j, s);
-      if (r !== 'free') lastUsed = s;
-      if (typeof r === 'object') records.push(r);
+    // A torn record stays bad however often it is read; a flipped read does not: re-read a
+    // sector with bad slots and keep the reading with the most valid records.
+    let best: { recs: JournalRecord[]; lastUsed: number } | null = null;
+    for (let t = 0; t < READ_TRIES; t++) {
+      const b = read(firstJournal + j * sectorBytes, sectorBytes);
+      if (!b) return null;
+      let lastUsed = -1, bad = 0;
+      const recs: JournalRecord[] = [];
+      for (let s = 0; s < slots; s++) {
+        const r = parseJournalSlot(b.subarray(s * JOURNAL_RECORD_BYTES, (s + 1) * JOURNAL_RECORD_BYTES), j, s);
+        if (r !== 'free') lastUsed = s;
+        if (r === 'bad') bad++;
+        else if (r !== 'free') recs.push(r);
+      }
+      if (!best || recs.length > best.recs.length) best = { recs, lastUsed };
+      if (!bad) break;
     }
-    used.push(lastUsed + 1);
+    records.push(...best!.recs);
+    used.push(best!.lastUsed + 1);
   }
   let last: JournalRecord | null = null;
   for (const r of records) if (!last || r.seq > last.seq) last = r;
@@ -264,7 +277,7 @@ export class DiskController {
       const rec = this.#journal0 + r.journal * sb + r.slot * JOURNAL_RECORD_BYTES;
       const targetOk = r.target * sb < this.visibleBytes && r.spare < DISK_SPARE_SECTORS;
       let copy: Uint8Array | null = null;
-      for (let t = 0; t < SPARE_READ_TRIES && targetOk && !copy; t++) {
+      for (let t = 0; t < READ_TRIES && targetOk && !copy; t++) {
         const b = read(this.#spare0 + r.spare * sb, sb);
         if (!b) return st;
         if (crc32(b) === r.crc) copy = b;
