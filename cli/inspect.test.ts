@@ -94,7 +94,7 @@ test('inspect --check finds a flipped bit in each zone\'s metadata: exit 1, name
     ['table', 16 + 24 + 12, /table: partition table CRC-32 mismatch/], // virtual entry's usedBytes
     ['hidden', h.offset + 40, /hidden: identity record CRC-32 mismatch/],
     ['virtual', v.offset + 16 * 2048 + 156 + 2, /virtual: /], // root directory extent in the PVD
-    ['free', f.offset + 512 + 6, /free: FAT 2 differs from FAT 1/], // FAT 1 entry 3
+    ['free', f.offset + 4096 + 4, /free: FAT 2 differs from FAT 1/], // FAT 1 (at sector 8: its own flash sector), cluster 2-3
   ];
   for (const [zone, off, re] of cases) {
     const path = variant(`flip-${zone}.img`, (b) => {
