@@ -11,7 +11,7 @@ import { Fuses } from '../firmware/flash/fuses.ts';
 import { DeviceBus, VENDOR_UNLOCK_SEQUENCE } from '../firmware/flash/bus.ts';
 import { parseTable } from '../firmware/zones/layout.ts';
 import { readIsoFile } from '../firmware/zones/iso9660.ts';
-import { readFatFile } from '../firmware/zones/fat.ts';
+import { readFatFile, writeFatFile, deleteFatFile, type ReadSectors, type WriteSectors } from '../firmware/zones/fat.ts';
 import { readIdentity, openStore } from '../firmware/zones/hidden.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { inspectImage } from '../firmware/factory/inspect.ts';
@@ -145,4 +145,44 @@ row('inspect with fuses + secret scan, median of 7', `${time(7, () => inspectIma
   }
   const ms = performance.now() - t;
   row(`power cut + reboot + read, ${cuts} cut points`, `${ms.toFixed(0)} ms = ${((ms / cuts) * 1000).toFixed(0)} us per cut point`);
+}
+
+// 5. Host writes to the disk unit (free zone, FAT): what each costs the flash. Write
+// amplification = flash bytes programmed + erased / bytes the host wrote (whole sectors).
+{
+  const p = parseTable(image);
+  if (!p.ok) throw new Error('table');
+  const te = new TextEncoder();
+  const ops: [string, (r: ReadSectors, w: WriteSectors) => number][] = [
+    ['create a 13-byte file', (r, w) => writeFatFile(r, w, 'NOTE.TXT', te.encode('hello, phone!'))],
+    ['overwrite it (22 bytes)', (r, w) => writeFatFile(r, w, 'NOTE.TXT', te.encode('replaced by the host\r\n'))],
+    ['create a 10 000-byte file', (r, w) => writeFatFile(r, w, 'PHOTO.JPG', new Uint8Array(10_000).fill(0x5a))],
+    ['delete it', (r, w) => deleteFatFile(r, w, 'PHOTO.JPG')],
+  ];
+  const chip = new FlashChip({ backing: new CowBacking(image) });
+  const bus = new DeviceBus(chip, fuses, p.table);
+  const read: ReadSectors = (lba, n) => {
+    const r = bus.disk.readSectors(lba, n);
+    return r.status === FlashStatus.OK ? r.data : null;
+  };
+  let host = 0;
+  const write: WriteSectors = (lba, d) => {
+    host += d.length;
+    return bus.disk.writeSectors(lba, d);
+  };
+  read(0, 1); // power-on work (journal scan) is not charged to the first write
+  let totalHost = 0, totalFlash = 0;
+  for (const [what, f] of ops) {
+    const s0 = { ...chip.stats }, v0 = chip.clock.nowUs;
+    host = 0;
+    const t = performance.now();
+    if (f(read, write) !== FlashStatus.OK) throw new Error(what);
+    const ms = performance.now() - t;
+    const erases = chip.stats.sectorErases - s0.sectorErases, programmed = chip.stats.programBytes - s0.programBytes;
+    const flash = programmed + erases * W25Q64.sectorBytes;
+    totalHost += host;
+    totalFlash += flash;
+    row(`host: ${what}`, `${host} B written by the host; ${erases} erases, ${programmed} B programmed; ${((chip.clock.nowUs - v0) / 1000).toFixed(0)} ms virtual, ${ms.toFixed(2)} ms wall; amplification ${(flash / host).toFixed(1)}x`);
+  }
+  row('host: the four together', `write amplification ${(totalFlash / totalHost).toFixed(1)}x (flash bytes programmed + erased per host byte)`);
 }

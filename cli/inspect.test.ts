@@ -94,7 +94,7 @@ test('inspect --check finds a flipped bit in each zone\'s metadata: exit 1, name
     ['table', 16 + 24 + 12, /table: partition table CRC-32 mismatch/], // virtual entry's usedBytes
     ['hidden', h.offset + 40, /hidden: identity record CRC-32 mismatch/],
     ['virtual', v.offset + 16 * 2048 + 156 + 2, /virtual: /], // root directory extent in the PVD
-    ['free', f.offset + 512 + 6, /free: FAT 2 differs from FAT 1/], // FAT 1 entry 3
+    ['free', f.offset + 4096 + 4, /free: FAT 2 differs from FAT 1/], // FAT 1 (at sector 8: its own flash sector), cluster 2-3
   ];
   for (const [zone, off, re] of cases) {
     const path = variant(`flip-${zone}.img`, (b) => {
@@ -112,6 +112,25 @@ test('inspect --check finds a flipped bit in each zone\'s metadata: exit 1, name
   const r = run('inspect', withSlot, '--check', '--zone', 'hidden');
   assert.is(r.code, 1);
   assert.match(r.out, /record store "login" slot 0/);
+});
+
+test('inspect --check: a one-byte edit of MAIN.EXE (fsck.fat still clean) is an integrity finding against UPMON.CFG\'s hash: exit 1', () => {
+  const clean = run('inspect', img, '--check');
+  assert.is(clean.code, 0, clean.out + clean.err);
+  const b0 = new Uint8Array(readFileSync(img));
+  const p = parseTable(b0);
+  if (!p.ok) throw new Error('table');
+  const f = zoneOf(p.table, ZoneType.FREE);
+  const main = new TextEncoder().encode('usbphone MAIN v1');
+  let at = -1;
+  for (let i = f.offset; i < f.offset + f.size && at < 0; i += 512) if (main.every((x, k) => b0[i + k] === x)) at = i;
+  assert.ok(at > 0, 'MAIN.EXE data found');
+  const path = variant('main-edit.img', (b) => {
+    b[at + 9] = 0x4e; // "MAIN" -> "NAIN": same size, same chain
+  });
+  const r = run('inspect', path, '--check');
+  assert.is(r.code, 1, r.out + r.err);
+  assert.match(r.out, /main program MAIN\.EXE does not match the SHA-256 in UPMON\.CFG/);
 });
 
 test('inspect: unusable input exits 2 with a clear one-line message, no stack trace', () => {

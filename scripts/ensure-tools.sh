@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real tools the tests use to read our images, when they are missing.
-# fsck.fat (dosfstools), mdir (mtools), xorriso. Needs root (CI and the dev machines are).
+# fsck.fat and mkfs.fat (dosfstools), mdir/mcopy (mtools), xorriso. Needs root (CI and the dev machines are).
 set -euo pipefail
 need=()
 command -v fsck.fat >/dev/null 2>&1 || need+=(dosfstools)

@@ -14,7 +14,8 @@ import { MasterKeyring, deriveDeviceKey } from '../../protocol/keys.ts';
 import { ImplementationError } from '../../protocol/errors.ts';
 import { zoneOf, ZoneType } from '../zones/layout.ts';
 import { readIsoFile, arrayBlocks } from '../zones/iso9660.ts';
-import { readFatFile, arraySectors } from '../zones/fat.ts';
+import { readFatFile, arraySectors, checkFat } from '../zones/fat.ts';
+import { diskVisibleBytes } from '../zones/disk-controller.ts';
 import { IDENTITY_KEY_LABEL, storeKeyLabel } from '../zones/hidden.ts';
 
 const master = Uint8Array.from({ length: 32 }, (_, i) => i * 3);
@@ -90,7 +91,7 @@ test('real tools read the built image: mdir at the free-zone offset, fsck.fat an
     const ls = execFileSync('mdir', ['-i', `${img}@@${free.offset}`, '::'], { encoding: 'utf8' });
     for (const n of ['MAIN     EXE', 'MAIN     MAN', 'MAIN     CFG', 'README   TXT']) assert.ok(ls.includes(n), ls);
     const fz = join(dir, 'free.img');
-    writeFileSync(fz, image.subarray(free.offset, free.offset + free.size));
+    writeFileSync(fz, image.subarray(free.offset, free.offset + diskVisibleBytes(free.size)));
     const f = spawnSync('fsck.fat', ['-n', fz], { encoding: 'utf8' });
     assert.is(f.status, 0, f.stdout + f.stderr);
     const vz = join(dir, 'virtual.iso');
@@ -114,6 +115,35 @@ test('bad inputs are refused with a code', () => {
   const small = buildImage({ serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'W25Q08', sizeBytes: 1024 * 1024 } });
   assert.is(small.image.length, 1024 * 1024);
   assert.equal(inspectImage(small.image, { fuses }).problems, []);
+  // Chip sizes the layout or the formatter cannot handle: a coded error, never a RangeError.
+  for (const sizeBytes of [256 * 1024, 1024 * 1024 + 4096, 2 ** 31, 0]) {
+    code(() => buildImage({ serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'odd', sizeBytes } }), 'IMAGE_BAD_SIZE');
+  }
+  code(() => buildImage({ serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'odd', sectorBytes: 256, pageBytes: 256 } }), 'IMAGE_BAD_SIZE');
+});
+
+test('free zone layout: the boot sector, each FAT, the root directory and MAIN.EXE sit in flash sectors of their own', () => {
+  const visible = diskVisibleBytes(free.size);
+  const c = checkFat(arraySectors(image.subarray(free.offset, free.offset + visible)).read, visible / 512);
+  assert.equal(c.problems, []);
+  const g = c.geometry!;
+  const flashSector = (lba: number) => Math.floor(lba / 8);
+  const owners = new Map<number, Set<string>>();
+  const own = (what: string, first: number, count: number) => {
+    for (let s = first; s < first + count; s++) owners.set(flashSector(s), (owners.get(flashSector(s)) ?? new Set()).add(what));
+  };
+  own('boot', 0, g.reservedSectors);
+  own('FAT 1', g.reservedSectors, g.fatSectors);
+  own('FAT 2', g.reservedSectors + g.fatSectors, g.fatSectors);
+  own('root', g.rootSector, g.rootSectors);
+  for (const e of c.entries) {
+    const clusters = Math.ceil(e.size / (g.sectorsPerCluster * 512));
+    for (let k = 0; k < clusters; k++) own(e.name, g.dataSector + (e.cluster - 2 + k) * g.sectorsPerCluster, g.sectorsPerCluster);
+  }
+  for (const [s, who] of owners) assert.is(who.size, 1, `flash sector ${s} holds ${[...who].join(' + ')}`);
+  assert.ok(g.sectorsPerCluster >= 8 && g.dataSector % 8 === 0);
+  // The controller's spares and journal are erased.
+  assert.ok(image.subarray(free.offset + visible, free.offset + free.size).every((b) => b === 0xff));
 });
 
 test.run();

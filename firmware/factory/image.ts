@@ -14,8 +14,9 @@ import { W25Q64, validateProfile, type ChipProfile } from '../flash/chip.ts';
 import type { Fuses } from '../flash/fuses.ts';
 import { defaultLayout, encodeTable, zoneOf, ZoneFlag, ZoneType, TABLE_OFFSET, type PartitionTable } from '../zones/layout.ts';
 import { buildIso } from '../zones/iso9660.ts';
-import { buildFat } from '../zones/fat.ts';
+import { buildFat, FatSizeError, FAT_SECTOR } from '../zones/fat.ts';
 import { crc32 } from '../zones/crc32.ts';
+import { diskVisibleBytes } from '../zones/disk-controller.ts';
 import { sealIdentity, IDENTITY_KEY_LABEL, IDENTITY_OFFSET } from '../zones/hidden.ts';
 
 export const DEFAULT_REG_PRIMARY = 'ws://127.0.0.1:7400/reg-primary';
@@ -126,13 +127,23 @@ export function identityRecord(fuses: Fuses, serial: string, version: number, ma
 
 export function buildImage(o: BuildImageOptions): { image: Uint8Array; enrollment: EnrollmentRecord; table: PartitionTable } {
   const serial = checkSerial(o.serial);
-  const profile = validateProfile(o.profile ?? W25Q64);
+  // A chip the layout or the FAT formatter cannot handle is a coded error, not a RangeError.
+  const badSize = (e: unknown): never => {
+    if (e instanceof RangeError) throw new ImplementationError('IMAGE_BAD_SIZE', `cannot build an image for this chip: ${e.message}`);
+    throw e;
+  };
+  let profile: ChipProfile, table: PartitionTable;
+  try {
+    profile = validateProfile(o.profile ?? W25Q64);
+    table = defaultLayout(profile);
+  } catch (e) {
+    return badSize(e);
+  }
   const regPrimary = checkEndpoint(o.regPrimary ?? DEFAULT_REG_PRIMARY, 'primary registration server');
   const regBackup = checkEndpoint(o.regBackup ?? DEFAULT_REG_BACKUP, 'backup registration server');
   const version = o.keyVersion ?? o.keyring.current;
   const master = o.keyring.key(version);
 
-  const table = defaultLayout(profile);
   const image = new Uint8Array(profile.sizeBytes).fill(profile.erasedValue);
   const hidden = zoneOf(table, ZoneType.HIDDEN), virtual = zoneOf(table, ZoneType.VIRTUAL), free = zoneOf(table, ZoneType.FREE);
 
@@ -149,7 +160,17 @@ export function buildImage(o: BuildImageOptions): { image: Uint8Array; enrollmen
   virtual.contentCrc = crc32(iso);
   virtual.flags |= ZoneFlag.CHECKSUMMED;
 
-  image.set(buildFat(files.free, free.size, VOLUME_LABEL, { fill: profile.erasedValue }), free.offset);
+  // The disk controller keeps the free zone's last sectors (spares, journal): erased here.
+  // Boot sector, FATs, root directory and every cluster each in flash sectors of their own.
+  const perFlashSector = Math.min(64, profile.sectorBytes / FAT_SECTOR);
+  let fat: Uint8Array;
+  try {
+    fat = buildFat(files.free, diskVisibleBytes(free.size, profile.sectorBytes), VOLUME_LABEL, { fill: profile.erasedValue, alignSectors: perFlashSector, minClusterSectors: perFlashSector });
+  } catch (e) {
+    if (e instanceof FatSizeError && /do not fit|too many files/.test(e.message)) throw new ImplementationError('IMAGE_TOO_BIG', `free zone content: ${e.message}`);
+    return badSize(e);
+  }
+  image.set(fat, free.offset);
   image.set(encodeTable(table), TABLE_OFFSET);
 
   const enrollment: EnrollmentRecord = {

@@ -15,7 +15,8 @@ import type { Fuses } from '../flash/fuses.ts';
 import { parseTable, zoneName, ZoneFlag, ZoneType, type PartitionTable, type ZoneEntry } from '../zones/layout.ts';
 import { crc32 } from '../zones/crc32.ts';
 import { scanIso, arrayBlocks, readIsoFile, ISO_BLOCK } from '../zones/iso9660.ts';
-import { checkFat, arraySectors, FAT_SECTOR, type FatGeometry } from '../zones/fat.ts';
+import { checkFat, arraySectors, readFatFile, FAT_SECTOR, type FatGeometry } from '../zones/fat.ts';
+import { diskVisibleBytes } from '../zones/disk-controller.ts';
 import { identityMeta, openIdentity, classifySlot, HIDDEN_STORES, IDENTITY_KEY_LABEL, IDENTITY_MAX, storeKeyLabel, type IdentityMeta, type SlotInfo } from '../zones/hidden.ts';
 
 export const SECTOR_BYTES = 4096;
@@ -203,11 +204,34 @@ export function inspectImage(img: Uint8Array, opts: InspectOptions = {}): Inspec
 
   // Free zone.
   if (want('free')) {
-    const fb = img.subarray(fz.offset, fz.offset + fz.size);
-    const c = checkFat(arraySectors(fb).read, fz.size / FAT_SECTOR);
+    // The host sees the zone minus the disk controller's spares and journal at its end.
+    const visible = diskVisibleBytes(fz.size, SECTOR_BYTES);
+    const fb = img.subarray(fz.offset, fz.offset + visible);
+    const c = checkFat(arraySectors(fb).read, visible / FAT_SECTOR);
     for (const p of c.problems) P.push({ zone: 'free', offset: fz.offset + p.offset, message: p.message });
     const g = c.geometry;
     report.free = { geometry: g, files: c.entries.map(({ name, size, cluster }) => ({ name, size, cluster })), freeBytes: g ? (g.clusters - c.usedClusters) * g.sectorsPerCluster * FAT_SECTOR : 0 };
+    // The main program against the hash UPMon's (read-only) configuration names: the check
+    // the phone makes before it starts it (S0.10). A volume fsck.fat finds clean can still
+    // hold a main program the phone refuses to run.
+    const vb = img.subarray(vz.offset, vz.offset + vz.size);
+    const cfgBytes = readIsoFile(arrayBlocks(vb), 'UPMON.CFG', vz.size / ISO_BLOCK);
+    let cfg: { mainProgram?: unknown; mainSha256?: unknown } | null = null;
+    try {
+      cfg = cfgBytes ? JSON.parse(td.decode(cfgBytes)) : null;
+    } catch {
+      cfg = null;
+    }
+    if (!cfg || typeof cfg.mainProgram !== 'string' || typeof cfg.mainSha256 !== 'string') {
+      P.push({ zone: 'virtual', offset: vz.offset, message: 'UPMON.CFG is missing or does not name the main program and its SHA-256' });
+    } else if (g) {
+      const entry = c.entries.find((e) => e.name === (cfg!.mainProgram as string).toUpperCase());
+      const main = readFatFile(arraySectors(fb).read, cfg.mainProgram);
+      if (!entry || !main) P.push({ zone: 'free', offset: fz.offset + (entry?.entryOffset ?? g.rootSector * FAT_SECTOR), message: `main program ${cfg.mainProgram} (named by UPMON.CFG) is missing or unreadable: the phone cannot start it` });
+      else if (bytesToHex(sha256(main)) !== cfg.mainSha256) {
+        P.push({ zone: 'free', offset: fz.offset + (g.dataSector + (entry.cluster - 2) * g.sectorsPerCluster) * FAT_SECTOR, message: `main program ${entry.name} does not match the SHA-256 in UPMON.CFG (${cfg.mainSha256.slice(0, 16)}…, the file hashes to ${bytesToHex(sha256(main)).slice(0, 16)}…): the phone refuses to start it (BOOT_HASH_MISMATCH)` });
+      }
+    }
   }
 
   // Secret scan: no secret the inspector knows may appear in plaintext anywhere (S0.1).

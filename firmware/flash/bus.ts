@@ -4,11 +4,11 @@
 //
 // - cdrom: the virtual zone as a read-only unit of 2048-byte blocks. Writes are refused
 //   (ERR_READ_ONLY) and counted.
-// - disk: the free zone as a read-write unit of 512-byte sectors. A sector write becomes a
-//   read-modify-write of the 4 KiB flash sector holding it: program only when the new bytes
-//   merely clear bits, else erase and reprogram (a simple controller, no wear levelling, not
-//   power-cut safe: a cut mid-rewrite can lose the rest of that flash sector, as on a cheap
-//   USB stick).
+// - disk: the free zone as a read-write unit of 512-byte sectors, through its controller
+//   (zones/disk-controller.ts): a sector write that must erase is copied to a spare sector
+//   and journaled before the 4 KiB flash sector is rewritten, so a power cut never damages
+//   what the host did not write. The controller keeps the zone's last sectors; the host sees
+//   the rest.
 // - vendor: the hidden zone and the fuse key-derivation path, answering only after the
 //   vendor command sequence (the patent's "proprietary method", S0.4). A wrong sequence is
 //   refused and counted; after VENDOR_MAX_BAD_SEQUENCES wrong sequences the port stays
@@ -21,6 +21,7 @@
 import { FlashChip, FlashStatus, type ReadResult } from './chip.ts';
 import { Fuses } from './fuses.ts';
 import { ZoneType, zoneOf, type PartitionTable, type ZoneEntry } from '../zones/layout.ts';
+import { DiskController } from '../zones/disk-controller.ts';
 
 export const CDROM_BLOCK = 2048;
 export const DISK_SECTOR = 512;
@@ -53,7 +54,7 @@ export interface HiddenPort {
 /** Zone-bound access a unit gets from the bus: it can reach its own zone and nothing else. */
 interface ZoneAccess {
   read(off: number, len: number): ReadResult;
-  rewrite(off: number, data: Uint8Array): number;
+  write(off: number, data: Uint8Array): number;
   counters: BusCounters;
 }
 
@@ -93,7 +94,7 @@ export class DiskUnit {
       this.#z.counters.hostOutOfRange++;
       return FlashStatus.ERR_RANGE;
     }
-    return this.#z.rewrite(lba * DISK_SECTOR, data);
+    return this.#z.write(lba * DISK_SECTOR, data);
   }
 }
 
@@ -217,6 +218,7 @@ export class DeviceBus {
   readonly vendor: VendorPort;
   readonly counters: BusCounters = { cdromWritesRefused: 0, hostOutOfRange: 0, vendorBadSequences: 0, vendorLockedRefusals: 0 };
   readonly #chip: FlashChip;
+  readonly #disk: DiskController;
 
   constructor(chip: FlashChip, fuses: Fuses, table: PartitionTable) {
     if (!(chip instanceof FlashChip)) throw new TypeError('DeviceBus: FlashChip expected');
@@ -226,53 +228,28 @@ export class DeviceBus {
       if (z.offset + z.size > chip.sizeBytes || z.offset % chip.profile.sectorBytes !== 0 || z.size % chip.profile.sectorBytes !== 0) throw new RangeError('DeviceBus: zone outside the chip or not sector aligned');
     }
     this.#chip = chip;
-    const access = (z: ZoneEntry): ZoneAccess => ({
-      read: (off, len) => chip.read(z.offset + off, len),
-      rewrite: (off, data) => rewrite(chip, z.offset + off, data),
-      counters: this.counters,
-    });
     const v = zoneOf(table, ZoneType.VIRTUAL), f = zoneOf(table, ZoneType.FREE);
-    this.cdrom = new CdromUnit(access(v), v.size);
-    this.disk = new DiskUnit(access(f), f.size);
+    this.cdrom = new CdromUnit({ read: (off, len) => chip.read(v.offset + off, len), write: () => FlashStatus.ERR_READ_ONLY, counters: this.counters }, v.size);
+    const { sectorBytes, pageBytes } = chip.profile;
+    this.#disk = new DiskController({
+      zoneBytes: f.size,
+      sectorBytes,
+      pageBytes,
+      read: (off, len) => chip.read(f.offset + off, len),
+      program: (off, data) => chip.program(f.offset + off, data),
+      eraseSector: (off) => chip.eraseSector(f.offset + off),
+    });
+    const disk = this.#disk;
+    this.disk = new DiskUnit({ read: (off, len) => disk.read(off, len), write: (off, data) => disk.write(off, data), counters: this.counters }, disk.visibleBytes);
     this.vendor = new VendorPort(this.counters, zoneOf(table, ZoneType.HIDDEN), chip, fuses);
   }
 
   /** Unplug and replug: the chip powers up again and the vendor port is locked. */
   powerCycle(): void {
     this.#chip.powerCycle();
+    this.#disk.powerOn();
     resetVendor.get(this.vendor)?.();
   }
-}
-
-/** Read-modify-write of whole flash sectors for the disk unit (see the header). */
-function rewrite(chip: FlashChip, addr: number, data: Uint8Array): number {
-  const { sectorBytes: sb, pageBytes: pb } = chip.profile;
-  let done = 0;
-  while (done < data.length) {
-    const a = addr + done;
-    const base = a - (a % sb);
-    const n = Math.min(sb - (a - base), data.length - done);
-    const r = chip.read(base, sb);
-    if (r.status !== FlashStatus.OK) return r.status;
-    const next = Uint8Array.from(r.data);
-    next.set(data.subarray(done, done + n), a - base);
-    let needErase = false;
-    for (let i = 0; i < sb && !needErase; i++) needErase = (r.data[i]! & next[i]!) !== next[i];
-    if (needErase) {
-      const s = chip.eraseSector(base);
-      if (s !== FlashStatus.OK) return s;
-    }
-    for (let p = 0; p < sb; p += pb) {
-      const page = next.subarray(p, p + pb);
-      let skip = true;
-      for (let i = 0; i < pb && skip; i++) skip = needErase ? page[i] === 0xff : page[i] === r.data[p + i];
-      if (skip) continue;
-      const s = chip.program(base + p, page);
-      if (s !== FlashStatus.OK) return s;
-    }
-    done += n;
-  }
-  return FlashStatus.OK;
 }
 
 function isCount(n: unknown): n is number {

@@ -53,6 +53,8 @@ export const FlashStatus = {
   ERR_NOT_FOUND: 14,
   /** No room left (file system full, no usable record slot). */
   ERR_NO_SPACE: 15,
+  /** A host unit holds no readable volume (FAT boot sector, ISO volume descriptor damaged or wiped). */
+  ERR_NO_VOLUME: 16,
 } as const;
 export type FlashStatusCode = (typeof FlashStatus)[keyof typeof FlashStatus];
 

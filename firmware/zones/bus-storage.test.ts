@@ -72,7 +72,16 @@ test('a mounted virtual zone reads every file as readVirtualFile does; an unread
   for (const n of [...names, 'NOPE.TXT', 'autorun.inf;1']) assert.equal(vol.value.readFile(n), s.readVirtualFile(n), n);
   const erased = device();
   erased.chip.flipBit(v.offset + 16 * 2048, 0); // the primary volume descriptor
-  assert.equal(busStorage(erased.bus, json).mountVirtual(), { ok: false, status: 'ERR_NOT_FOUND' });
+  assert.equal(busStorage(erased.bus, json).mountVirtual(), { ok: false, status: 'ERR_NO_VOLUME' });
+  assert.equal(busStorage(erased.bus, json).readVirtualFile('AUTORUN.INF'), { ok: false, status: 'ERR_NO_VOLUME' });
+});
+
+test('a wiped FAT boot sector is an unreadable volume (ERR_NO_VOLUME), not "MAIN.EXE not found"; a missing file still is ERR_NOT_FOUND', () => {
+  const { bus } = device();
+  assert.equal(busStorage(bus, json).readFreeFile('NOPE.EXE'), { ok: false, status: 'ERR_NOT_FOUND' });
+  assert.is(bus.disk.writeSectors(0, new Uint8Array(512).fill(0xff)), 0); // what a host's wipe leaves
+  assert.equal(busStorage(bus, json).readFreeFile('MAIN.EXE'), { ok: false, status: 'ERR_NO_VOLUME' });
+  assert.equal(busStorage(bus, json).readFreeFile('NOPE.EXE'), { ok: false, status: 'ERR_NO_VOLUME' });
 });
 
 test.run();

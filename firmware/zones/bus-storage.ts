@@ -5,11 +5,13 @@
 // this file does not depend on the saved-login format. No node imports.
 //
 // Errors are the flash status names (statusName), e.g. 'ERR_LOCKED', 'ERR_AUTH',
-// 'ERR_NOT_FOUND', 'ERR_POWER_LOST'; a record the codec refuses is 'ERR_FORMAT'.
+// 'ERR_NOT_FOUND', 'ERR_POWER_LOST'; a record the codec refuses is 'ERR_FORMAT'; a unit whose
+// volume does not mount (wiped boot sector or volume descriptor) is 'ERR_NO_VOLUME', never
+// "file not found".
 import { FlashStatus, statusName } from '../flash/chip.ts';
 import { VENDOR_UNLOCK_SEQUENCE, type DeviceBus } from '../flash/bus.ts';
 import { readIsoFile, readIsoEntry, listIso } from './iso9660.ts';
-import { readFatFile } from './fat.ts';
+import { readFatFile, listFat } from './fat.ts';
 import { readIdentity, openStore, type RecordStore, type StoreName } from './hidden.ts';
 import type { RecordStorage } from '../storage.ts';
 
@@ -53,12 +55,14 @@ export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>, opts: { sto
     readVirtualFile(name) {
       last = FlashStatus.OK;
       const b = readIsoFile(blocks, name, bus.cdrom.blockCount);
-      return b ? { ok: true, value: b } : fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NOT_FOUND);
+      if (b) return { ok: true, value: b };
+      if (last !== FlashStatus.OK) return fail(last);
+      return fail(listIso(blocks, bus.cdrom.blockCount) ? FlashStatus.ERR_NOT_FOUND : last !== FlashStatus.OK ? last : FlashStatus.ERR_NO_VOLUME);
     },
     mountVirtual() {
       last = FlashStatus.OK;
       const list = listIso(blocks, bus.cdrom.blockCount);
-      if (!list) return fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NOT_FOUND);
+      if (!list) return fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NO_VOLUME);
       return {
         ok: true,
         value: {
@@ -73,7 +77,10 @@ export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>, opts: { sto
     readFreeFile(name) {
       last = FlashStatus.OK;
       const b = readFatFile(sectors, name);
-      return b ? { ok: true, value: b } : fail(last !== FlashStatus.OK ? last : FlashStatus.ERR_NOT_FOUND);
+      if (b) return { ok: true, value: b };
+      if (last !== FlashStatus.OK) return fail(last);
+      // Not this file, or no volume at all: a wiped boot sector is not "MAIN.EXE not found".
+      return fail(listFat(sectors) ? FlashStatus.ERR_NOT_FOUND : last !== FlashStatus.OK ? last : FlashStatus.ERR_NO_VOLUME);
     },
     readIdentity() {
       const u = unlock();

@@ -1,13 +1,25 @@
 // A small FAT12/FAT16 formatter, reader, writer and checker for the free zone (S0.1): the
 // removable disk the host sees, holding the main program and room for user files.
-// Firmware-usable: no node imports. fsck.fat and mtools accept what buildFat writes.
+// Firmware-usable: no node imports. fsck.fat and mtools accept what buildFat writes, and we
+// read what mkfs.fat writes, at every volume size (the sweep in fat-geometry.test.ts).
 //
 // Scope (Microsoft FAT specification 1.03, "fatgen103"): 512-byte sectors, two FATs, a
 // fixed root directory of 8.3 names; no subdirectories, no long file names (LFN entries are
-// skipped on read), no FAT32. The FAT type follows from the cluster count exactly as the
-// spec says (< 4085 clusters: FAT12; < 65525: FAT16). Writes are not power-cut safe (they
-// are data, then FAT, then directory, so a cut leaves lost clusters, never a directory
-// entry pointing at garbage): the host's own FAT driver is no safer on a real stick.
+// skipped on read), no FAT32. The FAT type follows from the cluster count exactly as the spec
+// says (< 4085 clusters: FAT12; < 65525: FAT16); the FAT is the smallest that holds them.
+//
+// Power cuts: the writer orders its sector writes so that each prefix of them is a volume
+// that mounts with every other file intact (data, then the FATs, then the directory entry;
+// an overwrite allocates the new chain before it frees the old one), so a cut between two
+// sector writes leaves at worst lost clusters and FAT copies that differ. That holds only
+// if each sector write is itself atomic and touches nothing else: on NOR flash a sector
+// write that must erase rewrites 4 KiB, so on the phone it is the disk controller
+// (disk-controller.ts: spare sector + journal) that makes it so. Over a plain
+// read-modify-write a cut of that erase destroys the neighbours (the boot sector beside
+// FAT 1, MAIN.EXE beside the root directory): host-write-cuts.test.ts found 20 of 53 cut
+// points of one 13-byte file write losing MAIN.EXE. The factory layout (alignSectors 8,
+// clusters of at least 4 KiB) also keeps the boot sector, each FAT, the root directory and
+// each file's clusters in flash sectors of their own.
 
 import { FlashStatus } from '../flash/chip.ts';
 
@@ -76,22 +88,31 @@ function fatTime(d: Date): number {
   return (d.getUTCHours() << 11) | (d.getUTCMinutes() << 5) | (d.getUTCSeconds() >> 1);
 }
 
-/** fatgen103 §3.5: the FAT size for a cluster size, and the resulting type and count. */
-function geometryFor(totalSectors: number, spc: number): { fatType: 12 | 16; fatSectors: number; clusters: number } | null {
+/** Most sectors one FAT16 needs (65524 clusters + the 2 reserved entries, 2 bytes each). */
+const FAT16_MAX_FAT_SECTORS = Math.ceil(((65524 + 2) * 2) / FAT_SECTOR);
+const fatBytesFor = (clusters: number, type: 12 | 16) => Math.ceil(((clusters + 2) * type) / 8);
+
+/**
+ * fatgen103 §3.5, exactly: the smallest FAT (a multiple of align sectors) that holds the
+ * clusters left beside it, with the type those clusters give. Growing the FAT shrinks the
+ * data area, so the first size that suffices is the smallest; an over-sized FAT, or a jump
+ * to the size the first estimate needs, gave FATs of 257-258 sectors before. null: no
+ * FAT12/16 volume with this cluster size (too few or too many clusters).
+ */
+export function fatGeometry(totalSectors: number, spc: number, align = 1): { fatType: 12 | 16; fatSectors: number; clusters: number; reservedSectors: number } | null {
   const rootSectors = (ROOT_ENTRIES * DIR_ENTRY) / FAT_SECTOR;
-  for (const fatType of [16, 12] as const) {
-    let fatSectors = 1;
-    for (;;) {
-      const data = totalSectors - 1 - 2 * fatSectors - rootSectors;
-      if (data < spc) break;
-      const clusters = Math.floor(data / spc);
-      const need = Math.ceil(((clusters + 2) * fatType) / 8 / FAT_SECTOR);
-      if (need <= fatSectors) {
-        const okType = fatType === 12 ? clusters < 4085 : clusters >= 4085 && clusters < 65525;
-        if (okType) return { fatType, fatSectors, clusters };
-        break;
-      }
-      fatSectors = need;
+  const reservedSectors = align; // the boot sector, alone in its flash sector when align > 1
+  for (let fatSectors = align; fatSectors <= FAT16_MAX_FAT_SECTORS + align; fatSectors += align) {
+    const data = totalSectors - reservedSectors - 2 * fatSectors - rootSectors;
+    if (data < spc) return null;
+    const clusters = Math.floor(data / spc);
+    if (clusters >= 65525) continue; // FAT32 territory unless the FAT grows: try the next size
+    const fatType = clusters < 4085 ? 12 : 16;
+    if (Math.ceil(fatBytesFor(clusters, fatType) / FAT_SECTOR) <= fatSectors) {
+      // A FAT that had to grow past what its clusters need (clusters pushed under 65525 by
+      // the FAT itself) is legal but wasteful; a bigger cluster does better.
+      if (fatSectors > FAT16_MAX_FAT_SECTORS) return null;
+      return { fatType, fatSectors, clusters, reservedSectors };
     }
   }
   return null;
@@ -102,21 +123,43 @@ function geometryFor(totalSectors: number, spc: number): { fatType: 12 | 16; fat
  * from cluster 2). Deterministic: the same inputs give the same bytes (fixed date; the
  * volume serial is a hash of the label unless given).
  */
-export function buildFat(files: FatFile[], sizeBytes: number, label: string, opts: { date?: Date; serial?: number; fill?: number } = {}): Uint8Array {
+export interface BuildFatOptions {
+  date?: Date;
+  serial?: number;
+  /** Value of the unused data area (0xFF: erased flash). */
+  fill?: number;
+  /**
+   * Sectors the boot sector, each FAT, the root directory and the data area start on (8: a
+   * 4 KiB flash sector each, so no host metadata write shares a flash sector with a file).
+   */
+  alignSectors?: number;
+  /** Smallest cluster, in sectors (8: a file's clusters never share a 4 KiB flash sector). */
+  minClusterSectors?: number;
+}
+
+/** A volume size buildFat cannot format: the caller maps it to its own coded error. */
+export class FatSizeError extends RangeError {
+  override readonly name = 'FatSizeError';
+}
+
+export function buildFat(files: FatFile[], sizeBytes: number, label: string, opts: BuildFatOptions = {}): Uint8Array {
   if (!Number.isInteger(sizeBytes) || sizeBytes % FAT_SECTOR !== 0 || sizeBytes < 64 * 1024 || sizeBytes / FAT_SECTOR > FAT_MAX_SECTORS) {
-    throw new RangeError('FAT volume size must be a multiple of 512 between 64 KiB and 1 GiB');
+    throw new FatSizeError(`FAT volume size ${sizeBytes} must be a multiple of 512 between 64 KiB and 1 GiB`);
   }
+  const align = opts.alignSectors ?? 1;
+  if (![1, 2, 4, 8, 16, 32, 64].includes(align)) throw new RangeError('alignSectors: a power of two 1..64');
   const lab = label.toUpperCase();
   if (!/^[A-Z0-9_ -]{1,11}$/.test(lab)) throw new RangeError('FAT volume label: 1..11 of A-Z 0-9 _ - space');
   const date = opts.date ?? DEFAULT_DATE;
   const total = sizeBytes / FAT_SECTOR;
-  let g: ReturnType<typeof geometryFor> = null, spc = 1;
-  for (; spc <= 128 && !g; spc *= 2) g = geometryFor(total, spc);
+  let g: ReturnType<typeof fatGeometry> = null, spc = opts.minClusterSectors ?? 1;
+  if (![1, 2, 4, 8, 16, 32, 64, 128].includes(spc)) throw new RangeError('minClusterSectors: a power of two 1..128');
+  for (; spc <= 128 && !g; spc *= 2) g = fatGeometry(total, spc, align);
   spc /= 2;
-  if (!g) throw new RangeError('no FAT12/16 geometry fits this size');
+  if (!g) throw new FatSizeError(`no FAT12/16 geometry fits ${sizeBytes} bytes`);
   const img = new Uint8Array(sizeBytes);
   const dv = new DataView(img.buffer);
-  const rootSector = 1 + 2 * g.fatSectors;
+  const rootSector = g.reservedSectors + 2 * g.fatSectors;
   const dataSector = rootSector + (ROOT_ENTRIES * DIR_ENTRY) / FAT_SECTOR;
   if (opts.fill !== undefined) img.fill(opts.fill, dataSector * FAT_SECTOR);
 
@@ -125,7 +168,7 @@ export function buildFat(files: FatFile[], sizeBytes: number, label: string, opt
   img.set(te.encode('MSWIN4.1'), 3);
   dv.setUint16(11, FAT_SECTOR, true);
   img[13] = spc;
-  dv.setUint16(14, 1, true);
+  dv.setUint16(14, g.reservedSectors, true);
   img[16] = 2;
   dv.setUint16(17, ROOT_ENTRIES, true);
   if (total < 0x10000) dv.setUint16(19, total, true);
@@ -163,9 +206,9 @@ export function buildFat(files: FatFile[], sizeBytes: number, label: string, opt
     const key = td.decode(raw);
     if (seen.has(key)) throw new RangeError(`duplicate file name ${f.name}`);
     seen.add(key);
-    if (i + 1 >= ROOT_ENTRIES) throw new RangeError('too many files for the root directory');
+    if (i + 1 >= ROOT_ENTRIES) throw new FatSizeError('too many files for the root directory');
     const n = Math.ceil(f.data.length / clusterBytes);
-    if (next + n > g!.clusters + 2) throw new RangeError('files do not fit the volume');
+    if (next + n > g!.clusters + 2) throw new FatSizeError('files do not fit the volume');
     const first = n ? next : 0;
     for (let c = 0; c < n; c++) fat.set(next + c, c === n - 1 ? fat.eoc : next + c + 1);
     if (n) {
@@ -176,7 +219,7 @@ export function buildFat(files: FatFile[], sizeBytes: number, label: string, opt
     next += n;
     writeEntry(root, (i + 1) * DIR_ENTRY, raw, 0x20, first, f.data.length, date);
   });
-  for (let k = 0; k < 2; k++) img.set(fat.bytes, (1 + k * g.fatSectors) * FAT_SECTOR);
+  for (let k = 0; k < 2; k++) img.set(fat.bytes, (g.reservedSectors + k * g.fatSectors) * FAT_SECTOR);
   return img;
 }
 
@@ -259,7 +302,9 @@ export function parseBootSector(bs: Uint8Array, expectSectors?: number): { geome
   const media = bs[21]!;
   if (media !== 0xf0 && media < 0xf8) problems.push({ offset: 21, message: `media byte 0x${media.toString(16)} is not valid` });
   const fatSectors = u16(bs, 22);
-  if (fatSectors === 0 || fatSectors > 256) return fail(22, `FAT size ${fatSectors} sectors is absurd`);
+  // A FAT may be larger than its clusters need (fsck.fat and mtools accept it); what bounds
+  // it is the volume. Readers load only the part the clusters use (usedFatSectors).
+  if (fatSectors === 0 || fats * fatSectors >= total) return fail(22, `FAT size ${fatSectors} sectors is absurd`);
   const rootSector = reserved + fats * fatSectors;
   const rootSectors = (rootEntries * DIR_ENTRY) / FAT_SECTOR;
   const dataSector = rootSector + rootSectors;
@@ -267,7 +312,7 @@ export function parseBootSector(bs: Uint8Array, expectSectors?: number): { geome
   const clusters = Math.floor((total - dataSector) / spc);
   const fatType: 12 | 16 = clusters < 4085 ? 12 : 16;
   if (clusters >= 65525) return fail(13, `${clusters} clusters: that is FAT32, which is not read`);
-  if (Math.ceil(((clusters + 2) * fatType) / 8 / FAT_SECTOR) > fatSectors) return fail(22, `FAT of ${fatSectors} sectors cannot hold ${clusters} clusters`);
+  if (Math.ceil(fatBytesFor(clusters, fatType) / FAT_SECTOR) > fatSectors) return fail(22, `FAT of ${fatSectors} sectors cannot hold ${clusters} clusters`);
   if (bs[38] === 0x29) {
     const fs = td.decode(bs.subarray(54, 62)).trim();
     if (fs !== `FAT${fatType}` && fs !== 'FAT') problems.push({ offset: 54, message: `file system type "${fs}" but ${clusters} clusters make it FAT${fatType}` });
@@ -275,6 +320,9 @@ export function parseBootSector(bs: Uint8Array, expectSectors?: number): { geome
   const label = bs[38] === 0x29 ? td.decode(bs.subarray(43, 54)).trimEnd() : '';
   return { geometry: { fatType, sectorsPerCluster: spc, reservedSectors: reserved, fats, fatSectors, rootEntries, totalSectors: total, media, rootSector, rootSectors, dataSector, clusters, label }, problems };
 }
+
+/** The sectors of one FAT its clusters use (at most 256): what readers load and compare. */
+export const usedFatSectors = (g: FatGeometry) => Math.min(g.fatSectors, Math.ceil(fatBytesFor(g.clusters, g.fatType) / FAT_SECTOR));
 
 interface Loaded {
   g: FatGeometry;
@@ -286,10 +334,10 @@ function load(read: ReadSectors, expectSectors?: number): Loaded | null {
   if (!bs) return null;
   const { geometry: g } = parseBootSector(bs, expectSectors);
   if (!g) return null;
-  const f = read(g.reservedSectors, g.fatSectors);
+  const f = read(g.reservedSectors, usedFatSectors(g));
   const root = read(g.rootSector, g.rootSectors);
   if (!f || !root) return null;
-  return { g, fat: new FatTable(g.fatType, g.fatSectors, Uint8Array.from(f)), root: Uint8Array.from(root) };
+  return { g, fat: new FatTable(g.fatType, usedFatSectors(g), Uint8Array.from(f)), root: Uint8Array.from(root) };
 }
 
 function entries(root: Uint8Array, g: FatGeometry): FatEntry[] {
@@ -363,7 +411,31 @@ function writeChanged(write: WriteSectors, lba: number, prev: Uint8Array, next: 
   return FlashStatus.OK;
 }
 
-/** Creates or replaces a root-directory file (the host writing a user file). Returns a status. */
+/** Frees a chain in the table (stops at EOC, a free entry, or after `guard` links). */
+function freeChain(fat: FatTable, g: FatGeometry, first: number): void {
+  let c = first, guard = 0;
+  while (c >= 2 && c < g.clusters + 2 && guard++ < g.clusters) {
+    const nxt = fat.get(c);
+    fat.set(c, 0);
+    if (fat.isEoc(nxt) || nxt === 0) break;
+    c = nxt;
+  }
+}
+
+function writeFats(write: WriteSectors, g: FatGeometry, prev: Uint8Array, next: Uint8Array): number {
+  for (let k = 0; k < g.fats; k++) {
+    const st = writeChanged(write, g.reservedSectors + k * g.fatSectors, prev, next);
+    if (st !== FlashStatus.OK) return st;
+  }
+  return FlashStatus.OK;
+}
+
+/**
+ * Creates or replaces a root-directory file (the host writing a user file). Returns a status.
+ * Order (see the header): data, FATs with the new chain, the directory entry, then (for a
+ * replaced file) FATs with the old chain freed. A replacement that does not fit beside the
+ * old file frees the old chain first, and a cut can then lose the file being replaced.
+ */
 export function writeFatFile(read: ReadSectors, write: WriteSectors, name: string, data: Uint8Array, opts: { date?: Date } = {}): number {
   let raw: Uint8Array;
   try {
@@ -374,21 +446,14 @@ export function writeFatFile(read: ReadSectors, write: WriteSectors, name: strin
   const l = load(read);
   if (!l) return FlashStatus.ERR_FORMAT;
   const { g, fat, root } = l;
-  const oldFat = Uint8Array.from(fat.bytes), oldRoot = Uint8Array.from(root);
+  const oldRoot = Uint8Array.from(root), onDisk = Uint8Array.from(fat.bytes);
   const key = td.decode(raw);
-  let slot = -1;
+  let slot = -1, oldFirst = 0;
   for (let o = 0; o < root.length; o += DIR_ENTRY) {
     const b = root[o]!;
     if (b !== 0 && b !== 0xe5 && !(root[o + 11]! & 0x18) && root[o + 11] !== 0x0f && td.decode(root.subarray(o, o + 11)) === key) {
       slot = o;
-      // Free the old chain.
-      let c = u16(root, o + 26), guard = 0;
-      while (c >= 2 && c < g.clusters + 2 && guard++ < g.clusters) {
-        const nxt = fat.get(c);
-        fat.set(c, 0);
-        if (fat.isEoc(nxt)) break;
-        c = nxt;
-      }
+      oldFirst = u16(root, o + 26);
       break;
     }
   }
@@ -398,26 +463,37 @@ export function writeFatFile(read: ReadSectors, write: WriteSectors, name: strin
   }
   const cb = g.sectorsPerCluster * FAT_SECTOR;
   const need = Math.ceil(data.length / cb);
-  const got: number[] = [];
-  for (let c = 2; c < g.clusters + 2 && got.length < need; c++) if (fat.get(c) === 0) got.push(c);
+  const free = (t: FatTable) => {
+    const got: number[] = [];
+    for (let c = 2; c < g.clusters + 2 && got.length < need; c++) if (t.get(c) === 0) got.push(c);
+    return got;
+  };
+  let got = free(fat);
+  let freeOldLater = oldFirst !== 0;
+  if (got.length < need && freeOldLater) {
+    freeChain(fat, g, oldFirst); // no room for both copies: replace in place
+    freeOldLater = false;
+    got = free(fat);
+  }
   if (got.length < need) return FlashStatus.ERR_NO_SPACE;
   got.forEach((c, i) => fat.set(c, i === need - 1 ? fat.eoc : got[i + 1]!));
-  // Data first, then the FATs, then the directory entry (see the header).
   for (const [i, c] of got.entries()) {
     const buf = new Uint8Array(cb);
     buf.set(data.subarray(i * cb, (i + 1) * cb));
     const st = write(g.dataSector + (c - 2) * g.sectorsPerCluster, buf);
     if (st !== FlashStatus.OK) return st;
   }
-  for (let k = 0; k < g.fats; k++) {
-    const st = writeChanged(write, g.reservedSectors + k * g.fatSectors, oldFat, fat.bytes);
-    if (st !== FlashStatus.OK) return st;
-  }
+  let st = writeFats(write, g, onDisk, fat.bytes);
+  if (st !== FlashStatus.OK) return st;
   writeEntry(root, slot, raw, 0x20, need ? got[0]! : 0, data.length, opts.date ?? DEFAULT_DATE);
-  return writeChanged(write, g.rootSector, oldRoot, root);
+  st = writeChanged(write, g.rootSector, oldRoot, root);
+  if (st !== FlashStatus.OK || !freeOldLater) return st;
+  const withNew = Uint8Array.from(fat.bytes);
+  freeChain(fat, g, oldFirst);
+  return writeFats(write, g, withNew, fat.bytes);
 }
 
-/** Deletes a root-directory file. */
+/** Deletes a root-directory file: the directory entry first, then the FATs (a cut leaves lost clusters). */
 export function deleteFatFile(read: ReadSectors, write: WriteSectors, name: string): number {
   let want: string;
   try {
@@ -430,21 +506,11 @@ export function deleteFatFile(read: ReadSectors, write: WriteSectors, name: stri
   const e = entries(l.root, l.g).find((x) => x.name === want);
   if (!e) return FlashStatus.ERR_NOT_FOUND;
   const oldFat = Uint8Array.from(l.fat.bytes), oldRoot = Uint8Array.from(l.root);
-  let c = e.cluster, guard = 0;
-  while (c >= 2 && c < l.g.clusters + 2 && guard++ < l.g.clusters) {
-    const nxt = l.fat.get(c);
-    l.fat.set(c, 0);
-    if (l.fat.isEoc(nxt)) break;
-    c = nxt;
-  }
+  freeChain(l.fat, l.g, e.cluster);
   l.root[e.entryOffset - l.g.rootSector * FAT_SECTOR] = 0xe5;
   const st = writeChanged(write, l.g.rootSector, oldRoot, l.root);
   if (st !== FlashStatus.OK) return st;
-  for (let k = 0; k < l.g.fats; k++) {
-    const s2 = writeChanged(write, l.g.reservedSectors + k * l.g.fatSectors, oldFat, l.fat.bytes);
-    if (s2 !== FlashStatus.OK) return s2;
-  }
-  return FlashStatus.OK;
+  return writeFats(write, l.g, oldFat, l.fat.bytes);
 }
 
 /**
@@ -459,7 +525,7 @@ export function checkFat(read: ReadSectors, expectSectors?: number): { geometry:
   if (!g) return { geometry: null, entries: [], problems, usedClusters: 0 };
   const fats: Uint8Array[] = [];
   for (let k = 0; k < g.fats; k++) {
-    const f = read(g.reservedSectors + k * g.fatSectors, g.fatSectors);
+    const f = read(g.reservedSectors + k * g.fatSectors, usedFatSectors(g));
     if (!f) return { geometry: g, entries: [], problems: [...problems, { offset: (g.reservedSectors + k * g.fatSectors) * FAT_SECTOR, message: `cannot read FAT ${k + 1}` }], usedClusters: 0 };
     fats.push(f);
   }
@@ -471,7 +537,7 @@ export function checkFat(read: ReadSectors, expectSectors?: number): { geometry:
       problems.push({ offset: (g.reservedSectors + k * g.fatSectors) * FAT_SECTOR + i, message: `FAT ${k + 1} differs from FAT 1 at byte ${i} (FAT 1 at 0x${((g.reservedSectors * FAT_SECTOR) + i).toString(16)} holds 0x${f0[i]!.toString(16)}, FAT ${k + 1} 0x${fk[i]!.toString(16)})` });
     }
   }
-  const fat = new FatTable(g.fatType, g.fatSectors, f0);
+  const fat = new FatTable(g.fatType, usedFatSectors(g), f0);
   const fatAt = g.reservedSectors * FAT_SECTOR;
   if ((fat.get(0) & 0xff) !== g.media) problems.push({ offset: fatAt, message: `FAT entry 0 (0x${fat.get(0).toString(16)}) does not carry the media byte 0x${g.media.toString(16)}` });
   // FAT16 entry 1 may carry the clean-shutdown/no-error flags (bits 15, 14) cleared.
