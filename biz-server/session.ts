@@ -2,8 +2,8 @@
 //   login   -> loginAck ("received, verifying") -> loginOk (proof) | loginFail + close
 //   finish  -> sealed channel
 //   pwConfirm [gen] -> pwConfirmAck [gen]; the device then closes.
-import { Handshake } from '../protocol/channel.ts';
-import { MsgType, parseLogin, parsePwConfirm, type Envelope } from '../protocol/messages.ts';
+import { ServerHandshake } from '../protocol/channel.ts';
+import { MsgType, parseLogin, loginOpening, parsePwConfirm, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
@@ -62,8 +62,8 @@ export class BizSession extends ServerSession {
     const now = this.deps.now?.() ?? Date.now();
     const mech = mechanisms[login.mech];
     const choice = mech?.lookup(this.deps.store, login, now) ?? null;
-    const hs = (this.hs = new Handshake('server', this.opts.name, null));
-    hs.acceptOpening(frame, env, [login.mech, login.user, login.gen, login.ext], login.nonce, login.mac, choice?.key ?? null);
+    const hs = (this.hs = new ServerHandshake(this.opts.name));
+    hs.acceptOpening(frame, env, loginOpening(login), choice?.key ?? null);
     choice?.key.fill(0);
     // S0.11: "received, verifying" before the verdict.
     this.send(hs.clear(MsgType.loginAck, []));

@@ -3,7 +3,7 @@
 // order and the newest secret first; after a login saves what it used (S0.12), which also
 // replaces the old secret after a password change (S0.14), and only then confirms the change.
 import { sha256 } from '@noble/hashes/sha2.js';
-import { Handshake, passwordLoginKey, type SecureChannel } from '../protocol/channel.ts';
+import { ClientHandshake, passwordLoginKey, type SecureChannel } from '../protocol/channel.ts';
 import { MsgType, parseLoginAck, parseServerProof, parseLoginFail, parsePwConfirm, type Envelope, type ServerChoice } from '../protocol/messages.ts';
 import { bytesToHex } from '../protocol/keys.ts';
 import { ClientSession, isSessionEnd, type SessionEnd } from './client-session.ts';
@@ -23,7 +23,7 @@ type BizResult = { kind: 'ok' } | { kind: 'failed'; code: string; reason: string
  * then, once the used secret is saved, the password-change confirmation (S0.11, S0.14).
  */
 export class BizSession extends ClientSession<BizResult> {
-  #hs: Handshake;
+  #hs: ClientHandshake;
   #ch: SecureChannel | null = null;
   #state: 'ack' | 'result' | 'confirm' = 'ack';
 
@@ -37,7 +37,7 @@ export class BizSession extends ClientSession<BizResult> {
     done: (r: BizResult | SessionEnd) => void,
   ) {
     super(dev, { url: server.url, dest: server.name }, done);
-    this.#hs = new Handshake('client', this.dest, passwordLoginKey(secret.secret, user), dev.rng);
+    this.#hs = new ClientHandshake(this.dest, passwordLoginKey(secret.secret, user), dev.rng);
   }
 
   protected onOpen(): void {

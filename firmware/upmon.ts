@@ -4,7 +4,7 @@
 // stops everything (S0.9); an invalid server message ends that session (S0.7); saves the
 // reply (power-cut safe) before handing it to the main program (S0.10). When no
 // registration server answers, the main program starts with a failure notice (S0.13).
-import { Handshake } from '../protocol/channel.ts';
+import { ClientHandshake } from '../protocol/channel.ts';
 import { MsgType, parseServerProof, parseCredReply, parseNotFound, type CredReply, type Envelope } from '../protocol/messages.ts';
 import type { SecureChannel } from '../protocol/channel.ts';
 import { ClientSession, isSessionEnd, type Endpoint, type SessionEnd } from './client-session.ts';
@@ -24,14 +24,14 @@ type RegResult = { kind: 'cred'; cred: CredReply } | { kind: 'not-found'; reason
 
 /** One registration session: hello, finish + credential request, reply (S0.5, S0.8). */
 export class RegSession extends ClientSession<RegResult> {
-  #hs: Handshake;
+  #hs: ClientHandshake;
   #ch: SecureChannel | null = null;
   #state: 'hello' | 'cred' = 'hello';
   #t = 0;
 
   constructor(dev: Device, endpoint: Endpoint, private readonly id: Identity, done: (r: RegResult | SessionEnd) => void) {
     super(dev, endpoint, done);
-    this.#hs = new Handshake('client', this.dest, id.deviceKey, dev.rng);
+    this.#hs = new ClientHandshake(this.dest, id.deviceKey, dev.rng);
   }
 
   protected onOpen(): void {

@@ -11,9 +11,9 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { encode, decode, type CborValue } from './cbor.ts';
-import { Handshake, SecureChannel, passwordLoginKey } from './channel.ts';
+import { ClientHandshake, ServerHandshake, SecureChannel, passwordLoginKey } from './channel.ts';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring, bytesToHex as hex, hexToBytes as h } from './keys.ts';
-import { decodeEnvelope, encodeEnvelope, MsgType, parseHello, parseLogin, loginFields, parseServerProof } from './messages.ts';
+import { decodeEnvelope, encodeEnvelope, MsgType, parseHello, parseLogin, helloOpening, loginOpening, parseServerProof } from './messages.ts';
 import { scriptedRng } from './seeded-rng.ts';
 import { toJson, fromJson, diag, type Json } from '../docs/vectors/cbor-json.ts';
 
@@ -78,18 +78,18 @@ for (const file of ['handshake-hello.json', 'handshake-hello-notfound.json', 'ha
       assert.is(hex(passwordLoginKey(h(v.inputs.secret), v.inputs.user)), v.inputs.key);
     }
     const fields: CborValue[] = kind === 'hello' ? [h(v.inputs.serialToken)] : [v.inputs.mech, v.inputs.user, v.inputs.gen, new Map()];
-    const client = new Handshake('client', dest, key, scriptedRng([nC]));
-    const server = new Handshake('server', dest, null, scriptedRng([nS]));
+    const client = new ClientHandshake(dest, key, scriptedRng([nC]));
+    const server = new ServerHandshake(dest, scriptedRng([nS]));
     const sent: Uint8Array[] = [];
     const opening = client.opening(kind === 'hello' ? MsgType.hello : MsgType.login, fields);
     sent.push(opening);
     const oenv = decodeEnvelope(opening);
     if (kind === 'hello') {
       const x = parseHello(oenv.body);
-      server.acceptOpening(opening, oenv, [x.token], x.nonce, x.mac, key);
+      server.acceptOpening(opening, oenv, helloOpening(x), key);
     } else {
       const x = parseLogin(oenv.body);
-      server.acceptOpening(opening, oenv, loginFields(x), x.nonce, x.mac, key);
+      server.acceptOpening(opening, oenv, loginOpening(x), key);
       const ack = server.clear(MsgType.loginAck, []);
       client.receiveClear(ack, decodeEnvelope(ack));
       sent.push(ack);

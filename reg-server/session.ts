@@ -4,8 +4,8 @@
 //   pwConfirm [gen]        -> pwConfirmAck [gen]      optional, once, before credRequest
 //   credRequest [serial, localIp] -> credReply (+ rotation) | notFound; then close 1000
 // (docs/protocol.md §6.2)
-import { Handshake } from '../protocol/channel.ts';
-import { MsgType, parseHello, parseCredRequest, parsePwConfirm, credReplyBody, type Envelope } from '../protocol/messages.ts';
+import { ServerHandshake } from '../protocol/channel.ts';
+import { MsgType, parseHello, helloOpening, parseCredRequest, parsePwConfirm, credReplyBody, type Envelope } from '../protocol/messages.ts';
 import { openSerialToken, deriveDeviceKey, type MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
@@ -58,8 +58,8 @@ export class RegSession extends ServerSession {
     const h = parseHello(env.body);
     const { version, serial } = openSerialToken(this.deps.ring, h.token);
     const key = deriveDeviceKey(this.deps.ring.key(version), serial);
-    const hs = (this.hs = new Handshake('server', this.opts.name, null));
-    hs.acceptOpening(frame, env, [h.token], h.nonce, h.mac, key);
+    const hs = (this.hs = new ServerHandshake(this.opts.name));
+    hs.acceptOpening(frame, env, helloOpening(h), key);
     key.fill(0);
     hs.requireVerifiedOpening();
     // After the MAC: an unauthenticated hello cannot fill the cache (docs/protocol.md §8).

@@ -8,7 +8,7 @@ import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, unexpected, type En
 import { ProtocolError, ImplementationError, CloseCode } from '../protocol/errors.ts';
 import type { Logger } from './log.ts';
 import type { ServerMetrics } from './metrics.ts';
-import type { Handshake, SecureChannel } from '../protocol/channel.ts';
+import type { ServerHandshake, SecureChannel } from '../protocol/channel.ts';
 
 export interface SessionTransport {
   /** The client address: the socket's peer, or the one the authenticated gateway observed. */
@@ -58,7 +58,7 @@ export abstract class ServerSession implements SessionHandler {
   /** Handles one decoded frame for the current state; throws ProtocolError to refuse. */
   protected abstract step(frame: Uint8Array, env: Envelope): void | Promise<void>;
   /** The session's handshake, then its sealed channel (set by the subclass's states). */
-  protected hs: Handshake | null = null;
+  protected hs: ServerHandshake | null = null;
   protected ch: SecureChannel | null = null;
 
   /** Seq this side's next frame carries. */

@@ -3,7 +3,7 @@
 // vanish mid-step). It is not the firmware (firmware/ is); it keeps exactly what a real device
 // keeps: the secrets of `gen` and `currentGen` from the last credential reply it received.
 import { WebSocket } from 'ws';
-import { Handshake, passwordLoginKey } from '../protocol/channel.ts';
+import { ClientHandshake, passwordLoginKey } from '../protocol/channel.ts';
 import { decodeEnvelope, parseServerProof, parseCredReply, parseNotFound, parseError, parseLoginFail, MsgType, type CredReply, type Envelope } from '../protocol/messages.ts';
 import { makeSerialToken, deriveDeviceKey, type MasterKeyring } from '../protocol/keys.ts';
 import { toBytes } from './link.ts';
@@ -114,7 +114,7 @@ function errorOutcome(env: Envelope): { kind: 'error'; code: string; closeCode: 
 export async function register(url: string, dest: string, dev: DeviceId, o: RegisterOptions = {}): Promise<RegOutcome> {
   const s = await FrameSocket.connect(url, { localAddress: o.localAddress });
   try {
-    const hs = new Handshake('client', dest, dev.key);
+    const hs = new ClientHandshake(dest, dev.key);
     s.send(hs.opening(MsgType.hello, [dev.token]));
     const r1 = await s.next(o.timeoutMs);
     if ('closed' in r1) return { kind: 'error', code: r1.reason || 'closed', closeCode: r1.closed };
@@ -157,7 +157,7 @@ export interface LoginOptions {
 export async function bizLogin(url: string, dest: string, cred: { user: string; gen: number; secret: Uint8Array }, o: LoginOptions = {}): Promise<LoginOutcome> {
   const s = await FrameSocket.connect(url, { localAddress: o.localAddress });
   try {
-    const hs = new Handshake('client', dest, passwordLoginKey(cred.secret, cred.user));
+    const hs = new ClientHandshake(dest, passwordLoginKey(cred.secret, cred.user));
     s.send(hs.opening(MsgType.login, [o.mech ?? 'password', cred.user, cred.gen, o.ext ?? new Map()]));
     const a = await s.frame(o.timeoutMs);
     if (a.env.type !== MsgType.loginAck) return { ...errorOutcome(a.env), closeCode: (await s.closed()).code };
