@@ -1,4 +1,4 @@
-// A business server process role: device/link ports (server-kit/host.ts) running BizSession,
+// A business server process role: device/link ports (server-kit/host.ts) running BizServerSession,
 // and the admin API for the registration server (installPending, status).
 import type { Server } from 'node:http';
 import { ReplayCache } from '../protocol/replay.ts';
@@ -10,7 +10,7 @@ import { createAdminServer, AdminError, safeInt } from '../server-kit/admin-rpc.
 import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteBizStore, SEALED_MIN, SEALED_MAX } from './store.ts';
-import { BizSession } from './session.ts';
+import { BizServerSession } from './session.ts';
 
 export interface BizConfig {
   name: string;
@@ -72,7 +72,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       linkPort: cfg.linkPort,
       linkKey: cfg.linkKey,
       metrics,
-      factory: (t) => new BizSession(t, sessionOpts, { store, replay }),
+      factory: (t) => new BizServerSession(t, sessionOpts, { store, replay }),
       health: () => ({ region: cfg.region, draining }),
     });
     const h = host;

@@ -3,7 +3,7 @@
 // (its program hash). A corrupted virtual zone stops the boot with a clear status.
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '../protocol/keys.ts';
-import type { Device } from './device.ts';
+import type { Board } from './board.ts';
 import type { Endpoint } from './client-session.ts';
 
 export interface UpmonConfig {
@@ -50,7 +50,7 @@ function json(bytes: Uint8Array): Record<string, unknown> | null {
   }
 }
 
-export function boot(dev: Device): BootResult {
+export function boot(dev: Board): BootResult {
   const t0 = dev.clock.now();
   const fail = (reason: string): BootResult => {
     dev.trace('S0.3', 'autorun', reason, false);
