@@ -39,6 +39,7 @@ export class BizServerSession extends ServerSession {
   protected step(frame: Uint8Array, env: Envelope): void {
     const s = this.exchange.receive(frame, env);
     this.send(s.send);
+    if (s.refuse) throw s.refuse;
     const e = s.event;
     const ip = this.transport.observedIp;
     if (e?.kind === 'logged-in') {

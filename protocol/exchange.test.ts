@@ -177,6 +177,16 @@ test('login refusals are loginAck then loginFail, close 1008: mechanism, unknown
   }
 });
 
+test('a replayed login is refused after the ack it is owed (HS_REPLAY, close 1008)', () => {
+  const replay = new ReplayCache();
+  const deps = { ...loginDeps(), assertFresh: (mac: Uint8Array) => replay.assertFresh(mac) };
+  const login = loginClient().start().send[0]!;
+  assert.is(new LoginServer('biz-east', deps).receive(login, decodeEnvelope(login)).refuse, undefined);
+  const again = new LoginServer('biz-east', deps).receive(login, decodeEnvelope(login));
+  assert.equal(again.send.map((f) => decodeEnvelope(f).type), [MsgType.loginAck]);
+  assert.ok(code('HS_REPLAY')(again.refuse) && again.refuse!.closeCode === CloseCode.policy);
+});
+
 test('after the login: a confirmation of another generation is BIZ_CONFIRM_MISMATCH at the server; a pwConfirmAck of another generation is MSG_UNEXPECTED at the client', () => {
   const c = loginClient();
   const s = new LoginServer('biz-east', loginDeps({ current: 9 }));

@@ -143,14 +143,18 @@ export type LoginServerEvent =
   | { kind: 'confirmed'; user: string; gen: number };
 /** A refusal answered with loginFail (then close 1008): the caller logs it and closes. */
 export type LoginServerDone = { kind: 'refused'; code: ErrorCode; reason: string; login: Login; closeCode: CloseCode };
-export type LoginServerStep = Step<LoginServerEvent, LoginServerDone>;
+/**
+ * `refuse`: send `send` (the loginAck already owed, S0.11), then refuse with this error as for
+ * a thrown one (error frame, close): a replayed login is found only after the ack.
+ */
+export type LoginServerStep = Step<LoginServerEvent, LoginServerDone> & { refuse?: ProtocolError };
 
 type ServerState = 'login' | 'finish' | 'channel' | 'done';
 
 /**
  * The business server's side. receive() takes each decoded frame; a refused login is an
  * outcome (loginAck then loginFail, S0.11), any other refusal a thrown ProtocolError (the
- * caller sends the error frame and closes, S0.7).
+ * caller sends the error frame and closes, S0.7), or `refuse` once the ack is owed.
  */
 export class LoginServer {
   readonly #hs: ServerHandshake;
@@ -204,7 +208,12 @@ export class LoginServer {
     if (found.kind === 'unsupported') return refuse('BIZ_MECH_UNSUPPORTED', `mechanism '${login.mech}' is not offered by this server`);
     if (!hs.verifyOpening() || found.kind !== 'found') return refuse('BIZ_AUTH_FAILED', 'authentication failed');
     // After the MAC: an unauthenticated login cannot fill the cache (docs/protocol.md §8).
-    this.deps.assertFresh(login.mac);
+    try {
+      this.deps.assertFresh(login.mac);
+    } catch (e) {
+      if (e instanceof ProtocolError) return { send, refuse: e };
+      throw e;
+    }
     if (!found.active) return refuse('BIZ_ACCOUNT_DISABLED', 'this account is disabled');
     // S0.14: the first login with the pending generation makes it current. Compare-and-set:
     // if a newer rotation replaced the pending key meanwhile, this login is refused and the
