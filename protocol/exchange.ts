@@ -3,7 +3,7 @@
 // once, how the exchange ended. It does no I/O: the caller (the firmware's event loop, a
 // server session, the scripted test device, a socket-free test) moves the bytes, runs the
 // timers and decides what the program does next (STYLE.md, matter.js PaseClient/PaseServer).
-import { ClientHandshake, type Rng, type SecureChannel } from './channel.ts';
+import { ClientHandshake, ServerHandshake, type Rng, type SecureChannel } from './channel.ts';
 import { decodeEnvelope, encodeError, parseError, unexpected, MsgType, type Envelope } from './messages.ts';
 import { ProtocolError, ImplementationError, type CloseCode, type ErrorCode } from './errors.ts';
 
@@ -97,5 +97,39 @@ export abstract class ClientExchange<Ev, Out> {
     this.#over = true;
     this.hs.abort();
     this.ch?.close();
+  }
+}
+
+/**
+ * What the server side of every exchange shares: its handshake, then its channel, the state's
+ * name, and the wiping of both. receive() (in each exchange) throws ProtocolError to refuse.
+ */
+export abstract class ServerExchange<S extends string> {
+  protected readonly hs: ServerHandshake;
+  protected ch: SecureChannel | null = null;
+
+  constructor(
+    /** This server's name: the dest its frames carry and the one it accepts. */
+    readonly dest: string,
+    protected state: S | 'done',
+    rng?: Rng,
+  ) {
+    this.hs = new ServerHandshake(dest, rng);
+  }
+
+  /** Seq this side's next frame carries (for the error frame of a refusal). */
+  get nextSendSeq(): number {
+    return this.ch?.nextSendSeq ?? this.hs.nextSendSeq;
+  }
+
+  /** Wipes the keys (the session ended, for whatever reason). Idempotent. */
+  abort(): void {
+    this.state = 'done';
+    this.hs.abort();
+    this.ch?.close();
+  }
+
+  protected unexpected(env: Envelope): never {
+    throw unexpected(env.type, this.state);
   }
 }

@@ -8,10 +8,10 @@
 //   finish [mac]                            ->      sealed channel
 //   pwConfirm [gen] (once the secret is saved) ->
 //                                           <-      pwConfirmAck [gen]; the device closes
-import { ServerHandshake, passwordLoginKey, type Rng, type SecureChannel } from './channel.ts';
-import { ClientExchange, type ClientEnd, type Step } from './exchange.ts';
+import { passwordLoginKey, type Rng } from './channel.ts';
+import { ClientExchange, ServerExchange, type ClientEnd, type Step } from './exchange.ts';
 import {
-  MsgType, parseLogin, loginOpening, parseLoginAck, parseLoginFail, unexpected, loginOk, pwConfirm, pwConfirmAck,
+  MsgType, parseLogin, loginOpening, parseLoginAck, parseLoginFail, loginOk, pwConfirm, pwConfirmAck,
   type Envelope, type Login, type LoginFail, type Mechanism, type MessageCodec, type OpeningCodec,
 } from './messages.ts';
 import { ProtocolError, ImplementationError, CloseCode, type ErrorCode } from './errors.ts';
@@ -149,50 +149,47 @@ export type LoginServerDone = { kind: 'refused'; code: ErrorCode; reason: string
  */
 export type LoginServerStep = Step<LoginServerEvent, LoginServerDone> & { refuse?: ProtocolError };
 
-type ServerState = 'login' | 'finish' | 'channel' | 'done';
+type ServerState = 'login' | 'finish' | 'channel';
 
 /**
  * The business server's side. receive() takes each decoded frame; a refused login is an
  * outcome (loginAck then loginFail, S0.11), any other refusal a thrown ProtocolError (the
  * caller sends the error frame and closes, S0.7), or `refuse` once the ack is owed.
  */
-export class LoginServer {
-  readonly #hs: ServerHandshake;
-  #ch: SecureChannel | null = null;
-  #state: ServerState = 'login';
+export class LoginServer extends ServerExchange<ServerState> {
   #user = '';
 
   constructor(
-    readonly dest: string,
+    dest: string,
     private readonly deps: LoginServerDeps,
     rng?: Rng,
   ) {
-    this.#hs = new ServerHandshake(dest, rng);
+    super(dest, 'login', rng);
   }
 
   receive(frame: Uint8Array, env: Envelope): LoginServerStep {
-    switch (this.#state) {
+    switch (this.state) {
       case 'login':
-        if (env.type !== M.login.type) this.#unexpected(env);
+        if (env.type !== M.login.type) this.unexpected(env);
         return this.#login(frame, env);
       case 'finish':
-        this.#ch = this.#hs.acceptFinish(frame, env);
-        this.#state = 'channel';
+        this.ch = this.hs.acceptFinish(frame, env);
+        this.state = 'channel';
         return { send: [] };
       case 'channel': {
-        if (env.type !== M.pwConfirm.type) this.#unexpected(env);
-        const { gen } = M.pwConfirm.decode(this.#ch!.open(env));
+        if (env.type !== M.pwConfirm.type) this.unexpected(env);
+        const { gen } = M.pwConfirm.decode(this.ch!.open(env));
         if (!this.deps.confirm(this.#user, gen)) throw new ProtocolError('BIZ_CONFIRM_MISMATCH', `generation ${gen} is not the account's current one`);
-        this.#state = 'done';
-        return { send: [this.#ch!.seal(M.pwConfirmAck.type, M.pwConfirmAck.encode({ gen }))], event: { kind: 'confirmed', user: this.#user, gen } };
+        this.state = 'done';
+        return { send: [this.ch!.seal(M.pwConfirmAck.type, M.pwConfirmAck.encode({ gen }))], event: { kind: 'confirmed', user: this.#user, gen } };
       }
       default:
-        this.#unexpected(env);
+        this.unexpected(env);
     }
   }
 
   #login(frame: Uint8Array, env: Envelope): LoginServerStep {
-    const hs = this.#hs;
+    const hs = this.hs;
     const login = M.login.decode(env.body);
     const found = this.deps.lookup(login);
     const key = found.kind === 'found' ? found.key : null;
@@ -220,23 +217,8 @@ export class LoginServer {
     // device still holds the current secret.
     if (found.pending && !this.deps.promote(login.user, login.gen)) return refuse('BIZ_AUTH_FAILED', 'authentication failed');
     this.#user = login.user;
-    this.#state = 'finish';
+    this.state = 'finish';
     send.push(hs.proof(M.loginOk.type));
     return { send, event: { kind: 'logged-in', login, promoted: found.pending } };
-  }
-
-  get nextSendSeq(): number {
-    return this.#ch?.nextSendSeq ?? this.#hs.nextSendSeq;
-  }
-
-  /** Wipes the keys (the session ended, for whatever reason). */
-  abort(): void {
-    this.#state = 'done';
-    this.#hs.abort();
-    this.#ch?.close();
-  }
-
-  #unexpected(env: Envelope): never {
-    throw unexpected(env.type, this.#state);
   }
 }

@@ -7,10 +7,10 @@
 //   finish [mac], credRequest [serial, ip]  ->      sealed channel; the caller issues credentials
 //                                           <-      credReply [...] | notFound [reason]; close 1000
 // A device may send pwConfirm [gen] (sealed) once before credRequest; the server acknowledges.
-import { ServerHandshake, type Rng, type SecureChannel } from './channel.ts';
-import { ClientExchange, type ClientEnd, type Step } from './exchange.ts';
+import type { Rng } from './channel.ts';
+import { ClientExchange, ServerExchange, type ClientEnd, type Step } from './exchange.ts';
 import {
-  MsgType, parseHello, helloOpening, parseCredRequest, parseCredReply, credReplyBody, parseNotFound, unexpected,
+  MsgType, parseHello, helloOpening, parseCredRequest, parseCredReply, credReplyBody, parseNotFound,
   helloReply, pwConfirm, pwConfirmAck, type CredReply, type CredRequest, type Envelope, type Hello, type MessageCodec, type OpeningCodec,
 } from './messages.ts';
 import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
@@ -96,7 +96,7 @@ export type RegistrationServerEvent = { kind: 'confirmed'; serial: string; gen: 
 export type RegistrationServerDone = { kind: 'issued' | 'not-found'; closeCode: CloseCode };
 export type RegistrationServerStep = Step<RegistrationServerEvent, RegistrationServerDone> & { need?: CredentialsNeed };
 
-type ServerState = 'hello' | 'finish' | 'cred' | 'busy' | 'done';
+type ServerState = 'hello' | 'finish' | 'cred' | 'busy';
 
 /**
  * The registration server's side. receive() takes each decoded frame and throws ProtocolError
@@ -104,19 +104,16 @@ type ServerState = 'hello' | 'finish' | 'cred' | 'busy' | 'done';
  * returns `need`: the caller's answer may take time (the rotation awaits the business
  * server's admin API), and a caller whose device went away meanwhile simply never answers.
  */
-export class RegistrationServer {
-  readonly #hs: ServerHandshake;
-  #ch: SecureChannel | null = null;
-  #state: ServerState = 'hello';
+export class RegistrationServer extends ServerExchange<ServerState> {
   #serial = '';
   #confirmed = false;
 
   constructor(
-    readonly dest: string,
+    dest: string,
     private readonly deps: RegistrationServerDeps,
     rng?: Rng,
   ) {
-    this.#hs = new ServerHandshake(dest, rng);
+    super(dest, 'hello', rng);
   }
 
   get serial(): string {
@@ -124,44 +121,44 @@ export class RegistrationServer {
   }
 
   receive(frame: Uint8Array, env: Envelope): RegistrationServerStep {
-    switch (this.#state) {
+    switch (this.state) {
       case 'hello':
-        if (env.type !== M.hello.type) this.#unexpected(env);
+        if (env.type !== M.hello.type) this.unexpected(env);
         return this.#hello(frame, env);
       case 'finish':
-        this.#ch = this.#hs.acceptFinish(frame, env);
-        this.#state = 'cred';
+        this.ch = this.hs.acceptFinish(frame, env);
+        this.state = 'cred';
         return { send: [] };
       case 'cred': {
-        const ch = this.#ch!;
+        const ch = this.ch!;
         if (env.type === M.pwConfirm.type && !this.#confirmed) {
           const { gen } = M.pwConfirm.decode(ch.open(env));
           this.#confirmed = true;
           this.deps.recordConfirmation(this.#serial, gen);
           return { send: [ch.seal(M.pwConfirmAck.type, M.pwConfirmAck.encode({ gen }))], event: { kind: 'confirmed', serial: this.#serial, gen } };
         }
-        if (env.type !== M.credRequest.type) this.#unexpected(env);
+        if (env.type !== M.credRequest.type) this.unexpected(env);
         const request = M.credRequest.decode(ch.open(env));
         if (request.serial !== this.#serial) throw new ProtocolError('MSG_BAD_FIELD', 'credRequest.serial differs from the serial of the hello');
-        this.#state = 'busy';
+        this.state = 'busy';
         return { send: [], need: { serial: this.#serial, request } };
       }
       default:
-        this.#unexpected(env);
+        this.unexpected(env);
     }
   }
 
   #hello(frame: Uint8Array, env: Envelope): RegistrationServerStep {
     const h = M.hello.decode(env.body);
     const { serial, key } = this.deps.deviceKey(h.token);
-    this.#hs.acceptOpening(frame, env, M.hello.opening(h), key);
+    this.hs.acceptOpening(frame, env, M.hello.opening(h), key);
     key.fill(0);
-    this.#hs.requireVerifiedOpening();
+    this.hs.requireVerifiedOpening();
     // After the MAC: an unauthenticated hello cannot fill the cache (docs/protocol.md §8).
     this.deps.assertFresh(h.mac);
     this.#serial = serial;
-    this.#state = 'finish';
-    return { send: [this.#hs.proof(M.helloReply.type)] };
+    this.state = 'finish';
+    return { send: [this.hs.proof(M.helloReply.type)] };
   }
 
   /**
@@ -169,9 +166,9 @@ export class RegistrationServer {
    * secret is wiped once sealed. Throws ImplementationError EXCHANGE_STATE when nothing was asked.
    */
   answer(c: Credentials): RegistrationServerStep {
-    if (this.#state !== 'busy') throw new ImplementationError('EXCHANGE_STATE', `answer() in state ${this.#state}`);
-    this.#state = 'done';
-    const ch = this.#ch!;
+    if (this.state !== 'busy') throw new ImplementationError('EXCHANGE_STATE', `answer() in state ${this.state}`);
+    this.state = 'done';
+    const ch = this.ch!;
     if (c.kind === 'not-found') {
       // S0.9: "not found", sealed for this (genuine) device; then the session ends normally.
       return { send: [ch.seal(M.notFound.type, M.notFound.encode({ reason: c.reason }))], done: { kind: 'not-found', closeCode: CloseCode.normal } };
@@ -179,20 +176,5 @@ export class RegistrationServer {
     const frame = ch.seal(M.credReply.type, M.credReply.encode(c.reply));
     c.reply.secret.fill(0);
     return { send: [frame], done: { kind: 'issued', closeCode: CloseCode.normal } };
-  }
-
-  get nextSendSeq(): number {
-    return this.#ch?.nextSendSeq ?? this.#hs.nextSendSeq;
-  }
-
-  /** Wipes the keys (the session ended, for whatever reason). */
-  abort(): void {
-    this.#state = 'done';
-    this.#hs.abort();
-    this.#ch?.close();
-  }
-
-  #unexpected(env: Envelope): never {
-    throw unexpected(env.type, this.#state);
   }
 }

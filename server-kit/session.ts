@@ -7,6 +7,7 @@
 // is ended (TIMEOUT, close 1001: docs/protocol.md §6).
 import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, ImplementationError, CloseCode } from '../protocol/errors.ts';
+import type { ServerExchange } from '../protocol/exchange.ts';
 import type { Logger } from './log.ts';
 import type { ServerMetrics } from './metrics.ts';
 
@@ -37,14 +38,6 @@ export interface SessionOptions {
   log: Logger;
 }
 
-/** What a session needs of the protocol machine it drives. */
-export interface ServerExchange {
-  /** Seq this side's next frame carries (for the error frame of a refusal). */
-  readonly nextSendSeq: number;
-  /** Wipes the machine's keys; idempotent. */
-  abort(): void;
-}
-
 export abstract class ServerSession implements SessionHandler {
   #queue: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | null = null;
@@ -66,7 +59,7 @@ export abstract class ServerSession implements SessionHandler {
   /** Handles one decoded frame (hands it to the machine); throws ProtocolError to refuse. */
   protected abstract step(frame: Uint8Array, env: Envelope): void | Promise<void>;
   /** The protocol machine (set in the subclass's constructor). */
-  protected abstract readonly exchange: ServerExchange;
+  protected abstract readonly exchange: ServerExchange<string>;
 
   /** Seq this side's next frame carries. */
   protected nextSendSeq(): number {
