@@ -20,8 +20,8 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { Encoder, Decoder } from 'cbor-x';
-import { Handshake, SecureChannel } from '../protocol/channel.ts';
-import { decodeEnvelope, encodeEnvelope, headerBytes, parseHello, parseServerProof, MsgType } from '../protocol/messages.ts';
+import { ClientHandshake, ServerHandshake, SecureChannel } from '../protocol/channel.ts';
+import { decodeEnvelope, encodeEnvelope, headerBytes, parseHello, helloOpening, parseServerProof, MsgType } from '../protocol/messages.ts';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from '../protocol/keys.ts';
 import { encode } from '../protocol/cbor.ts';
 import { keystreamRng } from '../protocol/seeded-rng.ts';
@@ -135,13 +135,13 @@ const rngC = keystreamRng('bench c');
 const rngS = keystreamRng('bench s');
 
 function fullHandshake(): void {
-  const client = new Handshake('client', dest, devKey, rngC);
-  const server = new Handshake('server', dest, null, rngS);
+  const client = new ClientHandshake(dest, devKey, rngC);
+  const server = new ServerHandshake(dest, rngS);
   const hello = client.opening(MsgType.hello, [token]);
   const env = decodeEnvelope(hello);
   const h = parseHello(env.body);
   const id = openSerialToken(ring, h.token);
-  server.acceptOpening(hello, env, [h.token], h.nonce, h.mac, deriveDeviceKey(ring.key(id.version), id.serial));
+  server.acceptOpening(hello, env, helloOpening(h), deriveDeviceKey(ring.key(id.version), id.serial));
   server.requireVerifiedOpening();
   const reply = server.proof(MsgType.helloReply);
   const renv = decodeEnvelope(reply);

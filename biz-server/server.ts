@@ -1,4 +1,4 @@
-// A business server process role: device/link ports (server-kit/host.ts) running BizSession,
+// A business server process role: device/link ports (server-kit/host.ts) running BizServerSession,
 // and the admin API (server-kit/admin-messages.ts) for the registration server
 // (installPending, status) and for enrollment (enrollAccount).
 import type { Server } from 'node:http';
@@ -11,7 +11,7 @@ import { adminOps } from '../server-kit/admin-messages.ts';
 import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteBizStore } from './store.ts';
-import { BizSession } from './session.ts';
+import { BizServerSession } from './session.ts';
 
 export interface BizConfig {
   name: string;
@@ -61,7 +61,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       linkPort: cfg.linkPort,
       linkKey: cfg.linkKey,
       metrics,
-      factory: (t) => new BizSession(t, sessionOpts, { store, replay }),
+      factory: (t) => new BizServerSession(t, sessionOpts, { store, replay }),
       health: () => ({ region: cfg.region, draining }),
     });
     const h = host;

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { testStack } from '../deploy/test-util.ts';
 import { bizLogin, FrameSocket } from '../server-kit/test-device.ts';
-import { Handshake, passwordLoginKey } from '../protocol/channel.ts';
+import { ClientHandshake, passwordLoginKey } from '../protocol/channel.ts';
 import { MsgType, parseServerProof, decodeEnvelope, parseError, parseLoginFail } from '../protocol/messages.ts';
 import type { Stack } from '../deploy/stack.ts';
 
@@ -47,7 +47,7 @@ test('pending -> current on first use; confirmation recorded; a confirmation of 
   assert.equal([a.currentGen, a.pendingGen, a.confirmedGen], [1, null, 1]);
   // pwConfirm for a generation that is not current.
   const s = await FrameSocket.connect(url);
-  const hs = new Handshake('client', 'biz-east', passwordLoginKey(secret(1), 'u-SN-B1'));
+  const hs = new ClientHandshake('biz-east', passwordLoginKey(secret(1), 'u-SN-B1'));
   s.send(hs.opening(MsgType.login, ['password', 'u-SN-B1', 1, new Map()]));
   const ack = await s.frame();
   hs.receiveClear(ack.frame, ack.env);
@@ -77,7 +77,7 @@ test('a disabled account is refused after authentication (BIZ_ACCOUNT_DISABLED)'
 });
 
 test('S0.7: a replayed login (HS_REPLAY) and an out-of-state frame (MSG_UNEXPECTED) end the session', async () => {
-  const hs = new Handshake('client', 'biz-east', passwordLoginKey(secret(1), 'u-SN-B1'));
+  const hs = new ClientHandshake('biz-east', passwordLoginKey(secret(1), 'u-SN-B1'));
   const login = hs.opening(MsgType.login, ['password', 'u-SN-B1', 1, new Map()]);
   const s1 = await FrameSocket.connect(url);
   s1.send(login);
@@ -92,7 +92,7 @@ test('S0.7: a replayed login (HS_REPLAY) and an out-of-state frame (MSG_UNEXPECT
   assert.is(c2.code, 1008);
 
   const s3 = await FrameSocket.connect(stack.directUrl('biz-east')!);
-  s3.send(new Handshake('client', 'reg-primary', secret(1)).opening(MsgType.hello, [new Uint8Array(60)]));
+  s3.send(new ClientHandshake('reg-primary', secret(1)).opening(MsgType.hello, [new Uint8Array(60)]));
   const c3 = await s3.closed();
   const e3 = decodeEnvelope(c3.frames[0]!);
   assert.is(parseError(e3.body).code, 'MSG_UNEXPECTED');
@@ -102,7 +102,7 @@ test('S0.7: a replayed login (HS_REPLAY) and an out-of-state frame (MSG_UNEXPECT
 
 test('a login for another server (wrong dest) is refused (HS_WRONG_DEST)', async () => {
   const s = await FrameSocket.connect(stack.directUrl('biz-east')!);
-  const hs = new Handshake('client', 'biz-west', passwordLoginKey(secret(1), 'u-SN-B1'));
+  const hs = new ClientHandshake('biz-west', passwordLoginKey(secret(1), 'u-SN-B1'));
   s.send(hs.opening(MsgType.login, ['password', 'u-SN-B1', 1, new Map()]));
   const c = await s.closed();
   assert.is(parseError(decodeEnvelope(c.frames[0]!).body).code, 'HS_WRONG_DEST');

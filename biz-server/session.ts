@@ -1,92 +1,61 @@
-// One business login session (S0.11, S0.14), the server side:
-//   login   -> loginAck ("received, verifying") -> loginOk (proof) | loginFail + close
-//   finish  -> sealed channel
-//   pwConfirm [gen] -> pwConfirmAck [gen]; the device then closes.
-import { Handshake } from '../protocol/channel.ts';
-import { MsgType, parseLogin, parsePwConfirm, type Envelope } from '../protocol/messages.ts';
-import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+// One business login session (S0.11, S0.14), the server side: the adapter around
+// protocol/login.ts's LoginServer. The machine runs the exchange (docs/protocol.md §6.3); this
+// file keeps what needs the server: the mechanism table and the account store (key lookup,
+// promotion, confirmation), the replay cache, logs and metrics.
+import { LoginServer } from '../protocol/login.ts';
+import type { Envelope } from '../protocol/messages.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import { mechanisms } from './mechanisms.ts';
 import type { BizStore } from './store.ts';
 
-export interface BizSessionDeps {
+export interface BizServerSessionDeps {
   store: BizStore;
   replay: ReplayCache;
   now?: () => number;
 }
 
-type State = 'login' | 'finish' | 'channel' | 'done';
+export class BizServerSession extends ServerSession {
+  protected readonly exchange: LoginServer;
+  /** The clock reading of this login: the lookup and the promotion judge expiry at one instant. */
+  #now = 0;
 
-export class BizSession extends ServerSession {
-  #state: State = 'login';
-  #user = '';
-
-  constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: BizSessionDeps) {
+  constructor(t: SessionTransport, opts: SessionOptions, deps: BizServerSessionDeps) {
     super(t, opts);
-  }
-
-  protected override cleanup(): void {
-    super.cleanup();
-    this.#state = 'done';
+    this.exchange = new LoginServer(opts.name, {
+      lookup: (login) => {
+        this.#now = deps.now?.() ?? Date.now();
+        const mech = mechanisms[login.mech];
+        if (!mech) return { kind: 'unsupported' };
+        const c = mech.lookup(deps.store, login, this.#now);
+        return c ? { kind: 'found', key: c.key, active: c.account.status === 'active', pending: c.pending } : { kind: 'unknown' };
+      },
+      assertFresh: (mac) => deps.replay.assertFresh(mac),
+      promote: (user, gen) => deps.store.promote(user, gen, this.#now),
+      confirm: (user, gen) => deps.store.confirm(user, gen),
+    });
   }
 
   protected step(frame: Uint8Array, env: Envelope): void {
-    switch (this.#state) {
-      case 'login':
-        if (env.type !== MsgType.login) this.unexpected(env, this.#state);
-        return this.#login(frame, env);
-      case 'finish':
-        this.ch = this.hs!.acceptFinish(frame, env);
-        this.#state = 'channel';
-        return;
-      case 'channel': {
-        if (env.type !== MsgType.pwConfirm) this.unexpected(env, this.#state);
-        const { gen } = parsePwConfirm(this.ch!.open(env));
-        if (!this.deps.store.confirm(this.#user, gen)) {
-          throw new ProtocolError('BIZ_CONFIRM_MISMATCH', `generation ${gen} is not the account's current one`);
-        }
-        this.opts.log.info('password confirmed', { user: this.#user, gen });
-        this.opts.metrics?.event('password_confirmed');
-        this.send(this.ch!.seal(MsgType.pwConfirmAck, [gen]));
-        this.#state = 'done';
-        return;
-      }
-      default:
-        this.unexpected(env, this.#state);
+    const s = this.exchange.receive(frame, env);
+    this.send(s.send);
+    if (s.refuse) throw s.refuse;
+    const e = s.event;
+    const ip = this.transport.observedIp;
+    if (e?.kind === 'logged-in') {
+      const l = e.login;
+      this.opts.metrics?.event('login_ok');
+      if (e.promoted) this.opts.metrics?.event('password_promoted');
+      this.opts.log.info('login ok', { user: l.user, gen: l.gen, mech: l.mech, promoted: e.promoted, ip, via: this.transport.via });
+    } else if (e?.kind === 'confirmed') {
+      this.opts.log.info('password confirmed', { user: e.user, gen: e.gen });
+      this.opts.metrics?.event('password_confirmed');
     }
-  }
-
-  #login(frame: Uint8Array, env: Envelope): void {
-    const login = parseLogin(env.body);
-    const now = this.deps.now?.() ?? Date.now();
-    const mech = mechanisms[login.mech];
-    const choice = mech?.lookup(this.deps.store, login, now) ?? null;
-    const hs = (this.hs = new Handshake('server', this.opts.name, null));
-    hs.acceptOpening(frame, env, [login.mech, login.user, login.gen, login.ext], login.nonce, login.mac, choice?.key ?? null);
-    choice?.key.fill(0);
-    // S0.11: "received, verifying" before the verdict.
-    this.send(hs.clear(MsgType.loginAck, []));
-    const refuse = (code: string, reason: string) => {
-      this.opts.log.info('login refused', { code, user: login.user, gen: login.gen, mech: login.mech, ip: this.transport.observedIp });
+    if (s.done) {
+      const { code, login: l } = s.done;
+      this.opts.log.info('login refused', { code, user: l.user, gen: l.gen, mech: l.mech, ip });
       this.opts.metrics?.event('login_refused', code);
-      this.send(hs.clear(MsgType.loginFail, [code, reason]));
-      this.end(CloseCode.policy, code);
-    };
-    if (!mech) return refuse('BIZ_MECH_UNSUPPORTED', `mechanism '${login.mech}' is not offered by this server`);
-    if (!hs.verifyOpening() || !choice) return refuse('BIZ_AUTH_FAILED', 'authentication failed');
-    // After the MAC: an unauthenticated login cannot fill the cache (docs/protocol.md §8).
-    this.deps.replay.assertFresh(login.mac);
-    if (choice.account.status !== 'active') return refuse('BIZ_ACCOUNT_DISABLED', 'this account is disabled');
-    // S0.14: the first login with the pending generation makes it current. Compare-and-set:
-    // if a newer rotation replaced the pending key meanwhile, this login is refused and the
-    // device still holds the current secret.
-    if (choice.pending && !this.deps.store.promote(login.user, login.gen, now)) return refuse('BIZ_AUTH_FAILED', 'authentication failed');
-    this.#user = login.user;
-    this.opts.metrics?.event('login_ok');
-    if (choice.pending) this.opts.metrics?.event('password_promoted');
-    this.opts.log.info('login ok', { user: login.user, gen: login.gen, mech: login.mech, promoted: choice.pending, ip: this.transport.observedIp, via: this.transport.via });
-    this.send(hs.proof(MsgType.loginOk));
-    this.#state = 'finish';
+      this.end(s.done.closeCode, code);
+    }
   }
 }

@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { testStack } from './test-util.ts';
 import { makeDevice, register, bizLogin, DeviceWallet, FrameSocket } from '../server-kit/test-device.ts';
-import { Handshake } from '../protocol/channel.ts';
+import { ClientHandshake } from '../protocol/channel.ts';
 import { MsgType, decodeEnvelope, parseServerProof, parseCredReply } from '../protocol/messages.ts';
 import type { Stack } from './stack.ts';
 
@@ -63,7 +63,7 @@ test('S0.5/S0.8/S0.11/S0.14: register, log in, register again (rotation), log in
 
 test('S0.11: loginAck ("received, verifying") comes before the verdict; a wrong secret gets loginFail and the end', async () => {
   const s = await FrameSocket.connect(stack.urlFor('biz-east'));
-  const hs = new Handshake('client', 'biz-east', new Uint8Array(32).fill(5));
+  const hs = new ClientHandshake('biz-east', new Uint8Array(32).fill(5));
   s.send(hs.opening(MsgType.login, ['password', 'u-SN-E2E-2', 0, new Map()]));
   const a = await s.frame();
   assert.is(a.env.type, MsgType.loginAck);
@@ -113,7 +113,7 @@ test('S0.8: an unhealthy business server is skipped', async () => {
 test('a device cannot claim another IP: headers such as X-Forwarded-For are ignored', async () => {
   const dev = makeDevice(stack.ring, 'SN-E2E-3');
   const s = await FrameSocket.connect(stack.gatewayUrl, { localAddress: '127.2.0.44', headers: { 'x-forwarded-for': '127.1.0.1', forwarded: 'for=127.1.0.1' } });
-  const hs = new Handshake('client', 'reg-primary', dev.key);
+  const hs = new ClientHandshake('reg-primary', dev.key);
   s.send(hs.opening(MsgType.hello, [dev.token]));
   const r = await s.frame();
   const { finish, channel } = hs.acceptProof(r.frame, r.env, parseServerProof(r.env.body));

@@ -1,9 +1,9 @@
 // Boot (S0.3): on plug-in the host's AutoRun reads AUTORUN.INF from the virtual zone (the
 // CD-ROM unit) and starts the program it names, UPMon, after checking UPMon's manifest
 // (its program hash). A corrupted virtual zone stops the boot with a clear status.
-import { bytesToHex } from '@noble/hashes/utils.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import type { Device } from './device.ts';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import type { Board } from './board.ts';
 import type { Endpoint } from './client-session.ts';
 
 export interface UpmonConfig {
@@ -50,7 +50,7 @@ function json(bytes: Uint8Array): Record<string, unknown> | null {
   }
 }
 
-export function boot(dev: Device): BootResult {
+export function boot(dev: Board): BootResult {
   const t0 = dev.clock.now();
   const fail = (reason: string): BootResult => {
     dev.trace('S0.3', 'autorun', reason, false);

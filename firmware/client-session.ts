@@ -1,11 +1,11 @@
-// One client session over one socket: connect, exchange frames step by step with a
-// timeout per step, and end exactly once. Subclasses (registration, business login) say
-// what to send and what each state accepts; anything else ends the session (S0.7).
-import { decodeEnvelope, encodeError, parseError, unexpected, MsgType, type Envelope } from '../protocol/messages.ts';
-import { ProtocolError, CloseCode, retryClass, type RetryClass } from '../protocol/errors.ts';
+// One client session over one socket: the adapter between a protocol client machine (what
+// to send, what each state accepts; anything else ends the session, S0.7) and the board's
+// network, loop and clock (connection, timeouts, a single end).
+import { CloseCode, retryClass, type RetryClass } from '../protocol/errors.ts';
+import { isClientEnd, type ClientEnd, type ClientExchange, type Step } from '../protocol/exchange.ts';
 import type { NetSocket } from './hal/hal.ts';
-import type { EventLoop, Timer } from './loop.ts';
-import type { Device } from './device.ts';
+import type { Timer } from './loop.ts';
+import type { Board } from './board.ts';
 
 /**
  * Where a session goes: the URL to connect to and the envelope dest of its frames. Both come
@@ -29,28 +29,33 @@ export type SessionEnd =
   /** The server refused us with an error frame. */
   | { kind: 'refused'; code: string; why: string };
 
-export abstract class ClientSession<R> {
-  protected socket: NetSocket | null = null;
+/**
+ * One exchange's client machine (protocol/registration.ts, protocol/login.ts) over one
+ * socket: connect, hand each frame to the machine and send what it returns, a timeout per
+ * step, and end exactly once. The machine's events go to `onEvent`, where the program traces
+ * them, re-arms the step timer and answers the machine (apply()).
+ */
+export class ClientSession<Ev, Out> {
+  #socket: NetSocket | null = null;
   #timer: Timer | null = null;
   #ended = false;
-  protected opened = false;
+  #opened = false;
   readonly started: number;
-  readonly dest: string;
-
-  readonly url: string;
+  /** Board clock when the connection opened (0 until then). */
+  openedAt = 0;
 
   constructor(
-    protected readonly dev: Device,
-    endpoint: Endpoint,
-    private readonly finish: (r: R | SessionEnd) => void,
+    private readonly board: Board,
+    readonly url: string,
+    readonly machine: ClientExchange<Ev, Out>,
+    private readonly onEvent: (e: Ev) => void,
+    private readonly finish: (r: Out | SessionEnd) => void,
   ) {
-    this.started = dev.clock.now();
-    this.url = endpoint.url;
-    this.dest = endpoint.dest;
+    this.started = board.clock.now();
   }
 
-  protected get loop(): EventLoop {
-    return this.dev.loop;
+  get dest(): string {
+    return this.machine.dest;
   }
 
   start(): void {
@@ -60,92 +65,67 @@ export abstract class ClientSession<R> {
     } catch (e) {
       // A network layer that refuses the address outright (it should call onClose instead):
       // this server is unreachable, the program tries the next one; the plug-in goes on.
-      this.loop.post(() => this.end({ kind: 'unreachable', why: `no connection (${(e as Error)?.message ?? String(e)})` }));
+      this.board.loop.post(() => this.#end({ kind: 'unreachable', why: `no connection (${(e as Error)?.message ?? String(e)})` }));
     }
   }
 
   #connect(): void {
-    this.socket = this.dev.net.connect(this.url, {
-      onOpen: () => this.loop.post(() => {
+    const loop = this.board.loop;
+    this.#socket = this.board.net.connect(this.url, {
+      onOpen: () => loop.post(() => {
         if (this.#ended) return;
-        this.opened = true;
+        this.#opened = true;
+        this.openedAt = this.board.clock.now();
         this.arm('first reply');
-        this.guard(() => this.onOpen());
+        this.apply(this.machine.start());
       }),
-      onMessage: (data) => this.loop.post(() => {
-        if (this.#ended) return;
-        this.guard(() => this.onFrameBytes(data));
+      onMessage: (data) => loop.post(() => {
+        if (!this.#ended) this.apply(this.machine.receive(data));
       }),
-      onClose: (code, reason) => this.loop.post(() => {
+      onClose: (code, reason) => loop.post(() => {
         if (this.#ended) return;
-        this.end({ kind: 'unreachable', why: this.opened ? `connection closed (${code}${reason ? ` ${reason}` : ''})` : `no connection (${reason || code})` });
+        this.#end({ kind: 'unreachable', why: this.#opened ? `connection closed (${code}${reason ? ` ${reason}` : ''})` : `no connection (${reason || code})` });
       }),
     });
   }
 
-  /** Subclass: the session's first frame(s). */
-  protected abstract onOpen(): void;
-  /** Subclass: one decoded frame that is not an error frame. */
-  protected abstract onFrame(env: Envelope, frame: Uint8Array): void;
-  /** Subclass: the seq of our next frame, for error frames we send. */
-  protected abstract nextSeq(): number;
-
-  protected send(frame: Uint8Array): void {
-    this.socket?.send(frame);
+  /** Sends a step's frames, reports its event, and ends the session on its outcome. */
+  apply(step: Step<Ev, Out | ClientEnd>): void {
+    if (this.#ended) return;
+    for (const f of step.send) this.#socket?.send(f);
+    if (step.event !== undefined) this.onEvent(step.event);
+    const d = step.done;
+    if (d === undefined) return;
+    if (!isClientEnd(d)) return this.#end(d);
+    if (d.kind === 'invalid') return this.#end({ kind: 'invalid', code: d.code, why: d.reason }, d.closeCode);
+    // What to do next comes from the one error table: `later` and `other-server` codes are
+    // retried (another server now, this one after a backoff); anything else, known or not, never.
+    const retry = retryClass(d.code);
+    this.#end(retry === 'never' ? { kind: 'refused', code: d.code, why: d.reason } : { kind: 'unreachable', code: d.code, retry, why: d.reason });
   }
 
-  /** (Re)starts the step timer. */
-  protected arm(step: string): void {
-    this.loop.cancel(this.#timer);
-    this.#timer = this.loop.after(this.dev.config.stepTimeoutMs, () => {
-      if (!this.#ended) this.end({ kind: 'unreachable', why: `timed out waiting for ${step}` }, CloseCode.goingAway);
+  /** (Re)starts the step timer: `step` names what the session waits for. */
+  arm(step: string): void {
+    const loop = this.board.loop;
+    loop.cancel(this.#timer);
+    this.#timer = loop.after(this.board.config.stepTimeoutMs, () => {
+      if (!this.#ended) this.#end({ kind: 'unreachable', why: `timed out waiting for ${step}` }, CloseCode.goingAway);
     });
   }
 
-  private onFrameBytes(data: Uint8Array): void {
-    const env = decodeEnvelope(data);
-    if (env.type === MsgType.error) {
-      const e = parseError(env.body);
-      const reason = e.reason.startsWith(`${e.code}: `) ? e.reason.slice(e.code.length + 2) : e.reason;
-      // What to do next comes from the one error table: `later` and `other-server` codes are
-      // retried (another server now, this one after a backoff); anything else, known or not, never.
-      const retry = retryClass(e.code);
-      const end: SessionEnd = retry === 'never' ? { kind: 'refused', code: e.code, why: reason } : { kind: 'unreachable', code: e.code, retry, why: reason };
-      this.end(end, CloseCode.normal);
-      return;
-    }
-    this.onFrame(env, data);
-  }
-
-  /** Runs a step; a ProtocolError from the server's frame ends the session as invalid (S0.7). */
-  protected guard(f: () => void): void {
-    try {
-      f();
-    } catch (e) {
-      if (!(e instanceof ProtocolError)) throw e;
-      this.send(encodeError(this.nextSeq(), this.dest, e.code, null, e.message));
-      this.end({ kind: 'invalid', code: e.code, why: e.message.replace(`${e.code}: `, '') }, e.closeCode);
-    }
-  }
-
-  protected unexpected(env: Envelope, state: string): never {
-    throw unexpected(env.type, state);
-  }
-
-  /** Ends the session once: stops the timer, closes the socket, reports the result. */
-  protected end(r: R | SessionEnd, code: number = CloseCode.normal): void {
+  /** Ends the session once: stops the timer, closes the socket, wipes the keys, reports. */
+  #end(r: Out | SessionEnd, code: number = CloseCode.normal): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.loop.cancel(this.#timer);
-    this.socket?.close(code);
-    this.cleanup();
+    this.board.loop.cancel(this.#timer);
+    this.#socket?.close(code);
+    this.machine.abort();
     this.finish(r);
   }
 
-  protected cleanup(): void {}
-
+  /** Milliseconds since the session started. */
   get ms(): number {
-    return this.dev.clock.now() - this.started;
+    return this.board.clock.now() - this.started;
   }
 }
 

@@ -1,4 +1,4 @@
-// One virtual phone: its HAL, its storage, its event loop, and the three programs that run
+// One virtual phone (the Board the programs run on): its HAL, its storage, its event loop, and the three programs that run
 // on plug-in: boot (AutoRun, S0.3) -> UPMon (S0.4-S0.10) -> main program (S0.11-S0.14).
 import type { Clock, HalBase, Host, NetSocket, Network, Rng, TraceEvent } from './hal/hal.ts';
 import { EventLoop } from './loop.ts';
@@ -6,26 +6,10 @@ import type { PhoneStorage } from './storage.ts';
 import { boot } from './boot.ts';
 import { Upmon, type UpmonOutcome } from './upmon.ts';
 import { MainProgram, type MainOutcome } from './main-program.ts';
-import { Limits } from '../protocol/limits.ts';
+import { defaultDeviceConfig, type Board, type DeviceConfig } from './board.ts';
 
-export interface DeviceConfig {
-  /** How long a session waits for each expected frame. */
-  stepTimeoutMs: number;
-  /** Rounds over (primary, backup) before UPMon gives up on registration (S0.6, S0.13). */
-  regRounds: number;
-  /** Rounds over the business servers while they are only unreachable. */
-  loginRounds: number;
-  backoffBaseMs: number;
-  backoffCapMs: number;
-}
-
-export const defaultDeviceConfig: DeviceConfig = {
-  stepTimeoutMs: Limits.stepTimeoutMs,
-  regRounds: 2,
-  loginRounds: 2,
-  backoffBaseMs: 50,
-  backoffCapMs: 1_000,
-};
+// Where sim/ and the CLI have always found the configuration (the type lives with the Board).
+export { defaultDeviceConfig, type DeviceConfig };
 
 /** How a plug-in ended. `ok` is true when the phone is logged into a business server. */
 export type DeviceOutcome =
@@ -58,7 +42,8 @@ function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
   };
 }
 
-export class Device {
+/** The real board: a HAL, the flash storage (halting on a power cut) and one event loop. */
+export class Device implements Board {
   readonly loop: EventLoop;
   readonly clock: Clock;
   readonly rng: Rng;
@@ -99,6 +84,10 @@ export class Device {
 
   get elapsed(): number {
     return this.clock.now() - this.#t0;
+  }
+
+  notice(text: string): void {
+    this.host.notice(text);
   }
 
   trace(feature: string, step: string, detail: string, ok = true, ms?: number): void {

@@ -2,91 +2,20 @@
 // or, when no registration server answered, with the saved login (S0.13); tries servers in
 // order and the newest secret first; after a login saves what it used (S0.12), which also
 // replaces the old secret after a password change (S0.14), and only then confirms the change.
-import { bytesToHex } from '@noble/hashes/utils.js';
+// The exchange itself is protocol/login.ts's LoginClient; this file keeps the program.
 import { sha256 } from '@noble/hashes/sha2.js';
-import { Handshake, passwordLoginKey, type SecureChannel } from '../protocol/channel.ts';
-import { MsgType, parseLoginAck, parseServerProof, parseLoginFail, parsePwConfirm, type Envelope, type ServerChoice } from '../protocol/messages.ts';
-import { ClientSession, isSessionEnd, type SessionEnd } from './client-session.ts';
+import { LoginClient } from '../protocol/login.ts';
+import type { ServerChoice } from '../protocol/messages.ts';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { ClientSession, isSessionEnd } from './client-session.ts';
 import { backoffMs } from './loop.ts';
 import { afterLogin, serverOrder, type SavedLogin, type Secret } from './saved-login.ts';
-import type { Device } from './device.ts';
+import type { Board } from './board.ts';
 import type { UpmonOutcome } from './upmon.ts';
 
 export type MainOutcome =
   | { ok: true; server: string; gen: number; via: 'registration' | 'saved' }
   | { ok: false; kind: 'login-failed' | 'no-saved-login' | 'boot-failed'; reason: string };
-
-type BizResult = { kind: 'ok' } | { kind: 'failed'; code: string; reason: string };
-
-/**
- * One business login: login -> "received, verifying" -> confirm (server proof) -> finish;
- * then, once the used secret is saved, the password-change confirmation (S0.11, S0.14).
- */
-export class BizSession extends ClientSession<BizResult> {
-  #hs: Handshake;
-  #ch: SecureChannel | null = null;
-  #state: 'ack' | 'result' | 'confirm' = 'ack';
-
-  constructor(
-    dev: Device,
-    readonly server: ServerChoice,
-    private readonly user: string,
-    readonly secret: Secret,
-    /** Called once logged in; returns whether to send the password-change confirmation. */
-    private readonly onLoggedIn: () => boolean,
-    done: (r: BizResult | SessionEnd) => void,
-  ) {
-    super(dev, { url: server.url, dest: server.name }, done);
-    this.#hs = new Handshake('client', this.dest, passwordLoginKey(secret.secret, user), dev.rng);
-  }
-
-  protected onOpen(): void {
-    this.send(this.#hs.opening(MsgType.login, ['password', this.user, this.secret.gen, new Map()]));
-  }
-
-  protected nextSeq(): number {
-    return this.#ch?.nextSendSeq ?? this.#hs.nextSendSeq;
-  }
-
-  protected onFrame(env: Envelope, frame: Uint8Array): void {
-    switch (this.#state) {
-      case 'ack':
-        if (env.type !== MsgType.loginAck) this.unexpected(env, 'ack');
-        parseLoginAck(env.body);
-        this.#hs.receiveClear(frame, env);
-        this.dev.trace('S0.11', `login -> ${this.dest}`, 'received, verifying', true, this.ms);
-        this.#state = 'result';
-        this.arm('login result');
-        return;
-      case 'result': {
-        if (env.type === MsgType.loginFail) {
-          const f = parseLoginFail(env.body);
-          return this.end({ kind: 'failed', code: f.code, reason: f.reason });
-        }
-        if (env.type !== MsgType.loginOk) this.unexpected(env, 'result');
-        const { finish, channel } = this.#hs.acceptProof(frame, env, parseServerProof(env.body, 'loginOk'));
-        this.#ch = channel;
-        this.send(finish);
-        if (!this.onLoggedIn()) return this.end({ kind: 'ok' });
-        this.send(channel.seal(MsgType.pwConfirm, [this.secret.gen]));
-        this.#state = 'confirm';
-        this.arm('password-change acknowledgement');
-        return;
-      }
-      case 'confirm': {
-        if (env.type !== MsgType.pwConfirmAck) this.unexpected(env, 'confirm');
-        const { gen } = parsePwConfirm(this.#ch!.open(env), 'pwConfirmAck');
-        if (gen !== this.secret.gen) this.unexpected(env, 'confirm');
-        this.dev.trace('S0.14', `password change -> ${this.dest}`, `gen ${gen} confirmed`, true);
-        return this.end({ kind: 'ok' });
-      }
-    }
-  }
-
-  protected override cleanup(): void {
-    this.#ch?.close();
-  }
-}
 
 export class MainProgram {
   #login: SavedLogin | null = null;
@@ -98,7 +27,7 @@ export class MainProgram {
   #retry: { server: ServerChoice; secret: Secret }[] = [];
 
   constructor(
-    private readonly dev: Device,
+    private readonly dev: Board,
     private readonly up: Exclude<UpmonOutcome, { kind: 'not-found' | 'identity-failed' }>,
     private readonly done: (o: MainOutcome) => void,
   ) {}
@@ -157,25 +86,36 @@ export class MainProgram {
     const newest = Math.max(...login.secrets.map((s) => s.gen));
     let savedOk = false;
     let loggedIn = false;
-    const s: BizSession = new BizSession(
+    /** S0.12 / S0.14: save what worked before anything else; keep only that secret. Returns whether to confirm. */
+    const save = (): boolean => {
+      loggedIn = true;
+      const next = afterLogin(login, t.secret, t.server.name);
+      // Nothing changed (a login from the saved copy on the same server): spare the flash.
+      const unchanged = login.secrets.length === 1 && login.lastServer === t.server.name;
+      const r = unchanged ? ({ ok: true } as const) : dev.storage.saveLogin(next);
+      savedOk = r.ok;
+      if (r.ok) this.#login = next;
+      if (!unchanged) dev.trace('S0.12', 'save login', r.ok ? `user ${login.user}, gen ${t.secret.gen}, server ${t.server.name} (${hostOf(t.server.url)}) saved` : `save failed (${r.status}); the older secret stays saved`, r.ok);
+      // Confirm the change only once it is saved, and only for a secret newer than the saved one.
+      return r.ok && login.secrets.length > 1 && t.secret.gen === newest;
+    };
+    const machine = new LoginClient({ dest: t.server.name, user: login.user, gen: t.secret.gen, secret: t.secret.secret, rng: dev.rng });
+    const s = new ClientSession(
       dev,
-      t.server,
-      login.user,
-      t.secret,
-      () => {
-        // S0.12 / S0.14: save what worked before anything else; keep only that secret.
-        loggedIn = true;
-        const next = afterLogin(login, t.secret, t.server.name);
-        // Nothing changed (a login from the saved copy on the same server): spare the flash.
-        const unchanged = login.secrets.length === 1 && login.lastServer === t.server.name;
-        const r = unchanged ? ({ ok: true } as const) : dev.storage.saveLogin(next);
-        savedOk = r.ok;
-        if (r.ok) this.#login = next;
-        if (!unchanged) dev.trace('S0.12', 'save login', r.ok ? `user ${login.user}, gen ${t.secret.gen}, server ${t.server.name} (${hostOf(t.server.url)}) saved` : `save failed (${r.status}); the older secret stays saved`, r.ok);
-        // Confirm the change only once it is saved, and only for a secret newer than the saved one.
-        return r.ok && login.secrets.length > 1 && t.secret.gen === newest;
+      t.server.url,
+      machine,
+      (e) => {
+        if (e === 'acknowledged') {
+          dev.trace('S0.11', `login -> ${s.dest}`, 'received, verifying', true, s.ms);
+          return s.arm('login result');
+        }
+        // 'logged-in': the server proved itself; save, then confirm or end.
+        const confirm = save();
+        s.apply(machine.afterLogin(confirm));
+        if (confirm) s.arm('password-change acknowledgement');
       },
       (r) => {
+        if (!isSessionEnd(r) && r.kind === 'ok' && r.confirmed) dev.trace('S0.14', `password change -> ${s.dest}`, `gen ${t.secret.gen} confirmed`, true);
         if (loggedIn && isSessionEnd(r)) {
           // Logged in and saved; only the confirmation was lost. The business server promoted
           // the secret at login, so nothing is at risk: report the login.

@@ -4,13 +4,14 @@
 // stops everything (S0.9); an invalid server message ends that session (S0.7); saves the
 // reply (power-cut safe) before handing it to the main program (S0.10). When no
 // registration server answers, the main program starts with a failure notice (S0.13).
-import { Handshake } from '../protocol/channel.ts';
-import { MsgType, parseServerProof, parseCredReply, parseNotFound, type CredReply, type Envelope } from '../protocol/messages.ts';
-import type { SecureChannel } from '../protocol/channel.ts';
-import { ClientSession, isSessionEnd, type Endpoint, type SessionEnd } from './client-session.ts';
+// The exchange itself is protocol/registration.ts's RegistrationClient; UPMon keeps the
+// program: server order, backoff, save-before-use, traces.
+import { RegistrationClient, type RegistrationEvent, type RegistrationOutcome } from '../protocol/registration.ts';
+import type { CredReply } from '../protocol/messages.ts';
+import { ClientSession, isSessionEnd } from './client-session.ts';
 import { backoffMs } from './loop.ts';
 import { mergeCredReply, type SavedLogin } from './saved-login.ts';
-import type { Device } from './device.ts';
+import type { Board } from './board.ts';
 import type { Identity } from './storage.ts';
 import type { UpmonConfig } from './boot.ts';
 
@@ -20,58 +21,8 @@ export type UpmonOutcome =
   | { kind: 'not-found'; reason: string }
   | { kind: 'identity-failed'; reason: string };
 
-type RegResult = { kind: 'cred'; cred: CredReply } | { kind: 'not-found'; reason: string };
-
-/** One registration session: hello, finish + credential request, reply (S0.5, S0.8). */
-export class RegSession extends ClientSession<RegResult> {
-  #hs: Handshake;
-  #ch: SecureChannel | null = null;
-  #state: 'hello' | 'cred' = 'hello';
-  #t = 0;
-
-  constructor(dev: Device, endpoint: Endpoint, private readonly id: Identity, done: (r: RegResult | SessionEnd) => void) {
-    super(dev, endpoint, done);
-    this.#hs = new Handshake('client', this.dest, id.deviceKey, dev.rng);
-  }
-
-  protected onOpen(): void {
-    this.#t = this.dev.clock.now();
-    this.send(this.#hs.opening(MsgType.hello, [this.id.serialToken]));
-  }
-
-  protected nextSeq(): number {
-    return this.#ch?.nextSendSeq ?? this.#hs.nextSendSeq;
-  }
-
-  protected onFrame(env: Envelope, frame: Uint8Array): void {
-    if (this.#state === 'hello') {
-      if (env.type !== MsgType.helloReply) this.unexpected(env, 'hello');
-      const { finish, channel } = this.#hs.acceptProof(frame, env, parseServerProof(env.body));
-      this.dev.trace('S0.5', `hello -> ${this.dest}`, 'mutual authentication ok', true, this.dev.clock.now() - this.#t);
-      this.#ch = channel;
-      this.#state = 'cred';
-      this.#t = this.dev.clock.now();
-      this.send(finish);
-      this.send(channel.seal(MsgType.credRequest, [this.id.serial, this.dev.net.localIp]));
-      this.arm('credential reply');
-      return;
-    }
-    if (env.type === MsgType.credReply) {
-      const cred = parseCredReply(this.#ch!.open(env));
-      this.end({ kind: 'cred', cred });
-    } else if (env.type === MsgType.notFound) {
-      this.end({ kind: 'not-found', reason: parseNotFound(this.#ch!.open(env)).reason });
-    } else this.unexpected(env, 'cred');
-  }
-
-  get credMs(): number {
-    return this.dev.clock.now() - this.#t;
-  }
-
-  protected override cleanup(): void {
-    this.#ch?.close();
-  }
-}
+/** A registration session: the registration machine over one connection. */
+type RegSession = ClientSession<RegistrationEvent, RegistrationOutcome>;
 
 export class Upmon {
   #identity: Identity | null = null;
@@ -79,7 +30,7 @@ export class Upmon {
   #answered = new Set<string>();
 
   constructor(
-    private readonly dev: Device,
+    private readonly dev: Board,
     private readonly cfg: UpmonConfig,
     private readonly done: (o: UpmonOutcome) => void,
   ) {}
@@ -100,15 +51,24 @@ export class Upmon {
   #attempt(round: number, i: number): void {
     const dev = this.dev;
     const endpoint = i === 0 ? this.cfg.regPrimary : this.cfg.regBackup;
-    const session: RegSession = new RegSession(dev, endpoint, this.#identity!, (r) => {
+    const id = this.#identity!;
+    const machine = new RegistrationClient({ dest: endpoint.dest, deviceKey: id.deviceKey, serialToken: id.serialToken, serial: id.serial, localIp: dev.net.localIp, rng: dev.rng });
+    let credAt = 0;
+    const credMs = () => dev.clock.now() - credAt;
+    const session: RegSession = new ClientSession(dev, endpoint.url, machine, () => {
+      // 'authenticated': the server proved it holds the device key; the request is on its way.
+      dev.trace('S0.5', `hello -> ${session.dest}`, 'mutual authentication ok', true, dev.clock.now() - session.openedAt);
+      credAt = dev.clock.now();
+      session.arm('credential reply');
+    }, (r) => {
       if (!isSessionEnd(r)) {
         if (r.kind === 'not-found') {
-          dev.trace('S0.9', `credentials <- ${session.dest}`, `not found: ${r.reason}`, false, session.credMs);
-          dev.host.notice(`This phone is not registered: ${r.reason}`);
+          dev.trace('S0.9', `credentials <- ${session.dest}`, `not found: ${r.reason}`, false, credMs());
+          dev.notice(`This phone is not registered: ${r.reason}`);
           this.#forget();
           return this.done({ kind: 'not-found', reason: r.reason });
         }
-        return this.#registered(session, r.cred);
+        return this.#registered(session.dest, credMs(), r.cred);
       }
       const feature = r.kind === 'unreachable' ? 'S0.6' : 'S0.7';
       // A server's own "not now" (REG_/SRV_ codes), not the gateway's word that it is unreachable.
@@ -129,9 +89,9 @@ export class Upmon {
     session.start();
   }
 
-  #registered(session: RegSession, cred: CredReply): void {
+  #registered(dest: string, ms: number, cred: CredReply): void {
     const dev = this.dev;
-    dev.trace('S0.8', `credentials <- ${session.dest}`, `user ${cred.user}, ${cred.servers.length} business server(s), best ${cred.servers[0]!.name} (${cred.servers[0]!.region})`, true, session.credMs);
+    dev.trace('S0.8', `credentials <- ${dest}`, `user ${cred.user}, ${cred.servers.length} business server(s), best ${cred.servers[0]!.name} (${cred.servers[0]!.region})`, true, ms);
     const prev = dev.storage.loadLogin();
     const login = mergeCredReply(prev.ok ? prev.value : null, cred);
     const saved = dev.storage.saveLogin(login);

@@ -22,7 +22,7 @@ import { kdf, kdfExtract, kdfExpand, mac } from './keys.ts';
 import { encode, decode, type CborValue } from './cbor.ts';
 import { ProtocolError, ImplementationError , type ErrorCode } from './errors.ts';
 import { Limits } from './limits.ts';
-import { encodeEnvelope, headerBytes, SEALED_TYPES, NONCE_BYTES, MAC_BYTES, bytes, type Envelope } from './messages.ts';
+import { encodeEnvelope, headerBytes, SEALED_TYPES, NONCE_BYTES, MAC_BYTES, bytes, type Envelope, type Opening } from './messages.ts';
 
 export type Rng = (n: number) => Uint8Array;
 const RNG_BLOCK = 4096;
@@ -95,191 +95,57 @@ function proofInput(type: number, seq: number, dest: string, nonce: Uint8Array):
 }
 
 /**
- * One side of one handshake. Single use: it becomes a SecureChannel when done, and any
- * refusal leaves it dead.
+ * What both sides of a handshake share: the transcript, the seq counters, the key and its
+ * wiping. Single use: it becomes a SecureChannel when done, and any refusal leaves it dead.
  */
-export class Handshake {
-  readonly #t = new Transcript();
-  #sendSeq = 0;
-  #recvSeq = 0;
-  #nC: Uint8Array | null = null;
-  #nS: Uint8Array | null = null;
-  #key: Uint8Array | null;
+abstract class HandshakeSide {
+  protected readonly t = new Transcript();
+  protected sendSeq = 0;
+  protected recvSeq = 0;
+  protected nC: Uint8Array | null = null;
+  protected key: Uint8Array | null = null;
   /** HKDF PRK of (key, nC | nS): both proof keys expand from it. Wiped with the key. */
-  #prk: Uint8Array | null = null;
+  protected prk: Uint8Array | null = null;
   #dead = false;
 
   constructor(
-    readonly role: Role,
     readonly dest: string,
-    key: Uint8Array | null,
-    private readonly rng: Rng = systemRng,
-  ) {
-    this.#key = key ? Uint8Array.from(key) : null;
-  }
+    protected readonly rng: Rng,
+  ) {}
 
-  #alive(): void {
+  protected alive(): void {
     if (this.#dead) throw new ImplementationError('HS_DEAD', 'handshake already failed or finished');
   }
-  #guard<T>(f: () => T): T {
-    this.#alive();
+  protected guard<T>(f: () => T): T {
+    this.alive();
     try {
       return f();
     } catch (e) {
-      this.#wipe();
+      this.wipe();
       throw e;
     }
   }
 
-  #wipe(): void {
+  protected wipe(): void {
     this.#dead = true;
-    this.#key?.fill(0);
-    this.#prk?.fill(0);
+    this.key?.fill(0);
+    this.prk?.fill(0);
   }
 
-  /** The channel after a verified handshake: both traffic keys from one (key, th2) extract. */
-  #channel(role: Role, th2: Uint8Array): SecureChannel {
-    const prk = kdfExtract(this.#key!, th2);
-    const c2s = kdfExpand(prk, LABEL.c2s);
-    const s2c = kdfExpand(prk, LABEL.s2c);
+  /** The traffic keys after a verified handshake, from one (key, th2) extract: [c2s, s2c]. */
+  protected trafficKeys(th2: Uint8Array): [Uint8Array, Uint8Array] {
+    const prk = kdfExtract(this.key!, th2);
+    const keys: [Uint8Array, Uint8Array] = [kdfExpand(prk, LABEL.c2s), kdfExpand(prk, LABEL.s2c)];
     prk.fill(0);
-    return role === 'client' ? new SecureChannel('client', this.dest, c2s, s2c, this.#sendSeq, this.#recvSeq) : new SecureChannel('server', this.dest, s2c, c2s, this.#sendSeq, this.#recvSeq);
+    return keys;
   }
 
-  // ---- client ----
-
-  /** Client: the opening frame (hello or login) with `fields` followed by nC and the MAC. */
-  opening(type: number, fields: CborValue[]): Uint8Array {
-    return this.#guard(() => {
-      if (this.role !== 'client' || this.#sendSeq !== 0 || !this.#key) throw new ImplementationError('HS_STATE', 'opening is the client\'s first frame');
-      const nC = this.rng(NONCE_BYTES);
-      this.#nC = nC;
-      const seq = this.#sendSeq++;
-      const all = [...fields, nC];
-      const m = mac(kdf(this.#key, 'usbphone/v1', LABEL.opening), openingInput(type, seq, this.dest, all));
-      const frame = encodeEnvelope(type, seq, this.dest, [...all, m]);
-      this.#t.add(frame);
-      return frame;
-    });
-  }
-
-  /** Client: a clear server frame before the proof (loginAck). */
-  receiveClear(frame: Uint8Array, env: Envelope): void {
-    this.#guard(() => {
-      checkSeq(env.seq, this.#recvSeq);
-      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `frame for '${env.dest}' on a handshake with '${this.dest}'`);
-      this.#recvSeq++;
-      this.#t.add(frame);
-    });
-  }
-
-  /**
-   * Client: checks the server's proof (helloReply / loginOk) — before anything secret is
-   * sent — and answers with the finish frame. Returns the channel for what follows.
-   */
-  acceptProof(frame: Uint8Array, env: Envelope, proof: { nonce: Uint8Array; mac: Uint8Array }): { finish: Uint8Array; channel: SecureChannel } {
-    return this.#guard(() => {
-      if (this.role !== 'client' || !this.#nC || !this.#key) throw new ImplementationError('HS_STATE', 'no opening sent');
-      checkSeq(env.seq, this.#recvSeq);
-      const th1 = this.#t.peek(proofInput(env.type, env.seq, env.dest, proof.nonce));
-      // Both proof keys come from one (key, nC | nS) extract, both traffic keys from one
-      // (key, th2) extract: the same outputs as kdf() per label (RFC 5869 §2.2-2.3).
-      const proofPrk = (this.#prk = kdfExtract(this.#key, concat(this.#nC, proof.nonce)));
-      if (env.dest !== this.dest || !equalBytes(mac(kdfExpand(proofPrk, LABEL.serverProof), th1), proof.mac)) {
-        refuse('HS_BAD_SERVER_PROOF', 'the server does not hold this key (or the transcript was altered)');
-      }
-      this.#recvSeq++;
-      this.#t.add(frame);
-      const th2 = this.#t.peek();
-      const seq = this.#sendSeq++;
-      const finish = encodeEnvelope(3, seq, this.dest, [mac(kdfExpand(proofPrk, LABEL.clientProof), th2)]);
-      const channel = this.#channel('client', th2);
-      this.#finishUp();
-      return { finish, channel };
-    });
-  }
-
-  // ---- server ----
-
-  /**
-   * Server: takes the client's opening. `fields` are the body items before nonce and MAC;
-   * `key` is what the caller looked up for the identity they name (null when unknown: that
-   * fails exactly like a wrong MAC, so the two cannot be told apart). The MAC is checked by
-   * verifyOpening(), so that a server may first acknowledge receipt (S0.11).
-   */
-  acceptOpening(frame: Uint8Array, env: Envelope, fields: CborValue[], nonce: Uint8Array, openingMac: Uint8Array, key: Uint8Array | null): void {
-    this.#guard(() => {
-      if (this.role !== 'server' || this.#recvSeq !== 0) throw new ImplementationError('HS_STATE', 'opening is the first frame a server takes');
-      checkSeq(env.seq, 0);
-      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `opening for '${env.dest}' reached '${this.dest}'`);
-      this.#recvSeq++;
-      this.#t.add(frame);
-      this.#nC = Uint8Array.from(nonce);
-      this.#key = key ? Uint8Array.from(key) : null;
-      this.#verified = this.#key !== null && equalBytes(mac(kdf(this.#key, 'usbphone/v1', LABEL.opening), openingInput(env.type, env.seq, env.dest, [...fields, nonce])), openingMac);
-    });
-  }
-  #verified = false;
-
-  /** Server: whether the opening's MAC matched the key (false: refuse, HS_BAD_CLIENT_PROOF). */
-  verifyOpening(): boolean {
-    this.#alive();
-    return this.#verified;
-  }
-
-  /**
-   * Server: verifyOpening() or refuse. Throws ProtocolError HS_BAD_CLIENT_PROOF (close 1008)
-   * and ends the handshake when the opening's MAC did not match. For a registration hello;
-   * a business server answers a bad login with loginFail instead (clear() then close).
-   */
-  requireVerifiedOpening(): void {
-    this.#guard(() => {
-      if (!this.#verified) refuse('HS_BAD_CLIENT_PROOF', 'the opening does not authenticate under the key of the identity it names');
-    });
-  }
-
-  /** Either side: a clear frame (loginAck, loginFail, error) counted in seq and transcript. */
+  /** A clear frame (loginAck, loginFail, error) counted in seq and transcript. */
   clear(type: number, body: CborValue): Uint8Array {
-    return this.#guard(() => {
-      const frame = encodeEnvelope(type, this.#sendSeq++, this.dest, body);
-      this.#t.add(frame);
+    return this.guard(() => {
+      const frame = encodeEnvelope(type, this.sendSeq++, this.dest, body);
+      this.t.add(frame);
       return frame;
-    });
-  }
-
-  /** Server: after verifyOpening() succeeded, the proof frame (helloReply / loginOk). */
-  proof(type: number): Uint8Array {
-    return this.#guard(() => {
-      if (this.role !== 'server' || !this.#nC || !this.#key || !this.verifyOpening()) throw new ImplementationError('HS_STATE', 'proof before a verified opening');
-      const nS = this.rng(NONCE_BYTES);
-      this.#nS = nS;
-      const seq = this.#sendSeq++;
-      const th1 = this.#t.peek(proofInput(type, seq, this.dest, nS));
-      this.#prk = kdfExtract(this.#key, concat(this.#nC, nS));
-      const frame = encodeEnvelope(type, seq, this.dest, [nS, mac(kdfExpand(this.#prk, LABEL.serverProof), th1)]);
-      this.#t.add(frame);
-      return frame;
-    });
-  }
-
-  /** Server: checks the client's finish; returns the channel. */
-  acceptFinish(frame: Uint8Array, env: Envelope): SecureChannel {
-    return this.#guard(() => {
-      if (this.role !== 'server' || !this.#nC || !this.#nS || !this.#key || !this.#prk) throw new ImplementationError('HS_STATE', 'finish before proof');
-      checkSeq(env.seq, this.#recvSeq);
-      if (env.type !== 3) refuse('HS_UNEXPECTED', `expected finish, got type ${env.type}`);
-      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `finish for '${env.dest}' reached '${this.dest}'`);
-      const body = env.body;
-      if (!Array.isArray(body) || body.length !== 1) refuse('MSG_BAD_SHAPE', 'finish must be [mac]');
-      const got = bytes(body[0], 'finish.mac', MAC_BYTES);
-      const th2 = this.#t.peek();
-      if (!equalBytes(mac(kdfExpand(this.#prk, LABEL.clientProof), th2), got)) {
-        refuse('HS_BAD_CLIENT_PROOF', 'the client\'s finish does not match the transcript');
-      }
-      this.#recvSeq++;
-      const channel = this.#channel('server', th2);
-      this.#finishUp();
-      return channel;
     });
   }
 
@@ -288,19 +154,167 @@ export class Handshake {
    * before the handshake saw it (a decode or shape error), or gives up (timeout, close).
    */
   abort(): void {
-    this.#wipe();
+    this.wipe();
   }
 
   /** The seq this side's next frame will carry (for error frames after a refusal). */
   get nextSendSeq(): number {
-    return this.#sendSeq;
+    return this.sendSeq;
   }
   get lastRecvSeq(): number | null {
-    return this.#recvSeq > 0 ? this.#recvSeq - 1 : null;
+    return this.recvSeq > 0 ? this.recvSeq - 1 : null;
+  }
+}
+
+/**
+ * The client's side of one handshake (docs/protocol.md §4.2, §6): opening() first, then
+ * receiveClear() for each clear server frame (loginAck), then acceptProof(). Holds the
+ * pre-shared key (device key or login key; 32 bytes, copied, wiped when done).
+ */
+export class ClientHandshake extends HandshakeSide {
+  constructor(dest: string, key: Uint8Array, rng: Rng = systemRng) {
+    super(dest, rng);
+    this.key = Uint8Array.from(key);
   }
 
-  #finishUp(): void {
-    this.#wipe();
+  /** The opening frame (hello or login) with `fields` followed by nC and the MAC. */
+  opening(type: number, fields: CborValue[]): Uint8Array {
+    return this.guard(() => {
+      if (this.sendSeq !== 0) throw new ImplementationError('HS_STATE', 'opening is the client\'s first frame');
+      const nC = this.rng(NONCE_BYTES);
+      this.nC = nC;
+      const seq = this.sendSeq++;
+      const all = [...fields, nC];
+      const m = mac(kdf(this.key!, 'usbphone/v1', LABEL.opening), openingInput(type, seq, this.dest, all));
+      const frame = encodeEnvelope(type, seq, this.dest, [...all, m]);
+      this.t.add(frame);
+      return frame;
+    });
+  }
+
+  /** A clear server frame before the proof (loginAck). */
+  receiveClear(frame: Uint8Array, env: Envelope): void {
+    this.guard(() => {
+      checkSeq(env.seq, this.recvSeq);
+      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `frame for '${env.dest}' on a handshake with '${this.dest}'`);
+      this.recvSeq++;
+      this.t.add(frame);
+    });
+  }
+
+  /**
+   * Checks the server's proof (helloReply / loginOk) — before anything secret is sent — and
+   * answers with the finish frame. Returns the channel for what follows. Throws ProtocolError
+   * HS_BAD_SERVER_PROOF (close 1008), CHAN_REPLAY / CHAN_OUT_OF_ORDER.
+   */
+  acceptProof(frame: Uint8Array, env: Envelope, proof: { nonce: Uint8Array; mac: Uint8Array }): { finish: Uint8Array; channel: SecureChannel } {
+    return this.guard(() => {
+      if (!this.nC) throw new ImplementationError('HS_STATE', 'no opening sent');
+      checkSeq(env.seq, this.recvSeq);
+      const th1 = this.t.peek(proofInput(env.type, env.seq, env.dest, proof.nonce));
+      // Both proof keys come from one (key, nC | nS) extract, both traffic keys from one
+      // (key, th2) extract: the same outputs as kdf() per label (RFC 5869 §2.2-2.3).
+      const proofPrk = (this.prk = kdfExtract(this.key!, concat(this.nC, proof.nonce)));
+      if (env.dest !== this.dest || !equalBytes(mac(kdfExpand(proofPrk, LABEL.serverProof), th1), proof.mac)) {
+        refuse('HS_BAD_SERVER_PROOF', 'the server does not hold this key (or the transcript was altered)');
+      }
+      this.recvSeq++;
+      this.t.add(frame);
+      const th2 = this.t.peek();
+      const seq = this.sendSeq++;
+      const finish = encodeEnvelope(3, seq, this.dest, [mac(kdfExpand(proofPrk, LABEL.clientProof), th2)]);
+      const [c2s, s2c] = this.trafficKeys(th2);
+      const channel = new SecureChannel('client', this.dest, c2s, s2c, this.sendSeq, this.recvSeq);
+      this.wipe();
+      return { finish, channel };
+    });
+  }
+}
+
+/**
+ * The server's side of one handshake (docs/protocol.md §4.2, §6): acceptOpening() with the
+ * key the caller looked up, then verifyOpening() / requireVerifiedOpening(), clear frames if
+ * any (loginAck, loginFail), proof(), acceptFinish().
+ */
+export class ServerHandshake extends HandshakeSide {
+  #nS: Uint8Array | null = null;
+  #verified = false;
+
+  constructor(dest: string, rng: Rng = systemRng) {
+    super(dest, rng);
+  }
+
+  /**
+   * Takes the client's opening. `key` is what the caller looked up for the identity the
+   * opening names (null when unknown: that fails exactly like a wrong MAC, so the two cannot
+   * be told apart). The MAC is checked by verifyOpening(), so that a server may first
+   * acknowledge receipt (S0.11). Throws CHAN_REPLAY / CHAN_OUT_OF_ORDER, HS_WRONG_DEST.
+   */
+  acceptOpening(frame: Uint8Array, env: Envelope, opening: Opening, key: Uint8Array | null): void {
+    this.guard(() => {
+      if (this.recvSeq !== 0) throw new ImplementationError('HS_STATE', 'opening is the first frame a server takes');
+      checkSeq(env.seq, 0);
+      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `opening for '${env.dest}' reached '${this.dest}'`);
+      this.recvSeq++;
+      this.t.add(frame);
+      this.nC = Uint8Array.from(opening.nonce);
+      this.key = key ? Uint8Array.from(key) : null;
+      this.#verified = this.key !== null && equalBytes(mac(kdf(this.key, 'usbphone/v1', LABEL.opening), openingInput(env.type, env.seq, env.dest, [...opening.fields, opening.nonce])), opening.mac);
+    });
+  }
+
+  /** Whether the opening's MAC matched the key (false: refuse, HS_BAD_CLIENT_PROOF). */
+  verifyOpening(): boolean {
+    this.alive();
+    return this.#verified;
+  }
+
+  /**
+   * verifyOpening() or refuse. Throws ProtocolError HS_BAD_CLIENT_PROOF (close 1008) and ends
+   * the handshake when the opening's MAC did not match. For a registration hello; a business
+   * server answers a bad login with loginFail instead (clear() then close).
+   */
+  requireVerifiedOpening(): void {
+    this.guard(() => {
+      if (!this.#verified) refuse('HS_BAD_CLIENT_PROOF', 'the opening does not authenticate under the key of the identity it names');
+    });
+  }
+
+  /** After verifyOpening() succeeded, the proof frame (helloReply / loginOk). */
+  proof(type: number): Uint8Array {
+    return this.guard(() => {
+      if (!this.nC || !this.key || !this.#verified) throw new ImplementationError('HS_STATE', 'proof before a verified opening');
+      const nS = this.rng(NONCE_BYTES);
+      this.#nS = nS;
+      const seq = this.sendSeq++;
+      const th1 = this.t.peek(proofInput(type, seq, this.dest, nS));
+      this.prk = kdfExtract(this.key, concat(this.nC, nS));
+      const frame = encodeEnvelope(type, seq, this.dest, [nS, mac(kdfExpand(this.prk, LABEL.serverProof), th1)]);
+      this.t.add(frame);
+      return frame;
+    });
+  }
+
+  /** Checks the client's finish; returns the channel. Throws HS_UNEXPECTED, HS_WRONG_DEST, HS_BAD_CLIENT_PROOF, MSG_*. */
+  acceptFinish(frame: Uint8Array, env: Envelope): SecureChannel {
+    return this.guard(() => {
+      if (!this.nC || !this.#nS || !this.key || !this.prk) throw new ImplementationError('HS_STATE', 'finish before proof');
+      checkSeq(env.seq, this.recvSeq);
+      if (env.type !== 3) refuse('HS_UNEXPECTED', `expected finish, got type ${env.type}`);
+      if (env.dest !== this.dest) refuse('HS_WRONG_DEST', `finish for '${env.dest}' reached '${this.dest}'`);
+      const body = env.body;
+      if (!Array.isArray(body) || body.length !== 1) refuse('MSG_BAD_SHAPE', 'finish must be [mac]');
+      const got = bytes(body[0], 'finish.mac', MAC_BYTES);
+      const th2 = this.t.peek();
+      if (!equalBytes(mac(kdfExpand(this.prk, LABEL.clientProof), th2), got)) {
+        refuse('HS_BAD_CLIENT_PROOF', 'the client\'s finish does not match the transcript');
+      }
+      this.recvSeq++;
+      const [c2s, s2c] = this.trafficKeys(th2);
+      const channel = new SecureChannel('server', this.dest, s2c, c2s, this.sendSeq, this.recvSeq);
+      this.wipe();
+      return channel;
+    });
   }
 }
 

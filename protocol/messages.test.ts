@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 import {
   MsgType, typeName, SEALED_TYPES, PROTOCOL_VERSION, decodeEnvelope, encodeEnvelope, headerBytes, parseHello, parseServerProof,
   parseFinish, parseLogin, parseLoginAck, parseLoginFail, parseError, parseCredRequest, parseCredReply, parseNotFound, parsePwConfirm,
-  errorBody, encodeError, credReplyBody, loginFields, truncateUtf8, utf8Length, unexpected, text, type CredReply,
+  errorBody, encodeError, credReplyBody, loginOpening, truncateUtf8, utf8Length, unexpected, text, type CredReply,
 } from './messages.ts';
 import { encode, type CborValue } from './cbor.ts';
 import { ProtocolError, CloseCode } from './errors.ts';
@@ -266,10 +266,10 @@ test('text sizes count UTF-8 bytes; error reasons are cut on a character boundar
   assert.throws(() => text('\u00e9'.repeat(33), 'f', 64), (x: unknown) => x instanceof ProtocolError && x.code === 'MSG_BAD_FIELD');
 });
 
-test('loginFields gives what the login MAC covers, in wire order', () => {
+test('loginOpening gives what the login MAC covers, in wire order, then nonce and MAC', () => {
   const body: CborValue = ['password', 'dev-1', 3, new Map([[1, 'x']]), nonce, mac];
   const l = parseLogin(body);
-  assert.equal(loginFields(l), ['password', 'dev-1', 3, new Map([[1, 'x']])]);
+  assert.equal(loginOpening(l), { fields: ['password', 'dev-1', 3, new Map([[1, 'x']])], nonce: l.nonce, mac: l.mac });
 });
 
 test('unexpected() is MSG_UNEXPECTED, close 1002', () => {

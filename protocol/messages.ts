@@ -126,6 +126,34 @@ export function headerBytes(type: number, seq: number, dest: string): Uint8Array
 
 // ---- handshake bodies (clear) ----
 
+/** An opening as the server handshake takes it: the fields its MAC covers, then the client nonce and the MAC. */
+export interface Opening {
+  fields: CborValue[];
+  nonce: Uint8Array;
+  mac: Uint8Array;
+}
+
+/**
+ * One message of an exchange's table (protocol/registration.ts, protocol/login.ts): its wire
+ * type and the encoder paired with its decoder, so no call site builds a body by position.
+ * `decode` throws ProtocolError MSG_BAD_SHAPE / MSG_BAD_FIELD.
+ */
+export interface MessageCodec<T> {
+  readonly type: MsgType;
+  encode(v: T): CborValue;
+  decode(body: CborValue): T;
+}
+/**
+ * An opening (hello, login): the handshake appends the client nonce and the MAC to the
+ * fields; `opening` gives the server handshake what the MAC covers.
+ */
+export interface OpeningCodec<F, T extends F> {
+  readonly type: MsgType;
+  fields(v: F): CborValue[];
+  decode(body: CborValue): T;
+  opening(v: T): Opening;
+}
+
 export interface Hello { token: Uint8Array; nonce: Uint8Array; mac: Uint8Array }
 export function parseHello(body: CborValue): Hello {
   const a = array(body, 'hello', 3);
@@ -159,7 +187,7 @@ export const USER_RE = /^[A-Za-z0-9._-]{1,64}$/;
  * mechanism. `ext` carries later fields (device identity S4.2, ...) under integer keys, all
  * covered by the MAC; unknown keys are ignored by old servers.
  * Wire order: [mech, user, gen, ext, nonce, mac] — like every opening, the fields the MAC
- * covers first, then the client nonce, then the MAC (Handshake.opening builds exactly this
+ * covers first, then the client nonce, then the MAC (ClientHandshake.opening builds exactly this
  * from fields [mech, user, gen, ext]).
  */
 export interface Login { mech: Mechanism; user: string; gen: number; nonce: Uint8Array; mac: Uint8Array; ext: Map<number, CborValue> }
@@ -176,9 +204,13 @@ export function parseLogin(body: CborValue): Login {
     mac: bytes(a[5], 'login.mac', MAC_BYTES),
   };
 }
-/** The fields a login's MAC covers, in wire order: what Handshake.acceptOpening takes. */
-export function loginFields(l: Login): CborValue[] {
-  return [l.mech, l.user, l.gen, l.ext];
+/** The fields a login's MAC covers, in wire order, then its nonce and MAC: what ServerHandshake.acceptOpening takes. */
+export function loginOpening(l: Login): Opening {
+  return { fields: [l.mech, l.user, l.gen, l.ext], nonce: l.nonce, mac: l.mac };
+}
+/** The same for a hello: the serial token is the one field its MAC covers. */
+export function helloOpening(h: Hello): Opening {
+  return { fields: [h.token], nonce: h.nonce, mac: h.mac };
 }
 
 export function parseLoginAck(body: CborValue): void {
@@ -294,3 +326,13 @@ export function parsePwConfirm(v: CborValue, name = 'pwConfirm'): { gen: number 
   const a = array(v, name, 1);
   return { gen: uint(a[0], `${name}.gen`) };
 }
+
+// ---- the messages both exchanges carry (docs/protocol.md §6.2, §6.3) ----
+
+/** The server's proof of a handshake, [nS, mac]: built by ServerHandshake.proof(), hence no encoder here. */
+export const helloReply = { type: MsgType.helloReply, decode: (b: CborValue) => parseServerProof(b, 'helloReply') } as const;
+export const loginOk = { type: MsgType.loginOk, decode: (b: CborValue) => parseServerProof(b, 'loginOk') } as const;
+/** pwConfirm [gen] (sealed): the device saved and used generation `gen` (S0.14). */
+export const pwConfirm: MessageCodec<{ gen: number }> = { type: MsgType.pwConfirm, encode: (c) => [c.gen], decode: (b) => parsePwConfirm(b, 'pwConfirm') };
+/** pwConfirmAck [gen] (sealed): the server recorded it. */
+export const pwConfirmAck: MessageCodec<{ gen: number }> = { type: MsgType.pwConfirmAck, encode: (c) => [c.gen], decode: (b) => parsePwConfirm(b, 'pwConfirmAck') };

@@ -4,7 +4,6 @@
 //    with the recorded nonces, sealed frames re-sealed, messages re-encoded.
 // The key schedule's intermediates are recomputed here from the bare primitives, as
 // docs/protocol.md §"Key schedule" states them, and must match the files too.
-import { bytesToHex as hex, hexToBytes as h } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
@@ -12,10 +11,13 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { encode, decode, type CborValue } from './cbor.ts';
-import { Handshake, SecureChannel, passwordLoginKey } from './channel.ts';
+import { ClientHandshake, ServerHandshake, SecureChannel, passwordLoginKey } from './channel.ts';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from './keys.ts';
-import { decodeEnvelope, encodeEnvelope, MsgType, parseHello, parseLogin, loginFields, parseServerProof } from './messages.ts';
+import { bytesToHex as hex, hexToBytes as h } from '@noble/hashes/utils.js';
+import { decodeEnvelope, encodeEnvelope, MsgType, parseHello, parseLogin, helloOpening, loginOpening, parseServerProof } from './messages.ts';
 import { scriptedRng } from './seeded-rng.ts';
+import { RegistrationClient, RegistrationServer } from './registration.ts';
+import { LoginClient, LoginServer } from './login.ts';
 import { toJson, fromJson, diag, type Json } from '../docs/vectors/cbor-json.ts';
 
 const load = (name: string) => JSON.parse(readFileSync(new URL(`../docs/vectors/${name}`, import.meta.url), 'utf8'));
@@ -79,18 +81,18 @@ for (const file of ['handshake-hello.json', 'handshake-hello-notfound.json', 'ha
       assert.is(hex(passwordLoginKey(h(v.inputs.secret), v.inputs.user)), v.inputs.key);
     }
     const fields: CborValue[] = kind === 'hello' ? [h(v.inputs.serialToken)] : [v.inputs.mech, v.inputs.user, v.inputs.gen, new Map()];
-    const client = new Handshake('client', dest, key, scriptedRng([nC]));
-    const server = new Handshake('server', dest, null, scriptedRng([nS]));
+    const client = new ClientHandshake(dest, key, scriptedRng([nC]));
+    const server = new ServerHandshake(dest, scriptedRng([nS]));
     const sent: Uint8Array[] = [];
     const opening = client.opening(kind === 'hello' ? MsgType.hello : MsgType.login, fields);
     sent.push(opening);
     const oenv = decodeEnvelope(opening);
     if (kind === 'hello') {
       const x = parseHello(oenv.body);
-      server.acceptOpening(opening, oenv, [x.token], x.nonce, x.mac, key);
+      server.acceptOpening(opening, oenv, helloOpening(x), key);
     } else {
       const x = parseLogin(oenv.body);
-      server.acceptOpening(opening, oenv, loginFields(x), x.nonce, x.mac, key);
+      server.acceptOpening(opening, oenv, loginOpening(x), key);
       const ack = server.clear(MsgType.loginAck, []);
       client.receiveClear(ack, decodeEnvelope(ack));
       sent.push(ack);
@@ -158,6 +160,36 @@ for (const file of ['handshake-hello.json', 'handshake-hello-notfound.json', 'ha
     }
   });
 }
+
+test('the exchange machines, given the recorded nonces, send exactly the recorded frames (registration "not found", business login)', () => {
+  // Registration: hello, helloReply, finish + credRequest, notFound; the server's answer is the recorded one.
+  const r = load('handshake-hello-notfound.json');
+  const key = h(r.inputs.key);
+  const client = new RegistrationClient({ dest: r.inputs.dest, deviceKey: key, serialToken: h(r.inputs.serialToken), serial: r.sealed[0].inner[0], localIp: r.sealed[0].inner[1], rng: scriptedRng([h(r.inputs.clientNonce)]) });
+  const server = new RegistrationServer(r.inputs.dest, { deviceKey: () => ({ serial: r.inputs.serial, key: key.slice() }), assertFresh: () => {}, recordConfirmation: () => {} }, scriptedRng([h(r.inputs.serverNonce)]));
+  const sent: Uint8Array[] = [];
+  const toServer = (fs: Uint8Array[]) => fs.flatMap((f) => (sent.push(f), server.receive(f, decodeEnvelope(f)).send));
+  const reply = toServer(client.start().send);
+  const afterProof = client.receive((sent.push(reply[0]!), reply[0]!));
+  assert.is(afterProof.event, 'authenticated');
+  assert.equal(toServer(afterProof.send), []);
+  const nf = server.answer({ kind: 'not-found', reason: r.sealed[1].inner[0] });
+  sent.push(nf.send[0]!);
+  assert.equal(client.receive(nf.send[0]!).done, { kind: 'not-found', reason: 'no device with this serial' });
+  assert.equal(sent.map(hex), [r.frames[0].hex, r.frames[1].hex, r.frames[2].hex, r.sealed[0].frame, r.sealed[1].frame]);
+
+  // Business login: login, loginAck, loginOk, finish.
+  const l = load('handshake-login.json');
+  const lc = new LoginClient({ dest: l.inputs.dest, user: l.inputs.user, gen: l.inputs.gen, secret: h(l.inputs.secret), mech: l.inputs.mech, rng: scriptedRng([h(l.inputs.clientNonce)]) });
+  const ls = new LoginServer(l.inputs.dest, { lookup: () => ({ kind: 'found', key: h(l.inputs.key), active: true, pending: false }), assertFresh: () => {}, promote: () => true, confirm: () => true }, scriptedRng([h(l.inputs.serverNonce)]));
+  const login = lc.start().send[0]!;
+  const answer = ls.receive(login, decodeEnvelope(login));
+  assert.is(answer.event?.kind, 'logged-in');
+  assert.is(lc.receive(answer.send[0]!).event, 'acknowledged');
+  const proved = lc.receive(answer.send[1]!);
+  assert.is(proved.event, 'logged-in');
+  assert.equal([login, ...answer.send, ...proved.send].map(hex), l.frames.map((f: { hex: string }) => f.hex));
+});
 
 test('messages.json: every message type, both ways', () => {
   const v = load('messages.json');

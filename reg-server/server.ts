@@ -1,5 +1,5 @@
 // A registration server process role (primary or backup: the same code, its own name and
-// ports, the same master key and store). Device/link ports run RegSession; a health poller
+// ports, the same master key and store). Device/link ports run RegServerSession; a health poller
 // keeps the business servers' health and load in the store.
 import { ReplayCache } from '../protocol/replay.ts';
 import { Limits } from '../protocol/limits.ts';
@@ -10,7 +10,7 @@ import { AdminClient } from '../server-kit/admin-rpc.ts';
 import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteRegStore, type RegStore, type BizServerRecord, type RegionRecord } from './store.ts';
-import { RegSession } from './session.ts';
+import { RegServerSession } from './session.ts';
 import { HealthPoller } from './health.ts';
 import type { RotationStep } from './rotation.ts';
 
@@ -75,7 +75,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
       linkPort: cfg.linkPort,
       linkKey: cfg.linkKey,
       metrics,
-      factory: (t) => new RegSession(t, sessionOpts, deps),
+      factory: (t) => new RegServerSession(t, sessionOpts, deps),
     });
     log.info('listening', { devicePort: host.devicePort, linkPort: host.linkPort });
     const h = host;

@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { testStack } from '../deploy/test-util.ts';
 import { makeDevice, register, FrameSocket, type DeviceId } from '../server-kit/test-device.ts';
-import { Handshake, type SecureChannel } from '../protocol/channel.ts';
+import { ClientHandshake, type SecureChannel } from '../protocol/channel.ts';
 import { MsgType, encodeEnvelope, decodeEnvelope, parseServerProof, parseError } from '../protocol/messages.ts';
 import { encode } from '../protocol/cbor.ts';
 import { makeSerialToken } from '../protocol/keys.ts';
@@ -22,9 +22,9 @@ test.after(async () => {
   await stack.stop();
 });
 
-type Script = (s: FrameSocket, ctx: { hs: Handshake; ch?: SecureChannel }) => Promise<void>;
+type Script = (s: FrameSocket, ctx: { hs: ClientHandshake; ch?: SecureChannel }) => Promise<void>;
 
-async function hello(s: FrameSocket, hs: Handshake, d = dev) {
+async function hello(s: FrameSocket, hs: ClientHandshake, d = dev) {
   s.send(hs.opening(MsgType.hello, [d.token]));
   const r = await s.frame();
   assert.is(r.env.type, MsgType.helloReply);
@@ -34,7 +34,7 @@ async function hello(s: FrameSocket, hs: Handshake, d = dev) {
 /** Runs a script, returns the error frame (code, prevSeq, seq) and the close code. */
 async function run(url: string, script: Script) {
   const s = await FrameSocket.connect(url);
-  const hs = new Handshake('client', 'reg-primary', dev.key);
+  const hs = new ClientHandshake('reg-primary', dev.key);
   await script(s, { hs });
   const c = await s.closed();
   const errs = c.frames.map((f) => decodeEnvelope(f)).filter((e) => e.type === MsgType.error);
@@ -46,24 +46,24 @@ const cases: [string, Script, string, number][] = [
   ['garbage before the hello', async (s) => s.send(Uint8Array.of(0x9f, 0x01)), 'CBOR_INDEFINITE', 1002],
   ['credRequest before the hello', async (s) => s.send(encodeEnvelope(MsgType.credRequest, 0, 'reg-primary', new Uint8Array(40))), 'MSG_UNEXPECTED', 1002],
   ['hello with a forged MAC', async (s) => {
-    const f = decodeEnvelope(new Handshake('client', 'reg-primary', new Uint8Array(32).fill(7)).opening(MsgType.hello, [dev.token]));
+    const f = decodeEnvelope(new ClientHandshake('reg-primary', new Uint8Array(32).fill(7)).opening(MsgType.hello, [dev.token]));
     s.send(encodeEnvelope(f.type, f.seq, f.dest, f.body));
   }, 'HS_BAD_CLIENT_PROOF', 1008],
   ['hello with a token of another master key', async (s) => {
     const other = makeSerialToken(new Uint8Array(32).fill(9), 1, 'SN-S07');
-    s.send(new Handshake('client', 'reg-primary', dev.key).opening(MsgType.hello, [other]));
+    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [other]));
   }, 'KEY_BAD_TOKEN', 1008],
   ['hello naming an unknown master key version', async (s) => {
     const t = makeSerialToken(new Uint8Array(32).fill(9), 7, 'SN-S07');
-    s.send(new Handshake('client', 'reg-primary', dev.key).opening(MsgType.hello, [t]));
+    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [t]));
   }, 'KEY_UNKNOWN_VERSION', 1008],
   ['hello with seq 1', async (s) => {
-    const f = decodeEnvelope(new Handshake('client', 'reg-primary', dev.key).opening(MsgType.hello, [dev.token]));
+    const f = decodeEnvelope(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [dev.token]));
     s.send(encodeEnvelope(f.type, 1, f.dest, f.body));
   }, 'CHAN_OUT_OF_ORDER', 1008],
   ['a second hello instead of the finish', async (s, { hs }) => {
     await hello(s, hs);
-    s.send(new Handshake('client', 'reg-primary', dev.key).opening(MsgType.hello, [dev.token]));
+    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [dev.token]));
   }, 'CHAN_REPLAY', 1008],
   ['a finish with a wrong MAC', async (s, { hs }) => {
     const { finish } = await hello(s, hs);
@@ -135,7 +135,7 @@ for (const via of ['gateway', 'direct'] as const) {
 
 test('the error frame names the offending frame\'s seq (prevSeq) and carries the server\'s next seq', async () => {
   const s = await FrameSocket.connect(stack.directUrl('reg-primary')!);
-  const hs = new Handshake('client', 'reg-primary', dev.key);
+  const hs = new ClientHandshake('reg-primary', dev.key);
   const { finish } = await hello(s, hs);
   const e = decodeEnvelope(finish);
   s.send(encodeEnvelope(e.type, e.seq, e.dest, [new Uint8Array(32)]));
@@ -149,7 +149,7 @@ test('the error frame names the offending frame\'s seq (prevSeq) and carries the
 
 test('pwConfirm before the credential request: acknowledged and recorded (docs/protocol.md §6.2)', async () => {
   const s = await FrameSocket.connect(stack.urlFor('reg-primary'));
-  const hs = new Handshake('client', 'reg-primary', dev.key);
+  const hs = new ClientHandshake('reg-primary', dev.key);
   const { finish, channel } = await hello(s, hs);
   s.send(finish);
   s.send(channel.seal(MsgType.pwConfirm, [7]));
@@ -163,7 +163,7 @@ test('pwConfirm before the credential request: acknowledged and recorded (docs/p
 });
 
 test('a replayed hello is refused at once (HS_REPLAY)', async () => {
-  const hs = new Handshake('client', 'reg-primary', dev.key);
+  const hs = new ClientHandshake('reg-primary', dev.key);
   const h = hs.opening(MsgType.hello, [dev.token]);
   const s1 = await FrameSocket.connect(stack.directUrl('reg-primary')!);
   s1.send(h);

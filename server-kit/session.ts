@@ -1,14 +1,15 @@
 // One device session on a server, whatever carries it (a direct WebSocket or a connection
-// multiplexed on the gateway link). The state machines of reg-server/ and biz-server/ extend
-// ServerSession: frames are handled one at a time in arrival order, any refusal sends the
+// multiplexed on the gateway link). The sessions of reg-server/ and biz-server/ extend
+// ServerSession around an exchange's server machine (protocol/registration.ts,
+// protocol/login.ts): frames are handled one at a time in arrival order, any refusal sends the
 // error frame [code, prevSeq, reason] in clear and ends the session with the error's close
 // code (S0.7), and a session that waits longer than the step timeout for its next message
 // is ended (TIMEOUT, close 1001: docs/protocol.md §6).
-import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, unexpected, type Envelope } from '../protocol/messages.ts';
+import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, ImplementationError, CloseCode } from '../protocol/errors.ts';
+import type { ServerExchange } from '../protocol/exchange.ts';
 import type { Logger } from './log.ts';
 import type { ServerMetrics } from './metrics.ts';
-import type { Handshake, SecureChannel } from '../protocol/channel.ts';
 
 export interface SessionTransport {
   /** The client address: the socket's peer, or the one the authenticated gateway observed. */
@@ -55,19 +56,18 @@ export abstract class ServerSession implements SessionHandler {
     return this.#ended;
   }
 
-  /** Handles one decoded frame for the current state; throws ProtocolError to refuse. */
+  /** Handles one decoded frame (hands it to the machine); throws ProtocolError to refuse. */
   protected abstract step(frame: Uint8Array, env: Envelope): void | Promise<void>;
-  /** The session's handshake, then its sealed channel (set by the subclass's states). */
-  protected hs: Handshake | null = null;
-  protected ch: SecureChannel | null = null;
+  /** The protocol machine (set in the subclass's constructor). */
+  protected abstract readonly exchange: ServerExchange<string>;
 
   /** Seq this side's next frame carries. */
   protected nextSendSeq(): number {
-    return this.ch?.nextSendSeq ?? this.hs?.nextSendSeq ?? 0;
+    return this.exchange.nextSendSeq;
   }
-  /** Wipes keys and releases whatever the state holds (subclasses add their own, then call this). */
+  /** Wipes the machine's keys (subclasses add their own, then call this). */
   protected cleanup(): void {
-    this.ch?.close();
+    this.exchange.abort();
   }
 
   onFrame(frame: Uint8Array): void {
@@ -89,8 +89,9 @@ export abstract class ServerSession implements SessionHandler {
     }
   }
 
-  protected send(frame: Uint8Array): void {
-    if (!this.#ended) this.transport.send(frame);
+  /** Sends a machine's frames, in order; nothing once the session ended. */
+  protected send(frames: Uint8Array[]): void {
+    for (const f of frames) if (!this.#ended) this.transport.send(f);
   }
 
   /** Sends the error frame for `e` and ends the session with its close code (S0.7). */
@@ -135,11 +136,6 @@ export abstract class ServerSession implements SessionHandler {
     this.#ended = true;
     this.#disarm();
     this.cleanup();
-  }
-
-  /** A well-formed message the state does not accept: MSG_UNEXPECTED (docs/protocol.md §6). */
-  protected unexpected(env: Envelope, state: string): never {
-    throw unexpected(env.type, state);
   }
 
   #arm(): void {

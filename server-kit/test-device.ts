@@ -1,10 +1,12 @@
-// A scripted device for the server tests and benchmarks: speaks the S0 flow (registration
-// and business login) over a real WebSocket, and can misbehave on request (drop a reply,
-// vanish mid-step). It is not the firmware (firmware/ is); it keeps exactly what a real device
+// A scripted device for the server tests and benchmarks: drives the protocol's own client
+// machines (protocol/registration.ts, protocol/login.ts) over a real WebSocket, and can
+// misbehave on request (drop a reply, vanish mid-step). It is not the firmware (firmware/ is); it keeps exactly what a real device
 // keeps: the secrets of `gen` and `currentGen` from the last credential reply it received.
 import { WebSocket } from 'ws';
-import { Handshake, passwordLoginKey } from '../protocol/channel.ts';
-import { decodeEnvelope, parseServerProof, parseCredReply, parseNotFound, parseError, parseLoginFail, MsgType, type CredReply, type Envelope } from '../protocol/messages.ts';
+import { RegistrationClient } from '../protocol/registration.ts';
+import { LoginClient } from '../protocol/login.ts';
+import type { ClientEnd, ClientExchange, Step } from '../protocol/exchange.ts';
+import { decodeEnvelope, type CredReply, type Envelope, type Mechanism } from '../protocol/messages.ts';
 import { makeSerialToken, deriveDeviceKey, type MasterKeyring } from '../protocol/keys.ts';
 import { toBytes } from './link.ts';
 
@@ -95,7 +97,10 @@ export class FrameSocket {
 export type RegOutcome =
   | { kind: 'cred'; reply: CredReply }
   | { kind: 'notFound'; reason: string }
+  /** The server's error frame (or a close with no frame: its reason as the code) and its close code. */
   | { kind: 'error'; code: string; closeCode: number }
+  /** The device refused a server frame (S0.7) and sent its error frame. */
+  | { kind: 'invalid'; code: string }
   | { kind: 'dropped' };
 
 export interface RegisterOptions {
@@ -106,31 +111,59 @@ export interface RegisterOptions {
   timeoutMs?: number;
 }
 
-function errorOutcome(env: Envelope): { kind: 'error'; code: string; closeCode: number } {
-  return { kind: 'error', code: env.type === MsgType.error ? parseError(env.body).code : `unexpected-${env.type}`, closeCode: 0 };
-}
+type Driven<Out> = Out | ClientEnd | { kind: 'closed'; code: number; reason: string } | { kind: 'dropped' };
 
-/** The registration flow (S0.5, S0.8, S0.9) against `url` with dest `dest`. */
-export async function register(url: string, dest: string, dev: DeviceId, o: RegisterOptions = {}): Promise<RegOutcome> {
-  const s = await FrameSocket.connect(url, { localAddress: o.localAddress });
-  try {
-    const hs = new Handshake('client', dest, dev.key);
-    s.send(hs.opening(MsgType.hello, [dev.token]));
-    const r1 = await s.next(o.timeoutMs);
-    if ('closed' in r1) return { kind: 'error', code: r1.reason || 'closed', closeCode: r1.closed };
-    const e1 = decodeEnvelope(r1.frame);
-    if (e1.type !== MsgType.helloReply) return { ...errorOutcome(e1), closeCode: (await s.closed()).code };
-    const { finish, channel } = hs.acceptProof(r1.frame, e1, parseServerProof(e1.body));
-    s.send(finish);
-    s.send(channel.seal(MsgType.credRequest, [dev.serial, o.localIp ?? '192.168.1.20']));
-    if (o.dropReply) {
+/**
+ * Runs a protocol client machine over the socket until it ends: sends what it returns, hands
+ * it each frame; `onEvent` may answer the machine with a step, or vanish ('drop').
+ */
+async function drive<Ev, Out>(s: FrameSocket, m: ClientExchange<Ev, Out>, onEvent: (e: Ev) => Step<Ev, Out | ClientEnd> | 'drop' | undefined, timeoutMs?: number): Promise<Driven<Out>> {
+  let step = m.start();
+  for (;;) {
+    for (const f of step.send) s.send(f);
+    const next = step.event === undefined ? undefined : onEvent(step.event);
+    if (next === 'drop') {
+      m.abort();
       s.terminate();
       return { kind: 'dropped' };
     }
-    const r2 = await s.frame(o.timeoutMs);
-    if (r2.env.type === MsgType.credReply) return { kind: 'cred', reply: parseCredReply(channel.open(r2.env)) };
-    if (r2.env.type === MsgType.notFound) return { kind: 'notFound', reason: parseNotFound(channel.open(r2.env)).reason };
-    return { ...errorOutcome(r2.env), closeCode: (await s.closed()).code };
+    if (next) {
+      step = next;
+      continue;
+    }
+    if (step.done) return step.done;
+    const i = await s.next(timeoutMs);
+    if ('closed' in i) {
+      m.abort();
+      return { kind: 'closed', code: i.closed, reason: i.reason };
+    }
+    step = m.receive(i.frame);
+  }
+}
+
+/** The outcomes every exchange shares: the server's error frame or close, our refusal, a drop. */
+async function common(s: FrameSocket, r: ClientEnd | { kind: 'closed'; code: number; reason: string } | { kind: 'dropped' }) {
+  switch (r.kind) {
+    case 'peer-error':
+      return { kind: 'error' as const, code: r.code, closeCode: (await s.closed()).code };
+    case 'closed':
+      return { kind: 'error' as const, code: r.reason || 'closed', closeCode: r.code };
+    case 'invalid':
+      return { kind: 'invalid' as const, code: r.code };
+    case 'dropped':
+      return r;
+  }
+}
+
+/** The registration flow (S0.5, S0.8, S0.9) against `url` with dest `dest`: the protocol's RegistrationClient. */
+export async function register(url: string, dest: string, dev: DeviceId, o: RegisterOptions = {}): Promise<RegOutcome> {
+  const s = await FrameSocket.connect(url, { localAddress: o.localAddress });
+  try {
+    const m = new RegistrationClient({ dest, deviceKey: dev.key, serialToken: dev.token, serial: dev.serial, localIp: o.localIp ?? '192.168.1.20' });
+    const r = await drive(s, m, () => (o.dropReply ? 'drop' : undefined), o.timeoutMs);
+    if (r.kind === 'cred') return { kind: 'cred', reply: r.cred };
+    if (r.kind === 'not-found') return { kind: 'notFound', reason: r.reason };
+    return await common(s, r);
   } finally {
     s.close();
   }
@@ -140,43 +173,29 @@ export type LoginOutcome =
   | { kind: 'ok'; confirmed: boolean }
   | { kind: 'fail'; code: string }
   | { kind: 'error'; code: string; closeCode: number }
+  | { kind: 'invalid'; code: string }
   | { kind: 'dropped' };
 
 export interface LoginOptions {
   localAddress?: string;
   /** Send pwConfirm [gen] after the login and wait for its ack. */
   confirm?: boolean;
-  /** Vanish right after sending the login (loginOk lost). */
+  /** Vanish right after the "received, verifying" ack (loginOk lost). */
   dropReply?: boolean;
-  mech?: string;
+  mech?: Mechanism;
   ext?: Map<number, never>;
   timeoutMs?: number;
 }
 
-/** Business login (S0.11) with the password mechanism. */
+/** Business login (S0.11) with the password mechanism: the protocol's LoginClient. */
 export async function bizLogin(url: string, dest: string, cred: { user: string; gen: number; secret: Uint8Array }, o: LoginOptions = {}): Promise<LoginOutcome> {
   const s = await FrameSocket.connect(url, { localAddress: o.localAddress });
   try {
-    const hs = new Handshake('client', dest, passwordLoginKey(cred.secret, cred.user));
-    s.send(hs.opening(MsgType.login, [o.mech ?? 'password', cred.user, cred.gen, o.ext ?? new Map()]));
-    const a = await s.frame(o.timeoutMs);
-    if (a.env.type !== MsgType.loginAck) return { ...errorOutcome(a.env), closeCode: (await s.closed()).code };
-    hs.receiveClear(a.frame, a.env);
-    if (o.dropReply) {
-      s.terminate();
-      return { kind: 'dropped' };
-    }
-    const r = await s.frame(o.timeoutMs);
-    if (r.env.type === MsgType.loginFail) return { kind: 'fail', code: parseLoginFail(r.env.body).code };
-    if (r.env.type !== MsgType.loginOk) return { ...errorOutcome(r.env), closeCode: (await s.closed()).code };
-    const { finish, channel } = hs.acceptProof(r.frame, r.env, parseServerProof(r.env.body, 'loginOk'));
-    s.send(finish);
-    if (!o.confirm) return { kind: 'ok', confirmed: false };
-    s.send(channel.seal(MsgType.pwConfirm, [cred.gen]));
-    const c = await s.frame(o.timeoutMs);
-    if (c.env.type !== MsgType.pwConfirmAck) return { ...errorOutcome(c.env), closeCode: (await s.closed()).code };
-    const inner = channel.open(c.env) as number[];
-    return { kind: 'ok', confirmed: inner[0] === cred.gen };
+    const m = new LoginClient({ dest, user: cred.user, gen: cred.gen, secret: cred.secret, mech: o.mech, ext: o.ext });
+    const r = await drive(s, m, (e) => (e === 'acknowledged' ? (o.dropReply ? 'drop' : undefined) : m.afterLogin(!!o.confirm)), o.timeoutMs);
+    if (r.kind === 'ok') return r;
+    if (r.kind === 'failed') return { kind: 'fail', code: r.code };
+    return await common(s, r);
   } finally {
     s.close();
   }

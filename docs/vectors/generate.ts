@@ -2,11 +2,10 @@
 //
 // Fixed master keys and serials; every nonce comes from keystreamRng (protocol/seeded-rng.ts),
 // so running this again gives the same files byte for byte. The frames are made by the real
-// protocol code (Handshake, SecureChannel, encodeEnvelope); every intermediate value of the
+// protocol code (ClientHandshake, ServerHandshake, SecureChannel, encodeEnvelope); every intermediate value of the
 // key schedule is computed here a second time, straight from docs/protocol.md §"Key schedule"
 // with the bare primitives, and the two must agree before anything is written.
 // protocol/vectors.test.ts checks the files against the code in both directions.
-import { bytesToHex as hex, hexToBytes } from '@noble/hashes/utils.js';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,10 +14,11 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { encode, type CborValue } from '../../protocol/cbor.ts';
-import { Handshake, passwordLoginKey } from '../../protocol/channel.ts';
+import { ClientHandshake, ServerHandshake, passwordLoginKey } from '../../protocol/channel.ts';
 import { deriveDeviceKey, makeSerialToken } from '../../protocol/keys.ts';
+import { bytesToHex as hex, hexToBytes } from '@noble/hashes/utils.js';
 import {
-  decodeEnvelope, encodeEnvelope, headerBytes, MsgType, parseHello, parseLogin, loginFields, parseServerProof, credReplyBody, errorBody,
+  decodeEnvelope, encodeEnvelope, headerBytes, MsgType, parseHello, parseLogin, helloOpening, loginOpening, parseServerProof, credReplyBody, errorBody,
   typeName,
 } from '../../protocol/messages.ts';
 import { keystreamRng } from '../../protocol/seeded-rng.ts';
@@ -115,8 +115,8 @@ function keysVectors() {
 function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: string; key: Uint8Array; fields: CborValue[]; sealed: { name: string; type: number; dir: 'c2s' | 's2c'; inner: CborValue }[]; description: string; inputs: Record<string, unknown> }) {
   const rc = keystreamRng(`vectors ${opts.seed} client`);
   const rs = keystreamRng(`vectors ${opts.seed} server`);
-  const client = new Handshake('client', opts.dest, opts.key, rc);
-  const server = new Handshake('server', opts.dest, null, rs);
+  const client = new ClientHandshake(opts.dest, opts.key, rc);
+  const server = new ServerHandshake(opts.dest, rs);
   const openingType = kind === 'hello' ? MsgType.hello : MsgType.login;
   const proofType = kind === 'hello' ? MsgType.helloReply : MsgType.loginOk;
   const opening = client.opening(openingType, opts.fields);
@@ -128,12 +128,12 @@ function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: st
     const h = parseHello(oenv.body);
     nonceC = h.nonce;
     openingMac = h.mac;
-    server.acceptOpening(opening, oenv, [h.token], h.nonce, h.mac, opts.key);
+    server.acceptOpening(opening, oenv, helloOpening(h), opts.key);
   } else {
     const l = parseLogin(oenv.body);
     nonceC = l.nonce;
     openingMac = l.mac;
-    server.acceptOpening(opening, oenv, loginFields(l), l.nonce, l.mac, opts.key);
+    server.acceptOpening(opening, oenv, loginOpening(l), opts.key);
   }
   server.requireVerifiedOpening();
   const hsFrames = [opening];

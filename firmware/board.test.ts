@@ -1,0 +1,143 @@
+// UPMon and the main program on a fake Board: a virtual clock, the in-memory network of
+// sim-hal.ts, an in-memory storage, and peers that are the protocol's own server machines
+// (RegistrationServer, LoginServer) driven directly: no socket, no flash, no server process.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Upmon, type UpmonOutcome } from './upmon.ts';
+import { MainProgram, programHash, type MainOutcome } from './main-program.ts';
+import { EventLoop } from './loop.ts';
+import { defaultDeviceConfig, type Board } from './board.ts';
+import { Scheduler, SimNetwork, simRng, type SimConn } from './hal/sim-hal.ts';
+import type { PhoneStorage, StorageResult } from './storage.ts';
+import type { SavedLogin } from './saved-login.ts';
+import { RegistrationServer } from '../protocol/registration.ts';
+import { LoginServer } from '../protocol/login.ts';
+import { passwordLoginKey } from '../protocol/channel.ts';
+import { decodeEnvelope } from '../protocol/messages.ts';
+import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from '../protocol/keys.ts';
+import { ProtocolError } from '../protocol/errors.ts';
+
+const master = simRng(1, 'board master')(32);
+const ring = new MasterKeyring([[1, master]]);
+const serial = 'SN-BOARD-1';
+const user = 'dev-board-1';
+const secret = (gen: number) => simRng(gen, 'board secret')(32);
+const MAIN = new TextEncoder().encode('main program');
+const biz = { name: 'biz-east', url: 'ws://biz.test:7400/', region: 'east' };
+
+/** A peer on the in-memory network: each connection gets a fresh server machine; its frames go in, its answers come out. */
+function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decodeEnvelope>): { send: Uint8Array[]; done?: { closeCode: number }; need?: unknown }; answer?: (a: never) => { send: Uint8Array[]; done?: { closeCode: number } } }, answer?: () => unknown) {
+  return (conn: SimConn) => {
+    const m = make();
+    const out = (s: { send: Uint8Array[]; done?: { closeCode: number } }) => {
+      for (const f of s.send) conn.send(f);
+      if (s.done) conn.close(s.done.closeCode);
+    };
+    conn.onMessage = (f) => {
+      try {
+        const s = m.receive(f, decodeEnvelope(f));
+        out(s);
+        if (s.need) out(m.answer!(answer!() as never));
+      } catch (e) {
+        if (!(e instanceof ProtocolError)) throw e;
+        conn.close(e.closeCode, e.code);
+      }
+    };
+  };
+}
+
+function world(o: { saved?: SavedLogin; regUp?: boolean; found?: boolean; pendingGen?: number }) {
+  const sched = new Scheduler();
+  const net = new SimNetwork(sched);
+  const confirmed: number[] = [];
+  if (o.regUp !== false) {
+    net.listen('ws://reg.test:7300', peer(() => new RegistrationServer('reg-primary', {
+      deviceKey: (token) => {
+        const id = openSerialToken(ring, token);
+        return { serial: id.serial, key: deriveDeviceKey(ring.key(id.version), id.serial) };
+      },
+      assertFresh: () => {},
+      recordConfirmation: () => {},
+    }), () => (o.found === false ? { kind: 'not-found', reason: 'device not registered' } : { kind: 'cred', reply: { user, secret: secret(2), gen: 2, currentGen: 1, servers: [biz] } })));
+  }
+  // The business server holds gen 1 as current and gen 2 as pending (until a login with it).
+  const keys = new Map([[1, passwordLoginKey(secret(1), user)], [o.pendingGen ?? 2, passwordLoginKey(secret(o.pendingGen ?? 2), user)]]);
+  net.listen('ws://biz.test:7400', peer(() => new LoginServer('biz-east', {
+    lookup: (l) => (l.user === user && keys.has(l.gen) ? { kind: 'found', key: keys.get(l.gen)!.slice(), active: true, pending: l.gen !== 1 } : { kind: 'unknown' }),
+    assertFresh: () => {},
+    promote: () => true,
+    confirm: (_u, gen) => (confirmed.push(gen), true),
+  })));
+
+  let saved: SavedLogin | null = o.saved ?? null;
+  const ok = <T>(value: T): StorageResult<T> => ({ ok: true, value });
+  const storage: PhoneStorage = {
+    readVirtualFile: () => ({ ok: false, status: 'ERR_NOT_USED' }),
+    mountVirtual: () => ({ ok: false, status: 'ERR_NOT_USED' }),
+    readFreeFile: (n) => (n === 'MAIN.EXE' ? ok(MAIN) : { ok: false, status: 'ERR_NOT_FOUND' }),
+    readIdentity: () => ok({ serial, deviceKey: deriveDeviceKey(master, serial), keyVersion: 1, serialToken: makeSerialToken(master, 1, serial), uniqueId: new Uint8Array(8) }),
+    loadLogin: () => ok(saved),
+    saveLogin: (l) => ((saved = l), ok(undefined)),
+  };
+  const traces: string[] = [];
+  const notices: string[] = [];
+  const clock = sched.clock();
+  const board: Board = {
+    clock,
+    rng: simRng(1, 'board'),
+    net: net.device('10.0.0.5'),
+    loop: new EventLoop(clock),
+    storage,
+    config: { ...defaultDeviceConfig, regRounds: 1 },
+    trace: (feature, step, detail, good = true) => void traces.push(`${feature} ${good ? 'ok' : 'FAIL'} ${step}: ${detail}`),
+    notice: (t) => void notices.push(t),
+  };
+  const cfg = { regPrimary: { url: 'ws://reg.test:7300/reg-primary', dest: 'reg-primary' }, regBackup: { url: 'ws://reg.test:7301/reg-backup', dest: 'reg-backup' }, mainProgram: 'MAIN.EXE', mainSha256: programHash(MAIN) };
+  /** Plugs in: UPMon, then (unless it stopped) the main program; runs the virtual clock until both are done. */
+  const run = () => {
+    let up: UpmonOutcome | null = null;
+    let main: MainOutcome | null = null;
+    board.loop.post(() => new Upmon(board, cfg, (u) => {
+      up = u;
+      if (u.kind === 'registered' || u.kind === 'registration-failed') new MainProgram(board, u, (m) => (main = m)).start();
+    }).start());
+    sched.run();
+    return { up: up as UpmonOutcome | null, main: main as MainOutcome | null };
+  };
+  return { run, traces, notices, confirmed, saved: () => saved };
+}
+
+const prior: SavedLogin = { user, secrets: [{ gen: 1, secret: secret(1) }], servers: [biz], lastServer: 'biz-east' };
+
+test('registration, save, login with the new secret, confirmation: on a fake board, driven by the protocol server machines', () => {
+  const w = world({ saved: prior });
+  const { up, main } = w.run();
+  assert.is(up?.kind, 'registered');
+  assert.equal(main, { ok: true, server: 'biz-east', gen: 2, via: 'registration' });
+  assert.equal(w.confirmed, [2], 'the business server saw the confirmation of gen 2');
+  assert.equal(w.saved()!.secrets.map((s) => s.gen), [2], 'only the secret that worked stays saved');
+  assert.equal(w.traces.map((t) => t.split(' ').slice(0, 2).join(' ')), ['S0.4 ok', 'S0.5 ok', 'S0.8 ok', 'S0.10 ok', 'S0.11 ok', 'S0.12 ok', 'S0.14 ok', 'S0.11 ok']);
+});
+
+test('no registration server: the saved login is used (S0.13); an unknown device gets the "not registered" notice (S0.9)', () => {
+  const w = world({ saved: prior, regUp: false });
+  const { up, main } = w.run();
+  assert.is(up?.kind, 'registration-failed');
+  assert.equal(main, { ok: true, server: 'biz-east', gen: 1, via: 'saved' });
+  assert.ok(w.traces.some((t) => t.startsWith('S0.13 ok saved login')), w.traces.join('\n'));
+
+  const nf = world({ found: false });
+  assert.equal(nf.run(), { up: { kind: 'not-found', reason: 'device not registered' }, main: null });
+  assert.equal(nf.notices, ['This phone is not registered: device not registered']);
+});
+
+test('a login refused by the business server falls back to the older saved secret; nothing newer is saved', () => {
+  // The business server never received gen 2 (its pending slot holds gen 3): the device's new secret is refused.
+  const w = world({ saved: prior, pendingGen: 3 });
+  const { main } = w.run();
+  assert.equal(main, { ok: true, server: 'biz-east', gen: 1, via: 'registration' });
+  assert.ok(w.traces.some((t) => /^S0\.11 FAIL login biz-east: gen 2 failed: BIZ_AUTH_FAILED/.test(t)), w.traces.join('\n'));
+  assert.equal(w.saved()!.secrets.map((s) => s.gen), [1]);
+});
+
+test.run();
