@@ -1,6 +1,6 @@
 // `usbphone enroll`: registers devices from enrollment records into the state directory's
 // registration and business stores (deploy/enroll.ts), or disables/enables a device.
-import { readFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, mkdirSync, existsSync } from 'node:fs';
 import type { Command } from './main.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { parseOptions, refuseOptions } from './args.ts';
@@ -74,16 +74,17 @@ export const command: Command = {
       const { SqliteBizStore } = await import('../biz-server/store.ts');
       const { stateFiles } = await import('../deploy/config.ts');
       const { enrollDevices, parseEnrollmentRecords } = await import('../deploy/enroll.ts');
-      if (!exists) mkdirSync(stateDir, { recursive: true });
       const files = stateFiles(stateDir);
-      const r = new SqliteRegStore(files.regDb);
-      reg = r;
       if (v.disable !== undefined || v.enable !== undefined) {
         const serial = (v.disable ?? v.enable) as string;
+        if (!existsSync(files.regDb)) throw new CliError('ENROLL_UNKNOWN_SERIAL', `no device ${serial}: ${stateDir} has no ${files.regDb} (nothing enrolled there yet)`);
+        const r = new SqliteRegStore(files.regDb);
+        reg = r;
         if (!r.setDeviceStatus(serial, v.disable !== undefined ? 'disabled' : 'active')) throw new CliError('ENROLL_UNKNOWN_SERIAL', `no device ${serial} in ${files.regDb}`);
         process.stdout.write(v.json ? JSON.stringify({ serial, status: v.disable !== undefined ? 'disabled' : 'active' }) + '\n' : `${serial}: ${v.disable !== undefined ? 'disabled' : 'active'}\n`);
         return 0;
       }
+      // Every record is checked before anything is written.
       let records;
       try {
         records = parseEnrollmentRecords(text);
@@ -92,6 +93,9 @@ export const command: Command = {
         throw e;
       }
       if (v.record !== undefined && records.length !== 1) throw new CliError('CLI_BAD_ARGS', `--record ${file} holds ${records.length} records; use --batch`);
+      if (!exists) mkdirSync(stateDir, { recursive: true });
+      const r = new SqliteRegStore(files.regDb);
+      reg = r;
       // The accounts database wraps login keys under the state directory's storage key
       // (created here when the servers have not run yet, as `serve` would).
       const { ensureKeyFile, readKeyFile } = await import('../server-kit/keyfiles.ts');

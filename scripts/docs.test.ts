@@ -2,7 +2,8 @@
 // exists. docs/errors.md lists the codes the firmware and simulator report.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, readdirSync } from 'node:fs';
+import { CLI_CODES } from '../cli/codes.ts';
 
 const features = readFileSync('docs/features.md', 'utf8');
 const stories = readFileSync('sim/scenarios.ts', 'utf8');
@@ -41,6 +42,32 @@ test('docs/errors.md lists the firmware outcomes and the BOOT_ codes', () => {
   const device = readFileSync('firmware/device.ts', 'utf8');
   const kinds = /kind: '([a-z-]+)'( \| '([a-z-]+)')*/.exec(device.slice(device.indexOf("ok: false; kind:")))![0];
   for (const k of kinds.matchAll(/'([a-z-]+)'/g)) assert.ok(errors.includes(`\`${k[1]}\``), `outcome ${k[1]}`);
+});
+
+test('docs/errors.md §CLI and cli/codes.ts agree: the same codes, each with the same exit code', () => {
+  const errors = readFileSync('docs/errors.md', 'utf8');
+  const start = errors.indexOf('## CLI (`cli/`)');
+  const section = errors.slice(start, errors.indexOf('\n## ', start + 5));
+  const documented: Record<string, number> = {};
+  for (const m of section.matchAll(/^\| `([A-Z_]+)` \| .* \| (\d+) \|$/gm)) documented[m[1]!] = Number(m[2]);
+  const table = Object.fromEntries(Object.entries(CLI_CODES).map(([c, v]) => [c, v.exit]));
+  assert.equal(documented, table);
+  // Elsewhere in errors.md a CLI code is only referred to, never given another exit.
+  const rest = errors.slice(0, start) + errors.slice(start + section.length);
+  for (const code of Object.keys(CLI_CODES)) assert.not.match(rest, new RegExp(`^\\| [^|]*\`${code}\``, 'm'), `${code} has a row outside §CLI`);
+});
+
+test('every code the CLI reports is in cli/codes.ts or documented in docs/errors.md', () => {
+  const errors = readFileSync('docs/errors.md', 'utf8');
+  const files = ['bin/usbphone.js', ...readdirSync('cli').filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts')).map((f) => `cli/${f}`)];
+  const codes = new Set<string>();
+  for (const f of files) {
+    const src = readFileSync(f, 'utf8');
+    for (const m of src.matchAll(/(?:CliError\(|\()'([A-Z][A-Z0-9]*_[A-Z0-9_]+)'/g)) codes.add(m[1]!);
+    for (const m of src.matchAll(/\(([A-Z][A-Z0-9]*_[A-Z0-9_]+)\)\\n/g)) codes.add(m[1]!);
+  }
+  assert.ok(codes.size >= 10, `found ${[...codes]}`);
+  for (const c of codes) assert.ok(c in CLI_CODES || errors.includes(`\`${c}\``), `${c} is reported by the CLI but not documented`);
 });
 
 test.run();
