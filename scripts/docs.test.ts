@@ -8,8 +8,20 @@ import { CLI_CODES } from '../cli/codes.ts';
 const features = readFileSync('docs/features.md', 'utf8');
 const stories = readFileSync('sim/scenarios.ts', 'utf8');
 
-test('every S0 feature (S0.1-S0.15) has a row in docs/features.md', () => {
-  for (let i = 1; i <= 15; i++) assert.match(features, new RegExp(`^\\| S0\\.${i}( |\\b)`, 'm'), `S0.${i}`);
+test('docs/features.md states every feature id it builds on (S0.1-15, S3.1-11, S4.1-8), one line each', () => {
+  const stated = features.slice(features.indexOf('## Features'), features.indexOf('## Traceability'));
+  for (const [p, n] of [['S0', 15], ['S3', 11], ['S4', 8]] as const) {
+    for (let i = 1; i <= n; i++) assert.match(stated, new RegExp(`^\\| ${p}\\.${i} \\| [^|]{20,} \\|$`, 'm'), `${p}.${i}`);
+  }
+  // The project carries its own statement: nothing points outside the repository for it.
+  for (const f of ['README.md', ...readdirSync('docs').filter((x) => x.endsWith('.md')).map((x) => `docs/${x}`)]) {
+    assert.not.match(readFileSync(f, 'utf8'), /\.\.\/shared\//, `${f} cites ../shared/`);
+  }
+});
+
+test('every S0 feature (S0.1-S0.15) has a row in the traceability table of docs/features.md', () => {
+  const trace = features.slice(features.indexOf('## Traceability'));
+  for (let i = 1; i <= 15; i++) assert.match(trace, new RegExp(`^\\| S0\\.${i}( |\\b)`, 'm'), `S0.${i}`);
 });
 
 test('every file docs/features.md names exists', () => {
