@@ -78,6 +78,12 @@ test('sim --gateway: a phone logs into running servers, then a second boot rotat
   assert.match(c.out, /changed since the last run .*first boot again/);
   assert.match(c.out, /LOGGED IN/);
 
+  // A fleet against the same running servers.
+  const f = await run('sim', '--devices', '6', '--concurrency', '3', '--gateway', url, '--state', state, '--json');
+  assert.is(f.code, 0, f.out + f.err);
+  const summary = JSON.parse(f.out.trim().split('\n').pop()!);
+  assert.equal([summary.ok, summary.failed, summary.servers], [6, 0, 'attached']);
+
   s.proc.kill('SIGTERM');
   assert.is(await s.exit, 0);
   assert.equal(JSON.parse(s.lines.at(-1)!), { event: 'stopped', role: 'all', signal: 'SIGTERM' });
