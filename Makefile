@@ -3,19 +3,27 @@ SHELL := /bin/bash
 NODE_BIN := node_modules/.bin
 USBPHONE := node bin/usbphone.js
 STATE ?= state
+# make sim GATEWAY=ws://127.0.0.1:7400/ plugs the phone into servers that already run (make serve).
+GATEWAY ?=
+# make inspect inspects the phone make sim plugs in, unless IMAGE= names another image.
+IMAGE ?= $(STATE)/phone.img
 
 .PHONY: all deps tools test typecheck test-slow sim serve image inspect bench clean help
 
 all: help
 
 help:
-	@echo "make sim        boot one virtual phone against servers on loopback and watch it log in"
-	@echo "make test       type check + every test (ends with 'N passed, N failed')"
-	@echo "make test-slow  the slow suites (exhaustive power cuts, fleets)"
-	@echo "make serve      gateway + registration primary/backup + two business servers on loopback"
-	@echo "make image      build a factory flash image into $(STATE)/phone.img"
-	@echo "make inspect IMAGE=FILE   inspect a flash image"
+	@echo "make sim        boot one virtual phone and watch it log in: starts the servers on loopback,"
+	@echo "                keeps the phone and the servers' files in $(STATE)/ (STATE=DIR); run it again"
+	@echo "                for a second boot. With 'make serve' running: make sim GATEWAY=ws://127.0.0.1:7400/"
+	@echo "make test       type check + every test, exhaustive power cuts included (ends with 'N passed, N failed')"
+	@echo "make test-slow  every test, plus the 1000-phone fleet as a correctness test (SLOW=1)"
+	@echo "make serve      gateway + registration primary/backup + two business servers on loopback, state in $(STATE)/"
+	@echo "make image      build a factory flash image into $(STATE)/factory.img (the phone make sim uses is $(STATE)/phone.img)"
+	@echo "make inspect    inspect a flash image: $(STATE)/phone.img, or IMAGE=FILE [FUSES=FILE]"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make clean      remove $(STATE)/ (servers' databases and keys, the phone and its saved login) and tmp/"
+	@echo "the command itself: node bin/usbphone.js --help (or npx usbphone --help, after npm ci)"
 
 # npm ci, keyed on the lock file: reinstalls only when package-lock.json changes.
 node_modules/.stamp: package-lock.json
@@ -38,17 +46,17 @@ test-slow: deps tools
 	SLOW=1 node scripts/run-tests.mjs
 
 sim: deps
-	$(USBPHONE) sim
+	$(USBPHONE) sim --state $(STATE) $(if $(GATEWAY),--gateway $(GATEWAY),)
 
 serve: deps
 	$(USBPHONE) serve all --state $(STATE)
 
 image: deps
-	@mkdir -p $(STATE)
-	$(USBPHONE) image --serial SN-0000001 --out $(STATE)/phone.img --fuses $(STATE)/phone.fuses --master-key $(STATE)/master.key
+	$(USBPHONE) image --serial SN-0000001 --state $(STATE) --out $(STATE)/factory.img --fuses $(STATE)/factory.fuses --master-key $(STATE)/master.key
 
 inspect: deps
-	$(USBPHONE) inspect $(IMAGE) $(if $(FUSES),--fuses $(FUSES),)
+	@if [ ! -e "$(IMAGE)" ]; then echo "no $(IMAGE): run 'make sim' (the phone it plugs in) or 'make image' (then make inspect IMAGE=$(STATE)/factory.img)"; exit 2; fi
+	$(USBPHONE) inspect $(IMAGE) $(if $(FUSES),--fuses $(FUSES),$(if $(filter $(STATE)/phone.img,$(IMAGE)),$(if $(wildcard $(STATE)/phone.fuses),--fuses $(STATE)/phone.fuses,),))
 
 bench: deps
 	@for f in bench/*.bench.ts; do echo "== $$f"; $(NODE_BIN)/tsx $$f || exit 1; done

@@ -2,13 +2,27 @@
 // in the state directory's registration store, the business account through a running
 // business server's admin API, or in the accounts file when no server of this state
 // directory is running; or disables/enables a device.
-import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
+import { readFileSync, mkdirSync, existsSync } from 'node:fs';
 import type { Command } from './main.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import { parseOptions, refuseOptions } from './args.ts';
+import { CliError, reportError, checkStateDir } from './flash-common.ts';
 
-const HELP = `usage: usbphone enroll --state DIR (--record FILE | --batch FILE) [--account ACCT] [--user U] [--json]
-       usbphone enroll --state DIR --disable SERIAL | --enable SERIAL
+export const OPTIONS = {
+  state: { type: 'string' },
+  create: { type: 'boolean' },
+  record: { type: 'string' },
+  batch: { type: 'string' },
+  account: { type: 'string' },
+  user: { type: 'string' },
+  disable: { type: 'string' },
+  enable: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const HELP = `usage: usbphone enroll [--state DIR] [--create] (--record FILE | --batch FILE) [--account ACCT] [--user U] [--json]
+       usbphone enroll [--state DIR] --disable SERIAL | --enable SERIAL
 
 Registers devices from the image builder's enrollment records (JSON: one object, an array,
 or one object per line; each needs "serial" and "keyVersion") in the registration database
@@ -21,111 +35,106 @@ no server of DIR is running, in DIR's accounts file directly (offline, as before
 servers exist). A running server that does not answer fails the enrollment (exit 1).
 
 options:
-  --state DIR       state directory (default ./state): reg.sqlite, biz-accounts.sqlite
+  --state DIR       the servers' state directory (default: state): reg.sqlite,
+                    biz-accounts.sqlite, store.key; it must exist (see --create)
+  --create          create the state directory (and its storage key) when it does not exist
   --record FILE     one record
   --batch FILE      many records (array or JSON lines)
-  --account ACCT    business account to bind (single record)
-  --user U          business user name (single record), [A-Za-z0-9._-]{1,64}
+  --account ACCT    business account to bind (--record only)
+  --user U          business user name (--record only), [A-Za-z0-9._-]{1,64}
   --disable SERIAL  mark a device disabled (its registrations get "not found", S0.9)
   --enable SERIAL   mark a device active again
   --json            print the results as JSON
   -h, --help        this help
 
-Exit: 0 done, 1 failed (e.g. ENROLL_CONFLICT, unknown serial), 2 bad usage or records.
+Exit: 0 done, 1 failed (ENROLL_CONFLICT: the serial, account or user is bound to another;
+ENROLL_UNKNOWN_SERIAL), 2 bad usage or records (CLI_NO_STATE: no such state directory).
 `;
-
-function fail(code: string, msg: string, exit: number): number {
-  process.stderr.write(`usbphone enroll: ${msg} (${code})\n`);
-  return exit;
-}
 
 export const command: Command = {
   summary: 'register devices from enrollment records; disable or enable a device',
   async run(argv) {
-    let args;
-    try {
-      args = parseArgs({
-        args: argv,
-        options: {
-          state: { type: 'string' },
-          record: { type: 'string' },
-          batch: { type: 'string' },
-          account: { type: 'string' },
-          user: { type: 'string' },
-          disable: { type: 'string' },
-          enable: { type: 'string' },
-          json: { type: 'boolean' },
-          help: { type: 'boolean', short: 'h' },
-        },
-      });
-    } catch (e) {
-      return fail('CLI_BAD_ARGS', (e as Error).message, 2);
-    }
-    const v = args.values;
-    if (v.help) {
-      process.stdout.write(HELP);
-      return 0;
-    }
-    const modes = [v.record, v.batch, v.disable, v.enable].filter((x) => x !== undefined).length;
-    if (modes !== 1) return fail('CLI_BAD_ARGS', 'give exactly one of --record, --batch, --disable, --enable', 2);
-    const { SqliteRegStore } = await import('../reg-server/store.ts');
-    const { SqliteBizStore } = await import('../biz-server/store.ts');
-    const { stateFiles } = await import('../deploy/config.ts');
-    const { enrollDevices, parseEnrollmentRecords, accountsViaAdmin, accountsInStore, readRunningBizServers } = await import('../deploy/enroll.ts');
-    const files = stateFiles(v.state ?? 'state');
-    let reg: InstanceType<typeof SqliteRegStore> | null = null;
-    let biz: InstanceType<typeof SqliteBizStore> | null = null;
+    let reg: { close(): void } | null = null;
+    let biz: { close(): void } | null = null;
     let clients: { close(): void }[] = [];
     try {
-      reg = new SqliteRegStore(files.regDb);
+      const v = parseOptions('enroll', argv, OPTIONS).values;
+      if (v.help) {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      const modes = [v.record, v.batch, v.disable, v.enable].filter((x) => x !== undefined).length;
+      if (modes !== 1) throw new CliError('CLI_BAD_ARGS', "give exactly one of --record, --batch, --disable, --enable; see 'usbphone enroll --help'");
+      if (v.disable !== undefined || v.enable !== undefined) refuseOptions(v, ['state', 'disable', 'enable', 'json'], `--${v.disable !== undefined ? 'disable' : 'enable'}`);
+      if (v.batch !== undefined) refuseOptions(v, ['state', 'create', 'batch', 'json'], '--batch', 'each record gets its own user and account');
+      const stateDir = (v.state as string | undefined) ?? 'state';
+      const exists = checkStateDir(stateDir, { create: v.create === true, hint: "give the servers' state directory, or --create to start a new one" });
+      const file = (v.record ?? v.batch) as string | undefined;
+      let text = '';
+      if (file !== undefined) {
+        try {
+          text = readFileSync(file === '-' ? 0 : file, 'utf8');
+        } catch (e) {
+          throw new CliError('CLI_FILE', `${file}: ${(e as Error).message}`);
+        }
+      }
+      const { SqliteRegStore } = await import('../reg-server/store.ts');
+      const { SqliteBizStore } = await import('../biz-server/store.ts');
+      const { stateFiles } = await import('../deploy/config.ts');
+      const { enrollDevices, parseEnrollmentRecords, accountsViaAdmin, accountsInStore, readRunningBizServers } = await import('../deploy/enroll.ts');
+      const files = stateFiles(stateDir);
       if (v.disable !== undefined || v.enable !== undefined) {
-        const serial = (v.disable ?? v.enable)!;
-        if (!reg.setDeviceStatus(serial, v.disable !== undefined ? 'disabled' : 'active')) return fail('ENROLL_UNKNOWN_SERIAL', `no device ${serial}`, 1);
+        const serial = (v.disable ?? v.enable) as string;
+        if (!existsSync(files.regDb)) throw new CliError('ENROLL_UNKNOWN_SERIAL', `no device ${serial}: ${stateDir} has no ${files.regDb} (nothing enrolled there yet)`);
+        const r = new SqliteRegStore(files.regDb);
+        reg = r;
+        if (!r.setDeviceStatus(serial, v.disable !== undefined ? 'disabled' : 'active')) throw new CliError('ENROLL_UNKNOWN_SERIAL', `no device ${serial} in ${files.regDb}`);
         process.stdout.write(v.json ? JSON.stringify({ serial, status: v.disable !== undefined ? 'disabled' : 'active' }) + '\n' : `${serial}: ${v.disable !== undefined ? 'disabled' : 'active'}\n`);
         return 0;
       }
-      const file = (v.record ?? v.batch)!;
-      let text: string;
+      // Every record is checked before anything is written.
+      let records;
       try {
-        text = readFileSync(file === '-' ? 0 : file, 'utf8');
+        records = parseEnrollmentRecords(text);
       } catch (e) {
-        return fail('ENROLL_UNREADABLE', `${file}: ${(e as Error).message}`, 2);
+        if (e instanceof ImplementationError) throw new CliError(e.code, `${file === '-' ? 'stdin' : file}: ${e.message.replace(/^[A-Z_]+: /, '')}`);
+        throw e;
       }
-      const records = parseEnrollmentRecords(text);
-      if (v.record !== undefined && records.length !== 1) return fail('CLI_BAD_ARGS', `--record holds ${records.length} records; use --batch`, 2);
+      if (v.record !== undefined && records.length !== 1) throw new CliError('CLI_BAD_ARGS', `--record ${file} holds ${records.length} records; use --batch`);
+      if (!exists) mkdirSync(stateDir, { recursive: true });
+      const r = new SqliteRegStore(files.regDb);
+      reg = r;
       const { ensureKeyFile, readKeyFile } = await import('../server-kit/keyfiles.ts');
-      const running = readRunningBizServers(v.state ?? 'state');
+      const running = readRunningBizServers(stateDir);
       let accounts;
       if (running.length > 0) {
         // Online: the servers own their store (docs/decisions.md).
         const { AdminClient } = await import('../server-kit/admin-rpc.ts');
         const key = readKeyFile(files.adminKey, 'admin key');
-        const admin = running.map((s) => new AdminClient({ target: s.name, url: s.adminUrl, key }));
+        const admin = running.map((x) => new AdminClient({ target: x.name, url: x.adminUrl, key }));
         clients = admin;
         accounts = accountsViaAdmin(admin);
-        process.stderr.write(`usbphone enroll: business accounts through the admin API of ${running.map((r) => r.name).join(', ')}\n`);
+        process.stderr.write(`usbphone enroll: business accounts through the admin API of ${running.map((x) => x.name).join(', ')}\n`);
       } else {
         // Offline: the accounts database wraps login keys under the state directory's storage
         // key (created here when the servers have not run yet, as `serve` would).
         ensureKeyFile(files.storeKey);
-        biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
-        accounts = accountsInStore(biz);
-        process.stderr.write(`usbphone enroll: no server of this state directory is running: business accounts in ${files.bizDb}\n`);
+        const b = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
+        biz = b;
+        accounts = accountsInStore(b);
       }
-      const results = await enrollDevices({ reg, accounts }, records, { account: v.account, user: v.user });
+      const results = await enrollDevices({ reg: r, accounts }, records, { account: v.account as string | undefined, user: v.user as string | undefined });
       if (v.json) process.stdout.write(JSON.stringify(results) + '\n');
-      else for (const r of results) process.stdout.write(`${r.serial}: device ${r.device}, user ${r.user}, account ${r.account} (${r.bizAccount})\n`);
+      else for (const x of results) process.stdout.write(`${x.serial}: device ${x.device}, user ${x.user}, account ${x.account} (${x.bizAccount})\n`);
       return 0;
     } catch (e) {
-      const code = (e as { code?: string }).code;
+      const code = (e as { code?: string })?.code;
       if (code === 'ADMIN_UNREACHABLE' || code === 'ADMIN_HTTP' || code === 'ADMIN_BAD_AUTH' || code === 'ADMIN_BAD_RESPONSE' || code === 'TIMEOUT') {
-        return fail(code, `the running business servers did not enroll the account: ${(e as Error).message.replace(/^[A-Z_]+: /, '')}`, 1);
+        return reportError('enroll', new CliError('ENROLL_FAILED', `the running business servers did not enroll the account (${code}): ${(e as Error).message.replace(/^[A-Z_]+: /, '')}`));
       }
-      if (e instanceof ImplementationError) {
-        const usage = e.code === 'ENROLL_BAD_RECORD' || e.code === 'ENROLL_USAGE';
-        return fail(e.code, e.message.replace(/^[A-Z_]+: /, ''), usage ? 2 : 1);
-      }
-      return fail('ENROLL_FAILED', (e as Error).message, 1);
+      if (e instanceof CliError || e instanceof ImplementationError || (e as { code?: string })?.code?.startsWith?.('SQLITE_')) return reportError('enroll', e);
+      if (e instanceof Error && /^E[A-Z]+$/.test(String((e as NodeJS.ErrnoException).code))) return reportError('enroll', e);
+      return reportError('enroll', new CliError('ENROLL_FAILED', (e as Error).message ?? String(e)));
     } finally {
       reg?.close();
       biz?.close();

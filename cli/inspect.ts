@@ -1,15 +1,27 @@
 // `usbphone inspect`: what a factory or security engineer wants to know about a flash image
 // (compare ESP-IDF nvs_tool.py, littlefs readtree.py). The engine is
 // firmware/factory/inspect.ts; this file reads files, prints, and maps outcomes to exit codes.
-import { parseArgs } from 'node:util';
 import { readFileSync, statSync, existsSync } from 'node:fs';
 import type { Command } from './main.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { loadWear } from '../firmware/host/file-backing.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { inspectImage, INSPECT_MAX_BYTES, SECTOR_BYTES, type InspectReport } from '../firmware/factory/inspect.ts';
-import { ZoneFlag } from '../firmware/zones/layout.ts';
+import { ZoneFlag, TABLE_MAGIC } from '../firmware/zones/layout.ts';
 import { CliError, reportError, hexOf } from './flash-common.ts';
+import { parseOptions } from './args.ts';
+import { ImplementationError } from '../protocol/errors.ts';
+
+export const OPTIONS = {
+  fuses: { type: 'string' },
+  'master-key': { type: 'string' },
+  zone: { type: 'string' },
+  wear: { type: 'boolean' },
+  'wear-file': { type: 'string' },
+  check: { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
 
 const HELP = `usage: usbphone inspect IMAGE [options]
 
@@ -21,8 +33,9 @@ options:
   --fuses FILE        the chip's fuses: open the sealed records and scan for their secrets
   --master-key FILE   also check that the serial token opens under the master key
   --zone Z            only the hidden, virtual or free zone (the table is always read)
-  --wear              show per-sector erase counts from the wear sidecar IMAGE.wear
-                      (a raw image carries none)
+  --wear              a wear summary (erases in all, the most-worn sector, sectors near
+                      their endurance, and the maximum and total per zone) from the wear
+                      sidecar IMAGE.wear that 'usbphone sim' keeps (a raw image carries none)
   --wear-file FILE    the wear sidecar to read (implies --wear)
   --check             integrity mode: exit 0 clean, 1 problems found (each named with
                       its offset), 2 unusable input
@@ -30,8 +43,8 @@ options:
   -h, --help          this help
 
 exit codes: 0 inspected (with --check: and clean), 1 problems found (--check), 2 bad usage
-or unusable input (missing or truncated file, wrong magic, zones out of range or
-overlapping, absurd sizes)
+or unusable input (missing or truncated file, not a flash image, zones out of range or
+overlapping, absurd sizes; each named with the file)
 `;
 
 const kib = (n: number) => (n % 1024 === 0 ? `${n / 1024} KiB` : `${n} B`);
@@ -40,40 +53,25 @@ export const command: Command = {
   summary: 'inspect and check a flash image: zones, records, slots, wear, secrets in plaintext',
   async run(argv) {
     try {
-      let parsed;
-      try {
-        parsed = parseArgs({
-          args: argv,
-          options: {
-            fuses: { type: 'string' },
-            'master-key': { type: 'string' },
-            zone: { type: 'string' },
-            wear: { type: 'boolean' },
-            'wear-file': { type: 'string' },
-            check: { type: 'boolean' },
-            json: { type: 'boolean' },
-            help: { type: 'boolean', short: 'h' },
-          },
-          strict: true,
-          allowPositionals: true,
-        });
-      } catch (e) {
-        throw new CliError('CLI_BAD_ARGS', `${(e as Error).message}; see 'usbphone inspect --help'`);
-      }
-      const a = parsed.values;
+      const parsed = parseOptions('inspect', argv, OPTIONS, { positionals: true });
+      const a = parsed.values as Record<string, string | undefined> & { wear?: boolean; check?: boolean; json?: boolean; help?: boolean };
       if (a.help) {
         process.stdout.write(HELP);
         return 0;
       }
-      if (parsed.positionals.length !== 1) throw new CliError('CLI_BAD_ARGS', "exactly one IMAGE file expected; see 'usbphone inspect --help'");
+      if (parsed.positionals.length !== 1) throw new CliError('CLI_BAD_ARGS', `exactly one IMAGE file expected${parsed.positionals.length ? `, not ${parsed.positionals.length}` : ''}; see 'usbphone inspect --help'`);
       const path = parsed.positionals[0]!;
-      if (a.zone !== undefined && !['hidden', 'virtual', 'free'].includes(a.zone)) throw new CliError('CLI_BAD_ARGS', '--zone must be hidden, virtual or free');
+      if (a.zone !== undefined && !['hidden', 'virtual', 'free'].includes(a.zone)) throw new CliError('CLI_BAD_ARGS', `--zone must be hidden, virtual or free, not '${a.zone}'`);
       if (!existsSync(path)) throw new CliError('INSPECT_NO_FILE', `${path}: no such file`);
-      const size = statSync(path).size;
-      if (size > INSPECT_MAX_BYTES) throw new CliError('INSPECT_TOO_BIG', `${path}: ${size} bytes is larger than any supported chip (1 GiB)`);
-      const img = new Uint8Array(readFileSync(path));
-      const fuses = a.fuses ? Fuses.parse(readFileSync(a.fuses, 'utf8')) : null;
-      const keyring = a['master-key'] ? MasterKeyring.parse(readFileSync(a['master-key'], 'utf8')) : undefined;
+      const st = statSync(path);
+      if (st.isDirectory()) throw new CliError('CLI_FILE', `${path} is a directory, not a flash image`);
+      if (st.size > INSPECT_MAX_BYTES) throw new CliError('INSPECT_TOO_BIG', `${path}: ${st.size} bytes is larger than any supported chip (1 GiB)`);
+      const img = new Uint8Array(readInput(path, 'image', () => readFileSync(path)));
+      if (img.length < TABLE_MAGIC.length || TABLE_MAGIC.some((b, i) => img[i] !== b)) {
+        throw new CliError('LAYOUT_BAD_MAGIC', `${path}: not a flash image (no "UPPT" partition table at address 0${img.length < 64 * 1024 ? `; ${img.length} bytes` : ''})`);
+      }
+      const fuses = a.fuses ? readInput(a.fuses, 'fuses file', () => Fuses.parse(readFileSync(a.fuses!, 'utf8'))) : null;
+      const keyring = a['master-key'] ? readInput(a['master-key'], 'master key file', () => MasterKeyring.parse(readFileSync(a['master-key']!, 'utf8'))) : undefined;
       const wantWear = a.wear === true || a['wear-file'] !== undefined;
       const wearPath = a['wear-file'] ?? path + '.wear';
       const wear = wantWear ? loadWear(wearPath, Math.floor(img.length / SECTOR_BYTES)) : null;
@@ -95,6 +93,18 @@ export const command: Command = {
     }
   },
 };
+
+/** Reads an input file; a failure names the file (and what it should be). */
+function readInput<T>(path: string, what: string, read: () => T): T {
+  try {
+    if (existsSync(path) && statSync(path).isDirectory()) throw new CliError('CLI_FILE', `${what} ${path} is a directory`);
+    return read();
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    if (e instanceof ImplementationError) throw new CliError(e.code, `${what} ${path}: ${e.message.replace(/^[A-Z_]+: /, '')}`);
+    throw new CliError('CLI_FILE', `${what} ${path}: ${(e as Error).message}`);
+  }
+}
 
 function replacer(_k: string, v: unknown): unknown {
   return v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v;

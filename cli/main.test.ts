@@ -17,7 +17,7 @@ test('no command, or an unknown one: exit 2 with a clear line', () => {
   assert.is(run().status, 2);
   const r = run('frobnicate');
   assert.is(r.status, 2);
-  assert.match(r.stderr, /unknown command 'frobnicate' \(CLI_UNKNOWN_COMMAND\)/);
+  assert.match(r.stderr, /^usbphone: unknown command 'frobnicate'; see 'usbphone --help' \(CLI_UNKNOWN_COMMAND\)\n$/);
 });
 
 test('every subcommand has --help (exit 0, a usage line)', () => {

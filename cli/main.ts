@@ -43,7 +43,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const load = commands[name];
   if (!load) {
-    process.stderr.write(`usbphone: unknown command '${name}' (CLI_UNKNOWN_COMMAND); see 'usbphone --help'\n`);
+    process.stderr.write(`usbphone: unknown command '${name}'; see 'usbphone --help' (CLI_UNKNOWN_COMMAND)\n`);
     return 2;
   }
   return (await load()).run(rest);

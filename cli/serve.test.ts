@@ -25,7 +25,7 @@ test.after(() => {
 });
 
 function serve(...args: string[]): Promise<{ proc: ChildProcess; ev: Record<string, unknown>; exit: Promise<number | null> }> {
-  const proc = spawn(process.execPath, [bin, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, USBPHONE_LOG_LEVEL: 'error' } });
+  const proc = spawn(process.execPath, [bin, 'serve', ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, USBPHONE_LOG_LEVEL: 'error' } });
   procs.push(proc);
   const exit = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
   let err = '';

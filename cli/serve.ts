@@ -1,99 +1,152 @@
-// `usbphone serve all|gateway|reg|biz`: runs server roles until SIGINT/SIGTERM.
+// `usbphone serve all|gateway|reg|biz`: runs server roles until SIGINT/SIGTERM/SIGHUP.
 //   all      the embedded default in one process (deploy/stack.ts), state in --state DIR
 //   gateway  one gateway, from --config FILE (deploy/config.ts GatewayFileConfig)
 //   reg      one registration server (primary or backup), from --config FILE
 //   biz      one business server, from --config FILE
-// Once listening it prints one JSON line on stdout: {"event":"listening", ...ports}.
-import { parseArgs } from 'node:util';
+// Once listening it says so, with the addresses, and again when it stops; with --json
+// these are JSON lines on stdout ({"event":"listening", ...}, {"event":"stopped", ...}).
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from './main.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import { parseOptions, intOption, refuseOptions } from './args.ts';
+import { CliError, reportError, checkStateDir } from './flash-common.ts';
+import { stopWithParent, releaseParentPipe, quietOnClosedPipe } from '../sim/lifetime.ts';
+import { DEFAULT_GATEWAY_PORT, BASE_PORT_SPAN, type RolePorts } from '../deploy/config.ts';
 
-const HELP = `usage: usbphone serve all [--state DIR] [--port N] [--host ADDR]
-       usbphone serve gateway|reg|biz --config FILE
+export const OPTIONS = {
+  state: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  config: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
 
-  all        gateway (default 127.0.0.1:7400) + reg-primary + reg-backup + biz-east
-             (127.1.0.0/16) + biz-west (127.2.0.0/16) on loopback; SQLite files and
-             master.key / link.key / admin.key in the state directory (created if missing)
+const HELP = `usage: usbphone serve all [--state DIR] [--port BASE] [--host ADDR] [--json]
+       usbphone serve gateway|reg|biz --config FILE [--json]
+
+  all        the gateway + reg-primary + reg-backup + biz-east (phones on 127.1.0.0/16) +
+             biz-west (127.2.0.0/16), on loopback, in one process; in the state directory
+             (created if missing): reg.sqlite, biz-accounts.sqlite, and the key files
+             master.key, link.key, admin.key, store.key (0600). Phones plug in with
+             'usbphone sim --gateway ws://127.0.0.1:7400/ --state DIR'
   gateway    one role as its own process, configured by a JSON file
   reg        (see docs/architecture.md §"Configuration")
   biz
 
 options:
-  --state DIR     state directory for 'all' (default ./state)
-  --port N        gateway port for 'all' (default 7400; 0 = ephemeral, all ports ephemeral)
+  --state DIR     state directory for 'all' (default: state)
+  --port BASE     base port for 'all' (default ${DEFAULT_GATEWAY_PORT}); every port moves with it:
+                  gateway BASE, reg-primary BASE+10 (devices) / +11 (link), reg-backup
+                  +20 / +21, biz-east +30 / +31 / +32 (admin), biz-west +40 / +41 / +42;
+                  0 = every port ephemeral
   --host ADDR     listen address for 'all' (default 127.0.0.1)
-  --config FILE   JSON configuration of one role
+  --config FILE   JSON configuration of one role (gateway, reg, biz)
+  --json          JSON lines on stdout ({"event":"listening",...}, {"event":"stopped",...})
+                  instead of the human lines
   -h, --help      this help
 
-Prints {"event":"listening", ...} on stdout when ready; stops on SIGINT/SIGTERM.
+GET /healthz and /metrics answer on the gateway port and on each server's device and link
+ports (not on the admin ports). Stops on Ctrl-C (SIGINT), SIGTERM or SIGHUP. If 'all'
+cannot start, the key and database files it created are removed again.
 Exit: 0 stopped cleanly, 1 could not start, 2 bad usage or configuration.
 `;
-
-function fail(code: string, msg: string, exit: number): number {
-  process.stderr.write(`usbphone serve: ${msg} (${code})\n`);
-  return exit;
-}
 
 function untilSignal(): Promise<string> {
   return new Promise((resolve) => {
     const on = (sig: string) => resolve(sig);
-    process.once('SIGINT', on);
-    process.once('SIGTERM', on);
+    for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(s, () => on(s));
+    stopWithParent(() => on('parent gone'));
   });
+}
+
+/** The state directory's entries before a start, so a failed start removes only what it created. */
+function snapshot(dir: string): Set<string> | null {
+  return existsSync(dir) ? new Set(readdirSync(dir)) : null;
+}
+function undoCreated(dir: string, before: Set<string> | null): void {
+  if (!existsSync(dir)) return;
+  if (before === null) {
+    rmSync(dir, { recursive: true, force: true });
+    return;
+  }
+  for (const name of readdirSync(dir)) if (!before.has(name)) rmSync(join(dir, name), { recursive: true, force: true });
+}
+
+function humanPorts(ports: Record<string, RolePorts | number>): string[] {
+  return Object.entries(ports)
+    .filter(([n]) => n !== 'gateway')
+    .map(([n, p]) => {
+      const r = p as RolePorts;
+      return `  ${n.padEnd(12)} devices ${r.device ?? '-'}, link ${r.link}${r.admin !== undefined ? `, admin ${r.admin}` : ''}`;
+    });
 }
 
 export const command: Command = {
   summary: 'run the gateway, registration and business servers',
   async run(argv) {
-    let args;
+    let json = false;
+    let role = '';
     try {
-      args = parseArgs({
-        args: argv,
-        allowPositionals: true,
-        options: {
-          state: { type: 'string' },
-          port: { type: 'string' },
-          host: { type: 'string' },
-          config: { type: 'string' },
-          help: { type: 'boolean', short: 'h' },
-        },
-      });
+      const args = parseOptions('serve', argv, OPTIONS, { positionals: true });
+      const v = args.values;
+      if (v.help) {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      json = v.json === true;
+      const [r, ...extra] = args.positionals;
+      role = r ?? '';
+      if (!r || extra.length || !['all', 'gateway', 'reg', 'biz'].includes(r)) throw new CliError('CLI_BAD_ARGS', "name one role: all, gateway, reg or biz; see 'usbphone serve --help'");
+      if (r === 'all') refuseOptions(v, ['state', 'port', 'host', 'json'], "'serve all'", 'it takes --state, not --config');
+      else {
+        refuseOptions(v, ['config', 'json'], `'serve ${r}'`, 'its configuration file sets these');
+        if (!v.config) throw new CliError('CLI_BAD_ARGS', `serve ${r} needs --config FILE`);
+      }
     } catch (e) {
-      return fail('CLI_BAD_ARGS', (e as Error).message, 2);
+      return reportError('serve', e);
     }
-    if (args.values.help) {
-      process.stdout.write(HELP);
-      return 0;
-    }
-    const [role, ...extra] = args.positionals;
-    if (!role || extra.length || !['all', 'gateway', 'reg', 'biz'].includes(role)) return fail('CLI_BAD_ARGS', 'name one role: all, gateway, reg or biz', 2);
-    if (role !== 'all' && !args.values.config) return fail('CLI_BAD_ARGS', `serve ${role} needs --config FILE`, 2);
-    if (role === 'all' && args.values.config) return fail('CLI_BAD_ARGS', 'serve all takes --state, not --config', 2);
-    let port: number | undefined;
-    if (args.values.port !== undefined) {
-      port = Number(args.values.port);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) return fail('CLI_BAD_ARGS', '--port must be 0..65535', 2);
-    }
+    quietOnClosedPipe();
+    const args = parseOptions('serve', argv, OPTIONS, { positionals: true }).values;
+    const say = (human: string, ev: Record<string, unknown>) => process.stdout.write(json ? JSON.stringify(ev) + '\n' : human + '\n');
 
     let stop: () => Promise<void>;
+    let undo: (() => void) | null = null;
     try {
-      const out = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify({ event: 'listening', ...o }) + '\n');
       if (role === 'all') {
+        const base = intOption(args.port, 'port', 0, 65535 - BASE_PORT_SPAN, DEFAULT_GATEWAY_PORT);
+        const stateDir = (args.state as string | undefined) ?? 'state';
+        checkStateDir(stateDir, { create: true });
+        const before = snapshot(stateDir);
+        undo = () => undoCreated(stateDir, before);
         const { startStack } = await import('../deploy/stack.ts');
-        const stack = await startStack({ stateDir: args.values.state ?? 'state', gatewayPort: port, host: args.values.host });
-        out({ role, gatewayUrl: stack.gatewayUrl, stateDir: stack.stateDir, ports: stack.ports() });
+        const stack = await startStack({ stateDir, gatewayPort: base, host: args.host as string | undefined });
+        const ports = stack.ports();
+        const health = stack.gatewayUrl.replace(/^ws/, 'http');
+        say(
+          [
+            `servers ready: gateway ${stack.gatewayUrl} (state directory ${stateDir})`,
+            ...humanPorts(ports),
+            `  health       ${health}healthz, metrics ${health}metrics`,
+            `plug a phone in: usbphone sim --gateway ${stack.gatewayUrl} --state ${stateDir}`,
+            'stop with Ctrl-C',
+          ].join('\n'),
+          { event: 'listening', role, gatewayUrl: stack.gatewayUrl, stateDir, ports },
+        );
         stop = () => stack.stop();
       } else {
         const cfg = await import('../deploy/config.ts');
-        const raw = cfg.readJsonFile(args.values.config!);
+        const file = args.config as string;
+        const raw = cfg.readJsonFile(file);
         if (role === 'gateway') {
           const { startGateway } = await import('../gateway/gateway.ts');
-          const g = await startGateway(cfg.gatewayConfigFrom(raw, args.values.config!));
-          out({ role, url: g.url, port: g.port });
+          const g = await startGateway(cfg.gatewayConfigFrom(raw, file));
+          say(`gateway ready: ${g.url} (stop with Ctrl-C)`, { event: 'listening', role, url: g.url, port: g.port });
           stop = () => g.close();
         } else if (role === 'reg') {
           const { startRegServer } = await import('../reg-server/server.ts');
-          const c = cfg.regConfigFrom(raw, args.values.config!);
+          const c = cfg.regConfigFrom(raw, file);
           const pause = process.env.USBPHONE_TEST_PAUSE_AT;
           if (pause) {
             // Test hook (kill -9 between rotation steps): stop here, say so, wait to be killed.
@@ -103,24 +156,32 @@ export const command: Command = {
               return new Promise<void>(() => {});
             };
           }
-          const r = await startRegServer(c);
-          out({ role, name: r.name, devicePort: r.devicePort, linkPort: r.linkPort });
-          stop = () => r.close();
+          const s = await startRegServer(c);
+          say(`${s.name} ready: devices ${s.devicePort ?? '-'}, link ${s.linkPort} (stop with Ctrl-C)`, { event: 'listening', role, name: s.name, devicePort: s.devicePort, linkPort: s.linkPort });
+          stop = () => s.close();
         } else {
           const { startBizServer } = await import('../biz-server/server.ts');
-          const b = await startBizServer(cfg.bizConfigFrom(raw, args.values.config!));
-          out({ role, name: b.name, devicePort: b.devicePort, linkPort: b.linkPort, adminPort: b.adminPort });
+          const b = await startBizServer(cfg.bizConfigFrom(raw, file));
+          say(`${b.name} ready: devices ${b.devicePort ?? '-'}, link ${b.linkPort}, admin ${b.adminPort} (stop with Ctrl-C)`, { event: 'listening', role, name: b.name, devicePort: b.devicePort, linkPort: b.linkPort, adminPort: b.adminPort });
           stop = () => b.close();
         }
       }
     } catch (e) {
-      if (e instanceof ImplementationError) return fail(e.code, e.message.replace(/^[A-Z_]+: /, ''), 2);
+      undo?.();
+      if (e instanceof CliError) return reportError('serve', e);
       const err = e as NodeJS.ErrnoException;
-      if (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL') return fail('SERVE_LISTEN_FAILED', err.message, 1);
-      return fail('SERVE_FAILED', err.message ?? String(e), 1);
+      if (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL') {
+        const hint = role === 'all' ? "; another 'serve all' (make serve)? give another --port base, or plug phones into the running one with 'usbphone sim --gateway'" : '';
+        return reportError('serve', new CliError('SERVE_LISTEN_FAILED', `${err.message}${hint}`));
+      }
+      if (e instanceof ImplementationError) return reportError('serve', e);
+      if (/^SQLITE_/.test(String(err.code))) return reportError('serve', e);
+      return reportError('serve', new CliError('SERVE_FAILED', err.message ?? String(e)));
     }
-    await untilSignal();
+    const sig = await untilSignal();
     await stop();
+    say(`stopped (${sig})`, { event: 'stopped', role, signal: sig });
+    releaseParentPipe();
     return 0;
   },
 };

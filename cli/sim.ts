@@ -1,24 +1,53 @@
 // `usbphone sim`: boots virtual phones against the servers. Without options, one phone,
-// verbosely (what `make sim` runs); --scenario runs an S0 story; --devices runs a fleet;
-// --deterministic runs a story on the simulated HAL (virtual clock, seeded rng).
-import { parseArgs } from 'node:util';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// verbosely (what `make sim` runs), against servers it starts, or with --gateway against a
+// stack that already runs (`make serve`); --scenario runs an S0 story; --devices runs a
+// fleet; --deterministic runs a story on the simulated HAL (virtual clock, seeded rng).
+// Whatever way it ends (signal, closed pipe, error), it leaves no server process and no
+// temporary state behind (sim/lifetime.ts).
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from './main.ts';
-import { CliError, reportError } from './flash-common.ts';
+import { CliError, reportError, checkStateDir } from './flash-common.ts';
+import { parseOptions, intOption, refuseOptions, type Parsed } from './args.ts';
 import { formatTrace } from '../sim/trace.ts';
 import { setLogSink } from '../server-kit/log.ts';
-import type { Stack } from '../deploy/stack.ts';
+import { makeTempDir, removeTempDir, exitOnSignals, quietOnClosedPipe } from '../sim/lifetime.ts';
+import { BASE_PORT_SPAN, DEFAULT_GATEWAY_PORT } from '../deploy/config.ts';
+import type { TraceEvent } from '../firmware/hal/hal.ts';
+import type { StackHandle } from '../sim/world.ts';
+
+export const OPTIONS = {
+  scenario: { type: 'string' },
+  devices: { type: 'string' },
+  deterministic: { type: 'boolean' },
+  gateway: { type: 'string' },
+  state: { type: 'string' },
+  port: { type: 'string' },
+  ip: { type: 'string' },
+  seed: { type: 'string' },
+  concurrency: { type: 'string' },
+  rounds: { type: 'string' },
+  servers: { type: 'string' },
+  loss: { type: 'string' },
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
 
 const HELP = `usage: usbphone sim [options]
 
-Boots virtual USB phones against the gateway, registration and business servers, all on
+Boots virtual USB phones against the gateway, registration and business servers on
 loopback, and shows them log in with nobody typing a password.
 
-  (no options)            one phone, step by step (make sim): servers on 127.0.0.1:7400..,
-                          SQLite files, keys and the phone's flash image in --state
-  --scenario NAME|all     an S0 story, in a fresh temporary state: ${'{'}SCENARIOS}
+  (no options)            one phone, step by step (make sim): starts the servers
+                          (gateway on 127.0.0.1:7400, the others on 7410..7442), keeping
+                          their SQLite files and keys and the phone's flash image, fuses and
+                          enrollment record in --state; a second run is a second boot
+  --gateway URL           one phone (or a fleet with --devices) plugged into servers that
+                          already run (make serve, 'usbphone serve all --state DIR'): URL is
+                          their gateway (ws://127.0.0.1:7400/) and --state must be their state
+                          directory (its master key builds the image, its databases enroll)
+  --scenario NAME|all     an S0 story, in a fresh temporary state: {SCENARIOS}
   --devices N             a fleet of N phones (copy-on-write over one base image), each on
                           its own loopback address; prints a summary
   --deterministic         with --scenario first-boot|both-down-uses-saved: the same story on
@@ -26,91 +55,116 @@ loopback, and shows them log in with nobody typing a password.
                           the servers); the same --seed gives the same trace, byte for byte
 
 options:
-  --state DIR             state directory for the single phone (default: state)
-  --port N                gateway port for the single phone (default 7400; 0 = any free)
+  --state DIR             the single phone's state directory (default: state), or with
+                          --gateway the running servers' one
+  --port BASE             the single phone's servers: base port (default ${DEFAULT_GATEWAY_PORT}; every
+                          port moves with it, as 'serve all --port'; 0 = any free ports, but
+                          then the image is rebuilt each run: a first boot every time)
   --ip ADDR               the single phone's loopback address (default 127.1.0.1, region
                           east; 127.2.x.y is region west)
-  --seed S                seed for fuses, serials, rng (default 1)
+  --seed S                --scenario, --devices, --deterministic: seed for fuses, serials,
+                          rng (default 1)
   --concurrency N         fleet: phones plugging in at once (default 64)
   --rounds N              fleet: plug every phone in N times (default 1)
   --servers WHERE         fleet: process (default: the servers in a process of their own,
                           as deployed), inline (in this process), reg-child (only the
                           registration servers in child processes)
   --loss P                deterministic: probability a frame is lost (default 0)
-  --json                  fleet: one JSON object on stdout; scenario: JSON result
+  --json                  fleet: one JSON object on stdout; scenario: one JSON line each
   -q, --quiet             no trace lines
   -h, --help              this help
 
-exit codes: 0 the phone(s) logged in / the story ended as the patent says, 1 not, 2 bad usage
+exit codes: 0 the phone(s) logged in / the story ended as the patent says, 1 not (or the
+servers could not start), 2 bad usage; interrupted: 128 + the signal; output pipe closed:
+141, quietly
 `;
+
+type Mode = 'single' | 'scenario' | 'deterministic' | 'fleet';
+
+/** Which options each way of running takes; any other given is refused with the reason. */
+function checkApplies(v: Parsed['values']): Mode {
+  if (v.deterministic) {
+    refuseOptions(v, ['deterministic', 'scenario', 'seed', 'loss', 'json', 'quiet'], '--deterministic', 'it runs a story on the simulated HAL, in a temporary state');
+    return 'deterministic';
+  }
+  if (v.scenario !== undefined) {
+    refuseOptions(v, ['scenario', 'seed', 'json', 'quiet'], '--scenario', 'a story starts and stops servers of its own, in a temporary state');
+    return 'scenario';
+  }
+  if (v.devices !== undefined) {
+    if (v.gateway !== undefined) refuseOptions(v, ['devices', 'gateway', 'state', 'seed', 'concurrency', 'rounds', 'json', 'quiet'], 'a fleet with --gateway', 'the running servers are used');
+    else refuseOptions(v, ['devices', 'seed', 'concurrency', 'rounds', 'servers', 'json', 'quiet'], 'a fleet', 'a fleet runs in a temporary state (or give --gateway and --state of running servers)');
+    return 'fleet';
+  }
+  if (v.gateway !== undefined) refuseOptions(v, ['gateway', 'state', 'ip', 'quiet'], 'the single phone with --gateway', 'the running servers have their ports');
+  else refuseOptions(v, ['state', 'port', 'ip', 'quiet'], 'the single phone', '--seed, --json and the fleet options go with --scenario, --devices or --deterministic');
+  return 'single';
+}
+
+/** 'ws://host:port/' (a missing final '/' is added); anything else is refused. */
+function gatewayUrl(v: string): string {
+  const u = v.endsWith('/') ? v : v + '/';
+  if (!/^wss?:\/\/[^/\s?#]+\/$/.test(u)) throw new CliError('CLI_BAD_ARGS', `--gateway must be the servers' gateway as ws://host:port/, not '${v}'`);
+  return u;
+}
+
+/** The gateway answers GET /healthz, or SIM_NO_GATEWAY. */
+async function checkGateway(url: string, state: string): Promise<void> {
+  try {
+    const r = await fetch(url.replace(/^ws/, 'http') + 'healthz', { signal: AbortSignal.timeout(3_000) });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+  } catch (e) {
+    const why = (e as Error & { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
+    throw new CliError('SIM_NO_GATEWAY', `no gateway answers at ${url} (${why}); start the servers first: make serve (usbphone serve all --state ${state})`);
+  }
+}
+
+/** The state directory of running servers: exists, and holds their keys and databases. */
+function checkServerState(state: string, url: string): void {
+  const hint = `--state must be the state directory of the servers at ${url} (make serve uses state)`;
+  checkStateDir(state, { hint });
+  const missing = ['master.key', 'store.key', 'reg.sqlite', 'biz-accounts.sqlite'].filter((f) => !existsSync(join(state, f)));
+  if (missing.length) throw new CliError('CLI_NO_STATE', `${state} has no ${missing.join(', ')}: ${hint}`);
+}
 
 export const command: Command = {
   summary: 'boot virtual phones and watch them log in (one phone, an S0 scenario, or a fleet)',
   async run(argv) {
     const { STORIES } = await import('../sim/scenarios.ts');
     const help = HELP.replace('{SCENARIOS}', Object.keys(STORIES).join(', '));
-    let a;
+    const out = (s: string) => process.stdout.write(s + '\n');
     try {
-      a = parseArgs({
-        args: argv,
-        options: {
-          scenario: { type: 'string' },
-          devices: { type: 'string' },
-          deterministic: { type: 'boolean' },
-          state: { type: 'string', default: 'state' },
-          port: { type: 'string', default: '7400' },
-          ip: { type: 'string', default: '127.1.0.1' },
-          seed: { type: 'string', default: '1' },
-          concurrency: { type: 'string', default: '64' },
-          rounds: { type: 'string', default: '1' },
-          servers: { type: 'string', default: 'process' },
-          loss: { type: 'string', default: '0' },
-          json: { type: 'boolean' },
-          quiet: { type: 'boolean', short: 'q' },
-          help: { type: 'boolean', short: 'h' },
-        },
-        strict: true,
-        allowPositionals: false,
-      }).values;
-    } catch (e) {
-      return reportError('sim', new CliError('CLI_BAD_ARGS', (e as Error).message));
-    }
-    if (a.help) {
-      process.stdout.write(help);
-      return 0;
-    }
-    try {
-      const int = (v: string, name: string, min: number, max: number) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < min || n > max) throw new CliError('CLI_BAD_ARGS', `--${name} must be an integer ${min}..${max}`);
-        return n;
-      };
-      const seed = int(a.seed!, 'seed', 0, 2 ** 31);
-      const loss = Number(a.loss);
-      if (!(loss >= 0 && loss < 1)) throw new CliError('CLI_BAD_ARGS', '--loss must be in [0, 1)');
-      const out = (s: string) => process.stdout.write(s + '\n');
-      const trace = a.quiet ? undefined : (e: Parameters<typeof formatTrace>[0]) => out(formatTrace(e));
-
-      if (a.deterministic) {
-        const name = a.scenario ?? 'first-boot';
-        const { runDeterministic, DETERMINISTIC_STORIES } = await import('../sim/deterministic.ts');
-        if (!DETERMINISTIC_STORIES.includes(name)) throw new CliError('CLI_BAD_ARGS', `--deterministic runs ${DETERMINISTIC_STORIES.join(' or ')}`);
-        setLogSink(() => {});
-        const r = await runDeterministic(name, { seed, loss, trace, say: a.quiet ? undefined : (l) => out(`   ${l}`) });
-        if (a.json) out(JSON.stringify({ scenario: name, seed, ok: r.ok, verdict: r.verdict, trace: r.trace }));
-        else out(`${r.ok ? 'PASS' : 'FAIL'} ${name} (deterministic, seed ${seed}): ${r.verdict}`);
-        return r.ok ? 0 : 1;
+      const a = parseOptions('sim', argv, OPTIONS).values;
+      if (a.help) {
+        process.stdout.write(help);
+        return 0;
       }
+      const mode = checkApplies(a);
+      const seed = intOption(a.seed, 'seed', 0, 2 ** 31, 1);
+      const trace = a.quiet ? undefined : (e: TraceEvent) => out(formatTrace(e));
+      quietOnClosedPipe();
 
-      if (a.scenario) {
-        const { runStory } = await import('../sim/scenarios.ts');
-        const names = a.scenario === 'all' ? Object.keys(STORIES) : [a.scenario];
-        for (const n of names) if (!STORIES[n]) throw new CliError('CLI_UNKNOWN_SCENARIO', `unknown scenario '${n}'; one of: ${Object.keys(STORIES).join(', ')}`);
+      if (mode === 'deterministic' || mode === 'scenario') {
+        const name = (a.scenario as string | undefined) ?? 'first-boot';
+        const names = name === 'all' && mode === 'scenario' ? Object.keys(STORIES) : [name];
+        for (const n of names) if (!STORIES[n]) throw new CliError('CLI_UNKNOWN_SCENARIO', `unknown scenario '${n}'; one of: ${Object.keys(STORIES).join(', ')}${mode === 'scenario' ? ', all' : ''}`);
+        exitOnSignals((sig) => void process.stderr.write(`\nusbphone sim: interrupted (${sig}); temporary state removed\n`));
         setLogSink(() => {});
+        if (mode === 'deterministic') {
+          const { runDeterministic, DETERMINISTIC_STORIES } = await import('../sim/deterministic.ts');
+          if (!DETERMINISTIC_STORIES.includes(name)) throw new CliError('CLI_BAD_ARGS', `--deterministic runs ${DETERMINISTIC_STORIES.join(' or ')}, not ${name}`);
+          const loss = a.loss === undefined ? 0 : Number(a.loss);
+          if (!/^\d*\.?\d+$/.test(String(a.loss ?? '0')) || !(loss >= 0 && loss < 1)) throw new CliError('CLI_BAD_ARGS', `--loss must be a probability in [0, 1), not '${a.loss}'`);
+          const r = await runDeterministic(name, { seed, loss, trace, say: a.quiet ? undefined : (l) => out(`   ${l}`) });
+          if (a.json) out(JSON.stringify({ scenario: name, seed, ok: r.ok, verdict: r.verdict, trace: r.trace }));
+          else out(`${r.ok ? 'PASS' : 'FAIL'} ${name} (deterministic, seed ${seed}): ${r.verdict}`);
+          return r.ok ? 0 : 1;
+        }
+        const { runStory } = await import('../sim/scenarios.ts');
         let failed = 0;
         for (const n of names) {
           if (!a.json) out(`== ${n}: ${STORIES[n]!.summary}`);
-          const r = await runStory(n, { seed, trace, print: a.quiet ? undefined : (l) => out(`   ${l}`) });
+          const r = await runStory(n, { seed, trace: a.json ? undefined : trace, print: a.quiet || a.json ? undefined : (l) => out(`   ${l}`) });
           if (!r.ok) failed++;
           if (a.json) out(JSON.stringify({ scenario: n, ok: r.ok, verdict: r.verdict, outcomes: r.outcomes }));
           else out(`${r.ok ? 'PASS' : 'FAIL'} ${n}: ${r.verdict}\n`);
@@ -118,18 +172,27 @@ export const command: Command = {
         return failed ? 1 : 0;
       }
 
-      if (a.devices !== undefined) {
-        const devices = int(a.devices, 'devices', 1, 100_000);
-        const servers = a.servers as 'inline' | 'reg-child' | 'process';
-        if (!['inline', 'reg-child', 'process'].includes(servers)) throw new CliError('CLI_BAD_ARGS', '--servers must be process, inline or reg-child');
+      if (mode === 'fleet') {
+        const devices = intOption(a.devices, 'devices', 1, 100_000, 1);
+        const concurrency = intOption(a.concurrency, 'concurrency', 1, 10_000, 64);
+        const rounds = intOption(a.rounds, 'rounds', 1, 100, 1);
+        const gateway = a.gateway === undefined ? undefined : gatewayUrl(a.gateway as string);
+        const servers = gateway ? 'attached' : ((a.servers as string | undefined) ?? 'process');
+        if (!['inline', 'reg-child', 'process', 'attached'].includes(servers)) throw new CliError('CLI_BAD_ARGS', `--servers must be process, inline or reg-child, not '${servers}'`);
+        let stateDir: string;
+        if (gateway) {
+          stateDir = (a.state as string | undefined) ?? 'state';
+          checkServerState(stateDir, gateway);
+          await checkGateway(gateway, stateDir);
+        } else stateDir = makeTempDir('usbphone-fleet-');
+        exitOnSignals((sig) => void process.stderr.write(`\nusbphone sim: interrupted (${sig}); servers stopped, temporary state removed\n`));
         const { runFleet } = await import('../sim/fleet.ts');
         setLogSink(() => {}, 'warn');
-        const stateDir = mkdtempSync(join(tmpdir(), 'usbphone-fleet-'));
         try {
-          const s = await runFleet({ devices, seed, stateDir, concurrency: int(a.concurrency!, 'concurrency', 1, 10_000), rounds: int(a.rounds!, 'rounds', 1, 100), servers });
+          const s = await runFleet({ devices, seed, stateDir, concurrency, rounds, servers: servers as 'process', gateway });
           if (a.json) out(JSON.stringify(s));
           else {
-            out(`fleet of ${s.devices} phones x ${s.rounds} round(s), ${s.concurrency} at a time, seed ${s.seed}, servers ${s.servers}`);
+            out(`fleet of ${s.devices} phones x ${s.rounds} round(s), ${s.concurrency} at a time, seed ${s.seed}, servers ${s.servers}${gateway ? ` (${gateway})` : ''}`);
             out(`  per server      ${Object.entries(s.byServer).map(([k, v]) => `${k} ${v}`).join(', ')}`);
             out(`  logins ok       ${s.ok}`);
             out(`  failed          ${s.failed}${s.failed ? ` (${Object.entries(s.failedByReason).map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`);
@@ -139,21 +202,39 @@ export const command: Command = {
           }
           return s.failed ? 1 : 0;
         } finally {
-          rmSync(stateDir, { recursive: true, force: true });
+          if (!gateway) removeTempDir(stateDir);
         }
       }
 
+      // The single phone.
+      const ip = (a.ip as string | undefined) ?? '127.1.0.1';
+      if (!/^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(ip) || ip.split('.').some((x) => Number(x) > 255)) throw new CliError('CLI_BAD_ARGS', `--ip must be a loopback address 127.x.y.z, not '${ip}'`);
+      const state = (a.state as string | undefined) ?? 'state';
+      const gateway = a.gateway === undefined ? undefined : gatewayUrl(a.gateway as string);
+      const port = intOption(a.port, 'port', 0, 65535 - BASE_PORT_SPAN, DEFAULT_GATEWAY_PORT);
+      if (gateway) {
+        checkServerState(state, gateway);
+        await checkGateway(gateway, state);
+      } else checkStateDir(state, { create: true });
       const { runSinglePhone } = await import('../sim/single.ts');
-      let stack: Stack | null = null;
-      const onSig = () => {
-        process.stderr.write('\ninterrupted: stopping the servers\n');
-        void (stack?.stop() ?? Promise.resolve()).finally(() => process.exit(130));
-      };
-      process.once('SIGINT', onSig);
-      process.once('SIGTERM', onSig);
+      let stack: StackHandle | null = null;
+      const removeSignals = exitOnSignals(async () => {
+        process.stderr.write(gateway ? '\ninterrupted\n' : '\ninterrupted: stopping the servers\n');
+        await stack?.stop();
+      });
+      // The password change (S0.14) is confirmed while the login is being confirmed: its line
+      // is shown after the login line it belongs to.
+      const held: TraceEvent[] = [];
+      const show = trace
+        ? (e: TraceEvent) => {
+            if (e.feature === 'S0.14' && e.ok) return void held.push(e);
+            trace(e);
+            if (e.feature === 'S0.11' && held.length) for (const h of held.splice(0)) trace(h);
+          }
+        : undefined;
       try {
-        if (!/^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(a.ip!) || a.ip!.split('.').some((x) => Number(x) > 255)) throw new CliError('CLI_BAD_ARGS', '--ip must be a loopback address 127.x.y.z');
-        const r = await runSinglePhone({ stateDir: a.state!, gatewayPort: int(a.port!, 'port', 0, 65535), ip: a.ip!, trace, say: (l) => out(l), onStack: (s) => (stack = s) });
+        const r = await runSinglePhone({ stateDir: state, gatewayPort: port, gateway, ip, trace: show, say: (l) => out(l), onStack: (s) => (stack = s) });
+        if (trace) for (const h of held.splice(0)) trace(h);
         const o = r.outcome;
         out('');
         out(o.ok ? `LOGGED IN to ${o.server} with password generation ${o.gen} (via ${o.via}) in ${Math.round(o.ms)} ms` : `NOT LOGGED IN: ${o.kind}: ${o.reason}`);
@@ -162,16 +243,18 @@ export const command: Command = {
           const last = s.servers.find((x) => x.name === s.lastServer);
           out(`saved login (hidden zone, sealed with the fuse key): user ${s.user}, password generation(s) ${s.secrets.map((x) => x.gen).join(', ')}, last server ${s.lastServer ?? 'none'}${last ? ` at ${last.url}` : ''}`);
         } else out('saved login: none');
-        out(`run 'make sim' again for a second boot (a password change); 'make clean' starts over`);
+        if (o.ok) out(`run the same command again for a second boot (a password change, S0.14); 'make clean' (or deleting ${state}) starts over`);
+        else if (gateway) out(`is ${state} the state directory of the servers at ${gateway}? the trace above says where the login stopped`);
+        else out(`the trace above says where the login stopped; the server logs are in ${join(state, 'servers.log')}; 'make clean' starts over`);
         return o.ok ? 0 : 1;
       } finally {
-        process.off('SIGINT', onSig);
-        process.off('SIGTERM', onSig);
+        removeSignals();
       }
     } catch (e) {
       if ((e as NodeJS.ErrnoException)?.code === 'EADDRINUSE') {
-        return reportError('sim', new CliError('SIM_PORT_IN_USE', `${(e as Error).message}: another server (a running 'make serve'?) holds the embedded default's ports; stop it, or use --port 0`, 1));
+        return reportError('sim', new CliError('SIM_PORT_IN_USE', `${(e as Error).message}: another server holds these ports; if it is a running 'make serve', plug the phone into it: usbphone sim --gateway ws://127.0.0.1:${DEFAULT_GATEWAY_PORT}/ --state state (make sim GATEWAY=ws://127.0.0.1:${DEFAULT_GATEWAY_PORT}/); else stop it, or give another --port base`));
       }
+      if ((e as { code?: string })?.code === 'SIM_NOT_STACK_STATE') return reportError('sim', new CliError('CLI_NO_STATE', (e as Error).message.replace(/^[A-Z_]+: /, '')));
       return reportError('sim', e);
     }
   },

@@ -192,13 +192,27 @@ export const DEFAULT_TOPOLOGY = {
   ],
 };
 
-/** The embedded default's fixed ports (`usbphone serve all`); tests use 0 (ephemeral) everywhere. */
-export const DEFAULT_PORTS: Record<string, RolePorts> = {
-  'reg-primary': { device: 7410, link: 7411 },
-  'reg-backup': { device: 7420, link: 7421 },
-  'biz-east': { device: 7430, link: 7431, admin: 7432 },
-  'biz-west': { device: 7440, link: 7441, admin: 7442 },
-};
+/**
+ * The embedded default's ports from a base port (`usbphone serve all --port BASE`): the
+ * gateway on BASE, reg-primary BASE+10/+11, reg-backup BASE+20/+21, biz-east BASE+30/+31/+32,
+ * biz-west BASE+40/+41/+42 (device/link/admin). Tests use 0 (ephemeral) everywhere.
+ */
+export function portsForBase(base: number): Record<string, RolePorts> {
+  return {
+    'reg-primary': { device: base + 10, link: base + 11 },
+    'reg-backup': { device: base + 20, link: base + 21 },
+    'biz-east': { device: base + 30, link: base + 31, admin: base + 32 },
+    'biz-west': { device: base + 40, link: base + 41, admin: base + 42 },
+  };
+}
+/** The highest offset portsForBase adds to the base. */
+export const BASE_PORT_SPAN = 42;
+
+/** The embedded default's fixed ports (base 7400). */
+export const DEFAULT_PORTS: Record<string, RolePorts> = portsForBase(DEFAULT_GATEWAY_PORT);
+
+/** Set in a child server's environment, with its stdin a pipe: the child stops when that pipe closes (its parent died). */
+export const PARENT_PIPE_ENV = 'USBPHONE_PARENT_PIPE';
 
 export const stateFiles = (stateDir: string) => ({
   masterKey: join(stateDir, 'master.key'),

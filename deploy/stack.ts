@@ -22,7 +22,7 @@ import type { RotationStep } from '../reg-server/rotation.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { logLevel } from '../server-kit/log.ts';
 import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
-import { DEFAULT_TOPOLOGY, DEFAULT_PORTS, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, ensureStateKeys, type RolePorts, type RegFileConfig } from './config.ts';
+import { DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, ensureStateKeys, type RolePorts, type RegFileConfig } from './config.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -31,9 +31,12 @@ export type RegName = (typeof DEFAULT_TOPOLOGY.regs)[number];
 export interface StackOptions {
   stateDir: string;
   host?: string;
-  /** Gateway port: default 7400; 0 = ephemeral, and then every server port is ephemeral too. */
+  /**
+   * Gateway port, and the base of every other port (config.ts portsForBase): default 7400;
+   * 0 = ephemeral, and then every server port is ephemeral too.
+   */
   gatewayPort?: number;
-  /** Per-server ports (device/link/admin); default DEFAULT_PORTS, or all 0 when gatewayPort is 0. */
+  /** Per-server ports (device/link/admin); default portsForBase(gatewayPort), or all 0 when gatewayPort is 0. */
   ports?: Record<string, RolePorts>;
   gatewayLimits?: Partial<GatewayLimits>;
   /** Per-step timeout of reg/biz sessions (default protocol/limits.ts stepTimeoutMs). */
@@ -103,7 +106,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const host = opts.host ?? DEFAULT_HOST;
   const gatewayPort = opts.gatewayPort ?? DEFAULT_GATEWAY_PORT;
   const ephemeral = gatewayPort === 0;
-  const portsOf = (name: string): RolePorts => opts.ports?.[name] ?? (ephemeral ? { device: 0, link: 0, admin: 0 } : DEFAULT_PORTS[name]!);
+  const base = portsForBase(gatewayPort);
+  const portsOf = (name: string): RolePorts => opts.ports?.[name] ?? (ephemeral ? { device: 0, link: 0, admin: 0 } : base[name]!);
   const files = ensureStateKeys(opts.stateDir);
   const ring = loadMasterKeyring({ file: files.masterKey });
   const rootLink = readKeyFile(files.linkKey, 'link key');
@@ -202,8 +206,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     mkdirSync(runDir, { recursive: true });
     const cfgFile = join(runDir, `${name}.json`);
     writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
-    const env = { ...process.env, USBPHONE_LOG_LEVEL: logLevel(), ...(pauseAt ? { USBPHONE_TEST_PAUSE_AT: pauseAt } : {}) };
-    const proc = spawn(process.execPath, [join(repoRoot, 'bin', 'usbphone.js'), 'serve', 'reg', '--config', cfgFile], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    // stdin is a pipe the child watches (PARENT_PIPE_ENV): it stops when this process dies.
+    const env = { ...process.env, USBPHONE_LOG_LEVEL: logLevel(), [PARENT_PIPE_ENV]: '1', ...(pauseAt ? { USBPHONE_TEST_PAUSE_AT: pauseAt } : {}) };
+    const proc = spawn(process.execPath, [join(repoRoot, 'bin', 'usbphone.js'), 'serve', 'reg', '--config', cfgFile, '--json'], { env, stdio: ['pipe', 'pipe', 'inherit'] });
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
     let onPaused: (s: RotationStep) => void = () => {};
     const paused = new Promise<RotationStep>((r) => (onPaused = r));

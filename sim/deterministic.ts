@@ -7,9 +7,7 @@
 // event, the driver waits until the bridge has no request outstanding and has been quiet for
 // a few milliseconds of real time. What the phone sees — what arrives, in what order, at which
 // virtual time — depends only on the seed, so the same seed gives the same trace, byte for byte.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { makeTempDir, removeTempDir } from './lifetime.ts';
 import WebSocket from 'ws';
 import { startStack, type Stack } from '../deploy/stack.ts';
 import { buildImage } from '../firmware/factory/image.ts';
@@ -120,7 +118,7 @@ async function drive<T>(sched: Scheduler, bridge: Bridge, done: Promise<T>, sett
 
 export async function runDeterministic(name: string, o: DeterministicOptions): Promise<DeterministicResult> {
   if (!DETERMINISTIC_STORIES.includes(name)) throw new Error(`no deterministic story ${name}`);
-  const stateDir = mkdtempSync(join(tmpdir(), `usbphone-det-${name}-`));
+  const stateDir = makeTempDir(`usbphone-det-${name}-`);
   let stack: Stack | null = null;
   const bridge = new Bridge(() => stack!.gateway.url);
   try {
@@ -166,6 +164,6 @@ export async function runDeterministic(name: string, o: DeterministicOptions): P
   } finally {
     bridge.close();
     await stack?.stop();
-    rmSync(stateDir, { recursive: true, force: true });
+    removeTempDir(stateDir);
   }
 }

@@ -1,19 +1,23 @@
-// The embedded stack in its own process (`usbphone serve all --port 0`), for fleets: the
-// servers get a core of their own instead of sharing the phones' event loop. Phones reach it
-// over loopback as they would any deployment; enrollment writes the same SQLite files the
-// servers use (WAL, busy timeout), as `usbphone enroll` does.
+// Servers that run in another process. Two ways:
+//   attachStack        a stack that is already running (`make serve`, `usbphone serve all
+//                      --state DIR`): phones reach its gateway URL, enrollment writes the
+//                      SQLite files of its state directory with its keys (WAL, busy timeout),
+//                      as `usbphone enroll` does. Nothing is started or stopped.
+//   startExternalStack the embedded stack in a child process of its own (`usbphone serve all
+//                      --port 0`), for fleets: the servers get a core of their own instead of
+//                      sharing the phones' event loop. The child dies with this process.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { MasterKeyring } from '../protocol/keys.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { stateFiles, DEFAULT_TOPOLOGY } from '../deploy/config.ts';
-import { readKeyFile } from '../server-kit/keyfiles.ts';
+import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { enrollDevices, type EnrollmentRecord, type EnrollOptions, accountsInStore } from '../deploy/enroll.ts';
+import { trackChild, PARENT_PIPE_ENV } from './lifetime.ts';
 import type { StackHandle } from './world.ts';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'usbphone.js');
@@ -23,12 +27,50 @@ export interface ExternalStack extends StackHandle {
   pid: number;
 }
 
+/** The files a running `serve all --state DIR` keeps there (what attachStack needs). */
+export const ATTACH_FILES = ['master.key', 'store.key', 'reg.sqlite', 'biz-accounts.sqlite'] as const;
+
+/**
+ * A running stack, by its gateway URL ('ws://host:port/') and its state directory.
+ * Throws ImplementationError SIM_NOT_STACK_STATE when the directory lacks the servers' files.
+ */
+export function attachStack(stateDir: string, gatewayUrl: string): StackHandle & { gatewayUrl: string } {
+  const missing = ATTACH_FILES.filter((f) => !existsSync(join(stateDir, f)));
+  if (missing.length) throw new ImplementationError('SIM_NOT_STACK_STATE', `${stateDir} has no ${missing.join(', ')}`);
+  const files = stateFiles(stateDir);
+  const ring = loadMasterKeyring({ file: files.masterKey });
+  const reg = new SqliteRegStore(files.regDb);
+  let biz: SqliteBizStore;
+  try {
+    biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
+  } catch (e) {
+    reg.close();
+    throw e;
+  }
+  let open = true;
+  return {
+    gatewayUrl,
+    ring,
+    dests: { regPrimary: 'reg-primary', regBackup: 'reg-backup', biz: DEFAULT_TOPOLOGY.biz.map((b) => b.name) },
+    urlFor: (dest) => gatewayUrl + dest,
+    enroll: (records: EnrollmentRecord | EnrollmentRecord[], o?: EnrollOptions) => enrollDevices({ reg, accounts: accountsInStore(biz) }, Array.isArray(records) ? records : [records], o),
+    async stop() {
+      if (!open) return;
+      open = false;
+      reg.close();
+      biz.close();
+    },
+  };
+}
+
 /** opts.nodeArgs: flags for the server process's node (e.g. --cpu-prof, --max-old-space-size). */
 export async function startExternalStack(stateDir: string, opts: { logLevel?: string; startTimeoutMs?: number; nodeArgs?: string[] } = {}): Promise<ExternalStack> {
-  const proc: ChildProcess = spawn(process.execPath, [...(opts.nodeArgs ?? []), bin, 'serve', 'all', '--state', stateDir, '--port', '0'], {
-    env: { ...process.env, USBPHONE_LOG_LEVEL: opts.logLevel ?? 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
+  const proc: ChildProcess = spawn(process.execPath, [...(opts.nodeArgs ?? []), bin, 'serve', 'all', '--state', stateDir, '--port', '0', '--json'], {
+    env: { ...process.env, USBPHONE_LOG_LEVEL: opts.logLevel ?? 'warn', [PARENT_PIPE_ENV]: '1' },
+    // stdin is a pipe the child watches: when this process dies, however, the child stops.
+    stdio: ['pipe', 'pipe', 'inherit'],
   });
+  trackChild(proc);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const gatewayUrl = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new ImplementationError('SIM_STACK_START', 'the server process did not start in time')), opts.startTimeoutMs ?? 30_000);
@@ -49,20 +91,12 @@ export async function startExternalStack(stateDir: string, opts: { logLevel?: st
     await exited;
     throw e;
   });
-  const files = stateFiles(stateDir);
-  const ring = MasterKeyring.parse(readFileSync(files.masterKey, 'utf8'));
-  const reg = new SqliteRegStore(files.regDb);
-  const biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
+  const attached = attachStack(stateDir, gatewayUrl);
   return {
-    gatewayUrl,
+    ...attached,
     pid: proc.pid!,
-    ring,
-    dests: { regPrimary: 'reg-primary', regBackup: 'reg-backup', biz: DEFAULT_TOPOLOGY.biz.map((b) => b.name) },
-    urlFor: (dest) => gatewayUrl + dest,
-    enroll: (records: EnrollmentRecord | EnrollmentRecord[], o?: EnrollOptions) => enrollDevices({ reg, accounts: accountsInStore(biz) }, Array.isArray(records) ? records : [records], o),
     async stop() {
-      reg.close();
-      biz.close();
+      await attached.stop();
       proc.kill('SIGTERM');
       await exited;
     },

@@ -3,7 +3,7 @@
 // at a time, and the run reports logins per second, latency percentiles from plug-in to
 // business login, failures by reason, and memory.
 import { startWorld, makeWorld, TraceHost, type World, type StackHandle } from './world.ts';
-import { startExternalStack } from './external-stack.ts';
+import { startExternalStack, attachStack } from './external-stack.ts';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Progress, percentile } from './trace.ts';
@@ -22,9 +22,12 @@ export interface FleetOptions {
   /**
    * Where the servers run: 'inline' (this process), 'reg-child' (the registration servers
    * in child processes), or 'process' (the whole stack in one process of its own, so the
-   * phones and the servers each get a core).
+   * phones and the servers each get a core), or 'attached': a stack that already runs, at
+   * `gateway`, whose state directory is `stateDir` (its keys, its databases).
    */
-  servers?: 'inline' | 'reg-child' | 'process';
+  servers?: 'inline' | 'reg-child' | 'process' | 'attached';
+  /** With servers 'attached': the running stack's gateway URL. */
+  gateway?: string;
 }
 
 export interface FleetSummary {
@@ -51,7 +54,7 @@ export interface FleetSummary {
   privateFlashBytesPerDevice: number;
   concurrency: number;
   seed: number;
-  servers: 'inline' | 'reg-child' | 'process';
+  servers: 'inline' | 'reg-child' | 'process' | 'attached';
 }
 
 export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
@@ -59,12 +62,14 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
   const concurrency = Math.max(1, o.concurrency ?? 64);
   const rounds = Math.max(1, o.rounds ?? 1);
   let peak = process.memoryUsage().rss;
-  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
   const servers = o.servers ?? 'inline';
   const world: World<StackHandle> =
-    servers === 'process'
+    servers === 'attached'
+      ? await makeWorld(attachStack(o.stateDir, o.gateway!), { seed })
+      : servers === 'process'
       ? await makeWorld(await startExternalStack(o.stateDir), { seed })
       : await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 }, regProcess: servers === 'reg-child' ? 'child' : 'inline' });
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
   try {
     const host = new TraceHost();
     // Enroll the whole fleet in one batch, then make the phones.

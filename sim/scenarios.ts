@@ -1,9 +1,7 @@
 // The S0 stories, each run over real sockets against the embedded stack in a fresh state
 // directory. A story passes when it ends as the patent says and the phone is not locked out
 // (where the story allows a login, it logs in).
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { makeTempDir, removeTempDir } from './lifetime.ts';
 import { startWorld, TraceHost, type World, type WorldOptions } from './world.ts';
 import { startTamperProxy } from './tamper-proxy.ts';
 import { listIso } from '../firmware/zones/iso9660.ts';
@@ -135,11 +133,11 @@ export const STORIES: Record<string, Story> = {
   },
 };
 
-/** Runs one story in a fresh state directory (removed afterwards unless keepState). */
+/** Runs one story in a fresh state directory (removed afterwards unless keepState, and at exit in any case: sim/lifetime.ts). */
 export async function runStory(name: string, opts: { print?: (line: string) => void; trace?: (e: TraceEvent) => void; keepState?: boolean; seed?: number } = {}): Promise<StoryResult> {
   const story = STORIES[name];
   if (!story) throw new Error(`unknown scenario ${name}`);
-  const stateDir = mkdtempSync(join(tmpdir(), `usbphone-${name}-`));
+  const stateDir = makeTempDir(`usbphone-${name}-`);
   let proxy: Awaited<ReturnType<typeof startTamperProxy>> | null = null;
   let world: World | null = null;
   try {
@@ -157,6 +155,6 @@ export async function runStory(name: string, opts: { print?: (line: string) => v
   } finally {
     await proxy?.close();
     await world?.stop();
-    if (!opts.keepState) rmSync(stateDir, { recursive: true, force: true });
+    if (!opts.keepState) removeTempDir(stateDir);
   }
 }

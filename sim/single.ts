@@ -1,33 +1,42 @@
-// `make sim`: one phone, verbosely. Starts the embedded stack on loopback with its SQLite
-// files in the state directory, builds (or reuses) the phone's factory image there, enrolls
-// it, plugs the phone in and prints each step. The image is a file, so what the phone saves
-// persists: the next run is a second boot (a password change), and so on.
-import { bytesToHex } from '@noble/hashes/utils.js';
+// `make sim`: one phone, verbosely. Either starts the embedded stack on loopback with its
+// SQLite files in the state directory, or (`gateway`) plugs into a stack that already runs
+// (`make serve`) with that stack's state directory: its keys to build the image and its
+// databases to enroll the phone. The phone's factory image, fuses and enrollment record are
+// kept in the state directory, so what the phone saves persists: the next run is a second
+// boot (a password change), and so on.
 import { existsSync, readFileSync, writeFileSync, appendFileSync, mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { startStack, type Stack, type StackOptions } from '../deploy/stack.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { FileBacking, loadWear, saveWear } from '../firmware/host/file-backing.ts';
+import { parseTable } from '../firmware/zones/layout.ts';
 import { makePhone } from '../firmware/phone.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
-import { TraceHost } from './world.ts';
+import { TraceHost, type StackHandle } from './world.ts';
+import { attachStack } from './external-stack.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import type { SavedLogin } from '../firmware/saved-login.ts';
-import { kdf } from '../protocol/keys.ts';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { kdf, type MasterKeyring } from '../protocol/keys.ts';
+import { ImplementationError } from '../protocol/errors.ts';
 
 export interface SingleOptions {
   stateDir: string;
+  /** Base port of the embedded stack (0: ephemeral). Ignored with `gateway`. */
   gatewayPort?: number;
+  /** A running stack's gateway ('ws://host:port/'): plug into it instead of starting servers. */
+  gateway?: string;
   serial?: string;
   /** The phone's loopback address (127.1.x.y: region east; 127.2.x.y: west). */
   ip?: string;
   trace?: (e: TraceEvent) => void;
   say?: (line: string) => void;
   /** Receives the stack as soon as it runs (so a Ctrl-C handler can stop it). */
-  onStack?: (s: Stack) => void;
+  onStack?: (s: StackHandle) => void;
   stack?: Partial<StackOptions>;
 }
 
@@ -38,65 +47,124 @@ export interface SingleResult {
   rebuilt: boolean;
 }
 
+/** The phone's files in the state directory. */
+export const phoneFiles = (stateDir: string) => ({
+  image: join(stateDir, 'phone.img'),
+  fuses: join(stateDir, 'phone.fuses'),
+  record: join(stateDir, 'phone.enrollment.json'),
+});
+
+const corrupt = (path: string, what: string): never => {
+  throw new ImplementationError('CLI_CORRUPT_FILE', `${path} ${what}; delete it to build a fresh phone, or 'make clean' to start over (the phone's saved login is lost)`);
+};
+
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
 export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
-  mkdirSync(o.stateDir, { recursive: true });
   const say = o.say ?? (() => {});
-  const logFile = join(o.stateDir, 'servers.log');
-  const prevSink = setLogSink((line) => appendFileSync(logFile, JSON.stringify(line) + '\n'));
-  let stack: Stack | null = null;
+  let stack: StackHandle | null = null;
+  let prevSink: ReturnType<typeof setLogSink> | null = null;
   try {
-    stack = await startStack({ ...o.stack, stateDir: o.stateDir, gatewayPort: o.gatewayPort ?? 7400 });
-    o.onStack?.(stack);
-    say(`servers up: gateway ${stack.gatewayUrl} -> reg-primary, reg-backup, ${stack.dests.biz.join(', ')} (state in ${o.stateDir}, logs in ${logFile})`);
+    if (o.gateway) {
+      stack = attachStack(o.stateDir, o.gateway);
+      o.onStack?.(stack);
+      say(`servers: the running stack at ${o.gateway} (state directory ${o.stateDir}/)`);
+    } else {
+      mkdirSync(o.stateDir, { recursive: true });
+      const logFile = join(o.stateDir, 'servers.log');
+      prevSink = setLogSink((line) => appendFileSync(logFile, JSON.stringify(line) + '\n'));
+      const s: Stack = await startStack({ ...o.stack, stateDir: o.stateDir, gatewayPort: o.gatewayPort ?? 7400 });
+      stack = s;
+      o.onStack?.(s);
+      say(`servers up: gateway ${s.gatewayUrl} -> reg-primary, reg-backup, ${s.dests.biz.join(', ')} (state directory ${o.stateDir}/, server logs in ${logFile})`);
+    }
 
     const serial = o.serial ?? 'SN-0000001';
-    const imagePath = join(o.stateDir, 'phone.img');
-    const fusesPath = join(o.stateDir, 'phone.fuses');
-    const recordPath = join(o.stateDir, 'phone.enrollment.json');
+    const f = phoneFiles(o.stateDir);
     const regPrimary = stack.urlFor(stack.dests.regPrimary);
     const regBackup = stack.urlFor(stack.dests.regBackup);
     const ring = stack.ring;
+    const check = masterCheck(ring);
 
-    // Reuse the image when it was built for these endpoints and this master key version.
-    const prev = existsSync(recordPath) && existsSync(imagePath) && existsSync(fusesPath) ? (JSON.parse(readFileSync(recordPath, 'utf8')) as Record<string, unknown>) : null;
-    const reuse = prev !== null && prev.serial === serial && prev.regPrimary === regPrimary && prev.regBackup === regBackup && prev.keyVersion === ring.current && prev.masterKeyCheck === masterCheck(stack);
-    const fuses = existsSync(fusesPath) ? Fuses.parse(readFileSync(fusesPath, 'utf8')) : Fuses.generate(nodeRng);
-    if (!existsSync(fusesPath)) writeFileSync(fusesPath, fuses.toFile(), { mode: 0o600 });
+    let fuses: Fuses;
+    if (existsSync(f.fuses)) {
+      try {
+        fuses = Fuses.parse(readFileSync(f.fuses, 'utf8'));
+      } catch (e) {
+        throw corrupt(f.fuses, `is not a fuses file (${(e as Error).message.replace(/^[A-Z_]+: /, '')})`);
+      }
+    } else {
+      fuses = Fuses.generate(nodeRng);
+      writeFileSync(f.fuses, fuses.toFile(), { mode: 0o600 });
+    }
+
+    // Reuse the image when it was built for these endpoints and this master key, and is
+    // still what this command left there (not rebuilt by `usbphone image`, not damaged).
+    let prev: Record<string, unknown> | null = null;
+    if (existsSync(f.record) && existsSync(f.image)) {
+      try {
+        prev = JSON.parse(readFileSync(f.record, 'utf8'));
+      } catch (e) {
+        throw corrupt(f.record, `is not JSON (${(e as Error).message})`);
+      }
+      if (typeof prev !== 'object' || prev === null || Array.isArray(prev)) throw corrupt(f.record, 'is not an enrollment record');
+    }
+    let why = existsSync(f.image) ? '' : 'new phone';
+    if (prev) {
+      const img = new Uint8Array(readFileSync(f.image));
+      if (typeof prev.imageSha256AfterRun === 'string' && prev.imageSha256AfterRun !== sha256(img)) {
+        why = `${f.image} changed since the last run (rebuilt by 'usbphone image' / 'make image'?): what the phone had saved is gone, so this is a first boot again`;
+      } else if (!parseTable(img.subarray(0, 4096), img.length).ok) throw corrupt(f.image, 'is not a flash image (no valid partition table)');
+      else if (prev.serial !== serial) why = `the image is of ${String(prev.serial)}`;
+      else if (prev.regPrimary !== regPrimary || prev.regBackup !== regBackup) why = `its registration endpoints were ${String(prev.regPrimary)}, now ${regPrimary}: a phone for these servers`;
+      else if (prev.keyVersion !== ring.current || prev.masterKeyCheck !== check) why = 'the servers have another master key: a phone for them';
+    } else if (existsSync(f.image)) why = `no enrollment record ${f.record} beside it`;
+    const reuse = why === '';
+
     if (!reuse) {
       const { image, enrollment } = buildImage({ serial, fuses, keyring: ring, regPrimary, regBackup });
-      FileBacking.create(imagePath, image.length, image).close();
-      writeFileSync(recordPath, JSON.stringify({ ...enrollment, masterKeyCheck: masterCheck(stack) }, null, 2) + '\n');
-      say(`factory image built: ${imagePath} (serial ${serial}, ${image.length / 1048576} MiB; enrollment record ${recordPath})`);
-    } else say(`factory image reused: ${imagePath} (serial ${serial}; what the phone saved last time is still there)`);
+      FileBacking.create(f.image, image.length, image).close();
+      writeFileSync(f.record, JSON.stringify({ ...enrollment, masterKeyCheck: check }, null, 2) + '\n');
+      say(`factory image built: ${f.image} (serial ${serial}, ${image.length / 1048576} MiB, ${why}; enrollment record ${f.record})`);
+    } else say(`factory image reused: ${f.image} (serial ${serial}; what the phone saved last time is still there)`);
     const enrolled = await stack.enroll({ serial, keyVersion: ring.current });
-    say(`enrolled ${serial}: user ${enrolled[0]!.user} (${enrolled[0]!.device})`);
+    say(`enrolled ${serial}: user ${enrolled[0]!.user} (${enrolled[0]!.device === 'exists' ? 'already enrolled' : enrolled[0]!.device})`);
 
-    const backing = FileBacking.open(imagePath);
+    const backing = FileBacking.open(f.image);
+    let outcome: DeviceOutcome;
+    let saved: SavedLogin | null;
     try {
       const host = new TraceHost(o.trace);
       const ip = o.ip ?? '127.1.0.1';
       const phone = makePhone({ backing, fuses, hal: { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host } });
       // The chip's erase counters live beside the image (a raw image carries none), so wear
       // adds up over runs: `usbphone inspect state/phone.img --wear`.
-      const wearPath = imagePath + '.wear';
+      const wearPath = f.image + '.wear';
       const wear = reuse ? loadWear(wearPath, phone.chip.sizeBytes / phone.chip.profile.sectorBytes) : null;
       if (wear) phone.chip.loadEraseCounts(wear);
       say(`plug-in: phone ${serial} on ${ip}`);
-      const outcome = await phone.device.plugIn();
+      outcome = await phone.device.plugIn();
       saveWear(wearPath, phone.chip.eraseCounts());
-      const saved = phone.device.storage.loadLogin();
-      return { outcome, saved: saved.ok ? saved.value : null, imagePath, rebuilt: !reuse };
+      const s = phone.device.storage.loadLogin();
+      saved = s.ok ? s.value : null;
     } finally {
       backing.close();
     }
+    // What this run left in the image: a later run notices when something else rewrote it.
+    const record = JSON.parse(readFileSync(f.record, 'utf8')) as Record<string, unknown>;
+    writeFileSync(f.record, JSON.stringify({ ...record, imageSha256AfterRun: sha256(readFileSync(f.image)) }, null, 2) + '\n');
+    return { outcome, saved, imagePath: f.image, rebuilt: !reuse };
   } finally {
     await stack?.stop();
     // Lines the servers log while their sockets wind down still go to the file.
-    setTimeout(() => setLogSink(prevSink), 200).unref();
+    if (prevSink) {
+      const p = prevSink;
+      setTimeout(() => setLogSink(p), 200).unref();
+    }
   }
 }
 
 /** Key check value of the master key (a one-way fingerprint, not the key): an image built under another key is rebuilt. */
-function masterCheck(stack: Stack): string {
-  return bytesToHex(kdf(stack.ring.key(stack.ring.current), 'usbphone/v1 key check value', '', 8));
+function masterCheck(ring: MasterKeyring): string {
+  return bytesToHex(kdf(ring.key(ring.current), 'usbphone/v1 key check value', '', 8));
 }

@@ -7,7 +7,9 @@ import type { TraceEvent } from '../firmware/hal/hal.ts';
 export function formatTrace(e: TraceEvent, round = true): string {
   const t = round ? Math.round(e.t) : e.t;
   const ms = e.ms === undefined ? '' : ` (${round ? Math.round(e.ms) : e.ms} ms)`;
-  return `+${String(t).padStart(5)} ms  ${e.feature.padEnd(6)} ${e.step.padEnd(30)} ${e.detail}  ${e.ok ? 'ok' : 'FAILED'}${ms}`;
+  // A detail that already ends in "ok" is not followed by a second "ok".
+  const detail = e.ok ? e.detail.replace(/,? ok$/, '') : e.detail;
+  return `+${String(t).padStart(5)} ms  ${e.feature.padEnd(6)} ${e.step.padEnd(30)} ${detail}  ${e.ok ? 'ok' : 'FAILED'}${ms}`;
 }
 
 /** A progress bar on stderr for long runs (only when stderr is a terminal, or forced). */
