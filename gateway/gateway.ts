@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
-import { toBytes } from '../server-kit/link.ts';
+import { toBytes, closeReason } from '../server-kit/link.ts';
 import { normalizeIp } from '../server-kit/ip.ts';
 import { listen, closeServer } from '../server-kit/host.ts';
 import { createLogger } from '../server-kit/log.ts';
@@ -19,7 +19,13 @@ import { validateDeviceFrame, peekType } from './validate.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { UpstreamLink } from './upstream.ts';
 
-export interface UpstreamConfig { name: string; linkUrl: string; linkKey: Uint8Array }
+export interface UpstreamConfig {
+  name: string;
+  linkUrl: string;
+  linkKey: Uint8Array;
+  /** PEM (contents or file path) of the certificate(s) a wss:// link server must chain to. */
+  linkCa?: string;
+}
 
 export interface GatewayConfig {
   host: string;
@@ -125,12 +131,23 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   };
 
   const makeUpstream = (u: UpstreamConfig) => {
-    const link = new UpstreamLink(
-      { name: u.name, url: u.linkUrl, key: u.linkKey, reconnectMinMs: L.reconnectMinMs, reconnectMaxMs: L.reconnectMaxMs },
+    /**
+     * The live device connection `connId` when it is routed to this link. A server may only
+     * write into the sessions the gateway opened on its own link: a frame for any other
+     * connection (another link's, a closed one) is dropped and counted, never delivered.
+     */
+    const owned = (connId: number, kind: 'data' | 'close'): Conn | null => {
+      const c = conns.get(connId);
+      if (c && !c.closed && c.up === link) return c;
+      metrics.linkDropped.inc({ upstream: u.name, kind, reason: c && !c.closed ? 'not-routed-here' : 'no-such-connection' });
+      return null;
+    };
+    const link: UpstreamLink = new UpstreamLink(
+      { name: u.name, url: u.linkUrl, key: u.linkKey, reconnectMinMs: L.reconnectMinMs, reconnectMaxMs: L.reconnectMaxMs, wsOptions: u.linkCa ? { ca: pem(u.linkCa) } : undefined },
       {
         onData(connId, frame) {
-          const c = conns.get(connId);
-          if (!c || c.closed) return;
+          const c = owned(connId, 'data');
+          if (!c) return;
           if (c.waitingSince) {
             metrics.upstreamLatency.observe({ upstream: u.name }, (performance.now() - c.waitingSince) / 1000);
             c.waitingSince = 0;
@@ -148,10 +165,13 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
           c.ws.send(frame);
         },
         onClose(connId, code, reason) {
-          const c = conns.get(connId);
+          const c = owned(connId, 'close');
           if (!c || !release(c)) return;
           const safe = code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : CloseCode.internal;
-          c.ws.close(safe, reason.slice(0, 120));
+          c.ws.close(safe, closeReason(reason));
+        },
+        onRefused(code) {
+          metrics.linkRefused.inc({ upstream: u.name, code });
         },
         onDown() {
           metrics.upstreamUp.set({ upstream: u.name }, 0);

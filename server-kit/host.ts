@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Limits } from '../protocol/limits.ts';
 
-import { attachLinkServer, LINK_MAX_PAYLOAD, toBytes } from './link.ts';
+import { attachLinkServer, LINK_MAX_PAYLOAD, toBytes, closeReason } from './link.ts';
 import { normalizeIp } from './ip.ts';
 import type { SessionFactory, SessionTransport } from './session.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -106,7 +106,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
         close(code, reason) {
           if (!open) return;
           open = false;
-          ws.close(code, reason.slice(0, 120));
+          ws.close(code, closeReason(reason));
         },
         bufferedAmount: () => ws.bufferedAmount,
       };
