@@ -5,6 +5,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebSocketServer, WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from '../deploy/test-util.ts';
 import { startGateway, type Gateway } from './gateway.ts';
 import { startHost, type Host } from '../server-kit/host.ts';
 import { LinkKind, LinkMac, encodeLink, decodeLink, clientAuthMac, serverAuthMac, linkKeyFor, linkMacKeys } from '../server-kit/link.ts';
@@ -253,6 +257,38 @@ test('an upstream writes into a session routed to another upstream: dropped and 
   } finally {
     bad.wss.close();
     for (const c of bad.wss.clients) c.terminate();
+  }
+});
+
+test('wss:// links: the server listens with a certificate and key, a gateway that trusts it (pinned CA) links up and relays; one that does not never links up', async () => {
+  const t = tempDir();
+  try {
+    const cert = join(t.dir, 'cert.pem');
+    const key = join(t.dir, 'key.pem');
+    // openssl is a requirement of this suite (scripts/ensure-tools.sh): no silent skip.
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const tlsHost = await startHost({ name: 'biz-east', host: '127.0.0.1', devicePort: null, linkPort: 0, linkKey: linkKeyFor(root, 'biz-east'), linkTls: { cert, key }, factory: (tr) => ({ onFrame: (f) => tr.send(f), onClose() {} }) });
+    const linkUrl = `wss://127.0.0.1:${tlsHost.linkPort}/`;
+    const trusting = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [{ name: 'biz-east', linkUrl, linkKey: linkKeyFor(root, 'biz-east'), linkCa: readFileSync(cert, 'utf8') }] });
+    const other = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [{ name: 'biz-east', linkUrl, linkKey: linkKeyFor(root, 'biz-east') }] });
+    try {
+      assert.ok(await trusting.waitUpstreams(5_000));
+      const s = await FrameSocket.connect(trusting.url);
+      s.send(frame('biz-east'));
+      assert.equal((await s.frame()).frame, frame('biz-east'));
+      s.close();
+      assert.is(await other.waitUpstreams(1_000), false);
+      // A plain ws:// client on the TLS port gets nowhere either.
+      const plain = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [{ name: 'biz-east', linkUrl: `ws://127.0.0.1:${tlsHost.linkPort}/`, linkKey: linkKeyFor(root, 'biz-east') }] });
+      assert.is(await plain.waitUpstreams(500), false);
+      await plain.close();
+    } finally {
+      await trusting.close();
+      await other.close();
+      await tlsHost.close();
+    }
+  } finally {
+    t.remove();
   }
 });
 

@@ -24,6 +24,8 @@ export interface RegConfig {
   dbFile: string;
   ring: MasterKeyring;
   linkKey: Uint8Array;
+  /** PEM certificate and key (contents or paths): the link port speaks wss:// (server-kit/host.ts). */
+  linkTls?: { cert: string; key: string };
   adminKey: Uint8Array;
   bizServers: RegBizServer[];
   regions: RegionRecord[];
@@ -74,6 +76,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
       devicePort: cfg.devicePort,
       linkPort: cfg.linkPort,
       linkKey: cfg.linkKey,
+      linkTls: cfg.linkTls,
       metrics,
       factory: (t) => new RegSession(t, sessionOpts, deps),
     });

@@ -3,6 +3,8 @@
 // multiplexed on authenticated gateway links, server-kit/link.ts). Both feed the same
 // session factory.
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Limits } from '../protocol/limits.ts';
@@ -19,6 +21,12 @@ export interface HostOptions {
   devicePort: number | null;
   linkPort: number;
   linkKey: Uint8Array;
+  /**
+   * PEM certificate and key (contents or file paths): the link port speaks wss://. Needed
+   * wherever a link leaves the machine: the frame MACs protect integrity, TLS adds
+   * confidentiality (observed IPs, handshake frames) — docs/decisions.md.
+   */
+  linkTls?: { cert: string; key: string };
   factory: SessionFactory;
   /** Extra status for GET /healthz on the device port. */
   health?: () => Record<string, unknown>;
@@ -74,7 +82,8 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     res.writeHead(404).end();
   };
 
-  const linkHttp = createServer(healthz);
+  const pem = (v: string) => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8'));
+  const linkHttp: Server = opts.linkTls ? createHttpsServer({ cert: pem(opts.linkTls.cert), key: pem(opts.linkTls.key) }, healthz) : createServer(healthz);
   const linkWss = new WebSocketServer({ server: linkHttp, maxPayload: LINK_MAX_PAYLOAD });
   // ws re-emits its http server's errors; a listen error reaches the caller through listen().
   linkWss.on('error', () => {});
