@@ -56,6 +56,8 @@ export interface BizFileConfig {
 export interface GatewayFileConfig {
   host?: string;
   port: number;
+  /** GET /healthz and /metrics; absent = not served. */
+  operatorPort?: number;
   linkKeyFile: string;
   /** `linkCa`: the certificate file a wss:// link server must chain to (self-signed: its own). */
   upstreams: { name: string; linkUrl: string; linkCa?: string }[];
@@ -172,6 +174,7 @@ export function gatewayConfigFrom(c: Record<string, unknown>, file: string): Gat
   return {
     host: typeof c.host === 'string' ? c.host : '127.0.0.1',
     port: port(c.port, file, 'port')!,
+    operatorPort: c.operatorPort === undefined ? undefined : port(c.operatorPort, file, 'operatorPort')!,
     upstreams: c.upstreams.map((u: Record<string, unknown>, i: number) => {
       const n = name(u?.name, `${file} upstreams[${i}]`);
       const linkCa = u?.linkCa === undefined ? undefined : resolve(dir, str(u.linkCa, file, `upstreams[${i}].linkCa`));
@@ -186,6 +189,8 @@ export function gatewayConfigFrom(c: Record<string, unknown>, file: string): Gat
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_GATEWAY_PORT = 7400;
+/** The gateway's operator port (/healthz, /metrics), off the device-facing port. */
+export const DEFAULT_OPERATOR_PORT = 7401;
 
 export interface RolePorts { device: number | null; link: number; admin?: number }
 export interface StackPorts {

@@ -21,7 +21,7 @@ import type { RotationStep } from '../reg-server/rotation.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { logLevel } from '../server-kit/log.ts';
 import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
-import { DEFAULT_TOPOLOGY, DEFAULT_PORTS, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, ensureStateKeys, type RolePorts, type RegFileConfig } from './config.ts';
+import { DEFAULT_TOPOLOGY, DEFAULT_PORTS, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, DEFAULT_OPERATOR_PORT, ensureStateKeys, type RolePorts, type RegFileConfig } from './config.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -141,12 +141,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   try {
     for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
-    gateway = await startGateway({ host, port: gatewayPort, upstreams: [], limits: opts.gatewayLimits });
+    gateway = await startGateway({ host, port: gatewayPort, operatorPort: ephemeral ? 0 : DEFAULT_OPERATOR_PORT, upstreams: [], limits: opts.gatewayLimits });
   } catch (e) {
     return abort(e);
   }
   const gw = gateway;
   actual.gateway = gw.port;
+  actual['gateway-operator'] = Number(new URL(gw.operatorUrl!).port);
   const gatewayUrl = gw.url;
   const advertised = opts.advertisedUrl ?? gatewayUrl;
   const linkUrl = (port: number) => `ws://${host}:${port}/`;

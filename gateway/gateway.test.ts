@@ -62,7 +62,7 @@ test.before(async () => {
   echo = await stub('reg-primary', true);
   sink = await stub('biz-east', false);
   gw = await startGateway({
-    host: '127.0.0.1', port: 0,
+    host: '127.0.0.1', port: 0, operatorPort: 0,
     upstreams: [
       { name: 'reg-primary', linkUrl: `ws://127.0.0.1:${echo.linkPort}/`, linkKey: linkKeyFor(root, 'reg-primary') },
       { name: 'biz-east', linkUrl: `ws://127.0.0.1:${sink.linkPort}/`, linkKey: linkKeyFor(root, 'biz-east') },
@@ -115,9 +115,17 @@ test('refusals: each bad frame gets its error code and close code, and is not fo
   assert.is(seen.length - before, 1);
 });
 
-test('a frame over the hard limit is refused from its header (close 1009) and counted', async () => {
+test('a frame over the limit is refused from its header, before it is buffered: GW_FRAME_TOO_LARGE, 1009', async () => {
   const r = await refusal([new Uint8Array(64 * 1024)]);
-  assert.equal(r, { code: null, close: 1009 });
+  assert.equal(r, { code: 'GW_FRAME_TOO_LARGE', close: 1009 });
+});
+
+test('a text frame of invalid UTF-8 gets GW_TEXT_FRAME (1003) like any text frame, as docs/errors.md says', async () => {
+  const s = await FrameSocket.connect(gw.url);
+  s.ws.send(Buffer.from([0xff, 0xfe, 0x80]), { binary: false });
+  const c = await s.closed();
+  assert.is(c.code, 1003);
+  assert.is(parseError(decodeEnv(c.frames[0]!).body).code, 'GW_TEXT_FRAME');
 });
 
 test('a flood of frames from one connection: GW_RATE_LIMITED, and others are still served', async () => {
@@ -232,8 +240,15 @@ test('idle connections are closed with GW_IDLE_TIMEOUT', async () => {
   }
 });
 
+test('GET /healthz and GET /metrics on the operator port only: the device port answers 404', async () => {
+  const dev = gw.url.replace(/^ws/, 'http');
+  assert.is((await fetch(dev + 'metrics')).status, 404);
+  assert.is((await fetch(dev + 'healthz')).status, 404);
+  assert.ok(gw.operatorUrl && gw.operatorUrl !== dev);
+});
+
 test('GET /healthz and GET /metrics: Prometheus text that counts what happened', async () => {
-  const base = gw.url.replace(/^ws/, 'http');
+  const base = gw.operatorUrl!;
   const h = (await (await fetch(base + 'healthz')).json()) as { ok: boolean; upstreams: Record<string, string> };
   assert.is(h.ok, true);
   assert.is(h.upstreams['reg-primary'], 'up');
