@@ -89,7 +89,7 @@ export const command: Command = {
         if (role === 'gateway') {
           const { startGateway } = await import('../gateway/gateway.ts');
           const g = await startGateway(cfg.gatewayConfigFrom(raw, args.values.config!));
-          out({ role, url: g.url, port: g.port });
+          out({ role, url: g.url, port: g.port, operatorUrl: g.operatorUrl });
           stop = () => g.close();
         } else if (role === 'reg') {
           const { startRegServer } = await import('../reg-server/server.ts');
