@@ -140,6 +140,18 @@ test('a flood of frames from one connection: GW_RATE_LIMITED, and others are sti
   ok.close();
 });
 
+test('every frame counts against the rate, fragments too: 30 messages in 60 frames (burst 40) get GW_RATE_LIMITED', async () => {
+  const s = await FrameSocket.connect(gw.url);
+  for (let i = 0; i < 30; i++) {
+    const f = finish('biz-east', i);
+    s.ws.send(f.subarray(0, 10), { fin: false });
+    s.ws.send(f.subarray(10), { fin: true });
+  }
+  const c = await s.closed();
+  assert.is(c.code, 1008);
+  assert.is(parseError(decodeEnv(c.frames.at(-1)!).body).code, 'GW_RATE_LIMITED');
+});
+
 // Each connection costs two descriptors here (client and gateway in one process): scale down
 // under a small `ulimit -n` rather than fail with EMFILE.
 const fdLimit = (() => {

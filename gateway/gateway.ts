@@ -14,7 +14,7 @@ import type { Socket } from 'node:net';
 import { toBytes, closeReason } from '../server-kit/link.ts';
 import { normalizeIp } from '../server-kit/ip.ts';
 import { listen, closeServer } from '../server-kit/host.ts';
-import { FrameMeter } from '../server-kit/frame-meter.ts';
+import { FrameMeter, interpose } from '../server-kit/frame-meter.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { GatewayDefaults, type GatewayLimits } from './limits.ts';
 import { validateDeviceFrame, peekType } from './validate.ts';
@@ -183,6 +183,8 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
           if (!c || !release(c)) return;
           const safe = code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : CloseCode.internal;
           c.ws.close(safe, closeReason(reason));
+          // ws waits 30 s for the device's close frame; give it closeGraceMs.
+          setTimeout(() => c.ws.terminate(), L.closeGraceMs).unref();
         },
         onRefused(code) {
           metrics.linkRefused.inc({ upstream: u.name, code });
@@ -253,17 +255,21 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     const sock = req.socket as Socket;
     const c: Conn = { id: nextId, ws, ip, dest: null, up: null, meter: new FrameMeter(L), sock, lastActive: now, toDevice: 0, waitingSince: 0, closed: false };
     nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
-    // Ahead of ws's own listener: the meter sees each read before ws buffers it (ws has
-    // attached its listener and put back any bytes that came with the upgrade; they are
-    // emitted after this handler returns, to both).
-    sock.prependListener('data', (chunk: Uint8Array) => {
-      if (c.closed) return;
+    // In front of ws's own listener: the meter sees each read before ws buffers it, and a
+    // read that breaks a limit never reaches ws (ws has attached its listener and put back
+    // any bytes that came with the upgrade; they are emitted after this handler returns).
+    // The meter keeps counting after a session ended (ws still reads until the close
+    // handshake completes), so a closing connection cannot be used to pin memory either.
+    interpose(sock, (chunk) => {
       const e = c.meter.feed(chunk);
-      if (!e) return;
-      metrics.frameIn(null);
-      refuse(c, e, null);
+      if (!e) return true;
+      if (!c.closed) {
+        metrics.frameIn(null);
+        refuse(c, e, null);
+      }
       // Read nothing more from a peer that broke the limits: what it sends stays in the kernel.
       sock.pause();
+      return false;
     });
     conns.set(c.id, c);
     perIp.set(ip, (perIp.get(ip) ?? 0) + 1);

@@ -35,7 +35,7 @@ export interface GatewayLimits extends DeviceLimits {
 export const GatewayDefaults: GatewayLimits = {
   ...DeviceDefaults,
   hardMaxFrameBytes: DeviceDefaults.maxFrameBytes,
-  maxConnections: 20_000,
+  maxConnections: 10_000,
   upgradeSlack: 1_024,
   maxBufferedBytes: 64 * 1024,
   idleTimeoutMs: 60_000,

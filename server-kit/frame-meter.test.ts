@@ -60,7 +60,7 @@ test('a message trickled in more reads than maxReadsPerMessage: GW_TRICKLED; the
   assert.is(run(new FrameMeter(L({ maxReadsPerMessage: 8 })), many, 12), null);
 });
 
-test('after a refusal the meter stays quiet; partialSince tells the sweep how old an unfinished message is', () => {
+test('after a refusal the meter refuses every read; partialSince tells the sweep how old an unfinished message is', () => {
   let now = 1000;
   const m = new FrameMeter(L(), () => now);
   assert.is(m.partialSince, 0);
@@ -69,8 +69,9 @@ test('after a refusal the meter stays quiet; partialSince tells the sweep how ol
   now = 2000;
   m.feed(frame(2, 100).subarray(50));
   assert.is(m.partialSince, 0);
-  assert.ok(m.feed(frame(1, 1)));
-  assert.is(m.feed(frame(1, 1)), null);
+  const e = m.feed(frame(1, 1));
+  assert.ok(e);
+  assert.is(m.feed(frame(2, 1)), e);
 });
 
 test.run();

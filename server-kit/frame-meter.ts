@@ -11,6 +11,7 @@
 // 126: 16-bit length follows, 127: 64-bit length follows); then the 4-byte mask (clients
 // always mask); then the payload.
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import type { Socket } from 'node:net';
 import type { DeviceLimits } from './limits.ts';
 
 const OP_CONT = 0x0;
@@ -30,7 +31,7 @@ export class FrameMeter {
   #started = 0;
   #tokens: number;
   #refilled: number;
-  #refused = false;
+  #refused: ProtocolError | null = null;
 
   constructor(private readonly L: DeviceLimits, private readonly now: () => number = () => performance.now()) {
     this.#tokens = L.frameBurst;
@@ -42,11 +43,11 @@ export class FrameMeter {
     return this.#inMessage || this.#skip > 0 || this.#headLen > 0 ? this.#started : 0;
   }
 
-  /** Takes one read of the connection; returns the refusal, once, or null. */
+  /** Takes one read of the connection; returns the refusal (again for every read after it), or null. */
   feed(chunk: Uint8Array): ProtocolError | null {
-    if (this.#refused) return null;
+    if (this.#refused) return this.#refused;
     const e = this.#feed(chunk);
-    if (e) this.#refused = true;
+    if (e) this.#refused = e;
     return e;
   }
 
@@ -126,4 +127,19 @@ export class FrameMeter {
     this.#inMessage = !fin;
     return null;
   }
+}
+
+/**
+ * Puts `pass` in front of the socket's current 'data' listeners (ws's, once it has taken the
+ * socket): each read reaches them only if `pass(read)` is true. A read that breaks a limit
+ * is not handed on at all, so ws never parses (and buffers) the thousands of frames that
+ * may follow the one that broke it in the same read.
+ */
+export function interpose(sock: Socket, pass: (chunk: Buffer) => boolean): void {
+  const downstream = sock.listeners('data') as ((chunk: Buffer) => void)[];
+  sock.removeAllListeners('data');
+  sock.on('data', (chunk: Buffer) => {
+    if (!pass(chunk)) return;
+    for (const l of downstream) l.call(sock, chunk);
+  });
 }

@@ -12,7 +12,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { Limits } from '../protocol/limits.ts';
 import { CloseCode } from '../protocol/errors.ts';
 import { applyPortLimits, PortDefaults, DeviceDefaults, type PortLimits, type DeviceLimits } from './limits.ts';
-import { FrameMeter } from './frame-meter.ts';
+import { FrameMeter, interpose } from './frame-meter.ts';
 import type { Socket } from 'node:net';
 
 import { attachLinkServer, LINK_MAX_PAYLOAD, toBytes, closeReason } from './link.ts';
@@ -136,9 +136,13 @@ export async function startHost(opts: HostOptions): Promise<Host> {
         setTimeout(() => ws.terminate(), DL.closeGraceMs).unref();
       };
       const meter = new FrameMeter(DL);
-      sock.prependListener('data', (chunk: Uint8Array) => {
-        const e = open ? meter.feed(chunk) : null;
-        if (e) drop(e.code, e.closeCode);
+      // Metered until the socket closes, also while the close handshake runs.
+      interpose(sock, (chunk) => {
+        const e = meter.feed(chunk);
+        if (!e) return true;
+        drop(e.code, e.closeCode);
+        sock.pause();
+        return false;
       });
       const watched = { meter, drop };
       partial.add(watched);
@@ -158,6 +162,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
           if (!open) return;
           open = false;
           ws.close(code, closeReason(reason));
+          setTimeout(() => ws.terminate(), DL.closeGraceMs).unref();
         },
         bufferedAmount: () => ws.bufferedAmount,
       };

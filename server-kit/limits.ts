@@ -120,7 +120,7 @@ export const DeviceDefaults: DeviceLimits = {
   framesPerSecond: 20,
   frameBurst: 40,
   maxFragments: 4,
-  maxReadsPerMessage: 64,
+  maxReadsPerMessage: 32,
   messageTimeoutMs: 10_000,
   closeGraceMs: 1_000,
 };
