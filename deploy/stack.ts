@@ -77,6 +77,8 @@ export interface Stack {
   startReg(name: RegName, opts?: StartRegOptions): Promise<void>;
   /** kill -9 of a child reg server (an inline one is closed abruptly instead). */
   killReg(name: RegName): Promise<void>;
+  /** The process id of a child reg server (to pause it with SIGSTOP), or undefined. */
+  regPid(name: RegName): number | undefined;
   /** Resolves when a child reg server reports it stopped at its pauseAt step. */
   waitPaused(name: RegName): Promise<RotationStep>;
   stopBiz(name: string): Promise<void>;
@@ -265,6 +267,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       }
       await stopReg(name);
     },
+    regPid: (name) => children.get(name)?.proc.pid,
     waitPaused(name) {
       const c = children.get(name);
       if (!c) return Promise.reject(new ImplementationError('STACK_NOT_CHILD', `${name} is not a child process`));
