@@ -16,6 +16,7 @@ import { setLogLevel } from '../server-kit/log.ts';
 import { encodeEnvelope, parseError, MsgType, decodeEnvelope as decodeEnv } from '../protocol/messages.ts';
 import { encode } from '../protocol/cbor.ts';
 import type { SessionTransport } from '../server-kit/session.ts';
+import { rawUpgrade, clientFrame } from './hostile-client.ts';
 
 setLogLevel('error');
 const root = new Uint8Array(32).fill(0x42);
@@ -138,6 +139,23 @@ test('a flood of frames from one connection: GW_RATE_LIMITED, and others are sti
   ok.send(finish('reg-primary'));
   assert.is((await ok.frame()).env.type, MsgType.finish);
   ok.close();
+});
+
+test('a WebSocket-level violation (an unmasked frame) closes 1002 (GW_WS_PROTOCOL), also when more reads follow it', async () => {
+  const c = await rawUpgrade(gw.port);
+  const unmasked = Uint8Array.from(clientFrame(2, 3));
+  unmasked[1]! &= 0x7f; // MASK bit off: RFC 6455 §5.1 requires the server to fail the connection
+  c.sock.write(Buffer.concat([unmasked.subarray(0, 2), unmasked.subarray(6), ...Array.from({ length: 10 }, () => clientFrame(2, 3))]));
+  await new Promise((r) => setTimeout(r, 50));
+  if (!c.isClosed()) c.sock.write(Buffer.concat(Array.from({ length: 10 }, () => clientFrame(2, 3))));
+  await Promise.race([c.closed, new Promise((r) => setTimeout(r, 5_000))]);
+  assert.ok(c.isClosed());
+  const got = c.received();
+  // The close frame: 0x88, length, then the code 1002.
+  const at = got.indexOf(0x88);
+  assert.ok(at >= 0 && got.readUInt16BE(at + 2) === 1002, got.toString('hex'));
+  const m = await gw.metrics.registry.getSingleMetricAsString('usbphone_gateway_errors_total');
+  assert.match(m, /code="GW_WS_PROTOCOL"} [1-9]/);
 });
 
 test('every frame counts against the rate, fragments too: 30 messages in 60 frames (burst 40) get GW_RATE_LIMITED', async () => {
