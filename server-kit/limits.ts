@@ -34,11 +34,11 @@ const http: PortLimits = { maxConnections: 1_024, headersTimeoutMs: 5_000, reque
 /** The defaults of each kind of port. */
 export const PortDefaults = {
   /**
-   * The gateway's device port: its own connection cap (GatewayLimits.maxConnections) is
-   * checked after the upgrade, with an error frame; this TCP cap sits above it so that
-   * connections still in their upgrade cannot exhaust descriptors.
+   * The gateway's device port. Its TCP cap is not this one: the gateway sets it to its own
+   * maxConnections + upgradeSlack (gateway/limits.ts), checked with an error frame after the
+   * upgrade, so connections still in their upgrade cannot exhaust descriptors.
    */
-  gateway: { ...http, maxConnections: 12_000 },
+  gateway: { ...http },
   /** A server's direct device port (off unless configured). */
   device: { ...http, maxConnections: 2_048 },
   /** A server's link port: a handful of gateways. */
