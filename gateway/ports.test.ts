@@ -5,6 +5,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { tempDir } from '../deploy/test-util.ts';
 import { WebSocket } from 'ws';
 import { startGateway, type Gateway } from './gateway.ts';
 import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts';
@@ -19,26 +23,37 @@ setLogLevel('error');
 const root = new Uint8Array(32).fill(7);
 let host: Host;
 let gw: Gateway;
+let wssGw: Gateway;
+const certDir = tempDir();
 let admin: Server;
 let adminPort: number;
 const frames: Uint8Array[] = [];
 test.before(async () => {
   host = await startHost({ name: 'biz-east', host: '127.0.0.1', devicePort: 0, linkPort: 0, linkKey: linkKeyFor(root, 'biz-east'), factory: () => ({ onFrame: (f) => frames.push(f), onClose() {} }) });
   gw = await startGateway({ host: '127.0.0.1', port: 0, operatorPort: 0, upstreams: [] });
+  const cert = join(certDir.dir, 'cert.pem');
+  const key = join(certDir.dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+  wssGw = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [], tls: { cert, key } });
   admin = createAdminServer({ key: new Uint8Array(32), name: 'biz-east', ops: {} });
   adminPort = await listen(admin, 0, '127.0.0.1');
 });
 test.after(async () => {
   await gw.close();
+  await wssGw.close();
+  certDir.remove();
   await host.close();
   await closeServer(admin);
 });
 
-/** Resolves with the ms until the server closed the connection (or -1 after `maxMs`). */
-function heldFor(port: number, trickle: boolean, maxMs: number): Promise<number> {
+/**
+ * Resolves with the ms until the server closed the connection (or -1 after `maxMs`);
+ * `tls`: complete a TLS handshake first, then the same.
+ */
+function heldFor(port: number, trickle: boolean, maxMs: number, tls = false): Promise<number> {
   return new Promise((resolve) => {
     const started = performance.now();
-    const s: Socket = connect(port, '127.0.0.1');
+    const s: Socket = tls ? tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }) : connect(port, '127.0.0.1');
     let timer: NodeJS.Timeout | null = null;
     const done = (v: number) => {
       if (timer) clearInterval(timer);
@@ -47,7 +62,7 @@ function heldFor(port: number, trickle: boolean, maxMs: number): Promise<number>
       resolve(v);
     };
     const giveUp = setTimeout(() => done(-1), maxMs);
-    s.on('connect', () => {
+    s.on(tls ? 'secureConnect' : 'connect', () => {
       if (!trickle) return;
       s.write('GET / HTTP/1.1\r\nHost: x\r\n');
       // One header byte every 200 ms: the head never completes.
@@ -59,10 +74,12 @@ function heldFor(port: number, trickle: boolean, maxMs: number): Promise<number>
   });
 }
 
-test('a silent or trickling TCP connection is closed at the header timeout on every port: gateway, operator, link, direct device, admin', async () => {
+test('a silent or trickling TCP connection is closed at the header timeout on every port: gateway (ws and wss), operator, link, direct device, admin', async () => {
   const t = PortDefaults.link.headersTimeoutMs;
-  const ports: [string, number][] = [
+  const ports: [string, number, boolean?][] = [
     ['gateway', gw.port],
+    ['gateway wss:// (raw TCP)', wssGw.port],
+    ['gateway wss:// (after the TLS handshake)', wssGw.port, true],
     ['operator', Number(new URL(gw.operatorUrl!).port)],
     ['link', host.linkPort],
     ['direct device', host.devicePort!],
@@ -70,7 +87,9 @@ test('a silent or trickling TCP connection is closed at the header timeout on ev
   ];
   // All at once: one wait for the whole table. Node checks every checkIntervalMs.
   const max = t + 4 * PortDefaults.link.checkIntervalMs + 3_000;
-  const held = await Promise.all(ports.flatMap(([name, port]) => [false, true].map(async (trickle) => ({ name, trickle, ms: await heldFor(port, trickle, max) }))));
+  // Plain bytes trickled at a TLS port are a TLS error (closed at once): silent only there.
+  const modes = (name: string) => (name.includes('raw TCP') ? [false] : [false, true]);
+  const held = await Promise.all(ports.flatMap(([name, port, tls]) => modes(name).map(async (trickle) => ({ name, trickle, ms: await heldFor(port, trickle, max, tls) }))));
   for (const h of held) {
     assert.ok(h.ms >= t - 100 && h.ms !== -1, `${h.name}${h.trickle ? ' (trickled head)' : ''}: held ${h.ms === -1 ? `more than ${max}` : Math.round(h.ms)} ms, timeout ${t}`);
   }
