@@ -127,7 +127,7 @@ stack.proc.kill('SIGTERM');
 const nofile = Number(execSync('ulimit -n', { shell: '/bin/bash' }).toString().trim());
 if (nofile < 10_500) console.log(`warning: ulimit -n is ${nofile}; run 'ulimit -n 20000' first`);
 writeFileSync(join(dir, 'link.key'), readFileSync(files.linkKey));
-writeFileSync(join(dir, 'gw.json'), JSON.stringify({ port: 0, linkKeyFile: 'link.key', upstreams: [{ name: 'reg-primary', linkUrl: 'ws://127.0.0.1:1/' }], limits: { maxConnections: 20_000, maxConnectionsPerIp: 20_000, idleTimeoutMs: 600_000 } }));
+writeFileSync(join(dir, 'gw.json'), JSON.stringify({ port: 0, operatorPort: 0, linkKeyFile: 'link.key', upstreams: [{ name: 'reg-primary', linkUrl: 'ws://127.0.0.1:1/' }], limits: { maxConnections: 20_000, maxConnectionsPerIp: 20_000, idleTimeoutMs: 600_000 } }));
 const g = await serve('gateway', '--config', join(dir, 'gw.json'));
 const N = QUICK ? 2_000 : 10_000;
 await new Promise((r) => setTimeout(r, 500));
@@ -138,7 +138,7 @@ for (let i = 0; i < N; i += 200) {
 }
 await new Promise((r) => setTimeout(r, 1_500));
 const after = rss(g.proc.pid!);
-const health = (await (await fetch(g.ev.url.replace(/^ws/, 'http') + 'healthz')).json()) as { connections: number };
+const health = (await (await fetch(g.ev.operatorUrl + 'healthz')).json()) as { connections: number };
 console.log(`gateway idle connections: ${health.connections}   RSS ${(before / 2 ** 20).toFixed(1)} MiB -> ${(after / 2 ** 20).toFixed(1)} MiB   per connection: ${((after - before) / N / 1024).toFixed(1)} KiB`);
 for (const s of socks) s.terminate();
 g.proc.kill('SIGTERM');

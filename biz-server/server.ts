@@ -26,6 +26,8 @@ export interface BizConfig {
   /** The key login keys are wrapped under in dbFile (never stored in it). */
   storageKey: Uint8Array;
   linkKey: Uint8Array;
+  /** PEM certificate and key (contents or paths): the link port speaks wss:// (server-kit/host.ts). */
+  linkTls?: { cert: string; key: string };
   adminKey: Uint8Array;
   stepTimeoutMs?: number;
 }
@@ -60,6 +62,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       devicePort: cfg.devicePort,
       linkPort: cfg.linkPort,
       linkKey: cfg.linkKey,
+      linkTls: cfg.linkTls,
       metrics,
       factory: (t) => new BizServerSession(t, sessionOpts, { store, replay }),
       health: () => ({ region: cfg.region, draining }),

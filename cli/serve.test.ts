@@ -55,7 +55,9 @@ test('serve all: the embedded default, a device registers and logs in, SIGTERM s
   const state = join(t.dir, 'all');
   const { proc, ev, exit } = await serve('all', '--state', state, '--port', '0');
   const url = ev.gatewayUrl as string;
-  const h = (await (await fetch(url.replace(/^ws/, 'http') + 'healthz')).json()) as { upstreams: Record<string, string> };
+  // /healthz is on the gateway's operator port, not the device port.
+  const op = (ev.ports as Record<string, number>)['gateway-operator'];
+  const h = (await (await fetch(`http://127.0.0.1:${op}/healthz`)).json()) as { upstreams: Record<string, string> };
   assert.equal(h.upstreams, { 'biz-east': 'up', 'biz-west': 'up', 'reg-primary': 'up', 'reg-backup': 'up' });
   const enroll = spawnSync(process.execPath, [bin, 'enroll', '--state', state, '--batch', '-'], { input: '{"serial":"SN-SRV","keyVersion":1}', encoding: 'utf8' });
   assert.is(enroll.status, 0, enroll.stderr);

@@ -142,7 +142,7 @@ export const command: Command = {
         if (role === 'gateway') {
           const { startGateway } = await import('../gateway/gateway.ts');
           const g = await startGateway(cfg.gatewayConfigFrom(raw, file));
-          say(`gateway ready: ${g.url} (stop with Ctrl-C)`, { event: 'listening', role, url: g.url, port: g.port });
+          say(`gateway ready: ${g.url}, operator port ${g.operatorUrl} (stop with Ctrl-C)`, { event: 'listening', role, url: g.url, port: g.port, operatorUrl: g.operatorUrl });
           stop = () => g.close();
         } else if (role === 'reg') {
           const { startRegServer } = await import('../reg-server/server.ts');

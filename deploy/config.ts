@@ -27,6 +27,8 @@ export interface RegFileConfig {
   masterKeyEnv?: string;
   /** Root link key of the deployment; this server's key is derived from it and its name. */
   linkKeyFile: string;
+  /** Certificate and key files: the link port speaks wss://. */
+  linkTls?: { cert: string; key: string };
   adminKeyFile: string;
   bizServers: { name: string; region: string; url: string; adminUrl: string }[];
   regions: { cidr: string; region: string }[];
@@ -46,6 +48,7 @@ export interface BizFileConfig {
   /** Storage key file (32 bytes, hex): login keys are wrapped under it in dbFile. */
   storeKeyFile: string;
   linkKeyFile: string;
+  linkTls?: { cert: string; key: string };
   adminKeyFile: string;
   stepTimeoutMs?: number;
 }
@@ -53,8 +56,11 @@ export interface BizFileConfig {
 export interface GatewayFileConfig {
   host?: string;
   port: number;
+  /** GET /healthz and /metrics; absent = not served. */
+  operatorPort?: number;
   linkKeyFile: string;
-  upstreams: { name: string; linkUrl: string }[];
+  /** `linkCa`: the certificate file a wss:// link server must chain to (self-signed: its own). */
+  upstreams: { name: string; linkUrl: string; linkCa?: string }[];
   tls?: { cert: string; key: string };
   limits?: Partial<GatewayLimits>;
 }
@@ -75,6 +81,12 @@ function name(v: unknown, file: string): string {
   const n = str(v, file, 'name');
   if (!DEST_RE.test(n)) bad(file, `name '${n}' must match ${DEST_RE.source}`);
   return n;
+}
+function optTls(v: unknown, file: string, what: string, dir: string): { cert: string; key: string } | undefined {
+  if (v === undefined) return undefined;
+  const t = v as { cert?: unknown; key?: unknown };
+  if (typeof v !== 'object' || v === null) bad(file, `${what} must be { cert, key }`);
+  return { cert: resolve(dir, str(t.cert, file, `${what}.cert`)), key: resolve(dir, str(t.key, file, `${what}.key`)) };
 }
 function optMs(v: unknown, file: string, what: string): number | undefined {
   if (v === undefined) return undefined;
@@ -124,6 +136,7 @@ export function regConfigFrom(c: Record<string, unknown>, file: string): RegConf
     dbFile: p(c.dbFile, 'dbFile'),
     ring: loadMasterKeyring({ file: c.masterKeyFile === undefined ? undefined : p(c.masterKeyFile, 'masterKeyFile'), env: typeof c.masterKeyEnv === 'string' ? c.masterKeyEnv : undefined }),
     linkKey: linkKeyFor(readKeyFile(p(c.linkKeyFile, 'linkKeyFile'), 'link key'), n),
+    linkTls: optTls(c.linkTls, file, 'linkTls', dir),
     adminKey: readKeyFile(p(c.adminKeyFile, 'adminKeyFile'), 'admin key'),
     bizServers,
     regions,
@@ -147,6 +160,7 @@ export function bizConfigFrom(c: Record<string, unknown>, file: string): BizConf
     dbFile: p(c.dbFile, 'dbFile'),
     storageKey: readKeyFile(p(c.storeKeyFile, 'storeKeyFile'), 'storage key'),
     linkKey: linkKeyFor(readKeyFile(p(c.linkKeyFile, 'linkKeyFile'), 'link key'), n),
+    linkTls: optTls(c.linkTls, file, 'linkTls', dir),
     adminKey: readKeyFile(p(c.adminKeyFile, 'adminKeyFile'), 'admin key'),
     stepTimeoutMs: optMs(c.stepTimeoutMs, file, 'stepTimeoutMs'),
   };
@@ -160,9 +174,11 @@ export function gatewayConfigFrom(c: Record<string, unknown>, file: string): Gat
   return {
     host: typeof c.host === 'string' ? c.host : '127.0.0.1',
     port: port(c.port, file, 'port')!,
+    operatorPort: c.operatorPort === undefined ? undefined : port(c.operatorPort, file, 'operatorPort')!,
     upstreams: c.upstreams.map((u: Record<string, unknown>, i: number) => {
       const n = name(u?.name, `${file} upstreams[${i}]`);
-      return { name: n, linkUrl: str(u?.linkUrl, file, `upstreams[${i}].linkUrl`), linkKey: linkKeyFor(root, n) };
+      const linkCa = u?.linkCa === undefined ? undefined : resolve(dir, str(u.linkCa, file, `upstreams[${i}].linkCa`));
+      return { name: n, linkUrl: str(u?.linkUrl, file, `upstreams[${i}].linkUrl`), linkKey: linkKeyFor(root, n), linkCa };
     }),
     tls: tls ? { cert: resolve(dir, str(tls.cert, file, 'tls.cert')), key: resolve(dir, str(tls.key, file, 'tls.key')) } : undefined,
     limits: (c.limits as Partial<GatewayLimits> | undefined) ?? undefined,
@@ -173,6 +189,8 @@ export function gatewayConfigFrom(c: Record<string, unknown>, file: string): Gat
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_GATEWAY_PORT = 7400;
+/** The gateway's operator port (/healthz, /metrics), off the device-facing port. */
+export const DEFAULT_OPERATOR_PORT = 7401;
 
 export interface RolePorts { device: number | null; link: number; admin?: number }
 export interface StackPorts {

@@ -81,6 +81,8 @@ export interface Stack {
   startReg(name: RegName, opts?: StartRegOptions): Promise<void>;
   /** kill -9 of a child reg server (an inline one is closed abruptly instead). */
   killReg(name: RegName): Promise<void>;
+  /** The process id of a child reg server (to pause it with SIGSTOP), or undefined. */
+  regPid(name: RegName): number | undefined;
   /** Resolves when a child reg server reports it stopped at its pauseAt step. */
   waitPaused(name: RegName): Promise<RotationStep>;
   stopBiz(name: string): Promise<void>;
@@ -154,12 +156,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   try {
     for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
-    gateway = await startGateway({ host, port: gatewayPort, upstreams: [], limits: opts.gatewayLimits });
+    gateway = await startGateway({ host, port: gatewayPort, operatorPort: ephemeral ? 0 : gatewayPort + 1, upstreams: [], limits: opts.gatewayLimits });
   } catch (e) {
     return abort(e);
   }
   const gw = gateway;
   actual.gateway = gw.port;
+  actual['gateway-operator'] = Number(new URL(gw.operatorUrl!).port);
   const gatewayUrl = gw.url;
   const advertised = opts.advertisedUrl ?? gatewayUrl;
   const linkUrl = (port: number) => `ws://${host}:${port}/`;
@@ -278,6 +281,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       }
       await stopReg(name);
     },
+    regPid: (name) => children.get(name)?.proc.pid,
     waitPaused(name) {
       const c = children.get(name);
       if (!c) return Promise.reject(new ImplementationError('STACK_NOT_CHILD', `${name} is not a child process`));

@@ -9,7 +9,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
 import type { Socket } from 'node:net';
 import { startGateway } from './gateway.ts';
-import { LinkKind, encodeLink, decodeLink, clientAuthMac, serverAuthMac, linkKeyFor } from '../server-kit/link.ts';
+import { LinkKind, LinkMac, encodeLink, decodeLink, clientAuthMac, serverAuthMac, linkKeyFor, linkMacKeys } from '../server-kit/link.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { setLogLevel } from '../server-kit/log.ts';
 import { encodeEnvelope, MsgType } from '../protocol/messages.ts';
@@ -25,12 +25,15 @@ test('a congested link pauses the devices feeding it; everything arrives, in ord
   wss.on('connection', (ws) => {
     const nS = new Uint8Array(32).fill(7);
     ws.send(encodeLink(LinkKind.CHALLENGE, 0, nS));
+    let lmac: LinkMac | null = null;
     ws.on('message', (d: Buffer) => {
-      const f = decodeLink(new Uint8Array(d));
+      const f = lmac ? lmac.open(new Uint8Array(d)) : decodeLink(new Uint8Array(d));
       if (f.kind === LinkKind.AUTH) {
         const nG = f.payload.subarray(0, 32);
         assert.ok(equalBytes(f.payload.subarray(32, 64), clientAuthMac(key, nS, nG, 'biz-east')));
         ws.send(encodeLink(LinkKind.AUTH_OK, 0, serverAuthMac(key, nS, nG, 'biz-east')));
+        const k = linkMacKeys(key, nS, nG, 'biz-east');
+        lmac = new LinkMac(k.toGateway, k.toServer);
         link = ws;
       } else if (f.kind === LinkKind.DATA) {
         got.push(f.payload[f.payload.length - 1]!);

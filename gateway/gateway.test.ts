@@ -16,6 +16,7 @@ import { setLogLevel } from '../server-kit/log.ts';
 import { encodeEnvelope, parseError, MsgType, decodeEnvelope as decodeEnv } from '../protocol/messages.ts';
 import { encode } from '../protocol/cbor.ts';
 import type { SessionTransport } from '../server-kit/session.ts';
+import { rawUpgrade, clientFrame } from './hostile-client.ts';
 
 setLogLevel('error');
 const root = new Uint8Array(32).fill(0x42);
@@ -62,7 +63,7 @@ test.before(async () => {
   echo = await stub('reg-primary', true);
   sink = await stub('biz-east', false);
   gw = await startGateway({
-    host: '127.0.0.1', port: 0,
+    host: '127.0.0.1', port: 0, operatorPort: 0,
     upstreams: [
       { name: 'reg-primary', linkUrl: `ws://127.0.0.1:${echo.linkPort}/`, linkKey: linkKeyFor(root, 'reg-primary') },
       { name: 'biz-east', linkUrl: `ws://127.0.0.1:${sink.linkPort}/`, linkKey: linkKeyFor(root, 'biz-east') },
@@ -115,9 +116,17 @@ test('refusals: each bad frame gets its error code and close code, and is not fo
   assert.is(seen.length - before, 1);
 });
 
-test('a frame over the hard limit is refused from its header (close 1009) and counted', async () => {
+test('a frame over the limit is refused from its header, before it is buffered: GW_FRAME_TOO_LARGE, 1009', async () => {
   const r = await refusal([new Uint8Array(64 * 1024)]);
-  assert.equal(r, { code: null, close: 1009 });
+  assert.equal(r, { code: 'GW_FRAME_TOO_LARGE', close: 1009 });
+});
+
+test('a text frame of invalid UTF-8 gets GW_TEXT_FRAME (1003) like any text frame, as docs/errors.md says', async () => {
+  const s = await FrameSocket.connect(gw.url);
+  s.ws.send(Buffer.from([0xff, 0xfe, 0x80]), { binary: false });
+  const c = await s.closed();
+  assert.is(c.code, 1003);
+  assert.is(parseError(decodeEnv(c.frames[0]!).body).code, 'GW_TEXT_FRAME');
 });
 
 test('a flood of frames from one connection: GW_RATE_LIMITED, and others are still served', async () => {
@@ -130,6 +139,35 @@ test('a flood of frames from one connection: GW_RATE_LIMITED, and others are sti
   ok.send(finish('reg-primary'));
   assert.is((await ok.frame()).env.type, MsgType.finish);
   ok.close();
+});
+
+test('a WebSocket-level violation (an unmasked frame) closes 1002 (GW_WS_PROTOCOL), also when more reads follow it', async () => {
+  const c = await rawUpgrade(gw.port);
+  const unmasked = Uint8Array.from(clientFrame(2, 3));
+  unmasked[1]! &= 0x7f; // MASK bit off: RFC 6455 §5.1 requires the server to fail the connection
+  c.sock.write(Buffer.concat([unmasked.subarray(0, 2), unmasked.subarray(6), ...Array.from({ length: 10 }, () => clientFrame(2, 3))]));
+  await new Promise((r) => setTimeout(r, 50));
+  if (!c.isClosed()) c.sock.write(Buffer.concat(Array.from({ length: 10 }, () => clientFrame(2, 3))));
+  await Promise.race([c.closed, new Promise((r) => setTimeout(r, 5_000))]);
+  assert.ok(c.isClosed());
+  const got = c.received();
+  // The close frame: 0x88, length, then the code 1002.
+  const at = got.indexOf(0x88);
+  assert.ok(at >= 0 && got.readUInt16BE(at + 2) === 1002, got.toString('hex'));
+  const m = await gw.metrics.registry.getSingleMetricAsString('usbphone_gateway_errors_total');
+  assert.match(m, /code="GW_WS_PROTOCOL"} [1-9]/);
+});
+
+test('every frame counts against the rate, fragments too: 30 messages in 60 frames (burst 40) get GW_RATE_LIMITED', async () => {
+  const s = await FrameSocket.connect(gw.url);
+  for (let i = 0; i < 30; i++) {
+    const f = finish('biz-east', i);
+    s.ws.send(f.subarray(0, 10), { fin: false });
+    s.ws.send(f.subarray(10), { fin: true });
+  }
+  const c = await s.closed();
+  assert.is(c.code, 1008);
+  assert.is(parseError(decodeEnv(c.frames.at(-1)!).body).code, 'GW_RATE_LIMITED');
 });
 
 // Each connection costs two descriptors here (client and gateway in one process): scale down
@@ -232,8 +270,15 @@ test('idle connections are closed with GW_IDLE_TIMEOUT', async () => {
   }
 });
 
+test('GET /healthz and GET /metrics on the operator port only: the device port answers 404', async () => {
+  const dev = gw.url.replace(/^ws/, 'http');
+  assert.is((await fetch(dev + 'metrics')).status, 404);
+  assert.is((await fetch(dev + 'healthz')).status, 404);
+  assert.ok(gw.operatorUrl && gw.operatorUrl !== dev);
+});
+
 test('GET /healthz and GET /metrics: Prometheus text that counts what happened', async () => {
-  const base = gw.url.replace(/^ws/, 'http');
+  const base = gw.operatorUrl!;
   const h = (await (await fetch(base + 'healthz')).json()) as { ok: boolean; upstreams: Record<string, string> };
   assert.is(h.ok, true);
   assert.is(h.upstreams['reg-primary'], 'up');

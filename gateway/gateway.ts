@@ -10,16 +10,24 @@ import { readFileSync } from 'node:fs';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
-import { toBytes } from '../server-kit/link.ts';
+import type { Socket } from 'node:net';
+import { toBytes, closeReason } from '../server-kit/link.ts';
 import { normalizeIp } from '../server-kit/ip.ts';
 import { listen, closeServer } from '../server-kit/host.ts';
+import { FrameMeter, interpose } from '../server-kit/frame-meter.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { GatewayDefaults, type GatewayLimits } from './limits.ts';
 import { validateDeviceFrame, peekType } from './validate.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { UpstreamLink } from './upstream.ts';
 
-export interface UpstreamConfig { name: string; linkUrl: string; linkKey: Uint8Array }
+export interface UpstreamConfig {
+  name: string;
+  linkUrl: string;
+  linkKey: Uint8Array;
+  /** PEM (contents or file path) of the certificate(s) a wss:// link server must chain to. */
+  linkCa?: string;
+}
 
 export interface GatewayConfig {
   host: string;
@@ -27,12 +35,16 @@ export interface GatewayConfig {
   upstreams: UpstreamConfig[];
   /** PEM certificate and key (contents or file paths): serve wss:// instead of ws://. */
   tls?: { cert: string; key: string };
+  /** Port of GET /healthz and GET /metrics (0 = ephemeral; absent = not served). */
+  operatorPort?: number;
   limits?: Partial<GatewayLimits>;
 }
 
 export interface Gateway {
   port: number;
   url: string;
+  /** 'http://host:port/' of /healthz and /metrics, or null. */
+  operatorUrl: string | null;
   metrics: GatewayMetrics;
   upstream(name: string): UpstreamLink | undefined;
   /** Adds an upstream, or points an existing one at a new link address. */
@@ -49,8 +61,9 @@ interface Conn {
   ip: string;
   dest: string | null;
   up: UpstreamLink | null;
-  tokens: number;
-  refilled: number;
+  /** Reads every frame header before ws buffers the frame (rate, size, fragments, text). */
+  meter: FrameMeter;
+  sock: Socket;
   lastActive: number;
   /** Frames forwarded to the device: the seq the gateway's own error frame would carry. */
   toDevice: number;
@@ -71,7 +84,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const paused = new Map<string, Set<Conn>>();
   let nextId = 1;
 
-  const http = (req: IncomingMessage, res: ServerResponse) => {
+  const operator = (req: IncomingMessage, res: ServerResponse) => {
     if (req.method === 'GET' && req.url === '/healthz') {
       const ups = Object.fromEntries([...upstreams].map(([n, u]) => [n, u.up ? 'up' : 'down']));
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -87,11 +100,15 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     }
     res.writeHead(404).end();
   };
+  // The device port answers nothing but WebSocket upgrades.
+  const http = (_req: IncomingMessage, res: ServerResponse) => res.writeHead(404).end();
   const server: Server = cfg.tls ? createHttpsServer({ cert: pem(cfg.tls.cert), key: pem(cfg.tls.key) }, http) : createHttpServer(http);
-  // A client that opens TCP and never finishes its HTTP upgrade is dropped (slowloris).
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 10_000;
-  const wss = new WebSocketServer({ server, maxPayload: L.hardMaxFrameBytes, perMessageDeflate: false, clientTracking: false });
+  // A client that opens TCP and never finishes its HTTP upgrade is dropped (slowloris), at
+  // headersTimeoutMs, not at Node's 30 s check.
+  const portLimits = { ...L.port, maxConnections: L.maxConnections + L.upgradeSlack };
+  // Text frames are refused from their header (the meter), so ws need not validate UTF-8:
+  // every text frame, valid UTF-8 or not, gets GW_TEXT_FRAME (1003), as docs/errors.md says.
+  const wss = new WebSocketServer({ server, maxPayload: L.hardMaxFrameBytes, perMessageDeflate: false, clientTracking: false, skipUTF8Validation: true });
   // ws re-emits its http server's errors; a listen error reaches the caller through listen().
   wss.on('error', () => {});
 
@@ -120,17 +137,31 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       metrics.frameOut(MsgType.error);
       c.ws.close(e.closeCode, e.code);
     }
+    // ws waits 30 s for the peer's close frame; a refused peer gets closeGraceMs.
+    const ws = c.ws;
+    setTimeout(() => ws.terminate(), L.closeGraceMs).unref();
     const up = c.up;
     if (release(c) && up) up.close(c.id, CloseCode.goingAway, e.code);
   };
 
   const makeUpstream = (u: UpstreamConfig) => {
-    const link = new UpstreamLink(
-      { name: u.name, url: u.linkUrl, key: u.linkKey, reconnectMinMs: L.reconnectMinMs, reconnectMaxMs: L.reconnectMaxMs },
+    /**
+     * The live device connection `connId` when it is routed to this link. A server may only
+     * write into the sessions the gateway opened on its own link: a frame for any other
+     * connection (another link's, a closed one) is dropped and counted, never delivered.
+     */
+    const owned = (connId: number, kind: 'data' | 'close'): Conn | null => {
+      const c = conns.get(connId);
+      if (c && !c.closed && c.up === link) return c;
+      metrics.linkDropped.inc({ upstream: u.name, kind, reason: c && !c.closed ? 'not-routed-here' : 'no-such-connection' });
+      return null;
+    };
+    const link: UpstreamLink = new UpstreamLink(
+      { name: u.name, url: u.linkUrl, key: u.linkKey, reconnectMinMs: L.reconnectMinMs, reconnectMaxMs: L.reconnectMaxMs, wsOptions: u.linkCa ? { ca: pem(u.linkCa) } : undefined },
       {
         onData(connId, frame) {
-          const c = conns.get(connId);
-          if (!c || c.closed) return;
+          const c = owned(connId, 'data');
+          if (!c) return;
           if (c.waitingSince) {
             metrics.upstreamLatency.observe({ upstream: u.name }, (performance.now() - c.waitingSince) / 1000);
             c.waitingSince = 0;
@@ -148,10 +179,15 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
           c.ws.send(frame);
         },
         onClose(connId, code, reason) {
-          const c = conns.get(connId);
+          const c = owned(connId, 'close');
           if (!c || !release(c)) return;
           const safe = code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : CloseCode.internal;
-          c.ws.close(safe, reason.slice(0, 120));
+          c.ws.close(safe, closeReason(reason));
+          // ws waits 30 s for the device's close frame; give it closeGraceMs.
+          setTimeout(() => c.ws.terminate(), L.closeGraceMs).unref();
+        },
+        onRefused(code) {
+          metrics.linkRefused.inc({ upstream: u.name, code });
         },
         onDown() {
           metrics.upstreamUp.set({ upstream: u.name }, 0);
@@ -182,14 +218,6 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     if (c.closed) return;
     const now = performance.now();
     c.lastActive = now;
-    // Token bucket: framesPerSecond sustained, frameBurst at once.
-    c.tokens = Math.min(L.frameBurst, c.tokens + ((now - c.refilled) / 1000) * L.framesPerSecond);
-    c.refilled = now;
-    if (c.tokens < 1) {
-      metrics.frameIn(null);
-      return refuse(c, new ProtocolError('GW_RATE_LIMITED', `more than ${L.framesPerSecond} frames per second`), null);
-    }
-    c.tokens -= 1;
     const frame = toBytes(data);
     let env: Envelope;
     try {
@@ -224,8 +252,25 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
     const ip = normalizeIp(req.socket.remoteAddress);
     const now = performance.now();
-    const c: Conn = { id: nextId, ws, ip, dest: null, up: null, tokens: L.frameBurst, refilled: now, lastActive: now, toDevice: 0, waitingSince: 0, closed: false };
+    const sock = req.socket as Socket;
+    const c: Conn = { id: nextId, ws, ip, dest: null, up: null, meter: new FrameMeter(L), sock, lastActive: now, toDevice: 0, waitingSince: 0, closed: false };
     nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
+    // In front of ws's own listener: the meter sees each read before ws buffers it, and a
+    // read that breaks a limit never reaches ws (ws has attached its listener and put back
+    // any bytes that came with the upgrade; they are emitted after this handler returns).
+    // The meter keeps counting after a session ended (ws still reads until the close
+    // handshake completes), so a closing connection cannot be used to pin memory either.
+    interpose(sock, (chunk) => {
+      const e = c.meter.feed(chunk);
+      if (!e) return true;
+      if (!c.closed) {
+        metrics.frameIn(null);
+        refuse(c, e, null);
+      }
+      // Read nothing more from a peer that broke the limits: what it sends stays in the kernel.
+      sock.pause();
+      return false;
+    });
     conns.set(c.id, c);
     perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
     metrics.accepted.inc();
@@ -254,8 +299,13 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   // connection matters at 10,000 of them).
   const sweep = setInterval(() => {
     const cutoff = performance.now() - L.idleTimeoutMs;
+    const msgCutoff = performance.now() - L.messageTimeoutMs;
     for (const c of conns.values()) {
-      if (c.lastActive < cutoff && c.waitingSince === 0) refuse(c, new ProtocolError('GW_IDLE_TIMEOUT', `nothing received for ${L.idleTimeoutMs} ms`), null);
+      const partial = c.meter.partialSince;
+      if (partial && partial < msgCutoff) {
+        refuse(c, new ProtocolError('GW_FRAME_TIMEOUT', `a message not complete ${L.messageTimeoutMs} ms after it began`), null);
+        c.sock.pause();
+      } else if (c.lastActive < cutoff && c.waitingSince === 0) refuse(c, new ProtocolError('GW_IDLE_TIMEOUT', `nothing received for ${L.idleTimeoutMs} ms`), null);
     }
     // Paused readers are resumed on the link socket's 'drain'; this catches a buffer that
     // emptied without one (a drain is only emitted after a write the socket refused).
@@ -268,13 +318,28 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   }, Math.max(50, Math.min(1_000, L.idleTimeoutMs / 4)));
   sweep.unref();
 
-  const port = await listen(server, cfg.port, cfg.host);
-  const url = `${cfg.tls ? 'wss' : 'ws'}://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}/`;
-  log.info('listening', { url, upstreams: cfg.upstreams.map((u) => u.name).join(',') });
+  const hostPart = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
+  const opServer = cfg.operatorPort === undefined ? null : createHttpServer(operator);
+  let port: number;
+  let opPort: number | null = null;
+  try {
+    port = await listen(server, cfg.port, cfg.host, portLimits);
+    if (opServer) opPort = await listen(opServer, cfg.operatorPort!, cfg.host, L.operatorPort);
+  } catch (e) {
+    clearInterval(sweep);
+    for (const u of upstreams.values()) u.stop();
+    await closeServer(server, wss);
+    if (opServer?.listening) await closeServer(opServer);
+    throw e;
+  }
+  const url = `${cfg.tls ? 'wss' : 'ws'}://${hostPart}:${port}/`;
+  const operatorUrl = opPort === null ? null : `http://${hostPart}:${opPort}/`;
+  log.info('listening', { url, operatorUrl: operatorUrl ?? 'none', upstreams: cfg.upstreams.map((u) => u.name).join(',') });
 
   return {
     port,
     url,
+    operatorUrl,
     metrics,
     upstream: (name) => upstreams.get(name),
     setUpstream(u) {
@@ -292,7 +357,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       clearInterval(sweep);
       for (const u of upstreams.values()) u.stop();
       for (const c of conns.values()) c.ws.terminate();
-      await closeServer(server, wss);
+      await Promise.all([closeServer(server, wss), opServer ? closeServer(opServer) : undefined]);
     },
   };
 }

@@ -1,22 +1,23 @@
 // Every limit of the gateway, with its default, in one place (docs/architecture.md
-// §"Gateway limits"). Sized for device frames and a fleet of simulated phones on one host.
-import { Limits } from '../protocol/limits.ts';
+// §"Limits of every port"): what every device-facing port enforces (server-kit/limits.ts
+// DeviceLimits, shared with the servers' direct device ports) plus the gateway's own.
+import { DeviceDefaults, PortDefaults, type DeviceLimits, type PortLimits } from '../server-kit/limits.ts';
 
-export interface GatewayLimits {
-  /** Frames above this get the error frame GW_FRAME_TOO_LARGE and close 1009. */
-  maxFrameBytes: number;
+export interface GatewayLimits extends DeviceLimits {
   /**
-   * ws's maxPayload: a frame declaring more than this in its header is refused before it is
-   * buffered (close 1009, no error frame: ws has already sent the close).
+   * ws's maxPayload: a backstop behind the frame meter, which refuses a declared length over
+   * maxFrameBytes (with an error frame) before ws buffers anything.
    */
   hardMaxFrameBytes: number;
   /** Open device connections in total (GW_TOO_MANY_CONNECTIONS, close 1013). */
   maxConnections: number;
-  /** Open device connections from one IP (GW_TOO_MANY_PER_IP, close 1013). */
-  maxConnectionsPerIp: number;
-  /** Sustained frames per second per connection, and the burst above it (GW_RATE_LIMITED). */
-  framesPerSecond: number;
-  frameBurst: number;
+  /**
+   * TCP connections allowed above maxConnections: those still in their WebSocket upgrade. The
+   * port's TCP cap is maxConnections + upgradeSlack, so the gateway can still answer the
+   * connection over the cap with an error frame, and silent connections cannot exhaust
+   * descriptors.
+   */
+  upgradeSlack: number;
   /** Bytes queued towards one device before it is dropped as a slow peer (GW_SLOW_PEER). */
   maxBufferedBytes: number;
   /** A connection that sends nothing for this long is closed (GW_IDLE_TIMEOUT). */
@@ -26,18 +27,21 @@ export interface GatewayLimits {
   /** Reconnect backoff of upstream links. */
   reconnectMinMs: number;
   reconnectMaxMs: number;
+  /** Header/request timeouts of the device port and the operator port (server-kit/limits.ts). */
+  port: PortLimits;
+  operatorPort: PortLimits;
 }
 
 export const GatewayDefaults: GatewayLimits = {
-  maxFrameBytes: Limits.maxFrameBytes,
-  hardMaxFrameBytes: 2 * Limits.maxFrameBytes,
-  maxConnections: 20_000,
-  maxConnectionsPerIp: 256,
-  framesPerSecond: 20,
-  frameBurst: 40,
+  ...DeviceDefaults,
+  hardMaxFrameBytes: DeviceDefaults.maxFrameBytes,
+  maxConnections: 10_000,
+  upgradeSlack: 1_024,
   maxBufferedBytes: 64 * 1024,
   idleTimeoutMs: 60_000,
   linkHighWaterBytes: 1024 * 1024,
   reconnectMinMs: 100,
   reconnectMaxMs: 2_000,
+  port: PortDefaults.gateway,
+  operatorPort: PortDefaults.operator,
 };

@@ -17,6 +17,18 @@ export class GatewayMetrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
+  readonly linkDropped = new Counter({
+    name: 'usbphone_gateway_link_frames_dropped_total',
+    help: 'Frames from an upstream for a connection not routed to that upstream (or no longer open), dropped',
+    labelNames: ['upstream', 'kind', 'reason'],
+    registers: [this.registry],
+  });
+  readonly linkRefused = new Counter({
+    name: 'usbphone_gateway_link_refused_total',
+    help: 'Upstream link connections closed for breaking the link protocol, by code (LINK_BAD_MAC, ...)',
+    labelNames: ['upstream', 'code'],
+    registers: [this.registry],
+  });
   readonly upstreamUp = new Gauge({ name: 'usbphone_gateway_upstream_up', help: '1 when the authenticated link to the upstream is up', labelNames: ['upstream'], registers: [this.registry] });
 
   constructor(defaults = true) {

@@ -6,7 +6,7 @@ import { equalBytes } from '@noble/ciphers/utils.js';
 import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { WebSocket } from 'ws';
 import { systemRng } from '../protocol/channel.ts';
-import { LinkKind, LINK_MAX_PAYLOAD, encodeLink, decodeLink, encodeClose, decodeClose, clientAuthMac, serverAuthMac, toBytes } from '../server-kit/link.ts';
+import { LinkKind, LINK_MAX_PAYLOAD, LinkMac, encodeLink, decodeLink, closePayload, decodeClose, clientAuthMac, serverAuthMac, linkMacKeys, toBytes, type LinkFrame } from '../server-kit/link.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { tickCorker } from '../server-kit/tick-cork.ts';
 import type { Socket } from 'node:net';
@@ -19,6 +19,8 @@ export interface UpstreamHandlers {
   onUp?(): void;
   /** The link's send buffer drained below the high-water mark. */
   onDrain?(): void;
+  /** The link was closed for breaking the link protocol (LINK_BAD_MAC, LINK_AUTH_FAILED, ...). */
+  onRefused?(code: string): void;
 }
 
 export interface UpstreamOptions {
@@ -27,7 +29,7 @@ export interface UpstreamOptions {
   key: Uint8Array;
   reconnectMinMs: number;
   reconnectMaxMs: number;
-  /** Extra ws client options (e.g. CA for wss links). */
+  /** Extra ws client options (e.g. `ca` to trust a wss:// link server's certificate). */
   wsOptions?: ConstructorParameters<typeof WebSocket>[2];
 }
 
@@ -40,6 +42,10 @@ export class UpstreamLink {
   #url: string;
   /** Holds the link socket's writes until the end of the event-loop turn (tick-cork.ts). */
   #hold: (() => void) | null = null;
+  /** The current connection's frame MACs, once it is authenticated. */
+  #mac: LinkMac | null = null;
+  /** A connection refused for breaking the protocol: nothing more it sent is acted on. */
+  #refused: WebSocket | null = null;
   readonly #log;
 
   constructor(private readonly opts: UpstreamOptions, private readonly h: UpstreamHandlers) {
@@ -100,19 +106,27 @@ export class UpstreamLink {
   }
 
   open(connId: number, ip: string): void {
-    this.#send(encodeLink(LinkKind.OPEN, connId, utf8(ip)));
+    this.#send(LinkKind.OPEN, connId, utf8(ip));
   }
   send(connId: number, frame: Uint8Array): void {
-    this.#send(encodeLink(LinkKind.DATA, connId, frame));
+    this.#send(LinkKind.DATA, connId, frame);
   }
   close(connId: number, code: number, reason: string): void {
-    this.#send(encodeClose(connId, code, reason));
+    this.#send(LinkKind.CLOSE, connId, closePayload(code, reason));
   }
 
-  #send(data: Uint8Array): void {
-    if (!this.#up || !this.#ws || this.#ws.readyState !== WebSocket.OPEN) return;
+  #send(kind: number, connId: number, payload: Uint8Array): void {
+    if (!this.#up || !this.#mac || !this.#ws || this.#refused === this.#ws || this.#ws.readyState !== WebSocket.OPEN) return;
     this.#hold?.();
-    this.#ws.send(data);
+    this.#ws.send(this.#mac.seal(kind, connId, payload));
+  }
+
+  /** Closes this link connection for breaking the protocol; the reconnect follows. */
+  #refuse(ws: WebSocket, code: string, why: string): void {
+    this.#log.warn('link refused', { code, url: this.#url, why });
+    this.h.onRefused?.(code);
+    this.#refused = ws;
+    ws.terminate();
   }
 
   #connect(): void {
@@ -123,14 +137,14 @@ export class UpstreamLink {
     let nonceG: Uint8Array | null = null;
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data, isBinary) => {
-      let f;
+      // Messages already parsed from the same read still arrive after terminate().
+      if (this.#ws !== ws || this.#refused === ws) return;
+      let f: LinkFrame;
       try {
         if (!isBinary) throw new Error('text message on the link');
-        f = decodeLink(toBytes(data));
+        f = this.#up && this.#mac ? this.#mac.open(toBytes(data)) : decodeLink(toBytes(data));
       } catch (e) {
-        this.#log.warn('link frame refused', { code: 'LINK_BAD_FRAME', why: (e as Error).message });
-        ws.terminate();
-        return;
+        return this.#refuse(ws, (e as { code?: string }).code ?? 'LINK_BAD_FRAME', (e as Error).message);
       }
       if (!this.#up) {
         if (f.kind === LinkKind.CHALLENGE && !nonceS && f.payload.length === 32) {
@@ -140,6 +154,8 @@ export class UpstreamLink {
           return;
         }
         if (f.kind === LinkKind.AUTH_OK && nonceS && nonceG && equalBytes(f.payload, serverAuthMac(this.opts.key, nonceS, nonceG, this.opts.name))) {
+          const k = linkMacKeys(this.opts.key, nonceS, nonceG, this.opts.name);
+          this.#mac = new LinkMac(k.toServer, k.toGateway);
           this.#up = true;
           this.#delay = this.opts.reconnectMinMs;
           this.#log.info('link up', { url: this.#url });
@@ -149,20 +165,20 @@ export class UpstreamLink {
           this.h.onUp?.();
           return;
         }
-        this.#log.warn('link refused', { code: 'LINK_AUTH_FAILED', url: this.#url });
-        ws.terminate();
-        return;
+        return this.#refuse(ws, 'LINK_AUTH_FAILED', 'the server did not prove the link key');
       }
       if (f.kind === LinkKind.DATA) return this.h.onData(f.connId, f.payload);
       if (f.kind === LinkKind.CLOSE) {
+        let c;
         try {
-          const c = decodeClose(f.payload);
-          return this.h.onClose(f.connId, c.code, c.reason);
-        } catch {
-          return this.h.onClose(f.connId, 1011, 'LINK_BAD_FRAME');
+          c = decodeClose(f.payload);
+        } catch (e) {
+          // Authenticated but malformed: the server is broken, not the path.
+          return this.#refuse(ws, 'LINK_BAD_FRAME', (e as Error).message);
         }
+        return this.h.onClose(f.connId, c.code, c.reason);
       }
-      ws.terminate();
+      return this.#refuse(ws, 'LINK_BAD_FRAME', `unexpected link frame kind ${f.kind}`);
     });
     ws.on('close', () => {
       const wasUp = this.#up;
@@ -170,6 +186,7 @@ export class UpstreamLink {
       if (this.#ws === ws) {
         this.#ws = null;
         this.#hold = null;
+        this.#mac = null;
       }
       if (wasUp) {
         if (!this.#stopped) this.#log.warn('link down', { url: this.#url });

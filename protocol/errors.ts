@@ -103,6 +103,9 @@ export const ERRORS = {
   GW_IDLE_TIMEOUT: later(C.goingAway),
   GW_SLOW_PEER: later(C.goingAway),
   GW_WS_PROTOCOL: never(C.protocol),
+  GW_FRAGMENTED: never(C.policy),
+  GW_TRICKLED: never(C.policy),
+  GW_FRAME_TIMEOUT: never(C.policy),
   // Servers (server-kit/, reg-server/, biz-server/)
   SRV_INTERNAL: later(C.internal),
   SRV_BUSY: later(C.tryAgainLater),
@@ -118,6 +121,7 @@ export const ERRORS = {
   LINK_BAD_FRAME: never(C.policy),
   LINK_AUTH_FAILED: never(C.policy),
   LINK_AUTH_TIMEOUT: never(C.policy),
+  LINK_BAD_MAC: never(C.policy),
   // Admin API (server-kit/admin-rpc.ts): HTTP, no WebSocket close; the close code is nominal.
   ADMIN_BAD_AUTH: never(C.policy),
   ADMIN_BAD_REQUEST: never(C.protocol),

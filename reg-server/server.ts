@@ -1,6 +1,6 @@
 // A registration server process role (primary or backup: the same code, its own name and
 // ports, the same master key and store). Device/link ports run RegServerSession; a health poller
-// keeps the business servers' health and load in the store.
+// keeps the business servers' health and load in its own view (health.ts), which placement reads.
 import { ReplayCache } from '../protocol/replay.ts';
 import { Limits } from '../protocol/limits.ts';
 import type { MasterKeyring } from '../protocol/keys.ts';
@@ -11,7 +11,7 @@ import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteRegStore, type RegStore, type BizServerRecord, type RegionRecord } from './store.ts';
 import { RegServerSession } from './session.ts';
-import { HealthPoller } from './health.ts';
+import { HealthPoller, withHealthView } from './health.ts';
 import type { RotationStep } from './rotation.ts';
 
 export interface RegBizServer { name: string; region: string; url: string; adminUrl: string }
@@ -24,6 +24,8 @@ export interface RegConfig {
   dbFile: string;
   ring: MasterKeyring;
   linkKey: Uint8Array;
+  /** PEM certificate and key (contents or paths): the link port speaks wss:// (server-kit/host.ts). */
+  linkTls?: { cert: string; key: string };
   adminKey: Uint8Array;
   bizServers: RegBizServer[];
   regions: RegionRecord[];
@@ -67,13 +69,15 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
     const replay = new ReplayCache();
     const metrics = new ServerMetrics(cfg.name);
     const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics };
-    const deps = { store, ring: cfg.ring, replay, adminClient, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
+    // Placement reads this process's own health view, never another server's verdict.
+    const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, adminClient, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
     host = await startHost({
       name: cfg.name,
       host: cfg.host,
       devicePort: cfg.devicePort,
       linkPort: cfg.linkPort,
       linkKey: cfg.linkKey,
+      linkTls: cfg.linkTls,
       metrics,
       factory: (t) => new RegServerSession(t, sessionOpts, deps),
     });

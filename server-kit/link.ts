@@ -11,6 +11,12 @@
 //   OPEN       gw -> server   payload observed client IP (UTF-8)
 //   DATA       both           payload one device frame, passed through untouched
 //   CLOSE      both           payload close code (u16 BE) | reason (UTF-8)
+// After AUTH_OK every message also ends in a 16-byte tag: HMAC-SHA256 under a per-connection,
+// per-direction key derived from the link key and both nonces, over the direction's sequence
+// number and the message (LinkMac). The challenge alone proved who opened the link; the tags
+// keep anyone on the path without the key from rewriting an observed IP, injecting a CLOSE or
+// dropping a frame afterwards (LINK_BAD_MAC, the link closes 1008).
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { equalBytes } from '@noble/ciphers/utils.js';
 import { utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import type { WebSocket, WebSocketServer, RawData } from 'ws';
@@ -24,10 +30,88 @@ import { tickCorker } from './tick-cork.ts';
 
 export const LinkKind = { OPEN: 0x01, DATA: 0x02, CLOSE: 0x03, CHALLENGE: 0x10, AUTH: 0x11, AUTH_OK: 0x12 } as const;
 export const LINK_HEADER = 5;
-/** Largest link message: a device frame of the largest size plus the header and slack. */
+/** Largest link message: a device frame of the largest size plus the header, tag and slack. */
 export const LINK_MAX_PAYLOAD = Limits.maxFrameBytes + 1024;
+/** Bytes of the truncated HMAC-SHA256 that ends every link message after AUTH_OK. */
+export const LINK_TAG = 16;
 const NONCE = 32;
 const td = new TextDecoder('utf-8', { fatal: true });
+
+/** RFC 6455 §5.5: a close frame's body is at most 125 bytes, 2 of them the code. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * A close reason that fits a WebSocket close frame: at most 123 UTF-8 bytes, cut at a code
+ * point boundary (ws throws on a longer one, and the throw left the socket open).
+ */
+export function closeReason(reason: string): string {
+  const b = utf8(reason);
+  if (b.length <= MAX_CLOSE_REASON_BYTES) return reason;
+  let end = MAX_CLOSE_REASON_BYTES;
+  // Back up over continuation bytes (10xxxxxx) to the start of the cut code point.
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
+  return td.decode(b.subarray(0, end));
+}
+
+/** The two directions' MAC keys of one authenticated link connection. */
+export function linkMacKeys(key: Uint8Array, nonceS: Uint8Array, nonceG: Uint8Array, name: string): { toServer: Uint8Array; toGateway: Uint8Array } {
+  const ctx = concatBytes(nonceS, nonceG, utf8(name));
+  return { toServer: kdf(key, 'usbphone/v1 link mac gateway->server', ctx), toGateway: kdf(key, 'usbphone/v1 link mac server->gateway', ctx) };
+}
+
+function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/**
+ * The MACs of one link connection after AUTH_OK: seal() appends the tag of the next outgoing
+ * message, open() checks and strips the tag of the next incoming one. The sequence numbers are
+ * implicit (each side counts): the link is one ordered TCP stream, so any drop, repeat,
+ * reorder or insertion shows as a tag that does not verify.
+ */
+export class LinkMac {
+  #sendSeq = 0n;
+  #recvSeq = 0n;
+  readonly #seqBuf = new DataView(new ArrayBuffer(8));
+
+  constructor(private readonly sendKey: Uint8Array, private readonly recvKey: Uint8Array) {}
+
+  #tag(key: Uint8Array, seq: bigint, msg: Uint8Array): Uint8Array {
+    this.#seqBuf.setBigUint64(0, seq);
+    const h = createHmac('sha256', key);
+    h.update(new Uint8Array(this.#seqBuf.buffer));
+    h.update(msg);
+    return h.digest().subarray(0, LINK_TAG);
+  }
+
+  /** One link message with its tag (the message is built here to avoid a copy). */
+  seal(kind: number, connId: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+    const n = LINK_HEADER + payload.length;
+    const out = new Uint8Array(n + LINK_TAG);
+    out[0] = kind;
+    new DataView(out.buffer).setUint32(1, connId >>> 0);
+    out.set(payload, LINK_HEADER);
+    out.set(this.#tag(this.sendKey, this.#sendSeq++, out.subarray(0, n)), n);
+    return out;
+  }
+
+  /** The message without its tag; LINK_BAD_MAC when the tag is not the next one expected. */
+  open(data: Uint8Array): LinkFrame {
+    if (data.length < LINK_HEADER + LINK_TAG) throw new ProtocolError('LINK_BAD_MAC', 'link frame shorter than its header and tag');
+    const n = data.length - LINK_TAG;
+    const want = this.#tag(this.recvKey, this.#recvSeq, data.subarray(0, n));
+    const got = data.subarray(n);
+    if (!timingSafeEqual(want, got)) throw new ProtocolError('LINK_BAD_MAC', 'link frame tag does not verify (altered, injected, dropped or reordered)');
+    this.#recvSeq++;
+    return decodeLink(data.subarray(0, n));
+  }
+}
 
 export interface LinkFrame { kind: number; connId: number; payload: Uint8Array }
 
@@ -46,12 +130,17 @@ export function decodeLink(data: Uint8Array): LinkFrame {
   return { kind, connId: new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(1), payload: data.subarray(LINK_HEADER) };
 }
 
-export function encodeClose(connId: number, code: number, reason: string): Uint8Array {
-  const r = utf8(reason.slice(0, 120));
+/** A CLOSE payload: code | reason cut to what a WebSocket close frame can carry. */
+export function closePayload(code: number, reason: string): Uint8Array {
+  const r = utf8(closeReason(reason));
   const p = new Uint8Array(2 + r.length);
   new DataView(p.buffer).setUint16(0, code);
   p.set(r, 2);
-  return encodeLink(LinkKind.CLOSE, connId, p);
+  return p;
+}
+
+export function encodeClose(connId: number, code: number, reason: string): Uint8Array {
+  return encodeLink(LinkKind.CLOSE, connId, closePayload(code, reason));
 }
 
 export function decodeClose(payload: Uint8Array): { code: number; reason: string } {
@@ -98,6 +187,8 @@ export interface LinkServerOptions {
   authTimeoutMs?: number;
   /** Most device sessions one link may carry at once. */
   maxSessions?: number;
+  /** Told the code of every link refused (for a metric). */
+  onRefused?(code: string): void;
 }
 
 /**
@@ -113,25 +204,37 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
   wss.on('connection', (ws: WebSocket, req) => {
     const peer = req.socket.remoteAddress;
     const nonceS = systemRng(NONCE);
-    let authed = false;
+    let lmac: LinkMac | null = null;
     const sessions = new Map<number, SessionHandler>();
     const hold = tickCorker(req.socket);
+    let refused = false;
     const refuse = (code: string, why: string) => {
+      if (refused) return;
+      refused = true;
       log.warn('link refused', { code, peer, why });
+      opts.onRefused?.(code);
       ws.close(CloseCode.policy, code);
+      // Nothing more is read from a link that broke its rules; don't wait 30 s for its close.
+      setTimeout(() => ws.terminate(), 1_000).unref();
     };
     const timer = setTimeout(() => refuse('LINK_AUTH_TIMEOUT', 'no AUTH in time'), authTimeoutMs);
     ws.send(encodeLink(LinkKind.CHALLENGE, 0, nonceS));
+    const send = (kind: number, connId: number, payload?: Uint8Array) => {
+      if (!lmac || refused || ws.readyState !== ws.OPEN) return;
+      hold();
+      ws.send(lmac.seal(kind, connId, payload));
+    };
 
     ws.on('message', (data, isBinary) => {
+      if (refused) return;
       let f: LinkFrame;
       try {
         if (!isBinary) throw new ProtocolError('LINK_BAD_FRAME', 'text message on the link');
-        f = decodeLink(toBytes(data));
+        f = lmac ? lmac.open(toBytes(data)) : decodeLink(toBytes(data));
       } catch (e) {
         return refuse((e as ProtocolError).code ?? 'LINK_BAD_FRAME', (e as Error).message);
       }
-      if (!authed) {
+      if (!lmac) {
         if (f.kind !== LinkKind.AUTH || f.payload.length < 2 * NONCE + 1) return refuse('LINK_AUTH_FAILED', 'first frame is not AUTH');
         const nonceG = f.payload.subarray(0, NONCE);
         const got = f.payload.subarray(NONCE, 2 * NONCE);
@@ -142,9 +245,10 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
           return refuse('LINK_AUTH_FAILED', 'name is not UTF-8');
         }
         if (name !== opts.name || !equalBytes(clientAuthMac(opts.key, nonceS, nonceG, name), got)) return refuse('LINK_AUTH_FAILED', 'bad link MAC or name');
-        authed = true;
         clearTimeout(timer);
         ws.send(encodeLink(LinkKind.AUTH_OK, 0, serverAuthMac(opts.key, nonceS, nonceG, name)));
+        const k = linkMacKeys(opts.key, nonceS, nonceG, name);
+        lmac = new LinkMac(k.toGateway, k.toServer);
         log.info('link up', { peer });
         return;
       }
@@ -159,7 +263,7 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
           }
           const connId = f.connId;
           if (live >= maxSessions) {
-            ws.send(encodeClose(connId, CloseCode.tryAgainLater, 'SRV_BUSY'));
+            send(LinkKind.CLOSE, connId, closePayload(CloseCode.tryAgainLater, 'SRV_BUSY'));
             return;
           }
           let open = true;
@@ -167,17 +271,14 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
             observedIp: ip,
             via: 'gateway',
             send(frame) {
-              if (!open || ws.readyState !== ws.OPEN) return;
-              hold();
-              ws.send(encodeLink(LinkKind.DATA, connId, frame));
+              if (!open) return;
+              send(LinkKind.DATA, connId, frame);
             },
             close(code, reason) {
               if (!open) return;
               open = false;
               if (sessions.delete(connId)) live--;
-              if (ws.readyState !== ws.OPEN) return;
-              hold();
-              ws.send(encodeClose(connId, code, reason));
+              send(LinkKind.CLOSE, connId, closePayload(code, reason));
             },
             bufferedAmount: () => ws.bufferedAmount,
           };
@@ -215,7 +316,7 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
       for (const s of sessions.values()) s.onClose();
       live -= sessions.size;
       sessions.clear();
-      if (authed) log.info('link down', { peer });
+      if (lmac) log.info('link down', { peer });
     });
     ws.on('error', () => {});
   });

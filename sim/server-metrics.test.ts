@@ -46,7 +46,8 @@ test('server metrics count phones\' sessions, credentials, logins and refusals',
       ws.on('error', () => resolve());
     });
 
-    const regText = await (await fetch(`http://127.0.0.1:${reg}/metrics`)).text();
+    // /metrics is served on the link port, never on a device-facing port.
+    const regText = await (await fetch(`http://127.0.0.1:${ports['reg-primary']!.link}/metrics`)).text();
     assert.is(sample(regText, 'usbphone_server_events_total', { event: 'credentials_issued', server: 'reg-primary' }), 2);
     assert.is(sample(regText, 'usbphone_server_events_total', { event: 'device_not_found' }), 1);
     assert.is(sample(regText, 'usbphone_server_sessions_total', { via: 'gateway' }), 3);
@@ -55,8 +56,7 @@ test('server metrics count phones\' sessions, credentials, logins and refusals',
     assert.is(refusals.length, 1, regText);
     assert.match(refusals[0]!, /code="CBOR_[A-Z_]+".* 1$/);
 
-    const biz = ports['biz-east']!.device!;
-    const bizText = await (await fetch(`http://127.0.0.1:${biz}/metrics`)).text();
+    const bizText = await (await fetch(`http://127.0.0.1:${ports['biz-east']!.link}/metrics`)).text();
     assert.is(sample(bizText, 'usbphone_server_events_total', { event: 'login_ok', server: 'biz-east' }), 2);
     assert.is(sample(bizText, 'usbphone_server_events_total', { event: 'password_promoted' }), 2);
     assert.is(sample(bizText, 'usbphone_server_events_total', { event: 'password_confirmed' }), 1);
