@@ -107,6 +107,8 @@ export const command: Command = {
       const { ensureKeyFile, readKeyFile } = await import('../server-kit/keyfiles.ts');
       const running = readRunningBizServers(stateDir);
       let accounts;
+      // Said once the enrollment worked: a failure is one line, its own.
+      let via = '';
       if (running.length > 0) {
         // Online: the servers own their store (docs/decisions.md).
         const { AdminClient } = await import('../server-kit/admin-rpc.ts');
@@ -114,7 +116,7 @@ export const command: Command = {
         const admin = running.map((x) => new AdminClient({ target: x.name, url: x.adminUrl, key }));
         clients = admin;
         accounts = accountsViaAdmin(admin);
-        process.stderr.write(`usbphone enroll: business accounts through the admin API of ${running.map((x) => x.name).join(', ')}\n`);
+        via = `business accounts through the admin API of ${running.map((x) => x.name).join(', ')}`;
       } else {
         // Offline: the accounts database wraps login keys under the state directory's storage
         // key (created here when the servers have not run yet, as `serve` would).
@@ -122,8 +124,10 @@ export const command: Command = {
         const b = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
         biz = b;
         accounts = accountsInStore(b);
+        via = `no server of this state directory is running: business accounts in ${files.bizDb}`;
       }
       const results = await enrollDevices({ reg: r, accounts }, records, { account: v.account as string | undefined, user: v.user as string | undefined });
+      process.stderr.write(`usbphone enroll: ${via}\n`);
       if (v.json) process.stdout.write(JSON.stringify(results) + '\n');
       else for (const x of results) process.stdout.write(`${x.serial}: device ${x.device}, user ${x.user}, account ${x.account} (${x.bizAccount})\n`);
       return 0;

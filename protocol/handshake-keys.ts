@@ -12,7 +12,8 @@ import { kdf, kdfExtract, kdfExpand, mac } from './keys.ts';
 import { encode, type CborValue } from './cbor.ts';
 import { NONCE_BYTES } from './messages.ts';
 
-export type Rng = (n: number) => Uint8Array;
+import type { Rng } from './rng.ts';
+export type { Rng };
 
 /** HKDF labels of the handshake and the traffic keys (docs/protocol.md §5.2). */
 export const HS_LABEL = {

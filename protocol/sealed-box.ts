@@ -15,7 +15,7 @@
 // type is our bug: TypeError; a key or nonce of the wrong length: RangeError (noble's abytes
 // convention).
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
-import type { Rng } from './channel.ts';
+import type { Rng } from './rng.ts';
 
 export const BOX_KEY_BYTES = 32;
 export const BOX_NONCE_BYTES = 24;

@@ -7,7 +7,7 @@
 // seed) and an all-zero nonce, consumed in order; any implementation can reproduce it.
 import { chacha20 } from '@noble/ciphers/chacha.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import type { Rng } from './channel.ts';
+import type { Rng } from './rng.ts';
 
 const CHUNK = 1024; // bytes of keystream made at a time (16 blocks)
 
