@@ -8,11 +8,11 @@ import { runInNewContext } from 'node:vm';
 import { FlashChip, FlashStatus, W25Q64 } from '../firmware/flash/chip.ts';
 import { CowBacking } from '../firmware/flash/backing.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
-import { DeviceBus, VENDOR_UNLOCK_SEQUENCE } from '../firmware/flash/bus.ts';
+import { DeviceBus } from '../firmware/flash/bus.ts';
 import { parseTable } from '../firmware/zones/layout.ts';
 import { readIsoFile } from '../firmware/zones/iso9660.ts';
 import { readFatFile, writeFatFile, deleteFatFile, type ReadSectors, type WriteSectors } from '../firmware/zones/fat.ts';
-import { readIdentity, openStore } from '../firmware/zones/hidden.ts';
+import { SeClient } from '../firmware/secure/client.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { inspectImage } from '../firmware/factory/inspect.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
@@ -93,9 +93,10 @@ row('inspect with fuses + secret scan, median of 7', `${time(7, () => inspectIma
       return r.status === FlashStatus.OK ? r.data : null;
     };
     if (!readIsoFile(blocks, 'AUTORUN.INF') || !readIsoFile(blocks, 'UPMON.CFG') || !readFatFile(sectors, 'MAIN.CFG')) throw new Error('boot read failed');
-    bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
-    if (readIdentity(bus.vendor).status !== FlashStatus.OK) throw new Error('identity');
-    if (openStore(bus.vendor).store!.write(record) !== FlashStatus.OK) throw new Error('write');
+    // The hidden zone through the secure controller, as the firmware reaches it.
+    const se = new SeClient((a) => bus.se.transmit(a));
+    if (!se.identity().ok) throw new Error('identity');
+    if (!se.writeRecord(record).ok) throw new Error('write');
     fleet.push(bus);
     chips.push(chip);
   }
@@ -123,8 +124,7 @@ row('inspect with fuses + secret scan, median of 7', `${time(7, () => inspectIma
   const payload = new Uint8Array(700).fill(0x2a);
   const prep = new FlashChip({ backing: new CowBacking(image) });
   const pb = new DeviceBus(prep, fuses, p.table);
-  pb.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
-  openStore(pb.vendor).store!.write(new Uint8Array(300).fill(1));
+  new SeClient((a) => pb.se.transmit(a)).writeRecord(new Uint8Array(300).fill(1));
   const before = prep.peek(0, W25Q64.sizeBytes);
   let cuts = 0;
   const t = performance.now();
@@ -132,13 +132,12 @@ row('inspect with fuses + secret scan, median of 7', `${time(7, () => inspectIma
     for (let torn = 0; torn < 256; torn++) {
       const chip = new FlashChip({ backing: new CowBacking(before) });
       const bus = new DeviceBus(chip, fuses, p.table);
-      bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
       chip.faults.powerCutAfterOps = op;
       chip.faults.tornBytes = torn;
-      openStore(bus.vendor).store!.write(payload);
+      new SeClient((a) => bus.se.transmit(a)).writeRecord(payload);
       bus.powerCycle();
-      bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
-      if (openStore(bus.vendor).store!.read().status !== FlashStatus.OK) throw new Error('lost');
+      const back = new SeClient((a) => bus.se.transmit(a)).readRecord();
+      if (!back.ok || !back.value) throw new Error('lost');
       cuts++;
       if (op === 0) break;
     }

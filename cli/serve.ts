@@ -47,8 +47,8 @@ options:
                   instead of the human lines
   -h, --help      this help
 
-GET /healthz and /metrics answer on the gateway port and on each server's device and link
-ports (not on the admin ports). Stops on Ctrl-C (SIGINT), SIGTERM or SIGHUP. If 'all'
+GET /healthz and /metrics answer on the gateway's operator port (the gateway port + 1; not
+on the device port) and on each server's link port (not on the admin ports). Stops on Ctrl-C (SIGINT), SIGTERM or SIGHUP. If 'all'
 cannot start, the key and database files it created are removed again.
 Exit: 0 stopped cleanly, 1 could not start, 2 bad usage or configuration.
 `;
@@ -123,7 +123,8 @@ export const command: Command = {
         const { startStack } = await import('../deploy/stack.ts');
         const stack = await startStack({ stateDir, gatewayPort: base, host: args.host as string | undefined });
         const ports = stack.ports();
-        const health = stack.gatewayUrl.replace(/^ws/, 'http');
+        // /healthz and /metrics answer on the gateway's operator port, not the device port.
+        const health = `http://${new URL(stack.gatewayUrl).hostname}:${ports['gateway-operator']}/`;
         say(
           [
             `servers ready: gateway ${stack.gatewayUrl} (state directory ${stateDir})`,

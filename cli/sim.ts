@@ -108,13 +108,24 @@ function gatewayUrl(v: string): string {
   return u;
 }
 
-/** The gateway answers GET /healthz, or SIM_NO_GATEWAY. */
+/**
+ * The gateway accepts a WebSocket on its device port, or SIM_NO_GATEWAY. (Its /healthz is on
+ * the operator port, which the device-facing URL does not name.)
+ */
 async function checkGateway(url: string, state: string): Promise<void> {
   try {
-    const r = await fetch(url.replace(/^ws/, 'http') + 'healthz', { signal: AbortSignal.timeout(3_000) });
-    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const { WebSocket } = await import('ws');
+    await new Promise<void>((resolve, reject) => {
+      const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 3_000 });
+      ws.once('open', () => {
+        ws.close(1000);
+        resolve();
+      });
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+      ws.once('error', reject);
+    });
   } catch (e) {
-    const why = (e as Error & { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error & { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
     throw new CliError('SIM_NO_GATEWAY', `no gateway answers at ${url} (${why}); start the servers first: make serve (usbphone serve all --state ${state})`);
   }
 }
@@ -241,7 +252,7 @@ export const command: Command = {
         if (r.saved) {
           const s = r.saved;
           const last = s.servers.find((x) => x.name === s.lastServer);
-          out(`saved login (hidden zone, sealed with the fuse key): user ${s.user}, password generation(s) ${s.secrets.map((x) => x.gen).join(', ')}, last server ${s.lastServer ?? 'none'}${last ? ` at ${last.url}` : ''}`);
+          out(`saved login (record sealed by the secure element; secrets in its slot): user ${s.user}, password generation(s) ${s.gens.join(', ')}, last server ${s.lastServer ?? 'none'}${last ? ` at ${last.url}` : ''}`);
         } else out('saved login: none');
         if (o.ok) out(`run the same command again for a second boot (a password change, S0.14); 'make clean' (or deleting ${state}) starts over`);
         else if (gateway) out(`is ${state} the state directory of the servers at ${gateway}? the trace above says where the login stopped`);

@@ -22,3 +22,18 @@ export async function testStack(opts: Partial<StackOptions> = {}): Promise<Stack
   };
   return stack;
 }
+
+/**
+ * Polls `read` until `ok` holds (or `timeoutMs` passes) and returns the last value: for state a
+ * server changes after the client has moved on (a business login's promotion happens when the
+ * server takes the client's finish, which the client does not wait for).
+ */
+export async function eventually<T>(read: () => T, ok: (v: T) => boolean, timeoutMs = 3_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let v = read();
+  while (!ok(v) && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 10));
+    v = read();
+  }
+  return v;
+}

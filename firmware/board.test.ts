@@ -8,8 +8,11 @@ import { MainProgram, programHash, type MainOutcome } from './main-program.ts';
 import { EventLoop } from './loop.ts';
 import { defaultDeviceConfig, type Board } from './board.ts';
 import { Scheduler, SimNetwork, simRng, type SimConn } from './hal/sim-hal.ts';
-import type { PhoneStorage, StorageResult } from './storage.ts';
-import type { SavedLogin } from './saved-login.ts';
+import type { StorageResult } from './storage.ts';
+import type { PhoneStorage } from './saved-login.ts';
+import type { SavedLoginRecord } from './saved-login.ts';
+import { softClientKeyOps, type ClientKeyOps } from '../protocol/handshake-keys.ts';
+import { secretWrapKey, unwrapSecret } from '../protocol/secret-wrap.ts';
 import { RegistrationServer } from '../protocol/registration.ts';
 import { LoginServer } from '../protocol/login.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
@@ -46,7 +49,7 @@ function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decode
   };
 }
 
-function world(o: { saved?: SavedLogin; regUp?: boolean; found?: boolean; pendingGen?: number }) {
+function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number }) {
   const sched = new Scheduler();
   const net = new SimNetwork(sched);
   const confirmed: number[] = [];
@@ -69,13 +72,41 @@ function world(o: { saved?: SavedLogin; regUp?: boolean; found?: boolean; pendin
     confirm: (_u, gen) => (confirmed.push(gen), true),
   })));
 
-  let saved: SavedLogin | null = o.saved ?? null;
+  let saved: SavedLoginRecord | null = o.saved ?? null;
+  // A chip in memory (the second implementation of the storage seam's chip half): the device
+  // key and the business secrets stay in this closure; the programs get key holders only.
+  let held = new Map(o.held ?? []);
   const ok = <T>(value: T): StorageResult<T> => ({ ok: true, value });
+  const deviceKey = deriveDeviceKey(master, serial);
+  const loginKeys = (): ClientKeyOps => {
+    let inner: ClientKeyOps | null = null;
+    return {
+      opening: (type, seq, dest, fields) => {
+        const gen = fields[2] as number;
+        inner = softClientKeyOps(passwordLoginKey(held.get(gen)!, user), simRng(gen, 'board chip'));
+        return inner.opening(type, seq, dest, fields);
+      },
+      proof: (p) => inner!.proof(p),
+      abort: () => inner?.abort(),
+    };
+  };
   const storage: PhoneStorage = {
     readVirtualFile: () => ({ ok: false, status: 'ERR_NOT_USED' }),
     mountVirtual: () => ({ ok: false, status: 'ERR_NOT_USED' }),
     readFreeFile: (n) => (n === 'MAIN.EXE' ? ok(MAIN) : { ok: false, status: 'ERR_NOT_FOUND' }),
-    readIdentity: () => ok({ serial, deviceKey: deriveDeviceKey(master, serial), keyVersion: 1, serialToken: makeSerialToken(master, 1, serial), uniqueId: new Uint8Array(8) }),
+    readIdentity: () => ok({ serial, keyVersion: 1, serialToken: makeSerialToken(master, 1, serial) }),
+    deviceKeys: () => softClientKeyOps(deviceKey, simRng(1, 'board chip')),
+    loginKeys,
+    importSecret: (u, gen, currentGen, wrapped) => {
+      const sec = unwrapSecret(secretWrapKey(deviceKey), u, gen, wrapped);
+      if (!sec) return { ok: false, status: 'SW_VERIFICATION_FAILED' };
+      const keep = held.get(currentGen);
+      held = new Map([[gen, sec]]);
+      if (keep && currentGen !== gen) held.set(currentGen, keep);
+      return ok(undefined);
+    },
+    retireOlder: (gen) => ((held = new Map([...held].filter(([g]) => g >= gen))), ok(undefined)),
+    secrets: () => ok(held.size ? { user, gens: [...held.keys()].sort((a, b) => b - a) } : null),
     loadLogin: () => ok(saved),
     saveLogin: (l) => ((saved = l), ok(undefined)),
   };
@@ -104,23 +135,24 @@ function world(o: { saved?: SavedLogin; regUp?: boolean; found?: boolean; pendin
     sched.run();
     return { up: up as UpmonOutcome | null, main: main as MainOutcome | null };
   };
-  return { run, traces, notices, confirmed, saved: () => saved };
+  return { run, traces, notices, confirmed, saved: () => saved, gens: () => [...held.keys()].sort((a, b) => b - a) };
 }
 
-const prior: SavedLogin = { user, secrets: [{ gen: 1, secret: secret(1) }], servers: [biz], lastServer: 'biz-east' };
+const prior: SavedLoginRecord = { user, servers: [biz], lastServer: 'biz-east' };
+const held1 = () => new Map([[1, secret(1)]]);
 
 test('registration, save, login with the new secret, confirmation: on a fake board, driven by the protocol server machines', () => {
-  const w = world({ saved: prior });
+  const w = world({ saved: prior, held: held1() });
   const { up, main } = w.run();
   assert.is(up?.kind, 'registered');
   assert.equal(main, { ok: true, server: 'biz-east', gen: 2, via: 'registration' });
   assert.equal(w.confirmed, [2], 'the business server saw the confirmation of gen 2');
-  assert.equal(w.saved()!.secrets.map((s) => s.gen), [2], 'only the secret that worked stays saved');
-  assert.equal(w.traces.map((t) => t.split(' ').slice(0, 2).join(' ')), ['S0.4 ok', 'S0.5 ok', 'S0.8 ok', 'S0.10 ok', 'S0.11 ok', 'S0.12 ok', 'S0.14 ok', 'S0.11 ok']);
+  assert.equal(w.gens(), [2], 'the older generation retired once the server acknowledged the newer');
+  assert.equal(w.traces.map((t) => t.split(' ').slice(0, 2).join(' ')), ['S0.4 ok', 'S0.5 ok', 'S0.8 ok', 'S0.10 ok', 'S0.11 ok', 'S0.14 ok', 'S0.11 ok']);
 });
 
 test('no registration server: the saved login is used (S0.13); an unknown device gets the "not registered" notice (S0.9)', () => {
-  const w = world({ saved: prior, regUp: false });
+  const w = world({ saved: prior, held: held1(), regUp: false });
   const { up, main } = w.run();
   assert.is(up?.kind, 'registration-failed');
   assert.equal(main, { ok: true, server: 'biz-east', gen: 1, via: 'saved' });
@@ -131,13 +163,14 @@ test('no registration server: the saved login is used (S0.13); an unknown device
   assert.equal(nf.notices, ['This phone is not registered: device not registered']);
 });
 
-test('a login refused by the business server falls back to the older saved secret; nothing newer is saved', () => {
+test('a login refused by the business server falls back to the older secret; the newer one is kept, nothing retired', () => {
   // The business server never received gen 2 (its pending slot holds gen 3): the device's new secret is refused.
-  const w = world({ saved: prior, pendingGen: 3 });
+  const w = world({ saved: prior, held: held1(), pendingGen: 3 });
   const { main } = w.run();
   assert.equal(main, { ok: true, server: 'biz-east', gen: 1, via: 'registration' });
   assert.ok(w.traces.some((t) => /^S0\.11 FAIL login biz-east: gen 2 failed: BIZ_AUTH_FAILED/.test(t)), w.traces.join('\n'));
-  assert.equal(w.saved()!.secrets.map((s) => s.gen), [1]);
+  // The newer generation is kept: the server may still accept it (issue 9: only older ones are retired).
+  assert.equal(w.gens(), [2, 1]);
 });
 
 test.run();

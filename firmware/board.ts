@@ -5,7 +5,7 @@
 // interface, never Device, so device.ts can import the programs without an import circle.
 import type { Clock, Network, Rng } from './hal/hal.ts';
 import type { EventLoop } from './loop.ts';
-import type { PhoneStorage } from './storage.ts';
+import type { PhoneStorage } from './saved-login.ts';
 import { Limits } from '../protocol/limits.ts';
 
 export interface DeviceConfig {

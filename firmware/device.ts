@@ -2,11 +2,13 @@
 // on plug-in: boot (AutoRun, S0.3) -> UPMon (S0.4-S0.10) -> main program (S0.11-S0.14).
 import type { Clock, HalBase, Host, NetSocket, Network, Rng, TraceEvent } from './hal/hal.ts';
 import { EventLoop } from './loop.ts';
-import type { PhoneStorage } from './storage.ts';
+import type { PhoneStorage } from './saved-login.ts';
 import { boot } from './boot.ts';
 import { Upmon, type UpmonOutcome } from './upmon.ts';
 import { MainProgram, type MainOutcome } from './main-program.ts';
 import { defaultDeviceConfig, type Board, type DeviceConfig } from './board.ts';
+import { ChipPowerLost } from './secure/client.ts';
+import type { ClientKeyOps } from '../protocol/handshake-keys.ts';
 
 // Where sim/ and the CLI have always found the configuration (the type lives with the Board).
 export { defaultDeviceConfig, type DeviceConfig };
@@ -29,6 +31,18 @@ function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
     if (!r.ok && (r as unknown as { status: string }).status === 'ERR_POWER_LOST') throw new PowerLost(where);
     return r;
   };
+  // The chip's key holders lose power inside a command: they throw ChipPowerLost, which halts.
+  const keys = (where: string, ops: ClientKeyOps): ClientKeyOps => {
+    const halt = <A extends unknown[], R>(f: (...a: A) => R) => (...a: A): R => {
+      try {
+        return f(...a);
+      } catch (e) {
+        if (e instanceof ChipPowerLost) throw new PowerLost(`${where} (${e.command})`);
+        throw e;
+      }
+    };
+    return { opening: halt(ops.opening), proof: halt(ops.proof), abort: ops.abort };
+  };
   return {
     readVirtualFile: (n) => check('read virtual zone', s.readVirtualFile(n)),
     mountVirtual: () => {
@@ -37,6 +51,11 @@ function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
     },
     readFreeFile: (n) => check('read free zone', s.readFreeFile(n)),
     readIdentity: () => check('read identity', s.readIdentity()),
+    deviceKeys: () => keys('registration handshake', s.deviceKeys()),
+    loginKeys: () => keys('login handshake', s.loginKeys()),
+    importSecret: (u, g, c, w) => check('import secret', s.importSecret(u, g, c, w)),
+    retireOlder: (g) => check('retire older secrets', s.retireOlder(g)),
+    secrets: () => check('read secret slots', s.secrets()),
     loadLogin: () => check('load saved login', s.loadLogin()),
     saveLogin: (l) => check('save login', s.saveLogin(l)),
   };

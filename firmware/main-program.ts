@@ -1,7 +1,9 @@
 // The main program (S0.11-S0.14): logs into a business server with what UPMon handed over,
 // or, when no registration server answered, with the saved login (S0.13); tries servers in
-// order and the newest secret first; after a login saves what it used (S0.12), which also
-// replaces the old secret after a password change (S0.14), and only then confirms the change.
+// order and the newest secret first, each login computed inside the chip; after a login saves
+// the server it used (S0.12), confirms a password change, and only once the server acknowledged
+// the newer generation retires the older ones in the chip (S0.14). A login that worked with an
+// older generation keeps the newer one: the server may still accept it later.
 // The exchange itself is protocol/login.ts's LoginClient; this file keeps the program.
 import { sha256 } from '@noble/hashes/sha2.js';
 import { LoginClient } from '../protocol/login.ts';
@@ -9,7 +11,7 @@ import type { ServerChoice } from '../protocol/messages.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { ClientSession, isSessionEnd } from './client-session.ts';
 import { backoffMs } from './loop.ts';
-import { afterLogin, serverOrder, type SavedLogin, type Secret } from './saved-login.ts';
+import { afterLogin, serverOrder, loadSaved, type SavedLogin } from './saved-login.ts';
 import type { Board } from './board.ts';
 import type { UpmonOutcome } from './upmon.ts';
 
@@ -20,11 +22,11 @@ export type MainOutcome =
 export class MainProgram {
   #login: SavedLogin | null = null;
   #via: 'registration' | 'saved' = 'registration';
-  #tries: { server: ServerChoice; secret: Secret }[] = [];
+  #tries: { server: ServerChoice; gen: number }[] = [];
   #failures: string[] = [];
   #round = 0;
   /** Tries that failed only because the server was unreachable: the next round retries them. */
-  #retry: { server: ServerChoice; secret: Secret }[] = [];
+  #retry: { server: ServerChoice; gen: number }[] = [];
 
   constructor(
     private readonly dev: Board,
@@ -45,7 +47,7 @@ export class MainProgram {
       this.#login = this.up.login;
     } else {
       this.#via = 'saved';
-      const saved = dev.storage.loadLogin();
+      const saved = loadSaved(dev.storage);
       if (!saved.ok || !saved.value) {
         const why = saved.ok ? 'no saved login' : `saved login unreadable (${saved.status})`;
         dev.trace('S0.13', 'saved login', why, false);
@@ -64,9 +66,9 @@ export class MainProgram {
    * last worked first (S0.13).
    */
   #plan(): void {
-    const secrets = [...this.#login!.secrets].sort((a, b) => b.gen - a.gen);
+    const gens = [...this.#login!.gens].sort((a, b) => b - a);
     const servers = this.#via === 'saved' ? serverOrder(this.#login!) : this.#login!.servers;
-    for (const server of servers) for (const secret of secrets) this.#tries.push({ server, secret });
+    for (const server of servers) for (const gen of gens) this.#tries.push({ server, gen });
   }
 
   #next(): void {
@@ -83,23 +85,23 @@ export class MainProgram {
       return this.done({ ok: false, kind: 'login-failed', reason: `no business login succeeded (${this.#failures.join('; ')})` });
     }
     const login = this.#login!;
-    const newest = Math.max(...login.secrets.map((s) => s.gen));
+    const newest = Math.max(...login.gens);
     let savedOk = false;
     let loggedIn = false;
-    /** S0.12 / S0.14: save what worked before anything else; keep only that secret. Returns whether to confirm. */
+    /** S0.12: save the server that worked before anything else. Returns whether to confirm a change (S0.14). */
     const save = (): boolean => {
       loggedIn = true;
-      const next = afterLogin(login, t.secret, t.server.name);
+      const next = afterLogin(login, t.server.name);
       // Nothing changed (a login from the saved copy on the same server): spare the flash.
-      const unchanged = login.secrets.length === 1 && login.lastServer === t.server.name;
+      const unchanged = login.lastServer === t.server.name;
       const r = unchanged ? ({ ok: true } as const) : dev.storage.saveLogin(next);
       savedOk = r.ok;
-      if (r.ok) this.#login = next;
-      if (!unchanged) dev.trace('S0.12', 'save login', r.ok ? `user ${login.user}, gen ${t.secret.gen}, server ${t.server.name} (${hostOf(t.server.url)}) saved` : `save failed (${r.status}); the older secret stays saved`, r.ok);
-      // Confirm the change only once it is saved, and only for a secret newer than the saved one.
-      return r.ok && login.secrets.length > 1 && t.secret.gen === newest;
+      if (r.ok) this.#login = { ...next, gens: login.gens };
+      if (!unchanged) dev.trace('S0.12', 'save login', r.ok ? `user ${login.user}, gen ${t.gen}, server ${t.server.name} (${hostOf(t.server.url)}) saved` : `save failed (${r.status}); the older record stays`, r.ok);
+      // Confirm a change only for the newest generation while an older one is still held.
+      return login.gens.length > 1 && t.gen === newest;
     };
-    const machine = new LoginClient({ dest: t.server.name, user: login.user, gen: t.secret.gen, secret: t.secret.secret, rng: dev.rng });
+    const machine = new LoginClient({ dest: t.server.name, user: login.user, gen: t.gen, secret: dev.storage.loginKeys(), rng: dev.rng });
     const s = new ClientSession(
       dev,
       t.server.url,
@@ -115,20 +117,25 @@ export class MainProgram {
         if (confirm) s.arm('password-change acknowledgement');
       },
       (r) => {
-        if (!isSessionEnd(r) && r.kind === 'ok' && r.confirmed) dev.trace('S0.14', `password change -> ${s.dest}`, `gen ${t.secret.gen} confirmed`, true);
+        if (!isSessionEnd(r) && r.kind === 'ok' && r.confirmed) {
+          // The server acknowledged the newer generation: only now are the older ones let go.
+          const retired = dev.storage.retireOlder(t.gen);
+          dev.trace('S0.14', `password change -> ${s.dest}`, retired.ok ? `gen ${t.gen} confirmed; older generations retired in the secure element` : `gen ${t.gen} confirmed; the older generation stays (${retired.status})`, true);
+          if (retired.ok) this.#login = { ...this.#login!, gens: [t.gen] };
+        }
         if (loggedIn && isSessionEnd(r)) {
-          // Logged in and saved; only the confirmation was lost. The business server promoted
-          // the secret at login, so nothing is at risk: report the login.
-          dev.trace('S0.14', `password change -> ${t.server.name}`, `confirmation not acknowledged (${r.why})`, false);
+          // Logged in; only the confirmation was lost. Both generations stay in the chip, so
+          // the next login works whichever the server holds.
+          dev.trace('S0.14', `password change -> ${t.server.name}`, `confirmation not acknowledged (${r.why}); both generations kept`, false);
         }
         if (loggedIn) {
-          dev.trace('S0.11', `login <- ${t.server.name}`, `confirmed: logged in as ${login.user} with gen ${t.secret.gen}${savedOk ? '' : ' (not saved)'}`, true, s.ms);
-          return this.done({ ok: true, server: t.server.name, gen: t.secret.gen, via: this.#via });
+          dev.trace('S0.11', `login <- ${t.server.name}`, `confirmed: logged in as ${login.user} with gen ${t.gen}${savedOk ? '' : ' (not saved)'}`, true, s.ms);
+          return this.done({ ok: true, server: t.server.name, gen: t.gen, via: this.#via });
         }
         const why = isSessionEnd(r) ? `${r.kind}${'code' in r ? ` ${r.code}` : ''}: ${r.why}` : r.kind === 'failed' ? `${r.code}: ${r.reason}` : 'ended before login';
-        this.#failures.push(`${t.server.name}/gen ${t.secret.gen}: ${why}`);
+        this.#failures.push(`${t.server.name}/gen ${t.gen}: ${why}`);
         if (isSessionEnd(r) && r.kind === 'unreachable') this.#retry.push(t);
-        dev.trace('S0.11', `login ${t.server.name}`, `gen ${t.secret.gen} failed: ${why}`, false, s.ms);
+        dev.trace('S0.11', `login ${t.server.name}`, `gen ${t.gen} failed: ${why}`, false, s.ms);
         this.#next();
       },
     );

@@ -67,13 +67,14 @@ export function makePhone(o: PhoneOptions): Phone {
     personalize(backing, table, o.fuses, o.personalize.serial, o.personalize.keyVersion, o.personalize.master);
   }
   const chip = new FlashChip({ backing, seed: o.chipSeed ?? 1 });
-  const bus = new DeviceBus(chip, o.fuses, table);
+  // The controller draws its nonces from the phone's own randomness (seeded in a simulation, so a run replays).
+  const bus = new DeviceBus(chip, o.fuses, table, o.hal.rng);
   const storage = busStorage(bus, { encode: encodeSavedLogin, decode: decodeSavedLogin });
   const device = new Device(o.hal, storage, o.config ?? defaultDeviceConfig);
   return { device, chip, bus, backing, table };
 }
 
-/** Unplug and plug in again: the chip powers up anew (the vendor port locks), the firmware restarts. */
+/** Unplug and plug in again: the chip powers up anew (the controller forgets its RAM state), the firmware restarts. */
 export function replug(p: Phone, hal: HalBase, config: DeviceConfig = p.device.config): Phone {
   p.bus.powerCycle();
   const storage = busStorage(p.bus, { encode: encodeSavedLogin, decode: decodeSavedLogin });

@@ -1,72 +1,77 @@
-// The login the phone keeps in its hidden zone (S0.10, S0.12-S0.14), as a CBOR record the
-// power-cut-safe record store seals with a fuse-derived key.
+// The login the phone keeps (S0.10, S0.12-S0.14), in two parts:
+// - the business secrets, in the chip's business slot (firmware/secure/): up to two
+//   generations, imported wrapped from the credential reply, never readable; and
+// - the saved-login record, sealed by the chip in the hidden zone's record store: the user,
+//   the business servers to try and the one that last worked. No secret is in it.
 //
-// It holds up to two secrets, each with its generation at the business server: the one the
-// business server holds as current, and the newest one the registration server issued
-// (pending until the phone logs in with it). The phone saves a secret before it ever uses
-// it, and drops the older one only after a login with the newer succeeded, so whatever the
-// power, the network or a server does in between, one of the two still logs in.
+// The secrets: the one the business server holds as current, and the newest one the
+// registration server issued (pending until the phone logs in with it). The phone imports a
+// secret before it ever uses it, and retires the older one only after a server accepted the
+// newer, so whatever the power, the network or a server does in between, one still logs in.
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
-import { array, bytes, text, uint, parseServerEntry, serverEntryBody, SECRET_BYTES, USER_RE, DEST_RE, type CredReply, type ServerChoice } from '../protocol/messages.ts';
+import { array, text, parseServerEntry, serverEntryBody, USER_RE, DEST_RE, type CredReply, type ServerChoice } from '../protocol/messages.ts';
 import { ProtocolError } from '../protocol/errors.ts';
+import type { RecordStorage, StorageResult } from './storage.ts';
 
-export interface Secret {
-  gen: number;
-  secret: Uint8Array;
-}
-
-export interface SavedLogin {
+/** What the record holds. */
+export interface SavedLoginRecord {
   user: string;
-  /** Newest generation first. */
-  secrets: Secret[];
   servers: ServerChoice[];
   /** The server the last successful login used (S0.12: its address and port). */
   lastServer: string | null;
 }
 
-const RECORD_VERSION = 1;
+/** What the phone's programs use: the storage seam with the saved-login record. */
+export type PhoneStorage = RecordStorage<SavedLoginRecord>;
 
-export function encodeSavedLogin(s: SavedLogin): Uint8Array {
-  return encode([
-    RECORD_VERSION,
-    s.user,
-    s.secrets.map((x) => [x.gen, x.secret]),
-    s.servers.map(serverEntryBody),
-    s.lastServer,
-  ]);
+/** The record with the generations the chip holds for its user: what the main program plans with. */
+export interface SavedLogin extends SavedLoginRecord {
+  /** Newest first; the secrets themselves stay in the chip. */
+  gens: number[];
+}
+
+/** Version 2: the secrets left the record for the chip's slot (version 1 held them). */
+const RECORD_VERSION = 2;
+
+export function encodeSavedLogin(s: SavedLoginRecord): Uint8Array {
+  return encode([RECORD_VERSION, s.user, s.servers.map(serverEntryBody), s.lastServer]);
 }
 
 /** Decodes a saved record; throws ProtocolError (a SAVED_, MSG_ or CBOR_ code) if it is not one. */
-export function decodeSavedLogin(b: Uint8Array): SavedLogin {
-  const a = array(decode(b), 'savedLogin', 5);
+export function decodeSavedLogin(b: Uint8Array): SavedLoginRecord {
+  const a = array(decode(b), 'savedLogin', 4);
   if (a[0] !== RECORD_VERSION) throw new ProtocolError('SAVED_VERSION', `saved login version ${String(a[0])}`);
-  const secrets = array(a[2], 'savedLogin.secrets', 1, 2).map((e, i) => {
-    const x = array(e, `secrets[${i}]`, 2);
-    return { gen: uint(x[0], 'gen'), secret: bytes(x[1], 'secret', SECRET_BYTES) };
-  });
-  const servers = array(a[3], 'savedLogin.servers', 1, 8).map((e, i) => parseServerEntry(e, `savedLogin.servers[${i}]`));
-  const last = a[4] === null ? null : text(a[4] as CborValue, 'lastServer', 32, DEST_RE);
-  return { user: text(a[1], 'user', 64, USER_RE), secrets, servers, lastServer: last };
+  const servers = array(a[2], 'savedLogin.servers', 1, 8).map((e, i) => parseServerEntry(e, `savedLogin.servers[${i}]`));
+  const last = a[3] === null ? null : text(a[3] as CborValue, 'lastServer', 32, DEST_RE);
+  return { user: text(a[1], 'user', 64, USER_RE), servers, lastServer: last };
 }
 
-/**
- * What to save when a credential reply arrives (S0.10): the new secret, plus the secret of
- * the generation the business server still holds as current, if we have it.
- */
-export function mergeCredReply(prev: SavedLogin | null, cred: CredReply): SavedLogin {
-  const secrets: Secret[] = [{ gen: cred.gen, secret: cred.secret }];
-  const keep = prev && prev.user === cred.user ? prev.secrets.find((s) => s.gen === cred.currentGen && s.gen !== cred.gen) : undefined;
-  if (keep) secrets.push(keep);
-  return { user: cred.user, secrets, servers: cred.servers, lastServer: prev?.lastServer ?? null };
+/** The record to save when a credential reply arrives (S0.10); its secret goes to the chip. */
+export function mergeCredReply(prev: SavedLoginRecord | null, cred: CredReply): SavedLoginRecord {
+  return { user: cred.user, servers: cred.servers, lastServer: prev && prev.user === cred.user ? prev.lastServer : null };
 }
 
-/** After a successful login with `used` on `server` (S0.12, S0.14): keep only that secret. */
-export function afterLogin(s: SavedLogin, used: Secret, server: string): SavedLogin {
-  return { ...s, secrets: [used], lastServer: server };
+/** The record after a successful login on `server` (S0.12). */
+export function afterLogin(s: SavedLoginRecord, server: string): SavedLoginRecord {
+  return { user: s.user, servers: s.servers, lastServer: server };
 }
 
 /** Servers in the order to try: the last one that worked first (S0.13), then the rest. */
-export function serverOrder(s: SavedLogin): ServerChoice[] {
+export function serverOrder(s: SavedLoginRecord): ServerChoice[] {
   const last = s.servers.find((x) => x.name === s.lastServer);
   return last ? [last, ...s.servers.filter((x) => x !== last)] : s.servers;
+}
+
+/**
+ * The saved login as the main program uses it: the record, and the generations the chip holds
+ * for the record's user. `value: null` when there is no record or the chip holds no secret of
+ * that user (nothing to log in with).
+ */
+export function loadSaved(storage: RecordStorage<SavedLoginRecord>): StorageResult<SavedLogin | null> {
+  const r = storage.loadLogin();
+  if (!r.ok || !r.value) return r as StorageResult<null>;
+  const s = storage.secrets();
+  if (!s.ok) return s;
+  if (!s.value || s.value.user !== r.value.user) return { ok: true, value: null };
+  return { ok: true, value: { ...r.value, gens: s.value.gens } };
 }

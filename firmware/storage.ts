@@ -1,11 +1,12 @@
 // What the programs need from the flash chip, through the bus and its access rules: files
 // of the virtual zone (the CD-ROM unit the host sees), files of the free zone (the disk
-// unit), and, through the vendor command path only, the identity record and the
-// power-cut-safe record store of the hidden zone (S0.1, S0.4).
-import type { SavedLogin } from './saved-login.ts';
-import type { Identity } from './zones/hidden.ts';
+// unit), and, through the secure controller only (S0.1, S0.4; firmware/secure/), the public
+// identity, the key holders of its slots, the business secrets it imports and retires, and
+// the saved-login record it seals. No method returns a key or a secret.
+import type { PublicIdentity } from './secure/client.ts';
+import type { ClientKeyOps } from '../protocol/handshake-keys.ts';
 
-export type { Identity };
+export type { PublicIdentity };
 
 export type StorageResult<T> = { ok: true; value: T } | { ok: false; status: string };
 
@@ -24,13 +25,21 @@ export interface RecordStorage<T> {
    */
   mountVirtual(): StorageResult<VirtualVolume>;
   readFreeFile(name: string): StorageResult<Uint8Array>;
-  /** Reads and unseals the identity record with the fuse-derived key (S0.4). */
-  readIdentity(): StorageResult<Identity>;
-  /** The saved login; `value: null` when none was ever saved (or none survives). */
+  /** The chip's public identity: serial, serial token, key version (S0.4). */
+  readIdentity(): StorageResult<PublicIdentity>;
+  /** The registration handshake under the chip's device-key slot (the key stays inside). */
+  deviceKeys(): ClientKeyOps;
+  /** A business login under the chip's business-secret slot, for its user and a generation it holds. */
+  loginKeys(): ClientKeyOps;
+  /** Hands the chip a business secret the registration server wrapped for it (S0.10: saved before use). */
+  importSecret(user: string, gen: number, currentGen: number, wrapped: Uint8Array): StorageResult<void>;
+  /** Drops the generations older than `gen` once a server accepted `gen` (S0.14). */
+  retireOlder(gen: number): StorageResult<void>;
+  /** The user and generations of the business secrets the chip holds, newest first; null when none. */
+  secrets(): StorageResult<{ user: string; gens: number[] } | null>;
+  /** The saved record (no secret in it); `value: null` when none was ever saved (or none survives). */
   loadLogin(): StorageResult<T | null>;
-  /** Saves the login, power-cut safe: afterwards the old or the new record reads back. */
+  /** Saves the record, power-cut safe: afterwards the old or the new record reads back. */
   saveLogin(s: T): StorageResult<void>;
 }
 
-/** What the phone's programs use: the seam with the saved login as its record. */
-export type PhoneStorage = RecordStorage<SavedLogin>;

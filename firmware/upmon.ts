@@ -1,18 +1,19 @@
-// UPMon (S0.4-S0.10): reads the identity through the hidden zone's vendor path and keeps it
-// only in memory; authenticates with the registration server, primary then backup (S0.5,
-// S0.6); asks for the business credentials with serial and local IP (S0.8); a "not found"
-// stops everything (S0.9); an invalid server message ends that session (S0.7); saves the
-// reply (power-cut safe) before handing it to the main program (S0.10). When no
-// registration server answers, the main program starts with a failure notice (S0.13).
+// UPMon (S0.4-S0.10): reads the chip's public identity through the secure controller;
+// authenticates with the registration server, primary then backup (S0.5, S0.6), the device
+// key used inside the chip; asks for the business credentials with serial and local IP (S0.8);
+// a "not found" stops everything (S0.9); an invalid server message ends that session (S0.7);
+// hands the wrapped secret to the chip and saves the record (power-cut safe) before the main
+// program uses them (S0.10). When no registration server answers, the main program starts
+// with a failure notice (S0.13).
 // The exchange itself is protocol/registration.ts's RegistrationClient; UPMon keeps the
 // program: server order, backoff, save-before-use, traces.
 import { RegistrationClient, type RegistrationEvent, type RegistrationOutcome } from '../protocol/registration.ts';
 import type { CredReply } from '../protocol/messages.ts';
 import { ClientSession, isSessionEnd } from './client-session.ts';
 import { backoffMs } from './loop.ts';
-import { mergeCredReply, type SavedLogin } from './saved-login.ts';
+import { mergeCredReply, loadSaved, type SavedLogin } from './saved-login.ts';
 import type { Board } from './board.ts';
-import type { Identity } from './storage.ts';
+import type { PublicIdentity } from './storage.ts';
 import type { UpmonConfig } from './boot.ts';
 
 export type UpmonOutcome =
@@ -25,7 +26,7 @@ export type UpmonOutcome =
 type RegSession = ClientSession<RegistrationEvent, RegistrationOutcome>;
 
 export class Upmon {
-  #identity: Identity | null = null;
+  #identity: PublicIdentity | null = null;
   /** Codes the registration servers themselves answered with ("try later"), to report what happened. */
   #answered = new Set<string>();
 
@@ -39,11 +40,11 @@ export class Upmon {
     const dev = this.dev;
     const id = dev.storage.readIdentity();
     if (!id.ok) {
-      dev.trace('S0.4', 'read identity', `vendor path: ${id.status}`, false);
-      return this.done({ kind: 'identity-failed', reason: `hidden zone identity unreadable (${id.status})` });
+      dev.trace('S0.4', 'read identity', `secure element: ${id.status}`, false);
+      return this.done({ kind: 'identity-failed', reason: `identity unreadable from the secure element (${id.status})` });
     }
     this.#identity = id.value;
-    dev.trace('S0.4', 'read identity', `serial unsealed with the fuse key, key v${id.value.keyVersion}, kept in memory`);
+    dev.trace('S0.4', 'read identity', `secure element: serial token, key v${id.value.keyVersion}; the device key stays in the chip`);
     this.#attempt(0, 0);
   }
 
@@ -52,7 +53,7 @@ export class Upmon {
     const dev = this.dev;
     const endpoint = i === 0 ? this.cfg.regPrimary : this.cfg.regBackup;
     const id = this.#identity!;
-    const machine = new RegistrationClient({ dest: endpoint.dest, deviceKey: id.deviceKey, serialToken: id.serialToken, serial: id.serial, localIp: dev.net.localIp, rng: dev.rng });
+    const machine = new RegistrationClient({ dest: endpoint.dest, deviceKey: dev.storage.deviceKeys(), serialToken: id.serialToken, serial: id.serial, localIp: dev.net.localIp, rng: dev.rng });
     let credAt = 0;
     const credMs = () => dev.clock.now() - credAt;
     const session: RegSession = new ClientSession(dev, endpoint.url, machine, () => {
@@ -92,22 +93,29 @@ export class Upmon {
   #registered(dest: string, ms: number, cred: CredReply): void {
     const dev = this.dev;
     dev.trace('S0.8', `credentials <- ${dest}`, `user ${cred.user}, ${cred.servers.length} business server(s), best ${cred.servers[0]!.name} (${cred.servers[0]!.region})`, true, ms);
-    const prev = dev.storage.loadLogin();
-    const login = mergeCredReply(prev.ok ? prev.value : null, cred);
-    const saved = dev.storage.saveLogin(login);
     this.#forget();
-    if (!saved.ok) {
-      // Never use a secret that is not durably saved: log in with what is saved instead.
-      dev.trace('S0.10', 'save credentials', `flash refused the save (${saved.status}); using the saved login`, false);
-      return this.done({ kind: 'registration-failed', reason: `could not save credentials (${saved.status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+    // S0.10: the secret goes into the chip (it arrives wrapped for it), then the record; both
+    // before any use. A cut in between leaves the new secret with the old server list.
+    const imported = dev.storage.importSecret(cred.user, cred.gen, cred.currentGen, cred.wrapped);
+    if (!imported.ok) {
+      dev.trace('S0.10', 'import secret', `the secure element refused the new secret (${imported.status}); using the saved login`, false);
+      return this.done({ kind: 'registration-failed', reason: `could not import the new secret (${imported.status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
     }
-    dev.trace('S0.10', 'save credentials', `new secret gen ${cred.gen} saved (business server current gen ${cred.currentGen}); main program started`);
-    this.done({ kind: 'registered', login, rotatedGen: cred.gen, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+    const prev = dev.storage.loadLogin();
+    const saved = dev.storage.saveLogin(mergeCredReply(prev.ok ? prev.value : null, cred));
+    const login = saved.ok ? loadSaved(dev.storage) : saved;
+    if (!login.ok || !login.value) {
+      const status = login.ok ? 'no secret held' : login.status;
+      // Never use a secret that is not durably saved: log in with what is saved instead.
+      dev.trace('S0.10', 'save credentials', `flash refused the save (${status}); using the saved login`, false);
+      return this.done({ kind: 'registration-failed', reason: `could not save credentials (${status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+    }
+    dev.trace('S0.10', 'save credentials', `new secret gen ${cred.gen} imported into the secure element (business server current gen ${cred.currentGen}); main program started`);
+    this.done({ kind: 'registered', login: login.value, rotatedGen: cred.gen, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
   }
 
-  /** UPMon keeps the identity only in memory, and only as long as it needs it. */
+  /** UPMon keeps the public identity only as long as it needs it. */
   #forget(): void {
-    this.#identity?.deviceKey.fill(0);
     this.#identity = null;
   }
 }

@@ -23,6 +23,7 @@ import { encode, decode, type CborValue } from './cbor.ts';
 import { ProtocolError, ImplementationError , type ErrorCode } from './errors.ts';
 import { Limits } from './limits.ts';
 import { encodeEnvelope, headerBytes, SEALED_TYPES, NONCE_BYTES, MAC_BYTES, bytes, type Envelope, type Opening } from './messages.ts';
+import { HS_LABEL, openingInput, proofInput, softClientKeyOps, type ClientKeyOps } from './handshake-keys.ts';
 
 export { systemRng, type Rng } from './rng.ts';
 import { systemRng, type Rng } from './rng.ts';
@@ -41,7 +42,11 @@ function checkSeq(got: number, expected: number): void {
 
 /** Running transcript: SHA-256 over each frame, length-prefixed, in the order sent/received. */
 class Transcript {
-  #h = sha256.create();
+  #h: ReturnType<typeof sha256.create>;
+  /** A fresh transcript, or a copy of `from` that goes on independently. */
+  constructor(from?: Transcript) {
+    this.#h = from ? from.#h.clone() : sha256.create();
+  }
   add(frame: Uint8Array): void {
     const len = new Uint8Array(4);
     new DataView(len.buffer).setUint32(0, frame.length);
@@ -55,21 +60,9 @@ class Transcript {
   }
 }
 
-const LABEL = {
-  opening: 'usbphone/v1 opening mac',
-  serverProof: 'usbphone/v1 server proof',
-  clientProof: 'usbphone/v1 client proof',
-  c2s: 'usbphone/v1 traffic c2s',
-  s2c: 'usbphone/v1 traffic s2c',
-} as const;
-
-/** The bytes the opening MAC covers: everything of the opening frame but the MAC. */
-function openingInput(type: number, seq: number, dest: string, fields: CborValue[]): Uint8Array {
-  return encode(['usbphone/v1 opening', type, seq, dest, fields]);
-}
-function proofInput(type: number, seq: number, dest: string, nonce: Uint8Array): Uint8Array {
-  return encode(['usbphone/v1 proof', type, seq, dest, nonce]);
-}
+const LABEL = HS_LABEL;
+/** finish's wire type (messages.ts MsgType.finish). */
+const MsgType_finish = 3;
 
 /**
  * What both sides of a handshake share: the transcript, the seq counters, the key and its
@@ -145,25 +138,32 @@ abstract class HandshakeSide {
 
 /**
  * The client's side of one handshake (docs/protocol.md §4.2, §6): opening() first, then
- * receiveClear() for each clear server frame (loginAck), then acceptProof(). Holds the
- * pre-shared key (device key or login key; 32 bytes, copied, wiped when done).
+ * receiveClear() for each clear server frame (loginAck), then acceptProof(). The long-term key
+ * (device key or login key) is used only through `keys` (protocol/handshake-keys.ts): in
+ * memory (a Uint8Array: copied, wiped when done) or inside the phone's secure element, so this
+ * class frames, counts and keeps the transcript and never sees the key itself.
  */
 export class ClientHandshake extends HandshakeSide {
-  constructor(dest: string, key: Uint8Array, rng: Rng = systemRng) {
+  readonly #keys: ClientKeyOps;
+
+  constructor(dest: string, keys: Uint8Array | ClientKeyOps, rng: Rng = systemRng) {
     super(dest, rng);
-    this.key = Uint8Array.from(key);
+    this.#keys = keys instanceof Uint8Array ? softClientKeyOps(keys, rng) : keys;
+  }
+
+  protected override wipe(): void {
+    super.wipe();
+    this.#keys.abort();
   }
 
   /** The opening frame (hello or login) with `fields` followed by nC and the MAC. */
   opening(type: number, fields: CborValue[]): Uint8Array {
     return this.guard(() => {
       if (this.sendSeq !== 0) throw new ImplementationError('HS_STATE', 'opening is the client\'s first frame');
-      const nC = this.rng(NONCE_BYTES);
-      this.nC = nC;
       const seq = this.sendSeq++;
-      const all = [...fields, nC];
-      const m = mac(kdf(this.key!, 'usbphone/v1', LABEL.opening), openingInput(type, seq, this.dest, all));
-      const frame = encodeEnvelope(type, seq, this.dest, [...all, m]);
+      const o = this.#keys.opening(type, seq, this.dest, fields);
+      this.nC = o.nonce;
+      const frame = encodeEnvelope(type, seq, this.dest, [...fields, o.nonce, o.mac]);
       this.t.add(frame);
       return frame;
     });
@@ -189,19 +189,16 @@ export class ClientHandshake extends HandshakeSide {
       if (!this.nC) throw new ImplementationError('HS_STATE', 'no opening sent');
       checkSeq(env.seq, this.recvSeq);
       const th1 = this.t.peek(proofInput(env.type, env.seq, env.dest, proof.nonce));
-      // Both proof keys come from one (key, nC | nS) extract, both traffic keys from one
-      // (key, th2) extract: the same outputs as kdf() per label (RFC 5869 §2.2-2.3).
-      const proofPrk = (this.prk = kdfExtract(this.key!, concat(this.nC, proof.nonce)));
-      if (env.dest !== this.dest || !equalBytes(mac(kdfExpand(proofPrk, LABEL.serverProof), th1), proof.mac)) {
-        refuse('HS_BAD_SERVER_PROOF', 'the server does not hold this key (or the transcript was altered)');
-      }
+      const next = new Transcript(this.t);
+      next.add(frame);
+      const th2 = next.peek();
+      const out = env.dest === this.dest ? this.#keys.proof({ th1, nonce: proof.nonce, mac: proof.mac, th2 }) : null;
+      if (!out) refuse('HS_BAD_SERVER_PROOF', 'the server does not hold this key (or the transcript was altered)');
       this.recvSeq++;
       this.t.add(frame);
-      const th2 = this.t.peek();
       const seq = this.sendSeq++;
-      const finish = encodeEnvelope(3, seq, this.dest, [mac(kdfExpand(proofPrk, LABEL.clientProof), th2)]);
-      const [c2s, s2c] = this.trafficKeys(th2);
-      const channel = new SecureChannel('client', this.dest, c2s, s2c, this.sendSeq, this.recvSeq);
+      const finish = encodeEnvelope(MsgType_finish, seq, this.dest, [out.finish]);
+      const channel = new SecureChannel('client', this.dest, out.c2s, out.s2c, this.sendSeq, this.recvSeq);
       this.wipe();
       return { finish, channel };
     });

@@ -3,7 +3,8 @@
 // is checked by code (and, on the client, by the error frame it leaves to send).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { RegistrationClient, RegistrationServer, RegMessages, type RegistrationServerDeps } from './registration.ts';
+import { RegistrationClient, RegistrationServer, RegMessages, type RegistrationServerDeps, type IssuedCredentials } from './registration.ts';
+import { secretWrapKey, unwrapSecret } from './secret-wrap.ts';
 import { LoginClient, LoginServer, LoginMessages, type LoginLookup, type LoginServerDeps } from './login.ts';
 import { ClientHandshake, ServerHandshake, passwordLoginKey } from './channel.ts';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from './keys.ts';
@@ -32,7 +33,7 @@ const regDeps = (log: string[] = []): RegistrationServerDeps => {
 };
 const regClient = (o: { key?: Uint8Array; serial?: string } = {}) =>
   new RegistrationClient({ dest: 'reg-primary', deviceKey: o.key ?? deviceKey, serialToken, serial: o.serial ?? serial, localIp: '10.0.0.9', rng: keystreamRng('rc') });
-const reply = (): CredReply => ({ user: 'dev-42', secret: secret.slice(), gen: 3, currentGen: 2, servers: [{ name: 'biz-east', url: 'ws://127.0.0.1:7400/', region: 'east' }] });
+const reply = (): IssuedCredentials => ({ user: 'dev-42', secret: secret.slice(), gen: 3, currentGen: 2, servers: [{ name: 'biz-east', url: 'ws://127.0.0.1:7400/', region: 'east' }] });
 const code = (c: string) => (e: unknown) => e instanceof ProtocolError && e.code === c;
 const impl = (c: string) => (e: unknown) => e instanceof ImplementationError && e.code === c;
 
@@ -56,7 +57,14 @@ test('registration: hello -> proof -> finish + credRequest -> the caller answers
   assert.equal(ans.done, { kind: 'issued', closeCode: CloseCode.normal });
   assert.ok(r.secret.every((b) => b === 0), 'the secret is wiped once sealed');
   const done = c.receive(ans.send[0]!);
-  assert.equal(done.done, { kind: 'cred', cred: reply() });
+  const { secret: _s, ...plain } = reply();
+  const got = done.done as { kind: 'cred'; cred: CredReply };
+  assert.equal({ ...got, cred: { ...got.cred, wrapped: null } }, { kind: 'cred', cred: { ...plain, wrapped: null } });
+  // The secret travels wrapped for the device's chip: it opens with the device key, for this user and gen only.
+  const wk = secretWrapKey(deviceKey);
+  assert.equal(unwrapSecret(wk, 'dev-42', 3, got.cred.wrapped), secret);
+  assert.is(unwrapSecret(wk, 'dev-42', 2, got.cred.wrapped), null);
+  assert.is(unwrapSecret(secretWrapKey(new Uint8Array(32)), 'dev-42', 3, got.cred.wrapped), null);
   assert.is(c.over, true);
   assert.throws(() => c.receive(ans.send[0]!), impl('EXCHANGE_OVER'));
   assert.throws(() => s.answer({ kind: 'not-found', reason: 'x' }), impl('EXCHANGE_STATE'));
@@ -139,12 +147,15 @@ test('login: ack, proof, finish; the caller confirms after saving; pwConfirmAck 
   const deps = loginDeps({ lookup: { kind: 'found', key: loginKey.slice(), active: true, pending: true } });
   const s = new LoginServer('biz-east', deps, keystreamRng('ls'));
   const answer = feed(s, c.start().send);
-  assert.equal(answer.steps[0]!.event && answer.steps[0]!.event.kind === 'logged-in' && answer.steps[0]!.event.promoted, true);
+  assert.is(answer.steps[0]!.event?.kind, 'verified');
+  assert.equal(deps.log, [], 'nothing promoted on the opening alone (issue 9)');
   assert.is(c.receive(answer.send[0]!).event, 'acknowledged');
   const proved = c.receive(answer.send[1]!);
   assert.is(proved.event, 'logged-in');
   const conf = c.afterLogin(true);
   const ack = feed(s, [...proved.send, ...conf.send]);
+  const done = ack.steps[0]!.event;
+  assert.ok(done?.kind === 'logged-in' && done.promoted, 'promoted on the finish');
   assert.equal(ack.steps[1]!.event, { kind: 'confirmed', user, gen: 3 });
   assert.equal(c.receive(ack.send[0]!).done, { kind: 'ok', confirmed: true });
   assert.equal(deps.log, [`promote ${user} 3`, `confirm ${user} 3`]);
@@ -157,13 +168,28 @@ test('login: ack, proof, finish; the caller confirms after saving; pwConfirmAck 
   assert.equal(c2.afterLogin(false), { send: [], done: { kind: 'ok', confirmed: false } });
 });
 
-test('login refusals are loginAck then loginFail, close 1008: mechanism, unknown user, wrong secret, disabled, a lost promotion race', () => {
+test('a login delivered late (its opening verifies, nobody can finish it) promotes nothing; a pending lost before the finish is BIZ_AUTH_FAILED after loginOk', () => {
+  const deps = loginDeps({ lookup: { kind: 'found', key: loginKey.slice(), active: true, pending: true } });
+  const late = loginClient().start().send[0]!;
+  const st = new LoginServer('biz-east', deps).receive(late, decodeEnvelope(late));
+  assert.equal(st.send.map((f) => decodeEnvelope(f).type), [MsgType.loginAck, MsgType.loginOk]);
+  assert.equal(deps.log, [], 'no promotion without the finish');
+  // The pending expired (or was promoted by another login) between opening and finish.
+  const c = loginClient();
+  const lost = loginDeps({ lookup: { kind: 'found', key: loginKey.slice(), active: true, pending: true }, promote: false });
+  const srv = new LoginServer('biz-east', lost, keystreamRng('ls'));
+  const a = feed(srv, c.start().send).send;
+  c.receive(a[0]!);
+  const fin = c.receive(a[1]!).send;
+  assert.throws(() => feed(srv, fin), code('BIZ_AUTH_FAILED'));
+});
+
+test('login refusals are loginAck then loginFail, close 1008: mechanism, unknown user, wrong secret, disabled', () => {
   const cases: [string, () => LoginClient, LoginServerDeps, string][] = [
     ['otp', () => loginClient({ mech: 'otp' }), loginDeps({ lookup: { kind: 'unsupported' } }), 'BIZ_MECH_UNSUPPORTED'],
     ['unknown', () => loginClient(), loginDeps({ lookup: { kind: 'unknown' } }), 'BIZ_AUTH_FAILED'],
     ['wrong secret', () => loginClient({ secret: new Uint8Array(32) }), loginDeps(), 'BIZ_AUTH_FAILED'],
     ['disabled', () => loginClient(), loginDeps({ lookup: { kind: 'found', key: loginKey.slice(), active: false, pending: false } }), 'BIZ_ACCOUNT_DISABLED'],
-    ['promotion lost', () => loginClient(), loginDeps({ lookup: { kind: 'found', key: loginKey.slice(), active: true, pending: true }, promote: false }), 'BIZ_AUTH_FAILED'],
   ];
   for (const [what, client, deps, want] of cases) {
     const c = client();

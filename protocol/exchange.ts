@@ -4,6 +4,7 @@
 // server session, the scripted test device, a socket-free test) moves the bytes, runs the
 // timers and decides what the program does next (STYLE.md, matter.js PaseClient/PaseServer).
 import { ClientHandshake, ServerHandshake, type Rng, type SecureChannel } from './channel.ts';
+import type { ClientKeyOps } from './handshake-keys.ts';
 import { decodeEnvelope, encodeError, parseError, unexpected, MsgType, type Envelope } from './messages.ts';
 import { ProtocolError, ImplementationError, type CloseCode, type ErrorCode } from './errors.ts';
 
@@ -39,7 +40,8 @@ export abstract class ClientExchange<Ev, Out> {
   constructor(
     /** The envelope dest of every frame: the server's name (docs/protocol.md §4.1). */
     readonly dest: string,
-    key: Uint8Array,
+    /** The long-term key (copied, wiped at the end), or the key holder that keeps it (a secure element). */
+    key: Uint8Array | ClientKeyOps,
     rng: Rng | undefined,
     /** The state's name, as MSG_UNEXPECTED reports it. */
     protected state: string,

@@ -9,6 +9,7 @@
 //   pwConfirm [gen] (once the secret is saved) ->
 //                                           <-      pwConfirmAck [gen]; the device closes
 import { passwordLoginKey, type Rng } from './channel.ts';
+import type { ClientKeyOps } from './handshake-keys.ts';
 import { ClientExchange, ServerExchange, type ClientEnd, type Step } from './exchange.ts';
 import {
   MsgType, parseLogin, loginOpening, parseLoginAck, parseLoginFail, loginOk, pwConfirm, pwConfirmAck,
@@ -38,8 +39,12 @@ export interface LoginClientOptions {
   user: string;
   /** Generation of `secret`. */
   gen: number;
-  /** The business secret (32 bytes): the login key is derived from it and the user. */
-  secret: Uint8Array;
+  /**
+   * The business secret (32 bytes): the login key is derived from it and the user; or the key
+   * holder that keeps the secret and derives and uses the login key inside (the phone's secure
+   * element, which answers only for its own user and a generation it holds).
+   */
+  secret: Uint8Array | ClientKeyOps;
   /**
    * Only `password` is served so far (S3.3): its key derivation is the one used; a server
    * refuses the others after the ack (BIZ_MECH_UNSUPPORTED).
@@ -62,7 +67,7 @@ export type LoginClientStep = Step<LoginEvent, LoginOutcome | ClientEnd>;
 /** The device's side of a business login: start(), receive() each frame, afterLogin() once logged in. */
 export class LoginClient extends ClientExchange<LoginEvent, LoginOutcome> {
   constructor(private readonly o: LoginClientOptions) {
-    super(o.dest, passwordLoginKey(o.secret, o.user), o.rng, 'ack');
+    super(o.dest, o.secret instanceof Uint8Array ? passwordLoginKey(o.secret, o.user) : o.secret, o.rng, 'ack');
   }
 
   start(): LoginClientStep {
@@ -132,13 +137,16 @@ export interface LoginServerDeps {
   lookup(login: Login): LoginLookup;
   /** Refuses a MAC seen before (HS_REPLAY); called only once the MAC verified (docs/protocol.md §8). */
   assertFresh(mac: Uint8Array): void;
-  /** S0.14 compare-and-set: the pending generation `gen` becomes current; false when a newer rotation replaced it. */
+  /** S0.14 compare-and-set, at the client's finish: the pending generation `gen` becomes current; false when it is no longer pending. */
   promote(user: string, gen: number): boolean;
   /** pwConfirm: true when `gen` is the account's current generation (and it is recorded). */
   confirm(user: string, gen: number): boolean;
 }
 
 export type LoginServerEvent =
+  /** The opening verified: loginOk is sent; the login completes with the client's finish. */
+  | { kind: 'verified'; login: Login }
+  /** The client's finish verified: logged in; `promoted` when that made the pending generation current. */
   | { kind: 'logged-in'; login: Login; promoted: boolean }
   | { kind: 'confirmed'; user: string; gen: number };
 /** A refusal answered with loginFail (then close 1008): the caller logs it and closes. */
@@ -158,6 +166,8 @@ type ServerState = 'login' | 'finish' | 'channel';
  */
 export class LoginServer extends ServerExchange<ServerState> {
   #user = '';
+  /** The login whose finish is awaited, and whether it used the pending generation. */
+  #pendingLogin: { login: Login; pending: boolean } | null = null;
 
   constructor(
     dest: string,
@@ -172,10 +182,18 @@ export class LoginServer extends ServerExchange<ServerState> {
       case 'login':
         if (env.type !== M.login.type) this.unexpected(env);
         return this.#login(frame, env);
-      case 'finish':
+      case 'finish': {
         this.ch = this.hs.acceptFinish(frame, env);
         this.state = 'channel';
-        return { send: [] };
+        // S0.14 (issue 9): a pending generation becomes current only on a completed login: the
+        // client's finish proves it is live now. A login captured and delivered late by someone
+        // on the path verifies its opening but cannot be finished, so it promotes nothing.
+        // Compare-and-set: the pending may have expired meanwhile; the device then keeps both
+        // generations (it retires the older only on pwConfirmAck) and nothing is lost.
+        const { login, pending } = this.#pendingLogin!;
+        if (pending && !this.deps.promote(login.user, login.gen)) throw new ProtocolError('BIZ_AUTH_FAILED', 'authentication failed');
+        return { send: [], event: { kind: 'logged-in', login, promoted: pending } };
+      }
       case 'channel': {
         if (env.type !== M.pwConfirm.type) this.unexpected(env);
         const { gen } = M.pwConfirm.decode(this.ch!.open(env));
@@ -212,13 +230,10 @@ export class LoginServer extends ServerExchange<ServerState> {
       throw e;
     }
     if (!found.active) return refuse('BIZ_ACCOUNT_DISABLED', 'this account is disabled');
-    // S0.14: the first login with the pending generation makes it current. Compare-and-set:
-    // if a newer rotation replaced the pending key meanwhile, this login is refused and the
-    // device still holds the current secret.
-    if (found.pending && !this.deps.promote(login.user, login.gen)) return refuse('BIZ_AUTH_FAILED', 'authentication failed');
     this.#user = login.user;
+    this.#pendingLogin = { login, pending: found.pending };
     this.state = 'finish';
     send.push(hs.proof(M.loginOk.type));
-    return { send, event: { kind: 'logged-in', login, promoted: found.pending } };
+    return { send, event: { kind: 'verified', login } };
   }
 }

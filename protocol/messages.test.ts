@@ -91,13 +91,13 @@ const specs: Spec[] = [
   ] },
   { name: 'credReply', parse: parseCredReply, fields: [
     { name: 'user', ok: isText(64, RE.user), code: 'MSG_BAD_FIELD', valid: 'dev-0001' },
-    { name: 'secret', ok: isBytes(32), code: 'MSG_BAD_FIELD', valid: B(32, 9) },
+    { name: 'wrapped', ok: isBytes(72), code: 'MSG_BAD_FIELD', valid: B(72, 9) },
     { name: 'gen', ok: uint32, code: 'MSG_BAD_FIELD', valid: 2 },
     { name: 'currentGen', ok: uint32, code: 'MSG_BAD_FIELD', valid: 1 },
     { name: 'servers', ok: (v) => Array.isArray(v) && v.length >= 1 && v.length <= 8 && v.every((x) => x === server), code: 'MSG_BAD_SHAPE', valid: [server],
       samples: [[server, server], Array(8).fill(server), Array(9).fill(server)] },
   ] },
-  { name: 'credReply.servers[0]', parse: (v) => parseCredReply(['u', B(32), 1, 0, [v]]), fields: [
+  { name: 'credReply.servers[0]', parse: (v) => parseCredReply(['u', B(72), 1, 0, [v]]), fields: [
     { name: 'name', ok: isText(32, RE.dest), code: 'MSG_BAD_FIELD', valid: 'biz-east' },
     { name: 'url', ok: isText(256, RE.url), code: 'MSG_BAD_FIELD', valid: 'wss://biz.example:443/x',
       samples: ['ws://a', 'wss://a', 'http://a', 'ws://', 'ws://a b', 'ws://\u00e9', 'WS://a', 'ws:/a', 'ws://a\t', 'ws://[::1]:8080/p?q=1#f'] },
@@ -179,11 +179,11 @@ test('validators return copies: changing the frame afterwards changes nothing pa
   frame.fill(0);
   assert.is(hex(hello.token), hex(B(60, 5)));
   assert.is(hex(hello.mac), hex(mac));
-  const reply: CredReply = { user: 'u', secret: B(32, 3), gen: 2, currentGen: 1, servers: [{ name: 'b', url: 'ws://b', region: 'r' }] };
+  const reply: CredReply = { user: 'u', wrapped: B(72, 3), gen: 2, currentGen: 1, servers: [{ name: 'b', url: 'ws://b', region: 'r' }] };
   const f2 = encodeEnvelope(MsgType.error, 0, 'x', credReplyBody(reply));
   const r = parseCredReply(decodeEnvelope(f2).body);
   f2.fill(0);
-  assert.equal({ ...r, secret: hex(r.secret) }, { ...reply, secret: hex(reply.secret) });
+  assert.equal({ ...r, wrapped: hex(r.wrapped) }, { ...reply, wrapped: hex(reply.wrapped) });
 });
 
 // ---- the envelope ----

@@ -291,10 +291,17 @@ export function parseServerEntry(v: unknown, name = 'server'): ServerChoice {
 export function serverEntryBody(s: ServerChoice): CborValue {
   return [s.name, s.url, s.region];
 }
+/** Bytes of a business secret wrapped for the chip (protocol/secret-wrap.ts): nonce 24 + secret 32 + tag 16. */
+export const WRAPPED_SECRET_BYTES = SECRET_BYTES + 40;
+
 export interface CredReply {
   user: string;
-  secret: Uint8Array;
-  /** Generation of `secret` at the business server (pending until first used). */
+  /**
+   * The new business secret wrapped for this phone's chip (protocol/secret-wrap.ts): only the
+   * secure element that holds the device key can open it, for this user and generation.
+   */
+  wrapped: Uint8Array;
+  /** Generation of the wrapped secret at the business server (pending until first used). */
   gen: number;
   /** Generation the business server holds as current: the device keeps that one too. */
   currentGen: number;
@@ -306,14 +313,14 @@ export function parseCredReply(v: CborValue): CredReply {
   const servers = array(a[4], 'credReply.servers', 1, 8).map((s, i) => parseServerEntry(s, `credReply.servers[${i}]`));
   return {
     user: text(a[0], 'credReply.user', 64, USER_RE),
-    secret: bytes(a[1], 'credReply.secret', SECRET_BYTES),
+    wrapped: bytes(a[1], 'credReply.wrapped', WRAPPED_SECRET_BYTES),
     gen: uint(a[2], 'credReply.gen'),
     currentGen: uint(a[3], 'credReply.currentGen'),
     servers,
   };
 }
 export function credReplyBody(r: CredReply): CborValue {
-  return [r.user, r.secret, r.gen, r.currentGen, r.servers.map(serverEntryBody)];
+  return [r.user, r.wrapped, r.gen, r.currentGen, r.servers.map(serverEntryBody)];
 }
 
 export function parseNotFound(v: CborValue): { reason: string } {

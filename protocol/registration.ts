@@ -8,6 +8,9 @@
 //                                           <-      credReply [...] | notFound [reason]; close 1000
 // A device may send pwConfirm [gen] (sealed) once before credRequest; the server acknowledges.
 import type { Rng } from './channel.ts';
+import type { ClientKeyOps } from './handshake-keys.ts';
+import { secretWrapKey, wrapSecret } from './secret-wrap.ts';
+import { systemRng } from './channel.ts';
 import { ClientExchange, ServerExchange, type ClientEnd, type Step } from './exchange.ts';
 import {
   MsgType, parseHello, helloOpening, parseCredRequest, parseCredReply, credReplyBody, parseNotFound,
@@ -32,8 +35,11 @@ const M = RegMessages;
 export interface RegistrationClientOptions {
   /** The registration server's name: the dest of every frame. */
   dest: string;
-  /** The device key (32 bytes; copied, wiped at the end). */
-  deviceKey: Uint8Array;
+  /**
+   * The device key (32 bytes; copied, wiped at the end), or the key holder that keeps it and
+   * computes the handshake inside (the phone's secure element: firmware/secure/).
+   */
+  deviceKey: Uint8Array | ClientKeyOps;
   /** The opaque serial token the server opens with its master key (docs/protocol.md §5.1). */
   serialToken: Uint8Array;
   serial: string;
@@ -88,8 +94,10 @@ export interface RegistrationServerDeps {
   recordConfirmation(serial: string, gen: number): void;
 }
 
+/** The credentials the caller issues: the reply with the secret in clear; the machine wraps it for the chip. */
+export type IssuedCredentials = Omit<CredReply, 'wrapped'> & { secret: Uint8Array };
 /** What the caller answers, after its own lookups (device record, placement, rotation). */
-export type Credentials = { kind: 'cred'; reply: CredReply } | { kind: 'not-found'; reason: string };
+export type Credentials = { kind: 'cred'; reply: IssuedCredentials } | { kind: 'not-found'; reason: string };
 /** The credential request, authenticated: the caller finds the credentials and calls answer(). */
 export interface CredentialsNeed { serial: string; request: CredRequest }
 export type RegistrationServerEvent = { kind: 'confirmed'; serial: string; gen: number };
@@ -107,13 +115,21 @@ type ServerState = 'hello' | 'finish' | 'cred' | 'busy';
 export class RegistrationServer extends ServerExchange<ServerState> {
   #serial = '';
   #confirmed = false;
+  /** The device's secret-wrap key, from its key at the hello until the reply is sealed (wiped then). */
+  #wrapKey: Uint8Array | null = null;
 
   constructor(
     dest: string,
     private readonly deps: RegistrationServerDeps,
-    rng?: Rng,
+    private readonly rng: Rng = systemRng,
   ) {
     super(dest, 'hello', rng);
+  }
+
+  override abort(): void {
+    super.abort();
+    this.#wrapKey?.fill(0);
+    this.#wrapKey = null;
   }
 
   get serial(): string {
@@ -152,6 +168,7 @@ export class RegistrationServer extends ServerExchange<ServerState> {
     const h = M.hello.decode(env.body);
     const { serial, key } = this.deps.deviceKey(h.token);
     this.hs.acceptOpening(frame, env, M.hello.opening(h), key);
+    this.#wrapKey = secretWrapKey(key);
     key.fill(0);
     this.hs.requireVerifiedOpening();
     // After the MAC: an unauthenticated hello cannot fill the cache (docs/protocol.md §8).
@@ -173,8 +190,13 @@ export class RegistrationServer extends ServerExchange<ServerState> {
       // S0.9: "not found", sealed for this (genuine) device; then the session ends normally.
       return { send: [ch.seal(M.notFound.type, M.notFound.encode({ reason: c.reason }))], done: { kind: 'not-found', closeCode: CloseCode.normal } };
     }
-    const frame = ch.seal(M.credReply.type, M.credReply.encode(c.reply));
-    c.reply.secret.fill(0);
+    // The secret crosses the host only wrapped for the chip (protocol/secret-wrap.ts).
+    const { secret, ...rest } = c.reply;
+    const wrapped = wrapSecret(this.#wrapKey!, rest.user, rest.gen, secret, this.rng);
+    secret.fill(0);
+    this.#wrapKey!.fill(0);
+    this.#wrapKey = null;
+    const frame = ch.seal(M.credReply.type, M.credReply.encode({ ...rest, wrapped }));
     return { send: [frame], done: { kind: 'issued', closeCode: CloseCode.normal } };
   }
 }

@@ -12,6 +12,8 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { encode, decode, type CborValue } from './cbor.ts';
 import { ClientHandshake, ServerHandshake, SecureChannel, passwordLoginKey } from './channel.ts';
+import { secretWrapKey, unwrapSecret } from './secret-wrap.ts';
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from './keys.ts';
 import { bytesToHex as hex, hexToBytes as h } from '@noble/hashes/utils.js';
 import { decodeEnvelope, encodeEnvelope, MsgType, parseHello, parseLogin, helloOpening, loginOpening, parseServerProof } from './messages.ts';
@@ -52,6 +54,13 @@ test('keys.json: device keys, serial tokens and login keys re-derive to the reco
   for (const c of k.loginKeys) {
     assert.is(hex(passwordLoginKey(h(c.secret), c.user)), c.loginKey);
     assert.is(hex(H(h(c.secret), 'usbphone/v1 biz-login password', c.user)), c.loginKey);
+  }
+  // The secret wrapped for the chip, recomputed from raw primitives, then opened by the code.
+  for (const c of k.secretWraps) {
+    assert.is(hex(H(h(c.deviceKey), 'usbphone/v1 secret wrap', 'wrap')), c.wrapKey);
+    assert.is(hex(encode(['usbphone/v1 wrapped secret', c.user, c.gen])), c.aad);
+    assert.is(c.nonce + hex(xchacha20poly1305(h(c.wrapKey), h(c.nonce), h(c.aad)).encrypt(h(c.secret))), c.wrapped);
+    assert.is(hex(unwrapSecret(secretWrapKey(h(c.deviceKey)), c.user, c.gen, h(c.wrapped))!), c.secret);
   }
 });
 
@@ -184,7 +193,7 @@ test('the exchange machines, given the recorded nonces, send exactly the recorde
   const ls = new LoginServer(l.inputs.dest, { lookup: () => ({ kind: 'found', key: h(l.inputs.key), active: true, pending: false }), assertFresh: () => {}, promote: () => true, confirm: () => true }, scriptedRng([h(l.inputs.serverNonce)]));
   const login = lc.start().send[0]!;
   const answer = ls.receive(login, decodeEnvelope(login));
-  assert.is(answer.event?.kind, 'logged-in');
+  assert.is(answer.event?.kind, 'verified');
   assert.is(lc.receive(answer.send[0]!).event, 'acknowledged');
   const proved = lc.receive(answer.send[1]!);
   assert.is(proved.event, 'logged-in');

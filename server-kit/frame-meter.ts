@@ -10,7 +10,7 @@
 // RFC 6455 §5.2: byte 0 = FIN | RSV1-3 | opcode; byte 1 = MASK | payload length (7 bits,
 // 126: 16-bit length follows, 127: 64-bit length follows); then the 4-byte mask (clients
 // always mask); then the payload.
-import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import { ProtocolError } from '../protocol/errors.ts';
 import type { Socket } from 'node:net';
 import type { DeviceLimits } from './limits.ts';
 

@@ -4,6 +4,7 @@
 // keeps: the secrets of `gen` and `currentGen` from the last credential reply it received.
 import { WebSocket } from 'ws';
 import { RegistrationClient } from '../protocol/registration.ts';
+import { secretWrapKey, unwrapSecret } from '../protocol/secret-wrap.ts';
 import { LoginClient } from '../protocol/login.ts';
 import type { ClientEnd, ClientExchange, Step } from '../protocol/exchange.ts';
 import { decodeEnvelope, type CredReply, type Envelope, type Mechanism } from '../protocol/messages.ts';
@@ -94,8 +95,11 @@ export class FrameSocket {
   }
 }
 
+/** A credential reply as the scripted device keeps it: the wire reply and the secret it unwrapped with its device key. */
+export type DeviceCred = CredReply & { secret: Uint8Array };
+
 export type RegOutcome =
-  | { kind: 'cred'; reply: CredReply }
+  | { kind: 'cred'; reply: DeviceCred }
   | { kind: 'notFound'; reason: string }
   /** The server's error frame (or a close with no frame: its reason as the code) and its close code. */
   | { kind: 'error'; code: string; closeCode: number }
@@ -161,7 +165,14 @@ export async function register(url: string, dest: string, dev: DeviceId, o: Regi
   try {
     const m = new RegistrationClient({ dest, deviceKey: dev.key, serialToken: dev.token, serial: dev.serial, localIp: o.localIp ?? '192.168.1.20' });
     const r = await drive(s, m, () => (o.dropReply ? 'drop' : undefined), o.timeoutMs);
-    if (r.kind === 'cred') return { kind: 'cred', reply: r.cred };
+    if (r.kind === 'cred') {
+      // A real phone imports the wrapped secret into its chip; the scripted device holds its key itself.
+      const wk = secretWrapKey(dev.key);
+      const secret = unwrapSecret(wk, r.cred.user, r.cred.gen, r.cred.wrapped);
+      wk.fill(0);
+      if (!secret) throw new Error('credReply: the wrapped secret does not open for this device');
+      return { kind: 'cred', reply: { ...r.cred, secret } };
+    }
     if (r.kind === 'not-found') return { kind: 'notFound', reason: r.reason };
     return await common(s, r);
   } finally {
@@ -210,7 +221,7 @@ export class DeviceWallet {
   secrets = new Map<number, Uint8Array>();
   servers: CredReply['servers'] = [];
 
-  take(r: CredReply): void {
+  take(r: DeviceCred): void {
     const keep = new Map<number, Uint8Array>();
     keep.set(r.gen, Uint8Array.from(r.secret));
     const cur = this.secrets.get(r.currentGen);

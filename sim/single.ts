@@ -19,7 +19,7 @@ import { TraceHost, type StackHandle } from './world.ts';
 import { attachStack } from './external-stack.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
-import type { SavedLogin } from '../firmware/saved-login.ts';
+import { loadSaved, type SavedLogin } from '../firmware/saved-login.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { kdf, type MasterKeyring } from '../protocol/keys.ts';
 import { ImplementationError } from '../protocol/errors.ts';
@@ -145,7 +145,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       say(`plug-in: phone ${serial} on ${ip}`);
       outcome = await phone.device.plugIn();
       saveWear(wearPath, phone.chip.eraseCounts());
-      const s = phone.device.storage.loadLogin();
+      const s = loadSaved(phone.device.storage);
       saved = s.ok ? s.value : null;
     } finally {
       backing.close();

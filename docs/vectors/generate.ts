@@ -15,6 +15,7 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { encode, type CborValue } from '../../protocol/cbor.ts';
 import { ClientHandshake, ServerHandshake, passwordLoginKey } from '../../protocol/channel.ts';
+import { secretWrapKey, secretWrapAad, wrapSecret } from '../../protocol/secret-wrap.ts';
 import { deriveDeviceKey, makeSerialToken } from '../../protocol/keys.ts';
 import { bytesToHex as hex, hexToBytes } from '@noble/hashes/utils.js';
 import {
@@ -104,10 +105,16 @@ function keysVectors() {
   const secret = keystreamRng('vectors secret')(32);
   const loginKey = passwordLoginKey(secret, 'dev-0000001');
   same('login key', loginKey, ref.loginKey(secret, 'dev-0000001'));
+  // The secret wrapped for the chip (protocol/secret-wrap.ts), as the credential reply carries it.
+  const devKey = deriveDeviceKey(MASTER_V1, SERIAL);
+  const wrapKey = secretWrapKey(devKey);
+  const wrapNonce = keystreamRng('vectors wrap')(24);
+  const wrapped = wrapSecret(wrapKey, 'dev-0000001', 2, secret, () => Uint8Array.from(wrapNonce));
   return {
-    description: 'Key diversification (docs/protocol.md §"Key schedule"): device keys and serial tokens from a master key and a serial; the login key of the password mechanism from a secret and a user name.',
+    description: 'Key diversification (docs/protocol.md §"Key schedule"): device keys and serial tokens from a master key and a serial; the login key of the password mechanism from a secret and a user name; a business secret wrapped for the chip (§6.2).',
     deviceKeys: cases,
     loginKeys: [{ secret: hex(secret), user: 'dev-0000001', loginKey: hex(loginKey) }],
+    secretWraps: [{ deviceKey: hex(devKey), user: 'dev-0000001', gen: 2, secret: hex(secret), wrapKey: hex(wrapKey), aad: hex(secretWrapAad('dev-0000001', 2)), nonce: hex(wrapNonce), wrapped: hex(wrapped) }],
   };
 }
 
@@ -222,7 +229,7 @@ function messageVectors() {
   const inner: [string, number, CborValue][] = [
     ['credRequest', MsgType.credRequest, [SERIAL, '127.1.0.5']],
     ['credReply', MsgType.credReply, credReplyBody({
-      user: 'dev-0000001', secret: b('secret', 32), gen: 2, currentGen: 1,
+      user: 'dev-0000001', wrapped: b('wrapped', 72), gen: 2, currentGen: 1,
       servers: [{ name: 'biz-east', url: 'ws://127.0.0.1:7101/biz', region: 'east' }, { name: 'biz-west', url: 'ws://127.0.0.1:7102/biz', region: 'west' }],
     })],
     ['notFound', MsgType.notFound, ['no device with this serial']],
@@ -245,6 +252,8 @@ export function buildVectors(): Record<string, unknown> {
   const token = makeSerialToken(MASTER_V1, 1, SERIAL);
   const secret = keystreamRng('vectors secret')(32);
   const user = 'dev-0000001';
+  const wrapNonce = keystreamRng('vectors wrap')(24);
+  const wrapped = wrapSecret(secretWrapKey(devKey), user, 2, secret, () => Uint8Array.from(wrapNonce));
   const loginKey = passwordLoginKey(secret, user);
   return {
     'keys.json': keysVectors(),
@@ -256,7 +265,7 @@ export function buildVectors(): Record<string, unknown> {
         { name: 'pwConfirm', type: MsgType.pwConfirm, dir: 'c2s', inner: [1] },
         { name: 'pwConfirmAck', type: MsgType.pwConfirmAck, dir: 's2c', inner: [1] },
         { name: 'credRequest', type: MsgType.credRequest, dir: 'c2s', inner: [SERIAL, '127.1.0.5'] },
-        { name: 'credReply', type: MsgType.credReply, dir: 's2c', inner: credReplyBody({ user, secret, gen: 2, currentGen: 1, servers: [{ name: 'biz-east', url: 'ws://127.0.0.1:7101/biz', region: 'east' }] }) },
+        { name: 'credReply', type: MsgType.credReply, dir: 's2c', inner: credReplyBody({ user, wrapped, gen: 2, currentGen: 1, servers: [{ name: 'biz-east', url: 'ws://127.0.0.1:7101/biz', region: 'east' }] }) },
       ],
     }),
     'handshake-hello-notfound.json': handshakeVector('hello', {

@@ -3,7 +3,9 @@ import * as assert from 'uvu/assert';
 import { FlashChip, FlashStatus } from './chip.ts';
 import { CowBacking } from './backing.ts';
 import { Fuses } from './fuses.ts';
-import { DeviceBus, VENDOR_UNLOCK_SEQUENCE, CDROM_BLOCK, DISK_SECTOR } from './bus.ts';
+import { DeviceBus, CDROM_BLOCK, DISK_SECTOR } from './bus.ts';
+import { parseResponse, SW } from '../secure/apdu.ts';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { parseTable, zoneOf, ZoneType } from '../zones/layout.ts';
 import { readIsoFile, listIso } from '../zones/iso9660.ts';
 import { readFatFile, writeFatFile, checkFat, listFat } from '../zones/fat.ts';
@@ -97,25 +99,18 @@ test('no host address reaches the hidden zone, the table or beyond its unit', ()
   }
 });
 
-test('vendor port: hidden-zone range checks, deriveKey per label, unique id', () => {
+test('the old vendor path is gone: its unlock sequence is no command, and the controller returns no key', () => {
   const { bus } = dev();
-  const v = bus.vendor;
-  assert.is(v.eraseHiddenSector(0), FlashStatus.ERR_LOCKED);
-  assert.is(v.uniqueId().length, 0);
-  v.unlock(VENDOR_UNLOCK_SEQUENCE);
-  assert.is(v.readHidden(v.hiddenBytes - 1, 2).status, FlashStatus.ERR_RANGE);
-  assert.is(v.programHidden(v.hiddenBytes, Uint8Array.of(0)), FlashStatus.ERR_RANGE);
-  assert.is(v.eraseHiddenSector(100), FlashStatus.ERR_ALIGN);
-  assert.is(v.eraseHiddenSector(v.hiddenBytes), FlashStatus.ERR_RANGE);
-  assert.is(v.readHidden(-4, 1).status, FlashStatus.ERR_ARG);
-  const a = v.deriveKey('usbphone/v1 a'), b = v.deriveKey('usbphone/v1 b');
-  assert.is(a.length, 32);
-  assert.not.equal(a, b);
-  assert.equal(a, fuses.deriveKey('usbphone/v1 a'));
-  assert.is(v.deriveKey('').length, 0);
-  assert.equal(v.uniqueId(), new Uint8Array(8).fill(4));
-  // A record in the hidden zone is written by the vendor path only.
-  assert.is(v.programHidden(15 * 4096, te.encode('x')), FlashStatus.OK);
+  // The constant that used to unlock a raw hidden-zone port for any host (issue 9): now an
+  // APDU with an unknown class, refused; there is no raw read, program, erase or derive.
+  const r = parseResponse(bus.se.transmit(Uint8Array.of(0xc7, 0x55, 0x50, 0x48, 0x4e, 0x01)));
+  assert.equal([r.data.length, r.sw], [0, SW.wrongLength]);
+  assert.is(parseResponse(bus.se.transmit(Uint8Array.of(0xc7, 0x55, 0x50, 0x48))).sw, SW.claNotSupported);
+  for (const m of ['readHidden', 'programHidden', 'eraseHiddenSector', 'deriveKey', 'uniqueId', 'unlock']) assert.not.ok(m in bus.se, m);
+  // What it does answer is public: the identity, no key bytes.
+  const id = parseResponse(bus.se.transmit(Uint8Array.of(0x80, 0xca, 0x00, 0x01)));
+  assert.is(id.sw, SW.ok);
+  assert.not.ok(bytesToHex(id.data).includes(bytesToHex(fuses.deriveKey('usbphone/v1 identity'))));
 });
 
 test('construction refuses a table for another chip', () => {
@@ -124,7 +119,7 @@ test('construction refuses a table for another chip', () => {
   assert.throws(() => new DeviceBus({} as FlashChip, fuses, table), TypeError);
 });
 
-test('nothing reachable from the host units or the vendor port leads to the chip or the fuses', () => {
+test('nothing reachable from the host units or the secure controller leads to the chip or the fuses', () => {
   const { bus } = dev();
   const seen = new Set<unknown>();
   const walk = (o: unknown, path: string) => {
@@ -137,8 +132,7 @@ test('nothing reachable from the host units or the vendor port leads to the chip
   };
   walk(bus.cdrom, 'cdrom');
   walk(bus.disk, 'disk');
-  walk(bus.vendor, 'vendor');
-  assert.not.ok('_reset' in bus.vendor);
+  walk(bus.se, 'se');
 });
 
 test.run();

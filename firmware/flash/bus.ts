@@ -9,47 +9,35 @@
 //   and journaled before the 4 KiB flash sector is rewritten, so a power cut never damages
 //   what the host did not write. The controller keeps the zone's last sectors; the host sees
 //   the rest.
-// - vendor: the hidden zone and the fuse key-derivation path, answering only after the
-//   vendor command sequence (the patent's "proprietary method", S0.4). A wrong sequence is
-//   refused and counted; after VENDOR_MAX_BAD_SEQUENCES wrong sequences the port stays
-//   locked until the next power cycle.
+// - se: the secure controller (firmware/secure/element.ts), the only way to the hidden zone
+//   and the fuses (the patent's "proprietary method", S0.4): command APDUs in, responses out;
+//   it computes with its keys inside and no command returns one.
 // No host address reaches the hidden zone, the partition table block or the fuses: host
-// units address only their own zone, by unit-relative block/sector numbers.
+// units address only their own zone, by unit-relative block/sector numbers, and the hidden
+// zone's port exists only inside the bus, handed to the controller.
 //
 // Not emulated: the USB mass-storage/SCSI transport itself (INQUIRY, READ CAPACITY, sense
 // codes), media-change events, and a real FTL (wear levelling, bad-block remapping).
 import { FlashChip, FlashStatus, type ReadResult } from './chip.ts';
 import { Fuses } from './fuses.ts';
-import { ZoneType, zoneOf, type PartitionTable, type ZoneEntry } from '../zones/layout.ts';
+import { ZoneType, zoneOf, type PartitionTable } from '../zones/layout.ts';
 import { DiskController } from '../zones/disk-controller.ts';
+import { SecureElement } from '../secure/element.ts';
+import type { HiddenPort } from './hidden-port.ts';
 
 export const CDROM_BLOCK = 2048;
 export const DISK_SECTOR = 512;
-/** The vendor unlock sequence: a vendor-specific SCSI command block ("UPHN" + version). */
-export const VENDOR_UNLOCK_SEQUENCE: Uint8Array = Uint8Array.of(0xc7, 0x55, 0x50, 0x48, 0x4e, 0x01);
-export const VENDOR_MAX_BAD_SEQUENCES = 3;
 /** Largest single transfer a unit accepts (bounds what one call can allocate). */
 export const MAX_TRANSFER_BYTES = 1024 * 1024;
 
 export interface BusCounters {
   cdromWritesRefused: number;
   hostOutOfRange: number;
-  vendorBadSequences: number;
-  vendorLockedRefusals: number;
 }
 
 const EMPTY = new Uint8Array(0);
-const resetVendor = new WeakMap<VendorPort, () => void>();
 
-/** The hidden-zone operations the record store and identity reader need. */
-export interface HiddenPort {
-  readonly hiddenBytes: number;
-  readonly sectorBytes: number;
-  readonly pageBytes: number;
-  readHidden(off: number, len: number): ReadResult;
-  programHidden(off: number, data: Uint8Array): number;
-  eraseHiddenSector(off: number): number;
-}
+export type { HiddenPort } from './hidden-port.ts';
 
 /** Zone-bound access a unit gets from the bus: it can reach its own zone and nothing else. */
 interface ZoneAccess {
@@ -107,120 +95,17 @@ function hostRead(z: ZoneAccess, lba: number, count: number, unit: number, units
   return z.read(lba * unit, count * unit);
 }
 
-export class VendorPort implements HiddenPort {
-  #unlocked = false;
-  #bad = 0;
-  readonly hiddenBytes: number;
-  readonly sectorBytes: number;
-  readonly pageBytes: number;
-  // Real private fields: nothing reachable from this object leads to the chip or the HUK.
-  readonly #counters: BusCounters;
-  readonly #zone: ZoneEntry;
-  readonly #chip: FlashChip;
-  readonly #fuses: Fuses;
-
-  /** @internal built by DeviceBus. */
-  constructor(counters: BusCounters, zone: ZoneEntry, chip: FlashChip, fuses: Fuses) {
-    this.#counters = counters;
-    this.#zone = zone;
-    this.#chip = chip;
-    this.#fuses = fuses;
-    this.hiddenBytes = zone.size;
-    this.sectorBytes = chip.profile.sectorBytes;
-    this.pageBytes = chip.profile.pageBytes;
-    // Only DeviceBus.powerCycle() may clear the lock-out: the reset is not a method.
-    resetVendor.set(this, () => {
-      this.#unlocked = false;
-      this.#bad = 0;
-    });
-  }
-
-  get unlocked(): boolean {
-    return this.#unlocked;
-  }
-
-  /** Sends the vendor command sequence. OK unlocks; a wrong one is ERR_BAD_SEQUENCE (counted). */
-  unlock(sequence: Uint8Array): number {
-    if (this.#bad >= VENDOR_MAX_BAD_SEQUENCES) {
-      this.#counters.vendorLockedRefusals++;
-      return FlashStatus.ERR_LOCKED;
-    }
-    let ok = sequence instanceof Uint8Array && sequence.length === VENDOR_UNLOCK_SEQUENCE.length;
-    if (ok) for (let i = 0; i < sequence.length; i++) ok = ok && sequence[i] === VENDOR_UNLOCK_SEQUENCE[i];
-    if (!ok) {
-      this.#bad++;
-      this.#unlocked = false;
-      this.#counters.vendorBadSequences++;
-      return FlashStatus.ERR_BAD_SEQUENCE;
-    }
-    this.#unlocked = true;
-    return FlashStatus.OK;
-  }
-
-  lock(): void {
-    this.#unlocked = false;
-  }
-
-
-  readHidden(off: number, len: number): ReadResult {
-    const s = this.#check(off, len);
-    if (s !== FlashStatus.OK) return { status: s, data: EMPTY };
-    return this.#chip.read(this.#zone.offset + off, len);
-  }
-
-  programHidden(off: number, data: Uint8Array): number {
-    if (!(data instanceof Uint8Array)) return FlashStatus.ERR_ARG;
-    const s = this.#check(off, data.length);
-    return s !== FlashStatus.OK ? s : this.#chip.program(this.#zone.offset + off, data);
-  }
-
-  eraseHiddenSector(off: number): number {
-    const s = this.#check(off, this.sectorBytes);
-    return s !== FlashStatus.OK ? s : this.#chip.eraseSector(this.#zone.offset + off);
-  }
-
-  /**
-   * HKDF-SHA256 of the HUK with this label, computed inside the chip model (the firmware's
-   * key-derivation path). Empty when the port is locked or the label is not a non-empty string.
-   */
-  deriveKey(label: string): Uint8Array {
-    if (!this.#unlocked) {
-      this.#counters.vendorLockedRefusals++;
-      return EMPTY;
-    }
-    if (typeof label !== 'string' || label.length === 0 || label.length > 256) return EMPTY;
-    return this.#fuses.deriveKey(label);
-  }
-
-  /** The chip's 8-byte unique id; empty when locked. */
-  uniqueId(): Uint8Array {
-    if (!this.#unlocked) {
-      this.#counters.vendorLockedRefusals++;
-      return EMPTY;
-    }
-    return this.#fuses.uniqueId();
-  }
-
-  #check(off: number, len: number): number {
-    if (!this.#unlocked) {
-      this.#counters.vendorLockedRefusals++;
-      return FlashStatus.ERR_LOCKED;
-    }
-    if (!isCount(off) || !isCount(len)) return FlashStatus.ERR_ARG;
-    if (off + len > this.#zone.size) return FlashStatus.ERR_RANGE;
-    return FlashStatus.OK;
-  }
-}
-
 export class DeviceBus {
   readonly cdrom: CdromUnit;
   readonly disk: DiskUnit;
-  readonly vendor: VendorPort;
-  readonly counters: BusCounters = { cdromWritesRefused: 0, hostOutOfRange: 0, vendorBadSequences: 0, vendorLockedRefusals: 0 };
+  /** The secure controller: the host's only path to the hidden zone and the fuses. */
+  readonly se: SecureElement;
+  readonly counters: BusCounters = { cdromWritesRefused: 0, hostOutOfRange: 0 };
   readonly #chip: FlashChip;
   readonly #disk: DiskController;
 
-  constructor(chip: FlashChip, fuses: Fuses, table: PartitionTable) {
+  /** rng: the controller's random source (nonces); a seeded one makes a simulated phone replay. */
+  constructor(chip: FlashChip, fuses: Fuses, table: PartitionTable, rng: (n: number) => Uint8Array = (n) => crypto.getRandomValues(new Uint8Array(n))) {
     if (!(chip instanceof FlashChip)) throw new TypeError('DeviceBus: FlashChip expected');
     if (!(fuses instanceof Fuses)) throw new TypeError('DeviceBus: Fuses expected');
     if (table.chipBytes !== chip.sizeBytes) throw new RangeError(`DeviceBus: table is for a ${table.chipBytes}-byte chip, chip has ${chip.sizeBytes}`);
@@ -241,15 +126,29 @@ export class DeviceBus {
     });
     const disk = this.#disk;
     this.disk = new DiskUnit({ read: (off, len) => disk.read(off, len), write: (off, data) => disk.write(off, data), counters: this.counters }, disk.visibleBytes);
-    this.vendor = new VendorPort(this.counters, zoneOf(table, ZoneType.HIDDEN), chip, fuses);
+    const h = zoneOf(table, ZoneType.HIDDEN);
+    // The hidden zone's port: built here, given to the controller, reachable from nothing else.
+    const hidden: HiddenPort = {
+      hiddenBytes: h.size,
+      sectorBytes,
+      pageBytes,
+      readHidden: (off, len) => (inZone(off, len, h.size) ? chip.read(h.offset + off, len) : { status: FlashStatus.ERR_RANGE, data: new Uint8Array(0) }),
+      programHidden: (off, data) => (inZone(off, data.length, h.size) ? chip.program(h.offset + off, data) : FlashStatus.ERR_RANGE),
+      eraseHiddenSector: (off) => (inZone(off, sectorBytes, h.size) ? chip.eraseSector(h.offset + off) : FlashStatus.ERR_RANGE),
+    };
+    this.se = new SecureElement(hidden, fuses, rng);
   }
 
-  /** Unplug and replug: the chip powers up again and the vendor port is locked. */
+  /** Unplug and replug: the chip powers up again, the controller forgets its RAM state. */
   powerCycle(): void {
     this.#chip.powerCycle();
     this.#disk.powerOn();
-    resetVendor.get(this.vendor)?.();
+    this.se.reset();
   }
+}
+
+function inZone(off: number, len: number, size: number): boolean {
+  return isCount(off) && isCount(len) && off + len <= size;
 }
 
 function isCount(n: unknown): n is number {

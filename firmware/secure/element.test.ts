@@ -10,7 +10,7 @@ import { bytesToHex } from '@noble/hashes/utils.js';
 import { FlashChip } from '../flash/chip.ts';
 import { CowBacking } from '../flash/backing.ts';
 import { Fuses } from '../flash/fuses.ts';
-import type { HiddenPort } from '../flash/bus.ts';
+import type { HiddenPort } from '../flash/hidden-port.ts';
 import { parseTable, zoneOf, ZoneType } from '../zones/layout.ts';
 import { IDENTITY_KEY_LABEL, storeKeyLabel } from '../zones/hidden.ts';
 import { buildImage } from '../factory/image.ts';
@@ -20,7 +20,10 @@ import { decode, encode } from '../../protocol/cbor.ts';
 import { decodeEnvelope, encodeEnvelope, parseServerProof, MsgType } from '../../protocol/messages.ts';
 import { proofInput } from '../../protocol/handshake-keys.ts';
 import { keystreamRng } from '../../protocol/seeded-rng.ts';
-import { SecureElement, Slot, Record, wrapSecret } from './element.ts';
+import { SecureElement, Slot, Record } from './element.ts';
+import { wrapSecret as wrapWith, secretWrapKey } from '../../protocol/secret-wrap.ts';
+import type { Rng } from '../../protocol/channel.ts';
+const wrapSecret = (dk: Uint8Array, user: string, gen: number, secret: Uint8Array, rng: Rng) => wrapWith(secretWrapKey(dk), user, gen, secret, rng);
 import { CLA, Ins, DataObject, SW, encodeCommand, parseCommand, parseResponse, encodeResponse } from './apdu.ts';
 
 const master = new Uint8Array(32).fill(7);
@@ -207,7 +210,7 @@ test('hostile host: wrong slot policy, forged wraps, rollback, out-of-order comm
   assert.is(parseResponse(se.transmit(Uint8Array.of(0x00, Ins.getData, 0, 1))).sw, SW.claNotSupported);
 
   // Every instruction byte, with every kind of argument a host might try: no response holds a secret.
-  const secrets = [deviceKey, s1, s2, passwordLoginKey(s1, USER), passwordLoginKey(s2, USER), fuses.deriveKey(IDENTITY_KEY_LABEL), fuses.deriveKey(storeKeyLabel('login')), fuses.deriveKey(storeKeyLabel('spare')), new Uint8Array(32).fill(0x11)];
+  const secrets = [deviceKey, s1, s2, passwordLoginKey(s1, USER), passwordLoginKey(s2, USER), fuses.deriveKey(IDENTITY_KEY_LABEL), fuses.deriveKey(storeKeyLabel('login')), fuses.deriveKey(storeKeyLabel('secrets')), new Uint8Array(32).fill(0x11)];
   const payloads: (Uint8Array | undefined)[] = [undefined, new Uint8Array(0), encode([]), encode([MsgType.hello, 0, 'reg-primary', [token]]), encode([USER, 2, 1, w2]), encode([2]), new Uint8Array(300).fill(0xff)];
   let calls = 0;
   for (let ins = 0; ins < 256; ins++) {

@@ -34,45 +34,20 @@
 // Not emulated: the physical interface (the USB mass-storage vendor SCSI command that would
 // carry the APDUs), secure messaging between host and chip, side channels of the chip itself,
 // personalisation commands (the factory writes the hidden zone directly, holding the fuses).
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { decode, encode, type CborValue } from '../../protocol/cbor.ts';
 import { equalBytes } from '@noble/ciphers/utils.js';
-import { kdf } from '../../protocol/keys.ts';
+import { secretWrapKey, unwrapSecret, WRAPPED_SECRET_BYTES } from '../../protocol/secret-wrap.ts';
 import { MsgType, SECRET_BYTES, USER_RE, NONCE_BYTES, MAC_BYTES } from '../../protocol/messages.ts';
 import { passwordLoginKey } from '../../protocol/channel.ts';
 import { softClientKeyOps, type ClientKeyOps, type Rng } from '../../protocol/handshake-keys.ts';
 import { FlashStatus } from '../flash/chip.ts';
-import type { HiddenPort } from '../flash/bus.ts';
+import type { HiddenPort } from '../flash/hidden-port.ts';
 import type { Fuses } from '../flash/fuses.ts';
 import { readIdentity, RecordStore, HIDDEN_STORES, storeKeyLabel, type Identity } from '../zones/hidden.ts';
 import { CLA, Ins, DataObject, SW, parseCommand, encodeResponse } from './apdu.ts';
 
 export const Slot = { deviceKey: 0x01, business: 0x02, fingerprint: 0x20, otpSeed: 0x21 } as const;
 export const Record = { savedLogin: 0x01 } as const;
-
-/** Label of the key the registration server wraps a business secret under (docs/protocol.md §6.2). */
-export const SECRET_WRAP_LABEL = 'usbphone/v1 secret wrap';
-/** Associated data of a wrapped secret: it opens only for this user and generation. */
-export function secretWrapAad(user: string, gen: number): Uint8Array {
-  return encode(['usbphone/v1 wrapped secret', user, gen]);
-}
-/** The wrap key: only the chip (K_dev in its slot) and the registration servers (master key) can derive it. */
-export function secretWrapKey(deviceKey: Uint8Array): Uint8Array {
-  return kdf(deviceKey, SECRET_WRAP_LABEL, 'wrap');
-}
-export const WRAPPED_SECRET_BYTES = 24 + SECRET_BYTES + 16;
-
-/** Server side of the wrap: nonce (24) || XChaCha20-Poly1305(secret), AAD = secretWrapAad. */
-export function wrapSecret(deviceKey: Uint8Array, user: string, gen: number, secret: Uint8Array, rng: Rng): Uint8Array {
-  const k = secretWrapKey(deviceKey);
-  const nonce = rng(24);
-  const ct = xchacha20poly1305(k, nonce, secretWrapAad(user, gen)).encrypt(secret);
-  k.fill(0);
-  const out = new Uint8Array(24 + ct.length);
-  out.set(nonce);
-  out.set(ct, 24);
-  return out;
-}
 
 interface Held {
   user: string;
@@ -82,7 +57,7 @@ interface Held {
 
 const SECRETS_VERSION = 1;
 /** The secret slots live in the hidden zone's second record store, sealed under its own fuse key. */
-const SECRETS_STORE = HIDDEN_STORES.spare;
+const SECRETS_STORE = HIDDEN_STORES.secrets;
 const MAX_RECORD = 2048;
 
 type Reply = { data?: Uint8Array; sw: number } | 'power-lost';
@@ -321,14 +296,9 @@ export class SecureElement {
     const id = this.#loadIdentity();
     if (!isIdentity(id)) return id;
     const k = secretWrapKey(id.deviceKey);
-    let secret: Uint8Array;
-    try {
-      secret = xchacha20poly1305(k, wrapped.subarray(0, 24), secretWrapAad(user, gen)).decrypt(wrapped.subarray(24));
-    } catch {
-      return status(SW.verificationFailed);
-    } finally {
-      k.fill(0);
-    }
+    const secret = unwrapSecret(k, user, gen, wrapped);
+    k.fill(0);
+    if (!secret) return status(SW.verificationFailed);
     const prev = this.#loadHeld();
     if (prev === 'power-lost') return prev;
     const same = prev && prev.user === user ? prev : null;
@@ -357,7 +327,7 @@ export class SecureElement {
   #store(geometry: { id: number; firstSector: number; slots: number }): RecordStore {
     let s = this.#stores.get(geometry.id);
     if (!s) {
-      const name = geometry.id === HIDDEN_STORES.login.id ? 'login' : 'spare';
+      const name = geometry.id === HIDDEN_STORES.login.id ? 'login' : 'secrets';
       const key = this.#fuses.deriveKey(storeKeyLabel(name));
       s = new RecordStore(this.#port, key, geometry);
       key.fill(0);

@@ -46,12 +46,12 @@ test('the firmware storage seam over the bus: files, identity, saved login acros
   assert.equal(busStorage(bus, json).loadLogin(), { ok: true, value: { user: 'u1', secret: 's1' } });
 });
 
-test('a wrong vendor sequence is refused (S0.4); a power cut mid-save reports ERR_POWER_LOST and keeps the old login', () => {
+test('a power cut mid-save reports ERR_POWER_LOST and keeps the old login; no secret slot until one is imported', () => {
   const { chip, bus } = device();
-  const bad = busStorage(bus, json, { unlockSequence: Uint8Array.of(1, 2, 3) });
-  assert.equal(bad.readIdentity(), { ok: false, status: 'ERR_BAD_SEQUENCE' });
-  bus.powerCycle();
   const s = busStorage(bus, json);
+  assert.equal(s.secrets(), { ok: true, value: null });
+  assert.equal(s.retireOlder(1), { ok: false, status: 'SW_SECURITY_NOT_SATISFIED' });
+  assert.equal(s.importSecret('u1', 1, 0, new Uint8Array(72)), { ok: false, status: 'SW_VERIFICATION_FAILED' });
   s.saveLogin({ user: 'u1', secret: 'old' });
   chip.faults.powerCutAfterOps = 1; // the erase completes, the one page program is torn
   chip.faults.tornBytes = 5;

@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { FlashChip, FlashStatus, W25Q64 } from '../flash/chip.ts';
 import { CowBacking } from '../flash/backing.ts';
 import { Fuses } from '../flash/fuses.ts';
-import { DeviceBus, VENDOR_UNLOCK_SEQUENCE, VENDOR_MAX_BAD_SEQUENCES } from '../flash/bus.ts';
+import type { HiddenPort } from '../flash/hidden-port.ts';
 import { parseTable, zoneOf, ZoneType } from './layout.ts';
 import { readIdentity, openStore, RecordStore, HIDDEN_STORES, RECORD_MAX_PAYLOAD, classifySlot, storeKeyLabel } from './hidden.ts';
 import { buildImage } from '../factory/image.ts';
@@ -21,29 +21,42 @@ const table = parsed.table;
 const te = new TextEncoder();
 const hex = bytesToHex;
 
+/**
+ * The hidden zone as the secure controller reaches it (the bus builds the same port and gives it
+ * to the controller only): these tests play the controller to check the zone's formats. The host
+ * has no such port (firmware/flash/bus.test.ts, firmware/secure/element.test.ts).
+ */
+type ControllerPort = HiddenPort & { deriveKey(label: string): Uint8Array; uniqueId(): Uint8Array };
+function controllerPort(chip: FlashChip, f: Fuses): ControllerPort {
+  const z = zoneOf(table, ZoneType.HIDDEN);
+  const inZone = (o: number, n: number) => Number.isSafeInteger(o) && Number.isSafeInteger(n) && o >= 0 && n >= 0 && o + n <= z.size;
+  return {
+    hiddenBytes: z.size,
+    sectorBytes: chip.profile.sectorBytes,
+    pageBytes: chip.profile.pageBytes,
+    readHidden: (o, n) => (inZone(o, n) ? chip.read(z.offset + o, n) : { status: FlashStatus.ERR_RANGE, data: new Uint8Array(0) }),
+    programHidden: (o, d) => (inZone(o, d.length) ? chip.program(z.offset + o, d) : FlashStatus.ERR_RANGE),
+    eraseHiddenSector: (o) => (inZone(o, chip.profile.sectorBytes) ? chip.eraseSector(z.offset + o) : FlashStatus.ERR_RANGE),
+    deriveKey: (label) => f.deriveKey(label),
+    uniqueId: () => f.uniqueId(),
+  };
+}
 function device(base: Uint8Array = image, f: Fuses = fuses, seed = 1) {
   const chip = new FlashChip({ backing: new CowBacking(base, 4096), seed });
-  const bus = new DeviceBus(chip, f, table);
-  return { chip, bus };
+  const port = controllerPort(chip, f);
+  return { chip, port, bus: { powerCycle: () => chip.powerCycle() } };
 }
-function unlocked(base: Uint8Array = image, seed = 1) {
-  const d = device(base, fuses, seed);
-  assert.is(d.bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE), FlashStatus.OK);
-  return d;
-}
-function store(bus: DeviceBus): RecordStore {
-  const s = openStore(bus.vendor, 'login');
+const unlocked = (base: Uint8Array = image, seed = 1) => device(base, fuses, seed);
+function store(port: ControllerPort): RecordStore {
+  const s = openStore(port, 'login');
   assert.is(s.status, FlashStatus.OK);
   return s.store!;
 }
 
-test('identity (S0.1, S0.2, S0.4): only through the unlocked vendor path, and it matches the factory inputs', () => {
-  const { bus } = device();
-  assert.is(readIdentity(bus.vendor).status, FlashStatus.ERR_LOCKED);
-  assert.is(bus.vendor.readHidden(0, 16).status, FlashStatus.ERR_LOCKED);
-  assert.is(bus.vendor.deriveKey('x').length, 0);
-  assert.is(bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE), FlashStatus.OK);
-  const r = readIdentity(bus.vendor);
+test('identity (S0.1, S0.2, S0.4): the controller unseals it, and it matches the factory inputs', () => {
+  const { port } = device();
+  assert.is(port.readHidden(port.hiddenBytes - 1, 2).status, FlashStatus.ERR_RANGE);
+  const r = readIdentity(port);
   assert.is(r.status, FlashStatus.OK);
   const id = r.identity!;
   assert.is(id.serial, 'SN-0000001');
@@ -53,45 +66,32 @@ test('identity (S0.1, S0.2, S0.4): only through the unlocked vendor path, and it
   assert.is(hex(id.uniqueId), '0102030405060708');
 });
 
-test('vendor unlock: wrong sequences are refused and counted; after the limit, locked until power cycle', () => {
-  const { bus } = device();
-  for (let i = 0; i < VENDOR_MAX_BAD_SEQUENCES; i++) assert.is(bus.vendor.unlock(Uint8Array.of(1, 2, 3)), FlashStatus.ERR_BAD_SEQUENCE);
-  assert.is(bus.counters.vendorBadSequences, VENDOR_MAX_BAD_SEQUENCES);
-  assert.is(bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE), FlashStatus.ERR_LOCKED);
-  assert.is(bus.vendor.unlock('junk' as unknown as Uint8Array), FlashStatus.ERR_LOCKED);
-  bus.powerCycle();
-  assert.is(bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE), FlashStatus.OK);
-  bus.powerCycle();
-  assert.not.ok(bus.vendor.unlocked, 'a power cycle locks the port again');
-});
-
 test('a copied image is useless on another chip: the identity does not unseal without these fuses', () => {
   const other = new Fuses(new Uint8Array(32).fill(0x22), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
-  const { bus } = device(image, other);
-  bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
-  assert.is(readIdentity(bus.vendor).status, FlashStatus.ERR_AUTH);
+  const { bus, port } = device(image, other);
+  assert.is(readIdentity(port).status, FlashStatus.ERR_AUTH);
 });
 
 test('every single bit flip in the identity record is detected', () => {
   const hidden = zoneOf(table, ZoneType.HIDDEN).offset;
-  const { chip, bus } = unlocked();
+  const { chip, bus, port } = unlocked();
   const len = 12 + (image[hidden + 6]! | (image[hidden + 7]! << 8));
   let detected = 0;
   for (let i = 0; i < len; i++) {
     for (let bit = 0; bit < 8; bit++) {
       chip.flipBit(hidden + i, bit);
-      const s = readIdentity(bus.vendor).status;
+      const s = readIdentity(port).status;
       if (s !== FlashStatus.OK) detected++;
       chip.flipBit(hidden + i, bit); // flip back (backing write, not NOR)
     }
   }
   assert.is(detected, len * 8);
-  assert.is(readIdentity(bus.vendor).status, FlashStatus.OK);
+  assert.is(readIdentity(port).status, FlashStatus.OK);
 });
 
 test('record store: empty, write/read, sequence numbers, slot rotation, limits', () => {
-  const { bus } = unlocked();
-  const s = store(bus);
+  const { bus, port } = unlocked();
+  const s = store(port);
   assert.equal(s.read(), { status: FlashStatus.ERR_EMPTY, payload: null, seq: 0 });
   for (let i = 1; i <= 6; i++) {
     assert.is(s.write(te.encode(`login ${i}`)), FlashStatus.OK);
@@ -111,18 +111,18 @@ test('record store: empty, write/read, sequence numbers, slot rotation, limits',
   assert.equal(s.read().payload, big);
   assert.is(s.write(new Uint8Array(0)), FlashStatus.OK);
   assert.is(s.read().payload!.length, 0);
-  // The stores are separate: a record in "login" is not visible in "spare".
-  const spare = openStore(bus.vendor, 'spare').store!;
+  // The stores are separate: a record in "login" is not visible in "secrets".
+  const spare = openStore(port, 'secrets').store!;
   assert.is(spare.read().status, FlashStatus.ERR_EMPTY);
   // The payload is encrypted: it is not in the hidden zone in clear.
-  const zone = bus.vendor.readHidden(0, bus.vendor.hiddenBytes).data;
+  const zone = port.readHidden(0, port.hiddenBytes).data;
   const needle = te.encode('login 6');
   assert.not.ok(zone.some((_, i) => needle.every((b, j) => zone[i + j] === b)));
 });
 
 test('record store: a worn slot is skipped; a flipped bit falls back to the previous record', () => {
-  const { chip, bus } = unlocked();
-  const s = store(bus);
+  const { chip, bus, port } = unlocked();
+  const s = store(port);
   s.write(te.encode('one'));
   const hiddenSector = zoneOf(table, ZoneType.HIDDEN).offset / 4096;
   chip.faults.earlyWear.set(hiddenSector + HIDDEN_STORES.login.firstSector + 1, 0); // slot 1 is worn out
@@ -138,9 +138,9 @@ test('record store: a worn slot is skipped; a flipped bit falls back to the prev
 });
 
 test('record store: a key from other fuses opens nothing', () => {
-  const { bus } = unlocked();
-  store(bus).write(te.encode('secret login'));
-  const foreign = new RecordStore(bus.vendor, new Fuses(new Uint8Array(32).fill(9), new Uint8Array(8)).deriveKey(storeKeyLabel('login')));
+  const { bus, port } = unlocked();
+  store(port).write(te.encode('secret login'));
+  const foreign = new RecordStore(port, new Fuses(new Uint8Array(32).fill(9), new Uint8Array(8)).deriveKey(storeKeyLabel('login')));
   assert.is(foreign.read().status, FlashStatus.ERR_EMPTY);
   assert.ok(foreign.slots().slots.some((x) => x.state === 'invalid'));
 });
@@ -154,7 +154,7 @@ function exhaustive(priorWrites: number): { cuts: number; old: number; new: numb
   const newPayload = te.encode('new login'.padEnd(700, '*'));
   // The state before the update, as a shared base image: each trial is a cheap CoW device.
   const prep = unlocked();
-  const s0 = store(prep.bus);
+  const s0 = store(prep.port);
   for (let i = 1; i < priorWrites; i++) assert.is(s0.write(te.encode(`older ${i}`)), FlashStatus.OK);
   if (priorWrites > 0) assert.is(s0.write(oldPayload), FlashStatus.OK);
   const before = prep.chip.peek(0, W25Q64.sizeBytes);
@@ -163,7 +163,7 @@ function exhaustive(priorWrites: number): { cuts: number; old: number; new: numb
   const ops: { kind: string; bytes: number }[] = [];
   const ref = unlocked(before);
   ref.chip.onOperation = (op) => ops.push(op);
-  assert.is(store(ref.bus).write(newPayload), FlashStatus.OK);
+  assert.is(store(ref.port).write(newPayload), FlashStatus.OK);
   assert.ok(ops.length >= 4, 'erase + several page programs');
 
   const counts = { cuts: 0, old: 0, new: 0 };
@@ -171,13 +171,12 @@ function exhaustive(priorWrites: number): { cuts: number; old: number; new: numb
     const d = unlocked(before, seed);
     d.chip.faults.powerCutAfterOps = opIndex;
     d.chip.faults.tornBytes = torn;
-    const st = store(d.bus).write(newPayload);
+    const st = store(d.port).write(newPayload);
     // Past the last operation the update completed; the power then goes anyway.
     assert.is(st, opIndex < ops.length ? FlashStatus.ERR_POWER_LOST : FlashStatus.OK, `cut at op ${opIndex} byte ${torn}`);
     d.chip.faults.clear();
     d.bus.powerCycle();
-    assert.is(d.bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE), FlashStatus.OK);
-    const r = store(d.bus).read();
+    const r = store(d.port).read();
     counts.cuts++;
     if (priorWrites === 0 && r.status === FlashStatus.ERR_EMPTY) {
       counts.old++;
@@ -189,7 +188,7 @@ function exhaustive(priorWrites: number): { cuts: number; old: number; new: numb
       else assert.unreachable(`garbage after cut at op ${opIndex} byte ${torn}`);
     }
     // And the device can always write again after the cut.
-    const again = store(d.bus);
+    const again = store(d.port);
     assert.is(again.write(te.encode('after')), FlashStatus.OK);
     assert.is(new TextDecoder().decode(again.read().payload!), 'after');
   };
@@ -225,11 +224,10 @@ test('property: any sequence of writes with power cuts at random points reads ba
             d.chip.faults.powerCutAfterOps = st.cut.ops;
             d.chip.faults.tornBytes = st.cut.torn;
           }
-          const status = store(d.bus).write(payload);
+          const status = store(d.port).write(payload);
           d.chip.faults.clear();
           d.bus.powerCycle();
-          d.bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
-          const r = store(d.bus).read();
+          const r = store(d.port).read();
           const got = r.payload ? hex(r.payload) : null;
           if (status === FlashStatus.OK) assert.is(got, hex(payload));
           else {
@@ -266,12 +264,11 @@ test('property: read() (headers first, opens the best candidate) agrees with the
             d.chip.faults.powerCutAfterOps = st.cut.ops;
             d.chip.faults.tornBytes = st.cut.torn;
           }
-          store(d.bus).write(Uint8Array.from({ length: st.len }, (_, k) => (k * 7 + i) & 0xff));
+          store(d.port).write(Uint8Array.from({ length: st.len }, (_, k) => (k * 7 + i) & 0xff));
           d.chip.faults.clear();
           d.bus.powerCycle();
-          d.bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
           if (st.flip) d.chip.flipBit(slotBase + st.flip.slot * 4096 + st.flip.at, st.flip.bit);
-          const s = store(d.bus);
+          const s = store(d.port);
           const r = s.read();
           const cur = s.slots().slots.find((x) => x.current);
           assert.is(r.status, cur ? FlashStatus.OK : FlashStatus.ERR_EMPTY, `step ${i}`);
@@ -285,21 +282,20 @@ test('property: read() (headers first, opens the best candidate) agrees with the
 });
 
 test('slot classification names a torn write and where it was cut', () => {
-  const { chip, bus } = unlocked();
-  const s = store(bus);
+  const { chip, bus, port } = unlocked();
+  const s = store(port);
   s.write(te.encode('first'));
   chip.faults.powerCutAfterOps = 2; // erase, first page, then cut inside the second page program
   chip.faults.tornBytes = 10;
   assert.is(s.write(new Uint8Array(600).fill(0x41)), FlashStatus.ERR_POWER_LOST);
   bus.powerCycle();
-  bus.vendor.unlock(VENDOR_UNLOCK_SEQUENCE);
-  const meta = store(bus).slots().slots;
+  const meta = store(port).slots().slots;
   assert.is(meta[0]!.state, 'valid');
   assert.ok(meta[0]!.current);
   assert.is(meta[1]!.state, 'torn');
   assert.is(meta[1]!.problemOffset, meta[1]!.offset + 256 + 10);
   // Keyless view (the inspector without fuses): sealed / torn.
-  const raw = bus.vendor.readHidden(meta[0]!.offset, 4096).data;
+  const raw = port.readHidden(meta[0]!.offset, 4096).data;
   assert.is(classifySlot(raw, HIDDEN_STORES.login.id, null, 0, 0).state, 'sealed');
 });
 

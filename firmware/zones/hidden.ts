@@ -6,7 +6,7 @@
 //   sector 0        identity record (written once, at the factory)
 //   sector 1        reserved (erased)
 //   sectors 2..5    record store "login" (4 slots: the saved login of S0.12-S0.14)
-//   sectors 6..9    record store "spare" (4 slots, for the firmware's next needs)
+//   sectors 6..9    record store "secrets" (4 slots: the business secrets of the secure controller's slot 02)
 //   sectors 10..15  reserved (erased)
 //
 // Sealing: XChaCha20-Poly1305 with a synthetic nonce (SIV-style: the first 24 bytes of
@@ -19,7 +19,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { kdfExtract, kdfExpand, checkSerial, SERIAL_TOKEN_MAX, SERIAL_TOKEN_MIN } from '../../protocol/keys.ts';
 import { sealBoxWithNonce, openBox } from '../../protocol/sealed-box.ts';
 import { FlashStatus } from '../flash/chip.ts';
-import type { HiddenPort } from '../flash/bus.ts';
+import type { HiddenPort } from '../flash/hidden-port.ts';
 import { crc32 } from './crc32.ts';
 
 export const IDENTITY_KEY_LABEL = 'usbphone/v1 identity';
@@ -27,7 +27,7 @@ export const storeKeyLabel = (name: string) => `usbphone/v1 store ${name}`;
 export const IDENTITY_OFFSET = 0;
 export const HIDDEN_STORES = {
   login: { id: 1, firstSector: 2, slots: 4 },
-  spare: { id: 2, firstSector: 6, slots: 4 },
+  secrets: { id: 2, firstSector: 6, slots: 4 },
 } as const;
 export type StoreName = keyof typeof HIDDEN_STORES;
 

@@ -1,0 +1,115 @@
+// The host side of the secure controller: typed commands over APDUs (element.ts lists them).
+// This is all a program on the host computer (UPMon, the main program, or a hostile one) can
+// do with the chip: ask for its public identity and slot table, have it compute a handshake
+// under a slot, hand it a wrapped secret, retire older secrets, read and write the saved-login
+// record. Statuses are the status words' names ('SW_NOT_FOUND', ...); a command the chip
+// could not answer because power was lost is 'ERR_POWER_LOST'.
+import { decode, encode, type CborValue } from '../../protocol/cbor.ts';
+import { ImplementationError } from '../../protocol/errors.ts';
+import type { ClientKeyOps } from '../../protocol/handshake-keys.ts';
+import { Ins, DataObject, SW, encodeCommand, parseResponse, swName } from './apdu.ts';
+import { Slot, Record } from './element.ts';
+
+export type ChipResult<T> = { ok: true; value: T } | { ok: false; status: string };
+
+/** What a host can read of the chip's identity: nothing secret. */
+export interface PublicIdentity {
+  serial: string;
+  /** The encrypted serial the hello carries (opaque; docs/protocol.md §5.1). */
+  serialToken: Uint8Array;
+  keyVersion: number;
+}
+
+/** Thrown by the chip-backed key holders when the chip lost power mid-command: the device halts. */
+export class ChipPowerLost extends Error {
+  constructor(readonly command: string) {
+    super(`power lost during ${command}`);
+  }
+}
+
+export class SeClient {
+  constructor(private readonly transmit: (apdu: Uint8Array) => Uint8Array) {}
+
+  #call(name: string, ins: number, o: { p1?: number; p2?: number; data?: CborValue | Uint8Array } = {}): ChipResult<Uint8Array> {
+    const data = o.data === undefined ? undefined : o.data instanceof Uint8Array ? o.data : encode(o.data);
+    const raw = this.transmit(encodeCommand({ ins, p1: o.p1, p2: o.p2, data }));
+    if (raw.length === 0) return { ok: false, status: 'ERR_POWER_LOST' };
+    const r = parseResponse(raw);
+    void name;
+    return r.sw === SW.ok ? { ok: true, value: r.data } : { ok: false, status: swName(r.sw) };
+  }
+
+  identity(): ChipResult<PublicIdentity> {
+    const r = this.#call('GET DATA identity', Ins.getData, { p2: DataObject.identity });
+    if (!r.ok) return r;
+    const [serialToken, keyVersion, serial] = decode(r.value) as [Uint8Array, number, string];
+    return { ok: true, value: { serial, serialToken, keyVersion } };
+  }
+
+  /** The business secrets the chip holds: their user and generations, newest first (no key bytes). */
+  secrets(): ChipResult<{ user: string; gens: number[] } | null> {
+    const r = this.#call('GET DATA slots', Ins.getData, { p2: DataObject.slots });
+    if (!r.ok) return r;
+    const slots = decode(r.value) as [number, string, string, string | null, number[]][];
+    const b = slots.find((s) => s[0] === Slot.business);
+    if (!b || b[2] !== 'set' || b[3] === null || b[4].length === 0) return { ok: true, value: null };
+    return { ok: true, value: { user: b[3], gens: [...b[4]].sort((x, y) => y - x) } };
+  }
+
+  importSecret(user: string, gen: number, currentGen: number, wrapped: Uint8Array): ChipResult<void> {
+    const r = this.#call('IMPORT SECRET', Ins.importSecret, { data: [user, gen, currentGen, wrapped] });
+    return r.ok ? { ok: true, value: undefined } : r;
+  }
+
+  retireOlder(gen: number): ChipResult<void> {
+    const r = this.#call('RETIRE OLDER', Ins.retireOlder, { data: [gen] });
+    return r.ok ? { ok: true, value: undefined } : r;
+  }
+
+  readRecord(): ChipResult<Uint8Array | null> {
+    const r = this.#call('READ RECORD', Ins.readRecord, { p1: Record.savedLogin });
+    if (!r.ok) return r.status === 'SW_NOT_FOUND' ? { ok: true, value: null } : r;
+    return r;
+  }
+
+  writeRecord(b: Uint8Array): ChipResult<void> {
+    const r = this.#call('WRITE RECORD', Ins.writeRecord, { p1: Record.savedLogin, data: b });
+    return r.ok ? { ok: true, value: undefined } : r;
+  }
+
+  /**
+   * A key holder for one handshake under `slot` (protocol/handshake-keys.ts): the chip draws
+   * the client nonce, computes the MACs and releases the traffic keys, the long-term key stays
+   * inside. A refusal by the chip is ImplementationError SE_REFUSED (the program asked for
+   * something the slot's policy forbids, or another host program interleaved its commands);
+   * a power cut is ChipPowerLost.
+   */
+  keyOps(slot: number): ClientKeyOps {
+    const must = (name: string, r: ChipResult<Uint8Array>): Uint8Array => {
+      if (r.ok) return r.value;
+      if (r.status === 'ERR_POWER_LOST') throw new ChipPowerLost(name);
+      throw new ImplementationError('SE_REFUSED', `${name}: the secure element answered ${r.status}`);
+    };
+    return {
+      opening: (type, seq, dest, fields) => {
+        const [nonce, mac] = decode(must('HS OPEN', this.#call('HS OPEN', Ins.hsOpen, { p1: slot, data: [type, seq, dest, fields] }))) as [Uint8Array, Uint8Array];
+        return { nonce, mac };
+      },
+      proof: (p) => {
+        const r = this.#call('HS FINISH', Ins.hsFinish, { data: [p.th1, p.nonce, p.mac, p.th2] });
+        if (!r.ok && r.status === swName(SW.verificationFailed)) return null;
+        const [finish, c2s, s2c] = decode(must('HS FINISH', r)) as [Uint8Array, Uint8Array, Uint8Array];
+        return { finish, c2s, s2c };
+      },
+      // Nothing to wipe on the host: the chip drops its handshake state at the next opening or power-on.
+      abort: () => {},
+    };
+  }
+
+  deviceKeyOps(): ClientKeyOps {
+    return this.keyOps(Slot.deviceKey);
+  }
+  loginKeyOps(): ClientKeyOps {
+    return this.keyOps(Slot.business);
+  }
+}
