@@ -9,6 +9,9 @@ import { MsgType, parseServerProof, decodeEnvelope, parseError, parseLoginFail }
 import type { Stack } from '../deploy/stack.ts';
 
 let stack: Stack;
+
+/** The opaque user name enrollment gave a serial. */
+const U = (serial: string) => stack.regStore.getDevice(serial)!.user;
 let url: string;
 const secret = (b: number) => new Uint8Array(32).fill(b);
 let rid = 0;
@@ -29,26 +32,26 @@ function install(user: string, s: Uint8Array, expiresAt = Date.now() + DAY) {
 }
 
 test('mechanisms other than password are refused after the ack (BIZ_MECH_UNSUPPORTED)', async () => {
-  install('u-SN-B1', secret(1));
-  assert.equal(await bizLogin(url, 'biz-east', { user: 'u-SN-B1', gen: 1, secret: secret(1) }, { mech: 'fingerprint' }), { kind: 'fail', code: 'BIZ_MECH_UNSUPPORTED' });
-  assert.equal(await bizLogin(url, 'biz-east', { user: 'u-SN-B1', gen: 1, secret: secret(1) }, { mech: 'otp' }), { kind: 'fail', code: 'BIZ_MECH_UNSUPPORTED' });
+  install(U('SN-B1'), secret(1));
+  assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 1, secret: secret(1) }, { mech: 'fingerprint' }), { kind: 'fail', code: 'BIZ_MECH_UNSUPPORTED' });
+  assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 1, secret: secret(1) }, { mech: 'otp' }), { kind: 'fail', code: 'BIZ_MECH_UNSUPPORTED' });
 });
 
 test('unknown user, wrong generation and wrong secret all look the same (BIZ_AUTH_FAILED)', async () => {
   assert.equal(await bizLogin(url, 'biz-east', { user: 'u-nobody', gen: 1, secret: secret(1) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
-  assert.equal(await bizLogin(url, 'biz-east', { user: 'u-SN-B1', gen: 7, secret: secret(1) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
-  assert.equal(await bizLogin(url, 'biz-east', { user: 'u-SN-B1', gen: 1, secret: secret(2) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
-  assert.equal(await bizLogin(url, 'biz-east', { user: 'u-SN-B1', gen: 0, secret: secret(0) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
+  assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 7, secret: secret(1) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
+  assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 1, secret: secret(2) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
+  assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 0, secret: secret(0) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
 });
 
 test('pending -> current on first use; confirmation recorded; a confirmation of another generation is refused', async () => {
-  assert.equal(await bizLogin(url, 'biz-east', { user: 'u-SN-B1', gen: 1, secret: secret(1) }, { confirm: true }), { kind: 'ok', confirmed: true });
-  const a = stack.bizStore.getByUser('u-SN-B1')!;
+  assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 1, secret: secret(1) }, { confirm: true }), { kind: 'ok', confirmed: true });
+  const a = stack.bizStore.getByUser(U('SN-B1'))!;
   assert.equal([a.currentGen, a.pendingGen, a.confirmedGen], [1, null, 1]);
   // pwConfirm for a generation that is not current.
   const s = await FrameSocket.connect(url);
-  const hs = new ClientHandshake('biz-east', passwordLoginKey(secret(1), 'u-SN-B1'));
-  s.send(hs.opening(MsgType.login, ['password', 'u-SN-B1', 1, new Map()]));
+  const hs = new ClientHandshake('biz-east', passwordLoginKey(secret(1), U('SN-B1')));
+  s.send(hs.opening(MsgType.login, ['password', U('SN-B1'), 1, new Map()]));
   const ack = await s.frame();
   hs.receiveClear(ack.frame, ack.env);
   const ok = await s.frame();
@@ -61,24 +64,24 @@ test('pending -> current on first use; confirmation recorded; a confirmation of 
 });
 
 test('an expired pending secret is refused while a current one exists; with no current one it never expires', async () => {
-  install('u-SN-B1', secret(3), Date.now() - 1);
-  assert.equal(await bizLogin(url, 'biz-east', { user: 'u-SN-B1', gen: 2, secret: secret(3) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
-  assert.is((await bizLogin(url, 'biz-east', { user: 'u-SN-B1', gen: 1, secret: secret(1) })).kind, 'ok');
-  install('u-SN-B2', secret(4), Date.now() - 1);
-  assert.is((await bizLogin(url, 'biz-east', { user: 'u-SN-B2', gen: 1, secret: secret(4) })).kind, 'ok');
+  install(U('SN-B1'), secret(3), Date.now() - 1);
+  assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 2, secret: secret(3) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
+  assert.is((await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 1, secret: secret(1) })).kind, 'ok');
+  install(U('SN-B2'), secret(4), Date.now() - 1);
+  assert.is((await bizLogin(url, 'biz-east', { user: U('SN-B2'), gen: 1, secret: secret(4) })).kind, 'ok');
 });
 
 test('a disabled account is refused after authentication (BIZ_ACCOUNT_DISABLED)', async () => {
-  install('u-SN-B3', secret(5));
-  stack.bizStore.setStatus('u-SN-B3', 'disabled');
-  assert.equal(await bizLogin(url, 'biz-east', { user: 'u-SN-B3', gen: 1, secret: secret(5) }), { kind: 'fail', code: 'BIZ_ACCOUNT_DISABLED' });
-  stack.bizStore.setStatus('u-SN-B3', 'active');
-  assert.is((await bizLogin(url, 'biz-east', { user: 'u-SN-B3', gen: 1, secret: secret(5) })).kind, 'ok');
+  install(U('SN-B3'), secret(5));
+  stack.bizStore.setStatus(U('SN-B3'), 'disabled');
+  assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B3'), gen: 1, secret: secret(5) }), { kind: 'fail', code: 'BIZ_ACCOUNT_DISABLED' });
+  stack.bizStore.setStatus(U('SN-B3'), 'active');
+  assert.is((await bizLogin(url, 'biz-east', { user: U('SN-B3'), gen: 1, secret: secret(5) })).kind, 'ok');
 });
 
 test('S0.7: a replayed login (HS_REPLAY) and an out-of-state frame (MSG_UNEXPECTED) end the session', async () => {
-  const hs = new ClientHandshake('biz-east', passwordLoginKey(secret(1), 'u-SN-B1'));
-  const login = hs.opening(MsgType.login, ['password', 'u-SN-B1', 1, new Map()]);
+  const hs = new ClientHandshake('biz-east', passwordLoginKey(secret(1), U('SN-B1')));
+  const login = hs.opening(MsgType.login, ['password', U('SN-B1'), 1, new Map()]);
   const s1 = await FrameSocket.connect(url);
   s1.send(login);
   assert.is((await s1.frame()).env.type, MsgType.loginAck);
@@ -102,8 +105,8 @@ test('S0.7: a replayed login (HS_REPLAY) and an out-of-state frame (MSG_UNEXPECT
 
 test('a login for another server (wrong dest) is refused (HS_WRONG_DEST)', async () => {
   const s = await FrameSocket.connect(stack.directUrl('biz-east')!);
-  const hs = new ClientHandshake('biz-west', passwordLoginKey(secret(1), 'u-SN-B1'));
-  s.send(hs.opening(MsgType.login, ['password', 'u-SN-B1', 1, new Map()]));
+  const hs = new ClientHandshake('biz-west', passwordLoginKey(secret(1), U('SN-B1')));
+  s.send(hs.opening(MsgType.login, ['password', U('SN-B1'), 1, new Map()]));
   const c = await s.closed();
   assert.is(parseError(decodeEnvelope(c.frames[0]!).body).code, 'HS_WRONG_DEST');
 });

@@ -20,7 +20,7 @@ export class BizServerSession extends ServerSession {
   /** The clock reading of this login: the lookup and the promotion judge expiry at one instant. */
   #now = 0;
 
-  constructor(t: SessionTransport, opts: SessionOptions, deps: BizServerSessionDeps) {
+  constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: BizServerSessionDeps) {
     super(t, opts);
     this.exchange = new LoginServer(opts.name, {
       lookup: (login) => {
@@ -48,8 +48,17 @@ export class BizServerSession extends ServerSession {
       if (e.promoted) this.opts.metrics?.event('password_promoted');
       this.opts.log.info('login ok', { user: l.user, gen: l.gen, mech: l.mech, promoted: e.promoted, ip, via: this.transport.via });
     } else if (e?.kind === 'confirmed') {
-      this.opts.log.info('password confirmed', { user: e.user, gen: e.gen });
-      this.opts.metrics?.event('password_confirmed');
+      const a = this.deps.store.getByUser(e.user);
+      if (a && a.pendingGen !== null && a.pendingGen > e.gen) {
+        // The device confirms the generation it fell back to while a newer one waits: the newer
+        // one failed for it. Once is a lost frame; again and again, someone on its path makes
+        // every login with the new password fail to keep the old one current (issue 9).
+        this.opts.log.warn('rotation fallback', { user: e.user, gen: e.gen, pendingGen: a.pendingGen });
+        this.opts.metrics?.event('rotation_fallback');
+      } else {
+        this.opts.log.info('password confirmed', { user: e.user, gen: e.gen });
+        this.opts.metrics?.event('password_confirmed');
+      }
     }
     if (s.done) {
       const { code, login: l } = s.done;

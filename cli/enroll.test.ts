@@ -32,7 +32,9 @@ test('a record, then a batch of JSON lines; re-enrolling is idempotent; --disabl
   writeFileSync(rec, JSON.stringify({ serial: 'SN-C1', keyVersion: 1, uniqueId: 'ab', imageSha256: '00', regPrimary: 'ws://x/', regBackup: 'ws://y/' }));
   const r1 = cli('--state', t.dir, '--record', rec, '--json');
   assert.is(r1.code, 0, r1.err);
-  assert.equal(JSON.parse(r1.out), [{ serial: 'SN-C1', user: 'u-SN-C1', account: 'acct-SN-C1', device: 'created', bizAccount: 'created' }]);
+  const [e1] = JSON.parse(r1.out) as { user: string }[];
+  assert.match(e1!.user, /^u-[0-9a-f]{20}$/, 'an opaque user name, nothing of the serial');
+  assert.equal(JSON.parse(r1.out), [{ serial: 'SN-C1', user: e1!.user, account: 'acct-SN-C1', device: 'created', bizAccount: 'created' }]);
   assert.match(cli('--state', t.dir, '--record', rec).out, /SN-C1: device exists/);
   const batch = join(t.dir, 'batch.jsonl');
   writeFileSync(batch, ['SN-C2', 'SN-C3'].map((s) => JSON.stringify({ serial: s, keyVersion: 1 })).join('\n') + '\n');
@@ -42,7 +44,7 @@ test('a record, then a batch of JSON lines; re-enrolling is idempotent; --disabl
   const biz = new SqliteBizStore(join(t.dir, 'biz-accounts.sqlite'), readKeyFile(join(t.dir, 'store.key'), 'storage key'));
   try {
     assert.equal(['SN-C1', 'SN-C2', 'SN-C3'].map((s) => reg.getDevice(s)?.status), ['active', 'disabled', 'active']);
-    assert.is(biz.getByUser('u-SN-C3')!.account, 'acct-SN-C3');
+    assert.is(biz.getByUser(reg.getDevice('SN-C3')!.user)!.account, 'acct-SN-C3');
   } finally {
     reg.close();
     biz.close();
@@ -82,8 +84,9 @@ test('with the servers of --state running, the account is made through their adm
     const r = await cliAsync('--state', dir, '--record', rec, '--json');
     assert.is(r.code, 0, r.err);
     assert.match(r.err, /through the admin API of biz-east, biz-west/);
-    assert.equal(JSON.parse(r.out), [{ serial: 'SN-L1', user: 'u-SN-L1', account: 'acct-SN-L1', device: 'created', bizAccount: 'created' }]);
-    assert.is(stack.bizStore.getByUser('u-SN-L1')!.account, 'acct-SN-L1');
+    const [l1] = JSON.parse(r.out) as { user: string }[];
+    assert.equal(JSON.parse(r.out), [{ serial: 'SN-L1', user: l1!.user, account: 'acct-SN-L1', device: 'created', bizAccount: 'created' }]);
+    assert.is(stack.bizStore.getByUser(l1!.user)!.account, 'acct-SN-L1');
     // A conflict comes back from the server with its code.
     const r2 = await cliAsync('--state', dir, '--record', rec, '--user', 'mallory');
     assert.equal([r2.code, /CONFLICT/.test(r2.err)], [1, true], r2.err);

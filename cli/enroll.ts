@@ -26,7 +26,8 @@ const HELP = `usage: usbphone enroll [--state DIR] [--create] (--record FILE | -
 
 Registers devices from the image builder's enrollment records (JSON: one object, an array,
 or one object per line; each needs "serial" and "keyVersion") in the registration database
-and creates each device's business account (user 'u-' + serial unless --user). Re-enrolling
+and creates each device's business account (an opaque user name, 'u-' and 20 hex digits
+derived under the deployment's key, unless --user). Re-enrolling
 a serial changes nothing (or only its key version). '-' reads the records from stdin.
 
 Business accounts: when 'usbphone serve all --state DIR' is running, they are created

@@ -167,12 +167,13 @@ test('enroll --create makes the state directory it is asked to', async () => {
   const cwd = join(t.dir, 'enroll-create');
   mkdirSync(join(cwd, '.tmp'), { recursive: true });
   text(join(cwd, 'r.json'), '{"serial":"SN-1","keyVersion":1}');
-  const r = await usbphone(cwd, ['enroll', '--state', 'new-state', '--create', '--record', 'r.json']);
+  const r = await usbphone(cwd, ['enroll', '--state', 'new-state', '--create', '--record', 'r.json', '--json']);
   assert.is(r.code, 0, r.err);
+  const user1 = (JSON.parse(r.out) as { user: string }[])[0]!.user;
   assert.ok(existsSync(join(cwd, 'new-state', 'reg.sqlite')));
   // The same user name for another serial: a conflict, with the code the help promises.
   text(join(cwd, 'r2.json'), '{"serial":"SN-2","keyVersion":1}');
-  const c = await usbphone(cwd, ['enroll', '--state', 'new-state', '--record', 'r2.json', '--user', 'u-SN-1']);
+  const c = await usbphone(cwd, ['enroll', '--state', 'new-state', '--record', 'r2.json', '--user', user1]);
   assert.is(c.code, 1);
   assert.match(c.err, /^usbphone enroll: .* \(ENROLL_CONFLICT\)\n$/);
 });

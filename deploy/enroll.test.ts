@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { enrollDevices, accountsViaAdmin, writeRunningBizServers, readRunningBizServers, runningBizFile } from './enroll.ts';
+import { enrollDevices, accountsViaAdmin, writeRunningBizServers, readRunningBizServers, runningBizFile, userNameFor } from './enroll.ts';
 import { tempDir } from './test-util.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
@@ -19,6 +19,9 @@ const t = tempDir();
 const adminKey = new Uint8Array(32).fill(6);
 let biz: BizServer;
 let reg: SqliteRegStore;
+
+/** The opaque user name enrollment gave a serial. */
+const U = (serial: string) => reg.getDevice(serial)!.user;
 const clients: AdminClient[] = [];
 const client = (target: string, url: string, timeoutMs = 3_000) => {
   const c = new AdminClient({ target, url, key: adminKey, timeoutMs });
@@ -49,8 +52,8 @@ test.after(async () => {
 test('the account is created by the business server (enrollAccount), then exists: idempotent', async () => {
   const accounts = accountsViaAdmin([client('biz-east', biz.adminUrl)]);
   const [r] = await enrollDevices({ reg, accounts }, [{ serial: 'SN-A1', keyVersion: 1 }]);
-  assert.equal(r, { serial: 'SN-A1', user: 'u-SN-A1', account: 'acct-SN-A1', device: 'created', bizAccount: 'created' });
-  assert.is(biz.store.getByUser('u-SN-A1')!.currentGen, 0);
+  assert.equal(r, { serial: 'SN-A1', user: U('SN-A1'), account: 'acct-SN-A1', device: 'created', bizAccount: 'created' });
+  assert.is(biz.store.getByUser(U('SN-A1'))!.currentGen, 0);
   const [again] = await enrollDevices({ reg, accounts }, [{ serial: 'SN-A1', keyVersion: 1 }]);
   assert.equal([again!.device, again!.bizAccount], ['exists', 'exists']);
 });
@@ -67,7 +70,7 @@ test('an unreachable server is skipped; none reachable: ADMIN_UNREACHABLE and no
   assert.is(r!.bizAccount, 'created');
   await rejects(() => enrollDevices({ reg, accounts: accountsViaAdmin([client('biz-west', dead, 500)]) }, [{ serial: 'SN-A4', keyVersion: 1 }]), (e) => (e as { code?: string }).code === 'ADMIN_UNREACHABLE');
   assert.is(reg.getDevice('SN-A4'), null);
-  assert.is(biz.store.getByUser('u-SN-A4'), null);
+  assert.is(biz.store.getByUser(userNameFor(reg.userNameKey(), 'SN-A4')), null);
   // A request bound to another server does not authenticate: it is not an unreachable one to skip.
   await rejects(() => enrollDevices({ reg, accounts: accountsViaAdmin([client('biz-west', biz.adminUrl)]) }, [{ serial: 'SN-A5', keyVersion: 1 }]), (e) => (e as { code?: string }).code === 'ADMIN_BAD_AUTH');
   assert.throws(() => accountsViaAdmin([]), (e: unknown) => e instanceof ImplementationError && e.code === 'ENROLL_NO_SERVER');

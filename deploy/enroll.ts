@@ -8,8 +8,8 @@
 // elsewhere is enrolled; offline, the business store file itself (accountsInStore), for a
 // state directory whose servers are not running (docs/decisions.md). The account is created
 // first, so an interrupted run leaves at most an account without a device, which the next
-// run completes.
-import { createHash } from 'node:crypto';
+// run completes (the user name is derived, not drawn, so it is the same the next time).
+import { createHmac } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SERIAL_RE } from '../protocol/keys.ts';
@@ -33,7 +33,7 @@ export interface EnrollmentRecord {
 export interface EnrollOptions {
   /** Business account to bind (single record only); default 'acct-' + serial. */
   account?: string;
-  /** Business user name (single record only); default defaultUser(serial). */
+  /** Business user name (single record only); default the opaque userNameFor(serial), kept on re-enrollment. */
   user?: string;
 }
 
@@ -43,9 +43,15 @@ function bad(why: string): never {
   throw new ImplementationError('ENROLL_BAD_RECORD', why);
 }
 
-/** 'u-' + serial when it fits USER_RE's 64 characters, else 'u-h' + a hash of the serial. */
-export function defaultUser(serial: string): string {
-  return serial.length <= 62 ? `u-${serial}` : `u-h${createHash('sha256').update(serial).digest('hex').slice(0, 40)}`;
+/**
+ * A device's business user name: 'u-' and 20 hex digits (80 bits) of HMAC-SHA256 under the
+ * deployment's user-name key (RegStore.userNameKey). The user name travels in clear in every
+ * login frame (it names the key the server looks up), so it must say nothing of the serial
+ * (issue 9: 'u-' + serial put the serial on the wire); keyed, it is stable across retries of an
+ * enrollment and unlinkable to the serial without the key.
+ */
+export function userNameFor(key: Uint8Array, serial: string): string {
+  return `u-${createHmac('sha256', key).update('usbphone/v1 user name\0').update(serial).digest('hex').slice(0, 20)}`;
 }
 
 /** One JSON record, a JSON array of records, or JSON lines. */
@@ -125,13 +131,16 @@ export async function enrollDevices(target: { reg: RegStore; accounts: AccountDi
   if (opts.user !== undefined && !USER_RE.test(opts.user)) bad(`user '${opts.user}' must match ${USER_RE.source}`);
   if (opts.account !== undefined && (opts.account.length === 0 || opts.account.length > ACCOUNT_MAX)) bad(`account must be 1..${ACCOUNT_MAX} characters`);
   const checked = records.map((raw, i) => checkRecord(raw, i));
+  const nameKey = target.reg.userNameKey();
   const out: EnrollResult[] = [];
   for (const r of checked) {
     const existing = target.reg.getDevice(r.serial);
-    const user = opts.user ?? existing?.user ?? defaultUser(r.serial);
+    const user = opts.user ?? existing?.user ?? userNameFor(nameKey, r.serial);
     const account = opts.account ?? existing?.account ?? `acct-${r.serial}`;
-    const bizAccount = await target.accounts.createAccount(account, user);
     const { serial, keyVersion, ...rest } = r;
+    // The account first: a conflict there writes nothing here; a run interrupted between the
+    // two is completed by the next with the same (derived) name.
+    const bizAccount = await target.accounts.createAccount(account, user);
     const device = target.reg.enrollDevice({ serial, keyVersion, account, user, meta: rest });
     out.push({ serial, user, account, device, bizAccount });
   }

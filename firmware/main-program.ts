@@ -98,8 +98,9 @@ export class MainProgram {
       savedOk = r.ok;
       if (r.ok) this.#login = { ...next, gens: login.gens };
       if (!unchanged) dev.trace('S0.12', 'save login', r.ok ? `user ${login.user}, gen ${t.gen}, server ${t.server.name} (${hostOf(t.server.url)}) saved` : `save failed (${r.status}); the older record stays`, r.ok);
-      // Confirm a change only for the newest generation while an older one is still held.
-      return login.gens.length > 1 && t.gen === newest;
+      // With more than one generation held, say which one works: the newest confirms the
+      // change (S0.14); an older one reports a fallback, which the server counts (issue 9).
+      return login.gens.length > 1;
     };
     const machine = new LoginClient({ dest: t.server.name, user: login.user, gen: t.gen, secret: dev.storage.loginKeys(), rng: dev.rng });
     const s = new ClientSession(
@@ -117,7 +118,10 @@ export class MainProgram {
         if (confirm) s.arm('password-change acknowledgement');
       },
       (r) => {
-        if (!isSessionEnd(r) && r.kind === 'ok' && r.confirmed) {
+        if (!isSessionEnd(r) && r.kind === 'ok' && r.confirmed && t.gen !== newest) {
+          // A fallback, reported: the newer generation stays held for when the server promotes it.
+          dev.trace('S0.14', `password change -> ${s.dest}`, `gen ${t.gen} in use; the newer gen ${newest} did not work and is kept (reported to the server)`, false);
+        } else if (!isSessionEnd(r) && r.kind === 'ok' && r.confirmed) {
           // The server acknowledged the newer generation: only now are the older ones let go.
           const retired = dev.storage.retireOlder(t.gen);
           dev.trace('S0.14', `password change -> ${s.dest}`, retired.ok ? `gen ${t.gen} confirmed; older generations retired in the secure element` : `gen ${t.gen} confirmed; the older generation stays (${retired.status})`, true);

@@ -43,7 +43,15 @@ export interface RotationDeps {
   pauseAt?: (step: RotationStep) => void | Promise<void>;
 }
 
-export interface Rotation { secret: Uint8Array; gen: number; currentGen: number; reissued: boolean; installedAt: string }
+/**
+ * `pendingReissues`: how many times this pending generation was issued again without a login
+ * using it (0 for a new one). The session raises REISSUE_ALARM and beyond in its log and
+ * metrics: a device whose every login with the new password fails (issue 9).
+ */
+export interface Rotation { secret: Uint8Array; gen: number; currentGen: number; reissued: boolean; installedAt: string; pendingReissues: number }
+
+/** Re-issues of one pending secret from which on the registration server raises an alarm. */
+export const REISSUE_ALARM = 5;
 
 function sealKey(ring: MasterKeyring, d: Device): Uint8Array {
   return kdf(ring.key(d.keyVersion), 'usbphone/v1 pending secret', utf8ToBytes(d.serial));
@@ -103,11 +111,11 @@ export async function rotate(deps: RotationDeps, device: Device, servers: readon
   if (result.installed) {
     deps.store.recordRotation(device.serial, result.currentGen, result.pendingGen, now());
     await deps.pauseAt?.('afterRecord');
-    return { secret, gen: result.pendingGen, currentGen: result.currentGen, reissued: false, installedAt };
+    return { secret, gen: result.pendingGen, currentGen: result.currentGen, reissued: false, installedAt, pendingReissues: 0 };
   }
   secret.fill(0);
   const previous = openSealedSecret(deps.ring, device, result.rotationId, result.sealed);
-  deps.store.recordReissue(device.serial, result.currentGen, result.pendingGen, now());
+  const pendingReissues = deps.store.recordReissue(device.serial, result.currentGen, result.pendingGen, now());
   await deps.pauseAt?.('afterRecord');
-  return { secret: previous, gen: result.pendingGen, currentGen: result.currentGen, reissued: true, installedAt };
+  return { secret: previous, gen: result.pendingGen, currentGen: result.currentGen, reissued: true, installedAt, pendingReissues };
 }

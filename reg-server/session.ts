@@ -9,7 +9,7 @@ import { ProtocolError } from '../protocol/errors.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import { chooseServers } from './placement.ts';
-import { rotate, type RotationDeps } from './rotation.ts';
+import { rotate, REISSUE_ALARM, type RotationDeps } from './rotation.ts';
 import type { RegStore } from './store.ts';
 
 export interface RegServerSessionDeps extends RotationDeps {
@@ -70,6 +70,14 @@ export class RegServerSession extends ServerSession {
       servers: choices.map((s) => ({ name: s.name, url: s.url, region: s.region })),
     } });
     this.opts.metrics?.event(r.reissued ? 'credentials_reissued' : 'credentials_issued');
+    if (r.pendingReissues >= REISSUE_ALARM) {
+      // The same pending secret, again and again, and no login with it: its logins fail (an
+      // attacker on the device's path keeping the old password current, issue 9). Raised,
+      // not replaced: a new secret would fail the same way, and replacing could cost the device
+      // the generation it holds.
+      this.opts.log.warn('pending secret re-issued without a login', { serial: device.serial, gen: r.gen, currentGen: r.currentGen, reissues: r.pendingReissues });
+      this.opts.metrics?.event('pending_reissue_alarm');
+    }
     this.opts.log.info('credentials issued', {
       serial: device.serial, user: device.user, gen: r.gen, currentGen: r.currentGen, ip, via: this.transport.via,
       region: choices[0]!.region, first: choices[0]!.name, reissued: r.reissued, installedAt: r.installedAt, localIp: request.localIp,

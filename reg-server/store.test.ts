@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { SqliteRegStore } from './store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollDevices, parseEnrollmentRecords, defaultUser, accountsInStore } from '../deploy/enroll.ts';
+import { enrollDevices, parseEnrollmentRecords, userNameFor, accountsInStore } from '../deploy/enroll.ts';
 import { chooseServers, regionOf } from './placement.ts';
 import { tempDir } from '../deploy/test-util.ts';
 import { ImplementationError } from '../protocol/errors.ts';
@@ -43,17 +43,24 @@ test('enrollment records: one object, an array, or JSON lines; bad records refus
 test('enroll: device row + business account, idempotent, key version update, conflicts refused', async () => {
   const accounts = accountsInStore(biz);
   const r = await enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 1, uniqueId: 'u1' }]);
-  assert.equal(r, [{ serial: 'SN-1', user: 'u-SN-1', account: 'acct-SN-1', device: 'created', bizAccount: 'created' }]);
-  assert.equal((await enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 1 }]))[0]!.device, 'exists');
+  const u1 = r[0]!.user;
+  // The user name is opaque and random: nothing of the serial in it (it travels in clear).
+  assert.match(u1, /^u-[0-9a-f]{20}$/);
+  assert.not.match(u1, /SN/);
+  assert.equal(r, [{ serial: 'SN-1', user: u1, account: 'acct-SN-1', device: 'created', bizAccount: 'created' }]);
+  const again = await enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 1 }]);
+  assert.equal([again[0]!.device, again[0]!.user], ['exists', u1], 're-enrolling keeps the name');
   assert.equal((await enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 2 }]))[0]!.device, 'updated');
   assert.is(reg.getDevice('SN-1')!.keyVersion, 2);
-  assert.is(biz.getByUser('u-SN-1')!.account, 'acct-SN-1');
+  assert.is(biz.getByUser(u1)!.account, 'acct-SN-1');
   await rejects(() => enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 2 }], { user: 'someone-else' }), code('BIZ_ACCOUNT_CONFLICT'));
   assert.equal((await enrollDevices({ reg, accounts }, [{ serial: 'SN-9', keyVersion: 1 }], { user: 'alice', account: 'bank-42' }))[0]!.user, 'alice');
   await rejects(() => enrollDevices({ reg, accounts }, [{ serial: 'SN-3', keyVersion: 1 }, { serial: 'SN-4', keyVersion: 1 }], { user: 'x' }), code('ENROLL_USAGE'));
-  const long = 'S'.repeat(64);
-  assert.ok(USER_RE.test(defaultUser(long)));
-  assert.is(defaultUser('SN-1'), 'u-SN-1');
+  const k = reg.userNameKey();
+  assert.equal(reg.userNameKey(), k, 'one key per deployment, kept');
+  assert.ok(USER_RE.test(userNameFor(k, 'S'.repeat(64))));
+  assert.is(userNameFor(k, 'SN-1'), u1);
+  assert.is.not(userNameFor(new Uint8Array(32), 'SN-1'), u1, 'another deployment, another name');
 });
 
 test('disable / enable', () => {

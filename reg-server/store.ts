@@ -59,7 +59,8 @@ export interface RegStore {
   /** A new pending generation was installed. */
   recordRotation(serial: string, currentGen: number, pendingGen: number, now?: number): void;
   /** The pending generation was re-issued (it may have been installed by a crashed run). */
-  recordReissue(serial: string, currentGen: number, pendingGen: number, now?: number): void;
+  /** Returns how many times this pending generation has been issued again without a login using it. */
+  recordReissue(serial: string, currentGen: number, pendingGen: number, now?: number): number;
   /** The device confirmed it uses generation `gen` (informational). */
   recordConfirmation(serial: string, gen: number): void;
   /** Replaces the business server list and region map from configuration (health kept). */
@@ -67,6 +68,13 @@ export interface RegStore {
   listServers(): BizServerRecord[];
   listRegions(): RegionRecord[];
   setServerHealth(name: string, healthy: boolean, load: number, now?: number): void;
+  /**
+   * This deployment's key for business user names (32 random bytes, made on first use in one
+   * transaction, kept in the store): enrollment derives each device's opaque user name from it
+   * (deploy/enroll.ts userNameFor), so a name is stable across retries yet says nothing of the serial.
+   * `ifNew`: the key to keep when none exists yet (a deterministic simulation derives it from its seed).
+   */
+  userNameKey(ifNew?: Uint8Array): Uint8Array;
   close(): void;
 }
 
@@ -99,6 +107,8 @@ const MIGRATIONS = [
    );`,
   `ALTER TABLE devices ADD COLUMN reissues INTEGER NOT NULL DEFAULT 0`,
   `ALTER TABLE devices ADD COLUMN confirmed_gen INTEGER`,
+  `CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL)`,
+  `ALTER TABLE devices ADD COLUMN pending_reissues INTEGER NOT NULL DEFAULT 0`,
 ];
 
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -163,12 +173,27 @@ export class SqliteRegStore implements RegStore {
     this.#insertDevice = this.db.prepare('INSERT INTO devices (serial, status, key_version, account, biz_user, meta, enrolled_at) VALUES (?, \'active\', ?, ?, ?, ?, ?)');
     this.#updateKeyVersion = this.db.prepare('UPDATE devices SET key_version = ?, meta = ? WHERE serial = ?');
     this.#setStatus = this.db.prepare('UPDATE devices SET status = ? WHERE serial = ?');
-    this.#recordRotation = this.db.prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, rotations = rotations + 1 WHERE serial = ?');
+    this.#recordRotation = this.db.prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, rotations = rotations + 1, pending_reissues = 0 WHERE serial = ?');
     this.#recordConfirmation = this.db.prepare('UPDATE devices SET confirmed_gen = ? WHERE serial = ?');
-    this.#recordReissue = this.db.prepare('UPDATE devices SET current_gen = ?, pending_gen = ?, rotated_at = ?, reissues = reissues + 1 WHERE serial = ?');
+    // The count of one pending generation's re-issues restarts when the pending generation changes.
+    this.#recordReissue = this.db.prepare('UPDATE devices SET pending_reissues = CASE WHEN pending_gen IS ? THEN pending_reissues + 1 ELSE 1 END, current_gen = ?, pending_gen = ?, rotated_at = ?, reissues = reissues + 1 WHERE serial = ? RETURNING pending_reissues');
     this.#listServers = this.db.prepare('SELECT * FROM biz_servers ORDER BY name');
     this.#listRegions = this.db.prepare('SELECT cidr, region FROM regions ORDER BY cidr');
     this.#setServerHealth = this.db.prepare('UPDATE biz_servers SET healthy = ?, load = ?, checked_at = ? WHERE name = ?');
+  }
+
+  userNameKey(ifNew?: Uint8Array): Uint8Array {
+    return this.db.transaction(() => {
+      const row = this.db.prepare("SELECT value FROM settings WHERE name = 'user_name_key'").get() as { value: unknown } | undefined;
+      if (row) {
+        if (!(row.value instanceof Uint8Array) || row.value.length !== 32) corrupt('settings row user_name_key', 'not 32 bytes');
+        return Uint8Array.from(row.value as Uint8Array);
+      }
+      if (ifNew !== undefined && ifNew.length !== 32) throw new RangeError('userNameKey: 32 bytes');
+      const key = ifNew ? Uint8Array.from(ifNew) : crypto.getRandomValues(new Uint8Array(32));
+      this.db.prepare("INSERT INTO settings (name, value) VALUES ('user_name_key', ?)").run(key);
+      return key;
+    }).immediate();
   }
 
   getDevice(serial: string): Device | null {
@@ -207,8 +232,9 @@ export class SqliteRegStore implements RegStore {
     this.#recordConfirmation.run(gen, serial);
   }
 
-  recordReissue(serial: string, currentGen: number, pendingGen: number, now = Date.now()): void {
-    this.#recordReissue.run(currentGen, pendingGen, now, serial);
+  recordReissue(serial: string, currentGen: number, pendingGen: number, now = Date.now()): number {
+    const r = this.#recordReissue.get(pendingGen, currentGen, pendingGen, now, serial) as { pending_reissues: unknown } | undefined;
+    return typeof r?.pending_reissues === 'number' ? r.pending_reissues : 0;
   }
 
   syncTopology(servers: Omit<BizServerRecord, 'healthy' | 'load' | 'checkedAt'>[], regions: RegionRecord[]): void {

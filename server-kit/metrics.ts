@@ -14,7 +14,11 @@ export type ServerEvent =
   | 'login_ok'
   | 'login_refused'
   | 'password_promoted'
-  | 'password_confirmed';
+  | 'password_confirmed'
+  /** A device confirmed its older generation while a newer one is pending: the newer one did not work for it (issue 9). */
+  | 'rotation_fallback'
+  /** One pending secret re-issued REISSUE_ALARM times without a login using it (issue 9). */
+  | 'pending_reissue_alarm';
 
 export class ServerMetrics {
   readonly registry = new Registry();

@@ -130,6 +130,8 @@ export async function runDeterministic(name: string, o: DeterministicOptions): P
     const seed = o.seed;
     const { image: base } = buildImage({ serial: 'SN-TEMPLATE', fuses: fusesOf(seed, -1), keyring: ring, regPrimary: `${SIM_ORIGIN}/reg-primary`, regBackup: `${SIM_ORIGIN}/reg-backup` });
     const serial = serialOf(seed, 0);
+    // The deployment's user-name key from the seed too, so the trace (it names the user) replays.
+    stack.regStore.userNameKey(simRng(seed, 'user name key')(32));
     await stack.enroll({ serial, keyVersion: ring.current });
     const host = new TraceHost(o.trace);
     const ip = phoneIp(0);
