@@ -24,6 +24,13 @@ import { bytesToHex } from '@noble/hashes/utils.js';
 import { kdf, type MasterKeyring } from '../protocol/keys.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 
+/**
+ * The layout generation of the phone this simulator builds and keeps (flash zones, hidden-zone
+ * stores, record formats). An image of another one is rebuilt, said, not misread: bump it when
+ * a format changes (3: the secure controller's stores and the power-safe disk controller).
+ */
+export const PHONE_FORMAT = 3;
+
 export interface SingleOptions {
   stateDir: string;
   /** Base port of the embedded stack (0: ephemeral). Ignored with `gateway`. */
@@ -115,6 +122,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       if (typeof prev.imageSha256AfterRun === 'string' && prev.imageSha256AfterRun !== sha256(img)) {
         why = `${f.image} changed since the last run (rebuilt by 'usbphone image' / 'make image'?): what the phone had saved is gone, so this is a first boot again`;
       } else if (!parseTable(img.subarray(0, 4096), img.length).ok) throw corrupt(f.image, 'is not a flash image (no valid partition table)');
+      else if (prev.format !== PHONE_FORMAT) why = `it was made by another version of usbphone (format ${String(prev.format ?? 'unknown')}, now ${PHONE_FORMAT}): a new phone`;
       else if (prev.serial !== serial) why = `the image is of ${String(prev.serial)}`;
       else if (prev.regPrimary !== regPrimary || prev.regBackup !== regBackup) why = `its registration endpoints were ${String(prev.regPrimary)}, now ${regPrimary}: a phone for these servers`;
       else if (prev.keyVersion !== ring.current || prev.masterKeyCheck !== check) why = 'the servers have another master key: a phone for them';
@@ -124,7 +132,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
     if (!reuse) {
       const { image, enrollment } = buildImage({ serial, fuses, keyring: ring, regPrimary, regBackup });
       FileBacking.create(f.image, image.length, image).close();
-      writeFileSync(f.record, JSON.stringify({ ...enrollment, masterKeyCheck: check }, null, 2) + '\n');
+      writeFileSync(f.record, JSON.stringify({ ...enrollment, masterKeyCheck: check, format: PHONE_FORMAT }, null, 2) + '\n');
       say(`factory image built: ${f.image} (serial ${serial}, ${image.length / 1048576} MiB, ${why}; enrollment record ${f.record})`);
     } else say(`factory image reused: ${f.image} (serial ${serial}; what the phone saved last time is still there)`);
     const enrolled = await stack.enroll({ serial, keyVersion: ring.current });
