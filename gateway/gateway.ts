@@ -210,6 +210,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     byUpstream.set(u.name, new Set());
     paused.set(u.name, new Set());
     metrics.upstreamUp.set({ upstream: u.name }, 0);
+    log.info('upstream added', { upstream: u.name });
     link.start();
   };
   for (const u of cfg.upstreams) makeUpstream(u);
@@ -334,7 +335,8 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   }
   const url = `${cfg.tls ? 'wss' : 'ws'}://${hostPart}:${port}/`;
   const operatorUrl = opPort === null ? null : `http://${hostPart}:${opPort}/`;
-  log.info('listening', { url, operatorUrl: operatorUrl ?? 'none', upstreams: cfg.upstreams.map((u) => u.name).join(',') });
+  // Upstreams added later (the embedded stack adds them as their servers start) log their own line.
+  log.info('listening', { url, operatorUrl: operatorUrl ?? 'none', upstreams: cfg.upstreams.length ? cfg.upstreams.map((u) => u.name).join(',') : 'none yet' });
 
   return {
     port,
