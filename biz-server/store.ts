@@ -234,10 +234,14 @@ export function accountFromRow(r: Row, storageKey: Uint8Array): Account {
 
 /** Outside USER_RE: no account can be named so. */
 const DUMMY_USER = '(none)';
-const DUMMY_ROW: Row = Object.freeze({
-  account: '(none)', user: 'none', status: 'active', current_gen: 0, current_key: null, pending_gen: null, pending_key: null,
-  pending_expires: null, max_gen: 0, last_rotation_id: null, last_rotation_gen: null, confirmed_gen: null, pending_sealed: null,
-});
+/** What the login query returns: one row whether or not the user exists; slot 1 current, 2 pending, 0 the dummy blob. */
+interface LoginRow { found: unknown; status: unknown; current_gen: unknown; pending_gen: unknown; pending_expires: unknown; no_current: unknown; slot: unknown; blob: unknown }
+const LOGIN_SQL = `
+  SELECT a.user IS NOT NULL AS found, COALESCE(a.status, 'active') AS status, COALESCE(a.current_gen, 0) AS current_gen,
+    COALESCE(a.pending_gen, 0) AS pending_gen, COALESCE(a.pending_expires, 0) AS pending_expires, a.current_key IS NULL AS no_current,
+    CASE WHEN a.current_key IS NOT NULL AND a.current_gen = q.gen THEN 1 WHEN a.pending_key IS NOT NULL AND a.pending_gen = q.gen THEN 2 ELSE 0 END AS slot,
+    CASE WHEN a.current_key IS NOT NULL AND a.current_gen = q.gen THEN a.current_key WHEN a.pending_key IS NOT NULL AND a.pending_gen = q.gen THEN a.pending_key ELSE q.dummy END AS blob
+  FROM (SELECT ? AS user, ? AS gen, ? AS dummy) q LEFT JOIN accounts a ON a.user = q.user`;
 
 export class SqliteBizStore implements BizStore {
   readonly db: Db;
@@ -253,13 +257,15 @@ export class SqliteBizStore implements BizStore {
   readonly #promoteTx;
   readonly #storageKey: Uint8Array;
   readonly #dummyBlob: Uint8Array;
+  readonly #login;
   /** storageKey: the 32-byte key login keys are wrapped under (`store.key` in the state directory). */
   constructor(file: string, storageKey: Uint8Array) {
     if (!(storageKey instanceof Uint8Array) || storageKey.length !== 32) throw new ImplementationError('BIZ_BAD_STORAGE_KEY', 'the storage key must be 32 bytes');
     this.#storageKey = Uint8Array.from(storageKey);
     this.db = openDb(file, migrations(this.#storageKey));
-    // The unknown user's stand-ins for loginKey: a row that passes checkRow and a blob that
-    // opens (under a user name USER_RE refuses, so no real row can be its owner).
+    // loginKey's stand-in for an unknown user or generation: a blob that opens, for a user
+    // name USER_RE refuses (no real row can own it).
+    this.#login = this.db.prepare(LOGIN_SQL);
     this.#dummyBlob = wrapLoginKey(this.#storageKey, DUMMY_USER, 0, systemRng(32));
     this.#get = this.db.prepare('SELECT * FROM accounts WHERE user = ?');
     this.#userOfAccount = this.db.prepare('SELECT user FROM accounts WHERE account = ?');
@@ -319,24 +325,23 @@ export class SqliteBizStore implements BizStore {
   }
 
   loginKey(user: string, gen: number, now: number): LoginKey | null {
-    // No branch below skips work on what the row holds: one read, one check, one unwrap.
-    const found = this.#row(user);
-    const r = found ?? DUMMY_ROW;
-    checkRow(r);
-    const slot = r.current_key !== null && gen === r.current_gen ? 'current' : r.pending_key !== null && gen === r.pending_gen ? 'pending' : null;
-    const k = unwrapLoginKey(
-      this.#storageKey,
-      slot ? (r.user as string) : DUMMY_USER,
-      slot ? gen : 0,
-      (slot === 'current' ? r.current_key : slot === 'pending' ? r.pending_key : this.#dummyBlob) as Uint8Array,
-    );
-    if (!k) corrupt(rowName(r), `${slot} login key does not open under the storage key for this user and generation (another store.key, moved, or tampered)`);
-    const usable = slot === 'current' || (slot === 'pending' && ((r.pending_expires as number) > now || r.current_key === null));
-    if (!found || !usable) {
+    // No branch below skips work on what the row holds: one read of the same shape (the
+    // query picks the blob to open, the dummy one for an unknown user or generation, and
+    // fills an absent row's fields), one check, one unwrap; the verdict only at the end.
+    const r = this.#login.get(user, gen, this.#dummyBlob) as LoginRow;
+    const what = `account row ${user.slice(0, 64)}`;
+    if (r.status !== 'active' && r.status !== 'disabled') corrupt(what, 'bad status');
+    if (!isGen(r.current_gen) || !(r.slot === 0 || r.slot === 1 || r.slot === 2) || !(r.blob instanceof Uint8Array)) corrupt(what, 'bad current generation or key');
+    if (r.slot === 2 && (!isGen(r.pending_gen) || r.pending_gen <= r.current_gen || !isGen(r.pending_expires))) corrupt(what, 'bad pending generation');
+    const k = unwrapLoginKey(this.#storageKey, r.slot ? user : DUMMY_USER, r.slot ? gen : 0, r.blob);
+    if (!k) corrupt(what, `${r.slot === 1 ? 'current' : 'pending'} login key does not open under the storage key for this user and generation (another store.key, moved, or tampered)`);
+    // pendingUsable(), on the row: unexpired, or no current key at all.
+    const usable = r.slot === 1 || (r.slot === 2 && ((r.pending_expires as number) > now || r.no_current === 1));
+    if (r.found !== 1 || !usable) {
       k.fill(0);
       return null;
     }
-    return { key: k, pending: slot === 'pending', active: r.status === 'active' };
+    return { key: k, pending: r.slot === 2, active: r.status === 'active' };
   }
 
   setStatus(user: string, status: AccountStatus): boolean {
