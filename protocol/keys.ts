@@ -140,6 +140,14 @@ export type TokenIdentity =
 const DUMMY_MASTER = new Uint8Array(KEY_BYTES);
 const DUMMY_SERIAL = 'none';
 const DUMMY_BOX = new Uint8Array(24 + 10 + 16);
+/**
+ * A box that opens only under DUMMY_OPEN_KEY (no token key is that constant). identifyToken
+ * opens it beside the token so that every token costs one open that succeeds and one that
+ * fails: a failed open costs a thrown exception (about 2 µs) a successful one does not.
+ */
+const DUMMY_OPEN_KEY = new Uint8Array(KEY_BYTES).fill(0x5a);
+const DUMMY_OPEN_AAD = utf8ToBytes('usbphone/v1 dummy token');
+const DUMMY_OPEN_BOX = sealBoxWithNonce(DUMMY_OPEN_KEY, new Uint8Array(24), utf8ToBytes('SN-0000000'), DUMMY_OPEN_AAD);
 
 /**
  * The device a hello's serial token names and its device key K_dev (32 bytes, the caller
@@ -156,22 +164,23 @@ export function identifyToken(keys: MasterKeyring, token: Uint8Array): TokenIden
   const master = keys.find(version);
   const tk = serialTokenKey(master ?? DUMMY_MASTER);
   const pt = openBox(tk, lengthOk ? token.subarray(1) : DUMMY_BOX, Uint8Array.of(version));
+  const stand = openBox(pt ? tk : DUMMY_OPEN_KEY, DUMMY_OPEN_BOX, DUMMY_OPEN_AAD);
   tk.fill(0);
-  let serial = DUMMY_SERIAL;
+  // The serial checks run on the token's plaintext, or on the stand-in's when it has none.
+  let s: string | null = null;
+  try {
+    s = td.decode((pt ?? stand)!);
+  } catch {
+    s = null;
+  }
+  const valid = s !== null && SERIAL_RE.test(s);
   let refusal: { why: TokenRefusal; detail: string } | null = null;
   if (!lengthOk) refusal = { why: 'KEY_BAD_TOKEN', detail: 'serial token has the wrong length' };
   else if (!master) refusal = { why: 'KEY_UNKNOWN_VERSION', detail: `no master key of version ${version}` };
   else if (!pt) refusal = { why: 'KEY_BAD_TOKEN', detail: 'serial token does not authenticate' };
-  else {
-    let s: string | null = null;
-    try {
-      s = td.decode(pt);
-    } catch {
-      refusal = { why: 'KEY_BAD_TOKEN', detail: 'serial token is not UTF-8' };
-    }
-    if (s !== null && !SERIAL_RE.test(s)) refusal = { why: 'KEY_BAD_TOKEN', detail: 'serial token holds no valid serial' };
-    else if (s !== null) serial = s;
-  }
+  else if (s === null) refusal = { why: 'KEY_BAD_TOKEN', detail: 'serial token is not UTF-8' };
+  else if (!valid) refusal = { why: 'KEY_BAD_TOKEN', detail: 'serial token holds no valid serial' };
+  const serial = refusal ? DUMMY_SERIAL : s!;
   pt?.fill(0);
   const key = deriveDeviceKey(master && !refusal ? master : DUMMY_MASTER, refusal ? DUMMY_SERIAL : serial);
   if (refusal) {
