@@ -28,7 +28,7 @@ export class BizServerSession extends ServerSession {
         const mech = mechanisms[login.mech];
         if (!mech) return { kind: 'unsupported' };
         const c = mech.lookup(deps.store, login, this.#now);
-        return c ? { kind: 'found', key: c.key, active: c.account.status === 'active', pending: c.pending } : { kind: 'unknown' };
+        return c ? { kind: 'found', key: c.key, active: c.active, pending: c.pending } : { kind: 'unknown' };
       },
       assertFresh: (mac) => deps.replay.assertFresh(mac),
       promote: (user, gen) => deps.store.promote(user, gen, this.#now),

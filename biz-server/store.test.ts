@@ -7,6 +7,10 @@ import { SqliteBizStore, WRAPPED_KEY_BYTES, unwrapLoginKey } from './store.ts';
 import { tempDir } from '../deploy/test-util.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { readFileSync, existsSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { utf8ToBytes } from '@noble/hashes/utils.js';
+import { sealBox, openBox } from '../protocol/sealed-box.ts';
+import { systemRng } from '../protocol/rng.ts';
 
 const t = tempDir();
 const file = join(t.dir, 'biz.sqlite');
@@ -97,7 +101,7 @@ test('a second connection to the same file (another business server) sees the sa
   try {
     assert.is(other.getByUser('u-1')!.currentGen, 2);
     const v = other.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number };
-    assert.is(v.v, 2);
+    assert.is(v.v, 3);
     assert.is(String(other.db.pragma('journal_mode', { simple: true })), 'wal');
   } finally {
     other.close();
@@ -127,8 +131,94 @@ test('login keys are stored only wrapped: no plaintext key in the database, anot
   // The wrapped key copied into another user's row does not open there (bound to the user).
   store.db.prepare('UPDATE accounts SET pending_gen = 1, pending_key = ?, pending_sealed = ?, pending_expires = ?, max_gen = 1, last_rotation_id = ?, last_rotation_gen = 1 WHERE user = ?').run(row.pending_key, sealed(9), FAR, id(9), 'u-w2');
   assert.throws(() => store.getByUser('u-w2'), corruptRow);
-  assert.equal(unwrapLoginKey(storageKey, 'u-w1', row.pending_key), plain);
-  assert.is(unwrapLoginKey(storageKey, 'u-w2', row.pending_key), null);
+  assert.equal(unwrapLoginKey(storageKey, 'u-w1', 1, row.pending_key), plain);
+  assert.is(unwrapLoginKey(storageKey, 'u-w2', 1, row.pending_key), null);
 });
+
+test('a wrapped key moved to another generation (its own row\'s other column, or a renumbered generation) is refused as STORE_CORRUPT_ROW', () => {
+  const corruptRow = (e: unknown) => e instanceof ImplementationError && e.code === 'STORE_CORRUPT_ROW';
+  store.createAccount('acct-g', 'u-g');
+  store.installPending('u-g', key(0x41), sealed(1), FAR, id(0x41));
+  assert.is(store.promote('u-g', 1), true);
+  store.installPending('u-g', key(0x42), sealed(2), FAR, id(0x42));
+  const a = store.getByUser('u-g')!;
+  assert.equal([a.currentGen, a.pendingGen, a.currentKey, a.pendingKey], [1, 2, key(0x41), key(0x42)]);
+  const snapshot = store.db.prepare('SELECT * FROM accounts WHERE user = ?').get('u-g') as Record<string, unknown>;
+  const restore = () => store.db.prepare('UPDATE accounts SET current_gen = ?, current_key = ?, pending_gen = ?, pending_key = ?, max_gen = ?, last_rotation_gen = ? WHERE user = ?')
+    .run(snapshot.current_gen, snapshot.current_key, snapshot.pending_gen, snapshot.pending_key, snapshot.max_gen, snapshot.last_rotation_gen, 'u-g');
+  const moves = [
+    // generation 2's key into generation 1's column: a login with gen 1 would verify under the new key.
+    "UPDATE accounts SET current_key = pending_key WHERE user = 'u-g'",
+    // and the other way round: the old key offered as the pending generation.
+    "UPDATE accounts SET pending_key = current_key WHERE user = 'u-g'",
+    // the current key renumbered as a generation it never was.
+    "UPDATE accounts SET current_gen = 3, max_gen = 4, pending_gen = 4, last_rotation_gen = 4 WHERE user = 'u-g'",
+  ];
+  for (const sql of moves) {
+    restore();
+    assert.ok(store.getByUser('u-g'));
+    store.db.exec(sql);
+    assert.throws(() => store.getByUser('u-g'), corruptRow, sql);
+    assert.throws(() => store.promote('u-g', 2), corruptRow, sql);
+  }
+  // The login path refuses it too, for the generation whose key was moved.
+  restore();
+  store.db.exec(moves[0]!);
+  assert.throws(() => store.loginKey('u-g', 1, Date.now()), corruptRow);
+  restore();
+  assert.equal(store.loginKey('u-g', 1, Date.now())!.key, key(0x41));
+  assert.equal(store.loginKey('u-g', 2, Date.now())!.key, key(0x42));
+});
+
+test('loginKey: the current or a usable pending generation; null for an unknown user, another generation or an expired pending one', () => {
+  const now = Date.now();
+  assert.equal(store.loginKey('u-g', 1, now), { key: key(0x41), pending: false, active: true });
+  assert.equal(store.loginKey('u-g', 2, now), { key: key(0x42), pending: true, active: true });
+  assert.is(store.loginKey('u-g', 3, now), null);
+  assert.is(store.loginKey('u-g', 0, now), null);
+  assert.is(store.loginKey('u-nobody', 1, now), null);
+  assert.is(store.loginKey('u-g', 2, FAR + 1), null, 'expired while a current key exists');
+  store.setStatus('u-g', 'disabled');
+  assert.is(store.loginKey('u-g', 1, now)!.active, false);
+  store.setStatus('u-g', 'active');
+});
+
+test('schema 2 files (keys bound to the user only) are rewrapped at open, in one transaction; a key that does not open refuses the migration and changes nothing', () => {
+  const old = join(t.dir, 'biz-v2.sqlite');
+  const ring = (f: string) => new SqliteBizStore(f, storageKey);
+  // A schema-2 file as the previous build wrote it: the same tables, keys sealed with the old binding.
+  for (const f of [old, `${old}.bad`]) {
+    const s = ring(f);
+    s.createAccount('acct-m', 'u-m');
+    s.installPending('u-m', key(0x51), sealed(1), FAR, id(0x51));
+    s.promote('u-m', 1);
+    s.installPending('u-m', key(0x52), sealed(2), FAR, id(0x52));
+    s.createAccount('acct-m0', 'u-m0');
+    const v2 = (k: Uint8Array) => sealBox(storageKey, k, utf8ToBytes('usbphone/v1 login key|u-m'), systemRng);
+    s.db.prepare("UPDATE accounts SET current_key = ?, pending_key = ? WHERE user = 'u-m'").run(v2(key(0x51)), v2(key(0x52)));
+    s.db.exec('DELETE FROM schema_version WHERE version > 2');
+    s.close();
+  }
+  const m = ring(old);
+  try {
+    const a = m.getByUser('u-m')!;
+    assert.equal([a.currentGen, a.currentKey, a.pendingGen, a.pendingKey], [1, key(0x51), 2, key(0x52)]);
+    assert.is(m.getByUser('u-m0')!.currentKey, null);
+    assert.is((m.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 3);
+  } finally {
+    m.close();
+  }
+  // One row that does not open (tampered): nothing migrated, the file stays at schema 2.
+  const bad = new Database(`${old}.bad`);
+  bad.exec("UPDATE accounts SET pending_key = zeroblob(72) WHERE user = 'u-m'");
+  bad.close();
+  assert.throws(() => ring(`${old}.bad`), corruptRow);
+  const after = new Database(`${old}.bad`);
+  assert.is((after.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 2);
+  const cur = (after.prepare("SELECT current_key FROM accounts WHERE user = 'u-m'").get() as { current_key: Uint8Array }).current_key;
+  assert.equal(openBox(storageKey, cur, utf8ToBytes('usbphone/v1 login key|u-m')), key(0x51), 'the current key left with its old binding');
+  after.close();
+});
+const corruptRow = (e: unknown) => e instanceof ImplementationError && e.code === 'STORE_CORRUPT_ROW';
 
 test.run();

@@ -11,14 +11,21 @@
 //
 // Login keys are password-equivalent for the password mechanism, so the database holds them
 // only wrapped: XChaCha20-Poly1305 under the business servers' storage key (`store.key`, a
-// file beside the database, never in it), bound to the user. A copy of the database alone
-// logs nobody in; a blob that does not open is a corrupt row (wrong key or tampering).
+// file beside the database, never in it), bound to the user and the generation (issue 9: a
+// key moved to another row, or to another generation of its own row, does not open). A copy
+// of the database alone logs nobody in; a blob that does not open is a corrupt row (wrong key
+// or tampering). Schema 3 rewraps the keys of older files (bound to the user only) at open.
+//
+// The login path (loginKey) does the same work whatever it finds (issue 10): one row read,
+// one row check and exactly one unwrap, of a dummy blob when the user or the generation is
+// unknown, so the time it takes tells an observer nothing about which users or generations
+// exist.
 //
 // One interface, one SQLite implementation; on several machines a PostgreSQL implementation
 // of the same interface replaces it (docs/architecture.md §"Stores").
 import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { sealBox, openBox, BOX_OVERHEAD } from '../protocol/sealed-box.ts';
-import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
+import { openDb, corrupt, type Db, type Migration } from '../server-kit/sqlite.ts';
 import { SEALED_SECRET_MIN, SEALED_SECRET_MAX } from '../server-kit/admin-messages.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
@@ -26,17 +33,21 @@ import { systemRng } from '../protocol/channel.ts';
 
 /** A wrapped login key: a sealed box (protocol/sealed-box.ts) of the 32-byte key, nonce (24) || ciphertext (32) || tag (16). */
 export const WRAPPED_KEY_BYTES = BOX_OVERHEAD + 32;
-const wrapAad = (user: string) => utf8ToBytes(`usbphone/v1 login key|${user}`);
+// USER_RE has no '|', and the generation is the last field: one string per (user, gen).
+const wrapAad = (user: string, gen: number) => utf8ToBytes(`usbphone/v1 login key|${user}|gen ${gen}`);
+/** Schema 2 and older bound the user only; read by the schema 3 migration, never written. */
+const wrapAadV2 = (user: string) => utf8ToBytes(`usbphone/v1 login key|${user}`);
 
-export function wrapLoginKey(storageKey: Uint8Array, user: string, key: Uint8Array): Uint8Array {
+/** Wraps a 32-byte login key for `user`'s generation `gen`: WRAPPED_KEY_BYTES. */
+export function wrapLoginKey(storageKey: Uint8Array, user: string, gen: number, key: Uint8Array): Uint8Array {
   if (key.length !== 32) throw new ImplementationError('BIZ_BAD_INSTALL', 'a login key is 32 bytes');
-  return sealBox(storageKey, key, wrapAad(user), systemRng);
+  return sealBox(storageKey, key, wrapAad(user, gen), systemRng);
 }
 
-/** The login key, or null when the blob does not open under this storage key for this user. */
-export function unwrapLoginKey(storageKey: Uint8Array, user: string, blob: Uint8Array): Uint8Array | null {
+/** The login key, or null when the blob does not open under this storage key for this user and generation. */
+export function unwrapLoginKey(storageKey: Uint8Array, user: string, gen: number, blob: Uint8Array): Uint8Array | null {
   if (blob.length !== WRAPPED_KEY_BYTES) return null;
-  return openBox(storageKey, blob, wrapAad(user));
+  return openBox(storageKey, blob, wrapAad(user, gen));
 }
 
 export type AccountStatus = 'active' | 'disabled';
@@ -76,10 +87,24 @@ export function pendingUsable(a: Account, now: number): boolean {
   return a.pendingGen !== null && a.pendingKey !== null && ((a.pendingExpires ?? 0) > now || a.currentKey === null);
 }
 
+/** What a login may verify under (loginKey): the key, whether it is the pending generation, the account's status. */
+export interface LoginKey {
+  key: Uint8Array;
+  pending: boolean;
+  active: boolean;
+}
+
 export interface BizStore {
   /** Creates the account if missing; 'exists' when the same account/user pair is there. */
   createAccount(account: string, user: string, now?: number): 'created' | 'exists';
   getByUser(user: string): Account | null;
+  /**
+   * The login key of `user`'s generation `gen` if a login may use it now (the current one, or
+   * a usable pending one), else null; the caller wipes the key. Constant work whatever the
+   * answer (see the header). Throws STORE_CORRUPT_ROW for a row that fails its checks or
+   * whose key of that generation does not open.
+   */
+  loginKey(user: string, gen: number, now: number): LoginKey | null;
   setStatus(user: string, status: AccountStatus): boolean;
   /**
    * In one transaction: when the account has a usable pending generation, nothing changes
@@ -95,7 +120,7 @@ export interface BizStore {
   close(): void;
 }
 
-const MIGRATIONS = [
+const migrations = (storageKey: Uint8Array): Migration[] => [
   `CREATE TABLE accounts (
      account TEXT PRIMARY KEY,
      user TEXT NOT NULL UNIQUE,
@@ -113,7 +138,34 @@ const MIGRATIONS = [
      updated_at INTEGER NOT NULL
    )`,
   `ALTER TABLE accounts ADD COLUMN pending_sealed BLOB`,
+  // 3: wrapped keys bound to the generation as well as the user (issue 9).
+  (db) => rewrapBoundToGeneration(db, storageKey),
 ];
+
+/**
+ * Schema 3: every wrapped key of a schema-2 file, opened with its old binding (the user) and
+ * sealed again bound to the user and its generation, in the migration's one transaction. A key
+ * that does not open refuses the whole migration (STORE_CORRUPT_ROW, nothing written, the file
+ * stays at schema 2): most likely the wrong `store.key`, and migrating the other rows would
+ * leave that one unreadable for good under the right key.
+ */
+function rewrapBoundToGeneration(db: Db, storageKey: Uint8Array): void {
+  const rows = db.prepare('SELECT user, current_gen, current_key, pending_gen, pending_key FROM accounts').all() as {
+    user: string; current_gen: number; current_key: Uint8Array | null; pending_gen: number | null; pending_key: Uint8Array | null;
+  }[];
+  const set = db.prepare('UPDATE accounts SET current_key = ?, pending_key = ? WHERE user = ?');
+  for (const r of rows) {
+    const rewrap = (blob: Uint8Array | null, gen: number | null, which: string): Uint8Array | null => {
+      if (blob === null) return null;
+      const k = blob.length === WRAPPED_KEY_BYTES && typeof gen === 'number' ? openBox(storageKey, blob, wrapAadV2(r.user)) : null;
+      if (!k) corrupt(`account row ${String(r.user).slice(0, 64)}`, `${which} login key does not open under the storage key while migrating to schema 3 (another store.key, or tampered); nothing migrated`);
+      const out = wrapLoginKey(storageKey, r.user, gen!, k);
+      k.fill(0);
+      return out;
+    };
+    set.run(rewrap(r.current_key, r.current_gen, 'current'), rewrap(r.pending_key, r.pending_gen, 'pending'), r.user);
+  }
+}
 
 interface Row {
   account: unknown; user: unknown; status: unknown; current_gen: unknown; current_key: unknown;
@@ -128,12 +180,11 @@ const SEALED_MAX = SEALED_SECRET_MAX;
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isKey = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.length === WRAPPED_KEY_BYTES;
 
-/**
- * Validates a row before anything acts on it (STORE_CORRUPT_ROW otherwise), and opens its
- * wrapped login keys with the storage key.
- */
-export function accountFromRow(r: Row, storageKey: Uint8Array): Account {
-  const what = `account row ${typeof r.user === 'string' ? r.user.slice(0, 64) : '?'}`;
+const rowName = (r: Row) => `account row ${typeof r.user === 'string' ? r.user.slice(0, 64) : '?'}`;
+
+/** Validates a row before anything acts on it: STORE_CORRUPT_ROW otherwise. Opens nothing. */
+function checkRow(r: Row): void {
+  const what = rowName(r);
   if (typeof r.account !== 'string' || r.account.length === 0 || r.account.length > 128) corrupt(what, 'bad account');
   if (typeof r.user !== 'string' || !USER_RE.test(r.user)) corrupt(what, 'bad user');
   if (r.status !== 'active' && r.status !== 'disabled') corrupt(what, 'bad status');
@@ -147,29 +198,50 @@ export function accountFromRow(r: Row, storageKey: Uint8Array): Account {
     corrupt(what, 'pending generation without its sealed secret');
   }
   if (r.confirmed_gen !== null && !isGen(r.confirmed_gen)) corrupt(what, 'bad confirmed generation');
-  const open = (blob: unknown, which: string): Uint8Array | null => {
-    if (blob === null) return null;
-    const k = unwrapLoginKey(storageKey, r.user as string, blob as Uint8Array);
-    if (!k) corrupt(what, `${which} login key does not open under the storage key (another store.key, or tampered)`);
-    return k;
-  };
-  const currentKey = open(r.current_key, 'current');
-  const pendingKey = open(r.pending_key, 'pending');
+}
+
+/** A wrapped key of a checked row, opened for its row's user and generation: STORE_CORRUPT_ROW when it does not open. */
+function openRowKey(r: Row, storageKey: Uint8Array, blob: unknown, gen: unknown, which: string): Uint8Array | null {
+  if (blob === null) return null;
+  const k = unwrapLoginKey(storageKey, r.user as string, gen as number, blob as Uint8Array);
+  if (!k) corrupt(rowName(r), `${which} login key does not open under the storage key for this user and generation (another store.key, moved, or tampered)`);
+  return k;
+}
+
+/**
+ * Validates a row before anything acts on it (STORE_CORRUPT_ROW otherwise), and opens its
+ * wrapped login keys with the storage key.
+ */
+export function accountFromRow(r: Row, storageKey: Uint8Array): Account {
+  checkRow(r);
+  const currentKey = openRowKey(r, storageKey, r.current_key, r.current_gen, 'current');
+  const pendingKey = openRowKey(r, storageKey, r.pending_key, r.pending_gen, 'pending');
   return {
-    account: r.account,
-    user: r.user,
-    status: r.status,
-    currentGen: r.current_gen,
+    account: r.account as string,
+    user: r.user as string,
+    status: r.status as AccountStatus,
+    currentGen: r.current_gen as number,
     currentKey,
     pendingGen: r.pending_gen as number | null,
     pendingKey,
     pendingExpires: r.pending_expires as number | null,
-    maxGen: r.max_gen,
+    maxGen: r.max_gen as number,
     confirmedGen: r.confirmed_gen as number | null,
     pendingSealed: r.pending_sealed === null ? null : Uint8Array.from(r.pending_sealed as Uint8Array),
     pendingRotationId: r.pending_gen === null ? null : Uint8Array.from(r.last_rotation_id as Uint8Array),
   };
 }
+
+/** Outside USER_RE: no account can be named so. */
+const DUMMY_USER = '(none)';
+/** What the login query returns: one row whether or not the user exists; slot 1 current, 2 pending, 0 the dummy blob. */
+interface LoginRow { found: unknown; status: unknown; current_gen: unknown; pending_gen: unknown; pending_expires: unknown; no_current: unknown; slot: unknown; blob: unknown }
+const LOGIN_SQL = `
+  SELECT a.user IS NOT NULL AS found, COALESCE(a.status, 'active') AS status, COALESCE(a.current_gen, 0) AS current_gen,
+    COALESCE(a.pending_gen, 0) AS pending_gen, COALESCE(a.pending_expires, 0) AS pending_expires, a.current_key IS NULL AS no_current,
+    CASE WHEN a.current_key IS NOT NULL AND a.current_gen = q.gen THEN 1 WHEN a.pending_key IS NOT NULL AND a.pending_gen = q.gen THEN 2 ELSE 0 END AS slot,
+    CASE WHEN a.current_key IS NOT NULL AND a.current_gen = q.gen THEN a.current_key WHEN a.pending_key IS NOT NULL AND a.pending_gen = q.gen THEN a.pending_key ELSE q.dummy END AS blob
+  FROM (SELECT ? AS user, ? AS gen, ? AS dummy) q LEFT JOIN accounts a ON a.user = q.user`;
 
 export class SqliteBizStore implements BizStore {
   readonly db: Db;
@@ -184,11 +256,17 @@ export class SqliteBizStore implements BizStore {
   readonly #installTx;
   readonly #promoteTx;
   readonly #storageKey: Uint8Array;
+  readonly #dummyBlob: Uint8Array;
+  readonly #login;
   /** storageKey: the 32-byte key login keys are wrapped under (`store.key` in the state directory). */
   constructor(file: string, storageKey: Uint8Array) {
     if (!(storageKey instanceof Uint8Array) || storageKey.length !== 32) throw new ImplementationError('BIZ_BAD_STORAGE_KEY', 'the storage key must be 32 bytes');
     this.#storageKey = Uint8Array.from(storageKey);
-    this.db = openDb(file, MIGRATIONS);
+    this.db = openDb(file, migrations(this.#storageKey));
+    // loginKey's stand-in for an unknown user or generation: a blob that opens, for a user
+    // name USER_RE refuses (no real row can own it).
+    this.#login = this.db.prepare(LOGIN_SQL);
+    this.#dummyBlob = wrapLoginKey(this.#storageKey, DUMMY_USER, 0, systemRng(32));
     this.#get = this.db.prepare('SELECT * FROM accounts WHERE user = ?');
     this.#userOfAccount = this.db.prepare('SELECT user FROM accounts WHERE account = ?');
     this.#insert = this.db.prepare('INSERT INTO accounts (account, user, created_at, updated_at) VALUES (?, ?, ?, ?)');
@@ -210,7 +288,7 @@ export class SqliteBizStore implements BizStore {
         return { currentGen: a.currentGen, pendingGen: a.pendingGen, installed: own, sealed: a.pendingSealed!, rotationId: a.pendingRotationId! };
       }
       const gen = a.maxGen + 1;
-      this.#install.run(gen, wrapLoginKey(this.#storageKey, user, key), sealed, expiresAt, gen, rotationId, gen, now, user);
+      this.#install.run(gen, wrapLoginKey(this.#storageKey, user, gen, key), sealed, expiresAt, gen, rotationId, gen, now, user);
       return { currentGen: a.currentGen, pendingGen: gen, installed: true, sealed: Uint8Array.from(sealed), rotationId: Uint8Array.from(rotationId) };
     });
     this.#promoteTx = this.db.transaction((user: string, gen: number, now: number): boolean => {
@@ -244,6 +322,26 @@ export class SqliteBizStore implements BizStore {
   getByUser(user: string): Account | null {
     const r = this.#row(user);
     return r ? accountFromRow(r, this.#storageKey) : null;
+  }
+
+  loginKey(user: string, gen: number, now: number): LoginKey | null {
+    // No branch below skips work on what the row holds: one read of the same shape (the
+    // query picks the blob to open, the dummy one for an unknown user or generation, and
+    // fills an absent row's fields), one check, one unwrap; the verdict only at the end.
+    const r = this.#login.get(user, gen, this.#dummyBlob) as LoginRow;
+    const what = `account row ${user.slice(0, 64)}`;
+    if (r.status !== 'active' && r.status !== 'disabled') corrupt(what, 'bad status');
+    if (!isGen(r.current_gen) || !(r.slot === 0 || r.slot === 1 || r.slot === 2) || !(r.blob instanceof Uint8Array)) corrupt(what, 'bad current generation or key');
+    if (r.slot === 2 && (!isGen(r.pending_gen) || r.pending_gen <= r.current_gen || !isGen(r.pending_expires))) corrupt(what, 'bad pending generation');
+    const k = unwrapLoginKey(this.#storageKey, r.slot ? user : DUMMY_USER, r.slot ? gen : 0, r.blob);
+    if (!k) corrupt(what, `${r.slot === 1 ? 'current' : 'pending'} login key does not open under the storage key for this user and generation (another store.key, moved, or tampered)`);
+    // pendingUsable(), on the row: unexpired, or no current key at all.
+    const usable = r.slot === 1 || (r.slot === 2 && ((r.pending_expires as number) > now || r.no_current === 1));
+    if (r.found !== 1 || !usable) {
+      k.fill(0);
+      return null;
+    }
+    return { key: k, pending: r.slot === 2, active: r.status === 'active' };
   }
 
   setStatus(user: string, status: AccountStatus): boolean {

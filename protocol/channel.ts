@@ -61,6 +61,8 @@ class Transcript {
 }
 
 const LABEL = HS_LABEL;
+/** Stands in for an unknown identity's key; an opening is never accepted under it (acceptOpening). */
+const DUMMY_KEY = new Uint8Array(32);
 /** finish's wire type (messages.ts MsgType.finish). */
 const MsgType_finish = 3;
 
@@ -220,8 +222,8 @@ export class ServerHandshake extends HandshakeSide {
 
   /**
    * Takes the client's opening. `key` is what the caller looked up for the identity the
-   * opening names (null when unknown: that fails exactly like a wrong MAC, so the two cannot
-   * be told apart). The MAC is checked by verifyOpening(), so that a server may first
+   * opening names (null when unknown: that fails exactly like a wrong MAC, after the same
+   * work, so the two cannot be told apart by answer or time). The MAC is checked by verifyOpening(), so that a server may first
    * acknowledge receipt (S0.11). Throws CHAN_REPLAY / CHAN_OUT_OF_ORDER, HS_WRONG_DEST.
    */
   acceptOpening(frame: Uint8Array, env: Envelope, opening: Opening, key: Uint8Array | null): void {
@@ -233,7 +235,10 @@ export class ServerHandshake extends HandshakeSide {
       this.t.add(frame);
       this.nC = Uint8Array.from(opening.nonce);
       this.key = key ? Uint8Array.from(key) : null;
-      this.#verified = this.key !== null && equalBytes(mac(kdf(this.key, 'usbphone/v1', LABEL.opening), openingInput(env.type, env.seq, env.dest, [...opening.fields, opening.nonce])), opening.mac);
+      // Unknown identity: the same derivation and MAC under a dummy key, and the verdict only
+      // then, so the time a refusal takes does not say whether the identity exists (issue 10).
+      const ok = equalBytes(mac(kdf(this.key ?? DUMMY_KEY, 'usbphone/v1', LABEL.opening), openingInput(env.type, env.seq, env.dest, [...opening.fields, opening.nonce])), opening.mac);
+      this.#verified = ok && this.key !== null;
     });
   }
 

@@ -1,7 +1,7 @@
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MasterKeyring, deriveDeviceKey, makeSerialToken, openSerialToken, kdf, kdfExtract, kdfExpand } from './keys.ts';
+import { MasterKeyring, deriveDeviceKey, makeSerialToken, openSerialToken, identifyToken, kdf, kdfExtract, kdfExpand } from './keys.ts';
 import { ProtocolError, ImplementationError } from './errors.ts';
 
 const master = new Uint8Array(32).fill(7);
@@ -53,6 +53,49 @@ test('master key file parsing', () => {
   assert.is(r.current, 2);
   assert.throws(() => MasterKeyring.parse('nonsense'), (e: unknown) => e instanceof ImplementationError && e.code === 'KEY_BAD_MASTER');
   assert.throws(() => deriveDeviceKey(master, 'bad serial!'), (e: unknown) => e instanceof ImplementationError);
+});
+
+test('identifyToken: the genuine token names its device and key; every other token only why, for the log', () => {
+  const genuine = makeSerialToken(master, 1, 'SN-7');
+  const id = identifyToken(ring, genuine);
+  assert.ok(id.ok);
+  if (id.ok) assert.equal([id.version, id.serial, id.key], [1, 'SN-7', deriveDeviceKey(master, 'SN-7')]);
+  const why = (t: Uint8Array) => {
+    const r = identifyToken(ring, t);
+    return r.ok ? 'ok' : r.why;
+  };
+  assert.is(why(makeSerialToken(new Uint8Array(32).fill(9), 1, 'SN-7')), 'KEY_BAD_TOKEN');
+  assert.is(why(makeSerialToken(master, 9, 'SN-7')), 'KEY_UNKNOWN_VERSION');
+  assert.is(why(genuine.subarray(0, 10)), 'KEY_BAD_TOKEN');
+  const flipped = Uint8Array.from(genuine);
+  flipped[flipped.length - 1]! ^= 1;
+  assert.is(why(flipped), 'KEY_BAD_TOKEN');
+});
+
+// Issue 10: what an unauthenticated client can learn from the time a hello takes. Interleaved,
+// medians; the bound is far below what skipping any step costs (a key derivation about 5 µs, a
+// failed open's exception about 2 µs: docs/benchmarks.md).
+test('identifyToken takes the same time for a genuine token, a forged one and one of a version this server does not hold', () => {
+  const kinds: [string, Uint8Array][] = [
+    ['genuine', makeSerialToken(master, 1, 'SN-0000001')],
+    ['forged', makeSerialToken(new Uint8Array(32).fill(9), 1, 'SN-0000001')],
+    ['unknown version', makeSerialToken(new Uint8Array(32).fill(9), 7, 'SN-0000001')],
+  ];
+  const samples = kinds.map(() => [] as number[]);
+  for (let r = 0; r < 3300; r++) {
+    const order = [0, 1, 2].sort(() => Math.random() - 0.5);
+    for (const i of order) {
+      const t0 = process.hrtime.bigint();
+      identifyToken(ring, kinds[i]![1]);
+      if (r >= 300) samples[i]!.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+  }
+  const med = samples.map((xs) => xs.sort((a, b) => a - b)[xs.length >> 1]!);
+  const spread = Math.max(...med) - Math.min(...med);
+  const bound = Math.max(1.2, 0.04 * Math.min(...med));
+  const report = kinds.map(([k], i) => `${k} ${med[i]!.toFixed(1)} µs`).join(', ');
+  console.log(`  identifyToken medians: ${report}; spread ${spread.toFixed(2)} µs, bound ${bound.toFixed(2)} µs`);
+  assert.ok(spread < bound, `medians differ by ${spread.toFixed(2)} µs (bound ${bound.toFixed(2)}): ${report}`);
 });
 
 test.run();

@@ -133,7 +133,10 @@ export type LoginLookup =
 
 /** What the business server machine asks its caller for, synchronously (stores). */
 export interface LoginServerDeps {
-  /** The key for this login (wiped by the machine after use). */
+  /**
+   * The key for this login (wiped by the machine after use). Must do the same work whatever it
+   * answers for a supported mechanism (an unknown user or generation costs what a live one does).
+   */
   lookup(login: Login): LoginLookup;
   /** Refuses a MAC seen before (HS_REPLAY); called only once the MAC verified (docs/protocol.md §8). */
   assertFresh(mac: Uint8Array): void;
@@ -209,6 +212,10 @@ export class LoginServer extends ServerExchange<ServerState> {
   #login(frame: Uint8Array, env: Envelope): LoginServerStep {
     const hs = this.hs;
     const login = M.login.decode(env.body);
+    // Issue 10: the lookup and the MAC run in full whatever the lookup finds (a dummy key for
+    // an unknown user or generation), and the verdict comes only after both, so a refusal's
+    // timing does not say which users or generations exist. Only an unsupported mechanism,
+    // which is public, is refused without a lookup.
     const found = this.deps.lookup(login);
     const key = found.kind === 'found' ? found.key : null;
     hs.acceptOpening(frame, env, M.login.opening(login), key);

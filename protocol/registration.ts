@@ -84,10 +84,13 @@ export class RegistrationClient extends ClientExchange<RegistrationEvent, Regist
 /** What the registration server machine asks its caller for, synchronously (stores, keys). */
 export interface RegistrationServerDeps {
   /**
-   * The serial a hello's token names and that device's key (32 bytes; the machine wipes it).
-   * Throws ProtocolError (KEY_BAD_TOKEN, KEY_UNKNOWN_VERSION) for a token it cannot open.
+   * The serial a hello's token names and that device's key (32 bytes; the machine wipes it),
+   * or null for a token that names no device. Must do the same work either way
+   * (keys.ts identifyToken): the machine then refuses it exactly like a wrong MAC, after the
+   * same MAC work (HS_BAD_CLIENT_PROOF), so a client cannot tell a genuine token or a held
+   * master key version from the answer or its timing; the caller logs why.
    */
-  deviceKey(token: Uint8Array): { serial: string; key: Uint8Array };
+  deviceKey(token: Uint8Array): { serial: string; key: Uint8Array } | null;
   /** Refuses a MAC seen before (HS_REPLAY); called only once the MAC verified (docs/protocol.md §8). */
   assertFresh(mac: Uint8Array): void;
   /** The device says it uses generation `gen` (S0.14): record it. */
@@ -166,11 +169,17 @@ export class RegistrationServer extends ServerExchange<ServerState> {
 
   #hello(frame: Uint8Array, env: Envelope): RegistrationServerStep {
     const h = M.hello.decode(env.body);
-    const { serial, key } = this.deps.deviceKey(h.token);
-    this.hs.acceptOpening(frame, env, M.hello.opening(h), key);
-    this.#wrapKey = secretWrapKey(key);
-    key.fill(0);
-    this.hs.requireVerifiedOpening();
+    const id = this.deps.deviceKey(h.token);
+    try {
+      // A token that names no device: the MAC still runs (under a dummy key) and the refusal
+      // is the wrong MAC's, one code before authentication (issue 10).
+      this.hs.acceptOpening(frame, env, M.hello.opening(h), id?.key ?? null);
+      this.hs.requireVerifiedOpening();
+      this.#wrapKey = secretWrapKey(id!.key);
+    } finally {
+      id?.key.fill(0);
+    }
+    const serial = id!.serial;
     // After the MAC: an unauthenticated hello cannot fill the cache (docs/protocol.md §8).
     this.deps.assertFresh(h.mac);
     this.#serial = serial;

@@ -10,6 +10,7 @@ import { MsgType, encodeEnvelope, decodeEnvelope, parseServerProof, parseError }
 import { encode } from '../protocol/cbor.ts';
 import { makeSerialToken } from '../protocol/keys.ts';
 import type { Stack } from '../deploy/stack.ts';
+import { setLogSink, logLevel, type LogLine } from '../server-kit/log.ts';
 
 let stack: Stack;
 let dev: DeviceId;
@@ -52,11 +53,11 @@ const cases: [string, Script, string, number][] = [
   ['hello with a token of another master key', async (s) => {
     const other = makeSerialToken(new Uint8Array(32).fill(9), 1, 'SN-S07');
     s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [other]));
-  }, 'KEY_BAD_TOKEN', 1008],
+  }, 'HS_BAD_CLIENT_PROOF', 1008],
   ['hello naming an unknown master key version', async (s) => {
     const t = makeSerialToken(new Uint8Array(32).fill(9), 7, 'SN-S07');
     s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [t]));
-  }, 'KEY_UNKNOWN_VERSION', 1008],
+  }, 'HS_BAD_CLIENT_PROOF', 1008],
   ['hello with seq 1', async (s) => {
     const f = decodeEnvelope(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [dev.token]));
     s.send(encodeEnvelope(f.type, 1, f.dest, f.body));
@@ -160,6 +161,35 @@ test('pwConfirm before the credential request: acknowledged and recorded (docs/p
   assert.is((await s.frame()).env.type, MsgType.credReply);
   assert.is(stack.regStore.getDevice('SN-S07')!.confirmedGen, 7);
   s.close();
+});
+
+test('before authentication one answer: a forged token, an unknown key version, random bytes and a genuine token with a wrong MAC get the same error frame and close; only the log says which', async () => {
+  const lines: LogLine[] = [];
+  const level = logLevel();
+  const prev = setLogSink((l) => lines.push(l), 'info');
+  const hellos: [string, Uint8Array, Uint8Array][] = [
+    ['KEY_BAD_TOKEN', makeSerialToken(new Uint8Array(32).fill(9), 1, 'SN-S07'), dev.key],
+    ['KEY_UNKNOWN_VERSION', makeSerialToken(new Uint8Array(32).fill(9), 7, 'SN-S07'), dev.key],
+    ['KEY_BAD_TOKEN', Uint8Array.from({ length: dev.token.length }, (_, i) => (i * 37 + 1) & 0xff), dev.key],
+    ['HS_BAD_CLIENT_PROOF', dev.token, new Uint8Array(32).fill(7)],
+  ];
+  try {
+    const answers: { frames: string[]; close: number; reason: string }[] = [];
+    for (const [, token, key] of hellos) {
+      const s = await FrameSocket.connect(stack.directUrl('reg-primary')!);
+      s.send(new ClientHandshake('reg-primary', key).opening(MsgType.hello, [token]));
+      const c = await s.closed();
+      answers.push({ frames: c.frames.map((f) => Buffer.from(f).toString('hex')), close: c.code, reason: c.reason });
+    }
+    assert.is(parseError(decodeEnvelope(Buffer.from(answers[0]!.frames[0]!, 'hex')).body).code, 'HS_BAD_CLIENT_PROOF');
+    assert.is(answers[0]!.close, 1008);
+    for (const a of answers.slice(1)) assert.equal(a, answers[0], 'byte-identical error frame, same close code and reason');
+    const refused = lines.filter((l) => l.msg === 'session refused' && l.code === 'HS_BAD_CLIENT_PROOF');
+    assert.equal(refused.map((l) => l.why), hellos.map(([why]) => why));
+  } finally {
+    setLogSink(prev, level);
+  }
+  assert.is((await register(stack.directUrl('reg-primary')!, 'reg-primary', dev)).kind, 'cred');
 });
 
 test('a replayed hello is refused at once (HS_REPLAY)', async () => {

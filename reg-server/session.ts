@@ -4,10 +4,11 @@
 // master keyring, the replay cache, the device record, placement, rotation, logs and metrics.
 import { RegistrationServer, type CredentialsNeed, type RegistrationServerStep } from '../protocol/registration.ts';
 import type { Envelope } from '../protocol/messages.ts';
-import { openSerialToken, deriveDeviceKey, type MasterKeyring } from '../protocol/keys.ts';
+import { identifyToken, type MasterKeyring, type TokenRefusal } from '../protocol/keys.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
+import type { LogField } from '../server-kit/log.ts';
 import { chooseServers } from './placement.ts';
 import { rotate, REISSUE_ALARM, type RotationDeps } from './rotation.ts';
 import type { RegStore } from './store.ts';
@@ -20,17 +21,28 @@ export interface RegServerSessionDeps extends RotationDeps {
 
 export class RegServerSession extends ServerSession {
   protected readonly exchange: RegistrationServer;
+  /** Why the hello's token named no device; the peer gets HS_BAD_CLIENT_PROOF whatever it is. */
+  #tokenRefusal: TokenRefusal | null = null;
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: RegServerSessionDeps) {
     super(t, opts);
     this.exchange = new RegistrationServer(opts.name, {
       deviceKey: (token) => {
-        const { version, serial } = openSerialToken(deps.ring, token);
-        return { serial, key: deriveDeviceKey(deps.ring.key(version), serial) };
+        // The same work and the same answer for every token (identifyToken); why a token
+        // named no device goes only into this server's log line (refusalLogFields).
+        const id = identifyToken(deps.ring, token);
+        this.#tokenRefusal = id.ok ? null : id.why;
+        return id.ok ? { serial: id.serial, key: id.key } : null;
       },
       assertFresh: (mac) => deps.replay.assertFresh(mac),
       recordConfirmation: (serial, gen) => deps.store.recordConfirmation(serial, gen),
     });
+  }
+
+  /** The operator's view of a refused hello: the token's fault (`why`), or a genuine token with a wrong MAC. */
+  protected override refusalLogFields(e: ProtocolError): Record<string, LogField> {
+    if (e.code !== 'HS_BAD_CLIENT_PROOF' || this.exchange.serial !== '') return {};
+    return { why: this.#tokenRefusal ?? 'HS_BAD_CLIENT_PROOF' };
   }
 
   protected async step(frame: Uint8Array, env: Envelope): Promise<void> {

@@ -8,7 +8,7 @@
 import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, ImplementationError, CloseCode } from '../protocol/errors.ts';
 import type { ServerExchange } from '../protocol/exchange.ts';
-import type { Logger } from './log.ts';
+import type { Logger, LogField } from './log.ts';
 import type { ServerMetrics } from './metrics.ts';
 
 export interface SessionTransport {
@@ -70,6 +70,14 @@ export abstract class ServerSession implements SessionHandler {
     this.exchange.abort();
   }
 
+  /**
+   * Fields for the log line of a refusal, beside its code: what the operator needs and the
+   * peer must not get (a refused hello's reason, issue 10). None by default.
+   */
+  protected refusalLogFields(_e: ProtocolError): Record<string, LogField> {
+    return {};
+  }
+
   onFrame(frame: Uint8Array): void {
     if (this.#ended) return;
     this.#disarm();
@@ -104,7 +112,7 @@ export abstract class ServerSession implements SessionHandler {
       code = e.code;
       closeCode = e.closeCode;
       reason = e.message;
-      this.opts.log.info('session refused', { code, ip: this.transport.observedIp, via: this.transport.via });
+      this.opts.log.info('session refused', { code, ip: this.transport.observedIp, via: this.transport.via, ...this.refusalLogFields(e) });
     } else if (e instanceof ImplementationError) {
       // Our side is wrong (e.g. STORE_CORRUPT_ROW): the device gets the stable code, no detail.
       code = e.code;

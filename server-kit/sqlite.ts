@@ -1,7 +1,8 @@
 // SQLite as every server opens it: WAL (readers never block the one writer, and two
 // processes — reg primary and backup, or two business servers — can share one file),
 // a busy timeout instead of SQLITE_BUSY failures, and numbered migrations recorded in a
-// schema_version table, each applied in its own transaction.
+// schema_version table, all applied in one transaction. A migration is SQL, or a function for
+// what SQL cannot do (the business store rewraps its login keys under a new binding).
 import Database from 'better-sqlite3';
 import { mkdirSync, existsSync, chmodSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -9,7 +10,10 @@ import { ImplementationError } from '../protocol/errors.ts';
 
 export type Db = Database.Database;
 
-export function openDb(file: string, migrations: readonly string[], busyTimeoutMs = 5_000): Db {
+/** One schema step: SQL to run, or a function run on the open database inside the migration's transaction. */
+export type Migration = string | ((db: Db) => void);
+
+export function openDb(file: string, migrations: readonly Migration[], busyTimeoutMs = 5_000): Db {
   const fresh = file !== ':memory:' && !existsSync(file);
   if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
   const db = new Database(file);
@@ -28,7 +32,9 @@ export function openDb(file: string, migrations: readonly string[], busyTimeoutM
     const have = row.v ?? 0;
     if (have > migrations.length) throw new ImplementationError('STORE_SCHEMA_NEWER', `${file} has schema ${have}, this build knows ${migrations.length}`);
     for (let v = have; v < migrations.length; v++) {
-      db.exec(migrations[v]!);
+      const m = migrations[v]!;
+      if (typeof m === 'string') db.exec(m);
+      else m(db);
       db.prepare('INSERT INTO schema_version (version) VALUES (?)').run(v + 1);
     }
   });
