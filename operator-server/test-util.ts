@@ -22,7 +22,7 @@ export const DAY = 24 * HOUR;
 
 /** Card n of the fixture: a valid ICCID (Luhn), a 15-digit IMSI. */
 export const card = (n: number, cardType: CardInfo['cardType'] = 'USIM'): CardInfo => ({
-  iccid: withLuhn(`894410000000000${String(n).padStart(4, '0')}`),
+  iccid: withLuhn(`89441000000000${String(n).padStart(5, '0')}`),
   imsi: `2341000000${String(n).padStart(5, '0')}`,
   cardType,
 });
