@@ -127,6 +127,7 @@ test('serve all --port BASE moves every port; a second one on the same base fail
     'biz-west': { device: base + 40, link: base + 41, admin: base + 42 },
     gateway: base,
     'gateway-operator': base + 1,
+    operator: base + 50,
     'reg-primary': { device: base + 10, link: base + 11 },
     'reg-backup': { device: base + 20, link: base + 21 },
   });

@@ -27,9 +27,11 @@ const HELP = `usage: usbphone serve all [--state DIR] [--port BASE] [--host ADDR
        usbphone serve gateway|reg|biz --config FILE [--json]
 
   all        the gateway + reg-primary + reg-backup + biz-east (phones on 127.1.0.0/16) +
-             biz-west (127.2.0.0/16), on loopback, in one process; in the state directory
-             (created if missing): reg.sqlite, biz-accounts.sqlite, and the key files
-             master.key, link.key, admin.key, store.key (0600). Phones plug in with
+             biz-west (127.2.0.0/16) + the mobile operator (HTTPS), on loopback, in one
+             process; in the state directory (created if missing): reg.sqlite,
+             biz-accounts.sqlite, operator.sqlite, the key files master.key, link.key,
+             admin.key, store.key, operator-token.key, operator-client.json (0600) and tls/
+             (the CA the operator's certificate chains to: tls/ca.pem). Phones plug in with
              'usbphone sim --gateway ws://127.0.0.1:7400/ --state DIR'
   gateway    one role as its own process, configured by a JSON file
   reg        (see docs/architecture.md §"Configuration")
@@ -39,8 +41,8 @@ options:
   --state DIR     state directory for 'all' (default: state)
   --port BASE     base port for 'all' (default ${DEFAULT_GATEWAY_PORT}); every port moves with it:
                   gateway BASE, reg-primary BASE+10 (devices) / +11 (link), reg-backup
-                  +20 / +21, biz-east +30 / +31 / +32 (admin), biz-west +40 / +41 / +42;
-                  0 = every port ephemeral
+                  +20 / +21, biz-east +30 / +31 / +32 (admin), biz-west +40 / +41 / +42,
+                  the mobile operator's API +50; 0 = every port ephemeral
   --host ADDR     listen address for 'all' (default 127.0.0.1)
   --config FILE   JSON configuration of one role (gateway, reg, biz)
   --json          JSON lines on stdout ({"event":"listening",...}, {"event":"stopped",...})
@@ -76,7 +78,8 @@ function undoCreated(dir: string, before: Set<string> | null): void {
 
 function humanPorts(ports: Record<string, RolePorts | number>): string[] {
   return Object.entries(ports)
-    .filter(([n]) => n !== 'gateway')
+    // Single ports are printed on their own lines (health, operator).
+    .filter(([, p]) => typeof p === 'object')
     .map(([n, p]) => {
       const r = p as RolePorts;
       return `  ${n.padEnd(12)} devices ${r.device ?? '-'}, link ${r.link}${r.admin !== undefined ? `, admin ${r.admin}` : ''}`;
@@ -84,7 +87,7 @@ function humanPorts(ports: Record<string, RolePorts | number>): string[] {
 }
 
 export const command: Command = {
-  summary: 'run the gateway, registration and business servers',
+  summary: 'run the gateway, registration, business and operator servers',
   async run(argv) {
     let json = false;
     let role = '';
@@ -130,10 +133,11 @@ export const command: Command = {
             `servers ready: gateway ${stack.gatewayUrl} (state directory ${stateDir})`,
             ...humanPorts(ports),
             `  health       ${health}healthz, metrics ${health}metrics`,
+            `  operator     ${stack.operatorUrl} (mobile operator API, HTTPS; CA ${stateDir}/tls/ca.pem)`,
             `plug a phone in: usbphone sim --gateway ${stack.gatewayUrl} --state ${stateDir}`,
             'stop with Ctrl-C',
           ].join('\n'),
-          { event: 'listening', role, gatewayUrl: stack.gatewayUrl, stateDir, ports },
+          { event: 'listening', role, gatewayUrl: stack.gatewayUrl, operatorUrl: stack.operatorUrl, stateDir, ports },
         );
         stop = () => stack.stop();
       } else {

@@ -1,9 +1,10 @@
 // Configuration of the server roles: the JSON files `usbphone serve gateway|reg|biz --config
 // FILE` reads, and the embedded default (`usbphone serve all --state DIR`): gateway, reg
-// primary + backup, biz-east + biz-west on loopback, state files in one directory.
+// primary + backup, biz-east + biz-west and the mobile operator on loopback, state files in
+// one directory.
 // Relative paths in a file are resolved against the file's directory. Keys are never inline:
 // they are files (0600) or, for the master key, an environment variable.
-import { readFileSync } from 'node:fs';
+import { readFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve, join } from 'node:path';
 import { ImplementationError } from '../protocol/errors.ts';
 import { DEST_RE } from '../protocol/messages.ts';
@@ -213,7 +214,8 @@ export const DEFAULT_TOPOLOGY = {
 /**
  * The embedded default's ports from a base port (`usbphone serve all --port BASE`): the
  * gateway on BASE, reg-primary BASE+10/+11, reg-backup BASE+20/+21, biz-east BASE+30/+31/+32,
- * biz-west BASE+40/+41/+42 (device/link/admin). Tests use 0 (ephemeral) everywhere.
+ * biz-west BASE+40/+41/+42 (device/link/admin); the mobile operator's API is BASE+50
+ * (OPERATOR_PORT_OFFSET). Tests use 0 (ephemeral) everywhere.
  */
 export function portsForBase(base: number): Record<string, RolePorts> {
   return {
@@ -223,8 +225,10 @@ export function portsForBase(base: number): Record<string, RolePorts> {
     'biz-west': { device: base + 40, link: base + 41, admin: base + 42 },
   };
 }
-/** The highest offset portsForBase adds to the base. */
-export const BASE_PORT_SPAN = 42;
+/** The mobile operator's HTTPS API (operator-server/, S4): BASE+50. */
+export const OPERATOR_PORT_OFFSET = 50;
+/** The highest offset added to the base (portsForBase, OPERATOR_PORT_OFFSET). */
+export const BASE_PORT_SPAN = OPERATOR_PORT_OFFSET;
 
 /** The embedded default's fixed ports (base 7400). */
 export const DEFAULT_PORTS: Record<string, RolePorts> = portsForBase(DEFAULT_GATEWAY_PORT);
@@ -240,14 +244,42 @@ export const stateFiles = (stateDir: string) => ({
   bizDb: join(stateDir, 'biz-accounts.sqlite'),
   /** The business servers' storage key: login keys are wrapped under it in bizDb. */
   storeKey: join(stateDir, 'store.key'),
+  /** The mobile operator's subscriptions, cards and OAuth2 clients (operator-server/store.ts). */
+  operatorDb: join(stateDir, 'operator.sqlite'),
+  /** Signs the operator's bearer tokens (operator-server/tokens.ts). */
+  operatorTokenKey: join(stateDir, 'operator-token.key'),
+  /** The deployment CA and the operator's certificate (server-kit/tls-ca.ts): ca.pem is what the bank trusts. */
+  tlsDir: join(stateDir, 'tls'),
+  /** The bank's OAuth2 client credentials at the operator ({clientId, clientSecret}, JSON, 0600). */
+  operatorClient: join(stateDir, 'operator-client.json'),
 });
 
-/** Creates the state directory's key files when missing (master.key, link.key, admin.key, store.key). */
+/** Creates the state directory's key files when missing (master.key, link.key, admin.key, store.key, operator-token.key). */
 export function ensureStateKeys(stateDir: string): ReturnType<typeof stateFiles> {
   const f = stateFiles(stateDir);
   ensureMasterKeyFile(f.masterKey);
   ensureKeyFile(f.linkKey);
   ensureKeyFile(f.adminKey);
   ensureKeyFile(f.storeKey);
+  ensureKeyFile(f.operatorTokenKey);
   return f;
+}
+
+/** The bank's credentials at the operator, as the embedded stack keeps them. */
+export interface OperatorClientFile { clientId: string; clientSecret: string }
+
+/**
+ * The bank's OAuth2 client credentials at the operator: read from `file`, or made (a random
+ * 256-bit secret) and written 0600 when missing. `make` gives a new secret.
+ */
+export function ensureOperatorClientFile(file: string, make: () => string, clientId = 'bank'): OperatorClientFile {
+  if (existsSync(file)) {
+    const v = readJsonFile(file);
+    if (typeof v.clientId !== 'string' || typeof v.clientSecret !== 'string' || v.clientSecret.length < 32) bad(file, 'must hold {"clientId": ..., "clientSecret": ...} (a secret of 32+ characters)');
+    return { clientId: v.clientId, clientSecret: v.clientSecret };
+  }
+  mkdirSync(dirname(file), { recursive: true });
+  const c = { clientId, clientSecret: make() };
+  writeFileSync(file, JSON.stringify(c) + '\n', { mode: 0o600, flag: 'wx' });
+  return c;
 }

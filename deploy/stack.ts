@@ -1,6 +1,7 @@
 // The embedded default deployment, as a programmatic API (the simulator and the tests use
 // it; `usbphone serve all` runs it): gateway + reg-primary + reg-backup + biz-east +
-// biz-west on loopback, SQLite files and key files in one state directory. A registration
+// biz-west + the mobile operator (HTTPS, its CA and certificate made in the state
+// directory on first start) on loopback, SQLite files and key files in one state directory. A registration
 // server can run inline or as a child process (`usbphone serve reg --config FILE`) so tests
 // can kill -9 it between the steps of a rotation.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -16,13 +17,18 @@ import { startRegServer, type RegServer } from '../reg-server/server.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
+import { startOperatorServer, type OperatorServer } from '../operator-server/server.ts';
+import { newClientSecret, secretHash } from '../operator-server/tokens.ts';
+import { ALL_OPERATOR_SCOPES } from '../server-kit/operator-api.ts';
+import { ensureServerTls } from '../server-kit/tls-ca.ts';
+import { systemRng } from '../protocol/rng.ts';
 import { enrollDevices, accountsViaAdmin, accountsInStore, writeRunningBizServers, type EnrollmentRecord, type EnrollOptions, type EnrollResult } from './enroll.ts';
 import { AdminClient } from '../server-kit/admin-rpc.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { logLevel } from '../server-kit/log.ts';
 import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
-import { DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, ensureStateKeys, type RolePorts, type RegFileConfig } from './config.ts';
+import { DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, OPERATOR_PORT_OFFSET, ensureStateKeys, ensureOperatorClientFile, type RolePorts, type RegFileConfig, type OperatorClientFile } from './config.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -53,6 +59,10 @@ export interface StackOptions {
    * Must end with '/'. Default: the gateway's own URL.
    */
   advertisedUrl?: string;
+  /** The mobile operator's HTTPS port: default gatewayPort + 50, 0 (ephemeral) when gatewayPort is 0. */
+  operatorPort?: number;
+  /** Days of card-change history the operator answers for (CAMARA monitoredPeriod); default all. */
+  operatorMonitoredDays?: number | null;
 }
 
 export interface StartRegOptions {
@@ -77,6 +87,16 @@ export interface Stack {
   biz(name: string): BizServer | undefined;
   regStore: SqliteRegStore;
   bizStore: SqliteBizStore;
+  /** The mobile operator (S4), or undefined while stopped (stopOperator). */
+  operator(): OperatorServer | undefined;
+  /** Its base URL, https://host:port (the same across a stop and start). */
+  operatorUrl: string;
+  /** The CA certificate (PEM) the operator's certificate chains to: what its clients trust. */
+  operatorCa: string;
+  /** The bank's OAuth2 client credentials at the operator (all scopes). */
+  operatorClient: OperatorClientFile;
+  stopOperator(): Promise<void>;
+  startOperator(): Promise<void>;
   stopReg(name: RegName): Promise<void>;
   startReg(name: RegName, opts?: StartRegOptions): Promise<void>;
   /** kill -9 of a child reg server (an inline one is closed abruptly instead). */
@@ -111,12 +131,16 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const base = portsForBase(gatewayPort);
   const portsOf = (name: string): RolePorts => opts.ports?.[name] ?? (ephemeral ? { device: 0, link: 0, admin: 0 } : base[name]!);
   const files = ensureStateKeys(opts.stateDir);
+  // The operator's CA and certificate (first start), before any store is open: nothing to undo if it fails.
+  const tls = await ensureServerTls(files.tlsDir, 'operator', [host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host, 'localhost']);
   const ring = loadMasterKeyring({ file: files.masterKey });
   const rootLink = readKeyFile(files.linkKey, 'link key');
   const adminKey = readKeyFile(files.adminKey, 'admin key');
   const storageKey = readKeyFile(files.storeKey, 'storage key');
   const regStore = new SqliteRegStore(files.regDb);
   const bizStore = new SqliteBizStore(files.bizDb, storageKey);
+  const operatorTokenKey = readKeyFile(files.operatorTokenKey, 'operator token key');
+  const operatorClient = ensureOperatorClientFile(files.operatorClient, () => newClientSecret(systemRng));
 
   const bizServers = new Map<string, BizServer>();
   const regs = new Map<RegName, RegServer>();
@@ -141,8 +165,23 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   // `usbphone enroll --state DIR` finds the running business servers' admin endpoints here.
   const publishBiz = () => writeRunningBizServers(opts.stateDir, [...bizServers.values()].map((b) => ({ name: b.name, adminUrl: b.adminUrl })));
   let gateway: Gateway | null = null;
+  let operator: OperatorServer | undefined;
+  // Its port is kept across a stop and start (an ephemeral one too), so its URL stays valid.
+  let operatorPort = opts.operatorPort ?? (ephemeral ? 0 : gatewayPort + OPERATOR_PORT_OFFSET);
+  const startOperator = async () => {
+    if (operator) return;
+    operator = await startOperatorServer({
+      host, port: operatorPort, dbFile: files.operatorDb, tls: { cert: tls.certFile, key: tls.keyFile },
+      tokenKey: operatorTokenKey, monitoredPeriodDays: opts.operatorMonitoredDays ?? null,
+    });
+    operatorPort = operator.port;
+    actual.operator = operator.port;
+    // The bank's client is (re)registered with every scope: the credentials file is the truth.
+    operator.store.putClient(operatorClient.clientId, secretHash(operatorClient.clientSecret), [...ALL_OPERATOR_SCOPES]);
+  };
   const abort = async (e: unknown): Promise<never> => {
     await gateway?.close();
+    await operator?.close();
     for (const r of regs.values()) await r.close();
     for (const c of children.values()) {
       c.proc.kill('SIGKILL');
@@ -156,6 +195,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   try {
     for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
+    await startOperator();
     gateway = await startGateway({ host, port: gatewayPort, operatorPort: ephemeral ? 0 : gatewayPort + 1, upstreams: [], limits: opts.gatewayLimits });
   } catch (e) {
     return abort(e);
@@ -269,6 +309,16 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     biz: (name) => bizServers.get(name),
     regStore,
     bizStore,
+    operator: () => operator,
+    operatorUrl: `https://${host.includes(':') ? `[${host}]` : host}:${operatorPort}`,
+    operatorCa: tls.caPem,
+    operatorClient,
+    async stopOperator() {
+      const o = operator;
+      operator = undefined;
+      await o?.close();
+    },
+    startOperator,
     stopReg,
     startReg,
     async killReg(name) {
@@ -322,6 +372,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       for (const n of [...regs.keys(), ...children.keys()]) await stopReg(n);
       for (const s of bizServers.values()) await s.close();
       bizServers.clear();
+      await operator?.close();
+      operator = undefined;
       writeRunningBizServers(opts.stateDir, null);
       regStore.close();
       bizStore.close();

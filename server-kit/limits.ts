@@ -47,7 +47,15 @@ export const PortDefaults = {
   admin: { ...http, maxConnections: 256 },
   /** The operator port (/healthz, /metrics): scraped by monitoring. */
   operator: { ...http, maxConnections: 64 },
+  /**
+   * The mobile operator's HTTPS API (operator-server/): a few banks, each with a keep-alive
+   * pool. A request is a small JSON body, so it must be whole within 5 s.
+   */
+  mobileOperator: { ...http, maxConnections: 256, requestTimeoutMs: 5_000 },
 } satisfies Record<string, PortLimits>;
+
+/** Largest request body of the mobile operator's API (its JSON bodies are under 200 bytes). */
+export const MOBILE_OPERATOR_MAX_BODY = 4 * 1024;
 
 const kHeadDone = Symbol('usbphone.headDone');
 const kTls = Symbol('usbphone.tlsSocket');

@@ -1,6 +1,8 @@
 // The firmware's only window on the world (no firmware module imports node:*). Two
 // implementations: hal/node/ (real sockets, real clock, crypto randomness) and sim-hal.ts
-// (in-memory network with loss and delay, virtual clock, seeded rng).
+// (in-memory network with loss and delay, virtual clock, seeded rng). The SIM card slot
+// (sim-card.ts) has one model, the in-memory SimSlot, used by both.
+import type { SimCard } from './sim-card.ts';
 
 export type Rng = (n: number) => Uint8Array;
 
@@ -53,4 +55,10 @@ export interface HalBase {
   rng: Rng;
   net: Network;
   host: Host;
+  /**
+   * The SIM card slot (S4.2), on devices that have one: the firmware reads the card's
+   * identity through it (firmware/card-info.ts). Absent on a device without a slot (a bank
+   * card in an ATM, S0.15), and wherever the programs do not need it yet.
+   */
+  sim?: SimCard;
 }
