@@ -20,6 +20,7 @@ import { enrollDevices, accountsViaAdmin, accountsInStore, writeRunningBizServer
 import { AdminClient } from '../server-kit/admin-rpc.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
+import type { Mutant } from '../server-kit/mutant.ts';
 import { logLevel } from '../server-kit/log.ts';
 import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
 import { DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, ensureStateKeys, type RolePorts, type RegFileConfig } from './config.ts';
@@ -53,6 +54,11 @@ export interface StackOptions {
    * Must end with '/'. Default: the gateway's own URL.
    */
   advertisedUrl?: string;
+  /**
+   * TEST ONLY (conformance/mutants.test.ts): every inline reg and biz server breaks this one
+   * rule (server-kit/mutant.ts). Not passed to child processes.
+   */
+  mutant?: Mutant;
 }
 
 export interface StartRegOptions {
@@ -131,7 +137,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const s = await startBizServer({
       name, region: b.region, host,
       devicePort: p.device, linkPort: prev && ephemeral ? prev.link : p.link, adminPort: prev && ephemeral ? prev.admin! : p.admin ?? 0,
-      dbFile: files.bizDb, storageKey, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs,
+      dbFile: files.bizDb, storageKey, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs, mutant: opts.mutant,
     });
     bizServers.set(name, s);
     actual[name] = { device: s.devicePort, link: s.linkPort, admin: s.adminPort };
@@ -183,7 +189,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const r = await startRegServer({
         name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, ring, linkKey: linkKeyFor(rootLink, name), adminKey,
         bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
-        stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs,
+        stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs, mutant: opts.mutant,
       });
       regs.set(name, r);
       devicePort = r.devicePort;
