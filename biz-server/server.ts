@@ -2,7 +2,6 @@
 // and the admin API (server-kit/admin-messages.ts) for the registration server
 // (installPending, status) and for enrollment (enrollAccount).
 import type { Server } from 'node:http';
-import { ReplayCache } from '../protocol/replay.ts';
 import { Limits } from '../protocol/limits.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts';
@@ -12,6 +11,7 @@ import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteBizStore } from './store.ts';
 import { BizServerSession } from './session.ts';
+import { replayCacheFor, type Mutant } from '../server-kit/mutant.ts';
 
 export interface BizConfig {
   name: string;
@@ -30,6 +30,8 @@ export interface BizConfig {
   linkTls?: { cert: string; key: string };
   adminKey: Uint8Array;
   stepTimeoutMs?: number;
+  /** TEST ONLY: one rule broken on purpose (server-kit/mutant.ts); never set in production. */
+  mutant?: Mutant;
 }
 
 export interface BizServer {
@@ -49,10 +51,10 @@ export interface BizServer {
 export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const log = createLogger(cfg.name);
   const store = new SqliteBizStore(cfg.dbFile, cfg.storageKey);
-  const replay = new ReplayCache();
+  const replay = replayCacheFor(cfg.mutant);
   let draining = false;
   const metrics = new ServerMetrics(cfg.name);
-  const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics };
+  const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
   let host: Host | null = null;
   let admin: Server | null = null;
   try {

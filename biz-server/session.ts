@@ -19,6 +19,8 @@ export class BizServerSession extends ServerSession {
   protected readonly exchange: LoginServer;
   /** The clock reading of this login: the lookup and the promotion judge expiry at one instant. */
   #now = 0;
+  /** TEST ONLY ('promote-at-opening' mutant): the generation was promoted at the opening already. */
+  #promotedEarly = false;
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: BizServerSessionDeps) {
     super(t, opts);
@@ -31,7 +33,7 @@ export class BizServerSession extends ServerSession {
         return c ? { kind: 'found', key: c.key, active: c.active, pending: c.pending } : { kind: 'unknown' };
       },
       assertFresh: (mac) => deps.replay.assertFresh(mac),
-      promote: (user, gen) => deps.store.promote(user, gen, this.#now),
+      promote: (user, gen) => this.#promotedEarly || deps.store.promote(user, gen, this.#now),
       confirm: (user, gen) => deps.store.confirm(user, gen),
     });
   }
@@ -42,6 +44,7 @@ export class BizServerSession extends ServerSession {
     if (s.refuse) throw s.refuse;
     const e = s.event;
     const ip = this.transport.observedIp;
+    if (e?.kind === 'verified' && this.opts.mutant === 'promote-at-opening') this.#promotedEarly = this.deps.store.promote(e.login.user, e.login.gen, this.#now);
     if (e?.kind === 'logged-in') {
       const l = e.login;
       this.opts.metrics?.event('login_ok');

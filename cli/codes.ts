@@ -24,6 +24,8 @@ export const CLI_CODES: Record<string, { exit: 0 | 1 | 2 | 141; meaning: string 
   ENROLL_CONFLICT: { exit: 1, meaning: 'the serial, account or user name is already bound to another' },
   ENROLL_UNKNOWN_SERIAL: { exit: 1, meaning: '`--disable` / `--enable` of a serial not enrolled' },
   ENROLL_FAILED: { exit: 1, meaning: 'an unexpected failure while enrolling' },
+  CONFORMANCE_UNREACHABLE: { exit: 1, meaning: '`conformance --target URL`: no WebSocket server answers at URL' },
+  CONFORMANCE_NO_CASE: { exit: 2, meaning: '`conformance --case PATTERN` matches no case' },
 };
 
 /** The exit code of a code: the CLI's own table, else 2 (library codes: unusable input). */

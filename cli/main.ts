@@ -16,6 +16,7 @@ const commands: Record<string, Loader> = {
   serve: () => import('./serve.ts').then((m) => m.command),
   enroll: () => import('./enroll.ts').then((m) => m.command),
   sim: () => import('./sim.ts').then((m) => m.command),
+  conformance: () => import('./conformance.ts').then((m) => m.command),
 };
 
 export const VERSION = '0.1.0';

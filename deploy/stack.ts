@@ -26,6 +26,7 @@ import { enrollDevices, accountsViaAdmin, accountsInStore, writeRunningBizServer
 import { AdminClient } from '../server-kit/admin-rpc.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
+import type { Mutant } from '../server-kit/mutant.ts';
 import { logLevel } from '../server-kit/log.ts';
 import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
 import { DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, OPERATOR_PORT_OFFSET, ensureStateKeys, ensureOperatorClientFile, type RolePorts, type RegFileConfig, type OperatorClientFile } from './config.ts';
@@ -63,6 +64,11 @@ export interface StackOptions {
   operatorPort?: number;
   /** Days of card-change history the operator answers for (CAMARA monitoredPeriod); default all. */
   operatorMonitoredDays?: number | null;
+  /**
+   * TEST ONLY (conformance/mutants.test.ts): every inline reg and biz server breaks this one
+   * rule (server-kit/mutant.ts). Not passed to child processes.
+   */
+  mutant?: Mutant;
 }
 
 export interface StartRegOptions {
@@ -155,7 +161,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const s = await startBizServer({
       name, region: b.region, host,
       devicePort: p.device, linkPort: prev && ephemeral ? prev.link : p.link, adminPort: prev && ephemeral ? prev.admin! : p.admin ?? 0,
-      dbFile: files.bizDb, storageKey, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs,
+      dbFile: files.bizDb, storageKey, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs, mutant: opts.mutant,
     });
     bizServers.set(name, s);
     actual[name] = { device: s.devicePort, link: s.linkPort, admin: s.adminPort };
@@ -223,7 +229,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const r = await startRegServer({
         name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, ring, linkKey: linkKeyFor(rootLink, name), adminKey,
         bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
-        stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs,
+        stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs, mutant: opts.mutant,
       });
       regs.set(name, r);
       devicePort = r.devicePort;

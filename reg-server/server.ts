@@ -1,7 +1,6 @@
 // A registration server process role (primary or backup: the same code, its own name and
 // ports, the same master key and store). Device/link ports run RegServerSession; a health poller
 // keeps the business servers' health and load in its own view (health.ts), which placement reads.
-import { ReplayCache } from '../protocol/replay.ts';
 import { Limits } from '../protocol/limits.ts';
 import type { MasterKeyring } from '../protocol/keys.ts';
 import { parseCidr } from '../server-kit/ip.ts';
@@ -13,6 +12,7 @@ import { SqliteRegStore, type RegStore, type BizServerRecord, type RegionRecord 
 import { RegServerSession } from './session.ts';
 import { HealthPoller, withHealthView } from './health.ts';
 import type { RotationStep } from './rotation.ts';
+import { replayCacheFor, type Mutant } from '../server-kit/mutant.ts';
 
 export interface RegBizServer { name: string; region: string; url: string; adminUrl: string }
 
@@ -35,6 +35,8 @@ export interface RegConfig {
   healthIntervalMs?: number;
   adminTimeoutMs?: number;
   pauseAt?: (step: RotationStep) => void | Promise<void>;
+  /** TEST ONLY: one rule broken on purpose (server-kit/mutant.ts); never set in production. */
+  mutant?: Mutant;
 }
 
 export interface RegServer {
@@ -66,9 +68,9 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
     const poller = new HealthPoller(store, adminClient, log, cfg.healthIntervalMs ?? 2_000);
     await poller.poll();
     poller.start();
-    const replay = new ReplayCache();
+    const replay = replayCacheFor(cfg.mutant);
     const metrics = new ServerMetrics(cfg.name);
-    const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics };
+    const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
     // Placement reads this process's own health view, never another server's verdict.
     const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, adminClient, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
     host = await startHost({

@@ -68,6 +68,8 @@ function edgeViolations(from: string, to: string): string[] {
   if (a === 'protocol') return bad('protocol/ imports nothing of ours outside protocol/');
   if (a === 'server-kit' && b !== 'protocol') return bad('server-kit/ imports only protocol/ and itself');
   if (a === 'firmware' && b !== 'protocol') return bad('firmware/ imports only firmware/ and protocol/');
+  // The conformance suite treats its target as a black box: the wire, and nothing of a server.
+  if (a === 'conformance' && b !== 'protocol') return bad('conformance/ imports only conformance/ and protocol/');
   if (ROLES.includes(a) && ROLES.includes(b)) return bad('a role folder never imports another role folder');
   if (!COMPOSERS.includes(a) && COMPOSERS.includes(b)) return bad(`only ${COMPOSERS.join(', ')} compose roles; nothing imports them`);
   return [];
@@ -129,6 +131,7 @@ test('the checker fires on each deliberately bad import of a synthetic graph', (
     ['firmware/p.ts', ['protocol/a.ts', 'firmware/q.ts']], ['firmware/q.ts', []],
     ['firmware/hal/node/n.ts', ['node:net']], ['firmware/host/h.ts', ['node:fs']],
     ['deploy/d.ts', ['reg-server/r.ts', 'biz-server/z.ts', 'firmware/p.ts']], ['sim/x.ts', ['deploy/d.ts']],
+    ['conformance/c.ts', ['protocol/a.ts', 'node:fs']], ['cli/k.ts', ['~conformance/c.ts']],
   ];
   assert.equal(violations(new Map(ok)), []);
   // A lazy import back does not close a cycle; a static one does (checked below).
@@ -139,6 +142,8 @@ test('the checker fires on each deliberately bad import of a synthetic graph', (
     ['reg-server/r.ts', 'biz-server/z.ts', /role folder never imports another/],
     ['firmware/q.ts', 'node:fs', /firmware imports no node/],
     ['firmware/q.ts', 'deploy/d.ts', /firmware\/ imports only/],
+    ['conformance/c.ts', 'server-kit/s.ts', /conformance\/ imports only/],
+    ['conformance/c.ts', 'reg-server/r.ts', /conformance\/ imports only/],
     ['reg-server/r.ts', 'deploy/d.ts', /only deploy, sim, cli, bench compose/],
     ['firmware/q.ts', 'firmware/p.ts', /import cycle: firmware\/p\.ts <-> firmware\/q\.ts/],
     ['reg-server/r.ts', '~biz-server/z.ts', /role folder never imports another/],

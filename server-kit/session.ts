@@ -5,11 +5,12 @@
 // error frame [code, prevSeq, reason] in clear and ends the session with the error's close
 // code (S0.7), and a session that waits longer than the step timeout for its next message
 // is ended (TIMEOUT, close 1001: docs/protocol.md §6).
-import { decodeEnvelope, encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
+import { decodeEnvelope, encodeEnvelope, errorBody, parseError, MsgType, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, ImplementationError, CloseCode } from '../protocol/errors.ts';
 import type { ServerExchange } from '../protocol/exchange.ts';
 import type { Logger, LogField } from './log.ts';
 import type { ServerMetrics } from './metrics.ts';
+import { acceptVersion0, type Mutant } from './mutant.ts';
 
 export interface SessionTransport {
   /** The client address: the socket's peer, or the one the authenticated gateway observed. */
@@ -36,6 +37,8 @@ export interface SessionOptions {
   name: string;
   stepTimeoutMs: number;
   log: Logger;
+  /** TEST ONLY: one rule broken on purpose (server-kit/mutant.ts); never set in production. */
+  mutant?: Mutant;
 }
 
 export abstract class ServerSession implements SessionHandler {
@@ -43,6 +46,8 @@ export abstract class ServerSession implements SessionHandler {
   #timer: NodeJS.Timeout | null = null;
   #ended = false;
   #lastSeq: number | null = null;
+  /** Highest seq handled so far (only the 'ignore-old-seq' mutant reads it). */
+  #highSeq = -1;
 
   constructor(
     protected readonly transport: SessionTransport,
@@ -88,8 +93,25 @@ export abstract class ServerSession implements SessionHandler {
     if (this.#ended) return;
     try {
       this.#lastSeq = null;
-      const env = decodeEnvelope(frame);
+      const env = decodeEnvelope(this.opts.mutant === 'accept-version-0' ? acceptVersion0(frame) : frame);
       this.#lastSeq = env.seq;
+      if (this.opts.mutant === 'ignore-old-seq') {
+        if (env.seq <= this.#highSeq) return;
+        this.#highSeq = env.seq;
+      }
+      if (env.type === MsgType.error) {
+        // docs/protocol.md §7: the peer gave up. End at once, without answering; its code is
+        // only logged (a malformed error frame ends the session the same way).
+        let code = 'malformed';
+        try {
+          code = parseError(env.body).code;
+        } catch {
+          // logged as malformed
+        }
+        this.opts.log.info('peer error', { code, ip: this.transport.observedIp, via: this.transport.via });
+        this.end(CloseCode.normal, 'peer error');
+        return;
+      }
       await this.step(frame, env);
       if (!this.#ended) this.#arm();
     } catch (e) {
@@ -127,6 +149,13 @@ export abstract class ServerSession implements SessionHandler {
     }
     this.opts.metrics?.refusals.inc({ code });
     this.transport.send(encodeEnvelope(MsgType.error, this.nextSendSeq(), this.opts.name, errorBody(code, this.#lastSeq, reason)));
+    if (this.opts.mutant === 'no-close-after-refusal') {
+      // The session is over for the server, but the connection stays open (S0.7 broken).
+      this.#ended = true;
+      this.#disarm();
+      this.cleanup();
+      return;
+    }
     this.end(closeCode, code);
   }
 

@@ -1,0 +1,160 @@
+// `usbphone conformance --target URL`: checks a server implementation of docs/protocol.md from
+// the outside (conformance/), with a test device's credentials as the only input besides the URL.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { hexToBytes } from '@noble/hashes/utils.js';
+import type { Command } from './main.ts';
+import { ImplementationError } from '../protocol/errors.ts';
+import { Limits } from '../protocol/limits.ts';
+import { parseOptions, intOption } from './args.ts';
+import { CliError, reportError } from './flash-common.ts';
+
+export const OPTIONS = {
+  target: { type: 'string' },
+  'reg-dest': { type: 'string' },
+  'master-key': { type: 'string' },
+  'key-version': { type: 'string' },
+  serial: { type: 'string' },
+  'device-key': { type: 'string' },
+  'serial-token': { type: 'string' },
+  timeout: { type: 'string' },
+  'step-timeout': { type: 'string' },
+  case: { type: 'string' },
+  list: { type: 'boolean' },
+  json: { type: 'boolean' },
+  junit: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const HELP = `usage: usbphone conformance --target URL --serial SERIAL (--master-key FILE | --device-key HEX --serial-token HEX)
+                            [--reg-dest NAME] [--timeout MS] [--step-timeout MS] [--case PATTERN] [--json] [--junit FILE]
+       usbphone conformance --list [--case PATTERN] [--json]
+
+Checks a server implementation of the usbphone protocol (docs/protocol.md) from the outside:
+each case is named by the section it checks, runs on its own connections within --timeout,
+and gets a verdict: pass, fail, non-strict (allowed, not recommended), informational, or
+skipped (an input it needs was not given). What it needs: the target URL and one test device
+enrolled at the target, as the registration server knows it. Business-login cases use the
+credentials the suite obtains through its own registrations (their secret opened with the
+device key). Every registration rotates that device's business secret (§10): use a device
+kept for testing. See docs/conformance.md.
+
+options:
+  --target URL           a gateway (ws://host:port/) or a server's direct device port
+  --reg-dest NAME        the registration server's name, the dest of its frames (default reg-primary)
+  --master-key FILE      the master key file (v<N> <64 hex> lines): the device's key and token are
+                         derived for --serial; also enables the unknown-device case
+  --key-version N        the master key version the device was made under (default the newest)
+  --serial SERIAL        the test device's serial, enrolled at the target
+  --device-key HEX       the device key (64 hex digits), instead of --master-key
+  --serial-token HEX     the device's serial token (hex), with --device-key
+  --timeout MS           longest wait for each expected frame or close (default 5000)
+  --step-timeout MS      the target's step timeout, for the TIMEOUT case (default ${Limits.stepTimeoutMs})
+  --case PATTERN         run (or list) only the cases whose name contains PATTERN (case-insensitive)
+  --list                 print the case names by section and run nothing
+  --json                 print the results (or the list) as JSON
+  --junit FILE           also write the results as JUnit XML to FILE
+  -h, --help             this help
+
+Exit: 0 no case failed (non-strict, informational and skipped allowed), 1 a case failed or the
+target does not answer (CONFORMANCE_UNREACHABLE), 2 bad usage (CLI_BAD_ARGS, CONFORMANCE_NO_CASE).
+`;
+
+export const command: Command = {
+  summary: 'check a server implementation of the protocol from the outside (issue 13)',
+  async run(argv) {
+    try {
+      const v = parseOptions('conformance', argv, OPTIONS).values;
+      if (v.help) {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      const { ALL_CASES } = await import('../conformance/cases.ts');
+      const { selectCases, runCases } = await import('../conformance/runner.ts');
+      const { caseName } = await import('../conformance/suite.ts');
+      const cases = selectCases(ALL_CASES, v.case as string | undefined);
+      if (cases.length === 0) throw new CliError('CONFORMANCE_NO_CASE', `--case '${v.case}' matches no case; 'usbphone conformance --list' names them`);
+      if (v.list) {
+        for (const k of ['target', 'master-key', 'key-version', 'serial', 'device-key', 'serial-token', 'timeout', 'step-timeout', 'junit', 'reg-dest']) {
+          if (v[k] !== undefined) throw new CliError('CLI_BAD_ARGS', `--${k} does not apply to --list`);
+        }
+        const { listText } = await import('../conformance/report.ts');
+        process.stdout.write(v.json ? JSON.stringify(cases.map((c) => ({ name: caseName(c), section: c.section }))) + '\n' : listText(cases));
+        return 0;
+      }
+      const target = await readTarget(v);
+      const { Conn } = await import('../conformance/wire.ts');
+      try {
+        (await Conn.open(target.url, [], target.timeoutMs)).close();
+      } catch (e) {
+        throw new CliError('CONFORMANCE_UNREACHABLE', (e as Error).message);
+      }
+      const { textReport, jsonReport, junitReport, summaryLine } = await import('../conformance/report.ts');
+      const tty = process.stderr.isTTY === true;
+      const summary = await runCases(cases, target, (r, i, n) => {
+        if (tty) process.stderr.write(`\r\x1b[K[${i}/${n}] ${r.verdict.padEnd(10)} ${r.name.slice(0, 100)}`);
+      });
+      if (tty) process.stderr.write('\r\x1b[K');
+      if (v.junit !== undefined) {
+        try {
+          writeFileSync(v.junit as string, junitReport(summary));
+        } catch (e) {
+          throw new CliError('CLI_FILE', `--junit ${v.junit}: ${(e as Error).message}`);
+        }
+      }
+      process.stdout.write(v.json ? jsonReport(summary) : textReport(summary));
+      if (v.json) process.stderr.write(`${summaryLine(summary)}\n`);
+      return summary.counts.fail > 0 ? 1 : 0;
+    } catch (e) {
+      return reportError('conformance', e);
+    }
+  },
+};
+
+type Values = ReturnType<typeof parseOptions>['values'];
+
+async function readTargetDevice(v: Values) {
+  const { MasterKeyring, deriveDeviceKey, makeSerialToken, SERIAL_RE } = await import('../protocol/keys.ts');
+  const serial = v.serial as string | undefined;
+  if (!serial) throw new CliError('CLI_BAD_ARGS', "--serial is required: the test device enrolled at the target; see 'usbphone conformance --help'");
+  if (!SERIAL_RE.test(serial)) throw new CliError('CLI_BAD_ARGS', `--serial '${serial}' is not 1..64 of [A-Za-z0-9-]`);
+  if (v['master-key'] !== undefined) {
+    if (v['device-key'] !== undefined || v['serial-token'] !== undefined) throw new CliError('CLI_BAD_ARGS', 'give --master-key, or --device-key with --serial-token, not both');
+    let text: string;
+    try {
+      text = readFileSync(v['master-key'] as string, 'utf8');
+    } catch (e) {
+      throw new CliError('CLI_FILE', `--master-key ${v['master-key']}: ${(e as Error).message}`);
+    }
+    const ring = MasterKeyring.parse(text);
+    const version = intOption(v['key-version'], 'key-version', 1, 255, ring.current);
+    if (!ring.has(version)) throw new CliError('CLI_BAD_ARGS', `--key-version ${version}: the master key file has no such version`);
+    const master = ring.key(version);
+    return { device: { serial, key: deriveDeviceKey(master, serial), token: makeSerialToken(master, version, serial) }, master: { version, key: master } };
+  }
+  if (v['key-version'] !== undefined) throw new CliError('CLI_BAD_ARGS', '--key-version applies to --master-key only');
+  const key = v['device-key'] as string | undefined;
+  const token = v['serial-token'] as string | undefined;
+  if (!key || !token) throw new CliError('CLI_BAD_ARGS', "give --master-key FILE, or --device-key HEX with --serial-token HEX; see 'usbphone conformance --help'");
+  if (!/^[0-9a-fA-F]{64}$/.test(key)) throw new CliError('CLI_BAD_ARGS', '--device-key must be 64 hex digits');
+  if (!/^([0-9a-fA-F]{2}){42,105}$/.test(token)) throw new CliError('CLI_BAD_ARGS', '--serial-token must be 42..105 bytes in hex');
+  return { device: { serial, key: hexToBytes(key), token: hexToBytes(token) } };
+}
+
+function readTargetSync(v: Values) {
+  const url = v.target as string | undefined;
+  if (!url) throw new CliError('CLI_BAD_ARGS', "--target URL is required; see 'usbphone conformance --help'");
+  if (!/^wss?:\/\/\S+$/.test(url)) throw new CliError('CLI_BAD_ARGS', `--target '${url}' is not a ws:// or wss:// URL`);
+  const regDest = (v['reg-dest'] as string | undefined) ?? 'reg-primary';
+  if (!/^[a-z0-9][a-z0-9-]{0,31}$/.test(regDest)) throw new CliError('CLI_BAD_ARGS', `--reg-dest '${regDest}' is not a dest ([a-z0-9][a-z0-9-]{0,31})`);
+  return {
+    url,
+    regDest,
+    timeoutMs: intOption(v.timeout, 'timeout', 50, 600_000, 5_000),
+    stepTimeoutMs: intOption(v['step-timeout'], 'step-timeout', 1, 600_000, Limits.stepTimeoutMs),
+  };
+}
+
+async function readTarget(v: Values): Promise<import('../conformance/suite.ts').Target> {
+  const t = readTargetSync(v);
+  return { ...t, ...(await readTargetDevice(v)) };
+}

@@ -1,0 +1,50 @@
+// The suite is tested by breaking servers on purpose (issue 13): the project's own servers,
+// each with one rule broken behind a test-only switch (server-kit/mutant.ts), must each be
+// caught by the named case that checks that rule, while conformance.test.ts shows the same
+// cases pass against the real servers. A mutant that survives is a bug in the suite.
+// The target is the registration server's direct device port: a gateway in front would refuse
+// some of these frames itself (the downgraded version) and hide the server's mistake.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { testStack } from '../deploy/test-util.ts';
+import { deriveDeviceKey, makeSerialToken } from '../protocol/keys.ts';
+import { MUTANTS, type Mutant } from '../server-kit/mutant.ts';
+import { ALL_CASES } from './cases.ts';
+import { runCases } from './runner.ts';
+import { caseName } from './suite.ts';
+
+/** Each mutant and the cases (exact names) that must fail against it. */
+const CAUGHT_BY: Record<Mutant, string[]> = {
+  'skip-replay-cache': ['§8 a hello replayed on a new connection -> HS_REPLAY and close 1008', '§8 a login replayed on a new connection -> loginAck, then HS_REPLAY and close 1008'],
+  'ignore-old-seq': ["§8 a credRequest reusing the finish's seq 1 -> CHAN_REPLAY and close 1008", '§6.2 a finish with seq 0 (repeated) -> CHAN_REPLAY and close 1008'],
+  'no-close-after-refusal': ['§3 a hello followed by one more byte -> CBOR_TRAILING_BYTES and close 1002', '§6.2 a hello whose MAC is altered -> HS_BAD_CLIENT_PROOF and close 1008'],
+  'promote-at-opening': ['§6.4 a login opening verified but never finished promotes nothing: the current generation still logs in'],
+  'accept-version-0': ['§4.1 a hello of envelope version 0 (downgrade) -> MSG_VERSION and close 1002'],
+};
+
+test('every mutant switch has its catching cases, and each named case exists', () => {
+  assert.equal(Object.keys(CAUGHT_BY).sort(), [...MUTANTS].sort());
+  const names = new Set(ALL_CASES.map(caseName));
+  for (const n of Object.values(CAUGHT_BY).flat()) assert.ok(names.has(n), `no case named '${n}'`);
+});
+
+for (const mutant of MUTANTS) {
+  test(`mutant '${mutant}' is caught by ${CAUGHT_BY[mutant].length === 1 ? 'its named case' : 'each of its named cases'}`, async () => {
+    const stack = await testStack({ mutant });
+    try {
+      const serial = 'CONF-MUTANT';
+      await stack.enroll({ serial, keyVersion: stack.ring.current });
+      const m = stack.ring.key(stack.ring.current);
+      const cases = ALL_CASES.filter((c) => CAUGHT_BY[mutant].includes(caseName(c)));
+      const s = await runCases(cases, {
+        url: stack.directUrl('reg-primary')!, regDest: 'reg-primary', timeoutMs: 1_500, stepTimeoutMs: 10_000,
+        device: { serial, key: deriveDeviceKey(m, serial), token: makeSerialToken(m, stack.ring.current, serial) },
+      });
+      for (const r of s.results) assert.is(r.verdict, 'fail', `${r.name} did not catch '${mutant}': ${r.verdict}`);
+    } finally {
+      await stack.stop();
+    }
+  });
+}
+
+test.run();

@@ -1,0 +1,106 @@
+// The suite's only transport: one WebSocket per case step, every frame it sends and every
+// frame or close it receives recorded in order, each wait bounded by the case's timeout.
+// The target is a black box: this is a plain WebSocket client (RFC 6455), nothing of ours on
+// the server side.
+import { WebSocket } from 'ws';
+import { decodeEnvelope, parseError, parseLoginFail, typeName, MsgType } from '../protocol/messages.ts';
+
+/** What a wait returned: a frame, the close, or nothing within the time allowed. */
+export type Received =
+  | { kind: 'frame'; bytes: Uint8Array }
+  | { kind: 'close'; code: number; reason: string }
+  | { kind: 'timeout' };
+
+/** One line of a case's record: what went out, what came back. */
+export interface Line { dir: 'sent' | 'got'; text: string }
+
+/** A short, readable description of a frame: type, seq, and the code of an error or loginFail. */
+export function describe(bytes: Uint8Array | string): string {
+  if (typeof bytes === 'string') return `text message (${bytes.length} chars)`;
+  try {
+    const env = decodeEnvelope(bytes);
+    let extra = '';
+    if (env.type === MsgType.error) extra = ` ${parseError(env.body).code}`;
+    else if (env.type === MsgType.loginFail) extra = ` ${parseLoginFail(env.body).code}`;
+    return `${typeName(env.type)}${extra} seq ${env.seq} dest ${env.dest} (${bytes.length} B)`;
+  } catch {
+    const head = Buffer.from(bytes.subarray(0, 12)).toString('hex');
+    return `raw ${bytes.length} B: ${head}${bytes.length > 12 ? '…' : ''}`;
+  }
+}
+
+export class Conn {
+  readonly #ws: WebSocket;
+  readonly #queue: Received[] = [];
+  #waiter: ((r: Received) => void) | null = null;
+  #closed: Received | null = null;
+
+  private constructor(ws: WebSocket, private readonly log: Line[], private readonly timeoutMs: number) {
+    this.#ws = ws;
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (d: Buffer, isBinary: boolean) => {
+      const bytes = Uint8Array.from(d);
+      this.log.push({ dir: 'got', text: isBinary ? describe(bytes) : `text message (${bytes.length} B)` });
+      this.#push({ kind: 'frame', bytes });
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      const r: Received = { kind: 'close', code, reason: reason.toString() };
+      this.log.push({ dir: 'got', text: `close ${code}${r.reason ? ` ${r.reason}` : ''}` });
+      this.#closed = r;
+      this.#push(r);
+    });
+    ws.on('error', () => {});
+  }
+
+  /** Opens a connection to `url`; refuses (throws) when the target does not accept one within `timeoutMs`. */
+  static open(url: string, log: Line[], timeoutMs: number): Promise<Conn> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: timeoutMs });
+      const c = new Conn(ws, log, timeoutMs);
+      ws.once('open', () => resolve(c));
+      ws.once('error', (e) => reject(new Error(`cannot connect to ${url}: ${e.message}`)));
+    });
+  }
+
+  #push(r: Received): void {
+    const w = this.#waiter;
+    if (w) {
+      this.#waiter = null;
+      w(r);
+    } else this.#queue.push(r);
+  }
+
+  /** The next frame or the close (the close again once closed), or `timeout`. */
+  next(timeoutMs = this.timeoutMs): Promise<Received> {
+    const q = this.#queue.shift();
+    if (q) return Promise.resolve(q);
+    if (this.#closed) return Promise.resolve(this.#closed);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.#waiter = null;
+        resolve({ kind: 'timeout' });
+      }, timeoutMs);
+      this.#waiter = (r) => {
+        clearTimeout(t);
+        resolve(r);
+      };
+    });
+  }
+
+  /** Sends one binary message (or a text message, for the text-frame case); `note` says what it is when the bytes alone do not. */
+  send(bytes: Uint8Array | string, note?: string): void {
+    this.log.push({ dir: 'sent', text: `${describe(bytes)}${note ? `: ${note}` : ''}` });
+    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(bytes, { binary: typeof bytes !== 'string' });
+  }
+
+  get isClosed(): boolean {
+    return this.#closed !== null;
+  }
+
+  /** Ends the connection (normal close); the case is over with it. */
+  close(): void {
+    if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) this.#ws.close(1000);
+    // A peer that does not answer the close handshake is not waited for.
+    setTimeout(() => this.#ws.terminate(), 200).unref();
+  }
+}
