@@ -181,7 +181,7 @@ function drawTrace() {
   s.append(svg('title', { id: 'diagram-title' }, `Sequence diagram of phone ${state.watching}: ${items.length} latest messages and steps`));
   const defs = svg('defs');
   for (const [id, colour] of [['arrow', '#1b1f24'], ['arrow-bad', '#b3261e']]) {
-    const mk = svg('marker', { id, viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 8, markerHeight: 8, orient: 'auto-start-reverse' });
+    const mk = svg('marker', { id, viewBox: '0 0 10 10', refX: 10, refY: 5, markerUnits: 'userSpaceOnUse', markerWidth: 11, markerHeight: 11, orient: 'auto-start-reverse' });
     mk.append(svg('path', { d: 'M0,0 L10,5 L0,10 z', fill: colour }));
     defs.append(mk);
   }

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the real tools the tests use to read our images, when they are missing.
-# fsck.fat and mkfs.fat (dosfstools), mdir/mcopy (mtools), xorriso. Needs root (CI and the dev machines are).
+# fsck.fat and mkfs.fat (dosfstools), mdir/mcopy (mtools), xorriso; Debian's chromium for the
+# live page's browser tests (deploy/page.test.ts, driven by playwright-core, which downloads no
+# browser). Needs root (CI and the dev machines are).
 set -euo pipefail
 need=()
 command -v fsck.fat >/dev/null 2>&1 || need+=(dosfstools)
 command -v mdir >/dev/null 2>&1 || need+=(mtools)
 command -v xorriso >/dev/null 2>&1 || need+=(xorriso)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "ensure-tools: missing ${need[*]} and not root; the tests that use them will fail" >&2
