@@ -66,7 +66,9 @@ test('a phone plugs in: the page draws its login as a sequence diagram and lists
   // The page follows the first phone by itself: every message of the login, in order.
   const types = ['hello', 'helloReply', 'credReply', 'login', 'loginOk'];
   await page.waitForFunction((want) => {
-    const seen = [...document.querySelectorAll('#diagram svg g[data-type]')].map((g) => g.getAttribute('data-type'));
+    // Runs in the page (tsc here knows no DOM types).
+    const doc = (globalThis as unknown as { document: { querySelectorAll(s: string): Iterable<{ getAttribute(n: string): string | null }> } }).document;
+    const seen = [...doc.querySelectorAll('#diagram svg g[data-type]')].map((g) => g.getAttribute('data-type'));
     let i = 0;
     for (const t of seen) if (t === want[i]) i++;
     return i === want.length;
