@@ -50,7 +50,7 @@ options:
   -h, --help      this help
 
 GET /healthz and /metrics answer on the gateway's operator port (the gateway port + 1; not
-on the device port) and on each server's link port (not on the admin ports). Stops on Ctrl-C (SIGINT), SIGTERM or SIGHUP. If 'all'
+on the device port), and so does the live page ('all': GET /, its feed GET /feed) and on each server's link port (not on the admin ports). Stops on Ctrl-C (SIGINT), SIGTERM or SIGHUP. If 'all'
 cannot start, the key and database files it created are removed again.
 Exit: 0 stopped cleanly, 1 could not start, 2 bad usage or configuration.
 `;
@@ -131,13 +131,14 @@ export const command: Command = {
         say(
           [
             `servers ready: gateway ${stack.gatewayUrl} (state directory ${stateDir})`,
+            `  live page    ${stack.pageUrl} (phones, the protocol as a sequence diagram, servers, fleet)`,
             ...humanPorts(ports),
             `  health       ${health}healthz, metrics ${health}metrics`,
             `  operator     ${stack.operatorUrl} (mobile operator API, HTTPS; CA ${stateDir}/tls/ca.pem)`,
             `plug a phone in: usbphone sim --gateway ${stack.gatewayUrl} --state ${stateDir}`,
             'stop with Ctrl-C',
           ].join('\n'),
-          { event: 'listening', role, gatewayUrl: stack.gatewayUrl, operatorUrl: stack.operatorUrl, stateDir, ports },
+          { event: 'listening', role, gatewayUrl: stack.gatewayUrl, operatorUrl: stack.operatorUrl, pageUrl: stack.pageUrl, stateDir, ports },
         );
         stop = () => stack.stop();
       } else {

@@ -15,6 +15,7 @@ import { makeTempDir, removeTempDir, exitOnSignals, quietOnClosedPipe } from '..
 import { BASE_PORT_SPAN, DEFAULT_GATEWAY_PORT } from '../deploy/config.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import type { StackHandle } from '../sim/world.ts';
+import type { Stack } from '../deploy/stack.ts';
 
 export const OPTIONS = {
   scenario: { type: 'string' },
@@ -30,6 +31,7 @@ export const OPTIONS = {
   servers: { type: 'string' },
   loss: { type: 'string' },
   json: { type: 'boolean' },
+  watch: { type: 'boolean' },
   quiet: { type: 'boolean', short: 'q' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -62,6 +64,8 @@ options:
                           then the image is rebuilt each run: a first boot every time)
   --ip ADDR               the single phone's loopback address (default 127.1.0.1, region
                           east; 127.2.x.y is region west)
+  --watch                 the single phone with servers of its own: after its run, keep the
+                          servers and their live page (the address it prints) up until Ctrl-C
   --seed S                --scenario, --devices, --deterministic: seed for fuses, serials,
                           rng (default 1)
   --concurrency N         fleet: phones plugging in at once (default 64)
@@ -96,8 +100,8 @@ function checkApplies(v: Parsed['values']): Mode {
     else refuseOptions(v, ['devices', 'seed', 'concurrency', 'rounds', 'servers', 'json', 'quiet'], 'a fleet', 'a fleet runs in a temporary state (or give --gateway and --state of running servers)');
     return 'fleet';
   }
-  if (v.gateway !== undefined) refuseOptions(v, ['gateway', 'state', 'ip', 'quiet'], 'the single phone with --gateway', 'the running servers have their ports');
-  else refuseOptions(v, ['state', 'port', 'ip', 'quiet'], 'the single phone', '--seed, --json and the fleet options go with --scenario, --devices or --deterministic');
+  if (v.gateway !== undefined) refuseOptions(v, ['gateway', 'state', 'ip', 'quiet'], 'the single phone with --gateway', 'the running servers have their ports (and their live page)');
+  else refuseOptions(v, ['state', 'port', 'ip', 'watch', 'quiet'], 'the single phone', '--seed, --json and the fleet options go with --scenario, --devices or --deterministic');
   return 'single';
 }
 
@@ -236,15 +240,37 @@ export const command: Command = {
       // The password change (S0.14) is confirmed while the login is being confirmed: its line
       // is shown after the login line it belongs to.
       const held: TraceEvent[] = [];
-      const show = trace
-        ? (e: TraceEvent) => {
-            if (e.feature === 'S0.14' && e.ok) return void held.push(e);
-            trace(e);
-            if (e.feature === 'S0.11' && held.length) for (const h of held.splice(0)) trace(h);
+      // The phone's steps also go to the live page's feed, when the servers run in this process.
+      let feed: Stack['feed'] | undefined;
+      const show = (e: TraceEvent) => {
+        feed?.phoneStep(ip, e);
+        if (!trace) return;
+        if (e.feature === 'S0.14' && e.ok) return void held.push(e);
+        trace(e);
+        if (e.feature === 'S0.11' && held.length) for (const h of held.splice(0)) trace(h);
+      };
+      const onStack = (s: StackHandle) => {
+        stack = s;
+        if ('feed' in s && 'pageUrl' in s) {
+          feed = (s as Stack).feed;
+          out(`live page: ${(s as Stack).pageUrl} (while the servers run${a.watch ? '; --watch keeps them up after the phone, until Ctrl-C' : "; 'usbphone sim --watch' keeps them up after the phone"})`);
+        } else if (gateway) {
+          const u = new URL(gateway);
+          out(`live page: on the operator port of the servers at ${gateway}, which their start printed (make serve: http://${u.hostname}:${Number(u.port) + 1}/)`);
+        }
+      };
+      // --watch: after the phone's run the servers stay up until a signal, which then ends the run normally.
+      const hold = a.watch
+        ? () => {
+            removeSignals();
+            out("the phone's run is over; the servers and the live page stay up: Ctrl-C stops them");
+            return new Promise<void>((resolve) => {
+              for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(sig, () => resolve());
+            });
           }
         : undefined;
       try {
-        const r = await runSinglePhone({ stateDir: state, gatewayPort: port, gateway, ip, trace: show, say: (l) => out(l), onStack: (s) => (stack = s) });
+        const r = await runSinglePhone({ stateDir: state, gatewayPort: port, gateway, ip, trace: show, say: (l) => out(l), onStack, hold });
         if (trace) for (const h of held.splice(0)) trace(h);
         const o = r.outcome;
         out('');

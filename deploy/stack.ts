@@ -29,6 +29,10 @@ import { linkKeyFor } from '../server-kit/link.ts';
 import type { Mutant } from '../server-kit/mutant.ts';
 import { logLevel } from '../server-kit/log.ts';
 import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
+import { addLogListener } from '../server-kit/log.ts';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { FeedHub, type HealthSnapshot } from './feed-hub.ts';
+import { pageRoutes } from './page-server.ts';
 import { DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, OPERATOR_PORT_OFFSET, ensureStateKeys, ensureOperatorClientFile, type RolePorts, type RegFileConfig, type OperatorClientFile } from './config.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -103,6 +107,10 @@ export interface Stack {
   operatorClient: OperatorClientFile;
   stopOperator(): Promise<void>;
   startOperator(): Promise<void>;
+  /** The live page's hub (issue 17): the gateway, the servers' log lines and the simulator feed it. */
+  feed: FeedHub;
+  /** The live page: 'http://host:port/' on the gateway's operator port. */
+  pageUrl: string;
   stopReg(name: RegName): Promise<void>;
   startReg(name: RegName, opts?: StartRegOptions): Promise<void>;
   /** kill -9 of a child reg server (an inline one is closed abruptly instead). */
@@ -199,11 +207,49 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     bizStore.close();
     throw e;
   };
+  // The live page: its hub hears the gateway's frames and every server log line of this
+  // process, and polls the health below once a second.
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  let cpu = process.cpuUsage();
+  let cpuAt = performance.now();
+  const health = (): HealthSnapshot => {
+    const used = process.cpuUsage(cpu);
+    const now = performance.now();
+    const cpuPercent = Math.round(((used.user + used.system) / 1000 / Math.max(1, now - cpuAt)) * 1000) / 10;
+    cpu = process.cpuUsage();
+    cpuAt = now;
+    const p99 = Math.round(loop.percentile(99) / 1e4) / 100;
+    loop.reset();
+    const mem = process.memoryUsage();
+    const linkUp = (n: string) => gateway?.upstream(n)?.up ?? false;
+    return {
+      servers: [
+        { name: 'gateway', role: 'gateway', running: gateway !== null, linkUp: null, sessions: gateway?.connections() ?? 0 },
+        ...DEFAULT_TOPOLOGY.regs.map((n) => ({ name: n, role: 'registration' as const, running: regs.has(n) || children.has(n), linkUp: linkUp(n), sessions: regs.get(n)?.sessions() ?? null })),
+        ...DEFAULT_TOPOLOGY.biz.map((b) => ({ name: b.name, role: 'business' as const, running: bizServers.has(b.name), linkUp: linkUp(b.name), sessions: bizServers.get(b.name)?.sessions() ?? null })),
+        { name: 'operator', role: 'operator', running: operator !== undefined, linkUp: null, sessions: null },
+      ],
+      load: { rssMiB: Math.round(mem.rss / 104857.6) / 10, heapMiB: Math.round(mem.heapUsed / 104857.6) / 10, cpuPercent, eventLoopP99Ms: p99, connections: gateway?.connections() ?? 0 },
+    };
+  };
+  const feed = new FeedHub({ servers: ['gateway', ...DEFAULT_TOPOLOGY.regs, ...DEFAULT_TOPOLOGY.biz.map((b) => b.name), 'operator'], health });
+  const page = pageRoutes(feed);
+  const removeLogListener = addLogListener((line) => feed.log(line));
+  const stopFeed = () => {
+    removeLogListener();
+    feed.stop();
+    loop.disable();
+  };
   try {
     for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
     await startOperator();
-    gateway = await startGateway({ host, port: gatewayPort, operatorPort: ephemeral ? 0 : gatewayPort + 1, upstreams: [], limits: opts.gatewayLimits });
+    gateway = await startGateway({
+      host, port: gatewayPort, operatorPort: ephemeral ? 0 : gatewayPort + 1, upstreams: [], limits: opts.gatewayLimits,
+      observe: (f) => feed.frame(f), operatorRoutes: page.routes,
+    });
   } catch (e) {
+    stopFeed();
     return abort(e);
   }
   const gw = gateway;
@@ -282,6 +328,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     for (const r of DEFAULT_TOPOLOGY.regs) await startReg(r);
     await gw.waitUpstreams(5_000);
   } catch (e) {
+    stopFeed();
     return abort(e);
   }
 
@@ -319,6 +366,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     operatorUrl: `https://${host.includes(':') ? `[${host}]` : host}:${operatorPort}`,
     operatorCa: tls.caPem,
     operatorClient,
+    feed,
+    pageUrl: gw.operatorUrl!,
     async stopOperator() {
       const o = operator;
       operator = undefined;
@@ -374,6 +423,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     disable: (serial) => regStore.setDeviceStatus(serial, 'disabled'),
     enable: (serial) => regStore.setDeviceStatus(serial, 'active'),
     async stop() {
+      stopFeed();
       await gw.close();
       for (const n of [...regs.keys(), ...children.keys()]) await stopReg(n);
       for (const s of bizServers.values()) await s.close();

@@ -8,7 +8,7 @@ import { createServer as createHttpServer, type Server, type IncomingMessage, ty
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import { encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
+import { encodeEnvelope, decodeEnvelope, parseError, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { Socket } from 'node:net';
 import { toBytes, closeReason } from '../server-kit/link.ts';
@@ -38,7 +38,31 @@ export interface GatewayConfig {
   /** Port of GET /healthz and GET /metrics (0 = ephemeral; absent = not served). */
   operatorPort?: number;
   limits?: Partial<GatewayLimits>;
+  /**
+   * Told of every frame the gateway forwards or sends, by type and dest (never its bytes):
+   * the live page draws the protocol from it (deploy/feed-hub.ts). Called in line: keep it cheap.
+   */
+  observe?: FrameObserver;
+  /**
+   * More routes on the operator port (the live page and its feed): returns true when it
+   * answered the request. /healthz and /metrics stay the gateway's own.
+   */
+  operatorRoutes?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
+
+/** A frame seen by the gateway: 'up' from a device towards `dest`, 'down' back to it. */
+export interface FrameSeen {
+  conn: number;
+  ip: string;
+  dir: 'up' | 'down';
+  /** Envelope type (protocol/messages.ts MsgType). */
+  type: number;
+  dest: string;
+  /** For an error frame: its code; `byGateway` when the gateway itself refused. */
+  code?: string;
+  byGateway?: boolean;
+}
+export type FrameObserver = (f: FrameSeen) => void;
 
 export interface Gateway {
   port: number;
@@ -71,6 +95,15 @@ interface Conn {
   closed: boolean;
 }
 
+/** The code of an error frame (its body is in clear), or 'unreadable'; only for the observer. */
+function errorCodeOf(frame: Uint8Array): string {
+  try {
+    return parseError(decodeEnvelope(frame).body).code;
+  } catch {
+    return 'unreadable';
+  }
+}
+
 const pem = (v: string) => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8'));
 
 export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
@@ -82,6 +115,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const upstreams = new Map<string, UpstreamLink>();
   const byUpstream = new Map<string, Set<Conn>>();
   const paused = new Map<string, Set<Conn>>();
+  const observe = cfg.observe;
   let nextId = 1;
 
   const operator = (req: IncomingMessage, res: ServerResponse) => {
@@ -91,6 +125,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       res.end(JSON.stringify({ ok: true, connections: conns.size, upstreams: ups }));
       return;
     }
+    if (cfg.operatorRoutes?.(req, res)) return;
     if (req.method === 'GET' && req.url === '/metrics') {
       metrics.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
@@ -132,6 +167,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     if (c.closed) return;
     metrics.errors.inc({ code: e.code });
     log.info('device refused', { code: e.code, ip: c.ip, dest: c.dest });
+    observe?.({ conn: c.id, ip: c.ip, dir: 'down', type: MsgType.error, dest: c.dest ?? 'gateway', code: e.code, byGateway: true });
     if (c.ws.readyState === c.ws.OPEN) {
       c.ws.send(encodeEnvelope(MsgType.error, c.toDevice, c.dest ?? 'gateway', errorBody(e.code, prevSeq, e.message)));
       metrics.frameOut(MsgType.error);
@@ -175,7 +211,9 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
             return;
           }
           c.toDevice++;
-          metrics.frameOut(peekType(frame));
+          const type = peekType(frame);
+          metrics.frameOut(type);
+          if (observe) observe({ conn: c.id, ip: c.ip, dir: 'down', type, dest: u.name, code: type === MsgType.error ? errorCodeOf(frame) : undefined });
           c.ws.send(frame);
         },
         onClose(connId, code, reason) {
@@ -242,6 +280,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     }
     const up = c.up!;
     if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${c.dest} went down`), env.seq);
+    if (observe) observe({ conn: c.id, ip: c.ip, dir: 'up', type: env.type, dest: env.dest, code: env.type === MsgType.error ? errorCodeOf(frame) : undefined });
     if (!c.waitingSince) c.waitingSince = now;
     up.send(c.id, frame);
     if (up.bufferedAmount > L.linkHighWaterBytes) {

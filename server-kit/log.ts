@@ -25,6 +25,17 @@ export function setLogSink(next: LogSink | null, level?: Level): LogSink {
   return prev;
 }
 
+const listeners = new Set<LogSink>();
+
+/**
+ * Also hands every line of level info and above to `fn`, whatever the sink and the level
+ * (the live page's hub projects a few fields of some lines into its feed); returns the remover.
+ */
+export function addLogListener(fn: LogSink): () => void {
+  listeners.add(fn);
+  return () => void listeners.delete(fn);
+}
+
 export function setLogLevel(level: Level): void {
   minLevel = level;
 }
@@ -42,8 +53,12 @@ export interface Logger {
 
 export function createLogger(svc: string): Logger {
   const emit = (level: Level, msg: string, fields?: Record<string, LogField>) => {
-    if (order[level] < order[minLevel]) return;
-    sink({ t: new Date().toISOString(), level, svc, msg, ...fields });
+    const toSink = order[level] >= order[minLevel];
+    const toListeners = listeners.size > 0 && order[level] >= order.info;
+    if (!toSink && !toListeners) return;
+    const line: LogLine = { t: new Date().toISOString(), level, svc, msg, ...fields };
+    if (toSink) sink(line);
+    if (toListeners) for (const l of listeners) l(line);
   };
   return {
     debug: (m, f) => emit('debug', m, f),

@@ -45,6 +45,8 @@ export interface SingleOptions {
   /** Receives the stack as soon as it runs (so a Ctrl-C handler can stop it). */
   onStack?: (s: StackHandle) => void;
   stack?: Partial<StackOptions>;
+  /** Awaited after the phone's run, before the servers stop (`usbphone sim --watch`: the live page stays up). */
+  hold?: () => Promise<void>;
 }
 
 export interface SingleResult {
@@ -161,6 +163,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
     // What this run left in the image: a later run notices when something else rewrote it.
     const record = JSON.parse(readFileSync(f.record, 'utf8')) as Record<string, unknown>;
     writeFileSync(f.record, JSON.stringify({ ...record, imageSha256AfterRun: sha256(readFileSync(f.image)) }, null, 2) + '\n');
+    await o.hold?.();
     return { outcome, saved, imagePath: f.image, rebuilt: !reuse };
   } finally {
     await stack?.stop();

@@ -1,0 +1,332 @@
+// The live page's publish/subscribe hub (issue 17): the gateway tells it of every frame it
+// relays (type and dest, never bytes), the servers' log lines tell it what the sessions did,
+// the simulator tells it the steps of the phones it runs in this process, and the stack
+// tells it the servers' health. From these it keeps a small picture (the phones, the last
+// steps of each recent phone, a few minutes of fleet figures) and publishes messages, each
+// checked against deploy/feed-schema.ts before any subscriber gets it.
+//
+// What it publishes is projected field by field from an allowlist: a log line's serial, a
+// frame's bytes, a trace detail holding anything key-like never reach a subscriber (and
+// tests search a whole run's feed for every secret and the serial: deploy/feed.test.ts).
+// Phones are named by the address the gateway observed (each simulated phone has its own
+// loopback address); they are not told apart behind one address.
+import { typeName, MsgType } from '../protocol/messages.ts';
+import type { FrameSeen } from '../gateway/gateway.ts';
+import type { LogLine } from '../server-kit/log.ts';
+import type { TraceEvent } from '../firmware/hal/hal.ts';
+import { FEED_VERSION, feedValidator, LIFELINES, type FeedMessage, PHONE_STATES } from './feed-schema.ts';
+
+type Lifeline = (typeof LIFELINES)[number];
+type PhoneState = (typeof PHONE_STATES)[number];
+
+export interface HealthSnapshot {
+  servers: { name: string; role: 'gateway' | 'registration' | 'business' | 'operator'; running: boolean; linkUp: boolean | null; sessions: number | null }[];
+  load: { rssMiB: number; heapMiB: number; cpuPercent: number; eventLoopP99Ms: number; connections: number };
+}
+
+export interface FeedHubOptions {
+  /** The servers' names, in the order the page lists them. */
+  servers: string[];
+  /** Polled once per tick for the health message. */
+  health: () => HealthSnapshot;
+  tickMs?: number;
+  /** Trace items kept per phone (the page shows the latest). */
+  historyPerPhone?: number;
+  /** Phones kept (least recently active dropped first) and phones with a trace kept. */
+  maxPhones?: number;
+  maxTracedPhones?: number;
+  /** Fleet figures kept for a page that opens later (one per tick). */
+  statsHistory?: number;
+  now?: () => number;
+}
+
+export type FeedSink = (m: FeedMessage) => void;
+interface Subscriber { sink: FeedSink; phone: string | null }
+
+interface PhoneRow {
+  id: string;
+  label?: string;
+  state: PhoneState;
+  lastLogin: number | null;
+  server: string | null;
+  gen: number | null;
+  user: string | null;
+  lastCode: string | null;
+  logins: number;
+  /** When the attempt now under way began (its first frame), for the plug-in -> login latency. */
+  since: number | null;
+  seen: number;
+}
+
+const REG = /^reg-/;
+const lifelineOf = (dest: string): Lifeline => (REG.test(dest) ? 'registration' : 'business');
+const CODE_RE = /^[A-Z0-9_]{1,64}$/;
+const USER_RE = /^u-[0-9a-f]{20}$/;
+const NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
+/** p-th percentile (0..100), nearest rank (as sim/trace.ts, which deploy/ does not import). */
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+/** The feature id a frame belongs to (docs/features.md): which exchange it is part of. */
+export function featureOf(type: number, dest: string): string {
+  switch (type) {
+    case MsgType.hello:
+    case MsgType.helloReply:
+    case MsgType.finish:
+      // The same handshake opens a registration (S0.5; S0.6 at the backup) and a login (S0.11).
+      return REG.test(dest) ? (dest === 'reg-backup' ? 'S0.6' : 'S0.5') : 'S0.11';
+    case MsgType.credRequest:
+    case MsgType.credReply:
+      return 'S0.8';
+    case MsgType.notFound:
+      return 'S0.9';
+    case MsgType.pwConfirm:
+    case MsgType.pwConfirmAck:
+      return 'S0.14';
+    case MsgType.error:
+      return 'S0.7';
+    default:
+      return 'S0.11';
+  }
+}
+
+/** Server log lines the feed carries: message -> the feed's event name. */
+const LOG_EVENTS: Record<string, string> = {
+  'credentials issued': 'credentials issued',
+  'device not found': 'device not found',
+  'generation confirmed': 'generation confirmed',
+  'login ok': 'login ok',
+  'login refused': 'login refused',
+  'password confirmed': 'password confirmed',
+  'rotation fallback': 'rotation fallback',
+  'session refused': 'session refused',
+  'device refused': 'device refused',
+  'business server healthy': 'server healthy',
+  'business server unhealthy': 'server unhealthy',
+  'link up': 'link up',
+  'link down': 'link down',
+};
+
+export class FeedHub {
+  readonly #o: Required<Omit<FeedHubOptions, 'health' | 'servers'>> & Pick<FeedHubOptions, 'health' | 'servers'>;
+  readonly #subs = new Set<Subscriber>();
+  /** Insertion order = least recently active first (a phone is re-inserted when active). */
+  readonly #phones = new Map<string, PhoneRow>();
+  readonly #traces = new Map<string, FeedMessage[]>();
+  readonly #stats: FeedMessage[] = [];
+  #health: FeedMessage | null = null;
+  #tick: NodeJS.Timeout | null = null;
+  #phonesDirty = false;
+  #second = { logins: 0, refusals: 0, latencies: [] as number[] };
+  #open = true;
+  /** Messages the schema refused (a bug of ours): counted and never sent. */
+  refused = 0;
+  lastRefusal: string | null = null;
+
+  constructor(o: FeedHubOptions) {
+    this.#o = { tickMs: 1_000, historyPerPhone: 80, maxPhones: 500, maxTracedPhones: 32, statsHistory: 300, now: Date.now, ...o };
+    this.#tick = setInterval(() => this.tick(), this.#o.tickMs);
+    this.#tick.unref();
+  }
+
+  get isOpen(): boolean {
+    return this.#open;
+  }
+
+  /**
+   * A new subscriber gets the picture so far (hello, phones, the watched phone's recent
+   * trace, the fleet figures, the last health), then every message as it is published.
+   * Returns the unsubscriber; null when the hub is closed.
+   */
+  subscribe(sink: FeedSink, opts: { phone?: string | null } = {}): (() => void) | null {
+    if (!this.#open) return null;
+    const phone = opts.phone && this.#phones.has(opts.phone) ? opts.phone : null;
+    const sub: Subscriber = { sink, phone };
+    const send = (m: FeedMessage) => this.#checked(m) && sink(m);
+    send({ kind: 'hello', t: this.#o.now(), version: FEED_VERSION, watching: phone, servers: this.#o.servers });
+    send(this.#phonesMessage());
+    for (const m of this.#stats) send(m);
+    if (this.#health) send(this.#health);
+    if (phone) for (const m of this.#traces.get(phone) ?? []) send(m);
+    this.#subs.add(sub);
+    return () => void this.#subs.delete(sub);
+  }
+
+  /** Ends every subscription and refuses new ones until open() (the "feed dropped" case). */
+  close(): void {
+    this.#open = false;
+    this.#subs.clear();
+    for (const c of this.#closers) c();
+  }
+
+  open(): void {
+    this.#open = true;
+  }
+
+  readonly #closers = new Set<() => void>();
+  /** Called on close() (the HTTP layer ends its streams). */
+  onClose(fn: () => void): () => void {
+    this.#closers.add(fn);
+    return () => void this.#closers.delete(fn);
+  }
+
+  stop(): void {
+    this.close();
+    if (this.#tick) clearInterval(this.#tick);
+    this.#tick = null;
+  }
+
+  /** The gateway's frame observer. */
+  frame(f: FrameSeen): void {
+    if (!NAME_RE.test(f.dest) && f.dest !== 'gateway') return;
+    const now = this.#o.now();
+    const p = this.#phone(f.ip, now);
+    const refused = f.type === MsgType.error || f.type === MsgType.loginFail || f.type === MsgType.notFound;
+    const server: Lifeline = f.dest === 'gateway' ? 'gateway' : lifelineOf(f.dest);
+    const from: Lifeline = f.dir === 'up' ? 'phone' : f.byGateway ? 'gateway' : server;
+    const to: Lifeline = f.dir === 'up' ? server : 'phone';
+    if (f.dir === 'up' && p.since === null) p.since = now;
+    if (f.dir === 'up' && f.type === MsgType.hello) p.state = server === 'registration' ? 'registering' : 'logging in';
+    if (f.dir === 'down') {
+      if (f.type === MsgType.credReply) p.state = 'registered';
+      else if (f.type === MsgType.notFound) p.state = 'not found';
+      else if (f.type === MsgType.loginOk) {
+        p.state = 'logged in';
+        p.lastLogin = now;
+        p.server = f.dest;
+        p.logins++;
+        this.#second.logins++;
+        if (p.since !== null) this.#second.latencies.push(now - p.since);
+        p.since = null;
+      }
+    }
+    if (refused) {
+      p.state = f.type === MsgType.notFound ? 'not found' : 'refused';
+      if (f.type === MsgType.error) p.lastCode = f.code && CODE_RE.test(f.code) ? f.code : 'unreadable';
+      this.#second.refusals++;
+      if (f.type !== MsgType.error) p.since = null;
+    }
+    this.#phonesDirty = true;
+    const item: Record<string, unknown> = { t: now, kind: 'frame', from, to, type: f.type === MsgType.error ? 'error' : typeName(f.type), dest: f.dest === 'gateway' ? 'gateway' : f.dest, feature: featureOf(f.type, f.dest), refused };
+    if (f.type === MsgType.error) item.code = p.lastCode;
+    this.#trace(f.ip, { kind: 'trace', t: now, phone: f.ip, item });
+  }
+
+  /** A step of a phone this process runs (its firmware's trace line), by its address. */
+  phoneStep(ip: string, e: TraceEvent, label?: string): void {
+    const now = this.#o.now();
+    const p = this.#phone(ip, now);
+    if (label !== undefined) p.label = label;
+    this.#trace(ip, { kind: 'trace', t: now, phone: ip, item: { t: now, kind: 'step', feature: e.feature, step: e.step.slice(0, 60), detail: e.detail.slice(0, 160), ok: e.ok } });
+  }
+
+  /** A server log line: a few messages become server events, projected field by field. */
+  log(line: LogLine): void {
+    const event = LOG_EVENTS[line.msg];
+    if (!event) return;
+    // 'gateway/biz-east' (the gateway's end of a link) and 'biz-east/link' name one server.
+    const svc = String(line.svc);
+    const server = svc.startsWith('gateway/') ? svc.slice(8) : svc.split('/')[0]!;
+    if (!NAME_RE.test(server)) return;
+    const m: FeedMessage = { kind: 'server', t: this.#o.now(), server, event };
+    if (typeof line.code === 'string') m.code = CODE_RE.test(line.code) ? line.code : 'unreadable';
+    if (typeof line.user === 'string' && USER_RE.test(line.user)) m.user = line.user;
+    if (typeof line.gen === 'number' && Number.isInteger(line.gen) && line.gen >= 0) m.gen = line.gen;
+    if (typeof line.ip === 'string' && this.#phones.has(line.ip)) {
+      m.phone = line.ip;
+      const p = this.#phones.get(line.ip)!;
+      if (m.user) p.user = m.user as string;
+      if (event === 'login ok') {
+        if (m.gen !== undefined) p.gen = m.gen as number;
+        p.server = server;
+      }
+      this.#phonesDirty = true;
+    }
+    this.#publish(m);
+    if (event === 'login ok' && line.promoted === true) this.#publish({ ...m, event: 'password promoted' });
+  }
+
+  /** One tick: the fleet figures of the last interval, the health, the phones if they changed. */
+  tick(): void {
+    const now = this.#o.now();
+    const s = this.#second;
+    this.#second = { logins: 0, refusals: 0, latencies: [] };
+    const per = 1_000 / this.#o.tickMs;
+    const stats: FeedMessage = {
+      kind: 'stats',
+      t: now,
+      loginsPerSec: s.logins * per,
+      refusalsPerSec: s.refusals * per,
+      p50Ms: s.latencies.length ? percentile(s.latencies, 50) : null,
+      p99Ms: s.latencies.length ? percentile(s.latencies, 99) : null,
+    };
+    this.#stats.push(stats);
+    if (this.#stats.length > this.#o.statsHistory) this.#stats.shift();
+    this.#publish(stats);
+    this.#health = { kind: 'health', t: now, ...this.#o.health() };
+    this.#publish(this.#health);
+    this.flushPhones();
+  }
+
+  /** Publishes the phones table now if it changed (the tick does it at most once per interval). */
+  flushPhones(): void {
+    if (!this.#phonesDirty) return;
+    this.#phonesDirty = false;
+    this.#publish(this.#phonesMessage());
+  }
+
+  #phonesMessage(): FeedMessage {
+    // The most recently active phones first; the page shows the total beside them.
+    const rows = [...this.#phones.values()].reverse().slice(0, 200);
+    return {
+      kind: 'phones',
+      t: this.#o.now(),
+      total: this.#phones.size,
+      phones: rows.map((p) => ({ id: p.id, ...(p.label ? { label: p.label } : {}), state: p.state, lastLogin: p.lastLogin, server: p.server, gen: p.gen, user: p.user, lastCode: p.lastCode, logins: p.logins })),
+    };
+  }
+
+  #phone(ip: string, now: number): PhoneRow {
+    let p = this.#phones.get(ip);
+    if (p) this.#phones.delete(ip);
+    else {
+      p = { id: ip, state: 'connecting', lastLogin: null, server: null, gen: null, user: null, lastCode: null, logins: 0, since: null, seen: now };
+      this.#phonesDirty = true;
+    }
+    p.seen = now;
+    this.#phones.set(ip, p);
+    if (this.#phones.size > this.#o.maxPhones) this.#phones.delete(this.#phones.keys().next().value!);
+    return p;
+  }
+
+  #trace(ip: string, m: FeedMessage): void {
+    if (!this.#checked(m)) return;
+    let list = this.#traces.get(ip);
+    if (list) this.#traces.delete(ip);
+    else list = [];
+    list.push(m);
+    if (list.length > this.#o.historyPerPhone) list.shift();
+    this.#traces.set(ip, list);
+    if (this.#traces.size > this.#o.maxTracedPhones) this.#traces.delete(this.#traces.keys().next().value!);
+    for (const s of this.#subs) if (s.phone === ip) s.sink(m);
+  }
+
+  #publish(m: FeedMessage): void {
+    if (!this.#subs.size && m.kind !== 'health' && m.kind !== 'stats') return;
+    if (!this.#checked(m)) return;
+    for (const s of this.#subs) s.sink(m);
+  }
+
+  /** The schema's verdict; a refused message is counted and dropped, never sent. */
+  #checked(m: FeedMessage): boolean {
+    const v = feedValidator();
+    const ok: boolean = v(m);
+    if (ok) return true;
+    this.refused++;
+    this.lastRefusal = `${m.kind}: ${v.errors?.[0]?.instancePath ?? ''} ${v.errors?.[0]?.message ?? ''}`;
+    return false;
+  }
+}

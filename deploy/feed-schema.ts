@@ -1,0 +1,126 @@
+// The live page's feed (deploy/feed-hub.ts -> page/page.js): one JSON Schema for every
+// message, checked with ajv before a message leaves the hub. Besides the shapes it is a last
+// tripwire for secrets: no object takes a property it does not list, every text field is
+// short and printable, and no text may hold a run of 32 hex digits or 40 base64 characters
+// (a key, a secret, a MAC or a token would; a user name is 'u-' + 20 hex digits).
+import { Ajv, type ValidateFunction } from 'ajv';
+
+/** Bumped when a message changes shape; the page refuses a feed of another version. */
+export const FEED_VERSION = 1;
+
+const safeText = (maxLength: number) => ({
+  type: 'string',
+  maxLength,
+  pattern: '^[^\\u0000-\\u001f\\u007f]*$',
+  not: { anyOf: [{ pattern: '[0-9a-fA-F]{32}' }, { pattern: '[A-Za-z0-9+/_-]{40}' }] },
+});
+const name = { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,31}$' };
+const code = { type: 'string', pattern: '^[A-Z0-9_]{1,64}$|^unreadable$' };
+const ip = { type: 'string', pattern: '^[0-9a-fA-F.:]{2,45}$' };
+const user = { type: 'string', pattern: '^u-[0-9a-f]{20}$' };
+const feature = { type: 'string', pattern: '^S[0-9]\\.[0-9]{1,2}$' };
+const time = { type: 'number', minimum: 0 };
+const gen = { type: 'integer', minimum: 0 };
+const nullable = (s: object) => ({ anyOf: [s, { type: 'null' }] });
+const msg = (kind: string, properties: Record<string, unknown>, required: string[]) => ({
+  type: 'object',
+  additionalProperties: false,
+  required: ['kind', 't', ...required],
+  properties: { kind: { const: kind }, t: time, ...properties },
+});
+
+export const PHONE_STATES = ['connecting', 'registering', 'registered', 'logging in', 'logged in', 'refused', 'not found'] as const;
+export const LIFELINES = ['phone', 'gateway', 'registration', 'business'] as const;
+
+const phone = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'state', 'lastLogin', 'server', 'gen', 'user', 'lastCode', 'logins'],
+  properties: {
+    id: ip,
+    label: safeText(40),
+    state: { enum: [...PHONE_STATES] },
+    lastLogin: nullable(time),
+    server: nullable(name),
+    gen: nullable(gen),
+    user: nullable(user),
+    lastCode: nullable(code),
+    logins: { type: 'integer', minimum: 0 },
+  },
+};
+
+const frameItem = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['t', 'kind', 'from', 'to', 'type', 'dest', 'feature', 'refused'],
+  properties: {
+    t: time,
+    kind: { const: 'frame' },
+    from: { enum: [...LIFELINES] },
+    to: { enum: [...LIFELINES] },
+    type: { type: 'string', pattern: '^[a-zA-Z0-9-]{1,20}$' },
+    dest: name,
+    feature,
+    code,
+    refused: { type: 'boolean' },
+  },
+};
+const stepItem = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['t', 'kind', 'feature', 'step', 'detail', 'ok'],
+  properties: { t: time, kind: { const: 'step' }, feature, step: safeText(60), detail: safeText(160), ok: { type: 'boolean' } },
+};
+
+export const feedSchema = {
+  $id: 'usbphone/feed',
+  oneOf: [
+    msg('hello', { version: { const: FEED_VERSION }, watching: nullable(ip), servers: { type: 'array', maxItems: 16, items: name } }, ['version', 'watching', 'servers']),
+    msg('phones', { total: { type: 'integer', minimum: 0 }, phones: { type: 'array', maxItems: 200, items: phone } }, ['total', 'phones']),
+    msg('trace', { phone: ip, item: { oneOf: [frameItem, stepItem] } }, ['phone', 'item']),
+    msg(
+      'server',
+      {
+        server: name,
+        event: { enum: ['credentials issued', 'device not found', 'generation confirmed', 'login ok', 'login refused', 'password promoted', 'password confirmed', 'rotation fallback', 'session refused', 'device refused', 'server healthy', 'server unhealthy', 'link up', 'link down'] },
+        code,
+        user,
+        gen,
+        phone: ip,
+      },
+      ['server', 'event'],
+    ),
+    msg(
+      'health',
+      {
+        servers: {
+          type: 'array',
+          maxItems: 16,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'role', 'running', 'linkUp', 'sessions'],
+            properties: { name, role: { enum: ['gateway', 'registration', 'business', 'operator'] }, running: { type: 'boolean' }, linkUp: nullable({ type: 'boolean' }), sessions: nullable({ type: 'integer', minimum: 0 }) },
+          },
+        },
+        load: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['rssMiB', 'heapMiB', 'cpuPercent', 'eventLoopP99Ms', 'connections'],
+          properties: { rssMiB: time, heapMiB: time, cpuPercent: time, eventLoopP99Ms: time, connections: { type: 'integer', minimum: 0 } },
+        },
+      },
+      ['servers', 'load'],
+    ),
+    msg('stats', { loginsPerSec: time, refusalsPerSec: time, p50Ms: nullable(time), p99Ms: nullable(time) }, ['loginsPerSec', 'refusalsPerSec', 'p50Ms', 'p99Ms']),
+  ],
+} as const;
+
+export type FeedMessage = { kind: string; t: number; [k: string]: unknown };
+
+let compiled: ValidateFunction | null = null;
+/** The compiled validator (compiled once per process). */
+export function feedValidator(): ValidateFunction {
+  compiled ??= new Ajv({ allErrors: false, strict: true }).compile(feedSchema);
+  return compiled;
+}

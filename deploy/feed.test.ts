@@ -1,0 +1,256 @@
+// The live page's feed (issue 17): every message checked against its schema before it is
+// sent, a hostile table for that schema, the page's routes, and the rule that matters most:
+// the feed of a whole run (two boots, a registration, two logins, a password change), read
+// over HTTP as a browser reads it, holds no secret and not the serial in any encoding.
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { startWorld, TraceHost, fusesOf } from '../sim/world.ts';
+import { setLogSink } from '../server-kit/log.ts';
+import { decode } from '../protocol/cbor.ts';
+import { deriveDeviceKey, makeSerialToken, MasterKeyring } from '../protocol/keys.ts';
+import { passwordLoginKey, ServerHandshake } from '../protocol/channel.ts';
+import { linkKeyFor } from '../server-kit/link.ts';
+import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
+import { classifySlot, HIDDEN_STORES, storeKeyLabel } from '../firmware/zones/hidden.ts';
+import type { Phone } from '../firmware/phone.ts';
+import type { Fuses } from '../firmware/flash/fuses.ts';
+import { MsgType } from '../protocol/messages.ts';
+import { FeedHub, type HealthSnapshot } from './feed-hub.ts';
+import { feedValidator, FEED_VERSION, type FeedMessage } from './feed-schema.ts';
+import { pageRoutes } from './page-server.ts';
+
+setLogSink(() => {});
+
+/** The business secrets in the phone's secure-element store, opened with its fuses (factory knowledge; as sim/secrets.test.ts). */
+function heldSecrets(phone: Phone, fuses: Fuses): Uint8Array[] {
+  const hz = zoneOf(phone.table, ZoneType.HIDDEN);
+  const g = HIDDEN_STORES.secrets;
+  const key = fuses.deriveKey(storeKeyLabel('secrets'));
+  let best: { seq: number; payload: Uint8Array } | null = null;
+  for (let i = 0; i < g.slots; i++) {
+    const off = (g.firstSector + i) * 4096;
+    const c = classifySlot(phone.chip.peek(hz.offset + off, 4096), g.id, key, i, off);
+    if (c.state === 'valid' && (!best || c.seq! > best.seq)) best = { seq: c.seq!, payload: c.payload! };
+  }
+  if (!best) return [];
+  const v = decode(best.payload) as [number, string, [number, Uint8Array][]];
+  return v[2].map((e) => e[1]);
+}
+
+/** Reads a server-sent event stream into `into` until aborted. */
+function readFeed(url: string, into: string[]): { stop: () => void; done: Promise<void> } {
+  const ac = new AbortController();
+  const done = (async () => {
+    try {
+      const res = await fetch(url, { signal: ac.signal });
+      const dec = new TextDecoder();
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) into.push(dec.decode(chunk, { stream: true }));
+    } catch (e) {
+      if ((e as Error).name !== 'AbortError') throw e;
+    }
+  })();
+  return { stop: () => ac.abort(), done };
+}
+
+const messagesOf = (raw: string[]): FeedMessage[] =>
+  raw.join('').split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)) as FeedMessage);
+
+const fakeHealth = (): HealthSnapshot => ({ servers: [{ name: 'gateway', role: 'gateway', running: true, linkUp: null, sessions: 0 }], load: { rssMiB: 1, heapMiB: 1, cpuPercent: 0, eventLoopP99Ms: 1, connections: 0 } });
+
+test('the feed of a full run (two boots, a password change), read over HTTP, holds no secret and not the serial', async () => {
+  // Every session's traffic keys, as the servers derive them (the phone's are the same).
+  const sessionKeys: Uint8Array[] = [];
+  const side = Object.getPrototypeOf(ServerHandshake.prototype) as { trafficKeys(th2: Uint8Array): [Uint8Array, Uint8Array] };
+  const original = side.trafficKeys;
+  side.trafficKeys = function (this: unknown, th2: Uint8Array) {
+    const keys = original.call(this, th2);
+    sessionKeys.push(Uint8Array.from(keys[0]), Uint8Array.from(keys[1]));
+    return keys;
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-feed-'));
+  const world = await startWorld({ stateDir: dir, gatewayPort: 0 });
+  const all: string[] = [];
+  const watched: string[] = [];
+  const feeds = [readFeed(world.stack.pageUrl + 'feed', all)];
+  try {
+    const hub = world.stack.feed;
+    let ip = '';
+    // The phone's own steps go to the feed too, as `usbphone sim` sends them.
+    const host = new TraceHost((e) => hub.phoneStep(ip, e));
+    const made = await world.phone(0, host);
+    ip = made.ip;
+    const { serial } = made;
+    let phone = made.phone;
+    const fuses = fusesOf(world.seed, 0);
+    assert.ok((await phone.device.plugIn()).ok);
+    const first = heldSecrets(phone, fuses);
+    // A page that opens now, watching this phone: it gets the first boot's trace replayed.
+    feeds.push(readFeed(world.stack.pageUrl + `feed?phone=${ip}`, watched));
+    await new Promise((r) => setTimeout(r, 100));
+    phone = world.replug(phone, host, ip);
+    const second = await phone.device.plugIn();
+    assert.ok(second.ok && second.gen === 2, JSON.stringify(second));
+    const secrets: [string, Uint8Array][] = [...first, ...heldSecrets(phone, fuses)].map((s, i) => [`business secret ${i}`, s]);
+    assert.is(secrets.length, 2);
+    const user = world.stack.regStore.getDevice(serial)!.user;
+    for (const [what, s] of [...secrets]) secrets.push([`login key of ${what}`, passwordLoginKey(s, user)]);
+    const f = (n: string) => readFileSync(join(dir, n), 'utf8');
+    const ring = MasterKeyring.parse(f('master.key'));
+    const root = hexToBytes(f('link.key').trim());
+    secrets.push(
+      ['device key', deriveDeviceKey(ring.key(ring.current), serial)],
+      ['serial token', makeSerialToken(ring.key(ring.current), ring.current, serial)],
+      ['master key', ring.key(ring.current)],
+      ['link root key', root],
+      ['admin key', hexToBytes(f('admin.key').trim())],
+      ['store key', hexToBytes(f('store.key').trim())],
+      ...['reg-primary', 'reg-backup', 'biz-east', 'biz-west'].map((n) => [`link key ${n}`, linkKeyFor(root, n)] as [string, Uint8Array]),
+      ...sessionKeys.map((k, i) => [`session key ${i}`, k] as [string, Uint8Array]),
+    );
+    assert.ok(sessionKeys.length >= 8, `${sessionKeys.length} session keys captured`);
+    hub.tick();
+    await new Promise((r) => setTimeout(r, 200));
+    for (const fd of feeds) fd.stop();
+    await Promise.all(feeds.map((fd) => fd.done));
+
+    const text = all.join('') + watched.join('');
+    const msgs = [...messagesOf(all), ...messagesOf(watched)];
+    // The search is not vacuous: the feed saw the logins, the user and the phone's steps.
+    assert.ok(msgs.some((m) => m.kind === 'trace' && (m.item as { type?: string }).type === 'loginOk'), 'a loginOk in the trace');
+    assert.ok(msgs.some((m) => m.kind === 'trace' && (m.item as { type?: string }).type === 'pwConfirmAck'), 'the password change in the trace');
+    assert.ok(msgs.some((m) => m.kind === 'trace' && (m.item as { kind: string }).kind === 'step'), 'the phone steps in the trace');
+    assert.ok(msgs.some((m) => m.kind === 'server' && m.event === 'login ok' && m.gen === 2), 'the second login, generation 2');
+    assert.ok(text.includes(user), 'the user name (public) is in the feed');
+    // Every message that reached a page validates.
+    const v = feedValidator();
+    for (const m of msgs) assert.ok(v(m), `${JSON.stringify(m)} breaks the schema: ${JSON.stringify(v.errors)}`);
+    assert.is(hub.refused, 0, `the hub refused ${hub.refused} message(s): ${hub.lastRefusal}`);
+
+    const lower = text.toLowerCase();
+    for (const [what, s] of secrets) {
+      const hex = bytesToHex(s);
+      const b64 = Buffer.from(s).toString('base64');
+      for (const needle of [hex.slice(0, 16), hex.slice(-16), b64.slice(0, 16), Buffer.from(s).toString('base64url').slice(0, 16)]) {
+        assert.not.ok(lower.includes(needle.toLowerCase()), `${what} (${needle.slice(0, 6)}...) in the feed`);
+      }
+    }
+    const u8 = Buffer.from(serial);
+    for (const needle of [serial, u8.toString('hex'), u8.toString('base64').slice(0, 8), serial.replace(/^SN-/, '')]) {
+      assert.not.ok(lower.includes(needle.toLowerCase()), `the serial (${needle}) in the feed`);
+    }
+  } finally {
+    side.trafficKeys = original;
+    for (const fd of feeds) fd.stop();
+    await world.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the schema refuses what must never be sent: unlisted fields, key-like text, bad codes', () => {
+  const v = feedValidator();
+  const ok = (m: object) => assert.ok(v(m), `${JSON.stringify(m)}: ${JSON.stringify(v.errors)}`);
+  const bad = (m: object, why: string) => assert.not.ok(v(m), `${why}: ${JSON.stringify(m)}`);
+  const step = (detail: string) => ({ kind: 'trace', t: 1, phone: '127.1.0.1', item: { t: 1, kind: 'step', feature: 'S0.5', step: 'hello', detail, ok: true } });
+  const frame = { t: 1, kind: 'frame', from: 'phone', to: 'registration', type: 'hello', dest: 'reg-primary', feature: 'S0.5', refused: false };
+  ok({ kind: 'hello', t: 1, version: FEED_VERSION, watching: null, servers: ['gateway'] });
+  ok(step('user u-0123456789abcdef0123, gen 1'));
+  ok({ kind: 'trace', t: 1, phone: '127.1.0.1', item: frame });
+  ok({ kind: 'server', t: 1, server: 'biz-east', event: 'login refused', code: 'LOGIN_BAD_MAC', user: 'u-0123456789abcdef0123', gen: 2 });
+  bad({ kind: 'hello', t: 1, version: FEED_VERSION + 1, watching: null, servers: [] }, 'another version');
+  bad(step('key ' + 'ab'.repeat(16)), '32 hex digits');
+  bad(step('token ' + Buffer.alloc(30, 7).toString('base64') + 'xyzA'), '40 base64 characters');
+  bad(step('line\nbreak'), 'a control character');
+  bad(step('x'.repeat(161)), 'too long');
+  bad({ ...step('ok'), serial: 'SN-1' }, 'an unlisted field (top)');
+  bad({ kind: 'trace', t: 1, phone: '127.1.0.1', item: { ...frame, body: 'x' } }, 'an unlisted field (item)');
+  bad({ kind: 'trace', t: 1, phone: 'SN-0000001', item: frame }, 'a phone that is not an address');
+  bad({ kind: 'server', t: 1, server: 'biz-east', event: 'login ok', user: 'SN-0000001' }, 'a user that is not a derived name');
+  bad({ kind: 'server', t: 1, server: 'biz-east', event: 'login ok', code: 'not a code' }, 'a code out of the code alphabet');
+  bad({ kind: 'server', t: 1, server: 'biz-east', event: 'something else' }, 'an unknown event');
+  bad({ kind: 'secrets', t: 1 }, 'an unknown kind');
+  bad({ kind: 'stats', t: 1, loginsPerSec: -1, refusalsPerSec: 0, p50Ms: null, p99Ms: null }, 'a negative rate');
+});
+
+test('the hub checks each message before it is sent: a refused one is counted and reaches no subscriber; log lines are projected', () => {
+  const hub = new FeedHub({ servers: ['gateway'], health: fakeHealth, tickMs: 60_000 });
+  try {
+    const got: FeedMessage[] = [];
+    hub.frame({ conn: 1, ip: '127.1.0.7', dir: 'up', type: MsgType.hello, dest: 'reg-primary' });
+    const unsubscribe = hub.subscribe((m) => got.push(m), { phone: '127.1.0.7' })!;
+    assert.equal(got.map((m) => m.kind), ['hello', 'phones', 'trace']);
+    assert.is(got[0]!.watching, '127.1.0.7');
+    got.length = 0;
+    hub.phoneStep('127.1.0.7', { t: 1, feature: 'S0.4', step: 'read identity', detail: 'key ' + 'cd'.repeat(32), ok: true });
+    assert.is(got.length, 0, 'a key-like detail is not sent');
+    assert.is(hub.refused, 1);
+    assert.match(hub.lastRefusal!, /^trace: /);
+    // A log line's serial, IP of an unknown phone and other fields are not carried.
+    hub.log({ t: 'x', level: 'info', svc: 'reg-primary', msg: 'credentials issued', serial: 'SN-0000042', user: 'u-0123456789abcdef0123', gen: 3, ip: '127.1.0.7', region: 'east' });
+    hub.log({ t: 'x', level: 'info', svc: 'gateway/biz-east', msg: 'link up', url: 'ws://127.0.0.1:1/' });
+    hub.log({ t: 'x', level: 'info', svc: 'biz-east', msg: 'account created', user: 'u-0123456789abcdef0123' });
+    const server = got.filter((m) => m.kind === 'server');
+    assert.equal(server.map((m) => ({ ...m, t: 0 })), [
+      { kind: 'server', t: 0, server: 'reg-primary', event: 'credentials issued', user: 'u-0123456789abcdef0123', gen: 3, phone: '127.1.0.7' },
+      { kind: 'server', t: 0, server: 'biz-east', event: 'link up' },
+    ]);
+    // An error frame's code from a peer is carried only when it is a code.
+    hub.frame({ conn: 1, ip: '127.1.0.7', dir: 'down', type: MsgType.error, dest: 'reg-primary', code: 'see ' + 'ab'.repeat(20) });
+    const last = got.at(-1)!;
+    assert.equal((last.item as { code: string; refused: boolean }).code, 'unreadable');
+    assert.ok((last.item as { refused: boolean }).refused);
+    hub.flushPhones();
+    const phones = got.filter((m) => m.kind === 'phones').at(-1)!;
+    assert.equal((phones.phones as { state: string; lastCode: string }[])[0]!.state, 'refused');
+    unsubscribe();
+    hub.close();
+    assert.is(hub.subscribe(() => {}), null, 'a closed hub takes no subscriber');
+  } finally {
+    hub.stop();
+  }
+});
+
+test('the page routes: its files with a strict content policy, uPlot from node_modules, the feed, 503 once the feed is stopped', async () => {
+  const hub = new FeedHub({ servers: ['gateway'], health: fakeHealth, tickMs: 60_000 });
+  const page = pageRoutes(hub);
+  const server = createServer((req, res) => {
+    if (!page.routes(req, res)) res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    for (const [path, type] of [['/', 'text/html'], ['/page.js', 'text/javascript'], ['/page.css', 'text/css'], ['/vendor/uplot/uPlot.esm.js', 'text/javascript'], ['/vendor/uplot/uPlot.min.css', 'text/css']]) {
+      const r = await fetch(base + path!);
+      assert.is(r.status, 200, path);
+      assert.ok(r.headers.get('content-type')!.startsWith(type!), path);
+      assert.match(r.headers.get('content-security-policy')!, /script-src 'self'/);
+      assert.ok((await r.text()).length > 100);
+    }
+    assert.is((await fetch(base + '/../package.json')).status, 404);
+    assert.is((await fetch(base + '/page.js', { method: 'POST' })).status, 405);
+    const raw: string[] = [];
+    const fd = readFeed(base + '/feed', raw);
+    for (let i = 0; i < 50 && page.feeds() === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.is(page.feeds(), 1);
+    hub.close();
+    await fd.done;
+    assert.is(page.feeds(), 0, 'stopping the hub ends the open feeds');
+    assert.equal(messagesOf(raw).map((m) => m.kind), ['hello', 'phones']);
+    assert.is((await fetch(base + '/feed')).status, 503);
+    hub.open();
+    const again = await fetch(base + '/feed');
+    assert.is(again.status, 200);
+    await again.body?.cancel();
+  } finally {
+    hub.stop();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test.run();

@@ -1,0 +1,138 @@
+// The live page in a real headless browser (issue 17): Debian's Chromium, driven by
+// playwright-core, opens the page of a world on ephemeral ports; a phone plugs in and the
+// sequence diagram must show its login (hello, helloReply, credReply, login, loginOk) and the
+// phones table its state; then the feed is stopped and the page must say so, and come back.
+// A screenshot of each run is left in tmp/page-test/ (UPDATE_SCREENSHOT=1 also rewrites
+// docs/page.png, the README's). Chromium missing is a failure, not a skip: CI installs it
+// (scripts/ensure-tools.sh).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { startWorld, TraceHost, type World } from '../sim/world.ts';
+import { setLogSink } from '../server-kit/log.ts';
+
+setLogSink(() => {});
+
+const CHROMIUM = process.env.USBPHONE_CHROMIUM ?? '/usr/bin/chromium';
+const root = join(import.meta.dirname, '..');
+const artefacts = join(root, 'tmp', 'page-test');
+
+let browser: Browser;
+let world: World;
+let dir: string;
+const pageErrors: string[] = [];
+
+async function openPage(): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(world.stack.pageUrl);
+  await page.locator('#conn.connected').waitFor({ timeout: 5_000 });
+  return page;
+}
+
+test.before(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`no Chromium at ${CHROMIUM}: the live page's browser tests need it (apt-get install chromium; scripts/ensure-tools.sh installs it; USBPHONE_CHROMIUM=path names another)`);
+  }
+  mkdirSync(artefacts, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    timeout: 15_000,
+  });
+  dir = mkdtempSync(join(tmpdir(), 'usbphone-page-'));
+  world = await startWorld({ stateDir: dir, gatewayPort: 0 });
+});
+
+test.after(async () => {
+  await browser?.close();
+  await world?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('a phone plugs in: the page draws its login as a sequence diagram and lists it as logged in', async () => {
+  const page = await openPage();
+  await page.locator('#phones tbody tr.empty').waitFor({ timeout: 3_000 });
+  let ip = '';
+  const host = new TraceHost((e) => world.stack.feed.phoneStep(ip, e));
+  const made = await world.phone(0, host);
+  ip = made.ip;
+  const outcome = await made.phone.device.plugIn();
+  assert.ok(outcome.ok, JSON.stringify(outcome));
+
+  // The page follows the first phone by itself: every message of the login, in order.
+  const types = ['hello', 'helloReply', 'credReply', 'login', 'loginOk'];
+  await page.waitForFunction((want) => {
+    // Runs in the page (tsc here knows no DOM types).
+    const doc = (globalThis as unknown as { document: { querySelectorAll(s: string): Iterable<{ getAttribute(n: string): string | null }> } }).document;
+    const seen = [...doc.querySelectorAll('#diagram svg g[data-type]')].map((g) => g.getAttribute('data-type'));
+    let i = 0;
+    for (const t of seen) if (t === want[i]) i++;
+    return i === want.length;
+  }, types, { timeout: 10_000 });
+  const labels = await page.locator('#diagram svg g.msg > text').allTextContents();
+  for (const [type, feature] of [['hello', 'S0.5'], ['credReply', 'S0.8'], ['loginOk', 'S0.11']]) {
+    assert.ok(labels.some((l) => l.startsWith(`${type} · ${feature}`)), `an arrow labelled '${type} · ${feature}' in ${JSON.stringify(labels)}`);
+  }
+  assert.ok((await page.locator('#diagram svg g.note').count()) > 0, "the phone's own steps are drawn");
+  assert.is(await page.locator('#diagram svg g.refused').count(), 0, 'no refusal in a good login');
+  assert.match((await page.locator('#trace-phone').textContent())!, ip);
+
+  const row = page.locator(`#phones tbody tr[data-phone="${ip}"]`);
+  await row.locator('td[data-col="state"]', { hasText: 'logged in' }).waitFor({ timeout: 5_000 });
+  assert.is(await row.locator('td[data-col="server"]').textContent(), outcome.ok ? outcome.server : '');
+  assert.is(await row.locator('td[data-col="gen"]').textContent(), '1');
+  // Health and the fleet charts have drawn (uPlot's canvases).
+  await page.locator('#servers tbody tr').first().waitFor({ timeout: 3_000 });
+  assert.ok((await page.locator('#servers tbody tr').count()) >= 6);
+  assert.ok((await page.locator('#fleet-view canvas').count()) >= 2, 'uPlot drew the fleet charts');
+  assert.match((await page.locator('#attacks-view').textContent())!, /Not built yet/);
+
+  await page.screenshot({ path: join(artefacts, 'login.png'), fullPage: true });
+  if (process.env.UPDATE_SCREENSHOT === '1') await page.screenshot({ path: join(root, 'docs', 'page.png'), fullPage: false });
+  assert.equal(pageErrors, [], 'no script error on the page');
+  await page.close();
+});
+
+test('a phone the servers do not know: chosen in the table, its refusal is drawn red and marked, not by colour alone', async () => {
+  const page = await openPage();
+  let ip = '';
+  const host = new TraceHost((e) => world.stack.feed.phoneStep(ip, e));
+  const made = await world.phone(1, host, { enroll: false });
+  ip = made.ip;
+  const outcome = await made.phone.device.plugIn();
+  assert.not.ok(outcome.ok);
+  const row = page.locator(`#phones tbody tr[data-phone="${ip}"]`);
+  await row.locator('td[data-col="state"]', { hasText: '✗ not found' }).waitFor({ timeout: 5_000 });
+  await row.getByRole('button', { name: `watch the trace of phone ${ip}` }).click();
+  const refused = page.locator('#diagram svg g.refused');
+  await refused.first().waitFor({ timeout: 5_000 });
+  const text = (await refused.first().locator(':scope > text').first().textContent())!;
+  assert.ok(text.startsWith('✗ notFound · S0.9'), text);
+  assert.is(await refused.first().locator('line').getAttribute('stroke'), '#b3261e');
+  assert.is(await refused.first().locator('line').getAttribute('stroke-dasharray'), '7 3', 'a refusal is dashed too');
+  assert.match((await page.locator('#trace-phone').textContent())!, ip);
+  assert.match(page.url(), new RegExp(`phone=${ip.replace(/\./g, '\\.')}`), 'the choice is in the address (a reload keeps it)');
+  await page.screenshot({ path: join(artefacts, 'refused.png'), fullPage: true });
+  assert.equal(pageErrors, [], 'no script error on the page');
+  await page.close();
+});
+
+test('the feed drops: the page says so clearly, then reconnects by itself', async () => {
+  const page = await openPage();
+  world.stack.feed.close();
+  const conn = page.locator('#conn.disconnected');
+  await conn.waitFor({ timeout: 5_000 });
+  assert.match((await conn.textContent())!, /Disconnected.*Reconnecting/);
+  assert.is(await page.locator('body').getAttribute('data-feed'), 'disconnected');
+  await page.screenshot({ path: join(artefacts, 'disconnected.png') });
+  world.stack.feed.open();
+  await page.locator('#conn.connected').waitFor({ timeout: 8_000 });
+  assert.equal(pageErrors, [], 'no script error on the page');
+  await page.close();
+});
+
+test.run();

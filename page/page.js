@@ -1,0 +1,298 @@
+// The live page (issue 17): reads the feed (server-sent events from deploy/page-server.ts,
+// messages of deploy/feed-schema.ts) and draws the phones, one phone's protocol as an SVG
+// sequence diagram, the servers' health and load, and the fleet's figures with uPlot.
+// Plain ES module, no framework, no build step (docs/decisions.md): the browser runs this file.
+import uPlot from '/vendor/uplot/uPlot.esm.js';
+
+const FEED_VERSION = 1;
+/** The feed is taken as dropped when nothing came for this long (the hub sends health each second). */
+const STALE_MS = 5000;
+const MAX_ROWS = 40;
+const LIFELINES = ['phone', 'gateway', 'registration', 'business'];
+const SVG = 'http://www.w3.org/2000/svg';
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  es: null,
+  watching: new URLSearchParams(location.search).get('phone'),
+  /** The phone the open feed sends the trace of (its hello says; null: none). */
+  subscribed: null,
+  chosenByUser: false,
+  trace: [],
+  lastMessage: 0,
+  retries: 0,
+  retryTimer: null,
+  stats: { t: [], logins: [], refusals: [], p50: [], p99: [] },
+  charts: null,
+};
+
+function el(tag, attrs = {}, text) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function svg(tag, attrs = {}, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+const clock = (t) => (t === null ? '—' : new Date(t).toLocaleTimeString([], { hour12: false }));
+
+// ---- the connection ----
+
+function setConn(kind, text) {
+  const c = $('conn');
+  c.className = `conn ${kind}`;
+  c.textContent = text;
+  document.body.dataset.feed = kind;
+}
+
+function connect() {
+  clearTimeout(state.retryTimer);
+  state.es?.close();
+  const url = state.watching ? `/feed?phone=${encodeURIComponent(state.watching)}` : '/feed';
+  const es = new EventSource(url);
+  state.es = es;
+  state.trace = [];
+  es.onmessage = (ev) => {
+    state.lastMessage = Date.now();
+    let m;
+    try {
+      m = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    handle(m);
+  };
+  // EventSource retries a dropped stream by itself but gives up on an error answer (503 while
+  // the feed is stopped): the page retries either way, and says so.
+  es.onerror = () => dropped('the feed dropped');
+}
+
+function dropped(why) {
+  state.es?.close();
+  state.es = null;
+  state.retries++;
+  const wait = Math.min(5, state.retries);
+  setConn('disconnected', `⚠ Disconnected: ${why}. What is shown may be out of date. Reconnecting in ${wait} s (attempt ${state.retries})…`);
+  clearTimeout(state.retryTimer);
+  state.retryTimer = setTimeout(connect, wait * 1000);
+}
+
+setInterval(() => {
+  if (state.es && state.lastMessage && Date.now() - state.lastMessage > STALE_MS) dropped(`nothing received for ${STALE_MS / 1000} s`);
+}, 1000);
+
+function handle(m) {
+  switch (m.kind) {
+    case 'hello':
+      if (m.version !== FEED_VERSION) {
+        state.es.close();
+        state.es = null;
+        setConn('disconnected', `⚠ The feed speaks version ${m.version}, this page ${FEED_VERSION}: reload the page.`);
+        return;
+      }
+      state.retries = 0;
+      state.subscribed = m.watching;
+      if (m.watching) state.watching = m.watching;
+      setConn('connected', '● Live: connected to the feed');
+      resetStats();
+      drawTrace();
+      return;
+    case 'phones':
+      return drawPhones(m);
+    case 'trace':
+      if (m.phone !== state.watching) return;
+      state.trace.push(m.item);
+      if (state.trace.length > 200) state.trace.shift();
+      return drawTrace();
+    case 'server':
+      return addEvent(m);
+    case 'health':
+      return drawHealth(m);
+    case 'stats':
+      return addStats(m);
+  }
+}
+
+function watch(id, byUser) {
+  if (id === state.subscribed && state.es) return;
+  state.watching = id;
+  state.chosenByUser = byUser;
+  const u = new URL(location.href);
+  u.searchParams.set('phone', id);
+  history.replaceState(null, '', u);
+  connect();
+}
+
+// ---- phones ----
+
+function drawPhones(m) {
+  $('phones-total').textContent = m.total > m.phones.length ? `(${m.total}, the ${m.phones.length} most recent shown)` : `(${m.total})`;
+  const body = $('phones').tBodies[0];
+  body.replaceChildren();
+  if (!m.phones.length) {
+    const tr = el('tr', { class: 'empty' });
+    tr.append(el('td', { colspan: '8' }, 'No phone yet: plug one in (usbphone sim --gateway … or make sim).'));
+    body.append(tr);
+  }
+  for (const p of m.phones) {
+    const tr = el('tr', { 'data-phone': p.id });
+    if (p.id === state.watching) tr.className = 'watching';
+    tr.append(
+      el('td', {}, p.label ? `${p.label} (${p.id})` : p.id),
+      el('td', { class: `state-${p.state.replace(/ /g, '-')}`, 'data-col': 'state' }, p.state === 'refused' || p.state === 'not found' ? `✗ ${p.state}` : p.state === 'logged in' ? `✓ ${p.state}` : p.state),
+      el('td', {}, clock(p.lastLogin)),
+      el('td', { 'data-col': 'server' }, p.server ?? '—'),
+      el('td', { 'data-col': 'gen' }, p.gen === null ? '—' : String(p.gen)),
+      el('td', {}, String(p.logins)),
+      el('td', { class: p.lastCode ? 'bad' : '' }, p.lastCode ? `✗ ${p.lastCode}` : '—'),
+    );
+    const td = el('td');
+    if (p.id === state.watching) td.textContent = '▶ watching';
+    else {
+      const b = el('button', { type: 'button', 'aria-label': `watch the trace of phone ${p.id}` }, 'watch');
+      b.addEventListener('click', () => watch(p.id, true));
+      td.append(b);
+    }
+    tr.append(td);
+    body.append(tr);
+  }
+  // Nobody chose yet: follow the most recently active phone; a chosen one once the feed knows it.
+  const target = state.chosenByUser ? state.watching : (state.subscribed ?? m.phones[0]?.id);
+  if (target && target !== state.subscribed && m.phones.some((p) => p.id === target)) watch(target, state.chosenByUser);
+}
+
+// ---- the sequence diagram ----
+
+function drawTrace() {
+  const box = $('diagram');
+  $('trace-phone').textContent = state.watching ? `of phone ${state.watching}` : '(no phone chosen)';
+  if (!state.watching) return;
+  const items = state.trace.slice(-MAX_ROWS);
+  const W = 980;
+  const col = (name) => 110 + LIFELINES.indexOf(name) * 250;
+  const rowH = 30;
+  const top = 50;
+  const H = top + Math.max(1, items.length) * rowH + 20;
+  const s = svg('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'diagram-title' });
+  s.append(svg('title', { id: 'diagram-title' }, `Sequence diagram of phone ${state.watching}: ${items.length} latest messages and steps`));
+  const defs = svg('defs');
+  for (const [id, colour] of [['arrow', '#1b1f24'], ['arrow-bad', '#b3261e']]) {
+    const mk = svg('marker', { id, viewBox: '0 0 10 10', refX: 10, refY: 5, markerUnits: 'userSpaceOnUse', markerWidth: 11, markerHeight: 11, orient: 'auto-start-reverse' });
+    mk.append(svg('path', { d: 'M0,0 L10,5 L0,10 z', fill: colour }));
+    defs.append(mk);
+  }
+  s.append(defs);
+  for (const name of LIFELINES) {
+    const x = col(name);
+    s.append(svg('rect', { x: x - 62, y: 6, width: 124, height: 28, rx: 4, fill: '#f6f8fa', stroke: '#57606a' }));
+    s.append(svg('text', { x, y: 25, 'text-anchor': 'middle', class: 'lifeline-head', fill: '#1b1f24' }, name));
+    s.append(svg('line', { x1: x, y1: 34, x2: x, y2: H - 6, stroke: '#8c959f', 'stroke-dasharray': '4 4' }));
+  }
+  if (!items.length) s.append(svg('text', { x: col('phone') + 20, y: top + 18, class: 'msg', fill: '#57606a' }, 'no message yet'));
+  items.forEach((it, i) => {
+    const y = top + i * rowH + 16;
+    // A new plug-in (the autorun step) starts a new story: a rule across the lifelines.
+    if (it.kind === 'step' && it.feature === 'S0.3' && i > 0) s.append(svg('line', { x1: 70, y1: y - 15, x2: W - 10, y2: y - 15, stroke: '#0550ae', 'stroke-width': 1 }));
+    const g = svg('g', { class: it.kind === 'frame' ? (it.refused ? 'msg refused' : 'msg') : 'note', 'data-type': it.kind === 'frame' ? it.type : 'step' });
+    if (it.kind === 'frame') {
+      const x1 = col(it.from);
+      const x2 = col(it.to);
+      const bad = it.refused;
+      const colour = bad ? '#b3261e' : '#1b1f24';
+      const label = `${bad ? '✗ ' : ''}${it.type}${it.code ? ` ${it.code}` : ''} · ${it.feature}${it.to === 'phone' || it.from === 'phone' ? ` (${it.dest})` : ''}`;
+      g.append(svg('title', {}, `${clock(it.t)} ${it.from} → ${it.to}: ${label}${bad ? ' — refused' : ''}`));
+      g.append(svg('line', { x1, y1: y, x2, y2: y, stroke: colour, 'stroke-width': bad ? 2.5 : 1.5, 'stroke-dasharray': bad ? '7 3' : 'none', 'marker-end': `url(#${bad ? 'arrow-bad' : 'arrow'})` }));
+      // The gateway relays what passes its line: a dot where the message crosses it.
+      if (it.from !== 'gateway' && it.to !== 'gateway') g.append(svg('circle', { cx: col('gateway'), cy: y, r: 3.5, fill: colour }));
+      const mid = (x1 + x2) / 2;
+      g.append(svg('text', { x: mid, y: y - 5, 'text-anchor': 'middle', fill: colour, 'font-weight': bad ? 700 : 400 }, label));
+      g.append(svg('text', { x: 8, y: y + 4, fill: '#57606a', class: 'note' }, clock(it.t)));
+    } else {
+      const x = col('phone');
+      const text = `${it.ok ? '' : '✗ '}${it.feature} ${it.step}`;
+      g.append(svg('title', {}, `${clock(it.t)} phone: ${it.feature} ${it.step}: ${it.detail}${it.ok ? '' : ' — FAILED'}`));
+      g.append(svg('rect', { x: x + 8, y: y - 12, width: Math.min(600, 12 + text.length * 7.2), height: 20, rx: 3, fill: it.ok ? '#fff8c5' : '#ffebe9', stroke: it.ok ? '#9a6700' : '#b3261e' }));
+      g.append(svg('text', { x: x + 14, y: y + 3, fill: it.ok ? '#1b1f24' : '#b3261e' }, text));
+      g.append(svg('text', { x: 8, y: y + 4, fill: '#57606a' }, clock(it.t)));
+    }
+    s.append(g);
+  });
+  box.replaceChildren(s);
+  if (state.trace.length > MAX_ROWS) box.prepend(el('p', { class: 'muted' }, `The ${MAX_ROWS} latest of ${state.trace.length} shown.`));
+}
+
+// ---- servers ----
+
+function drawHealth(m) {
+  const body = $('servers').tBodies[0];
+  body.replaceChildren();
+  for (const s of m.servers) {
+    const tr = el('tr');
+    tr.append(
+      el('td', {}, s.name),
+      el('td', {}, s.role),
+      el('td', { class: s.running ? 'good' : 'bad' }, s.running ? '✓ yes' : '✗ stopped'),
+      el('td', { class: s.linkUp === false ? 'bad' : '' }, s.linkUp === null ? '—' : s.linkUp ? 'up' : '✗ down'),
+      el('td', {}, s.sessions === null ? '—' : String(s.sessions)),
+    );
+    body.append(tr);
+  }
+  const l = m.load;
+  $('load').textContent = `This process: ${l.rssMiB} MiB resident, ${l.heapMiB} MiB heap, CPU ${l.cpuPercent} %, event-loop delay p99 ${l.eventLoopP99Ms} ms; ${l.connections} device connection(s) at the gateway.`;
+}
+
+function addEvent(m) {
+  const list = $('events');
+  const bad = m.code || /refused|not found|unhealthy|down|fallback/.test(m.event);
+  const text = `${clock(m.t)} ${m.server}: ${bad ? '✗ ' : ''}${m.event}${m.code ? ` ${m.code}` : ''}${m.user ? `, ${m.user}` : ''}${m.gen !== undefined ? `, generation ${m.gen}` : ''}${m.phone ? ` (phone ${m.phone})` : ''}`;
+  const li = el('li', bad ? { class: 'bad' } : {}, text);
+  list.prepend(li);
+  while (list.children.length > 50) list.lastChild.remove();
+}
+
+// ---- fleet charts (uPlot) ----
+
+function resetStats() {
+  for (const k of Object.keys(state.stats)) state.stats[k] = [];
+}
+
+function addStats(m) {
+  const s = state.stats;
+  s.t.push(m.t / 1000);
+  s.logins.push(m.loginsPerSec);
+  s.refusals.push(m.refusalsPerSec);
+  s.p50.push(m.p50Ms);
+  s.p99.push(m.p99Ms);
+  if (s.t.length > 300) for (const k of Object.keys(s)) s[k].shift();
+  drawCharts();
+}
+
+function drawCharts() {
+  const s = state.stats;
+  const width = Math.max(320, $('fleet-view').clientWidth - 10);
+  if (!state.charts) {
+    const axes = [{ stroke: '#1b1f24', grid: { stroke: '#eaeef2' } }, { stroke: '#1b1f24', grid: { stroke: '#eaeef2' } }];
+    const base = { width, height: 200, axes, cursor: { show: true }, legend: { show: true } };
+    state.charts = {
+      rate: new uPlot({ ...base, series: [{}, { label: 'logins/s', stroke: '#116329', width: 2 }, { label: 'refusals/s', stroke: '#b3261e', width: 2, dash: [6, 4] }] }, [s.t, s.logins, s.refusals], $('chart-rate')),
+      latency: new uPlot({ ...base, series: [{}, { label: 'p50 ms', stroke: '#0550ae', width: 2, spanGaps: false }, { label: 'p99 ms', stroke: '#8250df', width: 2, dash: [6, 4], spanGaps: false }] }, [s.t, s.p50, s.p99], $('chart-latency')),
+    };
+    return;
+  }
+  state.charts.rate.setData([s.t, s.logins, s.refusals]);
+  state.charts.latency.setData([s.t, s.p50, s.p99]);
+}
+
+window.addEventListener('resize', () => {
+  if (!state.charts) return;
+  const width = Math.max(320, $('fleet-view').clientWidth - 10);
+  state.charts.rate.setSize({ width, height: 200 });
+  state.charts.latency.setSize({ width, height: 200 });
+});
+
+if (state.watching) state.chosenByUser = true;
+connect();
