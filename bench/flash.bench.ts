@@ -16,12 +16,13 @@ import { SeClient } from '../firmware/secure/client.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { inspectImage } from '../firmware/factory/inspect.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
+import { TEST_VENDOR_KEY, TEST_VENDOR_PUB } from '../firmware/factory/test-vendor.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
 const keyring = new MasterKeyring([[1, new Uint8Array(32).fill(1)]]);
-const fuses = new Fuses(new Uint8Array(32).fill(2), new Uint8Array(8).fill(3));
+const fuses = new Fuses(new Uint8Array(32).fill(2), new Uint8Array(8).fill(3), TEST_VENDOR_PUB);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const time = (n: number, f: () => void) => {
   const xs: number[] = [];
@@ -36,7 +37,7 @@ const row = (k: string, v: string) => console.log(`${k.padEnd(46)} ${v}`);
 
 // 1. Image build and inspect (8 MiB W25Q64).
 let image: Uint8Array = new Uint8Array(0);
-row('image build (W25Q64, 8 MiB), median of 7', `${time(7, () => (image = buildImage({ serial: 'SN-0000001', fuses, keyring }).image)).toFixed(1)} ms`);
+row('image build (W25Q64, 8 MiB), median of 7', `${time(7, () => (image = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: 'SN-0000001', fuses, keyring }).image)).toFixed(1)} ms`);
 row('inspect, keyless, median of 7', `${time(7, () => inspectImage(image)).toFixed(1)} ms`);
 row('inspect with fuses + secret scan, median of 7', `${time(7, () => inspectImage(image, { fuses })).toFixed(1)} ms`);
 

@@ -6,6 +6,7 @@ import { RegistrationServer, type CredentialsNeed, type RegistrationServerStep }
 import type { Envelope } from '../protocol/messages.ts';
 import { openSerialToken, deriveDeviceKey, type MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError } from '../protocol/errors.ts';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import { chooseServers } from './placement.ts';
@@ -29,6 +30,12 @@ export class RegServerSession extends ServerSession {
         return { serial, key: deriveDeviceKey(deps.ring.key(version), serial) };
       },
       assertFresh: (mac) => deps.replay.assertFresh(mac),
+      acceptFirmware: (serial, measurement) => {
+        const hex = bytesToHex(measurement);
+        if (deps.store.firmwareAccepted(hex)) return;
+        this.opts.log.info('firmware refused', { code: 'REG_FIRMWARE_REFUSED', serial, measurement: hex.slice(0, 16) });
+        throw new ProtocolError('REG_FIRMWARE_REFUSED', `firmware measurement ${hex.slice(0, 16)}… is not accepted by this server`);
+      },
       recordConfirmation: (serial, gen) => deps.store.recordConfirmation(serial, gen),
     });
   }
