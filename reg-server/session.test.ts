@@ -55,7 +55,7 @@ const cases: [string, Script, string, number][] = [
   }, 'KEY_BAD_TOKEN', 1008],
   ['hello naming an unknown master key version', async (s) => {
     const t = makeSerialToken(new Uint8Array(32).fill(9), 7, 'SN-S07');
-    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [t]));
+    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [t, dev.measurement]));
   }, 'KEY_UNKNOWN_VERSION', 1008],
   ['hello with seq 1', async (s) => {
     const f = decodeEnvelope(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [dev.token, dev.measurement]));
