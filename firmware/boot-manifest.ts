@@ -163,7 +163,7 @@ export function checkBootFiles(read: BootFileReader, vendorPublic: Uint8Array, a
     }
     if (!files.has(fileKey(e.zone, e.name))) {
       const code = why.startsWith('unreadable') ? 'BOOT_MISSING_PROGRAM' : 'BOOT_HASH_MISMATCH';
-      return { ok: false, code, reason: `${e.zone === 'disk' ? 'free zone' : 'virtual zone'} ${e.name} ${why} (${attempts} reads)`, retries };
+      return { ok: false, code, reason: `${e.zone === 'disk' ? 'free zone' : 'virtual zone'} ${e.name} ${why} (${attempts} read${attempts > 1 ? "s" : ""})`, retries };
     }
   }
   return { ok: true, manifest: checked.manifest, measurement: checked.measurement, files, retries };
