@@ -9,19 +9,24 @@ import { FlashChip, FlashStatus, W25Q64 } from '../firmware/flash/chip.ts';
 import { CowBacking } from '../firmware/flash/backing.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { DeviceBus } from '../firmware/flash/bus.ts';
-import { parseTable } from '../firmware/zones/layout.ts';
-import { readIsoFile } from '../firmware/zones/iso9660.ts';
+import { parseTable, ZoneType } from '../firmware/zones/layout.ts';
+import { readIsoFile, arrayBlocks } from '../firmware/zones/iso9660.ts';
 import { readFatFile, writeFatFile, deleteFatFile, type ReadSectors, type WriteSectors } from '../firmware/zones/fat.ts';
 import { SeClient } from '../firmware/secure/client.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { inspectImage } from '../firmware/factory/inspect.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
+import { TEST_VENDOR_KEY, TEST_VENDOR_PUB } from '../firmware/factory/test-vendor.ts';
+import { makePhone } from '../firmware/phone.ts';
+import { boot } from '../firmware/boot.ts';
+import { Scheduler, SimNetwork, simRng } from '../firmware/hal/sim-hal.ts';
+import { verifyManifestUncached } from '../firmware/boot-manifest.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
 const keyring = new MasterKeyring([[1, new Uint8Array(32).fill(1)]]);
-const fuses = new Fuses(new Uint8Array(32).fill(2), new Uint8Array(8).fill(3));
+const fuses = new Fuses(new Uint8Array(32).fill(2), new Uint8Array(8).fill(3), TEST_VENDOR_PUB);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const time = (n: number, f: () => void) => {
   const xs: number[] = [];
@@ -36,7 +41,7 @@ const row = (k: string, v: string) => console.log(`${k.padEnd(46)} ${v}`);
 
 // 1. Image build and inspect (8 MiB W25Q64).
 let image: Uint8Array = new Uint8Array(0);
-row('image build (W25Q64, 8 MiB), median of 7', `${time(7, () => (image = buildImage({ serial: 'SN-0000001', fuses, keyring }).image)).toFixed(1)} ms`);
+row('image build (W25Q64, 8 MiB), median of 7', `${time(7, () => (image = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: 'SN-0000001', fuses, keyring }).image)).toFixed(1)} ms`);
 row('inspect, keyless, median of 7', `${time(7, () => inspectImage(image)).toFixed(1)} ms`);
 row('inspect with fuses + secret scan, median of 7', `${time(7, () => inspectImage(image, { fuses })).toFixed(1)} ms`);
 
@@ -184,4 +189,30 @@ row('inspect with fuses + secret scan, median of 7', `${time(7, () => inspectIma
     row(`host: ${what}`, `${host} B written by the host; ${erases} erases, ${programmed} B programmed; ${((chip.clock.nowUs - v0) / 1000).toFixed(0)} ms virtual, ${ms.toFixed(2)} ms wall; amplification ${(flash / host).toFixed(1)}x`);
   }
   row('host: the four together', `write amplification ${(totalFlash / totalHost).toFixed(1)}x (flash bytes programmed + erased per host byte)`);
+}
+
+// 4. The boot itself (S0.3) on a whole phone, wall time per plug-in: since issue 9 the signed
+//    manifest (Ed25519 verify + SHA-256 of the 4 boot files) in boot(), and the secure
+//    controller's own power-on measurement (the same again, through its read-only port).
+{
+  const N = 200;
+  const sched = new Scheduler();
+  const hal = { clock: sched.clock(), rng: simRng(1), net: new SimNetwork(sched).device('127.1.0.1'), host: { trace: () => {}, notice: () => {} } };
+  const bootMs = time(N, () => {
+    const ph = makePhone({ base: image, fuses, hal });
+    if (!boot(ph.device).ok) throw new Error('boot failed');
+  });
+  row(`boot() on a fresh phone (signed manifest + chip measurement; verdict cached across the fleet), median of ${N}`, `${bootMs.toFixed(2)} ms`);
+  const v = verifyBench(image);
+  row('  of which one Ed25519 verify of BOOT.SIG, median of 200', `${v.toFixed(3)} ms (boot and chip: 2 per plug-in)`);
+}
+
+function verifyBench(img: Uint8Array): number {
+  const p = parseTable(img);
+  if (!p.ok) throw new Error('table');
+  const vz = p.table.entries.find((e) => e.type === ZoneType.VIRTUAL)!;
+  const sig = readIsoFile(arrayBlocks(img.subarray(vz.offset, vz.offset + vz.size)), 'BOOT.SIG')!;
+  return time(200, () => {
+    if (!verifyManifestUncached(sig, TEST_VENDOR_PUB).ok) throw new Error('verify');
+  });
 }

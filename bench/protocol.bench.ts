@@ -137,7 +137,7 @@ const rngS = keystreamRng('bench s');
 function fullHandshake(): void {
   const client = new ClientHandshake(dest, devKey, rngC);
   const server = new ServerHandshake(dest, rngS);
-  const hello = client.opening(MsgType.hello, [token]);
+  const hello = client.opening(MsgType.hello, [token, new Uint8Array(32).fill(0xf1)]);
   const env = decodeEnvelope(hello);
   const h = parseHello(env.body);
   const id = openSerialToken(ring, h.token);

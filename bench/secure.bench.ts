@@ -20,15 +20,16 @@ import { DeviceBus } from '../firmware/flash/bus.ts';
 import { parseTable } from '../firmware/zones/layout.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { SeClient } from '../firmware/secure/client.ts';
+import { TEST_VENDOR_KEY, TEST_VENDOR_PUB } from '../firmware/factory/test-vendor.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 15);
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 150);
 
 const master = new Uint8Array(32).fill(7);
 const ring = new MasterKeyring([[1, master]]);
-const fuses = new Fuses(new Uint8Array(32).fill(0x11), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
+const fuses = new Fuses(new Uint8Array(32).fill(0x11), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8), TEST_VENDOR_PUB);
 const serial = 'SN-BENCH-1';
-const { image } = buildImage({ serial, fuses, keyring: ring });
+const { image } = buildImage({ serial, fuses, keyring: ring, vendorKey: TEST_VENDOR_KEY });
 const p = parseTable(image);
 if (!p.ok) throw new Error('table');
 const bus = new DeviceBus(new FlashChip({ backing: new CowBacking(image) }), fuses, p.table, keystreamRng('bench chip'));
@@ -36,6 +37,9 @@ const se = new SeClient((a) => bus.se.transmit(a));
 const id = se.identity();
 if (!id.ok) throw new Error('identity');
 const token = id.value.serialToken;
+const measured = se.attestation();
+if (!measured.ok) throw new Error('measurement');
+const measurement = measured.value.measurement;
 const deviceKey = deriveDeviceKey(master, serial);
 const rc = keystreamRng('bench client');
 const rs = keystreamRng('bench server');
@@ -44,7 +48,7 @@ const rs = keystreamRng('bench server');
 function handshake(keys: () => ConstructorParameters<typeof ClientHandshake>[1]): void {
   const client = new ClientHandshake('reg-primary', keys(), rc);
   const server = new ServerHandshake('reg-primary', rs);
-  const hello = client.opening(MsgType.hello, [token]);
+  const hello = client.opening(MsgType.hello, [token, measurement]);
   const henv = decodeEnvelope(hello);
   const h = parseHello(henv.body);
   const { version, serial: s } = openSerialToken(ring, h.token);

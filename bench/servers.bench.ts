@@ -14,7 +14,7 @@ import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { MasterKeyring } from '../protocol/keys.ts';
-import { makeDevice, register, FrameSocket, type DeviceId } from '../server-kit/test-device.ts';
+import { makeDevice, register, FrameSocket, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../server-kit/test-device.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
@@ -71,7 +71,7 @@ const devices = QUICK ? 300 : 3000;
 {
   const reg = new SqliteRegStore(files.regDb);
   const biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
-  await enrollDevices({ reg, accounts: accountsInStore(biz) }, Array.from({ length: devices }, (_, i) => ({ serial: `SN-B${i}`, keyVersion: 1 })));
+  await enrollDevices({ reg, accounts: accountsInStore(biz) }, Array.from({ length: devices }, (_, i) => ({ serial: `SN-B${i}`, keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX })));
   reg.close();
   biz.close();
 }

@@ -16,6 +16,7 @@ export const OPTIONS = {
   serial: { type: 'string' },
   'device-key': { type: 'string' },
   'serial-token': { type: 'string' },
+  measurement: { type: 'string' },
   timeout: { type: 'string' },
   'step-timeout': { type: 'string' },
   case: { type: 'string' },
@@ -25,7 +26,7 @@ export const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-const HELP = `usage: usbphone conformance --target URL --serial SERIAL (--master-key FILE | --device-key HEX --serial-token HEX)
+const HELP = `usage: usbphone conformance --target URL --serial SERIAL --measurement HEX (--master-key FILE | --device-key HEX --serial-token HEX)
                             [--reg-dest NAME] [--timeout MS] [--step-timeout MS] [--case PATTERN] [--json] [--junit FILE]
        usbphone conformance --list [--case PATTERN] [--json]
 
@@ -47,6 +48,9 @@ options:
   --serial SERIAL        the test device's serial, enrolled at the target
   --device-key HEX       the device key (64 hex digits), instead of --master-key
   --serial-token HEX     the device's serial token (hex), with --device-key
+  --measurement HEX      the firmware measurement the device's chip attests in its hello (64 hex
+                         digits: firmwareMeasurement of its enrollment record; the target must
+                         accept that firmware)
   --timeout MS           longest wait for each expected frame or close (default 5000)
   --step-timeout MS      the target's step timeout, for the TIMEOUT case (default ${Limits.stepTimeoutMs})
   --case PATTERN         run (or list) only the cases whose name contains PATTERN (case-insensitive)
@@ -74,7 +78,7 @@ export const command: Command = {
       const cases = selectCases(ALL_CASES, v.case as string | undefined);
       if (cases.length === 0) throw new CliError('CONFORMANCE_NO_CASE', `--case '${v.case}' matches no case; 'usbphone conformance --list' names them`);
       if (v.list) {
-        for (const k of ['target', 'master-key', 'key-version', 'serial', 'device-key', 'serial-token', 'timeout', 'step-timeout', 'junit', 'reg-dest']) {
+        for (const k of ['target', 'master-key', 'key-version', 'serial', 'device-key', 'serial-token', 'measurement', 'timeout', 'step-timeout', 'junit', 'reg-dest']) {
           if (v[k] !== undefined) throw new CliError('CLI_BAD_ARGS', `--${k} does not apply to --list`);
         }
         const { listText } = await import('../conformance/report.ts');
@@ -117,6 +121,10 @@ async function readTargetDevice(v: Values) {
   const serial = v.serial as string | undefined;
   if (!serial) throw new CliError('CLI_BAD_ARGS', "--serial is required: the test device enrolled at the target; see 'usbphone conformance --help'");
   if (!SERIAL_RE.test(serial)) throw new CliError('CLI_BAD_ARGS', `--serial '${serial}' is not 1..64 of [A-Za-z0-9-]`);
+  const m = v.measurement as string | undefined;
+  if (!m) throw new CliError('CLI_BAD_ARGS', "--measurement is required: the firmware the test device attests (firmwareMeasurement of its enrollment record); see 'usbphone conformance --help'");
+  if (!/^[0-9a-fA-F]{64}$/.test(m)) throw new CliError('CLI_BAD_ARGS', '--measurement must be 64 hex digits');
+  const measurement = hexToBytes(m);
   if (v['master-key'] !== undefined) {
     if (v['device-key'] !== undefined || v['serial-token'] !== undefined) throw new CliError('CLI_BAD_ARGS', 'give --master-key, or --device-key with --serial-token, not both');
     let text: string;
@@ -129,7 +137,7 @@ async function readTargetDevice(v: Values) {
     const version = intOption(v['key-version'], 'key-version', 1, 255, ring.current);
     if (!ring.has(version)) throw new CliError('CLI_BAD_ARGS', `--key-version ${version}: the master key file has no such version`);
     const master = ring.key(version);
-    return { device: { serial, key: deriveDeviceKey(master, serial), token: makeSerialToken(master, version, serial) }, master: { version, key: master } };
+    return { device: { serial, key: deriveDeviceKey(master, serial), token: makeSerialToken(master, version, serial), measurement }, master: { version, key: master } };
   }
   if (v['key-version'] !== undefined) throw new CliError('CLI_BAD_ARGS', '--key-version applies to --master-key only');
   const key = v['device-key'] as string | undefined;
@@ -137,7 +145,7 @@ async function readTargetDevice(v: Values) {
   if (!key || !token) throw new CliError('CLI_BAD_ARGS', "give --master-key FILE, or --device-key HEX with --serial-token HEX; see 'usbphone conformance --help'");
   if (!/^[0-9a-fA-F]{64}$/.test(key)) throw new CliError('CLI_BAD_ARGS', '--device-key must be 64 hex digits');
   if (!/^([0-9a-fA-F]{2}){42,105}$/.test(token)) throw new CliError('CLI_BAD_ARGS', '--serial-token must be 42..105 bytes in hex');
-  return { device: { serial, key: hexToBytes(key), token: hexToBytes(token) } };
+  return { device: { serial, key: hexToBytes(key), token: hexToBytes(token), measurement } };
 }
 
 function readTargetSync(v: Values) {

@@ -13,6 +13,8 @@ import { Fuses } from '../firmware/flash/fuses.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { buildImage, DEFAULT_REG_BACKUP, DEFAULT_REG_PRIMARY } from '../firmware/factory/image.ts';
 import { CliError, reportError, checkStateDir } from './flash-common.ts';
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
+import { vendorPublicKey } from '../firmware/boot-manifest.ts';
 import { parseOptions } from './args.ts';
 
 export const OPTIONS = {
@@ -21,6 +23,7 @@ export const OPTIONS = {
   state: { type: 'string' },
   fuses: { type: 'string' },
   'master-key': { type: 'string' },
+  'vendor-key': { type: 'string' },
   'reg-primary': { type: 'string' },
   'reg-backup': { type: 'string' },
   json: { type: 'boolean' },
@@ -47,6 +50,10 @@ options:
   --master-key FILE    master key file ("v<N> <64 hex>" lines); created with a
                        fresh random key (0600) if missing (default: DIR/master.key,
                        the one 'usbphone serve all --state DIR' uses)
+  --vendor-key FILE    the vendor's Ed25519 signing key (64 hex) that signs the boot
+                       manifest BOOT.SIG; created with a fresh random key (0600) if
+                       missing (default: DIR/vendor.key). Its public key is burnt into
+                       new fuses; existing fuses must hold it.
   --reg-primary URL    primary registration endpoint (default ${DEFAULT_REG_PRIMARY})
   --reg-backup URL     backup registration endpoint  (default ${DEFAULT_REG_BACKUP})
   --json               print the enrollment record as JSON
@@ -109,6 +116,7 @@ export const command: Command = {
       const stateExists = checkStateDir(stateDir, { create: true });
       const fusesPath = a.fuses ?? join(stateDir, basename(out).replace(/\.img$/, '') + '.fuses');
       const keyPath = a['master-key'] ?? join(stateDir, 'master.key');
+      const vendorPath = a['vendor-key'] ?? join(stateDir, 'vendor.key');
 
       // 1. Check every input; build the image in memory.
       checkOutput(out, '--out');
@@ -116,13 +124,22 @@ export const command: Command = {
       const fusesExist = existsSync(fusesPath);
       if (!keyExists && a['master-key'] !== undefined) checkOutput(keyPath, '--master-key');
       if (!fusesExist && a.fuses !== undefined) checkOutput(fusesPath, '--fuses');
+      const vendorExists = existsSync(vendorPath);
+      if (!vendorExists && a['vendor-key'] !== undefined) checkOutput(vendorPath, '--vendor-key');
+      const newVendor = vendorExists ? null : new Uint8Array(randomBytes(32));
+      const vendorKey = newVendor ?? readInput(vendorPath, 'vendor key file', (t) => {
+        const hex = t.replace(/#.*/g, '').trim();
+        if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new ImplementationError('CLI_FILE', 'a vendor key file holds 64 hex digits');
+        return hexToBytes(hex);
+      });
       let newKey: Uint8Array | null = null;
       const keyring = keyExists ? readInput(keyPath, 'master key file', (t) => MasterKeyring.parse(t)) : new MasterKeyring([[1, (newKey = new Uint8Array(randomBytes(32)))]]);
-      const fuses = fusesExist ? readInput(fusesPath, 'fuses file', (t) => Fuses.parse(t)) : Fuses.generate((n) => new Uint8Array(randomBytes(n)));
+      const fuses = fusesExist ? readInput(fusesPath, 'fuses file', (t) => Fuses.parse(t)) : Fuses.generate((n) => new Uint8Array(randomBytes(n)), vendorPublicKey(vendorKey));
       const { image, enrollment } = buildImage({
         serial: a.serial,
         fuses,
         keyring,
+        vendorKey,
         regPrimary: a['reg-primary'],
         regBackup: a['reg-backup'],
         includeDeviceKey: a['show-device-key'] === true,
@@ -132,7 +149,7 @@ export const command: Command = {
       const created: string[] = [];
       const notes: string[] = [];
       try {
-        if (!stateExists && (newKey || !fusesExist) && (keyPath.startsWith(stateDir) || fusesPath.startsWith(stateDir))) {
+        if (!stateExists && (newKey || newVendor || !fusesExist) && (keyPath.startsWith(stateDir) || fusesPath.startsWith(stateDir) || vendorPath.startsWith(stateDir))) {
           mkdirSync(stateDir, { recursive: true });
           created.push(stateDir);
         }
@@ -140,6 +157,11 @@ export const command: Command = {
           writeSecret(keyPath, MasterKeyring.format(1, newKey));
           created.push(keyPath);
           notes.push(`created a fresh master key (version 1) in ${keyPath} (mode 0600): the registration servers need it ('usbphone serve all --state ${dirname(keyPath)}')`);
+        }
+        if (newVendor) {
+          writeSecret(vendorPath, bytesToHex(newVendor) + '\n');
+          created.push(vendorPath);
+          notes.push(`created a fresh vendor signing key in ${vendorPath} (mode 0600): it signs every image's boot manifest; keep it with the master key`);
         }
         if (!fusesExist) {
           writeSecret(fusesPath, fuses.toFile());
@@ -167,6 +189,8 @@ export const command: Command = {
           ['reg backup', enrollment.regBackup],
           ['fuses', `${fusesPath} (${fusesExist ? 'existing' : 'generated'})`],
           ['master key', `${keyPath} (${newKey ? 'created' : 'existing'})`],
+          ['vendor key', `${vendorPath} (${newVendor ? 'created' : 'existing'})`],
+          ['firmware', `v${enrollment.firmwareVersion}, measurement ${enrollment.firmwareMeasurement}`],
         ];
         if (enrollment.deviceKey) rows.push(['device key', `${enrollment.deviceKey}  (SECRET)`]);
         process.stdout.write(rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n') + '\n');

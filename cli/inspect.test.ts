@@ -11,7 +11,7 @@ import { parseTable, encodeTable, zoneOf, ZoneType } from '../firmware/zones/lay
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dir = mkdtempSync(join(tmpdir(), 'cli-'));
-const img = join(dir, 'phone.img'), fusesPath = join(dir, 'phone.fuses'), keyPath = join(dir, 'master.key');
+const img = join(dir, 'phone.img'), fusesPath = join(dir, 'phone.fuses'), keyPath = join(dir, 'master.key'), vendorPath = join(dir, 'vendor.key');
 
 function run(...args: string[]) {
   const r = spawnSync(process.execPath, [join(root, 'bin/usbphone.js'), ...args], { encoding: 'utf8', cwd: root });
@@ -30,7 +30,7 @@ function variant(name: string, f: (b: Uint8Array) => Uint8Array | void): string 
 }
 
 test('image: creates master key and fuses (0600), prints the enrollment record, reproducible with the same fuses', () => {
-  const r = run('image', '--serial', 'SN-0000001', '--out', img, '--fuses', fusesPath, '--master-key', keyPath, '--json');
+  const r = run('image', '--serial', 'SN-0000001', '--out', img, '--fuses', fusesPath, '--master-key', keyPath, '--vendor-key', vendorPath, '--json');
   assert.is(r.code, 0, r.err);
   const e = JSON.parse(r.out);
   assert.is(e.serial, 'SN-0000001');
@@ -39,12 +39,15 @@ test('image: creates master key and fuses (0600), prints the enrollment record, 
   assert.match(r.err, /generated fuses/);
   assert.is(statSync(fusesPath).mode & 0o777, 0o600);
   assert.is(statSync(keyPath).mode & 0o777, 0o600);
+  assert.match(r.err, /created a fresh vendor signing key/);
+  assert.is(statSync(vendorPath).mode & 0o777, 0o600);
+  assert.match(e.firmwareMeasurement, /^[0-9a-f]{64}$/);
   const first = readFileSync(img);
-  const again = run('image', '--serial', 'SN-0000001', '--out', img, '--fuses', fusesPath, '--master-key', keyPath, '--json', '--show-device-key');
+  const again = run('image', '--serial', 'SN-0000001', '--out', img, '--fuses', fusesPath, '--master-key', keyPath, '--vendor-key', vendorPath, '--json', '--show-device-key');
   assert.is(again.code, 0, again.err);
   assert.ok(readFileSync(img).equals(first), 'byte-identical image');
   assert.match(JSON.parse(again.out).deviceKey, /^[0-9a-f]{64}$/);
-  const human = run('image', '--serial', 'SN-0000001', '--out', img, '--fuses', fusesPath, '--master-key', keyPath);
+  const human = run('image', '--serial', 'SN-0000001', '--out', img, '--fuses', fusesPath, '--master-key', keyPath, '--vendor-key', vendorPath);
   assert.match(human.out, /unique id\s+[0-9a-f]{16}/);
   assert.not.match(human.out, /device key/);
 });
@@ -52,8 +55,8 @@ test('image: creates master key and fuses (0600), prints the enrollment record, 
 test('image: bad usage exits 2 with one line and a code', () => {
   for (const [args, code] of [
     [['image', '--out', img], 'CLI_BAD_ARGS'],
-    [['image', '--serial', 'x y', '--out', join(dir, 'z.img'), '--fuses', fusesPath, '--master-key', keyPath], 'KEY_BAD_SERIAL'],
-    [['image', '--serial', 'S1', '--out', join(dir, 'z.img'), '--fuses', fusesPath, '--master-key', keyPath, '--reg-primary', 'http://a/b'], 'IMAGE_BAD_URL'],
+    [['image', '--serial', 'x y', '--out', join(dir, 'z.img'), '--fuses', fusesPath, '--master-key', keyPath, '--vendor-key', vendorPath], 'KEY_BAD_SERIAL'],
+    [['image', '--serial', 'S1', '--out', join(dir, 'z.img'), '--fuses', fusesPath, '--master-key', keyPath, '--vendor-key', vendorPath, '--reg-primary', 'http://a/b'], 'IMAGE_BAD_URL'],
     [['image', '--bogus'], 'CLI_BAD_ARGS'],
   ] as const) {
     const r = run(...args);
@@ -179,4 +182,34 @@ test('inspect: unusable input exits 2 with a clear one-line message, no stack tr
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));
+test('inspect --check verifies the signed boot manifest: clean with the fuses or --vendor-pub; a one-byte edit of MAIN.EXE or another vendor key is an integrity finding (exit 1)', () => {
+  const fuses = readFileSync(fusesPath, 'utf8');
+  const vpk = /vpk ([0-9a-f]{64})/.exec(fuses)![1]!;
+  const clean = run('inspect', img, '--check', '--fuses', fusesPath);
+  assert.is(clean.code, 0, clean.out + clean.err);
+  assert.match(clean.out, /boot manifest: signature ok, firmware v1, measurement [0-9a-f]{64}, 4 files match/);
+  assert.is(run('inspect', img, '--check', '--vendor-pub', vpk).code, 0);
+  // Without any vendor key the manifest is not checked, and says so.
+  assert.match(run('inspect', img).out, /boot manifest: not checked \(no vendor public key/);
+  // A one-byte edit of the main program: fsck.fat finds nothing, the signed manifest does.
+  const t = parseTable(new Uint8Array(readFileSync(img)));
+  assert.ok(t.ok);
+  const free = zoneOf(t.ok ? t.table : (null as never), ZoneType.FREE);
+  const edited = variant('main-edit.img', (b) => {
+    const at = b.subarray(free.offset).findIndex((_, i, a) => a[i] === 0x75 && a[i + 1] === 0x73 && a[i + 2] === 0x62 && a[i + 9] === 0x4d && a[i + 10] === 0x41); // "usbphone MAIN"
+    assert.ok(at > 0);
+    b[free.offset + at + 12]! ^= 0x01;
+  });
+  const bad = run('inspect', edited, '--check', '--vendor-pub', vpk);
+  assert.is(bad.code, 1, bad.out);
+  assert.match(bad.out, /boot manifest: free zone MAIN.EXE does not match the signed manifest.*BOOT_HASH_MISMATCH/);
+  // The right image checked against another vendor's key: BOOT_BAD_SIGNATURE.
+  const other = run('inspect', img, '--check', '--vendor-pub', 'ab'.repeat(32));
+  assert.is(other.code, 1);
+  assert.match(other.out, /BOOT_BAD_SIGNATURE/);
+  const r = run('inspect', img, '--vendor-pub', 'xyz');
+  assert.is(r.code, 2);
+  noStack(r.err);
+});
+
 test.run();

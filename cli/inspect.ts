@@ -11,9 +11,11 @@ import { ZoneFlag, TABLE_MAGIC } from '../firmware/zones/layout.ts';
 import { CliError, reportError, hexOf } from './flash-common.ts';
 import { parseOptions } from './args.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import { hexToBytes } from '@noble/hashes/utils.js';
 
 export const OPTIONS = {
   fuses: { type: 'string' },
+  'vendor-pub': { type: 'string' },
   'master-key': { type: 'string' },
   zone: { type: 'string' },
   wear: { type: 'boolean' },
@@ -37,6 +39,8 @@ options:
                       their endurance, and the maximum and total per zone) from the wear
                       sidecar IMAGE.wear that 'usbphone sim' keeps (a raw image carries none)
   --wear-file FILE    the wear sidecar to read (implies --wear)
+  --vendor-pub HEX     the vendor's Ed25519 public key (64 hex) to check the signed boot
+                      manifest BOOT.SIG with when no --fuses are given (--fuses carry it)
   --check             integrity mode: exit 0 clean, 1 problems found (each named with
                       its offset), 2 unusable input
   --json              the whole report as JSON
@@ -77,7 +81,10 @@ export const command: Command = {
       const wear = wantWear ? loadWear(wearPath, Math.floor(img.length / SECTOR_BYTES)) : null;
       if (a['wear-file'] !== undefined && !wear) throw new CliError('INSPECT_BAD_WEAR', `${wearPath}: not a wear sidecar for this image`);
 
-      const r = inspectImage(img, { fuses, wear, keyring, zone: a.zone as 'hidden' | 'virtual' | 'free' | undefined });
+      const vp = a['vendor-pub'];
+      if (vp !== undefined && !/^[0-9a-fA-F]{64}$/.test(vp)) throw new CliError('CLI_BAD_ARGS', '--vendor-pub must be 64 hex digits (an Ed25519 public key)');
+      const vendorPub = vp ? hexToBytes(vp) : null;
+      const r = inspectImage(img, { fuses, vendorPub, wear, keyring, zone: a.zone as 'hidden' | 'virtual' | 'free' | undefined });
       if (r.fatal) {
         if (a.json) process.stdout.write(JSON.stringify(r, replacer, 2) + '\n');
         throw new CliError(r.fatal.code, `${path}: ${r.fatal.message}${r.fatal.offset ? ` (at ${hexOf(r.fatal.offset)})` : ''}`);
@@ -159,6 +166,10 @@ export function render(path: string, r: InspectReport, check: boolean): string {
     L.push(g ? `free zone @${hexOf(z.offset)}: FAT${g.fatType} "${g.label}", ${g.clusters} clusters of ${g.sectorsPerCluster * 512} B, ${f.freeBytes} bytes free` : `free zone @${hexOf(z.offset)}: no readable FAT file system`);
     for (const e of f.files) L.push(`  ${e.name.padEnd(12)} ${String(e.size).padStart(8)} bytes  cluster ${e.cluster}`);
   }
+  const b = r.boot;
+  if (!b.checked) L.push(`boot manifest: not checked (${b.note})`);
+  else if (b.ok) L.push(`boot manifest: signature ok, firmware v${b.version}, measurement ${b.measurement}, ${b.files!.length} files match (${b.files!.join(', ')})`);
+  else L.push('boot manifest: DOES NOT VERIFY (see problems)');
   if (r.secrets.checked) L.push(`secret scan: ${r.secrets.findings.length ? `${r.secrets.findings.length} FOUND in plaintext` : 'no secret in plaintext'} (looked for: ${r.secrets.needles.join(', ')})`);
   else L.push('secret scan: skipped (give --fuses so the inspector knows the secrets)');
   const w = r.wear;

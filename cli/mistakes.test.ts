@@ -159,8 +159,8 @@ test('image run from a working tree writes its key material into the state direc
   const r = await usbphone(cwd, ['image', '--serial', 'SN-1', '--out', 'phone.img']);
   assert.is(r.code, 0, r.err);
   assert.equal(readdirSync(cwd).filter((n) => n !== '.tmp').sort(), ['phone.img', 'state']);
-  assert.equal(readdirSync(join(cwd, 'state')).sort(), ['master.key', 'phone.fuses']);
-  assert.is(statSync(join(cwd, 'state', 'master.key')).mode & 0o777, 0o600);
+  assert.equal(readdirSync(join(cwd, 'state')).sort(), ['master.key', 'phone.fuses', 'vendor.key']);
+  for (const k of ['master.key', 'vendor.key']) assert.is(statSync(join(cwd, 'state', k)).mode & 0o777, 0o600, k);
 });
 
 test('enroll --create makes the state directory it is asked to', async () => {

@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { tempDir } from '../deploy/test-util.ts';
-import { makeDevice, register, DeviceWallet } from '../server-kit/test-device.ts';
+import { makeDevice, register, DeviceWallet, SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
@@ -59,7 +59,7 @@ test('serve all: the embedded default, a device registers and logs in, SIGTERM s
   const op = (ev.ports as Record<string, number>)['gateway-operator'];
   const h = (await (await fetch(`http://127.0.0.1:${op}/healthz`)).json()) as { upstreams: Record<string, string> };
   assert.equal(h.upstreams, { 'biz-east': 'up', 'biz-west': 'up', 'reg-primary': 'up', 'reg-backup': 'up' });
-  const enroll = spawnSync(process.execPath, [bin, 'enroll', '--state', state, '--batch', '-'], { input: '{"serial":"SN-SRV","keyVersion":1}', encoding: 'utf8' });
+  const enroll = spawnSync(process.execPath, [bin, 'enroll', '--state', state, '--batch', '-'], { input: JSON.stringify({ serial: 'SN-SRV', keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX }), encoding: 'utf8' });
   assert.is(enroll.status, 0, enroll.stderr);
   const ring = MasterKeyring.parse(readFileSync(join(state, 'master.key'), 'utf8'));
   const r = await register(url, 'reg-backup', makeDevice(ring, 'SN-SRV'), { localAddress: '127.2.0.3' });
@@ -86,7 +86,7 @@ test('serve biz / reg / gateway as separate processes from config files', async 
   const f = ensureStateKeys(dir);
   const reg = new SqliteRegStore(f.regDb);
   const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
-  await enrollDevices({ reg, accounts: accountsInStore(biz) }, [{ serial: 'SN-ROLE', keyVersion: 1 }]);
+  await enrollDevices({ reg, accounts: accountsInStore(biz) }, [{ serial: 'SN-ROLE', keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX }]);
   reg.close();
   biz.close();
   const write = (name: string, v: unknown) => {

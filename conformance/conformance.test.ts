@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { testStack, tempDir } from '../deploy/test-util.ts';
+import { SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
 import { deriveDeviceKey, makeSerialToken } from '../protocol/keys.ts';
 import { ALL_CASES } from './cases.ts';
 import { caseName } from './suite.ts';
@@ -37,7 +38,7 @@ test('every case passes against the real servers through the gateway; --json and
   try {
     await stack.enroll({ serial: SERIAL, keyVersion: stack.ring.current });
     const junit = join(t.dir, 'report.xml');
-    const r = await cli(['--target', stack.gatewayUrl, '--master-key', join(stack.stateDir, 'master.key'), '--serial', SERIAL, '--timeout', '2500', '--step-timeout', String(STEP_MS), '--json', '--junit', junit]);
+    const r = await cli(['--target', stack.gatewayUrl, '--master-key', join(stack.stateDir, 'master.key'), '--serial', SERIAL, '--measurement', SCRIPTED_FIRMWARE_HEX, '--timeout', '2500', '--step-timeout', String(STEP_MS), '--json', '--junit', junit]);
     const out = JSON.parse(r.stdout) as { counts: Record<string, number>; cases: { name: string; verdict: string; note?: string }[] };
     const bad = out.cases.filter((c) => c.verdict !== 'pass').map((c) => `${c.verdict}: ${c.name}: ${c.note ?? ''}`);
     assert.equal(bad, [], 'cases not passed');
@@ -61,14 +62,14 @@ test('on the direct device port with --device-key and --serial-token: §6.2 pass
   try {
     await stack.enroll({ serial: SERIAL, keyVersion: stack.ring.current });
     const m = stack.ring.key(stack.ring.current);
-    const dev = ['--serial', SERIAL, '--device-key', bytesToHex(deriveDeviceKey(m, SERIAL)), '--serial-token', bytesToHex(makeSerialToken(m, stack.ring.current, SERIAL))];
+    const dev = ['--serial', SERIAL, '--measurement', SCRIPTED_FIRMWARE_HEX, '--device-key', bytesToHex(deriveDeviceKey(m, SERIAL)), '--serial-token', bytesToHex(makeSerialToken(m, stack.ring.current, SERIAL))];
     const r = await cli(['--target', stack.directUrl('reg-primary')!, ...dev, '--timeout', '2500', '--step-timeout', String(STEP_MS), '--case', '§6.2 ']);
     assert.is(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^§6\.2 Registration session, server side$/m);
     assert.match(r.stdout, /^ {2}skipped +§6\.2 a genuine token of a serial the server does not know/m);
     assert.match(r.stdout, / 0 fail, 0 non-strict, 0 informational, 1 skipped/);
     // A device the target does not know fails the accepted path: exit 1, the record printed.
-    const other = ['--serial', 'CONF-NOT-ENROLLED', '--device-key', bytesToHex(deriveDeviceKey(m, 'CONF-NOT-ENROLLED')), '--serial-token', bytesToHex(makeSerialToken(m, stack.ring.current, 'CONF-NOT-ENROLLED'))];
+    const other = ['--serial', 'CONF-NOT-ENROLLED', '--measurement', SCRIPTED_FIRMWARE_HEX, '--device-key', bytesToHex(deriveDeviceKey(m, 'CONF-NOT-ENROLLED')), '--serial-token', bytesToHex(makeSerialToken(m, stack.ring.current, 'CONF-NOT-ENROLLED'))];
     const junit = join(t.dir, 'fail.xml');
     const f = await cli(['--target', stack.gatewayUrl, ...other, '--timeout', '2500', '--case', 'registration accepted', '--junit', junit]);
     assert.is(f.status, 1, f.stdout + f.stderr);
@@ -86,7 +87,7 @@ test('on the direct device port with --device-key and --serial-token: §6.2 pass
 test('usage: no target, no device, an unknown --case: exit 2 with one line; nobody listening: CONFORMANCE_UNREACHABLE, exit 1', async () => {
   const t = tempDir();
   try {
-    const noTarget = await cli(['--serial', 'X', '--device-key', '00'.repeat(32), '--serial-token', '00'.repeat(50)]);
+    const noTarget = await cli(['--serial', 'X', '--measurement', SCRIPTED_FIRMWARE_HEX, '--device-key', '00'.repeat(32), '--serial-token', '00'.repeat(50)]);
     assert.is(noTarget.status, 2);
     assert.match(noTarget.stderr, /^usbphone conformance: --target URL is required; .*\(CLI_BAD_ARGS\)\n$/);
     const noDevice = await cli(['--target', 'ws://127.0.0.1:9/']);
@@ -97,7 +98,7 @@ test('usage: no target, no device, an unknown --case: exit 2 with one line; nobo
     assert.match(noCase.stderr, /\(CONFORMANCE_NO_CASE\)\n$/);
     const key = join(t.dir, 'master.key');
     writeFileSync(key, `v1 ${'11'.repeat(32)}\n`);
-    const down = await cli(['--target', 'ws://127.0.0.1:9/', '--master-key', key, '--serial', 'X1', '--timeout', '1000']);
+    const down = await cli(['--target', 'ws://127.0.0.1:9/', '--master-key', key, '--serial', 'X1', '--measurement', SCRIPTED_FIRMWARE_HEX, '--timeout', '1000']);
     assert.is(down.status, 1);
     assert.match(down.stderr, /^usbphone conformance: cannot connect to ws:\/\/127\.0\.0\.1:9\/.*\(CONFORMANCE_UNREACHABLE\)\n$/);
   } finally {

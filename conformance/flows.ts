@@ -53,7 +53,7 @@ export type RegResult =
 export async function register(ctx: CaseContext, dev: DeviceCreds = ctx.target.device, o: { serial?: string } = {}): Promise<RegResult> {
   const c = await ctx.connect();
   try {
-    const m = new RegistrationClient({ dest: ctx.target.regDest, deviceKey: dev.key, serialToken: dev.token, serial: o.serial ?? dev.serial, localIp: '192.168.1.20' });
+    const m = new RegistrationClient({ dest: ctx.target.regDest, deviceKey: dev.key, serialToken: dev.token, measurement: dev.measurement, serial: o.serial ?? dev.serial, localIp: '192.168.1.20' });
     const r = await drive(c, m);
     if (r.kind === 'cred' || r.kind === 'not-found') {
       // §6.2 DONE: the server closes 1000 right after the reply.
@@ -132,7 +132,7 @@ function transcriptHash(frames: Uint8Array[]): Uint8Array {
 /** The hello frame of a fresh handshake (RegMessages.hello), and the handshake that made it. */
 export function helloFrame(dest: string, dev: DeviceCreds): { hs: ClientHandshake; frame: Uint8Array } {
   const hs = new ClientHandshake(dest, dev.key);
-  return { hs, frame: hs.opening(RegMessages.hello.type, RegMessages.hello.fields({ token: dev.token })) };
+  return { hs, frame: hs.opening(RegMessages.hello.type, RegMessages.hello.fields({ token: dev.token, measurement: dev.measurement })) };
 }
 
 /** The login frame of a fresh handshake (LoginMessages.login). */

@@ -6,6 +6,7 @@
 // some of these frames itself (the downgraded version) and hide the server's mistake.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { SCRIPTED_FIRMWARE } from '../server-kit/test-device.ts';
 import { testStack } from '../deploy/test-util.ts';
 import { deriveDeviceKey, makeSerialToken } from '../protocol/keys.ts';
 import { MUTANTS, type Mutant } from '../server-kit/mutant.ts';
@@ -38,7 +39,7 @@ for (const mutant of MUTANTS) {
       const cases = ALL_CASES.filter((c) => CAUGHT_BY[mutant].includes(caseName(c)));
       const s = await runCases(cases, {
         url: stack.directUrl('reg-primary')!, regDest: 'reg-primary', timeoutMs: 1_500, stepTimeoutMs: 10_000,
-        device: { serial, key: deriveDeviceKey(m, serial), token: makeSerialToken(m, stack.ring.current, serial) },
+        device: { serial, key: deriveDeviceKey(m, serial), token: makeSerialToken(m, stack.ring.current, serial), measurement: SCRIPTED_FIRMWARE },
       });
       for (const r of s.results) assert.is(r.verdict, 'fail', `${r.name} did not catch '${mutant}': ${r.verdict}`);
     } finally {

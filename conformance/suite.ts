@@ -22,6 +22,11 @@ export interface DeviceCreds {
   key: Uint8Array;
   /** The serial token of its hidden zone. */
   token: Uint8Array;
+  /**
+   * The firmware measurement its chip attests in the hello (docs/protocol.md §6.2, 32 bytes):
+   * the `firmwareMeasurement` of its enrollment record; the target must accept that firmware.
+   */
+  measurement: Uint8Array;
 }
 
 /** What the suite needs from the target, and nothing more (docs/conformance.md). */

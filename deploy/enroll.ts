@@ -2,6 +2,9 @@
 // enrollment records ({serial, keyVersion, uniqueId, imageSha256, regPrimary, regBackup}) and
 // binds each to a business account: the device row (status active) in the registration store,
 // the account (no password yet: generation 0) at the business servers. Idempotent per serial.
+// A record's firmware measurement (firmwareMeasurement, firmwareVersion: the image builder's
+// signed boot manifest) goes into the registration store's table of accepted firmware: the
+// registration servers refuse a hello attesting any other (REG_FIRMWARE_REFUSED, issue 9).
 //
 // The account goes through an AccountDirectory: online, the business server's admin API
 // (`enrollAccount`, accountsViaAdmin), which is how a deployment whose business store lives
@@ -27,6 +30,9 @@ export interface EnrollmentRecord {
   imageSha256?: string;
   regPrimary?: string;
   regBackup?: string;
+  /** SHA-256 of the image's signed boot manifest body (64 hex): accepted firmware from now on. */
+  firmwareMeasurement?: string;
+  firmwareVersion?: number;
   [k: string]: unknown;
 }
 
@@ -79,6 +85,8 @@ export function checkRecord(v: unknown, i = 0): EnrollmentRecord {
   const r = v as Record<string, unknown>;
   if (typeof r.serial !== 'string' || !SERIAL_RE.test(r.serial)) bad(`record ${i + 1}: serial must match ${SERIAL_RE.source}`);
   if (typeof r.keyVersion !== 'number' || !Number.isInteger(r.keyVersion) || r.keyVersion < 1 || r.keyVersion > 255) bad(`record ${i + 1}: keyVersion must be 1..255`);
+  if (r.firmwareMeasurement !== undefined && (typeof r.firmwareMeasurement !== 'string' || !/^[0-9a-f]{64}$/.test(r.firmwareMeasurement))) bad(`record ${i + 1}: firmwareMeasurement must be 64 lowercase hex digits`);
+  if (r.firmwareVersion !== undefined && (typeof r.firmwareVersion !== 'number' || !Number.isSafeInteger(r.firmwareVersion) || r.firmwareVersion < 0)) bad(`record ${i + 1}: firmwareVersion must be a non-negative integer`);
   return r as EnrollmentRecord;
 }
 
@@ -138,6 +146,7 @@ export async function enrollDevices(target: { reg: RegStore; accounts: AccountDi
     const user = opts.user ?? existing?.user ?? userNameFor(nameKey, r.serial);
     const account = opts.account ?? existing?.account ?? `acct-${r.serial}`;
     const { serial, keyVersion, ...rest } = r;
+    if (r.firmwareMeasurement) target.reg.addFirmware(r.firmwareMeasurement, r.firmwareVersion ?? 0);
     // The account first: a conflict there writes nothing here; a run interrupted between the
     // two is completed by the next with the same (derived) name.
     const bizAccount = await target.accounts.createAccount(account, user);

@@ -117,7 +117,7 @@ test('a device cannot claim another IP: headers such as X-Forwarded-For are igno
   const dev = makeDevice(stack.ring, 'SN-E2E-3');
   const s = await FrameSocket.connect(stack.gatewayUrl, { localAddress: '127.2.0.44', headers: { 'x-forwarded-for': '127.1.0.1', forwarded: 'for=127.1.0.1' } });
   const hs = new ClientHandshake('reg-primary', dev.key);
-  s.send(hs.opening(MsgType.hello, [dev.token]));
+  s.send(hs.opening(MsgType.hello, [dev.token, dev.measurement]));
   const r = await s.frame();
   const { finish, channel } = hs.acceptProof(r.frame, r.env, parseServerProof(r.env.body));
   s.send(finish);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startStack, type Stack, type StackOptions } from './stack.ts';
 import { setLogLevel } from '../server-kit/log.ts';
+import { SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
 
 export function tempDir(prefix = 'usbphone-test-'): { dir: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -15,6 +16,9 @@ export async function testStack(opts: Partial<StackOptions> = {}): Promise<Stack
   if (!process.env.USBPHONE_LOG_LEVEL) setLogLevel('error');
   const t = tempDir();
   const stack = await startStack({ stateDir: t.dir, gatewayPort: 0, ...opts });
+  // The scripted device (server-kit/test-device.ts) has no chip; its fixed measurement is
+  // accepted here as a factory would enroll its firmware. Phones' images bring their own.
+  stack.regStore.addFirmware(SCRIPTED_FIRMWARE_HEX, 0);
   const stop = stack.stop.bind(stack);
   stack.stop = async () => {
     await stop();

@@ -60,6 +60,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
         return { serial: id.serial, key: deriveDeviceKey(ring.key(id.version), id.serial) };
       },
       assertFresh: () => {},
+      acceptFirmware: () => {},
       recordConfirmation: () => {},
     }), () => (o.found === false ? { kind: 'not-found', reason: 'device not registered' } : { kind: 'cred', reply: { user, secret: secret(2), gen: 2, currentGen: 1, servers: [biz] } })));
   }
@@ -95,6 +96,8 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
     mountVirtual: () => ({ ok: false, status: 'ERR_NOT_USED' }),
     readFreeFile: (n) => (n === 'MAIN.EXE' ? ok(MAIN) : { ok: false, status: 'ERR_NOT_FOUND' }),
     readIdentity: () => ok({ serial, keyVersion: 1, serialToken: makeSerialToken(master, 1, serial) }),
+    vendorKey: () => ({ ok: false, status: 'ERR_NOT_USED' }),
+    attestation: () => ok({ measurement: new Uint8Array(32).fill(0x3e), version: 1 }),
     deviceKeys: () => softClientKeyOps(deviceKey, simRng(1, 'board chip')),
     loginKeys,
     importSecret: (u, gen, currentGen, wrapped) => {

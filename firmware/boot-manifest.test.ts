@@ -7,7 +7,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { decode, encode } from '../protocol/cbor.ts';
-import { signManifest, verifyManifest, matchesManifest, vendorPublicKey, type BootManifest } from './boot-manifest.ts';
+import { signManifest, verifyManifest, verifyManifestUncached, matchesManifest, vendorPublicKey, type BootManifest } from './boot-manifest.ts';
 
 const te = new TextEncoder();
 const vendor = new Uint8Array(32).fill(0x42);
@@ -69,6 +69,30 @@ test('attacks of a flash writer: each is refused with its code', () => {
   // 5. The factory refuses to sign nonsense.
   assert.throws(() => signManifest({ version: 1, entries: [] }, vendor), RangeError);
   assert.throws(() => signManifest({ version: 1, entries: [{ zone: 'cdrom', name: 'bad name', sha256: new Uint8Array(32) }] }, vendor), RangeError);
+});
+
+test('the cached verifyManifest agrees with the reference on every input, and a cached verdict is never served for other bytes or another key', () => {
+  const file = signManifest(manifest, vendor);
+  const other = vendorPublicKey(new Uint8Array(32).fill(0x43));
+  const [body, sig] = decode(file) as [Uint8Array, Uint8Array];
+  const inputs: Uint8Array[] = [file, new Uint8Array(0), file.subarray(0, file.length - 1), encode([body, sig.map((b, i) => (i === 5 ? b ^ 1 : b))]), signManifest(manifest, new Uint8Array(32).fill(0x66))];
+  for (let i = 0; i < file.length; i += 7) {
+    const f = Uint8Array.from(file);
+    f[i]! ^= 0x10;
+    inputs.push(f);
+  }
+  for (const f of inputs) {
+    for (const k of [pub, other]) {
+      const want = verifyManifestUncached(f, k);
+      assert.equal(verifyManifest(f, k), want);
+      assert.equal(verifyManifest(f, k), want, 'again, from the cache');
+    }
+  }
+  // A caller that edits what it got back does not edit the cached verdict.
+  const a = verifyManifest(file, pub);
+  if (a.ok) a.measurement.fill(0);
+  const b = verifyManifest(file, pub);
+  assert.ok(b.ok && b.measurement.some((x) => x !== 0));
 });
 
 test.run();

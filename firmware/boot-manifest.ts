@@ -12,6 +12,7 @@
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { equalBytes } from '@noble/ciphers/utils.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { decode, encode } from '../protocol/cbor.ts';
 
 export const MANIFEST_FILE = 'BOOT.SIG';
@@ -61,10 +62,37 @@ export type ManifestCheck =
   | { ok: false; code: 'BOOT_BAD_MANIFEST' | 'BOOT_BAD_SIGNATURE'; reason: string };
 
 /**
+ * Verdicts of verifyManifest, keyed by the exact key and file bytes: a fleet of simulated
+ * phones shares one BOOT.SIG, and an Ed25519 verify costs about 1 ms of wall time that a real
+ * chip's crypto engine would spend in parallel on each device. The verdict is a pure function
+ * of the key and the bytes, so a hit returns exactly what verifying again would
+ * (boot-manifest.test.ts checks the two against each other); any other byte misses.
+ */
+const verdicts = new Map<string, ManifestCheck>();
+const MAX_VERDICTS = 32;
+
+function copyCheck(c: ManifestCheck): ManifestCheck {
+  return c.ok ? { ok: true, manifest: { version: c.manifest.version, entries: c.manifest.entries.map((e) => ({ ...e, sha256: Uint8Array.from(e.sha256) })) }, measurement: Uint8Array.from(c.measurement) } : { ...c };
+}
+
+/**
  * Boot and the controller: parses BOOT.SIG and checks its signature under the vendor public
  * key from the fuses. Never throws. The measurement is SHA-256 of the signed body.
  */
 export function verifyManifest(file: Uint8Array, vendorPublic: Uint8Array): ManifestCheck {
+  if (!(file instanceof Uint8Array) || !(vendorPublic instanceof Uint8Array) || file.length > 4096) return verifyManifestUncached(file, vendorPublic);
+  const key = bytesToHex(vendorPublic) + ':' + bytesToHex(file);
+  let v = verdicts.get(key);
+  if (!v) {
+    v = verifyManifestUncached(file, vendorPublic);
+    if (verdicts.size >= MAX_VERDICTS) verdicts.delete(verdicts.keys().next().value!);
+    verdicts.set(key, v);
+  }
+  return copyCheck(v);
+}
+
+/** The reference: parses and verifies every time (what verifyManifest caches). */
+export function verifyManifestUncached(file: Uint8Array, vendorPublic: Uint8Array): ManifestCheck {
   let body: Uint8Array, sig: Uint8Array;
   try {
     const v = decode(file);
@@ -98,4 +126,73 @@ export function verifyManifest(file: Uint8Array, vendorPublic: Uint8Array): Mani
 export function matchesManifest(m: BootManifest, zone: BootZone, name: string, data: Uint8Array): boolean {
   const e = m.entries.find((x) => x.zone === zone && x.name === name);
   return !!e && equalBytes(e.sha256, sha256(data));
+}
+
+// ---- checking the files on the flash, with bounded read retries
+
+/** How many times a boot file (or BOOT.SIG) is read before a mismatch is believed: a transient read flip heals on a re-read, a stored one does not. */
+export const BOOT_READ_ATTEMPTS = 3;
+
+export type FileRead = { ok: true; data: Uint8Array } | { ok: false; status: string };
+
+/**
+ * Reads one boot file from the flash. `attempt` counts from 0; a reader must read the flash
+ * again on attempt > 0 (no cached directory or bytes), so a retry sees what is stored.
+ */
+export type BootFileReader = (zone: BootZone, name: string, attempt: number) => FileRead;
+
+export type BootCheck =
+  | { ok: true; manifest: BootManifest; measurement: Uint8Array; files: Map<string, Uint8Array>; retries: number }
+  | { ok: false; code: 'BOOT_BAD_MANIFEST' | 'BOOT_BAD_SIGNATURE' | 'BOOT_HASH_MISMATCH' | 'BOOT_MISSING_PROGRAM'; reason: string; retries: number; powerLost?: boolean };
+
+/** Key of a file in BootCheck.files: 'cdrom:UPMON.EXE'. */
+export const fileKey = (zone: BootZone, name: string) => `${zone}:${name}`;
+
+/**
+ * Reads BOOT.SIG, checks its signature under `vendorPublic`, then reads every file it lists
+ * and checks its SHA-256. Every read that fails or does not check out is tried again, up to
+ * `attempts` reads in all per file (a transient bit flip on the read path heals; a stored one
+ * fails every time). A read that reports ERR_POWER_LOST stops at once (powerLost). Never throws.
+ * The files come back as they were checked: the caller uses these bytes, not a later re-read.
+ */
+export function checkBootFiles(read: BootFileReader, vendorPublic: Uint8Array, attempts = BOOT_READ_ATTEMPTS): BootCheck {
+  let retries = 0;
+  let last: { code: 'BOOT_BAD_MANIFEST' | 'BOOT_BAD_SIGNATURE' | 'BOOT_MISSING_PROGRAM'; reason: string } | null = null;
+  let checked: Extract<ManifestCheck, { ok: true }> | null = null;
+  for (let i = 0; i < attempts && !checked; i++) {
+    if (i > 0) retries++;
+    const r = read('cdrom', MANIFEST_FILE, i);
+    if (!r.ok) {
+      if (r.status === 'ERR_POWER_LOST') return { ok: false, code: 'BOOT_MISSING_PROGRAM', reason: `${MANIFEST_FILE}: power lost`, retries, powerLost: true };
+      last = { code: 'BOOT_MISSING_PROGRAM', reason: `${MANIFEST_FILE} unreadable (${r.status})` };
+      continue;
+    }
+    const v = verifyManifest(r.data, vendorPublic);
+    if (v.ok) checked = v;
+    else last = v;
+  }
+  if (!checked) return { ok: false, ...last!, retries };
+  const files = new Map<string, Uint8Array>();
+  for (const e of checked.manifest.entries) {
+    let why = '';
+    for (let i = 0; i < attempts; i++) {
+      if (i > 0) retries++;
+      const r = read(e.zone, e.name, i);
+      if (!r.ok) {
+        if (r.status === 'ERR_POWER_LOST') return { ok: false, code: 'BOOT_MISSING_PROGRAM', reason: `${e.name}: power lost`, retries, powerLost: true };
+        why = `unreadable (${r.status})`;
+        continue;
+      }
+      if (equalBytes(sha256(r.data), e.sha256)) {
+        files.set(fileKey(e.zone, e.name), r.data);
+        break;
+      }
+      why = 'does not match the signed manifest';
+    }
+    if (!files.has(fileKey(e.zone, e.name))) {
+      const code = why.startsWith('unreadable') ? 'BOOT_MISSING_PROGRAM' : 'BOOT_HASH_MISMATCH';
+      return { ok: false, code, reason: `${e.zone === 'disk' ? 'free zone' : 'virtual zone'} ${e.name} ${why} (${attempts} read${attempts > 1 ? "s" : ""})`, retries };
+    }
+  }
+  return { ok: true, manifest: checked.manifest, measurement: checked.measurement, files, retries };
 }

@@ -1,10 +1,16 @@
 // Boot (S0.3): on plug-in the host's AutoRun reads AUTORUN.INF from the virtual zone (the
-// CD-ROM unit) and starts the program it names, UPMon, after checking UPMon's manifest
-// (its program hash). A corrupted virtual zone stops the boot with a clear status.
-import { sha256 } from '@noble/hashes/sha2.js';
+// CD-ROM unit) and starts the program it names, UPMon, once every boot file (AUTORUN.INF,
+// UPMON.EXE, UPMON.CFG, and MAIN.EXE of the free zone) matches the boot manifest BOOT.SIG
+// signed with the vendor key burnt into the chip's fuses (issue 9, firmware/boot-manifest.ts).
+// A rewrite of files, hashes and manifest together fails the signature: BOOT_BAD_SIGNATURE,
+// and nothing is sent. A read that does not check out is read again (BOOT_READ_ATTEMPTS):
+// a transient bit flip does not end the boot, a stored one does. The boot uses the bytes it
+// checked, never a second read.
 import { bytesToHex } from '@noble/hashes/utils.js';
 import type { Board } from './board.ts';
 import type { Endpoint } from './client-session.ts';
+import type { StorageResult, VirtualVolume } from './storage.ts';
+import { checkBootFiles, fileKey, type BootFileReader } from './boot-manifest.ts';
 
 export interface UpmonConfig {
   /** Registration endpoints, validated here once; the dest is the URL's last path segment. */
@@ -52,35 +58,54 @@ function json(bytes: Uint8Array): Record<string, unknown> | null {
 
 export function boot(dev: Board): BootResult {
   const t0 = dev.clock.now();
-  const fail = (reason: string): BootResult => {
-    dev.trace('S0.3', 'autorun', reason, false);
+  const fail = (reason: string, feature = 'S0.3'): BootResult => {
+    dev.trace(feature, 'autorun', reason, false);
     return { ok: false, reason };
   };
-  // The CD-ROM is mounted once per boot: one directory read for the four files.
-  const vol = dev.storage.mountVirtual();
-  if (!vol.ok) return fail(`BOOT_NO_AUTORUN: AUTORUN.INF unreadable (${vol.status})`);
-  const read = (name: string) => vol.value.readFile(name);
+  // The vendor public key comes from the chip's fuses, through the secure controller (GET DATA):
+  // the host can read it, nobody can change it.
+  const vk = dev.storage.vendorKey();
+  if (!vk.ok) return fail(`BOOT_BAD_SIGNATURE: the vendor public key is unreadable from the secure element (${vk.status})`);
 
-  const inf = read('AUTORUN.INF');
-  if (!inf.ok) return fail(`BOOT_NO_AUTORUN: AUTORUN.INF unreadable (${inf.status})`);
+  // The CD-ROM is mounted once per boot; a retry after a bad read mounts it again (the
+  // directory itself may have been read with a flipped bit).
+  let vol: StorageResult<VirtualVolume> | null = null;
+  let mountedAt = -1;
+  const read: BootFileReader = (zone, name, attempt) => {
+    const r = zone === 'disk' ? dev.storage.readFreeFile(name) : (() => {
+      if (!vol || (attempt > 0 && mountedAt !== attempt)) {
+        vol = dev.storage.mountVirtual();
+        mountedAt = attempt;
+      }
+      return vol.ok ? vol.value.readFile(name) : vol;
+    })();
+    return r.ok ? { ok: true, data: r.value } : { ok: false, status: r.status };
+  };
+  // Every boot file is checked against BOOT.SIG before any is used (S0.3, issue 9).
+  const c = checkBootFiles(read, vk.value);
+  if (!c.ok) {
+    // No volume at all is its own status, not "a file does not match".
+    const m = vol as StorageResult<VirtualVolume> | null;
+    if (m && !m.ok) return fail(`BOOT_NO_AUTORUN: the CD-ROM volume is unreadable (${m.status}), no AUTORUN.INF`);
+    return fail(`${c.code}: ${c.reason}`);
+  }
+  const file = (zone: 'cdrom' | 'disk', name: string) => c.files.get(fileKey(zone, name)) ?? null;
+
+  const inf = file('cdrom', 'AUTORUN.INF');
+  if (!inf) return fail('BOOT_BAD_SIGNATURE: AUTORUN.INF is not in the signed manifest');
   let program: string | null = null;
   try {
-    program = parseAutorun(td.decode(inf.value));
+    program = parseAutorun(td.decode(inf));
   } catch {
     return fail('BOOT_BAD_AUTORUN: AUTORUN.INF is not text');
   }
   if (!program || !FILE_RE.test(program)) return fail('BOOT_BAD_AUTORUN: AUTORUN.INF names no program');
-
-  const manifestName = program.replace(/\.[A-Z0-9_]+$/, '') + '.MAN';
-  const man = read(manifestName);
-  const exe = read(program);
-  if (!man.ok || !exe.ok) return fail(`BOOT_MISSING_PROGRAM: ${program} or ${manifestName} unreadable`);
-  const m = json(man.value);
-  if (!m || m.program !== program || typeof m.sha256 !== 'string') return fail(`BOOT_BAD_MANIFEST: ${manifestName} is not a manifest of ${program}`);
-  if (bytesToHex(sha256(exe.value)) !== m.sha256.toLowerCase()) return fail(`BOOT_HASH_MISMATCH: ${program} does not match its manifest`);
-
-  const cfgBytes = read(program.replace(/\.[A-Z0-9_]+$/, '') + '.CFG');
-  const cfg = cfgBytes.ok ? json(cfgBytes.value) : null;
+  // The program and its configuration must be files the vendor signed, as read and checked above.
+  if (!file('cdrom', program)) return fail(`BOOT_BAD_SIGNATURE: ${program} is not in the signed manifest`);
+  const cfgName = program.replace(/\.[A-Z0-9_]+$/, '') + '.CFG';
+  const cfgBytes = file('cdrom', cfgName);
+  if (!cfgBytes) return fail(`BOOT_BAD_SIGNATURE: ${cfgName} is not in the signed manifest`);
+  const cfg = json(cfgBytes);
   if (!cfg) return fail('BOOT_BAD_CONFIG: UPMon configuration missing or not JSON');
   const { mainProgram, mainSha256 } = cfg;
   const regPrimary = parseEndpoint(cfg.regPrimary);
@@ -91,6 +116,8 @@ export function boot(dev: Board): BootResult {
   if (typeof mainProgram !== 'string' || !FILE_RE.test(mainProgram) || typeof mainSha256 !== 'string' || !/^[0-9a-f]{64}$/i.test(mainSha256)) {
     return fail('BOOT_BAD_CONFIG: main program name or hash missing');
   }
-  dev.trace('S0.3', 'autorun', `AUTORUN.INF -> ${program}, manifest hash ok`, true, dev.clock.now() - t0);
+  if (!file('disk', mainProgram)) return fail(`BOOT_BAD_SIGNATURE: the main program ${mainProgram} is not in the signed manifest`);
+  const retried = c.retries ? ` (${c.retries} read${c.retries > 1 ? 's' : ''} retried)` : '';
+  dev.trace('S0.3', 'autorun', `boot manifest signature ok: ${c.manifest.entries.length} files, firmware v${c.manifest.version}, measurement ${bytesToHex(c.measurement).slice(0, 16)}${retried}; AUTORUN.INF -> ${program}`, true, dev.clock.now() - t0);
   return { ok: true, config: { regPrimary, regBackup, mainProgram, mainSha256: mainSha256.toLowerCase() } };
 }

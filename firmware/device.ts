@@ -51,6 +51,8 @@ function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
     },
     readFreeFile: (n) => check('read free zone', s.readFreeFile(n)),
     readIdentity: () => check('read identity', s.readIdentity()),
+    vendorKey: () => check('read vendor key', s.vendorKey()),
+    attestation: () => check('read attestation', s.attestation()),
     deviceKeys: () => keys('registration handshake', s.deviceKeys()),
     loginKeys: () => keys('login handshake', s.loginKeys()),
     importSecret: (u, g, c, w) => check('import secret', s.importSecret(u, g, c, w)),

@@ -27,6 +27,14 @@ export interface RecordStorage<T> {
   readFreeFile(name: string): StorageResult<Uint8Array>;
   /** The chip's public identity: serial, serial token, key version (S0.4). */
   readIdentity(): StorageResult<PublicIdentity>;
+  /** The vendor's Ed25519 public key from the chip's fuses (public; the boot checks BOOT.SIG with it). */
+  vendorKey(): StorageResult<Uint8Array>;
+  /**
+   * The firmware measurement the chip took at power-on (SHA-256 of the signed manifest's body,
+   * 32 bytes) and the manifest's version; 'SW_SECURITY_NOT_SATISFIED' when the chip could not
+   * verify the boot files (then its device key serves no hello).
+   */
+  attestation(): StorageResult<{ measurement: Uint8Array; version: number }>;
   /** The registration handshake under the chip's device-key slot (the key stays inside). */
   deviceKeys(): ClientKeyOps;
   /** A business login under the chip's business-secret slot, for its user and a generation it holds. */

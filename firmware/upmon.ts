@@ -7,6 +7,7 @@
 // with a failure notice (S0.13).
 // The exchange itself is protocol/registration.ts's RegistrationClient; UPMon keeps the
 // program: server order, backoff, save-before-use, traces.
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { RegistrationClient, type RegistrationEvent, type RegistrationOutcome } from '../protocol/registration.ts';
 import type { CredReply } from '../protocol/messages.ts';
 import { ClientSession, isSessionEnd } from './client-session.ts';
@@ -27,6 +28,8 @@ type RegSession = ClientSession<RegistrationEvent, RegistrationOutcome>;
 
 export class Upmon {
   #identity: PublicIdentity | null = null;
+  /** The firmware measurement the chip took at power-on: what the hello attests. */
+  #measurement: Uint8Array | null = null;
   /** Codes the registration servers themselves answered with ("try later"), to report what happened. */
   #answered = new Set<string>();
 
@@ -45,6 +48,13 @@ export class Upmon {
     }
     this.#identity = id.value;
     dev.trace('S0.4', 'read identity', `secure element: serial token, key v${id.value.keyVersion}; the device key stays in the chip`);
+    // The chip measured the boot files itself at power-on; its device key MACs only that measurement.
+    const att = dev.storage.attestation();
+    if (!att.ok) {
+      dev.trace('S0.4', 'attestation', `secure element: the boot files did not verify (${att.status}); no hello`, false);
+      return this.done({ kind: 'identity-failed', reason: `the secure element did not verify the boot files (${att.status})` });
+    }
+    this.#measurement = att.value.measurement;
     this.#attempt(0, 0);
   }
 
@@ -53,12 +63,12 @@ export class Upmon {
     const dev = this.dev;
     const endpoint = i === 0 ? this.cfg.regPrimary : this.cfg.regBackup;
     const id = this.#identity!;
-    const machine = new RegistrationClient({ dest: endpoint.dest, deviceKey: dev.storage.deviceKeys(), serialToken: id.serialToken, serial: id.serial, localIp: dev.net.localIp, rng: dev.rng });
+    const machine = new RegistrationClient({ dest: endpoint.dest, deviceKey: dev.storage.deviceKeys(), serialToken: id.serialToken, measurement: this.#measurement!, serial: id.serial, localIp: dev.net.localIp, rng: dev.rng });
     let credAt = 0;
     const credMs = () => dev.clock.now() - credAt;
     const session: RegSession = new ClientSession(dev, endpoint.url, machine, () => {
       // 'authenticated': the server proved it holds the device key; the request is on its way.
-      dev.trace('S0.5', `hello -> ${session.dest}`, 'mutual authentication ok', true, dev.clock.now() - session.openedAt);
+      dev.trace('S0.5', `hello -> ${session.dest}`, `mutual authentication ok, firmware measurement ${bytesToHex(this.#measurement!).slice(0, 16)} accepted`, true, dev.clock.now() - session.openedAt);
       credAt = dev.clock.now();
       session.arm('credential reply');
     }, (r) => {
@@ -117,5 +127,6 @@ export class Upmon {
   /** UPMon keeps the public identity only as long as it needs it. */
   #forget(): void {
     this.#identity = null;
+    this.#measurement = null;
   }
 }

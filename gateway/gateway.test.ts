@@ -102,7 +102,7 @@ test('refusals: each bad frame gets its error code and close code, and is not fo
     ['wrong protocol version', [encode([2, MsgType.finish, 0, 'reg-primary', [new Uint8Array(32)]])], 'MSG_VERSION', 1002],
     ['unknown type', [encode([1, 99, 0, 'reg-primary', []])], 'MSG_UNKNOWN_TYPE', 1002],
     ['server-only type', [encodeEnvelope(MsgType.helloReply, 0, 'reg-primary', [new Uint8Array(32), new Uint8Array(32)])], 'GW_BAD_DIRECTION', 1008],
-    ['bad hello body', [encodeEnvelope(MsgType.hello, 0, 'reg-primary', [1, 2, 3])], 'MSG_BAD_FIELD', 1002],
+    ['bad hello body', [encodeEnvelope(MsgType.hello, 0, 'reg-primary', [1, 2, 3, 4])], 'MSG_BAD_FIELD', 1002],
     ['sealed body not bytes', [encodeEnvelope(MsgType.credRequest, 0, 'reg-primary', ['x'])], 'GW_BAD_BODY', 1002],
     ['unknown dest', [finish('nowhere')], 'GW_UNKNOWN_DEST', 1008],
     ['upstream down (S0.6: try the backup)', [finish('reg-backup')], 'GW_UPSTREAM_UNAVAILABLE', 1013],

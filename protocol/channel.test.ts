@@ -19,6 +19,8 @@ const master = new Uint8Array(32).fill(1);
 const ring = new MasterKeyring([[1, master]]);
 const serial = 'SN-0000001';
 const token = makeSerialToken(master, 1, serial);
+/** The firmware measurement every hello attests (32 bytes; the chip's, in the firmware). */
+const FW = new Uint8Array(32).fill(0xf1);
 const devKey = deriveDeviceKey(master, serial);
 const secret = new Uint8Array(32).fill(0x5e);
 const user = 'dev-0000001';
@@ -74,7 +76,7 @@ function helloRun(opts: { clientKey?: Uint8Array; ringOf?: MasterKeyring; cache?
   const client = new ClientHandshake(opts.dest ?? 'reg-primary', opts.clientKey ?? devKey, rc);
   const server = new ServerHandshake(opts.serverDest ?? 'reg-primary', rs);
   const run: Run = { client, server, frames: {} };
-  const hello = (run.frames.hello = t('hello', client.opening(MsgType.hello, [token])));
+  const hello = (run.frames.hello = t('hello', client.opening(MsgType.hello, [token, FW])));
   const reply = (run.frames.helloReply = t('helloReply', at('server', () => {
     const env = decodeEnvelope(hello);
     if (env.type !== MsgType.hello) throw unexpected(env.type, 'WAIT_OPENING');
@@ -217,7 +219,7 @@ test('wrong device key: the server refuses the hello (HS_BAD_CLIENT_PROOF, close
   assert.throws(() => helloRun({ ringOf: v2 }), isRefusal('server', 'KEY_UNKNOWN_VERSION'));
   const server = new ServerHandshake('reg-primary');
   const client = new ClientHandshake('reg-primary', new Uint8Array(32).fill(9));
-  const hello = client.opening(MsgType.hello, [token]);
+  const hello = client.opening(MsgType.hello, [token, FW]);
   const env = decodeEnvelope(hello);
   const h = parseHello(env.body);
   server.acceptOpening(hello, env, helloOpening(h), devKey);
@@ -231,14 +233,14 @@ test('wrong server key: the client refuses the proof (HS_BAD_SERVER_PROOF) and s
   // A rogue server that does not hold the device key answers with a proof under its own key.
   const client = new ClientHandshake('reg-primary', devKey, keystreamRng(1));
   const rogue = new ServerHandshake('reg-primary', keystreamRng(2));
-  const hello = client.opening(MsgType.hello, [token]);
+  const hello = client.opening(MsgType.hello, [token, FW]);
   const env = decodeEnvelope(hello);
   const h = parseHello(env.body);
   rogue.acceptOpening(hello, env, helloOpening(h), new Uint8Array(32).fill(3));
   assert.is(rogue.verifyOpening(), false); // it cannot even check the hello ...
   // ... so it forges one it can check and proves itself on that: still refused.
   const fake = new ClientHandshake('reg-primary', new Uint8Array(32).fill(3), keystreamRng(1));
-  const fakeHello = fake.opening(MsgType.hello, [token]);
+  const fakeHello = fake.opening(MsgType.hello, [token, FW]);
   const fenv = decodeEnvelope(fakeHello);
   const fh = parseHello(fenv.body);
   const rogue2 = new ServerHandshake('reg-primary', keystreamRng(2));
@@ -287,7 +289,7 @@ test('a flipped bit in every byte of every handshake message is refused by the s
 test('after a refusal inside the handshake the handshake is dead (its key wiped)', () => {
   const client = new ClientHandshake('reg-primary', devKey, keystreamRng(1));
   const server = new ServerHandshake('reg-primary', keystreamRng(2));
-  const hello = client.opening(MsgType.hello, [token]);
+  const hello = client.opening(MsgType.hello, [token, FW]);
   const env = decodeEnvelope(hello);
   const h = parseHello(env.body);
   server.acceptOpening(hello, env, helloOpening(h), devKey);
@@ -358,7 +360,7 @@ test('finish: a wrong type where finish is due is HS_UNEXPECTED; a changed seq i
   const mk = () => {
     const client = new ClientHandshake('reg-primary', devKey, keystreamRng(1));
     const server = new ServerHandshake('reg-primary', keystreamRng(2));
-    const hello = client.opening(MsgType.hello, [token]);
+    const hello = client.opening(MsgType.hello, [token, FW]);
     const env = decodeEnvelope(hello);
     const h = parseHello(env.body);
     server.acceptOpening(hello, env, helloOpening(h), devKey);
@@ -503,15 +505,15 @@ test('misuse is our bug, not the peer\'s: ImplementationError', () => {
   const server = new ServerHandshake('reg-primary');
   // The role is the class: a server handshake has no opening() (a type error, kept checked here).
   // @ts-expect-error ServerHandshake has no opening()
-  assert.throws(() => server.opening(MsgType.hello, [token]), TypeError);
+  assert.throws(() => server.opening(MsgType.hello, [token, FW]), TypeError);
   const early = new ClientHandshake('reg-primary', devKey);
   const proof = helloRun().frames.helloReply!;
   assert.throws(() => early.acceptProof(proof, decodeEnvelope(proof), parseServerProof(decodeEnvelope(proof).body)), isImpl('HS_STATE'));
   const s2 = new ServerHandshake('reg-primary');
   assert.throws(() => s2.proof(MsgType.helloReply), isImpl('HS_STATE'));
   const client = new ClientHandshake('reg-primary', devKey);
-  client.opening(MsgType.hello, [token]);
-  assert.throws(() => client.opening(MsgType.hello, [token]), isImpl('HS_STATE'));
+  client.opening(MsgType.hello, [token, FW]);
+  assert.throws(() => client.opening(MsgType.hello, [token, FW]), isImpl('HS_STATE'));
   const r = helloRun();
   assert.throws(() => r.c!.seal(MsgType.hello, []), isImpl('CHAN_NOT_SEALED_TYPE'));
   // The largest inner message that fits one body (4096 - 16 tag bytes) is sealed and opened; one byte more is our bug.

@@ -113,6 +113,7 @@ export const ERRORS = {
   REG_NOT_FOUND: never(C.normal),
   REG_NO_BIZ_SERVER: later(C.tryAgainLater),
   REG_BIZ_UNAVAILABLE: later(C.tryAgainLater),
+  REG_FIRMWARE_REFUSED: never(C.policy),
   BIZ_AUTH_FAILED: never(C.policy),
   BIZ_MECH_UNSUPPORTED: never(C.policy),
   BIZ_ACCOUNT_DISABLED: never(C.policy),

@@ -20,9 +20,16 @@ const deviceKey = deriveDeviceKey(master, serial);
 const serialToken = makeSerialToken(master, 1, serial);
 const secret = keystreamRng('exchange secret')(32);
 
+/** The firmware the test server accepts, and another one. */
+const firmware = keystreamRng('exchange firmware')(32);
+const otherFirmware = keystreamRng('exchange other firmware')(32);
+
 const regDeps = (log: string[] = []): RegistrationServerDeps => {
   const replay = new ReplayCache();
   return {
+    acceptFirmware: (_serial, m) => {
+      if (!m.every((b, i) => b === firmware[i])) throw new ProtocolError('REG_FIRMWARE_REFUSED', 'not accepted');
+    },
     deviceKey: (token) => {
       const id = openSerialToken(ring, token);
       return { serial: id.serial, key: deriveDeviceKey(ring.key(id.version), id.serial) };
@@ -31,8 +38,8 @@ const regDeps = (log: string[] = []): RegistrationServerDeps => {
     recordConfirmation: (s, gen) => void log.push(`confirmed ${s} ${gen}`),
   };
 };
-const regClient = (o: { key?: Uint8Array; serial?: string } = {}) =>
-  new RegistrationClient({ dest: 'reg-primary', deviceKey: o.key ?? deviceKey, serialToken, serial: o.serial ?? serial, localIp: '10.0.0.9', rng: keystreamRng('rc') });
+const regClient = (o: { key?: Uint8Array; serial?: string; measurement?: Uint8Array } = {}) =>
+  new RegistrationClient({ dest: 'reg-primary', deviceKey: o.key ?? deviceKey, serialToken, measurement: o.measurement ?? firmware, serial: o.serial ?? serial, localIp: '10.0.0.9', rng: keystreamRng('rc') });
 const reply = (): IssuedCredentials => ({ user: 'dev-42', secret: secret.slice(), gen: 3, currentGen: 2, servers: [{ name: 'biz-east', url: 'ws://127.0.0.1:7400/', region: 'east' }] });
 const code = (c: string) => (e: unknown) => e instanceof ProtocolError && e.code === c;
 const impl = (c: string) => (e: unknown) => e instanceof ImplementationError && e.code === c;
@@ -76,7 +83,7 @@ test('registration: pwConfirm once before credRequest is recorded and acknowledg
   const hs = new ClientHandshake('reg-primary', deviceKey, keystreamRng('pc'));
   const log: string[] = [];
   const s = new RegistrationServer('reg-primary', regDeps(log), keystreamRng('ps'));
-  const p = feed(s, [hs.opening(MsgType.hello, RegMessages.hello.fields({ token: serialToken }))]).send[0]!;
+  const p = feed(s, [hs.opening(MsgType.hello, RegMessages.hello.fields({ token: serialToken, measurement: firmware }))]).send[0]!;
   const penv = decodeEnvelope(p);
   const { finish, channel } = hs.acceptProof(p, penv, RegMessages.helloReply.decode(penv.body));
   const ack = feed(s, [finish, channel.seal(MsgType.pwConfirm, RegMessages.pwConfirm.encode({ gen: 7 }))]);
@@ -234,6 +241,21 @@ test('after the login: a confirmation of another generation is BIZ_CONFIRM_MISMA
   const end = c2.receive(ch.seal(MsgType.pwConfirmAck, LoginMessages.pwConfirmAck.encode({ gen: 4 })));
   assert.equal(end.done && 'code' in end.done && end.done.code, 'MSG_UNEXPECTED');
   assert.is(parseError(decodeEnvelope(end.send[0]!).body).code, 'MSG_UNEXPECTED');
+});
+
+test('attestation: a hello whose MAC-covered measurement is not accepted firmware is refused with REG_FIRMWARE_REFUSED; an edited measurement fails the MAC first', () => {
+  const refused = new RegistrationServer('reg-primary', regDeps(), keystreamRng('fw1'));
+  const hello = regClient({ measurement: otherFirmware }).start().send[0]!;
+  assert.throws(() => refused.receive(hello, decodeEnvelope(hello)), code('REG_FIRMWARE_REFUSED'));
+  // A host that swaps the accepted measurement into another firmware's hello breaks its MAC.
+  const env = decodeEnvelope(hello);
+  const body = env.body as unknown[];
+  const swapped = encodeEnvelope(env.type, env.seq, env.dest, [body[0], firmware, body[2], body[3]] as never);
+  const s2 = new RegistrationServer('reg-primary', regDeps(), keystreamRng('fw2'));
+  assert.throws(() => s2.receive(swapped, decodeEnvelope(swapped)), code('HS_BAD_CLIENT_PROOF'));
+  // The accepted firmware gets the server's proof.
+  const okHello = regClient().start().send[0]!;
+  assert.is(new RegistrationServer('reg-primary', regDeps(), keystreamRng('fw3')).receive(okHello, decodeEnvelope(okHello)).send.length, 1);
 });
 
 test.run();

@@ -52,6 +52,7 @@ const uint32 = isUint(0xffffffff);
 const specs: Spec[] = [
   { name: 'hello', parse: parseHello, fields: [
     { name: 'token', ok: isBytes(42, 105), code: 'MSG_BAD_FIELD', valid: B(60) },
+    { name: 'measurement', ok: isBytes(32), code: 'MSG_BAD_FIELD', valid: B(32, 9) },
     { name: 'nonce', ok: isBytes(32), code: 'MSG_BAD_FIELD', valid: nonce },
     { name: 'mac', ok: isBytes(32), code: 'MSG_BAD_FIELD', valid: mac },
   ] },
@@ -174,7 +175,7 @@ test('every message: a body that is not an array, or has one item too few or too
 });
 
 test('validators return copies: changing the frame afterwards changes nothing parsed', () => {
-  const frame = encodeEnvelope(MsgType.hello, 0, 'reg-primary', [B(60, 5), nonce, mac]);
+  const frame = encodeEnvelope(MsgType.hello, 0, 'reg-primary', [B(60, 5), B(32, 9), nonce, mac]);
   const hello = parseHello(decodeEnvelope(frame).body);
   frame.fill(0);
   assert.is(hex(hello.token), hex(B(60, 5)));

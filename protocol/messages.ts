@@ -154,13 +154,22 @@ export interface OpeningCodec<F, T extends F> {
   opening(v: T): Opening;
 }
 
-export interface Hello { token: Uint8Array; nonce: Uint8Array; mac: Uint8Array }
+/** The firmware measurement a hello attests: SHA-256 of the signed boot manifest's body (docs/protocol.md §6.2). */
+export const MEASUREMENT_BYTES = 32;
+
+/**
+ * hello [token, measurement, nC, mac] (S0.5): the serial token and the firmware measurement
+ * the chip took at power-on, both covered by the opening MAC (the chip's device-key policy
+ * only MACs its own token and its own measurement: remote attestation, issue 9).
+ */
+export interface Hello { token: Uint8Array; measurement: Uint8Array; nonce: Uint8Array; mac: Uint8Array }
 export function parseHello(body: CborValue): Hello {
-  const a = array(body, 'hello', 3);
+  const a = array(body, 'hello', 4);
   return {
     token: bytes(a[0], 'hello.token', SERIAL_TOKEN_MIN, SERIAL_TOKEN_MAX),
-    nonce: bytes(a[1], 'hello.nonce', NONCE_BYTES),
-    mac: bytes(a[2], 'hello.mac', MAC_BYTES),
+    measurement: bytes(a[1], 'hello.measurement', MEASUREMENT_BYTES),
+    nonce: bytes(a[2], 'hello.nonce', NONCE_BYTES),
+    mac: bytes(a[3], 'hello.mac', MAC_BYTES),
   };
 }
 
@@ -208,9 +217,9 @@ export function parseLogin(body: CborValue): Login {
 export function loginOpening(l: Login): Opening {
   return { fields: [l.mech, l.user, l.gen, l.ext], nonce: l.nonce, mac: l.mac };
 }
-/** The same for a hello: the serial token is the one field its MAC covers. */
+/** The same for a hello: its MAC covers the serial token and the firmware measurement. */
 export function helloOpening(h: Hello): Opening {
-  return { fields: [h.token], nonce: h.nonce, mac: h.mac };
+  return { fields: [h.token, h.measurement], nonce: h.nonce, mac: h.mac };
 }
 
 export function parseLoginAck(body: CborValue): void {

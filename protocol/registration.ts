@@ -2,7 +2,8 @@
 // and its two state machines, which do no I/O.
 //
 //   client (UPMon)                                  server (registration server)
-//   hello [token, nC, mac]                  ->      key looked up by the caller; MAC checked
+//   hello [token, measurement, nC, mac]     ->      key looked up by the caller; MAC checked;
+//                                                   the measurement must be firmware it accepts
 //                                           <-      helloReply [nS, mac]   (the server's proof)
 //   finish [mac], credRequest [serial, ip]  ->      sealed channel; the caller issues credentials
 //                                           <-      credReply [...] | notFound [reason]; close 1000
@@ -20,7 +21,7 @@ import { ProtocolError, ImplementationError, CloseCode } from './errors.ts';
 
 /** Every message of the exchange: encoder paired with decoder (the proof is ServerHandshake.proof()'s). */
 export const RegMessages = {
-  hello: { type: MsgType.hello, fields: (h: { token: Uint8Array }) => [h.token], decode: parseHello, opening: helloOpening } satisfies OpeningCodec<{ token: Uint8Array }, Hello>,
+  hello: { type: MsgType.hello, fields: (h: { token: Uint8Array; measurement: Uint8Array }) => [h.token, h.measurement], decode: parseHello, opening: helloOpening } satisfies OpeningCodec<{ token: Uint8Array; measurement: Uint8Array }, Hello>,
   helloReply,
   credRequest: { type: MsgType.credRequest, encode: (r) => [r.serial, r.localIp], decode: parseCredRequest } satisfies MessageCodec<CredRequest>,
   credReply: { type: MsgType.credReply, encode: credReplyBody, decode: parseCredReply } satisfies MessageCodec<CredReply>,
@@ -42,6 +43,8 @@ export interface RegistrationClientOptions {
   deviceKey: Uint8Array | ClientKeyOps;
   /** The opaque serial token the server opens with its master key (docs/protocol.md §5.1). */
   serialToken: Uint8Array;
+  /** The firmware measurement the chip attests (32 bytes; firmware/secure/ GET DATA boot measurement). */
+  measurement: Uint8Array;
   serial: string;
   /** The address the device reports as its own (S0.8). */
   localIp: string;
@@ -61,7 +64,7 @@ export class RegistrationClient extends ClientExchange<RegistrationEvent, Regist
   }
 
   start(): RegistrationClientStep {
-    return this.run(() => ({ send: [this.hs.opening(M.hello.type, M.hello.fields({ token: this.o.serialToken }))] }));
+    return this.run(() => ({ send: [this.hs.opening(M.hello.type, M.hello.fields({ token: this.o.serialToken, measurement: this.o.measurement }))] }));
   }
 
   protected onFrame(env: Envelope, frame: Uint8Array): RegistrationClientStep {
@@ -93,6 +96,11 @@ export interface RegistrationServerDeps {
   deviceKey(token: Uint8Array): { serial: string; key: Uint8Array } | null;
   /** Refuses a MAC seen before (HS_REPLAY); called only once the MAC verified (docs/protocol.md §8). */
   assertFresh(mac: Uint8Array): void;
+  /**
+   * Refuses firmware the server does not accept (REG_FIRMWARE_REFUSED); called only once the
+   * MAC verified, so the measurement is the one the device's chip attested.
+   */
+  acceptFirmware(serial: string, measurement: Uint8Array): void;
   /** The device says it uses generation `gen` (S0.14): record it. */
   recordConfirmation(serial: string, gen: number): void;
 }
@@ -182,6 +190,8 @@ export class RegistrationServer extends ServerExchange<ServerState> {
     const serial = id!.serial;
     // After the MAC: an unauthenticated hello cannot fill the cache (docs/protocol.md §8).
     this.deps.assertFresh(h.mac);
+    // Remote attestation (issue 9): the MAC vouches for the measurement; unknown firmware stops here.
+    this.deps.acceptFirmware(serial, h.measurement);
     this.#serial = serial;
     this.state = 'finish';
     return { send: [this.hs.proof(M.helloReply.type)] };

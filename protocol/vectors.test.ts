@@ -89,7 +89,7 @@ for (const file of ['handshake-hello.json', 'handshake-hello-notfound.json', 'ha
     } else {
       assert.is(hex(passwordLoginKey(h(v.inputs.secret), v.inputs.user)), v.inputs.key);
     }
-    const fields: CborValue[] = kind === 'hello' ? [h(v.inputs.serialToken)] : [v.inputs.mech, v.inputs.user, v.inputs.gen, new Map()];
+    const fields: CborValue[] = kind === 'hello' ? [h(v.inputs.serialToken), h(v.inputs.measurement)] : [v.inputs.mech, v.inputs.user, v.inputs.gen, new Map()];
     const client = new ClientHandshake(dest, key, scriptedRng([nC]));
     const server = new ServerHandshake(dest, scriptedRng([nS]));
     const sent: Uint8Array[] = [];
@@ -137,7 +137,7 @@ for (const file of ['handshake-hello.json', 'handshake-hello-notfound.json', 'ha
     const proofIdx = kind === 'hello' ? 1 : 2;
     const openingType = kind === 'hello' ? MsgType.hello : MsgType.login;
     const proofType = kind === 'hello' ? MsgType.helloReply : MsgType.loginOk;
-    const fields: CborValue[] = kind === 'hello' ? [h(v.inputs.serialToken)] : [v.inputs.mech, v.inputs.user, v.inputs.gen, new Map()];
+    const fields: CborValue[] = kind === 'hello' ? [h(v.inputs.serialToken), h(v.inputs.measurement)] : [v.inputs.mech, v.inputs.user, v.inputs.gen, new Map()];
 
     assert.is(hex(H(key, 'usbphone/v1', 'usbphone/v1 opening mac')), sc.openingMacKey);
     assert.is(hex(encode(['usbphone/v1 opening', openingType, 0, dest, [...fields, nC]])), sc.openingMacInput);
@@ -174,8 +174,8 @@ test('the exchange machines, given the recorded nonces, send exactly the recorde
   // Registration: hello, helloReply, finish + credRequest, notFound; the server's answer is the recorded one.
   const r = load('handshake-hello-notfound.json');
   const key = h(r.inputs.key);
-  const client = new RegistrationClient({ dest: r.inputs.dest, deviceKey: key, serialToken: h(r.inputs.serialToken), serial: r.sealed[0].inner[0], localIp: r.sealed[0].inner[1], rng: scriptedRng([h(r.inputs.clientNonce)]) });
-  const server = new RegistrationServer(r.inputs.dest, { deviceKey: () => ({ serial: r.inputs.serial, key: key.slice() }), assertFresh: () => {}, recordConfirmation: () => {} }, scriptedRng([h(r.inputs.serverNonce)]));
+  const client = new RegistrationClient({ dest: r.inputs.dest, deviceKey: key, serialToken: h(r.inputs.serialToken), measurement: h(r.inputs.measurement), serial: r.sealed[0].inner[0], localIp: r.sealed[0].inner[1], rng: scriptedRng([h(r.inputs.clientNonce)]) });
+  const server = new RegistrationServer(r.inputs.dest, { deviceKey: () => ({ serial: r.inputs.serial, key: key.slice() }), assertFresh: () => {}, acceptFirmware: () => {}, recordConfirmation: () => {} }, scriptedRng([h(r.inputs.serverNonce)]));
   const sent: Uint8Array[] = [];
   const toServer = (fs: Uint8Array[]) => fs.flatMap((f) => (sent.push(f), server.receive(f, decodeEnvelope(f)).send));
   const reply = toServer(client.start().send);

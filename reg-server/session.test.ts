@@ -26,7 +26,7 @@ test.after(async () => {
 type Script = (s: FrameSocket, ctx: { hs: ClientHandshake; ch?: SecureChannel }) => Promise<void>;
 
 async function hello(s: FrameSocket, hs: ClientHandshake, d = dev) {
-  s.send(hs.opening(MsgType.hello, [d.token]));
+  s.send(hs.opening(MsgType.hello, [d.token, d.measurement]));
   const r = await s.frame();
   assert.is(r.env.type, MsgType.helloReply);
   return hs.acceptProof(r.frame, r.env, parseServerProof(r.env.body));
@@ -47,24 +47,24 @@ const cases: [string, Script, string, number][] = [
   ['garbage before the hello', async (s) => s.send(Uint8Array.of(0x9f, 0x01)), 'CBOR_INDEFINITE', 1002],
   ['credRequest before the hello', async (s) => s.send(encodeEnvelope(MsgType.credRequest, 0, 'reg-primary', new Uint8Array(40))), 'MSG_UNEXPECTED', 1002],
   ['hello with a forged MAC', async (s) => {
-    const f = decodeEnvelope(new ClientHandshake('reg-primary', new Uint8Array(32).fill(7)).opening(MsgType.hello, [dev.token]));
+    const f = decodeEnvelope(new ClientHandshake('reg-primary', new Uint8Array(32).fill(7)).opening(MsgType.hello, [dev.token, dev.measurement]));
     s.send(encodeEnvelope(f.type, f.seq, f.dest, f.body));
   }, 'HS_BAD_CLIENT_PROOF', 1008],
   ['hello with a token of another master key', async (s) => {
     const other = makeSerialToken(new Uint8Array(32).fill(9), 1, 'SN-S07');
-    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [other]));
+    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [other, dev.measurement]));
   }, 'HS_BAD_CLIENT_PROOF', 1008],
   ['hello naming an unknown master key version', async (s) => {
     const t = makeSerialToken(new Uint8Array(32).fill(9), 7, 'SN-S07');
-    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [t]));
+    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [t, dev.measurement]));
   }, 'HS_BAD_CLIENT_PROOF', 1008],
   ['hello with seq 1', async (s) => {
-    const f = decodeEnvelope(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [dev.token]));
+    const f = decodeEnvelope(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [dev.token, dev.measurement]));
     s.send(encodeEnvelope(f.type, 1, f.dest, f.body));
   }, 'CHAN_OUT_OF_ORDER', 1008],
   ['a second hello instead of the finish', async (s, { hs }) => {
     await hello(s, hs);
-    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [dev.token]));
+    s.send(new ClientHandshake('reg-primary', dev.key).opening(MsgType.hello, [dev.token, dev.measurement]));
   }, 'CHAN_REPLAY', 1008],
   ['a finish with a wrong MAC', async (s, { hs }) => {
     const { finish } = await hello(s, hs);
@@ -177,7 +177,7 @@ test('before authentication one answer: a forged token, an unknown key version, 
     const answers: { frames: string[]; close: number; reason: string }[] = [];
     for (const [, token, key] of hellos) {
       const s = await FrameSocket.connect(stack.directUrl('reg-primary')!);
-      s.send(new ClientHandshake('reg-primary', key).opening(MsgType.hello, [token]));
+      s.send(new ClientHandshake('reg-primary', key).opening(MsgType.hello, [token, dev.measurement]));
       const c = await s.closed();
       answers.push({ frames: c.frames.map((f) => Buffer.from(f).toString('hex')), close: c.code, reason: c.reason });
     }
@@ -194,7 +194,7 @@ test('before authentication one answer: a forged token, an unknown key version, 
 
 test('a replayed hello is refused at once (HS_REPLAY)', async () => {
   const hs = new ClientHandshake('reg-primary', dev.key);
-  const h = hs.opening(MsgType.hello, [dev.token]);
+  const h = hs.opening(MsgType.hello, [dev.token, dev.measurement]);
   const s1 = await FrameSocket.connect(stack.directUrl('reg-primary')!);
   s1.send(h);
   assert.is((await s1.frame()).env.type, MsgType.helloReply);
@@ -205,6 +205,25 @@ test('a replayed hello is refused at once (HS_REPLAY)', async () => {
   assert.is(parseError(decodeEnvelope(c.frames[0]!).body).code, 'HS_REPLAY');
   assert.is(c.code, 1008);
   void encode;
+});
+
+test('attestation over real sockets: a scripted device attesting firmware the store does not accept is refused (REG_FIRMWARE_REFUSED, close 1008); a revoked one too; the accepted one registers', async () => {
+  const url = stack.urlFor('reg-primary');
+  const unknown = makeDevice(stack.ring, 'SN-S07', 1, new Uint8Array(32).fill(0x0b));
+  const r = await register(url, 'reg-primary', unknown);
+  assert.equal(r, { kind: 'error', code: 'REG_FIRMWARE_REFUSED', closeCode: 1008 });
+  const ok = await register(url, 'reg-primary', dev);
+  assert.is(ok.kind, 'cred');
+  // Revoked firmware: the factory's record stays, the server refuses it from now on.
+  const revoked = makeDevice(stack.ring, 'SN-S07', 1, new Uint8Array(32).fill(0x0c));
+  const hex = Buffer.from(revoked.measurement).toString('hex');
+  assert.is(stack.regStore.addFirmware(hex, 2), 'created');
+  assert.is((await register(url, 'reg-primary', revoked)).kind, 'cred');
+  assert.ok(stack.regStore.setFirmwareStatus(hex, 'revoked'));
+  assert.equal(await register(url, 'reg-primary', revoked), { kind: 'error', code: 'REG_FIRMWARE_REFUSED', closeCode: 1008 });
+  // Enrolling a device with that firmware again does not un-revoke it.
+  assert.is(stack.regStore.addFirmware(hex, 2), 'exists');
+  assert.is(stack.regStore.firmwareAccepted(hex), false);
 });
 
 test.run();

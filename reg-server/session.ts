@@ -6,6 +6,7 @@ import { RegistrationServer, type CredentialsNeed, type RegistrationServerStep }
 import type { Envelope } from '../protocol/messages.ts';
 import { identifyToken, type MasterKeyring, type TokenRefusal } from '../protocol/keys.ts';
 import { ProtocolError } from '../protocol/errors.ts';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import type { LogField } from '../server-kit/log.ts';
@@ -35,6 +36,12 @@ export class RegServerSession extends ServerSession {
         return id.ok ? { serial: id.serial, key: id.key } : null;
       },
       assertFresh: (mac) => deps.replay.assertFresh(mac),
+      acceptFirmware: (serial, measurement) => {
+        const hex = bytesToHex(measurement);
+        if (deps.store.firmwareAccepted(hex)) return;
+        this.opts.log.info('firmware refused', { code: 'REG_FIRMWARE_REFUSED', serial, measurement: hex.slice(0, 16) });
+        throw new ProtocolError('REG_FIRMWARE_REFUSED', `firmware measurement ${hex.slice(0, 16)}… is not accepted by this server`);
+      },
       recordConfirmation: (serial, gen) => deps.store.recordConfirmation(serial, gen),
     });
   }

@@ -1,6 +1,8 @@
 // Registration server state (S0.8, S0.9, S0.14): devices (serial, status, master key
 // version, business account and user, rotation state), business servers (name, region,
-// device-facing URL, admin URL, health, load) and the region map (CIDR -> region).
+// device-facing URL, admin URL, health, load), the region map (CIDR -> region) and the
+// firmware it accepts (issue 9, attestation: measurements from the factory's enrollment
+// records, each accepted or revoked).
 // The reg primary and backup open the same file (WAL) on one machine; on several machines a
 // PostgreSQL implementation of this interface replaces it (docs/architecture.md §"Stores").
 // Device keys are never stored: they are derived from the master key (protocol/keys.ts).
@@ -51,6 +53,9 @@ export interface BizServerRecord {
 
 export interface RegionRecord { cidr: string; region: string }
 
+export type FirmwareStatus = 'accepted' | 'revoked';
+export interface FirmwareRecord { measurement: string; version: number; status: FirmwareStatus; addedAt: number }
+
 export interface RegStore {
   getDevice(serial: string): Device | null;
   /** Idempotent: 'exists' when nothing changed, 'updated' when the key version changed. */
@@ -75,6 +80,16 @@ export interface RegStore {
    * `ifNew`: the key to keep when none exists yet (a deterministic simulation derives it from its seed).
    */
   userNameKey(ifNew?: Uint8Array): Uint8Array;
+  /**
+   * Adds a firmware measurement (64 hex) from a factory enrollment record as accepted:
+   * 'created', or 'exists' (a revoked one stays revoked: enrolling a device never un-revokes).
+   */
+  addFirmware(measurement: string, version: number, now?: number): 'created' | 'exists';
+  /** Accepts or revokes a known measurement; false when it is not known. */
+  setFirmwareStatus(measurement: string, status: FirmwareStatus): boolean;
+  /** Whether a hello's measurement is firmware this server accepts (known and not revoked). */
+  firmwareAccepted(measurement: string): boolean;
+  listFirmware(): FirmwareRecord[];
   close(): void;
 }
 
@@ -109,7 +124,15 @@ const MIGRATIONS = [
   `ALTER TABLE devices ADD COLUMN confirmed_gen INTEGER`,
   `CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL)`,
   `ALTER TABLE devices ADD COLUMN pending_reissues INTEGER NOT NULL DEFAULT 0`,
+  `CREATE TABLE firmware (
+     measurement TEXT PRIMARY KEY,
+     version INTEGER NOT NULL,
+     status TEXT NOT NULL DEFAULT 'accepted',
+     added_at INTEGER NOT NULL
+   )`,
 ];
+
+const MEASUREMENT_RE = /^[0-9a-f]{64}$/;
 
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
@@ -167,6 +190,9 @@ export class SqliteRegStore implements RegStore {
   readonly #listServers;
   readonly #listRegions;
   readonly #setServerHealth;
+  readonly #firmwareStatus;
+  readonly #addFirmware;
+  readonly #setFirmware;
   constructor(file: string) {
     this.db = openDb(file, MIGRATIONS);
     this.#getDevice = this.db.prepare('SELECT * FROM devices WHERE serial = ?');
@@ -180,6 +206,32 @@ export class SqliteRegStore implements RegStore {
     this.#listServers = this.db.prepare('SELECT * FROM biz_servers ORDER BY name');
     this.#listRegions = this.db.prepare('SELECT cidr, region FROM regions ORDER BY cidr');
     this.#setServerHealth = this.db.prepare('UPDATE biz_servers SET healthy = ?, load = ?, checked_at = ? WHERE name = ?');
+    this.#firmwareStatus = this.db.prepare('SELECT status FROM firmware WHERE measurement = ?');
+    this.#addFirmware = this.db.prepare('INSERT INTO firmware (measurement, version, added_at) VALUES (?, ?, ?) ON CONFLICT(measurement) DO NOTHING');
+    this.#setFirmware = this.db.prepare('UPDATE firmware SET status = ? WHERE measurement = ?');
+  }
+
+  addFirmware(measurement: string, version: number, now = Date.now()): 'created' | 'exists' {
+    if (!MEASUREMENT_RE.test(measurement)) throw new ImplementationError('ENROLL_BAD_RECORD', 'firmware measurement must be 64 lowercase hex digits');
+    if (!isGen(version)) throw new ImplementationError('ENROLL_BAD_RECORD', 'firmware version must be a non-negative integer');
+    return this.#addFirmware.run(measurement, version, now).changes === 1 ? 'created' : 'exists';
+  }
+
+  setFirmwareStatus(measurement: string, status: FirmwareStatus): boolean {
+    return this.#setFirmware.run(status, measurement).changes === 1;
+  }
+
+  firmwareAccepted(measurement: string): boolean {
+    const r = this.#firmwareStatus.get(measurement) as { status: unknown } | undefined;
+    if (r && r.status !== 'accepted' && r.status !== 'revoked') corrupt(`firmware row ${measurement.slice(0, 16)}`, 'bad status');
+    return r?.status === 'accepted';
+  }
+
+  listFirmware(): FirmwareRecord[] {
+    return (this.db.prepare('SELECT * FROM firmware ORDER BY added_at, measurement').all() as Record<string, unknown>[]).map((r) => {
+      if (typeof r.measurement !== 'string' || !MEASUREMENT_RE.test(r.measurement) || !isGen(r.version) || (r.status !== 'accepted' && r.status !== 'revoked') || !isGen(r.added_at)) corrupt('firmware row', 'bad measurement, version or status');
+      return { measurement: r.measurement as string, version: r.version as number, status: r.status as FirmwareStatus, addedAt: r.added_at as number };
+    });
   }
 
   userNameKey(ifNew?: Uint8Array): Uint8Array {

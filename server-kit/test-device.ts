@@ -10,12 +10,18 @@ import type { ClientEnd, ClientExchange, Step } from '../protocol/exchange.ts';
 import { decodeEnvelope, type CredReply, type Envelope, type Mechanism } from '../protocol/messages.ts';
 import { makeSerialToken, deriveDeviceKey, type MasterKeyring } from '../protocol/keys.ts';
 import { toBytes } from './link.ts';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
 
-export interface DeviceId { serial: string; token: Uint8Array; key: Uint8Array }
+/** The scripted device's firmware measurement (it has no chip to measure): a fixed value a test stack accepts. */
+export const SCRIPTED_FIRMWARE = sha256(new TextEncoder().encode('usbphone/v1 scripted test device'));
+export const SCRIPTED_FIRMWARE_HEX = bytesToHex(SCRIPTED_FIRMWARE);
 
-export function makeDevice(ring: MasterKeyring, serial: string, version = ring.current): DeviceId {
+export interface DeviceId { serial: string; token: Uint8Array; key: Uint8Array; measurement: Uint8Array }
+
+export function makeDevice(ring: MasterKeyring, serial: string, version = ring.current, measurement = SCRIPTED_FIRMWARE): DeviceId {
   const master = ring.key(version);
-  return { serial, token: makeSerialToken(master, version, serial), key: deriveDeviceKey(master, serial) };
+  return { serial, token: makeSerialToken(master, version, serial), key: deriveDeviceKey(master, serial), measurement };
 }
 
 type Item = { frame: Uint8Array } | { closed: number; reason: string };
@@ -163,7 +169,7 @@ async function common(s: FrameSocket, r: ClientEnd | { kind: 'closed'; code: num
 export async function register(url: string, dest: string, dev: DeviceId, o: RegisterOptions = {}): Promise<RegOutcome> {
   const s = await FrameSocket.connect(url, { localAddress: o.localAddress });
   try {
-    const m = new RegistrationClient({ dest, deviceKey: dev.key, serialToken: dev.token, serial: dev.serial, localIp: o.localIp ?? '192.168.1.20' });
+    const m = new RegistrationClient({ dest, deviceKey: dev.key, serialToken: dev.token, measurement: dev.measurement, serial: dev.serial, localIp: o.localIp ?? '192.168.1.20' });
     const r = await drive(s, m, () => (o.dropReply ? 'drop' : undefined), o.timeoutMs);
     if (r.kind === 'cred') {
       // A real phone imports the wrapped secret into its chip; the scripted device holds its key itself.

@@ -13,7 +13,7 @@ import { startStack, type Stack } from '../deploy/stack.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { makePhone, replug, type Phone } from '../firmware/phone.ts';
 import { Scheduler, SimNetwork, simRng, type SimConn } from '../firmware/hal/sim-hal.ts';
-import { fusesOf, serialOf, phoneIp, TraceHost } from './world.ts';
+import { fusesOf, vendorKeyOf, serialOf, phoneIp, TraceHost } from './world.ts';
 import { formatTrace } from './trace.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import type { HalBase, TraceEvent } from '../firmware/hal/hal.ts';
@@ -128,11 +128,11 @@ export async function runDeterministic(name: string, o: DeterministicOptions): P
     net.listen(SIM_ORIGIN, bridge.accept);
     const ring = stack.ring;
     const seed = o.seed;
-    const { image: base } = buildImage({ serial: 'SN-TEMPLATE', fuses: fusesOf(seed, -1), keyring: ring, regPrimary: `${SIM_ORIGIN}/reg-primary`, regBackup: `${SIM_ORIGIN}/reg-backup` });
+    const { image: base, enrollment: template } = buildImage({ serial: 'SN-TEMPLATE', fuses: fusesOf(seed, -1), keyring: ring, vendorKey: vendorKeyOf(seed), regPrimary: `${SIM_ORIGIN}/reg-primary`, regBackup: `${SIM_ORIGIN}/reg-backup` });
     const serial = serialOf(seed, 0);
     // The deployment's user-name key from the seed too, so the trace (it names the user) replays.
     stack.regStore.userNameKey(simRng(seed, 'user name key')(32));
-    await stack.enroll({ serial, keyVersion: ring.current });
+    await stack.enroll({ serial, keyVersion: ring.current, firmwareMeasurement: template.firmwareMeasurement, firmwareVersion: template.firmwareVersion });
     const host = new TraceHost(o.trace);
     const ip = phoneIp(0);
     const rng = simRng(seed, 'phone/0');

@@ -21,15 +21,19 @@ import type { DeviceOutcome } from '../firmware/device.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import { loadSaved, type SavedLogin } from '../firmware/saved-login.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
+import { equalBytes } from '@noble/ciphers/utils.js';
+import { vendorPublicKey } from '../firmware/boot-manifest.ts';
+import { ensureKeyFile, readKeyFile } from '../server-kit/keyfiles.ts';
 import { kdf, type MasterKeyring } from '../protocol/keys.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 
 /**
  * The layout generation of the phone this simulator builds and keeps (flash zones, hidden-zone
  * stores, record formats). An image of another one is rebuilt, said, not misread: bump it when
- * a format changes (3: the secure controller's stores and the power-safe disk controller).
+ * a format changes (3: the secure controller's stores and the power-safe disk controller;
+ * 4: the signed boot manifest and fuses v2 with the vendor key).
  */
-export const PHONE_FORMAT = 3;
+export const PHONE_FORMAT = 4;
 
 export interface SingleOptions {
   stateDir: string;
@@ -95,15 +99,28 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
     const ring = stack.ring;
     const check = masterCheck(ring);
 
-    let fuses: Fuses;
+    // The vendor's signing key is a factory secret of the state directory (as master.key).
+    const vendorPath = join(o.stateDir, 'vendor.key');
+    ensureKeyFile(vendorPath);
+    const vendorKey = readKeyFile(vendorPath, 'vendor key');
+    const vendorPub = vendorPublicKey(vendorKey);
+    let fuses: Fuses | null = null;
+    let fusesWhy = '';
     if (existsSync(f.fuses)) {
       try {
         fuses = Fuses.parse(readFileSync(f.fuses, 'utf8'));
       } catch (e) {
-        throw corrupt(f.fuses, `is not a fuses file (${(e as Error).message.replace(/^[A-Z_]+: /, '')})`);
+        const m = (e as Error).message.replace(/^[A-Z_]+: /, '');
+        if (!/predates the signed boot/.test(m)) throw corrupt(f.fuses, `is not a fuses file (${m})`);
+        fusesWhy = 'its fuses predate the signed boot (no vendor key burnt): a new phone';
       }
-    } else {
-      fuses = Fuses.generate(nodeRng);
+      if (fuses && !equalBytes(fuses.vendorPublicKey(), vendorPub)) {
+        fuses = null;
+        fusesWhy = `its fuses hold another vendor key than ${vendorPath}: a new phone`;
+      }
+    }
+    if (!fuses) {
+      fuses = Fuses.generate(nodeRng, vendorPub);
       writeFileSync(f.fuses, fuses.toFile(), { mode: 0o600 });
     }
 
@@ -118,8 +135,9 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       }
       if (typeof prev !== 'object' || prev === null || Array.isArray(prev)) throw corrupt(f.record, 'is not an enrollment record');
     }
-    let why = existsSync(f.image) ? '' : 'new phone';
-    if (prev) {
+    let why = existsSync(f.image) ? fusesWhy : 'new phone';
+    // A new chip (fusesWhy) keeps nothing of the old image.
+    if (prev && !why) {
       const img = new Uint8Array(readFileSync(f.image));
       if (typeof prev.imageSha256AfterRun === 'string' && prev.imageSha256AfterRun !== sha256(img)) {
         why = `${f.image} changed since the last run (rebuilt by 'usbphone image' / 'make image'?): what the phone had saved is gone, so this is a first boot again`;
@@ -128,16 +146,19 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       else if (prev.serial !== serial) why = `the image is of ${String(prev.serial)}`;
       else if (prev.regPrimary !== regPrimary || prev.regBackup !== regBackup) why = `its registration endpoints were ${String(prev.regPrimary)}, now ${regPrimary}: a phone for these servers`;
       else if (prev.keyVersion !== ring.current || prev.masterKeyCheck !== check) why = 'the servers have another master key: a phone for them';
-    } else if (existsSync(f.image)) why = `no enrollment record ${f.record} beside it`;
+      else if (typeof prev.firmwareMeasurement !== 'string') why = 'the image predates the signed boot: a new one';
+    } else if (!why && existsSync(f.image)) why = `no enrollment record ${f.record} beside it`;
     const reuse = why === '';
 
     if (!reuse) {
-      const { image, enrollment } = buildImage({ serial, fuses, keyring: ring, regPrimary, regBackup });
+      const { image, enrollment } = buildImage({ serial, fuses, keyring: ring, vendorKey, regPrimary, regBackup });
       FileBacking.create(f.image, image.length, image).close();
       writeFileSync(f.record, JSON.stringify({ ...enrollment, masterKeyCheck: check, format: PHONE_FORMAT }, null, 2) + '\n');
+      prev = enrollment as unknown as Record<string, unknown>;
       say(`factory image built: ${f.image} (serial ${serial}, ${image.length / 1048576} MiB, ${why}; enrollment record ${f.record})`);
     } else say(`factory image reused: ${f.image} (serial ${serial}; what the phone saved last time is still there)`);
-    const enrolled = await stack.enroll({ serial, keyVersion: ring.current });
+    // The firmware of this image is what the registration servers will accept (attestation).
+    const enrolled = await stack.enroll({ serial, keyVersion: ring.current, firmwareMeasurement: prev!.firmwareMeasurement as string, firmwareVersion: prev!.firmwareVersion as number });
     say(`enrolled ${serial}: user ${enrolled[0]!.user} (${enrolled[0]!.device === 'exists' ? 'already enrolled' : enrolled[0]!.device})`);
 
     const backing = FileBacking.open(f.image);

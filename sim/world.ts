@@ -9,6 +9,7 @@ import type { EnrollmentRecord } from '../deploy/enroll.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { makePhone, replug, tableOf, type Phone } from '../firmware/phone.ts';
 import { simRng } from '../firmware/hal/sim-hal.ts';
+import { vendorPublicKey } from '../firmware/boot-manifest.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
 import type { Host, TraceEvent, HalBase } from '../firmware/hal/hal.ts';
 import { defaultDeviceConfig, type DeviceConfig } from '../firmware/device.ts';
@@ -55,8 +56,13 @@ export function phoneIp(i: number): string {
 
 export const serialOf = (seed: number, i: number) => `SN-${seed}-${String(i).padStart(6, '0')}`;
 
+/** The world's vendor signing key (seeded: a simulation's factory; `usbphone image` keeps a real one in the state directory). */
+export function vendorKeyOf(seed: number): Uint8Array {
+  return simRng(seed, 'vendor')(32);
+}
+
 export function fusesOf(seed: number, i: number): Fuses {
-  return Fuses.generate(simRng(seed, `fuses/${i}`));
+  return Fuses.generate(simRng(seed, `fuses/${i}`), vendorPublicKey(vendorKeyOf(seed)));
 }
 
 export async function startWorld(o: WorldOptions): Promise<World> {
@@ -71,10 +77,11 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
     const keyring = stack.ring;
     // The base image: a template device whose zones every phone shares; each phone then
     // gets its own identity record in its private copy-on-write sectors.
-    const { image: base } = buildImage({
+    const { image: base, enrollment: template } = buildImage({
       serial: 'SN-TEMPLATE',
       fuses: fusesOf(seed, -1),
       keyring,
+      vendorKey: vendorKeyOf(seed),
       regPrimary: o.regPrimary ?? stack.urlFor(stack.dests.regPrimary),
       regBackup: o.regBackup ?? stack.urlFor(stack.dests.regBackup),
     });
@@ -87,7 +94,8 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
       table,
       seed,
       enrollment(i, serial = serialOf(seed, i)) {
-        return { serial, keyVersion: keyring.current };
+        // Every phone runs the base image's firmware: its measurement is what the servers accept.
+        return { serial, keyVersion: keyring.current, firmwareMeasurement: template.firmwareMeasurement, firmwareVersion: template.firmwareVersion };
       },
       async phone(i, host, opts = {}) {
         const serial = opts.serial ?? serialOf(seed, i);

@@ -16,6 +16,9 @@ const flip = (b: Uint8Array, at: number): Uint8Array => {
 };
 const named = (codes: string[]) => `-> ${codes[0]} and close ${closeOf(codes[0]!)}`;
 /** A hello of the test device with one field changed (re-encoded from RegMessages.hello's decoding). */
+/** The index of the MAC in a hello's body: the last item (the fields, then nC, then the MAC). */
+const MAC_AT = (body: Uint8Array[]) => body.length - 1;
+
 function alteredHello(ctx: CaseContext, change: (body: Uint8Array[]) => void, seq = 0): Uint8Array {
   const { frame } = helloFrame(ctx.target.regDest, ctx.target.device);
   const env = decodeEnvelope(frame);
@@ -90,12 +93,12 @@ export const registrationCases: Case[] = [
       const expected = 'handshake completes, then notFound sealed, then close 1000 (S0.9)';
       const m = ctx.target.master!;
       const serial = `conf-unknown-${Date.now().toString(36)}`;
-      const r = await register(ctx, { serial, key: deriveDeviceKey(m.key, serial), token: makeSerialToken(m.key, m.version, serial) });
+      const r = await register(ctx, { serial, key: deriveDeviceKey(m.key, serial), token: makeSerialToken(m.key, m.version, serial), measurement: ctx.target.device.measurement });
       if (r.kind === 'not-found') return r.closeCode === 1000 ? pass(expected) : fail(expected, `notFound then close ${r.closeCode}`);
       return fail(expected, r.kind === 'cred' ? 'credentials were issued to an unknown serial' : r.text);
     },
   },
-  first('a hello whose MAC is altered', ['HS_BAD_CLIENT_PROOF'], (ctx) => alteredHello(ctx, (b) => (b[2]![0]! ^= 1))),
+  first('a hello whose MAC is altered', ['HS_BAD_CLIENT_PROOF'], (ctx) => alteredHello(ctx, (b) => (b[MAC_AT(b)]![0]! ^= 1))),
   // Before authentication one answer for every hello that does not authenticate (issue 10): a
   // server that tells a forged token or an unknown key version apart lets anyone probe them.
   first('a hello whose serial token is altered', ['HS_BAD_CLIENT_PROOF'], (ctx) => alteredHello(ctx, (b) => (b[0]![b[0]!.length - 1]! ^= 1))),
@@ -248,7 +251,7 @@ export const refusalCases: Case[] = [
     async run(ctx): Promise<Outcome> {
       const expected = 'a refusal, then a full registration on a new connection';
       const c = await ctx.connect();
-      c.send(alteredHello(ctx, (b) => (b[2]![0]! ^= 1)));
+      c.send(alteredHello(ctx, (b) => (b[MAC_AT(b)]![0]! ^= 1)));
       const o = await expectRefusal(c, ['HS_BAD_CLIENT_PROOF']);
       if (o.verdict !== 'pass') return fail(expected, `the refusal: ${o.note ?? o.verdict}`);
       const r = await register(ctx);

@@ -211,11 +211,14 @@ function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: st
   };
 }
 
+/** The firmware measurement the vectors' hellos attest (SHA-256 of a signed boot manifest body; any 32 bytes here). */
+const FIRMWARE = keystreamRng('vectors firmware measurement')(32);
+
 function messageVectors() {
   const b = (seed: string, n: number) => keystreamRng(`vectors messages ${seed}`)(n);
   const token = makeSerialToken(MASTER_V1, 1, SERIAL);
   const frames: [string, number, number, string, CborValue][] = [
-    ['hello', MsgType.hello, 0, 'reg-primary', [token, b('nc', 32), b('mac1', 32)]],
+    ['hello', MsgType.hello, 0, 'reg-primary', [token, FIRMWARE, b('nc', 32), b('mac1', 32)]],
     ['helloReply', MsgType.helloReply, 0, 'reg-primary', [b('ns', 32), b('mac2', 32)]],
     ['finish', MsgType.finish, 1, 'reg-primary', [b('mac3', 32)]],
     ['login', MsgType.login, 0, 'biz-east', ['password', 'dev-0000001', 2, new Map(), b('nc2', 32), b('mac4', 32)]],
@@ -259,8 +262,8 @@ export function buildVectors(): Record<string, unknown> {
     'keys.json': keysVectors(),
     'handshake-hello.json': handshakeVector('hello', {
       description: 'Registration session (S0.5, S0.8, S0.14): hello, helloReply, finish, then credRequest / credReply / pwConfirm / pwConfirmAck sealed.',
-      dest: 'reg-primary', seed: 'hello', key: devKey, fields: [token],
-      inputs: { masterKey: hex(MASTER_V1), version: 1, serial: SERIAL, serialToken: hex(token) },
+      dest: 'reg-primary', seed: 'hello', key: devKey, fields: [token, FIRMWARE],
+      inputs: { masterKey: hex(MASTER_V1), version: 1, serial: SERIAL, serialToken: hex(token), measurement: hex(FIRMWARE) },
       sealed: [
         { name: 'pwConfirm', type: MsgType.pwConfirm, dir: 'c2s', inner: [1] },
         { name: 'pwConfirmAck', type: MsgType.pwConfirmAck, dir: 's2c', inner: [1] },
@@ -270,8 +273,8 @@ export function buildVectors(): Record<string, unknown> {
     }),
     'handshake-hello-notfound.json': handshakeVector('hello', {
       description: 'Registration session of a device the server has no record of (S0.9): the handshake succeeds (its key derives from the master key), the credRequest is answered by notFound, sealed.',
-      dest: 'reg-backup', seed: 'notfound', key: deriveDeviceKey(MASTER_V1, 'SN-9999999'), fields: [makeSerialToken(MASTER_V1, 1, 'SN-9999999')],
-      inputs: { masterKey: hex(MASTER_V1), version: 1, serial: 'SN-9999999', serialToken: hex(makeSerialToken(MASTER_V1, 1, 'SN-9999999')) },
+      dest: 'reg-backup', seed: 'notfound', key: deriveDeviceKey(MASTER_V1, 'SN-9999999'), fields: [makeSerialToken(MASTER_V1, 1, 'SN-9999999'), FIRMWARE],
+      inputs: { masterKey: hex(MASTER_V1), version: 1, serial: 'SN-9999999', serialToken: hex(makeSerialToken(MASTER_V1, 1, 'SN-9999999')), measurement: hex(FIRMWARE) },
       sealed: [
         { name: 'credRequest', type: MsgType.credRequest, dir: 'c2s', inner: ['SN-9999999', '10.0.0.7'] },
         { name: 'notFound', type: MsgType.notFound, dir: 's2c', inner: ['no device with this serial'] },

@@ -17,30 +17,37 @@ import { readIsoFile, arrayBlocks } from '../zones/iso9660.ts';
 import { readFatFile, arraySectors, checkFat } from '../zones/fat.ts';
 import { diskVisibleBytes } from '../zones/disk-controller.ts';
 import { IDENTITY_KEY_LABEL, storeKeyLabel } from '../zones/hidden.ts';
+import { TEST_VENDOR_KEY, TEST_VENDOR_PUB } from './test-vendor.ts';
+import { verifyManifest, matchesManifest, vendorPublicKey } from '../boot-manifest.ts';
 
 const master = Uint8Array.from({ length: 32 }, (_, i) => i * 3);
 const keyring = new MasterKeyring([[1, master], [2, new Uint8Array(32).fill(9)]]);
-const fuses = new Fuses(new Uint8Array(32).fill(0x5c), Uint8Array.of(9, 8, 7, 6, 5, 4, 3, 2));
+const fuses = new Fuses(new Uint8Array(32).fill(0x5c), Uint8Array.of(9, 8, 7, 6, 5, 4, 3, 2), TEST_VENDOR_PUB);
 const SERIAL = 'SN-0000001';
-const built = buildImage({ serial: SERIAL, fuses, keyring });
+const built = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring });
 const { image, enrollment, table } = built;
 const hidden = zoneOf(table, ZoneType.HIDDEN), virtual = zoneOf(table, ZoneType.VIRTUAL), free = zoneOf(table, ZoneType.FREE);
 const td = new TextDecoder();
 
 test('enrollment record: what the registration server needs, never the device key unless asked', () => {
-  assert.equal(Object.keys(enrollment).sort(), ['chip', 'imageSha256', 'keyVersion', 'regBackup', 'regPrimary', 'serial', 'uniqueId']);
+  assert.equal(Object.keys(enrollment).sort(), ['chip', 'firmwareMeasurement', 'firmwareVersion', 'imageSha256', 'keyVersion', 'regBackup', 'regPrimary', 'serial', 'uniqueId']);
+  assert.is(enrollment.firmwareVersion, 1);
+  // The measurement is SHA-256 of the signed manifest's body, as the chip computes it.
+  const v = arrayBlocks(image.subarray(virtual.offset, virtual.offset + virtual.size));
+  const m = verifyManifest(readIsoFile(v, 'BOOT.SIG')!, TEST_VENDOR_PUB);
+  assert.ok(m.ok && bytesToHex(m.measurement) === enrollment.firmwareMeasurement);
   assert.is(enrollment.keyVersion, 2); // the keyring's newest
   assert.is(enrollment.uniqueId, '0908070605040302');
   assert.is(enrollment.regPrimary, DEFAULT_REG_PRIMARY);
   assert.is(enrollment.regBackup, DEFAULT_REG_BACKUP);
   assert.is(enrollment.imageSha256, bytesToHex(sha256(image)));
-  const withKey = buildImage({ serial: SERIAL, fuses, keyring, includeDeviceKey: true, keyVersion: 1 }).enrollment;
+  const withKey = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring, includeDeviceKey: true, keyVersion: 1 }).enrollment;
   assert.is(withKey.deviceKey, bytesToHex(deriveDeviceKey(master, SERIAL)));
 });
 
 test('reproducible: same inputs, byte-identical image; other fuses change only the hidden zone', () => {
-  assert.equal(buildImage({ serial: SERIAL, fuses, keyring }).image, image);
-  const other = buildImage({ serial: SERIAL, fuses: new Fuses(new Uint8Array(32).fill(1), new Uint8Array(8)), keyring }).image;
+  assert.equal(buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring }).image, image);
+  const other = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses: new Fuses(new Uint8Array(32).fill(1), new Uint8Array(8), TEST_VENDOR_PUB), keyring }).image;
   for (let i = 0; i < image.length; i += 4096) {
     const same = image.subarray(i, i + 4096).every((b, k) => other[i + k] === b);
     const inHidden = i >= hidden.offset && i < hidden.offset + hidden.size;
@@ -68,17 +75,25 @@ test('no secret in plaintext anywhere in the image: serial, device key, fuse-der
   assert.is(r.hidden!.identity.opened!.serial, SERIAL);
 });
 
-test('zone contents: AUTORUN names UPMon; manifests and config hashes match the programs', () => {
+test('zone contents: AUTORUN names UPMon; BOOT.SIG, signed by the vendor, lists every boot file with its hash', () => {
   const v = arrayBlocks(image.subarray(virtual.offset, virtual.offset + virtual.size));
   const f = arraySectors(image.subarray(free.offset, free.offset + free.size)).read;
   assert.is(td.decode(readIsoFile(v, 'AUTORUN.INF')!), '[autorun]\r\nopen=UPMON.EXE\r\nlabel=USBPHONE\r\n');
   const upmon = readIsoFile(v, 'UPMON.EXE')!;
   assert.match(td.decode(upmon), /^usbphone UPMon v1/);
-  assert.equal(JSON.parse(td.decode(readIsoFile(v, 'UPMON.MAN')!)), { program: 'UPMON.EXE', sha256: bytesToHex(sha256(upmon)), version: 1 });
+  assert.is(readIsoFile(v, 'UPMON.MAN'), null, 'the unsigned per-program manifests are gone');
   const main = readFatFile(f, 'MAIN.EXE')!;
   const cfg = JSON.parse(td.decode(readIsoFile(v, 'UPMON.CFG')!));
   assert.equal(cfg, { regPrimary: DEFAULT_REG_PRIMARY, regBackup: DEFAULT_REG_BACKUP, mainProgram: 'MAIN.EXE', mainSha256: bytesToHex(sha256(main)) });
-  assert.equal(JSON.parse(td.decode(readFatFile(f, 'MAIN.MAN')!)), { program: 'MAIN.EXE', sha256: bytesToHex(sha256(main)), version: 1 });
+  assert.is(readFatFile(f, 'MAIN.MAN'), null);
+  const m = verifyManifest(readIsoFile(v, 'BOOT.SIG')!, TEST_VENDOR_PUB);
+  assert.ok(m.ok);
+  if (!m.ok) return;
+  assert.equal(m.manifest.entries.map((e) => `${e.zone}:${e.name}`), ['cdrom:AUTORUN.INF', 'cdrom:UPMON.CFG', 'cdrom:UPMON.EXE', 'disk:MAIN.EXE']);
+  for (const [zone, name, data] of [['cdrom', 'AUTORUN.INF', readIsoFile(v, 'AUTORUN.INF')!], ['cdrom', 'UPMON.EXE', upmon], ['cdrom', 'UPMON.CFG', readIsoFile(v, 'UPMON.CFG')!], ['disk', 'MAIN.EXE', main]] as const) {
+    assert.ok(matchesManifest(m.manifest, zone, name, data), name);
+  }
+  assert.is(verifyManifest(readIsoFile(v, 'BOOT.SIG')!, vendorPublicKey(new Uint8Array(32).fill(1))).ok, false, 'another key does not verify it');
   assert.equal(JSON.parse(td.decode(readFatFile(f, 'MAIN.CFG')!)), { saveLogin: true });
   assert.ok(readFatFile(f, 'README.TXT')!.length > 0);
 });
@@ -89,7 +104,7 @@ test('real tools read the built image: mdir at the free-zone offset, fsck.fat an
     const img = join(dir, 'phone.img');
     writeFileSync(img, image);
     const ls = execFileSync('mdir', ['-i', `${img}@@${free.offset}`, '::'], { encoding: 'utf8' });
-    for (const n of ['MAIN     EXE', 'MAIN     MAN', 'MAIN     CFG', 'README   TXT']) assert.ok(ls.includes(n), ls);
+    for (const n of ['MAIN     EXE', 'MAIN     CFG', 'README   TXT']) assert.ok(ls.includes(n), ls);
     const fz = join(dir, 'free.img');
     writeFileSync(fz, image.subarray(free.offset, free.offset + diskVisibleBytes(free.size)));
     const f = spawnSync('fsck.fat', ['-n', fz], { encoding: 'utf8' });
@@ -97,7 +112,7 @@ test('real tools read the built image: mdir at the free-zone offset, fsck.fat an
     const vz = join(dir, 'virtual.iso');
     writeFileSync(vz, image.subarray(virtual.offset, virtual.offset + virtual.size));
     const x = execFileSync('xorriso', ['-indev', vz, '-ls', '/', '--'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    for (const n of ['AUTORUN.INF', 'UPMON.EXE', 'UPMON.MAN', 'UPMON.CFG']) assert.ok(x.includes(`'${n}'`), x);
+    for (const n of ['AUTORUN.INF', 'UPMON.EXE', 'UPMON.CFG', 'BOOT.SIG']) assert.ok(x.includes(`'${n}'`), x);
     const isoinfo = spawnSync('isoinfo', ['-l', '-i', vz], { encoding: 'utf8' });
     if (isoinfo.status === 0) assert.ok(isoinfo.stdout.includes('AUTORUN.INF'), isoinfo.stdout);
   } finally {
@@ -107,19 +122,22 @@ test('real tools read the built image: mdir at the free-zone offset, fsck.fat an
 
 test('bad inputs are refused with a code', () => {
   const code = (f: () => unknown, c: string) => assert.throws(f, (e: unknown) => e instanceof ImplementationError && e.code === c);
-  code(() => buildImage({ serial: 'bad serial!', fuses, keyring }), 'KEY_BAD_SERIAL');
-  code(() => buildImage({ serial: SERIAL, fuses, keyring, regPrimary: 'http://x/y' }), 'IMAGE_BAD_URL');
-  code(() => buildImage({ serial: SERIAL, fuses, keyring, regBackup: 'not a url' }), 'IMAGE_BAD_URL');
-  code(() => buildImage({ serial: SERIAL, fuses, keyring, regBackup: 'ws://host:1/' }), 'IMAGE_BAD_URL');
+  code(() => buildImage({ vendorKey: TEST_VENDOR_KEY, serial: 'bad serial!', fuses, keyring }), 'KEY_BAD_SERIAL');
+  // A vendor key the fuses do not hold would build an image that never boots.
+  code(() => buildImage({ vendorKey: new Uint8Array(32).fill(1), serial: SERIAL, fuses, keyring }), 'IMAGE_VENDOR_KEY');
+  code(() => buildImage({ vendorKey: new Uint8Array(31), serial: SERIAL, fuses, keyring }), 'IMAGE_VENDOR_KEY');
+  code(() => buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring, regPrimary: 'http://x/y' }), 'IMAGE_BAD_URL');
+  code(() => buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring, regBackup: 'not a url' }), 'IMAGE_BAD_URL');
+  code(() => buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring, regBackup: 'ws://host:1/' }), 'IMAGE_BAD_URL');
   // A smaller chip gets a proportionally smaller layout and still builds.
-  const small = buildImage({ serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'W25Q08', sizeBytes: 1024 * 1024 } });
+  const small = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'W25Q08', sizeBytes: 1024 * 1024 } });
   assert.is(small.image.length, 1024 * 1024);
   assert.equal(inspectImage(small.image, { fuses }).problems, []);
   // Chip sizes the layout or the formatter cannot handle: a coded error, never a RangeError.
   for (const sizeBytes of [256 * 1024, 1024 * 1024 + 4096, 2 ** 31, 0]) {
-    code(() => buildImage({ serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'odd', sizeBytes } }), 'IMAGE_BAD_SIZE');
+    code(() => buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'odd', sizeBytes } }), 'IMAGE_BAD_SIZE');
   }
-  code(() => buildImage({ serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'odd', sectorBytes: 256, pageBytes: 256 } }), 'IMAGE_BAD_SIZE');
+  code(() => buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring, profile: { ...W25Q64, name: 'odd', sectorBytes: 256, pageBytes: 256 } }), 'IMAGE_BAD_SIZE');
 });
 
 test('free zone layout: the boot sector, each FAT, the root directory and MAIN.EXE sit in flash sectors of their own', () => {

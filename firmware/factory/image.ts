@@ -6,6 +6,10 @@
 // (fixed file dates, synthetic nonces, volume serial derived from the label).
 // The device key appears in no zone in clear and in the enrollment record only when asked
 // (includeDeviceKey); the serial appears only inside the sealed identity record.
+// Signed boot (issue 9): BOOT.SIG in the virtual zone lists every boot file (AUTORUN.INF,
+// UPMON.EXE, UPMON.CFG; MAIN.EXE of the free zone) with its SHA-256, signed with the vendor's
+// Ed25519 key (firmware/boot-manifest.ts); the fuses carry the matching public key. The
+// enrollment record carries the manifest's measurement, which the registration servers accept.
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { deriveDeviceKey, makeSerialToken, checkSerial, type MasterKeyring } from '../../protocol/keys.ts';
@@ -18,6 +22,8 @@ import { buildFat, FatSizeError, FAT_SECTOR } from '../zones/fat.ts';
 import { crc32 } from '../zones/crc32.ts';
 import { diskVisibleBytes } from '../zones/disk-controller.ts';
 import { sealIdentity, IDENTITY_KEY_LABEL, IDENTITY_OFFSET } from '../zones/hidden.ts';
+import { equalBytes } from '@noble/ciphers/utils.js';
+import { signManifest, verifyManifest, vendorPublicKey, MANIFEST_FILE, type BootManifest, type ManifestEntry } from '../boot-manifest.ts';
 
 export const DEFAULT_REG_PRIMARY = 'ws://127.0.0.1:7400/reg-primary';
 export const DEFAULT_REG_BACKUP = 'ws://127.0.0.1:7400/reg-backup';
@@ -30,6 +36,13 @@ export interface BuildImageOptions {
   serial: string;
   fuses: Fuses;
   keyring: MasterKeyring;
+  /**
+   * The vendor's Ed25519 secret key (32 bytes; a factory secret, never written into the image):
+   * signs BOOT.SIG. Its public key must be the one burnt into `fuses` (IMAGE_VENDOR_KEY otherwise).
+   */
+  vendorKey: Uint8Array;
+  /** The firmware version written into the signed manifest (default PROGRAM_VERSION). */
+  firmwareVersion?: number;
   /** Master key version to derive under (default: the keyring's newest). */
   keyVersion?: number;
   regPrimary?: string;
@@ -48,6 +61,10 @@ export interface EnrollmentRecord {
   regPrimary: string;
   regBackup: string;
   chip: string;
+  /** The firmware version of the signed boot manifest. */
+  firmwareVersion: number;
+  /** SHA-256 of the signed manifest's body, hex: what the chip attests in its hello (registration servers accept it from here). */
+  firmwareMeasurement: string;
   /** Only with includeDeviceKey. */
   deviceKey?: string;
 }
@@ -62,10 +79,6 @@ export function programBlob(title: string, version: number): Uint8Array {
   out[4094] = 0x0d;
   out[4095] = 0x0a;
   return out;
-}
-
-export function manifest(program: string, blob: Uint8Array, version = PROGRAM_VERSION): Uint8Array {
-  return te.encode(JSON.stringify({ program, sha256: bytesToHex(sha256(blob)), version }) + '\n');
 }
 
 /** A registration endpoint: ws:// or wss:// URL whose last path segment is the envelope destination. */
@@ -87,21 +100,38 @@ export interface ZoneFiles {
   free: { name: string; data: Uint8Array }[];
 }
 
-/** The files of the virtual and free zones (no secrets in any of them). */
-export function zoneFiles(regPrimary: string, regBackup: string): ZoneFiles {
-  const upmon = programBlob('usbphone UPMon', PROGRAM_VERSION);
-  const main = programBlob('usbphone MAIN', PROGRAM_VERSION);
+/** The boot files the signed manifest lists: every file the boot reads before UPMon runs, and the main program. */
+export const BOOT_FILES: readonly { zone: 'cdrom' | 'disk'; name: string }[] = [
+  { zone: 'cdrom', name: 'AUTORUN.INF' },
+  { zone: 'cdrom', name: UPMON_PROGRAM },
+  { zone: 'cdrom', name: 'UPMON.CFG' },
+  { zone: 'disk', name: MAIN_PROGRAM },
+];
+
+/**
+ * The files of the virtual and free zones (no secrets in any of them), BOOT.SIG signed with
+ * the vendor's secret key over BOOT_FILES. The per-program JSON manifests (UPMON.MAN,
+ * MAIN.MAN) are gone: BOOT.SIG replaces them (docs/decisions.md).
+ */
+export function zoneFiles(regPrimary: string, regBackup: string, vendorKey: Uint8Array, firmwareVersion = PROGRAM_VERSION): ZoneFiles & { manifest: Uint8Array } {
+  const upmon = programBlob('usbphone UPMon', firmwareVersion);
+  const main = programBlob('usbphone MAIN', firmwareVersion);
   const json = (o: unknown) => te.encode(JSON.stringify(o) + '\n');
+  const virtual = [
+    { name: 'AUTORUN.INF', data: te.encode(`[autorun]\r\nopen=${UPMON_PROGRAM}\r\nlabel=${VOLUME_LABEL}\r\n`) },
+    { name: UPMON_PROGRAM, data: upmon },
+    { name: 'UPMON.CFG', data: json({ regPrimary, regBackup, mainProgram: MAIN_PROGRAM, mainSha256: bytesToHex(sha256(main)) }) },
+  ];
+  const data = (zone: 'cdrom' | 'disk', name: string) => (zone === 'disk' ? (name === MAIN_PROGRAM ? main : null) : virtual.find((f) => f.name === name)?.data ?? null);
+  const entries: ManifestEntry[] = BOOT_FILES.map(({ zone, name }) => ({ zone, name, sha256: sha256(data(zone, name)!) }));
+  const m: BootManifest = { version: firmwareVersion, entries };
+  const signed = signManifest(m, vendorKey);
+  virtual.push({ name: MANIFEST_FILE, data: signed });
   return {
-    virtual: [
-      { name: 'AUTORUN.INF', data: te.encode(`[autorun]\r\nopen=${UPMON_PROGRAM}\r\nlabel=${VOLUME_LABEL}\r\n`) },
-      { name: UPMON_PROGRAM, data: upmon },
-      { name: 'UPMON.MAN', data: manifest(UPMON_PROGRAM, upmon) },
-      { name: 'UPMON.CFG', data: json({ regPrimary, regBackup, mainProgram: MAIN_PROGRAM, mainSha256: bytesToHex(sha256(main)) }) },
-    ],
+    manifest: signed,
+    virtual,
     free: [
       { name: MAIN_PROGRAM, data: main },
-      { name: 'MAIN.MAN', data: manifest(MAIN_PROGRAM, main) },
       { name: 'MAIN.CFG', data: json({ saveLogin: true }) },
       {
         name: 'README.TXT',
@@ -152,7 +182,12 @@ export function buildImage(o: BuildImageOptions): { image: Uint8Array; enrollmen
   const uniqueId = o.fuses.uniqueId();
   image.set(identityRecord(o.fuses, serial, version, master), hidden.offset + IDENTITY_OFFSET);
 
-  const files = zoneFiles(regPrimary, regBackup);
+  if (!(o.vendorKey instanceof Uint8Array) || o.vendorKey.length !== 32) throw new ImplementationError('IMAGE_VENDOR_KEY', 'the vendor key must be a 32-byte Ed25519 secret key');
+  // An image signed with a key the chip does not hold would never boot: refuse to build it.
+  if (!equalBytes(vendorPublicKey(o.vendorKey), o.fuses.vendorPublicKey())) throw new ImplementationError('IMAGE_VENDOR_KEY', "the vendor key does not match the public key in the chip's fuses");
+  const files = zoneFiles(regPrimary, regBackup, o.vendorKey, o.firmwareVersion ?? PROGRAM_VERSION);
+  const checked = verifyManifest(files.manifest, o.fuses.vendorPublicKey());
+  if (!checked.ok) throw new ImplementationError('IMAGE_VENDOR_KEY', `the signed manifest does not verify: ${checked.reason}`);
   const iso = buildIso(files.virtual, VOLUME_LABEL);
   if (iso.length > virtual.size) throw new ImplementationError('IMAGE_TOO_BIG', `virtual zone content (${iso.length} bytes) exceeds the zone (${virtual.size})`);
   image.set(iso, virtual.offset);
@@ -181,6 +216,8 @@ export function buildImage(o: BuildImageOptions): { image: Uint8Array; enrollmen
     regPrimary,
     regBackup,
     chip: profile.name,
+    firmwareVersion: checked.manifest.version,
+    firmwareMeasurement: bytesToHex(checked.measurement),
   };
   if (o.includeDeviceKey) enrollment.deviceKey = bytesToHex(deviceKey);
   deviceKey.fill(0);

@@ -12,6 +12,7 @@ import { bytesToHex } from '@noble/hashes/utils.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { openSerialToken } from '../../protocol/keys.ts';
 import type { Fuses } from '../flash/fuses.ts';
+import { checkBootFiles } from '../boot-manifest.ts';
 import { parseTable, zoneName, ZoneFlag, ZoneType, type PartitionTable, type ZoneEntry } from '../zones/layout.ts';
 import { crc32 } from '../zones/crc32.ts';
 import { scanIso, arrayBlocks, readIsoFile, ISO_BLOCK } from '../zones/iso9660.ts';
@@ -41,6 +42,11 @@ export interface InspectReport {
   } | null;
   virtual: { volumeId: string; volumeBlocks: number; files: { name: string; size: number; lba: number }[]; autorun: string | null; checksumOk: boolean | null } | null;
   free: { geometry: FatGeometry | null; files: { name: string; size: number; cluster: number }[]; freeBytes: number } | null;
+  /**
+   * The signed boot manifest (issue 9): checked with the vendor public key of the fuses or
+   * the one given; a bad signature or a file that does not match it is a problem.
+   */
+  boot: { checked: boolean; note?: string; ok?: boolean; version?: number; measurement?: string; files?: string[] };
   secrets: { checked: boolean; needles: string[]; findings: { what: string; offset: number }[] };
   wear: WearSummary;
   problems: Problem[];
@@ -69,6 +75,8 @@ export interface InspectOptions {
   zone?: 'hidden' | 'virtual' | 'free';
   /** Extra plaintext needles for the secret scan (e.g. a known password). */
   extraSecrets?: { what: string; bytes: Uint8Array }[];
+  /** The vendor's Ed25519 public key (when no fuses are given): checks BOOT.SIG. */
+  vendorPub?: Uint8Array | null;
   /** The master keys: lets the inspector check that the serial token opens. */
   keyring?: import('../../protocol/keys.ts').MasterKeyring;
 }
@@ -83,6 +91,7 @@ export function inspectImage(img: Uint8Array, opts: InspectOptions = {}): Inspec
     hidden: null,
     virtual: null,
     free: null,
+    boot: { checked: false },
     secrets: { checked: false, needles: [], findings: [] },
     wear: { available: false },
     problems: [],
@@ -231,6 +240,24 @@ export function inspectImage(img: Uint8Array, opts: InspectOptions = {}): Inspec
       else if (bytesToHex(sha256(main)) !== cfg.mainSha256) {
         P.push({ zone: 'free', offset: fz.offset + (g.dataSector + (entry.cluster - 2) * g.sectorsPerCluster) * FAT_SECTOR, message: `main program ${entry.name} does not match the SHA-256 in UPMON.CFG (${cfg.mainSha256.slice(0, 16)}…, the file hashes to ${bytesToHex(sha256(main)).slice(0, 16)}…): the phone refuses to start it (BOOT_HASH_MISMATCH)` });
       }
+    }
+  }
+
+  // The signed boot manifest, as the phone checks it at boot (firmware/boot-manifest.ts).
+  const vendorPub = opts.fuses?.vendorPublicKey() ?? opts.vendorPub ?? null;
+  if (!want('virtual') && !want('free')) report.boot = { checked: false, note: 'not in the inspected zone' };
+  else if (!vendorPub) report.boot = { checked: false, note: 'no vendor public key (give --fuses or --vendor-pub)' };
+  else {
+    const vb = img.subarray(vz.offset, vz.offset + vz.size);
+    const fb = img.subarray(fz.offset, fz.offset + diskVisibleBytes(fz.size, SECTOR_BYTES));
+    const c = checkBootFiles((zone, name) => {
+      const d = zone === 'cdrom' ? readIsoFile(arrayBlocks(vb), name, vz.size / ISO_BLOCK) : readFatFile(arraySectors(fb).read, name);
+      return d ? { ok: true, data: d } : { ok: false, status: 'ERR_NOT_FOUND' };
+    }, vendorPub, 1);
+    if (c.ok) report.boot = { checked: true, ok: true, version: c.manifest.version, measurement: bytesToHex(c.measurement), files: c.manifest.entries.map((e) => `${e.zone}:${e.name}`) };
+    else {
+      report.boot = { checked: true, ok: false };
+      P.push({ zone: 'virtual', offset: vz.offset, message: `boot manifest: ${c.reason} (${c.code}): the phone refuses to boot` });
     }
   }
 

@@ -11,9 +11,10 @@ import { readIsoFile, listIso } from '../zones/iso9660.ts';
 import { readFatFile, writeFatFile, checkFat, listFat } from '../zones/fat.ts';
 import { buildImage } from '../factory/image.ts';
 import { MasterKeyring } from '../../protocol/keys.ts';
+import { TEST_VENDOR_KEY, TEST_VENDOR_PUB } from '../factory/test-vendor.ts';
 
-const fuses = new Fuses(new Uint8Array(32).fill(3), new Uint8Array(8).fill(4));
-const { image } = buildImage({ serial: 'SN-42', fuses, keyring: new MasterKeyring([[1, new Uint8Array(32).fill(1)]]) });
+const fuses = new Fuses(new Uint8Array(32).fill(3), new Uint8Array(8).fill(4), TEST_VENDOR_PUB);
+const { image } = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: 'SN-42', fuses, keyring: new MasterKeyring([[1, new Uint8Array(32).fill(1)]]) });
 const p = parseTable(image);
 if (!p.ok) throw new Error('table');
 const table = p.table;

@@ -11,7 +11,8 @@
 //   the rest.
 // - se: the secure controller (firmware/secure/element.ts), the only way to the hidden zone
 //   and the fuses (the patent's "proprietary method", S0.4): command APDUs in, responses out;
-//   it computes with its keys inside and no command returns one.
+//   it computes with its keys inside and no command returns one. It also gets a read-only view
+//   of the two host units (media-port.ts) to measure the boot files at power-on.
 // No host address reaches the hidden zone, the partition table block or the fuses: host
 // units address only their own zone, by unit-relative block/sector numbers, and the hidden
 // zone's port exists only inside the bus, handed to the controller.
@@ -24,6 +25,7 @@ import { ZoneType, zoneOf, type PartitionTable } from '../zones/layout.ts';
 import { DiskController } from '../zones/disk-controller.ts';
 import { SecureElement } from '../secure/element.ts';
 import type { HiddenPort } from './hidden-port.ts';
+import type { BootMediaPort } from './media-port.ts';
 
 export const CDROM_BLOCK = 2048;
 export const DISK_SECTOR = 512;
@@ -136,7 +138,10 @@ export class DeviceBus {
       programHidden: (off, data) => (inZone(off, data.length, h.size) ? chip.program(h.offset + off, data) : FlashStatus.ERR_RANGE),
       eraseHiddenSector: (off) => (inZone(off, sectorBytes, h.size) ? chip.eraseSector(h.offset + off) : FlashStatus.ERR_RANGE),
     };
-    this.se = new SecureElement(hidden, fuses, rng);
+    // The boot media, read-only, for the controller's power-on measurement (attestation).
+    const cdrom = this.cdrom, diskUnit = this.disk;
+    const media: BootMediaPort = { cdromBlocks: cdrom.blockCount, readCdrom: (lba, n) => cdrom.readBlocks(lba, n), readDisk: (lba, n) => diskUnit.readSectors(lba, n) };
+    this.se = new SecureElement(hidden, fuses, rng, media);
   }
 
   /** Unplug and replug: the chip powers up again, the controller forgets its RAM state. */

@@ -185,6 +185,11 @@ export class FlashFaults {
   powerCutAfterBytes: number | null = null;
   /** Probability per read() call that one random bit of the returned data is flipped (transient). */
   readFlipProbability = 0;
+  /**
+   * A targeted transient flip: the next `count` read() calls whose range covers byte `addr`
+   * return it with one bit flipped (the stored byte is unchanged). null = off.
+   */
+  readFlipAt: { addr: number; count: number } | null = null;
   /** Sector index -> endurance override: a sector that wears out early. */
   readonly earlyWear = new Map<number, number>();
   /** How many power cuts happened. */
@@ -196,6 +201,7 @@ export class FlashFaults {
     this.powerCutAfterBytes = null;
     this.tornBytes = 0;
     this.readFlipProbability = 0;
+    this.readFlipAt = null;
     this.earlyWear.clear();
   }
 }
@@ -315,6 +321,12 @@ export class FlashChip {
     if (len > 0 && f.readFlipProbability > 0 && this.#rng.next() / 2 ** 32 < f.readFlipProbability) {
       const i = this.#rng.below(len);
       data[i]! ^= 1 << this.#rng.below(8);
+      f.readFlips++;
+    }
+    const at = f.readFlipAt;
+    if (at && at.count > 0 && at.addr >= addr && at.addr < addr + len) {
+      data[at.addr - addr]! ^= 1 << this.#rng.below(8);
+      at.count--;
       f.readFlips++;
     }
     return { status: FlashStatus.OK, data };

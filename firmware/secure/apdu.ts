@@ -30,6 +30,10 @@ export const Ins = {
 export const DataObject = {
   identity: 0x0001,
   slots: 0x0002,
+  /** The vendor's Ed25519 public key from the fuses (public). */
+  vendorKey: 0x0003,
+  /** [measurement, manifest version] of the boot files measured at power-on. */
+  bootMeasurement: 0x0004,
 } as const;
 
 /** Status words (ISO 7816-4 §5.6, the interindustry values). */

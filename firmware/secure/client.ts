@@ -46,6 +46,19 @@ export class SeClient {
     return { ok: true, value: { serial, serialToken, keyVersion } };
   }
 
+  /** The vendor's Ed25519 public key burnt into the fuses (32 bytes, public). */
+  vendorKey(): ChipResult<Uint8Array> {
+    return this.#call('GET DATA vendor key', Ins.getData, { p2: DataObject.vendorKey });
+  }
+
+  /** The firmware measurement taken at power-on and the manifest version; SW_SECURITY_NOT_SATISFIED when the boot files did not verify. */
+  attestation(): ChipResult<{ measurement: Uint8Array; version: number }> {
+    const r = this.#call('GET DATA boot measurement', Ins.getData, { p2: DataObject.bootMeasurement });
+    if (!r.ok) return r;
+    const [measurement, version] = decode(r.value) as [Uint8Array, number];
+    return { ok: true, value: { measurement, version } };
+  }
+
   /** The business secrets the chip holds: their user and generations, newest first (no key bytes). */
   secrets(): ChipResult<{ user: string; gens: number[] } | null> {
     const r = this.#call('GET DATA slots', Ins.getData, { p2: DataObject.slots });

@@ -6,7 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex } from '@noble/hashes/utils.js';
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { FlashChip } from '../flash/chip.ts';
 import { CowBacking } from '../flash/backing.ts';
 import { Fuses } from '../flash/fuses.ts';
@@ -25,12 +25,20 @@ import { wrapSecret as wrapWith, secretWrapKey } from '../../protocol/secret-wra
 import type { Rng } from '../../protocol/channel.ts';
 const wrapSecret = (dk: Uint8Array, user: string, gen: number, secret: Uint8Array, rng: Rng) => wrapWith(secretWrapKey(dk), user, gen, secret, rng);
 import { CLA, Ins, DataObject, SW, encodeCommand, parseCommand, parseResponse, encodeResponse } from './apdu.ts';
+import { TEST_VENDOR_KEY, TEST_VENDOR_PUB } from '../factory/test-vendor.ts';
+import { DeviceBus } from '../flash/bus.ts';
+import { zoneFiles } from '../factory/image.ts';
+import { buildIso } from '../zones/iso9660.ts';
+import { arraySectors, listFat, parseBootSector } from '../zones/fat.ts';
+import { verifyManifest, vendorPublicKey } from '../boot-manifest.ts';
 
 const master = new Uint8Array(32).fill(7);
 const keyring = new MasterKeyring([[1, master]]);
-const fuses = new Fuses(new Uint8Array(32).fill(0x11), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
+const fuses = new Fuses(new Uint8Array(32).fill(0x11), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8), TEST_VENDOR_PUB);
 const SERIAL = 'SN-0000001';
-const { image } = buildImage({ serial: SERIAL, fuses, keyring });
+const { image, enrollment } = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: SERIAL, fuses, keyring });
+/** The firmware measurement of the factory image: what the chip attests. */
+const measurement = hexToBytes(enrollment.firmwareMeasurement);
 const table = (() => {
   const p = parseTable(image);
   if (!p.ok) throw new Error('bad table');
@@ -55,7 +63,9 @@ function hiddenPort(chip: FlashChip): HiddenPort {
 
 function chipWith(f: Fuses = fuses, base = image) {
   const chip = new FlashChip({ backing: new CowBacking(base, 4096), seed: 1 });
-  return { chip, se: new SecureElement(hiddenPort(chip), f, keystreamRng('se-test')) };
+  // The real wiring: the bus gives the controller the hidden zone and read-only boot media.
+  const bus = new DeviceBus(chip, f, table, keystreamRng('se-test'));
+  return { chip, se: bus.se, bus };
 }
 
 function call(se: SecureElement, ins: number, o: { p1?: number; p2?: number; data?: unknown } = {}) {
@@ -143,13 +153,13 @@ test('GET DATA gives the public identity and a slot table without key bytes', ()
 
 test('registration through the chip: the real server accepts it, both channels agree; the device key never leaves', () => {
   const { se } = chipWith();
-  const r = handshake(se, { slot: Slot.deviceKey, type: MsgType.hello, dest: 'reg-primary', fields: [token], serverKey: deviceKey, proofType: MsgType.helloReply });
+  const r = handshake(se, { slot: Slot.deviceKey, type: MsgType.hello, dest: 'reg-primary', fields: [token, measurement], serverKey: deviceKey, proofType: MsgType.helloReply });
   assert.ok(r.clientCh && r.serverCh, `sw ${r.sw?.toString(16)}`);
   const frame = r.clientCh!.seal(MsgType.credRequest, [SERIAL, '127.0.0.1']);
   assert.equal(r.serverCh!.open(decodeEnvelope(frame)), [SERIAL, '127.0.0.1']);
   for (const out of r.responses!) assert.not.ok(contains(out, deviceKey), 'K_dev in a response');
   // A server without the device key is caught by the chip: no traffic keys for it.
-  const forged = handshake(se, { slot: Slot.deviceKey, type: MsgType.hello, dest: 'reg-primary', fields: [token], serverKey: new Uint8Array(32).fill(9), proofType: MsgType.helloReply });
+  const forged = handshake(se, { slot: Slot.deviceKey, type: MsgType.hello, dest: 'reg-primary', fields: [token, measurement], serverKey: new Uint8Array(32).fill(9), proofType: MsgType.helloReply });
   assert.ok(forged.serverRefused, 'the server refuses the opening under a wrong key');
 });
 
@@ -185,7 +195,10 @@ test('hostile host: wrong slot policy, forged wraps, rollback, out-of-order comm
   // The device key is for the hello only: a login opening under it is refused.
   assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.login, 0, 'biz-east', ['password', USER, 1, new Map()]] }).sw, SW.conditionsNotSatisfied);
   // A hello that names another token.
-  assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [new Uint8Array(token.length)]] }).sw, SW.conditionsNotSatisfied);
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [new Uint8Array(token.length), measurement]] }).sw, SW.conditionsNotSatisfied);
+  // A hello that claims another firmware measurement, or none (the host cannot choose what the chip attests).
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [token, new Uint8Array(32).fill(0x5a)]] }).sw, SW.conditionsNotSatisfied);
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [token]] }).sw, SW.conditionsNotSatisfied);
   // A wrap made for another user or generation, or under another key, does not unwrap.
   const tampered = Uint8Array.from(w1);
   tampered[30]! ^= 1;
@@ -201,17 +214,17 @@ test('hostile host: wrong slot policy, forged wraps, rollback, out-of-order comm
   assert.is(call(se, Ins.hsOpen, { p1: Slot.business, data: [MsgType.hello, 0, 'biz-east', ['password', USER, 2, new Map()]] }).sw, SW.conditionsNotSatisfied);
   // Finish without an opening; finish with a server proof that does not verify.
   assert.is(call(se, Ins.hsFinish, { data: [new Uint8Array(32), new Uint8Array(32), new Uint8Array(32), new Uint8Array(32)] }).sw, SW.securityNotSatisfied);
-  assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [token]] }).sw, SW.ok);
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [token, measurement]] }).sw, SW.ok);
   assert.is(call(se, Ins.hsFinish, { data: [new Uint8Array(32), new Uint8Array(32), new Uint8Array(32), new Uint8Array(32)] }).sw, SW.verificationFailed);
   assert.is(call(se, Ins.hsFinish, { data: [new Uint8Array(32), new Uint8Array(32), new Uint8Array(32), new Uint8Array(32)] }).sw, SW.securityNotSatisfied, 'one try per opening');
   // Reserved slots hold nothing yet; unknown slots and classes are refused.
   assert.is(call(se, Ins.hsOpen, { p1: Slot.fingerprint, data: [MsgType.login, 0, 'biz-east', ['fingerprint', USER, 0, new Map()]] }).sw, SW.notFound);
-  assert.is(call(se, Ins.hsOpen, { p1: 0x7f, data: [MsgType.hello, 0, 'reg-primary', [token]] }).sw, SW.wrongP1P2);
+  assert.is(call(se, Ins.hsOpen, { p1: 0x7f, data: [MsgType.hello, 0, 'reg-primary', [token, measurement]] }).sw, SW.wrongP1P2);
   assert.is(parseResponse(se.transmit(Uint8Array.of(0x00, Ins.getData, 0, 1))).sw, SW.claNotSupported);
 
   // Every instruction byte, with every kind of argument a host might try: no response holds a secret.
   const secrets = [deviceKey, s1, s2, passwordLoginKey(s1, USER), passwordLoginKey(s2, USER), fuses.deriveKey(IDENTITY_KEY_LABEL), fuses.deriveKey(storeKeyLabel('login')), fuses.deriveKey(storeKeyLabel('secrets')), new Uint8Array(32).fill(0x11)];
-  const payloads: (Uint8Array | undefined)[] = [undefined, new Uint8Array(0), encode([]), encode([MsgType.hello, 0, 'reg-primary', [token]]), encode([USER, 2, 1, w2]), encode([2]), new Uint8Array(300).fill(0xff)];
+  const payloads: (Uint8Array | undefined)[] = [undefined, new Uint8Array(0), encode([]), encode([MsgType.hello, 0, 'reg-primary', [token, measurement]]), encode([USER, 2, 1, w2]), encode([2]), new Uint8Array(300).fill(0xff)];
   let calls = 0;
   for (let ins = 0; ins < 256; ins++) {
     for (const p1 of [0, 1, 2, 0x20, 0x21, 0xff]) {
@@ -227,15 +240,61 @@ test('hostile host: wrong slot policy, forged wraps, rollback, out-of-order comm
   assert.ok(calls > 30_000);
 });
 
+test('attestation: the chip measures the boot files at power-on; GET DATA gives the vendor key and the measurement the hello must carry', () => {
+  const { se } = chipWith();
+  const vk = call(se, Ins.getData, { p2: DataObject.vendorKey });
+  assert.equal([vk.sw, bytesToHex(vk.data)], [SW.ok, bytesToHex(TEST_VENDOR_PUB)]);
+  const m = call(se, Ins.getData, { p2: DataObject.bootMeasurement });
+  assert.is(m.sw, SW.ok);
+  assert.equal(decode(m.data), [measurement, 1]);
+  assert.is(se.counters.measurements, 1, 'measured once per power-on');
+  se.reset();
+  call(se, Ins.getData, { p2: DataObject.vendorKey });
+  assert.is(se.counters.measurements, 2, 'and again after a power cycle');
+});
+
+test('attestation, attack: boot files rewritten and BOOT.SIG re-signed with another key: no measurement, and the device key serves no hello', () => {
+  const { chip, se } = chipWith();
+  const v = zoneOf(table, ZoneType.VIRTUAL);
+  const evil = zoneFiles('ws://evil.test/reg-primary', 'ws://evil.test/reg-backup', new Uint8Array(32).fill(0x66));
+  chip.backing.fill(v.offset, v.size, 0xff);
+  chip.backing.write(v.offset, buildIso(evil.virtual, 'USBPHONE'));
+  const forged = verifyManifest(evil.manifest, vendorPublicKey(new Uint8Array(32).fill(0x66)));
+  assert.ok(forged.ok);
+  assert.is(call(se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.securityNotSatisfied);
+  for (const claimed of [measurement, forged.ok ? forged.measurement : measurement]) {
+    assert.is(call(se, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [token, claimed]] }).sw, SW.securityNotSatisfied);
+  }
+  // The public identity stays readable (the host may show it); the key is what is withheld.
+  assert.is(call(se, Ins.getData, { p2: DataObject.identity }).sw, SW.ok);
+});
+
+test('attestation read retry: a transient flip while the chip measures heals; a stored flip in MAIN.EXE leaves no measurement', () => {
+  const free = zoneOf(table, ZoneType.FREE);
+  const mainAt = (chip: FlashChip) => {
+    const { read } = arraySectors(chip.peek(free.offset, free.size));
+    const e = listFat(read)!.find((x) => x.name === 'MAIN.EXE')!;
+    const g = parseBootSector(read(0, 1)!).geometry!;
+    return free.offset + (g.dataSector + (e.cluster - 2) * g.sectorsPerCluster) * 512 + 17;
+  };
+  const a = chipWith();
+  a.chip.faults.readFlipAt = { addr: mainAt(a.chip), count: 1 };
+  assert.is(call(a.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.ok);
+  assert.is(a.chip.faults.readFlips, 1);
+  const b = chipWith();
+  b.chip.flipBit(mainAt(b.chip), 4);
+  assert.is(call(b.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.securityNotSatisfied);
+});
+
 test('a copied flash image in another chip (other fuses) opens nothing: no identity, no secrets', () => {
   const { chip, se } = chipWith();
   assert.is(call(se, Ins.importSecret, { data: [USER, 1, 0, wrapSecret(deviceKey, USER, 1, new Uint8Array(32).fill(0xc1), keystreamRng('c'))] }).sw, SW.ok);
   assert.is(call(se, Ins.writeRecord, { p1: Record.savedLogin, data: encode(['saved', 1]) }).sw, SW.ok);
   const copy = chip.peek(0, chip.sizeBytes);
   assert.not.ok(contains(copy, deviceKey, 8) || contains(copy, new Uint8Array(32).fill(0xc1), 8), 'a secret in the flash image');
-  const other = chipWith(new Fuses(new Uint8Array(32).fill(0x22), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8)), copy).se;
+  const other = chipWith(new Fuses(new Uint8Array(32).fill(0x22), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8), TEST_VENDOR_PUB), copy).se;
   assert.is.not(call(other, Ins.getData, { p2: DataObject.identity }).sw, SW.ok);
-  assert.is.not(call(other, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [token]] }).sw, SW.ok);
+  assert.is.not(call(other, Ins.hsOpen, { p1: Slot.deviceKey, data: [MsgType.hello, 0, 'reg-primary', [token, measurement]] }).sw, SW.ok);
   assert.is.not(call(other, Ins.readRecord, { p1: Record.savedLogin }).sw, SW.ok);
 });
 

@@ -21,6 +21,9 @@
 // Commands (CLA 0x80, ISO/IEC 7816-4 APDUs, apdu.ts):
 //   CA GET DATA      P1P2 0001 identity -> [serialToken, keyVersion, serial]
 //                    P1P2 0002 slots    -> [[slot, usage, state, user|null, [gen...]] ...]
+//                    P1P2 0003 vendor key -> the vendor's Ed25519 public key (fuses; public)
+//                    P1P2 0004 boot measurement -> [measurement(32), manifest version]
+//                              (6982 when the boot files did not verify)
 //   10 HS OPEN       P1 slot, data [type, seq, dest, fields] -> [nC, mac]
 //   12 HS FINISH     data [th1, nS, mac, th2] -> [finish, c2s, s2c]   (6300: bad server proof)
 //   20 IMPORT SECRET data [user, gen, currentGen, wrapped]             (6300: does not unwrap)
@@ -30,6 +33,14 @@
 //   D0 WRITE RECORD  P1 01, data: the record
 // A flash operation that loses power ends the command with no response at all (an empty
 // response), as a chip that loses power answers nothing.
+//
+// Attestation (issue 9): before it answers its first command after power-on, the controller
+// measures the boot files itself, through a read-only view of the two host units: BOOT.SIG's
+// signature under the vendor key in its fuses, then every listed file's SHA-256 (bounded read
+// retries, as the boot). The measurement is SHA-256 of the signed manifest's body. The device
+// key's usage policy binds it: a hello's fields must be [own serial token, own measurement], so
+// the hello's MAC vouches for the firmware the chip measured (a TPM quote's role); when the
+// files did not verify, the device key serves no hello at all.
 //
 // Not emulated: the physical interface (the USB mass-storage vendor SCSI command that would
 // carry the APDUs), secure messaging between host and chip, side channels of the chip itself,
@@ -42,6 +53,11 @@ import { passwordLoginKey } from '../../protocol/channel.ts';
 import { softClientKeyOps, type ClientKeyOps, type Rng } from '../../protocol/handshake-keys.ts';
 import { FlashStatus } from '../flash/chip.ts';
 import type { HiddenPort } from '../flash/hidden-port.ts';
+import type { BootMediaPort } from '../flash/media-port.ts';
+import { statusName } from '../flash/chip.ts';
+import { readIsoFile } from '../zones/iso9660.ts';
+import { readFatFile } from '../zones/fat.ts';
+import { checkBootFiles, type BootFileReader } from '../boot-manifest.ts';
 import type { Fuses } from '../flash/fuses.ts';
 import { readIdentity, RecordStore, HIDDEN_STORES, storeKeyLabel, type Identity } from '../zones/hidden.ts';
 import { CLA, Ins, DataObject, SW, parseCommand, encodeResponse } from './apdu.ts';
@@ -54,6 +70,12 @@ interface Held {
   /** Newest first, at most two. */
   secrets: { gen: number; secret: Uint8Array }[];
 }
+
+/** What the controller measured at power-on. */
+type BootState = { ok: true; measurement: Uint8Array; version: number; retries: number } | { ok: false; code: string; reason: string };
+
+/** Reads of the identity record before a MAC failure is believed (a transient read flip heals). */
+const IDENTITY_READ_ATTEMPTS = 3;
 
 const SECRETS_VERSION = 1;
 /** The secret slots live in the hidden zone's second record store, sealed under its own fuse key. */
@@ -75,15 +97,20 @@ export class SecureElement {
   /** The generation a server accepted since power-on (a login handshake finished with it). */
   #proven: number | null = null;
   #stores = new Map<number, RecordStore>();
-  /** Counts of what a host tried, for tests and the inspector. */
-  readonly counters = { commands: 0, refused: 0 };
+  readonly #media: BootMediaPort | null;
+  #boot: BootState | null = null;
+  /** Counts of what a host tried, for tests and the inspector; `measurements`: power-on measurements taken. */
+  readonly counters = { commands: 0, refused: 0, measurements: 0 };
 
   /**
    * port: the hidden zone, private to the controller (the bus gives the host no path to it).
+   * media: read-only views of the host units, to measure the boot files (null: no boot media,
+   * the boot never verifies and the device key serves no hello).
    * Throws only on bad construction.
    */
-  constructor(port: HiddenPort, fuses: Fuses, rng: Rng) {
+  constructor(port: HiddenPort, fuses: Fuses, rng: Rng, media: BootMediaPort | null = null) {
     this.#fuses = fuses;
+    this.#media = media;
     this.#port = Object.freeze({
       hiddenBytes: port.hiddenBytes,
       sectorBytes: port.sectorBytes,
@@ -106,6 +133,35 @@ export class SecureElement {
     this.#wipeHeld();
     this.#proven = null;
     this.#stores.clear();
+    this.#boot = null;
+  }
+
+  /** The power-on measurement (taken once, before the first command is answered). */
+  #measure(): BootState | 'power-lost' {
+    if (this.#boot) return this.#boot;
+    const m = this.#media;
+    if (!m) return (this.#boot = { ok: false, code: 'BOOT_MISSING_PROGRAM', reason: 'no boot media' });
+    let last: number = FlashStatus.OK;
+    const blocks = (lba: number, n: number) => {
+      const r = m.readCdrom(lba, n);
+      last = r.status;
+      return r.status === FlashStatus.OK ? r.data : null;
+    };
+    const sectors = (lba: number, n: number) => {
+      const r = m.readDisk(lba, n);
+      last = r.status;
+      return r.status === FlashStatus.OK ? r.data : null;
+    };
+    // Each read goes to the media again (directory included): no cache between retries.
+    const read: BootFileReader = (zone, name) => {
+      last = FlashStatus.OK;
+      const b = zone === 'cdrom' ? readIsoFile(blocks, name, m.cdromBlocks) : readFatFile(sectors, name);
+      return b ? { ok: true, data: b } : { ok: false, status: statusName(last === FlashStatus.OK ? FlashStatus.ERR_NOT_FOUND : last) };
+    };
+    this.counters.measurements++;
+    const c = checkBootFiles(read, this.#fuses.vendorPublicKey());
+    if (!c.ok && c.powerLost) return 'power-lost';
+    return (this.#boot = c.ok ? { ok: true, measurement: c.measurement, version: c.manifest.version, retries: c.retries } : { ok: false, code: c.code, reason: c.reason });
   }
 
   /** One command APDU in, one response APDU out (data || SW1 SW2; empty when power was lost). */
@@ -124,6 +180,8 @@ export class SecureElement {
   }
 
   #dispatch(apdu: Uint8Array): Reply {
+    // Power-on: the boot files are measured before the first command is answered.
+    if (this.#measure() === 'power-lost') return 'power-lost';
     const c = parseCommand(apdu);
     if (!c) return status(SW.wrongLength);
     if (c.cla !== CLA) return status(SW.claNotSupported);
@@ -170,13 +228,21 @@ export class SecureElement {
 
   #loadIdentity(): Identity | Reply {
     if (this.#identity) return this.#identity;
-    const r = readIdentity(this.#port);
+    let r = readIdentity(this.#port);
+    // A record that does not authenticate is read again: a transient read flip heals, a stored one does not.
+    for (let i = 1; i < IDENTITY_READ_ATTEMPTS && (r.status === FlashStatus.ERR_AUTH || r.status === FlashStatus.ERR_FORMAT); i++) r = readIdentity(this.#port);
     if (r.status === FlashStatus.ERR_POWER_LOST) return 'power-lost';
     if (!r.identity) return status(r.status === FlashStatus.ERR_EMPTY ? SW.notFound : SW.memoryFailure);
     return (this.#identity = r.identity);
   }
 
   #getData(obj: number): Reply {
+    // Public objects that need no identity record.
+    if (obj === DataObject.vendorKey) return { data: this.#fuses.vendorPublicKey(), sw: SW.ok };
+    if (obj === DataObject.bootMeasurement) {
+      const b = this.#boot;
+      return b?.ok ? ok([b.measurement, b.version]) : status(SW.securityNotSatisfied);
+    }
     const id = this.#loadIdentity();
     if (!isIdentity(id)) return id;
     if (obj === DataObject.identity) return ok([id.serialToken, id.keyVersion, id.serial]);
@@ -208,8 +274,11 @@ export class SecureElement {
     let key: Uint8Array;
     let gen: number | null = null;
     if (slot === Slot.deviceKey) {
-      // Usage policy: the registration hello, with this chip's own serial token, nothing else.
-      if (type !== MsgType.hello || fields.length !== 1 || !(fields[0] instanceof Uint8Array) || !equalBytes(fields[0], id.serialToken)) return status(SW.conditionsNotSatisfied);
+      // Usage policy: the registration hello, with this chip's own serial token and the
+      // measurement it took at power-on, nothing else; no hello at all for unverified firmware.
+      const b = this.#boot;
+      if (!b?.ok) return status(SW.securityNotSatisfied);
+      if (type !== MsgType.hello || fields.length !== 2 || !isBytes(fields[0], id.serialToken.length) || !equalBytes(fields[0], id.serialToken) || !isBytes(fields[1], 32) || !equalBytes(fields[1], b.measurement)) return status(SW.conditionsNotSatisfied);
       key = Uint8Array.from(id.deviceKey);
     } else if (slot === Slot.business) {
       // Usage policy: a password login of the user these secrets belong to, with a held generation.

@@ -9,6 +9,7 @@ import { listIso } from './iso9660.ts';
 import { busStorage, type RecordCodec } from './bus-storage.ts';
 import { buildImage } from '../factory/image.ts';
 import { MasterKeyring } from '../../protocol/keys.ts';
+import { TEST_VENDOR_KEY, TEST_VENDOR_PUB } from '../factory/test-vendor.ts';
 
 interface Login { user: string; secret: string }
 const json: RecordCodec<Login> = {
@@ -19,8 +20,8 @@ const json: RecordCodec<Login> = {
     return v;
   },
 };
-const fuses = new Fuses(new Uint8Array(32).fill(5), new Uint8Array(8).fill(6));
-const { image } = buildImage({ serial: 'SN-7', fuses, keyring: new MasterKeyring([[1, new Uint8Array(32).fill(1)]]) });
+const fuses = new Fuses(new Uint8Array(32).fill(5), new Uint8Array(8).fill(6), TEST_VENDOR_PUB);
+const { image } = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: 'SN-7', fuses, keyring: new MasterKeyring([[1, new Uint8Array(32).fill(1)]]) });
 const p = parseTable(image);
 if (!p.ok) throw new Error('table');
 const table = p.table;

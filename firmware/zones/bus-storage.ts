@@ -68,6 +68,8 @@ export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>): RecordStor
       return fail(listFat(sectors) ? FlashStatus.ERR_NOT_FOUND : last !== FlashStatus.OK ? last : FlashStatus.ERR_NO_VOLUME);
     },
     readIdentity: () => se.identity(),
+    vendorKey: () => se.vendorKey(),
+    attestation: () => se.attestation(),
     deviceKeys: () => se.deviceKeyOps(),
     loginKeys: () => se.loginKeyOps(),
     importSecret: (user, gen, currentGen, wrapped) => se.importSecret(user, gen, currentGen, wrapped),

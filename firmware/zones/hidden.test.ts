@@ -10,11 +10,12 @@ import { readIdentity, openStore, RecordStore, HIDDEN_STORES, RECORD_MAX_PAYLOAD
 import { buildImage } from '../factory/image.ts';
 import fc from 'fast-check';
 import { MasterKeyring, deriveDeviceKey, openSerialToken } from '../../protocol/keys.ts';
+import { TEST_VENDOR_KEY, TEST_VENDOR_PUB } from '../factory/test-vendor.ts';
 
 const master = new Uint8Array(32).fill(7);
 const keyring = new MasterKeyring([[1, master]]);
-const fuses = new Fuses(new Uint8Array(32).fill(0x11), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
-const { image } = buildImage({ serial: 'SN-0000001', fuses, keyring });
+const fuses = new Fuses(new Uint8Array(32).fill(0x11), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8), TEST_VENDOR_PUB);
+const { image } = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: 'SN-0000001', fuses, keyring });
 const parsed = parseTable(image);
 if (!parsed.ok) throw new Error('bad table');
 const table = parsed.table;
@@ -67,7 +68,7 @@ test('identity (S0.1, S0.2, S0.4): the controller unseals it, and it matches the
 });
 
 test('a copied image is useless on another chip: the identity does not unseal without these fuses', () => {
-  const other = new Fuses(new Uint8Array(32).fill(0x22), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
+  const other = new Fuses(new Uint8Array(32).fill(0x22), Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8), TEST_VENDOR_PUB);
   const { bus, port } = device(image, other);
   assert.is(readIdentity(port).status, FlashStatus.ERR_AUTH);
 });
@@ -140,7 +141,7 @@ test('record store: a worn slot is skipped; a flipped bit falls back to the prev
 test('record store: a key from other fuses opens nothing', () => {
   const { bus, port } = unlocked();
   store(port).write(te.encode('secret login'));
-  const foreign = new RecordStore(port, new Fuses(new Uint8Array(32).fill(9), new Uint8Array(8)).deriveKey(storeKeyLabel('login')));
+  const foreign = new RecordStore(port, new Fuses(new Uint8Array(32).fill(9), new Uint8Array(8), TEST_VENDOR_PUB).deriveKey(storeKeyLabel('login')));
   assert.is(foreign.read().status, FlashStatus.ERR_EMPTY);
   assert.ok(foreign.slots().slots.some((x) => x.state === 'invalid'));
 });
