@@ -39,7 +39,9 @@ function heldSecrets(phone: Phone, fuses: Fuses): Uint8Array[] {
     if (c.state === 'valid' && (!best || c.seq! > best.seq)) best = { seq: c.seq!, payload: c.payload! };
   }
   if (!best) return [];
-  const v = decode(best.payload) as [number, string, [number, Uint8Array][]];
+  // The controller seals [counter, record] (its rollback counter, firmware/secure/nvm.ts).
+  const [, inner] = decode(best.payload) as [number, Uint8Array];
+  const v = decode(inner) as [number, string, [number, Uint8Array][]];
   return v[2].map((e) => e[1]);
 }
 

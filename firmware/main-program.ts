@@ -98,9 +98,13 @@ export class MainProgram {
       savedOk = r.ok;
       if (r.ok) this.#login = { ...next, gens: login.gens };
       if (!unchanged) dev.trace('S0.12', 'save login', r.ok ? `user ${login.user}, gen ${t.gen}, server ${t.server.name} (${hostOf(t.server.url)}) saved` : `save failed (${r.status}); the older record stays`, r.ok);
-      // With more than one generation held, say which one works: the newest confirms the
-      // change (S0.14); an older one reports a fallback, which the server counts (issue 9).
-      return login.gens.length > 1;
+      // Always say which generation works, and wait for the answer: the server promotes a
+      // pending generation when it takes the finish, which the acknowledgement follows on the
+      // same ordered stream, so the login is complete at the server once it arrives (a phone
+      // that hung up right after the finish could leave the promotion undone, and the password
+      // would never change). The newest confirms the change (S0.14); an older one reports a
+      // fallback, which the server counts (issue 9).
+      return true;
     };
     const machine = new LoginClient({ dest: t.server.name, user: login.user, gen: t.gen, secret: dev.storage.loginKeys(), rng: dev.rng });
     const s = new ClientSession(
@@ -124,7 +128,8 @@ export class MainProgram {
         } else if (!isSessionEnd(r) && r.kind === 'ok' && r.confirmed) {
           // The server acknowledged the newer generation: only now are the older ones let go.
           const retired = dev.storage.retireOlder(t.gen);
-          dev.trace('S0.14', `password change -> ${s.dest}`, retired.ok ? `gen ${t.gen} confirmed; older generations retired in the secure element` : `gen ${t.gen} confirmed; the older generation stays (${retired.status})`, true);
+          const what = login.gens.length > 1 ? (retired.ok ? '; older generations retired in the secure element' : `; the older generation stays (${retired.status})`) : '';
+          dev.trace('S0.14', `password change -> ${s.dest}`, `gen ${t.gen} confirmed${what}`, true);
           if (retired.ok) this.#login = { ...this.#login!, gens: [t.gen] };
         }
         if (loggedIn && isSessionEnd(r)) {

@@ -13,6 +13,7 @@ import { Device, defaultDeviceConfig, type DeviceConfig } from './device.ts';
 import { encodeSavedLogin, decodeSavedLogin } from './saved-login.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import type { HalBase } from './hal/hal.ts';
+import type { ControllerNvm } from './secure/nvm.ts';
 
 export interface Phone {
   device: Device;
@@ -52,6 +53,8 @@ export interface PhoneOptions {
   config?: DeviceConfig;
   /** Seed of the chip's fault-injection PRNG. */
   chipSeed?: number;
+  /** The controller's own memory (rollback counters), outside the flash; default in memory. */
+  nvm?: ControllerNvm;
   /** Give this device its own identity over the base (fleets): serial + master key. */
   personalize?: { serial: string; keyVersion: number; master: Uint8Array };
 }
@@ -68,7 +71,7 @@ export function makePhone(o: PhoneOptions): Phone {
   }
   const chip = new FlashChip({ backing, seed: o.chipSeed ?? 1 });
   // The controller draws its nonces from the phone's own randomness (seeded in a simulation, so a run replays).
-  const bus = new DeviceBus(chip, o.fuses, table, o.hal.rng);
+  const bus = new DeviceBus(chip, o.fuses, table, o.hal.rng, o.nvm);
   const storage = busStorage(bus, { encode: encodeSavedLogin, decode: decodeSavedLogin });
   const device = new Device(o.hal, storage, o.config ?? defaultDeviceConfig);
   return { device, chip, bus, backing, table };

@@ -4,7 +4,7 @@
 // databases to enroll the phone. The phone's factory image, fuses and enrollment record are
 // kept in the state directory, so what the phone saves persists: the next run is a second
 // boot (a password change), and so on.
-import { existsSync, readFileSync, writeFileSync, appendFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { startStack, type Stack, type StackOptions } from '../deploy/stack.ts';
@@ -12,6 +12,7 @@ import { setLogSink } from '../server-kit/log.ts';
 import { buildImage } from '../firmware/factory/image.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { FileBacking, loadWear, saveWear } from '../firmware/host/file-backing.ts';
+import { fileNvm } from '../firmware/host/file-nvm.ts';
 import { parseTable } from '../firmware/zones/layout.ts';
 import { makePhone } from '../firmware/phone.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
@@ -31,9 +32,10 @@ import { ImplementationError } from '../protocol/errors.ts';
  * The layout generation of the phone this simulator builds and keeps (flash zones, hidden-zone
  * stores, record formats). An image of another one is rebuilt, said, not misread: bump it when
  * a format changes (3: the secure controller's stores and the power-safe disk controller;
- * 4: the signed boot manifest and fuses v2 with the vendor key).
+ * 4: the signed boot manifest and fuses v2 with the vendor key; 5: records carry the
+ * controller's rollback counter).
  */
-export const PHONE_FORMAT = 4;
+export const PHONE_FORMAT = 5;
 
 export interface SingleOptions {
   stateDir: string;
@@ -167,7 +169,11 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
     try {
       const host = new TraceHost(o.trace);
       const ip = o.ip ?? '127.1.0.1';
-      const phone = makePhone({ backing, fuses, hal: { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host } });
+      // The controller's rollback counters live beside the image, as a real chip's EEPROM lives
+      // beside its flash: a new image (a new phone) starts them again.
+      const nvmPath = f.image + '.nvm';
+      if (!reuse) rmSync(nvmPath, { force: true });
+      const phone = makePhone({ backing, fuses, nvm: fileNvm(nvmPath), hal: { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host } });
       // The chip's erase counters live beside the image (a raw image carries none), so wear
       // adds up over runs: `usbphone inspect state/phone.img --wear`.
       const wearPath = f.image + '.wear';

@@ -24,6 +24,7 @@ import { Fuses } from './fuses.ts';
 import { ZoneType, zoneOf, type PartitionTable } from '../zones/layout.ts';
 import { DiskController } from '../zones/disk-controller.ts';
 import { SecureElement } from '../secure/element.ts';
+import { memoryNvm, type ControllerNvm } from '../secure/nvm.ts';
 import type { HiddenPort } from './hidden-port.ts';
 import type { BootMediaPort } from './media-port.ts';
 
@@ -106,8 +107,11 @@ export class DeviceBus {
   readonly #chip: FlashChip;
   readonly #disk: DiskController;
 
-  /** rng: the controller's random source (nonces); a seeded one makes a simulated phone replay. */
-  constructor(chip: FlashChip, fuses: Fuses, table: PartitionTable, rng: (n: number) => Uint8Array = (n) => crypto.getRandomValues(new Uint8Array(n))) {
+  /**
+   * rng: the controller's random source (nonces); a seeded one makes a simulated phone replay.
+   * nvm: the controller's own non-volatile memory (its rollback counters), outside the flash.
+   */
+  constructor(chip: FlashChip, fuses: Fuses, table: PartitionTable, rng: (n: number) => Uint8Array = (n) => crypto.getRandomValues(new Uint8Array(n)), nvm: ControllerNvm = memoryNvm()) {
     if (!(chip instanceof FlashChip)) throw new TypeError('DeviceBus: FlashChip expected');
     if (!(fuses instanceof Fuses)) throw new TypeError('DeviceBus: Fuses expected');
     if (table.chipBytes !== chip.sizeBytes) throw new RangeError(`DeviceBus: table is for a ${table.chipBytes}-byte chip, chip has ${chip.sizeBytes}`);
@@ -141,7 +145,7 @@ export class DeviceBus {
     // The boot media, read-only, for the controller's power-on measurement (attestation).
     const cdrom = this.cdrom, diskUnit = this.disk;
     const media: BootMediaPort = { cdromBlocks: cdrom.blockCount, readCdrom: (lba, n) => cdrom.readBlocks(lba, n), readDisk: (lba, n) => diskUnit.readSectors(lba, n) };
-    this.se = new SecureElement(hidden, fuses, rng, media);
+    this.se = new SecureElement(hidden, fuses, rng, media, nvm);
   }
 
   /** Unplug and replug: the chip powers up again, the controller forgets its RAM state. */

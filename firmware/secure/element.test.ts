@@ -21,6 +21,7 @@ import { decodeEnvelope, encodeEnvelope, parseServerProof, MsgType } from '../..
 import { proofInput } from '../../protocol/handshake-keys.ts';
 import { keystreamRng } from '../../protocol/seeded-rng.ts';
 import { SecureElement, Slot, Record } from './element.ts';
+import { memoryNvm, type ControllerNvm } from './nvm.ts';
 import { wrapSecret as wrapWith, secretWrapKey } from '../../protocol/secret-wrap.ts';
 import type { Rng } from '../../protocol/channel.ts';
 const wrapSecret = (dk: Uint8Array, user: string, gen: number, secret: Uint8Array, rng: Rng) => wrapWith(secretWrapKey(dk), user, gen, secret, rng);
@@ -61,10 +62,10 @@ function hiddenPort(chip: FlashChip): HiddenPort {
   };
 }
 
-function chipWith(f: Fuses = fuses, base = image) {
+function chipWith(f: Fuses = fuses, base = image, nvm: ControllerNvm = memoryNvm()) {
   const chip = new FlashChip({ backing: new CowBacking(base, 4096), seed: 1 });
   // The real wiring: the bus gives the controller the hidden zone and read-only boot media.
-  const bus = new DeviceBus(chip, f, table, keystreamRng('se-test'));
+  const bus = new DeviceBus(chip, f, table, keystreamRng('se-test'), nvm);
   return { chip, se: bus.se, bus };
 }
 
@@ -307,5 +308,38 @@ function contains(hay: Uint8Array, needle: Uint8Array, window = needle.length): 
   }
   return false;
 }
+
+test('rollback: an older copy of the flash written back is refused (the counters live in the controller, not the flash); a cut between the record and the counter is no rollback', () => {
+  const nvm = memoryNvm();
+  const { chip, se } = chipWith(fuses, image, nvm);
+  const rng = keystreamRng('rollback');
+  const s1 = new Uint8Array(32).fill(0xd1), s2 = new Uint8Array(32).fill(0xd2);
+  assert.is(call(se, Ins.importSecret, { data: [USER, 1, 0, wrapSecret(deviceKey, USER, 1, s1, rng)] }).sw, SW.ok);
+  assert.is(call(se, Ins.writeRecord, { p1: Record.savedLogin, data: encode(['first', 1]) }).sw, SW.ok);
+  // The attacker keeps this copy of the flash...
+  const older = chip.peek(0, chip.sizeBytes);
+  // ...the phone moves on (a newer secret, a newer record)...
+  assert.is(call(se, Ins.importSecret, { data: [USER, 2, 1, wrapSecret(deviceKey, USER, 2, s2, rng)] }).sw, SW.ok);
+  assert.is(call(se, Ins.writeRecord, { p1: Record.savedLogin, data: encode(['second', 2]) }).sw, SW.ok);
+  // ...and the attacker writes the older copy back, into the same chip (same fuses, same controller memory).
+  const restored = chipWith(fuses, older, nvm).se;
+  assert.is(call(restored, Ins.readRecord, { p1: Record.savedLogin }).sw, SW.notFound, 'the older record is refused');
+  const gens = (decode(call(restored, Ins.getData, { p2: DataObject.slots }).data) as unknown[][])[1]!;
+  assert.equal([gens[2], gens[4]], ['empty', []], 'the older secrets are refused');
+  assert.is(restored.counters.rollbacks, 2);
+  // The same copy in the chip it came from, before anything newer: read back as it is.
+  const fresh = memoryNvm();
+  const a = chipWith(fuses, image, fresh);
+  assert.is(call(a.se, Ins.writeRecord, { p1: Record.savedLogin, data: encode(['only', 1]) }).sw, SW.ok);
+  assert.equal(decode(call(chipWith(fuses, a.chip.peek(0, a.chip.sizeBytes), fresh).se, Ins.readRecord, { p1: Record.savedLogin }).data), ['only', 1]);
+  // Power lost after the record reached the flash, before the counter: the record is newer
+  // than the counter, accepted, and the counter catches up.
+  const lagging = memoryNvm();
+  const b = chipWith(fuses, image, lagging);
+  assert.is(call(b.se, Ins.writeRecord, { p1: Record.savedLogin, data: encode(['r', 1]) }).sw, SW.ok);
+  lagging.write(1, 0);
+  assert.is(call(chipWith(fuses, b.chip.peek(0, b.chip.sizeBytes), lagging).se, Ins.readRecord, { p1: Record.savedLogin }).sw, SW.ok);
+  assert.is(lagging.read(1), 1);
+});
 
 test.run();

@@ -59,6 +59,7 @@ import { readIsoFile } from '../zones/iso9660.ts';
 import { readFatFile } from '../zones/fat.ts';
 import { checkBootFiles, type BootFileReader } from '../boot-manifest.ts';
 import type { Fuses } from '../flash/fuses.ts';
+import { memoryNvm, type ControllerNvm } from './nvm.ts';
 import { readIdentity, RecordStore, HIDDEN_STORES, storeKeyLabel, type Identity } from '../zones/hidden.ts';
 import { CLA, Ins, DataObject, SW, parseCommand, encodeResponse } from './apdu.ts';
 
@@ -100,7 +101,7 @@ export class SecureElement {
   readonly #media: BootMediaPort | null;
   #boot: BootState | null = null;
   /** Counts of what a host tried, for tests and the inspector; `measurements`: power-on measurements taken. */
-  readonly counters = { commands: 0, refused: 0, measurements: 0 };
+  readonly counters = { commands: 0, refused: 0, measurements: 0, rollbacks: 0 };
 
   /**
    * port: the hidden zone, private to the controller (the bus gives the host no path to it).
@@ -108,7 +109,10 @@ export class SecureElement {
    * the boot never verifies and the device key serves no hello).
    * Throws only on bad construction.
    */
-  constructor(port: HiddenPort, fuses: Fuses, rng: Rng, media: BootMediaPort | null = null) {
+  readonly #nvm: ControllerNvm;
+
+  constructor(port: HiddenPort, fuses: Fuses, rng: Rng, media: BootMediaPort | null = null, nvm: ControllerNvm = memoryNvm()) {
+    this.#nvm = nvm;
     this.#fuses = fuses;
     this.#media = media;
     this.#port = Object.freeze({
@@ -320,8 +324,7 @@ export class SecureElement {
 
   #loadHeld(): Held | null | 'power-lost' {
     if (this.#heldLoaded) return this.#held;
-    const st = this.#store(SECRETS_STORE);
-    const r = st.read();
+    const r = this.#readCounted(SECRETS_STORE);
     if (r.status === FlashStatus.ERR_POWER_LOST) return 'power-lost';
     this.#heldLoaded = true;
     if (r.status !== FlashStatus.OK) return (this.#held = null);
@@ -343,7 +346,7 @@ export class SecureElement {
 
   #saveHeld(h: Held): Reply | null {
     const bytes = encode([SECRETS_VERSION, h.user, h.secrets.map((s) => [s.gen, s.secret])]);
-    const st = this.#store(SECRETS_STORE).write(bytes);
+    const st = this.#writeCounted(SECRETS_STORE, bytes);
     bytes.fill(0);
     if (st === FlashStatus.ERR_POWER_LOST) return 'power-lost';
     if (st !== FlashStatus.OK) return status(SW.memoryFailure);
@@ -405,8 +408,47 @@ export class SecureElement {
     return s;
   }
 
+  /**
+   * The current record of a store, with its rollback counter checked: a record sealed with a
+   * value below the controller's counter for that store is an older copy of the flash, refused
+   * (counted in `counters.rollbacks`) as if absent. A record above it (the power failed after
+   * the flash write, before the counter's) raises the counter.
+   */
+  #readCounted(geometry: { id: number; firstSector: number; slots: number }): { status: number; payload: Uint8Array | null } {
+    const r = this.#store(geometry).read();
+    if (r.status !== FlashStatus.OK) return { status: r.status, payload: null };
+    let counter: number, payload: Uint8Array;
+    try {
+      const v = decode(r.payload!);
+      if (!Array.isArray(v) || v.length !== 2 || !isUint(v[0]) || !(v[1] instanceof Uint8Array)) throw new Error('shape');
+      [counter, payload] = [v[0], Uint8Array.from(v[1])];
+    } catch {
+      return { status: FlashStatus.ERR_FORMAT, payload: null };
+    } finally {
+      r.payload?.fill(0);
+    }
+    const held = this.#nvm.read(geometry.id);
+    if (counter < held) {
+      this.counters.rollbacks++;
+      payload.fill(0);
+      return { status: FlashStatus.ERR_EMPTY, payload: null };
+    }
+    if (counter > held) this.#nvm.write(geometry.id, counter);
+    return { status: FlashStatus.OK, payload };
+  }
+
+  /** Writes a record sealed with the next value of its store's counter, then raises the counter. */
+  #writeCounted(geometry: { id: number; firstSector: number; slots: number }, payload: Uint8Array): number {
+    const next = this.#nvm.read(geometry.id) + 1;
+    const wrapped = encode([next, payload]);
+    const st = this.#store(geometry).write(wrapped);
+    wrapped.fill(0);
+    if (st === FlashStatus.OK) this.#nvm.write(geometry.id, next);
+    return st;
+  }
+
   #readRecord(): Reply {
-    const r = this.#store(HIDDEN_STORES.login).read();
+    const r = this.#readCounted(HIDDEN_STORES.login);
     if (r.status === FlashStatus.ERR_POWER_LOST) return 'power-lost';
     if (r.status === FlashStatus.ERR_EMPTY) return status(SW.notFound);
     if (r.status !== FlashStatus.OK) return status(SW.memoryFailure);
@@ -416,7 +458,7 @@ export class SecureElement {
   #writeRecord(data: Uint8Array): Reply {
     if (data.length === 0) return status(SW.wrongLength);
     if (data.length > MAX_RECORD) return status(SW.notEnoughMemory);
-    const st = this.#store(HIDDEN_STORES.login).write(data);
+    const st = this.#writeCounted(HIDDEN_STORES.login, data);
     if (st === FlashStatus.ERR_POWER_LOST) return 'power-lost';
     return st === FlashStatus.OK ? ok() : status(SW.memoryFailure);
   }
