@@ -142,9 +142,17 @@ export class DeviceBus {
       programHidden: (off, data) => (inZone(off, data.length, h.size) ? chip.program(h.offset + off, data) : FlashStatus.ERR_RANGE),
       eraseHiddenSector: (off) => (inZone(off, sectorBytes, h.size) ? chip.eraseSector(h.offset + off) : FlashStatus.ERR_RANGE),
     };
-    // The boot media, read-only, for the controller's power-on measurement (attestation).
-    const cdrom = this.cdrom, diskUnit = this.disk;
-    const media: BootMediaPort = { cdromBlocks: cdrom.blockCount, readCdrom: (lba, n) => cdrom.readBlocks(lba, n), readDisk: (lba, n) => diskUnit.readSectors(lba, n) };
+    // The boot media, read-only, for the controller's measurement (attestation). Built from the
+    // chip and the disk controller directly, never from the host's unit objects: a host program
+    // holds those and could replace their methods to show the controller other bytes than the
+    // flash holds (found by review: a genuine measurement over a rewritten MAIN.EXE).
+    const cdromBlocks = Math.floor(v.size / CDROM_BLOCK), diskSectors = Math.floor(disk.visibleBytes / DISK_SECTOR);
+    const none = { status: FlashStatus.ERR_RANGE, data: new Uint8Array(0) };
+    const media: BootMediaPort = Object.freeze({
+      cdromBlocks,
+      readCdrom: (lba: number, n: number) => (isCount(lba) && isCount(n) && lba + n <= cdromBlocks && n * CDROM_BLOCK <= MAX_TRANSFER_BYTES ? chip.read(v.offset + lba * CDROM_BLOCK, n * CDROM_BLOCK) : none),
+      readDisk: (lba: number, n: number) => (isCount(lba) && isCount(n) && lba + n <= diskSectors && n * DISK_SECTOR <= MAX_TRANSFER_BYTES ? disk.read(lba * DISK_SECTOR, n * DISK_SECTOR) : none),
+    });
     this.se = new SecureElement(hidden, fuses, rng, media, nvm);
   }
 

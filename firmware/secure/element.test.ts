@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
-import { FlashChip } from '../flash/chip.ts';
+import { FlashChip, FlashStatus } from '../flash/chip.ts';
 import { CowBacking } from '../flash/backing.ts';
 import { Fuses } from '../flash/fuses.ts';
 import type { HiddenPort } from '../flash/hidden-port.ts';
@@ -241,17 +241,18 @@ test('hostile host: wrong slot policy, forged wraps, rollback, out-of-order comm
   assert.ok(calls > 30_000);
 });
 
-test('attestation: the chip measures the boot files at power-on; GET DATA gives the vendor key and the measurement the hello must carry', () => {
+test('attestation: the chip measures the boot files at power-on and at each attestation; GET DATA gives the vendor key and the measurement the hello must carry', () => {
   const { se } = chipWith();
   const vk = call(se, Ins.getData, { p2: DataObject.vendorKey });
   assert.equal([vk.sw, bytesToHex(vk.data)], [SW.ok, bytesToHex(TEST_VENDOR_PUB)]);
   const m = call(se, Ins.getData, { p2: DataObject.bootMeasurement });
   assert.is(m.sw, SW.ok);
   assert.equal(decode(m.data), [measurement, 1]);
-  assert.is(se.counters.measurements, 1, 'measured once per power-on');
+  // At power-on, and again for this GET DATA: the measurement is of the files as they are now.
+  assert.is(se.counters.measurements, 2);
   se.reset();
   call(se, Ins.getData, { p2: DataObject.vendorKey });
-  assert.is(se.counters.measurements, 2, 'and again after a power cycle');
+  assert.is(se.counters.measurements, 3, 'and again after a power cycle');
 });
 
 test('attestation, attack: boot files rewritten and BOOT.SIG re-signed with another key: no measurement, and the device key serves no hello', () => {
@@ -268,6 +269,37 @@ test('attestation, attack: boot files rewritten and BOOT.SIG re-signed with anot
   }
   // The public identity stays readable (the host may show it); the key is what is withheld.
   assert.is(call(se, Ins.getData, { p2: DataObject.identity }).sw, SW.ok);
+});
+
+test('attestation, attacks of a host program (review): MAIN.EXE rewritten after power-on, or the host units shown other bytes, cannot get a genuine measurement attested', () => {
+  const free = zoneOf(table, ZoneType.FREE);
+  const mainSector = (chip: FlashChip) => {
+    const { read } = arraySectors(chip.peek(free.offset, free.size));
+    const e = listFat(read)!.find((x) => x.name === 'MAIN.EXE')!;
+    const g = parseBootSector(read(0, 1)!).geometry!;
+    return g.dataSector + (e.cluster - 2) * g.sectorsPerCluster;
+  };
+  const hello = [MsgType.hello, 0, 'reg-primary', [token, measurement]];
+  // 1. Time of check, time of use: the chip answers a first command (its power-on measurement),
+  // then the host rewrites MAIN.EXE through the disk unit and asks for the hello.
+  const a = chipWith();
+  assert.is(call(a.se, Ins.getData, { p2: DataObject.vendorKey }).sw, SW.ok);
+  const lba = mainSector(a.chip);
+  const evil = new Uint8Array(512).fill(0x20);
+  evil.set(new TextEncoder().encode('EVIL MAIN PROGRAM'));
+  assert.is(a.bus.disk.writeSectors(lba, evil), FlashStatus.OK);
+  assert.is(call(a.se, Ins.hsOpen, { p1: Slot.deviceKey, data: hello }).sw, SW.securityNotSatisfied, 'no hello over rewritten firmware');
+  assert.is(call(a.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.securityNotSatisfied);
+  // 2. The host replaces its own unit's read method to show the genuine sectors: the
+  // controller reads the flash through a path of its own, and sees the rewrite.
+  const b = chipWith();
+  const genuine = b.chip.peek(free.offset, free.size);
+  const lb = mainSector(b.chip);
+  assert.is(b.bus.disk.writeSectors(lb, evil), FlashStatus.OK);
+  (b.bus.disk as unknown as { readSectors: (l: number, n: number) => unknown }).readSectors = (l: number, n: number) => ({ status: FlashStatus.OK, data: genuine.slice(l * 512, (l + n) * 512) });
+  assert.is(call(b.se, Ins.hsOpen, { p1: Slot.deviceKey, data: hello }).sw, SW.securityNotSatisfied, 'the chip does not read through the host units');
+  // The accepted path: nothing rewritten, the same hello is served.
+  assert.is(call(chipWith().se, Ins.hsOpen, { p1: Slot.deviceKey, data: hello }).sw, SW.ok);
 });
 
 test('attestation read retry: a transient flip while the chip measures heals; a stored flip in MAIN.EXE leaves no measurement', () => {

@@ -34,8 +34,10 @@
 // A flash operation that loses power ends the command with no response at all (an empty
 // response), as a chip that loses power answers nothing.
 //
-// Attestation (issue 9): before it answers its first command after power-on, the controller
-// measures the boot files itself, through a read-only view of the two host units: BOOT.SIG's
+// Attestation (issue 9): before it answers its first command after power-on, and again for
+// every hello and every attestation query (the host can write the disk unit in between), the
+// controller measures the boot files itself, through a read-only path to the flash of its own
+// (never the host's unit objects, whose methods a host program could replace): BOOT.SIG's
 // signature under the vendor key in its fuses, then every listed file's SHA-256 (bounded read
 // retries, as the boot). The measurement is SHA-256 of the signed manifest's body. The device
 // key's usage policy binds it: a hello's fields must be [own serial token, own measurement], so
@@ -244,8 +246,11 @@ export class SecureElement {
     // Public objects that need no identity record.
     if (obj === DataObject.vendorKey) return { data: this.#fuses.vendorPublicKey(), sw: SW.ok };
     if (obj === DataObject.bootMeasurement) {
-      const b = this.#boot;
-      return b?.ok ? ok([b.measurement, b.version]) : status(SW.securityNotSatisfied);
+      // As the files are now (a hello is measured again too).
+      this.#boot = null;
+      const b = this.#measure();
+      if (b === 'power-lost') return b;
+      return b.ok ? ok([b.measurement, b.version]) : status(SW.securityNotSatisfied);
     }
     const id = this.#loadIdentity();
     if (!isIdentity(id)) return id;
@@ -279,8 +284,14 @@ export class SecureElement {
     let gen: number | null = null;
     if (slot === Slot.deviceKey) {
       // Usage policy: the registration hello, with this chip's own serial token and the
-      // measurement it took at power-on, nothing else; no hello at all for unverified firmware.
-      const b = this.#boot;
+      // measurement of the boot files as they are now, nothing else; no hello at all for
+      // unverified firmware. Measured again for each hello, not only at power-on: the host can
+      // write the disk unit after the first measurement (found by review: a genuine measurement
+      // attested over a MAIN.EXE rewritten after power-on).
+      this.#boot = null;
+      const mb = this.#measure();
+      if (mb === 'power-lost') return mb;
+      const b = mb;
       if (!b?.ok) return status(SW.securityNotSatisfied);
       if (type !== MsgType.hello || fields.length !== 2 || !isBytes(fields[0], id.serialToken.length) || !equalBytes(fields[0], id.serialToken) || !isBytes(fields[1], 32) || !equalBytes(fields[1], b.measurement)) return status(SW.conditionsNotSatisfied);
       key = Uint8Array.from(id.deviceKey);
