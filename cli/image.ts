@@ -6,7 +6,7 @@
 // write removes what this run had written.
 import { existsSync, readFileSync, writeFileSync, renameSync, openSync, writeSync, closeSync, statSync, rmSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from './main.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
@@ -92,10 +92,14 @@ function readInput<T>(path: string, what: string, parse: (text: string) => T): T
   }
 }
 
-/** The directory a new file goes into must exist (and be one); the path must not name a directory. */
-function checkOutput(path: string, what: string): void {
+/**
+ * The directory a new file goes into must exist (and be one), or be the state directory this
+ * run creates (`willCreate`); the path must not name a directory.
+ */
+function checkOutput(path: string, what: string, willCreate?: string): void {
   if (existsSync(path) && statSync(path).isDirectory()) throw new CliError('CLI_BAD_ARGS', `${what} ${path} is a directory; name the file to write`);
   const dir = dirname(path);
+  if (!existsSync(dir) && willCreate !== undefined && resolve(dir) === resolve(willCreate)) return;
   if (!existsSync(dir)) throw new CliError('CLI_BAD_ARGS', `${what} ${path}: directory ${dir} does not exist`);
   if (!statSync(dir).isDirectory()) throw new CliError('CLI_BAD_ARGS', `${what} ${path}: ${dir} is not a directory`);
 }
@@ -119,13 +123,15 @@ export const command: Command = {
       const vendorPath = a['vendor-key'] ?? join(stateDir, 'vendor.key');
 
       // 1. Check every input; build the image in memory.
-      checkOutput(out, '--out');
+      // The state directory is created with the first write, so --out may go into it.
+      const creates = stateExists ? undefined : stateDir;
+      checkOutput(out, '--out', creates);
       const keyExists = existsSync(keyPath);
       const fusesExist = existsSync(fusesPath);
-      if (!keyExists && a['master-key'] !== undefined) checkOutput(keyPath, '--master-key');
-      if (!fusesExist && a.fuses !== undefined) checkOutput(fusesPath, '--fuses');
+      if (!keyExists && a['master-key'] !== undefined) checkOutput(keyPath, '--master-key', creates);
+      if (!fusesExist && a.fuses !== undefined) checkOutput(fusesPath, '--fuses', creates);
       const vendorExists = existsSync(vendorPath);
-      if (!vendorExists && a['vendor-key'] !== undefined) checkOutput(vendorPath, '--vendor-key');
+      if (!vendorExists && a['vendor-key'] !== undefined) checkOutput(vendorPath, '--vendor-key', creates);
       const newVendor = vendorExists ? null : new Uint8Array(randomBytes(32));
       const vendorKey = newVendor ?? readInput(vendorPath, 'vendor key file', (t) => {
         const hex = t.replace(/#.*/g, '').trim();

@@ -177,7 +177,8 @@ export function render(path: string, r: InspectReport, check: boolean): string {
     L.push(`wear: ${w.sectors} sectors, ${w.totalErases} erases, max ${w.maxErases} (sector ${w.maxSector}, ${hexOf(w.maxSector! * SECTOR_BYTES)}), mean ${w.meanErases!.toFixed(2)}, endurance ${w.endurance}, ${w.atRisk!.length} sectors at >= 80%`);
     for (const z of w.perZone!) L.push(`  ${z.zone.padEnd(8)} max ${z.maxErases}, total ${z.totalErases}`);
   } else L.push(`wear: ${w.note}`);
-  if (r.problems.length === 0) L.push(check ? 'check: clean' : 'problems: none');
+  // A clean check without the signature is said as such (found by review: read as verified).
+  if (r.problems.length === 0) L.push(check ? (b.checked ? 'check: clean' : 'check: clean, but the boot manifest signature was not checked (give --fuses or --vendor-pub)') : 'problems: none');
   else {
     L.push(`${check ? 'check' : 'problems'}: ${r.problems.length} problem${r.problems.length > 1 ? 's' : ''}`);
     for (const p of r.problems) L.push(`  ${hexOf(p.offset)} ${p.zone}: ${p.message}`);

@@ -163,6 +163,18 @@ test('image run from a working tree writes its key material into the state direc
   for (const k of ['master.key', 'vendor.key']) assert.is(statSync(join(cwd, 'state', k)).mode & 0o777, 0o600, k);
 });
 
+test('image --out into the state directory it creates (found by review: refused as a missing directory)', async () => {
+  const cwd = join(t.dir, 'image-new-state');
+  mkdirSync(join(cwd, '.tmp'), { recursive: true });
+  const r = await usbphone(cwd, ['image', '--serial', 'SN-1', '--state', 's2', '--out', 's2/factory.img']);
+  assert.is(r.code, 0, r.err);
+  assert.equal(readdirSync(join(cwd, 's2')).sort(), ['factory.fuses', 'factory.img', 'master.key', 'vendor.key']);
+  // Any other missing directory is still refused, and nothing is written.
+  const bad = await usbphone(cwd, ['image', '--serial', 'SN-1', '--state', 's3', '--out', 'nodir/factory.img']);
+  assert.is(bad.code, 2);
+  assert.not.ok(existsSync(join(cwd, 's3')));
+});
+
 test('enroll --create makes the state directory it is asked to', async () => {
   const cwd = join(t.dir, 'enroll-create');
   mkdirSync(join(cwd, '.tmp'), { recursive: true });
