@@ -5,7 +5,7 @@
 //   biz      one business server, from --config FILE
 // Once listening it says so, with the addresses, and again when it stops; with --json
 // these are JSON lines on stdout ({"event":"listening", ...}, {"event":"stopped", ...}).
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from './main.ts';
 import { ImplementationError } from '../protocol/errors.ts';
@@ -123,6 +123,13 @@ export const command: Command = {
         checkStateDir(stateDir, { create: true });
         const before = snapshot(stateDir);
         undo = () => undoCreated(stateDir, before);
+        if (!json) {
+          // The servers' JSON log lines go to a file, so the terminal shows the human lines only
+          // (found by review: they were mixed); --json keeps them on stderr for scripts.
+          const { setLogSink } = await import('../server-kit/log.ts');
+          const logFile = join(stateDir, 'servers.log');
+          setLogSink((line) => appendFileSync(logFile, JSON.stringify(line) + '\n'));
+        }
         const { startStack } = await import('../deploy/stack.ts');
         const stack = await startStack({ stateDir, gatewayPort: base, host: args.host as string | undefined });
         const ports = stack.ports();
@@ -135,6 +142,7 @@ export const command: Command = {
             ...humanPorts(ports),
             `  health       ${health}healthz, metrics ${health}metrics`,
             `  operator     ${stack.operatorUrl} (mobile operator API, HTTPS; CA ${stateDir}/tls/ca.pem)`,
+            `  logs         ${join(stateDir, 'servers.log')}`,
             `plug a phone in: usbphone sim --gateway ${stack.gatewayUrl} --state ${stateDir}`,
             'stop with Ctrl-C',
           ].join('\n'),
