@@ -12,14 +12,10 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startWorld, TraceHost, fusesOf } from '../sim/world.ts';
 import { setLogSink } from '../server-kit/log.ts';
-import { decode } from '../protocol/cbor.ts';
+import { heldSecrets } from '../sim/held-secrets.ts';
 import { deriveDeviceKey, makeSerialToken, MasterKeyring } from '../protocol/keys.ts';
 import { passwordLoginKey, ServerHandshake } from '../protocol/channel.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
-import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
-import { classifySlot, HIDDEN_STORES, storeKeyLabel } from '../firmware/zones/hidden.ts';
-import type { Phone } from '../firmware/phone.ts';
-import type { Fuses } from '../firmware/flash/fuses.ts';
 import { MsgType } from '../protocol/messages.ts';
 import { FeedHub, type HealthSnapshot } from './feed-hub.ts';
 import { feedValidator, FEED_VERSION, type FeedMessage } from './feed-schema.ts';
@@ -27,23 +23,6 @@ import { pageRoutes } from './page-server.ts';
 
 setLogSink(() => {});
 
-/** The business secrets in the phone's secure-element store, opened with its fuses (factory knowledge; as sim/secrets.test.ts). */
-function heldSecrets(phone: Phone, fuses: Fuses): Uint8Array[] {
-  const hz = zoneOf(phone.table, ZoneType.HIDDEN);
-  const g = HIDDEN_STORES.secrets;
-  const key = fuses.deriveKey(storeKeyLabel('secrets'));
-  let best: { seq: number; payload: Uint8Array } | null = null;
-  for (let i = 0; i < g.slots; i++) {
-    const off = (g.firstSector + i) * 4096;
-    const c = classifySlot(phone.chip.peek(hz.offset + off, 4096), g.id, key, i, off);
-    if (c.state === 'valid' && (!best || c.seq! > best.seq)) best = { seq: c.seq!, payload: c.payload! };
-  }
-  if (!best) return [];
-  // The controller seals [counter, record] (its rollback counter, firmware/secure/nvm.ts).
-  const [, inner] = decode(best.payload) as [number, Uint8Array];
-  const v = decode(inner) as [number, string, [number, Uint8Array][]];
-  return v[2].map((e) => e[1]);
-}
 
 /** Reads a server-sent event stream into `into` until aborted. */
 function readFeed(url: string, into: string[]): { stop: () => void; done: Promise<void> } {

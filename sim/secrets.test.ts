@@ -12,31 +12,10 @@ import { join } from 'node:path';
 import { startWorld, TraceHost } from './world.ts';
 import { formatTrace } from './trace.ts';
 import { setLogSink } from '../server-kit/log.ts';
-import { decode } from '../protocol/cbor.ts';
+import { heldSecrets } from './held-secrets.ts';
 import { deriveDeviceKey } from '../protocol/keys.ts';
 import { fusesOf } from './world.ts';
-import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
-import { classifySlot, HIDDEN_STORES, storeKeyLabel } from '../firmware/zones/hidden.ts';
-import type { Phone } from '../firmware/phone.ts';
-import type { Fuses } from '../firmware/flash/fuses.ts';
 
-/** The business secrets in the controller's store, opened with the fuses (factory knowledge). */
-function heldSecrets(phone: Phone, fuses: Fuses): Uint8Array[] {
-  const hz = zoneOf(phone.table, ZoneType.HIDDEN);
-  const g = HIDDEN_STORES.secrets;
-  const key = fuses.deriveKey(storeKeyLabel('secrets'));
-  let best: { seq: number; payload: Uint8Array } | null = null;
-  for (let i = 0; i < g.slots; i++) {
-    const off = (g.firstSector + i) * 4096;
-    const c = classifySlot(phone.chip.peek(hz.offset + off, 4096), g.id, key, i, off);
-    if (c.state === 'valid' && (!best || c.seq! > best.seq)) best = { seq: c.seq!, payload: c.payload! };
-  }
-  if (!best) return [];
-  // The controller seals [counter, record] (its rollback counter, firmware/secure/nvm.ts).
-  const [, inner] = decode(best.payload) as [number, Uint8Array];
-  const v = decode(inner) as [number, string, [number, Uint8Array][]];
-  return v[2].map((e) => e[1]);
-}
 
 setLogSink(() => {});
 
