@@ -21,6 +21,8 @@ const CAUGHT_BY: Record<Mutant, string[]> = {
   'no-close-after-refusal': ['§3 a hello followed by one more byte -> CBOR_TRAILING_BYTES and close 1002', '§6.2 a hello whose MAC is altered -> HS_BAD_CLIENT_PROOF and close 1008'],
   'promote-at-opening': ['§6.4 a login opening verified but never finished promotes nothing: the current generation still logs in'],
   'accept-version-0': ['§4.1 a hello of envelope version 0 (downgrade) -> MSG_VERSION and close 1002'],
+  'answer-device-error': ['§7 an error frame from the device in WAIT_FINISH -> the server ends the session without answering'],
+  'lenient-cbor': ['§3 a hello whose version is in a non-shortest head (18 01) -> CBOR_NOT_DETERMINISTIC and close 1002'],
 };
 
 test('every mutant switch has its catching cases, and each named case exists', () => {

@@ -10,7 +10,7 @@ import { ProtocolError, ImplementationError, CloseCode } from '../protocol/error
 import type { ServerExchange } from '../protocol/exchange.ts';
 import type { Logger, LogField } from './log.ts';
 import type { ServerMetrics } from './metrics.ts';
-import { acceptVersion0, type Mutant } from './mutant.ts';
+import { acceptVersion0, lenientEnvelope, type Mutant } from './mutant.ts';
 
 export interface SessionTransport {
   /** The client address: the socket's peer, or the one the authenticated gateway observed. */
@@ -93,13 +93,20 @@ export abstract class ServerSession implements SessionHandler {
     if (this.#ended) return;
     try {
       this.#lastSeq = null;
-      const env = decodeEnvelope(this.opts.mutant === 'accept-version-0' ? acceptVersion0(frame) : frame);
+      let env: Envelope;
+      try {
+        env = decodeEnvelope(this.opts.mutant === 'accept-version-0' ? acceptVersion0(frame) : frame);
+      } catch (e) {
+        const loose = this.opts.mutant === 'lenient-cbor' && e instanceof ProtocolError && e.code.startsWith('CBOR_') ? lenientEnvelope(frame) : null;
+        if (!loose) throw e;
+        env = loose;
+      }
       this.#lastSeq = env.seq;
       if (this.opts.mutant === 'ignore-old-seq') {
         if (env.seq <= this.#highSeq) return;
         this.#highSeq = env.seq;
       }
-      if (env.type === MsgType.error) {
+      if (env.type === MsgType.error && this.opts.mutant !== 'answer-device-error') {
         // docs/protocol.md §7: the peer gave up. End at once, without answering; its code is
         // only logged (a malformed error frame ends the session the same way).
         let code = 'malformed';
