@@ -3,7 +3,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { hexToBytes } from '@noble/hashes/utils.js';
 import type { Command } from './main.ts';
-import { ImplementationError } from '../protocol/errors.ts';
 import { Limits } from '../protocol/limits.ts';
 import { parseOptions, intOption } from './args.ts';
 import { CliError, reportError } from './flash-common.ts';

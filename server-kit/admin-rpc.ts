@@ -14,8 +14,9 @@
 //   request  = box(kReq, aad "usbphone/v1 admin request|" target,  cbor [ts, id, op, args])
 //   response = box(kRes, aad "usbphone/v1 admin response|" target "|" id, cbor [true, result] | [false, code, message])
 import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
-import { createServer, request as httpRequest, Agent as HttpAgent, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
-import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
+import { createServer, Agent as HttpAgent, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { boundedPost, BoundedPostError } from './bounded-post.ts';
 import { sealBox, openBox } from '../protocol/sealed-box.ts';
 import { kdf } from '../protocol/keys.ts';
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
@@ -204,39 +205,17 @@ export class AdminClient {
     this.#agent.destroy();
   }
 
-  /** One POST; the deadline covers connecting, the answer and its body. */
-  #post(op: string, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const done = (e: Error | null, r?: { status: number; buf: Uint8Array }) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (e) {
-          req.destroy();
-          reject(e);
-        } else resolve(r!);
-      };
-      const u = this.#url;
-      const req = (this.#tls ? httpsRequest : httpRequest)({
-        agent: this.#agent, method: 'POST', host: u.hostname, port: u.port || (this.#tls ? 443 : 80), path: u.pathname + u.search,
-        headers: { 'content-type': 'application/octet-stream', 'content-length': body.length },
-      });
-      const timer = setTimeout(() => done(new TimeoutError(`admin ${op} at ${this.url}`)), this.timeoutMs);
-      req.on('error', (e) => done(new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${e.message}`)));
-      req.on('response', (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          // A sealed answer is never larger than a request may be.
-          if (size > ADMIN_MAX_BODY) return done(new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${ADMIN_MAX_BODY} bytes`));
-          chunks.push(c);
-        });
-        res.on('end', () => done(null, { status: res.statusCode ?? 0, buf: new Uint8Array(Buffer.concat(chunks)) }));
-        res.on('error', (e) => done(new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${e.message}`)));
-      });
-      req.end(body);
-    });
+  /** One POST; the deadline covers connecting, the answer and its body (server-kit/bounded-post.ts). */
+  async #post(op: string, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
+    try {
+      const r = await boundedPost({ url: this.#url, agent: this.#agent, headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: this.timeoutMs, maxBytes: ADMIN_MAX_BODY });
+      return { status: r.status, buf: r.body };
+    } catch (e) {
+      if (!(e instanceof BoundedPostError)) throw e;
+      if (e.kind === 'timeout') throw new TimeoutError(`admin ${op} at ${this.url}`);
+      // A sealed answer is never larger than a request may be.
+      if (e.kind === 'too-large') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${ADMIN_MAX_BODY} bytes`);
+      throw new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${e.message}`);
+    }
   }
 }

@@ -13,7 +13,8 @@
 //   OPERATOR_AUTH         the token endpoint refused our credentials         not retryable
 //   OPERATOR_BAD_RESPONSE an answer that is not what the API defines         not retryable
 // Secrets (client secret, token) never appear in an error message.
-import { request as httpsRequest, Agent } from 'node:https';
+import { Agent } from 'node:https';
+import { boundedPost, BoundedPostError } from './bounded-post.ts';
 import { isE164, isIccid, isImsi, isCardType } from '../protocol/line-ids.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { OperatorPaths, MAX_AGE, type CheckValidityRequest, type CardValidity, type PhoneNumberInfo, type CardInfoResponse, type SimSwapInfo, type InvalidReason, type CardStatus } from './operator-api.ts';
@@ -142,53 +143,26 @@ export class OperatorClient {
     return value;
   }
 
-  /** One POST whose whole answer must arrive before `deadline`. */
-  #post(path: string, type: string, body: string, headers: Record<string, string>, deadline: number): Promise<{ status: number; json: Json }> {
-    return new Promise((resolve, reject) => {
-      const left = deadline - Date.now();
-      if (left <= 0) return reject(new OperatorError('OPERATOR_TIMEOUT', `${path}: no answer within ${this.#timeoutMs} ms`, true));
-      let settled = false;
-      const done = (e: OperatorError | null, r?: { status: number; json: Json }) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (e) {
-          req.destroy();
-          reject(e);
-        } else resolve(r!);
-      };
-      const u = this.#base;
-      const req = httpsRequest({
-        agent: this.#agent, method: 'POST', host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port || 443, path,
-        headers: { 'content-type': type, 'content-length': Buffer.byteLength(body), accept: 'application/json', ...headers },
-      });
-      const timer = setTimeout(() => done(new OperatorError('OPERATOR_TIMEOUT', `${path}: no answer within ${this.#timeoutMs} ms`, true)), left);
-      req.on('error', (e: NodeJS.ErrnoException) => {
-        if (TLS_CODE.test(e.code ?? '')) done(new OperatorError('OPERATOR_TLS', `${path}: the operator's certificate is not trusted (${e.code})`, false));
-        else done(new OperatorError('OPERATOR_UNREACHABLE', `${path} at ${this.url}: ${e.code ?? e.message}`, true));
-      });
-      req.on('response', (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > MAX_RESPONSE) return done(bad(`${path}: answer larger than ${MAX_RESPONSE} bytes`));
-          chunks.push(c);
-        });
-        res.on('end', () => {
-          let json: unknown;
-          try {
-            json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-          } catch {
-            return done(bad(`${path}: HTTP ${res.statusCode}, body is not JSON`));
-          }
-          if (typeof json !== 'object' || json === null || Array.isArray(json)) return done(bad(`${path}: body is not a JSON object`));
-          done(null, { status: res.statusCode ?? 0, json: json as Json });
-        });
-        res.on('error', () => done(new OperatorError('OPERATOR_UNREACHABLE', `${path}: connection lost mid-answer`, true)));
-        res.on('aborted', () => done(new OperatorError('OPERATOR_UNREACHABLE', `${path}: connection lost mid-answer`, true)));
-      });
-      req.end(body);
-    });
+  /** One POST whose whole answer must arrive before `deadline` (server-kit/bounded-post.ts); a JSON object. */
+  async #post(path: string, type: string, body: string, headers: Record<string, string>, deadline: number): Promise<{ status: number; json: Json }> {
+    let r: { status: number; body: Uint8Array };
+    try {
+      r = await boundedPost({ url: this.#base, path, agent: this.#agent, headers: { 'content-type': type, accept: 'application/json', ...headers }, body, timeoutMs: deadline - Date.now(), maxBytes: MAX_RESPONSE });
+    } catch (e) {
+      if (!(e instanceof BoundedPostError)) throw e;
+      if (e.kind === 'timeout') throw new OperatorError('OPERATOR_TIMEOUT', `${path}: no answer within ${this.#timeoutMs} ms`, true);
+      if (e.kind === 'too-large') throw bad(`${path}: answer larger than ${MAX_RESPONSE} bytes`);
+      if (e.kind === 'network' && TLS_CODE.test(e.code ?? '')) throw new OperatorError('OPERATOR_TLS', `${path}: the operator's certificate is not trusted (${e.code})`, false);
+      if (e.kind === 'lost') throw new OperatorError('OPERATOR_UNREACHABLE', `${path}: connection lost mid-answer`, true);
+      throw new OperatorError('OPERATOR_UNREACHABLE', `${path} at ${this.url}: ${e.message}`, true);
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(new TextDecoder().decode(r.body));
+    } catch {
+      throw bad(`${path}: HTTP ${r.status}, body is not JSON`);
+    }
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw bad(`${path}: body is not a JSON object`);
+    return { status: r.status, json: json as Json };
   }
 }
