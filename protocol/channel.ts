@@ -42,11 +42,7 @@ function checkSeq(got: number, expected: number): void {
 
 /** Running transcript: SHA-256 over each frame, length-prefixed, in the order sent/received. */
 class Transcript {
-  #h: ReturnType<typeof sha256.create>;
-  /** A fresh transcript, or a copy of `from` that goes on independently. */
-  constructor(from?: Transcript) {
-    this.#h = from ? from.#h.clone() : sha256.create();
-  }
+  #h = sha256.create();
   add(frame: Uint8Array): void {
     const len = new Uint8Array(4);
     new DataView(len.buffer).setUint32(0, frame.length);
@@ -191,13 +187,13 @@ export class ClientHandshake extends HandshakeSide {
       if (!this.nC) throw new ImplementationError('HS_STATE', 'no opening sent');
       checkSeq(env.seq, this.recvSeq);
       const th1 = this.t.peek(proofInput(env.type, env.seq, env.dest, proof.nonce));
-      const next = new Transcript(this.t);
-      next.add(frame);
-      const th2 = next.peek();
+      // The proof frame joins the transcript before it is checked: a refusal ends the handshake
+      // anyway (guard), so no transcript outlives a bad proof.
+      this.t.add(frame);
+      const th2 = this.t.peek();
       const out = env.dest === this.dest ? this.#keys.proof({ th1, nonce: proof.nonce, mac: proof.mac, th2 }) : null;
       if (!out) refuse('HS_BAD_SERVER_PROOF', 'the server does not hold this key (or the transcript was altered)');
       this.recvSeq++;
-      this.t.add(frame);
       const seq = this.sendSeq++;
       const finish = encodeEnvelope(MsgType_finish, seq, this.dest, [out.finish]);
       const channel = new SecureChannel('client', this.dest, out.c2s, out.s2c, this.sendSeq, this.recvSeq);
