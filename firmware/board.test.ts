@@ -16,7 +16,7 @@ import { secretWrapKey, unwrapSecret } from '../protocol/secret-wrap.ts';
 import { RegistrationServer } from '../protocol/registration.ts';
 import { LoginServer } from '../protocol/login.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
-import { decodeEnvelope } from '../protocol/messages.ts';
+import { decodeEnvelope, encodeError } from '../protocol/messages.ts';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 
@@ -29,8 +29,9 @@ const MAIN = new TextEncoder().encode('main program');
 const biz = { name: 'biz-east', url: 'ws://biz.test:7400/', region: 'east' };
 
 /** A peer on the in-memory network: each connection gets a fresh server machine; its frames go in, its answers come out. */
-function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decodeEnvelope>): { send: Uint8Array[]; done?: { closeCode: number }; need?: unknown }; answer?: (a: never) => { send: Uint8Array[]; done?: { closeCode: number } } }, answer?: () => unknown) {
+function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decodeEnvelope>): { send: Uint8Array[]; done?: { closeCode: number }; need?: unknown }; answer?: (a: never) => { send: Uint8Array[]; done?: { closeCode: number } }; nextSendSeq: number }, answer?: () => unknown, onConnect?: () => void) {
   return (conn: SimConn) => {
+    onConnect?.();
     const m = make();
     const out = (s: { send: Uint8Array[]; done?: { closeCode: number } }) => {
       for (const f of s.send) conn.send(f);
@@ -43,27 +44,32 @@ function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decode
         if (s.need) out(m.answer!(answer!() as never));
       } catch (e) {
         if (!(e instanceof ProtocolError)) throw e;
+        // As a server does (S0.7): the error frame, then the close.
+        conn.send(encodeError(m.nextSendSeq, 'reg', e.code, null, e.message));
         conn.close(e.closeCode, e.code);
       }
     };
   };
 }
 
-function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number }) {
+function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number }) {
   const sched = new Scheduler();
   const net = new SimNetwork(sched);
   const confirmed: number[] = [];
-  if (o.regUp !== false) {
-    net.listen('ws://reg.test:7300', peer(() => new RegistrationServer('reg-primary', {
-      deviceKey: (token) => {
-        const id = openSerialToken(ring, token);
-        return { serial: id.serial, key: deriveDeviceKey(ring.key(id.version), id.serial) };
-      },
-      assertFresh: () => {},
-      acceptFirmware: () => {},
-      recordConfirmation: () => {},
-    }), () => (o.found === false ? { kind: 'not-found', reason: 'device not registered' } : { kind: 'cred', reply: { user, secret: secret(2), gen: 2, currentGen: 1, servers: [biz] } })));
-  }
+  const regConnects = { primary: 0, backup: 0 };
+  const regServer = (which: 'primary' | 'backup') => peer(() => new RegistrationServer(`reg-${which}`, {
+    deviceKey: (token) => {
+      const id = openSerialToken(ring, token);
+      return { serial: id.serial, key: deriveDeviceKey(ring.key(id.version), id.serial) };
+    },
+    assertFresh: () => {},
+    acceptFirmware: () => {
+      if (o.firmwareRefusedBy?.includes(which)) throw new ProtocolError('REG_FIRMWARE_REFUSED', 'firmware measurement 3e3e… is not accepted by this server');
+    },
+    recordConfirmation: () => {},
+  }), () => (o.found === false ? { kind: 'not-found', reason: 'device not registered' } : { kind: 'cred', reply: { user, secret: secret(2), gen: 2, currentGen: 1, servers: [biz] } }), () => regConnects[which]++);
+  if (o.regUp !== false) net.listen('ws://reg.test:7300', regServer('primary'));
+  if (o.firmwareRefusedBy) net.listen('ws://reg.test:7301', regServer('backup'));
   // The business server holds gen 1 as current and gen 2 as pending (until a login with it).
   const keys = new Map([[1, passwordLoginKey(secret(1), user)], [o.pendingGen ?? 2, passwordLoginKey(secret(o.pendingGen ?? 2), user)]]);
   net.listen('ws://biz.test:7400', peer(() => new LoginServer('biz-east', {
@@ -122,7 +128,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
     net: net.device('10.0.0.5'),
     loop: new EventLoop(clock),
     storage,
-    config: { ...defaultDeviceConfig, regRounds: 1 },
+    config: { ...defaultDeviceConfig, regRounds: o.regRounds ?? 1 },
     trace: (feature, step, detail, good = true) => void traces.push(`${feature} ${good ? 'ok' : 'FAIL'} ${step}: ${detail}`),
     notice: (t) => void notices.push(t),
   };
@@ -138,7 +144,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
     sched.run();
     return { up: up as UpmonOutcome | null, main: main as MainOutcome | null };
   };
-  return { run, traces, notices, confirmed, saved: () => saved, gens: () => [...held.keys()].sort((a, b) => b - a) };
+  return { run, traces, notices, confirmed, regConnects, now: () => clock.now(), saved: () => saved, gens: () => [...held.keys()].sort((a, b) => b - a) };
 }
 
 const prior: SavedLoginRecord = { user, servers: [biz], lastServer: 'biz-east' };
@@ -174,6 +180,26 @@ test('a login refused by the business server falls back to the older secret; the
   assert.ok(w.traces.some((t) => /^S0\.11 FAIL login biz-east: gen 2 failed: BIZ_AUTH_FAILED/.test(t)), w.traces.join('\n'));
   // The newer generation is kept: the server may still accept it (issue 9: only older ones are retired).
   assert.equal(w.gens(), [2, 1]);
+});
+
+test('a registration server that refuses for good (retry class never) is not asked again: both refuse -> no more rounds, the saved login at once; one refuses -> the other is still asked', () => {
+  // Old behaviour: REG_FIRMWARE_REFUSED from both, and UPMon went on for every round with backoffs (3 rounds = 6 attempts).
+  const both = world({ saved: prior, held: held1(), firmwareRefusedBy: ['primary', 'backup'], regRounds: 3 });
+  const r = both.run();
+  assert.equal(both.regConnects, { primary: 1, backup: 1 }, 'each server asked once');
+  assert.is(r.up?.kind, 'registration-failed');
+  assert.match((r.up as { reason: string }).reason, /both registration servers refused this phone \(REG_FIRMWARE_REFUSED\)/);
+  assert.equal(r.main, { ok: true, server: 'biz-east', gen: 1, via: 'saved' }, 'the saved login still works (S0.13)');
+
+  // The primary refuses, the backup accepts that firmware: the backup registers the phone.
+  const one = world({ saved: prior, held: held1(), firmwareRefusedBy: ['primary'], regRounds: 3 });
+  assert.is(one.run().up?.kind, 'registered');
+  assert.equal(one.regConnects, { primary: 1, backup: 1 });
+
+  // Only the backup refuses: the primary answers first and registers the phone.
+  const ok = world({ saved: prior, held: held1(), firmwareRefusedBy: ['backup'], regRounds: 3 });
+  assert.is(ok.run().up?.kind, 'registered');
+  assert.equal(ok.regConnects, { primary: 1, backup: 0 });
 });
 
 test.run();

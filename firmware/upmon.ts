@@ -32,6 +32,12 @@ export class Upmon {
   #measurement: Uint8Array | null = null;
   /** Codes the registration servers themselves answered with ("try later"), to report what happened. */
   #answered = new Set<string>();
+  /**
+   * Endpoints (0 primary, 1 backup) whose server refused us with a code of retry class `never`
+   * (REG_FIRMWARE_REFUSED, HS_AUTH_FAILED, ...): asking it again this boot gets the same answer,
+   * so it is not asked again; when both have, registration ends at once (no backoff rounds).
+   */
+  #refused = new Map<number, string>();
 
   constructor(
     private readonly dev: Board,
@@ -85,19 +91,44 @@ export class Upmon {
       // A server's own "not now" (REG_/SRV_ codes), not the gateway's word that it is unreachable.
       if (r.kind === 'unreachable' && r.code && !r.code.startsWith('GW_')) this.#answered.add(r.code);
       dev.trace(feature, `session ${session.dest}`, `${r.kind}: ${'code' in r ? `${r.code} ` : ''}${r.why}`, false, session.ms);
-      const nextI = i === 0 ? 1 : 0;
-      const nextRound = i === 0 ? round : round + 1;
-      if (nextRound >= dev.config.regRounds) {
+      // A server's own refusal for good (an error frame whose code's retry class is `never`).
+      if (r.kind === 'refused') this.#refused.set(i, r.code);
+      const next = this.#nextAttempt(round, i);
+      if (!next) {
         this.#forget();
-        // Say what happened: nobody answered, or a server answered "not now" (REG_NO_BIZ_SERVER...).
-        const reason = this.#answered.size ? `no registration server could issue credentials (${[...this.#answered].join(', ')})` : 'no registration server answered';
+        // Say what happened: nobody answered, a server answered "not now" (REG_NO_BIZ_SERVER...), or refused us.
+        const codes = [...new Set([...this.#answered, ...this.#refused.values()])];
+        const reason = this.#refused.size === 2
+          ? `both registration servers refused this phone (${codes.join(', ')})`
+          : codes.length ? `no registration server could issue credentials (${codes.join(', ')})` : 'no registration server answered';
         dev.trace('S0.13', 'registration', `${reason}: main program starts with a failure notice`, false);
         return this.done({ kind: 'registration-failed', reason, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
       }
-      const wait = nextI === 0 ? backoffMs(nextRound, dev.rng, dev.config.backoffBaseMs, dev.config.backoffCapMs) : 0;
-      dev.loop.after(wait, () => this.#attempt(nextRound, nextI));
+      // A backoff before each new round; none between the primary and the backup of one round.
+      const wait = next.round > round ? backoffMs(next.round, dev.rng, dev.config.backoffBaseMs, dev.config.backoffCapMs) : 0;
+      dev.loop.after(wait, () => this.#attempt(next.round, next.i));
     });
     session.start();
+  }
+
+  /**
+   * The attempt after (round, i): the other endpoint of the round, then the next round from the
+   * primary, skipping endpoints that refused us for good; null when rounds (S0.6) run out or
+   * every endpoint refused.
+   */
+  #nextAttempt(round: number, i: number): { round: number; i: number } | null {
+    if (this.#refused.size === 2) return null;
+    let r = round;
+    let j = i;
+    do {
+      if (j === 0) j = 1;
+      else {
+        j = 0;
+        r++;
+      }
+      if (r >= this.dev.config.regRounds) return null;
+    } while (this.#refused.has(j));
+    return { round: r, i: j };
   }
 
   #registered(dest: string, ms: number, cred: CredReply): void {
