@@ -19,6 +19,10 @@ import { passwordLoginKey } from '../protocol/channel.ts';
 import { decodeEnvelope, encodeError } from '../protocol/messages.ts';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError } from '../protocol/errors.ts';
+import { signTable, tablePublicKey, decodeTableBody, type AttackTable } from '../protocol/attack-table.ts';
+import { SIM_EPOCH_MS } from './hal/sim-hal.ts';
+import { decode } from '../protocol/cbor.ts';
+import type { PolicyConfig } from './policy-table.ts';
 
 const master = simRng(1, 'board master')(32);
 const ring = new MasterKeyring([[1, master]]);
@@ -52,7 +56,7 @@ function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decode
   };
 }
 
-function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number }) {
+function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number; table?: Uint8Array; policy?: PolicyConfig }) {
   const sched = new Scheduler();
   const net = new SimNetwork(sched);
   const confirmed: number[] = [];
@@ -67,7 +71,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
       if (o.firmwareRefusedBy?.includes(which)) throw new ProtocolError('REG_FIRMWARE_REFUSED', 'firmware measurement 3e3e… is not accepted by this server');
     },
     recordConfirmation: () => {},
-  }), () => (o.found === false ? { kind: 'not-found', reason: 'device not registered' } : { kind: 'cred', reply: { user, secret: secret(2), gen: 2, currentGen: 1, servers: [biz] } }), () => regConnects[which]++);
+  }), () => (o.found === false ? { kind: 'not-found', reason: 'device not registered' } : { kind: 'cred', reply: { user, secret: secret(2), gen: 2, currentGen: 1, servers: [biz], ...(o.table ? { table: o.table } : {}) } }), () => regConnects[which]++);
   if (o.regUp !== false) net.listen('ws://reg.test:7300', regServer('primary'));
   if (o.firmwareRefusedBy) net.listen('ws://reg.test:7301', regServer('backup'));
   // The business server holds gen 1 as current and gen 2 as pending (until a login with it).
@@ -132,7 +136,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
     trace: (feature, step, detail, good = true) => void traces.push(`${feature} ${good ? 'ok' : 'FAIL'} ${step}: ${detail}`),
     notice: (t) => void notices.push(t),
   };
-  const cfg = { regPrimary: { url: 'ws://reg.test:7300/reg-primary', dest: 'reg-primary' }, regBackup: { url: 'ws://reg.test:7301/reg-backup', dest: 'reg-backup' }, mainProgram: 'MAIN.EXE', mainSha256: programHash(MAIN) };
+  const cfg = { regPrimary: { url: 'ws://reg.test:7300/reg-primary', dest: 'reg-primary' }, regBackup: { url: 'ws://reg.test:7301/reg-backup', dest: 'reg-backup' }, mainProgram: 'MAIN.EXE', mainSha256: programHash(MAIN), policy: o.policy ?? { key: null, initial: null } };
   /** Plugs in: UPMon, then (unless it stopped) the main program; runs the virtual clock until both are done. */
   const run = () => {
     let up: UpmonOutcome | null = null;
@@ -147,7 +151,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
   return { run, traces, notices, confirmed, regConnects, now: () => clock.now(), saved: () => saved, gens: () => [...held.keys()].sort((a, b) => b - a) };
 }
 
-const prior: SavedLoginRecord = { user, servers: [biz], lastServer: 'biz-east' };
+const prior: SavedLoginRecord = { user, servers: [biz], lastServer: 'biz-east', table: null };
 const held1 = () => new Map([[1, secret(1)]]);
 
 test('registration, save, login with the new secret, confirmation: on a fake board, driven by the protocol server machines', () => {
@@ -200,6 +204,45 @@ test('a registration server that refuses for good (retry class never) is not ask
   const ok = world({ saved: prior, held: held1(), firmwareRefusedBy: ['backup'], regRounds: 3 });
   assert.is(ok.run().up?.kind, 'registered');
   assert.equal(ok.regConnects, { primary: 1, backup: 0 });
+});
+
+test('S3.11: the attack table of a credential reply is kept only when the policy server signed it, it is newer and not expired; the held one stays otherwise', () => {
+  const policyPriv = simRng(1, 'policy key')(32);
+  const key = tablePublicKey(policyPriv);
+  const day = 86_400_000;
+  const table = (version: number, expiresAt = SIM_EPOCH_MS + day): AttackTable => ({
+    version, issuedAt: SIM_EPOCH_MS - day, expiresAt,
+    sites: [{ site: 'biz-east', level: 1, floor: 'password', degreePpm: 300_000, mechs: [{ mech: 'password', ratePpm: 900_000 }, { mech: 'otp', ratePpm: 100_000 }, { mech: 'fingerprint', ratePpm: 0 }] }],
+  });
+  const policy: PolicyConfig = { key, initial: null };
+  const heldVersion = (w: { saved: () => SavedLoginRecord | null }) => {
+    const t = w.saved()?.table;
+    return t ? decodeTableBody((decode(t) as Uint8Array[])[0]!).version : null;
+  };
+  const v5 = signTable(table(5), policyPriv);
+
+  const fresh = world({ saved: prior, held: held1(), table: v5, policy });
+  assert.is(fresh.run().up?.kind, 'registered');
+  assert.is(heldVersion(fresh), 5, 'accepted and saved in the sealed record');
+  assert.ok(fresh.traces.some((t) => t.startsWith('S3.11 ok attack table: table v5')), fresh.traces.join('\n'));
+
+  const cases: [string, Uint8Array, string][] = [
+    ['forged (another key)', signTable(table(9), simRng(2, 'not the policy key')(32)), 'TABLE_BAD_SIGNATURE'],
+    ['stale (older than held)', signTable(table(4), policyPriv), 'TABLE_STALE'],
+    ['replayed (the held version)', v5, 'TABLE_STALE'],
+    ['expired', signTable(table(6, SIM_EPOCH_MS - 1), policyPriv), 'TABLE_EXPIRED'],
+    ['altered after signing', Uint8Array.from(v5, (b, i) => (i === 20 ? b ^ 1 : b)), 'TABLE_'],
+  ];
+  for (const [what, bytes, code] of cases) {
+    const w = world({ saved: { ...prior, table: v5 }, held: held1(), table: bytes, policy });
+    assert.is(w.run().up?.kind, 'registered', what);
+    assert.is(heldVersion(w), 5, `${what}: the held table stays`);
+    assert.ok(w.traces.some((t) => t.startsWith(`S3.11 FAIL attack table: refused (${code}`)), `${what}: ${w.traces.join('\n')}`);
+  }
+  // A phone without the policy key trusts no table.
+  const keyless = world({ saved: prior, held: held1(), table: v5 });
+  keyless.run();
+  assert.is(heldVersion(keyless), null);
 });
 
 test.run();

@@ -48,6 +48,23 @@ test('a factory image boots: every boot file matches the signed manifest, config
   assert.is(events[0]!.feature, 'S0.3');
 });
 
+test('S3.10, S3.11: the policy key and the initial attack table ship in the signed UPMON.CFG; a malformed one stops the boot', () => {
+  const bootWith = (policy: { key?: Uint8Array; initialTable?: unknown }) => {
+    const { image: img } = buildImage({ vendorKey: TEST_VENDOR_KEY, serial: 'SN-BOOT-2', fuses, keyring: ring, policy });
+    const sched = new Scheduler();
+    const p = makePhone({ base: img, fuses, hal: { clock: sched.clock(), rng: simRng(1), net: new SimNetwork(sched).device('127.1.0.1'), host: { trace: () => {}, notice: () => {} } } });
+    return boot(p.device);
+  };
+  const key = new Uint8Array(32).fill(7);
+  const r = bootWith({ key, initialTable: { sites: [{ site: 'biz-east', mechanisms: ['password', 'otp'], floor: 'password', degree: 0.3 }] } });
+  assert.ok(r.ok && r.config.policy.key && r.config.policy.key.every((b) => b === 7));
+  assert.equal(r.ok && r.config.policy.initial?.sites.map((s) => [s.site, s.mechs.map((m) => m.mech)]), [['biz-east', ['password', 'otp']]]);
+  const none = bootWith({});
+  assert.equal(none.ok && none.config.policy, { key: null, initial: null });
+  const bad = bootWith({ initialTable: { sites: [{ site: 'biz-east', mechanisms: ['telepathy'], floor: 'password', degree: 0.3 }] } });
+  assert.match(!bad.ok ? bad.reason : '', /^BOOT_BAD_CONFIG: initialTable: /);
+});
+
 test('each corruption of the virtual zone stops the boot with its status', () => {
   const cases: [string, (p: ReturnType<typeof makePhone>, at: (n: string) => number) => void, RegExp][] = [
     ['a bit of UPMON.EXE', (p, at) => p.chip.flipBit(at('UPMON.EXE') + 7, 0), /^BOOT_HASH_MISMATCH/],

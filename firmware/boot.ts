@@ -6,11 +6,13 @@
 // and nothing is sent. A read that does not check out is read again (BOOT_READ_ATTEMPTS):
 // a transient bit flip does not end the boot, a stored one does. The boot uses the bytes it
 // checked, never a second read.
-import { bytesToHex } from '@noble/hashes/utils.js';
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import type { Board } from './board.ts';
 import type { Endpoint } from './client-session.ts';
 import type { StorageResult, VirtualVolume } from './storage.ts';
 import { checkBootFiles, fileKey, type BootFileReader } from './boot-manifest.ts';
+import { initialTable } from '../protocol/attack-table.ts';
+import type { PolicyConfig } from './policy-table.ts';
 
 export interface UpmonConfig {
   /** Registration endpoints, validated here once; the dest is the URL's last path segment. */
@@ -18,6 +20,8 @@ export interface UpmonConfig {
   regBackup: Endpoint;
   mainProgram: string;
   mainSha256: string;
+  /** S3.10, S3.11: the policy server's key and the initial attack table the factory shipped (optional fields of UPMON.CFG). */
+  policy: PolicyConfig;
 }
 
 export type BootResult = { ok: true; config: UpmonConfig } | { ok: false; reason: string };
@@ -117,7 +121,25 @@ export function boot(dev: Board): BootResult {
     return fail('BOOT_BAD_CONFIG: main program name or hash missing');
   }
   if (!file('disk', mainProgram)) return fail(`BOOT_BAD_SIGNATURE: the main program ${mainProgram} is not in the signed manifest`);
+  const policy = parsePolicy(cfg);
+  if (typeof policy === 'string') return fail(`BOOT_BAD_CONFIG: ${policy}`);
   const retried = c.retries ? ` (${c.retries} read${c.retries > 1 ? 's' : ''} retried)` : '';
   dev.trace('S0.3', 'autorun', `boot manifest signature ok: ${c.manifest.entries.length} files, firmware v${c.manifest.version}, measurement ${bytesToHex(c.measurement).slice(0, 16)}${retried}; AUTORUN.INF -> ${program}`, true, dev.clock.now() - t0);
-  return { ok: true, config: { regPrimary, regBackup, mainProgram, mainSha256: mainSha256.toLowerCase() } };
+  return { ok: true, config: { regPrimary, regBackup, mainProgram, mainSha256: mainSha256.toLowerCase(), policy } };
+}
+
+/** UPMON.CFG's optional `policyKey` (64 hex digits) and `initialTable` ({"sites": [...]}); a string says what is wrong. */
+function parsePolicy(cfg: Record<string, unknown>): PolicyConfig | string {
+  const { policyKey, initialTable: initial } = cfg;
+  if (policyKey !== undefined && (typeof policyKey !== 'string' || !/^[0-9a-f]{64}$/i.test(policyKey))) return 'policyKey must be 64 hex digits';
+  let table = null;
+  if (initial !== undefined) {
+    try {
+      // The shipped table does not expire: it is replaced by the first signed one (version >= 1).
+      table = initialTable(initial, 0, Number.MAX_SAFE_INTEGER);
+    } catch (e) {
+      return `initialTable: ${(e as Error).message}`;
+    }
+  }
+  return { key: typeof policyKey === 'string' ? hexToBytes(policyKey.toLowerCase()) : null, initial: table };
 }

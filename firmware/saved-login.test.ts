@@ -15,6 +15,8 @@ import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { mergeCredReply, afterLogin, encodeSavedLogin, decodeSavedLogin, serverOrder, type SavedLoginRecord } from './saved-login.ts';
 import { ProtocolError } from '../protocol/errors.ts';
+import { encode } from '../protocol/cbor.ts';
+import { serverEntryBody } from '../protocol/messages.ts';
 
 const servers = [{ name: 'biz-east', url: 'ws://127.0.0.1:7400/biz-east', region: 'east' }, { name: 'biz-west', url: 'ws://127.0.0.1:7400/biz-west', region: 'west' }];
 
@@ -150,12 +152,20 @@ test('the model finds the lockout of issue 9 under the old rules (promotion at t
 });
 
 test('the saved-login record round trip (no secret in it), and corrupt records are refused with a code', () => {
-  const s: SavedLoginRecord = { user: 'u-sn-1', servers, lastServer: 'biz-west' };
+  const s: SavedLoginRecord = { user: 'u-sn-1', servers, lastServer: 'biz-west', table: null };
   assert.equal(decodeSavedLogin(encodeSavedLogin(s)), s);
   assert.equal(serverOrder(s).map((x) => x.name), ['biz-west', 'biz-east']);
   assert.equal(afterLogin(s, 'biz-east').lastServer, 'biz-east');
   const merged = mergeCredReply(s, { user: 'u-sn-1', wrapped: new Uint8Array(72), gen: 4, currentGen: 3, servers: servers.slice(0, 1) });
-  assert.equal(merged, { user: 'u-sn-1', servers: servers.slice(0, 1), lastServer: 'biz-west' });
+  assert.equal(merged, { user: 'u-sn-1', servers: servers.slice(0, 1), lastServer: 'biz-west', table: null });
+  // Version 3 keeps the attack table (S3.11) through merges and logins; a version 2 record reads with none.
+  const withTable: SavedLoginRecord = { ...s, table: Uint8Array.of(1, 2, 3) };
+  assert.equal(decodeSavedLogin(encodeSavedLogin(withTable)), withTable);
+  assert.equal(afterLogin(withTable, 'biz-east').table, withTable.table);
+  assert.equal(mergeCredReply(withTable, { user: 'u-sn-1', wrapped: new Uint8Array(72), gen: 4, currentGen: 3, servers }).table, withTable.table);
+  assert.equal(decodeSavedLogin(encode([2, s.user, servers.map(serverEntryBody), 'biz-west'])), s);
+  assert.throws(() => decodeSavedLogin(encode([4, s.user, servers.map(serverEntryBody), 'biz-west', null])), (e: unknown) => e instanceof ProtocolError && e.code === 'SAVED_VERSION');
+  assert.throws(() => decodeSavedLogin(encode([3, s.user, servers.map(serverEntryBody), 'biz-west', new Uint8Array(1537)])), (e: unknown) => e instanceof ProtocolError && e.code === 'MSG_BAD_FIELD');
   const bytes = encodeSavedLogin(s);
   for (const bad of [bytes.subarray(0, bytes.length - 1), Uint8Array.of(0x80), new Uint8Array([...bytes, 0])]) {
     assert.throws(() => decodeSavedLogin(bad), (e: unknown) => e instanceof ProtocolError);

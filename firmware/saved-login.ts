@@ -9,7 +9,7 @@
 // secret before it ever uses it, and retires the older one only after a server accepted the
 // newer, so whatever the power, the network or a server does in between, one still logs in.
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
-import { array, text, parseServerEntry, serverEntryBody, USER_RE, DEST_RE, type CredReply, type ServerChoice } from '../protocol/messages.ts';
+import { array, bytes, text, parseServerEntry, serverEntryBody, USER_RE, DEST_RE, CRED_TABLE_MAX_BYTES, type CredReply, type ServerChoice } from '../protocol/messages.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 import type { RecordStorage, StorageResult } from './storage.ts';
 
@@ -19,6 +19,12 @@ export interface SavedLoginRecord {
   servers: ServerChoice[];
   /** The server the last successful login used (S0.12: its address and port). */
   lastServer: string | null;
+  /**
+   * S3.11: the newest signed attack statistics table the phone accepted (protocol/attack-table.ts,
+   * verified before it was saved: firmware/policy-table.ts), or null when it never got one.
+   * Kept in this sealed record, so a host cannot roll it back to an older, valid one.
+   */
+  table: Uint8Array | null;
 }
 
 /** What the phone's programs use: the storage seam with the saved-login record. */
@@ -30,30 +36,36 @@ export interface SavedLogin extends SavedLoginRecord {
   gens: number[];
 }
 
-/** Version 2: the secrets left the record for the chip's slot (version 1 held them). */
-const RECORD_VERSION = 2;
+/**
+ * Version 3 adds the attack table (S3.11); version 2 (no table) still reads, as table null.
+ * (Version 1 held the secrets; they moved to the chip's slot.)
+ */
+const RECORD_VERSION = 3;
 
 export function encodeSavedLogin(s: SavedLoginRecord): Uint8Array {
-  return encode([RECORD_VERSION, s.user, s.servers.map(serverEntryBody), s.lastServer]);
+  return encode([RECORD_VERSION, s.user, s.servers.map(serverEntryBody), s.lastServer, s.table]);
 }
 
 /** Decodes a saved record; throws ProtocolError (a SAVED_, MSG_ or CBOR_ code) if it is not one. */
 export function decodeSavedLogin(b: Uint8Array): SavedLoginRecord {
-  const a = array(decode(b), 'savedLogin', 4);
-  if (a[0] !== RECORD_VERSION) throw new ProtocolError('SAVED_VERSION', `saved login version ${String(a[0])}`);
+  const v = decode(b);
+  const version = Array.isArray(v) ? v[0] : undefined;
+  if (version !== 2 && version !== RECORD_VERSION) throw new ProtocolError('SAVED_VERSION', `saved login version ${String(version)}`);
+  const a = array(v, 'savedLogin', version === 2 ? 4 : 5);
   const servers = array(a[2], 'savedLogin.servers', 1, 8).map((e, i) => parseServerEntry(e, `savedLogin.servers[${i}]`));
   const last = a[3] === null ? null : text(a[3] as CborValue, 'lastServer', 32, DEST_RE);
-  return { user: text(a[1], 'user', 64, USER_RE), servers, lastServer: last };
+  const table = version === 2 || a[4] === null ? null : bytes(a[4], 'savedLogin.table', 1, CRED_TABLE_MAX_BYTES);
+  return { user: text(a[1], 'user', 64, USER_RE), servers, lastServer: last, table };
 }
 
 /** The record to save when a credential reply arrives (S0.10); its secret goes to the chip. */
-export function mergeCredReply(prev: SavedLoginRecord | null, cred: CredReply): SavedLoginRecord {
-  return { user: cred.user, servers: cred.servers, lastServer: prev && prev.user === cred.user ? prev.lastServer : null };
+export function mergeCredReply(prev: SavedLoginRecord | null, cred: CredReply, table: Uint8Array | null = prev?.table ?? null): SavedLoginRecord {
+  return { user: cred.user, servers: cred.servers, lastServer: prev && prev.user === cred.user ? prev.lastServer : null, table };
 }
 
 /** The record after a successful login on `server` (S0.12). */
 export function afterLogin(s: SavedLoginRecord, server: string): SavedLoginRecord {
-  return { user: s.user, servers: s.servers, lastServer: server };
+  return { user: s.user, servers: s.servers, lastServer: server, table: s.table };
 }
 
 /** Servers in the order to try: the last one that worked first (S0.13), then the rest. */

@@ -16,10 +16,11 @@ import { mergeCredReply, loadSaved, type SavedLogin } from './saved-login.ts';
 import type { Board } from './board.ts';
 import type { PublicIdentity } from './storage.ts';
 import type { UpmonConfig } from './boot.ts';
+import { acceptTable, type PolicyConfig } from './policy-table.ts';
 
 export type UpmonOutcome =
-  | { kind: 'registered'; login: SavedLogin; rotatedGen: number; mainProgram: string; mainSha256: string }
-  | { kind: 'registration-failed'; reason: string; mainProgram: string; mainSha256: string }
+  | { kind: 'registered'; login: SavedLogin; rotatedGen: number; mainProgram: string; mainSha256: string; policy: PolicyConfig }
+  | { kind: 'registration-failed'; reason: string; mainProgram: string; mainSha256: string; policy: PolicyConfig }
   | { kind: 'not-found'; reason: string }
   | { kind: 'identity-failed'; reason: string };
 
@@ -102,7 +103,7 @@ export class Upmon {
           ? `both registration servers refused this phone (${codes.join(', ')})`
           : codes.length ? `no registration server could issue credentials (${codes.join(', ')})` : 'no registration server answered';
         dev.trace('S0.13', 'registration', `${reason}: main program starts with a failure notice`, false);
-        return this.done({ kind: 'registration-failed', reason, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+        return this.done({ kind: 'registration-failed', reason, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy });
       }
       // A backoff before each new round; none between the primary and the backup of one round.
       const wait = next.round > round ? backoffMs(next.round, dev.rng, dev.config.backoffBaseMs, dev.config.backoffCapMs) : 0;
@@ -140,19 +141,25 @@ export class Upmon {
     const imported = dev.storage.importSecret(cred.user, cred.gen, cred.currentGen, cred.wrapped);
     if (!imported.ok) {
       dev.trace('S0.10', 'import secret', `the secure element refused the new secret (${imported.status}); using the saved login`, false);
-      return this.done({ kind: 'registration-failed', reason: `could not import the new secret (${imported.status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+      return this.done({ kind: 'registration-failed', reason: `could not import the new secret (${imported.status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy });
     }
     const prev = dev.storage.loadLogin();
-    const saved = dev.storage.saveLogin(mergeCredReply(prev.ok ? prev.value : null, cred));
+    const held = prev.ok ? prev.value : null;
+    // S3.11: the reply's attack table is kept only if the policy server signed it, it is newer
+    // than the one held and not expired; otherwise the held one stays (against downgrade).
+    const t = acceptTable(held?.table ?? null, cred.table, this.cfg.policy, dev.clock.epochMs());
+    if (t.verdict.kind === 'accepted') dev.trace('S3.11', 'attack table', `table v${t.verdict.table.version} from the policy server accepted (${t.verdict.table.sites.length} site(s))`);
+    else if (t.verdict.kind === 'refused') dev.trace('S3.11', 'attack table', `refused (${t.verdict.code}: ${t.verdict.reason}); the held table stays`, false);
+    const saved = dev.storage.saveLogin(mergeCredReply(held, cred, t.keep));
     const login = saved.ok ? loadSaved(dev.storage) : saved;
     if (!login.ok || !login.value) {
       const status = login.ok ? 'no secret held' : login.status;
       // Never use a secret that is not durably saved: log in with what is saved instead.
       dev.trace('S0.10', 'save credentials', `flash refused the save (${status}); using the saved login`, false);
-      return this.done({ kind: 'registration-failed', reason: `could not save credentials (${status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+      return this.done({ kind: 'registration-failed', reason: `could not save credentials (${status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy });
     }
     dev.trace('S0.10', 'save credentials', `new secret gen ${cred.gen} imported into the secure element (business server current gen ${cred.currentGen}); main program started`);
-    this.done({ kind: 'registered', login: login.value, rotatedGen: cred.gen, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256 });
+    this.done({ kind: 'registered', login: login.value, rotatedGen: cred.gen, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy });
   }
 
   /** UPMon keeps the public identity only as long as it needs it. */

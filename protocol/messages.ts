@@ -316,9 +316,21 @@ export interface CredReply {
   currentGen: number;
   /** Business servers best placed for the device's IP, best first (S0.8). */
   servers: ServerChoice[];
+  /**
+   * S3.11: the policy server's signed attack statistics table for these servers' sites
+   * (protocol/attack-table.ts; opaque here, the phone verifies it against the policy key it
+   * got at the factory). Absent when the registration server has none to give.
+   */
+  table?: Uint8Array;
 }
+/**
+ * Most bytes of credReply.table: a table of a phone's few sites (8 at most, ~60 bytes each,
+ * plus version, dates and the 64-byte signature) fits easily, and with the rest of the saved
+ * record in the chip's 2048-byte sealed record.
+ */
+export const CRED_TABLE_MAX_BYTES = 1536;
 export function parseCredReply(v: CborValue): CredReply {
-  const a = array(v, 'credReply', 5);
+  const a = array(v, 'credReply', 5, 6);
   const servers = array(a[4], 'credReply.servers', 1, 8).map((s, i) => parseServerEntry(s, `credReply.servers[${i}]`));
   return {
     user: text(a[0], 'credReply.user', 64, USER_RE),
@@ -326,10 +338,13 @@ export function parseCredReply(v: CborValue): CredReply {
     gen: uint(a[2], 'credReply.gen'),
     currentGen: uint(a[3], 'credReply.currentGen'),
     servers,
+    ...(a.length === 6 ? { table: bytes(a[5], 'credReply.table', 1, CRED_TABLE_MAX_BYTES) } : {}),
   };
 }
 export function credReplyBody(r: CredReply): CborValue {
-  return [r.user, r.wrapped, r.gen, r.currentGen, r.servers.map(serverEntryBody)];
+  const body: CborValue[] = [r.user, r.wrapped, r.gen, r.currentGen, r.servers.map(serverEntryBody)];
+  if (r.table) body.push(r.table);
+  return body;
 }
 
 export function parseNotFound(v: CborValue): { reason: string } {

@@ -123,7 +123,8 @@ export async function runDeterministic(name: string, o: DeterministicOptions): P
   const bridge = new Bridge(() => stack!.gateway.url);
   try {
     stack = await startStack({ stateDir, gatewayPort: 0, advertisedUrl: `${SIM_ORIGIN}/` });
-    const sched = new Scheduler();
+    // Bridged to real servers: the phone's date is the real one (the tables they sign expire on it).
+    const sched = new Scheduler(Date.now());
     const net = new SimNetwork(sched, { delayMs: o.delayMs ?? 2, loss: o.loss ?? 0 }, o.seed);
     net.listen(SIM_ORIGIN, bridge.accept);
     const ring = stack.ring;

@@ -47,6 +47,8 @@ export interface BuildImageOptions {
   keyVersion?: number;
   regPrimary?: string;
   regBackup?: string;
+  /** The policy server's key and the initial attack table, written into UPMON.CFG (S3.10, S3.11). */
+  policy?: FactoryPolicy;
   profile?: ChipProfile;
   /** Put the device key (hex) in the enrollment record. Off by default. */
   includeDeviceKey?: boolean;
@@ -113,14 +115,30 @@ export const BOOT_FILES: readonly { zone: 'cdrom' | 'disk'; name: string }[] = [
  * the vendor's secret key over BOOT_FILES. The per-program JSON manifests (UPMON.MAN,
  * MAIN.MAN) are gone: BOOT.SIG replaces them (docs/decisions.md).
  */
-export function zoneFiles(regPrimary: string, regBackup: string, vendorKey: Uint8Array, firmwareVersion = PROGRAM_VERSION): ZoneFiles & { manifest: Uint8Array } {
+/**
+ * What UPMON.CFG says about attack tables (S3.10, S3.11): the policy server's Ed25519 public
+ * key (32 bytes) and the initial table's JSON form (protocol/attack-table.ts initialTable).
+ */
+export interface FactoryPolicy {
+  key?: Uint8Array;
+  initialTable?: unknown;
+}
+
+export function zoneFiles(regPrimary: string, regBackup: string, vendorKey: Uint8Array, firmwareVersion = PROGRAM_VERSION, policy: FactoryPolicy = {}): ZoneFiles & { manifest: Uint8Array } {
   const upmon = programBlob('usbphone UPMon', firmwareVersion);
   const main = programBlob('usbphone MAIN', firmwareVersion);
   const json = (o: unknown) => te.encode(JSON.stringify(o) + '\n');
   const virtual = [
     { name: 'AUTORUN.INF', data: te.encode(`[autorun]\r\nopen=${UPMON_PROGRAM}\r\nlabel=${VOLUME_LABEL}\r\n`) },
     { name: UPMON_PROGRAM, data: upmon },
-    { name: 'UPMON.CFG', data: json({ regPrimary, regBackup, mainProgram: MAIN_PROGRAM, mainSha256: bytesToHex(sha256(main)) }) },
+    {
+      name: 'UPMON.CFG',
+      data: json({
+        regPrimary, regBackup, mainProgram: MAIN_PROGRAM, mainSha256: bytesToHex(sha256(main)),
+        ...(policy.key ? { policyKey: bytesToHex(policy.key) } : {}),
+        ...(policy.initialTable !== undefined ? { initialTable: policy.initialTable } : {}),
+      }),
+    },
   ];
   const data = (zone: 'cdrom' | 'disk', name: string) => (zone === 'disk' ? (name === MAIN_PROGRAM ? main : null) : virtual.find((f) => f.name === name)?.data ?? null);
   const entries: ManifestEntry[] = BOOT_FILES.map(({ zone, name }) => ({ zone, name, sha256: sha256(data(zone, name)!) }));
@@ -185,7 +203,7 @@ export function buildImage(o: BuildImageOptions): { image: Uint8Array; enrollmen
   if (!(o.vendorKey instanceof Uint8Array) || o.vendorKey.length !== 32) throw new ImplementationError('IMAGE_VENDOR_KEY', 'the vendor key must be a 32-byte Ed25519 secret key');
   // An image signed with a key the chip does not hold would never boot: refuse to build it.
   if (!equalBytes(vendorPublicKey(o.vendorKey), o.fuses.vendorPublicKey())) throw new ImplementationError('IMAGE_VENDOR_KEY', "the vendor key does not match the public key in the chip's fuses");
-  const files = zoneFiles(regPrimary, regBackup, o.vendorKey, o.firmwareVersion ?? PROGRAM_VERSION);
+  const files = zoneFiles(regPrimary, regBackup, o.vendorKey, o.firmwareVersion ?? PROGRAM_VERSION, o.policy);
   const checked = verifyManifest(files.manifest, o.fuses.vendorPublicKey());
   if (!checked.ok) throw new ImplementationError('IMAGE_VENDOR_KEY', `the signed manifest does not verify: ${checked.reason}`);
   const iso = buildIso(files.virtual, VOLUME_LABEL);

@@ -9,6 +9,12 @@ export type Rng = (n: number) => Uint8Array;
 export interface Clock {
   /** Milliseconds since an arbitrary origin. */
   now(): number;
+  /**
+   * Wall-clock time, ms since the Unix epoch: what the phone believes the date is (a real
+   * phone sets it from the network). Used only where a date is compared with one a server
+   * signed (the attack table's expiry, S3.11); never for timeouts, which use now().
+   */
+  epochMs(): number;
   setTimer(ms: number, fn: () => void): unknown;
   clearTimer(handle: unknown): void;
 }

@@ -4,9 +4,18 @@
 import { keystreamRng } from '../../protocol/seeded-rng.ts';
 import type { Clock, NetHandlers, NetSocket, Network, Rng } from './hal.ts';
 
+/** The simulated phones' date at virtual time 0 unless a run says otherwise: 2026-11-30T00:00:00Z. */
+export const SIM_EPOCH_MS = Date.UTC(2026, 10, 30);
+
 /** Virtual time: timers run in time order (ties in creation order) when the run advances. */
 export class Scheduler {
   #now = 0;
+  /**
+   * @param epochAtStartMs the wall-clock date at virtual time 0 (ms since the Unix epoch): a
+   *   fixed date by default, so a seed replays byte for byte; a run bridged to real servers
+   *   passes Date.now(), so dates the servers sign compare as they would on a real phone.
+   */
+  constructor(readonly epochAtStartMs = SIM_EPOCH_MS) {}
   #seq = 0;
   #queue: { at: number; seq: number; fn: () => void; dead: boolean }[] = [];
 
@@ -52,6 +61,7 @@ export class Scheduler {
   clock(): Clock {
     return {
       now: () => this.#now,
+      epochMs: () => this.epochAtStartMs + this.#now,
       setTimer: (ms, fn) => this.at(ms, fn),
       clearTimer: (h) => {
         if (h) (h as { dead: boolean }).dead = true;

@@ -8,6 +8,7 @@ import { Limits } from '../../../protocol/limits.ts';
 
 export const nodeClock: Clock = {
   now: () => performance.now(),
+  epochMs: () => Date.now(),
   setTimer: (ms, fn) => setTimeout(fn, ms),
   clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
 };

@@ -1,0 +1,44 @@
+// firmware/policy-table.ts: which attack table the phone chooses with (S3.1, S3.11).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { acceptTable, tableForChoice, type PolicyConfig } from './policy-table.ts';
+import { signTable, tablePublicKey, initialTable, type AttackTable } from '../protocol/attack-table.ts';
+import { simRng } from './hal/sim-hal.ts';
+
+const priv = simRng(1, 'policy')(32);
+const key = tablePublicKey(priv);
+const now = Date.UTC(2026, 10, 30);
+const initial = initialTable({ sites: [{ site: 'biz-east', mechanisms: ['password', 'otp', 'fingerprint'], floor: 'password', degree: 0.3 }] }, 0, Number.MAX_SAFE_INTEGER);
+const signed = (version: number, expiresAt: number): Uint8Array => {
+  const t: AttackTable = { ...initial, version, issuedAt: now - 10, expiresAt };
+  return signTable(t, priv);
+};
+
+test('the initial table only for a phone that never held a signed one; an expired signed table means none (strongest), never the initial one again', () => {
+  const cfg: PolicyConfig = { key, initial };
+  assert.is(tableForChoice(null, cfg, now).source, 'initial');
+  const good = signed(3, now + 1000);
+  const r = tableForChoice(good, cfg, now);
+  assert.is(r.source, 'policy');
+  assert.is(r.table?.version, 3);
+  const expired = tableForChoice(good, cfg, now + 1000);
+  assert.equal([expired.source, expired.table], ['none', null]);
+  assert.match(expired.why, /TABLE_EXPIRED/);
+  assert.is(tableForChoice(null, { key, initial: null }, now).source, 'none');
+  assert.is(tableForChoice(good, { key: null, initial }, now).source, 'none', 'no key: nothing held can be trusted');
+});
+
+test('acceptTable: nothing incoming keeps the held table; a valid newer one replaces it (a copy, not the caller\'s buffer)', () => {
+  const cfg: PolicyConfig = { key, initial };
+  const held = signed(2, now + 1000);
+  assert.equal(acceptTable(held, undefined, cfg, now), { keep: held, verdict: { kind: 'none' } });
+  const newer = signed(3, now + 1000);
+  const r = acceptTable(held, newer, cfg, now);
+  assert.is(r.verdict.kind, 'accepted');
+  assert.equal(r.keep, newer);
+  assert.is.not(r.keep, newer);
+  // An unreadable held table does not block a valid one.
+  assert.is(acceptTable(Uint8Array.of(1, 2), newer, cfg, now).verdict.kind, 'accepted');
+});
+
+test.run();

@@ -1,0 +1,61 @@
+// The phone's attack statistics table (S3.1, S3.11, docs/protocol.md "Attack statistics
+// table"): which table it keeps and which one its main program chooses a mechanism with.
+//
+// The phone ships with two things from the factory, both in UPMON.CFG and so covered by the
+// vendor-signed boot manifest: the policy server's Ed25519 public key and the configured
+// initial table (S3.10). Newer tables arrive in credential replies (protocol/messages.ts
+// credReply.table) and are kept only when signed by that key, newer than the one held and not
+// expired (protocol/attack-table.ts verifyTable) — against downgrade, a phone never goes back.
+// The table it keeps lives in the chip-sealed saved-login record, so a host cannot roll it
+// back either. The initial table serves only a phone that never had a signed one: once it
+// had, an expired table means "no valid table" (the strongest mechanism), not the initial
+// one, or blocking updates until expiry would bring back the all-zero, random choice.
+import { verifyTable, type AttackTable, type TableRefusal } from '../protocol/attack-table.ts';
+
+/** What the factory gave the phone (UPMON.CFG). */
+export interface PolicyConfig {
+  /** The policy server's Ed25519 public key (32 bytes), or null: no table can be trusted. */
+  key: Uint8Array | null;
+  /** The configured initial table (version 0, rates 0), or null. */
+  initial: AttackTable | null;
+}
+
+/** What UPMon did with a credential reply's table. */
+export type TableVerdict =
+  | { kind: 'none' }
+  | { kind: 'accepted'; table: AttackTable }
+  | { kind: 'refused'; code: TableRefusal; reason: string };
+
+/** The version of the table the phone holds, or null (none, or unreadable: then any valid table replaces it). */
+function heldVersion(held: Uint8Array | null, key: Uint8Array): number | null {
+  if (!held) return null;
+  // The held table was verified when it was kept; its expiry does not matter for its version.
+  const r = verifyTable(held, key, 0, null);
+  return r.ok ? r.table.version : null;
+}
+
+/**
+ * UPMon, on a credential reply (S3.11): the table to keep (`keep`: the incoming one when it
+ * passes, else the held one, unchanged) and what happened, for the trace. Never throws.
+ * `nowEpochMs`: the phone's date (Clock.epochMs).
+ */
+export function acceptTable(held: Uint8Array | null, incoming: Uint8Array | undefined, cfg: PolicyConfig, nowEpochMs: number): { keep: Uint8Array | null; verdict: TableVerdict } {
+  if (!incoming) return { keep: held, verdict: { kind: 'none' } };
+  if (!cfg.key) return { keep: held, verdict: { kind: 'refused', code: 'TABLE_BAD_SIGNATURE', reason: 'this phone has no policy server key: no table can be trusted' } };
+  const r = verifyTable(incoming, cfg.key, nowEpochMs, heldVersion(held, cfg.key));
+  if (!r.ok) return { keep: held, verdict: { kind: 'refused', code: r.code, reason: r.reason } };
+  return { keep: Uint8Array.from(incoming), verdict: { kind: 'accepted', table: r.table } };
+}
+
+/**
+ * The table the main program chooses with (S3.1): the held signed table while it is valid;
+ * the initial table if the phone never held one; otherwise null (no valid table: the caller
+ * takes the strongest mechanism the site offers, protocol/attack-table.ts chooseMechanism).
+ */
+export function tableForChoice(held: Uint8Array | null, cfg: PolicyConfig, nowEpochMs: number): { table: AttackTable | null; source: 'policy' | 'initial' | 'none'; why: string } {
+  if (!held) return cfg.initial ? { table: cfg.initial, source: 'initial', why: 'the initial table from the factory' } : { table: null, source: 'none', why: 'no table' };
+  if (!cfg.key) return { table: null, source: 'none', why: 'no policy server key' };
+  const r = verifyTable(held, cfg.key, nowEpochMs, null);
+  if (!r.ok) return { table: null, source: 'none', why: `the held table is no longer valid (${r.code})` };
+  return { table: r.table, source: 'policy', why: `table v${r.table.version}` };
+}
