@@ -44,6 +44,43 @@ test('a small fleet prints its summary as JSON', () => {
   assert.is(s.failed, 0);
 });
 
+test('--profile atm and --profile mobile (S0.15): a bank card in an ATM, then a mobile phone, each logs in; the card number shows masked', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-profile-'));
+  try {
+    const a = run('--state', dir, '--port', '0', '--profile', 'atm');
+    assert.is(a.status, 0, a.stdout + a.stderr);
+    assert.match(a.stdout, /card \*{12}\d{4} inserted into the ATM on 127\.1\.0\.1/);
+    assert.match(a.stdout, /S0\.15 +launch +.*the atm profile's launcher starts UPMON\.EXE \(no AutoRun\)/);
+    assert.match(a.stdout, /LOGGED IN to biz-east/);
+    assert.not.match(a.stdout, /\d{16}/, 'no card number in full');
+    const m = run('--state', dir, '--port', '0', '--profile', 'mobile');
+    assert.is(m.status, 0, m.stdout + m.stderr);
+    assert.match(m.stdout, /power-on: mobile phone SN-0000001/);
+    assert.match(m.stdout, /S0\.15 +launch/);
+    assert.not.match(m.stdout, /autorun/);
+    assert.not.match(m.stdout, /\d{16}/, 'no card number in full (the image was the card\'s)');
+    assert.match(m.stdout, /LOGGED IN to biz-east/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--profile: a value that names no profile, or a use it does not apply to, is exit 2 CLI_BAD_ARGS', () => {
+  for (const [args, msg] of [
+    [['--profile', 'pda'], /--profile must be usb, mobile, atm, not 'pda'/],
+    [['--profile', 'USB'], /--profile must be usb, mobile, atm, not 'USB'/],
+    [['--profile', '__proto__'], /--profile must be usb, mobile, atm/],
+    [['--profile'], /--profile needs a value/],
+    [['--profile', 'mobile', '--scenario', 'first-boot'], /--profile does not apply to --scenario/],
+    [['--profile', 'atm', '--devices', '3'], /--profile does not apply to a fleet/],
+  ] as const) {
+    const r = run(...args);
+    assert.is(r.status, 2, args.join(' '));
+    assert.match(r.stderr, msg);
+    assert.match(r.stderr, /^usbphone sim: .* \(CLI_BAD_ARGS\)\n$/);
+  }
+});
+
 test('bad usage: exit 2 with a one-line error and its code', () => {
   for (const args of [['--devices', 'many'], ['--scenario', 'nope'], ['--loss', '2', '--deterministic'], ['--what']]) {
     const r = run(...args);

@@ -16,6 +16,7 @@ import { BASE_PORT_SPAN, DEFAULT_GATEWAY_PORT } from '../deploy/config.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import type { StackHandle } from '../sim/world.ts';
 import type { Stack } from '../deploy/stack.ts';
+import { isProfileName, PROFILE_NAMES } from '../firmware/profiles.ts';
 
 export const OPTIONS = {
   scenario: { type: 'string' },
@@ -25,6 +26,7 @@ export const OPTIONS = {
   state: { type: 'string' },
   port: { type: 'string' },
   ip: { type: 'string' },
+  profile: { type: 'string' },
   seed: { type: 'string' },
   concurrency: { type: 'string' },
   rounds: { type: 'string' },
@@ -64,6 +66,13 @@ options:
                           then the image is rebuilt each run: a first boot every time)
   --ip ADDR               the single phone's loopback address (default 127.1.0.1, region
                           east; 127.2.x.y is region west)
+  --profile usb|mobile|atm
+                          the single device (S0.15): usb (default) a USB phone whose host
+                          auto-runs UPMon; mobile a mobile phone whose own OS launches UPMon,
+                          with a SIM card of its own; atm a bank card in an ATM, whose program
+                          logs in through the card's secure controller (a card is another
+                          device: its image is built anew); the scenarios phone-profile-login
+                          and atm-card-login run the two others in a temporary state
   --watch                 the single phone with servers of its own: after its run, keep the
                           servers and their live page (the address it prints) up until Ctrl-C
   --seed S                --scenario, --devices, --deterministic: seed for fuses, serials,
@@ -100,8 +109,8 @@ function checkApplies(v: Parsed['values']): Mode {
     else refuseOptions(v, ['devices', 'seed', 'concurrency', 'rounds', 'servers', 'json', 'quiet'], 'a fleet', 'a fleet runs in a temporary state (or give --gateway and --state of running servers)');
     return 'fleet';
   }
-  if (v.gateway !== undefined) refuseOptions(v, ['gateway', 'state', 'ip', 'quiet'], 'the single phone with --gateway', 'the running servers have their ports (and their live page)');
-  else refuseOptions(v, ['state', 'port', 'ip', 'watch', 'quiet'], 'the single phone', '--seed, --json and the fleet options go with --scenario, --devices or --deterministic');
+  if (v.gateway !== undefined) refuseOptions(v, ['gateway', 'state', 'ip', 'profile', 'quiet'], 'the single phone with --gateway', 'the running servers have their ports (and their live page)');
+  else refuseOptions(v, ['state', 'port', 'ip', 'profile', 'watch', 'quiet'], 'the single phone', '--seed, --json and the fleet options go with --scenario, --devices or --deterministic');
   return 'single';
 }
 
@@ -222,6 +231,8 @@ export const command: Command = {
       }
 
       // The single phone.
+      const profile = (a.profile as string | undefined) ?? 'usb';
+      if (!isProfileName(profile)) throw new CliError('CLI_BAD_ARGS', `--profile must be ${PROFILE_NAMES.join(', ')}, not '${profile.slice(0, 32)}'`);
       const ip = (a.ip as string | undefined) ?? '127.1.0.1';
       if (!/^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(ip) || ip.split('.').some((x) => Number(x) > 255)) throw new CliError('CLI_BAD_ARGS', `--ip must be a loopback address 127.x.y.z, not '${ip}'`);
       const state = (a.state as string | undefined) ?? 'state';
@@ -270,7 +281,7 @@ export const command: Command = {
           }
         : undefined;
       try {
-        const r = await runSinglePhone({ stateDir: state, gatewayPort: port, gateway, ip, trace: show, say: (l) => out(l), onStack, hold });
+        const r = await runSinglePhone({ stateDir: state, gatewayPort: port, gateway, ip, profile, trace: show, say: (l) => out(l), onStack, hold });
         if (trace) for (const h of held.splice(0)) trace(h);
         const o = r.outcome;
         out('');

@@ -127,6 +127,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
   const notices: string[] = [];
   const clock = sched.clock();
   const board: Board = {
+    profile: 'usb',
     clock,
     rng: simRng(1, 'board'),
     net: net.device('10.0.0.5'),

@@ -4,6 +4,8 @@
 // runs UPMon and the main program on a fake one with no socket). Programs import this
 // interface, never Device, so device.ts can import the programs without an import circle.
 import type { Clock, Network, Rng } from './hal/hal.ts';
+import type { SimCard } from './hal/sim-card.ts';
+import type { StorageResult } from './storage.ts';
 import type { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './saved-login.ts';
 import { Limits } from '../protocol/limits.ts';
@@ -27,7 +29,18 @@ export const defaultDeviceConfig: DeviceConfig = {
   backoffCapMs: 1_000,
 };
 
+/**
+ * The device the programs run in (S0.15; the wiring of each is firmware/profiles.ts):
+ * - 'usb': the USB phone; the host computer's AutoRun starts UPMon from the virtual zone;
+ * - 'mobile': a mobile phone (PDA/phone); its own operating system launches UPMon, no AutoRun;
+ * - 'atm': a bank card in an ATM; the ATM's program plays UPMon and the main program and
+ *   reaches the card only through its secure controller's commands.
+ */
+export type ProfileName = 'usb' | 'mobile' | 'atm';
+
 export interface Board {
+  /** Which device this is (S0.15). */
+  readonly profile: ProfileName;
   readonly clock: Clock;
   /** The device's own randomness (nonces, backoff jitter). */
   readonly rng: Rng;
@@ -38,6 +51,18 @@ export interface Board {
   readonly config: DeviceConfig;
   /** One line of the readable trace, tagged with its feature id (S0.x); `ms` a step's duration. */
   trace(feature: string, step: string, detail: string, ok?: boolean, ms?: number): void;
-  /** A notice shown to the user on the host (S0.9 "not found"). */
+  /** A notice shown to the user (S0.9 "not found"): on the host computer, the phone's or the ATM's screen. */
   notice(text: string): void;
+  /**
+   * The device's SIM slot (HalBase.sim), where it has one (the USB and the mobile phone): the
+   * source of the first identifier (S4.2) on a phone. Absent on the ATM profile.
+   */
+  readonly sim?: SimCard;
+  /**
+   * ATM profile only (S0.15): the inserted card's number, its first identifier (S4.2): the
+   * serial of the identity record in the card's hidden zone, read through the secure
+   * controller (GET DATA identity; public, as a card number is). Absent on the phones, whose
+   * first identifier is the SIM's card info. Errors are the controller's statuses.
+   */
+  readonly cardIdentity?: () => StorageResult<string>;
 }

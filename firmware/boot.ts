@@ -6,6 +6,8 @@
 // and nothing is sent. A read that does not check out is read again (BOOT_READ_ATTEMPTS):
 // a transient bit flip does not end the boot, a stored one does. The boot uses the bytes it
 // checked, never a second read.
+// The devices whose own operating system runs the programs (S0.15: the mobile phone, the ATM;
+// firmware/profiles.ts) start UPMon with `launch` instead: the same checks, no AutoRun.
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import type { Board } from './board.ts';
 import type { Endpoint } from './client-session.ts';
@@ -60,16 +62,18 @@ function json(bytes: Uint8Array): Record<string, unknown> | null {
   }
 }
 
-export function boot(dev: Board): BootResult {
-  const t0 = dev.clock.now();
-  const fail = (reason: string, feature = 'S0.3'): BootResult => {
-    dev.trace(feature, 'autorun', reason, false);
-    return { ok: false, reason };
-  };
+/** The boot files, every one checked against BOOT.SIG; or why they are not. */
+type Checked = { ok: true; file(zone: 'cdrom' | 'disk', name: string): Uint8Array | null; summary: string } | { ok: false; reason: string };
+
+/**
+ * Reads and checks every boot file against the signed manifest (S0.3, issue 9), the vendor
+ * key from the chip's fuses; shared by the host's AutoRun (boot) and a launcher (launch).
+ */
+function verifyBootFiles(dev: Board): Checked {
   // The vendor public key comes from the chip's fuses, through the secure controller (GET DATA):
   // the host can read it, nobody can change it.
   const vk = dev.storage.vendorKey();
-  if (!vk.ok) return fail(`BOOT_BAD_SIGNATURE: the vendor public key is unreadable from the secure element (${vk.status})`);
+  if (!vk.ok) return { ok: false, reason: `BOOT_BAD_SIGNATURE: the vendor public key is unreadable from the secure element (${vk.status})` };
 
   // The CD-ROM is mounted once per boot; a retry after a bad read mounts it again (the
   // directory itself may have been read with a flipped bit).
@@ -90,24 +94,24 @@ export function boot(dev: Board): BootResult {
   if (!c.ok) {
     // No volume at all is its own status, not "a file does not match".
     const m = vol as StorageResult<VirtualVolume> | null;
-    if (m && !m.ok) return fail(`BOOT_NO_AUTORUN: the CD-ROM volume is unreadable (${m.status}), no AUTORUN.INF`);
-    return fail(`${c.code}: ${c.reason}`);
+    if (m && !m.ok) return { ok: false, reason: `BOOT_NO_AUTORUN: the CD-ROM volume is unreadable (${m.status}), no AUTORUN.INF` };
+    return { ok: false, reason: `${c.code}: ${c.reason}` };
   }
-  const file = (zone: 'cdrom' | 'disk', name: string) => c.files.get(fileKey(zone, name)) ?? null;
+  const retried = c.retries ? ` (${c.retries} read${c.retries > 1 ? 's' : ''} retried)` : '';
+  return {
+    ok: true,
+    file: (zone, name) => c.files.get(fileKey(zone, name)) ?? null,
+    summary: `boot manifest signature ok: ${c.manifest.entries.length} files, firmware v${c.manifest.version}, measurement ${bytesToHex(c.measurement).slice(0, 16)}${retried}`,
+  };
+}
 
-  const inf = file('cdrom', 'AUTORUN.INF');
-  if (!inf) return fail('BOOT_BAD_SIGNATURE: AUTORUN.INF is not in the signed manifest');
-  let program: string | null = null;
-  try {
-    program = parseAutorun(td.decode(inf));
-  } catch {
-    return fail('BOOT_BAD_AUTORUN: AUTORUN.INF is not text');
-  }
-  if (!program || !FILE_RE.test(program)) return fail('BOOT_BAD_AUTORUN: AUTORUN.INF names no program');
+/** UPMon's configuration `<program>.CFG`, from the checked files; the main program must be signed too. */
+function programConfig(c: Extract<Checked, { ok: true }>, program: string): BootResult {
+  const fail = (reason: string): BootResult => ({ ok: false, reason });
   // The program and its configuration must be files the vendor signed, as read and checked above.
-  if (!file('cdrom', program)) return fail(`BOOT_BAD_SIGNATURE: ${program} is not in the signed manifest`);
+  if (!c.file('cdrom', program)) return fail(`BOOT_BAD_SIGNATURE: ${program} is not in the signed manifest`);
   const cfgName = program.replace(/\.[A-Z0-9_]+$/, '') + '.CFG';
-  const cfgBytes = file('cdrom', cfgName);
+  const cfgBytes = c.file('cdrom', cfgName);
   if (!cfgBytes) return fail(`BOOT_BAD_SIGNATURE: ${cfgName} is not in the signed manifest`);
   const cfg = json(cfgBytes);
   if (!cfg) return fail('BOOT_BAD_CONFIG: UPMon configuration missing or not JSON');
@@ -120,11 +124,9 @@ export function boot(dev: Board): BootResult {
   if (typeof mainProgram !== 'string' || !FILE_RE.test(mainProgram) || typeof mainSha256 !== 'string' || !/^[0-9a-f]{64}$/i.test(mainSha256)) {
     return fail('BOOT_BAD_CONFIG: main program name or hash missing');
   }
-  if (!file('disk', mainProgram)) return fail(`BOOT_BAD_SIGNATURE: the main program ${mainProgram} is not in the signed manifest`);
+  if (!c.file('disk', mainProgram)) return fail(`BOOT_BAD_SIGNATURE: the main program ${mainProgram} is not in the signed manifest`);
   const policy = parsePolicy(cfg);
   if (typeof policy === 'string') return fail(`BOOT_BAD_CONFIG: ${policy}`);
-  const retried = c.retries ? ` (${c.retries} read${c.retries > 1 ? 's' : ''} retried)` : '';
-  dev.trace('S0.3', 'autorun', `boot manifest signature ok: ${c.manifest.entries.length} files, firmware v${c.manifest.version}, measurement ${bytesToHex(c.measurement).slice(0, 16)}${retried}; AUTORUN.INF -> ${program}`, true, dev.clock.now() - t0);
   return { ok: true, config: { regPrimary, regBackup, mainProgram, mainSha256: mainSha256.toLowerCase(), policy } };
 }
 
@@ -142,4 +144,51 @@ function parsePolicy(cfg: Record<string, unknown>): PolicyConfig | string {
     }
   }
   return { key: typeof policyKey === 'string' ? hexToBytes(policyKey.toLowerCase()) : null, initial: table };
+}
+
+/** The USB phone's start (S0.3): the host's AutoRun reads AUTORUN.INF and starts the program it names. */
+export function boot(dev: Board): BootResult {
+  const t0 = dev.clock.now();
+  const fail = (reason: string): BootResult => {
+    dev.trace('S0.3', 'autorun', reason, false);
+    return { ok: false, reason };
+  };
+  const c = verifyBootFiles(dev);
+  if (!c.ok) return fail(c.reason);
+  const inf = c.file('cdrom', 'AUTORUN.INF');
+  if (!inf) return fail('BOOT_BAD_SIGNATURE: AUTORUN.INF is not in the signed manifest');
+  let program: string | null = null;
+  try {
+    program = parseAutorun(td.decode(inf));
+  } catch {
+    return fail('BOOT_BAD_AUTORUN: AUTORUN.INF is not text');
+  }
+  if (!program || !FILE_RE.test(program)) return fail('BOOT_BAD_AUTORUN: AUTORUN.INF names no program');
+  const r = programConfig(c, program);
+  if (!r.ok) return fail(r.reason);
+  dev.trace('S0.3', 'autorun', `${c.summary}; AUTORUN.INF -> ${program}`, true, dev.clock.now() - t0);
+  return r;
+}
+
+/** The program a launcher starts: UPMon, by its name (firmware/factory/image.ts UPMON_PROGRAM). */
+export const LAUNCHED_PROGRAM = 'UPMON.EXE';
+
+/**
+ * The start of a device whose own operating system runs the programs (S0.15: the mobile
+ * phone, the ATM): the same signed boot files, checked the same way, but no AutoRun: the
+ * launcher starts UPMON.EXE by name and never reads what AUTORUN.INF names (the file stays in
+ * the signed set, so the firmware measurement is the USB phone's, but it is inert here).
+ */
+export function launch(dev: Board): BootResult {
+  const t0 = dev.clock.now();
+  const fail = (reason: string): BootResult => {
+    dev.trace('S0.15', 'launch', reason, false);
+    return { ok: false, reason };
+  };
+  const c = verifyBootFiles(dev);
+  if (!c.ok) return fail(c.reason);
+  const r = programConfig(c, LAUNCHED_PROGRAM);
+  if (!r.ok) return fail(r.reason);
+  dev.trace('S0.15', 'launch', `${c.summary}; the ${dev.profile} profile's launcher starts ${LAUNCHED_PROGRAM} (no AutoRun)`, true, dev.clock.now() - t0);
+  return r;
 }

@@ -1,12 +1,16 @@
 // One virtual phone (the Board the programs run on): its HAL, its storage, its event loop, and the three programs that run
-// on plug-in: boot (AutoRun, S0.3) -> UPMon (S0.4-S0.10) -> main program (S0.11-S0.14).
+// on plug-in: boot (AutoRun, S0.3) -> UPMon (S0.4-S0.10) -> main program (S0.11-S0.14). The other
+// devices of S0.15 (firmware/profiles.ts) are the same Board wired otherwise: their own
+// launcher instead of the host's AutoRun, and on the ATM the card's controller as the chip.
 import type { Clock, HalBase, Host, NetSocket, Network, Rng, TraceEvent } from './hal/hal.ts';
 import { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './saved-login.ts';
-import { boot } from './boot.ts';
+import { boot, launch } from './boot.ts';
 import { Upmon, type UpmonOutcome } from './upmon.ts';
 import { MainProgram, type MainOutcome } from './main-program.ts';
-import { defaultDeviceConfig, type Board, type DeviceConfig } from './board.ts';
+import { defaultDeviceConfig, type Board, type DeviceConfig, type ProfileName } from './board.ts';
+import type { SimCard } from './hal/sim-card.ts';
+import type { StorageResult } from './storage.ts';
 import { ChipPowerLost } from './secure/client.ts';
 import type { ClientKeyOps } from '../protocol/handshake-keys.ts';
 
@@ -63,8 +67,25 @@ function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
   };
 }
 
+/**
+ * How a device starts its programs and where its first identifier comes from (S0.15): one row
+ * of firmware/profiles.ts's table. The default is the USB phone.
+ */
+export interface DeviceWiring {
+  profile: ProfileName;
+  /** 'autorun': the host's AutoRun of the virtual zone (boot.ts boot); 'launcher': the device's own OS (boot.ts launch). */
+  start: 'autorun' | 'launcher';
+  /** 'sim': the SIM slot's card info (HalBase.sim); 'card': the inserted card's number (Board.cardIdentity). */
+  firstIdentifier: 'sim' | 'card';
+}
+
+export const USB_WIRING: DeviceWiring = { profile: 'usb', start: 'autorun', firstIdentifier: 'sim' };
+
 /** The real board: a HAL, the flash storage (halting on a power cut) and one event loop. */
 export class Device implements Board {
+  readonly profile: ProfileName;
+  readonly sim?: SimCard;
+  readonly cardIdentity?: () => StorageResult<string>;
   readonly loop: EventLoop;
   readonly clock: Clock;
   readonly rng: Rng;
@@ -79,7 +100,17 @@ export class Device implements Board {
     hal: HalBase,
     storage: PhoneStorage,
     readonly config: DeviceConfig = defaultDeviceConfig,
+    readonly wiring: DeviceWiring = USB_WIRING,
   ) {
+    this.profile = wiring.profile;
+    if (hal.sim) this.sim = hal.sim;
+    // The card's number is the public identity the controller answers GET DATA with (S0.15).
+    if (wiring.firstIdentifier === 'card') {
+      this.cardIdentity = () => {
+        const r = this.storage.readIdentity();
+        return r.ok ? { ok: true, value: r.value.serial } : r;
+      };
+    }
     this.clock = hal.clock;
     this.rng = hal.rng;
     this.host = hal.host;
@@ -127,7 +158,7 @@ export class Device implements Board {
   }
 
   #boot(): void {
-    const b = boot(this);
+    const b = this.wiring.start === 'launcher' ? launch(this) : boot(this);
     if (!b.ok) return this.#finish({ ok: false, kind: 'boot-failed', reason: b.reason, ms: this.elapsed });
     new Upmon(this, b.config, (o) => this.#afterUpmon(o)).start();
   }

@@ -1,22 +1,27 @@
 // A whole virtual phone: the flash chip over a copy-on-write view of a shared base image,
 // its fuses, the bus with its access rules, the storage seam, and the firmware Device.
 // Wiring as data: give it a base image, fuses and a HAL; a fleet of thousands shares one base.
+// The same chip sits in each device of S0.15 (firmware/profiles.ts): `profile` chooses the
+// wiring; on the ATM profile the chip is the bank card's and `device` is the ATM's program board.
 import { FlashChip } from './flash/chip.ts';
 import { CowBacking, type FlashBacking } from './flash/backing.ts';
 import { DeviceBus } from './flash/bus.ts';
 import type { Fuses } from './flash/fuses.ts';
 import { parseTable, zoneOf, ZoneType, type PartitionTable } from './zones/layout.ts';
 import { IDENTITY_OFFSET } from './zones/hidden.ts';
-import { busStorage } from './zones/bus-storage.ts';
-import { identityRecord } from './factory/image.ts';
-import { Device, defaultDeviceConfig, type DeviceConfig } from './device.ts';
-import { encodeSavedLogin, decodeSavedLogin } from './saved-login.ts';
+import { identityRecord, type ZoneFiles } from './factory/image.ts';
+import { defaultDeviceConfig, type Device, type DeviceConfig } from './device.ts';
+import { wireDevice, type ProfileName } from './profiles.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import type { HalBase } from './hal/hal.ts';
 import type { ControllerNvm } from './secure/nvm.ts';
 
 export interface Phone {
+  /** The board the programs run on: the phone itself, or (ATM profile) the ATM with the card inserted. */
   device: Device;
+  profile: ProfileName;
+  /** ATM profile: the ATM's own program files. */
+  install?: ZoneFiles;
   chip: FlashChip;
   bus: DeviceBus;
   backing: FlashBacking;
@@ -57,6 +62,10 @@ export interface PhoneOptions {
   nvm?: ControllerNvm;
   /** Give this device its own identity over the base (fleets): serial + master key. */
   personalize?: { serial: string; keyVersion: number; master: Uint8Array };
+  /** The device this chip sits in (S0.15; default 'usb'). */
+  profile?: ProfileName;
+  /** 'atm' only: the ATM's own program files (the vendor's signed set, firmware/factory/image.ts zoneFiles). */
+  install?: ZoneFiles;
 }
 
 export function makePhone(o: PhoneOptions): Phone {
@@ -72,14 +81,16 @@ export function makePhone(o: PhoneOptions): Phone {
   const chip = new FlashChip({ backing, seed: o.chipSeed ?? 1 });
   // The controller draws its nonces from the phone's own randomness (seeded in a simulation, so a run replays).
   const bus = new DeviceBus(chip, o.fuses, table, o.hal.rng, o.nvm);
-  const storage = busStorage(bus, { encode: encodeSavedLogin, decode: decodeSavedLogin });
-  const device = new Device(o.hal, storage, o.config ?? defaultDeviceConfig);
-  return { device, chip, bus, backing, table };
+  const profile = o.profile ?? 'usb';
+  const device = wireDevice(profile, bus, o.hal, o.config ?? defaultDeviceConfig, o.install);
+  return o.install ? { device, profile, install: o.install, chip, bus, backing, table } : { device, profile, chip, bus, backing, table };
 }
 
-/** Unplug and plug in again: the chip powers up anew (the controller forgets its RAM state), the firmware restarts. */
+/**
+ * Unplug and plug in again (a phone), or take the card out and insert it again (ATM): the chip
+ * powers up anew (the controller forgets its RAM state), the programs restart.
+ */
 export function replug(p: Phone, hal: HalBase, config: DeviceConfig = p.device.config): Phone {
   p.bus.powerCycle();
-  const storage = busStorage(p.bus, { encode: encodeSavedLogin, decode: decodeSavedLogin });
-  return { ...p, device: new Device(hal, storage, config) };
+  return { ...p, device: wireDevice(p.profile, p.bus, hal, config, p.install) };
 }

@@ -1,6 +1,7 @@
 // The S0 stories, each run over real sockets against the embedded stack in a fresh state
 // directory. A story passes when it ends as the patent says and the phone is not locked out
-// (where the story allows a login, it logs in).
+// (where the story allows a login, it logs in). The device-profile stories (S0.15) run the
+// same programs in a mobile phone and in an ATM with a bank card inserted.
 import { makeTempDir, removeTempDir } from './lifetime.ts';
 import { startWorld, TraceHost, type World, type WorldOptions } from './world.ts';
 import { startTamperProxy } from './tamper-proxy.ts';
@@ -10,6 +11,7 @@ import { UPMON_PROGRAM } from '../firmware/factory/image.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import type { Phone } from '../firmware/phone.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
+import { firstIdentifier, maskCardNumber } from '../firmware/first-identifier.ts';
 
 export interface StoryResult {
   ok: boolean;
@@ -131,6 +133,32 @@ export const STORIES: Record<string, Story> = {
       c.say(`flipped bit 3 of UPMON.EXE byte 100 (flash 0x${(v.offset + upmon.lba * 2048 + 100).toString(16)})`);
       const o = await boot(c, phone);
       return { ok: !o.ok && o.kind === 'boot-failed' && /BOOT_HASH_MISMATCH/.test(o.reason), verdict: `boot stopped: ${o.ok ? 'no' : o.reason}`, outcomes: [o] };
+    },
+  },
+  'phone-profile-login': {
+    summary: "a mobile phone: its own OS launches UPMon (no AutoRun), it registers and logs into the business server; its first identifier is its own SIM (S0.15)",
+    world: { profile: 'mobile' },
+    async run(c) {
+      const { phone } = await c.world.phone(0, c.host);
+      const id = firstIdentifier(phone.device);
+      c.say(id.ok && id.kind === 'sim' ? `the phone's own SIM: ${id.info.cardType}, ICCID ending ${id.info.iccid.slice(-4)}` : `no SIM: ${id.ok ? id.kind : id.reason}`);
+      const o = await boot(c, phone);
+      const launched = c.host.events.some((e) => e.feature === 'S0.15' && e.step === 'launch' && e.ok);
+      const autorun = c.host.events.some((e) => e.step === 'autorun');
+      const ok = loggedIn(o, 'registration') && launched && !autorun && id.ok && id.kind === 'sim';
+      return { ok, verdict: `launched by the phone's OS${autorun ? ' (but an AutoRun step ran)' : ''}, registered and logged in${o.ok ? ` to ${o.server}` : ': no'}`, outcomes: [o] };
+    },
+  },
+  'atm-card-login': {
+    summary: "a bank card in an ATM: the ATM's program registers the card and logs into the business server through the card's secure controller; the card number is the first identifier (S0.15)",
+    world: { profile: 'atm' },
+    async run(c) {
+      const { phone, serial } = await c.world.phone(0, c.host);
+      c.say(`card ${maskCardNumber(serial)} inserted`);
+      const o = await boot(c, phone);
+      const id = firstIdentifier(phone.device);
+      const ok = loggedIn(o, 'registration') && id.ok && id.kind === 'card' && id.cardNumber === serial && !c.host.events.some((e) => e.step === 'autorun');
+      return { ok, verdict: `card ${maskCardNumber(serial)} registered and logged in${o.ok ? ` to ${o.server}` : ': no'}; first identifier: ${id.ok && id.kind === 'card' ? `the card number ${maskCardNumber(id.cardNumber)}` : 'none'}`, outcomes: [o] };
     },
   },
 };

@@ -3,20 +3,24 @@
 // (`make serve`) with that stack's state directory: its keys to build the image and its
 // databases to enroll the phone. The phone's factory image, fuses and enrollment record are
 // kept in the state directory, so what the phone saves persists: the next run is a second
-// boot (a password change), and so on.
+// boot (a password change), and so on. `profile` (S0.15) makes it a mobile phone with its own
+// SIM, or a bank card inserted in an ATM (its serial then a card number: another device).
 import { existsSync, readFileSync, writeFileSync, appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { startStack, type Stack, type StackOptions } from '../deploy/stack.ts';
 import { setLogSink } from '../server-kit/log.ts';
-import { buildImage } from '../firmware/factory/image.ts';
+import { buildImage, zoneFiles } from '../firmware/factory/image.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { FileBacking, loadWear, saveWear } from '../firmware/host/file-backing.ts';
 import { fileNvm } from '../firmware/host/file-nvm.ts';
 import { parseTable } from '../firmware/zones/layout.ts';
 import { makePhone } from '../firmware/phone.ts';
+import { SimSlot } from '../firmware/hal/sim-card.ts';
+import { maskCardNumber } from '../firmware/first-identifier.ts';
+import type { ProfileName } from '../firmware/profiles.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
-import { TraceHost, type StackHandle } from './world.ts';
+import { TraceHost, cardNumberOf, simCardOf, type StackHandle } from './world.ts';
 import { attachStack } from './external-stack.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
@@ -53,7 +57,12 @@ export interface SingleOptions {
   stack?: Partial<StackOptions>;
   /** Awaited after the phone's run, before the servers stop (`usbphone sim --watch`: the live page stays up). */
   hold?: () => Promise<void>;
+  /** The device (S0.15; default 'usb'): 'mobile' gets a SIM card of its own, 'atm' is a bank card in an ATM. */
+  profile?: ProfileName;
 }
+
+/** The serial of the single device when none is given: a phone's, or a bank card's number. */
+export const defaultSerial = (profile: ProfileName) => (profile === 'atm' ? cardNumberOf(0, 1) : 'SN-0000001');
 
 export interface SingleResult {
   outcome: DeviceOutcome;
@@ -94,7 +103,10 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       say(`servers up: gateway ${s.gatewayUrl} -> reg-primary, reg-backup, ${s.dests.biz.join(', ')} (state directory ${o.stateDir}/, server logs in ${logFile})`);
     }
 
-    const serial = o.serial ?? 'SN-0000001';
+    const profile = o.profile ?? 'usb';
+    const serial = o.serial ?? defaultSerial(profile);
+    // A card number is shown as a card's screen shows it: the last four digits.
+    const shown = profile === 'atm' ? maskCardNumber(serial) : serial;
     const f = phoneFiles(o.stateDir);
     const regPrimary = stack.urlFor(stack.dests.regPrimary);
     const regBackup = stack.urlFor(stack.dests.regBackup);
@@ -145,7 +157,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
         why = `${f.image} changed since the last run (rebuilt by 'usbphone image' / 'make image'?): what the phone had saved is gone, so this is a first boot again`;
       } else if (!parseTable(img.subarray(0, 4096), img.length).ok) throw corrupt(f.image, 'is not a flash image (no valid partition table)');
       else if (prev.format !== PHONE_FORMAT) why = `it was made by another version of usbphone (format ${String(prev.format ?? 'unknown')}, now ${PHONE_FORMAT}): a new phone`;
-      else if (prev.serial !== serial) why = `the image is of ${String(prev.serial)}`;
+      else if (prev.serial !== serial) why = `the image is of ${/^[0-9]{12,19}$/.test(String(prev.serial)) ? `card ${maskCardNumber(String(prev.serial))}` : String(prev.serial)}`;
       else if (prev.regPrimary !== regPrimary || prev.regBackup !== regBackup) why = `its registration endpoints were ${String(prev.regPrimary)}, now ${regPrimary}: a phone for these servers`;
       else if (prev.keyVersion !== ring.current || prev.masterKeyCheck !== check) why = 'the servers have another master key: a phone for them';
       else if (typeof prev.firmwareMeasurement !== 'string') why = 'the image predates the signed boot: a new one';
@@ -157,11 +169,11 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       FileBacking.create(f.image, image.length, image).close();
       writeFileSync(f.record, JSON.stringify({ ...enrollment, masterKeyCheck: check, format: PHONE_FORMAT }, null, 2) + '\n');
       prev = enrollment as unknown as Record<string, unknown>;
-      say(`factory image built: ${f.image} (serial ${serial}, ${image.length / 1048576} MiB, ${why}; enrollment record ${f.record})`);
-    } else say(`factory image reused: ${f.image} (serial ${serial}; what the phone saved last time is still there)`);
+      say(`factory image built: ${f.image} (serial ${shown}, ${image.length / 1048576} MiB, ${why}; enrollment record ${f.record})`);
+    } else say(`factory image reused: ${f.image} (serial ${shown}; what the phone saved last time is still there)`);
     // The firmware of this image is what the registration servers will accept (attestation).
     const enrolled = await stack.enroll({ serial, keyVersion: ring.current, firmwareMeasurement: prev!.firmwareMeasurement as string, firmwareVersion: prev!.firmwareVersion as number });
-    say(`enrolled ${serial}: user ${enrolled[0]!.user} (${enrolled[0]!.device === 'exists' ? 'already enrolled' : enrolled[0]!.device})`);
+    say(`enrolled ${shown}: user ${enrolled[0]!.user} (${enrolled[0]!.device === 'exists' ? 'already enrolled' : enrolled[0]!.device})`);
 
     const backing = FileBacking.open(f.image);
     let outcome: DeviceOutcome;
@@ -173,13 +185,23 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       // beside its flash: a new image (a new phone) starts them again.
       const nvmPath = f.image + '.nvm';
       if (!reuse) rmSync(nvmPath, { force: true });
-      const phone = makePhone({ backing, fuses, nvm: fileNvm(nvmPath), hal: { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host } });
+      const hal = { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host };
+      // The mobile phone's own SIM (the same card each run); the ATM's own programs: the
+      // vendor's signed set for these servers, the files of the card's image.
+      const phone = makePhone({
+        backing,
+        fuses,
+        nvm: fileNvm(nvmPath),
+        hal: profile === 'mobile' ? { ...hal, sim: new SimSlot(simCardOf(0, 1)) } : hal,
+        profile,
+        install: profile === 'atm' ? zoneFiles(regPrimary, regBackup, vendorKey, prev!.firmwareVersion as number) : undefined,
+      });
       // The chip's erase counters live beside the image (a raw image carries none), so wear
       // adds up over runs: `usbphone inspect state/phone.img --wear`.
       const wearPath = f.image + '.wear';
       const wear = reuse ? loadWear(wearPath, phone.chip.sizeBytes / phone.chip.profile.sectorBytes) : null;
       if (wear) phone.chip.loadEraseCounts(wear);
-      say(`plug-in: phone ${serial} on ${ip}`);
+      say(profile === 'atm' ? `card ${maskCardNumber(serial)} inserted into the ATM on ${ip}` : profile === 'mobile' ? `power-on: mobile phone ${serial} on ${ip}` : `plug-in: phone ${serial} on ${ip}`);
       outcome = await phone.device.plugIn();
       saveWear(wearPath, phone.chip.eraseCounts());
       const s = loadSaved(phone.device.storage);

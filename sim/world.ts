@@ -2,9 +2,11 @@
 // a factory base image whose endpoints point at it, and phones made over copy-on-write
 // views of that image, each bound to its own loopback address (127.1.x.y: region east,
 // 127.2.x.y: region west) so the gateway sees distinct client IPs and the region map works.
+// `profile` (S0.15, firmware/profiles.ts) makes them mobile phones, each with a SIM card of its
+// own, or bank cards each inserted in an ATM (the address is then the ATM's).
 import { mkdirSync } from 'node:fs';
 import { startStack, type Stack, type StackOptions } from '../deploy/stack.ts';
-import { buildImage } from '../firmware/factory/image.ts';
+import { buildImage, zoneFiles } from '../firmware/factory/image.ts';
 import type { EnrollmentRecord } from '../deploy/enroll.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
 import { makePhone, replug, tableOf, type Phone } from '../firmware/phone.ts';
@@ -14,6 +16,9 @@ import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.t
 import type { Host, TraceEvent, HalBase } from '../firmware/hal/hal.ts';
 import { defaultDeviceConfig, type DeviceConfig } from '../firmware/device.ts';
 import type { PartitionTable } from '../firmware/zones/layout.ts';
+import { SimSlot, type SimCardSpec } from '../firmware/hal/sim-card.ts';
+import { withLuhn, luhnDigit } from '../protocol/line-ids.ts';
+import type { ProfileName } from '../firmware/profiles.ts';
 
 export interface WorldOptions extends Partial<StackOptions> {
   stateDir: string;
@@ -23,6 +28,8 @@ export interface WorldOptions extends Partial<StackOptions> {
   regPrimary?: string;
   regBackup?: string;
   device?: Partial<DeviceConfig>;
+  /** The device every phone of this world is (S0.15; default 'usb'). */
+  profile?: ProfileName;
 }
 
 /** What phones need of the servers: the stack in this process, or one in its own (`external-stack.ts`). */
@@ -39,7 +46,9 @@ export interface World<S extends StackHandle = Stack> {
   base: Uint8Array;
   table: PartitionTable;
   seed: number;
-  /** Phone number `i`: serial, fuses and loopback address derived from the seed and i. */
+  profile: ProfileName;
+  /** The serial of device `i`: SN-... on a phone, the card number on a bank card (S0.15). */
+  serialOf(i: number): string;
   /** A phone of this world, enrolled first unless opts.enroll is false (enrollment goes through the business servers' admin API). */
   phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string }): Promise<{ phone: Phone; serial: string; ip: string }>;
   replug(p: Phone, host: Host, ip: string): Phone;
@@ -55,6 +64,21 @@ export function phoneIp(i: number): string {
 }
 
 export const serialOf = (seed: number, i: number) => `SN-${seed}-${String(i).padStart(6, '0')}`;
+
+/**
+ * The number of bank card `i` (S0.15), its serial: 16 digits with the Luhn check digit of
+ * ISO/IEC 7812, issuer prefix 9999 (not a real issuer), then the seed and i.
+ */
+export function cardNumberOf(seed: number, i: number): string {
+  const body = `9999${String(seed % 1000).padStart(3, '0')}${String(i).padStart(8, '0')}`;
+  return body + String(luhnDigit(body));
+}
+
+/** The SIM card of mobile phone `i` (S0.15): a USIM of the test network 001-01 (3GPP TS 23.003), seeded. */
+export function simCardOf(seed: number, i: number): SimCardSpec {
+  const digits = (n: number, label: string) => Array.from(simRng(seed, `${label}/${i}`)(n), (b) => String(b % 10)).join('');
+  return { iccid: withLuhn(`8900101${digits(11, 'iccid')}`), imsi: `00101${digits(10, 'imsi')}`, cardType: 'USIM', msisdn: `+99901${digits(8, 'msisdn')}` };
+}
 
 /** The world's vendor signing key (seeded: a simulation's factory; `usbphone image` keeps a real one in the state directory). */
 export function vendorKeyOf(seed: number): Uint8Array {
@@ -87,33 +111,43 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
     });
     const table = tableOf(base);
     const config = { ...defaultDeviceConfig, ...o.device };
-    const hal = (host: Host, ip: string): HalBase => ({ clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host });
+    const profile = o.profile ?? 'usb';
+    const hal = (host: Host, ip: string, sim?: HalBase['sim']): HalBase => (sim ? { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host, sim } : { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host });
+    // The ATM's own programs: the vendor's signed set for these servers, the very files of the
+    // base image (same endpoints, same key), so they verify and the card attests that version.
+    const install = profile === 'atm' ? zoneFiles(o.regPrimary ?? stack.urlFor(stack.dests.regPrimary), o.regBackup ?? stack.urlFor(stack.dests.regBackup), vendorKeyOf(seed), template.firmwareVersion) : undefined;
+    const serialFor = (i: number) => (profile === 'atm' ? cardNumberOf(seed, i) : serialOf(seed, i));
     const world: World<S> = {
       stack,
       base,
       table,
       seed,
-      enrollment(i, serial = serialOf(seed, i)) {
+      profile,
+      serialOf: serialFor,
+      enrollment(i, serial = serialFor(i)) {
         // Every phone runs the base image's firmware: its measurement is what the servers accept.
         return { serial, keyVersion: keyring.current, firmwareMeasurement: template.firmwareMeasurement, firmwareVersion: template.firmwareVersion };
       },
       async phone(i, host, opts = {}) {
-        const serial = opts.serial ?? serialOf(seed, i);
+        const serial = opts.serial ?? serialFor(i);
         const ip = phoneIp(i);
         if (opts.enroll !== false) await stack.enroll(world.enrollment(i, serial));
         const phone = makePhone({
           base,
           table,
           fuses: fusesOf(seed, i),
-          hal: hal(host, ip),
+          hal: hal(host, ip, profile === 'mobile' ? new SimSlot(simCardOf(seed, i)) : undefined),
           config,
           chipSeed: seed * 1_000_003 + i,
           personalize: { serial, keyVersion: keyring.current, master: keyring.key(keyring.current) },
+          profile,
+          install,
         });
         return { phone, serial, ip };
       },
       replug(p, host, ip) {
-        return replug(p, hal(host, ip), config);
+        // The SIM is part of the phone: it stays in its slot across a replug.
+        return replug(p, hal(host, ip, p.device.sim), config);
       },
       stop: () => stack.stop(),
     };

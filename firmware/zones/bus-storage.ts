@@ -3,6 +3,8 @@
 // zone through the secure controller's commands (S0.1, S0.4, S0.12; firmware/secure/). It
 // implements the firmware's RecordStorage seam (firmware/storage.ts), with the record codec
 // passed in so this file does not depend on the saved-login format. No node imports.
+// The controller's half (secureStorage) stands alone too: a bank card in an ATM (S0.15,
+// firmware/profiles.ts) is that half over the card's contacts, with the ATM's own files.
 //
 // Errors are the flash status names (statusName), e.g. 'ERR_NOT_FOUND', 'ERR_POWER_LOST', or
 // the controller's status words ('SW_NOT_FOUND', 'SW_MEMORY_FAILURE', ...); a record the codec
@@ -22,6 +24,41 @@ export interface RecordCodec<T> {
 }
 
 const fail = (status: number | string) => ({ ok: false as const, status: typeof status === 'string' ? status : statusName(status) });
+
+/** What of the storage seam goes through the secure controller alone: the hidden zone, the fuses, the key slots. */
+export type SecureHalf<T> = Omit<RecordStorage<T>, 'readVirtualFile' | 'mountVirtual' | 'readFreeFile'>;
+
+/** The storage seam's controller half, over any transport of its APDUs (the bus, a card's contacts). */
+export function secureStorage<T>(se: SeClient, codec: RecordCodec<T>): SecureHalf<T> {
+  return {
+    readIdentity: () => se.identity(),
+    vendorKey: () => se.vendorKey(),
+    attestation: () => se.attestation(),
+    deviceKeys: () => se.deviceKeyOps(),
+    loginKeys: () => se.loginKeyOps(),
+    importSecret: (user, gen, currentGen, wrapped) => se.importSecret(user, gen, currentGen, wrapped),
+    retireOlder: (gen) => se.retireOlder(gen),
+    secrets: () => se.secrets(),
+    loadLogin() {
+      const r = se.readRecord();
+      if (!r.ok || r.value === null) return r as { ok: true; value: null } | { ok: false; status: string };
+      try {
+        return { ok: true, value: codec.decode(r.value) };
+      } catch {
+        return fail('ERR_FORMAT');
+      }
+    },
+    saveLogin(v) {
+      let bytes: Uint8Array;
+      try {
+        bytes = codec.encode(v);
+      } catch {
+        return fail('ERR_FORMAT');
+      }
+      return se.writeRecord(bytes);
+    },
+  };
+}
 
 export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>): RecordStorage<T> {
   const se = new SeClient((apdu) => bus.se.transmit(apdu));
@@ -67,31 +104,6 @@ export function busStorage<T>(bus: DeviceBus, codec: RecordCodec<T>): RecordStor
       // Not this file, or no volume at all: a wiped boot sector is not "MAIN.EXE not found".
       return fail(listFat(sectors) ? FlashStatus.ERR_NOT_FOUND : last !== FlashStatus.OK ? last : FlashStatus.ERR_NO_VOLUME);
     },
-    readIdentity: () => se.identity(),
-    vendorKey: () => se.vendorKey(),
-    attestation: () => se.attestation(),
-    deviceKeys: () => se.deviceKeyOps(),
-    loginKeys: () => se.loginKeyOps(),
-    importSecret: (user, gen, currentGen, wrapped) => se.importSecret(user, gen, currentGen, wrapped),
-    retireOlder: (gen) => se.retireOlder(gen),
-    secrets: () => se.secrets(),
-    loadLogin() {
-      const r = se.readRecord();
-      if (!r.ok || r.value === null) return r as { ok: true; value: null } | { ok: false; status: string };
-      try {
-        return { ok: true, value: codec.decode(r.value) };
-      } catch {
-        return fail('ERR_FORMAT');
-      }
-    },
-    saveLogin(v) {
-      let bytes: Uint8Array;
-      try {
-        bytes = codec.encode(v);
-      } catch {
-        return fail('ERR_FORMAT');
-      }
-      return se.writeRecord(bytes);
-    },
+    ...secureStorage(se, codec),
   };
 }
