@@ -130,6 +130,11 @@ export const ERRORS = {
   ADMIN_REPLAY: never(C.policy),
   ADMIN_UNKNOWN_OP: never(C.protocol),
   ADMIN_TOO_LARGE: never(C.tooBig),
+  // Attack statistics table (protocol/attack-table.ts, S3.10, S3.11): a phone's refusals of a table.
+  TABLE_MALFORMED: never(C.protocol),
+  TABLE_BAD_SIGNATURE: never(C.policy),
+  TABLE_STALE: never(C.policy),
+  TABLE_EXPIRED: never(C.policy),
   // Device-local: a saved-login record this firmware cannot read (firmware/saved-login.ts).
   SAVED_VERSION: never(C.protocol),
 } as const satisfies Record<string, ErrorSpec>;
