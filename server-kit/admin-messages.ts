@@ -51,7 +51,7 @@ export const MAX_PERIOD_MS = 7 * 24 * 3_600_000;
  */
 export const POLICY_ADMIN_LIMITS: CborLimits = {
   maxFrameBytes: 256 * 1024,
-  maxDepth: 4,
+  maxDepth: 6, // request [ts, id, op, args] > report > sites > site > perMech map > its values
   maxArrayItems: TableLimits.maxSites,
   maxMapEntries: MECHANISMS.length,
   maxStringBytes: TableLimits.maxTableBytes,
