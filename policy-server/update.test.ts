@@ -18,7 +18,7 @@ const first = (c: AttackTable): AttackTable => ({ ...c, version: 1, issuedAt: 0,
 let n = 0;
 const report = (store: PolicyStore, gateway: string, periodId: number, sites: AttackReport['sites']) => store.addReport({ gateway, periodId, periodMs: T, sites }, sha256(new TextEncoder().encode(`${n++}`)), 0);
 
-test('the patent\'s example: a=12000 -> 3rd, b=6000 -> 2nd, c=3000 -> 1st', () => {
+test('the patent example: a=12000 -> 3rd, b=6000 -> 2nd, c=3000 -> 1st', () => {
   assert.is(levelFor(12_000, DEFAULT_THRESHOLDS), 3);
   assert.is(levelFor(6_000, DEFAULT_THRESHOLDS), 2);
   assert.is(levelFor(3_000, DEFAULT_THRESHOLDS), 1);
@@ -106,7 +106,7 @@ test('no site starves: with the floor every site gets at least one row per perio
   assert.throws(() => checkParams(params(), config({ sites: ['a', 'b', 'c', 'd'].map((site) => ({ site, mechanisms: ['otp'], floor: 'otp', degree: 0.3 })) })), (e: unknown) => e instanceof ImplementationError && e.code === 'POLICY_BAD_CONFIG');
 });
 
-test('a site\'s update never exceeds its slice; the rest is done next period', () => {
+test('the update of a site never exceeds its slice; the rest is done next period', () => {
   const tmp = tempDir();
   const store = new PolicyStore(tmp.file('policy.db'));
   try {
