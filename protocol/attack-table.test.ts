@@ -42,7 +42,7 @@ test('golden vectors: the file is what the code makes, the signature checks with
   assert.is((decode(body, { maxFrameBytes: 1 << 20, maxDepth: 5, maxArrayItems: 64, maxMapEntries: 0, maxStringBytes: 64, maxItems: 100 }) as unknown[])[0], TABLE_LABEL);
 });
 
-test('the phone\'s verdict on each vector case (good, stale, expired, forged, altered, malformed)', () => {
+test('the phone verdict on each vector case (good, stale, expired, forged, altered, malformed)', () => {
   const want: Record<string, string> = {
     'good, first table': 'ok', 'good, newer than held': 'ok', 'stale: same version as held': 'TABLE_STALE', 'stale: older than held': 'TABLE_STALE',
     expired: 'TABLE_EXPIRED', 'forged: signed by another key': 'TABLE_BAD_SIGNATURE', 'altered body': 'TABLE_BAD_SIGNATURE', truncated: 'TABLE_MALFORMED', 'not a signed table': 'TABLE_MALFORMED',
@@ -181,7 +181,7 @@ test('uniformIndex rejects the top of the 32-bit range (no modulo bias) and chec
   for (const n of [0, -1, 1.5, 2 ** 33]) assert.throws(() => uniformIndex(keystreamRng(1), n), RangeError);
 });
 
-test('no table sends a phone below a site\'s floor: 2,000 random valid tables, every choice at or above it', () => {
+test('no table sends a phone below the floor of a site: 2,000 random valid tables, every choice at or above it', () => {
   const rng = keystreamRng('floor property');
   const byte = () => rng(1)[0]!;
   for (let k = 0; k < 2_000; k++) {

@@ -7,13 +7,20 @@
 //   installPending  [user, loginKey(32), sealedSecret, expiresAt, rotationId(16)]  [currentGen, pendingGen, installed, sealedSecret, rotationId(16)]
 //   status          []                                                        [healthy, liveSessions, region]
 //   enrollAccount   [account, user]                                           "created" | "exists"
+//   reportAttacks   [gateway, periodId, periodMs, [[site, total, {mech: n}]...]]  [accepted, duplicate]
+//   latestTable     []                                                        signed table (bstr)
+//
+// reportAttacks and latestTable are the policy server's (S3.5, S3.11); their bodies exceed the
+// device frame limits, so both ends of that endpoint use POLICY_ADMIN_LIMITS.
 //
 // A request's arguments that fail validation are refused by the server as ADMIN_BAD_ARGS; a
 // result that fails validation is refused by the caller as ADMIN_BAD_RESPONSE (AdminError).
-import { USER_RE } from '../protocol/messages.ts';
+import { USER_RE, DEST_RE, MECHANISMS, type Mechanism } from '../protocol/messages.ts';
+import { TableLimits } from '../protocol/attack-table.ts';
+import type { CborLimits } from '../protocol/limits.ts';
 import { BOX_OVERHEAD } from '../protocol/sealed-box.ts';
 import type { CborValue } from '../protocol/cbor.ts';
-import { AdminError, safeInt, type AdminOp } from './admin-rpc.ts';
+import { AdminError, safeInt, ADMIN_TARGET_RE, type AdminOp } from './admin-rpc.ts';
 
 /** A pending secret sealed for the registration servers: a sealed box of 32 bytes (room left for a format byte). */
 export const SEALED_SECRET_MIN = BOX_OVERHEAD + 32;
@@ -27,11 +34,37 @@ export interface StatusResult { healthy: boolean; sessions: number; region: stri
 export interface EnrollAccountArgs { account: string; user: string }
 export type EnrollAccountResult = 'created' | 'exists';
 
+/** One site's attacks in a report (S3.5): the total, and those on each mechanism (attacks of no mechanism make the sum smaller). */
+export interface SiteAttacks { site: string; total: number; perMech: Partial<Record<Mechanism, number>> }
+/** The gateway's report of one period T (S3.5); periodId = floor(periodStartMs / periodMs). */
+export interface AttackReport { gateway: string; periodId: number; periodMs: number; sites: SiteAttacks[] }
+export interface ReportResult { accepted: boolean; duplicate: boolean }
+/** Largest count in a report (2^40): beyond any real period, small enough that sums stay exact. */
+export const MAX_ATTACK_COUNT = 2 ** 40;
+/** Shortest and longest period T a report may name. */
+export const MIN_PERIOD_MS = 1_000;
+export const MAX_PERIOD_MS = 7 * 24 * 3_600_000;
+/**
+ * The policy server's admin endpoint bounds (both ends): a report of TableLimits.maxSites sites
+ * (one array of that many entries, 7 items each at most) and a signed table of up to
+ * TableLimits.maxTableBytes in the answer.
+ */
+export const POLICY_ADMIN_LIMITS: CborLimits = {
+  maxFrameBytes: 256 * 1024,
+  maxDepth: 6, // request [ts, id, op, args] > report > sites > site > perMech map > its values
+  maxArrayItems: TableLimits.maxSites,
+  maxMapEntries: MECHANISMS.length,
+  maxStringBytes: TableLimits.maxTableBytes,
+  maxItems: 16 + TableLimits.maxSites * (4 + 2 * MECHANISMS.length),
+};
+
 /** The operations, each with its argument and result types. */
 export interface AdminOps {
   installPending: { args: InstallPendingArgs; result: InstallPendingResult };
   status: { args: Record<string, never>; result: StatusResult };
   enrollAccount: { args: EnrollAccountArgs; result: EnrollAccountResult };
+  reportAttacks: { args: AttackReport; result: ReportResult };
+  latestTable: { args: Record<string, never>; result: Uint8Array };
 }
 export type AdminOpName = keyof AdminOps;
 
@@ -54,6 +87,38 @@ const isBytes = (v: unknown, min: number, max = min): v is Uint8Array => v insta
 const isUser = (v: unknown): v is string => typeof v === 'string' && USER_RE.test(v);
 const isAccount = (v: unknown): v is string => typeof v === 'string' && v.length >= 1 && v.length <= ACCOUNT_MAX;
 const tuple = (v: CborValue, n: number): CborValue[] | null => (Array.isArray(v) && v.length === n ? v : null);
+const isCount = (v: number | null): v is number => v !== null && v >= 0 && v <= MAX_ATTACK_COUNT;
+
+function decodeReport(v: CborValue): AttackReport {
+  const t = tuple(v, 4) ?? badArgs('reportAttacks', 'takes [gateway, periodId, periodMs, sites]');
+  const periodId = safeInt(t[1]), periodMs = safeInt(t[2]);
+  if (typeof t[0] !== 'string' || !ADMIN_TARGET_RE.test(t[0])) badArgs('reportAttacks', 'gateway must be a server name');
+  if (periodId === null || periodId < 0) badArgs('reportAttacks', 'periodId must be an integer >= 0');
+  if (periodMs === null || periodMs < MIN_PERIOD_MS || periodMs > MAX_PERIOD_MS) badArgs('reportAttacks', `periodMs must be ${MIN_PERIOD_MS}..${MAX_PERIOD_MS}`);
+  if (!Array.isArray(t[3]) || t[3].length > TableLimits.maxSites) badArgs('reportAttacks', `sites must be a list of at most ${TableLimits.maxSites}`);
+  const seen = new Set<string>();
+  const sites = (t[3] as CborValue[]).map((e): SiteAttacks => {
+    const x = tuple(e, 3) ?? badArgs('reportAttacks', 'a site is [site, total, {mech: count}]');
+    const site = x[0], total = safeInt(x[1]);
+    if (typeof site !== 'string' || !DEST_RE.test(site)) badArgs('reportAttacks', 'site must be a dest name');
+    if (seen.has(site as string)) badArgs('reportAttacks', `site ${site as string} twice`);
+    seen.add(site as string);
+    if (!isCount(total)) badArgs('reportAttacks', `total must be 0..2^40`);
+    if (!(x[2] instanceof Map)) badArgs('reportAttacks', 'perMech must be a map');
+    const perMech: Partial<Record<Mechanism, number>> = {};
+    let sum = 0;
+    for (const [k, n] of x[2] as Map<number | string, CborValue>) {
+      if (typeof k !== 'string' || !(MECHANISMS as readonly string[]).includes(k)) badArgs('reportAttacks', `unknown mechanism ${String(k).slice(0, 16)}`);
+      const c = safeInt(n);
+      if (!isCount(c)) badArgs('reportAttacks', `count of ${k as string} must be 0..2^40`);
+      perMech[k as Mechanism] = c!;
+      sum += c!;
+    }
+    if (sum > total!) badArgs('reportAttacks', `site ${site as string}: attacks per mechanism add up to more than the total`);
+    return { site: site as string, total: total!, perMech };
+  });
+  return { gateway: t[0] as string, periodId: periodId!, periodMs: periodMs!, sites };
+}
 
 export const ADMIN_MESSAGES: { [K in AdminOpName]: OpCodec<AdminOps[K]['args'], AdminOps[K]['result']> } = {
   installPending: {
@@ -102,6 +167,23 @@ export const ADMIN_MESSAGES: { [K in AdminOpName]: OpCodec<AdminOps[K]['args'], 
     },
     encodeResult: (r) => r,
     decodeResult: (v) => (v === 'created' || v === 'exists' ? v : badResult('enrollAccount', 'not "created" or "exists"')),
+  },
+  reportAttacks: {
+    encodeArgs: (a) => [a.gateway, a.periodId, a.periodMs, a.sites.map((s) => [s.site, s.total, new Map(MECHANISMS.filter((m) => s.perMech[m] !== undefined).map((m) => [m, s.perMech[m]!]))])],
+    decodeArgs: decodeReport,
+    encodeResult: (r) => [r.accepted, r.duplicate],
+    decodeResult(v) {
+      const t = tuple(v, 2) ?? badResult('reportAttacks', 'not [accepted, duplicate]');
+      if (typeof t[0] !== 'boolean' || typeof t[1] !== 'boolean') badResult('reportAttacks', 'fields');
+      return { accepted: t[0] as boolean, duplicate: t[1] as boolean };
+    },
+  },
+  latestTable: {
+    encodeArgs: () => [],
+    decodeArgs: (v) => (tuple(v, 0) ? {} : badArgs('latestTable', 'takes []')),
+    encodeResult: (r) => r,
+    // The bytes only: the caller verifies them (protocol/attack-table.ts verifyTable).
+    decodeResult: (v) => (v instanceof Uint8Array && v.length > 0 && v.length <= TableLimits.maxTableBytes ? Uint8Array.from(v) : badResult('latestTable', 'not a byte string of a table')),
   },
 };
 

@@ -23,9 +23,16 @@ import { encode, decode, type CborValue } from '../protocol/cbor.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { ReplayCache } from '../protocol/replay.ts';
 import { ProtocolError, ImplementationError, TimeoutError } from '../protocol/errors.ts';
+import { Limits, type CborLimits } from '../protocol/limits.ts';
 import { createLogger } from './log.ts';
 
 export const ADMIN_MAX_BODY = 16 * 1024;
+/**
+ * The bounds of one admin body by default: the device frame limits (maxFrameBytes is the HTTP
+ * body). An endpoint whose operations carry more (the policy server's attack reports and
+ * tables, server-kit/admin-messages.ts POLICY_ADMIN_LIMITS) passes its own to both ends.
+ */
+export const ADMIN_LIMITS: CborLimits = { ...Limits, maxFrameBytes: ADMIN_MAX_BODY };
 /** Idle keep-alive sockets close after this, below node's server keepAliveTimeout (5 s). */
 export const ADMIN_IDLE_SOCKET_MS = 4_000;
 /** Server names the admin API binds requests to: the names of the topology (biz-east). */
@@ -51,10 +58,10 @@ function keys(adminKey: Uint8Array) {
 function seal(key: Uint8Array, aad: Uint8Array, value: CborValue): Uint8Array {
   return sealBox(key, encode(value), aad, systemRng);
 }
-function open(key: Uint8Array, aad: Uint8Array, body: Uint8Array): CborValue {
+function open(key: Uint8Array, aad: Uint8Array, body: Uint8Array, limits: CborLimits): CborValue {
   const pt = openBox(key, body, aad);
   if (!pt) throw new ProtocolError('ADMIN_BAD_AUTH', 'request does not authenticate');
-  return decode(pt);
+  return decode(pt, limits);
 }
 
 /** An integer argument: CBOR integers above 2^32 decode as bigint (protocol/cbor.ts). */
@@ -72,6 +79,8 @@ export interface AdminServerOptions {
   name: string;
   maxSkewMs?: number;
   now?: () => number;
+  /** Body and CBOR bounds of requests (default ADMIN_LIMITS). */
+  limits?: CborLimits;
 }
 
 /** An HTTP request listener serving POST /admin. */
@@ -83,6 +92,8 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
   const skew = opts.maxSkewMs ?? 60_000;
   const seen = new ReplayCache(100_000, 2 * skew, now);
   const log = createLogger(`${opts.name}/admin`);
+  const limits = opts.limits ?? ADMIN_LIMITS;
+  const maxBody = limits.maxFrameBytes;
   return (req, res) => {
     const reply = (status: number, body?: Uint8Array) => {
       res.writeHead(status, { 'content-type': 'application/octet-stream', ...(body ? { 'content-length': body.length } : {}) });
@@ -93,7 +104,7 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > ADMIN_MAX_BODY) {
+      if (size > maxBody) {
         log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
         reply(413);
         req.destroy();
@@ -102,10 +113,10 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
       chunks.push(c);
     });
     req.on('end', async () => {
-      if (size > ADMIN_MAX_BODY) return;
+      if (size > maxBody) return;
       let id: Uint8Array | null = null;
       try {
-        const v = open(k.req, aadReq, new Uint8Array(Buffer.concat(chunks)));
+        const v = open(k.req, aadReq, new Uint8Array(Buffer.concat(chunks)), limits);
         if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
           throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
         }
@@ -157,6 +168,8 @@ export interface AdminClientOptions {
   key: Uint8Array;
   /** Deadline of one call, ms (default 3000). */
   timeoutMs?: number;
+  /** Body and CBOR bounds of responses (default ADMIN_LIMITS): the server's own. */
+  limits?: CborLimits;
 }
 
 export class AdminClient {
@@ -168,7 +181,9 @@ export class AdminClient {
   readonly target: string;
   readonly url: string;
   private readonly timeoutMs: number;
+  readonly #limits: CborLimits;
   constructor(opts: AdminClientOptions) {
+    this.#limits = opts.limits ?? ADMIN_LIMITS;
     this.target = checkTarget(opts.target);
     this.url = opts.url;
     this.timeoutMs = opts.timeoutMs ?? 3_000;
@@ -191,7 +206,7 @@ export class AdminClient {
     if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${status}`);
     let v: CborValue;
     try {
-      v = open(this.#k.res, responseAad(this.target, id), buf);
+      v = open(this.#k.res, responseAad(this.target, id), buf, this.#limits);
     } catch {
       throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response does not authenticate`);
     }
@@ -208,13 +223,13 @@ export class AdminClient {
   /** One POST; the deadline covers connecting, the answer and its body (server-kit/bounded-post.ts). */
   async #post(op: string, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
     try {
-      const r = await boundedPost({ url: this.#url, agent: this.#agent, headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: this.timeoutMs, maxBytes: ADMIN_MAX_BODY });
+      const r = await boundedPost({ url: this.#url, agent: this.#agent, headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: this.timeoutMs, maxBytes: this.#limits.maxFrameBytes });
       return { status: r.status, buf: r.body };
     } catch (e) {
       if (!(e instanceof BoundedPostError)) throw e;
       if (e.kind === 'timeout') throw new TimeoutError(`admin ${op} at ${this.url}`);
       // A sealed answer is never larger than a request may be.
-      if (e.kind === 'too-large') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${ADMIN_MAX_BODY} bytes`);
+      if (e.kind === 'too-large') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${this.#limits.maxFrameBytes} bytes`);
       throw new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${e.message}`);
     }
   }

@@ -1,0 +1,264 @@
+// The security policy server process role (S3.5-S3.11): the admin API for the gateways
+// (reportAttacks, S3.5) and for whoever distributes the table (latestTable, S3.11), over the
+// sealed admin RPC (server-kit/admin-rpc.ts) with POLICY_ADMIN_LIMITS; GET /metrics on the same
+// port; and a timer that runs the period update (update.ts) at the start of each period T,
+// `graceMs` after the boundary so that the gateways' reports of the period just ended are in.
+// The clock is injectable: tests drive periods without waiting.
+import { createServer, type Server } from 'node:http';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { encode } from '../protocol/cbor.ts';
+import { ImplementationError } from '../protocol/errors.ts';
+import { initialTable, verifyTable, signTable, tablePublicKey, type AttackTable } from '../protocol/attack-table.ts';
+import { adminListener, AdminError } from '../server-kit/admin-rpc.ts';
+import { adminOps, ADMIN_MESSAGES, POLICY_ADMIN_LIMITS, type AttackReport, type ReportResult } from '../server-kit/admin-messages.ts';
+import { listen, closeServer } from '../server-kit/host.ts';
+import { createLogger } from '../server-kit/log.ts';
+import { PolicyStore } from './store.ts';
+import { PolicyMetrics } from './metrics.ts';
+import { checkParams, updatePeriod, defaultFloorPpm, DEFAULT_THRESHOLDS, DEFAULT_BUDGET_ROWS, type PolicyParams, type UpdateResult } from './update.ts';
+
+/** Time for the server: now, and a one-shot timer that returns its canceller. */
+export interface Clock {
+  now(): number;
+  setTimer(fn: () => void, ms: number): () => void;
+}
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimer(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref?.();
+    return () => clearTimeout(t);
+  },
+};
+
+export interface PolicyConfig {
+  /** Server name the admin requests are bound to (default 'policy'). */
+  name?: string;
+  host: string;
+  /** Admin port (0 = ephemeral). */
+  adminPort: number;
+  adminKey: Uint8Array;
+  dbFile: string;
+  /** Ed25519 seed (policy-server/keys.ts). */
+  privateKey: Uint8Array;
+  /** The configured initial table, JSON form (protocol/attack-table.ts initialTable); the phones ship with the same. */
+  initialTable: unknown;
+  /** The period T, ms; the gateways must report with the same. */
+  periodMs: number;
+  /** A, rows of update work per period (default 100,000). */
+  budgetRows?: number;
+  /** Level thresholds, increasing (default [5000, 10000]: the patent's). */
+  thresholds?: number[];
+  /** Floor degree, ppm (default: 1 %, less with many sites; defaultFloorPpm). */
+  floorDegreePpm?: number;
+  /** Table lifetime, ms (default 3 T). */
+  tableLifetimeMs?: number;
+  /** Reports older than this many periods are not counted (default 4). */
+  maxLagPeriods?: number;
+  /** Delay of the update after each period boundary, ms (default min(T/10, 5 s)). */
+  graceMs?: number;
+  clock?: Clock;
+  /** false: no timer; the caller runs tick() (tests, the bench). */
+  timer?: boolean;
+}
+
+export interface PolicyServer {
+  name: string;
+  adminPort: number;
+  adminUrl: string;
+  /** The public key the phones hold. */
+  publicKey: Uint8Array;
+  params: PolicyParams;
+  store: PolicyStore;
+  metrics: PolicyMetrics;
+  /** The latest published table and its signed bytes. */
+  latest(): { table: AttackTable; signed: Uint8Array; periodId: number };
+  /** What reportAttacks does with a validated report (the admin op calls this). */
+  report(r: AttackReport): ReportResult;
+  /** Runs the update of the current period if it has not run yet; null when it has. */
+  tick(): UpdateResult | null;
+  close(): Promise<void>;
+}
+
+const refuse = (code: string, why: string): never => {
+  throw new AdminError(code, why);
+};
+
+export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer> {
+  const name = cfg.name ?? 'policy';
+  const log = createLogger(name);
+  const clock = cfg.clock ?? systemClock;
+  let config: AttackTable;
+  try {
+    config = initialTable(cfg.initialTable, 0, 1);
+  } catch (e) {
+    throw new ImplementationError('POLICY_BAD_CONFIG', `initial table: ${(e as Error).message}`);
+  }
+  const T = cfg.periodMs;
+  const params = checkParams({
+    periodMs: T,
+    budgetRows: cfg.budgetRows ?? DEFAULT_BUDGET_ROWS,
+    thresholds: cfg.thresholds ?? [...DEFAULT_THRESHOLDS],
+    floorDegreePpm: cfg.floorDegreePpm ?? defaultFloorPpm(config.sites.length),
+    tableLifetimeMs: cfg.tableLifetimeMs ?? 3 * T,
+    maxLagPeriods: cfg.maxLagPeriods ?? 4,
+  }, config);
+  const graceMs = cfg.graceMs ?? Math.min(Math.floor(T / 10), 5_000);
+  const sites = new Set(config.sites.map((s) => s.site));
+  const publicKey = tablePublicKey(cfg.privateKey);
+  const metrics = new PolicyMetrics(name);
+  const store = new PolicyStore(cfg.dbFile);
+  const period = () => Math.floor(clock.now() / T);
+
+  let latest: { table: AttackTable; signed: Uint8Array; periodId: number };
+  let server: Server | null = null;
+  const timer: { cancel: (() => void) | null } = { cancel: null };
+  try {
+    const row = store.latestTable();
+    if (row) {
+      // The store must hold our own tables: verify the last one (at its issue time: it may
+      // have expired while the server was down) before continuing its versions.
+      const v = verifyTable(row.signed, publicKey, row.issuedAt, null);
+      if (!v.ok) throw new ImplementationError('POLICY_KEY_MISMATCH', `${cfg.dbFile}: the latest table (version ${row.version}) does not verify under this policy key (${v.code})`);
+      if (v.table.version !== row.version) throw new ImplementationError('STORE_CORRUPT_ROW', `table row ${row.version} holds version ${v.table.version}`);
+      latest = { table: v.table, signed: row.signed, periodId: row.periodId };
+    } else {
+      // First start: the configured initial table, signed as version 1.
+      const now = clock.now();
+      const t: AttackTable = { ...config, version: 1, issuedAt: now, expiresAt: now + params.tableLifetimeMs };
+      const r = updateFirst(store, t, period(), cfg.privateKey);
+      latest = { table: t, signed: r, periodId: period() };
+    }
+    metrics.tableVersion.set(latest.table.version);
+
+    const report = (r: AttackReport): ReportResult => {
+      const current = period();
+      if (r.periodMs !== T) {
+        metrics.reports.inc({ result: 'refused' });
+        return refuse('POLICY_BAD_PERIOD', `periodMs ${r.periodMs} is not this server's period ${T}`);
+      }
+      if (r.periodId > current) {
+        metrics.reports.inc({ result: 'refused' });
+        return refuse('POLICY_BAD_PERIOD', `period ${r.periodId} has not begun (current ${current})`);
+      }
+      const unknown = r.sites.find((s) => !sites.has(s.site));
+      if (unknown) {
+        metrics.reports.inc({ result: 'refused' });
+        return refuse('POLICY_UNKNOWN_SITE', `site ${unknown.site} is not in the table`);
+      }
+      if (r.periodId < current - params.maxLagPeriods) {
+        metrics.reports.inc({ result: 'late' });
+        log.warn('report too late to count', { gateway: r.gateway, periodId: r.periodId, current });
+        return { accepted: false, duplicate: false };
+      }
+      // The digest of the canonical report, sites in name order: a resend in another order is the same report.
+      const sorted = { ...r, sites: [...r.sites].sort((a, b) => (a.site < b.site ? -1 : 1)) };
+      const digest = sha256(encode(ADMIN_MESSAGES.reportAttacks.encodeArgs(sorted)));
+      let result: 'new' | 'duplicate';
+      try {
+        result = store.addReport(r, digest, clock.now());
+      } catch (e) {
+        if (e instanceof ImplementationError && e.code === 'POLICY_REPORT_CONFLICT') {
+          metrics.reports.inc({ result: 'refused' });
+          log.warn('report conflicts with the one taken', { gateway: r.gateway, periodId: r.periodId });
+          return refuse('POLICY_REPORT_CONFLICT', e.message.replace(/^[A-Z_]+: /, ''));
+        }
+        throw e;
+      }
+      metrics.reports.inc({ result });
+      if (result === 'new') metrics.pendingRows.inc(r.sites.length);
+      log.info(result === 'new' ? 'report taken' : 'report resent', { gateway: r.gateway, periodId: r.periodId, sites: r.sites.length });
+      return { accepted: true, duplicate: result === 'duplicate' };
+    };
+
+    const tick = (): UpdateResult | null => {
+      const P = period();
+      if (latest.periodId >= P) return null;
+      const t0 = performance.now();
+      const r = updatePeriod(store, config, latest.table, P, clock.now(), params, cfg.privateKey);
+      latest = { table: r.table, signed: r.signed, periodId: P };
+      const dropped = store.prune(P - params.maxLagPeriods - 1);
+      let folded = 0, backlog = 0;
+      for (const w of r.work.values()) {
+        folded += w.folded;
+        backlog += w.backlog;
+      }
+      metrics.rowsFolded.inc(folded);
+      metrics.rowsDropped.inc(dropped);
+      metrics.pendingRows.set(store.counts().pending);
+      metrics.tableVersion.set(r.table.version);
+      metrics.updateSeconds.set((performance.now() - t0) / 1000);
+      if (dropped > 0) log.warn('pending rows dropped beyond the lag window', { dropped, periodId: P });
+      log.info('table published', { version: r.table.version, periodId: P, folded, backlog });
+      return r;
+    };
+
+    const schedule = () => {
+      const now = clock.now();
+      const next = (Math.floor(now / T) + 1) * T + graceMs;
+      timer.cancel = clock.setTimer(() => {
+        try {
+          tick();
+        } catch (e) {
+          log.error('period update failed', { err: (e as Error).stack ?? String(e) });
+        }
+        schedule();
+      }, next - now);
+    };
+
+    const admin = adminListener({
+      key: cfg.adminKey,
+      name,
+      limits: POLICY_ADMIN_LIMITS,
+      ops: adminOps({
+        reportAttacks: report,
+        latestTable: () => latest.signed,
+      }),
+    });
+    server = createServer((req, res) => {
+      if (req.method === 'GET' && req.url === '/metrics') {
+        void metrics.text().then((text) => {
+          res.writeHead(200, { 'content-type': metrics.registry.contentType });
+          res.end(text);
+        });
+        return;
+      }
+      admin(req, res);
+    });
+    const adminPort = await listen(server, cfg.adminPort, cfg.host);
+    // A period that began while the server was down gets its table now.
+    tick();
+    if (cfg.timer !== false) schedule();
+    log.info('listening', { adminPort, version: latest.table.version, sites: config.sites.length });
+    const s = server;
+    return {
+      name,
+      adminPort,
+      adminUrl: `http://${cfg.host}:${adminPort}/admin`,
+      publicKey,
+      params,
+      store,
+      metrics,
+      latest: () => latest,
+      report,
+      tick,
+      async close() {
+        timer.cancel?.();
+        await closeServer(s);
+        store.close();
+      },
+    };
+  } catch (e) {
+    timer.cancel?.();
+    if (server) await closeServer(server);
+    store.close();
+    throw e;
+  }
+}
+
+/** Signs and stores the first table (version 1: the configured initial table). */
+function updateFirst(store: PolicyStore, t: AttackTable, periodId: number, privateKey: Uint8Array): Uint8Array {
+  const signed = signTable(t, privateKey);
+  store.transaction(() => store.putTable({ version: t.version, periodId, issuedAt: t.issuedAt, expiresAt: t.expiresAt, signed }));
+  return signed;
+}
