@@ -103,10 +103,10 @@ function helloRun(opts: { clientKey?: Uint8Array; ringOf?: MasterKeyring; cache?
  * A business login: login (opening under the login key of generation `gen`) -> loginAck
  * ("received, verifying", S0.11) -> loginOk (the server's proof) or loginFail -> finish.
  */
-function loginRun(opts: { clientKey?: Uint8Array; serverKey?: Uint8Array | null; tamper?: Tamper; ext?: Map<number, CborValue> } = {}): Run & { failed?: { code: string; reason: string } } {
+function loginRun(opts: { clientKey?: Uint8Array; serverKey?: Uint8Array | null; tamper?: Tamper; ext?: Map<number, CborValue>; rng?: [Rng, Rng] } = {}): Run & { failed?: { code: string; reason: string } } {
   const t = opts.tamper ?? asIs;
-  const client = new ClientHandshake('biz-east', opts.clientKey ?? loginKey, keystreamRng('lc'));
-  const server = new ServerHandshake('biz-east', keystreamRng('ls'));
+  const client = new ClientHandshake('biz-east', opts.clientKey ?? loginKey, opts.rng?.[0] ?? keystreamRng('lc'));
+  const server = new ServerHandshake('biz-east', opts.rng?.[1] ?? keystreamRng('ls'));
   const run: Run & { failed?: { code: string; reason: string } } = { client, server, frames: {} };
   const login = (run.frames.login = t('login', client.opening(MsgType.login, ['password', user, 3, opts.ext ?? new Map()])));
   const ack = (run.frames.loginAck = t('loginAck', at('server', () => {
@@ -178,6 +178,41 @@ test('business login: login, loginAck ("received, verifying"), loginOk, finish, 
   assert.equal(r.s!.open(decodeEnvelope(f)), [3]);
   const g = r.s!.seal(MsgType.pwConfirmAck, [3]);
   assert.equal(r.c!.open(decodeEnvelope(g)), [3]);
+});
+
+test('exporter: both ends of a session derive the same value; another session, label or length gives another; a closed or key-only channel has none', () => {
+  const a = loginRun();
+  const b = loginRun({ rng: [keystreamRng('c2'), keystreamRng('s2')] });
+  const x = a.c!.exporter('person fingerprint');
+  assert.is(x.length, 32);
+  assert.is(hex(a.s!.exporter('person fingerprint')), hex(x));
+  // Another session of the same user and key: other nonces, other traffic keys, another value.
+  assert.is.not(hex(b.c!.exporter('person fingerprint')), hex(x));
+  assert.is(hex(b.c!.exporter('person fingerprint')), hex(b.s!.exporter('person fingerprint')));
+  assert.is.not(hex(a.c!.exporter('person otp')), hex(x));
+  const long = a.c!.exporter('person fingerprint', 64);
+  assert.is(long.length, 64);
+  assert.is(hex(a.s!.exporter('person fingerprint', 64)), hex(long));
+  // The exporter is not a traffic key and does not depend on how many frames were sealed.
+  const f = a.c!.seal(MsgType.pwConfirm, [2]);
+  a.s!.open(decodeEnvelope(f));
+  assert.is(hex(a.c!.exporter('person fingerprint')), hex(x));
+  // A registration session has one too.
+  const r = helloRun();
+  assert.is(hex(r.c!.exporter('x')), hex(r.s!.exporter('x')));
+  const misuse = (f: () => unknown, code: string) => {
+    try {
+      f();
+      assert.unreachable(`expected ${code}`);
+    } catch (e) {
+      assert.ok(e instanceof ImplementationError && e.code === code, String(e));
+    }
+  };
+  for (const label of ['', 'a'.repeat(65), 'caf\u00e9', 'a\nb', 7 as unknown as string]) misuse(() => a.c!.exporter(label), 'CHAN_BAD_EXPORTER');
+  for (const n of [0, 15, 65, 1.5, NaN]) misuse(() => a.c!.exporter('x', n), 'CHAN_BAD_EXPORTER');
+  misuse(() => new SecureChannel('client', 'x', new Uint8Array(32), new Uint8Array(32), 0, 0).exporter('x'), 'CHAN_NO_EXPORTER');
+  a.c!.close();
+  misuse(() => a.c!.exporter('person fingerprint'), 'CHAN_CLOSED');
 });
 
 test('business login with the wrong secret: loginAck, then loginFail; no channel on either side', () => {

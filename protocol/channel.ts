@@ -196,7 +196,7 @@ export class ClientHandshake extends HandshakeSide {
       this.recvSeq++;
       const seq = this.sendSeq++;
       const finish = encodeEnvelope(MsgType_finish, seq, this.dest, [out.finish]);
-      const channel = new SecureChannel('client', this.dest, out.c2s, out.s2c, this.sendSeq, this.recvSeq);
+      const channel = new SecureChannel('client', this.dest, out.c2s, out.s2c, this.sendSeq, this.recvSeq, undefined, exporterSecret(out.c2s, out.s2c, th2));
       this.wipe();
       return { finish, channel };
     });
@@ -286,7 +286,7 @@ export class ServerHandshake extends HandshakeSide {
       }
       this.recvSeq++;
       const [c2s, s2c] = this.trafficKeys(th2);
-      const channel = new SecureChannel('server', this.dest, s2c, c2s, this.sendSeq, this.recvSeq);
+      const channel = new SecureChannel('server', this.dest, s2c, c2s, this.sendSeq, this.recvSeq, undefined, exporterSecret(c2s, s2c, th2));
       this.wipe();
       return channel;
     });
@@ -301,6 +301,7 @@ export class ServerHandshake extends HandshakeSide {
 export class SecureChannel {
   #sendKey: Uint8Array;
   #recvKey: Uint8Array;
+  #exporter: Uint8Array | null;
   #dead = false;
 
   constructor(
@@ -311,9 +312,28 @@ export class SecureChannel {
     private sendSeq: number,
     private recvSeq: number,
     private readonly maxMessages: number = Limits.maxMessagesPerKey,
+    /** The exporter secret of the handshake that made the channel (exporterSecret()); null: no exporter. */
+    exporter: Uint8Array | null = null,
   ) {
     this.#sendKey = sendKey;
     this.#recvKey = recvKey;
+    this.#exporter = exporter;
+  }
+
+  /**
+   * A value both ends of this session derive alike and no other session can (docs/protocol.md
+   * §5.4): HKDF-Expand(X, "usbphone/v1 exporter " || label, length), X the session's exporter
+   * secret. For a channel binding (the fingerprint challenge of S3.3): a proof signed over it
+   * is worthless in any other session. `label`: 1..64 printable ASCII characters; `length`:
+   * 16..64 bytes. Throws ImplementationError CHAN_CLOSED, CHAN_NO_EXPORTER (a channel not made
+   * by a handshake), CHAN_BAD_EXPORTER (label or length out of range).
+   */
+  exporter(label: string, length = 32): Uint8Array {
+    if (this.#dead) throw new ImplementationError('CHAN_CLOSED', 'channel is closed');
+    if (!this.#exporter) throw new ImplementationError('CHAN_NO_EXPORTER', 'this channel was not made by a handshake: it has no exporter secret');
+    if (typeof label !== 'string' || !EXPORTER_LABEL_RE.test(label)) throw new ImplementationError('CHAN_BAD_EXPORTER', 'exporter label must be 1..64 printable ASCII characters');
+    if (!Number.isInteger(length) || length < 16 || length > 64) throw new ImplementationError('CHAN_BAD_EXPORTER', `exporter length ${length} is not 16..64 bytes`);
+    return kdfExpand(this.#exporter, EXPORTER_INFO + label, length);
   }
 
   get closed(): boolean {
@@ -331,6 +351,7 @@ export class SecureChannel {
     this.#dead = true;
     this.#sendKey.fill(0);
     this.#recvKey.fill(0);
+    this.#exporter?.fill(0);
   }
 
   seal(type: number, inner: CborValue): Uint8Array {
@@ -370,6 +391,22 @@ export class SecureChannel {
       throw e;
     }
   }
+}
+
+const EXPORTER_INFO = 'usbphone/v1 exporter ';
+const EXPORTER_LABEL_RE = /^[\x20-\x7e]{1,64}$/;
+
+/**
+ * The exporter secret of a session (docs/protocol.md §5.4): X = HKDF-Extract(salt = th2,
+ * IKM = k_c2s || k_s2c). Both traffic keys are secret to the two ends and differ in every
+ * session; th2 binds the whole handshake transcript. The exporter's outputs are one-way in X,
+ * so an exported value reveals nothing of the traffic keys. 32 bytes; the channel wipes it.
+ */
+export function exporterSecret(c2s: Uint8Array, s2c: Uint8Array, th2: Uint8Array): Uint8Array {
+  const ikm = concat(c2s, s2c);
+  const x = kdfExtract(ikm, th2);
+  ikm.fill(0);
+  return x;
 }
 
 function seqNonce(seq: number): Uint8Array {

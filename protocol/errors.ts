@@ -135,6 +135,16 @@ export const ERRORS = {
   TABLE_BAD_SIGNATURE: never(C.policy),
   TABLE_STALE: never(C.policy),
   TABLE_EXPIRED: never(C.policy),
+  // Person layer of a business login (S3.3): the site's verdicts (biz-server/person/).
+  PERSON_PROOF_FAILED: never(C.policy),
+  PERSON_OTP_REPLAYED: never(C.policy),
+  PERSON_OTP_SKEW: never(C.policy),
+  // Device-local (firmware/person-proof.ts): the phone sends no proof and ends the login itself.
+  PERSON_FP_NO_MATCH: never(C.normal),
+  PERSON_FP_BLOCKED: never(C.normal),
+  PERSON_FP_NO_FINGER: never(C.normal),
+  PERSON_NOT_PROVISIONED: never(C.normal),
+  PERSON_CHIP_REFUSED: never(C.normal),
   // Device-local: a saved-login record this firmware cannot read (firmware/saved-login.ts).
   SAVED_VERSION: never(C.protocol),
 } as const satisfies Record<string, ErrorSpec>;

@@ -8,10 +8,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { hkdf } from '@noble/hashes/hkdf.js';
+import { hkdf, extract, expand } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { encode, decode, type CborValue } from './cbor.ts';
-import { ClientHandshake, ServerHandshake, SecureChannel, passwordLoginKey } from './channel.ts';
+import { ClientHandshake, ServerHandshake, SecureChannel, passwordLoginKey, exporterSecret } from './channel.ts';
 import { secretWrapKey, unwrapSecret } from './secret-wrap.ts';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from './keys.ts';
@@ -198,6 +198,22 @@ test('the exchange machines, given the recorded nonces, send exactly the recorde
   const proved = lc.receive(answer.send[1]!);
   assert.is(proved.event, 'logged-in');
   assert.equal([login, ...answer.send, ...proved.send].map(hex), l.frames.map((f: { hex: string }) => f.hex));
+});
+
+test('handshake-login.json: the exporter (§5.4) recomputed from the recorded traffic keys and th2, by the primitives and by the channel', () => {
+  const v = load('handshake-login.json');
+  const s = v.schedule;
+  assert.ok(v.exporters.length >= 2);
+  const x = extract(sha256, cat(h(s.trafficKeyC2S), h(s.trafficKeyS2C)), h(s.th2));
+  assert.is(hex(x), s.exporterSecret);
+  assert.is(hex(exporterSecret(h(s.trafficKeyC2S), h(s.trafficKeyS2C), h(s.th2))), s.exporterSecret);
+  const client = new SecureChannel('client', v.inputs.dest, h(s.trafficKeyC2S), h(s.trafficKeyS2C), 2, 2, undefined, h(s.exporterSecret));
+  const server = new SecureChannel('server', v.inputs.dest, h(s.trafficKeyS2C), h(s.trafficKeyC2S), 2, 2, undefined, h(s.exporterSecret));
+  for (const e of v.exporters) {
+    assert.is(hex(expand(sha256, x, te.encode('usbphone/v1 exporter ' + e.label), e.length)), e.value, e.label);
+    assert.is(hex(client.exporter(e.label, e.length)), e.value, `${e.label}: client`);
+    assert.is(hex(server.exporter(e.label, e.length)), e.value, `${e.label}: server`);
+  }
 });
 
 test('messages.json: every message type, both ways', () => {

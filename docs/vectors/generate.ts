@@ -10,7 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { hkdf } from '@noble/hashes/hkdf.js';
+import { hkdf, extract, expand } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { encode, type CborValue } from '../../protocol/cbor.ts';
@@ -58,6 +58,9 @@ export const ref = {
   serverProofKey: (k: Uint8Array, nC: Uint8Array, nS: Uint8Array) => ref.hkdf(k, cat(nC, nS), 'usbphone/v1 server proof'),
   clientProofKey: (k: Uint8Array, nC: Uint8Array, nS: Uint8Array) => ref.hkdf(k, cat(nC, nS), 'usbphone/v1 client proof'),
   trafficKey: (k: Uint8Array, th2: Uint8Array, dir: 'c2s' | 's2c') => ref.hkdf(k, th2, `usbphone/v1 traffic ${dir}`),
+  /** §5.4: X = HKDF-Extract(salt = th2, IKM = k_c2s || k_s2c); value = HKDF-Expand(X, "usbphone/v1 exporter " || label, L). */
+  exporterSecret: (c2s: Uint8Array, s2c: Uint8Array, th2: Uint8Array) => extract(sha256, cat(c2s, s2c), th2),
+  exporter: (x: Uint8Array, label: string, length: number) => expand(sha256, x, u8('usbphone/v1 exporter ' + label), length),
   aeadNonce: (seq: number) => {
     const n = new Uint8Array(12);
     new DataView(n.buffer).setBigUint64(4, BigInt(seq));
@@ -119,7 +122,7 @@ function keysVectors() {
 }
 
 /** One handshake, run by the real code with seeded nonces, and its intermediates restated. */
-function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: string; key: Uint8Array; fields: CborValue[]; sealed: { name: string; type: number; dir: 'c2s' | 's2c'; inner: CborValue }[]; description: string; inputs: Record<string, unknown> }) {
+function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: string; key: Uint8Array; fields: CborValue[]; sealed: { name: string; type: number; dir: 'c2s' | 's2c'; inner: CborValue }[]; exporters?: { label: string; length: number }[]; description: string; inputs: Record<string, unknown> }) {
   const rc = keystreamRng(`vectors ${opts.seed} client`);
   const rs = keystreamRng(`vectors ${opts.seed} server`);
   const client = new ClientHandshake(opts.dest, opts.key, rc);
@@ -174,6 +177,15 @@ function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: st
   const c2s = ref.trafficKey(k, th2, 'c2s');
   const s2c = ref.trafficKey(k, th2, 's2c');
 
+  // The exporter (§5.4): both channels give the restated value.
+  const exporterSecret = ref.exporterSecret(c2s, s2c, th2);
+  const exporters = (opts.exporters ?? []).map(({ label, length }) => {
+    const value = ref.exporter(exporterSecret, label, length);
+    same(`exporter ${label} (client)`, c.exporter(label, length), value);
+    same(`exporter ${label} (server)`, s.exporter(label, length), value);
+    return { label, length, value: hex(value) };
+  });
+
   const sealed: SealedVector[] = [];
   for (const m of opts.sealed) {
     const [from, key] = m.dir === 'c2s' ? [c, c2s] : [s, s2c];
@@ -206,7 +218,9 @@ function handshakeVector(kind: 'hello' | 'login', opts: { dest: string; seed: st
       clientProofMac: hex((decodeEnvelope(finish).body as Uint8Array[])[0]!),
       trafficKeyC2S: hex(c2s),
       trafficKeyS2C: hex(s2c),
+      ...(exporters.length ? { exporterSecret: hex(exporterSecret) } : {}),
     },
+    ...(exporters.length ? { exporters } : {}),
     sealed,
   };
 }
@@ -281,10 +295,11 @@ export function buildVectors(): Record<string, unknown> {
       ],
     }),
     'handshake-login.json': handshakeVector('login', {
-      description: 'Business login (S0.11): login under the login key of generation 2, loginAck ("received, verifying"), loginOk (the server\'s proof), finish. The traffic keys would seal what the business session carries next.',
+      description: 'Business login (S0.11): login under the login key of generation 2, loginAck ("received, verifying"), loginOk (the server\'s proof), finish. The traffic keys would seal what the business session carries next. The exporter (§5.4): the session\'s exporter secret and two exported values, the first the fingerprint challenge of S3.3.',
       dest: 'biz-east', seed: 'login', key: loginKey, fields: ['password', user, 2, new Map()],
       inputs: { secret: hex(secret), user, gen: 2, mech: 'password' },
       sealed: [],
+      exporters: [{ label: 'person fingerprint', length: 32 }, { label: 'test 64', length: 64 }],
     }),
     'messages.json': messageVectors(),
   };

@@ -3,6 +3,7 @@
 // (in-memory network with loss and delay, virtual clock, seeded rng). The SIM card slot
 // (sim-card.ts) has one model, the in-memory SimSlot, used by both.
 import type { SimCard } from './sim-card.ts';
+import type { FingerprintSensor } from './fingerprint.ts';
 
 export type Rng = (n: number) => Uint8Array;
 
@@ -67,4 +68,9 @@ export interface HalBase {
    * card in an ATM, S0.15), and wherever the programs do not need it yet.
    */
   sim?: SimCard;
+  /**
+   * The fingerprint sensor (S3.3), paired with the secure controller at the factory: it seals
+   * each reading for the chip (firmware/hal/fingerprint.ts). Absent on a phone without one.
+   */
+  fingerprint?: FingerprintSensor;
 }

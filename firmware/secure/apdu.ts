@@ -21,6 +21,18 @@ export const Ins = {
   importSecret: 0x20,
   /** Retire the business secrets older than one a server has just accepted. */
   retireOlder: 0x22,
+  /** S3.3 fingerprint: a fresh single-use challenge for the paired sensor's next reading. */
+  fpChallenge: 0x30,
+  /** S3.3 fingerprint: enrol the finger of a sealed reading (replaces any template, drops every fingerprint key). */
+  fpEnroll: 0x32,
+  /** S3.3 fingerprint: the site's fingerprint public key (made on first use) and its attestation. */
+  fpKey: 0x34,
+  /** S3.3 fingerprint: match a sealed reading, then sign the site's challenge. */
+  fpSign: 0x36,
+  /** S3.3 one-time code: import a site's TOTP seed wrapped by the site. */
+  otpImport: 0x40,
+  /** S3.3 one-time code: the site's code for the chip's own current time. */
+  otpCode: 0x42,
   /** READ / WRITE of a host record (the saved login, without secrets): P1 = record id. */
   readRecord: 0xb0,
   writeRecord: 0xd0,

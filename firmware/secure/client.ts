@@ -90,6 +90,51 @@ export class SeClient {
     return r.ok ? { ok: true, value: undefined } : r;
   }
 
+  // ---- person layer (S3.3)
+
+  /** A fresh single-use challenge (24 bytes) for the fingerprint sensor's next reading. */
+  fpChallenge(): ChipResult<Uint8Array> {
+    const r = this.#call('FP CHALLENGE', Ins.fpChallenge);
+    return r.ok ? { ok: true, value: (decode(r.value) as [Uint8Array])[0] } : r;
+  }
+
+  /** Enrols the finger of a sealed reading (drops every fingerprint key the chip held). */
+  fpEnroll(sealedReading: Uint8Array): ChipResult<void> {
+    const r = this.#call('FP ENROLL', Ins.fpEnroll, { data: [sealedReading] });
+    return r.ok ? { ok: true, value: undefined } : r;
+  }
+
+  /** The site's fingerprint public key (made on first use) and its attestation under the business key of `gen`. */
+  fpKey(site: string, gen: number): ChipResult<{ publicKey: Uint8Array; attestation: Uint8Array }> {
+    const r = this.#call('FP KEY', Ins.fpKey, { data: [site, gen] });
+    if (!r.ok) return r;
+    const [publicKey, attestation] = decode(r.value) as [Uint8Array, Uint8Array];
+    return { ok: true, value: { publicKey, attestation } };
+  }
+
+  /**
+   * The site's fingerprint signature over `challenge` (32 bytes), if the sealed reading
+   * matches the enrolled finger. SW_VERIFICATION_FAILED: another finger (counted);
+   * SW_BLOCKED: too many; SW_SECURITY_NOT_SATISFIED: the reading is not a fresh one from the
+   * paired sensor; SW_NOT_FOUND: no finger enrolled or no key for the site.
+   */
+  fpSign(site: string, challenge: Uint8Array, sealedReading: Uint8Array): ChipResult<Uint8Array> {
+    const r = this.#call('FP SIGN', Ins.fpSign, { data: [site, challenge, sealedReading] });
+    return r.ok ? { ok: true, value: (decode(r.value) as [Uint8Array])[0] } : r;
+  }
+
+  /** Imports a site's TOTP seed, wrapped by the site under the business key of `gen`. */
+  otpImport(site: string, gen: number, wrapped: Uint8Array): ChipResult<void> {
+    const r = this.#call('OTP IMPORT', Ins.otpImport, { data: [site, gen, wrapped] });
+    return r.ok ? { ok: true, value: undefined } : r;
+  }
+
+  /** The site's one-time code for the chip's own current time. */
+  otpCode(site: string): ChipResult<string> {
+    const r = this.#call('OTP CODE', Ins.otpCode, { data: [site] });
+    return r.ok ? { ok: true, value: (decode(r.value) as [string])[0] } : r;
+  }
+
   /**
    * A key holder for one handshake under `slot` (protocol/handshake-keys.ts): the chip draws
    * the client nonce, computes the MACs and releases the traffic keys, the long-term key stays

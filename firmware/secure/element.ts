@@ -14,8 +14,15 @@
 //                      this chip. Nothing else.
 //   0x02 business      up to two generations of the business secret, for one user: the login
 //                      handshake (password mechanism) of that user and generation only.
-//   0x20 fingerprint   reserved (S3: a fingerprint-gated key), empty.
-//   0x21 otp-seed      reserved (S3: a TOTP seed), empty.
+//   0x20 fingerprint   S3.3: the enrolled template and one Ed25519 key per site (at most
+//                      MAX_PERSON_SITES), all in the controller's NVM only (nvm.ts objects):
+//                      a key signs FP_DOMAIN || challenge, and only after a reading from the
+//                      paired sensor, in the same command, matched the template
+//                      (fingerprint-match.ts). FP_MAX_TRIES consecutive mismatches block every
+//                      fingerprint key until the next enrolment; an enrolment drops every key.
+//   0x21 otp-seed      S3.3: one TOTP seed per site (at most MAX_PERSON_SITES), in the NVM
+//                      only; imported wrapped under the business login key, used only to give
+//                      the code of the controller's own clock's current time step.
 //   record keys        derived from the fuses per store; used by the controller alone.
 //
 // Commands (CLA 0x80, ISO/IEC 7816-4 APDUs, apdu.ts):
@@ -29,6 +36,20 @@
 //   20 IMPORT SECRET data [user, gen, currentGen, wrapped]             (6300: does not unwrap)
 //   22 RETIRE OLDER  data [gen]: drops generations < gen, only after a login with gen was
 //                    accepted by a server since power-on (6982 otherwise)
+//   30 FP CHALLENGE  -> [challenge(24)]: single use, for the sensor's next sealed reading
+//   32 FP ENROLL     data [sealedReading]: 6982 when not sealed by the paired sensor for the
+//                    current challenge; replaces the template, drops every fingerprint key,
+//                    clears the try counter
+//   34 FP KEY        data [site, gen] -> [publicKey, attestation]: the site's key (made on
+//                    first use), the attestation a MAC under the business key of `gen`
+//                    (protocol/person.ts); 6A88 no template / no such generation, 6A84 full
+//   36 FP SIGN       data [site, challenge(32), sealedReading] -> [signature(64)]
+//                    6983 blocked, 6A88 no template or no key for the site, 6982 reading not
+//                    sealed by the sensor for the current challenge (replayed, forged, none),
+//                    6300 the finger does not match (counted)
+//   40 OTP IMPORT    data [site, gen, wrapped] (6300: does not unwrap under gen's login key)
+//   42 OTP CODE      data [site] -> [code]: for the controller's own clock (never the host's);
+//                    6985 no clock, 6A88 no seed for the site
 //   B0 READ RECORD   P1 01 -> the host's saved-login record (no secret in it)
 //   D0 WRITE RECORD  P1 01, data: the record
 // A flash operation that loses power ends the command with no response at all (an empty
@@ -64,6 +85,12 @@ import type { Fuses } from '../flash/fuses.ts';
 import { memoryNvm, type ControllerNvm } from './nvm.ts';
 import { readIdentity, RecordStore, HIDDEN_STORES, storeKeyLabel, type Identity } from '../zones/hidden.ts';
 import { CLA, Ins, DataObject, SW, parseCommand, encodeResponse } from './apdu.ts';
+import { Nvm, NVM_OBJECT_BYTES } from './nvm.ts';
+import { matches, openReading } from './fingerprint-match.ts';
+import { CHALLENGE_BYTES, SEALED_READING_BYTES, SENSOR_PAIRING_LABEL } from '../hal/fingerprint.ts';
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { HOTP, Secret } from 'otpauth/slim';
+import { BINDING_BYTES, fingerprintMessage, fingerprintKeyAttestation, unwrapOtpSeed, isSite, type TotpParams } from '../../protocol/person.ts';
 
 export const Slot = { deviceKey: 0x01, business: 0x02, fingerprint: 0x20, otpSeed: 0x21 } as const;
 export const Record = { savedLogin: 0x01 } as const;
@@ -84,6 +111,22 @@ const SECRETS_VERSION = 1;
 /** The secret slots live in the hidden zone's second record store, sealed under its own fuse key. */
 const SECRETS_STORE = HIDDEN_STORES.secrets;
 const MAX_RECORD = 2048;
+
+/** Consecutive fingerprint mismatches that block the fingerprint keys (a smart card's PIN try limit). */
+export const FP_MAX_TRIES = 5;
+/** Sites with a fingerprint key, and sites with a TOTP seed: each at most this many (EEPROM room). */
+export const MAX_PERSON_SITES = 16;
+/** Names of the controller's NVM objects (nvm.ts). */
+const OBJ = { template: 'fp.template', fpKeys: 'fp.keys', otpSeeds: 'otp.seeds' } as const;
+/** Wrapped TOTP seed: nonce (24) || CBOR([seed(16..64), alg, digits, period]) || tag (16); at most this long. */
+const MAX_WRAPPED_SEED = 24 + 96 + 16;
+
+/**
+ * The controller's own clock: milliseconds since the Unix epoch (a real chip's RTC, set at the
+ * factory and kept by its battery). Injected at construction from the HAL; no command sets it,
+ * so a hostile host cannot ask for a future time step's code.
+ */
+export type ChipClock = () => number;
 
 type Reply = { data?: Uint8Array; sw: number } | 'power-lost';
 const ok = (v?: CborValue): Reply => ({ data: v === undefined ? new Uint8Array(0) : encode(v), sw: SW.ok });
@@ -113,8 +156,14 @@ export class SecureElement {
    */
   readonly #nvm: ControllerNvm;
 
-  constructor(port: HiddenPort, fuses: Fuses, rng: Rng, media: BootMediaPort | null = null, nvm: ControllerNvm = memoryNvm()) {
+  readonly #clock: ChipClock | null;
+  /** The outstanding sensor challenge (FP CHALLENGE): consumed by the next FP ENROLL / FP SIGN. */
+  #fpChallenge: Uint8Array | null = null;
+
+  /** clock: the controller's own clock (ChipClock); null: no clock, no one-time codes. */
+  constructor(port: HiddenPort, fuses: Fuses, rng: Rng, media: BootMediaPort | null = null, nvm: ControllerNvm = memoryNvm(), clock: ChipClock | null = null) {
     this.#nvm = nvm;
+    this.#clock = clock;
     this.#fuses = fuses;
     this.#media = media;
     this.#port = Object.freeze({
@@ -140,6 +189,7 @@ export class SecureElement {
     this.#proven = null;
     this.#stores.clear();
     this.#boot = null;
+    this.#fpChallenge = null;
   }
 
   /** The power-on measurement (taken once, before the first command is answered). */
@@ -219,6 +269,24 @@ export class SecureElement {
         const a = args();
         return a ? this.#retire(a) : status(SW.wrongData);
       }
+      case Ins.fpChallenge:
+        if (c.p1 !== 0 || c.p2 !== 0) return status(SW.wrongP1P2);
+        if (c.data.length) return status(SW.wrongLength);
+        return this.#fpNewChallenge();
+      case Ins.fpEnroll:
+      case Ins.fpKey:
+      case Ins.fpSign:
+      case Ins.otpImport:
+      case Ins.otpCode: {
+        if (c.p1 !== 0 || c.p2 !== 0) return status(SW.wrongP1P2);
+        const a = args();
+        if (!a) return status(SW.wrongData);
+        if (c.ins === Ins.fpEnroll) return this.#fpEnroll(a);
+        if (c.ins === Ins.fpKey) return this.#fpKey(a);
+        if (c.ins === Ins.fpSign) return this.#fpSign(a);
+        if (c.ins === Ins.otpImport) return this.#otpImport(a);
+        return this.#otpCode(a);
+      }
       case Ins.readRecord:
         if (c.p1 !== Record.savedLogin || c.p2 !== 0 || c.data.length) return status(SW.wrongP1P2);
         return this.#readRecord();
@@ -261,8 +329,8 @@ export class SecureElement {
       return ok([
         [Slot.deviceKey, 'device-key', 'set', null, [id.keyVersion]],
         [Slot.business, 'business-secret', h ? 'set' : 'empty', h?.user ?? null, h ? h.secrets.map((s) => s.gen) : []],
-        [Slot.fingerprint, 'fingerprint', 'empty', null, []],
-        [Slot.otpSeed, 'otp-seed', 'empty', null, []],
+        [Slot.fingerprint, 'fingerprint', this.#nvm.readObject(OBJ.template) ? (this.#nvm.read(Nvm.fingerprintTries) >= FP_MAX_TRIES ? 'blocked' : 'set') : 'empty', null, []],
+        [Slot.otpSeed, 'otp-seed', this.#siteTable(OBJ.otpSeeds).size ? 'set' : 'empty', null, []],
       ]);
     }
     return status(SW.wrongP1P2);
@@ -403,6 +471,191 @@ export class SecureElement {
     if (!h || !h.secrets.some((s) => s.gen === gen)) return status(SW.notFound);
     if (h.secrets.every((s) => s.gen >= gen)) return ok();
     return this.#saveHeld({ user: h.user, secrets: h.secrets.filter((s) => s.gen >= gen).map((s) => ({ gen: s.gen, secret: Uint8Array.from(s.secret) })) }) ?? ok();
+  }
+
+  // ---- person layer (S3.3): fingerprint, match-on-chip
+
+  #pairingKey(): Uint8Array {
+    return this.#fuses.deriveKey(SENSOR_PAIRING_LABEL);
+  }
+
+  #fpNewChallenge(): Reply {
+    this.#fpChallenge?.fill(0);
+    this.#fpChallenge = this.#rng(CHALLENGE_BYTES);
+    return ok([Uint8Array.from(this.#fpChallenge)]);
+  }
+
+  /** Opens a sealed reading against the outstanding challenge, which it consumes either way. */
+  #takeReading(sealed: CborValue): Uint8Array | null {
+    const challenge = this.#fpChallenge;
+    this.#fpChallenge = null;
+    if (!challenge || !(sealed instanceof Uint8Array) || sealed.length !== SEALED_READING_BYTES) return null;
+    const k = this.#pairingKey();
+    const r = openReading(k, challenge, sealed);
+    k.fill(0);
+    challenge.fill(0);
+    return r;
+  }
+
+  /** A table site -> CBOR value kept as one NVM object: [[site, ...fields], ...]. */
+  #siteTable(name: string): Map<string, CborValue[]> {
+    const raw = this.#nvm.readObject(name);
+    const m = new Map<string, CborValue[]>();
+    if (!raw) return m;
+    try {
+      const v = decode(raw);
+      // Byte strings are copied out: the decoder's may be views of `raw`, which is wiped below.
+      if (Array.isArray(v)) for (const e of v) if (Array.isArray(e) && isSite(e[0])) m.set(e[0], e.slice(1).map((f) => (f instanceof Uint8Array ? Uint8Array.from(f) : f)));
+    } catch {
+      // An unreadable table is an empty one (the model's EEPROM does not corrupt; a bug would).
+    } finally {
+      raw.fill(0);
+    }
+    return m;
+  }
+
+  /** Writes a site table; false when it would not fit the NVM's object room. */
+  #saveSiteTable(name: string, m: Map<string, CborValue[]>): boolean {
+    const bytes = encode([...m].map(([site, f]) => [site, ...f]));
+    if (bytes.length > NVM_OBJECT_BYTES / 2) return false;
+    this.#nvm.writeObject(name, m.size ? bytes : null);
+    bytes.fill(0);
+    return true;
+  }
+
+  #fpEnroll(a: CborValue[]): Reply {
+    if (a.length !== 1) {
+      this.#fpChallenge = null;
+      return status(SW.wrongData);
+    }
+    const r = this.#takeReading(a[0]!);
+    if (!r) return status(SW.securityNotSatisfied);
+    // A new finger invalidates every key the old one guarded (as Android's keys invalidated by
+    // a new biometric enrolment): whoever enrols cannot use what another finger registered.
+    this.#nvm.writeObject(OBJ.fpKeys, null);
+    this.#nvm.writeObject(OBJ.template, r);
+    this.#nvm.write(Nvm.fingerprintTries, 0);
+    r.fill(0);
+    return ok();
+  }
+
+  /** The business login key of generation `gen`, computed inside (null: not held). */
+  #loginKeyOf(gen: CborValue): { user: string; key: Uint8Array } | null | 'power-lost' {
+    if (!isUint(gen)) return null;
+    const h = this.#loadHeld();
+    if (h === 'power-lost') return h;
+    const s = h?.secrets.find((x) => x.gen === gen);
+    return s && h ? { user: h.user, key: passwordLoginKey(s.secret, h.user) } : null;
+  }
+
+  #fpKey(a: CborValue[]): Reply {
+    const [site, gen] = a;
+    if (a.length !== 2 || !isSite(site) || !isUint(gen)) return status(SW.wrongData);
+    if (!this.#nvm.readObject(OBJ.template)) return status(SW.notFound);
+    const lk = this.#loginKeyOf(gen);
+    if (lk === 'power-lost') return lk;
+    if (!lk) return status(SW.notFound);
+    const keys = this.#siteTable(OBJ.fpKeys);
+    let priv = keys.get(site)?.[0];
+    if (!(priv instanceof Uint8Array) || priv.length !== 32) {
+      if (keys.size >= MAX_PERSON_SITES) {
+        lk.key.fill(0);
+        return status(SW.notEnoughMemory);
+      }
+      priv = this.#rng(32);
+      keys.set(site, [priv]);
+      if (!this.#saveSiteTable(OBJ.fpKeys, keys)) {
+        lk.key.fill(0);
+        return status(SW.notEnoughMemory);
+      }
+    }
+    const pub = ed25519.getPublicKey(priv);
+    priv.fill(0);
+    for (const [, f] of keys) if (f[0] instanceof Uint8Array) f[0].fill(0);
+    const attestation = fingerprintKeyAttestation(lk.key, site, lk.user, pub);
+    lk.key.fill(0);
+    return ok([pub, attestation]);
+  }
+
+  #fpSign(a: CborValue[]): Reply {
+    const [site, challenge, sealed] = a;
+    if (a.length !== 3 || !isSite(site) || !isBytes(challenge, BINDING_BYTES)) {
+      this.#fpChallenge = null;
+      return status(SW.wrongData);
+    }
+    // The order of a smart card's VERIFY: blocked first, then the count raised before the
+    // comparison, so that cutting the power once the result shows cannot save a try.
+    if (this.#nvm.read(Nvm.fingerprintTries) >= FP_MAX_TRIES) {
+      this.#fpChallenge = null;
+      return status(SW.blocked);
+    }
+    const template = this.#nvm.readObject(OBJ.template);
+    const keys = this.#siteTable(OBJ.fpKeys);
+    const priv = keys.get(site)?.[0];
+    if (!template || !(priv instanceof Uint8Array)) {
+      this.#fpChallenge = null;
+      template?.fill(0);
+      return status(SW.notFound);
+    }
+    const r = this.#takeReading(sealed ?? null);
+    if (!r) {
+      template.fill(0);
+      priv.fill(0);
+      return status(SW.securityNotSatisfied);
+    }
+    const tries = this.#nvm.read(Nvm.fingerprintTries) + 1;
+    this.#nvm.write(Nvm.fingerprintTries, tries);
+    const ok_ = matches(template, r);
+    template.fill(0);
+    r.fill(0);
+    if (!ok_) {
+      priv.fill(0);
+      return status(SW.verificationFailed);
+    }
+    this.#nvm.write(Nvm.fingerprintTries, 0);
+    const sig = ed25519.sign(fingerprintMessage(challenge), priv);
+    priv.fill(0);
+    return ok([sig]);
+  }
+
+  // ---- person layer (S3.3): one-time codes
+
+  #otpImport(a: CborValue[]): Reply {
+    const [site, gen, wrapped] = a;
+    if (a.length !== 3 || !isSite(site) || !isUint(gen) || !(wrapped instanceof Uint8Array) || wrapped.length > MAX_WRAPPED_SEED) return status(SW.wrongData);
+    const lk = this.#loginKeyOf(gen);
+    if (lk === 'power-lost') return lk;
+    if (!lk) return status(SW.notFound);
+    const opened = unwrapOtpSeed(lk.key, site, lk.user, wrapped);
+    lk.key.fill(0);
+    if (!opened) return status(SW.verificationFailed);
+    const seeds = this.#siteTable(OBJ.otpSeeds);
+    if (!seeds.has(site) && seeds.size >= MAX_PERSON_SITES) {
+      opened.seed.fill(0);
+      return status(SW.notEnoughMemory);
+    }
+    const p = opened.params;
+    seeds.set(site, [opened.seed, p.algorithm, p.digits, p.period]);
+    const saved = this.#saveSiteTable(OBJ.otpSeeds, seeds);
+    for (const [, f] of seeds) if (f[0] instanceof Uint8Array) f[0].fill(0);
+    return saved ? ok() : status(SW.notEnoughMemory);
+  }
+
+  #otpCode(a: CborValue[]): Reply {
+    const [site] = a;
+    if (a.length !== 1 || !isSite(site)) return status(SW.wrongData);
+    const now = this.#clock?.();
+    if (typeof now !== 'number' || !Number.isFinite(now) || now < 0) return status(SW.conditionsNotSatisfied);
+    const seeds = this.#siteTable(OBJ.otpSeeds);
+    const e = seeds.get(site);
+    let code: string | null = null;
+    if (e && e[0] instanceof Uint8Array) {
+      const [seed, algorithm, digits, period] = e as [Uint8Array, TotpParams['algorithm'], number, number];
+      // RFC 6238 §4.2: T = floor((unix time - T0) / X), T0 = 0; the code is HOTP(K, T).
+      code = HOTP.generate({ secret: new Secret({ buffer: Uint8Array.from(seed).buffer }), algorithm, digits, counter: Math.floor(now / 1000 / period) });
+    }
+    for (const [, f] of seeds) if (f[0] instanceof Uint8Array) f[0].fill(0);
+    return code === null ? status(SW.notFound) : ok([code]);
   }
 
   // ---- host records
