@@ -6,6 +6,8 @@ import type { MasterKeyring } from '../protocol/keys.ts';
 import { parseCidr } from '../server-kit/ip.ts';
 import { startHost, type Host } from '../server-kit/host.ts';
 import { AdminClient } from '../server-kit/admin-rpc.ts';
+import { TableSource } from '../server-kit/table-source.ts';
+import { POLICY_ADMIN_LIMITS } from '../server-kit/admin-messages.ts';
 import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteRegStore, type RegStore, type BizServerRecord, type RegionRecord } from './store.ts';
@@ -35,6 +37,11 @@ export interface RegConfig {
   healthIntervalMs?: number;
   adminTimeoutMs?: number;
   pauseAt?: (step: RotationStep) => void | Promise<void>;
+  /**
+   * S3.11: the policy server whose latest signed attack table goes into every credential reply
+   * (server-kit/table-source.ts; polled with the admin key). Absent: replies carry no table.
+   */
+  policy?: { name: string; adminUrl: string; pollMs?: number };
   /** TEST ONLY: one rule broken on purpose (server-kit/mutant.ts); never set in production. */
   mutant?: Mutant;
 }
@@ -57,6 +64,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
   for (const r of cfg.regions) parseCidr(r.cidr);
   const store = new SqliteRegStore(cfg.dbFile);
   let host: Host | null = null;
+  let tables: TableSource | null = null;
   try {
     store.syncTopology(cfg.bizServers, cfg.regions);
     const clients = new Map<string, AdminClient>();
@@ -68,11 +76,16 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
     const poller = new HealthPoller(store, adminClient, log, cfg.healthIntervalMs ?? 2_000);
     await poller.poll();
     poller.start();
-    const replay = replayCacheFor(cfg.mutant);
     const metrics = new ServerMetrics(cfg.name);
+    if (cfg.policy) {
+      const client = new AdminClient({ target: cfg.policy.name, url: cfg.policy.adminUrl, key: cfg.adminKey, timeoutMs: cfg.adminTimeoutMs ?? 3_000, limits: POLICY_ADMIN_LIMITS });
+      tables = new TableSource({ client, intervalMs: cfg.policy.pollMs, log, onPoll: (ok) => metrics.event(ok ? 'table_poll_ok' : 'table_poll_failed') });
+      await tables.start();
+    }
+    const replay = replayCacheFor(cfg.mutant);
     const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
     // Placement reads this process's own health view, never another server's verdict.
-    const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, adminClient, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
+    const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, adminClient, table: () => tables?.current() ?? null, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
     host = await startHost({
       name: cfg.name,
       host: cfg.host,
@@ -93,6 +106,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
       pollHealth: () => poller.poll(),
       sessions: () => h.sessions(),
       async close() {
+        tables?.close();
         await poller.stop();
         await h.close();
         for (const c of clients.values()) c.close();
@@ -100,6 +114,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
       },
     };
   } catch (e) {
+    tables?.close();
     await host?.close();
     store.close();
     throw e;

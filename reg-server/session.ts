@@ -3,7 +3,7 @@
 // (docs/protocol.md §6.2); this file keeps what needs the server: the device key from the
 // master keyring, the replay cache, the device record, placement, rotation, logs and metrics.
 import { RegistrationServer, type CredentialsNeed, type RegistrationServerStep } from '../protocol/registration.ts';
-import type { Envelope } from '../protocol/messages.ts';
+import { CRED_TABLE_MAX_BYTES, type Envelope } from '../protocol/messages.ts';
 import { identifyToken, type MasterKeyring, type TokenRefusal } from '../protocol/keys.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
@@ -18,6 +18,8 @@ export interface RegServerSessionDeps extends RotationDeps {
   store: RegStore;
   ring: MasterKeyring;
   replay: ReplayCache;
+  /** S3.11: the latest signed attack table to hand on (server-kit/table-source.ts), or null. */
+  table?: () => Uint8Array | null;
 }
 
 export class RegServerSession extends ServerSession {
@@ -80,6 +82,11 @@ export class RegServerSession extends ServerSession {
       r.secret.fill(0);
       return;
     }
+    // S3.11: the policy server's latest table rides along, if it fits a credential reply (a
+    // table of thousands of sites does not: the phone keeps the one it has, and says so).
+    const table = this.deps.table?.() ?? null;
+    const fits = table !== null && table.length <= CRED_TABLE_MAX_BYTES;
+    if (table) this.opts.metrics?.event(fits ? 'table_sent' : 'table_too_large');
     // The machine seals the reply and wipes the secret.
     const step = this.exchange.answer({ kind: 'cred', reply: {
       user: device.user,
@@ -87,6 +94,7 @@ export class RegServerSession extends ServerSession {
       gen: r.gen,
       currentGen: r.currentGen,
       servers: choices.map((s) => ({ name: s.name, url: s.url, region: s.region })),
+      ...(fits ? { table } : {}),
     } });
     this.opts.metrics?.event(r.reissued ? 'credentials_reissued' : 'credentials_issued');
     if (r.pendingReissues >= REISSUE_ALARM) {

@@ -18,7 +18,13 @@ export type ServerEvent =
   /** A device confirmed its older generation while a newer one is pending: the newer one did not work for it (issue 9). */
   | 'rotation_fallback'
   /** One pending secret re-issued REISSUE_ALARM times without a login using it (issue 9). */
-  | 'pending_reissue_alarm';
+  | 'pending_reissue_alarm'
+  /** S3.11: a poll of the policy server's latest attack table (server-kit/table-source.ts) that worked / failed. */
+  | 'table_poll_ok'
+  | 'table_poll_failed'
+  /** S3.11: a credential reply that carried the attack table / that could not (larger than credReply allows). */
+  | 'table_sent'
+  | 'table_too_large';
 
 export class ServerMetrics {
   readonly registry = new Registry();

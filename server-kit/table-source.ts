@@ -1,0 +1,67 @@
+// The latest signed attack statistics table (S3.11; docs/protocol.md §16), as a server that
+// hands it on keeps it: the registration server puts it in each credential reply. Polled from
+// the policy server's sealed admin API (`latestTable`) at start and every `intervalMs`; the
+// bytes stay opaque here, the phone verifies them against the policy key it got at the
+// factory. A failed poll keeps the table it has (logged once per outage, counted): phones then
+// get a table that is still signed and versioned, never one the source made up, and the
+// expiry the policy server set still applies on the phone.
+import { adminCall, type AdminCaller } from './admin-messages.ts';
+import type { Logger } from './log.ts';
+
+export interface TableSourceOptions {
+  /** The policy server's admin client (server-kit/admin-rpc.ts AdminClient with POLICY_ADMIN_LIMITS). */
+  client: AdminCaller;
+  /** Poll period, ms (default 5000). */
+  intervalMs?: number;
+  log: Logger;
+  /** Told of every poll's outcome (metrics). */
+  onPoll?: (ok: boolean) => void;
+}
+
+export class TableSource {
+  #current: Uint8Array | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #failing = false;
+  #closed = false;
+  readonly #o: TableSourceOptions;
+
+  constructor(o: TableSourceOptions) {
+    this.#o = o;
+  }
+
+  /** The newest signed table polled so far, or null before the first poll that succeeded. */
+  current(): Uint8Array | null {
+    return this.#current;
+  }
+
+  /** One poll now; never throws (a failure keeps the table held). */
+  async refresh(): Promise<void> {
+    try {
+      const t = await adminCall(this.#o.client, 'latestTable', {});
+      this.#current = t;
+      if (this.#failing) this.#o.log.info('attack table source back', { bytes: t.length });
+      this.#failing = false;
+      this.#o.onPoll?.(true);
+    } catch (e) {
+      if (!this.#failing) this.#o.log.warn('attack table source unavailable; keeping the table held', { error: (e as Error).message.slice(0, 200), held: this.#current !== null });
+      this.#failing = true;
+      this.#o.onPoll?.(false);
+    }
+  }
+
+  /** Polls now and then every intervalMs, until close(). */
+  async start(): Promise<void> {
+    await this.refresh();
+    const tick = () => {
+      if (this.#closed) return;
+      this.#timer = setTimeout(() => void this.refresh().finally(tick), this.#o.intervalMs ?? 5_000);
+      this.#timer.unref();
+    };
+    tick();
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+  }
+}
