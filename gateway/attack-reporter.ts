@@ -94,12 +94,12 @@ export class AttackReporter {
   constructor(opts: AttackReporterOptions) {
     const T = opts.counter.limits.periodMs;
     this.#o = {
-      timers: realTimers,
-      maxQueue: 1_440,
-      sendTimeoutMs: 10_000,
-      retryMinMs: Math.min(1_000, T),
-      retryMaxMs: T,
       ...opts,
+      timers: opts.timers ?? realTimers,
+      maxQueue: opts.maxQueue ?? 1_440,
+      sendTimeoutMs: opts.sendTimeoutMs ?? 10_000,
+      retryMinMs: opts.retryMinMs ?? Math.min(1_000, T),
+      retryMaxMs: opts.retryMaxMs ?? T,
     };
     if (!Number.isInteger(this.#o.maxQueue) || this.#o.maxQueue < 1) throw new RangeError('maxQueue must be a whole number >= 1');
   }

@@ -23,7 +23,7 @@
 import { LRUCache } from 'lru-cache';
 import { ImplementationError } from '../protocol/errors.ts';
 import type { Mechanism } from '../protocol/messages.ts';
-import { ipBytes } from '../server-kit/ip.ts';
+import { ipBytes, normalizeIp } from '../server-kit/ip.ts';
 
 export interface AttackLimits {
   /** Count login openings at all (default true). */
@@ -67,7 +67,7 @@ export function attackLimits(cfg: Partial<AttackLimits> = {}): AttackLimits {
  */
 export function addressGroup(ip: string): string {
   const b = ipBytes(ip);
-  if (!b || b.length === 4) return ip;
+  if (!b || b.length === 4) return normalizeIp(ip);
   const g = (i: number) => ((b[i]! << 8) | b[i + 1]!).toString(16);
   return `${g(0)}:${g(2)}:${g(4)}:${g(6)}::/64`;
 }
@@ -79,12 +79,14 @@ export interface AttackEvent { group: string; site: string; mech: Mechanism; at:
 export interface SiteCount { total: number; perMech: Partial<Record<Mechanism, number>> }
 export type PeriodCounts = Map<string, SiteCount>;
 
-/** One (site, mechanism) of an address group: the last `limit` attempt times, as a ring. */
+/**
+ * One (site, mechanism) of an address group: the last `limit` attempt times, as a ring of
+ * exactly `limit` entries (-Infinity where no attempt yet), oldest at `head`.
+ */
 interface Slot {
   site: string;
   mech: Mechanism;
   ring: number[];
-  /** Next ring index to overwrite, once the ring is full. */
   head: number;
   /** No further attack from this slot before this time (one per window). */
   quietUntil: number;
@@ -102,7 +104,8 @@ export interface AttackCounterOptions {
 export class AttackCounter {
   readonly limits: AttackLimits;
   readonly #now: () => number;
-  readonly #groups: LRUCache<string, Slot[]>;
+  /** A group's slots: one Slot (the usual case, no array), or several. */
+  readonly #groups: LRUCache<string, Slot | Slot[]>;
   readonly #onAttack?: (a: AttackEvent) => void;
   #onPeriod?: (periodId: number, counts: PeriodCounts) => void;
   #periodId: number;
@@ -116,7 +119,7 @@ export class AttackCounter {
     this.#onPeriod = opts.onPeriod;
     const now = this.#now;
     // TTL on the same clock as the windows; ttlResolution 0: no timer to cache the time.
-    this.#groups = new LRUCache<string, Slot[]>({ max: this.limits.maxTrackedIps, ttl: this.limits.windowMs, updateAgeOnGet: true, ttlResolution: 0, perf: { now } });
+    this.#groups = new LRUCache<string, Slot | Slot[]>({ max: this.limits.maxTrackedIps, ttl: this.limits.windowMs, updateAgeOnGet: true, ttlResolution: 0, perf: { now } });
     const t = now();
     this.#periodId = Math.floor(t / this.limits.periodMs);
     this.#periodEnd = (this.#periodId + 1) * this.limits.periodMs;
@@ -144,37 +147,39 @@ export class AttackCounter {
   attempt(group: string, site: string, mech: Mechanism): boolean {
     const now = this.#now();
     const L = this.limits;
-    let slots = this.#groups.get(group);
-    if (slots === undefined) {
-      slots = [];
-      this.#groups.set(group, slots);
-    }
+    const v = this.#groups.get(group);
     let s: Slot | undefined;
-    for (let i = 0; i < slots.length; i++) {
-      const x = slots[i]!;
-      if (x.site === site && x.mech === mech) {
-        s = x;
-        break;
+    if (v === undefined) {
+      s = this.#slot(site, mech);
+      this.#groups.set(group, s);
+    } else if (!Array.isArray(v)) {
+      if (v.site === site && v.mech === mech) s = v;
+      else this.#groups.set(group, [v, (s = this.#slot(site, mech))]);
+    } else {
+      for (let i = 0; i < v.length; i++) {
+        const x = v[i]!;
+        if (x.site === site && x.mech === mech) {
+          s = x;
+          break;
+        }
       }
-    }
-    if (s === undefined) {
-      s = { site, mech, ring: [], head: 0, quietUntil: -Infinity };
-      slots.push(s);
+      if (s === undefined) v.push((s = this.#slot(site, mech)));
     }
     // Exact sliding window: the ring holds the last `limit` attempt times; this attempt is
     // over the limit when the oldest of them is still inside the window.
-    let over = false;
-    if (s.ring.length < L.limit) s.ring.push(now);
-    else {
-      over = now - s.ring[s.head]! < L.windowMs;
-      s.ring[s.head] = now;
-      s.head = s.head + 1 === L.limit ? 0 : s.head + 1;
-    }
+    const over = now - s.ring[s.head]! < L.windowMs;
+    s.ring[s.head] = now;
+    s.head = s.head + 1 === L.limit ? 0 : s.head + 1;
     if (!over || now < s.quietUntil) return false;
     s.quietUntil = now + L.windowMs;
     this.#count(site, mech, now);
     this.#onAttack?.({ group, site, mech, at: now });
     return true;
+  }
+
+  #slot(site: string, mech: Mechanism): Slot {
+    const ring = new Array<number>(this.limits.limit).fill(-Infinity);
+    return { site, mech, ring, head: 0, quietUntil: -Infinity };
   }
 
   #count(site: string, mech: Mechanism, now: number): void {
