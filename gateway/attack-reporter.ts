@@ -37,8 +37,13 @@ export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
 }
+/**
+ * The real clock: the wall clock at process start plus monotonic time (performance.now), so
+ * a wall-clock step does not move periods, and the gateway can stamp an attempt with the
+ * performance.now() it already took for the frame.
+ */
 export const realTimers: Timers = {
-  now: Date.now,
+  now: () => performance.timeOrigin + performance.now(),
   setTimeout: (fn, ms) => {
     const t = setTimeout(fn, ms);
     t.unref();

@@ -136,6 +136,8 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   let nextId = 1;
 
   const timers = cfg.attackTimers ?? realTimers;
+  /** An attempt's time on the counter's clock, from the performance.now() taken for its frame. */
+  const attackTime = cfg.attackTimers ? () => timers.now() : (perfNow: number) => performance.timeOrigin + perfNow;
   const counter = cfg.attacks?.enabled === false ? null : new AttackCounter(cfg.attacks, {
     now: timers.now,
     onAttack(a) {
@@ -306,7 +308,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     metrics.frameIn(env.type);
     // S3.4: every valid login opening to a configured site counts, forwarded or refused
     // below; a dest that names no upstream is refused and counts nowhere (no invented sites).
-    if (env.type === MsgType.login && counter !== null && upstreams.has(env.dest)) counter.attempt(c.group, env.dest, (env.body as unknown[])[0] as Mechanism);
+    if (env.type === MsgType.login && counter !== null && upstreams.has(env.dest)) counter.attempt(c.group, env.dest, (env.body as unknown[])[0] as Mechanism, attackTime(now));
     if (c.dest === null) {
       const up = upstreams.get(env.dest);
       if (!up) return refuse(c, new ProtocolError('GW_UNKNOWN_DEST', `no upstream named '${env.dest}'`), env.seq);
