@@ -13,7 +13,7 @@
 //   3. the gateway process's memory with 100,000 tracked addresses (heap + external after a
 //      full GC, and RSS), recorded by the counter in that process (the 'fill' line of
 //      memory-probe.ts: 100,000 real connections would measure the sockets, not the counter).
-// Run: npx tsx bench/attacks.bench.ts   (BENCH_QUICK=1 for a short run)
+// Run: npx tsx bench/attacks.bench.ts   (BENCH_QUICK=1 for a short run; BENCH_CONTROL=1 for an A/A run)
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -53,7 +53,8 @@ const probe = (enabled: boolean) => startProbeGateway({
   limits: { framesPerSecond: 1_000_000, frameBurst: 1_000_000, idleTimeoutMs: 600_000 },
   attacks: { enabled },
 });
-const gws: Record<'on' | 'off', ProbeGateway> = { on: await probe(true), off: await probe(false) };
+// BENCH_CONTROL=1: both gateways with counting off (an A/A run: the noise floor of the ratio).
+const gws: Record<'on' | 'off', ProbeGateway> = { on: await probe(!process.env.BENCH_CONTROL), off: await probe(false) };
 
 const frames = MECHANISMS.map((m) => encodeEnvelope(MsgType.login, 0, 'biz-east', [m, 'alice', 1, new Map(), randomBytes(32), randomBytes(32)]));
 const conns: Record<'on' | 'off', FrameSocket[]> = { on: [], off: [] };
