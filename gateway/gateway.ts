@@ -2,13 +2,14 @@
 // (ws://, or wss:// given a certificate and key), validates every frame before forwarding it
 // (validate.ts), routes it by envelope dest to the upstream server over that server's
 // authenticated link (upstream.ts), tells the server the client IP it observed on the socket
-// (never one the device states), relays replies back, enforces the limits of limits.ts, and
-// serves GET /healthz and GET /metrics.
+// (never one the device states), relays replies back, enforces the limits of limits.ts, counts
+// login openings for attack detection (attacks.ts, S3.4) and reports attacks per period to a
+// sink (attack-reporter.ts, S3.5), and serves GET /healthz and GET /metrics.
 import { createServer as createHttpServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import { encodeEnvelope, decodeEnvelope, parseError, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
+import { encodeEnvelope, decodeEnvelope, parseError, errorBody, MsgType, type Envelope, type Mechanism } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { Socket } from 'node:net';
 import { toBytes, closeReason } from '../server-kit/link.ts';
@@ -20,6 +21,8 @@ import { GatewayDefaults, type GatewayLimits } from './limits.ts';
 import { validateDeviceFrame, peekType } from './validate.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { UpstreamLink } from './upstream.ts';
+import { AttackCounter, addressGroup, type AttackLimits } from './attacks.ts';
+import { AttackReporter, realTimers, type AttackSink, type Timers } from './attack-reporter.ts';
 
 export interface UpstreamConfig {
   name: string;
@@ -48,6 +51,15 @@ export interface GatewayConfig {
    * answered the request. /healthz and /metrics stay the gateway's own.
    */
   operatorRoutes?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /** Attack counting (S3.4; attacks.ts): on by default. */
+  attacks?: Partial<AttackLimits>;
+  /**
+   * Where each period's attack report goes (S3.5; attack-reporter.ts): deploy/ plugs in the
+   * policy server. Without it attacks are still counted (metrics, log lines), not reported.
+   */
+  attackReports?: { gateway: string; send: AttackSink; maxQueue?: number; sendTimeoutMs?: number };
+  /** The attack counter's and reporter's clock and timers (tests: a virtual clock). */
+  attackTimers?: Timers;
 }
 
 /** A frame seen by the gateway: 'up' from a device towards `dest`, 'down' back to it. */
@@ -70,6 +82,9 @@ export interface Gateway {
   /** 'http://host:port/' of /healthz and /metrics, or null. */
   operatorUrl: string | null;
   metrics: GatewayMetrics;
+  /** The attack counter (null when attacks.enabled is false) and the period reporter (null without a sink). */
+  attacks: AttackCounter | null;
+  attackReporter: AttackReporter | null;
   upstream(name: string): UpstreamLink | undefined;
   /** Adds an upstream, or points an existing one at a new link address. */
   setUpstream(u: UpstreamConfig): void;
@@ -83,6 +98,8 @@ interface Conn {
   id: number;
   ws: WebSocket;
   ip: string;
+  /** The attack counter's key for ip (IPv6 by /64), or '' with counting off. */
+  group: string;
   dest: string | null;
   up: UpstreamLink | null;
   /** Reads every frame header before ws buffers the frame (rate, size, fragments, text). */
@@ -117,6 +134,28 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const paused = new Map<string, Set<Conn>>();
   const observe = cfg.observe;
   let nextId = 1;
+
+  const timers = cfg.attackTimers ?? realTimers;
+  /** An attempt's time on the counter's clock, from the performance.now() taken for its frame. */
+  const attackTime = cfg.attackTimers ? () => timers.now() : (perfNow: number) => performance.timeOrigin + perfNow;
+  const counter = cfg.attacks?.enabled === false ? null : new AttackCounter(cfg.attacks, {
+    now: timers.now,
+    onAttack(a) {
+      metrics.attacks.inc({ site: a.site, mech: a.mech });
+      log.info('attack detected', { ip: a.group, site: a.site, mech: a.mech });
+    },
+  });
+  if (counter) metrics.trackedIps = () => counter.tracked;
+  const reporter = counter && cfg.attackReports ? new AttackReporter({
+    ...cfg.attackReports,
+    counter,
+    timers,
+    onEvent(e) {
+      metrics.attackReports.inc({ outcome: e.outcome });
+      metrics.attackReportsQueued.set(reporter!.queued);
+      if (e.outcome === 'failed' || e.outcome === 'rejected' || e.outcome === 'dropped') log.warn('attack report ' + e.outcome, { periodId: e.periodId, attempts: e.attempts, reason: e.reason });
+    },
+  }) : null;
 
   const operator = (req: IncomingMessage, res: ServerResponse) => {
     if (req.method === 'GET' && req.url === '/healthz') {
@@ -267,6 +306,9 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       throw e;
     }
     metrics.frameIn(env.type);
+    // S3.4: every valid login opening to a configured site counts, forwarded or refused
+    // below; a dest that names no upstream is refused and counts nowhere (no invented sites).
+    if (env.type === MsgType.login && counter !== null && upstreams.has(env.dest)) counter.attempt(c.group, env.dest, (env.body as unknown[])[0] as Mechanism, attackTime(now));
     if (c.dest === null) {
       const up = upstreams.get(env.dest);
       if (!up) return refuse(c, new ProtocolError('GW_UNKNOWN_DEST', `no upstream named '${env.dest}'`), env.seq);
@@ -293,7 +335,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     const ip = normalizeIp(req.socket.remoteAddress);
     const now = performance.now();
     const sock = req.socket as Socket;
-    const c: Conn = { id: nextId, ws, ip, dest: null, up: null, meter: new FrameMeter(L), sock, lastActive: now, toDevice: 0, waitingSince: 0, closed: false };
+    const c: Conn = { id: nextId, ws, ip, group: counter ? addressGroup(ip) : '', dest: null, up: null, meter: new FrameMeter(L), sock, lastActive: now, toDevice: 0, waitingSince: 0, closed: false };
     nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
     // In front of ws's own listener: the meter sees each read before ws buffers it, and a
     // read that breaks a limit never reaches ws (ws has attached its listener and put back
@@ -376,12 +418,15 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const operatorUrl = opPort === null ? null : `http://${hostPart}:${opPort}/`;
   // Upstreams added later (the embedded stack adds them as their servers start) log their own line.
   log.info('listening', { url, operatorUrl: operatorUrl ?? 'none', upstreams: cfg.upstreams.length ? cfg.upstreams.map((u) => u.name).join(',') : 'none yet' });
+  reporter?.start();
 
   return {
     port,
     url,
     operatorUrl,
     metrics,
+    attacks: counter,
+    attackReporter: reporter,
     upstream: (name) => upstreams.get(name),
     setUpstream(u) {
       const have = upstreams.get(u.name);
@@ -395,6 +440,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     },
     connections: () => conns.size,
     async close() {
+      reporter?.stop();
       clearInterval(sweep);
       for (const u of upstreams.values()) u.stop();
       for (const c of conns.values()) c.ws.terminate();

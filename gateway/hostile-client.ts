@@ -70,12 +70,16 @@ export function rawUpgrade(port: number, localAddress?: string): Promise<RawClie
   });
 }
 
+export interface ProbeMemory { rss: number; heapUsed: number; external: number; arrayBuffers: number; connections: number; tracked: number }
+
 export interface ProbeGateway {
   port: number;
   operatorUrl: string;
   proc: ChildProcess;
   /** The child's memory after a full GC. */
-  memory(): Promise<{ rss: number; heapUsed: number; external: number; arrayBuffers: number; connections: number }>;
+  memory(): Promise<ProbeMemory>;
+  /** Records one login opening from each of n new addresses in the attack counter, then memory(). */
+  fill(n: number): Promise<ProbeMemory>;
   stop(): Promise<void>;
 }
 
@@ -98,6 +102,11 @@ export async function startProbeGateway(opts: Record<string, unknown> = {}): Pro
     async memory() {
       const l = next();
       proc.stdin!.write('mem\n');
+      return JSON.parse(await l);
+    },
+    async fill(n) {
+      const l = next();
+      proc.stdin!.write(`fill ${n}\n`);
       return JSON.parse(await l);
     },
     async stop() {

@@ -30,6 +30,18 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
   readonly upstreamUp = new Gauge({ name: 'usbphone_gateway_upstream_up', help: '1 when the authenticated link to the upstream is up', labelNames: ['upstream'], registers: [this.registry] });
+  /** S3.4: labels are bounded: site = a configured upstream, mech = one of MECHANISMS. */
+  readonly attacks = new Counter({ name: 'usbphone_gateway_attacks_detected_total', help: 'Attacks detected (more than the limit of login openings from one address group to one site and mechanism within the window; one per window)', labelNames: ['site', 'mech'], registers: [this.registry] });
+  /** Read when /metrics is scraped (not on the hot path): the attack counter's tracked groups. */
+  trackedIps: () => number = () => 0;
+  readonly attackTracked: Gauge = new Gauge({ name: 'usbphone_gateway_attack_tracked_ips', help: 'Address groups (IPv4 address, IPv6 /64) the attack counter tracks now; at most maxTrackedIps', registers: [this.registry], collect: (): void => this.attackTracked.set(this.trackedIps()) });
+  readonly attackReports = new Counter({
+    name: 'usbphone_gateway_attack_reports_total',
+    help: 'Period attack reports (S3.5) by outcome: sent, resent (after a failure), duplicate, failed (one attempt; kept and resent), rejected (by the receiver; dropped), dropped (queue full)',
+    labelNames: ['outcome'],
+    registers: [this.registry],
+  });
+  readonly attackReportsQueued = new Gauge({ name: 'usbphone_gateway_attack_reports_queued', help: 'Period attack reports not yet delivered', registers: [this.registry] });
 
   constructor(defaults = true) {
     if (defaults) collectDefaultMetrics({ register: this.registry, prefix: 'usbphone_gateway_' });
