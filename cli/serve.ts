@@ -27,10 +27,11 @@ const HELP = `usage: usbphone serve all [--state DIR] [--port BASE] [--host ADDR
        usbphone serve gateway|reg|biz --config FILE [--json]
 
   all        the gateway + reg-primary + reg-backup + biz-east (phones on 127.1.0.0/16) +
-             biz-west (127.2.0.0/16) + the mobile operator (HTTPS), on loopback, in one
-             process; in the state directory (created if missing): reg.sqlite,
-             biz-accounts.sqlite, operator.sqlite, the key files master.key, link.key,
-             admin.key, store.key, operator-token.key, operator-client.json (0600) and tls/
+             biz-west (127.2.0.0/16) + the mobile operator (HTTPS) + the security policy
+             server (S3), on loopback, in one process; in the state directory (created if
+             missing): reg.sqlite, biz-accounts.sqlite, operator.sqlite, policy.sqlite, the key
+             files master.key, link.key, admin.key, store.key, operator-token.key, policy.key
+             (its public key goes into every phone), operator-client.json (0600) and tls/
              (the CA the operator's certificate chains to: tls/ca.pem). Phones plug in with
              'usbphone sim --gateway ws://127.0.0.1:7400/ --state DIR'
   gateway    one role as its own process, configured by a JSON file
@@ -42,7 +43,8 @@ options:
   --port BASE     base port for 'all' (default ${DEFAULT_GATEWAY_PORT}); every port moves with it:
                   gateway BASE, reg-primary BASE+10 (devices) / +11 (link), reg-backup
                   +20 / +21, biz-east +30 / +31 / +32 (admin), biz-west +40 / +41 / +42,
-                  the mobile operator's API +50; 0 = every port ephemeral
+                  the policy server's admin API +45, the mobile operator's API +50;
+                  0 = every port ephemeral
   --host ADDR     listen address for 'all' (default 127.0.0.1)
   --config FILE   JSON configuration of one role (gateway, reg, biz)
   --json          JSON lines on stdout ({"event":"listening",...}, {"event":"stopped",...})
@@ -142,6 +144,7 @@ export const command: Command = {
             ...humanPorts(ports),
             `  health       ${health}healthz, metrics ${health}metrics`,
             `  operator     ${stack.operatorUrl} (mobile operator API, HTTPS; CA ${stateDir}/tls/ca.pem)`,
+            `  policy       ${stack.policy.adminUrl} (attack table v${stack.policy.latest().table.version}, period ${Math.round(stack.policy.params.periodMs / 1000)} s; sealed admin API for the gateway's reports)`,
             `  logs         ${join(stateDir, 'servers.log')}`,
             `plug a phone in: usbphone sim --gateway ${stack.gatewayUrl} --state ${stateDir}`,
             'stop with Ctrl-C',

@@ -9,6 +9,8 @@ import { dirname, resolve, join } from 'node:path';
 import { ImplementationError } from '../protocol/errors.ts';
 import { DEST_RE } from '../protocol/messages.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
+import { ensurePolicyKey, POLICY_KEY_FILE } from '../policy-server/keys.ts';
+import type { FactoryPolicy } from '../firmware/factory/image.ts';
 import { loadMasterKeyring, readKeyFile, ensureKeyFile, ensureMasterKeyFile } from '../server-kit/keyfiles.ts';
 import { parseCidr } from '../server-kit/ip.ts';
 import type { GatewayLimits } from '../gateway/limits.ts';
@@ -36,6 +38,8 @@ export interface RegFileConfig {
   stepTimeoutMs?: number;
   pendingTtlMs?: number;
   healthIntervalMs?: number;
+  /** S3.11: the policy server whose latest attack table goes into every credential reply. */
+  policy?: { name: string; adminUrl: string; pollMs?: number };
 }
 
 export interface BizFileConfig {
@@ -144,7 +148,18 @@ export function regConfigFrom(c: Record<string, unknown>, file: string): RegConf
     stepTimeoutMs: optMs(c.stepTimeoutMs, file, 'stepTimeoutMs'),
     pendingTtlMs: optMs(c.pendingTtlMs, file, 'pendingTtlMs'),
     healthIntervalMs: optMs(c.healthIntervalMs, file, 'healthIntervalMs'),
+    ...(c.policy === undefined ? {} : { policy: policyRef(c.policy, file) }),
   };
+}
+
+/** A reg config's `policy`: {name, adminUrl (http(s)://), pollMs?}. */
+function policyRef(v: unknown, file: string): { name: string; adminUrl: string; pollMs?: number } {
+  const o = v as Record<string, unknown>;
+  if (typeof v !== 'object' || v === null) bad(file, 'policy must be {name, adminUrl, pollMs?}');
+  const adminUrl = str(o.adminUrl, file, 'policy.adminUrl');
+  if (!/^https?:\/\/\S+$/.test(adminUrl)) bad(file, 'policy.adminUrl must be an http:// or https:// URL');
+  const pollMs = optMs(o.pollMs, file, 'policy.pollMs');
+  return { name: name(o.name, `${file} policy`), adminUrl, ...(pollMs === undefined ? {} : { pollMs }) };
 }
 
 export function bizConfigFrom(c: Record<string, unknown>, file: string): BizConfig {
@@ -227,6 +242,27 @@ export function portsForBase(base: number): Record<string, RolePorts> {
 }
 /** The mobile operator's HTTPS API (operator-server/, S4): BASE+50. */
 export const OPERATOR_PORT_OFFSET = 50;
+/** The security policy server's admin API (policy-server/, S3): BASE+45. */
+export const POLICY_PORT_OFFSET = 45;
+/** The embedded stack's attack period T (S3.5, S3.9), ms: the gateway's reports and the policy server's tables. */
+export const DEFAULT_POLICY_PERIOD_MS = 60_000;
+
+/**
+ * The configured initial attack statistics table (S3.10) of the embedded stack: each business
+ * server offers the three mechanisms (S3.3), password the floor, degree 0.3 each (the patent's
+ * example). The policy server starts from it and the phones ship with it (UPMON.CFG).
+ */
+export const DEFAULT_INITIAL_TABLE = {
+  sites: DEFAULT_TOPOLOGY.biz.map((b) => ({ site: b.name, mechanisms: ['password', 'otp', 'fingerprint'], floor: 'password', degree: 0.3 })),
+};
+
+/**
+ * What the factory writes into a phone made for the servers of `stateDir` (S3.10, S3.11): the
+ * policy server's public key (made in the state directory on first need) and the initial table.
+ */
+export function factoryPolicyFor(stateDir: string): FactoryPolicy {
+  return { key: ensurePolicyKey(stateFiles(stateDir).policyKey).publicKey, initialTable: DEFAULT_INITIAL_TABLE };
+}
 /** The highest offset added to the base (portsForBase, OPERATOR_PORT_OFFSET). */
 export const BASE_PORT_SPAN = OPERATOR_PORT_OFFSET;
 
@@ -252,6 +288,10 @@ export const stateFiles = (stateDir: string) => ({
   tlsDir: join(stateDir, 'tls'),
   /** The bank's OAuth2 client credentials at the operator ({clientId, clientSecret}, JSON, 0600). */
   operatorClient: join(stateDir, 'operator-client.json'),
+  /** The policy server's Ed25519 seed (policy-server/keys.ts): its public key goes into every phone. */
+  policyKey: join(stateDir, POLICY_KEY_FILE),
+  /** The policy server's reports and signed tables (policy-server/store.ts). */
+  policyDb: join(stateDir, 'policy.sqlite'),
 });
 
 /** Creates the state directory's key files when missing (master.key, link.key, admin.key, store.key, operator-token.key). */
@@ -262,6 +302,7 @@ export function ensureStateKeys(stateDir: string): ReturnType<typeof stateFiles>
   ensureKeyFile(f.adminKey);
   ensureKeyFile(f.storeKey);
   ensureKeyFile(f.operatorTokenKey);
+  ensurePolicyKey(f.policyKey);
   return f;
 }
 

@@ -33,7 +33,12 @@ import { addLogListener } from '../server-kit/log.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { FeedHub, type HealthSnapshot } from './feed-hub.ts';
 import { pageRoutes } from './page-server.ts';
-import { DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, OPERATOR_PORT_OFFSET, ensureStateKeys, ensureOperatorClientFile, type RolePorts, type RegFileConfig, type OperatorClientFile } from './config.ts';
+import { DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, OPERATOR_PORT_OFFSET, POLICY_PORT_OFFSET, DEFAULT_POLICY_PERIOD_MS, DEFAULT_INITIAL_TABLE, factoryPolicyFor, ensureStateKeys, ensureOperatorClientFile, type RolePorts, type RegFileConfig, type OperatorClientFile } from './config.ts';
+import { startPolicyServer, type PolicyServer } from '../policy-server/server.ts';
+import { readPolicyKey } from '../policy-server/keys.ts';
+import { adminCall, POLICY_ADMIN_LIMITS } from '../server-kit/admin-messages.ts';
+import type { AttackLimits } from '../gateway/attacks.ts';
+import type { FactoryPolicy } from '../firmware/factory/image.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -68,6 +73,12 @@ export interface StackOptions {
   operatorPort?: number;
   /** Days of card-change history the operator answers for (CAMARA monitoredPeriod); default all. */
   operatorMonitoredDays?: number | null;
+  /** The attack period T of the gateway's reports and the policy server's tables (S3.5, S3.9), ms (default 60 s). */
+  policyPeriodMs?: number;
+  /** The gateway's attack counting (S3.4): window, limit, memory bound (gateway/attacks.ts); its period is policyPeriodMs. */
+  attackLimits?: Partial<Omit<AttackLimits, 'periodMs'>>;
+  /** How often the registration servers poll the latest table (default 5 s). */
+  tablePollMs?: number;
   /**
    * TEST ONLY (conformance/mutants.test.ts): every inline reg and biz server breaks this one
    * rule (server-kit/mutant.ts). Not passed to child processes.
@@ -107,6 +118,10 @@ export interface Stack {
   operatorClient: OperatorClientFile;
   stopOperator(): Promise<void>;
   startOperator(): Promise<void>;
+  /** The security policy server (S3.5-S3.11). */
+  policy: PolicyServer;
+  /** What the factory writes into phones for these servers: the policy key and the initial table (S3.10, S3.11). */
+  factoryPolicy: FactoryPolicy;
   /** The live page's hub (issue 17): the gateway, the servers' log lines and the simulator feed it. */
   feed: FeedHub;
   /** The live page: 'http://host:port/' on the gateway's operator port. */
@@ -132,6 +147,9 @@ export interface Stack {
   enable(serial: string): boolean;
   stop(): Promise<void>;
 }
+
+/** The security policy server's name: admin requests are bound to it. */
+const POLICY_NAME = 'policy';
 
 interface ChildReg { proc: ChildProcess; exited: Promise<void>; paused: Promise<RotationStep>; devicePort: number | null; linkPort: number }
 
@@ -179,6 +197,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   // `usbphone enroll --state DIR` finds the running business servers' admin endpoints here.
   const publishBiz = () => writeRunningBizServers(opts.stateDir, [...bizServers.values()].map((b) => ({ name: b.name, adminUrl: b.adminUrl })));
   let gateway: Gateway | null = null;
+  let policy: PolicyServer | null = null;
+  const periodMs = opts.policyPeriodMs ?? DEFAULT_POLICY_PERIOD_MS;
   let operator: OperatorServer | undefined;
   // Its port is kept across a stop and start (an ephemeral one too), so its URL stays valid.
   let operatorPort = opts.operatorPort ?? (ephemeral ? 0 : gatewayPort + OPERATOR_PORT_OFFSET);
@@ -195,6 +215,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   const abort = async (e: unknown): Promise<never> => {
     await gateway?.close();
+    await policy?.close();
     await operator?.close();
     for (const r of regs.values()) await r.close();
     for (const c of children.values()) {
@@ -244,9 +265,18 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   try {
     for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
     await startOperator();
+    policy = await startPolicyServer({
+      name: POLICY_NAME, host, adminPort: ephemeral ? 0 : gatewayPort + POLICY_PORT_OFFSET, adminKey, dbFile: files.policyDb,
+      privateKey: readPolicyKey(files.policyKey).privateKey, initialTable: DEFAULT_INITIAL_TABLE, periodMs,
+    });
+    actual.policy = policy.adminPort;
+    // S3.5: each period's attack report goes to the policy server over the sealed admin API.
+    const policyClient = new AdminClient({ target: POLICY_NAME, url: policy.adminUrl, key: adminKey, limits: POLICY_ADMIN_LIMITS });
     gateway = await startGateway({
       host, port: gatewayPort, operatorPort: ephemeral ? 0 : gatewayPort + 1, upstreams: [], limits: opts.gatewayLimits,
       observe: (f) => feed.frame(f), operatorRoutes: page.routes,
+      attacks: { ...opts.attackLimits, periodMs },
+      attackReports: { gateway: 'gateway', send: (r) => adminCall(policyClient, 'reportAttacks', r) },
     });
   } catch (e) {
     stopFeed();
@@ -260,6 +290,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const linkUrl = (port: number) => `ws://${host}:${port}/`;
   for (const [name, s] of bizServers) gw.setUpstream({ name, linkUrl: linkUrl(s.linkPort), linkKey: linkKeyFor(rootLink, name) });
 
+  const policyRef = () => ({ name: POLICY_NAME, adminUrl: policy!.adminUrl, ...(opts.tablePollMs === undefined ? {} : { pollMs: opts.tablePollMs }) });
   const regBizList = () => DEFAULT_TOPOLOGY.biz.map((b) => {
     const p = actual[b.name] as RolePorts;
     return { name: b.name, region: b.region, url: advertised + b.name, adminUrl: `http://${host}:${p.admin}/admin` };
@@ -276,6 +307,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, ring, linkKey: linkKeyFor(rootLink, name), adminKey,
         bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
         stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs, mutant: opts.mutant,
+        policy: policyRef(),
       });
       regs.set(name, r);
       devicePort = r.devicePort;
@@ -296,6 +328,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, masterKeyFile: files.masterKey,
       linkKeyFile: files.linkKey, adminKeyFile: files.adminKey, bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
       stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs,
+      policy: policyRef(),
     };
     const runDir = join(opts.stateDir, 'run');
     mkdirSync(runDir, { recursive: true });
@@ -366,6 +399,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     operatorUrl: `https://${host.includes(':') ? `[${host}]` : host}:${operatorPort}`,
     operatorCa: tls.caPem,
     operatorClient,
+    policy: policy!,
+    factoryPolicy: factoryPolicyFor(opts.stateDir),
     feed,
     pageUrl: gw.operatorUrl!,
     async stopOperator() {
@@ -430,6 +465,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       bizServers.clear();
       await operator?.close();
       operator = undefined;
+      await policy?.close();
       writeRunningBizServers(opts.stateDir, null);
       regStore.close();
       bizStore.close();

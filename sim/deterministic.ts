@@ -129,7 +129,7 @@ export async function runDeterministic(name: string, o: DeterministicOptions): P
     net.listen(SIM_ORIGIN, bridge.accept);
     const ring = stack.ring;
     const seed = o.seed;
-    const { image: base, enrollment: template } = buildImage({ serial: 'SN-TEMPLATE', fuses: fusesOf(seed, -1), keyring: ring, vendorKey: vendorKeyOf(seed), regPrimary: `${SIM_ORIGIN}/reg-primary`, regBackup: `${SIM_ORIGIN}/reg-backup` });
+    const { image: base, enrollment: template } = buildImage({ serial: 'SN-TEMPLATE', fuses: fusesOf(seed, -1), keyring: ring, vendorKey: vendorKeyOf(seed), regPrimary: `${SIM_ORIGIN}/reg-primary`, regBackup: `${SIM_ORIGIN}/reg-backup`, policy: stack.factoryPolicy });
     const serial = serialOf(seed, 0);
     // The deployment's user-name key from the seed too, so the trace (it names the user) replays.
     stack.regStore.userNameKey(simRng(seed, 'user name key')(32));

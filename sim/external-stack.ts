@@ -12,7 +12,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { ImplementationError } from '../protocol/errors.ts';
-import { stateFiles, DEFAULT_TOPOLOGY } from '../deploy/config.ts';
+import { stateFiles, DEFAULT_TOPOLOGY, factoryPolicyFor } from '../deploy/config.ts';
 import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
@@ -51,6 +51,7 @@ export function attachStack(stateDir: string, gatewayUrl: string): StackHandle &
   return {
     gatewayUrl,
     ring,
+    factoryPolicy: factoryPolicyFor(stateDir),
     dests: { regPrimary: 'reg-primary', regBackup: 'reg-backup', biz: DEFAULT_TOPOLOGY.biz.map((b) => b.name) },
     urlFor: (dest) => gatewayUrl + dest,
     enroll: (records: EnrollmentRecord | EnrollmentRecord[], o?: EnrollOptions) => enrollDevices({ reg, accounts: accountsInStore(biz) }, Array.isArray(records) ? records : [records], o),

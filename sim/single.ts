@@ -37,9 +37,10 @@ import { ImplementationError } from '../protocol/errors.ts';
  * stores, record formats). An image of another one is rebuilt, said, not misread: bump it when
  * a format changes (3: the secure controller's stores and the power-safe disk controller;
  * 4: the signed boot manifest and fuses v2 with the vendor key; 5: records carry the
- * controller's rollback counter).
+ * controller's rollback counter; 6: UPMON.CFG carries the policy server's key and the initial
+ * attack table, the saved record the table the phone holds).
  */
-export const PHONE_FORMAT = 5;
+export const PHONE_FORMAT = 6;
 
 export interface SingleOptions {
   stateDir: string;
@@ -165,7 +166,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
     const reuse = why === '';
 
     if (!reuse) {
-      const { image, enrollment } = buildImage({ serial, fuses, keyring: ring, vendorKey, regPrimary, regBackup });
+      const { image, enrollment } = buildImage({ serial, fuses, keyring: ring, vendorKey, regPrimary, regBackup, policy: stack.factoryPolicy });
       FileBacking.create(f.image, image.length, image).close();
       writeFileSync(f.record, JSON.stringify({ ...enrollment, masterKeyCheck: check, format: PHONE_FORMAT }, null, 2) + '\n');
       prev = enrollment as unknown as Record<string, unknown>;
@@ -194,7 +195,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
         nvm: fileNvm(nvmPath),
         hal: profile === 'mobile' ? { ...hal, sim: new SimSlot(simCardOf(0, 1)) } : hal,
         profile,
-        install: profile === 'atm' ? zoneFiles(regPrimary, regBackup, vendorKey, prev!.firmwareVersion as number) : undefined,
+        install: profile === 'atm' ? zoneFiles(regPrimary, regBackup, vendorKey, prev!.firmwareVersion as number, stack.factoryPolicy) : undefined,
       });
       // The chip's erase counters live beside the image (a raw image carries none), so wear
       // adds up over runs: `usbphone inspect state/phone.img --wear`.

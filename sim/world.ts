@@ -35,6 +35,8 @@ export interface WorldOptions extends Partial<StackOptions> {
 /** What phones need of the servers: the stack in this process, or one in its own (`external-stack.ts`). */
 export interface StackHandle {
   ring: Stack['ring'];
+  /** The policy key and initial attack table phones for these servers are made with (S3.10, S3.11). */
+  factoryPolicy: Stack['factoryPolicy'];
   dests: Stack['dests'];
   urlFor(dest: string): string;
   enroll: Stack['enroll'];
@@ -108,6 +110,7 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
       vendorKey: vendorKeyOf(seed),
       regPrimary: o.regPrimary ?? stack.urlFor(stack.dests.regPrimary),
       regBackup: o.regBackup ?? stack.urlFor(stack.dests.regBackup),
+      policy: stack.factoryPolicy,
     });
     const table = tableOf(base);
     const config = { ...defaultDeviceConfig, ...o.device };
@@ -115,7 +118,7 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
     const hal = (host: Host, ip: string, sim?: HalBase['sim']): HalBase => (sim ? { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host, sim } : { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host });
     // The ATM's own programs: the vendor's signed set for these servers, the very files of the
     // base image (same endpoints, same key), so they verify and the card attests that version.
-    const install = profile === 'atm' ? zoneFiles(o.regPrimary ?? stack.urlFor(stack.dests.regPrimary), o.regBackup ?? stack.urlFor(stack.dests.regBackup), vendorKeyOf(seed), template.firmwareVersion) : undefined;
+    const install = profile === 'atm' ? zoneFiles(o.regPrimary ?? stack.urlFor(stack.dests.regPrimary), o.regBackup ?? stack.urlFor(stack.dests.regBackup), vendorKeyOf(seed), template.firmwareVersion, stack.factoryPolicy) : undefined;
     const serialFor = (i: number) => (profile === 'atm' ? cardNumberOf(seed, i) : serialOf(seed, i));
     const world: World<S> = {
       stack,

@@ -1,0 +1,59 @@
+// S3.11 end to end over real sockets: the policy server signs a table every period, the
+// registration servers poll it and hand it on in every credential reply, the phone keeps the
+// newest one (verified against the key the factory wrote into its signed UPMON.CFG) in its
+// chip-sealed saved record, never going back to an older one.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startWorld, TraceHost } from './world.ts';
+import { makeTempDir, removeTempDir } from './lifetime.ts';
+import { verifyTable } from '../protocol/attack-table.ts';
+
+const PERIOD_MS = 1_000;
+
+test('S3.11: the table the policy server signed reaches the phone at registration; a newer one replaces it at the next boot; the same one again is stale and changes nothing', async () => {
+  const dir = makeTempDir('attack-table');
+  const world = await startWorld({ stateDir: dir, gatewayPort: 0, policyPeriodMs: PERIOD_MS, tablePollMs: 100 });
+  try {
+    const key = world.stack.factoryPolicy.key!;
+    const host = new TraceHost();
+    const { phone } = await world.phone(0, host);
+    const heldVersion = () => {
+      const r = phone.device.storage.loadLogin();
+      assert.ok(r.ok && r.value?.table, 'a table is held');
+      const v = verifyTable(r.ok ? r.value!.table! : new Uint8Array(), key, Date.now(), null);
+      assert.ok(v.ok, 'the held table verifies under the factory key');
+      return v.ok ? v.table.version : -1;
+    };
+    const first = await phone.device.plugIn();
+    assert.ok(first.ok, JSON.stringify(first));
+    const v1 = world.stack.policy.latest().table.version;
+    assert.ok(v1 >= 1, 'the policy server signed its first table at start');
+    assert.ok(host.events.some((e) => e.feature === 'S3.11' && e.ok && e.detail.startsWith(`table v${v1} `)), host.events.map((e) => `${e.feature} ${e.detail}`).join('\n'));
+    assert.is(heldVersion(), v1);
+
+    // The same table again (no new period yet): stale, refused, the held one stays; the login goes on.
+    const againHost = new TraceHost();
+    const again = await world.replug(phone, againHost, '127.1.0.1').device.plugIn();
+    assert.ok(again.ok);
+    if (world.stack.policy.latest().table.version === v1) {
+      assert.ok(againHost.events.some((e) => e.feature === 'S3.11' && !e.ok && /TABLE_STALE/.test(e.detail)), againHost.events.map((e) => `${e.feature} ${e.detail}`).join('\n'));
+    }
+
+    // The next period: a newer table, polled by the registration servers, reaches the phone.
+    const deadline = Date.now() + 10_000;
+    while (world.stack.policy.latest().table.version === v1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const v2 = world.stack.policy.latest().table.version;
+    assert.ok(v2 > v1, 'a new period, a new version');
+    await new Promise((r) => setTimeout(r, 300)); // more than tablePollMs: the reg servers have it
+    const third = world.replug(phone, new TraceHost(), '127.1.0.1');
+    assert.ok((await third.device.plugIn()).ok);
+    const r = third.device.storage.loadLogin();
+    const held = r.ok && r.value?.table ? verifyTable(r.value.table, key, Date.now(), null) : null;
+    assert.ok(held?.ok && held.table.version >= v2, `held v${held?.ok ? held.table.version : '?'}, expected >= v${v2}`);
+  } finally {
+    await world.stop();
+    removeTempDir(dir);
+  }
+});
+
+test.run();
