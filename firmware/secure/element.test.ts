@@ -185,6 +185,12 @@ test('a business secret wrapped for this chip is imported, used for the login in
   se.reset();
   assert.equal(gens(), [2]);
   assert.ok(login(2, s2).clientCh);
+  // S3.2: the opening states the person mechanism that follows; the same key proves the device.
+  for (const mech of ['otp', 'fingerprint']) {
+    const r2 = handshake(se, { slot: Slot.business, type: MsgType.login, dest: 'biz-east', fields: [mech, USER, 2, new Map()], serverKey: passwordLoginKey(s2, USER), proofType: MsgType.loginOk });
+    assert.ok(r2.clientCh, mech);
+  }
+  assert.is(call(se, Ins.hsOpen, { p1: Slot.business, data: [MsgType.login, 0, 'biz-east', ['telepathy', USER, 2, new Map()]] }).sw, SW.conditionsNotSatisfied);
 });
 
 test('hostile host: wrong slot policy, forged wraps, rollback, out-of-order commands, every INS and data object', () => {

@@ -71,7 +71,7 @@
 import { decode, encode, type CborValue } from '../../protocol/cbor.ts';
 import { equalBytes } from '@noble/ciphers/utils.js';
 import { secretWrapKey, unwrapSecret, WRAPPED_SECRET_BYTES } from '../../protocol/secret-wrap.ts';
-import { MsgType, SECRET_BYTES, USER_RE, NONCE_BYTES, MAC_BYTES } from '../../protocol/messages.ts';
+import { MsgType, MECHANISMS, SECRET_BYTES, USER_RE, NONCE_BYTES, MAC_BYTES } from '../../protocol/messages.ts';
 import { passwordLoginKey } from '../../protocol/channel.ts';
 import { softClientKeyOps, type ClientKeyOps, type Rng } from '../../protocol/handshake-keys.ts';
 import { FlashStatus } from '../flash/chip.ts';
@@ -364,12 +364,15 @@ export class SecureElement {
       if (type !== MsgType.hello || fields.length !== 2 || !isBytes(fields[0], id.serialToken.length) || !equalBytes(fields[0], id.serialToken) || !isBytes(fields[1], 32) || !equalBytes(fields[1], b.measurement)) return status(SW.conditionsNotSatisfied);
       key = Uint8Array.from(id.deviceKey);
     } else if (slot === Slot.business) {
-      // Usage policy: a password login of the user these secrets belong to, with a held generation.
+      // Usage policy: a business login of the user these secrets belong to, with a held
+      // generation. The login proves the device whatever person mechanism it states (S3.2: the
+      // opening names the mechanism the person's proof will use, so the gateway can count
+      // attacks per mechanism, S3.4); a mechanism the protocol does not know is refused.
       const h = this.#loadHeld();
       if (h === 'power-lost') return h;
       if (type !== MsgType.login || fields.length !== 4) return status(SW.conditionsNotSatisfied);
       const [mech, user, g] = fields;
-      if (mech !== 'password' || !h || user !== h.user || typeof g !== 'number') return status(SW.conditionsNotSatisfied);
+      if (!(MECHANISMS as readonly unknown[]).includes(mech) || !h || user !== h.user || typeof g !== 'number') return status(SW.conditionsNotSatisfied);
       const s = h.secrets.find((x) => x.gen === g);
       if (!s) return status(SW.notFound);
       key = passwordLoginKey(s.secret, h.user);
