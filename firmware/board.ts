@@ -4,6 +4,8 @@
 // runs UPMon and the main program on a fake one with no socket). Programs import this
 // interface, never Device, so device.ts can import the programs without an import circle.
 import type { Clock, Network, Rng } from './hal/hal.ts';
+import type { SimCard } from './hal/sim-card.ts';
+import type { PersonInput } from './hal/person.ts';
 import type { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './saved-login.ts';
 import { Limits } from '../protocol/limits.ts';
@@ -40,4 +42,8 @@ export interface Board {
   trace(feature: string, step: string, detail: string, ok?: boolean, ms?: number): void;
   /** A notice shown to the user on the host (S0.9 "not found"). */
   notice(text: string): void;
+  /** The SIM slot (S4.2), when the device has one. */
+  readonly sim?: SimCard;
+  /** The person at the device (S4.1): the bank step's input, when there is one. */
+  readonly person?: PersonInput;
 }

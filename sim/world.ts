@@ -12,6 +12,8 @@ import { simRng } from '../firmware/hal/sim-hal.ts';
 import { vendorPublicKey } from '../firmware/boot-manifest.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
 import type { Host, TraceEvent, HalBase } from '../firmware/hal/hal.ts';
+import type { SimCard } from '../firmware/hal/sim-card.ts';
+import type { PersonInput } from '../firmware/hal/person.ts';
 import { defaultDeviceConfig, type DeviceConfig } from '../firmware/device.ts';
 import type { PartitionTable } from '../firmware/zones/layout.ts';
 
@@ -41,8 +43,9 @@ export interface World<S extends StackHandle = Stack> {
   seed: number;
   /** Phone number `i`: serial, fuses and loopback address derived from the seed and i. */
   /** A phone of this world, enrolled first unless opts.enroll is false (enrollment goes through the business servers' admin API). */
-  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string }): Promise<{ phone: Phone; serial: string; ip: string }>;
-  replug(p: Phone, host: Host, ip: string): Phone;
+  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string; sim?: SimCard; person?: PersonInput }): Promise<{ phone: Phone; serial: string; ip: string }>;
+  /** The same phone plugged in again; `extra` gives it a SIM slot and a person at the keypad (S4) for this plug-in. */
+  replug(p: Phone, host: Host, ip: string, extra?: { sim?: SimCard; person?: PersonInput }): Phone;
   enrollment(i: number, serial?: string): EnrollmentRecord;
   stop(): Promise<void>;
 }
@@ -87,7 +90,10 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
     });
     const table = tableOf(base);
     const config = { ...defaultDeviceConfig, ...o.device };
-    const hal = (host: Host, ip: string): HalBase => ({ clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host });
+    const hal = (host: Host, ip: string, extra: { sim?: SimCard; person?: PersonInput } = {}): HalBase => ({
+      clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host,
+      ...(extra.sim ? { sim: extra.sim } : {}), ...(extra.person ? { person: extra.person } : {}),
+    });
     const world: World<S> = {
       stack,
       base,
@@ -105,15 +111,15 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
           base,
           table,
           fuses: fusesOf(seed, i),
-          hal: hal(host, ip),
+          hal: hal(host, ip, { sim: opts.sim, person: opts.person }),
           config,
           chipSeed: seed * 1_000_003 + i,
           personalize: { serial, keyVersion: keyring.current, master: keyring.key(keyring.current) },
         });
         return { phone, serial, ip };
       },
-      replug(p, host, ip) {
-        return replug(p, hal(host, ip), config);
+      replug(p, host, ip, extra) {
+        return replug(p, hal(host, ip, extra), config);
       },
       stop: () => stack.stop(),
     };

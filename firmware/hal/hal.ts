@@ -3,6 +3,7 @@
 // (in-memory network with loss and delay, virtual clock, seeded rng). The SIM card slot
 // (sim-card.ts) has one model, the in-memory SimSlot, used by both.
 import type { SimCard } from './sim-card.ts';
+import type { PersonInput } from './person.ts';
 
 export type Rng = (n: number) => Uint8Array;
 
@@ -61,4 +62,6 @@ export interface HalBase {
    * card in an ATM, S0.15), and wherever the programs do not need it yet.
    */
   sim?: SimCard;
+  /** The person at the device (S4.1): the bank step's login name and password, asked once, never stored. */
+  person?: PersonInput;
 }
