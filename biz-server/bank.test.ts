@@ -159,7 +159,8 @@ test('operator down: mode 2 answers BANK_OPERATOR_UNAVAILABLE (retry later) with
   const a = await b.login('dev-c', { name: 'carol', mech: 'password', proof: te.encode(PW), ids: sim(1) });
   const ms = Date.now() - t0;
   assert.ok(a.kind === 'refused' && a.code === 'BANK_OPERATOR_UNAVAILABLE', JSON.stringify(a));
-  assert.ok(ms < 1_500, `bounded: ${ms} ms`);
+  // The deadline (400 ms) ends it, not the client's own 5 s timeout; the margin is for a loaded machine.
+  assert.ok(ms < 3_000, `bounded: ${ms} ms`);
   // Nothing listening at all (refused at once).
   const gone = new Bank({ store, hasher, mode: 2, operator: new OperatorClient({ url: 'https://127.0.0.1:1', ca: f.tls.caPem, clientId: 'bank', clientSecret: 'x' }), log: createLogger('biz-test'), now: () => f.clock.t });
   assert.is(code(await gone.register('dev-z', { name: 'zed', password: PW, ids: sim(30) })), 'BANK_OPERATOR_UNAVAILABLE');
@@ -225,7 +226,8 @@ test('timing: an unknown name costs what a wrong password costs (the dummy verif
   }
   const med = (a: number[]) => a.sort((x, y) => x - y)[a.length >> 1]!;
   const ratio = med(unknown) / med(known);
-  assert.ok(ratio > 0.6 && ratio < 1.6, `unknown ${med(unknown).toFixed(1)} ms vs wrong password ${med(known).toFixed(1)} ms (x${ratio.toFixed(2)})`);
+  // Medians of interleaved runs; wide enough for a loaded shared machine, far below the 7x an unknown name cost with a cheap dummy.
+  assert.ok(ratio > 0.5 && ratio < 2, `unknown ${med(unknown).toFixed(1)} ms vs wrong password ${med(known).toFixed(1)} ms (x${ratio.toFixed(2)})`);
 });
 
 test('the real parameters (OWASP: N=2^17, r=8, p=1): a verifier made and checked, self-describing; a tampered one is a corrupt row', async () => {
