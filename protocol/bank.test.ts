@@ -141,7 +141,7 @@ const cases: Case[] = [
     fields: [
       { i: 0, ok: ['********1234', '***********0123'], bad: ['620000000000123', '****1234', '********12345'] },
       { i: 3, ok: [[], [[1, 1], [2, 2]]], bad: [[[1, 3]], [[1]], Array.from({ length: 9 }, () => [1, 1])] },
-      { i: 4, ok: [], bad: [new Uint8Array(31), new Uint8Array(33)] },
+      { i: 4, ok: [new Uint8Array(32)], bad: [new Uint8Array(31), new Uint8Array(33)] },
       { i: 5, ok: [0, 86_400], bad: [86_401] },
     ],
   },
