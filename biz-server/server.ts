@@ -1,7 +1,7 @@
 // A business server process role: device/link ports (server-kit/host.ts) running BizServerSession,
 // and the admin API (server-kit/admin-messages.ts) for the registration server
 // (installPending, status) and for enrollment (enrollAccount).
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { Limits } from '../protocol/limits.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts';
@@ -12,6 +12,28 @@ import { createLogger } from '../server-kit/log.ts';
 import { SqliteBizStore } from './store.ts';
 import { BizServerSession } from './session.ts';
 import { replayCacheFor, type Mutant } from '../server-kit/mutant.ts';
+import { OperatorClient, type OperatorClientOptions } from '../server-kit/operator-client.ts';
+import type { BankMode } from '../protocol/bank-messages.ts';
+import { BankStore } from './bank-store.ts';
+import { Bank } from './bank.ts';
+import { PasswordHasher, type ScryptParams } from './password-verifier.ts';
+import { bankPageHandler, PAGE_PATH } from './bank-page.ts';
+
+/** The bank (S4) on a business server. */
+export interface BankConfig {
+  /** How logins find the binding: 1 directly (S4.3), 2 through the operator (S4.4); an account may override it. */
+  mode: BankMode;
+  /** The operator's API (HTTPS, its CA, the bank's OAuth2 client); without it mode 2 refuses with BANK_OPERATOR_UNAVAILABLE. */
+  operator?: OperatorClientOptions;
+  /** Deadline of the operator calls of one request, ms (default 3000). */
+  operatorDeadlineMs?: number;
+  /** The account page's HTTP port (0 = ephemeral). */
+  httpPort: number;
+  /** Seconds a page token stays valid (default 300). */
+  pageTtlS?: number;
+  /** scrypt parameters of new verifiers (default OWASP's N=2^17, r=8, p=1); tests may lower them. */
+  scrypt?: ScryptParams;
+}
 
 export interface BizConfig {
   name: string;
@@ -32,6 +54,8 @@ export interface BizConfig {
   stepTimeoutMs?: number;
   /** TEST ONLY: one rule broken on purpose (server-kit/mutant.ts); never set in production. */
   mutant?: Mutant;
+  /** The bank (S4): accounts of people bound to the phone's line and device; none when absent. */
+  bank?: BankConfig;
 }
 
 export interface BizServer {
@@ -42,6 +66,8 @@ export interface BizServer {
   adminPort: number;
   adminUrl: string;
   store: SqliteBizStore;
+  /** The bank, when configured, and where its account pages are served ('http://host:port/bank/page/'). */
+  bank?: { bank: Bank; store: BankStore; hasher: PasswordHasher; pageUrl: string; operator?: OperatorClient };
   /** Marks the server as not accepting (status reports healthy=false). */
   setDraining(on: boolean): void;
   sessions(): number;
@@ -57,7 +83,21 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
   let host: Host | null = null;
   let admin: Server | null = null;
+  let pages: Server | null = null;
+  let bankParts: BizServer['bank'];
+  const bc = cfg.bank;
+  const operator = bc?.operator ? new OperatorClient(bc.operator) : undefined;
   try {
+    if (bc) {
+      const bankStore = new BankStore(store.db);
+      const hasher = new PasswordHasher(bc.scrypt);
+      const bank = new Bank({ store: bankStore, hasher, mode: bc.mode, operator, operatorDeadlineMs: bc.operatorDeadlineMs, pageTtlS: bc.pageTtlS, log });
+      pages = createServer(bankPageHandler(bank));
+      const port = await listen(pages, bc.httpPort, cfg.host);
+      const h = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
+      bankParts = { bank, store: bankStore, hasher, pageUrl: `http://${h}:${port}${PAGE_PATH}`, operator };
+      log.info('bank ready', { mode: bc.mode, operator: operator ? operator.url : 'none', pagePort: port });
+    }
     host = await startHost({
       name: cfg.name,
       host: cfg.host,
@@ -66,7 +106,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       linkKey: cfg.linkKey,
       linkTls: cfg.linkTls,
       metrics,
-      factory: (t) => new BizServerSession(t, sessionOpts, { store, replay }),
+      factory: (t) => new BizServerSession(t, sessionOpts, { store, replay, bank: bankParts?.bank }),
       health: () => ({ region: cfg.region, draining }),
     });
     const h = host;
@@ -105,6 +145,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
     const adminPort = await listen(admin, cfg.adminPort, cfg.host);
     log.info('listening', { devicePort: host.devicePort, linkPort: host.linkPort, adminPort });
     const a = admin;
+    const pg = pages;
     return {
       name: cfg.name,
       region: cfg.region,
@@ -113,18 +154,22 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       adminPort,
       adminUrl: `http://${cfg.host}:${adminPort}/admin`,
       store,
+      bank: bankParts,
       setDraining(on) {
         draining = on;
       },
       sessions: () => h.sessions(),
       async close() {
-        await Promise.all([h.close(), closeServer(a)]);
+        await Promise.all([h.close(), closeServer(a), pg ? closeServer(pg) : undefined]);
+        operator?.close();
         store.close();
       },
     };
   } catch (e) {
     await host?.close();
     if (admin) await closeServer(admin);
+    if (pages) await closeServer(pages);
+    operator?.close();
     store.close();
     throw e;
   }

@@ -1,8 +1,12 @@
 // One business login session (S0.11, S0.14), the server side: the adapter around
 // protocol/login.ts's LoginServer. The machine runs the exchange (docs/protocol.md §6.3); this
 // file keeps what needs the server: the mechanism table and the account store (key lookup,
-// promotion, confirmation), the replay cache, logs and metrics.
+// promotion, confirmation), the replay cache, logs and metrics. After pwConfirm, when the
+// server is a bank (S4), the channel goes on to protocol/bank.ts's BankServer and the request
+// to biz-server/bank.ts.
 import { LoginServer } from '../protocol/login.ts';
+import { BankServer, type BankAnswer } from '../protocol/bank.ts';
+import type { Bank } from './bank.ts';
 import type { Envelope } from '../protocol/messages.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
@@ -13,6 +17,8 @@ export interface BizServerSessionDeps {
   store: BizStore;
   replay: ReplayCache;
   now?: () => number;
+  /** The bank (S4): when set, one bank request may follow pwConfirm on the same channel. */
+  bank?: Bank;
 }
 
 export class BizServerSession extends ServerSession {
@@ -21,6 +27,9 @@ export class BizServerSession extends ServerSession {
   #now = 0;
   /** TEST ONLY ('promote-at-opening' mutant): the generation was promoted at the opening already. */
   #promotedEarly = false;
+  /** The bank machine, once the login handed its channel on. */
+  #bank: BankServer | null = null;
+  #user = '';
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: BizServerSessionDeps) {
     super(t, opts);
@@ -38,7 +47,17 @@ export class BizServerSession extends ServerSession {
     });
   }
 
-  protected step(frame: Uint8Array, env: Envelope): void {
+  protected override nextSendSeq(): number {
+    return this.#bank?.nextSendSeq ?? this.exchange.nextSendSeq;
+  }
+
+  protected override cleanup(): void {
+    this.#bank?.abort();
+    super.cleanup();
+  }
+
+  protected async step(frame: Uint8Array, env: Envelope): Promise<void> {
+    if (this.#bank) return this.#bankStep(env);
     const s = this.exchange.receive(frame, env);
     this.send(s.send);
     if (s.refuse) throw s.refuse;
@@ -47,6 +66,7 @@ export class BizServerSession extends ServerSession {
     if (e?.kind === 'verified' && this.opts.mutant === 'promote-at-opening') this.#promotedEarly = this.deps.store.promote(e.login.user, e.login.gen, this.#now);
     if (e?.kind === 'logged-in') {
       const l = e.login;
+      this.#user = l.user;
       this.opts.metrics?.event('login_ok');
       if (e.promoted) this.opts.metrics?.event('password_promoted');
       this.opts.log.info('login ok', { user: l.user, gen: l.gen, mech: l.mech, promoted: e.promoted, ip, via: this.transport.via });
@@ -62,6 +82,8 @@ export class BizServerSession extends ServerSession {
         this.opts.log.info('password confirmed', { user: e.user, gen: e.gen });
         this.opts.metrics?.event('password_confirmed');
       }
+      // S4.5: the bank request, if any, comes next on this channel.
+      if (this.deps.bank) this.#bank = new BankServer(this.exchange.takeChannel());
     }
     if (s.done) {
       const { code, login: l } = s.done;
@@ -69,5 +91,22 @@ export class BizServerSession extends ServerSession {
       this.opts.metrics?.event('login_refused', code);
       this.end(s.done.closeCode, code);
     }
+  }
+
+  /** The one bank request: the machine hands it over, the bank decides (async), the machine seals the answer and the flow ends (S4.7). */
+  async #bankStep(env: Envelope): Promise<void> {
+    const m = this.#bank!;
+    const r = m.receive(env);
+    const ev = r.event!;
+    const bank = this.deps.bank!;
+    let a: BankAnswer;
+    if (ev.kind === 'register') a = await bank.register(this.#user, ev.req);
+    else if (ev.kind === 'rebind') a = await bank.rebind(this.#user, ev.req);
+    else a = await bank.login(this.#user, ev.req);
+    if (this.ended) return;
+    const s = m.answer(a);
+    this.send(s.send);
+    this.opts.metrics?.event(`bank_${ev.kind}`, s.done!.code ?? 'ok');
+    this.end(s.done!.closeCode, s.done!.code ?? 'bank done');
   }
 }

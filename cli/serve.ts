@@ -19,11 +19,12 @@ export const OPTIONS = {
   port: { type: 'string' },
   host: { type: 'string' },
   config: { type: 'string' },
+  'bank-mode': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-const HELP = `usage: usbphone serve all [--state DIR] [--port BASE] [--host ADDR] [--json]
+const HELP = `usage: usbphone serve all [--state DIR] [--port BASE] [--host ADDR] [--bank-mode 1|2] [--json]
        usbphone serve gateway|reg|biz --config FILE [--json]
 
   all        the gateway + reg-primary + reg-backup + biz-east (phones on 127.1.0.0/16) +
@@ -46,6 +47,10 @@ options:
                   the policy server's admin API +45, the mobile operator's API +50;
                   0 = every port ephemeral
   --host ADDR     listen address for 'all' (default 127.0.0.1)
+  --bank-mode M   'all': how the bank finds a login's binding: 1 by the SIM's ICCID (S4.3),
+                  2 through the operator's number for the card, with the validity and
+                  SIM-swap checks (S4.4, S4.6); default 1. Account pages: biz-east BASE+33,
+                  biz-west BASE+43 (HTTP)
   --config FILE   JSON configuration of one role (gateway, reg, biz)
   --json          JSON lines on stdout ({"event":"listening",...}, {"event":"stopped",...})
                   instead of the human lines
@@ -104,7 +109,7 @@ export const command: Command = {
       const [r, ...extra] = args.positionals;
       role = r ?? '';
       if (!r || extra.length || !['all', 'gateway', 'reg', 'biz'].includes(r)) throw new CliError('CLI_BAD_ARGS', "name one role: all, gateway, reg or biz; see 'usbphone serve --help'");
-      if (r === 'all') refuseOptions(v, ['state', 'port', 'host', 'json'], "'serve all'", 'it takes --state, not --config');
+      if (r === 'all') refuseOptions(v, ['state', 'port', 'host', 'bank-mode', 'json'], "'serve all'", 'it takes --state, not --config');
       else {
         refuseOptions(v, ['config', 'json'], `'serve ${r}'`, 'its configuration file sets these');
         if (!v.config) throw new CliError('CLI_BAD_ARGS', `serve ${r} needs --config FILE`);
@@ -133,7 +138,9 @@ export const command: Command = {
           setLogSink((line) => appendFileSync(logFile, JSON.stringify(line) + '\n'));
         }
         const { startStack } = await import('../deploy/stack.ts');
-        const stack = await startStack({ stateDir, gatewayPort: base, host: args.host as string | undefined });
+        const bankMode = intOption(args['bank-mode'], 'bank-mode', 1, 2, 1) as 1 | 2;
+        const stack = await startStack({ stateDir, gatewayPort: base, host: args.host as string | undefined, bankMode });
+        const bankPages = stack.dests.biz.map((n) => `${n} ${stack.biz(n)?.bank?.pageUrl ?? '-'}<token>`).join(', ');
         const ports = stack.ports();
         // /healthz and /metrics answer on the gateway's operator port, not the device port.
         const health = `http://${new URL(stack.gatewayUrl).hostname}:${ports['gateway-operator']}/`;
@@ -144,12 +151,13 @@ export const command: Command = {
             ...humanPorts(ports),
             `  health       ${health}healthz, metrics ${health}metrics`,
             `  operator     ${stack.operatorUrl} (mobile operator API, HTTPS; CA ${stateDir}/tls/ca.pem)`,
+            `  bank pages   ${bankPages} (mode ${bankMode}; the token comes with a phone's bank login)`,
             `  policy       ${stack.policy.adminUrl} (attack table v${stack.policy.latest().table.version}, period ${Math.round(stack.policy.params.periodMs / 1000)} s; sealed admin API for the gateway's reports)`,
             `  logs         ${join(stateDir, 'servers.log')}`,
             `plug a phone in: usbphone sim --gateway ${stack.gatewayUrl} --state ${stateDir}`,
             'stop with Ctrl-C',
           ].join('\n'),
-          { event: 'listening', role, gatewayUrl: stack.gatewayUrl, operatorUrl: stack.operatorUrl, pageUrl: stack.pageUrl, stateDir, ports },
+          { event: 'listening', role, gatewayUrl: stack.gatewayUrl, operatorUrl: stack.operatorUrl, pageUrl: stack.pageUrl, bankMode, bankPageUrls: Object.fromEntries(stack.dests.biz.map((n) => [n, stack.biz(n)?.bank?.pageUrl ?? null])), stateDir, ports },
         );
         stop = () => stack.stop();
       } else {

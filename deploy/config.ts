@@ -240,6 +240,8 @@ export function portsForBase(base: number): Record<string, RolePorts> {
     'biz-west': { device: base + 40, link: base + 41, admin: base + 42 },
   };
 }
+/** A business server's bank account pages (S4, HTTP): its device port + 3 (BASE+33, BASE+43). */
+export const BANK_PAGE_PORT_OFFSET = 3;
 /** The mobile operator's HTTPS API (operator-server/, S4): BASE+50. */
 export const OPERATOR_PORT_OFFSET = 50;
 /** The security policy server's admin API (policy-server/, S3): BASE+45. */

@@ -15,6 +15,8 @@ import { startGateway, type Gateway } from '../gateway/gateway.ts';
 import type { GatewayLimits } from '../gateway/limits.ts';
 import { startRegServer, type RegServer } from '../reg-server/server.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
+import type { ScryptParams } from '../biz-server/password-verifier.ts';
+import type { BankMode } from '../protocol/bank-messages.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { startOperatorServer, type OperatorServer } from '../operator-server/server.ts';
@@ -33,7 +35,7 @@ import { addLogListener } from '../server-kit/log.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { FeedHub, type HealthSnapshot } from './feed-hub.ts';
 import { pageRoutes } from './page-server.ts';
-import { DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, OPERATOR_PORT_OFFSET, POLICY_PORT_OFFSET, DEFAULT_POLICY_PERIOD_MS, DEFAULT_INITIAL_TABLE, factoryPolicyFor, ensureStateKeys, ensureOperatorClientFile, type RolePorts, type RegFileConfig, type OperatorClientFile } from './config.ts';
+import { BANK_PAGE_PORT_OFFSET, DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, OPERATOR_PORT_OFFSET, POLICY_PORT_OFFSET, DEFAULT_POLICY_PERIOD_MS, DEFAULT_INITIAL_TABLE, factoryPolicyFor, ensureStateKeys, ensureOperatorClientFile, type RolePorts, type RegFileConfig, type OperatorClientFile } from './config.ts';
 import { startPolicyServer, type PolicyServer } from '../policy-server/server.ts';
 import { readPolicyKey } from '../policy-server/keys.ts';
 import { adminCall, POLICY_ADMIN_LIMITS } from '../server-kit/admin-messages.ts';
@@ -79,6 +81,15 @@ export interface StackOptions {
   attackLimits?: Partial<Omit<AttackLimits, 'periodMs'>>;
   /** How often the registration servers poll the latest table (default 5 s). */
   tablePollMs?: number;
+  /** The bank's mode on both business servers (S4.3 / S4.4): default 1. */
+  bankMode?: BankMode;
+  /** The operator calls of one bank request: their deadline, ms (default 3000). */
+  bankOperatorDeadlineMs?: number;
+  /**
+   * scrypt parameters of the bank's password verifiers (default OWASP's N=2^17, r=8, p=1).
+   * TESTS ONLY may lower them, for speed (biz-server/bank.test.ts runs the real ones).
+   */
+  bankScrypt?: ScryptParams;
   /**
    * TEST ONLY (conformance/mutants.test.ts): every inline reg and biz server breaks this one
    * rule (server-kit/mutant.ts). Not passed to child processes.
@@ -175,6 +186,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const operatorClient = ensureOperatorClientFile(files.operatorClient, () => newClientSecret(systemRng));
 
   const bizServers = new Map<string, BizServer>();
+  const bankPorts = new Map<string, number>();
+  const operatorUrl = () => `https://${host.includes(':') ? `[${host}]` : host}:${operatorPort}`;
   const regs = new Map<RegName, RegServer>();
   const children = new Map<RegName, ChildReg>();
   const actual: Record<string, RolePorts | number> = {};
@@ -188,7 +201,17 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       name, region: b.region, host,
       devicePort: p.device, linkPort: prev && ephemeral ? prev.link : p.link, adminPort: prev && ephemeral ? prev.admin! : p.admin ?? 0,
       dbFile: files.bizDb, storageKey, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs, mutant: opts.mutant,
+      // The bank (S4): its operator client over HTTPS with the deployment's CA and the bank's
+      // OAuth2 credentials; the account pages on device port + 3 (BASE+33, BASE+43), kept across a restart.
+      bank: {
+        mode: opts.bankMode ?? 1,
+        operator: { url: operatorUrl(), ca: tls.caPem, clientId: operatorClient.clientId, clientSecret: operatorClient.clientSecret },
+        operatorDeadlineMs: opts.bankOperatorDeadlineMs,
+        httpPort: bankPorts.get(name) ?? (ephemeral || p.device === null ? 0 : p.device + BANK_PAGE_PORT_OFFSET),
+        scrypt: opts.bankScrypt,
+      },
     });
+    if (s.bank) bankPorts.set(name, Number(new URL(s.bank.pageUrl).port));
     bizServers.set(name, s);
     actual[name] = { device: s.devicePort, link: s.linkPort, admin: s.adminPort };
     publishBiz();
@@ -263,8 +286,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     loop.disable();
   };
   try {
-    for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
+    // The operator first: the banks need its URL (an ephemeral port is known once it listens).
     await startOperator();
+    for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
     policy = await startPolicyServer({
       name: POLICY_NAME, host, adminPort: ephemeral ? 0 : gatewayPort + POLICY_PORT_OFFSET, adminKey, dbFile: files.policyDb,
       privateKey: readPolicyKey(files.policyKey).privateKey, initialTable: DEFAULT_INITIAL_TABLE, periodMs,
@@ -396,7 +420,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     regStore,
     bizStore,
     operator: () => operator,
-    operatorUrl: `https://${host.includes(':') ? `[${host}]` : host}:${operatorPort}`,
+    operatorUrl: operatorUrl(),
     operatorCa: tls.caPem,
     operatorClient,
     policy: policy!,

@@ -6,6 +6,7 @@
 import type { Clock, Network, Rng } from './hal/hal.ts';
 import type { SimCard } from './hal/sim-card.ts';
 import type { StorageResult } from './storage.ts';
+import type { PersonInput } from './hal/person.ts';
 import type { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './saved-login.ts';
 import { Limits } from '../protocol/limits.ts';
@@ -65,4 +66,6 @@ export interface Board {
    * first identifier is the SIM's card info. Errors are the controller's statuses.
    */
   readonly cardIdentity?: () => StorageResult<string>;
+  /** The person at the device (S4.1): the bank step's input, when there is one. */
+  readonly person?: PersonInput;
 }

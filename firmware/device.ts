@@ -7,9 +7,10 @@ import { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './saved-login.ts';
 import { boot, launch } from './boot.ts';
 import { Upmon, type UpmonOutcome } from './upmon.ts';
-import { MainProgram, type MainOutcome } from './main-program.ts';
+import { MainProgram, type MainOutcome, type BankStepOutcome } from './main-program.ts';
 import { defaultDeviceConfig, type Board, type DeviceConfig, type ProfileName } from './board.ts';
 import type { SimCard } from './hal/sim-card.ts';
+import type { PersonInput } from './hal/person.ts';
 import type { StorageResult } from './storage.ts';
 import { ChipPowerLost } from './secure/client.ts';
 import type { ClientKeyOps } from '../protocol/handshake-keys.ts';
@@ -19,7 +20,7 @@ export { defaultDeviceConfig, type DeviceConfig };
 
 /** How a plug-in ended. `ok` is true when the phone is logged into a business server. */
 export type DeviceOutcome =
-  | { ok: true; kind: 'logged-in'; server: string; gen: number; via: 'registration' | 'saved'; ms: number }
+  | { ok: true; kind: 'logged-in'; server: string; gen: number; via: 'registration' | 'saved'; ms: number; bank?: BankStepOutcome }
   | { ok: false; kind: 'boot-failed' | 'identity-failed' | 'not-found' | 'login-failed' | 'no-saved-login' | 'power-lost' | 'crashed'; reason: string; ms: number };
 
 /** Thrown inside the firmware when the flash reports that power was lost: the CPU stops there. */
@@ -92,6 +93,7 @@ export class Device implements Board {
   readonly net: Network;
   readonly host: Host;
   readonly storage: PhoneStorage;
+  readonly person?: PersonInput;
   #t0 = 0;
   #done: ((o: DeviceOutcome) => void) | null = null;
   readonly #sockets = new Set<NetSocket>();
@@ -114,6 +116,7 @@ export class Device implements Board {
     this.clock = hal.clock;
     this.rng = hal.rng;
     this.host = hal.host;
+    if (hal.person) this.person = hal.person;
     this.storage = haltOnPowerLoss(storage);
     // Track sockets so a halted device drops its connections, as a power cut would.
     const sockets = this.#sockets;
@@ -167,7 +170,7 @@ export class Device implements Board {
     if (o.kind === 'identity-failed') return this.#finish({ ok: false, kind: 'identity-failed', reason: o.reason, ms: this.elapsed });
     if (o.kind === 'not-found') return this.#finish({ ok: false, kind: 'not-found', reason: o.reason, ms: this.elapsed });
     new MainProgram(this, o, (m: MainOutcome) => {
-      if (m.ok) this.#finish({ ok: true, kind: 'logged-in', server: m.server, gen: m.gen, via: m.via, ms: this.elapsed });
+      if (m.ok) this.#finish({ ok: true, kind: 'logged-in', server: m.server, gen: m.gen, via: m.via, ms: this.elapsed, ...(m.bank ? { bank: m.bank } : {}) });
       else this.#finish({ ok: false, kind: m.kind, reason: m.reason, ms: this.elapsed });
     }).start();
   }

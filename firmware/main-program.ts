@@ -5,8 +5,16 @@
 // the newer generation retires the older ones in the chip (S0.14). A login that worked with an
 // older generation keeps the newer one: the server may still accept it later.
 // The exchange itself is protocol/login.ts's LoginClient; this file keeps the program.
+// With a person at the device who asks for the bank (S4), the bank step runs on the same
+// sealed channel after the confirmation (protocol/bank.ts BankClient as the login's `then`):
+// the card info read from the SIM by the firmware itself (S4.2, S4.8), the person's login name
+// and password from the keypad (never stored, never traced).
 import { sha256 } from '@noble/hashes/sha2.js';
 import { LoginClient } from '../protocol/login.ts';
+import { BankClient, type BankOutcome, type BankRequest } from '../protocol/bank.ts';
+import { maskAccount, type LineIds } from '../protocol/bank-messages.ts';
+import { readCardInfo } from './card-info.ts';
+import type { PersonEntry } from './hal/person.ts';
 import type { ServerChoice } from '../protocol/messages.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { ClientSession, isSessionEnd } from './client-session.ts';
@@ -15,8 +23,19 @@ import { afterLogin, serverOrder, loadSaved, type SavedLogin } from './saved-log
 import type { Board } from './board.ts';
 import type { UpmonOutcome } from './upmon.ts';
 
+/**
+ * How the bank step ended (S4.7): registered (the account number, S4.8), the account page
+ * (masked number; the page token for a browser), the bank's refusal with its code, or no
+ * answer (`failed`: the session ended first, or no card info to send).
+ */
+export type BankStepOutcome =
+  | { kind: 'registered'; account: string; mode: 1 | 2 }
+  | { kind: 'page'; account: string; mode: 1 | 2; lastLogins: number; token: Uint8Array; ttlS: number }
+  | { kind: 'refused'; code: string; reason: string }
+  | { kind: 'failed'; reason: string };
+
 export type MainOutcome =
-  | { ok: true; server: string; gen: number; via: 'registration' | 'saved' }
+  | { ok: true; server: string; gen: number; via: 'registration' | 'saved'; bank?: BankStepOutcome }
   | { ok: false; kind: 'login-failed' | 'no-saved-login' | 'boot-failed'; reason: string };
 
 export class MainProgram {
@@ -27,6 +46,9 @@ export class MainProgram {
   #round = 0;
   /** Tries that failed only because the server was unreachable: the next round retries them. */
   #retry: { server: ServerChoice; gen: number }[] = [];
+  /** The bank step asked for (S4): the person's entry and the line ids read from the card. */
+  #bank: { entry: PersonEntry; ids: LineIds } | null = null;
+  #bankFailed: string | null = null;
 
   constructor(
     private readonly dev: Board,
@@ -56,8 +78,58 @@ export class MainProgram {
       this.#login = saved.value;
       dev.trace('S0.13', 'saved login', `logging in with the saved copy (user ${saved.value.user}, last server ${saved.value.lastServer ?? 'none'})`);
     }
+    this.#askBank();
     this.#plan();
     this.#next();
+  }
+
+  /** The person's bank request, if any, with the line ids the firmware reads itself (S4.2). */
+  #askBank(): void {
+    const dev = this.dev;
+    const entry = dev.person?.bankEntry() ?? null;
+    if (!entry) return;
+    const card = readCardInfo(dev.sim);
+    if (!card.ok) {
+      dev.trace('S4.2', 'read SIM card', `${card.reason}: ${card.detail}; no bank step`, false);
+      this.#bankFailed = `${card.reason}: ${card.detail}`;
+      return;
+    }
+    const c = card.info;
+    dev.trace('S4.2', 'read SIM card', `${c.cardType} ICCID ${c.iccid}, IMSI ${c.imsi}${c.msisdn ? `, number ${c.msisdn}` : ', no number on the card'} (read by the firmware, never typed)`);
+    this.#bank = { entry, ids: { idKind: 'sim', iccid: c.iccid, imsi: c.imsi, msisdn: c.msisdn ?? null } };
+  }
+
+  /** A fresh bank request for one login try (the proof is wiped once sealed). */
+  #bankRequest(): BankRequest | null {
+    const b = this.#bank;
+    if (!b) return null;
+    const { action, name, password } = b.entry;
+    if (action === 'login') return { kind: 'login', name, mech: 'password', proof: new TextEncoder().encode(password), ids: b.ids };
+    return { kind: action, name, password, ids: b.ids };
+  }
+
+  /** Traces the bank's answer (S4.1, S4.7, S4.8) and turns it into the device's outcome. */
+  #bankOutcome(o: BankOutcome | undefined, why: string): BankStepOutcome | undefined {
+    const dev = this.dev;
+    if (!this.#bank) return this.#bankFailed ? { kind: 'failed', reason: this.#bankFailed } : undefined;
+    const action = this.#bank.entry.action;
+    if (!o) {
+      dev.trace('S4.7', `bank ${action}`, `no answer from the bank (${why})`, false);
+      return { kind: 'failed', reason: why };
+    }
+    if (o.kind === 'refused') {
+      dev.trace('S4.7', `bank ${action}`, `login not allowed: ${o.code}: ${o.reason}`, false);
+      dev.notice(`The bank refused: ${o.reason} (${o.code})`);
+      return { kind: 'refused', code: o.code, reason: o.reason };
+    }
+    if (o.kind === 'registered') {
+      const r = o.registered;
+      dev.trace('S4.1', `bank ${action}`, `${action === 'rebind' ? 'binding moved to this card' : 'account opened'}: ${maskAccount(r.account)}, mode ${r.mode} (S4.8: the binding holds the number)`);
+      return { kind: 'registered', account: r.account, mode: r.mode };
+    }
+    const p = o.page;
+    dev.trace('S4.7', 'bank login', `account page: ${p.account}, found in mode ${p.mode} (${p.mode === 1 ? 'S4.3' : 'S4.4'}), ${p.lastLogins.length} recent login(s)`);
+    return { kind: 'page', account: p.account, mode: p.mode, lastLogins: p.lastLogins.length, token: p.token, ttlS: p.ttlS };
   }
 
   /**
@@ -88,6 +160,8 @@ export class MainProgram {
     const newest = Math.max(...login.gens);
     let savedOk = false;
     let loggedIn = false;
+    /** pwConfirmAck came back and the bank step started on the channel. */
+    let continued = false;
     /** S0.12: save the server that worked before anything else. Returns whether to confirm a change (S0.14). */
     const save = (): boolean => {
       loggedIn = true;
@@ -106,7 +180,8 @@ export class MainProgram {
       // fallback, which the server counts (issue 9).
       return true;
     };
-    const machine = new LoginClient({ dest: t.server.name, user: login.user, gen: t.gen, secret: dev.storage.loginKeys(), rng: dev.rng });
+    const bankReq = this.#bankRequest();
+    const machine = new LoginClient<BankOutcome>({ dest: t.server.name, user: login.user, gen: t.gen, secret: dev.storage.loginKeys(), rng: dev.rng, ...(bankReq ? { then: new BankClient(bankReq) } : {}) });
     const s = new ClientSession(
       dev,
       t.server.url,
@@ -115,6 +190,11 @@ export class MainProgram {
         if (e === 'acknowledged') {
           dev.trace('S0.11', `login -> ${s.dest}`, 'received, verifying', true, s.ms);
           return s.arm('login result');
+        }
+        if (e === 'continued') {
+          continued = true;
+          dev.trace('S4.5', `bank -> ${s.dest}`, `${bankReq!.kind} request sealed on the login's channel`);
+          return s.arm('bank answer');
         }
         // 'logged-in': the server proved itself; save, then confirm or end.
         const confirm = save();
@@ -132,14 +212,15 @@ export class MainProgram {
           dev.trace('S0.14', `password change -> ${s.dest}`, `gen ${t.gen} confirmed${what}`, true);
           if (retired.ok) this.#login = { ...this.#login!, gens: [t.gen] };
         }
-        if (loggedIn && isSessionEnd(r)) {
+        if (loggedIn && isSessionEnd(r) && !continued) {
           // Logged in; only the confirmation was lost. Both generations stay in the chip, so
           // the next login works whichever the server holds.
           dev.trace('S0.14', `password change -> ${t.server.name}`, `confirmation not acknowledged (${r.why}); both generations kept`, false);
         }
         if (loggedIn) {
           dev.trace('S0.11', `login <- ${t.server.name}`, `confirmed: logged in as ${login.user} with gen ${t.gen}${savedOk ? '' : ' (not saved)'}`, true, s.ms);
-          return this.done({ ok: true, server: t.server.name, gen: t.gen, via: this.#via });
+          const bank = this.#bankOutcome(!isSessionEnd(r) && r.kind === 'ok' ? r.then : undefined, isSessionEnd(r) ? `${r.kind}: ${r.why}` : 'no bank request sent');
+          return this.done({ ok: true, server: t.server.name, gen: t.gen, via: this.#via, ...(bank ? { bank } : {}) });
         }
         const why = isSessionEnd(r) ? `${r.kind}${'code' in r ? ` ${r.code}` : ''}: ${r.why}` : r.kind === 'failed' ? `${r.code}: ${r.reason}` : 'ended before login';
         this.#failures.push(`${t.server.name}/gen ${t.gen}: ${why}`);

@@ -7,7 +7,11 @@ import { decodeEnvelope, parseHello, parseLogin, parseFinish, parseError, MsgTyp
 import { ProtocolError } from '../protocol/errors.ts';
 
 /** Types a device may send; the rest are server-to-device only. */
-export const DEVICE_TYPES: ReadonlySet<number> = new Set([MsgType.hello, MsgType.finish, MsgType.credRequest, MsgType.login, MsgType.pwConfirm, MsgType.error]);
+export const DEVICE_TYPES: ReadonlySet<number> = new Set([
+  MsgType.hello, MsgType.finish, MsgType.credRequest, MsgType.login, MsgType.pwConfirm, MsgType.error,
+  // The bank's requests (S4, protocol/bank.ts), sealed on the business login's channel.
+  MsgType.bankRegister, MsgType.bankLogin, MsgType.bankRebind,
+]);
 
 export function validateDeviceFrame(frame: Uint8Array, isBinary: boolean, maxFrameBytes: number): Envelope {
   if (!isBinary) throw new ProtocolError('GW_TEXT_FRAME', 'frames are binary CBOR, not text');

@@ -118,6 +118,17 @@ export const ERRORS = {
   BIZ_MECH_UNSUPPORTED: never(C.policy),
   BIZ_ACCOUNT_DISABLED: never(C.policy),
   BIZ_CONFIRM_MISMATCH: never(C.policy),
+  // The bank (protocol/bank.ts, biz-server/bank.ts, S4): sent in bankRefused, then the close.
+  BANK_NAME_TAKEN: never(C.policy),
+  BANK_PASSWORD_WEAK: never(C.policy),
+  BANK_ID_BOUND: never(C.policy),
+  BANK_BAD_CREDENTIALS: never(C.policy),
+  BANK_NOT_BOUND: never(C.policy),
+  BANK_DEVICE_MISMATCH: never(C.policy),
+  BANK_CARD_INVALID: never(C.policy),
+  BANK_SIM_SWAPPED: never(C.policy),
+  BANK_MECH_UNSUPPORTED: never(C.policy),
+  BANK_OPERATOR_UNAVAILABLE: later(C.tryAgainLater),
   // Gateway <-> server links (server-kit/link.ts)
   LINK_BAD_FRAME: never(C.policy),
   LINK_AUTH_FAILED: never(C.policy),

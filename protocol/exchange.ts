@@ -22,6 +22,23 @@ export type ClientEnd =
   /** We refused the server's frame (S0.7): `send` holds our error frame; close with `closeCode`. */
   | { kind: 'invalid'; code: ErrorCode; reason: string; closeCode: CloseCode };
 
+/**
+ * The client side of an exchange that runs on the sealed channel another one opened (S4.5:
+ * the bank's, after a business login; protocol/bank.ts). The opening exchange hands it the
+ * channel and passes it every later frame (never an error frame); it still owns the channel
+ * and wipes it at the end. A ProtocolError it throws ends the whole exchange like any other.
+ */
+export interface ChannelClient<Out> {
+  /** The first frames, sealed on `ch`. */
+  start(ch: SecureChannel): ChannelStep<Out>;
+  /** One server frame, decoded to its envelope. */
+  receive(env: Envelope): ChannelStep<Out>;
+}
+export interface ChannelStep<Out> {
+  send: Uint8Array[];
+  done?: Out;
+}
+
 export function isClientEnd(d: unknown): d is ClientEnd {
   return typeof d === 'object' && d !== null && ((d as ClientEnd).kind === 'peer-error' || (d as ClientEnd).kind === 'invalid');
 }

@@ -10,7 +10,8 @@
 //                                           <-      pwConfirmAck [gen]; the device closes
 import { passwordLoginKey, type Rng } from './channel.ts';
 import type { ClientKeyOps } from './handshake-keys.ts';
-import { ClientExchange, ServerExchange, type ClientEnd, type Step } from './exchange.ts';
+import { ClientExchange, ServerExchange, type ChannelClient, type ChannelStep, type ClientEnd, type Step } from './exchange.ts';
+import type { SecureChannel } from './channel.ts';
 import {
   MsgType, parseLogin, loginOpening, parseLoginAck, parseLoginFail, loginOk, pwConfirm, pwConfirmAck,
   type Envelope, type Login, type LoginFail, type Mechanism, type MessageCodec, type OpeningCodec,
@@ -33,7 +34,7 @@ const M = LoginMessages;
 
 // ---- client ----
 
-export interface LoginClientOptions {
+export interface LoginClientOptions<T = never> {
   /** The business server's name (server.name of the credential reply): the dest of every frame. */
   dest: string;
   user: string;
@@ -53,29 +54,40 @@ export interface LoginClientOptions {
   /** Later fields under integer keys (S4.2), covered by the MAC. */
   ext?: Map<number, CborValue>;
   rng?: Rng;
+  /**
+   * What runs on the channel once the login is complete (S4.5: the bank exchange,
+   * protocol/bank.ts): started after pwConfirmAck (or at once without a confirmation); its
+   * outcome ends the login as `then`.
+   */
+  then?: ChannelClient<T>;
 }
 
-/** `failed`: the server's loginFail. `ok`: logged in; `confirmed` when pwConfirmAck came back. */
-export type LoginOutcome = { kind: 'ok'; confirmed: boolean } | { kind: 'failed'; code: string; reason: string };
+/**
+ * `failed`: the server's loginFail. `ok`: logged in; `confirmed` when pwConfirmAck came back;
+ * `then`: the outcome of the exchange that ran on the channel afterwards (options.then).
+ */
+export type LoginOutcome<T = never> = { kind: 'ok'; confirmed: boolean; then?: T } | { kind: 'failed'; code: string; reason: string };
 /**
  * `acknowledged`: "received, verifying" (S0.11). `logged-in`: the server proved itself and the
  * finish is sent; the caller saves what worked, then calls afterLogin() (S0.12, S0.14).
  */
-export type LoginEvent = 'acknowledged' | 'logged-in';
-export type LoginClientStep = Step<LoginEvent, LoginOutcome | ClientEnd>;
+/** `continued`: the login is complete and options.then started on its channel (its frames are sent). */
+export type LoginEvent = 'acknowledged' | 'logged-in' | 'continued';
+export type LoginClientStep<T = never> = Step<LoginEvent, LoginOutcome<T> | ClientEnd>;
 
 /** The device's side of a business login: start(), receive() each frame, afterLogin() once logged in. */
-export class LoginClient extends ClientExchange<LoginEvent, LoginOutcome> {
-  constructor(private readonly o: LoginClientOptions) {
+export class LoginClient<T = never> extends ClientExchange<LoginEvent, LoginOutcome<T>> {
+  #confirmed = false;
+  constructor(private readonly o: LoginClientOptions<T>) {
     super(o.dest, o.secret instanceof Uint8Array ? passwordLoginKey(o.secret, o.user) : o.secret, o.rng, 'ack');
   }
 
-  start(): LoginClientStep {
+  start(): LoginClientStep<T> {
     const o = this.o;
     return this.run(() => ({ send: [this.hs.opening(M.login.type, M.login.fields({ mech: o.mech ?? 'password', user: o.user, gen: o.gen, ext: o.ext ?? new Map() }))] }));
   }
 
-  protected onFrame(env: Envelope, frame: Uint8Array): LoginClientStep {
+  protected onFrame(env: Envelope, frame: Uint8Array): LoginClientStep<T> {
     switch (this.state) {
       case 'ack':
         if (env.type !== M.loginAck.type) this.unexpected(env);
@@ -98,8 +110,11 @@ export class LoginClient extends ClientExchange<LoginEvent, LoginOutcome> {
         if (env.type !== M.pwConfirmAck.type) this.unexpected(env);
         const { gen } = M.pwConfirmAck.decode(this.ch!.open(env));
         if (gen !== this.o.gen) this.unexpected(env);
-        return { send: [], done: { kind: 'ok', confirmed: true } };
+        this.#confirmed = true;
+        return this.#then();
       }
+      case 'then':
+        return this.#continued(this.o.then!.receive(env));
       default:
         this.unexpected(env);
     }
@@ -110,13 +125,25 @@ export class LoginClient extends ClientExchange<LoginEvent, LoginOutcome> {
    * sent only once the caller saved the secret); without, the end. Throws ImplementationError
    * EXCHANGE_STATE before `logged-in`.
    */
-  afterLogin(confirm: boolean): LoginClientStep {
+  afterLogin(confirm: boolean): LoginClientStep<T> {
     return this.run(() => {
       if (this.state !== 'logged-in') throw new ImplementationError('EXCHANGE_STATE', `afterLogin() in state ${this.state}`);
-      if (!confirm) return { send: [], done: { kind: 'ok', confirmed: false } };
+      if (!confirm) return this.#then();
       this.state = 'confirm';
       return { send: [this.ch!.seal(M.pwConfirm.type, M.pwConfirm.encode({ gen: this.o.gen }))] };
     });
+  }
+
+  /** The login is complete: the end, or options.then started on the channel. */
+  #then(): LoginClientStep<T> {
+    if (!this.o.then) return { send: [], done: { kind: 'ok', confirmed: this.#confirmed } };
+    this.state = 'then';
+    const s = this.#continued(this.o.then.start(this.ch!));
+    return s.done ? s : { ...s, event: 'continued' };
+  }
+
+  #continued(s: ChannelStep<T>): LoginClientStep<T> {
+    return s.done === undefined ? { send: s.send } : { send: s.send, done: { kind: 'ok', confirmed: this.#confirmed, then: s.done } };
   }
 }
 
@@ -171,6 +198,7 @@ export class LoginServer extends ServerExchange<ServerState> {
   #user = '';
   /** The login whose finish is awaited, and whether it used the pending generation. */
   #pendingLogin: { login: Login; pending: boolean } | null = null;
+  #confirmed = false;
 
   constructor(
     dest: string,
@@ -202,11 +230,24 @@ export class LoginServer extends ServerExchange<ServerState> {
         const { gen } = M.pwConfirm.decode(this.ch!.open(env));
         if (!this.deps.confirm(this.#user, gen)) throw new ProtocolError('BIZ_CONFIRM_MISMATCH', `generation ${gen} is not the account's current one`);
         this.state = 'done';
+        this.#confirmed = true;
         return { send: [this.ch!.seal(M.pwConfirmAck.type, M.pwConfirmAck.encode({ gen }))], event: { kind: 'confirmed', user: this.#user, gen } };
       }
       default:
         this.unexpected(env);
     }
+  }
+
+  /**
+   * After the `confirmed` event: the sealed channel, handed on to the exchange that runs on it
+   * next (S4.5: the bank, protocol/bank.ts), which then owns it and wipes it. Once only;
+   * ImplementationError EXCHANGE_STATE before the confirmation or a second time.
+   */
+  takeChannel(): SecureChannel {
+    if (!this.#confirmed || !this.ch) throw new ImplementationError('EXCHANGE_STATE', 'takeChannel() before pwConfirm, or twice');
+    const ch = this.ch;
+    this.ch = null;
+    return ch;
   }
 
   #login(frame: Uint8Array, env: Envelope): LoginServerStep {

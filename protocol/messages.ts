@@ -28,6 +28,13 @@ export const MsgType = {
   loginFail: 23,
   pwConfirm: 30,
   pwConfirmAck: 31,
+  // The bank exchange (protocol/bank.ts, S4): sealed, after pwConfirmAck.
+  bankRegister: 40,
+  bankRegistered: 41,
+  bankLogin: 42,
+  bankPage: 43,
+  bankRefused: 44,
+  bankRebind: 45,
   error: 255,
 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
@@ -38,6 +45,7 @@ export function typeName(t: number): string {
 /** Types whose body is sealed (AEAD ciphertext of an inner message). */
 export const SEALED_TYPES: ReadonlySet<number> = new Set([
   MsgType.credRequest, MsgType.credReply, MsgType.notFound, MsgType.pwConfirm, MsgType.pwConfirmAck,
+  MsgType.bankRegister, MsgType.bankRegistered, MsgType.bankLogin, MsgType.bankPage, MsgType.bankRefused, MsgType.bankRebind,
 ]);
 
 export const DEST_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;

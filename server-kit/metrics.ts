@@ -15,6 +15,9 @@ export type ServerEvent =
   | 'login_refused'
   | 'password_promoted'
   | 'password_confirmed'
+  | 'bank_register'
+  | 'bank_login'
+  | 'bank_rebind'
   /** A device confirmed its older generation while a newer one is pending: the newer one did not work for it (issue 9). */
   | 'rotation_fallback'
   /** One pending secret re-issued REISSUE_ALARM times without a login using it (issue 9). */

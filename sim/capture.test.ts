@@ -12,29 +12,9 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { startWorld, TraceHost } from './world.ts';
 import { setLogSink } from '../server-kit/log.ts';
+import { encodings } from './needles.ts';
 
 setLogSink(() => {});
-
-/** The encodings of `s` to look for, as latin1 strings (each byte one char). */
-function encodings(s: string): { what: string; needle: string }[] {
-  const u8 = Buffer.from(s, 'utf8');
-  const out = [
-    { what: 'UTF-8', needle: u8.toString('latin1') },
-    { what: 'UTF-16LE', needle: Buffer.from(s, 'utf16le').toString('latin1') },
-    { what: 'UTF-16BE', needle: Buffer.from(s, 'utf16le').swap16().toString('latin1') },
-    { what: 'hex', needle: u8.toString('hex') },
-    { what: 'HEX', needle: u8.toString('hex').toUpperCase() },
-  ];
-  // Base64 at each of the three alignments: drop the characters the neighbouring bytes change.
-  for (let k = 0; k < 3; k++) {
-    const b64 = Buffer.concat([Buffer.alloc(k), u8]).toString('base64');
-    // A base64 character holds 6 bits: those that hold only serial bits are the core.
-    const start = Math.ceil((k * 8) / 6);
-    const end = Math.floor(((k + u8.length) * 8) / 6);
-    out.push({ what: `base64 (offset ${k})`, needle: b64.slice(start, end) });
-  }
-  return out;
-}
 
 test('no WebSocket payload of a full run (two boots, a password change) holds the serial in any encoding', async () => {
   const sent: Buffer[] = [];

@@ -6,7 +6,8 @@ import { setLogSink } from '../server-kit/log.ts';
 
 setLogSink(() => {});
 
-for (const name of Object.keys(STORIES)) {
+// The bank's stories run in sim/bank-scenarios.test.ts (with the page and capture checks).
+for (const name of Object.keys(STORIES).filter((n) => !n.startsWith('bank-'))) {
   test(`scenario ${name}`, async () => {
     const lines: string[] = [];
     const r = await runStory(name, { print: (l) => lines.push(l) });

@@ -12,6 +12,7 @@ import type { DeviceOutcome } from '../firmware/device.ts';
 import type { Phone } from '../firmware/phone.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import { firstIdentifier, maskCardNumber } from '../firmware/first-identifier.ts';
+import { BANK_STORIES } from './bank-scenarios.ts';
 
 export interface StoryResult {
   ok: boolean;
@@ -161,17 +162,19 @@ export const STORIES: Record<string, Story> = {
       return { ok, verdict: `card ${maskCardNumber(serial)} registered and logged in${o.ok ? ` to ${o.server}` : ': no'}; first identifier: ${id.ok && id.kind === 'card' ? `the card number ${maskCardNumber(id.cardNumber)}` : 'none'}`, outcomes: [o] };
     },
   },
+  // S4 (issue 11): the bank, sim/bank-scenarios.ts.
+  ...BANK_STORIES,
 };
 
 /** Runs one story in a fresh state directory (removed afterwards unless keepState, and at exit in any case: sim/lifetime.ts). */
-export async function runStory(name: string, opts: { print?: (line: string) => void; trace?: (e: TraceEvent) => void; keepState?: boolean; seed?: number } = {}): Promise<StoryResult> {
+export async function runStory(name: string, opts: { print?: (line: string) => void; trace?: (e: TraceEvent) => void; keepState?: boolean; seed?: number; world?: Partial<WorldOptions> } = {}): Promise<StoryResult> {
   const story = STORIES[name];
   if (!story) throw new Error(`unknown scenario ${name}`);
   const stateDir = makeTempDir(`usbphone-${name}-`);
   let proxy: Awaited<ReturnType<typeof startTamperProxy>> | null = null;
   let world: World | null = null;
   try {
-    const wopts: WorldOptions = { stateDir, gatewayPort: 0, seed: opts.seed ?? 1, ...story.world };
+    const wopts: WorldOptions = { stateDir, gatewayPort: 0, seed: opts.seed ?? 1, ...story.world, ...opts.world };
     if (name === 'tampered-reply') {
       // The image's primary endpoint goes through the tampering proxy; the backup does not.
       let target = '';

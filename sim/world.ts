@@ -14,6 +14,8 @@ import { simRng } from '../firmware/hal/sim-hal.ts';
 import { vendorPublicKey } from '../firmware/boot-manifest.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
 import type { Host, TraceEvent, HalBase } from '../firmware/hal/hal.ts';
+import type { SimCard } from '../firmware/hal/sim-card.ts';
+import type { PersonInput } from '../firmware/hal/person.ts';
 import { defaultDeviceConfig, type DeviceConfig } from '../firmware/device.ts';
 import type { PartitionTable } from '../firmware/zones/layout.ts';
 import { SimSlot, type SimCardSpec } from '../firmware/hal/sim-card.ts';
@@ -52,8 +54,9 @@ export interface World<S extends StackHandle = Stack> {
   /** The serial of device `i`: SN-... on a phone, the card number on a bank card (S0.15). */
   serialOf(i: number): string;
   /** A phone of this world, enrolled first unless opts.enroll is false (enrollment goes through the business servers' admin API). */
-  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string }): Promise<{ phone: Phone; serial: string; ip: string }>;
-  replug(p: Phone, host: Host, ip: string): Phone;
+  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string; sim?: SimCard; person?: PersonInput }): Promise<{ phone: Phone; serial: string; ip: string }>;
+  /** The same phone plugged in again; `extra` gives it a SIM slot and a person at the keypad (S4) for this plug-in. */
+  replug(p: Phone, host: Host, ip: string, extra?: { sim?: SimCard; person?: PersonInput }): Phone;
   enrollment(i: number, serial?: string): EnrollmentRecord;
   stop(): Promise<void>;
 }
@@ -115,7 +118,10 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
     const table = tableOf(base);
     const config = { ...defaultDeviceConfig, ...o.device };
     const profile = o.profile ?? 'usb';
-    const hal = (host: Host, ip: string, sim?: HalBase['sim']): HalBase => (sim ? { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host, sim } : { clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host });
+    const hal = (host: Host, ip: string, extra: { sim?: SimCard; person?: PersonInput } = {}): HalBase => ({
+      clock: nodeClock, rng: nodeRng, net: nodeNetwork(ip), host,
+      ...(extra.sim ? { sim: extra.sim } : {}), ...(extra.person ? { person: extra.person } : {}),
+    });
     // The ATM's own programs: the vendor's signed set for these servers, the very files of the
     // base image (same endpoints, same key), so they verify and the card attests that version.
     const install = profile === 'atm' ? zoneFiles(o.regPrimary ?? stack.urlFor(stack.dests.regPrimary), o.regBackup ?? stack.urlFor(stack.dests.regBackup), vendorKeyOf(seed), template.firmwareVersion, stack.factoryPolicy) : undefined;
@@ -139,7 +145,8 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
           base,
           table,
           fuses: fusesOf(seed, i),
-          hal: hal(host, ip, profile === 'mobile' ? new SimSlot(simCardOf(seed, i)) : undefined),
+          // A mobile phone has its own SIM (S0.15); any phone may be given one (S4).
+          hal: hal(host, ip, { sim: opts.sim ?? (profile === 'mobile' ? new SimSlot(simCardOf(seed, i)) : undefined), person: opts.person }),
           config,
           chipSeed: seed * 1_000_003 + i,
           personalize: { serial, keyVersion: keyring.current, master: keyring.key(keyring.current) },
@@ -148,9 +155,9 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
         });
         return { phone, serial, ip };
       },
-      replug(p, host, ip) {
-        // The SIM is part of the phone: it stays in its slot across a replug.
-        return replug(p, hal(host, ip, p.device.sim), config);
+      replug(p, host, ip, extra = {}) {
+        // The SIM is part of the phone: it stays in its slot across a replug unless another is given.
+        return replug(p, hal(host, ip, { sim: extra.sim ?? p.device.sim, person: extra.person }), config);
       },
       stop: () => stack.stop(),
     };

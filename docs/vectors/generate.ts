@@ -6,6 +6,7 @@
 // key schedule is computed here a second time, straight from docs/protocol.md §"Key schedule"
 // with the bare primitives, and the two must agree before anything is written.
 // protocol/vectors.test.ts checks the files against the code in both directions.
+import { BankMessages } from '../../protocol/bank-messages.ts';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -252,6 +253,16 @@ function messageVectors() {
     ['notFound', MsgType.notFound, ['no device with this serial']],
     ['pwConfirm', MsgType.pwConfirm, [2]],
     ['pwConfirmAck', MsgType.pwConfirmAck, [2]],
+    // The bank exchange (S4, §6.5): sample values; the password is a sample, never a real one.
+    ['bankRegister', MsgType.bankRegister, BankMessages.bankRegister.encode({ name: 'alice', password: 'correct horse battery', ids: VECTOR_SIM })],
+    ['bankRegistered', MsgType.bankRegistered, BankMessages.bankRegistered.encode({ account: '620000000000123', mode: 1, boundAt: 1_764_460_800_000 })],
+    ['bankLogin', MsgType.bankLogin, BankMessages.bankLogin.encode({ name: 'alice', mech: 'password', proof: new TextEncoder().encode('correct horse battery'), ids: VECTOR_SIM })],
+    ['bankPage', MsgType.bankPage, BankMessages.bankPage.encode({
+      account: '***********0123', mode: 2, binding: { ids: VECTOR_SIM, boundAt: 1_764_460_800_000 },
+      lastLogins: [{ at: 1_764_460_860_000, mode: 2 }], token: b('page token', 32), ttlS: 300,
+    })],
+    ['bankRefused', MsgType.bankRefused, BankMessages.bankRefused.encode({ code: 'BANK_SIM_SWAPPED', reason: 'the card of this line changed after the binding: re-bind it' })],
+    ['bankRebind', MsgType.bankRebind, BankMessages.bankRebind.encode({ name: 'alice', password: 'correct horse battery', ids: { idKind: 'card', cardId: 'CARD-0001' } })],
   ];
   return {
     description: 'The encoding of every message type. Clear frames: the whole envelope [version, type, seq, dest, body]. Sealed types: the inner message the AEAD encrypts. Byte strings are sample values (not a real handshake).',
@@ -263,6 +274,8 @@ function messageVectors() {
     sealedInner: inner.map(([name, type, v]) => ({ name, type, hex: hex(encode(v)), value: toJson(v), diag: diag(v) })),
   };
 }
+
+const VECTOR_SIM = { idKind: 'sim', iccid: '89441000000000000018', imsi: '234150000000001', msisdn: '+447700900001' } as const;
 
 export function buildVectors(): Record<string, unknown> {
   const devKey = deriveDeviceKey(MASTER_V1, SERIAL);

@@ -4,6 +4,7 @@
 // (sim-card.ts) has one model, the in-memory SimSlot, used by both.
 import type { SimCard } from './sim-card.ts';
 import type { FingerprintSensor } from './fingerprint.ts';
+import type { PersonInput } from './person.ts';
 
 export type Rng = (n: number) => Uint8Array;
 
@@ -73,4 +74,6 @@ export interface HalBase {
    * each reading for the chip (firmware/hal/fingerprint.ts). Absent on a phone without one.
    */
   fingerprint?: FingerprintSensor;
+  /** The person at the device (S4.1): the bank step's login name and password, asked once, never stored. */
+  person?: PersonInput;
 }

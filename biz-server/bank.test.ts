@@ -1,0 +1,260 @@
+// The bank (S4.1-S4.8) against a real operator server (HTTPS, OAuth2, its own SQLite) and a
+// real business store: registration and its refusals, mode 1 and mode 2 logins, the operator's
+// invalid-card answer, SIM swap and re-binding, cloned identifiers, the operator down (bounded,
+// coded), the per-account mode, the account page over HTTP, and the verifier's cost: unknown
+// name vs wrong password, and OWASP's real parameters once.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { SqliteBizStore } from './store.ts';
+import { BankStore } from './bank-store.ts';
+import { Bank, newAccountNumber } from './bank.ts';
+import { PasswordHasher, OWASP_SCRYPT, weakPassword } from './password-verifier.ts';
+import { bankPageHandler, esc } from './bank-page.ts';
+import { OperatorClient } from '../server-kit/operator-client.ts';
+import { createLogger, addLogListener, setLogLevel } from '../server-kit/log.ts';
+import { listen, closeServer } from '../server-kit/host.ts';
+import { isIccid } from '../protocol/line-ids.ts';
+import { luhnDigit } from '../protocol/line-ids.ts';
+import type { BankAnswer } from '../protocol/bank.ts';
+import type { LineIds } from '../protocol/bank-messages.ts';
+import { operatorFixture, card, T0, HOUR, type Fixture } from '../operator-server/test-util.ts';
+import { tempDir } from '../deploy/test-util.ts';
+
+setLogLevel('error');
+const lines: string[] = [];
+addLogListener((l) => void lines.push(JSON.stringify(l)));
+const PW = 'Tr0ub4dor&3-horse';
+const FAST = { ln: 10, r: 8, p: 1 };
+const te = new TextEncoder();
+const t = tempDir();
+const biz = new SqliteBizStore(join(t.dir, 'biz.sqlite'), new Uint8Array(32).fill(1));
+const store = new BankStore(biz.db);
+const hasher = new PasswordHasher(FAST);
+let f: Fixture;
+let op: OperatorClient;
+const sim = (n: number, msisdn: string | null = null): LineIds => ({ idKind: 'sim', iccid: card(n).iccid, imsi: card(n).imsi, msisdn });
+const code = (a: BankAnswer) => (a.kind === 'refused' ? a.code : a.kind);
+let bank1: Bank;
+let bank2: Bank;
+
+test.before(async () => {
+  f = await operatorFixture();
+  op = new OperatorClient({ url: f.server.url, ca: f.tls.caPem, clientId: f.bank.id, clientSecret: f.bank.secret, timeoutMs: 1_000 });
+  const now = () => f.clock.t;
+  bank1 = new Bank({ store, hasher, mode: 1, operator: op, log: createLogger('biz-test'), now });
+  bank2 = new Bank({ store, hasher, mode: 2, operator: op, operatorDeadlineMs: 1_500, log: createLogger('biz-test'), now });
+});
+test.after(async () => {
+  op.close();
+  await f.stop();
+  biz.close();
+  t.remove();
+});
+
+test('account numbers: 15 digits, Luhn-checked, fresh each time', () => {
+  const a = newAccountNumber();
+  assert.match(a, /^62[0-9]{13}$/);
+  assert.is(luhnDigit(a.slice(0, -1)), Number(a.at(-1)));
+  assert.is.not(newAccountNumber(), a);
+});
+
+test('registration refusals: weak passwords (NIST SP 800-63B), name taken, identifier already bound; a refusal changes nothing', async () => {
+  for (const pw of ['short', 'password', 'Password1', '12345678', 'alice-a', 'ALICE-A1'.toLowerCase()]) assert.ok(weakPassword(pw, 'alice-a1') !== null, pw);
+  assert.is(weakPassword('correct horse', 'alice'), null);
+  assert.is(code(await bank1.register('dev-a', { name: 'alice', password: 'short', ids: sim(10) })), 'BANK_PASSWORD_WEAK');
+  assert.is(code(await bank1.register('dev-a', { name: 'alice', password: 'password', ids: sim(10) })), 'BANK_PASSWORD_WEAK');
+  assert.is(store.accountByName('alice'), null, 'nothing stored');
+  const r = await bank1.register('dev-a', { name: 'alice', password: PW, ids: sim(10, '+447700900010') });
+  assert.ok(r.kind === 'registered' && /^62[0-9]{13}$/.test(r.registered.account) && r.registered.mode === 1 && r.registered.boundAt === T0);
+  assert.is(code(await bank1.register('dev-b', { name: 'alice', password: PW, ids: sim(11) })), 'BANK_NAME_TAKEN');
+  assert.is(code(await bank1.register('dev-b', { name: 'bob', password: PW, ids: sim(10) })), 'BANK_ID_BOUND');
+  assert.is(code(await bank1.register('dev-b', { name: 'bob', password: PW, ids: { idKind: 'sim', iccid: card(12).iccid, imsi: card(12).imsi, msisdn: '+447700900010' } })), 'BANK_ID_BOUND', 'the number alone');
+  assert.is(store.accountByName('bob'), null);
+  assert.equal(store.bindingsOf(store.accountByName('alice')!.accountNo).map((b) => [b.kind, b.value, b.deviceUser]), [
+    ['iccid', card(10).iccid, 'dev-a'], ['imsi', card(10).imsi, 'dev-a'], ['msisdn', '+447700900010', 'dev-a'],
+  ]);
+});
+
+test('mode 1 (S4.3): the binding found by the ICCID; the page has the masked number, the binding and the last logins', async () => {
+  const a = await bank1.login('dev-a', { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(10, '+447700900010') });
+  assert.ok(a.kind === 'page', code(a));
+  const p = (a as Extract<BankAnswer, { kind: 'page' }>).page;
+  assert.match(p.account, /^\*{11}[0-9]{4}$/);
+  assert.is(p.account.slice(-4), store.accountByName('alice')!.accountNo.slice(-4));
+  assert.equal(p.binding, { ids: sim(10, '+447700900010'), boundAt: T0 });
+  assert.equal(p.lastLogins, [{ at: T0, mode: 1 }]);
+  assert.is(p.mode, 1);
+  assert.is(p.token.length, 32);
+});
+
+test('bad credentials: an unknown name and a wrong password get one code; mechanisms other than password are refused', async () => {
+  assert.is(code(await bank1.login('dev-a', { name: 'alice', mech: 'password', proof: te.encode('wrong password!'), ids: sim(10) })), 'BANK_BAD_CREDENTIALS');
+  assert.is(code(await bank1.login('dev-a', { name: 'nobody', mech: 'password', proof: te.encode(PW), ids: sim(10) })), 'BANK_BAD_CREDENTIALS');
+  assert.is(code(await bank1.login('dev-a', { name: 'alice', mech: 'otp', proof: te.encode('123456'), ids: sim(10) })), 'BANK_MECH_UNSUPPORTED');
+  assert.is(code(await bank1.login('dev-a', { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(13) })), 'BANK_NOT_BOUND');
+});
+
+test('cloned identifiers: another device with the same ICCID and number, even with the password, is BANK_DEVICE_MISMATCH; it cannot re-bind either', async () => {
+  assert.is(code(await bank1.login('dev-evil', { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(10, '+447700900010') })), 'BANK_DEVICE_MISMATCH');
+  assert.is(code(await bank1.rebind('dev-evil', { name: 'alice', password: PW, ids: sim(14) })), 'BANK_DEVICE_MISMATCH');
+  assert.is(store.binding({ kind: 'iccid', value: card(10).iccid })!.deviceUser, 'dev-a', 'binding unchanged');
+});
+
+test('mode 2 (S4.4): the operator gives the number for the card; the binding is found by it', async () => {
+  // Line +447700900001 on card 1 since T0 - 30 days (the fixture); the card has no EF_MSISDN.
+  const r = await bank2.register('dev-c', { name: 'carol', password: PW, ids: sim(1) });
+  assert.ok(r.kind === 'registered' && r.registered.mode === 2, code(r));
+  assert.is(store.binding({ kind: 'msisdn', value: '+447700900001' })?.deviceUser, 'dev-c', 'the number from the operator is bound');
+  const a = await bank2.login('dev-c', { name: 'carol', mech: 'password', proof: te.encode(PW), ids: sim(1) });
+  assert.ok(a.kind === 'page' && a.page.mode === 2 && a.page.binding.ids.idKind === 'sim' && a.page.binding.ids.msisdn === '+447700900001', code(a));
+});
+
+test('S4.6: the operator says the card is invalid (suspended, unknown) -> BANK_CARD_INVALID with its reason, at registration and at login', async () => {
+  const s = await bank2.register('dev-d', { name: 'dave', password: PW, ids: sim(4) });
+  assert.ok(s.kind === 'refused' && s.code === 'BANK_CARD_INVALID' && /CARD_SUSPENDED/.test(s.reason), JSON.stringify(s));
+  const u = await bank2.login('dev-d', { name: 'dave', mech: 'password', proof: te.encode(PW), ids: sim(99) });
+  assert.ok(u.kind === 'refused' && u.code === 'BANK_CARD_INVALID' && /UNKNOWN_CARD/.test(u.reason), JSON.stringify(u));
+  // The number the phone read disagrees with the operator's.
+  const m = await bank2.register('dev-d', { name: 'dave', password: PW, ids: sim(1, '+447700900099') });
+  assert.ok(m.kind === 'refused' && m.code === 'BANK_CARD_INVALID' && /NUMBER_MISMATCH/.test(m.reason), JSON.stringify(m));
+  assert.is(store.accountByName('dave'), null);
+});
+
+test('SIM swap: a card change after the binding refuses the login (BANK_SIM_SWAPPED) until the owner re-binds from the bound device', async () => {
+  f.server.store.createSubscription('+447700900020', card(20), T0 - 10 * HOUR);
+  assert.is(code(await bank2.register('dev-e', { name: 'erin', password: PW, ids: sim(20) })), 'registered');
+  f.clock.t = T0 + HOUR;
+  f.server.store.swapCard('+447700900020', card(21), T0 + HOUR);
+  f.clock.t = T0 + 2 * HOUR;
+  const login = () => bank2.login('dev-e', { name: 'erin', mech: 'password', proof: te.encode(PW), ids: sim(21) });
+  const a = await login();
+  assert.ok(a.kind === 'refused' && a.code === 'BANK_SIM_SWAPPED', JSON.stringify(a));
+  assert.is(code(await bank2.rebind('dev-e', { name: 'erin', password: 'not the password', ids: sim(21) })), 'BANK_BAD_CREDENTIALS');
+  const rb = await bank2.rebind('dev-e', { name: 'erin', password: PW, ids: sim(21) });
+  assert.ok(rb.kind === 'registered' && rb.registered.boundAt === T0 + 2 * HOUR, code(rb));
+  assert.is(code(await login()), 'page');
+  assert.is(store.binding({ kind: 'iccid', value: card(20).iccid }), null, 'the old card is unbound');
+  f.clock.t = T0;
+});
+
+test('per-account mode: an account set to mode 2 on a mode-1 server is checked through the operator', async () => {
+  assert.ok(store.setMode('alice', 2));
+  // alice's card 10 is unknown to the operator: the mode-2 check now refuses it.
+  assert.is(code(await bank1.login('dev-a', { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(10, '+447700900010') })), 'BANK_CARD_INVALID');
+  assert.ok(store.setMode('alice', null));
+  assert.is(code(await bank1.login('dev-a', { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(10, '+447700900010') })), 'page');
+  assert.is(store.setMode('nobody', 2), false);
+});
+
+test('operator down: mode 2 answers BANK_OPERATOR_UNAVAILABLE (retry later) within the deadline; mode 1 logins keep working', async () => {
+  // An operator that accepts connections and never answers: the worst case for a deadline.
+  const hang = createServer(() => {});
+  const port = await listen(hang, 0, '127.0.0.1');
+  const slow = new OperatorClient({ url: `https://127.0.0.1:${port}`, ca: f.tls.caPem, clientId: 'bank', clientSecret: 'x', timeoutMs: 5_000 });
+  const b = new Bank({ store, hasher, mode: 2, operator: slow, operatorDeadlineMs: 400, log: createLogger('biz-test'), now: () => f.clock.t });
+  const t0 = Date.now();
+  const a = await b.login('dev-c', { name: 'carol', mech: 'password', proof: te.encode(PW), ids: sim(1) });
+  const ms = Date.now() - t0;
+  assert.ok(a.kind === 'refused' && a.code === 'BANK_OPERATOR_UNAVAILABLE', JSON.stringify(a));
+  // The deadline (400 ms) ends it, not the client's own 5 s timeout; the margin is for a loaded machine.
+  assert.ok(ms < 3_000, `bounded: ${ms} ms`);
+  // Nothing listening at all (refused at once).
+  const gone = new Bank({ store, hasher, mode: 2, operator: new OperatorClient({ url: 'https://127.0.0.1:1', ca: f.tls.caPem, clientId: 'bank', clientSecret: 'x' }), log: createLogger('biz-test'), now: () => f.clock.t });
+  assert.is(code(await gone.register('dev-z', { name: 'zed', password: PW, ids: sim(30) })), 'BANK_OPERATOR_UNAVAILABLE');
+  const b1 = new Bank({ store, hasher, mode: 1, operator: slow, operatorDeadlineMs: 400, log: createLogger('biz-test'), now: () => f.clock.t });
+  assert.is(code(await b1.login('dev-a', { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(10) })), 'page');
+  slow.close();
+  hang.closeAllConnections();
+  await closeServer(hang);
+});
+
+test('the account page over HTTP: escaped, for a valid token only (forged 404, expired 401, other paths 404, POST 405)', async () => {
+  const now = { t: T0 };
+  const b = new Bank({ store, hasher, mode: 1, log: createLogger('biz-test'), now: () => now.t, pageTtlS: 60 });
+  // A hostile login name cannot exist (BANK_NAME_RE), so the escaping is shown on esc() and on the page's own fields.
+  assert.is(esc(`<script>"x"&'y'</script>`), '&#60;script&#62;&#34;x&#34;&#38;&#39;y&#39;&#60;/script&#62;');
+  const a = await b.login('dev-a', { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(10) });
+  assert.ok(a.kind === 'page');
+  const token = Buffer.from((a as Extract<BankAnswer, { kind: 'page' }>).page.token).toString('base64url');
+  const srv = createServer(bankPageHandler(b));
+  const port = await listen(srv, 0, '127.0.0.1');
+  const get = async (path: string, method = 'GET') => {
+    const r = await fetch(`http://127.0.0.1:${port}${path}`, { method });
+    return { status: r.status, text: await r.text(), csp: r.headers.get('content-security-policy'), cache: r.headers.get('cache-control') };
+  };
+  const ok = await get(`/bank/page/${token}`);
+  assert.is(ok.status, 200);
+  const acct = store.accountByName('alice')!.accountNo;
+  assert.match(ok.text, `<strong id="account">***********${acct.slice(-4)}</strong>`);
+  assert.not.match(ok.text, acct, 'the full number is not on the page');
+  assert.match(ok.text, card(10).iccid);
+  assert.match(ok.text, new Date(T0).toISOString());
+  assert.is(ok.csp, "default-src 'none'; style-src 'unsafe-inline'");
+  assert.is(ok.cache, 'no-store');
+  const forged = Buffer.alloc(32, 7).toString('base64url');
+  assert.is((await get(`/bank/page/${forged}`)).status, 404);
+  assert.is((await get('/bank/page/<script>')).status, 404);
+  assert.is((await get('/bank/page/' + 'A'.repeat(5000))).status, 404);
+  assert.is((await get('/')).status, 404);
+  assert.is((await get(`/bank/page/${token}`, 'POST')).status, 405);
+  now.t = T0 + 61_000;
+  assert.is((await get(`/bank/page/${token}`)).status, 401);
+  await closeServer(srv);
+});
+
+test('timing: an unknown name costs what a wrong password costs (the dummy verifier)', async () => {
+  const h = new PasswordHasher({ ln: 13, r: 8, p: 1 });
+  const b = new Bank({ store, hasher: h, mode: 1, log: createLogger('biz-test'), now: () => f.clock.t });
+  // An account whose verifier has this hasher's parameters (a verifier keeps the ones it was made with).
+  assert.is(code(await b.register('dev-t', { name: 'tim', password: PW, ids: sim(40) })), 'registered');
+  const run = async (name: string) => {
+    const t0 = process.hrtime.bigint();
+    const a = await b.login('dev-t', { name, mech: 'password', proof: te.encode('wrong password!'), ids: sim(40) });
+    assert.is(code(a), 'BANK_BAD_CREDENTIALS');
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  await run('tim');
+  await run('nobody');
+  const known: number[] = [];
+  const unknown: number[] = [];
+  for (let i = 0; i < 12; i++) {
+    known.push(await run('tim'));
+    unknown.push(await run('nobody'));
+  }
+  const med = (a: number[]) => a.sort((x, y) => x - y)[a.length >> 1]!;
+  const ratio = med(unknown) / med(known);
+  // Medians of interleaved runs; wide enough for a loaded shared machine, far below the 7x an unknown name cost with a cheap dummy.
+  assert.ok(ratio > 0.5 && ratio < 2, `unknown ${med(unknown).toFixed(1)} ms vs wrong password ${med(known).toFixed(1)} ms (x${ratio.toFixed(2)})`);
+});
+
+test('the real parameters (OWASP: N=2^17, r=8, p=1): a verifier made and checked, self-describing; a tampered one is a corrupt row', async () => {
+  const h = new PasswordHasher(OWASP_SCRYPT);
+  const v = await h.hash(PW);
+  assert.match(v, /^\$scrypt\$ln=17,r=8,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$/);
+  assert.ok(await h.verify(PW, v));
+  assert.not.ok(await h.verify('Tr0ub4dor&3-horsf', v));
+  // A verifier made with the fast test parameters still verifies: the stored form carries its own.
+  assert.ok(await h.verify(PW, await hasher.hash(PW)));
+  let code = '';
+  await h.verify(PW, v.replace('ln=17', 'ln=25')).catch((e: { code: string }) => void (code = e.code));
+  assert.is(code, 'STORE_CORRUPT_ROW');
+});
+
+test('the person\'s password and its verifier: in no log line; the verifier only in its column of the file', async () => {
+  const all = lines.join('\n');
+  assert.not.ok(all.includes(PW), 'no password in a log line');
+  const verifiers = (biz.db.prepare('SELECT verifier FROM bank_accounts').all() as { verifier: string }[]).map((r) => r.verifier);
+  assert.ok(verifiers.length >= 3);
+  for (const v of verifiers) {
+    assert.not.ok(all.includes(v.split('$')[4]!), 'no verifier in a log line');
+    assert.not.ok(all.includes(v.split('$')[3]!), 'no salt in a log line');
+  }
+  biz.db.pragma('wal_checkpoint(TRUNCATE)');
+  const file = readFileSync(join(t.dir, 'biz.sqlite'));
+  assert.is(file.indexOf(Buffer.from(PW)), -1, 'no password in the database file');
+});
+
+test.run();

@@ -1,0 +1,25 @@
+// What the capture tests search for: a secret in every encoding it could leak in (UTF-8,
+// UTF-16 both ways, hex both cases, base64 at each alignment), as latin1 strings to find in a
+// latin1 view of captured bytes. Used by sim/capture.test.ts (the serial) and
+// sim/bank-scenarios.test.ts (the person's password and its verifier).
+/** The encodings of `s` to look for, as latin1 strings (each byte one char). */
+export function encodings(s: string): { what: string; needle: string }[] {
+  const u8 = Buffer.from(s, 'utf8');
+  const out = [
+    { what: 'UTF-8', needle: u8.toString('latin1') },
+    { what: 'UTF-16LE', needle: Buffer.from(s, 'utf16le').toString('latin1') },
+    { what: 'UTF-16BE', needle: Buffer.from(s, 'utf16le').swap16().toString('latin1') },
+    { what: 'hex', needle: u8.toString('hex') },
+    { what: 'HEX', needle: u8.toString('hex').toUpperCase() },
+  ];
+  // Base64 at each of the three alignments: drop the characters the neighbouring bytes change.
+  for (let k = 0; k < 3; k++) {
+    const b64 = Buffer.concat([Buffer.alloc(k), u8]).toString('base64');
+    // A base64 character holds 6 bits: those that hold only serial bits are the core.
+    const start = Math.ceil((k * 8) / 6);
+    const end = Math.floor(((k + u8.length) * 8) / 6);
+    out.push({ what: `base64 (offset ${k})`, needle: b64.slice(start, end) });
+  }
+  return out;
+}
+
