@@ -8,6 +8,7 @@ import { Upmon, type UpmonOutcome } from './upmon.ts';
 import { MainProgram, type MainOutcome } from './main-program.ts';
 import { defaultDeviceConfig, type Board, type DeviceConfig } from './board.ts';
 import { ChipPowerLost } from './secure/client.ts';
+import { mutateStorage } from './mutant.ts';
 import type { ClientKeyOps } from '../protocol/handshake-keys.ts';
 
 // Where sim/ and the CLI have always found the configuration (the type lives with the Board).
@@ -83,7 +84,7 @@ export class Device implements Board {
     this.clock = hal.clock;
     this.rng = hal.rng;
     this.host = hal.host;
-    this.storage = haltOnPowerLoss(storage);
+    this.storage = mutateStorage(haltOnPowerLoss(storage), config.mutant);
     // Track sockets so a halted device drops its connections, as a power cut would.
     const sockets = this.#sockets;
     this.net = {
