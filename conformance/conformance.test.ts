@@ -89,7 +89,7 @@ test('usage: no target, no device, an unknown --case: exit 2 with one line; nobo
   try {
     const noTarget = await cli(['--serial', 'X', '--measurement', SCRIPTED_FIRMWARE_HEX, '--device-key', '00'.repeat(32), '--serial-token', '00'.repeat(50)]);
     assert.is(noTarget.status, 2);
-    assert.match(noTarget.stderr, /^usbphone conformance: --target URL is required; .*\(CLI_BAD_ARGS\)\n$/);
+    assert.match(noTarget.stderr, /^usbphone conformance: --target URL \(a server\) or --device CMD \(a device\) is required; .*\(CLI_BAD_ARGS\)\n$/);
     const noDevice = await cli(['--target', 'ws://127.0.0.1:9/']);
     assert.is(noDevice.status, 2);
     assert.match(noDevice.stderr, /--serial is required.*\(CLI_BAD_ARGS\)/);
