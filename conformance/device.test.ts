@@ -61,7 +61,7 @@ async function buildPhone(dir: string, port: number) {
   return { rec, device: { serial: rec.serial, key: deriveDeviceKey(m, rec.serial), token: makeSerialToken(m, rec.keyVersion, rec.serial), measurement: hexToBytes(rec.firmwareMeasurement) } };
 }
 
-test('--device against the project\'s firmware (sim --phone-only): every device case passes; --json and --junit (valid against the JUnit XSD)', async () => {
+test("--device against the project's firmware (sim --phone-only): every device case passes; --json and --junit (valid against the JUnit XSD)", async () => {
   const t = tempDir();
   try {
     const port = await freePort();
