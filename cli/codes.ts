@@ -26,6 +26,7 @@ export const CLI_CODES: Record<string, { exit: 0 | 1 | 2 | 141; meaning: string 
   ENROLL_FAILED: { exit: 1, meaning: 'an unexpected failure while enrolling' },
   CONFORMANCE_UNREACHABLE: { exit: 1, meaning: '`conformance --target URL`: no WebSocket server answers at URL' },
   CONFORMANCE_NO_CASE: { exit: 2, meaning: '`conformance --case PATTERN` matches no case' },
+  CONFORMANCE_LISTEN_FAILED: { exit: 1, meaning: '`conformance --device CMD`: the suite cannot listen on `--listen HOST:PORT` (in use, or not allowed)' },
 };
 
 /** The exit code of a code: the CLI's own table, else 2 (library codes: unusable input). */

@@ -82,7 +82,7 @@ test('--profile: a value that names no profile, or a use it does not apply to, i
 });
 
 test('bad usage: exit 2 with a one-line error and its code', () => {
-  for (const args of [['--devices', 'many'], ['--scenario', 'nope'], ['--loss', '2', '--deterministic'], ['--what']]) {
+  for (const args of [['--devices', 'many'], ['--scenario', 'nope'], ['--loss', '2', '--deterministic'], ['--what'], ['--phone-only'], ['--phone-only', '--gateway', 'ws://127.0.0.1:9/', '--watch'], ['--phone-only', '--scenario', 'first-boot']]) {
     const r = run(...args);
     assert.is(r.status, 2, args.join(' '));
     assert.match(r.stderr, /^usbphone sim: .* \(CLI_[A-Z_]+\)\n$/);

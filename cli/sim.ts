@@ -34,6 +34,7 @@ export const OPTIONS = {
   loss: { type: 'string' },
   json: { type: 'boolean' },
   watch: { type: 'boolean' },
+  'phone-only': { type: 'boolean' },
   quiet: { type: 'boolean', short: 'q' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -51,6 +52,10 @@ loopback, and shows them log in with nobody typing a password.
                           already run (make serve, 'usbphone serve all --state DIR'): URL is
                           their gateway (ws://127.0.0.1:7400/) and --state must be their state
                           directory (its master key builds the image, its databases enroll)
+  --phone-only            with --gateway: the phone alone, for servers that are not ours (the
+                          device command of 'usbphone conformance --device'): --state holds
+                          only the phone and its master.key (made if missing); nothing is
+                          enrolled; the phone's enrollment record is --state/phone.enrollment.json
   --scenario NAME|all     an S0 story, in a fresh temporary state: {SCENARIOS}
   --devices N             a fleet of N phones (copy-on-write over one base image), each on
                           its own loopback address; prints a summary
@@ -109,7 +114,8 @@ function checkApplies(v: Parsed['values']): Mode {
     else refuseOptions(v, ['devices', 'seed', 'concurrency', 'rounds', 'servers', 'json', 'quiet'], 'a fleet', 'a fleet runs in a temporary state (or give --gateway and --state of running servers)');
     return 'fleet';
   }
-  if (v.gateway !== undefined) refuseOptions(v, ['gateway', 'state', 'ip', 'profile', 'quiet'], 'the single phone with --gateway', 'the running servers have their ports (and their live page)');
+  if (v['phone-only'] && v.gateway === undefined) throw new CliError('CLI_BAD_ARGS', "--phone-only goes with --gateway URL: the servers the phone is plugged into; see 'usbphone sim --help'");
+  if (v.gateway !== undefined) refuseOptions(v, ['gateway', 'state', 'ip', 'profile', 'quiet', 'phone-only'], 'the single phone with --gateway', 'the running servers have their ports (and their live page)');
   else refuseOptions(v, ['state', 'port', 'ip', 'profile', 'watch', 'quiet'], 'the single phone', '--seed, --json and the fleet options go with --scenario, --devices or --deterministic');
   return 'single';
 }
@@ -238,7 +244,9 @@ export const command: Command = {
       const state = (a.state as string | undefined) ?? 'state';
       const gateway = a.gateway === undefined ? undefined : gatewayUrl(a.gateway as string);
       const port = intOption(a.port, 'port', 0, 65535 - BASE_PORT_SPAN, DEFAULT_GATEWAY_PORT);
-      if (gateway) {
+      const phoneOnly = a['phone-only'] === true;
+      if (phoneOnly) checkStateDir(state, { create: true });
+      else if (gateway) {
         checkServerState(state, gateway);
         await checkGateway(gateway, state);
       } else checkStateDir(state, { create: true });
@@ -281,7 +289,7 @@ export const command: Command = {
           }
         : undefined;
       try {
-        const r = await runSinglePhone({ stateDir: state, gatewayPort: port, gateway, ip, profile, trace: show, say: (l) => out(l), onStack, hold });
+        const r = await runSinglePhone({ stateDir: state, gatewayPort: port, gateway, enroll: !phoneOnly, ip, profile, trace: show, say: (l) => out(l), onStack, hold });
         if (trace) for (const h of held.splice(0)) trace(h);
         const o = r.outcome;
         out('');
@@ -292,6 +300,7 @@ export const command: Command = {
           out(`saved login (record sealed by the secure element; secrets in its slot): user ${s.user}, password generation(s) ${s.gens.join(', ')}, last server ${s.lastServer ?? 'none'}${last ? ` at ${last.url}` : ''}`);
         } else out('saved login: none');
         if (o.ok) out(`run the same command again for a second boot (a password change, S0.14); 'make clean' (or deleting ${state}) starts over`);
+        else if (phoneOnly) out(`do the servers at ${gateway} know this phone (its enrollment record is in ${state})? the trace above says where the login stopped`);
         else if (gateway) out(`is ${state} the state directory of the servers at ${gateway}? the trace above says where the login stopped`);
         else out(`the trace above says where the login stopped; the server logs are in ${join(state, 'servers.log')}; 'make clean' starts over`);
         return o.ok ? 0 : 1;

@@ -23,12 +23,15 @@ export const SECTION_TITLES: Record<string, string> = {
   '§4.2': 'Handshake messages',
   '§5.3': 'Sealed frames',
   '§6': 'State machines: common rules',
+  '§6.1': 'Registration session, device side',
   '§6.2': 'Registration session, server side',
+  '§6.3': 'Business session, device side',
   '§6.4': 'Business session, server side',
   '§7': 'Refusal and errors (S0.7)',
   '§8': 'Replay rules',
   '§9': 'Limits',
   '§10': 'Password rotation (S0.14)',
+  '§12': 'Security properties',
 };
 
 /** Sections in document order (§2 < §3 < §4.1 < ... < §10). */

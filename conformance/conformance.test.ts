@@ -12,7 +12,8 @@ import { bytesToHex } from '@noble/hashes/utils.js';
 import { testStack, tempDir } from '../deploy/test-util.ts';
 import { SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
 import { deriveDeviceKey, makeSerialToken } from '../protocol/keys.ts';
-import { ALL_CASES } from './cases.ts';
+import { ALL_CASES, SECTION_TITLES } from './cases.ts';
+import { DEVICE_CASES } from './cases/device.ts';
 import { caseName } from './suite.ts';
 import { listText } from './report.ts';
 
@@ -89,7 +90,7 @@ test('usage: no target, no device, an unknown --case: exit 2 with one line; nobo
   try {
     const noTarget = await cli(['--serial', 'X', '--measurement', SCRIPTED_FIRMWARE_HEX, '--device-key', '00'.repeat(32), '--serial-token', '00'.repeat(50)]);
     assert.is(noTarget.status, 2);
-    assert.match(noTarget.stderr, /^usbphone conformance: --target URL is required; .*\(CLI_BAD_ARGS\)\n$/);
+    assert.match(noTarget.stderr, /^usbphone conformance: --target URL \(a server\) or --device CMD \(a device\) is required; .*\(CLI_BAD_ARGS\)\n$/);
     const noDevice = await cli(['--target', 'ws://127.0.0.1:9/']);
     assert.is(noDevice.status, 2);
     assert.match(noDevice.stderr, /--serial is required.*\(CLI_BAD_ARGS\)/);
@@ -107,17 +108,23 @@ test('usage: no target, no device, an unknown --case: exit 2 with one line; nobo
 });
 
 test('every case has a unique name that starts with its section and says what must follow (->)', () => {
-  const names = ALL_CASES.map(caseName);
-  assert.is(new Set(names).size, names.length, 'duplicate names');
-  for (const c of ALL_CASES) assert.match(caseName(c), /^§\d+(\.\d+)? \S/, caseName(c));
-  assert.ok(ALL_CASES.length >= 40, `${ALL_CASES.length} cases`);
+  for (const [cases, least] of [[ALL_CASES, 40], [DEVICE_CASES, 11]] as const) {
+    const names = cases.map(caseName);
+    assert.is(new Set(names).size, names.length, 'duplicate names');
+    for (const c of cases) assert.match(caseName(c), /^§\d+(\.\d+)? \S/, caseName(c));
+    for (const c of cases) assert.ok(SECTION_TITLES[c.section], `${caseName(c)}: no title for ${c.section}`);
+    assert.ok(cases.length >= least, `${cases.length} cases`);
+  }
 });
 
-test('docs/conformance.md lists exactly the suite\'s cases, by section, as --list prints them', () => {
+test('docs/conformance.md lists exactly the suite\'s cases of both halves, by section, as --list prints them', () => {
   const doc = readFileSync(join(root, 'docs', 'conformance.md'), 'utf8');
   const m = /<!-- cases: begin[^\n]*-->\n([\s\S]*?)<!-- cases: end -->/.exec(doc);
   assert.ok(m, 'docs/conformance.md has no case list between the markers');
   assert.fixture(m![1]!.trim(), listText(ALL_CASES).trim());
+  const d = /<!-- device cases: begin[^\n]*-->\n([\s\S]*?)<!-- device cases: end -->/.exec(doc);
+  assert.ok(d, 'docs/conformance.md has no device case list between the markers');
+  assert.fixture(d![1]!.trim(), listText(DEVICE_CASES).trim());
 });
 
 test.run();

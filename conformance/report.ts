@@ -3,7 +3,7 @@
 // with failure / skipped / system-out).
 import { SECTION_TITLES, sectionOrder } from './cases.ts';
 import type { CaseResult, RunSummary } from './runner.ts';
-import { caseName, type Case, type Verdict } from './suite.ts';
+import { caseName, type Verdict } from './suite.ts';
 
 const MARK: Record<Verdict, string> = { pass: 'pass', fail: 'FAIL', 'non-strict': 'non-strict', informational: 'info', skipped: 'skipped' };
 
@@ -31,6 +31,7 @@ export function textReport(s: RunSummary): string {
       out.push(`             expected: ${r.expected}`);
       if (r.note) out.push(`             ${r.verdict === 'skipped' ? 'why' : 'got'}: ${r.note}`);
       for (const l of r.log) out.push(`             ${l.dir === 'sent' ? '>' : '<'} ${l.text}`);
+      if (r.output) for (const l of r.output.split('\n')) out.push(`             | ${l}`);
     }
     out.push('');
   }
@@ -39,7 +40,7 @@ export function textReport(s: RunSummary): string {
 }
 
 export function jsonReport(s: RunSummary): string {
-  return JSON.stringify({ target: s.target, counts: s.counts, ms: s.ms, cases: s.results.map((r) => ({ name: r.name, section: r.section, verdict: r.verdict, expected: r.expected, note: r.note, log: r.log, ms: r.ms })) }) + '\n';
+  return JSON.stringify({ target: s.target, counts: s.counts, ms: s.ms, cases: s.results.map((r) => ({ name: r.name, section: r.section, verdict: r.verdict, expected: r.expected, note: r.note, log: r.log, output: r.output, ms: r.ms })) }) + '\n';
 }
 
 const xml = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!)
@@ -64,6 +65,7 @@ export function junitReport(s: RunSummary): string {
       if (r.verdict === 'fail') out.push(`      <failure message="${xml(r.note ?? 'failed')}" type="conformance">${xml(record)}</failure>`);
       if (r.verdict === 'skipped') out.push(`      <skipped message="${xml(r.note ?? 'skipped')}"/>`);
       out.push(`      <system-out>${xml(record)}</system-out>`);
+      if (r.output) out.push(`      <system-err>${xml(r.output)}</system-err>`);
       out.push('    </testcase>');
     }
     out.push('  </testsuite>');
@@ -73,7 +75,7 @@ export function junitReport(s: RunSummary): string {
 }
 
 /** The case list by section: what `--list` prints and docs/conformance.md holds. */
-export function listText(cases: readonly Case[]): string {
+export function listText(cases: readonly { section: string; title: string }[]): string {
   const m = new Map<string, string[]>();
   for (const c of cases) m.set(c.section, [...(m.get(c.section) ?? []), caseName(c)]);
   const out: string[] = [];

@@ -3,7 +3,7 @@
 // Sequential on purpose: the business cases change the test device's generations (§10), and
 // each starts from a registration of its own, so their order does not matter but their
 // interleaving would.
-import { caseName, type Case, type CaseContext, type Target, type Verdict } from './suite.ts';
+import { caseName, type Case, type CaseContext, type Outcome, type Target, type Verdict } from './suite.ts';
 import { Conn, type Line } from './wire.ts';
 
 export interface CaseResult {
@@ -14,6 +14,8 @@ export interface CaseResult {
   note?: string;
   /** What was sent and received, in order. */
   log: Line[];
+  /** --device: what the device command printed (stdout and stderr of each run, their tails). */
+  output?: string;
   ms: number;
 }
 
@@ -25,7 +27,7 @@ export interface RunSummary {
 }
 
 /** Cases whose name contains `pattern` (case-insensitive), or all. */
-export function selectCases(cases: readonly Case[], pattern?: string): Case[] {
+export function selectCases<C extends { section: string; title: string }>(cases: readonly C[], pattern?: string): C[] {
   if (!pattern) return [...cases];
   const p = pattern.toLowerCase();
   return cases.filter((c) => caseName(c).toLowerCase().includes(p));
@@ -38,49 +40,71 @@ export function selectCases(cases: readonly Case[], pattern?: string): Case[] {
 export const CASE_BUDGET_WAITS = 12;
 
 export async function runCase(c: Case, target: Target): Promise<CaseResult> {
+  const conns: Conn[] = [];
+  if (c.needs === 'master-key' && !target.master) {
+    return { name: caseName(c), section: c.section, log: [], verdict: 'skipped', expected: '(needs --master-key)', note: 'only the master key lets the suite make a genuine token for an unenrolled serial', ms: 0 };
+  }
+  return runBounded(c, target.timeoutMs * CASE_BUDGET_WAITS + target.stepTimeoutMs, (log) => {
+    const ctx: CaseContext = {
+      target,
+      log,
+      async connect(url = target.url) {
+        const conn = await Conn.open(url, log, target.timeoutMs);
+        conns.push(conn);
+        return conn;
+      },
+    };
+    return c.run(ctx);
+  }, () => {
+    for (const conn of conns) conn.close();
+    return undefined;
+  });
+}
+
+/**
+ * One case of either half of the suite: `run` bounded by `budgetMs` whatever the peer does (a
+ * throw or the budget is a fail: the case could not reach its check), then `cleanup` always;
+ * what cleanup returns (the device's output, --device) is kept in the record.
+ */
+export async function runBounded(c: { section: string; title: string }, budgetMs: number, run: (log: Line[]) => Promise<Outcome>, cleanup: () => Promise<string | undefined> | string | undefined): Promise<CaseResult> {
   const log: Line[] = [];
   const started = Date.now();
-  const conns: Conn[] = [];
-  const ctx: CaseContext = {
-    target,
-    log,
-    async connect(url = target.url) {
-      const conn = await Conn.open(url, log, target.timeoutMs);
-      conns.push(conn);
-      return conn;
-    },
-  };
   const base = { name: caseName(c), section: c.section, log };
-  if (c.needs === 'master-key' && !target.master) {
-    return { ...base, verdict: 'skipped', expected: '(needs --master-key)', note: 'only the master key lets the suite make a genuine token for an unenrolled serial', ms: 0 };
-  }
-  const budget = target.timeoutMs * CASE_BUDGET_WAITS + target.stepTimeoutMs;
   let timer: NodeJS.Timeout | undefined;
+  let r: CaseResult;
   try {
     const o = await Promise.race([
-      c.run(ctx),
+      run(log),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`the case did not end within ${budget} ms`)), budget);
+        timer = setTimeout(() => reject(new Error(`the case did not end within ${budgetMs} ms`)), budgetMs);
       }),
     ]);
-    return { ...base, ...o, ms: Date.now() - started };
+    r = { ...base, ...o, ms: 0 };
   } catch (e) {
-    return { ...base, verdict: 'fail', expected: '(the case could not reach its check)', note: (e as Error).message, ms: Date.now() - started };
+    r = { ...base, verdict: 'fail', expected: '(the case could not reach its check)', note: (e as Error).message, ms: 0 };
   } finally {
     clearTimeout(timer);
-    for (const conn of conns) conn.close();
   }
+  const output = await cleanup();
+  if (output) r.output = output;
+  r.ms = Date.now() - started;
+  return r;
 }
 
 export async function runCases(cases: readonly Case[], target: Target, onResult: (r: CaseResult, i: number, n: number) => void = () => {}): Promise<RunSummary> {
+  return runSequence(cases, target.url, (c) => runCase(c, target), onResult);
+}
+
+/** Cases one after another (either half), each result reported as it comes, then the counts. */
+export async function runSequence<C>(cases: readonly C[], target: string, one: (c: C) => Promise<CaseResult>, onResult: (r: CaseResult, i: number, n: number) => void = () => {}): Promise<RunSummary> {
   const started = Date.now();
   const results: CaseResult[] = [];
   for (const [i, c] of cases.entries()) {
-    const r = await runCase(c, target);
+    const r = await one(c);
     results.push(r);
     onResult(r, i + 1, cases.length);
   }
   const counts: Record<Verdict, number> = { pass: 0, fail: 0, 'non-strict': 0, informational: 0, skipped: 0 };
   for (const r of results) counts[r.verdict]++;
-  return { target: target.url, results, counts, ms: Date.now() - started };
+  return { target, results, counts, ms: Date.now() - started };
 }

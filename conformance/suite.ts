@@ -60,7 +60,8 @@ export interface CaseContext {
   log: Line[];
 }
 
-export interface Case {
+/** A case of either half: `CaseContext` for a server (--target), DeviceCaseContext (conformance/device.ts) for a device. */
+export interface Case<Ctx = CaseContext> {
   /** The spec section it checks, e.g. '§6.2'. */
   section: string;
   /** What is sent and what must follow: '§6.2 hello replayed -> HS_REPLAY and close 1008' is `${section} ${title}`. */
@@ -68,10 +69,10 @@ export interface Case {
   /** 'master-key': skipped unless the master key was given. */
   needs?: 'master-key';
   /** Runs within `timeout` (the runner bounds the whole case, too). */
-  run(ctx: CaseContext): Promise<Outcome>;
+  run(ctx: Ctx): Promise<Outcome>;
 }
 
-export const caseName = (c: Case): string => `${c.section} ${c.title}`;
+export const caseName = (c: { section: string; title: string }): string => `${c.section} ${c.title}`;
 
 /** The WebSocket close code that ends a session after `code` (protocol/errors.ts ERRORS). */
 export function closeOf(code: string): number {

@@ -1,7 +1,8 @@
 // The suite's only transport: one WebSocket per case step, every frame it sends and every
 // frame or close it receives recorded in order, each wait bounded by the case's timeout.
 // The target is a black box: this is a plain WebSocket client (RFC 6455), nothing of ours on
-// the server side.
+// the server side. With --device the same class holds the server end of a connection the
+// device opened to the suite (Conn.adopt).
 import { WebSocket } from 'ws';
 import { decodeEnvelope, parseError, parseLoginFail, typeName, MsgType } from '../protocol/messages.ts';
 
@@ -32,6 +33,8 @@ export function describe(bytes: Uint8Array | string): string {
 export class Conn {
   readonly #ws: WebSocket;
   readonly #queue: Received[] = [];
+  /** Every binary frame received, in order (the --device cases search them for secrets). */
+  readonly frames: Uint8Array[] = [];
   #waiter: ((r: Received) => void) | null = null;
   #closed: Received | null = null;
 
@@ -41,6 +44,7 @@ export class Conn {
     ws.on('message', (d: Buffer, isBinary: boolean) => {
       const bytes = Uint8Array.from(d);
       this.log.push({ dir: 'got', text: isBinary ? describe(bytes) : `text message (${bytes.length} B)` });
+      this.frames.push(bytes);
       this.#push({ kind: 'frame', bytes });
     });
     ws.on('close', (code: number, reason: Buffer) => {
@@ -60,6 +64,11 @@ export class Conn {
       ws.once('open', () => resolve(c));
       ws.once('error', (e) => reject(new Error(`cannot connect to ${url}: ${e.message}`)));
     });
+  }
+
+  /** The server end of a connection a device opened to the suite (--device), recorded in `log`. */
+  static adopt(ws: WebSocket, log: Line[], timeoutMs: number): Conn {
+    return new Conn(ws, log, timeoutMs);
   }
 
   #push(r: Received): void {
@@ -93,13 +102,22 @@ export class Conn {
     if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(bytes, { binary: typeof bytes !== 'string' });
   }
 
+  /** Drops the connection without a close handshake (a lost connection). */
+  drop(): void {
+    this.log.push({ dir: 'sent', text: 'connection dropped (no close frame)' });
+    this.#ws.terminate();
+  }
+
   get isClosed(): boolean {
     return this.#closed !== null;
   }
 
-  /** Ends the connection (normal close); the case is over with it. */
-  close(): void {
-    if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) this.#ws.close(1000);
+  /** Ends the connection (by default a normal close); the case is over with it. */
+  close(code = 1000, reason = ''): void {
+    if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) {
+      if (code !== 1000 || reason) this.log.push({ dir: 'sent', text: `close ${code}${reason ? ` ${reason}` : ''}` });
+      this.#ws.close(code, reason);
+    }
     // A peer that does not answer the close handshake is not waited for.
     setTimeout(() => this.#ws.terminate(), 200).unref();
   }

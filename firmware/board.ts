@@ -10,6 +10,7 @@ import type { PersonInput } from './hal/person.ts';
 import type { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './saved-login.ts';
 import { Limits } from '../protocol/limits.ts';
+import type { DeviceMutant } from './mutant.ts';
 
 export interface DeviceConfig {
   /** How long a session waits for each expected frame, ms. */
@@ -20,6 +21,8 @@ export interface DeviceConfig {
   loginRounds: number;
   backoffBaseMs: number;
   backoffCapMs: number;
+  /** TEST ONLY (firmware/mutant.ts): one rule broken on purpose, for the conformance suite's mutant devices. Never set in production. */
+  mutant?: DeviceMutant;
 }
 
 export const defaultDeviceConfig: DeviceConfig = {

@@ -13,6 +13,7 @@ import type { SimCard } from './hal/sim-card.ts';
 import type { PersonInput } from './hal/person.ts';
 import type { StorageResult } from './storage.ts';
 import { ChipPowerLost } from './secure/client.ts';
+import { mutateStorage } from './mutant.ts';
 import type { ClientKeyOps } from '../protocol/handshake-keys.ts';
 
 // Where sim/ and the CLI have always found the configuration (the type lives with the Board).
@@ -117,7 +118,7 @@ export class Device implements Board {
     this.rng = hal.rng;
     this.host = hal.host;
     if (hal.person) this.person = hal.person;
-    this.storage = haltOnPowerLoss(storage);
+    this.storage = mutateStorage(haltOnPowerLoss(storage), config.mutant);
     // Track sockets so a halted device drops its connections, as a power cut would.
     const sockets = this.#sockets;
     this.net = {

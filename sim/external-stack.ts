@@ -3,6 +3,11 @@
 //                      --state DIR`): phones reach its gateway URL, enrollment writes the
 //                      SQLite files of its state directory with its keys (WAL, busy timeout),
 //                      as `usbphone enroll` does. Nothing is started or stopped.
+//   phoneOnlyStack     no servers of ours at all (`usbphone sim --phone-only`): phones reach
+//                      a gateway URL whose servers know the phone from its enrollment record
+//                      (a conformance suite playing them, `usbphone conformance --device`);
+//                      the state directory holds only the phone and the master key that
+//                      makes its identity.
 //   startExternalStack the embedded stack in a child process of its own (`usbphone serve all
 //                      --port 0`), for fleets: the servers get a core of their own instead of
 //                      sharing the phones' event loop. The child dies with this process.
@@ -13,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { ImplementationError } from '../protocol/errors.ts';
 import { stateFiles, DEFAULT_TOPOLOGY, factoryPolicyFor } from '../deploy/config.ts';
-import { readKeyFile, loadMasterKeyring } from '../server-kit/keyfiles.ts';
+import { readKeyFile, loadMasterKeyring, ensureMasterKeyFile } from '../server-kit/keyfiles.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { enrollDevices, type EnrollmentRecord, type EnrollOptions, accountsInStore } from '../deploy/enroll.ts';
@@ -61,6 +66,27 @@ export function attachStack(stateDir: string, gatewayUrl: string): StackHandle &
       reg.close();
       biz.close();
     },
+  };
+}
+
+/**
+ * Servers this process knows nothing of but their gateway URL ('ws://host:port/'): the phone's
+ * identity comes from `stateDir`/master.key (made with a fresh key when missing); enroll() is
+ * not available (ImplementationError SIM_NO_ENROLL): whoever runs those servers enrolls the
+ * phone from its enrollment record.
+ */
+export function phoneOnlyStack(stateDir: string, gatewayUrl: string): StackHandle & { gatewayUrl: string } {
+  const file = stateFiles(stateDir).masterKey;
+  ensureMasterKeyFile(file);
+  return {
+    gatewayUrl,
+    ring: loadMasterKeyring({ file }),
+    // Servers not ours: no policy key to give the phone, which then trusts no attack table.
+    factoryPolicy: {},
+    dests: { regPrimary: 'reg-primary', regBackup: 'reg-backup', biz: DEFAULT_TOPOLOGY.biz.map((b) => b.name) },
+    urlFor: (dest) => gatewayUrl + dest,
+    enroll: () => Promise.reject(new ImplementationError('SIM_NO_ENROLL', 'a phone-only run enrolls nothing: the servers take its enrollment record')),
+    async stop() {},
   };
 }
 

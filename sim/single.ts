@@ -21,8 +21,8 @@ import { maskCardNumber } from '../firmware/first-identifier.ts';
 import type { ProfileName } from '../firmware/profiles.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
 import { TraceHost, cardNumberOf, simCardOf, type StackHandle } from './world.ts';
-import { attachStack } from './external-stack.ts';
-import type { DeviceOutcome } from '../firmware/device.ts';
+import { attachStack, phoneOnlyStack } from './external-stack.ts';
+import { defaultDeviceConfig, type DeviceConfig, type DeviceOutcome } from '../firmware/device.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import { loadSaved, type SavedLogin } from '../firmware/saved-login.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
@@ -48,6 +48,14 @@ export interface SingleOptions {
   gatewayPort?: number;
   /** A running stack's gateway ('ws://host:port/'): plug into it instead of starting servers. */
   gateway?: string;
+  /**
+   * With `gateway`: false for servers that are not ours (`usbphone sim --phone-only`, the device
+   * command of `usbphone conformance --device`): the state directory holds only the phone and its
+   * master key, and nothing is enrolled; those servers take the enrollment record. Default true.
+   */
+  enroll?: boolean;
+  /** The firmware's configuration over the defaults (tests: short timeouts; sim/mutant-phone.ts: a mutant). */
+  device?: Partial<DeviceConfig>;
   serial?: string;
   /** The phone's loopback address (127.1.x.y: region east; 127.2.x.y: west). */
   ip?: string;
@@ -90,7 +98,11 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
   let stack: StackHandle | null = null;
   let prevSink: ReturnType<typeof setLogSink> | null = null;
   try {
-    if (o.gateway) {
+    if (o.gateway && o.enroll === false) {
+      mkdirSync(o.stateDir, { recursive: true });
+      stack = phoneOnlyStack(o.stateDir, o.gateway);
+      say(`servers: whatever answers at ${o.gateway} (phone only: state directory ${o.stateDir}/, nothing enrolled)`);
+    } else if (o.gateway) {
       stack = attachStack(o.stateDir, o.gateway);
       o.onStack?.(stack);
       say(`servers: the running stack at ${o.gateway} (state directory ${o.stateDir}/)`);
@@ -173,8 +185,12 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       say(`factory image built: ${f.image} (serial ${shown}, ${image.length / 1048576} MiB, ${why}; enrollment record ${f.record})`);
     } else say(`factory image reused: ${f.image} (serial ${shown}; what the phone saved last time is still there)`);
     // The firmware of this image is what the registration servers will accept (attestation).
-    const enrolled = await stack.enroll({ serial, keyVersion: ring.current, firmwareMeasurement: prev!.firmwareMeasurement as string, firmwareVersion: prev!.firmwareVersion as number });
-    say(`enrolled ${shown}: user ${enrolled[0]!.user} (${enrolled[0]!.device === 'exists' ? 'already enrolled' : enrolled[0]!.device})`);
+    if (o.gateway && o.enroll === false) {
+      say(`not enrolled here: the servers must know ${serial} (key version ${ring.current}, firmware measurement ${String(prev!.firmwareMeasurement)}; enrollment record ${f.record})`);
+    } else {
+      const enrolled = await stack.enroll({ serial, keyVersion: ring.current, firmwareMeasurement: prev!.firmwareMeasurement as string, firmwareVersion: prev!.firmwareVersion as number });
+      say(`enrolled ${shown}: user ${enrolled[0]!.user} (${enrolled[0]!.device === 'exists' ? 'already enrolled' : enrolled[0]!.device})`);
+    }
 
     const backing = FileBacking.open(f.image);
     let outcome: DeviceOutcome;
@@ -193,6 +209,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
         backing,
         fuses,
         nvm: fileNvm(nvmPath),
+        config: { ...defaultDeviceConfig, ...o.device },
         hal: profile === 'mobile' ? { ...hal, sim: new SimSlot(simCardOf(0, 1)) } : hal,
         profile,
         install: profile === 'atm' ? zoneFiles(regPrimary, regBackup, vendorKey, prev!.firmwareVersion as number, stack.factoryPolicy) : undefined,
