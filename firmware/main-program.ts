@@ -13,9 +13,11 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { LoginClient } from '../protocol/login.ts';
 import { BankClient, type BankOutcome, type BankRequest } from '../protocol/bank.ts';
 import { maskAccount, type LineIds } from '../protocol/bank-messages.ts';
-import { readCardInfo } from './card-info.ts';
+import { firstIdentifier, maskCardNumber } from './first-identifier.ts';
+import { tableForChoice, chooseAmong } from './policy-table.ts';
+import { personMechanisms } from './person-proof.ts';
 import type { PersonEntry } from './hal/person.ts';
-import type { ServerChoice } from '../protocol/messages.ts';
+import type { Mechanism, ServerChoice } from '../protocol/messages.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { ClientSession, isSessionEnd } from './client-session.ts';
 import { backoffMs } from './loop.ts';
@@ -88,23 +90,48 @@ export class MainProgram {
     const dev = this.dev;
     const entry = dev.person?.bankEntry() ?? null;
     if (!entry) return;
-    const card = readCardInfo(dev.sim);
-    if (!card.ok) {
-      dev.trace('S4.2', 'read SIM card', `${card.reason}: ${card.detail}; no bank step`, false);
-      this.#bankFailed = `${card.reason}: ${card.detail}`;
+    // The first identifier by profile (S0.15): the SIM's card info on a phone, the card's number in an ATM.
+    const id = firstIdentifier(dev);
+    if (!id.ok) {
+      dev.trace('S4.2', 'first identifier', `${id.reason}: ${id.detail}; no bank step`, false);
+      this.#bankFailed = `${id.reason}: ${id.detail}`;
       return;
     }
-    const c = card.info;
+    if (id.kind === 'card') {
+      dev.trace('S4.2', 'read card number', `bank card ${maskCardNumber(id.cardNumber)} (from the card's secure controller, never typed)`);
+      this.#bank = { entry, ids: { idKind: 'card', cardId: id.cardNumber } };
+      return;
+    }
+    const c = id.info;
     dev.trace('S4.2', 'read SIM card', `${c.cardType} ICCID ${c.iccid}, IMSI ${c.imsi}${c.msisdn ? `, number ${c.msisdn}` : ', no number on the card'} (read by the firmware, never typed)`);
     this.#bank = { entry, ids: { idKind: 'sim', iccid: c.iccid, imsi: c.imsi, msisdn: c.msisdn ?? null } };
   }
 
+  /**
+   * The smart client's choice (S3.1, S3.2) for a login to `site` with a person at the device:
+   * the least-attacked mechanism in the attack table the phone holds (firmware/policy-table.ts;
+   * random among equals), among those this device can prove (personMechanisms). Without a
+   * person (a device-only login) the opening states 'password', the device's own.
+   */
+  #mechFor(site: string): Mechanism {
+    const dev = this.dev;
+    if (!this.#bank || this.#bank.entry.action !== 'login') return 'password';
+    const capable = personMechanisms(this.#bank.entry);
+    if (capable.length === 0) return 'password';
+    const t = tableForChoice(this.#login?.table ?? null, this.up.policy, dev.clock.epochMs());
+    const m = chooseAmong(t.table, site, dev.rng, capable);
+    const entry = t.table?.sites.find((s) => s.site === site);
+    const rates = entry ? entry.mechs.map((x) => `${x.mech} ${(x.ratePpm / 10_000).toFixed(1)} %`).join(', ') : 'no entry for the site';
+    dev.trace('S3.1', `mechanism for ${site}`, `${m} (${t.why}: ${rates}; this device proves ${capable.join(', ')})`, t.table !== null);
+    return m;
+  }
+
   /** A fresh bank request for one login try (the proof is wiped once sealed). */
-  #bankRequest(): BankRequest | null {
+  #bankRequest(mech: Mechanism): BankRequest | null {
     const b = this.#bank;
     if (!b) return null;
     const { action, name, password } = b.entry;
-    if (action === 'login') return { kind: 'login', name, mech: 'password', proof: new TextEncoder().encode(password), ids: b.ids };
+    if (action === 'login') return { kind: 'login', name, mech, proof: new TextEncoder().encode(password), ids: b.ids };
     return { kind: action, name, password, ids: b.ids };
   }
 
@@ -180,8 +207,9 @@ export class MainProgram {
       // fallback, which the server counts (issue 9).
       return true;
     };
-    const bankReq = this.#bankRequest();
-    const machine = new LoginClient<BankOutcome>({ dest: t.server.name, user: login.user, gen: t.gen, secret: dev.storage.loginKeys(), rng: dev.rng, ...(bankReq ? { then: new BankClient(bankReq) } : {}) });
+    const mech = this.#mechFor(t.server.name);
+    const bankReq = this.#bankRequest(mech);
+    const machine = new LoginClient<BankOutcome>({ dest: t.server.name, user: login.user, gen: t.gen, secret: dev.storage.loginKeys(), rng: dev.rng, mech, ...(bankReq ? { then: new BankClient(bankReq) } : {}) });
     const s = new ClientSession(
       dev,
       t.server.url,

@@ -12,8 +12,19 @@ import { ImplementationError, type ErrorCode } from '../protocol/errors.ts';
 import { BINDING_BYTES, isSite, type PersonProof } from '../protocol/person.ts';
 import type { SeClient } from './secure/client.ts';
 import type { FingerprintSensor } from './hal/fingerprint.ts';
+import type { PersonEntry } from './hal/person.ts';
+import type { Mechanism } from '../protocol/messages.ts';
 
 export type PersonMechanism = 'fingerprint' | 'otp';
+
+/**
+ * The person mechanisms this device can prove for a bank request (S3.1's candidates): the
+ * password whenever the person entered one. The fingerprint and one-time code join once their
+ * keys are provisioned for the site in the secure controller (issue 12, the bank's side).
+ */
+export function personMechanisms(entry: PersonEntry): Mechanism[] {
+  return entry.password ? ['password'] : [];
+}
 export type PersonProofRefusal = Extract<ErrorCode, 'PERSON_FP_NO_MATCH' | 'PERSON_FP_BLOCKED' | 'PERSON_FP_NO_FINGER' | 'PERSON_NOT_PROVISIONED' | 'PERSON_CHIP_REFUSED'>;
 export type PersonProofResult = { ok: true; proof: PersonProof } | { ok: false; code: PersonProofRefusal; detail: string };
 

@@ -1,7 +1,7 @@
 // firmware/policy-table.ts: which attack table the phone chooses with (S3.1, S3.11).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { acceptTable, tableForChoice, type PolicyConfig } from './policy-table.ts';
+import { acceptTable, tableForChoice, chooseAmong, type PolicyConfig } from './policy-table.ts';
 import { signTable, tablePublicKey, initialTable, type AttackTable } from '../protocol/attack-table.ts';
 import { simRng } from './hal/sim-hal.ts';
 
@@ -39,6 +39,21 @@ test('acceptTable: nothing incoming keeps the held table; a valid newer one repl
   assert.is.not(r.keep, newer);
   // An unreadable held table does not block a valid one.
   assert.is(acceptTable(Uint8Array.of(1, 2), newer, cfg, now).verdict.kind, 'accepted');
+});
+
+test('chooseAmong (S3.1): the least-attacked mechanism among those the device can prove, at or above the floor; else the strongest it can prove', () => {
+  const t: AttackTable = {
+    version: 4, issuedAt: now, expiresAt: now + 1000,
+    sites: [{ site: 'biz-east', level: 2, floor: 'password', degreePpm: 300_000, mechs: [{ mech: 'password', ratePpm: 900_000 }, { mech: 'otp', ratePpm: 100_000 }, { mech: 'fingerprint', ratePpm: 0 }] }],
+  };
+  const rng = simRng(3, 'choice');
+  assert.is(chooseAmong(t, 'biz-east', rng, ['password']), 'password');
+  assert.is(chooseAmong(t, 'biz-east', rng, ['password', 'otp']), 'otp');
+  assert.is(chooseAmong(t, 'biz-east', rng, ['password', 'otp', 'fingerprint']), 'fingerprint');
+  const floorOtp: AttackTable = { ...t, sites: [{ ...t.sites[0]!, floor: 'otp' }] };
+  assert.is(chooseAmong(floorOtp, 'biz-east', rng, ['password']), 'password', 'nothing allowed within reach: the strongest it can prove (the site refuses it)');
+  assert.is(chooseAmong(null, 'biz-east', rng, ['password', 'otp']), 'otp', 'no table: the strongest');
+  assert.is(chooseAmong(t, 'biz-west', rng, ['password', 'otp']), 'otp', 'a site the table does not list: the strongest');
 });
 
 test.run();

@@ -10,7 +10,9 @@
 // back either. The initial table serves only a phone that never had a signed one: once it
 // had, an expired table means "no valid table" (the strongest mechanism), not the initial
 // one, or blocking updates until expiry would bring back the all-zero, random choice.
-import { verifyTable, type AttackTable, type TableRefusal } from '../protocol/attack-table.ts';
+import { verifyTable, chooseMechanism, strongest, MECH_STRENGTH, type AttackTable, type TableRefusal } from '../protocol/attack-table.ts';
+import type { Mechanism } from '../protocol/messages.ts';
+import type { Rng } from './hal/hal.ts';
 
 /** What the factory gave the phone (UPMON.CFG). */
 export interface PolicyConfig {
@@ -58,4 +60,19 @@ export function tableForChoice(held: Uint8Array | null, cfg: PolicyConfig, nowEp
   const r = verifyTable(held, cfg.key, nowEpochMs, null);
   if (!r.ok) return { table: null, source: 'none', why: `the held table is no longer valid (${r.code})` };
   return { table: r.table, source: 'policy', why: `table v${r.table.version}` };
+}
+
+/**
+ * S3.1 on a device that can prove only some mechanisms (`capable`, non-empty): the table's
+ * choice among the site's mechanisms this device can prove, at or above the site's floor
+ * (protocol/attack-table.ts chooseMechanism: lowest rate, random among equals). A site whose
+ * every allowed mechanism is out of reach, or no table: the strongest the device can prove (the
+ * site then refuses it if it is below its floor, with its own code).
+ */
+export function chooseAmong(table: AttackTable | null, site: string, rng: Rng, capable: readonly Mechanism[]): Mechanism {
+  const entry = table?.sites.find((s) => s.site === site);
+  if (!table || !entry) return strongest(capable);
+  const mechs = entry.mechs.filter((m) => capable.includes(m.mech));
+  if (!mechs.some((m) => MECH_STRENGTH[m.mech] >= MECH_STRENGTH[entry.floor])) return strongest(capable);
+  return chooseMechanism({ ...table, sites: [{ ...entry, mechs }] }, site, rng);
 }

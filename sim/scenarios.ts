@@ -12,7 +12,7 @@ import type { DeviceOutcome } from '../firmware/device.ts';
 import type { Phone } from '../firmware/phone.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import { firstIdentifier, maskCardNumber } from '../firmware/first-identifier.ts';
-import { BANK_STORIES } from './bank-scenarios.ts';
+import { BANK_STORIES, person } from './bank-scenarios.ts';
 
 export interface StoryResult {
   ok: boolean;
@@ -137,29 +137,35 @@ export const STORIES: Record<string, Story> = {
     },
   },
   'phone-profile-login': {
-    summary: "a mobile phone: its own OS launches UPMon (no AutoRun), it registers and logs into the business server; its first identifier is its own SIM (S0.15)",
-    world: { profile: 'mobile' },
+    summary: "a mobile phone: its own OS launches UPMon (no AutoRun), it registers and logs into the business server, then opens a bank account bound to its own SIM and logs into it (S0.15, S4)",
+    world: { profile: 'mobile', bankMode: 1 },
     async run(c) {
-      const { phone } = await c.world.phone(0, c.host);
-      const id = firstIdentifier(phone.device);
+      const first = await c.world.phone(0, c.host, { person: person('register', 'mia') });
+      const id = firstIdentifier(first.phone.device);
       c.say(id.ok && id.kind === 'sim' ? `the phone's own SIM: ${id.info.cardType}, ICCID ending ${id.info.iccid.slice(-4)}` : `no SIM: ${id.ok ? id.kind : id.reason}`);
-      const o = await boot(c, phone);
+      const reg = await boot(c, first.phone);
+      const again = c.world.replug(first.phone, c.host, first.ip, { person: person('login', 'mia') });
+      const o = await boot(c, again);
       const launched = c.host.events.some((e) => e.feature === 'S0.15' && e.step === 'launch' && e.ok);
       const autorun = c.host.events.some((e) => e.step === 'autorun');
-      const ok = loggedIn(o, 'registration') && launched && !autorun && id.ok && id.kind === 'sim';
-      return { ok, verdict: `launched by the phone's OS${autorun ? ' (but an AutoRun step ran)' : ''}, registered and logged in${o.ok ? ` to ${o.server}` : ': no'}`, outcomes: [o] };
+      const page = o.ok && o.bank?.kind === 'page' ? o.bank : null;
+      const ok = loggedIn(reg, 'registration') && reg.ok && reg.bank?.kind === 'registered' && page !== null && launched && !autorun && id.ok && id.kind === 'sim';
+      return { ok, verdict: `launched by the phone's OS${autorun ? ' (but an AutoRun step ran)' : ''}, registered and logged in${o.ok ? ` to ${o.server}` : ': no'}; bank: ${page ? `account page ${page.account} found by its own SIM` : 'no account page'}`, outcomes: [reg, o] };
     },
   },
   'atm-card-login': {
-    summary: "a bank card in an ATM: the ATM's program registers the card and logs into the business server through the card's secure controller; the card number is the first identifier (S0.15)",
-    world: { profile: 'atm' },
+    summary: "a bank card in an ATM: the ATM's program registers the card and logs into the business server through the card's secure controller, then into the bank account bound to the card number, its first identifier (S0.15, S4)",
+    world: { profile: 'atm', bankMode: 1 },
     async run(c) {
-      const { phone, serial } = await c.world.phone(0, c.host);
-      c.say(`card ${maskCardNumber(serial)} inserted`);
-      const o = await boot(c, phone);
-      const id = firstIdentifier(phone.device);
-      const ok = loggedIn(o, 'registration') && id.ok && id.kind === 'card' && id.cardNumber === serial && !c.host.events.some((e) => e.step === 'autorun');
-      return { ok, verdict: `card ${maskCardNumber(serial)} registered and logged in${o.ok ? ` to ${o.server}` : ': no'}; first identifier: ${id.ok && id.kind === 'card' ? `the card number ${maskCardNumber(id.cardNumber)}` : 'none'}`, outcomes: [o] };
+      const first = await c.world.phone(0, c.host, { person: person('register', 'omar') });
+      c.say(`card ${maskCardNumber(first.serial)} inserted`);
+      const reg = await boot(c, first.phone);
+      const id = firstIdentifier(first.phone.device);
+      const again = c.world.replug(first.phone, c.host, first.ip, { person: person('login', 'omar') });
+      const o = await boot(c, again);
+      const page = o.ok && o.bank?.kind === 'page' ? o.bank : null;
+      const ok = loggedIn(reg, 'registration') && reg.ok && reg.bank?.kind === 'registered' && page !== null && id.ok && id.kind === 'card' && id.cardNumber === first.serial && !c.host.events.some((e) => e.step === 'autorun');
+      return { ok, verdict: `card ${maskCardNumber(first.serial)} registered and logged in${o.ok ? ` to ${o.server}` : ': no'}; first identifier: ${id.ok && id.kind === 'card' ? `the card number ${maskCardNumber(id.cardNumber)}` : 'none'}; bank: ${page ? `account page ${page.account} (mode ${page.mode})` : 'no account page'}`, outcomes: [reg, o] };
     },
   },
   // S4 (issue 11): the bank, sim/bank-scenarios.ts.
