@@ -14,21 +14,15 @@
 // (metric + log). Periods with no attack are reported too (sites: []): the receiver sees the
 // gateway is alive and that the period really had none. The first period is partial (from
 // start()); the open period at stop() is not sent.
-import type { Mechanism } from '../protocol/messages.ts';
 import type { AttackCounter, PeriodCounts } from './attacks.ts';
+import type { AttackReport, SiteAttacks, ReportResult } from '../server-kit/admin-messages.ts';
 
-export interface SiteReport { site: string; total: number; perMech: Partial<Record<Mechanism, number>> }
-
-/** One period's report. periodId = floor(periodStartMs / periodMs) on the counter's clock. */
-export interface AttackReport {
-  gateway: string;
-  periodId: number;
-  periodMs: number;
-  /** Sites with at least one attack in the period, by name; a site absent had none. */
-  sites: SiteReport[];
-}
-
-export interface SinkAnswer { accepted: boolean; duplicate: boolean }
+// One definition of the report: the admin op's (server-kit/admin-messages.ts), which the
+// policy server validates. periodId = floor(periodStartMs / periodMs) on the counter's clock;
+// a site absent from `sites` had no attack in the period.
+export type { AttackReport };
+export type SiteReport = SiteAttacks;
+export type SinkAnswer = ReportResult;
 export type AttackSink = (report: AttackReport) => Promise<SinkAnswer>;
 
 /** The clock and timers the reporter runs on (real ones by default; a virtual one in tests). */
