@@ -128,6 +128,7 @@ test('serve all --port BASE moves every port; a second one on the same base fail
     gateway: base,
     'gateway-operator': base + 1,
     operator: base + 50,
+    policy: base + 45,
     'reg-primary': { device: base + 10, link: base + 11 },
     'reg-backup': { device: base + 20, link: base + 21 },
   });
