@@ -23,10 +23,11 @@ export function loadMasterKeyring(src: { file?: string; env?: string }): MasterK
   return MasterKeyring.parse(readFileSync(src.file, 'utf8'));
 }
 
-export function ensureKeyFile(file: string): void {
+/** Makes `file` (32 bytes as hex, 0600) when missing: random, or `make()`'s (a seeded simulation's). */
+export function ensureKeyFile(file: string, make: () => Uint8Array = () => systemRng(32)): void {
   if (existsSync(file)) return;
   mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, bytesToHex(systemRng(32)) + '\n', { mode: 0o600, flag: 'wx' });
+  writeFileSync(file, bytesToHex(make()) + '\n', { mode: 0o600, flag: 'wx' });
 }
 
 export function readKeyFile(file: string, what: string): Uint8Array {

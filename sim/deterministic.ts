@@ -7,6 +7,8 @@
 // event, the driver waits until the bridge has no request outstanding and has been quiet for
 // a few milliseconds of real time. What the phone sees — what arrives, in what order, at which
 // virtual time — depends only on the seed, so the same seed gives the same trace, byte for byte.
+import { ensureKeyFile } from '../server-kit/keyfiles.ts';
+import { stateFiles } from '../deploy/config.ts';
 import { makeTempDir, removeTempDir } from './lifetime.ts';
 import WebSocket from 'ws';
 import { startStack, type Stack } from '../deploy/stack.ts';
@@ -122,6 +124,9 @@ export async function runDeterministic(name: string, o: DeterministicOptions): P
   let stack: Stack | null = null;
   const bridge = new Bridge(() => stack!.gateway.url);
   try {
+    // The policy key from the seed too: it is in the phone's signed UPMON.CFG, so in the firmware
+    // measurement the trace shows.
+    ensureKeyFile(stateFiles(stateDir).policyKey, () => simRng(o.seed, 'policy key')(32));
     stack = await startStack({ stateDir, gatewayPort: 0, advertisedUrl: `${SIM_ORIGIN}/` });
     // Bridged to real servers: the phone's date is the real one (the tables they sign expire on it).
     const sched = new Scheduler(Date.now());
