@@ -88,6 +88,8 @@ export function featureOf(type: number, dest: string): string {
       return 'S0.14';
     case MsgType.error:
       return 'S0.7';
+    case MsgType.tablePush:
+      return 'S3.11';
     default:
       return 'S0.11';
   }

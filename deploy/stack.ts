@@ -36,6 +36,8 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { FeedHub, type HealthSnapshot } from './feed-hub.ts';
 import { pageRoutes } from './page-server.ts';
 import { BANK_PAGE_PORT_OFFSET, DEFAULT_TOPOLOGY, portsForBase, DEFAULT_HOST, DEFAULT_GATEWAY_PORT, PARENT_PIPE_ENV, OPERATOR_PORT_OFFSET, POLICY_PORT_OFFSET, DEFAULT_POLICY_PERIOD_MS, DEFAULT_INITIAL_TABLE, factoryPolicyFor, ensureStateKeys, ensureOperatorClientFile, type RolePorts, type RegFileConfig, type OperatorClientFile } from './config.ts';
+import { TableSource } from '../server-kit/table-source.ts';
+import { createLogger } from '../server-kit/log.ts';
 import { startPolicyServer, type PolicyServer } from '../policy-server/server.ts';
 import { readPolicyKey } from '../policy-server/keys.ts';
 import { adminCall, POLICY_ADMIN_LIMITS } from '../server-kit/admin-messages.ts';
@@ -221,6 +223,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const publishBiz = () => writeRunningBizServers(opts.stateDir, [...bizServers.values()].map((b) => ({ name: b.name, adminUrl: b.adminUrl })));
   let gateway: Gateway | null = null;
   let policy: PolicyServer | null = null;
+  let gatewayTables: TableSource | null = null;
   const periodMs = opts.policyPeriodMs ?? DEFAULT_POLICY_PERIOD_MS;
   let operator: OperatorServer | undefined;
   // Its port is kept across a stop and start (an ephemeral one too), so its URL stays valid.
@@ -237,6 +240,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     operator.store.putClient(operatorClient.clientId, secretHash(operatorClient.clientSecret), [...ALL_OPERATOR_SCOPES]);
   };
   const abort = async (e: unknown): Promise<never> => {
+    gatewayTables?.close();
     await gateway?.close();
     await policy?.close();
     await operator?.close();
@@ -302,6 +306,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       attacks: { ...opts.attackLimits, periodMs },
       attackReports: { gateway: 'gateway', send: (r) => adminCall(policyClient, 'reportAttacks', r) },
     });
+    // S3.11: each new table the policy server signs is pushed to the devices connected now.
+    const g = gateway;
+    gatewayTables = new TableSource({ client: policyClient, intervalMs: opts.tablePollMs, log: createLogger('gateway/tables'), onUpdate: (t) => void g.pushTable(t) });
+    await gatewayTables.start();
   } catch (e) {
     stopFeed();
     return abort(e);
@@ -483,6 +491,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     enable: (serial) => regStore.setDeviceStatus(serial, 'active'),
     async stop() {
       stopFeed();
+      gatewayTables?.close();
       await gw.close();
       for (const n of [...regs.keys(), ...children.keys()]) await stopReg(n);
       for (const s of bizServers.values()) await s.close();

@@ -16,13 +16,13 @@ import { secretWrapKey, unwrapSecret } from '../protocol/secret-wrap.ts';
 import { RegistrationServer } from '../protocol/registration.ts';
 import { LoginServer } from '../protocol/login.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
-import { decodeEnvelope, encodeError } from '../protocol/messages.ts';
+import { decodeEnvelope, encodeError, tablePushFrame } from '../protocol/messages.ts';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 import { signTable, tablePublicKey, decodeTableBody, type AttackTable } from '../protocol/attack-table.ts';
 import { SIM_EPOCH_MS } from './hal/sim-hal.ts';
 import { decode } from '../protocol/cbor.ts';
-import type { PolicyConfig } from './policy-table.ts';
+import { keepPushedTable, type PolicyConfig } from './policy-table.ts';
 
 const master = simRng(1, 'board master')(32);
 const ring = new MasterKeyring([[1, master]]);
@@ -33,15 +33,21 @@ const MAIN = new TextEncoder().encode('main program');
 const biz = { name: 'biz-east', url: 'ws://biz.test:7400/', region: 'east' };
 
 /** A peer on the in-memory network: each connection gets a fresh server machine; its frames go in, its answers come out. */
-function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decodeEnvelope>): { send: Uint8Array[]; done?: { closeCode: number }; need?: unknown }; answer?: (a: never) => { send: Uint8Array[]; done?: { closeCode: number } }; nextSendSeq: number }, answer?: () => unknown, onConnect?: () => void) {
+function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decodeEnvelope>): { send: Uint8Array[]; done?: { closeCode: number }; need?: unknown }; answer?: (a: never) => { send: Uint8Array[]; done?: { closeCode: number } }; nextSendSeq: number }, answer?: () => unknown, onConnect?: () => void, pushFirst?: Uint8Array) {
   return (conn: SimConn) => {
     onConnect?.();
     const m = make();
+    let pushed = !pushFirst;
     const out = (s: { send: Uint8Array[]; done?: { closeCode: number } }) => {
       for (const f of s.send) conn.send(f);
       if (s.done) conn.close(s.done.closeCode);
     };
     conn.onMessage = (f) => {
+      // The gateway's push arrives in the middle of the session, before the server's first answer.
+      if (!pushed) {
+        pushed = true;
+        conn.send(pushFirst!);
+      }
       try {
         const s = m.receive(f, decodeEnvelope(f));
         out(s);
@@ -56,7 +62,7 @@ function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decode
   };
 }
 
-function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number; table?: Uint8Array; policy?: PolicyConfig }) {
+function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number; table?: Uint8Array; policy?: PolicyConfig; pushBeforeReply?: Uint8Array }) {
   const sched = new Scheduler();
   const net = new SimNetwork(sched);
   const confirmed: number[] = [];
@@ -71,7 +77,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
       if (o.firmwareRefusedBy?.includes(which)) throw new ProtocolError('REG_FIRMWARE_REFUSED', 'firmware measurement 3e3e… is not accepted by this server');
     },
     recordConfirmation: () => {},
-  }), () => (o.found === false ? { kind: 'not-found', reason: 'device not registered' } : { kind: 'cred', reply: { user, secret: secret(2), gen: 2, currentGen: 1, servers: [biz], ...(o.table ? { table: o.table } : {}) } }), () => regConnects[which]++);
+  }), () => (o.found === false ? { kind: 'not-found', reason: 'device not registered' } : { kind: 'cred', reply: { user, secret: secret(2), gen: 2, currentGen: 1, servers: [biz], ...(o.table ? { table: o.table } : {}) } }), () => regConnects[which]++, o.pushBeforeReply);
   if (o.regUp !== false) net.listen('ws://reg.test:7300', regServer('primary'));
   if (o.firmwareRefusedBy) net.listen('ws://reg.test:7301', regServer('backup'));
   // The business server holds gen 1 as current and gen 2 as pending (until a login with it).
@@ -136,6 +142,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
     config: { ...defaultDeviceConfig, regRounds: o.regRounds ?? 1 },
     trace: (feature, step, detail, good = true) => void traces.push(`${feature} ${good ? 'ok' : 'FAIL'} ${step}: ${detail}`),
     notice: (t) => void notices.push(t),
+    tablePush: (t) => void keepPushedTable(board, o.policy ?? { key: null, initial: null }, t),
   };
   const cfg = { regPrimary: { url: 'ws://reg.test:7300/reg-primary', dest: 'reg-primary' }, regBackup: { url: 'ws://reg.test:7301/reg-backup', dest: 'reg-backup' }, mainProgram: 'MAIN.EXE', mainSha256: programHash(MAIN), policy: o.policy ?? { key: null, initial: null } };
   /** Plugs in: UPMon, then (unless it stopped) the main program; runs the virtual clock until both are done. */
@@ -244,6 +251,32 @@ test('S3.11: the attack table of a credential reply is kept only when the policy
   const keyless = world({ saved: prior, held: held1(), table: v5 });
   keyless.run();
   assert.is(heldVersion(keyless), null);
+});
+
+test('S3.11 push: a table the gateway pushes into a session is kept when valid, refused when not; the session goes on undisturbed', () => {
+  const policyPriv = simRng(1, 'policy key')(32);
+  const policy: PolicyConfig = { key: tablePublicKey(policyPriv), initial: null };
+  const table = (version: number): AttackTable => ({
+    version, issuedAt: SIM_EPOCH_MS - 1000, expiresAt: SIM_EPOCH_MS + 86_400_000,
+    sites: [{ site: 'biz-east', level: 1, floor: 'password', degreePpm: 300_000, mechs: [{ mech: 'password', ratePpm: 0 }, { mech: 'otp', ratePpm: 0 }] }],
+  });
+  const held = (w: { saved: () => SavedLoginRecord | null }) => {
+    const t = w.saved()?.table;
+    return t ? decodeTableBody((decode(t) as Uint8Array[])[0]!).version : null;
+  };
+  for (const [what, pushed, expectVersion, trace] of [
+    ['a newer table', signTable(table(7), policyPriv), 7, /^S3\.11 ok attack table pushed: table v7 from the gateway accepted/],
+    ['a forged one', signTable(table(9), simRng(2, 'other')(32)), 5, /^S3\.11 FAIL attack table pushed: refused \(TABLE_BAD_SIGNATURE/],
+    ['an older one', signTable(table(3), policyPriv), 5, /^S3\.11 FAIL attack table pushed: refused \(TABLE_STALE/],
+  ] as const) {
+    // The registration server's first answer is preceded by the gateway's push (seq 0, outside the session).
+    const w = world({ saved: { ...prior, table: signTable(table(5), policyPriv) }, held: held1(), policy, pushBeforeReply: tablePushFrame(pushed) });
+    const { up, main } = w.run();
+    assert.is(up?.kind, 'registered', `${what}: the registration went on`);
+    assert.ok(main?.ok, `${what}: the login went on`);
+    assert.is(held(w), expectVersion, what);
+    assert.ok(w.traces.some((t) => trace.test(t)), `${what}: ${w.traces.join('\n')}`);
+  }
 });
 
 test.run();

@@ -58,6 +58,12 @@ export interface Board {
   /** A notice shown to the user (S0.9 "not found"): on the host computer, the phone's or the ATM's screen. */
   notice(text: string): void;
   /**
+   * S3.11: a signed attack table the gateway pushed into a session (protocol/messages.ts
+   * peekTablePush); the board keeps it if it passes (firmware/policy-table.ts keepPushedTable).
+   * Absent on a board that keeps no table: the push is then ignored.
+   */
+  tablePush?(table: Uint8Array): void;
+  /**
    * The device's SIM slot (HalBase.sim), where it has one (the USB and the mobile phone): the
    * source of the first identifier (S4.2) on a phone. Absent on the ATM profile.
    */

@@ -1,6 +1,7 @@
 // One client session over one socket: the adapter between a protocol client machine (what
 // to send, what each state accepts; anything else ends the session, S0.7) and the board's
 // network, loop and clock (connection, timeouts, a single end).
+import { peekTablePush } from '../protocol/messages.ts';
 import { CloseCode, retryClass, type RetryClass } from '../protocol/errors.ts';
 import { isClientEnd, type ClientEnd, type ClientExchange, type Step } from '../protocol/exchange.ts';
 import type { NetSocket } from './hal/hal.ts';
@@ -80,7 +81,12 @@ export class ClientSession<Ev, Out> {
         this.apply(this.machine.start());
       }),
       onMessage: (data) => loop.post(() => {
-        if (!this.#ended) this.apply(this.machine.receive(data));
+        if (this.#ended) return;
+        // S3.11: a table the gateway pushed is outside the session (no seq, no state): kept or
+        // refused on its own signature, version and expiry; the session goes on either way.
+        const pushed = peekTablePush(data);
+        if (pushed) return this.board.tablePush?.(pushed);
+        this.apply(this.machine.receive(data));
       }),
       onClose: (code, reason) => loop.post(() => {
         if (this.#ended) return;

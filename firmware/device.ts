@@ -2,6 +2,7 @@
 // on plug-in: boot (AutoRun, S0.3) -> UPMon (S0.4-S0.10) -> main program (S0.11-S0.14). The other
 // devices of S0.15 (firmware/profiles.ts) are the same Board wired otherwise: their own
 // launcher instead of the host's AutoRun, and on the ATM the card's controller as the chip.
+import { keepPushedTable, type PolicyConfig } from './policy-table.ts';
 import type { Clock, HalBase, Host, NetSocket, Network, Rng, TraceEvent } from './hal/hal.ts';
 import { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './saved-login.ts';
@@ -161,9 +162,17 @@ export class Device implements Board {
     });
   }
 
+  /** The factory's policy key and initial table, from this boot's UPMON.CFG (S3.11). */
+  #policy: PolicyConfig | null = null;
+
+  tablePush(table: Uint8Array): void {
+    if (this.#policy) keepPushedTable(this, this.#policy, table);
+  }
+
   #boot(): void {
     const b = this.wiring.start === 'launcher' ? launch(this) : boot(this);
     if (!b.ok) return this.#finish({ ok: false, kind: 'boot-failed', reason: b.reason, ms: this.elapsed });
+    this.#policy = b.config.policy;
     new Upmon(this, b.config, (o) => this.#afterUpmon(o)).start();
   }
 

@@ -13,6 +13,7 @@
 import { verifyTable, chooseMechanism, strongest, MECH_STRENGTH, type AttackTable, type TableRefusal } from '../protocol/attack-table.ts';
 import type { Mechanism } from '../protocol/messages.ts';
 import type { Rng } from './hal/hal.ts';
+import type { Board } from './board.ts';
 
 /** What the factory gave the phone (UPMON.CFG). */
 export interface PolicyConfig {
@@ -75,4 +76,30 @@ export function chooseAmong(table: AttackTable | null, site: string, rng: Rng, c
   const mechs = entry.mechs.filter((m) => capable.includes(m.mech));
   if (!mechs.some((m) => MECH_STRENGTH[m.mech] >= MECH_STRENGTH[entry.floor])) return strongest(capable);
   return chooseMechanism({ ...table, sites: [{ ...entry, mechs }] }, site, rng);
+}
+
+/**
+ * S3.11, a table the gateway pushed into a session: kept in the saved record when it passes
+ * acceptTable (signed by the factory key, newer than the held one, not expired), else refused;
+ * traced either way. A phone with no saved record yet keeps nothing (its registration brings a
+ * table). Never throws; a save that fails leaves the held table.
+ */
+export function keepPushedTable(dev: Pick<Board, 'storage' | 'clock' | 'trace'>, cfg: PolicyConfig, table: Uint8Array): TableVerdict {
+  const rec = dev.storage.loadLogin();
+  if (!rec.ok || !rec.value) {
+    dev.trace('S3.11', 'attack table pushed', `not kept: no saved login to keep it with (${rec.ok ? 'none yet' : rec.status})`, false);
+    return { kind: 'none' };
+  }
+  const r = acceptTable(rec.value.table, table, cfg, dev.clock.epochMs());
+  if (r.verdict.kind === 'refused') {
+    dev.trace('S3.11', 'attack table pushed', `refused (${r.verdict.code}: ${r.verdict.reason}); the held table stays`, false);
+    return r.verdict;
+  }
+  const saved = dev.storage.saveLogin({ ...rec.value, table: r.keep });
+  if (!saved.ok) {
+    dev.trace('S3.11', 'attack table pushed', `not kept: flash refused the save (${saved.status})`, false);
+    return { kind: 'none' };
+  }
+  if (r.verdict.kind === 'accepted') dev.trace('S3.11', 'attack table pushed', `table v${r.verdict.table.version} from the gateway accepted (${r.verdict.table.sites.length} site(s))`);
+  return r.verdict;
 }

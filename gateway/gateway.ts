@@ -9,7 +9,7 @@ import { createServer as createHttpServer, type Server, type IncomingMessage, ty
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import { encodeEnvelope, decodeEnvelope, parseError, errorBody, MsgType, type Envelope, type Mechanism } from '../protocol/messages.ts';
+import { encodeEnvelope, decodeEnvelope, parseError, errorBody, tablePushFrame, MsgType, type Envelope, type Mechanism } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { Socket } from 'node:net';
 import { toBytes, closeReason } from '../server-kit/link.ts';
@@ -91,6 +91,12 @@ export interface Gateway {
   /** Resolves when every upstream link is up (false after timeoutMs). */
   waitUpstreams(timeoutMs?: number, names?: string[]): Promise<boolean>;
   connections(): number;
+  /**
+   * S3.11: pushes the policy server's newest signed table to every connected device
+   * (protocol/messages.ts tablePushFrame: outside the sessions' sequence; the phones check the
+   * signature). Returns how many devices it was sent to.
+   */
+  pushTable(table: Uint8Array): number;
   close(): Promise<void>;
 }
 
@@ -439,6 +445,19 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       return r.every(Boolean);
     },
     connections: () => conns.size,
+    pushTable(table) {
+      const frame = tablePushFrame(table);
+      let n = 0;
+      for (const c of conns.values()) {
+        if (c.ws.readyState !== c.ws.OPEN) continue;
+        c.ws.send(frame);
+        observe?.({ conn: c.id, ip: c.ip, dir: 'down', type: MsgType.tablePush, dest: c.dest ?? 'gateway', byGateway: true });
+        n++;
+      }
+      metrics.tablePushes.inc(n);
+      log.info('attack table pushed', { devices: n, bytes: table.length });
+      return n;
+    },
     async close() {
       reporter?.stop();
       clearInterval(sweep);

@@ -42,6 +42,8 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
   readonly attackReportsQueued = new Gauge({ name: 'usbphone_gateway_attack_reports_queued', help: 'Period attack reports not yet delivered', registers: [this.registry] });
+  /** S3.11: tables pushed to connected devices (one per device per push). */
+  readonly tablePushes = new Counter({ name: 'usbphone_gateway_table_pushes_total', help: 'Attack tables pushed to connected devices (S3.11)', registers: [this.registry] });
 
   constructor(defaults = true) {
     if (defaults) collectDefaultMetrics({ register: this.registry, prefix: 'usbphone_gateway_' });

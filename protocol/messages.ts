@@ -35,6 +35,8 @@ export const MsgType = {
   bankPage: 43,
   bankRefused: 44,
   bankRebind: 45,
+  // S3.11: the gateway's push of the policy server's newest signed attack table (clear; §16).
+  tablePush: 50,
   error: 255,
 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
@@ -375,3 +377,31 @@ export const loginOk = { type: MsgType.loginOk, decode: (b: CborValue) => parseS
 export const pwConfirm: MessageCodec<{ gen: number }> = { type: MsgType.pwConfirm, encode: (c) => [c.gen], decode: (b) => parsePwConfirm(b, 'pwConfirm') };
 /** pwConfirmAck [gen] (sealed): the server recorded it. */
 export const pwConfirmAck: MessageCodec<{ gen: number }> = { type: MsgType.pwConfirmAck, encode: (c) => [c.gen], decode: (b) => parsePwConfirm(b, 'pwConfirmAck') };
+
+/**
+ * S3.11, docs/protocol.md §16: the gateway pushes the policy server's newest signed attack
+ * table to the devices connected to it: envelope [1, tablePush, 0, "gateway", [table]]. In the
+ * clear and outside the session's sequence (its seq is always 0 and moves nothing): the table's
+ * own Ed25519 signature, version and expiry are its protection, which the phone checks
+ * (firmware/policy-table.ts) — a forged, stale or expired push changes nothing, and a push
+ * never ends or disturbs the session it arrives in.
+ */
+export function tablePushFrame(table: Uint8Array): Uint8Array {
+  return encodeEnvelope(MsgType.tablePush, 0, 'gateway', [table]);
+}
+
+/**
+ * The table of a tablePush frame, or null when `frame` is not one. Cheap for every other
+ * frame (two bytes compared: the envelope [1, 50, ...] starts 85 01 18 32); a frame that
+ * starts like one but is malformed is null too (then the session's machine refuses it).
+ */
+export function peekTablePush(frame: Uint8Array): Uint8Array | null {
+  if (frame[0] !== 0x85 || frame[1] !== 0x01 || frame[2] !== 0x18 || frame[3] !== MsgType.tablePush) return null;
+  try {
+    const env = decodeEnvelope(frame);
+    if (env.type !== MsgType.tablePush || env.seq !== 0 || env.dest !== 'gateway') return null;
+    return bytes(array(env.body, 'tablePush', 1)[0], 'tablePush.table', 1, CRED_TABLE_MAX_BYTES);
+  } catch {
+    return null;
+  }
+}

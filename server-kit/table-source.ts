@@ -7,6 +7,7 @@
 // expiry the policy server set still applies on the phone.
 import { adminCall, type AdminCaller } from './admin-messages.ts';
 import type { Logger } from './log.ts';
+import { equalBytes } from '@noble/ciphers/utils.js';
 
 export interface TableSourceOptions {
   /** The policy server's admin client (server-kit/admin-rpc.ts AdminClient with POLICY_ADMIN_LIMITS). */
@@ -16,6 +17,8 @@ export interface TableSourceOptions {
   log: Logger;
   /** Told of every poll's outcome (metrics). */
   onPoll?: (ok: boolean) => void;
+  /** Told of each table that differs from the one held before (the gateway pushes it, S3.11); not of the first. */
+  onUpdate?: (table: Uint8Array) => void;
 }
 
 export class TableSource {
@@ -38,7 +41,9 @@ export class TableSource {
   async refresh(): Promise<void> {
     try {
       const t = await adminCall(this.#o.client, 'latestTable', {});
+      const prev = this.#current;
       this.#current = t;
+      if (prev && !equalBytes(prev, t)) this.#o.onUpdate?.(t);
       if (this.#failing) this.#o.log.info('attack table source back', { bytes: t.length });
       this.#failing = false;
       this.#o.onPoll?.(true);

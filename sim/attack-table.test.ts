@@ -7,6 +7,8 @@ import * as assert from 'uvu/assert';
 import { startWorld, TraceHost } from './world.ts';
 import { makeTempDir, removeTempDir } from './lifetime.ts';
 import { verifyTable } from '../protocol/attack-table.ts';
+import { peekTablePush } from '../protocol/messages.ts';
+import { WebSocket } from 'ws';
 
 const PERIOD_MS = 1_000;
 
@@ -51,6 +53,32 @@ test('S3.11: the table the policy server signed reaches the phone at registratio
     const held = r.ok && r.value?.table ? verifyTable(r.value.table, key, Date.now(), null) : null;
     assert.ok(held?.ok && held.table.version >= v2, `held v${held?.ok ? held.table.version : '?'}, expected >= v${v2}`);
   } finally {
+    await world.stop();
+    removeTempDir(dir);
+  }
+});
+
+test('S3.11 push: each new table the policy server signs is pushed by the gateway to the devices connected at that moment, outside their sessions', async () => {
+  const dir = makeTempDir('attack-table-push');
+  const world = await startWorld({ stateDir: dir, gatewayPort: 0, policyPeriodMs: PERIOD_MS, tablePollMs: 100 });
+  const ws = new WebSocket(world.stack.gatewayUrl);
+  try {
+    const frames: Uint8Array[] = [];
+    ws.on('message', (d: Buffer) => frames.push(new Uint8Array(d)));
+    await new Promise((r, j) => (ws.once('open', r), ws.once('error', j)));
+    const v0 = world.stack.policy.latest().table.version;
+    const deadline = Date.now() + 10_000;
+    let pushed: Uint8Array | null = null;
+    while (!pushed && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      pushed = frames.map(peekTablePush).find((t) => t !== null) ?? null;
+    }
+    assert.ok(pushed, 'a push arrived within two periods');
+    const v = verifyTable(pushed!, world.stack.factoryPolicy.key!, Date.now(), v0);
+    assert.ok(v.ok, 'signed by the policy key and newer than the table of the moment it connected');
+    assert.is(ws.readyState, WebSocket.OPEN, 'the connection is not disturbed');
+  } finally {
+    ws.close();
     await world.stop();
     removeTempDir(dir);
   }

@@ -242,6 +242,8 @@ function messageVectors() {
     ['loginFail', MsgType.loginFail, 1, 'biz-east', ['BIZ_BAD_LOGIN', 'authentication failed']],
     ['error', MsgType.error, 1, 'reg-primary', errorBody('CHAN_BAD_TAG', 2, 'frame does not authenticate')],
     ['error (no previous frame)', MsgType.error, 0, 'reg-primary', errorBody('CBOR_TRUNCATED', null, 'input ends at byte 7')],
+    // S3.11 (§16): the gateway's push; the table is a sample byte string here (attack-table.json has signed ones).
+    ['tablePush', MsgType.tablePush, 0, 'gateway', [b('signed table', 96)]],
   ];
   // Sealed types: the inner message, which is what the AEAD encrypts (see handshake-*.json for sealed frames).
   const inner: [string, number, CborValue][] = [
