@@ -302,6 +302,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       name: POLICY_NAME, host, adminPort: ephemeral ? 0 : gatewayPort + POLICY_PORT_OFFSET, adminKey, dbFile: files.policyDb,
       privateKey: readPolicyKey(files.policyKey).privateKey, initialTable: DEFAULT_INITIAL_TABLE, periodMs,
       thresholds: opts.policyThresholds, tableLifetimeMs: opts.policyTableLifetimeMs,
+      // The live page's S3 view: every table published, with the attacks of its period.
+      onTable: (t) => feed.table(t),
     });
     actual.policy = policy.adminPort;
     // S3.5: each period's attack report goes to the policy server over the sealed admin API.
