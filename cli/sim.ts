@@ -20,6 +20,7 @@ import { isProfileName, PROFILE_NAMES } from '../firmware/profiles.ts';
 
 export const OPTIONS = {
   scenario: { type: 'string' },
+  out: { type: 'string' },
   devices: { type: 'string' },
   deterministic: { type: 'boolean' },
   gateway: { type: 'string' },
@@ -57,6 +58,9 @@ loopback, and shows them log in with nobody typing a password.
                           only the phone and its master.key (made if missing); nothing is
                           enrolled; the phone's enrollment record is --state/phone.enrollment.json
   --scenario NAME|all     an S0 story, in a fresh temporary state: {SCENARIOS}
+  --out DIR               with --scenario: where a story writes what a person looks at
+                          (attack-shifts-mechanism: its per-period rates and choices as
+                          attack-shifts-mechanism.csv and an SVG chart; default tmp/scenarios)
   --devices N             a fleet of N phones (copy-on-write over one base image), each on
                           its own loopback address; prints a summary
   --deterministic         with --scenario first-boot|both-down-uses-saved: the same story on
@@ -106,7 +110,7 @@ function checkApplies(v: Parsed['values']): Mode {
     return 'deterministic';
   }
   if (v.scenario !== undefined) {
-    refuseOptions(v, ['scenario', 'seed', 'json', 'quiet'], '--scenario', 'a story starts and stops servers of its own, in a temporary state');
+    refuseOptions(v, ['scenario', 'out', 'seed', 'json', 'quiet'], '--scenario', 'a story starts and stops servers of its own, in a temporary state');
     return 'scenario';
   }
   if (v.devices !== undefined) {
@@ -194,7 +198,7 @@ export const command: Command = {
         let failed = 0;
         for (const n of names) {
           if (!a.json) out(`== ${n}: ${STORIES[n]!.summary}`);
-          const r = await runStory(n, { seed, trace: a.json ? undefined : trace, print: a.quiet || a.json ? undefined : (l) => out(`   ${l}`) });
+          const r = await runStory(n, { seed, trace: a.json ? undefined : trace, print: a.quiet || a.json ? undefined : (l) => out(`   ${l}`), out: (a.out as string | undefined) ?? join('tmp', 'scenarios') });
           if (!r.ok) failed++;
           if (a.json) out(JSON.stringify({ scenario: n, ok: r.ok, verdict: r.verdict, outcomes: r.outcomes }));
           else out(`${r.ok ? 'PASS' : 'FAIL'} ${n}: ${r.verdict}\n`);

@@ -12,6 +12,8 @@
 // loopback address); they are not told apart behind one address.
 import { typeName, MsgType } from '../protocol/messages.ts';
 import type { FrameSeen } from '../gateway/gateway.ts';
+import type { PublishedTable } from '../policy-server/server.ts';
+import type { Mechanism } from '../protocol/messages.ts';
 import type { LogLine } from '../server-kit/log.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import { FEED_VERSION, feedValidator, LIFELINES, type FeedMessage, PHONE_STATES } from './feed-schema.ts';
@@ -37,6 +39,8 @@ export interface FeedHubOptions {
   maxTracedPhones?: number;
   /** Fleet figures kept for a page that opens later (one per tick). */
   statsHistory?: number;
+  /** Attack tables (and their choice counts) kept for a page that opens later (S3). */
+  tableHistory?: number;
   now?: () => number;
 }
 
@@ -120,6 +124,12 @@ export class FeedHub {
   readonly #traces = new Map<string, FeedMessage[]>();
   readonly #stats: FeedMessage[] = [];
   #health: FeedMessage | null = null;
+  /** The S3 view: the latest tables, the choice counts of the ones before, the logins of the table now latest. */
+  readonly #tables: FeedMessage[] = [];
+  #version: number | null = null;
+  #logins = new Map<string, Record<Mechanism, number>>();
+  /** Login openings not yet answered, by gateway connection: their site and stated mechanism. */
+  readonly #openings = new Map<number, { dest: string; mech: Mechanism }>();
   #tick: NodeJS.Timeout | null = null;
   #phonesDirty = false;
   #second = { logins: 0, refusals: 0, latencies: [] as number[] };
@@ -129,7 +139,7 @@ export class FeedHub {
   lastRefusal: string | null = null;
 
   constructor(o: FeedHubOptions) {
-    this.#o = { tickMs: 1_000, historyPerPhone: 80, maxPhones: 500, maxTracedPhones: 32, statsHistory: 300, now: Date.now, ...o };
+    this.#o = { tickMs: 1_000, historyPerPhone: 80, maxPhones: 500, maxTracedPhones: 32, statsHistory: 300, tableHistory: 120, now: Date.now, ...o };
     this.#tick = setInterval(() => this.tick(), this.#o.tickMs);
     this.#tick.unref();
   }
@@ -151,6 +161,7 @@ export class FeedHub {
     send({ kind: 'hello', t: this.#o.now(), version: FEED_VERSION, watching: phone, servers: this.#o.servers });
     send(this.#phonesMessage());
     for (const m of this.#stats) send(m);
+    for (const m of this.#tables) send(m);
     if (this.#health) send(this.#health);
     if (phone) for (const m of this.#traces.get(phone) ?? []) send(m);
     this.#subs.add(sub);
@@ -191,6 +202,21 @@ export class FeedHub {
     const from: Lifeline = f.dir === 'up' ? 'phone' : f.byGateway ? 'gateway' : server;
     const to: Lifeline = f.dir === 'up' ? server : 'phone';
     if (f.dir === 'up' && p.since === null) p.since = now;
+    // S3: a login's mechanism, as its opening stated it, counts as a choice once the site says ok.
+    if (f.dir === 'up' && f.type === MsgType.login && f.mech !== undefined && NAME_RE.test(f.dest)) {
+      this.#openings.delete(f.conn);
+      this.#openings.set(f.conn, { dest: f.dest, mech: f.mech });
+      if (this.#openings.size > 4_096) this.#openings.delete(this.#openings.keys().next().value!);
+    }
+    if (f.dir === 'down' && f.type === MsgType.loginOk) {
+      const o = this.#openings.get(f.conn);
+      if (o && o.dest === f.dest) {
+        let c = this.#logins.get(o.dest);
+        if (!c) this.#logins.set(o.dest, (c = { password: 0, otp: 0, fingerprint: 0 }));
+        if (c[o.mech] !== undefined) c[o.mech]++;
+      }
+    }
+    if (f.dir === 'down' && (f.type === MsgType.loginOk || f.type === MsgType.loginFail || f.type === MsgType.error)) this.#openings.delete(f.conn);
     if (f.dir === 'up' && f.type === MsgType.hello) p.state = server === 'registration' ? 'registering' : 'logging in';
     if (f.dir === 'down') {
       if (f.type === MsgType.credReply) p.state = 'registered';
@@ -223,6 +249,42 @@ export class FeedHub {
     const p = this.#phone(ip, now);
     if (label !== undefined) p.label = label;
     this.#trace(ip, { kind: 'trace', t: now, phone: ip, item: { t: now, kind: 'step', feature: e.feature, step: e.step.slice(0, 60), detail: e.detail.slice(0, 160), ok: e.ok } });
+  }
+
+  /**
+   * A table the policy server published (S3.11): first the logins counted while the previous
+   * one was the latest (by the mechanism their opening stated, as the gateway saw them; only
+   * logins the site accepted), then the new table with the attacks of the period it states.
+   * Rates, levels, names and counts only.
+   */
+  table(p: PublishedTable): void {
+    const now = this.#o.now();
+    if (this.#version !== null) {
+      const sites = [...this.#logins].filter(([site]) => NAME_RE.test(site)).slice(0, 64).map(([site, logins]) => ({ site, logins: { ...logins } }));
+      this.#keepTable({ kind: 'choices', t: now, version: this.#version, sites });
+    }
+    this.#logins = new Map();
+    this.#version = p.table.version;
+    const zero = { total: 0, password: 0, otp: 0, fingerprint: 0 };
+    this.#keepTable({
+      kind: 'table',
+      t: now,
+      version: p.table.version,
+      periodId: p.periodId,
+      issuedAt: p.table.issuedAt,
+      expiresAt: p.table.expiresAt,
+      sites: p.table.sites.slice(0, 64).map((s) => {
+        const a = p.attacks.get(s.site) ?? zero;
+        return { site: s.site, level: s.level, floor: s.floor, degreePpm: s.degreePpm, mechs: s.mechs.map((m) => ({ mech: m.mech, ratePpm: m.ratePpm })), attacks: { total: a.total, password: a.password, otp: a.otp, fingerprint: a.fingerprint } };
+      }),
+    });
+  }
+
+  #keepTable(m: FeedMessage): void {
+    if (!this.#checked(m)) return;
+    this.#tables.push(m);
+    if (this.#tables.length > this.#o.tableHistory) this.#tables.shift();
+    for (const s of this.#subs) s.sink(m);
   }
 
   /** A server log line: a few messages become server events, projected field by field. */

@@ -72,6 +72,24 @@ const stepItem = {
   properties: { t: time, kind: { const: 'step' }, feature, step: safeText(60), detail: safeText(160), ok: { type: 'boolean' } },
 };
 
+const mech = { enum: ['password', 'otp', 'fingerprint'] };
+const count = { type: 'integer', minimum: 0 };
+const perMech = { type: 'object', additionalProperties: false, required: ['password', 'otp', 'fingerprint'], properties: { password: count, otp: count, fingerprint: count } };
+/** One site of a published attack table (S3.10) and the attacks of the period it states (S3.5): names, rates and counts only. */
+const tableSite = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['site', 'level', 'floor', 'degreePpm', 'mechs', 'attacks'],
+  properties: {
+    site: name,
+    level: { type: 'integer', minimum: 1, maximum: 16 },
+    floor: mech,
+    degreePpm: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+    mechs: { type: 'array', maxItems: 3, items: { type: 'object', additionalProperties: false, required: ['mech', 'ratePpm'], properties: { mech, ratePpm: { type: 'integer', minimum: 0, maximum: 1_000_000 } } } },
+    attacks: { type: 'object', additionalProperties: false, required: ['total', 'password', 'otp', 'fingerprint'], properties: { total: count, password: count, otp: count, fingerprint: count } },
+  },
+};
+
 export const feedSchema = {
   $id: 'usbphone/feed',
   oneOf: [
@@ -111,6 +129,13 @@ export const feedSchema = {
         },
       },
       ['servers', 'load'],
+    ),
+    // S3: each table the policy server publishes, and the logins counted while the previous one was the latest.
+    msg('table', { version: count, periodId: count, issuedAt: time, expiresAt: time, sites: { type: 'array', maxItems: 64, items: tableSite } }, ['version', 'periodId', 'issuedAt', 'expiresAt', 'sites']),
+    msg(
+      'choices',
+      { version: count, sites: { type: 'array', maxItems: 64, items: { type: 'object', additionalProperties: false, required: ['site', 'logins'], properties: { site: name, logins: perMech } } } },
+      ['version', 'sites'],
     ),
     msg('stats', { loginsPerSec: time, refusalsPerSec: time, p50Ms: nullable(time), p99Ms: nullable(time) }, ['loginsPerSec', 'refusalsPerSec', 'p50Ms', 'p99Ms']),
   ],

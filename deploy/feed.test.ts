@@ -17,6 +17,7 @@ import { deriveDeviceKey, makeSerialToken, MasterKeyring } from '../protocol/key
 import { passwordLoginKey, ServerHandshake } from '../protocol/channel.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { MsgType } from '../protocol/messages.ts';
+import type { AttackTable } from '../protocol/attack-table.ts';
 import { FeedHub, type HealthSnapshot } from './feed-hub.ts';
 import { feedValidator, FEED_VERSION, type FeedMessage } from './feed-schema.ts';
 import { pageRoutes } from './page-server.ts';
@@ -194,6 +195,53 @@ test('the hub checks each message before it is sent: a refused one is counted an
   } finally {
     hub.stop();
   }
+});
+
+test('S3: the hub publishes each table with its period\'s attacks, then the logins made under it by the mechanism their opening stated (only logins the site accepted); a new page gets the history', () => {
+  const hub = new FeedHub({ servers: ['gateway'], health: fakeHealth, tickMs: 60_000 });
+  try {
+    const got: FeedMessage[] = [];
+    hub.subscribe((m) => got.push(m));
+    const table = (version: number, ratePpm: number): AttackTable => ({
+      version, issuedAt: 1_000, expiresAt: 4_000,
+      sites: [{ site: 'biz-east', level: ratePpm ? 2 : 1, floor: 'password', degreePpm: 300_000, mechs: [{ mech: 'password', ratePpm }, { mech: 'otp', ratePpm: 0 }, { mech: 'fingerprint', ratePpm: 0 }] }],
+    });
+    hub.table({ table: table(1, 0), periodId: 10, attacks: new Map() });
+    // An honest login (opening, then loginOk on the same connection) and a bot's guess (refused).
+    hub.frame({ conn: 5, ip: '127.1.0.1', dir: 'up', type: MsgType.login, dest: 'biz-east', mech: 'password' });
+    hub.frame({ conn: 5, ip: '127.1.0.1', dir: 'down', type: MsgType.loginOk, dest: 'biz-east' });
+    hub.frame({ conn: 6, ip: '127.66.0.1', dir: 'up', type: MsgType.login, dest: 'biz-east', mech: 'password' });
+    hub.frame({ conn: 6, ip: '127.66.0.1', dir: 'down', type: MsgType.loginFail, dest: 'biz-east' });
+    hub.frame({ conn: 7, ip: '127.1.0.2', dir: 'up', type: MsgType.login, dest: 'biz-east', mech: 'otp' });
+    hub.frame({ conn: 7, ip: '127.1.0.2', dir: 'down', type: MsgType.loginOk, dest: 'biz-east' });
+    hub.table({ table: table(2, 1_000_000), periodId: 11, attacks: new Map([['biz-east', { total: 4, password: 4, otp: 0, fingerprint: 0 }]]) });
+    const s3: FeedMessage[] = got.filter((m) => m.kind === 'table' || m.kind === 'choices').map((m) => ({ ...m, t: 0 }));
+    assert.equal(s3.map((m) => [m.kind, m.version]), [['table', 1], ['choices', 1], ['table', 2]]);
+    assert.equal(s3[1]!.sites, [{ site: 'biz-east', logins: { password: 1, otp: 1, fingerprint: 0 } }]);
+    assert.equal((s3[2]!.sites as { attacks: unknown }[])[0]!.attacks, { total: 4, password: 4, otp: 0, fingerprint: 0 });
+    assert.is(hub.refused, 0);
+    const later: FeedMessage[] = [];
+    hub.subscribe((m) => later.push(m));
+    assert.equal(later.filter((m) => m.kind === 'table' || m.kind === 'choices').map((m) => m.version), [1, 1, 2], 'a page that opens later gets the history');
+  } finally {
+    hub.stop();
+  }
+});
+
+test('S3: the schema refuses a table message that carries anything but names, rates and counts', () => {
+  const v = feedValidator();
+  const site = { site: 'biz-east', level: 2, floor: 'password', degreePpm: 1, mechs: [{ mech: 'password', ratePpm: 1_000_000 }], attacks: { total: 1, password: 1, otp: 0, fingerprint: 0 } };
+  const ok = { kind: 'table', t: 1, version: 2, periodId: 3, issuedAt: 1, expiresAt: 2, sites: [site] };
+  assert.ok(v(ok), JSON.stringify(v.errors));
+  const bad = (m: unknown, why: string) => assert.not.ok(v(m), why);
+  bad({ ...ok, signed: 'ab' }, 'the signed bytes');
+  bad({ ...ok, sites: [{ ...site, key: 'x' }] }, 'an unlisted site field');
+  bad({ ...ok, sites: [{ ...site, site: 'ab'.repeat(20) }] }, 'a site that is not a name');
+  bad({ ...ok, sites: [{ ...site, mechs: [{ mech: 'pin', ratePpm: 1 }] }] }, 'an unknown mechanism');
+  bad({ ...ok, sites: [{ ...site, mechs: [{ mech: 'password', ratePpm: 1_000_001 }] }] }, 'a rate above 1');
+  bad({ ...ok, sites: [{ ...site, attacks: { ...site.attacks, ip: '127.66.0.1' } }] }, 'an attacker address');
+  bad({ kind: 'choices', t: 1, version: 1, sites: [{ site: 'biz-east', logins: { password: -1, otp: 0, fingerprint: 0 } }] }, 'a negative count');
+  bad({ kind: 'choices', t: 1, version: 1, sites: [{ site: 'biz-east', logins: { password: 1, otp: 0, fingerprint: 0 }, user: 'u-0123456789abcdef0123' }] }, 'a user');
 });
 
 test('the page routes: its files with a strict content policy, uPlot from node_modules, the feed, 503 once the feed is stopped', async () => {

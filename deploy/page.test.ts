@@ -2,6 +2,8 @@
 // playwright-core, opens the page of a world on ephemeral ports; a phone plugs in and the
 // sequence diagram must show its login (hello, helloReply, credReply, login, loginOk) and the
 // phones table its state; then the feed is stopped and the page must say so, and come back.
+// In a second world with a short period T, bots guess passwords at biz-east: the page's S3
+// view must show the table change (the password rate at the top, the level up) and chart it.
 // A screenshot of each run is left in tmp/page-test/ (UPDATE_SCREENSHOT=1 also rewrites
 // docs/page.png, the README's). Chromium missing is a failure, not a skip: CI installs it
 // (scripts/ensure-tools.sh).
@@ -12,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startWorld, TraceHost, type World } from '../sim/world.ts';
+import { attackerIp, startAttack } from '../sim/attacker.ts';
 import { setLogSink } from '../server-kit/log.ts';
 
 setLogSink(() => {});
@@ -89,7 +92,10 @@ test('a phone plugs in: the page draws its login as a sequence diagram and lists
   await page.locator('#servers tbody tr').first().waitFor({ timeout: 3_000 });
   assert.ok((await page.locator('#servers tbody tr').count()) >= 6);
   assert.ok((await page.locator('#fleet-view canvas').count()) >= 2, 'uPlot drew the fleet charts');
-  assert.match((await page.locator('#attacks-view').textContent())!, /Not built yet/);
+  // The S3 view holds the table the policy server published at start: no attack yet.
+  await page.locator('#attack-table tbody tr[data-site="biz-east"]').waitFor({ timeout: 3_000 });
+  assert.is(await page.locator('#attack-table tbody tr[data-site="biz-east"] td[data-mech="password"]').textContent(), '0.0 %');
+  assert.match((await page.locator('#attacks-version').textContent())!, /table v1,/);
 
   await page.screenshot({ path: join(artefacts, 'login.png'), fullPage: true });
   if (process.env.UPDATE_SCREENSHOT === '1') await page.screenshot({ path: join(root, 'docs', 'page.png'), fullPage: false });
@@ -133,6 +139,42 @@ test('the feed drops: the page says so clearly, then reconnects by itself', asyn
   await page.locator('#conn.connected').waitFor({ timeout: 8_000 });
   assert.equal(pageErrors, [], 'no script error on the page');
   await page.close();
+});
+
+test('bots guess passwords at biz-east: the attack view shows the table change and charts the rates and the logins per table version', async () => {
+  const dir2 = mkdtempSync(join(tmpdir(), 'usbphone-page-s3-'));
+  const w = await startWorld({ stateDir: dir2, gatewayPort: 0, policyPeriodMs: 1_000, attackLimits: { windowMs: 1_000, limit: 3 }, policyThresholds: [2, 50], tablePollMs: 100 });
+  let attack: ReturnType<typeof startAttack> | null = null;
+  try {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 1400 } });
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    await page.goto(w.stack.pageUrl);
+    await page.locator('#conn.connected').waitFor({ timeout: 5_000 });
+    const row = page.locator('#attack-table tbody tr[data-site="biz-east"]');
+    await row.waitFor({ timeout: 3_000 });
+    assert.is(await row.locator('td[data-mech="password"]').textContent(), '0.0 %');
+    // An honest phone logs in (its opening states 'password'), then the bots start.
+    const made = await w.phone(0, new TraceHost());
+    assert.ok((await made.phone.device.plugIn()).ok);
+    attack = startAttack(w.stack.gatewayUrl, [0, 1, 2].map(attackerIp), 'biz-east', 'password', 5, 300);
+    await row.locator('td[data-mech="password"]', { hasText: '▲ 100.0 %' }).waitFor({ timeout: 15_000 });
+    assert.ok(Number(await row.locator('td[data-col="level"]').textContent()) >= 2, 'the level rose');
+    assert.match((await row.locator('td[data-col="attacks"]').textContent())!, /^\d+ \(password \d+\)$/);
+    assert.is(await row.locator('td[data-mech="password"]').getAttribute('class'), 'bad', 'the most attacked mechanism is marked, red');
+    assert.is(await page.locator('#attack-table tbody tr[data-site="biz-west"] td[data-mech="password"]').textContent(), '0.0 %', 'the other site is not attacked');
+    assert.is(await page.locator('#attack-site').inputValue(), 'biz-east', 'the charts follow the attacked site');
+    assert.ok((await page.locator('#attacks-view canvas').count()) >= 2, 'uPlot drew the rate and login charts');
+    assert.ok(Number(await page.locator('#chart-attack-rate').getAttribute('data-versions')) >= 2, 'several table versions charted');
+    assert.ok(Number(await page.locator('#chart-choices').getAttribute('data-versions')) >= 1, 'the logins of a table version charted');
+    await page.locator('#attacks-view').screenshot({ path: join(artefacts, 'attacks.png') });
+    assert.equal(pageErrors, [], 'no script error on the page');
+    assert.is(w.stack.feed.refused, 0, 'every feed message passed the schema');
+    await page.close();
+  } finally {
+    await attack?.stop();
+    await w.stop();
+    rmSync(dir2, { recursive: true, force: true });
+  }
 });
 
 test.run();

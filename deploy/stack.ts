@@ -83,6 +83,10 @@ export interface StackOptions {
   attackLimits?: Partial<Omit<AttackLimits, 'periodMs'>>;
   /** How often the registration servers poll the latest table (default 5 s). */
   tablePollMs?: number;
+  /** The policy server's security level thresholds (S3.6; default the patent's [5000, 10000]). */
+  policyThresholds?: number[];
+  /** How long a signed table stays valid, ms (default 3 T; must exceed policyPeriodMs). */
+  policyTableLifetimeMs?: number;
   /** The bank's mode on both business servers (S4.3 / S4.4): default 1. */
   bankMode?: BankMode;
   /** The operator calls of one bank request: their deadline, ms (default 3000). */
@@ -103,6 +107,11 @@ export interface StartRegOptions {
   process?: 'inline' | 'child';
   /** Child only: the process stops at this rotation step and reports it (for kill -9 tests). */
   pauseAt?: RotationStep;
+  /**
+   * The table source this registration server polls (S3.11): default the stack's policy
+   * server. The table stories (sim/attack-scenarios.ts) swap in a rogue one.
+   */
+  policy?: { name: string; adminUrl: string };
 }
 
 export interface Stack {
@@ -296,6 +305,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     policy = await startPolicyServer({
       name: POLICY_NAME, host, adminPort: ephemeral ? 0 : gatewayPort + POLICY_PORT_OFFSET, adminKey, dbFile: files.policyDb,
       privateKey: readPolicyKey(files.policyKey).privateKey, initialTable: DEFAULT_INITIAL_TABLE, periodMs,
+      thresholds: opts.policyThresholds, tableLifetimeMs: opts.policyTableLifetimeMs,
+      // The live page's S3 view: every table published, with the attacks of its period.
+      onTable: (t) => feed.table(t),
     });
     actual.policy = policy.adminPort;
     // S3.5: each period's attack report goes to the policy server over the sealed admin API.
@@ -322,7 +334,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const linkUrl = (port: number) => `ws://${host}:${port}/`;
   for (const [name, s] of bizServers) gw.setUpstream({ name, linkUrl: linkUrl(s.linkPort), linkKey: linkKeyFor(rootLink, name) });
 
-  const policyRef = () => ({ name: POLICY_NAME, adminUrl: policy!.adminUrl, ...(opts.tablePollMs === undefined ? {} : { pollMs: opts.tablePollMs }) });
+  const policyRef = (o: StartRegOptions = {}) => ({ ...(o.policy ?? { name: POLICY_NAME, adminUrl: policy!.adminUrl }), ...(opts.tablePollMs === undefined ? {} : { pollMs: opts.tablePollMs }) });
   const regBizList = () => DEFAULT_TOPOLOGY.biz.map((b) => {
     const p = actual[b.name] as RolePorts;
     return { name: b.name, region: b.region, url: advertised + b.name, adminUrl: `http://${host}:${p.admin}/admin` };
@@ -339,13 +351,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, ring, linkKey: linkKeyFor(rootLink, name), adminKey,
         bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
         stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs, mutant: opts.mutant,
-        policy: policyRef(),
+        policy: policyRef(o),
       });
       regs.set(name, r);
       devicePort = r.devicePort;
       lp = r.linkPort;
     } else {
-      const c = await spawnReg(name, p, o.pauseAt);
+      const c = await spawnReg(name, p, o.pauseAt, policyRef(o));
       children.set(name, c);
       devicePort = c.devicePort;
       lp = c.linkPort;
@@ -355,12 +367,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     await gw.waitUpstreams(5_000, [name]);
   };
 
-  const spawnReg = async (name: RegName, p: RolePorts, pauseAt?: RotationStep): Promise<ChildReg> => {
+  const spawnReg = async (name: RegName, p: RolePorts, pauseAt: RotationStep | undefined, policyOf: ReturnType<typeof policyRef>): Promise<ChildReg> => {
     const cfg: RegFileConfig = {
       name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, masterKeyFile: files.masterKey,
       linkKeyFile: files.linkKey, adminKeyFile: files.adminKey, bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
       stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs,
-      policy: policyRef(),
+      policy: policyOf,
     };
     const runDir = join(opts.stateDir, 'run');
     mkdirSync(runDir, { recursive: true });

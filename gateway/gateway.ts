@@ -73,6 +73,8 @@ export interface FrameSeen {
   /** For an error frame: its code; `byGateway` when the gateway itself refused. */
   code?: string;
   byGateway?: boolean;
+  /** For a login opening: the mechanism it states in clear (S3.1, S3.4). */
+  mech?: Mechanism;
 }
 export type FrameObserver = (f: FrameSeen) => void;
 
@@ -328,7 +330,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     }
     const up = c.up!;
     if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${c.dest} went down`), env.seq);
-    if (observe) observe({ conn: c.id, ip: c.ip, dir: 'up', type: env.type, dest: env.dest, code: env.type === MsgType.error ? errorCodeOf(frame) : undefined });
+    if (observe) observe({ conn: c.id, ip: c.ip, dir: 'up', type: env.type, dest: env.dest, code: env.type === MsgType.error ? errorCodeOf(frame) : undefined, mech: env.type === MsgType.login ? ((env.body as unknown[])[0] as Mechanism) : undefined });
     if (!c.waitingSince) c.waitingSince = now;
     up.send(c.id, frame);
     if (up.bufferedAmount > L.linkHighWaterBytes) {

@@ -24,7 +24,12 @@ const state = {
   retryTimer: null,
   stats: { t: [], logins: [], refusals: [], p50: [], p99: [] },
   charts: null,
+  /** S3: the tables by version (ascending), the login counts by version, the site the charts show. */
+  s3: { tables: [], choices: new Map(), site: null, siteByUser: false, charts: null },
 };
+const MECHS = ['password', 'otp', 'fingerprint'];
+/** Each mechanism's colour and dash: colour is not the only signal. */
+const MECH_STYLE = { password: { stroke: '#b3261e', dash: [] }, otp: { stroke: '#0550ae', dash: [8, 4] }, fingerprint: { stroke: '#116329', dash: [2, 3] } };
 
 function el(tag, attrs = {}, text) {
   const e = document.createElement(tag);
@@ -99,6 +104,8 @@ function handle(m) {
       if (m.watching) state.watching = m.watching;
       setConn('connected', '● Live: connected to the feed');
       resetStats();
+      state.s3.tables = [];
+      state.s3.choices = new Map();
       drawTrace();
       return;
     case 'phones':
@@ -114,6 +121,11 @@ function handle(m) {
       return drawHealth(m);
     case 'stats':
       return addStats(m);
+    case 'table':
+      return addTable(m);
+    case 'choices':
+      state.s3.choices.set(m.version, m.sites);
+      return drawAttackCharts();
   }
 }
 
@@ -287,7 +299,97 @@ function drawCharts() {
   state.charts.latency.setData([s.t, s.p50, s.p99]);
 }
 
+// ---- attacks (S3): the table per site, rates and choices per table version (uPlot) ----
+
+const pct = (ppm) => `${(ppm / 10000).toFixed(1)} %`;
+
+function addTable(m) {
+  const s3 = state.s3;
+  s3.tables = s3.tables.filter((t) => t.version !== m.version);
+  s3.tables.push(m);
+  s3.tables.sort((a, b) => a.version - b.version);
+  if (s3.tables.length > 120) s3.tables.shift();
+  drawAttackTable(m);
+  drawAttackCharts();
+}
+
+function drawAttackTable(m) {
+  $('attacks-version').textContent = `(table v${m.version}, issued ${clock(m.issuedAt)}, valid until ${clock(m.expiresAt)})`;
+  const body = $('attack-table').tBodies[0];
+  body.replaceChildren();
+  for (const s of m.sites) {
+    const tr = el('tr', { 'data-site': s.site });
+    const top = Math.max(0, ...s.mechs.map((x) => x.ratePpm));
+    tr.append(el('th', { scope: 'row' }, s.site), el('td', { 'data-col': 'level' }, String(s.level)), el('td', {}, s.floor), el('td', {}, pct(s.degreePpm)));
+    for (const mech of MECHS) {
+      const r = s.mechs.find((x) => x.mech === mech);
+      const hot = r && top > 0 && r.ratePpm === top;
+      tr.append(el('td', { 'data-mech': mech, class: hot ? 'bad' : '' }, r ? `${hot ? '▲ ' : ''}${pct(r.ratePpm)}` : 'not offered'));
+    }
+    const a = s.attacks;
+    tr.append(el('td', { 'data-col': 'attacks' }, a.total ? `${a.total} (${MECHS.filter((x) => a[x]).map((x) => `${x} ${a[x]}`).join(', ')})` : '0'));
+    body.append(tr);
+  }
+  // The charts follow the site chosen, else the most attacked one, else the first.
+  const pick = $('attack-site');
+  const names = m.sites.map((s) => s.site);
+  if (pick.options.length !== names.length || [...pick.options].some((o, i) => o.value !== names[i])) {
+    pick.replaceChildren(...names.map((n) => el('option', { value: n }, n)));
+  }
+  if (!state.s3.siteByUser || !names.includes(state.s3.site)) {
+    const hot = [...m.sites].sort((a, b) => b.attacks.total - a.attacks.total)[0];
+    state.s3.site = hot && hot.attacks.total > 0 ? hot.site : (state.s3.site && names.includes(state.s3.site) ? state.s3.site : names[0] ?? null);
+  }
+  pick.value = state.s3.site ?? '';
+}
+
+$('attack-site').addEventListener('change', (e) => {
+  state.s3.site = e.target.value;
+  state.s3.siteByUser = true;
+  drawAttackCharts();
+});
+
+function attackSeries() {
+  const s3 = state.s3;
+  const versions = s3.tables.map((t) => t.version);
+  const rates = MECHS.map((mech) => s3.tables.map((t) => {
+    const r = t.sites.find((x) => x.site === s3.site)?.mechs.find((x) => x.mech === mech);
+    return r ? r.ratePpm / 10000 : null;
+  }));
+  const logins = MECHS.map((mech) => versions.map((v) => {
+    const c = s3.choices.get(v);
+    if (!c) return null;
+    return c.find((x) => x.site === s3.site)?.logins[mech] ?? 0;
+  }));
+  return { versions, rates, logins };
+}
+
+function drawAttackCharts() {
+  const s3 = state.s3;
+  const { versions, rates, logins } = attackSeries();
+  $('chart-attack-rate').dataset.versions = String(versions.length);
+  $('chart-choices').dataset.versions = String([...s3.choices.keys()].length);
+  const width = Math.max(320, Math.floor($('attacks-view').clientWidth / 2) - 30);
+  if (!s3.charts) {
+    const axes = [{ stroke: '#1b1f24', grid: { stroke: '#eaeef2' }, label: 'table version', values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? `v${v}` : '')) }, { stroke: '#1b1f24', grid: { stroke: '#eaeef2' } }];
+    const series = (unit) => [{ label: 'table' }, ...MECHS.map((mech) => ({ label: `${mech} ${unit}`, stroke: MECH_STYLE[mech].stroke, dash: MECH_STYLE[mech].dash, width: 2, points: { show: true, size: 6 }, spanGaps: false }))];
+    const base = { width, height: 200, axes, cursor: { show: true }, legend: { show: true } };
+    s3.charts = {
+      rate: new uPlot({ ...base, scales: { y: { range: [0, 100] } }, series: series('%') }, [versions, ...rates], $('chart-attack-rate')),
+      choices: new uPlot({ ...base, series: series('logins') }, [versions, ...logins], $('chart-choices')),
+    };
+    return;
+  }
+  s3.charts.rate.setData([versions, ...rates]);
+  s3.charts.choices.setData([versions, ...logins]);
+}
+
 window.addEventListener('resize', () => {
+  if (state.s3.charts) {
+    const w = Math.max(320, Math.floor($('attacks-view').clientWidth / 2) - 30);
+    state.s3.charts.rate.setSize({ width: w, height: 200 });
+    state.s3.charts.choices.setSize({ width: w, height: 200 });
+  }
   if (!state.charts) return;
   const width = Math.max(320, $('fleet-view').clientWidth - 10);
   state.charts.rate.setSize({ width, height: 200 });

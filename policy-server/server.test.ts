@@ -12,7 +12,7 @@ import type { CborValue } from '../protocol/cbor.ts';
 import { AdminClient, AdminError } from '../server-kit/admin-rpc.ts';
 import { adminCall, POLICY_ADMIN_LIMITS, type AttackReport } from '../server-kit/admin-messages.ts';
 import { setLogLevel } from '../server-kit/log.ts';
-import { startPolicyServer, type PolicyServer, type PolicyConfig } from './server.ts';
+import { startPolicyServer, type PolicyServer, type PolicyConfig, type PublishedTable } from './server.ts';
 import { tempDir, FakeClock, PATENT_SITES } from './test-util.ts';
 
 setLogLevel('error');
@@ -239,6 +239,31 @@ test('attacks on one mechanism move the phones: after the period, the least atta
     assert.ok(MECH_STRENGTH[west] >= MECH_STRENGTH.otp);
   } finally {
     c.close();
+    await s.close();
+  }
+});
+
+test('onTable: told of the table held at start and of each published one, with the attacks of the period it states; a listener that throws does not stop the update', async () => {
+  const clock = new FakeClock(T0 + 1_000);
+  const seen: PublishedTable[] = [];
+  let fail = false;
+  const s = await startPolicyServer(cfgFor(clock, { onTable: (t) => {
+    seen.push(t);
+    if (fail) throw new Error('listener broke');
+  } }));
+  try {
+    assert.equal(seen.map((t) => [t.table.version, t.periodId]), [[1, T0 / T]]);
+    s.report(rep('gw-1', T0 / T, [{ site: 'a', total: 6_000, perMech: { password: 6_000 } }]));
+    clock.advanceTo(T0 + T + 1_000);
+    fail = true;
+    const r = s.tick()!;
+    assert.is(r.table.version, 2, 'published although the listener threw');
+    const last = seen.at(-1)!;
+    assert.equal([last.table.version, last.periodId], [2, T0 / T + 1]);
+    assert.equal(last.attacks.get('a'), { total: 6_000, password: 6_000, otp: 0, fingerprint: 0 });
+    assert.equal(last.attacks.get('b'), { total: 0, password: 0, otp: 0, fingerprint: 0 });
+    assert.is(s.latest().table.version, 2);
+  } finally {
     await s.close();
   }
 });

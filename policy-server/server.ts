@@ -13,7 +13,7 @@ import { adminListener, AdminError } from '../server-kit/admin-rpc.ts';
 import { adminOps, ADMIN_MESSAGES, POLICY_ADMIN_LIMITS, type AttackReport, type ReportResult } from '../server-kit/admin-messages.ts';
 import { listen, closeServer } from '../server-kit/host.ts';
 import { createLogger } from '../server-kit/log.ts';
-import { PolicyStore } from './store.ts';
+import { PolicyStore, ZERO, type Counts } from './store.ts';
 import { PolicyMetrics } from './metrics.ts';
 import { checkParams, updatePeriod, defaultFloorPpm, DEFAULT_THRESHOLDS, DEFAULT_BUDGET_ROWS, type PolicyParams, type UpdateResult } from './update.ts';
 
@@ -60,6 +60,19 @@ export interface PolicyConfig {
   clock?: Clock;
   /** false: no timer; the caller runs tick() (tests, the bench). */
   timer?: boolean;
+  /**
+   * Told of every table the server publishes (the one it holds at start, then each period's),
+   * with the attacks it folded for the period the table states: the live page's feed. Called
+   * in line, after the table is stored; an exception is logged, never fails the update.
+   */
+  onTable?: (t: PublishedTable) => void;
+}
+
+/** A published table and the attacks of the period it states, per site (S3.5 counts; zeros when none came). */
+export interface PublishedTable {
+  table: AttackTable;
+  periodId: number;
+  attacks: Map<string, Counts>;
 }
 
 export interface PolicyServer {
@@ -130,6 +143,18 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       latest = { table: t, signed: r, periodId: period() };
     }
     metrics.tableVersion.set(latest.table.version);
+    const published = () => {
+      if (!cfg.onTable) return;
+      try {
+        const attacks = new Map(latest.table.sites.map((s) => {
+          const c = store.sitePeriod(s.site, latest.periodId - 1);
+          return [s.site, c ? { total: c.total, password: c.password, otp: c.otp, fingerprint: c.fingerprint } : { ...ZERO }] as const;
+        }));
+        cfg.onTable({ table: latest.table, periodId: latest.periodId, attacks });
+      } catch (e) {
+        log.warn('table listener failed', { error: (e as Error).message.slice(0, 200) });
+      }
+    };
 
     const report = (r: AttackReport): ReportResult => {
       const current = period();
@@ -190,6 +215,7 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       metrics.updateSeconds.set((performance.now() - t0) / 1000);
       if (dropped > 0) log.warn('pending rows dropped beyond the lag window', { dropped, periodId: P });
       log.info('table published', { version: r.table.version, periodId: P, folded, backlog });
+      published();
       return r;
     };
 
@@ -227,7 +253,7 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
     });
     const adminPort = await listen(server, cfg.adminPort, cfg.host);
     // A period that began while the server was down gets its table now.
-    tick();
+    if (tick() === null) published();
     if (cfg.timer !== false) schedule();
     log.info('listening', { adminPort, version: latest.table.version, sites: config.sites.length });
     const s = server;

@@ -6,7 +6,7 @@ import { readFileSync, existsSync, readdirSync } from 'node:fs';
 import { CLI_CODES } from '../cli/codes.ts';
 
 const features = readFileSync('docs/features.md', 'utf8');
-const stories = readFileSync('sim/scenarios.ts', 'utf8') + readFileSync('sim/bank-scenarios.ts', 'utf8');
+const stories = readFileSync('sim/scenarios.ts', 'utf8') + readFileSync('sim/bank-scenarios.ts', 'utf8') + readFileSync('sim/attack-scenarios.ts', 'utf8');
 
 test('docs/features.md states every feature id it builds on (S0.1-15, S3.1-11, S4.1-8), one line each', () => {
   const stated = features.slice(features.indexOf('## Features'), features.indexOf('## Traceability'));
@@ -38,7 +38,7 @@ test('every test name docs/features.md quotes is a test in the file it names', (
     for (const q of m[2]!.matchAll(/"([^"]{8,})"/g)) {
       // "..." in a quoted name stands for words left out.
       for (const part of q[1]!.split('...').map((x) => x.trim()).filter((x) => x.length >= 6)) {
-        // sim/scenarios.test.ts and sim/bank-scenarios.test.ts name their tests `scenario ${story}`, one per story.
+        // sim/scenarios.test.ts, sim/bank-scenarios.test.ts and sim/attack-scenarios.test.ts name their tests `scenario ${story}`, one per story.
         const story = /^scenario ([a-z-]+)$/.exec(part)?.[1];
         const found = src.includes(part) || (story !== undefined && stories.includes(`'${story}'`));
         assert.ok(found, `${file} has no test "${q[1]}"`);

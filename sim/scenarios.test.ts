@@ -3,11 +3,13 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runStory, STORIES } from './scenarios.ts';
 import { setLogSink } from '../server-kit/log.ts';
+import { ATTACK_STORIES } from './attack-scenarios.ts';
 
 setLogSink(() => {});
 
-// The bank's stories run in sim/bank-scenarios.test.ts (with the page and capture checks).
-for (const name of Object.keys(STORIES).filter((n) => !n.startsWith('bank-'))) {
+// The bank's stories run in sim/bank-scenarios.test.ts (with the page and capture checks), the
+// S3 ones in sim/attack-scenarios.test.ts (both with a lower scrypt cost).
+for (const name of Object.keys(STORIES).filter((n) => !n.startsWith('bank-') && !(n in ATTACK_STORIES))) {
   test(`scenario ${name}`, async () => {
     const lines: string[] = [];
     const r = await runStory(name, { print: (l) => lines.push(l) });

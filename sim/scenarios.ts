@@ -13,6 +13,7 @@ import type { Phone } from '../firmware/phone.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import { firstIdentifier, maskCardNumber } from '../firmware/first-identifier.ts';
 import { BANK_STORIES, person } from './bank-scenarios.ts';
+import { ATTACK_STORIES } from './attack-scenarios.ts';
 
 export interface StoryResult {
   ok: boolean;
@@ -27,6 +28,8 @@ export interface StoryContext {
   host: TraceHost;
   /** Prints a headline between boots. */
   say(line: string): void;
+  /** Where a story writes what a person looks at (the S3 story's CSV and SVG): runStory's `out`, else the state directory. */
+  out: string;
 }
 
 type Story = { summary: string; world?: Partial<WorldOptions>; run(c: StoryContext): Promise<Omit<StoryResult, 'trace'>> };
@@ -170,10 +173,12 @@ export const STORIES: Record<string, Story> = {
   },
   // S4 (issue 11): the bank, sim/bank-scenarios.ts.
   ...BANK_STORIES,
+  // S3 (issue 12): the attack table, sim/attack-scenarios.ts.
+  ...ATTACK_STORIES,
 };
 
 /** Runs one story in a fresh state directory (removed afterwards unless keepState, and at exit in any case: sim/lifetime.ts). */
-export async function runStory(name: string, opts: { print?: (line: string) => void; trace?: (e: TraceEvent) => void; keepState?: boolean; seed?: number; world?: Partial<WorldOptions> } = {}): Promise<StoryResult> {
+export async function runStory(name: string, opts: { print?: (line: string) => void; trace?: (e: TraceEvent) => void; keepState?: boolean; seed?: number; world?: Partial<WorldOptions>; out?: string } = {}): Promise<StoryResult> {
   const story = STORIES[name];
   if (!story) throw new Error(`unknown scenario ${name}`);
   const stateDir = makeTempDir(`usbphone-${name}-`);
@@ -189,7 +194,7 @@ export async function runStory(name: string, opts: { print?: (line: string) => v
       target = world.stack.gatewayUrl;
     } else world = await startWorld(wopts);
     const host = new TraceHost(opts.trace);
-    const r = await story.run({ world, host, say: (l) => opts.print?.(l) });
+    const r = await story.run({ world, host, say: (l) => opts.print?.(l), out: opts.out ?? stateDir });
     return { ...r, trace: host.events };
   } finally {
     await proxy?.close();
