@@ -33,7 +33,7 @@ type Result = { ok: boolean; verdict: string; outcomes: DeviceOutcome[] };
 
 const bankOf = (o: DeviceOutcome): BankStepOutcome | undefined => (o.ok ? o.bank : undefined);
 const describe = (b: BankStepOutcome | undefined) =>
-  !b ? 'no bank step' : b.kind === 'refused' ? `refused ${b.code}` : b.kind === 'failed' ? `failed: ${b.reason}` : b.kind === 'page' ? `account page ${b.account} (mode ${b.mode})` : `registered (mode ${b.mode})`;
+  !b ? 'no bank step' : b.kind === 'refused' ? `refused ${b.code}` : b.kind === 'no-proof' ? `no proof ${b.code}` : b.kind === 'failed' ? `failed: ${b.reason}` : b.kind === 'page' ? `account page ${b.account} (mode ${b.mode}, ${b.mech})` : `registered (mode ${b.mode})`;
 const refusedWith = (o: DeviceOutcome, code: string) => bankOf(o)?.kind === 'refused' && (bankOf(o) as { code: string }).code === code;
 const is = (o: DeviceOutcome, kind: BankStepOutcome['kind'], mode?: 1 | 2) => bankOf(o)?.kind === kind && (mode === undefined || (bankOf(o) as { mode: number }).mode === mode);
 

@@ -31,6 +31,10 @@
 //                    P1P2 0003 vendor key -> the vendor's Ed25519 public key (fuses; public)
 //                    P1P2 0004 boot measurement -> [measurement(32), manifest version]
 //                              (6982 when the boot files did not verify)
+//                    P1P2 0005 person status -> [finger "empty"|"set"|"blocked", [fp sites],
+//                              [otp sites], clock?]: which sites the chip can prove the person
+//                              for (S3.1's candidates), from the chip itself, so no host-side
+//                              bookkeeping decides it; site names and states only
 //   10 HS OPEN       P1 slot, data [type, seq, dest, fields] -> [nC, mac]
 //   12 HS FINISH     data [th1, nS, mac, th2] -> [finish, c2s, s2c]   (6300: bad server proof)
 //   20 IMPORT SECRET data [user, gen, currentGen, wrapped]             (6300: does not unwrap)
@@ -319,6 +323,18 @@ export class SecureElement {
       const b = this.#measure();
       if (b === 'power-lost') return b;
       return b.ok ? ok([b.measurement, b.version]) : status(SW.securityNotSatisfied);
+    }
+    if (obj === DataObject.personStatus) {
+      const finger = this.#nvm.readObject(OBJ.template);
+      const state = finger ? (this.#nvm.read(Nvm.fingerprintTries) >= FP_MAX_TRIES ? 'blocked' : 'set') : 'empty';
+      finger?.fill(0);
+      const sites = (name: string) => {
+        const t = this.#siteTable(name);
+        const out = [...t.keys()].sort();
+        for (const [, f] of t) if (f[0] instanceof Uint8Array) f[0].fill(0);
+        return out;
+      };
+      return ok([state, sites(OBJ.fpKeys), sites(OBJ.otpSeeds), this.#clock !== null]);
     }
     const id = this.#loadIdentity();
     if (!isIdentity(id)) return id;
