@@ -127,12 +127,19 @@ export class MainProgram {
     if (!this.#bank || this.#bank.entry.action !== 'login') return 'password';
     // What the chip holds for this site (not anything the host could have written).
     const st = dev.storage.person.personStatus();
-    const capable = personMechanisms(this.#bank.entry, st.ok ? st.value : null, site, dev.fingerprint !== undefined);
-    if (capable.length === 0) return 'password';
+    const entry = this.#bank.entry;
+    const capable = personMechanisms(entry, st.ok ? st.value : null, site, dev.fingerprint !== undefined);
+    if (capable.length === 0) {
+      // Nothing the person agreed to is provisioned here: the first they asked for, which the
+      // phone then cannot prove (no-proof, nothing sent); never a password they did not offer.
+      const m = entry.mechanisms?.[0] ?? 'password';
+      dev.trace('S3.1', `mechanism for ${site}`, `${m} (the person asked for ${entry.mechanisms?.join(', ') ?? 'password'}; this device proves none of them here)`, false);
+      return m;
+    }
     const t = tableForChoice(this.#login?.table ?? null, this.up.policy, dev.clock.epochMs());
     const m = chooseAmong(t.table, site, dev.rng, capable);
-    const entry = t.table?.sites.find((s) => s.site === site);
-    const rates = entry ? entry.mechs.map((x) => `${x.mech} ${(x.ratePpm / 10_000).toFixed(1)} %`).join(', ') : 'no entry for the site';
+    const row = t.table?.sites.find((s) => s.site === site);
+    const rates = row ? row.mechs.map((x) => `${x.mech} ${(x.ratePpm / 10_000).toFixed(1)} %`).join(', ') : 'no entry for the site';
     dev.trace('S3.1', `mechanism for ${site}`, `${m} (${t.why}: ${rates}; this device proves ${capable.join(', ')})`, t.table !== null);
     return m;
   }
