@@ -64,7 +64,7 @@ test.after(() => {
   t.remove();
 });
 
-test('registration provisions the person layer: the seed wrapped under the session\'s login key (only the chip opens it), sealed at rest; the attested fingerprint key kept', async () => {
+test("registration provisions the person layer: the seed wrapped under the session's login key (only the chip opens it), sealed at rest; the attested fingerprint key kept", async () => {
   const r = await bank.register(who('password'), { name: 'pia', password: PW, ids: sim(1), fingerprint: { publicKey: fpPub, attestation: fingerprintKeyAttestation(loginKey, SITE, 'dev-p', fpPub) } });
   assert.ok(r.kind === 'registered', code(r));
   const reg = (r as Extract<BankAnswer, { kind: 'registered' }>).registered;
@@ -87,7 +87,7 @@ test('registration provisions the person layer: the seed wrapped under the sessi
   assert.not.ok(file.includes(Buffer.from(seed).toString('latin1')) || file.includes(Buffer.from(seed).toString('hex')), 'the seed in clear in the database');
 });
 
-test('a fingerprint key whose attestation does not verify (a hostile host\'s own key, or another login key) is not kept; the account opens without it', async () => {
+test("a fingerprint key whose attestation does not verify (a hostile host's own key, or another login key) is not kept; the account opens without it", async () => {
   const evil = ed25519.getPublicKey(rnd(32));
   for (const [name, att, n] of [['quinn', fingerprintKeyAttestation(loginKey, SITE, 'dev-q', fpPub), 2], ['ria', fingerprintKeyAttestation(rnd(32), SITE, 'dev-q', evil), 3]] as const) {
     const r = await bank.register(who('password', 'dev-q'), { name, password: PW, ids: sim(n), fingerprint: { publicKey: evil, attestation: att } });
@@ -100,7 +100,7 @@ test('a fingerprint key whose attestation does not verify (a hostile host\'s own
   assert.is(store.person(store.accountByName('sam')!.accountNo, SITE), null);
 });
 
-test('one-time code (RFC 6238): accepted once; the same code again PERSON_OTP_REPLAYED; a wrong one PERSON_PROOF_FAILED; one off the clock PERSON_OTP_SKEW; the next step\'s accepted', async () => {
+test("one-time code (RFC 6238): accepted once; the same code again PERSON_OTP_REPLAYED; a wrong one PERSON_PROOF_FAILED; one off the clock PERSON_OTP_SKEW; the next step's accepted", async () => {
   const c = codeAt(clock.t);
   const a = await login({ name: 'pia', mech: 'otp', proof: c, ids: sim(1) });
   assert.ok(a.kind === 'page', code(a));
@@ -119,14 +119,14 @@ test('one-time code (RFC 6238): accepted once; the same code again PERSON_OTP_RE
   assert.is(code(await login({ name: 'pia', mech: 'otp', proof: codeAt(clock.t - 30_000), ids: sim(1) })), 'PERSON_OTP_REPLAYED');
 });
 
-test('two sessions with the same fresh code at once: one page, one PERSON_OTP_REPLAYED (the step is used up by a compare-and-set with the login)', async () => {
+test("two sessions with the same fresh code at once: one page, one PERSON_OTP_REPLAYED (the step is used up by a compare-and-set with the login)", async () => {
   clock.t += 60_000;
   const c = codeAt(clock.t);
   const r = await Promise.all([login({ name: 'pia', mech: 'otp', proof: c, ids: sim(1) }), login({ name: 'pia', mech: 'otp', proof: c, ids: sim(1) })]);
   assert.equal(r.map(code).sort(), ['PERSON_OTP_REPLAYED', 'page']);
 });
 
-test('fingerprint: the signature over this session\'s binding accepted; one made for another session, a forged one, another key\'s: PERSON_PROOF_FAILED', async () => {
+test("fingerprint: the signature over this session's binding accepted; one made for another session, a forged one, another key's: PERSON_PROOF_FAILED", async () => {
   const bindingA = rnd(32);
   const a = await login({ name: 'pia', mech: 'fingerprint', proof: sign(bindingA), ids: sim(1) }, bindingA);
   assert.ok(a.kind === 'page', code(a));
@@ -142,7 +142,7 @@ test('fingerprint: the signature over this session\'s binding accepted; one made
   assert.is(code(await login({ name: 'pia', mech: 'fingerprint', proof: sign(bindingA), ids: sim(1) }, bindingA, who('fingerprint', 'dev-evil'))), 'BANK_DEVICE_MISMATCH');
 });
 
-test('the site\'s offer and floor: not offered BANK_MECH_UNSUPPORTED, below the floor BANK_MECH_BELOW_FLOOR, another than the opening stated BANK_MECH_MISMATCH; refused before any verification; a bad configuration does not start', async () => {
+test("the site's offer and floor: not offered BANK_MECH_UNSUPPORTED, below the floor BANK_MECH_BELOW_FLOOR, another than the opening stated BANK_MECH_MISMATCH; refused before any verification; a bad configuration does not start", async () => {
   const strict = new Bank({ store, hasher, mode: 1, log, now: () => clock.t, site: SITE, mechanisms: ['password', 'otp'], floor: 'otp' });
   assert.equal(strict.offer, { mechanisms: ['password', 'otp'], floor: 'otp' });
   const binding = rnd(32);
@@ -160,7 +160,7 @@ test('the site\'s offer and floor: not offered BANK_MECH_UNSUPPORTED, below the 
   }
 });
 
-test('a sealed seed moved to another account\'s row does not open: STORE_CORRUPT_ROW, never used', async () => {
+test("a sealed seed moved to another account's row does not open: STORE_CORRUPT_ROW, never used", async () => {
   const pia = store.accountByName('pia')!.accountNo;
   const quinn = store.accountByName('quinn')!.accountNo;
   biz.db.prepare('UPDATE bank_person SET otp_seed = (SELECT otp_seed FROM bank_person WHERE account_no = ?) WHERE account_no = ?').run(pia, quinn);
@@ -168,7 +168,7 @@ test('a sealed seed moved to another account\'s row does not open: STORE_CORRUPT
   assert.ok(store.person(pia, SITE)!.otp, 'its own row still opens');
 });
 
-test('schema 5: a schema-4 file (the bank of S4) migrates at open, keeping its accounts and bindings; the person table is added', () => {
+test("schema 5: a schema-4 file (the bank of S4) migrates at open, keeping its accounts and bindings; the person table is added", () => {
   const f = join(t.dir, 'biz-v4.sqlite');
   const s4 = new SqliteBizStore(f, storageKey);
   new BankStore(s4.db, storageKey).register({ accountNo: '620000000000123', name: 'old', verifier: '$scrypt$x', ids: [{ kind: 'iccid', value: '89441000000000000018' }], deviceUser: 'dev-o', now: T0 });

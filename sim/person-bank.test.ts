@@ -100,7 +100,7 @@ async function hostile(w: World, p: { ip: string; se: SeClient; server: string }
 }
 const answer = (r: Awaited<ReturnType<typeof hostile>>): string => (r.kind === 'ok' && r.then ? (r.then.kind === 'refused' || r.then.kind === 'no-proof' ? r.then.code : r.then.kind) : JSON.stringify(r));
 
-test('one-time code: the registration imports the site\'s seed into the chip; a login with the code gets the account page; a wrong code, and the same code twice, are refused by the bank (PERSON_PROOF_FAILED, PERSON_OTP_REPLAYED)', async () => {
+test("one-time code: the registration imports the site's seed into the chip; a login with the code gets the account page; a wrong code, and the same code twice, are refused by the bank (PERSON_PROOF_FAILED, PERSON_OTP_REPLAYED)", async () => {
   await withWorld('otp', {}, async (w) => {
     const p = await registered(w, 0, 41, 'olga');
     assert.ok(p.reg.otp && p.reg.fingerprint, JSON.stringify(p.reg));
@@ -128,7 +128,7 @@ test('one-time code: the registration imports the site\'s seed into the chip; a 
   });
 });
 
-test('fingerprint: the finger enrolled at the registration, the attested key kept; a login with the finger gets the page; another finger gives no proof (PERSON_FP_NO_MATCH on the phone, nothing sent); a forged signature, or one made for another session, is refused by the bank (PERSON_PROOF_FAILED)', async () => {
+test("fingerprint: the finger enrolled at the registration, the attested key kept; a login with the finger gets the page; another finger gives no proof (PERSON_FP_NO_MATCH on the phone, nothing sent); a forged signature, or one made for another session, is refused by the bank (PERSON_PROOF_FAILED)", async () => {
   await withWorld('fp', {}, async (w) => {
     const p = await registered(w, 0, 42, 'fred');
     assert.ok(p.reg.fingerprint, JSON.stringify(p.reg));
@@ -167,7 +167,7 @@ test('fingerprint: the finger enrolled at the registration, the attested key kep
   });
 });
 
-test('a site that does not offer the fingerprint and has otp as its floor: a fingerprint login is refused at the opening (BIZ_MECH_UNSUPPORTED), a password login at the bank (BANK_MECH_BELOW_FLOOR); the code is served', async () => {
+test("a site that does not offer the fingerprint and has otp as its floor: a fingerprint login is refused at the opening (BIZ_MECH_UNSUPPORTED), a password login at the bank (BANK_MECH_BELOW_FLOOR); the code is served", async () => {
   await withWorld('floor', { bizMechanisms: ['password', 'otp'], bizFloor: 'otp' }, async (w) => {
     const p = await registered(w, 0, 43, 'gina');
     assert.ok(p.reg.otp && !p.reg.fingerprint, JSON.stringify(p.reg));
@@ -183,7 +183,7 @@ test('a site that does not offer the fingerprint and has otp as its floor: a fin
   });
 });
 
-test('S3.1 end to end: once the policy server\'s table says the password is the most attacked at the site, the provisioned phone logs into the bank with the one-time code or the finger', async () => {
+test("S3.1 end to end: once the policy server's table says the password is the most attacked at the site, the provisioned phone logs into the bank with the one-time code or the finger", async () => {
   const T = 1_000;
   await withWorld('choice', { policyPeriodMs: T, tablePollMs: 100 }, async (w) => {
     const p = await registered(w, 0, 44, 'hana');
