@@ -30,10 +30,12 @@ const f = await operatorFixture();
 const op = new OperatorClient({ url: f.server.url, ca: f.tls.caPem, clientId: f.bank.id, clientSecret: f.bank.secret, timeoutMs: 5_000 });
 const t = tempDir();
 const biz = new SqliteBizStore(join(t.dir, 'biz.sqlite'), new Uint8Array(32).fill(3));
-const store = new BankStore(biz.db);
+const store = new BankStore(biz.db, new Uint8Array(32).fill(3));
 const log = createLogger('bench');
 const ids = (n: number): LineIds => ({ idKind: 'sim', iccid: card(n).iccid, imsi: card(n).imsi, msisdn: null });
 const now = () => f.clock.t;
+/** A password session's device (no login key: the bench measures the password mechanism only). */
+const dev = { deviceUser: 'dev-bench', mech: 'password' as const, loginKey: () => null };
 
 async function timed(name: string, one: () => Promise<unknown>, inFlight = IN_FLIGHT): Promise<number> {
   for (let i = 0; i < 3; i++) await one();
@@ -63,11 +65,11 @@ async function modes(label: string, params: ScryptParams, base: number): Promise
   // Mode 1: a card the operator does not know; mode 2: a line of the operator's fixture.
   f.server.store.createSubscription(`+4477009${base + 2}`, card(base + 2), T0 - DAY);
   for (const [b, n, name] of [[b1, base + 1, `m1-${base}`], [b2, base + 2, `m2-${base}`]] as const) {
-    const r = await b.register('dev-bench', { name, password: PW, ids: ids(n) });
+    const r = await b.register(dev, { name, password: PW, ids: ids(n) });
     if (r.kind !== 'registered') throw new Error(`register: ${JSON.stringify(r)}`);
   }
   const login = (b: Bank, n: number, name: string) => async () => {
-    const a = await b.login('dev-bench', { name, mech: 'password', proof: te.encode(PW), ids: ids(n) });
+    const a = await b.login(dev, { name, mech: 'password', proof: te.encode(PW), ids: ids(n) });
     if (a.kind !== 'page') throw new Error(JSON.stringify(a));
   };
   const m1 = await timed(`login mode 1 (${label})`, login(b1, base + 1, `m1-${base}`));

@@ -6,10 +6,24 @@
 // ties one line identifier (iccid, imsi, msisdn, or a bank card's id) to one account and
 // records the device (its S0 user) that registered it, and when (`bound_at`). Every
 // multi-row change is one IMMEDIATE transaction; every row read back is validated.
+//
+// The person layer (S3.3, schema 5): per account and site (a business server's name: each
+// has its own fingerprint key and TOTP seed in the phone's chip), the fingerprint public key
+// the registration's attestation vouched for, the TOTP seed with its RFC 6238 parameters, and
+// the last time step accepted. The seed is as good as the one-time code it makes, so it is kept
+// only sealed under the business servers' storage key (as the login keys are, store.ts),
+// bound to the account and the site: a copy of the database alone makes no code, and a seed
+// moved to another row does not open.
 import { createHash } from 'node:crypto';
+import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { corrupt, type Db } from '../server-kit/sqlite.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { BANK_NAME_RE, ACCOUNT_RE, type BankMode } from '../protocol/bank-messages.ts';
+import { encode, decode } from '../protocol/cbor.ts';
+import { sealBox, openBox } from '../protocol/sealed-box.ts';
+import { systemRng } from '../protocol/channel.ts';
+import { isSite, isTotpParams, OTP_SEED_MIN, OTP_SEED_MAX, FP_PUBLIC_KEY_BYTES, type TotpParams } from '../protocol/person.ts';
+import { ImplementationError } from '../protocol/errors.ts';
 
 export const BANK_SCHEMA = `
   CREATE TABLE bank_accounts (
@@ -40,6 +54,52 @@ export const BANK_SCHEMA = `
     account_no TEXT NOT NULL REFERENCES bank_accounts(account_no),
     expires_at INTEGER NOT NULL
   )`;
+
+/** Schema 5 (S3.3): the person layer's keys per account and site. */
+export const BANK_PERSON_SCHEMA = `
+  CREATE TABLE bank_person (
+    account_no TEXT NOT NULL REFERENCES bank_accounts(account_no),
+    site TEXT NOT NULL,                 -- the business server's name (the chip keeps its keys per site)
+    fp_public_key BLOB,                 -- Ed25519, 32 bytes (public); NULL: no fingerprint here
+    otp_seed BLOB,                      -- sealed under the storage key, never in clear; NULL: no one-time code
+    otp_last_step INTEGER,              -- the last RFC 6238 time step accepted (a code is good once)
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (account_no, site)
+  )`;
+
+/** A site's TOTP seed and its parameters. */
+export interface OtpSeed { seed: Uint8Array; params: TotpParams }
+/** What the bank keeps of a person at one site (S3.3). */
+export interface PersonKeys { fpPublicKey: Uint8Array | null; otp: OtpSeed | null; lastStep: number | null }
+
+const seedAad = (accountNo: string, site: string) => utf8ToBytes(`usbphone/v1 bank otp seed|${accountNo}|${site}`);
+
+/** Seals a TOTP seed and its parameters for the row of (accountNo, site). */
+export function sealOtpSeed(storageKey: Uint8Array, accountNo: string, site: string, o: OtpSeed): Uint8Array {
+  if (o.seed.length < OTP_SEED_MIN || o.seed.length > OTP_SEED_MAX || !isTotpParams(o.params)) throw new ImplementationError('BANK_BAD_SEED', 'a TOTP seed of 16..64 bytes with valid parameters');
+  const pt = encode([o.seed, o.params.algorithm, o.params.digits, o.params.period]);
+  const box = sealBox(storageKey, pt, seedAad(accountNo, site), systemRng);
+  pt.fill(0);
+  return box;
+}
+
+/** Opens a sealed seed of the row (accountNo, site); null when it does not open or is malformed. */
+export function openOtpSeed(storageKey: Uint8Array, accountNo: string, site: string, box: Uint8Array): OtpSeed | null {
+  const pt = openBox(storageKey, box, seedAad(accountNo, site));
+  if (!pt) return null;
+  try {
+    const v = decode(pt);
+    if (!Array.isArray(v) || v.length !== 4) return null;
+    const [seed, algorithm, digits, period] = v;
+    const params = { algorithm, digits, period };
+    if (!(seed instanceof Uint8Array) || seed.length < OTP_SEED_MIN || seed.length > OTP_SEED_MAX || !isTotpParams(params)) return null;
+    return { seed: Uint8Array.from(seed), params };
+  } catch {
+    return null;
+  } finally {
+    pt.fill(0);
+  }
+}
 
 export type IdKind = 'iccid' | 'imsi' | 'msisdn' | 'card';
 const ID_KINDS: readonly IdKind[] = ['iccid', 'imsi', 'msisdn', 'card'];
@@ -76,6 +136,18 @@ function bindingFromRow(r: Record<string, unknown>): Binding {
 
 export const tokenHash = (token: Uint8Array): Buffer => createHash('sha256').update(token).digest();
 
+/** What a registration writes (BankStore.register). */
+export interface Registration {
+  accountNo: string;
+  name: string;
+  verifier: string;
+  ids: LineId[];
+  deviceUser: string;
+  now: number;
+  /** The person's keys at the registering site (S3.3), when it provisions any. */
+  person?: { site: string; fpPublicKey: Uint8Array | null; otp: OtpSeed | null };
+}
+
 /** The bank's queries over the business store's database (opened and migrated by SqliteBizStore). */
 export class BankStore {
   readonly #q;
@@ -83,7 +155,12 @@ export class BankStore {
   readonly #rebindTx;
   readonly #recordLoginTx;
 
-  constructor(private readonly db: Db) {
+  readonly #storageKey: Uint8Array;
+
+  /** storageKey: the business servers' storage key (store.key), which the TOTP seeds are sealed under. */
+  constructor(private readonly db: Db, storageKey: Uint8Array) {
+    if (!(storageKey instanceof Uint8Array) || storageKey.length !== 32) throw new ImplementationError('BIZ_BAD_STORAGE_KEY', 'the storage key must be 32 bytes');
+    this.#storageKey = Uint8Array.from(storageKey);
     const p = (sql: string) => db.prepare(sql);
     this.#q = {
       byName: p('SELECT * FROM bank_accounts WHERE name = ?'),
@@ -100,14 +177,23 @@ export class BankStore {
       insToken: p('INSERT INTO bank_page_tokens (token_sha256, account_no, expires_at) VALUES (?, ?, ?)'),
       token: p('SELECT account_no, expires_at FROM bank_page_tokens WHERE token_sha256 = ?'),
       purgeTokens: p('DELETE FROM bank_page_tokens WHERE expires_at < ?'),
+      insPerson: p('INSERT INTO bank_person (account_no, site, fp_public_key, otp_seed, otp_last_step, created_at) VALUES (?, ?, ?, ?, NULL, ?)'),
+      person: p('SELECT * FROM bank_person WHERE account_no = ? AND site = ?'),
+      // RFC 6238 §5.2 at the store: the step moves only forward (a compare-and-set, so two
+      // sessions with the same code cannot both pass).
+      useStep: p('UPDATE bank_person SET otp_last_step = ? WHERE account_no = ? AND site = ? AND otp_seed IS NOT NULL AND (otp_last_step IS NULL OR otp_last_step < ?)'),
     };
     const q = this.#q;
-    this.#registerTx = db.transaction((a: { accountNo: string; name: string; verifier: string; ids: LineId[]; deviceUser: string; now: number }) => {
+    this.#registerTx = db.transaction((a: Registration) => {
       if (q.byName.get(a.name)) return 'name-taken' as const;
       if (a.ids.some((i) => q.binding.get(i.kind, i.value))) return 'id-bound' as const;
       if (q.byNo.get(a.accountNo)) return 'number-taken' as const;
       q.insAccount.run(a.accountNo, a.name, a.verifier, a.now);
       for (const i of a.ids) q.insBinding.run(i.kind, i.value, a.accountNo, a.deviceUser, a.now);
+      const pp = a.person;
+      if (pp && (pp.fpPublicKey || pp.otp)) {
+        q.insPerson.run(a.accountNo, pp.site, pp.fpPublicKey, pp.otp ? sealOtpSeed(this.#storageKey, a.accountNo, pp.site, pp.otp) : null, a.now);
+      }
       return 'ok' as const;
     });
     this.#rebindTx = db.transaction((accountNo: string, ids: LineId[], deviceUser: string, now: number) => {
@@ -119,15 +205,43 @@ export class BankStore {
       for (const i of ids) q.insBinding.run(i.kind, i.value, accountNo, deviceUser, now);
       return 'ok' as const;
     });
-    this.#recordLoginTx = db.transaction((accountNo: string, at: number, mode: BankMode, deviceUser: string) => {
+    this.#recordLoginTx = db.transaction((accountNo: string, at: number, mode: BankMode, deviceUser: string, otp: { site: string; step: number } | null) => {
+      if (otp && q.useStep.run(otp.step, accountNo, otp.site, otp.step).changes !== 1) return false;
       q.insLogin.run(accountNo, at, mode, deviceUser);
       q.trimLogins.run(accountNo, accountNo);
+      return true;
     });
   }
 
-  /** Opens an account with its bindings, all or nothing; says why not (the number clash is the caller's to retry with another). */
-  register(a: { accountNo: string; name: string; verifier: string; ids: LineId[]; deviceUser: string; now: number }): 'ok' | 'name-taken' | 'id-bound' | 'number-taken' {
+  /**
+   * Opens an account with its bindings and, when given, the person's keys at the registering
+   * site (S3.3), all or nothing; says why not (the number clash is the caller's to retry with
+   * another).
+   */
+  register(a: Registration): 'ok' | 'name-taken' | 'id-bound' | 'number-taken' {
+    if (a.person && !isSite(a.person.site)) throw new ImplementationError('BANK_BAD_SITE', 'a site is a business server name');
+    if (a.person?.fpPublicKey && a.person.fpPublicKey.length !== FP_PUBLIC_KEY_BYTES) throw new ImplementationError('BANK_BAD_KEY', 'a fingerprint public key is 32 bytes');
     return this.#registerTx.immediate(a);
+  }
+
+  /**
+   * The person's keys of `accountNo` at `site` (S3.3), the seed opened; null when the account
+   * has none there. STORE_CORRUPT_ROW for a row that fails its checks or a seed that does not
+   * open under the storage key for this account and site.
+   */
+  person(accountNo: string, site: string): PersonKeys | null {
+    const r = this.#q.person.get(accountNo, site) as Record<string, unknown> | undefined;
+    if (!r) return null;
+    const what = 'bank person row';
+    if (r.fp_public_key !== null && !(r.fp_public_key instanceof Uint8Array && r.fp_public_key.length === FP_PUBLIC_KEY_BYTES)) corrupt(what, 'bad fingerprint key');
+    if (r.otp_seed !== null && !(r.otp_seed instanceof Uint8Array)) corrupt(what, 'bad seed');
+    if (r.otp_last_step !== null && !isTime(r.otp_last_step)) corrupt(what, 'bad last step');
+    let otp: OtpSeed | null = null;
+    if (r.otp_seed !== null) {
+      otp = openOtpSeed(this.#storageKey, accountNo, site, r.otp_seed as Uint8Array);
+      if (!otp) corrupt(what, 'the TOTP seed does not open under the storage key for this account and site (another store.key, moved, or tampered)');
+    }
+    return { fpPublicKey: r.fp_public_key === null ? null : Uint8Array.from(r.fp_public_key as Uint8Array), otp, lastStep: r.otp_last_step as number | null };
   }
 
   accountByName(name: string): BankAccount | null {
@@ -154,8 +268,14 @@ export class BankStore {
     return this.#rebindTx.immediate(accountNo, ids, deviceUser, now);
   }
 
-  recordLogin(accountNo: string, at: number, mode: BankMode, deviceUser: string): void {
-    this.#recordLoginTx.immediate(accountNo, at, mode, deviceUser);
+  /**
+   * Records a login that goes through. With `otp`, in the same transaction, the time step its
+   * code was accepted for becomes the account's last step at that site, only if above the one
+   * stored (compare-and-set): false, and nothing recorded, when another session used that step
+   * (or a later one) meanwhile.
+   */
+  recordLogin(accountNo: string, at: number, mode: BankMode, deviceUser: string, otp: { site: string; step: number } | null = null): boolean {
+    return this.#recordLoginTx.immediate(accountNo, at, mode, deviceUser, otp);
   }
 
   /** Newest first. */

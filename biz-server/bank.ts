@@ -7,15 +7,29 @@
 // Three layers: the device (the S0 user of the session, proved by the chip before any of
 // this runs), the line (the identifiers the phone read, bound to the account and to the device
 // that registered them: a copied ICCID on another device is refused), the person (login name
-// and password, verified against a scrypt verifier).
+// and a proof by one of the site's mechanisms, S3.3: the password against a scrypt verifier,
+// a one-time code against the account's TOTP seed at this site, or a fingerprint signature
+// over this session's channel binding under the account's fingerprint key at this site).
+// The person's keys are provisioned at the registration (docs/protocol.md §6.5, §17): the bank
+// makes the TOTP seed and wraps it for the phone's chip under the session's login key, and
+// keeps the fingerprint key the chip made only if its attestation (a MAC under that login key)
+// verifies.
 import { randomBytes, randomInt } from 'node:crypto';
 import type { BankAnswer, BankRefusalCode } from '../protocol/bank.ts';
-import { maskAccount, type BankEnrol, type BankLogin, type BankMode, type BankPage, type LineIds } from '../protocol/bank-messages.ts';
+import { maskAccount, type BankEnrol, type BankLogin, type BankMode, type BankPage, type BankRegistered, type LineIds } from '../protocol/bank-messages.ts';
 import { luhnDigit } from '../protocol/line-ids.ts';
+import { MECHANISMS, type Mechanism } from '../protocol/messages.ts';
+import { MECH_STRENGTH } from '../protocol/attack-table.ts';
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { wrapOtpSeed, isTotpParams, TOTP_DEFAULTS, type TotpParams } from '../protocol/person.ts';
+import { systemRng } from '../protocol/channel.ts';
+import { ImplementationError } from '../protocol/errors.ts';
 import { OperatorError, type OperatorClient } from '../server-kit/operator-client.ts';
 import type { Logger } from '../server-kit/log.ts';
-import type { BankStore, Binding, LineId } from './bank-store.ts';
+import type { BankAccount, BankStore, Binding, LineId, OtpSeed } from './bank-store.ts';
 import { weakPassword, type PasswordHasher } from './password-verifier.ts';
+import { verifyTotp, type TotpOptions } from './person/totp.ts';
+import { verifyFingerprint, verifyFingerprintKey } from './person/fingerprint.ts';
 
 /** What the bank asks the operator (server-kit/operator-client.ts OperatorClient). */
 export type OperatorApi = Pick<OperatorClient, 'checkValidity' | 'phoneNumberOf' | 'retrieveSimSwapDate'>;
@@ -33,7 +47,33 @@ export interface BankOptions {
   pageTtlS?: number;
   log: Logger;
   now?: () => number;
+  /** The site's name (the business server's, the dest of its sessions): what the chip's keys are made for (S3.3). */
+  site?: string;
+  /** The person mechanisms the site offers (S3.3; default all three, as deploy/config.ts DEFAULT_INITIAL_TABLE). */
+  mechanisms?: readonly Mechanism[];
+  /** The site's minimum strength (default 'password'): a bankLogin below it is BANK_MECH_BELOW_FLOOR. */
+  floor?: Mechanism;
+  /** RFC 6238 parameters of the seeds this site makes (default SHA1, 6 digits, 30 s). */
+  totp?: TotpParams;
+  /** Accepted skew, in steps either side (default 1, RFC 6238 §5.2). */
+  totpSkew?: TotpOptions['skew'];
 }
+
+/**
+ * Who is asking, as the business login around the request proved it (S0): the device's S0
+ * user, the person mechanism its login opening stated (the gateway counted the attempt under
+ * it, S3.4), and the login key of the session's generation (K_login, which the phone's chip
+ * holds), to wrap the TOTP seed and check the fingerprint key's attestation at registration;
+ * null when the store no longer has it. The caller wipes nothing: the bank wipes what it gets.
+ */
+export interface BankCaller {
+  deviceUser: string;
+  mech: Mechanism;
+  loginKey(): Uint8Array | null;
+}
+
+/** Bytes of a seed this bank makes: 20 (160 bits, RFC 4226 §4 R6's recommended length). */
+export const OTP_SEED_BYTES = 20;
 
 /** A refusal, thrown inside the bank and answered as bankRefused. */
 class Refusal extends Error {
@@ -71,17 +111,47 @@ export function newAccountNumber(): string {
 export class Bank {
   readonly #o: BankOptions;
   readonly #now: () => number;
+  readonly #site: string;
+  readonly #offered: readonly Mechanism[];
+  readonly #floor: Mechanism;
+  readonly #totp: TotpParams;
+  /** Stand-ins for an unknown name or an account not provisioned: the verification does the same work. */
+  readonly #dummyFp: Uint8Array;
+  readonly #dummySeed: OtpSeed;
+  /** Throws ImplementationError BANK_BAD_CONFIG for an empty or unknown offer, a floor no offered mechanism reaches, or bad TOTP parameters. */
   constructor(o: BankOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
+    this.#site = o.site ?? 'bank';
+    this.#offered = [...(o.mechanisms ?? MECHANISMS)];
+    this.#floor = o.floor ?? 'password';
+    this.#totp = o.totp ?? TOTP_DEFAULTS;
+    const known = (m: unknown) => (MECHANISMS as readonly unknown[]).includes(m);
+    if (this.#offered.length === 0 || !this.#offered.every(known) || !known(this.#floor)) throw new ImplementationError('BANK_BAD_CONFIG', `mechanisms must be some of ${MECHANISMS.join(', ')}, and the floor one of them`);
+    if (!this.#offered.some((m) => MECH_STRENGTH[m] >= MECH_STRENGTH[this.#floor])) throw new ImplementationError('BANK_BAD_CONFIG', `no offered mechanism reaches the floor ${this.#floor}`);
+    if (!isTotpParams(this.#totp)) throw new ImplementationError('BANK_BAD_CONFIG', 'TOTP parameters: SHA1/SHA256/SHA512, 6..8 digits, 30 or 60 s');
+    this.#dummySeed = { seed: randomBytes(OTP_SEED_BYTES), params: this.#totp };
+    // A real key nobody holds: verify() does its full work and fails.
+    this.#dummyFp = ed25519.getPublicKey(randomBytes(32));
+  }
+
+  /** The mechanisms this site offers and its floor (S3.3). */
+  get offer(): { mechanisms: readonly Mechanism[]; floor: Mechanism } {
+    return { mechanisms: this.#offered, floor: this.#floor };
   }
 
   get mode(): BankMode {
     return this.#o.mode;
   }
 
-  /** bankRegister (S4.1): a new account bound to this line and this device. */
-  register(deviceUser: string, req: BankEnrol): Promise<BankAnswer> {
+  /**
+   * bankRegister (S4.1): a new account bound to this line and this device; with the person
+   * layer provisioned at this site (S3.3): a fresh TOTP seed wrapped for the chip when the site
+   * offers one-time codes, and the fingerprint key the request carries, kept only when the site
+   * offers fingerprints and its attestation verifies under the session's login key.
+   */
+  register(who: BankCaller, req: BankEnrol): Promise<BankAnswer> {
+    const deviceUser = who.deviceUser;
     return this.#answer('register', deviceUser, async () => {
       const weak = weakPassword(req.password, req.name);
       if (weak) refuse('BANK_PASSWORD_WEAK', `password too weak: ${weak}`);
@@ -92,60 +162,148 @@ export class Bank {
       if (ids.some((i) => s.binding(i))) refuse('BANK_ID_BOUND', 'this line is already bound to an account');
       const verifier = await this.#o.hasher.hash(req.password);
       const now = this.#now();
-      for (let attempt = 0; attempt < 4; attempt++) {
-        const accountNo = newAccountNumber();
-        const r = s.register({ accountNo, name: req.name, verifier, ids, deviceUser, now });
-        if (r === 'name-taken') refuse('BANK_NAME_TAKEN', 'this login name is taken');
-        if (r === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to an account');
-        if (r === 'ok') {
-          this.#o.log.info('bank account opened', { account: maskAccount(accountNo), device: deviceUser, mode, ids: ids.map((i) => i.kind).join('+') });
-          return { kind: 'registered', registered: { account: accountNo, mode, boundAt: now } };
+      const p = this.#provision(who, req);
+      try {
+        for (let attempt = 0; attempt < 4; attempt++) {
+          const accountNo = newAccountNumber();
+          const r = s.register({ accountNo, name: req.name, verifier, ids, deviceUser, now, person: { site: this.#site, fpPublicKey: p.fpPublicKey, otp: p.otp } });
+          if (r === 'name-taken') refuse('BANK_NAME_TAKEN', 'this login name is taken');
+          if (r === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to an account');
+          if (r === 'ok') {
+            this.#o.log.info('bank account opened', { account: maskAccount(accountNo), device: deviceUser, mode, ids: ids.map((i) => i.kind).join('+'), otp: p.otp !== null, fingerprint: p.fpPublicKey !== null });
+            const registered: BankRegistered = { account: accountNo, mode, boundAt: now };
+            if (this.#offers('otp') || this.#offers('fingerprint')) Object.assign(registered, { otpSeed: p.wrapped, fpKept: p.fpPublicKey !== null });
+            return { kind: 'registered', registered };
+          }
         }
+      } finally {
+        p.otp?.seed.fill(0);
       }
       throw new Error('no free account number after 4 draws');
     });
   }
 
-  /** bankLogin (S4.2-S4.4, S4.7): the account page, or the "login not allowed" notice. */
-  login(deviceUser: string, req: BankLogin): Promise<BankAnswer> {
+  #offers(m: Mechanism): boolean {
+    return this.#offered.includes(m);
+  }
+
+  /**
+   * The person's keys a registration provisions at this site (S3.3): a fresh TOTP seed and its
+   * wrap for the chip (under K_login of the session's generation), the fingerprint public key
+   * when its attestation verifies. Without the login key (rotated away meanwhile) nothing.
+   */
+  #provision(who: BankCaller, req: BankEnrol): { otp: OtpSeed | null; wrapped: Uint8Array | null; fpPublicKey: Uint8Array | null } {
+    const none = { otp: null, wrapped: null, fpPublicKey: null };
+    if (!this.#offers('otp') && !(this.#offers('fingerprint') && req.fingerprint)) return none;
+    const k = who.loginKey();
+    if (!k) {
+      this.#o.log.warn('person layer not provisioned', { device: who.deviceUser, why: 'no login key for the session generation' });
+      return none;
+    }
+    try {
+      let otp: OtpSeed | null = null;
+      let wrapped: Uint8Array | null = null;
+      if (this.#offers('otp')) {
+        otp = { seed: randomBytes(OTP_SEED_BYTES), params: this.#totp };
+        wrapped = wrapOtpSeed(k, this.#site, who.deviceUser, otp.seed, otp.params, systemRng);
+      }
+      let fpPublicKey: Uint8Array | null = null;
+      const fp = req.fingerprint;
+      if (fp && this.#offers('fingerprint')) {
+        if (verifyFingerprintKey(k, this.#site, who.deviceUser, fp.publicKey, fp.attestation)) fpPublicKey = Uint8Array.from(fp.publicKey);
+        // A key the chip did not vouch for: a hostile host's own key. Not kept; the account opens without it.
+        else this.#o.log.warn('fingerprint key refused', { device: who.deviceUser, why: 'attestation does not verify under the login key' });
+      }
+      return { otp, wrapped, fpPublicKey };
+    } finally {
+      k.fill(0);
+    }
+  }
+
+  /**
+   * bankLogin (S4.2-S4.4, S4.7; S3.3): the account page, or the "login not allowed" notice.
+   * `binding`: this end's channel binding (BankServer's login event), which a fingerprint
+   * signature must cover.
+   */
+  login(who: BankCaller, req: BankLogin, binding: Uint8Array | null = null): Promise<BankAnswer> {
+    const deviceUser = who.deviceUser;
     return this.#answer('login', deviceUser, async () => {
-      if (req.mech !== 'password') refuse('BANK_MECH_UNSUPPORTED', `mechanism '${req.mech}' is not verified by this bank yet`);
-      const s = this.#o.store;
-      // The person's verifier is always computed (a dummy one for an unknown name), alongside
-      // the line's lookup, so neither the answer's code nor its time says which names exist.
-      const account = s.accountByName(req.name);
-      // Both settle before any verdict: a refusal of the line does not cut the scrypt short.
-      const [pw, fb] = await Promise.allSettled([this.#o.hasher.verify(req.proof, account?.verifier ?? null), this.#findBinding(req.ids)]);
-      req.proof.fill(0);
-      if (fb.status === 'rejected') throw fb.reason;
-      if (pw.status === 'rejected') throw pw.reason;
-      const pwOk = pw.value;
-      const found = fb.value;
-      const { binding, mode } = found;
-      if (!pwOk || !account || account.accountNo !== binding.accountNo) refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
-      if (binding.deviceUser !== deviceUser) refuse('BANK_DEVICE_MISMATCH', 'this line is bound to another device');
-      if (mode === 2) await this.#checkSwap(found.number!, binding.boundAt);
-      const now = this.#now();
-      s.recordLogin(account!.accountNo, now, mode, deviceUser);
-      const token = randomBytes(32);
-      const ttlS = this.#o.pageTtlS ?? 300;
-      s.putPageToken(token, account!.accountNo, now + ttlS * 1000, now);
-      const bindings = s.bindingsOf(account!.accountNo);
-      const page: BankPage = {
-        account: maskAccount(account!.accountNo),
-        mode,
-        binding: { ids: idsFromBindings(bindings), boundAt: binding.boundAt },
-        lastLogins: s.lastLogins(account!.accountNo),
-        token,
-        ttlS,
-      };
-      this.#o.log.info('bank login ok', { account: page.account, device: deviceUser, mode });
-      return { kind: 'page', page };
+      try {
+        // The site's offer (public), before any work: not offered, below the floor, or another
+        // mechanism than the login opening stated (what the gateway counted, S3.4).
+        if (!this.#offers(req.mech)) refuse('BANK_MECH_UNSUPPORTED', `this site does not offer '${req.mech}' (it offers ${this.#offered.join(', ')})`);
+        if (MECH_STRENGTH[req.mech] < MECH_STRENGTH[this.#floor]) refuse('BANK_MECH_BELOW_FLOOR', `'${req.mech}' is below this site's minimum strength '${this.#floor}'`);
+        if (req.mech !== who.mech) refuse('BANK_MECH_MISMATCH', `the login stated '${who.mech}', the request proves '${req.mech}'`);
+        const s = this.#o.store;
+        const account = s.accountByName(req.name);
+        // The person's proof is always checked (a dummy verifier, key or seed for an unknown name
+        // or an account not provisioned here), alongside the line's lookup, so neither the
+        // answer's code nor its time says which names exist. Both settle before any verdict: a
+        // refusal of the line does not cut the scrypt short.
+        const [pv, fb] = await Promise.allSettled([this.#verifyPerson(req, account, binding), this.#findBinding(req.ids)]);
+        if (fb.status === 'rejected') throw fb.reason;
+        if (pv.status === 'rejected') throw pv.reason;
+        const v = pv.value;
+        const found = fb.value;
+        const { binding: bound, mode } = found;
+        if (!account || account.accountNo !== bound.accountNo || !v.ok) {
+          if (req.mech === 'password') refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
+          // A code replayed or off the clock is told only for the bound account itself.
+          const code = account && account.accountNo === bound.accountNo && !v.ok ? v.code : 'PERSON_PROOF_FAILED';
+          refuse(code, code === 'PERSON_OTP_REPLAYED' ? 'this one-time code was used already' : code === 'PERSON_OTP_SKEW' ? "the one-time code is not of the site's current time: the phone's clock is off" : `login name or ${req.mech === 'otp' ? 'one-time code' : 'fingerprint'} is wrong`);
+        }
+        if (bound.deviceUser !== deviceUser) refuse('BANK_DEVICE_MISMATCH', 'this line is bound to another device');
+        if (mode === 2) await this.#checkSwap(found.number!, bound.boundAt);
+        const now = this.#now();
+        // The code's step is used up in the same transaction that lets the login through (RFC 6238 §5.2).
+        const step = v.ok && v.step !== null ? { site: this.#site, step: v.step } : null;
+        if (!s.recordLogin(account!.accountNo, now, mode, deviceUser, step)) refuse('PERSON_OTP_REPLAYED', 'this one-time code was used already');
+        const token = randomBytes(32);
+        const ttlS = this.#o.pageTtlS ?? 300;
+        s.putPageToken(token, account!.accountNo, now + ttlS * 1000, now);
+        const bindings = s.bindingsOf(account!.accountNo);
+        const page: BankPage = {
+          account: maskAccount(account!.accountNo),
+          mode,
+          binding: { ids: idsFromBindings(bindings), boundAt: bound.boundAt },
+          lastLogins: s.lastLogins(account!.accountNo),
+          token,
+          ttlS,
+        };
+        this.#o.log.info('bank login ok', { account: page.account, device: deviceUser, mode, mech: req.mech });
+        return { kind: 'page', page };
+      } finally {
+        if (req.proof instanceof Uint8Array) req.proof.fill(0);
+      }
     });
   }
 
+  /**
+   * The person's proof against the account's verifier or keys at this site (`account` null:
+   * unknown name): ok with the TOTP step to use up, or the site's PERSON_* verdict. The same
+   * work whatever the account holds: a dummy verifier, seed or key where it has none.
+   */
+  async #verifyPerson(req: BankLogin, account: BankAccount | null, binding: Uint8Array | null): Promise<{ ok: true; step: number | null } | { ok: false; code: BankRefusalCode }> {
+    if (req.mech === 'password') {
+      return (await this.#o.hasher.verify(req.proof, account?.verifier ?? null)) ? { ok: true, step: null } : { ok: false, code: 'BANK_BAD_CREDENTIALS' };
+    }
+    const keys = account ? this.#o.store.person(account.accountNo, this.#site) : null;
+    if (req.mech === 'otp') {
+      const otp = keys?.otp ?? null;
+      const v = verifyTotp((otp ?? this.#dummySeed).seed, (otp ?? this.#dummySeed).params, req.proof, this.#now(), keys?.lastStep ?? null, { skew: this.#o.totpSkew ?? 1 });
+      otp?.seed.fill(0);
+      if (!otp) return { ok: false, code: 'PERSON_PROOF_FAILED' };
+      return v.ok ? { ok: true, step: v.step } : { ok: false, code: v.code };
+    }
+    const pk = keys?.fpPublicKey ?? null;
+    if (!binding) throw new ImplementationError('BANK_NO_BINDING', 'a fingerprint login without the channel binding');
+    const v = verifyFingerprint(pk ?? this.#dummyFp, binding, req.proof);
+    return pk && v.ok ? { ok: true, step: null } : { ok: false, code: 'PERSON_PROOF_FAILED' };
+  }
+
   /** bankRebind: after a SIM swap, the owner moves the binding to the new card, from the device that holds it. */
-  rebind(deviceUser: string, req: BankEnrol): Promise<BankAnswer> {
+  rebind(who: BankCaller, req: BankEnrol): Promise<BankAnswer> {
+    const deviceUser = who.deviceUser;
     return this.#answer('rebind', deviceUser, async () => {
       const s = this.#o.store;
       const account = s.accountByName(req.name);

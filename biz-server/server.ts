@@ -18,6 +18,9 @@ import { BankStore } from './bank-store.ts';
 import { Bank } from './bank.ts';
 import { PasswordHasher, type ScryptParams } from './password-verifier.ts';
 import { bankPageHandler, PAGE_PATH } from './bank-page.ts';
+import { mechanismsFor } from './mechanisms.ts';
+import { MECHANISMS, type Mechanism } from '../protocol/messages.ts';
+import type { TotpParams } from '../protocol/person.ts';
 
 /** The bank (S4) on a business server. */
 export interface BankConfig {
@@ -33,6 +36,8 @@ export interface BankConfig {
   pageTtlS?: number;
   /** scrypt parameters of new verifiers (default OWASP's N=2^17, r=8, p=1); tests may lower them. */
   scrypt?: ScryptParams;
+  /** RFC 6238 parameters of the one-time-code seeds this bank makes (default SHA1, 6 digits, 30 s). */
+  totp?: TotpParams;
 }
 
 export interface BizConfig {
@@ -56,6 +61,14 @@ export interface BizConfig {
   mutant?: Mutant;
   /** The bank (S4): accounts of people bound to the phone's line and device; none when absent. */
   bank?: BankConfig;
+  /**
+   * The site's person mechanisms (S3.3): the login openings it serves and the bank logins it
+   * verifies. Default all three, floor 'password': the attack table's initial entry
+   * (deploy/config.ts DEFAULT_INITIAL_TABLE).
+   */
+  mechanisms?: Mechanism[];
+  /** The site's minimum strength (password < otp < fingerprint): a bank login below it is refused (BANK_MECH_BELOW_FLOOR). */
+  floor?: Mechanism;
 }
 
 export interface BizServer {
@@ -81,6 +94,8 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   let draining = false;
   const metrics = new ServerMetrics(cfg.name);
   const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
+  const offered = cfg.mechanisms ?? [...MECHANISMS];
+  const mechTable = mechanismsFor(offered);
   let host: Host | null = null;
   let admin: Server | null = null;
   let pages: Server | null = null;
@@ -89,14 +104,17 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const operator = bc?.operator ? new OperatorClient(bc.operator) : undefined;
   try {
     if (bc) {
-      const bankStore = new BankStore(store.db);
+      const bankStore = new BankStore(store.db, cfg.storageKey);
       const hasher = new PasswordHasher(bc.scrypt);
-      const bank = new Bank({ store: bankStore, hasher, mode: bc.mode, operator, operatorDeadlineMs: bc.operatorDeadlineMs, pageTtlS: bc.pageTtlS, log });
+      const bank = new Bank({
+        store: bankStore, hasher, mode: bc.mode, operator, operatorDeadlineMs: bc.operatorDeadlineMs, pageTtlS: bc.pageTtlS, log,
+        site: cfg.name, mechanisms: offered, floor: cfg.floor, totp: bc.totp,
+      });
       pages = createServer(bankPageHandler(bank));
       const port = await listen(pages, bc.httpPort, cfg.host);
       const h = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
       bankParts = { bank, store: bankStore, hasher, pageUrl: `http://${h}:${port}${PAGE_PATH}`, operator };
-      log.info('bank ready', { mode: bc.mode, operator: operator ? operator.url : 'none', pagePort: port });
+      log.info('bank ready', { mode: bc.mode, operator: operator ? operator.url : 'none', pagePort: port, mechanisms: offered.join(','), floor: bank.offer.floor });
     }
     host = await startHost({
       name: cfg.name,
@@ -106,7 +124,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       linkKey: cfg.linkKey,
       linkTls: cfg.linkTls,
       metrics,
-      factory: (t) => new BizServerSession(t, sessionOpts, { store, replay, bank: bankParts?.bank }),
+      factory: (t) => new BizServerSession(t, sessionOpts, { store, replay, bank: bankParts?.bank, mechanisms: mechTable }),
       health: () => ({ region: cfg.region, draining }),
     });
     const h = host;

@@ -10,8 +10,9 @@ import type { Bank } from './bank.ts';
 import type { Envelope } from '../protocol/messages.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
-import { mechanisms } from './mechanisms.ts';
+import { mechanismsFor, type LoginMechanism } from './mechanisms.ts';
 import type { BizStore } from './store.ts';
+import type { Mechanism } from '../protocol/messages.ts';
 
 export interface BizServerSessionDeps {
   store: BizStore;
@@ -19,7 +20,11 @@ export interface BizServerSessionDeps {
   now?: () => number;
   /** The bank (S4): when set, one bank request may follow pwConfirm on the same channel. */
   bank?: Bank;
+  /** The site's mechanism table (mechanisms.ts mechanismsFor); default all three mechanisms. */
+  mechanisms?: Partial<Record<Mechanism, LoginMechanism>>;
 }
+
+const ALL = mechanismsFor();
 
 export class BizServerSession extends ServerSession {
   protected readonly exchange: LoginServer;
@@ -29,14 +34,15 @@ export class BizServerSession extends ServerSession {
   #promotedEarly = false;
   /** The bank machine, once the login handed its channel on. */
   #bank: BankServer | null = null;
-  #user = '';
+  /** The completed login: its user, generation and the person mechanism its opening stated. */
+  #login: { user: string; gen: number; mech: Mechanism } | null = null;
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: BizServerSessionDeps) {
     super(t, opts);
     this.exchange = new LoginServer(opts.name, {
       lookup: (login) => {
         this.#now = deps.now?.() ?? Date.now();
-        const mech = mechanisms[login.mech];
+        const mech = (deps.mechanisms ?? ALL)[login.mech];
         if (!mech) return { kind: 'unsupported' };
         const c = mech.lookup(deps.store, login, this.#now);
         return c ? { kind: 'found', key: c.key, active: c.active, pending: c.pending } : { kind: 'unknown' };
@@ -66,7 +72,7 @@ export class BizServerSession extends ServerSession {
     if (e?.kind === 'verified' && this.opts.mutant === 'promote-at-opening') this.#promotedEarly = this.deps.store.promote(e.login.user, e.login.gen, this.#now);
     if (e?.kind === 'logged-in') {
       const l = e.login;
-      this.#user = l.user;
+      this.#login = { user: l.user, gen: l.gen, mech: l.mech };
       this.opts.metrics?.event('login_ok');
       if (e.promoted) this.opts.metrics?.event('password_promoted');
       this.opts.log.info('login ok', { user: l.user, gen: l.gen, mech: l.mech, promoted: e.promoted, ip, via: this.transport.via });
@@ -99,10 +105,15 @@ export class BizServerSession extends ServerSession {
     const r = m.receive(env);
     const ev = r.event!;
     const bank = this.deps.bank!;
+    const l = this.#login!;
+    const store = this.deps.store;
+    // K_login of this session's generation, looked up again when the bank needs it (the
+    // handshake wiped its copy): the one the phone's chip provisions the person layer under.
+    const caller = { deviceUser: l.user, mech: l.mech, loginKey: () => store.loginKey(l.user, l.gen, this.deps.now?.() ?? Date.now())?.key ?? null };
     let a: BankAnswer;
-    if (ev.kind === 'register') a = await bank.register(this.#user, ev.req);
-    else if (ev.kind === 'rebind') a = await bank.rebind(this.#user, ev.req);
-    else a = await bank.login(this.#user, ev.req);
+    if (ev.kind === 'register') a = await bank.register(caller, ev.req);
+    else if (ev.kind === 'rebind') a = await bank.rebind(caller, ev.req);
+    else a = await bank.login(caller, ev.req, ev.binding);
     if (this.ended) return;
     const s = m.answer(a);
     this.send(s.send);

@@ -101,7 +101,7 @@ test('a second connection to the same file (another business server) sees the sa
   try {
     assert.is(other.getByUser('u-1')!.currentGen, 2);
     const v = other.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number };
-    assert.is(v.v, 4);
+    assert.is(v.v, 5);
     assert.is(String(other.db.pragma('journal_mode', { simple: true })), 'wal');
   } finally {
     other.close();
@@ -196,8 +196,8 @@ test('schema 2 files (keys bound to the user only) are rewrapped at open, in one
     s.createAccount('acct-m0', 'u-m0');
     const v2 = (k: Uint8Array) => sealBox(storageKey, k, utf8ToBytes('usbphone/v1 login key|u-m'), systemRng);
     s.db.prepare("UPDATE accounts SET current_key = ?, pending_key = ? WHERE user = 'u-m'").run(v2(key(0x51)), v2(key(0x52)));
-    // Schema 4's bank tables did not exist yet.
-    s.db.exec('DROP TABLE bank_page_tokens; DROP TABLE bank_logins; DROP TABLE bank_bindings; DROP TABLE bank_accounts');
+    // Schema 4's bank tables (and schema 5's person table) did not exist yet.
+    s.db.exec('DROP TABLE bank_person; DROP TABLE bank_page_tokens; DROP TABLE bank_logins; DROP TABLE bank_bindings; DROP TABLE bank_accounts');
     s.db.exec('DELETE FROM schema_version WHERE version > 2');
     s.close();
   }
@@ -206,7 +206,7 @@ test('schema 2 files (keys bound to the user only) are rewrapped at open, in one
     const a = m.getByUser('u-m')!;
     assert.equal([a.currentGen, a.currentKey, a.pendingGen, a.pendingKey], [1, key(0x51), 2, key(0x52)]);
     assert.is(m.getByUser('u-m0')!.currentKey, null);
-    assert.is((m.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 4);
+    assert.is((m.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 5);
     assert.is((m.db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'bank_accounts'").get() as { n: number }).n, 1, 'schema 4 adds the bank tables');
   } finally {
     m.close();

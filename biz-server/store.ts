@@ -30,7 +30,7 @@ import { SEALED_SECRET_MIN, SEALED_SECRET_MAX } from '../server-kit/admin-messag
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { systemRng } from '../protocol/channel.ts';
-import { BANK_SCHEMA } from './bank-store.ts';
+import { BANK_SCHEMA, BANK_PERSON_SCHEMA } from './bank-store.ts';
 
 /** A wrapped login key: a sealed box (protocol/sealed-box.ts) of the 32-byte key, nonce (24) || ciphertext (32) || tag (16). */
 export const WRAPPED_KEY_BYTES = BOX_OVERHEAD + 32;
@@ -144,6 +144,8 @@ const migrations = (storageKey: Uint8Array): Migration[] => [
   // 4: the bank (S4, biz-server/bank-store.ts): accounts of people, bindings of line
   // identifiers to them and to the device that registered them, last logins, page tokens.
   BANK_SCHEMA,
+  // 5: the person layer (S3.3, bank-store.ts): fingerprint keys, sealed TOTP seeds, last steps.
+  BANK_PERSON_SCHEMA,
 ];
 
 /**

@@ -17,6 +17,7 @@ import { startRegServer, type RegServer } from '../reg-server/server.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import type { ScryptParams } from '../biz-server/password-verifier.ts';
 import type { BankMode } from '../protocol/bank-messages.ts';
+import type { Mechanism } from '../protocol/messages.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { startOperatorServer, type OperatorServer } from '../operator-server/server.ts';
@@ -96,6 +97,12 @@ export interface StackOptions {
    * TESTS ONLY may lower them, for speed (biz-server/bank.test.ts runs the real ones).
    */
   bankScrypt?: ScryptParams;
+  /**
+   * The person mechanisms both business servers offer, and their floor (S3.3): default all
+   * three, floor 'password', as the attack table's initial entry (DEFAULT_INITIAL_TABLE).
+   */
+  bizMechanisms?: Mechanism[];
+  bizFloor?: Mechanism;
   /**
    * TEST ONLY (conformance/mutants.test.ts): every inline reg and biz server breaks this one
    * rule (server-kit/mutant.ts). Not passed to child processes.
@@ -212,6 +219,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       name, region: b.region, host,
       devicePort: p.device, linkPort: prev && ephemeral ? prev.link : p.link, adminPort: prev && ephemeral ? prev.admin! : p.admin ?? 0,
       dbFile: files.bizDb, storageKey, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs, mutant: opts.mutant,
+      mechanisms: opts.bizMechanisms, floor: opts.bizFloor,
       // The bank (S4): its operator client over HTTPS with the deployment's CA and the bank's
       // OAuth2 credentials; the account pages on device port + 3 (BASE+33, BASE+43), kept across a restart.
       bank: {

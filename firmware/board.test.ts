@@ -126,6 +126,16 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
     },
     retireOlder: (gen) => ((held = new Map([...held].filter(([g]) => g >= gen))), ok(undefined)),
     secrets: () => ok(held.size ? { user, gens: [...held.keys()].sort((a, b) => b - a) } : null),
+    // A chip with no person layer provisioned (no finger, no seed, no clock): the bank step proves the password only.
+    person: {
+      personStatus: () => ok({ finger: 'empty' as const, fpSites: [], otpSites: [], clock: false }),
+      fpChallenge: () => ({ ok: false, status: 'SW_NOT_FOUND' }),
+      fpEnroll: () => ({ ok: false, status: 'SW_NOT_FOUND' }),
+      fpKey: () => ({ ok: false, status: 'SW_NOT_FOUND' }),
+      fpSign: () => ({ ok: false, status: 'SW_NOT_FOUND' }),
+      otpImport: () => ({ ok: false, status: 'SW_NOT_FOUND' }),
+      otpCode: () => ({ ok: false, status: 'SW_NOT_FOUND' }),
+    },
     loadLogin: () => ok(saved),
     saveLogin: (l) => ((saved = l), ok(undefined)),
   };

@@ -7,6 +7,7 @@ import type { Clock, Network, Rng } from './hal/hal.ts';
 import type { SimCard } from './hal/sim-card.ts';
 import type { StorageResult } from './storage.ts';
 import type { PersonInput } from './hal/person.ts';
+import type { FingerprintSensor } from './hal/fingerprint.ts';
 import type { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './saved-login.ts';
 import { Limits } from '../protocol/limits.ts';
@@ -77,4 +78,6 @@ export interface Board {
   readonly cardIdentity?: () => StorageResult<string>;
   /** The person at the device (S4.1): the bank step's input, when there is one. */
   readonly person?: PersonInput;
+  /** The fingerprint sensor paired with the chip (HalBase.fingerprint, S3.3), where the device has one. */
+  readonly fingerprint?: FingerprintSensor;
 }

@@ -12,6 +12,7 @@ import { MainProgram, type MainOutcome, type BankStepOutcome } from './main-prog
 import { defaultDeviceConfig, type Board, type DeviceConfig, type ProfileName } from './board.ts';
 import type { SimCard } from './hal/sim-card.ts';
 import type { PersonInput } from './hal/person.ts';
+import type { FingerprintSensor } from './hal/fingerprint.ts';
 import type { StorageResult } from './storage.ts';
 import { ChipPowerLost } from './secure/client.ts';
 import { mutateStorage } from './mutant.ts';
@@ -65,6 +66,15 @@ function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
     importSecret: (u, g, c, w) => check('import secret', s.importSecret(u, g, c, w)),
     retireOlder: (g) => check('retire older secrets', s.retireOlder(g)),
     secrets: () => check('read secret slots', s.secrets()),
+    person: {
+      personStatus: () => check('read person status', s.person.personStatus()),
+      fpChallenge: () => check('fingerprint challenge', s.person.fpChallenge()),
+      fpEnroll: (r) => check('fingerprint enrolment', s.person.fpEnroll(r)),
+      fpKey: (site, gen) => check('fingerprint key', s.person.fpKey(site, gen)),
+      fpSign: (site, c, r) => check('fingerprint signature', s.person.fpSign(site, c, r)),
+      otpImport: (site, gen, w) => check('one-time code seed import', s.person.otpImport(site, gen, w)),
+      otpCode: (site) => check('one-time code', s.person.otpCode(site)),
+    },
     loadLogin: () => check('load saved login', s.loadLogin()),
     saveLogin: (l) => check('save login', s.saveLogin(l)),
   };
@@ -96,6 +106,7 @@ export class Device implements Board {
   readonly host: Host;
   readonly storage: PhoneStorage;
   readonly person?: PersonInput;
+  readonly fingerprint?: FingerprintSensor;
   #t0 = 0;
   #done: ((o: DeviceOutcome) => void) | null = null;
   readonly #sockets = new Set<NetSocket>();
@@ -119,6 +130,7 @@ export class Device implements Board {
     this.rng = hal.rng;
     this.host = hal.host;
     if (hal.person) this.person = hal.person;
+    if (hal.fingerprint) this.fingerprint = hal.fingerprint;
     this.storage = mutateStorage(haltOnPowerLoss(storage), config.mutant);
     // Track sockets so a halted device drops its connections, as a power cut would.
     const sockets = this.#sockets;

@@ -9,13 +9,19 @@
 // sealed channel after the confirmation (protocol/bank.ts BankClient as the login's `then`):
 // the card info read from the SIM by the firmware itself (S4.2, S4.8), the person's login name
 // and password from the keypad (never stored, never traced).
+// The person layer (S3.3): at the bank registration the person's finger is enrolled in the chip
+// if none is yet (first use), the chip's fingerprint key for the site goes with the request,
+// and the TOTP seed the bank answers with is imported into the chip; at a login with a one-time
+// code or a fingerprint the proof is made by the chip once the channel is up (the fingerprint
+// signs the channel's binding), and a proof the chip will not make ends the step on the phone.
 import { sha256 } from '@noble/hashes/sha2.js';
 import { LoginClient } from '../protocol/login.ts';
 import { BankClient, type BankOutcome, type BankRequest } from '../protocol/bank.ts';
 import { maskAccount, type LineIds } from '../protocol/bank-messages.ts';
 import { firstIdentifier, maskCardNumber } from './first-identifier.ts';
 import { tableForChoice, chooseAmong } from './policy-table.ts';
-import { personMechanisms } from './person-proof.ts';
+import { personMechanisms, personProof, enrolFinger } from './person-proof.ts';
+import type { FingerprintKey } from '../protocol/bank-messages.ts';
 import type { PersonEntry } from './hal/person.ts';
 import type { Mechanism, ServerChoice } from '../protocol/messages.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
@@ -31,14 +37,20 @@ import type { UpmonOutcome } from './upmon.ts';
  * answer (`failed`: the session ended first, or no card info to send).
  */
 export type BankStepOutcome =
-  | { kind: 'registered'; account: string; mode: 1 | 2 }
-  | { kind: 'page'; account: string; mode: 1 | 2; lastLogins: number; token: Uint8Array; ttlS: number }
+  /** `otp` / `fingerprint`: the chip now holds the site's seed / the bank kept its fingerprint key (S3.3). */
+  | { kind: 'registered'; account: string; mode: 1 | 2; otp: boolean; fingerprint: boolean }
+  | { kind: 'page'; account: string; mode: 1 | 2; mech: Mechanism; lastLogins: number; token: Uint8Array; ttlS: number }
   | { kind: 'refused'; code: string; reason: string }
+  /** The chip made no proof of the person (S3.3: another finger, blocked, ...): nothing was sent; a device-local PERSON_* code. */
+  | { kind: 'no-proof'; code: string; reason: string }
   | { kind: 'failed'; reason: string };
 
 export type MainOutcome =
   | { ok: true; server: string; gen: number; via: 'registration' | 'saved'; bank?: BankStepOutcome }
   | { ok: false; kind: 'login-failed' | 'no-saved-login' | 'boot-failed'; reason: string };
+
+/** Readings of the finger one fingerprint proof may take (S3.3): below the chip's block limit of 5. */
+const FP_ATTEMPTS = 3;
 
 export class MainProgram {
   #login: SavedLogin | null = null;
@@ -116,27 +128,82 @@ export class MainProgram {
   #mechFor(site: string): Mechanism {
     const dev = this.dev;
     if (!this.#bank || this.#bank.entry.action !== 'login') return 'password';
-    const capable = personMechanisms(this.#bank.entry);
-    if (capable.length === 0) return 'password';
+    // What the chip holds for this site (not anything the host could have written).
+    const st = dev.storage.person.personStatus();
+    const entry = this.#bank.entry;
+    const capable = personMechanisms(entry, st.ok ? st.value : null, site, dev.fingerprint !== undefined);
+    if (capable.length === 0) {
+      // Nothing the person agreed to is provisioned here: the first they asked for, which the
+      // phone then cannot prove (no-proof, nothing sent); never a password they did not offer.
+      const m = entry.mechanisms?.[0] ?? 'password';
+      dev.trace('S3.1', `mechanism for ${site}`, `${m} (the person asked for ${entry.mechanisms?.join(', ') ?? 'password'}; this device proves none of them here)`, false);
+      return m;
+    }
     const t = tableForChoice(this.#login?.table ?? null, this.up.policy, dev.clock.epochMs());
     const m = chooseAmong(t.table, site, dev.rng, capable);
-    const entry = t.table?.sites.find((s) => s.site === site);
-    const rates = entry ? entry.mechs.map((x) => `${x.mech} ${(x.ratePpm / 10_000).toFixed(1)} %`).join(', ') : 'no entry for the site';
+    const row = t.table?.sites.find((s) => s.site === site);
+    const rates = row ? row.mechs.map((x) => `${x.mech} ${(x.ratePpm / 10_000).toFixed(1)} %`).join(', ') : 'no entry for the site';
     dev.trace('S3.1', `mechanism for ${site}`, `${m} (${t.why}: ${rates}; this device proves ${capable.join(', ')})`, t.table !== null);
     return m;
   }
 
-  /** A fresh bank request for one login try (the proof is wiped once sealed). */
-  #bankRequest(mech: Mechanism): BankRequest | null {
+  /**
+   * A fresh bank request for one login try to `site` with generation `gen` (the proof is
+   * wiped once sealed). A one-time code or a fingerprint is proved by the chip only when the
+   * channel is up (BankClient's prover); a registration carries the chip's fingerprint key for
+   * the site, the finger enrolled first if the chip holds none (first use).
+   */
+  #bankRequest(mech: Mechanism, site: string, gen: number): BankRequest | null {
     const b = this.#bank;
     if (!b) return null;
+    const dev = this.dev;
     const { action, name, password } = b.entry;
-    if (action === 'login') return { kind: 'login', name, mech, proof: new TextEncoder().encode(password), ids: b.ids };
-    return { kind: action, name, password, ids: b.ids };
+    if (action === 'login') {
+      if (mech === 'password') return { kind: 'login', name, mech, proof: new TextEncoder().encode(password), ids: b.ids };
+      return {
+        kind: 'prove', name, mech, ids: b.ids,
+        prove: (binding) => {
+          // A finger badly placed is not matched (about 2 % of readings, docs/firmware.md): the
+          // person is asked to touch the sensor again, at most FP_ATTEMPTS times in all, as phones
+          // do; each miss counts against the chip's block limit (5 in a row).
+          let r = personProof(dev.storage.person, dev.fingerprint, mech, site, binding ?? new Uint8Array(0));
+          for (let i = 1; i < FP_ATTEMPTS && !r.ok && r.code === 'PERSON_FP_NO_MATCH'; i++) {
+            dev.trace('S3.3', 'fingerprint', 'not recognized: touch the sensor again', false);
+            r = personProof(dev.storage.person, dev.fingerprint, mech, site, binding ?? new Uint8Array(0));
+          }
+          // The code and the signature are what the bank receives anyway; still, never traced.
+          dev.trace('S3.3', `${mech} proof`, r.ok ? `made by the secure controller${mech === 'fingerprint' ? ' over this session\'s channel binding, after the finger matched' : ' for its own clock'}` : `${r.code}: ${r.detail}`, r.ok);
+          return r;
+        },
+      };
+    }
+    if (action === 'rebind') return { kind: action, name, password, ids: b.ids };
+    const fingerprint = this.#fingerprintKey(site, gen);
+    return { kind: action, name, password, ids: b.ids, ...(fingerprint ? { fingerprint } : {}) };
   }
 
-  /** Traces the bank's answer (S4.1, S4.7, S4.8) and turns it into the device's outcome. */
-  #bankOutcome(o: BankOutcome | undefined, why: string): BankStepOutcome | undefined {
+  /** The chip's fingerprint key for `site` (S3.3), the person's finger enrolled first if none is; null when the phone cannot. */
+  #fingerprintKey(site: string, gen: number): FingerprintKey | null {
+    const dev = this.dev;
+    const sensor = dev.fingerprint;
+    if (!sensor) return null;
+    const st = dev.storage.person.personStatus();
+    if (!st.ok) return null;
+    if (st.value.finger === 'empty') {
+      const e = enrolFinger(dev.storage.person, sensor);
+      dev.trace('S3.3', 'enrol finger', e.ok ? 'the finger on the sensor is enrolled in the secure controller (first use; the template stays in the chip)' : `not enrolled (${e.status})`, e.ok);
+      if (!e.ok) return null;
+    } else if (st.value.finger === 'blocked') {
+      dev.trace('S3.3', 'fingerprint key', 'the fingerprint is blocked in the secure controller: no key for the site', false);
+      return null;
+    }
+    const k = dev.storage.person.fpKey(site, gen);
+    dev.trace('S3.3', 'fingerprint key', k.ok ? `the secure controller's key for ${site}, attested under the login key of gen ${gen}` : `none (${k.status})`, k.ok);
+    return k.ok ? { publicKey: k.value.publicKey, attestation: k.value.attestation } : null;
+  }
+
+  /** Traces the bank's answer (S4.1, S4.7, S4.8) and turns it into the device's outcome; imports a TOTP seed the registration brought (S3.3). */
+  #bankOutcome(o: BankOutcome | undefined, why: string, t: { site: string; gen: number; mech: Mechanism }): BankStepOutcome | undefined {
     const dev = this.dev;
     if (!this.#bank) return this.#bankFailed ? { kind: 'failed', reason: this.#bankFailed } : undefined;
     const action = this.#bank.entry.action;
@@ -149,14 +216,27 @@ export class MainProgram {
       dev.notice(`The bank refused: ${o.reason} (${o.code})`);
       return { kind: 'refused', code: o.code, reason: o.reason };
     }
+    if (o.kind === 'no-proof') {
+      dev.trace('S3.3', `bank ${action}`, `no ${t.mech} proof: ${o.code}: ${o.reason}; nothing sent, the step ends here`, false);
+      dev.notice(`No ${t.mech === 'fingerprint' ? 'fingerprint' : 'one-time code'}: ${o.reason} (${o.code})`);
+      return { kind: 'no-proof', code: o.code, reason: o.reason };
+    }
     if (o.kind === 'registered') {
       const r = o.registered;
       dev.trace('S4.1', `bank ${action}`, `${action === 'rebind' ? 'binding moved to this card' : 'account opened'}: ${maskAccount(r.account)}, mode ${r.mode} (S4.8: the binding holds the number)`);
-      return { kind: 'registered', account: r.account, mode: r.mode };
+      let otp = false;
+      if (r.otpSeed) {
+        // The seed stays wrapped on its way through the host: only the chip opens it (§17).
+        const imp = dev.storage.person.otpImport(t.site, t.gen, r.otpSeed);
+        otp = imp.ok;
+        dev.trace('S3.3', 'one-time code seed', imp.ok ? `imported into the secure controller for ${t.site} (it arrived wrapped under the login key)` : `not imported (${imp.status})`, imp.ok);
+      }
+      if (r.fpKept !== undefined) dev.trace('S3.3', 'fingerprint key', r.fpKept ? `kept by ${t.site}` : `not kept by ${t.site}`, r.fpKept);
+      return { kind: 'registered', account: r.account, mode: r.mode, otp, fingerprint: r.fpKept ?? false };
     }
     const p = o.page;
-    dev.trace('S4.7', 'bank login', `account page: ${p.account}, found in mode ${p.mode} (${p.mode === 1 ? 'S4.3' : 'S4.4'}), ${p.lastLogins.length} recent login(s)`);
-    return { kind: 'page', account: p.account, mode: p.mode, lastLogins: p.lastLogins.length, token: p.token, ttlS: p.ttlS };
+    dev.trace('S4.7', 'bank login', `account page: ${p.account}, found in mode ${p.mode} (${p.mode === 1 ? 'S4.3' : 'S4.4'}) with ${t.mech}, ${p.lastLogins.length} recent login(s)`);
+    return { kind: 'page', account: p.account, mode: p.mode, mech: t.mech, lastLogins: p.lastLogins.length, token: p.token, ttlS: p.ttlS };
   }
 
   /**
@@ -208,7 +288,7 @@ export class MainProgram {
       return true;
     };
     const mech = this.#mechFor(t.server.name);
-    const bankReq = this.#bankRequest(mech);
+    const bankReq = this.#bankRequest(mech, t.server.name, t.gen);
     const machine = new LoginClient<BankOutcome>({ dest: t.server.name, user: login.user, gen: t.gen, secret: dev.storage.loginKeys(), rng: dev.rng, mech, ...(bankReq ? { then: new BankClient(bankReq) } : {}) });
     const s = new ClientSession(
       dev,
@@ -221,7 +301,7 @@ export class MainProgram {
         }
         if (e === 'continued') {
           continued = true;
-          dev.trace('S4.5', `bank -> ${s.dest}`, `${bankReq!.kind} request sealed on the login's channel`);
+          dev.trace('S4.5', `bank -> ${s.dest}`, `${bankReq!.kind === 'prove' ? `login (${mech})` : bankReq!.kind} request sealed on the login's channel`);
           return s.arm('bank answer');
         }
         // 'logged-in': the server proved itself; save, then confirm or end.
@@ -247,7 +327,7 @@ export class MainProgram {
         }
         if (loggedIn) {
           dev.trace('S0.11', `login <- ${t.server.name}`, `confirmed: logged in as ${login.user} with gen ${t.gen}${savedOk ? '' : ' (not saved)'}`, true, s.ms);
-          const bank = this.#bankOutcome(!isSessionEnd(r) && r.kind === 'ok' ? r.then : undefined, isSessionEnd(r) ? `${r.kind}: ${r.why}` : 'no bank request sent');
+          const bank = this.#bankOutcome(!isSessionEnd(r) && r.kind === 'ok' ? r.then : undefined, isSessionEnd(r) ? `${r.kind}: ${r.why}` : 'no bank request sent', { site: t.server.name, gen: t.gen, mech });
           return this.done({ ok: true, server: t.server.name, gen: t.gen, via: this.#via, ...(bank ? { bank } : {}) });
         }
         const why = isSessionEnd(r) ? `${r.kind}${'code' in r ? ` ${r.code}` : ''}: ${r.why}` : r.kind === 'failed' ? `${r.code}: ${r.reason}` : 'ended before login';

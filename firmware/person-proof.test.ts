@@ -107,9 +107,17 @@ test('one-time code, end to end: accepted once; the same code again is PERSON_OT
   assert.ok(r2.ok);
   const v2 = verifyTotp(SEED, PARAMS, (r2.proof as { code: string }).code, siteNow + 30_000, lastStep);
   assert.ok(v2.ok && v2.step === lastStep! + 1);
-  // The phone's clock 2 steps behind the site: refused, and said so.
+  // One code per step (RFC 6238 §5.2: the site takes each step once): the same step again, or a
+  // clock that went back, gives no code; the phone then uses another mechanism.
+  const again = personProof(c.se, undefined, 'otp', SITE, new Uint8Array(32));
+  assert.equal(again.ok ? 'code' : again.code, 'PERSON_CHIP_REFUSED');
+  assert.not.ok(c.se.personStatus().ok && (c.se.personStatus() as { value: { otpSites: string[] } }).value.otpSites.includes(SITE), 'the status says the step is used up');
   phoneNow -= 90_000;
-  const r3 = personProof(c.se, undefined, 'otp', SITE, new Uint8Array(32));
+  assert.not.ok(personProof(c.se, undefined, 'otp', SITE, new Uint8Array(32)).ok, 'a clock that went back gives no code');
+  // A phone whose clock runs 2 steps behind the site: refused by the site, and said so.
+  const behind = personChip({ now: () => siteNow + 30_000 - 60_000, seed: 'otp phone behind' });
+  assert.ok(behind.se.otpImport(SITE, GEN, wrapOtpSeed(LOGIN_KEY, SITE, USER, SEED, PARAMS, keystreamRng('site 2'))).ok);
+  const r3 = personProof(behind.se, undefined, 'otp', SITE, new Uint8Array(32));
   assert.ok(r3.ok);
   assert.equal(verifyTotp(SEED, PARAMS, (r3.proof as { code: string }).code, siteNow + 30_000, null), { ok: false, code: 'PERSON_OTP_SKEW' });
   // No seed for a site: no proof.

@@ -10,7 +10,8 @@
 // the code are what the site receives anyway.
 import { ImplementationError, type ErrorCode } from '../protocol/errors.ts';
 import { BINDING_BYTES, isSite, type PersonProof } from '../protocol/person.ts';
-import type { SeClient } from './secure/client.ts';
+import type { PersonStatus } from './secure/client.ts';
+import type { PersonChip } from './storage.ts';
 import type { FingerprintSensor } from './hal/fingerprint.ts';
 import type { PersonEntry } from './hal/person.ts';
 import type { Mechanism } from '../protocol/messages.ts';
@@ -18,12 +19,35 @@ import type { Mechanism } from '../protocol/messages.ts';
 export type PersonMechanism = 'fingerprint' | 'otp';
 
 /**
- * The person mechanisms this device can prove for a bank request (S3.1's candidates): the
- * password whenever the person entered one. The fingerprint and one-time code join once their
- * keys are provisioned for the site in the secure controller (issue 12, the bank's side).
+ * The person mechanisms this device can prove at `site` (S3.1's candidates), from what the chip
+ * says it holds (`status`, GET DATA person status: nothing the host keeps, which it could
+ * forge): the password whenever the person entered one; 'otp' when the chip holds a TOTP seed
+ * for the site and has a clock; 'fingerprint' when it holds a fingerprint key for the site, a
+ * finger is enrolled and not blocked, and the phone has a sensor (`hasSensor`). `status` null
+ * (the chip could not say): the password only. The person may narrow them
+ * (PersonEntry.mechanisms). Strongest last.
  */
-export function personMechanisms(entry: PersonEntry): Mechanism[] {
-  return entry.password ? ['password'] : [];
+export function personMechanisms(entry: PersonEntry, status: PersonStatus | null, site: string, hasSensor: boolean): Mechanism[] {
+  const out: Mechanism[] = [];
+  if (entry.password) out.push('password');
+  if (status?.clock && status.otpSites.includes(site)) out.push('otp');
+  if (hasSensor && status?.finger === 'set' && status.fpSites.includes(site)) out.push('fingerprint');
+  return entry.mechanisms ? out.filter((m) => entry.mechanisms!.includes(m)) : out;
+}
+
+/**
+ * The person's finger enrolled in the chip at first use (S3.3; docs/decisions.md): a fresh
+ * challenge, the sensor's reading sealed for it, FP ENROLL. Only when the chip holds no finger
+ * yet: a new enrolment drops every fingerprint key of every site. Returns the chip's status
+ * word on failure, 'NO_FINGER' when nothing is on the sensor.
+ */
+export function enrolFinger(se: PersonChip, sensor: FingerprintSensor): { ok: true } | { ok: false; status: string } {
+  const ch = se.fpChallenge();
+  if (!ch.ok) return ch;
+  const reading = sensor.capture(ch.value);
+  if (!reading) return { ok: false, status: 'NO_FINGER' };
+  const r = se.fpEnroll(reading);
+  return r.ok ? { ok: true } : r;
 }
 export type PersonProofRefusal = Extract<ErrorCode, 'PERSON_FP_NO_MATCH' | 'PERSON_FP_BLOCKED' | 'PERSON_FP_NO_FINGER' | 'PERSON_NOT_PROVISIONED' | 'PERSON_CHIP_REFUSED'>;
 export type PersonProofResult = { ok: true; proof: PersonProof } | { ok: false; code: PersonProofRefusal; detail: string };
@@ -46,7 +70,7 @@ function refusal(status: string): PersonProofResult {
  * Throws ImplementationError PERSON_BAD_ARGS for a site or binding of the wrong shape (the
  * caller's bug).
  */
-export function personProof(se: SeClient, sensor: FingerprintSensor | undefined, mech: PersonMechanism, site: string, binding: Uint8Array): PersonProofResult {
+export function personProof(se: PersonChip, sensor: FingerprintSensor | undefined, mech: PersonMechanism, site: string, binding: Uint8Array): PersonProofResult {
   if (!isSite(site)) throw new ImplementationError('PERSON_BAD_ARGS', `site '${String(site)}' is not a site name`);
   if (mech === 'otp') {
     const c = se.otpCode(site);

@@ -3,6 +3,10 @@
 // Wiring as data: give it a base image, fuses and a HAL; a fleet of thousands shares one base.
 // The same chip sits in each device of S0.15 (firmware/profiles.ts): `profile` chooses the
 // wiring; on the ATM profile the chip is the bank card's and `device` is the ATM's program board.
+// The person layer (S3.3): the chip's own clock (Unix ms from the HAL's Clock.epochMs, a real
+// chip's battery-backed RTC; none on a bank card, which has no battery) for one-time codes, and
+// on a phone the fingerprint sensor paired with the chip at the factory (the pairing key from
+// the chip's fuses).
 import { FlashChip } from './flash/chip.ts';
 import { CowBacking, type FlashBacking } from './flash/backing.ts';
 import { DeviceBus } from './flash/bus.ts';
@@ -13,8 +17,9 @@ import { identityRecord, type ZoneFiles } from './factory/image.ts';
 import { defaultDeviceConfig, type Device, type DeviceConfig } from './device.ts';
 import { wireDevice, type ProfileName } from './profiles.ts';
 import { ImplementationError } from '../protocol/errors.ts';
-import type { HalBase } from './hal/hal.ts';
+import type { Clock, HalBase } from './hal/hal.ts';
 import type { ControllerNvm } from './secure/nvm.ts';
+import { SimFingerprintSensor, SENSOR_PAIRING_LABEL, type Finger } from './hal/fingerprint.ts';
 
 export interface Phone {
   /** The board the programs run on: the phone itself, or (ATM profile) the ATM with the card inserted. */
@@ -26,6 +31,10 @@ export interface Phone {
   bus: DeviceBus;
   backing: FlashBacking;
   table: PartitionTable;
+  /** The fingerprint sensor paired with the chip (S3.3), when the phone has one: place() a finger on it. */
+  sensor?: SimFingerprintSensor;
+  /** Where the chip's clock reads the time: the HAL of the current plug-in (replug moves it). */
+  readonly chipClock: { source: Clock };
 }
 
 /** The partition table from the first sector of an image (`chipBytes`: the image's size). */
@@ -66,6 +75,12 @@ export interface PhoneOptions {
   profile?: ProfileName;
   /** 'atm' only: the ATM's own program files (the vendor's signed set, firmware/factory/image.ts zoneFiles). */
   install?: ZoneFiles;
+  /**
+   * A fingerprint sensor, paired with this chip at the factory (S3.3), and the finger on it
+   * (null: none yet): its noise seed, so a run replays. Not on the ATM profile (a card's chip has
+   * no sensor of its own). The HAL's own sensor (HalBase.fingerprint), if any, wins.
+   */
+  fingerprint?: { seed: string | number; finger?: Finger | null; poorRate?: number };
 }
 
 export function makePhone(o: PhoneOptions): Phone {
@@ -79,11 +94,22 @@ export function makePhone(o: PhoneOptions): Phone {
     personalize(backing, table, o.fuses, o.personalize.serial, o.personalize.keyVersion, o.personalize.master);
   }
   const chip = new FlashChip({ backing, seed: o.chipSeed ?? 1 });
-  // The controller draws its nonces from the phone's own randomness (seeded in a simulation, so a run replays).
-  const bus = new DeviceBus(chip, o.fuses, table, o.hal.rng, o.nvm);
   const profile = o.profile ?? 'usb';
-  const device = wireDevice(profile, bus, o.hal, o.config ?? defaultDeviceConfig, o.install);
-  return o.install ? { device, profile, install: o.install, chip, bus, backing, table } : { device, profile, chip, bus, backing, table };
+  // The chip's clock: a phone's battery-backed RTC; a bank card has none (no one-time codes on it).
+  const chipClock = { source: o.hal.clock };
+  // The controller draws its nonces from the phone's own randomness (seeded in a simulation, so a run replays).
+  const bus = new DeviceBus(chip, o.fuses, table, o.hal.rng, o.nvm, profile === 'atm' ? null : () => chipClock.source.epochMs());
+  let sensor: SimFingerprintSensor | undefined;
+  if (o.fingerprint && profile !== 'atm') {
+    const pairingKey = o.fuses.deriveKey(SENSOR_PAIRING_LABEL);
+    sensor = new SimFingerprintSensor({ pairingKey, seed: o.fingerprint.seed, poorRate: o.fingerprint.poorRate });
+    pairingKey.fill(0);
+    sensor.place(o.fingerprint.finger ?? null);
+  }
+  const hal = sensor && !o.hal.fingerprint ? { ...o.hal, fingerprint: sensor } : o.hal;
+  const device = wireDevice(profile, bus, hal, o.config ?? defaultDeviceConfig, o.install);
+  const p: Phone = { device, profile, chip, bus, backing, table, chipClock, ...(sensor ? { sensor } : {}) };
+  return o.install ? { ...p, install: o.install } : p;
 }
 
 /**
@@ -92,5 +118,8 @@ export function makePhone(o: PhoneOptions): Phone {
  */
 export function replug(p: Phone, hal: HalBase, config: DeviceConfig = p.device.config): Phone {
   p.bus.powerCycle();
-  return { ...p, device: wireDevice(p.profile, p.bus, hal, config, p.install) };
+  p.chipClock.source = hal.clock;
+  // The sensor is part of the phone: it stays unless the HAL brings one.
+  const h = p.sensor && !hal.fingerprint ? { ...hal, fingerprint: p.sensor } : hal;
+  return { ...p, device: wireDevice(p.profile, p.bus, h, config, p.install) };
 }

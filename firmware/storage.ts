@@ -3,10 +3,18 @@
 // unit), and, through the secure controller only (S0.1, S0.4; firmware/secure/), the public
 // identity, the key holders of its slots, the business secrets it imports and retires, and
 // the saved-login record it seals. No method returns a key or a secret.
-import type { PublicIdentity } from './secure/client.ts';
+import type { PublicIdentity, SeClient } from './secure/client.ts';
 import type { ClientKeyOps } from '../protocol/handshake-keys.ts';
 
 export type { PublicIdentity };
+
+/**
+ * The person layer's commands of the secure controller (S3.3; firmware/secure/element.ts): the
+ * fingerprint (challenge, enrolment, the site's key, the signature after a match) and the
+ * one-time code (the site's seed imported, the code of the chip's own time), and what the chip
+ * holds for which site. Nothing returns a key, a seed or a template.
+ */
+export type PersonChip = Pick<SeClient, 'personStatus' | 'fpChallenge' | 'fpEnroll' | 'fpKey' | 'fpSign' | 'otpImport' | 'otpCode'>;
 
 export type StorageResult<T> = { ok: true; value: T } | { ok: false; status: string };
 
@@ -45,6 +53,8 @@ export interface RecordStorage<T> {
   retireOlder(gen: number): StorageResult<void>;
   /** The user and generations of the business secrets the chip holds, newest first; null when none. */
   secrets(): StorageResult<{ user: string; gens: number[] } | null>;
+  /** The person layer of the chip (S3.3). */
+  readonly person: PersonChip;
   /** The saved record (no secret in it); `value: null` when none was ever saved (or none survives). */
   loadLogin(): StorageResult<T | null>;
   /** Saves the record, power-cut safe: afterwards the old or the new record reads back. */

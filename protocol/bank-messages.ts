@@ -5,11 +5,14 @@
 //
 // Three layers meet here (issue 11): the device is the business login around these messages
 // (S0), the line is `ids` (what the phone read from its SIM itself, S4.2, or a bank card's
-// identity), the person is the login name and the proof (a password now; S3 adds others).
+// identity), the person is the login name and the proof: the password (S4), a one-time code
+// or a fingerprint signature (S3.3, docs/protocol.md §17), provisioned at the registration
+// (bankRegister's fingerprint key, bankRegistered's wrapped TOTP seed).
 import type { CborValue } from './cbor.ts';
 import { ProtocolError, type ErrorCode } from './errors.ts';
 import { array, bytes, text, uint, MECHANISMS, MsgType, type Mechanism, type MessageCodec } from './messages.ts';
 import { isE164, isIccid, isImsi } from './line-ids.ts';
+import { parsePersonProof, FP_PUBLIC_KEY_BYTES, FP_ATTEST_BYTES, WRAPPED_SEED_MIN, WRAPPED_SEED_MAX } from './person.ts';
 
 /** A person's login name at the bank: 3..64 ASCII letters, digits and . _ @ - (not the device's S0 user). */
 export const BANK_NAME_RE = /^[A-Za-z0-9._@-]{3,64}$/;
@@ -17,7 +20,7 @@ export const BANK_NAME_RE = /^[A-Za-z0-9._@-]{3,64}$/;
 export const CARD_ID_RE = /^[A-Za-z0-9-]{8,32}$/;
 /** Most UTF-8 bytes of a password on the wire (NIST SP 800-63B §3.1.1.2 asks for at least 64 characters). */
 export const BANK_PASSWORD_MAX = 256;
-/** Most bytes of a login proof (a password's UTF-8 now; a fingerprint match token or a one-time code later). */
+/** Most bytes of a password proof (its UTF-8); a one-time code is 6..8 digits, a fingerprint signature 64 bytes. */
 export const BANK_PROOF_MAX = 256;
 /** Most last logins a bankPage lists. */
 export const BANK_LAST_LOGINS_MAX = 8;
@@ -69,23 +72,55 @@ export function lineIdsBody(ids: LineIds): CborValue {
 const name_ = (v: unknown, n: string) => text(v, n, 64, BANK_NAME_RE);
 const time = (v: unknown, n: string) => uint(v, n, TIME_MAX);
 
-/** bankRegister / bankRebind [name, password, ids]: open an account bound to this line and device, or move a binding to a new card. */
-export interface BankEnrol { name: string; password: string; ids: LineIds }
-function parseEnrol(v: CborValue, m: string): BankEnrol {
-  const a = array(v, m, 3);
-  return { name: name_(a[0], `${m}.name`), password: text(a[1], `${m}.password`, BANK_PASSWORD_MAX), ids: parseLineIds(a[2], `${m}.ids`) };
+/**
+ * The fingerprint key the phone's chip made for the site (S3.3, §17): the Ed25519 public key
+ * and its attestation, a MAC under the session's login key (protocol/person.ts
+ * fingerprintKeyAttestation) that only the chip holding the business secret can make.
+ */
+export interface FingerprintKey { publicKey: Uint8Array; attestation: Uint8Array }
+function parseFingerprintKey(v: unknown, n: string): FingerprintKey {
+  const a = array(v, n, 2);
+  return { publicKey: bytes(a[0], `${n}.publicKey`, FP_PUBLIC_KEY_BYTES), attestation: bytes(a[1], `${n}.attestation`, FP_ATTEST_BYTES) };
 }
 
+/**
+ * bankRegister [name, password, ids, ? fpKey] / bankRebind [name, password, ids]: open an
+ * account bound to this line and device (with the person's fingerprint key for the site when
+ * the phone has one), or move a binding to a new card.
+ */
+export interface BankEnrol { name: string; password: string; ids: LineIds; fingerprint?: FingerprintKey }
+function parseEnrol(v: CborValue, m: string, withKey: boolean): BankEnrol {
+  const a = array(v, m, 3, withKey ? 4 : 3);
+  const r: BankEnrol = { name: name_(a[0], `${m}.name`), password: text(a[1], `${m}.password`, BANK_PASSWORD_MAX), ids: parseLineIds(a[2], `${m}.ids`) };
+  if (a.length === 4) r.fingerprint = parseFingerprintKey(a[3], `${m}.fpKey`);
+  return r;
+}
+function enrolBody(r: BankEnrol, withKey: boolean): CborValue {
+  const body: CborValue[] = [r.name, r.password, lineIdsBody(r.ids)];
+  if (withKey && r.fingerprint) body.push([r.fingerprint.publicKey, r.fingerprint.attestation]);
+  return body;
+}
+
+/**
+ * The person's proof in a bankLogin, by mechanism (S3.3): the password's UTF-8 (1..256
+ * bytes), the one-time code (6..8 ASCII digits, a text string), or the fingerprint signature
+ * over the session's channel binding (64 bytes).
+ */
+export type BankProof = { mech: 'password'; proof: Uint8Array } | { mech: 'otp'; proof: string } | { mech: 'fingerprint'; proof: Uint8Array };
+
 /** bankLogin [name, mech, proof, ids] (S4.2): the person's login information plus the line's first identifier. */
-export interface BankLogin { name: string; mech: Mechanism; proof: Uint8Array; ids: LineIds }
+export type BankLogin = { name: string; ids: LineIds } & BankProof;
 export function parseBankLogin(v: CborValue): BankLogin {
   const a = array(v, 'bankLogin', 4);
   const name = name_(a[0], 'bankLogin.name');
   const mech = text(a[1], 'bankLogin.mech', 16);
   if (!(MECHANISMS as readonly string[]).includes(mech)) bad('MSG_BAD_FIELD', `bankLogin.mech '${mech}' is not one of ${MECHANISMS.join(', ')}`);
-  return { name, mech: mech as Mechanism, proof: bytes(a[2], 'bankLogin.proof', 1, BANK_PROOF_MAX), ids: parseLineIds(a[3], 'bankLogin.ids') };
+  const ids = parseLineIds(a[3], 'bankLogin.ids');
+  if (mech === 'password') return { name, mech, proof: bytes(a[2], 'bankLogin.proof', 1, BANK_PROOF_MAX), ids };
+  // The person layer's own parser (§17 person-proof): a 64-byte signature, or 6..8 digits.
+  const p = parsePersonProof([mech, a[2] as CborValue]);
+  return p.mech === 'otp' ? { name, mech: 'otp', proof: p.code, ids } : { name, mech: 'fingerprint', proof: p.signature, ids };
 }
-
 /** How the bank found the binding: 1 directly by the first identifier (S4.3), 2 through the operator's second identifier (S4.4). */
 export type BankMode = 1 | 2;
 const mode = (v: unknown, n: string): BankMode => {
@@ -94,12 +129,32 @@ const mode = (v: unknown, n: string): BankMode => {
   return m;
 };
 
-/** bankRegistered [account, mode, boundAt]: the account number in full (S4.8: the binding supplies it), sealed. */
-export interface BankRegistered { account: string; mode: BankMode; boundAt: number }
+/**
+ * bankRegistered [account, mode, boundAt, ? otpSeed, ? fpKept]: the account number in full
+ * (S4.8: the binding supplies it), sealed. After a registration that provisioned the person
+ * layer (S3.3) two more fields: the site's TOTP seed wrapped for the chip (protocol/person.ts
+ * wrapOtpSeed: its RFC 6238 parameters travel inside the wrap, bound with the seed), or null
+ * when the site offers no one-time code; and whether the bank kept the fingerprint key the
+ * registration carried (false: none sent, the site offers no fingerprint, or its attestation
+ * failed).
+ */
+export interface BankRegistered { account: string; mode: BankMode; boundAt: number; otpSeed?: Uint8Array | null; fpKept?: boolean }
 export const ACCOUNT_RE = /^[0-9]{12,19}$/;
 export function parseBankRegistered(v: CborValue): BankRegistered {
-  const a = array(v, 'bankRegistered', 3);
-  return { account: text(a[0], 'bankRegistered.account', 19, ACCOUNT_RE), mode: mode(a[1], 'bankRegistered.mode'), boundAt: time(a[2], 'bankRegistered.boundAt') };
+  const a = array(v, 'bankRegistered', 3, 5);
+  if (a.length === 4) bad('MSG_BAD_SHAPE', 'bankRegistered must have 3 or 5 items, got 4');
+  const r: BankRegistered = { account: text(a[0], 'bankRegistered.account', 19, ACCOUNT_RE), mode: mode(a[1], 'bankRegistered.mode'), boundAt: time(a[2], 'bankRegistered.boundAt') };
+  if (a.length === 5) {
+    r.otpSeed = a[3] === null ? null : bytes(a[3], 'bankRegistered.otpSeed', WRAPPED_SEED_MIN, WRAPPED_SEED_MAX);
+    if (typeof a[4] !== 'boolean') bad('MSG_BAD_FIELD', 'bankRegistered.fpKept must be a boolean');
+    r.fpKept = a[4];
+  }
+  return r;
+}
+function registeredBody(r: BankRegistered): CborValue {
+  const body: CborValue[] = [r.account, r.mode, r.boundAt];
+  if (r.otpSeed !== undefined || r.fpKept !== undefined) body.push(r.otpSeed ?? null, r.fpKept ?? false);
+  return body;
 }
 
 /** A masked account number: '*' for every digit but the last four. */
@@ -147,10 +202,10 @@ export function parseBankRefused(v: CborValue): BankRefused {
 
 /** Every message of the bank exchange: encoder paired with decoder. */
 export const BankMessages = {
-  bankRegister: { type: MsgType.bankRegister, encode: (r) => [r.name, r.password, lineIdsBody(r.ids)], decode: (b) => parseEnrol(b, 'bankRegister') } satisfies MessageCodec<BankEnrol>,
-  bankRebind: { type: MsgType.bankRebind, encode: (r) => [r.name, r.password, lineIdsBody(r.ids)], decode: (b) => parseEnrol(b, 'bankRebind') } satisfies MessageCodec<BankEnrol>,
+  bankRegister: { type: MsgType.bankRegister, encode: (r) => enrolBody(r, true), decode: (b) => parseEnrol(b, 'bankRegister', true) } satisfies MessageCodec<BankEnrol>,
+  bankRebind: { type: MsgType.bankRebind, encode: (r) => enrolBody(r, false), decode: (b) => parseEnrol(b, 'bankRebind', false) } satisfies MessageCodec<BankEnrol>,
   bankLogin: { type: MsgType.bankLogin, encode: (l) => [l.name, l.mech, l.proof, lineIdsBody(l.ids)], decode: parseBankLogin } satisfies MessageCodec<BankLogin>,
-  bankRegistered: { type: MsgType.bankRegistered, encode: (r) => [r.account, r.mode, r.boundAt], decode: parseBankRegistered } satisfies MessageCodec<BankRegistered>,
+  bankRegistered: { type: MsgType.bankRegistered, encode: registeredBody, decode: parseBankRegistered } satisfies MessageCodec<BankRegistered>,
   bankPage: {
     type: MsgType.bankPage,
     encode: (p) => [p.account, p.mode, [lineIdsBody(p.binding.ids), p.binding.boundAt], p.lastLogins.map((l) => [l.at, l.mode]), p.token, p.ttlS],

@@ -54,12 +54,45 @@ test('login -> pwConfirmAck -> bankLogin sealed on the same channel -> bankPage:
   assert.is(env.type, MsgType.bankLogin);
   assert.ok(!new TextDecoder('latin1').decode(request[0]!).includes('correct horse'), 'the password is not in the frame in clear');
   const ev = bs.receive(env);
-  assert.ok(ev.event?.kind === 'login' && new TextDecoder().decode(ev.event.req.proof) === 'correct horse battery' && ev.event.req.name === 'alice');
+  assert.ok(ev.event?.kind === 'login' && ev.event.req.mech === 'password' && new TextDecoder().decode(ev.event.req.proof) === 'correct horse battery' && ev.event.req.name === 'alice' && ev.event.binding === null);
   assert.throws(() => bs.answer({ kind: 'registered', registered: { account: '620000000000123', mode: 1, boundAt: 1 } }), (e: unknown) => e instanceof ImplementationError);
   const ans = bs.answer({ kind: 'page', page });
   assert.equal(ans.done, { kind: 'page', closeCode: 1000 });
   const end = c.receive(ans.send[0]!);
   assert.equal(end.done, { kind: 'ok', confirmed: true, then: { kind: 'page', page } satisfies BankOutcome });
+});
+
+test('a fingerprint login: the prover gets this session\'s channel binding, the server\'s event carries its own end\'s, equal; an otp login gets none', () => {
+  let seen: Uint8Array | null = null;
+  const sig = new Uint8Array(64).fill(5);
+  const { c, bs, request } = loggedIn(new BankClient({ kind: 'prove', name: 'alice', mech: 'fingerprint', ids: sim, prove: (b) => ((seen = b && Uint8Array.from(b)), { ok: true, proof: { mech: 'fingerprint', signature: sig } }) }));
+  assert.ok(seen !== null && (seen as Uint8Array).length === 32);
+  const ev = bs.receive(decodeEnvelope(request[0]!));
+  assert.ok(ev.event?.kind === 'login' && ev.event.req.mech === 'fingerprint');
+  assert.equal(ev.event.kind === 'login' && ev.event.binding, seen, 'both ends export the same binding');
+  assert.equal(ev.event.kind === 'login' && ev.event.req.proof, sig);
+  const ans = bs.answer({ kind: 'refused', code: 'PERSON_PROOF_FAILED', reason: 'no' });
+  assert.equal(ans.done, { kind: 'refused', code: 'PERSON_PROOF_FAILED', closeCode: 1008 });
+  assert.equal(c.receive(ans.send[0]!).done, { kind: 'ok', confirmed: true, then: { kind: 'refused', code: 'PERSON_PROOF_FAILED', reason: 'no' } });
+
+  let otpBinding: Uint8Array | null | undefined;
+  const o = loggedIn(new BankClient({ kind: 'prove', name: 'alice', mech: 'otp', ids: sim, prove: (b) => ((otpBinding = b), { ok: true, proof: { mech: 'otp', code: '123456' } }) }));
+  assert.is(otpBinding, null);
+  const oe = o.bs.receive(decodeEnvelope(o.request[0]!));
+  assert.ok(oe.event?.kind === 'login' && oe.event.req.mech === 'otp' && oe.event.req.proof === '123456' && oe.event.binding === null);
+});
+
+test('a proof the phone cannot make (another finger): nothing is sent, the client ends with no-proof and the device-local code', () => {
+  const c = new LoginClient({ dest: 'biz-east', user, gen: 1, secret, rng: keystreamRng('c'), then: new BankClient({ kind: 'prove', name: 'alice', mech: 'fingerprint', ids: sim, prove: () => ({ ok: false, code: 'PERSON_FP_NO_MATCH', detail: 'another finger' }) }) });
+  const s = new LoginServer('biz-east', deps, keystreamRng('s'));
+  const feed = (frames: Uint8Array[]) => frames.flatMap((f) => s.receive(f, decodeEnvelope(f)).send);
+  const a = feed(c.start().send);
+  c.receive(a[0]!);
+  const fin = c.receive(a[1]!).send;
+  const ack = feed([...fin, ...c.afterLogin(true).send]);
+  const end = c.receive(ack[0]!);
+  assert.equal(end.send, []);
+  assert.equal(end.done, { kind: 'ok', confirmed: true, then: { kind: 'no-proof', code: 'PERSON_FP_NO_MATCH', reason: 'another finger' } });
 });
 
 test('register -> bankRegistered; a refusal is bankRefused with the code and its close code; the flow ends', () => {
@@ -122,10 +155,29 @@ const cases: Case[] = [
     ],
   },
   {
+    name: 'bankRegister+fpKey', parse: BankMessages.bankRegister.decode, valid: ['alice', 'correct horse', simBody, [new Uint8Array(32), new Uint8Array(32)]],
+    fields: [{ i: 3, ok: [[new Uint8Array(32).fill(9), new Uint8Array(32).fill(8)]], bad: [[new Uint8Array(31), new Uint8Array(32)], [new Uint8Array(32), new Uint8Array(33)], [new Uint8Array(32)], [new Uint8Array(32), new Uint8Array(32), new Uint8Array(32)], ['k', 'a']] }],
+  },
+  {
     name: 'bankLogin', parse: parseBankLogin, valid: ['alice', 'password', new Uint8Array(8), simBody],
     fields: [
-      { i: 1, ok: ['password', 'otp', 'fingerprint'], bad: ['pin', 'Password'] },
+      // Another mechanism with a password's proof is a wrong proof for it.
+      { i: 1, ok: ['password'], bad: ['pin', 'Password', 'otp', 'fingerprint'] },
       { i: 2, ok: [new Uint8Array(1), new Uint8Array(256)], bad: ['password-as-text'] },
+    ],
+  },
+  {
+    name: 'bankLogin(otp)', parse: parseBankLogin, valid: ['alice', 'otp', '123456', simBody],
+    fields: [
+      { i: 1, ok: ['otp'], bad: ['password', 'fingerprint', 'OTP'] },
+      { i: 2, ok: ['000000', '1234567', '12345678'], bad: ['12345', '123456789', '12345a', ' 123456', '１２３４５６', new Uint8Array(6)] },
+    ],
+  },
+  {
+    name: 'bankLogin(fingerprint)', parse: parseBankLogin, valid: ['alice', 'fingerprint', new Uint8Array(64), simBody],
+    fields: [
+      { i: 1, ok: ['fingerprint', 'password'], bad: ['otp'] },
+      { i: 2, ok: [new Uint8Array(64).fill(255)], bad: [new Uint8Array(63), new Uint8Array(65), 'sig'] },
     ],
   },
   {
@@ -134,6 +186,13 @@ const cases: Case[] = [
       { i: 0, ok: ['123456789012', '1234567890123456789'], bad: ['12345678901', '12345678901234567890', '6200-0000'] },
       { i: 1, ok: [1, 2], bad: [0, 3] },
       { i: 2, ok: [0, 2 ** 53 - 1], bad: [] },
+    ],
+  },
+  {
+    name: 'bankRegistered+person', parse: parseBankRegistered, valid: ['620000000000123', 1, 5, new Uint8Array(66), true],
+    fields: [
+      { i: 3, ok: [null, new Uint8Array(66), new Uint8Array(117)], bad: [new Uint8Array(65), new Uint8Array(118)] },
+      { i: 4, ok: [true, false], bad: [] },
     ],
   },
   {
@@ -169,13 +228,15 @@ test('hostile inputs: every field of every bank message, fed every type and its 
         const got = outcome(() => c.parse(c.valid.map((x, i) => (i === f.i ? v : x))));
         if (c.name === 'bankRegister' && f.i === 1 && typeof v === 'string' && v.length > 0 && v.length <= 256 && new TextEncoder().encode(v).length <= 256) continue;
         if (c.name === 'bankLogin' && f.i === 2 && v instanceof Uint8Array && v.length >= 1 && v.length <= 256) continue;
+        if (c.name === 'bankRegister+fpKey' && f.i === 1 && typeof v === 'string' && v.length > 0 && new TextEncoder().encode(v).length <= 256) continue;
         if (c.name === 'bankRegistered' && f.i === 2 && typeof v === 'number' && Number.isInteger(v) && v >= 0) continue;
         if (c.name === 'bankPage' && f.i === 5 && typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 86_400) continue;
         if (c.name === 'bankRefused' && f.i === 0 && typeof v === 'string' && /^[A-Z][A-Z0-9_]*$/.test(v)) continue;
         assert.ok(got === 'MSG_BAD_FIELD' || got === 'MSG_BAD_SHAPE', `${c.name}[${f.i}] = ${JSON.stringify(v instanceof Uint8Array ? `bytes(${v.length})` : v)}: ${got}`);
       }
     }
-    for (const body of [null, 'x', c.valid.slice(0, -1), [...c.valid, 0], new Map()]) {
+    // The fingerprint key is optional: without it, a plain bankRegister.
+    for (const body of [null, 'x', ...(c.name === 'bankRegister+fpKey' ? [] : [c.valid.slice(0, -1)]), [...c.valid, 0], new Map()]) {
       const got = outcome(() => c.parse(body as CborValue));
       assert.ok(got === 'MSG_BAD_SHAPE' || got === 'MSG_BAD_FIELD', `${c.name} body ${JSON.stringify(body)}: ${got}`);
     }

@@ -128,6 +128,8 @@ export const ERRORS = {
   BANK_CARD_INVALID: never(C.policy),
   BANK_SIM_SWAPPED: never(C.policy),
   BANK_MECH_UNSUPPORTED: never(C.policy),
+  BANK_MECH_BELOW_FLOOR: never(C.policy),
+  BANK_MECH_MISMATCH: never(C.policy),
   BANK_OPERATOR_UNAVAILABLE: later(C.tryAgainLater),
   // Gateway <-> server links (server-kit/link.ts)
   LINK_BAD_FRAME: never(C.policy),

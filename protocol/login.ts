@@ -47,8 +47,9 @@ export interface LoginClientOptions<T = never> {
    */
   secret: Uint8Array | ClientKeyOps;
   /**
-   * Only `password` is served so far (S3.3): its key derivation is the one used; a server
-   * refuses the others after the ack (BIZ_MECH_UNSUPPORTED).
+   * The person mechanism the bank request after the login will prove (S3.2; default
+   * 'password'): the MAC is the device's whatever it states; a site that does not offer it
+   * refuses after the ack (BIZ_MECH_UNSUPPORTED).
    */
   mech?: Mechanism;
   /** Later fields under integer keys (S4.2), covered by the MAC. */

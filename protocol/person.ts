@@ -13,7 +13,7 @@
 import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { encode, decode, type CborValue } from './cbor.ts';
 import { kdf, mac } from './keys.ts';
-import { sealBox, openBox } from './sealed-box.ts';
+import { sealBox, openBox, BOX_OVERHEAD } from './sealed-box.ts';
 import { ProtocolError } from './errors.ts';
 import { DEST_RE, USER_RE } from './messages.ts';
 import type { Rng } from './rng.ts';
@@ -71,6 +71,14 @@ export function isTotpParams(p: unknown): p is TotpParams {
   const o = p as Record<string, unknown>;
   return (TOTP_ALGORITHMS as readonly unknown[]).includes(o.algorithm) && Number.isInteger(o.digits) && (o.digits as number) >= 6 && (o.digits as number) <= 8 && (o.period === 30 || o.period === 60);
 }
+
+/**
+ * Bytes of a wrapped seed (wrapOtpSeed): nonce (24) + tag (16) around CBOR([seed, algorithm,
+ * digits, period]), which is 26 bytes at the least (a 16-byte seed, "SHA1"; the period takes two
+ * bytes) and 77 at the most (a 64-byte seed, "SHA512").
+ */
+export const WRAPPED_SEED_MIN = BOX_OVERHEAD + 26;
+export const WRAPPED_SEED_MAX = BOX_OVERHEAD + 77;
 
 const seedAad = (site: string, user: string) => encode(['usbphone/v1 otp-seed', site, user]);
 const seedKey = (loginKey: Uint8Array, site: string) => kdf(loginKey, 'usbphone/v1 otp-seed wrap', site);

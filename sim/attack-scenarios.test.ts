@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { runStory, STORIES } from './scenarios.ts';
-import { ATTACK_STORIES, choiceCheck, choiceOf, capabilityOf, ATTACKED, type Choice } from './attack-scenarios.ts';
+import { ATTACK_STORIES, choiceCheck, choiceOf, ATTACKED, type Choice } from './attack-scenarios.ts';
 import { CSV_HEADER, periodCsv, periodChartSpec } from './attack-chart.ts';
 import { makeTempDir, removeTempDir } from './lifetime.ts';
 import { setLogSink } from '../server-kit/log.ts';
@@ -41,13 +41,11 @@ for (const name of Object.keys(ATTACK_STORIES)) {
         const attacked = rows.filter((c) => c[1] === 'attack' && c[4] === ATTACKED.site && c[7] === ATTACKED.mech);
         assert.ok(attacked.some((c) => Number(c[8]) === PPM && Number(c[9]) > 0 && Number(c[5]) >= 2), `the password rate at biz-east at the top, counted and levelled in the CSV:\n${csv.join('\n')}`);
         assert.ok(rows.filter((c) => c[1] === 'calm').every((c) => c[8] === '0'), 'nothing attacked before the bots');
-        // The choice: as choiceCheck says for the phones' real capability (one place).
+        // The choice (S3.1 end to end): the honest phones prove the one-time code and the fingerprint
+        // too (provisioned at their bank registration), so under attack none logs in with the password.
         const chose = rows.filter((c) => c[1] === 'attack' && c[4] === ATTACKED.site && Number(c[10]) > 0).map((c) => c[7]);
-        if (capabilityOf('owner0').length > 1) assert.ok(!chose.includes(ATTACKED.mech), `a phone that proves ${capabilityOf('owner0').join(', ')} still chose ${ATTACKED.mech} under attack`);
-        else {
-          assert.equal([...new Set(chose)], [ATTACKED.mech]);
-          assert.match(r.verdict, 'no other mechanism provisioned: the choice cannot move');
-        }
+        assert.ok(chose.length > 0, 'the honest phones logged in during the attack');
+        assert.not.ok(chose.includes(ATTACKED.mech), `an honest phone still chose ${ATTACKED.mech} under attack: ${chose.join(', ')}`);
         const svg = readFileSync(join(out, 'attack-shifts-mechanism.svg'), 'utf8');
         assert.ok(svg.startsWith('<svg') && svg.includes('Attack rate per mechanism at biz-east') && svg.includes('Honest logins at biz-east'), 'the SVG chart has its panels');
       } else {

@@ -17,7 +17,6 @@ import { TraceHost as Host } from './world.ts';
 import { storyCard, storyNumber, person } from './bank-scenarios.ts';
 import { SimSlot } from '../firmware/hal/sim-card.ts';
 import type { PersonEntry } from '../firmware/hal/person.ts';
-import { personMechanisms } from '../firmware/person-proof.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import type { Phone } from '../firmware/phone.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
@@ -107,11 +106,10 @@ export function choiceOf(events: readonly TraceEvent[]): Choice | null {
  * under attack. The phone must move away from the most attacked mechanism as far as what it
  * can prove allows: when one of its mechanisms, at or above the site's floor, has a lower rate
  * than the attacked one in the table it chose with, it must not choose the attacked one; when
- * none has (today: firmware/person-proof.ts personMechanisms proves the password only, until
- * the fingerprint and one-time code are provisioned), the choice cannot move and must stay.
- * It turns strict by itself once the phones prove a second mechanism (their S3.1 trace says
- * "this device proves password, otp"): nothing to flip at the merge but this, if the rule
- * itself changes.
+ * none has (a phone that proves the password only: no one-time code or fingerprint provisioned
+ * at that site, or the code of this time step already used), the choice cannot move and must
+ * stay. What a phone proves is its chip's word, traced with each choice ("this device proves
+ * password, otp, fingerprint").
  */
 export function choiceCheck(ch: Choice, attacked: Mechanism, floor: Mechanism = 'password'): { ok: boolean; canMove: boolean; why: string } {
   const top = ch.rates[attacked] ?? 0;
@@ -123,8 +121,6 @@ export function choiceCheck(ch: Choice, attacked: Mechanism, floor: Mechanism = 
   return ch.mech === attacked || ch.capable.every((m) => m === attacked) ? { ok: true, canMove: false, why } : { ok: true, canMove: false, why: `${why} (chose ${ch.mech})` };
 }
 
-/** The phone's real capability for a bank login (what firmware/person-proof.ts says it can prove). */
-export const capabilityOf = (name: string): Mechanism[] => personMechanisms(person('login', name).bankEntry()!);
 
 // ---- the table as the policy server published it ----
 
@@ -171,8 +167,9 @@ async function attackShiftsMechanism(c: AttackContext): Promise<Result> {
   const phones = [a.h, b.h];
   const outcomes: DeviceOutcome[] = [a.reg.o, b.reg.o];
   if (!phones.every((_, i) => [a, b][i]!.reg.o.ok)) return { ok: false, verdict: 'an honest phone did not register at the bank', outcomes };
-  const capable = capabilityOf(phones[0]!.name);
-  c.say(`the honest phones prove: ${capable.join(', ')} (firmware/person-proof.ts personMechanisms)`);
+  // What the phones can prove is the chip's word (GET DATA person status, firmware/person-proof.ts
+  // personMechanisms), traced with each S3.1 choice; the first choice tells it for the story.
+  let capable: Mechanism[] | null = null;
 
   const rows: PeriodRow[] = [];
   const problems: string[] = [];
@@ -221,7 +218,12 @@ async function attackShiftsMechanism(c: AttackContext): Promise<Result> {
         counts.set(`${ch.site}/${ch.mech}`, (counts.get(`${ch.site}/${ch.mech}`) ?? 0) + 1);
         const check = choiceCheck(ch, ATTACKED.mech);
         choices.push({ round, phase, choice: ch, check });
-        if (ch.capable.join(',') !== capable.join(',')) problems.push(`round ${round}: the phone traced it proves ${ch.capable.join(', ')}, personMechanisms says ${capable.join(', ')}`);
+        if (!capable) {
+          capable = ch.capable;
+          c.say(`the honest phones prove: ${capable.join(', ')} (their chips' person status)`);
+        }
+        // What a phone proves may change from one login to the next (a one-time code gives one
+        // code per 30-s step: used, it is no candidate until the next): the check takes each choice's own.
       }
       const last = choices.filter((x) => x.round === round);
       if (last.length) c.say(`  [round ${round}] choices: ${last.map((x) => `${x.choice.mech} (table v${x.choice.version ?? '-'}, ${x.check.why})`).join('; ')}`);
@@ -337,7 +339,10 @@ async function badTable(c: AttackContext, kind: Bad): Promise<Result> {
     if (!refused || !refused.detail.includes(`(${CODE[kind]}:`)) problems.push(`not refused with ${CODE[kind]} (${refused?.detail ?? 'no refusal traced'})`);
     if (after.events.some((e) => e.feature === 'S3.11' && e.ok)) problems.push('a table was accepted');
     if (!same(heldBefore, heldAfter)) problems.push('the held table changed');
-    if (!choiceAfter || choiceAfter.mech !== choiceBefore.mech || choiceAfter.version !== choiceBefore.version) problems.push(`the choice changed: ${choiceBefore.mech} (v${choiceBefore.version}) -> ${choiceAfter ? `${choiceAfter.mech} (v${choiceAfter.version})` : 'none'}`);
+    // The choice is made with the same table and the same rates: among equal rates it is random
+    // (S3.1), so the mechanism may differ; the table it was chosen with may not.
+    const ratesOf = (ch: Choice) => JSON.stringify(ch.rates);
+    if (!choiceAfter || choiceAfter.version !== choiceBefore.version || ratesOf(choiceAfter) !== ratesOf(choiceBefore)) problems.push(`the choice's table changed: v${choiceBefore.version} -> ${choiceAfter ? `v${choiceAfter.version}` : 'none'}`);
     if (!after.o.ok || after.o.bank?.kind !== 'page') problems.push('the login did not go on to the account page');
     const ok = problems.length === 0;
     return {

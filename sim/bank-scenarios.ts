@@ -21,7 +21,8 @@ export const storyNumber = (n: number) => `+4477009${String(n).padStart(5, '0')}
 /** The person of the stories. Never printed, never traced (sim/capture.test.ts searches for it). */
 export const STORY_PASSWORD = 'vivid-otter-27-lantern';
 
-export const person = (action: PersonEntry['action'], name = 'alice', password = STORY_PASSWORD): PersonInput => ({ bankEntry: () => ({ action, name, password }) });
+/** The person at the keypad; `mechanisms`: what they agree to use this time (default whatever the phone can prove, S3.1). */
+export const person = (action: PersonEntry['action'], name = 'alice', password = STORY_PASSWORD, mechanisms?: PersonEntry['mechanisms']): PersonInput => ({ bankEntry: () => ({ action, name, password, ...(mechanisms ? { mechanisms } : {}) }) });
 
 export interface BankContext {
   world: World;
@@ -33,7 +34,7 @@ type Result = { ok: boolean; verdict: string; outcomes: DeviceOutcome[] };
 
 const bankOf = (o: DeviceOutcome): BankStepOutcome | undefined => (o.ok ? o.bank : undefined);
 const describe = (b: BankStepOutcome | undefined) =>
-  !b ? 'no bank step' : b.kind === 'refused' ? `refused ${b.code}` : b.kind === 'failed' ? `failed: ${b.reason}` : b.kind === 'page' ? `account page ${b.account} (mode ${b.mode})` : `registered (mode ${b.mode})`;
+  !b ? 'no bank step' : b.kind === 'refused' ? `refused ${b.code}` : b.kind === 'no-proof' ? `no proof ${b.code}` : b.kind === 'failed' ? `failed: ${b.reason}` : b.kind === 'page' ? `account page ${b.account} (mode ${b.mode}, ${b.mech})` : `registered (mode ${b.mode})`;
 const refusedWith = (o: DeviceOutcome, code: string) => bankOf(o)?.kind === 'refused' && (bankOf(o) as { code: string }).code === code;
 const is = (o: DeviceOutcome, kind: BankStepOutcome['kind'], mode?: 1 | 2) => bankOf(o)?.kind === kind && (mode === undefined || (bankOf(o) as { mode: number }).mode === mode);
 
@@ -83,7 +84,8 @@ export const BANK_STORIES: Record<string, BankStory> = {
     async run(c) {
       const { phone, again } = await phoneWith(c, 0, new SimSlot(storyCard(3)), person('register'));
       const a = await plug(c, phone, 'register');
-      const b = await plug(c, again(phone, person('login', 'alice', 'not-the-password-9')), 'login with a wrong password');
+      // The person types the password (not the fingerprint or a code the phone could prove instead).
+      const b = await plug(c, again(phone, person('login', 'alice', 'not-the-password-9', ['password'])), 'login with a wrong password');
       return { ok: is(a, 'registered') && refusedWith(b, 'BANK_BAD_CREDENTIALS'), verdict: `login ${describe(bankOf(b))}`, outcomes: [a, b] };
     },
   },

@@ -4,15 +4,23 @@
 // links, and back — is captured before the WebSocket layer masks it, then searched for the
 // serial in any encoding: UTF-8, UTF-16, hex, base64 (every alignment). Until issue 9 the
 // default business user name was 'u-' + serial, so the serial travelled in every login.
+// The person layer (S3.3): a bank registration and logins with a one-time code and with the
+// finger, captured the same way, with every log line and trace line and every file of the state
+// directory: the TOTP seed and the enrolled fingerprint template are in none, in any encoding
+// (the seed travels only wrapped for the chip and rests only sealed under the storage key; the
+// template never leaves the chip, the sensor's readings travel sealed for it).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { startWorld, TraceHost } from './world.ts';
-import { setLogSink } from '../server-kit/log.ts';
-import { encodings } from './needles.ts';
+import { setLogSink, addLogListener } from '../server-kit/log.ts';
+import { encodings, byteEncodings } from './needles.ts';
+import { memoryNvm } from '../firmware/secure/nvm.ts';
+import { SimSlot } from '../firmware/hal/sim-card.ts';
+import { person, storyCard } from './bank-scenarios.ts';
 
 setLogSink(() => {});
 
@@ -48,6 +56,67 @@ test('no WebSocket payload of a full run (two boots, a password change) holds th
   } finally {
     WebSocket.prototype.send = original;
     await world.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the person layer captured: a bank registration, a login with the one-time code and one with the finger: the TOTP seed and the fingerprint template are in no WebSocket payload, log line, trace line or state file, in any encoding', async () => {
+  const sent: Buffer[] = [];
+  const logs: string[] = [];
+  const stopLogs = addLogListener((l) => void logs.push(JSON.stringify(l)));
+  const original = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (this: WebSocket, data: unknown, ...rest: unknown[]) {
+    if (data instanceof Uint8Array) sent.push(Buffer.from(data));
+    else if (typeof data === 'string') sent.push(Buffer.from(data, 'utf8'));
+    else if (Array.isArray(data)) sent.push(Buffer.concat(data as Buffer[]));
+    return (original as (...a: unknown[]) => void).call(this, data, ...rest);
+  } as typeof original;
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-capture-person-'));
+  const world = await startWorld({ stateDir: dir, gatewayPort: 0, bankScrypt: { ln: 12, r: 8, p: 1 } });
+  try {
+    const host = new TraceHost();
+    const nvm = memoryNvm();
+    const slot = new SimSlot(storyCard(51));
+    let { phone, ip } = await world.phone(0, host, { sim: slot, person: person('register', 'uma'), nvm });
+    const reg = await phone.device.plugIn();
+    assert.ok(reg.ok && reg.bank?.kind === 'registered' && reg.bank.otp && reg.bank.fingerprint, JSON.stringify(reg));
+    const server = reg.ok ? reg.server : '';
+    for (const mech of ['otp', 'fingerprint'] as const) {
+      phone = world.replug(phone, host, ip, { sim: slot, person: person('login', 'uma', undefined, [mech]) });
+      const o = await phone.device.plugIn();
+      assert.ok(o.ok && o.bank?.kind === 'page' && o.bank.mech === mech, JSON.stringify(o));
+    }
+    const bank = world.stack.biz(server)!.bank!.store;
+    const seed = bank.person(bank.accountByName('uma')!.accountNo, server)!.otp!.seed;
+    const template = nvm.readObject('fp.template');
+    assert.ok(seed.length === 20 && template && template.length === 128, 'the seed at the bank and the template in the chip');
+    assert.ok(sent.length > 20, `${sent.length} payloads captured`);
+    await world.stack.stop();
+    const files: string[] = [];
+    const walk = (d: string) => {
+      for (const n of readdirSync(d)) {
+        const p = join(d, n);
+        if (statSync(p).isDirectory()) walk(p);
+        else files.push(p);
+      }
+    };
+    walk(dir);
+    assert.ok(files.some((f) => f.endsWith('biz-accounts.sqlite')));
+    const places: [string, string][] = [
+      ['a WebSocket payload', Buffer.concat(sent).toString('latin1')],
+      ['a log line', logs.join('\n')],
+      ['the trace', host.events.map((e) => `${e.step} ${e.detail}`).join('\n')],
+      ...files.map((f): [string, string] => [f, readFileSync(f).toString('latin1')]),
+    ];
+    for (const [what, secret] of [['the TOTP seed', seed], ['the fingerprint template', template!]] as const) {
+      for (const e of byteEncodings(secret)) for (const [where, text] of places) assert.not.ok(text.includes(e.needle), `${what} as ${e.what} in ${where}`);
+    }
+    // The search finds what is planted.
+    for (const e of byteEncodings(seed)) assert.ok(Buffer.concat([Buffer.from('x'), Buffer.from(e.what.startsWith('base64') ? Buffer.concat([Buffer.alloc(Number(/offset (\d)/.exec(e.what)![1])), Buffer.from(seed)]).toString('base64') : e.needle, 'latin1')]).toString('latin1').includes(e.needle));
+  } finally {
+    stopLogs();
+    WebSocket.prototype.send = original;
+    await world.stop().catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1,14 +1,25 @@
 // What the capture tests search for: a secret in every encoding it could leak in (UTF-8,
 // UTF-16 both ways, hex both cases, base64 at each alignment), as latin1 strings to find in a
-// latin1 view of captured bytes. Used by sim/capture.test.ts (the serial) and
-// sim/bank-scenarios.test.ts (the person's password and its verifier).
+// latin1 view of captured bytes. Used by sim/capture.test.ts (the serial, the TOTP seed, the
+// fingerprint template) and sim/bank-scenarios.test.ts (the person's password and its verifier).
 /** The encodings of `s` to look for, as latin1 strings (each byte one char). */
 export function encodings(s: string): { what: string; needle: string }[] {
-  const u8 = Buffer.from(s, 'utf8');
+  return byteEncodings(Buffer.from(s, 'utf8'), s);
+}
+
+/**
+ * The encodings of the bytes `b` (a key, a seed, a template): raw, hex both cases, base64 at
+ * each alignment; with `text`, UTF-16 of that text too.
+ */
+export function byteEncodings(b: Uint8Array, text?: string): { what: string; needle: string }[] {
+  const u8 = Buffer.from(b);
+  const s = text ?? '';
   const out = [
-    { what: 'UTF-8', needle: u8.toString('latin1') },
-    { what: 'UTF-16LE', needle: Buffer.from(s, 'utf16le').toString('latin1') },
-    { what: 'UTF-16BE', needle: Buffer.from(s, 'utf16le').swap16().toString('latin1') },
+    { what: text === undefined ? 'raw bytes' : 'UTF-8', needle: u8.toString('latin1') },
+    ...(text === undefined ? [] : [
+      { what: 'UTF-16LE', needle: Buffer.from(s, 'utf16le').toString('latin1') },
+      { what: 'UTF-16BE', needle: Buffer.from(s, 'utf16le').swap16().toString('latin1') },
+    ]),
     { what: 'hex', needle: u8.toString('hex') },
     { what: 'HEX', needle: u8.toString('hex').toUpperCase() },
   ];

@@ -15,7 +15,7 @@ import { setLogSink } from '../server-kit/log.ts';
 import { firstIdentifier } from '../firmware/first-identifier.ts';
 import { cardContacts } from '../firmware/profiles.ts';
 import { deriveDeviceKey } from '../protocol/keys.ts';
-import { encode } from '../protocol/cbor.ts';
+import { encode, decode } from '../protocol/cbor.ts';
 import { MsgType } from '../protocol/messages.ts';
 import { Ins, DataObject, SW, encodeCommand, parseResponse } from '../firmware/secure/apdu.ts';
 import { Slot, Record } from '../firmware/secure/element.ts';
@@ -118,7 +118,9 @@ test("ATM, hostile host: the ATM holds only the card's contacts; it cannot read 
     // GET DATA of every object: the public ones answer, none holds a key.
     for (let p2 = 0; p2 < 256; p2++) {
       const r = call(Ins.getData, { p2 });
-      if (p2 === DataObject.identity || p2 === DataObject.slots || p2 === DataObject.vendorKey || p2 === DataObject.bootMeasurement) assert.is(r.sw, SW.ok, `GET DATA ${p2}`);
+      // The person status (S3.3) is public: a finger state, site names, whether there is a clock.
+      if (p2 === DataObject.personStatus) assert.equal(r.sw === SW.ok && decode(r.data), ['empty', [], [], false], 'a bank card: no finger, no key, no seed, no clock');
+      else if (p2 === DataObject.identity || p2 === DataObject.slots || p2 === DataObject.vendorKey || p2 === DataObject.bootMeasurement) assert.is(r.sw, SW.ok, `GET DATA ${p2}`);
       else assert.is.not(r.sw, SW.ok);
     }
     // Every instruction byte, with the arguments a hostile program would try: no response carries a key.

@@ -16,6 +16,7 @@ import { FileBacking, loadWear, saveWear } from '../firmware/host/file-backing.t
 import { fileNvm } from '../firmware/host/file-nvm.ts';
 import { parseTable } from '../firmware/zones/layout.ts';
 import { makePhone } from '../firmware/phone.ts';
+import { fingerFromSeed } from '../firmware/hal/fingerprint.ts';
 import { SimSlot } from '../firmware/hal/sim-card.ts';
 import { maskCardNumber } from '../firmware/first-identifier.ts';
 import type { ProfileName } from '../firmware/profiles.ts';
@@ -212,6 +213,8 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
         config: { ...defaultDeviceConfig, ...o.device },
         hal: profile === 'mobile' ? { ...hal, sim: new SimSlot(simCardOf(0, 1)) } : hal,
         profile,
+        // The phone's fingerprint sensor with its person's finger (S3.3; the same each run); none in an ATM.
+        ...(profile === 'atm' ? {} : { fingerprint: { seed: serial, finger: fingerFromSeed(`person/${serial}`) } }),
         install: profile === 'atm' ? zoneFiles(regPrimary, regBackup, vendorKey, prev!.firmwareVersion as number, stack.factoryPolicy) : undefined,
       });
       // The chip's erase counters live beside the image (a raw image carries none), so wear

@@ -4,6 +4,9 @@
 // 127.2.x.y: region west) so the gateway sees distinct client IPs and the region map works.
 // `profile` (S0.15, firmware/profiles.ts) makes them mobile phones, each with a SIM card of its
 // own, or bank cards each inserted in an ATM (the address is then the ATM's).
+// Every phone (not the ATM's card) has a fingerprint sensor paired with its chip and its
+// person's finger on it (S3.3), both seeded from the world's seed and the phone's index; the
+// finger is enrolled in the chip at the person's first bank registration (firmware/main-program.ts).
 import { mkdirSync } from 'node:fs';
 import { startStack, type Stack, type StackOptions } from '../deploy/stack.ts';
 import { buildImage, zoneFiles } from '../firmware/factory/image.ts';
@@ -21,6 +24,8 @@ import type { PartitionTable } from '../firmware/zones/layout.ts';
 import { SimSlot, type SimCardSpec } from '../firmware/hal/sim-card.ts';
 import { withLuhn, luhnDigit } from '../protocol/line-ids.ts';
 import type { ProfileName } from '../firmware/profiles.ts';
+import { fingerFromSeed, type Finger } from '../firmware/hal/fingerprint.ts';
+import type { ControllerNvm } from '../firmware/secure/nvm.ts';
 
 export interface WorldOptions extends Partial<StackOptions> {
   stateDir: string;
@@ -54,7 +59,7 @@ export interface World<S extends StackHandle = Stack> {
   /** The serial of device `i`: SN-... on a phone, the card number on a bank card (S0.15). */
   serialOf(i: number): string;
   /** A phone of this world, enrolled first unless opts.enroll is false (enrollment goes through the business servers' admin API). */
-  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string; sim?: SimCard; person?: PersonInput }): Promise<{ phone: Phone; serial: string; ip: string }>;
+  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string; sim?: SimCard; person?: PersonInput; finger?: Finger | null; nvm?: ControllerNvm }): Promise<{ phone: Phone; serial: string; ip: string }>;
   /** The same phone plugged in again; `extra` gives it a SIM slot and a person at the keypad (S4) for this plug-in. */
   replug(p: Phone, host: Host, ip: string, extra?: { sim?: SimCard; person?: PersonInput }): Phone;
   enrollment(i: number, serial?: string): EnrollmentRecord;
@@ -88,6 +93,11 @@ export function simCardOf(seed: number, i: number): SimCardSpec {
 /** The world's vendor signing key (seeded: a simulation's factory; `usbphone image` keeps a real one in the state directory). */
 export function vendorKeyOf(seed: number): Uint8Array {
   return simRng(seed, 'vendor')(32);
+}
+
+/** The finger of the person of phone `i` (S3.3): seeded, the same each run. */
+export function fingerOf(seed: number, i: number): Finger {
+  return fingerFromSeed(`person/${seed}/${i}`);
 }
 
 export function fusesOf(seed: number, i: number): Fuses {
@@ -152,6 +162,9 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
           personalize: { serial, keyVersion: keyring.current, master: keyring.key(keyring.current) },
           profile,
           install,
+          // The sensor paired at the factory, the person's finger on it (S3.3); none on an ATM's card.
+          ...(profile === 'atm' ? {} : { fingerprint: { seed: `${seed}/${i}`, finger: opts.finger === undefined ? fingerOf(seed, i) : opts.finger } }),
+          ...(opts.nvm ? { nvm: opts.nvm } : {}),
         });
         return { phone, serial, ip };
       },

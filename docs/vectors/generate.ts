@@ -257,8 +257,13 @@ function messageVectors() {
     ['pwConfirmAck', MsgType.pwConfirmAck, [2]],
     // The bank exchange (S4, §6.5): sample values; the password is a sample, never a real one.
     ['bankRegister', MsgType.bankRegister, BankMessages.bankRegister.encode({ name: 'alice', password: 'correct horse battery', ids: VECTOR_SIM })],
+    // S3.3 (§17): the registration with the chip's fingerprint key for the site, the answer with the wrapped TOTP seed.
+    ['bankRegister fpKey', MsgType.bankRegister, BankMessages.bankRegister.encode({ name: 'alice', password: 'correct horse battery', ids: VECTOR_SIM, fingerprint: { publicKey: b('fp public key', 32), attestation: b('fp attestation', 32) } })],
     ['bankRegistered', MsgType.bankRegistered, BankMessages.bankRegistered.encode({ account: '620000000000123', mode: 1, boundAt: 1_764_460_800_000 })],
+    ['bankRegistered person', MsgType.bankRegistered, BankMessages.bankRegistered.encode({ account: '620000000000123', mode: 1, boundAt: 1_764_460_800_000, otpSeed: b('wrapped otp seed', 85), fpKept: true })],
     ['bankLogin', MsgType.bankLogin, BankMessages.bankLogin.encode({ name: 'alice', mech: 'password', proof: new TextEncoder().encode('correct horse battery'), ids: VECTOR_SIM })],
+    ['bankLogin otp', MsgType.bankLogin, BankMessages.bankLogin.encode({ name: 'alice', mech: 'otp', proof: '287082', ids: VECTOR_SIM })],
+    ['bankLogin fingerprint', MsgType.bankLogin, BankMessages.bankLogin.encode({ name: 'alice', mech: 'fingerprint', proof: b('fp signature', 64), ids: VECTOR_SIM })],
     ['bankPage', MsgType.bankPage, BankMessages.bankPage.encode({
       account: '***********0123', mode: 2, binding: { ids: VECTOR_SIM, boundAt: 1_764_460_800_000 },
       lastLogins: [{ at: 1_764_460_860_000, mode: 2 }], token: b('page token', 32), ttlS: 300,

@@ -46,6 +46,8 @@ export const DataObject = {
   vendorKey: 0x0003,
   /** [measurement, manifest version] of the boot files measured at power-on. */
   bootMeasurement: 0x0004,
+  /** S3.3: [finger state, [sites with a fingerprint key], [sites with a TOTP seed], has a clock] (public: no key bytes). */
+  personStatus: 0x0005,
 } as const;
 
 /** Status words (ISO 7816-4 §5.6, the interindustry values). */

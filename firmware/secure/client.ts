@@ -20,6 +20,15 @@ export interface PublicIdentity {
   keyVersion: number;
 }
 
+/** The person layer the chip holds (SeClient.personStatus). */
+export interface PersonStatus {
+  finger: 'empty' | 'set' | 'blocked';
+  fpSites: string[];
+  /** Sites with a one-time-code seed whose current time step has not given a code yet (one code per step). */
+  otpSites: string[];
+  clock: boolean;
+}
+
 /** Thrown by the chip-backed key holders when the chip lost power mid-command: the device halts. */
 export class ChipPowerLost extends Error {
   constructor(readonly command: string) {
@@ -91,6 +100,18 @@ export class SeClient {
   }
 
   // ---- person layer (S3.3)
+
+  /**
+   * What the chip can prove the person with, per site (GET DATA person status): the enrolled
+   * finger's state, the sites it holds a fingerprint key for, those it holds a TOTP seed for,
+   * and whether it has a clock (no clock, no one-time codes: a bank card has none).
+   */
+  personStatus(): ChipResult<PersonStatus> {
+    const r = this.#call('GET DATA person status', Ins.getData, { p2: DataObject.personStatus });
+    if (!r.ok) return r;
+    const [finger, fpSites, otpSites, clock] = decode(r.value) as [PersonStatus['finger'], string[], string[], boolean];
+    return { ok: true, value: { finger, fpSites, otpSites, clock } };
+  }
 
   /** A fresh single-use challenge (24 bytes) for the fingerprint sensor's next reading. */
   fpChallenge(): ChipResult<Uint8Array> {

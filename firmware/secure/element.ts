@@ -31,6 +31,10 @@
 //                    P1P2 0003 vendor key -> the vendor's Ed25519 public key (fuses; public)
 //                    P1P2 0004 boot measurement -> [measurement(32), manifest version]
 //                              (6982 when the boot files did not verify)
+//                    P1P2 0005 person status -> [finger "empty"|"set"|"blocked", [fp sites],
+//                              [otp sites], clock?]: which sites the chip can prove the person
+//                              for (S3.1's candidates), from the chip itself, so no host-side
+//                              bookkeeping decides it; site names and states only
 //   10 HS OPEN       P1 slot, data [type, seq, dest, fields] -> [nC, mac]
 //   12 HS FINISH     data [th1, nS, mac, th2] -> [finish, c2s, s2c]   (6300: bad server proof)
 //   20 IMPORT SECRET data [user, gen, currentGen, wrapped]             (6300: does not unwrap)
@@ -319,6 +323,23 @@ export class SecureElement {
       const b = this.#measure();
       if (b === 'power-lost') return b;
       return b.ok ? ok([b.measurement, b.version]) : status(SW.securityNotSatisfied);
+    }
+    if (obj === DataObject.personStatus) {
+      const finger = this.#nvm.readObject(OBJ.template);
+      const state = finger ? (this.#nvm.read(Nvm.fingerprintTries) >= FP_MAX_TRIES ? 'blocked' : 'set') : 'empty';
+      finger?.fill(0);
+      const sites = (name: string) => {
+        const t = this.#siteTable(name);
+        const out = [...t.keys()].sort();
+        for (const [, f] of t) if (f[0] instanceof Uint8Array) f[0].fill(0);
+        return out;
+      };
+      // The one-time-code sites whose current time step has not given a code yet (#otpCode).
+      const now = this.#clock?.();
+      const seeds = this.#siteTable(OBJ.otpSeeds);
+      const ready = [...seeds].filter(([, f]) => typeof now === 'number' && !(typeof f[4] === 'number' && Math.floor(now / 1000 / (f[3] as number)) <= f[4])).map(([s]) => s).sort();
+      for (const [, f] of seeds) if (f[0] instanceof Uint8Array) f[0].fill(0);
+      return ok([state, sites(OBJ.fpKeys), ready, this.#clock !== null]);
     }
     const id = this.#loadIdentity();
     if (!isIdentity(id)) return id;
@@ -652,12 +673,23 @@ export class SecureElement {
     const seeds = this.#siteTable(OBJ.otpSeeds);
     const e = seeds.get(site);
     let code: string | null = null;
+    let used = false;
     if (e && e[0] instanceof Uint8Array) {
-      const [seed, algorithm, digits, period] = e as [Uint8Array, TotpParams['algorithm'], number, number];
+      const [seed, algorithm, digits, period, last] = e as [Uint8Array, TotpParams['algorithm'], number, number, number | undefined];
       // RFC 6238 §4.2: T = floor((unix time - T0) / X), T0 = 0; the code is HOTP(K, T).
-      code = HOTP.generate({ secret: new Secret({ buffer: Uint8Array.from(seed).buffer }), algorithm, digits, counter: Math.floor(now / 1000 / period) });
+      const step = Math.floor(now / 1000 / period);
+      // One code per time step, as the site accepts each step once (RFC 6238 §5.2): a step the
+      // chip already gave a code for gives none (the person uses another mechanism or waits).
+      // The step is recorded before the code leaves: a power cut cannot give it twice.
+      if (typeof last === 'number' && step <= last) used = true;
+      else {
+        e[4] = step;
+        if (!this.#saveSiteTable(OBJ.otpSeeds, seeds)) used = true;
+        else code = HOTP.generate({ secret: new Secret({ buffer: Uint8Array.from(seed).buffer }), algorithm, digits, counter: step });
+      }
     }
     for (const [, f] of seeds) if (f[0] instanceof Uint8Array) f[0].fill(0);
+    if (used) return status(SW.conditionsNotSatisfied);
     return code === null ? status(SW.notFound) : ok([code]);
   }
 

@@ -39,6 +39,15 @@ export function secureStorage<T>(se: SeClient, codec: RecordCodec<T>): SecureHal
     importSecret: (user, gen, currentGen, wrapped) => se.importSecret(user, gen, currentGen, wrapped),
     retireOlder: (gen) => se.retireOlder(gen),
     secrets: () => se.secrets(),
+    person: {
+      personStatus: () => se.personStatus(),
+      fpChallenge: () => se.fpChallenge(),
+      fpEnroll: (r) => se.fpEnroll(r),
+      fpKey: (site, gen) => se.fpKey(site, gen),
+      fpSign: (site, challenge, r) => se.fpSign(site, challenge, r),
+      otpImport: (site, gen, w) => se.otpImport(site, gen, w),
+      otpCode: (site) => se.otpCode(site),
+    },
     loadLogin() {
       const r = se.readRecord();
       if (!r.ok || r.value === null) return r as { ok: true; value: null } | { ok: false; status: string };
