@@ -2,7 +2,7 @@
 // generated from this list: `usbphone conformance --list`).
 import type { Case } from './suite.ts';
 import { cborCases, envelopeCases } from './cases/cbor.ts';
-import { registrationCases, channelCases, refusalCases } from './cases/registration.ts';
+import { registrationCases, channelCases, refusalCases, securityCases } from './cases/registration.ts';
 import { loginCases, rotationCases } from './cases/login.ts';
 import { bankCases } from './cases/bank.ts';
 import { tableCases } from './cases/table.ts';
@@ -15,6 +15,7 @@ export const ALL_CASES: readonly Case[] = [
   ...refusalCases,
   ...loginCases,
   ...rotationCases,
+  ...securityCases,
   ...bankCases,
   ...tableCases,
 ];

@@ -101,6 +101,7 @@ export async function expectRefusal(c: Conn, codes: string[], before: number[] =
     const r = await c.next();
     if (r.kind === 'timeout') {
       c.close();
+      if (refusal && after) return { verdict: 'fail', expected, note: `${refusal} was sent, then more frames (§7: it is the last frame: the session went on), and no close within the timeout` };
       if (refusal) return { verdict: 'fail', expected, note: `${refusal} was sent but the session was not closed within the timeout (S0.7)` };
       return { verdict: 'fail', expected, note: 'neither a refusal nor a close within the timeout' };
     }
