@@ -16,7 +16,8 @@ import { FileBacking, loadWear, saveWear } from '../firmware/host/file-backing.t
 import { fileNvm } from '../firmware/host/file-nvm.ts';
 import { parseTable } from '../firmware/zones/layout.ts';
 import { makePhone } from '../firmware/phone.ts';
-import { SimSlot } from '../firmware/hal/sim-card.ts';
+import { SimSlot, type SimCardSpec } from '../firmware/hal/sim-card.ts';
+import type { PersonInput } from '../firmware/hal/person.ts';
 import { maskCardNumber } from '../firmware/first-identifier.ts';
 import type { ProfileName } from '../firmware/profiles.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
@@ -68,6 +69,10 @@ export interface SingleOptions {
   hold?: () => Promise<void>;
   /** The device (S0.15; default 'usb'): 'mobile' gets a SIM card of its own, 'atm' is a bank card in an ATM. */
   profile?: ProfileName;
+  /** The card in the phone's SIM slot (sim/single-sim.ts; `usbphone sim --sim-card`, `--iccid`): default none, a mobile phone's own card 1. Not on an ATM card. */
+  sim?: SimCardSpec;
+  /** The person at the phone (`usbphone sim --bank`): the bank step after the login (S4.1); none by default. */
+  person?: PersonInput;
 }
 
 /** The serial of the single device when none is given: a phone's, or a bank card's number. */
@@ -210,7 +215,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
         fuses,
         nvm: fileNvm(nvmPath),
         config: { ...defaultDeviceConfig, ...o.device },
-        hal: profile === 'mobile' ? { ...hal, sim: new SimSlot(simCardOf(0, 1)) } : hal,
+        hal: { ...hal, ...(profile !== 'atm' && (o.sim || profile === 'mobile') ? { sim: new SimSlot(o.sim ?? simCardOf(0, 1)) } : {}), ...(o.person ? { person: o.person } : {}) },
         profile,
         install: profile === 'atm' ? zoneFiles(regPrimary, regBackup, vendorKey, prev!.firmwareVersion as number, stack.factoryPolicy) : undefined,
       });
