@@ -369,7 +369,8 @@ export const command: Command = {
       };
       const onStack = (s: StackHandle) => {
         stack = s;
-        if (!phoneOnly) withOperator(s, state, plan.swappedFrom !== undefined, tell);
+        // The operator's store is opened only for a phone with a card (nothing to tell otherwise).
+        if (!phoneOnly && card) withOperator(s, state, plan.swappedFrom !== undefined, tell);
         if ('feed' in s && 'pageUrl' in s) {
           feed = (s as Stack).feed;
           out(`live page: ${(s as Stack).pageUrl} (while the servers run${a.watch ? '; --watch keeps them up after the phone, until Ctrl-C' : "; 'usbphone sim --watch' keeps them up after the phone"})`);
