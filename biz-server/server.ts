@@ -11,7 +11,7 @@ import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteBizStore } from './store.ts';
 import { BizServerSession } from './session.ts';
-import { replayCacheFor, type Mutant } from '../server-kit/mutant.ts';
+import { replayCacheFor, keepOldPasswords, nameOracle, type Mutant } from '../server-kit/mutant.ts';
 import { OperatorClient, type OperatorClientOptions } from '../server-kit/operator-client.ts';
 import type { BankMode } from '../protocol/bank-messages.ts';
 import { BankStore } from './bank-store.ts';
@@ -91,6 +91,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const log = createLogger(cfg.name);
   const store = new SqliteBizStore(cfg.dbFile, cfg.storageKey);
   const replay = replayCacheFor(cfg.mutant);
+  const sessionStore = cfg.mutant === 'keep-old-password' ? keepOldPasswords(store) : store;
   let draining = false;
   const metrics = new ServerMetrics(cfg.name);
   const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
@@ -110,6 +111,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
         store: bankStore, hasher, mode: bc.mode, operator, operatorDeadlineMs: bc.operatorDeadlineMs, pageTtlS: bc.pageTtlS, log,
         site: cfg.name, mechanisms: offered, floor: cfg.floor, totp: bc.totp,
       });
+      if (cfg.mutant === 'bank-name-oracle') nameOracle(bank, (name) => bankStore.accountByName(name) !== null);
       pages = createServer(bankPageHandler(bank));
       const port = await listen(pages, bc.httpPort, cfg.host);
       const h = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
@@ -124,7 +126,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       linkKey: cfg.linkKey,
       linkTls: cfg.linkTls,
       metrics,
-      factory: (t) => new BizServerSession(t, sessionOpts, { store, replay, bank: bankParts?.bank, mechanisms: mechTable }),
+      factory: (t) => new BizServerSession(t, sessionOpts, { store: sessionStore, replay, bank: bankParts?.bank, mechanisms: mechTable }),
       health: () => ({ region: cfg.region, draining }),
     });
     const h = host;

@@ -11,6 +11,7 @@ import type { Envelope } from '../protocol/messages.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import { mechanismsFor, type LoginMechanism } from './mechanisms.ts';
+import { isBankRequest, channelBeforeConfirm } from '../server-kit/mutant.ts';
 import type { BizStore } from './store.ts';
 import type { Mechanism } from '../protocol/messages.ts';
 
@@ -63,6 +64,7 @@ export class BizServerSession extends ServerSession {
   }
 
   protected async step(frame: Uint8Array, env: Envelope): Promise<void> {
+    if (this.opts.mutant === 'bank-before-confirm' && !this.#bank && this.deps.bank && this.#login && isBankRequest(env.type)) this.#bank = new BankServer(channelBeforeConfirm(this.exchange));
     if (this.#bank) return this.#bankStep(env);
     const s = this.exchange.receive(frame, env);
     this.send(s.send);
@@ -118,6 +120,6 @@ export class BizServerSession extends ServerSession {
     const s = m.answer(a);
     this.send(s.send);
     this.opts.metrics?.event(`bank_${ev.kind}`, s.done!.code ?? 'ok');
-    this.end(s.done!.closeCode, s.done!.code ?? 'bank done');
+    if (this.opts.mutant !== 'bank-no-close') this.end(s.done!.closeCode, s.done!.code ?? 'bank done');
   }
 }

@@ -14,6 +14,7 @@ export const CLI_CODES: Record<string, { exit: 0 | 1 | 2 | 141; meaning: string 
   CLI_INTERNAL: { exit: 1, meaning: 'an unexpected error (a bug): one line, no stack trace' },
   SIM_PORT_IN_USE: { exit: 1, meaning: "the single phone's servers cannot listen: their ports are taken (a running `make serve`? then use `--gateway`)" },
   SIM_NO_GATEWAY: { exit: 1, meaning: '`sim --gateway URL`: no gateway answers at URL' },
+  SIM_LINE_CONFLICT: { exit: 1, meaning: "`sim --sim-card/--iccid`: the operator's store has the card's number on another card, or the card on another number (`--swap-sim` moves a line to a new card)" },
   SIM_STACK_START: { exit: 1, meaning: "a fleet's server process did not start (or exited before listening)" },
   SERVE_LISTEN_FAILED: { exit: 1, meaning: 'a port is in use or not allowed' },
   SERVE_FAILED: { exit: 1, meaning: 'a server could not start for another reason (what it created is removed)' },

@@ -20,6 +20,7 @@ export const OPTIONS = {
   'device-key': { type: 'string' },
   'serial-token': { type: 'string' },
   measurement: { type: 'string' },
+  'policy-key': { type: 'string' },
   timeout: { type: 'string' },
   'step-timeout': { type: 'string' },
   case: { type: 'string' },
@@ -32,7 +33,7 @@ export const OPTIONS = {
 /** Where the suite listens for the device by default (a device built for one URL keeps working across runs). */
 export const DEFAULT_LISTEN = '127.0.0.1:7450';
 
-const HELP = `usage: usbphone conformance --target URL DEVICE [--reg-dest NAME] [--step-timeout MS] [common options]
+const HELP = `usage: usbphone conformance --target URL DEVICE [--reg-dest NAME] [--step-timeout MS] [--policy-key HEX] [common options]
        usbphone conformance --device CMD DEVICE [--listen HOST:PORT] [common options]
        usbphone conformance --list [--case PATTERN] [--json]
   DEVICE: --serial SERIAL --measurement HEX (--master-key FILE | --device-key HEX --serial-token HEX)
@@ -46,7 +47,9 @@ given). See docs/conformance.md.
 --target: a server. What it needs: the target URL and one test device enrolled at the target,
 as the registration server knows it. Business-login cases use the credentials the suite obtains
 through its own registrations (their secret opened with the device key). Every registration
-rotates that device's business secret (§10): use a device kept for testing.
+rotates that device's business secret (§10): use a device kept for testing. The bank cases
+(§6.5) open accounts at the target's bank for line identities the suite invents: the bank must
+bind them in mode 1 (directly by the ICCID, no operator).
 
 --device: a device. The suite listens at ws://HOST:PORT/ and plays the gateway, the
 registration servers (reg-primary, reg-backup) and a business server (biz-conf); it runs CMD
@@ -72,6 +75,9 @@ options:
   --measurement HEX      the firmware measurement the device's chip attests in its hello (64 hex
                          digits: firmwareMeasurement of its enrollment record; the target must
                          accept that firmware)
+  --policy-key HEX       --target: the policy server's Ed25519 public key (64 hex digits, what the
+                         phones get at the factory): the §16 case checks the signature of the
+                         attack table a credReply carries (S3.11); without it, that case is skipped
   --timeout MS           longest wait for each expected frame or close (default 5000)
   --step-timeout MS      the target's step timeout, for the TIMEOUT case (default ${Limits.stepTimeoutMs})
   --case PATTERN         run (or list) only the cases whose name contains PATTERN (case-insensitive)
@@ -102,7 +108,7 @@ export const command: Command = {
       const pattern = v.case as string | undefined;
       const noCase = () => new CliError('CONFORMANCE_NO_CASE', `--case '${pattern}' matches no case; 'usbphone conformance --list' names them`);
       if (v.list) {
-        for (const k of ['target', 'device', 'listen', 'master-key', 'key-version', 'serial', 'device-key', 'serial-token', 'measurement', 'timeout', 'step-timeout', 'junit', 'reg-dest']) {
+        for (const k of ['target', 'device', 'listen', 'master-key', 'key-version', 'serial', 'device-key', 'serial-token', 'measurement', 'policy-key', 'timeout', 'step-timeout', 'junit', 'reg-dest']) {
           if (v[k] !== undefined) throw new CliError('CLI_BAD_ARGS', `--${k} does not apply to --list`);
         }
         const server = selectCases(ALL_CASES, pattern);
@@ -128,7 +134,7 @@ export const command: Command = {
       };
       let summary: import('../conformance/runner.ts').RunSummary;
       if (v.device !== undefined) {
-        for (const k of ['reg-dest', 'step-timeout']) {
+        for (const k of ['reg-dest', 'step-timeout', 'policy-key']) {
           if (v[k] !== undefined) throw new CliError('CLI_BAD_ARGS', `--${k} applies to --target only (the suite plays the servers with --device)`);
         }
         const cases = selectCases(DEVICE_CASES, pattern);
@@ -220,12 +226,15 @@ function readTargetSync(v: Values) {
   if (!url) throw new CliError('CLI_BAD_ARGS', "--target URL (a server) or --device CMD (a device) is required; see 'usbphone conformance --help'");
   if (!/^wss?:\/\/\S+$/.test(url)) throw new CliError('CLI_BAD_ARGS', `--target '${url}' is not a ws:// or wss:// URL`);
   const regDest = (v['reg-dest'] as string | undefined) ?? 'reg-primary';
+  const pk = v['policy-key'] as string | undefined;
+  if (pk !== undefined && !/^[0-9a-fA-F]{64}$/.test(pk)) throw new CliError('CLI_BAD_ARGS', '--policy-key must be 64 hex digits (an Ed25519 public key)');
   if (!/^[a-z0-9][a-z0-9-]{0,31}$/.test(regDest)) throw new CliError('CLI_BAD_ARGS', `--reg-dest '${regDest}' is not a dest ([a-z0-9][a-z0-9-]{0,31})`);
   return {
     url,
     regDest,
     timeoutMs: intOption(v.timeout, 'timeout', 50, 600_000, 5_000),
     stepTimeoutMs: intOption(v['step-timeout'], 'step-timeout', 1, 600_000, Limits.stepTimeoutMs),
+    ...(pk === undefined ? {} : { policyKey: hexToBytes(pk) }),
   };
 }
 

@@ -152,7 +152,7 @@ export const command: Command = {
             `  health       ${health}healthz, metrics ${health}metrics`,
             `  operator     ${stack.operatorUrl} (mobile operator API, HTTPS; CA ${stateDir}/tls/ca.pem)`,
             `  bank pages   ${bankPages} (mode ${bankMode}; the token comes with a phone's bank login)`,
-            `  policy       ${stack.policy.adminUrl} (attack table v${stack.policy.latest().table.version}, period ${Math.round(stack.policy.params.periodMs / 1000)} s; sealed admin API for the gateway's reports)`,
+            `  policy       ${stack.policy.adminUrl} (attack table v${stack.policy.latest().table.version}, period ${Math.round(stack.policy.params.periodMs / 1000)} s; sealed admin API for the gateway's reports${stack.factoryPolicy.key ? `; public key ${Buffer.from(stack.factoryPolicy.key).toString('hex')}, for 'usbphone conformance --policy-key'` : ''})`,
             `  logs         ${join(stateDir, 'servers.log')}`,
             `plug a phone in: usbphone sim --gateway ${stack.gatewayUrl} --state ${stateDir}`,
             'stop with Ctrl-C',

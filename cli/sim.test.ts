@@ -3,11 +3,15 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, readFileSync, readdirSync, writeFileSync, statSync } from 'node:fs';
+import { SqliteOperatorStore } from '../operator-server/store.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const run = (...args: string[]) => spawnSync(process.execPath, ['bin/usbphone.js', 'sim', ...args], { encoding: 'utf8', timeout: 120_000 });
+/** The CLI with the bank password in its environment (how a person gives it: never in argv). */
+const withPassword = (password: string, ...args: string[]) => spawnSync(process.execPath, ['bin/usbphone.js', 'sim', ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, USBPHONE_BANK_PASSWORD: password } });
+const BANK_PASSWORD = 'amber-heron-58-quarry';
 
 test('one phone, twice: first boot, then a second boot that changes the password', () => {
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-'));
@@ -101,6 +105,91 @@ test('ports taken: exit 1 with a one-line SIM_PORT_IN_USE, no stack trace', asyn
     assert.not.match(r.stderr, /at .*\.ts:\d+/, 'no stack trace');
   } finally {
     blocker.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--sim-card, --bank, --swap-sim: a person opens an account bound to the SIM, logs in, the line moves to a new card (told to the operator), the bank refuses it until a rebind; the password is in no output or file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-bank-'));
+  const pwFile = join(mkdtempSync(join(tmpdir(), 'usbphone-clisim-pw-')), 'pw');
+  writeFileSync(pwFile, `${BANK_PASSWORD}\n`, { mode: 0o600 });
+  const outputs: string[] = [];
+  const step = (r: ReturnType<typeof run>, status: number) => {
+    outputs.push(r.stdout, r.stderr);
+    assert.is(r.status, status, r.stdout + r.stderr);
+    return r.stdout;
+  };
+  try {
+    const a = step(withPassword(BANK_PASSWORD, '--state', dir, '--port', '0', '-q', '--sim-card', '3', '--bank', 'register', '--bank-name', 'alice.test'), 0);
+    assert.match(a, /SIM: USIM card 8900101…\d{4}, line \+99901\d{8}/);
+    assert.match(a, /operator: the operator's line \+99901\d{8} is on this card/);
+    assert.match(a, /bank: account \*+\d{4} opened, bound to this SIM and this phone \(mode 1\)/);
+    const first = JSON.parse(readFileSync(join(dir, 'phone.sim.json'), 'utf8')) as { iccid: string; imsi: string; msisdn: string };
+    // The card stays in the phone: no SIM option, the same card.
+    const b = step(withPassword(BANK_PASSWORD, '--state', dir, '--port', '0', '-q', '--bank', 'login', '--bank-name', 'alice.test'), 0);
+    assert.match(b, new RegExp(`SIM: USIM card ${first.iccid.slice(0, 7)}…${first.iccid.slice(-4)}`));
+    assert.match(b, /bank: logged in: account page of \*+\d{4} \(mode 1, 1 last login\(s\) listed\)/);
+    // A new card for the same line: the operator moves the line, the phone gets the card, and
+    // the bank (mode 1, by the ICCID) no longer finds the binding: exit 1 with the notice.
+    const c = step(withPassword(BANK_PASSWORD, '--state', dir, '--port', '0', '-q', '--swap-sim', '--bank', 'login', '--bank-name', 'alice.test'), 1);
+    const second = JSON.parse(readFileSync(join(dir, 'phone.sim.json'), 'utf8')) as { iccid: string; imsi: string; msisdn: string };
+    assert.is(second.msisdn, first.msisdn);
+    assert.is.not(second.iccid, first.iccid);
+    assert.ok(second.iccid.startsWith(first.iccid.slice(0, 8)) && second.imsi.startsWith(first.imsi.slice(0, 5)), 'same issuer and network');
+    assert.match(c, new RegExp(`operator: the operator moved line \\${first.msisdn} from card ${first.iccid.slice(0, 7)}…${first.iccid.slice(-4)} to card ${second.iccid.slice(0, 7)}…${second.iccid.slice(-4)}`));
+    assert.match(c, /bank: login not allowed: BANK_NOT_BOUND/);
+    const op = new SqliteOperatorStore(join(dir, 'operator.sqlite'));
+    try {
+      const sub = op.byPhoneNumber(first.msisdn)!;
+      assert.is(sub.card.iccid, second.iccid);
+      assert.is(op.cardByIccid(first.iccid)!.status, 'replaced');
+    } finally {
+      op.close();
+    }
+    // The owner re-binds from the phone (the password from a file this time), then logs in.
+    const d = step(run('--state', dir, '--port', '0', '-q', '--bank', 'rebind', '--bank-name', 'alice.test', '--bank-password-file', pwFile), 0);
+    assert.match(d, /bank: account \*+\d{4} bound to this SIM now \(re-bound\)/);
+    // The old card with the line's number: the operator has the line on the new card.
+    const e = step(run('--state', dir, '--port', '0', '-q', '--iccid', first.iccid, '--imsi', first.imsi, '--msisdn', first.msisdn), 1);
+    assert.match(outputs.at(-1)!, /^usbphone sim: the operator will not pair \+99901\d{8} with card .*that line is on card .*\(SIM_LINE_CONFLICT\)\n$/);
+    assert.not.match(e, /LOGGED IN/);
+    // The password: in no output, and in no file of the state directory (the bank keeps a scrypt verifier).
+    for (const o of outputs) assert.not.ok(o.includes(BANK_PASSWORD), 'the password in the output');
+    for (const f of readdirSync(dir)) {
+      const p = join(dir, f);
+      if (statSync(p).isFile()) assert.not.ok(readFileSync(p).includes(Buffer.from(BANK_PASSWORD)), `the password in ${f}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(join(pwFile, '..'), { recursive: true, force: true });
+  }
+});
+
+test('the SIM and bank options through the CLI: a bad value, two choices, no SIM for the bank, a password in argv, an unreadable password file: exit 2 with the code, before any server starts (the full table: sim/single-sim.test.ts)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-badsim-'));
+  try {
+    const cases: [string[], RegExp, string, string?][] = [
+      [['--iccid', '8944200000000000011', '--imsi', '234200000000001'], /--iccid must be an ICCID: 89 then 17 or 18 digits, the last a Luhn check digit/, 'CLI_BAD_ARGS'],
+      [['--sim-card', '2', '--swap-sim'], /give one of --sim-card, --swap-sim: each chooses the phone's SIM/, 'CLI_BAD_ARGS'],
+      [['--sim-card', '2', '--profile', 'atm'], /--sim-card does not apply to --profile atm: a bank card in an ATM has no SIM slot/, 'CLI_BAD_ARGS'],
+      [['--sim-card', '2', '--bank', 'login', '--bank-name', 'alice', '--bank-password', BANK_PASSWORD], /--bank-password is not an option: a command line is visible to other users/, 'CLI_BAD_ARGS'],
+      [['--sim-card', '2', '--bank', 'login', '--bank-name', 'alice'], /--bank needs the person's password: set USBPHONE_BANK_PASSWORD or give --bank-password-file FILE \(never on the command line/, 'CLI_BAD_ARGS'],
+      [['--bank', 'login', '--bank-name', 'alice'], /the bank step needs the phone's SIM .*a USB phone has none until one is chosen/, 'CLI_BAD_ARGS', BANK_PASSWORD],
+      [['--sim-card', '2', '--bank', 'login', '--bank-name', 'alice', '--bank-password-file', join(dir, 'no-such-file')], /--bank-password-file .*no-such-file: ENOENT/, 'CLI_FILE'],
+    ];
+    for (const [args, msg, code, password] of cases) {
+      const r = password === undefined ? run('--state', dir, ...args) : withPassword(password, '--state', dir, ...args);
+      assert.is(r.status, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, msg, args.join(' '));
+      assert.match(r.stderr, new RegExp(`^usbphone sim: .* \\(${code}\\)\\n$`), args.join(' '));
+      assert.not.ok(r.stderr.includes(BANK_PASSWORD), 'no password in an error');
+      assert.not.ok(existsSync(join(dir, 'phone.img')), `${args.join(' ')}: nothing was built`);
+    }
+    writeFileSync(join(dir, 'phone.sim.json'), '{"iccid": "12"}');
+    const corrupt = run('--state', dir, '--swap-sim');
+    assert.is(corrupt.status, 2);
+    assert.match(corrupt.stderr, /phone\.sim\.json is not a SIM card .*\(CLI_CORRUPT_FILE\)\n$/);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -17,6 +17,8 @@ import type { TraceEvent } from '../firmware/hal/hal.ts';
 import type { StackHandle } from '../sim/world.ts';
 import type { Stack } from '../deploy/stack.ts';
 import { isProfileName, PROFILE_NAMES } from '../firmware/profiles.ts';
+import { SqliteOperatorStore } from '../operator-server/store.ts';
+import { maskAccount } from '../protocol/bank-messages.ts';
 
 export const OPTIONS = {
   scenario: { type: 'string' },
@@ -36,6 +38,14 @@ export const OPTIONS = {
   json: { type: 'boolean' },
   watch: { type: 'boolean' },
   'phone-only': { type: 'boolean' },
+  'sim-card': { type: 'string' },
+  iccid: { type: 'string' },
+  imsi: { type: 'string' },
+  msisdn: { type: 'string' },
+  'swap-sim': { type: 'boolean' },
+  bank: { type: 'string' },
+  'bank-name': { type: 'string' },
+  'bank-password-file': { type: 'string' },
   quiet: { type: 'boolean', short: 'q' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -82,6 +92,23 @@ options:
                           logs in through the card's secure controller (a card is another
                           device: its image is built anew); the scenarios phone-profile-login
                           and atm-card-login run the two others in a temporary state
+  --sim-card N            the single phone's SIM: generated valid card N (1..9999; a USIM of
+                          the test network 001-01 with a number; a mobile phone's own card is 1)
+  --iccid ICCID           the single phone's SIM: this card (89..., with its Luhn digit), with
+  --imsi IMSI             its IMSI (6..15 digits) and
+  --msisdn +NUMBER        its number (E.164), when the card carries one
+  --swap-sim              a new card for the same line (same number): the operator's store
+                          moves the line to it now (the bank's SIM-swap check, mode 2), then it
+                          goes into the phone. The card stays in the phone across runs
+                          (--state/phone.sim.json); a USB phone has none until one is chosen
+  --bank ACTION           the person at the phone, after the login: register (open an account
+                          bound to the SIM), login (the account page) or rebind (move the
+                          binding to a swapped card); exit 1 when the bank refuses
+  --bank-name NAME        the person's login name at the bank (3..64 of A-Z a-z 0-9 . _ @ -)
+  --bank-password-file FILE
+                          the person's password: the first line of FILE; else the environment
+                          variable USBPHONE_BANK_PASSWORD. Never on the command line: other
+                          users of the machine can read it
   --watch                 the single phone with servers of its own: after its run, keep the
                           servers and their live page (the address it prints) up until Ctrl-C
   --seed S                --scenario, --devices, --deterministic: seed for fuses, serials,
@@ -103,6 +130,31 @@ servers could not start), 2 bad usage; interrupted: 128 + the signal; output pip
 
 type Mode = 'single' | 'scenario' | 'deterministic' | 'fleet';
 
+/** The single phone's SIM and person (sim/single-sim.ts): nowhere else. */
+const PERSON_OPTIONS = ['sim-card', 'iccid', 'imsi', 'msisdn', 'swap-sim', 'bank', 'bank-name', 'bank-password-file'];
+
+/** The SIM choice and the person of the single phone, checked before any server starts. */
+async function simAndPerson(a: Parsed['values'], profile: string, phoneOnly: boolean) {
+  const { givenCard, bankPerson } = await import('../sim/single-sim.ts');
+  const given = ['iccid', 'imsi', 'msisdn'].some((k) => a[k] !== undefined);
+  const ways = [given && '--iccid/--imsi/--msisdn', a['sim-card'] !== undefined && '--sim-card', a['swap-sim'] && '--swap-sim'].filter(Boolean);
+  if (ways.length && profile === 'atm') throw new CliError('CLI_BAD_ARGS', `${ways[0]} does not apply to --profile atm: a bank card in an ATM has no SIM slot (its card number is its identity)`);
+  if (ways.length > 1) throw new CliError('CLI_BAD_ARGS', `give one of ${ways.join(', ')}: each chooses the phone's SIM`);
+  if (a['swap-sim'] && phoneOnly) throw new CliError('CLI_BAD_ARGS', "--swap-sim does not apply to --phone-only: the servers' operator cannot be told of the new card");
+  const choice: import('../sim/single-sim.ts').SimChoice = given
+    ? { kind: 'given', card: givenCard(a.iccid as string | undefined, a.imsi as string | undefined, a.msisdn as string | undefined) }
+    : a['sim-card'] !== undefined ? { kind: 'generated', n: intOption(a['sim-card'], 'sim-card', 1, 9999, 1) }
+    : a['swap-sim'] ? { kind: 'swap' } : { kind: 'kept' };
+  if (a.bank === undefined) {
+    for (const k of ['bank-name', 'bank-password-file']) if (a[k] !== undefined) throw new CliError('CLI_BAD_ARGS', `--${k} goes with --bank register|login|rebind`);
+    return { choice, person: undefined };
+  }
+  const person = bankPerson(a.bank as string, a['bank-name'] as string | undefined, a['bank-password-file'] as string | undefined, process.env);
+  // Read once: nothing this process starts inherits it.
+  delete process.env.USBPHONE_BANK_PASSWORD;
+  return { choice, person };
+}
+
 /** Which options each way of running takes; any other given is refused with the reason. */
 function checkApplies(v: Parsed['values']): Mode {
   if (v.deterministic) {
@@ -119,9 +171,39 @@ function checkApplies(v: Parsed['values']): Mode {
     return 'fleet';
   }
   if (v['phone-only'] && v.gateway === undefined) throw new CliError('CLI_BAD_ARGS', "--phone-only goes with --gateway URL: the servers the phone is plugged into; see 'usbphone sim --help'");
-  if (v.gateway !== undefined) refuseOptions(v, ['gateway', 'state', 'ip', 'profile', 'quiet', 'phone-only'], 'the single phone with --gateway', 'the running servers have their ports (and their live page)');
-  else refuseOptions(v, ['state', 'port', 'ip', 'profile', 'watch', 'quiet'], 'the single phone', '--seed, --json and the fleet options go with --scenario, --devices or --deterministic');
+  if (v.gateway !== undefined) refuseOptions(v, ['gateway', 'state', 'ip', 'profile', 'quiet', 'phone-only', ...PERSON_OPTIONS], 'the single phone with --gateway', 'the running servers have their ports (and their live page)');
+  else refuseOptions(v, ['state', 'port', 'ip', 'profile', 'watch', 'quiet', ...PERSON_OPTIONS], 'the single phone', '--seed, --json and the fleet options go with --scenario, --devices or --deterministic');
   return 'single';
+}
+
+/**
+ * The operator's store of the servers `s` (its own, when the stack runs in this process; the one
+ * in the state directory of running servers, opened for the call), handed to `f`. A swap with no
+ * operator store is refused (SIM_LINE_CONFLICT would be wrong: CLI_NO_STATE).
+ */
+function withOperator(s: StackHandle, state: string, swap: boolean, f: (store: import('../operator-server/store.ts').OperatorStore | undefined) => void): void {
+  const own = 'operator' in s ? (s as Stack).operator()?.store : undefined;
+  if (own) return f(own);
+  const file = join(state, 'operator.sqlite');
+  if (!existsSync(file)) {
+    if (swap) throw new CliError('CLI_NO_STATE', `--swap-sim: ${state} has no operator.sqlite: the operator of the servers cannot be told of the new card`);
+    return f(undefined);
+  }
+  const store = new SqliteOperatorStore(file);
+  try {
+    f(store);
+  } finally {
+    store.close();
+  }
+}
+
+/** The bank step's outcome, in a line (the account number masked; the password never). */
+function bankLine(b: import('../firmware/main-program.ts').BankStepOutcome | undefined, action: string): string {
+  if (!b) return 'bank: no bank step (the phone did not log in, or the main program did not reach it)';
+  if (b.kind === 'registered') return `bank: account ${maskAccount(b.account)} ${action === 'rebind' ? 'bound to this SIM now (re-bound)' : 'opened, bound to this SIM and this phone'} (mode ${b.mode})`;
+  if (b.kind === 'page') return `bank: logged in: account page of ${b.account} (mode ${b.mode}, ${b.lastLogins} last login(s) listed)`;
+  if (b.kind === 'refused') return `bank: login not allowed: ${b.code}: ${b.reason}`;
+  return `bank: failed: ${b.reason}`;
 }
 
 /** 'ws://host:port/' (a missing final '/' is added); anything else is refused. */
@@ -168,6 +250,10 @@ export const command: Command = {
     const help = HELP.replace('{SCENARIOS}', Object.keys(STORIES).join(', '));
     const out = (s: string) => process.stdout.write(s + '\n');
     try {
+      // A password in argv is visible to every user of the machine (ps, /proc): not an option.
+      if (argv.some((x) => x === '--bank-password' || x.startsWith('--bank-password='))) {
+        throw new CliError('CLI_BAD_ARGS', '--bank-password is not an option: a command line is visible to other users; set USBPHONE_BANK_PASSWORD or give --bank-password-file FILE');
+      }
       const a = parseOptions('sim', argv, OPTIONS).values;
       if (a.help) {
         process.stdout.write(help);
@@ -249,12 +335,25 @@ export const command: Command = {
       const gateway = a.gateway === undefined ? undefined : gatewayUrl(a.gateway as string);
       const port = intOption(a.port, 'port', 0, 65535 - BASE_PORT_SPAN, DEFAULT_GATEWAY_PORT);
       const phoneOnly = a['phone-only'] === true;
+      const { choice, person } = await simAndPerson(a, profile, phoneOnly);
       if (phoneOnly) checkStateDir(state, { create: true });
       else if (gateway) {
         checkServerState(state, gateway);
         await checkGateway(gateway, state);
       } else checkStateDir(state, { create: true });
       const { runSinglePhone } = await import('../sim/single.ts');
+      const single = await import('../sim/single-sim.ts');
+      const plan = profile === 'atm' ? { card: undefined } : single.planSim(state, choice, profile === 'mobile');
+      const card = plan.card ?? (profile === 'mobile' ? single.generatedCard(1) : undefined);
+      if (person && profile !== 'atm' && !card) throw new CliError('CLI_BAD_ARGS', "the bank step needs the phone's SIM (its first identifier, S4.2): a USB phone has none until one is chosen: --sim-card N or --iccid/--imsi");
+      if (card) out(`SIM: ${card.cardType} card ${single.maskIccid(card.iccid)}${card.msisdn ? `, line ${card.msisdn}` : ', no number on it'}${plan.swappedFrom ? ` (a new card for the line; the old one was ${single.maskIccid(plan.swappedFrom.iccid)})` : ''}`);
+      // The card stays in the phone: saved now, or once the operator has taken the swap.
+      const tell = (store: import('../operator-server/store.ts').OperatorStore | undefined) => {
+        if (!card) return;
+        if (store) out(`operator: ${single.tellOperator(store, { card, ...(plan.swappedFrom ? { swappedFrom: plan.swappedFrom } : {}) })}`);
+        single.saveSim(state, card);
+      };
+      if (phoneOnly) tell(undefined);
       let stack: StackHandle | null = null;
       const removeSignals = exitOnSignals(async () => {
         process.stderr.write(gateway ? '\ninterrupted\n' : '\ninterrupted: stopping the servers\n');
@@ -274,6 +373,8 @@ export const command: Command = {
       };
       const onStack = (s: StackHandle) => {
         stack = s;
+        // The operator's store is opened only for a phone with a card (nothing to tell otherwise).
+        if (!phoneOnly && card) withOperator(s, state, plan.swappedFrom !== undefined, tell);
         if ('feed' in s && 'pageUrl' in s) {
           feed = (s as Stack).feed;
           out(`live page: ${(s as Stack).pageUrl} (while the servers run${a.watch ? '; --watch keeps them up after the phone, until Ctrl-C' : "; 'usbphone sim --watch' keeps them up after the phone"})`);
@@ -293,7 +394,7 @@ export const command: Command = {
           }
         : undefined;
       try {
-        const r = await runSinglePhone({ stateDir: state, gatewayPort: port, gateway, enroll: !phoneOnly, ip, profile, trace: show, say: (l) => out(l), onStack, hold });
+        const r = await runSinglePhone({ stateDir: state, gatewayPort: port, gateway, enroll: !phoneOnly, ip, profile, trace: show, say: (l) => out(l), onStack, hold, ...(card ? { sim: card } : {}), ...(person ? { person } : {}) });
         if (trace) for (const h of held.splice(0)) trace(h);
         const o = r.outcome;
         out('');
@@ -303,11 +404,13 @@ export const command: Command = {
           const last = s.servers.find((x) => x.name === s.lastServer);
           out(`saved login (record sealed by the secure element; secrets in its slot): user ${s.user}, password generation(s) ${s.gens.join(', ')}, last server ${s.lastServer ?? 'none'}${last ? ` at ${last.url}` : ''}`);
         } else out('saved login: none');
+        const bank = o.ok ? o.bank : undefined;
+        if (person) out(bankLine(bank, a.bank as string));
         if (o.ok) out(`run the same command again for a second boot (a password change, S0.14); 'make clean' (or deleting ${state}) starts over`);
         else if (phoneOnly) out(`do the servers at ${gateway} know this phone (its enrollment record is in ${state})? the trace above says where the login stopped`);
         else if (gateway) out(`is ${state} the state directory of the servers at ${gateway}? the trace above says where the login stopped`);
         else out(`the trace above says where the login stopped; the server logs are in ${join(state, 'servers.log')}; 'make clean' starts over`);
-        return o.ok ? 0 : 1;
+        return o.ok && (!person || bank?.kind === 'registered' || bank?.kind === 'page') ? 0 : 1;
       } finally {
         removeSignals();
       }

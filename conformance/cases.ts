@@ -2,8 +2,10 @@
 // generated from this list: `usbphone conformance --list`).
 import type { Case } from './suite.ts';
 import { cborCases, envelopeCases } from './cases/cbor.ts';
-import { registrationCases, channelCases, refusalCases } from './cases/registration.ts';
+import { registrationCases, channelCases, refusalCases, securityCases } from './cases/registration.ts';
 import { loginCases, rotationCases } from './cases/login.ts';
+import { bankCases } from './cases/bank.ts';
+import { tableCases } from './cases/table.ts';
 
 export const ALL_CASES: readonly Case[] = [
   ...cborCases,
@@ -13,6 +15,9 @@ export const ALL_CASES: readonly Case[] = [
   ...refusalCases,
   ...loginCases,
   ...rotationCases,
+  ...securityCases,
+  ...bankCases,
+  ...tableCases,
 ];
 
 /** The spec sections the report groups cases under, in document order. */
@@ -27,11 +32,13 @@ export const SECTION_TITLES: Record<string, string> = {
   '§6.2': 'Registration session, server side',
   '§6.3': 'Business session, device side',
   '§6.4': 'Business session, server side',
+  '§6.5': 'The bank step (S4)',
   '§7': 'Refusal and errors (S0.7)',
   '§8': 'Replay rules',
   '§9': 'Limits',
   '§10': 'Password rotation (S0.14)',
   '§12': 'Security properties',
+  '§16': 'Attack statistics table (S3.11)',
 };
 
 /** Sections in document order (§2 < §3 < §4.1 < ... < §10). */

@@ -10,7 +10,11 @@ import { ClientHandshake, SecureChannel, passwordLoginKey } from '../protocol/ch
 import { secretWrapKey, unwrapSecret } from '../protocol/secret-wrap.ts';
 import { kdf } from '../protocol/keys.ts';
 import { HS_LABEL } from '../protocol/handshake-keys.ts';
-import { decodeEnvelope, MsgType, type CredReply, type Envelope, type Mechanism } from '../protocol/messages.ts';
+import { decodeEnvelope, parseError, typeName, MsgType, type CredReply, type Envelope, type Mechanism } from '../protocol/messages.ts';
+import { BankMessages, type BankPage, type BankRegistered, type LineIds } from '../protocol/bank-messages.ts';
+import type { BankRequest } from '../protocol/bank.ts';
+import { withLuhn } from '../protocol/line-ids.ts';
+import { randomBytes, randomInt } from 'node:crypto';
 import type { ClientEnd, ClientExchange, Step } from '../protocol/exchange.ts';
 import type { CborValue } from '../protocol/cbor.ts';
 import type { Conn } from './wire.ts';
@@ -206,3 +210,133 @@ export async function openLogin(ctx: CaseContext, server: { name: string; url: s
   hs.receiveClear(ack.bytes, ack.env);
   return { c, hs, login: frame, ok: ok.bytes, okEnv: ok.env };
 }
+
+// ---- the bank step (§6.5, S4) ----
+
+/**
+ * A line identity the suite invents for one case (S4.2): a USIM of the test network 001-99
+ * with a valid ICCID (Luhn), an IMSI and a number, random so that no two cases (and no two
+ * runs) bind the same line. The target's bank must bind it in mode 1, directly by its ICCID
+ * (S4.3): no operator knows it (docs/conformance.md).
+ */
+export function inventedSim(): Extract<LineIds, { idKind: 'sim' }> {
+  const d = (n: number) => Array.from({ length: n }, () => String(randomInt(10))).join('');
+  return { idKind: 'sim', iccid: withLuhn(`8900199${d(11)}`), imsi: `00199${d(10)}`, msisdn: `+99919${d(8)}` };
+}
+
+/** A bank login name for one case: 'conf-' and random letters (BANK_NAME_RE). */
+export const inventedName = (): string => `conf-${randomBytes(6).toString('hex')}`;
+
+/** The person's password of the suite's bank accounts: 22 characters, in no common-password list. */
+export const BANK_TEST_PASSWORD = 'conformance-Quartz-7419';
+
+/** A business session up to pwConfirmAck (§6.3, §6.5 READY): the channel the bank request goes on. */
+export interface BankSession {
+  c: Conn;
+  channel: SecureChannel;
+  server: { name: string; url: string };
+}
+
+/**
+ * A registration, then a business login with the issued generation, its finish, pwConfirm
+ * [gen] and pwConfirmAck: the state in which the device may send one bank request (§6.5).
+ * `confirm: false` stops after the finish (the bank request is then out of place). Throws
+ * when the target does not get there.
+ */
+export async function bankSession(ctx: CaseContext, o: { confirm?: boolean } = {}): Promise<BankSession> {
+  const r = await register(ctx);
+  if (r.kind !== 'cred') throw new Error(`registration: ${r.kind === 'other' ? r.text : 'notFound'}`);
+  const server = firstServer(r.cred);
+  const l = await openLogin(ctx, server, r.cred);
+  const { finish, channel } = l.hs.acceptProof(l.ok, l.okEnv, LoginMessages.loginOk.decode(l.okEnv.body));
+  l.c.send(finish);
+  if (o.confirm === false) return { c: l.c, channel, server };
+  l.c.send(channel.seal(MsgType.pwConfirm, LoginMessages.pwConfirm.encode({ gen: r.cred.gen })));
+  const a = await l.c.next();
+  if (a.kind !== 'frame') throw new Error(`pwConfirm: ${a.kind === 'close' ? `closed ${a.code} ${a.reason}` : 'no pwConfirmAck'}`);
+  const env = decodeEnvelope(a.bytes);
+  if (env.type !== MsgType.pwConfirmAck) throw new Error(`pwConfirm answered with ${typeName(env.type)}, not pwConfirmAck`);
+  const ack = LoginMessages.pwConfirmAck.decode(channel.open(env));
+  if (ack.gen !== r.cred.gen) throw new Error(`pwConfirmAck names gen ${ack.gen}, not ${r.cred.gen}`);
+  return { c: l.c, channel, server };
+}
+
+/** How the bank answered one request: its sealed answer (opened and parsed), then the close. */
+export type BankReply =
+  | { kind: 'registered'; registered: BankRegistered; closeCode: number | null; after: number }
+  | { kind: 'page'; page: BankPage; closeCode: number | null; after: number }
+  | { kind: 'refused'; code: string; reason: string; closeCode: number | null; after: number }
+  | { kind: 'other'; text: string };
+
+/** Reads the bank's answer on `s` and what follows it until the close (`after`: frames after the answer). */
+export async function bankReply(s: BankSession): Promise<BankReply> {
+  const r = await s.c.next();
+  if (r.kind === 'timeout') return { kind: 'other', text: 'no answer within the timeout' };
+  if (r.kind === 'close') return { kind: 'other', text: `closed ${r.code} ${r.reason} without an answer` };
+  let env: Envelope;
+  try {
+    env = decodeEnvelope(r.bytes);
+  } catch (e) {
+    return { kind: 'other', text: `a frame that does not decode: ${(e as Error).message}` };
+  }
+  if (env.type === MsgType.error) return { kind: 'other', text: `error frame ${parseError(env.body).code}` };
+  const M = BankMessages;
+  let answer: { kind: 'registered'; registered: BankRegistered } | { kind: 'page'; page: BankPage } | { kind: 'refused'; code: string; reason: string };
+  try {
+    if (env.type === M.bankRegistered.type) answer = { kind: 'registered', registered: M.bankRegistered.decode(s.channel.open(env)) };
+    else if (env.type === M.bankPage.type) answer = { kind: 'page', page: M.bankPage.decode(s.channel.open(env)) };
+    else if (env.type === M.bankRefused.type) answer = { kind: 'refused', ...M.bankRefused.decode(s.channel.open(env)) };
+    else return { kind: 'other', text: `answered with ${typeName(env.type)}` };
+  } catch (e) {
+    return { kind: 'other', text: `${typeName(env.type)} does not open or parse: ${(e as Error).message}` };
+  }
+  let after = 0;
+  for (;;) {
+    const n = await s.c.next();
+    if (n.kind === 'frame') {
+      after++;
+      continue;
+    }
+    return { ...answer, closeCode: n.kind === 'close' ? n.code : null, after };
+  }
+}
+
+export const replyText = (r: BankReply): string =>
+  r.kind === 'other' ? r.text : r.kind === 'refused' ? `bankRefused ${r.code} (${r.reason})` : r.kind === 'page' ? 'bankPage' : 'bankRegistered';
+
+/** One whole bank request on its own business session: bankSession, the request sealed, the answer. */
+export async function bankRequest(ctx: CaseContext, req: SuiteBankRequest): Promise<BankReply> {
+  const s = await bankSession(ctx);
+  try {
+    s.c.send(sealBankRequest(s.channel, req));
+    return await bankReply(s);
+  } finally {
+    s.c.close();
+  }
+}
+
+/** The sealed frame of a bank request, as BankClient sends it. */
+/** A bank request the suite sends as it is (its proof already made: no chip-side prover). */
+export type SuiteBankRequest = Exclude<BankRequest, { kind: 'prove' }>;
+
+export function sealBankRequest(ch: SecureChannel, req: SuiteBankRequest): Uint8Array {
+  const M = BankMessages;
+  if (req.kind === 'login') return ch.seal(M.bankLogin.type, M.bankLogin.encode(req));
+  if (req.kind === 'register') return ch.seal(M.bankRegister.type, M.bankRegister.encode(req));
+  return ch.seal(M.bankRebind.type, M.bankRebind.encode(req));
+}
+
+/** A bank account the suite opened for one case: its name, line and full account number. */
+export interface SuiteAccount { name: string; ids: LineIds; account: string }
+
+/** Registers a new account on an invented line; throws when the bank does not open it. */
+export async function openAccount(ctx: CaseContext): Promise<SuiteAccount> {
+  const name = inventedName();
+  const ids = inventedSim();
+  const r = await bankRequest(ctx, { kind: 'register', name, password: BANK_TEST_PASSWORD, ids });
+  if (r.kind !== 'registered') throw new Error(`bankRegister of an invented line: ${replyText(r)}${r.kind === 'refused' && (r.code === 'BANK_CARD_INVALID' || r.code === 'BANK_OPERATOR_UNAVAILABLE') ? ' (the suite needs a bank that binds a line in mode 1, docs/conformance.md)' : ''}`);
+  return { name, ids, account: r.registered.account };
+}
+
+/** The password as a bankLogin proof (UTF-8). */
+export const proofOf = (password: string): Uint8Array => new TextEncoder().encode(password);

@@ -44,6 +44,9 @@ export async function runCase(c: Case, target: Target): Promise<CaseResult> {
   if (c.needs === 'master-key' && !target.master) {
     return { name: caseName(c), section: c.section, log: [], verdict: 'skipped', expected: '(needs --master-key)', note: 'only the master key lets the suite make a genuine token for an unenrolled serial', ms: 0 };
   }
+  if (c.needs === 'policy-key' && !target.policyKey) {
+    return { name: caseName(c), section: c.section, log: [], verdict: 'skipped', expected: '(needs --policy-key)', note: "only the policy server's public key lets the suite check the table's signature", ms: 0 };
+  }
   return runBounded(c, target.timeoutMs * CASE_BUDGET_WAITS + target.stepTimeoutMs, (log) => {
     const ctx: CaseContext = {
       target,

@@ -11,7 +11,7 @@ import { Conn, type Line } from './wire.ts';
  * - non-strict: allowed but not what the spec recommends (refused, but with another code of
  *   the same close class, or without the error frame).
  * - informational: a behaviour the spec leaves open, recorded.
- * - skipped: the case needs an input that was not given (e.g. the master key).
+ * - skipped: the case needs an input that was not given (the master key, the policy key).
  */
 export type Verdict = 'pass' | 'fail' | 'non-strict' | 'informational' | 'skipped';
 
@@ -38,6 +38,8 @@ export interface Target {
   device: DeviceCreds;
   /** The master key (version, key), when given: lets the suite make a token for an unenrolled serial. */
   master?: { version: number; key: Uint8Array };
+  /** The policy server's Ed25519 public key (32 bytes), when given: the §16 case checks the table's signature (S3.11). */
+  policyKey?: Uint8Array;
   /** Longest wait for any one expected frame or close, ms. */
   timeoutMs: number;
   /** The target's step timeout (docs/protocol.md §9 stepTimeoutMs), to check TIMEOUT. */
@@ -66,8 +68,8 @@ export interface Case<Ctx = CaseContext> {
   section: string;
   /** What is sent and what must follow: '§6.2 hello replayed -> HS_REPLAY and close 1008' is `${section} ${title}`. */
   title: string;
-  /** 'master-key': skipped unless the master key was given. */
-  needs?: 'master-key';
+  /** 'master-key' / 'policy-key': skipped unless that input was given. */
+  needs?: 'master-key' | 'policy-key';
   /** Runs within `timeout` (the runner bounds the whole case, too). */
   run(ctx: Ctx): Promise<Outcome>;
 }
@@ -99,6 +101,7 @@ export async function expectRefusal(c: Conn, codes: string[], before: number[] =
     const r = await c.next();
     if (r.kind === 'timeout') {
       c.close();
+      if (refusal && after) return { verdict: 'fail', expected, note: `${refusal} was sent, then more frames (§7: it is the last frame: the session went on), and no close within the timeout` };
       if (refusal) return { verdict: 'fail', expected, note: `${refusal} was sent but the session was not closed within the timeout (S0.7)` };
       return { verdict: 'fail', expected, note: 'neither a refusal nor a close within the timeout' };
     }

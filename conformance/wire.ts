@@ -112,6 +112,12 @@ export class Conn {
     return this.#closed !== null;
   }
 
+  /** The close received (code and reason), or null while open. */
+  get closedWith(): { code: number; reason: string } | null {
+    const c = this.#closed;
+    return c && c.kind === 'close' ? { code: c.code, reason: c.reason } : null;
+  }
+
   /** Ends the connection (by default a normal close); the case is over with it. */
   close(code = 1000, reason = ''): void {
     if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) {

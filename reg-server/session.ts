@@ -10,6 +10,7 @@ import { bytesToHex } from '@noble/hashes/utils.js';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import type { LogField } from '../server-kit/log.ts';
+import { alteredTable } from '../server-kit/mutant.ts';
 import { chooseServers } from './placement.ts';
 import { rotate, REISSUE_ALARM, type RotationDeps } from './rotation.ts';
 import type { RegStore } from './store.ts';
@@ -94,7 +95,7 @@ export class RegServerSession extends ServerSession {
       gen: r.gen,
       currentGen: r.currentGen,
       servers: choices.map((s) => ({ name: s.name, url: s.url, region: s.region })),
-      ...(fits ? { table } : {}),
+      ...(fits ? { table: this.opts.mutant === 'altered-table' ? alteredTable(table) : table } : {}),
     } });
     this.opts.metrics?.event(r.reissued ? 'credentials_reissued' : 'credentials_issued');
     if (r.pendingReissues >= REISSUE_ALARM) {
@@ -114,6 +115,6 @@ export class RegServerSession extends ServerSession {
 
   #finish(step: RegistrationServerStep, reason: string): void {
     this.send(step.send);
-    if (step.done) this.end(step.done.closeCode, reason);
+    if (step.done) this.end(step.done.closeCode, this.opts.mutant === 'leak-serial' ? `${reason} ${this.exchange.serial}` : reason);
   }
 }

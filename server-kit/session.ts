@@ -10,7 +10,7 @@ import { ProtocolError, ImplementationError, CloseCode } from '../protocol/error
 import type { ServerExchange } from '../protocol/exchange.ts';
 import type { Logger, LogField } from './log.ts';
 import type { ServerMetrics } from './metrics.ts';
-import { acceptVersion0, lenientEnvelope, type Mutant } from './mutant.ts';
+import { acceptVersion0, lenientEnvelope, wrongProof, explainedReason, type Mutant } from './mutant.ts';
 
 export interface SessionTransport {
   /** The client address: the socket's peer, or the one the authenticated gateway observed. */
@@ -128,7 +128,7 @@ export abstract class ServerSession implements SessionHandler {
 
   /** Sends a machine's frames, in order; nothing once the session ended. */
   protected send(frames: Uint8Array[]): void {
-    for (const f of frames) if (!this.#ended) this.transport.send(f);
+    for (const f of frames) if (!this.#ended) this.transport.send(this.opts.mutant === 'wrong-server-proof' ? wrongProof(f) : f);
   }
 
   /** Sends the error frame for `e` and ends the session with its close code (S0.7). */
@@ -140,7 +140,7 @@ export abstract class ServerSession implements SessionHandler {
     if (e instanceof ProtocolError) {
       code = e.code;
       closeCode = e.closeCode;
-      reason = e.message;
+      reason = this.opts.mutant === 'explain-bad-hello' ? explainedReason(e.message, this.refusalLogFields(e)) : e.message;
       this.opts.log.info('session refused', { code, ip: this.transport.observedIp, via: this.transport.via, ...this.refusalLogFields(e) });
     } else if (e instanceof ImplementationError) {
       // Our side is wrong (e.g. STORE_CORRUPT_ROW): the device gets the stable code, no detail.
@@ -156,6 +156,7 @@ export abstract class ServerSession implements SessionHandler {
     }
     this.opts.metrics?.refusals.inc({ code });
     this.transport.send(encodeEnvelope(MsgType.error, this.nextSendSeq(), this.opts.name, errorBody(code, this.#lastSeq, reason)));
+    if (this.opts.mutant === 'accept-after-error') return;
     if (this.opts.mutant === 'no-close-after-refusal') {
       // The session is over for the server, but the connection stays open (S0.7 broken).
       this.#ended = true;

@@ -17,7 +17,8 @@ import { fileNvm } from '../firmware/host/file-nvm.ts';
 import { parseTable } from '../firmware/zones/layout.ts';
 import { makePhone } from '../firmware/phone.ts';
 import { fingerFromSeed } from '../firmware/hal/fingerprint.ts';
-import { SimSlot } from '../firmware/hal/sim-card.ts';
+import { SimSlot, type SimCardSpec } from '../firmware/hal/sim-card.ts';
+import type { PersonInput } from '../firmware/hal/person.ts';
 import { maskCardNumber } from '../firmware/first-identifier.ts';
 import type { ProfileName } from '../firmware/profiles.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
@@ -69,6 +70,10 @@ export interface SingleOptions {
   hold?: () => Promise<void>;
   /** The device (S0.15; default 'usb'): 'mobile' gets a SIM card of its own, 'atm' is a bank card in an ATM. */
   profile?: ProfileName;
+  /** The card in the phone's SIM slot (sim/single-sim.ts; `usbphone sim --sim-card`, `--iccid`): default none, a mobile phone's own card 1. Not on an ATM card. */
+  sim?: SimCardSpec;
+  /** The person at the phone (`usbphone sim --bank`): the bank step after the login (S4.1); none by default. */
+  person?: PersonInput;
 }
 
 /** The serial of the single device when none is given: a phone's, or a bank card's number. */
@@ -211,7 +216,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
         fuses,
         nvm: fileNvm(nvmPath),
         config: { ...defaultDeviceConfig, ...o.device },
-        hal: profile === 'mobile' ? { ...hal, sim: new SimSlot(simCardOf(0, 1)) } : hal,
+        hal: { ...hal, ...(profile !== 'atm' && (o.sim || profile === 'mobile') ? { sim: new SimSlot(o.sim ?? simCardOf(0, 1)) } : {}), ...(o.person ? { person: o.person } : {}) },
         profile,
         // The phone's fingerprint sensor with its person's finger (S3.3; the same each run); none in an ATM.
         ...(profile === 'atm' ? {} : { fingerprint: { seed: serial, finger: fingerFromSeed(`person/${serial}`) } }),

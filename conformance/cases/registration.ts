@@ -5,8 +5,9 @@ import { RegMessages } from '../../protocol/registration.ts';
 import { LoginMessages } from '../../protocol/login.ts';
 import { SecureChannel } from '../../protocol/channel.ts';
 import { makeSerialToken, deriveDeviceKey } from '../../protocol/keys.ts';
-import { encodeEnvelope, encodeError, decodeEnvelope, MsgType } from '../../protocol/messages.ts';
+import { encodeEnvelope, encodeError, decodeEnvelope, parseError, MsgType } from '../../protocol/messages.ts';
 import { closeOf, expectRefusal, expectClose, pass, fail, type Case, type CaseContext, type Outcome } from '../suite.ts';
+import type { Conn } from '../wire.ts';
 import { helloFrame, openRegistration, readyRegistration, register, credRequestBody } from '../flows.ts';
 
 const flip = (b: Uint8Array, at: number): Uint8Array => {
@@ -103,6 +104,28 @@ export const registrationCases: Case[] = [
   // server that tells a forged token or an unknown key version apart lets anyone probe them.
   first('a hello whose serial token is altered', ['HS_BAD_CLIENT_PROOF'], (ctx) => alteredHello(ctx, (b) => (b[0]![b[0]!.length - 1]! ^= 1))),
   first('a hello naming master key version 0', ['HS_BAD_CLIENT_PROOF'], (ctx) => alteredHello(ctx, (b) => (b[0]![0] = 0))),
+  {
+    section: '§6.2',
+    title: 'before authentication one answer: a hello whose token is altered, one naming key version 0 and one whose MAC is altered get the same error frame (code and reason) and close',
+    async run(ctx) {
+      const expected = 'three identical error frames [code, prevSeq, reason] and close codes: whether a token is genuine or a key version exists is not told (issue 10)';
+      const seen: string[] = [];
+      for (const change of [(b: Uint8Array[]) => (b[0]![b[0]!.length - 1]! ^= 1), (b: Uint8Array[]) => (b[0]![0] = 0), (b: Uint8Array[]) => (b[MAC_AT(b)]![0]! ^= 1)]) {
+        const c = await ctx.connect();
+        c.send(alteredHello(ctx, change));
+        const r = await c.next();
+        if (r.kind !== 'frame') {
+          c.close();
+          return fail(expected, r.kind === 'close' ? `closed ${r.code} without an error frame` : 'no answer within the timeout');
+        }
+        const e = parseError(decodeEnvelope(r.bytes).body);
+        const close = await c.next();
+        c.close();
+        seen.push(`${e.code} '${e.reason}' close ${close.kind === 'close' ? close.code : 'none'}`);
+      }
+      return new Set(seen).size === 1 ? pass(expected) : fail(expected, seen.join(' / '));
+    },
+  },
   first('a hello with seq 1', ['CHAN_OUT_OF_ORDER'], (ctx) => alteredHello(ctx, () => {}, 1)),
   first('a finish as the first frame', ['MSG_UNEXPECTED'], (ctx) => encodeEnvelope(MsgType.finish, 0, ctx.target.regDest, [new Uint8Array(32)])),
   first('a login at a registration server', ['MSG_UNEXPECTED'], (ctx) => {
@@ -220,6 +243,44 @@ export const channelCases: Case[] = [
       const c = await ctx.connect();
       c.send(r.hello, 'the same bytes again');
       return expectRefusal(c, ['HS_REPLAY']);
+    },
+  },
+];
+
+/** `ctx` with every connection it opens also kept in `conns` (a case that searches what came back). */
+function keeping(ctx: CaseContext, conns: Conn[]): CaseContext {
+  return {
+    ...ctx,
+    async connect(url?: string) {
+      const c = await ctx.connect(url);
+      conns.push(c);
+      return c;
+    },
+  };
+}
+
+export const securityCases: Case[] = [
+  {
+    section: '§12',
+    title: "a registration, then a refused credRequest: no frame the server sends and no close reason holds the device's serial in clear",
+    async run(ctx) {
+      const expected = `the serial '${ctx.target.device.serial}' in no received frame (clear or sealed, as bytes) and in no close reason (§5.1: the serial never crosses in clear)`;
+      const conns: Conn[] = [];
+      const k = keeping(ctx, conns);
+      const r = await register(k);
+      if (r.kind !== 'cred') return fail(expected, `registration: ${r.kind === 'other' ? r.text : 'notFound'}`);
+      const o = await readyRegistration(k);
+      o.c.send(o.channel.seal(MsgType.credRequest, RegMessages.credRequest.encode({ serial: `x${ctx.target.device.serial}`.slice(0, 64), localIp: '192.168.1.20' })));
+      await expectRefusal(o.c, ['MSG_BAD_FIELD']);
+      const serial = new TextEncoder().encode(ctx.target.device.serial);
+      const holds = (b: Uint8Array) => Buffer.from(b).indexOf(Buffer.from(serial)) >= 0;
+      for (const c of conns) {
+        const f = c.frames.findIndex(holds);
+        if (f >= 0) return fail(expected, `received frame ${f + 1} of a session holds the serial`);
+        const cl = c.closedWith;
+        if (cl && cl.reason.includes(ctx.target.device.serial)) return fail(expected, `close ${cl.code} '${cl.reason}' names the serial`);
+      }
+      return pass(expected, `${conns.length} sessions, ${conns.reduce((n, c) => n + c.frames.length, 0)} frames searched`);
     },
   },
 ];
