@@ -322,8 +322,10 @@ async function badTable(c: AttackContext, kind: Bad): Promise<Result> {
     // A table the policy server signed a while ago (its own key), newer than the one held: a
     // source cut off from the policy server for longer than a table lives still hands it on.
     const priv = readPolicyKey(files.policyKey).privateKey;
-    bytes = signTable(downgrade({ ...live, version: heldVersion + 1, issuedAt: now - 120_000, expiresAt: now - 60_000 }), priv);
-    what = `table v${heldVersion + 1}, signed by the policy server, expired a minute ago`;
+    // Its version far ahead, as in the forged story, so that only its expiry is wrong (a genuine
+    // push of the next version meanwhile must not make it merely stale).
+    bytes = signTable(downgrade({ ...live, version: heldVersion + 100, issuedAt: now - 120_000, expiresAt: now - 60_000 }), priv);
+    what = `table v${heldVersion + 100}, signed by the policy server, expired a minute ago`;
   }
   const rogue = await startRogueTableSource(readKeyFile(files.adminKey, 'admin key'), () => bytes);
   try {
@@ -337,17 +339,19 @@ async function badTable(c: AttackContext, kind: Bad): Promise<Result> {
     const problems: string[] = [];
     if (rogue.polls() === 0) problems.push('the rogue source was never polled');
     if (!refused || !refused.detail.includes(`(${CODE[kind]}:`)) problems.push(`not refused with ${CODE[kind]} (${refused?.detail ?? 'no refusal traced'})`);
-    if (after.events.some((e) => e.feature === 'S3.11' && e.ok)) problems.push('a table was accepted');
-    if (!same(heldBefore, heldAfter)) problems.push('the held table changed');
-    // The choice is made with the same table and the same rates: among equal rates it is random
-    // (S3.1), so the mechanism may differ; the table it was chosen with may not.
-    const ratesOf = (ch: Choice) => JSON.stringify(ch.rates);
-    if (!choiceAfter || choiceAfter.version !== choiceBefore.version || ratesOf(choiceAfter) !== ratesOf(choiceBefore)) problems.push(`the choice's table changed: v${choiceBefore.version} -> ${choiceAfter ? `v${choiceAfter.version}` : 'none'}`);
+    // The gateway may push the policy server's genuine next table into the same session (T = 1 s
+    // here): that one may be kept. The bad one never: the held table is the one before or a
+    // genuine newer one, and the choice is made with the held table.
+    const genuine = heldAfter ? verifyTable(heldAfter, key, Date.now(), null) : null;
+    if (same(heldAfter, bytes)) problems.push('the bad table is held');
+    else if (!same(heldBefore, heldAfter) && !(genuine?.ok && genuine.table.version > heldVersion)) problems.push('the held table changed to one that is not a genuine newer one');
+    const heldNow = genuine?.ok ? genuine.table.version : null;
+    if (!choiceAfter || choiceAfter.version !== heldNow) problems.push(`the choice was not made with the held table: v${choiceAfter?.version ?? 'none'}, held v${heldNow ?? 'none'}`);
     if (!after.o.ok || after.o.bank?.kind !== 'page') problems.push('the login did not go on to the account page');
     const ok = problems.length === 0;
     return {
       ok,
-      verdict: ok ? `${CODE[kind]}: ${refused!.detail}; still holds v${heldVersion}, still chooses ${choiceAfter!.mech} with it` : problems.join('; '),
+      verdict: ok ? `${CODE[kind]}: ${refused!.detail}; holds v${heldNow}${heldNow === heldVersion ? ' still' : ' (a genuine newer table pushed meanwhile)'}, chooses ${choiceAfter!.mech} with it` : problems.join('; '),
       outcomes: [reg.o, before.o, after.o],
     };
   } finally {
