@@ -104,6 +104,11 @@ test('cloned identifiers: another device with the same ICCID and number, even wi
   assert.is(code(await bank1.login(dev('dev-evil'), { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(10, '+447700900010') })), 'BANK_DEVICE_MISMATCH');
   assert.is(code(await bank1.rebind(dev('dev-evil'), { name: 'alice', password: PW, ids: sim(14) })), 'BANK_DEVICE_MISMATCH');
   assert.is(store.binding({ kind: 'iccid', value: card(10).iccid })!.deviceUser, 'dev-a', 'binding unchanged');
+  // No password oracle for another device (found by review): a wrong password gets the very
+  // same answer as the right one, at login and at re-binding.
+  const wrong = 'not-alices-password-9';
+  assert.is(code(await bank1.login(dev('dev-evil'), { name: 'alice', mech: 'password', proof: te.encode(wrong), ids: sim(10, '+447700900010') })), 'BANK_DEVICE_MISMATCH');
+  assert.is(code(await bank1.rebind(dev('dev-evil'), { name: 'alice', password: wrong, ids: sim(14) })), 'BANK_DEVICE_MISMATCH');
 });
 
 test('mode 2 (S4.4): the operator gives the number for the card; the binding is found by it', async () => {

@@ -246,13 +246,16 @@ export class Bank {
         const v = pv.value;
         const found = fb.value;
         const { binding: bound, mode } = found;
+        // A line bound to another device is refused whatever the name and proof say, and before
+        // anything is said of them: otherwise a device with copied identifiers (or invented ones
+        // bound elsewhere) could test a person's password by the code it gets back (found by review).
+        if (bound.deviceUser !== deviceUser) refuse('BANK_DEVICE_MISMATCH', 'this line is bound to another device');
         if (!account || account.accountNo !== bound.accountNo || !v.ok) {
           if (req.mech === 'password') refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
           // A code replayed or off the clock is told only for the bound account itself.
           const code = account && account.accountNo === bound.accountNo && !v.ok ? v.code : 'PERSON_PROOF_FAILED';
           refuse(code, code === 'PERSON_OTP_REPLAYED' ? 'this one-time code was used already' : code === 'PERSON_OTP_SKEW' ? "the one-time code is not of the site's current time: the phone's clock is off" : `login name or ${req.mech === 'otp' ? 'one-time code' : 'fingerprint'} is wrong`);
         }
-        if (bound.deviceUser !== deviceUser) refuse('BANK_DEVICE_MISMATCH', 'this line is bound to another device');
         if (mode === 2) await this.#checkSwap(found.number!, bound.boundAt);
         const now = this.#now();
         // The code's step is used up in the same transaction that lets the login through (RFC 6238 §5.2).
@@ -308,9 +311,11 @@ export class Bank {
       const s = this.#o.store;
       const account = s.accountByName(req.name);
       const pwOk = await this.#o.hasher.verify(req.password, account?.verifier ?? null);
-      if (!pwOk || !account) refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
-      const old = s.bindingsOf(account!.accountNo);
+      // The device first, whatever the password: a device that does not hold the binding learns
+      // nothing of the password from the answer (found by review: the order was a password oracle).
+      const old = account ? s.bindingsOf(account.accountNo) : [];
       if (old.some((b) => b.deviceUser !== deviceUser)) refuse('BANK_DEVICE_MISMATCH', 'only the device that holds the binding may re-bind it');
+      if (!pwOk || !account) refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
       const mode = req.ids.idKind === 'card' ? 1 : (account!.mode ?? this.#o.mode);
       const ids = await this.#idsToBind(req.ids, mode);
       const now = this.#now();

@@ -4,7 +4,7 @@
 // the server side. With --device the same class holds the server end of a connection the
 // device opened to the suite (Conn.adopt).
 import { WebSocket } from 'ws';
-import { decodeEnvelope, parseError, parseLoginFail, typeName, MsgType } from '../protocol/messages.ts';
+import { decodeEnvelope, parseError, parseLoginFail, peekTablePush, typeName, MsgType } from '../protocol/messages.ts';
 
 /** What a wait returned: a frame, the close, or nothing within the time allowed. */
 export type Received =
@@ -43,6 +43,14 @@ export class Conn {
     ws.binaryType = 'nodebuffer';
     ws.on('message', (d: Buffer, isBinary: boolean) => {
       const bytes = Uint8Array.from(d);
+      // §16: a gateway's tablePush is outside every session (no seq, no state): recorded, kept
+      // among the frames (the §16 cases read it, the §12 one searches it), never taken as the
+      // session's answer.
+      if (isBinary && peekTablePush(bytes)) {
+        this.log.push({ dir: 'got', text: `${describe(bytes)} (outside the session, §16)` });
+        this.frames.push(bytes);
+        return;
+      }
       this.log.push({ dir: 'got', text: isBinary ? describe(bytes) : `text message (${bytes.length} B)` });
       this.frames.push(bytes);
       this.#push({ kind: 'frame', bytes });
