@@ -27,6 +27,8 @@ import { keystreamRng } from '../protocol/seeded-rng.ts';
 setLogLevel('error');
 const SITE = 'biz-east';
 const PW = 'Tr0ub4dor&3-horse';
+/** The person's password, sent with a one-time code (password-verification, S3.3). */
+const pw = () => new TextEncoder().encode(PW);
 const T0 = Date.UTC(2026, 10, 30, 12, 0, 0);
 const clock = { t: T0 };
 const t = tempDir();
@@ -102,27 +104,27 @@ test("a fingerprint key whose attestation does not verify (a hostile host's own 
 
 test("one-time code (RFC 6238): accepted once; the same code again PERSON_OTP_REPLAYED; a wrong one PERSON_PROOF_FAILED; one off the clock PERSON_OTP_SKEW; the next step's accepted", async () => {
   const c = codeAt(clock.t);
-  const a = await login({ name: 'pia', mech: 'otp', proof: c, ids: sim(1) });
+  const a = await login({ name: 'pia', mech: 'otp', proof: c, password: pw(), ids: sim(1) });
   assert.ok(a.kind === 'page', code(a));
   assert.is(store.person(store.accountByName('pia')!.accountNo, SITE)!.lastStep, totpStep(clock.t, 30), 'the step stored with the login');
-  assert.is(code(await login({ name: 'pia', mech: 'otp', proof: c, ids: sim(1) })), 'PERSON_OTP_REPLAYED');
+  assert.is(code(await login({ name: 'pia', mech: 'otp', proof: c, password: pw(), ids: sim(1) })), 'PERSON_OTP_REPLAYED');
   const wrong = String((Number(c) + 1) % 1_000_000).padStart(6, '0');
-  assert.is(code(await login({ name: 'pia', mech: 'otp', proof: wrong, ids: sim(1) })), 'PERSON_PROOF_FAILED');
-  assert.is(code(await login({ name: 'pia', mech: 'otp', proof: codeAt(clock.t + 5 * 30_000), ids: sim(1) })), 'PERSON_OTP_SKEW');
+  assert.is(code(await login({ name: 'pia', mech: 'otp', proof: wrong, password: pw(), ids: sim(1) })), 'PERSON_PROOF_FAILED');
+  assert.is(code(await login({ name: 'pia', mech: 'otp', proof: codeAt(clock.t + 5 * 30_000), password: pw(), ids: sim(1) })), 'PERSON_OTP_SKEW');
   // Unknown name, an account with no seed here, another account's line: the one code, as for a wrong code.
-  assert.is(code(await login({ name: 'nobody', mech: 'otp', proof: codeAt(clock.t + 30_000), ids: sim(1) })), 'PERSON_PROOF_FAILED');
-  assert.is(code(await login({ name: 'quinn', mech: 'otp', proof: codeAt(clock.t + 30_000), ids: sim(1) })), 'PERSON_PROOF_FAILED');
+  assert.is(code(await login({ name: 'nobody', mech: 'otp', proof: codeAt(clock.t + 30_000), password: pw(), ids: sim(1) })), 'PERSON_PROOF_FAILED');
+  assert.is(code(await login({ name: 'quinn', mech: 'otp', proof: codeAt(clock.t + 30_000), password: pw(), ids: sim(1) })), 'PERSON_PROOF_FAILED');
   clock.t += 30_000;
-  const b = await login({ name: 'pia', mech: 'otp', proof: codeAt(clock.t), ids: sim(1) });
+  const b = await login({ name: 'pia', mech: 'otp', proof: codeAt(clock.t), password: pw(), ids: sim(1) });
   assert.ok(b.kind === 'page' && b.page.lastLogins.length === 2, code(b));
   // A code of the step before the last used one, though within the skew, is refused.
-  assert.is(code(await login({ name: 'pia', mech: 'otp', proof: codeAt(clock.t - 30_000), ids: sim(1) })), 'PERSON_OTP_REPLAYED');
+  assert.is(code(await login({ name: 'pia', mech: 'otp', proof: codeAt(clock.t - 30_000), password: pw(), ids: sim(1) })), 'PERSON_OTP_REPLAYED');
 });
 
 test("two sessions with the same fresh code at once: one page, one PERSON_OTP_REPLAYED (the step is used up by a compare-and-set with the login)", async () => {
   clock.t += 60_000;
   const c = codeAt(clock.t);
-  const r = await Promise.all([login({ name: 'pia', mech: 'otp', proof: c, ids: sim(1) }), login({ name: 'pia', mech: 'otp', proof: c, ids: sim(1) })]);
+  const r = await Promise.all([login({ name: 'pia', mech: 'otp', proof: c, password: pw(), ids: sim(1) }), login({ name: 'pia', mech: 'otp', proof: c, password: pw(), ids: sim(1) })]);
   assert.equal(r.map(code).sort(), ['PERSON_OTP_REPLAYED', 'page']);
 });
 
@@ -149,8 +151,8 @@ test("the site's offer and floor: not offered BANK_MECH_UNSUPPORTED, below the f
   assert.is(code(await strict.login(who('password'), { name: 'pia', mech: 'password', proof: new TextEncoder().encode(PW), ids: sim(1) })), 'BANK_MECH_BELOW_FLOOR');
   assert.is(code(await strict.login(who('fingerprint'), { name: 'pia', mech: 'fingerprint', proof: sign(binding), ids: sim(1) }, binding)), 'BANK_MECH_UNSUPPORTED');
   clock.t += 30_000;
-  assert.is(code(await strict.login(who('password'), { name: 'pia', mech: 'otp', proof: codeAt(clock.t), ids: sim(1) })), 'BANK_MECH_MISMATCH');
-  assert.is(code(await strict.login(who('otp'), { name: 'pia', mech: 'otp', proof: codeAt(clock.t), ids: sim(1) })), 'page', 'the code was not used up by the refusals');
+  assert.is(code(await strict.login(who('password'), { name: 'pia', mech: 'otp', proof: codeAt(clock.t), password: pw(), ids: sim(1) })), 'BANK_MECH_MISMATCH');
+  assert.is(code(await strict.login(who('otp'), { name: 'pia', mech: 'otp', proof: codeAt(clock.t), password: pw(), ids: sim(1) })), 'page', 'the code was not used up by the refusals');
   // A site offering neither: its registration provisions nothing and says nothing of it.
   const plain = new Bank({ store, hasher, mode: 1, log, now: () => clock.t, site: SITE, mechanisms: ['password'] });
   const r = await plain.register(who('password', 'dev-t'), { name: 'tom', password: PW, ids: sim(5), fingerprint: { publicKey: fpPub, attestation: fingerprintKeyAttestation(loginKey, SITE, 'dev-t', fpPub) } });

@@ -96,7 +96,7 @@ test('bad credentials: an unknown name and a wrong password get one code; a requ
   assert.is(code(await bank1.login(dev('dev-a'), { name: 'alice', mech: 'password', proof: te.encode('wrong password!'), ids: sim(10) })), 'BANK_BAD_CREDENTIALS');
   assert.is(code(await bank1.login(dev('dev-a'), { name: 'nobody', mech: 'password', proof: te.encode(PW), ids: sim(10) })), 'BANK_BAD_CREDENTIALS');
   // A login stating the password whose request proves a code: not what the gateway counted.
-  assert.is(code(await bank1.login(dev('dev-a'), { name: 'alice', mech: 'otp', proof: '123456', ids: sim(10) })), 'BANK_MECH_MISMATCH');
+  assert.is(code(await bank1.login(dev('dev-a'), { name: 'alice', mech: 'otp', proof: '123456', password: te.encode(PW), ids: sim(10) })), 'BANK_MECH_MISMATCH');
   assert.is(code(await bank1.login(dev('dev-a'), { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(13) })), 'BANK_NOT_BOUND');
 });
 

@@ -277,6 +277,7 @@ export class Bank {
         return { kind: 'page', page };
       } finally {
         if (req.proof instanceof Uint8Array) req.proof.fill(0);
+        if (req.mech === 'otp') req.password.fill(0);
       }
     });
   }
@@ -292,10 +293,14 @@ export class Bank {
     }
     const keys = account ? this.#o.store.person(account.accountNo, this.#site) : null;
     if (req.mech === 'otp') {
+      // Password-verification (S3.3): the password AND the code, both checked whatever the
+      // other says (one scrypt, one TOTP check each time), one code for a wrong password, a
+      // wrong code or an unknown name; replay and skew told only to the right password.
+      const pwOk = await this.#o.hasher.verify(req.password, account?.verifier ?? null);
       const otp = keys?.otp ?? null;
       const v = verifyTotp((otp ?? this.#dummySeed).seed, (otp ?? this.#dummySeed).params, req.proof, this.#now(), keys?.lastStep ?? null, { skew: this.#o.totpSkew ?? 1 });
       otp?.seed.fill(0);
-      if (!otp) return { ok: false, code: 'PERSON_PROOF_FAILED' };
+      if (!otp || !pwOk) return { ok: false, code: 'PERSON_PROOF_FAILED' };
       return v.ok ? { ok: true, step: v.step } : { ok: false, code: v.code };
     }
     const pk = keys?.fpPublicKey ?? null;

@@ -161,7 +161,7 @@ export class MainProgram {
     if (action === 'login') {
       if (mech === 'password') return { kind: 'login', name, mech, proof: new TextEncoder().encode(password), ids: b.ids };
       return {
-        kind: 'prove', name, mech, ids: b.ids,
+        kind: 'prove', name, mech, ids: b.ids, ...(mech === 'otp' ? { password } : {}),
         prove: (binding) => {
           // A finger badly placed is not matched (about 2 % of readings, docs/firmware.md): the
           // person is asked to touch the sensor again, at most FP_ATTEMPTS times in all, as phones

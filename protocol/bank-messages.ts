@@ -103,15 +103,22 @@ function enrolBody(r: BankEnrol, withKey: boolean): CborValue {
 
 /**
  * The person's proof in a bankLogin, by mechanism (S3.3): the password's UTF-8 (1..256
- * bytes), the one-time code (6..8 ASCII digits, a text string), or the fingerprint signature
- * over the session's channel binding (64 bytes).
+ * bytes); "password-verification (one-time code)": the one-time code (6..8 ASCII digits, a
+ * text string) AND the password (`password`, 1..256 bytes), both checked — a code alone would
+ * make the person layer the mere possession of the phone; or the fingerprint signature over
+ * the session's channel binding (64 bytes; the finger matched on the chip).
  */
-export type BankProof = { mech: 'password'; proof: Uint8Array } | { mech: 'otp'; proof: string } | { mech: 'fingerprint'; proof: Uint8Array };
+export type BankProof = { mech: 'password'; proof: Uint8Array } | { mech: 'otp'; proof: string; password: Uint8Array } | { mech: 'fingerprint'; proof: Uint8Array };
 
-/** bankLogin [name, mech, proof, ids] (S4.2): the person's login information plus the line's first identifier. */
+/**
+ * bankLogin [name, mech, proof, ids, ? password] (S4.2): the person's login information plus
+ * the line's first identifier; the fifth item, the password, with mech 'otp' only (and then
+ * required).
+ */
 export type BankLogin = { name: string; ids: LineIds } & BankProof;
 export function parseBankLogin(v: CborValue): BankLogin {
-  const a = array(v, 'bankLogin', 4);
+  const n = Array.isArray(v) && v[1] === 'otp' ? 5 : 4;
+  const a = array(v, 'bankLogin', n);
   const name = name_(a[0], 'bankLogin.name');
   const mech = text(a[1], 'bankLogin.mech', 16);
   if (!(MECHANISMS as readonly string[]).includes(mech)) bad('MSG_BAD_FIELD', `bankLogin.mech '${mech}' is not one of ${MECHANISMS.join(', ')}`);
@@ -119,7 +126,7 @@ export function parseBankLogin(v: CborValue): BankLogin {
   if (mech === 'password') return { name, mech, proof: bytes(a[2], 'bankLogin.proof', 1, BANK_PROOF_MAX), ids };
   // The person layer's own parser (§17 person-proof): a 64-byte signature, or 6..8 digits.
   const p = parsePersonProof([mech, a[2] as CborValue]);
-  return p.mech === 'otp' ? { name, mech: 'otp', proof: p.code, ids } : { name, mech: 'fingerprint', proof: p.signature, ids };
+  return p.mech === 'otp' ? { name, mech: 'otp', proof: p.code, password: bytes(a[4], 'bankLogin.password', 1, BANK_PROOF_MAX), ids } : { name, mech: 'fingerprint', proof: p.signature, ids };
 }
 /** How the bank found the binding: 1 directly by the first identifier (S4.3), 2 through the operator's second identifier (S4.4). */
 export type BankMode = 1 | 2;
@@ -204,7 +211,7 @@ export function parseBankRefused(v: CborValue): BankRefused {
 export const BankMessages = {
   bankRegister: { type: MsgType.bankRegister, encode: (r) => enrolBody(r, true), decode: (b) => parseEnrol(b, 'bankRegister', true) } satisfies MessageCodec<BankEnrol>,
   bankRebind: { type: MsgType.bankRebind, encode: (r) => enrolBody(r, false), decode: (b) => parseEnrol(b, 'bankRebind', false) } satisfies MessageCodec<BankEnrol>,
-  bankLogin: { type: MsgType.bankLogin, encode: (l) => [l.name, l.mech, l.proof, lineIdsBody(l.ids)], decode: parseBankLogin } satisfies MessageCodec<BankLogin>,
+  bankLogin: { type: MsgType.bankLogin, encode: (l) => (l.mech === 'otp' ? [l.name, l.mech, l.proof, lineIdsBody(l.ids), l.password] : [l.name, l.mech, l.proof, lineIdsBody(l.ids)]), decode: parseBankLogin } satisfies MessageCodec<BankLogin>,
   bankRegistered: { type: MsgType.bankRegistered, encode: registeredBody, decode: parseBankRegistered } satisfies MessageCodec<BankRegistered>,
   bankPage: {
     type: MsgType.bankPage,

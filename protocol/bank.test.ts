@@ -76,7 +76,7 @@ test('a fingerprint login: the prover gets this session\'s channel binding, the 
   assert.equal(c.receive(ans.send[0]!).done, { kind: 'ok', confirmed: true, then: { kind: 'refused', code: 'PERSON_PROOF_FAILED', reason: 'no' } });
 
   let otpBinding: Uint8Array | null | undefined;
-  const o = loggedIn(new BankClient({ kind: 'prove', name: 'alice', mech: 'otp', ids: sim, prove: (b) => ((otpBinding = b), { ok: true, proof: { mech: 'otp', code: '123456' } }) }));
+  const o = loggedIn(new BankClient({ kind: 'prove', name: 'alice', mech: 'otp', ids: sim, password: 'alice-password-1', prove: (b) => ((otpBinding = b), { ok: true, proof: { mech: 'otp', code: '123456' } }) }));
   assert.is(otpBinding, null);
   const oe = o.bs.receive(decodeEnvelope(o.request[0]!));
   assert.ok(oe.event?.kind === 'login' && oe.event.req.mech === 'otp' && oe.event.req.proof === '123456' && oe.event.binding === null);
@@ -167,10 +167,12 @@ const cases: Case[] = [
     ],
   },
   {
-    name: 'bankLogin(otp)', parse: parseBankLogin, valid: ['alice', 'otp', '123456', simBody],
+    // Password-verification (S3.3): the code and the person's password (the fifth item).
+    name: 'bankLogin(otp)', parse: parseBankLogin, valid: ['alice', 'otp', '123456', simBody, new Uint8Array(8)],
     fields: [
       { i: 1, ok: ['otp'], bad: ['password', 'fingerprint', 'OTP'] },
       { i: 2, ok: ['000000', '1234567', '12345678'], bad: ['12345', '123456789', '12345a', ' 123456', '１２３４５６', new Uint8Array(6)] },
+      { i: 4, ok: [new Uint8Array(1), new Uint8Array(256)], bad: [new Uint8Array(0), new Uint8Array(257), 'password-as-text'] },
     ],
   },
   {
@@ -228,6 +230,7 @@ test('hostile inputs: every field of every bank message, fed every type and its 
         const got = outcome(() => c.parse(c.valid.map((x, i) => (i === f.i ? v : x))));
         if (c.name === 'bankRegister' && f.i === 1 && typeof v === 'string' && v.length > 0 && v.length <= 256 && new TextEncoder().encode(v).length <= 256) continue;
         if (c.name === 'bankLogin' && f.i === 2 && v instanceof Uint8Array && v.length >= 1 && v.length <= 256) continue;
+        if (c.name === 'bankLogin(otp)' && f.i === 4 && v instanceof Uint8Array && v.length >= 1 && v.length <= 256) continue;
         if (c.name === 'bankRegister+fpKey' && f.i === 1 && typeof v === 'string' && v.length > 0 && new TextEncoder().encode(v).length <= 256) continue;
         if (c.name === 'bankRegistered' && f.i === 2 && typeof v === 'number' && Number.isInteger(v) && v >= 0) continue;
         if (c.name === 'bankPage' && f.i === 5 && typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 86_400) continue;

@@ -43,7 +43,8 @@ export type BankRequest =
   | ({ kind: 'register' } & BankEnrol)
   | ({ kind: 'rebind' } & BankEnrol)
   | ({ kind: 'login' } & BankLogin)
-  | { kind: 'prove'; name: string; mech: 'otp' | 'fingerprint'; ids: LineIds; prove(binding: Uint8Array | null): ProverResult };
+  /** `password`: the person's, sent with a one-time code (password-verification, S3.3); none with a fingerprint. */
+  | { kind: 'prove'; name: string; mech: 'otp' | 'fingerprint'; ids: LineIds; password?: string; prove(binding: Uint8Array | null): ProverResult };
 
 /** How the bank step ended for the phone. */
 export type BankOutcome =
@@ -74,7 +75,8 @@ export class BankClient implements ChannelClient<BankOutcome> {
         this.#state = 'done';
         return { send: [], done: { kind: 'no-proof', code: p.code, reason: p.detail } };
       }
-      const l: BankLogin = p.proof.mech === 'otp' ? { name: r.name, mech: 'otp', proof: p.proof.code, ids: r.ids } : { name: r.name, mech: 'fingerprint', proof: p.proof.signature, ids: r.ids };
+      if (p.proof.mech === 'otp' && !r.password) throw new ImplementationError('EXCHANGE_STATE', 'a one-time code login needs the person\'s password too');
+      const l: BankLogin = p.proof.mech === 'otp' ? { name: r.name, mech: 'otp', proof: p.proof.code, password: new TextEncoder().encode(r.password), ids: r.ids } : { name: r.name, mech: 'fingerprint', proof: p.proof.signature, ids: r.ids };
       if (l.mech !== r.mech) throw new ImplementationError('EXCHANGE_STATE', `the prover made a ${l.mech} proof for a ${r.mech} login`);
       return { send: [ch.seal(M.bankLogin.type, M.bankLogin.encode(l))] };
     }

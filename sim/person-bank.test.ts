@@ -9,6 +9,7 @@
 // its floor above it refuses it. And S3.1 end to end: once the policy server's table says the
 // password is the most attacked, the provisioned phone logs in with the code or the finger.
 import { test } from 'uvu';
+import { STORY_PASSWORD } from './bank-scenarios.ts';
 import * as assert from 'uvu/assert';
 import { startWorld, TraceHost, fingerOf, type World } from './world.ts';
 import { makeTempDir, removeTempDir } from './lifetime.ts';
@@ -124,7 +125,10 @@ test("one-time code: the registration imports the site's seed into the chip; a l
     const c = p.se.otpCode(p.server);
     assert.ok(c.ok);
     const code = c.ok ? c.value : '';
-    const prove = (proof: string): BankRequest => ({ kind: 'login', name: 'olga', mech: 'otp', proof, ids: p.line });
+    const prove = (proof: string, password = STORY_PASSWORD): BankRequest => ({ kind: 'login', name: 'olga', mech: 'otp', proof, password: new TextEncoder().encode(password), ids: p.line });
+    // Password-verification (S3.3): the code without the person's password is worth nothing to
+    // the host that holds the phone; it is not used up either.
+    assert.is(answer(await hostile(w, p, prove(code, 'a-guessed-password-1'))), 'PERSON_PROOF_FAILED');
     assert.is(answer(await hostile(w, p, prove(code))), 'page');
     assert.is(answer(await hostile(w, p, prove(code))), 'PERSON_OTP_REPLAYED');
     const wrong = code.split('').map((d, i) => (i === 0 ? String((Number(d) + 5) % 10) : d)).join('');

@@ -262,7 +262,7 @@ function messageVectors() {
     ['bankRegistered', MsgType.bankRegistered, BankMessages.bankRegistered.encode({ account: '620000000000123', mode: 1, boundAt: 1_764_460_800_000 })],
     ['bankRegistered person', MsgType.bankRegistered, BankMessages.bankRegistered.encode({ account: '620000000000123', mode: 1, boundAt: 1_764_460_800_000, otpSeed: b('wrapped otp seed', 85), fpKept: true })],
     ['bankLogin', MsgType.bankLogin, BankMessages.bankLogin.encode({ name: 'alice', mech: 'password', proof: new TextEncoder().encode('correct horse battery'), ids: VECTOR_SIM })],
-    ['bankLogin otp', MsgType.bankLogin, BankMessages.bankLogin.encode({ name: 'alice', mech: 'otp', proof: '287082', ids: VECTOR_SIM })],
+    ['bankLogin otp', MsgType.bankLogin, BankMessages.bankLogin.encode({ name: 'alice', mech: 'otp', proof: '287082', password: new TextEncoder().encode('correct horse battery'), ids: VECTOR_SIM })],
     ['bankLogin fingerprint', MsgType.bankLogin, BankMessages.bankLogin.encode({ name: 'alice', mech: 'fingerprint', proof: b('fp signature', 64), ids: VECTOR_SIM })],
     ['bankPage', MsgType.bankPage, BankMessages.bankPage.encode({
       account: '***********0123', mode: 2, binding: { ids: VECTOR_SIM, boundAt: 1_764_460_800_000 },
