@@ -3,6 +3,7 @@
 // invalid-card answer, SIM swap and re-binding, cloned identifiers, the operator down (bounded,
 // coded), the per-account mode, the account page over HTTP, and the verifier's cost: unknown
 // name vs wrong password, and OWASP's real parameters once.
+import { retryClass } from '../protocol/errors.ts';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
@@ -211,6 +212,19 @@ test('the account page over HTTP: escaped, for a valid token only (forged 404, e
   now.t = T0 + 61_000;
   assert.is((await get(`/bank/page/${token}`)).status, 401);
   await closeServer(srv);
+});
+
+test('a flood of password checks: at most 2 run and 8 wait; more are refused at once with BANK_BUSY (retry later), not queued without bound; the bank answers again once they drain', async () => {
+  const busy = new Bank({ store, hasher: new PasswordHasher(FAST, 2, 8), mode: 1, log: createLogger('biz-test'), now: () => f.clock.t });
+  const answers = await Promise.all(Array.from({ length: 30 }, () => busy.login(dev('dev-a'), { name: 'alice', mech: 'password', proof: te.encode('not-it-' + Math.random()), ids: sim(10) })));
+  const codes = answers.map(code);
+  // Of the 30, at most 2 + 8 were checked (the hasher's own dummy verifier may hold a place); the rest refused at once.
+  const checked = codes.filter((c) => c === 'BANK_BAD_CREDENTIALS').length;
+  assert.ok(checked >= 1 && checked <= 10, codes.join(' '));
+  assert.is(codes.filter((c) => c === 'BANK_BUSY').length, 30 - checked, codes.join(' '));
+  assert.is(retryClass('BANK_BUSY'), 'later');
+  const after = await busy.login(dev('dev-a'), { name: 'alice', mech: 'password', proof: te.encode(PW), ids: sim(10) });
+  assert.is(after.kind, 'page', code(after));
 });
 
 test('timing: an unknown name costs what a wrong password costs (the dummy verifier)', async () => {

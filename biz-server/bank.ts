@@ -27,7 +27,7 @@ import { ImplementationError } from '../protocol/errors.ts';
 import { OperatorError, type OperatorClient } from '../server-kit/operator-client.ts';
 import type { Logger } from '../server-kit/log.ts';
 import type { BankAccount, BankStore, Binding, LineId, OtpSeed } from './bank-store.ts';
-import { weakPassword, type PasswordHasher } from './password-verifier.ts';
+import { weakPassword, type PasswordHasher, HasherBusy } from './password-verifier.ts';
 import { verifyTotp, type TotpOptions } from './person/totp.ts';
 import { verifyFingerprint, verifyFingerprintKey } from './person/fingerprint.ts';
 
@@ -348,6 +348,10 @@ export class Bank {
     try {
       return await f();
     } catch (e) {
+      if (e instanceof HasherBusy) {
+        this.#o.log.warn('bank busy', { request: what, device: deviceUser });
+        return { kind: 'refused', code: 'BANK_BUSY', reason: 'too many password checks at once: try again later' };
+      }
       if (!(e instanceof Refusal)) throw e;
       this.#o.log.info('bank refused', { request: what, code: e.code, device: deviceUser });
       return { kind: 'refused', code: e.code, reason: e.reason };

@@ -49,13 +49,24 @@ const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64').replace(/=+$/, 
  * Hashes and verifies passwords with one parameter set; at most `concurrency` hashes run at
  * once (each holds 128 * N * r bytes: two at OWASP's parameters are 256 MiB), the rest wait.
  */
+/** More hashes asked for than may wait (PasswordHasher maxWaiting): the bank answers BANK_BUSY (retry later). */
+export class HasherBusy extends Error {
+  override readonly name = 'HasherBusy';
+}
+
 export class PasswordHasher {
   readonly params: ScryptParams;
   #dummy: Promise<string>;
   #running = 0;
   readonly #waiting: (() => void)[] = [];
 
-  constructor(params: ScryptParams = OWASP_SCRYPT, private readonly concurrency = 2) {
+  /**
+   * @param maxWaiting hashes that may wait for a turn; one more is refused at once (HasherBusy)
+   *   rather than queued without bound (found by review: 60 parallel logins from one device
+   *   timed out 45 and left their work queued). Default 8: at ~2 s a hash and 2 at a time, the
+   *   last one waits ~8 s, inside a session's step timeout.
+   */
+  constructor(params: ScryptParams = OWASP_SCRYPT, private readonly concurrency = 2, private readonly maxWaiting = 8) {
     if (!checkParams(params)) throw new ImplementationError('BANK_BAD_SCRYPT', `scrypt parameters ${JSON.stringify(params)} outside ${JSON.stringify(BOUNDS)}`);
     this.params = { ...params };
     // Made once, from a password nobody knows.
@@ -94,7 +105,10 @@ export class PasswordHasher {
   }
 
   async #run<T>(f: () => Promise<T>): Promise<T> {
-    if (this.#running >= this.concurrency) await new Promise<void>((r) => this.#waiting.push(r));
+    if (this.#running >= this.concurrency) {
+      if (this.#waiting.length >= this.maxWaiting) throw new HasherBusy(`${this.#waiting.length} password checks already wait`);
+      await new Promise<void>((r) => this.#waiting.push(r));
+    }
     this.#running++;
     try {
       return await f();

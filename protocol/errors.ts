@@ -131,6 +131,7 @@ export const ERRORS = {
   BANK_MECH_BELOW_FLOOR: never(C.policy),
   BANK_MECH_MISMATCH: never(C.policy),
   BANK_OPERATOR_UNAVAILABLE: later(C.tryAgainLater),
+  BANK_BUSY: later(C.tryAgainLater),
   // Gateway <-> server links (server-kit/link.ts)
   LINK_BAD_FRAME: never(C.policy),
   LINK_AUTH_FAILED: never(C.policy),
