@@ -10,6 +10,7 @@
 // back either. The initial table serves only a phone that never had a signed one: once it
 // had, an expired table means "no valid table" (the strongest mechanism), not the initial
 // one, or blocking updates until expiry would bring back the all-zero, random choice.
+import { equalBytes } from '@noble/ciphers/utils.js';
 import { verifyTable, chooseMechanism, strongest, MECH_STRENGTH, type AttackTable, type TableRefusal } from '../protocol/attack-table.ts';
 import type { Mechanism } from '../protocol/messages.ts';
 import type { Rng } from './hal/hal.ts';
@@ -26,6 +27,8 @@ export interface PolicyConfig {
 /** What UPMon did with a credential reply's table. */
 export type TableVerdict =
   | { kind: 'none' }
+  /** The very table the phone holds, again (every registration hands on the latest): nothing to do. */
+  | { kind: 'held' }
   | { kind: 'accepted'; table: AttackTable }
   | { kind: 'refused'; code: TableRefusal; reason: string };
 
@@ -44,6 +47,7 @@ function heldVersion(held: Uint8Array | null, key: Uint8Array): number | null {
  */
 export function acceptTable(held: Uint8Array | null, incoming: Uint8Array | undefined, cfg: PolicyConfig, nowEpochMs: number): { keep: Uint8Array | null; verdict: TableVerdict } {
   if (!incoming) return { keep: held, verdict: { kind: 'none' } };
+  if (held && equalBytes(held, incoming)) return { keep: held, verdict: { kind: 'held' } };
   if (!cfg.key) return { keep: held, verdict: { kind: 'refused', code: 'TABLE_BAD_SIGNATURE', reason: 'this phone has no policy server key: no table can be trusted' } };
   const r = verifyTable(incoming, cfg.key, nowEpochMs, heldVersion(held, cfg.key));
   if (!r.ok) return { keep: held, verdict: { kind: 'refused', code: r.code, reason: r.reason } };

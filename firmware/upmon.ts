@@ -149,6 +149,7 @@ export class Upmon {
     // than the one held and not expired; otherwise the held one stays (against downgrade).
     const t = acceptTable(held?.table ?? null, cred.table, this.cfg.policy, dev.clock.epochMs());
     if (t.verdict.kind === 'accepted') dev.trace('S3.11', 'attack table', `table v${t.verdict.table.version} from the policy server accepted (${t.verdict.table.sites.length} site(s))`);
+    else if (t.verdict.kind === 'held') dev.trace('S3.11', 'attack table', 'the table it holds, unchanged');
     else if (t.verdict.kind === 'refused') dev.trace('S3.11', 'attack table', `refused (${t.verdict.code}: ${t.verdict.reason}); the held table stays`, false);
     const saved = dev.storage.saveLogin(mergeCredReply(held, cred, t.keep));
     const login = saved.ok ? loadSaved(dev.storage) : saved;
