@@ -31,7 +31,7 @@ export const OPTIONS = {
 } as const;
 
 /** Where the suite listens for the device by default (a device built for one URL keeps working across runs). */
-export const DEFAULT_LISTEN = '127.0.0.1:7450';
+export const DEFAULT_LISTEN = '127.0.0.1:7460';
 
 const HELP = `usage: usbphone conformance --target URL DEVICE [--reg-dest NAME] [--step-timeout MS] [--policy-key HEX] [common options]
        usbphone conformance --device CMD DEVICE [--listen HOST:PORT] [common options]

@@ -94,7 +94,7 @@ function humanPorts(ports: Record<string, RolePorts | number>): string[] {
 }
 
 export const command: Command = {
-  summary: 'run the gateway, registration, business and operator servers',
+  summary: 'run the gateway, registration, business (bank), operator and policy servers',
   async run(argv) {
     let json = false;
     let role = '';

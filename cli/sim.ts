@@ -1,6 +1,6 @@
 // `usbphone sim`: boots virtual phones against the servers. Without options, one phone,
 // verbosely (what `make sim` runs), against servers it starts, or with --gateway against a
-// stack that already runs (`make serve`); --scenario runs an S0 story; --devices runs a
+// stack that already runs (`make serve`); --scenario runs a story (S0, S3, S4); --devices runs a
 // fleet; --deterministic runs a story on the simulated HAL (virtual clock, seeded rng).
 // Whatever way it ends (signal, closed pipe, error), it leaves no server process and no
 // temporary state behind (sim/lifetime.ts).
@@ -12,7 +12,9 @@ import { parseOptions, intOption, refuseOptions, type Parsed } from './args.ts';
 import { formatTrace } from '../sim/trace.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { makeTempDir, removeTempDir, exitOnSignals, quietOnClosedPipe } from '../sim/lifetime.ts';
-import { BASE_PORT_SPAN, DEFAULT_GATEWAY_PORT } from '../deploy/config.ts';
+import { BASE_PORT_SPAN, DEFAULT_GATEWAY_PORT, BANK_PAGE_PORT_OFFSET, portsForBase } from '../deploy/config.ts';
+import type { DeviceOutcome } from '../firmware/device.ts';
+import { PAGE_PATH } from '../biz-server/bank-page.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
 import type { StackHandle } from '../sim/world.ts';
 import type { Stack } from '../deploy/stack.ts';
@@ -56,7 +58,7 @@ Boots virtual USB phones against the gateway, registration and business servers 
 loopback, and shows them log in with nobody typing a password.
 
   (no options)            one phone, step by step (make sim): starts the servers
-                          (gateway on 127.0.0.1:7400, the others on 7410..7442), keeping
+                          (gateway on 127.0.0.1:7400, the others on 7410..7450), keeping
                           their SQLite files and keys and the phone's flash image, fuses and
                           enrollment record in --state; a second run is a second boot
   --gateway URL           one phone (or a fleet with --devices) plugged into servers that
@@ -67,7 +69,7 @@ loopback, and shows them log in with nobody typing a password.
                           device command of 'usbphone conformance --device'): --state holds
                           only the phone and its master.key (made if missing); nothing is
                           enrolled; the phone's enrollment record is --state/phone.enrollment.json
-  --scenario NAME|all     an S0 story, in a fresh temporary state: {SCENARIOS}
+  --scenario NAME|all     a story (S0, S3, S4), in a fresh temporary state: {SCENARIOS}
   --out DIR               with --scenario: where a story writes what a person looks at
                           (attack-shifts-mechanism: its per-period rates and choices as
                           attack-shifts-mechanism.csv and an SVG chart; default tmp/scenarios)
@@ -371,6 +373,18 @@ export const command: Command = {
         trace(e);
         if (e.feature === 'S0.11' && held.length) for (const h of held.splice(0)) trace(h);
       };
+      // The account page's address for a login's token: the in-process bank's, or, with --gateway,
+      // the page port of 'serve all' (the business server's device port + BANK_PAGE_PORT_OFFSET).
+      const pageLink = (o: DeviceOutcome): string | null => {
+        if (!o.ok || o.bank?.kind !== 'page') return null;
+        const token = Buffer.from(o.bank.token).toString('base64url');
+        const own = stack && 'biz' in stack ? (stack as Stack).biz(o.server)?.bank?.pageUrl : undefined;
+        if (own) return `${own}${token} (valid ${o.bank.ttlS} s)`;
+        if (!gateway) return null;
+        const u = new URL(gateway);
+        const dev = portsForBase(Number(u.port))[o.server]?.device;
+        return dev ? `http://${u.hostname}:${dev + BANK_PAGE_PORT_OFFSET}${PAGE_PATH}${token} (valid ${o.bank.ttlS} s; the 'serve all' layout)` : null;
+      };
       const onStack = (s: StackHandle) => {
         stack = s;
         // The operator's store is opened only for a phone with a card (nothing to tell otherwise).
@@ -385,8 +399,10 @@ export const command: Command = {
       };
       // --watch: after the phone's run the servers stay up until a signal, which then ends the run normally.
       const hold = a.watch
-        ? () => {
+        ? (o: DeviceOutcome) => {
             removeSignals();
+            const link = pageLink(o);
+            if (link) out(`account page: ${link}`);
             out("the phone's run is over; the servers and the live page stay up: Ctrl-C stops them");
             return new Promise<void>((resolve) => {
               for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(sig, () => resolve());
@@ -406,6 +422,11 @@ export const command: Command = {
         } else out('saved login: none');
         const bank = o.ok ? o.bank : undefined;
         if (person) out(bankLine(bank, a.bank as string));
+        // The account page in a browser (S4.8), for the token of this login, while the servers run.
+        if (person && bank?.kind === 'page' && gateway) {
+          const link = pageLink(o);
+          if (link) out(`account page: ${link}`);
+        } else if (person && bank?.kind === 'page' && !a.watch) out("account page: the servers stopped with the run; 'usbphone sim --watch' keeps them up and prints its address");
         if (o.ok) out(`run the same command again for a second boot (a password change, S0.14); 'make clean' (or deleting ${state}) starts over`);
         else if (phoneOnly) out(`do the servers at ${gateway} know this phone (its enrollment record is in ${state})? the trace above says where the login stopped`);
         else if (gateway) out(`is ${state} the state directory of the servers at ${gateway}? the trace above says where the login stopped`);

@@ -67,7 +67,7 @@ export interface SingleOptions {
   onStack?: (s: StackHandle) => void;
   stack?: Partial<StackOptions>;
   /** Awaited after the phone's run, before the servers stop (`usbphone sim --watch`: the live page stays up). */
-  hold?: () => Promise<void>;
+  hold?: (outcome: DeviceOutcome) => Promise<void>;
   /** The device (S0.15; default 'usb'): 'mobile' gets a SIM card of its own, 'atm' is a bank card in an ATM. */
   profile?: ProfileName;
   /** The card in the phone's SIM slot (sim/single-sim.ts; `usbphone sim --sim-card`, `--iccid`): default none, a mobile phone's own card 1. Not on an ATM card. */
@@ -119,7 +119,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       const s: Stack = await startStack({ ...o.stack, stateDir: o.stateDir, gatewayPort: o.gatewayPort ?? 7400 });
       stack = s;
       o.onStack?.(s);
-      say(`servers up: gateway ${s.gatewayUrl} -> reg-primary, reg-backup, ${s.dests.biz.join(', ')} (state directory ${o.stateDir}/, server logs in ${logFile})`);
+      say(`servers up: gateway ${s.gatewayUrl} -> reg-primary, reg-backup, ${s.dests.biz.join(', ')}; operator ${s.operatorUrl}, policy ${s.policy.adminUrl} (state directory ${o.stateDir}/, server logs in ${logFile})`);
     }
 
     const profile = o.profile ?? 'usb';
@@ -238,7 +238,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
     // What this run left in the image: a later run notices when something else rewrote it.
     const record = JSON.parse(readFileSync(f.record, 'utf8')) as Record<string, unknown>;
     writeFileSync(f.record, JSON.stringify({ ...record, imageSha256AfterRun: sha256(readFileSync(f.image)) }, null, 2) + '\n');
-    await o.hold?.();
+    await o.hold?.(outcome);
     return { outcome, saved, imagePath: f.image, rebuilt: !reuse };
   } finally {
     await stack?.stop();
