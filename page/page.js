@@ -13,7 +13,12 @@ const MAX_ROWS = 40;
  * server it hands tables to, the operator beside the bank that asks it (fewest crossings).
  */
 const LIFELINES = ['phone', 'gateway', 'policy', 'registration', 'business', 'operator'];
-/** The diagram's width (px): six lifelines 196 px apart fit a 1280 px wide window. */
+/**
+ * Where each lifeline stands (px) in a diagram 1200 px wide (it fits a 1280 px window): the
+ * phone and the gateway close (a relayed arrow's label sits in the middle of its whole span),
+ * the widest gap for the bank's operator calls, whose CAMARA names are long.
+ */
+const LIFELINE_X = { phone: 100, gateway: 250, policy: 420, registration: 600, business: 800, operator: 1075 };
 const DIAGRAM_W = 1200;
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -191,7 +196,7 @@ function drawTrace() {
   if (!state.watching) return;
   const items = state.trace.slice(-MAX_ROWS);
   const W = DIAGRAM_W;
-  const col = (name) => 110 + LIFELINES.indexOf(name) * 196;
+  const col = (name) => LIFELINE_X[name];
   const rowH = 30;
   const top = 50;
   const H = top + Math.max(1, items.length) * rowH + 20;
