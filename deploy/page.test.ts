@@ -226,11 +226,7 @@ test('issue 17: a mode-2 bank login: the diagram shows the bank asking the opera
     const fit = await page.locator('#diagram').evaluate((d) => [(d as unknown as { scrollWidth: number }).scrollWidth, (d as unknown as { clientWidth: number }).clientWidth]);
     assert.ok(fit[0]! <= fit[1]!, `the diagram scrolls: ${fit}`);
     await page.locator('#trace-view').screenshot({ path: join(artefacts, 'bank.png') });
-    if (process.env.UPDATE_SCREENSHOT === '1') {
-      await page.locator('#trace-view').scrollIntoViewIfNeeded();
-      await page.evaluate(() => (globalThis as unknown as { scrollTo(x: number, y: number): void }).scrollTo(0, 0));
-      await page.screenshot({ path: join(root, 'docs', 'page.png'), fullPage: false });
-    }
+    if (process.env.UPDATE_SCREENSHOT === '1') await page.locator('#trace-view').screenshot({ path: join(root, 'docs', 'page.png') });
 
     // The operator suspends the card: its invalid answer and the bank's notice, red and marked.
     w.stack.operator()!.store.setCardStatus(card.iccid, 'suspended');
