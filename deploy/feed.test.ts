@@ -290,7 +290,7 @@ test('the page routes: its files with a strict content policy, uPlot from node_m
 type Item = { kind: string; from?: string; to?: string; op?: string; type?: string; feature?: string; answer?: string; code?: string; refused?: boolean };
 const itemsOf = (msgs: FeedMessage[], phone: string): Item[] => msgs.filter((m) => m.kind === 'trace' && m.phone === phone).map((m) => m.item as Item);
 
-test('issue 17: the hub draws a bank\'s operator calls and the attack table in the diagram of the phone they were for; hostile values are projected or dropped', () => {
+test("issue 17: the hub draws a bank's operator calls and the attack table in the diagram of the phone they were for; hostile values are projected or dropped", () => {
   const hub = new FeedHub({ servers: ['gateway'], health: fakeHealth, tickMs: 60_000 });
   try {
     const got: FeedMessage[] = [];
