@@ -11,7 +11,7 @@ import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { SqliteBizStore } from './store.ts';
 import { BankStore } from './bank-store.ts';
-import { Bank, newAccountNumber } from './bank.ts';
+import { Bank, newAccountNumber, type OperatorCallEvent } from './bank.ts';
 import { PasswordHasher, OWASP_SCRYPT, weakPassword } from './password-verifier.ts';
 import { bankPageHandler, esc } from './bank-page.ts';
 import { OperatorClient } from '../server-kit/operator-client.ts';
@@ -178,6 +178,36 @@ test('operator down: mode 2 answers BANK_OPERATOR_UNAVAILABLE (retry later) with
   slow.close();
   hang.closeAllConnections();
   await closeServer(hang);
+});
+
+test('onOperatorCall (the live page): each call told as asked and answered, with the session address and verdicts, never an identifier; a failure is told with its code; a listener that throws changes no answer', async () => {
+  const told: OperatorCallEvent[] = [];
+  const now = () => f.clock.t;
+  const b = new Bank({ store, hasher, mode: 2, operator: op, log: createLogger('biz-test'), now, onOperatorCall: (e) => void told.push(e) });
+  f.server.store.createSubscription('+447700900041', card(41), T0 - 10 * HOUR);
+  const who = { ...dev('dev-w'), ip: '127.1.0.41' };
+  assert.is(code(await b.register(who, { name: 'walt', password: PW, ids: sim(41) })), 'registered');
+  assert.is(code(await b.login(who, { name: 'walt', mech: 'password', proof: te.encode(PW), ids: sim(41) })), 'page');
+  const strip = (e: OperatorCallEvent) => ({ ...e, ms: e.ms === undefined ? undefined : 'ms' });
+  const answers = told.filter((e) => e.phase === 'answer').map(strip);
+  assert.equal(told.filter((e) => e.phase === 'ask').map((e) => e.op).sort(), ['check-validity', 'check-validity', 'retrieve-date', 'retrieve-phone-number', 'retrieve-phone-number']);
+  assert.ok(told.every((e) => e.deviceUser === 'dev-w' && e.ip === '127.1.0.41'));
+  assert.ok(answers.some((e) => e.op === 'check-validity' && e.feature === 'S4.6' && e.answer === 'valid'), JSON.stringify(answers));
+  assert.ok(answers.some((e) => e.op === 'retrieve-phone-number' && e.feature === 'S4.4' && e.answer === 'number' && e.tail === '0041'));
+  assert.ok(answers.some((e) => e.op === 'retrieve-date' && e.answer === 'none since binding'));
+  const text = JSON.stringify(told);
+  for (const id of [card(41).iccid, card(41).imsi, '447700900041', PW]) assert.not.ok(text.includes(id), 'no identifier or password told');
+  // An invalid card (card 4 is suspended in the fixture) and an operator that is not there.
+  told.length = 0;
+  assert.is(code(await b.register(who, { name: 'wes', password: PW, ids: sim(4) })), 'BANK_CARD_INVALID');
+  assert.ok(told.some((e) => e.op === 'check-validity' && e.answer === 'invalid' && e.code === 'CARD_SUSPENDED'), JSON.stringify(told));
+  told.length = 0;
+  const gone = new Bank({ store, hasher, mode: 2, operator: new OperatorClient({ url: 'https://127.0.0.1:1', ca: f.tls.caPem, clientId: 'bank', clientSecret: 'x' }), log: createLogger('biz-test'), now, onOperatorCall: (e) => void told.push(e) });
+  assert.is(code(await gone.register(who, { name: 'wes', password: PW, ids: sim(41) })), 'BANK_OPERATOR_UNAVAILABLE');
+  assert.ok(told.some((e) => e.phase === 'answer' && e.answer === 'failed' && e.code === 'OPERATOR_UNREACHABLE'), JSON.stringify(told));
+  // A listener that throws: the request goes on as if nobody listened.
+  const rude = new Bank({ store, hasher, mode: 2, operator: op, log: createLogger('biz-test'), now, onOperatorCall: () => { throw new Error('watcher down'); } });
+  assert.is(code(await rude.login(who, { name: 'walt', mech: 'password', proof: te.encode(PW), ids: sim(41) })), 'page');
 });
 
 test('the account page over HTTP: escaped, for a valid token only (forged 404, expired 401, other paths 404, POST 405)', async () => {

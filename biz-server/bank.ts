@@ -34,6 +34,34 @@ import { verifyFingerprint, verifyFingerprintKey } from './person/fingerprint.ts
 /** What the bank asks the operator (server-kit/operator-client.ts OperatorClient). */
 export type OperatorApi = Pick<OperatorClient, 'checkValidity' | 'phoneNumberOf' | 'retrieveSimSwapDate'>;
 
+/** The CAMARA operations the bank calls, by their path's last segment (server-kit/operator-api.ts OperatorPaths). */
+export type OperatorOp = 'check-validity' | 'retrieve-phone-number' | 'retrieve-date';
+
+/**
+ * One operator call of a bank request, as whoever watches the bank is told of it (the live
+ * page, issue 17): 'ask' when the call starts, 'answer' when it settles. Names, verdicts and
+ * codes only: never an identifier beyond the last 4 digits of the number the operator gave.
+ *   answer   'valid' | 'invalid' (check-validity), 'number' (retrieve-phone-number),
+ *            'no change' | 'changed after binding' | 'none since binding' (retrieve-date),
+ *            'failed' (any error: `code` says which, an OperatorError code or OPERATOR_FAILED)
+ *   code     the InvalidReason of an invalid card, or the failure's code
+ *   tail     retrieve-phone-number: the number's last 4 digits
+ *   ms       answer: how long the call took
+ */
+export interface OperatorCallEvent {
+  phase: 'ask' | 'answer';
+  op: OperatorOp;
+  /** S4.6 the validity check, S4.4 the lookup and the SIM-swap date (docs/features.md). */
+  feature: 'S4.4' | 'S4.6';
+  /** The device user whose request made the call, and the address its session was observed at (when known). */
+  deviceUser: string;
+  ip?: string;
+  answer?: 'valid' | 'invalid' | 'number' | 'no change' | 'changed after binding' | 'none since binding' | 'failed';
+  code?: string;
+  tail?: string;
+  ms?: number;
+}
+
 export interface BankOptions {
   store: BankStore;
   hasher: PasswordHasher;
@@ -57,6 +85,8 @@ export interface BankOptions {
   totp?: TotpParams;
   /** Accepted skew, in steps either side (default 1, RFC 6238 §5.2). */
   totpSkew?: TotpOptions['skew'];
+  /** Told of each operator call a request makes, as it starts and as it settles (the live page); must not throw. */
+  onOperatorCall?: (e: OperatorCallEvent) => void;
 }
 
 /**
@@ -69,6 +99,8 @@ export interface BankOptions {
 export interface BankCaller {
   deviceUser: string;
   mech: Mechanism;
+  /** The address the session was observed at (what onOperatorCall events carry); optional. */
+  ip?: string;
   loginKey(): Uint8Array | null;
 }
 
@@ -158,7 +190,7 @@ export class Bank {
       const s = this.#o.store;
       if (s.accountByName(req.name)) refuse('BANK_NAME_TAKEN', 'this login name is taken');
       const mode = req.ids.idKind === 'card' ? 1 : this.#o.mode;
-      const ids = await this.#idsToBind(req.ids, mode);
+      const ids = await this.#idsToBind(who, req.ids, mode);
       if (ids.some((i) => s.binding(i))) refuse('BANK_ID_BOUND', 'this line is already bound to an account');
       const verifier = await this.#o.hasher.hash(req.password);
       const now = this.#now();
@@ -240,7 +272,7 @@ export class Bank {
         // or an account not provisioned here), alongside the line's lookup, so neither the
         // answer's code nor its time says which names exist. Both settle before any verdict: a
         // refusal of the line does not cut the scrypt short.
-        const [pv, fb] = await Promise.allSettled([this.#verifyPerson(req, account, binding), this.#findBinding(req.ids)]);
+        const [pv, fb] = await Promise.allSettled([this.#verifyPerson(req, account, binding), this.#findBinding(who, req.ids)]);
         if (fb.status === 'rejected') throw fb.reason;
         if (pv.status === 'rejected') throw pv.reason;
         const v = pv.value;
@@ -256,7 +288,7 @@ export class Bank {
           const code = account && account.accountNo === bound.accountNo && !v.ok ? v.code : 'PERSON_PROOF_FAILED';
           refuse(code, code === 'PERSON_OTP_REPLAYED' ? 'this one-time code was used already' : code === 'PERSON_OTP_SKEW' ? "the one-time code is not of the site's current time: the phone's clock is off" : `login name or ${req.mech === 'otp' ? 'one-time code' : 'fingerprint'} is wrong`);
         }
-        if (mode === 2) await this.#checkSwap(found.number!, bound.boundAt);
+        if (mode === 2) await this.#checkSwap(who, found.number!, bound.boundAt);
         const now = this.#now();
         // The code's step is used up in the same transaction that lets the login through (RFC 6238 §5.2).
         const step = v.ok && v.step !== null ? { site: this.#site, step: v.step } : null;
@@ -322,7 +354,7 @@ export class Bank {
       if (old.some((b) => b.deviceUser !== deviceUser)) refuse('BANK_DEVICE_MISMATCH', 'only the device that holds the binding may re-bind it');
       if (!pwOk || !account) refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
       const mode = req.ids.idKind === 'card' ? 1 : (account!.mode ?? this.#o.mode);
-      const ids = await this.#idsToBind(req.ids, mode);
+      const ids = await this.#idsToBind(who, req.ids, mode);
       const now = this.#now();
       if (s.rebind(account!.accountNo, ids, deviceUser, now) === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to another account');
       this.#o.log.info('bank binding moved', { account: maskAccount(account!.accountNo), device: deviceUser, mode });
@@ -363,7 +395,7 @@ export class Bank {
    * or an account in mode 1, directly by the first identifier; otherwise, when the server or
    * the account says mode 2, through the number the operator gives for the card.
    */
-  async #findBinding(ids: LineIds): Promise<{ binding: Binding; mode: BankMode; number?: string }> {
+  async #findBinding(who: BankCaller, ids: LineIds): Promise<{ binding: Binding; mode: BankMode; number?: string }> {
     const s = this.#o.store;
     const first = lineIdsOf(ids)[0]!;
     const direct = s.binding(first);
@@ -371,23 +403,23 @@ export class Bank {
     const accountMode = direct ? (s.accountByNumber(direct.accountNo)?.mode ?? this.#o.mode) : this.#o.mode;
     if (direct && accountMode === 1) return { binding: direct, mode: 1 };
     if (accountMode === 1) refuse('BANK_NOT_BOUND', 'this card is not bound to an account');
-    const number = await this.#operatorNumber(ids);
+    const number = await this.#operatorNumber(who, ids);
     const viaNumber = s.binding({ kind: 'msisdn', value: number });
     if (!viaNumber || (direct && direct.accountNo !== viaNumber.accountNo)) refuse('BANK_NOT_BOUND', 'the line of this card is not bound to an account');
     return { binding: viaNumber!, mode: 2, number };
   }
 
   /** The identifiers a registration or re-binding binds: mode 2 adds the number the operator gives (S4.4), after the validity check (S4.6). */
-  async #idsToBind(ids: LineIds, mode: BankMode): Promise<LineId[]> {
+  async #idsToBind(who: BankCaller, ids: LineIds, mode: BankMode): Promise<LineId[]> {
     const out = lineIdsOf(ids);
     if (mode === 1 || ids.idKind === 'card') return out;
-    const number = await this.#operatorNumber(ids);
+    const number = await this.#operatorNumber(who, ids);
     return [...out.filter((i) => i.kind !== 'msisdn'), { kind: 'msisdn', value: number }];
   }
 
   /** S4.6 + S4.4: the operator checks the card, then gives the line's number. Bounded in time. */
-  async #operatorNumber(ids: Extract<LineIds, { idKind: 'sim' }>): Promise<string> {
-    return this.#operator('card lookup', async (op) => {
+  async #operatorNumber(who: BankCaller, ids: Extract<LineIds, { idKind: 'sim' }>): Promise<string> {
+    return this.#operator(who, 'card lookup', async (op) => {
       const q = ids.msisdn ? { iccid: ids.iccid, imsi: ids.imsi, phoneNumber: ids.msisdn } : { iccid: ids.iccid, imsi: ids.imsi };
       const [valid, info] = await Promise.all([op.checkValidity(q), op.phoneNumberOf({ iccid: ids.iccid }).catch((e: unknown) => e)]);
       if (!valid.valid) refuse('BANK_CARD_INVALID', `the operator says this card is invalid (${valid.reason ?? 'no reason given'})`);
@@ -397,24 +429,25 @@ export class Bank {
   }
 
   /** SIM swap (beyond the patent): a card change of the line after the binding refuses the login until a re-binding. */
-  async #checkSwap(number: string, boundAt: number): Promise<void> {
-    const r = await this.#operator('sim swap', (op) => op.retrieveSimSwapDate(number));
+  async #checkSwap(who: BankCaller, number: string, boundAt: number): Promise<void> {
+    const r = await this.#operator(who, 'sim swap', (op) => op.retrieveSimSwapDate(number), boundAt);
     if (r.latestSimChange && r.latestSimChange.getTime() > boundAt) {
       refuse('BANK_SIM_SWAPPED', `the card of this line changed on ${r.latestSimChange.toISOString()}, after the binding: re-bind it from the bound device`);
     }
   }
 
   /** One operator step with an overall deadline; any failure of the operator is BANK_OPERATOR_UNAVAILABLE (its code logged). */
-  async #operator<T>(what: string, f: (op: OperatorApi) => Promise<T>): Promise<T> {
-    const op = this.#o.operator;
-    if (!op) refuse('BANK_OPERATOR_UNAVAILABLE', 'no operator is configured for mode 2');
+  async #operator<T>(who: BankCaller, what: string, f: (op: OperatorApi) => Promise<T>, boundAt?: number): Promise<T> {
+    const real = this.#o.operator;
+    if (!real) refuse('BANK_OPERATOR_UNAVAILABLE', 'no operator is configured for mode 2');
+    const op = this.#o.onOperatorCall ? this.#watched(real!, who, boundAt ?? null) : real!;
     const ms = this.#o.operatorDeadlineMs ?? 3_000;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new OperatorError('OPERATOR_TIMEOUT', `${what}: no answer within ${ms} ms`, true)), ms);
     });
     try {
-      return await Promise.race([f(op!), deadline]);
+      return await Promise.race([f(op), deadline]);
     } catch (e) {
       if (e instanceof Refusal) throw e;
       const code = e instanceof OperatorError ? e.code : 'OPERATOR_FAILED';
@@ -425,5 +458,42 @@ export class Bank {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * The operator's API with each call told to onOperatorCall, as it starts and as it settles
+   * (a call still running at the deadline is told when it settles). `boundAt`: the binding's
+   * time, for a SIM-swap date's verdict. A listener that throws is ignored.
+   */
+  #watched(op: OperatorApi, who: BankCaller, boundAt: number | null): OperatorApi {
+    const tell = (e: Omit<OperatorCallEvent, 'deviceUser' | 'ip'>) => {
+      try {
+        this.#o.onOperatorCall!({ ...e, deviceUser: who.deviceUser, ...(who.ip ? { ip: who.ip } : {}) });
+      } catch {
+        // the watcher's trouble, not the request's
+      }
+    };
+    const watch = <T>(name: OperatorOp, feature: 'S4.4' | 'S4.6', p: () => Promise<T>, verdict: (r: T) => Pick<OperatorCallEvent, 'answer' | 'code' | 'tail'>): Promise<T> => {
+      const t0 = performance.now();
+      tell({ phase: 'ask', op: name, feature });
+      const ms = () => Math.round((performance.now() - t0) * 10) / 10;
+      return p().then(
+        (r) => {
+          tell({ phase: 'answer', op: name, feature, ms: ms(), ...verdict(r) });
+          return r;
+        },
+        (e: unknown) => {
+          tell({ phase: 'answer', op: name, feature, ms: ms(), answer: 'failed', code: e instanceof OperatorError ? e.code : 'OPERATOR_FAILED' });
+          throw e;
+        },
+      );
+    };
+    return {
+      checkValidity: (q) => watch('check-validity', 'S4.6', () => op.checkValidity(q), (r) => (r.valid ? { answer: 'valid' } : { answer: 'invalid', ...(r.reason ? { code: r.reason } : {}) })),
+      phoneNumberOf: (card) => watch('retrieve-phone-number', 'S4.4', () => op.phoneNumberOf(card), (r) => ({ answer: 'number', tail: r.phoneNumber.slice(-4) })),
+      retrieveSimSwapDate: (n) => watch('retrieve-date', 'S4.4', () => op.retrieveSimSwapDate(n), (r) => ({
+        answer: !r.latestSimChange ? 'no change' : boundAt !== null && r.latestSimChange.getTime() > boundAt ? 'changed after binding' : 'none since binding',
+      })),
+    };
   }
 }

@@ -15,7 +15,7 @@ import { replayCacheFor, keepOldPasswords, nameOracle, type Mutant } from '../se
 import { OperatorClient, type OperatorClientOptions } from '../server-kit/operator-client.ts';
 import type { BankMode } from '../protocol/bank-messages.ts';
 import { BankStore } from './bank-store.ts';
-import { Bank } from './bank.ts';
+import { Bank, type BankOptions } from './bank.ts';
 import { PasswordHasher, type ScryptParams } from './password-verifier.ts';
 import { bankPageHandler, PAGE_PATH } from './bank-page.ts';
 import { mechanismsFor } from './mechanisms.ts';
@@ -38,6 +38,8 @@ export interface BankConfig {
   scrypt?: ScryptParams;
   /** RFC 6238 parameters of the one-time-code seeds this bank makes (default SHA1, 6 digits, 30 s). */
   totp?: TotpParams;
+  /** Told of each operator call of a bank request (biz-server/bank.ts OperatorCallEvent): the live page's hook; must not throw. */
+  onOperatorCall?: BankOptions['onOperatorCall'];
 }
 
 export interface BizConfig {
@@ -109,7 +111,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       const hasher = new PasswordHasher(bc.scrypt);
       const bank = new Bank({
         store: bankStore, hasher, mode: bc.mode, operator, operatorDeadlineMs: bc.operatorDeadlineMs, pageTtlS: bc.pageTtlS, log,
-        site: cfg.name, mechanisms: offered, floor: cfg.floor, totp: bc.totp,
+        site: cfg.name, mechanisms: offered, floor: cfg.floor, totp: bc.totp, onOperatorCall: bc.onOperatorCall,
       });
       if (cfg.mutant === 'bank-name-oracle') nameOracle(bank, (name) => bankStore.accountByName(name) !== null);
       pages = createServer(bankPageHandler(bank));

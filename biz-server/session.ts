@@ -111,7 +111,7 @@ export class BizServerSession extends ServerSession {
     const store = this.deps.store;
     // K_login of this session's generation, looked up again when the bank needs it (the
     // handshake wiped its copy): the one the phone's chip provisions the person layer under.
-    const caller = { deviceUser: l.user, mech: l.mech, loginKey: () => store.loginKey(l.user, l.gen, this.deps.now?.() ?? Date.now())?.key ?? null };
+    const caller = { deviceUser: l.user, mech: l.mech, ip: this.transport.observedIp, loginKey: () => store.loginKey(l.user, l.gen, this.deps.now?.() ?? Date.now())?.key ?? null };
     let a: BankAnswer;
     if (ev.kind === 'register') a = await bank.register(caller, ev.req);
     else if (ev.kind === 'rebind') a = await bank.rebind(caller, ev.req);

@@ -111,8 +111,9 @@ options:
                           the person's password: the first line of FILE; else the environment
                           variable USBPHONE_BANK_PASSWORD. Never on the command line: other
                           users of the machine can read it
-  --watch                 the single phone with servers of its own: after its run, keep the
-                          servers and their live page (the address it prints) up until Ctrl-C
+  --watch                 the single phone, or a fleet, with servers of its own: after the
+                          run, keep the servers and their live page (the address it prints)
+                          up until Ctrl-C
   --seed S                --scenario, --devices, --deterministic: seed for fuses, serials,
                           rng (default 1)
   --concurrency N         fleet: phones plugging in at once (default 64)
@@ -169,7 +170,7 @@ function checkApplies(v: Parsed['values']): Mode {
   }
   if (v.devices !== undefined) {
     if (v.gateway !== undefined) refuseOptions(v, ['devices', 'gateway', 'state', 'seed', 'concurrency', 'rounds', 'json', 'quiet'], 'a fleet with --gateway', 'the running servers are used');
-    else refuseOptions(v, ['devices', 'seed', 'concurrency', 'rounds', 'servers', 'json', 'quiet'], 'a fleet', 'a fleet runs in a temporary state (or give --gateway and --state of running servers)');
+    else refuseOptions(v, ['devices', 'seed', 'concurrency', 'rounds', 'servers', 'watch', 'json', 'quiet'], 'a fleet', 'a fleet runs in a temporary state (or give --gateway and --state of running servers)');
     return 'fleet';
   }
   if (v['phone-only'] && v.gateway === undefined) throw new CliError('CLI_BAD_ARGS', "--phone-only goes with --gateway URL: the servers the phone is plugged into; see 'usbphone sim --help'");
@@ -307,11 +308,21 @@ export const command: Command = {
           checkServerState(stateDir, gateway);
           await checkGateway(gateway, stateDir);
         } else stateDir = makeTempDir('usbphone-fleet-');
-        exitOnSignals((sig) => void process.stderr.write(`\nusbphone sim: interrupted (${sig}); servers stopped, temporary state removed\n`));
+        const removeSignals = exitOnSignals((sig) => void process.stderr.write(`\nusbphone sim: interrupted (${sig}); servers stopped, temporary state removed\n`));
         const { runFleet } = await import('../sim/fleet.ts');
         setLogSink(() => {}, 'warn');
-        try {
-          const s = await runFleet({ devices, seed, stateDir, concurrency, rounds, servers: servers as 'process', gateway });
+        // The live page (issue 17): its address before the first phone plugs in; with --json on
+        // stderr, stdout keeping its one JSON object.
+        const say = (l: string) => (a.json ? process.stderr.write(l + '\n') : out(l));
+        const onPage = (url: string) => say(`live page: ${url} (its fleet charts follow the run${a.watch ? '; --watch keeps the servers up after it, until Ctrl-C' : "; 'usbphone sim --devices N --watch' keeps the servers up after it"})`);
+        if (gateway) {
+          const u = new URL(gateway);
+          say(`live page: on the operator port of the servers at ${gateway}, which their start printed (make serve: http://${u.hostname}:${Number(u.port) + 1}/)`);
+        }
+        let printed = false;
+        const print = (s: import('../sim/fleet.ts').FleetSummary) => {
+          if (printed) return;
+          printed = true;
           if (a.json) out(JSON.stringify(s));
           else {
             out(`fleet of ${s.devices} phones x ${s.rounds} round(s), ${s.concurrency} at a time, seed ${s.seed}, servers ${s.servers}${gateway ? ` (${gateway})` : ''}`);
@@ -322,6 +333,21 @@ export const command: Command = {
             out(`  plug-in->login  p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, max ${s.maxMs} ms`);
             out(`  memory          peak RSS ${(s.peakRssBytes / 1048576).toFixed(1)} MiB; ${(s.memPerDeviceBytes / 1024).toFixed(1)} KiB live memory per phone, of which ${(s.privateFlashBytesPerDevice / 1024).toFixed(1)} KiB private flash sectors`);
           }
+        };
+        // --watch: the summary now, then the servers and their page stay up until a signal, which ends the run normally.
+        const hold = a.watch
+          ? (s: import('../sim/fleet.ts').FleetSummary) => {
+              print(s);
+              removeSignals();
+              say("the fleet's run is over; the servers and the live page stay up: Ctrl-C stops them");
+              return new Promise<void>((resolve) => {
+                for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(sig, () => resolve());
+              });
+            }
+          : undefined;
+        try {
+          const s = await runFleet({ devices, seed, stateDir, concurrency, rounds, servers: servers as 'process', gateway, onPage, hold });
+          print(s);
           return s.failed ? 1 : 0;
         } finally {
           if (!gateway) removeTempDir(stateDir);

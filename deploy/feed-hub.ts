@@ -9,13 +9,18 @@
 // frame's bytes, a trace detail holding anything key-like never reach a subscriber (and
 // tests search a whole run's feed for every secret and the serial: deploy/feed.test.ts).
 // Phones are named by the address the gateway observed (each simulated phone has its own
-// loopback address); they are not told apart behind one address.
+// loopback address); they are not told apart behind one address. Besides the frames the
+// gateway relays, a phone's diagram shows the calls its requests make between servers: the
+// bank's operator calls (the bank tells of them: biz-server/bank.ts onOperatorCall, with the
+// session's address) and the attack table riding along in its credential reply (the
+// registration server's 'credentials issued' line names the table's version).
 import { typeName, MsgType } from '../protocol/messages.ts';
 import type { FrameSeen } from '../gateway/gateway.ts';
 import type { PublishedTable } from '../policy-server/server.ts';
 import type { Mechanism } from '../protocol/messages.ts';
 import type { LogLine } from '../server-kit/log.ts';
 import type { TraceEvent } from '../firmware/hal/hal.ts';
+import type { OperatorCallEvent } from '../biz-server/bank.ts';
 import { FEED_VERSION, feedValidator, LIFELINES, type FeedMessage, PHONE_STATES } from './feed-schema.ts';
 
 type Lifeline = (typeof LIFELINES)[number];
@@ -67,6 +72,17 @@ const lifelineOf = (dest: string): Lifeline => (REG.test(dest) ? 'registration' 
 const CODE_RE = /^[A-Z0-9_]{1,64}$/;
 const USER_RE = /^u-[0-9a-f]{20}$/;
 const NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+const OPERATOR_OPS = new Set<string>(['check-validity', 'retrieve-phone-number', 'retrieve-date']);
+const ANSWERS = new Set<string>(['valid', 'invalid', 'number', 'no change', 'changed after binding', 'none since binding', 'failed']);
+
+/**
+ * Text with every number of 8 or more digits standing alone (spaces, dashes and a leading +
+ * allowed between them; not digits inside a word such as a hex user name) cut to its last 4: an ICCID, an IMSI, a phone or account number in a phone's step
+ * (the firmware traces the card it read) reaches the feed as '…0073'.
+ */
+export function maskIds(text: string): string {
+  return text.replace(/(?<![0-9A-Za-z])\+?[0-9](?:[ -]?[0-9]){7,}(?![0-9A-Za-z])/g, (m) => `\u2026${m.replace(/[^0-9]/g, '').slice(-4)}`);
+}
 
 /** p-th percentile (0..100), nearest rank (as sim/trace.ts, which deploy/ does not import). */
 function percentile(xs: number[], p: number): number {
@@ -94,6 +110,15 @@ export function featureOf(type: number, dest: string): string {
       return 'S0.7';
     case MsgType.tablePush:
       return 'S3.11';
+    case MsgType.bankRegister:
+    case MsgType.bankRegistered:
+      return 'S4.1';
+    case MsgType.bankLogin:
+      return 'S4.2';
+    case MsgType.bankPage:
+    case MsgType.bankRefused:
+    case MsgType.bankRebind:
+      return 'S4.7';
     default:
       return 'S0.11';
   }
@@ -199,7 +224,8 @@ export class FeedHub {
     const p = this.#phone(f.ip, now);
     const refused = f.type === MsgType.error || f.type === MsgType.loginFail || f.type === MsgType.notFound;
     const server: Lifeline = f.dest === 'gateway' ? 'gateway' : lifelineOf(f.dest);
-    const from: Lifeline = f.dir === 'up' ? 'phone' : f.byGateway ? 'gateway' : server;
+    // A pushed table (S3.11) is the policy server's, sent on by the gateway: drawn from the policy.
+    const from: Lifeline = f.dir === 'up' ? 'phone' : f.type === MsgType.tablePush ? 'policy' : f.byGateway ? 'gateway' : server;
     const to: Lifeline = f.dir === 'up' ? server : 'phone';
     if (f.dir === 'up' && p.since === null) p.since = now;
     // S3: a login's mechanism, as its opening stated it, counts as a choice once the site says ok.
@@ -238,9 +264,42 @@ export class FeedHub {
       if (f.type !== MsgType.error) p.since = null;
     }
     this.#phonesDirty = true;
-    const item: Record<string, unknown> = { t: now, kind: 'frame', from, to, type: f.type === MsgType.error ? 'error' : typeName(f.type), dest: f.dest === 'gateway' ? 'gateway' : f.dest, feature: featureOf(f.type, f.dest), refused };
+    // "login not allowed" (S4.7) is drawn red; the phone's S0 login went through, its state stays.
+    const red = refused || f.type === MsgType.bankRefused;
+    const item: Record<string, unknown> = { t: now, kind: 'frame', from, to, type: f.type === MsgType.error ? 'error' : typeName(f.type), dest: f.dest === 'gateway' ? 'gateway' : f.dest, feature: featureOf(f.type, f.dest), refused: red };
     if (f.type === MsgType.error) item.code = p.lastCode;
     this.#trace(f.ip, { kind: 'trace', t: now, phone: f.ip, item });
+  }
+
+  /**
+   * A bank's operator call (S4.4, S4.6), drawn in the diagram of the phone whose request made
+   * it: business -> operator with the CAMARA operation, and the answer back (an invalid card, a
+   * failure or a card changed after the binding in red). The phone is found by the session's
+   * address, else by its device user; a call of no known phone is dropped. Projected: the
+   * operation, the verdict, a code, the last 4 digits of a number.
+   */
+  operatorCall(e: OperatorCallEvent): void {
+    const ip = typeof e.ip === 'string' && this.#phones.has(e.ip) ? e.ip : this.#phoneOfUser(e.deviceUser);
+    if (!ip || !OPERATOR_OPS.has(e.op)) return;
+    const now = this.#o.now();
+    this.#phone(ip, now);
+    const item: Record<string, unknown> = { t: now, kind: 'call', op: e.op, feature: e.feature === 'S4.6' ? 'S4.6' : 'S4.4' };
+    if (e.phase === 'ask') Object.assign(item, { from: 'business', to: 'operator', refused: false });
+    else {
+      const answer = typeof e.answer === 'string' && ANSWERS.has(e.answer) ? e.answer : 'failed';
+      const tail = answer === 'number' && typeof e.tail === 'string' && /^[0-9]{1,4}$/.test(e.tail) ? ` \u2026${e.tail}` : '';
+      Object.assign(item, { from: 'operator', to: 'business', answer: answer + tail, refused: answer === 'invalid' || answer === 'failed' || answer === 'changed after binding' });
+      if (typeof e.code === 'string') item.code = CODE_RE.test(e.code) ? e.code : 'unreadable';
+      if (typeof e.ms === 'number' && Number.isFinite(e.ms) && e.ms >= 0) item.ms = Math.round(e.ms * 10) / 10;
+    }
+    this.#trace(ip, { kind: 'trace', t: now, phone: ip, item });
+  }
+
+  /** The most recently active phone known to have logged in as `user`, or null. */
+  #phoneOfUser(user: unknown): string | null {
+    if (typeof user !== 'string' || !USER_RE.test(user)) return null;
+    for (const p of [...this.#phones.values()].reverse()) if (p.user === user) return p.id;
+    return null;
   }
 
   /** A step of a phone this process runs (its firmware's trace line), by its address. */
@@ -248,7 +307,7 @@ export class FeedHub {
     const now = this.#o.now();
     const p = this.#phone(ip, now);
     if (label !== undefined) p.label = label;
-    this.#trace(ip, { kind: 'trace', t: now, phone: ip, item: { t: now, kind: 'step', feature: e.feature, step: e.step.slice(0, 60), detail: e.detail.slice(0, 160), ok: e.ok } });
+    this.#trace(ip, { kind: 'trace', t: now, phone: ip, item: { t: now, kind: 'step', feature: e.feature, step: maskIds(e.step).slice(0, 60), detail: maskIds(e.detail).slice(0, 160), ok: e.ok } });
   }
 
   /**
@@ -310,6 +369,16 @@ export class FeedHub {
       this.#phonesDirty = true;
     }
     this.#publish(m);
+    // S3.11: the attack table that rode along in this phone's credential reply (or was held back as too large).
+    if (event === 'credentials issued' && m.phone) {
+      const v = line.table ?? line.tableWithheld;
+      if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
+        const withheld = line.table === undefined;
+        const item: Record<string, unknown> = { t: m.t, kind: 'call', from: 'policy', to: 'registration', op: `table v${v}`, feature: 'S3.11', refused: withheld };
+        if (withheld) item.answer = 'too large - not sent';
+        this.#trace(m.phone as string, { kind: 'trace', t: m.t, phone: m.phone, item });
+      }
+    }
     if (event === 'login ok' && line.promoted === true) this.#publish({ ...m, event: 'password promoted' });
   }
 

@@ -2,17 +2,22 @@
 // message, checked with ajv before a message leaves the hub. Besides the shapes it is a last
 // tripwire for secrets: no object takes a property it does not list, every text field is
 // short and printable, and no text may hold a run of 32 hex digits or 40 base64 characters
-// (a key, a secret, a MAC or a token would; a user name is 'u-' + 20 hex digits).
+// (a key, a secret, a MAC or a token would; a user name is 'u-' + 20 hex digits), nor a number
+// of 8 digits or more standing alone (an ICCID, an IMSI, a phone or account number would; not
+// digits inside a hex name: the hub masks such numbers to their last 4, feed-hub.ts maskIds). The notes of
+// the calls between servers (the bank's operator calls, the table reaching the registration
+// server) take a narrow alphabet and no run of 5 digits: no ICCID, IMSI or number, at most the
+// last 4 digits of one.
 import { Ajv, type ValidateFunction } from 'ajv';
 
 /** Bumped when a message changes shape; the page refuses a feed of another version. */
-export const FEED_VERSION = 1;
+export const FEED_VERSION = 2;
 
 const safeText = (maxLength: number) => ({
   type: 'string',
   maxLength,
   pattern: '^[^\\u0000-\\u001f\\u007f]*$',
-  not: { anyOf: [{ pattern: '[0-9a-fA-F]{32}' }, { pattern: '[A-Za-z0-9+/_-]{40}' }] },
+  not: { anyOf: [{ pattern: '[0-9a-fA-F]{32}' }, { pattern: '[A-Za-z0-9+/_-]{40}' }, { pattern: '(^|[^0-9A-Za-z])[0-9]{8,}([^0-9A-Za-z]|$)' }] },
 });
 const name = { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,31}$' };
 const code = { type: 'string', pattern: '^[A-Z0-9_]{1,64}$|^unreadable$' };
@@ -30,7 +35,8 @@ const msg = (kind: string, properties: Record<string, unknown>, required: string
 });
 
 export const PHONE_STATES = ['connecting', 'registering', 'registered', 'logging in', 'logged in', 'refused', 'not found'] as const;
-export const LIFELINES = ['phone', 'gateway', 'registration', 'business'] as const;
+/** The sequence diagram's lifelines (issue 17): the page lays them out in its own order. */
+export const LIFELINES = ['phone', 'gateway', 'registration', 'business', 'operator', 'policy'] as const;
 
 const phone = {
   type: 'object',
@@ -65,6 +71,28 @@ const frameItem = {
     refused: { type: 'boolean' },
   },
 };
+/**
+ * A message between servers the gateway does not relay (issue 17): the bank's operator calls
+ * (S4.4, S4.6; `op` the CAMARA operation, the answer a verdict) and the attack table reaching
+ * the registration server for this phone's credential reply (S3.11, `op` 'table vN').
+ */
+const callItem = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['t', 'kind', 'from', 'to', 'op', 'feature', 'refused'],
+  properties: {
+    t: time,
+    kind: { const: 'call' },
+    from: { enum: [...LIFELINES] },
+    to: { enum: [...LIFELINES] },
+    op: { type: 'string', pattern: '^[a-z0-9][a-z0-9 -]{0,23}$' },
+    feature,
+    answer: { type: 'string', pattern: '^[A-Za-z0-9 .\u2026-]{1,40}$', not: { pattern: '[0-9]{5}' } },
+    code,
+    ms: time,
+    refused: { type: 'boolean' },
+  },
+};
 const stepItem = {
   type: 'object',
   additionalProperties: false,
@@ -95,7 +123,7 @@ export const feedSchema = {
   oneOf: [
     msg('hello', { version: { const: FEED_VERSION }, watching: nullable(ip), servers: { type: 'array', maxItems: 16, items: name } }, ['version', 'watching', 'servers']),
     msg('phones', { total: { type: 'integer', minimum: 0 }, phones: { type: 'array', maxItems: 200, items: phone } }, ['total', 'phones']),
-    msg('trace', { phone: ip, item: { oneOf: [frameItem, stepItem] } }, ['phone', 'item']),
+    msg('trace', { phone: ip, item: { oneOf: [frameItem, callItem, stepItem] } }, ['phone', 'item']),
     msg(
       'server',
       {

@@ -1,7 +1,9 @@
 // The live page's feed (issue 17): every message checked against its schema before it is
 // sent, a hostile table for that schema, the page's routes, and the rule that matters most:
 // the feed of a whole run (two boots, a registration, two logins, a password change), read
-// over HTTP as a browser reads it, holds no secret and not the serial in any encoding.
+// over HTTP as a browser reads it, holds no secret and not the serial in any encoding; the
+// same for a full mode-2 bank run (S4.4, S4.6), whose operator calls the feed draws in the
+// phone's diagram without the card's identifiers, the number, the password or the account.
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -18,9 +20,12 @@ import { passwordLoginKey, ServerHandshake } from '../protocol/channel.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { MsgType } from '../protocol/messages.ts';
 import type { AttackTable } from '../protocol/attack-table.ts';
-import { FeedHub, type HealthSnapshot } from './feed-hub.ts';
+import { FeedHub, maskIds, type HealthSnapshot } from './feed-hub.ts';
 import { feedValidator, FEED_VERSION, type FeedMessage } from './feed-schema.ts';
 import { pageRoutes } from './page-server.ts';
+import { SimSlot } from '../firmware/hal/sim-card.ts';
+import { storyCard, storyNumber, person, STORY_PASSWORD } from '../sim/bank-scenarios.ts';
+import type { OperatorCallEvent } from '../biz-server/bank.ts';
 
 setLogSink(() => {});
 
@@ -279,6 +284,176 @@ test('the page routes: its files with a strict content policy, uPlot from node_m
     hub.stop();
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
+  }
+});
+
+type Item = { kind: string; from?: string; to?: string; op?: string; type?: string; feature?: string; answer?: string; code?: string; refused?: boolean };
+const itemsOf = (msgs: FeedMessage[], phone: string): Item[] => msgs.filter((m) => m.kind === 'trace' && m.phone === phone).map((m) => m.item as Item);
+
+test("issue 17: the hub draws a bank's operator calls and the attack table in the diagram of the phone they were for; hostile values are projected or dropped", () => {
+  const hub = new FeedHub({ servers: ['gateway'], health: fakeHealth, tickMs: 60_000 });
+  try {
+    const got: FeedMessage[] = [];
+    const A = '127.1.0.7';
+    const B = '127.2.0.9';
+    const userB = 'u-bbbbbbbbbbbbbbbbbbbb';
+    for (const ip of [A, B]) hub.frame({ conn: 1, ip, dir: 'up', type: MsgType.hello, dest: 'reg-primary' });
+    hub.subscribe((m) => got.push(m), { phone: A });
+    hub.subscribe((m) => got.push(m), { phone: B });
+    got.length = 0;
+    // The registration server's line names the table that rode along (or was held back).
+    hub.log({ t: 'x', level: 'info', svc: 'reg-primary', msg: 'credentials issued', serial: 'SN-0000042', user: 'u-aaaaaaaaaaaaaaaaaaaa', gen: 1, ip: A, table: 3 });
+    hub.log({ t: 'x', level: 'info', svc: 'reg-primary', msg: 'credentials issued', user: userB, gen: 1, ip: B, tableWithheld: 4 });
+    hub.log({ t: 'x', level: 'info', svc: 'reg-primary', msg: 'credentials issued', user: userB, gen: 1, ip: B, table: 'v' + 'ab'.repeat(20) });
+    // A pushed table: from the policy, through the gateway, to the phone.
+    hub.frame({ conn: 1, ip: A, dir: 'down', type: MsgType.tablePush, dest: 'biz-east', byGateway: true });
+    // The bank's calls: A by its session's address, B by its device user (no address given).
+    const call = (e: Partial<OperatorCallEvent>) => hub.operatorCall({ phase: 'answer', op: 'check-validity', feature: 'S4.6', deviceUser: 'u-aaaaaaaaaaaaaaaaaaaa', ...e } as OperatorCallEvent);
+    call({ phase: 'ask', ip: A });
+    call({ ip: A, answer: 'valid', ms: 3.25 });
+    call({ phase: 'ask', op: 'retrieve-phone-number', feature: 'S4.4', ip: A });
+    call({ op: 'retrieve-phone-number', feature: 'S4.4', ip: A, answer: 'number', tail: '0042' });
+    call({ op: 'retrieve-date', feature: 'S4.4', deviceUser: userB, answer: 'changed after binding' });
+    call({ deviceUser: userB, answer: 'invalid', code: 'CARD_SUSPENDED' });
+    // Hostile: a whole number as the tail, a code that is not one, an unknown operation, an
+    // unknown verdict, a phone nobody knows.
+    call({ op: 'retrieve-phone-number', feature: 'S4.4', ip: A, answer: 'number', tail: '447700900042' });
+    call({ ip: A, answer: 'failed', code: 'see ' + 'ab'.repeat(20) });
+    call({ ip: A, op: 'delete-everything' as never });
+    call({ ip: A, answer: 'something else' as never });
+    call({ ip: '127.9.9.9', deviceUser: 'u-cccccccccccccccccccc', answer: 'valid' });
+    assert.is(hub.refused, 0, `the hub refused: ${hub.lastRefusal}`);
+    const a = itemsOf(got, A).map(({ t, ...i }: Item & { t?: number }) => i);
+    assert.equal(a, [
+      { kind: 'call', from: 'policy', to: 'registration', op: 'table v3', feature: 'S3.11', refused: false },
+      { kind: 'frame', from: 'policy', to: 'phone', type: 'tablePush', dest: 'biz-east', feature: 'S3.11', refused: false },
+      { kind: 'call', op: 'check-validity', feature: 'S4.6', from: 'business', to: 'operator', refused: false },
+      { kind: 'call', op: 'check-validity', feature: 'S4.6', from: 'operator', to: 'business', answer: 'valid', refused: false, ms: 3.3 },
+      { kind: 'call', op: 'retrieve-phone-number', feature: 'S4.4', from: 'business', to: 'operator', refused: false },
+      { kind: 'call', op: 'retrieve-phone-number', feature: 'S4.4', from: 'operator', to: 'business', answer: 'number \u20260042', refused: false },
+      { kind: 'call', op: 'retrieve-phone-number', feature: 'S4.4', from: 'operator', to: 'business', answer: 'number', refused: false },
+      { kind: 'call', op: 'check-validity', feature: 'S4.6', from: 'operator', to: 'business', answer: 'failed', refused: true, code: 'unreadable' },
+      { kind: 'call', op: 'check-validity', feature: 'S4.6', from: 'operator', to: 'business', answer: 'failed', refused: true },
+    ]);
+    const b = itemsOf(got, B).map(({ t, ...i }: Item & { t?: number }) => i);
+    assert.equal(b, [
+      { kind: 'call', from: 'policy', to: 'registration', op: 'table v4', feature: 'S3.11', refused: true, answer: 'too large - not sent' },
+      { kind: 'call', op: 'retrieve-date', feature: 'S4.4', from: 'operator', to: 'business', answer: 'changed after binding', refused: true },
+      { kind: 'call', op: 'check-validity', feature: 'S4.6', from: 'operator', to: 'business', answer: 'invalid', refused: true, code: 'CARD_SUSPENDED' },
+    ]);
+    assert.not.ok(JSON.stringify(got).includes('447700900042'), 'no whole number in the feed');
+    assert.not.ok(JSON.stringify(got).includes('127.9.9.9'), 'a call of no known phone is dropped');
+  } finally {
+    hub.stop();
+  }
+});
+
+test('issue 17: the schema refuses a call between servers that carries an identifier, an unlisted field or a lifeline that is not one', () => {
+  const v = feedValidator();
+  const call = { t: 1, kind: 'call', from: 'operator', to: 'business', op: 'retrieve-phone-number', feature: 'S4.4', answer: 'number \u20260042', refused: false };
+  const wrap = (item: object) => ({ kind: 'trace', t: 1, phone: '127.1.0.1', item });
+  assert.ok(v(wrap(call)), JSON.stringify(v.errors));
+  assert.ok(v(wrap({ ...call, from: 'policy', to: 'registration', op: 'table v12', feature: 'S3.11' })), JSON.stringify(v.errors));
+  const bad = (item: object, why: string) => assert.not.ok(v(wrap(item)), why);
+  bad({ ...call, answer: 'number 447700900042' }, 'a whole number');
+  bad({ ...call, answer: 'card 89442000000000000057' }, 'an ICCID');
+  bad({ ...call, answer: 'imsi 234200000000005' }, 'an IMSI');
+  bad({ ...call, answer: 'number +44 7700 900042' }, 'a number with its plus and spaces (the alphabet has no +)');
+  bad({ ...call, answer: 'x'.repeat(41) }, 'too long');
+  bad({ ...call, op: 'Retrieve' }, 'an operation out of the alphabet');
+  bad({ ...call, op: 'retrieve/' + 'a'.repeat(30) }, 'a long operation');
+  bad({ ...call, iccid: '8944' }, 'an unlisted field');
+  bad({ ...call, from: 'bank' }, 'a lifeline that is not one');
+  bad({ ...call, code: 'not a code' }, 'a code out of the code alphabet');
+  bad({ ...call, refused: 'no' }, 'refused not a boolean');
+  // A phone's step: a number standing alone is refused, the hub masks it first; a hex name's digits are not a number.
+  const step = (detail: string) => wrap({ t: 1, kind: 'step', feature: 'S4.2', step: 'read SIM card', detail, ok: true });
+  assert.not.ok(v(step('USIM ICCID 89442000000000000073, IMSI 234200000000007')), 'an ICCID in a step');
+  assert.not.ok(v(step('number +447700900007')), 'a number in a step');
+  assert.ok(v(step(maskIds('USIM ICCID 89442000000000000073, IMSI 234200000000007, number +44 7700 900007'))), JSON.stringify(v.errors));
+  assert.is(maskIds('ICCID 89442000000000000073, IMSI 234200000000007, number +44 7700-900007, gen 12, 2026'), 'ICCID \u20260073, IMSI \u20260007, number \u20260007, gen 12, 2026');
+  assert.is(maskIds('user u-0123456789abcdef0123'), 'user u-0123456789abcdef0123');
+  assert.ok(v(step('user u-0123456789abcdef0123, gen 1')), JSON.stringify(v.errors));
+});
+
+test('issue 17: the feed of a full mode-2 bank run (register, login, a suspended card) draws the operator calls in red where refused, and holds no identifier, number, password or account', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-feed-bank-'));
+  const world = await startWorld({ stateDir: dir, gatewayPort: 0, bankMode: 2, bankScrypt: { ln: 12, r: 8, p: 1 } });
+  const raw: string[] = [];
+  let fd: ReturnType<typeof readFeed> | null = null;
+  try {
+    const card = storyCard(7);
+    const number = storyNumber(7);
+    world.stack.operator()!.store.createSubscription(number, card, Date.now() - 86_400_000);
+    const slot = new SimSlot(card);
+    const hub = world.stack.feed;
+    let ip = '';
+    const host = new TraceHost((e) => hub.phoneStep(ip, e));
+    const made = await world.phone(0, host, { sim: slot, person: person('register') });
+    ip = made.ip;
+    // A page watching this phone from its first frame on (the hub takes a phone it has seen).
+    const plugged = made.phone.device.plugIn();
+    for (let i = 0; i < 500 && !raw.join('').includes(`"watching":"${ip}"`); i++) {
+      raw.length = 0;
+      fd?.stop();
+      await fd?.done;
+      fd = readFeed(world.stack.pageUrl + `feed?phone=${ip}`, raw);
+      for (let j = 0; j < 50 && !raw.join('').includes('"kind":"hello"'); j++) await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.match(raw.join(''), `"watching":"${ip}"`);
+    const reg = await plugged;
+    assert.ok(reg.ok && reg.bank?.kind === 'registered' && reg.bank.mode === 2, JSON.stringify(reg));
+    const login = await world.replug(made.phone, host, ip, { sim: slot, person: person('login') }).device.plugIn();
+    assert.ok(login.ok && login.bank?.kind === 'page', JSON.stringify(login));
+    world.stack.operator()!.store.setCardStatus(card.iccid, 'suspended');
+    const refused = await world.replug(made.phone, host, ip, { sim: slot, person: person('login') }).device.plugIn();
+    assert.ok(refused.ok && refused.bank?.kind === 'refused' && refused.bank.code === 'BANK_CARD_INVALID', JSON.stringify(refused));
+    await new Promise((r) => setTimeout(r, 200));
+    fd!.stop();
+    await fd!.done;
+
+    const text = raw.join('');
+    const msgs = messagesOf(raw);
+    const v = feedValidator();
+    for (const m of msgs) assert.ok(v(m), `${JSON.stringify(m)} breaks the schema: ${JSON.stringify(v.errors)}`);
+    assert.is(hub.refused, 0, `the hub refused ${hub.lastRefusal}`);
+    const items = itemsOf(msgs, ip);
+    const calls = items.filter((i) => i.kind === 'call' && i.from === 'business').map((i) => i.op);
+    // Registration: validity + lookup; login: the same and the SIM-swap date; the refused login: validity + lookup.
+    assert.equal(calls.filter((o) => o === 'check-validity').length, 3, JSON.stringify(calls));
+    assert.equal(calls.filter((o) => o === 'retrieve-phone-number').length, 3, JSON.stringify(calls));
+    assert.equal(calls.filter((o) => o === 'retrieve-date').length, 1, JSON.stringify(calls));
+    const answers = items.filter((i) => i.kind === 'call' && i.from === 'operator');
+    assert.ok(answers.some((i) => i.answer === `number \u2026${number.slice(-4)}` && !i.refused), JSON.stringify(answers));
+    assert.ok(answers.some((i) => i.op === 'retrieve-date' && i.answer === 'none since binding' && !i.refused), JSON.stringify(answers));
+    assert.ok(answers.some((i) => i.op === 'check-validity' && i.answer === 'invalid' && i.code === 'CARD_SUSPENDED' && i.refused), 'the suspended card, red');
+    assert.ok(items.some((i) => i.kind === 'frame' && i.type === 'bankRefused' && i.feature === 'S4.7' && i.refused), 'the "login not allowed" notice, red');
+    assert.ok(items.some((i) => i.kind === 'frame' && i.type === 'bankLogin' && i.feature === 'S4.2'), 'the bank login, S4.2');
+    assert.ok(items.some((i) => i.kind === 'call' && i.from === 'policy' && i.to === 'registration' && /^table v\d+$/.test(i.op!)), 'the table that rode along');
+    // The calls come between the bank request and its answer.
+    const seq = items.map((i) => i.type ?? i.op);
+    assert.ok(seq.indexOf('bankLogin') < seq.indexOf('retrieve-date') && seq.indexOf('retrieve-date') < seq.indexOf('bankPage'), seq.join(' '));
+
+    const account = (reg.ok && reg.bank?.kind === 'registered' && reg.bank.account) || '';
+    assert.ok(account.length >= 14);
+    const token = login.ok && login.bank?.kind === 'page' ? Buffer.from(login.bank.token).toString('hex') : '';
+    const lower = text.toLowerCase();
+    for (const [what, needle] of [
+      ['the ICCID', card.iccid], ['the ICCID without its check digit', card.iccid.slice(0, -1)], ['the ICCID\'s last 8 digits', card.iccid.slice(-8)],
+      ['the IMSI', card.imsi], ['the IMSI\'s last 8 digits', card.imsi.slice(-8)],
+      ['the number', number], ['the number\'s digits', number.slice(1)], ['the number\'s last 8 digits', number.slice(-8)],
+      ['the password', STORY_PASSWORD], ['the password (base64)', Buffer.from(STORY_PASSWORD).toString('base64').slice(0, 16)],
+      ['the account number', account], ['the account number\'s last 8 digits', account.slice(-8)],
+      ['the page token', token.slice(0, 16)], ['the serial', made.serial],
+    ] as [string, string][]) {
+      assert.ok(needle.length >= 8, what);
+      const at = lower.indexOf(needle.toLowerCase());
+      assert.not.ok(at >= 0, `${what} in the feed: ${text.slice(Math.max(0, at - 300), at + 100)}`);
+    }
+  } finally {
+    fd?.stop();
+    await world.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

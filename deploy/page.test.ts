@@ -4,8 +4,12 @@
 // phones table its state; then the feed is stopped and the page must say so, and come back.
 // In a second world with a short period T, bots guess passwords at biz-east: the page's S3
 // view must show the table change (the password rate at the top, the level up) and chart it.
+// In a third world, in bank mode 2, a phone with a SIM registers at the bank and logs in: the
+// diagram must show six lifelines, the bank asking the operator (the CAMARA operations with
+// S4.4 / S4.6) and the answers, and, once the operator suspends the card, the invalid answer
+// and the bank's refusal in red. Viewport 1280 px wide: the six lifelines must fit it.
 // A screenshot of each run is left in tmp/page-test/ (UPDATE_SCREENSHOT=1 also rewrites
-// docs/page.png, the README's). Chromium missing is a failure, not a skip: CI installs it
+// docs/page.png, the README's, from the bank run). Chromium missing is a failure, not a skip: CI installs it
 // (scripts/ensure-tools.sh).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -16,6 +20,8 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { startWorld, TraceHost, type World } from '../sim/world.ts';
 import { attackerIp, startAttack } from '../sim/attacker.ts';
 import { setLogSink } from '../server-kit/log.ts';
+import { SimSlot } from '../firmware/hal/sim-card.ts';
+import { storyCard, storyNumber, person } from '../sim/bank-scenarios.ts';
 
 setLogSink(() => {});
 
@@ -29,7 +35,7 @@ let dir: string;
 const pageErrors: string[] = [];
 
 async function openPage(): Promise<Page> {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.on('pageerror', (e) => pageErrors.push(e.message));
   await page.goto(world.stack.pageUrl);
   await page.locator('#conn.connected').waitFor({ timeout: 5_000 });
@@ -98,7 +104,6 @@ test('a phone plugs in: the page draws its login as a sequence diagram and lists
   assert.match((await page.locator('#attacks-version').textContent())!, /table v1,/);
 
   await page.screenshot({ path: join(artefacts, 'login.png'), fullPage: true });
-  if (process.env.UPDATE_SCREENSHOT === '1') await page.screenshot({ path: join(root, 'docs', 'page.png'), fullPage: false });
   assert.equal(pageErrors, [], 'no script error on the page');
   await page.close();
 });
@@ -174,6 +179,72 @@ test('bots guess passwords at biz-east: the attack view shows the table change a
     await attack?.stop();
     await w.stop();
     rmSync(dir2, { recursive: true, force: true });
+  }
+});
+
+/** The labels of the diagram's arrows of one kind, in order (runs in the page). */
+const labelsOf = (page: Page, sel: string) => page.locator(`#diagram svg ${sel} > text:not(.note)`).allTextContents();
+
+test('issue 17: a mode-2 bank login: the diagram shows the bank asking the operator (S4.4, S4.6) on six lifelines that fit 1280 px; an invalid card and the refusal in red', async () => {
+  const dir3 = mkdtempSync(join(tmpdir(), 'usbphone-page-bank-'));
+  const w = await startWorld({ stateDir: dir3, gatewayPort: 0, bankMode: 2, bankScrypt: { ln: 12, r: 8, p: 1 } });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    await page.goto(w.stack.pageUrl);
+    await page.locator('#conn.connected').waitFor({ timeout: 5_000 });
+    const card = storyCard(8);
+    w.stack.operator()!.store.createSubscription(storyNumber(8), card, Date.now() - 86_400_000);
+    const slot = new SimSlot(card);
+    let ip = '';
+    const host = new TraceHost((e) => w.stack.feed.phoneStep(ip, e));
+    const made = await w.phone(0, host, { sim: slot, person: person('register') });
+    ip = made.ip;
+    const reg = await made.phone.device.plugIn();
+    assert.ok(reg.ok && reg.bank?.kind === 'registered', JSON.stringify(reg));
+    const login = await w.replug(made.phone, host, ip, { sim: slot, person: person('login') }).device.plugIn();
+    assert.ok(login.ok && login.bank?.kind === 'page', JSON.stringify(login));
+
+    // The login's three operator calls, each asked and answered, then the account page.
+    await page.locator('#diagram svg g.call[data-type="retrieve-date"]').nth(1).waitFor({ timeout: 10_000 });
+    await page.locator('#diagram svg g[data-type="bankPage"]').waitFor({ timeout: 5_000 });
+    assert.equal(await page.locator('#diagram svg text.lifeline-head').allTextContents(), ['phone', 'gateway', 'policy', 'registration', 'business', 'operator']);
+    const calls = await labelsOf(page, 'g.call');
+    for (const want of ['check-validity · S4.6', 'valid · S4.6', 'retrieve-phone-number · S4.4', `number …${storyNumber(8).slice(-4)} · S4.4`, 'retrieve-date · S4.4', 'none since binding · S4.4']) {
+      assert.ok(calls.includes(want), `an arrow '${want}' in ${JSON.stringify(calls)}`);
+    }
+    assert.ok(calls.some((l) => /^table v\d+ · S3\.11$/.test(l)), `the table reaching the registration server in ${JSON.stringify(calls)}`);
+    const msgs = await labelsOf(page, 'g.msg:not(.call)');
+    assert.ok(msgs.some((l) => l.startsWith('bankLogin · S4.2')), JSON.stringify(msgs));
+    assert.ok(msgs.some((l) => l.startsWith('bankPage · S4.7')), JSON.stringify(msgs));
+    // Business -> operator is drawn between those two lifelines, left to right.
+    const heads = Object.fromEntries(await Promise.all(['business', 'operator'].map(async (n) => [n, Number(await page.locator(`#diagram svg text[data-lifeline="${n}"]`).getAttribute('x'))] as const)));
+    const ask = page.locator('#diagram svg g.call[data-type="check-validity"] line').first();
+    assert.equal([Number(await ask.getAttribute('x1')), Number(await ask.getAttribute('x2'))], [heads.business, heads.operator]);
+    assert.is(await page.locator('#diagram svg g.refused').count(), 0, 'no refusal in a good bank login');
+    // The six lifelines fit the 1280 px window: no horizontal scrolling of the diagram.
+    const fit = await page.locator('#diagram').evaluate((d) => [(d as unknown as { scrollWidth: number }).scrollWidth, (d as unknown as { clientWidth: number }).clientWidth]);
+    assert.ok(fit[0]! <= fit[1]!, `the diagram scrolls: ${fit}`);
+    await page.locator('#trace-view').screenshot({ path: join(artefacts, 'bank.png') });
+    if (process.env.UPDATE_SCREENSHOT === '1') await page.locator('#trace-view').screenshot({ path: join(root, 'docs', 'page.png') });
+
+    // The operator suspends the card: its invalid answer and the bank's notice, red and marked.
+    w.stack.operator()!.store.setCardStatus(card.iccid, 'suspended');
+    const refused = await w.replug(made.phone, host, ip, { sim: slot, person: person('login') }).device.plugIn();
+    assert.ok(refused.ok && refused.bank?.kind === 'refused' && refused.bank.code === 'BANK_CARD_INVALID', JSON.stringify(refused));
+    const bad = page.locator('#diagram svg g.call.refused[data-type="check-validity"]');
+    await bad.waitFor({ timeout: 10_000 });
+    assert.is(await bad.locator(':scope > text').first().textContent(), '✗ invalid CARD_SUSPENDED · S4.6');
+    assert.is(await bad.locator('line').getAttribute('stroke'), '#b3261e');
+    assert.is(await bad.locator('line').getAttribute('stroke-dasharray'), '7 3', 'dashed too: colour is not the only signal');
+    await page.locator('#diagram svg g.refused[data-type="bankRefused"]').waitFor({ timeout: 5_000 });
+    await page.locator('#trace-view').screenshot({ path: join(artefacts, 'bank-refused.png') });
+    assert.equal(pageErrors, [], 'no script error on the page');
+    assert.is(w.stack.feed.refused, 0, 'every feed message passed the schema');
+    await page.close();
+  } finally {
+    await w.stop();
+    rmSync(dir3, { recursive: true, force: true });
   }
 });
 

@@ -228,6 +228,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         operatorDeadlineMs: opts.bankOperatorDeadlineMs,
         httpPort: bankPorts.get(name) ?? (ephemeral || p.device === null ? 0 : p.device + BANK_PAGE_PORT_OFFSET),
         scrypt: opts.bankScrypt,
+        // The live page: each operator call of a bank request, in the diagram of the phone that made it.
+        onOperatorCall: (e) => feed.operatorCall(e),
       },
     });
     if (s.bank) bankPorts.set(name, Number(new URL(s.bank.pageUrl).port));

@@ -4,11 +4,22 @@
 // Plain ES module, no framework, no build step (docs/decisions.md): the browser runs this file.
 import uPlot from '/vendor/uplot/uPlot.esm.js';
 
-const FEED_VERSION = 1;
+const FEED_VERSION = 2;
 /** The feed is taken as dropped when nothing came for this long (the hub sends health each second). */
 const STALE_MS = 5000;
 const MAX_ROWS = 40;
-const LIFELINES = ['phone', 'gateway', 'registration', 'business'];
+/**
+ * The lifelines, left to right: the policy server beside the gateway and the registration
+ * server it hands tables to, the operator beside the bank that asks it (fewest crossings).
+ */
+const LIFELINES = ['phone', 'gateway', 'policy', 'registration', 'business', 'operator'];
+/**
+ * Where each lifeline stands (px) in a diagram 1200 px wide (it fits a 1280 px window): the
+ * phone and the gateway close (a relayed arrow's label sits in the middle of its whole span),
+ * the widest gap for the bank's operator calls, whose CAMARA names are long.
+ */
+const LIFELINE_X = { phone: 100, gateway: 250, policy: 420, registration: 600, business: 800, operator: 1075 };
+const DIAGRAM_W = 1200;
 const SVG = 'http://www.w3.org/2000/svg';
 
 const $ = (id) => document.getElementById(id);
@@ -184,12 +195,12 @@ function drawTrace() {
   $('trace-phone').textContent = state.watching ? `of phone ${state.watching}` : '(no phone chosen)';
   if (!state.watching) return;
   const items = state.trace.slice(-MAX_ROWS);
-  const W = 980;
-  const col = (name) => 110 + LIFELINES.indexOf(name) * 250;
+  const W = DIAGRAM_W;
+  const col = (name) => LIFELINE_X[name];
   const rowH = 30;
   const top = 50;
   const H = top + Math.max(1, items.length) * rowH + 20;
-  const s = svg('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'diagram-title' });
+  const s = svg('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'diagram-title', 'data-lifelines': LIFELINES.join(' ') });
   s.append(svg('title', { id: 'diagram-title' }, `Sequence diagram of phone ${state.watching}: ${items.length} latest messages and steps`));
   const defs = svg('defs');
   for (const [id, colour] of [['arrow', '#1b1f24'], ['arrow-bad', '#b3261e']]) {
@@ -200,8 +211,8 @@ function drawTrace() {
   s.append(defs);
   for (const name of LIFELINES) {
     const x = col(name);
-    s.append(svg('rect', { x: x - 62, y: 6, width: 124, height: 28, rx: 4, fill: '#f6f8fa', stroke: '#57606a' }));
-    s.append(svg('text', { x, y: 25, 'text-anchor': 'middle', class: 'lifeline-head', fill: '#1b1f24' }, name));
+    s.append(svg('rect', { x: x - 60, y: 6, width: 120, height: 28, rx: 4, fill: '#f6f8fa', stroke: '#57606a' }));
+    s.append(svg('text', { x, y: 25, 'text-anchor': 'middle', class: 'lifeline-head', 'data-lifeline': name, fill: '#1b1f24' }, name));
     s.append(svg('line', { x1: x, y1: 34, x2: x, y2: H - 6, stroke: '#8c959f', 'stroke-dasharray': '4 4' }));
   }
   if (!items.length) s.append(svg('text', { x: col('phone') + 20, y: top + 18, class: 'msg', fill: '#57606a' }, 'no message yet'));
@@ -209,13 +220,28 @@ function drawTrace() {
     const y = top + i * rowH + 16;
     // A new plug-in (the autorun step) starts a new story: a rule across the lifelines.
     if (it.kind === 'step' && it.feature === 'S0.3' && i > 0) s.append(svg('line', { x1: 70, y1: y - 15, x2: W - 10, y2: y - 15, stroke: '#0550ae', 'stroke-width': 1 }));
-    const g = svg('g', { class: it.kind === 'frame' ? (it.refused ? 'msg refused' : 'msg') : 'note', 'data-type': it.kind === 'frame' ? it.type : 'step' });
-    if (it.kind === 'frame') {
+    const cls = it.kind === 'frame' ? 'msg' : it.kind === 'call' ? 'msg call' : 'note';
+    const g = svg('g', { class: it.refused ? `${cls} refused` : cls, 'data-type': it.kind === 'frame' ? it.type : it.kind === 'call' ? it.op : 'step' });
+    if (it.kind === 'call') {
+      // Between servers, not through the gateway: a request solid, its answer dashed back.
       const x1 = col(it.from);
       const x2 = col(it.to);
       const bad = it.refused;
       const colour = bad ? '#b3261e' : '#1b1f24';
-      const label = `${bad ? '✗ ' : ''}${it.type}${it.code ? ` ${it.code}` : ''} · ${it.feature}${it.to === 'phone' || it.from === 'phone' ? ` (${it.dest})` : ''}`;
+      const what = it.answer === undefined ? it.op : `${it.answer}${it.code ? ` ${it.code}` : ''}`;
+      const label = `${bad ? '✗ ' : ''}${what} · ${it.feature}`;
+      const answer = it.answer !== undefined && it.from === 'operator';
+      g.append(svg('title', {}, `${clock(it.t)} ${it.from} → ${it.to}: ${answer ? `${it.op}: ` : ''}${label}${it.ms !== undefined ? ` (${it.ms} ms)` : ''}${bad ? ' — refused' : ''}`));
+      g.append(svg('line', { x1, y1: y, x2, y2: y, stroke: colour, 'stroke-width': bad ? 2.5 : 1.5, 'stroke-dasharray': bad ? '7 3' : answer ? '3 3' : 'none', 'marker-end': `url(#${bad ? 'arrow-bad' : 'arrow'})` }));
+      g.append(svg('text', { x: (x1 + x2) / 2, y: y - 5, 'text-anchor': 'middle', fill: colour, 'font-weight': bad ? 700 : 400 }, label));
+      g.append(svg('text', { x: 8, y: y + 4, fill: '#57606a', class: 'note' }, clock(it.t)));
+    } else if (it.kind === 'frame') {
+      const x1 = col(it.from);
+      const x2 = col(it.to);
+      const bad = it.refused;
+      const colour = bad ? '#b3261e' : '#1b1f24';
+      const via = it.from === 'policy' ? ' (pushed by the gateway)' : it.to === 'phone' || it.from === 'phone' ? ` (${it.dest})` : '';
+      const label = `${bad ? '✗ ' : ''}${it.type}${it.code ? ` ${it.code}` : ''} · ${it.feature}${via}`;
       g.append(svg('title', {}, `${clock(it.t)} ${it.from} → ${it.to}: ${label}${bad ? ' — refused' : ''}`));
       g.append(svg('line', { x1, y1: y, x2, y2: y, stroke: colour, 'stroke-width': bad ? 2.5 : 1.5, 'stroke-dasharray': bad ? '7 3' : 'none', 'marker-end': `url(#${bad ? 'arrow-bad' : 'arrow'})` }));
       // The gateway relays what passes its line: a dot where the message crosses it.

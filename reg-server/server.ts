@@ -85,7 +85,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
     const replay = replayCacheFor(cfg.mutant);
     const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
     // Placement reads this process's own health view, never another server's verdict.
-    const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, adminClient, table: () => tables?.current() ?? null, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
+    const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, adminClient, table: () => tables?.current() ?? null, tableVersion: () => tables?.version() ?? null, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
     host = await startHost({
       name: cfg.name,
       host: cfg.host,

@@ -21,6 +21,8 @@ export interface RegServerSessionDeps extends RotationDeps {
   replay: ReplayCache;
   /** S3.11: the latest signed attack table to hand on (server-kit/table-source.ts), or null. */
   table?: () => Uint8Array | null;
+  /** The version the latest table states (for the 'credentials issued' log line and the live page), or null. */
+  tableVersion?: () => number | null;
 }
 
 export class RegServerSession extends ServerSession {
@@ -109,6 +111,8 @@ export class RegServerSession extends ServerSession {
     this.opts.log.info('credentials issued', {
       serial: device.serial, user: device.user, gen: r.gen, currentGen: r.currentGen, ip, via: this.transport.via,
       region: choices[0]!.region, first: choices[0]!.name, reissued: r.reissued, installedAt: r.installedAt, localIp: request.localIp,
+      // S3.11: which table rode along (or was held back as too large), by the version it states.
+      ...(table ? { [fits ? 'table' : 'tableWithheld']: this.deps.tableVersion?.() ?? null } : {}),
     });
     this.#finish(step, 'done');
   }

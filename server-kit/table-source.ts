@@ -8,6 +8,25 @@
 import { adminCall, type AdminCaller } from './admin-messages.ts';
 import type { Logger } from './log.ts';
 import { equalBytes } from '@noble/ciphers/utils.js';
+import { decode } from '../protocol/cbor.ts';
+import { decodeTableBody, TableLimits } from '../protocol/attack-table.ts';
+import type { CborLimits } from '../protocol/limits.ts';
+
+const SIGNED_LIMITS: CborLimits = { maxFrameBytes: TableLimits.maxTableBytes, maxDepth: 1, maxArrayItems: 2, maxMapEntries: 0, maxStringBytes: TableLimits.maxTableBytes, maxItems: 3 };
+
+/**
+ * The version a signed table states, read WITHOUT checking its signature (for logs and the
+ * live page: the phone is the one that checks it); null when the bytes are not a readable table.
+ */
+export function statedTableVersion(signed: Uint8Array): number | null {
+  try {
+    const v = decode(signed, SIGNED_LIMITS);
+    if (!Array.isArray(v) || !(v[0] instanceof Uint8Array)) return null;
+    return decodeTableBody(v[0]).version;
+  } catch {
+    return null;
+  }
+}
 
 export interface TableSourceOptions {
   /** The policy server's admin client (server-kit/admin-rpc.ts AdminClient with POLICY_ADMIN_LIMITS). */
@@ -23,6 +42,7 @@ export interface TableSourceOptions {
 
 export class TableSource {
   #current: Uint8Array | null = null;
+  #version: number | null = null;
   #timer: NodeJS.Timeout | null = null;
   #failing = false;
   #closed = false;
@@ -37,12 +57,18 @@ export class TableSource {
     return this.#current;
   }
 
+  /** The version the held table states (unchecked: statedTableVersion), or null. */
+  version(): number | null {
+    return this.#version;
+  }
+
   /** One poll now; never throws (a failure keeps the table held). */
   async refresh(): Promise<void> {
     try {
       const t = await adminCall(this.#o.client, 'latestTable', {});
       const prev = this.#current;
       this.#current = t;
+      if (!prev || !equalBytes(prev, t)) this.#version = statedTableVersion(t);
       if (prev && !equalBytes(prev, t)) this.#o.onUpdate?.(t);
       if (this.#failing) this.#o.log.info('attack table source back', { bytes: t.length });
       this.#failing = false;

@@ -29,6 +29,8 @@ const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'usbphone
 
 export interface ExternalStack extends StackHandle {
   gatewayUrl: string;
+  /** The live page of the server process (its gateway's operator port), as its start printed it; null if it did not. */
+  pageUrl: string | null;
   pid: number;
 }
 
@@ -99,14 +101,16 @@ export async function startExternalStack(stateDir: string, opts: { logLevel?: st
   });
   trackChild(proc);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  let pageUrl: string | null = null;
   const gatewayUrl = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new ImplementationError('SIM_STACK_START', 'the server process did not start in time')), opts.startTimeoutMs ?? 30_000);
     proc.once('exit', (code) => reject(new ImplementationError('SIM_STACK_START', `the server process exited (${code}) before listening`)));
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       try {
-        const ev = JSON.parse(line) as { event?: string; gatewayUrl?: string };
+        const ev = JSON.parse(line) as { event?: string; gatewayUrl?: string; pageUrl?: unknown };
         if (ev.event === 'listening' && typeof ev.gatewayUrl === 'string') {
           clearTimeout(timer);
+          if (typeof ev.pageUrl === 'string' && /^http:\/\/[^\s/]+\/$/.test(ev.pageUrl)) pageUrl = ev.pageUrl;
           resolve(ev.gatewayUrl);
         }
       } catch {
@@ -121,6 +125,7 @@ export async function startExternalStack(stateDir: string, opts: { logLevel?: st
   const attached = attachStack(stateDir, gatewayUrl);
   return {
     ...attached,
+    pageUrl,
     pid: proc.pid!,
     async stop() {
       await attached.stop();

@@ -28,6 +28,14 @@ export interface FleetOptions {
   servers?: 'inline' | 'reg-child' | 'process' | 'attached';
   /** With servers 'attached': the running stack's gateway URL. */
   gateway?: string;
+  /**
+   * Told the live page's address once the servers run, before the first phone plugs in (the
+   * in-process stack's page, or the server process's): its fleet charts (logins/s, latency)
+   * are fed by the gateway's frames as the fleet runs. Not called for 'attached' servers.
+   */
+  onPage?: (url: string) => void;
+  /** Awaited with the summary after the last round, before the servers stop (usbphone sim --devices N --watch). */
+  hold?: (summary: FleetSummary) => Promise<void>;
 }
 
 export interface FleetSummary {
@@ -71,6 +79,8 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       : await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 }, regProcess: servers === 'reg-child' ? 'child' : 'inline' });
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
   try {
+    const page = 'pageUrl' in world.stack ? (world.stack as { pageUrl: string | null }).pageUrl : null;
+    if (page) o.onPage?.(page);
     const host = new TraceHost();
     // Enroll the whole fleet in one batch, then make the phones.
     await world.stack.enroll(Array.from({ length: o.devices }, (_, i) => world.enrollment(i)));
@@ -105,7 +115,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
     const wallMs = performance.now() - t0;
     peak = Math.max(peak, process.memoryUsage().rss);
     const failed = total - ok;
-    return {
+    const summary: FleetSummary = {
       devices: o.devices,
       rounds,
       ok,
@@ -124,6 +134,11 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       seed,
       servers,
     };
+    if (o.hold) {
+      clearInterval(sampler);
+      await o.hold(summary);
+    }
+    return summary;
   } finally {
     clearInterval(sampler);
     await world.stop();
