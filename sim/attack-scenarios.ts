@@ -346,7 +346,9 @@ async function badTable(c: AttackContext, kind: Bad): Promise<Result> {
     if (same(heldAfter, bytes)) problems.push('the bad table is held');
     else if (!same(heldBefore, heldAfter) && !(genuine?.ok && genuine.table.version > heldVersion)) problems.push('the held table changed to one that is not a genuine newer one');
     const heldNow = genuine?.ok ? genuine.table.version : null;
-    if (!choiceAfter || choiceAfter.version !== heldNow) problems.push(`the choice was not made with the held table: v${choiceAfter?.version ?? 'none'}, held v${heldNow ?? 'none'}`);
+    // Chosen with the table held at that moment: the one before, or a genuine newer one pushed
+    // before the choice (a push after it changes the held table, not the choice); never the bad one.
+    if (!choiceAfter || (choiceAfter.version !== heldVersion && choiceAfter.version !== heldNow)) problems.push(`the choice was not made with a table the phone held: v${choiceAfter?.version ?? 'none'}, held v${heldVersion} then v${heldNow ?? 'none'}`);
     if (!after.o.ok || after.o.bank?.kind !== 'page') problems.push('the login did not go on to the account page');
     const ok = problems.length === 0;
     return {
