@@ -5,8 +5,8 @@
 // input, --policy-key; the phone holds it from the factory).
 import { decode } from '../../protocol/cbor.ts';
 import { decodeTableBody, verifyTable, TableLimits } from '../../protocol/attack-table.ts';
-import { CRED_TABLE_MAX_BYTES } from '../../protocol/messages.ts';
-import { pass, fail, type Case, type CaseContext, type Outcome } from '../suite.ts';
+import { CRED_TABLE_MAX_BYTES, encodeEnvelope, MsgType } from '../../protocol/messages.ts';
+import { pass, fail, expectRefusal, type Case, type CaseContext, type Outcome } from '../suite.ts';
 import { register } from '../flows.ts';
 
 /** The signed wrapper [body, signature(64)]: two byte strings (docs/protocol.md §16 `signed-table`). */
@@ -21,6 +21,15 @@ async function tableOf(ctx: CaseContext, expected: string): Promise<Uint8Array |
 }
 
 export const tableCases: Case[] = [
+  {
+    section: '§16',
+    title: 'a tablePush sent by a device (only the gateway sends one) -> GW_BAD_DIRECTION at a gateway, MSG_UNEXPECTED at a server, and close',
+    async run(ctx) {
+      const c = await ctx.connect();
+      c.send(encodeEnvelope(MsgType.tablePush, 0, ctx.target.regDest, [new Uint8Array(96)]));
+      return expectRefusal(c, ['GW_BAD_DIRECTION', 'MSG_UNEXPECTED']);
+    },
+  },
   {
     section: '§16',
     title: `a credReply's table, when present, is a signed table [body, signature(64)] within its limits (at most ${CRED_TABLE_MAX_BYTES} bytes, ${TableLimits.maxSites} sites) whose body parses`,
