@@ -19,10 +19,10 @@ import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { corrupt, type Db } from '../server-kit/sqlite.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { BANK_NAME_RE, ACCOUNT_RE, type BankMode } from '../protocol/bank-messages.ts';
-import { encode, decode } from '../protocol/cbor.ts';
+import { encode } from '../protocol/cbor.ts';
 import { sealBox, openBox } from '../protocol/sealed-box.ts';
 import { systemRng } from '../protocol/channel.ts';
-import { isSite, isTotpParams, OTP_SEED_MIN, OTP_SEED_MAX, FP_PUBLIC_KEY_BYTES, type TotpParams } from '../protocol/person.ts';
+import { isSite, isTotpParams, decodeOtpSeed, OTP_SEED_MIN, OTP_SEED_MAX, FP_PUBLIC_KEY_BYTES, type TotpParams } from '../protocol/person.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 
 export const BANK_SCHEMA = `
@@ -86,19 +86,7 @@ export function sealOtpSeed(storageKey: Uint8Array, accountNo: string, site: str
 /** Opens a sealed seed of the row (accountNo, site); null when it does not open or is malformed. */
 export function openOtpSeed(storageKey: Uint8Array, accountNo: string, site: string, box: Uint8Array): OtpSeed | null {
   const pt = openBox(storageKey, box, seedAad(accountNo, site));
-  if (!pt) return null;
-  try {
-    const v = decode(pt);
-    if (!Array.isArray(v) || v.length !== 4) return null;
-    const [seed, algorithm, digits, period] = v;
-    const params = { algorithm, digits, period };
-    if (!(seed instanceof Uint8Array) || seed.length < OTP_SEED_MIN || seed.length > OTP_SEED_MAX || !isTotpParams(params)) return null;
-    return { seed: Uint8Array.from(seed), params };
-  } catch {
-    return null;
-  } finally {
-    pt.fill(0);
-  }
+  return pt ? decodeOtpSeed(pt) : null;
 }
 
 export type IdKind = 'iccid' | 'imsi' | 'msisdn' | 'card';

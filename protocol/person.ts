@@ -105,7 +105,15 @@ export function unwrapOtpSeed(loginKey: Uint8Array, site: string, user: string, 
   const k = seedKey(loginKey, site);
   const pt = openBox(k, box, seedAad(site, user));
   k.fill(0);
-  if (!pt) return null;
+  return pt ? decodeOtpSeed(pt) : null;
+}
+
+/**
+ * The plaintext of a sealed TOTP seed, CBOR [seed, algorithm, digits, period] (the site's wrap
+ * for the chip, and the bank's own sealing at rest: biz-server/bank-store.ts): the seed and its
+ * parameters, or null when malformed. Wipes `pt` in any case.
+ */
+export function decodeOtpSeed(pt: Uint8Array): { seed: Uint8Array; params: TotpParams } | null {
   try {
     const v = decode(pt);
     if (!Array.isArray(v) || v.length !== 4) return null;

@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { runStory, STORIES } from './scenarios.ts';
 import { BANK_STORIES, STORY_PASSWORD, storyCard, person } from './bank-scenarios.ts';
 import { startWorld, TraceHost } from './world.ts';
-import { encodings } from './needles.ts';
+import { encodings, captureWebSocketSends } from './needles.ts';
 import { setLogSink, addLogListener } from '../server-kit/log.ts';
 import { SimSlot } from '../firmware/hal/sim-card.ts';
 
@@ -49,16 +49,9 @@ test('the stories can fail: a login with the clone\'s password wrong is not a de
 });
 
 test('a full bank run captured: the password is in no WebSocket payload, log line or file; the verifier only in its column; the account page opens in a browser for its token only', async () => {
-  const sent: Buffer[] = [];
   const logs: string[] = [];
   const stopLogs = addLogListener((l) => void logs.push(JSON.stringify(l)));
-  const original = WebSocket.prototype.send;
-  WebSocket.prototype.send = function (this: WebSocket, data: unknown, ...rest: unknown[]) {
-    if (data instanceof Uint8Array) sent.push(Buffer.from(data));
-    else if (typeof data === 'string') sent.push(Buffer.from(data, 'utf8'));
-    else if (Array.isArray(data)) sent.push(Buffer.concat(data as Buffer[]));
-    return (original as (...a: unknown[]) => void).call(this, data, ...rest);
-  } as typeof original;
+  const { sent, restore } = captureWebSocketSends(WebSocket);
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-bank-capture-'));
   const world = await startWorld({ stateDir: dir, gatewayPort: 0, ...FAST });
   try {
@@ -119,7 +112,7 @@ test('a full bank run captured: the password is in no WebSocket payload, log lin
     }
   } finally {
     stopLogs();
-    WebSocket.prototype.send = original;
+    restore();
     await world.stop().catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   }

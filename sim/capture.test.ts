@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { startWorld, TraceHost } from './world.ts';
 import { setLogSink, addLogListener } from '../server-kit/log.ts';
-import { encodings, byteEncodings } from './needles.ts';
+import { encodings, byteEncodings, captureWebSocketSends } from './needles.ts';
 import { memoryNvm } from '../firmware/secure/nvm.ts';
 import { SimSlot } from '../firmware/hal/sim-card.ts';
 import { person, storyCard } from './bank-scenarios.ts';
@@ -25,14 +25,7 @@ import { person, storyCard } from './bank-scenarios.ts';
 setLogSink(() => {});
 
 test('no WebSocket payload of a full run (two boots, a password change) holds the serial in any encoding', async () => {
-  const sent: Buffer[] = [];
-  const original = WebSocket.prototype.send;
-  WebSocket.prototype.send = function (this: WebSocket, data: unknown, ...rest: unknown[]) {
-    if (data instanceof Uint8Array) sent.push(Buffer.from(data));
-    else if (typeof data === 'string') sent.push(Buffer.from(data, 'utf8'));
-    else if (Array.isArray(data)) sent.push(Buffer.concat(data as Buffer[]));
-    return (original as (...a: unknown[]) => void).call(this, data, ...rest);
-  } as typeof original;
+  const { sent, restore } = captureWebSocketSends(WebSocket);
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-capture-'));
   const world = await startWorld({ stateDir: dir, gatewayPort: 0 });
   try {
@@ -54,23 +47,16 @@ test('no WebSocket payload of a full run (two boots, a password change) holds th
       assert.ok(planted.includes(e.needle), `needle ${e.what}`);
     }
   } finally {
-    WebSocket.prototype.send = original;
+    restore();
     await world.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test('the person layer captured: a bank registration, a login with the one-time code and one with the finger: the TOTP seed and the fingerprint template are in no WebSocket payload, log line, trace line or state file, in any encoding', async () => {
-  const sent: Buffer[] = [];
   const logs: string[] = [];
   const stopLogs = addLogListener((l) => void logs.push(JSON.stringify(l)));
-  const original = WebSocket.prototype.send;
-  WebSocket.prototype.send = function (this: WebSocket, data: unknown, ...rest: unknown[]) {
-    if (data instanceof Uint8Array) sent.push(Buffer.from(data));
-    else if (typeof data === 'string') sent.push(Buffer.from(data, 'utf8'));
-    else if (Array.isArray(data)) sent.push(Buffer.concat(data as Buffer[]));
-    return (original as (...a: unknown[]) => void).call(this, data, ...rest);
-  } as typeof original;
+  const { sent, restore } = captureWebSocketSends(WebSocket);
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-capture-person-'));
   const world = await startWorld({ stateDir: dir, gatewayPort: 0, bankScrypt: { ln: 12, r: 8, p: 1 } });
   try {
@@ -115,7 +101,7 @@ test('the person layer captured: a bank registration, a login with the one-time 
     for (const e of byteEncodings(seed)) assert.ok(Buffer.concat([Buffer.from('x'), Buffer.from(e.what.startsWith('base64') ? Buffer.concat([Buffer.alloc(Number(/offset (\d)/.exec(e.what)![1])), Buffer.from(seed)]).toString('base64') : e.needle, 'latin1')]).toString('latin1').includes(e.needle));
   } finally {
     stopLogs();
-    WebSocket.prototype.send = original;
+    restore();
     await world.stop().catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   }

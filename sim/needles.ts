@@ -34,3 +34,20 @@ export function byteEncodings(b: Uint8Array, text?: string): { what: string; nee
   return out;
 }
 
+
+/**
+ * Every WebSocket payload this process sends from now on, until restore(): what the capture
+ * tests search (the ws library's send, patched; text frames as UTF-8, fragmented as one).
+ */
+export function captureWebSocketSends(ws: { prototype: { send: (...a: never[]) => unknown } }): { sent: Buffer[]; restore(): void } {
+  const sent: Buffer[] = [];
+  const proto = ws.prototype as unknown as { send: (...a: unknown[]) => unknown };
+  const original = proto.send;
+  proto.send = function (this: unknown, data: unknown, ...rest: unknown[]) {
+    if (data instanceof Uint8Array) sent.push(Buffer.from(data));
+    else if (typeof data === 'string') sent.push(Buffer.from(data, 'utf8'));
+    else if (Array.isArray(data)) sent.push(Buffer.concat(data as Buffer[]));
+    return original.call(this, data, ...rest);
+  };
+  return { sent, restore: () => void (proto.send = original) };
+}
