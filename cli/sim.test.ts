@@ -137,7 +137,7 @@ test('--sim-card, --bank, --swap-sim: a person opens an account bound to the SIM
     assert.is.not(second.iccid, first.iccid);
     assert.ok(second.iccid.startsWith(first.iccid.slice(0, 8)) && second.imsi.startsWith(first.imsi.slice(0, 5)), 'same issuer and network');
     assert.match(c, new RegExp(`operator: the operator moved line \\${first.msisdn} from card ${first.iccid.slice(0, 7)}…${first.iccid.slice(-4)} to card ${second.iccid.slice(0, 7)}…${second.iccid.slice(-4)}`));
-    assert.match(c, /bank: login not allowed: BANK_NOT_BOUND/);
+    assert.match(c, /bank: login not allowed: BANK_NOT_BOUND.*; if this phone's SIM was swapped, move the binding to the new card from this phone: usbphone sim --bank rebind --bank-name NAME/);
     const op = new SqliteOperatorStore(join(dir, 'operator.sqlite'));
     try {
       const sub = op.byPhoneNumber(first.msisdn)!;

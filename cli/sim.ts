@@ -205,7 +205,16 @@ function bankLine(b: import('../firmware/main-program.ts').BankStepOutcome | und
   if (!b) return 'bank: no bank step (the phone did not log in, or the main program did not reach it)';
   if (b.kind === 'registered') return `bank: account ${maskAccount(b.account)} ${action === 'rebind' ? 'bound to this SIM now (re-bound)' : 'opened, bound to this SIM and this phone'} (mode ${b.mode})`;
   if (b.kind === 'page') return `bank: logged in: account page of ${b.account} (mode ${b.mode}, ${b.lastLogins} last login(s) listed)`;
-  if (b.kind === 'refused') return `bank: login not allowed: ${b.code}: ${b.reason}`;
+  if (b.kind === 'refused') {
+    // What the person can do next (found by review: after --swap-sim the refusal said nothing of re-binding).
+    const next =
+      b.code === 'BANK_SIM_SWAPPED' || b.code === 'BANK_NOT_BOUND'
+        ? "; if this phone's SIM was swapped, move the binding to the new card from this phone: usbphone sim --bank rebind --bank-name NAME"
+        : b.code === 'BANK_BUSY' || b.code === 'BANK_OPERATOR_UNAVAILABLE'
+          ? '; try again later'
+          : '';
+    return `bank: login not allowed: ${b.code}: ${b.reason}${next}`;
+  }
   return `bank: failed: ${b.reason}`;
 }
 
