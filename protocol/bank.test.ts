@@ -28,7 +28,8 @@ const te = new TextEncoder();
 const code = (c: string) => (e: unknown) => e instanceof ProtocolError && e.code === c;
 
 /** A login to pwConfirmAck with `bank` as the client's `then`; returns both ends and the server's bank machine. */
-function loggedIn(bank: BankClient) {
+/** The login driven to pwConfirmAck; `started` is the client's step on that ack (where `bank` begins). */
+function toConfirmAck(bank: BankClient) {
   const c = new LoginClient({ dest: 'biz-east', user, gen: 1, secret, rng: keystreamRng('c'), then: bank });
   const s = new LoginServer('biz-east', deps, keystreamRng('s'));
   const feed = (frames: Uint8Array[]) => frames.flatMap((f) => s.receive(f, decodeEnvelope(f)).send);
@@ -36,7 +37,11 @@ function loggedIn(bank: BankClient) {
   c.receive(a[0]!);
   const fin = c.receive(a[1]!).send;
   const ack = feed([...fin, ...c.afterLogin(true).send]);
-  const started = c.receive(ack[0]!);
+  return { c, s, started: c.receive(ack[0]!) };
+}
+
+function loggedIn(bank: BankClient) {
+  const { c, s, started } = toConfirmAck(bank);
   assert.is(started.event, 'continued');
   const bs = new BankServer(s.takeChannel());
   assert.throws(() => s.takeChannel(), (e: unknown) => e instanceof ImplementationError && e.code === 'EXCHANGE_STATE');
@@ -83,14 +88,7 @@ test('a fingerprint login: the prover gets this session\'s channel binding, the 
 });
 
 test('a proof the phone cannot make (another finger): nothing is sent, the client ends with no-proof and the device-local code', () => {
-  const c = new LoginClient({ dest: 'biz-east', user, gen: 1, secret, rng: keystreamRng('c'), then: new BankClient({ kind: 'prove', name: 'alice', mech: 'fingerprint', ids: sim, prove: () => ({ ok: false, code: 'PERSON_FP_NO_MATCH', detail: 'another finger' }) }) });
-  const s = new LoginServer('biz-east', deps, keystreamRng('s'));
-  const feed = (frames: Uint8Array[]) => frames.flatMap((f) => s.receive(f, decodeEnvelope(f)).send);
-  const a = feed(c.start().send);
-  c.receive(a[0]!);
-  const fin = c.receive(a[1]!).send;
-  const ack = feed([...fin, ...c.afterLogin(true).send]);
-  const end = c.receive(ack[0]!);
+  const { started: end } = toConfirmAck(new BankClient({ kind: 'prove', name: 'alice', mech: 'fingerprint', ids: sim, prove: () => ({ ok: false, code: 'PERSON_FP_NO_MATCH', detail: 'another finger' }) }));
   assert.equal(end.send, []);
   assert.equal(end.done, { kind: 'ok', confirmed: true, then: { kind: 'no-proof', code: 'PERSON_FP_NO_MATCH', reason: 'another finger' } });
 });

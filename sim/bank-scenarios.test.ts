@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { runStory, STORIES } from './scenarios.ts';
 import { BANK_STORIES, STORY_PASSWORD, storyCard, person } from './bank-scenarios.ts';
 import { startWorld, TraceHost } from './world.ts';
-import { encodings, captureWebSocketSends } from './needles.ts';
+import { encodings, captureWebSocketSends, filesUnder } from './needles.ts';
 import { setLogSink, addLogListener } from '../server-kit/log.ts';
 import { SimSlot } from '../firmware/hal/sim-card.ts';
 
@@ -95,15 +95,7 @@ test('a full bank run captured: the password is in no WebSocket payload, log lin
     }
     // Every file of the state directory: the password in no encoding; the verifier only in the database.
     await world.stack.stop();
-    const files: string[] = [];
-    const walk = (d: string) => {
-      for (const n of readdirSync(d)) {
-        const p = join(d, n);
-        if (statSync(p).isDirectory()) walk(p);
-        else files.push(p);
-      }
-    };
-    walk(dir);
+    const files = filesUnder(dir);
     assert.ok(files.some((f) => f.endsWith('biz-accounts.sqlite')));
     for (const f of files) {
       const text = readFileSync(f).toString('latin1');

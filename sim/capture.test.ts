@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { startWorld, TraceHost } from './world.ts';
 import { setLogSink, addLogListener } from '../server-kit/log.ts';
-import { encodings, byteEncodings, captureWebSocketSends } from './needles.ts';
+import { encodings, byteEncodings, captureWebSocketSends, filesUnder } from './needles.ts';
 import { memoryNvm } from '../firmware/secure/nvm.ts';
 import { SimSlot } from '../firmware/hal/sim-card.ts';
 import { person, storyCard } from './bank-scenarios.ts';
@@ -78,15 +78,7 @@ test('the person layer captured: a bank registration, a login with the one-time 
     assert.ok(seed.length === 20 && template && template.length === 128, 'the seed at the bank and the template in the chip');
     assert.ok(sent.length > 20, `${sent.length} payloads captured`);
     await world.stack.stop();
-    const files: string[] = [];
-    const walk = (d: string) => {
-      for (const n of readdirSync(d)) {
-        const p = join(d, n);
-        if (statSync(p).isDirectory()) walk(p);
-        else files.push(p);
-      }
-    };
-    walk(dir);
+    const files = filesUnder(dir);
     assert.ok(files.some((f) => f.endsWith('biz-accounts.sqlite')));
     const places: [string, string][] = [
       ['a WebSocket payload', Buffer.concat(sent).toString('latin1')],

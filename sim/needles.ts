@@ -2,6 +2,9 @@
 // UTF-16 both ways, hex both cases, base64 at each alignment), as latin1 strings to find in a
 // latin1 view of captured bytes. Used by sim/capture.test.ts (the serial, the TOTP seed, the
 // fingerprint template) and sim/bank-scenarios.test.ts (the person's password and its verifier).
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
 /** The encodings of `s` to look for, as latin1 strings (each byte one char). */
 export function encodings(s: string): { what: string; needle: string }[] {
   return byteEncodings(Buffer.from(s, 'utf8'), s);
@@ -34,6 +37,20 @@ export function byteEncodings(b: Uint8Array, text?: string): { what: string; nee
   return out;
 }
 
+
+/** Every file below `dir` (a state directory the capture tests search). */
+export function filesUnder(dir: string): string[] {
+  const files: string[] = [];
+  const walk = (d: string) => {
+    for (const n of readdirSync(d)) {
+      const p = join(d, n);
+      if (statSync(p).isDirectory()) walk(p);
+      else files.push(p);
+    }
+  };
+  walk(dir);
+  return files;
+}
 
 /**
  * Every WebSocket payload this process sends from now on, until restore(): what the capture
