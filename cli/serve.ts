@@ -120,6 +120,9 @@ export const command: Command = {
     quietOnClosedPipe();
     const args = parseOptions('serve', argv, OPTIONS, { positionals: true }).values;
     const say = (human: string, ev: Record<string, unknown>) => process.stdout.write(json ? JSON.stringify(ev) + '\n' : human + '\n');
+    // The stop signals are caught from here on, before the ready line says 'stop with Ctrl-C': a
+    // signal right after it would otherwise kill the process uncleanly (exit without a code, seen in CI).
+    const signalled = untilSignal();
 
     let stop: () => Promise<void>;
     let undo: (() => void) | null = null;
@@ -203,7 +206,7 @@ export const command: Command = {
       if (/^SQLITE_/.test(String(err.code))) return reportError('serve', e);
       return reportError('serve', new CliError('SERVE_FAILED', err.message ?? String(e)));
     }
-    const sig = await untilSignal();
+    const sig = await signalled;
     await stop();
     say(`stopped (${sig})`, { event: 'stopped', role, signal: sig });
     releaseParentPipe();
