@@ -8,7 +8,7 @@ GATEWAY ?=
 # make inspect inspects the phone make sim plugs in, unless IMAGE= names another image.
 IMAGE ?= $(STATE)/phone.img
 
-.PHONY: all deps tools test typecheck test-slow sim serve image inspect bench clean help
+.PHONY: all deps tools services test typecheck test-slow sim serve image inspect bench clean help
 
 all: help
 
@@ -36,10 +36,14 @@ deps: node_modules/.stamp
 tools:
 	@bash scripts/ensure-tools.sh
 
+# PostgreSQL and Redis for the tests of the scaled-out back end (never needed by make sim/serve).
+services:
+	@bash scripts/ensure-services.sh
+
 typecheck: deps
 	$(NODE_BIN)/tsc --noEmit -p .
 
-test: deps tools typecheck
+test: deps tools services typecheck
 	node scripts/run-tests.mjs
 
 test-slow: deps tools
