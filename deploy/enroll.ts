@@ -139,18 +139,18 @@ export async function enrollDevices(target: { reg: RegStore; accounts: AccountDi
   if (opts.user !== undefined && !USER_RE.test(opts.user)) bad(`user '${opts.user}' must match ${USER_RE.source}`);
   if (opts.account !== undefined && (opts.account.length === 0 || opts.account.length > ACCOUNT_MAX)) bad(`account must be 1..${ACCOUNT_MAX} characters`);
   const checked = records.map((raw, i) => checkRecord(raw, i));
-  const nameKey = target.reg.userNameKey();
+  const nameKey = await target.reg.userNameKey();
   const out: EnrollResult[] = [];
   for (const r of checked) {
-    const existing = target.reg.getDevice(r.serial);
+    const existing = await target.reg.getDevice(r.serial);
     const user = opts.user ?? existing?.user ?? userNameFor(nameKey, r.serial);
     const account = opts.account ?? existing?.account ?? `acct-${r.serial}`;
     const { serial, keyVersion, ...rest } = r;
-    if (r.firmwareMeasurement) target.reg.addFirmware(r.firmwareMeasurement, r.firmwareVersion ?? 0);
+    if (r.firmwareMeasurement) await target.reg.addFirmware(r.firmwareMeasurement, r.firmwareVersion ?? 0);
     // The account first: a conflict there writes nothing here; a run interrupted between the
     // two is completed by the next with the same (derived) name.
     const bizAccount = await target.accounts.createAccount(account, user);
-    const device = target.reg.enrollDevice({ serial, keyVersion, account, user, meta: rest });
+    const device = await target.reg.enrollDevice({ serial, keyVersion, account, user, meta: rest });
     out.push({ serial, user, account, device, bizAccount });
   }
   return out;

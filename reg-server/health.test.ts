@@ -42,7 +42,7 @@ function scripted(plan: ('ok' | 'draining' | 'fail')[]) {
 test('one lost answer is retried at once and is no verdict; unhealthy only after consecutive failed polls; an answer is believed at once', async () => {
   const store = sharedStore();
   const s = scripted(['fail', 'ok', 'fail', 'fail', 'fail', 'fail', 'ok', 'draining']);
-  const one = { ...store, listServers: () => store.listServers().slice(0, 1) } as RegStore;
+  const one = { ...store, listServers: async () => (await store.listServers()).slice(0, 1) } as RegStore;
   const p1 = new HealthPoller(one, s.client, log, 0, 2);
   await p1.poll(); // fail, retry ok
   assert.equal([p1.state('biz-east')!.healthy, p1.state('biz-east')!.failures, s.calls()], [true, 0, 2]);
@@ -63,11 +63,11 @@ test('two registration servers on one store: the one whose polls fail does not c
   await backup.poll();
   for (let i = 0; i < 3; i++) await paused.poll();
   // The paused one's verdict reached the shared store (for operators)...
-  assert.ok(store.listServers().every((s) => !s.healthy));
+  assert.ok((await store.listServers()).every((s) => !s.healthy));
   // ...but the backup places by its own view.
   const view = withHealthView(store, backup);
-  assert.equal(chooseServers('127.1.0.9', view.listRegions(), view.listServers()).map((s) => s.name), ['biz-east', 'biz-west']);
-  assert.equal(chooseServers('127.1.0.9', store.listRegions(), withHealthView(store, paused).listServers()), []);
+  assert.equal(chooseServers('127.1.0.9', await view.listRegions(), await view.listServers()).map((s) => s.name), ['biz-east', 'biz-west']);
+  assert.equal(chooseServers('127.1.0.9', await store.listRegions(), await withHealthView(store, paused).listServers()), []);
 });
 
 test.run();

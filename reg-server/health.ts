@@ -64,7 +64,7 @@ export class HealthPoller {
   }
 
   async #poll(): Promise<void> {
-    await Promise.all(this.store.listServers().map(async (s) => {
+    await Promise.all((await this.store.listServers()).map(async (s) => {
       const prev = this.#view.get(s.name) ?? { healthy: s.healthy, load: s.load, failures: 0 };
       const got = await this.#ask(s);
       const next: HealthState = got
@@ -74,7 +74,7 @@ export class HealthPoller {
       if (next.healthy !== prev.healthy) this.log.info(next.healthy ? 'business server healthy' : 'business server unhealthy', { server: s.name, failures: next.failures });
       try {
         // For operators only (placement never reads it back): the last writer's view.
-        this.store.setServerHealth(s.name, next.healthy, next.load);
+        await this.store.setServerHealth(s.name, next.healthy, next.load);
       } catch (e) {
         this.log.warn('health not recorded', { server: s.name, err: (e as Error).message });
       }
@@ -102,7 +102,12 @@ export class HealthPoller {
 export function withHealthView<S extends RegStore>(store: S, poller: HealthPoller): S {
   return new Proxy(store, {
     get(target, prop) {
-      if (prop === 'listServers') return () => poller.overlay(target.listServers());
+      if (prop === 'listServers') {
+        return () => {
+          const list = target.listServers();
+          return list instanceof Promise ? list.then((l) => poller.overlay(l)) : poller.overlay(list);
+        };
+      }
       const v = Reflect.get(target, prop, target);
       return typeof v === 'function' ? v.bind(target) : v;
     },

@@ -109,13 +109,13 @@ export async function rotate(deps: RotationDeps, device: Device, servers: readon
   }
   await deps.pauseAt?.('afterInstall');
   if (result.installed) {
-    deps.store.recordRotation(device.serial, result.currentGen, result.pendingGen, now());
+    await deps.store.recordRotation(device.serial, result.currentGen, result.pendingGen, now());
     await deps.pauseAt?.('afterRecord');
     return { secret, gen: result.pendingGen, currentGen: result.currentGen, reissued: false, installedAt, pendingReissues: 0 };
   }
   secret.fill(0);
   const previous = openSealedSecret(deps.ring, device, result.rotationId, result.sealed);
-  const pendingReissues = deps.store.recordReissue(device.serial, result.currentGen, result.pendingGen, now());
+  const pendingReissues = await deps.store.recordReissue(device.serial, result.currentGen, result.pendingGen, now());
   await deps.pauseAt?.('afterRecord');
   return { secret: previous, gen: result.pendingGen, currentGen: result.currentGen, reissued: true, installedAt, pendingReissues };
 }

@@ -10,7 +10,9 @@ import { TableSource } from '../server-kit/table-source.ts';
 import { POLICY_ADMIN_LIMITS } from '../server-kit/admin-messages.ts';
 import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
-import { SqliteRegStore, type RegStore, type BizServerRecord, type RegionRecord } from './store.ts';
+import type { RegStore, BizServerRecord, RegionRecord } from './store.ts';
+import { openRegStore } from './pg-store.ts';
+import { placeOf, type StoreChoice } from '../server-kit/store-choice.ts';
 import { RegServerSession } from './session.ts';
 import { HealthPoller, withHealthView } from './health.ts';
 import type { RotationStep } from './rotation.ts';
@@ -23,7 +25,10 @@ export interface RegConfig {
   host: string;
   devicePort: number | null;
   linkPort: number;
+  /** The SQLite file (under the default store choice). */
   dbFile: string;
+  /** SQLite (default) or PostgreSQL shared by several registration servers (issue 16). */
+  store?: StoreChoice;
   ring: MasterKeyring;
   linkKey: Uint8Array;
   /** PEM certificate and key (contents or paths): the link port speaks wss:// (server-kit/host.ts). */
@@ -62,11 +67,11 @@ export const DEFAULT_PENDING_TTL_MS = 30 * 24 * 3600_000;
 export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
   const log = createLogger(cfg.name);
   for (const r of cfg.regions) parseCidr(r.cidr);
-  const store = new SqliteRegStore(cfg.dbFile);
+  const store = await openRegStore(placeOf(cfg.store ?? { kind: 'sqlite' }, cfg.dbFile));
   let host: Host | null = null;
   let tables: TableSource | null = null;
   try {
-    store.syncTopology(cfg.bizServers, cfg.regions);
+    await store.syncTopology(cfg.bizServers, cfg.regions);
     const clients = new Map<string, AdminClient>();
     const adminClient = (s: BizServerRecord) => {
       let c = clients.get(s.adminUrl);
@@ -110,13 +115,13 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
         await poller.stop();
         await h.close();
         for (const c of clients.values()) c.close();
-        store.close();
+        await store.close();
       },
     };
   } catch (e) {
     tables?.close();
     await host?.close();
-    store.close();
+    await store.close();
     throw e;
   }
 }

@@ -2,10 +2,10 @@
 // protocol/registration.ts's RegistrationServer. The machine runs the exchange
 // (docs/protocol.md §6.2); this file keeps what needs the server: the device key from the
 // master keyring, the replay cache, the device record, placement, rotation, logs and metrics.
-import { RegistrationServer, type CredentialsNeed, type RegistrationServerStep } from '../protocol/registration.ts';
+import { RegistrationServer, RegMessages, type CredentialsNeed, type RegistrationServerStep } from '../protocol/registration.ts';
 import { CRED_TABLE_MAX_BYTES, type Envelope } from '../protocol/messages.ts';
 import { identifyToken, type MasterKeyring, type TokenRefusal } from '../protocol/keys.ts';
-import { ProtocolError } from '../protocol/errors.ts';
+import { ProtocolError, ImplementationError } from '../protocol/errors.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
@@ -29,6 +29,13 @@ export class RegServerSession extends ServerSession {
   protected readonly exchange: RegistrationServer;
   /** Why the hello's token named no device; the peer gets HS_BAD_CLIENT_PROOF whatever it is. */
   #tokenRefusal: TokenRefusal | null = null;
+  /**
+   * The store's verdict on the measurement of the hello being handled, read before the frame
+   * goes to the machine (whose acceptFirmware is synchronous): on PostgreSQL the read is async.
+   */
+  #firmware: { hex: string; accepted: boolean } | null = null;
+  /** Store writes the machine asked for during one receive(), awaited before its reply is sent. */
+  #writes: Promise<void>[] = [];
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: RegServerSessionDeps) {
     super(t, opts);
@@ -43,11 +50,16 @@ export class RegServerSession extends ServerSession {
       assertFresh: (mac) => deps.replay.assertFresh(mac),
       acceptFirmware: (serial, measurement) => {
         const hex = bytesToHex(measurement);
-        if (deps.store.firmwareAccepted(hex)) return;
+        // step() read the verdict for this very hello; anything else is our bug, never a pass.
+        if (this.#firmware?.hex !== hex) throw new ImplementationError('EXCHANGE_STATE', 'firmware verdict not loaded for this hello');
+        if (this.#firmware.accepted) return;
         this.opts.log.info('firmware refused', { code: 'REG_FIRMWARE_REFUSED', serial, measurement: hex.slice(0, 16) });
         throw new ProtocolError('REG_FIRMWARE_REFUSED', `firmware measurement ${hex.slice(0, 16)}… is not accepted by this server`);
       },
-      recordConfirmation: (serial, gen) => deps.store.recordConfirmation(serial, gen),
+      recordConfirmation: (serial, gen) => {
+        const w = deps.store.recordConfirmation(serial, gen);
+        if (w instanceof Promise) this.#writes.push(w);
+      },
     });
   }
 
@@ -58,7 +70,15 @@ export class RegServerSession extends ServerSession {
   }
 
   protected async step(frame: Uint8Array, env: Envelope): Promise<void> {
-    const s = this.exchange.receive(frame, env);
+    if (env.type === RegMessages.hello.type && this.exchange.serial === '') await this.#loadFirmwareVerdict(env);
+    let s: RegistrationServerStep;
+    try {
+      s = this.exchange.receive(frame, env);
+    } finally {
+      // The store has the write (or the session fails) before the device hears the answer.
+      const writes = this.#writes.splice(0);
+      if (writes.length) await Promise.all(writes);
+    }
     this.send(s.send);
     if (s.event) {
       this.opts.log.info('generation confirmed', { serial: s.event.serial, gen: s.event.gen });
@@ -67,16 +87,32 @@ export class RegServerSession extends ServerSession {
     if (s.need) await this.#credentials(s.need);
   }
 
+  /**
+   * One read per well-formed hello, before its MAC is checked (the machine checks it, then asks
+   * for the verdict synchronously): a malformed hello is left to the machine to refuse.
+   */
+  async #loadFirmwareVerdict(env: Envelope): Promise<void> {
+    let measurement: Uint8Array;
+    try {
+      measurement = RegMessages.hello.decode(env.body).measurement;
+    } catch {
+      return;
+    }
+    const hex = bytesToHex(measurement);
+    this.#firmware = { hex, accepted: await this.deps.store.firmwareAccepted(hex) };
+  }
+
   /** The credential request (S0.8, S0.9, S0.14): the device record, placement, rotation. */
   async #credentials({ serial, request }: CredentialsNeed): Promise<void> {
     const ip = this.transport.observedIp;
-    const device = this.deps.store.getDevice(serial);
+    const device = await this.deps.store.getDevice(serial);
     if (!device || device.status !== 'active') {
       this.opts.log.info('device not found', { code: 'REG_NOT_FOUND', serial, disabled: device?.status === 'disabled', ip });
       this.opts.metrics?.event('device_not_found');
       return this.#finish(this.exchange.answer({ kind: 'not-found', reason: device ? 'device disabled' : 'device not registered' }), 'REG_NOT_FOUND');
     }
-    const choices = chooseServers(ip, this.deps.store.listRegions(), this.deps.store.listServers());
+    const [regions, servers] = await Promise.all([this.deps.store.listRegions(), this.deps.store.listServers()]);
+    const choices = chooseServers(ip, regions, servers);
     if (choices.length === 0) throw new ProtocolError('REG_NO_BIZ_SERVER', 'no healthy business server');
     const r = await rotate(this.deps, device, choices);
     if (this.ended) {

@@ -10,6 +10,7 @@ import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
 import { SERIAL_RE } from '../protocol/keys.ts';
 import { USER_RE, DEST_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import type { Awaitable } from '../server-kit/store-choice.ts';
 
 export type DeviceStatus = 'active' | 'disabled';
 
@@ -57,40 +58,42 @@ export type FirmwareStatus = 'accepted' | 'revoked';
 export interface FirmwareRecord { measurement: string; version: number; status: FirmwareStatus; addedAt: number }
 
 export interface RegStore {
-  getDevice(serial: string): Device | null;
+  getDevice(serial: string): Awaitable<Device | null>;
   /** Idempotent: 'exists' when nothing changed, 'updated' when the key version changed. */
-  enrollDevice(d: EnrollInput, now?: number): 'created' | 'exists' | 'updated';
-  setDeviceStatus(serial: string, status: DeviceStatus): boolean;
+  enrollDevice(d: EnrollInput, now?: number): Awaitable<'created' | 'exists' | 'updated'>;
+  setDeviceStatus(serial: string, status: DeviceStatus): Awaitable<boolean>;
   /** A new pending generation was installed. */
-  recordRotation(serial: string, currentGen: number, pendingGen: number, now?: number): void;
+  recordRotation(serial: string, currentGen: number, pendingGen: number, now?: number): Awaitable<void>;
   /** The pending generation was re-issued (it may have been installed by a crashed run). */
   /** Returns how many times this pending generation has been issued again without a login using it. */
-  recordReissue(serial: string, currentGen: number, pendingGen: number, now?: number): number;
+  recordReissue(serial: string, currentGen: number, pendingGen: number, now?: number): Awaitable<number>;
   /** The device confirmed it uses generation `gen` (informational). */
-  recordConfirmation(serial: string, gen: number): void;
+  recordConfirmation(serial: string, gen: number): Awaitable<void>;
   /** Replaces the business server list and region map from configuration (health kept). */
-  syncTopology(servers: Omit<BizServerRecord, 'healthy' | 'load' | 'checkedAt'>[], regions: RegionRecord[]): void;
-  listServers(): BizServerRecord[];
-  listRegions(): RegionRecord[];
-  setServerHealth(name: string, healthy: boolean, load: number, now?: number): void;
+  syncTopology(servers: Omit<BizServerRecord, 'healthy' | 'load' | 'checkedAt'>[], regions: RegionRecord[]): Awaitable<void>;
+  listServers(): Awaitable<BizServerRecord[]>;
+  listRegions(): Awaitable<RegionRecord[]>;
+  setServerHealth(name: string, healthy: boolean, load: number, now?: number): Awaitable<void>;
   /**
    * This deployment's key for business user names (32 random bytes, made on first use in one
    * transaction, kept in the store): enrollment derives each device's opaque user name from it
    * (deploy/enroll.ts userNameFor), so a name is stable across retries yet says nothing of the serial.
    * `ifNew`: the key to keep when none exists yet (a deterministic simulation derives it from its seed).
    */
-  userNameKey(ifNew?: Uint8Array): Uint8Array;
+  userNameKey(ifNew?: Uint8Array): Awaitable<Uint8Array>;
   /**
    * Adds a firmware measurement (64 hex) from a factory enrollment record as accepted:
    * 'created', or 'exists' (a revoked one stays revoked: enrolling a device never un-revokes).
    */
-  addFirmware(measurement: string, version: number, now?: number): 'created' | 'exists';
+  addFirmware(measurement: string, version: number, now?: number): Awaitable<'created' | 'exists'>;
   /** Accepts or revokes a known measurement; false when it is not known. */
-  setFirmwareStatus(measurement: string, status: FirmwareStatus): boolean;
+  setFirmwareStatus(measurement: string, status: FirmwareStatus): Awaitable<boolean>;
   /** Whether a hello's measurement is firmware this server accepts (known and not revoked). */
-  firmwareAccepted(measurement: string): boolean;
-  listFirmware(): FirmwareRecord[];
-  close(): void;
+  firmwareAccepted(measurement: string): Awaitable<boolean>;
+  listFirmware(): Awaitable<FirmwareRecord[]>;
+  /** Problems found in the stored rows (empty when none): rows failing validation, a pending generation not above the current one. */
+  check(): Promise<string[]>;
+  close(): Awaitable<void>;
 }
 
 const MIGRATIONS = [
@@ -132,11 +135,11 @@ const MIGRATIONS = [
    )`,
 ];
 
-const MEASUREMENT_RE = /^[0-9a-f]{64}$/;
+export const MEASUREMENT_RE = /^[0-9a-f]{64}$/;
 
-const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+export const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-interface DeviceRow { serial: unknown; status: unknown; key_version: unknown; account: unknown; biz_user: unknown; current_gen: unknown; pending_gen: unknown; rotated_at: unknown; rotations: unknown; reissues: unknown; confirmed_gen: unknown }
+export interface DeviceRow { serial: unknown; status: unknown; key_version: unknown; account: unknown; biz_user: unknown; current_gen: unknown; pending_gen: unknown; rotated_at: unknown; rotations: unknown; reissues: unknown; confirmed_gen: unknown }
 
 export function deviceFromRow(r: DeviceRow): Device {
   const what = `device row ${typeof r.serial === 'string' ? r.serial.slice(0, 64) : '?'}`;
@@ -164,9 +167,9 @@ export function deviceFromRow(r: DeviceRow): Device {
   };
 }
 
-interface ServerRow { name: unknown; region: unknown; url: unknown; admin_url: unknown; healthy: unknown; load: unknown; checked_at: unknown }
+export interface ServerRow { name: unknown; region: unknown; url: unknown; admin_url: unknown; healthy: unknown; load: unknown; checked_at: unknown }
 
-function serverFromRow(r: ServerRow): BizServerRecord {
+export function serverFromRow(r: ServerRow): BizServerRecord {
   const what = `business server row ${typeof r.name === 'string' ? r.name.slice(0, 32) : '?'}`;
   if (typeof r.name !== 'string' || !DEST_RE.test(r.name)) corrupt(what, 'bad name');
   if (typeof r.region !== 'string' || r.region.length === 0 || r.region.length > 32) corrupt(what, 'bad region');
@@ -175,6 +178,66 @@ function serverFromRow(r: ServerRow): BizServerRecord {
   if (r.healthy !== 0 && r.healthy !== 1) corrupt(what, 'bad health');
   if (!isGen(r.load)) corrupt(what, 'bad load');
   return { name: r.name, region: r.region, url: r.url, adminUrl: r.admin_url, healthy: r.healthy === 1, load: r.load, checkedAt: r.checked_at as number | null };
+}
+
+export function firmwareFromRow(r: Record<string, unknown>): FirmwareRecord {
+  if (typeof r.measurement !== 'string' || !MEASUREMENT_RE.test(r.measurement) || !isGen(r.version) || (r.status !== 'accepted' && r.status !== 'revoked') || !isGen(r.added_at)) corrupt('firmware row', 'bad measurement, version or status');
+  return { measurement: r.measurement as string, version: r.version as number, status: r.status as FirmwareStatus, addedAt: r.added_at as number };
+}
+
+export function regionFromRow(r: { cidr: unknown; region: unknown }): RegionRecord {
+  if (typeof r.cidr !== 'string' || typeof r.region !== 'string') corrupt('region row', 'bad cidr or region');
+  return { cidr: r.cidr, region: r.region };
+}
+
+/** Whether a stored firmware status says accepted (a row with another status is corrupt). */
+export function firmwareStatusAccepted(measurement: string, r: { status: unknown } | undefined): boolean {
+  if (r && r.status !== 'accepted' && r.status !== 'revoked') corrupt(`firmware row ${measurement.slice(0, 16)}`, 'bad status');
+  return r?.status === 'accepted';
+}
+
+/**
+ * The integrity check of a registration store, over every row (both back ends): a row that
+ * fails validation, or a pending generation that is not above the current one (a rotation
+ * recorded out of order, or a lost one).
+ */
+export function regProblems(rows: { devices: DeviceRow[]; servers: ServerRow[]; firmware: Record<string, unknown>[]; regions: { cidr: unknown; region: unknown }[] }): string[] {
+  const out: string[] = [];
+  const each = <R>(list: R[], f: (r: R) => void) => {
+    for (const r of list) {
+      try {
+        f(r);
+      } catch (e) {
+        out.push((e as Error).message);
+      }
+    }
+  };
+  each(rows.devices, (r) => {
+    const d = deviceFromRow(r);
+    if (d.pendingGen !== null && d.pendingGen <= d.currentGen) out.push(`device ${d.serial}: pending generation ${d.pendingGen} is not above the current ${d.currentGen}`);
+  });
+  each(rows.servers, serverFromRow);
+  each(rows.firmware, firmwareFromRow);
+  each(rows.regions, regionFromRow);
+  return out;
+}
+
+export function checkFirmwareInput(measurement: string, version: number): void {
+  if (!MEASUREMENT_RE.test(measurement)) throw new ImplementationError('ENROLL_BAD_RECORD', 'firmware measurement must be 64 lowercase hex digits');
+  if (!isGen(version)) throw new ImplementationError('ENROLL_BAD_RECORD', 'firmware version must be a non-negative integer');
+}
+
+export function checkEnrollInput(d: EnrollInput): void {
+  if (!SERIAL_RE.test(d.serial)) throw new ImplementationError('ENROLL_BAD_RECORD', `serial '${d.serial}' is outside ${SERIAL_RE.source}`);
+  if (!USER_RE.test(d.user)) throw new ImplementationError('ENROLL_BAD_RECORD', `user '${d.user}' is outside ${USER_RE.source}`);
+}
+
+/** Re-enrolling a device: true when nothing changes, false when its key version does; ENROLL_CONFLICT when it is bound to another account. */
+export function enrollUnchanged(have: Device, d: EnrollInput): boolean {
+  if (have.account !== d.account || have.user !== d.user) {
+    throw new ImplementationError('ENROLL_CONFLICT', `serial ${d.serial} is already bound to account '${have.account}' user '${have.user}'`);
+  }
+  return have.keyVersion === d.keyVersion;
 }
 
 export class SqliteRegStore implements RegStore {
@@ -212,8 +275,7 @@ export class SqliteRegStore implements RegStore {
   }
 
   addFirmware(measurement: string, version: number, now = Date.now()): 'created' | 'exists' {
-    if (!MEASUREMENT_RE.test(measurement)) throw new ImplementationError('ENROLL_BAD_RECORD', 'firmware measurement must be 64 lowercase hex digits');
-    if (!isGen(version)) throw new ImplementationError('ENROLL_BAD_RECORD', 'firmware version must be a non-negative integer');
+    checkFirmwareInput(measurement, version);
     return this.#addFirmware.run(measurement, version, now).changes === 1 ? 'created' : 'exists';
   }
 
@@ -222,16 +284,11 @@ export class SqliteRegStore implements RegStore {
   }
 
   firmwareAccepted(measurement: string): boolean {
-    const r = this.#firmwareStatus.get(measurement) as { status: unknown } | undefined;
-    if (r && r.status !== 'accepted' && r.status !== 'revoked') corrupt(`firmware row ${measurement.slice(0, 16)}`, 'bad status');
-    return r?.status === 'accepted';
+    return firmwareStatusAccepted(measurement, this.#firmwareStatus.get(measurement) as { status: unknown } | undefined);
   }
 
   listFirmware(): FirmwareRecord[] {
-    return (this.db.prepare('SELECT * FROM firmware ORDER BY added_at, measurement').all() as Record<string, unknown>[]).map((r) => {
-      if (typeof r.measurement !== 'string' || !MEASUREMENT_RE.test(r.measurement) || !isGen(r.version) || (r.status !== 'accepted' && r.status !== 'revoked') || !isGen(r.added_at)) corrupt('firmware row', 'bad measurement, version or status');
-      return { measurement: r.measurement as string, version: r.version as number, status: r.status as FirmwareStatus, addedAt: r.added_at as number };
-    });
+    return (this.db.prepare('SELECT * FROM firmware ORDER BY added_at, measurement').all() as Record<string, unknown>[]).map(firmwareFromRow);
   }
 
   userNameKey(ifNew?: Uint8Array): Uint8Array {
@@ -254,19 +311,14 @@ export class SqliteRegStore implements RegStore {
   }
 
   enrollDevice(d: EnrollInput, now = Date.now()): 'created' | 'exists' | 'updated' {
-    if (!SERIAL_RE.test(d.serial)) throw new ImplementationError('ENROLL_BAD_RECORD', `serial '${d.serial}' is outside ${SERIAL_RE.source}`);
-    if (!USER_RE.test(d.user)) throw new ImplementationError('ENROLL_BAD_RECORD', `user '${d.user}' is outside ${USER_RE.source}`);
+    checkEnrollInput(d);
     return this.db.transaction(() => {
       const r = this.#getDevice.get(d.serial) as DeviceRow | undefined;
       if (!r) {
         this.#insertDevice.run(d.serial, d.keyVersion, d.account, d.user, d.meta ? JSON.stringify(d.meta) : null, now);
         return 'created' as const;
       }
-      const have = deviceFromRow(r);
-      if (have.account !== d.account || have.user !== d.user) {
-        throw new ImplementationError('ENROLL_CONFLICT', `serial ${d.serial} is already bound to account '${have.account}' user '${have.user}'`);
-      }
-      if (have.keyVersion === d.keyVersion) return 'exists' as const;
+      if (enrollUnchanged(deviceFromRow(r), d)) return 'exists' as const;
       this.#updateKeyVersion.run(d.keyVersion, d.meta ? JSON.stringify(d.meta) : null, d.serial);
       return 'updated' as const;
     }).immediate();
@@ -308,14 +360,16 @@ export class SqliteRegStore implements RegStore {
   }
 
   listRegions(): RegionRecord[] {
-    return (this.#listRegions.all() as { cidr: unknown; region: unknown }[]).map((r) => {
-      if (typeof r.cidr !== 'string' || typeof r.region !== 'string') corrupt('region row', 'bad cidr or region');
-      return { cidr: r.cidr, region: r.region };
-    });
+    return (this.#listRegions.all() as { cidr: unknown; region: unknown }[]).map(regionFromRow);
   }
 
   setServerHealth(name: string, healthy: boolean, load: number, now = Date.now()): void {
     this.#setServerHealth.run(healthy ? 1 : 0, Math.max(0, Math.floor(load)), now, name);
+  }
+
+  async check(): Promise<string[]> {
+    const all = (t: string) => this.db.prepare(`SELECT * FROM ${t}`).all() as never[];
+    return regProblems({ devices: all('devices'), servers: all('biz_servers'), firmware: all('firmware'), regions: all('regions') });
   }
 
   close(): void {

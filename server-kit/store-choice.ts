@@ -1,0 +1,28 @@
+// Which back end a server's store uses (issue 16): SQLite, the embedded default (one file per
+// server, server-kit/sqlite.ts), or PostgreSQL shared by several processes or hosts
+// (server-kit/pg.ts). The store interfaces return Awaitable values: the SQLite classes answer
+// at once (their many direct tests stay synchronous), the PostgreSQL ones with a promise, and
+// every production caller awaits.
+
+export type Awaitable<T> = T | Promise<T>;
+
+/** A role's store: SQLite in its state directory, or PostgreSQL at `url` (schema: the role's default). */
+export type StoreChoice = { kind: 'sqlite' } | { kind: 'postgres'; url: string; schema?: string };
+
+/**
+ * The store of a role's configuration: `STORE_URL=postgres://...` in the environment selects
+ * PostgreSQL when the configuration says nothing (how the stack-level stories are run on PG).
+ */
+export function storeChoiceFrom(explicit: StoreChoice | undefined, env: NodeJS.ProcessEnv = process.env): StoreChoice {
+  if (explicit) return explicit;
+  const url = env.STORE_URL;
+  return url && /^postgres(ql)?:\/\//.test(url) ? { kind: 'postgres', url } : { kind: 'sqlite' };
+}
+
+/** Where one store lives: a SQLite file, or a PostgreSQL schema (the role's default when absent). */
+export type StorePlace = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string; schema?: string };
+
+/** The place of a role's store: its SQLite file under the choice of SQLite, else the PostgreSQL choice. */
+export function placeOf(choice: StoreChoice, file: string): StorePlace {
+  return choice.kind === 'sqlite' ? { kind: 'sqlite', file } : choice;
+}
