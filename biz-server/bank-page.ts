@@ -46,12 +46,17 @@ export function bankPageHandler(bank: Bank): RequestListener {
     if (!path.startsWith(PAGE_PATH)) return send(404, 'Not found', '<h1>Not found</h1>');
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'Method not allowed', '<h1>Method not allowed</h1>', { allow: 'GET, HEAD' });
     const t = path.slice(PAGE_PATH.length);
-    const page = TOKEN_RE.test(t) ? bank.page(Buffer.from(t, 'base64url')) : null;
-    if (page === null) return send(404, 'Not found', '<h1>No such page</h1><p>This link is not valid.</p>');
-    if (page === 'expired') return send(401, 'Expired', '<h1>This link has expired</h1><p>Log in again on the phone for a new one.</p>');
-    const logins = page.lastLogins.map((l) => `<tr><td>${esc(new Date(l.at).toISOString())}</td><td>mode ${l.mode}</td></tr>`).join('');
-    send(200, 'Your account', `<h1>Your account</h1><p>Account <strong id="account">${esc(page.account)}</strong></p>` +
-      `<h2>Bound line</h2><table id="binding">${idRows(page.ids)}<tr><th>bound at</th><td>${esc(new Date(page.boundAt).toISOString())}</td></tr></table>` +
-      `<h2>Last logins</h2><table id="logins">${logins}</table>`);
+    void (TOKEN_RE.test(t) ? bank.page(Buffer.from(t, 'base64url')) : Promise.resolve(null)).then(
+      (page) => {
+        if (page === null) return send(404, 'Not found', '<h1>No such page</h1><p>This link is not valid.</p>');
+        if (page === 'expired') return send(401, 'Expired', '<h1>This link has expired</h1><p>Log in again on the phone for a new one.</p>');
+        const logins = page.lastLogins.map((l) => `<tr><td>${esc(new Date(l.at).toISOString())}</td><td>mode ${l.mode}</td></tr>`).join('');
+        send(200, 'Your account', `<h1>Your account</h1><p>Account <strong id="account">${esc(page.account)}</strong></p>` +
+          `<h2>Bound line</h2><table id="binding">${idRows(page.ids)}<tr><th>bound at</th><td>${esc(new Date(page.boundAt).toISOString())}</td></tr></table>` +
+          `<h2>Last logins</h2><table id="logins">${logins}</table>`);
+      },
+      // The store failed (a corrupt row, PostgreSQL unreachable): nothing of it to the browser.
+      () => send(500, 'Error', '<h1>Something went wrong</h1><p>Try again later.</p>'),
+    );
   };
 }

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { SqliteBizStore } from './store.ts';
-import { BankStore } from './bank-store.ts';
+import { SqliteBankStore } from './bank-store.ts';
 import { Bank, type BankCaller } from './bank.ts';
 import { PasswordHasher } from './password-verifier.ts';
 import { totpCode, totpStep } from './person/totp.ts';
@@ -34,7 +34,7 @@ const clock = { t: T0 };
 const t = tempDir();
 const storageKey = new Uint8Array(32).fill(4);
 const biz = new SqliteBizStore(join(t.dir, 'biz.sqlite'), storageKey);
-const store = new BankStore(biz.db, storageKey);
+const store = new SqliteBankStore(biz.db, storageKey);
 const hasher = new PasswordHasher({ ln: 10, r: 8, p: 1 });
 const log = createLogger('biz-person-test');
 const bank = new Bank({ store, hasher, mode: 1, log, now: () => clock.t, site: SITE });
@@ -173,13 +173,13 @@ test("a sealed seed moved to another account's row does not open: STORE_CORRUPT_
 test("schema 5: a schema-4 file (the bank of S4) migrates at open, keeping its accounts and bindings; the person table is added", () => {
   const f = join(t.dir, 'biz-v4.sqlite');
   const s4 = new SqliteBizStore(f, storageKey);
-  new BankStore(s4.db, storageKey).register({ accountNo: '620000000000123', name: 'old', verifier: '$scrypt$x', ids: [{ kind: 'iccid', value: '89441000000000000018' }], deviceUser: 'dev-o', now: T0 });
+  new SqliteBankStore(s4.db, storageKey).register({ accountNo: '620000000000123', name: 'old', verifier: '$scrypt$x', ids: [{ kind: 'iccid', value: '89441000000000000018' }], deviceUser: 'dev-o', now: T0 });
   s4.db.exec('DROP TABLE bank_person; DELETE FROM schema_version WHERE version > 4');
   s4.close();
   const m = new SqliteBizStore(f, storageKey);
   try {
     assert.is((m.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 5);
-    const b = new BankStore(m.db, storageKey);
+    const b = new SqliteBankStore(m.db, storageKey);
     assert.is(b.accountByName('old')!.accountNo, '620000000000123');
     assert.is(b.binding({ kind: 'iccid', value: '89441000000000000018' })!.deviceUser, 'dev-o');
     assert.is(b.person('620000000000123', SITE), null);

@@ -24,6 +24,7 @@ import { sealBox, openBox } from '../protocol/sealed-box.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { isSite, isTotpParams, decodeOtpSeed, OTP_SEED_MIN, OTP_SEED_MAX, FP_PUBLIC_KEY_BYTES, type TotpParams } from '../protocol/person.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import type { Awaitable } from '../server-kit/store-choice.ts';
 
 export const BANK_SCHEMA = `
   CREATE TABLE bank_accounts (
@@ -99,10 +100,10 @@ export interface Binding { kind: IdKind; value: string; accountNo: string; devic
 /** Last logins kept per account (what bankPage shows). */
 export const LAST_LOGINS_KEPT = 8;
 
-const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+export const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isMode = (v: unknown): v is BankMode => v === 1 || v === 2;
 
-function accountFromRow(r: Record<string, unknown>): BankAccount {
+export function accountFromRow(r: Record<string, unknown>): BankAccount {
   const what = 'bank account row';
   if (typeof r.account_no !== 'string' || !ACCOUNT_RE.test(r.account_no)) corrupt(what, 'bad account number');
   if (typeof r.name !== 'string' || !BANK_NAME_RE.test(r.name)) corrupt(what, 'bad name');
@@ -112,7 +113,7 @@ function accountFromRow(r: Record<string, unknown>): BankAccount {
   return { accountNo: r.account_no, name: r.name, verifier: r.verifier, mode: r.mode as BankMode | null, createdAt: r.created_at };
 }
 
-function bindingFromRow(r: Record<string, unknown>): Binding {
+export function bindingFromRow(r: Record<string, unknown>): Binding {
   const what = 'bank binding row';
   if (!ID_KINDS.includes(r.id_kind as IdKind)) corrupt(what, 'bad id kind');
   if (typeof r.id_value !== 'string' || r.id_value.length === 0 || r.id_value.length > 32) corrupt(what, 'bad id value');
@@ -136,8 +137,77 @@ export interface Registration {
   person?: { site: string; fpPublicKey: Uint8Array | null; otp: OtpSeed | null };
 }
 
+/** The bank's store (both back ends): every method may answer with a promise (PostgreSQL). */
+export interface BankStore {
+  register(a: Registration): Awaitable<'ok' | 'name-taken' | 'id-bound' | 'number-taken'>;
+  person(accountNo: string, site: string): Awaitable<PersonKeys | null>;
+  accountByName(name: string): Awaitable<BankAccount | null>;
+  accountByNumber(accountNo: string): Awaitable<BankAccount | null>;
+  binding(id: LineId): Awaitable<Binding | null>;
+  bindingsOf(accountNo: string): Awaitable<Binding[]>;
+  rebind(accountNo: string, ids: LineId[], deviceUser: string, now: number): Awaitable<'ok' | 'id-bound'>;
+  recordLogin(accountNo: string, at: number, mode: BankMode, deviceUser: string, otp?: { site: string; step: number } | null): Awaitable<boolean>;
+  lastLogins(accountNo: string, n?: number): Awaitable<{ at: number; mode: BankMode }[]>;
+  setMode(name: string, mode: BankMode | null): Awaitable<boolean>;
+  putPageToken(token: Uint8Array, accountNo: string, expiresAt: number, now: number): Awaitable<void>;
+  pageToken(token: Uint8Array, now: number): Awaitable<{ accountNo: string } | 'expired' | null>;
+  /** Problems found in the bank's rows (empty when none): rows failing validation, seeds that do not open. */
+  check(): Promise<string[]>;
+}
+
+/** Checks a registration's person keys before anything is written (both back ends). */
+export function checkRegistration(a: Registration): void {
+  if (a.person && !isSite(a.person.site)) throw new ImplementationError('BANK_BAD_SITE', 'a site is a business server name');
+  if (a.person?.fpPublicKey && a.person.fpPublicKey.length !== FP_PUBLIC_KEY_BYTES) throw new ImplementationError('BANK_BAD_KEY', 'a fingerprint public key is 32 bytes');
+}
+
+/** A person row of (accountNo, site), validated, its seed opened: STORE_CORRUPT_ROW otherwise. */
+export function personFromRow(r: Record<string, unknown>, storageKey: Uint8Array, accountNo: string, site: string): PersonKeys {
+  const what = 'bank person row';
+  if (r.fp_public_key !== null && !(r.fp_public_key instanceof Uint8Array && r.fp_public_key.length === FP_PUBLIC_KEY_BYTES)) corrupt(what, 'bad fingerprint key');
+  if (r.otp_seed !== null && !(r.otp_seed instanceof Uint8Array)) corrupt(what, 'bad seed');
+  if (r.otp_last_step !== null && !isTime(r.otp_last_step)) corrupt(what, 'bad last step');
+  let otp: OtpSeed | null = null;
+  if (r.otp_seed !== null) {
+    otp = openOtpSeed(storageKey, accountNo, site, r.otp_seed as Uint8Array);
+    if (!otp) corrupt(what, 'the TOTP seed does not open under the storage key for this account and site (another store.key, moved, or tampered)');
+  }
+  return { fpPublicKey: r.fp_public_key === null ? null : Uint8Array.from(r.fp_public_key as Uint8Array), otp, lastStep: r.otp_last_step as number | null };
+}
+
+export function loginFromRow(r: Record<string, unknown>): { at: number; mode: BankMode } {
+  if (!isTime(r.at) || !isMode(r.mode)) corrupt('bank login row', 'bad time or mode');
+  return { at: r.at as number, mode: r.mode as BankMode };
+}
+
+export function pageTokenFromRow(r: Record<string, unknown> | undefined, now: number): { accountNo: string } | 'expired' | null {
+  if (!r) return null;
+  if (typeof r.account_no !== 'string' || !isTime(r.expires_at)) corrupt('bank page token row', 'bad account or expiry');
+  return (r.expires_at as number) <= now ? 'expired' : { accountNo: r.account_no as string };
+}
+
+/** The integrity check of the bank's tables (both back ends). */
+export function bankProblems(t: { accounts: Record<string, unknown>[]; bindings: Record<string, unknown>[]; logins: Record<string, unknown>[]; person: Record<string, unknown>[]; tokens: Record<string, unknown>[] }, storageKey: Uint8Array): string[] {
+  const out: string[] = [];
+  const each = <R>(list: R[], f: (r: R) => unknown) => {
+    for (const r of list) {
+      try {
+        f(r);
+      } catch (e) {
+        out.push((e as Error).message);
+      }
+    }
+  };
+  each(t.accounts, accountFromRow);
+  each(t.bindings, bindingFromRow);
+  each(t.logins, loginFromRow);
+  each(t.person, (r) => personFromRow(r, storageKey, String(r.account_no), String(r.site)).otp?.seed.fill(0));
+  each(t.tokens, (r) => pageTokenFromRow(r, 0));
+  return out;
+}
+
 /** The bank's queries over the business store's database (opened and migrated by SqliteBizStore). */
-export class BankStore {
+export class SqliteBankStore implements BankStore {
   readonly #q;
   readonly #registerTx;
   readonly #rebindTx;
@@ -207,8 +277,7 @@ export class BankStore {
    * another).
    */
   register(a: Registration): 'ok' | 'name-taken' | 'id-bound' | 'number-taken' {
-    if (a.person && !isSite(a.person.site)) throw new ImplementationError('BANK_BAD_SITE', 'a site is a business server name');
-    if (a.person?.fpPublicKey && a.person.fpPublicKey.length !== FP_PUBLIC_KEY_BYTES) throw new ImplementationError('BANK_BAD_KEY', 'a fingerprint public key is 32 bytes');
+    checkRegistration(a);
     return this.#registerTx.immediate(a);
   }
 
@@ -219,17 +288,7 @@ export class BankStore {
    */
   person(accountNo: string, site: string): PersonKeys | null {
     const r = this.#q.person.get(accountNo, site) as Record<string, unknown> | undefined;
-    if (!r) return null;
-    const what = 'bank person row';
-    if (r.fp_public_key !== null && !(r.fp_public_key instanceof Uint8Array && r.fp_public_key.length === FP_PUBLIC_KEY_BYTES)) corrupt(what, 'bad fingerprint key');
-    if (r.otp_seed !== null && !(r.otp_seed instanceof Uint8Array)) corrupt(what, 'bad seed');
-    if (r.otp_last_step !== null && !isTime(r.otp_last_step)) corrupt(what, 'bad last step');
-    let otp: OtpSeed | null = null;
-    if (r.otp_seed !== null) {
-      otp = openOtpSeed(this.#storageKey, accountNo, site, r.otp_seed as Uint8Array);
-      if (!otp) corrupt(what, 'the TOTP seed does not open under the storage key for this account and site (another store.key, moved, or tampered)');
-    }
-    return { fpPublicKey: r.fp_public_key === null ? null : Uint8Array.from(r.fp_public_key as Uint8Array), otp, lastStep: r.otp_last_step as number | null };
+    return r ? personFromRow(r, this.#storageKey, accountNo, site) : null;
   }
 
   accountByName(name: string): BankAccount | null {
@@ -268,10 +327,7 @@ export class BankStore {
 
   /** Newest first. */
   lastLogins(accountNo: string, n = LAST_LOGINS_KEPT): { at: number; mode: BankMode }[] {
-    return (this.#q.lastLogins.all(accountNo, n) as Record<string, unknown>[]).map((r) => {
-      if (!isTime(r.at) || !isMode(r.mode)) corrupt('bank login row', 'bad time or mode');
-      return { at: r.at, mode: r.mode };
-    });
+    return (this.#q.lastLogins.all(accountNo, n) as Record<string, unknown>[]).map(loginFromRow);
   }
 
   /** The per-account mode override (null: the server's); false for an unknown name. */
@@ -286,9 +342,11 @@ export class BankStore {
 
   /** The account a page token opens: its number, 'expired', or null for a token never issued. */
   pageToken(token: Uint8Array, now: number): { accountNo: string } | 'expired' | null {
-    const r = this.#q.token.get(tokenHash(token)) as Record<string, unknown> | undefined;
-    if (!r) return null;
-    if (typeof r.account_no !== 'string' || !isTime(r.expires_at)) corrupt('bank page token row', 'bad account or expiry');
-    return r.expires_at <= now ? 'expired' : { accountNo: r.account_no };
+    return pageTokenFromRow(this.#q.token.get(tokenHash(token)) as Record<string, unknown> | undefined, now);
+  }
+
+  async check(): Promise<string[]> {
+    const all = (t: string) => this.db.prepare(`SELECT * FROM ${t}`).all() as Record<string, unknown>[];
+    return bankProblems({ accounts: all('bank_accounts'), bindings: all('bank_bindings'), logins: all('bank_logins'), person: all('bank_person'), tokens: all('bank_page_tokens') }, this.#storageKey);
   }
 }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { SqliteBizStore } from './store.ts';
-import { BankStore } from './bank-store.ts';
+import { SqliteBankStore } from './bank-store.ts';
 import { Bank, newAccountNumber, type OperatorCallEvent } from './bank.ts';
 import { PasswordHasher, OWASP_SCRYPT, weakPassword } from './password-verifier.ts';
 import { bankPageHandler, esc } from './bank-page.ts';
@@ -32,7 +32,7 @@ const FAST = { ln: 10, r: 8, p: 1 };
 const te = new TextEncoder();
 const t = tempDir();
 const biz = new SqliteBizStore(join(t.dir, 'biz.sqlite'), new Uint8Array(32).fill(1));
-const store = new BankStore(biz.db, new Uint8Array(32).fill(1));
+const store = new SqliteBankStore(biz.db, new Uint8Array(32).fill(1));
 /** A device whose login opening stated the password (no login key: these tests provision no person layer; biz-server/person/bank-person.test.ts does). */
 const dev = (deviceUser: string) => ({ deviceUser, mech: 'password' as const, loginKey: () => null });
 const hasher = new PasswordHasher(FAST);

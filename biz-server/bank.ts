@@ -27,6 +27,7 @@ import { ImplementationError } from '../protocol/errors.ts';
 import { OperatorError, type OperatorClient } from '../server-kit/operator-client.ts';
 import type { Logger } from '../server-kit/log.ts';
 import type { BankAccount, BankStore, Binding, LineId, OtpSeed } from './bank-store.ts';
+import type { Awaitable } from '../server-kit/store-choice.ts';
 import { weakPassword, type PasswordHasher, HasherBusy } from './password-verifier.ts';
 import { verifyTotp, type TotpOptions } from './person/totp.ts';
 import { verifyFingerprint, verifyFingerprintKey } from './person/fingerprint.ts';
@@ -101,7 +102,7 @@ export interface BankCaller {
   mech: Mechanism;
   /** The address the session was observed at (what onOperatorCall events carry); optional. */
   ip?: string;
-  loginKey(): Uint8Array | null;
+  loginKey(): Awaitable<Uint8Array | null>;
 }
 
 /** Bytes of a seed this bank makes: 20 (160 bits, RFC 4226 §4 R6's recommended length). */
@@ -188,17 +189,17 @@ export class Bank {
       const weak = weakPassword(req.password, req.name);
       if (weak) refuse('BANK_PASSWORD_WEAK', `password too weak: ${weak}`);
       const s = this.#o.store;
-      if (s.accountByName(req.name)) refuse('BANK_NAME_TAKEN', 'this login name is taken');
+      if (await s.accountByName(req.name)) refuse('BANK_NAME_TAKEN', 'this login name is taken');
       const mode = req.ids.idKind === 'card' ? 1 : this.#o.mode;
       const ids = await this.#idsToBind(who, req.ids, mode);
-      if (ids.some((i) => s.binding(i))) refuse('BANK_ID_BOUND', 'this line is already bound to an account');
+      if ((await Promise.all(ids.map((i) => s.binding(i)))).some((b) => b !== null)) refuse('BANK_ID_BOUND', 'this line is already bound to an account');
       const verifier = await this.#o.hasher.hash(req.password);
       const now = this.#now();
-      const p = this.#provision(who, req);
+      const p = await this.#provision(who, req);
       try {
         for (let attempt = 0; attempt < 4; attempt++) {
           const accountNo = newAccountNumber();
-          const r = s.register({ accountNo, name: req.name, verifier, ids, deviceUser, now, person: { site: this.#site, fpPublicKey: p.fpPublicKey, otp: p.otp } });
+          const r = await s.register({ accountNo, name: req.name, verifier, ids, deviceUser, now, person: { site: this.#site, fpPublicKey: p.fpPublicKey, otp: p.otp } });
           if (r === 'name-taken') refuse('BANK_NAME_TAKEN', 'this login name is taken');
           if (r === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to an account');
           if (r === 'ok') {
@@ -224,10 +225,10 @@ export class Bank {
    * wrap for the chip (under K_login of the session's generation), the fingerprint public key
    * when its attestation verifies. Without the login key (rotated away meanwhile) nothing.
    */
-  #provision(who: BankCaller, req: BankEnrol): { otp: OtpSeed | null; wrapped: Uint8Array | null; fpPublicKey: Uint8Array | null } {
+  async #provision(who: BankCaller, req: BankEnrol): Promise<{ otp: OtpSeed | null; wrapped: Uint8Array | null; fpPublicKey: Uint8Array | null }> {
     const none = { otp: null, wrapped: null, fpPublicKey: null };
     if (!this.#offers('otp') && !(this.#offers('fingerprint') && req.fingerprint)) return none;
-    const k = who.loginKey();
+    const k = await who.loginKey();
     if (!k) {
       this.#o.log.warn('person layer not provisioned', { device: who.deviceUser, why: 'no login key for the session generation' });
       return none;
@@ -267,7 +268,7 @@ export class Bank {
         if (MECH_STRENGTH[req.mech] < MECH_STRENGTH[this.#floor]) refuse('BANK_MECH_BELOW_FLOOR', `'${req.mech}' is below this site's minimum strength '${this.#floor}'`);
         if (req.mech !== who.mech) refuse('BANK_MECH_MISMATCH', `the login stated '${who.mech}', the request proves '${req.mech}'`);
         const s = this.#o.store;
-        const account = s.accountByName(req.name);
+        const account = await s.accountByName(req.name);
         // The person's proof is always checked (a dummy verifier, key or seed for an unknown name
         // or an account not provisioned here), alongside the line's lookup, so neither the
         // answer's code nor its time says which names exist. Both settle before any verdict: a
@@ -292,16 +293,16 @@ export class Bank {
         const now = this.#now();
         // The code's step is used up in the same transaction that lets the login through (RFC 6238 §5.2).
         const step = v.ok && v.step !== null ? { site: this.#site, step: v.step } : null;
-        if (!s.recordLogin(account!.accountNo, now, mode, deviceUser, step)) refuse('PERSON_OTP_REPLAYED', 'this one-time code was used already');
+        if (!(await s.recordLogin(account!.accountNo, now, mode, deviceUser, step))) refuse('PERSON_OTP_REPLAYED', 'this one-time code was used already');
         const token = randomBytes(32);
         const ttlS = this.#o.pageTtlS ?? 300;
-        s.putPageToken(token, account!.accountNo, now + ttlS * 1000, now);
-        const bindings = s.bindingsOf(account!.accountNo);
+        await s.putPageToken(token, account!.accountNo, now + ttlS * 1000, now);
+        const bindings = await s.bindingsOf(account!.accountNo);
         const page: BankPage = {
           account: maskAccount(account!.accountNo),
           mode,
           binding: { ids: idsFromBindings(bindings), boundAt: bound.boundAt },
-          lastLogins: s.lastLogins(account!.accountNo),
+          lastLogins: await s.lastLogins(account!.accountNo),
           token,
           ttlS,
         };
@@ -323,7 +324,7 @@ export class Bank {
     if (req.mech === 'password') {
       return (await this.#o.hasher.verify(req.proof, account?.verifier ?? null)) ? { ok: true, step: null } : { ok: false, code: 'BANK_BAD_CREDENTIALS' };
     }
-    const keys = account ? this.#o.store.person(account.accountNo, this.#site) : null;
+    const keys = account ? await this.#o.store.person(account.accountNo, this.#site) : null;
     if (req.mech === 'otp') {
       // Password-verification (S3.3): the password AND the code, both checked whatever the
       // other says (one scrypt, one TOTP check each time), one code for a wrong password, a
@@ -346,17 +347,17 @@ export class Bank {
     const deviceUser = who.deviceUser;
     return this.#answer('rebind', deviceUser, async () => {
       const s = this.#o.store;
-      const account = s.accountByName(req.name);
+      const account = await s.accountByName(req.name);
       const pwOk = await this.#o.hasher.verify(req.password, account?.verifier ?? null);
       // The device first, whatever the password: a device that does not hold the binding learns
       // nothing of the password from the answer (found by review: the order was a password oracle).
-      const old = account ? s.bindingsOf(account.accountNo) : [];
+      const old = account ? await s.bindingsOf(account.accountNo) : [];
       if (old.some((b) => b.deviceUser !== deviceUser)) refuse('BANK_DEVICE_MISMATCH', 'only the device that holds the binding may re-bind it');
       if (!pwOk || !account) refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
       const mode = req.ids.idKind === 'card' ? 1 : (account!.mode ?? this.#o.mode);
       const ids = await this.#idsToBind(who, req.ids, mode);
       const now = this.#now();
-      if (s.rebind(account!.accountNo, ids, deviceUser, now) === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to another account');
+      if ((await s.rebind(account!.accountNo, ids, deviceUser, now)) === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to another account');
       this.#o.log.info('bank binding moved', { account: maskAccount(account!.accountNo), device: deviceUser, mode });
       return { kind: 'registered', registered: { account: account!.accountNo, mode, boundAt: now } };
     });
@@ -366,13 +367,13 @@ export class Bank {
    * The account page of a token handed out in a bankPage: what the HTML page shows, 'expired',
    * or null (never issued).
    */
-  page(token: Uint8Array): { account: string; ids: LineIds; boundAt: number; lastLogins: { at: number; mode: BankMode }[] } | 'expired' | null {
+  async page(token: Uint8Array): Promise<{ account: string; ids: LineIds; boundAt: number; lastLogins: { at: number; mode: BankMode }[] } | 'expired' | null> {
     const s = this.#o.store;
-    const t = s.pageToken(token, this.#now());
+    const t = await s.pageToken(token, this.#now());
     if (t === null || t === 'expired') return t;
-    const bindings = s.bindingsOf(t.accountNo);
+    const bindings = await s.bindingsOf(t.accountNo);
     if (bindings.length === 0) return null;
-    return { account: maskAccount(t.accountNo), ids: idsFromBindings(bindings), boundAt: Math.min(...bindings.map((b) => b.boundAt)), lastLogins: s.lastLogins(t.accountNo) };
+    return { account: maskAccount(t.accountNo), ids: idsFromBindings(bindings), boundAt: Math.min(...bindings.map((b) => b.boundAt)), lastLogins: await s.lastLogins(t.accountNo) };
   }
 
   /** Runs a request; a Refusal becomes bankRefused (logged with its code, never the password). */
@@ -398,13 +399,13 @@ export class Bank {
   async #findBinding(who: BankCaller, ids: LineIds): Promise<{ binding: Binding; mode: BankMode; number?: string }> {
     const s = this.#o.store;
     const first = lineIdsOf(ids)[0]!;
-    const direct = s.binding(first);
+    const direct = await s.binding(first);
     if (ids.idKind === 'card') return direct ? { binding: direct, mode: 1 } : refuse('BANK_NOT_BOUND', 'this card is not bound to an account');
-    const accountMode = direct ? (s.accountByNumber(direct.accountNo)?.mode ?? this.#o.mode) : this.#o.mode;
+    const accountMode = direct ? ((await s.accountByNumber(direct.accountNo))?.mode ?? this.#o.mode) : this.#o.mode;
     if (direct && accountMode === 1) return { binding: direct, mode: 1 };
     if (accountMode === 1) refuse('BANK_NOT_BOUND', 'this card is not bound to an account');
     const number = await this.#operatorNumber(who, ids);
-    const viaNumber = s.binding({ kind: 'msisdn', value: number });
+    const viaNumber = await s.binding({ kind: 'msisdn', value: number });
     if (!viaNumber || (direct && direct.accountNo !== viaNumber.accountNo)) refuse('BANK_NOT_BOUND', 'the line of this card is not bound to an account');
     return { binding: viaNumber!, mode: 2, number };
   }

@@ -12,13 +12,14 @@
 import { MECHANISMS, type Login, type Mechanism } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import type { BizStore, LoginKey } from './store.ts';
+import type { Awaitable } from '../server-kit/store-choice.ts';
 
 export interface LoginMechanism {
   /**
    * The key this login's MAC must verify under, or null. Must do the same work for every
    * answer (issue 10: the time a refusal takes must not say which users or generations exist).
    */
-  lookup(store: BizStore, login: Login, now: number): LoginKey | null;
+  lookup(store: BizStore, login: Login, now: number): Awaitable<LoginKey | null>;
 }
 
 /**

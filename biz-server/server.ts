@@ -9,12 +9,14 @@ import { createAdminServer, AdminError } from '../server-kit/admin-rpc.ts';
 import { adminOps } from '../server-kit/admin-messages.ts';
 import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
-import { SqliteBizStore } from './store.ts';
+import { SqliteBizStore, type BizStore } from './store.ts';
+import { openBizStores } from './pg-store.ts';
+import { placeOf, type StoreChoice } from '../server-kit/store-choice.ts';
 import { BizServerSession } from './session.ts';
 import { replayCacheFor, keepOldPasswords, nameOracle, type Mutant } from '../server-kit/mutant.ts';
 import { OperatorClient, type OperatorClientOptions } from '../server-kit/operator-client.ts';
 import type { BankMode } from '../protocol/bank-messages.ts';
-import { BankStore } from './bank-store.ts';
+import type { BankStore } from './bank-store.ts';
 import { Bank, type BankOptions } from './bank.ts';
 import { PasswordHasher, type ScryptParams } from './password-verifier.ts';
 import { bankPageHandler, PAGE_PATH } from './bank-page.ts';
@@ -50,8 +52,10 @@ export interface BizConfig {
   devicePort: number | null;
   linkPort: number;
   adminPort: number;
-  /** Accounts database (shared by all business servers on one machine). */
+  /** Accounts database (shared by all business servers on one machine), under the default store choice. */
   dbFile: string;
+  /** SQLite (default) or PostgreSQL shared by business servers on several hosts (issue 16). */
+  store?: StoreChoice;
   /** The key login keys are wrapped under in dbFile (never stored in it). */
   storageKey: Uint8Array;
   linkKey: Uint8Array;
@@ -80,7 +84,7 @@ export interface BizServer {
   linkPort: number;
   adminPort: number;
   adminUrl: string;
-  store: SqliteBizStore;
+  store: BizStore;
   /** The bank, when configured, and where its account pages are served ('http://host:port/bank/page/'). */
   bank?: { bank: Bank; store: BankStore; hasher: PasswordHasher; pageUrl: string; operator?: OperatorClient };
   /** Marks the server as not accepting (status reports healthy=false). */
@@ -91,9 +95,13 @@ export interface BizServer {
 
 export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const log = createLogger(cfg.name);
-  const store = new SqliteBizStore(cfg.dbFile, cfg.storageKey);
+  const { store, bank: bankStore } = await openBizStores(placeOf(cfg.store ?? { kind: 'sqlite' }, cfg.dbFile), cfg.storageKey);
   const replay = replayCacheFor(cfg.mutant);
-  const sessionStore = cfg.mutant === 'keep-old-password' ? keepOldPasswords(store) : store;
+  if (cfg.mutant === 'keep-old-password' && !(store instanceof SqliteBizStore)) {
+    await store.close();
+    throw new ImplementationError('MUTANT_UNSUPPORTED', "the 'keep-old-password' mutant wraps the SQLite store only");
+  }
+  const sessionStore = cfg.mutant === 'keep-old-password' ? keepOldPasswords(store as SqliteBizStore) : store;
   let draining = false;
   const metrics = new ServerMetrics(cfg.name);
   const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
@@ -107,13 +115,12 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const operator = bc?.operator ? new OperatorClient(bc.operator) : undefined;
   try {
     if (bc) {
-      const bankStore = new BankStore(store.db, cfg.storageKey);
       const hasher = new PasswordHasher(bc.scrypt);
       const bank = new Bank({
         store: bankStore, hasher, mode: bc.mode, operator, operatorDeadlineMs: bc.operatorDeadlineMs, pageTtlS: bc.pageTtlS, log,
         site: cfg.name, mechanisms: offered, floor: cfg.floor, totp: bc.totp, onOperatorCall: bc.onOperatorCall,
       });
-      if (cfg.mutant === 'bank-name-oracle') nameOracle(bank, (name) => bankStore.accountByName(name) !== null);
+      if (cfg.mutant === 'bank-name-oracle') nameOracle(bank, async (name) => (await bankStore.accountByName(name)) !== null);
       pages = createServer(bankPageHandler(bank));
       const port = await listen(pages, bc.httpPort, cfg.host);
       const h = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
@@ -136,9 +143,9 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       key: cfg.adminKey,
       name: cfg.name,
       ops: adminOps({
-        installPending(a) {
+        async installPending(a) {
           try {
-            const r = store.installPending(a.user, a.loginKey, a.sealed, a.expiresAt, a.rotationId);
+            const r = await store.installPending(a.user, a.loginKey, a.sealed, a.expiresAt, a.rotationId);
             log.info(r.installed ? 'pending installed' : 'pending kept', { user: a.user, currentGen: r.currentGen, pendingGen: r.pendingGen });
             return r;
           } finally {
@@ -150,10 +157,10 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
         },
         // Enrollment (deploy/enroll.ts): the account with no password yet (generation 0).
         // Idempotent for the same account/user pair; bound to another: BIZ_ACCOUNT_CONFLICT.
-        enrollAccount(a) {
+        async enrollAccount(a) {
           let r: 'created' | 'exists';
           try {
-            r = store.createAccount(a.account, a.user);
+            r = await store.createAccount(a.account, a.user);
           } catch (e) {
             // The store's refusals are the caller's to see, with their code (not ADMIN_INTERNAL).
             if (e instanceof ImplementationError && (e.code === 'BIZ_ACCOUNT_CONFLICT' || e.code === 'BIZ_BAD_USER')) throw new AdminError(e.code, e.message.replace(/^[A-Z_]+: /, ''));
@@ -184,7 +191,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       async close() {
         await Promise.all([h.close(), closeServer(a), pg ? closeServer(pg) : undefined]);
         operator?.close();
-        store.close();
+        await store.close();
       },
     };
   } catch (e) {
@@ -192,7 +199,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
     if (admin) await closeServer(admin);
     if (pages) await closeServer(pages);
     operator?.close();
-    store.close();
+    await store.close();
     throw e;
   }
 }

@@ -4,7 +4,9 @@
 // promotion, confirmation), the replay cache, logs and metrics. After pwConfirm, when the
 // server is a bank (S4), the channel goes on to protocol/bank.ts's BankServer and the request
 // to biz-server/bank.ts.
-import { LoginServer } from '../protocol/login.ts';
+import { LoginServer, LoginMessages, type LoginLookup } from '../protocol/login.ts';
+import { ProtocolError, ImplementationError } from '../protocol/errors.ts';
+import { StoreWrites } from '../server-kit/store-writes.ts';
 import { BankServer, type BankAnswer } from '../protocol/bank.ts';
 import type { Bank } from './bank.ts';
 import type { Envelope } from '../protocol/messages.ts';
@@ -12,8 +14,8 @@ import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import { mechanismsFor, type LoginMechanism } from './mechanisms.ts';
 import { isBankRequest, channelBeforeConfirm } from '../server-kit/mutant.ts';
-import type { BizStore } from './store.ts';
-import type { Mechanism } from '../protocol/messages.ts';
+import type { BizStore, LoginKey } from './store.ts';
+import type { Login, Mechanism } from '../protocol/messages.ts';
 
 export interface BizServerSessionDeps {
   store: BizStore;
@@ -37,20 +39,27 @@ export class BizServerSession extends ServerSession {
   #bank: BankServer | null = null;
   /** The completed login: its user, generation and the person mechanism its opening stated. */
   #login: { user: string; gen: number; mech: Mechanism } | null = null;
+  /**
+   * The lookup of the login frame being handled, made before the frame goes to the machine
+   * (whose lookup is synchronous; on PostgreSQL the store answers with a promise).
+   */
+  #lookup: { login: Login; found: LoginLookup } | null = null;
+  /** Store writes (promotion, confirmation) of one receive(), awaited before its reply is sent. */
+  readonly #writes = new StoreWrites();
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: BizServerSessionDeps) {
     super(t, opts);
     this.exchange = new LoginServer(opts.name, {
       lookup: (login) => {
-        this.#now = deps.now?.() ?? Date.now();
-        const mech = (deps.mechanisms ?? ALL)[login.mech];
-        if (!mech) return { kind: 'unsupported' };
-        const c = mech.lookup(deps.store, login, this.#now);
-        return c ? { kind: 'found', key: c.key, active: c.active, pending: c.pending } : { kind: 'unknown' };
+        const l = this.#lookup;
+        this.#lookup = null;
+        // step() looked up this very login; anything else is our bug, never a pass.
+        if (!l || l.login.user !== login.user || l.login.gen !== login.gen || l.login.mech !== login.mech) throw new ImplementationError('EXCHANGE_STATE', 'login lookup not loaded for this frame');
+        return l.found;
       },
       assertFresh: (mac) => deps.replay.assertFresh(mac),
-      promote: (user, gen) => this.#promotedEarly || deps.store.promote(user, gen, this.#now),
-      confirm: (user, gen) => deps.store.confirm(user, gen),
+      promote: (user, gen) => this.#promotedEarly || this.#writes.verdict(deps.store.promote(user, gen, this.#now), () => new ProtocolError('BIZ_AUTH_FAILED', 'authentication failed')),
+      confirm: (user, gen) => this.#writes.verdict(deps.store.confirm(user, gen), () => new ProtocolError('BIZ_CONFIRM_MISMATCH', `generation ${gen} is not the account's current one`)),
     });
   }
 
@@ -66,12 +75,24 @@ export class BizServerSession extends ServerSession {
   protected async step(frame: Uint8Array, env: Envelope): Promise<void> {
     if (this.opts.mutant === 'bank-before-confirm' && !this.#bank && this.deps.bank && this.#login && isBankRequest(env.type)) this.#bank = new BankServer(channelBeforeConfirm(this.exchange));
     if (this.#bank) return this.#bankStep(env);
-    const s = this.exchange.receive(frame, env);
+    if (env.type === LoginMessages.login.type && this.#login === null) {
+      const loading = this.#loadLookup(env);
+      if (loading) await loading;
+    }
+    let s;
+    try {
+      s = this.exchange.receive(frame, env);
+    } finally {
+      this.#wipeLookup();
+      // The store answered (or the session fails) before the device hears anything.
+      const flushing = this.#writes.flush();
+      if (flushing) await flushing;
+    }
     this.send(s.send);
     if (s.refuse) throw s.refuse;
     const e = s.event;
     const ip = this.transport.observedIp;
-    if (e?.kind === 'verified' && this.opts.mutant === 'promote-at-opening') this.#promotedEarly = this.deps.store.promote(e.login.user, e.login.gen, this.#now);
+    if (e?.kind === 'verified' && this.opts.mutant === 'promote-at-opening') this.#promotedEarly = await this.deps.store.promote(e.login.user, e.login.gen, this.#now);
     if (e?.kind === 'logged-in') {
       const l = e.login;
       this.#login = { user: l.user, gen: l.gen, mech: l.mech };
@@ -79,7 +100,7 @@ export class BizServerSession extends ServerSession {
       if (e.promoted) this.opts.metrics?.event('password_promoted');
       this.opts.log.info('login ok', { user: l.user, gen: l.gen, mech: l.mech, promoted: e.promoted, ip, via: this.transport.via });
     } else if (e?.kind === 'confirmed') {
-      const a = this.deps.store.getByUser(e.user);
+      const a = await this.deps.store.getByUser(e.user);
       if (a && a.pendingGen !== null && a.pendingGen > e.gen) {
         // The device confirms the generation it fell back to while a newer one waits: the newer
         // one failed for it. Once is a lost frame; again and again, someone on its path makes
@@ -101,6 +122,39 @@ export class BizServerSession extends ServerSession {
     }
   }
 
+  /**
+   * The key lookup of a login frame, before the machine sees it: one store read per well-formed
+   * login whatever it finds (issue 10), none for a mechanism the site does not offer (public).
+   * A malformed frame is left to the machine to refuse. Synchronous (undefined) when the store is.
+   */
+  #loadLookup(env: Envelope): Promise<void> | undefined {
+    let login: Login;
+    try {
+      login = LoginMessages.login.decode(env.body);
+    } catch {
+      return undefined;
+    }
+    this.#now = this.deps.now?.() ?? Date.now();
+    const mech = (this.deps.mechanisms ?? ALL)[login.mech];
+    if (!mech) {
+      this.#lookup = { login, found: { kind: 'unsupported' } };
+      return;
+    }
+    const keep = (c: LoginKey | null) => {
+      this.#lookup = { login, found: c ? { kind: 'found', key: c.key, active: c.active, pending: c.pending } : { kind: 'unknown' } };
+    };
+    const c = mech.lookup(this.deps.store, login, this.#now);
+    if (c instanceof Promise) return c.then(keep);
+    keep(c);
+    return undefined;
+  }
+
+  /** A looked-up key the machine did not take (it wipes the one it takes). */
+  #wipeLookup(): void {
+    if (this.#lookup?.found.kind === 'found') this.#lookup.found.key.fill(0);
+    this.#lookup = null;
+  }
+
   /** The one bank request: the machine hands it over, the bank decides (async), the machine seals the answer and the flow ends (S4.7). */
   async #bankStep(env: Envelope): Promise<void> {
     const m = this.#bank!;
@@ -111,7 +165,7 @@ export class BizServerSession extends ServerSession {
     const store = this.deps.store;
     // K_login of this session's generation, looked up again when the bank needs it (the
     // handshake wiped its copy): the one the phone's chip provisions the person layer under.
-    const caller = { deviceUser: l.user, mech: l.mech, ip: this.transport.observedIp, loginKey: () => store.loginKey(l.user, l.gen, this.deps.now?.() ?? Date.now())?.key ?? null };
+    const caller = { deviceUser: l.user, mech: l.mech, ip: this.transport.observedIp, loginKey: async () => (await store.loginKey(l.user, l.gen, this.deps.now?.() ?? Date.now()))?.key ?? null };
     let a: BankAnswer;
     if (ev.kind === 'register') a = await bank.register(caller, ev.req);
     else if (ev.kind === 'rebind') a = await bank.rebind(caller, ev.req);

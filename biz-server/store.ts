@@ -31,6 +31,7 @@ import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { BANK_SCHEMA, BANK_PERSON_SCHEMA } from './bank-store.ts';
+import type { Awaitable } from '../server-kit/store-choice.ts';
 
 /** A wrapped login key: a sealed box (protocol/sealed-box.ts) of the 32-byte key, nonce (24) || ciphertext (32) || tag (16). */
 export const WRAPPED_KEY_BYTES = BOX_OVERHEAD + 32;
@@ -97,28 +98,30 @@ export interface LoginKey {
 
 export interface BizStore {
   /** Creates the account if missing; 'exists' when the same account/user pair is there. */
-  createAccount(account: string, user: string, now?: number): 'created' | 'exists';
-  getByUser(user: string): Account | null;
+  createAccount(account: string, user: string, now?: number): Awaitable<'created' | 'exists'>;
+  getByUser(user: string): Awaitable<Account | null>;
   /**
    * The login key of `user`'s generation `gen` if a login may use it now (the current one, or
    * a usable pending one), else null; the caller wipes the key. Constant work whatever the
    * answer (see the header). Throws STORE_CORRUPT_ROW for a row that fails its checks or
    * whose key of that generation does not open.
    */
-  loginKey(user: string, gen: number, now: number): LoginKey | null;
-  setStatus(user: string, status: AccountStatus): boolean;
+  loginKey(user: string, gen: number, now: number): Awaitable<LoginKey | null>;
+  setStatus(user: string, status: AccountStatus): Awaitable<boolean>;
   /**
    * In one transaction: when the account has a usable pending generation, nothing changes
    * and that generation (with its sealed secret) is returned for re-issue; otherwise `key`
    * becomes the pending generation max_gen + 1 (replacing an unusable pending one). Current is
    * never touched. Idempotent per rotationId: a retry returns the first call's result.
    */
-  installPending(user: string, key: Uint8Array, sealed: Uint8Array, expiresAt: number, rotationId: Uint8Array, now?: number): InstallResult;
+  installPending(user: string, key: Uint8Array, sealed: Uint8Array, expiresAt: number, rotationId: Uint8Array, now?: number): Awaitable<InstallResult>;
   /** current := pending if pending is still generation `gen` (compare-and-set); false otherwise. */
-  promote(user: string, gen: number, now?: number): boolean;
+  promote(user: string, gen: number, now?: number): Awaitable<boolean>;
   /** Records that the device confirmed generation `gen` (must be current). */
-  confirm(user: string, gen: number, now?: number): boolean;
-  close(): void;
+  confirm(user: string, gen: number, now?: number): Awaitable<boolean>;
+  /** Problems found in the stored rows (empty when none): rows failing validation or whose keys do not open. */
+  check(): Promise<string[]>;
+  close(): Awaitable<void>;
 }
 
 const migrations = (storageKey: Uint8Array): Migration[] => [
@@ -173,15 +176,15 @@ function rewrapBoundToGeneration(db: Db, storageKey: Uint8Array): void {
   }
 }
 
-interface Row {
+export interface Row {
   account: unknown; user: unknown; status: unknown; current_gen: unknown; current_key: unknown;
   pending_gen: unknown; pending_key: unknown; pending_expires: unknown; max_gen: unknown;
   last_rotation_id: unknown; last_rotation_gen: unknown; confirmed_gen: unknown; pending_sealed: unknown;
 }
 
 /** Bounds of a sealed secret (nonce + 32-byte secret + tag, with room for a format byte): the admin message's. */
-const SEALED_MIN = SEALED_SECRET_MIN;
-const SEALED_MAX = SEALED_SECRET_MAX;
+export const SEALED_MIN = SEALED_SECRET_MIN;
+export const SEALED_MAX = SEALED_SECRET_MAX;
 
 const isGen = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isKey = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.length === WRAPPED_KEY_BYTES;
@@ -239,9 +242,9 @@ export function accountFromRow(r: Row, storageKey: Uint8Array): Account {
 }
 
 /** Outside USER_RE: no account can be named so. */
-const DUMMY_USER = '(none)';
+export const DUMMY_USER = '(none)';
 /** What the login query returns: one row whether or not the user exists; slot 1 current, 2 pending, 0 the dummy blob. */
-interface LoginRow { found: unknown; status: unknown; current_gen: unknown; pending_gen: unknown; pending_expires: unknown; no_current: unknown; slot: unknown; blob: unknown }
+export interface LoginRow { found: unknown; status: unknown; current_gen: unknown; pending_gen: unknown; pending_expires: unknown; no_current: unknown; slot: unknown; blob: unknown }
 const LOGIN_SQL = `
   SELECT a.user IS NOT NULL AS found, COALESCE(a.status, 'active') AS status, COALESCE(a.current_gen, 0) AS current_gen,
     COALESCE(a.pending_gen, 0) AS pending_gen, COALESCE(a.pending_expires, 0) AS pending_expires, a.current_key IS NULL AS no_current,
@@ -285,23 +288,12 @@ export class SqliteBizStore implements BizStore {
     );
     this.#confirm = this.db.prepare('UPDATE accounts SET confirmed_gen = ?, updated_at = ? WHERE user = ? AND current_gen = ?');
     this.#installTx = this.db.transaction((user: string, key: Uint8Array, sealed: Uint8Array, expiresAt: number, rotationId: Uint8Array, now: number): InstallResult => {
-      const r = this.#row(user);
-      if (!r) throw new ImplementationError('BIZ_UNKNOWN_USER', `no account for user '${user}'`);
-      const a = accountFromRow(r, this.#storageKey);
-      if (a.pendingGen !== null && pendingUsable(a, now)) {
-        // A retry of the call that installed it gets installed: true (the caller's own secret).
-        const own = Buffer.compare(a.pendingRotationId!, rotationId) === 0;
-        return { currentGen: a.currentGen, pendingGen: a.pendingGen, installed: own, sealed: a.pendingSealed!, rotationId: a.pendingRotationId! };
-      }
-      const gen = a.maxGen + 1;
-      this.#install.run(gen, wrapLoginKey(this.#storageKey, user, gen, key), sealed, expiresAt, gen, rotationId, gen, now, user);
-      return { currentGen: a.currentGen, pendingGen: gen, installed: true, sealed: Uint8Array.from(sealed), rotationId: Uint8Array.from(rotationId) };
+      const d = installDecision(this.#row(user), this.#storageKey, user, key, sealed, rotationId, now);
+      if (d.write) this.#install.run(d.result.pendingGen, d.write.wrapped, sealed, expiresAt, d.result.pendingGen, rotationId, d.result.pendingGen, now, user);
+      return d.result;
     });
     this.#promoteTx = this.db.transaction((user: string, gen: number, now: number): boolean => {
-      const r = this.#row(user);
-      if (!r) return false;
-      const a = accountFromRow(r, this.#storageKey);
-      if (a.pendingGen !== gen || !pendingUsable(a, now)) return false;
+      if (!promoteAllowed(this.#row(user), this.#storageKey, gen, now)) return false;
       this.#promote.run(now, user);
       return true;
     });
@@ -334,20 +326,7 @@ export class SqliteBizStore implements BizStore {
     // No branch below skips work on what the row holds: one read of the same shape (the
     // query picks the blob to open, the dummy one for an unknown user or generation, and
     // fills an absent row's fields), one check, one unwrap; the verdict only at the end.
-    const r = this.#login.get(user, gen, this.#dummyBlob) as LoginRow;
-    const what = `account row ${user.slice(0, 64)}`;
-    if (r.status !== 'active' && r.status !== 'disabled') corrupt(what, 'bad status');
-    if (!isGen(r.current_gen) || !(r.slot === 0 || r.slot === 1 || r.slot === 2) || !(r.blob instanceof Uint8Array)) corrupt(what, 'bad current generation or key');
-    if (r.slot === 2 && (!isGen(r.pending_gen) || r.pending_gen <= r.current_gen || !isGen(r.pending_expires))) corrupt(what, 'bad pending generation');
-    const k = unwrapLoginKey(this.#storageKey, r.slot ? user : DUMMY_USER, r.slot ? gen : 0, r.blob);
-    if (!k) corrupt(what, `${r.slot === 1 ? 'current' : 'pending'} login key does not open under the storage key for this user and generation (another store.key, moved, or tampered)`);
-    // pendingUsable(), on the row: unexpired, or no current key at all.
-    const usable = r.slot === 1 || (r.slot === 2 && ((r.pending_expires as number) > now || r.no_current === 1));
-    if (r.found !== 1 || !usable) {
-      k.fill(0);
-      return null;
-    }
-    return { key: k, pending: r.slot === 2, active: r.status === 'active' };
+    return loginKeyFromRow(this.#login.get(user, gen, this.#dummyBlob) as LoginRow, this.#storageKey, user, gen, now);
   }
 
   setStatus(user: string, status: AccountStatus): boolean {
@@ -355,7 +334,7 @@ export class SqliteBizStore implements BizStore {
   }
 
   installPending(user: string, key: Uint8Array, sealed: Uint8Array, expiresAt: number, rotationId: Uint8Array, now = Date.now()): InstallResult {
-    if (sealed.length < SEALED_MIN || sealed.length > SEALED_MAX || rotationId.length !== 16) throw new ImplementationError('BIZ_BAD_INSTALL', 'sealed secret or rotation id of the wrong size');
+    checkInstallInput(sealed, rotationId);
     return this.#installTx.immediate(user, key, sealed, expiresAt, rotationId, now);
   }
 
@@ -367,7 +346,78 @@ export class SqliteBizStore implements BizStore {
     return this.#confirm.run(gen, now, user, gen).changes === 1;
   }
 
+  async check(): Promise<string[]> {
+    return accountProblems(this.db.prepare('SELECT * FROM accounts').all() as Row[], this.#storageKey);
+  }
+
   close(): void {
     this.db.close();
   }
+}
+
+/** checkInstallInput's bounds: the admin message's. */
+export function checkInstallInput(sealed: Uint8Array, rotationId: Uint8Array): void {
+  if (sealed.length < SEALED_MIN || sealed.length > SEALED_MAX || rotationId.length !== 16) throw new ImplementationError('BIZ_BAD_INSTALL', 'sealed secret or rotation id of the wrong size');
+}
+
+/**
+ * installPending's decision on the account row (read inside the caller's transaction, locked):
+ * the usable pending generation to re-issue, or the new pending generation and its wrapped key
+ * for the caller to write (`write`).
+ */
+export function installDecision(r: Row | undefined, storageKey: Uint8Array, user: string, key: Uint8Array, sealed: Uint8Array, rotationId: Uint8Array, now: number): { result: InstallResult; write: { wrapped: Uint8Array } | null } {
+  if (!r) throw new ImplementationError('BIZ_UNKNOWN_USER', `no account for user '${user}'`);
+  const a = accountFromRow(r, storageKey);
+  if (a.pendingGen !== null && pendingUsable(a, now)) {
+    // A retry of the call that installed it gets installed: true (the caller's own secret).
+    const own = Buffer.compare(a.pendingRotationId!, rotationId) === 0;
+    return { result: { currentGen: a.currentGen, pendingGen: a.pendingGen, installed: own, sealed: a.pendingSealed!, rotationId: a.pendingRotationId! }, write: null };
+  }
+  const gen = a.maxGen + 1;
+  return {
+    result: { currentGen: a.currentGen, pendingGen: gen, installed: true, sealed: Uint8Array.from(sealed), rotationId: Uint8Array.from(rotationId) },
+    write: { wrapped: wrapLoginKey(storageKey, user, gen, key) },
+  };
+}
+
+/** promote's compare-and-set on the account row (read inside the caller's transaction, locked). */
+export function promoteAllowed(r: Row | undefined, storageKey: Uint8Array, gen: number, now: number): boolean {
+  if (!r) return false;
+  const a = accountFromRow(r, storageKey);
+  return a.pendingGen === gen && pendingUsable(a, now);
+}
+
+/** The integrity check of the accounts table (both back ends): every row validated and its keys opened. */
+export function accountProblems(rows: Row[], storageKey: Uint8Array): string[] {
+  const out: string[] = [];
+  for (const r of rows) {
+    try {
+      const a = accountFromRow(r, storageKey);
+      a.currentKey?.fill(0);
+      a.pendingKey?.fill(0);
+    } catch (e) {
+      out.push((e as Error).message);
+    }
+  }
+  return out;
+}
+
+/**
+ * loginKey on the row LOGIN_SQL returns (both back ends): one check, one unwrap whatever the
+ * row holds (issue 10), the verdict only at the end. Booleans as 0/1.
+ */
+export function loginKeyFromRow(r: LoginRow, storageKey: Uint8Array, user: string, gen: number, now: number): LoginKey | null {
+  const what = `account row ${user.slice(0, 64)}`;
+  if (r.status !== 'active' && r.status !== 'disabled') corrupt(what, 'bad status');
+  if (!isGen(r.current_gen) || !(r.slot === 0 || r.slot === 1 || r.slot === 2) || !(r.blob instanceof Uint8Array)) corrupt(what, 'bad current generation or key');
+  if (r.slot === 2 && (!isGen(r.pending_gen) || r.pending_gen <= r.current_gen || !isGen(r.pending_expires))) corrupt(what, 'bad pending generation');
+  const k = unwrapLoginKey(storageKey, r.slot ? user : DUMMY_USER, r.slot ? gen : 0, r.blob);
+  if (!k) corrupt(what, `${r.slot === 1 ? 'current' : 'pending'} login key does not open under the storage key for this user and generation (another store.key, moved, or tampered)`);
+  // pendingUsable(), on the row: unexpired, or no current key at all.
+  const usable = r.slot === 1 || (r.slot === 2 && ((r.pending_expires as number) > now || r.no_current === 1));
+  if (r.found !== 1 || !usable) {
+    k.fill(0);
+    return null;
+  }
+  return { key: k, pending: r.slot === 2, active: r.status === 'active' };
 }

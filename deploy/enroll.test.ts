@@ -53,7 +53,7 @@ test('the account is created by the business server (enrollAccount), then exists
   const accounts = accountsViaAdmin([client('biz-east', biz.adminUrl)]);
   const [r] = await enrollDevices({ reg, accounts }, [{ serial: 'SN-A1', keyVersion: 1 }]);
   assert.equal(r, { serial: 'SN-A1', user: U('SN-A1'), account: 'acct-SN-A1', device: 'created', bizAccount: 'created' });
-  assert.is(biz.store.getByUser(U('SN-A1'))!.currentGen, 0);
+  assert.is((await biz.store.getByUser(U('SN-A1')))!.currentGen, 0);
   const [again] = await enrollDevices({ reg, accounts }, [{ serial: 'SN-A1', keyVersion: 1 }]);
   assert.equal([again!.device, again!.bizAccount], ['exists', 'exists']);
 });

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { rotate, openSealedSecret } from './rotation.ts';
 import type { AdminCaller } from '../server-kit/admin-messages.ts';
 import { SqliteRegStore } from './store.ts';
+import type { SqliteBizStore } from '../biz-server/store.ts';
 import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import { AdminClient, AdminError } from '../server-kit/admin-rpc.ts';
@@ -63,7 +64,7 @@ test('the admin answer is lost: the retry with the same rotation id returns the 
   const r = await rotate(deps(client), reg.getDevice('SN-R1')!, [server()]);
   assert.is(client.calls, 2);
   assert.equal([r.gen, r.currentGen, r.reissued], [1, 0, false]);
-  const a = biz.store.getByUser(U('SN-R1'))!;
+  const a = (await biz.store.getByUser(U('SN-R1')))!;
   assert.equal([a.pendingGen, a.maxGen], [1, 1]);
   assert.equal(a.pendingKey, passwordLoginKey(r.secret, U('SN-R1')));
   assert.equal(openSealedSecret(ring, reg.getDevice('SN-R1')!, a.pendingRotationId!, a.pendingSealed!), r.secret);
@@ -72,13 +73,13 @@ test('the admin answer is lost: the retry with the same rotation id returns the 
 });
 
 test('an unused pending secret is re-issued, not replaced; once used, the next registration rotates', async () => {
-  const first = biz.store.getByUser(U('SN-R1'))!;
+  const first = (await biz.store.getByUser(U('SN-R1')))!;
   const r = await rotate(deps(real()), reg.getDevice('SN-R1')!, [server()]);
   assert.equal([r.gen, r.reissued], [1, true]);
   assert.equal(passwordLoginKey(r.secret, U('SN-R1')), first.pendingKey);
-  assert.is(biz.store.getByUser(U('SN-R1'))!.maxGen, 1);
+  assert.is((await biz.store.getByUser(U('SN-R1')))!.maxGen, 1);
   assert.is(reg.getDevice('SN-R1')!.reissues, 1);
-  biz.store.promote(U('SN-R1'), 1);
+  await biz.store.promote(U('SN-R1'), 1);
   const r2 = await rotate(deps(real()), reg.getDevice('SN-R1')!, [server()]);
   assert.equal([r2.gen, r2.currentGen, r2.reissued], [2, 1, false]);
 });
@@ -93,7 +94,7 @@ test('two registrations racing (a retry while the first still runs) cannot undo 
   const b = await rotate(deps(real()), reg.getDevice('SN-R2')!, [server()]);
   release();
   const ra = await a;
-  const acct = biz.store.getByUser(U('SN-R2'))!;
+  const acct = (await biz.store.getByUser(U('SN-R2')))!;
   assert.equal(acct.pendingKey, passwordLoginKey(b.secret, U('SN-R2')));
   assert.equal([ra.gen, ra.reissued, acct.maxGen], [b.gen, true, b.gen]);
   assert.equal(ra.secret, b.secret);
@@ -112,7 +113,7 @@ test('no business server answers: REG_BIZ_UNAVAILABLE (1013), nothing recorded',
 });
 
 test('a sealed secret that does not open is refused (STORE_CORRUPT_ROW), nothing recorded', async () => {
-  biz.store.db.prepare('UPDATE accounts SET pending_sealed = ? WHERE user = ?').run(new Uint8Array(72), U('SN-R2'));
+  (biz.store as SqliteBizStore).db.prepare('UPDATE accounts SET pending_sealed = ? WHERE user = ?').run(new Uint8Array(72), U('SN-R2'));
   const before = reg.getDevice('SN-R2')!;
   try {
     await rotate(deps(real()), before, [server()]);

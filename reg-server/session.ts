@@ -11,6 +11,7 @@ import type { ReplayCache } from '../protocol/replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import type { LogField } from '../server-kit/log.ts';
 import { alteredTable } from '../server-kit/mutant.ts';
+import { StoreWrites } from '../server-kit/store-writes.ts';
 import { chooseServers } from './placement.ts';
 import { rotate, REISSUE_ALARM, type RotationDeps } from './rotation.ts';
 import type { RegStore } from './store.ts';
@@ -35,7 +36,7 @@ export class RegServerSession extends ServerSession {
    */
   #firmware: { hex: string; accepted: boolean } | null = null;
   /** Store writes the machine asked for during one receive(), awaited before its reply is sent. */
-  #writes: Promise<void>[] = [];
+  readonly #writes = new StoreWrites();
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: RegServerSessionDeps) {
     super(t, opts);
@@ -56,10 +57,7 @@ export class RegServerSession extends ServerSession {
         this.opts.log.info('firmware refused', { code: 'REG_FIRMWARE_REFUSED', serial, measurement: hex.slice(0, 16) });
         throw new ProtocolError('REG_FIRMWARE_REFUSED', `firmware measurement ${hex.slice(0, 16)}… is not accepted by this server`);
       },
-      recordConfirmation: (serial, gen) => {
-        const w = deps.store.recordConfirmation(serial, gen);
-        if (w instanceof Promise) this.#writes.push(w);
-      },
+      recordConfirmation: (serial, gen) => this.#writes.write(deps.store.recordConfirmation(serial, gen)),
     });
   }
 
@@ -70,14 +68,17 @@ export class RegServerSession extends ServerSession {
   }
 
   protected async step(frame: Uint8Array, env: Envelope): Promise<void> {
-    if (env.type === RegMessages.hello.type && this.exchange.serial === '') await this.#loadFirmwareVerdict(env);
+    if (env.type === RegMessages.hello.type && this.exchange.serial === '') {
+      const loading = this.#loadFirmwareVerdict(env);
+      if (loading) await loading;
+    }
     let s: RegistrationServerStep;
     try {
       s = this.exchange.receive(frame, env);
     } finally {
       // The store has the write (or the session fails) before the device hears the answer.
-      const writes = this.#writes.splice(0);
-      if (writes.length) await Promise.all(writes);
+      const flushing = this.#writes.flush();
+      if (flushing) await flushing;
     }
     this.send(s.send);
     if (s.event) {
@@ -90,16 +91,23 @@ export class RegServerSession extends ServerSession {
   /**
    * One read per well-formed hello, before its MAC is checked (the machine checks it, then asks
    * for the verdict synchronously): a malformed hello is left to the machine to refuse.
+   * Synchronous (undefined) when the store is.
    */
-  async #loadFirmwareVerdict(env: Envelope): Promise<void> {
+  #loadFirmwareVerdict(env: Envelope): Promise<void> | undefined {
     let measurement: Uint8Array;
     try {
       measurement = RegMessages.hello.decode(env.body).measurement;
     } catch {
-      return;
+      return undefined;
     }
     const hex = bytesToHex(measurement);
-    this.#firmware = { hex, accepted: await this.deps.store.firmwareAccepted(hex) };
+    const keep = (accepted: boolean) => {
+      this.#firmware = { hex, accepted };
+    };
+    const v = this.deps.store.firmwareAccepted(hex);
+    if (v instanceof Promise) return v.then(keep);
+    keep(v);
+    return undefined;
   }
 
   /** The credential request (S0.8, S0.9, S0.14): the device record, placement, rotation. */

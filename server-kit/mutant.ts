@@ -148,12 +148,12 @@ export const channelBeforeConfirm = (exchange: object): SecureChannel => (exchan
  * 'bank-name-oracle': the bank's login, with a refusal for an unknown login name told apart
  * from a wrong password (its reason says so).
  */
-export function nameOracle<B extends { login(who: never, req: BankLogin, ...rest: never[]): Promise<BankAnswer> }>(bank: B, knownName: (name: string) => boolean): B {
+export function nameOracle<B extends { login(who: never, req: BankLogin, ...rest: never[]): Promise<BankAnswer> }>(bank: B, knownName: (name: string) => boolean | Promise<boolean>): B {
   const login = bank.login.bind(bank) as unknown as (...a: unknown[]) => Promise<BankAnswer>;
   (bank as unknown as { login: (...a: unknown[]) => Promise<BankAnswer> }).login = async (...a: unknown[]) => {
     const r = await login(...a);
     const req = a[1] as BankLogin;
-    return r.kind === 'refused' && r.code === 'BANK_BAD_CREDENTIALS' && !knownName(req.name) ? { ...r, reason: 'no account has this login name' } : r;
+    return r.kind === 'refused' && r.code === 'BANK_BAD_CREDENTIALS' && !(await knownName(req.name)) ? { ...r, reason: 'no account has this login name' } : r;
   };
   return bank;
 }

@@ -157,7 +157,7 @@ export const BANK_STORIES: Record<string, BankStory> = {
       operator(c).createSubscription(storyNumber(10), storyCard(10), Date.now() - 86_400_000);
       const one = await phoneWith(c, 2, new SimSlot(storyCard(10)), person('register', 'carol'));
       const b = await plug(c, one.phone, 'second account registers');
-      stack.biz('biz-east')!.bank!.store.setMode('carol', 1);
+      await stack.biz('biz-east')!.bank!.store.setMode('carol', 1);
       c.say("carol's account is set to mode 1; the operator stops");
       await stack.stopOperator();
       const t0 = Date.now();

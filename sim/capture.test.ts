@@ -73,7 +73,7 @@ test('the person layer captured: a bank registration, a login with the one-time 
       assert.ok(o.ok && o.bank?.kind === 'page' && o.bank.mech === mech, JSON.stringify(o));
     }
     const bank = world.stack.biz(server)!.bank!.store;
-    const seed = bank.person(bank.accountByName('uma')!.accountNo, server)!.otp!.seed;
+    const seed = (await bank.person((await bank.accountByName('uma'))!.accountNo, server))!.otp!.seed;
     const template = nvm.readObject('fp.template');
     assert.ok(seed.length === 20 && template && template.length === 128, 'the seed at the bank and the template in the chip');
     assert.ok(sent.length > 20, `${sent.length} payloads captured`);
