@@ -9,6 +9,7 @@ import { cpus } from 'node:os';
 import { setLogLevel } from '../server-kit/log.ts';
 import { OperatorClient } from '../server-kit/operator-client.ts';
 import { operatorFixture, card } from '../operator-server/test-util.ts';
+import type { SqliteOperatorStore } from '../operator-server/store.ts';
 
 setLogLevel('error');
 const QUICK = !!process.env.BENCH_QUICK;
@@ -17,7 +18,7 @@ const CONCURRENCY = 16;
 const MS = QUICK ? 1_000 : 5_000;
 
 const f = await operatorFixture();
-const store = f.server.store;
+const store = f.server.store as SqliteOperatorStore;
 store.db.transaction(() => {
   for (let i = 0; i < LINES; i++) store.createSubscription(`+4477009${String(10_000 + i).padStart(5, '0')}`, card(1_000 + i));
 })();

@@ -133,10 +133,10 @@ test('S4.6: the operator says the card is invalid (suspended, unknown) -> BANK_C
 });
 
 test('SIM swap: a card change after the binding refuses the login (BANK_SIM_SWAPPED) until the owner re-binds from the bound device', async () => {
-  f.server.store.createSubscription('+447700900020', card(20), T0 - 10 * HOUR);
+  await f.server.store.createSubscription('+447700900020', card(20), T0 - 10 * HOUR);
   assert.is(code(await bank2.register(dev('dev-e'), { name: 'erin', password: PW, ids: sim(20) })), 'registered');
   f.clock.t = T0 + HOUR;
-  f.server.store.swapCard('+447700900020', card(21), T0 + HOUR);
+  await f.server.store.swapCard('+447700900020', card(21), T0 + HOUR);
   f.clock.t = T0 + 2 * HOUR;
   const login = () => bank2.login(dev('dev-e'), { name: 'erin', mech: 'password', proof: te.encode(PW), ids: sim(21) });
   const a = await login();
@@ -184,7 +184,7 @@ test('onOperatorCall (the live page): each call told as asked and answered, with
   const told: OperatorCallEvent[] = [];
   const now = () => f.clock.t;
   const b = new Bank({ store, hasher, mode: 2, operator: op, log: createLogger('biz-test'), now, onOperatorCall: (e) => void told.push(e) });
-  f.server.store.createSubscription('+447700900041', card(41), T0 - 10 * HOUR);
+  await f.server.store.createSubscription('+447700900041', card(41), T0 - 10 * HOUR);
   const who = { ...dev('dev-w'), ip: '127.1.0.41' };
   assert.is(code(await b.register(who, { name: 'walt', password: PW, ids: sim(41) })), 'registered');
   assert.is(code(await b.login(who, { name: 'walt', mech: 'password', proof: te.encode(PW), ids: sim(41) })), 'page');

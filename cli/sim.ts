@@ -184,7 +184,7 @@ function checkApplies(v: Parsed['values']): Mode {
  * in the state directory of running servers, opened for the call), handed to `f`. A swap with no
  * operator store is refused (SIM_LINE_CONFLICT would be wrong: CLI_NO_STATE).
  */
-function withOperator(s: StackHandle, state: string, swap: boolean, f: (store: import('../operator-server/store.ts').OperatorStore | undefined) => void): void {
+async function withOperator(s: StackHandle, state: string, swap: boolean, f: (store: import('../operator-server/store.ts').OperatorStore | undefined) => Promise<void>): Promise<void> {
   const own = 'operator' in s ? (s as Stack).operator()?.store : undefined;
   if (own) return f(own);
   const file = join(state, 'operator.sqlite');
@@ -194,7 +194,7 @@ function withOperator(s: StackHandle, state: string, swap: boolean, f: (store: i
   }
   const store = new SqliteOperatorStore(file);
   try {
-    f(store);
+    await f(store);
   } finally {
     store.close();
   }
@@ -385,12 +385,12 @@ export const command: Command = {
       if (person && profile !== 'atm' && !card) throw new CliError('CLI_BAD_ARGS', "the bank step needs the phone's SIM (its first identifier, S4.2): a USB phone has none until one is chosen: --sim-card N or --iccid/--imsi");
       if (card) out(`SIM: ${card.cardType} card ${single.maskIccid(card.iccid)}${card.msisdn ? `, line ${card.msisdn}` : ', no number on it'}${plan.swappedFrom ? ` (a new card for the line; the old one was ${single.maskIccid(plan.swappedFrom.iccid)})` : ''}`);
       // The card stays in the phone: saved now, or once the operator has taken the swap.
-      const tell = (store: import('../operator-server/store.ts').OperatorStore | undefined) => {
+      const tell = async (store: import('../operator-server/store.ts').OperatorStore | undefined) => {
         if (!card) return;
-        if (store) out(`operator: ${single.tellOperator(store, { card, ...(plan.swappedFrom ? { swappedFrom: plan.swappedFrom } : {}) })}`);
+        if (store) out(`operator: ${await single.tellOperator(store, { card, ...(plan.swappedFrom ? { swappedFrom: plan.swappedFrom } : {}) })}`);
         single.saveSim(state, card);
       };
-      if (phoneOnly) tell(undefined);
+      if (phoneOnly) await tell(undefined);
       let stack: StackHandle | null = null;
       const removeSignals = exitOnSignals(async () => {
         process.stderr.write(gateway ? '\ninterrupted\n' : '\ninterrupted: stopping the servers\n');
@@ -420,10 +420,10 @@ export const command: Command = {
         const dev = portsForBase(Number(u.port))[o.server]?.device;
         return dev ? `http://${u.hostname}:${dev + BANK_PAGE_PORT_OFFSET}${PAGE_PATH}${token} (valid ${o.bank.ttlS} s; the 'serve all' layout)` : null;
       };
-      const onStack = (s: StackHandle) => {
+      const onStack = async (s: StackHandle) => {
         stack = s;
         // The operator's store is opened only for a phone with a card (nothing to tell otherwise).
-        if (!phoneOnly && card) withOperator(s, state, plan.swappedFrom !== undefined, tell);
+        if (!phoneOnly && card) await withOperator(s, state, plan.swappedFrom !== undefined, tell);
         if ('feed' in s && 'pageUrl' in s) {
           feed = (s as Stack).feed;
           out(`live page: ${(s as Stack).pageUrl} (while the servers run${a.watch ? '; --watch keeps them up after the phone, until Ctrl-C' : "; 'usbphone sim --watch' keeps them up after the phone"})`);

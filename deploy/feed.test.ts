@@ -384,7 +384,7 @@ test('issue 17: the feed of a full mode-2 bank run (register, login, a suspended
   try {
     const card = storyCard(7);
     const number = storyNumber(7);
-    world.stack.operator()!.store.createSubscription(number, card, Date.now() - 86_400_000);
+    await world.stack.operator()!.store.createSubscription(number, card, Date.now() - 86_400_000);
     const slot = new SimSlot(card);
     const hub = world.stack.feed;
     let ip = '';
@@ -405,7 +405,7 @@ test('issue 17: the feed of a full mode-2 bank run (register, login, a suspended
     assert.ok(reg.ok && reg.bank?.kind === 'registered' && reg.bank.mode === 2, JSON.stringify(reg));
     const login = await world.replug(made.phone, host, ip, { sim: slot, person: person('login') }).device.plugIn();
     assert.ok(login.ok && login.bank?.kind === 'page', JSON.stringify(login));
-    world.stack.operator()!.store.setCardStatus(card.iccid, 'suspended');
+    await world.stack.operator()!.store.setCardStatus(card.iccid, 'suspended');
     const refused = await world.replug(made.phone, host, ip, { sim: slot, person: person('login') }).device.plugIn();
     assert.ok(refused.ok && refused.bank?.kind === 'refused' && refused.bank.code === 'BANK_CARD_INVALID', JSON.stringify(refused));
     await new Promise((r) => setTimeout(r, 200));

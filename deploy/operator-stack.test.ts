@@ -45,7 +45,7 @@ test('the stack starts the operator: state files, /healthz over HTTPS, the bank 
     assert.equal(await healthz(stack.operatorUrl, stack.operatorCa), { status: 200, body: { status: 'ok', name: 'operator' } });
 
     const iccid = withLuhn('894400000000000042');
-    stack.operator()!.store.createSubscription('+447700900042', { iccid, imsi: '234150000000042', cardType: 'USIM' });
+    await stack.operator()!.store.createSubscription('+447700900042', { iccid, imsi: '234150000000042', cardType: 'USIM' });
     const c = new OperatorClient({ url: stack.operatorUrl, ca: stack.operatorCa, clientId: stack.operatorClient.clientId, clientSecret: stack.operatorClient.clientSecret, timeoutMs: 1_000 });
     assert.equal(await c.phoneNumberOf({ iccid }), { phoneNumber: '+447700900042', cardStatus: 'active' });
 

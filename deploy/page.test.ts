@@ -197,7 +197,7 @@ test('issue 17: a mode-2 bank login: the diagram shows the bank asking the opera
     await page.goto(w.stack.pageUrl);
     await page.locator('#conn.connected').waitFor({ timeout: 5_000 });
     const card = storyCard(8);
-    w.stack.operator()!.store.createSubscription(storyNumber(8), card, Date.now() - 86_400_000);
+    await w.stack.operator()!.store.createSubscription(storyNumber(8), card, Date.now() - 86_400_000);
     const slot = new SimSlot(card);
     let ip = '';
     const host = new TraceHost((e) => w.stack.feed.phoneStep(ip, e));
@@ -232,7 +232,7 @@ test('issue 17: a mode-2 bank login: the diagram shows the bank asking the opera
     if (process.env.UPDATE_SCREENSHOT === '1') await page.locator('#trace-view').screenshot({ path: join(root, 'docs', 'page.png') });
 
     // The operator suspends the card: its invalid answer and the bank's notice, red and marked.
-    w.stack.operator()!.store.setCardStatus(card.iccid, 'suspended');
+    await w.stack.operator()!.store.setCardStatus(card.iccid, 'suspended');
     const refused = await w.replug(made.phone, host, ip, { sim: slot, person: person('login') }).device.plugIn();
     assert.ok(refused.ok && refused.bank?.kind === 'refused' && refused.bank.code === 'BANK_CARD_INVALID', JSON.stringify(refused));
     const bad = page.locator('#diagram svg g.call.refused[data-type="check-validity"]');

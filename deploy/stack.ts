@@ -256,7 +256,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     operatorPort = operator.port;
     actual.operator = operator.port;
     // The bank's client is (re)registered with every scope: the credentials file is the truth.
-    operator.store.putClient(operatorClient.clientId, secretHash(operatorClient.clientSecret), [...ALL_OPERATOR_SCOPES]);
+    await operator.store.putClient(operatorClient.clientId, secretHash(operatorClient.clientSecret), [...ALL_OPERATOR_SCOPES]);
   };
   const abort = async (e: unknown): Promise<never> => {
     gatewayTables?.close();

@@ -57,14 +57,14 @@ export interface ApiContext {
   monitoredPeriodDays: number | null;
 }
 
-function line(ctx: ApiContext, n: string) {
-  const s = ctx.store.byPhoneNumber(n);
+async function line(ctx: ApiContext, n: string) {
+  const s = await ctx.store.byPhoneNumber(n);
   if (!s) throw new ApiError('IDENTIFIER_NOT_FOUND', 'Device identifier not found.');
   return s;
 }
 
 /** CAMARA SIM Swap v2 `POST /check`: was the line paired with a card within maxAge hours? */
-export function checkSimSwap(ctx: ApiContext, body: Body): CheckSimSwapInfo {
+export async function checkSimSwap(ctx: ApiContext, body: Body): Promise<CheckSimSwapInfo> {
   onlyFields(body, ['phoneNumber', 'maxAge']);
   const n = phoneNumber(body, true);
   const maxAge = body.maxAge ?? MAX_AGE.default;
@@ -73,7 +73,7 @@ export function checkSimSwap(ctx: ApiContext, body: Body): CheckSimSwapInfo {
   if (ctx.monitoredPeriodDays !== null && maxAge * HOUR > ctx.monitoredPeriodDays * DAY) {
     throw new ApiError('OUT_OF_RANGE', `maxAge exceeds the monitored period of ${ctx.monitoredPeriodDays} days`);
   }
-  const s = line(ctx, n);
+  const s = await line(ctx, n);
   return { swapped: s.cardChangedAt >= ctx.now() - maxAge * HOUR };
 }
 
@@ -81,9 +81,9 @@ export function checkSimSwap(ctx: ApiContext, body: Body): CheckSimSwapInfo {
  * CAMARA SIM Swap v2 `POST /retrieve-date`: the last card change (RFC 3339, UTC 'Z'); null
  * with `monitoredPeriod` when it lies before the period the operator monitors.
  */
-export function retrieveSimSwapDate(ctx: ApiContext, body: Body): SimSwapInfo {
+export async function retrieveSimSwapDate(ctx: ApiContext, body: Body): Promise<SimSwapInfo> {
   onlyFields(body, ['phoneNumber']);
-  const s = line(ctx, phoneNumber(body, true));
+  const s = await line(ctx, phoneNumber(body, true));
   if (ctx.monitoredPeriodDays !== null && s.cardChangedAt < ctx.now() - ctx.monitoredPeriodDays * DAY) {
     return { latestSimChange: null, monitoredPeriod: ctx.monitoredPeriodDays };
   }
@@ -91,26 +91,26 @@ export function retrieveSimSwapDate(ctx: ApiContext, body: Body): SimSwapInfo {
 }
 
 /** The card named by exactly one of iccid / imsi (400 for both, 422 for neither, 404 unknown). */
-function oneCard(ctx: ApiContext, body: Body): Card {
+async function oneCard(ctx: ApiContext, body: Body): Promise<Card> {
   const { iccid, imsi } = cardIds(body);
   if (iccid === undefined && imsi === undefined) throw new ApiError('MISSING_IDENTIFIER', 'The card cannot be identified: give iccid or imsi.');
   if (iccid !== undefined && imsi !== undefined) throw new ApiError('INVALID_ARGUMENT', 'give iccid or imsi, not both');
-  const c = iccid !== undefined ? ctx.store.cardByIccid(iccid) : ctx.store.cardByImsi(imsi!);
+  const c = await (iccid !== undefined ? ctx.store.cardByIccid(iccid) : ctx.store.cardByImsi(imsi!));
   if (!c) throw new ApiError('IDENTIFIER_NOT_FOUND', 'Card identifier not found.');
   return c;
 }
 
 /** S4.4, card info -> phone number: the line the card is (or, replaced, was last) paired with. */
-export function retrievePhoneNumber(ctx: ApiContext, body: Body): PhoneNumberInfo {
+export async function retrievePhoneNumber(ctx: ApiContext, body: Body): Promise<PhoneNumberInfo> {
   onlyFields(body, ['iccid', 'imsi']);
-  const c = oneCard(ctx, body);
+  const c = await oneCard(ctx, body);
   return { phoneNumber: c.phoneNumber, cardStatus: c.status };
 }
 
 /** S4.4, phone number -> card info: the card the line uses now. */
-export function retrieveCard(ctx: ApiContext, body: Body): CardInfoResponse {
+export async function retrieveCard(ctx: ApiContext, body: Body): Promise<CardInfoResponse> {
   onlyFields(body, ['phoneNumber']);
-  const s = line(ctx, phoneNumber(body, true));
+  const s = await line(ctx, phoneNumber(body, true));
   return { iccid: s.card.iccid, imsi: s.card.imsi, cardType: s.card.cardType, cardStatus: s.card.status };
 }
 
@@ -119,12 +119,12 @@ export function retrieveCard(ctx: ApiContext, body: Body): CardInfoResponse {
  * identifier given (iccid and imsi of one card; the line's number when given). An invalid
  * card is an answer (200, valid false, a reason), not an error: the bank tells the phone.
  */
-export function checkValidity(ctx: ApiContext, body: Body): CardValidity {
+export async function checkValidity(ctx: ApiContext, body: Body): Promise<CardValidity> {
   onlyFields(body, ['iccid', 'imsi', 'phoneNumber']);
   const { iccid, imsi } = cardIds(body);
   const n = phoneNumber(body, false);
   if (iccid === undefined && imsi === undefined) throw new ApiError('MISSING_IDENTIFIER', 'The card cannot be identified: give iccid or imsi.');
-  const c = iccid !== undefined ? ctx.store.cardByIccid(iccid) : ctx.store.cardByImsi(imsi!);
+  const c = await (iccid !== undefined ? ctx.store.cardByIccid(iccid) : ctx.store.cardByImsi(imsi!));
   if (!c) return { valid: false, reason: 'UNKNOWN_CARD' };
   if (imsi !== undefined && c.imsi !== imsi) return { valid: false, reason: 'IDENTIFIERS_MISMATCH' };
   if (c.status === 'replaced') return { valid: false, reason: 'CARD_REPLACED' };

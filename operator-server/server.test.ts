@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { setLogSink, type LogLine } from '../server-kit/log.ts';
 import { OperatorPaths, OperatorErrors } from '../server-kit/operator-api.ts';
 import { operatorFixture, openApiValidator, raw, api, tokenFor, card, T0, HOUR, DAY, type Fixture, type RawAnswer } from './test-util.ts';
+import type { SqliteOperatorStore } from './store.ts';
 
 const oa = openApiValidator();
 let f: Fixture;
@@ -37,7 +38,7 @@ function refused(a: RawAnswer, status: number, code: string, path: string, gener
 }
 /** Everything the store holds, hashed: a refused request must leave it as it was. */
 function storeDigest(): string {
-  const db = f.server.store.db;
+  const db = (f.server.store as SqliteOperatorStore).db;
   const rows = ['subscriptions', 'cards', 'oauth_clients'].map((t) => JSON.stringify(db.prepare(`SELECT * FROM ${t} ORDER BY 1`).all()));
   return createHash('sha256').update(rows.join('\n')).digest('hex');
 }
@@ -189,9 +190,9 @@ test('authentication and scope: missing, malformed, forged, expired tokens are 4
   const checkOnly = await tokenFor(f, f.bank, 'sim-swap:check');
   refused(await api(f, OperatorPaths.cardToNumber, checkOnly, { iccid: card(1).iccid }), 403, 'PERMISSION_DENIED', OperatorPaths.cardToNumber);
   // A client stripped of a scope loses it at once, before its token lapses.
-  f.server.store.putClient('narrow', f.server.store.getClient('narrow')!.secretSha256, []);
+  await f.server.store.putClient('narrow', (await f.server.store.getClient('narrow'))!.secretSha256, []);
   refused(await api(f, OperatorPaths.simSwapCheck, narrow, body), 403, 'PERMISSION_DENIED', OperatorPaths.simSwapCheck);
-  f.server.store.putClient('narrow', f.server.store.getClient('narrow')!.secretSha256, ['sim-swap:check']);
+  await f.server.store.putClient('narrow', (await f.server.store.getClient('narrow'))!.secretSha256, ['sim-swap:check']);
 });
 
 test('x-correlator: a valid one is echoed on successes and errors; an invalid one is refused and not echoed', async () => {

@@ -20,7 +20,9 @@ import { systemRng } from '../protocol/rng.ts';
 import { applyPortLimits, PortDefaults, MOBILE_OPERATOR_MAX_BODY, type PortLimits } from '../server-kit/limits.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { OperatorPaths, OperatorScopes, X_CORRELATOR_RE, type OperatorApiPath, type OperatorErrorCode, OperatorErrors } from '../server-kit/operator-api.ts';
-import { SqliteOperatorStore } from './store.ts';
+import type { OperatorStore } from './store.ts';
+import { openOperatorStore } from './pg-store.ts';
+import { placeOf, type StoreChoice } from '../server-kit/store-choice.ts';
 import { TokenIssuer, authenticateClient } from './tokens.ts';
 import { ApiError, checkSimSwap, retrieveSimSwapDate, retrievePhoneNumber, retrieveCard, checkValidity, type ApiContext } from './api.ts';
 
@@ -30,7 +32,10 @@ export interface OperatorConfig {
   host: string;
   /** 0 = ephemeral. */
   port: number;
+  /** The SQLite file, under the default store choice. */
   dbFile: string;
+  /** SQLite (default) or PostgreSQL (issue 16). */
+  store?: StoreChoice;
   /** PEM certificate and key, as contents or file paths (server-kit/tls-ca.ts makes them). */
   tls: { cert: string; key: string };
   /** 32 bytes: signs the bearer tokens (operator-server/tokens.ts). */
@@ -51,13 +56,13 @@ export interface OperatorServer {
   port: number;
   /** https://host:port (no trailing slash). */
   url: string;
-  store: SqliteOperatorStore;
+  store: OperatorStore;
   /** Requests answered since start, by outcome code ('OK' for a success). */
   counts(): Record<string, number>;
   close(): Promise<void>;
 }
 
-type Op = (ctx: ApiContext, body: Record<string, unknown>) => object;
+type Op = (ctx: ApiContext, body: Record<string, unknown>) => Promise<object>;
 const OPS: Record<OperatorApiPath, Op> = {
   [OperatorPaths.simSwapCheck]: checkSimSwap,
   [OperatorPaths.simSwapRetrieveDate]: retrieveSimSwapDate,
@@ -134,7 +139,7 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
   const pem = (v: string) => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8'));
   const tlsOpts = { cert: pem(cfg.tls.cert), key: pem(cfg.tls.key) };
   const issuer = new TokenIssuer(cfg.tokenKey, { ttlSec: cfg.tokenTtlSec, now, rng: systemRng });
-  const store = new SqliteOperatorStore(cfg.dbFile);
+  const store = await openOperatorStore(placeOf(cfg.store ?? { kind: 'sqlite' }, cfg.dbFile));
   const ctx: ApiContext = { store: store, now, monitoredPeriodDays: monitored };
   const counts: Record<string, number> = {};
   const tooLarge = () => camara('INVALID_ARGUMENT', `request body larger than ${maxBody} bytes`, { connection: 'close' }, true);
@@ -146,13 +151,13 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
   };
 
   /** The client and scope of a bearer token, or a refusal (401 / 403). */
-  const authorize = (req: IncomingMessage, scope: string): string => {
+  const authorize = async (req: IncomingMessage, scope: string): Promise<string> => {
     const h = req.headers.authorization;
     if (!h) throw camara('UNAUTHENTICATED', 'Request not authenticated due to missing, invalid, or expired credentials.', { 'www-authenticate': REALM });
     const m = /^Bearer ([^\s]+)$/i.exec(h);
     const claims = m ? issuer.verify(m[1]!) : null;
     // The client must still exist and still hold the scope: removal takes effect at once.
-    const client = claims ? store.getClient(claims.sub) : null;
+    const client = claims ? await store.getClient(claims.sub) : null;
     if (!claims || !client) {
       throw camara('UNAUTHENTICATED', 'Request not authenticated due to missing, invalid, or expired credentials.', { 'www-authenticate': `${REALM}, error="invalid_token"` });
     }
@@ -177,7 +182,7 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
     // RFC 6749 §2.3: one client authentication method per request.
     if (basic && inBody) throw oauth(400, 'invalid_request', 'authenticate with HTTP Basic or with client_id/client_secret, not both');
     const cred = basic ? basicCredentials(basic) : form.has('client_id') && form.has('client_secret') ? { id: form.get('client_id')!, secret: form.get('client_secret')! } : null;
-    const client = cred ? authenticateClient(store, cred.id, cred.secret) : null;
+    const client = cred ? await authenticateClient(store, cred.id, cred.secret) : null;
     // RFC 6749 §5.2: invalid_client is 401 with a challenge for the scheme the client used.
     if (!client) throw oauth(401, 'invalid_client', 'client authentication failed', { 'www-authenticate': 'Basic realm="operator"' });
     const grant = form.get('grant_type');
@@ -224,7 +229,7 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
         log.debug('token issued', { client });
         return;
       }
-      client = authorize(req, OperatorScopes[path as OperatorApiPath]);
+      client = await authorize(req, OperatorScopes[path as OperatorApiPath]);
       if (mediaType(req) !== 'application/json') throw camara('INVALID_ARGUMENT', 'the body must be application/json');
       const raw = await readBody(req, maxBody, tooLarge);
       let body: unknown;
@@ -234,7 +239,7 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
         throw camara('INVALID_ARGUMENT', 'the body is not JSON');
       }
       if (typeof body !== 'object' || body === null || Array.isArray(body)) throw camara('INVALID_ARGUMENT', 'the body must be a JSON object');
-      const answer = op!(ctx, body as Record<string, unknown>);
+      const answer = await op!(ctx, body as Record<string, unknown>);
       send(res, 200, answer, corr);
       counts.OK = (counts.OK ?? 0) + 1;
     } catch (e) {
@@ -269,7 +274,7 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
       });
     });
   } catch (e) {
-    store.close();
+    await store.close();
     throw e;
   }
   const hostPart = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
@@ -284,8 +289,7 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
       new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => {
-          store.close();
-          resolve();
+          void Promise.resolve(store.close()).finally(resolve);
         });
       }),
   };

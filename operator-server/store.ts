@@ -9,6 +9,7 @@
 // its first card counts, like every swap after it (docs/operator-api.md §"SIM swap").
 import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import type { Awaitable } from '../server-kit/store-choice.ts';
 import { isE164, isIccid, isImsi, isCardType, type CardType } from '../protocol/line-ids.ts';
 
 export type CardStatus = 'active' | 'suspended' | 'replaced';
@@ -50,20 +51,22 @@ export const SCOPE_RE = /^[a-z][a-z0-9-]*(:[a-z][a-z0-9-]*)?$/;
 
 export interface OperatorStore {
   /** Opens a line on its first card. Idempotent for the same record; OP_CONFLICT when the number or card is taken. */
-  createSubscription(phoneNumber: string, card: CardInfo, now?: number): 'created' | 'exists';
+  createSubscription(phoneNumber: string, card: CardInfo, now?: number): Awaitable<'created' | 'exists'>;
   /** Moves the line to a new card: the old one becomes `replaced`, the change time is `now`. */
-  swapCard(phoneNumber: string, card: CardInfo, now?: number): Subscription;
+  swapCard(phoneNumber: string, card: CardInfo, now?: number): Awaitable<Subscription>;
   /** Suspends or resumes the card a line uses now; false when no line uses that card. */
-  setCardStatus(iccid: string, status: 'active' | 'suspended'): boolean;
-  byPhoneNumber(phoneNumber: string): Subscription | null;
+  setCardStatus(iccid: string, status: 'active' | 'suspended'): Awaitable<boolean>;
+  byPhoneNumber(phoneNumber: string): Awaitable<Subscription | null>;
   /** Any card ever issued, replaced ones included. */
-  cardByIccid(iccid: string): Card | null;
+  cardByIccid(iccid: string): Awaitable<Card | null>;
   /** The card that holds this IMSI now, else the last replaced one that held it. */
-  cardByImsi(imsi: string): Card | null;
-  putClient(clientId: string, secretSha256: Uint8Array, scopes: string[], now?: number): void;
-  getClient(clientId: string): OAuthClient | null;
-  counts(): { subscriptions: number; cards: number };
-  close(): void;
+  cardByImsi(imsi: string): Awaitable<Card | null>;
+  putClient(clientId: string, secretSha256: Uint8Array, scopes: string[], now?: number): Awaitable<void>;
+  getClient(clientId: string): Awaitable<OAuthClient | null>;
+  counts(): Awaitable<{ subscriptions: number; cards: number }>;
+  /** Problems found in the stored rows (empty when none): rows failing validation, a line whose card is missing or replaced. */
+  check(): Promise<string[]>;
+  close(): Awaitable<void>;
 }
 
 const MIGRATIONS = [
@@ -95,9 +98,9 @@ const MIGRATIONS = [
 
 const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-interface CardRow { iccid: unknown; imsi: unknown; card_type: unknown; phone_number: unknown; status: unknown; installed_at: unknown; replaced_at: unknown }
-interface SubRow { phone_number: unknown; iccid: unknown; card_changed_at: unknown; created_at: unknown }
-interface ClientRow { client_id: unknown; secret_sha256: unknown; scopes: unknown; created_at: unknown }
+export interface CardRow { iccid: unknown; imsi: unknown; card_type: unknown; phone_number: unknown; status: unknown; installed_at: unknown; replaced_at: unknown }
+export interface SubRow { phone_number: unknown; iccid: unknown; card_changed_at: unknown; created_at: unknown }
+export interface ClientRow { client_id: unknown; secret_sha256: unknown; scopes: unknown; created_at: unknown }
 
 export function cardFromRow(r: CardRow): Card {
   const what = `card row ${typeof r.iccid === 'string' ? r.iccid.slice(0, 22) : '?'}`;
@@ -114,7 +117,7 @@ export function cardFromRow(r: CardRow): Card {
   };
 }
 
-function clientFromRow(r: ClientRow): OAuthClient {
+export function clientFromRow(r: ClientRow): OAuthClient {
   const what = `oauth client row ${typeof r.client_id === 'string' ? r.client_id.slice(0, 64) : '?'}`;
   if (typeof r.client_id !== 'string' || !CLIENT_ID_RE.test(r.client_id)) corrupt(what, 'bad client id');
   if (!(r.secret_sha256 instanceof Uint8Array) || r.secret_sha256.length !== 32) corrupt(what, 'bad secret hash');
@@ -125,13 +128,54 @@ function clientFromRow(r: ClientRow): OAuthClient {
   return { clientId: r.client_id, secretSha256: new Uint8Array(r.secret_sha256), scopes, createdAt: r.created_at };
 }
 
-function checkCard(c: CardInfo): void {
+export function checkCard(c: CardInfo): void {
   if (!isIccid(c.iccid)) throw new ImplementationError('OP_BAD_RECORD', `ICCID '${String(c.iccid).slice(0, 24)}' is not 19-20 digits starting 89 with a valid Luhn digit`);
   if (!isImsi(c.imsi)) throw new ImplementationError('OP_BAD_RECORD', `IMSI '${String(c.imsi).slice(0, 24)}' is not 6-15 digits`);
   if (!isCardType(c.cardType)) throw new ImplementationError('OP_BAD_RECORD', `card type '${String(c.cardType).slice(0, 16)}' is not SIM, USIM, R-UIM or CSIM`);
 }
-function checkNumber(n: string): void {
+export function checkNumber(n: string): void {
   if (!isE164(n)) throw new ImplementationError('OP_BAD_RECORD', `phone number '${String(n).slice(0, 24)}' is not E.164 (+ and 5-15 digits)`);
+}
+
+export function checkClient(clientId: string, secretSha256: Uint8Array, scopes: string[]): void {
+  if (!CLIENT_ID_RE.test(clientId)) throw new ImplementationError('OP_BAD_RECORD', `client id '${clientId.slice(0, 64)}' is outside ${CLIENT_ID_RE.source}`);
+  if (!(secretSha256 instanceof Uint8Array) || secretSha256.length !== 32) throw new ImplementationError('OP_BAD_RECORD', 'a client secret hash is 32 bytes');
+  if (!scopes.every((s) => SCOPE_RE.test(s))) throw new ImplementationError('OP_BAD_RECORD', 'a scope is a name like sim-swap:check');
+}
+
+/** A subscription row with its card (looked up by `cardOf`), validated: STORE_CORRUPT_ROW otherwise. */
+export function subscriptionFromRows(r: SubRow, cardOf: (iccid: string) => CardRow | undefined): Subscription {
+  const what = `subscription row ${typeof r.phone_number === 'string' ? r.phone_number.slice(0, 16) : '?'}`;
+  if (!isE164(r.phone_number)) corrupt(what, 'bad phone number');
+  if (!isIccid(r.iccid)) corrupt(what, 'bad ICCID');
+  if (!isTime(r.card_changed_at) || !isTime(r.created_at)) corrupt(what, 'bad time');
+  const c = cardOf(r.iccid);
+  if (!c) corrupt(what, 'its card is missing');
+  const card = cardFromRow(c);
+  if (card.phoneNumber !== r.phone_number || card.status === 'replaced') corrupt(what, 'its card belongs to another line or was replaced');
+  return { phoneNumber: r.phone_number, card, cardChangedAt: r.card_changed_at, createdAt: r.created_at };
+}
+
+/** The integrity check of an operator store (both back ends): every row, every line with its live card, one live card per IMSI. */
+export function operatorProblems(t: { subs: SubRow[]; cards: CardRow[]; clients: ClientRow[] }): string[] {
+  const out: string[] = [];
+  const each = <R>(list: R[], f: (r: R) => unknown) => {
+    for (const r of list) {
+      try {
+        f(r);
+      } catch (e) {
+        out.push((e as Error).message);
+      }
+    }
+  };
+  const byIccid = new Map(t.cards.map((c) => [c.iccid, c]));
+  each(t.cards, cardFromRow);
+  each(t.subs, (r) => subscriptionFromRows(r, (i) => byIccid.get(i)));
+  each(t.clients, clientFromRow);
+  const live = new Map<unknown, number>();
+  for (const c of t.cards) if (c.status !== 'replaced') live.set(c.imsi, (live.get(c.imsi) ?? 0) + 1);
+  for (const [imsi, n] of live) if (n > 1) out.push(`IMSI ${String(imsi)} is live on ${n} cards`);
+  return out;
 }
 
 export class SqliteOperatorStore implements OperatorStore {
@@ -164,15 +208,7 @@ export class SqliteOperatorStore implements OperatorStore {
   }
 
   #subscription(r: SubRow): Subscription {
-    const what = `subscription row ${typeof r.phone_number === 'string' ? r.phone_number.slice(0, 16) : '?'}`;
-    if (!isE164(r.phone_number)) corrupt(what, 'bad phone number');
-    if (!isIccid(r.iccid)) corrupt(what, 'bad ICCID');
-    if (!isTime(r.card_changed_at) || !isTime(r.created_at)) corrupt(what, 'bad time');
-    const c = this.#card.get(r.iccid) as CardRow | undefined;
-    if (!c) corrupt(what, 'its card is missing');
-    const card = cardFromRow(c);
-    if (card.phoneNumber !== r.phone_number || card.status === 'replaced') corrupt(what, 'its card belongs to another line or was replaced');
-    return { phoneNumber: r.phone_number, card, cardChangedAt: r.card_changed_at, createdAt: r.created_at };
+    return subscriptionFromRows(r, (iccid) => this.#card.get(iccid) as CardRow | undefined);
   }
 
   createSubscription(phoneNumber: string, card: CardInfo, now = Date.now()): 'created' | 'exists' {
@@ -235,9 +271,7 @@ export class SqliteOperatorStore implements OperatorStore {
   }
 
   putClient(clientId: string, secretSha256: Uint8Array, scopes: string[], now = Date.now()): void {
-    if (!CLIENT_ID_RE.test(clientId)) throw new ImplementationError('OP_BAD_RECORD', `client id '${clientId.slice(0, 64)}' is outside ${CLIENT_ID_RE.source}`);
-    if (!(secretSha256 instanceof Uint8Array) || secretSha256.length !== 32) throw new ImplementationError('OP_BAD_RECORD', 'a client secret hash is 32 bytes');
-    if (!scopes.every((s) => SCOPE_RE.test(s))) throw new ImplementationError('OP_BAD_RECORD', 'a scope is a name like sim-swap:check');
+    checkClient(clientId, secretSha256, scopes);
     this.#putClient.run(clientId, secretSha256, scopes.join(' '), now);
   }
 
@@ -250,6 +284,11 @@ export class SqliteOperatorStore implements OperatorStore {
     const s = this.db.prepare('SELECT COUNT(*) AS n FROM subscriptions').get() as { n: number };
     const c = this.db.prepare('SELECT COUNT(*) AS n FROM cards').get() as { n: number };
     return { subscriptions: s.n, cards: c.n };
+  }
+
+  async check(): Promise<string[]> {
+    const all = <R>(t: string) => this.db.prepare(`SELECT * FROM ${t}`).all() as R[];
+    return operatorProblems({ subs: all('subscriptions'), cards: all('cards'), clients: all('oauth_clients') });
   }
 
   close(): void {

@@ -53,15 +53,15 @@ export async function operatorFixture(cfg: Partial<OperatorConfig> = {}): Promis
     tokenKey: systemRng(32), now: () => clock.t, ...cfg,
   });
   const s = server.store;
-  s.createSubscription('+447700900001', card(1), T0 - 30 * DAY);
-  s.createSubscription('+447700900002', card(2, 'SIM'), T0 - 60 * DAY);
-  s.swapCard('+447700900002', card(3), T0 - 2 * HOUR);
-  s.createSubscription('+447700900004', card(4, 'R-UIM'), T0 - 10 * DAY);
-  s.setCardStatus(card(4).iccid, 'suspended');
+  await s.createSubscription('+447700900001', card(1), T0 - 30 * DAY);
+  await s.createSubscription('+447700900002', card(2, 'SIM'), T0 - 60 * DAY);
+  await s.swapCard('+447700900002', card(3), T0 - 2 * HOUR);
+  await s.createSubscription('+447700900004', card(4, 'R-UIM'), T0 - 10 * DAY);
+  await s.setCardStatus(card(4).iccid, 'suspended');
   const bank = { id: 'bank', secret: newClientSecret(systemRng) };
   const narrow = { id: 'narrow', secret: newClientSecret(systemRng) };
-  s.putClient(bank.id, secretHash(bank.secret), [...ALL_OPERATOR_SCOPES]);
-  s.putClient(narrow.id, secretHash(narrow.secret), ['sim-swap:check']);
+  await s.putClient(bank.id, secretHash(bank.secret), [...ALL_OPERATOR_SCOPES]);
+  await s.putClient(narrow.id, secretHash(narrow.secret), ['sim-swap:check']);
   const agent = new Agent({ keepAlive: true, ca: tls.caPem });
   return {
     dir, tls, server, clock, bank, narrow, agent,

@@ -87,8 +87,8 @@ export class TokenIssuer {
 }
 
 /** The client whose id and secret these are, or null (unknown id and wrong secret alike). */
-export function authenticateClient(store: OperatorStore, clientId: string, secret: string): OAuthClient | null {
-  const c = store.getClient(clientId);
+export async function authenticateClient(store: OperatorStore, clientId: string, secret: string): Promise<OAuthClient | null> {
+  const c = await store.getClient(clientId);
   // Hash even for an unknown id, so the answer takes the same time either way.
   const h = secretHash(secret);
   return c && equalBytes(h, c.secretSha256) ? c : null;

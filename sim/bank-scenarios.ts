@@ -70,7 +70,7 @@ export const BANK_STORIES: Record<string, BankStory> = {
     summary: 'mode 2: the bank asks the operator for the number of the card (which has none written on it) and finds the binding by it (S4.4, S4.6)',
     world: { bankMode: 2 },
     async run(c) {
-      operator(c).createSubscription(storyNumber(2), storyCard(2), Date.now() - 86_400_000);
+      await operator(c).createSubscription(storyNumber(2), storyCard(2), Date.now() - 86_400_000);
       const slot = new SimSlot(storyCard(2));
       const { phone, again } = await phoneWith(c, 0, slot, person('register'));
       const a = await plug(c, phone, 'register');
@@ -102,10 +102,10 @@ export const BANK_STORIES: Record<string, BankStory> = {
     summary: 'mode 2: the operator suspends the card; it says the card is invalid and the phone gets a clear notice (BANK_CARD_INVALID, S4.6)',
     world: { bankMode: 2 },
     async run(c) {
-      operator(c).createSubscription(storyNumber(5), storyCard(5), Date.now() - 86_400_000);
+      await operator(c).createSubscription(storyNumber(5), storyCard(5), Date.now() - 86_400_000);
       const { phone, again } = await phoneWith(c, 0, new SimSlot(storyCard(5)), person('register'));
       const a = await plug(c, phone, 'register');
-      operator(c).setCardStatus(storyCard(5).iccid, 'suspended');
+      await operator(c).setCardStatus(storyCard(5).iccid, 'suspended');
       c.say('the operator suspends the card');
       const b = await plug(c, again(phone, person('login')), 'login');
       const notice = c.host.notices.at(-1) ?? '';
@@ -116,12 +116,12 @@ export const BANK_STORIES: Record<string, BankStory> = {
     summary: 'mode 2: the line moves to a new card after the binding: refused (BANK_SIM_SWAPPED) until the owner re-binds from the bound phone, then allowed',
     world: { bankMode: 2 },
     async run(c) {
-      operator(c).createSubscription(storyNumber(6), storyCard(6), Date.now() - 86_400_000);
+      await operator(c).createSubscription(storyNumber(6), storyCard(6), Date.now() - 86_400_000);
       const slot = new SimSlot(storyCard(6));
       const { phone, again } = await phoneWith(c, 0, slot, person('register'));
       const a = await plug(c, phone, 'register');
       await new Promise((r) => setTimeout(r, 5)); // the swap is strictly after the binding (ms clock)
-      operator(c).swapCard(storyNumber(6), storyCard(7));
+      await operator(c).swapCard(storyNumber(6), storyCard(7));
       slot.swap(storyCard(7));
       c.say('the operator moves the line to a new card; the new card goes into the phone');
       const p2 = again(phone, person('login'));
@@ -151,10 +151,10 @@ export const BANK_STORIES: Record<string, BankStory> = {
     world: { bankMode: 2 },
     async run(c) {
       const stack = c.world.stack as Stack;
-      operator(c).createSubscription(storyNumber(9), storyCard(9), Date.now() - 86_400_000);
+      await operator(c).createSubscription(storyNumber(9), storyCard(9), Date.now() - 86_400_000);
       const two = await phoneWith(c, 0, new SimSlot(storyCard(9)), person('register', 'bob'));
       const a = await plug(c, two.phone, 'mode-2 account registers');
-      operator(c).createSubscription(storyNumber(10), storyCard(10), Date.now() - 86_400_000);
+      await operator(c).createSubscription(storyNumber(10), storyCard(10), Date.now() - 86_400_000);
       const one = await phoneWith(c, 2, new SimSlot(storyCard(10)), person('register', 'carol'));
       const b = await plug(c, one.phone, 'second account registers');
       await stack.biz('biz-east')!.bank!.store.setMode('carol', 1);

@@ -25,6 +25,13 @@ function throwsCode(f: () => unknown, code: string, msg: RegExp, what: string): 
   }
   assert.unreachable(`${what}: no error`);
 }
+async function rejectsCode(f: () => Promise<unknown>, code: string, msg: RegExp, what: string): Promise<void> {
+  let err: unknown = null;
+  await f().catch((e: unknown) => (err = e));
+  throwsCode(() => {
+    if (err) throw err;
+  }, code, msg, what);
+}
 
 function tmp(): { dir: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-single-sim-'));
@@ -97,26 +104,26 @@ test('planSim: the given or generated card; kept across runs; a swap makes a new
   }
 });
 
-test('tellOperator: the line created once, a swap moves it (the old card replaced, the change time now); a number on another card or a card on another number is SIM_LINE_CONFLICT', () => {
+test('tellOperator: the line created once, a swap moves it (the old card replaced, the change time now); a number on another card or a card on another number is SIM_LINE_CONFLICT', async () => {
   const t = tmp();
   const store = new SqliteOperatorStore(join(t.dir, 'operator.sqlite'));
   try {
     const c = generatedCard(5);
-    assert.match(tellOperator(store, { card: c }), /the operator's line \+99901\d{8} is on this card/);
-    assert.match(tellOperator(store, { card: c }), /is on this card/, 'idempotent');
+    assert.match(await tellOperator(store, { card: c }), /the operator's line \+99901\d{8} is on this card/);
+    assert.match(await tellOperator(store, { card: c }), /is on this card/, 'idempotent');
     const before = Date.now();
     const n = newCardFor(c);
-    assert.match(tellOperator(store, { card: n, swappedFrom: c }), /the operator moved line \+99901\d{8} from card 8900101…\d{4} to card 8900101…\d{4}/);
+    assert.match(await tellOperator(store, { card: n, swappedFrom: c }), /the operator moved line \+99901\d{8} from card 8900101…\d{4} to card 8900101…\d{4}/);
     const sub = store.byPhoneNumber(c.msisdn!)!;
     assert.is(sub.card.iccid, n.iccid);
     assert.ok(sub.cardChangedAt >= before);
     assert.is(store.cardByIccid(c.iccid)!.status, 'replaced');
     // The old card again with the line's number: the line is on the new card.
-    throwsCode(() => tellOperator(store, { card: c }), 'SIM_LINE_CONFLICT', /will not pair \+99901\d{8} with card .*that line is on card 8900101…/, 'old card');
+    await rejectsCode(() => tellOperator(store, { card: c }), 'SIM_LINE_CONFLICT', /will not pair \+99901\d{8} with card .*that line is on card 8900101…/, 'old card');
     // The new card with another number: the card is the other line's.
-    throwsCode(() => tellOperator(store, { card: { ...n, msisdn: '+447700900999' } }), 'SIM_LINE_CONFLICT', /will not pair \+447700900999/, 'card on another number');
+    await rejectsCode(() => tellOperator(store, { card: { ...n, msisdn: '+447700900999' } }), 'SIM_LINE_CONFLICT', /will not pair \+447700900999/, 'card on another number');
     assert.is(store.byPhoneNumber('+447700900999'), null, 'a refused pairing stores nothing');
-    assert.match(tellOperator(store, { card: { iccid: ICCID, imsi: IMSI, cardType: 'USIM' } }), /carries no number: the operator is not told/);
+    assert.match(await tellOperator(store, { card: { iccid: ICCID, imsi: IMSI, cardType: 'USIM' } }), /carries no number: the operator is not told/);
   } finally {
     store.close();
     t.remove();

@@ -114,20 +114,20 @@ export function planSim(stateDir: string, choice: SimChoice, mobile: boolean): S
  * SIM_LINE_CONFLICT when the operator has the number on another card, or the card on another
  * number (a swap goes through --swap-sim).
  */
-export function tellOperator(store: OperatorStore, plan: SimPlan): string {
+export async function tellOperator(store: OperatorStore, plan: SimPlan): Promise<string> {
   const card = plan.card;
   const from = plan.swappedFrom;
   const line = from ?? card;
   if (!card || !line?.msisdn) return 'the card carries no number: the operator is not told of it';
   const info = (c: SimCardSpec) => ({ iccid: c.iccid, imsi: c.imsi, cardType: c.cardType });
   try {
-    store.createSubscription(line.msisdn, info(line));
+    await store.createSubscription(line.msisdn, info(line));
     if (!from) return `the operator's line ${line.msisdn} is on this card`;
-    store.swapCard(line.msisdn, info(card));
+    await store.swapCard(line.msisdn, info(card));
     return `the operator moved line ${line.msisdn} from card ${maskIccid(from.iccid)} to card ${maskIccid(card.iccid)} (now)`;
   } catch (e) {
     if (e instanceof ImplementationError && e.code === 'OP_CONFLICT') {
-      const now = store.byPhoneNumber(line.msisdn);
+      const now = await store.byPhoneNumber(line.msisdn);
       throw new ImplementationError('SIM_LINE_CONFLICT', `the operator will not pair ${line.msisdn} with card ${maskIccid(line.iccid)}: ${now ? `that line is on card ${maskIccid(now.card.iccid)}` : e.message.replace(/^[A-Z_]+: /, '')}; --swap-sim moves a line to a new card, --sim-card N picks another line`);
     }
     throw e;

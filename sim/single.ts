@@ -64,7 +64,7 @@ export interface SingleOptions {
   trace?: (e: TraceEvent) => void;
   say?: (line: string) => void;
   /** Receives the stack as soon as it runs (so a Ctrl-C handler can stop it). */
-  onStack?: (s: StackHandle) => void;
+  onStack?: (s: StackHandle) => void | Promise<void>;
   stack?: Partial<StackOptions>;
   /** Awaited after the phone's run, before the servers stop (`usbphone sim --watch`: the live page stays up). */
   hold?: (outcome: DeviceOutcome) => Promise<void>;
@@ -110,7 +110,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       say(`servers: whatever answers at ${o.gateway} (phone only: state directory ${o.stateDir}/, nothing enrolled)`);
     } else if (o.gateway) {
       stack = attachStack(o.stateDir, o.gateway);
-      o.onStack?.(stack);
+      await o.onStack?.(stack);
       say(`servers: the running stack at ${o.gateway} (state directory ${o.stateDir}/)`);
     } else {
       mkdirSync(o.stateDir, { recursive: true });
@@ -118,7 +118,7 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       prevSink = setLogSink((line) => appendFileSync(logFile, JSON.stringify(line) + '\n'));
       const s: Stack = await startStack({ ...o.stack, stateDir: o.stateDir, gatewayPort: o.gatewayPort ?? 7400 });
       stack = s;
-      o.onStack?.(s);
+      await o.onStack?.(s);
       say(`servers up: gateway ${s.gatewayUrl} -> reg-primary, reg-backup, ${s.dests.biz.join(', ')}; operator ${s.operatorUrl}, policy ${s.policy.adminUrl} (state directory ${o.stateDir}/, server logs in ${logFile})`);
     }
 
