@@ -11,7 +11,8 @@ import type { Stack } from '../deploy/stack.ts';
 let stack: Stack;
 
 /** The opaque user name enrollment gave a serial. */
-const U = (serial: string) => stack.regStore.getDevice(serial)!.user;
+const users = new Map<string, string>();
+const U = (serial: string) => users.get(serial)!;
 let url: string;
 const secret = (b: number) => new Uint8Array(32).fill(b);
 let rid = 0;
@@ -22,17 +23,18 @@ test.before(async () => {
   stack = await testStack();
   url = stack.urlFor('biz-east');
   await stack.enroll([{ serial: 'SN-B1', keyVersion: 1 }, { serial: 'SN-B2', keyVersion: 1 }, { serial: 'SN-B3', keyVersion: 1 }]);
+  for (const s of ['SN-B1', 'SN-B2', 'SN-B3']) users.set(s, (await stack.regStore.getDevice(s))!.user);
 });
 test.after(async () => {
   await stack.stop();
 });
 
-function install(user: string, s: Uint8Array, expiresAt = Date.now() + DAY) {
-  return stack.bizStore.installPending(user, passwordLoginKey(s, user), new Uint8Array(72), expiresAt, rotationId());
+async function install(user: string, s: Uint8Array, expiresAt = Date.now() + DAY) {
+  return (await stack.bizStore.installPending(user, passwordLoginKey(s, user), new Uint8Array(72), expiresAt, rotationId()));
 }
 
 test('a login opening stating otp or fingerprint is served by the device key like password (the site offers all three by default); a wrong secret is refused all the same', async () => {
-  install(U('SN-B1'), secret(1));
+  await install(U('SN-B1'), secret(1));
   assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 1, secret: secret(2) }, { mech: 'fingerprint' }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
   assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 1, secret: secret(2) }, { mech: 'otp' }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
   // Served without a confirmation: the pending generation is promoted at the finish (S0.14), so stays usable for the next tests.
@@ -49,7 +51,7 @@ test('unknown user, wrong generation and wrong secret all look the same (BIZ_AUT
 
 test('pending -> current on first use; confirmation recorded; a confirmation of another generation is refused', async () => {
   assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 1, secret: secret(1) }, { confirm: true }), { kind: 'ok', confirmed: true });
-  const a = stack.bizStore.getByUser(U('SN-B1'))!;
+  const a = (await stack.bizStore.getByUser(U('SN-B1')))!;
   assert.equal([a.currentGen, a.pendingGen, a.confirmedGen], [1, null, 1]);
   // pwConfirm for a generation that is not current.
   const s = await FrameSocket.connect(url);
@@ -67,18 +69,18 @@ test('pending -> current on first use; confirmation recorded; a confirmation of 
 });
 
 test('an expired pending secret is refused while a current one exists; with no current one it never expires', async () => {
-  install(U('SN-B1'), secret(3), Date.now() - 1);
+  await install(U('SN-B1'), secret(3), Date.now() - 1);
   assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 2, secret: secret(3) }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
   assert.is((await bizLogin(url, 'biz-east', { user: U('SN-B1'), gen: 1, secret: secret(1) })).kind, 'ok');
-  install(U('SN-B2'), secret(4), Date.now() - 1);
+  await install(U('SN-B2'), secret(4), Date.now() - 1);
   assert.is((await bizLogin(url, 'biz-east', { user: U('SN-B2'), gen: 1, secret: secret(4) })).kind, 'ok');
 });
 
 test('a disabled account is refused after authentication (BIZ_ACCOUNT_DISABLED)', async () => {
-  install(U('SN-B3'), secret(5));
-  stack.bizStore.setStatus(U('SN-B3'), 'disabled');
+  await install(U('SN-B3'), secret(5));
+  await stack.bizStore.setStatus(U('SN-B3'), 'disabled');
   assert.equal(await bizLogin(url, 'biz-east', { user: U('SN-B3'), gen: 1, secret: secret(5) }), { kind: 'fail', code: 'BIZ_ACCOUNT_DISABLED' });
-  stack.bizStore.setStatus(U('SN-B3'), 'active');
+  await stack.bizStore.setStatus(U('SN-B3'), 'active');
   assert.is((await bizLogin(url, 'biz-east', { user: U('SN-B3'), gen: 1, secret: secret(5) })).kind, 'ok');
 });
 

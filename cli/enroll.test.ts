@@ -86,7 +86,7 @@ test('with the servers of --state running, the account is made through their adm
     assert.match(r.err, /through the admin API of biz-east, biz-west/);
     const [l1] = JSON.parse(r.out) as { user: string }[];
     assert.equal(JSON.parse(r.out), [{ serial: 'SN-L1', user: l1!.user, account: 'acct-SN-L1', device: 'created', bizAccount: 'created' }]);
-    assert.is(stack.bizStore.getByUser(l1!.user)!.account, 'acct-SN-L1');
+    assert.is((await stack.bizStore.getByUser(l1!.user))!.account, 'acct-SN-L1');
     // A conflict comes back from the server with its code.
     const r2 = await cliAsync('--state', dir, '--record', rec, '--user', 'mallory');
     assert.equal([r2.code, /CONFLICT/.test(r2.err)], [1, true], r2.err);

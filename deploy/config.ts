@@ -17,6 +17,7 @@ import type { GatewayLimits } from '../gateway/limits.ts';
 import type { GatewayConfig } from '../gateway/gateway.ts';
 import type { RegConfig } from '../reg-server/server.ts';
 import type { BizConfig } from '../biz-server/server.ts';
+import type { StoreChoice } from '../server-kit/store-choice.ts';
 
 export interface RegFileConfig {
   name: string;
@@ -40,6 +41,8 @@ export interface RegFileConfig {
   healthIntervalMs?: number;
   /** S3.11: the policy server whose latest attack table goes into every credential reply. */
   policy?: { name: string; adminUrl: string; pollMs?: number };
+  /** The store (issue 16): absent or { kind: 'sqlite' } = dbFile; { kind: 'postgres', url, schema? } = shared PostgreSQL. */
+  store?: StoreChoice;
 }
 
 export interface BizFileConfig {
@@ -56,6 +59,8 @@ export interface BizFileConfig {
   linkTls?: { cert: string; key: string };
   adminKeyFile: string;
   stepTimeoutMs?: number;
+  /** The store (issue 16), as RegFileConfig.store. */
+  store?: StoreChoice;
 }
 
 export interface GatewayFileConfig {
@@ -92,6 +97,18 @@ function optTls(v: unknown, file: string, what: string, dir: string): { cert: st
   const t = v as { cert?: unknown; key?: unknown };
   if (typeof v !== 'object' || v === null) bad(file, `${what} must be { cert, key }`);
   return { cert: resolve(dir, str(t.cert, file, `${what}.cert`)), key: resolve(dir, str(t.key, file, `${what}.key`)) };
+}
+/** A configuration's `store` (issue 16): absent (SQLite, dbFile), { kind: 'sqlite' } or { kind: 'postgres', url, schema? }. */
+function optStore(v: unknown, file: string): StoreChoice | undefined {
+  if (v === undefined) return undefined;
+  const o = v as { kind?: unknown; url?: unknown; schema?: unknown };
+  if (typeof v !== 'object' || v === null) bad(file, "store must be { kind: 'sqlite' } or { kind: 'postgres', url, schema? }");
+  if (o.kind === 'sqlite') return { kind: 'sqlite' };
+  if (o.kind !== 'postgres') bad(file, "store.kind must be 'sqlite' or 'postgres'");
+  const url = str(o.url, file, 'store.url');
+  if (!/^postgres(ql)?:\/\/\S+$/.test(url)) bad(file, 'store.url must be a postgres:// URL');
+  if (o.schema !== undefined && (typeof o.schema !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(o.schema))) bad(file, 'store.schema must match ^[a-z_][a-z0-9_]{0,62}$');
+  return { kind: 'postgres', url, ...(o.schema === undefined ? {} : { schema: o.schema as string }) };
 }
 function optMs(v: unknown, file: string, what: string): number | undefined {
   if (v === undefined) return undefined;
@@ -139,6 +156,7 @@ export function regConfigFrom(c: Record<string, unknown>, file: string): RegConf
     devicePort: port(c.devicePort, file, 'devicePort', true),
     linkPort: port(c.linkPort, file, 'linkPort')!,
     dbFile: p(c.dbFile, 'dbFile'),
+    store: optStore(c.store, file),
     ring: loadMasterKeyring({ file: c.masterKeyFile === undefined ? undefined : p(c.masterKeyFile, 'masterKeyFile'), env: typeof c.masterKeyEnv === 'string' ? c.masterKeyEnv : undefined }),
     linkKey: linkKeyFor(readKeyFile(p(c.linkKeyFile, 'linkKeyFile'), 'link key'), n),
     linkTls: optTls(c.linkTls, file, 'linkTls', dir),
@@ -174,6 +192,7 @@ export function bizConfigFrom(c: Record<string, unknown>, file: string): BizConf
     linkPort: port(c.linkPort, file, 'linkPort')!,
     adminPort: port(c.adminPort, file, 'adminPort')!,
     dbFile: p(c.dbFile, 'dbFile'),
+    store: optStore(c.store, file),
     storageKey: readKeyFile(p(c.storeKeyFile, 'storeKeyFile'), 'storage key'),
     linkKey: linkKeyFor(readKeyFile(p(c.linkKeyFile, 'linkKeyFile'), 'link key'), n),
     linkTls: optTls(c.linkTls, file, 'linkTls', dir),

@@ -29,8 +29,8 @@ async function newDevice(): Promise<{ dev: DeviceId; user: string }> {
 }
 
 /** Without touching anything: would the business server accept one of the wallet's secrets? */
-function acceptable(w: DeviceWallet, user: string): boolean {
-  const a = stack.bizStore.getByUser(user)!;
+async function acceptable(w: DeviceWallet, user: string): Promise<boolean> {
+  const a = (await stack.bizStore.getByUser(user))!;
   for (const [gen, secret] of w.secrets) {
     const key = passwordLoginKey(secret, user);
     if (gen === a.currentGen && a.currentKey && equalBytes(key, a.currentKey)) return true;
@@ -53,7 +53,7 @@ test('credential reply lost: the device keeps its old secret, which still logs i
   const { dev, user, w } = await enrolledWithLogin();
   assert.is((await register(stack.gatewayUrl, 'reg-primary', dev, { dropReply: true })).kind, 'dropped');
   await new Promise((r) => setTimeout(r, 50));
-  assert.ok(acceptable(w, user));
+  assert.ok(await acceptable(w, user));
   assert.is(await w.login(stack.urlFor('biz-west'), 'biz-west'), 1);
 });
 
@@ -65,7 +65,7 @@ test('loginOk lost after the pending secret was promoted: the device retries wit
   const gen = w.gens()[0]!;
   assert.is((await bizLogin(stack.urlFor('biz-east'), 'biz-east', { user, gen, secret: w.secrets.get(gen)! }, { dropReply: true })).kind, 'dropped');
   await new Promise((r) => setTimeout(r, 50));
-  assert.ok(acceptable(w, user));
+  assert.ok(await acceptable(w, user));
   assert.is(await w.login(stack.urlFor('biz-east'), 'biz-east'), gen);
 });
 
@@ -79,8 +79,8 @@ test('S0.6: primary down -> GW_UPSTREAM_UNAVAILABLE (1013) -> the backup serves;
     assert.ok(r.kind === 'cred');
     if (r.kind !== 'cred') return;
     w.take(r.reply);
-    const d = stack.regStore.getDevice(dev.serial)!;
-    const a = stack.bizStore.getByUser(user)!;
+    const d = (await stack.regStore.getDevice(dev.serial))!;
+    const a = (await stack.bizStore.getByUser(user))!;
     assert.is(d.currentGen, a.currentGen);
     assert.is(d.pendingGen, a.pendingGen);
     assert.is(r.reply.gen, a.pendingGen);
@@ -120,7 +120,7 @@ test('random sequences of lost replies, drops and failovers never lock the devic
         }
         // A dropped session may still be finishing on the server: let it.
         await new Promise((r) => setTimeout(r, 15));
-        if (w.secrets.size && !acceptable(w, user)) return false;
+        if (w.secrets.size && !(await acceptable(w, user))) return false;
       }
       return w.secrets.size === 0 || (await w.login(stack.urlFor('biz-east'), 'biz-east')) !== null;
     }),
@@ -139,20 +139,20 @@ for (const step of ['beforeInstall', 'afterInstall', 'afterRecord'] as RotationS
       await stack.killReg('reg-primary');
       const r = await pending;
       assert.equal(r, { kind: 'error', code: 'GW_UPSTREAM_LOST', closeCode: 1013 });
-      assert.ok(acceptable(w, user));
+      assert.ok(await acceptable(w, user));
       assert.is(await w.login(stack.urlFor('biz-east'), 'biz-east'), 1);
       const b = await register(stack.gatewayUrl, 'reg-backup', dev);
       assert.ok(b.kind === 'cred');
       if (b.kind === 'cred') w.take(b.reply);
       assert.is(await w.login(stack.urlFor('biz-west'), 'biz-west'), w.gens()[0]);
       // The promotion happens when the server takes the login's finish (issue 9).
-      const a = await eventually(() => stack.bizStore.getByUser(user)!, (x) => x.currentGen === w.gens()[0]);
+      const a = (await eventually(() => stack.bizStore.getByUser(user), (x) => x?.currentGen === w.gens()[0]))!;
       assert.is(a.currentGen, w.gens()[0]);
       // A kill after the install leaves a pending generation nobody received: the backup
       // re-issues it rather than making another.
       assert.is(a.maxGen, 2);
       assert.is(b.kind === 'cred' && b.reply.gen, 2);
-      assert.is(stack.regStore.getDevice(dev.serial)!.reissues, step === 'beforeInstall' ? 0 : 1);
+      assert.is((await stack.regStore.getDevice(dev.serial))!.reissues, step === 'beforeInstall' ? 0 : 1);
     } finally {
       await stack.killReg('reg-primary');
       await stack.startReg('reg-primary');

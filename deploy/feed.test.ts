@@ -85,7 +85,7 @@ test('the feed of a full run (two boots, a password change), read over HTTP, hol
     assert.ok(second.ok && second.gen === 2, JSON.stringify(second));
     const secrets: [string, Uint8Array][] = [...first, ...heldSecrets(phone, fuses)].map((s, i) => [`business secret ${i}`, s]);
     assert.is(secrets.length, 2);
-    const user = world.stack.regStore.getDevice(serial)!.user;
+    const user = (await world.stack.regStore.getDevice(serial))!.user;
     for (const [what, s] of [...secrets]) secrets.push([`login key of ${what}`, passwordLoginKey(s, user)]);
     const f = (n: string) => readFileSync(join(dir, n), 'utf8');
     const ring = MasterKeyring.parse(f('master.key'));

@@ -15,7 +15,7 @@ test.before(async () => {
   await stack.enroll([{ serial: 'SN-E2E-1', keyVersion: 1 }, { serial: 'SN-E2E-2', keyVersion: 1 }, { serial: 'SN-E2E-3', keyVersion: 1 }, { serial: 'SN-OFF', keyVersion: 1 }]);
 });
 /** The opaque user name enrollment gave a serial. */
-const U = (serial: string) => stack.regStore.getDevice(serial)!.user;
+const U = async (serial: string) => (await stack.regStore.getDevice(serial))!.user;
 
 test.after(async () => {
   await stack.stop();
@@ -26,7 +26,7 @@ test('S0.5/S0.8/S0.11/S0.14: register, log in, register again (rotation), log in
   const r1 = await register(stack.gatewayUrl, 'reg-primary', dev, { localAddress: '127.1.0.10' });
   assert.is(r1.kind, 'cred');
   if (r1.kind !== 'cred') return;
-  assert.is(r1.reply.user, U('SN-E2E-1'));
+  assert.is(r1.reply.user, await U('SN-E2E-1'));
   assert.is(r1.reply.currentGen, 0);
   assert.is(r1.reply.gen, 1);
   assert.is(r1.reply.servers[0]!.name, 'biz-east');
@@ -37,7 +37,7 @@ test('S0.5/S0.8/S0.11/S0.14: register, log in, register again (rotation), log in
   const first = r1.reply.servers[0]!;
   const ok = await bizLogin(first.url, first.name, { user: w.user, gen: 1, secret: w.secrets.get(1)! }, { confirm: true });
   assert.equal(ok, { kind: 'ok', confirmed: true });
-  let acct = stack.bizStore.getByUser(U('SN-E2E-1'))!;
+  let acct = (await stack.bizStore.getByUser(await U('SN-E2E-1')))!;
   assert.is(acct.currentGen, 1);
   assert.is(acct.pendingGen, null);
   assert.is(acct.confirmedGen, 1);
@@ -54,11 +54,11 @@ test('S0.5/S0.8/S0.11/S0.14: register, log in, register again (rotation), log in
   assert.is((await bizLogin(first.url, first.name, { user: w.user, gen: 1, secret: w.secrets.get(1)! })).kind, 'ok');
   // ...the new one works and becomes current...
   assert.is((await bizLogin(first.url, first.name, { user: w.user, gen: 2, secret: w.secrets.get(2)! }, { confirm: true })).kind, 'ok');
-  acct = stack.bizStore.getByUser(U('SN-E2E-1'))!;
+  acct = (await stack.bizStore.getByUser(await U('SN-E2E-1')))!;
   assert.is(acct.currentGen, 2);
   // ...and then the old one is refused.
   assert.equal(await bizLogin(first.url, first.name, { user: w.user, gen: 1, secret: w.secrets.get(1)! }), { kind: 'fail', code: 'BIZ_AUTH_FAILED' });
-  const dev2 = stack.regStore.getDevice('SN-E2E-1')!;
+  const dev2 = (await stack.regStore.getDevice('SN-E2E-1'))!;
   assert.is(dev2.currentGen, 1);
   assert.is(dev2.pendingGen, 2);
   assert.is(dev2.rotations, 2);
@@ -67,7 +67,7 @@ test('S0.5/S0.8/S0.11/S0.14: register, log in, register again (rotation), log in
 test('S0.11: loginAck ("received, verifying") comes before the verdict; a wrong secret gets loginFail and the end', async () => {
   const s = await FrameSocket.connect(stack.urlFor('biz-east'));
   const hs = new ClientHandshake('biz-east', new Uint8Array(32).fill(5));
-  s.send(hs.opening(MsgType.login, ['password', U('SN-E2E-2'), 0, new Map()]));
+  s.send(hs.opening(MsgType.login, ['password', await U('SN-E2E-2'), 0, new Map()]));
   const a = await s.frame();
   assert.is(a.env.type, MsgType.loginAck);
   const f = await s.frame();
@@ -80,10 +80,10 @@ test('S0.11: loginAck ("received, verifying") comes before the verdict; a wrong 
 test('S0.9: unknown and disabled serials get the sealed "not found" notice and a normal close', async () => {
   const unknown = await register(stack.gatewayUrl, 'reg-primary', makeDevice(stack.ring, 'SN-NOBODY'));
   assert.equal(unknown, { kind: 'notFound', reason: 'device not registered' });
-  stack.disable('SN-OFF');
+  await stack.disable('SN-OFF');
   const off = await register(stack.gatewayUrl, 'reg-backup', makeDevice(stack.ring, 'SN-OFF'));
   assert.equal(off, { kind: 'notFound', reason: 'device disabled' });
-  stack.enable('SN-OFF');
+  await stack.enable('SN-OFF');
   assert.is((await register(stack.gatewayUrl, 'reg-backup', makeDevice(stack.ring, 'SN-OFF'))).kind, 'cred');
 });
 

@@ -18,8 +18,12 @@ import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import type { ScryptParams } from '../biz-server/password-verifier.ts';
 import type { BankMode } from '../protocol/bank-messages.ts';
 import type { Mechanism } from '../protocol/messages.ts';
-import { SqliteRegStore } from '../reg-server/store.ts';
-import { SqliteBizStore } from '../biz-server/store.ts';
+import type { RegStore } from '../reg-server/store.ts';
+import type { BizStore } from '../biz-server/store.ts';
+import { openRegStore } from '../reg-server/pg-store.ts';
+import { openBizStores } from '../biz-server/pg-store.ts';
+import { storeChoiceFrom, type StoreChoice, type StorePlace } from '../server-kit/store-choice.ts';
+import { stackSchemaPrefix, stackSchemas } from './stack-schemas.ts';
 import { startOperatorServer, type OperatorServer } from '../operator-server/server.ts';
 import { newClientSecret, secretHash } from '../operator-server/tokens.ts';
 import { ALL_OPERATOR_SCOPES } from '../server-kit/operator-api.ts';
@@ -52,6 +56,14 @@ export type RegName = (typeof DEFAULT_TOPOLOGY.regs)[number];
 export interface StackOptions {
   stateDir: string;
   host?: string;
+  /**
+   * The stores (issue 16): SQLite files in stateDir (default), or PostgreSQL, each role in its
+   * own schema named from a prefix kept in stateDir (deploy/stack-schemas.ts), so a restart on
+   * the same stateDir finds its data. Absent: STORE_URL=postgres://... in the environment
+   * selects PostgreSQL (how the stack-level stories run on PG). The policy server stays on
+   * SQLite (its PostgreSQL store is not built yet).
+   */
+  store?: StoreChoice;
   /**
    * Gateway port, and the base of every other port (config.ts portsForBase): default 7400;
    * 0 = ephemeral, and then every server port is ephemeral too.
@@ -135,8 +147,10 @@ export interface Stack {
   ports(): Record<string, RolePorts | number>;
   reg(name: RegName): RegServer | undefined;
   biz(name: string): BizServer | undefined;
-  regStore: SqliteRegStore;
-  bizStore: SqliteBizStore;
+  regStore: RegStore;
+  bizStore: BizStore;
+  /** The store choice in force (STORE_URL applied), and the PostgreSQL schema of each role's store when on PG. */
+  store: { choice: StoreChoice; prefix: string | null; schemas: { reg: string; biz: string; operator: string } | null };
   /** The mobile operator (S4), or undefined while stopped (stopOperator). */
   operator(): OperatorServer | undefined;
   /** Its base URL, https://host:port (the same across a stop and start). */
@@ -172,8 +186,8 @@ export interface Stack {
    * (`enrollAccount`), or, when none is running, in the accounts file directly.
    */
   enroll(records: EnrollmentRecord | EnrollmentRecord[], opts?: EnrollOptions): Promise<EnrollResult[]>;
-  disable(serial: string): boolean;
-  enable(serial: string): boolean;
+  disable(serial: string): Promise<boolean>;
+  enable(serial: string): Promise<boolean>;
   stop(): Promise<void>;
 }
 
@@ -198,8 +212,20 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const rootLink = readKeyFile(files.linkKey, 'link key');
   const adminKey = readKeyFile(files.adminKey, 'admin key');
   const storageKey = readKeyFile(files.storeKey, 'storage key');
-  const regStore = new SqliteRegStore(files.regDb);
-  const bizStore = new SqliteBizStore(files.bizDb, storageKey);
+  const storeChoice = storeChoiceFrom(opts.store);
+  const prefix = storeChoice.kind === 'postgres' ? storeChoice.schema ?? stackSchemaPrefix(opts.stateDir) : null;
+  const schemas = prefix ? stackSchemas(prefix) : null;
+  /** A role's store choice: SQLite (its file in stateDir), or PostgreSQL in its own schema. */
+  const roleStore = (role: 'reg' | 'biz' | 'operator'): StoreChoice => (storeChoice.kind === 'sqlite' ? storeChoice : { kind: 'postgres', url: storeChoice.url, schema: schemas![role] });
+  const placeOfRole = (role: 'reg' | 'biz', file: string): StorePlace => { const c = roleStore(role); return c.kind === 'sqlite' ? { kind: 'sqlite', file } : c; };
+  const regStore = await openRegStore(placeOfRole('reg', files.regDb));
+  let bizStore: BizStore;
+  try {
+    bizStore = (await openBizStores(placeOfRole('biz', files.bizDb), storageKey)).store;
+  } catch (e) {
+    await regStore.close();
+    throw e;
+  }
   const operatorTokenKey = readKeyFile(files.operatorTokenKey, 'operator token key');
   const operatorClient = ensureOperatorClientFile(files.operatorClient, () => newClientSecret(systemRng));
 
@@ -218,7 +244,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const s = await startBizServer({
       name, region: b.region, host,
       devicePort: p.device, linkPort: prev && ephemeral ? prev.link : p.link, adminPort: prev && ephemeral ? prev.admin! : p.admin ?? 0,
-      dbFile: files.bizDb, storageKey, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs, mutant: opts.mutant,
+      dbFile: files.bizDb, store: roleStore('biz'), storageKey, linkKey: linkKeyFor(rootLink, name), adminKey, stepTimeoutMs: opts.stepTimeoutMs, mutant: opts.mutant,
       mechanisms: opts.bizMechanisms, floor: opts.bizFloor,
       // The bank (S4): its operator client over HTTPS with the deployment's CA and the bank's
       // OAuth2 credentials; the account pages on device port + 3 (BASE+33, BASE+43), kept across a restart.
@@ -250,7 +276,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const startOperator = async () => {
     if (operator) return;
     operator = await startOperatorServer({
-      host, port: operatorPort, dbFile: files.operatorDb, tls: { cert: tls.certFile, key: tls.keyFile },
+      host, port: operatorPort, dbFile: files.operatorDb, store: roleStore('operator'), tls: { cert: tls.certFile, key: tls.keyFile },
       tokenKey: operatorTokenKey, monitoredPeriodDays: opts.operatorMonitoredDays ?? null,
     });
     operatorPort = operator.port;
@@ -270,8 +296,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     }
     for (const b of bizServers.values()) await b.close();
     writeRunningBizServers(opts.stateDir, null);
-    regStore.close();
-    bizStore.close();
+    await regStore.close();
+    await bizStore.close();
     throw e;
   };
   // The live page: its hub hears the gateway's frames and every server log line of this
@@ -358,7 +384,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     let lp: number;
     if (mode === 'inline') {
       const r = await startRegServer({
-        name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, ring, linkKey: linkKeyFor(rootLink, name), adminKey,
+        name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, store: roleStore('reg'), ring, linkKey: linkKeyFor(rootLink, name), adminKey,
         bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
         stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs, mutant: opts.mutant,
         policy: policyRef(o),
@@ -379,7 +405,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
   const spawnReg = async (name: RegName, p: RolePorts, pauseAt: RotationStep | undefined, policyOf: ReturnType<typeof policyRef>): Promise<ChildReg> => {
     const cfg: RegFileConfig = {
-      name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, masterKeyFile: files.masterKey,
+      name, host, devicePort: p.device, linkPort: p.link, dbFile: files.regDb, store: roleStore('reg'), masterKeyFile: files.masterKey,
       linkKeyFile: files.linkKey, adminKeyFile: files.adminKey, bizServers: regBizList(), regions: DEFAULT_TOPOLOGY.regions,
       stepTimeoutMs: opts.stepTimeoutMs, pendingTtlMs: opts.pendingTtlMs, healthIntervalMs: opts.healthIntervalMs,
       policy: policyOf,
@@ -449,6 +475,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     biz: (name) => bizServers.get(name),
     regStore,
     bizStore,
+    store: { choice: storeChoice, prefix, schemas },
     operator: () => operator,
     operatorUrl: operatorUrl(),
     operatorCa: tls.caPem,
@@ -509,8 +536,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         for (const c of clients) c.close();
       }
     },
-    disable: (serial) => regStore.setDeviceStatus(serial, 'disabled'),
-    enable: (serial) => regStore.setDeviceStatus(serial, 'active'),
+    disable: async (serial) => regStore.setDeviceStatus(serial, 'disabled'),
+    enable: async (serial) => regStore.setDeviceStatus(serial, 'active'),
     async stop() {
       stopFeed();
       gatewayTables?.close();
@@ -522,8 +549,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       operator = undefined;
       await policy?.close();
       writeRunningBizServers(opts.stateDir, null);
-      regStore.close();
-      bizStore.close();
+      await regStore.close();
+      await bizStore.close();
     },
   };
   return stack;

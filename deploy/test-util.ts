@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { startStack, type Stack, type StackOptions } from './stack.ts';
 import { setLogLevel } from '../server-kit/log.ts';
 import { SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
+import { dropStackSchemas } from './stack-schemas.ts';
 
 export function tempDir(prefix = 'usbphone-test-'): { dir: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -18,10 +19,13 @@ export async function testStack(opts: Partial<StackOptions> = {}): Promise<Stack
   const stack = await startStack({ stateDir: t.dir, gatewayPort: 0, ...opts });
   // The scripted device (server-kit/test-device.ts) has no chip; its fixed measurement is
   // accepted here as a factory would enroll its firmware. Phones' images bring their own.
-  stack.regStore.addFirmware(SCRIPTED_FIRMWARE_HEX, 0);
+  await stack.regStore.addFirmware(SCRIPTED_FIRMWARE_HEX, 0);
   const stop = stack.stop.bind(stack);
   stack.stop = async () => {
     await stop();
+    // On PostgreSQL (STORE_URL or opts.store) the stores' schemas go with the state directory.
+    const c = stack.store.choice;
+    if (c.kind === 'postgres' && stack.store.prefix) await dropStackSchemas(c.url, stack.store.prefix);
     t.remove();
   };
   return stack;
@@ -32,12 +36,12 @@ export async function testStack(opts: Partial<StackOptions> = {}): Promise<Stack
  * server changes after the client has moved on (a business login's promotion happens when the
  * server takes the client's finish, which the client does not wait for).
  */
-export async function eventually<T>(read: () => T, ok: (v: T) => boolean, timeoutMs = 3_000): Promise<T> {
+export async function eventually<T>(read: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs = 3_000): Promise<T> {
   const end = Date.now() + timeoutMs;
-  let v = read();
+  let v = await read();
   while (!ok(v) && Date.now() < end) {
     await new Promise((r) => setTimeout(r, 10));
-    v = read();
+    v = await read();
   }
   return v;
 }

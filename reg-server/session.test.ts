@@ -159,7 +159,7 @@ test('pwConfirm before the credential request: acknowledged and recorded (docs/p
   assert.equal(channel.open(ack.env), [7]);
   s.send(channel.seal(MsgType.credRequest, ['SN-S07', '10.0.0.1']));
   assert.is((await s.frame()).env.type, MsgType.credReply);
-  assert.is(stack.regStore.getDevice('SN-S07')!.confirmedGen, 7);
+  assert.is((await stack.regStore.getDevice('SN-S07'))!.confirmedGen, 7);
   s.close();
 });
 
@@ -217,13 +217,13 @@ test('attestation over real sockets: a scripted device attesting firmware the st
   // Revoked firmware: the factory's record stays, the server refuses it from now on.
   const revoked = makeDevice(stack.ring, 'SN-S07', 1, new Uint8Array(32).fill(0x0c));
   const hex = Buffer.from(revoked.measurement).toString('hex');
-  assert.is(stack.regStore.addFirmware(hex, 2), 'created');
+  assert.is((await stack.regStore.addFirmware(hex, 2)), 'created');
   assert.is((await register(url, 'reg-primary', revoked)).kind, 'cred');
-  assert.ok(stack.regStore.setFirmwareStatus(hex, 'revoked'));
+  assert.ok((await stack.regStore.setFirmwareStatus(hex, 'revoked')));
   assert.equal(await register(url, 'reg-primary', revoked), { kind: 'error', code: 'REG_FIRMWARE_REFUSED', closeCode: 1008 });
   // Enrolling a device with that firmware again does not un-revoke it.
-  assert.is(stack.regStore.addFirmware(hex, 2), 'exists');
-  assert.is(stack.regStore.firmwareAccepted(hex), false);
+  assert.is((await stack.regStore.addFirmware(hex, 2)), 'exists');
+  assert.is((await stack.regStore.firmwareAccepted(hex)), false);
 });
 
 test.run();

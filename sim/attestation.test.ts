@@ -25,7 +25,7 @@ test('attestation: an accepted phone logs in (its S0.5 trace names the measureme
     assert.ok(host.events.some((e) => e.feature === 'S0.3' && e.ok && /boot manifest signature ok/.test(e.detail)));
 
     // The operator revokes this firmware: the next phone (enrolled, genuine chip) is refused at the hello.
-    assert.ok(world.stack.regStore.setFirmwareStatus(measurement, 'revoked'));
+    assert.ok((await world.stack.regStore.setFirmwareStatus(measurement, 'revoked')));
     const host2 = new TraceHost();
     const { phone: p2, serial } = await world.phone(1, host2);
     const o2 = await p2.device.plugIn();
@@ -34,7 +34,7 @@ test('attestation: an accepted phone logs in (its S0.5 trace names the measureme
     assert.ok(refused.length >= 2, 'primary and backup both refuse');
     for (const e of refused) assert.match(e.detail, /REG_FIRMWARE_REFUSED/);
     assert.not.ok(host2.events.some((e) => e.feature === 'S0.8'), 'no credentials issued');
-    assert.is(world.stack.regStore.getDevice(serial)!.rotations, 0, 'nothing rotated for it');
+    assert.is((await world.stack.regStore.getDevice(serial))!.rotations, 0, 'nothing rotated for it');
   } finally {
     await world.stop();
     t.remove();

@@ -36,7 +36,7 @@ test('no WebSocket payload of a full run (two boots, a password change) holds th
     const second = await phone.device.plugIn();
     assert.ok(second.ok && second.gen === 2, JSON.stringify(second));
     assert.ok(sent.length > 20, `${sent.length} payloads captured`);
-    const user = world.stack.regStore.getDevice(serial)!.user;
+    const user = (await world.stack.regStore.getDevice(serial))!.user;
     assert.not.ok(user.includes(serial), 'the user name is not the serial');
     const all = Buffer.concat(sent).toString('latin1');
     assert.ok(all.includes(Buffer.from(user).toString('latin1')), 'the capture sees the login frames (the user name is in clear there)');

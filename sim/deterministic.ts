@@ -137,7 +137,7 @@ export async function runDeterministic(name: string, o: DeterministicOptions): P
     const { image: base, enrollment: template } = buildImage({ serial: 'SN-TEMPLATE', fuses: fusesOf(seed, -1), keyring: ring, vendorKey: vendorKeyOf(seed), regPrimary: `${SIM_ORIGIN}/reg-primary`, regBackup: `${SIM_ORIGIN}/reg-backup`, policy: stack.factoryPolicy });
     const serial = serialOf(seed, 0);
     // The deployment's user-name key from the seed too, so the trace (it names the user) replays.
-    stack.regStore.userNameKey(simRng(seed, 'user name key')(32));
+    await stack.regStore.userNameKey(simRng(seed, 'user name key')(32));
     await stack.enroll({ serial, keyVersion: ring.current, firmwareMeasurement: template.firmwareMeasurement, firmwareVersion: template.firmwareVersion });
     const host = new TraceHost(o.trace);
     const ip = phoneIp(0);

@@ -88,12 +88,12 @@ test('a withheld login with the new generation, delivered late, promotes nothing
     const second = await phone.device.plugIn();
     assert.ok(second.ok && second.gen === 1, JSON.stringify(second));
     assert.is(relay.withheld.length, 1, 'the relay withheld the login with gen 2');
-    const user = world.stack.regStore.getDevice(serial)!.user;
+    const user = (await world.stack.regStore.getDevice(serial))!.user;
     // The withheld login reaches the business server late: its opening verifies (loginOk)...
     assert.equal(await relay.deliver(relay.withheld[0]!), [MsgType.loginAck, MsgType.loginOk]);
     // ...but without a finish nothing is promoted.
     await new Promise((r) => setTimeout(r, 100));
-    const acct = world.stack.bizStore.getByUser(user)!;
+    const acct = (await world.stack.bizStore.getByUser(user))!;
     assert.equal([acct.currentGen, acct.pendingGen], [1, 2], 'gen 1 stays current, gen 2 pending');
     // Third boot, no registration server answering: the saved copy (both generations) logs in.
     await world.stack.stopReg('reg-primary');
@@ -126,13 +126,13 @@ test('every login with the new generation made to fail: the phone keeps the old 
       // The same pending gen 2 is re-issued each time; its login never arrives; gen 1 works.
       assert.ok(o.ok && o.gen === 1, `boot ${boot}: ${JSON.stringify(o)}`);
     }
-    const user = world.stack.regStore.getDevice(serial)!.user;
-    const acct = world.stack.bizStore.getByUser(user)!;
+    const user = (await world.stack.regStore.getDevice(serial))!.user;
+    const acct = (await world.stack.bizStore.getByUser(user))!;
     assert.equal([acct.currentGen, acct.pendingGen], [1, 2], 'nothing lost: gen 1 current, gen 2 still pending');
     assert.is(lines.filter((l) => l.msg === 'rotation fallback' && l.user === user).length, 6, 'each fallback reported to the business server');
     const alarms = lines.filter((l) => l.msg === 'pending secret re-issued without a login' && l.serial === serial);
     assert.ok(alarms.length >= 1 && alarms[0]!.level === 'warn', JSON.stringify(alarms));
-    assert.is(world.stack.regStore.getDevice(serial)!.reissues, 5, 'issued once, then re-issued five times');
+    assert.is((await world.stack.regStore.getDevice(serial))!.reissues, 5, 'issued once, then re-issued five times');
   } finally {
     setLogSink(() => {});
     await relay.close();

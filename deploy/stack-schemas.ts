@@ -1,0 +1,40 @@
+// The PostgreSQL schemas of an embedded stack on PG (issue 16): one prefix per state directory,
+// made once and kept in DIR/pg-schema, so a restart on the same directory finds its stores and
+// two stacks (two test runs, two sessions on one database) never share one. Each role's store
+// lives in <prefix>_reg, <prefix>_biz, <prefix>_operator.
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import pg from 'pg';
+import { ImplementationError } from '../protocol/errors.ts';
+
+const PREFIX_RE = /^s_[0-9a-f]{12}$/;
+
+/** The schema prefix of the stack in `stateDir`, made on first use. */
+export function stackSchemaPrefix(stateDir: string): string {
+  const file = join(stateDir, 'pg-schema');
+  if (existsSync(file)) {
+    const p = readFileSync(file, 'utf8').trim();
+    if (!PREFIX_RE.test(p)) throw new ImplementationError('CFG_INVALID', `${file}: not a schema prefix (${PREFIX_RE.source})`);
+    return p;
+  }
+  mkdirSync(stateDir, { recursive: true });
+  const p = `s_${randomBytes(6).toString('hex')}`;
+  writeFileSync(file, p + '\n', { mode: 0o600 });
+  return p;
+}
+
+/** The schema of each role's store under `prefix`. */
+export const stackSchemas = (prefix: string) => ({ reg: `${prefix}_reg`, biz: `${prefix}_biz`, operator: `${prefix}_operator` });
+
+/** Drops the schemas of a stack's stores (tests clean up the shared database with it). */
+export async function dropStackSchemas(url: string, prefix: string): Promise<void> {
+  if (!/^[a-z_][a-z0-9_]{0,50}$/.test(prefix)) throw new ImplementationError('CFG_INVALID', `schema prefix '${prefix}'`);
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    for (const s of Object.values(stackSchemas(prefix))) await c.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+  } finally {
+    await c.end();
+  }
+}
