@@ -9,7 +9,7 @@
 import { ImplementationError } from '../protocol/errors.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { USER_RE } from '../protocol/messages.ts';
-import { openMigrated, tx, type PgPool, type PgMigration } from '../server-kit/pg.ts';
+import { openMigrated, tx, type PgPool, type PgMigration, type PgOptions } from '../server-kit/pg.ts';
 import type { StorePlace } from '../server-kit/store-choice.ts';
 import {
   SqliteBizStore, accountFromRow, wrapLoginKey, loginKeyFromRow, installDecision, promoteAllowed, accountProblems, checkInstallInput, DUMMY_USER,
@@ -61,9 +61,9 @@ export class PgBizStore implements BizStore {
   }
 
   /** storageKey: the 32-byte key login keys are wrapped under (never stored in the database). */
-  static async open(url: string, storageKey: Uint8Array, schema = BIZ_PG_SCHEMA): Promise<PgBizStore> {
+  static async open(url: string, storageKey: Uint8Array, schema = BIZ_PG_SCHEMA, o: Omit<PgOptions, 'schema'> = {}): Promise<PgBizStore> {
     if (!(storageKey instanceof Uint8Array) || storageKey.length !== 32) throw new ImplementationError('BIZ_BAD_STORAGE_KEY', 'the storage key must be 32 bytes');
-    return new PgBizStore(await openMigrated(url, { schema }, MIGRATIONS), schema, Uint8Array.from(storageKey));
+    return new PgBizStore(await openMigrated(url, { ...o, schema }, MIGRATIONS), schema, Uint8Array.from(storageKey));
   }
 
   /** The bank's store on the same pool and schema. */

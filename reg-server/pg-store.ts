@@ -5,7 +5,7 @@
 // here at version 1 (SQLite's six steps folded into one): the two back ends number their
 // migrations independently.
 import { corrupt } from '../server-kit/sqlite.ts';
-import { openMigrated, tx, type PgPool, type PgMigration } from '../server-kit/pg.ts';
+import { openMigrated, tx, type PgPool, type PgMigration, type PgOptions } from '../server-kit/pg.ts';
 import type { StorePlace } from '../server-kit/store-choice.ts';
 import {
   SqliteRegStore, deviceFromRow, serverFromRow, firmwareFromRow, regionFromRow, firmwareStatusAccepted, regProblems,
@@ -55,8 +55,8 @@ export const REG_PG_SCHEMA = 'reg';
 export class PgRegStore implements RegStore {
   private constructor(readonly pool: PgPool, readonly schema: string) {}
 
-  static async open(url: string, schema = REG_PG_SCHEMA): Promise<PgRegStore> {
-    return new PgRegStore(await openMigrated(url, { schema }, MIGRATIONS), schema);
+  static async open(url: string, schema = REG_PG_SCHEMA, o: Omit<PgOptions, 'schema'> = {}): Promise<PgRegStore> {
+    return new PgRegStore(await openMigrated(url, { ...o, schema }, MIGRATIONS), schema);
   }
 
   async getDevice(serial: string): Promise<Device | null> {
