@@ -13,7 +13,7 @@ import { adminListener, AdminError } from '../server-kit/admin-rpc.ts';
 import { adminOps, ADMIN_MESSAGES, POLICY_ADMIN_LIMITS, type AttackReport, type ReportResult } from '../server-kit/admin-messages.ts';
 import { listen, closeServer } from '../server-kit/host.ts';
 import { createLogger } from '../server-kit/log.ts';
-import { PolicyStore, ZERO, type Counts } from './store.ts';
+import { SqlitePolicyStore, ZERO, type Counts } from './store.ts';
 import { PolicyMetrics } from './metrics.ts';
 import { checkParams, updatePeriod, defaultFloorPpm, DEFAULT_THRESHOLDS, DEFAULT_BUDGET_ROWS, type PolicyParams, type UpdateResult } from './update.ts';
 
@@ -82,7 +82,7 @@ export interface PolicyServer {
   /** The public key the phones hold. */
   publicKey: Uint8Array;
   params: PolicyParams;
-  store: PolicyStore;
+  store: SqlitePolicyStore;
   metrics: PolicyMetrics;
   /** The latest published table and its signed bytes. */
   latest(): { table: AttackTable; signed: Uint8Array; periodId: number };
@@ -120,7 +120,7 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
   const sites = new Set(config.sites.map((s) => s.site));
   const publicKey = tablePublicKey(cfg.privateKey);
   const metrics = new PolicyMetrics(name);
-  const store = new PolicyStore(cfg.dbFile);
+  const store = new SqlitePolicyStore(cfg.dbFile);
   const period = () => Math.floor(clock.now() / T);
 
   let latest: { table: AttackTable; signed: Uint8Array; periodId: number };
@@ -283,7 +283,7 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
 }
 
 /** Signs and stores the first table (version 1: the configured initial table). */
-function updateFirst(store: PolicyStore, t: AttackTable, periodId: number, privateKey: Uint8Array): Uint8Array {
+function updateFirst(store: SqlitePolicyStore, t: AttackTable, periodId: number, privateKey: Uint8Array): Uint8Array {
   const signed = signTable(t, privateKey);
   store.transaction(() => store.putTable({ version: t.version, periodId, issuedAt: t.issuedAt, expiresAt: t.expiresAt, signed }));
   return signed;

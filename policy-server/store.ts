@@ -11,6 +11,8 @@ import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { DEST_RE, MECHANISMS } from '../protocol/messages.ts';
 import type { AttackReport } from '../server-kit/admin-messages.ts';
+import type { Awaitable } from '../server-kit/store-choice.ts';
+import { runSteps, type Steps } from '../server-kit/steps.ts';
 
 const MIGRATIONS = [
   `CREATE TABLE reports (
@@ -56,16 +58,94 @@ export const ZERO: Counts = Object.freeze({ total: 0, password: 0, fingerprint: 
 export interface PendingRow extends Counts { id: number; site: string; periodId: number }
 export interface TableRow { version: number; periodId: number; issuedAt: number; expiresAt: number; signed: Uint8Array }
 
-const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+export const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-function counts(r: Record<string, unknown>, what: string): Counts {
+export function counts(r: Record<string, unknown>, what: string): Counts {
   if (!isCount(r.total) || !MECHANISMS.every((m) => isCount(r[m]))) corrupt(what, 'bad counts');
   const c = { total: r.total as number, password: r.password as number, fingerprint: r.fingerprint as number, otp: r.otp as number };
   if (c.password + c.fingerprint + c.otp > c.total) corrupt(what, 'mechanisms add up to more than the total');
   return c;
 }
 
-export class PolicyStore {
+/** What one period's update reads and writes (policy-server/update.ts), inside one transaction. */
+export interface PolicyOps {
+  /** Up to `limit` pending rows of `site` for periods <= upTo, oldest period first. */
+  pendingFor(site: string, upTo: number, limit: number): Awaitable<PendingRow[]>;
+  /** How many rows of `site` for periods <= upTo wait to be folded. */
+  pendingCount(site: string, upTo?: number): Awaitable<number>;
+  /** Adds the rows to their site's period totals and removes them from the queue. */
+  fold(rows: readonly PendingRow[]): Awaitable<void>;
+  /** The attacks on `site` folded for `periodId` so far, with the number of rows folded. */
+  sitePeriod(site: string, periodId: number): Awaitable<(Counts & { rows: number }) | null>;
+  latestTable(): Awaitable<TableRow | null>;
+  /** Records a published table; its version must be above every stored one (POLICY_VERSION_ORDER otherwise). */
+  putTable(t: TableRow): Awaitable<void>;
+}
+
+/** The policy server's store (both back ends; issue 16). */
+export interface PolicyStore extends PolicyOps {
+  /**
+   * Takes a report once (S3.5): 'new' stores it and queues one pending row per site;
+   * 'duplicate' (same gateway, period and digest) changes nothing; the same gateway and period
+   * with another digest throws ImplementationError POLICY_REPORT_CONFLICT and changes nothing.
+   */
+  addReport(r: AttackReport, digest: Uint8Array, now: number): Awaitable<'new' | 'duplicate'>;
+  /** Runs `steps` (server-kit/steps.ts) over this store in one transaction: all of it is stored, or nothing. */
+  atomically<T>(steps: (ops: PolicyOps) => Steps<T>): Awaitable<T>;
+  /** Forgets what is older than `periodId` (see SqlitePolicyStore.prune); returns the pending rows dropped unfolded. */
+  prune(periodId: number): Awaitable<number>;
+  counts(): Awaitable<{ reports: number; pending: number; tables: number }>;
+  /** Problems found in the stored rows (empty when none). */
+  check(): Promise<string[]>;
+  close(): Awaitable<void>;
+}
+
+/** A report row's digest compared with a new one's: 'duplicate', or POLICY_REPORT_CONFLICT. */
+export function sameReport(r: AttackReport, have: { digest: unknown }, digest: Uint8Array): 'duplicate' {
+  if (!(have.digest instanceof Uint8Array)) corrupt(`report ${r.gateway}/${r.periodId}`, 'digest');
+  if (Buffer.compare(have.digest as Uint8Array, digest) === 0) return 'duplicate';
+  throw new ImplementationError('POLICY_REPORT_CONFLICT', `gateway ${r.gateway} already reported period ${r.periodId} with other counts`);
+}
+
+export function pendingFromRow(r: Record<string, unknown>): PendingRow {
+  const what = `pending row ${String(r.id)}`;
+  if (!isCount(r.id) || typeof r.site !== 'string' || !DEST_RE.test(r.site) || !isCount(r.period_id)) corrupt(what, 'bad key');
+  return { id: r.id as number, site: r.site as string, periodId: r.period_id as number, ...counts(r, what) };
+}
+
+export function sitePeriodFromRow(r: Record<string, unknown>, what: string): Counts & { rows: number } {
+  if (!isCount(r.rows)) corrupt(what, 'rows');
+  return { ...counts(r, what), rows: r.rows as number };
+}
+
+export function tableFromRow(r: Record<string, unknown>): TableRow {
+  const what = `table ${String(r.version)}`;
+  if (!isCount(r.version) || !isCount(r.period_id) || !isCount(r.issued_at) || !isCount(r.expires_at) || !(r.signed instanceof Uint8Array)) corrupt(what, 'fields');
+  return { version: r.version as number, periodId: r.period_id as number, issuedAt: r.issued_at as number, expiresAt: r.expires_at as number, signed: Uint8Array.from(r.signed as Uint8Array) };
+}
+
+/** The integrity check of a policy store (both back ends): every row validated. */
+export function policyProblems(t: { pending: Record<string, unknown>[]; sitePeriods: Record<string, unknown>[]; tables: Record<string, unknown>[]; reports: Record<string, unknown>[] }): string[] {
+  const out: string[] = [];
+  const each = <R>(list: R[], f: (r: R) => unknown) => {
+    for (const r of list) {
+      try {
+        f(r);
+      } catch (e) {
+        out.push((e as Error).message);
+      }
+    }
+  };
+  each(t.pending, pendingFromRow);
+  each(t.sitePeriods, (r) => sitePeriodFromRow(r, `site period ${String(r.site)}/${String(r.period_id)}`));
+  each(t.tables, tableFromRow);
+  each(t.reports, (r) => {
+    if (typeof r.gateway !== 'string' || !isCount(r.period_id) || !(r.digest instanceof Uint8Array) || r.digest.length !== 32 || !isCount(r.received_at)) corrupt(`report ${String(r.gateway)}/${String(r.period_id)}`, 'fields');
+  });
+  return out;
+}
+
+export class SqlitePolicyStore implements PolicyStore {
   readonly db: Db;
   readonly #report;
   readonly #insertReport;
@@ -103,11 +183,7 @@ export class PolicyStore {
   addReport(r: AttackReport, digest: Uint8Array, now: number): 'new' | 'duplicate' {
     return this.db.transaction((): 'new' | 'duplicate' => {
       const have = this.#report.get(r.gateway, r.periodId) as { digest: unknown } | undefined;
-      if (have) {
-        if (!(have.digest instanceof Uint8Array)) corrupt(`report ${r.gateway}/${r.periodId}`, 'digest');
-        if (Buffer.compare(have.digest as Uint8Array, digest) === 0) return 'duplicate';
-        throw new ImplementationError('POLICY_REPORT_CONFLICT', `gateway ${r.gateway} already reported period ${r.periodId} with other counts`);
-      }
+      if (have) return sameReport(r, have, digest);
       this.#insertReport.run(r.gateway, r.periodId, digest, now);
       for (const s of r.sites) this.#insertPending.run(s.site, r.periodId, s.total, s.perMech.password ?? 0, s.perMech.fingerprint ?? 0, s.perMech.otp ?? 0);
       return 'new';
@@ -117,11 +193,7 @@ export class PolicyStore {
   /** Up to `limit` pending rows of `site` for periods <= upTo, oldest period first. */
   pendingFor(site: string, upTo: number, limit: number): PendingRow[] {
     if (limit <= 0) return [];
-    return (this.#pendingFor.all(site, upTo, limit) as Record<string, unknown>[]).map((r) => {
-      const what = `pending row ${String(r.id)}`;
-      if (!isCount(r.id) || typeof r.site !== 'string' || !DEST_RE.test(r.site) || !isCount(r.period_id)) corrupt(what, 'bad key');
-      return { id: r.id as number, site: r.site as string, periodId: r.period_id as number, ...counts(r, what) };
-    });
+    return (this.#pendingFor.all(site, upTo, limit) as Record<string, unknown>[]).map(pendingFromRow);
   }
 
   /** How many rows of `site` for periods <= upTo wait to be folded. */
@@ -140,18 +212,12 @@ export class PolicyStore {
   /** The attacks on `site` folded for `periodId` so far, with the number of rows folded. */
   sitePeriod(site: string, periodId: number): (Counts & { rows: number }) | null {
     const r = this.#sitePeriod.get(site, periodId) as Record<string, unknown> | undefined;
-    if (!r) return null;
-    const what = `site period ${site}/${periodId}`;
-    if (!isCount(r.rows)) corrupt(what, 'rows');
-    return { ...counts(r, what), rows: r.rows as number };
+    return r ? sitePeriodFromRow(r, `site period ${site}/${periodId}`) : null;
   }
 
   latestTable(): TableRow | null {
     const r = this.#latest.get() as Record<string, unknown> | undefined;
-    if (!r) return null;
-    const what = `table ${String(r.version)}`;
-    if (!isCount(r.version) || !isCount(r.period_id) || !isCount(r.issued_at) || !isCount(r.expires_at) || !(r.signed instanceof Uint8Array)) corrupt(what, 'fields');
-    return { version: r.version as number, periodId: r.period_id as number, issuedAt: r.issued_at as number, expiresAt: r.expires_at as number, signed: Uint8Array.from(r.signed as Uint8Array) };
+    return r ? tableFromRow(r) : null;
   }
 
   /** Records a published table; its version must be above every stored one (POLICY_VERSION_ORDER otherwise). */
@@ -180,6 +246,16 @@ export class PolicyStore {
   /** Runs `fn` in one IMMEDIATE transaction: all of it is stored, or nothing. */
   transaction<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
+  }
+
+  /** The steps run synchronously inside one IMMEDIATE transaction. */
+  atomically<T>(steps: (ops: PolicyOps) => Steps<T>): T {
+    return this.transaction(() => runSteps(steps(this)));
+  }
+
+  async check(): Promise<string[]> {
+    const all = (t: string) => this.db.prepare(`SELECT * FROM ${t}`).all() as Record<string, unknown>[];
+    return policyProblems({ pending: all('pending'), sitePeriods: all('site_periods'), tables: all('tables'), reports: all('reports') });
   }
 
   counts(): { reports: number; pending: number; tables: number } {

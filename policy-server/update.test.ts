@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { initialTable, verifyTable, tablePublicKey, PPM, type AttackTable } from '../protocol/attack-table.ts';
 import { ImplementationError } from '../protocol/errors.ts';
-import { PolicyStore } from './store.ts';
+import { SqlitePolicyStore } from './store.ts';
 import { updatePeriod, levelFor, rateFor, degreesFor, sliceRows, checkParams, DEFAULT_THRESHOLDS, type PolicyParams } from './update.ts';
 import type { AttackReport } from '../server-kit/admin-messages.ts';
 import { tempDir, PATENT_SITES } from './test-util.ts';
@@ -16,7 +16,7 @@ const params = (over: Partial<PolicyParams> = {}): PolicyParams => ({ periodMs: 
 const config = (json: unknown = PATENT_SITES) => initialTable(json, 0, 1);
 const first = (c: AttackTable): AttackTable => ({ ...c, version: 1, issuedAt: 0, expiresAt: 3 * T });
 let n = 0;
-const report = (store: PolicyStore, gateway: string, periodId: number, sites: AttackReport['sites']) => store.addReport({ gateway, periodId, periodMs: T, sites }, sha256(new TextEncoder().encode(`${n++}`)), 0);
+const report = (store: SqlitePolicyStore, gateway: string, periodId: number, sites: AttackReport['sites']) => store.addReport({ gateway, periodId, periodMs: T, sites }, sha256(new TextEncoder().encode(`${n++}`)), 0);
 
 test('the patent example: a=12000 -> 3rd, b=6000 -> 2nd, c=3000 -> 1st', () => {
   assert.is(levelFor(12_000, DEFAULT_THRESHOLDS), 3);
@@ -28,7 +28,7 @@ test('the patent example: a=12000 -> 3rd, b=6000 -> 2nd, c=3000 -> 1st', () => {
   assert.equal([0, 10, 100, 1_000, 10_000].map((t) => levelFor(t, [10, 100, 1_000, 10_000])), [1, 2, 3, 4, 5]);
   // And through a real period: three gateways' reports, one table.
   const tmp = tempDir();
-  const store = new PolicyStore(tmp.file('policy.db'));
+  const store = new SqlitePolicyStore(tmp.file('policy.db'));
   try {
     report(store, 'gw-1', 10, [{ site: 'a', total: 12_000, perMech: { password: 9_000, otp: 3_000 } }, { site: 'b', total: 6_000, perMech: { fingerprint: 6_000 } }, { site: 'c', total: 3_000, perMech: {} }]);
     const r = updatePeriod(store, config(), first(config()), 11, 1_000, params(), key);
@@ -48,7 +48,7 @@ test('attack rates: attacks on the mechanism / all attacks on the site; 0 with n
   assert.is(rateFor(0, 0), 0);
   assert.is(rateFor(2 ** 40, 2 ** 40), PPM); // exact beyond 2^53 intermediate products
   const tmp = tempDir();
-  const store = new PolicyStore(tmp.file('policy.db'));
+  const store = new SqlitePolicyStore(tmp.file('policy.db'));
   try {
     report(store, 'gw-1', 10, [{ site: 'a', total: 100, perMech: { password: 80, otp: 10 } }]);
     report(store, 'gw-2', 10, [{ site: 'a', total: 100, perMech: { password: 70, fingerprint: 20 } }]);
@@ -73,7 +73,7 @@ test('degrees follow the first policy: a higher security level gets a lower degr
   assert.ok(e[0] === e[1] && e[1] === e[2]);
   // Through a period: the new table carries them, the slices of the next period follow.
   const tmp = tempDir();
-  const store = new PolicyStore(tmp.file('policy.db'));
+  const store = new SqlitePolicyStore(tmp.file('policy.db'));
   try {
     report(store, 'gw-1', 10, [{ site: 'a', total: 12_000, perMech: {} }, { site: 'b', total: 6_000, perMech: {} }, { site: 'c', total: 3_000, perMech: {} }]);
     const r = updatePeriod(store, config(), first(config()), 11, 1_000, params(), key);
@@ -108,7 +108,7 @@ test('no site starves: with the floor every site gets at least one row per perio
 
 test('the update of a site never exceeds its slice; the rest is done next period', () => {
   const tmp = tempDir();
-  const store = new PolicyStore(tmp.file('policy.db'));
+  const store = new SqlitePolicyStore(tmp.file('policy.db'));
   try {
     // A = 10 rows: each site's slice is 0.3 x 10 = 3 rows. Site a gets 5 reports in period 10.
     const p = params({ budgetRows: 10, floorDegreePpm: 100_000 });
@@ -149,7 +149,7 @@ test('the update of a site never exceeds its slice; the rest is done next period
 
 test('pending rows beyond the lag window are dropped by prune; the latest table is always kept', () => {
   const tmp = tempDir();
-  const store = new PolicyStore(tmp.file('policy.db'));
+  const store = new SqlitePolicyStore(tmp.file('policy.db'));
   try {
     report(store, 'gw-1', 3, [{ site: 'a', total: 1, perMech: {} }]);
     const r = updatePeriod(store, config(), first(config()), 4, 1_000, params({ budgetRows: 1_000 }), key);

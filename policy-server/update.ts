@@ -12,7 +12,9 @@
 // transaction as the folding: a crash leaves either all of the update or none of it.
 import { ImplementationError } from '../protocol/errors.ts';
 import { signTable, PPM, TableLimits, type AttackTable, type SiteEntry } from '../protocol/attack-table.ts';
-import type { PolicyStore, Counts } from './store.ts';
+import type { PolicyStore, PolicyOps, SqlitePolicyStore, Counts } from './store.ts';
+import { call, type Steps } from '../server-kit/steps.ts';
+import type { Awaitable } from '../server-kit/store-choice.ts';
 import { ZERO } from './store.ts';
 
 export interface PolicyParams {
@@ -119,36 +121,43 @@ export interface UpdateResult {
  * `config` is the configured initial table (its sites, offered mechanisms and floors are the
  * ones a table states); `prev` the last published table.
  */
-export function updatePeriod(store: PolicyStore, config: AttackTable, prev: AttackTable, periodId: number, now: number, p: PolicyParams, privateKey: Uint8Array): UpdateResult {
+export function updatePeriod(store: SqlitePolicyStore, config: AttackTable, prev: AttackTable, periodId: number, now: number, p: PolicyParams, privateKey: Uint8Array): UpdateResult;
+export function updatePeriod(store: PolicyStore, config: AttackTable, prev: AttackTable, periodId: number, now: number, p: PolicyParams, privateKey: Uint8Array): Awaitable<UpdateResult>;
+export function updatePeriod(store: PolicyStore, config: AttackTable, prev: AttackTable, periodId: number, now: number, p: PolicyParams, privateKey: Uint8Array): Awaitable<UpdateResult> {
+  // One transaction on either back end (server-kit/steps.ts): synchronous on SQLite, awaited on PostgreSQL.
+  return store.atomically((ops) => updateSteps(ops, config, prev, periodId, now, p, privateKey));
+}
+
+function* updateSteps(store: PolicyOps, config: AttackTable, prev: AttackTable, periodId: number, now: number, p: PolicyParams, privateKey: Uint8Array): Steps<UpdateResult> {
   const stats = periodId - 1;
   const maxLevel = p.thresholds.length + 1;
   const before = new Map(prev.sites.map((s) => [s.site, s]));
-  return store.transaction(() => {
-    const work = new Map<string, SiteWork>();
-    const drafts = config.sites.map((cs): Pick<SiteEntry, 'level' | 'mechs'> => {
-      const old = before.get(cs.site) ?? cs;
-      const slice = sliceRows(old.degreePpm, p.budgetRows);
-      const rows = store.pendingFor(cs.site, stats, slice);
-      store.fold(rows);
-      const backlog = store.pendingCount(cs.site, stats);
-      work.set(cs.site, { slice, folded: rows.length, backlog });
-      if (backlog > 0) {
-        // Not all of P-1 is in: keep the previous statistics of this site.
-        const oldRate = new Map(old.mechs.map((m) => [m.mech, m.ratePpm]));
-        return { level: Math.min(old.level, maxLevel), mechs: cs.mechs.map((m) => ({ mech: m.mech, ratePpm: oldRate.get(m.mech) ?? 0 })) };
-      }
-      const c: Counts = store.sitePeriod(cs.site, stats) ?? ZERO;
-      return { level: levelFor(c.total, p.thresholds), mechs: cs.mechs.map((m) => ({ mech: m.mech, ratePpm: rateFor(c[m.mech], c.total) })) };
-    });
-    const degrees = degreesFor(drafts.map((d) => d.level), maxLevel, p.floorDegreePpm);
-    const table: AttackTable = {
-      version: prev.version + 1,
-      issuedAt: now,
-      expiresAt: now + p.tableLifetimeMs,
-      sites: config.sites.map((cs, i) => ({ site: cs.site, level: drafts[i]!.level, floor: cs.floor, degreePpm: degrees[i]!, mechs: drafts[i]!.mechs })),
-    };
-    const signed = signTable(table, privateKey);
-    store.putTable({ version: table.version, periodId, issuedAt: table.issuedAt, expiresAt: table.expiresAt, signed });
-    return { table, signed, work };
-  });
+  const work = new Map<string, SiteWork>();
+  const drafts: Pick<SiteEntry, 'level' | 'mechs'>[] = [];
+  for (const cs of config.sites) {
+    const old = before.get(cs.site) ?? cs;
+    const slice = sliceRows(old.degreePpm, p.budgetRows);
+    const rows = yield* call(store.pendingFor(cs.site, stats, slice));
+    yield* call(store.fold(rows));
+    const backlog = yield* call(store.pendingCount(cs.site, stats));
+    work.set(cs.site, { slice, folded: rows.length, backlog });
+    if (backlog > 0) {
+      // Not all of P-1 is in: keep the previous statistics of this site.
+      const oldRate = new Map(old.mechs.map((m) => [m.mech, m.ratePpm]));
+      drafts.push({ level: Math.min(old.level, maxLevel), mechs: cs.mechs.map((m) => ({ mech: m.mech, ratePpm: oldRate.get(m.mech) ?? 0 })) });
+      continue;
+    }
+    const c: Counts = (yield* call(store.sitePeriod(cs.site, stats))) ?? ZERO;
+    drafts.push({ level: levelFor(c.total, p.thresholds), mechs: cs.mechs.map((m) => ({ mech: m.mech, ratePpm: rateFor(c[m.mech], c.total) })) });
+  }
+  const degrees = degreesFor(drafts.map((d) => d.level), maxLevel, p.floorDegreePpm);
+  const table: AttackTable = {
+    version: prev.version + 1,
+    issuedAt: now,
+    expiresAt: now + p.tableLifetimeMs,
+    sites: config.sites.map((cs, i) => ({ site: cs.site, level: drafts[i]!.level, floor: cs.floor, degreePpm: degrees[i]!, mechs: drafts[i]!.mechs })),
+  };
+  const signed = signTable(table, privateKey);
+  yield* call(store.putTable({ version: table.version, periodId, issuedAt: table.issuedAt, expiresAt: table.expiresAt, signed }));
+  return { table, signed, work };
 }
