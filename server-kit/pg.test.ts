@@ -1,0 +1,117 @@
+// server-kit/pg.ts against the real PostgreSQL (PG_TEST_URL, default the local one): migrations
+// applied once under the advisory lock by servers starting together, a database ahead of the
+// build refused, a serialization failure retried, an int8 beyond 2^53 refused, bytea as
+// Uint8Array, every pooled connection in its own schema. PostgreSQL unreachable = FAIL.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { openPool, openMigrated, migrate, tx, testSchema, dumpSchema, type PgMigration } from './pg.ts';
+import { ImplementationError } from '../protocol/errors.ts';
+
+const made: { drop(): Promise<void> }[] = [];
+const fresh = () => {
+  const s = testSchema();
+  made.push(s);
+  return s;
+};
+test.after(async () => {
+  for (const s of made) await s.drop();
+});
+const code = (c: string) => (e: unknown) => e instanceof ImplementationError && e.code === c;
+async function rejects(f: () => Promise<unknown>, check: (e: unknown) => boolean): Promise<void> {
+  try {
+    await f();
+  } catch (e) {
+    assert.ok(check(e), String(e));
+    return;
+  }
+  assert.unreachable('expected a refusal');
+}
+
+test('five servers migrating one schema at once: each step runs once, schema_version counts them', async () => {
+  const s = fresh();
+  let fnRuns = 0;
+  const steps: PgMigration[] = [
+    'CREATE TABLE t (id INTEGER PRIMARY KEY, v BIGINT)',
+    async (c) => {
+      fnRuns++;
+      await c.query('INSERT INTO t (id, v) VALUES (1, 10)');
+    },
+    'ALTER TABLE t ADD COLUMN b BYTEA',
+  ];
+  const pools = await Promise.all([...Array(5).keys()].map(() => openMigrated(s.url, { schema: s.schema }, steps)));
+  try {
+    assert.is(fnRuns, 1, 'the function step ran once');
+    const { rows } = await pools[0]!.query('SELECT version FROM schema_version ORDER BY version');
+    assert.equal(rows.map((r) => r.version), [1, 2, 3]);
+    assert.equal((await pools[4]!.query('SELECT * FROM t')).rows, [{ id: 1, v: 10, b: null }]);
+    // A build that knows fewer steps than the database has: refused, nothing run.
+    await rejects(() => migrate(pools[0]!, s.schema, steps.slice(0, 2)), code('STORE_SCHEMA_NEWER'));
+  } finally {
+    for (const p of pools) await p.end();
+  }
+});
+
+test('a failing step rolls the whole migration back: nothing of it stays, the next start retries', async () => {
+  const s = fresh();
+  await rejects(() => openMigrated(s.url, { schema: s.schema }, ['CREATE TABLE a (x INTEGER)', 'CREATE TABLE a (x INTEGER)']), (e) => (e as { code?: string }).code === '42P07');
+  const p = await openMigrated(s.url, { schema: s.schema }, ['CREATE TABLE a (x INTEGER)', 'CREATE TABLE b (x INTEGER)']);
+  try {
+    assert.equal((await p.query('SELECT MAX(version) AS v FROM schema_version')).rows[0], { v: 2 });
+  } finally {
+    await p.end();
+  }
+});
+
+test('types: int8 as a number, beyond 2^53 refused (STORE_CORRUPT_ROW); bytea as a Uint8Array; the pool stays in its schema', async () => {
+  const s = fresh();
+  const p = await openMigrated(s.url, { schema: s.schema }, ['CREATE TABLE n (v BIGINT, b BYTEA)']);
+  try {
+    await p.query('INSERT INTO n VALUES ($1, $2)', [2 ** 52, new Uint8Array([1, 2, 3])]);
+    const [r] = (await p.query('SELECT * FROM n')).rows;
+    assert.is(r.v, 2 ** 52);
+    assert.ok(r.b instanceof Uint8Array && !Buffer.isBuffer(r.b));
+    assert.equal([...r.b], [1, 2, 3]);
+    await p.query('UPDATE n SET v = $1', ['9007199254740993']);
+    await rejects(() => p.query('SELECT v FROM n'), code('STORE_CORRUPT_ROW'));
+    await p.query('UPDATE n SET v = 1');
+    // Ten connections at once: every one sees this schema's table, and only it.
+    const seen = await Promise.all([...Array(10).keys()].map(async () => (await p.query('SHOW search_path')).rows[0].search_path));
+    assert.equal(new Set(seen), new Set([s.schema]));
+    assert.equal(Object.keys(await dumpSchema(p, s.schema)), ['n', 'schema_version']);
+  } finally {
+    await p.end();
+  }
+  assert.throws(() => openPool(s.url, { schema: 'Bad-Name; DROP' }), code('STORE_CONFIG'));
+});
+
+test('tx: committed or rolled back whole; a serialization failure is retried, a limit of attempts kept', async () => {
+  const s = fresh();
+  const p = await openMigrated(s.url, { schema: s.schema }, ['CREATE TABLE c (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)', 'INSERT INTO c VALUES (1, 0)']);
+  try {
+    await rejects(() => tx(p, async (c) => {
+      await c.query('UPDATE c SET n = 99');
+      throw new Error('boom');
+    }), (e) => (e as Error).message === 'boom');
+    assert.is((await p.query('SELECT n FROM c')).rows[0].n, 0, 'rolled back');
+    // Twenty read-modify-write increments at once under SERIALIZABLE: each retried until it
+    // commits, none lost.
+    await Promise.all([...Array(20).keys()].map(() => tx(p, async (c) => {
+      const n = (await c.query('SELECT n FROM c WHERE id = 1')).rows[0].n as number;
+      await c.query('UPDATE c SET n = $1 WHERE id = 1', [n + 1]);
+    }, { attempts: 50 })));
+    assert.is((await p.query('SELECT n FROM c')).rows[0].n, 20);
+    // One attempt only: a conflict surfaces as the 40001 it is.
+    const one = await Promise.allSettled([...Array(6).keys()].map(() => tx(p, async (c) => {
+      const n = (await c.query('SELECT n FROM c WHERE id = 1')).rows[0].n as number;
+      await new Promise((r) => setTimeout(r, 20));
+      await c.query('UPDATE c SET n = $1 WHERE id = 1', [n + 1]);
+    }, { attempts: 1 })));
+    const failed = one.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+    assert.ok(failed.length >= 1 && failed.every((r) => r.reason.code === '40001'), JSON.stringify(failed.map((r) => r.reason.code)));
+    assert.is((await p.query('SELECT n FROM c')).rows[0].n, 20 + one.length - failed.length);
+  } finally {
+    await p.end();
+  }
+});
+
+test.run();
