@@ -24,11 +24,8 @@
 // cut), the controller's NVM (atomic per write in the model, firmware/secure/nvm.ts; its
 // counters are checked against the flash above), and two cuts in a row (a cut during the
 // disk controller's recovery at the next power-on).
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { World } from './world.ts';
-import { TraceHost, fusesOf } from './world.ts';
+import { startWorld, TraceHost, fusesOf, type World, type WorldOptions } from './world.ts';
+import { makeTempDir, removeTempDir } from './lifetime.ts';
 import { currentRecord, type CurrentRecord } from './held-secrets.ts';
 import { FlashStatus } from '../firmware/flash/chip.ts';
 import type { Fuses } from '../firmware/flash/fuses.ts';
@@ -97,6 +94,8 @@ export interface SearchResult {
   ops: number;
   /** Operations by kind and zone, e.g. { 'erase hidden': 4, 'program free': 20 }. */
   opKinds: Record<string, number>;
+  /** What the uncut write changed: record stores ('login', 'secrets') and host files; empty when it wrote nothing. */
+  wrote: string[];
   /** Cut runs made (N whole-operation cuts + one torn cut per program, when torn). */
   cuts: number;
   failures: CutFailure[];
@@ -232,6 +231,22 @@ function checkZones(sc: PowerCutScenario, s: Subject, before: Before, dir: strin
   return out;
 }
 
+/** What a write changed: the record stores whose current record moved, the host files that differ. */
+function changed(s: Subject, before: Before): string[] {
+  const out: string[] = STORES.filter((n) => {
+    const now = currentRecord(s.phone, s.fuses, n);
+    return (now?.seq ?? null) !== (before.records[n]?.seq ?? null);
+  });
+  if (before.files) {
+    const now = hostFiles(s.phone) ?? new Map<string, Uint8Array>();
+    for (const n of new Set([...before.files.keys(), ...now.keys()])) {
+      const a = before.files.get(n), b = now.get(n);
+      if (!a || !b || !same(a, b)) out.push(n);
+    }
+  }
+  return out;
+}
+
 /** A plug-in, bounded: a hang is a failure, not a stuck test. */
 export async function plugBounded(p: Phone, ms: number): Promise<DeviceOutcome | 'hang'> {
   let timer: NodeJS.Timeout | undefined;
@@ -266,7 +281,7 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
   const t0 = Date.now();
   const timeout = opts.loginTimeoutMs ?? 20_000;
   const maxFailures = opts.maxFailures ?? 20;
-  const dir = mkdtempSync(join(tmpdir(), 'usbphone-cut-search-'));
+  const dir = makeTempDir('usbphone-cut-search-');
   let index = opts.firstIndex;
   const failures: CutFailure[] = [];
   let cuts = 0;
@@ -290,6 +305,7 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
     if (s0.phone.chip.powerLost) uncut({ invariant: 'cut', detail: 'the uncut run lost power' });
     s0.phone.bus.powerCycle();
     checkZones(sc, s0, before0, dir).forEach(uncut);
+    const wrote = changed(s0, before0);
     const l0 = await login(s0);
     if (l0) uncut({ invariant: 'login', detail: l0 });
 
@@ -324,9 +340,9 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
       const l = await login(s);
       if (l) fail({ invariant: 'login', detail: l });
     }
-    return { scenario: sc.name, ops: ops.length, opKinds, cuts, failures, ms: Date.now() - t0 };
+    return { scenario: sc.name, ops: ops.length, opKinds, wrote, cuts, failures, ms: Date.now() - t0 };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    removeTempDir(dir);
   }
 }
 
@@ -478,4 +494,22 @@ export function powerCutScenario(name: string): PowerCutScenario {
   const s = POWER_CUT_SCENARIOS.find((x) => x.name === name);
   if (!s) throw new RangeError(`no power-cut scenario "${name}" (${POWER_CUT_SCENARIOS.map((x) => x.name).join(', ')})`);
   return s;
+}
+
+/**
+ * A world for the search: the servers in this process on loopback; the policy server publishes
+ * no table of its own while the search runs (a push in the middle of a run would add operations
+ * to one run and not the next), and the bank's password hashing at a test cost (biz-server's own
+ * tests run the real one). `stop()` also removes its state directory.
+ */
+export async function startCutWorld(o: Partial<WorldOptions> = {}): Promise<World & { stop(): Promise<void> }> {
+  const dir = makeTempDir('usbphone-cut-world-');
+  const world = await startWorld({ gatewayPort: 0, policyPeriodMs: 3_600_000, bankScrypt: { ln: 12, r: 8, p: 1 }, ...o, stateDir: dir });
+  const stop = world.stop;
+  return Object.assign(world, {
+    stop: async () => {
+      await stop();
+      removeTempDir(dir);
+    },
+  });
 }

@@ -1,0 +1,78 @@
+// The power-cut search (sim/power-cut-search.ts) over the phone's own flash writes: every
+// mutating flash operation of the first boot, a rotation, a pushed attack table and a bank
+// registration is cut in turn (and every program torn in its middle) on a fresh phone, which is
+// then replugged: each record store holds its old record or a newer whole one, the virtual and
+// free zones are byte-identical, and the phone logs in. A host's write over the CD-ROM makes no
+// flash operation at all. And a record store that writes in place (a mutant) is caught, with the
+// operation index, and the failure replays from that index alone.
+// The host's writes to the disk unit: sim/power-cut-search-host.test.ts, -overwrite.test.ts.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { setLogSink } from '../server-kit/log.ts';
+import { searchPowerCuts, powerCutScenario, startCutWorld } from './power-cut-search.ts';
+import { figures, show } from './power-cut-tests.ts';
+
+setLogSink(() => {});
+
+let world: Awaited<ReturnType<typeof startCutWorld>>;
+test.before(async () => {
+  world = await startCutWorld();
+});
+test.after(async () => {
+  await world?.stop();
+});
+
+// What each scenario's uncut run must change: a search over a write that writes nothing proves nothing.
+const FIRMWARE: [string, string[]][] = [
+  ['first-boot', ['login', 'secrets']],
+  ['rotation', ['login', 'secrets']],
+  ['table-push', ['login']],
+  ['bank-register', ['login', 'secrets']],
+];
+let index = 100;
+for (const [name, wrote] of FIRMWARE) {
+  test(`power cut at every flash operation of "${name}", whole and torn, then a replug: old or new record in every store, virtual and free zones untouched, the phone logs in`, async () => {
+    const r = await searchPowerCuts(powerCutScenario(name), { world, firstIndex: (index += 1000) });
+    console.log(figures(r));
+    assert.equal(r.failures, [], show(r));
+    assert.equal(r.wrote, wrote, 'the uncut run writes what the scenario is about');
+    const programs = Object.entries(r.opKinds).filter(([k]) => k.startsWith('program')).reduce((a, [, n]) => a + n, 0);
+    assert.ok(r.ops >= 3, `${r.ops} operations`);
+    assert.is(r.cuts, r.ops + programs, 'every operation cut, every program also torn');
+    assert.equal(Object.keys(r.opKinds).filter((k) => !k.endsWith(' hidden')), [], 'the firmware writes the hidden zone only');
+  });
+}
+
+test('a host writing over the whole CD-ROM unit: refused, not one flash operation, the virtual zone byte-identical, the phone logs in', async () => {
+  const r = await searchPowerCuts(powerCutScenario('cdrom-write'), { world, firstIndex: (index += 1000) });
+  console.log(figures(r));
+  assert.equal(r.failures, [], show(r));
+  assert.is(r.ops, 0);
+  assert.is(r.cuts, 0);
+  assert.equal(r.wrote, []);
+});
+
+test('mutant: a record store that overwrites its current slot in place: the search reports the lost record at the operation that erased it, and that one cut replays it', async () => {
+  const bad = await startCutWorld({ device: { storeMutant: 'in-place' } });
+  try {
+    const sc = powerCutScenario('rotation');
+    const r = await searchPowerCuts(sc, { world: bad, firstIndex: 100, torn: false });
+    console.log(figures(r));
+    console.log(show(r));
+    assert.ok(r.failures.length > 0, 'the search finds the broken rule');
+    assert.ok(r.failures.every((f) => f.op >= 0), 'the uncut run itself is fine: only a cut shows the break');
+    // Rotation's first operation erases the secrets store's slot for the new secret: in place,
+    // that is the slot of the only record it has.
+    const first = r.failures[0]!;
+    assert.is(first.op, 0);
+    assert.is(first.invariant, 'hidden');
+    assert.match(first.detail, /cut at op 0 erase hidden\+0x[0-9a-f]+ .*store secrets: its record \(seq 1\) is gone/);
+    const again = await searchPowerCuts(sc, { world: bad, firstIndex: 900, torn: false, only: [first.op] });
+    assert.is(again.cuts, 1);
+    assert.ok(again.failures.some((f) => f.op === first.op && f.invariant === first.invariant && f.detail === first.detail), show(again));
+  } finally {
+    await bad.stop();
+  }
+});
+
+test.run();

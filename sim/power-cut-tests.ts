@@ -1,0 +1,27 @@
+// What the power-cut search's tests share (sim/power-cut-search*.test.ts): how a result is
+// printed (the figures a reader compares run to run, docs/benchmarks.md; the first failures
+// with their operation index) and the test of one host write to the disk unit.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { searchPowerCuts, powerCutScenario, startCutWorld, type SearchResult } from './power-cut-search.ts';
+
+export const figures = (r: SearchResult) =>
+  `${r.scenario}: ${r.ops} flash operations (${Object.entries(r.opKinds).map(([k, n]) => `${n} ${k}`).join(', ') || 'none'}), ${r.cuts} cuts, ${r.failures.length} failures, ${r.ms} ms; wrote ${r.wrote.join(', ') || 'nothing'}`;
+
+export const show = (r: SearchResult, n = 5) => r.failures.slice(0, n).map((f) => `op ${f.op}${f.torn === null ? '' : ` torn ${f.torn}`} [${f.invariant}] ${f.detail}`).join('\n');
+
+/** Registers the test of host write `name` (a scenario of power-cut-search.ts), which changes `file` only. */
+export function hostWriteSearchTest(name: string, file: string): void {
+  test(`power cut at every flash operation of "${name}", whole and torn, then a replug: untouched files intact, fsck.fat clean, hidden and virtual zones untouched, the phone logs in`, async () => {
+    const world = await startCutWorld();
+    try {
+      const r = await searchPowerCuts(powerCutScenario(name), { world, firstIndex: 100 });
+      console.log(figures(r));
+      assert.equal(r.failures, [], show(r));
+      assert.equal(r.wrote, [file], 'the uncut run writes what the scenario is about');
+      assert.ok(r.ops > 10 && Object.keys(r.opKinds).every((k) => k.endsWith(' free')), JSON.stringify(r.opKinds));
+    } finally {
+      await world.stop();
+    }
+  });
+}
