@@ -5,12 +5,13 @@
 // free zones are byte-identical, and the phone logs in. A host's write over the CD-ROM makes no
 // flash operation at all. And a record store that writes in place (a mutant) is caught, with the
 // operation index, and the failure replays from that index alone.
-// The host's writes to the disk unit: sim/power-cut-search-host.test.ts, -overwrite.test.ts.
+// A host deleting a file on the disk unit, as the host's other writes in
+// sim/power-cut-search-host.test.ts and sim/power-cut-search-overwrite.test.ts.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { setLogSink } from '../server-kit/log.ts';
 import { searchPowerCuts, powerCutScenario, startCutWorld } from './power-cut-search.ts';
-import { figures, show } from './power-cut-tests.ts';
+import { figures, show, hostWriteSearchTest } from './power-cut-tests.ts';
 
 setLogSink(() => {});
 
@@ -51,6 +52,8 @@ test('a host writing over the whole CD-ROM unit: refused, not one flash operatio
   assert.is(r.cuts, 0);
   assert.equal(r.wrote, []);
 });
+
+hostWriteSearchTest('host-delete', 'README.TXT');
 
 test('mutant: a record store that overwrites its current slot in place: the search reports the lost record at the operation that erased it, and that one cut replays it', async () => {
   const bad = await startCutWorld({ device: { storeMutant: 'in-place' } });

@@ -16,14 +16,15 @@
 //            volume mounts, and `fsck.fat -n` names none of them;
 //   login    the phone then logs in (a plug-in that does not end within the bound is a hang).
 // An uncut run is checked the same way (its "op" is -1). Each failure names the operation
-// index, so `searchPowerCuts(s, { only: [k] })` replays it.
+// index, so `searchPowerCuts(s, { only: [k] })` replays it. After a cut, the next power-on's
+// recovery (the disk controller finishing a committed rewrite) is counted, and each distinct
+// recovery is cut again at each of its operations (a second cut, `recoveryOp`).
 //
 // The scenarios run against a world (sim/world.ts: the servers in this process, real
 // sockets on loopback). What is not searched: the factory's writes (the image is built in
 // memory and personalization writes the backing directly, not through the chip: nothing to
 // cut), the controller's NVM (atomic per write in the model, firmware/secure/nvm.ts; its
-// counters are checked against the flash above), and two cuts in a row (a cut during the
-// disk controller's recovery at the next power-on).
+// counters are checked against the flash above), and a second cut in the next boot's own saves.
 import { startWorld, TraceHost, fusesOf, type World, type WorldOptions } from './world.ts';
 import { makeTempDir, removeTempDir } from './lifetime.ts';
 import { currentRecord, type CurrentRecord } from './held-secrets.ts';
@@ -84,9 +85,13 @@ export interface CutFailure {
   op: number;
   /** null: cut before the operation's first byte; a number: a program torn after that many bytes. */
   torn: number | null;
+  /** null: one cut; a number: a second cut, at this operation of the recovery the next power-on made. */
+  recoveryOp: number | null;
   invariant: 'cut' | 'hidden' | 'virtual' | 'free' | 'fsck' | 'login';
   detail: string;
 }
+
+type Point = Pick<CutFailure, 'op' | 'torn' | 'recoveryOp'>;
 
 export interface SearchResult {
   scenario: string;
@@ -96,8 +101,10 @@ export interface SearchResult {
   opKinds: Record<string, number>;
   /** What the uncut write changed: record stores ('login', 'secrets') and host files; empty when it wrote nothing. */
   wrote: string[];
-  /** Cut runs made (N whole-operation cuts + one torn cut per program, when torn). */
+  /** Cut runs made (N whole-operation cuts + one torn cut per program, when torn; + the second cuts). */
   cuts: number;
+  /** Of those, runs cut a second time, during the recovery at the next power-on. */
+  recoveryCuts: number;
   failures: CutFailure[];
   ms: number;
 }
@@ -112,6 +119,8 @@ export interface SearchOptions {
   only?: readonly number[];
   /** A plug-in that has not ended after this long is a hang (ms, default 20 000). */
   loginTimeoutMs?: number;
+  /** Also cut each distinct recovery the next power-on makes after a cut, at each of its operations. Default true. */
+  recovery?: boolean;
   /** Stop after this many failures (default 20): a broken rule fails at many points. */
   maxFailures?: number;
 }
@@ -181,8 +190,8 @@ function undecodable(name: StoreName, record: Uint8Array): string | null {
 }
 
 /** Every invariant of the zones after a replug; the failures' `op` and `torn` are filled in by the caller. */
-function checkZones(sc: PowerCutScenario, s: Subject, before: Before, dir: string): Omit<CutFailure, 'op' | 'torn'>[] {
-  const out: Omit<CutFailure, 'op' | 'torn'>[] = [];
+function checkZones(sc: PowerCutScenario, s: Subject, before: Before, dir: string): Omit<CutFailure, 'op' | 'torn' | 'recoveryOp'>[] {
+  const out: Omit<CutFailure, 'op' | 'torn' | 'recoveryOp'>[] = [];
   const z = zones(s.phone);
   for (const name of STORES) {
     const was = before.records[name];
@@ -285,6 +294,7 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
   let index = opts.firstIndex;
   const failures: CutFailure[] = [];
   let cuts = 0;
+  let recoveryCuts = 0;
   const login = async (s: Subject) => (sc.login ? sc.login(replugged(s)) : loginAfter(replugged(s), timeout));
   try {
     // The uncut run: its operations, and the same checks.
@@ -301,7 +311,7 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
     const before0 = snapshot(s0, sc.writer);
     await sc.act(s0);
     s0.phone.chip.onOperation = null;
-    const uncut = (f: Omit<CutFailure, 'op' | 'torn'>) => failures.push({ op: -1, torn: null, ...f });
+    const uncut = (f: Omit<CutFailure, 'op' | 'torn' | 'recoveryOp'>) => failures.push({ op: -1, torn: null, recoveryOp: null, ...f });
     if (s0.phone.chip.powerLost) uncut({ invariant: 'cut', detail: 'the uncut run lost power' });
     s0.phone.bus.powerCycle();
     checkZones(sc, s0, before0, dir).forEach(uncut);
@@ -311,17 +321,22 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
 
     const opKinds: Record<string, number> = {};
     for (const o of ops) opKinds[`${o.kind} ${o.zone}`] = (opKinds[`${o.kind} ${o.zone}`] ?? 0) + 1;
-    const points: { op: number; torn: number | null }[] = [];
+    const points: Point[] = [];
     for (let k = 0; k < ops.length; k++) {
       if (opts.only && !opts.only.includes(k)) continue;
-      points.push({ op: k, torn: null });
-      if ((opts.torn ?? true) && ops[k]!.kind === 'program' && ops[k]!.bytes > 1) points.push({ op: k, torn: ops[k]!.bytes >> 1 });
+      points.push({ op: k, torn: null, recoveryOp: null });
+      if ((opts.torn ?? true) && ops[k]!.kind === 'program' && ops[k]!.bytes > 1) points.push({ op: k, torn: ops[k]!.bytes >> 1, recoveryOp: null });
     }
-    for (const pt of points) {
-      if (failures.length >= maxFailures) break;
+    // A second cut: in the work the next power-on does to recover from the first (the disk
+    // controller finishing a committed rewrite, firmware/zones/disk-controller.ts). Each distinct
+    // recovery (its operations) is cut at each of its operations, after the first cut that needs it.
+    const recoveries = new Set<string>();
+    const queue: Point[] = [...points];
+    while (queue.length > 0 && failures.length < maxFailures) {
+      const pt = queue.shift()!;
       const o = ops[pt.op]!;
-      const where = `${o.kind} ${o.zone}+0x${o.at.toString(16)} (${o.bytes} B)`;
-      const fail = (f: Omit<CutFailure, 'op' | 'torn'>) => failures.push({ op: pt.op, torn: pt.torn, ...f, detail: `cut at op ${pt.op} ${where}${pt.torn === null ? '' : ` torn after ${pt.torn} B`}: ${f.detail}` });
+      const where = `cut at op ${pt.op} ${o.kind} ${o.zone}+0x${o.at.toString(16)} (${o.bytes} B)${pt.torn === null ? '' : ` torn after ${pt.torn} B`}${pt.recoveryOp === null ? '' : `, then at op ${pt.recoveryOp} of the recovery at power-on`}`;
+      const fail = (f: Omit<CutFailure, 'op' | 'torn' | 'recoveryOp'>) => failures.push({ op: pt.op, torn: pt.torn, recoveryOp: pt.recoveryOp, ...f, detail: `${where}: ${f.detail}` });
       const s = await sc.prepare(opts.world, index++);
       const before = snapshot(s, sc.writer);
       const f = s.phone.chip.faults;
@@ -336,11 +351,29 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
         continue;
       }
       s.phone.bus.powerCycle();
+      // The first host command after power-on: the disk controller recovers then (counted, or cut).
+      const recovery: string[] = [];
+      s.phone.chip.onOperation = (r) => void recovery.push(`${r.kind}@${r.addr.toString(16)}:${r.bytes}`);
+      if (pt.recoveryOp !== null) f.powerCutAfterOps = pt.recoveryOp;
+      s.phone.bus.disk.readSectors(0, 1);
+      s.phone.chip.onOperation = null;
+      if (pt.recoveryOp !== null) {
+        f.clear();
+        recoveryCuts++;
+        if (f.cuts === cutsBefore + 1) {
+          fail({ invariant: 'cut', detail: 'the recovery ended before the operation: its operations are not the same run to run' });
+          continue;
+        }
+        s.phone.bus.powerCycle();
+      } else if (recovery.length > 0 && (opts.recovery ?? true) && !recoveries.has(recovery.join(' '))) {
+        recoveries.add(recovery.join(' '));
+        for (let j = 0; j < recovery.length; j++) queue.unshift({ ...pt, recoveryOp: recovery.length - 1 - j });
+      }
       checkZones(sc, s, before, dir).forEach(fail);
       const l = await login(s);
       if (l) fail({ invariant: 'login', detail: l });
     }
-    return { scenario: sc.name, ops: ops.length, opKinds, wrote, cuts, failures, ms: Date.now() - t0 };
+    return { scenario: sc.name, ops: ops.length, opKinds, wrote, cuts, recoveryCuts, failures, ms: Date.now() - t0 };
   } finally {
     removeTempDir(dir);
   }
