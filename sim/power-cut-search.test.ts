@@ -3,14 +3,18 @@
 // registration is cut in turn (and every program torn in its middle) on a fresh phone, which is
 // then replugged: each record store holds its old record or a newer whole one, the virtual and
 // free zones are byte-identical, and the phone logs in. A host's write over the CD-ROM makes no
-// flash operation at all. And a record store that writes in place (a mutant) is caught, with the
-// operation index, and the failure replays from that index alone.
+// flash operation at all. Each zone's invariant fails when broken (rogue writes), and a record
+// store that writes in place (a mutant) is caught, with the operation index, and the failure
+// replays from that index alone.
 // A host deleting a file on the disk unit, as the host's other writes in
 // sim/power-cut-search-host.test.ts and sim/power-cut-search-overwrite.test.ts.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { setLogSink } from '../server-kit/log.ts';
-import { searchPowerCuts, powerCutScenario, startCutWorld } from './power-cut-search.ts';
+import { searchPowerCuts, powerCutScenario, startCutWorld, type PowerCutScenario } from './power-cut-search.ts';
+import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
+import { deleteFatFile } from '../firmware/zones/fat.ts';
+import { diskIo } from '../firmware/host/disk-check.ts';
 import { figures, show, hostWriteSearchTest } from './power-cut-tests.ts';
 
 setLogSink(() => {});
@@ -54,6 +58,22 @@ test('a host writing over the whole CD-ROM unit: refused, not one flash operatio
 });
 
 hostWriteSearchTest('host-delete', 'README.TXT');
+
+test('each zone invariant fails when broken: a stray erase in the virtual zone, a firmware write into the free zone, a host write that removes a file it does not own', async () => {
+  const fresh = powerCutScenario('cdrom-write').prepare;
+  const rogue: [PowerCutScenario, string, RegExp][] = [
+    [{ name: 'stray-virtual-erase', what: '', writer: 'host', touches: [], prepare: fresh, act: async (s) => (s.phone.chip.eraseSector(zoneOf(s.phone.table, ZoneType.VIRTUAL).offset + 8 * 4096), null) }, 'virtual', /the virtual zone changed \(first difference at zone offset 0x8000\)/],
+    [{ name: 'firmware-into-free', what: '', writer: 'firmware', prepare: fresh, act: async (s) => (s.phone.chip.program(zoneOf(s.phone.table, ZoneType.FREE).offset + 5, Uint8Array.of(0)), null) }, 'free', /the free zone changed \(first difference at zone offset 0x5\)/],
+    [{ name: 'host-deletes-unowned', what: '', writer: 'host', touches: ['NOTE.TXT'], prepare: fresh, act: async (s) => (deleteFatFile(diskIo(s.phone.bus.disk).read, diskIo(s.phone.bus.disk).write, 'README.TXT'), null) }, 'free', /untouched file README\.TXT is unreadable or gone/],
+  ];
+  for (const [sc, invariant, detail] of rogue) {
+    const r = await searchPowerCuts(sc, { world, firstIndex: (index += 1000), maxFailures: 2, torn: false });
+    console.log(figures(r));
+    console.log(show(r));
+    const uncut = r.failures.find((f) => f.op === -1);
+    assert.ok(uncut && uncut.invariant === invariant && detail.test(uncut.detail), `${sc.name}: ${show(r)}`);
+  }
+});
 
 test('mutant: a record store that overwrites its current slot in place: the search reports the lost record at the operation that erased it, and that one cut replays it', async () => {
   const bad = await startCutWorld({ device: { storeMutant: 'in-place' } });

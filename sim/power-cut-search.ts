@@ -74,8 +74,8 @@ export interface PowerCutScenario {
   touches?: readonly string[];
   /** The phone in the state right before the write (uncut). Phone index `i` is fresh. */
   prepare(w: World, i: number): Promise<Subject>;
-  /** The write. Returns when it ended, cut or not. */
-  act(s: Subject): Promise<void>;
+  /** The write. Returns when it ended, cut or not: null when it did what it is for, else what it did instead (a failure of the uncut run only). */
+  act(s: Subject): Promise<string | null>;
   /** After the replug: the login that must still work (default: a plug-in that logs in). */
   login?(s: Subject): Promise<string | null>;
 }
@@ -87,7 +87,7 @@ export interface CutFailure {
   torn: number | null;
   /** null: one cut; a number: a second cut, at this operation of the recovery the next power-on made. */
   recoveryOp: number | null;
-  invariant: 'cut' | 'hidden' | 'virtual' | 'free' | 'fsck' | 'login';
+  invariant: 'write' | 'cut' | 'hidden' | 'virtual' | 'free' | 'fsck' | 'login';
   detail: string;
 }
 
@@ -309,9 +309,10 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
       if (o.kind === 'program') programmed += o.bytes;
     };
     const before0 = snapshot(s0, sc.writer);
-    await sc.act(s0);
+    const done = await sc.act(s0);
     s0.phone.chip.onOperation = null;
     const uncut = (f: Omit<CutFailure, 'op' | 'torn' | 'recoveryOp'>) => failures.push({ op: -1, torn: null, recoveryOp: null, ...f });
+    if (done !== null) uncut({ invariant: 'write', detail: `the uncut write did not do what it is for: ${done}` });
     if (s0.phone.chip.powerLost) uncut({ invariant: 'cut', detail: 'the uncut run lost power' });
     s0.phone.bus.powerCycle();
     checkZones(sc, s0, before0, dir).forEach(uncut);
@@ -395,8 +396,9 @@ async function plugOk(s: Subject, what: string): Promise<void> {
 }
 
 /** A plug-in that may be cut: its outcome is the search's business, not the act's. */
-async function plugMayCut(s: Subject): Promise<void> {
-  await plugBounded(s.phone, 20_000);
+async function plugMayCut(s: Subject): Promise<string | null> {
+  const o = await plugBounded(s.phone, 20_000);
+  return o === 'hang' ? 'a hang' : o.ok ? null : describeOutcome(o);
 }
 
 /** A host program's FAT operation on the disk unit (synchronous; a cut ends it with ERR_POWER_LOST). */
@@ -409,7 +411,7 @@ function hostWrite(name: string, what: string, touches: string[], run: (io: Retu
     prepare: (w, i) => freshPhone(w, i),
     act: async (s) => {
       const st = run(diskIo(s.phone.bus.disk));
-      if (st !== FlashStatus.OK && st !== FlashStatus.ERR_POWER_LOST) throw new Error(`${name}: the host write failed with status ${st}`);
+      return st === FlashStatus.OK ? null : `the host write ended with status ${st}`;
     },
   };
 }
@@ -469,7 +471,9 @@ export const POWER_CUT_SCENARIOS: readonly PowerCutScenario[] = [
         // The firmware halts at a power cut (firmware/device.ts PowerLost); the gateway's push
         // arrives in the device's event loop, which ends the plug-in there. Anything else is a bug.
         if (!(e instanceof PowerLost)) throw e;
+        return e.message;
       }
+      return s.host.events.some((e) => e.step === 'attack table pushed' && e.ok) ? null : 'the table was not kept';
     },
   },
   {
@@ -483,7 +487,11 @@ export const POWER_CUT_SCENARIOS: readonly PowerCutScenario[] = [
       s.data = { name };
       return s;
     },
-    act: plugMayCut,
+    act: async (s) => {
+      const o = await plugBounded(s.phone, 20_000);
+      if (o === 'hang' || !o.ok) return o === 'hang' ? 'a hang' : describeOutcome(o);
+      return o.bank?.kind === 'registered' ? null : `the bank step: ${JSON.stringify(o.bank ?? null)}`;
+    },
     login: async (s) => {
       // After the cut: the person logs in (or, when the cut came before the bank kept the
       // account, registers again); the chip's person state must still answer.
@@ -516,8 +524,9 @@ export const POWER_CUT_SCENARIOS: readonly PowerCutScenario[] = [
       const c = s.phone.bus.cdrom;
       for (let lba = 0; lba < c.blockCount; lba += 64) {
         const st = c.writeBlocks(lba, new Uint8Array(2048).fill(0x5a));
-        if (st !== FlashStatus.ERR_READ_ONLY) throw new Error(`cdrom-write: a write at block ${lba} answered ${st}, not ERR_READ_ONLY`);
+        if (st !== FlashStatus.ERR_READ_ONLY) return `a write at block ${lba} answered ${st}, not ERR_READ_ONLY`;
       }
+      return null;
     },
   },
 ];
