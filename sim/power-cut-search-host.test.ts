@@ -6,7 +6,7 @@
 // volume mounts, fsck.fat -n names none of them, the hidden and virtual zones are byte-identical
 // and the phone logs in (its boot files, MAIN.EXE first, still verify).
 // Overwriting a file: sim/power-cut-search-overwrite.test.ts; deleting one:
-// sim/power-cut-search.test.ts (one host write per file keeps each under a minute).
+// sim/power-cut-search-delete.test.ts (one host write per file keeps each under a minute).
 import { test } from 'uvu';
 import { setLogSink } from '../server-kit/log.ts';
 import { hostWriteSearchTest } from './power-cut-tests.ts';

@@ -16,15 +16,16 @@
 //            volume mounts, and `fsck.fat -n` names none of them;
 //   login    the phone then logs in (a plug-in that does not end within the bound is a hang).
 // An uncut run is checked the same way (its "op" is -1). Each failure names the operation
-// index, so `searchPowerCuts(s, { only: [k] })` replays it. After a cut, the next power-on's
-// recovery (the disk controller finishing a committed rewrite) is counted, and each distinct
-// recovery is cut again at each of its operations (a second cut, `recoveryOp`).
+// index, so `searchPowerCuts(s, { only: [k] })` replays it. After a cut, what the next
+// power-on writes to recover (the disk controller finishing a committed rewrite, the boot
+// registering again or rotating) is counted, and each distinct recovery is cut again at each of
+// its operations (a second cut, `recoveryOp`), after which the phone must still come back.
 //
 // The scenarios run against a world (sim/world.ts: the servers in this process, real
 // sockets on loopback). What is not searched: the factory's writes (the image is built in
 // memory and personalization writes the backing directly, not through the chip: nothing to
 // cut), the controller's NVM (atomic per write in the model, firmware/secure/nvm.ts; its
-// counters are checked against the flash above), and a second cut in the next boot's own saves.
+// counters are checked against the flash above), and a third cut.
 import { startWorld, TraceHost, fusesOf, type World, type WorldOptions } from './world.ts';
 import { makeTempDir, removeTempDir } from './lifetime.ts';
 import { currentRecord, type CurrentRecord } from './held-secrets.ts';
@@ -85,7 +86,7 @@ export interface CutFailure {
   op: number;
   /** null: cut before the operation's first byte; a number: a program torn after that many bytes. */
   torn: number | null;
-  /** null: one cut; a number: a second cut, at this operation of the recovery the next power-on made. */
+  /** null: one cut; a number: a second cut, at this operation of what the next power-on wrote (the disk controller's recovery, then the boot's saves). */
   recoveryOp: number | null;
   invariant: 'write' | 'cut' | 'hidden' | 'virtual' | 'free' | 'fsck' | 'login';
   detail: string;
@@ -103,7 +104,7 @@ export interface SearchResult {
   wrote: string[];
   /** Cut runs made (N whole-operation cuts + one torn cut per program, when torn; + the second cuts). */
   cuts: number;
-  /** Of those, runs cut a second time, during the recovery at the next power-on. */
+  /** Of those, runs cut a second time, in what the next power-on wrote. */
   recoveryCuts: number;
   failures: CutFailure[];
   ms: number;
@@ -119,8 +120,8 @@ export interface SearchOptions {
   only?: readonly number[];
   /** A plug-in that has not ended after this long is a hang (ms, default 20 000). */
   loginTimeoutMs?: number;
-  /** Also cut each distinct recovery the next power-on makes after a cut, at each of its operations. Default true. */
-  recovery?: boolean;
+  /** Also cut each distinct recovery the next power-on makes after a cut (the disk controller's, the boot's saves), at each of its operations. Default true. */
+  secondCuts?: boolean;
   /** Stop after this many failures (default 20): a broken rule fails at many points. */
   maxFailures?: number;
 }
@@ -190,7 +191,8 @@ function undecodable(name: StoreName, record: Uint8Array): string | null {
 }
 
 /** Every invariant of the zones after a replug; the failures' `op` and `torn` are filled in by the caller. */
-function checkZones(sc: PowerCutScenario, s: Subject, before: Before, dir: string): Omit<CutFailure, 'op' | 'torn' | 'recoveryOp'>[] {
+/** `booted`: the phone has booted since `before` (its own saves may have moved the hidden zone on, also after a host write). */
+function checkZones(sc: PowerCutScenario, s: Subject, before: Before, dir: string, booted = false): Omit<CutFailure, 'op' | 'torn' | 'recoveryOp'>[] {
   const out: Omit<CutFailure, 'op' | 'torn' | 'recoveryOp'>[] = [];
   const z = zones(s.phone);
   for (const name of STORES) {
@@ -211,7 +213,7 @@ function checkZones(sc: PowerCutScenario, s: Subject, before: Before, dir: strin
     if (bad) out.push({ invariant: 'hidden', detail: `store ${name}: the current record (seq ${now.seq}, slot ${now.slot}) does not decode: ${bad}` });
     if (was && now.seq < was.seq) out.push({ invariant: 'hidden', detail: `store ${name}: an older record (seq ${now.seq}, slot ${now.slot}) than before the write (seq ${was.seq}, slot ${was.slot})` });
     else if (was && now.seq === was.seq && (now.slot !== was.slot || !same(now.record, was.record))) out.push({ invariant: 'hidden', detail: `store ${name}: seq ${now.seq} holds another record than before` });
-    else if (sc.writer === 'host' && (!was || now.seq !== was.seq)) out.push({ invariant: 'hidden', detail: `store ${name}: changed by a host write (seq ${was?.seq ?? 'none'} -> ${now.seq})` });
+    else if (sc.writer === 'host' && !booted && (!was || now.seq !== was.seq)) out.push({ invariant: 'hidden', detail: `store ${name}: changed by a host write (seq ${was?.seq ?? 'none'} -> ${now.seq})` });
     if (counter > now.counter) out.push({ invariant: 'hidden', detail: `store ${name}: the controller's counter ${counter} is ahead of the current record's ${now.counter} (the chip refuses it as a rollback)` });
   }
   const v = peekZone(s.phone, z.virtual);
@@ -328,15 +330,17 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
       points.push({ op: k, torn: null, recoveryOp: null });
       if ((opts.torn ?? true) && ops[k]!.kind === 'program' && ops[k]!.bytes > 1) points.push({ op: k, torn: ops[k]!.bytes >> 1, recoveryOp: null });
     }
-    // A second cut: in the work the next power-on does to recover from the first (the disk
-    // controller finishing a committed rewrite, firmware/zones/disk-controller.ts). Each distinct
-    // recovery (its operations) is cut at each of its operations, after the first cut that needs it.
+    // A second cut, in what the next power-on writes to recover from the first: the disk
+    // controller finishing a rewrite it had committed (at the first host command,
+    // firmware/zones/disk-controller.ts), then the boot's own saves (a re-registration after a
+    // lost record, a rotation). Each distinct recovery (its operations) is cut at each of its
+    // operations, after the first cut that leads to it; then the phone must still come back.
     const recoveries = new Set<string>();
     const queue: Point[] = [...points];
     while (queue.length > 0 && failures.length < maxFailures) {
       const pt = queue.shift()!;
       const o = ops[pt.op]!;
-      const where = `cut at op ${pt.op} ${o.kind} ${o.zone}+0x${o.at.toString(16)} (${o.bytes} B)${pt.torn === null ? '' : ` torn after ${pt.torn} B`}${pt.recoveryOp === null ? '' : `, then at op ${pt.recoveryOp} of the recovery at power-on`}`;
+      const where = `cut at op ${pt.op} ${o.kind} ${o.zone}+0x${o.at.toString(16)} (${o.bytes} B)${pt.torn === null ? '' : ` torn after ${pt.torn} B`}${pt.recoveryOp === null ? '' : `, then at op ${pt.recoveryOp} of the next power-on`}`;
       const fail = (f: Omit<CutFailure, 'op' | 'torn' | 'recoveryOp'>) => failures.push({ op: pt.op, torn: pt.torn, recoveryOp: pt.recoveryOp, ...f, detail: `${where}: ${f.detail}` });
       const s = await sc.prepare(opts.world, index++);
       const before = snapshot(s, sc.writer);
@@ -352,27 +356,38 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
         continue;
       }
       s.phone.bus.powerCycle();
-      // The first host command after power-on: the disk controller recovers then (counted, or cut).
-      const recovery: string[] = [];
-      s.phone.chip.onOperation = (r) => void recovery.push(`${r.kind}@${r.addr.toString(16)}:${r.bytes}`);
-      if (pt.recoveryOp !== null) f.powerCutAfterOps = pt.recoveryOp;
-      s.phone.bus.disk.readSectors(0, 1);
-      s.phone.chip.onOperation = null;
+      // The next power-on: the first host command (the disk controller recovers then), the
+      // checks, the login; its writes counted, or cut at operation recoveryOp.
+      const next: string[] = [];
+      s.phone.chip.onOperation = (r) => void next.push(`${r.kind}@${r.addr.toString(16)}:${r.bytes}`);
       if (pt.recoveryOp !== null) {
+        f.powerCutAfterOps = pt.recoveryOp;
+        s.phone.bus.disk.readSectors(0, 1);
+        if (!s.phone.chip.powerLost) await login(s);
+        s.phone.chip.onOperation = null;
         f.clear();
         recoveryCuts++;
         if (f.cuts === cutsBefore + 1) {
-          fail({ invariant: 'cut', detail: 'the recovery ended before the operation: its operations are not the same run to run' });
+          fail({ invariant: 'cut', detail: 'the next power-on ended before the operation: its operations are not the same run to run' });
           continue;
         }
         s.phone.bus.powerCycle();
-      } else if (recovery.length > 0 && (opts.recovery ?? true) && !recoveries.has(recovery.join(' '))) {
-        recoveries.add(recovery.join(' '));
-        for (let j = 0; j < recovery.length; j++) queue.unshift({ ...pt, recoveryOp: recovery.length - 1 - j });
+        checkZones(sc, s, before, dir, true).forEach(fail);
+        const l = await login(s);
+        if (l) fail({ invariant: 'login', detail: l });
+        continue;
       }
-      checkZones(sc, s, before, dir).forEach(fail);
+      s.phone.bus.disk.readSectors(0, 1);
+      const found = checkZones(sc, s, before, dir);
+      found.forEach(fail);
       const l = await login(s);
+      s.phone.chip.onOperation = null;
       if (l) fail({ invariant: 'login', detail: l });
+      // A cut that already broke a rule is reported as it is, not cut again.
+      else if (found.length === 0 && next.length > 0 && (opts.secondCuts ?? true) && !recoveries.has(next.join(' '))) {
+        recoveries.add(next.join(' '));
+        for (let j = next.length - 1; j >= 0; j--) queue.unshift({ ...pt, recoveryOp: j });
+      }
     }
     return { scenario: sc.name, ops: ops.length, opKinds, wrote, cuts, recoveryCuts, failures, ms: Date.now() - t0 };
   } finally {

@@ -6,13 +6,13 @@ import * as assert from 'uvu/assert';
 import { searchPowerCuts, powerCutScenario, startCutWorld, type SearchResult } from './power-cut-search.ts';
 
 export const figures = (r: SearchResult) =>
-  `${r.scenario}: ${r.ops} flash operations (${Object.entries(r.opKinds).map(([k, n]) => `${n} ${k}`).join(', ') || 'none'}), ${r.cuts} cuts (${r.recoveryCuts} of them a second cut in the recovery at power-on), ${r.failures.length} failures, ${r.ms} ms; wrote ${r.wrote.join(', ') || 'nothing'}`;
+  `${r.scenario}: ${r.ops} flash operations (${Object.entries(r.opKinds).map(([k, n]) => `${n} ${k}`).join(', ') || 'none'}), ${r.cuts} cuts (${r.recoveryCuts} of them a second cut in the next power-on's writes), ${r.failures.length} failures, ${r.ms} ms; wrote ${r.wrote.join(', ') || 'nothing'}`;
 
 export const show = (r: SearchResult, n = 5) => r.failures.slice(0, n).map((f) => `op ${f.op}${f.torn === null ? '' : ` torn ${f.torn}`} [${f.invariant}] ${f.detail}`).join('\n');
 
 /** Registers the test of host write `name` (a scenario of power-cut-search.ts), which changes `file` only. */
 export function hostWriteSearchTest(name: string, file: string): void {
-  test(`power cut at every flash operation of "${name}", whole and torn, and again in the recovery at power-on, then a replug: untouched files intact, fsck.fat clean, hidden and virtual zones untouched, the phone logs in`, async () => {
+  test(`power cut at every flash operation of "${name}", whole and torn, and again in the next power-on's writes, then a replug: untouched files intact, fsck.fat clean, hidden and virtual zones untouched, the phone logs in`, async () => {
     const world = await startCutWorld();
     try {
       const r = await searchPowerCuts(powerCutScenario(name), { world, firstIndex: 100 });
@@ -21,8 +21,8 @@ export function hostWriteSearchTest(name: string, file: string): void {
       assert.equal(r.wrote, [file], 'the uncut run writes what the scenario is about');
       assert.ok(r.ops > 10 && Object.keys(r.opKinds).every((k) => k.endsWith(' free')), JSON.stringify(r.opKinds));
       // Every host write here rewrites at least one sector (erase needed): a committed rewrite cut
-      // before it is done is finished by the next power-on, which is then cut too.
-      assert.ok(r.recoveryCuts > 0, 'the recovery at power-on was cut');
+      // before it is done is finished by the next power-on, which is then cut too (and the boot's saves).
+      assert.ok(r.recoveryCuts > 0, 'the next power-on was cut');
     } finally {
       await world.stop();
     }
