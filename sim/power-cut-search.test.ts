@@ -1,6 +1,6 @@
 // The power-cut search (sim/power-cut-search.ts) over the phone's own flash writes: every
-// mutating flash operation of the first boot, a rotation, a pushed attack table and a bank
-// registration is cut in turn (and every program torn in its middle) on a fresh phone, and what
+// mutating flash operation of the first boot, a rotation and a pushed attack table (a bank
+// registration: sim/power-cut-search-bank.test.ts) is cut in turn (and every program torn in its middle) on a fresh phone, and what
 // the next power-on writes to recover is cut again at each of its operations; the phone is then
 // replugged: each record store holds its old record or a newer whole one, the virtual and
 // free zones are byte-identical, and the phone logs in. A host's write over the CD-ROM makes no
@@ -16,7 +16,7 @@ import { searchPowerCuts, powerCutScenario, startCutWorld, type PowerCutScenario
 import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
 import { deleteFatFile } from '../firmware/zones/fat.ts';
 import { diskIo } from '../firmware/host/disk-check.ts';
-import { figures, show } from './power-cut-tests.ts';
+import { figures, show, firmwareWriteSearchTest } from './power-cut-tests.ts';
 
 setLogSink(() => {});
 
@@ -29,26 +29,10 @@ test.after(async () => {
 });
 
 // What each scenario's uncut run must change: a search over a write that writes nothing proves nothing.
-const FIRMWARE: [string, string[]][] = [
-  ['first-boot', ['login', 'secrets']],
-  ['rotation', ['login', 'secrets']],
-  ['table-push', ['login']],
-  ['bank-register', ['login', 'secrets']],
-];
-let index = 100;
-for (const [name, wrote] of FIRMWARE) {
-  test(`power cut at every flash operation of "${name}", whole and torn, and again in the next power-on's writes, then a replug: old or new record in every store, virtual and free zones untouched, the phone logs in`, async () => {
-    const r = await searchPowerCuts(powerCutScenario(name), { world, firstIndex: (index += 1000) });
-    console.log(figures(r));
-    assert.equal(r.failures, [], show(r));
-    assert.equal(r.wrote, wrote, 'the uncut run writes what the scenario is about');
-    const programs = Object.entries(r.opKinds).filter(([k]) => k.startsWith('program')).reduce((a, [, n]) => a + n, 0);
-    assert.ok(r.ops >= 3, `${r.ops} operations`);
-    assert.is(r.cuts - r.recoveryCuts, r.ops + programs, 'every operation cut, every program also torn');
-    assert.ok(r.recoveryCuts > 0, 'the next power-on, which registers again or rotates, was cut too');
-    assert.equal(Object.keys(r.opKinds).filter((k) => !k.endsWith(' hidden')), [], 'the firmware writes the hidden zone only');
-  });
-}
+firmwareWriteSearchTest(() => world, 'first-boot', ['login', 'secrets'], 1000);
+firmwareWriteSearchTest(() => world, 'rotation', ['login', 'secrets'], 2000);
+firmwareWriteSearchTest(() => world, 'table-push', ['login'], 3000);
+let index = 10_000;
 
 test('a host writing over the whole CD-ROM unit: refused, not one flash operation, the virtual zone byte-identical, the phone logs in', async () => {
   const r = await searchPowerCuts(powerCutScenario('cdrom-write'), { world, firstIndex: (index += 1000) });

@@ -335,6 +335,7 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
     // firmware/zones/disk-controller.ts), then the boot's own saves (a re-registration after a
     // lost record, a rotation). Each distinct recovery (its operations) is cut at each of its
     // operations, after the first cut that leads to it; then the phone must still come back.
+    // "Distinct" by shape (the kinds, zones and sizes of its operations).
     const recoveries = new Set<string>();
     const queue: Point[] = [...points];
     while (queue.length > 0 && failures.length < maxFailures) {
@@ -359,7 +360,9 @@ export async function searchPowerCuts(sc: PowerCutScenario, opts: SearchOptions)
       // The next power-on: the first host command (the disk controller recovers then), the
       // checks, the login; its writes counted, or cut at operation recoveryOp.
       const next: string[] = [];
-      s.phone.chip.onOperation = (r) => void next.push(`${r.kind}@${r.addr.toString(16)}:${r.bytes}`);
+      // Its shape (kind, zone, size of each operation), not its addresses: the same recovery or
+      // boot writing other slots or sectors runs the same code, and is cut once.
+      s.phone.chip.onOperation = (r) => void next.push(`${r.kind} ${zoneAt(r.addr)} ${r.bytes}`);
       if (pt.recoveryOp !== null) {
         f.powerCutAfterOps = pt.recoveryOp;
         s.phone.bus.disk.readSectors(0, 1);
