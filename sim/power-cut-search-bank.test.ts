@@ -6,17 +6,9 @@
 // state answers. The phone's other writes: sim/power-cut-search.test.ts.
 import { test } from 'uvu';
 import { setLogSink } from '../server-kit/log.ts';
-import { startCutWorld } from './power-cut-search.ts';
-import { firmwareWriteSearchTest } from './power-cut-tests.ts';
+import { firmwareWriteSearchTest, suiteCutWorld } from './power-cut-tests.ts';
 
 setLogSink(() => {});
 
-let world: Awaited<ReturnType<typeof startCutWorld>>;
-test.before(async () => {
-  world = await startCutWorld();
-});
-test.after(async () => {
-  await world?.stop();
-});
-firmwareWriteSearchTest(() => world, 'bank-register', ['login', 'secrets'], 100);
+firmwareWriteSearchTest(suiteCutWorld(), 'bank-register', ['login', 'secrets'], 100);
 test.run();

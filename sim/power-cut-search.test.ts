@@ -16,26 +16,20 @@ import { searchPowerCuts, powerCutScenario, startCutWorld, type PowerCutScenario
 import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
 import { deleteFatFile } from '../firmware/zones/fat.ts';
 import { diskIo } from '../firmware/host/disk-check.ts';
-import { figures, show, firmwareWriteSearchTest } from './power-cut-tests.ts';
+import { figures, show, firmwareWriteSearchTest, suiteCutWorld } from './power-cut-tests.ts';
 
 setLogSink(() => {});
 
-let world: Awaited<ReturnType<typeof startCutWorld>>;
-test.before(async () => {
-  world = await startCutWorld();
-});
-test.after(async () => {
-  await world?.stop();
-});
+const world = suiteCutWorld();
 
 // What each scenario's uncut run must change: a search over a write that writes nothing proves nothing.
-firmwareWriteSearchTest(() => world, 'first-boot', ['login', 'secrets'], 1000);
-firmwareWriteSearchTest(() => world, 'rotation', ['login', 'secrets'], 2000);
-firmwareWriteSearchTest(() => world, 'table-push', ['login'], 3000);
+firmwareWriteSearchTest(world, 'first-boot', ['login', 'secrets'], 1000);
+firmwareWriteSearchTest(world, 'rotation', ['login', 'secrets'], 2000);
+firmwareWriteSearchTest(world, 'table-push', ['login'], 3000);
 let index = 10_000;
 
 test('a host writing over the whole CD-ROM unit: refused, not one flash operation, the virtual zone byte-identical, the phone logs in', async () => {
-  const r = await searchPowerCuts(powerCutScenario('cdrom-write'), { world, firstIndex: (index += 1000) });
+  const r = await searchPowerCuts(powerCutScenario('cdrom-write'), { world: world(), firstIndex: (index += 1000) });
   console.log(figures(r));
   assert.equal(r.failures, [], show(r));
   assert.is(r.ops, 0);
@@ -51,7 +45,7 @@ test('each zone invariant fails when broken: a stray erase in the virtual zone, 
     [{ name: 'host-deletes-unowned', what: '', writer: 'host', touches: ['NOTE.TXT'], prepare: fresh, act: async (s) => (deleteFatFile(diskIo(s.phone.bus.disk).read, diskIo(s.phone.bus.disk).write, 'README.TXT'), null) }, 'free', /untouched file README\.TXT is unreadable or gone/],
   ];
   for (const [sc, invariant, detail] of rogue) {
-    const r = await searchPowerCuts(sc, { world, firstIndex: (index += 1000), maxFailures: 2, torn: false, secondCuts: false });
+    const r = await searchPowerCuts(sc, { world: world(), firstIndex: (index += 1000), maxFailures: 2, torn: false, secondCuts: false });
     console.log(figures(r));
     console.log(show(r));
     const uncut = r.failures.find((f) => f.op === -1);

@@ -49,3 +49,18 @@ export function firmwareWriteSearchTest(world: () => World, name: string, wrote:
     assert.equal(Object.keys(r.opKinds).filter((k) => !k.endsWith(' hidden')), [], 'the firmware writes the hidden zone only');
   });
 }
+
+/** One world for the file's tests: started before the first, stopped after the last; the getter gives it. */
+export function suiteCutWorld(): () => World {
+  let world: Awaited<ReturnType<typeof startCutWorld>> | undefined;
+  test.before(async () => {
+    world = await startCutWorld();
+  });
+  test.after(async () => {
+    await world?.stop();
+  });
+  return () => {
+    if (!world) throw new Error('the power-cut world is not started (used outside a test)');
+    return world;
+  };
+}
