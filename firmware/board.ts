@@ -11,7 +11,7 @@ import type { FingerprintSensor } from './hal/fingerprint.ts';
 import type { EventLoop } from './loop.ts';
 import type { PhoneStorage } from './saved-login.ts';
 import { Limits } from '../protocol/limits.ts';
-import type { DeviceMutant } from './mutant.ts';
+import type { DeviceMutant, StoreMutant } from './mutant.ts';
 
 export interface DeviceConfig {
   /** How long a session waits for each expected frame, ms. */
@@ -24,6 +24,8 @@ export interface DeviceConfig {
   backoffCapMs: number;
   /** TEST ONLY (firmware/mutant.ts): one rule broken on purpose, for the conformance suite's mutant devices. Never set in production. */
   mutant?: DeviceMutant;
+  /** TEST ONLY (firmware/mutant.ts): the chip's record stores break their power-cut rule (sim/power-cut-search.test.ts). Never set in production. */
+  storeMutant?: StoreMutant;
 }
 
 export const defaultDeviceConfig: DeviceConfig = {

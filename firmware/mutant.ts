@@ -8,6 +8,7 @@
 // shipped.
 import type { ClientKeyOps, FinishKeys } from '../protocol/handshake-keys.ts';
 import type { PhoneStorage } from './saved-login.ts';
+import type { RecordStoreOptions } from './zones/hidden.ts';
 
 export type DeviceMutant =
   /** §5.2, §6.1: the registration key holder answers a wrong helloReply proof with a finish anyway. */
@@ -18,6 +19,17 @@ export type DeviceMutant =
   | 'retire-before-ack';
 
 export const DEVICE_MUTANTS: readonly DeviceMutant[] = ['accept-bad-server-proof', 'finish-after-bad-login-ok', 'retire-before-ack'];
+
+/**
+ * TEST ONLY (issue 14, power-cut search): a break below the storage seam, in the chip's own
+ * record stores (firmware/zones/hidden.ts RecordStoreOptions), set through
+ * DeviceConfig.storeMutant and reaching the controller when the phone is made
+ * (firmware/phone.ts). 'in-place': a new record overwrites the current slot instead of going to
+ * the next one, so a power cut between the erase and the last program leaves neither the old
+ * record nor the new one. sim/power-cut-search.test.ts shows the search reports it, with the
+ * operation index. Unset (always, in production) it changes nothing.
+ */
+export type StoreMutant = NonNullable<RecordStoreOptions['mutant']>;
 
 /** A finish that proves nothing (all-zero MAC and traffic keys): what a device that skipped the check would send. */
 const blindFinish = (): FinishKeys => ({ finish: new Uint8Array(32), c2s: new Uint8Array(32), s2c: new Uint8Array(32) });

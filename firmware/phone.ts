@@ -98,7 +98,8 @@ export function makePhone(o: PhoneOptions): Phone {
   // The chip's clock: a phone's battery-backed RTC; a bank card has none (no one-time codes on it).
   const chipClock = { source: o.hal.clock };
   // The controller draws its nonces from the phone's own randomness (seeded in a simulation, so a run replays).
-  const bus = new DeviceBus(chip, o.fuses, table, o.hal.rng, o.nvm, profile === 'atm' ? null : () => chipClock.source.epochMs());
+  const storeMutant = o.config?.storeMutant;
+  const bus = new DeviceBus(chip, o.fuses, table, o.hal.rng, o.nvm, profile === 'atm' ? null : () => chipClock.source.epochMs(), storeMutant ? { mutant: storeMutant } : {});
   let sensor: SimFingerprintSensor | undefined;
   if (o.fingerprint && profile !== 'atm') {
     const pairingKey = o.fuses.deriveKey(SENSOR_PAIRING_LABEL);

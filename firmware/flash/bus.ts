@@ -24,6 +24,7 @@ import { Fuses } from './fuses.ts';
 import { ZoneType, zoneOf, type PartitionTable } from '../zones/layout.ts';
 import { DiskController } from '../zones/disk-controller.ts';
 import { SecureElement, type ChipClock } from '../secure/element.ts';
+import type { RecordStoreOptions } from '../zones/hidden.ts';
 import { memoryNvm, type ControllerNvm } from '../secure/nvm.ts';
 import type { HiddenPort } from './hidden-port.ts';
 import type { BootMediaPort } from './media-port.ts';
@@ -111,8 +112,9 @@ export class DeviceBus {
    * rng: the controller's random source (nonces); a seeded one makes a simulated phone replay.
    * nvm: the controller's own non-volatile memory (its rollback counters), outside the flash.
    * chipClock: the controller's own clock, Unix ms (S3.3 one-time codes); null: none.
+   * storeOpts: TEST ONLY, a record-store mutant (firmware/mutant.ts StoreMutant); {} in production.
    */
-  constructor(chip: FlashChip, fuses: Fuses, table: PartitionTable, rng: (n: number) => Uint8Array = (n) => crypto.getRandomValues(new Uint8Array(n)), nvm: ControllerNvm = memoryNvm(), chipClock: ChipClock | null = null) {
+  constructor(chip: FlashChip, fuses: Fuses, table: PartitionTable, rng: (n: number) => Uint8Array = (n) => crypto.getRandomValues(new Uint8Array(n)), nvm: ControllerNvm = memoryNvm(), chipClock: ChipClock | null = null, storeOpts: RecordStoreOptions = {}) {
     if (!(chip instanceof FlashChip)) throw new TypeError('DeviceBus: FlashChip expected');
     if (!(fuses instanceof Fuses)) throw new TypeError('DeviceBus: Fuses expected');
     if (table.chipBytes !== chip.sizeBytes) throw new RangeError(`DeviceBus: table is for a ${table.chipBytes}-byte chip, chip has ${chip.sizeBytes}`);
@@ -154,7 +156,7 @@ export class DeviceBus {
       readCdrom: (lba: number, n: number) => (isCount(lba) && isCount(n) && lba + n <= cdromBlocks && n * CDROM_BLOCK <= MAX_TRANSFER_BYTES ? chip.read(v.offset + lba * CDROM_BLOCK, n * CDROM_BLOCK) : none),
       readDisk: (lba: number, n: number) => (isCount(lba) && isCount(n) && lba + n <= diskSectors && n * DISK_SECTOR <= MAX_TRANSFER_BYTES ? disk.read(lba * DISK_SECTOR, n * DISK_SECTOR) : none),
     });
-    this.se = new SecureElement(hidden, fuses, rng, media, nvm, chipClock);
+    this.se = new SecureElement(hidden, fuses, rng, media, nvm, chipClock, storeOpts);
   }
 
   /** Unplug and replug: the chip powers up again, the controller forgets its RAM state. */

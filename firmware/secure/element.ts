@@ -87,7 +87,7 @@ import { readFatFile } from '../zones/fat.ts';
 import { checkBootFiles, type BootFileReader } from '../boot-manifest.ts';
 import type { Fuses } from '../flash/fuses.ts';
 import { memoryNvm, type ControllerNvm } from './nvm.ts';
-import { readIdentity, RecordStore, HIDDEN_STORES, storeKeyLabel, type Identity } from '../zones/hidden.ts';
+import { readIdentity, RecordStore, HIDDEN_STORES, storeKeyLabel, type Identity, type RecordStoreOptions } from '../zones/hidden.ts';
 import { CLA, Ins, DataObject, SW, parseCommand, encodeResponse } from './apdu.ts';
 import { Nvm, NVM_OBJECT_BYTES } from './nvm.ts';
 import { matches, openReading } from './fingerprint-match.ts';
@@ -163,9 +163,15 @@ export class SecureElement {
   readonly #clock: ChipClock | null;
   /** The outstanding sensor challenge (FP CHALLENGE): consumed by the next FP ENROLL / FP SIGN. */
   #fpChallenge: Uint8Array | null = null;
+  /** TEST ONLY (firmware/mutant.ts StoreMutant): how the record stores write; {} in production. */
+  readonly #storeOpts: RecordStoreOptions;
 
-  /** clock: the controller's own clock (ChipClock); null: no clock, no one-time codes. */
-  constructor(port: HiddenPort, fuses: Fuses, rng: Rng, media: BootMediaPort | null = null, nvm: ControllerNvm = memoryNvm(), clock: ChipClock | null = null) {
+  /**
+   * clock: the controller's own clock (ChipClock); null: no clock, no one-time codes.
+   * storeOpts: TEST ONLY, a record-store mutant (firmware/zones/hidden.ts RecordStoreOptions).
+   */
+  constructor(port: HiddenPort, fuses: Fuses, rng: Rng, media: BootMediaPort | null = null, nvm: ControllerNvm = memoryNvm(), clock: ChipClock | null = null, storeOpts: RecordStoreOptions = {}) {
+    this.#storeOpts = storeOpts;
     this.#nvm = nvm;
     this.#clock = clock;
     this.#fuses = fuses;
@@ -700,7 +706,7 @@ export class SecureElement {
     if (!s) {
       const name = geometry.id === HIDDEN_STORES.login.id ? 'login' : 'secrets';
       const key = this.#fuses.deriveKey(storeKeyLabel(name));
-      s = new RecordStore(this.#port, key, geometry);
+      s = new RecordStore(this.#port, key, geometry, this.#storeOpts);
       key.fill(0);
       this.#stores.set(geometry.id, s);
     }

@@ -291,22 +291,34 @@ export function classifySlot(b: Uint8Array, storeId: number, key: Uint8Array | n
   return Object.assign(info, { state: 'valid' as const, payload: pt });
 }
 
+/**
+ * TEST ONLY (firmware/mutant.ts StoreMutant): 'in-place' breaks the store's one power-cut rule
+ * on purpose: the new record overwrites the current slot (erase, then program) instead of going
+ * to the next one, so a cut between the two leaves neither record. sim/power-cut-search.test.ts
+ * shows the power-cut search finds it. Unset (always, in production) it changes nothing.
+ */
+export interface RecordStoreOptions {
+  mutant?: 'in-place';
+}
+
 export class RecordStore {
   readonly geometry: StoreGeometry;
   readonly #port: HiddenPort;
   readonly #key: Uint8Array;
+  readonly #inPlace: boolean;
 
   /**
    * key: vendor.deriveKey(storeKeyLabel(name)) — see openStore(). Throws only on bad
    * construction (a geometry outside the hidden zone, a key that is not 32 bytes).
    */
-  constructor(port: HiddenPort, key: Uint8Array, geometry: StoreGeometry = HIDDEN_STORES.login) {
+  constructor(port: HiddenPort, key: Uint8Array, geometry: StoreGeometry = HIDDEN_STORES.login, opts: RecordStoreOptions = {}) {
     if (!(key instanceof Uint8Array) || key.length !== 32) throw new RangeError('RecordStore: key must be 32 bytes (is the vendor port unlocked?)');
     if (geometry.slots < 2 || geometry.firstSector < 1 || (geometry.firstSector + geometry.slots) * port.sectorBytes > port.hiddenBytes) throw new RangeError('RecordStore: geometry outside the hidden zone (needs >= 2 slots)');
     if (SLOT_OVERHEAD + RECORD_MAX_PAYLOAD > port.sectorBytes) throw new RangeError('RecordStore: a slot does not fit a sector');
     this.#port = port;
     this.#key = Uint8Array.from(key);
     this.geometry = geometry;
+    this.#inPlace = opts.mutant === 'in-place';
   }
 
   /** The latest record: OK with payload; ERR_EMPTY when no slot holds a valid record. */
@@ -346,6 +358,7 @@ export class RecordStore {
     rec.set(body, SLOT_HEADER);
 
     const n = this.geometry.slots;
+    if (this.#inPlace && cur) return this.#writeSlot(cur.index, rec);
     const start = cur ? cur.index + 1 : 0;
     let last: number = FlashStatus.ERR_NO_SPACE;
     for (let k = 0; k < n; k++) {

@@ -6,8 +6,7 @@
 // name none of them. SLOW=1 adds torn-program variants and more operations.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FlashChip, FlashStatus } from '../flash/chip.ts';
@@ -15,7 +14,8 @@ import { CowBacking } from '../flash/backing.ts';
 import { Fuses } from '../flash/fuses.ts';
 import { DeviceBus } from '../flash/bus.ts';
 import { parseTable } from './layout.ts';
-import { readFatFile, writeFatFile, deleteFatFile, listFat, type ReadSectors, type WriteSectors } from './fat.ts';
+import { readFatFile, writeFatFile, deleteFatFile, listFat } from './fat.ts';
+import { diskIo, hostDiskImage, fsckFat } from '../host/disk-check.ts';
 import { buildImage } from '../factory/image.ts';
 import { MasterKeyring } from '../../protocol/keys.ts';
 import { TEST_VENDOR_KEY, TEST_VENDOR_PUB } from '../factory/test-vendor.ts';
@@ -31,24 +31,15 @@ const te = new TextEncoder();
 function device(base: Uint8Array = image) {
   const chip = new FlashChip({ backing: new CowBacking(base) });
   const bus = new DeviceBus(chip, fuses, table);
-  const read: ReadSectors = (lba, n) => {
-    const r = bus.disk.readSectors(lba, n);
-    return r.status === FlashStatus.OK ? r.data : null;
-  };
-  const write: WriteSectors = (lba, d) => bus.disk.writeSectors(lba, d);
-  return { chip, bus, read, write };
+  return { chip, bus, ...diskIo(bus.disk) };
 }
 type Dev = ReturnType<typeof device>;
 
 /** The host's view of the whole disk (what a host would image). */
 function hostImage(d: Dev): Uint8Array {
-  const out = new Uint8Array(d.bus.disk.sectorCount * 512);
-  for (let s = 0; s < d.bus.disk.sectorCount; s += 2048) {
-    const r = d.bus.disk.readSectors(s, Math.min(2048, d.bus.disk.sectorCount - s));
-    assert.is(r.status, FlashStatus.OK);
-    out.set(r.data, s * 512);
-  }
-  return out;
+  const r = hostDiskImage(d.bus.disk);
+  assert.ok(r.ok, r.ok ? '' : `disk read at LBA ${r.lba}: status ${r.status}`);
+  return r.ok ? r.image : new Uint8Array(0);
 }
 
 const fresh = device();
@@ -139,16 +130,10 @@ function runCuts(op: Op, tornBytes: number, dir: string, fsck: boolean): Outcome
       }
     }
     if (fsck) {
-      const path = join(dir, 'disk.img');
-      writeFileSync(path, hostImage(d));
-      const r = spawnSync('fsck.fat', ['-n', path], { encoding: 'utf8' });
-      const out = r.stdout + r.stderr;
-      // fsck.fat names a damaged file by its path ("/MAIN.EXE"); lost clusters and FAT
-      // copies that differ are the expected trace of a cut allocation, not damage.
-      const named = untouched.filter((f) => out.includes(`/${f}`));
-      if (named.length || r.status === null || r.status > 1) {
+      const f = fsckFat(hostImage(d), dir, untouched);
+      if (!f.ok) {
         o.fsckNamesUntouched++;
-        o.failures.push(`${at}: fsck.fat -n (exit ${r.status}) names ${named.join(', ') || 'nothing'}:\n${out}`);
+        o.failures.push(`${at}: fsck.fat -n (exit ${f.exit}) names ${f.named.join(', ') || 'nothing'}:\n${f.output}`);
       }
     }
   }
