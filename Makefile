@@ -8,7 +8,7 @@ GATEWAY ?=
 # make inspect inspects the phone make sim plugs in, unless IMAGE= names another image.
 IMAGE ?= $(STATE)/phone.img
 
-.PHONY: all deps tools services test typecheck test-slow sim serve image inspect bench clean help
+.PHONY: all deps tools services test typecheck test-slow sim serve image inspect bench bench-scale bench-scale-quick bench-held clean help
 
 all: help
 
@@ -23,6 +23,10 @@ help:
 	@echo "make image      build a factory flash image into $(STATE)/factory.img (the phone make sim uses is $(STATE)/phone.img)"
 	@echo "make inspect    inspect a flash image: $(STATE)/phone.img, or IMAGE=FILE [FUSES=FILE]"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make bench-scale  a million phones in one run (usbphone sim --devices 1000000; SCALE_DEVICES=N): memory per"
+	@echo "                phone and the cost curve; hours on 2 cores. make bench-scale-quick: 10,000 phones, minutes"
+	@echo "make bench-held 50,000 connections held across 4 gateway workers (HELD_PHONES, HELD_WORKERS): the gateway's"
+	@echo "                memory per idle connection and a table push reaching all of them"
 	@echo "make clean      remove $(STATE)/ (servers' databases and keys, the phone and its saved login) and tmp/"
 	@echo "the command itself: node bin/usbphone.js --help (or npx usbphone --help, after npm ci)"
 
@@ -65,6 +69,17 @@ inspect: deps
 
 bench: deps
 	@for f in bench/*.bench.ts; do echo "== $$f"; $(NODE_BIN)/tsx $$f || exit 1; done
+
+# A million phones in one run (issue 15): the phones' heap is bigger than node's default limit.
+SCALE_DEVICES ?= 1000000
+bench-scale: deps
+	node --max-old-space-size=16384 bin/usbphone.js sim --devices $(SCALE_DEVICES) --concurrency 64
+
+bench-scale-quick: deps
+	node --max-old-space-size=4096 bin/usbphone.js sim --devices 10000 --concurrency 64
+
+bench-held: deps
+	$(NODE_BIN)/tsx bench/held.bench.ts
 
 clean:
 	rm -rf $(STATE) tmp

@@ -73,8 +73,11 @@ loopback, and shows them log in with nobody typing a password.
   --out DIR               with --scenario: where a story writes what a person looks at
                           (attack-shifts-mechanism: its per-period rates and choices as
                           attack-shifts-mechanism.csv and an SVG chart; default tmp/scenarios)
-  --devices N             a fleet of N phones (copy-on-write over one base image), each on
-                          its own loopback address; prints a summary
+  --devices N             a fleet of N phones (1..1,000,000; copy-on-write over one base
+                          image), each on a loopback address of its own; prints a summary with
+                          memory per phone and the cost curve (CPU per login at 1,000, 10,000,
+                          100,000, 1,000,000 logins; each point also on stderr as it is
+                          reached). A million phones: make bench-scale (a bigger heap)
   --deterministic         with --scenario first-boot|both-down-uses-saved: the same story on
                           the simulated HAL (virtual clock, seeded rng, in-memory network to
                           the servers); the same --seed gives the same trace, byte for byte
@@ -305,7 +308,7 @@ export const command: Command = {
       }
 
       if (mode === 'fleet') {
-        const devices = intOption(a.devices, 'devices', 1, 100_000, 1);
+        const devices = intOption(a.devices, 'devices', 1, 1_000_000, 1);
         const concurrency = intOption(a.concurrency, 'concurrency', 1, 10_000, 64);
         const rounds = intOption(a.rounds, 'rounds', 1, 100, 1);
         const gateway = a.gateway === undefined ? undefined : gatewayUrl(a.gateway as string);
@@ -340,7 +343,8 @@ export const command: Command = {
             out(`  failed          ${s.failed}${s.failed ? ` (${Object.entries(s.failedByReason).map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`);
             out(`  logins/s        ${s.loginsPerSecond}  (${s.wallMs} ms wall)`);
             out(`  plug-in->login  p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, max ${s.maxMs} ms`);
-            out(`  memory          peak RSS ${(s.peakRssBytes / 1048576).toFixed(1)} MiB; ${(s.memPerDeviceBytes / 1024).toFixed(1)} KiB live memory per phone, of which ${(s.privateFlashBytesPerDevice / 1024).toFixed(1)} KiB private flash sectors`);
+            out(`  memory          peak RSS ${(s.peakRssBytes / 1048576).toFixed(1)} MiB; per phone ${(s.memPerDeviceBytes / 1024).toFixed(2)} KiB live (heap + buffers), ${(s.rssPerDeviceBytes / 1024).toFixed(2)} KiB RSS, of which ${(s.privateFlashBytesPerDevice / 1024).toFixed(2)} KiB private flash pages${s.serverRssBytes === null ? '' : `; server process RSS ${(s.serverRssBytes / 1048576).toFixed(1)} MiB`}`);
+            for (const p of s.curve) out(`  ${costLine(p)}`);
           }
         };
         // --watch: the summary now, then the servers and their page stay up until a signal, which ends the run normally.
@@ -355,7 +359,9 @@ export const command: Command = {
             }
           : undefined;
         try {
-          const s = await runFleet({ devices, seed, stateDir, concurrency, rounds, servers: servers as 'process', gateway, onPage, hold });
+          // Each point of the cost curve on stderr as the run reaches it: a long run's figures before its end.
+          const onCost = (p: import('../sim/fleet.ts').CostPoint) => void process.stderr.write(`${costLine(p)}\n`);
+          const s = await runFleet({ devices, seed, stateDir, concurrency, rounds, servers: servers as 'process', gateway, onPage, hold, onCost });
           print(s);
           return s.failed ? 1 : 0;
         } finally {
@@ -479,3 +485,9 @@ export const command: Command = {
     }
   },
 };
+
+/** One point of a fleet's cost curve, as the summary and stderr print it. */
+function costLine(p: import('../sim/fleet.ts').CostPoint): string {
+  const server = p.serverCpuMs === null ? 'server CPU not measured' : `server ${p.serverCpuMs.toFixed(3)} ms CPU`;
+  return `cost at ${String(p.logins.toLocaleString('en-US')).padStart(9)} logins  phones ${p.phoneCpuMs.toFixed(3)} ms CPU, ${server} per login (the last ${p.window}), ${p.loginsPerSecond} logins/s; ${(p.memPerDeviceBytes / 1024).toFixed(2)} KiB live memory per phone`;
+}

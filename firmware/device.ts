@@ -33,50 +33,57 @@ export class PowerLost extends Error {
   }
 }
 
-/** Storage as the firmware sees it: a power cut halts the device at that very operation. */
+/** A power cut reported by the flash halts the firmware at `where`. */
+function check<T extends { ok: boolean }>(where: string, r: T): T {
+  if (!r.ok && (r as unknown as { status: string }).status === 'ERR_POWER_LOST') throw new PowerLost(where);
+  return r;
+}
+
+/** The chip's key holders lose power inside a command: they throw ChipPowerLost, which halts. */
+function keys(where: string, ops: ClientKeyOps): ClientKeyOps {
+  const halt = <A extends unknown[], R>(f: (...a: A) => R) => (...a: A): R => {
+    try {
+      return f(...a);
+    } catch (e) {
+      if (e instanceof ChipPowerLost) throw new PowerLost(`${where} (${e.command})`);
+      throw e;
+    }
+  };
+  return { opening: halt(ops.opening), proof: halt(ops.proof), abort: ops.abort };
+}
+
+/**
+ * Storage as the firmware sees it: a power cut halts the device at that very operation.
+ * Methods, not arrow properties: one such object per phone, and under the loader's keepNames
+ * an arrow property costs ~300 B more (issue 15; docs/decisions.md).
+ */
 function haltOnPowerLoss(s: PhoneStorage): PhoneStorage {
-  const check = <T extends { ok: boolean }>(where: string, r: T): T => {
-    if (!r.ok && (r as unknown as { status: string }).status === 'ERR_POWER_LOST') throw new PowerLost(where);
-    return r;
-  };
-  // The chip's key holders lose power inside a command: they throw ChipPowerLost, which halts.
-  const keys = (where: string, ops: ClientKeyOps): ClientKeyOps => {
-    const halt = <A extends unknown[], R>(f: (...a: A) => R) => (...a: A): R => {
-      try {
-        return f(...a);
-      } catch (e) {
-        if (e instanceof ChipPowerLost) throw new PowerLost(`${where} (${e.command})`);
-        throw e;
-      }
-    };
-    return { opening: halt(ops.opening), proof: halt(ops.proof), abort: ops.abort };
-  };
   return {
-    readVirtualFile: (n) => check('read virtual zone', s.readVirtualFile(n)),
-    mountVirtual: () => {
+    readVirtualFile(n) { return check('read virtual zone', s.readVirtualFile(n)); },
+    mountVirtual() {
       const m = check('read virtual zone', s.mountVirtual());
       return m.ok ? { ok: true, value: { readFile: (n) => check('read virtual zone', m.value.readFile(n)) } } : m;
     },
-    readFreeFile: (n) => check('read free zone', s.readFreeFile(n)),
-    readIdentity: () => check('read identity', s.readIdentity()),
-    vendorKey: () => check('read vendor key', s.vendorKey()),
-    attestation: () => check('read attestation', s.attestation()),
-    deviceKeys: () => keys('registration handshake', s.deviceKeys()),
-    loginKeys: () => keys('login handshake', s.loginKeys()),
-    importSecret: (u, g, c, w) => check('import secret', s.importSecret(u, g, c, w)),
-    retireOlder: (g) => check('retire older secrets', s.retireOlder(g)),
-    secrets: () => check('read secret slots', s.secrets()),
+    readFreeFile(n) { return check('read free zone', s.readFreeFile(n)); },
+    readIdentity() { return check('read identity', s.readIdentity()); },
+    vendorKey() { return check('read vendor key', s.vendorKey()); },
+    attestation() { return check('read attestation', s.attestation()); },
+    deviceKeys() { return keys('registration handshake', s.deviceKeys()); },
+    loginKeys() { return keys('login handshake', s.loginKeys()); },
+    importSecret(u, g, c, w) { return check('import secret', s.importSecret(u, g, c, w)); },
+    retireOlder(g) { return check('retire older secrets', s.retireOlder(g)); },
+    secrets() { return check('read secret slots', s.secrets()); },
     person: {
-      personStatus: () => check('read person status', s.person.personStatus()),
-      fpChallenge: () => check('fingerprint challenge', s.person.fpChallenge()),
-      fpEnroll: (r) => check('fingerprint enrolment', s.person.fpEnroll(r)),
-      fpKey: (site, gen) => check('fingerprint key', s.person.fpKey(site, gen)),
-      fpSign: (site, c, r) => check('fingerprint signature', s.person.fpSign(site, c, r)),
-      otpImport: (site, gen, w) => check('one-time code seed import', s.person.otpImport(site, gen, w)),
-      otpCode: (site) => check('one-time code', s.person.otpCode(site)),
+      personStatus() { return check('read person status', s.person.personStatus()); },
+      fpChallenge() { return check('fingerprint challenge', s.person.fpChallenge()); },
+      fpEnroll(r) { return check('fingerprint enrolment', s.person.fpEnroll(r)); },
+      fpKey(site, gen) { return check('fingerprint key', s.person.fpKey(site, gen)); },
+      fpSign(site, c, r) { return check('fingerprint signature', s.person.fpSign(site, c, r)); },
+      otpImport(site, gen, w) { return check('one-time code seed import', s.person.otpImport(site, gen, w)); },
+      otpCode(site) { return check('one-time code', s.person.otpCode(site)); },
     },
-    loadLogin: () => check('load saved login', s.loadLogin()),
-    saveLogin: (l) => check('save login', s.saveLogin(l)),
+    loadLogin() { return check('load saved login', s.loadLogin()); },
+    saveLogin(l) { return check('save login', s.saveLogin(l)); },
   };
 }
 

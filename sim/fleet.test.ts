@@ -25,8 +25,8 @@ for (const devices of sizes) {
       assert.ok(s.p99Ms >= s.p50Ms && s.p50Ms > 0);
       // Even phones are in region east, odd ones in west: each region's server took its half.
       assert.equal(s.byServer, { 'biz-east': devices, 'biz-west': devices });
-      assert.is(s.privateFlashBytesPerDevice % 4096, 0, 'private state is whole flash sectors');
-      assert.ok(s.privateFlashBytesPerDevice <= 64 * 1024, `at most 64 KiB private flash per phone, got ${s.privateFlashBytesPerDevice}`);
+      // Copy-on-write by page: a phone holds the pages its logins changed (about 1.1 KiB after one), not whole sectors.
+      assert.ok(s.privateFlashBytesPerDevice > 0 && s.privateFlashBytesPerDevice <= 4 * 1024, `at most 4 KiB private flash per phone, got ${s.privateFlashBytesPerDevice}`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

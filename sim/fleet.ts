@@ -1,14 +1,34 @@
 // A fleet of virtual phones over real sockets: N phones (copy-on-write views of one base
 // image, each with its own identity and loopback address) plug in, at most `concurrency`
 // at a time, and the run reports logins per second, latency percentiles from plug-in to
-// business login, failures by reason, and memory.
-import { startWorld, makeWorld, TraceHost, type World, type StackHandle } from './world.ts';
+// business login, failures by reason, memory per phone, and the cost curve: CPU per login
+// of the phones' side and the servers' at 1,000, 10,000, 100,000 and 1,000,000 logins (issue
+// 15: a million phones in one run, the cost flat). Each phone is made when its turn comes and,
+// unplugged, keeps what a real one keeps (firmware/phone.ts park: its flash pages, its
+// controller's NVM, its wear) to the end: the memory per phone is that, measured.
+import { readFileSync } from 'node:fs';
+import { startWorld, makeWorld, type World, type StackHandle } from './world.ts';
 import { startExternalStack, attachStack } from './external-stack.ts';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Progress, percentile } from './trace.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
-import type { Phone } from '../firmware/phone.ts';
+import { park, type ParkedPhone } from '../firmware/phone.ts';
+import type { Host } from '../firmware/hal/hal.ts';
+
+/** The cost of the `window` logins that ended at the `logins`-th (issue 15's cost curve). */
+export interface CostPoint {
+  logins: number;
+  window: number;
+  /** CPU of this process (the phones; with servers 'inline' the servers too) per login, ms. */
+  phoneCpuMs: number;
+  /** CPU of the server process per login, ms (null: servers not in a process this run knows). */
+  serverCpuMs: number | null;
+  /** Wall clock per login in the window (machine shared: noisier than CPU). */
+  loginsPerSecond: number;
+  /** Live bytes (heap + buffers, after full GCs) over the phones made so far, per phone: the memory figure of a run that has not ended yet. */
+  memPerDeviceBytes: number;
+}
 
 export interface FleetOptions {
   devices: number;
@@ -36,6 +56,10 @@ export interface FleetOptions {
   onPage?: (url: string) => void;
   /** Awaited with the summary after the last round, before the servers stop (usbphone sim --devices N --watch). */
   hold?: (summary: FleetSummary) => Promise<void>;
+  /** Told of each point of the cost curve as the run reaches it (a long run's figures before its end). */
+  onCost?: (p: CostPoint) => void;
+  /** Logins per cost window (default 1,000; at most the run's). */
+  costWindow?: number;
 }
 
 export interface FleetSummary {
@@ -53,13 +77,19 @@ export interface FleetSummary {
   maxMs: number;
   peakRssBytes: number;
   /**
-   * JS heap + buffers a plugged-out phone holds (chip, bus, copy-on-write sectors, firmware
-   * objects): live bytes after making the fleet minus before, per phone, each reading after
-   * full garbage collections.
+   * JS heap + buffers a plugged-out phone holds after its logins (chip, bus, copy-on-write
+   * pages, firmware objects): live bytes at the end of the run minus before the first phone
+   * was made, per phone, each reading after full garbage collections.
    */
   memPerDeviceBytes: number;
-  /** Flash sectors each phone holds privately over the shared base (mean). */
+  /** The same by resident set size (RSS at the end minus before the first phone, per phone): what the OS gave. */
+  rssPerDeviceBytes: number;
+  /** Flash page bytes each phone holds privately over the shared base (mean). */
   privateFlashBytesPerDevice: number;
+  /** CPU per login at 1,000, 10,000, 100,000, 1,000,000 logins (those the run reached) and at its last. */
+  curve: CostPoint[];
+  /** The server process's resident set at the end (null: not a process this run knows). */
+  serverRssBytes: number | null;
   concurrency: number;
   seed: number;
   servers: 'inline' | 'reg-child' | 'process' | 'attached';
@@ -78,43 +108,58 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       ? await makeWorld(await startExternalStack(o.stateDir), { seed })
       : await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 }, regProcess: servers === 'reg-child' ? 'child' : 'inline' });
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+  const serverPid = 'pid' in world.stack ? (world.stack as { pid: number }).pid : null;
   try {
     const page = 'pageUrl' in world.stack ? (world.stack as { pageUrl: string | null }).pageUrl : null;
     if (page) o.onPage?.(page);
-    const host = new TraceHost();
-    // Enroll the whole fleet in one batch, then make the phones.
-    await world.stack.enroll(Array.from({ length: o.devices }, (_, i) => world.enrollment(i)));
+    // The phones' trace goes nowhere: a million phones' steps would be gigabytes.
+    const host: Host = { trace() {}, notice() {} };
+    // Enroll the whole fleet first (in batches of one transaction each), records made a chunk at a time.
+    for (let i = 0; i < o.devices; i += 50_000) {
+      await world.stack.enroll(Array.from({ length: Math.min(50_000, o.devices - i) }, (_, j) => world.enrollment(i + j)));
+    }
     const before = liveBytes();
-    let phones: { phone: Phone; ip: string }[] = await Promise.all(Array.from({ length: o.devices }, (_, i) => world.phone(i, host, { enroll: false })));
-    const after = liveBytes();
+    const rssBefore = process.memoryUsage().rss;
+    // What each phone keeps between its plug-ins (park): its flash pages, NVM and wear.
+    const phones: (ParkedPhone | undefined)[] = new Array(o.devices);
 
     const times: number[] = [];
     const failedByReason: Record<string, number> = {};
     const byServer: Record<string, number> = {};
     let ok = 0;
+    let done = 0;
     const total = o.devices * rounds;
     const bar = new Progress(total, 'phones', process.stderr, o.progress ?? process.stderr.isTTY === true);
+    const cost = new CostCurve(total, o.costWindow ?? 1_000, serverPid, o.onCost, (done) => Math.round(Math.max(0, liveBytes() - before) / Math.min(done, o.devices)));
     const t0 = performance.now();
     for (let round = 0; round < rounds; round++) {
-      if (round > 0) phones = phones.map((p) => ({ ...p, phone: world.replug(p.phone, host, p.ip) }));
       let next = 0;
       const worker = async () => {
-        while (next < phones.length) {
-          const { phone } = phones[next++]!;
+        while (next < o.devices) {
+          const i = next++;
+          const was = phones[i];
+          const { phone } = await world.phone(i, host, { enroll: false, ...(was ? { parked: was } : {}) });
           const r: DeviceOutcome = await phone.device.plugIn();
+          phones[i] = park(phone);
           if (r.ok) {
             ok++;
             times.push(r.ms);
             byServer[r.server] = (byServer[r.server] ?? 0) + 1;
           } else failedByReason[r.kind] = (failedByReason[r.kind] ?? 0) + 1;
-          bar.update(ok + Object.values(failedByReason).reduce((a, b) => a + b, 0), `${ok} ok`);
+          done++;
+          cost.step(done);
+          bar.update(done, `${ok} ok`);
         }
       };
-      await Promise.all(Array.from({ length: Math.min(concurrency, phones.length) }, worker));
+      await Promise.all(Array.from({ length: Math.min(concurrency, o.devices) }, worker));
     }
     const wallMs = performance.now() - t0;
     peak = Math.max(peak, process.memoryUsage().rss);
+    const after = liveBytes();
+    const rssAfter = process.memoryUsage().rss;
     const failed = total - ok;
+    let privateBytes = 0;
+    for (const p of phones) privateBytes += p?.backing.privateBytes ?? 0;
     const summary: FleetSummary = {
       devices: o.devices,
       rounds,
@@ -126,14 +171,19 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       loginsPerSecond: Math.round((ok / wallMs) * 1000 * 10) / 10,
       p50Ms: round1(percentile(times, 50)),
       p99Ms: round1(percentile(times, 99)),
-      maxMs: round1(times.length ? Math.max(...times) : 0),
+      maxMs: round1(times.reduce((m, x) => Math.max(m, x), 0)),
       peakRssBytes: peak,
       memPerDeviceBytes: Math.round(Math.max(0, after - before) / o.devices),
-      privateFlashBytesPerDevice: Math.round(phones.reduce((n, p) => n + p.phone.backing.privateBytes, 0) / o.devices),
+      rssPerDeviceBytes: Math.round(Math.max(0, rssAfter - rssBefore) / o.devices),
+      privateFlashBytesPerDevice: Math.round(privateBytes / o.devices),
+      curve: cost.points,
+      serverRssBytes: serverPid === null ? null : procRss(serverPid),
       concurrency,
       seed,
       servers,
     };
+    // The phones stay referenced up to the last reading above.
+    phones.length = 0;
     if (o.hold) {
       clearInterval(sampler);
       await o.hold(summary);
@@ -145,6 +195,81 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
   }
 }
 
+/** The logins at which the curve is read: powers of ten from 1,000, and the run's last. */
+export function costCheckpoints(total: number, window: number): number[] {
+  const out: number[] = [];
+  for (let c = 1_000; c <= total; c *= 10) if (c >= window) out.push(c);
+  if (total >= window && out[out.length - 1] !== total) out.push(total);
+  return out;
+}
+
+/**
+ * CPU time read every `window` logins (this process by process.cpuUsage(), the server
+ * process from /proc/PID/stat), so each checkpoint's cost is that of the window of logins
+ * ending there: the cost at the millionth login, not the average since the first.
+ */
+class CostCurve {
+  readonly points: CostPoint[] = [];
+  readonly #checkpoints: Set<number>;
+  #last: { phone: number; server: number | null; wall: number } | null = null;
+  readonly #window: number;
+  constructor(total: number, window: number, private readonly serverPid: number | null, private readonly tell: ((p: CostPoint) => void) | undefined, private readonly memPerDevice: (done: number) => number) {
+    this.#window = Math.max(1, Math.min(window, total));
+    this.#checkpoints = new Set(costCheckpoints(total, this.#window));
+    this.#last = this.#sample();
+  }
+  #sample() {
+    const u = process.cpuUsage();
+    return { phone: (u.user + u.system) / 1000, server: this.serverPid === null ? null : procCpuMs(this.serverPid), wall: performance.now() };
+  }
+  step(done: number): void {
+    if (done % this.#window !== 0 && !this.#checkpoints.has(done)) return;
+    const now = this.#sample();
+    const was = this.#last!;
+    this.#last = now;
+    if (!this.#checkpoints.has(done)) return;
+    // A checkpoint that is not on the window's grid (the run's last) covers the logins since the previous reading.
+    const w = done % this.#window === 0 ? this.#window : done % this.#window;
+    const p: CostPoint = {
+      logins: done,
+      window: w,
+      phoneCpuMs: round3((now.phone - was.phone) / w),
+      serverCpuMs: now.server === null || was.server === null ? null : round3((now.server - was.server) / w),
+      loginsPerSecond: round1((w / (now.wall - was.wall)) * 1000),
+      memPerDeviceBytes: this.memPerDevice(done),
+    };
+    // The full collections of that reading are not charged to the next window.
+    this.#last = this.#sample();
+    this.points.push(p);
+    this.tell?.(p);
+  }
+}
+
+/** CPU time (user + system) of a process and its waited-for children, ms, from /proc (Linux); null elsewhere. */
+function procCpuMs(pid: number): number | null {
+  try {
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    return (ticks * 1000) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+/** sysconf(_SC_CLK_TCK) on Linux (every architecture Node runs on there). */
+const CLOCK_TICKS = 100;
+
+function procRss(pid: number): number | null {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
 /** A full garbage collection, also without --expose-gc (V8 exposes gc to a new context). */

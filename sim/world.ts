@@ -12,7 +12,7 @@ import { startStack, type Stack, type StackOptions } from '../deploy/stack.ts';
 import { buildImage, zoneFiles } from '../firmware/factory/image.ts';
 import type { EnrollmentRecord } from '../deploy/enroll.ts';
 import { Fuses } from '../firmware/flash/fuses.ts';
-import { makePhone, replug, tableOf, type Phone } from '../firmware/phone.ts';
+import { makePhone, replug, tableOf, type Phone, type ParkedPhone } from '../firmware/phone.ts';
 import { simRng } from '../firmware/hal/sim-hal.ts';
 import { vendorPublicKey } from '../firmware/boot-manifest.ts';
 import { nodeClock, nodeRng, nodeNetwork } from '../firmware/hal/node/node-hal.ts';
@@ -59,7 +59,7 @@ export interface World<S extends StackHandle = Stack> {
   /** The serial of device `i`: SN-... on a phone, the card number on a bank card (S0.15). */
   serialOf(i: number): string;
   /** A phone of this world, enrolled first unless opts.enroll is false (enrollment goes through the business servers' admin API). */
-  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string; sim?: SimCard; person?: PersonInput; finger?: Finger | null; nvm?: ControllerNvm }): Promise<{ phone: Phone; serial: string; ip: string }>;
+  phone(i: number, host: Host, opts?: { enroll?: boolean; serial?: string; sim?: SimCard; person?: PersonInput; finger?: Finger | null; nvm?: ControllerNvm; parked?: ParkedPhone }): Promise<{ phone: Phone; serial: string; ip: string }>;
   /** The same phone plugged in again; `extra` gives it a SIM slot and a person at the keypad (S4) for this plug-in. */
   replug(p: Phone, host: Host, ip: string, extra?: { sim?: SimCard; person?: PersonInput }): Phone;
   enrollment(i: number, serial?: string): EnrollmentRecord;
@@ -151,15 +151,15 @@ export async function makeWorld<S extends StackHandle>(stack: S, o: Omit<WorldOp
         const serial = opts.serial ?? serialFor(i);
         const ip = phoneIp(i);
         if (opts.enroll !== false) await stack.enroll(world.enrollment(i, serial));
+        // A parked phone (firmware/phone.ts park) plugs in again with what it kept; a new one is personalized over the base.
         const phone = makePhone({
-          base,
+          ...(opts.parked ? { parked: opts.parked } : { base, personalize: { serial, keyVersion: keyring.current, master: keyring.key(keyring.current) } }),
           table,
           fuses: fusesOf(seed, i),
           // A mobile phone has its own SIM (S0.15); any phone may be given one (S4).
           hal: hal(host, ip, { sim: opts.sim ?? (profile === 'mobile' ? new SimSlot(simCardOf(seed, i)) : undefined), person: opts.person }),
           config,
           chipSeed: seed * 1_000_003 + i,
-          personalize: { serial, keyVersion: keyring.current, master: keyring.key(keyring.current) },
           profile,
           install,
           // The sensor paired at the factory, the person's finger on it (S3.3); none on an ATM's card.

@@ -123,27 +123,30 @@ export class DeviceBus {
     }
     this.#chip = chip;
     const v = zoneOf(table, ZoneType.VIRTUAL), f = zoneOf(table, ZoneType.FREE);
-    this.cdrom = new CdromUnit({ read: (off, len) => chip.read(v.offset + off, len), write: () => FlashStatus.ERR_READ_ONLY, counters: this.counters }, v.size);
+    // Methods, not arrow properties, in the per-device objects built here: under the loader's
+    // keepNames an arrow property is renamed at run time and costs ~300 B more per device
+    // (a million phones in one run, issue 15; docs/decisions.md).
+    this.cdrom = new CdromUnit({ read(off, len) { return chip.read(v.offset + off, len); }, write() { return FlashStatus.ERR_READ_ONLY; }, counters: this.counters }, v.size);
     const { sectorBytes, pageBytes } = chip.profile;
     this.#disk = new DiskController({
       zoneBytes: f.size,
       sectorBytes,
       pageBytes,
-      read: (off, len) => chip.read(f.offset + off, len),
-      program: (off, data) => chip.program(f.offset + off, data),
-      eraseSector: (off) => chip.eraseSector(f.offset + off),
+      read(off, len) { return chip.read(f.offset + off, len); },
+      program(off, data) { return chip.program(f.offset + off, data); },
+      eraseSector(off) { return chip.eraseSector(f.offset + off); },
     });
     const disk = this.#disk;
-    this.disk = new DiskUnit({ read: (off, len) => disk.read(off, len), write: (off, data) => disk.write(off, data), counters: this.counters }, disk.visibleBytes);
+    this.disk = new DiskUnit({ read(off, len) { return disk.read(off, len); }, write(off, data) { return disk.write(off, data); }, counters: this.counters }, disk.visibleBytes);
     const h = zoneOf(table, ZoneType.HIDDEN);
     // The hidden zone's port: built here, given to the controller, reachable from nothing else.
     const hidden: HiddenPort = {
       hiddenBytes: h.size,
       sectorBytes,
       pageBytes,
-      readHidden: (off, len) => (inZone(off, len, h.size) ? chip.read(h.offset + off, len) : { status: FlashStatus.ERR_RANGE, data: new Uint8Array(0) }),
-      programHidden: (off, data) => (inZone(off, data.length, h.size) ? chip.program(h.offset + off, data) : FlashStatus.ERR_RANGE),
-      eraseHiddenSector: (off) => (inZone(off, sectorBytes, h.size) ? chip.eraseSector(h.offset + off) : FlashStatus.ERR_RANGE),
+      readHidden(off, len) { return (inZone(off, len, h.size) ? chip.read(h.offset + off, len) : { status: FlashStatus.ERR_RANGE, data: new Uint8Array(0) }); },
+      programHidden(off, data) { return (inZone(off, data.length, h.size) ? chip.program(h.offset + off, data) : FlashStatus.ERR_RANGE); },
+      eraseHiddenSector(off) { return (inZone(off, sectorBytes, h.size) ? chip.eraseSector(h.offset + off) : FlashStatus.ERR_RANGE); },
     };
     // The boot media, read-only, for the controller's measurement (attestation). Built from the
     // chip and the disk controller directly, never from the host's unit objects: a host program
@@ -153,8 +156,8 @@ export class DeviceBus {
     const none = { status: FlashStatus.ERR_RANGE, data: new Uint8Array(0) };
     const media: BootMediaPort = Object.freeze({
       cdromBlocks,
-      readCdrom: (lba: number, n: number) => (isCount(lba) && isCount(n) && lba + n <= cdromBlocks && n * CDROM_BLOCK <= MAX_TRANSFER_BYTES ? chip.read(v.offset + lba * CDROM_BLOCK, n * CDROM_BLOCK) : none),
-      readDisk: (lba: number, n: number) => (isCount(lba) && isCount(n) && lba + n <= diskSectors && n * DISK_SECTOR <= MAX_TRANSFER_BYTES ? disk.read(lba * DISK_SECTOR, n * DISK_SECTOR) : none),
+      readCdrom(lba: number, n: number) { return (isCount(lba) && isCount(n) && lba + n <= cdromBlocks && n * CDROM_BLOCK <= MAX_TRANSFER_BYTES ? chip.read(v.offset + lba * CDROM_BLOCK, n * CDROM_BLOCK) : none); },
+      readDisk(lba: number, n: number) { return (isCount(lba) && isCount(n) && lba + n <= diskSectors && n * DISK_SECTOR <= MAX_TRANSFER_BYTES ? disk.read(lba * DISK_SECTOR, n * DISK_SECTOR) : none); },
     });
     this.se = new SecureElement(hidden, fuses, rng, media, nvm, chipClock, storeOpts);
   }

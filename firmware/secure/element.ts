@@ -180,11 +180,11 @@ export class SecureElement {
       hiddenBytes: port.hiddenBytes,
       sectorBytes: port.sectorBytes,
       pageBytes: port.pageBytes,
-      readHidden: (o: number, n: number) => port.readHidden(o, n),
-      programHidden: (o: number, d: Uint8Array) => port.programHidden(o, d),
-      eraseHiddenSector: (o: number) => port.eraseHiddenSector(o),
-      deriveKey: (label: string) => fuses.deriveKey(label),
-      uniqueId: () => fuses.uniqueId(),
+      readHidden(o: number, n: number) { return port.readHidden(o, n); },
+      programHidden(o: number, d: Uint8Array) { return port.programHidden(o, d); },
+      eraseHiddenSector(o: number) { return port.eraseHiddenSector(o); },
+      deriveKey(label: string) { return fuses.deriveKey(label); },
+      uniqueId() { return fuses.uniqueId(); },
     });
     this.#rng = rng;
   }

@@ -32,23 +32,23 @@ export const Nvm = {
 /** EEPROM room for objects, all together (bytes): a secure element's few KiB. */
 export const NVM_OBJECT_BYTES = 8192;
 
-/** Counters in memory: a phone of a fleet or a test (the controller lives as long as its bus). */
-export function memoryNvm(initial: Record<number, number> = {}): ControllerNvm & { snapshot(): Record<number, number>; objectNames(): string[] } {
+/** Counters in memory: a phone of a fleet or a test (the controller lives as long as its bus, or its parked state: firmware/phone.ts park). */
+export function memoryNvm(initial: Record<number, number> = {}, objects: readonly (readonly [string, Uint8Array])[] = []): ControllerNvm & { snapshot(): Record<number, number>; objectNames(): string[] } {
   const c = new Map<number, number>(Object.entries(initial).map(([k, v]) => [Number(k), v]));
-  const o = new Map<string, Uint8Array>();
+  const o = new Map<string, Uint8Array>(objects.map(([k, v]) => [k, Uint8Array.from(v)]));
   return {
-    read: (store) => c.get(store) ?? 0,
-    write: (store, value) => void c.set(store, value),
-    readObject: (name) => {
+    read(store) { return c.get(store) ?? 0; },
+    write(store, value) { return void c.set(store, value); },
+    readObject(name) {
       const v = o.get(name);
       return v ? Uint8Array.from(v) : null;
     },
-    writeObject: (name, value) => {
+    writeObject(name, value) {
       o.get(name)?.fill(0);
       if (value === null) o.delete(name);
       else o.set(name, Uint8Array.from(value));
     },
-    snapshot: () => Object.fromEntries(c),
-    objectNames: () => [...o.keys()],
+    snapshot() { return Object.fromEntries(c); },
+    objectNames() { return [...o.keys()]; },
   };
 }

@@ -31,22 +31,22 @@ export type SecureHalf<T> = Omit<RecordStorage<T>, 'readVirtualFile' | 'mountVir
 /** The storage seam's controller half, over any transport of its APDUs (the bus, a card's contacts). */
 export function secureStorage<T>(se: SeClient, codec: RecordCodec<T>): SecureHalf<T> {
   return {
-    readIdentity: () => se.identity(),
-    vendorKey: () => se.vendorKey(),
-    attestation: () => se.attestation(),
-    deviceKeys: () => se.deviceKeyOps(),
-    loginKeys: () => se.loginKeyOps(),
-    importSecret: (user, gen, currentGen, wrapped) => se.importSecret(user, gen, currentGen, wrapped),
-    retireOlder: (gen) => se.retireOlder(gen),
-    secrets: () => se.secrets(),
+    readIdentity() { return se.identity(); },
+    vendorKey() { return se.vendorKey(); },
+    attestation() { return se.attestation(); },
+    deviceKeys() { return se.deviceKeyOps(); },
+    loginKeys() { return se.loginKeyOps(); },
+    importSecret(user, gen, currentGen, wrapped) { return se.importSecret(user, gen, currentGen, wrapped); },
+    retireOlder(gen) { return se.retireOlder(gen); },
+    secrets() { return se.secrets(); },
     person: {
-      personStatus: () => se.personStatus(),
-      fpChallenge: () => se.fpChallenge(),
-      fpEnroll: (r) => se.fpEnroll(r),
-      fpKey: (site, gen) => se.fpKey(site, gen),
-      fpSign: (site, challenge, r) => se.fpSign(site, challenge, r),
-      otpImport: (site, gen, w) => se.otpImport(site, gen, w),
-      otpCode: (site) => se.otpCode(site),
+      personStatus() { return se.personStatus(); },
+      fpChallenge() { return se.fpChallenge(); },
+      fpEnroll(r) { return se.fpEnroll(r); },
+      fpKey(site, gen) { return se.fpKey(site, gen); },
+      fpSign(site, challenge, r) { return se.fpSign(site, challenge, r); },
+      otpImport(site, gen, w) { return se.otpImport(site, gen, w); },
+      otpCode(site) { return se.otpCode(site); },
     },
     loadLogin() {
       const r = se.readRecord();
