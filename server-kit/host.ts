@@ -19,6 +19,8 @@ import { attachLinkServer, LINK_MAX_PAYLOAD, toBytes, closeReason } from './link
 import { normalizeIp } from './ip.ts';
 import type { SessionFactory, SessionTransport } from './session.ts';
 import type { ServerMetrics } from './metrics.ts';
+import { useCryptoEngine } from '../protocol/crypto-engine.ts';
+import { nodeEngine } from './native-crypto.ts';
 
 export interface HostOptions {
   name: string;
@@ -75,6 +77,10 @@ export function closeServer(server: Server, wss?: WebSocketServer): Promise<void
 }
 
 export async function startHost(opts: HostOptions): Promise<Host> {
+  // A server runs the protocol's primitives on node:crypto (issue 15): the same bytes as the
+  // noble reference (native-crypto.test.ts), less CPU per login. For the whole process: a
+  // phone simulated in the same process gets them too, as from its chip's crypto block.
+  useCryptoEngine(nodeEngine);
   const maxBuffered = opts.maxBufferedBytes ?? 256 * 1024;
   let direct = 0;
   const healthz = (req: IncomingMessage, res: ServerResponse) => {
