@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { AddressInfo } from 'node:net';
 import type { IncomingMessage } from 'node:http';
-import { createAdminServer, AdminClient, AdminError } from './admin-rpc.ts';
+import { createAdminServer, AdminClient, AdminError, adminInProcess } from './admin-rpc.ts';
 import { closeServer } from './host.ts';
 import { setLogLevel } from './log.ts';
 import { ImplementationError } from '../protocol/errors.ts';
@@ -53,13 +53,32 @@ test('calls through one client reuse one keep-alive connection', async () => {
   const count = () => connections++;
   server.on('connection', count);
   try {
-    const c = new AdminClient({ target: 'test', url, key });
+    const c = new AdminClient({ target: 'test', url, key, http: true });
     for (let i = 0; i < 3; i++) assert.equal(await c.call('echo', [i]), [i]);
     c.close();
   } finally {
     server.off('connection', count);
   }
   assert.is(connections, 1);
+});
+
+test('in the same process a call reaches the handler with no connection; once the server closes, it is unreachable', async () => {
+  let connections = 0;
+  const count = () => connections++;
+  const s = createAdminServer({ key, name: 'inproc', ops: { echo: (a) => a } });
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  s.on('connection', count);
+  const u = `http://127.0.0.1:${(s.address() as AddressInfo).port}/admin`;
+  assert.ok(adminInProcess(new URL(u)));
+  const c = new AdminClient({ target: 'inproc', url: u, key, timeoutMs: 500 });
+  assert.equal(await c.call('echo', ['in process']), ['in process']);
+  assert.is(connections, 0);
+  // The same sealed request as over HTTP: a wrong key or another target is refused the same way.
+  await rejects(() => new AdminClient({ target: 'inproc', url: u, key: new Uint8Array(32).fill(4) }).call('echo', []), (e) => e instanceof AdminError && e.code === 'ADMIN_BAD_AUTH');
+  await rejects(() => new AdminClient({ target: 'test', url: u, key }).call('echo', []), (e) => e instanceof AdminError && e.code === 'ADMIN_BAD_AUTH');
+  await closeServer(s);
+  assert.is(adminInProcess(new URL(u)), undefined);
+  await rejects(() => c.call('echo', []), (e) => e instanceof AdminError && e.code === 'ADMIN_UNREACHABLE');
 });
 
 test('a wrong key is refused with 401 and no detail', async () => {
@@ -76,7 +95,7 @@ test('a replayed request is refused (ADMIN_REPLAY), a stale one too (ADMIN_STALE
   };
   server.prependListener('request', record);
   try {
-    await new AdminClient({ target: 'test', url, key }).call('echo', ['once']);
+    await new AdminClient({ target: 'test', url, key, http: true }).call('echo', ['once']);
   } finally {
     server.off('request', record);
   }

@@ -83,8 +83,13 @@ export interface AdminServerOptions {
   limits?: CborLimits;
 }
 
-/** An HTTP request listener serving POST /admin. */
-export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+/** An admin request's answer: an HTTP status and, with 200, the sealed response. */
+export interface AdminAnswer { status: number; body?: Uint8Array }
+/** One admin request body in, its answer out: what a transport (HTTP, or a call in the same process) carries. */
+export type AdminHandler = (body: Uint8Array) => Promise<AdminAnswer>;
+
+/** The admin endpoint's logic without its transport: authenticates, checks freshness and replay, runs the op, seals the answer. */
+export function adminHandler(opts: AdminServerOptions): AdminHandler {
   const k = keys(opts.key);
   const target = checkTarget(opts.name);
   const aadReq = requestAad(target);
@@ -93,20 +98,65 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
   const seen = new ReplayCache(100_000, 2 * skew, now);
   const log = createLogger(`${opts.name}/admin`);
   const limits = opts.limits ?? ADMIN_LIMITS;
-  const maxBody = limits.maxFrameBytes;
+  return async (body) => {
+    if (body.length > limits.maxFrameBytes) {
+      log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
+      return { status: 413 };
+    }
+    let id: Uint8Array | null = null;
+    try {
+      const v = open(k.req, aadReq, body, limits);
+      if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
+        throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
+      }
+      const [, rid, op, args] = v as [unknown, Uint8Array, string, CborValue];
+      const ts = safeInt(v[0])!;
+      id = rid;
+      if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
+      if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
+      const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
+      if (!fn) throw new ProtocolError('ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`);
+      let result: CborValue;
+      try {
+        result = await fn(args);
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
+        if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
+        return { status: 200, body: seal(k.res, responseAad(target, rid), [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error']) };
+      }
+      return { status: 200, body: seal(k.res, responseAad(target, rid), [true, result]) };
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
+      log.warn('admin request refused', { code });
+      // Unauthenticated callers learn nothing but the status; authenticated ones get the code.
+      if (id && code !== 'ADMIN_BAD_AUTH') return { status: 200, body: seal(k.res, responseAad(target, id), [false, code, (e as Error).message]) };
+      return { status: code === 'ADMIN_BAD_AUTH' ? 401 : 400 };
+    }
+  };
+}
+
+/** An HTTP request listener serving POST /admin. */
+export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  return httpAdminListener(adminHandler(opts), opts);
+}
+
+/** POST /admin over HTTP: the body read under its bound (413 beyond it, without reading on), then `handle`. */
+function httpAdminListener(handle: AdminHandler, opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const maxBody = (opts.limits ?? ADMIN_LIMITS).maxFrameBytes;
+  const log = createLogger(`${opts.name}/admin`);
   return (req, res) => {
-    const reply = (status: number, body?: Uint8Array) => {
-      res.writeHead(status, { 'content-type': 'application/octet-stream', ...(body ? { 'content-length': body.length } : {}) });
-      res.end(body);
+    const reply = (a: AdminAnswer) => {
+      res.writeHead(a.status, { 'content-type': 'application/octet-stream', ...(a.body ? { 'content-length': a.body.length } : {}) });
+      res.end(a.body);
     };
-    if (req.method !== 'POST' || req.url !== '/admin') return reply(404);
+    if (req.method !== 'POST' || req.url !== '/admin') return reply({ status: 404 });
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > maxBody) {
         log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
-        reply(413);
+        reply({ status: 413 });
         req.destroy();
         return;
       }
@@ -114,41 +164,49 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
     });
     req.on('end', async () => {
       if (size > maxBody) return;
-      let id: Uint8Array | null = null;
-      try {
-        const v = open(k.req, aadReq, new Uint8Array(Buffer.concat(chunks)), limits);
-        if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
-          throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
-        }
-        const [, rid, op, args] = v as [unknown, Uint8Array, string, CborValue];
-        const ts = safeInt(v[0])!;
-        id = rid;
-        if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
-        if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
-        const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
-        if (!fn) throw new ProtocolError('ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`);
-        let result: CborValue;
-        try {
-          result = await fn(args);
-        } catch (e) {
-          const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
-          if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
-          return reply(200, seal(k.res, responseAad(target, rid), [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error']));
-        }
-        reply(200, seal(k.res, responseAad(target, rid), [true, result]));
-      } catch (e) {
-        const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
-        log.warn('admin request refused', { code });
-        // Unauthenticated callers learn nothing but the status; authenticated ones get the code.
-        if (id && code !== 'ADMIN_BAD_AUTH') return reply(200, seal(k.res, responseAad(target, id), [false, code, (e as Error).message]));
-        reply(code === 'ADMIN_BAD_AUTH' ? 401 : 400);
-      }
+      reply(await handle(new Uint8Array(Buffer.concat(chunks))));
     });
   };
 }
 
+/**
+ * The admin endpoints listening in this process, by the address a client names (host:port):
+ * a client of one of them (the registration server of `serve all` calling its business
+ * servers) hands the sealed request straight to the handler instead of an HTTP request on
+ * loopback (issue 15: that round trip cost a tenth of a login's server CPU). The bytes are
+ * the same sealed request and answer, under the same deadline and bounds; only the
+ * transport differs. A client in another process, or naming another address, uses HTTP.
+ */
+const inProcess = new Map<string, AdminHandler>();
+const endpointKey = (host: string, port: number) => `${host.replace(/^\[|\]$/g, '')}:${port}`;
+
+/** The handler of the admin endpoint at `url` when it listens in this process. */
+export function adminInProcess(url: URL): AdminHandler | undefined {
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+  return inProcess.get(endpointKey(url.hostname, url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80));
+}
+
+/** An HTTP admin server; once listening, also reachable in this process (adminInProcess) until it closes. */
 export function createAdminServer(opts: AdminServerOptions): Server {
-  return createServer(adminListener(opts));
+  const handle = adminHandler(opts);
+  const server = createServer(httpAdminListener(handle, opts));
+  let key: string | null = null;
+  server.on('listening', () => {
+    const a = server.address();
+    if (a && typeof a === 'object') inProcess.set((key = endpointKey(a.address, a.port)), handle);
+  });
+  const leave = () => {
+    if (key !== null && inProcess.get(key) === handle) inProcess.delete(key);
+  };
+  // Unreachable in process from close() on, as over HTTP (which refuses new connections at
+  // once), not only from the 'close' event that waits for open connections to end.
+  const close = server.close.bind(server);
+  server.close = (cb?: (err?: Error) => void) => {
+    leave();
+    return close(cb);
+  };
+  server.on('close', leave);
+  return server;
 }
 
 /**
@@ -170,6 +228,8 @@ export interface AdminClientOptions {
   timeoutMs?: number;
   /** Body and CBOR bounds of responses (default ADMIN_LIMITS): the server's own. */
   limits?: CborLimits;
+  /** HTTP even to an endpoint in this process (adminInProcess): for tests of the HTTP transport. */
+  http?: boolean;
 }
 
 export class AdminClient {
@@ -182,6 +242,7 @@ export class AdminClient {
   readonly url: string;
   private readonly timeoutMs: number;
   readonly #limits: CborLimits;
+  readonly #http: boolean;
   constructor(opts: AdminClientOptions) {
     this.#limits = opts.limits ?? ADMIN_LIMITS;
     this.target = checkTarget(opts.target);
@@ -191,6 +252,7 @@ export class AdminClient {
     this.#aadReq = requestAad(this.target);
     this.#url = new URL(opts.url);
     this.#tls = this.#url.protocol === 'https:';
+    this.#http = opts.http === true;
     const agentOpts = { keepAlive: true, timeout: ADMIN_IDLE_SOCKET_MS, scheduling: 'lifo' as const };
     this.#agent = this.#tls ? new HttpsAgent(agentOpts) : new HttpAgent(agentOpts);
   }
@@ -222,6 +284,8 @@ export class AdminClient {
 
   /** One POST; the deadline covers connecting, the answer and its body (server-kit/bounded-post.ts). */
   async #post(op: string, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
+    const local = this.#http ? undefined : adminInProcess(this.#url);
+    if (local) return this.#local(op, local, body);
     try {
       const r = await boundedPost({ url: this.#url, agent: this.#agent, headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: this.timeoutMs, maxBytes: this.#limits.maxFrameBytes });
       return { status: r.status, buf: r.body };
@@ -231,6 +295,23 @@ export class AdminClient {
       // A sealed answer is never larger than a request may be.
       if (e.kind === 'too-large') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${this.#limits.maxFrameBytes} bytes`);
       throw new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${e.message}`);
+    }
+  }
+
+  /** The same request to an endpoint in this process (adminInProcess), under the same deadline and size bound. */
+  async #local(op: string, handle: AdminHandler, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`admin ${op} at ${this.url}`)), this.timeoutMs);
+    });
+    try {
+      // A copy: the endpoint must not share the caller's buffer, as over a socket.
+      const a = await Promise.race([handle(Uint8Array.from(body)), deadline]);
+      const buf = a.body ?? new Uint8Array(0);
+      if (buf.length > this.#limits.maxFrameBytes) throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${this.#limits.maxFrameBytes} bytes`);
+      return { status: a.status, buf };
+    } finally {
+      clearTimeout(timer);
     }
   }
 }
