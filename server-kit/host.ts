@@ -21,6 +21,7 @@ import type { SessionFactory, SessionTransport } from './session.ts';
 import type { ServerMetrics } from './metrics.ts';
 import { useCryptoEngine } from '../protocol/crypto-engine.ts';
 import { nodeEngine } from './native-crypto.ts';
+import { offerMemoryLink } from './memory-link.ts';
 
 export interface HostOptions {
   name: string;
@@ -106,6 +107,9 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   linkWss.on('error', () => {});
   const link = attachLinkServer(linkWss, { name: opts.name, key: opts.linkKey }, opts.factory);
   const linkPort = await listen(linkHttp, opts.linkPort, opts.host, opts.portLimits?.link ?? PortDefaults.link);
+  // A gateway in this process links in memory (memory-link.ts): the same link protocol, no
+  // socket. Not a TLS link port: whoever configured TLS gets it, and its certificate check.
+  const withdrawMemoryLink = opts.linkTls ? () => {} : offerMemoryLink(opts.host, linkPort, (s) => link.accept(s as unknown as WebSocket, 'in-process'));
   const DL: DeviceLimits = { ...DeviceDefaults, ...opts.deviceLimits };
   const perIp = new Map<string, number>();
   // One sweep for unfinished messages rather than a timer per connection.
@@ -205,6 +209,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     sessions: () => direct + link.sessions(),
     async close() {
       clearInterval(sweep);
+      withdrawMemoryLink();
       await Promise.all([closeServer(linkHttp, linkWss), deviceHttp ? closeServer(deviceHttp, deviceWss) : undefined]);
     },
   };
