@@ -18,9 +18,12 @@
 // of each round's own ratio, so a burst of load from elsewhere hits both sides of a ratio.
 //
 // Run: npx tsx bench/login-cost.bench.ts   (BENCH_QUICK=1: short; BENCH_ROUNDS, BENCH_PHASE_MS;
-// BENCH_PROF=<dir>: the server processes write --cpu-prof profiles there)
+// BENCH_PROF=<dir>: the server processes write --cpu-prof profiles there; BENCH_BASELINE=<dir>:
+// a checkout of an earlier commit, whose `serve all` runs as one more peer, "before", so that
+// a change's gain is measured side by side too:  git archive <commit> | tar -x -C <dir>, with
+// <dir>/node_modules linked to this tree's)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, mkdtempSync, rmSync, cpSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -87,17 +90,22 @@ const DEVICES = 64;
   reg.close();
   biz.close();
 }
+// The earlier tree's stack (BENCH_BASELINE) gets a copy of the same enrolled state, taken before either runs.
+const BASE = process.env.BENCH_BASELINE;
+const bstate = join(dir, 'state-before');
+if (BASE) cpSync(state, bstate, { recursive: true });
 const stack = await child([bin, 'serve', 'all', '--state', state, '--port', '0', '--json']);
 const gw: string = stack.ev.gatewayUrl;
 const ring = MasterKeyring.parse(readFileSync(files.masterKey, 'utf8'));
 const devs: DeviceId[] = Array.from({ length: DEVICES }, (_, i) => makeDevice(ring, `SN-L${i}`));
+const before = BASE ? await child([join(BASE, 'bin', 'usbphone.js'), 'serve', 'all', '--state', bstate, '--port', '0', '--json']) : null;
 const peer = await child(['--import', 'tsx', join(import.meta.dirname, 'tls-psk-peer.ts')]);
 
 /** One full login of device `d`: registration (a new password) then the business login that confirms it. */
-async function ourLogin(d: DeviceId): Promise<void> {
-  const r = await register(gw, 'reg-primary', d);
+async function ourLogin(d: DeviceId, url = gw): Promise<void> {
+  const r = await register(url, 'reg-primary', d);
   if (r.kind !== 'cred') throw new Error(`registration: ${JSON.stringify(r)}`);
-  const l = await bizLogin(gw, r.reply.servers[0]!.name, r.reply, { confirm: true });
+  const l = await bizLogin(url, r.reply.servers[0]!.name, r.reply, { confirm: true });
   if (l.kind !== 'ok' || !l.confirmed) throw new Error(`business login: ${JSON.stringify(l)}`);
 }
 
@@ -187,10 +195,14 @@ local(300, floorNoble);
 local(300, floorNode);
 local(300, storeLogin);
 
-const names = ['ours', 'tls+ws', 'tls', 'floor noble', 'floor node', 'store'] as const;
-type Name = (typeof names)[number];
+if (before) await network(before.proc.pid!, 1_500, (w) => ourLogin(devs[w]!, before!.ev.gatewayUrl));
+
+const allNames = ['ours', 'before', 'tls+ws', 'tls', 'floor noble', 'floor node', 'store'] as const;
+type Name = (typeof allNames)[number];
+const names = allNames.filter((n) => n !== 'before' || before);
 const runs: Record<Name, () => Promise<Phase>> = {
   ours: () => network(stack.proc.pid!, PHASE_MS, ours),
+  before: () => network(before!.proc.pid!, PHASE_MS, (w) => ourLogin(devs[w]!, before!.ev.gatewayUrl)),
   'tls+ws': () => network(peer.proc.pid!, PHASE_MS, () => wsLogin()),
   tls: () => network(peer.proc.pid!, PHASE_MS, () => tlsLogin()),
   'floor noble': async () => local(PHASE_MS / 3, floorNoble),
@@ -198,7 +210,7 @@ const runs: Record<Name, () => Promise<Phase>> = {
   store: async () => local(PHASE_MS / 3, storeLogin),
 };
 const got = Object.fromEntries(names.map((n) => [n, [] as Phase[]])) as Record<Name, Phase[]>;
-const ratios: { ws: number[]; tls: number[]; floor: number[] } = { ws: [], tls: [], floor: [] };
+const ratios: { ws: number[]; tls: number[]; floor: number[]; before: number[] } = { ws: [], tls: [], floor: [], before: [] };
 for (let r = 0; r < ROUNDS; r++) {
   // A rotating order: each peer runs first, middle and last in turn.
   const order = names.map((_, i) => names[(i + r) % names.length]!);
@@ -208,6 +220,7 @@ for (let r = 0; r < ROUNDS; r++) {
   ratios.ws.push(round.ours.server / round['tls+ws'].server);
   ratios.tls.push(round.ours.server / round.tls.server);
   ratios.floor.push(round.ours.server / (round['floor node'].server + round.store.server));
+  if (before) ratios.before.push(round.ours.server / round.before.server);
   if (process.env.BENCH_DEBUG) console.log(r, Object.fromEntries(names.map((n) => [n, (round[n].server * 1e3).toFixed(3)])));
 }
 
@@ -216,7 +229,7 @@ const rows = names.map((n) => {
   const server = median(got[n].map((p) => p.server));
   const client = median(got[n].map((p) => p.client));
   const rate = median(got[n].map((p) => p.perSec));
-  const net = n === 'ours' || n === 'tls+ws' || n === 'tls';
+  const net = n === 'ours' || n === 'before' || n === 'tls+ws' || n === 'tls';
   return [n, ms(server), net ? `${Math.round(1 / server)}` : '', net ? ms(client) : '', net ? `${Math.round(rate)}` : ''];
 });
 const head = ['', 'server CPU/login', 'logins per server-CPU-s', 'client CPU/login', 'logins/s (wall)'];
@@ -227,10 +240,12 @@ const rr = (x: number[]) => `${median(x).toFixed(2)}x (rounds: ${x.map((v) => v.
 console.log(`ours / tls+ws (server CPU): ${rr(ratios.ws)}`);
 console.log(`ours / tls    (server CPU): ${rr(ratios.tls)}`);
 console.log(`ours / (floor node + store) (server CPU): ${rr(ratios.floor)}`);
+if (before) console.log(`ours / before (${BASE}) (server CPU): ${rr(ratios.before)}`);
 console.log('targets (issue 15): ours <= 0.6 ms and <= tls+ws');
 sreg.close();
 sbiz.close();
 // SIGTERM: the servers exit cleanly (and write their profiles under BENCH_PROF).
-for (const p of [stack.proc, peer.proc]) p.kill('SIGTERM');
-await Promise.all([stack.proc, peer.proc].map((p) => (p.exitCode !== null ? null : new Promise((r) => p.once('exit', r)))));
+const servers = [stack.proc, peer.proc, ...(before ? [before.proc] : [])];
+for (const p of servers) p.kill('SIGTERM');
+await Promise.all(servers.map((p) => (p.exitCode !== null ? null : new Promise((r) => p.once('exit', r)))));
 process.exit(0);
