@@ -50,7 +50,7 @@ test('draft-irtf-cfrg-xchacha A.3.1 XChaCha20-Poly1305 vector, on both engines, 
   }
 });
 
-test('random inputs: the same HMAC, the same sealed bytes, each opens the other\'s', () => {
+test("random inputs: the same HMAC, the same sealed bytes, each opens the other's", () => {
   fc.assert(fc.property(any(80), fc.array(any(200), { maxLength: 4 }), (k, parts) => hex(nodeEngine.hmacSha256(k, parts)) === hex(nobleEngine.hmacSha256(k, parts))));
   fc.assert(fc.property(bytes(32), bytes(12), any(64), any(300), (k, n, aad, pt) => {
     const a = nobleEngine.chachaSeal(k, n, aad, pt);
@@ -97,7 +97,7 @@ test('an altered box, tag, aad, nonce or key is refused (null) by both engines a
   }
 });
 
-test('the protocol\'s HKDF and MAC give noble\'s bytes under either engine (RFC 5869 A.1 too)', () => {
+test("the protocol's HKDF and MAC give noble's bytes under either engine (RFC 5869 A.1 too)", () => {
   const was = cryptoEngine();
   try {
     for (const e of ENGINES) {
