@@ -17,6 +17,7 @@ export const SERIAL_RE = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
 
 const bytesOf = (v: string | Uint8Array) => (typeof v === 'string' ? utf8ToBytes(v) : v);
 const ZERO_SALT = new Uint8Array(32);
+const ONE = Uint8Array.of(1);
 
 /** RFC 5869 HKDF-SHA256 with a distinct label per purpose. */
 export function kdf(ikm: Uint8Array, salt: string | Uint8Array, info: string | Uint8Array, length = KEY_BYTES): Uint8Array {
@@ -46,6 +47,8 @@ export function kdfExpand(prk: Uint8Array, info: string | Uint8Array, length = K
   const inf = bytesOf(info);
   const e = cryptoEngine();
   // §2.3: T(i) = HMAC-Hash(PRK, T(i-1) | info | i), T(0) empty; OKM = the first L bytes.
+  // Every key of the protocol is one block: T(1) itself, no copy.
+  if (length === 32) return e.hmacSha256(prk, [inf, ONE]);
   const out = new Uint8Array(length);
   let t: Uint8Array = new Uint8Array(0);
   for (let i = 1, off = 0; off < length; i++, off += 32) {

@@ -13,17 +13,20 @@ import { hchacha } from '@noble/ciphers/chacha.js';
 import type { CryptoEngine } from '../protocol/crypto-engine.ts';
 
 const TAG = 16;
-const buf = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-/** A plain Uint8Array copy of what node returned (callers keep and wipe it). */
-const own = (b: Buffer) => new Uint8Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+/**
+ * A plain Uint8Array copy of what node returned (callers keep and wipe it; a Buffer's slice()
+ * would share memory). new Uint8Array(buffer) copies 32 bytes in a fraction of the time
+ * buffer.slice() of the ArrayBuffer takes (1 µs of a 3.5 µs HMAC).
+ */
+const own = (b: Buffer) => new Uint8Array(b);
 
 function chachaSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array): Uint8Array {
   if (key.length !== 32) throw new RangeError(`key: 32 bytes expected, got ${key.length}`);
   if (nonce.length !== 12) throw new RangeError(`nonce: 12 bytes expected, got ${nonce.length}`);
-  const c = createCipheriv('chacha20-poly1305', buf(key), buf(nonce), { authTagLength: TAG });
-  c.setAAD(buf(aad), { plaintextLength: pt.length });
+  const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG });
+  c.setAAD(aad, { plaintextLength: pt.length });
   const out = new Uint8Array(pt.length + TAG);
-  out.set(c.update(buf(pt)));
+  out.set(c.update(pt));
   c.final();
   out.set(c.getAuthTag(), pt.length);
   return out;
@@ -34,10 +37,10 @@ function chachaOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed:
   if (nonce.length !== 12) throw new RangeError(`nonce: 12 bytes expected, got ${nonce.length}`);
   if (sealed.length < TAG) return null;
   const n = sealed.length - TAG;
-  const d = createDecipheriv('chacha20-poly1305', buf(key), buf(nonce), { authTagLength: TAG });
-  d.setAAD(buf(aad), { plaintextLength: n });
-  d.setAuthTag(buf(sealed.subarray(n)));
-  const pt = d.update(buf(sealed.subarray(0, n)));
+  const d = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG });
+  d.setAAD(aad, { plaintextLength: n });
+  d.setAuthTag(sealed.subarray(n));
+  const pt = d.update(sealed.subarray(0, n));
   try {
     // The tag is checked here; the plaintext above is not handed out unless it verifies.
     d.final();
@@ -53,7 +56,9 @@ function chachaOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed:
 // "expand 32-byte k" (RFC 8439 §2.3).
 const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
 const LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+/** The first n little-endian 32-bit words of b (a copy, aligned). */
 const u32 = (b: Uint8Array, n: number) => {
+  if (LE) return new Uint32Array(b.slice(0, 4 * n).buffer);
   const w = new Uint32Array(n);
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   for (let i = 0; i < n; i++) w[i] = dv.getUint32(4 * i, true);
@@ -80,8 +85,8 @@ function xkey(key: Uint8Array, nonce: Uint8Array): { k: Uint8Array; n: Uint8Arra
 export const nodeEngine: CryptoEngine = {
   name: 'node:crypto',
   hmacSha256(key, parts) {
-    const h = createHmac('sha256', buf(key));
-    for (const p of parts) h.update(buf(p));
+    const h = createHmac('sha256', key);
+    for (const p of parts) h.update(p);
     return own(h.digest());
   },
   chachaSeal,
