@@ -66,6 +66,20 @@ test("random inputs: the same HMAC, the same sealed bytes, each opens the other'
   }));
 });
 
+test('Buffers as node hands them out (slices of its shared pool, as SQLite BLOBs arrive) give the same bytes as Uint8Arrays', () => {
+  fc.assert(fc.property(bytes(32), bytes(24), any(40), any(100), (k, n, aad, pt) => {
+    // Small Buffers share one pool: a Buffer's .buffer is the whole pool, its slice() a view.
+    const pooled = (u: Uint8Array) => Buffer.concat([Buffer.from([1, 2, 3]), Buffer.from(u)]).subarray(3);
+    const want = nobleEngine.xchachaSeal(k, n, aad, pt);
+    for (const e of ENGINES) {
+      assert.is(hex(e.xchachaSeal(pooled(k), pooled(n), pooled(aad), pooled(pt))), hex(want), e.name);
+      assert.equal(e.xchachaOpen(pooled(k), pooled(n), pooled(aad), pooled(want)), pt, e.name);
+      assert.is(hex(e.chachaSeal(pooled(k), pooled(n.subarray(0, 12)), pooled(aad), pooled(pt))), hex(nobleEngine.chachaSeal(k, n.subarray(0, 12), aad, pt)), e.name);
+      assert.is(hex(e.hmacSha256(pooled(k), [pooled(pt)])), hex(nobleEngine.hmacSha256(k, [pt])), e.name);
+    }
+  }));
+});
+
 test('an altered box, tag, aad, nonce or key is refused (null) by both engines alike', () => {
   fc.assert(fc.property(bytes(32), bytes(24), any(32), fc.uint8Array({ minLength: 1, maxLength: 100 }), fc.nat(), fc.integer({ min: 1, max: 255 }), fc.constantFrom('ct', 'aad', 'nonce', 'key'), (k, n, aad, pt, at, flip, what) => {
     for (const x of [false, true]) {

@@ -56,9 +56,13 @@ function chachaOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed:
 // "expand 32-byte k" (RFC 8439 §2.3).
 const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
 const LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-/** The first n little-endian 32-bit words of b (a copy, aligned). */
+/**
+ * The first n little-endian 32-bit words of b (a copy, aligned). new Uint8Array(view) copies:
+ * b.slice() would not when b is a Buffer (SQLite's BLOBs are), and .buffer is then node's
+ * whole 8 KiB pool.
+ */
 const u32 = (b: Uint8Array, n: number) => {
-  if (LE) return new Uint32Array(b.slice(0, 4 * n).buffer);
+  if (LE) return new Uint32Array(new Uint8Array(b.subarray(0, 4 * n)).buffer);
   const w = new Uint32Array(n);
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   for (let i = 0; i < n; i++) w[i] = dv.getUint32(4 * i, true);
