@@ -33,6 +33,10 @@ export const ADMIN_MAX_BODY = 16 * 1024;
  * tables, server-kit/admin-messages.ts POLICY_ADMIN_LIMITS) passes its own to both ends.
  */
 export const ADMIN_LIMITS: CborLimits = { ...Limits, maxFrameBytes: ADMIN_MAX_BODY };
+/** The operation name of a batch of calls in one request (AdminClient `batch`). */
+export const ADMIN_BATCH_OP = 'batch';
+/** Most calls in one batch: well under the decoder's item bounds for the biggest call (installPending). */
+export const ADMIN_MAX_BATCH = 32;
 /** Idle keep-alive sockets close after this, below node's server keepAliveTimeout (5 s). */
 export const ADMIN_IDLE_SOCKET_MS = 4_000;
 /** Server names the admin API binds requests to: the names of the topology (biz-east). */
@@ -81,6 +85,8 @@ export interface AdminServerOptions {
   now?: () => number;
   /** Body and CBOR bounds of requests (default ADMIN_LIMITS). */
   limits?: CborLimits;
+  /** false: a batch is an unknown operation, as at an endpoint built before batches (tests of the client's fallback). */
+  batches?: boolean;
 }
 
 /** An admin request's answer: an HTTP status and, with 200, the sealed response. */
@@ -98,6 +104,18 @@ export function adminHandler(opts: AdminServerOptions): AdminHandler {
   const seen = new ReplayCache(100_000, 2 * skew, now);
   const log = createLogger(`${opts.name}/admin`);
   const limits = opts.limits ?? ADMIN_LIMITS;
+  /** One operation's answer: [true, result] or [false, code, message]. */
+  const run = async (op: string, args: CborValue): Promise<CborValue> => {
+    const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
+    if (!fn) return [false, 'ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`];
+    try {
+      return [true, await fn(args)];
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
+      if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
+      return [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error'];
+    }
+  };
   return async (body) => {
     if (body.length > limits.maxFrameBytes) {
       log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
@@ -114,17 +132,15 @@ export function adminHandler(opts: AdminServerOptions): AdminHandler {
       id = rid;
       if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
       if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
-      const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
-      if (!fn) throw new ProtocolError('ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`);
-      let result: CborValue;
-      try {
-        result = await fn(args);
-      } catch (e) {
-        const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
-        if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
-        return { status: 200, body: seal(k.res, responseAad(target, rid), [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error']) };
+      if (op !== ADMIN_BATCH_OP || opts.batches === false) return { status: 200, body: seal(k.res, responseAad(target, rid), await run(op, args)) };
+      // A batch (AdminClient `batch`): the calls of one event-loop turn in one request, run in
+      // order, each answered as if alone. Under the request's one id and timestamp.
+      if (!Array.isArray(args) || args.length < 1 || args.length > ADMIN_MAX_BATCH || !args.every((c) => Array.isArray(c) && c.length === 2 && typeof c[0] === 'string' && c[0] !== ADMIN_BATCH_OP)) {
+        throw new ProtocolError('ADMIN_BAD_REQUEST', `a batch is 1..${ADMIN_MAX_BATCH} calls [op, args], none of them a batch`);
       }
-      return { status: 200, body: seal(k.res, responseAad(target, rid), [true, result]) };
+      const answers: CborValue[] = [];
+      for (const c of args as [string, CborValue][]) answers.push(await run(c[0], c[1]));
+      return { status: 200, body: seal(k.res, responseAad(target, rid), [true, answers]) };
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
       log.warn('admin request refused', { code });
@@ -230,6 +246,23 @@ export interface AdminClientOptions {
   limits?: CborLimits;
   /** HTTP even to an endpoint in this process (adminInProcess): for tests of the HTTP transport. */
   http?: boolean;
+  /**
+   * Send the calls made in one event-loop turn as one request (at most ADMIN_MAX_BATCH): one
+   * HTTP round trip for the password installs of all the registrations a turn finished
+   * (issue 15). Each call still gets its own result or refusal. For endpoints whose calls fit
+   * the device frame bounds (the business servers'); an endpoint that does not know batches
+   * gets the calls one by one.
+   */
+  batch?: boolean;
+}
+
+interface Pending { op: string; args: CborValue; resolve(v: CborValue): void; reject(e: unknown): void }
+
+/** A call's result from its answer, or its refusal thrown (AdminError with the server's code). */
+function answer(op: string, v: CborValue): CborValue {
+  if (!Array.isArray(v) || typeof v[0] !== 'boolean') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: malformed response`);
+  if (v[0]) return v[1] as CborValue;
+  throw new AdminError(String(v[1]), String(v[2]));
 }
 
 export class AdminClient {
@@ -243,6 +276,8 @@ export class AdminClient {
   private readonly timeoutMs: number;
   readonly #limits: CborLimits;
   readonly #http: boolean;
+  #batch: boolean;
+  #queue: Pending[] = [];
   constructor(opts: AdminClientOptions) {
     this.#limits = opts.limits ?? ADMIN_LIMITS;
     this.target = checkTarget(opts.target);
@@ -253,6 +288,7 @@ export class AdminClient {
     this.#url = new URL(opts.url);
     this.#tls = this.#url.protocol === 'https:';
     this.#http = opts.http === true;
+    this.#batch = opts.batch === true;
     const agentOpts = { keepAlive: true, timeout: ADMIN_IDLE_SOCKET_MS, scheduling: 'lifo' as const };
     this.#agent = this.#tls ? new HttpsAgent(agentOpts) : new HttpAgent(agentOpts);
   }
@@ -262,19 +298,56 @@ export class AdminClient {
    * / TimeoutError when no answer came (the call may or may not have taken effect).
    */
   async call(op: string, args: CborValue): Promise<CborValue> {
+    if (!this.#batch) return answer(op, await this.#request(op, args));
+    return new Promise((resolve, reject) => {
+      if (this.#queue.push({ op, args, resolve, reject }) === 1) setImmediate(() => this.#flush());
+    });
+  }
+
+  /** The calls queued during the turn: alone as a plain request, several as batches. */
+  #flush(): void {
+    const all = this.#queue.splice(0);
+    for (let i = 0; i < all.length; i += ADMIN_MAX_BATCH) {
+      const calls = all.slice(i, i + ADMIN_MAX_BATCH);
+      const one = (c: Pending) => this.#request(c.op, c.args).then((v) => answer(c.op, v)).then(c.resolve, c.reject);
+      if (calls.length === 1 || !this.#batch) {
+        calls.forEach(one);
+        continue;
+      }
+      this.#request(ADMIN_BATCH_OP, calls.map((c) => [c.op, c.args])).then(
+        (v) => {
+          // An endpoint that knows no batches: each call alone, and no more batches to it.
+          if (Array.isArray(v) && v[0] === false && v[1] === 'ADMIN_UNKNOWN_OP') {
+            this.#batch = false;
+            return calls.forEach(one);
+          }
+          const list = Array.isArray(v) && v[0] === true && Array.isArray(v[1]) && v[1].length === calls.length ? (v[1] as CborValue[]) : null;
+          calls.forEach((c, j) => {
+            try {
+              if (!list) throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${c.op}: malformed batch response`);
+              c.resolve(answer(c.op, list[j]!));
+            } catch (e) {
+              c.reject(e);
+            }
+          });
+        },
+        // No answer (unreachable, timeout, not authenticated): the same error for every call in it.
+        (e) => calls.forEach((c) => c.reject(e)),
+      );
+    }
+  }
+
+  /** One sealed request and its opened answer ([true, result] | [false, code, message], unchecked). */
+  async #request(op: string, args: CborValue): Promise<CborValue> {
     const id = systemRng(16);
     const body = seal(this.#k.req, this.#aadReq, [Date.now(), id, op, args]);
     const { status, buf } = await this.#post(op, body);
     if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${status}`);
-    let v: CborValue;
     try {
-      v = open(this.#k.res, responseAad(this.target, id), buf, this.#limits);
+      return open(this.#k.res, responseAad(this.target, id), buf, this.#limits);
     } catch {
       throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response does not authenticate`);
     }
-    if (!Array.isArray(v) || typeof v[0] !== 'boolean') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: malformed response`);
-    if (v[0]) return v[1] as CborValue;
-    throw new AdminError(String(v[1]), String(v[2]));
   }
 
   /** Closes the idle connections (a call after this opens a new one). */
