@@ -9,6 +9,7 @@ import { systemRng } from '../protocol/channel.ts';
 import { LinkKind, LINK_MAX_PAYLOAD, LinkMac, encodeLink, decodeLink, closePayload, decodeClose, clientAuthMac, serverAuthMac, linkMacKeys, toBytes, type LinkFrame } from '../server-kit/link.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { tickCorker } from '../server-kit/tick-cork.ts';
+import { connectMemoryLink } from '../server-kit/memory-link.ts';
 import type { Socket } from 'node:net';
 
 export interface UpstreamHandlers {
@@ -131,7 +132,10 @@ export class UpstreamLink {
 
   #connect(): void {
     if (this.#stopped) return;
-    const ws = new WebSocket(this.#url, { maxPayload: LINK_MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: 5_000, ...this.opts.wsOptions });
+    // A server listening in this process is linked in memory (server-kit/memory-link.ts): the
+    // same link protocol and checks, without a loopback socket. Anywhere else: a WebSocket.
+    const mem = connectMemoryLink(this.#url);
+    const ws = mem ? (mem as unknown as WebSocket) : new WebSocket(this.#url, { maxPayload: LINK_MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: 5_000, ...this.opts.wsOptions });
     this.#ws = ws;
     let nonceS: Uint8Array | null = null;
     let nonceG: Uint8Array | null = null;

@@ -17,7 +17,7 @@
 import { equalBytes } from '@noble/ciphers/utils.js';
 import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { cryptoEngine } from './crypto-engine.ts';
 import { kdf, kdfExtract, kdfExpand, mac } from './keys.ts';
 import { encode, decode, type CborValue } from './cbor.ts';
 import { ProtocolError, ImplementationError , type ErrorCode } from './errors.ts';
@@ -365,7 +365,7 @@ export class SecureChannel {
     // The body is one byte string: a receiver refuses more than maxStringBytes (CBOR_LIMIT).
     if (pt.length + 16 > Limits.maxStringBytes) throw new ImplementationError('CHAN_TOO_LARGE', `inner message of ${pt.length} bytes; at most ${Limits.maxStringBytes - 16} can be sealed`);
     const seq = this.sendSeq++;
-    const ct = chacha20poly1305(this.#sendKey, seqNonce(seq), headerBytes(type, seq, this.dest)).encrypt(pt);
+    const ct = cryptoEngine().chachaSeal(this.#sendKey, seqNonce(seq), headerBytes(type, seq, this.dest), pt);
     return encodeEnvelope(type, seq, this.dest, ct);
   }
 
@@ -378,12 +378,8 @@ export class SecureChannel {
       checkSeq(env.seq, this.recvSeq);
       if (this.recvSeq >= this.maxMessages) refuse('CHAN_KEY_EXHAUSTED', 'message limit per key reached');
       if (!(env.body instanceof Uint8Array) || env.body.length < 16) refuse('CHAN_BAD_TAG', 'sealed body missing or shorter than a tag');
-      let pt: Uint8Array;
-      try {
-        pt = chacha20poly1305(this.#recvKey, seqNonce(env.seq), headerBytes(env.type, env.seq, env.dest)).decrypt(env.body);
-      } catch {
-        refuse('CHAN_BAD_TAG', 'frame does not authenticate (altered, forged, or sealed for the other direction)');
-      }
+      const pt = cryptoEngine().chachaOpen(this.#recvKey, seqNonce(env.seq), headerBytes(env.type, env.seq, env.dest), env.body);
+      if (!pt) refuse('CHAN_BAD_TAG', 'frame does not authenticate (altered, forged, or sealed for the other direction)');
       this.recvSeq++;
       return decode(pt);
     } catch (e) {

@@ -3,10 +3,8 @@
 // device keys and a backup registration server needs only the master key. Master keys are
 // versioned: a device's identity record names the version its key was derived under, so a
 // master key can be rotated while older devices keep working.
-import { hkdf, extract, expand } from '@noble/hashes/hkdf.js';
 import { bytesToHex, hexToBytes, utf8ToBytes } from '@noble/hashes/utils.js';
-import { hmac } from '@noble/hashes/hmac.js';
-import { sha256 } from '@noble/hashes/sha2.js';
+import { cryptoEngine } from './crypto-engine.ts';
 import { sealBoxWithNonce, openBox } from './sealed-box.ts';
 import { ProtocolError, ImplementationError } from './errors.ts';
 
@@ -17,29 +15,55 @@ export const SERIAL_MAX_BYTES = 64;
 /** Serial numbers: printable ASCII letters, digits and '-', 1..64 bytes. */
 export const SERIAL_RE = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
 
+const bytesOf = (v: string | Uint8Array) => (typeof v === 'string' ? utf8ToBytes(v) : v);
+const ZERO_SALT = new Uint8Array(32);
+const ONE = Uint8Array.of(1);
+
 /** RFC 5869 HKDF-SHA256 with a distinct label per purpose. */
 export function kdf(ikm: Uint8Array, salt: string | Uint8Array, info: string | Uint8Array, length = KEY_BYTES): Uint8Array {
-  return hkdf(sha256, ikm, typeof salt === 'string' ? utf8ToBytes(salt) : salt, typeof info === 'string' ? utf8ToBytes(info) : info, length);
+  const prk = kdfExtract(ikm, salt);
+  const out = kdfExpand(prk, info, length);
+  prk.fill(0);
+  return out;
 }
 
 /**
  * RFC 5869 §2.2 HKDF-Extract: the pseudorandom key shared by every kdf() output with the
  * same (ikm, salt). kdf(ikm, salt, info) = kdfExpand(kdfExtract(ikm, salt), info): a key
  * schedule that derives several labels from one (ikm, salt) extracts once. Wipe the PRK.
+ * HKDF is written here on the engine's HMAC (protocol/crypto-engine.ts), not taken from a
+ * library, so that one native HMAC call serves each step; keys.test.ts checks it against
+ * noble's hkdf.
  */
 export function kdfExtract(ikm: Uint8Array, salt: string | Uint8Array): Uint8Array {
-  return extract(sha256, ikm, typeof salt === 'string' ? utf8ToBytes(salt) : salt);
+  const s = bytesOf(salt);
+  // §2.2: PRK = HMAC-Hash(salt, IKM); an absent salt is HashLen zero bytes.
+  return cryptoEngine().hmacSha256(s.length ? s : ZERO_SALT, [ikm]);
 }
 
 /** RFC 5869 §2.3 HKDF-Expand of a PRK from kdfExtract(). */
 export function kdfExpand(prk: Uint8Array, info: string | Uint8Array, length = KEY_BYTES): Uint8Array {
-  return expand(sha256, prk, typeof info === 'string' ? utf8ToBytes(info) : info, length);
+  if (!Number.isInteger(length) || length < 1 || length > 255 * 32) throw new RangeError(`HKDF-Expand: length ${length} is not 1..8160`);
+  const inf = bytesOf(info);
+  const e = cryptoEngine();
+  // §2.3: T(i) = HMAC-Hash(PRK, T(i-1) | info | i), T(0) empty; OKM = the first L bytes.
+  // Every key of the protocol is one block: T(1) itself, no copy.
+  if (length === 32) return e.hmacSha256(prk, [inf, ONE]);
+  const out = new Uint8Array(length);
+  let t: Uint8Array = new Uint8Array(0);
+  for (let i = 1, off = 0; off < length; i++, off += 32) {
+    const next = e.hmacSha256(prk, [t, inf, Uint8Array.of(i)]);
+    t.fill(0);
+    t = next;
+    out.set(t.subarray(0, Math.min(32, length - off)), off);
+  }
+  t.fill(0);
+  return out;
 }
 
+/** HMAC-SHA256 (RFC 2104) of the concatenation of `parts`. */
 export function mac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
-  const h = hmac.create(sha256, key);
-  for (const p of parts) h.update(p);
-  return h.digest();
+  return cryptoEngine().hmacSha256(key, parts);
 }
 
 export function checkSerial(serial: string): string {

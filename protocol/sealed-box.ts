@@ -14,7 +14,7 @@
 // stable code (KEY_BAD_TOKEN, ADMIN_BAD_AUTH, STORE_CORRUPT_ROW, ERR_AUTH). A wrong argument
 // type is our bug: TypeError; a key or nonce of the wrong length: RangeError (noble's abytes
 // convention).
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { cryptoEngine } from './crypto-engine.ts';
 import type { Rng } from './rng.ts';
 
 export const BOX_KEY_BYTES = 32;
@@ -47,10 +47,10 @@ export function sealBoxWithNonce(key: Uint8Array, nonce: Uint8Array, plaintext: 
   bytesArg(nonce, 'nonce', BOX_NONCE_BYTES);
   bytesArg(plaintext, 'plaintext');
   bytesArg(aad, 'aad');
-  const out = new Uint8Array(BOX_NONCE_BYTES + plaintext.length + BOX_TAG_BYTES);
+  const ct = cryptoEngine().xchachaSeal(key, nonce, aad, plaintext);
+  const out = new Uint8Array(BOX_NONCE_BYTES + ct.length);
   out.set(nonce);
-  // Encrypt straight into the output after the nonce: no second copy of the ciphertext.
-  xchacha20poly1305(key, nonce, aad).encrypt(plaintext, out.subarray(BOX_NONCE_BYTES));
+  out.set(ct, BOX_NONCE_BYTES);
   return out;
 }
 
@@ -64,9 +64,5 @@ export function openBox(key: Uint8Array, box: Uint8Array, aad: Uint8Array): Uint
   bytesArg(box, 'box');
   bytesArg(aad, 'aad');
   if (box.length < BOX_OVERHEAD) return null;
-  try {
-    return xchacha20poly1305(key, box.subarray(0, BOX_NONCE_BYTES), aad).decrypt(box.subarray(BOX_NONCE_BYTES));
-  } catch {
-    return null;
-  }
+  return cryptoEngine().xchachaOpen(key, box.subarray(0, BOX_NONCE_BYTES), aad, box.subarray(BOX_NONCE_BYTES));
 }

@@ -75,7 +75,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
     const clients = new Map<string, AdminClient>();
     const adminClient = (s: BizServerRecord) => {
       let c = clients.get(s.adminUrl);
-      if (!c) clients.set(s.adminUrl, (c = new AdminClient({ target: s.name, url: s.adminUrl, key: cfg.adminKey, timeoutMs: cfg.adminTimeoutMs ?? 3_000 })));
+      if (!c) clients.set(s.adminUrl, (c = new AdminClient({ target: s.name, url: s.adminUrl, key: cfg.adminKey, timeoutMs: cfg.adminTimeoutMs ?? 3_000, batch: true })));
       return c;
     };
     const poller = new HealthPoller(store, adminClient, log, cfg.healthIntervalMs ?? 2_000);

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { AddressInfo } from 'node:net';
 import type { IncomingMessage } from 'node:http';
-import { createAdminServer, AdminClient, AdminError } from './admin-rpc.ts';
+import { createAdminServer, AdminClient, AdminError, adminInProcess, ADMIN_MAX_BATCH } from './admin-rpc.ts';
 import { closeServer } from './host.ts';
 import { setLogLevel } from './log.ts';
 import { ImplementationError } from '../protocol/errors.ts';
@@ -53,13 +53,80 @@ test('calls through one client reuse one keep-alive connection', async () => {
   const count = () => connections++;
   server.on('connection', count);
   try {
-    const c = new AdminClient({ target: 'test', url, key });
+    const c = new AdminClient({ target: 'test', url, key, http: true });
     for (let i = 0; i < 3; i++) assert.equal(await c.call('echo', [i]), [i]);
     c.close();
   } finally {
     server.off('connection', count);
   }
   assert.is(connections, 1);
+});
+
+test('in the same process a call reaches the handler with no connection; once the server closes, it is unreachable', async () => {
+  let connections = 0;
+  const count = () => connections++;
+  const s = createAdminServer({ key, name: 'inproc', ops: { echo: (a) => a } });
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  s.on('connection', count);
+  const u = `http://127.0.0.1:${(s.address() as AddressInfo).port}/admin`;
+  assert.ok(adminInProcess(new URL(u)));
+  const c = new AdminClient({ target: 'inproc', url: u, key, timeoutMs: 500 });
+  assert.equal(await c.call('echo', ['in process']), ['in process']);
+  assert.is(connections, 0);
+  // The same sealed request as over HTTP: a wrong key or another target is refused the same way.
+  await rejects(() => new AdminClient({ target: 'inproc', url: u, key: new Uint8Array(32).fill(4) }).call('echo', []), (e) => e instanceof AdminError && e.code === 'ADMIN_BAD_AUTH');
+  await rejects(() => new AdminClient({ target: 'test', url: u, key }).call('echo', []), (e) => e instanceof AdminError && e.code === 'ADMIN_BAD_AUTH');
+  await closeServer(s);
+  assert.is(adminInProcess(new URL(u)), undefined);
+  await rejects(() => c.call('echo', []), (e) => e instanceof AdminError && e.code === 'ADMIN_UNREACHABLE');
+});
+
+test('calls made in one turn go in one request (batch), each with its own result or refusal; a batch of batches or of too many calls is refused, nothing in it run', async () => {
+  let requests = 0;
+  const count = () => requests++;
+  server.on('request', count);
+  try {
+    const c = new AdminClient({ target: 'test', url, key, http: true, batch: true });
+    const n = calls.length;
+    const got = await Promise.allSettled([c.call('echo', [1]), c.call('echo', [2]), c.call('boom', []), c.call('nope', [])]);
+    assert.is(requests, 1);
+    assert.equal(got.slice(0, 2), [{ status: 'fulfilled', value: [1] }, { status: 'fulfilled', value: [2] }]);
+    assert.ok(got[2]!.status === 'rejected' && got[2].reason instanceof AdminError && got[2].reason.code === 'BIZ_SOMETHING');
+    assert.ok(got[3]!.status === 'rejected' && got[3].reason instanceof AdminError && got[3].reason.code === 'ADMIN_UNKNOWN_OP');
+    assert.is(calls.length, n + 2);
+    // A call alone is a plain request; more than ADMIN_MAX_BATCH in a turn make several batches.
+    assert.equal(await c.call('echo', ['alone']), ['alone']);
+    requests = 0;
+    const many = await Promise.all(Array.from({ length: ADMIN_MAX_BATCH + 1 }, (_, i) => c.call('echo', [i])));
+    assert.equal(many, Array.from({ length: ADMIN_MAX_BATCH + 1 }, (_, i) => [i]));
+    assert.is(requests, 2);
+    // Hand-made batches from a key holder: nested, too long, or not [op, args] calls.
+    const plain = new AdminClient({ target: 'test', url, key });
+    const m = calls.length;
+    for (const bad of [[['batch', []]], Array.from({ length: ADMIN_MAX_BATCH + 1 }, () => ['echo', []]), [], [['echo']], 'x']) {
+      await rejects(() => plain.call('batch', bad as never), (e) => e instanceof AdminError && e.code === 'ADMIN_BAD_REQUEST');
+    }
+    assert.is(calls.length, m);
+  } finally {
+    server.off('request', count);
+  }
+});
+
+test('an endpoint that knows no batches gets the calls one by one', async () => {
+  const old = createAdminServer({ key, name: 'old', batches: false, ops: { echo: (a) => a } });
+  await new Promise<void>((r) => old.listen(0, '127.0.0.1', () => r()));
+  let requests = 0;
+  old.on('request', () => requests++);
+  try {
+    const c = new AdminClient({ target: 'old', url: `http://127.0.0.1:${(old.address() as AddressInfo).port}/admin`, key, http: true, batch: true });
+    assert.equal(await Promise.all([c.call('echo', [1]), c.call('echo', [2])]), [[1], [2]]);
+    assert.is(requests, 3); // the refused batch, then each call
+    requests = 0;
+    assert.equal(await Promise.all([c.call('echo', [3]), c.call('echo', [4])]), [[3], [4]]);
+    assert.is(requests, 2); // no more batches to it
+  } finally {
+    await closeServer(old);
+  }
 });
 
 test('a wrong key is refused with 401 and no detail', async () => {
@@ -76,7 +143,7 @@ test('a replayed request is refused (ADMIN_REPLAY), a stale one too (ADMIN_STALE
   };
   server.prependListener('request', record);
   try {
-    await new AdminClient({ target: 'test', url, key }).call('echo', ['once']);
+    await new AdminClient({ target: 'test', url, key, http: true }).call('echo', ['once']);
   } finally {
     server.off('request', record);
   }

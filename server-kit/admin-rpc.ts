@@ -33,6 +33,10 @@ export const ADMIN_MAX_BODY = 16 * 1024;
  * tables, server-kit/admin-messages.ts POLICY_ADMIN_LIMITS) passes its own to both ends.
  */
 export const ADMIN_LIMITS: CborLimits = { ...Limits, maxFrameBytes: ADMIN_MAX_BODY };
+/** The operation name of a batch of calls in one request (AdminClient `batch`). */
+export const ADMIN_BATCH_OP = 'batch';
+/** Most calls in one batch: well under the decoder's item bounds for the biggest call (installPending). */
+export const ADMIN_MAX_BATCH = 32;
 /** Idle keep-alive sockets close after this, below node's server keepAliveTimeout (5 s). */
 export const ADMIN_IDLE_SOCKET_MS = 4_000;
 /** Server names the admin API binds requests to: the names of the topology (biz-east). */
@@ -81,10 +85,17 @@ export interface AdminServerOptions {
   now?: () => number;
   /** Body and CBOR bounds of requests (default ADMIN_LIMITS). */
   limits?: CborLimits;
+  /** false: a batch is an unknown operation, as at an endpoint built before batches (tests of the client's fallback). */
+  batches?: boolean;
 }
 
-/** An HTTP request listener serving POST /admin. */
-export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+/** An admin request's answer: an HTTP status and, with 200, the sealed response. */
+export interface AdminAnswer { status: number; body?: Uint8Array }
+/** One admin request body in, its answer out: what a transport (HTTP, or a call in the same process) carries. */
+export type AdminHandler = (body: Uint8Array) => Promise<AdminAnswer>;
+
+/** The admin endpoint's logic without its transport: authenticates, checks freshness and replay, runs the op, seals the answer. */
+export function adminHandler(opts: AdminServerOptions): AdminHandler {
   const k = keys(opts.key);
   const target = checkTarget(opts.name);
   const aadReq = requestAad(target);
@@ -93,20 +104,75 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
   const seen = new ReplayCache(100_000, 2 * skew, now);
   const log = createLogger(`${opts.name}/admin`);
   const limits = opts.limits ?? ADMIN_LIMITS;
-  const maxBody = limits.maxFrameBytes;
+  /** One operation's answer: [true, result] or [false, code, message]. */
+  const run = async (op: string, args: CborValue): Promise<CborValue> => {
+    const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
+    if (!fn) return [false, 'ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`];
+    try {
+      return [true, await fn(args)];
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
+      if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
+      return [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error'];
+    }
+  };
+  return async (body) => {
+    if (body.length > limits.maxFrameBytes) {
+      log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
+      return { status: 413 };
+    }
+    let id: Uint8Array | null = null;
+    try {
+      const v = open(k.req, aadReq, body, limits);
+      if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
+        throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
+      }
+      const [, rid, op, args] = v as [unknown, Uint8Array, string, CborValue];
+      const ts = safeInt(v[0])!;
+      id = rid;
+      if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
+      if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
+      if (op !== ADMIN_BATCH_OP || opts.batches === false) return { status: 200, body: seal(k.res, responseAad(target, rid), await run(op, args)) };
+      // A batch (AdminClient `batch`): the calls of one event-loop turn in one request, run in
+      // order, each answered as if alone. Under the request's one id and timestamp.
+      if (!Array.isArray(args) || args.length < 1 || args.length > ADMIN_MAX_BATCH || !args.every((c) => Array.isArray(c) && c.length === 2 && typeof c[0] === 'string' && c[0] !== ADMIN_BATCH_OP)) {
+        throw new ProtocolError('ADMIN_BAD_REQUEST', `a batch is 1..${ADMIN_MAX_BATCH} calls [op, args], none of them a batch`);
+      }
+      const answers: CborValue[] = [];
+      for (const c of args as [string, CborValue][]) answers.push(await run(c[0], c[1]));
+      return { status: 200, body: seal(k.res, responseAad(target, rid), [true, answers]) };
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
+      log.warn('admin request refused', { code });
+      // Unauthenticated callers learn nothing but the status; authenticated ones get the code.
+      if (id && code !== 'ADMIN_BAD_AUTH') return { status: 200, body: seal(k.res, responseAad(target, id), [false, code, (e as Error).message]) };
+      return { status: code === 'ADMIN_BAD_AUTH' ? 401 : 400 };
+    }
+  };
+}
+
+/** An HTTP request listener serving POST /admin. */
+export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  return httpAdminListener(adminHandler(opts), opts);
+}
+
+/** POST /admin over HTTP: the body read under its bound (413 beyond it, without reading on), then `handle`. */
+function httpAdminListener(handle: AdminHandler, opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const maxBody = (opts.limits ?? ADMIN_LIMITS).maxFrameBytes;
+  const log = createLogger(`${opts.name}/admin`);
   return (req, res) => {
-    const reply = (status: number, body?: Uint8Array) => {
-      res.writeHead(status, { 'content-type': 'application/octet-stream', ...(body ? { 'content-length': body.length } : {}) });
-      res.end(body);
+    const reply = (a: AdminAnswer) => {
+      res.writeHead(a.status, { 'content-type': 'application/octet-stream', ...(a.body ? { 'content-length': a.body.length } : {}) });
+      res.end(a.body);
     };
-    if (req.method !== 'POST' || req.url !== '/admin') return reply(404);
+    if (req.method !== 'POST' || req.url !== '/admin') return reply({ status: 404 });
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > maxBody) {
         log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
-        reply(413);
+        reply({ status: 413 });
         req.destroy();
         return;
       }
@@ -114,41 +180,49 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
     });
     req.on('end', async () => {
       if (size > maxBody) return;
-      let id: Uint8Array | null = null;
-      try {
-        const v = open(k.req, aadReq, new Uint8Array(Buffer.concat(chunks)), limits);
-        if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
-          throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
-        }
-        const [, rid, op, args] = v as [unknown, Uint8Array, string, CborValue];
-        const ts = safeInt(v[0])!;
-        id = rid;
-        if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
-        if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
-        const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
-        if (!fn) throw new ProtocolError('ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`);
-        let result: CborValue;
-        try {
-          result = await fn(args);
-        } catch (e) {
-          const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
-          if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
-          return reply(200, seal(k.res, responseAad(target, rid), [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error']));
-        }
-        reply(200, seal(k.res, responseAad(target, rid), [true, result]));
-      } catch (e) {
-        const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
-        log.warn('admin request refused', { code });
-        // Unauthenticated callers learn nothing but the status; authenticated ones get the code.
-        if (id && code !== 'ADMIN_BAD_AUTH') return reply(200, seal(k.res, responseAad(target, id), [false, code, (e as Error).message]));
-        reply(code === 'ADMIN_BAD_AUTH' ? 401 : 400);
-      }
+      reply(await handle(new Uint8Array(Buffer.concat(chunks))));
     });
   };
 }
 
+/**
+ * The admin endpoints listening in this process, by the address a client names (host:port):
+ * a client of one of them (the registration server of `serve all` calling its business
+ * servers) hands the sealed request straight to the handler instead of an HTTP request on
+ * loopback (issue 15: that round trip cost a tenth of a login's server CPU). The bytes are
+ * the same sealed request and answer, under the same deadline and bounds; only the
+ * transport differs. A client in another process, or naming another address, uses HTTP.
+ */
+const inProcess = new Map<string, AdminHandler>();
+const endpointKey = (host: string, port: number) => `${host.replace(/^\[|\]$/g, '')}:${port}`;
+
+/** The handler of the admin endpoint at `url` when it listens in this process. */
+export function adminInProcess(url: URL): AdminHandler | undefined {
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+  return inProcess.get(endpointKey(url.hostname, url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80));
+}
+
+/** An HTTP admin server; once listening, also reachable in this process (adminInProcess) until it closes. */
 export function createAdminServer(opts: AdminServerOptions): Server {
-  return createServer(adminListener(opts));
+  const handle = adminHandler(opts);
+  const server = createServer(httpAdminListener(handle, opts));
+  let key: string | null = null;
+  server.on('listening', () => {
+    const a = server.address();
+    if (a && typeof a === 'object') inProcess.set((key = endpointKey(a.address, a.port)), handle);
+  });
+  const leave = () => {
+    if (key !== null && inProcess.get(key) === handle) inProcess.delete(key);
+  };
+  // Unreachable in process from close() on, as over HTTP (which refuses new connections at
+  // once), not only from the 'close' event that waits for open connections to end.
+  const close = server.close.bind(server);
+  server.close = (cb?: (err?: Error) => void) => {
+    leave();
+    return close(cb);
+  };
+  server.on('close', leave);
+  return server;
 }
 
 /**
@@ -170,6 +244,25 @@ export interface AdminClientOptions {
   timeoutMs?: number;
   /** Body and CBOR bounds of responses (default ADMIN_LIMITS): the server's own. */
   limits?: CborLimits;
+  /** HTTP even to an endpoint in this process (adminInProcess): for tests of the HTTP transport. */
+  http?: boolean;
+  /**
+   * Send the calls made in one event-loop turn as one request (at most ADMIN_MAX_BATCH): one
+   * HTTP round trip for the password installs of all the registrations a turn finished
+   * (issue 15). Each call still gets its own result or refusal. For endpoints whose calls fit
+   * the device frame bounds (the business servers'); an endpoint that does not know batches
+   * gets the calls one by one.
+   */
+  batch?: boolean;
+}
+
+interface Pending { op: string; args: CborValue; resolve(v: CborValue): void; reject(e: unknown): void }
+
+/** A call's result from its answer, or its refusal thrown (AdminError with the server's code). */
+function answer(op: string, v: CborValue): CborValue {
+  if (!Array.isArray(v) || typeof v[0] !== 'boolean') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: malformed response`);
+  if (v[0]) return v[1] as CborValue;
+  throw new AdminError(String(v[1]), String(v[2]));
 }
 
 export class AdminClient {
@@ -182,6 +275,9 @@ export class AdminClient {
   readonly url: string;
   private readonly timeoutMs: number;
   readonly #limits: CborLimits;
+  readonly #http: boolean;
+  #batch: boolean;
+  #queue: Pending[] = [];
   constructor(opts: AdminClientOptions) {
     this.#limits = opts.limits ?? ADMIN_LIMITS;
     this.target = checkTarget(opts.target);
@@ -191,6 +287,8 @@ export class AdminClient {
     this.#aadReq = requestAad(this.target);
     this.#url = new URL(opts.url);
     this.#tls = this.#url.protocol === 'https:';
+    this.#http = opts.http === true;
+    this.#batch = opts.batch === true;
     const agentOpts = { keepAlive: true, timeout: ADMIN_IDLE_SOCKET_MS, scheduling: 'lifo' as const };
     this.#agent = this.#tls ? new HttpsAgent(agentOpts) : new HttpAgent(agentOpts);
   }
@@ -200,19 +298,56 @@ export class AdminClient {
    * / TimeoutError when no answer came (the call may or may not have taken effect).
    */
   async call(op: string, args: CborValue): Promise<CborValue> {
+    if (!this.#batch) return answer(op, await this.#request(op, args));
+    return new Promise((resolve, reject) => {
+      if (this.#queue.push({ op, args, resolve, reject }) === 1) setImmediate(() => this.#flush());
+    });
+  }
+
+  /** The calls queued during the turn: alone as a plain request, several as batches. */
+  #flush(): void {
+    const all = this.#queue.splice(0);
+    for (let i = 0; i < all.length; i += ADMIN_MAX_BATCH) {
+      const calls = all.slice(i, i + ADMIN_MAX_BATCH);
+      const one = (c: Pending) => this.#request(c.op, c.args).then((v) => answer(c.op, v)).then(c.resolve, c.reject);
+      if (calls.length === 1 || !this.#batch) {
+        calls.forEach(one);
+        continue;
+      }
+      this.#request(ADMIN_BATCH_OP, calls.map((c) => [c.op, c.args])).then(
+        (v) => {
+          // An endpoint that knows no batches: each call alone, and no more batches to it.
+          if (Array.isArray(v) && v[0] === false && v[1] === 'ADMIN_UNKNOWN_OP') {
+            this.#batch = false;
+            return calls.forEach(one);
+          }
+          const list = Array.isArray(v) && v[0] === true && Array.isArray(v[1]) && v[1].length === calls.length ? (v[1] as CborValue[]) : null;
+          calls.forEach((c, j) => {
+            try {
+              if (!list) throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${c.op}: malformed batch response`);
+              c.resolve(answer(c.op, list[j]!));
+            } catch (e) {
+              c.reject(e);
+            }
+          });
+        },
+        // No answer (unreachable, timeout, not authenticated): the same error for every call in it.
+        (e) => calls.forEach((c) => c.reject(e)),
+      );
+    }
+  }
+
+  /** One sealed request and its opened answer ([true, result] | [false, code, message], unchecked). */
+  async #request(op: string, args: CborValue): Promise<CborValue> {
     const id = systemRng(16);
     const body = seal(this.#k.req, this.#aadReq, [Date.now(), id, op, args]);
     const { status, buf } = await this.#post(op, body);
     if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${status}`);
-    let v: CborValue;
     try {
-      v = open(this.#k.res, responseAad(this.target, id), buf, this.#limits);
+      return open(this.#k.res, responseAad(this.target, id), buf, this.#limits);
     } catch {
       throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response does not authenticate`);
     }
-    if (!Array.isArray(v) || typeof v[0] !== 'boolean') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: malformed response`);
-    if (v[0]) return v[1] as CborValue;
-    throw new AdminError(String(v[1]), String(v[2]));
   }
 
   /** Closes the idle connections (a call after this opens a new one). */
@@ -222,6 +357,8 @@ export class AdminClient {
 
   /** One POST; the deadline covers connecting, the answer and its body (server-kit/bounded-post.ts). */
   async #post(op: string, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
+    const local = this.#http ? undefined : adminInProcess(this.#url);
+    if (local) return this.#local(op, local, body);
     try {
       const r = await boundedPost({ url: this.#url, agent: this.#agent, headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: this.timeoutMs, maxBytes: this.#limits.maxFrameBytes });
       return { status: r.status, buf: r.body };
@@ -231,6 +368,23 @@ export class AdminClient {
       // A sealed answer is never larger than a request may be.
       if (e.kind === 'too-large') throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${this.#limits.maxFrameBytes} bytes`);
       throw new AdminError('ADMIN_UNREACHABLE', `admin ${op} at ${this.url}: ${e.message}`);
+    }
+  }
+
+  /** The same request to an endpoint in this process (adminInProcess), under the same deadline and size bound. */
+  async #local(op: string, handle: AdminHandler, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`admin ${op} at ${this.url}`)), this.timeoutMs);
+    });
+    try {
+      // A copy: the endpoint must not share the caller's buffer, as over a socket.
+      const a = await Promise.race([handle(Uint8Array.from(body)), deadline]);
+      const buf = a.body ?? new Uint8Array(0);
+      if (buf.length > this.#limits.maxFrameBytes) throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${this.#limits.maxFrameBytes} bytes`);
+      return { status: a.status, buf };
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

@@ -19,6 +19,9 @@ import { attachLinkServer, LINK_MAX_PAYLOAD, toBytes, closeReason } from './link
 import { normalizeIp } from './ip.ts';
 import type { SessionFactory, SessionTransport } from './session.ts';
 import type { ServerMetrics } from './metrics.ts';
+import { useCryptoEngine } from '../protocol/crypto-engine.ts';
+import { nodeEngine } from './native-crypto.ts';
+import { offerMemoryLink } from './memory-link.ts';
 
 export interface HostOptions {
   name: string;
@@ -75,6 +78,10 @@ export function closeServer(server: Server, wss?: WebSocketServer): Promise<void
 }
 
 export async function startHost(opts: HostOptions): Promise<Host> {
+  // A server runs the protocol's primitives on node:crypto (issue 15): the same bytes as the
+  // noble reference (native-crypto.test.ts), less CPU per login. For the whole process: a
+  // phone simulated in the same process gets them too, as from its chip's crypto block.
+  useCryptoEngine(nodeEngine);
   const maxBuffered = opts.maxBufferedBytes ?? 256 * 1024;
   let direct = 0;
   const healthz = (req: IncomingMessage, res: ServerResponse) => {
@@ -100,6 +107,9 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   linkWss.on('error', () => {});
   const link = attachLinkServer(linkWss, { name: opts.name, key: opts.linkKey }, opts.factory);
   const linkPort = await listen(linkHttp, opts.linkPort, opts.host, opts.portLimits?.link ?? PortDefaults.link);
+  // A gateway in this process links in memory (memory-link.ts): the same link protocol, no
+  // socket. Not a TLS link port: whoever configured TLS gets it, and its certificate check.
+  const withdrawMemoryLink = opts.linkTls ? () => {} : offerMemoryLink(opts.host, linkPort, (s) => link.accept(s as unknown as WebSocket, 'in-process'));
   const DL: DeviceLimits = { ...DeviceDefaults, ...opts.deviceLimits };
   const perIp = new Map<string, number>();
   // One sweep for unfinished messages rather than a timer per connection.
@@ -199,6 +209,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     sessions: () => direct + link.sessions(),
     async close() {
       clearInterval(sweep);
+      withdrawMemoryLink();
       await Promise.all([closeServer(linkHttp, linkWss), deviceHttp ? closeServer(deviceHttp, deviceWss) : undefined]);
     },
   };

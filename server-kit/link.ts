@@ -195,18 +195,19 @@ export interface LinkServerOptions {
  * Server side of the link: accepts gateway connections on `wss`, authenticates them, and runs
  * one session per OPEN through `factory`. Returns a function counting live sessions.
  */
-export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, factory: SessionFactory): { sessions(): number } {
+export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, factory: SessionFactory): { sessions(): number; accept(ws: WebSocket, peer: string): void } {
   const log = createLogger(`${opts.name}/link`);
   const authTimeoutMs = opts.authTimeoutMs ?? 5_000;
   const maxSessions = opts.maxSessions ?? 100_000;
   let live = 0;
 
-  wss.on('connection', (ws: WebSocket, req) => {
-    const peer = req.socket.remoteAddress;
+  wss.on('connection', (ws: WebSocket, req) => accept(ws, req.socket.remoteAddress ?? '', tickCorker(req.socket)));
+
+  /** One gateway connection, over a socket or in memory (server-kit/memory-link.ts): the same protocol. */
+  function accept(ws: WebSocket, peer: string, hold: () => void = () => {}): void {
     const nonceS = systemRng(NONCE);
     let lmac: LinkMac | null = null;
     const sessions = new Map<number, SessionHandler>();
-    const hold = tickCorker(req.socket);
     let refused = false;
     const refuse = (code: string, why: string) => {
       if (refused) return;
@@ -319,6 +320,6 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
       if (lmac) log.info('link down', { peer });
     });
     ws.on('error', () => {});
-  });
-  return { sessions: () => live };
+  }
+  return { sessions: () => live, accept: (ws, peer) => accept(ws, peer) };
 }

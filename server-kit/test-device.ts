@@ -7,7 +7,7 @@ import { RegistrationClient } from '../protocol/registration.ts';
 import { secretWrapKey, unwrapSecret } from '../protocol/secret-wrap.ts';
 import { LoginClient } from '../protocol/login.ts';
 import type { ClientEnd, ClientExchange, Step } from '../protocol/exchange.ts';
-import { decodeEnvelope, type CredReply, type Envelope, type Mechanism } from '../protocol/messages.ts';
+import { decodeEnvelope, peekTablePush, type CredReply, type Envelope, type Mechanism } from '../protocol/messages.ts';
 import { makeSerialToken, deriveDeviceKey, type MasterKeyring } from '../protocol/keys.ts';
 import { toBytes } from './link.ts';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -142,7 +142,10 @@ async function drive<Ev, Out>(s: FrameSocket, m: ClientExchange<Ev, Out>, onEven
       continue;
     }
     if (step.done) return step.done;
-    const i = await s.next(timeoutMs);
+    let i = await s.next(timeoutMs);
+    // A gateway's tablePush is outside every session (docs/protocol.md §16): not the machine's
+    // (a policy period ending mid-login pushed one and failed the login as MSG_UNEXPECTED).
+    while ('frame' in i && peekTablePush(i.frame)) i = await s.next(timeoutMs);
     if ('closed' in i) {
       m.abort();
       return { kind: 'closed', code: i.closed, reason: i.reason };

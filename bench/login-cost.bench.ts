@@ -1,0 +1,251 @@
+// The CPU cost of one full login (issue 15), side by side with what a user could run instead,
+// in one run: docs/benchmarks.md §"Login cost (issue 15)".
+//
+//   ours      registration with a password change (hello, helloReply, finish, credRequest,
+//             credReply; the rotation's install at the business server) + business login with
+//             its confirmation (login, loginAck, loginOk, finish, pwConfirm, pwConfirmAck),
+//             through the gateway: `usbphone serve all` in its own process
+//   tls+ws    a TLS 1.3 external-PSK handshake + WebSocket upgrade + one message each way
+//             (bench/tls-psk-peer.ts in its own process)
+//   tls       a bare TLS 1.3 PSK handshake + one message each way (same process)
+//   floor     every HKDF / HMAC / SHA-256 / AEAD / CBOR operation of one login's server side
+//             (bench/login-floor.ts), with noble and with node:crypto, no I/O
+//   store     the store calls of one login on real SQLite files (reg + biz), in a tight loop
+//
+// The servers' CPU is read from /proc/<pid>/stat (utime + stime: all their threads, GC and
+// libuv included); the client side's from this process (process.cpuUsage()). Rounds alternate
+// the peers in a rotating order; figures are medians over rounds, and the ratios are medians
+// of each round's own ratio, so a burst of load from elsewhere hits both sides of a ratio.
+//
+// Run: npx tsx bench/login-cost.bench.ts   (BENCH_QUICK=1: short; BENCH_ROUNDS, BENCH_PHASE_MS;
+// BENCH_PROF=<dir>: the server processes write --cpu-prof profiles there; BENCH_BASELINE=<dir>:
+// a checkout of an earlier commit, whose `serve all` runs as one more peer, "before", so that
+// a change's gain is measured side by side too:  git archive <commit> | tar -x -C <dir>, with
+// <dir>/node_modules linked to this tree's)
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, mkdtempSync, rmSync, cpSync } from 'node:fs';
+import { tmpdir, cpus } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { connect as tlsConnect } from 'node:tls';
+import { WebSocket, type ClientOptions } from 'ws';
+import { MasterKeyring } from '../protocol/keys.ts';
+import { nobleEngine } from '../protocol/crypto-engine.ts';
+import { nodeEngine } from '../server-kit/native-crypto.ts';
+import { makeDevice, register, bizLogin, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../server-kit/test-device.ts';
+import { SqliteRegStore } from '../reg-server/store.ts';
+import { SqliteBizStore } from '../biz-server/store.ts';
+import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
+import { ensureStateKeys } from '../deploy/config.ts';
+import { readKeyFile } from '../server-kit/keyfiles.ts';
+import { PSK, PSK_IDENTITY, PSK_CIPHERS } from './tls-psk-peer.ts';
+import { loginFloor } from './login-floor.ts';
+
+const QUICK = !!process.env.BENCH_QUICK;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 3 : 7));
+const PHASE_MS = Number(process.env.BENCH_PHASE_MS ?? (QUICK ? 1_000 : 2_500));
+const CONC = 8;
+const PROF = process.env.BENCH_PROF;
+const bin = join(import.meta.dirname, '..', 'bin', 'usbphone.js');
+const dir = mkdtempSync(join(tmpdir(), 'usbphone-login-cost-'));
+const procs: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A child process whose first stdout line is JSON (its ports). */
+function child(args: string[]): Promise<{ proc: ChildProcess; ev: Record<string, any> }> {
+  const flags = PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF] : [];
+  const proc = spawn(process.execPath, [...flags, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, USBPHONE_LOG_LEVEL: 'error' } });
+  procs.push(proc);
+  return new Promise((resolve, reject) => {
+    createInterface({ input: proc.stdout! }).once('line', (l) => resolve({ proc, ev: JSON.parse(l) }));
+    proc.once('exit', (c) => reject(new Error(`${args.join(' ')} exited ${c}`)));
+  });
+}
+
+/** CPU seconds (user + system, all threads) a process has used so far. */
+function procCpu(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (CLK_TCK 100)
+}
+const selfCpu = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+const median = (x: number[]) => {
+  const s = [...x].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+// ---- the servers: `serve all` on an enrolled state directory ----
+const state = join(dir, 'state');
+const files = ensureStateKeys(state);
+const DEVICES = 64;
+{
+  const reg = new SqliteRegStore(files.regDb);
+  const biz = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
+  await enrollDevices({ reg, accounts: accountsInStore(biz) }, Array.from({ length: DEVICES }, (_, i) => ({ serial: `SN-L${i}`, keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX })));
+  reg.close();
+  biz.close();
+}
+// The earlier tree's stack (BENCH_BASELINE) gets a copy of the same enrolled state, taken before either runs.
+const BASE = process.env.BENCH_BASELINE;
+const bstate = join(dir, 'state-before');
+if (BASE) cpSync(state, bstate, { recursive: true });
+const stack = await child([bin, 'serve', 'all', '--state', state, '--port', '0', '--json']);
+const gw: string = stack.ev.gatewayUrl;
+const ring = MasterKeyring.parse(readFileSync(files.masterKey, 'utf8'));
+const devs: DeviceId[] = Array.from({ length: DEVICES }, (_, i) => makeDevice(ring, `SN-L${i}`));
+const before = BASE ? await child([join(BASE, 'bin', 'usbphone.js'), 'serve', 'all', '--state', bstate, '--port', '0', '--json']) : null;
+const peer = await child(['--import', 'tsx', join(import.meta.dirname, 'tls-psk-peer.ts')]);
+
+/** One full login of device `d`: registration (a new password) then the business login that confirms it. */
+async function ourLogin(d: DeviceId, url = gw): Promise<void> {
+  const r = await register(url, 'reg-primary', d);
+  if (r.kind !== 'cred') throw new Error(`registration: ${JSON.stringify(r)}`);
+  const l = await bizLogin(url, r.reply.servers[0]!.name, r.reply, { confirm: true });
+  if (l.kind !== 'ok' || !l.confirmed) throw new Error(`business login: ${JSON.stringify(l)}`);
+}
+
+const tlsOpts = { host: '127.0.0.1', minVersion: 'TLSv1.3' as const, ciphers: PSK_CIPHERS, pskCallback: () => ({ psk: PSK, identity: PSK_IDENTITY }), checkServerIdentity: () => undefined };
+const MSG = new Uint8Array(64).fill(7);
+function tlsLogin(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ ...tlsOpts, port: peer.ev.tls });
+    s.once('secureConnect', () => s.write(MSG));
+    s.once('data', () => s.end());
+    s.once('close', () => resolve());
+    s.once('error', reject);
+  });
+}
+function wsLogin(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // ws hands its options on to tls.connect: the PSK callback and suites reach the handshake.
+    const { checkServerIdentity: _, ...psk } = tlsOpts;
+    const ws = new WebSocket(`wss://127.0.0.1:${peer.ev.ws}/`, { ...psk, perMessageDeflate: false, checkServerIdentity: () => true } as ClientOptions);
+    ws.once('open', () => ws.send(MSG));
+    ws.once('close', () => resolve());
+    ws.once('error', reject);
+  });
+}
+
+interface Phase { server: number; client: number; perSec: number }
+/** CONC logins in flight for `ms`; the server's and this process's CPU per login, and logins per second. */
+async function network(pid: number, ms: number, one: (w: number) => Promise<void>): Promise<Phase> {
+  const s0 = procCpu(pid), c0 = selfCpu(), t0 = performance.now();
+  const until = t0 + ms;
+  let n = 0;
+  await Promise.all(Array.from({ length: CONC }, async (_, w) => {
+    while (performance.now() < until) {
+      await one(w);
+      n++;
+    }
+  }));
+  const secs = (performance.now() - t0) / 1000;
+  return { server: (procCpu(pid) - s0) / n, client: (selfCpu() - c0) / n, perSec: n / secs };
+}
+/** A synchronous operation in a tight loop for `ms`: its CPU per call. */
+function local(ms: number, one: () => void): Phase {
+  const c0 = selfCpu(), t0 = performance.now();
+  let n = 0;
+  while (performance.now() - t0 < ms) {
+    for (let i = 0; i < 8; i++) one();
+    n += 8;
+  }
+  const cpu = (selfCpu() - c0) / n;
+  return { server: cpu, client: 0, perSec: n / ((performance.now() - t0) / 1000) };
+}
+
+// ---- the store calls of one login, on a copy of the same schema in this process ----
+const sstate = join(dir, 'store-floor');
+const sfiles = ensureStateKeys(sstate);
+const sreg = new SqliteRegStore(sfiles.regDb);
+const sbiz = new SqliteBizStore(sfiles.bizDb, readKeyFile(sfiles.storeKey, 'storage key'));
+await enrollDevices({ reg: sreg, accounts: accountsInStore(sbiz) }, [{ serial: 'SN-S1', keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX }]);
+const sdev = sreg.getDevice('SN-S1')!;
+const skey = new Uint8Array(32).fill(3), ssealed = new Uint8Array(72).fill(4);
+/** What reg-server/session.ts, reg-server/rotation.ts and biz-server/session.ts ask of the stores for one login. */
+function storeLogin(): void {
+  sreg.firmwareAccepted(SCRIPTED_FIRMWARE_HEX);
+  const d = sreg.getDevice('SN-S1')!;
+  sreg.listRegions();
+  sreg.listServers();
+  const now = Date.now();
+  const r = sbiz.installPending(d.user, skey, ssealed, now + 60_000, crypto.getRandomValues(new Uint8Array(16)), now);
+  sreg.recordRotation(d.serial, r.currentGen, r.pendingGen, now);
+  sbiz.loginKey(d.user, r.pendingGen, now)?.key.fill(0);
+  sbiz.promote(d.user, r.pendingGen, now);
+  sbiz.confirm(d.user, r.pendingGen, now);
+  sbiz.getByUser(d.user);
+}
+void sdev;
+
+const floorNoble = loginFloor(nobleEngine);
+const floorNode = loginFloor(nodeEngine);
+
+// ---- warm-up, then the rounds ----
+console.log(`machine: ${cpus().length} cores, ${cpus()[0]?.model}, node ${process.version}, ${new Date().toISOString().slice(0, 10)}; ${ROUNDS} rounds of ${PHASE_MS} ms per peer, ${CONC} logins in flight`);
+const ours = (w: number) => ourLogin(devs[w]!);
+await network(stack.proc.pid!, 1_500, ours);
+await network(peer.proc.pid!, 500, () => wsLogin());
+await network(peer.proc.pid!, 500, () => tlsLogin());
+local(300, floorNoble);
+local(300, floorNode);
+local(300, storeLogin);
+
+if (before) await network(before.proc.pid!, 1_500, (w) => ourLogin(devs[w]!, before!.ev.gatewayUrl));
+
+const allNames = ['ours', 'before', 'tls+ws', 'tls', 'floor noble', 'floor node', 'store'] as const;
+type Name = (typeof allNames)[number];
+const names = allNames.filter((n) => n !== 'before' || before);
+const runs: Record<Name, () => Promise<Phase>> = {
+  ours: () => network(stack.proc.pid!, PHASE_MS, ours),
+  before: () => network(before!.proc.pid!, PHASE_MS, (w) => ourLogin(devs[w]!, before!.ev.gatewayUrl)),
+  'tls+ws': () => network(peer.proc.pid!, PHASE_MS, () => wsLogin()),
+  tls: () => network(peer.proc.pid!, PHASE_MS, () => tlsLogin()),
+  'floor noble': async () => local(PHASE_MS / 3, floorNoble),
+  'floor node': async () => local(PHASE_MS / 3, floorNode),
+  store: async () => local(PHASE_MS / 3, storeLogin),
+};
+const got = Object.fromEntries(names.map((n) => [n, [] as Phase[]])) as Record<Name, Phase[]>;
+const ratios: { ws: number[]; tls: number[]; floor: number[]; before: number[] } = { ws: [], tls: [], floor: [], before: [] };
+for (let r = 0; r < ROUNDS; r++) {
+  // A rotating order: each peer runs first, middle and last in turn.
+  const order = names.map((_, i) => names[(i + r) % names.length]!);
+  const round = {} as Record<Name, Phase>;
+  for (const n of order) round[n] = await runs[n]();
+  for (const n of names) got[n].push(round[n]);
+  ratios.ws.push(round.ours.server / round['tls+ws'].server);
+  ratios.tls.push(round.ours.server / round.tls.server);
+  ratios.floor.push(round.ours.server / (round['floor node'].server + round.store.server));
+  if (before) ratios.before.push(round.ours.server / round.before.server);
+  if (process.env.BENCH_DEBUG) console.log(r, Object.fromEntries(names.map((n) => [n, (round[n].server * 1e3).toFixed(3)])));
+}
+
+const ms = (s: number) => `${(s * 1e3).toFixed(3)} ms`;
+const rows = names.map((n) => {
+  const server = median(got[n].map((p) => p.server));
+  const client = median(got[n].map((p) => p.client));
+  const rate = median(got[n].map((p) => p.perSec));
+  const net = n === 'ours' || n === 'before' || n === 'tls+ws' || n === 'tls';
+  return [n, ms(server), net ? `${Math.round(1 / server)}` : '', net ? ms(client) : '', net ? `${Math.round(rate)}` : ''];
+});
+const head = ['', 'server CPU/login', 'logins per server-CPU-s', 'client CPU/login', 'logins/s (wall)'];
+const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+console.log(`${line(head)}\n${rows.map(line).join('\n')}`);
+const rr = (x: number[]) => `${median(x).toFixed(2)}x (rounds: ${x.map((v) => v.toFixed(2)).join(' ')})`;
+console.log(`ours / tls+ws (server CPU): ${rr(ratios.ws)}`);
+console.log(`ours / tls    (server CPU): ${rr(ratios.tls)}`);
+console.log(`ours / (floor node + store) (server CPU): ${rr(ratios.floor)}`);
+if (before) console.log(`ours / before (${BASE}) (server CPU): ${rr(ratios.before)}`);
+console.log('targets (issue 15): ours <= 0.6 ms and <= tls+ws');
+sreg.close();
+sbiz.close();
+// SIGTERM: the servers exit cleanly (and write their profiles under BENCH_PROF).
+const servers = [stack.proc, peer.proc, ...(before ? [before.proc] : [])];
+for (const p of servers) p.kill('SIGTERM');
+await Promise.all(servers.map((p) => (p.exitCode !== null ? null : new Promise((r) => p.once('exit', r)))));
+process.exit(0);
