@@ -83,8 +83,14 @@ export interface AdminServerOptions {
   limits?: CborLimits;
 }
 
-/** An HTTP request listener serving POST /admin. */
-export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+/** One admin request's answer: an HTTP status and, for 200, the sealed response. */
+export interface AdminReply { status: number; body?: Uint8Array }
+
+/**
+ * The admin endpoint without its HTTP: a sealed request body in, the status and sealed answer
+ * out. adminListener serves it over HTTP; a simulation calls it over its own network.
+ */
+export function adminHandler(opts: AdminServerOptions): (body: Uint8Array) => Promise<AdminReply> {
   const k = keys(opts.key);
   const target = checkTarget(opts.name);
   const aadReq = requestAad(target);
@@ -93,7 +99,46 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
   const seen = new ReplayCache(100_000, 2 * skew, now);
   const log = createLogger(`${opts.name}/admin`);
   const limits = opts.limits ?? ADMIN_LIMITS;
-  const maxBody = limits.maxFrameBytes;
+  return async (body) => {
+    let id: Uint8Array | null = null;
+    try {
+      if (body.length > limits.maxFrameBytes) throw new ProtocolError('ADMIN_TOO_LARGE', 'request too large');
+      const v = open(k.req, aadReq, body, limits);
+      if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
+        throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
+      }
+      const [, rid, op, args] = v as [unknown, Uint8Array, string, CborValue];
+      const ts = safeInt(v[0])!;
+      id = rid;
+      if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
+      if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
+      const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
+      if (!fn) throw new ProtocolError('ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`);
+      let result: CborValue;
+      try {
+        result = await fn(args);
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
+        if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
+        return { status: 200, body: seal(k.res, responseAad(target, rid), [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error']) };
+      }
+      return { status: 200, body: seal(k.res, responseAad(target, rid), [true, result]) };
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
+      log.warn('admin request refused', { code });
+      if (code === 'ADMIN_TOO_LARGE') return { status: 413 };
+      // Unauthenticated callers learn nothing but the status; authenticated ones get the code.
+      if (id && code !== 'ADMIN_BAD_AUTH') return { status: 200, body: seal(k.res, responseAad(target, id), [false, code, (e as Error).message]) };
+      return { status: code === 'ADMIN_BAD_AUTH' ? 401 : 400 };
+    }
+  };
+}
+
+/** An HTTP request listener serving POST /admin. */
+export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const handle = adminHandler(opts);
+  const log = createLogger(`${opts.name}/admin`);
+  const maxBody = (opts.limits ?? ADMIN_LIMITS).maxFrameBytes;
   return (req, res) => {
     const reply = (status: number, body?: Uint8Array) => {
       res.writeHead(status, { 'content-type': 'application/octet-stream', ...(body ? { 'content-length': body.length } : {}) });
@@ -114,35 +159,8 @@ export function adminListener(opts: AdminServerOptions): (req: IncomingMessage, 
     });
     req.on('end', async () => {
       if (size > maxBody) return;
-      let id: Uint8Array | null = null;
-      try {
-        const v = open(k.req, aadReq, new Uint8Array(Buffer.concat(chunks)), limits);
-        if (!Array.isArray(v) || v.length !== 4 || safeInt(v[0]) === null || !(v[1] instanceof Uint8Array) || v[1].length !== 16 || typeof v[2] !== 'string') {
-          throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
-        }
-        const [, rid, op, args] = v as [unknown, Uint8Array, string, CborValue];
-        const ts = safeInt(v[0])!;
-        id = rid;
-        if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
-        if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
-        const fn = Object.hasOwn(opts.ops, op) ? opts.ops[op] : undefined;
-        if (!fn) throw new ProtocolError('ADMIN_UNKNOWN_OP', `no admin operation '${op.slice(0, 32)}'`);
-        let result: CborValue;
-        try {
-          result = await fn(args);
-        } catch (e) {
-          const code = (e as { code?: string }).code ?? 'ADMIN_INTERNAL';
-          if (!(e instanceof ProtocolError || e instanceof AdminError)) log.error('admin op failed', { op, code, err: (e as Error).stack ?? String(e) });
-          return reply(200, seal(k.res, responseAad(target, rid), [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error']));
-        }
-        reply(200, seal(k.res, responseAad(target, rid), [true, result]));
-      } catch (e) {
-        const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
-        log.warn('admin request refused', { code });
-        // Unauthenticated callers learn nothing but the status; authenticated ones get the code.
-        if (id && code !== 'ADMIN_BAD_AUTH') return reply(200, seal(k.res, responseAad(target, id), [false, code, (e as Error).message]));
-        reply(code === 'ADMIN_BAD_AUTH' ? 401 : 400);
-      }
+      const r = await handle(new Uint8Array(Buffer.concat(chunks)));
+      reply(r.status, r.body);
     });
   };
 }
@@ -170,7 +188,18 @@ export interface AdminClientOptions {
   timeoutMs?: number;
   /** Body and CBOR bounds of responses (default ADMIN_LIMITS): the server's own. */
   limits?: CborLimits;
+  /** How a sealed request reaches the endpoint (default an HTTP POST to url): a simulation's network. */
+  post?: AdminPost;
+  /** The clock whose time a request carries (default Date.now; a simulation's virtual, skewed clock). */
+  now?: () => number;
 }
+
+/**
+ * The transport seam of the admin client: posts a sealed body, resolves with the status and the
+ * answer's body; throws TimeoutError when no answer came within timeoutMs, AdminError
+ * ADMIN_UNREACHABLE when the endpoint could not be reached.
+ */
+export type AdminPost = (body: Uint8Array, timeoutMs: number) => Promise<{ status: number; buf: Uint8Array }>;
 
 export class AdminClient {
   readonly #k: ReturnType<typeof keys>;
@@ -182,8 +211,12 @@ export class AdminClient {
   readonly url: string;
   private readonly timeoutMs: number;
   readonly #limits: CborLimits;
+  readonly #postSeam: AdminPost | undefined;
+  readonly #now: () => number;
   constructor(opts: AdminClientOptions) {
     this.#limits = opts.limits ?? ADMIN_LIMITS;
+    this.#postSeam = opts.post;
+    this.#now = opts.now ?? Date.now;
     this.target = checkTarget(opts.target);
     this.url = opts.url;
     this.timeoutMs = opts.timeoutMs ?? 3_000;
@@ -201,8 +234,8 @@ export class AdminClient {
    */
   async call(op: string, args: CborValue): Promise<CborValue> {
     const id = systemRng(16);
-    const body = seal(this.#k.req, this.#aadReq, [Date.now(), id, op, args]);
-    const { status, buf } = await this.#post(op, body);
+    const body = seal(this.#k.req, this.#aadReq, [this.#now(), id, op, args]);
+    const { status, buf } = this.#postSeam ? await this.#postSeam(body, this.timeoutMs) : await this.#post(op, body);
     if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${status}`);
     let v: CborValue;
     try {
