@@ -21,7 +21,7 @@ export const FAULT_KINDS = ['loss', 'delay', 'dup', 'reorder', 'corrupt', 'parti
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** Virtual ms within which the schedule's faults begin. */
-export const FAULT_WINDOW_MS = 20_000;
+export const FAULT_WINDOW_MS = 12_000;
 /** After the heal, the phones wait this long (two health polls and a margin) before phase 2. */
 export const HEAL_SETTLE_MS = 5_000;
 /** liveness: the first plug-in of phase 2 logs in within this (virtual ms). */
@@ -54,6 +54,8 @@ export interface Plan {
   seed: number;
   phones: number;
   logins: number[];
+  /** When each phone's phase-1 plug-ins begin (virtual ms, within the fault window): the faults meet them. */
+  starts: number[][];
   faults: Fault[];
 }
 
@@ -71,13 +73,14 @@ export function planFor(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS)
   const r = uniform(simRng(seed, 'dsim plan'));
   const phones = 1 + Math.floor(r() * MAX_PHONES);
   const logins = Array.from({ length: phones }, () => 1 + Math.floor(r() * 3));
+  const starts = logins.map((n) => Array.from({ length: n }, () => Math.floor(r() * FAULT_WINDOW_MS)).sort((a, b) => a - b));
   const n = kinds.length ? Math.floor(r() * 6) : 0;
   const parties = [GATEWAY, ...SERVERS];
   const faults: Fault[] = [];
   for (let k = 0; k < n; k++) {
     const kind = pick(r, kinds);
     const at = Math.floor(r() * FAULT_WINDOW_MS);
-    const ms = 500 + Math.floor(r() * 8_000);
+    const ms = 300 + Math.floor(r() * 5_000);
     if (kind === 'partition') {
       // Any two parties: a phone and the gateway, the gateway and a server, a registration and a business server.
       const all = [...parties, ...Array.from({ length: phones }, (_, i) => `phone-${i}`)];
@@ -87,12 +90,12 @@ export function planFor(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS)
     } else if (kind === 'crash' || kind === 'crash-in-tx') faults.push({ kind, at, ms, party: pick(r, SERVERS) });
     else if (kind === 'power-cut') {
       const phone = Math.floor(r() * phones);
-      faults.push({ kind, phone, login: Math.floor(r() * logins[phone]!), afterOps: Math.floor(r() * 40) });
+      faults.push({ kind, phone, login: Math.floor(r() * logins[phone]!), afterOps: Math.floor(r() * 8) });
     } else if (kind === 'skew') faults.push({ kind, at, ms, party: pick(r, [...SERVERS, ...Array.from({ length: phones }, (_, i) => `phone-${i}`)]), skewMs: Math.round((r() * 2 - 1) * 90_000) });
     else if (kind === 'stall') faults.push({ kind, at, ms, party: pick(r, SERVERS), stallMs: 500 + Math.floor(r() * 4_000) });
     else faults.push({ kind, at, ms });
   }
-  return { seed, phones, logins, faults };
+  return { seed, phones, logins, starts, faults };
 }
 
 export function describeFault(f: Fault): string {
@@ -191,13 +194,14 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       world.log('HEAL: every fault ended');
     };
     const sleep = (ms: number) => new Promise<void>((r) => sched.at(ms, r));
-    const r = uniform(simRng(seed, 'dsim gaps'));
     const plug = async (p: SimPhone, what: string): Promise<Outcome> => {
       const t0 = sched.now();
+      const st = p.phone.chip.stats;
+      const ops0 = st.programs + st.sectorErases + st.blockErases;
       const hung = new Promise<Outcome>((res) => sched.at(PLUG_CAP_MS, () => res({ ok: false, kind: 'hung', reason: `no outcome within ${PLUG_CAP_MS} ms`, ms: PLUG_CAP_MS })));
       const out = await Promise.race([p.phone.device.plugIn() as Promise<Outcome>, hung]);
       logins++;
-      world.log(`${p.party} ${what}: ${out.ok ? `logged in to ${out.server} gen ${out.gen} via ${out.via}` : `${out.kind}: ${out.reason}`} (${sched.now() - t0} ms)`);
+      world.log(`${p.party} ${what}: ${out.ok ? `logged in to ${out.server} gen ${out.gen} via ${out.via}` : `${out.kind}: ${out.reason}`} (${sched.now() - t0} ms, ${st.programs + st.sectorErases + st.blockErases - ops0} flash ops)`);
       world.replug(p);
       inv.afterPlug();
       return out;
@@ -210,12 +214,14 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
           world.log(`FAULT ${describeFault(cut)}`);
           p.phone.chip.faults.powerCutAfterOps = cut.afterOps;
         }
+        const wait = plan.starts[p.index]![j]! - sched.now();
+        if (wait > 0) await sleep(wait);
         await plug(p, `login ${j}`);
-        await sleep(200 + Math.floor(r() * 3_000));
       }
     };
     const story = (async () => {
       await Promise.all(world.phones.map(phase1));
+      if (sched.now() < FAULT_WINDOW_MS) await sleep(FAULT_WINDOW_MS - sched.now());
       heal();
       inv.afterHeal();
       await sleep(HEAL_SETTLE_MS);
@@ -297,7 +303,8 @@ export async function shrink(seed: number, o: RunOptions & { budget?: number } =
     for (let p = 0; p < best.plan.logins.length && runs < budget; p++) {
       if (best.plan.logins[p]! <= 1) continue;
       const logins = best.plan.logins.map((n, k) => (k === p ? n - 1 : n));
-      const plan = { ...best.plan, logins, faults: best.plan.faults.filter((f) => f.kind !== 'power-cut' || f.phone !== p || f.login < logins[p]!) };
+      const starts = best.plan.starts.map((xs, k) => (k === p ? xs.slice(0, -1) : xs));
+      const plan = { ...best.plan, logins, starts, faults: best.plan.faults.filter((f) => f.kind !== 'power-cut' || f.phone !== p || f.login < logins[p]!) };
       const r = await runSeed(seed, { ...o, plan, trace: false });
       runs++;
       if (stillFails(r)) {
