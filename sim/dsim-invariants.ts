@@ -1,5 +1,7 @@
 // The named invariants of the deterministic simulation (issue 14), checked while a run goes:
-//   no-lockout          after the faults heal, some plug-in out of LOCKOUT_TRIES logs each phone in
+//   no-lockout          after the faults heal, a phone that saved a login logs in from it with both
+//                       registration servers unreachable, and some plug-in out of LOCKOUT_TRIES
+//                       (through registration) logs each phone in
 //   liveness            the first plug-in after the heal logs each phone in within LIVENESS_BOUND_MS
 //   secrets-per-user    at most SECRETS_PER_USER login keys of a user are valid at the business
 //                       store at any check (current + pending: docs/firmware.md, "at most two secrets")
@@ -142,6 +144,11 @@ export class Invariants {
   liveness(p: SimPhone, ok: boolean, tookMs: number, boundMs: number): void {
     this.checks++;
     if (!ok || tookMs > boundMs) this.report('liveness', `${p.party}'s first plug-in after the heal did not log in within ${boundMs} ms`);
+  }
+
+  savedRoute(p: SimPhone, ok: boolean): void {
+    this.checks++;
+    if (!ok) this.report('no-lockout', `${p.party} saved a login but could not log in from it with the registration servers unreachable`);
   }
 
   lockout(p: SimPhone, tries: number): void {

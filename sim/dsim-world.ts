@@ -63,6 +63,11 @@ export const SERVERS = [...REGS, ...BIZ];
 export const MAX_PHONES = 3;
 /** Health poll period of the registration servers, virtual ms (reg-server/server.ts default). */
 const HEALTH_MS = 2_000;
+/**
+ * How long an issued, unused pending password stays usable, virtual ms: short (the deployment
+ * default is 30 days) so that runs reach the expiry paths; the rotation rules must hold for any.
+ */
+export const SIM_PENDING_TTL_MS = 15_000;
 /** The admin calls' deadline (reg-server/server.ts default). */
 const ADMIN_TIMEOUT_MS = 3_000;
 
@@ -129,6 +134,23 @@ function partyLogger(party: string, out: ((line: string) => void) | null): Logge
   return { debug: () => {}, info: emit('info'), warn: emit('warn'), error: emit('error') };
 }
 
+/**
+ * TEST ONLY: a rule of the business store broken on purpose, for the store-integrity
+ * invariant's test. 'pending-not-above-current': an installed pending generation is numbered
+ * as the current one (docs/protocol.md §10: "a pending generation is always above the current one").
+ */
+export type StoreMutant = 'pending-not-above-current';
+
+function mutateBizStore(store: SqliteBizStore, m: StoreMutant | undefined): void {
+  if (m !== 'pending-not-above-current') return;
+  const install = store.installPending.bind(store);
+  store.installPending = (user, ...rest) => {
+    const r = install(user, ...rest);
+    if (r.installed) store.db.prepare('UPDATE accounts SET pending_gen = current_gen WHERE user = ?').run(user);
+    return r;
+  };
+}
+
 /** One incarnation of a server: everything a crash throws away. */
 interface Incarnation {
   alive: boolean;
@@ -146,6 +168,8 @@ export interface WorldOptions {
   mutant?: Mutant;
   /** TEST ONLY: every phone breaks this rule (firmware/mutant.ts). */
   deviceMutant?: DeviceMutant;
+  /** TEST ONLY: the business store breaks this rule (StoreMutant). */
+  storeMutant?: StoreMutant;
   /** The run's event log: every line (null: none kept, faster). */
   log: ((line: string) => void) | null;
 }
@@ -308,13 +332,14 @@ export class World {
         if (n === 32) this.secrets.push(Uint8Array.from(b));
         return b;
       };
-      const deps = { store: withHealthView(store, poller), ring: this.#t.ring, replay: replayCacheFor(this.o.mutant), adminClient, pendingTtlMs: 30 * 24 * 3600_000, log, rng, now: this.clockOf(name) };
+      const deps = { store: withHealthView(store, poller), ring: this.#t.ring, replay: replayCacheFor(this.o.mutant), adminClient, pendingTtlMs: SIM_PENDING_TTL_MS, log, rng, now: this.clockOf(name) };
       this.#serve(name, inc, (t) => new RegServerSession(t, sessionOpts, deps));
     } else {
       const store = new SqliteBizStore(join(this.dir, 'biz.sqlite'), this.#t.storageKey);
       inc.bizStore = store;
       inc.closeStores = () => store.close();
       this.#crashPoint(name, store.db, ['accounts']);
+      mutateBizStore(store, this.o.storeMutant);
       const sessionStore = this.o.mutant === 'keep-old-password' ? keepOldPasswords(store) : store;
       inc.sessionStore = sessionStore;
       let sessions = 0;

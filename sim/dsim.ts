@@ -13,7 +13,7 @@ import type { DeviceMutant } from '../firmware/mutant.ts';
 import type { Mutant } from '../server-kit/mutant.ts';
 import type { Rng } from '../firmware/hal/hal.ts';
 import { setLogSink } from '../server-kit/log.ts';
-import { World, SERVERS, GATEWAY, MAX_PHONES, type SimPhone } from './dsim-world.ts';
+import { World, SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant } from './dsim-world.ts';
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
 
@@ -22,8 +22,11 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** Virtual ms within which the schedule's faults begin. */
 export const FAULT_WINDOW_MS = 12_000;
-/** After the heal, the phones wait this long (two health polls and a margin) before phase 2. */
-export const HEAL_SETTLE_MS = 5_000;
+/**
+ * After the heal, the phones wait this long before phase 2: two health polls, and past the
+ * pending passwords' lifetime, so phase 2 meets the expired ones too.
+ */
+export const HEAL_SETTLE_MS = SIM_PENDING_TTL_MS + 1_000;
 /** liveness: the first plug-in of phase 2 logs in within this (virtual ms). */
 export const LIVENESS_BOUND_MS = 30_000;
 /** no-lockout: some plug-in out of this many, after the heal, logs in. */
@@ -115,6 +118,7 @@ export interface RunOptions {
   kinds?: readonly FaultKind[];
   mutant?: Mutant;
   deviceMutant?: DeviceMutant;
+  storeMutant?: StoreMutant;
   /** Keep the full event trace (replay). */
   trace?: boolean;
 }
@@ -135,7 +139,7 @@ type Outcome = DeviceOutcome | { ok: false; kind: 'hung'; reason: string; ms: nu
 export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResult> {
   const plan = o.plan ?? planFor(seed, o.kinds);
   const lines: string[] = [];
-  const world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, log: o.trace ? (l) => lines.push(l) : null });
+  const world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
   const inv = new Invariants(world);
   // The servers' process-wide log lines (the admin endpoint's own logger) go into the trace, without their wall-clock time.
   const prevSink = setLogSink((l) => world.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
@@ -225,6 +229,18 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       heal();
       inv.afterHeal();
       await sleep(HEAL_SETTLE_MS);
+      // The saved route (no-lockout): with both registration servers unreachable, a phone that
+      // saved a login in phase 1 logs in from it (docs/protocol.md §10: no lost reply, crash or
+      // power cut locks the device out).
+      for (const reg of REGS) net.partition(GATEWAY, reg, true);
+      world.log('both registration servers unreachable: the saved route');
+      await Promise.all(world.phones.map(async (p) => {
+        if (!p.host.has('S0.12', true)) return;
+        const out = await plug(p, 'saved route');
+        inv.savedRoute(p, out.ok);
+      }));
+      for (const reg of REGS) net.partition(GATEWAY, reg, false);
+      world.log('registration servers reachable again');
       const healedAt = sched.now();
       await Promise.all(world.phones.map(async (p) => {
         for (let k = 0; k < LOCKOUT_TRIES; k++) {
