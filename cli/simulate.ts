@@ -96,7 +96,8 @@ export const command: Command = {
       if (tty) process.stderr.write('\r\x1b[K');
       const secs = (performance.now() - t0) / 1000;
       if (json) process.stdout.write(JSON.stringify({ seeds: n, from, failed: failed.length, seconds: Math.round(secs * 10) / 10, ...totals, results: failed }) + '\n');
-      else process.stdout.write(`${n} seed(s) from ${from}: ${n - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${(n / secs).toFixed(1)} seeds/s\n`);
+      // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
+      else (v.trace ? process.stderr : process.stdout).write(`${n} seed(s) from ${from}: ${n - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${(n / secs).toFixed(1)} seeds/s\n`);
       if (failed.length) {
         if (!json) process.stderr.write(`usbphone simulate: ${failed.length} seed(s) broke an invariant (SIMULATE_VIOLATION)\n`);
         return 1;

@@ -160,7 +160,13 @@ export class Invariants {
   storeIntegrity(when: string): void {
     this.checks++;
     for (const file of ['reg.sqlite', 'biz.sqlite']) {
-      const db = new Database(join(this.w.dir, file), { readonly: true });
+      let db: Database.Database;
+      try {
+        db = new Database(join(this.w.dir, file), { readonly: true });
+      } catch (e) {
+        this.report('store-integrity', `${file} ${when}: does not open: ${(e as Error).message}`);
+        continue;
+      }
       try {
         const r = db.pragma('integrity_check', { simple: true });
         if (r !== 'ok') this.report('store-integrity', `${file} ${when}: integrity_check says ${String(r)}`);
@@ -183,6 +189,8 @@ export class Invariants {
             }
           }
         }
+      } catch (e) {
+        this.report('store-integrity', `${file} ${when}: ${(e as Error).message}`);
       } finally {
         db.close();
       }
