@@ -43,7 +43,7 @@ export const command: Command = {
   async run(argv) {
     try {
       const v = parseOptions('simulate', argv, OPTIONS).values;
-      const { FAULT_KINDS, runSeed, shrink, describeFault } = await import('../sim/dsim.ts');
+      const { FAULT_KINDS, runSeeds, shrink, describeFault } = await import('../sim/dsim.ts');
       if (v.help) {
         process.stdout.write(HELP.replace('{FAULTS}', FAULT_KINDS.join(',')));
         return 0;
@@ -62,16 +62,11 @@ export const command: Command = {
       const n = one ? 1 : intOption(v.seeds, 'seeds', 1, 10_000_000, 1);
       const json = v.json === true;
       const tty = process.stderr.isTTY === true && !json;
-      const t0 = performance.now();
       const failed: unknown[] = [];
-      const totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0 };
       let shrunk = 0;
-      for (let s = from; s < from + n; s++) {
-        const r = await runSeed(s, { kinds, trace: one && v.trace === true });
-        totals.faultsInjected += r.stats.faultsInjected;
-        totals.invariantChecks += r.stats.invariantChecks;
-        totals.events += r.stats.events;
-        totals.logins += r.stats.logins;
+      const t0 = performance.now();
+      const sum = await runSeeds(from, n, { kinds, trace: one && v.trace === true }, async (r, done) => {
+        const s = r.seed;
         if (one && v.trace && !json) process.stdout.write(r.lines.join('\n') + '\n');
         if (!r.ok) {
           let schedule = r.plan.faults.map(describeFault);
@@ -87,14 +82,11 @@ export const command: Command = {
             process.stdout.write(`FAIL seed ${s}: ${r.violations.map((x) => `${x.invariant} (${x.detail})`).join('; ')}\n  faults: ${r.plan.faults.map(describeFault).join('; ') || 'none'}\n  shrunk: ${schedule.join('; ') || 'none'}\n  replay: usbphone simulate --seed ${s} --trace${v.faults ? ` --faults ${v.faults}` : ''}\n`);
           }
         }
-        if (tty && (s - from) % 10 === 9) {
-          const done = s - from + 1;
-          const rate = done / ((performance.now() - t0) / 1000);
-          process.stderr.write(`\r\x1b[K[${done}/${n}] ${failed.length} failing, ${rate.toFixed(1)} seeds/s`);
-        }
-      }
+        if (tty && done % 10 === 0) process.stderr.write(`\r\x1b[K[${done}/${n}] ${failed.length} failing, ${(done / ((performance.now() - t0) / 1000)).toFixed(1)} seeds/s`);
+      });
+      const totals = sum.totals;
       if (tty) process.stderr.write('\r\x1b[K');
-      const secs = (performance.now() - t0) / 1000;
+      const secs = sum.seconds;
       if (json) process.stdout.write(JSON.stringify({ seeds: n, from, failed: failed.length, seconds: Math.round(secs * 10) / 10, ...totals, results: failed }) + '\n');
       // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
       else (v.trace ? process.stderr : process.stdout).write(`${n} seed(s) from ${from}: ${n - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${(n / secs).toFixed(1)} seeds/s\n`);

@@ -8,8 +8,9 @@
 //   no-secret-on-wire   no key, rotation secret, login key or serial in any frame, close reason or
 //                       admin body on the network, in any encoding (sim/needles.ts), checked per frame
 //   no-secret-in-zones  none of them in the sectors a phone wrote in its free or virtual zone
-//   no-half-validated-frame  a party that received a corrupted frame on a connection never sends
-//                       anything but an error frame on it afterwards (it must not act on it)
+//   no-half-validated-frame  a party that received a corrupted frame on a connection sends nothing
+//                       on it afterwards but a refusal (error, loginFail) or the receipt loginAck
+//                       (REFUSAL_TYPES): it must not act on it
 //   store-integrity     after every restart and at the end: PRAGMA integrity_check on both stores,
 //                       every row passes the store's own row checks (accountFromRow/deviceFromRow:
 //                       keys open under the storage key), and the generations are consistent
@@ -28,6 +29,14 @@ import { GATEWAY, type World, type SimPhone } from './dsim-world.ts';
 
 export const INVARIANTS = ['no-lockout', 'liveness', 'secrets-per-user', 'no-secret-on-wire', 'no-secret-in-zones', 'no-half-validated-frame', 'store-integrity', 'progress', 'no-crash'] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
+
+/**
+ * What a party may still send on a connection after it received a corrupted frame there: a
+ * refusal (an error frame; loginFail, the business server's refusal of an opening whose MAC
+ * fails, docs/protocol.md §6.4) or loginAck, the content-free receipt the server sends at once,
+ * before it checks the opening (S0.11, §6.4). Anything else acts on the frame.
+ */
+const REFUSAL_TYPES: ReadonlySet<number> = new Set([MsgType.error, MsgType.loginFail, MsgType.loginAck]);
 
 /** The documented bound: a user's valid business secrets (current + pending). */
 export const SECRETS_PER_USER = 2;
@@ -99,7 +108,7 @@ export class Invariants {
       } catch {
         // unreadable: not an error frame
       }
-      if (type !== MsgType.error) this.report('no-half-validated-frame', `${e.from} sent a frame of type ${type} on connection ${e.conn} after it received a corrupted frame there`);
+      if (!REFUSAL_TYPES.has(type)) this.report('no-half-validated-frame', `${e.from} sent a frame of type ${type} on connection ${e.conn} after it received a corrupted frame there`);
     }
   }
 

@@ -212,11 +212,17 @@ export class World {
   #t!: Template;
 
   private constructor(readonly o: WorldOptions) {
-    this.sched = new Scheduler(Date.now() - (Date.now() % 1000));
+    // The simulated date (SIM_EPOCH_MS at virtual 0): every clock of the run reads it (sim/dsim.ts installs it as Date.now).
+    this.sched = new Scheduler();
     this.dir = mkdtempSync(join(tmpdir(), `usbphone-dsim-${o.seed}-`));
     this.#serverRng = simRng(o.seed, 'servers');
     this.net = new DsimNet(this.sched, simRng(o.seed, 'net'), (e) => this.onWire(e), (l) => this.log(l));
     this.net.onDeliver = (conn, to, bytes) => this.onDeliver(conn, to, bytes);
+  }
+
+  /** Makes what every run shares (once per process), before a run seeds the platform's randomness. */
+  static async prepare(): Promise<void> {
+    await getTemplate();
   }
 
   static async create(o: WorldOptions): Promise<World> {

@@ -13,6 +13,7 @@ import type { DeviceMutant } from '../firmware/mutant.ts';
 import type { Mutant } from '../server-kit/mutant.ts';
 import type { Rng } from '../firmware/hal/hal.ts';
 import { setLogSink } from '../server-kit/log.ts';
+import { systemRng } from '../protocol/rng.ts';
 import { World, SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant } from './dsim-world.ts';
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
@@ -139,11 +140,16 @@ type Outcome = DeviceOutcome | { ok: false; kind: 'hung'; reason: string; ms: nu
 export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResult> {
   const plan = o.plan ?? planFor(seed, o.kinds);
   const lines: string[] = [];
+  await World.prepare();
+  const restoreRandom = seedPlatformRandom(seed);
   const world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
+  const { sched, net } = world;
   const inv = new Invariants(world);
+  // Every clock a server reads without a seam (the stores' default `now`, log times) is the virtual one.
+  const realNow = Date.now;
+  Date.now = () => sched.epochAtStartMs + sched.now();
   // The servers' process-wide log lines (the admin endpoint's own logger) go into the trace, without their wall-clock time.
   const prevSink = setLogSink((l) => world.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
-  const { sched, net } = world;
   let faultsInjected = 0;
   let logins = 0;
   let events = 0;
@@ -287,9 +293,41 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       stats: { events, virtualMs: sched.now(), frames: net.counts.frames, faultsInjected, invariantChecks: inv.checks, logins, crashes: world.crashes },
     };
   } finally {
+    Date.now = realNow;
     setLogSink(prevSink);
     world.close();
+    restoreRandom();
   }
+}
+
+/**
+ * The servers' randomness from the seed for the length of one run: the platform CSPRNG that
+ * protocol/rng.ts systemRng (and every library) reads is replaced by the seed's stream, so the
+ * servers' nonces, ids and secrets, and with them every byte on the wire, replay too. systemRng's
+ * 4 KiB block is drained first, so what a previous run left in it does not leak into this one.
+ * Returns the function that puts the platform's back.
+ */
+function seedPlatformRandom(seed: number): () => void {
+  const c = globalThis.crypto;
+  const own = Object.getOwnPropertyDescriptor(c, 'getRandomValues');
+  const stream = simRng(seed, 'platform csprng');
+  let fetched = false;
+  Object.defineProperty(c, 'getRandomValues', {
+    configurable: true,
+    writable: true,
+    value: <T extends ArrayBufferView | null>(a: T): T => {
+      if (a) {
+        new Uint8Array(a.buffer, a.byteOffset, a.byteLength).set(stream(a.byteLength));
+        if (a.byteLength >= 4096) fetched = true;
+      }
+      return a;
+    },
+  });
+  for (let i = 0; i < 32 && !fetched; i++) systemRng(256);
+  return () => {
+    if (own) Object.defineProperty(c, 'getRandomValues', own);
+    else delete (c as { getRandomValues?: unknown }).getRandomValues;
+  };
 }
 
 /**
@@ -331,4 +369,32 @@ export async function shrink(seed: number, o: RunOptions & { budget?: number } =
     }
   }
   return { plan: best.plan, result: best, runs };
+}
+
+export interface RangeSummary {
+  from: number;
+  seeds: number;
+  failed: RunResult[];
+  seconds: number;
+  totals: { faultsInjected: number; invariantChecks: number; events: number; logins: number; frames: number; crashes: number; virtualMs: number };
+}
+
+/** Runs seeds from .. from+n-1, telling `onSeed` of each; the figures of the whole range. */
+export async function runSeeds(from: number, n: number, o: RunOptions = {}, onSeed: (r: RunResult, done: number) => void | Promise<void> = () => {}): Promise<RangeSummary> {
+  const t0 = performance.now();
+  const failed: RunResult[] = [];
+  const totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0, frames: 0, crashes: 0, virtualMs: 0 };
+  for (let s = from; s < from + n; s++) {
+    const r = await runSeed(s, o);
+    totals.faultsInjected += r.stats.faultsInjected;
+    totals.invariantChecks += r.stats.invariantChecks;
+    totals.events += r.stats.events;
+    totals.logins += r.stats.logins;
+    totals.frames += r.stats.frames;
+    totals.crashes += r.stats.crashes;
+    totals.virtualMs += r.stats.virtualMs;
+    if (!r.ok) failed.push(r);
+    await onSeed(r, s - from + 1);
+  }
+  return { from, seeds: n, failed, seconds: (performance.now() - t0) / 1000, totals };
 }
