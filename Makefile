@@ -8,7 +8,7 @@ GATEWAY ?=
 # make inspect inspects the phone make sim plugs in, unless IMAGE= names another image.
 IMAGE ?= $(STATE)/phone.img
 
-.PHONY: all deps tools services test typecheck test-slow sim serve image inspect bench clean help
+.PHONY: all deps tools services test typecheck test-slow soak sim serve image inspect bench clean help
 
 all: help
 
@@ -18,6 +18,7 @@ help:
 	@echo "                for a second boot. With 'make serve' running: make sim GATEWAY=ws://127.0.0.1:7400/"
 	@echo "make test       type check + every test, exhaustive power cuts included (ends with 'N passed, N failed')"
 	@echo "make test-slow  every test, plus the 1000-phone fleet as a correctness test (SLOW=1)"
+	@echo "make soak       the deterministic simulation over 100,000 seeds (SEEDS=N, FROM=S); failing seeds printed with their replay"
 	@echo "make serve      gateway + registration primary/backup + two business servers on loopback, state in $(STATE)/"
 	@echo "make image      build a factory flash image into $(STATE)/factory.img (the phone make sim uses is $(STATE)/phone.img)"
 	@echo "make inspect    inspect a flash image: $(STATE)/phone.img, or IMAGE=FILE [FUSES=FILE]"
@@ -48,6 +49,13 @@ test: deps tools services typecheck
 
 test-slow: deps tools
 	SLOW=1 node scripts/run-tests.mjs
+
+# The whole system in one deterministic simulation (issue 14; docs/simulation.md): make test runs
+# seeds 1-1000, the soak 100,000 from FROM. Hours on two cores (docs/benchmarks.md §"Simulation").
+SEEDS ?= 100000
+FROM ?= 1001
+soak: deps
+	$(USBPHONE) simulate --seeds $(SEEDS) --from $(FROM)
 
 sim: deps
 	$(USBPHONE) sim --state $(STATE) $(if $(GATEWAY),--gateway $(GATEWAY),)
