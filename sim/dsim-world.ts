@@ -32,6 +32,7 @@ import { SqliteBizStore } from '../biz-server/store.ts';
 import { RegServerSession } from '../reg-server/session.ts';
 import { BizServerSession } from '../biz-server/session.ts';
 import { HealthPoller, withHealthView } from '../reg-server/health.ts';
+import type { RotationStep } from '../reg-server/rotation.ts';
 import { bizAdminHandlers } from '../biz-server/server.ts';
 import { adminHandler, AdminClient } from '../server-kit/admin-rpc.ts';
 import { adminOps } from '../server-kit/admin-messages.ts';
@@ -198,6 +199,8 @@ export class World {
   readonly skew = new Map<string, number>();
   /** Parties whose next store write throws inside its transaction (a crash point). */
   readonly crashInTx = new Set<string>();
+  /** Registration servers that crash when a rotation reaches this step (reg-server/rotation.ts pauseAt). */
+  readonly crashAtStep = new Map<string, RotationStep>();
   /** Secrets handed out by a rotation (the registration servers' rng draws): needles for the wire scan. */
   readonly secrets: Uint8Array[] = [];
   crashes = 0;
@@ -338,7 +341,16 @@ export class World {
         if (n === 32) this.secrets.push(Uint8Array.from(b));
         return b;
       };
-      const deps = { store: withHealthView(store, poller), ring: this.#t.ring, replay: replayCacheFor(this.o.mutant), adminClient, pendingTtlMs: SIM_PENDING_TTL_MS, log, rng, now: this.clockOf(name) };
+      // A crash in the middle of a rotation: at the step the schedule names, the process dies there.
+      const pauseAt = (step: RotationStep): void | Promise<void> => {
+        if (!inc.alive) return new Promise(() => {});
+        if (this.crashAtStep.get(name) !== step) return;
+        this.crashAtStep.delete(name);
+        this.log(`${name} CRASH at rotation step ${step}`);
+        this.crash(name);
+        return new Promise(() => {});
+      };
+      const deps = { store: withHealthView(store, poller), ring: this.#t.ring, replay: replayCacheFor(this.o.mutant), adminClient, pendingTtlMs: SIM_PENDING_TTL_MS, log, rng, now: this.clockOf(name), pauseAt };
       this.#serve(name, inc, (t) => new RegServerSession(t, sessionOpts, deps));
     } else {
       const store = new SqliteBizStore(join(this.dir, 'biz.sqlite'), this.#t.storageKey);

@@ -56,19 +56,20 @@ test('no faults: every phone logs in, every invariant holds', async () => {
 
 test('faults bite: crashes restart from their files, corrupted frames are refused, power cuts halt the phone', async () => {
   const seen = new Set<string>();
-  for (let s = 1; s <= 40; s++) {
+  for (let s = 1; s <= 60; s++) {
     const r = await runSeed(s, { trace: true });
     assert.ok(r.ok, `seed ${s}: ${JSON.stringify(r.violations)}`);
     for (const l of r.lines) {
       if (/ RESTART /.test(l)) seen.add('restart');
       if (/CRASH inside a store transaction/.test(l)) seen.add('crash-in-tx');
+      if (/CRASH at rotation step/.test(l)) seen.add('crash-at-step');
       if (/refused: CHAN_BAD_TAG|CHAN_BAD_TAG/.test(l)) seen.add('bad-tag');
       if (/power-lost/.test(l)) seen.add('power-lost');
       if (/GW_UPSTREAM_UNAVAILABLE/.test(l)) seen.add('unavailable');
       if (/ADMIN_REPLAY/.test(l)) seen.add('admin-replay');
     }
   }
-  assert.equal([...seen].sort(), ['admin-replay', 'bad-tag', 'crash-in-tx', 'power-lost', 'restart', 'unavailable']);
+  assert.equal([...seen].sort(), ['admin-replay', 'bad-tag', 'crash-at-step', 'crash-in-tx', 'power-lost', 'restart', 'unavailable']);
 });
 
 test('secrets-per-user: the old password kept valid after a promotion (keep-old-password) is reported, and replays', async () => {

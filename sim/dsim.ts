@@ -13,12 +13,13 @@ import type { DeviceMutant } from '../firmware/mutant.ts';
 import type { Mutant } from '../server-kit/mutant.ts';
 import type { Rng } from '../firmware/hal/hal.ts';
 import { setLogSink } from '../server-kit/log.ts';
+import { ROTATION_STEPS, type RotationStep } from '../reg-server/rotation.ts';
 import { systemRng } from '../protocol/rng.ts';
 import { World, SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant } from './dsim-world.ts';
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
 
-export const FAULT_KINDS = ['loss', 'delay', 'dup', 'reorder', 'corrupt', 'partition', 'crash', 'crash-in-tx', 'power-cut', 'skew', 'stall'] as const;
+export const FAULT_KINDS = ['loss', 'delay', 'dup', 'reorder', 'corrupt', 'partition', 'crash', 'crash-in-tx', 'crash-at-step', 'power-cut', 'skew', 'stall'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** Virtual ms within which the schedule's faults begin. */
@@ -50,6 +51,7 @@ export type Fault =
   | { kind: 'loss' | 'delay' | 'dup' | 'reorder' | 'corrupt'; at: number; ms: number }
   | { kind: 'partition'; at: number; ms: number; a: string; b: string }
   | { kind: 'crash' | 'crash-in-tx'; at: number; ms: number; party: string }
+  | { kind: 'crash-at-step'; at: number; ms: number; party: string; step: RotationStep }
   | { kind: 'power-cut'; phone: number; login: number; afterOps: number }
   | { kind: 'skew'; at: number; ms: number; party: string; skewMs: number }
   | { kind: 'stall'; at: number; ms: number; party: string; stallMs: number };
@@ -92,6 +94,7 @@ export function planFor(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS)
       const b = pick(r, all.filter((x) => x !== a));
       faults.push({ kind, at, ms, a, b });
     } else if (kind === 'crash' || kind === 'crash-in-tx') faults.push({ kind, at, ms, party: pick(r, SERVERS) });
+    else if (kind === 'crash-at-step') faults.push({ kind, at, ms, party: pick(r, REGS), step: pick(r, ROTATION_STEPS) });
     else if (kind === 'power-cut') {
       const phone = Math.floor(r() * phones);
       faults.push({ kind, phone, login: Math.floor(r() * logins[phone]!), afterOps: Math.floor(r() * 8) });
@@ -106,6 +109,7 @@ export function describeFault(f: Fault): string {
   switch (f.kind) {
     case 'partition': return `partition ${f.a}|${f.b} at ${f.at} for ${f.ms} ms`;
     case 'crash': case 'crash-in-tx': return `${f.kind} ${f.party} at ${f.at}, down ${f.ms} ms`;
+    case 'crash-at-step': return `crash ${f.party} at rotation step ${f.step} (armed at ${f.at} for ${f.ms} ms)`;
     case 'power-cut': return `power-cut phone-${f.phone} login ${f.login} after ${f.afterOps} flash ops`;
     case 'skew': return `skew ${f.party} ${f.skewMs} ms at ${f.at} for ${f.ms} ms`;
     case 'stall': return `stall ${f.party} +${f.stallMs} ms at ${f.at} for ${f.ms} ms`;
@@ -174,6 +178,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       if (f.kind === 'partition') net.partition(f.a, f.b, true);
       else if (f.kind === 'crash') world.crash(f.party);
       else if (f.kind === 'crash-in-tx') world.crashInTx.add(f.party);
+      else if (f.kind === 'crash-at-step') world.crashAtStep.set(f.party, f.step);
       else if (f.kind === 'skew') world.skew.set(f.party, f.skewMs);
       else if (f.kind === 'stall') net.stalled.set(f.party, f.stallMs);
       applyRates();
@@ -182,8 +187,9 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       if (!active.delete(f)) return;
       world.log(`END ${describeFault(f)}`);
       if (f.kind === 'partition') net.partition(f.a, f.b, false);
-      else if (f.kind === 'crash' || f.kind === 'crash-in-tx') {
+      else if (f.kind === 'crash' || f.kind === 'crash-in-tx' || f.kind === 'crash-at-step') {
         world.crashInTx.delete(f.party);
+        world.crashAtStep.delete(f.party);
         if (world.isDown(f.party)) world.start(f.party);
       } else if (f.kind === 'skew') world.skew.delete(f.party);
       else if (f.kind === 'stall') net.stalled.delete(f.party);
@@ -200,6 +206,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       net.healAll();
       world.skew.clear();
       world.crashInTx.clear();
+      world.crashAtStep.clear();
       for (const s of SERVERS) if (world.isDown(s)) world.start(s);
       world.log('HEAL: every fault ended');
     };
