@@ -35,12 +35,16 @@ import { HealthPoller, withHealthView } from '../reg-server/health.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';
 import { bizAdminHandlers } from '../biz-server/server.ts';
 import { adminHandler, AdminClient } from '../server-kit/admin-rpc.ts';
-import { adminOps } from '../server-kit/admin-messages.ts';
+import { adminOps, POLICY_ADMIN_LIMITS } from '../server-kit/admin-messages.ts';
+import { TableSource } from '../server-kit/table-source.ts';
+import { startPolicyServer } from '../policy-server/server.ts';
+import { readPolicyKey } from '../policy-server/keys.ts';
+import type { CborLimits } from '../protocol/limits.ts';
 import { closeReason } from '../server-kit/link.ts';
 import { replayCacheFor, keepOldPasswords, type Mutant } from '../server-kit/mutant.ts';
 import type { Logger, LogField } from '../server-kit/log.ts';
 import type { SessionFactory, SessionTimers, SessionTransport } from '../server-kit/session.ts';
-import { DEFAULT_TOPOLOGY, factoryPolicyFor } from '../deploy/config.ts';
+import { DEFAULT_TOPOLOGY, DEFAULT_INITIAL_TABLE, factoryPolicyFor } from '../deploy/config.ts';
 import { ensureKeyFile } from '../server-kit/keyfiles.ts';
 import { stateFiles } from '../deploy/config.ts';
 import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
@@ -60,6 +64,14 @@ const ORIGIN = 'ws://gateway.sim';
 export const REGS = [...DEFAULT_TOPOLOGY.regs] as string[];
 export const BIZ = DEFAULT_TOPOLOGY.biz.map((b) => b.name);
 export const SERVERS = [...REGS, ...BIZ];
+/** The security policy server (S3.5-S3.11): not a gateway dest; the registration servers poll its table. */
+export const POLICY = 'policy';
+/** Every server a fault may crash, stall or skew. */
+export const ALL_SERVERS = [...SERVERS, POLICY];
+/** The attack period T in the simulation (60 s in a deployment): tables change within a run. */
+export const SIM_POLICY_PERIOD_MS = 10_000;
+/** How often a registration server polls the latest table (deploy default). */
+const TABLE_POLL_MS = 5_000;
 /** The most phones a run has (their images and fuses are made once per process). */
 export const MAX_PHONES = 3;
 /** Health poll period of the registration servers, virtual ms (reg-server/server.ts default). */
@@ -82,6 +94,7 @@ interface Template {
   ring: MasterKeyring;
   adminKey: Uint8Array;
   storageKey: Uint8Array;
+  policyKey: Uint8Array;
   base: Uint8Array;
   fuses: Fuses[];
   serials: string[];
@@ -111,7 +124,7 @@ function makeTemplate(): Template {
   // enrollDevices is async only for its admin-API directory; in-store it settles at once.
   void enrollDevices({ reg, accounts: accountsInStore(biz) }, serials.map((serial) => ({ serial, keyVersion: ring.current, firmwareMeasurement: enrollment.firmwareMeasurement, firmwareVersion: enrollment.firmwareVersion }))).then((r) => users.push(...r.map((x) => x.user)));
   const fuses = serials.map((_, i) => fusesOf(WORLD_SEED, i));
-  return { dir, ring, adminKey, storageKey, base, fuses, serials, users, close: () => { reg.close(); biz.close(); } } as Template & { close(): void };
+  return { dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users, close: () => { reg.close(); biz.close(); } } as Template & { close(): void };
 }
 
 async function getTemplate(): Promise<Template> {
@@ -234,7 +247,8 @@ export class World {
     copyFileSync(join(w.#t.dir, 'reg.sqlite'), join(w.dir, 'reg.sqlite'));
     copyFileSync(join(w.#t.dir, 'biz.sqlite'), join(w.dir, 'biz.sqlite'));
     w.#gateway();
-    for (const s of SERVERS) w.start(s);
+    // As the stack starts them: the policy and business servers first, so the registration servers' first polls find them.
+    for (const s of [POLICY, ...BIZ, ...REGS]) w.start(s);
     for (let i = 0; i < o.phones; i++) w.#phone(i);
     return w;
   }
@@ -259,9 +273,9 @@ export class World {
   }
 
   /** An admin client of `from` for `to` over the simulated network, fenced to `inc`. */
-  #adminClient(from: string, to: string, inc: Incarnation): AdminClient {
+  #adminClient(from: string, to: string, inc: Incarnation, limits?: CborLimits): AdminClient {
     return new AdminClient({
-      target: to, url: `http://${to}.sim/admin`, key: this.#t.adminKey, timeoutMs: ADMIN_TIMEOUT_MS, now: this.clockOf(from),
+      target: to, url: `http://${to}.sim/admin`, key: this.#t.adminKey, timeoutMs: ADMIN_TIMEOUT_MS, now: this.clockOf(from), limits,
       post: (body, timeoutMs) => (inc.alive ? this.net.adminPost(from, to, body, timeoutMs).then((r) => (inc.alive ? r : new Promise<never>(() => {}))) : new Promise<never>(() => {})),
     });
   }
@@ -350,8 +364,41 @@ export class World {
         this.crash(name);
         return new Promise(() => {});
       };
-      const deps = { store: withHealthView(store, poller), ring: this.#t.ring, replay: replayCacheFor(this.o.mutant), adminClient, pendingTtlMs: SIM_PENDING_TTL_MS, log, rng, now: this.clockOf(name), pauseAt };
+      // S3.11: the latest signed table, polled from the policy server, goes into every credential reply.
+      const tables = new TableSource({ client: this.#adminClient(name, POLICY, inc, POLICY_ADMIN_LIMITS), log });
+      const pollTable = () => {
+        if (!inc.alive) return;
+        void tables.refresh();
+        this.sched.at(TABLE_POLL_MS, pollTable);
+      };
+      pollTable();
+      const deps = {
+        store: withHealthView(store, poller), ring: this.#t.ring, replay: replayCacheFor(this.o.mutant), adminClient, pendingTtlMs: SIM_PENDING_TTL_MS, log, rng, now: this.clockOf(name), pauseAt,
+        table: () => tables.current(), tableVersion: () => tables.version(),
+      };
       this.#serve(name, inc, (t) => new RegServerSession(t, sessionOpts, deps));
+    } else if (name === POLICY) {
+      // Its period timer on the scheduler (fenced), its store a file of its own; no HTTP port: its
+      // admin operations are served over the simulated network by the real admin endpoint.
+      const clock = {
+        now: this.clockOf(name),
+        setTimer: (fn: () => void, ms: number) => {
+          const h = this.sched.at(ms, () => inc.alive && fn());
+          return () => void (h.dead = true);
+        },
+      };
+      const ready = startPolicyServer({
+        name, host: '127.0.0.1', adminPort: null, adminKey: this.#t.adminKey, dbFile: join(this.dir, 'policy.sqlite'), privateKey: this.#t.policyKey,
+        initialTable: DEFAULT_INITIAL_TABLE, periodMs: SIM_POLICY_PERIOD_MS, clock,
+      });
+      ready.catch(() => {});
+      inc.closeStores = () => void ready.then((p) => p.store.close(), () => {});
+      let handle: ((body: Uint8Array) => Promise<{ status: number; body?: Uint8Array }>) | null = null;
+      this.net.serveAdmin(name, async (body) => {
+        if (!inc.alive) return new Promise(() => {});
+        handle ??= adminHandler({ key: this.#t.adminKey, name, now: this.clockOf(name), limits: POLICY_ADMIN_LIMITS, ops: (await ready).ops });
+        return handle(body);
+      });
     } else {
       const store = new SqliteBizStore(join(this.dir, 'biz.sqlite'), this.#t.storageKey);
       inc.bizStore = store;

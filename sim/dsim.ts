@@ -15,7 +15,7 @@ import type { Rng } from '../firmware/hal/hal.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { ROTATION_STEPS, type RotationStep } from '../reg-server/rotation.ts';
 import { systemRng } from '../protocol/rng.ts';
-import { World, SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant } from './dsim-world.ts';
+import { World, SERVERS, ALL_SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant } from './dsim-world.ts';
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
 
@@ -81,7 +81,7 @@ export function planFor(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS)
   const logins = Array.from({ length: phones }, () => 1 + Math.floor(r() * 3));
   const starts = logins.map((n) => Array.from({ length: n }, () => Math.floor(r() * FAULT_WINDOW_MS)).sort((a, b) => a - b));
   const n = kinds.length ? Math.floor(r() * 6) : 0;
-  const parties = [GATEWAY, ...SERVERS];
+  const parties = [GATEWAY, ...ALL_SERVERS];
   const faults: Fault[] = [];
   for (let k = 0; k < n; k++) {
     const kind = pick(r, kinds);
@@ -93,13 +93,14 @@ export function planFor(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS)
       const a = pick(r, all);
       const b = pick(r, all.filter((x) => x !== a));
       faults.push({ kind, at, ms, a, b });
-    } else if (kind === 'crash' || kind === 'crash-in-tx') faults.push({ kind, at, ms, party: pick(r, SERVERS) });
+    } else if (kind === 'crash') faults.push({ kind, at, ms, party: pick(r, ALL_SERVERS) });
+    else if (kind === 'crash-in-tx') faults.push({ kind, at, ms, party: pick(r, SERVERS) });
     else if (kind === 'crash-at-step') faults.push({ kind, at, ms, party: pick(r, REGS), step: pick(r, ROTATION_STEPS) });
     else if (kind === 'power-cut') {
       const phone = Math.floor(r() * phones);
       faults.push({ kind, phone, login: Math.floor(r() * logins[phone]!), afterOps: Math.floor(r() * 8) });
-    } else if (kind === 'skew') faults.push({ kind, at, ms, party: pick(r, [...SERVERS, ...Array.from({ length: phones }, (_, i) => `phone-${i}`)]), skewMs: Math.round((r() * 2 - 1) * 90_000) });
-    else if (kind === 'stall') faults.push({ kind, at, ms, party: pick(r, SERVERS), stallMs: 500 + Math.floor(r() * 4_000) });
+    } else if (kind === 'skew') faults.push({ kind, at, ms, party: pick(r, [...ALL_SERVERS, ...Array.from({ length: phones }, (_, i) => `phone-${i}`)]), skewMs: Math.round((r() * 2 - 1) * 90_000) });
+    else if (kind === 'stall') faults.push({ kind, at, ms, party: pick(r, ALL_SERVERS), stallMs: 500 + Math.floor(r() * 4_000) });
     else faults.push({ kind, at, ms });
   }
   return { seed, phones, logins, starts, faults };
@@ -146,14 +147,15 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   const lines: string[] = [];
   await World.prepare();
   const restoreRandom = seedPlatformRandom(seed);
-  const world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
+  // The servers' process-wide log lines (the admin endpoint's own logger) go into the trace, without their wall-clock time.
+  let world: World | null = null;
+  const prevSink = setLogSink((l) => world?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
+  world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
   const { sched, net } = world;
   const inv = new Invariants(world);
   // Every clock a server reads without a seam (the stores' default `now`, log times) is the virtual one.
   const realNow = Date.now;
   Date.now = () => sched.epochAtStartMs + sched.now();
-  // The servers' process-wide log lines (the admin endpoint's own logger) go into the trace, without their wall-clock time.
-  const prevSink = setLogSink((l) => world.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
   let faultsInjected = 0;
   let logins = 0;
   let events = 0;
@@ -207,7 +209,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       world.skew.clear();
       world.crashInTx.clear();
       world.crashAtStep.clear();
-      for (const s of SERVERS) if (world.isDown(s)) world.start(s);
+      for (const s of ALL_SERVERS) if (world.isDown(s)) world.start(s);
       world.log('HEAL: every fault ended');
     };
     const sleep = (ms: number) => new Promise<void>((r) => sched.at(ms, r));
