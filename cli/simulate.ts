@@ -26,7 +26,8 @@ then every fault heals and each phone must log in again. Named invariants are ch
 (docs/simulation.md): no-lockout, liveness, secrets-per-user, no-secret-on-wire,
 no-secret-in-zones, no-half-validated-frame, store-integrity.
 
-  --seeds N        run seeds S .. S+N-1 (S from --from, default 1); a progress line on a terminal
+  --seeds N        run seeds S .. S+N-1; a progress line on a terminal
+  --from S         the first seed of --seeds (default 1)
   --seed S         run one seed (the same seed replays the same run, event for event)
   --trace          with --seed: print its full event trace
   --faults KINDS   only these fault kinds, comma-separated, or 'none'; default all:
@@ -34,6 +35,7 @@ no-secret-in-zones, no-half-validated-frame, store-integrity.
   --no-shrink      do not shrink a failing seed's fault schedule
   --json           one JSON object on stdout: {seeds, failed, results: [...]}, failing seeds
                    with their violations and shrunk schedule
+  -h, --help       this text
 
 Exit: 0 every seed kept every invariant, 1 a seed broke one (SIMULATE_VIOLATION), 2 bad usage.
 `;
