@@ -103,7 +103,7 @@ interface Template {
 let template: Template | null = null;
 const WORLD_SEED = 14;
 
-function makeTemplate(): Template {
+async function makeTemplate(): Promise<Template> {
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-dsim-template-'));
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const rng = simRng(WORLD_SEED, 'dsim keys');
@@ -117,24 +117,24 @@ function makeTemplate(): Template {
   });
   const reg = new SqliteRegStore(join(dir, 'reg.sqlite'));
   const biz = new SqliteBizStore(join(dir, 'biz.sqlite'), storageKey);
-  reg.syncTopology(bizRecords(), DEFAULT_TOPOLOGY.regions);
-  reg.userNameKey(rng(32));
   const serials = Array.from({ length: MAX_PHONES }, (_, i) => `SN-DSIM-${String(i).padStart(6, '0')}`);
-  const users: string[] = [];
-  // enrollDevices is async only for its admin-API directory; in-store it settles at once.
-  void enrollDevices({ reg, accounts: accountsInStore(biz) }, serials.map((serial) => ({ serial, keyVersion: ring.current, firmwareMeasurement: enrollment.firmwareMeasurement, firmwareVersion: enrollment.firmwareVersion }))).then((r) => users.push(...r.map((x) => x.user)));
+  let users: string[];
+  try {
+    reg.syncTopology(bizRecords(), DEFAULT_TOPOLOGY.regions);
+    reg.userNameKey(rng(32));
+    const records = serials.map((serial) => ({ serial, keyVersion: ring.current, firmwareMeasurement: enrollment.firmwareMeasurement, firmwareVersion: enrollment.firmwareVersion }));
+    users = (await enrollDevices({ reg, accounts: accountsInStore(biz) }, records)).map((r) => r.user);
+  } finally {
+    // Closed, so the files are complete (WAL checkpointed) before each run copies them.
+    reg.close();
+    biz.close();
+  }
   const fuses = serials.map((_, i) => fusesOf(WORLD_SEED, i));
-  return { dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users, close: () => { reg.close(); biz.close(); } } as Template & { close(): void };
+  return { dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users };
 }
 
 async function getTemplate(): Promise<Template> {
-  if (!template) {
-    const t = makeTemplate() as Template & { close(): void };
-    // Let the enrollment settle, then close the stores so their files are complete (WAL checkpointed).
-    await new Promise((r) => setImmediate(r));
-    t.close();
-    template = t;
-  }
+  template ??= await makeTemplate();
   return template;
 }
 
