@@ -150,7 +150,13 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   // The servers' process-wide log lines (the admin endpoint's own logger) go into the trace, without their wall-clock time.
   let world: World | null = null;
   const prevSink = setLogSink((l) => world?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
-  world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
+  try {
+    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
+  } catch (e) {
+    setLogSink(prevSink);
+    restoreRandom();
+    throw e;
+  }
   const { sched, net } = world;
   const inv = new Invariants(world);
   // Every clock a server reads without a seam (the stores' default `now`, log times) is the virtual one.
