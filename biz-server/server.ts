@@ -6,7 +6,8 @@ import { Limits } from '../protocol/limits.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts';
 import { createAdminServer, AdminError } from '../server-kit/admin-rpc.ts';
-import { adminOps } from '../server-kit/admin-messages.ts';
+import { adminOps, type AdminHandlers, type StatusResult } from '../server-kit/admin-messages.ts';
+import type { Logger } from '../server-kit/log.ts';
 import { ServerMetrics } from '../server-kit/metrics.ts';
 import { createLogger } from '../server-kit/log.ts';
 import { SqliteBizStore, type BizStore } from './store.ts';
@@ -142,34 +143,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
     admin = createAdminServer({
       key: cfg.adminKey,
       name: cfg.name,
-      ops: adminOps({
-        async installPending(a) {
-          try {
-            const r = await store.installPending(a.user, a.loginKey, a.sealed, a.expiresAt, a.rotationId);
-            log.info(r.installed ? 'pending installed' : 'pending kept', { user: a.user, currentGen: r.currentGen, pendingGen: r.pendingGen });
-            return r;
-          } finally {
-            a.loginKey.fill(0);
-          }
-        },
-        status() {
-          return { healthy: !draining, sessions: h.sessions(), region: cfg.region };
-        },
-        // Enrollment (deploy/enroll.ts): the account with no password yet (generation 0).
-        // Idempotent for the same account/user pair; bound to another: BIZ_ACCOUNT_CONFLICT.
-        async enrollAccount(a) {
-          let r: 'created' | 'exists';
-          try {
-            r = await store.createAccount(a.account, a.user);
-          } catch (e) {
-            // The store's refusals are the caller's to see, with their code (not ADMIN_INTERNAL).
-            if (e instanceof ImplementationError && (e.code === 'BIZ_ACCOUNT_CONFLICT' || e.code === 'BIZ_BAD_USER')) throw new AdminError(e.code, e.message.replace(/^[A-Z_]+: /, ''));
-            throw e;
-          }
-          if (r === 'created') log.info('account created', { user: a.user });
-          return r;
-        },
-      }),
+      ops: adminOps(bizAdminHandlers(store, log, () => ({ healthy: !draining, sessions: h.sessions(), region: cfg.region }))),
     });
     const adminPort = await listen(admin, cfg.adminPort, cfg.host);
     log.info('listening', { devicePort: host.devicePort, linkPort: host.linkPort, adminPort });
@@ -202,4 +176,38 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
     await store.close();
     throw e;
   }
+}
+
+/**
+ * The business server's admin operations (registration: installPending, status; enrollment:
+ * enrollAccount) over its store: served by startBizServer's admin port, and by the
+ * deterministic simulation (sim/dsim-world.ts) over its simulated network.
+ */
+export function bizAdminHandlers(store: BizStore, log: Logger, status: () => StatusResult): AdminHandlers {
+  return {
+    async installPending(a) {
+      try {
+        const r = await store.installPending(a.user, a.loginKey, a.sealed, a.expiresAt, a.rotationId);
+        log.info(r.installed ? 'pending installed' : 'pending kept', { user: a.user, currentGen: r.currentGen, pendingGen: r.pendingGen });
+        return r;
+      } finally {
+        a.loginKey.fill(0);
+      }
+    },
+    status,
+    // Enrollment (deploy/enroll.ts): the account with no password yet (generation 0).
+    // Idempotent for the same account/user pair; bound to another: BIZ_ACCOUNT_CONFLICT.
+    async enrollAccount(a) {
+      let r: 'created' | 'exists';
+      try {
+        r = await store.createAccount(a.account, a.user);
+      } catch (e) {
+        // The store's refusals are the caller's to see, with their code (not ADMIN_INTERNAL).
+        if (e instanceof ImplementationError && (e.code === 'BIZ_ACCOUNT_CONFLICT' || e.code === 'BIZ_BAD_USER')) throw new AdminError(e.code, e.message.replace(/^[A-Z_]+: /, ''));
+        throw e;
+      }
+      if (r === 'created') log.info('account created', { user: a.user });
+      return r;
+    },
+  };
 }

@@ -27,6 +27,7 @@ export const CLI_CODES: Record<string, { exit: 0 | 1 | 2 | 141; meaning: string 
   ENROLL_FAILED: { exit: 1, meaning: 'an unexpected failure while enrolling' },
   CONFORMANCE_UNREACHABLE: { exit: 1, meaning: '`conformance --target URL`: no WebSocket server answers at URL' },
   CONFORMANCE_NO_CASE: { exit: 2, meaning: '`conformance --case PATTERN` matches no case' },
+  SIMULATE_VIOLATION: { exit: 1, meaning: '`simulate`: a seed broke an invariant (each failing seed is printed with its replay command)' },
   CONFORMANCE_LISTEN_FAILED: { exit: 1, meaning: '`conformance --device CMD`: the suite cannot listen on `--listen HOST:PORT` (in use, or not allowed)' },
 };
 

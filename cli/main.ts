@@ -17,6 +17,7 @@ const commands: Record<string, Loader> = {
   enroll: () => import('./enroll.ts').then((m) => m.command),
   sim: () => import('./sim.ts').then((m) => m.command),
   conformance: () => import('./conformance.ts').then((m) => m.command),
+  simulate: () => import('./simulate.ts').then((m) => m.command),
 };
 
 export const VERSION = '0.1.0';

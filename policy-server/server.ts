@@ -9,7 +9,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { encode } from '../protocol/cbor.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { initialTable, verifyTable, signTable, tablePublicKey, type AttackTable } from '../protocol/attack-table.ts';
-import { adminListener, AdminError } from '../server-kit/admin-rpc.ts';
+import { adminListener, AdminError, type AdminOp } from '../server-kit/admin-rpc.ts';
 import { adminOps, ADMIN_MESSAGES, POLICY_ADMIN_LIMITS, type AttackReport, type ReportResult } from '../server-kit/admin-messages.ts';
 import { listen, closeServer } from '../server-kit/host.ts';
 import { createLogger } from '../server-kit/log.ts';
@@ -35,8 +35,8 @@ export interface PolicyConfig {
   /** Server name the admin requests are bound to (default 'policy'). */
   name?: string;
   host: string;
-  /** Admin port (0 = ephemeral). */
-  adminPort: number;
+  /** Admin port (0 = ephemeral; null = none: a simulation calls `ops` over its own network). */
+  adminPort: number | null;
   adminKey: Uint8Array;
   dbFile: string;
   /** Ed25519 seed (policy-server/keys.ts). */
@@ -90,6 +90,8 @@ export interface PolicyServer {
   report(r: AttackReport): ReportResult;
   /** Runs the update of the current period if it has not run yet; null when it has. */
   tick(): UpdateResult | null;
+  /** The admin operations (reportAttacks, latestTable) as the admin endpoint serves them (server-kit/admin-rpc.ts adminHandler). */
+  ops: Record<string, AdminOp>;
   close(): Promise<void>;
 }
 
@@ -232,16 +234,12 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       }, next - now);
     };
 
-    const admin = adminListener({
-      key: cfg.adminKey,
-      name,
-      limits: POLICY_ADMIN_LIMITS,
-      ops: adminOps({
-        reportAttacks: report,
-        latestTable: () => latest.signed,
-      }),
+    const ops = adminOps({
+      reportAttacks: report,
+      latestTable: () => latest.signed,
     });
-    server = createServer((req, res) => {
+    const admin = adminListener({ key: cfg.adminKey, name, limits: POLICY_ADMIN_LIMITS, ops });
+    server = cfg.adminPort === null ? null : createServer((req, res) => {
       if (req.method === 'GET' && req.url === '/metrics') {
         void metrics.text().then((text) => {
           res.writeHead(200, { 'content-type': metrics.registry.contentType });
@@ -251,7 +249,7 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       }
       admin(req, res);
     });
-    const adminPort = await listen(server, cfg.adminPort, cfg.host);
+    const adminPort = server ? await listen(server, cfg.adminPort!, cfg.host) : 0;
     // A period that began while the server was down gets its table now.
     if (tick() === null) published();
     if (cfg.timer !== false) schedule();
@@ -268,9 +266,10 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       latest: () => latest,
       report,
       tick,
+      ops,
       async close() {
         timer.cancel?.();
-        await closeServer(s);
+        if (s) await closeServer(s);
         store.close();
       },
     };

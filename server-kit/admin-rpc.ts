@@ -254,6 +254,10 @@ export interface AdminClientOptions {
    * gets the calls one by one.
    */
   batch?: boolean;
+  /** How a sealed request reaches the endpoint (default an HTTP POST to url): a simulation's network. */
+  post?: AdminPost;
+  /** The clock whose time a request carries (default Date.now; a simulation's virtual, skewed clock). */
+  now?: () => number;
 }
 
 interface Pending { op: string; args: CborValue; resolve(v: CborValue): void; reject(e: unknown): void }
@@ -264,6 +268,13 @@ function answer(op: string, v: CborValue): CborValue {
   if (v[0]) return v[1] as CborValue;
   throw new AdminError(String(v[1]), String(v[2]));
 }
+
+/**
+ * The transport seam of the admin client: posts a sealed body, resolves with the status and the
+ * answer's body; throws TimeoutError when no answer came within timeoutMs, AdminError
+ * ADMIN_UNREACHABLE when the endpoint could not be reached.
+ */
+export type AdminPost = (body: Uint8Array, timeoutMs: number) => Promise<{ status: number; buf: Uint8Array }>;
 
 export class AdminClient {
   readonly #k: ReturnType<typeof keys>;
@@ -278,8 +289,12 @@ export class AdminClient {
   readonly #http: boolean;
   #batch: boolean;
   #queue: Pending[] = [];
+  readonly #postSeam: AdminPost | undefined;
+  readonly #now: () => number;
   constructor(opts: AdminClientOptions) {
     this.#limits = opts.limits ?? ADMIN_LIMITS;
+    this.#postSeam = opts.post;
+    this.#now = opts.now ?? Date.now;
     this.target = checkTarget(opts.target);
     this.url = opts.url;
     this.timeoutMs = opts.timeoutMs ?? 3_000;
@@ -340,8 +355,8 @@ export class AdminClient {
   /** One sealed request and its opened answer ([true, result] | [false, code, message], unchecked). */
   async #request(op: string, args: CborValue): Promise<CborValue> {
     const id = systemRng(16);
-    const body = seal(this.#k.req, this.#aadReq, [Date.now(), id, op, args]);
-    const { status, buf } = await this.#post(op, body);
+    const body = seal(this.#k.req, this.#aadReq, [this.#now(), id, op, args]);
+    const { status, buf } = this.#postSeam ? await this.#postSeam(body, this.timeoutMs) : await this.#post(op, body);
     if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${status}`);
     try {
       return open(this.#k.res, responseAad(this.target, id), buf, this.#limits);

@@ -30,6 +30,17 @@ export interface SessionHandler {
 
 export type SessionFactory = (t: SessionTransport) => SessionHandler;
 
+/** The step timer's clock (default the process's timers; a simulation passes its virtual scheduler's). */
+export interface SessionTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const realTimers: SessionTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
 export interface SessionOptions {
   /** Where the session counts what it does (GET /metrics); none in some tests. */
   metrics?: ServerMetrics;
@@ -37,13 +48,15 @@ export interface SessionOptions {
   name: string;
   stepTimeoutMs: number;
   log: Logger;
+  /** The step timer's clock (default real timers). */
+  timers?: SessionTimers;
   /** TEST ONLY: one rule broken on purpose (server-kit/mutant.ts); never set in production. */
   mutant?: Mutant;
 }
 
 export abstract class ServerSession implements SessionHandler {
   #queue: Promise<void> = Promise.resolve();
-  #timer: NodeJS.Timeout | null = null;
+  #timer: unknown = null;
   #ended = false;
   #lastSeq: number | null = null;
   /** Highest seq handled so far (only the 'ignore-old-seq' mutant reads it). */
@@ -184,14 +197,13 @@ export abstract class ServerSession implements SessionHandler {
   }
 
   #arm(): void {
-    this.#timer = setTimeout(() => {
+    this.#timer = (this.opts.timers ?? realTimers).setTimeout(() => {
       this.#timer = null;
       this.fail(new ProtocolError('TIMEOUT', `no message within ${this.opts.stepTimeoutMs} ms`));
     }, this.opts.stepTimeoutMs);
-    this.#timer.unref?.();
   }
   #disarm(): void {
-    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#timer) (this.opts.timers ?? realTimers).clearTimeout(this.#timer);
     this.#timer = null;
   }
 }

@@ -1,0 +1,229 @@
+// The named invariants of the deterministic simulation (issue 14), checked while a run goes:
+//   no-lockout          after the faults heal, a phone that saved a login logs in from it with both
+//                       registration servers unreachable, and some plug-in out of LOCKOUT_TRIES
+//                       (through registration) logs each phone in
+//   liveness            the first plug-in after the heal logs each phone in within LIVENESS_BOUND_MS
+//   secrets-per-user    at most SECRETS_PER_USER login keys of a user are valid at the business
+//                       store at any check (current + pending: docs/firmware.md, "at most two secrets")
+//   no-secret-on-wire   no key, rotation secret, login key or serial in any frame, close reason or
+//                       admin body on the network, in any encoding (sim/needles.ts), checked per frame
+//   no-secret-in-zones  none of them in the sectors a phone wrote in its free or virtual zone
+//   no-half-validated-frame  a party that received a corrupted frame on a connection sends nothing
+//                       on it afterwards but a refusal (error, loginFail) or the receipt loginAck
+//                       (REFUSAL_TYPES): it must not act on it
+//   store-integrity     after every restart and at the end: PRAGMA integrity_check on both stores,
+//                       every row passes the store's own row checks (accountFromRow/deviceFromRow:
+//                       keys open under the storage key), and the generations are consistent
+//   progress / no-crash the run ends (no wait that can never end) and nothing throws
+import { byteEncodings, encodings } from './needles.ts';
+import { passwordLoginKey } from '../protocol/channel.ts';
+import { peekType } from '../gateway/validate.ts';
+import { MsgType } from '../protocol/messages.ts';
+import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
+import type { CowBacking } from '../firmware/flash/backing.ts';
+import { accountFromRow } from '../biz-server/store.ts';
+import { deviceFromRow } from '../reg-server/store.ts';
+import Database from 'better-sqlite3';
+import { join } from 'node:path';
+import { GATEWAY, type World, type SimPhone } from './dsim-world.ts';
+
+export const INVARIANTS = ['no-lockout', 'liveness', 'secrets-per-user', 'no-secret-on-wire', 'no-secret-in-zones', 'no-half-validated-frame', 'store-integrity', 'progress', 'no-crash'] as const;
+export type InvariantName = (typeof INVARIANTS)[number];
+
+/**
+ * What a party may still send on a connection after it received a corrupted frame there: a
+ * refusal (an error frame; loginFail, the business server's refusal of an opening whose MAC
+ * fails, docs/protocol.md §6.4) or loginAck, the content-free receipt the server sends at once,
+ * before it checks the opening (S0.11, §6.4). Anything else acts on the frame.
+ */
+const REFUSAL_TYPES: ReadonlySet<number> = new Set([MsgType.error, MsgType.loginFail, MsgType.loginAck]);
+
+/** The documented bound: a user's valid business secrets (current + pending). */
+export const SECRETS_PER_USER = 2;
+
+export interface Violation { invariant: InvariantName; at: number; detail: string }
+
+interface Needle { what: string; needle: string }
+
+export class Invariants {
+  readonly violations: Violation[] = [];
+  checks = 0;
+  readonly #needles: Needle[] = [];
+  #secretsSeen = 0;
+  /** conn/party pairs that received a corrupted frame. */
+  readonly #tainted = new Set<string>();
+  readonly #corrupted = new Set<string>();
+
+  constructor(private readonly w: World) {
+    for (const p of w.phones) for (const e of encodings(p.serial)) this.#needles.push({ what: `serial of ${p.party} (${e.what})`, needle: e.needle });
+    for (const [what, k] of [['master key', w.masterKey], ['admin key', w.adminKey], ['storage key', w.storageKey]] as const) {
+      for (const e of byteEncodings(k)) this.#needles.push({ what: `${what} (${e.what})`, needle: e.needle });
+    }
+    w.onWire = (e) => this.#wire(e);
+    w.onDeliver = (conn, to, bytes) => {
+      if (this.#corrupted.has(`${conn}/${Buffer.from(bytes).toString('hex')}`)) this.#tainted.add(`${conn}/${to}`);
+    };
+    w.onRestart = () => this.storeIntegrity('after a restart');
+  }
+
+  report(invariant: InvariantName, detail: string): void {
+    // One report per invariant and detail: a stuck rule is one finding.
+    if (this.violations.some((v) => v.invariant === invariant && v.detail === detail)) return;
+    this.violations.push({ invariant, at: this.w.sched.now(), detail });
+  }
+
+  /** New rotation secrets (and their login keys) become needles as soon as they are drawn. */
+  #refreshNeedles(): void {
+    const s = this.w.secrets;
+    for (; this.#secretsSeen < s.length; this.#secretsSeen++) {
+      const secret = s[this.#secretsSeen]!;
+      for (const e of byteEncodings(secret)) this.#needles.push({ what: `rotation secret #${this.#secretsSeen} (${e.what})`, needle: e.needle });
+      for (const p of this.w.phones) {
+        if (!p.user) continue;
+        for (const e of byteEncodings(passwordLoginKey(secret, p.user))) this.#needles.push({ what: `login key of secret #${this.#secretsSeen} (${e.what})`, needle: e.needle });
+      }
+    }
+  }
+
+  #scan(bytes: Uint8Array, where: string, invariant: InvariantName): void {
+    this.#refreshNeedles();
+    this.checks++;
+    const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+    for (const n of this.#needles) {
+      if (n.needle.length >= 6 && text.includes(n.needle)) this.report(invariant, `${n.what} found in ${where}`);
+    }
+  }
+
+  #wire(e: { conn: number; from: string; to: string; bytes: Uint8Array; fate: string; kind: string }): void {
+    this.#scan(e.bytes, `a ${e.kind} ${e.from} -> ${e.to}`, 'no-secret-on-wire');
+    if (e.kind !== 'frame') return;
+    if (e.fate === 'corrupt') this.#corrupted.add(`${e.conn}/${Buffer.from(e.bytes).toString('hex')}`);
+    // The gateway relays what it cannot check (sealed bodies): the endpoint behind it is the one that must refuse.
+    if (e.from === GATEWAY || e.fate === 'dup') return;
+    this.checks++;
+    if (this.#tainted.has(`${e.conn}/${e.from}`)) {
+      let type = -1;
+      try {
+        type = peekType(e.bytes);
+      } catch {
+        // unreadable: not an error frame
+      }
+      if (!REFUSAL_TYPES.has(type)) this.report('no-half-validated-frame', `${e.from} sent a frame of type ${type} on connection ${e.conn} after it received a corrupted frame there`);
+    }
+  }
+
+  /** Checks that run every few virtual seconds. */
+  periodic(): void {
+    this.secretsPerUser();
+  }
+
+  afterPlug(): void {
+    this.secretsPerUser();
+  }
+
+  afterHeal(): void {
+    this.storeIntegrity('at the heal');
+  }
+
+  secretsPerUser(): void {
+    const store = this.w.liveBizStore();
+    if (!store) return;
+    const now = this.w.clockOf('biz-east')();
+    for (const p of this.w.phones) {
+      let a;
+      try {
+        a = store.getByUser(p.user);
+      } catch {
+        continue; // a corrupt row is store-integrity's finding
+      }
+      if (!a) continue;
+      this.checks++;
+      let valid = 0;
+      for (let g = 0; g <= a.maxGen; g++) {
+        const k = store.loginKey(p.user, g, now);
+        if (k) {
+          valid++;
+          k.key.fill(0);
+        }
+      }
+      if (valid > SECRETS_PER_USER) this.report('secrets-per-user', `${valid} valid business secrets for ${p.party}'s user (bound ${SECRETS_PER_USER})`);
+    }
+  }
+
+  liveness(p: SimPhone, ok: boolean, tookMs: number, boundMs: number): void {
+    this.checks++;
+    if (!ok || tookMs > boundMs) this.report('liveness', `${p.party}'s first plug-in after the heal did not log in within ${boundMs} ms`);
+  }
+
+  savedRoute(p: SimPhone, ok: boolean): void {
+    this.checks++;
+    if (!ok) this.report('no-lockout', `${p.party} saved a login but could not log in from it with the registration servers unreachable`);
+  }
+
+  lockout(p: SimPhone, tries: number): void {
+    this.checks++;
+    this.report('no-lockout', `${p.party} could not log in after the heal (${tries} plug-ins)`);
+  }
+
+  /** PRAGMA integrity_check and the stores' own row checks, on a connection of its own. */
+  storeIntegrity(when: string): void {
+    this.checks++;
+    for (const file of ['reg.sqlite', 'biz.sqlite']) {
+      let db: Database.Database;
+      try {
+        db = new Database(join(this.w.dir, file), { readonly: true });
+      } catch (e) {
+        this.report('store-integrity', `${file} ${when}: does not open: ${(e as Error).message}`);
+        continue;
+      }
+      try {
+        const r = db.pragma('integrity_check', { simple: true });
+        if (r !== 'ok') this.report('store-integrity', `${file} ${when}: integrity_check says ${String(r)}`);
+        if (file === 'biz.sqlite') {
+          for (const row of db.prepare('SELECT * FROM accounts').all() as Parameters<typeof accountFromRow>[0][]) {
+            try {
+              const a = accountFromRow(row, this.w.storageKey);
+              if (a.pendingGen !== null && a.pendingGen <= a.currentGen) this.report('store-integrity', `${file} ${when}: pending generation ${a.pendingGen} not above current ${a.currentGen}`);
+              if (a.currentGen > a.maxGen || (a.pendingGen ?? 0) > a.maxGen) this.report('store-integrity', `${file} ${when}: a generation above maxGen ${a.maxGen}`);
+            } catch (e) {
+              this.report('store-integrity', `${file} ${when}: ${(e as Error).message}`);
+            }
+          }
+        } else {
+          for (const row of db.prepare('SELECT * FROM devices').all() as Parameters<typeof deviceFromRow>[0][]) {
+            try {
+              deviceFromRow(row);
+            } catch (e) {
+              this.report('store-integrity', `${file} ${when}: ${(e as Error).message}`);
+            }
+          }
+        }
+      } catch (e) {
+        this.report('store-integrity', `${file} ${when}: ${(e as Error).message}`);
+      } finally {
+        db.close();
+      }
+    }
+  }
+
+  /** At the end: the zones the phones wrote, and the stores once more. */
+  atEnd(): void {
+    this.secretsPerUser();
+    this.storeIntegrity('at the end');
+    this.#refreshNeedles();
+    for (const p of this.w.phones) {
+      const backing = p.phone.backing as CowBacking;
+      if (typeof backing.changedSectors !== 'function') continue;
+      for (const type of [ZoneType.FREE, ZoneType.VIRTUAL]) {
+        const z = zoneOf(p.phone.table, type);
+        for (const s of backing.changedSectors()) {
+          const at = s * backing.sectorBytes;
+          if (at < z.offset || at >= z.offset + z.size) continue;
+          const buf = new Uint8Array(backing.sectorBytes);
+          backing.readInto(at, buf);
+          this.#scan(buf, `${p.party}'s ${type === ZoneType.FREE ? 'free' : 'virtual'} zone at ${at}`, 'no-secret-in-zones');
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,578 @@
+// The parties of one deterministic simulation run (issue 14), all in this process on one
+// virtual scheduler and the simulated network of dsim-net.ts: phones (the real firmware on the
+// simulated HAL and flash chip), the gateway's routing, the registration primary and backup and
+// the two business servers. The servers run their real session code (RegServerSession,
+// BizServerSession: the protocol machines, rotation, placement, the health view, the admin
+// API's sealing and replay cache) over their real SQLite stores, files in a temporary
+// directory. What is simulated: time (the session step timers, the health polls, every clock a
+// server or phone reads for expiry and admin timestamps), the network and the hardware.
+//
+// A crash drops a server's incarnation without its shutdown: its connections die, its timers
+// and pending admin calls are fenced off (they never run or answer), its store connection is
+// closed with whatever was not committed lost; the restart opens new stores from the same
+// files. A crash inside a store transaction is a temporary trigger on that incarnation's
+// connection that throws from inside the statement: SQLite rolls the transaction back.
+//
+// Replaced at a seam rather than run (docs/simulation.md): the gateway's WebSocket front and its
+// authenticated link (gateway/gateway.ts, server-kit/link.ts are socket-bound): here the routing
+// rules (validateDeviceFrame, route by the first frame's dest, GW_UNKNOWN_DEST,
+// GW_UPSTREAM_UNAVAILABLE, GW_DEST_CHANGED) run over simulated connections; the policy server
+// (the phones keep their factory table) and the operator and bank (no bank logins in the stories).
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { MasterKeyring } from '../protocol/keys.ts';
+import { encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
+import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import { Limits } from '../protocol/limits.ts';
+import { validateDeviceFrame } from '../gateway/validate.ts';
+import { GatewayDefaults } from '../gateway/limits.ts';
+import { SqliteRegStore } from '../reg-server/store.ts';
+import { SqliteBizStore } from '../biz-server/store.ts';
+import { RegServerSession } from '../reg-server/session.ts';
+import { BizServerSession } from '../biz-server/session.ts';
+import { HealthPoller, withHealthView } from '../reg-server/health.ts';
+import type { RotationStep } from '../reg-server/rotation.ts';
+import { bizAdminHandlers } from '../biz-server/server.ts';
+import { adminHandler, AdminClient } from '../server-kit/admin-rpc.ts';
+import { adminOps, POLICY_ADMIN_LIMITS } from '../server-kit/admin-messages.ts';
+import { TableSource } from '../server-kit/table-source.ts';
+import { startPolicyServer } from '../policy-server/server.ts';
+import { readPolicyKey } from '../policy-server/keys.ts';
+import type { CborLimits } from '../protocol/limits.ts';
+import { closeReason } from '../server-kit/link.ts';
+import { replayCacheFor, keepOldPasswords, type Mutant } from '../server-kit/mutant.ts';
+import type { Logger, LogField } from '../server-kit/log.ts';
+import type { SessionFactory, SessionTimers, SessionTransport } from '../server-kit/session.ts';
+import { DEFAULT_TOPOLOGY, DEFAULT_INITIAL_TABLE, factoryPolicyFor } from '../deploy/config.ts';
+import { ensureKeyFile } from '../server-kit/keyfiles.ts';
+import { stateFiles } from '../deploy/config.ts';
+import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
+import { buildImage } from '../firmware/factory/image.ts';
+import { makePhone, replug, tableOf, type Phone } from '../firmware/phone.ts';
+import { defaultDeviceConfig, type DeviceConfig } from '../firmware/device.ts';
+import type { DeviceMutant } from '../firmware/mutant.ts';
+import { Scheduler, simRng } from '../firmware/hal/sim-hal.ts';
+import type { HalBase, Network, Rng, TraceEvent } from '../firmware/hal/hal.ts';
+import { fusesOf, vendorKeyOf, phoneIp, TraceHost } from './world.ts';
+import type { Fuses } from '../firmware/flash/fuses.ts';
+import { DsimNet } from './dsim-net.ts';
+
+/** The gateway's name on the simulated network, and the origin phones dial. */
+export const GATEWAY = 'gateway';
+const ORIGIN = 'ws://gateway.sim';
+export const REGS = [...DEFAULT_TOPOLOGY.regs] as string[];
+export const BIZ = DEFAULT_TOPOLOGY.biz.map((b) => b.name);
+export const SERVERS = [...REGS, ...BIZ];
+/** The security policy server (S3.5-S3.11): not a gateway dest; the registration servers poll its table. */
+export const POLICY = 'policy';
+/** Every server a fault may crash, stall or skew. */
+export const ALL_SERVERS = [...SERVERS, POLICY];
+/** The attack period T in the simulation (60 s in a deployment): tables change within a run. */
+export const SIM_POLICY_PERIOD_MS = 10_000;
+/** How often a registration server polls the latest table (deploy default). */
+const TABLE_POLL_MS = 5_000;
+/** The most phones a run has (their images and fuses are made once per process). */
+export const MAX_PHONES = 3;
+/** Health poll period of the registration servers, virtual ms (reg-server/server.ts default). */
+const HEALTH_MS = 2_000;
+/**
+ * How long an issued, unused pending password stays usable, virtual ms: short (the deployment
+ * default is 30 days) so that runs reach the expiry paths; the rotation rules must hold for any.
+ */
+export const SIM_PENDING_TTL_MS = 15_000;
+/** The admin calls' deadline (reg-server/server.ts default). */
+const ADMIN_TIMEOUT_MS = 3_000;
+
+/**
+ * What every run shares, made once per process from a fixed seed: the keys, the base image, the
+ * phones' fuses, and store files with the topology and the phones enrolled (copied per run).
+ * A run's own seed then decides everything that happens.
+ */
+interface Template {
+  dir: string;
+  ring: MasterKeyring;
+  adminKey: Uint8Array;
+  storageKey: Uint8Array;
+  policyKey: Uint8Array;
+  base: Uint8Array;
+  fuses: Fuses[];
+  serials: string[];
+  users: string[];
+}
+let template: Template | null = null;
+const WORLD_SEED = 14;
+
+async function makeTemplate(): Promise<Template> {
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-dsim-template-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const rng = simRng(WORLD_SEED, 'dsim keys');
+  const ring = new MasterKeyring([[1, rng(32)]]);
+  const adminKey = rng(32);
+  const storageKey = rng(32);
+  ensureKeyFile(stateFiles(dir).policyKey, () => rng(32));
+  const { image: base, enrollment } = buildImage({
+    serial: 'SN-TEMPLATE', fuses: fusesOf(WORLD_SEED, -1), keyring: ring, vendorKey: vendorKeyOf(WORLD_SEED),
+    regPrimary: `${ORIGIN}/reg-primary`, regBackup: `${ORIGIN}/reg-backup`, policy: factoryPolicyFor(dir),
+  });
+  const reg = new SqliteRegStore(join(dir, 'reg.sqlite'));
+  const biz = new SqliteBizStore(join(dir, 'biz.sqlite'), storageKey);
+  const serials = Array.from({ length: MAX_PHONES }, (_, i) => `SN-DSIM-${String(i).padStart(6, '0')}`);
+  let users: string[];
+  try {
+    reg.syncTopology(bizRecords(), DEFAULT_TOPOLOGY.regions);
+    reg.userNameKey(rng(32));
+    const records = serials.map((serial) => ({ serial, keyVersion: ring.current, firmwareMeasurement: enrollment.firmwareMeasurement, firmwareVersion: enrollment.firmwareVersion }));
+    users = (await enrollDevices({ reg, accounts: accountsInStore(biz) }, records)).map((r) => r.user);
+  } finally {
+    // Closed, so the files are complete (WAL checkpointed) before each run copies them.
+    reg.close();
+    biz.close();
+  }
+  const fuses = serials.map((_, i) => fusesOf(WORLD_SEED, i));
+  return { dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users };
+}
+
+async function getTemplate(): Promise<Template> {
+  template ??= await makeTemplate();
+  return template;
+}
+
+function bizRecords() {
+  return DEFAULT_TOPOLOGY.biz.map((b) => ({ name: b.name, region: b.region, url: `${ORIGIN}/${b.name}`, adminUrl: `http://${b.name}.sim/admin` }));
+}
+
+/** A logger into the run's trace (only when tracing: the lines cost). */
+function partyLogger(party: string, out: ((line: string) => void) | null): Logger {
+  const emit = (level: string) => (msg: string, f?: Record<string, LogField>) => out?.(`${party} ${level} ${msg}${f && Object.keys(f).length ? ' ' + JSON.stringify(f) : ''}`);
+  return { debug: () => {}, info: emit('info'), warn: emit('warn'), error: emit('error') };
+}
+
+/**
+ * TEST ONLY: a rule of the business store broken on purpose, for the store-integrity
+ * invariant's test. 'pending-not-above-current': an installed pending generation is numbered
+ * as the current one (docs/protocol.md §10: "a pending generation is always above the current one").
+ */
+export type StoreMutant = 'pending-not-above-current';
+
+function mutateBizStore(store: SqliteBizStore, m: StoreMutant | undefined): void {
+  if (m !== 'pending-not-above-current') return;
+  const install = store.installPending.bind(store);
+  store.installPending = (user, ...rest) => {
+    const r = install(user, ...rest);
+    if (r.installed) store.db.prepare('UPDATE accounts SET pending_gen = current_gen WHERE user = ?').run(user);
+    return r;
+  };
+}
+
+/** One incarnation of a server: everything a crash throws away. */
+interface Incarnation {
+  alive: boolean;
+  n: number;
+  closeStores(): void;
+  sessionStore?: SqliteBizStore;
+  regStore?: SqliteRegStore;
+  bizStore?: SqliteBizStore;
+}
+
+export interface WorldOptions {
+  seed: number;
+  phones: number;
+  /** TEST ONLY: every server breaks this rule (server-kit/mutant.ts). */
+  mutant?: Mutant;
+  /** TEST ONLY: every phone breaks this rule (firmware/mutant.ts). */
+  deviceMutant?: DeviceMutant;
+  /** TEST ONLY: the business store breaks this rule (StoreMutant). */
+  storeMutant?: StoreMutant;
+  /** The run's event log: every line (null: none kept, faster). */
+  log: ((line: string) => void) | null;
+}
+
+export interface SimPhone {
+  index: number;
+  party: string;
+  ip: string;
+  serial: string;
+  user: string;
+  phone: Phone;
+  host: TraceHost;
+  hal(): HalBase;
+}
+
+/** A frame on its way, for the invariants: the net's observer and its deliveries. */
+export type FrameHook = (e: { conn: number; from: string; to: string; bytes: Uint8Array; fate: string; kind: string }) => void;
+
+export class World {
+  readonly sched: Scheduler;
+  readonly net: DsimNet;
+  readonly dir: string;
+  readonly phones: SimPhone[] = [];
+  readonly incarnations = new Map<string, Incarnation>();
+  /** Per-party clock offsets (skew), ms. */
+  readonly skew = new Map<string, number>();
+  /** Parties whose next store write throws inside its transaction (a crash point). */
+  readonly crashInTx = new Set<string>();
+  /** Registration servers that crash when a rotation reaches this step (reg-server/rotation.ts pauseAt). */
+  readonly crashAtStep = new Map<string, RotationStep>();
+  /** Secrets handed out by a rotation (the registration servers' rng draws): needles for the wire scan. */
+  readonly secrets: Uint8Array[] = [];
+  crashes = 0;
+  restarts = 0;
+  /** Store integrity checks run (after every restart and at the end). */
+  integrityChecks = 0;
+  onWire: FrameHook = () => {};
+  onDeliver: (conn: number, to: string, bytes: Uint8Array) => void = () => {};
+  /** Told after every restart (the store-integrity invariant). */
+  onRestart: (party: string) => void = () => {};
+  #serverRng: Rng;
+  #t!: Template;
+
+  private constructor(readonly o: WorldOptions) {
+    // The simulated date (SIM_EPOCH_MS at virtual 0): every clock of the run reads it (sim/dsim.ts installs it as Date.now).
+    this.sched = new Scheduler();
+    this.dir = mkdtempSync(join(tmpdir(), `usbphone-dsim-${o.seed}-`));
+    this.#serverRng = simRng(o.seed, 'servers');
+    this.net = new DsimNet(this.sched, simRng(o.seed, 'net'), (e) => this.onWire(e), (l) => this.log(l));
+    this.net.onDeliver = (conn, to, bytes) => this.onDeliver(conn, to, bytes);
+  }
+
+  /** Makes what every run shares (once per process), before a run seeds the platform's randomness. */
+  static async prepare(): Promise<void> {
+    await getTemplate();
+  }
+
+  static async create(o: WorldOptions): Promise<World> {
+    const w = new World(o);
+    w.#t = await getTemplate();
+    copyFileSync(join(w.#t.dir, 'reg.sqlite'), join(w.dir, 'reg.sqlite'));
+    copyFileSync(join(w.#t.dir, 'biz.sqlite'), join(w.dir, 'biz.sqlite'));
+    w.#gateway();
+    // As the stack starts them: the policy and business servers first, so the registration servers' first polls find them.
+    for (const s of [POLICY, ...BIZ, ...REGS]) w.start(s);
+    for (let i = 0; i < o.phones; i++) w.#phone(i);
+    return w;
+  }
+
+  log(line: string): void {
+    this.o.log?.(`${String(this.sched.now()).padStart(7)} ${line}`);
+  }
+
+  /** The wall clock of `party`: the virtual date plus its skew. */
+  clockOf(party: string): () => number {
+    return () => this.sched.epochAtStartMs + this.sched.now() + (this.skew.get(party) ?? 0);
+  }
+
+  /** Session step timers on the scheduler, fenced to one incarnation. */
+  #timers(inc: Incarnation): SessionTimers {
+    return {
+      setTimeout: (fn, ms) => this.sched.at(ms, () => inc.alive && fn()),
+      clearTimeout: (h) => {
+        if (h) (h as { dead: boolean }).dead = true;
+      },
+    };
+  }
+
+  /** An admin client of `from` for `to` over the simulated network, fenced to `inc`. */
+  #adminClient(from: string, to: string, inc: Incarnation, limits?: CborLimits): AdminClient {
+    return new AdminClient({
+      target: to, url: `http://${to}.sim/admin`, key: this.#t.adminKey, timeoutMs: ADMIN_TIMEOUT_MS, now: this.clockOf(from), limits,
+      post: (body, timeoutMs) => (inc.alive ? this.net.adminPost(from, to, body, timeoutMs).then((r) => (inc.alive ? r : new Promise<never>(() => {}))) : new Promise<never>(() => {})),
+    });
+  }
+
+  /** Serves sessions of `factory` on the simulated network as `name`. */
+  #serve(name: string, inc: Incarnation, factory: SessionFactory): void {
+    this.net.listen(name, (end, meta) => {
+      if (!inc.alive) return end.close(1006, 'connection lost');
+      let open = true;
+      const t: SessionTransport = {
+        observedIp: meta.observedIp,
+        via: 'gateway',
+        send: (f) => {
+          if (inc.alive && open) end.send(f);
+        },
+        close: (code, reason) => {
+          if (!open) return;
+          open = false;
+          if (inc.alive) end.close(code, closeReason(reason));
+        },
+        bufferedAmount: () => 0,
+      };
+      const h = factory(t);
+      end.onMessage = (f) => {
+        if (inc.alive) h.onFrame(f);
+      };
+      end.onClose = () => {
+        open = false;
+        if (inc.alive) h.onClose();
+      };
+    });
+  }
+
+  /** Arms the crash point of `party`'s store: its next write throws inside the transaction, and the party is down from that instant. */
+  #crashPoint(party: string, db: SqliteRegStore['db'], tables: string[]): void {
+    db.function('dsim_crash_point', () => {
+      if (!this.crashInTx.has(party)) return 0;
+      this.crashInTx.delete(party);
+      this.log(`${party} CRASH inside a store transaction`);
+      this.crash(party);
+      throw new Error('dsim: crashed inside a store transaction');
+    });
+    for (const t of tables) {
+      for (const op of ['INSERT', 'UPDATE']) db.exec(`CREATE TEMP TRIGGER dsim_crash_${t}_${op.toLowerCase()} AFTER ${op} ON main.${t} BEGIN SELECT dsim_crash_point(); END`);
+    }
+  }
+
+  /** Starts (or restarts) a server from its files. */
+  start(name: string): void {
+    const prev = this.incarnations.get(name);
+    const inc: Incarnation = { alive: true, n: (prev?.n ?? 0) + 1, closeStores: () => {} };
+    this.incarnations.set(name, inc);
+    this.net.down.delete(name);
+    const log = partyLogger(name, this.o.log ? (l) => this.log(l) : null);
+    const sessionOpts = { name, stepTimeoutMs: Limits.stepTimeoutMs, log, mutant: this.o.mutant, timers: this.#timers(inc) };
+    if (REGS.includes(name)) {
+      const store = new SqliteRegStore(join(this.dir, 'reg.sqlite'));
+      inc.regStore = store;
+      inc.closeStores = () => store.close();
+      this.#crashPoint(name, store.db, ['devices']);
+      const clients = new Map<string, AdminClient>();
+      const adminClient = (s: { name: string }) => {
+        let c = clients.get(s.name);
+        if (!c) clients.set(s.name, (c = this.#adminClient(name, s.name, inc)));
+        return c;
+      };
+      const poller = new HealthPoller(store, adminClient, log, 0);
+      const poll = () => {
+        if (!inc.alive) return;
+        void poller.poll();
+        this.sched.at(HEALTH_MS, poll);
+      };
+      poll();
+      // The rotation's secrets from the run's rng, each remembered as a needle (no-secret-on-wire).
+      const rng: Rng = (n) => {
+        const b = this.#serverRng(n);
+        if (n === 32) this.secrets.push(Uint8Array.from(b));
+        return b;
+      };
+      // A crash in the middle of a rotation: at the step the schedule names, the process dies there.
+      const pauseAt = (step: RotationStep): void | Promise<void> => {
+        if (!inc.alive) return new Promise(() => {});
+        if (this.crashAtStep.get(name) !== step) return;
+        this.crashAtStep.delete(name);
+        this.log(`${name} CRASH at rotation step ${step}`);
+        this.crash(name);
+        return new Promise(() => {});
+      };
+      // S3.11: the latest signed table, polled from the policy server, goes into every credential reply.
+      const tables = new TableSource({ client: this.#adminClient(name, POLICY, inc, POLICY_ADMIN_LIMITS), log });
+      const pollTable = () => {
+        if (!inc.alive) return;
+        void tables.refresh();
+        this.sched.at(TABLE_POLL_MS, pollTable);
+      };
+      pollTable();
+      const deps = {
+        store: withHealthView(store, poller), ring: this.#t.ring, replay: replayCacheFor(this.o.mutant), adminClient, pendingTtlMs: SIM_PENDING_TTL_MS, log, rng, now: this.clockOf(name), pauseAt,
+        table: () => tables.current(), tableVersion: () => tables.version(),
+      };
+      this.#serve(name, inc, (t) => new RegServerSession(t, sessionOpts, deps));
+    } else if (name === POLICY) {
+      // Its period timer on the scheduler (fenced), its store a file of its own; no HTTP port: its
+      // admin operations are served over the simulated network by the real admin endpoint.
+      const clock = {
+        now: this.clockOf(name),
+        setTimer: (fn: () => void, ms: number) => {
+          const h = this.sched.at(ms, () => inc.alive && fn());
+          return () => void (h.dead = true);
+        },
+      };
+      const ready = startPolicyServer({
+        name, host: '127.0.0.1', adminPort: null, adminKey: this.#t.adminKey, dbFile: join(this.dir, 'policy.sqlite'), privateKey: this.#t.policyKey,
+        initialTable: DEFAULT_INITIAL_TABLE, periodMs: SIM_POLICY_PERIOD_MS, clock,
+      });
+      ready.catch(() => {});
+      inc.closeStores = () => void ready.then((p) => p.store.close(), () => {});
+      let handle: ((body: Uint8Array) => Promise<{ status: number; body?: Uint8Array }>) | null = null;
+      this.net.serveAdmin(name, async (body) => {
+        if (!inc.alive) return new Promise(() => {});
+        handle ??= adminHandler({ key: this.#t.adminKey, name, now: this.clockOf(name), limits: POLICY_ADMIN_LIMITS, ops: (await ready).ops });
+        return handle(body);
+      });
+    } else {
+      const store = new SqliteBizStore(join(this.dir, 'biz.sqlite'), this.#t.storageKey);
+      inc.bizStore = store;
+      inc.closeStores = () => store.close();
+      this.#crashPoint(name, store.db, ['accounts']);
+      mutateBizStore(store, this.o.storeMutant);
+      const sessionStore = this.o.mutant === 'keep-old-password' ? keepOldPasswords(store) : store;
+      inc.sessionStore = sessionStore;
+      let sessions = 0;
+      const region = DEFAULT_TOPOLOGY.biz.find((b) => b.name === name)!.region;
+      const handle = adminHandler({ key: this.#t.adminKey, name, now: this.clockOf(name), ops: adminOps(bizAdminHandlers(store, log, () => ({ healthy: true, sessions, region }))) });
+      this.net.serveAdmin(name, (body) => (inc.alive ? handle(body) : new Promise(() => {})));
+      const deps = { store: sessionStore, replay: replayCacheFor(this.o.mutant), now: this.clockOf(name) };
+      this.#serve(name, inc, (t) => {
+        sessions++;
+        return new BizServerSession(t, sessionOpts, deps);
+      });
+    }
+    if (prev) {
+      this.restarts++;
+      this.log(`${name} RESTART (incarnation ${inc.n})`);
+      this.onRestart(name);
+    }
+  }
+
+  /** kill -9: the incarnation is gone; nothing it had not committed survives. */
+  crash(name: string): void {
+    const inc = this.incarnations.get(name);
+    if (!inc?.alive) return;
+    inc.alive = false;
+    this.crashes++;
+    this.net.down.add(name);
+    this.net.killConnections(name);
+    this.log(`${name} CRASH`);
+    // The process's file handles go with it. A statement running right now (a crash point
+    // inside a transaction) finishes unwinding first: close after this turn.
+    queueMicrotask(() => {
+      try {
+        inc.closeStores();
+      } catch {
+        // already closed
+      }
+    });
+  }
+
+  isDown(name: string): boolean {
+    return !this.incarnations.get(name)?.alive;
+  }
+
+  /** The gateway's routing over the simulated network (its WebSocket front is not simulated). */
+  #gateway(): void {
+    const L = GatewayDefaults;
+    this.net.listen(GATEWAY, (dev, meta) => {
+      let dest: string | null = null;
+      let up: ReturnType<DsimNet['connect']> | null = null;
+      let upOpen = false;
+      const queued: Uint8Array[] = [];
+      let toDevice = 0;
+      let closed = false;
+      const refuse = (e: ProtocolError, prevSeq: number | null) => {
+        if (closed) return;
+        closed = true;
+        this.log(`${GATEWAY} refused ${meta.observedIp}: ${e.code}`);
+        dev.send(encodeEnvelope(MsgType.error, toDevice, dest ?? 'gateway', errorBody(e.code, prevSeq, e.message)));
+        dev.close(e.closeCode, e.code);
+        up?.close(CloseCode.goingAway, e.code);
+      };
+      dev.onMessage = (frame) => {
+        if (closed) return;
+        let env: Envelope;
+        try {
+          env = validateDeviceFrame(frame, true, L.maxFrameBytes);
+        } catch (e) {
+          if (e instanceof ProtocolError) return refuse(e, null);
+          throw e;
+        }
+        if (dest === null) {
+          if (!SERVERS.includes(env.dest)) return refuse(new ProtocolError('GW_UNKNOWN_DEST', `no upstream named '${env.dest}'`), env.seq);
+          if (!this.net.reachable(GATEWAY, env.dest)) return refuse(new ProtocolError('GW_UPSTREAM_UNAVAILABLE', `${env.dest} is unreachable; try the backup`), env.seq);
+          dest = env.dest;
+          const u = this.net.connect(GATEWAY, dest, meta.observedIp, () => {
+            upOpen = true;
+            for (const f of queued.splice(0)) u.send(f);
+          });
+          up = u;
+          u.onMessage = (f) => {
+            if (closed) return;
+            toDevice++;
+            dev.send(f);
+          };
+          u.onClose = (code, reason) => {
+            if (closed) return;
+            if (!upOpen) return refuse(new ProtocolError('GW_UPSTREAM_LOST', `the link to ${dest} went down`), null);
+            closed = true;
+            const safe = code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : CloseCode.internal;
+            dev.close(safe, closeReason(reason));
+          };
+        } else if (env.dest !== dest) {
+          return refuse(new ProtocolError('GW_DEST_CHANGED', `a session to '${dest}' cannot switch to '${env.dest}'`), env.seq);
+        }
+        if (upOpen) up!.send(frame);
+        else queued.push(frame);
+      };
+      dev.onClose = () => {
+        if (closed) return;
+        closed = true;
+        up?.close(CloseCode.goingAway, 'device closed');
+      };
+    });
+  }
+
+  #phone(i: number): void {
+    const party = `phone-${i}`;
+    const ip = phoneIp(i);
+    const host = new TraceHost(this.o.log ? (e: TraceEvent) => this.log(`${party} ${e.ok ? 'ok  ' : 'FAIL'} ${e.feature} ${e.step}: ${e.detail}`) : undefined);
+    const rng = simRng(this.o.seed, `phone/${i}`);
+    const clock = this.sched.clock();
+    const epoch = this.clockOf(party);
+    const net: Network = {
+      localIp: ip,
+      connect: (url, h) => {
+        const origin = /^(wss?:\/\/[^/]+)/.exec(url)?.[1] ?? url;
+        const end = this.net.connect(party, origin === ORIGIN ? GATEWAY : `unknown:${origin}`, ip, () => h.onOpen());
+        end.onMessage = (d) => h.onMessage(d);
+        end.onClose = (c, r) => h.onClose(c, r);
+        return { send: (d) => end.send(d), close: (c, r) => end.close(c, r) };
+      },
+    };
+    const hal = (): HalBase => ({ clock: { ...clock, epochMs: epoch }, rng, net, host });
+    const config: DeviceConfig = this.o.deviceMutant ? { ...defaultDeviceConfig, mutant: this.o.deviceMutant } : defaultDeviceConfig;
+    const t = this.#t;
+    const phone = makePhone({
+      base: t.base, table: tableOf(t.base), fuses: t.fuses[i]!, hal: hal(), config, chipSeed: this.o.seed * 1_000_003 + i,
+      personalize: { serial: t.serials[i]!, keyVersion: t.ring.current, master: t.ring.key(t.ring.current) },
+    });
+    this.phones.push({ index: i, party, ip, serial: t.serials[i]!, user: t.users[i]!, phone, host, hal });
+  }
+
+  /** Unplugs and plugs phone i in again (after a power cut, or for its next login). */
+  replug(p: SimPhone): void {
+    this.net.killConnections(p.party);
+    p.phone.chip.faults.powerCutAfterOps = null;
+    p.phone = replug(p.phone, p.hal());
+  }
+
+  /** Every server's live business store (a business server's own connection), or null when both are down. */
+  liveBizStore(): SqliteBizStore | null {
+    for (const b of BIZ) {
+      const inc = this.incarnations.get(b);
+      if (inc?.alive) return inc.sessionStore ?? null;
+    }
+    return null;
+  }
+
+  get masterKey(): Uint8Array {
+    return this.#t.ring.key(this.#t.ring.current);
+  }
+  get adminKey(): Uint8Array {
+    return this.#t.adminKey;
+  }
+  get storageKey(): Uint8Array {
+    return this.#t.storageKey;
+  }
+
+  close(): void {
+    for (const inc of this.incarnations.values()) {
+      inc.alive = false;
+      try {
+        inc.closeStores();
+      } catch {
+        // closed at its crash
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
