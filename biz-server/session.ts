@@ -9,6 +9,7 @@ import { BankServer, type BankAnswer } from '../protocol/bank.ts';
 import type { Bank } from './bank.ts';
 import type { Envelope } from '../protocol/messages.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
+import { OpeningCheck, type SharedReplay } from '../server-kit/shared-replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import { mechanismsFor, type LoginMechanism } from './mechanisms.ts';
 import { isBankRequest, channelBeforeConfirm } from '../server-kit/mutant.ts';
@@ -18,6 +19,8 @@ import type { Mechanism } from '../protocol/messages.ts';
 export interface BizServerSessionDeps {
   store: BizStore;
   replay: ReplayCache;
+  /** The replay cache shared by the instances of this server (Redis, issue 16); none: this process's only. */
+  sharedReplay?: SharedReplay;
   now?: () => number;
   /** The bank (S4): when set, one bank request may follow pwConfirm on the same channel. */
   bank?: Bank;
@@ -37,9 +40,11 @@ export class BizServerSession extends ServerSession {
   #bank: BankServer | null = null;
   /** The completed login: its user, generation and the person mechanism its opening stated. */
   #login: { user: string; gen: number; mech: Mechanism } | null = null;
+  readonly #opening: OpeningCheck;
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: BizServerSessionDeps) {
     super(t, opts);
+    const opening = (this.#opening = new OpeningCheck(deps.replay, deps.sharedReplay));
     this.exchange = new LoginServer(opts.name, {
       lookup: (login) => {
         this.#now = deps.now?.() ?? Date.now();
@@ -48,7 +53,7 @@ export class BizServerSession extends ServerSession {
         const c = mech.lookup(deps.store, login, this.#now);
         return c ? { kind: 'found', key: c.key, active: c.active, pending: c.pending } : { kind: 'unknown' };
       },
-      assertFresh: (mac) => deps.replay.assertFresh(mac),
+      assertFresh: opening.assertFresh,
       promote: (user, gen) => this.#promotedEarly || deps.store.promote(user, gen, this.#now),
       confirm: (user, gen) => deps.store.confirm(user, gen),
     });
@@ -67,6 +72,14 @@ export class BizServerSession extends ServerSession {
     if (this.opts.mutant === 'bank-before-confirm' && !this.#bank && this.deps.bank && this.#login && isBankRequest(env.type)) this.#bank = new BankServer(channelBeforeConfirm(this.exchange));
     if (this.#bank) return this.#bankStep(env);
     const s = this.exchange.receive(frame, env);
+    // loginAck goes at once (S0.11), as with a replay this process saw; loginOk waits until
+    // every instance's cache said the login is new.
+    try {
+      await this.#opening.settle();
+    } catch (e) {
+      this.send(s.send.slice(0, 1));
+      throw e;
+    }
     this.send(s.send);
     if (s.refuse) throw s.refuse;
     const e = s.event;

@@ -8,6 +8,7 @@ import { identifyToken, type MasterKeyring, type TokenRefusal } from '../protoco
 import { ProtocolError } from '../protocol/errors.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import type { ReplayCache } from '../protocol/replay.ts';
+import { OpeningCheck, type SharedReplay } from '../server-kit/shared-replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import type { LogField } from '../server-kit/log.ts';
 import { alteredTable } from '../server-kit/mutant.ts';
@@ -19,6 +20,8 @@ export interface RegServerSessionDeps extends RotationDeps {
   store: RegStore;
   ring: MasterKeyring;
   replay: ReplayCache;
+  /** The replay cache shared by the instances of this server (Redis, issue 16); none: this process's only. */
+  sharedReplay?: SharedReplay;
   /** S3.11: the latest signed attack table to hand on (server-kit/table-source.ts), or null. */
   table?: () => Uint8Array | null;
   /** The version the latest table states (for the 'credentials issued' log line and the live page), or null. */
@@ -29,9 +32,11 @@ export class RegServerSession extends ServerSession {
   protected readonly exchange: RegistrationServer;
   /** Why the hello's token named no device; the peer gets HS_BAD_CLIENT_PROOF whatever it is. */
   #tokenRefusal: TokenRefusal | null = null;
+  readonly #opening: OpeningCheck;
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: RegServerSessionDeps) {
     super(t, opts);
+    const opening = (this.#opening = new OpeningCheck(deps.replay, deps.sharedReplay));
     this.exchange = new RegistrationServer(opts.name, {
       deviceKey: (token) => {
         // The same work and the same answer for every token (identifyToken); why a token
@@ -40,7 +45,7 @@ export class RegServerSession extends ServerSession {
         this.#tokenRefusal = id.ok ? null : id.why;
         return id.ok ? { serial: id.serial, key: id.key } : null;
       },
-      assertFresh: (mac) => deps.replay.assertFresh(mac),
+      assertFresh: opening.assertFresh,
       acceptFirmware: (serial, measurement) => {
         const hex = bytesToHex(measurement);
         if (deps.store.firmwareAccepted(hex)) return;
@@ -59,6 +64,8 @@ export class RegServerSession extends ServerSession {
 
   protected async step(frame: Uint8Array, env: Envelope): Promise<void> {
     const s = this.exchange.receive(frame, env);
+    // No helloReply leaves before every instance's cache said the hello is new.
+    await this.#opening.settle();
     this.send(s.send);
     if (s.event) {
       this.opts.log.info('generation confirmed', { serial: s.event.serial, gen: s.event.gen });
