@@ -8,7 +8,7 @@ GATEWAY ?=
 # make inspect inspects the phone make sim plugs in, unless IMAGE= names another image.
 IMAGE ?= $(STATE)/phone.img
 
-.PHONY: all deps tools services test typecheck test-slow sim serve image inspect bench clean help
+.PHONY: all deps tools services test typecheck test-slow test-cluster sim serve image inspect bench clean help
 
 all: help
 
@@ -18,6 +18,10 @@ help:
 	@echo "                for a second boot. With 'make serve' running: make sim GATEWAY=ws://127.0.0.1:7400/"
 	@echo "make test       type check + every test, exhaustive power cuts included (ends with 'N passed, N failed')"
 	@echo "make test-slow  every test, plus the 1000-phone fleet as a correctness test (SLOW=1)"
+	@echo "make test-cluster  the reference topology on several hosts of this machine (network namespaces;"
+	@echo "                loopback addresses without root): kill -9 and a cut link under a fleet of phones"
+	@echo "                (also part of make test); figures printed"
+	@echo "make services   start PostgreSQL and Redis when they are not running (make test does it)"
 	@echo "make serve      gateway + registration primary/backup + two business servers on loopback, state in $(STATE)/"
 	@echo "make image      build a factory flash image into $(STATE)/factory.img (the phone make sim uses is $(STATE)/phone.img)"
 	@echo "make inspect    inspect a flash image: $(STATE)/phone.img, or IMAGE=FILE [FUSES=FILE]"
@@ -48,6 +52,9 @@ test: deps tools services typecheck
 
 test-slow: deps tools
 	SLOW=1 node scripts/run-tests.mjs
+
+test-cluster: deps services
+	$(NODE_BIN)/tsx deploy/cluster/cluster.test.ts
 
 sim: deps
 	$(USBPHONE) sim --state $(STATE) $(if $(GATEWAY),--gateway $(GATEWAY),)

@@ -32,6 +32,25 @@ export interface RoleOptions {
   pauseAt?: (step: RotationStep) => void | Promise<void>;
 }
 
+/** Reads and checks `role`'s file without starting it (what startRole would run); the same errors. */
+export function loadRoleConfig(role: Role, file: string): unknown {
+  const raw = readJsonFile(file);
+  switch (role) {
+    case 'gateway':
+      return { ...gatewayConfigFrom(raw, file), ...gatewayExtrasFrom(raw, file) };
+    case 'reg':
+      return regConfigFrom(raw, file);
+    case 'biz':
+      return bizConfigFrom(raw, file);
+    case 'policy':
+      return policyConfigFrom(raw, file);
+    case 'operator':
+      return operatorConfigFrom(raw, file);
+    default:
+      throw new ImplementationError('CFG_INVALID', `no role '${String(role)}' (roles: ${Object.keys(ROLE_KEYS).join(', ')})`);
+  }
+}
+
 /** Starts `role` from `file`; CFG_INVALID / CFG_UNREADABLE / CFG_NO_KEY for a bad file. */
 export async function startRole(role: Role, file: string, opts: RoleOptions = {}): Promise<RunningRole> {
   const raw = readJsonFile(file);
