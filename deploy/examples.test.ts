@@ -24,7 +24,7 @@ test('the example files are the reference topology as topology.ts writes it (8 r
   assert.equal(files.map((f) => f.role).sort(), ['biz', 'biz', 'gateway', 'gateway', 'operator', 'policy', 'reg', 'reg']);
 });
 
-test('each example loads as its role reads it, with the deployment\'s key files; a broken one is refused', async () => {
+test('each example loads as its role reads it, with the deployment key files; a broken one is refused', async () => {
   const t = tempDir('usbphone-examples-');
   try {
     cpSync(EXAMPLES, t.dir, { recursive: true });
