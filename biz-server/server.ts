@@ -99,10 +99,11 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const replay = replayCacheFor(cfg.mutant);
   // Issue 16: the instances of one name share the login and admin replay caches (Redis).
   const shared = cfg.redis ? new SharedState(cfg.redis) : null;
-  const sharedReplay = shared ? new RedisReplay(shared, `biz-login:${cfg.name}`) : undefined;
   const sessionStore = cfg.mutant === 'keep-old-password' ? keepOldPasswords(store) : store;
   let draining = false;
   const metrics = new ServerMetrics(cfg.name);
+  const fallback = () => metrics.event('shared_replay_fallback');
+  const sharedReplay = shared ? new RedisReplay(shared, `biz-login:${cfg.name}`, undefined, fallback) : undefined;
   const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
   const offered = cfg.mechanisms ?? [...MECHANISMS];
   const mechTable = mechanismsFor(offered);
@@ -143,7 +144,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
     admin = createAdminServer({
       key: cfg.adminKey,
       name: cfg.name,
-      ...(shared ? { shared: new RedisReplay(shared, `admin:${cfg.name}`, 2 * ADMIN_MAX_SKEW_MS) } : {}),
+      ...(shared ? { shared: new RedisReplay(shared, `admin:${cfg.name}`, 2 * ADMIN_MAX_SKEW_MS, fallback) } : {}),
       ops: adminOps({
         installPending(a) {
           try {

@@ -132,43 +132,46 @@ test('a login answered by one biz-east, replayed to its twin: loginAck then HS_R
   }
 });
 
-test('an admin request run by one biz-east, replayed to its twin: ADMIN_REPLAY', async () => {
-  const cfg = shared();
-  const a = await bizTwin(cfg);
-  const b = await bizTwin(cfg);
-  // A recorder in front of a: what a caller sent, to replay at b.
-  const bodies: Buffer[] = [];
-  const rec: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks);
-      bodies.push(body);
-      const up = httpRequest({ host: '127.0.0.1', port: a.adminPort, path: '/admin', method: 'POST', headers: { 'content-length': body.length } }, (r) => {
-        res.writeHead(r.statusCode!, r.headers);
-        r.pipe(res);
+test('an admin request run by one biz-east, replayed to its twin: ADMIN_REPLAY with Redis, run again without', async () => {
+  for (const withRedis of [true, false]) {
+    const cfg = withRedis ? shared() : undefined;
+    const a = await bizTwin(cfg);
+    const b = await bizTwin(cfg);
+    // A recorder in front of a: what a caller sent, to replay at b.
+    const bodies: Buffer[] = [];
+    const rec: Server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        bodies.push(body);
+        const up = httpRequest({ host: '127.0.0.1', port: a.adminPort, path: '/admin', method: 'POST', headers: { 'content-length': body.length } }, (r) => {
+          res.writeHead(r.statusCode!, r.headers);
+          r.pipe(res);
+        });
+        up.end(body);
       });
-      up.end(body);
     });
-  });
-  await new Promise<void>((r) => rec.listen(0, '127.0.0.1', () => r()));
-  const lines: LogLine[] = [];
-  const prev = setLogSink((l) => void lines.push(l), 'info');
-  const client = new AdminClient({ target: 'biz-east', url: `http://127.0.0.1:${(rec.address() as { port: number }).port}/admin`, key: readKeyFile(files().adminKey, 'admin key'), timeoutMs: 3_000 });
-  try {
-    const st = await client.call('status', []);
-    assert.is((st as unknown[])[0], true, 'the first instance ran it: [healthy, sessions, region]');
-    assert.is(bodies.length, 1);
-    const r = await fetch(`http://127.0.0.1:${b.adminPort}/admin`, { method: 'POST', body: bodies[0] });
-    assert.is(r.status, 200);
-    await r.arrayBuffer();
-    assert.ok(lines.some((l) => l.msg === 'admin request refused' && l.code === 'ADMIN_REPLAY'), 'the twin refused it as a replay');
-  } finally {
-    setLogSink(prev, 'error');
-    client.close();
-    rec.close();
-    await a.close();
-    await b.close();
+    await new Promise<void>((r) => rec.listen(0, '127.0.0.1', () => r()));
+    const lines: LogLine[] = [];
+    const prev = setLogSink((l) => void lines.push(l), 'info');
+    const client = new AdminClient({ target: 'biz-east', url: `http://127.0.0.1:${(rec.address() as { port: number }).port}/admin`, key: readKeyFile(files().adminKey, 'admin key'), timeoutMs: 3_000 });
+    try {
+      const st = await client.call('status', []);
+      assert.is((st as unknown[])[0], true, 'the first instance ran it: [healthy, sessions, region]');
+      assert.is(bodies.length, 1);
+      const r = await fetch(`http://127.0.0.1:${b.adminPort}/admin`, { method: 'POST', body: bodies[0] });
+      assert.is(r.status, 200);
+      await r.arrayBuffer();
+      const refused = lines.some((l) => l.msg === 'admin request refused' && l.code === 'ADMIN_REPLAY');
+      assert.is(refused, withRedis, withRedis ? 'the twin refused it as a replay' : 'without Redis the twin runs the replay');
+    } finally {
+      setLogSink(prev, 'error');
+      client.close();
+      rec.close();
+      await a.close();
+      await b.close();
+    }
   }
 });
 
@@ -184,6 +187,8 @@ test('Redis hung (accepts, never answers): the twin answers within its timeout (
     assert.ok(first.ms < 1_000, `answered in ${first.ms.toFixed(0)} ms`);
     const other = await send(direct(b.devicePort), h);
     assert.equal(other.types, [MsgType.helloReply], 'fail open: the twin cannot know');
+    const metrics = await (await fetch(`http://127.0.0.1:${b.linkPort}/metrics`)).text();
+    assert.match(metrics, /usbphone_server_events_total\{event="shared_replay_fallback",code="",server="reg-primary"\} [1-9]/);
     assert.is((await send(direct(a.devicePort), h)).code, 'HS_REPLAY', 'its own cache still refuses');
   } finally {
     await a.close();

@@ -163,6 +163,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     },
   });
   if (counter) metrics.trackedIps = () => counter.tracked;
+  if (counter && shared) metrics.sharedFallbacks = () => counter.sharedFallbacks;
   const reporter = counter && cfg.attackReports ? new AttackReporter({
     ...cfg.attackReports,
     counter,

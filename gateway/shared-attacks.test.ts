@@ -105,7 +105,7 @@ test.after(() => biz.close());
 
 async function gateway(redis: SharedStateConfig | undefined): Promise<Gateway> {
   const gw = await startGateway({
-    host: '127.0.0.1', port: 0,
+    host: '127.0.0.1', port: 0, operatorPort: 0,
     upstreams: [{ name: 'biz-east', linkUrl: `ws://127.0.0.1:${biz.linkPort}/`, linkKey: linkKeyFor(root, 'biz-east') }],
     attacks: { limit: 5, windowMs: 30_000, periodMs: 60_000 },
     ...(redis ? { redis } : {}),
@@ -133,9 +133,25 @@ test('two gateways sharing Redis: 8 openings alternating between them (4 each, l
       await new Promise((r) => setTimeout(r, 100));
       assert.is(total(gws), shared ? 1 : 0, shared ? 'counted once, by one gateway' : 'each gateway alone saw 4: no attack');
       assert.is(gws[0]!.attacks!.sharedFallbacks + gws[1]!.attacks!.sharedFallbacks, 0);
+      if (shared) assert.match(await (await fetch(gws[0]!.operatorUrl + 'metrics')).text(), /usbphone_gateway_attack_shared_fallbacks 0/);
     } finally {
       for (const g of gws) await g.close();
     }
+  }
+});
+
+test('a gateway whose Redis hangs: it starts, counts in its own window (the attack still seen) and says so in /metrics', async () => {
+  const hole = await blackholeRedis();
+  const t0 = performance.now();
+  const gw = await gateway(config({ url: hole.url, timeoutMs: 150 }));
+  try {
+    assert.ok(performance.now() - t0 < 5_000, 'started without Redis');
+    for (let i = 0; i < 6; i++) await opening(gw, '127.16.0.77');
+    assert.ok(await until(() => total([gw]) === 1), 'the 6th opening over the limit of 5: one attack, counted locally');
+    assert.match(await (await fetch(gw.operatorUrl + 'metrics')).text(), /usbphone_gateway_attack_shared_fallbacks 6/);
+  } finally {
+    await gw.close();
+    await hole.close();
   }
 });
 

@@ -95,7 +95,7 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
     const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
     // Placement reads this process's own health view, never another server's verdict.
     // Instances of one name share it: a hello is bound to its destination name (HS_WRONG_DEST).
-    const sharedReplay = shared ? new RedisReplay(shared, `reg-hello:${cfg.name}`) : undefined;
+    const sharedReplay = shared ? new RedisReplay(shared, `reg-hello:${cfg.name}`, undefined, () => metrics.event('shared_replay_fallback')) : undefined;
     const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, sharedReplay, adminClient, table: () => tables?.current() ?? null, tableVersion: () => tables?.version() ?? null, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
     host = await startHost({
       name: cfg.name,

@@ -28,6 +28,8 @@ export class RedisReplay implements SharedReplay {
     private readonly shared: SharedState,
     private readonly scope: string,
     private readonly ttlMs = 10 * 60_000,
+    /** Told of each check Redis did not answer (metrics). */
+    private readonly onFallback?: () => void,
   ) {}
 
   /** Resolves true/false from Redis; on SharedStateDown, true (fail open: the caller's local cache already checked). */
@@ -37,7 +39,10 @@ export class RedisReplay implements SharedReplay {
       const r = await this.shared.call((c) => c.set(key, '1', 'PX', this.ttlMs, 'NX'));
       return r === 'OK';
     } catch (e) {
-      if (e instanceof SharedStateDown) return true;
+      if (e instanceof SharedStateDown) {
+        this.onFallback?.();
+        return true;
+      }
       throw e;
     }
   }
