@@ -74,11 +74,14 @@ export class BizServerSession extends ServerSession {
     const s = this.exchange.receive(frame, env);
     // loginAck goes at once (S0.11), as with a replay this process saw; loginOk waits until
     // every instance's cache said the login is new.
-    try {
-      await this.#opening.settle();
-    } catch (e) {
-      this.send(s.send.slice(0, 1));
-      throw e;
+    const shared = this.#opening.settle();
+    if (shared) {
+      try {
+        await shared;
+      } catch (e) {
+        this.send(s.send.slice(0, 1));
+        throw e;
+      }
     }
     this.send(s.send);
     if (s.refuse) throw s.refuse;

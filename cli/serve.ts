@@ -45,19 +45,19 @@ const HELP = `usage: usbphone serve all [--state DIR] [--port BASE] [--host ADDR
              attack reports, distinct per gateway), attacks {windowMs, limit, periodMs,
              maxTrackedIps, enabled}, redis, policy {name, adminUrl, pollMs?} + adminKeyFile
              (reports S3.5 and pushed tables S3.11)
-    reg      *name, *linkPort, devicePort, *dbFile | *store, *masterKeyFile | masterKeyEnv,
+    reg      *name, *linkPort, devicePort, *dbFile, store, *masterKeyFile | masterKeyEnv,
              *linkKeyFile, linkTls {cert, key}, *adminKeyFile, *bizServers [{name, region,
              url, adminUrl}], *regions [{cidr, region}], stepTimeoutMs, pendingTtlMs,
              healthIntervalMs, policy {name, adminUrl, pollMs?}, redis
-    biz      *name, *region, *linkPort, *adminPort, devicePort, *dbFile | *store,
+    biz      *name, *region, *linkPort, *adminPort, devicePort, *dbFile, store,
              *storeKeyFile, *linkKeyFile, linkTls, *adminKeyFile, stepTimeoutMs, redis,
              bank {mode 1|2, httpPort, operator? {url https://, caFile, clientFile}}
-    policy   name, *adminPort, *adminKeyFile, *dbFile | *store, *policyKeyFile,
+    policy   name, *adminPort, *adminKeyFile, *dbFile, store, *policyKeyFile,
              *initialTable {sites: [{site, mechanisms, floor, degree}]}, *periodMs,
              thresholds [ppm...], tableLifetimeMs
-    operator name, *port, *dbFile | *store, *tls {cert, key}, *tokenKeyFile,
+    operator name, *port, *dbFile, store, *tls {cert, key}, *tokenKeyFile,
              monitoredPeriodDays, clients ["operator-client.json", ...] (registered, all scopes)
-    store    {"kind": "sqlite", "file": F} (= "dbFile": F) or {"kind": "postgres", "url":
+    store    absent or {"kind": "sqlite"}: SQLite in dbFile; {"kind": "postgres", "url":
              "postgres://...", "schema"?} (refused until this build has that role's PG store)
     redis    {"url": "redis://host:port", "namespace": "prod-1", "timeoutMs"?: 250}: what
              several instances share (attack window, replay caches; docs/architecture.md

@@ -105,17 +105,15 @@ function optMs(v: unknown, file: string, what: string): number | undefined {
 }
 
 /**
- * A role's store (issue 16): `"store": {"kind": "sqlite", "file": "reg.sqlite"}` (the same as
- * `"dbFile": "reg.sqlite"`), or `{"kind": "postgres", "url": "postgres://...", "schema"?}` once
- * the PostgreSQL stores are in this build. Exactly one of `dbFile` and `store`.
+ * A role's store (issue 16): SQLite in `dbFile` (absent `store`, or `"store": {"kind":
+ * "sqlite"}`), or `"store": {"kind": "postgres", "url": "postgres://...", "schema"?}` once the
+ * PostgreSQL stores are in this build (the same keys as the pg branch's optStore).
  */
 export type StoreFileChoice = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string; schema?: string };
 export function storeFrom(c: Record<string, unknown>, file: string, dir: string): StoreFileChoice {
-  if (c.dbFile !== undefined && c.store !== undefined) bad(file, 'give dbFile or store, not both');
-  if (c.store === undefined) return { kind: 'sqlite', file: resolve(dir, str(c.dbFile, file, 'dbFile')) };
-  const o = c.store as Record<string, unknown>;
-  if (typeof o !== 'object' || o === null) bad(file, 'store must be {"kind": "sqlite", "file"} or {"kind": "postgres", "url"}');
-  if (o.kind === 'sqlite') return { kind: 'sqlite', file: resolve(dir, str(o.file, file, 'store.file')) };
+  const o = c.store as Record<string, unknown> | undefined;
+  if (o !== undefined && (typeof o !== 'object' || o === null)) bad(file, 'store must be {"kind": "sqlite"} or {"kind": "postgres", "url", "schema"?}');
+  if (o === undefined || o.kind === 'sqlite') return { kind: 'sqlite', file: resolve(dir, str(c.dbFile, file, 'dbFile')) };
   if (o.kind === 'postgres') {
     const url = str(o.url, file, 'store.url');
     if (!/^postgres(ql)?:\/\/\S+$/.test(url)) bad(file, 'store.url must be a postgres:// URL');

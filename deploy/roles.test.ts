@@ -66,7 +66,7 @@ test('all five roles from their files: a phone registers through one gateway and
   const redis = { url: REDIS_URL, namespace: ns };
   const [gw1, gw2] = [await freePort(), await freePort()];
 
-  const op = await start('operator', 'operator.json', { port: 0, store: { kind: 'sqlite', file: 'operator.sqlite' }, tls: { cert: tls.certFile, key: tls.keyFile }, tokenKeyFile: 'operator-token.key', clients: ['operator-client.json'] });
+  const op = await start('operator', 'operator.json', { port: 0, store: { kind: 'sqlite' }, dbFile: 'operator.sqlite', tls: { cert: tls.certFile, key: tls.keyFile }, tokenKeyFile: 'operator-token.key', clients: ['operator-client.json'] });
   const pol = await start('policy', 'policy.json', { adminPort: 0, adminKeyFile: 'admin.key', dbFile: 'policy.sqlite', policyKeyFile: 'policy.key', initialTable: DEFAULT_INITIAL_TABLE, periodMs: 60_000 });
   const policy = { name: 'policy', adminUrl: pol.adminUrl as string, pollMs: 200 };
   const b = await start('biz', 'biz-east.json', {
@@ -115,7 +115,8 @@ test('hostile configurations: refused with their code, naming the key', async ()
     ['gateway', { port: 1, linkKeyFile: 'link.key', upstreams: [{ name: 'x', linkUrl: 'ws://h/' }], attacks: { limit: 0 } }, 'CFG_INVALID', /attacks\.limit/],
     ['gateway', { port: 1, linkKeyFile: 'link.key', upstreams: [{ name: 'x', linkUrl: 'ws://h/' }], policy: { name: 'policy', adminUrl: 'http://h/' } }, 'CFG_INVALID', /adminKeyFile/],
     ['gateway', { port: 1, linkKeyFile: 'missing.key', upstreams: [{ name: 'x', linkUrl: 'ws://h/' }] }, 'CFG_NO_KEY', /missing\.key/],
-    ['reg', { name: 'reg-primary', linkPort: 0, dbFile: 'a', store: { kind: 'sqlite', file: 'b' }, bizServers: [{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://h/admin' }], regions: [] }, 'CFG_INVALID', /dbFile or store, not both/],
+    ['reg', { name: 'reg-primary', linkPort: 0, store: { kind: 'sqlite' }, bizServers: [{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://h/admin' }], regions: [] }, 'CFG_INVALID', /dbFile/],
+    ['reg', { name: 'reg-primary', linkPort: 0, store: { kind: 'postgres', url: 'postgres://127.0.0.1/test' }, masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', bizServers: [{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://h/admin' }], regions: [] }, 'CFG_INVALID', /no PostgreSQL store/],
     ['biz', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, store: { kind: 'mysql' }, storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key' }, 'CFG_INVALID', /store\.kind/],
     ['biz', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, store: { kind: 'postgres', url: 'mysql://x' }, storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key' }, 'CFG_INVALID', /store\.url/],
     ['biz', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'b.sqlite', storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', bank: { mode: 3, httpPort: 0 } }, 'CFG_INVALID', /bank\.mode/],

@@ -65,7 +65,8 @@ export class RegServerSession extends ServerSession {
   protected async step(frame: Uint8Array, env: Envelope): Promise<void> {
     const s = this.exchange.receive(frame, env);
     // No helloReply leaves before every instance's cache said the hello is new.
-    await this.#opening.settle();
+    const shared = this.#opening.settle();
+    if (shared) await shared;
     this.send(s.send);
     if (s.event) {
       this.opts.log.info('generation confirmed', { serial: s.event.serial, gen: s.event.gen });

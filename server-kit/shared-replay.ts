@@ -66,11 +66,17 @@ export class OpeningCheck {
     if (this.shared) this.#pending = Uint8Array.from(id);
   };
 
-  /** Throws ProtocolError HS_REPLAY when another instance saw the opening; resolves at once when there is nothing to check. */
-  async settle(): Promise<void> {
+  /**
+   * The shared check of the opening the machine just accepted: a promise that rejects with
+   * ProtocolError HS_REPLAY when another instance saw it; null when there is nothing to check
+   * (no Redis, or not an opening), so a session without Redis stays synchronous.
+   */
+  settle(): Promise<void> | null {
     const id = this.#pending;
-    if (id === null) return;
+    if (id === null) return null;
     this.#pending = null;
-    if (!(await this.shared!.claim(id))) throw new ProtocolError(this.code, 'this opening was seen before (by another instance)');
+    return this.shared!.claim(id).then((fresh) => {
+      if (!fresh) throw new ProtocolError(this.code, 'this opening was seen before (by another instance)');
+    });
   }
 }

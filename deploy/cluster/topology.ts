@@ -57,7 +57,7 @@ export const INITIAL_TABLE = {
 /** The configuration files of the reference topology for `plan` (paths relative to the deployment directory). */
 export function referenceFiles(plan: TopologyPlan): RoleFile[] {
   const a = plan.addr;
-  const store = (file: string) => (plan.store.kind === 'sqlite' ? { store: { kind: 'sqlite', file } } : { store: { kind: 'postgres', url: plan.store.url } });
+  const store = (file: string) => (plan.store.kind === 'sqlite' ? { dbFile: file } : { dbFile: file, store: { kind: 'postgres', url: plan.store.url } });
   const redis = plan.redis ? { redis: plan.redis } : {};
   const policy = { name: 'policy', adminUrl: `http://${a.policy}:${PORTS.policyAdmin}/admin`, pollMs: 2_000 };
   const biz = (name: 'biz-east' | 'biz-west', host: 'biz1' | 'biz2', region: 'east' | 'west'): RoleFile => ({
