@@ -10,8 +10,9 @@
 // while. Then every phone must register and log in again; the checks:
 //   - lockouts = 0: every phone logs in after the heal;
 //   - no rotation lost: a phone's newest generation is never refused (BIZ_AUTH_FAILED);
-//   - no rotation doubled: a phone's successive logins move by 0 or 1 generation, and at the
-//     end the business store's current (and confirmed) generation is the one the phone used last;
+//   - no rotation doubled: a generation never reaches a phone with two different secrets (two
+//     installs for one rotation), and at the end the business store's current (and confirmed)
+//     generation is the one the phone used last (not one it never logged in with);
 //   - the stores pass PRAGMA integrity_check and the registration store agrees with the
 //     business store on every device's generations.
 import { mkdirSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
@@ -29,7 +30,9 @@ import { SqliteBizStore } from '../../biz-server/store.ts';
 import { newClientSecret } from '../../operator-server/tokens.ts';
 import { ensureServerTls } from '../../server-kit/tls-ca.ts';
 import { readKeyFile } from '../../server-kit/keyfiles.ts';
-import { makeDevice, register, bizLogin, DeviceWallet, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../../server-kit/test-device.ts';
+import { makeDevice, register, bizLogin, DeviceWallet, FrameSocket, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../../server-kit/test-device.ts';
+import { encodeEnvelope, MsgType } from '../../protocol/messages.ts';
+import { randomBytes } from 'node:crypto';
 import { dropNamespace, testNamespace, REDIS_URL } from '../../server-kit/redis-faults.ts';
 import { systemRng } from '../../protocol/rng.ts';
 import { MasterKeyring } from '../../protocol/keys.ts';
@@ -67,10 +70,12 @@ export interface ClusterFigures {
   lockouts: number;
   /** A phone's newest generation refused: a rotation lost. */
   rotationsLost: number;
-  /** A phone's logins moving by more than one generation, or the store ahead of the phone: a rotation doubled. */
+  /** A generation received with two secrets, or the store ahead of the phone: a rotation doubled. */
   rotationsDoubled: number;
   /** Rotations recorded by the registration store (sum over the phones). */
   rotations: number;
+  /** An attacker alternating gateways (12 one-time-code openings, 6 each, limit 10): attacks the two gateways counted together (1 = counted once, through Redis). */
+  attackerAttacks: number;
   integrity: Record<string, string>;
   problems: string[];
   ms: number;
@@ -106,7 +111,8 @@ class Phone {
   readonly wallet = new DeviceWallet();
   lastGen = 0;
   confirmed = false;
-  gens: number[] = [];
+  /** Each generation's secret as received (hex): one generation never comes with two secrets. */
+  readonly received = new Map<number, string>();
   rotationsLost = 0;
   rotationsDoubled = 0;
   savedLogins = 0;
@@ -125,6 +131,11 @@ class Phone {
       for (const gw of this.gateways) {
         const r = await register(gw + dest, dest, this.dev, { localAddress: this.ip, timeoutMs: 3_000 }).catch(() => null);
         if (r?.kind === 'cred') {
+          // A generation issued twice (two installs for one rotation) would come with two secrets.
+          const hex = Buffer.from(r.reply.secret).toString('hex');
+          const had = this.received.get(r.reply.gen);
+          if (had !== undefined && had !== hex) this.rotationsDoubled++;
+          this.received.set(r.reply.gen, hex);
           this.wallet.take(r.reply);
           registered = true;
           if (dest === 'reg-backup') this.viaBackup++;
@@ -140,10 +151,9 @@ class Phone {
         for (const gen of gens) {
           const r = await bizLogin(gw + s.name, s.name, { user: this.wallet.user, gen, secret: this.wallet.secrets.get(gen)! }, { localAddress: this.ip, confirm: true, timeoutMs: 3_000 }).catch(() => null);
           if (r?.kind === 'ok') {
-            if (gen - this.lastGen > 1 || gen < this.lastGen) this.rotationsDoubled++;
+            // (A jump of 2 is a login whose answer was lost: the server promoted, the phone timed out.)
             this.lastGen = gen;
             this.confirmed = r.confirmed;
-            this.gens.push(gen);
             return { registered, loggedIn: true };
           }
           if (r?.kind === 'fail' && r.code === 'BIZ_AUTH_FAILED') {
@@ -178,8 +188,9 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
   // Phones' source addresses: east 96-111, west 112-127 of the hosts' /24.
   const prefix = mode === 'netns' ? '10.77.0.' : '127.0.77.';
   const phoneIps = Array.from({ length: Math.min(nPhones, 24) }, (_, i) => `${prefix}${100 + i}`);
+  const attackerIp = `${prefix}90`;
   try {
-    net.setUp(phoneIps);
+    net.setUp([...phoneIps, attackerIp]);
     for (const [h, n] of Object.entries(REFERENCE_HOSTS)) net.addHost(h, n);
     const addr = Object.fromEntries([...net.hosts.values()].map((h) => [h.name, h.address])) as Record<HostName, string>;
     let redisUrl = REDIS_URL;
@@ -253,6 +264,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       }
     }
 
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
     const ring = MasterKeyring.parse(readFileSync(f.masterKey, 'utf8'));
     const phones = serials.map((s, i) => new Phone(makeDevice(ring, s), phoneIps[i % phoneIps.length]!, i % 2 ? [gwUrls[1]!, gwUrls[0]!] : gwUrls));
 
@@ -261,6 +273,33 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     const warmFailed = warm.filter((w) => !w.loggedIn).length;
     if (warmFailed) problems.push(`${warmFailed} phones could not log in before any fault`);
     say(`  warm-up: ${nPhones - warmFailed}/${nPhones} phones logged in`);
+
+    // An attacker alternating the gateways: 12 login openings stating otp (the phones state
+    // password) from one address, 6 at each gateway, under the limit of 10 per window at each:
+    // counted once, by one of them, because they share the window in Redis.
+    for (let i = 0; i < 12; i++) {
+      const sock = await FrameSocket.connect(gwUrls[i % 2]!, { localAddress: attackerIp });
+      sock.send(encodeEnvelope(MsgType.login, 0, 'biz-east', ['otp', 'u-attacker', 1, new Map(), randomBytes(32), randomBytes(32)]));
+      await pause(20);
+      sock.terminate();
+    }
+    const otpAttacks = async () => {
+      let n = 0;
+      for (const h of [addr.gw1, addr.gw2]) {
+        const text = await fetch(`http://${h}:${PORTS.gatewayOperator}/metrics`).then((r) => r.text(), () => '');
+        n += Number(/usbphone_gateway_attacks_detected_total\{site="biz-east",mech="otp"\} (\d+)/.exec(text)?.[1] ?? 0);
+      }
+      return n;
+    };
+    let attackerAttacks = 0;
+    for (let i = 0; i < 30 && attackerAttacks === 0; i++) {
+      await pause(100);
+      attackerAttacks = await otpAttacks();
+    }
+    await pause(300);
+    attackerAttacks = await otpAttacks();
+    if (attackerAttacks !== 1) problems.push(`an attacker alternating the gateways counted ${attackerAttacks} times, not once`);
+    say(`  attacker alternating gw-1 / gw-2 (12 openings, 6 each, limit 10): ${attackerAttacks} attack counted`);
 
     // Faults, while the phones cycle.
     let faulting = false;
@@ -277,7 +316,6 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
         await new Promise((x) => setTimeout(x, 50 + Math.random() * 100));
       }
     });
-    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
     let kills = 0, partitions = 0;
     const fault = async (what: string, hurt: () => Promise<void> | void, heal: () => Promise<void> | void) => {
       faulting = true;
@@ -360,7 +398,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     return {
       mode, ...(avail.ok ? {} : { whyLoopback: avail.why }), phones: nPhones, kills, partitions, cycles, logins, loginsDuringFaults, registrationsDuringFaults,
       viaBackup: sum('viaBackup'), savedLogins: sum('savedLogins'), lockouts, rotationsLost: sum('rotationsLost'), rotationsDoubled: sum('rotationsDoubled'),
-      rotations, integrity, problems, ms: Math.round(performance.now() - t0),
+      rotations, attackerAttacks, integrity, problems, ms: Math.round(performance.now() - t0),
     };
   } finally {
     for (const p of procs.values()) p.child.kill('SIGKILL');
