@@ -8,7 +8,7 @@ GATEWAY ?=
 # make inspect inspects the phone make sim plugs in, unless IMAGE= names another image.
 IMAGE ?= $(STATE)/phone.img
 
-.PHONY: all deps tools services test typecheck test-slow soak sim serve image inspect bench bench-scale bench-scale-quick bench-held clean help
+.PHONY: all deps tools services test typecheck test-slow test-cluster soak sim serve image inspect bench bench-scale bench-scale-quick bench-held clean help
 
 all: help
 
@@ -18,8 +18,11 @@ help:
 	@echo "                for a second boot. With 'make serve' running: make sim GATEWAY=ws://127.0.0.1:7400/"
 	@echo "make test       type check + every test, exhaustive power cuts included (ends with 'N passed, N failed')"
 	@echo "make test-slow  every test, plus the 1000-phone fleet as a correctness test (SLOW=1)"
-	@echo "make services   start PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) when they are not running (make test does)"
+	@echo "make test-cluster  the reference topology on several hosts of this machine (network namespaces;"
+	@echo "                loopback addresses without root): kill -9 and a cut link under a fleet of phones"
+	@echo "                (also part of make test); figures printed"
 	@echo "make soak       the deterministic simulation over 100,000 seeds (SEEDS=N, FROM=S); failing seeds printed with their replay"
+	@echo "make services   start PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) when they are not running (make test does)"
 	@echo "make serve      gateway + registration primary/backup + two business servers on loopback, state in $(STATE)/"
 	@echo "make image      build a factory flash image into $(STATE)/factory.img (the phone make sim uses is $(STATE)/phone.img)"
 	@echo "make inspect    inspect a flash image: $(STATE)/phone.img, or IMAGE=FILE [FUSES=FILE]"
@@ -61,6 +64,9 @@ SEEDS ?= 100000
 FROM ?= 1001
 soak: deps
 	$(USBPHONE) simulate --seeds $(SEEDS) --from $(FROM)
+
+test-cluster: deps services
+	$(NODE_BIN)/tsx deploy/cluster/cluster.test.ts
 
 sim: deps
 	$(USBPHONE) sim --state $(STATE) $(if $(GATEWAY),--gateway $(GATEWAY),)

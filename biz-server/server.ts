@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import { Limits } from '../protocol/limits.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { startHost, listen, closeServer, type Host } from '../server-kit/host.ts';
-import { createAdminServer, AdminError } from '../server-kit/admin-rpc.ts';
+import { createAdminServer, AdminError, ADMIN_MAX_SKEW_MS } from '../server-kit/admin-rpc.ts';
 import { adminOps, type AdminHandlers, type StatusResult } from '../server-kit/admin-messages.ts';
 import type { Logger } from '../server-kit/log.ts';
 import { ServerMetrics } from '../server-kit/metrics.ts';
@@ -14,6 +14,8 @@ import { SqliteBizStore, type BizStore } from './store.ts';
 import { openBizStores } from './pg-store.ts';
 import { placeOf, type StoreChoice } from '../server-kit/store-choice.ts';
 import { BizServerSession } from './session.ts';
+import { SharedState, type SharedStateConfig } from '../server-kit/redis.ts';
+import { RedisReplay } from '../server-kit/shared-replay.ts';
 import { replayCacheFor, keepOldPasswords, nameOracle, type Mutant } from '../server-kit/mutant.ts';
 import { OperatorClient, type OperatorClientOptions } from '../server-kit/operator-client.ts';
 import type { BankMode } from '../protocol/bank-messages.ts';
@@ -64,6 +66,8 @@ export interface BizConfig {
   linkTls?: { cert: string; key: string };
   adminKey: Uint8Array;
   stepTimeoutMs?: number;
+  /** Issue 16: the Redis this server shares with the other instances of its name (login and admin replay caches). Absent: this process's memory only. */
+  redis?: SharedStateConfig;
   /** TEST ONLY: one rule broken on purpose (server-kit/mutant.ts); never set in production. */
   mutant?: Mutant;
   /** The bank (S4): accounts of people bound to the phone's line and device; none when absent. */
@@ -103,8 +107,12 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
     throw new ImplementationError('MUTANT_UNSUPPORTED', "the 'keep-old-password' mutant wraps the SQLite store only");
   }
   const sessionStore = cfg.mutant === 'keep-old-password' ? keepOldPasswords(store as SqliteBizStore) : store;
+  // Issue 16: the instances of one name share the login and admin replay caches (Redis).
+  const shared = cfg.redis ? new SharedState(cfg.redis) : null;
   let draining = false;
   const metrics = new ServerMetrics(cfg.name);
+  const fallback = () => metrics.event('shared_replay_fallback');
+  const sharedReplay = shared ? new RedisReplay(shared, `biz-login:${cfg.name}`, undefined, fallback) : undefined;
   const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
   const offered = cfg.mechanisms ?? [...MECHANISMS];
   const mechTable = mechanismsFor(offered);
@@ -115,6 +123,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
   const bc = cfg.bank;
   const operator = bc?.operator ? new OperatorClient(bc.operator) : undefined;
   try {
+    if (shared && !(await shared.ready())) log.warn('shared state not reachable at start: the login and admin replay caches are this process\'s until it is', { code: 'SHARED_STATE_DOWN' });
     if (bc) {
       const hasher = new PasswordHasher(bc.scrypt);
       const bank = new Bank({
@@ -136,13 +145,14 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       linkKey: cfg.linkKey,
       linkTls: cfg.linkTls,
       metrics,
-      factory: (t) => new BizServerSession(t, sessionOpts, { store: sessionStore, replay, bank: bankParts?.bank, mechanisms: mechTable }),
+      factory: (t) => new BizServerSession(t, sessionOpts, { store: sessionStore, replay, sharedReplay, bank: bankParts?.bank, mechanisms: mechTable }),
       health: () => ({ region: cfg.region, draining }),
     });
     const h = host;
     admin = createAdminServer({
       key: cfg.adminKey,
       name: cfg.name,
+      ...(shared ? { shared: new RedisReplay(shared, `admin:${cfg.name}`, 2 * ADMIN_MAX_SKEW_MS, fallback) } : {}),
       ops: adminOps(bizAdminHandlers(store, log, () => ({ healthy: !draining, sessions: h.sessions(), region: cfg.region }))),
     });
     const adminPort = await listen(admin, cfg.adminPort, cfg.host);
@@ -165,6 +175,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
       async close() {
         await Promise.all([h.close(), closeServer(a), pg ? closeServer(pg) : undefined]);
         operator?.close();
+        await shared?.close();
         await store.close();
       },
     };
@@ -173,6 +184,7 @@ export async function startBizServer(cfg: BizConfig): Promise<BizServer> {
     if (admin) await closeServer(admin);
     if (pages) await closeServer(pages);
     operator?.close();
+    await shared?.close();
     await store.close();
     throw e;
   }

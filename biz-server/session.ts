@@ -11,6 +11,7 @@ import { BankServer, type BankAnswer } from '../protocol/bank.ts';
 import type { Bank } from './bank.ts';
 import type { Envelope } from '../protocol/messages.ts';
 import type { ReplayCache } from '../protocol/replay.ts';
+import { OpeningCheck, type SharedReplay } from '../server-kit/shared-replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import { mechanismsFor, type LoginMechanism } from './mechanisms.ts';
 import { isBankRequest, channelBeforeConfirm } from '../server-kit/mutant.ts';
@@ -20,6 +21,8 @@ import type { Login, Mechanism } from '../protocol/messages.ts';
 export interface BizServerSessionDeps {
   store: BizStore;
   replay: ReplayCache;
+  /** The replay cache shared by the instances of this server (Redis, issue 16); none: this process's only. */
+  sharedReplay?: SharedReplay;
   now?: () => number;
   /** The bank (S4): when set, one bank request may follow pwConfirm on the same channel. */
   bank?: Bank;
@@ -46,9 +49,11 @@ export class BizServerSession extends ServerSession {
   #lookup: { login: Login; found: LoginLookup } | null = null;
   /** Store writes (promotion, confirmation) of one receive(), awaited before its reply is sent. */
   readonly #writes = new StoreWrites();
+  readonly #opening: OpeningCheck;
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: BizServerSessionDeps) {
     super(t, opts);
+    const opening = (this.#opening = new OpeningCheck(deps.replay, deps.sharedReplay));
     this.exchange = new LoginServer(opts.name, {
       lookup: (login) => {
         const l = this.#lookup;
@@ -57,7 +62,7 @@ export class BizServerSession extends ServerSession {
         if (!l || l.login.user !== login.user || l.login.gen !== login.gen || l.login.mech !== login.mech) throw new ImplementationError('EXCHANGE_STATE', 'login lookup not loaded for this frame');
         return l.found;
       },
-      assertFresh: (mac) => deps.replay.assertFresh(mac),
+      assertFresh: opening.assertFresh,
       promote: (user, gen) => this.#promotedEarly || this.#writes.verdict(deps.store.promote(user, gen, this.#now), () => new ProtocolError('BIZ_AUTH_FAILED', 'authentication failed')),
       confirm: (user, gen) => this.#writes.verdict(deps.store.confirm(user, gen), () => new ProtocolError('BIZ_CONFIRM_MISMATCH', `generation ${gen} is not the account's current one`)),
     });
@@ -87,6 +92,17 @@ export class BizServerSession extends ServerSession {
       // The store answered (or the session fails) before the device hears anything.
       const flushing = this.#writes.flush();
       if (flushing) await flushing;
+    }
+    // loginAck goes at once (S0.11), as with a replay this process saw; loginOk waits until
+    // every instance's cache said the login is new.
+    const shared = this.#opening.settle();
+    if (shared) {
+      try {
+        await shared;
+      } catch (e) {
+        this.send(s.send.slice(0, 1));
+        throw e;
+      }
     }
     this.send(s.send);
     if (s.refuse) throw s.refuse;

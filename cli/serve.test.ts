@@ -49,6 +49,13 @@ test('usage errors exit 2 with a stable code', () => {
   const r = run('gateway', '--config', bad);
   assert.is(r.status, 2);
   assert.match(r.stderr, /\(CFG_(INVALID|NO_KEY)\)\n$/);
+  // Every role reads a file; an unknown key is named, exit 2.
+  writeFileSync(bad, '{"colour": "red"}');
+  for (const role of ['policy', 'operator']) {
+    const x = run(role, '--config', bad);
+    assert.is(x.status, 2, role);
+    assert.match(x.stderr, /unknown key 'colour'.*\(CFG_INVALID\)\n$/);
+  }
 });
 
 test('serve all: the embedded default, a device registers and logs in, SIGTERM stops it (exit 0)', async () => {

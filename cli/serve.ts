@@ -1,8 +1,7 @@
-// `usbphone serve all|gateway|reg|biz`: runs server roles until SIGINT/SIGTERM/SIGHUP.
+// `usbphone serve all|gateway|reg|biz|policy|operator`: runs server roles until SIGINT/SIGTERM/SIGHUP.
 //   all      the embedded default in one process (deploy/stack.ts), state in --state DIR
-//   gateway  one gateway, from --config FILE (deploy/config.ts GatewayFileConfig)
-//   reg      one registration server (primary or backup), from --config FILE
-//   biz      one business server, from --config FILE
+//   gateway, reg, biz, policy, operator: one role from --config FILE (deploy/roles.ts; its
+//            keys in deploy/config.ts ROLE_KEYS and in HELP below)
 // Once listening it says so, with the addresses, and again when it stops; with --json
 // these are JSON lines on stdout ({"event":"listening", ...}, {"event":"stopped", ...}).
 import { appendFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
@@ -12,7 +11,7 @@ import { ImplementationError } from '../protocol/errors.ts';
 import { parseOptions, intOption, refuseOptions } from './args.ts';
 import { CliError, reportError, checkStateDir } from './flash-common.ts';
 import { stopWithParent, releaseParentPipe, quietOnClosedPipe } from '../sim/lifetime.ts';
-import { DEFAULT_GATEWAY_PORT, BASE_PORT_SPAN, type RolePorts } from '../deploy/config.ts';
+import { DEFAULT_GATEWAY_PORT, BASE_PORT_SPAN, ROLE_KEYS, type RolePorts, type Role } from '../deploy/config.ts';
 
 export const OPTIONS = {
   state: { type: 'string' },
@@ -25,7 +24,7 @@ export const OPTIONS = {
 } as const;
 
 const HELP = `usage: usbphone serve all [--state DIR] [--port BASE] [--host ADDR] [--bank-mode 1|2] [--json]
-       usbphone serve gateway|reg|biz --config FILE [--json]
+       usbphone serve gateway|reg|biz|policy|operator --config FILE [--json]
 
   all        the gateway + reg-primary + reg-backup + biz-east (phones on 127.1.0.0/16) +
              biz-west (127.2.0.0/16) + the mobile operator (HTTPS) + the security policy
@@ -35,9 +34,36 @@ const HELP = `usage: usbphone serve all [--state DIR] [--port BASE] [--host ADDR
              (its public key goes into every phone), operator-client.json (0600) and tls/
              (the CA the operator's certificate chains to: tls/ca.pem). Phones plug in with
              'usbphone sim --gateway ws://127.0.0.1:7400/ --state DIR'
-  gateway    one role as its own process, configured by a JSON file
-  reg        (see docs/architecture.md §"Configuration")
-  biz
+  gateway    one role as its own process, configured by a JSON file (--config); several
+  reg        hosts, one deployment: docs/deploy.md (reference topology, example files in
+  biz        deploy/examples/). Relative paths resolve against the file's directory; keys
+  policy     are files, never inline. Keys of each file (* required):
+  operator
+    every server role: "host" (listen address, default 127.0.0.1)
+    gateway  *port, operatorPort (/healthz, /metrics), *linkKeyFile, *upstreams [{name,
+             linkUrl, linkCa?}], tls {cert, key}, limits {...gateway/limits.ts}, name (in
+             attack reports, distinct per gateway), attacks {windowMs, limit, periodMs,
+             maxTrackedIps, enabled}, redis, policy {name, adminUrl, pollMs?} + adminKeyFile
+             (reports S3.5 and pushed tables S3.11)
+    reg      *name, *linkPort, devicePort, *dbFile, store, *masterKeyFile | masterKeyEnv,
+             *linkKeyFile, linkTls {cert, key}, *adminKeyFile, *bizServers [{name, region,
+             url, adminUrl}], *regions [{cidr, region}], stepTimeoutMs, pendingTtlMs,
+             healthIntervalMs, policy {name, adminUrl, pollMs?}, redis
+    biz      *name, *region, *linkPort, *adminPort, devicePort, *dbFile, store,
+             *storeKeyFile, *linkKeyFile, linkTls, *adminKeyFile, stepTimeoutMs, redis,
+             bank {mode 1|2, httpPort, operator? {url https://, caFile, clientFile}}
+    policy   name, *adminPort, *adminKeyFile, *dbFile, store, *policyKeyFile,
+             *initialTable {sites: [{site, mechanisms, floor, degree}]}, *periodMs,
+             thresholds [ppm...], tableLifetimeMs
+    operator name, *port, *dbFile, store, *tls {cert, key}, *tokenKeyFile,
+             monitoredPeriodDays, clients ["operator-client.json", ...] (registered, all scopes)
+    store    absent or {"kind": "sqlite"}: SQLite in dbFile; {"kind": "postgres", "url":
+             "postgres://...", "schema"?} (refused until this build has that role's PG store)
+    redis    {"url": "redis://host:port", "namespace": "prod-1", "timeoutMs"?: 250}: what
+             several instances share (attack window, replay caches; docs/architecture.md
+             "What is shared, where"); without it each process keeps its own
+             An unknown key, a missing or malformed one: CFG_INVALID (exit 2); an unreadable
+             file CFG_UNREADABLE; a missing key file CFG_NO_KEY.
 
 options:
   --state DIR     state directory for 'all' (default: state)
@@ -51,7 +77,7 @@ options:
                   2 through the operator's number for the card, with the validity and
                   SIM-swap checks (S4.4, S4.6); default 1. Account pages: biz-east BASE+33,
                   biz-west BASE+43 (HTTP)
-  --config FILE   JSON configuration of one role (gateway, reg, biz)
+  --config FILE   JSON configuration of one role (gateway, reg, biz, policy, operator)
   --json          JSON lines on stdout ({"event":"listening",...}, {"event":"stopped",...})
                   instead of the human lines
   -h, --help      this help
@@ -108,7 +134,7 @@ export const command: Command = {
       json = v.json === true;
       const [r, ...extra] = args.positionals;
       role = r ?? '';
-      if (!r || extra.length || !['all', 'gateway', 'reg', 'biz'].includes(r)) throw new CliError('CLI_BAD_ARGS', "name one role: all, gateway, reg or biz; see 'usbphone serve --help'");
+      if (!r || extra.length || !['all', ...Object.keys(ROLE_KEYS)].includes(r)) throw new CliError('CLI_BAD_ARGS', "name one role: all, gateway, reg, biz, policy or operator; see 'usbphone serve --help'");
       if (r === 'all') refuseOptions(v, ['state', 'port', 'host', 'bank-mode', 'json'], "'serve all'", 'it takes --state, not --config');
       else {
         refuseOptions(v, ['config', 'json'], `'serve ${r}'`, 'its configuration file sets these');
@@ -164,35 +190,17 @@ export const command: Command = {
         );
         stop = () => stack.stop();
       } else {
-        const cfg = await import('../deploy/config.ts');
-        const file = args.config as string;
-        const raw = cfg.readJsonFile(file);
-        if (role === 'gateway') {
-          const { startGateway } = await import('../gateway/gateway.ts');
-          const g = await startGateway(cfg.gatewayConfigFrom(raw, file));
-          say(`gateway ready: ${g.url}, operator port ${g.operatorUrl} (stop with Ctrl-C)`, { event: 'listening', role, url: g.url, port: g.port, operatorUrl: g.operatorUrl });
-          stop = () => g.close();
-        } else if (role === 'reg') {
-          const { startRegServer } = await import('../reg-server/server.ts');
-          const c = cfg.regConfigFrom(raw, file);
-          const pause = process.env.USBPHONE_TEST_PAUSE_AT;
-          if (pause) {
-            // Test hook (kill -9 between rotation steps): stop here, say so, wait to be killed.
-            c.pauseAt = (step) => {
-              if (step !== pause) return;
-              process.stdout.write(JSON.stringify({ event: 'paused', step }) + '\n');
-              return new Promise<void>(() => {});
-            };
-          }
-          const s = await startRegServer(c);
-          say(`${s.name} ready: devices ${s.devicePort ?? '-'}, link ${s.linkPort} (stop with Ctrl-C)`, { event: 'listening', role, name: s.name, devicePort: s.devicePort, linkPort: s.linkPort });
-          stop = () => s.close();
-        } else {
-          const { startBizServer } = await import('../biz-server/server.ts');
-          const b = await startBizServer(cfg.bizConfigFrom(raw, file));
-          say(`${b.name} ready: devices ${b.devicePort ?? '-'}, link ${b.linkPort}, admin ${b.adminPort} (stop with Ctrl-C)`, { event: 'listening', role, name: b.name, devicePort: b.devicePort, linkPort: b.linkPort, adminPort: b.adminPort });
-          stop = () => b.close();
-        }
+        const { startRole } = await import('../deploy/roles.ts');
+        const pause = process.env.USBPHONE_TEST_PAUSE_AT;
+        // Test hook (kill -9 between rotation steps): stop here, say so, wait to be killed.
+        const pauseAt = role === 'reg' && pause ? (step: string) => {
+          if (step !== pause) return;
+          process.stdout.write(JSON.stringify({ event: 'paused', step }) + '\n');
+          return new Promise<void>(() => {});
+        } : undefined;
+        const r = await startRole(role as Role, args.config as string, { pauseAt });
+        say(r.human, r.event);
+        stop = () => r.stop();
       }
     } catch (e) {
       undo?.();

@@ -16,7 +16,12 @@ import { parseCidr } from '../server-kit/ip.ts';
 import type { GatewayLimits } from '../gateway/limits.ts';
 import type { GatewayConfig } from '../gateway/gateway.ts';
 import type { RegConfig } from '../reg-server/server.ts';
-import type { BizConfig } from '../biz-server/server.ts';
+import type { BizConfig, BankConfig } from '../biz-server/server.ts';
+import type { PolicyConfig } from '../policy-server/server.ts';
+import type { OperatorConfig } from '../operator-server/server.ts';
+import { sharedStateConfig, type SharedStateConfig } from '../server-kit/redis.ts';
+import { readPolicyKey } from '../policy-server/keys.ts';
+import { attackLimits, type AttackLimits } from '../gateway/attacks.ts';
 import type { StoreChoice } from '../server-kit/store-choice.ts';
 
 export interface RegFileConfig {
@@ -99,22 +104,64 @@ function optTls(v: unknown, file: string, what: string, dir: string): { cert: st
   return { cert: resolve(dir, str(t.cert, file, `${what}.cert`)), key: resolve(dir, str(t.key, file, `${what}.key`)) };
 }
 /** A configuration's `store` (issue 16): absent (SQLite, dbFile), { kind: 'sqlite' } or { kind: 'postgres', url, schema? }. */
-function optStore(v: unknown, file: string): StoreChoice | undefined {
-  if (v === undefined) return undefined;
-  const o = v as { kind?: unknown; url?: unknown; schema?: unknown };
-  if (typeof v !== 'object' || v === null) bad(file, "store must be { kind: 'sqlite' } or { kind: 'postgres', url, schema? }");
-  if (o.kind === 'sqlite') return { kind: 'sqlite' };
-  if (o.kind !== 'postgres') bad(file, "store.kind must be 'sqlite' or 'postgres'");
-  const url = str(o.url, file, 'store.url');
-  if (!/^postgres(ql)?:\/\/\S+$/.test(url)) bad(file, 'store.url must be a postgres:// URL');
-  if (o.schema !== undefined && (typeof o.schema !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(o.schema))) bad(file, 'store.schema must match ^[a-z_][a-z0-9_]{0,62}$');
-  return { kind: 'postgres', url, ...(o.schema === undefined ? {} : { schema: o.schema as string }) };
+/** A role's store from its configuration: its SQLite file, or PostgreSQL (the file then unused). */
+function storeOf(c: Record<string, unknown>, file: string, dir: string): { dbFile: string; store: StoreChoice } {
+  const s = storeFrom(c, file, dir);
+  return s.kind === 'sqlite' ? { dbFile: s.file, store: { kind: 'sqlite' } } : { dbFile: '', store: s };
 }
 function optMs(v: unknown, file: string, what: string): number | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) bad(file, `${what} must be a whole number of milliseconds`);
   return v;
 }
+
+/**
+ * A role's store (issue 16): SQLite in `dbFile` (absent `store`, or `"store": {"kind":
+ * "sqlite"}`), or `"store": {"kind": "postgres", "url": "postgres://...", "schema"?}` once the
+ * PostgreSQL stores are in this build (the same keys as the pg branch's optStore).
+ */
+export type StoreFileChoice = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string; schema?: string };
+export function storeFrom(c: Record<string, unknown>, file: string, dir: string): StoreFileChoice {
+  const o = c.store as Record<string, unknown> | undefined;
+  if (o !== undefined && (typeof o !== 'object' || o === null)) bad(file, 'store must be {"kind": "sqlite"} or {"kind": "postgres", "url", "schema"?}');
+  if (o === undefined || o.kind === 'sqlite') return { kind: 'sqlite', file: resolve(dir, str(c.dbFile, file, 'dbFile')) };
+  if (o.kind === 'postgres') {
+    const url = str(o.url, file, 'store.url');
+    if (!/^postgres(ql)?:\/\/\S+$/.test(url)) bad(file, 'store.url must be a postgres:// URL');
+    if (o.schema !== undefined && (typeof o.schema !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(o.schema))) bad(file, 'store.schema must be a lower-case SQL identifier');
+    return { kind: 'postgres', url, ...(o.schema === undefined ? {} : { schema: o.schema as string }) };
+  }
+  return bad(file, `store.kind must be "sqlite" or "postgres", not ${JSON.stringify(o.kind)}`);
+}
+/** The SQLite file of a store choice, for a role whose PostgreSQL store is not wired yet (the policy server). */
+function sqliteOnly(s: StoreFileChoice, file: string): string {
+  if (s.kind === 'sqlite') return s.file;
+  return bad(file, 'store.kind "postgres": the policy server runs on SQLite in this build; use "sqlite"');
+}
+/** `"redis": {"url", "namespace", "timeoutMs"?}` (server-kit/redis.ts), or undefined. */
+function redisFrom(v: unknown, file: string): SharedStateConfig | undefined {
+  if (v === undefined) return undefined;
+  try {
+    return sharedStateConfig(v, file);
+  } catch (e) {
+    if (e instanceof ImplementationError) throw new ImplementationError('CFG_INVALID', e.message.replace(/^[A-Z_]+: /, ''));
+    throw e;
+  }
+}
+/** Refuses keys a role does not read (a typo would otherwise be silently ignored). */
+function onlyKeys(c: Record<string, unknown>, file: string, keys: readonly string[]): void {
+  for (const k of Object.keys(c)) if (!keys.includes(k)) bad(file, `unknown key '${k.slice(0, 40)}' (this role reads: ${keys.join(', ')})`);
+}
+
+/** The keys each role's file may hold (`usbphone serve --help` lists them). */
+export const ROLE_KEYS = {
+  gateway: ['name', 'host', 'port', 'operatorPort', 'linkKeyFile', 'upstreams', 'tls', 'limits', 'attacks', 'redis', 'policy', 'adminKeyFile'],
+  reg: ['name', 'host', 'devicePort', 'linkPort', 'dbFile', 'store', 'masterKeyFile', 'masterKeyEnv', 'linkKeyFile', 'linkTls', 'adminKeyFile', 'bizServers', 'regions', 'stepTimeoutMs', 'pendingTtlMs', 'healthIntervalMs', 'policy', 'redis'],
+  biz: ['name', 'region', 'host', 'devicePort', 'linkPort', 'adminPort', 'dbFile', 'store', 'storeKeyFile', 'linkKeyFile', 'linkTls', 'adminKeyFile', 'stepTimeoutMs', 'redis', 'bank'],
+  policy: ['name', 'host', 'adminPort', 'adminKeyFile', 'dbFile', 'store', 'policyKeyFile', 'initialTable', 'periodMs', 'thresholds', 'tableLifetimeMs'],
+  operator: ['name', 'host', 'port', 'dbFile', 'store', 'tls', 'tokenKeyFile', 'monitoredPeriodDays', 'clients'],
+} as const;
+export type Role = keyof typeof ROLE_KEYS;
 
 export function readJsonFile(file: string): Record<string, unknown> {
   let text: string;
@@ -136,6 +183,7 @@ export function readJsonFile(file: string): Record<string, unknown> {
 export function regConfigFrom(c: Record<string, unknown>, file: string): RegConfig {
   const dir = dirname(resolve(file));
   const p = (v: unknown, what: string) => resolve(dir, str(v, file, what));
+  onlyKeys(c, file, ROLE_KEYS.reg);
   const n = name(c.name, file);
   if (!Array.isArray(c.bizServers) || c.bizServers.length === 0) bad(file, 'bizServers must be a non-empty array');
   if (!Array.isArray(c.regions)) bad(file, 'regions must be an array');
@@ -155,8 +203,7 @@ export function regConfigFrom(c: Record<string, unknown>, file: string): RegConf
     host: typeof c.host === 'string' ? c.host : '127.0.0.1',
     devicePort: port(c.devicePort, file, 'devicePort', true),
     linkPort: port(c.linkPort, file, 'linkPort')!,
-    dbFile: p(c.dbFile, 'dbFile'),
-    store: optStore(c.store, file),
+    ...storeOf(c, file, dir),
     ring: loadMasterKeyring({ file: c.masterKeyFile === undefined ? undefined : p(c.masterKeyFile, 'masterKeyFile'), env: typeof c.masterKeyEnv === 'string' ? c.masterKeyEnv : undefined }),
     linkKey: linkKeyFor(readKeyFile(p(c.linkKeyFile, 'linkKeyFile'), 'link key'), n),
     linkTls: optTls(c.linkTls, file, 'linkTls', dir),
@@ -167,6 +214,7 @@ export function regConfigFrom(c: Record<string, unknown>, file: string): RegConf
     pendingTtlMs: optMs(c.pendingTtlMs, file, 'pendingTtlMs'),
     healthIntervalMs: optMs(c.healthIntervalMs, file, 'healthIntervalMs'),
     ...(c.policy === undefined ? {} : { policy: policyRef(c.policy, file) }),
+    ...(c.redis === undefined ? {} : { redis: redisFrom(c.redis, file) }),
   };
 }
 
@@ -183,6 +231,7 @@ function policyRef(v: unknown, file: string): { name: string; adminUrl: string; 
 export function bizConfigFrom(c: Record<string, unknown>, file: string): BizConfig {
   const dir = dirname(resolve(file));
   const p = (v: unknown, what: string) => resolve(dir, str(v, file, what));
+  onlyKeys(c, file, ROLE_KEYS.biz);
   const n = name(c.name, file);
   return {
     name: n,
@@ -191,17 +240,68 @@ export function bizConfigFrom(c: Record<string, unknown>, file: string): BizConf
     devicePort: port(c.devicePort, file, 'devicePort', true),
     linkPort: port(c.linkPort, file, 'linkPort')!,
     adminPort: port(c.adminPort, file, 'adminPort')!,
-    dbFile: p(c.dbFile, 'dbFile'),
-    store: optStore(c.store, file),
+    ...storeOf(c, file, dir),
     storageKey: readKeyFile(p(c.storeKeyFile, 'storeKeyFile'), 'storage key'),
     linkKey: linkKeyFor(readKeyFile(p(c.linkKeyFile, 'linkKeyFile'), 'link key'), n),
     linkTls: optTls(c.linkTls, file, 'linkTls', dir),
     adminKey: readKeyFile(p(c.adminKeyFile, 'adminKeyFile'), 'admin key'),
     stepTimeoutMs: optMs(c.stepTimeoutMs, file, 'stepTimeoutMs'),
+    ...(c.redis === undefined ? {} : { redis: redisFrom(c.redis, file) }),
+    ...(c.bank === undefined ? {} : { bank: bankFrom(c.bank, file, dir) }),
   };
 }
 
+/**
+ * A business server's bank (S4): `{"mode": 1|2, "httpPort": N, "operator"?: {"url": "https://...",
+ * "caFile": "tls/ca.pem", "clientFile": "operator-client.json"}, "operatorDeadlineMs"?}`.
+ */
+function bankFrom(v: unknown, file: string, dir: string): BankConfig {
+  const o = v as Record<string, unknown>;
+  if (typeof v !== 'object' || v === null) bad(file, 'bank must be {mode, httpPort, operator?}');
+  if (o.mode !== 1 && o.mode !== 2) bad(file, 'bank.mode must be 1 (by the SIM, S4.3) or 2 (through the operator, S4.4)');
+  let operator: BankConfig['operator'];
+  if (o.operator !== undefined) {
+    const op = o.operator as Record<string, unknown>;
+    if (typeof op !== 'object' || op === null) bad(file, 'bank.operator must be {url, caFile, clientFile}');
+    const url = str(op.url, file, 'bank.operator.url');
+    if (!/^https:\/\/\S+$/.test(url)) bad(file, 'bank.operator.url must be an https:// URL');
+    const caFile = resolve(dir, str(op.caFile, file, 'bank.operator.caFile'));
+    let ca: string;
+    try {
+      ca = readFileSync(caFile, 'utf8');
+    } catch (e) {
+      throw new ImplementationError('CFG_UNREADABLE', `${file}: bank.operator.caFile: ${(e as Error).message}`);
+    }
+    const client = readJsonFile(resolve(dir, str(op.clientFile, file, 'bank.operator.clientFile')));
+    if (typeof client.clientId !== 'string' || typeof client.clientSecret !== 'string') bad(file, 'bank.operator.clientFile must hold {"clientId", "clientSecret"}');
+    operator = { url, ca, clientId: client.clientId, clientSecret: client.clientSecret };
+  }
+  return {
+    mode: o.mode,
+    httpPort: port(o.httpPort, file, 'bank.httpPort')!,
+    ...(operator ? { operator } : {}),
+    ...(o.operatorDeadlineMs === undefined ? {} : { operatorDeadlineMs: optMs(o.operatorDeadlineMs, file, 'bank.operatorDeadlineMs') }),
+  };
+}
+
+/** What a gateway's file adds to GatewayConfig: its name in attack reports and its policy server (deploy/roles.ts wires them). */
+export interface GatewayFileExtras {
+  /** The gateway's name in its attack reports (default 'gateway'): distinct per gateway. */
+  name: string;
+  /** S3.5 / S3.11: where attack reports go and tables come from, with the admin key. */
+  policy?: { name: string; adminUrl: string; pollMs?: number; adminKey: Uint8Array };
+}
+
+export function gatewayExtrasFrom(c: Record<string, unknown>, file: string): GatewayFileExtras {
+  const dir = dirname(resolve(file));
+  const n = c.name === undefined ? 'gateway' : name(c.name, file);
+  if (c.policy === undefined) return { name: n };
+  const ref = policyRef(c.policy, file);
+  return { name: n, policy: { ...ref, adminKey: readKeyFile(resolve(dir, str(c.adminKeyFile, file, 'adminKeyFile (needed with policy)')), 'admin key') } };
+}
+
 export function gatewayConfigFrom(c: Record<string, unknown>, file: string): GatewayConfig {
+  onlyKeys(c, file, ROLE_KEYS.gateway);
   const dir = dirname(resolve(file));
   const root = readKeyFile(resolve(dir, str(c.linkKeyFile, file, 'linkKeyFile')), 'link key');
   if (!Array.isArray(c.upstreams) || c.upstreams.length === 0) bad(file, 'upstreams must be a non-empty array');
@@ -217,6 +317,77 @@ export function gatewayConfigFrom(c: Record<string, unknown>, file: string): Gat
     }),
     tls: tls ? { cert: resolve(dir, str(tls.cert, file, 'tls.cert')), key: resolve(dir, str(tls.key, file, 'tls.key')) } : undefined,
     limits: (c.limits as Partial<GatewayLimits> | undefined) ?? undefined,
+    ...(c.attacks === undefined ? {} : { attacks: attacksFrom(c.attacks, file) }),
+    ...(c.redis === undefined ? {} : { redis: redisFrom(c.redis, file) }),
+  };
+}
+
+function attacksFrom(v: unknown, file: string): Partial<AttackLimits> {
+  if (typeof v !== 'object' || v === null) bad(file, 'attacks must be {enabled?, windowMs?, limit?, periodMs?, maxTrackedIps?}');
+  try {
+    attackLimits(v as Partial<AttackLimits>);
+  } catch (e) {
+    bad(file, (e as Error).message.replace(/^[A-Z_]+: /, ''));
+  }
+  return v as Partial<AttackLimits>;
+}
+
+/**
+ * The security policy server (S3.5-S3.11): `{"name"?, "host"?, "adminPort", "adminKeyFile",
+ * "dbFile" | "store", "policyKeyFile", "initialTable": {sites: [...]}, "periodMs", "thresholds"?,
+ * "tableLifetimeMs"?}`.
+ */
+export function policyConfigFrom(c: Record<string, unknown>, file: string): PolicyConfig {
+  onlyKeys(c, file, ROLE_KEYS.policy);
+  const dir = dirname(resolve(file));
+  const p = (v: unknown, what: string) => resolve(dir, str(v, file, what));
+  if (typeof c.initialTable !== 'object' || c.initialTable === null) bad(file, 'initialTable must be {"sites": [{site, mechanisms, floor, degree}, ...]} (docs/architecture.md)');
+  const periodMs = optMs(c.periodMs, file, 'periodMs');
+  if (periodMs === undefined || periodMs < 1_000) bad(file, 'periodMs must be a whole number of ms, at least 1000');
+  if (c.thresholds !== undefined && (!Array.isArray(c.thresholds) || !c.thresholds.every((x) => Number.isInteger(x) && x > 0))) bad(file, 'thresholds must be an array of positive whole numbers (ppm)');
+  return {
+    ...(c.name === undefined ? {} : { name: name(c.name, file) }),
+    host: typeof c.host === 'string' ? c.host : '127.0.0.1',
+    adminPort: port(c.adminPort, file, 'adminPort')!,
+    adminKey: readKeyFile(p(c.adminKeyFile, 'adminKeyFile'), 'admin key'),
+    dbFile: sqliteOnly(storeFrom(c, file, dir), file),
+    privateKey: readPolicyKey(p(c.policyKeyFile, 'policyKeyFile')).privateKey,
+    initialTable: c.initialTable,
+    periodMs,
+    ...(c.thresholds === undefined ? {} : { thresholds: c.thresholds as number[] }),
+    ...(c.tableLifetimeMs === undefined ? {} : { tableLifetimeMs: optMs(c.tableLifetimeMs, file, 'tableLifetimeMs') }),
+  };
+}
+
+/** The OAuth2 clients an operator registers at start: each a {clientId, clientSecret} file (the bank's), with all scopes. */
+export interface OperatorFileExtras { clients: OperatorClientFile[] }
+
+/**
+ * The mobile operator (S4): `{"name"?, "host"?, "port", "dbFile" | "store", "tls": {cert, key},
+ * "tokenKeyFile", "monitoredPeriodDays"?, "clients"?: ["operator-client.json", ...]}`.
+ */
+export function operatorConfigFrom(c: Record<string, unknown>, file: string): OperatorConfig & OperatorFileExtras {
+  onlyKeys(c, file, ROLE_KEYS.operator);
+  const dir = dirname(resolve(file));
+  const p = (v: unknown, what: string) => resolve(dir, str(v, file, what));
+  const tls = optTls(c.tls, file, 'tls', dir);
+  if (!tls) bad(file, 'tls must be {cert, key}: the operator speaks HTTPS only');
+  if (c.monitoredPeriodDays !== undefined && c.monitoredPeriodDays !== null && (!Number.isInteger(c.monitoredPeriodDays) || (c.monitoredPeriodDays as number) < 1)) bad(file, 'monitoredPeriodDays must be a whole number of days, or null');
+  if (c.clients !== undefined && !Array.isArray(c.clients)) bad(file, 'clients must be an array of client files');
+  const clients = ((c.clients as unknown[] | undefined) ?? []).map((f, i) => {
+    const v = readJsonFile(p(f, `clients[${i}]`));
+    if (typeof v.clientId !== 'string' || typeof v.clientSecret !== 'string' || v.clientSecret.length < 32) bad(file, `clients[${i}] must hold {"clientId", "clientSecret"} (a secret of 32+ characters)`);
+    return { clientId: v.clientId, clientSecret: v.clientSecret };
+  });
+  return {
+    ...(c.name === undefined ? {} : { name: name(c.name, file) }),
+    host: typeof c.host === 'string' ? c.host : '127.0.0.1',
+    port: port(c.port, file, 'port')!,
+    ...storeOf(c, file, dir),
+    tls,
+    tokenKey: readKeyFile(p(c.tokenKeyFile, 'tokenKeyFile'), 'operator token key'),
+    monitoredPeriodDays: (c.monitoredPeriodDays as number | null | undefined) ?? null,
+    clients,
   };
 }
 

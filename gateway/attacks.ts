@@ -102,7 +102,25 @@ export interface AttackCounterOptions {
   onAttack?: (a: AttackEvent) => void;
   /** Handed each period's counts when the period closes (the reporter); dropped without one. */
   onPeriod?: (periodId: number, counts: PeriodCounts) => void;
+  /**
+   * The window shared by several gateways (gateway/shared-attacks.ts, Redis); absent: this
+   * process's own. attempt() then answers later, through onAttack.
+   */
+  shared?: SharedAttackWindow;
 }
+
+/**
+ * The sliding window of attacks.ts kept where several gateways see it: resolves true for the
+ * one attempt (of any gateway) that crossed the limit, once per window; rejects when it cannot
+ * answer (the counter then counts in its own window).
+ */
+export interface SharedAttackWindow {
+  readonly limits: AttackLimits;
+  attempt(group: string, site: string, mech: Mechanism, now: number): Promise<boolean>;
+}
+
+/** Shared verdicts awaited at most at once; beyond, attempts are counted locally (memory bound under a flood while Redis is slow). */
+export const MAX_SHARED_IN_FLIGHT = 10_000;
 
 export class AttackCounter {
   readonly limits: AttackLimits;
@@ -116,12 +134,17 @@ export class AttackCounter {
   #counts: PeriodCounts = new Map();
   /** The time of the attempt being counted (the cache's clock). */
   #t: number;
+  readonly #shared?: SharedAttackWindow;
+  #inFlight = 0;
+  /** Attempts counted in this process's window because the shared one did not answer. */
+  sharedFallbacks = 0;
 
   constructor(limits: Partial<AttackLimits> = {}, opts: AttackCounterOptions = {}) {
     this.limits = attackLimits(limits);
     this.#now = opts.now ?? (() => performance.timeOrigin + performance.now());
     this.#onAttack = opts.onAttack;
     this.#onPeriod = opts.onPeriod;
+    this.#shared = opts.shared;
     const t = this.#now();
     this.#t = t;
     // TTL on the time of the attempt being counted: the cache reads no clock of its own (a
@@ -151,9 +174,36 @@ export class AttackCounter {
    * Records one login opening from `group` (addressGroup) to `site` with `mech` at `now` (ms
    * on the counter's clock; read from it when absent: the gateway passes the time it already
    * took for the frame); returns true when it made an attack (the attempt that crossed the
-   * limit, once per window).
+   * limit, once per window). With a shared window it returns false: onAttack tells the verdict.
    */
   attempt(group: string, site: string, mech: Mechanism, now: number = this.#now()): boolean {
+    const shared = this.#shared;
+    if (shared !== undefined && this.#inFlight < MAX_SHARED_IN_FLIGHT) {
+      // Several gateways (issue 16): the window is shared, and whichever gateway's attempt
+      // crosses the limit counts the attack (once for all). Its verdict comes later, through
+      // onAttack; while Redis is down or slow, this gateway's own window decides (fail open to
+      // local: docs/architecture.md "What is shared, where").
+      this.#inFlight++;
+      shared.attempt(group, site, mech, now).then(
+        (attack) => {
+          this.#inFlight--;
+          if (attack) this.#attack(group, site, mech, now);
+        },
+        () => {
+          this.#inFlight--;
+          this.sharedFallbacks++;
+          if (this.#window(group, site, mech, now)) this.#attack(group, site, mech, now);
+        },
+      );
+      return false;
+    }
+    if (!this.#window(group, site, mech, now)) return false;
+    this.#attack(group, site, mech, now);
+    return true;
+  }
+
+  /** This process's window: true when the attempt crossed the limit (once per window). */
+  #window(group: string, site: string, mech: Mechanism, now: number): boolean {
     this.#t = now;
     const L = this.limits;
     const v = this.#groups.get(group);
@@ -181,9 +231,12 @@ export class AttackCounter {
     s.head = s.head + 1 === L.limit ? 0 : s.head + 1;
     if (!over || now < s.quietUntil) return false;
     s.quietUntil = now + L.windowMs;
+    return true;
+  }
+
+  #attack(group: string, site: string, mech: Mechanism, now: number): void {
     this.#count(site, mech, now);
     this.#onAttack?.({ group, site, mech, at: now });
-    return true;
   }
 
   #slot(site: string, mech: Mechanism): Slot {

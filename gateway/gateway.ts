@@ -23,6 +23,8 @@ import { GatewayMetrics } from './metrics.ts';
 import { UpstreamLink } from './upstream.ts';
 import { AttackCounter, addressGroup, type AttackLimits } from './attacks.ts';
 import { AttackReporter, realTimers, type AttackSink, type Timers } from './attack-reporter.ts';
+import { RedisAttackWindow } from './shared-attacks.ts';
+import { SharedState, type SharedStateConfig } from '../server-kit/redis.ts';
 
 export interface UpstreamConfig {
   name: string;
@@ -53,6 +55,11 @@ export interface GatewayConfig {
   operatorRoutes?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** Attack counting (S3.4; attacks.ts): on by default. */
   attacks?: Partial<AttackLimits>;
+  /**
+   * Issue 16: the Redis the gateways of a deployment share: the attack window is counted there
+   * (shared-attacks.ts), so an attacker alternating gateways is counted once. Absent: this process's own.
+   */
+  redis?: SharedStateConfig;
   /**
    * Where each period's attack report goes (S3.5; attack-reporter.ts): deploy/ plugs in the
    * policy server. Without it attacks are still counted (metrics, log lines), not reported.
@@ -146,14 +153,17 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const timers = cfg.attackTimers ?? realTimers;
   /** An attempt's time on the counter's clock, from the performance.now() taken for its frame. */
   const attackTime = cfg.attackTimers ? () => timers.now() : (perfNow: number) => performance.timeOrigin + perfNow;
+  const shared = cfg.redis && cfg.attacks?.enabled !== false ? new SharedState(cfg.redis) : null;
   const counter = cfg.attacks?.enabled === false ? null : new AttackCounter(cfg.attacks, {
     now: timers.now,
+    ...(shared ? { shared: new RedisAttackWindow(shared, cfg.attacks) } : {}),
     onAttack(a) {
       metrics.attacks.inc({ site: a.site, mech: a.mech });
       log.info('attack detected', { ip: a.group, site: a.site, mech: a.mech });
     },
   });
   if (counter) metrics.trackedIps = () => counter.tracked;
+  if (counter && shared) metrics.sharedFallbacks = () => counter.sharedFallbacks;
   const reporter = counter && cfg.attackReports ? new AttackReporter({
     ...cfg.attackReports,
     counter,
@@ -413,6 +423,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   let port: number;
   let opPort: number | null = null;
   try {
+    if (shared && !(await shared.ready())) log.warn('shared state not reachable at start: attacks are counted by this gateway alone until it is', { code: 'SHARED_STATE_DOWN' });
     port = await listen(server, cfg.port, cfg.host, portLimits);
     if (opServer) opPort = await listen(opServer, cfg.operatorPort!, cfg.host, L.operatorPort);
   } catch (e) {
@@ -420,6 +431,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     for (const u of upstreams.values()) u.stop();
     await closeServer(server, wss);
     if (opServer?.listening) await closeServer(opServer);
+    await shared?.close();
     throw e;
   }
   const url = `${cfg.tls ? 'wss' : 'ws'}://${hostPart}:${port}/`;
@@ -466,6 +478,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       for (const u of upstreams.values()) u.stop();
       for (const c of conns.values()) c.ws.terminate();
       await Promise.all([closeServer(server, wss), opServer ? closeServer(opServer) : undefined]);
+      await shared?.close();
     },
   };
 }

@@ -34,6 +34,9 @@ export class GatewayMetrics {
   readonly attacks = new Counter({ name: 'usbphone_gateway_attacks_detected_total', help: 'Attacks detected (more than the limit of login openings from one address group to one site and mechanism within the window; one per window)', labelNames: ['site', 'mech'], registers: [this.registry] });
   /** Read when /metrics is scraped (not on the hot path): the attack counter's tracked groups. */
   trackedIps: () => number = () => 0;
+  /** Attempts the shared (Redis) window did not answer, counted in this gateway's own (issue 16). */
+  sharedFallbacks: () => number = () => 0;
+  readonly attackSharedFallbacks: Gauge = new Gauge({ name: 'usbphone_gateway_attack_shared_fallbacks', help: 'Login openings counted in this gateway\'s own window because the shared one (Redis) did not answer in time, since start', registers: [this.registry], collect: (): void => this.attackSharedFallbacks.set(this.sharedFallbacks()) });
   readonly attackTracked: Gauge = new Gauge({ name: 'usbphone_gateway_attack_tracked_ips', help: 'Address groups (IPv4 address, IPv6 /64) the attack counter tracks now; at most maxTrackedIps', registers: [this.registry], collect: (): void => this.attackTracked.set(this.trackedIps()) });
   readonly attackReports = new Counter({
     name: 'usbphone_gateway_attack_reports_total',

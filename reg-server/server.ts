@@ -16,6 +16,8 @@ import { placeOf, type StoreChoice } from '../server-kit/store-choice.ts';
 import { RegServerSession } from './session.ts';
 import { HealthPoller, withHealthView } from './health.ts';
 import type { RotationStep } from './rotation.ts';
+import { SharedState, type SharedStateConfig } from '../server-kit/redis.ts';
+import { RedisReplay } from '../server-kit/shared-replay.ts';
 import { replayCacheFor, type Mutant } from '../server-kit/mutant.ts';
 
 export interface RegBizServer { name: string; region: string; url: string; adminUrl: string }
@@ -47,6 +49,11 @@ export interface RegConfig {
    * (server-kit/table-source.ts; polled with the admin key). Absent: replies carry no table.
    */
   policy?: { name: string; adminUrl: string; pollMs?: number };
+  /**
+   * Issue 16: the Redis this server shares with the other instances of its name (the hello
+   * replay cache: server-kit/shared-replay.ts). Absent: this process's memory only.
+   */
+  redis?: SharedStateConfig;
   /** TEST ONLY: one rule broken on purpose (server-kit/mutant.ts); never set in production. */
   mutant?: Mutant;
 }
@@ -70,7 +77,9 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
   const store = await openRegStore(placeOf(cfg.store ?? { kind: 'sqlite' }, cfg.dbFile));
   let host: Host | null = null;
   let tables: TableSource | null = null;
+  const shared = cfg.redis ? new SharedState(cfg.redis) : null;
   try {
+    if (shared && !(await shared.ready())) log.warn('shared state not reachable at start: the hello replay cache is this process\'s until it is', { code: 'SHARED_STATE_DOWN' });
     await store.syncTopology(cfg.bizServers, cfg.regions);
     const clients = new Map<string, AdminClient>();
     const adminClient = (s: BizServerRecord) => {
@@ -90,7 +99,9 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
     const replay = replayCacheFor(cfg.mutant);
     const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
     // Placement reads this process's own health view, never another server's verdict.
-    const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, adminClient, table: () => tables?.current() ?? null, tableVersion: () => tables?.version() ?? null, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
+    // Instances of one name share it: a hello is bound to its destination name (HS_WRONG_DEST).
+    const sharedReplay = shared ? new RedisReplay(shared, `reg-hello:${cfg.name}`, undefined, () => metrics.event('shared_replay_fallback')) : undefined;
+    const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, sharedReplay, adminClient, table: () => tables?.current() ?? null, tableVersion: () => tables?.version() ?? null, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
     host = await startHost({
       name: cfg.name,
       host: cfg.host,
@@ -115,12 +126,14 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
         await poller.stop();
         await h.close();
         for (const c of clients.values()) c.close();
+        await shared?.close();
         await store.close();
       },
     };
   } catch (e) {
     tables?.close();
     await host?.close();
+    await shared?.close();
     await store.close();
     throw e;
   }

@@ -8,6 +8,7 @@ import { identifyToken, type MasterKeyring, type TokenRefusal } from '../protoco
 import { ProtocolError, ImplementationError } from '../protocol/errors.ts';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import type { ReplayCache } from '../protocol/replay.ts';
+import { OpeningCheck, type SharedReplay } from '../server-kit/shared-replay.ts';
 import { ServerSession, type SessionOptions, type SessionTransport } from '../server-kit/session.ts';
 import type { LogField } from '../server-kit/log.ts';
 import { alteredTable } from '../server-kit/mutant.ts';
@@ -20,6 +21,8 @@ export interface RegServerSessionDeps extends RotationDeps {
   store: RegStore;
   ring: MasterKeyring;
   replay: ReplayCache;
+  /** The replay cache shared by the instances of this server (Redis, issue 16); none: this process's only. */
+  sharedReplay?: SharedReplay;
   /** S3.11: the latest signed attack table to hand on (server-kit/table-source.ts), or null. */
   table?: () => Uint8Array | null;
   /** The version the latest table states (for the 'credentials issued' log line and the live page), or null. */
@@ -37,9 +40,11 @@ export class RegServerSession extends ServerSession {
   #firmware: { hex: string; accepted: boolean } | null = null;
   /** Store writes the machine asked for during one receive(), awaited before its reply is sent. */
   readonly #writes = new StoreWrites();
+  readonly #opening: OpeningCheck;
 
   constructor(t: SessionTransport, opts: SessionOptions, private readonly deps: RegServerSessionDeps) {
     super(t, opts);
+    const opening = (this.#opening = new OpeningCheck(deps.replay, deps.sharedReplay));
     this.exchange = new RegistrationServer(opts.name, {
       deviceKey: (token) => {
         // The same work and the same answer for every token (identifyToken); why a token
@@ -48,7 +53,7 @@ export class RegServerSession extends ServerSession {
         this.#tokenRefusal = id.ok ? null : id.why;
         return id.ok ? { serial: id.serial, key: id.key } : null;
       },
-      assertFresh: (mac) => deps.replay.assertFresh(mac),
+      assertFresh: opening.assertFresh,
       acceptFirmware: (serial, measurement) => {
         const hex = bytesToHex(measurement);
         // step() read the verdict for this very hello; anything else is our bug, never a pass.
@@ -80,6 +85,9 @@ export class RegServerSession extends ServerSession {
       const flushing = this.#writes.flush();
       if (flushing) await flushing;
     }
+    // No helloReply leaves before every instance's cache said the hello is new.
+    const shared = this.#opening.settle();
+    if (shared) await shared;
     this.send(s.send);
     if (s.event) {
       this.opts.log.info('generation confirmed', { serial: s.event.serial, gen: s.event.gen });

@@ -55,6 +55,8 @@ function runOne(file) {
       const ms = Date.now() - started;
       const mark = f ? 'FAIL' : 'ok  ';
       process.stdout.write(`${mark} ${file}  (${p} passed, ${f} failed, ${ms} ms)\n`);
+      // A suite's figures line ('cluster figures: ...') is shown even when it passes (CI's log keeps it).
+      for (const l of out.split('\n')) if (/^[a-z][\w -]* figures: /.test(l)) process.stdout.write(`     ${l}\n`);
       if (f || code !== 0) failures.push({ file, out });
       resolve();
     });

@@ -21,6 +21,7 @@ import { sealBox, openBox } from '../protocol/sealed-box.ts';
 import { kdf } from '../protocol/keys.ts';
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
 import { systemRng } from '../protocol/channel.ts';
+import type { SharedReplay } from './shared-replay.ts';
 import { ReplayCache } from '../protocol/replay.ts';
 import { ProtocolError, ImplementationError, TimeoutError } from '../protocol/errors.ts';
 import { Limits, type CborLimits } from '../protocol/limits.ts';
@@ -74,6 +75,9 @@ export function safeInt(v: unknown): number | null {
   return typeof v === 'number' && Number.isSafeInteger(v) ? v : null;
 }
 
+/** How far a request's timestamp may be from this server's clock, by default (ADMIN_STALE beyond). */
+export const ADMIN_MAX_SKEW_MS = 60_000;
+
 export type AdminOp = (args: CborValue) => CborValue | Promise<CborValue>;
 
 export interface AdminServerOptions {
@@ -82,6 +86,12 @@ export interface AdminServerOptions {
   /** This server's name: requests must name it as their target (ADMIN_TARGET_RE). */
   name: string;
   maxSkewMs?: number;
+  /**
+   * The replay cache shared with the other instances of this name (server-kit/shared-replay.ts,
+   * Redis; fails open to this process's cache): a request one instance ran is ADMIN_REPLAY at
+   * every other, and at this one after a restart. Its ttl must cover 2 x maxSkewMs.
+   */
+  shared?: SharedReplay;
   now?: () => number;
   /** Body and CBOR bounds of requests (default ADMIN_LIMITS). */
   limits?: CborLimits;
@@ -100,7 +110,7 @@ export function adminHandler(opts: AdminServerOptions): AdminHandler {
   const target = checkTarget(opts.name);
   const aadReq = requestAad(target);
   const now = opts.now ?? Date.now;
-  const skew = opts.maxSkewMs ?? 60_000;
+  const skew = opts.maxSkewMs ?? ADMIN_MAX_SKEW_MS;
   const seen = new ReplayCache(100_000, 2 * skew, now);
   const log = createLogger(`${opts.name}/admin`);
   const limits = opts.limits ?? ADMIN_LIMITS;
@@ -132,6 +142,7 @@ export function adminHandler(opts: AdminServerOptions): AdminHandler {
       id = rid;
       if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
       if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
+      if (opts.shared && !(await opts.shared.claim(rid))) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen (by another instance)');
       if (op !== ADMIN_BATCH_OP || opts.batches === false) return { status: 200, body: seal(k.res, responseAad(target, rid), await run(op, args)) };
       // A batch (AdminClient `batch`): the calls of one event-loop turn in one request, run in
       // order, each answered as if alone. Under the request's one id and timestamp.

@@ -27,7 +27,9 @@ export type ServerEvent =
   | 'table_poll_failed'
   /** S3.11: a credential reply that carried the attack table / that could not (larger than credReply allows). */
   | 'table_sent'
-  | 'table_too_large';
+  | 'table_too_large'
+  /** Issue 16: a replay check the shared cache (Redis) did not answer in time: this process's cache decided alone. */
+  | 'shared_replay_fallback';
 
 export class ServerMetrics {
   readonly registry = new Registry();

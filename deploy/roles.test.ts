@@ -1,0 +1,140 @@
+// Every role from its JSON file (`usbphone serve <role> --config FILE`, deploy/roles.ts): the
+// operator, the policy server, a business server with its bank in mode 2 through that operator,
+// a registration server polling the policy server, two gateways sharing Redis and reporting to
+// the policy server; a phone registers through one gateway and logs in through the other, its
+// credential reply carrying the policy server's table. Then the hostile configurations: each
+// refused with its code (CFG_INVALID naming the key, CFG_NO_KEY, CFG_UNREADABLE).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { tempDir } from './test-util.ts';
+import { ensureStateKeys, ensureOperatorClientFile, DEFAULT_INITIAL_TABLE, type Role } from './config.ts';
+import { startRole, type RunningRole } from './roles.ts';
+import { enrollDevices, accountsInStore } from './enroll.ts';
+import { SqliteRegStore } from '../reg-server/store.ts';
+import { SqliteBizStore } from '../biz-server/store.ts';
+import { newClientSecret } from '../operator-server/tokens.ts';
+import { ensureServerTls } from '../server-kit/tls-ca.ts';
+import { readKeyFile } from '../server-kit/keyfiles.ts';
+import { makeDevice, register, DeviceWallet, SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
+import { dropNamespace, testNamespace, REDIS_URL } from '../server-kit/redis-faults.ts';
+import { setLogLevel } from '../server-kit/log.ts';
+import { systemRng } from '../protocol/rng.ts';
+import { MasterKeyring } from '../protocol/keys.ts';
+import { ImplementationError } from '../protocol/errors.ts';
+import { readFileSync } from 'node:fs';
+
+setLogLevel('error');
+const t = tempDir('usbphone-roles-');
+const ns = testNamespace('roles');
+const running: RunningRole[] = [];
+test.after(async () => {
+  for (const r of running.reverse()) await r.stop();
+  await dropNamespace(ns);
+  t.remove();
+});
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const p = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+const write = (name: string, v: unknown) => {
+  const f = join(t.dir, name);
+  writeFileSync(f, JSON.stringify(v, null, 2));
+  return f;
+};
+async function start(role: Role, name: string, v: unknown): Promise<Record<string, unknown>> {
+  const r = await startRole(role, write(name, v));
+  running.push(r);
+  return r.event;
+}
+
+test('all five roles from their files: a phone registers through one gateway and logs in through the other; the table rides along', async () => {
+  const f = ensureStateKeys(t.dir);
+  const tls = await ensureServerTls(f.tlsDir, 'operator', ['127.0.0.1']);
+  ensureOperatorClientFile(f.operatorClient, () => newClientSecret(systemRng));
+  const reg = new SqliteRegStore(f.regDb);
+  const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
+  await enrollDevices({ reg, accounts: accountsInStore(biz) }, [{ serial: 'SN-ROLES', keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX }]);
+  reg.close();
+  biz.close();
+  const redis = { url: REDIS_URL, namespace: ns };
+  const [gw1, gw2] = [await freePort(), await freePort()];
+
+  const op = await start('operator', 'operator.json', { port: 0, store: { kind: 'sqlite' }, dbFile: 'operator.sqlite', tls: { cert: tls.certFile, key: tls.keyFile }, tokenKeyFile: 'operator-token.key', clients: ['operator-client.json'] });
+  const pol = await start('policy', 'policy.json', { adminPort: 0, adminKeyFile: 'admin.key', dbFile: 'policy.sqlite', policyKeyFile: 'policy.key', initialTable: DEFAULT_INITIAL_TABLE, periodMs: 60_000 });
+  const policy = { name: 'policy', adminUrl: pol.adminUrl as string, pollMs: 200 };
+  const b = await start('biz', 'biz-east.json', {
+    name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'biz-accounts.sqlite', storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', redis,
+    bank: { mode: 2, httpPort: 0, operator: { url: op.url, caFile: tls.caFile, clientFile: 'operator-client.json' } },
+  });
+  assert.match(String(b.bankPageUrl), /^http:\/\/127\.0\.0\.1:\d+\//);
+  const r = await start('reg', 'reg-primary.json', {
+    name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', redis, policy,
+    bizServers: [{ name: 'biz-east', region: 'east', url: `ws://127.0.0.1:${gw2}/biz-east`, adminUrl: `http://127.0.0.1:${b.adminPort}/admin` }],
+    regions: [{ cidr: '127.0.0.0/8', region: 'east' }],
+  });
+  const upstreams = [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${r.linkPort}/` }, { name: 'biz-east', linkUrl: `ws://127.0.0.1:${b.linkPort}/` }];
+  const g1 = await start('gateway', 'gw-1.json', { name: 'gw-1', port: gw1, linkKeyFile: 'link.key', adminKeyFile: 'admin.key', upstreams, redis, policy });
+  await start('gateway', 'gw-2.json', { name: 'gw-2', port: gw2, linkKeyFile: 'link.key', adminKeyFile: 'admin.key', upstreams, redis, policy });
+  assert.is(g1.name, 'gw-1');
+
+  const ring = MasterKeyring.parse(readFileSync(f.masterKey, 'utf8'));
+  let res;
+  for (let i = 0; i < 100; i++) {
+    res = await register(g1.url as string, 'reg-primary', makeDevice(ring, 'SN-ROLES'));
+    if (res.kind !== 'error') break;
+    await new Promise((x) => setTimeout(x, 50)); // the links come up
+  }
+  const got = res!;
+  assert.ok(got.kind === 'cred', JSON.stringify(got));
+  if (got.kind !== 'cred') return;
+  assert.ok(got.reply.table instanceof Uint8Array && got.reply.table.length > 0, 'the policy server\'s table rode along');
+  const w = new DeviceWallet();
+  w.take(got.reply);
+  const url = got.reply.servers[0]!.url;
+  assert.is(url, `ws://127.0.0.1:${gw2}/biz-east`);
+  let gen: number | null = 0;
+  for (let i = 0; i < 100 && !gen; i++) {
+    gen = await w.login(url, 'biz-east').catch(() => 0);
+    if (!gen) await new Promise((x) => setTimeout(x, 50));
+  }
+  assert.is(gen, 1, 'logged in through the other gateway');
+});
+
+test('hostile configurations: refused with their code, naming the key', async () => {
+  const cases: [Role, unknown, string, RegExp][] = [
+    ['gateway', { port: 1, linkKeyFile: 'link.key', upstreams: [{ name: 'x', linkUrl: 'ws://h/' }], colour: 'red' }, 'CFG_INVALID', /unknown key 'colour'/],
+    ['gateway', { port: 1, linkKeyFile: 'link.key', upstreams: [{ name: 'x', linkUrl: 'ws://h/' }], redis: { url: 'http://x', namespace: 'n' } }, 'CFG_INVALID', /redis\.url/],
+    ['gateway', { port: 1, linkKeyFile: 'link.key', upstreams: [{ name: 'x', linkUrl: 'ws://h/' }], redis: { url: 'redis://h:1', namespace: 'a b' } }, 'CFG_INVALID', /redis\.namespace/],
+    ['gateway', { port: 1, linkKeyFile: 'link.key', upstreams: [{ name: 'x', linkUrl: 'ws://h/' }], attacks: { limit: 0 } }, 'CFG_INVALID', /attacks\.limit/],
+    ['gateway', { port: 1, linkKeyFile: 'link.key', upstreams: [{ name: 'x', linkUrl: 'ws://h/' }], policy: { name: 'policy', adminUrl: 'http://h/' } }, 'CFG_INVALID', /adminKeyFile/],
+    ['gateway', { port: 1, linkKeyFile: 'missing.key', upstreams: [{ name: 'x', linkUrl: 'ws://h/' }] }, 'CFG_NO_KEY', /missing\.key/],
+    ['reg', { name: 'reg-primary', linkPort: 0, store: { kind: 'sqlite' }, bizServers: [{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://h/admin' }], regions: [] }, 'CFG_INVALID', /dbFile/],
+    ['reg', { name: 'reg-primary', linkPort: 0, store: { kind: 'postgres', url: 'postgres://127.0.0.1/test' }, masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', bizServers: [{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://h/admin' }], regions: [] }, 'CFG_INVALID', /no PostgreSQL store/],
+    ['biz', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, store: { kind: 'mysql' }, storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key' }, 'CFG_INVALID', /store\.kind/],
+    ['biz', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, store: { kind: 'postgres', url: 'mysql://x' }, storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key' }, 'CFG_INVALID', /store\.url/],
+    ['biz', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'b.sqlite', storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', bank: { mode: 3, httpPort: 0 } }, 'CFG_INVALID', /bank\.mode/],
+    ['biz', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'b.sqlite', storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', bank: { mode: 2, httpPort: 0, operator: { url: 'http://x', caFile: 'c', clientFile: 'd' } } }, 'CFG_INVALID', /https/],
+    ['policy', { adminPort: 0, adminKeyFile: 'admin.key', dbFile: 'p.sqlite', policyKeyFile: 'policy.key', initialTable: DEFAULT_INITIAL_TABLE, periodMs: 10 }, 'CFG_INVALID', /periodMs/],
+    ['policy', { adminPort: 0, adminKeyFile: 'admin.key', dbFile: 'p.sqlite', policyKeyFile: 'policy.key', periodMs: 60_000 }, 'CFG_INVALID', /initialTable/],
+    ['operator', { port: 0, dbFile: 'o.sqlite', tokenKeyFile: 'operator-token.key' }, 'CFG_INVALID', /tls/],
+    ['operator', { port: 0, dbFile: 'o.sqlite', tls: { cert: 'c', key: 'k' }, tokenKeyFile: 'operator-token.key', clients: ['nope.json'] }, 'CFG_UNREADABLE', /nope\.json/],
+  ];
+  for (const [role, v, code, msg] of cases) {
+    const err = await startRole(role, write('bad.json', v)).then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof ImplementationError, `${role} ${JSON.stringify(v)}: ${String(err)}`);
+    assert.is((err as ImplementationError).code, code, `${role}: ${(err as Error).message}`);
+    assert.match((err as Error).message, msg);
+  }
+  writeFileSync(join(t.dir, 'notjson.json'), '{');
+  const e = await startRole('reg', join(t.dir, 'notjson.json')).catch((x: unknown) => x);
+  assert.is((e as ImplementationError).code, 'CFG_INVALID');
+});
+
+test.run();
