@@ -107,9 +107,9 @@ test('a hello answered by one reg-primary, replayed to its twin: HS_REPLAY with 
 });
 
 test('a login answered by one biz-east, replayed to its twin: loginAck then HS_REPLAY (no loginOk)', async () => {
-  const user = stack.regStore.getDevice('SN-R16')!.user;
+  const user = (await stack.regStore.getDevice('SN-R16'))!.user;
   const secret = new Uint8Array(32).fill(0x16);
-  stack.bizStore.installPending(user, passwordLoginKey(secret, user), new Uint8Array(72), Date.now() + 86_400_000, new Uint8Array(16).fill(0x16));
+  await stack.bizStore.installPending(user, passwordLoginKey(secret, user), new Uint8Array(72), Date.now() + 86_400_000, new Uint8Array(16).fill(0x16));
   const cfg = shared();
   const a = await bizTwin(cfg);
   const b = await bizTwin(cfg);
