@@ -37,10 +37,10 @@ export interface FaultyRedis {
   close(): Promise<void>;
 }
 
-async function listen(server: Server, port: number): Promise<number> {
+async function listen(server: Server, port: number, host = '127.0.0.1'): Promise<number> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve());
+    server.listen(port, host, () => resolve());
   });
   return (server.address() as { port: number }).port;
 }
@@ -63,8 +63,8 @@ export async function blackholeRedis(port = 0): Promise<{ url: string; close(): 
   };
 }
 
-/** A proxy to the real Redis that can freeze (hold every byte both ways) and thaw. */
-export async function freezableRedis(target = REDIS_URL, port = 0): Promise<FaultyRedis> {
+/** A proxy to the real Redis that can freeze (hold every byte both ways) and thaw; on `host` (default loopback). */
+export async function freezableRedis(target = REDIS_URL, port = 0, host = '127.0.0.1'): Promise<FaultyRedis> {
   const u = new URL(target);
   let frozen = false;
   const pairs = new Set<{ a: Socket; b: Socket; held: [Socket, Buffer][] }>();
@@ -83,9 +83,9 @@ export async function freezableRedis(target = REDIS_URL, port = 0): Promise<Faul
     a.on('error', end).on('close', end);
     b.on('error', end).on('close', end);
   });
-  const p = await listen(server, port);
+  const p = await listen(server, port, host);
   return {
-    url: `redis://127.0.0.1:${p}`,
+    url: `redis://${host}:${p}`,
     freeze: () => void (frozen = true),
     thaw() {
       frozen = false;

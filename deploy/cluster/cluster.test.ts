@@ -16,7 +16,7 @@ test('several hosts, kill -9 of a gateway, a registration and a business server,
   const dir = mkdtempSync(join(base, 'run-'));
   const mode = process.env.CLUSTER_MODE === 'loopback' ? 'loopback' : undefined;
   const f = await runCluster({ dir, phones: Number(process.env.CLUSTER_PHONES ?? 24), mode, say: (l) => console.log(l) });
-  console.log(`cluster figures: mode ${f.mode}${f.whyLoopback ? ` (${f.whyLoopback})` : ''}, phones ${f.phones}, kills ${f.kills}, partitions ${f.partitions}, cycles ${f.cycles}, logins ${f.logins}, logins during faults ${f.loginsDuringFaults}, registrations during faults ${f.registrationsDuringFaults}, via backup ${f.viaBackup}, logins from the saved generation ${f.savedLogins}, rotations ${f.rotations}, attacker alternating gateways counted ${f.attackerAttacks}x, lost ${f.rotationsLost}, doubled ${f.rotationsDoubled}, lockouts ${f.lockouts}, integrity ${JSON.stringify(f.integrity)}, ${(f.ms / 1000).toFixed(1)} s`);
+  console.log(`cluster figures: mode ${f.mode}${f.whyLoopback ? ` (${f.whyLoopback})` : ''}, phones ${f.phones}, kills ${f.kills}, partitions ${f.partitions}, cycles ${f.cycles}, logins ${f.logins}, logins during faults ${f.loginsDuringFaults}, registrations during faults ${f.registrationsDuringFaults}, via backup ${f.viaBackup}, logins from the saved generation ${f.savedLogins}, rotations ${f.rotations}, attacker alternating gateways counted ${f.attackerAttacks}x, logins while Redis was frozen ${f.loginsRedisFrozen}, lost ${f.rotationsLost}, doubled ${f.rotationsDoubled}, lockouts ${f.lockouts}, integrity ${JSON.stringify(f.integrity)}, ${(f.ms / 1000).toFixed(1)} s`);
   assert.equal(f.problems, []);
   assert.is(f.kills, 3);
   assert.is(f.partitions, 1);

@@ -7,7 +7,8 @@
 // machines, a wallet of generations as a phone's flash keeps it) cycles register -> login ->
 // confirm through both gateways while the harness kills -9 one gateway, one registration
 // server and one business server, and cuts one business server's link, each healed after a
-// while. Then every phone must register and log in again; the checks:
+// while, then freezes Redis (a proxy that accepts and never answers). Then every phone must
+// register and log in again; the checks:
 //   - lockouts = 0: every phone logs in after the heal;
 //   - no rotation lost: a phone's newest generation is never refused (BIZ_AUTH_FAILED);
 //   - no rotation doubled: a generation never reaches a phone with two different secrets (two
@@ -17,7 +18,6 @@
 //     business store on every device's generations.
 import { mkdirSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import Database from 'better-sqlite3';
@@ -33,7 +33,7 @@ import { readKeyFile } from '../../server-kit/keyfiles.ts';
 import { makeDevice, register, bizLogin, DeviceWallet, FrameSocket, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../../server-kit/test-device.ts';
 import { encodeEnvelope, MsgType } from '../../protocol/messages.ts';
 import { randomBytes } from 'node:crypto';
-import { dropNamespace, testNamespace, REDIS_URL } from '../../server-kit/redis-faults.ts';
+import { dropNamespace, freezableRedis, testNamespace, REDIS_URL, type FaultyRedis } from '../../server-kit/redis-faults.ts';
 import { systemRng } from '../../protocol/rng.ts';
 import { MasterKeyring } from '../../protocol/keys.ts';
 
@@ -74,35 +74,13 @@ export interface ClusterFigures {
   rotationsDoubled: number;
   /** Rotations recorded by the registration store (sum over the phones). */
   rotations: number;
+  /** Logins completed while Redis was frozen: the shared items failing open. */
+  loginsRedisFrozen: number;
   /** An attacker alternating gateways (12 one-time-code openings, 6 each, limit 10): attacks the two gateways counted together (1 = counted once, through Redis). */
   attackerAttacks: number;
   integrity: Record<string, string>;
   problems: string[];
   ms: number;
-}
-
-/** The harness's own TCP forwarder: the root namespace's Redis, reachable from the hosts at the bridge address. */
-async function forwarder(listenHost: string, port: number, target: URL): Promise<Server> {
-  const socks = new Set<Socket>();
-  const s = createServer((a) => {
-    const b = connect(Number(target.port || 6379), target.hostname);
-    socks.add(a).add(b);
-    a.pipe(b).pipe(a);
-    const end = () => {
-      a.destroy();
-      b.destroy();
-    };
-    a.on('error', end).on('close', end);
-    b.on('error', end).on('close', end);
-  });
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.listen(port, listenHost, () => resolve());
-  });
-  s.on('close', () => {
-    for (const x of socks) x.destroy();
-  });
-  return s;
 }
 
 interface Proc { rf: RoleFile; child: ChildProcess; exited: Promise<number | null> }
@@ -182,7 +160,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
   const problems: string[] = [];
   const procs = new Map<string, Proc>();
   const ns = testNamespace('cluster');
-  let fwd: Server | null = null;
+  let fwd: FaultyRedis | null = null;
   const unlock = await lockCluster();
 
   // Phones' source addresses: east 96-111, west 112-127 of the hosts' /24.
@@ -193,12 +171,10 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     net.setUp([...phoneIps, attackerIp]);
     for (const [h, n] of Object.entries(REFERENCE_HOSTS)) net.addHost(h, n);
     const addr = Object.fromEntries([...net.hosts.values()].map((h) => [h.name, h.address])) as Record<HostName, string>;
-    let redisUrl = REDIS_URL;
-    if (mode === 'netns') {
-      const port = o.redisForwardPort ?? 22379;
-      fwd = await forwarder(net.rootAddress, port, new URL(REDIS_URL));
-      redisUrl = `redis://${net.rootAddress}:${port}`;
-    }
+    // The hosts reach Redis through a proxy on the root address (the bridge's, in netns mode),
+    // which the harness can also freeze: Redis accepting and never answering.
+    fwd = await freezableRedis(REDIS_URL, o.redisForwardPort ?? 22379, net.rootAddress);
+    const redisUrl = fwd.url;
     const plan: TopologyPlan = {
       addr,
       phoneGatewayUrl: `ws://${addr.gw1}:${PORTS.gateway}/`,
@@ -317,16 +293,19 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       }
     });
     let kills = 0, partitions = 0;
-    const fault = async (what: string, hurt: () => Promise<void> | void, heal: () => Promise<void> | void) => {
+    /** Runs one fault for faultMs, heals it; returns the logins completed while it lasted. */
+    const fault = async (what: string, hurt: () => Promise<void> | void, heal: () => Promise<void> | void): Promise<number> => {
       faulting = true;
       const before = logins;
       await hurt();
       say(`  fault: ${what}`);
       await pause(faultMs);
+      const during = logins - before;
       await heal();
       faulting = false;
-      say(`  healed: ${what} (${logins - before} logins meanwhile)`);
+      say(`  healed: ${what} (${during} logins meanwhile)`);
       await pause(1_500);
+      return during;
     };
     await pause(1_000);
     for (const [file, what] of [['gw-1.json', 'kill -9 gateway gw-1'], ['reg-primary.json', 'kill -9 registration server reg-primary'], ['biz-east.json', 'kill -9 business server biz-east']] as const) {
@@ -339,6 +318,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       net.cut('biz2');
       partitions++;
     }, () => net.heal('biz2'));
+    const redisFaultLogins = await fault('Redis frozen (accepts, never answers): every shared item fails open', () => fwd!.freeze(), () => fwd!.thaw());
     running = false;
     await Promise.all(loops);
 
@@ -395,16 +375,17 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     if (sum('rotationsLost')) problems.push(`${sum('rotationsLost')} rotations lost (a newest generation refused)`);
     if (sum('rotationsDoubled')) problems.push(`${sum('rotationsDoubled')} rotations doubled`);
     if (loginsDuringFaults === 0) problems.push('no login succeeded during the faults');
+    if (redisFaultLogins === 0) problems.push('no login succeeded while Redis was frozen (the items must fail open)');
     return {
       mode, ...(avail.ok ? {} : { whyLoopback: avail.why }), phones: nPhones, kills, partitions, cycles, logins, loginsDuringFaults, registrationsDuringFaults,
       viaBackup: sum('viaBackup'), savedLogins: sum('savedLogins'), lockouts, rotationsLost: sum('rotationsLost'), rotationsDoubled: sum('rotationsDoubled'),
-      rotations, attackerAttacks, integrity, problems, ms: Math.round(performance.now() - t0),
+      rotations, attackerAttacks, loginsRedisFrozen: redisFaultLogins, integrity, problems, ms: Math.round(performance.now() - t0),
     };
   } finally {
     for (const p of procs.values()) p.child.kill('SIGKILL');
     await Promise.all([...procs.values()].map((p) => p.exited));
     net.tearDown();
-    fwd?.close();
+    await fwd?.close();
     unlock();
     await dropNamespace(ns).catch(() => 0);
   }
