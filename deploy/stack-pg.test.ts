@@ -13,7 +13,7 @@ import pg from 'pg';
 import { runStory } from '../sim/scenarios.ts';
 import { testStack } from './test-util.ts';
 import { dropStackSchemas, stackSchemas } from './stack-schemas.ts';
-import { testPgUrl } from '../server-kit/pg.ts';
+import { testPgUrl, pgUrl } from '../server-kit/pg.ts';
 import { storeChoiceFrom, type StoreChoice } from '../server-kit/store-choice.ts';
 import { makeDevice, register, DeviceWallet } from '../server-kit/test-device.ts';
 import { PgRegStore } from '../reg-server/pg-store.ts';
@@ -37,7 +37,7 @@ test.after(async () => {
 
 /** Rows of a table in a stack's schema, read directly from PostgreSQL: the story really ran on it. */
 async function rows(schema: string, sql: string): Promise<Record<string, unknown>[]> {
-  const c = new pg.Client({ connectionString: url });
+  const c = new pg.Client({ connectionString: pgUrl(url) });
   await c.connect();
   try {
     return (await c.query(sql.replaceAll('$schema', schema))).rows;

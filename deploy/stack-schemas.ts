@@ -6,6 +6,7 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
+import { pgUrl } from '../server-kit/pg.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 
 const PREFIX_RE = /^s_[0-9a-f]{12}$/;
@@ -30,7 +31,7 @@ export const stackSchemas = (prefix: string) => ({ reg: `${prefix}_reg`, biz: `$
 /** Drops the schemas of a stack's stores (tests clean up the shared database with it). */
 export async function dropStackSchemas(url: string, prefix: string): Promise<void> {
   if (!/^[a-z_][a-z0-9_]{0,50}$/.test(prefix)) throw new ImplementationError('CFG_INVALID', `schema prefix '${prefix}'`);
-  const c = new pg.Client({ connectionString: url });
+  const c = new pg.Client({ connectionString: pgUrl(url) });
   await c.connect();
   try {
     for (const s of Object.values(stackSchemas(prefix))) await c.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);

@@ -8,6 +8,7 @@
 // safe), bytea as Uint8Array, so the row validators the SQLite stores use serve both.
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
+import { userInfo } from 'node:os';
 import { ImplementationError } from '../protocol/errors.ts';
 
 export type PgPool = pg.Pool;
@@ -55,11 +56,27 @@ export interface PgOptions {
   synchronousCommit?: boolean;
 }
 
+/**
+ * `url` with the user libpq would take when it names none (PGUSER, else the OS user): node-postgres
+ * reads a URL without a user name as the empty name, which the server refuses ("no PostgreSQL user
+ * name specified"), and a CI shell may have no USER either. A URL that names its user is kept.
+ */
+export function pgUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ImplementationError('STORE_CONFIG', 'the PostgreSQL URL does not parse');
+  }
+  if (u.username === '') u.username = encodeURIComponent(process.env.PGUSER || userInfo().username);
+  return u.toString();
+}
+
 /** A pool whose every connection uses `schema`; nothing is created until migrate(). */
 export function openPool(url: string, o: PgOptions): PgPool {
   if (!SCHEMA_RE.test(o.schema)) throw new ImplementationError('STORE_CONFIG', `PostgreSQL schema '${o.schema}' must match ${SCHEMA_RE.source}`);
   const pool = new pg.Pool({
-    connectionString: url,
+    connectionString: pgUrl(url),
     max: o.max ?? 8,
     // Set at connection start: a pooled connection never runs a query in another schema.
     options: `-c search_path=${o.schema} -c statement_timeout=${Math.floor(o.statementTimeoutMs ?? 10_000)}${o.synchronousCommit === false ? ' -c synchronous_commit=off' : ''}`,
@@ -164,7 +181,7 @@ export function testSchema(url = testPgUrl()): { url: string; schema: string; dr
     url,
     schema,
     async drop() {
-      const c = new pg.Client({ connectionString: url });
+      const c = new pg.Client({ connectionString: pgUrl(url) });
       await c.connect();
       try {
         await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
