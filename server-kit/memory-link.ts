@@ -54,7 +54,7 @@ export class MemoryLinkSocket extends EventEmitter {
   send(data: Uint8Array): void {
     if (this.readyState !== OPEN || !this.#peer) return;
     // A copy, as a socket would give the peer its own bytes.
-    this.#peer.#enqueue({ data: Buffer.from(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)) });
+    this.#peer.#enqueue({ data: Buffer.from(data) });
   }
 
   /** Closes both ends: the peer gets `code` and `reason` after what was sent before. */
