@@ -20,6 +20,9 @@ import { PgRegStore } from '../reg-server/pg-store.ts';
 import { PgBizStore } from '../biz-server/pg-store.ts';
 import { PgOperatorStore } from '../operator-server/pg-store.ts';
 import { setLogSink } from '../server-kit/log.ts';
+import { ensureStateKeys, regConfigFrom, bizConfigFrom } from './config.ts';
+import { tempDir } from './test-util.ts';
+import { ImplementationError } from '../protocol/errors.ts';
 
 setLogSink(() => {});
 const url = testPgUrl();
@@ -73,6 +76,28 @@ test('STORE_URL selects PostgreSQL when the configuration says nothing; an expli
   assert.equal(storeChoiceFrom({ kind: 'sqlite' }, { STORE_URL: 'postgres://x/y' }), { kind: 'sqlite' });
   assert.equal(storeChoiceFrom(undefined, {}), { kind: 'sqlite' });
   assert.equal(storeChoiceFrom(undefined, { STORE_URL: 'redis://x' }), { kind: 'sqlite' });
+});
+
+test("a server configuration's store: absent or sqlite is the SQLite file, postgres needs a postgres:// URL and a valid schema; anything else CFG_INVALID", () => {
+  const t = tempDir();
+  try {
+    const f = ensureStateKeys(t.dir);
+    const file = join(t.dir, 'reg.json');
+    const reg = (store?: unknown) => regConfigFrom({
+      name: 'reg-primary', linkPort: 0, dbFile: f.regDb, masterKeyFile: f.masterKey, linkKeyFile: f.linkKey, adminKeyFile: f.adminKey,
+      bizServers: [{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://h/admin' }], regions: [], ...(store === undefined ? {} : { store }),
+    }, file).store;
+    assert.is(reg(), undefined);
+    assert.equal(reg({ kind: 'sqlite' }), { kind: 'sqlite' });
+    assert.equal(reg({ kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' }), { kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' });
+    const biz = bizConfigFrom({ name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: f.bizDb, storeKeyFile: f.storeKey, linkKeyFile: f.linkKey, adminKeyFile: f.adminKey, store: { kind: 'postgres', url: 'postgresql://db/x' } }, file);
+    assert.equal(biz.store, { kind: 'postgres', url: 'postgresql://db/x' });
+    for (const bad of ['postgres', { kind: 'mysql', url: 'mysql://x' }, { kind: 'postgres' }, { kind: 'postgres', url: 'http://db/x' }, { kind: 'postgres', url: 'postgres://db/x', schema: 'Bad; DROP' }]) {
+      assert.throws(() => reg(bad), (e: unknown) => e instanceof ImplementationError && e.code === 'CFG_INVALID', JSON.stringify(bad));
+    }
+  } finally {
+    t.remove();
+  }
 });
 
 test('S0 on PostgreSQL: a phone boots, registers and logs in; its second boot rotates the password and logs in', async () => {
