@@ -45,7 +45,7 @@ for (const b of backends()) {
   test.before(async () => {
     const place = b.place('bank');
     placeFile = place.kind === 'sqlite' ? place.file : null;
-    ({ store: biz, bank } = await openBizStores(place, storageKey));
+    ({ store: biz, bank } = await b.opening(openBizStores(place, storageKey)));
   });
   test.after(async () => {
     await biz?.close();

@@ -97,7 +97,7 @@ for (const b of backends()) {
   }
   test.before(async () => {
     place = b.place('biz');
-    store = (await openBizStores(place, storageKey)).store;
+    store = (await b.opening(openBizStores(place, storageKey))).store;
   });
   test.after(async () => {
     await store?.close();

@@ -12,14 +12,15 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { runStory } from '../sim/scenarios.ts';
 import { testStack } from './test-util.ts';
-import { dropStackSchemas, stackSchemas } from './stack-schemas.ts';
+import { dropStackSchemas, stackSchemas, checkStores } from './stack-schemas.ts';
 import { testPgUrl, pgUrl } from '../server-kit/pg.ts';
 import { storeChoiceFrom, type StoreChoice } from '../server-kit/store-choice.ts';
 import { makeDevice, register, DeviceWallet } from '../server-kit/test-device.ts';
-import { PgRegStore } from '../reg-server/pg-store.ts';
-import { PgBizStore } from '../biz-server/pg-store.ts';
-import { PgOperatorStore } from '../operator-server/pg-store.ts';
 import { setLogSink } from '../server-kit/log.ts';
+import { readKeyFile } from '../server-kit/keyfiles.ts';
+import { ensureStateKeys, regConfigFrom, bizConfigFrom } from './config.ts';
+import { tempDir } from './test-util.ts';
+import { ImplementationError } from '../protocol/errors.ts';
 
 setLogSink(() => {});
 const url = testPgUrl();
@@ -47,32 +48,35 @@ async function rows(schema: string, sql: string): Promise<Record<string, unknown
 }
 
 /** Every store of a stack under `prefix` passes its integrity check (opened afresh). */
-async function integrity(prefix: string, storageKey?: Uint8Array): Promise<string[]> {
-  const s = stackSchemas(prefix);
-  const reg = await PgRegStore.open(url, s.reg);
-  const op = await PgOperatorStore.open(url, s.operator);
-  try {
-    const out = [...(await reg.check()), ...(await op.check())];
-    if (storageKey) {
-      const biz = await PgBizStore.open(url, storageKey, s.biz);
-      try {
-        out.push(...(await biz.check()), ...(await biz.bankStore().check()));
-      } finally {
-        await biz.close();
-      }
-    }
-    return out;
-  } finally {
-    await reg.close();
-    await op.close();
-  }
-}
+const integrity = (prefix: string, storageKey?: Uint8Array) => checkStores(url, stackSchemas(prefix), storageKey);
 
 test('STORE_URL selects PostgreSQL when the configuration says nothing; an explicit choice wins; anything else is SQLite', () => {
   assert.equal(storeChoiceFrom(undefined, { STORE_URL: 'postgres://root@127.0.0.1/test' }), { kind: 'postgres', url: 'postgres://root@127.0.0.1/test' });
   assert.equal(storeChoiceFrom({ kind: 'sqlite' }, { STORE_URL: 'postgres://x/y' }), { kind: 'sqlite' });
   assert.equal(storeChoiceFrom(undefined, {}), { kind: 'sqlite' });
   assert.equal(storeChoiceFrom(undefined, { STORE_URL: 'redis://x' }), { kind: 'sqlite' });
+});
+
+test("a server configuration's store: absent or sqlite is the SQLite file, postgres needs a postgres:// URL and a valid schema; anything else CFG_INVALID", () => {
+  const t = tempDir();
+  try {
+    const f = ensureStateKeys(t.dir);
+    const file = join(t.dir, 'reg.json');
+    const reg = (store?: unknown) => regConfigFrom({
+      name: 'reg-primary', linkPort: 0, dbFile: f.regDb, masterKeyFile: f.masterKey, linkKeyFile: f.linkKey, adminKeyFile: f.adminKey,
+      bizServers: [{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://h/admin' }], regions: [], ...(store === undefined ? {} : { store }),
+    }, file).store;
+    assert.is(reg(), undefined);
+    assert.equal(reg({ kind: 'sqlite' }), { kind: 'sqlite' });
+    assert.equal(reg({ kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' }), { kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' });
+    const biz = bizConfigFrom({ name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: f.bizDb, storeKeyFile: f.storeKey, linkKeyFile: f.linkKey, adminKeyFile: f.adminKey, store: { kind: 'postgres', url: 'postgresql://db/x' } }, file);
+    assert.equal(biz.store, { kind: 'postgres', url: 'postgresql://db/x' });
+    for (const bad of ['postgres', { kind: 'mysql', url: 'mysql://x' }, { kind: 'postgres' }, { kind: 'postgres', url: 'http://db/x' }, { kind: 'postgres', url: 'postgres://db/x', schema: 'Bad; DROP' }]) {
+      assert.throws(() => reg(bad), (e: unknown) => e instanceof ImplementationError && e.code === 'CFG_INVALID', JSON.stringify(bad));
+    }
+  } finally {
+    t.remove();
+  }
 });
 
 test('S0 on PostgreSQL: a phone boots, registers and logs in; its second boot rotates the password and logs in', async () => {
@@ -111,6 +115,7 @@ test('S3 on PostgreSQL: a stale attack table is refused by the phone, which keep
 test('kill -9 of a registration server process mid-rotation on PostgreSQL: the device logs in, the backup re-issues, every store passes its check', async () => {
   const store = pgStore();
   const stack = await testStack({ store });
+  const storageKey = readKeyFile(join(stack.stateDir, 'store.key'), 'storage key');
   try {
     assert.equal(stack.store.schemas, stackSchemas(store.schema));
     const [e] = await stack.enroll({ serial: 'SN-PG-K1', keyVersion: 1 });
@@ -138,14 +143,18 @@ test('kill -9 of a registration server process mid-rotation on PostgreSQL: the d
       assert.is((await stack.bizStore.getByUser(e!.user))!.maxGen, 2);
       assert.not.ok(existsSync(join(stack.stateDir, 'reg.sqlite')), 'no SQLite store was opened: the child ran on PostgreSQL too');
       assert.equal([...(await stack.regStore.check()), ...(await stack.bizStore.check())], []);
+      // Every store opened afresh (as a checker after a crash would), the business and bank
+      // stores with their storage key; a row really there, so the check is not of an empty store.
+      assert.ok(((await rows(stackSchemas(store.schema).biz, 'SELECT COUNT(*)::int AS n FROM $schema.accounts'))[0]!.n as number) >= 1);
+      assert.equal(await integrity(store.schema, storageKey), []);
     } finally {
       await stack.killReg('reg-primary');
       await stack.startReg('reg-primary');
     }
   } finally {
+    // testStack's stop drops the stack's schemas.
     await stack.stop();
   }
-  assert.equal(await integrity(store.schema), []);
 });
 
 test('the integrity check fails on a store a crash could have damaged: a pending generation at or below the current one', async () => {

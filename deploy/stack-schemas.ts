@@ -1,13 +1,17 @@
 // The PostgreSQL schemas of an embedded stack on PG (issue 16): one prefix per state directory,
 // made once and kept in DIR/pg-schema, so a restart on the same directory finds its stores and
 // two stacks (two test runs, two sessions on one database) never share one. Each role's store
-// lives in <prefix>_reg, <prefix>_biz, <prefix>_operator.
+// lives in <prefix>_reg, <prefix>_biz, <prefix>_operator. checkStores() runs every store's
+// integrity check on them (the stack-level crash tests and a cluster harness after its faults).
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
 import { pgUrl } from '../server-kit/pg.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import { PgRegStore } from '../reg-server/pg-store.ts';
+import { PgBizStore } from '../biz-server/pg-store.ts';
+import { PgOperatorStore } from '../operator-server/pg-store.ts';
 
 const PREFIX_RE = /^s_[0-9a-f]{12}$/;
 
@@ -38,4 +42,33 @@ export async function dropStackSchemas(url: string, prefix: string): Promise<voi
   } finally {
     await c.end();
   }
+}
+
+/**
+ * The integrity check of every store of a deployment on PostgreSQL, each opened afresh: the
+ * registration, operator and, with the storage key, the business and bank stores. Empty = whole.
+ */
+export async function checkStores(url: string, schemas: { reg: string; biz: string; operator: string }, storageKey?: Uint8Array): Promise<string[]> {
+  const out: string[] = [];
+  const reg = await PgRegStore.open(url, schemas.reg);
+  try {
+    out.push(...(await reg.check()).map((p) => `reg: ${p}`));
+  } finally {
+    await reg.close();
+  }
+  const op = await PgOperatorStore.open(url, schemas.operator);
+  try {
+    out.push(...(await op.check()).map((p) => `operator: ${p}`));
+  } finally {
+    await op.close();
+  }
+  if (storageKey) {
+    const biz = await PgBizStore.open(url, storageKey, schemas.biz);
+    try {
+      out.push(...(await biz.check()).map((p) => `biz: ${p}`), ...(await biz.bankStore().check()).map((p) => `bank: ${p}`));
+    } finally {
+      await biz.close();
+    }
+  }
+  return out;
 }

@@ -50,7 +50,7 @@ for (const b of backends()) {
   test.before(async () => {
     const place = b.place('operator');
     file = place.kind === 'sqlite' ? place.file : null;
-    store = await openOperatorStore(place);
+    store = await b.opening(openOperatorStore(place));
   });
   test.after(async () => {
     await store?.close();

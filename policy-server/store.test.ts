@@ -40,7 +40,7 @@ for (const b of backends()) {
     else (store as SqlitePolicyStore).db.exec(q);
   };
   test.before(async () => {
-    store = await openPolicyStore(b.place('policy'));
+    store = await b.opening(openPolicyStore(b.place('policy')));
   });
   test.after(async () => {
     await store?.close();

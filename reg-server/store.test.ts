@@ -70,7 +70,7 @@ for (const b of backends()) {
   let reg: RegStore;
   const biz = new SqliteBizStore(join(t.dir, `biz-${b.name}.sqlite`), new Uint8Array(32).fill(7));
   test.before(async () => {
-    reg = await openRegStore(b.place('reg'));
+    reg = await b.opening(openRegStore(b.place('reg')));
   });
   test.after(async () => {
     await reg?.close();

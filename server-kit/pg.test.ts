@@ -4,7 +4,7 @@
 // Uint8Array, every pooled connection in its own schema. PostgreSQL unreachable = FAIL.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openPool, openMigrated, migrate, tx, testSchema, dumpSchema, type PgMigration } from './pg.ts';
+import { openPool, openMigrated, migrate, tx, testSchema, dumpSchema, redactUrl, type PgMigration } from './pg.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 
 const made: { drop(): Promise<void> }[] = [];
@@ -112,6 +112,13 @@ test('tx: committed or rolled back whole; a serialization failure is retried, a 
   } finally {
     await p.end();
   }
+});
+
+test('PostgreSQL not answering: STORE_UNAVAILABLE naming where (never the password), not a hang', async () => {
+  const t0 = Date.now();
+  await rejects(() => openMigrated('postgres://root:s3cret@127.0.0.1:1/test', { schema: 't_unreachable' }, []), (e) => code('STORE_UNAVAILABLE')(e) && /127\.0\.0\.1:1/.test((e as Error).message) && !(e as Error).message.includes('s3cret'));
+  assert.ok(Date.now() - t0 < 5_000);
+  assert.is(redactUrl('postgres://u:pw@h:5/d'), 'postgres://u:***@h:5/d');
 });
 
 test.run();

@@ -164,7 +164,23 @@ export async function openMigrated(url: string, o: PgOptions, migrations: readon
     return pool;
   } catch (e) {
     await pool.end().catch(() => {});
+    // Nothing answered: say where, and what starts it (the server does not start either way).
+    const code = (e as { code?: string }).code;
+    if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ETIMEDOUT') {
+      throw new ImplementationError('STORE_UNAVAILABLE', `PostgreSQL at ${redactUrl(url)} does not answer (${code}); scripts/ensure-services.sh starts the local one`);
+    }
     throw e;
+  }
+}
+
+/** A connection URL without its password, for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'the configured URL';
   }
 }
 

@@ -14,6 +14,7 @@ import type { TraceEvent } from '../firmware/hal/hal.ts';
 import { firstIdentifier, maskCardNumber } from '../firmware/first-identifier.ts';
 import { BANK_STORIES, person } from './bank-scenarios.ts';
 import { ATTACK_STORIES } from './attack-scenarios.ts';
+import { dropStackSchemas } from '../deploy/stack-schemas.ts';
 
 export interface StoryResult {
   ok: boolean;
@@ -199,6 +200,12 @@ export async function runStory(name: string, opts: { print?: (line: string) => v
   } finally {
     await proxy?.close();
     await world?.stop();
-    if (!opts.keepState) removeTempDir(stateDir);
+    if (!opts.keepState) {
+      // On PostgreSQL by STORE_URL (issue 16) the stores' schemas, named from the state
+      // directory, go with it; schemas the caller named are the caller's.
+      const st = world?.stack.store;
+      if (st?.choice.kind === 'postgres' && st.choice.schema === undefined && st.prefix) await dropStackSchemas(st.choice.url, st.prefix);
+      removeTempDir(stateDir);
+    }
   }
 }
