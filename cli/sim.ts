@@ -359,8 +359,9 @@ export const command: Command = {
             }
           : undefined;
         try {
-          // Each point of the cost curve on stderr as the run reaches it: a long run's figures before its end.
-          const onCost = (p: import('../sim/fleet.ts').CostPoint) => void process.stderr.write(`${costLine(p)}\n`);
+          // Each point of the cost curve on a terminal's stderr as the run reaches it (a long run's
+          // figures before its end), like the progress bar; piped, the summary carries the curve.
+          const onCost = process.stderr.isTTY ? (p: import('../sim/fleet.ts').CostPoint) => void process.stderr.write(`${costLine(p)}\n`) : undefined;
           const s = await runFleet({ devices, seed, stateDir, concurrency, rounds, servers: servers as 'process', gateway, onPage, hold, onCost });
           print(s);
           return s.failed ? 1 : 0;
