@@ -94,8 +94,9 @@ export class Invariants {
     }
   }
 
-  #wire(e: { conn: number; from: string; to: string; bytes: Uint8Array; fate: string; kind: string }): void {
-    this.#scan(e.bytes, `a ${e.kind} ${e.from} -> ${e.to}`, 'no-secret-on-wire');
+  #wire(e: { conn: number; from: string; to: string; sent: Uint8Array; bytes: Uint8Array; fate: string; kind: string }): void {
+    // What its sender put on the wire (a corruption on the way is the network's, not the sender's).
+    this.#scan(e.sent, `a ${e.kind} ${e.from} -> ${e.to}`, 'no-secret-on-wire');
     if (e.kind !== 'frame') return;
     if (e.fate === 'corrupt') this.#corrupted.add(`${e.conn}/${Buffer.from(e.bytes).toString('hex')}`);
     // The gateway relays what it cannot check (sealed bodies): the endpoint behind it is the one that must refuse.
@@ -104,7 +105,7 @@ export class Invariants {
     if (this.#tainted.has(`${e.conn}/${e.from}`)) {
       let type = -1;
       try {
-        type = peekType(e.bytes);
+        type = peekType(e.sent);
       } catch {
         // unreadable: not an error frame
       }

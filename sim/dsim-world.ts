@@ -200,7 +200,7 @@ export interface SimPhone {
 }
 
 /** A frame on its way, for the invariants: the net's observer and its deliveries. */
-export type FrameHook = (e: { conn: number; from: string; to: string; bytes: Uint8Array; fate: string; kind: string }) => void;
+export type FrameHook = (e: { conn: number; from: string; to: string; sent: Uint8Array; bytes: Uint8Array; fate: string; kind: string }) => void;
 
 export class World {
   readonly sched: Scheduler;
