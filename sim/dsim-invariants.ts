@@ -2,7 +2,8 @@
 //   no-lockout          after the faults heal, a phone that saved a login logs in from it with both
 //                       registration servers unreachable, and some plug-in out of LOCKOUT_TRIES
 //                       (through registration) logs each phone in
-//   liveness            the first plug-in after the heal logs each phone in within LIVENESS_BOUND_MS
+//   liveness            each phone's first plug-in after the heal and settle (the saved route for a
+//                       phone that saved a login, else registration) logs in within LIVENESS_BOUND_MS
 //   secrets-per-user    at most SECRETS_PER_USER login keys of a user are valid at the business
 //                       store at any check (current + pending: docs/firmware.md, "at most two secrets")
 //   no-secret-on-wire   no key, rotation secret, login key or serial in any frame, close reason or
