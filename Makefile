@@ -18,6 +18,7 @@ help:
 	@echo "                for a second boot. With 'make serve' running: make sim GATEWAY=ws://127.0.0.1:7400/"
 	@echo "make test       type check + every test, exhaustive power cuts included (ends with 'N passed, N failed')"
 	@echo "make test-slow  every test, plus the 1000-phone fleet as a correctness test (SLOW=1)"
+	@echo "make services   start PostgreSQL and Redis for the scaled-out back end's tests (make test does it first)"
 	@echo "make soak       the deterministic simulation over 100,000 seeds (SEEDS=N, FROM=S); failing seeds printed with their replay"
 	@echo "make serve      gateway + registration primary/backup + two business servers on loopback, state in $(STATE)/"
 	@echo "make image      build a factory flash image into $(STATE)/factory.img (the phone make sim uses is $(STATE)/phone.img)"
