@@ -21,6 +21,7 @@ help:
 	@echo "make test-cluster  the reference topology on several hosts of this machine (network namespaces;"
 	@echo "                loopback addresses without root): kill -9 and a cut link under a fleet of phones"
 	@echo "                (also part of make test); figures printed"
+
 	@echo "make soak       the deterministic simulation over 100,000 seeds (SEEDS=N, FROM=S); failing seeds printed with their replay"
 	@echo "make services   start PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) when they are not running (make test does)"
 	@echo "make serve      gateway + registration primary/backup + two business servers on loopback, state in $(STATE)/"

@@ -2,7 +2,8 @@
 //   no-lockout          after the faults heal, a phone that saved a login logs in from it with both
 //                       registration servers unreachable, and some plug-in out of LOCKOUT_TRIES
 //                       (through registration) logs each phone in
-//   liveness            the first plug-in after the heal logs each phone in within LIVENESS_BOUND_MS
+//   liveness            each phone's first plug-in after the heal and settle (the saved route for a
+//                       phone that saved a login, else registration) logs in within LIVENESS_BOUND_MS
 //   secrets-per-user    at most SECRETS_PER_USER login keys of a user are valid at the business
 //                       store at any check (current + pending: docs/firmware.md, "at most two secrets")
 //   no-secret-on-wire   no key, rotation secret, login key or serial in any frame, close reason or
@@ -94,8 +95,9 @@ export class Invariants {
     }
   }
 
-  #wire(e: { conn: number; from: string; to: string; bytes: Uint8Array; fate: string; kind: string }): void {
-    this.#scan(e.bytes, `a ${e.kind} ${e.from} -> ${e.to}`, 'no-secret-on-wire');
+  #wire(e: { conn: number; from: string; to: string; sent: Uint8Array; bytes: Uint8Array; fate: string; kind: string }): void {
+    // What its sender put on the wire (a corruption on the way is the network's, not the sender's).
+    this.#scan(e.sent, `a ${e.kind} ${e.from} -> ${e.to}`, 'no-secret-on-wire');
     if (e.kind !== 'frame') return;
     if (e.fate === 'corrupt') this.#corrupted.add(`${e.conn}/${Buffer.from(e.bytes).toString('hex')}`);
     // The gateway relays what it cannot check (sealed bodies): the endpoint behind it is the one that must refuse.
@@ -104,7 +106,7 @@ export class Invariants {
     if (this.#tainted.has(`${e.conn}/${e.from}`)) {
       let type = -1;
       try {
-        type = peekType(e.bytes);
+        type = peekType(e.sent);
       } catch {
         // unreadable: not an error frame
       }

@@ -43,6 +43,9 @@ export interface WireEvent {
   from: string;
   to: string;
   kind: 'frame' | 'close' | 'admin';
+  /** What the sender sent. */
+  sent: Uint8Array;
+  /** What travels on (after a corruption: the flipped copy). */
   bytes: Uint8Array;
   /** What happened to it (the fault decisions): 'ok' | 'lost' | 'dup' | 'reorder' | 'corrupt' | 'partitioned' | 'down'. */
   fate: string;
@@ -130,8 +133,10 @@ export class DsimNet {
     let open = false;
     let closing = false;
     const gone = { a: false, b: false };
-    // Per direction: the time the last frame was scheduled to arrive (FIFO unless reordered).
+    // Per direction: when the last in-order frame arrives (FIFO: the next one comes no earlier),
+    // and when anything in flight arrives (the close comes after it, as FIN after data).
     const last = { ab: 0, ba: 0 };
+    const latest = { ab: 0, ba: 0 };
     const a: DsimEnd = { send: (d) => carry('ab', d), close: (c, r) => closeBoth(c ?? 1000, r ?? '', from), onMessage: () => {}, onClose: () => {} };
     const b: DsimEnd = { send: (d) => carry('ba', d), close: (c, r) => closeBoth(c ?? 1000, r ?? '', to), onMessage: () => {}, onClose: () => {} };
     const track = (party: string, kill: () => void) => {
@@ -148,9 +153,9 @@ export class DsimNet {
       closing = true;
       untrack();
       const rb = new TextEncoder().encode(reason);
-      this.observe({ conn, from: by, to: by === from ? to : from, kind: 'close', bytes: rb, fate: 'ok' });
+      this.observe({ conn, from: by, to: by === from ? to : from, kind: 'close', sent: rb, bytes: rb, fate: 'ok' });
       // After every frame already in flight (TCP delivers data before FIN).
-      const at = Math.max(last.ab, last.ba, this.sched.now()) - this.sched.now() + this.#delay(by);
+      const at = Math.max(latest.ab, latest.ba, this.sched.now()) - this.sched.now() + this.#delay(by);
       this.sched.at(at, () => {
         if (!gone.a) {
           gone.a = true;
@@ -170,16 +175,17 @@ export class DsimNet {
       const dst = dir === 'ab' ? to : from;
       const target = dir === 'ab' ? b : a;
       const isGone = () => (dir === 'ab' ? gone.b : gone.a);
-      let bytes = Uint8Array.from(data);
+      const sent = Uint8Array.from(data);
+      const bytes = Uint8Array.from(data);
       this.counts.frames++;
       if (!this.reachable(src, dst)) {
         this.counts.partitioned++;
-        this.observe({ conn, from: src, to: dst, kind: 'frame', bytes, fate: 'partitioned' });
+        this.observe({ conn, from: src, to: dst, kind: 'frame', sent, bytes, fate: 'partitioned' });
         return closeBoth(1006, 'connection lost', src);
       }
       if (this.#chance(this.rates.loss)) {
         this.counts.lost++;
-        this.observe({ conn, from: src, to: dst, kind: 'frame', bytes, fate: 'lost' });
+        this.observe({ conn, from: src, to: dst, kind: 'frame', sent, bytes, fate: 'lost' });
         return closeBoth(1006, 'frame lost', src);
       }
       let fate = 'ok';
@@ -193,13 +199,16 @@ export class DsimNet {
       let at = now + this.#delay(src);
       const reorder = this.#chance(this.rates.reorder);
       if (reorder) {
-        // Held back: a frame sent after it may arrive first.
+        // Held back, outside the FIFO order: a frame sent after it may arrive first.
         this.counts.reorder++;
-        at += 1 + Math.floor(this.draw() * 20);
+        at = Math.max(at, last[dir]) + 1 + Math.floor(this.draw() * 20);
         if (fate === 'ok') fate = 'reorder';
-      } else at = Math.max(at, last[dir]);
-      last[dir] = Math.max(last[dir], at);
-      this.observe({ conn, from: src, to: dst, kind: 'frame', bytes, fate });
+      } else {
+        at = Math.max(at, last[dir]);
+        last[dir] = at;
+      }
+      latest[dir] = Math.max(latest[dir], at);
+      this.observe({ conn, from: src, to: dst, kind: 'frame', sent, bytes, fate });
       const deliver = (copy: Uint8Array) => () => {
         if (isGone() || net.down.has(dst)) return;
         net.onDeliver(conn, dst, copy);
@@ -210,7 +219,8 @@ export class DsimNet {
         this.counts.dup++;
         const at2 = Math.max(at, last[dir]) + 1;
         last[dir] = at2;
-        this.observe({ conn, from: src, to: dst, kind: 'frame', bytes, fate: 'dup' });
+        latest[dir] = Math.max(latest[dir], at2);
+        this.observe({ conn, from: src, to: dst, kind: 'frame', sent, bytes, fate: 'dup' });
         this.sched.at(at2 - now, deliver(Uint8Array.from(bytes)));
       }
     };
@@ -249,15 +259,16 @@ export class DsimNet {
       };
       const timer = this.sched.at(timeoutMs, () => finish(() => reject(new TimeoutError(`admin call to ${to}`))));
       const send = (src: string, dst: string, bytes: Uint8Array, arrive: (b: Uint8Array) => void) => {
+        const sent = Uint8Array.from(bytes);
         const b = Uint8Array.from(bytes);
         if (!this.reachable(src, dst)) {
           this.counts.partitioned++;
-          this.observe({ conn, from: src, to: dst, kind: 'admin', bytes: b, fate: 'partitioned' });
+          this.observe({ conn, from: src, to: dst, kind: 'admin', sent, bytes: b, fate: 'partitioned' });
           return;
         }
         if (this.#chance(this.rates.loss)) {
           this.counts.lost++;
-          this.observe({ conn, from: src, to: dst, kind: 'admin', bytes: b, fate: 'lost' });
+          this.observe({ conn, from: src, to: dst, kind: 'admin', sent, bytes: b, fate: 'lost' });
           return;
         }
         let fate = 'ok';
@@ -267,14 +278,14 @@ export class DsimNet {
           b[bit >> 3]! ^= 1 << (bit & 7);
           fate = 'corrupt';
         }
-        this.observe({ conn, from: src, to: dst, kind: 'admin', bytes: b, fate });
+        this.observe({ conn, from: src, to: dst, kind: 'admin', sent, bytes: b, fate });
         this.sched.at(this.#delay(src), () => {
           if (!this.down.has(dst)) arrive(b);
         });
         // A retransmitted request: the endpoint sees it twice (its replay cache must refuse the second).
         if (this.#chance(this.rates.dup)) {
           this.counts.dup++;
-          this.observe({ conn, from: src, to: dst, kind: 'admin', bytes: b, fate: 'dup' });
+          this.observe({ conn, from: src, to: dst, kind: 'admin', sent, bytes: b, fate: 'dup' });
           this.sched.at(this.#delay(src) + 1, () => {
             if (!this.down.has(dst)) arrive(Uint8Array.from(b));
           });

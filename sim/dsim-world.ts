@@ -1,11 +1,12 @@
 // The parties of one deterministic simulation run (issue 14), all in this process on one
 // virtual scheduler and the simulated network of dsim-net.ts: phones (the real firmware on the
-// simulated HAL and flash chip), the gateway's routing, the registration primary and backup and
-// the two business servers. The servers run their real session code (RegServerSession,
-// BizServerSession: the protocol machines, rotation, placement, the health view, the admin
-// API's sealing and replay cache) over their real SQLite stores, files in a temporary
-// directory. What is simulated: time (the session step timers, the health polls, every clock a
-// server or phone reads for expiry and admin timestamps), the network and the hardware.
+// simulated HAL and flash chip), the gateway's routing, the registration primary and backup, the
+// two business servers and the security policy server. The servers run their real code
+// (RegServerSession, BizServerSession: the protocol machines, rotation, placement, the health
+// view; the admin API's sealing and replay cache; the policy server's period update and signed
+// tables) over their real SQLite stores, files in a temporary directory. What is simulated: time
+// (session step timers, health and table polls, the policy period, every clock a server or phone
+// reads), the network and the hardware.
 //
 // A crash drops a server's incarnation without its shutdown: its connections die, its timers
 // and pending admin calls are fenced off (they never run or answer), its store connection is
@@ -16,8 +17,8 @@
 // Replaced at a seam rather than run (docs/simulation.md): the gateway's WebSocket front and its
 // authenticated link (gateway/gateway.ts, server-kit/link.ts are socket-bound): here the routing
 // rules (validateDeviceFrame, route by the first frame's dest, GW_UNKNOWN_DEST,
-// GW_UPSTREAM_UNAVAILABLE, GW_DEST_CHANGED) run over simulated connections; the policy server
-// (the phones keep their factory table) and the operator and bank (no bank logins in the stories).
+// GW_UPSTREAM_UNAVAILABLE, GW_DEST_CHANGED) run over simulated connections, without attack
+// counting or table pushes; the operator and the bank are not in the run.
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -200,7 +201,7 @@ export interface SimPhone {
 }
 
 /** A frame on its way, for the invariants: the net's observer and its deliveries. */
-export type FrameHook = (e: { conn: number; from: string; to: string; bytes: Uint8Array; fate: string; kind: string }) => void;
+export type FrameHook = (e: { conn: number; from: string; to: string; sent: Uint8Array; bytes: Uint8Array; fate: string; kind: string }) => void;
 
 export class World {
   readonly sched: Scheduler;
