@@ -61,7 +61,7 @@ const sqliteJunk = (cwd: string, name: string) => {
 };
 
 const ROWS: Row[] = [
-  { why: 'a negative fleet size', args: ['sim', '--devices', '-5'], code: 'CLI_BAD_ARGS', line: /--devices must be a whole number 1\.\.100000, not '-5'/ },
+  { why: 'a negative fleet size', args: ['sim', '--devices', '-5'], code: 'CLI_BAD_ARGS', line: /--devices must be a whole number 1\.\.1000000, not '-5'/ },
   { why: 'a negative seed', args: ['sim', '--scenario', 'first-boot', '--seed', '-1'], code: 'CLI_BAD_ARGS', line: /--seed must be a whole number 0\.\.\d+, not '-1'/ },
   { why: 'an empty seed', args: ['sim', '--scenario', 'first-boot', '--seed', ''], code: 'CLI_BAD_ARGS', line: /--seed needs a value, not an empty string/ },
   { why: 'an empty port', args: ['sim', '--port', ''], code: 'CLI_BAD_ARGS', line: /--port needs a value/ },
