@@ -30,7 +30,7 @@ help:
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make bench-scale  a million phones in one run (usbphone sim --devices 1000000; SCALE_DEVICES=N): memory per"
 	@echo "                phone and the cost curve; hours on 2 cores"
-	@echo "make bench-scale-quick  the same with 10,000 phones: minutes"
+	@echo "make bench-scale-quick  the same with 10,000 phones (minutes)"
 	@echo "make bench-held 50,000 connections held across 4 gateway workers (HELD_PHONES, HELD_WORKERS): the gateway's"
 	@echo "                memory per idle connection and a table push reaching all of them"
 	@echo "make clean      remove $(STATE)/ (servers' databases and keys, the phone and its saved login) and tmp/"
