@@ -103,11 +103,14 @@ function optTls(v: unknown, file: string, what: string, dir: string): { cert: st
   if (typeof v !== 'object' || v === null) bad(file, `${what} must be { cert, key }`);
   return { cert: resolve(dir, str(t.cert, file, `${what}.cert`)), key: resolve(dir, str(t.key, file, `${what}.key`)) };
 }
-/** A configuration's `store` (issue 16): absent (SQLite, dbFile), { kind: 'sqlite' } or { kind: 'postgres', url, schema? }. */
-/** A role's store from its configuration: its SQLite file, or PostgreSQL (the file then unused). */
-function storeOf(c: Record<string, unknown>, file: string, dir: string): { dbFile: string; store: StoreChoice } {
+/**
+ * A role's store from its configuration: its SQLite file, or PostgreSQL (the file then unused).
+ * No `store` key: no choice made here (SQLite, unless STORE_URL says PostgreSQL: store-choice.ts).
+ */
+function storeOf(c: Record<string, unknown>, file: string, dir: string): { dbFile: string; store?: StoreChoice } {
   const s = storeFrom(c, file, dir);
-  return s.kind === 'sqlite' ? { dbFile: s.file, store: { kind: 'sqlite' } } : { dbFile: '', store: s };
+  if (s.kind === 'postgres') return { dbFile: '', store: s };
+  return c.store === undefined ? { dbFile: s.file } : { dbFile: s.file, store: { kind: 'sqlite' } };
 }
 function optMs(v: unknown, file: string, what: string): number | undefined {
   if (v === undefined) return undefined;
@@ -124,10 +127,14 @@ export type StoreFileChoice = { kind: 'sqlite'; file: string } | { kind: 'postgr
 export function storeFrom(c: Record<string, unknown>, file: string, dir: string): StoreFileChoice {
   const o = c.store as Record<string, unknown> | undefined;
   if (o !== undefined && (typeof o !== 'object' || o === null)) bad(file, 'store must be {"kind": "sqlite"} or {"kind": "postgres", "url", "schema"?}');
+  if (o !== undefined) onlyKeys(o, `${file} store`, ['kind', 'url', 'schema']);
   if (o === undefined || o.kind === 'sqlite') return { kind: 'sqlite', file: resolve(dir, str(c.dbFile, file, 'dbFile')) };
   if (o.kind === 'postgres') {
     const url = str(o.url, file, 'store.url');
     if (!/^postgres(ql)?:\/\/\S+$/.test(url)) bad(file, 'store.url must be a postgres:// URL');
+    // The schema, search path and timeouts are the server's to set (server-kit/pg.ts): a URL's
+    // ?options= would override them (a search_path into another role's schema).
+    if (/[?&]options=/i.test(url)) bad(file, "store.url must not carry 'options' (search_path, timeouts): name the schema in store.schema");
     if (o.schema !== undefined && (typeof o.schema !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(o.schema))) bad(file, 'store.schema must be a lower-case SQL identifier');
     return { kind: 'postgres', url, ...(o.schema === undefined ? {} : { schema: o.schema as string }) };
   }

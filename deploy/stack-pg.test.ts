@@ -67,11 +67,16 @@ test("a server configuration's store: absent or sqlite is the SQLite file, postg
       bizServers: [{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://h/admin' }], regions: [], ...(store === undefined ? {} : { store }),
     }, file).store;
     assert.is(reg(), undefined);
+    // The same URL from the environment (STORE_URL) is refused where every pool is opened.
+    assert.throws(() => pgUrl('postgres://db/x?options=-c%20search_path%3Dreg'), (e: unknown) => e instanceof ImplementationError && e.code === 'STORE_CONFIG');
+    assert.is(pgUrl('postgres://db/x?sslmode=disable').startsWith('postgres://'), true);
     assert.equal(reg({ kind: 'sqlite' }), { kind: 'sqlite' });
     assert.equal(reg({ kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' }), { kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' });
     const biz = bizConfigFrom({ name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: f.bizDb, storeKeyFile: f.storeKey, linkKeyFile: f.linkKey, adminKeyFile: f.adminKey, store: { kind: 'postgres', url: 'postgresql://db/x' } }, file);
     assert.equal(biz.store, { kind: 'postgres', url: 'postgresql://db/x' });
-    for (const bad of ['postgres', { kind: 'mysql', url: 'mysql://x' }, { kind: 'postgres' }, { kind: 'postgres', url: 'http://db/x' }, { kind: 'postgres', url: 'postgres://db/x', schema: 'Bad; DROP' }]) {
+    for (const bad of ['postgres', { kind: 'mysql', url: 'mysql://x' }, { kind: 'postgres' }, { kind: 'postgres', url: 'http://db/x' }, { kind: 'postgres', url: 'postgres://db/x', schema: 'Bad; DROP' },
+      // found by review: a URL's ?options= overrode the schema (search_path into another role's store), and keys inside store went unchecked
+      { kind: 'postgres', url: 'postgres://db/x?options=-c%20search_path%3Dreg', schema: 'biz' }, { kind: 'postgres', url: 'postgres://db/x', extra: 1 }]) {
       assert.throws(() => reg(bad), (e: unknown) => e instanceof ImplementationError && e.code === 'CFG_INVALID', JSON.stringify(bad));
     }
   } finally {

@@ -68,6 +68,9 @@ export function pgUrl(url: string): string {
   } catch {
     throw new ImplementationError('STORE_CONFIG', 'the PostgreSQL URL does not parse');
   }
+  // The schema (search_path) and the statement timeout are set per connection by openPool: a URL's
+  // own ?options= would override them and point a store into another store's schema.
+  if (u.searchParams.has('options')) throw new ImplementationError('STORE_CONFIG', "the PostgreSQL URL must not carry 'options' (the server sets the schema and timeouts itself)");
   if (u.username === '') u.username = encodeURIComponent(process.env.PGUSER || userInfo().username);
   return u.toString();
 }
