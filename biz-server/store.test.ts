@@ -135,6 +135,9 @@ for (const b of backends()) {
     assert.equal([a.currentGen, a.pendingGen, a.maxGen, a.pendingSealed], [1, null, 1, null]);
     assert.equal(a.currentKey, key(1));
     assert.is(await store.promote('u-1', 1), false);
+    // The install of generation 1, replayed once it was promoted, installs nothing (found by review: it made the old secret pending again as generation 2).
+    await rejects(() => store.installPending('u-1', key(1), sealed(1), FAR, id(1)), code('BIZ_INSTALL_REPLAYED'));
+    assert.equal([(await store.getByUser('u-1'))!.pendingGen, (await store.getByUser('u-1'))!.maxGen], [null, 1]);
     const r = await store.installPending('u-1', key(3), sealed(3), FAR, id(3));
     assert.equal([r.currentGen, r.pendingGen, r.installed], [1, 2, true]);
     assert.is(await store.promote('u-1', 2), true);

@@ -373,6 +373,13 @@ export function installDecision(r: Row | undefined, storageKey: Uint8Array, user
     const own = Buffer.compare(a.pendingRotationId!, rotationId) === 0;
     return { result: { currentGen: a.currentGen, pendingGen: a.pendingGen, installed: own, sealed: a.pendingSealed!, rotationId: a.pendingRotationId! }, write: null };
   }
+  // The rotation that installed the last generation, again, once that generation was promoted or
+  // expired: never a retry of ours (the registration server makes a new rotation id after a
+  // failover), but an admin request replayed to another instance (its replay cache shared through
+  // Redis, which fails open): installing would make the old secret "new" again (found by review).
+  if (r.last_rotation_id instanceof Uint8Array && Buffer.compare(r.last_rotation_id, rotationId) === 0) {
+    throw new ImplementationError('BIZ_INSTALL_REPLAYED', 'this rotation id installed the last generation already: a replayed install is refused');
+  }
   const gen = a.maxGen + 1;
   return {
     result: { currentGen: a.currentGen, pendingGen: gen, installed: true, sealed: Uint8Array.from(sealed), rotationId: Uint8Array.from(rotationId) },
