@@ -10,6 +10,10 @@ import { SqliteBizStore } from '../biz-server/store.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 import { startStack } from '../deploy/stack.ts';
 import { setLogLevel } from '../server-kit/log.ts';
+import { testStack } from '../deploy/test-util.ts';
+import { stateFiles } from '../deploy/config.ts';
+import { testPgUrl } from '../server-kit/pg.ts';
+import { randomBytes } from 'node:crypto';
 
 const t = tempDir();
 test.after(() => t.remove());
@@ -102,6 +106,41 @@ test('with the servers of --state running, the account is made through their adm
   writeFileSync(rec, JSON.stringify({ serial: 'SN-L3', keyVersion: 1 }));
   const r4 = await cliAsync('--state', dir, '--record', rec);
   assert.equal([r4.code, /no server of this state directory is running/.test(r4.err)], [0, true], r4.err);
+});
+
+test('--config REG.json: the devices into the store the role file names (PostgreSQL here), the accounts through the admin API of the business servers it lists; unreachable servers fail it; --config with --state is bad usage', async () => {
+  setLogLevel('error');
+  // A deployment on PostgreSQL has no state directory to enroll into (found by review).
+  const stack = await testStack({ store: { kind: 'postgres', url: testPgUrl(), schema: `s_${randomBytes(6).toString('hex')}` } });
+  try {
+    const f = stateFiles(stack.stateDir);
+    const biz = ['biz-east', 'biz-west'].map((n) => ({ name: n, region: n.slice(4), url: `ws://h/${n}`, adminUrl: stack.biz(n)!.adminUrl }));
+    const reg = (bizServers: unknown[]) => {
+      const file = join(t.dir, `reg-${randomBytes(3).toString('hex')}.json`);
+      writeFileSync(file, JSON.stringify({ name: 'reg-primary', linkPort: 0, store: { kind: 'postgres', url: testPgUrl(), schema: stack.store.schemas!.reg }, masterKeyFile: f.masterKey, linkKeyFile: f.linkKey, adminKeyFile: f.adminKey, bizServers, regions: [] }));
+      return file;
+    };
+    const rec = join(t.dir, 'pg.json');
+    writeFileSync(rec, JSON.stringify({ serial: 'SN-PG1', keyVersion: 1 }));
+    const r = await cliAsync('--config', reg(biz), '--record', rec, '--json');
+    assert.is(r.code, 0, r.err);
+    assert.match(r.err, /devices in the PostgreSQL store of reg-primary; business accounts through the admin API of biz-east, biz-west/);
+    const [e] = JSON.parse(r.out) as { user: string; device: string }[];
+    assert.is(e!.device, 'created');
+    assert.is((await stack.regStore.getDevice('SN-PG1'))!.user, e!.user);
+    assert.is((await stack.bizStore.getByUser(e!.user))!.account, 'acct-SN-PG1');
+    const d = await cliAsync('--config', reg(biz), '--disable', 'SN-PG1');
+    assert.is(d.code, 0, d.err);
+    assert.is((await stack.regStore.getDevice('SN-PG1'))!.status, 'disabled');
+    // The business servers it lists do not answer: the enrollment fails with its code, exit 1.
+    writeFileSync(rec, JSON.stringify({ serial: 'SN-PG2', keyVersion: 1 }));
+    const down = await cliAsync('--config', reg([{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://127.0.0.1:1/admin' }]), '--record', rec);
+    assert.equal([down.code, /ENROLL_FAILED/.test(down.err)], [1, true], down.err);
+    const both = cli('--config', reg(biz), '--state', stack.stateDir, '--record', rec);
+    assert.equal([both.code, /CLI_BAD_ARGS/.test(both.err)], [2, true], both.err);
+  } finally {
+    await stack.stop();
+  }
 });
 
 test.run();

@@ -10,6 +10,7 @@ import { CliError, reportError, checkStateDir } from './flash-common.ts';
 
 export const OPTIONS = {
   state: { type: 'string' },
+  config: { type: 'string' },
   create: { type: 'boolean' },
   record: { type: 'string' },
   batch: { type: 'string' },
@@ -23,6 +24,7 @@ export const OPTIONS = {
 
 const HELP = `usage: usbphone enroll [--state DIR] [--create] (--record FILE | --batch FILE) [--account ACCT] [--user U] [--json]
        usbphone enroll [--state DIR] --disable SERIAL | --enable SERIAL
+       usbphone enroll --config REG.json (--record FILE | --batch FILE | --disable SERIAL | --enable SERIAL) [--json]
 
 Registers devices from the image builder's enrollment records (JSON: one object, an array,
 or one object per line; each needs "serial" and "keyVersion") in the registration database
@@ -36,6 +38,10 @@ no server of DIR is running, in DIR's accounts file directly (offline, as before
 servers exist). A running server that does not answer fails the enrollment (exit 1).
 
 options:
+  --config REG.json a registration server's role file (usbphone serve reg --config, docs/deploy.md):
+                    the devices go to its store (SQLite or PostgreSQL), the business accounts
+                    through the admin API of the business servers it lists (its admin key);
+                    instead of --state
   --state DIR       the servers' state directory (default: state): reg.sqlite,
                     biz-accounts.sqlite, store.key; it must exist (see --create)
   --create          create the state directory (and its storage key) when it does not exist
@@ -55,7 +61,7 @@ ENROLL_UNKNOWN_SERIAL), 2 bad usage or records (CLI_NO_STATE: no such state dire
 export const command: Command = {
   summary: 'register devices from enrollment records; disable or enable a device',
   async run(argv) {
-    let reg: { close(): void } | null = null;
+    let reg: { close(): void | Promise<void> } | null = null;
     let biz: { close(): void } | null = null;
     let clients: { close(): void }[] = [];
     try {
@@ -66,19 +72,16 @@ export const command: Command = {
       }
       const modes = [v.record, v.batch, v.disable, v.enable].filter((x) => x !== undefined).length;
       if (modes !== 1) throw new CliError('CLI_BAD_ARGS', "give exactly one of --record, --batch, --disable, --enable; see 'usbphone enroll --help'");
-      if (v.disable !== undefined || v.enable !== undefined) refuseOptions(v, ['state', 'disable', 'enable', 'json'], `--${v.disable !== undefined ? 'disable' : 'enable'}`);
-      if (v.batch !== undefined) refuseOptions(v, ['state', 'create', 'batch', 'json'], '--batch', 'each record gets its own user and account');
+      if (v.disable !== undefined || v.enable !== undefined) refuseOptions(v, ['state', 'config', 'disable', 'enable', 'json'], `--${v.disable !== undefined ? 'disable' : 'enable'}`);
+      if (v.batch !== undefined) refuseOptions(v, ['state', 'config', 'create', 'batch', 'json'], '--batch', 'each record gets its own user and account');
+      if (v.config !== undefined) {
+        if (v.state !== undefined || v.create) throw new CliError('CLI_BAD_ARGS', '--config names the store and the servers: give it without --state and --create');
+        return await enrollWithConfig(v.config as string, v, (x) => (reg = x), (x) => (clients = x));
+      }
       const stateDir = (v.state as string | undefined) ?? 'state';
       const exists = checkStateDir(stateDir, { create: v.create === true, hint: "give the servers' state directory, or --create to start a new one" });
       const file = (v.record ?? v.batch) as string | undefined;
-      let text = '';
-      if (file !== undefined) {
-        try {
-          text = readFileSync(file === '-' ? 0 : file, 'utf8');
-        } catch (e) {
-          throw new CliError('CLI_FILE', `${file}: ${(e as Error).message}`);
-        }
-      }
+      const text = file !== undefined ? readFileText(file) : '';
       const { SqliteRegStore } = await import('../reg-server/store.ts');
       const { SqliteBizStore } = await import('../biz-server/store.ts');
       const { stateFiles } = await import('../deploy/config.ts');
@@ -94,13 +97,7 @@ export const command: Command = {
         return 0;
       }
       // Every record is checked before anything is written.
-      let records;
-      try {
-        records = parseEnrollmentRecords(text);
-      } catch (e) {
-        if (e instanceof ImplementationError) throw new CliError(e.code, `${file === '-' ? 'stdin' : file}: ${e.message.replace(/^[A-Z_]+: /, '')}`);
-        throw e;
-      }
+      const records = recordsOf(text, file!, parseEnrollmentRecords);
       if (v.record !== undefined && records.length !== 1) throw new CliError('CLI_BAD_ARGS', `--record ${file} holds ${records.length} records; use --batch`);
       if (!exists) mkdirSync(stateDir, { recursive: true });
       const r = new SqliteRegStore(files.regDb);
@@ -141,9 +138,63 @@ export const command: Command = {
       if (e instanceof Error && /^E[A-Z]+$/.test(String((e as NodeJS.ErrnoException).code))) return reportError('enroll', e);
       return reportError('enroll', new CliError('ENROLL_FAILED', (e as Error).message ?? String(e)));
     } finally {
-      reg?.close();
+      await reg?.close();
       biz?.close();
       for (const c of clients) c.close();
     }
   },
 };
+
+/**
+ * `enroll --config REG.json` (issue 16: a deployment on PostgreSQL has no state directory): the
+ * devices into the registration store the role file names, the business accounts through the
+ * admin API of the business servers it lists (which must run), with its admin key.
+ */
+async function enrollWithConfig(
+  file: string,
+  v: Record<string, unknown>,
+  keepReg: (r: { close(): void | Promise<void> }) => void,
+  keepClients: (c: { close(): void }[]) => void,
+): Promise<number> {
+  const { readJsonFile, regConfigFrom } = await import('../deploy/config.ts');
+  const { openRegStore } = await import('../reg-server/pg-store.ts');
+  const { placeOf, storeChoiceFrom } = await import('../server-kit/store-choice.ts');
+  const { enrollDevices, parseEnrollmentRecords, accountsViaAdmin } = await import('../deploy/enroll.ts');
+  const { AdminClient } = await import('../server-kit/admin-rpc.ts');
+  const cfg = regConfigFrom(readJsonFile(file), file);
+  const records = v.disable === undefined && v.enable === undefined ? recordsOf(readFileText((v.record ?? v.batch) as string), (v.record ?? v.batch) as string, parseEnrollmentRecords) : null;
+  if (records && v.record !== undefined && records.length !== 1) throw new CliError('CLI_BAD_ARGS', `--record ${v.record as string} holds ${records.length} records; use --batch`);
+  const reg = await openRegStore(placeOf(storeChoiceFrom(cfg.store), cfg.dbFile));
+  keepReg(reg);
+  const where = cfg.store?.kind === 'postgres' ? `the PostgreSQL store of ${cfg.name}` : cfg.dbFile;
+  if (!records) {
+    const serial = (v.disable ?? v.enable) as string;
+    if (!(await reg.setDeviceStatus(serial, v.disable !== undefined ? 'disabled' : 'active'))) throw new CliError('ENROLL_UNKNOWN_SERIAL', `no device ${serial} in ${where}`);
+    process.stdout.write(v.json ? JSON.stringify({ serial, status: v.disable !== undefined ? 'disabled' : 'active' }) + '\n' : `${serial}: ${v.disable !== undefined ? 'disabled' : 'active'}\n`);
+    return 0;
+  }
+  const admin = cfg.bizServers.map((x) => new AdminClient({ target: x.name, url: x.adminUrl, key: cfg.adminKey }));
+  keepClients(admin);
+  const results = await enrollDevices({ reg, accounts: accountsViaAdmin(admin) }, records, { account: v.account as string | undefined, user: v.user as string | undefined });
+  process.stderr.write(`usbphone enroll: devices in ${where}; business accounts through the admin API of ${cfg.bizServers.map((x) => x.name).join(', ')}\n`);
+  if (v.json) process.stdout.write(JSON.stringify(results) + '\n');
+  else for (const x of results) process.stdout.write(`${x.serial}: device ${x.device}, user ${x.user}, account ${x.account} (${x.bizAccount})\n`);
+  return 0;
+}
+
+function readFileText(file: string): string {
+  try {
+    return readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (e) {
+    throw new CliError('CLI_FILE', `${file}: ${(e as Error).message}`);
+  }
+}
+
+function recordsOf<T>(text: string, file: string, parse: (t: string) => T[]): T[] {
+  try {
+    return parse(text);
+  } catch (e) {
+    if (e instanceof ImplementationError) throw new CliError(e.code, `${file === '-' ? 'stdin' : file}: ${e.message.replace(/^[A-Z_]+: /, '')}`);
+    throw e;
+  }
+}
