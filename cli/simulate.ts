@@ -56,12 +56,18 @@ export const command: Command = {
       let kinds: (typeof FAULT_KINDS)[number][] | undefined;
       if (typeof v.faults === 'string') {
         const list = v.faults === 'none' ? [] : v.faults.split(',').map((s) => s.trim());
-        for (const k of list) if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new CliError('CLI_BAD_ARGS', `--faults: no fault kind '${k}'; the kinds: ${FAULT_KINDS.join(', ')}, or none`);
-        kinds = list as typeof kinds;
+        for (const k of list) if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new CliError('CLI_BAD_ARGS', `--faults: no fault kind '${k}'; the kinds: ${FAULT_KINDS.join(', ')}; or --faults none alone`);
+        // One set of kinds, one run: in the table's order and once each, whatever order they were given in (found by review).
+        kinds = FAULT_KINDS.filter((k) => list.includes(k));
       }
+      if (v.trace && v.json) throw new CliError('CLI_BAD_ARGS', '--trace prints the event trace as text; give --trace or --json, not both');
       const one = v.seed !== undefined;
       const from = one ? intOption(v.seed, 'seed', 0, 2 ** 31 - 1, 1) : intOption(v.from, 'from', 0, 2 ** 31 - 1, 1);
       const n = one ? 1 : intOption(v.seeds, 'seeds', 1, 10_000_000, 1);
+      // Every seed run must replay with --seed: the last one stays within --seed's range (found by review).
+      if (from + n - 1 > 2 ** 31 - 1) throw new CliError('CLI_BAD_ARGS', `--from ${from} --seeds ${n} runs past seed ${2 ** 31 - 1}, the last one --seed takes`);
+      const faultsArg = kinds === undefined ? '' : ` --faults ${kinds.length ? kinds.join(',') : 'none'}`;
+      const replay = (seed: number) => `usbphone simulate --seed ${seed} --trace${faultsArg}`;
       const json = v.json === true;
       const tty = process.stderr.isTTY === true && !json;
       const failed: unknown[] = [];
@@ -78,10 +84,10 @@ export const command: Command = {
             const sh = await shrink(s, { kinds });
             schedule = sh.plan.faults.map(describeFault);
           }
-          failed.push({ seed: s, violations: r.violations, faults: r.plan.faults.map(describeFault), shrunk: schedule });
+          failed.push({ seed: s, violations: r.violations, faults: r.plan.faults.map(describeFault), shrunk: schedule, replay: replay(s) });
           if (!json) {
             if (tty) process.stderr.write('\r\x1b[K');
-            process.stdout.write(`FAIL seed ${s}: ${r.violations.map((x) => `${x.invariant} (${x.detail})`).join('; ')}\n  faults: ${r.plan.faults.map(describeFault).join('; ') || 'none'}\n  shrunk: ${schedule.join('; ') || 'none'}\n  replay: usbphone simulate --seed ${s} --trace${v.faults ? ` --faults ${v.faults}` : ''}\n`);
+            process.stdout.write(`FAIL seed ${s}: ${r.violations.map((x) => `${x.invariant} (${x.detail})`).join('; ')}\n  faults: ${r.plan.faults.map(describeFault).join('; ') || 'none'}\n  shrunk: ${schedule.join('; ') || 'none'}\n  replay: ${replay(s)}\n`);
           }
         }
         if (tty && done % 10 === 0) process.stderr.write(`\r\x1b[K[${done}/${n}] ${failed.length} failing, ${(done / ((performance.now() - t0) / 1000)).toFixed(1)} seeds/s`);
@@ -89,7 +95,7 @@ export const command: Command = {
       const totals = sum.totals;
       if (tty) process.stderr.write('\r\x1b[K');
       const secs = sum.seconds;
-      if (json) process.stdout.write(JSON.stringify({ seeds: n, from, failed: failed.length, seconds: Math.round(secs * 10) / 10, ...totals, results: failed }) + '\n');
+      if (json) process.stdout.write(JSON.stringify({ seeds: n, from, kinds: kinds ?? FAULT_KINDS, failed: failed.length, seconds: Math.round(secs * 10) / 10, ...totals, results: failed }) + '\n');
       // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
       else (v.trace ? process.stderr : process.stdout).write(`${n} seed(s) from ${from}: ${n - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${(n / secs).toFixed(1)} seeds/s\n`);
       if (failed.length) {
