@@ -18,7 +18,7 @@ import { storeChoiceFrom, type StoreChoice } from '../server-kit/store-choice.ts
 import { makeDevice, register, DeviceWallet } from '../server-kit/test-device.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
-import { ensureStateKeys, regConfigFrom, bizConfigFrom } from './config.ts';
+import { ensureStateKeys, regConfigFrom, bizConfigFrom, policyConfigFrom, DEFAULT_INITIAL_TABLE } from './config.ts';
 import { tempDir } from './test-util.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 
@@ -66,11 +66,14 @@ test("a server configuration's store: absent or sqlite is the SQLite file, postg
       name: 'reg-primary', linkPort: 0, dbFile: f.regDb, masterKeyFile: f.masterKey, linkKeyFile: f.linkKey, adminKeyFile: f.adminKey,
       bizServers: [{ name: 'biz-east', region: 'east', url: 'ws://h/biz-east', adminUrl: 'http://h/admin' }], regions: [], ...(store === undefined ? {} : { store }),
     }, file).store;
-    assert.is(reg(), undefined);
+    assert.equal(reg(), { kind: 'sqlite' }, 'absent: the SQLite file');
     assert.equal(reg({ kind: 'sqlite' }), { kind: 'sqlite' });
     assert.equal(reg({ kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' }), { kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' });
     const biz = bizConfigFrom({ name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: f.bizDb, storeKeyFile: f.storeKey, linkKeyFile: f.linkKey, adminKeyFile: f.adminKey, store: { kind: 'postgres', url: 'postgresql://db/x' } }, file);
     assert.equal(biz.store, { kind: 'postgres', url: 'postgresql://db/x' });
+    // The policy server too (it refused PostgreSQL before its process ran on the shared store).
+    const pol = policyConfigFrom({ adminPort: 0, adminKeyFile: f.adminKey, policyKeyFile: f.policyKey, initialTable: DEFAULT_INITIAL_TABLE, periodMs: 60_000, store: { kind: 'postgres', url: 'postgres://db/x', schema: 'policy_eu' } }, file);
+    assert.equal(pol.store, { kind: 'postgres', url: 'postgres://db/x', schema: 'policy_eu' });
     for (const bad of ['postgres', { kind: 'mysql', url: 'mysql://x' }, { kind: 'postgres' }, { kind: 'postgres', url: 'http://db/x' }, { kind: 'postgres', url: 'postgres://db/x', schema: 'Bad; DROP' }]) {
       assert.throws(() => reg(bad), (e: unknown) => e instanceof ImplementationError && e.code === 'CFG_INVALID', JSON.stringify(bad));
     }

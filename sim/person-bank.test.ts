@@ -198,7 +198,7 @@ test("S3.1 end to end: once the policy server's table says the password is the m
     const p = await registered(w, 0, 44, 'hana');
     const v0 = w.stack.policy.latest().table.version;
     // The gateway's report of this period: the password of the site hammered, nothing else.
-    w.stack.policy.report({ gateway: 'gateway', periodId: Math.floor(Date.now() / T), periodMs: T, sites: [{ site: p.server, total: 900, perMech: { password: 900 } }] });
+    await w.stack.policy.report({ gateway: 'gateway', periodId: Math.floor(Date.now() / T), periodMs: T, sites: [{ site: p.server, total: 900, perMech: { password: 900 } }] });
     const deadline = Date.now() + 10_000;
     const rateOf = () => w.stack.policy.latest().table.sites.find((s) => s.site === p.server)?.mechs.find((m) => m.mech === 'password')?.ratePpm ?? 0;
     while ((w.stack.policy.latest().table.version === v0 || rateOf() === 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
