@@ -1,12 +1,13 @@
 // The cluster harness (issue 16, `make test-cluster`): the reference topology (topology.ts) on
 // several hosts of one machine (hosts.ts: network namespaces, or loopback addresses when this
 // machine forbids them), every role its own `usbphone serve <role> --config FILE` process, the
-// stores shared as SQLite files on the one filesystem (WAL across processes of one kernel), the
-// shared state in the real Redis (reached from the namespaces through a forwarder on the
-// bridge). A fleet of scripted phones (server-kit/test-device.ts: the protocol's client
+// stores on the real PostgreSQL in fresh schemas of this run (deploy/stack-schemas.ts, dropped
+// after), reached from the namespaces through a forwarder on the bridge as Redis is, or with
+// `store: 'sqlite'` (CLUSTER_STORE=sqlite) as SQLite files shared on the one filesystem (WAL
+// across processes of one kernel); the shared state in the real Redis. A fleet of scripted phones (server-kit/test-device.ts: the protocol's client
 // machines, a wallet of generations as a phone's flash keeps it) cycles register -> login ->
 // confirm through both gateways while the harness kills -9 one gateway, one registration
-// server and one business server, and cuts one business server's link, each healed after a
+// server, one business server and the policy server, and cuts one business server's link, each healed after a
 // while, then freezes Redis (a proxy that accepts and never answers). Then every phone must
 // register and log in again; the checks:
 //   - lockouts = 0: every phone logs in after the heal;
@@ -14,7 +15,8 @@
 //   - no rotation doubled: a generation never reaches a phone with two different secrets (two
 //     installs for one rotation), and at the end the business store's current (and confirmed)
 //     generation is the one the phone used last (not one it never logged in with);
-//   - the stores pass PRAGMA integrity_check and the registration store agrees with the
+//   - the stores pass their integrity checks (PostgreSQL: every store's check(), through
+//     checkStores; SQLite: PRAGMA integrity_check) and the registration store agrees with the
 //     business store on every device's generations.
 import { mkdirSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,15 +27,18 @@ import { HostNetwork, netnsAvailable, lockCluster, type HostMode } from './hosts
 import { referenceFiles, REFERENCE_HOSTS, PORTS, type HostName, type RoleFile, type TopologyPlan } from './topology.ts';
 import { ensureStateKeys, ensureOperatorClientFile } from '../config.ts';
 import { enrollDevices, accountsInStore } from '../enroll.ts';
-import { SqliteRegStore } from '../../reg-server/store.ts';
-import { SqliteBizStore } from '../../biz-server/store.ts';
+import { openRegStore } from '../../reg-server/pg-store.ts';
+import { openBizStores } from '../../biz-server/pg-store.ts';
+import { stackSchemas, dropStackSchemas, checkStores } from '../stack-schemas.ts';
+import { testPgUrl } from '../../server-kit/pg.ts';
+import type { StorePlace } from '../../server-kit/store-choice.ts';
 import { newClientSecret } from '../../operator-server/tokens.ts';
 import { ensureServerTls } from '../../server-kit/tls-ca.ts';
 import { readKeyFile } from '../../server-kit/keyfiles.ts';
 import { makeDevice, register, bizLogin, DeviceWallet, FrameSocket, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../../server-kit/test-device.ts';
 import { encodeEnvelope, MsgType } from '../../protocol/messages.ts';
 import { randomBytes } from 'node:crypto';
-import { dropNamespace, freezableRedis, testNamespace, REDIS_URL, type FaultyRedis } from '../../server-kit/redis-faults.ts';
+import { dropNamespace, freezableRedis, freezableProxy, testNamespace, REDIS_URL, type FaultyRedis } from '../../server-kit/redis-faults.ts';
 import { systemRng } from '../../protocol/rng.ts';
 import { MasterKeyring } from '../../protocol/keys.ts';
 
@@ -49,11 +54,16 @@ export interface ClusterOptions {
   faultMs?: number;
   /** Port of the Redis forwarder on the bridge (netns mode). */
   redisForwardPort?: number;
+  /** The stores: PostgreSQL (default: fresh schemas on PG_TEST_URL, dropped after) or SQLite files. */
+  store?: 'postgres' | 'sqlite';
+  /** Port of the PostgreSQL forwarder on the bridge. */
+  pgForwardPort?: number;
   say?: (line: string) => void;
 }
 
 export interface ClusterFigures {
   mode: HostMode;
+  store: 'postgres' | 'sqlite';
   /** Why namespaces were not used, when they were not. */
   whyLoopback?: string;
   phones: number;
@@ -161,6 +171,12 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
   const procs = new Map<string, Proc>();
   const ns = testNamespace('cluster');
   let fwd: FaultyRedis | null = null;
+  const storeKind = o.store ?? 'postgres';
+  // PostgreSQL: this run's own schemas (<prefix>_reg, ...), as an embedded stack names them.
+  const pgUrl = testPgUrl();
+  const pgPrefix = storeKind === 'postgres' ? `s_${randomBytes(6).toString('hex')}` : null;
+  const schemas = pgPrefix ? stackSchemas(pgPrefix) : null;
+  let pgFwd: Awaited<ReturnType<typeof freezableProxy>> | null = null;
   const unlock = await lockCluster();
 
   // Phones' source addresses: east 96-111, west 112-127 of the hosts' /24.
@@ -175,6 +191,14 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     // which the harness can also freeze: Redis accepting and never answering.
     fwd = await freezableRedis(REDIS_URL, o.redisForwardPort ?? 22379, net.rootAddress);
     const redisUrl = fwd.url;
+    let hostsPgUrl = '';
+    if (schemas) {
+      const u = new URL(pgUrl);
+      pgFwd = await freezableProxy({ host: u.hostname, port: Number(u.port || 5432) }, o.pgForwardPort ?? 22432, net.rootAddress);
+      u.hostname = net.rootAddress;
+      u.port = String(pgFwd.port);
+      hostsPgUrl = u.toString();
+    }
     const plan: TopologyPlan = {
       addr,
       phoneGatewayUrl: `ws://${addr.gw1}:${PORTS.gateway}/`,
@@ -182,20 +206,26 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       regions: [{ cidr: `${prefix}96/28`, region: 'east' }, { cidr: `${prefix}112/28`, region: 'west' }],
       periodMs: 10_000,
       healthIntervalMs: 1_000,
-      store: { kind: 'sqlite' },
+      store: schemas ? { kind: 'postgres', url: hostsPgUrl, schemas } : { kind: 'sqlite' },
     };
+    // The harness's own view of a store (enrolment, the checks at the end): PostgreSQL directly.
+    const placeOf = (role: 'reg' | 'biz', file: string): StorePlace => (schemas ? { kind: 'postgres', url: pgUrl, schema: schemas[role] } : { kind: 'sqlite', file });
 
     // The deployment's files: keys, the operator's certificate for its address, the bank's client, enrolled phones.
     const f = ensureStateKeys(dir);
     await ensureServerTls(f.tlsDir, 'operator', [addr.oper]);
     ensureOperatorClientFile(f.operatorClient, () => newClientSecret(systemRng));
     const serials = Array.from({ length: nPhones }, (_, i) => `SN-C${String(i).padStart(4, '0')}`);
+    const storageKey = readKeyFile(f.storeKey, 'storage key');
     {
-      const reg = new SqliteRegStore(f.regDb);
-      const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
-      await enrollDevices({ reg, accounts: accountsInStore(biz) }, serials.map((serial) => ({ serial, keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX })));
-      reg.close();
-      biz.close();
+      const reg = await openRegStore(placeOf('reg', f.regDb));
+      const { store: biz } = await openBizStores(placeOf('biz', f.bizDb), storageKey);
+      try {
+        await enrollDevices({ reg, accounts: accountsInStore(biz) }, serials.map((serial) => ({ serial, keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX })));
+      } finally {
+        await reg.close();
+        await biz.close();
+      }
     }
     const files = referenceFiles(plan);
     for (const rf of files) writeFileSync(join(dir, rf.file), JSON.stringify(rf.config, null, 2) + '\n');
@@ -226,7 +256,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       p.child.kill('SIGKILL');
       await p.exited;
     };
-    say(`cluster: ${mode}${mode === 'loopback' && !avail.ok ? ` (${avail.why})` : ''}, ${files.length} hosts, ${nPhones} phones; files and logs in ${dir}`);
+    say(`cluster: ${mode}${mode === 'loopback' && !avail.ok ? ` (${avail.why})` : ''}, ${files.length} hosts, ${nPhones} phones, stores on ${schemas ? `PostgreSQL (schemas ${pgPrefix}_*)` : 'SQLite'}; files and logs in ${dir}`);
     for (const rf of files) await start(rf);
     const gwUrls = [`ws://${addr.gw1}:${PORTS.gateway}/`, `ws://${addr.gw2}:${PORTS.gateway}/`];
     // Every gateway's links up.
@@ -308,7 +338,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       return during;
     };
     await pause(1_000);
-    for (const [file, what] of [['gw-1.json', 'kill -9 gateway gw-1'], ['reg-primary.json', 'kill -9 registration server reg-primary'], ['biz-east.json', 'kill -9 business server biz-east']] as const) {
+    for (const [file, what] of [['gw-1.json', 'kill -9 gateway gw-1'], ['reg-primary.json', 'kill -9 registration server reg-primary'], ['biz-east.json', 'kill -9 business server biz-east'], ['policy.json', 'kill -9 policy server']] as const) {
       await fault(what, async () => {
         await kill9(file);
         kills++;
@@ -341,7 +371,12 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       if (c !== 0) problems.push(`${file} stopped with ${String(c)}`);
     }
     const integrity: Record<string, string> = {};
-    for (const db of ['reg.sqlite', 'biz-accounts.sqlite', 'policy.sqlite', 'operator.sqlite']) {
+    if (schemas) {
+      const found = await checkStores(pgUrl, schemas, storageKey);
+      integrity.postgres = found.length ? found.join('; ') : 'ok';
+      problems.push(...found.map((p) => `store check: ${p}`));
+    }
+    for (const db of schemas ? [] : ['reg.sqlite', 'biz-accounts.sqlite', 'policy.sqlite', 'operator.sqlite']) {
       const d = new Database(join(dir, db), { readonly: true });
       try {
         integrity[db] = (d.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).join(',');
@@ -351,12 +386,12 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       if (integrity[db] !== 'ok') problems.push(`${db}: integrity_check ${integrity[db]}`);
     }
     let rotations = 0;
-    const reg = new SqliteRegStore(f.regDb);
-    const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
+    const reg = await openRegStore(placeOf('reg', f.regDb));
+    const { store: biz } = await openBizStores(placeOf('biz', f.bizDb), storageKey);
     try {
       for (const p of phones) {
-        const d = reg.getDevice(p.dev.serial)!;
-        const a = biz.getByUser(d.user)!;
+        const d = (await reg.getDevice(p.dev.serial))!;
+        const a = (await biz.getByUser(d.user))!;
         rotations += d.rotations;
         if (a.currentGen !== p.lastGen) {
           problems.push(`${p.dev.serial}: business store current generation ${a.currentGen}, the phone last used ${p.lastGen}`);
@@ -367,8 +402,8 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
         if (d.currentGen > a.currentGen || (d.pendingGen !== null && d.pendingGen > a.currentGen + 1)) problems.push(`${p.dev.serial}: registration store (current ${d.currentGen}, pending ${d.pendingGen}) ahead of the business store (current ${a.currentGen})`);
       }
     } finally {
-      reg.close();
-      biz.close();
+      await reg.close();
+      await biz.close();
     }
     const sum = (k: 'rotationsLost' | 'rotationsDoubled' | 'savedLogins' | 'viaBackup') => phones.reduce((n, p) => n + p[k], 0);
     if (lockouts) problems.push(`${lockouts} phones locked out`);
@@ -377,7 +412,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     if (loginsDuringFaults === 0) problems.push('no login succeeded during the faults');
     if (redisFaultLogins === 0) problems.push('no login succeeded while Redis was frozen (the items must fail open)');
     return {
-      mode, ...(avail.ok ? {} : { whyLoopback: avail.why }), phones: nPhones, kills, partitions, cycles, logins, loginsDuringFaults, registrationsDuringFaults,
+      mode, store: storeKind, ...(avail.ok ? {} : { whyLoopback: avail.why }), phones: nPhones, kills, partitions, cycles, logins, loginsDuringFaults, registrationsDuringFaults,
       viaBackup: sum('viaBackup'), savedLogins: sum('savedLogins'), lockouts, rotationsLost: sum('rotationsLost'), rotationsDoubled: sum('rotationsDoubled'),
       rotations, attackerAttacks, loginsRedisFrozen: redisFaultLogins, integrity, problems, ms: Math.round(performance.now() - t0),
     };
@@ -386,6 +421,8 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     await Promise.all([...procs.values()].map((p) => p.exited));
     net.tearDown();
     await fwd?.close();
+    await pgFwd?.close();
+    if (pgPrefix) await dropStackSchemas(pgUrl, pgPrefix).catch((e: unknown) => say(`  could not drop the schemas ${pgPrefix}_*: ${(e as Error).message}`));
     unlock();
     await dropNamespace(ns).catch(() => 0);
   }
