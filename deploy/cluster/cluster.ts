@@ -93,9 +93,38 @@ export interface ClusterFigures {
   ms: number;
 }
 
-interface Proc { rf: RoleFile; child: ChildProcess; exited: Promise<number | null> }
+export interface RoleProc { rf: RoleFile; child: ChildProcess; exited: Promise<number | null> }
 
-class Phone {
+/**
+ * Starts `usbphone serve <role> --config DIR/<file>` on its host, its log in DIR/logs; `ready`
+ * resolves on its ready line (rejects when it exits first, or after 30 s).
+ */
+export function spawnRole(net: HostNetwork, dir: string, rf: RoleFile, logLevel = 'info'): RoleProc & { ready: Promise<void> } {
+  const logFile = join(dir, 'logs', rf.file.replace('.json', '.log'));
+  mkdirSync(join(dir, 'logs'), { recursive: true });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  const child = net.spawn(rf.host, [process.execPath, bin, 'serve', rf.role, '--config', join(dir, rf.file), '--json'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, USBPHONE_PARENT_PIPE: '1', USBPHONE_LOG_LEVEL: logLevel },
+  });
+  child.stderr!.pipe(log);
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${rf.file}: no ready line within 30 s (see ${dir}/logs)`)), 30_000);
+    createInterface({ input: child.stdout! }).once('line', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    void exited.then((c) => {
+      clearTimeout(timer);
+      reject(new Error(`${rf.file} exited ${c} before it was ready: ${readFileSync(logFile, 'utf8').split('\n').slice(-3).join(' | ')}`));
+    });
+  });
+  return { rf, child, exited, ready };
+}
+
+/** A scripted phone of the harness (and of bench/cluster.bench.ts): its wallet and what it saw. */
+export class Phone {
   readonly wallet = new DeviceWallet();
   lastGen = 0;
   confirmed = false;
@@ -110,12 +139,14 @@ class Phone {
     readonly dev: DeviceId,
     readonly ip: string,
     readonly gateways: string[],
+    /** The registration servers in the order tried. */
+    readonly regs: readonly string[] = ['reg-primary', 'reg-backup'],
   ) {}
 
   /** One cycle: register (primary, then backup, through either gateway), then log in and confirm. */
   async cycle(): Promise<{ registered: boolean; loggedIn: boolean }> {
     let registered = false;
-    reg: for (const dest of ['reg-primary', 'reg-backup']) {
+    reg: for (const dest of this.regs) {
       for (const gw of this.gateways) {
         const r = await register(gw + dest, dest, this.dev, { localAddress: this.ip, timeoutMs: 3_000 }).catch(() => null);
         if (r?.kind === 'cred') {
@@ -157,6 +188,41 @@ class Phone {
   }
 }
 
+/**
+ * The deployment's files in `dir` for `plan`: keys, the operator's certificate for its address,
+ * the bank's client, the role files, and `serials` enrolled in the stores at `placeOf`.
+ */
+export async function prepareDeployment(dir: string, plan: TopologyPlan, serials: string[], placeOf: (role: 'reg' | 'biz', file: string) => StorePlace) {
+  const f = ensureStateKeys(dir);
+  await ensureServerTls(f.tlsDir, 'operator', [plan.addr.oper]);
+  ensureOperatorClientFile(f.operatorClient, () => newClientSecret(systemRng));
+  const storageKey = readKeyFile(f.storeKey, 'storage key');
+  const reg = await openRegStore(placeOf('reg', f.regDb));
+  const { store: biz } = await openBizStores(placeOf('biz', f.bizDb), storageKey);
+  try {
+    await enrollDevices({ reg, accounts: accountsInStore(biz) }, serials.map((serial) => ({ serial, keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX })));
+  } finally {
+    await reg.close();
+    await biz.close();
+  }
+  const files = referenceFiles(plan);
+  for (const rf of files) writeFileSync(join(dir, rf.file), JSON.stringify(rf.config, null, 2) + '\n');
+  return { f, storageKey, files, ring: MasterKeyring.parse(readFileSync(f.masterKey, 'utf8')) };
+}
+
+/** Waits (20 s at most) until every upstream link of the gateways at `hosts` is up. */
+export async function gatewaysUp(hosts: string[]): Promise<void> {
+  for (const h of hosts) {
+    const until = Date.now() + 20_000;
+    for (;;) {
+      const up = await fetch(`http://${h}:${PORTS.gatewayOperator}/healthz`).then((r) => r.json() as Promise<{ upstreams: Record<string, string> }>, () => null);
+      if (up && Object.values(up.upstreams).every((s) => s === 'up')) break;
+      if (Date.now() > until) throw new Error(`gateway ${h}: upstreams not up: ${JSON.stringify(up)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
   const t0 = performance.now();
   const say = o.say ?? (() => {});
@@ -168,7 +234,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
   const dir = o.dir;
   mkdirSync(join(dir, 'logs'), { recursive: true });
   const problems: string[] = [];
-  const procs = new Map<string, Proc>();
+  const procs = new Map<string, RoleProc>();
   const ns = testNamespace('cluster');
   let fwd: FaultyRedis | null = null;
   const storeKind = o.store ?? 'postgres';
@@ -211,45 +277,13 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     // The harness's own view of a store (enrolment, the checks at the end): PostgreSQL directly.
     const placeOf = (role: 'reg' | 'biz', file: string): StorePlace => (schemas ? { kind: 'postgres', url: pgUrl, schema: schemas[role] } : { kind: 'sqlite', file });
 
-    // The deployment's files: keys, the operator's certificate for its address, the bank's client, enrolled phones.
-    const f = ensureStateKeys(dir);
-    await ensureServerTls(f.tlsDir, 'operator', [addr.oper]);
-    ensureOperatorClientFile(f.operatorClient, () => newClientSecret(systemRng));
     const serials = Array.from({ length: nPhones }, (_, i) => `SN-C${String(i).padStart(4, '0')}`);
-    const storageKey = readKeyFile(f.storeKey, 'storage key');
-    {
-      const reg = await openRegStore(placeOf('reg', f.regDb));
-      const { store: biz } = await openBizStores(placeOf('biz', f.bizDb), storageKey);
-      try {
-        await enrollDevices({ reg, accounts: accountsInStore(biz) }, serials.map((serial) => ({ serial, keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX })));
-      } finally {
-        await reg.close();
-        await biz.close();
-      }
-    }
-    const files = referenceFiles(plan);
-    for (const rf of files) writeFileSync(join(dir, rf.file), JSON.stringify(rf.config, null, 2) + '\n');
+    const { f, storageKey, files, ring } = await prepareDeployment(dir, plan, serials, placeOf);
 
     const start = async (rf: RoleFile): Promise<void> => {
-      const log = createWriteStream(join(dir, 'logs', rf.file.replace('.json', '.log')), { flags: 'a' });
-      const child = net.spawn(rf.host, [process.execPath, bin, 'serve', rf.role, '--config', join(dir, rf.file), '--json'], {
-        stdio: ['pipe', 'pipe', 'pipe'],
-        env: { ...process.env, USBPHONE_PARENT_PIPE: '1', USBPHONE_LOG_LEVEL: 'info' },
-      });
-      child.stderr!.pipe(log);
-      const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-      procs.set(rf.file, { rf, child, exited });
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`${rf.file}: no ready line within 30 s (see ${dir}/logs)`)), 30_000);
-        createInterface({ input: child.stdout! }).once('line', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-        void exited.then((c) => {
-          clearTimeout(timer);
-          reject(new Error(`${rf.file} exited ${c} before it was ready: ${readFileSync(join(dir, 'logs', rf.file.replace('.json', '.log')), 'utf8').split('\n').slice(-3).join(' | ')}`));
-        });
-      });
+      const p = spawnRole(net, dir, rf);
+      procs.set(rf.file, p);
+      await p.ready;
     };
     const kill9 = async (file: string) => {
       const p = procs.get(file)!;
@@ -259,19 +293,9 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     say(`cluster: ${mode}${mode === 'loopback' && !avail.ok ? ` (${avail.why})` : ''}, ${files.length} hosts, ${nPhones} phones, stores on ${schemas ? `PostgreSQL (schemas ${pgPrefix}_*)` : 'SQLite'}; files and logs in ${dir}`);
     for (const rf of files) await start(rf);
     const gwUrls = [`ws://${addr.gw1}:${PORTS.gateway}/`, `ws://${addr.gw2}:${PORTS.gateway}/`];
-    // Every gateway's links up.
-    for (const h of [addr.gw1, addr.gw2]) {
-      const until = Date.now() + 20_000;
-      for (;;) {
-        const up = await fetch(`http://${h}:${PORTS.gatewayOperator}/healthz`).then((r) => r.json() as Promise<{ upstreams: Record<string, string> }>, () => null);
-        if (up && Object.values(up.upstreams).every((s) => s === 'up')) break;
-        if (Date.now() > until) throw new Error(`gateway ${h}: upstreams not up: ${JSON.stringify(up)}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    await gatewaysUp([addr.gw1, addr.gw2]);
 
     const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-    const ring = MasterKeyring.parse(readFileSync(f.masterKey, 'utf8'));
     const phones = serials.map((s, i) => new Phone(makeDevice(ring, s), phoneIps[i % phoneIps.length]!, i % 2 ? [gwUrls[1]!, gwUrls[0]!] : gwUrls));
 
     // Warm-up: every phone once, before any fault.
