@@ -8,7 +8,7 @@ GATEWAY ?=
 # make inspect inspects the phone make sim plugs in, unless IMAGE= names another image.
 IMAGE ?= $(STATE)/phone.img
 
-.PHONY: all deps tools services test typecheck test-slow test-cluster soak sim serve image inspect bench bench-scale bench-scale-quick bench-held clean help
+.PHONY: all deps tools services test typecheck test-slow test-pg test-cluster soak sim serve image inspect bench bench-scale bench-scale-quick bench-held clean help
 
 all: help
 
@@ -18,6 +18,8 @@ help:
 	@echo "                for a second boot. With 'make serve' running: make sim GATEWAY=ws://127.0.0.1:7400/"
 	@echo "make test       type check + every test, exhaustive power cuts included (ends with 'N passed, N failed')"
 	@echo "make test-slow  every test, plus the 1000-phone fleet as a correctness test (SLOW=1)"
+	@echo "make test-pg    the stack-level suites with every store on PostgreSQL (STORE_URL, a database of the run's"
+	@echo "                own, dropped after; also part of make test, before the whole suite)"
 	@echo "make test-cluster  the reference topology on several hosts of this machine (network namespaces;"
 	@echo "                loopback addresses without root): kill -9 and a cut link under a fleet of phones"
 	@echo "                (also part of make test); figures printed"
@@ -53,8 +55,13 @@ services:
 typecheck: deps
 	$(NODE_BIN)/tsc --noEmit -p .
 
+# The stack-level suites on PostgreSQL first (< 1 min), then every test: the last line stays the
+# whole suite's 'N passed, N failed'; a test-pg failure still fails make test.
 test: deps tools services typecheck
-	node scripts/run-tests.mjs
+	@node scripts/test-pg.mjs; pg=$$?; node scripts/run-tests.mjs && exit $$pg
+
+test-pg: deps services
+	node scripts/test-pg.mjs
 
 test-slow: deps tools
 	SLOW=1 node scripts/run-tests.mjs
