@@ -7,7 +7,7 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
-import { pgUrl } from '../server-kit/pg.ts';
+import { pgUrl, dumpSchema } from '../server-kit/pg.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { PgRegStore } from '../reg-server/pg-store.ts';
 import { PgBizStore } from '../biz-server/pg-store.ts';
@@ -43,6 +43,26 @@ export async function dropStackSchemas(url: string, prefix: string): Promise<voi
   } finally {
     await c.end();
   }
+}
+
+/** Every row of every table of `schema` (tests that search a stack's stores for secrets, or read a column). */
+export async function schemaRows(url: string, schema: string): Promise<Record<string, Record<string, unknown>[]>> {
+  const c = new pg.Client({ connectionString: pgUrl(url) });
+  await c.connect();
+  try {
+    return await dumpSchema(c, schema);
+  } finally {
+    await c.end();
+  }
+}
+
+/** The rows of `schema` as one text (bytea as latin1): what a search for a secret in a SQLite file's bytes reads on PostgreSQL. */
+export async function schemaText(url: string, schema: string): Promise<string> {
+  const out: string[] = [];
+  for (const [t, rows] of Object.entries(await schemaRows(url, schema))) {
+    for (const r of rows) out.push(`${t}: ${Object.values(r).map((v) => (v instanceof Uint8Array ? Buffer.from(v).toString('latin1') : String(v))).join(' | ')}`);
+  }
+  return out.join('\n');
 }
 
 /**

@@ -14,6 +14,10 @@ const SUITES = [
   'deploy/stack.test.ts', 'deploy/faults.test.ts', 'deploy/stack-pg.test.ts', 'deploy/operator-stack.test.ts', 'deploy/logs.test.ts',
   'reg-server/session.test.ts', 'biz-server/session.test.ts',
   'sim/scenarios.test.ts', 'sim/bank-scenarios.test.ts', 'sim/attack-table.test.ts',
+  // The other suites that start a stack or a world: each passes on PostgreSQL as well.
+  'deploy/page.test.ts', 'deploy/feed.test.ts', 'cli/enroll.test.ts',
+  'sim/secrets.test.ts', 'sim/power-cut.test.ts', 'sim/capture.test.ts', 'sim/profiles.test.ts', 'sim/attestation.test.ts', 'sim/retry.test.ts',
+  'sim/endpoints.test.ts', 'sim/withhold.test.ts', 'sim/server-metrics.test.ts', 'sim/region.test.ts', 'sim/park.test.ts',
 ];
 
 const base = new URL(process.env.PG_TEST_URL ?? 'postgres://root@127.0.0.1:5432/test');

@@ -9,8 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import Database from 'better-sqlite3';
-import pg from 'pg';
-import { pgUrl } from '../server-kit/pg.ts';
+import { schemaRows } from '../deploy/stack-schemas.ts';
 import { runStory, STORIES } from './scenarios.ts';
 import { BANK_STORIES, STORY_PASSWORD, storyCard, person } from './bank-scenarios.ts';
 import { startWorld, TraceHost } from './world.ts';
@@ -90,13 +89,7 @@ test('a full bank run captured: the password is in no WebSocket payload, log lin
     const onPg = world.stack.store.choice.kind === 'postgres' ? world.stack.store : null;
     let verifier: string;
     if (onPg?.choice.kind === 'postgres' && onPg.schemas) {
-      const c = new pg.Client({ connectionString: pgUrl(onPg.choice.url) });
-      await c.connect();
-      try {
-        verifier = (await c.query<{ verifier: string }>(`SELECT verifier FROM ${onPg.schemas.biz}.bank_accounts`)).rows[0]!.verifier;
-      } finally {
-        await c.end();
-      }
+      verifier = (await schemaRows(onPg.choice.url, onPg.schemas.biz)).bank_accounts![0]!.verifier as string;
     } else {
       const db = new Database(join(dir, 'biz-accounts.sqlite'), { readonly: true });
       verifier = (db.prepare('SELECT verifier FROM bank_accounts').get() as { verifier: string }).verifier;
