@@ -8,7 +8,7 @@ GATEWAY ?=
 # make inspect inspects the phone make sim plugs in, unless IMAGE= names another image.
 IMAGE ?= $(STATE)/phone.img
 
-.PHONY: all deps tools services test typecheck test-slow test-cluster soak sim serve image inspect bench bench-scale bench-scale-quick bench-held clean help
+.PHONY: all deps tools services test typecheck test-slow test-pg test-cluster soak sim serve image inspect bench bench-scale bench-scale-quick bench-held clean help
 
 all: help
 
@@ -18,6 +18,8 @@ help:
 	@echo "                for a second boot. With 'make serve' running: make sim GATEWAY=ws://127.0.0.1:7400/"
 	@echo "make test       type check + every test, exhaustive power cuts included (ends with 'N passed, N failed')"
 	@echo "make test-slow  every test, plus the 1000-phone fleet as a correctness test (SLOW=1)"
+	@echo "make test-pg    the stack-level suites with every store on PostgreSQL (STORE_URL, a database of the run's"
+	@echo "                own, dropped after; ~3 min, not part of make test)"
 	@echo "make test-cluster  the reference topology on several hosts of this machine (network namespaces;"
 	@echo "                loopback addresses without root): kill -9 and a cut link under a fleet of phones"
 	@echo "                (also part of make test); figures printed"
@@ -56,6 +58,10 @@ typecheck: deps
 
 test: deps tools services typecheck
 	node scripts/run-tests.mjs
+
+# The stack-level suites again with every store on PostgreSQL (~3 min on 2 loaded cores: not in make test).
+test-pg: deps services
+	node scripts/test-pg.mjs
 
 test-slow: deps tools
 	SLOW=1 node scripts/run-tests.mjs

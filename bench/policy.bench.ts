@@ -47,12 +47,12 @@ for (let k = 0; k < PERIODS; k++) {
   for (let g = 0; g < GATEWAYS; g++) {
     const r = reportOf(`gw-${g}`, P);
     const t0 = performance.now();
-    s.report(r);
+    await s.report(r);
     reportMs.push(performance.now() - t0);
   }
   clock.advanceTo((P + 1) * T + 1_000);
   const t0 = performance.now();
-  const u = s.tick()!;
+  const u = (await s.tick())!;
   updateMs.push(performance.now() - t0);
   for (const w of u.work.values()) rows += w.folded;
 }

@@ -58,7 +58,7 @@ const HELP = `usage: usbphone serve all [--state DIR] [--port BASE] [--host ADDR
     operator name, *port, *dbFile, store, *tls {cert, key}, *tokenKeyFile,
              monitoredPeriodDays, clients ["operator-client.json", ...] (registered, all scopes)
     store    absent or {"kind": "sqlite"}: SQLite in dbFile; {"kind": "postgres", "url":
-             "postgres://...", "schema"?} (every role but policy; no 'options' in the URL)
+             "postgres://...", "schema"?} (every role; no 'options' in the URL)
     redis    {"url": "redis://host:port", "namespace": "prod-1", "timeoutMs"?: 250}: what
              several instances share (attack window, replay caches; docs/architecture.md
              "What is shared, where"); without it each process keeps its own

@@ -140,11 +140,6 @@ export function storeFrom(c: Record<string, unknown>, file: string, dir: string)
   }
   return bad(file, `store.kind must be "sqlite" or "postgres", not ${JSON.stringify(o.kind)}`);
 }
-/** The SQLite file of a store choice, for a role whose PostgreSQL store is not wired yet (the policy server). */
-function sqliteOnly(s: StoreFileChoice, file: string): string {
-  if (s.kind === 'sqlite') return s.file;
-  return bad(file, 'store.kind "postgres": the policy server runs on SQLite in this build; use "sqlite"');
-}
 /** `"redis": {"url", "namespace", "timeoutMs"?}` (server-kit/redis.ts), or undefined. */
 function redisFrom(v: unknown, file: string): SharedStateConfig | undefined {
   if (v === undefined) return undefined;
@@ -357,7 +352,7 @@ export function policyConfigFrom(c: Record<string, unknown>, file: string): Poli
     host: typeof c.host === 'string' ? c.host : '127.0.0.1',
     adminPort: port(c.adminPort, file, 'adminPort')!,
     adminKey: readKeyFile(p(c.adminKeyFile, 'adminKeyFile'), 'admin key'),
-    dbFile: sqliteOnly(storeFrom(c, file, dir), file),
+    ...storeOf(c, file, dir),
     privateKey: readPolicyKey(p(c.policyKeyFile, 'policyKeyFile')).privateKey,
     initialTable: c.initialTable,
     periodMs,

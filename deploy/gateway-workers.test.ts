@@ -60,7 +60,7 @@ test('500 held connections across 2 workers: a new table reaches every one of th
   assert.ok(before.every((s) => s.tableVersion === v0));
   // The next period: the policy server signs a new table; every worker polls it and pushes it.
   clock.t += T;
-  assert.ok(policy.tick(), 'a new table');
+  assert.ok(await policy.tick(), 'a new table');
   const v1 = policy.latest().table.version;
   assert.ok(v1 > v0);
   const r = await gw.refreshTables();

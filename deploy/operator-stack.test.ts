@@ -36,7 +36,9 @@ test('the stack starts the operator: state files, /healthz over HTTPS, the bank 
   let stopped = false;
   try {
     const f = stateFiles(t.dir);
-    for (const k of [f.operatorTokenKey, f.operatorClient, join(f.tlsDir, 'ca-key.pem'), join(f.tlsDir, 'operator-key.pem'), f.operatorDb]) {
+    // The operator's SQLite file is private too (on PostgreSQL, STORE_URL, there is none).
+    const db = stack.store.choice.kind === 'sqlite' ? [f.operatorDb] : [];
+    for (const k of [f.operatorTokenKey, f.operatorClient, join(f.tlsDir, 'ca-key.pem'), join(f.tlsDir, 'operator-key.pem'), ...db]) {
       assert.is(statSync(k).mode & 0o777, 0o600, k);
     }
     assert.ok(existsSync(join(f.tlsDir, 'ca.pem')));

@@ -18,7 +18,7 @@ import { storeChoiceFrom, type StoreChoice } from '../server-kit/store-choice.ts
 import { makeDevice, register, DeviceWallet } from '../server-kit/test-device.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
-import { ensureStateKeys, regConfigFrom, bizConfigFrom } from './config.ts';
+import { ensureStateKeys, regConfigFrom, bizConfigFrom, policyConfigFrom, DEFAULT_INITIAL_TABLE } from './config.ts';
 import { tempDir } from './test-util.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 
@@ -74,6 +74,9 @@ test("a server configuration's store: absent or sqlite is the SQLite file, postg
     assert.equal(reg({ kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' }), { kind: 'postgres', url: 'postgres://u@db:5432/prod', schema: 'reg_eu' });
     const biz = bizConfigFrom({ name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: f.bizDb, storeKeyFile: f.storeKey, linkKeyFile: f.linkKey, adminKeyFile: f.adminKey, store: { kind: 'postgres', url: 'postgresql://db/x' } }, file);
     assert.equal(biz.store, { kind: 'postgres', url: 'postgresql://db/x' });
+    // The policy server too (it refused PostgreSQL before its process ran on the shared store).
+    const pol = policyConfigFrom({ adminPort: 0, adminKeyFile: f.adminKey, policyKeyFile: f.policyKey, initialTable: DEFAULT_INITIAL_TABLE, periodMs: 60_000, store: { kind: 'postgres', url: 'postgres://db/x', schema: 'policy_eu' } }, file);
+    assert.equal(pol.store, { kind: 'postgres', url: 'postgres://db/x', schema: 'policy_eu' });
     for (const bad of ['postgres', { kind: 'mysql', url: 'mysql://x' }, { kind: 'postgres' }, { kind: 'postgres', url: 'http://db/x' }, { kind: 'postgres', url: 'postgres://db/x', schema: 'Bad; DROP' },
       // found by review: a URL's ?options= overrode the schema (search_path into another role's store), and keys inside store went unchecked
       { kind: 'postgres', url: 'postgres://db/x?options=-c%20search_path%3Dreg', schema: 'biz' }, { kind: 'postgres', url: 'postgres://db/x', extra: 1 }]) {

@@ -1,17 +1,18 @@
 // The PostgreSQL schemas of an embedded stack on PG (issue 16): one prefix per state directory,
 // made once and kept in DIR/pg-schema, so a restart on the same directory finds its stores and
 // two stacks (two test runs, two sessions on one database) never share one. Each role's store
-// lives in <prefix>_reg, <prefix>_biz, <prefix>_operator. checkStores() runs every store's
+// lives in <prefix>_reg, <prefix>_biz, <prefix>_operator, <prefix>_policy. checkStores() runs every store's
 // integrity check on them (the stack-level crash tests and a cluster harness after its faults).
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
-import { pgUrl } from '../server-kit/pg.ts';
+import { pgUrl, dumpSchema } from '../server-kit/pg.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { PgRegStore } from '../reg-server/pg-store.ts';
 import { PgBizStore } from '../biz-server/pg-store.ts';
 import { PgOperatorStore } from '../operator-server/pg-store.ts';
+import { PgPolicyStore } from '../policy-server/pg-store.ts';
 
 const PREFIX_RE = /^s_[0-9a-f]{12}$/;
 
@@ -30,7 +31,7 @@ export function stackSchemaPrefix(stateDir: string): string {
 }
 
 /** The schema of each role's store under `prefix`. */
-export const stackSchemas = (prefix: string) => ({ reg: `${prefix}_reg`, biz: `${prefix}_biz`, operator: `${prefix}_operator` });
+export const stackSchemas = (prefix: string) => ({ reg: `${prefix}_reg`, biz: `${prefix}_biz`, operator: `${prefix}_operator`, policy: `${prefix}_policy` });
 
 /** Drops the schemas of a stack's stores (tests clean up the shared database with it). */
 export async function dropStackSchemas(url: string, prefix: string): Promise<void> {
@@ -44,12 +45,41 @@ export async function dropStackSchemas(url: string, prefix: string): Promise<voi
   }
 }
 
+/** Every row of every table of `schema` (tests that search a stack's stores for secrets, or read a column). */
+export async function schemaRows(url: string, schema: string): Promise<Record<string, Record<string, unknown>[]>> {
+  const c = new pg.Client({ connectionString: pgUrl(url) });
+  await c.connect();
+  try {
+    return await dumpSchema(c, schema);
+  } finally {
+    await c.end();
+  }
+}
+
+/** The rows of `schema` as one text (bytea as latin1): what a search for a secret in a SQLite file's bytes reads on PostgreSQL. */
+export async function schemaText(url: string, schema: string): Promise<string> {
+  const out: string[] = [];
+  for (const [t, rows] of Object.entries(await schemaRows(url, schema))) {
+    for (const r of rows) out.push(`${t}: ${Object.values(r).map((v) => (v instanceof Uint8Array ? Buffer.from(v).toString('latin1') : String(v))).join(' | ')}`);
+  }
+  return out.join('\n');
+}
+
 /**
  * The integrity check of every store of a deployment on PostgreSQL, each opened afresh: the
- * registration, operator and, with the storage key, the business and bank stores. Empty = whole.
+ * registration, operator, policy (when named) and, with the storage key, the business and bank
+ * stores. Empty = whole.
  */
-export async function checkStores(url: string, schemas: { reg: string; biz: string; operator: string }, storageKey?: Uint8Array): Promise<string[]> {
+export async function checkStores(url: string, schemas: { reg: string; biz: string; operator: string; policy?: string }, storageKey?: Uint8Array): Promise<string[]> {
   const out: string[] = [];
+  if (schemas.policy) {
+    const policy = await PgPolicyStore.open(url, schemas.policy);
+    try {
+      out.push(...(await policy.check()).map((p) => `policy: ${p}`));
+    } finally {
+      await policy.close();
+    }
+  }
   const reg = await PgRegStore.open(url, schemas.reg);
   try {
     out.push(...(await reg.check()).map((p) => `reg: ${p}`));

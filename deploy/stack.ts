@@ -150,7 +150,7 @@ export interface Stack {
   regStore: RegStore;
   bizStore: BizStore;
   /** The store choice in force (STORE_URL applied), and the PostgreSQL schema of each role's store when on PG. */
-  store: { choice: StoreChoice; prefix: string | null; schemas: { reg: string; biz: string; operator: string } | null };
+  store: { choice: StoreChoice; prefix: string | null; schemas: { reg: string; biz: string; operator: string; policy: string } | null };
   /** The mobile operator (S4), or undefined while stopped (stopOperator). */
   operator(): OperatorServer | undefined;
   /** Its base URL, https://host:port (the same across a stop and start). */
@@ -216,7 +216,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const prefix = storeChoice.kind === 'postgres' ? storeChoice.schema ?? stackSchemaPrefix(opts.stateDir) : null;
   const schemas = prefix ? stackSchemas(prefix) : null;
   /** A role's store choice: SQLite (its file in stateDir), or PostgreSQL in its own schema. */
-  const roleStore = (role: 'reg' | 'biz' | 'operator'): StoreChoice => (storeChoice.kind === 'sqlite' ? storeChoice : { kind: 'postgres', url: storeChoice.url, schema: schemas![role] });
+  const roleStore = (role: 'reg' | 'biz' | 'operator' | 'policy'): StoreChoice => (storeChoice.kind === 'sqlite' ? storeChoice : { kind: 'postgres', url: storeChoice.url, schema: schemas![role] });
   const placeOfRole = (role: 'reg' | 'biz', file: string): StorePlace => { const c = roleStore(role); return c.kind === 'sqlite' ? { kind: 'sqlite', file } : c; };
   const regStore = await openRegStore(placeOfRole('reg', files.regDb));
   let bizStore: BizStore;
@@ -339,7 +339,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     await startOperator();
     for (const b of DEFAULT_TOPOLOGY.biz) await startBiz(b.name);
     policy = await startPolicyServer({
-      name: POLICY_NAME, host, adminPort: ephemeral ? 0 : gatewayPort + POLICY_PORT_OFFSET, adminKey, dbFile: files.policyDb,
+      name: POLICY_NAME, host, adminPort: ephemeral ? 0 : gatewayPort + POLICY_PORT_OFFSET, adminKey, dbFile: files.policyDb, store: roleStore('policy'),
       privateKey: readPolicyKey(files.policyKey).privateKey, initialTable: DEFAULT_INITIAL_TABLE, periodMs,
       thresholds: opts.policyThresholds, tableLifetimeMs: opts.policyTableLifetimeMs,
       // The live page's S3 view: every table published, with the attacks of its period.

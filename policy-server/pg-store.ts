@@ -2,8 +2,8 @@
 // (store.ts), same rows and validators. A period's update (policy-server/update.ts) runs its
 // steps (server-kit/steps.ts) in one SERIALIZABLE transaction, retried whole on a serialization
 // failure; a report is taken in one transaction, a resend recognised by its digest. Schema
-// history starts here at version 1. The policy server process itself still opens SQLite (its
-// tick and report are synchronous): this store is ready for it, not yet wired (docs/features.md).
+// history starts here at version 1. The policy server process (server.ts) opens it when its
+// configuration names PostgreSQL; several processes may share one schema.
 import { openMigrated, tx, type PgPool, type PgMigration, type PgQueryable, type PgOptions } from '../server-kit/pg.ts';
 import { runStepsAsync, type Steps } from '../server-kit/steps.ts';
 import type { StorePlace } from '../server-kit/store-choice.ts';

@@ -1,8 +1,10 @@
-// The policy server over its real admin port (sealed admin RPC, real SQLite): idempotent
-// reports (S3.5), hostile reports refused with codes and nothing stored, a signed table per
-// period that the phone's check accepts (S3.10, S3.11), restart never going back, the period
-// timer on a fake clock, and attacks on one mechanism moving the phones' choice (S3.1).
-import { test } from 'uvu';
+// The policy server over its real admin port (sealed admin RPC), on both store back ends (the
+// matrix, server-kit/store-backends.ts: SQLite and PostgreSQL): idempotent reports (S3.5),
+// hostile reports refused with codes and nothing stored, a signed table per period that the
+// phone's check accepts (S3.10, S3.11), restart never going back, the period timer on a fake
+// clock, attacks on one mechanism moving the phones' choice (S3.1), and two policy servers on
+// one store publishing one table per period, each serving the latest stored one (issue 16).
+import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { verifyTable, chooseMechanism, MECH_STRENGTH, TableLimits, type AttackTable } from '../protocol/attack-table.ts';
@@ -12,19 +14,26 @@ import type { CborValue } from '../protocol/cbor.ts';
 import { AdminClient, AdminError } from '../server-kit/admin-rpc.ts';
 import { adminCall, POLICY_ADMIN_LIMITS, type AttackReport } from '../server-kit/admin-messages.ts';
 import { setLogLevel } from '../server-kit/log.ts';
+import { backends } from '../server-kit/store-backends.ts';
+import type { StorePlace } from '../server-kit/store-choice.ts';
 import { startPolicyServer, type PolicyServer, type PolicyConfig, type PublishedTable } from './server.ts';
-import { tempDir, FakeClock, PATENT_SITES } from './test-util.ts';
+import { FakeClock, PATENT_SITES } from './test-util.ts';
 
 setLogLevel('error');
 const T = 60_000;
 const T0 = 1_800_000_000_000; // a period boundary (T divides it)
 const adminKey = new Uint8Array(32).fill(5);
 const privateKey = sha256(new TextEncoder().encode('server test policy key'));
-const tmp = tempDir();
-let dbN = 0;
-const cfgFor = (clock: FakeClock, over: Partial<PolicyConfig> = {}): PolicyConfig => ({
-  host: '127.0.0.1', adminPort: 0, adminKey, dbFile: tmp.file(`p${dbN++}.db`), privateKey, initialTable: PATENT_SITES, periodMs: T, clock, timer: false, ...over,
-});
+const storeOf = (place: StorePlace): Pick<PolicyConfig, 'dbFile' | 'store'> =>
+  place.kind === 'sqlite' ? { dbFile: place.file } : { dbFile: '', store: place };
+/** Waits (bounded) until `ok` holds: the period timer's update runs after the timer fires. */
+async function until(ok: () => boolean, what: string): Promise<void> {
+  const end = Date.now() + 5_000;
+  while (!ok()) {
+    if (Date.now() > end) assert.unreachable(`not within 5 s: ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
 const clientFor = (s: PolicyServer) => new AdminClient({ target: s.name, url: s.adminUrl, key: adminKey, limits: POLICY_ADMIN_LIMITS });
 const rep = (gateway: string, periodId: number, sites: AttackReport['sites']): AttackReport => ({ gateway, periodId, periodMs: T, sites });
 async function rejects(f: () => Promise<unknown>, code: string, what: string): Promise<void> {
@@ -36,7 +45,13 @@ async function rejects(f: () => Promise<unknown>, code: string, what: string): P
   }
   assert.unreachable(`${what}: accepted`);
 }
-test.after(() => tmp.remove());
+
+for (const b of backends()) {
+const test = suite(`policy server [${b.name}]`);
+const cfgFor = (clock: FakeClock, over: Partial<PolicyConfig> = {}): PolicyConfig => ({
+  host: '127.0.0.1', adminPort: 0, adminKey, ...storeOf(b.place('policy')), privateKey, initialTable: PATENT_SITES, periodMs: T, clock, timer: false, ...over,
+});
+test.after(() => b.cleanup());
 
 test('idempotent reports: a resend, a reordered resend and a duplicate are taken once; two gateways are summed', async () => {
   const clock = new FakeClock(T0 + 1_000);
@@ -52,21 +67,21 @@ test('idempotent reports: a resend, a reordered resend and a duplicate are taken
     // Another gateway, same period: summed. A report of an earlier period arriving after a later one: counted in its own.
     assert.equal(await adminCall(c, 'reportAttacks', rep('gw-2', P, [{ site: 'a', total: 4_000, perMech: { password: 3_000, fingerprint: 1_000 } }])), { accepted: true, duplicate: false });
     assert.equal(await adminCall(c, 'reportAttacks', rep('gw-2', P - 1, [{ site: 'c', total: 1, perMech: {} }])), { accepted: true, duplicate: false });
-    assert.equal(s.store.counts(), { reports: 3, pending: 4, tables: 1 });
+    assert.equal((await s.store.counts()), { reports: 3, pending: 4, tables: 1 });
     clock.advanceTo(T0 + T + 1_000);
-    const r = s.tick()!;
+    const r = (await s.tick())!;
     const a = r.table.sites.find((x) => x.site === 'a')!;
     // 7000 + 4000 = 11000 -> 3rd level; password 10000/11000, fingerprint 1000/11000.
     assert.is(a.level, 3);
     assert.equal(a.mechs.map((m) => [m.mech, m.ratePpm]), [['password', 909_090], ['otp', 0], ['fingerprint', 90_909]]);
-    assert.equal(s.store.sitePeriod('a', P), { total: 11_000, password: 10_000, fingerprint: 1_000, otp: 0, rows: 2 });
-    assert.equal(s.store.sitePeriod('c', P - 1), { total: 1, password: 0, fingerprint: 0, otp: 0, rows: 1 });
+    assert.equal((await s.store.sitePeriod('a', P)), { total: 11_000, password: 10_000, fingerprint: 1_000, otp: 0, rows: 2 });
+    assert.equal((await s.store.sitePeriod('c', P - 1)), { total: 1, password: 0, fingerprint: 0, otp: 0, rows: 1 });
     // A resend after the update is still a duplicate: not counted twice.
     assert.equal(await adminCall(c, 'reportAttacks', r1), { accepted: true, duplicate: true });
-    assert.is(s.store.counts().pending, 0);
+    assert.is((await s.store.counts()).pending, 0);
     // The same gateway and period with other counts: refused, the first report stands.
     await rejects(() => adminCall(c, 'reportAttacks', { ...r1, sites: [{ site: 'a', total: 1, perMech: {} }] }), 'POLICY_REPORT_CONFLICT', 'conflict');
-    assert.equal(s.store.sitePeriod('a', P)!.total, 11_000);
+    assert.equal((await s.store.sitePeriod('a', P))!.total, 11_000);
   } finally {
     c.close();
     await s.close();
@@ -99,7 +114,7 @@ test('hostile reports at reportAttacks are refused with codes and nothing is sto
       ['another period length', raw([site('a', 1, new Map())], P, T * 2), 'POLICY_BAD_PERIOD'],
       ['an unknown site', raw([site('a', 1, new Map()), site('zz', 1, new Map())]), 'POLICY_UNKNOWN_SITE'],
     ];
-    const before = s.store.counts();
+    const before = (await s.store.counts());
     for (const [what, args, code] of cases) {
       await rejects(() => c.call('reportAttacks', args), code, what);
     }
@@ -114,10 +129,10 @@ test('hostile reports at reportAttacks are refused with codes and nothing is sto
     } finally {
       big.close();
     }
-    assert.equal(s.store.counts(), before, 'nothing stored');
+    assert.equal((await s.store.counts()), before, 'nothing stored');
     // A report too old to count is acknowledged (the gateway stops resending) but not stored.
     assert.equal(await adminCall(c, 'reportAttacks', rep('gw-1', P - 10, [{ site: 'a', total: 1, perMech: {} }])), { accepted: false, duplicate: false });
-    assert.equal(s.store.counts(), before);
+    assert.equal((await s.store.counts()), before);
     const m = await (await fetch(s.adminUrl.replace('/admin', '/metrics'))).text();
     assert.match(m, /usbphone_policy_reports_total\{result="refused",server="policy"\} 4/);
     assert.match(m, /usbphone_policy_reports_total\{result="late",server="policy"\} 1/);
@@ -145,8 +160,8 @@ test('latestTable: a new signed version each period, which the phone accepts; re
     assert.is(held, 1);
     for (let k = 1; k <= 3; k++) {
       clock.advanceTo(T0 + k * T + 1_000);
-      assert.ok(s.tick());
-      assert.is(s.tick(), null, 'one update per period');
+      assert.ok(await s.tick());
+      assert.is(await s.tick(), null, 'one update per period');
       await take();
     }
     assert.is(held, 4);
@@ -199,11 +214,12 @@ test('the timer runs the update at each period boundary plus the grace (fake clo
   try {
     assert.is(s.latest().table.version, 1);
     clock.advanceTo(T0 + T + 1_999);
+    await new Promise((r) => setTimeout(r, 30));
     assert.is(s.latest().table.version, 1, 'not before the grace');
     clock.advanceTo(T0 + T + 2_000);
-    assert.is(s.latest().table.version, 2);
+    await until(() => s.latest().table.version === 2, 'version 2');
     clock.advanceTo(T0 + 4 * T + 2_000);
-    assert.is(s.latest().table.version, 5);
+    await until(() => s.latest().table.version === 5, 'version 5');
     assert.is(clock.pending(), 1);
   } finally {
     await s.close();
@@ -230,7 +246,7 @@ test('attacks on one mechanism move the phones: after the period, the least atta
     // Attackers hammer the password of biz-east and the otp of biz-west in period P.
     await adminCall(c, 'reportAttacks', rep('gateway', T0 / T, [{ site: 'biz-east', total: 900, perMech: { password: 850, otp: 30, fingerprint: 20 } }, { site: 'biz-west', total: 50, perMech: { otp: 50 } }]));
     clock.advanceTo(T0 + T + 1_000);
-    s.tick();
+    await s.tick();
     const after = await choose(first.t, 'biz-east');
     assert.equal([...after.picks], ['fingerprint']);
     // biz-west: otp is attacked and the password is not, but the floor is otp: still otp.
@@ -253,10 +269,10 @@ test('onTable: told of the table held at start and of each published one, with t
   } }));
   try {
     assert.equal(seen.map((t) => [t.table.version, t.periodId]), [[1, T0 / T]]);
-    s.report(rep('gw-1', T0 / T, [{ site: 'a', total: 6_000, perMech: { password: 6_000 } }]));
+    await s.report(rep('gw-1', T0 / T, [{ site: 'a', total: 6_000, perMech: { password: 6_000 } }]));
     clock.advanceTo(T0 + T + 1_000);
     fail = true;
-    const r = s.tick()!;
+    const r = (await s.tick())!;
     assert.is(r.table.version, 2, 'published although the listener threw');
     const last = seen.at(-1)!;
     assert.equal([last.table.version, last.periodId], [2, T0 / T + 1]);
@@ -268,4 +284,50 @@ test('onTable: told of the table held at start and of each published one, with t
   }
 });
 
+test('two policy servers on one store: one table per period whoever updates, each serves the latest stored table, a stale one adopts it', async () => {
+  const clock = new FakeClock(T0 + 1_000);
+  const cfg = cfgFor(clock);
+  const a = await startPolicyServer({ ...cfg, name: 'policy-a' });
+  const bs = await startPolicyServer({ ...cfg, name: 'policy-b' });
+  const ca = new AdminClient({ target: a.name, url: a.adminUrl, key: adminKey, limits: POLICY_ADMIN_LIMITS });
+  const cb = new AdminClient({ target: bs.name, url: bs.adminUrl, key: adminKey, limits: POLICY_ADMIN_LIMITS });
+  try {
+    assert.is(a.latest().table.version, 1);
+    assert.equal(bs.latest().signed, a.latest().signed, 'the second server adopted the first one\'s version 1');
+    const P = T0 / T;
+    // Reports to either server land in the one store and are counted once.
+    await adminCall(ca, 'reportAttacks', rep('gw-1', P, [{ site: 'a', total: 7_000, perMech: { password: 7_000 } }]));
+    assert.equal(await adminCall(cb, 'reportAttacks', rep('gw-1', P, [{ site: 'a', total: 7_000, perMech: { password: 7_000 } }])), { accepted: true, duplicate: true });
+    await adminCall(cb, 'reportAttacks', rep('gw-2', P, [{ site: 'a', total: 4_000, perMech: { password: 4_000 } }]));
+    // Both update period P+1 at once: one table is stored, the other server's update is refused and it adopts that table.
+    clock.advanceTo(T0 + T + 1_000);
+    const [ra, rb] = await Promise.all([a.tick(), bs.tick()]);
+    assert.is([ra, rb].filter((r) => r !== null).length, 1, 'exactly one server published');
+    assert.is((await a.store.counts()).tables, 2);
+    assert.equal(a.latest().signed, bs.latest().signed);
+    assert.is(a.latest().table.version, 2);
+    assert.is(a.latest().table.sites.find((x) => x.site === 'a')!.level, 3, '7000 + 4000 counted once each');
+    // Period P+2: only a updates; b serves a's table at once (read from the store), then its own tick finds it published.
+    clock.advanceTo(T0 + 2 * T + 1_000);
+    assert.ok(await a.tick());
+    const served = verifyTable(await adminCall(cb, 'latestTable', {}), bs.publicKey, clock.now(), 2);
+    assert.ok(served.ok && served.table.version === 3, 'b serves the table a published');
+    assert.is(await bs.tick(), null, 'b does not publish a second table for the period');
+    // Period P+3: a updates alone (version 4); P+4: b, stale in memory (version 3), updates from the stored table: version 5.
+    clock.advanceTo(T0 + 3 * T + 1_000);
+    assert.is((await a.tick())?.table.version, 4);
+    await a.close();
+    clock.advanceTo(T0 + 4 * T + 1_000);
+    assert.is(bs.latest().table.version, 3, 'b has not seen version 4');
+    assert.is((await bs.tick())?.table.version, 5);
+    assert.is((await bs.store.check()).length, 0, 'the store passes its check');
+  } finally {
+    ca.close();
+    cb.close();
+    await bs.close();
+    await a.close().catch(() => {});
+  }
+});
+
 test.run();
+}

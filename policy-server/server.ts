@@ -4,6 +4,12 @@
 // port; and a timer that runs the period update (update.ts) at the start of each period T,
 // `graceMs` after the boundary so that the gateways' reports of the period just ended are in.
 // The clock is injectable: tests drive periods without waiting.
+// Its store is SQLite (dbFile) or PostgreSQL (issue 16): several policy servers may share one
+// PostgreSQL schema. Each period's update is one transaction whose table version must be above
+// every stored one, so when two of them update the same period one table is stored and the other
+// server's update is refused (POLICY_VERSION_ORDER): it adopts the stored table instead. Before
+// each update and on every latestTable request a server reloads the store's latest table, so it
+// serves what any of them published, not only what it signed itself.
 import { createServer, type Server } from 'node:http';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { encode } from '../protocol/cbor.ts';
@@ -13,7 +19,10 @@ import { adminListener, AdminError, type AdminOp } from '../server-kit/admin-rpc
 import { adminOps, ADMIN_MESSAGES, POLICY_ADMIN_LIMITS, type AttackReport, type ReportResult } from '../server-kit/admin-messages.ts';
 import { listen, closeServer } from '../server-kit/host.ts';
 import { createLogger } from '../server-kit/log.ts';
-import { SqlitePolicyStore, ZERO, type Counts } from './store.ts';
+import { ZERO, type Counts, type PolicyStore, type TableRow } from './store.ts';
+import { openPolicyStore } from './pg-store.ts';
+import { call } from '../server-kit/steps.ts';
+import { placeOf, type StoreChoice } from '../server-kit/store-choice.ts';
 import { PolicyMetrics } from './metrics.ts';
 import { checkParams, updatePeriod, defaultFloorPpm, DEFAULT_THRESHOLDS, DEFAULT_BUDGET_ROWS, type PolicyParams, type UpdateResult } from './update.ts';
 
@@ -39,6 +48,8 @@ export interface PolicyConfig {
   adminPort: number | null;
   adminKey: Uint8Array;
   dbFile: string;
+  /** The store (issue 16): absent or { kind: 'sqlite' } = dbFile; { kind: 'postgres', url, schema? } = shared PostgreSQL. */
+  store?: StoreChoice;
   /** Ed25519 seed (policy-server/keys.ts). */
   privateKey: Uint8Array;
   /** The configured initial table, JSON form (protocol/attack-table.ts initialTable); the phones ship with the same. */
@@ -82,14 +93,19 @@ export interface PolicyServer {
   /** The public key the phones hold. */
   publicKey: Uint8Array;
   params: PolicyParams;
-  store: SqlitePolicyStore;
+  store: PolicyStore;
   metrics: PolicyMetrics;
-  /** The latest published table and its signed bytes. */
+  /** The latest table this server knows and its signed bytes (reload() reads the store's). */
   latest(): { table: AttackTable; signed: Uint8Array; periodId: number };
+  /** Adopts the store's latest table when it is newer than latest() (another policy server published it); returns latest(). */
+  reload(): Promise<{ table: AttackTable; signed: Uint8Array; periodId: number }>;
   /** What reportAttacks does with a validated report (the admin op calls this). */
-  report(r: AttackReport): ReportResult;
-  /** Runs the update of the current period if it has not run yet; null when it has. */
-  tick(): UpdateResult | null;
+  report(r: AttackReport): Promise<ReportResult>;
+  /**
+   * Runs the update of the current period if no table of it is stored yet; null when one is
+   * (this server's, or another's on the same PostgreSQL schema: then latest() is that one).
+   */
+  tick(): Promise<UpdateResult | null>;
   /** The admin operations (reportAttacks, latestTable) as the admin endpoint serves them (server-kit/admin-rpc.ts adminHandler). */
   ops: Record<string, AdminOp>;
   close(): Promise<void>;
@@ -122,43 +138,66 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
   const sites = new Set(config.sites.map((s) => s.site));
   const publicKey = tablePublicKey(cfg.privateKey);
   const metrics = new PolicyMetrics(name);
-  const store = new SqlitePolicyStore(cfg.dbFile);
+  const place = placeOf(cfg.store ?? { kind: 'sqlite' }, cfg.dbFile);
+  const where = place.kind === 'sqlite' ? place.file : `PostgreSQL schema ${place.schema ?? 'policy'}`;
+  const store = await openPolicyStore(place);
   const period = () => Math.floor(clock.now() / T);
 
   let latest: { table: AttackTable; signed: Uint8Array; periodId: number };
   let server: Server | null = null;
   const timer: { cancel: (() => void) | null } = { cancel: null };
   try {
-    const row = store.latestTable();
-    if (row) {
-      // The store must hold our own tables: verify the last one (at its issue time: it may
-      // have expired while the server was down) before continuing its versions.
+    // The store must hold our own tables: verify a stored one (at its issue time: it may have
+    // expired since) before continuing its versions or serving it.
+    const adopt = (row: TableRow) => {
       const v = verifyTable(row.signed, publicKey, row.issuedAt, null);
-      if (!v.ok) throw new ImplementationError('POLICY_KEY_MISMATCH', `${cfg.dbFile}: the latest table (version ${row.version}) does not verify under this policy key (${v.code})`);
+      if (!v.ok) throw new ImplementationError('POLICY_KEY_MISMATCH', `${where}: the latest table (version ${row.version}) does not verify under this policy key (${v.code})`);
       if (v.table.version !== row.version) throw new ImplementationError('STORE_CORRUPT_ROW', `table row ${row.version} holds version ${v.table.version}`);
-      latest = { table: v.table, signed: row.signed, periodId: row.periodId };
+      return { table: v.table, signed: row.signed, periodId: row.periodId };
+    };
+    const row = await store.latestTable();
+    if (row) {
+      latest = adopt(row);
     } else {
-      // First start: the configured initial table, signed as version 1.
+      // First start: the configured initial table, signed as version 1. Another policy server
+      // starting on the same schema may store its version 1 first: then that one is adopted.
       const now = clock.now();
       const t: AttackTable = { ...config, version: 1, issuedAt: now, expiresAt: now + params.tableLifetimeMs };
-      const r = updateFirst(store, t, period(), cfg.privateKey);
-      latest = { table: t, signed: r, periodId: period() };
+      try {
+        latest = { table: t, signed: await storeFirst(store, t, period(), cfg.privateKey), periodId: period() };
+      } catch (e) {
+        const won = await store.latestTable();
+        if (!won) throw e;
+        latest = adopt(won);
+      }
     }
     metrics.tableVersion.set(latest.table.version);
-    const published = () => {
+
+    const reload = async () => {
+      const r = await store.latestTable();
+      if (r && r.version > latest.table.version) {
+        latest = adopt(r);
+        metrics.tableVersion.set(latest.table.version);
+      }
+      return latest;
+    };
+
+    const published = async () => {
       if (!cfg.onTable) return;
       try {
-        const attacks = new Map(latest.table.sites.map((s) => {
-          const c = store.sitePeriod(s.site, latest.periodId - 1);
-          return [s.site, c ? { total: c.total, password: c.password, otp: c.otp, fingerprint: c.fingerprint } : { ...ZERO }] as const;
-        }));
-        cfg.onTable({ table: latest.table, periodId: latest.periodId, attacks });
+        const { table, periodId } = latest;
+        const attacks = new Map<string, Counts>();
+        for (const s of table.sites) {
+          const c = await store.sitePeriod(s.site, periodId - 1);
+          attacks.set(s.site, c ? { total: c.total, password: c.password, otp: c.otp, fingerprint: c.fingerprint } : { ...ZERO });
+        }
+        cfg.onTable({ table, periodId, attacks });
       } catch (e) {
         log.warn('table listener failed', { error: (e as Error).message.slice(0, 200) });
       }
     };
 
-    const report = (r: AttackReport): ReportResult => {
+    const report = async (r: AttackReport): Promise<ReportResult> => {
       const current = period();
       if (r.periodMs !== T) {
         metrics.reports.inc({ result: 'refused' });
@@ -183,7 +222,7 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       const digest = sha256(encode(ADMIN_MESSAGES.reportAttacks.encodeArgs(sorted)));
       let result: 'new' | 'duplicate';
       try {
-        result = store.addReport(r, digest, clock.now());
+        result = await store.addReport(r, digest, clock.now());
       } catch (e) {
         if (e instanceof ImplementationError && e.code === 'POLICY_REPORT_CONFLICT') {
           metrics.reports.inc({ result: 'refused' });
@@ -198,13 +237,31 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       return { accepted: true, duplicate: result === 'duplicate' };
     };
 
-    const tick = (): UpdateResult | null => {
+    // One update at a time in this process (the timer's and a caller's tick()).
+    let running: Promise<unknown> = Promise.resolve();
+    // The period is the one current when tick() is called (a timer that fired late still updates its own).
+    const tick = (): Promise<UpdateResult | null> => {
       const P = period();
+      const run = running.then(() => update(P), () => update(P));
+      running = run.catch(() => {});
+      return run;
+    };
+    const update = async (P: number): Promise<UpdateResult | null> => {
+      await reload();
       if (latest.periodId >= P) return null;
       const t0 = performance.now();
-      const r = updatePeriod(store, config, latest.table, P, clock.now(), params, cfg.privateKey);
+      let r: UpdateResult;
+      try {
+        r = await updatePeriod(store, config, latest.table, P, clock.now(), params, cfg.privateKey);
+      } catch (e) {
+        // Another policy server on the same store published this period's table first.
+        if (!(e instanceof ImplementationError && e.code === 'POLICY_VERSION_ORDER')) throw e;
+        await reload();
+        log.info('table published by another policy server', { version: latest.table.version, periodId: latest.periodId });
+        return null;
+      }
       latest = { table: r.table, signed: r.signed, periodId: P };
-      const dropped = store.prune(P - params.maxLagPeriods - 1);
+      const dropped = await store.prune(P - params.maxLagPeriods - 1);
       let folded = 0, backlog = 0;
       for (const w of r.work.values()) {
         folded += w.folded;
@@ -212,12 +269,12 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       }
       metrics.rowsFolded.inc(folded);
       metrics.rowsDropped.inc(dropped);
-      metrics.pendingRows.set(store.counts().pending);
+      metrics.pendingRows.set((await store.counts()).pending);
       metrics.tableVersion.set(r.table.version);
       metrics.updateSeconds.set((performance.now() - t0) / 1000);
       if (dropped > 0) log.warn('pending rows dropped beyond the lag window', { dropped, periodId: P });
       log.info('table published', { version: r.table.version, periodId: P, folded, backlog });
-      published();
+      await published();
       return r;
     };
 
@@ -225,18 +282,14 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       const now = clock.now();
       const next = (Math.floor(now / T) + 1) * T + graceMs;
       timer.cancel = clock.setTimer(() => {
-        try {
-          tick();
-        } catch (e) {
-          log.error('period update failed', { err: (e as Error).stack ?? String(e) });
-        }
+        tick().catch((e: unknown) => log.error('period update failed', { err: (e as Error).stack ?? String(e) }));
         schedule();
       }, next - now);
     };
 
     const ops = adminOps({
       reportAttacks: report,
-      latestTable: () => latest.signed,
+      latestTable: async () => (await reload()).signed,
     });
     const admin = adminListener({ key: cfg.adminKey, name, limits: POLICY_ADMIN_LIMITS, ops });
     server = cfg.adminPort === null ? null : createServer((req, res) => {
@@ -251,7 +304,7 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
     });
     const adminPort = server ? await listen(server, cfg.adminPort!, cfg.host) : 0;
     // A period that began while the server was down gets its table now.
-    if (tick() === null) published();
+    if ((await tick()) === null) await published();
     if (cfg.timer !== false) schedule();
     log.info('listening', { adminPort, version: latest.table.version, sites: config.sites.length });
     const s = server;
@@ -264,26 +317,30 @@ export async function startPolicyServer(cfg: PolicyConfig): Promise<PolicyServer
       store,
       metrics,
       latest: () => latest,
+      reload,
       report,
       tick,
       ops,
       async close() {
         timer.cancel?.();
         if (s) await closeServer(s);
-        store.close();
+        await running;
+        await store.close();
       },
     };
   } catch (e) {
     timer.cancel?.();
     if (server) await closeServer(server);
-    store.close();
+    await store.close();
     throw e;
   }
 }
 
 /** Signs and stores the first table (version 1: the configured initial table). */
-function updateFirst(store: SqlitePolicyStore, t: AttackTable, periodId: number, privateKey: Uint8Array): Uint8Array {
+async function storeFirst(store: PolicyStore, t: AttackTable, periodId: number, privateKey: Uint8Array): Promise<Uint8Array> {
   const signed = signTable(t, privateKey);
-  store.transaction(() => store.putTable({ version: t.version, periodId, issuedAt: t.issuedAt, expiresAt: t.expiresAt, signed }));
+  await store.atomically(function* (ops) {
+    yield* call(ops.putTable({ version: t.version, periodId, issuedAt: t.issuedAt, expiresAt: t.expiresAt, signed }));
+  });
   return signed;
 }

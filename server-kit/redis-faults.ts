@@ -66,10 +66,19 @@ export async function blackholeRedis(port = 0): Promise<{ url: string; close(): 
 /** A proxy to the real Redis that can freeze (hold every byte both ways) and thaw; on `host` (default loopback). */
 export async function freezableRedis(target = REDIS_URL, port = 0, host = '127.0.0.1'): Promise<FaultyRedis> {
   const u = new URL(target);
+  const p = await freezableProxy({ host: u.hostname, port: Number(u.port || 6379) }, port, host);
+  return { ...p, url: `redis://${host}:${p.port}` };
+}
+
+/**
+ * A TCP forwarder to `target` listening on `host`:`port` that can freeze and thaw (the cluster
+ * harness's way for the hosts in their namespaces to reach Redis and PostgreSQL on loopback).
+ */
+export async function freezableProxy(target: { host: string; port: number }, port = 0, host = '127.0.0.1'): Promise<Omit<FaultyRedis, 'url'> & { port: number }> {
   let frozen = false;
   const pairs = new Set<{ a: Socket; b: Socket; held: [Socket, Buffer][] }>();
   const server = createServer((a) => {
-    const b = connect(Number(u.port || 6379), u.hostname);
+    const b = connect(target.port, target.host);
     const pair = { a, b, held: [] as [Socket, Buffer][] };
     pairs.add(pair);
     const fwd = (to: Socket) => (d: Buffer) => (frozen ? pair.held.push([to, d]) : to.write(d));
@@ -85,7 +94,7 @@ export async function freezableRedis(target = REDIS_URL, port = 0, host = '127.0
   });
   const p = await listen(server, port, host);
   return {
-    url: `redis://${host}:${p}`,
+    port: p,
     freeze: () => void (frozen = true),
     thaw() {
       frozen = false;

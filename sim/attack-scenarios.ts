@@ -124,13 +124,13 @@ export function choiceCheck(ch: Choice, attacked: Mechanism, floor: Mechanism = 
 
 // ---- the table as the policy server published it ----
 
-function describeTable(stack: Stack, t: AttackTable, periodId: number): string {
-  return t.sites
-    .map((s) => {
-      const c = stack.policy.store.sitePeriod(s.site, periodId - 1);
-      return `${s.site} level ${s.level}, degree ${pct(s.degreePpm)}: ${s.mechs.map((m) => `${m.mech} ${pct(m.ratePpm)}`).join(', ')} (${c?.total ?? 0} attack(s) in period ${periodId - 1})`;
-    })
-    .join(' | ');
+async function describeTable(stack: Stack, t: AttackTable, periodId: number): Promise<string> {
+  const out: string[] = [];
+  for (const s of t.sites) {
+    const c = await stack.policy.store.sitePeriod(s.site, periodId - 1);
+    out.push(`${s.site} level ${s.level}, degree ${pct(s.degreePpm)}: ${s.mechs.map((m) => `${m.mech} ${pct(m.ratePpm)}`).join(', ')} (${c?.total ?? 0} attack(s) in period ${periodId - 1})`);
+  }
+  return out.join(' | ');
 }
 
 /** Waits (bounded) for the policy server to publish a table with version > `after`. */
@@ -202,7 +202,7 @@ async function attackShiftsMechanism(c: AttackContext): Promise<Result> {
         break;
       }
       version = t.table.version;
-      c.say(`[round ${round}, ${phase}] table v${version} (period ${t.periodId}): ${describeTable(stack, t.table, t.periodId)}`);
+      c.say(`[round ${round}, ${phase}] table v${version} (period ${t.periodId}): ${await describeTable(stack, t.table, t.periodId)}`);
       // The registration servers poll every tablePollMs: give them three polls to have it.
       await sleep(3 * SHIFT_WORLD.tablePollMs);
       const counts = new Map<string, number>();
@@ -228,7 +228,7 @@ async function attackShiftsMechanism(c: AttackContext): Promise<Result> {
       const last = choices.filter((x) => x.round === round);
       if (last.length) c.say(`  [round ${round}] choices: ${last.map((x) => `${x.choice.mech} (table v${x.choice.version ?? '-'}, ${x.check.why})`).join('; ')}`);
       for (const s of t.table.sites) {
-        const cnt = stack.policy.store.sitePeriod(s.site, t.periodId - 1);
+        const cnt = await stack.policy.store.sitePeriod(s.site, t.periodId - 1);
         for (const m of s.mechs) {
           rows.push({ round, phase, version, periodId: t.periodId, site: s.site, level: s.level, degreePpm: s.degreePpm, mech: m.mech, ratePpm: m.ratePpm, attacks: cnt ? cnt[m.mech] : 0, choices: counts.get(`${s.site}/${m.mech}`) ?? 0 });
         }

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import Database from 'better-sqlite3';
+import { schemaRows } from '../deploy/stack-schemas.ts';
 import { runStory, STORIES } from './scenarios.ts';
 import { BANK_STORIES, STORY_PASSWORD, storyCard, person } from './bank-scenarios.ts';
 import { startWorld, TraceHost } from './world.ts';
@@ -83,10 +84,17 @@ test('a full bank run captured: the password is in no WebSocket payload, log lin
       assert.not.ok(logText.includes(e.needle), `the password as ${e.what} in a log line`);
       assert.not.ok(trace.includes(e.needle), `the password as ${e.what} in the trace`);
     }
-    // The verifier: its hash and salt, outside the verifier column.
-    const db = new Database(join(dir, 'biz-accounts.sqlite'), { readonly: true });
-    const verifier = (db.prepare('SELECT verifier FROM bank_accounts').get() as { verifier: string }).verifier;
-    db.close();
+    // The verifier: its hash and salt, outside the verifier column (its row in the SQLite file,
+    // or in the stack's PostgreSQL schema when the run is on PG: STORE_URL, make test-pg).
+    const onPg = world.stack.store.choice.kind === 'postgres' ? world.stack.store : null;
+    let verifier: string;
+    if (onPg?.choice.kind === 'postgres' && onPg.schemas) {
+      verifier = (await schemaRows(onPg.choice.url, onPg.schemas.biz)).bank_accounts![0]!.verifier as string;
+    } else {
+      const db = new Database(join(dir, 'biz-accounts.sqlite'), { readonly: true });
+      verifier = (db.prepare('SELECT verifier FROM bank_accounts').get() as { verifier: string }).verifier;
+      db.close();
+    }
     const [, , , salt, hash] = verifier.split('$');
     assert.match(verifier, /^\$scrypt\$ln=12,r=8,p=1\$/);
     for (const part of [hash!, salt!]) {
@@ -96,7 +104,7 @@ test('a full bank run captured: the password is in no WebSocket payload, log lin
     // Every file of the state directory: the password in no encoding; the verifier only in the database.
     await world.stack.stop();
     const files = filesUnder(dir);
-    assert.ok(files.some((f) => f.endsWith('biz-accounts.sqlite')));
+    if (!onPg) assert.ok(files.some((f) => f.endsWith('biz-accounts.sqlite')));
     for (const f of files) {
       const text = readFileSync(f).toString('latin1');
       for (const e of encodings(STORY_PASSWORD)) assert.not.ok(text.includes(e.needle), `the password as ${e.what} in ${f}`);

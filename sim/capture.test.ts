@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { startWorld, TraceHost } from './world.ts';
+import { schemaText } from '../deploy/stack-schemas.ts';
 import { setLogSink, addLogListener } from '../server-kit/log.ts';
 import { encodings, byteEncodings, captureWebSocketSends, filesUnder } from './needles.ts';
 import { memoryNvm } from '../firmware/secure/nvm.ts';
@@ -79,8 +80,15 @@ test('the person layer captured: a bank registration, a login with the one-time 
     assert.ok(sent.length > 20, `${sent.length} payloads captured`);
     await world.stack.stop();
     const files = filesUnder(dir);
-    assert.ok(files.some((f) => f.endsWith('biz-accounts.sqlite')));
+    // The stores: the SQLite file among the files, or on PostgreSQL (STORE_URL, make test-pg) every row of the stack's schemas.
+    const st = world.stack.store;
+    const pgRows: [string, string][] = [];
+    if (st.choice.kind === 'postgres' && st.schemas) {
+      for (const s of Object.values(st.schemas)) pgRows.push([`PostgreSQL schema ${s}`, await schemaText(st.choice.url, s)]);
+      assert.ok(pgRows.some(([, t]) => t.includes('bank_person')), 'the bank rows were read');
+    } else assert.ok(files.some((f) => f.endsWith('biz-accounts.sqlite')));
     const places: [string, string][] = [
+      ...pgRows,
       ['a WebSocket payload', Buffer.concat(sent).toString('latin1')],
       ['a log line', logs.join('\n')],
       ['the trace', host.events.map((e) => `${e.step} ${e.detail}`).join('\n')],

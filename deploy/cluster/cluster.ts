@@ -1,12 +1,13 @@
 // The cluster harness (issue 16, `make test-cluster`): the reference topology (topology.ts) on
 // several hosts of one machine (hosts.ts: network namespaces, or loopback addresses when this
 // machine forbids them), every role its own `usbphone serve <role> --config FILE` process, the
-// stores shared as SQLite files on the one filesystem (WAL across processes of one kernel), the
-// shared state in the real Redis (reached from the namespaces through a forwarder on the
-// bridge). A fleet of scripted phones (server-kit/test-device.ts: the protocol's client
+// stores on the real PostgreSQL in fresh schemas of this run (deploy/stack-schemas.ts, dropped
+// after), reached from the namespaces through a forwarder on the bridge as Redis is, or with
+// `store: 'sqlite'` (CLUSTER_STORE=sqlite) as SQLite files shared on the one filesystem (WAL
+// across processes of one kernel); the shared state in the real Redis. A fleet of scripted phones (server-kit/test-device.ts: the protocol's client
 // machines, a wallet of generations as a phone's flash keeps it) cycles register -> login ->
 // confirm through both gateways while the harness kills -9 one gateway, one registration
-// server and one business server, and cuts one business server's link, each healed after a
+// server, one business server and the policy server, and cuts one business server's link, each healed after a
 // while, then freezes Redis (a proxy that accepts and never answers). Then every phone must
 // register and log in again; the checks:
 //   - lockouts = 0: every phone logs in after the heal;
@@ -14,7 +15,8 @@
 //   - no rotation doubled: a generation never reaches a phone with two different secrets (two
 //     installs for one rotation), and at the end the business store's current (and confirmed)
 //     generation is the one the phone used last (not one it never logged in with);
-//   - the stores pass PRAGMA integrity_check and the registration store agrees with the
+//   - the stores pass their integrity checks (PostgreSQL: every store's check(), through
+//     checkStores; SQLite: PRAGMA integrity_check) and the registration store agrees with the
 //     business store on every device's generations.
 import { mkdirSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,15 +27,18 @@ import { HostNetwork, netnsAvailable, lockCluster, type HostMode } from './hosts
 import { referenceFiles, REFERENCE_HOSTS, PORTS, type HostName, type RoleFile, type TopologyPlan } from './topology.ts';
 import { ensureStateKeys, ensureOperatorClientFile } from '../config.ts';
 import { enrollDevices, accountsInStore } from '../enroll.ts';
-import { SqliteRegStore } from '../../reg-server/store.ts';
-import { SqliteBizStore } from '../../biz-server/store.ts';
+import { openRegStore } from '../../reg-server/pg-store.ts';
+import { openBizStores } from '../../biz-server/pg-store.ts';
+import { stackSchemas, dropStackSchemas, checkStores } from '../stack-schemas.ts';
+import { testPgUrl } from '../../server-kit/pg.ts';
+import type { StorePlace } from '../../server-kit/store-choice.ts';
 import { newClientSecret } from '../../operator-server/tokens.ts';
 import { ensureServerTls } from '../../server-kit/tls-ca.ts';
 import { readKeyFile } from '../../server-kit/keyfiles.ts';
 import { makeDevice, register, bizLogin, DeviceWallet, FrameSocket, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../../server-kit/test-device.ts';
 import { encodeEnvelope, MsgType } from '../../protocol/messages.ts';
 import { randomBytes } from 'node:crypto';
-import { dropNamespace, freezableRedis, testNamespace, REDIS_URL, type FaultyRedis } from '../../server-kit/redis-faults.ts';
+import { dropNamespace, freezableRedis, freezableProxy, testNamespace, REDIS_URL, type FaultyRedis } from '../../server-kit/redis-faults.ts';
 import { systemRng } from '../../protocol/rng.ts';
 import { MasterKeyring } from '../../protocol/keys.ts';
 
@@ -49,11 +54,16 @@ export interface ClusterOptions {
   faultMs?: number;
   /** Port of the Redis forwarder on the bridge (netns mode). */
   redisForwardPort?: number;
+  /** The stores: PostgreSQL (default: fresh schemas on PG_TEST_URL, dropped after) or SQLite files. */
+  store?: 'postgres' | 'sqlite';
+  /** Port of the PostgreSQL forwarder on the bridge. */
+  pgForwardPort?: number;
   say?: (line: string) => void;
 }
 
 export interface ClusterFigures {
   mode: HostMode;
+  store: 'postgres' | 'sqlite';
   /** Why namespaces were not used, when they were not. */
   whyLoopback?: string;
   phones: number;
@@ -83,9 +93,38 @@ export interface ClusterFigures {
   ms: number;
 }
 
-interface Proc { rf: RoleFile; child: ChildProcess; exited: Promise<number | null> }
+export interface RoleProc { rf: RoleFile; child: ChildProcess; exited: Promise<number | null> }
 
-class Phone {
+/**
+ * Starts `usbphone serve <role> --config DIR/<file>` on its host, its log in DIR/logs; `ready`
+ * resolves on its ready line (rejects when it exits first, or after 30 s).
+ */
+export function spawnRole(net: HostNetwork, dir: string, rf: RoleFile, logLevel = 'info'): RoleProc & { ready: Promise<void> } {
+  const logFile = join(dir, 'logs', rf.file.replace('.json', '.log'));
+  mkdirSync(join(dir, 'logs'), { recursive: true });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  const child = net.spawn(rf.host, [process.execPath, bin, 'serve', rf.role, '--config', join(dir, rf.file), '--json'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, USBPHONE_PARENT_PIPE: '1', USBPHONE_LOG_LEVEL: logLevel },
+  });
+  child.stderr!.pipe(log);
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${rf.file}: no ready line within 30 s (see ${dir}/logs)`)), 30_000);
+    createInterface({ input: child.stdout! }).once('line', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    void exited.then((c) => {
+      clearTimeout(timer);
+      reject(new Error(`${rf.file} exited ${c} before it was ready: ${readFileSync(logFile, 'utf8').split('\n').slice(-3).join(' | ')}`));
+    });
+  });
+  return { rf, child, exited, ready };
+}
+
+/** A scripted phone of the harness (and of bench/cluster.bench.ts): its wallet and what it saw. */
+export class Phone {
   readonly wallet = new DeviceWallet();
   lastGen = 0;
   confirmed = false;
@@ -100,12 +139,14 @@ class Phone {
     readonly dev: DeviceId,
     readonly ip: string,
     readonly gateways: string[],
+    /** The registration servers in the order tried. */
+    readonly regs: readonly string[] = ['reg-primary', 'reg-backup'],
   ) {}
 
   /** One cycle: register (primary, then backup, through either gateway), then log in and confirm. */
   async cycle(): Promise<{ registered: boolean; loggedIn: boolean }> {
     let registered = false;
-    reg: for (const dest of ['reg-primary', 'reg-backup']) {
+    reg: for (const dest of this.regs) {
       for (const gw of this.gateways) {
         const r = await register(gw + dest, dest, this.dev, { localAddress: this.ip, timeoutMs: 3_000 }).catch(() => null);
         if (r?.kind === 'cred') {
@@ -147,6 +188,41 @@ class Phone {
   }
 }
 
+/**
+ * The deployment's files in `dir` for `plan`: keys, the operator's certificate for its address,
+ * the bank's client, the role files, and `serials` enrolled in the stores at `placeOf`.
+ */
+export async function prepareDeployment(dir: string, plan: TopologyPlan, serials: string[], placeOf: (role: 'reg' | 'biz', file: string) => StorePlace) {
+  const f = ensureStateKeys(dir);
+  await ensureServerTls(f.tlsDir, 'operator', [plan.addr.oper]);
+  ensureOperatorClientFile(f.operatorClient, () => newClientSecret(systemRng));
+  const storageKey = readKeyFile(f.storeKey, 'storage key');
+  const reg = await openRegStore(placeOf('reg', f.regDb));
+  const { store: biz } = await openBizStores(placeOf('biz', f.bizDb), storageKey);
+  try {
+    await enrollDevices({ reg, accounts: accountsInStore(biz) }, serials.map((serial) => ({ serial, keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX })));
+  } finally {
+    await reg.close();
+    await biz.close();
+  }
+  const files = referenceFiles(plan);
+  for (const rf of files) writeFileSync(join(dir, rf.file), JSON.stringify(rf.config, null, 2) + '\n');
+  return { f, storageKey, files, ring: MasterKeyring.parse(readFileSync(f.masterKey, 'utf8')) };
+}
+
+/** Waits (20 s at most) until every upstream link of the gateways at `hosts` is up. */
+export async function gatewaysUp(hosts: string[]): Promise<void> {
+  for (const h of hosts) {
+    const until = Date.now() + 20_000;
+    for (;;) {
+      const up = await fetch(`http://${h}:${PORTS.gatewayOperator}/healthz`).then((r) => r.json() as Promise<{ upstreams: Record<string, string> }>, () => null);
+      if (up && Object.values(up.upstreams).every((s) => s === 'up')) break;
+      if (Date.now() > until) throw new Error(`gateway ${h}: upstreams not up: ${JSON.stringify(up)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
   const t0 = performance.now();
   const say = o.say ?? (() => {});
@@ -158,9 +234,15 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
   const dir = o.dir;
   mkdirSync(join(dir, 'logs'), { recursive: true });
   const problems: string[] = [];
-  const procs = new Map<string, Proc>();
+  const procs = new Map<string, RoleProc>();
   const ns = testNamespace('cluster');
   let fwd: FaultyRedis | null = null;
+  const storeKind = o.store ?? 'postgres';
+  // PostgreSQL: this run's own schemas (<prefix>_reg, ...), as an embedded stack names them.
+  const pgUrl = testPgUrl();
+  const pgPrefix = storeKind === 'postgres' ? `s_${randomBytes(6).toString('hex')}` : null;
+  const schemas = pgPrefix ? stackSchemas(pgPrefix) : null;
+  let pgFwd: Awaited<ReturnType<typeof freezableProxy>> | null = null;
   const unlock = await lockCluster();
 
   // Phones' source addresses: east 96-111, west 112-127 of the hosts' /24.
@@ -175,6 +257,14 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     // which the harness can also freeze: Redis accepting and never answering.
     fwd = await freezableRedis(REDIS_URL, o.redisForwardPort ?? 22379, net.rootAddress);
     const redisUrl = fwd.url;
+    let hostsPgUrl = '';
+    if (schemas) {
+      const u = new URL(pgUrl);
+      pgFwd = await freezableProxy({ host: u.hostname, port: Number(u.port || 5432) }, o.pgForwardPort ?? 22432, net.rootAddress);
+      u.hostname = net.rootAddress;
+      u.port = String(pgFwd.port);
+      hostsPgUrl = u.toString();
+    }
     const plan: TopologyPlan = {
       addr,
       phoneGatewayUrl: `ws://${addr.gw1}:${PORTS.gateway}/`,
@@ -182,66 +272,30 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       regions: [{ cidr: `${prefix}96/28`, region: 'east' }, { cidr: `${prefix}112/28`, region: 'west' }],
       periodMs: 10_000,
       healthIntervalMs: 1_000,
-      store: { kind: 'sqlite' },
+      store: schemas ? { kind: 'postgres', url: hostsPgUrl, schemas } : { kind: 'sqlite' },
     };
+    // The harness's own view of a store (enrolment, the checks at the end): PostgreSQL directly.
+    const placeOf = (role: 'reg' | 'biz', file: string): StorePlace => (schemas ? { kind: 'postgres', url: pgUrl, schema: schemas[role] } : { kind: 'sqlite', file });
 
-    // The deployment's files: keys, the operator's certificate for its address, the bank's client, enrolled phones.
-    const f = ensureStateKeys(dir);
-    await ensureServerTls(f.tlsDir, 'operator', [addr.oper]);
-    ensureOperatorClientFile(f.operatorClient, () => newClientSecret(systemRng));
     const serials = Array.from({ length: nPhones }, (_, i) => `SN-C${String(i).padStart(4, '0')}`);
-    {
-      const reg = new SqliteRegStore(f.regDb);
-      const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
-      await enrollDevices({ reg, accounts: accountsInStore(biz) }, serials.map((serial) => ({ serial, keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX })));
-      reg.close();
-      biz.close();
-    }
-    const files = referenceFiles(plan);
-    for (const rf of files) writeFileSync(join(dir, rf.file), JSON.stringify(rf.config, null, 2) + '\n');
+    const { f, storageKey, files, ring } = await prepareDeployment(dir, plan, serials, placeOf);
 
     const start = async (rf: RoleFile): Promise<void> => {
-      const log = createWriteStream(join(dir, 'logs', rf.file.replace('.json', '.log')), { flags: 'a' });
-      const child = net.spawn(rf.host, [process.execPath, bin, 'serve', rf.role, '--config', join(dir, rf.file), '--json'], {
-        stdio: ['pipe', 'pipe', 'pipe'],
-        env: { ...process.env, USBPHONE_PARENT_PIPE: '1', USBPHONE_LOG_LEVEL: 'info' },
-      });
-      child.stderr!.pipe(log);
-      const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-      procs.set(rf.file, { rf, child, exited });
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`${rf.file}: no ready line within 30 s (see ${dir}/logs)`)), 30_000);
-        createInterface({ input: child.stdout! }).once('line', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-        void exited.then((c) => {
-          clearTimeout(timer);
-          reject(new Error(`${rf.file} exited ${c} before it was ready: ${readFileSync(join(dir, 'logs', rf.file.replace('.json', '.log')), 'utf8').split('\n').slice(-3).join(' | ')}`));
-        });
-      });
+      const p = spawnRole(net, dir, rf);
+      procs.set(rf.file, p);
+      await p.ready;
     };
     const kill9 = async (file: string) => {
       const p = procs.get(file)!;
       p.child.kill('SIGKILL');
       await p.exited;
     };
-    say(`cluster: ${mode}${mode === 'loopback' && !avail.ok ? ` (${avail.why})` : ''}, ${files.length} hosts, ${nPhones} phones; files and logs in ${dir}`);
+    say(`cluster: ${mode}${mode === 'loopback' && !avail.ok ? ` (${avail.why})` : ''}, ${files.length} hosts, ${nPhones} phones, stores on ${schemas ? `PostgreSQL (schemas ${pgPrefix}_*)` : 'SQLite'}; files and logs in ${dir}`);
     for (const rf of files) await start(rf);
     const gwUrls = [`ws://${addr.gw1}:${PORTS.gateway}/`, `ws://${addr.gw2}:${PORTS.gateway}/`];
-    // Every gateway's links up.
-    for (const h of [addr.gw1, addr.gw2]) {
-      const until = Date.now() + 20_000;
-      for (;;) {
-        const up = await fetch(`http://${h}:${PORTS.gatewayOperator}/healthz`).then((r) => r.json() as Promise<{ upstreams: Record<string, string> }>, () => null);
-        if (up && Object.values(up.upstreams).every((s) => s === 'up')) break;
-        if (Date.now() > until) throw new Error(`gateway ${h}: upstreams not up: ${JSON.stringify(up)}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    await gatewaysUp([addr.gw1, addr.gw2]);
 
     const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-    const ring = MasterKeyring.parse(readFileSync(f.masterKey, 'utf8'));
     const phones = serials.map((s, i) => new Phone(makeDevice(ring, s), phoneIps[i % phoneIps.length]!, i % 2 ? [gwUrls[1]!, gwUrls[0]!] : gwUrls));
 
     // Warm-up: every phone once, before any fault.
@@ -308,7 +362,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       return during;
     };
     await pause(1_000);
-    for (const [file, what] of [['gw-1.json', 'kill -9 gateway gw-1'], ['reg-primary.json', 'kill -9 registration server reg-primary'], ['biz-east.json', 'kill -9 business server biz-east']] as const) {
+    for (const [file, what] of [['gw-1.json', 'kill -9 gateway gw-1'], ['reg-primary.json', 'kill -9 registration server reg-primary'], ['biz-east.json', 'kill -9 business server biz-east'], ['policy.json', 'kill -9 policy server']] as const) {
       await fault(what, async () => {
         await kill9(file);
         kills++;
@@ -341,7 +395,12 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       if (c !== 0) problems.push(`${file} stopped with ${String(c)}`);
     }
     const integrity: Record<string, string> = {};
-    for (const db of ['reg.sqlite', 'biz-accounts.sqlite', 'policy.sqlite', 'operator.sqlite']) {
+    if (schemas) {
+      const found = await checkStores(pgUrl, schemas, storageKey);
+      integrity.postgres = found.length ? found.join('; ') : 'ok';
+      problems.push(...found.map((p) => `store check: ${p}`));
+    }
+    for (const db of schemas ? [] : ['reg.sqlite', 'biz-accounts.sqlite', 'policy.sqlite', 'operator.sqlite']) {
       const d = new Database(join(dir, db), { readonly: true });
       try {
         integrity[db] = (d.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).join(',');
@@ -351,12 +410,12 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
       if (integrity[db] !== 'ok') problems.push(`${db}: integrity_check ${integrity[db]}`);
     }
     let rotations = 0;
-    const reg = new SqliteRegStore(f.regDb);
-    const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
+    const reg = await openRegStore(placeOf('reg', f.regDb));
+    const { store: biz } = await openBizStores(placeOf('biz', f.bizDb), storageKey);
     try {
       for (const p of phones) {
-        const d = reg.getDevice(p.dev.serial)!;
-        const a = biz.getByUser(d.user)!;
+        const d = (await reg.getDevice(p.dev.serial))!;
+        const a = (await biz.getByUser(d.user))!;
         rotations += d.rotations;
         if (a.currentGen !== p.lastGen) {
           problems.push(`${p.dev.serial}: business store current generation ${a.currentGen}, the phone last used ${p.lastGen}`);
@@ -367,8 +426,8 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
         if (d.currentGen > a.currentGen || (d.pendingGen !== null && d.pendingGen > a.currentGen + 1)) problems.push(`${p.dev.serial}: registration store (current ${d.currentGen}, pending ${d.pendingGen}) ahead of the business store (current ${a.currentGen})`);
       }
     } finally {
-      reg.close();
-      biz.close();
+      await reg.close();
+      await biz.close();
     }
     const sum = (k: 'rotationsLost' | 'rotationsDoubled' | 'savedLogins' | 'viaBackup') => phones.reduce((n, p) => n + p[k], 0);
     if (lockouts) problems.push(`${lockouts} phones locked out`);
@@ -377,7 +436,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     if (loginsDuringFaults === 0) problems.push('no login succeeded during the faults');
     if (redisFaultLogins === 0) problems.push('no login succeeded while Redis was frozen (the items must fail open)');
     return {
-      mode, ...(avail.ok ? {} : { whyLoopback: avail.why }), phones: nPhones, kills, partitions, cycles, logins, loginsDuringFaults, registrationsDuringFaults,
+      mode, store: storeKind, ...(avail.ok ? {} : { whyLoopback: avail.why }), phones: nPhones, kills, partitions, cycles, logins, loginsDuringFaults, registrationsDuringFaults,
       viaBackup: sum('viaBackup'), savedLogins: sum('savedLogins'), lockouts, rotationsLost: sum('rotationsLost'), rotationsDoubled: sum('rotationsDoubled'),
       rotations, attackerAttacks, loginsRedisFrozen: redisFaultLogins, integrity, problems, ms: Math.round(performance.now() - t0),
     };
@@ -386,6 +445,8 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterFigures> {
     await Promise.all([...procs.values()].map((p) => p.exited));
     net.tearDown();
     await fwd?.close();
+    await pgFwd?.close();
+    if (pgPrefix) await dropStackSchemas(pgUrl, pgPrefix).catch((e: unknown) => say(`  could not drop the schemas ${pgPrefix}_*: ${(e as Error).message}`));
     unlock();
     await dropNamespace(ns).catch(() => 0);
   }

@@ -30,8 +30,11 @@ export interface TopologyPlan {
   periodMs: number;
   /** Registration servers' health poll of the business servers, ms. */
   healthIntervalMs: number;
-  /** The stores: SQLite files in the deployment directory (shared by the hosts' processes), or PostgreSQL. */
-  store: { kind: 'sqlite' } | { kind: 'postgres'; url: string };
+  /**
+   * The stores: SQLite files in the deployment directory (shared by the hosts' processes), or
+   * PostgreSQL (each role's default schema, or the schemas named: the harness's fresh ones).
+   */
+  store: { kind: 'sqlite' } | { kind: 'postgres'; url: string; schemas?: Record<StoreRole, string> };
 }
 
 export const REFERENCE_PLAN: TopologyPlan = {
@@ -43,6 +46,9 @@ export const REFERENCE_PLAN: TopologyPlan = {
   healthIntervalMs: 2_000,
   store: { kind: 'sqlite' },
 };
+
+/** The roles with a store. */
+export type StoreRole = 'reg' | 'biz' | 'operator' | 'policy';
 
 /** One file of the topology: its name, the host it runs on, its role and its JSON. */
 export interface RoleFile { file: string; host: HostName; role: Role; config: Record<string, unknown> }
@@ -57,13 +63,14 @@ export const INITIAL_TABLE = {
 /** The configuration files of the reference topology for `plan` (paths relative to the deployment directory). */
 export function referenceFiles(plan: TopologyPlan): RoleFile[] {
   const a = plan.addr;
-  const store = (file: string) => (plan.store.kind === 'sqlite' ? { dbFile: file } : { dbFile: file, store: { kind: 'postgres', url: plan.store.url } });
+  const pgStore = plan.store.kind === 'postgres' ? plan.store : null;
+  const store = (file: string, role: StoreRole) => (pgStore === null ? { dbFile: file } : { dbFile: file, store: { kind: 'postgres', url: pgStore.url, ...(pgStore.schemas ? { schema: pgStore.schemas[role] } : {}) } });
   const redis = plan.redis ? { redis: plan.redis } : {};
   const policy = { name: 'policy', adminUrl: `http://${a.policy}:${PORTS.policyAdmin}/admin`, pollMs: 2_000 };
   const biz = (name: 'biz-east' | 'biz-west', host: 'biz1' | 'biz2', region: 'east' | 'west'): RoleFile => ({
     file: `${name}.json`, host, role: 'biz',
     config: {
-      name, region, host: a[host], devicePort: null, linkPort: PORTS.bizLink, adminPort: PORTS.bizAdmin, ...store('biz-accounts.sqlite'),
+      name, region, host: a[host], devicePort: null, linkPort: PORTS.bizLink, adminPort: PORTS.bizAdmin, ...store('biz-accounts.sqlite', 'biz'),
       storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', ...redis,
       bank: { mode: 2, httpPort: PORTS.bankPages, operator: { url: `https://${a.oper}:${PORTS.operator}`, caFile: 'tls/ca.pem', clientFile: 'operator-client.json' } },
     },
@@ -71,7 +78,7 @@ export function referenceFiles(plan: TopologyPlan): RoleFile[] {
   const reg = (name: 'reg-primary' | 'reg-backup', host: 'reg1' | 'reg2'): RoleFile => ({
     file: `${name}.json`, host, role: 'reg',
     config: {
-      name, host: a[host], devicePort: null, linkPort: PORTS.regLink, ...store('reg.sqlite'),
+      name, host: a[host], devicePort: null, linkPort: PORTS.regLink, ...store('reg.sqlite', 'reg'),
       masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key',
       bizServers: [
         { name: 'biz-east', region: 'east', url: `${plan.phoneGatewayUrl}biz-east`, adminUrl: `http://${a.biz1}:${PORTS.bizAdmin}/admin` },
@@ -94,8 +101,8 @@ export function referenceFiles(plan: TopologyPlan): RoleFile[] {
     },
   });
   return [
-    { file: 'operator.json', host: 'oper', role: 'operator', config: { host: a.oper, port: PORTS.operator, ...store('operator.sqlite'), tls: { cert: 'tls/operator.pem', key: 'tls/operator-key.pem' }, tokenKeyFile: 'operator-token.key', clients: ['operator-client.json'] } },
-    { file: 'policy.json', host: 'policy', role: 'policy', config: { host: a.policy, adminPort: PORTS.policyAdmin, adminKeyFile: 'admin.key', ...store('policy.sqlite'), policyKeyFile: 'policy.key', initialTable: INITIAL_TABLE, periodMs: plan.periodMs } },
+    { file: 'operator.json', host: 'oper', role: 'operator', config: { host: a.oper, port: PORTS.operator, ...store('operator.sqlite', 'operator'), tls: { cert: 'tls/operator.pem', key: 'tls/operator-key.pem' }, tokenKeyFile: 'operator-token.key', clients: ['operator-client.json'] } },
+    { file: 'policy.json', host: 'policy', role: 'policy', config: { host: a.policy, adminPort: PORTS.policyAdmin, adminKeyFile: 'admin.key', ...store('policy.sqlite', 'policy'), policyKeyFile: 'policy.key', initialTable: INITIAL_TABLE, periodMs: plan.periodMs } },
     biz('biz-east', 'biz1', 'east'),
     biz('biz-west', 'biz2', 'west'),
     reg('reg-primary', 'reg1'),
