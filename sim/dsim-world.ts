@@ -23,7 +23,7 @@ import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { MasterKeyring } from '../protocol/keys.ts';
-import { encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
+import { encodeEnvelope, errorBody, MsgType, type Envelope, type Mechanism } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import { Limits } from '../protocol/limits.ts';
 import { validateDeviceFrame } from '../gateway/validate.ts';
@@ -41,7 +41,10 @@ import { TableSource } from '../server-kit/table-source.ts';
 import { startPolicyServer } from '../policy-server/server.ts';
 import { readPolicyKey } from '../policy-server/keys.ts';
 import type { CborLimits } from '../protocol/limits.ts';
-import { closeReason } from '../server-kit/link.ts';
+import { closeReason, attachLinkServer, linkKeyFor } from '../server-kit/link.ts';
+import { startGateway, type Gateway } from '../gateway/gateway.ts';
+import { adminCall } from '../server-kit/admin-messages.ts';
+import { DsimSocket, linkUrlOf, linkTargetOf } from './dsim-gateway.ts';
 import { replayCacheFor, keepOldPasswords, type Mutant } from '../server-kit/mutant.ts';
 import type { Logger, LogField } from '../server-kit/log.ts';
 import type { SessionFactory, SessionTimers, SessionTransport } from '../server-kit/session.ts';
@@ -100,6 +103,8 @@ interface Template {
   fuses: Fuses[];
   serials: string[];
   users: string[];
+  /** The root of the gateway <-> server link keys (server-kit/link.ts linkKeyFor). */
+  linkRoot: Uint8Array;
 }
 let template: Template | null = null;
 const WORLD_SEED = 14;
@@ -131,7 +136,9 @@ async function makeTemplate(): Promise<Template> {
     biz.close();
   }
   const fuses = serials.map((_, i) => fusesOf(WORLD_SEED, i));
-  return { dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users };
+  // Drawn last: every key drawn before it is what it was before the link keys existed.
+  const linkRoot = rng(32);
+  return { linkRoot, dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users };
 }
 
 async function getTemplate(): Promise<Template> {
@@ -187,6 +194,15 @@ export interface WorldOptions {
   storeMutant?: StoreMutant;
   /** The run's event log: every line (null: none kept, faster). */
   log: ((line: string) => void) | null;
+  /**
+   * 'real': the real gateway (gateway/gateway.ts) and its authenticated links to the servers
+   * (server-kit/link.ts) over the simulated network (sim/dsim-gateway.ts): attack counting,
+   * reports to the policy server and table pushes run. 'rules' (default): the routing rules
+   * only, each device session on its own simulated connection to its server.
+   */
+  gateway?: 'rules' | 'real';
+  /** TEST ONLY: the real gateway holds link keys from another root than the servers' (every link refused). */
+  linkKeyMismatch?: boolean;
 }
 
 export interface SimPhone {
@@ -225,6 +241,10 @@ export class World {
   onDeliver: (conn: number, to: string, bytes: Uint8Array) => void = () => {};
   /** Told after every restart (the store-integrity invariant). */
   onRestart: (party: string) => void = () => {};
+  /** The real gateway (WorldOptions.gateway 'real'), else null. */
+  gateway: Gateway | null = null;
+  /** Tables the policy server published that the real gateway pushed, and to how many devices. */
+  tablePushes: { version: number; devices: number; table: Uint8Array }[] = [];
   #serverRng: Rng;
   #t!: Template;
 
@@ -247,7 +267,8 @@ export class World {
     w.#t = await getTemplate();
     copyFileSync(join(w.#t.dir, 'reg.sqlite'), join(w.dir, 'reg.sqlite'));
     copyFileSync(join(w.#t.dir, 'biz.sqlite'), join(w.dir, 'biz.sqlite'));
-    w.#gateway();
+    if (o.gateway === 'real') await w.#realGateway();
+    else w.#gateway();
     // As the stack starts them: the policy and business servers first, so the registration servers' first polls find them.
     for (const s of [POLICY, ...BIZ, ...REGS]) w.start(s);
     for (let i = 0; i < o.phones; i++) w.#phone(i);
@@ -283,6 +304,7 @@ export class World {
 
   /** Serves sessions of `factory` on the simulated network as `name`. */
   #serve(name: string, inc: Incarnation, factory: SessionFactory): void {
+    if (this.o.gateway === 'real') return this.#serveLink(name, inc, factory);
     this.net.listen(name, (end, meta) => {
       if (!inc.alive) return end.close(1006, 'connection lost');
       let open = true;
@@ -307,6 +329,37 @@ export class World {
         open = false;
         if (inc.alive) h.onClose();
       };
+    });
+  }
+
+  /**
+   * Serves `factory`'s sessions behind the real link server (server-kit/link.ts): each simulated
+   * connection to `name` is a gateway link, authenticated and tagged; its sessions fenced to `inc`.
+   */
+  #serveLink(name: string, inc: Incarnation, factory: SessionFactory): void {
+    const fenced: SessionFactory = (t) => {
+      const h = factory({
+        ...t,
+        send: (f) => {
+          if (inc.alive) t.send(f);
+        },
+        close: (code, reason) => {
+          if (inc.alive) t.close(code, reason);
+        },
+      });
+      return {
+        onFrame: (f) => {
+          if (inc.alive) h.onFrame(f);
+        },
+        onClose: () => {
+          if (inc.alive) h.onClose();
+        },
+      };
+    };
+    const link = attachLinkServer(null, { name, key: linkKeyFor(this.#t.linkRoot, name), timers: this.#timers(inc) }, fenced);
+    this.net.listen(name, (end, meta) => {
+      if (!inc.alive) return end.close(1006, 'connection lost');
+      link.accept(new DsimSocket(end), meta.from);
     });
   }
 
@@ -511,6 +564,41 @@ export class World {
     });
   }
 
+  /**
+   * The real gateway on the simulated network: devices dial it, it links to every server by
+   * name, its timers and clock are the scheduler's. Its attack reports go to the policy server's
+   * admin endpoint, and the policy server's new tables are pushed to connected devices (S3.5,
+   * S3.11), as deploy/stack.ts wires them.
+   */
+  async #realGateway(): Promise<void> {
+    const inc: Incarnation = { alive: true, n: 1, closeStores: () => {} };
+    this.incarnations.set(GATEWAY, inc);
+    const timers = { ...this.#timers(inc), now: this.clockOf(GATEWAY) };
+    const policy = this.#adminClient(GATEWAY, POLICY, inc, POLICY_ADMIN_LIMITS);
+    const gw = await startGateway({
+      host: GATEWAY, port: 0,
+      upstreams: SERVERS.map((name) => ({ name, linkUrl: linkUrlOf(name), linkKey: linkKeyFor(this.o.linkKeyMismatch ? this.#t.adminKey : this.#t.linkRoot, name) })),
+      io: { connectLink: (url) => new DsimSocket(this.net.connect(GATEWAY, linkTargetOf(url), GATEWAY, () => {})), timers },
+      attacks: { periodMs: SIM_POLICY_PERIOD_MS },
+      attackReports: { gateway: GATEWAY, send: (r) => adminCall(policy, 'reportAttacks', r) },
+    });
+    this.gateway = gw;
+    this.net.listen(GATEWAY, (end, meta) => gw.accept(new DsimSocket(end), meta.observedIp));
+    const tables = new TableSource({
+      client: policy, log: partyLogger(`${GATEWAY}/tables`, this.o.log ? (l) => this.log(l) : null),
+      onUpdate: (t) => {
+        const devices = gw.pushTable(t);
+        this.tablePushes.push({ version: tables.version() ?? -1, devices, table: t });
+        this.log(`${GATEWAY} pushed table v${tables.version()} to ${devices} device(s)`);
+      },
+    });
+    const poll = () => {
+      void tables.refresh();
+      this.sched.at(TABLE_POLL_MS, poll);
+    };
+    poll();
+  }
+
   #phone(i: number): void {
     const party = `phone-${i}`;
     const ip = phoneIp(i);
@@ -537,6 +625,39 @@ export class World {
     });
     this.phones.push({ index: i, party, ip, serial: t.serials[i]!, user: t.users[i]!, phone, host, hal });
   }
+
+  /**
+   * A password-guessing bot (sim/attacker.ts) on the simulated network: `n` login openings of
+   * `mech` to `site` from `ip`, one connection each, one after the other, each with a nonce and a
+   * MAC it cannot compute (the run's rng). Resolves with how many got an answer (a frame or a
+   * close) within 5 virtual seconds.
+   */
+  async guess(ip: string, site: string, mech: Mechanism, n: number, user = 'admin'): Promise<number> {
+    const rng = (this.#attackRng ??= simRng(this.o.seed, 'attacker'));
+    let answered = 0;
+    for (let i = 0; i < n; i++) {
+      answered += await new Promise<number>((resolve) => {
+        let done = false;
+        const finish = (got: number) => {
+          if (done) return;
+          done = true;
+          timer.dead = true;
+          end.close(1000, 'bye');
+          resolve(got);
+        };
+        const timer = this.sched.at(5_000, () => finish(0));
+        let opened = 0;
+        const end = this.net.connect('attacker', GATEWAY, ip, () => {
+          opened = 1;
+          end.send(encodeEnvelope(MsgType.login, 0, site, [mech, user, 1, new Map(), rng(32), rng(32)]));
+        });
+        end.onMessage = () => finish(1);
+        end.onClose = () => finish(opened);
+      });
+    }
+    return answered;
+  }
+  #attackRng: Rng | null = null;
 
   /** Unplugs and plugs phone i in again (after a power cut, or for its next login). */
   replug(p: SimPhone): void {
@@ -565,6 +686,7 @@ export class World {
   }
 
   close(): void {
+    void this.gateway?.close();
     for (const inc of this.incarnations.values()) {
       inc.alive = false;
       try {

@@ -127,6 +127,8 @@ export interface RunOptions {
   storeMutant?: StoreMutant;
   /** Keep the full event trace (replay). */
   trace?: boolean;
+  /** The gateway of the run (dsim-world.ts WorldOptions.gateway). */
+  gateway?: 'rules' | 'real';
 }
 
 export interface RunResult {
@@ -151,7 +153,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   let world: World | null = null;
   const prevSink = setLogSink((l) => world?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
   try {
-    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
+    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, gateway: o.gateway, log: o.trace ? (l) => lines.push(l) : null });
   } catch (e) {
     setLogSink(prevSink);
     restoreRandom();
