@@ -179,13 +179,14 @@ export class UpstreamLink {
         return this.#refuse(ws, (e as { code?: string }).code ?? 'LINK_BAD_FRAME', (e as Error).message);
       }
       if (!this.#up) {
-        if (f.kind === LinkKind.CHALLENGE && !nonceS && f.payload.length === 32) {
+        // connId is outside the proofs: a CHALLENGE or AUTH_OK on any connection but 0 was altered on the way.
+        if (f.kind === LinkKind.CHALLENGE && f.connId === 0 && !nonceS && f.payload.length === 32) {
           nonceS = Uint8Array.from(f.payload);
           nonceG = systemRng(32);
           ws.send(encodeLink(LinkKind.AUTH, 0, concat(nonceG, clientAuthMac(this.opts.key, nonceS, nonceG, this.opts.name), utf8(this.opts.name))));
           return;
         }
-        if (f.kind === LinkKind.AUTH_OK && nonceS && nonceG && equalBytes(f.payload, serverAuthMac(this.opts.key, nonceS, nonceG, this.opts.name))) {
+        if (f.kind === LinkKind.AUTH_OK && f.connId === 0 && nonceS && nonceG && equalBytes(f.payload, serverAuthMac(this.opts.key, nonceS, nonceG, this.opts.name))) {
           const k = linkMacKeys(this.opts.key, nonceS, nonceG, this.opts.name);
           this.#mac = new LinkMac(k.toServer, k.toGateway);
           this.#up = true;

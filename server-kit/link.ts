@@ -265,7 +265,8 @@ export function attachLinkServer(wss: WebSocketServer | null, opts: LinkServerOp
         return refuse((e as ProtocolError).code ?? 'LINK_BAD_FRAME', (e as Error).message);
       }
       if (!lmac) {
-        if (f.kind !== LinkKind.AUTH || f.payload.length < 2 * NONCE + 1) return refuse('LINK_AUTH_FAILED', 'first frame is not AUTH');
+        // connId is outside the MAC: an AUTH on any other connection than 0 was altered on the way.
+        if (f.kind !== LinkKind.AUTH || f.connId !== 0 || f.payload.length < 2 * NONCE + 1) return refuse('LINK_AUTH_FAILED', 'first frame is not AUTH on connection 0');
         const nonceG = f.payload.subarray(0, NONCE);
         const got = f.payload.subarray(NONCE, 2 * NONCE);
         let name = '';

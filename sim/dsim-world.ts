@@ -659,6 +659,16 @@ export class World {
   }
   #attackRng: Rng | null = null;
 
+  /**
+   * With the real gateway: resolves once its links to `names` are up again (true), or after
+   * timeoutMs virtual ms (false). A partition that ended took the links with it; the gateway
+   * relinks on its backoff (gateway/limits.ts reconnectMinMs..reconnectMaxMs), and until then it
+   * refuses sessions to those servers (GW_UPSTREAM_UNAVAILABLE), as a deployment's would.
+   */
+  linksUp(names: string[], timeoutMs: number): Promise<boolean> {
+    return this.gateway ? this.gateway.waitUpstreams(timeoutMs, names) : Promise.resolve(true);
+  }
+
   /** Unplugs and plugs phone i in again (after a power cut, or for its next login). */
   replug(p: SimPhone): void {
     this.net.killConnections(p.party);
