@@ -42,7 +42,7 @@ let w0: World | null = null;
 setLogSink((l) => w0?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
 
 async function world(seed: number, lines: string[], o: { linkKeyMismatch?: boolean } = {}): Promise<World> {
-  w0 = await World.create({ seed, phones: 1, gateway: 'real', log: (l) => lines.push(l), ...o });
+  w0 = await World.create({ seed, phones: 1, log: (l) => lines.push(l), ...o });
   return w0;
 }
 
@@ -86,7 +86,7 @@ test('failure path: a gateway without the right link key gets no link up and ref
   }
 });
 
-test('an attacker\'s wrong logins: the gateway counts an attack, reports it, and the changed table is pushed to a connected phone', async () => {
+test("an attacker's wrong logins: the gateway counts an attack, reports it, and the changed table is pushed to a connected phone", async () => {
   const lines: string[] = [];
   const w = await world(23, lines);
   try {

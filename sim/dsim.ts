@@ -127,8 +127,6 @@ export interface RunOptions {
   storeMutant?: StoreMutant;
   /** Keep the full event trace (replay). */
   trace?: boolean;
-  /** The gateway of the run (dsim-world.ts WorldOptions.gateway). */
-  gateway?: 'rules' | 'real';
 }
 
 export interface RunResult {
@@ -153,7 +151,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   let world: World | null = null;
   const prevSink = setLogSink((l) => world?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
   try {
-    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, gateway: o.gateway, log: o.trace ? (l) => lines.push(l) : null });
+    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
   } catch (e) {
     setLogSink(prevSink);
     restoreRandom();
@@ -272,7 +270,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       world.log('registration servers reachable again');
       const reachableAt = sched.now();
       // The real gateway relinks first (within the liveness bound, which counts from here).
-      if (world.gateway) world.log(`gateway links to the registration servers ${(await world.linksUp(REGS, LIVENESS_BOUND_MS)) ? 'up' : 'still down'}`);
+      world.log(`gateway links to the registration servers ${(await world.linksUp(REGS, LIVENESS_BOUND_MS)) ? 'up' : 'still down'}`);
       await Promise.all(world.phones.map(async (p) => {
         for (let k = 0; k < LOCKOUT_TRIES; k++) {
           const out = await plug(p, `after heal ${k}`);
