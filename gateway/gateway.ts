@@ -131,7 +131,10 @@ export interface Gateway {
   /** Resolves when every upstream link is up (false after timeoutMs). */
   waitUpstreams(timeoutMs?: number, names?: string[]): Promise<boolean>;
   connections(): number;
-  /** A device connection from remoteAddress (with GatewayConfig.io; the port's own connections come through here too). */
+  /**
+   * Takes a device connection from remoteAddress that has no socket under it (GatewayConfig.io):
+   * every rule runs but the frame meter's. The port's own connections take the same path with their socket.
+   */
   accept(ws: DeviceSocket, remoteAddress: string | undefined): void;
   /**
    * S3.11: pushes the policy server's newest signed table to every connected device
