@@ -20,7 +20,7 @@ const HELP = `usage: usbphone simulate --seeds N [--from S] [--faults KINDS] [--
        usbphone simulate --seed S [--trace] [--faults KINDS] [--no-shrink] [--json]
 
 Runs the whole system in one process on a virtual clock and a simulated network, from one seed
-per run: 1-3 phones, the gateway's routing, the registration primary and backup, two business
+per run: 1-3 phones, the real gateway (and its links), the registration primary and backup, two business
 servers with their real SQLite stores. Each seed's faults come and go while the phones log in;
 then every fault heals and each phone must log in again. Named invariants are checked all along
 (docs/simulation.md): no-lockout, liveness, secrets-per-user, no-secret-on-wire,

@@ -12,11 +12,11 @@ import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { encodeEnvelope, decodeEnvelope, parseError, errorBody, tablePushFrame, MsgType, type Envelope, type Mechanism } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { Socket } from 'node:net';
-import { toBytes, closeReason } from '../server-kit/link.ts';
+import { toBytes, closeReason, type LinkSocket } from '../server-kit/link.ts';
 import { normalizeIp } from '../server-kit/ip.ts';
 import { listen, closeServer } from '../server-kit/host.ts';
 import { FrameMeter, interpose } from '../server-kit/frame-meter.ts';
-import { createLogger } from '../server-kit/log.ts';
+import { createLogger, type Logger } from '../server-kit/log.ts';
 import { GatewayDefaults, type GatewayLimits } from './limits.ts';
 import { validateDeviceFrame, peekType } from './validate.ts';
 import { GatewayMetrics } from './metrics.ts';
@@ -67,6 +67,37 @@ export interface GatewayConfig {
   attackReports?: { gateway: string; send: AttackSink; maxQueue?: number; sendTimeoutMs?: number };
   /** The attack counter's and reporter's clock and timers (tests: a virtual clock). */
   attackTimers?: Timers;
+  /**
+   * The sockets seam (the deterministic simulation, sim/dsim-gateway.ts): no port is opened,
+   * devices come in through Gateway.accept, the upstream links through io.connectLink, and every
+   * clock and timer of the gateway and its links is io.timers. Absent: real sockets and timers.
+   */
+  io?: GatewayIo;
+  log?: Logger;
+}
+
+export interface GatewayIo {
+  connectLink(url: string): LinkSocket;
+  timers: Timers;
+}
+
+/**
+ * The part of ws's WebSocket the gateway uses of a device connection. Over the sockets seam
+ * (GatewayConfig.io) there is no TCP socket under it: the frame meter (frame-level limits read
+ * from raw bytes) and the slow-upgrade limits are a socket's and do not run.
+ */
+export interface DeviceSocket {
+  readonly readyState: number;
+  readonly OPEN: number;
+  readonly bufferedAmount: number;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  terminate(): void;
+  pause(): void;
+  resume(): void;
+  on(ev: 'message', fn: (data: RawData, isBinary: boolean) => void): unknown;
+  on(ev: 'close', fn: () => void): unknown;
+  on(ev: 'error', fn: (e: Error & { code?: string }) => void): unknown;
 }
 
 /** A frame seen by the gateway: 'up' from a device towards `dest`, 'down' back to it. */
@@ -101,6 +132,11 @@ export interface Gateway {
   waitUpstreams(timeoutMs?: number, names?: string[]): Promise<boolean>;
   connections(): number;
   /**
+   * Takes a device connection from remoteAddress that has no socket under it (GatewayConfig.io):
+   * every rule runs but the frame meter's. The port's own connections take the same path with their socket.
+   */
+  accept(ws: DeviceSocket, remoteAddress: string | undefined): void;
+  /**
    * S3.11: pushes the policy server's newest signed table to every connected device
    * (protocol/messages.ts tablePushFrame: outside the sessions' sequence; the phones check the
    * signature). Returns how many devices it was sent to.
@@ -111,7 +147,7 @@ export interface Gateway {
 
 interface Conn {
   id: number;
-  ws: WebSocket;
+  ws: DeviceSocket;
   ip: string;
   /** The attack counter's key for ip (IPv6 by /64), or '' with counting off. */
   group: string;
@@ -119,7 +155,8 @@ interface Conn {
   up: UpstreamLink | null;
   /** Reads every frame header before ws buffers the frame (rate, size, fragments, text). */
   meter: FrameMeter;
-  sock: Socket;
+  /** Null over the sockets seam. */
+  sock: Socket | null;
   lastActive: number;
   /** Frames forwarded to the device: the seq the gateway's own error frame would carry. */
   toDevice: number;
@@ -140,8 +177,10 @@ const pem = (v: string) => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8
 
 export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const L: GatewayLimits = { ...GatewayDefaults, ...cfg.limits };
-  const log = createLogger('gateway');
-  const metrics = new GatewayMetrics();
+  const log = cfg.log ?? createLogger('gateway');
+  const io = cfg.io;
+  // Over the sockets seam the process's own metrics (GC, event loop) are not this gateway's.
+  const metrics = new GatewayMetrics(!cfg.io);
   const conns = new Map<number, Conn>();
   const perIp = new Map<string, number>();
   const upstreams = new Map<string, UpstreamLink>();
@@ -150,9 +189,17 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const observe = cfg.observe;
   let nextId = 1;
 
-  const timers = cfg.attackTimers ?? realTimers;
-  /** An attempt's time on the counter's clock, from the performance.now() taken for its frame. */
-  const attackTime = cfg.attackTimers ? () => timers.now() : (perfNow: number) => performance.timeOrigin + perfNow;
+  const timers = io?.timers ?? cfg.attackTimers ?? realTimers;
+  /** The gateway's monotonic clock (activity, latency, the sweep). */
+  const clock = io ? () => io.timers.now() : () => performance.now();
+  /** An attempt's time on the counter's clock, from the clock() taken for its frame. */
+  const attackTime = io || cfg.attackTimers ? () => timers.now() : (perfNow: number) => performance.timeOrigin + perfNow;
+  const later = (fn: () => void, ms: number): unknown => {
+    if (io) return io.timers.setTimeout(fn, ms);
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  };
   const shared = cfg.redis && cfg.attacks?.enabled !== false ? new SharedState(cfg.redis) : null;
   const counter = cfg.attacks?.enabled === false ? null : new AttackCounter(cfg.attacks, {
     now: timers.now,
@@ -194,15 +241,15 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   };
   // The device port answers nothing but WebSocket upgrades.
   const http = (_req: IncomingMessage, res: ServerResponse) => res.writeHead(404).end();
-  const server: Server = cfg.tls ? createHttpsServer({ cert: pem(cfg.tls.cert), key: pem(cfg.tls.key) }, http) : createHttpServer(http);
+  const server: Server | null = io ? null : cfg.tls ? createHttpsServer({ cert: pem(cfg.tls.cert), key: pem(cfg.tls.key) }, http) : createHttpServer(http);
   // A client that opens TCP and never finishes its HTTP upgrade is dropped (slowloris), at
   // headersTimeoutMs, not at Node's 30 s check.
   const portLimits = { ...L.port, maxConnections: L.maxConnections + L.upgradeSlack };
   // Text frames are refused from their header (the meter), so ws need not validate UTF-8:
   // every text frame, valid UTF-8 or not, gets GW_TEXT_FRAME (1003), as docs/errors.md says.
-  const wss = new WebSocketServer({ server, maxPayload: L.hardMaxFrameBytes, perMessageDeflate: false, clientTracking: false, skipUTF8Validation: true });
+  const wss = server && new WebSocketServer({ server, maxPayload: L.hardMaxFrameBytes, perMessageDeflate: false, clientTracking: false, skipUTF8Validation: true });
   // ws re-emits its http server's errors; a listen error reaches the caller through listen().
-  wss.on('error', () => {});
+  wss?.on('error', () => {});
 
   const release = (c: Conn) => {
     if (c.closed) return false;
@@ -232,7 +279,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     }
     // ws waits 30 s for the peer's close frame; a refused peer gets closeGraceMs.
     const ws = c.ws;
-    setTimeout(() => ws.terminate(), L.closeGraceMs).unref();
+    later(() => ws.terminate(), L.closeGraceMs);
     const up = c.up;
     if (release(c) && up) up.close(c.id, CloseCode.goingAway, e.code);
   };
@@ -250,13 +297,13 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       return null;
     };
     const link: UpstreamLink = new UpstreamLink(
-      { name: u.name, url: u.linkUrl, key: u.linkKey, reconnectMinMs: L.reconnectMinMs, reconnectMaxMs: L.reconnectMaxMs, wsOptions: u.linkCa ? { ca: pem(u.linkCa) } : undefined },
+      { name: u.name, url: u.linkUrl, key: u.linkKey, reconnectMinMs: L.reconnectMinMs, reconnectMaxMs: L.reconnectMaxMs, wsOptions: u.linkCa ? { ca: pem(u.linkCa) } : undefined, ...(io ? { connect: io.connectLink, timers: io.timers } : {}), ...(cfg.log ? { log: cfg.log } : {}) },
       {
         onData(connId, frame) {
           const c = owned(connId, 'data');
           if (!c) return;
           if (c.waitingSince) {
-            metrics.upstreamLatency.observe({ upstream: u.name }, (performance.now() - c.waitingSince) / 1000);
+            metrics.upstreamLatency.observe({ upstream: u.name }, (clock() - c.waitingSince) / 1000);
             c.waitingSince = 0;
           }
           if (c.ws.bufferedAmount > L.maxBufferedBytes) {
@@ -279,7 +326,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
           const safe = code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : CloseCode.internal;
           c.ws.close(safe, closeReason(reason));
           // ws waits 30 s for the device's close frame; give it closeGraceMs.
-          setTimeout(() => c.ws.terminate(), L.closeGraceMs).unref();
+          later(() => c.ws.terminate(), L.closeGraceMs);
         },
         onRefused(code) {
           metrics.linkRefused.inc({ upstream: u.name, code });
@@ -312,7 +359,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
 
   const onFrame = (c: Conn, data: RawData, isBinary: boolean) => {
     if (c.closed) return;
-    const now = performance.now();
+    const now = clock();
     c.lastActive = now;
     const frame = toBytes(data);
     let env: Envelope;
@@ -349,10 +396,11 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     }
   };
 
-  wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
-    const ip = normalizeIp(req.socket.remoteAddress);
-    const now = performance.now();
-    const sock = req.socket as Socket;
+  wss?.on('connection', (ws: WebSocket, req: IncomingMessage) => accept(ws, req.socket.remoteAddress, req.socket as Socket));
+
+  function accept(ws: DeviceSocket, remoteAddress: string | undefined, sock: Socket | null): void {
+    const ip = normalizeIp(remoteAddress);
+    const now = clock();
     const c: Conn = { id: nextId, ws, ip, group: counter ? addressGroup(ip) : '', dest: null, up: null, meter: new FrameMeter(L), sock, lastActive: now, toDevice: 0, waitingSince: 0, closed: false };
     nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
     // In front of ws's own listener: the meter sees each read before ws buffers it, and a
@@ -360,7 +408,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     // any bytes that came with the upgrade; they are emitted after this handler returns).
     // The meter keeps counting after a session ended (ws still reads until the close
     // handshake completes), so a closing connection cannot be used to pin memory either.
-    interpose(sock, (chunk) => {
+    if (sock) interpose(sock, (chunk) => {
       const e = c.meter.feed(chunk);
       if (!e) return true;
       if (!c.closed) {
@@ -393,18 +441,19 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     if (perIp.get(ip)! > L.maxConnectionsPerIp) {
       return refuse(c, new ProtocolError('GW_TOO_MANY_PER_IP', `more than ${L.maxConnectionsPerIp} connections from one address`), null);
     }
-  });
+  }
 
   // One sweep for idle connections instead of a timer per connection (memory per idle
   // connection matters at 10,000 of them).
-  const sweep = setInterval(() => {
-    const cutoff = performance.now() - L.idleTimeoutMs;
-    const msgCutoff = performance.now() - L.messageTimeoutMs;
+  const sweepMs = Math.max(50, Math.min(1_000, L.idleTimeoutMs / 4));
+  const sweepOnce = () => {
+    const cutoff = clock() - L.idleTimeoutMs;
+    const msgCutoff = clock() - L.messageTimeoutMs;
     for (const c of conns.values()) {
       const partial = c.meter.partialSince;
       if (partial && partial < msgCutoff) {
         refuse(c, new ProtocolError('GW_FRAME_TIMEOUT', `a message not complete ${L.messageTimeoutMs} ms after it began`), null);
-        c.sock.pause();
+        c.sock?.pause();
       } else if (c.lastActive < cutoff && c.waitingSince === 0) refuse(c, new ProtocolError('GW_IDLE_TIMEOUT', `nothing received for ${L.idleTimeoutMs} ms`), null);
     }
     // Paused readers are resumed on the link socket's 'drain'; this catches a buffer that
@@ -415,26 +464,38 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       for (const c of set) if (!c.closed) c.ws.resume();
       set.clear();
     }
-  }, Math.max(50, Math.min(1_000, L.idleTimeoutMs / 4)));
-  sweep.unref();
+  };
+  // Over the sockets seam the sweep is a chain of io timers (they have no interval).
+  let sweepTimer: unknown = null;
+  const sweepIo = () => {
+    sweepOnce();
+    sweepTimer = io!.timers.setTimeout(sweepIo, sweepMs);
+  };
+  const sweep = io ? null : setInterval(sweepOnce, sweepMs);
+  sweep?.unref();
+  if (io) sweepTimer = io.timers.setTimeout(sweepIo, sweepMs);
+  const stopSweep = () => {
+    if (sweep) clearInterval(sweep);
+    if (io) io.timers.clearTimeout(sweepTimer);
+  };
 
   const hostPart = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
-  const opServer = cfg.operatorPort === undefined ? null : createHttpServer(operator);
-  let port: number;
+  const opServer = cfg.operatorPort === undefined || io ? null : createHttpServer(operator);
+  let port = 0;
   let opPort: number | null = null;
   try {
     if (shared && !(await shared.ready())) log.warn('shared state not reachable at start: attacks are counted by this gateway alone until it is', { code: 'SHARED_STATE_DOWN' });
-    port = await listen(server, cfg.port, cfg.host, portLimits);
+    if (server) port = await listen(server, cfg.port, cfg.host, portLimits);
     if (opServer) opPort = await listen(opServer, cfg.operatorPort!, cfg.host, L.operatorPort);
   } catch (e) {
-    clearInterval(sweep);
+    stopSweep();
     for (const u of upstreams.values()) u.stop();
-    await closeServer(server, wss);
+    if (server) await closeServer(server, wss!);
     if (opServer?.listening) await closeServer(opServer);
     await shared?.close();
     throw e;
   }
-  const url = `${cfg.tls ? 'wss' : 'ws'}://${hostPart}:${port}/`;
+  const url = io ? `io://${hostPart}/` : `${cfg.tls ? 'wss' : 'ws'}://${hostPart}:${port}/`;
   const operatorUrl = opPort === null ? null : `http://${hostPart}:${opPort}/`;
   // Upstreams added later (the embedded stack adds them as their servers start) log their own line.
   log.info('listening', { url, operatorUrl: operatorUrl ?? 'none', upstreams: cfg.upstreams.length ? cfg.upstreams.map((u) => u.name).join(',') : 'none yet' });
@@ -459,6 +520,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       return r.every(Boolean);
     },
     connections: () => conns.size,
+    accept: (ws, remoteAddress) => accept(ws, remoteAddress, null),
     pushTable(table) {
       const frame = tablePushFrame(table);
       let n = 0;
@@ -474,10 +536,10 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     },
     async close() {
       reporter?.stop();
-      clearInterval(sweep);
+      stopSweep();
       for (const u of upstreams.values()) u.stop();
       for (const c of conns.values()) c.ws.terminate();
-      await Promise.all([closeServer(server, wss), opServer ? closeServer(opServer) : undefined]);
+      await Promise.all([server ? closeServer(server, wss!) : undefined, opServer ? closeServer(opServer) : undefined]);
       await shared?.close();
     },
   };

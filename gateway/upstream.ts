@@ -6,8 +6,9 @@ import { equalBytes } from '@noble/ciphers/utils.js';
 import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { WebSocket } from 'ws';
 import { systemRng } from '../protocol/channel.ts';
-import { LinkKind, LINK_MAX_PAYLOAD, LinkMac, encodeLink, decodeLink, closePayload, decodeClose, clientAuthMac, serverAuthMac, linkMacKeys, toBytes, type LinkFrame } from '../server-kit/link.ts';
-import { createLogger } from '../server-kit/log.ts';
+import { LinkKind, LINK_MAX_PAYLOAD, LinkMac, encodeLink, decodeLink, closePayload, decodeClose, clientAuthMac, serverAuthMac, linkMacKeys, toBytes, type LinkFrame, type LinkSocket } from '../server-kit/link.ts';
+import { createLogger, type Logger } from '../server-kit/log.ts';
+import type { Timers } from './attack-reporter.ts';
 import { tickCorker } from '../server-kit/tick-cork.ts';
 import { connectMemoryLink } from '../server-kit/memory-link.ts';
 import type { Socket } from 'node:net';
@@ -32,6 +33,14 @@ export interface UpstreamOptions {
   reconnectMaxMs: number;
   /** Extra ws client options (e.g. `ca` to trust a wss:// link server's certificate). */
   wsOptions?: ConstructorParameters<typeof WebSocket>[2];
+  /**
+   * Opens the link's connection (the deterministic simulation: its network). Default: in memory
+   * to a server of this process (memory-link.ts), else a WebSocket.
+   */
+  connect?: (url: string) => LinkSocket;
+  /** The reconnect backoff's and waitUp's clock and timers. Default: real, unref'd. */
+  timers?: Timers;
+  log?: Logger;
 }
 
 export class UpstreamLink {
@@ -39,7 +48,7 @@ export class UpstreamLink {
   #up = false;
   #stopped = false;
   #delay: number;
-  #timer: NodeJS.Timeout | null = null;
+  #timer: unknown = null;
   #url: string;
   /** Holds the link socket's writes until the end of the event-loop turn (tick-cork.ts). */
   #hold: (() => void) | null = null;
@@ -52,7 +61,18 @@ export class UpstreamLink {
   constructor(private readonly opts: UpstreamOptions, private readonly h: UpstreamHandlers) {
     this.#delay = opts.reconnectMinMs;
     this.#url = opts.url;
-    this.#log = createLogger(`gateway/${opts.name}`);
+    this.#log = opts.log ?? createLogger(`gateway/${opts.name}`);
+  }
+
+  #later(fn: () => void, ms: number): unknown {
+    if (this.opts.timers) return this.opts.timers.setTimeout(fn, ms);
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  }
+  #cancel(h: unknown): void {
+    if (this.opts.timers) this.opts.timers.clearTimeout(h);
+    else clearTimeout(h as NodeJS.Timeout);
   }
 
   get name(): string {
@@ -79,7 +99,7 @@ export class UpstreamLink {
     this.#delay = this.opts.reconnectMinMs;
     if (this.#ws) this.#ws.terminate();
     else if (!this.#stopped) {
-      if (this.#timer) clearTimeout(this.#timer);
+      if (this.#timer) this.#cancel(this.#timer);
       this.#connect();
     }
   }
@@ -87,6 +107,14 @@ export class UpstreamLink {
   /** Resolves once the link is up (or after `timeoutMs`, false). */
   waitUp(timeoutMs = 5_000): Promise<boolean> {
     if (this.#up) return Promise.resolve(true);
+    const t = this.opts.timers;
+    if (t) {
+      const until = t.now() + timeoutMs;
+      return new Promise((resolve) => {
+        const check = () => (this.#up || t.now() >= until ? resolve(this.#up) : t.setTimeout(check, 10));
+        check();
+      });
+    }
     return new Promise((resolve) => {
       const started = Date.now();
       const tick = setInterval(() => {
@@ -100,7 +128,7 @@ export class UpstreamLink {
 
   stop(): void {
     this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#timer) this.#cancel(this.#timer);
     this.#timer = null;
     this.#ws?.terminate();
     this.#ws = null;
@@ -134,7 +162,7 @@ export class UpstreamLink {
     if (this.#stopped) return;
     // A server listening in this process is linked in memory (server-kit/memory-link.ts): the
     // same link protocol and checks, without a loopback socket. Anywhere else: a WebSocket.
-    const mem = connectMemoryLink(this.#url);
+    const mem = this.opts.connect ? this.opts.connect(this.#url) : connectMemoryLink(this.#url);
     const ws = mem ? (mem as unknown as WebSocket) : new WebSocket(this.#url, { maxPayload: LINK_MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: 5_000, ...this.opts.wsOptions });
     this.#ws = ws;
     let nonceS: Uint8Array | null = null;
@@ -151,13 +179,14 @@ export class UpstreamLink {
         return this.#refuse(ws, (e as { code?: string }).code ?? 'LINK_BAD_FRAME', (e as Error).message);
       }
       if (!this.#up) {
-        if (f.kind === LinkKind.CHALLENGE && !nonceS && f.payload.length === 32) {
+        // connId is outside the proofs: a CHALLENGE or AUTH_OK on any connection but 0 was altered on the way.
+        if (f.kind === LinkKind.CHALLENGE && f.connId === 0 && !nonceS && f.payload.length === 32) {
           nonceS = Uint8Array.from(f.payload);
           nonceG = systemRng(32);
           ws.send(encodeLink(LinkKind.AUTH, 0, concat(nonceG, clientAuthMac(this.opts.key, nonceS, nonceG, this.opts.name), utf8(this.opts.name))));
           return;
         }
-        if (f.kind === LinkKind.AUTH_OK && nonceS && nonceG && equalBytes(f.payload, serverAuthMac(this.opts.key, nonceS, nonceG, this.opts.name))) {
+        if (f.kind === LinkKind.AUTH_OK && f.connId === 0 && nonceS && nonceG && equalBytes(f.payload, serverAuthMac(this.opts.key, nonceS, nonceG, this.opts.name))) {
           const k = linkMacKeys(this.opts.key, nonceS, nonceG, this.opts.name);
           this.#mac = new LinkMac(k.toServer, k.toGateway);
           this.#up = true;
@@ -197,8 +226,7 @@ export class UpstreamLink {
         this.h.onDown();
       }
       if (this.#stopped) return;
-      this.#timer = setTimeout(() => this.#connect(), this.#delay);
-      this.#timer.unref();
+      this.#timer = this.#later(() => this.#connect(), this.#delay);
       this.#delay = Math.min(this.opts.reconnectMaxMs, this.#delay * 2);
     });
     ws.on('error', () => {

@@ -67,6 +67,14 @@ test('OPEN before AUTH is refused; the right key for another name too', async ()
   assert.is(opened.length, 0);
 });
 
+test('an AUTH with the right proof on a connId other than 0 (altered on the way: connId is outside the proof) is refused', async () => {
+  const c = await connect();
+  const nG = new Uint8Array(32).fill(3);
+  c.ws.send(encodeLink(LinkKind.AUTH, 1 << 16, concat(nG, clientAuthMac(key, c.challenge, nG, 'reg-primary'), utf8('reg-primary'))));
+  assert.equal(await c.next(), { closed: 1008, reason: 'LINK_AUTH_FAILED' });
+  assert.is(opened.length, 0);
+});
+
 test('authenticated: sessions are multiplexed by connId with the vouched-for IP', async () => {
   const c = await connect();
   const nG = new Uint8Array(32).fill(3);

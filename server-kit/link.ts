@@ -24,8 +24,8 @@ import { mac, kdf } from '../protocol/keys.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { Limits } from '../protocol/limits.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
-import type { SessionFactory, SessionHandler, SessionTransport } from './session.ts';
-import { createLogger } from './log.ts';
+import type { SessionFactory, SessionHandler, SessionTimers, SessionTransport } from './session.ts';
+import { createLogger, type Logger } from './log.ts';
 import { tickCorker } from './tick-cork.ts';
 
 export const LinkKind = { OPEN: 0x01, DATA: 0x02, CLOSE: 0x03, CHALLENGE: 0x10, AUTH: 0x11, AUTH_OK: 0x12 } as const;
@@ -196,19 +196,41 @@ export interface LinkServerOptions {
   maxSessions?: number;
   /** Told the code of every link refused (for a metric). */
   onRefused?(code: string): void;
+  /** The auth deadline's and the refused link's timers (the deterministic simulation: virtual). Default: real, unref'd. */
+  timers?: SessionTimers;
+  log?: Logger;
+}
+
+/**
+ * The part of ws's WebSocket the link's two ends use: a socket, an in-memory pair
+ * (memory-link.ts) or a connection of the deterministic simulation's network (sim/dsim-gateway.ts).
+ */
+export interface LinkSocket {
+  readonly readyState: number;
+  readonly OPEN: number;
+  readonly bufferedAmount: number;
+  binaryType: string;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  terminate(): void;
+  on(ev: 'message', fn: (data: Buffer, isBinary: boolean) => void): unknown;
+  on(ev: 'close', fn: (code: number, reason: Buffer) => void): unknown;
+  on(ev: 'error', fn: (e: Error) => void): unknown;
 }
 
 /**
  * Server side of the link: accepts gateway connections on `wss`, authenticates them, and runs
  * one session per OPEN through `factory`. Returns a function counting live sessions.
  */
-export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, factory: SessionFactory): { sessions(): number; accept(ws: WebSocket, peer: string): void } {
-  const log = createLogger(`${opts.name}/link`);
+export function attachLinkServer(wss: WebSocketServer | null, opts: LinkServerOptions, factory: SessionFactory): { sessions(): number; accept(ws: WebSocket | LinkSocket, peer: string): void } {
+  const log = opts.log ?? createLogger(`${opts.name}/link`);
+  const timers: SessionTimers = opts.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
   const authTimeoutMs = opts.authTimeoutMs ?? 5_000;
   const maxSessions = opts.maxSessions ?? 100_000;
   let live = 0;
 
-  wss.on('connection', (ws: WebSocket, req) => accept(ws, req.socket.remoteAddress ?? '', tickCorker(req.socket)));
+  // Without a server (wss null): connections come only through accept().
+  wss?.on('connection', (ws: WebSocket, req) => accept(ws, req.socket.remoteAddress ?? '', tickCorker(req.socket)));
 
   /** One gateway connection, over a socket or in memory (server-kit/memory-link.ts): the same protocol. */
   function accept(ws: WebSocket, peer: string, hold: () => void = () => {}): void {
@@ -223,9 +245,9 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
       opts.onRefused?.(code);
       ws.close(CloseCode.policy, code);
       // Nothing more is read from a link that broke its rules; don't wait 30 s for its close.
-      setTimeout(() => ws.terminate(), 1_000).unref();
+      (timers.setTimeout(() => ws.terminate(), 1_000) as { unref?(): void }).unref?.();
     };
-    const timer = setTimeout(() => refuse('LINK_AUTH_TIMEOUT', 'no AUTH in time'), authTimeoutMs);
+    const timer = timers.setTimeout(() => refuse('LINK_AUTH_TIMEOUT', 'no AUTH in time'), authTimeoutMs);
     ws.send(encodeLink(LinkKind.CHALLENGE, 0, nonceS));
     const send = (kind: number, connId: number, payload?: Uint8Array) => {
       if (!lmac || refused || ws.readyState !== ws.OPEN) return;
@@ -243,7 +265,8 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
         return refuse((e as ProtocolError).code ?? 'LINK_BAD_FRAME', (e as Error).message);
       }
       if (!lmac) {
-        if (f.kind !== LinkKind.AUTH || f.payload.length < 2 * NONCE + 1) return refuse('LINK_AUTH_FAILED', 'first frame is not AUTH');
+        // connId is outside the MAC: an AUTH on any other connection than 0 was altered on the way.
+        if (f.kind !== LinkKind.AUTH || f.connId !== 0 || f.payload.length < 2 * NONCE + 1) return refuse('LINK_AUTH_FAILED', 'first frame is not AUTH on connection 0');
         const nonceG = f.payload.subarray(0, NONCE);
         const got = f.payload.subarray(NONCE, 2 * NONCE);
         let name = '';
@@ -253,7 +276,7 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
           return refuse('LINK_AUTH_FAILED', 'name is not UTF-8');
         }
         if (name !== opts.name || !equalBytes(clientAuthMac(opts.key, nonceS, nonceG, name), got)) return refuse('LINK_AUTH_FAILED', 'bad link MAC or name');
-        clearTimeout(timer);
+        timers.clearTimeout(timer);
         ws.send(encodeLink(LinkKind.AUTH_OK, 0, serverAuthMac(opts.key, nonceS, nonceG, name)));
         const k = linkMacKeys(opts.key, nonceS, nonceG, name);
         lmac = new LinkMac(k.toGateway, k.toServer);
@@ -320,7 +343,7 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
       }
     });
     ws.on('close', () => {
-      clearTimeout(timer);
+      timers.clearTimeout(timer);
       for (const s of sessions.values()) s.onClose();
       live -= sessions.size;
       sessions.clear();
@@ -328,5 +351,5 @@ export function attachLinkServer(wss: WebSocketServer, opts: LinkServerOptions, 
     });
     ws.on('error', () => {});
   }
-  return { sessions: () => live, accept: (ws, peer) => accept(ws, peer) };
+  return { sessions: () => live, accept: (ws, peer) => accept(ws as WebSocket, peer) };
 }

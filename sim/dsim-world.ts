@@ -1,6 +1,6 @@
 // The parties of one deterministic simulation run (issue 14), all in this process on one
 // virtual scheduler and the simulated network of dsim-net.ts: phones (the real firmware on the
-// simulated HAL and flash chip), the gateway's routing, the registration primary and backup, the
+// simulated HAL and flash chip), the real gateway, the registration primary and backup, the
 // two business servers and the security policy server. The servers run their real code
 // (RegServerSession, BizServerSession: the protocol machines, rotation, placement, the health
 // view; the admin API's sealing and replay cache; the policy server's period update and signed
@@ -14,20 +14,18 @@
 // files. A crash inside a store transaction is a temporary trigger on that incarnation's
 // connection that throws from inside the statement: SQLite rolls the transaction back.
 //
-// Replaced at a seam rather than run (docs/simulation.md): the gateway's WebSocket front and its
-// authenticated link (gateway/gateway.ts, server-kit/link.ts are socket-bound): here the routing
-// rules (validateDeviceFrame, route by the first frame's dest, GW_UNKNOWN_DEST,
-// GW_UPSTREAM_UNAVAILABLE, GW_DEST_CHANGED) run over simulated connections, without attack
-// counting or table pushes; the operator and the bank are not in the run.
+// The gateway is the real one (gateway/gateway.ts through its sockets seam, GatewayConfig.io):
+// devices connect to it on the simulated network, it links to every server over the real
+// authenticated link (server-kit/link.ts, both ends: challenge, tags, reconnection), counts login
+// openings as attacks, reports them to the policy server and pushes its tables (sim/dsim-gateway.ts).
+// Not run: its frame meter (no raw socket bytes), backpressure (the net has no buffers); the
+// operator and the bank are not in the run (docs/simulation.md).
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { MasterKeyring } from '../protocol/keys.ts';
-import { encodeEnvelope, errorBody, MsgType, type Envelope } from '../protocol/messages.ts';
-import { ProtocolError, CloseCode } from '../protocol/errors.ts';
+import { encodeEnvelope, MsgType, type Mechanism } from '../protocol/messages.ts';
 import { Limits } from '../protocol/limits.ts';
-import { validateDeviceFrame } from '../gateway/validate.ts';
-import { GatewayDefaults } from '../gateway/limits.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { RegServerSession } from '../reg-server/session.ts';
@@ -41,7 +39,10 @@ import { TableSource } from '../server-kit/table-source.ts';
 import { startPolicyServer } from '../policy-server/server.ts';
 import { readPolicyKey } from '../policy-server/keys.ts';
 import type { CborLimits } from '../protocol/limits.ts';
-import { closeReason } from '../server-kit/link.ts';
+import { attachLinkServer, linkKeyFor } from '../server-kit/link.ts';
+import { startGateway, type Gateway } from '../gateway/gateway.ts';
+import { adminCall } from '../server-kit/admin-messages.ts';
+import { DsimSocket, linkUrlOf, linkTargetOf } from './dsim-gateway.ts';
 import { replayCacheFor, keepOldPasswords, type Mutant } from '../server-kit/mutant.ts';
 import type { Logger, LogField } from '../server-kit/log.ts';
 import type { SessionFactory, SessionTimers, SessionTransport } from '../server-kit/session.ts';
@@ -100,6 +101,8 @@ interface Template {
   fuses: Fuses[];
   serials: string[];
   users: string[];
+  /** The root of the gateway <-> server link keys (server-kit/link.ts linkKeyFor). */
+  linkRoot: Uint8Array;
 }
 let template: Template | null = null;
 const WORLD_SEED = 14;
@@ -131,7 +134,9 @@ async function makeTemplate(): Promise<Template> {
     biz.close();
   }
   const fuses = serials.map((_, i) => fusesOf(WORLD_SEED, i));
-  return { dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users };
+  // Drawn last: every key drawn before it is what it was before the link keys existed.
+  const linkRoot = rng(32);
+  return { linkRoot, dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users };
 }
 
 async function getTemplate(): Promise<Template> {
@@ -187,6 +192,8 @@ export interface WorldOptions {
   storeMutant?: StoreMutant;
   /** The run's event log: every line (null: none kept, faster). */
   log: ((line: string) => void) | null;
+  /** TEST ONLY: the real gateway holds link keys from another root than the servers' (every link refused). */
+  linkKeyMismatch?: boolean;
 }
 
 export interface SimPhone {
@@ -225,6 +232,10 @@ export class World {
   onDeliver: (conn: number, to: string, bytes: Uint8Array) => void = () => {};
   /** Told after every restart (the store-integrity invariant). */
   onRestart: (party: string) => void = () => {};
+  /** The real gateway (gateway/gateway.ts), on the simulated network. */
+  gateway!: Gateway;
+  /** Tables the policy server published that the real gateway pushed, and to how many devices. */
+  tablePushes: { version: number; devices: number; table: Uint8Array }[] = [];
   #serverRng: Rng;
   #t!: Template;
 
@@ -247,7 +258,7 @@ export class World {
     w.#t = await getTemplate();
     copyFileSync(join(w.#t.dir, 'reg.sqlite'), join(w.dir, 'reg.sqlite'));
     copyFileSync(join(w.#t.dir, 'biz.sqlite'), join(w.dir, 'biz.sqlite'));
-    w.#gateway();
+    await w.#gateway();
     // As the stack starts them: the policy and business servers first, so the registration servers' first polls find them.
     for (const s of [POLICY, ...BIZ, ...REGS]) w.start(s);
     for (let i = 0; i < o.phones; i++) w.#phone(i);
@@ -281,32 +292,34 @@ export class World {
     });
   }
 
-  /** Serves sessions of `factory` on the simulated network as `name`. */
+  /**
+   * Serves `factory`'s sessions behind the real link server (server-kit/link.ts): each simulated
+   * connection to `name` is a gateway link, authenticated and tagged; its sessions fenced to `inc`.
+   */
   #serve(name: string, inc: Incarnation, factory: SessionFactory): void {
-    this.net.listen(name, (end, meta) => {
-      if (!inc.alive) return end.close(1006, 'connection lost');
-      let open = true;
-      const t: SessionTransport = {
-        observedIp: meta.observedIp,
-        via: 'gateway',
+    const fenced: SessionFactory = (t) => {
+      const h = factory({
+        ...t,
         send: (f) => {
-          if (inc.alive && open) end.send(f);
+          if (inc.alive) t.send(f);
         },
         close: (code, reason) => {
-          if (!open) return;
-          open = false;
-          if (inc.alive) end.close(code, closeReason(reason));
+          if (inc.alive) t.close(code, reason);
         },
-        bufferedAmount: () => 0,
+      });
+      return {
+        onFrame: (f) => {
+          if (inc.alive) h.onFrame(f);
+        },
+        onClose: () => {
+          if (inc.alive) h.onClose();
+        },
       };
-      const h = factory(t);
-      end.onMessage = (f) => {
-        if (inc.alive) h.onFrame(f);
-      };
-      end.onClose = () => {
-        open = false;
-        if (inc.alive) h.onClose();
-      };
+    };
+    const link = attachLinkServer(null, { name, key: linkKeyFor(this.#t.linkRoot, name), timers: this.#timers(inc) }, fenced);
+    this.net.listen(name, (end, meta) => {
+      if (!inc.alive) return end.close(1006, 'connection lost');
+      link.accept(new DsimSocket(end), meta.from);
     });
   }
 
@@ -449,66 +462,39 @@ export class World {
     return !this.incarnations.get(name)?.alive;
   }
 
-  /** The gateway's routing over the simulated network (its WebSocket front is not simulated). */
-  #gateway(): void {
-    const L = GatewayDefaults;
-    this.net.listen(GATEWAY, (dev, meta) => {
-      let dest: string | null = null;
-      let up: ReturnType<DsimNet['connect']> | null = null;
-      let upOpen = false;
-      const queued: Uint8Array[] = [];
-      let toDevice = 0;
-      let closed = false;
-      const refuse = (e: ProtocolError, prevSeq: number | null) => {
-        if (closed) return;
-        closed = true;
-        this.log(`${GATEWAY} refused ${meta.observedIp}: ${e.code}`);
-        dev.send(encodeEnvelope(MsgType.error, toDevice, dest ?? 'gateway', errorBody(e.code, prevSeq, e.message)));
-        dev.close(e.closeCode, e.code);
-        up?.close(CloseCode.goingAway, e.code);
-      };
-      dev.onMessage = (frame) => {
-        if (closed) return;
-        let env: Envelope;
-        try {
-          env = validateDeviceFrame(frame, true, L.maxFrameBytes);
-        } catch (e) {
-          if (e instanceof ProtocolError) return refuse(e, null);
-          throw e;
-        }
-        if (dest === null) {
-          if (!SERVERS.includes(env.dest)) return refuse(new ProtocolError('GW_UNKNOWN_DEST', `no upstream named '${env.dest}'`), env.seq);
-          if (!this.net.reachable(GATEWAY, env.dest)) return refuse(new ProtocolError('GW_UPSTREAM_UNAVAILABLE', `${env.dest} is unreachable; try the backup`), env.seq);
-          dest = env.dest;
-          const u = this.net.connect(GATEWAY, dest, meta.observedIp, () => {
-            upOpen = true;
-            for (const f of queued.splice(0)) u.send(f);
-          });
-          up = u;
-          u.onMessage = (f) => {
-            if (closed) return;
-            toDevice++;
-            dev.send(f);
-          };
-          u.onClose = (code, reason) => {
-            if (closed) return;
-            if (!upOpen) return refuse(new ProtocolError('GW_UPSTREAM_LOST', `the link to ${dest} went down`), null);
-            closed = true;
-            const safe = code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : CloseCode.internal;
-            dev.close(safe, closeReason(reason));
-          };
-        } else if (env.dest !== dest) {
-          return refuse(new ProtocolError('GW_DEST_CHANGED', `a session to '${dest}' cannot switch to '${env.dest}'`), env.seq);
-        }
-        if (upOpen) up!.send(frame);
-        else queued.push(frame);
-      };
-      dev.onClose = () => {
-        if (closed) return;
-        closed = true;
-        up?.close(CloseCode.goingAway, 'device closed');
-      };
+  /**
+   * The real gateway on the simulated network: devices dial it, it links to every server by
+   * name, its timers and clock are the scheduler's. Its attack reports go to the policy server's
+   * admin endpoint, and the policy server's new tables are pushed to connected devices (S3.5,
+   * S3.11), as deploy/stack.ts wires them.
+   */
+  async #gateway(): Promise<void> {
+    const inc: Incarnation = { alive: true, n: 1, closeStores: () => {} };
+    this.incarnations.set(GATEWAY, inc);
+    const timers = { ...this.#timers(inc), now: this.clockOf(GATEWAY) };
+    const policy = this.#adminClient(GATEWAY, POLICY, inc, POLICY_ADMIN_LIMITS);
+    const gw = await startGateway({
+      host: GATEWAY, port: 0,
+      upstreams: SERVERS.map((name) => ({ name, linkUrl: linkUrlOf(name), linkKey: linkKeyFor(this.o.linkKeyMismatch ? this.#t.adminKey : this.#t.linkRoot, name) })),
+      io: { connectLink: (url) => new DsimSocket(this.net.connect(GATEWAY, linkTargetOf(url), GATEWAY, () => {})), timers },
+      attacks: { periodMs: SIM_POLICY_PERIOD_MS },
+      attackReports: { gateway: GATEWAY, send: (r) => adminCall(policy, 'reportAttacks', r) },
     });
+    this.gateway = gw;
+    this.net.listen(GATEWAY, (end, meta) => gw.accept(new DsimSocket(end), meta.observedIp));
+    const tables = new TableSource({
+      client: policy, log: partyLogger(`${GATEWAY}/tables`, this.o.log ? (l) => this.log(l) : null),
+      onUpdate: (t) => {
+        const devices = gw.pushTable(t);
+        this.tablePushes.push({ version: tables.version() ?? -1, devices, table: t });
+        this.log(`${GATEWAY} pushed table v${tables.version()} to ${devices} device(s)`);
+      },
+    });
+    const poll = () => {
+      void tables.refresh();
+      this.sched.at(TABLE_POLL_MS, poll);
+    };
+    poll();
   }
 
   #phone(i: number): void {
@@ -538,6 +524,49 @@ export class World {
     this.phones.push({ index: i, party, ip, serial: t.serials[i]!, user: t.users[i]!, phone, host, hal });
   }
 
+  /**
+   * A password-guessing bot (sim/attacker.ts) on the simulated network: `n` login openings of
+   * `mech` to `site` from `ip`, one connection each, one after the other, each with a nonce and a
+   * MAC it cannot compute (the run's rng). Resolves with how many got an answer (a frame or a
+   * close) within 5 virtual seconds.
+   */
+  async guess(ip: string, site: string, mech: Mechanism, n: number, user = 'admin'): Promise<number> {
+    const rng = (this.#attackRng ??= simRng(this.o.seed, 'attacker'));
+    let answered = 0;
+    for (let i = 0; i < n; i++) {
+      answered += await new Promise<number>((resolve) => {
+        let done = false;
+        const finish = (got: number) => {
+          if (done) return;
+          done = true;
+          timer.dead = true;
+          end.close(1000, 'bye');
+          resolve(got);
+        };
+        const timer = this.sched.at(5_000, () => finish(0));
+        let opened = 0;
+        const end = this.net.connect('attacker', GATEWAY, ip, () => {
+          opened = 1;
+          end.send(encodeEnvelope(MsgType.login, 0, site, [mech, user, 1, new Map(), rng(32), rng(32)]));
+        });
+        end.onMessage = () => finish(1);
+        end.onClose = () => finish(opened);
+      });
+    }
+    return answered;
+  }
+  #attackRng: Rng | null = null;
+
+  /**
+   * Resolves once the gateway's links to `names` are up again (true), or after
+   * timeoutMs virtual ms (false). A partition that ended took the links with it; the gateway
+   * relinks on its backoff (gateway/limits.ts reconnectMinMs..reconnectMaxMs), and until then it
+   * refuses sessions to those servers (GW_UPSTREAM_UNAVAILABLE), as a deployment's would.
+   */
+  linksUp(names: string[], timeoutMs: number): Promise<boolean> {
+    return this.gateway.waitUpstreams(timeoutMs, names);
+  }
+
   /** Unplugs and plugs phone i in again (after a power cut, or for its next login). */
   replug(p: SimPhone): void {
     this.net.killConnections(p.party);
@@ -565,6 +594,7 @@ export class World {
   }
 
   close(): void {
+    void this.gateway?.close();
     for (const inc of this.incarnations.values()) {
       inc.alive = false;
       try {

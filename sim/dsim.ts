@@ -269,6 +269,8 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       for (const reg of REGS) net.partition(GATEWAY, reg, false);
       world.log('registration servers reachable again');
       const reachableAt = sched.now();
+      // The real gateway relinks first (within the liveness bound, which counts from here).
+      world.log(`gateway links to the registration servers ${(await world.linksUp(REGS, LIVENESS_BOUND_MS)) ? 'up' : 'still down'}`);
       await Promise.all(world.phones.map(async (p) => {
         for (let k = 0; k < LOCKOUT_TRIES; k++) {
           const out = await plug(p, `after heal ${k}`);
