@@ -128,7 +128,13 @@ export function storeFrom(c: Record<string, unknown>, file: string, dir: string)
   const o = c.store as Record<string, unknown> | undefined;
   if (o !== undefined && (typeof o !== 'object' || o === null)) bad(file, 'store must be {"kind": "sqlite"} or {"kind": "postgres", "url", "schema"?}');
   if (o !== undefined) onlyKeys(o, `${file} store`, ['kind', 'url', 'schema']);
-  if (o === undefined || o.kind === 'sqlite') return { kind: 'sqlite', file: resolve(dir, str(c.dbFile, file, 'dbFile')) };
+  if (o === undefined || o.kind === 'sqlite') {
+    const db = resolve(dir, str(c.dbFile, file, 'dbFile'));
+    // A shared store in a folder that is not there is a typo, not a new deployment: the server would
+    // start on an empty database and answer "unknown device" to every phone (found by review).
+    if (!existsSync(dirname(db))) bad(file, `dbFile ${db}: its folder does not exist`);
+    return { kind: 'sqlite', file: db };
+  }
   if (o.kind === 'postgres') {
     const url = str(o.url, file, 'store.url');
     if (!/^postgres(ql)?:\/\/\S+$/.test(url)) bad(file, 'store.url must be a postgres:// URL');
