@@ -24,7 +24,7 @@ import { sealBox, openBox } from '../protocol/sealed-box.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { isSite, isTotpParams, decodeOtpSeed, OTP_SEED_MIN, OTP_SEED_MAX, FP_PUBLIC_KEY_BYTES, type TotpParams } from '../protocol/person.ts';
 import { ImplementationError } from '../protocol/errors.ts';
-import type { Awaitable } from '../server-kit/store-choice.ts';
+import { rowChecker, type Awaitable } from '../server-kit/store-choice.ts';
 
 export const BANK_SCHEMA = `
   CREATE TABLE bank_accounts (
@@ -188,16 +188,7 @@ export function pageTokenFromRow(r: Record<string, unknown> | undefined, now: nu
 
 /** The integrity check of the bank's tables (both back ends). */
 export function bankProblems(t: { accounts: Record<string, unknown>[]; bindings: Record<string, unknown>[]; logins: Record<string, unknown>[]; person: Record<string, unknown>[]; tokens: Record<string, unknown>[] }, storageKey: Uint8Array): string[] {
-  const out: string[] = [];
-  const each = <R>(list: R[], f: (r: R) => unknown) => {
-    for (const r of list) {
-      try {
-        f(r);
-      } catch (e) {
-        out.push((e as Error).message);
-      }
-    }
-  };
+  const { each, problems: out } = rowChecker();
   each(t.accounts, accountFromRow);
   each(t.bindings, bindingFromRow);
   each(t.logins, loginFromRow);

@@ -31,7 +31,7 @@ import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { BANK_SCHEMA, BANK_PERSON_SCHEMA } from './bank-store.ts';
-import type { Awaitable } from '../server-kit/store-choice.ts';
+import { rowChecker, type Awaitable } from '../server-kit/store-choice.ts';
 
 /** A wrapped login key: a sealed box (protocol/sealed-box.ts) of the 32-byte key, nonce (24) || ciphertext (32) || tag (16). */
 export const WRAPPED_KEY_BYTES = BOX_OVERHEAD + 32;
@@ -396,17 +396,13 @@ export function promoteAllowed(r: Row | undefined, storageKey: Uint8Array, gen: 
 
 /** The integrity check of the accounts table (both back ends): every row validated and its keys opened. */
 export function accountProblems(rows: Row[], storageKey: Uint8Array): string[] {
-  const out: string[] = [];
-  for (const r of rows) {
-    try {
-      const a = accountFromRow(r, storageKey);
-      a.currentKey?.fill(0);
-      a.pendingKey?.fill(0);
-    } catch (e) {
-      out.push((e as Error).message);
-    }
-  }
-  return out;
+  const { each, problems } = rowChecker();
+  each(rows, (r) => {
+    const a = accountFromRow(r, storageKey);
+    a.currentKey?.fill(0);
+    a.pendingKey?.fill(0);
+  });
+  return problems;
 }
 
 /**

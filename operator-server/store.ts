@@ -9,7 +9,7 @@
 // its first card counts, like every swap after it (docs/operator-api.md §"SIM swap").
 import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
 import { ImplementationError } from '../protocol/errors.ts';
-import type { Awaitable } from '../server-kit/store-choice.ts';
+import { rowChecker, type Awaitable } from '../server-kit/store-choice.ts';
 import { isE164, isIccid, isImsi, isCardType, type CardType } from '../protocol/line-ids.ts';
 
 export type CardStatus = 'active' | 'suspended' | 'replaced';
@@ -158,16 +158,7 @@ export function subscriptionFromRows(r: SubRow, cardOf: (iccid: string) => CardR
 
 /** The integrity check of an operator store (both back ends): every row, every line with its live card, one live card per IMSI. */
 export function operatorProblems(t: { subs: SubRow[]; cards: CardRow[]; clients: ClientRow[] }): string[] {
-  const out: string[] = [];
-  const each = <R>(list: R[], f: (r: R) => unknown) => {
-    for (const r of list) {
-      try {
-        f(r);
-      } catch (e) {
-        out.push((e as Error).message);
-      }
-    }
-  };
+  const { each, problems: out } = rowChecker();
   const byIccid = new Map(t.cards.map((c) => [c.iccid, c]));
   each(t.cards, cardFromRow);
   each(t.subs, (r) => subscriptionFromRows(r, (i) => byIccid.get(i)));

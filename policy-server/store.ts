@@ -11,7 +11,7 @@ import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { DEST_RE, MECHANISMS } from '../protocol/messages.ts';
 import type { AttackReport } from '../server-kit/admin-messages.ts';
-import type { Awaitable } from '../server-kit/store-choice.ts';
+import { rowChecker, type Awaitable } from '../server-kit/store-choice.ts';
 import { runSteps, type Steps } from '../server-kit/steps.ts';
 
 const MIGRATIONS = [
@@ -126,16 +126,7 @@ export function tableFromRow(r: Record<string, unknown>): TableRow {
 
 /** The integrity check of a policy store (both back ends): every row validated. */
 export function policyProblems(t: { pending: Record<string, unknown>[]; sitePeriods: Record<string, unknown>[]; tables: Record<string, unknown>[]; reports: Record<string, unknown>[] }): string[] {
-  const out: string[] = [];
-  const each = <R>(list: R[], f: (r: R) => unknown) => {
-    for (const r of list) {
-      try {
-        f(r);
-      } catch (e) {
-        out.push((e as Error).message);
-      }
-    }
-  };
+  const { each, problems: out } = rowChecker();
   each(t.pending, pendingFromRow);
   each(t.sitePeriods, (r) => sitePeriodFromRow(r, `site period ${String(r.site)}/${String(r.period_id)}`));
   each(t.tables, tableFromRow);

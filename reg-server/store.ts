@@ -10,7 +10,7 @@ import { openDb, corrupt, type Db } from '../server-kit/sqlite.ts';
 import { SERIAL_RE } from '../protocol/keys.ts';
 import { USER_RE, DEST_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
-import type { Awaitable } from '../server-kit/store-choice.ts';
+import { rowChecker, type Awaitable } from '../server-kit/store-choice.ts';
 
 export type DeviceStatus = 'active' | 'disabled';
 
@@ -202,16 +202,7 @@ export function firmwareStatusAccepted(measurement: string, r: { status: unknown
  * recorded out of order, or a lost one).
  */
 export function regProblems(rows: { devices: DeviceRow[]; servers: ServerRow[]; firmware: Record<string, unknown>[]; regions: { cidr: unknown; region: unknown }[] }): string[] {
-  const out: string[] = [];
-  const each = <R>(list: R[], f: (r: R) => void) => {
-    for (const r of list) {
-      try {
-        f(r);
-      } catch (e) {
-        out.push((e as Error).message);
-      }
-    }
-  };
+  const { each, problems: out } = rowChecker();
   each(rows.devices, (r) => {
     const d = deviceFromRow(r);
     if (d.pendingGen !== null && d.pendingGen <= d.currentGen) out.push(`device ${d.serial}: pending generation ${d.pendingGen} is not above the current ${d.currentGen}`);

@@ -26,3 +26,23 @@ export type StorePlace = { kind: 'sqlite'; file: string } | { kind: 'postgres'; 
 export function placeOf(choice: StoreChoice, file: string): StorePlace {
   return choice.kind === 'sqlite' ? { kind: 'sqlite', file } : choice;
 }
+
+/**
+ * The row checker of a store's integrity check (both back ends): `each(rows, f)` runs the row
+ * validator `f` on every row and keeps the message of each row it refuses; `problems` lists them.
+ */
+export function rowChecker(): { each<R>(rows: readonly R[], f: (r: R) => unknown): void; problems: string[] } {
+  const problems: string[] = [];
+  return {
+    problems,
+    each(rows, f) {
+      for (const r of rows) {
+        try {
+          f(r);
+        } catch (e) {
+          problems.push((e as Error).message);
+        }
+      }
+    },
+  };
+}
