@@ -8,7 +8,7 @@ import { readFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve, join } from 'node:path';
 import { ImplementationError } from '../protocol/errors.ts';
 import { DEST_RE } from '../protocol/messages.ts';
-import { linkKeyFor } from '../server-kit/link.ts';
+import { linkKeyFor, heartbeatSettings } from '../server-kit/link.ts';
 import { ensurePolicyKey, POLICY_KEY_FILE } from '../policy-server/keys.ts';
 import type { FactoryPolicy } from '../firmware/factory/image.ts';
 import { loadMasterKeyring, readKeyFile, ensureKeyFile, ensureMasterKeyFile } from '../server-kit/keyfiles.ts';
@@ -324,10 +324,27 @@ export function gatewayConfigFrom(c: Record<string, unknown>, file: string): Gat
       return { name: n, linkUrl: str(u?.linkUrl, file, `upstreams[${i}].linkUrl`), linkKey: linkKeyFor(root, n), linkCa };
     }),
     tls: tls ? { cert: resolve(dir, str(tls.cert, file, 'tls.cert')), key: resolve(dir, str(tls.key, file, 'tls.key')) } : undefined,
-    limits: (c.limits as Partial<GatewayLimits> | undefined) ?? undefined,
+    limits: limitsFrom(c.limits, file),
     ...(c.attacks === undefined ? {} : { attacks: attacksFrom(c.attacks, file) }),
     ...(c.redis === undefined ? {} : { redis: redisFrom(c.redis, file) }),
   };
+}
+
+/**
+ * A gateway config's `limits` (gateway/limits.ts GatewayLimits). The link settings are checked
+ * here: `linkHeartbeatMs` (a PING per silent period, 10 ms..1 h) and `linkHeartbeatMisses`
+ * (unanswered PINGs before a link is dead, 1..100); docs/architecture.md §"Link protocol".
+ */
+function limitsFrom(v: unknown, file: string): Partial<GatewayLimits> | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(file, 'limits must be an object');
+  const l = v as Partial<GatewayLimits>;
+  try {
+    heartbeatSettings({ heartbeatMs: l.linkHeartbeatMs, heartbeatMisses: l.linkHeartbeatMisses });
+  } catch (e) {
+    bad(file, `limits.link${(e as Error).message.replace(/^h/, 'H')}`);
+  }
+  return l;
 }
 
 function attacksFrom(v: unknown, file: string): Partial<AttackLimits> {

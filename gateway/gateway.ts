@@ -297,7 +297,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       return null;
     };
     const link: UpstreamLink = new UpstreamLink(
-      { name: u.name, url: u.linkUrl, key: u.linkKey, reconnectMinMs: L.reconnectMinMs, reconnectMaxMs: L.reconnectMaxMs, wsOptions: u.linkCa ? { ca: pem(u.linkCa) } : undefined, ...(io ? { connect: io.connectLink, timers: io.timers } : {}), ...(cfg.log ? { log: cfg.log } : {}) },
+      { name: u.name, url: u.linkUrl, key: u.linkKey, reconnectMinMs: L.reconnectMinMs, reconnectMaxMs: L.reconnectMaxMs, heartbeatMs: L.linkHeartbeatMs, heartbeatMisses: L.linkHeartbeatMisses, wsOptions: u.linkCa ? { ca: pem(u.linkCa) } : undefined, ...(io ? { connect: io.connectLink, timers: io.timers } : {}), ...(cfg.log ? { log: cfg.log } : {}) },
       {
         onData(connId, frame) {
           const c = owned(connId, 'data');

@@ -2,6 +2,7 @@
 // §"Limits of every port"): what every device-facing port enforces (server-kit/limits.ts
 // DeviceLimits, shared with the servers' direct device ports) plus the gateway's own.
 import { DeviceDefaults, PortDefaults, type DeviceLimits, type PortLimits } from '../server-kit/limits.ts';
+import { LinkHeartbeatDefaults } from '../server-kit/link.ts';
 
 export interface GatewayLimits extends DeviceLimits {
   /**
@@ -27,6 +28,12 @@ export interface GatewayLimits extends DeviceLimits {
   /** Reconnect backoff of upstream links. */
   reconnectMinMs: number;
   reconnectMaxMs: number;
+  /**
+   * Heartbeat of upstream links (server-kit/link.ts LinkHeartbeat): a PING per period in which
+   * nothing was heard; the link is dead (LINK_HEARTBEAT_TIMEOUT) after linkHeartbeatMisses in a row.
+   */
+  linkHeartbeatMs: number;
+  linkHeartbeatMisses: number;
   /** Header/request timeouts of the device port and the operator port (server-kit/limits.ts). */
   port: PortLimits;
   operatorPort: PortLimits;
@@ -42,6 +49,8 @@ export const GatewayDefaults: GatewayLimits = {
   linkHighWaterBytes: 1024 * 1024,
   reconnectMinMs: 100,
   reconnectMaxMs: 2_000,
+  linkHeartbeatMs: LinkHeartbeatDefaults.heartbeatMs,
+  linkHeartbeatMisses: LinkHeartbeatDefaults.heartbeatMisses,
   port: PortDefaults.gateway,
   operatorPort: PortDefaults.operator,
 };

@@ -1,12 +1,15 @@
 // The gateway's side of one upstream link (server-kit/link.ts): connects to the server's link
 // port, proves the link key and checks the server's proof, then carries OPEN/DATA/CLOSE for
 // every device session routed there. Reconnects with backoff while the server is down; when
-// the link drops, every session on it is told (onDown).
+// the link drops, every session on it is told (onDown). A link that goes silent without
+// dropping (a cut cable, a frozen server, a partition without RST) is declared dead by the
+// link heartbeat (server-kit/link.ts LinkHeartbeat: a PING per silent period, dead after
+// heartbeatMisses unanswered) and closed: the sessions on it get onDown, the reconnect follows.
 import { equalBytes } from '@noble/ciphers/utils.js';
 import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { WebSocket } from 'ws';
 import { systemRng } from '../protocol/channel.ts';
-import { LinkKind, LINK_MAX_PAYLOAD, LinkMac, encodeLink, decodeLink, closePayload, decodeClose, clientAuthMac, serverAuthMac, linkMacKeys, toBytes, type LinkFrame, type LinkSocket } from '../server-kit/link.ts';
+import { LinkKind, LINK_MAX_PAYLOAD, LinkMac, LinkHeartbeat, heartbeatSettings, encodeLink, decodeLink, closePayload, decodeClose, clientAuthMac, serverAuthMac, linkMacKeys, toBytes, type LinkFrame, type LinkSocket } from '../server-kit/link.ts';
 import { createLogger, type Logger } from '../server-kit/log.ts';
 import type { Timers } from './attack-reporter.ts';
 import { tickCorker } from '../server-kit/tick-cork.ts';
@@ -21,7 +24,10 @@ export interface UpstreamHandlers {
   onUp?(): void;
   /** The link's send buffer drained below the high-water mark. */
   onDrain?(): void;
-  /** The link was closed for breaking the link protocol (LINK_BAD_MAC, LINK_AUTH_FAILED, ...). */
+  /**
+   * The link was closed for breaking the link protocol (LINK_BAD_MAC, LINK_AUTH_FAILED, ...)
+   * or for going silent (LINK_HEARTBEAT_TIMEOUT).
+   */
   onRefused?(code: string): void;
 }
 
@@ -38,9 +44,12 @@ export interface UpstreamOptions {
    * to a server of this process (memory-link.ts), else a WebSocket.
    */
   connect?: (url: string) => LinkSocket;
-  /** The reconnect backoff's and waitUp's clock and timers. Default: real, unref'd. */
+  /** The reconnect backoff's, the heartbeat's and waitUp's clock and timers. Default: real, unref'd. */
   timers?: Timers;
   log?: Logger;
+  /** The link heartbeat (server-kit/link.ts LinkHeartbeatDefaults: 2 s, 3 misses). */
+  heartbeatMs?: number;
+  heartbeatMisses?: number;
 }
 
 export class UpstreamLink {
@@ -56,9 +65,11 @@ export class UpstreamLink {
   #mac: LinkMac | null = null;
   /** A connection refused for breaking the protocol: nothing more it sent is acted on. */
   #refused: WebSocket | null = null;
+  readonly #hbs: { heartbeatMs: number; heartbeatMisses: number };
   readonly #log;
 
   constructor(private readonly opts: UpstreamOptions, private readonly h: UpstreamHandlers) {
+    this.#hbs = heartbeatSettings(opts);
     this.#delay = opts.reconnectMinMs;
     this.#url = opts.url;
     this.#log = opts.log ?? createLogger(`gateway/${opts.name}`);
@@ -144,7 +155,7 @@ export class UpstreamLink {
     this.#send(LinkKind.CLOSE, connId, closePayload(code, reason));
   }
 
-  #send(kind: number, connId: number, payload: Uint8Array): void {
+  #send(kind: number, connId: number, payload: Uint8Array = new Uint8Array(0)): void {
     if (!this.#up || !this.#mac || !this.#ws || this.#refused === this.#ws || this.#ws.readyState !== WebSocket.OPEN) return;
     this.#hold?.();
     this.#ws.send(this.#mac.seal(kind, connId, payload));
@@ -167,6 +178,8 @@ export class UpstreamLink {
     this.#ws = ws;
     let nonceS: Uint8Array | null = null;
     let nonceG: Uint8Array | null = null;
+    /** This connection's heartbeat, once it is authenticated; stopped when it closes. */
+    let hb: LinkHeartbeat | null = null;
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data, isBinary) => {
       // Messages already parsed from the same read still arrive after terminate().
@@ -195,12 +208,31 @@ export class UpstreamLink {
           const sock = (ws as unknown as { _socket?: Socket })._socket;
           sock?.on('drain', () => this.h.onDrain?.());
           this.#hold = sock ? tickCorker(sock) : null;
+          hb = new LinkHeartbeat({
+            ...this.#hbs,
+            timers: { setTimeout: (fn, ms) => this.#later(fn, ms), clearTimeout: (h) => this.#cancel(h) },
+            ping: () => {
+              if (this.#ws === ws) this.#send(LinkKind.PING, 0);
+            },
+            dead: () => {
+              if (this.#ws !== ws || this.#refused === ws) return;
+              this.#refuse(ws, 'LINK_HEARTBEAT_TIMEOUT', `nothing heard for ${this.#hbs.heartbeatMisses + 1} heartbeat periods of ${this.#hbs.heartbeatMs} ms`);
+            },
+          });
+          hb.start();
           this.h.onUp?.();
           return;
         }
         return this.#refuse(ws, 'LINK_AUTH_FAILED', 'the server did not prove the link key');
       }
+      hb?.heard();
       if (f.kind === LinkKind.DATA) return this.h.onData(f.connId, f.payload);
+      if (f.kind === LinkKind.PING || f.kind === LinkKind.PONG) {
+        // Control frames belong to the link, not to a session: connId 0, nothing else in them.
+        if (f.connId !== 0 || f.payload.length !== 0) return this.#refuse(ws, 'LINK_BAD_FRAME', `heartbeat frame on connection ${f.connId} or with a payload`);
+        if (f.kind === LinkKind.PING) this.#send(LinkKind.PONG, 0);
+        return;
+      }
       if (f.kind === LinkKind.CLOSE) {
         let c;
         try {
@@ -221,6 +253,7 @@ export class UpstreamLink {
         this.#hold = null;
         this.#mac = null;
       }
+      hb?.stop();
       if (wasUp) {
         if (!this.#stopped) this.#log.warn('link down', { url: this.#url });
         this.h.onDown();

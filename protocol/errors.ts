@@ -137,6 +137,8 @@ export const ERRORS = {
   LINK_AUTH_FAILED: never(C.policy),
   LINK_AUTH_TIMEOUT: never(C.policy),
   LINK_BAD_MAC: never(C.policy),
+  // A silent link (nothing heard, heartbeats unanswered): terminated, relinked after a backoff.
+  LINK_HEARTBEAT_TIMEOUT: later(C.tryAgainLater),
   // Admin API (server-kit/admin-rpc.ts): HTTP, no WebSocket close; the close code is nominal.
   ADMIN_BAD_AUTH: never(C.policy),
   ADMIN_BAD_REQUEST: never(C.protocol),

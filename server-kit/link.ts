@@ -11,11 +11,22 @@
 //   OPEN       gw -> server   payload observed client IP (UTF-8)
 //   DATA       both           payload one device frame, passed through untouched
 //   CLOSE      both           payload close code (u16 BE) | reason (UTF-8)
+//   PING       both           connId 0, empty payload: "I heard nothing from you for a period"
+//   PONG       both           connId 0, empty payload: the answer to a PING
 // After AUTH_OK every message also ends in a 16-byte tag: HMAC-SHA256 under a per-connection,
 // per-direction key derived from the link key and both nonces, over the direction's sequence
 // number and the message (LinkMac). The challenge alone proved who opened the link; the tags
 // keep anyone on the path without the key from rewriting an observed IP, injecting a CLOSE or
 // dropping a frame afterwards (LINK_BAD_MAC, the link closes 1008).
+//
+// Heartbeat (LinkHeartbeat): a link that goes silent without a close (a cut cable, a frozen
+// peer, a partition that sends no RST) would otherwise be noticed only when the sessions on it
+// time out. Each end, once authenticated, checks every heartbeatMs whether it heard anything
+// (any tagged message) since the last check; if not it sends a PING, which the other end
+// answers with a PONG. After heartbeatMisses PINGs in a row unanswered for a period each, the
+// link is declared dead (LINK_HEARTBEAT_TIMEOUT) and closed at once (terminate: a silent peer
+// would not finish a close handshake). PING and PONG are link messages like the others: tagged
+// after AUTH_OK (an untagged or forged one fails LINK_BAD_MAC) and on connId 0 only.
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { equalBytes } from '@noble/ciphers/utils.js';
 import { utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
@@ -28,7 +39,75 @@ import type { SessionFactory, SessionHandler, SessionTimers, SessionTransport } 
 import { createLogger, type Logger } from './log.ts';
 import { tickCorker } from './tick-cork.ts';
 
-export const LinkKind = { OPEN: 0x01, DATA: 0x02, CLOSE: 0x03, CHALLENGE: 0x10, AUTH: 0x11, AUTH_OK: 0x12 } as const;
+export const LinkKind = { OPEN: 0x01, DATA: 0x02, CLOSE: 0x03, PING: 0x04, PONG: 0x05, CHALLENGE: 0x10, AUTH: 0x11, AUTH_OK: 0x12 } as const;
+
+/**
+ * The heartbeat's defaults (docs/architecture.md §"Link protocol"): a silent peer is declared
+ * dead between (misses + 1) and (misses + 2) periods after the last message heard from it,
+ * 8-10 s; a peer may answer up to misses periods (6 s) late without losing the link.
+ */
+export const LinkHeartbeatDefaults = { heartbeatMs: 2_000, heartbeatMisses: 3 } as const;
+
+export interface LinkHeartbeatOptions {
+  /** Period: a PING when nothing was heard for this long. */
+  heartbeatMs?: number;
+  /** Unanswered PINGs in a row after which the link is dead. */
+  heartbeatMisses?: number;
+}
+
+/** heartbeatMs and heartbeatMisses with their defaults, checked (a RangeError names the bad one). */
+export function heartbeatSettings(o: LinkHeartbeatOptions): { heartbeatMs: number; heartbeatMisses: number } {
+  const heartbeatMs = o.heartbeatMs ?? LinkHeartbeatDefaults.heartbeatMs;
+  const heartbeatMisses = o.heartbeatMisses ?? LinkHeartbeatDefaults.heartbeatMisses;
+  if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10 || heartbeatMs > 3_600_000) throw new RangeError('heartbeatMs must be an integer of ms in 10..3600000');
+  if (!Number.isInteger(heartbeatMisses) || heartbeatMisses < 1 || heartbeatMisses > 100) throw new RangeError('heartbeatMisses must be an integer in 1..100');
+  return { heartbeatMs, heartbeatMisses };
+}
+
+/**
+ * One end's heartbeat on one authenticated link connection. heard() on every message that
+ * verified; every period without one sends a PING (ping()); the (misses + 1)th period in a row
+ * without one calls dead() once and stops. A period in which something was heard sends nothing:
+ * a busy link carries no heartbeat. Runs on the link's injectable timers (the deterministic
+ * simulation's virtual clock), one timer at a time.
+ */
+export class LinkHeartbeat {
+  #heard = false;
+  #silent = 0;
+  #timer: unknown = null;
+  #stopped = false;
+
+  constructor(private readonly o: { heartbeatMs: number; heartbeatMisses: number; timers: SessionTimers; ping(): void; dead(): void }) {}
+
+  start(): void {
+    this.#arm();
+  }
+  heard(): void {
+    this.#heard = true;
+  }
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer !== null) this.o.timers.clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  #arm(): void {
+    this.#timer = this.o.timers.setTimeout(() => this.#tick(), this.o.heartbeatMs);
+  }
+  #tick(): void {
+    this.#timer = null;
+    if (this.#stopped) return;
+    if (this.#heard) {
+      this.#heard = false;
+      this.#silent = 0;
+    } else if (++this.#silent > this.o.heartbeatMisses) {
+      // The first silent period sent a PING; each one after it is one PING unanswered.
+      this.#stopped = true;
+      return this.o.dead();
+    } else this.o.ping();
+    this.#arm();
+  }
+}
 export const LINK_HEADER = 5;
 /** Largest link message: a device frame of the largest size plus the header, tag and slack. */
 export const LINK_MAX_PAYLOAD = Limits.maxFrameBytes + 1024;
@@ -196,9 +275,12 @@ export interface LinkServerOptions {
   maxSessions?: number;
   /** Told the code of every link refused (for a metric). */
   onRefused?(code: string): void;
-  /** The auth deadline's and the refused link's timers (the deterministic simulation: virtual). Default: real, unref'd. */
+  /** The auth deadline's, the refused link's and the heartbeat's timers (the deterministic simulation: virtual). Default: real, unref'd. */
   timers?: SessionTimers;
   log?: Logger;
+  /** The link heartbeat (LinkHeartbeatDefaults). */
+  heartbeatMs?: number;
+  heartbeatMisses?: number;
 }
 
 /**
@@ -224,8 +306,9 @@ export interface LinkSocket {
  */
 export function attachLinkServer(wss: WebSocketServer | null, opts: LinkServerOptions, factory: SessionFactory): { sessions(): number; accept(ws: WebSocket | LinkSocket, peer: string): void } {
   const log = opts.log ?? createLogger(`${opts.name}/link`);
-  const timers: SessionTimers = opts.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
+  const timers: SessionTimers = opts.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms).unref(), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
   const authTimeoutMs = opts.authTimeoutMs ?? 5_000;
+  const hbs = heartbeatSettings(opts);
   const maxSessions = opts.maxSessions ?? 100_000;
   let live = 0;
 
@@ -236,6 +319,7 @@ export function attachLinkServer(wss: WebSocketServer | null, opts: LinkServerOp
   function accept(ws: WebSocket, peer: string, hold: () => void = () => {}): void {
     const nonceS = systemRng(NONCE);
     let lmac: LinkMac | null = null;
+    let hb: LinkHeartbeat | null = null;
     const sessions = new Map<number, SessionHandler>();
     let refused = false;
     const refuse = (code: string, why: string) => {
@@ -280,10 +364,31 @@ export function attachLinkServer(wss: WebSocketServer | null, opts: LinkServerOp
         ws.send(encodeLink(LinkKind.AUTH_OK, 0, serverAuthMac(opts.key, nonceS, nonceG, name)));
         const k = linkMacKeys(opts.key, nonceS, nonceG, name);
         lmac = new LinkMac(k.toGateway, k.toServer);
+        hb = new LinkHeartbeat({
+          ...hbs, timers,
+          ping: () => send(LinkKind.PING, 0),
+          dead: () => {
+            // Not refuse(): a silent gateway would not answer a close handshake; the sessions end now.
+            if (refused) return;
+            refused = true;
+            log.warn('link dead', { code: 'LINK_HEARTBEAT_TIMEOUT', peer, silentMs: (hbs.heartbeatMisses + 1) * hbs.heartbeatMs });
+            opts.onRefused?.('LINK_HEARTBEAT_TIMEOUT');
+            ws.terminate();
+          },
+        });
+        hb.start();
         log.info('link up', { peer });
         return;
       }
+      hb?.heard();
       switch (f.kind) {
+        case LinkKind.PING:
+        case LinkKind.PONG: {
+          // Control frames belong to the link, not to a session: connId 0, nothing else in them.
+          if (f.connId !== 0 || f.payload.length !== 0) return refuse('LINK_BAD_FRAME', `${f.kind === LinkKind.PING ? 'PING' : 'PONG'} on connection ${f.connId} or with a payload`);
+          if (f.kind === LinkKind.PING) send(LinkKind.PONG, 0);
+          return;
+        }
         case LinkKind.OPEN: {
           if (sessions.has(f.connId)) return refuse('LINK_BAD_FRAME', `OPEN of a live connection ${f.connId}`);
           let ip: string;
@@ -344,6 +449,7 @@ export function attachLinkServer(wss: WebSocketServer | null, opts: LinkServerOp
     });
     ws.on('close', () => {
       timers.clearTimeout(timer);
+      hb?.stop();
       for (const s of sessions.values()) s.onClose();
       live -= sessions.size;
       sessions.clear();
