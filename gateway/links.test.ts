@@ -11,7 +11,10 @@ import { join } from 'node:path';
 import { tempDir } from '../deploy/test-util.ts';
 import { startGateway, type Gateway } from './gateway.ts';
 import { startHost, type Host } from '../server-kit/host.ts';
-import { LinkKind, LinkMac, encodeLink, decodeLink, clientAuthMac, serverAuthMac, linkKeyFor, linkMacKeys } from '../server-kit/link.ts';
+import { EventEmitter } from 'node:events';
+import { LinkKind, LinkMac, encodeLink, decodeLink, clientAuthMac, serverAuthMac, linkKeyFor, linkMacKeys, type LinkSocket } from '../server-kit/link.ts';
+import { UpstreamLink } from './upstream.ts';
+import type { Timers } from './attack-reporter.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { setLogLevel } from '../server-kit/log.ts';
 import { equalBytes } from '@noble/ciphers/utils.js';
@@ -50,7 +53,7 @@ function echoHost(name: string, devicePort: number | null = null): Promise<Host>
   });
 }
 
-type Mode = 'pass' | 'rewrite-ip' | 'inject-close' | 'drop-data';
+type Mode = 'pass' | 'rewrite-ip' | 'inject-close' | 'drop-data' | 'silent';
 /**
  * A relay between the gateway and a link server, at the WebSocket message level (what a
  * machine on the path sees of an unencrypted link). It holds no key.
@@ -68,6 +71,8 @@ async function relay(target: number) {
       for (const m of pending.splice(0)) up.send(m);
     });
     down.on('message', (d: Buffer) => {
+      // silent: a cut cable or a frozen peer: both sockets stay open, nothing gets through.
+      if (r.mode === 'silent') return;
       const m = Buffer.from(d);
       if (m[0] === LinkKind.OPEN) connId = m.readUInt32BE(1);
       if (r.mode === 'rewrite-ip' && m[0] === LinkKind.OPEN) {
@@ -83,6 +88,7 @@ async function relay(target: number) {
       else pending.push(m);
     });
     up.on('message', (d: Buffer) => {
+      if (r.mode === 'silent') return;
       down.send(d);
       if (r.mode === 'inject-close' && d[0] === LinkKind.DATA && connId >= 0) {
         // A CLOSE for the session, as the server would send it (code 1000, reason 'bye').
@@ -125,10 +131,10 @@ test.after(async () => {
 });
 
 /** One device session through the relay; returns the close (and error code) it ended with. */
-async function session(frames: number): Promise<{ close: number; code: string | null; echoed: number }> {
-  assert.ok(await gw.waitUpstreams(5_000));
-  const s = await FrameSocket.connect(gw.url, { localAddress: '127.1.0.7' });
-  for (let i = 0; i < frames; i++) s.send(frame('reg-primary', i));
+async function session(frames: number, g: Gateway = gw, dest = 'reg-primary'): Promise<{ close: number; code: string | null; echoed: number }> {
+  assert.ok(await g.waitUpstreams(5_000, [dest]));
+  const s = await FrameSocket.connect(g.url, { localAddress: '127.1.0.7' });
+  for (let i = 0; i < frames; i++) s.send(frame(dest, i));
   let echoed = 0;
   for (;;) {
     const n = await s.next(5_000).catch(() => null);
@@ -290,6 +296,206 @@ test('wss:// links: the server listens with a certificate and key, a gateway tha
     }
   } finally {
     t.remove();
+  }
+});
+
+/** Virtual timers for an UpstreamLink driven by hand. */
+class Clock implements Timers {
+  t = 0;
+  #q: { at: number; fn: () => void; dead: boolean }[] = [];
+  now(): number {
+    return this.t;
+  }
+  setTimeout(fn: () => void, ms: number): unknown {
+    const h = { at: this.t + ms, fn, dead: false };
+    this.#q.push(h);
+    return h;
+  }
+  clearTimeout(h: unknown): void {
+    if (h) (h as { dead: boolean }).dead = true;
+  }
+  advance(ms: number): void {
+    const end = this.t + ms;
+    for (;;) {
+      const next = this.#q.filter((h) => !h.dead && h.at <= end).sort((a, b) => a.at - b.at)[0];
+      if (!next) break;
+      next.dead = true;
+      this.t = next.at;
+      next.fn();
+    }
+    this.t = end;
+  }
+}
+
+/** The gateway's end of a link connection; the test plays the server. */
+class FakeSock extends EventEmitter implements LinkSocket {
+  readonly OPEN = 1;
+  readyState = 1;
+  readonly bufferedAmount = 0;
+  binaryType = 'nodebuffer';
+  out: Uint8Array[] = [];
+  ended: string | null = null;
+  send(d: Uint8Array): void {
+    if (this.readyState === 1) this.out.push(Uint8Array.from(d));
+  }
+  close(code = 1000): void {
+    this.end(`close ${code}`);
+  }
+  terminate(): void {
+    this.end('terminate');
+  }
+  end(how: string): void {
+    if (this.ended) return;
+    this.ended = how;
+    this.readyState = 3;
+    this.emit('close', 1006, Buffer.alloc(0));
+  }
+  feed(d: Uint8Array): void {
+    this.emit('message', Buffer.from(d), true);
+  }
+}
+
+const HB = 1_000;
+const MISSES = 3;
+/** An UpstreamLink on virtual timers over fake sockets; up() plays one server handshake. */
+function hbUpstream() {
+  const clock = new Clock();
+  const socks: FakeSock[] = [];
+  const ev: string[] = [];
+  const key = linkKeyFor(root, 'reg-primary');
+  const link = new UpstreamLink(
+    { name: 'reg-primary', url: 'ws://reg-primary.test/', key, reconnectMinMs: 100, reconnectMaxMs: 400, heartbeatMs: HB, heartbeatMisses: MISSES, timers: clock, connect: () => (socks.push(new FakeSock()), socks.at(-1)!) },
+    { onData: () => {}, onClose: () => {}, onDown: () => ev.push(`down@${clock.t}`), onUp: () => ev.push(`up@${clock.t}`), onRefused: (c) => ev.push(`${c}@${clock.t}`) },
+  );
+  /** The server's handshake on the newest socket; returns the server's LinkMac. */
+  const up = (): { sock: FakeSock; m: LinkMac } => {
+    const sock = socks.at(-1)!;
+    const nS = new Uint8Array(32).fill(7);
+    sock.feed(encodeLink(LinkKind.CHALLENGE, 0, nS));
+    const auth = decodeLink(sock.out.shift()!);
+    const nG = auth.payload.slice(0, 32);
+    sock.feed(encodeLink(LinkKind.AUTH_OK, 0, serverAuthMac(key, nS, nG, 'reg-primary')));
+    const k = linkMacKeys(key, nS, nG, 'reg-primary');
+    return { sock, m: new LinkMac(k.toGateway, k.toServer) };
+  };
+  link.start();
+  return { clock, socks, ev, link, up };
+}
+
+test('heartbeat, gateway end: a server that goes silent (socket open) is pinged once per period and dropped after the misses (LINK_HEARTBEAT_TIMEOUT): its sessions told (onDown), relinked on the backoff', () => {
+  const u = hbUpstream();
+  const { sock, m } = u.up();
+  assert.equal(u.ev, ['up@0']);
+  const pings: number[] = [];
+  while (!sock.ended && u.clock.t < 20 * HB) {
+    u.clock.advance(50);
+    for (const d of sock.out.splice(0)) {
+      const f = m.open(d);
+      assert.equal([f.kind, f.connId, f.payload.length], [LinkKind.PING, 0, 0]);
+      pings.push(u.clock.t);
+    }
+  }
+  assert.equal(pings, [HB, 2 * HB, 3 * HB]);
+  assert.is(sock.ended, 'terminate');
+  assert.equal(u.ev, ['up@0', `LINK_HEARTBEAT_TIMEOUT@${(MISSES + 1) * HB}`, `down@${(MISSES + 1) * HB}`]);
+  assert.is(u.link.up, false);
+  u.clock.advance(100);
+  assert.is(u.socks.length, 2, 'relinked after reconnectMinMs');
+  u.up();
+  assert.is(u.link.up, true);
+  u.link.stop();
+});
+
+test('heartbeat, gateway end: a server that answers stays linked over 200 periods; a server PING gets a tagged PONG; a server silent in the handshake is dropped (LINK_AUTH_TIMEOUT) and retried', () => {
+  const u = hbUpstream();
+  const { sock, m } = u.up();
+  for (let i = 0; i < 200; i++) {
+    u.clock.advance(HB);
+    for (const d of sock.out.splice(0)) {
+      assert.is(m.open(d).kind, LinkKind.PING);
+      sock.feed(m.seal(LinkKind.PONG, 0));
+    }
+  }
+  assert.equal([sock.ended, u.ev], [null, ['up@0']]);
+  sock.feed(m.seal(LinkKind.PING, 0));
+  assert.equal(sock.out.splice(0).map((d) => m.open(d)).map((f) => [f.kind, f.connId, f.payload.length]), [[LinkKind.PONG, 0, 0]]);
+  u.link.stop();
+  // A server that accepts the connection and says nothing: no CHALLENGE.
+  const v = hbUpstream();
+  v.clock.advance((MISSES + 1) * HB);
+  assert.equal([v.socks[0]!.ended, v.ev], ['terminate', [`LINK_AUTH_TIMEOUT@${(MISSES + 1) * HB}`]]);
+  v.clock.advance(100);
+  assert.is(v.socks.length, 2);
+  v.up();
+  assert.is(v.link.up, true);
+  v.link.stop();
+});
+
+test('heartbeat, gateway end: forged ones are refused: an untagged PONG or PING (LINK_BAD_MAC), a tagged one on another connId or with a payload (LINK_BAD_FRAME); a forged PONG does not keep a silent server linked', () => {
+  for (const [frame, code] of [
+    [(_m: LinkMac) => encodeLink(LinkKind.PONG, 0), 'LINK_BAD_MAC'],
+    [(_m: LinkMac) => encodeLink(LinkKind.PING, 0), 'LINK_BAD_MAC'],
+    [(m: LinkMac) => m.seal(LinkKind.PING, 3), 'LINK_BAD_FRAME'],
+    [(m: LinkMac) => m.seal(LinkKind.PONG, 0, Uint8Array.of(0)), 'LINK_BAD_FRAME'],
+  ] as const) {
+    const u = hbUpstream();
+    const { sock, m } = u.up();
+    u.clock.advance(HB);
+    assert.is(m.open(sock.out.shift()!).kind, LinkKind.PING);
+    sock.feed(frame(m));
+    assert.equal([sock.ended, u.ev], ['terminate', ['up@0', `${code}@${HB}`, `down@${HB}`]]);
+    assert.equal(sock.out, [], 'nothing answered');
+    u.link.stop();
+  }
+});
+
+test('heartbeat over sockets: an idle link stays up over many periods; a silent path (relay drops everything, sockets open) ends the session with GW_UPSTREAM_LOST within the bound, the other upstream serves, and the link returns when the path heals', async () => {
+  const primary = await echoHost('reg-primary');
+  const backup = await echoHost('reg-backup');
+  const path = await relay(primary.linkPort);
+  const H = 50;
+  const g = await startGateway({
+    host: '127.0.0.1', port: 0,
+    upstreams: [
+      { name: 'reg-primary', linkUrl: `ws://127.0.0.1:${path.port}/`, linkKey: linkKeyFor(root, 'reg-primary') },
+      { name: 'reg-backup', linkUrl: `ws://127.0.0.1:${backup.linkPort}/`, linkKey: linkKeyFor(root, 'reg-backup') },
+    ],
+    limits: { reconnectMinMs: 50, reconnectMaxMs: 100, linkHeartbeatMs: H, linkHeartbeatMisses: MISSES },
+  });
+  try {
+    assert.ok(await g.waitUpstreams(5_000));
+    const s = await FrameSocket.connect(g.url, { localAddress: '127.1.0.7' });
+    s.send(frame('reg-primary', 0));
+    assert.is((await s.frame()).env.seq, 0);
+    // 40 idle periods: the heartbeat keeps the link (the session on it would have been lost).
+    await sleep(40 * H);
+    s.send(frame('reg-primary', 1));
+    assert.is((await s.frame()).env.seq, 1);
+    assert.not.match(await sample(g, 'usbphone_gateway_link_refused_total'), /LINK_HEARTBEAT_TIMEOUT/);
+    path.mode = 'silent';
+    const t0 = Date.now();
+    const n = await s.next(5_000);
+    const ms = Date.now() - t0;
+    assert.ok('frame' in n && parseError(decodeEnvelope(n.frame).body).code === 'GW_UPSTREAM_LOST', JSON.stringify(n));
+    assert.is((await s.closed()).code, 1013);
+    // Dead within (misses + 2) periods of the last message heard; slack for a loaded machine.
+    assert.ok(ms <= (MISSES + 2) * H + 400, `detected after ${ms} ms`);
+    assert.match(await sample(g, 'usbphone_gateway_link_refused_total'), /upstream="reg-primary",code="LINK_HEARTBEAT_TIMEOUT"} [1-9]/);
+    // What the phone does next (S0.6): the backup, whose link is healthy.
+    assert.equal(await session(1, g, 'reg-backup'), { close: 0, code: null, echoed: 1 });
+    // The silent path lets new links connect but never answers: they time out, they are retried.
+    let retried = false;
+    for (let i = 0; i < 100 && !retried; i++, await sleep(20)) retried = /upstream="reg-primary",code="LINK_AUTH_TIMEOUT"} [1-9]/.test(await sample(g, 'usbphone_gateway_link_refused_total'));
+    assert.ok(retried, 'a relink over the silent path timed out in its handshake');
+    path.mode = 'pass';
+    assert.ok(await g.waitUpstreams(5_000, ['reg-primary']));
+    assert.equal(await session(1, g, 'reg-primary'), { close: 0, code: null, echoed: 1 });
+  } finally {
+    await g.close();
+    path.wss.close();
+    for (const c of path.wss.clients) c.terminate();
+    await primary.close();
+    await backup.close();
   }
 });
 

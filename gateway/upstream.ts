@@ -181,6 +181,19 @@ export class UpstreamLink {
     /** This connection's heartbeat, once it is authenticated; stopped when it closes. */
     let hb: LinkHeartbeat | null = null;
     ws.binaryType = 'nodebuffer';
+    // The handshake has the heartbeat's bound too: a server (or a path) that accepts the
+    // connection and then says nothing would otherwise hold this link 'connecting' forever,
+    // never retried. Each of its two messages (CHALLENGE, AUTH_OK) is awaited that long.
+    const silentMs = (this.#hbs.heartbeatMisses + 1) * this.#hbs.heartbeatMs;
+    let handshake: unknown = null;
+    const awaitHandshake = (what: string) => {
+      if (handshake !== null) this.#cancel(handshake);
+      handshake = this.#later(() => {
+        handshake = null;
+        if (this.#ws === ws && !this.#up && this.#refused !== ws) this.#refuse(ws, 'LINK_AUTH_TIMEOUT', `no ${what} from the server within ${silentMs} ms`);
+      }, silentMs);
+    };
+    awaitHandshake('CHALLENGE');
     ws.on('message', (data, isBinary) => {
       // Messages already parsed from the same read still arrive after terminate().
       if (this.#ws !== ws || this.#refused === ws) return;
@@ -197,12 +210,15 @@ export class UpstreamLink {
           nonceS = Uint8Array.from(f.payload);
           nonceG = systemRng(32);
           ws.send(encodeLink(LinkKind.AUTH, 0, concat(nonceG, clientAuthMac(this.opts.key, nonceS, nonceG, this.opts.name), utf8(this.opts.name))));
+          awaitHandshake('AUTH_OK');
           return;
         }
         if (f.kind === LinkKind.AUTH_OK && f.connId === 0 && nonceS && nonceG && equalBytes(f.payload, serverAuthMac(this.opts.key, nonceS, nonceG, this.opts.name))) {
           const k = linkMacKeys(this.opts.key, nonceS, nonceG, this.opts.name);
           this.#mac = new LinkMac(k.toServer, k.toGateway);
           this.#up = true;
+          if (handshake !== null) this.#cancel(handshake);
+          handshake = null;
           this.#delay = this.opts.reconnectMinMs;
           this.#log.info('link up', { url: this.#url });
           const sock = (ws as unknown as { _socket?: Socket })._socket;
@@ -254,6 +270,8 @@ export class UpstreamLink {
         this.#mac = null;
       }
       hb?.stop();
+      if (handshake !== null) this.#cancel(handshake);
+      handshake = null;
       if (wasUp) {
         if (!this.#stopped) this.#log.warn('link down', { url: this.#url });
         this.h.onDown();

@@ -3,9 +3,11 @@
 import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { EventEmitter } from 'node:events';
 import { WebSocket } from 'ws';
 import { startHost, type Host } from './host.ts';
-import { LinkKind, LinkMac, encodeLink, decodeLink, encodeClose, decodeClose, closePayload, closeReason, clientAuthMac, linkKeyFor, linkMacKeys } from './link.ts';
+import { LinkKind, LinkMac, encodeLink, decodeLink, encodeClose, decodeClose, closePayload, closeReason, clientAuthMac, linkKeyFor, linkMacKeys, attachLinkServer, heartbeatSettings, LinkHeartbeatDefaults, type LinkSocket } from './link.ts';
+import type { SessionTimers } from './session.ts';
 import { setLogLevel } from './log.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 
@@ -153,6 +155,169 @@ test('close reasons are cut to 123 UTF-8 bytes on a code point boundary', () => 
   const astral = closeReason('😀'.repeat(40)); // 4 bytes each, surrogate pairs in JS
   assert.is(astral, '😀'.repeat(30));
   assert.is(decodeClose(decodeLink(encodeClose(1, 1000, 'é'.repeat(200))).payload).reason, 'é'.repeat(61));
+});
+
+/** Virtual timers: the link server's heartbeat runs on them, as in the deterministic simulation. */
+class Clock implements SessionTimers {
+  now = 0;
+  #q: { at: number; fn: () => void; dead: boolean }[] = [];
+  setTimeout(fn: () => void, ms: number): unknown {
+    const t = { at: this.now + ms, fn, dead: false };
+    this.#q.push(t);
+    return t;
+  }
+  clearTimeout(h: unknown): void {
+    if (h) (h as { dead: boolean }).dead = true;
+  }
+  /** Runs every timer due up to now + ms, in order. */
+  advance(ms: number): void {
+    const end = this.now + ms;
+    for (;;) {
+      const next = this.#q.filter((t) => !t.dead && t.at <= end).sort((a, b) => a.at - b.at)[0];
+      if (!next) break;
+      next.dead = true;
+      this.now = next.at;
+      next.fn();
+    }
+    this.now = end;
+  }
+}
+
+/** The server end of a link connection as the link server sees it; the test plays the gateway. */
+class FakeSock extends EventEmitter implements LinkSocket {
+  readonly OPEN = 1;
+  readyState = 1;
+  readonly bufferedAmount = 0;
+  binaryType = 'nodebuffer';
+  out: Uint8Array[] = [];
+  ended: { code: number; reason: string; terminated: boolean } | null = null;
+  send(d: Uint8Array): void {
+    if (this.readyState === 1) this.out.push(Uint8Array.from(d));
+  }
+  close(code = 1000, reason = ''): void {
+    if (this.ended) return;
+    this.ended = { code, reason, terminated: false };
+    this.readyState = 3;
+    this.emit('close', code, Buffer.from(reason));
+  }
+  terminate(): void {
+    if (this.ended) return;
+    this.ended = { code: 1006, reason: '', terminated: true };
+    this.readyState = 3;
+    this.emit('close', 1006, Buffer.alloc(0));
+  }
+  /** A message from the gateway. */
+  feed(d: Uint8Array): void {
+    this.emit('message', Buffer.from(d), true);
+  }
+}
+
+const H = 1_000;
+const MISSES = 3;
+/** A link server on virtual timers with one authenticated connection; m seals/opens as the gateway. */
+function hbLink() {
+  const clock = new Clock();
+  const refused: string[] = [];
+  const closedSessions: number[] = [];
+  const srv = attachLinkServer(null, { name: 'reg-primary', key, timers: clock, heartbeatMs: H, heartbeatMisses: MISSES, onRefused: (c) => refused.push(c) }, (t) => ({
+    onFrame: (f) => t.send(f),
+    onClose: () => closedSessions.push(clock.now),
+  }));
+  const sock = new FakeSock();
+  srv.accept(sock, '127.0.0.1');
+  const nS = decodeLink(sock.out.shift()!).payload;
+  const nG = new Uint8Array(32).fill(4);
+  sock.feed(encodeLink(LinkKind.AUTH, 0, concat(nG, clientAuthMac(key, nS, nG, 'reg-primary'), utf8('reg-primary'))));
+  assert.is(decodeLink(sock.out.shift()!).kind, LinkKind.AUTH_OK);
+  const k = linkMacKeys(key, nS, nG, 'reg-primary');
+  const m = new LinkMac(k.toServer, k.toGateway);
+  /** What the server sent since the last call, opened (every one must carry the next tag). */
+  const drain = () => sock.out.splice(0).map((d) => m.open(d));
+  return { clock, refused, closedSessions, srv, sock, m, drain };
+}
+
+test('heartbeat, server end: a gateway that goes silent is pinged once per period (tagged, connId 0) and the link is terminated after the misses (LINK_HEARTBEAT_TIMEOUT); its sessions end', () => {
+  const l = hbLink();
+  l.sock.feed(l.m.seal(LinkKind.OPEN, 1, utf8('127.1.0.1')));
+  assert.is(l.srv.sessions(), 1);
+  // From here on the gateway says nothing (a frozen process, a cut cable: the socket stays open).
+  // The OPEN was heard in the first period (at 0, just after the heartbeat started): the worst
+  // case, dead (misses + 2) periods after the last message heard.
+  const pings: number[] = [];
+  for (let t = 0; t < (MISSES + 2) * H - 100; t += 100) {
+    l.clock.advance(100);
+    for (const f of l.drain()) {
+      assert.equal([f.kind, f.connId, f.payload.length], [LinkKind.PING, 0, 0]);
+      pings.push(l.clock.now);
+    }
+  }
+  assert.equal(pings, [2 * H, 3 * H, 4 * H], 'one PING per silent period, the misses of them');
+  assert.is(l.sock.ended, null, 'not dead before misses + 1 silent periods');
+  assert.is(l.srv.sessions(), 1);
+  l.clock.advance(100);
+  assert.equal(l.sock.ended, { code: 1006, reason: '', terminated: true }, 'terminated at once: a silent peer would not finish a close handshake');
+  assert.equal(l.refused, ['LINK_HEARTBEAT_TIMEOUT']);
+  assert.equal(l.closedSessions, [(MISSES + 2) * H]);
+  assert.is(l.srv.sessions(), 0);
+});
+
+test('heartbeat, server end: a gateway that answers the PINGs keeps the link over 200 periods; a busy link carries no PING; a gateway PING gets a tagged PONG', () => {
+  const l = hbLink();
+  let pings = 0;
+  for (let i = 0; i < 200; i++) {
+    l.clock.advance(H);
+    for (const f of l.drain()) {
+      assert.is(f.kind, LinkKind.PING);
+      pings++;
+      l.sock.feed(l.m.seal(LinkKind.PONG, 0));
+    }
+  }
+  assert.is(l.sock.ended, null);
+  assert.is(pings, 100, 'the PONG of one period counts as heard for the next: a PING every other period');
+  // Busy: a device frame each period, answered. Nothing else on the link.
+  l.sock.feed(l.m.seal(LinkKind.OPEN, 2, utf8('127.1.0.2')));
+  for (let i = 0; i < 50; i++) {
+    l.sock.feed(l.m.seal(LinkKind.DATA, 2, Uint8Array.of(i)));
+    l.clock.advance(H);
+    assert.equal(l.drain().map((f) => f.kind), [LinkKind.DATA]);
+  }
+  l.sock.feed(l.m.seal(LinkKind.PING, 0));
+  assert.equal(l.drain().map((f) => [f.kind, f.connId, f.payload.length]), [[LinkKind.PONG, 0, 0]]);
+  assert.is(l.sock.ended, null);
+  assert.equal(l.refused, []);
+});
+
+test('heartbeat, server end: forged ones are refused: untagged PING or PONG (LINK_BAD_MAC), a tagged one on another connId or with a payload (LINK_BAD_FRAME), a PING before AUTH (LINK_AUTH_FAILED)', async () => {
+  for (const [frame, code] of [
+    [(l: ReturnType<typeof hbLink>) => encodeLink(LinkKind.PONG, 0), 'LINK_BAD_MAC'],
+    [(l: ReturnType<typeof hbLink>) => encodeLink(LinkKind.PING, 0), 'LINK_BAD_MAC'],
+    [(l: ReturnType<typeof hbLink>) => l.m.seal(LinkKind.PING, 5), 'LINK_BAD_FRAME'],
+    [(l: ReturnType<typeof hbLink>) => l.m.seal(LinkKind.PONG, 0, Uint8Array.of(1)), 'LINK_BAD_FRAME'],
+  ] as const) {
+    const l = hbLink();
+    l.sock.feed(frame(l));
+    assert.equal([l.refused, l.sock.ended?.code, l.sock.ended?.reason], [[code], 1008, code]);
+    assert.equal(l.drain(), [], 'no PONG to a refused heartbeat');
+  }
+  const c = await connect();
+  c.ws.send(encodeLink(LinkKind.PING, 0));
+  assert.equal(await c.next(), { closed: 1008, reason: 'LINK_AUTH_FAILED' });
+  // A relay holding no key cannot keep a silent link alive with PONGs of its own.
+  const l = hbLink();
+  l.clock.advance(H);
+  assert.is(l.drain()[0]!.kind, LinkKind.PING);
+  const forged = l.m.seal(LinkKind.PONG, 0);
+  forged[forged.length - 1]! ^= 1;
+  l.sock.feed(forged);
+  assert.equal(l.refused, ['LINK_BAD_MAC']);
+});
+
+test('heartbeat settings: defaults 2 s and 3 misses; out of range refused', () => {
+  assert.equal(heartbeatSettings({}), { heartbeatMs: 2_000, heartbeatMisses: 3 });
+  assert.equal(LinkHeartbeatDefaults, { heartbeatMs: 2_000, heartbeatMisses: 3 });
+  assert.throws(() => heartbeatSettings({ heartbeatMs: 0 }), /heartbeatMs/);
+  assert.throws(() => heartbeatSettings({ heartbeatMs: 1.5 }), /heartbeatMs/);
+  assert.throws(() => heartbeatSettings({ heartbeatMisses: 0 }), /heartbeatMisses/);
 });
 
 test.run();
