@@ -15,7 +15,7 @@ const help = (cmd: string) => {
   return r.stdout;
 };
 
-for (const cmd of ['sim', 'serve', 'image', 'inspect', 'enroll', 'conformance', 'simulate']) {
+for (const cmd of ['sim', 'serve', 'image', 'inspect', 'enroll', 'conformance', 'simulate', 'certs']) {
   test(`usbphone ${cmd} --help names exactly the options it takes`, async () => {
     const { OPTIONS } = (await import(`./${cmd}.ts`)) as { OPTIONS: Record<string, { short?: string }> };
     const text = help(cmd);

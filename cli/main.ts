@@ -11,6 +11,7 @@ export interface Command {
 type Loader = () => Promise<Command>;
 
 const commands: Record<string, Loader> = {
+  certs: () => import('./certs.ts').then((m) => m.command),
   image: () => import('./image.ts').then((m) => m.command),
   inspect: () => import('./inspect.ts').then((m) => m.command),
   serve: () => import('./serve.ts').then((m) => m.command),

@@ -35,16 +35,24 @@ export interface TopologyPlan {
    * PostgreSQL (each role's default schema, or the schemas named: the harness's fresh ones).
    */
   store: { kind: 'sqlite' } | { kind: 'postgres'; url: string; schemas?: Record<StoreRole, string> };
+  /**
+   * TLS on every hop between hosts that is not sealed end to end already (docs/deploy.md §"TLS
+   * on every hop between hosts"): the gateways' device ports (phoneGatewayUrl wss://) and the
+   * reg/biz link ports (linkTls, the gateways' linkUrl wss:// with linkCa), with certificates of
+   * the deployment's CA in tls/ (`usbphone certs`). Absent: plain ws:// (the cluster harness).
+   */
+  tls?: boolean;
 }
 
 export const REFERENCE_PLAN: TopologyPlan = {
   addr: Object.fromEntries(Object.entries(REFERENCE_HOSTS).map(([h, n]) => [h, `10.77.0.${n}`])) as Record<HostName, string>,
-  phoneGatewayUrl: 'ws://10.77.0.11:7400/',
+  phoneGatewayUrl: 'wss://10.77.0.11:7400/',
   redis: { url: 'redis://10.77.0.1:6379', namespace: 'usbphone-ref' },
   regions: [{ cidr: '10.77.0.96/28', region: 'east' }, { cidr: '10.77.0.112/28', region: 'west' }],
   periodMs: 60_000,
   healthIntervalMs: 2_000,
   store: { kind: 'sqlite' },
+  tls: true,
 };
 
 /** The roles with a store. */
@@ -66,12 +74,15 @@ export function referenceFiles(plan: TopologyPlan): RoleFile[] {
   const pgStore = plan.store.kind === 'postgres' ? plan.store : null;
   const store = (file: string, role: StoreRole) => (pgStore === null ? { dbFile: file } : { dbFile: file, store: { kind: 'postgres', url: pgStore.url, ...(pgStore.schemas ? { schema: pgStore.schemas[role] } : {}) } });
   const redis = plan.redis ? { redis: plan.redis } : {};
+  // tls: each server's pair in tls/ under its name (the naming of server-kit/tls-ca.ts), the CA tls/ca.pem.
+  const pair = (name: string) => ({ cert: `tls/${name}.pem`, key: `tls/${name}-key.pem` });
+  const linkTls = (name: string) => (plan.tls ? { linkTls: pair(name) } : {});
   const policy = { name: 'policy', adminUrl: `http://${a.policy}:${PORTS.policyAdmin}/admin`, pollMs: 2_000 };
   const biz = (name: 'biz-east' | 'biz-west', host: 'biz1' | 'biz2', region: 'east' | 'west'): RoleFile => ({
     file: `${name}.json`, host, role: 'biz',
     config: {
       name, region, host: a[host], devicePort: null, linkPort: PORTS.bizLink, adminPort: PORTS.bizAdmin, ...store('biz-accounts.sqlite', 'biz'),
-      storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', ...redis,
+      storeKeyFile: 'store.key', linkKeyFile: 'link.key', ...linkTls(name), adminKeyFile: 'admin.key', ...redis,
       bank: { mode: 2, httpPort: PORTS.bankPages, operator: { url: `https://${a.oper}:${PORTS.operator}`, caFile: 'tls/ca.pem', clientFile: 'operator-client.json' } },
     },
   });
@@ -79,7 +90,7 @@ export function referenceFiles(plan: TopologyPlan): RoleFile[] {
     file: `${name}.json`, host, role: 'reg',
     config: {
       name, host: a[host], devicePort: null, linkPort: PORTS.regLink, ...store('reg.sqlite', 'reg'),
-      masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key',
+      masterKeyFile: 'master.key', linkKeyFile: 'link.key', ...linkTls(name), adminKeyFile: 'admin.key',
       bizServers: [
         { name: 'biz-east', region: 'east', url: `${plan.phoneGatewayUrl}biz-east`, adminUrl: `http://${a.biz1}:${PORTS.bizAdmin}/admin` },
         { name: 'biz-west', region: 'west', url: `${plan.phoneGatewayUrl}biz-west`, adminUrl: `http://${a.biz2}:${PORTS.bizAdmin}/admin` },
@@ -87,16 +98,18 @@ export function referenceFiles(plan: TopologyPlan): RoleFile[] {
       regions: plan.regions, healthIntervalMs: plan.healthIntervalMs, policy, ...redis,
     },
   });
+  const ws = plan.tls ? 'wss' : 'ws';
+  const ca = plan.tls ? { linkCa: 'tls/ca.pem' } : {};
   const upstreams = [
-    { name: 'reg-primary', linkUrl: `ws://${a.reg1}:${PORTS.regLink}/` },
-    { name: 'reg-backup', linkUrl: `ws://${a.reg2}:${PORTS.regLink}/` },
-    { name: 'biz-east', linkUrl: `ws://${a.biz1}:${PORTS.bizLink}/` },
-    { name: 'biz-west', linkUrl: `ws://${a.biz2}:${PORTS.bizLink}/` },
+    { name: 'reg-primary', linkUrl: `${ws}://${a.reg1}:${PORTS.regLink}/`, ...ca },
+    { name: 'reg-backup', linkUrl: `${ws}://${a.reg2}:${PORTS.regLink}/`, ...ca },
+    { name: 'biz-east', linkUrl: `${ws}://${a.biz1}:${PORTS.bizLink}/`, ...ca },
+    { name: 'biz-west', linkUrl: `${ws}://${a.biz2}:${PORTS.bizLink}/`, ...ca },
   ];
   const gw = (name: 'gw-1' | 'gw-2', host: 'gw1' | 'gw2'): RoleFile => ({
     file: `${name}.json`, host, role: 'gateway',
     config: {
-      name, host: a[host], port: PORTS.gateway, operatorPort: PORTS.gatewayOperator, linkKeyFile: 'link.key', adminKeyFile: 'admin.key',
+      name, host: a[host], port: PORTS.gateway, operatorPort: PORTS.gatewayOperator, ...(plan.tls ? { tls: pair(name) } : {}), linkKeyFile: 'link.key', adminKeyFile: 'admin.key',
       upstreams, attacks: { periodMs: plan.periodMs }, policy, ...redis,
     },
   });
