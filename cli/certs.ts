@@ -12,7 +12,7 @@ export const OPTIONS = {
 const HELP = `usage: usbphone certs [--json] FILE...
 
 Makes the deployment's certificate authority and the certificate of every server the role
-files (usbphone serve <role> --config FILE) name: each "tls" {cert, key} (a gateway's device
+files ('usbphone serve <role> --config FILE') name: each "tls" {cert, key} (a gateway's device
 port, the operator's API) and "linkTls" (a registration or business server's link port),
 issued for the address the file listens on ("host"). The pair of server NAME is
 DIR/NAME.pem and DIR/NAME-key.pem (0600), the CA DIR/ca.pem and DIR/ca-key.pem (0600), one

@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 
 const run = (...args: string[]) => spawnSync(process.execPath, ['bin/usbphone.js', ...args], { encoding: 'utf8', timeout: 60_000 });
-const COMMANDS = ['conformance', 'enroll', 'image', 'inspect', 'serve', 'sim'];
+const COMMANDS = ['certs', 'conformance', 'enroll', 'image', 'inspect', 'serve', 'sim'];
 
 test('--help lists every command with its summary', () => {
   const r = run('--help');

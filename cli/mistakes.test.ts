@@ -123,6 +123,9 @@ const ROWS: Row[] = [
   { why: "serve a role with options of 'all'", args: ['serve', 'gateway', '--state', 'x', '--config', 'y'], code: 'CLI_BAD_ARGS', line: /--state does not apply to 'serve gateway'/ },
   { why: 'serve all with --config', args: ['serve', 'all', '--config', 'y'], code: 'CLI_BAD_ARGS', line: /--config does not apply to 'serve all'/ },
   { why: 'an unknown command', args: ['frobnicate'], code: 'CLI_UNKNOWN_COMMAND', line: /unknown command 'frobnicate'/ },
+  { why: 'certs without a file', args: ['certs'], code: 'CLI_BAD_ARGS', line: /name the role files/ },
+  { why: 'certs of a pair not named <name>.pem + <name>-key.pem', args: ['certs', 'gw.json'], code: 'CFG_INVALID', line: /gw\.json: tls: to be made here, the pair is/, setup: (d) => text(join(d, 'gw.json'), '{"host": "10.0.0.1", "tls": {"cert": "gw.crt", "key": "gw.key"}}') },
+  { why: 'certs for a file that trusts another CA', args: ['certs', 'gw.json'], code: 'CFG_INVALID', line: /upstreams\[0\]\.linkCa is .*other-ca\.pem, not the deployment CA/, setup: (d) => text(join(d, 'gw.json'), '{"host": "10.0.0.1", "tls": {"cert": "tls/gw.pem", "key": "tls/gw-key.pem"}, "upstreams": [{"name": "reg-primary", "linkCa": "other-ca.pem"}]}') },
 ];
 
 test('each mistake: its exit code and code, one line that says what is wrong, nothing left behind', async () => {

@@ -81,6 +81,24 @@ test('each example loads as its role reads it, with the deployment key files; a 
   }
 });
 
+test('the gateway file\'s link heartbeat (limits.linkHeartbeatMs, linkHeartbeatMisses): loaded as given; out of range refused (CFG_INVALID)', () => {
+  const t = tempDir('usbphone-hb-');
+  try {
+    ensureStateKeys(t.dir);
+    const gw1 = referenceFiles(REFERENCE_PLAN).find((r) => r.file === 'gw-1.json')!.config;
+    const load = (limits: unknown) => {
+      writeFileSync(join(t.dir, 'gw.json'), JSON.stringify({ ...gw1, limits }));
+      return loadRoleConfig('gateway', join(t.dir, 'gw.json')) as GatewayConfig;
+    };
+    assert.equal(load({ linkHeartbeatMs: 500, linkHeartbeatMisses: 5 }).limits, { linkHeartbeatMs: 500, linkHeartbeatMisses: 5 });
+    for (const [limits, what] of [[{ linkHeartbeatMs: 0 }, 'linkHeartbeatMs'], [{ linkHeartbeatMs: '2000' }, 'linkHeartbeatMs'], [{ linkHeartbeatMisses: 0 }, 'linkHeartbeatMisses'], [[], 'limits']] as const) {
+      assert.throws(() => load(limits), (e: unknown) => e instanceof ImplementationError && e.code === 'CFG_INVALID' && e.message.includes(what), JSON.stringify(limits));
+    }
+  } finally {
+    t.remove();
+  }
+});
+
 /** The reference files with every host on 127.0.0.1, in a new directory with its own keys and CA. */
 async function loopbackDeployment() {
   const t = tempDir('usbphone-tls-');
