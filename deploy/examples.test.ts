@@ -81,7 +81,7 @@ test('each example loads as its role reads it, with the deployment key files; a 
   }
 });
 
-test('the gateway file\'s link heartbeat (limits.linkHeartbeatMs, linkHeartbeatMisses): loaded as given; out of range refused (CFG_INVALID)', () => {
+test('a gateway file: the link heartbeat (limits.linkHeartbeatMs, linkHeartbeatMisses): loaded as given; out of range refused (CFG_INVALID)', () => {
   const t = tempDir('usbphone-hb-');
   try {
     ensureStateKeys(t.dir);
