@@ -15,6 +15,8 @@ import { Progress, percentile } from './trace.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import { park, type ParkedPhone } from '../firmware/phone.ts';
 import type { Host } from '../firmware/hal/hal.ts';
+import { useChipCrypto } from '../firmware/hal/node/chip-crypto.ts';
+import { cryptoEngine, nobleEngine, useCryptoEngine } from '../protocol/crypto-engine.ts';
 
 /** The cost of the `window` logins that ended at the `logins`-th (issue 15's cost curve). */
 export interface CostPoint {
@@ -60,6 +62,12 @@ export interface FleetOptions {
   onCost?: (p: CostPoint) => void;
   /** Logins per cost window (default 1,000; at most the run's). */
   costWindow?: number;
+  /**
+   * The phones' secure controller crypto engine (issue 15): 'chip' (default), the hardware
+   * block modelled on node:crypto (firmware/hal/node/chip-crypto.ts), installed for this
+   * process for the run and put back after; 'noble', the pure TypeScript reference.
+   */
+  chipCrypto?: 'chip' | 'noble';
 }
 
 export interface FleetSummary {
@@ -93,6 +101,8 @@ export interface FleetSummary {
   concurrency: number;
   seed: number;
   servers: 'inline' | 'reg-child' | 'process' | 'attached';
+  /** The crypto engine the phones ran on (protocol/crypto-engine.ts name). */
+  chipCrypto: string;
 }
 
 export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
@@ -107,6 +117,11 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       : servers === 'process'
       ? await makeWorld(await startExternalStack(o.stateDir), { seed })
       : await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 }, regProcess: servers === 'reg-child' ? 'child' : 'inline' });
+  // The phones' chips compute on their hardware engine (the same bytes as noble, checked by
+  // firmware/hal/node/chip-crypto.test.ts), for the run, then the process's engine is put
+  // back. With the servers inline they share it, as they share node:crypto's otherwise.
+  const engineWas = o.chipCrypto === 'noble' ? useCryptoEngine(nobleEngine) : useChipCrypto();
+  const chipCrypto = cryptoEngine().name;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
   const serverPid = 'pid' in world.stack ? (world.stack as { pid: number }).pid : null;
   try {
@@ -181,6 +196,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       concurrency,
       seed,
       servers,
+      chipCrypto,
     };
     // The phones stay referenced up to the last reading above.
     phones.length = 0;
@@ -191,7 +207,11 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
     return summary;
   } finally {
     clearInterval(sampler);
-    await world.stop();
+    try {
+      await world.stop();
+    } finally {
+      useCryptoEngine(engineWas);
+    }
   }
 }
 
