@@ -57,10 +57,39 @@ function nobleSha256(parts: readonly Uint8Array[]): Uint8Array {
  */
 function nobleVerify(sig: Uint8Array, msg: Uint8Array, pub: Uint8Array): boolean {
   try {
-    return sig.length === 64 && pub.length === 32 && ed25519.verify(sig, msg, pub, { zip215: false });
+    return sig.length === 64 && ed25519KeyUsable(pub) && ed25519.verify(sig, msg, pub, { zip215: false });
   } catch {
     return false;
   }
+}
+
+const keyVerdicts = new Map<string, boolean>();
+const MAX_KEY_VERDICTS = 64;
+/**
+ * Whether a 32-byte Ed25519 public key is one a signature may be checked under: the canonical
+ * encoding of a point of the prime-order subgroup, not of small order. OpenSSL takes a key of
+ * small order (the identity, y = 1) under which R = identity, S = 0 "signs" every message;
+ * both engines refuse such keys here first, so their verdicts agree
+ * (firmware/hal/node/chip-crypto.test.ts). The verdict is a pure function of the 32 bytes,
+ * kept for the few keys a process verifies under (a point decode and a scalar multiplication
+ * each: milliseconds in noble).
+ */
+export function ed25519KeyUsable(pub: Uint8Array): boolean {
+  if (!(pub instanceof Uint8Array) || pub.length !== 32) return false;
+  let id = '';
+  for (const b of pub) id += (b < 16 ? '0' : '') + b.toString(16);
+  let ok = keyVerdicts.get(id);
+  if (ok === undefined) {
+    try {
+      const p = ed25519.Point.fromBytes(Uint8Array.from(pub), false);
+      ok = !p.isSmallOrder() && p.isTorsionFree();
+    } catch {
+      ok = false;
+    }
+    if (keyVerdicts.size >= MAX_KEY_VERDICTS) keyVerdicts.delete(keyVerdicts.keys().next().value!);
+    keyVerdicts.set(id, ok);
+  }
+  return ok;
 }
 
 /** The reference: noble-hashes, noble-ciphers and noble-curves, pure TypeScript. */

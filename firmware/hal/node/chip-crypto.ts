@@ -15,7 +15,7 @@
 // key's KeyObject is made per signature and not kept.
 import { createHash, createHmac, createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
 import { hchacha } from '@noble/ciphers/chacha.js';
-import { useCryptoEngine, type CryptoEngine } from '../../../protocol/crypto-engine.ts';
+import { useCryptoEngine, ed25519KeyUsable, type CryptoEngine } from '../../../protocol/crypto-engine.ts';
 
 const TAG = 16;
 /** A plain Uint8Array copy (callers keep and wipe it; a Buffer may share node's pool). */
@@ -137,6 +137,8 @@ export const chipEngine: Required<CryptoEngine> = {
   },
   ed25519Verify(sig, msg, pub) {
     if (!(sig instanceof Uint8Array) || !(msg instanceof Uint8Array) || !(pub instanceof Uint8Array) || sig.length !== 64 || pub.length !== 32) return false;
+    // The same keys refused as the reference (small order, not canonical, not in the subgroup).
+    if (!ed25519KeyUsable(pub)) return false;
     const k = publicKeyObject(pub);
     if (!k) return false;
     try {
