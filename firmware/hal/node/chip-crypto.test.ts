@@ -125,6 +125,33 @@ test('an altered signature, message or public key is refused by both engines ali
   }
 });
 
+test('attack on the verdicts the chip keeps: a message, signature or key changed in place after a verdict was kept is verified anew (refused); a refusal kept does not refuse the genuine bytes', () => {
+  const sk = new Uint8Array(32).fill(0x42);
+  const pk = ed25519.getPublicKey(sk);
+  const msg = te.encode('table v7: password 0 ppm, otp 0 ppm');
+  const sig = nobleEngine.ed25519Sign(msg, sk);
+  for (let round = 0; round < 2; round++) assert.ok(chipEngine.ed25519Verify(sig, msg, pk), `kept verdict, round ${round}`);
+  // The very arrays the verdict was kept for, altered in place (a host rewriting its buffer).
+  for (const [what, b, at] of [['message', msg, 6], ['signature', sig, 40], ['key', pk, 3]] as const) {
+    b[at]! ^= 1;
+    assert.is(chipEngine.ed25519Verify(sig, msg, pk), false, `${what} altered in place`);
+    assert.is(nobleEngine.ed25519Verify(sig, msg, pk), false, `${what} altered in place (reference)`);
+    b[at]! ^= 1;
+    assert.ok(chipEngine.ed25519Verify(sig, msg, pk), `${what} restored`);
+  }
+  // A forged signature refused first, then the genuine one: accepted (verdicts are per exact bytes).
+  const forged = nobleEngine.ed25519Sign(msg, new Uint8Array(32).fill(0x43));
+  assert.is(chipEngine.ed25519Verify(forged, msg, pk), false);
+  assert.is(chipEngine.ed25519Verify(forged, msg, pk), false, 'the refusal, kept');
+  assert.ok(chipEngine.ed25519Verify(sig, msg, pk));
+  // Messages beyond what is kept are verified each time, with the same verdicts.
+  const big = new Uint8Array(5000).fill(7);
+  const bigSig = nobleEngine.ed25519Sign(big, sk);
+  assert.ok(chipEngine.ed25519Verify(bigSig, big, pk));
+  big[4999] = 8;
+  assert.is(chipEngine.ed25519Verify(bigSig, big, pk), false);
+});
+
 test('the protocol functions use the installed engine, and noble for what an engine lacks', () => {
   const [sk, pk, msg, sig] = RFC8032[1];
   let calls = 0;
