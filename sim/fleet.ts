@@ -124,9 +124,10 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
   // back. With the servers inline they share it, as they share node:crypto's otherwise.
   const engineWas = o.chipCrypto === 'noble' ? useCryptoEngine(nobleEngine) : useChipCrypto();
   const chipCrypto = cryptoEngine().name;
-  // process.memoryUsage.rss() reads the resident set alone; memoryUsage() also walks the heap
-  // spaces, 2 % of the phones' process CPU at 20 calls a second (issue 15 profile).
-  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 50);
+  // process.memoryUsage.rss() reads the resident set alone (memoryUsage() also walks the heap
+  // spaces), four times a second: at 20 a second either read /proc for 2 % of the phones'
+  // process CPU on a loaded machine (issue 15 profiles); the peak of a fleet moves slowly.
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 250);
   const serverPid = 'pid' in world.stack ? (world.stack as { pid: number }).pid : null;
   try {
     const page = 'pageUrl' in world.stack ? (world.stack as { pageUrl: string | null }).pageUrl : null;

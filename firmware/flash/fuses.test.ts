@@ -71,6 +71,9 @@ test("deriveKey is HKDF-SHA256(HUK, 'usbphone/v1 fuse-kdf', label) on either eng
         const want = hkdf(sha256, huk, new TextEncoder().encode('usbphone/v1 fuse-kdf'), new TextEncoder().encode(label), n);
         assert.equal(f.deriveKey(label, n), want, `${e.name} ${label}`);
         assert.equal(f.deriveKey(label, n), want, `${e.name} ${label}, again`);
+        // A caller wipes its copy after use: the chip's own is untouched.
+        f.deriveKey(label, n).fill(0);
+        assert.equal(f.deriveKey(label, n), want, `${e.name} ${label}, after a caller wiped its copy`);
       }
       assert.not.equal(new Fuses(huk.map((b) => b ^ 1), uid, vpk).deriveKey('a'), f.deriveKey('a'), 'another HUK, another key');
     } finally {

@@ -24,6 +24,8 @@ export class Fuses {
   readonly #huk: Uint8Array;
   /** HKDF-Extract(salt "usbphone/v1 fuse-kdf", HUK): the PRK every derived key expands from, taken on first use. */
   #prk: Uint8Array | null = null;
+  /** Keys derived so far, by length and label (at most 16). */
+  readonly #derived = new Map<string, Uint8Array>();
   readonly #uid: Uint8Array;
   readonly #vendor: Uint8Array;
 
@@ -59,8 +61,17 @@ export class Fuses {
     // RFC 5869 §2.2-2.3: extract with a fixed salt, expand with the purpose label as info.
     // On the protocol's engine (the chip's crypto block in a fleet; the same bytes as noble's
     // hkdf, fuses.test.ts). The extract step depends on the HUK alone: taken once, kept inside.
-    this.#prk ??= kdfExtract(this.#huk, FUSE_KDF_SALT);
-    return kdfExpand(this.#prk, te.encode(label), length);
+    // Each derived key is kept too, in the chip's RAM beside the HUK it comes from (the
+    // controller derives the same record and identity keys at every command): a copy is given.
+    const id = `${length}/${label}`;
+    let k = this.#derived.get(id);
+    if (!k) {
+      this.#prk ??= kdfExtract(this.#huk, FUSE_KDF_SALT);
+      k = kdfExpand(this.#prk, te.encode(label), length);
+      if (this.#derived.size >= 16) this.#derived.clear();
+      this.#derived.set(id, k);
+    }
+    return Uint8Array.from(k);
   }
 
   /**
