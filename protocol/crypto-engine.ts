@@ -51,9 +51,12 @@ function nobleSha256(parts: readonly Uint8Array[]): Uint8Array {
 }
 
 /**
- * RFC 8032 verification as OpenSSL does it (noble's default, ZIP 215, accepts a few
- * non-canonical encodings OpenSSL refuses): so the reference and a native engine give the same
- * verdict on every input, the edge cases included (firmware/hal/node/chip-crypto.test.ts).
+ * RFC 8032 with strict decoding (zip215: false: canonical encodings only, as OpenSSL; noble's
+ * default, ZIP 215, accepts some non-canonical ones), after the key check below: the reference
+ * and a native engine agree on vectors, random, altered and edge inputs
+ * (firmware/hal/node/chip-crypto.test.ts). They may still differ on a signature whose R has a
+ * small-order component, which only the key's holder can make: noble checks the cofactored
+ * equation, OpenSSL the cofactorless one (RFC 8032 allows both).
  */
 function nobleVerify(sig: Uint8Array, msg: Uint8Array, pub: Uint8Array): boolean {
   try {
