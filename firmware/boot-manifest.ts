@@ -10,10 +10,10 @@
 // CBOR ["usbphone/v1 boot manifest", version, [[zone, name, sha256(32)], ...]] with zone
 // "cdrom" (virtual zone) or "disk" (free zone), entries sorted by zone then name.
 import { ed25519 } from '@noble/curves/ed25519.js';
-import { sha256 } from '@noble/hashes/sha2.js';
 import { equalBytes } from '@noble/ciphers/utils.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { decode, encode } from '../protocol/cbor.ts';
+import { ed25519Verify, sha256Of } from '../protocol/crypto-engine.ts';
 
 export const MANIFEST_FILE = 'BOOT.SIG';
 export const MANIFEST_CONTEXT = 'usbphone/v1 boot manifest';
@@ -103,7 +103,7 @@ export function verifyManifestUncached(file: Uint8Array, vendorPublic: Uint8Arra
   }
   let good = false;
   try {
-    good = vendorPublic.length === 32 && ed25519.verify(sig, body, vendorPublic);
+    good = vendorPublic.length === 32 && ed25519Verify(sig, body, vendorPublic);
   } catch {
     good = false;
   }
@@ -115,7 +115,7 @@ export function verifyManifestUncached(file: Uint8Array, vendorPublic: Uint8Arra
       if (!Array.isArray(e) || e.length !== 3 || (e[0] !== 'cdrom' && e[0] !== 'disk') || typeof e[1] !== 'string' || !NAME_RE.test(e[1]) || !(e[2] instanceof Uint8Array) || e[2].length !== 32) throw new Error('entry');
       return { zone: e[0] as BootZone, name: e[1], sha256: Uint8Array.from(e[2]) };
     });
-    return { ok: true, manifest: { version: v[1], entries }, measurement: sha256(body) };
+    return { ok: true, manifest: { version: v[1], entries }, measurement: sha256Of(body) };
   } catch {
     // Signed but unreadable: a vendor bug, still not bootable.
     return { ok: false, code: 'BOOT_BAD_MANIFEST', reason: `${MANIFEST_FILE} is signed but not a manifest this firmware reads` };
@@ -125,7 +125,7 @@ export function verifyManifestUncached(file: Uint8Array, vendorPublic: Uint8Arra
 /** Whether `data` is the file the manifest lists as zone:name. */
 export function matchesManifest(m: BootManifest, zone: BootZone, name: string, data: Uint8Array): boolean {
   const e = m.entries.find((x) => x.zone === zone && x.name === name);
-  return !!e && equalBytes(e.sha256, sha256(data));
+  return !!e && equalBytes(e.sha256, sha256Of(data));
 }
 
 // ---- checking the files on the flash, with bounded read retries
@@ -183,7 +183,7 @@ export function checkBootFiles(read: BootFileReader, vendorPublic: Uint8Array, a
         why = `unreadable (${r.status})`;
         continue;
       }
-      if (equalBytes(sha256(r.data), e.sha256)) {
+      if (equalBytes(sha256Of(r.data), e.sha256)) {
         files.set(fileKey(e.zone, e.name), r.data);
         break;
       }

@@ -18,6 +18,7 @@
 // Firmware uses this file: no node:* import.
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { encode, decode, type CborValue } from './cbor.ts';
+import { ed25519Verify } from './crypto-engine.ts';
 import { ProtocolError, type ErrorCode } from './errors.ts';
 import { DEST_RE, MECHANISMS, type Mechanism } from './messages.ts';
 import type { Rng } from './rng.ts';
@@ -192,7 +193,7 @@ export function verifyTable(bytes: Uint8Array, publicKey: Uint8Array, nowMs: num
   }
   let good = false;
   try {
-    good = publicKey instanceof Uint8Array && publicKey.length === 32 && ed25519.verify(sig, body, publicKey);
+    good = publicKey instanceof Uint8Array && publicKey.length === 32 && ed25519Verify(sig, body, publicKey);
   } catch {
     good = false;
   }

@@ -11,6 +11,7 @@
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { ed25519 } from '@noble/curves/ed25519.js';
 
 export interface CryptoEngine {
   readonly name: string;
@@ -23,6 +24,15 @@ export interface CryptoEngine {
   /** XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha §2), 24-byte nonce: ciphertext || tag (16). */
   xchachaSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
   xchachaOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | null;
+  /**
+   * Optional (issue 15, the phone side): SHA-256 of the concatenation of `parts`, and Ed25519
+   * (RFC 8032) signatures. An engine without them runs noble's for these (sha256Of,
+   * ed25519Verify, ed25519Sign below); the phones' hardware engine has them
+   * (firmware/hal/node/chip-crypto.ts). A verify never throws: false for any bad input.
+   */
+  sha256?(parts: readonly Uint8Array[]): Uint8Array;
+  ed25519Verify?(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
+  ed25519Sign?(message: Uint8Array, secretKey: Uint8Array): Uint8Array;
 }
 
 function tryOpen(f: () => Uint8Array): Uint8Array | null {
@@ -33,8 +43,60 @@ function tryOpen(f: () => Uint8Array): Uint8Array | null {
   }
 }
 
-/** The reference: noble-hashes and noble-ciphers, pure TypeScript. */
-export const nobleEngine: CryptoEngine = {
+function nobleSha256(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return sha256(parts[0]!);
+  const h = sha256.create();
+  for (const p of parts) h.update(p);
+  return h.digest();
+}
+
+/**
+ * RFC 8032 with strict decoding (zip215: false: canonical encodings only, as OpenSSL; noble's
+ * default, ZIP 215, accepts some non-canonical ones), after the key check below: the reference
+ * and a native engine agree on vectors, random, altered and edge inputs
+ * (firmware/hal/node/chip-crypto.test.ts). They may still differ on a signature whose R has a
+ * small-order component, which only the key's holder can make: noble checks the cofactored
+ * equation, OpenSSL the cofactorless one (RFC 8032 allows both).
+ */
+function nobleVerify(sig: Uint8Array, msg: Uint8Array, pub: Uint8Array): boolean {
+  try {
+    return sig.length === 64 && ed25519KeyUsable(pub) && ed25519.verify(sig, msg, pub, { zip215: false });
+  } catch {
+    return false;
+  }
+}
+
+const keyVerdicts = new Map<string, boolean>();
+const MAX_KEY_VERDICTS = 64;
+/**
+ * Whether a 32-byte Ed25519 public key is one a signature may be checked under: the canonical
+ * encoding of a point of the prime-order subgroup, not of small order. OpenSSL takes a key of
+ * small order (the identity, y = 1) under which R = identity, S = 0 "signs" every message;
+ * both engines refuse such keys here first, so their verdicts agree
+ * (firmware/hal/node/chip-crypto.test.ts). The verdict is a pure function of the 32 bytes,
+ * kept for the few keys a process verifies under (a point decode and a scalar multiplication
+ * each: milliseconds in noble).
+ */
+export function ed25519KeyUsable(pub: Uint8Array): boolean {
+  if (!(pub instanceof Uint8Array) || pub.length !== 32) return false;
+  let id = '';
+  for (const b of pub) id += (b < 16 ? '0' : '') + b.toString(16);
+  let ok = keyVerdicts.get(id);
+  if (ok === undefined) {
+    try {
+      const p = ed25519.Point.fromBytes(Uint8Array.from(pub), false);
+      ok = !p.isSmallOrder() && p.isTorsionFree();
+    } catch {
+      ok = false;
+    }
+    if (keyVerdicts.size >= MAX_KEY_VERDICTS) keyVerdicts.delete(keyVerdicts.keys().next().value!);
+    keyVerdicts.set(id, ok);
+  }
+  return ok;
+}
+
+/** The reference: noble-hashes, noble-ciphers and noble-curves, pure TypeScript. */
+export const nobleEngine: Required<CryptoEngine> = {
   name: 'noble',
   hmacSha256(key, parts) {
     const h = hmac.create(sha256, key);
@@ -45,6 +107,9 @@ export const nobleEngine: CryptoEngine = {
   chachaOpen: (key, nonce, aad, ct) => (ct.length < 16 ? null : tryOpen(() => chacha20poly1305(key, nonce, aad).decrypt(ct))),
   xchachaSeal: (key, nonce, aad, pt) => xchacha20poly1305(key, nonce, aad).encrypt(pt),
   xchachaOpen: (key, nonce, aad, ct) => (ct.length < 16 ? null : tryOpen(() => xchacha20poly1305(key, nonce, aad).decrypt(ct))),
+  sha256: nobleSha256,
+  ed25519Verify: nobleVerify,
+  ed25519Sign: (msg, secret) => ed25519.sign(msg, secret),
 };
 
 let current: CryptoEngine = nobleEngine;
@@ -62,4 +127,21 @@ export function useCryptoEngine(engine: CryptoEngine): CryptoEngine {
   const was = current;
   current = engine;
   return was;
+}
+
+/** SHA-256 of the concatenation of `parts`, on the engine in use (noble's when it has none). */
+export function sha256Of(...parts: Uint8Array[]): Uint8Array {
+  return (current.sha256 ?? nobleSha256)(parts);
+}
+
+/** Ed25519 (RFC 8032) verification on the engine in use. Never throws: false for any bad input. */
+export function ed25519Verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+  if (!(signature instanceof Uint8Array) || !(message instanceof Uint8Array) || !(publicKey instanceof Uint8Array)) return false;
+  if (signature.length !== 64 || publicKey.length !== 32) return false;
+  return (current.ed25519Verify ?? nobleVerify)(signature, message, publicKey);
+}
+
+/** An Ed25519 signature (64 bytes) of `message` under the 32-byte secret key, on the engine in use. */
+export function ed25519Sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array {
+  return (current.ed25519Sign ?? nobleEngine.ed25519Sign)(message, secretKey);
 }

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { runFleet } from './fleet.ts';
 import { phoneIp } from './world.ts';
 import { setLogSink } from '../server-kit/log.ts';
+import { cryptoEngine, nobleEngine } from '../protocol/crypto-engine.ts';
 
 setLogSink(() => {}, 'warn');
 
@@ -19,8 +20,12 @@ for (const devices of sizes) {
     const dir = mkdtempSync(join(tmpdir(), 'usbphone-fleet-test-'));
     try {
       // The servers in a process of their own, as deployed (the stories cover the inline stack).
+      const was = cryptoEngine();
       const s = await runFleet({ devices, rounds: 2, concurrency: 16, stateDir: dir, progress: false, servers: 'process' });
       assert.is(s.failed, 0, JSON.stringify(s.failedByReason));
+      // The phones computed on their chips' hardware engine (issue 15), and the process has its own back.
+      assert.is(s.chipCrypto, 'chip (node:crypto)');
+      assert.is(cryptoEngine(), was);
       assert.is(s.ok, devices * 2);
       assert.ok(s.p99Ms >= s.p50Ms && s.p50Ms > 0);
       // Even phones are in region east, odd ones in west: each region's server took its half.
@@ -32,6 +37,18 @@ for (const devices of sizes) {
     }
   });
 }
+
+test('a fleet on the noble reference engine (chipCrypto: noble) logs in alike', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-fleet-test-'));
+  try {
+    const s = await runFleet({ devices: 12, concurrency: 6, stateDir: dir, progress: false, servers: 'process', chipCrypto: 'noble' });
+    assert.is(s.chipCrypto, nobleEngine.name);
+    assert.is(s.failed, 0, JSON.stringify(s.failedByReason));
+    assert.is(s.ok, 12);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test('phone addresses: distinct, alternating regions east (127.1/16) and west (127.2/16)', () => {
   const ips = Array.from({ length: 2000 }, (_, i) => phoneIp(i));

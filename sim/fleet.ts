@@ -15,6 +15,8 @@ import { Progress, percentile } from './trace.ts';
 import type { DeviceOutcome } from '../firmware/device.ts';
 import { park, type ParkedPhone } from '../firmware/phone.ts';
 import type { Host } from '../firmware/hal/hal.ts';
+import { useChipCrypto } from '../firmware/hal/node/chip-crypto.ts';
+import { cryptoEngine, nobleEngine, useCryptoEngine } from '../protocol/crypto-engine.ts';
 
 /** The cost of the `window` logins that ended at the `logins`-th (issue 15's cost curve). */
 export interface CostPoint {
@@ -60,6 +62,14 @@ export interface FleetOptions {
   onCost?: (p: CostPoint) => void;
   /** Logins per cost window (default 1,000; at most the run's). */
   costWindow?: number;
+  /**
+   * The phones' secure controllers (issue 15): 'chip' (default), the hardware model: the
+   * crypto block on node:crypto (firmware/hal/node/chip-crypto.ts), installed for this process
+   * for the run and put back after, and a good boot measurement kept while the flash is
+   * unwritten (SecureElement.keepMeasurementWhileUnwritten); 'noble', the reference: the pure
+   * TypeScript engine, the files measured at every hello and query.
+   */
+  chipCrypto?: 'chip' | 'noble';
 }
 
 export interface FleetSummary {
@@ -93,6 +103,8 @@ export interface FleetSummary {
   concurrency: number;
   seed: number;
   servers: 'inline' | 'reg-child' | 'process' | 'attached';
+  /** The crypto engine the phones ran on (protocol/crypto-engine.ts name). */
+  chipCrypto: string;
 }
 
 export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
@@ -107,7 +119,15 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       : servers === 'process'
       ? await makeWorld(await startExternalStack(o.stateDir), { seed })
       : await startWorld({ stateDir: o.stateDir, gatewayPort: 0, seed, gatewayLimits: { maxConnections: 100_000, maxConnectionsPerIp: 64 }, regProcess: servers === 'reg-child' ? 'child' : 'inline' });
-  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+  // The phones' chips compute on their hardware engine (the same bytes as noble, checked by
+  // firmware/hal/node/chip-crypto.test.ts), for the run, then the process's engine is put
+  // back. With the servers inline they share it, as they share node:crypto's otherwise.
+  const engineWas = o.chipCrypto === 'noble' ? useCryptoEngine(nobleEngine) : useChipCrypto();
+  const chipCrypto = cryptoEngine().name;
+  // process.memoryUsage.rss() reads the resident set alone (memoryUsage() also walks the heap
+  // spaces), four times a second: at 20 a second either read /proc for 2 % of the phones'
+  // process CPU on a loaded machine (issue 15 profiles); the peak of a fleet moves slowly.
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 250);
   const serverPid = 'pid' in world.stack ? (world.stack as { pid: number }).pid : null;
   try {
     const page = 'pageUrl' in world.stack ? (world.stack as { pageUrl: string | null }).pageUrl : null;
@@ -139,6 +159,9 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
           const i = next++;
           const was = phones[i];
           const { phone } = await world.phone(i, host, { enroll: false, ...(was ? { parked: was } : {}) });
+          // Its chip keeps a good boot measurement while its flash is unwritten (issue 15; the
+          // hello and the attestation query measured the same unwritten files again).
+          if (o.chipCrypto !== 'noble') phone.bus.se.keepMeasurementWhileUnwritten();
           const r: DeviceOutcome = await phone.device.plugIn();
           phones[i] = park(phone);
           if (r.ok) {
@@ -181,6 +204,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
       concurrency,
       seed,
       servers,
+      chipCrypto,
     };
     // The phones stay referenced up to the last reading above.
     phones.length = 0;
@@ -191,7 +215,11 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
     return summary;
   } finally {
     clearInterval(sampler);
-    await world.stop();
+    try {
+      await world.stop();
+    } finally {
+      useCryptoEngine(engineWas);
+    }
   }
 }
 

@@ -15,10 +15,20 @@ export interface FlashBacking {
   fill(addr: number, len: number, value: number): void;
   /** Bytes this backing holds privately (not shared with other devices). */
   readonly privateBytes: number;
+  /**
+   * Changes with every write, fill or reset through this backing (absent: a backing that
+   * cannot tell, e.g. an image file another process may write). The secure controller of a
+   * fleet's phone keeps its boot measurement while it stays the same (secure/element.ts).
+   */
+  readonly generation?: number;
 }
 
 export class MemoryBacking implements FlashBacking {
   readonly bytes: Uint8Array;
+  #generation = 0;
+  get generation(): number {
+    return this.#generation;
+  }
   constructor(init: number | Uint8Array) {
     this.bytes = typeof init === 'number' ? new Uint8Array(init).fill(0xff) : init;
   }
@@ -32,9 +42,11 @@ export class MemoryBacking implements FlashBacking {
     out.set(this.bytes.subarray(addr, addr + out.length));
   }
   write(addr: number, data: Uint8Array): void {
+    this.#generation++;
     this.bytes.set(data, addr);
   }
   fill(addr: number, len: number, value: number): void {
+    this.#generation++;
     this.bytes.fill(value, addr, addr + len);
   }
 }
@@ -58,6 +70,11 @@ export class CowBacking implements FlashBacking {
    */
   readonly #index = new Map<number, number>();
   #pool: Uint8Array = new Uint8Array(0);
+  #generation = 0;
+  /** Changes with every write, fill and reset (FlashBacking.generation). */
+  get generation(): number {
+    return this.#generation;
+  }
 
   constructor(base: Uint8Array, sectorBytes = 4096, pageBytes = 256) {
     if (!(base instanceof Uint8Array)) throw new TypeError('base image must be a Uint8Array');
@@ -91,6 +108,7 @@ export class CowBacking implements FlashBacking {
   }
   /** Forgets every private change: the device is back to the base image. */
   reset(): void {
+    this.#generation++;
     this.#index.clear();
     this.#pool = new Uint8Array(0);
   }
@@ -121,10 +139,12 @@ export class CowBacking implements FlashBacking {
   }
 
   write(addr: number, data: Uint8Array): void {
+    this.#generation++;
     this.#apply(addr, data.length, (page, off, from, n) => page.set(data.subarray(from, from + n), off));
   }
 
   fill(addr: number, len: number, value: number): void {
+    this.#generation++;
     const sb = this.sectorBytes;
     // An erase of whole sectors: a mark each, their pages dropped.
     if (value === 0xff && addr % sb === 0 && len % sb === 0) {

@@ -158,6 +158,7 @@ export class DeviceBus {
       cdromBlocks,
       readCdrom(lba: number, n: number) { return (isCount(lba) && isCount(n) && lba + n <= cdromBlocks && n * CDROM_BLOCK <= MAX_TRANSFER_BYTES ? chip.read(v.offset + lba * CDROM_BLOCK, n * CDROM_BLOCK) : none); },
       readDisk(lba: number, n: number) { return (isCount(lba) && isCount(n) && lba + n <= diskSectors && n * DISK_SECTOR <= MAX_TRANSFER_BYTES ? disk.read(lba * DISK_SECTOR, n * DISK_SECTOR) : none); },
+      generation() { return chip.backing.generation ?? null; },
     });
     this.se = new SecureElement(hidden, fuses, rng, media, nvm, chipClock, storeOpts);
   }

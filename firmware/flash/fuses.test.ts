@@ -4,6 +4,10 @@ import * as assert from 'uvu/assert';
 import { inspect } from 'node:util';
 import { Fuses } from './fuses.ts';
 import { ImplementationError } from '../../protocol/errors.ts';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { nobleEngine, useCryptoEngine } from '../../protocol/crypto-engine.ts';
+import { chipEngine } from '../hal/node/chip-crypto.ts';
 
 const huk = Uint8Array.from({ length: 32 }, (_, i) => 0xa0 + i);
 const uid = Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8);
@@ -56,6 +60,26 @@ test('the HUK never shows in JSON, toString, util.inspect; keys differ per label
   let n = 0;
   const g = Fuses.generate((k) => Uint8Array.from({ length: k }, () => n++), vpk);
   assert.is(bytesToHex(g.uniqueId()), '2021222324252627');
+});
+
+test("deriveKey is HKDF-SHA256(HUK, 'usbphone/v1 fuse-kdf', label) on either engine (noble's hkdf the reference), repeated derivations alike", () => {
+  for (const e of [nobleEngine, chipEngine]) {
+    const was = useCryptoEngine(e);
+    try {
+      const f = new Fuses(huk, uid, vpk);
+      for (const [label, n] of [['usbphone/v1 identity', 32], ['a', 32], ['record store 1', 64], ['b', 7]] as const) {
+        const want = hkdf(sha256, huk, new TextEncoder().encode('usbphone/v1 fuse-kdf'), new TextEncoder().encode(label), n);
+        assert.equal(f.deriveKey(label, n), want, `${e.name} ${label}`);
+        assert.equal(f.deriveKey(label, n), want, `${e.name} ${label}, again`);
+        // A caller wipes its copy after use: the chip's own is untouched.
+        f.deriveKey(label, n).fill(0);
+        assert.equal(f.deriveKey(label, n), want, `${e.name} ${label}, after a caller wiped its copy`);
+      }
+      assert.not.equal(new Fuses(huk.map((b) => b ^ 1), uid, vpk).deriveKey('a'), f.deriveKey('a'), 'another HUK, another key');
+    } finally {
+      useCryptoEngine(was);
+    }
+  }
 });
 
 test.run();

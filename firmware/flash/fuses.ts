@@ -7,7 +7,7 @@
 // Not emulated: OTP programming after manufacture, lock bits, read-out protection levels;
 // the fuses are a fixed value from construction on.
 import { bytesToHex, hexToBytes, concatBytes } from '@noble/hashes/utils.js';
-import { hkdf } from '@noble/hashes/hkdf.js';
+import { kdfExtract, kdfExpand } from '../../protocol/keys.ts';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { ImplementationError } from '../../protocol/errors.ts';
 
@@ -15,12 +15,17 @@ export const HUK_BYTES = 32;
 export const UID_BYTES = 8;
 export const VENDOR_KEY_BYTES = 32;
 const te = new TextEncoder();
+const FUSE_KDF_SALT = te.encode('usbphone/v1 fuse-kdf');
 const FILE_HEADER = 'usbphone-fuses v2';
 /** Files written before the vendor key existed: refused, with what to do (no migration: OTP bits are set once). */
 const OLD_HEADER = 'usbphone-fuses v1';
 
 export class Fuses {
   readonly #huk: Uint8Array;
+  /** HKDF-Extract(salt "usbphone/v1 fuse-kdf", HUK): the PRK every derived key expands from, taken on first use. */
+  #prk: Uint8Array | null = null;
+  /** Keys derived so far, by length and label (at most 16). */
+  readonly #derived = new Map<string, Uint8Array>();
   readonly #uid: Uint8Array;
   readonly #vendor: Uint8Array;
 
@@ -54,7 +59,19 @@ export class Fuses {
   deriveKey(label: string, length = 32): Uint8Array {
     if (typeof label !== 'string' || label.length === 0) throw new TypeError('deriveKey: label must be a non-empty string');
     // RFC 5869 §2.2-2.3: extract with a fixed salt, expand with the purpose label as info.
-    return hkdf(sha256, this.#huk, te.encode('usbphone/v1 fuse-kdf'), te.encode(label), length);
+    // On the protocol's engine (the chip's crypto block in a fleet; the same bytes as noble's
+    // hkdf, fuses.test.ts). The extract step depends on the HUK alone: taken once, kept inside.
+    // Each derived key is kept too, in the chip's RAM beside the HUK it comes from (the
+    // controller derives the same record and identity keys at every command): a copy is given.
+    const id = `${length}/${label}`;
+    let k = this.#derived.get(id);
+    if (!k) {
+      this.#prk ??= kdfExtract(this.#huk, FUSE_KDF_SALT);
+      k = kdfExpand(this.#prk, te.encode(label), length);
+      if (this.#derived.size >= 16) this.#derived.clear();
+      this.#derived.set(id, k);
+    }
+    return Uint8Array.from(k);
   }
 
   /**

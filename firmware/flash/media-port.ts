@@ -8,4 +8,9 @@ export interface BootMediaPort {
   readonly cdromBlocks: number;
   readCdrom(lba: number, count: number): ReadResult;
   readDisk(lba: number, count: number): ReadResult;
+  /**
+   * The flash's write generation (FlashBacking.generation): the same number means no byte of
+   * the chip was written, filled or reset through its backing since; null: cannot tell.
+   */
+  generation(): number | null;
 }

@@ -308,6 +308,54 @@ test('attestation, attacks of a host program (review): MAIN.EXE rewritten after 
   assert.is(call(chipWith().se, Ins.hsOpen, { p1: Slot.deviceKey, data: hello }).sw, SW.ok);
 });
 
+test("a fleet's chip keeps a good measurement while the flash is unwritten (issue 15); attack: MAIN.EXE rewritten after it was kept, through the disk unit or in the flash itself, gets no hello", () => {
+  const free = zoneOf(table, ZoneType.FREE);
+  const mainSector = (chip: FlashChip) => {
+    const { read } = arraySectors(chip.peek(free.offset, free.size));
+    const e = listFat(read)!.find((x) => x.name === 'MAIN.EXE')!;
+    const g = parseBootSector(read(0, 1)!).geometry!;
+    return g.dataSector + (e.cluster - 2) * g.sectorsPerCluster;
+  };
+  const hello = [MsgType.hello, 0, 'reg-primary', [token, measurement]];
+  const evil = new Uint8Array(512).fill(0x20);
+  evil.set(new TextEncoder().encode('EVIL MAIN PROGRAM'));
+  // Nothing written: the power-on measurement stands for the query and the hello (one reading of the files).
+  const a = chipWith();
+  a.se.keepMeasurementWhileUnwritten();
+  assert.equal(decode(call(a.se, Ins.getData, { p2: DataObject.bootMeasurement }).data), [measurement, 1]);
+  assert.is(call(a.se, Ins.hsOpen, { p1: Slot.deviceKey, data: hello }).sw, SW.ok);
+  assert.is(a.se.counters.measurements, 1, 'kept: measured once');
+  // 1. The host rewrites MAIN.EXE through its disk unit after the kept measurement.
+  const b = chipWith();
+  b.se.keepMeasurementWhileUnwritten();
+  assert.is(call(b.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.ok);
+  assert.is(b.bus.disk.writeSectors(mainSector(b.chip), evil), FlashStatus.OK);
+  assert.is(call(b.se, Ins.hsOpen, { p1: Slot.deviceKey, data: hello }).sw, SW.securityNotSatisfied, 'no hello over firmware rewritten after a kept measurement');
+  assert.is(call(b.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.securityNotSatisfied);
+  assert.is(b.se.counters.measurements, 3, 'measured again after the write, and again for the query (a failed measurement is not kept)');
+  // 2. The bytes changed in the flash itself (its backing written directly: a clip on the chip), one bit.
+  const c = chipWith();
+  c.se.keepMeasurementWhileUnwritten();
+  assert.is(call(c.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.ok);
+  const d = zoneOf(table, ZoneType.FREE).offset;
+  c.chip.flipBit(d + mainSector(c.chip) * 512 + 3, 0);
+  assert.is(call(c.se, Ins.hsOpen, { p1: Slot.deviceKey, data: hello }).sw, SW.securityNotSatisfied, 'a flipped stored bit is seen');
+  // 3. A failed measurement is not kept: the files repaired, the next query measures again and passes.
+  const e = chipWith();
+  e.se.keepMeasurementWhileUnwritten();
+  const lba = mainSector(e.chip);
+  const genuine = e.chip.peek(free.offset + lba * 512, 512);
+  assert.is(e.bus.disk.writeSectors(lba, evil), FlashStatus.OK);
+  assert.is(call(e.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.securityNotSatisfied);
+  assert.is(e.bus.disk.writeSectors(lba, genuine), FlashStatus.OK);
+  assert.is(call(e.se, Ins.hsOpen, { p1: Slot.deviceKey, data: hello }).sw, SW.ok);
+  // Without the option (the default), every query measures: the write-free case reads the files each time.
+  const f = chipWith();
+  call(f.se, Ins.getData, { p2: DataObject.bootMeasurement });
+  call(f.se, Ins.hsOpen, { p1: Slot.deviceKey, data: hello });
+  assert.is(f.se.counters.measurements, 3);
+});
+
 test('attestation read retry: a transient flip while the chip measures heals; a stored flip in MAIN.EXE leaves no measurement', () => {
   const free = zoneOf(table, ZoneType.FREE);
   const mainAt = (chip: FlashChip) => {

@@ -149,6 +149,10 @@ export class SecureElement {
   #stores = new Map<number, RecordStore>();
   readonly #media: BootMediaPort | null;
   #boot: BootState | null = null;
+  /** The flash's write generation when #boot was measured (BootMediaPort.generation). */
+  #bootGen: number | null = null;
+  /** keepMeasurementWhileUnwritten(): a good measurement stands while the flash is unwritten. */
+  #keepMeasurement = false;
   /** Counts of what a host tried, for tests and the inspector; `measurements`: power-on measurements taken. */
   readonly counters = { commands: 0, refused: 0, measurements: 0, rollbacks: 0 };
 
@@ -202,11 +206,35 @@ export class SecureElement {
     this.#fpChallenge = null;
   }
 
+  /**
+   * A fleet's chips (issue 15): a hello or a measurement query re-measures only when a byte of
+   * the flash may have changed since the last good measurement (the flash's write generation
+   * moved: any program or erase, by the host's units, the controller or a direct write to the
+   * backing), instead of at every one. A real controller sits in the flash's write path and
+   * knows whether it was written; the files are what was measured while it was not. Off by
+   * default (the single phone, the stories, the deterministic simulation measure every time);
+   * a backing that cannot tell (generation null) is measured every time. element.test.ts
+   * attacks it: MAIN.EXE rewritten through the disk unit, or directly in the flash, after a
+   * kept measurement, gets no hello.
+   */
+  keepMeasurementWhileUnwritten(on = true): void {
+    this.#keepMeasurement = on;
+  }
+
+  /** Forgets the measurement before a hello or a query, unless it stands (keepMeasurementWhileUnwritten). */
+  #remeasure(): void {
+    const b = this.#boot;
+    if (this.#keepMeasurement && b?.ok && this.#bootGen !== null && this.#bootGen === (this.#media?.generation() ?? null)) return;
+    this.#boot = null;
+  }
+
   /** The power-on measurement (taken once, before the first command is answered). */
   #measure(): BootState | 'power-lost' {
     if (this.#boot) return this.#boot;
     const m = this.#media;
     if (!m) return (this.#boot = { ok: false, code: 'BOOT_MISSING_PROGRAM', reason: 'no boot media' });
+    // Taken before the reads: a write during them (there is none: a command runs to its end) would move it.
+    this.#bootGen = m.generation();
     let last: number = FlashStatus.OK;
     const blocks = (lba: number, n: number) => {
       const r = m.readCdrom(lba, n);
@@ -325,7 +353,7 @@ export class SecureElement {
     if (obj === DataObject.vendorKey) return { data: this.#fuses.vendorPublicKey(), sw: SW.ok };
     if (obj === DataObject.bootMeasurement) {
       // As the files are now (a hello is measured again too).
-      this.#boot = null;
+      this.#remeasure();
       const b = this.#measure();
       if (b === 'power-lost') return b;
       return b.ok ? ok([b.measurement, b.version]) : status(SW.securityNotSatisfied);
@@ -382,8 +410,9 @@ export class SecureElement {
       // measurement of the boot files as they are now, nothing else; no hello at all for
       // unverified firmware. Measured again for each hello, not only at power-on: the host can
       // write the disk unit after the first measurement (found by review: a genuine measurement
-      // attested over a MAIN.EXE rewritten after power-on).
-      this.#boot = null;
+      // attested over a MAIN.EXE rewritten after power-on). A fleet's chip keeps a good
+      // measurement while the flash is unwritten (keepMeasurementWhileUnwritten).
+      this.#remeasure();
       const mb = this.#measure();
       if (mb === 'power-lost') return mb;
       const b = mb;

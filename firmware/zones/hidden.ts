@@ -14,8 +14,7 @@
 // header and plaintext repeat too, so a write torn by a power cut and then redone with
 // another payload under the same sequence number never reuses a nonce with a different
 // plaintext; and the factory image stays byte-reproducible.
-import { hmac } from '@noble/hashes/hmac.js';
-import { sha256 } from '@noble/hashes/sha2.js';
+import { cryptoEngine } from '../../protocol/crypto-engine.ts';
 import { kdfExtract, kdfExpand, checkSerial, SERIAL_TOKEN_MAX, SERIAL_TOKEN_MIN } from '../../protocol/keys.ts';
 import { sealBoxWithNonce, openBox } from '../../protocol/sealed-box.ts';
 import { FlashStatus } from '../flash/chip.ts';
@@ -56,7 +55,7 @@ function encKey(key: Uint8Array): Uint8Array {
 /** nonce (24) || ciphertext || tag (16), header as associated data (protocol/sealed-box.ts). */
 export function seal(key: Uint8Array, header: Uint8Array, plaintext: Uint8Array): Uint8Array {
   const { enc, siv } = subkeys(key);
-  const nonce = hmac.create(sha256, siv).update(header).update(plaintext).digest().subarray(0, NONCE);
+  const nonce = cryptoEngine().hmacSha256(siv, [header, plaintext]).subarray(0, NONCE);
   const out = sealBoxWithNonce(enc, nonce, plaintext, header);
   enc.fill(0);
   siv.fill(0);
