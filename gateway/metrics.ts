@@ -25,7 +25,7 @@ export class GatewayMetrics {
   });
   readonly linkRefused = new Counter({
     name: 'usbphone_gateway_link_refused_total',
-    help: 'Upstream link connections closed for breaking the link protocol, by code (LINK_BAD_MAC, ...)',
+    help: 'Upstream link connections closed for breaking the link protocol or falling silent, by code (LINK_BAD_MAC, LINK_HEARTBEAT_TIMEOUT, ...)',
     labelNames: ['upstream', 'code'],
     registers: [this.registry],
   });
