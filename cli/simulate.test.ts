@@ -121,7 +121,7 @@ test('Ctrl-C stops the workers: exit 130, no worker left, the temporary stores r
   const exited = new Promise<number | null>((res) => p.once('exit', (code) => res(code)));
   // Both workers up (their environment says so) and a few seconds of running.
   let workers: ReturnType<typeof procsWith> = [];
-  for (let i = 0; i < 600 && workers.length < 2; i++) {
+  for (let i = 0; i < 1200 && workers.length < 2; i++) {
     await new Promise((r) => setTimeout(r, 100));
     workers = procsWith(tag).filter((x) => x.env.get('USBPHONE_SIMULATE_WORKER') === '1');
   }
