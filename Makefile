@@ -24,7 +24,7 @@ help:
 	@echo "                loopback addresses without root): kill -9 and a cut link under a fleet of phones"
 	@echo "                (also part of make test); figures printed"
 
-	@echo "make soak       the deterministic simulation over 100,000 seeds (SEEDS=N, FROM=S); failing seeds printed with their replay"
+	@echo "make soak       the deterministic simulation over 100,000 seeds (SEEDS=N, FROM=S), SOAK_JOBS worker processes (default: the cores); failing seeds printed with their replay"
 	@echo "make services   start PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) when they are not running (make test does)"
 	@echo "make serve      gateway + registration primary/backup + two business servers on loopback, state in $(STATE)/"
 	@echo "make image      build a factory flash image into $(STATE)/factory.img (the phone make sim uses is $(STATE)/phone.img)"
@@ -67,11 +67,13 @@ test-slow: deps tools
 	SLOW=1 node scripts/run-tests.mjs
 
 # The whole system in one deterministic simulation (issue 14; docs/simulation.md): make test runs
-# seeds 1-1000, the soak 100,000 from FROM. Hours on two cores (docs/benchmarks.md §"Simulation").
+# seeds 1-1000, the soak 100,000 from FROM, one worker process per core (SOAK_JOBS). Hours on
+# two cores (docs/benchmarks.md §"Deterministic simulation").
 SEEDS ?= 100000
 FROM ?= 1001
+SOAK_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 soak: deps
-	$(USBPHONE) simulate --seeds $(SEEDS) --from $(FROM)
+	$(USBPHONE) simulate --seeds $(SEEDS) --from $(FROM) --jobs $(SOAK_JOBS)
 
 test-cluster: deps services
 	$(NODE_BIN)/tsx deploy/cluster/cluster.test.ts

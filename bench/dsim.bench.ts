@@ -1,26 +1,67 @@
 // The deterministic simulation's throughput (issue 14): seeds per second with no faults and with
-// every fault kind, side by side in one run, and what a seed costs (events, frames, plug-ins,
-// faults, invariant checks). `make soak`'s 100,000 seeds take 100,000 / (seeds/s) seconds.
+// every fault kind, and what a seed costs (events, frames, plug-ins, faults, invariant checks).
+// Each row runs in a process of its own, side by side in one run:
+//   plain      this tree's sim/dsim.ts runSeeds alone (what sim/dsim*.test.ts run);
+//   simulate   the same after `usbphone simulate`'s process set-up (cli/simulate.ts
+//              prepareSimulationProcess: node:crypto, a simulation-sized attack LRU, stores on tmpfs);
+//   before     BENCH_BASELINE=<dir>: an earlier tree's runSeeds, plain (git archive <commit> | tar -x -C
+//              <dir>, with <dir>/node_modules linked to this tree's), as bench/login-cost.bench.ts does.
+// The seeds are the same in every row: their totals must be equal (the set-up changes no run).
+// `make soak`'s 100,000 seeds take 100,000 / (seeds/s) seconds on one core; --jobs N divides it.
 // Usage: npx tsx bench/dsim.bench.ts [SEEDS]   (default 100 per row)
-import { runSeeds, FAULT_KINDS, type FaultKind } from '../sim/dsim.ts';
+import { spawnSync } from 'node:child_process';
+import { resolve, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
-const n = Number(process.argv[2] ?? 100);
-const rows: [string, readonly FaultKind[]][] = [['no faults', []], ['every fault kind', FAULT_KINDS]];
-const out: { name: string; rate: number; perCpu: number }[] = [];
-console.log(`deterministic simulation, ${n} seeds per row (from 100001: seeds no test runs)`);
-console.log('row                | seeds/s | seeds/CPU-s | faults/seed | checks/seed | events/seed | frames/seed | plug-ins/seed | failed');
-// Warm up (the shared template, the JIT) on seeds no row counts.
-await runSeeds(200_001, 5);
-for (const [name, kinds] of rows) {
+interface ChildOut { seconds: number; cpu: number; failed: number; totals: Record<string, number> }
+
+if (process.argv[2] === '--child') {
+  // One row: [tree, set-up 0|1, seeds, kinds as JSON]. Warm up (the shared template, the JIT) on seeds no row counts.
+  const [, , , tree, setup, n, kinds] = process.argv;
+  const { runSeeds } = (await import(pathToFileURL(join(tree!, 'sim', 'dsim.ts')).href)) as typeof import('../sim/dsim.ts');
+  const env = setup === '1' ? await ((await import(pathToFileURL(join(tree!, 'cli', 'simulate.ts')).href)) as typeof import('../cli/simulate.ts')).prepareSimulationProcess() : null;
+  await runSeeds(200_001, 5);
   const cpu0 = process.cpuUsage();
-  const s = await runSeeds(100_001, n, { kinds });
+  const s = await runSeeds(100_001, Number(n), { kinds: JSON.parse(kinds!) as never });
   const cpu = process.cpuUsage(cpu0);
-  // On a shared machine wall time includes other processes' turns; CPU time is this run's own.
-  const perCpu = n / ((cpu.user + cpu.system) / 1e6);
-  const t = s.totals;
-  const rate = n / s.seconds;
-  out.push({ name, rate, perCpu });
-  console.log(`${name.padEnd(18)} | ${rate.toFixed(2).padStart(7)} | ${perCpu.toFixed(2).padStart(11)} | ${(t.faultsInjected / n).toFixed(2).padStart(11)} | ${(t.invariantChecks / n).toFixed(0).padStart(11)} | ${(t.events / n).toFixed(0).padStart(11)} | ${(t.frames / n).toFixed(0).padStart(11)} | ${(t.logins / n).toFixed(2).padStart(13)} | ${s.failed.length}`);
+  env?.restore();
+  process.stdout.write(JSON.stringify({ seconds: s.seconds, cpu: (cpu.user + cpu.system) / 1e6, failed: s.failed.length, totals: s.totals } satisfies ChildOut) + '\n');
+  process.exit(0);
 }
-console.log(`faults / no faults: ${(out[1]!.perCpu / out[0]!.perCpu).toFixed(2)}x the seeds per CPU second`);
-console.log(`make soak (100,000 seeds, every fault kind): ${(100_000 / out[1]!.rate / 3600).toFixed(1)} h at this wall rate, ${(100_000 / out[1]!.perCpu / 3600).toFixed(1)} h of one idle core`);
+
+const { FAULT_KINDS } = await import('../sim/dsim.ts');
+const n = Number(process.argv[2] ?? 100);
+const here = resolve(import.meta.dirname, '..');
+const BASE = process.env.BENCH_BASELINE;
+const variants: { name: string; tree: string; setup: boolean }[] = [
+  ...(BASE ? [{ name: 'before', tree: resolve(BASE), setup: false }] : []),
+  { name: 'plain', tree: here, setup: false },
+  { name: 'simulate', tree: here, setup: true },
+];
+const rows: [string, readonly string[]][] = [['no faults', []], ['every fault kind', FAULT_KINDS]];
+console.log(`deterministic simulation, ${n} seeds per row (from 100001: seeds no test runs), each row its own process${BASE ? `; before = ${BASE}` : ''}`);
+console.log('row                | variant  | seeds/s | seeds/CPU-s | faults/seed | checks/seed | events/seed | frames/seed | plug-ins/seed | failed');
+const perCpu = new Map<string, number>();
+const rate = new Map<string, number>();
+for (const [row, kinds] of rows) {
+  let first: string | null = null;
+  for (const v of variants) {
+    const r = spawnSync(process.execPath, [...process.execArgv, import.meta.filename, '--child', v.tree, v.setup ? '1' : '0', String(n), JSON.stringify(kinds)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
+    if (r.status !== 0) throw new Error(`${row} / ${v.name}: the row's process exited ${r.status}`);
+    const o = JSON.parse(r.stdout.trim().split('\n').pop()!) as ChildOut;
+    const t = o.totals;
+    // CPU time is the row's own process; wall time includes other processes' turns on a shared machine.
+    perCpu.set(`${row}/${v.name}`, n / o.cpu);
+    rate.set(`${row}/${v.name}`, n / o.seconds);
+    const same = JSON.stringify(t);
+    if (first === null) first = same;
+    else if (same !== first) console.log(`  !! ${v.name}: the totals differ from the first variant's: ${same} vs ${first}`);
+    console.log(`${row.padEnd(18)} | ${v.name.padEnd(8)} | ${(n / o.seconds).toFixed(2).padStart(7)} | ${(n / o.cpu).toFixed(2).padStart(11)} | ${(t.faultsInjected! / n).toFixed(2).padStart(11)} | ${(t.invariantChecks! / n).toFixed(0).padStart(11)} | ${(t.events! / n).toFixed(0).padStart(11)} | ${(t.frames! / n).toFixed(0).padStart(11)} | ${(t.logins! / n).toFixed(2).padStart(13)} | ${o.failed}`);
+  }
+}
+for (const [row] of rows) {
+  const cmp = (a: string, b: string) => `${(perCpu.get(`${row}/${a}`)! / perCpu.get(`${row}/${b}`)!).toFixed(2)}x`;
+  console.log(`${row}: simulate / plain ${cmp('simulate', 'plain')}${BASE ? `, simulate / before ${cmp('simulate', 'before')}` : ''} the seeds per CPU second`);
+}
+const best = perCpu.get('every fault kind/simulate')!;
+console.log(`make soak (100,000 seeds, every fault kind, simulate set-up): ${(100_000 / rate.get('every fault kind/simulate')! / 3600).toFixed(1)} h at this wall rate on one process, ${(100_000 / best / 3600).toFixed(1)} h of one idle core (--jobs N: divided by up to N)`);

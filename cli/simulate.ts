@@ -1,22 +1,32 @@
 // `usbphone simulate`: the whole system in one deterministic simulation (issue 14,
 // sim/dsim.ts). Runs seeds, prints the failing ones with the invariant they broke, shrinks each
 // to a shorter fault schedule; `--seed S --trace` replays one seed with its full event trace.
+// `--jobs N` splits the seeds over N worker processes (each its own process: a run replaces the
+// process's Date.now and CSPRNG), one progress line, the same totals as one process.
 import type { Command } from './main.ts';
 import { parseOptions, intOption } from './args.ts';
 import { CliError, reportError } from './flash-common.ts';
+import { fork, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import type { FaultKind, RunResult } from '../sim/dsim.ts';
+import type { Violation } from '../sim/dsim-invariants.ts';
+import type { Mutant } from '../server-kit/mutant.ts';
 
 export const OPTIONS = {
   seeds: { type: 'string' },
   from: { type: 'string' },
   seed: { type: 'string' },
   faults: { type: 'string' },
+  jobs: { type: 'string' },
   trace: { type: 'boolean' },
   'no-shrink': { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-const HELP = `usage: usbphone simulate --seeds N [--from S] [--faults KINDS] [--no-shrink] [--json]
+const HELP = `usage: usbphone simulate --seeds N [--from S] [--jobs J] [--faults KINDS] [--no-shrink] [--json]
        usbphone simulate --seed S [--trace] [--faults KINDS] [--no-shrink] [--json]
 
 Runs the whole system in one process on a virtual clock and a simulated network, from one seed
@@ -28,24 +38,186 @@ no-secret-in-zones, no-half-validated-frame, store-integrity.
 
   --seeds N        run seeds S .. S+N-1; a progress line on a terminal
   --from S         the first seed of --seeds (default 1)
+  --jobs J         with --seeds: run the seeds in J worker processes (default 1: this process);
+                   the same seeds, the same totals, J times the CPU. A worker that dies is
+                   reported with the seed it was running (no-crash) and replaced
   --seed S         run one seed (the same seed replays the same run, event for event)
   --trace          with --seed: print its full event trace
   --faults KINDS   only these fault kinds, comma-separated, or 'none'; default all:
                    ${'{FAULTS}'}
   --no-shrink      do not shrink a failing seed's fault schedule
-  --json           one JSON object on stdout: {seeds, failed, results: [...]}, failing seeds
-                   with their violations and shrunk schedule
+  --json           one JSON object on stdout: {seeds, jobs, failed, seconds, seedsPerSecond,
+                   cpuSeconds, faultsInjected, invariantChecks, crashes, ..., results: [...]},
+                   failing seeds with their violations, shrunk schedule and replay command
   -h, --help       this text
 
-Exit: 0 every seed kept every invariant, 1 a seed broke one (SIMULATE_VIOLATION), 2 bad usage.
+Exit: 0 every seed kept every invariant, 1 a seed broke one (SIMULATE_VIOLATION), 2 bad usage,
+130 interrupted (Ctrl-C stops the workers).
 `;
 
+/** Set (to 1) in a worker's environment; its options come over the IPC channel. */
+const WORKER_ENV = 'USBPHONE_SIMULATE_WORKER';
+/**
+ * TEST ONLY (cli/simulate.test.ts): `mutant@seed` runs that seed with a server mutant
+ * (server-kit/mutant.ts), to see a failing seed reported from a worker; `exit@seed` makes a
+ * worker die (SIGKILL) as it starts that seed, to see a dead worker reported, not waited for.
+ */
+const TEST_ENV = 'USBPHONE_TEST_SIMULATE';
+/** Shrinking reruns a seed (up to 60 times): the first few failures only, so a broken build still ends. */
+const SHRINK_FIRST = 3;
+
+/**
+ * What a process that runs seeds sets up before its first one. None of it changes a run (a
+ * seed's trace is the same byte for byte with it and without it: cli/simulate.test.ts); it cuts
+ * what a seed costs that is not the simulated behaviour:
+ * - the protocol's primitives on node:crypto, as every server host runs them (decision 101:
+ *   the same bytes as the noble reference, server-kit/native-crypto.test.ts);
+ * - the gateway's attack counter sized for a simulation: lru-cache allocates its `max` entries
+ *   when it is made (100,000 by default: ~13 ms of CPU per seed, a gateway per seed), and a run
+ *   has a handful of address groups (at most MAX_PHONES phones and a test's attacker), far
+ *   from any eviction at 4,096;
+ * - the runs' store files on tmpfs (/dev/shm) when there is one: a seed opens, writes and
+ *   closes five SQLite databases, and on a disk each close's checkpoint waits for its fsync.
+ *   `tmpRoot` given (a worker): its parent made it and removes it.
+ * Returns what puts it back (and removes the temporary directory it made).
+ */
+export async function prepareSimulationProcess(o: { tmpRoot?: string } = {}): Promise<{ tmpRoot: string; restore: () => void }> {
+  const [{ useCryptoEngine }, { nodeEngine }, { AttackDefaults }] = await Promise.all([
+    import('../protocol/crypto-engine.ts'),
+    import('../server-kit/native-crypto.ts'),
+    import('../gateway/attacks.ts'),
+  ]);
+  const engine = useCryptoEngine(nodeEngine);
+  const maxTracked = AttackDefaults.maxTrackedIps;
+  AttackDefaults.maxTrackedIps = 4_096;
+  const prevTmp = process.env.TMPDIR;
+  const own = o.tmpRoot === undefined;
+  const tmpRoot = o.tmpRoot ?? mkdtempSync(join(fastTmp(), 'usbphone-simulate-'));
+  // os.tmpdir() reads TMPDIR at each call: sim/dsim-world.ts makes its directories under it.
+  process.env.TMPDIR = tmpRoot;
+  return {
+    tmpRoot,
+    restore: () => {
+      useCryptoEngine(engine);
+      AttackDefaults.maxTrackedIps = maxTracked;
+      if (prevTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = prevTmp;
+      if (own) rmSync(tmpRoot, { recursive: true, force: true });
+    },
+  };
+}
+
+/** /dev/shm when it is a directory this process may write, else the usual temporary directory. */
+function fastTmp(): string {
+  try {
+    if (statSync('/dev/shm').isDirectory()) {
+      accessSync('/dev/shm', constants.W_OK);
+      return '/dev/shm';
+    }
+  } catch {
+    // no tmpfs there
+  }
+  return tmpdir();
+}
+
+function testHook(kind: 'mutant' | 'exit', seed: number): string | null {
+  const v = process.env[TEST_ENV];
+  if (!v) return null;
+  const [what, at] = v.split('@');
+  if (Number(at) !== seed) return null;
+  if (kind === 'exit') return what === 'exit' ? 'exit' : null;
+  return what === 'exit' ? null : what!;
+}
+
+/** One seed as the summary keeps it: what a worker sends its parent. */
+interface SeedReport {
+  seed: number;
+  ok: boolean;
+  stats: RunResult['stats'];
+  violations: Violation[];
+  faults: string[];
+}
+interface Failure {
+  seed: number;
+  violations: Violation[];
+  faults: string[];
+  shrunk: string[];
+  replay: string;
+}
+type Totals = { faultsInjected: number; invariantChecks: number; events: number; logins: number; frames: number; crashes: number; virtualMs: number };
+
+type ToWorker =
+  | { t: 'init'; kinds: FaultKind[] | null }
+  | { t: 'run'; from: number; n: number }
+  | { t: 'shrink'; seed: number; yes: boolean };
+type FromWorker =
+  | { t: 'ready' }
+  | { t: 'seed'; r: SeedReport; cpuMs: number }
+  | { t: 'shrunk'; seed: number; schedule: string[] }
+  | { t: 'idle'; cpuMs: number };
+
+const cpuMs = () => {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+};
+
+/**
+ * Runs seeds from .. from+n-1 one after the other (sim/dsim.ts runSeed), telling `onSeed` of
+ * each before the next starts. The test hooks (TEST_ENV) act here.
+ */
+async function runRange(from: number, n: number, o: { kinds?: FaultKind[]; trace?: boolean }, onSeed: (r: RunResult) => Promise<void>): Promise<void> {
+  const { runSeed } = await import('../sim/dsim.ts');
+  for (let s = from; s < from + n; s++) {
+    if (testHook('exit', s) && process.send) process.kill(process.pid, 'SIGKILL');
+    const mutant = (testHook('mutant', s) as Mutant | null) ?? undefined;
+    await onSeed(await runSeed(s, { kinds: o.kinds, trace: o.trace, mutant }));
+  }
+}
+
+/** A worker process: runs the batches its parent sends, reports each seed, shrinks a failure when told to. */
+async function worker(): Promise<number> {
+  const send = (m: FromWorker) => process.send!(m);
+  const { shrink, describeFault } = await import('../sim/dsim.ts');
+  await prepareSimulationProcess({ tmpRoot: process.env.TMPDIR ?? tmpdir() });
+  // The parent gone (killed, or its channel closed): nothing left to report to. A Ctrl-C on
+  // the terminal reaches every process of the group: the parent alone decides, and stops us.
+  process.on('disconnect', () => process.exit(0));
+  process.on('SIGINT', () => {});
+  let kinds: FaultKind[] | undefined;
+  let shrinkAnswer: ((yes: boolean) => void) | null = null;
+  let queue = Promise.resolve();
+  process.on('message', (m: ToWorker) => {
+    if (m.t === 'init') kinds = m.kinds ?? undefined;
+    else if (m.t === 'shrink') shrinkAnswer?.(m.yes);
+    else if (m.t === 'run') {
+      queue = queue.then(async () => {
+        await runRange(m.from, m.n, { kinds }, async (r) => {
+          const faults = r.plan.faults.map(describeFault);
+          send({ t: 'seed', r: { seed: r.seed, ok: r.ok, stats: r.stats, violations: r.violations, faults }, cpuMs: cpuMs() });
+          if (r.ok) return;
+          // The parent decides (the first few failures of the whole run are shrunk).
+          const yes = await new Promise<boolean>((res) => (shrinkAnswer = res));
+          shrinkAnswer = null;
+          const mutant = (testHook('mutant', r.seed) as Mutant | null) ?? undefined;
+          const schedule = yes ? (await shrink(r.seed, { kinds, mutant })).plan.faults.map(describeFault) : faults;
+          send({ t: 'shrunk', seed: r.seed, schedule });
+        });
+        send({ t: 'idle', cpuMs: cpuMs() });
+      });
+    }
+  });
+  send({ t: 'ready' });
+  // Runs until its parent stops it (SIGTERM, or the channel closes).
+  return new Promise<number>(() => {});
+}
+
 export const command: Command = {
-  summary: 'run seeds of the whole system in one deterministic simulation, with faults; replay one with --trace (issue 14)',
+  summary: 'run seeds of the whole system in one deterministic simulation, with faults, in one process or --jobs N; replay one with --trace (issue 14)',
   async run(argv) {
+    if (process.env[WORKER_ENV] === '1' && process.send) return worker();
     try {
       const v = parseOptions('simulate', argv, OPTIONS).values;
-      const { FAULT_KINDS, runSeeds, shrink, describeFault } = await import('../sim/dsim.ts');
+      const { FAULT_KINDS } = await import('../sim/dsim.ts');
       if (v.help) {
         process.stdout.write(HELP.replace('{FAULTS}', FAULT_KINDS.join(',')));
         return 0;
@@ -53,7 +225,8 @@ export const command: Command = {
       if (v.seed !== undefined && (v.seeds !== undefined || v.from !== undefined)) throw new CliError('CLI_BAD_ARGS', "give --seed S (one run) or --seeds N [--from S], not both; see 'usbphone simulate --help'");
       if (v.seed === undefined && v.seeds === undefined) throw new CliError('CLI_BAD_ARGS', "give --seeds N or --seed S; see 'usbphone simulate --help'");
       if (v.trace && v.seed === undefined) throw new CliError('CLI_BAD_ARGS', '--trace applies to one seed: --seed S --trace');
-      let kinds: (typeof FAULT_KINDS)[number][] | undefined;
+      if (v.jobs !== undefined && v.seed !== undefined) throw new CliError('CLI_BAD_ARGS', '--jobs applies to --seeds N: one seed runs in this process');
+      let kinds: FaultKind[] | undefined;
       if (typeof v.faults === 'string') {
         const list = v.faults === 'none' ? [] : v.faults.split(',').map((s) => s.trim());
         for (const k of list) if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new CliError('CLI_BAD_ARGS', `--faults: no fault kind '${k}'; the kinds: ${FAULT_KINDS.join(', ')}; or --faults none alone`);
@@ -64,47 +237,246 @@ export const command: Command = {
       const one = v.seed !== undefined;
       const from = one ? intOption(v.seed, 'seed', 0, 2 ** 31 - 1, 1) : intOption(v.from, 'from', 0, 2 ** 31 - 1, 1);
       const n = one ? 1 : intOption(v.seeds, 'seeds', 1, 10_000_000, 1);
+      const jobs = Math.min(n, intOption(v.jobs, 'jobs', 1, 256, 1));
       // Every seed run must replay with --seed: the last one stays within --seed's range (found by review).
       if (from + n - 1 > 2 ** 31 - 1) throw new CliError('CLI_BAD_ARGS', `--from ${from} --seeds ${n} runs past seed ${2 ** 31 - 1}, the last one --seed takes`);
-      const faultsArg = kinds === undefined ? '' : ` --faults ${kinds.length ? kinds.join(',') : 'none'}`;
-      const replay = (seed: number) => `usbphone simulate --seed ${seed} --trace${faultsArg}`;
-      const json = v.json === true;
-      const tty = process.stderr.isTTY === true && !json;
-      const failed: unknown[] = [];
-      let shrunk = 0;
-      const t0 = performance.now();
-      const sum = await runSeeds(from, n, { kinds, trace: one && v.trace === true }, async (r, done) => {
-        const s = r.seed;
-        if (one && v.trace && !json) process.stdout.write(r.lines.join('\n') + '\n');
-        if (!r.ok) {
-          let schedule = r.plan.faults.map(describeFault);
-          // Shrinking reruns the seed: the first few failures only, so a broken build still ends.
-          if (!v['no-shrink'] && shrunk < 3) {
-            shrunk++;
-            const sh = await shrink(s, { kinds });
-            schedule = sh.plan.faults.map(describeFault);
-          }
-          failed.push({ seed: s, violations: r.violations, faults: r.plan.faults.map(describeFault), shrunk: schedule, replay: replay(s) });
-          if (!json) {
-            if (tty) process.stderr.write('\r\x1b[K');
-            process.stdout.write(`FAIL seed ${s}: ${r.violations.map((x) => `${x.invariant} (${x.detail})`).join('; ')}\n  faults: ${r.plan.faults.map(describeFault).join('; ') || 'none'}\n  shrunk: ${schedule.join('; ') || 'none'}\n  replay: ${replay(s)}\n`);
-          }
-        }
-        if (tty && done % 10 === 0) process.stderr.write(`\r\x1b[K[${done}/${n}] ${failed.length} failing, ${(done / ((performance.now() - t0) / 1000)).toFixed(1)} seeds/s`);
-      });
-      const totals = sum.totals;
-      if (tty) process.stderr.write('\r\x1b[K');
-      const secs = sum.seconds;
-      if (json) process.stdout.write(JSON.stringify({ seeds: n, from, kinds: kinds ?? FAULT_KINDS, failed: failed.length, seconds: Math.round(secs * 10) / 10, ...totals, results: failed }) + '\n');
-      // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
-      else (v.trace ? process.stderr : process.stdout).write(`${n} seed(s) from ${from}: ${n - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${(n / secs).toFixed(1)} seeds/s\n`);
-      if (failed.length) {
-        if (!json) process.stderr.write(`usbphone simulate: ${failed.length} seed(s) broke an invariant (SIMULATE_VIOLATION)\n`);
-        return 1;
-      }
-      return 0;
+      return await simulate({ one, from, n, jobs, kinds, trace: one && v.trace === true, json: v.json === true, shrink: !v['no-shrink'] });
     } catch (e) {
       return reportError('simulate', e);
     }
   },
 };
+
+interface Args {
+  one: boolean;
+  from: number;
+  n: number;
+  jobs: number;
+  kinds: FaultKind[] | undefined;
+  trace: boolean;
+  json: boolean;
+  shrink: boolean;
+}
+
+async function simulate(a: Args): Promise<number> {
+  const { FAULT_KINDS } = await import('../sim/dsim.ts');
+  const faultsArg = a.kinds === undefined ? '' : ` --faults ${a.kinds.length ? a.kinds.join(',') : 'none'}`;
+  const replay = (seed: number) => `usbphone simulate --seed ${seed} --trace${faultsArg}`;
+  const tty = process.stderr.isTTY === true && !a.json;
+  const failed: Failure[] = [];
+  const totals: Totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0, frames: 0, crashes: 0, virtualMs: 0 };
+  let done = 0;
+  const t0 = performance.now();
+  const progress = () => {
+    if (tty && (done % 10 === 0 || done === a.n)) process.stderr.write(`\r\x1b[K[${done}/${a.n}] ${failed.length} failing, ${(done / ((performance.now() - t0) / 1000)).toFixed(1)} seeds/s${a.jobs > 1 ? `, ${a.jobs} workers` : ''}`);
+  };
+  const counted = (r: SeedReport) => {
+    done++;
+    for (const k of Object.keys(totals) as (keyof Totals)[]) totals[k] += r.stats[k];
+  };
+  const fail = (f: Omit<Failure, 'replay'>) => {
+    const x = { ...f, replay: replay(f.seed) };
+    failed.push(x);
+    if (!a.json) {
+      if (tty) process.stderr.write('\r\x1b[K');
+      process.stdout.write(`FAIL seed ${x.seed}: ${x.violations.map((v) => `${v.invariant} (${v.detail})`).join('; ')}\n  faults: ${x.faults.join('; ') || 'none'}\n  shrunk: ${x.shrunk.join('; ') || 'none'}\n  replay: ${x.replay}\n`);
+    }
+  };
+  const env = a.jobs > 1 ? null : await prepareSimulationProcess();
+  const tmpRoot = env?.tmpRoot ?? mkdtempSync(join(fastTmp(), 'usbphone-simulate-'));
+  let interrupted = false;
+  let stopWorkers: (() => Promise<void>) | null = null;
+  const onSignal = () => {
+    if (interrupted) return;
+    interrupted = true;
+    if (stopWorkers) return void stopWorkers();
+    // One process: the seed running now is dropped with it; what it had made goes too.
+    if (tty) process.stderr.write('\r\x1b[K');
+    process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s)\n`);
+    env?.restore();
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let cpu = 0;
+  try {
+    if (a.jobs === 1) {
+      const { shrink, describeFault } = await import('../sim/dsim.ts');
+      let shrunk = 0;
+      await runRange(a.from, a.n, { kinds: a.kinds, trace: a.trace }, async (r) => {
+        if (a.trace && !a.json) process.stdout.write(r.lines.join('\n') + '\n');
+        const faults = r.plan.faults.map(describeFault);
+        counted({ seed: r.seed, ok: r.ok, stats: r.stats, violations: r.violations, faults });
+        if (!r.ok) {
+          let schedule = faults;
+          if (a.shrink && shrunk < SHRINK_FIRST) {
+            shrunk++;
+            const mutant = (testHook('mutant', r.seed) as Mutant | null) ?? undefined;
+            schedule = (await shrink(r.seed, { kinds: a.kinds, mutant })).plan.faults.map(describeFault);
+          }
+          fail({ seed: r.seed, violations: r.violations, faults, shrunk: schedule });
+        }
+        progress();
+      });
+      cpu = cpuMs();
+    } else {
+      const r = await runWorkers(a, tmpRoot, { counted, fail, progress }, (stop) => (stopWorkers = stop), () => interrupted);
+      cpu = r.cpuMs + cpuMs();
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    if (env) env.restore();
+    else rmSync(tmpRoot, { recursive: true, force: true });
+  }
+  if (tty) process.stderr.write('\r\x1b[K');
+  const secs = (performance.now() - t0) / 1000;
+  if (interrupted) {
+    process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s); the workers are stopped\n`);
+    return 130;
+  }
+  const rate = done / secs;
+  failed.sort((x, y) => x.seed - y.seed);
+  if (a.json) process.stdout.write(JSON.stringify({ seeds: a.n, from: a.from, kinds: a.kinds ?? FAULT_KINDS, jobs: a.jobs, failed: failed.length, seconds: Math.round(secs * 10) / 10, seedsPerSecond: Math.round(rate * 100) / 100, cpuSeconds: Math.round(cpu / 100) / 10, ...totals, results: failed }) + '\n');
+  // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
+  else (a.trace ? process.stderr : process.stdout).write(`${a.n} seed(s) from ${a.from}: ${a.n - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes, ${rate.toFixed(1)} seeds/s${a.jobs > 1 ? ` (${a.jobs} workers)` : ''}\n`);
+  if (failed.length) {
+    if (!a.json) process.stderr.write(`usbphone simulate: ${failed.length} seed(s) broke an invariant (SIMULATE_VIOLATION)\n`);
+    return 1;
+  }
+  return 0;
+}
+
+/** Workers that may die (each replaced) before the run gives up: a build whose workers cannot start ends. */
+const MAX_WORKER_DEATHS = 5;
+/** A stopped worker that has not exited after this long is killed. */
+const STOP_GRACE_MS = 5_000;
+
+interface Sink {
+  counted(r: SeedReport): void;
+  fail(f: Omit<Failure, 'replay'>): void;
+  progress(): void;
+}
+
+/**
+ * Runs a's seeds in a.jobs worker processes (this command, forked with WORKER_ENV): each asks
+ * for a batch of consecutive seeds, runs them, reports each one; this process sums them. A
+ * worker that dies mid-batch is reported with the seed it was running (no-crash) and replaced;
+ * the rest of its batch goes back in the queue. `onStop` is handed the function that stops
+ * every worker (Ctrl-C). Resolves with the workers' CPU time (ms).
+ */
+async function runWorkers(a: Args, tmpRoot: string, sink: Sink, onStop: (stop: () => Promise<void>) => void, interrupted: () => boolean): Promise<{ cpuMs: number }> {
+  const { planFor, describeFault } = await import('../sim/dsim.ts');
+  const queue: { from: number; n: number }[] = [{ from: a.from, n: a.n }];
+  let left = a.n;
+  // Batches small enough that the workers finish together, large enough that asking is rare.
+  const batch = () => Math.max(1, Math.min(50, Math.ceil(left / (a.jobs * 8))));
+  const take = (): { from: number; n: number } | null => {
+    const q = queue[0];
+    if (!q) return null;
+    const n = Math.min(q.n, batch());
+    const b = { from: q.from, n };
+    q.from += n;
+    q.n -= n;
+    if (q.n === 0) queue.shift();
+    return b;
+  };
+  let shrunk = 0;
+  let deaths = 0;
+  let cpuDone = 0;
+  interface W { p: ChildProcess; id: number; cur: { from: number; n: number; next: number } | null; pendingFail: SeedReport | null; cpuMs: number; exited: Promise<void> }
+  const workers = new Set<W>();
+  let nextId = 0;
+  return new Promise<{ cpuMs: number }>((resolve, reject) => {
+    let finished = false;
+    const finish = (e?: Error) => {
+      if (finished) return;
+      finished = true;
+      void stopAll().then(() => (e ? reject(e) : resolve({ cpuMs: cpuDone })));
+    };
+    const stopAll = async () => {
+      const all = [...workers];
+      for (const w of all) {
+        w.p.kill('SIGTERM');
+        const t = setTimeout(() => w.p.kill('SIGKILL'), STOP_GRACE_MS);
+        void w.exited.then(() => clearTimeout(t));
+      }
+      await Promise.all(all.map((w) => w.exited));
+    };
+    onStop(async () => finish());
+    const checkDone = () => {
+      if (queue.length === 0 && [...workers].every((w) => w.cur === null && w.pendingFail === null)) finish();
+    };
+    const give = (w: W) => {
+      const b = take();
+      if (!b) {
+        checkDone();
+        return;
+      }
+      w.cur = { ...b, next: b.from };
+      w.p.send({ t: 'run', from: b.from, n: b.n } satisfies ToWorker);
+    };
+    const spawn = () => {
+      const id = nextId++;
+      const p = fork(join(import.meta.dirname, '..', 'bin', 'usbphone.js'), ['simulate'], {
+        env: { ...process.env, [WORKER_ENV]: '1', TMPDIR: tmpRoot },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
+      const w: W = { p, id, cur: null, pendingFail: null, cpuMs: 0, exited: new Promise((r) => p.once('exit', () => r())) };
+      workers.add(w);
+      p.on('message', (m: FromWorker) => {
+        if (m.t === 'ready') {
+          p.send({ t: 'init', kinds: a.kinds ?? null } satisfies ToWorker);
+          give(w);
+        } else if (m.t === 'seed') {
+          w.cpuMs = m.cpuMs;
+          if (w.cur) w.cur.next = m.r.seed + 1;
+          left--;
+          sink.counted(m.r);
+          if (m.r.ok) sink.progress();
+          else {
+            w.pendingFail = m.r;
+            const yes = a.shrink && shrunk < SHRINK_FIRST;
+            if (yes) shrunk++;
+            p.send({ t: 'shrink', seed: m.r.seed, yes } satisfies ToWorker);
+          }
+        } else if (m.t === 'shrunk') {
+          const f = w.pendingFail;
+          w.pendingFail = null;
+          if (f) sink.fail({ seed: f.seed, violations: f.violations, faults: f.faults, shrunk: m.schedule });
+          sink.progress();
+        } else if (m.t === 'idle') {
+          w.cpuMs = m.cpuMs;
+          w.cur = null;
+          give(w);
+        }
+      });
+      p.on('error', () => {});
+      p.once('exit', (code, signal) => {
+        workers.delete(w);
+        cpuDone += w.cpuMs;
+        if (finished || interrupted()) return;
+        // Died under us: what it was running is a finding, the rest of its batch is run by another.
+        deaths++;
+        const why = `the worker process running it died (${signal ?? `exit code ${code}`}); replay it alone to see whether the seed is the cause`;
+        if (w.pendingFail) {
+          const f = w.pendingFail;
+          sink.fail({ seed: f.seed, violations: f.violations, faults: f.faults, shrunk: f.faults });
+        }
+        const c = w.cur;
+        if (c && c.next < c.from + c.n && !w.pendingFail) {
+          left--;
+          sink.counted({ seed: c.next, ok: false, stats: { events: 0, virtualMs: 0, frames: 0, faultsInjected: 0, invariantChecks: 0, logins: 0, crashes: 0 }, violations: [], faults: [] });
+          const faults = planFor(c.next, a.kinds).faults.map(describeFault);
+          sink.fail({ seed: c.next, violations: [{ invariant: 'no-crash', detail: why, at: 0 }], faults, shrunk: faults });
+          if (c.next + 1 < c.from + c.n) queue.unshift({ from: c.next + 1, n: c.from + c.n - c.next - 1 });
+        } else if (c && c.next < c.from + c.n) queue.unshift({ from: c.next, n: c.from + c.n - c.next });
+        sink.progress();
+        if (deaths > MAX_WORKER_DEATHS) return finish(new CliError('SIMULATE_VIOLATION', `${deaths} worker processes died; stopped with ${left} seed(s) not run`, 1));
+        if (queue.length > 0) spawn();
+        else checkDone();
+      });
+    };
+    for (let i = 0; i < a.jobs; i++) spawn();
+  });
+}

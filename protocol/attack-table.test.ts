@@ -73,6 +73,25 @@ test('refusals: forged, stale (older or equal version), expired; the first valid
   for (const b of [new Uint8Array(0), 'x' as unknown as Uint8Array, new Uint8Array(TableLimits.maxTableBytes + 1)]) assert.is((verifyTable(b, pk, T0, null) as { code: string }).code, 'TABLE_MALFORMED');
 });
 
+test("a table verified once is not a pass for another: the same body under another signature or key, a changed body, and the cache's bound", () => {
+  const t = table([site('biz-east', { password: 0, otp: 0 })], 7);
+  const good = signTable(t, sk);
+  assert.ok(verifyTable(good, pk, T0, null).ok);
+  assert.ok(verifyTable(good, pk, T0, null).ok, 'verified again (from the cache)');
+  const [body, sig] = decode(good) as [Uint8Array, Uint8Array];
+  // The attacker's tries after the genuine table was verified: its body with a flipped signature, its
+  // signature on a changed body, the genuine pair under another key.
+  const badSig = Uint8Array.from(sig);
+  badSig[0]! ^= 1;
+  assert.is((verifyTable(encode([body, badSig]), pk, T0, null) as { code: string }).code, 'TABLE_BAD_SIGNATURE');
+  const otherBody = encodeTableBody({ ...t, sites: [site('biz-east', { password: 0, otp: PPM })] });
+  assert.is((verifyTable(encode([otherBody, sig]), pk, T0, null) as { code: string }).code, 'TABLE_BAD_SIGNATURE');
+  assert.is((verifyTable(good, tablePublicKey(hexToBytes('22'.repeat(32))), T0, null) as { code: string }).code, 'TABLE_BAD_SIGNATURE');
+  // Past the bound (64 kept), the first table is checked in full again and still verifies.
+  for (let v = 100; v < 170; v++) assert.ok(verifyTable(signTable(table([site('biz-east', { password: 0, otp: 0 })], v), sk), pk, T0, null).ok);
+  assert.ok(verifyTable(good, pk, T0, null).ok);
+});
+
 test('hostile tables: each refused by the signer and, signed anyway, by the phone (TABLE_MALFORMED)', () => {
   const ok = site('biz-east', { password: 1, otp: 2 });
   const bad: [string, AttackTable][] = [

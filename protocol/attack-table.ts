@@ -17,6 +17,7 @@
 // Sites are sorted by name and unique; a site's mechanisms are sorted by strength and unique.
 // Firmware uses this file: no node:* import.
 import { ed25519 } from '@noble/curves/ed25519.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { encode, decode, type CborValue } from './cbor.ts';
 import { ed25519Verify } from './crypto-engine.ts';
 import { ProtocolError, type ErrorCode } from './errors.ts';
@@ -193,7 +194,7 @@ export function verifyTable(bytes: Uint8Array, publicKey: Uint8Array, nowMs: num
   }
   let good = false;
   try {
-    good = publicKey instanceof Uint8Array && publicKey.length === 32 && ed25519Verify(sig, body, publicKey);
+    good = publicKey instanceof Uint8Array && publicKey.length === 32 && verifiedOnce(sig, body, publicKey);
   } catch {
     good = false;
   }
@@ -207,6 +208,25 @@ export function verifyTable(bytes: Uint8Array, publicKey: Uint8Array, nowMs: num
   if (haveVersion !== null && table.version <= haveVersion) return { ok: false, code: 'TABLE_STALE', reason: `version ${table.version} is not newer than the held ${haveVersion}` };
   if (!(nowMs < table.expiresAt)) return { ok: false, code: 'TABLE_EXPIRED', reason: `expired at ${table.expiresAt}` };
   return { ok: true, table };
+}
+
+/**
+ * Signatures this process has verified, by the exact bytes checked (key, signature, body; no
+ * hash, so nothing else can match): a phone checks the table it holds at each boot and before
+ * each table pushed to it, and the deterministic simulation boots thousands of phones on the
+ * same few tables (issue 14: an Ed25519 verification was ~6 % of a seed's CPU). Only successes
+ * are kept, so anything not verified before is checked in full; the oldest goes past
+ * VERIFIED_MAX. The verdict is the same with or without it (protocol/attack-table.test.ts).
+ */
+const VERIFIED_MAX = 64;
+const verified = new Set<string>();
+function verifiedOnce(sig: Uint8Array, body: Uint8Array, publicKey: Uint8Array): boolean {
+  const k = `${bytesToHex(publicKey)}.${bytesToHex(sig)}.${bytesToHex(body)}`;
+  if (verified.has(k)) return true;
+  if (!ed25519Verify(sig, body, publicKey)) return false;
+  verified.add(k);
+  if (verified.size > VERIFIED_MAX) verified.delete(verified.values().next().value!);
+  return true;
 }
 
 /** A uniform integer in [0, n) from the rng (rejection sampling on 32 bits: no modulo bias). */
