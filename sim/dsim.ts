@@ -15,7 +15,11 @@ import type { Rng } from '../firmware/hal/hal.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { ROTATION_STEPS, type RotationStep } from '../reg-server/rotation.ts';
 import { systemRng } from '../protocol/rng.ts';
-import { World, SERVERS, ALL_SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant } from './dsim-world.ts';
+import nodeCrypto from 'node:crypto';
+import { syncBuiltinESMExports } from 'node:module';
+import type { BankMode } from '../protocol/bank-messages.ts';
+import type { BankStepOutcome } from '../firmware/main-program.ts';
+import { World, SERVERS, ALL_SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant, type BankMutant } from './dsim-world.ts';
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
 
@@ -63,6 +67,12 @@ export interface Plan {
   /** When each phone's phase-1 plug-ins begin (virtual ms, within the fault window): the faults meet them. */
   starts: number[][];
   faults: Fault[];
+  /**
+   * The bank (S4): the business servers' mode, and the SIM swaps of the run: at `at` (virtual
+   * ms) the operator moves phone `phone`'s line to a new card and the card goes into the phone.
+   * Drawn from a stream of their own, so a seed's fault schedule does not depend on them.
+   */
+  bank: { mode: BankMode; swaps: { phone: number; at: number }[] };
 }
 
 const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
@@ -103,7 +113,14 @@ export function planFor(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS)
     else if (kind === 'stall') faults.push({ kind, at, ms, party: pick(r, ALL_SERVERS), stallMs: 500 + Math.floor(r() * 4_000) });
     else faults.push({ kind, at, ms });
   }
-  return { seed, phones, logins, starts, faults };
+  const rb = uniform(simRng(seed, 'dsim plan S4'));
+  const mode: BankMode = rb() < 0.25 ? 1 : 2;
+  const swaps: { phone: number; at: number }[] = [];
+  for (let i = 0; i < phones; i++) {
+    const at = Math.floor(rb() * FAULT_WINDOW_MS);
+    if (rb() < 0.5) swaps.push({ phone: i, at });
+  }
+  return { seed, phones, logins, starts, faults, bank: { mode, swaps } };
 }
 
 export function describeFault(f: Fault): string {
@@ -125,6 +142,8 @@ export interface RunOptions {
   mutant?: Mutant;
   deviceMutant?: DeviceMutant;
   storeMutant?: StoreMutant;
+  /** TEST ONLY: the banks break this rule (dsim-world.ts BankMutant). */
+  bankMutant?: BankMutant;
   /** Keep the full event trace (replay). */
   trace?: boolean;
 }
@@ -151,7 +170,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   let world: World | null = null;
   const prevSink = setLogSink((l) => world?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
   try {
-    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
+    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, bankMode: plan.bank.mode, bankMutant: o.bankMutant, log: o.trace ? (l) => lines.push(l) : null });
   } catch (e) {
     setLogSink(prevSink);
     restoreRandom();
@@ -167,6 +186,8 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   let events = 0;
   try {
     world.log(`seed ${seed}: ${plan.phones} phone(s), logins ${plan.logins.join(',')}; faults: ${plan.faults.map(describeFault).join('; ') || 'none'}`);
+    world.log(`bank mode ${plan.bank.mode}; SIM swaps: ${plan.bank.swaps.map((w) => `phone-${w.phone} at ${w.at}`).join(', ') || 'none'}`);
+    for (const w of plan.bank.swaps) sched.at(w.at, () => world.swapCard(world.phones[w.phone]!));
     // The schedule: each windowed fault starts and ends on the scheduler; heal() ends them all.
     const active = new Set<Fault>();
     const timers: { dead: boolean }[] = [];
@@ -226,7 +247,8 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       const hung = new Promise<Outcome>((res) => sched.at(PLUG_CAP_MS, () => res({ ok: false, kind: 'hung', reason: `no outcome within ${PLUG_CAP_MS} ms`, ms: PLUG_CAP_MS })));
       const out = await Promise.race([p.phone.device.plugIn() as Promise<Outcome>, hung]);
       logins++;
-      world.log(`${p.party} ${what}: ${out.ok ? `logged in to ${out.server} gen ${out.gen} via ${out.via}` : `${out.kind}: ${out.reason}`} (${sched.now() - t0} ms, ${st.programs + st.sectorErases + st.blockErases - ops0} flash ops)`);
+      world.log(`${p.party} ${what}: ${out.ok ? `logged in to ${out.server} gen ${out.gen} via ${out.via}; bank: ${describeBank(out.bank)}` : `${out.kind}: ${out.reason}`} (${sched.now() - t0} ms, ${st.programs + st.sectorErases + st.blockErases - ops0} flash ops)`);
+      if (out.ok && out.bank) personAfter(p, out.bank);
       world.replug(p);
       inv.afterPlug();
       return out;
@@ -323,6 +345,26 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   }
 }
 
+function describeBank(b: BankStepOutcome | undefined): string {
+  if (!b) return 'none';
+  if (b.kind === 'refused' || b.kind === 'no-proof') return `${b.kind} ${b.code}`;
+  if (b.kind === 'failed') return `failed (${b.reason})`;
+  return `${b.kind} mode ${b.mode}`;
+}
+
+/**
+ * What the person asks of the bank at the next plug-in (S4): register until the account is
+ * open (a name or line already taken is their own account whose answer was lost), log in, and
+ * re-bind from this phone once the bank refuses the line for its new card (a SIM swap).
+ */
+function personAfter(p: SimPhone, b: BankStepOutcome): void {
+  if (b.kind === 'registered') p.bank = 'bound';
+  else if (b.kind !== 'refused') return;
+  else if (b.code === 'BANK_NAME_TAKEN' || b.code === 'BANK_ID_BOUND') p.bank = p.bank === 'new' ? 'bound' : p.bank;
+  else if (b.code === 'BANK_SIM_SWAPPED' || (b.code === 'BANK_NOT_BOUND' && p.swappedAt !== null)) p.bank = 'rebind';
+  else if (b.code === 'BANK_NOT_BOUND') p.bank = 'new';
+}
+
 /**
  * The servers' randomness from the seed for the length of one run: the platform CSPRNG that
  * protocol/rng.ts systemRng (and every library) reads is replaced by the seed's stream, so the
@@ -347,9 +389,33 @@ function seedPlatformRandom(seed: number): () => void {
     },
   });
   for (let i = 0; i < 32 && !fetched; i++) systemRng(256);
+  // node:crypto's own generator too (the bank's account numbers, page tokens, its dummy keys):
+  // the module's functions replaced and its ESM exports synced, so every importer sees them.
+  const nc = nodeCrypto as unknown as Record<string, unknown>;
+  const orig = { randomBytes: nc.randomBytes, randomInt: nc.randomInt };
+  const u48 = () => {
+    const b = stream(6);
+    return (((b[0]! * 256 + b[1]!) * 256 + b[2]!) * 16_777_216 + ((b[3]! << 16) | (b[4]! << 8) | b[5]!)) / 2 ** 48;
+  };
+  nc.randomBytes = (n: number, cb?: (e: Error | null, b: Buffer) => void) => {
+    const b = Buffer.from(stream(n));
+    if (typeof cb !== 'function') return b;
+    process.nextTick(cb, null, b);
+  };
+  nc.randomInt = (a: number, b?: number | ((e: Error | null, n: number) => void), cb?: (e: Error | null, n: number) => void) => {
+    const [min, max] = typeof b === 'number' ? [a, b] : [0, a];
+    const fn = typeof b === 'function' ? b : cb;
+    const n = min + Math.floor(u48() * (max - min));
+    if (typeof fn !== 'function') return n;
+    process.nextTick(fn, null, n);
+  };
+  syncBuiltinESMExports();
   return () => {
     if (own) Object.defineProperty(c, 'getRandomValues', own);
     else delete (c as { getRandomValues?: unknown }).getRandomValues;
+    nc.randomBytes = orig.randomBytes;
+    nc.randomInt = orig.randomInt;
+    syncBuiltinESMExports();
   };
 }
 
