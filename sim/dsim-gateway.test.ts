@@ -3,11 +3,13 @@
 // a password-guessing bot's openings are counted as attacks, reported to the policy server, and
 // the table that follows is pushed to a connected phone (S3.4, S3.5, S3.11); a gateway holding the
 // wrong link key gets no link up and refuses the phone (GW_UPSTREAM_UNAVAILABLE); a seed with
-// faults replays byte for byte with the real gateway.
+// faults replays byte for byte with the real gateway; the gateway process killed in the middle of
+// a login (the fault kind gateway-crash) loses every device connection and link, refuses phones
+// while down, and once restarted relinks and routes again, with nothing else lost.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { World, GATEWAY } from './dsim-world.ts';
-import { runSeed } from './dsim.ts';
+import { runSeed, planFor, type Plan } from './dsim.ts';
 import { decode } from '../protocol/cbor.ts';
 import { peekTablePush } from '../protocol/messages.ts';
 import { decodeTableBody, type AttackTable } from '../protocol/attack-table.ts';
@@ -128,6 +130,24 @@ test("an attacker's wrong logins: the gateway counts an attack, reports it, and 
   } finally {
     w.close();
   }
+});
+
+test('gateway-crash: killed in the middle of a login, the phone fails and retries; restarted, the gateway relinks and routes; the run replays', async () => {
+  const plan: Plan = { ...planFor(7, []), phones: 2, logins: [3, 2], starts: [[0, 4_000, 8_000], [3_000, 5_000]], faults: [{ kind: 'gateway-crash', at: 4_010, ms: 1_500 }], bank: { mode: 2, swaps: [] } };
+  const a = await runSeed(7, { plan, trace: true });
+  assert.ok(a.ok, JSON.stringify(a.violations));
+  const line = (re: RegExp) => a.lines.find((l) => re.test(l)) ?? '';
+  assert.match(line(/gateway CRASH/), /every device connection and link lost/);
+  // phone-0's login 1 began at 4000 and was cut at 4010: its connection died with the gateway.
+  assert.match(line(/phone-0 login 1: /), /login-failed/);
+  // phone-1 dials while the gateway is down: refused.
+  assert.match(line(/phone-1 login 1: /), /login-failed: .*connection refused/);
+  assert.ok(line(/gateway RESTART \(incarnation 2\)/), 'restarted after its window');
+  // Relinked: the next plug-ins route again, to the same accounts (nothing else was lost).
+  assert.match(line(/phone-0 login 2: /), /logged in to biz-/);
+  assert.ok(a.stats.crashes >= 1);
+  const b = await runSeed(7, { plan, trace: true });
+  assert.equal(b.lines, a.lines, 'replays line for line');
 });
 
 test.run();

@@ -719,32 +719,66 @@ export class World {
    * S3.11), as deploy/stack.ts wires them.
    */
   async #gateway(): Promise<void> {
-    const inc: Incarnation = { alive: true, n: 1, closeStores: () => {} };
+    const prev = this.incarnations.get(GATEWAY);
+    const inc: Incarnation = { alive: true, n: (prev?.n ?? 0) + 1, closeStores: () => {} };
     this.incarnations.set(GATEWAY, inc);
+    this.net.down.delete(GATEWAY);
     const timers = { ...this.#timers(inc), now: this.clockOf(GATEWAY) };
     const policy = this.#adminClient(GATEWAY, POLICY, inc, POLICY_ADMIN_LIMITS);
-    const gw = await startGateway({
+    let gw: Gateway | null = null;
+    // Listening from the start: a device that dials before the gateway is ready finds it refusing.
+    this.net.listen(GATEWAY, (end, meta) => (inc.alive && gw ? gw.accept(new DsimSocket(end), meta.observedIp) : end.close(1006, 'connection lost')));
+    const started = await startGateway({
       host: GATEWAY, port: 0,
       upstreams: SERVERS.map((name) => ({ name, linkUrl: linkUrlOf(name), linkKey: linkKeyFor(this.o.linkKeyMismatch ? this.#t.adminKey : this.#t.linkRoot, name) })),
-      io: { connectLink: (url) => new DsimSocket(this.net.connect(GATEWAY, linkTargetOf(url), GATEWAY, () => {})), timers },
+      // A crashed incarnation dials nowhere (its reconnect timers are fenced anyway).
+      io: { connectLink: (url) => new DsimSocket(this.net.connect(GATEWAY, inc.alive ? linkTargetOf(url) : 'unknown:crashed', GATEWAY, () => {})), timers },
       attacks: { periodMs: SIM_POLICY_PERIOD_MS },
       attackReports: { gateway: GATEWAY, send: (r) => adminCall(policy, 'reportAttacks', r) },
     });
-    this.gateway = gw;
-    this.net.listen(GATEWAY, (end, meta) => gw.accept(new DsimSocket(end), meta.observedIp));
+    gw = started;
+    this.#gateways.push(started);
+    this.gateway = started;
     const tables = new TableSource({
       client: policy, log: partyLogger(`${GATEWAY}/tables`, this.o.log ? (l) => this.log(l) : null),
       onUpdate: (t) => {
-        const devices = gw.pushTable(t);
+        if (!inc.alive) return;
+        const devices = started.pushTable(t);
         this.tablePushes.push({ version: tables.version() ?? -1, devices, table: t });
         this.log(`${GATEWAY} pushed table v${tables.version()} to ${devices} device(s)`);
       },
     });
     const poll = () => {
+      if (!inc.alive) return;
       void tables.refresh();
       this.sched.at(TABLE_POLL_MS, poll);
     };
     poll();
+    if (prev) {
+      this.restarts++;
+      this.log(`${GATEWAY} RESTART (incarnation ${inc.n})`);
+    }
+  }
+  readonly #gateways: Gateway[] = [];
+
+  /**
+   * The gateway process killed: every device connection and every link dies with it, its
+   * timers and pending calls are fenced off; it holds no store, so nothing else is lost. The
+   * phones retry on their next plug-in; the servers' sessions of the dead links end.
+   */
+  crashGateway(): void {
+    const inc = this.incarnations.get(GATEWAY);
+    if (!inc?.alive) return;
+    inc.alive = false;
+    this.crashes++;
+    this.net.down.add(GATEWAY);
+    this.net.killConnections(GATEWAY);
+    this.log(`${GATEWAY} CRASH: every device connection and link lost`);
+  }
+
+  /** A new gateway process: it links to every server again (its reconnect backoff) before it routes. */
+  restartGateway(): Promise<void> {
+    return this.#gateway();
   }
 
   #phone(i: number): void {
@@ -853,7 +887,7 @@ export class World {
 
   close(): void {
     for (const fail of [...this.#operatorCalls]) fail(new BoundedPostError('lost', 'ECONNRESET', 'the run ended'));
-    void this.gateway?.close();
+    for (const g of this.#gateways) void g.close();
     for (const inc of this.incarnations.values()) {
       inc.alive = false;
       try {

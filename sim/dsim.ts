@@ -23,7 +23,7 @@ import { World, SERVERS, ALL_SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
 
-export const FAULT_KINDS = ['loss', 'delay', 'dup', 'reorder', 'corrupt', 'partition', 'crash', 'crash-in-tx', 'crash-at-step', 'power-cut', 'skew', 'stall'] as const;
+export const FAULT_KINDS = ['loss', 'delay', 'dup', 'reorder', 'corrupt', 'partition', 'crash', 'crash-in-tx', 'crash-at-step', 'power-cut', 'skew', 'stall', 'gateway-crash'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** Virtual ms within which the schedule's faults begin. */
@@ -53,6 +53,8 @@ const RATES: Partial<Record<FaultKind, Partial<NetFaultRates>>> = {
 
 export type Fault =
   | { kind: 'loss' | 'delay' | 'dup' | 'reorder' | 'corrupt'; at: number; ms: number }
+  /** The gateway process killed at `at` (every device connection and link lost), started again `ms` later. */
+  | { kind: 'gateway-crash'; at: number; ms: number }
   | { kind: 'partition'; at: number; ms: number; a: string; b: string }
   | { kind: 'crash' | 'crash-in-tx'; at: number; ms: number; party: string }
   | { kind: 'crash-at-step'; at: number; ms: number; party: string; step: RotationStep }
@@ -131,6 +133,7 @@ export function describeFault(f: Fault): string {
     case 'power-cut': return `power-cut phone-${f.phone} login ${f.login} after ${f.afterOps} flash ops`;
     case 'skew': return `skew ${f.party} ${f.skewMs} ms at ${f.at} for ${f.ms} ms`;
     case 'stall': return `stall ${f.party} +${f.stallMs} ms at ${f.at} for ${f.ms} ms`;
+    case 'gateway-crash': return `gateway-crash at ${f.at}, down ${f.ms} ms`;
     default: return `${f.kind} at ${f.at} for ${f.ms} ms`;
   }
 }
@@ -210,6 +213,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       else if (f.kind === 'crash-at-step') world.crashAtStep.set(f.party, f.step);
       else if (f.kind === 'skew') world.skew.set(f.party, f.skewMs);
       else if (f.kind === 'stall') net.stalled.set(f.party, f.stallMs);
+      else if (f.kind === 'gateway-crash') world.crashGateway();
       applyRates();
     };
     const end = (f: Fault) => {
@@ -222,6 +226,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
         if (world.isDown(f.party)) world.start(f.party);
       } else if (f.kind === 'skew') world.skew.delete(f.party);
       else if (f.kind === 'stall') net.stalled.delete(f.party);
+      else if (f.kind === 'gateway-crash' && world.isDown(GATEWAY)) void world.restartGateway();
       applyRates();
     };
     for (const f of plan.faults) {
@@ -237,6 +242,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       world.crashInTx.clear();
       world.crashAtStep.clear();
       for (const s of ALL_SERVERS) if (world.isDown(s)) world.start(s);
+      if (world.isDown(GATEWAY)) void world.restartGateway();
       world.log('HEAL: every fault ended');
     };
     const sleep = (ms: number) => new Promise<void>((r) => sched.at(ms, r));
