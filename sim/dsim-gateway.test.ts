@@ -5,7 +5,9 @@
 // wrong link key gets no link up and refuses the phone (GW_UPSTREAM_UNAVAILABLE); a seed with
 // faults replays byte for byte with the real gateway; the gateway process killed in the middle of
 // a login (the fault kind gateway-crash) loses every device connection and link, refuses phones
-// while down, and once restarted relinks and routes again, with nothing else lost.
+// while down, and once restarted relinks and routes again, with nothing else lost; a seeded
+// run with the bot (Plan.attack) counts its attack, reports it, and the policy's next table
+// states it (attack-in-table), which a report naming the wrong mechanism breaks.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { World, GATEWAY } from './dsim-world.ts';
@@ -148,6 +150,24 @@ test('gateway-crash: killed in the middle of a login, the phone fails and retrie
   assert.ok(a.stats.crashes >= 1);
   const b = await runSeed(7, { plan, trace: true });
   assert.equal(b.lines, a.lines, 'replays line for line');
+});
+
+test('an attacker in a seeded run: the attack is counted, reported, and the next table states its rate (attack-in-table); a report under the wrong mechanism is reported, and replays', async () => {
+  const plan: Plan = { ...planFor(7, []), phones: 1, logins: [2], starts: [[0, 4_000]], faults: [], bank: { mode: 2, swaps: [] }, attack: { at: 2_000, site: 'biz-east', n: 15 } };
+  const a = await runSeed(7, { plan, trace: true });
+  assert.ok(a.ok, JSON.stringify(a.violations));
+  assert.ok(a.lines.some((l) => /gateway info attack detected/.test(l)), 'counted (S3.4)');
+  assert.ok(a.lines.some((l) => /policy info report taken/.test(l)), 'reported (S3.5)');
+  assert.ok(a.lines.some((l) => /gateway pushed table v2/.test(l)), 'the table stating it reached the gateway, which pushes it (S3.11)');
+  const bad = await runSeed(7, { plan, s3Mutant: 'report-wrong-mech', trace: true });
+  const v = bad.violations.find((x) => x.invariant === 'attack-in-table');
+  assert.ok(v, JSON.stringify(bad.violations));
+  assert.match(v!.detail, /1 attack\(s\) on biz-east's password in period \d+ .* table v2 states a password rate of 0 ppm/);
+  const again = await runSeed(7, { plan, s3Mutant: 'report-wrong-mech', trace: true });
+  assert.equal(again.lines, bad.lines, 'the failing run replays line for line');
+  // Seeds draw the bot: some of the first 20 plans have one.
+  const withBot = Array.from({ length: 20 }, (_, i) => planFor(i + 1)).filter((p) => p.attack);
+  assert.ok(withBot.length >= 2 && withBot.length <= 14, `${withBot.length} of 20 seeds attack`);
 });
 
 test.run();

@@ -22,6 +22,10 @@
 //                       operator holds for the line now is the card bound to the account (a
 //                       changed card is refused until the owner re-binds: never let in on a
 //                       stale or missing answer of the operator)
+//   attack-in-table     S3.4-S3.7: an attack the gateway counted in period P, whose report the
+//                       policy server took before it published the table stating P, shows in
+//                       that table: the attacked mechanism's rate on the site above 0 (all of it,
+//                       1,000,000 ppm, when it was the site's only attacked mechanism)
 //   progress / no-crash the run ends (no wait that can never end) and nothing throws
 import { byteEncodings, encodings } from './needles.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
@@ -37,7 +41,7 @@ import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { GATEWAY, type World, type SimPhone, type BankPageEvent } from './dsim-world.ts';
 
-export const INVARIANTS = ['no-lockout', 'liveness', 'secrets-per-user', 'no-secret-on-wire', 'no-secret-in-zones', 'no-half-validated-frame', 'store-integrity', 'bank-one-identity', 'bank-swap-confirmed', 'progress', 'no-crash'] as const;
+export const INVARIANTS = ['no-lockout', 'liveness', 'secrets-per-user', 'no-secret-on-wire', 'no-secret-in-zones', 'no-half-validated-frame', 'store-integrity', 'bank-one-identity', 'bank-swap-confirmed', 'attack-in-table', 'progress', 'no-crash'] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 
 /**
@@ -268,8 +272,33 @@ export class Invariants {
     }
   }
 
+  /**
+   * attack-in-table: each report the policy server took (its answer back at the gateway) before
+   * it published the table of the next period, checked against that table. A report whose
+   * answer came later is not judged (it may have been taken after the update: a table states
+   * only complete periods, policy-server/update.ts).
+   */
+  attackInTable(): void {
+    for (const r of this.w.attackReports) {
+      const t = this.w.policyTables.find((x) => x.periodId === r.periodId + 1);
+      if (!t || t.at <= r.ackAt) continue;
+      for (const s of r.sites) {
+        for (const [mech, n] of Object.entries(s.perMech)) {
+          if (!n) continue;
+          this.checks++;
+          const rate = t.table.sites.find((x) => x.site === s.site)?.mechs.find((m) => m.mech === mech)?.ratePpm ?? 0;
+          const whole = n === s.total;
+          if (rate <= 0 || (whole && rate !== 1_000_000)) {
+            this.report('attack-in-table', `${n} attack(s) on ${s.site}'s ${mech} in period ${r.periodId} (of ${s.total}), reported and taken, but table v${t.version} states a ${mech} rate of ${rate} ppm`);
+          }
+        }
+      }
+    }
+  }
+
   /** At the end: the zones the phones wrote, and the stores once more. */
   atEnd(): void {
+    this.attackInTable();
     this.secretsPerUser();
     this.bankOneIdentity();
     this.storeIntegrity('at the end');

@@ -50,7 +50,8 @@ import { readPolicyKey } from '../policy-server/keys.ts';
 import type { CborLimits } from '../protocol/limits.ts';
 import { attachLinkServer, linkKeyFor } from '../server-kit/link.ts';
 import { startGateway, type Gateway } from '../gateway/gateway.ts';
-import { adminCall } from '../server-kit/admin-messages.ts';
+import { adminCall, type SiteAttacks } from '../server-kit/admin-messages.ts';
+import type { AttackTable } from '../protocol/attack-table.ts';
 import { DsimSocket, linkUrlOf, linkTargetOf } from './dsim-gateway.ts';
 import { replayCacheFor, keepOldPasswords, type Mutant } from '../server-kit/mutant.ts';
 import type { Logger, LogField } from '../server-kit/log.ts';
@@ -273,6 +274,13 @@ function callOperator(srv: OperatorServer, r: { p: string; h: Record<string, str
  */
 export type BankMutant = 'stale-swap-date' | 'rebind-keeps-old';
 
+/**
+ * TEST ONLY: a rule of S3 broken on purpose, for the attack-in-table invariant's test.
+ *   'report-wrong-mech'  the gateway's period report puts every attack of a site under
+ *                        'fingerprint', whatever mechanism the openings stated (S3.5's per-mechanism counts)
+ */
+export type S3Mutant = 'report-wrong-mech';
+
 function bizRecords() {
   return DEFAULT_TOPOLOGY.biz.map((b) => ({ name: b.name, region: b.region, url: `${ORIGIN}/${b.name}`, adminUrl: `http://${b.name}.sim/admin` }));
 }
@@ -327,6 +335,8 @@ export interface WorldOptions {
   bankMode?: BankMode;
   /** TEST ONLY: the banks break this rule (BankMutant). */
   bankMutant?: BankMutant;
+  /** TEST ONLY: the gateway's period report breaks this rule (S3Mutant). */
+  s3Mutant?: S3Mutant;
 }
 
 /** Where the person of a phone is with the bank: what they ask for at the next plug-in. */
@@ -386,6 +396,10 @@ export class World {
   gateway!: Gateway;
   /** Tables the policy server published that the real gateway pushed, and to how many devices. */
   tablePushes: { version: number; devices: number; table: Uint8Array }[] = [];
+  /** The gateways' period reports the policy server took (S3.5), as counted, and when the answer came back (virtual ms). */
+  readonly attackReports: { periodId: number; sites: SiteAttacks[]; ackAt: number }[] = [];
+  /** The tables the policy server published (S3.10), with the period whose statistics they state + 1, and when. */
+  readonly policyTables: { periodId: number; version: number; at: number; table: AttackTable }[] = [];
   #serverRng: Rng;
   #t!: Template;
 
@@ -555,6 +569,9 @@ export class World {
       const ready = startPolicyServer({
         name, host: '127.0.0.1', adminPort: null, adminKey: this.#t.adminKey, dbFile: join(this.dir, 'policy.sqlite'), privateKey: this.#t.policyKey,
         initialTable: DEFAULT_INITIAL_TABLE, periodMs: SIM_POLICY_PERIOD_MS, clock,
+        onTable: (p) => {
+          if (inc.alive) this.policyTables.push({ periodId: p.periodId, version: p.table.version, at: this.sched.now(), table: p.table });
+        },
       });
       ready.catch(() => {});
       inc.closeStores = () => void ready.then((p) => p.store.close(), () => {});
@@ -734,7 +751,15 @@ export class World {
       // A crashed incarnation dials nowhere (its reconnect timers are fenced anyway).
       io: { connectLink: (url) => new DsimSocket(this.net.connect(GATEWAY, inc.alive ? linkTargetOf(url) : 'unknown:crashed', GATEWAY, () => {})), timers },
       attacks: { periodMs: SIM_POLICY_PERIOD_MS },
-      attackReports: { gateway: GATEWAY, send: (r) => adminCall(policy, 'reportAttacks', r) },
+      attackReports: {
+        gateway: GATEWAY,
+        send: async (r) => {
+          const sent = this.o.s3Mutant === 'report-wrong-mech' ? { ...r, sites: r.sites.map((x) => ({ ...x, perMech: { fingerprint: x.total } })) } : r;
+          const res = await adminCall(policy, 'reportAttacks', sent);
+          if (inc.alive && res.accepted) this.attackReports.push({ periodId: r.periodId, sites: r.sites, ackAt: this.sched.now() });
+          return res;
+        },
+      },
     });
     gw = started;
     this.#gateways.push(started);

@@ -19,7 +19,8 @@ import nodeCrypto from 'node:crypto';
 import { syncBuiltinESMExports } from 'node:module';
 import type { BankMode } from '../protocol/bank-messages.ts';
 import type { BankStepOutcome } from '../firmware/main-program.ts';
-import { World, SERVERS, ALL_SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant, type BankMutant } from './dsim-world.ts';
+import { World, SERVERS, ALL_SERVERS, REGS, BIZ, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant, type BankMutant, type S3Mutant } from './dsim-world.ts';
+import { attackerIp } from './attacker.ts';
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
 
@@ -75,6 +76,12 @@ export interface Plan {
    * Drawn from a stream of their own, so a seed's fault schedule does not depend on them.
    */
   bank: { mode: BankMode; swaps: { phone: number; at: number }[] };
+  /**
+   * A password-guessing bot (S3.4), or none: from `at` (virtual ms) it sends `n` login openings
+   * to `site` from one address, one after the other (World.guess): more than the gateway's limit
+   * (10 within its window) is one attack, counted, reported and folded into the next table.
+   */
+  attack: { at: number; site: string; n: number } | null;
 }
 
 const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
@@ -122,7 +129,9 @@ export function planFor(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS)
     const at = Math.floor(rb() * FAULT_WINDOW_MS);
     if (rb() < 0.5) swaps.push({ phone: i, at });
   }
-  return { seed, phones, logins, starts, faults, bank: { mode, swaps } };
+  const ra = uniform(simRng(seed, 'dsim plan S3'));
+  const attack = ra() < 0.3 ? { at: Math.floor(ra() * FAULT_WINDOW_MS), site: pick(ra, BIZ), n: 12 + Math.floor(ra() * 9) } : null;
+  return { seed, phones, logins, starts, faults, bank: { mode, swaps }, attack };
 }
 
 export function describeFault(f: Fault): string {
@@ -147,6 +156,8 @@ export interface RunOptions {
   storeMutant?: StoreMutant;
   /** TEST ONLY: the banks break this rule (dsim-world.ts BankMutant). */
   bankMutant?: BankMutant;
+  /** TEST ONLY: the gateway's period report breaks this rule (dsim-world.ts S3Mutant). */
+  s3Mutant?: S3Mutant;
   /** Keep the full event trace (replay). */
   trace?: boolean;
 }
@@ -173,7 +184,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   let world: World | null = null;
   const prevSink = setLogSink((l) => world?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
   try {
-    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, bankMode: plan.bank.mode, bankMutant: o.bankMutant, log: o.trace ? (l) => lines.push(l) : null });
+    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, bankMode: plan.bank.mode, bankMutant: o.bankMutant, s3Mutant: o.s3Mutant, log: o.trace ? (l) => lines.push(l) : null });
   } catch (e) {
     setLogSink(prevSink);
     restoreRandom();
@@ -191,6 +202,11 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
     world.log(`seed ${seed}: ${plan.phones} phone(s), logins ${plan.logins.join(',')}; faults: ${plan.faults.map(describeFault).join('; ') || 'none'}`);
     world.log(`bank mode ${plan.bank.mode}; SIM swaps: ${plan.bank.swaps.map((w) => `phone-${w.phone} at ${w.at}`).join(', ') || 'none'}`);
     for (const w of plan.bank.swaps) sched.at(w.at, () => world.swapCard(world.phones[w.phone]!));
+    const bot = plan.attack;
+    if (bot) {
+      world.log(`attacker: ${bot.n} password guesses at ${bot.site} from ${attackerIp(0)} at ${bot.at}`);
+      sched.at(bot.at, () => void world.guess(attackerIp(0), bot.site, 'password', bot.n).then((answered) => world.log(`attacker: ${answered} of ${bot.n} guesses answered`)));
+    }
     // The schedule: each windowed fault starts and ends on the scheduler; heal() ends them all.
     const active = new Set<Fault>();
     const timers: { dead: boolean }[] = [];
