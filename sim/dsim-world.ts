@@ -636,19 +636,20 @@ export class World {
         return 'ok';
       };
     }
-    const never = () => new Promise<never>(() => {});
     const client = new OperatorClient({
       url: 'https://operator.sim', ca: '', clientId: BANK_CLIENT_ID, clientSecret: this.#t.bankClientSecret, timeoutMs: OPERATOR_CALL_MS,
       post: (r) => {
-        if (!inc.alive) return never();
-        if (r.timeoutMs <= 0) return Promise.reject(new BoundedPostError('timeout', undefined, 'no time left'));
+        if (inc.alive && r.timeoutMs <= 0) return Promise.reject(new BoundedPostError('timeout', undefined, 'no time left'));
         const bytes = sealMsg(new TextEncoder().encode(JSON.stringify({ p: r.path, h: r.headers, b: r.body })));
+        // Every call is registered until it settles: one of a crashed incarnation never does
+        // within the run, and the run's end fails it (the bank's real deadline timer ends with it).
         return new Promise((resolve, reject) => {
           const fail = (e: Error) => {
             this.#operatorCalls.delete(fail);
             reject(e);
           };
           this.#operatorCalls.add(fail);
+          if (!inc.alive) return;
           this.net.adminPost(name, OPERATOR, bytes, r.timeoutMs).then((res) => {
             if (!inc.alive) return;
             this.#operatorCalls.delete(fail);
