@@ -169,7 +169,7 @@ export interface RunResult {
   plan: Plan;
   /** The event trace (when asked for): identical for one seed. */
   lines: string[];
-  stats: { events: number; virtualMs: number; frames: number; faultsInjected: number; invariantChecks: number; logins: number; crashes: number };
+  stats: { events: number; virtualMs: number; frames: number; faultsInjected: number; invariantChecks: number; logins: number; crashes: number; bankAnswers: number; swaps: number; attacks: number };
 }
 
 type Outcome = DeviceOutcome | { ok: false; kind: 'hung'; reason: string; ms: number };
@@ -197,6 +197,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   Date.now = () => sched.epochAtStartMs + sched.now();
   let faultsInjected = 0;
   let logins = 0;
+  let bankAnswers = 0;
   let events = 0;
   try {
     world.log(`seed ${seed}: ${plan.phones} phone(s), logins ${plan.logins.join(',')}; faults: ${plan.faults.map(describeFault).join('; ') || 'none'}`);
@@ -271,6 +272,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       logins++;
       world.log(`${p.party} ${what}: ${out.ok ? `logged in to ${out.server} gen ${out.gen} via ${out.via}; bank: ${describeBank(out.bank)}` : `${out.kind}: ${out.reason}`} (${sched.now() - t0} ms, ${st.programs + st.sectorErases + st.blockErases - ops0} flash ops)`);
       if (out.ok && out.bank) personAfter(p, out.bank);
+      if (out.ok && (out.bank?.kind === 'registered' || out.bank?.kind === 'page' || out.bank?.kind === 'refused')) bankAnswers++;
       world.replug(p);
       inv.afterPlug();
       return out;
@@ -357,7 +359,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
     for (const v of inv.violations) world.log(`VIOLATION ${v.invariant}: ${v.detail}`);
     return {
       seed, ok: inv.violations.length === 0, violations: inv.violations, plan, lines,
-      stats: { events, virtualMs: sched.now(), frames: net.counts.frames, faultsInjected, invariantChecks: inv.checks, logins, crashes: world.crashes },
+      stats: { events, virtualMs: sched.now(), frames: net.counts.frames, faultsInjected, invariantChecks: inv.checks, logins, crashes: world.crashes, bankAnswers, swaps: plan.bank.swaps.length, attacks: plan.attack ? 1 : 0 },
     };
   } finally {
     Date.now = realNow;
@@ -487,20 +489,23 @@ export interface RangeSummary {
   seeds: number;
   failed: RunResult[];
   seconds: number;
-  totals: { faultsInjected: number; invariantChecks: number; events: number; logins: number; frames: number; crashes: number; virtualMs: number };
+  totals: { faultsInjected: number; invariantChecks: number; events: number; logins: number; frames: number; crashes: number; virtualMs: number; bankAnswers: number; swaps: number; attacks: number };
 }
 
 /** Runs seeds from .. from+n-1, telling `onSeed` of each; the figures of the whole range. */
 export async function runSeeds(from: number, n: number, o: RunOptions = {}, onSeed: (r: RunResult, done: number) => void | Promise<void> = () => {}): Promise<RangeSummary> {
   const t0 = performance.now();
   const failed: RunResult[] = [];
-  const totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0, frames: 0, crashes: 0, virtualMs: 0 };
+  const totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0, frames: 0, crashes: 0, virtualMs: 0, bankAnswers: 0, swaps: 0, attacks: 0 };
   for (let s = from; s < from + n; s++) {
     const r = await runSeed(s, o);
     totals.faultsInjected += r.stats.faultsInjected;
     totals.invariantChecks += r.stats.invariantChecks;
     totals.events += r.stats.events;
     totals.logins += r.stats.logins;
+    totals.bankAnswers += r.stats.bankAnswers;
+    totals.swaps += r.stats.swaps;
+    totals.attacks += r.stats.attacks;
     totals.frames += r.stats.frames;
     totals.crashes += r.stats.crashes;
     totals.virtualMs += r.stats.virtualMs;
