@@ -11,6 +11,8 @@ import { runSeed, planFor, type Plan, type RunOptions, type Fault } from './dsim
 import { World, OPERATOR } from './dsim-world.ts';
 import { Invariants } from './dsim-invariants.ts';
 import Database from 'better-sqlite3';
+import { tmpdir } from 'node:os';
+import { startOperatorServer } from '../operator-server/server.ts';
 import { join } from 'node:path';
 
 /** One phone, three phase-1 plug-ins at 0, 4 s and 8 s, the banks in `mode`, its line's card changed at `swapAt`. */
@@ -104,6 +106,25 @@ test("store-integrity covers the bank's and the operator's rows", async () => {
   } finally {
     w.close();
   }
+});
+
+test('the operator seam: a server without a port serves through handle only; a port without TLS is refused (CFG_INVALID)', async () => {
+  const dbFile = join(tmpdir(), `dsim-bank-op-${process.pid}.sqlite`);
+  const o = await startOperatorServer({ host: 'operator.sim', port: null, tls: null, dbFile, tokenKey: new Uint8Array(32).fill(4) });
+  try {
+    assert.is(o.port, 0);
+    assert.type(o.handle, 'function');
+  } finally {
+    await o.close();
+  }
+  try {
+    await startOperatorServer({ host: '127.0.0.1', port: 0, tls: null, dbFile, tokenKey: new Uint8Array(32).fill(4) });
+    assert.unreachable('a listening operator without TLS');
+  } catch (e) {
+    assert.is((e as { code?: string }).code, 'CFG_INVALID');
+  }
+  const { rmSync } = await import('node:fs');
+  for (const f of [dbFile, `${dbFile}-wal`, `${dbFile}-shm`]) rmSync(f, { force: true });
 });
 
 test.run();
