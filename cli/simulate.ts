@@ -72,24 +72,14 @@ const SHRINK_FIRST = 3;
  * what a seed costs that is not the simulated behaviour:
  * - the protocol's primitives on node:crypto, as every server host runs them (decision 101:
  *   the same bytes as the noble reference, server-kit/native-crypto.test.ts);
- * - the gateway's attack counter sized for a simulation: lru-cache allocates its `max` entries
- *   when it is made (100,000 by default: ~13 ms of CPU per seed, a gateway per seed), and a run
- *   has a handful of address groups (at most MAX_PHONES phones and a test's attacker), far
- *   from any eviction at 4,096;
  * - the runs' store files on tmpfs (/dev/shm) when there is one: a seed opens, writes and
  *   closes five SQLite databases, and on a disk each close's checkpoint waits for its fsync.
  *   `tmpRoot` given (a worker): its parent made it and removes it.
  * Returns what puts it back (and removes the temporary directory it made).
  */
 export async function prepareSimulationProcess(o: { tmpRoot?: string } = {}): Promise<{ tmpRoot: string; restore: () => void }> {
-  const [{ useCryptoEngine }, { nodeEngine }, { AttackDefaults }] = await Promise.all([
-    import('../protocol/crypto-engine.ts'),
-    import('../server-kit/native-crypto.ts'),
-    import('../gateway/attacks.ts'),
-  ]);
+  const [{ useCryptoEngine }, { nodeEngine }] = await Promise.all([import('../protocol/crypto-engine.ts'), import('../server-kit/native-crypto.ts')]);
   const engine = useCryptoEngine(nodeEngine);
-  const maxTracked = AttackDefaults.maxTrackedIps;
-  AttackDefaults.maxTrackedIps = 4_096;
   const prevTmp = process.env.TMPDIR;
   const own = o.tmpRoot === undefined;
   const tmpRoot = o.tmpRoot ?? mkdtempSync(join(fastTmp(), 'usbphone-simulate-'));
@@ -99,7 +89,6 @@ export async function prepareSimulationProcess(o: { tmpRoot?: string } = {}): Pr
     tmpRoot,
     restore: () => {
       useCryptoEngine(engine);
-      AttackDefaults.maxTrackedIps = maxTracked;
       if (prevTmp === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = prevTmp;
       if (own) rmSync(tmpRoot, { recursive: true, force: true });
@@ -144,7 +133,7 @@ interface Failure {
   shrunk: string[];
   replay: string;
 }
-type Totals = { faultsInjected: number; invariantChecks: number; events: number; logins: number; frames: number; crashes: number; virtualMs: number };
+type Totals = { faultsInjected: number; invariantChecks: number; events: number; logins: number; frames: number; crashes: number; virtualMs: number; bankAnswers: number; swaps: number; attacks: number };
 
 type ToWorker =
   | { t: 'init'; kinds: FaultKind[] | null }
@@ -264,7 +253,7 @@ async function simulate(a: Args): Promise<number> {
   const replay = (seed: number) => `usbphone simulate --seed ${seed} --trace${faultsArg}`;
   const tty = process.stderr.isTTY === true && !a.json;
   const failed: Failure[] = [];
-  const totals: Totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0, frames: 0, crashes: 0, virtualMs: 0 };
+  const totals: Totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0, frames: 0, crashes: 0, virtualMs: 0, bankAnswers: 0, swaps: 0, attacks: 0 };
   let done = 0;
   const t0 = performance.now();
   const progress = () => {
@@ -332,14 +321,14 @@ async function simulate(a: Args): Promise<number> {
   if (tty) process.stderr.write('\r\x1b[K');
   const secs = (performance.now() - t0) / 1000;
   if (interrupted) {
-    process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s); the workers are stopped\n`);
+    process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s); the workers are stopped; so far ${failed.length} failed, ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes\n`);
     return 130;
   }
   const rate = done / secs;
   failed.sort((x, y) => x.seed - y.seed);
   if (a.json) process.stdout.write(JSON.stringify({ seeds: a.n, from: a.from, kinds: a.kinds ?? FAULT_KINDS, jobs: a.jobs, failed: failed.length, seconds: Math.round(secs * 10) / 10, seedsPerSecond: Math.round(rate * 100) / 100, cpuSeconds: Math.round(cpu / 100) / 10, ...totals, results: failed }) + '\n');
   // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
-  else (a.trace ? process.stderr : process.stdout).write(`${a.n} seed(s) from ${a.from}: ${a.n - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes, ${rate.toFixed(1)} seeds/s${a.jobs > 1 ? ` (${a.jobs} workers)` : ''}\n`);
+  else (a.trace ? process.stderr : process.stdout).write(`${a.n} seed(s) from ${a.from}: ${a.n - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes, ${totals.bankAnswers} bank answers, ${totals.swaps} SIM swaps, ${totals.attacks} attackers, ${rate.toFixed(1)} seeds/s${a.jobs > 1 ? ` (${a.jobs} workers)` : ''}\n`);
   if (failed.length) {
     if (!a.json) process.stderr.write(`usbphone simulate: ${failed.length} seed(s) broke an invariant (SIMULATE_VIOLATION)\n`);
     return 1;
@@ -466,7 +455,7 @@ async function runWorkers(a: Args, tmpRoot: string, sink: Sink, onStop: (stop: (
         const c = w.cur;
         if (c && c.next < c.from + c.n && !w.pendingFail) {
           left--;
-          sink.counted({ seed: c.next, ok: false, stats: { events: 0, virtualMs: 0, frames: 0, faultsInjected: 0, invariantChecks: 0, logins: 0, crashes: 0 }, violations: [], faults: [] });
+          sink.counted({ seed: c.next, ok: false, stats: { events: 0, virtualMs: 0, frames: 0, faultsInjected: 0, invariantChecks: 0, logins: 0, crashes: 0, bankAnswers: 0, swaps: 0, attacks: 0 }, violations: [], faults: [] });
           const faults = planFor(c.next, a.kinds).faults.map(describeFault);
           sink.fail({ seed: c.next, violations: [{ invariant: 'no-crash', detail: why, at: 0 }], faults, shrunk: faults });
           if (c.next + 1 < c.from + c.n) queue.unshift({ from: c.next + 1, n: c.from + c.n - c.next - 1 });

@@ -30,14 +30,14 @@ export interface OperatorConfig {
   /** Log name (default 'operator'). */
   name?: string;
   host: string;
-  /** 0 = ephemeral. */
-  port: number;
+  /** 0 = ephemeral; null = no HTTPS listener: the caller serves `handle` itself (the deterministic simulation, sim/dsim-world.ts). */
+  port: number | null;
   /** The SQLite file, under the default store choice. */
   dbFile: string;
   /** SQLite (default) or PostgreSQL (issue 16). */
   store?: StoreChoice;
-  /** PEM certificate and key, as contents or file paths (server-kit/tls-ca.ts makes them). */
-  tls: { cert: string; key: string };
+  /** PEM certificate and key, as contents or file paths (server-kit/tls-ca.ts makes them); unused without a port. */
+  tls: { cert: string; key: string } | null;
   /** 32 bytes: signs the bearer tokens (operator-server/tokens.ts). */
   tokenKey: Uint8Array;
   /** Bearer token lifetime, seconds (default 300). */
@@ -59,6 +59,8 @@ export interface OperatorServer {
   store: OperatorStore;
   /** Requests answered since start, by outcome code ('OK' for a success). */
   counts(): Record<string, number>;
+  /** The request handler the HTTPS server runs (for a server without a port: the caller's transport). */
+  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -137,7 +139,8 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
   const monitored = cfg.monitoredPeriodDays ?? null;
   if (monitored !== null && (!Number.isInteger(monitored) || monitored < 1)) throw new ImplementationError('CFG_INVALID', 'monitoredPeriodDays must be a whole number of days >= 1, or null');
   const pem = (v: string) => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8'));
-  const tlsOpts = { cert: pem(cfg.tls.cert), key: pem(cfg.tls.key) };
+  if (cfg.port !== null && !cfg.tls) throw new ImplementationError('CFG_INVALID', 'the operator server needs its TLS certificate and key');
+  const tlsOpts = cfg.tls && cfg.port !== null ? { cert: pem(cfg.tls.cert), key: pem(cfg.tls.key) } : null;
   const issuer = new TokenIssuer(cfg.tokenKey, { ttlSec: cfg.tokenTtlSec, now, rng: systemRng });
   const store = await openOperatorStore(placeOf(cfg.store ?? { kind: 'sqlite' }, cfg.dbFile));
   const ctx: ApiContext = { store: store, now, monitoredPeriodDays: monitored };
@@ -261,6 +264,11 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
     }
   };
 
+  if (cfg.port === null || !tlsOpts) {
+    // No port (the simulation): the caller hands requests to `handle`; closing closes the store.
+    return { name, port: 0, url: `https://${cfg.host}`, store, counts: () => ({ ...counts }), handle, close: async () => void (await store.close()) };
+  }
+  const listenPort = cfg.port;
   const server: Server = createHttpsServer({ ...tlsOpts, minVersion: 'TLSv1.3' }, (req, res) => void handle(req, res));
   server.on('tlsClientError', () => {});
   applyPortLimits(server as unknown as import('node:http').Server, cfg.portLimits ?? PortDefaults.mobileOperator);
@@ -268,7 +276,7 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
   try {
     port = await new Promise<number>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(cfg.port, cfg.host, () => {
+      server.listen(listenPort, cfg.host, () => {
         server.off('error', reject);
         resolve((server.address() as AddressInfo).port);
       });
@@ -285,6 +293,7 @@ export async function startOperatorServer(cfg: OperatorConfig): Promise<Operator
     url: `https://${hostPart}:${port}`,
     store,
     counts: () => ({ ...counts }),
+    handle,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -35,6 +35,11 @@ export interface OperatorClientOptions {
   clientSecret: string;
   /** Deadline of one call, everything included, ms (default 2000). */
   timeoutMs?: number;
+  /**
+   * The transport of one POST (default server-kit/bounded-post.ts over HTTPS): what the
+   * deterministic simulation replaces (sim/dsim-world.ts). Fails with a BoundedPostError.
+   */
+  post?: (req: { path: string; headers: Record<string, string>; body: string; timeoutMs: number; maxBytes: number }) => Promise<{ status: number; body: Uint8Array }>;
 }
 
 const MAX_RESPONSE = 16 * 1024;
@@ -54,12 +59,14 @@ export class OperatorClient {
   readonly #agent: Agent;
   readonly #basic: string;
   readonly #timeoutMs: number;
+  readonly #postSeam: OperatorClientOptions['post'];
   #token: { value: string; until: number } | null = null;
   constructor(opts: OperatorClientOptions) {
     this.#base = new URL(opts.url);
     if (this.#base.protocol !== 'https:') throw new ImplementationError('OPERATOR_BAD_URL', `the operator's URL must be https:// (S4.6), not ${this.#base.protocol}`);
     this.url = opts.url.replace(/\/$/, '');
     this.#timeoutMs = opts.timeoutMs ?? 2_000;
+    this.#postSeam = opts.post;
     // RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
     const enc = (s: string) => encodeURIComponent(s).replace(/%20/g, '+');
     this.#basic = 'Basic ' + Buffer.from(`${enc(opts.clientId)}:${enc(opts.clientSecret)}`).toString('base64');
@@ -147,7 +154,10 @@ export class OperatorClient {
   async #post(path: string, type: string, body: string, headers: Record<string, string>, deadline: number): Promise<{ status: number; json: Json }> {
     let r: { status: number; body: Uint8Array };
     try {
-      r = await boundedPost({ url: this.#base, path, agent: this.#agent, headers: { 'content-type': type, accept: 'application/json', ...headers }, body, timeoutMs: deadline - Date.now(), maxBytes: MAX_RESPONSE });
+      const h = { 'content-type': type, accept: 'application/json', ...headers };
+      r = this.#postSeam
+        ? await this.#postSeam({ path, headers: h, body, timeoutMs: deadline - Date.now(), maxBytes: MAX_RESPONSE })
+        : await boundedPost({ url: this.#base, path, agent: this.#agent, headers: h, body, timeoutMs: deadline - Date.now(), maxBytes: MAX_RESPONSE });
     } catch (e) {
       if (!(e instanceof BoundedPostError)) throw e;
       if (e.kind === 'timeout') throw new OperatorError('OPERATOR_TIMEOUT', `${path}: no answer within ${this.#timeoutMs} ms`, true);

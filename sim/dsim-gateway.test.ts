@@ -3,11 +3,15 @@
 // a password-guessing bot's openings are counted as attacks, reported to the policy server, and
 // the table that follows is pushed to a connected phone (S3.4, S3.5, S3.11); a gateway holding the
 // wrong link key gets no link up and refuses the phone (GW_UPSTREAM_UNAVAILABLE); a seed with
-// faults replays byte for byte with the real gateway.
+// faults replays byte for byte with the real gateway; the gateway process killed in the middle of
+// a login (the fault kind gateway-crash) loses every device connection and link, refuses phones
+// while down, and once restarted relinks and routes again, with nothing else lost; a seeded
+// run with the bot (Plan.attack) counts its attack, reports it, and the policy's next table
+// states it (attack-in-table), which a report naming the wrong mechanism breaks.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { World, GATEWAY } from './dsim-world.ts';
-import { runSeed } from './dsim.ts';
+import { runSeed, planFor, type Plan } from './dsim.ts';
 import { decode } from '../protocol/cbor.ts';
 import { peekTablePush } from '../protocol/messages.ts';
 import { decodeTableBody, type AttackTable } from '../protocol/attack-table.ts';
@@ -128,6 +132,42 @@ test("an attacker's wrong logins: the gateway counts an attack, reports it, and 
   } finally {
     w.close();
   }
+});
+
+test('gateway-crash: killed in the middle of a login, the phone fails and retries; restarted, the gateway relinks and routes; the run replays', async () => {
+  const plan: Plan = { ...planFor(7, []), phones: 2, logins: [3, 2], starts: [[0, 4_000, 8_000], [3_000, 5_000]], faults: [{ kind: 'gateway-crash', at: 4_010, ms: 1_500 }], bank: { mode: 2, swaps: [] } };
+  const a = await runSeed(7, { plan, trace: true });
+  assert.ok(a.ok, JSON.stringify(a.violations));
+  const line = (re: RegExp) => a.lines.find((l) => re.test(l)) ?? '';
+  assert.match(line(/gateway CRASH/), /every device connection and link lost/);
+  // phone-0's login 1 began at 4000 and was cut at 4010: its connection died with the gateway.
+  assert.match(line(/phone-0 login 1: /), /login-failed/);
+  // phone-1 dials while the gateway is down: refused.
+  assert.match(line(/phone-1 login 1: /), /login-failed: .*connection refused/);
+  assert.ok(line(/gateway RESTART \(incarnation 2\)/), 'restarted after its window');
+  // Relinked: the next plug-ins route again, to the same accounts (nothing else was lost).
+  assert.match(line(/phone-0 login 2: /), /logged in to biz-/);
+  assert.ok(a.stats.crashes >= 1);
+  const b = await runSeed(7, { plan, trace: true });
+  assert.equal(b.lines, a.lines, 'replays line for line');
+});
+
+test('an attacker in a seeded run: the attack is counted, reported, and the next table states its rate (attack-in-table); a report under the wrong mechanism is reported, and replays', async () => {
+  const plan: Plan = { ...planFor(7, []), phones: 1, logins: [2], starts: [[0, 4_000]], faults: [], bank: { mode: 2, swaps: [] }, attack: { at: 2_000, site: 'biz-east', n: 15 } };
+  const a = await runSeed(7, { plan, trace: true });
+  assert.ok(a.ok, JSON.stringify(a.violations));
+  assert.ok(a.lines.some((l) => /gateway info attack detected/.test(l)), 'counted (S3.4)');
+  assert.ok(a.lines.some((l) => /policy info report taken/.test(l)), 'reported (S3.5)');
+  assert.ok(a.lines.some((l) => /gateway pushed table v2/.test(l)), 'the table stating it reached the gateway, which pushes it (S3.11)');
+  const bad = await runSeed(7, { plan, s3Mutant: 'report-wrong-mech', trace: true });
+  const v = bad.violations.find((x) => x.invariant === 'attack-in-table');
+  assert.ok(v, JSON.stringify(bad.violations));
+  assert.match(v!.detail, /1 attack\(s\) on biz-east's password in period \d+ .* table v2 states a password rate of 0 ppm/);
+  const again = await runSeed(7, { plan, s3Mutant: 'report-wrong-mech', trace: true });
+  assert.equal(again.lines, bad.lines, 'the failing run replays line for line');
+  // Seeds draw the bot: some of the first 20 plans have one.
+  const withBot = Array.from({ length: 20 }, (_, i) => planFor(i + 1)).filter((p) => p.attack);
+  assert.ok(withBot.length >= 2 && withBot.length <= 14, `${withBot.length} of 20 seeds attack`);
 });
 
 test.run();

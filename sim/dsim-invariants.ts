@@ -12,9 +12,20 @@
 //   no-half-validated-frame  a party that received a corrupted frame on a connection sends nothing
 //                       on it afterwards but a refusal (error, loginFail) or the receipt loginAck
 //                       (REFUSAL_TYPES): it must not act on it
-//   store-integrity     after every restart and at the end: PRAGMA integrity_check on both stores,
-//                       every row passes the store's own row checks (accountFromRow/deviceFromRow:
-//                       keys open under the storage key), and the generations are consistent
+//   store-integrity     after every restart and at the end: PRAGMA integrity_check on every store
+//                       (registration, business with the bank's tables, operator), every row passes
+//                       the store's own row checks (accountFromRow/deviceFromRow: keys open under the
+//                       storage key; bankProblems; operatorProblems), the generations are consistent
+//   bank-one-identity   S4.1: every bank account is bound to one identity: its bindings name one
+//                       device and at most one identifier of each kind (one card, one number)
+//   bank-swap-confirmed S4.4 and the SIM swap: when a bank lets a mode-2 login in, the card the
+//                       operator holds for the line now is the card bound to the account (a
+//                       changed card is refused until the owner re-binds: never let in on a
+//                       stale or missing answer of the operator)
+//   attack-in-table     S3.4-S3.7: an attack the gateway counted in period P, whose report the
+//                       policy server took before it published the table stating P, shows in
+//                       that table: the attacked mechanism's rate on the site above 0 (all of it,
+//                       1,000,000 ppm, when it was the site's only attacked mechanism)
 //   progress / no-crash the run ends (no wait that can never end) and nothing throws
 import { byteEncodings, encodings } from './needles.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
@@ -24,11 +35,13 @@ import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
 import type { CowBacking } from '../firmware/flash/backing.ts';
 import { accountFromRow } from '../biz-server/store.ts';
 import { deviceFromRow } from '../reg-server/store.ts';
+import { bankProblems } from '../biz-server/bank-store.ts';
+import { operatorProblems, type SubRow, type CardRow, type ClientRow } from '../operator-server/store.ts';
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
-import { GATEWAY, type World, type SimPhone } from './dsim-world.ts';
+import { GATEWAY, type World, type SimPhone, type BankPageEvent } from './dsim-world.ts';
 
-export const INVARIANTS = ['no-lockout', 'liveness', 'secrets-per-user', 'no-secret-on-wire', 'no-secret-in-zones', 'no-half-validated-frame', 'store-integrity', 'progress', 'no-crash'] as const;
+export const INVARIANTS = ['no-lockout', 'liveness', 'secrets-per-user', 'no-secret-on-wire', 'no-secret-in-zones', 'no-half-validated-frame', 'store-integrity', 'bank-one-identity', 'bank-swap-confirmed', 'attack-in-table', 'progress', 'no-crash'] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 
 /**
@@ -57,6 +70,8 @@ export class Invariants {
 
   constructor(private readonly w: World) {
     for (const p of w.phones) for (const e of encodings(p.serial)) this.#needles.push({ what: `serial of ${p.party} (${e.what})`, needle: e.needle });
+    // The person's bank password travels only sealed (S4.5).
+    for (const p of w.phones) for (const e of encodings(p.person.password)) this.#needles.push({ what: `bank password of ${p.party}'s person (${e.what})`, needle: e.needle });
     for (const [what, k] of [['master key', w.masterKey], ['admin key', w.adminKey], ['storage key', w.storageKey]] as const) {
       for (const e of byteEncodings(k)) this.#needles.push({ what: `${what} (${e.what})`, needle: e.needle });
     }
@@ -65,6 +80,46 @@ export class Invariants {
       if (this.#corrupted.has(`${conn}/${Buffer.from(bytes).toString('hex')}`)) this.#tainted.add(`${conn}/${to}`);
     };
     w.onRestart = () => this.storeIntegrity('after a restart');
+    w.onBankPage = (e) => this.bankPage(e);
+  }
+
+  /**
+   * bank-swap-confirmed: the bank just let a login into `e.name`'s account. In mode 2 (the
+   * operator asked, S4.4) the card the operator holds for the account's line now (its database:
+   * the truth, not an answer) must be a card the account is bound to.
+   */
+  bankPage(e: BankPageEvent): void {
+    if (e.mode !== 2) return;
+    const store = this.w.liveBizStore();
+    if (!store) return;
+    this.checks++;
+    const acct = store.db.prepare('SELECT account_no FROM bank_accounts WHERE name = ?').get(e.name) as { account_no: string } | undefined;
+    if (!acct) return this.report('bank-swap-confirmed', `${e.server} let ${e.name} in, but no such account is stored`);
+    const ids = store.db.prepare('SELECT id_kind, id_value FROM bank_bindings WHERE account_no = ?').all(acct.account_no) as { id_kind: string; id_value: string }[];
+    const number = ids.find((i) => i.id_kind === 'msisdn')?.id_value;
+    if (!number) return;
+    const db = new Database(join(this.w.dir, 'operator.sqlite'), { readonly: true });
+    try {
+      const line = db.prepare('SELECT iccid FROM subscriptions WHERE phone_number = ?').get(number) as { iccid: string } | undefined;
+      if (line && !ids.some((i) => i.id_kind === 'iccid' && i.id_value === line.iccid)) {
+        this.report('bank-swap-confirmed', `${e.server} let a mode-2 login into ${e.name}'s account while the line's card (the operator's) is not the card bound to it: a card change acted on without the operator's answer`);
+      }
+    } finally {
+      db.close();
+    }
+  }
+
+  /** bank-one-identity: every account's bindings name one device and at most one identifier of each kind. */
+  bankOneIdentity(): void {
+    const store = this.w.liveBizStore();
+    if (!store) return;
+    this.checks++;
+    const rows = store.db.prepare("SELECT account_no, COUNT(DISTINCT device_user) AS devices, SUM(id_kind = 'iccid') AS cards, SUM(id_kind = 'imsi') AS imsis, SUM(id_kind = 'msisdn') AS numbers FROM bank_bindings GROUP BY account_no").all() as { account_no: string; devices: number; cards: number; imsis: number; numbers: number }[];
+    for (const r of rows) {
+      if (r.devices > 1 || r.cards > 1 || r.imsis > 1 || r.numbers > 1) {
+        this.report('bank-one-identity', `a bank account is bound to more than one identity: ${r.devices} device(s), ${r.cards} ICCID(s), ${r.imsis} IMSI(s), ${r.numbers} number(s)`);
+      }
+    }
   }
 
   report(invariant: InvariantName, detail: string): void {
@@ -117,10 +172,12 @@ export class Invariants {
   /** Checks that run every few virtual seconds. */
   periodic(): void {
     this.secretsPerUser();
+    this.bankOneIdentity();
   }
 
   afterPlug(): void {
     this.secretsPerUser();
+    this.bankOneIdentity();
   }
 
   afterHeal(): void {
@@ -170,7 +227,7 @@ export class Invariants {
   /** PRAGMA integrity_check and the stores' own row checks, on a connection of its own. */
   storeIntegrity(when: string): void {
     this.checks++;
-    for (const file of ['reg.sqlite', 'biz.sqlite']) {
+    for (const file of ['reg.sqlite', 'biz.sqlite', 'operator.sqlite']) {
       let db: Database.Database;
       try {
         db = new Database(join(this.w.dir, file), { readonly: true });
@@ -191,6 +248,13 @@ export class Invariants {
               this.report('store-integrity', `${file} ${when}: ${(e as Error).message}`);
             }
           }
+          const all = (t: string) => db.prepare(`SELECT * FROM ${t}`).all() as Record<string, unknown>[];
+          for (const p of bankProblems({ accounts: all('bank_accounts'), bindings: all('bank_bindings'), logins: all('bank_logins'), person: all('bank_person'), tokens: all('bank_page_tokens') }, this.w.storageKey)) {
+            this.report('store-integrity', `${file} ${when}: bank: ${p}`);
+          }
+        } else if (file === 'operator.sqlite') {
+          const all = <R>(t: string) => db.prepare(`SELECT * FROM ${t}`).all() as R[];
+          for (const p of operatorProblems({ subs: all<SubRow>('subscriptions'), cards: all<CardRow>('cards'), clients: all<ClientRow>('oauth_clients') })) this.report('store-integrity', `${file} ${when}: ${p}`);
         } else {
           for (const row of db.prepare('SELECT * FROM devices').all() as Parameters<typeof deviceFromRow>[0][]) {
             try {
@@ -208,9 +272,35 @@ export class Invariants {
     }
   }
 
+  /**
+   * attack-in-table: each report the policy server took (its answer back at the gateway) before
+   * it published the table of the next period, checked against that table. A report whose
+   * answer came later is not judged (it may have been taken after the update: a table states
+   * only complete periods, policy-server/update.ts).
+   */
+  attackInTable(): void {
+    for (const r of this.w.attackReports) {
+      const t = this.w.policyTables.find((x) => x.periodId === r.periodId + 1);
+      if (!t || t.at <= r.ackAt) continue;
+      for (const s of r.sites) {
+        for (const [mech, n] of Object.entries(s.perMech)) {
+          if (!n) continue;
+          this.checks++;
+          const rate = t.table.sites.find((x) => x.site === s.site)?.mechs.find((m) => m.mech === mech)?.ratePpm ?? 0;
+          const whole = n === s.total;
+          if (rate <= 0 || (whole && rate !== 1_000_000)) {
+            this.report('attack-in-table', `${n} attack(s) on ${s.site}'s ${mech} in period ${r.periodId} (of ${s.total}), reported and taken, but table v${t.version} states a ${mech} rate of ${rate} ppm`);
+          }
+        }
+      }
+    }
+  }
+
   /** At the end: the zones the phones wrote, and the stores once more. */
   atEnd(): void {
+    this.attackInTable();
     this.secretsPerUser();
+    this.bankOneIdentity();
     this.storeIntegrity('at the end');
     this.#refreshNeedles();
     for (const p of this.w.phones) {

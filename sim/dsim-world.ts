@@ -18,8 +18,17 @@
 // devices connect to it on the simulated network, it links to every server over the real
 // authenticated link (server-kit/link.ts, both ends: challenge, tags, reconnection), counts login
 // openings as attacks, reports them to the policy server and pushes its tables (sim/dsim-gateway.ts).
-// Not run: its frame meter (no raw socket bytes), backpressure (the net has no buffers); the
-// operator and the bank are not in the run (docs/simulation.md).
+// Not run: its frame meter (no raw socket bytes), backpressure (the net has no buffers).
+//
+// The bank and the operator (S4): each business server is also the bank (biz-server/bank.ts,
+// its real SqliteBankStore in biz.sqlite), in the run's mode (1 or 2); it asks the real operator
+// server (operator-server/server.ts without its HTTPS port: `port: null`, its request handler
+// served over the simulated network) through the real OperatorClient (OAuth2 token, CAMARA
+// calls; its `post` seam carries each request). TLS is modelled by what it guarantees: a
+// request or answer changed on the way is a reset connection, never a changed answer (a digest
+// over each message). Each phone has a SIM card the operator issued and a person who registers
+// at the bank, logs in, and re-binds after the line moved to a new card (a SIM swap the run's
+// plan makes at the operator and in the phone's slot).
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -41,7 +50,8 @@ import { readPolicyKey } from '../policy-server/keys.ts';
 import type { CborLimits } from '../protocol/limits.ts';
 import { attachLinkServer, linkKeyFor } from '../server-kit/link.ts';
 import { startGateway, type Gateway } from '../gateway/gateway.ts';
-import { adminCall } from '../server-kit/admin-messages.ts';
+import { adminCall, type SiteAttacks } from '../server-kit/admin-messages.ts';
+import type { AttackTable } from '../protocol/attack-table.ts';
 import { DsimSocket, linkUrlOf, linkTargetOf } from './dsim-gateway.ts';
 import { replayCacheFor, keepOldPasswords, type Mutant } from '../server-kit/mutant.ts';
 import type { Logger, LogField } from '../server-kit/log.ts';
@@ -59,6 +69,23 @@ import type { HalBase, Network, Rng, TraceEvent } from '../firmware/hal/hal.ts';
 import { fusesOf, vendorKeyOf, phoneIp, TraceHost } from './world.ts';
 import type { Fuses } from '../firmware/flash/fuses.ts';
 import { DsimNet } from './dsim-net.ts';
+import { Readable } from 'node:stream';
+import { createHash, scryptSync, timingSafeEqual } from 'node:crypto';
+import { SqliteBankStore } from '../biz-server/bank-store.ts';
+import { Bank, type OperatorApi } from '../biz-server/bank.ts';
+import { PasswordHasher } from '../biz-server/password-verifier.ts';
+import { OperatorClient } from '../server-kit/operator-client.ts';
+import { BoundedPostError } from '../server-kit/bounded-post.ts';
+import { ALL_OPERATOR_SCOPES } from '../server-kit/operator-api.ts';
+import { startOperatorServer, type OperatorServer } from '../operator-server/server.ts';
+import { SqliteOperatorStore } from '../operator-server/store.ts';
+import { secretHash } from '../operator-server/tokens.ts';
+import { SimSlot, type SimCardSpec } from '../firmware/hal/sim-card.ts';
+import type { PersonEntry } from '../firmware/hal/person.ts';
+import type { BankMode } from '../protocol/bank-messages.ts';
+import { TimeoutError } from '../protocol/errors.ts';
+import { storyCard, storyNumber } from './bank-scenarios.ts';
+import { SIM_EPOCH_MS } from '../firmware/hal/sim-hal.ts';
 
 /** The gateway's name on the simulated network, and the origin phones dial. */
 export const GATEWAY = 'gateway';
@@ -68,8 +95,14 @@ export const BIZ = DEFAULT_TOPOLOGY.biz.map((b) => b.name);
 export const SERVERS = [...REGS, ...BIZ];
 /** The security policy server (S3.5-S3.11): not a gateway dest; the registration servers poll its table. */
 export const POLICY = 'policy';
+/** The mobile operator (S4.4, S4.6, SIM swap): the banks (the business servers) ask it. */
+export const OPERATOR = 'operator';
 /** Every server a fault may crash, stall or skew. */
-export const ALL_SERVERS = [...SERVERS, POLICY];
+export const ALL_SERVERS = [...SERVERS, POLICY, OPERATOR];
+/** The bank's OAuth2 client at the operator. */
+const BANK_CLIENT_ID = 'bank';
+/** The deadline of one operator call of the bank's client (server-kit/operator-client.ts default). */
+export const OPERATOR_CALL_MS = 2_000;
 /** The attack period T in the simulation (60 s in a deployment): tables change within a run. */
 export const SIM_POLICY_PERIOD_MS = 10_000;
 /** How often a registration server polls the latest table (deploy default). */
@@ -103,6 +136,9 @@ interface Template {
   users: string[];
   /** The root of the gateway <-> server link keys (server-kit/link.ts linkKeyFor). */
   linkRoot: Uint8Array;
+  /** The operator's bearer-token key and the bank's client secret there. */
+  operatorTokenKey: Uint8Array;
+  bankClientSecret: string;
 }
 let template: Template | null = null;
 const WORLD_SEED = 14;
@@ -136,13 +172,114 @@ async function makeTemplate(): Promise<Template> {
   const fuses = serials.map((_, i) => fusesOf(WORLD_SEED, i));
   // Drawn last: every key drawn before it is what it was before the link keys existed.
   const linkRoot = rng(32);
-  return { linkRoot, dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users };
+  // The operator (S4): every phone's line on its first card, and the bank enrolled as its client (all scopes).
+  const operatorTokenKey = rng(32);
+  const bankClientSecret = Buffer.from(rng(24)).toString('base64url');
+  const op = new SqliteOperatorStore(join(dir, 'operator.sqlite'));
+  try {
+    for (let i = 0; i < MAX_PHONES; i++) await op.createSubscription(lineOf(i).number, lineOf(i).card, SIM_EPOCH_MS - 86_400_000);
+    await op.putClient(BANK_CLIENT_ID, secretHash(bankClientSecret), [...ALL_OPERATOR_SCOPES], SIM_EPOCH_MS - 86_400_000);
+  } finally {
+    op.close();
+  }
+  return { operatorTokenKey, bankClientSecret, linkRoot, dir, ring, adminKey, storageKey, policyKey: readPolicyKey(stateFiles(dir).policyKey).privateKey, base, fuses, serials, users };
 }
 
 async function getTemplate(): Promise<Template> {
   template ??= await makeTemplate();
   return template;
 }
+
+/** Phone i's line: its number, its first card (no number written on it: mode 2 asks the operator) and the card a SIM swap moves it to. */
+export function lineOf(i: number): { number: string; card: SimCardSpec; next: SimCardSpec } {
+  return { number: storyNumber(100 + i), card: storyCard(100 + i), next: storyCard(200 + i) };
+}
+
+/**
+ * The bank's password hasher in the simulation: the real verifier format and checks, at the
+ * lowest parameters it accepts (N = 2^10, r = 1, p = 1), computed synchronously: the real one
+ * runs scrypt on libuv's thread pool, whose completion would land at a virtual time that
+ * depends on the machine's load, not on the seed.
+ */
+class SimHasher extends PasswordHasher {
+  static readonly P = { ln: 10, r: 1, p: 1 };
+  #dummy: string | null = null;
+  constructor() {
+    super(SimHasher.P, 1_000_000, 1_000_000);
+  }
+  override async hash(password: string): Promise<string> {
+    return SimHasher.make(password);
+  }
+  static make(password: string): string {
+    const salt = globalThis.crypto.getRandomValues(new Uint8Array(16));
+    const k = scryptSync(Buffer.from(password, 'utf8'), salt, 32, { N: 1 << SimHasher.P.ln, r: SimHasher.P.r, p: SimHasher.P.p });
+    const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64').replace(/=+$/, '');
+    return `$scrypt$ln=${SimHasher.P.ln},r=${SimHasher.P.r},p=${SimHasher.P.p}$${b64(salt)}$${b64(k)}`;
+  }
+  override async verify(password: Uint8Array | string, stored: string | null): Promise<boolean> {
+    const v = stored ?? (this.#dummy ??= SimHasher.make('dsim dummy password'));
+    const m = /^\$scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d{1,2})\$([A-Za-z0-9+/]{22})\$([A-Za-z0-9+/]{43})$/.exec(v);
+    if (!m) throw new Error('dsim: not a $scrypt$ verifier');
+    const pw = typeof password === 'string' ? Buffer.from(password, 'utf8') : Buffer.from(password);
+    const k = scryptSync(pw, Buffer.from(m[4]!, 'base64'), 32, { N: 1 << Number(m[1]), r: Number(m[2]), p: Number(m[3]), maxmem: 256 * 1024 * 1024 });
+    return timingSafeEqual(k, Buffer.from(m[5]!, 'base64')) && stored !== null;
+  }
+}
+
+/** TLS in the model: what it guarantees, a message changed on the way is refused whole (a digest first; null when it does not match). */
+function sealMsg(body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(32 + body.length);
+  out.set(createHash('sha256').update(body).digest());
+  out.set(body, 32);
+  return out;
+}
+function openMsg(b: Uint8Array): Uint8Array | null {
+  if (b.length < 32) return null;
+  const body = b.subarray(32);
+  return Buffer.compare(createHash('sha256').update(body).digest(), Buffer.from(b.subarray(0, 32))) === 0 ? Uint8Array.from(body) : null;
+}
+
+/** One HTTP request into the operator server's real handler (operator-server/server.ts), without a socket. */
+function callOperator(srv: OperatorServer, r: { p: string; h: Record<string, string>; b: string }): Promise<{ status: number; body: Uint8Array }> {
+  return new Promise((resolve) => {
+    const body = Buffer.from(r.b, 'utf8');
+    const headers: Record<string, string> = { 'content-length': String(body.length) };
+    for (const [k, v] of Object.entries(r.h)) headers[k.toLowerCase()] = v;
+    const req = Object.assign(Readable.from([body]), { url: r.p, method: 'POST', headers, socket: { destroySoon() {} } });
+    let status = 0;
+    const res = {
+      headersSent: false,
+      writeHead(st: number) {
+        status = st;
+        this.headersSent = true;
+        return this;
+      },
+      end(text: string) {
+        resolve({ status, body: Buffer.from(text, 'utf8') });
+      },
+      once() {
+        return this;
+      },
+    };
+    void srv.handle(req as never, res as never);
+  });
+}
+
+/**
+ * TEST ONLY: a rule of the bank broken on purpose, for the S4 invariants' tests.
+ *   'stale-swap-date'   the bank keeps the operator's first SIM-swap answer for a line and uses
+ *                       it ever after (a stale answer trusted): a card change goes unnoticed
+ *   'rebind-keeps-old'  a re-binding adds the new card's identifiers without removing the old
+ *                       ones: the account ends bound to two cards
+ */
+export type BankMutant = 'stale-swap-date' | 'rebind-keeps-old';
+
+/**
+ * TEST ONLY: a rule of S3 broken on purpose, for the attack-in-table invariant's test.
+ *   'report-wrong-mech'  the gateway's period report puts every attack of a site under
+ *                        'fingerprint', whatever mechanism the openings stated (S3.5's per-mechanism counts)
+ */
+export type S3Mutant = 'report-wrong-mech';
 
 function bizRecords() {
   return DEFAULT_TOPOLOGY.biz.map((b) => ({ name: b.name, region: b.region, url: `${ORIGIN}/${b.name}`, adminUrl: `http://${b.name}.sim/admin` }));
@@ -194,7 +331,16 @@ export interface WorldOptions {
   log: ((line: string) => void) | null;
   /** TEST ONLY: the real gateway holds link keys from another root than the servers' (every link refused). */
   linkKeyMismatch?: boolean;
+  /** The banks' mode (S4.3 mode 1, S4.4 mode 2; default 2). */
+  bankMode?: BankMode;
+  /** TEST ONLY: the banks break this rule (BankMutant). */
+  bankMutant?: BankMutant;
+  /** TEST ONLY: the gateway's period report breaks this rule (S3Mutant). */
+  s3Mutant?: S3Mutant;
 }
+
+/** Where the person of a phone is with the bank: what they ask for at the next plug-in. */
+export type BankState = 'new' | 'bound' | 'rebind';
 
 export interface SimPhone {
   index: number;
@@ -205,7 +351,17 @@ export interface SimPhone {
   phone: Phone;
   host: TraceHost;
   hal(): HalBase;
+  /** Its SIM card slot (S4.2) and line; the virtual time of the line's card change, if any. */
+  slot: SimSlot;
+  line: ReturnType<typeof lineOf>;
+  swappedAt: number | null;
+  /** The person at it (S4.1): their bank login name and password (a needle: never on the wire in clear). */
+  person: { name: string; password: string };
+  bank: BankState;
 }
+
+/** A bank answer let a login in (BankPage), as the bank decided it: the S4 invariants' hook. */
+export interface BankPageEvent { server: string; deviceUser: string; name: string; mode: BankMode }
 
 /** A frame on its way, for the invariants: the net's observer and its deliveries. */
 export type FrameHook = (e: { conn: number; from: string; to: string; sent: Uint8Array; bytes: Uint8Array; fate: string; kind: string }) => void;
@@ -232,10 +388,18 @@ export class World {
   onDeliver: (conn: number, to: string, bytes: Uint8Array) => void = () => {};
   /** Told after every restart (the store-integrity invariant). */
   onRestart: (party: string) => void = () => {};
+  /** Told when a bank lets a login in (the bank-swap-confirmed invariant). */
+  onBankPage: (e: BankPageEvent) => void = () => {};
+  /** Operator calls in flight, failed at the end of the run so that nothing waits on a real timer. */
+  readonly #operatorCalls = new Set<(e: Error) => void>();
   /** The real gateway (gateway/gateway.ts), on the simulated network. */
   gateway!: Gateway;
   /** Tables the policy server published that the real gateway pushed, and to how many devices. */
   tablePushes: { version: number; devices: number; table: Uint8Array }[] = [];
+  /** The gateways' period reports the policy server took (S3.5), as counted, and when the answer came back (virtual ms). */
+  readonly attackReports: { periodId: number; sites: SiteAttacks[]; ackAt: number }[] = [];
+  /** The tables the policy server published (S3.10), with the period whose statistics they state + 1, and when. */
+  readonly policyTables: { periodId: number; version: number; at: number; table: AttackTable }[] = [];
   #serverRng: Rng;
   #t!: Template;
 
@@ -258,9 +422,10 @@ export class World {
     w.#t = await getTemplate();
     copyFileSync(join(w.#t.dir, 'reg.sqlite'), join(w.dir, 'reg.sqlite'));
     copyFileSync(join(w.#t.dir, 'biz.sqlite'), join(w.dir, 'biz.sqlite'));
+    copyFileSync(join(w.#t.dir, 'operator.sqlite'), join(w.dir, 'operator.sqlite'));
     await w.#gateway();
-    // As the stack starts them: the policy and business servers first, so the registration servers' first polls find them.
-    for (const s of [POLICY, ...BIZ, ...REGS]) w.start(s);
+    // As the stack starts them: the policy, operator and business servers first, so the registration servers' first polls find them.
+    for (const s of [POLICY, OPERATOR, ...BIZ, ...REGS]) w.start(s);
     for (let i = 0; i < o.phones; i++) w.#phone(i);
     return w;
   }
@@ -404,6 +569,9 @@ export class World {
       const ready = startPolicyServer({
         name, host: '127.0.0.1', adminPort: null, adminKey: this.#t.adminKey, dbFile: join(this.dir, 'policy.sqlite'), privateKey: this.#t.policyKey,
         initialTable: DEFAULT_INITIAL_TABLE, periodMs: SIM_POLICY_PERIOD_MS, clock,
+        onTable: (p) => {
+          if (inc.alive) this.policyTables.push({ periodId: p.periodId, version: p.table.version, at: this.sched.now(), table: p.table });
+        },
       });
       ready.catch(() => {});
       inc.closeStores = () => void ready.then((p) => p.store.close(), () => {});
@@ -413,11 +581,27 @@ export class World {
         handle ??= adminHandler({ key: this.#t.adminKey, name, now: this.clockOf(name), limits: POLICY_ADMIN_LIMITS, ops: (await ready).ops });
         return handle(body);
       });
+    } else if (name === OPERATOR) {
+      // The real operator server without its HTTPS port; its handler served over the simulated
+      // network, each message sealed as TLS would (a changed one is a reset connection: status 0).
+      const ready = startOperatorServer({ name, host: 'operator.sim', port: null, tls: null, dbFile: join(this.dir, 'operator.sqlite'), tokenKey: this.#t.operatorTokenKey, now: this.clockOf(name) });
+      ready.catch(() => {});
+      inc.closeStores = () => void ready.then((o) => o.store.close(), () => {});
+      this.net.serveAdmin(name, async (bytes) => {
+        if (!inc.alive) return new Promise(() => {});
+        const msg = openMsg(bytes);
+        if (!msg) return { status: 0 };
+        const srv = await ready;
+        const q = JSON.parse(Buffer.from(msg).toString('utf8')) as { p: string; h: Record<string, string>; b: string };
+        const r = await callOperator(srv, q);
+        this.log(`${name} ${q.p} -> ${r.status}`);
+        return inc.alive ? { status: r.status, body: sealMsg(r.body) } : new Promise(() => {});
+      });
     } else {
       const store = new SqliteBizStore(join(this.dir, 'biz.sqlite'), this.#t.storageKey);
       inc.bizStore = store;
       inc.closeStores = () => store.close();
-      this.#crashPoint(name, store.db, ['accounts']);
+      this.#crashPoint(name, store.db, ['accounts', 'bank_accounts', 'bank_bindings']);
       mutateBizStore(store, this.o.storeMutant);
       const sessionStore = this.o.mutant === 'keep-old-password' ? keepOldPasswords(store) : store;
       inc.sessionStore = sessionStore;
@@ -425,7 +609,7 @@ export class World {
       const region = DEFAULT_TOPOLOGY.biz.find((b) => b.name === name)!.region;
       const handle = adminHandler({ key: this.#t.adminKey, name, now: this.clockOf(name), ops: adminOps(bizAdminHandlers(store, log, () => ({ healthy: true, sessions, region }))) });
       this.net.serveAdmin(name, (body) => (inc.alive ? handle(body) : new Promise(() => {})));
-      const deps = { store: sessionStore, replay: replayCacheFor(this.o.mutant), now: this.clockOf(name) };
+      const deps = { store: sessionStore, replay: replayCacheFor(this.o.mutant), now: this.clockOf(name), bank: this.#bank(name, inc, store, log) };
       this.#serve(name, inc, (t) => {
         sessions++;
         return new BizServerSession(t, sessionOpts, deps);
@@ -436,6 +620,90 @@ export class World {
       this.log(`${name} RESTART (incarnation ${inc.n})`);
       this.onRestart(name);
     }
+  }
+
+  /**
+   * The bank of business server `name` (S4): the real Bank over its SqliteBankStore (the
+   * business store's database), asking the operator through the real OperatorClient whose
+   * requests travel the simulated network. The bank's own deadline is left to the client's
+   * (OPERATOR_CALL_MS per call, virtual): the bank's is a real timer.
+   */
+  #bank(name: string, inc: Incarnation, store: SqliteBizStore, log: Logger): Bank {
+    const bankStore = new SqliteBankStore(store.db, this.#t.storageKey);
+    if (this.o.bankMutant === 'rebind-keeps-old') {
+      bankStore.rebind = (accountNo, ids, deviceUser, now) => {
+        for (const i of ids) store.db.prepare('INSERT OR IGNORE INTO bank_bindings (id_kind, id_value, account_no, device_user, bound_at) VALUES (?, ?, ?, ?, ?)').run(i.kind, i.value, accountNo, deviceUser, now);
+        return 'ok';
+      };
+    }
+    const client = new OperatorClient({
+      url: 'https://operator.sim', ca: '', clientId: BANK_CLIENT_ID, clientSecret: this.#t.bankClientSecret, timeoutMs: OPERATOR_CALL_MS,
+      post: (r) => {
+        if (inc.alive && r.timeoutMs <= 0) return Promise.reject(new BoundedPostError('timeout', undefined, 'no time left'));
+        const bytes = sealMsg(new TextEncoder().encode(JSON.stringify({ p: r.path, h: r.headers, b: r.body })));
+        // Every call is registered until it settles: one of a crashed incarnation never does
+        // within the run, and the run's end fails it (the bank's real deadline timer ends with it).
+        return new Promise((resolve, reject) => {
+          const fail = (e: Error) => {
+            this.#operatorCalls.delete(fail);
+            reject(e);
+          };
+          this.#operatorCalls.add(fail);
+          if (!inc.alive) return;
+          this.net.adminPost(name, OPERATOR, bytes, r.timeoutMs).then((res) => {
+            if (!inc.alive) return;
+            this.#operatorCalls.delete(fail);
+            const body = res.status === 0 ? null : openMsg(res.buf);
+            if (!body) reject(new BoundedPostError('lost', 'ECONNRESET', 'connection reset (a record failed its check)'));
+            else resolve({ status: res.status, body });
+          }, (e: unknown) => {
+            if (!inc.alive) return;
+            this.#operatorCalls.delete(fail);
+            reject(e instanceof TimeoutError ? new BoundedPostError('timeout', undefined, 'no answer in time') : new BoundedPostError('network', 'ECONNREFUSED', 'connection refused'));
+          });
+        });
+      },
+    });
+    let operator: OperatorApi = client;
+    if (this.o.bankMutant === 'stale-swap-date') {
+      const seen = new Map<string, Awaited<ReturnType<OperatorApi['retrieveSimSwapDate']>>>();
+      operator = {
+        checkValidity: (q) => client.checkValidity(q),
+        phoneNumberOf: (c) => client.phoneNumberOf(c),
+        retrieveSimSwapDate: async (n) => {
+          const had = seen.get(n);
+          if (had) return had;
+          const r = await client.retrieveSimSwapDate(n);
+          seen.set(n, r);
+          return r;
+        },
+      };
+    }
+    const bank = new Bank({ store: bankStore, hasher: new SimHasher(), mode: this.o.bankMode ?? 2, operator, operatorDeadlineMs: 2 ** 31 - 1, log, now: this.clockOf(name), site: name });
+    // The S4 invariants see each login the bank lets in, at the instant it decides.
+    const login = bank.login.bind(bank);
+    bank.login = async (who, req, binding) => {
+      const a = await login(who, req, binding);
+      if (inc.alive && a.kind === 'page') this.onBankPage({ server: name, deviceUser: who.deviceUser, name: req.name, mode: a.page.mode });
+      return a;
+    };
+    return bank;
+  }
+
+  /**
+   * A SIM swap (S4): the operator moves phone i's line to its next card (its staff writing the
+   * operator's database, whether the server is up or not) and the new card goes into the phone.
+   */
+  swapCard(p: SimPhone): void {
+    const op = new SqliteOperatorStore(join(this.dir, 'operator.sqlite'));
+    try {
+      op.swapCard(p.line.number, p.line.next, this.clockOf(OPERATOR)());
+    } finally {
+      op.close();
+    }
+    p.slot.swap(p.line.next);
+    p.swappedAt = this.sched.now();
+    this.log(`${OPERATOR} SIM SWAP: ${p.party}'s line moved to a new card; the card goes into the phone`);
   }
 
   /** kill -9: the incarnation is gone; nothing it had not committed survives. */
@@ -469,32 +737,76 @@ export class World {
    * S3.11), as deploy/stack.ts wires them.
    */
   async #gateway(): Promise<void> {
-    const inc: Incarnation = { alive: true, n: 1, closeStores: () => {} };
+    const prev = this.incarnations.get(GATEWAY);
+    const inc: Incarnation = { alive: true, n: (prev?.n ?? 0) + 1, closeStores: () => {} };
     this.incarnations.set(GATEWAY, inc);
+    this.net.down.delete(GATEWAY);
     const timers = { ...this.#timers(inc), now: this.clockOf(GATEWAY) };
     const policy = this.#adminClient(GATEWAY, POLICY, inc, POLICY_ADMIN_LIMITS);
-    const gw = await startGateway({
+    let gw: Gateway | null = null;
+    // Listening from the start: a device that dials before the gateway is ready finds it refusing.
+    this.net.listen(GATEWAY, (end, meta) => (inc.alive && gw ? gw.accept(new DsimSocket(end), meta.observedIp) : end.close(1006, 'connection lost')));
+    const started = await startGateway({
       host: GATEWAY, port: 0,
       upstreams: SERVERS.map((name) => ({ name, linkUrl: linkUrlOf(name), linkKey: linkKeyFor(this.o.linkKeyMismatch ? this.#t.adminKey : this.#t.linkRoot, name) })),
-      io: { connectLink: (url) => new DsimSocket(this.net.connect(GATEWAY, linkTargetOf(url), GATEWAY, () => {})), timers },
-      attacks: { periodMs: SIM_POLICY_PERIOD_MS },
-      attackReports: { gateway: GATEWAY, send: (r) => adminCall(policy, 'reportAttacks', r) },
+      // A crashed incarnation dials nowhere (its reconnect timers are fenced anyway).
+      io: { connectLink: (url) => new DsimSocket(this.net.connect(GATEWAY, inc.alive ? linkTargetOf(url) : 'unknown:crashed', GATEWAY, () => {})), timers },
+      // 4,096 address groups: lru-cache allocates its `max` entries when made (the default 100,000
+      // cost ~13 ms of CPU per seed) and a run has a handful of groups, far from any eviction.
+      attacks: { periodMs: SIM_POLICY_PERIOD_MS, maxTrackedIps: 4_096 },
+      attackReports: {
+        gateway: GATEWAY,
+        send: async (r) => {
+          const sent = this.o.s3Mutant === 'report-wrong-mech' ? { ...r, sites: r.sites.map((x) => ({ ...x, perMech: { fingerprint: x.total } })) } : r;
+          const res = await adminCall(policy, 'reportAttacks', sent);
+          if (inc.alive && res.accepted) this.attackReports.push({ periodId: r.periodId, sites: r.sites, ackAt: this.sched.now() });
+          return res;
+        },
+      },
     });
-    this.gateway = gw;
-    this.net.listen(GATEWAY, (end, meta) => gw.accept(new DsimSocket(end), meta.observedIp));
+    gw = started;
+    this.#gateways.push(started);
+    this.gateway = started;
     const tables = new TableSource({
       client: policy, log: partyLogger(`${GATEWAY}/tables`, this.o.log ? (l) => this.log(l) : null),
       onUpdate: (t) => {
-        const devices = gw.pushTable(t);
+        if (!inc.alive) return;
+        const devices = started.pushTable(t);
         this.tablePushes.push({ version: tables.version() ?? -1, devices, table: t });
         this.log(`${GATEWAY} pushed table v${tables.version()} to ${devices} device(s)`);
       },
     });
     const poll = () => {
+      if (!inc.alive) return;
       void tables.refresh();
       this.sched.at(TABLE_POLL_MS, poll);
     };
     poll();
+    if (prev) {
+      this.restarts++;
+      this.log(`${GATEWAY} RESTART (incarnation ${inc.n})`);
+    }
+  }
+  readonly #gateways: Gateway[] = [];
+
+  /**
+   * The gateway process killed: every device connection and every link dies with it, its
+   * timers and pending calls are fenced off; it holds no store, so nothing else is lost. The
+   * phones retry on their next plug-in; the servers' sessions of the dead links end.
+   */
+  crashGateway(): void {
+    const inc = this.incarnations.get(GATEWAY);
+    if (!inc?.alive) return;
+    inc.alive = false;
+    this.crashes++;
+    this.net.down.add(GATEWAY);
+    this.net.killConnections(GATEWAY);
+    this.log(`${GATEWAY} CRASH: every device connection and link lost`);
+  }
+
+  /** A new gateway process: it links to every server again (its reconnect backoff) before it routes. */
+  restartGateway(): Promise<void> {
+    return this.#gateway();
   }
 
   #phone(i: number): void {
@@ -514,14 +826,22 @@ export class World {
         return { send: (d) => end.send(d), close: (c, r) => end.close(c, r) };
       },
     };
-    const hal = (): HalBase => ({ clock: { ...clock, epochMs: epoch }, rng, net, host });
+    const line = lineOf(i);
+    const slot = new SimSlot(line.card);
+    const person = { name: `person${i}.dsim`, password: `dsim-${this.o.seed}-${i}-lantern` };
+    const entry = (): PersonEntry | null => {
+      const sp = this.phones[i];
+      if (!sp) return null;
+      return { action: sp.bank === 'new' ? 'register' : sp.bank === 'rebind' ? 'rebind' : 'login', name: person.name, password: person.password };
+    };
+    const hal = (): HalBase => ({ clock: { ...clock, epochMs: epoch }, rng, net, host, sim: slot, person: { bankEntry: entry } });
     const config: DeviceConfig = this.o.deviceMutant ? { ...defaultDeviceConfig, mutant: this.o.deviceMutant } : defaultDeviceConfig;
     const t = this.#t;
     const phone = makePhone({
       base: t.base, table: tableOf(t.base), fuses: t.fuses[i]!, hal: hal(), config, chipSeed: this.o.seed * 1_000_003 + i,
       personalize: { serial: t.serials[i]!, keyVersion: t.ring.current, master: t.ring.key(t.ring.current) },
     });
-    this.phones.push({ index: i, party, ip, serial: t.serials[i]!, user: t.users[i]!, phone, host, hal });
+    this.phones.push({ index: i, party, ip, serial: t.serials[i]!, user: t.users[i]!, phone, host, hal, slot, line, swappedAt: null, person, bank: 'new' });
   }
 
   /**
@@ -594,7 +914,8 @@ export class World {
   }
 
   close(): void {
-    void this.gateway?.close();
+    for (const fail of [...this.#operatorCalls]) fail(new BoundedPostError('lost', 'ECONNRESET', 'the run ended'));
+    for (const g of this.#gateways) void g.close();
     for (const inc of this.incarnations.values()) {
       inc.alive = false;
       try {

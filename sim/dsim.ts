@@ -15,11 +15,16 @@ import type { Rng } from '../firmware/hal/hal.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { ROTATION_STEPS, type RotationStep } from '../reg-server/rotation.ts';
 import { systemRng } from '../protocol/rng.ts';
-import { World, SERVERS, ALL_SERVERS, REGS, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant } from './dsim-world.ts';
+import nodeCrypto from 'node:crypto';
+import { syncBuiltinESMExports } from 'node:module';
+import type { BankMode } from '../protocol/bank-messages.ts';
+import type { BankStepOutcome } from '../firmware/main-program.ts';
+import { World, SERVERS, ALL_SERVERS, REGS, BIZ, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant, type BankMutant, type S3Mutant } from './dsim-world.ts';
+import { attackerIp } from './attacker.ts';
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
 
-export const FAULT_KINDS = ['loss', 'delay', 'dup', 'reorder', 'corrupt', 'partition', 'crash', 'crash-in-tx', 'crash-at-step', 'power-cut', 'skew', 'stall'] as const;
+export const FAULT_KINDS = ['loss', 'delay', 'dup', 'reorder', 'corrupt', 'partition', 'crash', 'crash-in-tx', 'crash-at-step', 'power-cut', 'skew', 'stall', 'gateway-crash'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** Virtual ms within which the schedule's faults begin. */
@@ -49,6 +54,8 @@ const RATES: Partial<Record<FaultKind, Partial<NetFaultRates>>> = {
 
 export type Fault =
   | { kind: 'loss' | 'delay' | 'dup' | 'reorder' | 'corrupt'; at: number; ms: number }
+  /** The gateway process killed at `at` (every device connection and link lost), started again `ms` later. */
+  | { kind: 'gateway-crash'; at: number; ms: number }
   | { kind: 'partition'; at: number; ms: number; a: string; b: string }
   | { kind: 'crash' | 'crash-in-tx'; at: number; ms: number; party: string }
   | { kind: 'crash-at-step'; at: number; ms: number; party: string; step: RotationStep }
@@ -63,6 +70,18 @@ export interface Plan {
   /** When each phone's phase-1 plug-ins begin (virtual ms, within the fault window): the faults meet them. */
   starts: number[][];
   faults: Fault[];
+  /**
+   * The bank (S4): the business servers' mode, and the SIM swaps of the run: at `at` (virtual
+   * ms) the operator moves phone `phone`'s line to a new card and the card goes into the phone.
+   * Drawn from a stream of their own, so a seed's fault schedule does not depend on them.
+   */
+  bank: { mode: BankMode; swaps: { phone: number; at: number }[] };
+  /**
+   * A password-guessing bot (S3.4), or none: from `at` (virtual ms) it sends `n` login openings
+   * to `site` from one address, one after the other (World.guess): more than the gateway's limit
+   * (10 within its window) is one attack, counted, reported and folded into the next table.
+   */
+  attack: { at: number; site: string; n: number } | null;
 }
 
 const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
@@ -103,7 +122,16 @@ export function planFor(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS)
     else if (kind === 'stall') faults.push({ kind, at, ms, party: pick(r, ALL_SERVERS), stallMs: 500 + Math.floor(r() * 4_000) });
     else faults.push({ kind, at, ms });
   }
-  return { seed, phones, logins, starts, faults };
+  const rb = uniform(simRng(seed, 'dsim plan S4'));
+  const mode: BankMode = rb() < 0.25 ? 1 : 2;
+  const swaps: { phone: number; at: number }[] = [];
+  for (let i = 0; i < phones; i++) {
+    const at = Math.floor(rb() * FAULT_WINDOW_MS);
+    if (rb() < 0.5) swaps.push({ phone: i, at });
+  }
+  const ra = uniform(simRng(seed, 'dsim plan S3'));
+  const attack = ra() < 0.3 ? { at: Math.floor(ra() * FAULT_WINDOW_MS), site: pick(ra, BIZ), n: 12 + Math.floor(ra() * 9) } : null;
+  return { seed, phones, logins, starts, faults, bank: { mode, swaps }, attack };
 }
 
 export function describeFault(f: Fault): string {
@@ -114,6 +142,7 @@ export function describeFault(f: Fault): string {
     case 'power-cut': return `power-cut phone-${f.phone} login ${f.login} after ${f.afterOps} flash ops`;
     case 'skew': return `skew ${f.party} ${f.skewMs} ms at ${f.at} for ${f.ms} ms`;
     case 'stall': return `stall ${f.party} +${f.stallMs} ms at ${f.at} for ${f.ms} ms`;
+    case 'gateway-crash': return `gateway-crash at ${f.at}, down ${f.ms} ms`;
     default: return `${f.kind} at ${f.at} for ${f.ms} ms`;
   }
 }
@@ -125,6 +154,10 @@ export interface RunOptions {
   mutant?: Mutant;
   deviceMutant?: DeviceMutant;
   storeMutant?: StoreMutant;
+  /** TEST ONLY: the banks break this rule (dsim-world.ts BankMutant). */
+  bankMutant?: BankMutant;
+  /** TEST ONLY: the gateway's period report breaks this rule (dsim-world.ts S3Mutant). */
+  s3Mutant?: S3Mutant;
   /** Keep the full event trace (replay). */
   trace?: boolean;
 }
@@ -136,7 +169,7 @@ export interface RunResult {
   plan: Plan;
   /** The event trace (when asked for): identical for one seed. */
   lines: string[];
-  stats: { events: number; virtualMs: number; frames: number; faultsInjected: number; invariantChecks: number; logins: number; crashes: number };
+  stats: { events: number; virtualMs: number; frames: number; faultsInjected: number; invariantChecks: number; logins: number; crashes: number; bankAnswers: number; swaps: number; attacks: number };
 }
 
 type Outcome = DeviceOutcome | { ok: false; kind: 'hung'; reason: string; ms: number };
@@ -151,7 +184,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   let world: World | null = null;
   const prevSink = setLogSink((l) => world?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
   try {
-    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, log: o.trace ? (l) => lines.push(l) : null });
+    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, bankMode: plan.bank.mode, bankMutant: o.bankMutant, s3Mutant: o.s3Mutant, log: o.trace ? (l) => lines.push(l) : null });
   } catch (e) {
     setLogSink(prevSink);
     restoreRandom();
@@ -164,9 +197,17 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   Date.now = () => sched.epochAtStartMs + sched.now();
   let faultsInjected = 0;
   let logins = 0;
+  let bankAnswers = 0;
   let events = 0;
   try {
     world.log(`seed ${seed}: ${plan.phones} phone(s), logins ${plan.logins.join(',')}; faults: ${plan.faults.map(describeFault).join('; ') || 'none'}`);
+    world.log(`bank mode ${plan.bank.mode}; SIM swaps: ${plan.bank.swaps.map((w) => `phone-${w.phone} at ${w.at}`).join(', ') || 'none'}`);
+    for (const w of plan.bank.swaps) sched.at(w.at, () => world.swapCard(world.phones[w.phone]!));
+    const bot = plan.attack;
+    if (bot) {
+      world.log(`attacker: ${bot.n} password guesses at ${bot.site} from ${attackerIp(0)} at ${bot.at}`);
+      sched.at(bot.at, () => void world.guess(attackerIp(0), bot.site, 'password', bot.n).then((answered) => world.log(`attacker: ${answered} of ${bot.n} guesses answered`)));
+    }
     // The schedule: each windowed fault starts and ends on the scheduler; heal() ends them all.
     const active = new Set<Fault>();
     const timers: { dead: boolean }[] = [];
@@ -189,6 +230,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       else if (f.kind === 'crash-at-step') world.crashAtStep.set(f.party, f.step);
       else if (f.kind === 'skew') world.skew.set(f.party, f.skewMs);
       else if (f.kind === 'stall') net.stalled.set(f.party, f.stallMs);
+      else if (f.kind === 'gateway-crash') world.crashGateway();
       applyRates();
     };
     const end = (f: Fault) => {
@@ -201,6 +243,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
         if (world.isDown(f.party)) world.start(f.party);
       } else if (f.kind === 'skew') world.skew.delete(f.party);
       else if (f.kind === 'stall') net.stalled.delete(f.party);
+      else if (f.kind === 'gateway-crash' && world.isDown(GATEWAY)) void world.restartGateway();
       applyRates();
     };
     for (const f of plan.faults) {
@@ -216,6 +259,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       world.crashInTx.clear();
       world.crashAtStep.clear();
       for (const s of ALL_SERVERS) if (world.isDown(s)) world.start(s);
+      if (world.isDown(GATEWAY)) void world.restartGateway();
       world.log('HEAL: every fault ended');
     };
     const sleep = (ms: number) => new Promise<void>((r) => sched.at(ms, r));
@@ -226,7 +270,9 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       const hung = new Promise<Outcome>((res) => sched.at(PLUG_CAP_MS, () => res({ ok: false, kind: 'hung', reason: `no outcome within ${PLUG_CAP_MS} ms`, ms: PLUG_CAP_MS })));
       const out = await Promise.race([p.phone.device.plugIn() as Promise<Outcome>, hung]);
       logins++;
-      world.log(`${p.party} ${what}: ${out.ok ? `logged in to ${out.server} gen ${out.gen} via ${out.via}` : `${out.kind}: ${out.reason}`} (${sched.now() - t0} ms, ${st.programs + st.sectorErases + st.blockErases - ops0} flash ops)`);
+      world.log(`${p.party} ${what}: ${out.ok ? `logged in to ${out.server} gen ${out.gen} via ${out.via}; bank: ${describeBank(out.bank)}` : `${out.kind}: ${out.reason}`} (${sched.now() - t0} ms, ${st.programs + st.sectorErases + st.blockErases - ops0} flash ops)`);
+      if (out.ok && out.bank) personAfter(p, out.bank);
+      if (out.ok && (out.bank?.kind === 'registered' || out.bank?.kind === 'page' || out.bank?.kind === 'refused')) bankAnswers++;
       world.replug(p);
       inv.afterPlug();
       return out;
@@ -313,7 +359,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
     for (const v of inv.violations) world.log(`VIOLATION ${v.invariant}: ${v.detail}`);
     return {
       seed, ok: inv.violations.length === 0, violations: inv.violations, plan, lines,
-      stats: { events, virtualMs: sched.now(), frames: net.counts.frames, faultsInjected, invariantChecks: inv.checks, logins, crashes: world.crashes },
+      stats: { events, virtualMs: sched.now(), frames: net.counts.frames, faultsInjected, invariantChecks: inv.checks, logins, crashes: world.crashes, bankAnswers, swaps: plan.bank.swaps.length, attacks: plan.attack ? 1 : 0 },
     };
   } finally {
     Date.now = realNow;
@@ -321,6 +367,26 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
     world.close();
     restoreRandom();
   }
+}
+
+function describeBank(b: BankStepOutcome | undefined): string {
+  if (!b) return 'none';
+  if (b.kind === 'refused' || b.kind === 'no-proof') return `${b.kind} ${b.code}`;
+  if (b.kind === 'failed') return `failed (${b.reason})`;
+  return `${b.kind} mode ${b.mode}`;
+}
+
+/**
+ * What the person asks of the bank at the next plug-in (S4): register until the account is
+ * open (a name or line already taken is their own account whose answer was lost), log in, and
+ * re-bind from this phone once the bank refuses the line for its new card (a SIM swap).
+ */
+function personAfter(p: SimPhone, b: BankStepOutcome): void {
+  if (b.kind === 'registered') p.bank = 'bound';
+  else if (b.kind !== 'refused') return;
+  else if (b.code === 'BANK_NAME_TAKEN' || b.code === 'BANK_ID_BOUND') p.bank = p.bank === 'new' ? 'bound' : p.bank;
+  else if (b.code === 'BANK_SIM_SWAPPED' || (b.code === 'BANK_NOT_BOUND' && p.swappedAt !== null)) p.bank = 'rebind';
+  else if (b.code === 'BANK_NOT_BOUND') p.bank = 'new';
 }
 
 /**
@@ -347,9 +413,33 @@ function seedPlatformRandom(seed: number): () => void {
     },
   });
   for (let i = 0; i < 32 && !fetched; i++) systemRng(256);
+  // node:crypto's own generator too (the bank's account numbers, page tokens, its dummy keys):
+  // the module's functions replaced and its ESM exports synced, so every importer sees them.
+  const nc = nodeCrypto as unknown as Record<string, unknown>;
+  const orig = { randomBytes: nc.randomBytes, randomInt: nc.randomInt };
+  const u48 = () => {
+    const b = stream(6);
+    return (((b[0]! * 256 + b[1]!) * 256 + b[2]!) * 16_777_216 + ((b[3]! << 16) | (b[4]! << 8) | b[5]!)) / 2 ** 48;
+  };
+  nc.randomBytes = (n: number, cb?: (e: Error | null, b: Buffer) => void) => {
+    const b = Buffer.from(stream(n));
+    if (typeof cb !== 'function') return b;
+    process.nextTick(cb, null, b);
+  };
+  nc.randomInt = (a: number, b?: number | ((e: Error | null, n: number) => void), cb?: (e: Error | null, n: number) => void) => {
+    const [min, max] = typeof b === 'number' ? [a, b] : [0, a];
+    const fn = typeof b === 'function' ? b : cb;
+    const n = min + Math.floor(u48() * (max - min));
+    if (typeof fn !== 'function') return n;
+    process.nextTick(fn, null, n);
+  };
+  syncBuiltinESMExports();
   return () => {
     if (own) Object.defineProperty(c, 'getRandomValues', own);
     else delete (c as { getRandomValues?: unknown }).getRandomValues;
+    nc.randomBytes = orig.randomBytes;
+    nc.randomInt = orig.randomInt;
+    syncBuiltinESMExports();
   };
 }
 
@@ -399,20 +489,23 @@ export interface RangeSummary {
   seeds: number;
   failed: RunResult[];
   seconds: number;
-  totals: { faultsInjected: number; invariantChecks: number; events: number; logins: number; frames: number; crashes: number; virtualMs: number };
+  totals: { faultsInjected: number; invariantChecks: number; events: number; logins: number; frames: number; crashes: number; virtualMs: number; bankAnswers: number; swaps: number; attacks: number };
 }
 
 /** Runs seeds from .. from+n-1, telling `onSeed` of each; the figures of the whole range. */
 export async function runSeeds(from: number, n: number, o: RunOptions = {}, onSeed: (r: RunResult, done: number) => void | Promise<void> = () => {}): Promise<RangeSummary> {
   const t0 = performance.now();
   const failed: RunResult[] = [];
-  const totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0, frames: 0, crashes: 0, virtualMs: 0 };
+  const totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0, frames: 0, crashes: 0, virtualMs: 0, bankAnswers: 0, swaps: 0, attacks: 0 };
   for (let s = from; s < from + n; s++) {
     const r = await runSeed(s, o);
     totals.faultsInjected += r.stats.faultsInjected;
     totals.invariantChecks += r.stats.invariantChecks;
     totals.events += r.stats.events;
     totals.logins += r.stats.logins;
+    totals.bankAnswers += r.stats.bankAnswers;
+    totals.swaps += r.stats.swaps;
+    totals.attacks += r.stats.attacks;
     totals.frames += r.stats.frames;
     totals.crashes += r.stats.crashes;
     totals.virtualMs += r.stats.virtualMs;
