@@ -30,11 +30,14 @@ const HELP = `usage: usbphone simulate --seeds N [--from S] [--jobs J] [--faults
        usbphone simulate --seed S [--trace] [--faults KINDS] [--no-shrink] [--json]
 
 Runs the whole system in one process on a virtual clock and a simulated network, from one seed
-per run: 1-3 phones, the real gateway (and its links), the registration primary and backup, two business
-servers with their real SQLite stores. Each seed's faults come and go while the phones log in;
-then every fault heals and each phone must log in again. Named invariants are checked all along
-(docs/simulation.md): no-lockout, liveness, secrets-per-user, no-secret-on-wire,
-no-secret-in-zones, no-half-validated-frame, store-integrity.
+per run: 1-3 phones (each with a SIM card and a person banking with it), the real gateway (and
+its links), the registration primary and backup, two business servers that are also banks (S4),
+the operator server they ask, and the security policy server (S3), with their real SQLite
+stores; three seeds in ten add a password-guessing bot. Each seed's faults come and go while the
+phones log in; then every fault heals and each phone must log in again. Named invariants are
+checked all along (docs/simulation.md): no-lockout, liveness, secrets-per-user,
+no-secret-on-wire, no-secret-in-zones, no-half-validated-frame, store-integrity,
+bank-one-identity, bank-swap-confirmed, attack-in-table (and progress, no-crash).
 
   --seeds N        run seeds S .. S+N-1; a progress line on a terminal
   --from S         the first seed of --seeds (default 1)

@@ -8,7 +8,8 @@
 // checked on vectors, random inputs and altered inputs by chip-crypto.test.ts. The firmware's
 // code stays free of node:*: it calls the protocol's engine functions (cryptoEngine(),
 // sha256Of, ed25519Verify), and only this HAL module, the node HAL, knows OpenSSL. The fleet
-// installs it (sim/fleet.ts); the deterministic simulation and the tests keep noble.
+// installs it (sim/fleet.ts); the tests keep noble, and `usbphone simulate` runs its seeds on the
+// servers' engine (server-kit/native-crypto.ts: HMAC, HKDF, AEAD; Ed25519 and SHA-256 on noble).
 //
 // Where keys stay: in this process's memory exactly as with noble (the model's secure
 // controller holds them); the KeyObjects made for a public key are cached (public), a secret
