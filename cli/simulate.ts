@@ -73,16 +73,18 @@ const SHRINK_FIRST = 3;
  * What a process that runs seeds sets up before its first one. None of it changes a run (a
  * seed's trace is the same byte for byte with it and without it: cli/simulate.test.ts); it cuts
  * what a seed costs that is not the simulated behaviour:
- * - the protocol's primitives on node:crypto, as every server host runs them (decision 101:
- *   the same bytes as the noble reference, server-kit/native-crypto.test.ts);
+ * - the protocol's primitives on node:crypto: the phones' chip engine (firmware/hal/node/
+ *   chip-crypto.ts: HMAC, HKDF, AEAD as every server host runs them, decision 101, plus the
+ *   SHA-256 of the boot measurements and Ed25519), the same bytes and verdicts as the noble
+ *   reference (chip-crypto.test.ts, server-kit/native-crypto.test.ts);
  * - the runs' store files on tmpfs (/dev/shm) when there is one: a seed opens, writes and
  *   closes five SQLite databases, and on a disk each close's checkpoint waits for its fsync.
  *   `tmpRoot` given (a worker): its parent made it and removes it.
  * Returns what puts it back (and removes the temporary directory it made).
  */
 export async function prepareSimulationProcess(o: { tmpRoot?: string } = {}): Promise<{ tmpRoot: string; restore: () => void }> {
-  const [{ useCryptoEngine }, { nodeEngine }] = await Promise.all([import('../protocol/crypto-engine.ts'), import('../server-kit/native-crypto.ts')]);
-  const engine = useCryptoEngine(nodeEngine);
+  const [{ useCryptoEngine }, { chipEngine }] = await Promise.all([import('../protocol/crypto-engine.ts'), import('../firmware/hal/node/chip-crypto.ts')]);
+  const engine = useCryptoEngine(chipEngine);
   const prevTmp = process.env.TMPDIR;
   const own = o.tmpRoot === undefined;
   const tmpRoot = o.tmpRoot ?? mkdtempSync(join(fastTmp(), 'usbphone-simulate-'));
