@@ -468,11 +468,9 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     if (c.dest === null) {
       const up = upstreams.get(env.dest);
       if (!up) return refuse(c, new ProtocolError('GW_UNKNOWN_DEST', `no upstream named '${env.dest}'`), env.seq);
-      if (c.inSequence) {
-        c.n++;
-        c.toDevice = 0;
-        c.lastDest = null;
-      }
+      c.n++;
+      c.toDevice = 0;
+      c.lastDest = null;
       if (!up.up) {
         const e = new ProtocolError('GW_UPSTREAM_UNAVAILABLE', `${env.dest} is unreachable; try the backup`);
         if (!c.inSequence) return refuse(c, e, env.seq);
