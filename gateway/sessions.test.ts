@@ -143,7 +143,7 @@ test('nothing of an ended session reaches the next: a late frame or close from i
   s.close();
 });
 
-test('a session end that crossed: the server ended it, the device\'s sessionEnd for it arrives after and is ignored; a second one is refused', async () => {
+test("a session end that crossed: the server ended it, the device's sessionEnd for it arrives after and is ignored; a second one is refused", async () => {
   const s = await inSequence();
   const before = sessions.length;
   s.send(finish('reg-primary'));
@@ -160,7 +160,7 @@ test('a session end that crossed: the server ended it, the device\'s sessionEnd 
   await until(() => sessions[before + 1]!.closed);
 });
 
-test('the upstream\'s refusal ends the session only: GW_UPSTREAM_UNAVAILABLE, then sessionEnd 1013, and the next session works', async () => {
+test("the upstream's refusal ends the session only: GW_UPSTREAM_UNAVAILABLE, then sessionEnd 1013, and the next session works", async () => {
   const s = await inSequence();
   s.send(finish('reg-backup'));
   const err = await s.frame();
@@ -172,7 +172,7 @@ test('the upstream\'s refusal ends the session only: GW_UPSTREAM_UNAVAILABLE, th
   s.close();
 });
 
-test('the device\'s misbehaviour still closes the connection, in sequence as before', async () => {
+test("the device's misbehaviour still closes the connection, in sequence as before", async () => {
   const cases: [string, Uint8Array[], string, number][] = [
     ['dest switched mid-session', [finish('reg-primary'), finish('biz-east', 1)], 'GW_DEST_CHANGED', 1008],
     ['a sessionEnd for a session not open', [finish('biz-east'), sessionEndFrame(2, 'biz-east', 1000, '')], 'MSG_UNEXPECTED', 1002],
@@ -188,7 +188,7 @@ test('the device\'s misbehaviour still closes the connection, in sequence as bef
   }
 });
 
-test('a connection that did not ask keeps today\'s rule: the server\'s end closes it, and sessions / sessionEnd after a session began are refused', async () => {
+test("a connection that did not ask keeps today's rule: the server's end closes it, and sessions / sessionEnd after a session began are refused", async () => {
   const s = await FrameSocket.connect(gw.url);
   const before = sessions.length;
   s.send(finish('reg-primary'));

@@ -42,7 +42,7 @@ test('a phone logs in on one WebSocket for both sessions, holds it after the log
   }
 });
 
-test('a held connection the gateway\'s idle sweep closed is not reused: the next login connects again and succeeds', async () => {
+test("a held connection the gateway's idle sweep closed is not reused: the next login connects again and succeeds", async () => {
   const dir = makeTempDir('held-idle');
   const world = await startWorld({ stateDir: dir, gatewayPort: 0, gatewayLimits: { idleTimeoutMs: 400 } });
   try {
