@@ -46,6 +46,11 @@ interface LineUser {
   closed(code: number, reason: string, wasOpen: boolean): void;
 }
 
+/** Whether a frame is of type sessionEnd (its envelope starts 85 01 18 34), well-formed or not. */
+function isSessionEndType(f: Uint8Array): boolean {
+  return f[0] === 0x85 && f[1] === 0x01 && f[2] === 0x18 && f[3] === 52;
+}
+
 /** scheme://host:port of a URL: a gateway routes by dest, not by the path (§2.1 rule 1). */
 function originOf(url: string): string {
   return /^(wss?:\/\/[^/?#]+)/.exec(url)?.[1]?.toLowerCase() ?? url;
@@ -68,6 +73,8 @@ class Line {
   #n = 1;
   /** The number of the last session the gateway ended (its sessionEnd arrived). */
   #endedByGateway = 0;
+  /** The session the device ended itself last (its sessionEnd sent): the gateway's may cross it, once. */
+  #deviceEnded: { n: number; dest: string } | null = null;
   #user: LineUser | null;
 
   private constructor(private readonly board: Board, readonly url: string, user: LineUser) {
@@ -92,14 +99,25 @@ class Line {
           this.#granted = true;
           return;
         }
-        const end = this.#granted ? peekSessionEnd(data) : null;
-        if (end) {
-          // One for an earlier session crossed ours (rule 4): nothing to do.
-          if (end.n !== this.#n || this.#endedByGateway === end.n) return;
-          this.#endedByGateway = end.n;
-          return this.#user?.ended(end.code, end.reason);
+        if (this.#granted && isSessionEndType(data)) {
+          const end = peekSessionEnd(data);
+          const d = this.#deviceEnded;
+          // The server's end crossed the device's own (rule 4): expected once, for that session, normal.
+          if (end && d && end.n === d.n && end.dest === d.dest && end.code === 1000) {
+            this.#deviceEnded = null;
+            return;
+          }
+          const u = this.#user;
+          if (end && u && end.n === this.#n && end.dest === u.dest && this.#endedByGateway !== end.n) {
+            this.#endedByGateway = end.n;
+            return u.ended(end.code, end.reason);
+          }
+          // Malformed, or for no session of ours: not acted on; the connection is given up (S0.7).
+          return this.#refuse();
         }
-        this.#user?.frame(data);
+        // Between sessions nothing but a push or a sessionEnd is expected: the connection is given up.
+        if (!this.#user) return this.#refuse();
+        this.#user.frame(data);
       }),
       onClose: (code, reason) => loop.post(() => {
         const wasOpen = this.#open;
@@ -140,17 +158,30 @@ class Line {
    * a sessionEnd (unless the gateway's own ended it), and the board holds the connection;
    * anything else closes it, as a session's end always did.
    */
-  release(user: LineUser, code: number): void {
+  release(user: LineUser, code: number, clean: boolean): void {
     if (this.#user !== user) return;
     this.#user = null;
     if (this.#closed) return;
-    if (code === 1000 && this.#granted && this.#open) {
-      if (this.#endedByGateway !== this.#n) this.socket.send(sessionEndFrame(this.#n, user.dest, 1000, ''));
+    // Only a session that ended on its own authenticated outcome (credReply, notFound, the
+    // login's confirmation) keeps the connection: one ended by a clear frame (an error frame,
+    // loginFail, the gateway's sessionEnd) may have been altered on the way, and nothing more
+    // is sent on a connection that carried a frame we could not trust (S0.7).
+    if (code === 1000 && clean && this.#granted && this.#open && this.#endedByGateway !== this.#n) {
+      this.socket.send(sessionEndFrame(this.#n, user.dest, 1000, ''));
+      this.#deviceEnded = { n: this.#n, dest: user.dest };
       held.get(this.board)?.close(1000);
       held.set(this.board, this);
       return;
     }
     this.close(code);
+  }
+
+  /** Gives the connection up after a frame it cannot act on: closed 1002, its session (if any) told. */
+  #refuse(): void {
+    const u = this.#user;
+    this.#user = null;
+    this.close(CloseCode.protocol);
+    u?.closed(CloseCode.protocol, 'unexpected frame between sessions', true);
   }
 
   close(code: number): void {
@@ -274,7 +305,9 @@ export class ClientSession<Ev, Out> implements LineUser {
     if (this.#ended) return;
     this.#ended = true;
     this.board.loop.cancel(this.#timer);
-    this.#line?.release(this, code);
+    // Clean: the machine's own outcome, not a refusal, a failure notice or the peer's end.
+    const clean = !isSessionEnd(r) && (r as { kind?: string }).kind !== 'failed';
+    this.#line?.release(this, code, clean);
     this.machine.abort();
     this.finish(r);
   }
