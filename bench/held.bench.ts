@@ -5,6 +5,10 @@
 // heap + external after full GCs, and its RSS, held minus before, summed over the workers, per
 // connection; target <= 8 KiB), the connections each worker holds, and the push's fan-out time.
 // HELD_PHONES=N (default 50,000), HELD_WORKERS=W (default 4), HELD_PORT (default 24200).
+// HELD_MODE=phones: instead of bare connections, N phones of the firmware log in (registration
+// and business login on one WebSocket, docs/protocol.md §2.1) through a stack in this process
+// and stay plugged in, holding that connection; the policy server's next table is pushed to
+// them, and the bench counts the phones that accepted it after their login (sim/held-phones.ts).
 import { cpus } from 'node:os';
 import { createHash } from 'node:crypto';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -13,8 +17,15 @@ import { holdConnections } from '../sim/held.ts';
 import { startPolicyServer } from '../policy-server/server.ts';
 import { tempDir, FakeClock, PATENT_SITES } from '../policy-server/test-util.ts';
 import { setLogLevel } from '../server-kit/log.ts';
+import { startWorld } from '../sim/world.ts';
+import { holdPhones } from '../sim/held-phones.ts';
+import { makeTempDir, removeTempDir } from '../sim/lifetime.ts';
 
 setLogLevel('error');
+if (process.env.HELD_MODE === 'phones') {
+  await heldPhonesBench();
+  process.exit(0);
+}
 const N = Number(process.env.HELD_PHONES ?? 50_000);
 const W = Number(process.env.HELD_WORKERS ?? 4);
 const PORT = Number(process.env.HELD_PORT ?? 24_200);
@@ -67,4 +78,33 @@ try {
   await gw.close();
   await policy.close();
   tmp.remove();
+}
+
+/** HELD_MODE=phones: logged-in phones held connected, and the push that reaches them. */
+async function heldPhonesBench(): Promise<void> {
+  const n = Number(process.env.HELD_PHONES ?? 2_000);
+  const period = Number(process.env.HELD_PERIOD_MS ?? 5_000);
+  console.log(`held phones bench: ${n} phones of the firmware, one stack in this process, policy period ${period} ms, node ${process.version}, ${cpus().length} x ${cpus()[0]?.model}`);
+  const dir = makeTempDir('held-phones-bench');
+  const world = await startWorld({ stateDir: dir, gatewayPort: 0, policyPeriodMs: period, tablePollMs: 200, gatewayLimits: { idleTimeoutMs: 3_600_000, maxConnections: n + 1_000 } });
+  try {
+    const gw = world.stack.gateway;
+    const held = await holdPhones(world, n, 32);
+    console.log(`logged in ${held.loggedIn} of ${n} (failed: ${JSON.stringify(held.failed)}) in ${(held.loginMs / 1000).toFixed(1)} s; the gateway accepted ${held.accepted} connections for them (${(held.accepted / Math.max(1, held.loggedIn)).toFixed(2)} per login) and holds ${gw.connections()} after the logins`);
+    const v0 = world.stack.policy.latest().table.version;
+    const t1 = performance.now();
+    let got = held.pushed();
+    while (got < held.loggedIn && performance.now() - t1 < 3 * period) {
+      await new Promise((r) => setTimeout(r, 200));
+      got = held.pushed();
+    }
+    console.log(`table push: v${v0} -> v${world.stack.policy.latest().table.version}; accepted after their login by ${got} of ${held.loggedIn} held phones, within ${((performance.now() - t1) / 1000).toFixed(1)} s; the gateway holds ${gw.connections()} connections`);
+    held.unplug();
+    const t2 = performance.now();
+    while (gw.connections() > 0 && performance.now() - t2 < 10_000) await new Promise((r) => setTimeout(r, 50));
+    console.log(`unplugged: the gateway holds ${gw.connections()} connections`);
+  } finally {
+    await world.stop();
+    removeTempDir(dir);
+  }
 }

@@ -4,7 +4,10 @@
 //   ours      registration with a password change (hello, helloReply, finish, credRequest,
 //             credReply; the rotation's install at the business server) + business login with
 //             its confirmation (login, loginAck, loginOk, finish, pwConfirm, pwConfirmAck),
-//             through the gateway: `usbphone serve all` in its own process
+//             through the gateway: `usbphone serve all` in its own process; both sessions in
+//             sequence on one WebSocket (docs/protocol.md §2.1), as the firmware runs them
+//   ours 2ws  the same login on two WebSockets, one per session (§2: what a device that does
+//             not ask for sessions in sequence does, and what every login did before issue 15)
 //   tls+ws    a TLS 1.3 external-PSK handshake + WebSocket upgrade + one message each way
 //             (bench/tls-psk-peer.ts in its own process)
 //   tls       a bare TLS 1.3 PSK handshake + one message each way (same process)
@@ -32,7 +35,12 @@ import { WebSocket, type ClientOptions } from 'ws';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { nobleEngine } from '../protocol/crypto-engine.ts';
 import { nodeEngine } from '../server-kit/native-crypto.ts';
-import { makeDevice, register, bizLogin, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../server-kit/test-device.ts';
+import { makeDevice, register, bizLogin, FrameSocket, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../server-kit/test-device.ts';
+import { RegistrationClient } from '../protocol/registration.ts';
+import { LoginClient } from '../protocol/login.ts';
+import { secretWrapKey, unwrapSecret } from '../protocol/secret-wrap.ts';
+import { isSessionsFrame, peekSessionEnd, peekTablePush, sessionEndFrame, sessionsFrame } from '../protocol/messages.ts';
+import type { ClientExchange, ClientEnd, Step } from '../protocol/exchange.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
@@ -107,6 +115,46 @@ async function ourLogin(d: DeviceId, url = gw): Promise<void> {
   if (r.kind !== 'cred') throw new Error(`registration: ${JSON.stringify(r)}`);
   const l = await bizLogin(url, r.reply.servers[0]!.name, r.reply, { confirm: true });
   if (l.kind !== 'ok' || !l.confirmed) throw new Error(`business login: ${JSON.stringify(l)}`);
+}
+
+/** Runs a client machine on `s` until it ends; frames outside the session (sessions, sessionEnd, tablePush) are skipped. */
+async function driveOn<Ev, Out>(s: FrameSocket, m: ClientExchange<Ev, Out>, onEvent: (e: Ev) => Step<Ev, Out | ClientEnd> | undefined = () => undefined): Promise<Out | ClientEnd> {
+  let step = m.start();
+  for (;;) {
+    for (const f of step.send) s.send(f);
+    const next = step.event === undefined ? undefined : onEvent(step.event);
+    if (next) {
+      step = next;
+      continue;
+    }
+    if (step.done) return step.done;
+    let i = await s.next();
+    while ('frame' in i && (isSessionsFrame(i.frame) || peekSessionEnd(i.frame) || peekTablePush(i.frame))) i = await s.next();
+    if (!('frame' in i)) throw new Error(`closed ${i.closed} ${i.reason}`);
+    step = m.receive(i.frame);
+  }
+}
+
+/** The same full login with both sessions in sequence on one WebSocket (docs/protocol.md §2.1), as the firmware runs it. */
+async function ourLoginOneWs(d: DeviceId, url = gw): Promise<void> {
+  const s = await FrameSocket.connect(url);
+  try {
+    s.send(sessionsFrame());
+    const r = await driveOn(s, new RegistrationClient({ dest: 'reg-primary', deviceKey: d.key, serialToken: d.token, measurement: d.measurement, serial: d.serial, localIp: '192.168.1.20' }));
+    if (r.kind !== 'cred') throw new Error(`registration: ${JSON.stringify(r)}`);
+    // The registration server ends its session (sessionEnd 1); its frame may come while the login starts.
+    s.send(sessionEndFrame(1, 'reg-primary', 1000, ''));
+    const wk = secretWrapKey(d.key);
+    const secret = unwrapSecret(wk, r.cred.user, r.cred.gen, r.cred.wrapped)!;
+    wk.fill(0);
+    const dest = r.cred.servers[0]!.name;
+    const m = new LoginClient({ dest, user: r.cred.user, gen: r.cred.gen, secret });
+    const l = await driveOn(s, m, (e) => (e === 'logged-in' ? m.afterLogin(true) : undefined));
+    if (l.kind !== 'ok' || !l.confirmed) throw new Error(`business login: ${JSON.stringify(l)}`);
+    s.send(sessionEndFrame(2, dest, 1000, ''));
+  } finally {
+    s.close();
+  }
 }
 
 const tlsOpts = { host: '127.0.0.1', minVersion: 'TLSv1.3' as const, ciphers: PSK_CIPHERS, pskCallback: () => ({ psk: PSK, identity: PSK_IDENTITY }), checkServerIdentity: () => undefined };
@@ -187,8 +235,9 @@ const floorNode = loginFloor(nodeEngine);
 
 // ---- warm-up, then the rounds ----
 console.log(`machine: ${cpus().length} cores, ${cpus()[0]?.model}, node ${process.version}, ${new Date().toISOString().slice(0, 10)}; ${ROUNDS} rounds of ${PHASE_MS} ms per peer, ${CONC} logins in flight`);
-const ours = (w: number) => ourLogin(devs[w]!);
+const ours = (w: number) => ourLoginOneWs(devs[w]!);
 await network(stack.proc.pid!, 1_500, ours);
+await network(stack.proc.pid!, 500, (w) => ourLogin(devs[w]!));
 await network(peer.proc.pid!, 500, () => wsLogin());
 await network(peer.proc.pid!, 500, () => tlsLogin());
 local(300, floorNoble);
@@ -197,11 +246,12 @@ local(300, storeLogin);
 
 if (before) await network(before.proc.pid!, 1_500, (w) => ourLogin(devs[w]!, before!.ev.gatewayUrl));
 
-const allNames = ['ours', 'before', 'tls+ws', 'tls', 'floor noble', 'floor node', 'store'] as const;
+const allNames = ['ours', 'ours 2ws', 'before', 'tls+ws', 'tls', 'floor noble', 'floor node', 'store'] as const;
 type Name = (typeof allNames)[number];
 const names = allNames.filter((n) => n !== 'before' || before);
 const runs: Record<Name, () => Promise<Phase>> = {
   ours: () => network(stack.proc.pid!, PHASE_MS, ours),
+  'ours 2ws': () => network(stack.proc.pid!, PHASE_MS, (w) => ourLogin(devs[w]!)),
   before: () => network(before!.proc.pid!, PHASE_MS, (w) => ourLogin(devs[w]!, before!.ev.gatewayUrl)),
   'tls+ws': () => network(peer.proc.pid!, PHASE_MS, () => wsLogin()),
   tls: () => network(peer.proc.pid!, PHASE_MS, () => tlsLogin()),
@@ -210,7 +260,7 @@ const runs: Record<Name, () => Promise<Phase>> = {
   store: async () => local(PHASE_MS / 3, storeLogin),
 };
 const got = Object.fromEntries(names.map((n) => [n, [] as Phase[]])) as Record<Name, Phase[]>;
-const ratios: { ws: number[]; tls: number[]; floor: number[]; before: number[] } = { ws: [], tls: [], floor: [], before: [] };
+const ratios: { ws: number[]; tls: number[]; floor: number[]; before: number[]; two: number[] } = { ws: [], tls: [], floor: [], before: [], two: [] };
 for (let r = 0; r < ROUNDS; r++) {
   // A rotating order: each peer runs first, middle and last in turn.
   const order = names.map((_, i) => names[(i + r) % names.length]!);
@@ -221,6 +271,7 @@ for (let r = 0; r < ROUNDS; r++) {
   ratios.tls.push(round.ours.server / round.tls.server);
   ratios.floor.push(round.ours.server / (round['floor node'].server + round.store.server));
   if (before) ratios.before.push(round.ours.server / round.before.server);
+  ratios.two.push(round.ours.server / round['ours 2ws'].server);
   if (process.env.BENCH_DEBUG) console.log(r, Object.fromEntries(names.map((n) => [n, (round[n].server * 1e3).toFixed(3)])));
 }
 
@@ -229,7 +280,7 @@ const rows = names.map((n) => {
   const server = median(got[n].map((p) => p.server));
   const client = median(got[n].map((p) => p.client));
   const rate = median(got[n].map((p) => p.perSec));
-  const net = n === 'ours' || n === 'before' || n === 'tls+ws' || n === 'tls';
+  const net = n === 'ours' || n === 'ours 2ws' || n === 'before' || n === 'tls+ws' || n === 'tls';
   return [n, ms(server), net ? `${Math.round(1 / server)}` : '', net ? ms(client) : '', net ? `${Math.round(rate)}` : ''];
 });
 const head = ['', 'server CPU/login', 'logins per server-CPU-s', 'client CPU/login', 'logins/s (wall)'];
@@ -241,6 +292,7 @@ console.log(`ours / tls+ws (server CPU): ${rr(ratios.ws)}`);
 console.log(`ours / tls    (server CPU): ${rr(ratios.tls)}`);
 console.log(`ours / (floor node + store) (server CPU): ${rr(ratios.floor)}`);
 if (before) console.log(`ours / before (${BASE}) (server CPU): ${rr(ratios.before)}`);
+console.log(`ours / ours 2ws (one WebSocket per login vs one per session, server CPU): ${rr(ratios.two)}`);
 console.log('targets (issue 15): ours <= 0.6 ms and <= tls+ws');
 sreg.close();
 sbiz.close();

@@ -6,10 +6,12 @@ import { registrationCases, channelCases, refusalCases, securityCases } from './
 import { loginCases, rotationCases } from './cases/login.ts';
 import { bankCases } from './cases/bank.ts';
 import { tableCases } from './cases/table.ts';
+import { sessionCases } from './cases/sessions.ts';
 
 export const ALL_CASES: readonly Case[] = [
   ...cborCases,
   ...envelopeCases,
+  ...sessionCases,
   ...registrationCases,
   ...channelCases,
   ...refusalCases,

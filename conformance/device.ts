@@ -19,7 +19,7 @@ import { RegistrationServer, type RegistrationServerDeps } from '../protocol/reg
 import { LoginServer, type LoginLookup, type LoginServerDeps } from '../protocol/login.ts';
 import { passwordLoginKey, systemRng } from '../protocol/channel.ts';
 import { ReplayCache } from '../protocol/replay.ts';
-import { decodeEnvelope, encodeError, parseError, typeName, MsgType, type Envelope, type Login } from '../protocol/messages.ts';
+import { decodeEnvelope, encodeError, parseError, peekSessionEnd, sessionEndFrame, typeName, MsgType, type Envelope, type Login } from '../protocol/messages.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 import { Limits } from '../protocol/limits.ts';
 import { Conn, type Line } from './wire.ts';
@@ -301,7 +301,7 @@ export async function runDeviceCases(cases: readonly DeviceCase[], target: Devic
 /** How a played exchange ended. */
 export type Played =
   /** The exchange ran to its end as the machine says (a credential reply or notFound sent; a login and its confirmation). */
-  | { kind: 'done'; gen?: number; confirmed?: number }
+  | { kind: 'done'; gen?: number; confirmed?: number; end?: DeviceEnd }
   /** The suite sent the frame the case is about and stopped there: the case judges what follows. */
   | { kind: 'sent' }
   /** The device sent an error frame. */
@@ -325,6 +325,9 @@ export const playedText = (p: Played): string => {
     default: return p.kind;
   }
 };
+
+/** How the device ended a business session it ended itself: a close, or (§2.1) a sessionEnd [number, dest, code]. */
+export type DeviceEnd = { kind: 'close'; code: number } | { kind: 'sessionEnd'; n: number; dest: string; code: number } | { kind: 'none' };
 
 /** A change the case makes to a frame the suite is about to send: returns the bytes to send instead. */
 export type Tamper = (frame: Uint8Array) => Uint8Array;
@@ -366,7 +369,7 @@ const isPlayed = (x: unknown): x is Played => typeof x === 'object' && x !== nul
  * the exchange stops once it is sent. `answer`: a credential reply with a new pending generation
  * of the case's account (default), or notFound.
  */
-export async function playRegistration(ctx: DeviceCaseContext, s: Session, o: { helloReply?: Tamper; stopAfterReply?: boolean; answer?: 'cred' | 'not-found' } = {}): Promise<Played> {
+export async function playRegistration(ctx: DeviceCaseContext, s: Session, o: { helloReply?: Tamper; stopAfterReply?: boolean; answer?: 'cred' | 'not-found'; endAs?: { session: number } } = {}): Promise<Played> {
   const dev = ctx.target.device;
   const replay = new ReplayCache();
   const deps: RegistrationServerDeps = {
@@ -400,7 +403,9 @@ export async function playRegistration(ctx: DeviceCaseContext, s: Session, o: { 
           step = m.answer({ kind: 'cred', reply: { user: ctx.account.user, secret: a.secret, gen: a.gen, currentGen: a.currentGen, servers: [{ name: DESTS.biz, url: ctx.url + DESTS.biz, region: 'conformance' }] } });
         }
         for (const x of step.send) s.c.send(x);
-        s.c.close(1000);
+        // §2.1: on a connection in sequence the server's end is the gateway's sessionEnd, not a close.
+        if (o.endAs) s.c.send(sessionEndFrame(o.endAs.session, s.dest, 1000, 'credential sent'), 'the gateway ends the session (§2.1)');
+        else s.c.close(1000);
         return { kind: 'done', gen };
       }
     }
@@ -447,10 +452,16 @@ export async function playLogin(ctx: DeviceCaseContext, s: Session, o: { loginOk
     step = m.receive(f.bytes, f.env);
     for (const x of step.send) s.c.send(x);
     const confirmed = step.event?.kind === 'confirmed' ? step.event.gen : undefined;
-    // The device closes once acknowledged (§6.3 WAIT_PWACK).
+    // The device closes once acknowledged (§6.3 WAIT_PWACK), or on a connection in sequence ends the session (§2.1).
     const end = await s.c.next();
-    if (end.kind !== 'close') s.c.close(1000);
-    return { kind: 'done', gen, confirmed };
+    let how: DeviceEnd = { kind: 'none' };
+    if (end.kind === 'close') how = { kind: 'close', code: end.code };
+    else if (end.kind === 'frame') {
+      const e = peekSessionEnd(end.bytes);
+      if (e) how = { kind: 'sessionEnd', n: e.n, dest: e.dest, code: e.code };
+    }
+    if (how.kind !== 'sessionEnd' && end.kind !== 'close') s.c.close(1000);
+    return { kind: 'done', gen, confirmed, end: how };
   } catch (e) {
     return refuse(s, e, m.nextSendSeq);
   } finally {

@@ -4,7 +4,7 @@
 // the server side. With --device the same class holds the server end of a connection the
 // device opened to the suite (Conn.adopt).
 import { WebSocket } from 'ws';
-import { decodeEnvelope, parseError, parseLoginFail, peekTablePush, typeName, MsgType } from '../protocol/messages.ts';
+import { decodeEnvelope, parseError, parseLoginFail, peekTablePush, isSessionsFrame, typeName, MsgType } from '../protocol/messages.ts';
 
 /** What a wait returned: a frame, the close, or nothing within the time allowed. */
 export type Received =
@@ -36,6 +36,8 @@ export class Conn {
   /** Every binary frame received, in order (the --device cases search them for secrets). */
   readonly frames: Uint8Array[] = [];
   #waiter: ((r: Received) => void) | null = null;
+  /** A `sessions` frame arrived (docs/protocol.md §2.1). */
+  sessions = false;
   #closed: Received | null = null;
 
   private constructor(ws: WebSocket, private readonly log: Line[], private readonly timeoutMs: number) {
@@ -49,6 +51,14 @@ export class Conn {
       if (isBinary && peekTablePush(bytes)) {
         this.log.push({ dir: 'got', text: `${describe(bytes)} (outside the session, §16)` });
         this.frames.push(bytes);
+        return;
+      }
+      // §2.1: a device's (or a gateway's) `sessions` is between the device and the gateway,
+      // outside every session: recorded, never taken as a session's frame. The suite's servers
+      // do not answer it, so a device runs one session per connection with them, as §2 says.
+      if (isBinary && isSessionsFrame(bytes)) {
+        this.sessions = true;
+        this.log.push({ dir: 'got', text: `${describe(bytes)} (sessions in sequence asked, §2.1)` });
         return;
       }
       this.log.push({ dir: 'got', text: isBinary ? describe(bytes) : `text message (${bytes.length} B)` });

@@ -16,7 +16,7 @@ import { secretWrapKey, unwrapSecret } from '../protocol/secret-wrap.ts';
 import { RegistrationServer } from '../protocol/registration.ts';
 import { LoginServer } from '../protocol/login.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
-import { decodeEnvelope, encodeError, tablePushFrame } from '../protocol/messages.ts';
+import { decodeEnvelope, encodeError, tablePushFrame, isSessionsFrame } from '../protocol/messages.ts';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from '../protocol/keys.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 import { signTable, tablePublicKey, decodeTableBody, type AttackTable } from '../protocol/attack-table.ts';
@@ -43,6 +43,8 @@ function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decode
       if (s.done) conn.close(s.done.closeCode);
     };
     conn.onMessage = (f) => {
+      // A server's direct port ignores a device's `sessions` (docs/protocol.md §2.1).
+      if (isSessionsFrame(f)) return;
       // The gateway's push arrives in the middle of the session, before the server's first answer.
       if (!pushed) {
         pushed = true;

@@ -1,7 +1,13 @@
 // One client session over one socket: the adapter between a protocol client machine (what
 // to send, what each state accepts; anything else ends the session, S0.7) and the board's
 // network, loop and clock (connection, timeouts, a single end).
-import { peekTablePush } from '../protocol/messages.ts';
+// Sessions in sequence (docs/protocol.md §2.1, issue 15): each connection asks the gateway
+// for them (`sessions`); once answered, a session that ends cleanly sends `sessionEnd` instead
+// of closing and the board holds the connection: the next session to the same URL runs on it
+// (the business login after the registration), and after the last one it stays open, idle,
+// receiving the table pushes (§16) until the device is unplugged or the gateway's idle sweep
+// closes it. A connection that was not answered, or that closes, is today's: one per session.
+import { peekTablePush, peekSessionEnd, isSessionsFrame, sessionsFrame, sessionEndFrame } from '../protocol/messages.ts';
 import { CloseCode, retryClass, type RetryClass } from '../protocol/errors.ts';
 import { isClientEnd, type ClientEnd, type ClientExchange, type Step } from '../protocol/exchange.ts';
 import type { NetSocket } from './hal/hal.ts';
@@ -30,14 +36,182 @@ export type SessionEnd =
   /** The server refused us with an error frame. */
   | { kind: 'refused'; code: string; why: string };
 
+/** What a connection tells the session running on it. */
+interface LineUser {
+  readonly dest: string;
+  opened(): void;
+  frame(data: Uint8Array): void;
+  /** The gateway's sessionEnd for this session: what a close would have said (§2.1). */
+  ended(code: number, reason: string): void;
+  closed(code: number, reason: string, wasOpen: boolean): void;
+}
+
+/** Whether a frame is of type sessionEnd (its envelope starts 85 01 18 34), well-formed or not. */
+function isSessionEndType(f: Uint8Array): boolean {
+  return f[0] === 0x85 && f[1] === 0x01 && f[2] === 0x18 && f[3] === 52;
+}
+
+/** scheme://host:port of a URL: a gateway routes by dest, not by the path (§2.1 rule 1). */
+function originOf(url: string): string {
+  return /^(wss?:\/\/[^/?#]+)/.exec(url)?.[1]?.toLowerCase() ?? url;
+}
+
+/** The connection each board holds between sessions (at most one). */
+const held = new WeakMap<Board, Line>();
+
+/**
+ * One device connection, which may run sessions in sequence (docs/protocol.md §2.1): at most
+ * one session on it at a time (`user`), numbered from 1 as the gateway numbers them.
+ */
+class Line {
+  readonly socket: NetSocket;
+  #open = false;
+  #closed = false;
+  /** The gateway answered `sessions`: sessions end with sessionEnd, and the connection stays. */
+  #granted = false;
+  /** The session running now, or the last one: its number on this connection. */
+  #n = 1;
+  /** The number of the last session the gateway ended (its sessionEnd arrived). */
+  #endedByGateway = 0;
+  /** The session the device ended itself last (its sessionEnd sent): the gateway's may cross it, once. */
+  #deviceEnded: { n: number; dest: string } | null = null;
+  #user: LineUser | null;
+
+  private constructor(private readonly board: Board, readonly url: string, user: LineUser) {
+    this.#user = user;
+    const loop = board.loop;
+    this.socket = board.net.connect(url, {
+      onOpen: () => loop.post(() => {
+        if (this.#closed) return;
+        this.#open = true;
+        // Asked first; the first session's frames follow at once (no round trip, §2.1 rule 1).
+        this.socket.send(sessionsFrame());
+        this.#user?.opened();
+      }),
+      onMessage: (data) => loop.post(() => {
+        if (this.#closed) return;
+        // S3.11: a table the gateway pushed is outside the session (no seq, no state): kept or
+        // refused on its own signature, version and expiry; the session goes on either way, and
+        // a held connection with no session takes it too.
+        const pushed = peekTablePush(data);
+        if (pushed) return this.board.tablePush?.(pushed);
+        if (!this.#granted && this.#n === 1 && isSessionsFrame(data)) {
+          this.#granted = true;
+          return;
+        }
+        if (this.#granted && isSessionEndType(data)) {
+          const end = peekSessionEnd(data);
+          const d = this.#deviceEnded;
+          // The server's end crossed the device's own (rule 4): expected once, for that session, normal.
+          if (end && d && end.n === d.n && end.dest === d.dest && end.code === 1000) {
+            this.#deviceEnded = null;
+            return;
+          }
+          const u = this.#user;
+          if (end && u && end.n === this.#n && end.dest === u.dest && this.#endedByGateway !== end.n) {
+            this.#endedByGateway = end.n;
+            return u.ended(end.code, end.reason);
+          }
+          // Malformed, or for no session of ours: not acted on; the connection is given up (S0.7).
+          return this.#refuse();
+        }
+        // Between sessions nothing but a push or a sessionEnd is expected: the connection is given up.
+        if (!this.#user) return this.#refuse();
+        this.#user.frame(data);
+      }),
+      onClose: (code, reason) => loop.post(() => {
+        const wasOpen = this.#open;
+        this.#closed = true;
+        if (held.get(this.board) === this) held.delete(this.board);
+        const u = this.#user;
+        this.#user = null;
+        u?.closed(code, reason, wasOpen);
+      }),
+    });
+  }
+
+  /**
+   * A connection for `user`'s session to `url`: the one the board holds when it goes to the same
+   * gateway (origin) and runs sessions in sequence, else a new one (a held one to another URL is closed).
+   */
+  static take(board: Board, url: string, user: LineUser): { line: Line; reused: boolean } {
+    const h = held.get(board);
+    if (h) {
+      held.delete(board);
+      if (!h.#closed && h.#user === null && h.#granted && originOf(h.url) === originOf(url)) {
+        h.#user = user;
+        h.#n++;
+        board.loop.post(() => (h.#user === user ? user.opened() : undefined));
+        return { line: h, reused: true };
+      }
+      h.close(1000);
+    }
+    return { line: new Line(board, url, user), reused: false };
+  }
+
+  send(data: Uint8Array): void {
+    if (!this.#closed) this.socket.send(data);
+  }
+
+  /**
+   * `user`'s session ended with close code `code`. A normal end on a connection in sequence is
+   * a sessionEnd (unless the gateway's own ended it), and the board holds the connection;
+   * anything else closes it, as a session's end always did.
+   */
+  release(user: LineUser, code: number, clean: boolean): void {
+    if (this.#user !== user) return;
+    this.#user = null;
+    if (this.#closed) return;
+    // Only a session that ended on its own authenticated outcome (credReply, notFound, the
+    // login's confirmation) keeps the connection: one ended by a clear frame (an error frame,
+    // loginFail, the gateway's sessionEnd) may have been altered on the way, and nothing more
+    // is sent on a connection that carried a frame we could not trust (S0.7).
+    if (code === 1000 && clean && this.#granted && this.#open && this.#endedByGateway !== this.#n) {
+      this.socket.send(sessionEndFrame(this.#n, user.dest, 1000, ''));
+      this.#deviceEnded = { n: this.#n, dest: user.dest };
+      held.get(this.board)?.close(1000);
+      held.set(this.board, this);
+      return;
+    }
+    this.close(code);
+  }
+
+  /** Gives the connection up after a frame it cannot act on: closed 1002, its session (if any) told. */
+  #refuse(): void {
+    const u = this.#user;
+    this.#user = null;
+    this.close(CloseCode.protocol);
+    u?.closed(CloseCode.protocol, 'unexpected frame between sessions', true);
+  }
+
+  close(code: number): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (held.get(this.board) === this) held.delete(this.board);
+    this.socket.close(code);
+  }
+}
+
+/** Closes the connection the board holds between sessions, if any (the device is unplugged). */
+export function dropHeld(board: Board): void {
+  held.get(board)?.close(1000);
+}
+
+/** Whether the board holds a connection between sessions (docs/protocol.md §2.1), and to which URL. */
+export function heldUrl(board: Board): string | null {
+  return held.get(board)?.url ?? null;
+}
+
 /**
  * One exchange's client machine (protocol/registration.ts, protocol/login.ts) over one
  * socket: connect, hand each frame to the machine and send what it returns, a timeout per
  * step, and end exactly once. The machine's events go to `onEvent`, where the program traces
  * them, re-arms the step timer and answers the machine (apply()).
  */
-export class ClientSession<Ev, Out> {
-  #socket: NetSocket | null = null;
+export class ClientSession<Ev, Out> implements LineUser {
+  #line: Line | null = null;
+  /** The session runs on a connection an earlier session of this board used (§2.1). */
+  reused = false;
   #timer: Timer | null = null;
   #ended = false;
   #opened = false;
@@ -71,34 +245,38 @@ export class ClientSession<Ev, Out> {
   }
 
   #connect(): void {
-    const loop = this.board.loop;
-    this.#socket = this.board.net.connect(this.url, {
-      onOpen: () => loop.post(() => {
-        if (this.#ended) return;
-        this.#opened = true;
-        this.openedAt = this.board.clock.now();
-        this.arm('first reply');
-        this.apply(this.machine.start());
-      }),
-      onMessage: (data) => loop.post(() => {
-        if (this.#ended) return;
-        // S3.11: a table the gateway pushed is outside the session (no seq, no state): kept or
-        // refused on its own signature, version and expiry; the session goes on either way.
-        const pushed = peekTablePush(data);
-        if (pushed) return this.board.tablePush?.(pushed);
-        this.apply(this.machine.receive(data));
-      }),
-      onClose: (code, reason) => loop.post(() => {
-        if (this.#ended) return;
-        this.#end({ kind: 'unreachable', why: this.#opened ? `connection closed (${code}${reason ? ` ${reason}` : ''})` : `no connection (${reason || code})` });
-      }),
-    });
+    const { line, reused } = Line.take(this.board, this.url, this);
+    this.#line = line;
+    this.reused = reused;
+  }
+
+  opened(): void {
+    if (this.#ended) return;
+    this.#opened = true;
+    this.openedAt = this.board.clock.now();
+    this.arm('first reply');
+    this.apply(this.machine.start());
+  }
+
+  frame(data: Uint8Array): void {
+    if (this.#ended) return;
+    this.apply(this.machine.receive(data));
+  }
+
+  ended(code: number, reason: string): void {
+    if (this.#ended) return;
+    this.#end({ kind: 'unreachable', why: `session ended by the server (${code}${reason ? ` ${reason}` : ''})` });
+  }
+
+  closed(code: number, reason: string, wasOpen: boolean): void {
+    if (this.#ended) return;
+    this.#end({ kind: 'unreachable', why: this.#opened || wasOpen ? `connection closed (${code}${reason ? ` ${reason}` : ''})` : `no connection (${reason || code})` });
   }
 
   /** Sends a step's frames, reports its event, and ends the session on its outcome. */
   apply(step: Step<Ev, Out | ClientEnd>): void {
     if (this.#ended) return;
-    for (const f of step.send) this.#socket?.send(f);
+    for (const f of step.send) this.#line?.send(f);
     if (step.event !== undefined) this.onEvent(step.event);
     const d = step.done;
     if (d === undefined) return;
@@ -119,12 +297,17 @@ export class ClientSession<Ev, Out> {
     });
   }
 
-  /** Ends the session once: stops the timer, closes the socket, wipes the keys, reports. */
+  /**
+   * Ends the session once: stops the timer, ends it on its connection (closes the socket, or on a
+   * connection in sequence a normal end sends sessionEnd and keeps it, §2.1), wipes the keys, reports.
+   */
   #end(r: Out | SessionEnd, code: number = CloseCode.normal): void {
     if (this.#ended) return;
     this.#ended = true;
     this.board.loop.cancel(this.#timer);
-    this.#socket?.close(code);
+    // Clean: the machine's own outcome, not a refusal, a failure notice or the peer's end.
+    const clean = !isSessionEnd(r) && (r as { kind?: string }).kind !== 'failed';
+    this.#line?.release(this, code, clean);
     this.machine.abort();
     this.finish(r);
   }

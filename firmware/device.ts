@@ -204,6 +204,14 @@ export class Device implements Board {
     }).start();
   }
 
+  /**
+   * The device is unplugged: every connection it still has closes (the one it holds after a
+   * login for the table pushes, docs/protocol.md §2.1, among them).
+   */
+  unplug(): void {
+    for (const s of [...this.#sockets]) s.close(1000, 'unplugged');
+  }
+
   #finish(o: DeviceOutcome): void {
     const d = this.#done;
     this.#done = null;

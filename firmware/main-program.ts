@@ -338,6 +338,9 @@ export class MainProgram {
       },
     );
     s.start();
+    // Issue 15 (docs/protocol.md §2.1): through the same gateway, the login runs on the
+    // connection of the session before it (the registration's): no new connection or upgrade.
+    if (s.reused) dev.trace('S0.11', `login -> ${t.server.name}`, 'on the connection of the session before it (sessions in sequence)');
   }
 }
 

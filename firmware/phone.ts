@@ -153,6 +153,8 @@ export interface ParkedPhone {
 /** Unplugs a phone for good (its running objects are dropped): what it keeps. Needs a copy-on-write phone with its NVM in memory. */
 export function park(p: Phone): ParkedPhone {
   if (!(p.backing instanceof CowBacking)) throw new ImplementationError('PHONE_PARK', 'only a copy-on-write phone is parked');
+  // Unplugged: the connection it held after its login closes (docs/protocol.md §2.1).
+  p.device.unplug();
   const m = p.nvm as ControllerNvm & { snapshot?: () => Record<number, number>; objectNames?: () => string[] };
   if (!m.snapshot || !m.objectNames) throw new ImplementationError('PHONE_PARK', "only a phone whose controller NVM is in memory is parked (a file NVM keeps itself)");
   const counters = m.snapshot();

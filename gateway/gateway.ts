@@ -9,7 +9,7 @@ import { createServer as createHttpServer, type Server, type IncomingMessage, ty
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import { encodeEnvelope, decodeEnvelope, parseError, errorBody, tablePushFrame, MsgType, type Envelope, type Mechanism } from '../protocol/messages.ts';
+import { encodeEnvelope, decodeEnvelope, parseError, errorBody, tablePushFrame, sessionsFrame, sessionEndFrame, MsgType, type Envelope, type Mechanism } from '../protocol/messages.ts';
 import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { Socket } from 'node:net';
 import { toBytes, closeReason, type LinkSocket } from '../server-kit/link.ts';
@@ -153,6 +153,18 @@ interface Conn {
   group: string;
   dest: string | null;
   up: UpstreamLink | null;
+  /**
+   * The open session's connection id on its upstream link (0: none). A connection's first
+   * session uses the connection's id; each later one (sessions in sequence, docs/protocol.md
+   * §2.1) a fresh id, so nothing a server sends for an ended session reaches the next one.
+   */
+  sid: number;
+  /** The device asked for sessions in sequence and the gateway answered (§2.1). */
+  inSequence: boolean;
+  /** Sessions opened on this connection so far: the open (or last) session's number (§2.1). */
+  n: number;
+  /** The dest of the session that ended last (a device's sessionEnd may cross the server's). */
+  lastDest: string | null;
   /** Reads every frame header before ws buffers the frame (rate, size, fragments, text). */
   meter: FrameMeter;
   /** Null over the sockets seam. */
@@ -182,12 +194,20 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   // Over the sockets seam the process's own metrics (GC, event loop) are not this gateway's.
   const metrics = new GatewayMetrics(!cfg.io);
   const conns = new Map<number, Conn>();
+  /** Open sessions by their link connection id (Conn.sid). */
+  const sessions = new Map<number, Conn>();
   const perIp = new Map<string, number>();
   const upstreams = new Map<string, UpstreamLink>();
   const byUpstream = new Map<string, Set<Conn>>();
   const paused = new Map<string, Set<Conn>>();
   const observe = cfg.observe;
   let nextId = 1;
+  /** Connection ids and link session ids come from one counter: never two alike while alive. */
+  const takeId = () => {
+    const id = nextId;
+    nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
+    return id;
+  };
 
   const timers = io?.timers ?? cfg.attackTimers ?? realTimers;
   /** The gateway's monotonic clock (activity, latency, the sweep). */
@@ -263,7 +283,56 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       byUpstream.get(c.dest)?.delete(c);
       paused.get(c.dest)?.delete(c);
     }
+    if (c.sid) sessions.delete(c.sid);
     return true;
+  };
+
+  /**
+   * Sessions in sequence (docs/protocol.md §2.1): the open session ends and the connection
+   * stays, with no session. `byDevice`: the device's sessionEnd (the server's side is closed
+   * 1000); else the device is told with a sessionEnd carrying what the close would have.
+   */
+  const endSession = (c: Conn, code: number, reason: string, byDevice: boolean) => {
+    const up = c.up;
+    const dest = c.dest!;
+    const sid = c.sid;
+    sessions.delete(sid);
+    byUpstream.get(dest)?.delete(c);
+    if (paused.get(dest)?.delete(c)) c.ws.resume();
+    c.lastDest = dest;
+    c.dest = null;
+    c.up = null;
+    c.sid = 0;
+    c.waitingSince = 0;
+    if (byDevice) {
+      c.lastDest = null;
+      up?.close(sid, CloseCode.normal, 'device ended the session');
+      return;
+    }
+    if (c.ws.readyState !== c.ws.OPEN) return;
+    c.ws.send(sessionEndFrame(c.n, dest, code, reason));
+    metrics.frameOut(MsgType.sessionEnd);
+  };
+
+  /**
+   * A refusal that is the upstream's, not the device's (GW_UPSTREAM_UNAVAILABLE, GW_UPSTREAM_LOST):
+   * on a connection in sequence it ends the session only (error frame, then sessionEnd);
+   * otherwise it closes the connection as every refusal does.
+   */
+  const refuseSession = (c: Conn, e: ProtocolError, prevSeq: number | null) => {
+    if (c.closed) return;
+    if (!c.inSequence || c.dest === null) return refuse(c, e, prevSeq);
+    metrics.errors.inc({ code: e.code });
+    log.info('session refused', { code: e.code, ip: c.ip, dest: c.dest });
+    observe?.({ conn: c.id, ip: c.ip, dir: 'down', type: MsgType.error, dest: c.dest, code: e.code, byGateway: true });
+    if (c.ws.readyState === c.ws.OPEN) {
+      c.ws.send(encodeEnvelope(MsgType.error, c.toDevice, c.dest, errorBody(e.code, prevSeq, e.message)));
+      metrics.frameOut(MsgType.error);
+    }
+    const up = c.up;
+    const sid = c.sid;
+    endSession(c, e.closeCode, e.code, false);
+    if (up?.up) up.close(sid, CloseCode.goingAway, e.code);
   };
 
   /** Sends the gateway's own error frame, closes the device, tells the upstream. */
@@ -281,7 +350,8 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     const ws = c.ws;
     later(() => ws.terminate(), L.closeGraceMs);
     const up = c.up;
-    if (release(c) && up) up.close(c.id, CloseCode.goingAway, e.code);
+    const sid = c.sid;
+    if (release(c) && up) up.close(sid, CloseCode.goingAway, e.code);
   };
 
   const makeUpstream = (u: UpstreamConfig) => {
@@ -291,7 +361,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
      * connection (another link's, a closed one) is dropped and counted, never delivered.
      */
     const owned = (connId: number, kind: 'data' | 'close'): Conn | null => {
-      const c = conns.get(connId);
+      const c = sessions.get(connId);
       if (c && !c.closed && c.up === link) return c;
       metrics.linkDropped.inc({ upstream: u.name, kind, reason: c && !c.closed ? 'not-routed-here' : 'no-such-connection' });
       return null;
@@ -311,7 +381,8 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
             metrics.errors.inc({ code: 'GW_SLOW_PEER' });
             log.info('device refused', { code: 'GW_SLOW_PEER', ip: c.ip });
             c.ws.terminate();
-            if (release(c)) link.close(c.id, CloseCode.goingAway, 'GW_SLOW_PEER');
+            const sid = c.sid;
+            if (release(c)) link.close(sid, CloseCode.goingAway, 'GW_SLOW_PEER');
             return;
           }
           c.toDevice++;
@@ -322,8 +393,11 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
         },
         onClose(connId, code, reason) {
           const c = owned(connId, 'close');
-          if (!c || !release(c)) return;
+          if (!c) return;
           const safe = code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : CloseCode.internal;
+          // Sessions in sequence (§2.1): the server ended its session, not the connection.
+          if (c.inSequence) return endSession(c, safe, closeReason(reason), false);
+          if (!release(c)) return;
           c.ws.close(safe, closeReason(reason));
           // ws waits 30 s for the device's close frame; give it closeGraceMs.
           later(() => c.ws.terminate(), L.closeGraceMs);
@@ -335,7 +409,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
           metrics.upstreamUp.set({ upstream: u.name }, 0);
           const set = byUpstream.get(u.name);
           if (!set) return;
-          for (const c of [...set]) refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${u.name} went down`), null);
+          for (const c of [...set]) refuseSession(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${u.name} went down`), null);
         },
         onUp() {
           metrics.upstreamUp.set({ upstream: u.name }, 1);
@@ -371,25 +445,58 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       throw e;
     }
     metrics.frameIn(env.type);
+    // Sessions in sequence (docs/protocol.md §2.1): the device's two frames to the gateway itself.
+    if (env.type === MsgType.sessions) {
+      if (c.inSequence || c.n > 0) return refuse(c, new ProtocolError('MSG_UNEXPECTED', 'sessions is only the first frame of a connection'), env.seq);
+      c.inSequence = true;
+      c.ws.send(sessionsFrame());
+      metrics.frameOut(MsgType.sessions);
+      return;
+    }
+    if (env.type === MsgType.sessionEnd) {
+      if (c.inSequence && c.dest !== null && env.seq === c.n && env.dest === c.dest) return endSession(c, CloseCode.normal, '', true);
+      // The server's end crossed the device's: that session has just ended; nothing to do.
+      if (c.inSequence && c.dest === null && c.n > 0 && env.seq === c.n && env.dest === c.lastDest) {
+        c.lastDest = null;
+        return;
+      }
+      return refuse(c, new ProtocolError('MSG_UNEXPECTED', `sessionEnd for session ${env.seq} (${env.dest}) is not this connection's open session`), env.seq);
+    }
     // S3.4: every valid login opening to a configured site counts, forwarded or refused
     // below; a dest that names no upstream is refused and counts nowhere (no invented sites).
     if (env.type === MsgType.login && counter !== null && upstreams.has(env.dest)) counter.attempt(c.group, env.dest, (env.body as unknown[])[0] as Mechanism, attackTime(now));
     if (c.dest === null) {
       const up = upstreams.get(env.dest);
       if (!up) return refuse(c, new ProtocolError('GW_UNKNOWN_DEST', `no upstream named '${env.dest}'`), env.seq);
-      if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_UNAVAILABLE', `${env.dest} is unreachable; try the backup`), env.seq);
+      c.n++;
+      c.toDevice = 0;
+      c.lastDest = null;
+      if (!up.up) {
+        const e = new ProtocolError('GW_UPSTREAM_UNAVAILABLE', `${env.dest} is unreachable; try the backup`);
+        if (!c.inSequence) return refuse(c, e, env.seq);
+        // The upstream's refusal ends this session only (§2.1): it never reached the link.
+        metrics.errors.inc({ code: e.code });
+        c.lastDest = env.dest;
+        c.ws.send(encodeEnvelope(MsgType.error, 0, env.dest, errorBody(e.code, env.seq, e.message)));
+        c.ws.send(sessionEndFrame(c.n, env.dest, e.closeCode, e.code));
+        metrics.frameOut(MsgType.error);
+        metrics.frameOut(MsgType.sessionEnd);
+        return;
+      }
       c.dest = env.dest;
       c.up = up;
+      c.sid = c.n > 1 ? takeId() : c.id;
+      sessions.set(c.sid, c);
       byUpstream.get(env.dest)!.add(c);
-      up.open(c.id, c.ip);
+      up.open(c.sid, c.ip);
     } else if (env.dest !== c.dest) {
       return refuse(c, new ProtocolError('GW_DEST_CHANGED', `a session to '${c.dest}' cannot switch to '${env.dest}'`), env.seq);
     }
     const up = c.up!;
-    if (!up.up) return refuse(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${c.dest} went down`), env.seq);
+    if (!up.up) return refuseSession(c, new ProtocolError('GW_UPSTREAM_LOST', `the link to ${c.dest} went down`), env.seq);
     if (observe) observe({ conn: c.id, ip: c.ip, dir: 'up', type: env.type, dest: env.dest, code: env.type === MsgType.error ? errorCodeOf(frame) : undefined, mech: env.type === MsgType.login ? ((env.body as unknown[])[0] as Mechanism) : undefined });
     if (!c.waitingSince) c.waitingSince = now;
-    up.send(c.id, frame);
+    up.send(c.sid, frame);
     if (up.bufferedAmount > L.linkHighWaterBytes) {
       c.ws.pause();
       paused.get(c.dest!)!.add(c);
@@ -401,8 +508,7 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   function accept(ws: DeviceSocket, remoteAddress: string | undefined, sock: Socket | null): void {
     const ip = normalizeIp(remoteAddress);
     const now = clock();
-    const c: Conn = { id: nextId, ws, ip, group: counter ? addressGroup(ip) : '', dest: null, up: null, meter: new FrameMeter(L), sock, lastActive: now, toDevice: 0, waitingSince: 0, closed: false };
-    nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
+    const c: Conn = { id: takeId(), ws, ip, group: counter ? addressGroup(ip) : '', dest: null, up: null, sid: 0, inSequence: false, n: 0, lastDest: null, meter: new FrameMeter(L), sock, lastActive: now, toDevice: 0, waitingSince: 0, closed: false };
     // In front of ws's own listener: the meter sees each read before ws buffers it, and a
     // read that breaks a limit never reaches ws (ws has attached its listener and put back
     // any bytes that came with the upgrade; they are emitted after this handler returns).
@@ -426,7 +532,8 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
     ws.on('message', (data, isBinary) => onFrame(c, data, isBinary));
     ws.on('close', () => {
       const up = c.up;
-      if (release(c) && up) up.close(c.id, CloseCode.goingAway, 'device closed');
+      const sid = c.sid;
+      if (release(c) && up) up.close(sid, CloseCode.goingAway, 'device closed');
     });
     ws.on('error', (e: Error & { code?: string }) => {
       // ws has already closed the socket (1009 for a frame over hardMaxFrameBytes, read from

@@ -3,7 +3,7 @@
 // device may send, and the clear handshake bodies' shapes; sealed bodies must at least be
 // byte strings holding a tag (the gateway cannot open them: only the server can). Nothing
 // that fails any check is forwarded.
-import { decodeEnvelope, parseHello, parseLogin, parseFinish, parseError, MsgType, type Envelope } from '../protocol/messages.ts';
+import { decodeEnvelope, parseHello, parseLogin, parseFinish, parseError, parseSessionEnd, MsgType, type Envelope } from '../protocol/messages.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 
 /** Types a device may send; the rest are server-to-device only. */
@@ -11,6 +11,8 @@ export const DEVICE_TYPES: ReadonlySet<number> = new Set([
   MsgType.hello, MsgType.finish, MsgType.credRequest, MsgType.login, MsgType.pwConfirm, MsgType.error,
   // The bank's requests (S4, protocol/bank.ts), sealed on the business login's channel.
   MsgType.bankRegister, MsgType.bankLogin, MsgType.bankRebind,
+  // Sessions in sequence (docs/protocol.md §2.1): to the gateway itself, never forwarded.
+  MsgType.sessions, MsgType.sessionEnd,
 ]);
 
 export function validateDeviceFrame(frame: Uint8Array, isBinary: boolean, maxFrameBytes: number): Envelope {
@@ -30,6 +32,12 @@ export function validateDeviceFrame(frame: Uint8Array, isBinary: boolean, maxFra
       break;
     case MsgType.error:
       parseError(env.body);
+      break;
+    case MsgType.sessions:
+      if (env.seq !== 0 || env.dest !== 'gateway' || !Array.isArray(env.body) || env.body.length !== 0) throw new ProtocolError('MSG_BAD_FIELD', 'sessions is [1, 51, 0, "gateway", []]');
+      break;
+    case MsgType.sessionEnd:
+      parseSessionEnd(env);
       break;
     default:
       if (!(env.body instanceof Uint8Array) || env.body.length < 16) throw new ProtocolError('GW_BAD_BODY', 'a sealed body must be a byte string holding at least a tag');

@@ -37,6 +37,10 @@ export const MsgType = {
   bankRebind: 45,
   // S3.11: the gateway's push of the policy server's newest signed attack table (clear; §16).
   tablePush: 50,
+  // Issue 15 (docs/protocol.md §2.1): sessions in sequence on one device connection (clear,
+  // between the device and the gateway, never forwarded to a server).
+  sessions: 51,
+  sessionEnd: 52,
   error: 255,
 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
@@ -401,6 +405,53 @@ export function peekTablePush(frame: Uint8Array): Uint8Array | null {
     const env = decodeEnvelope(frame);
     if (env.type !== MsgType.tablePush || env.seq !== 0 || env.dest !== 'gateway') return null;
     return bytes(array(env.body, 'tablePush', 1)[0], 'tablePush.table', 1, CRED_TABLE_MAX_BYTES);
+  } catch {
+    return null;
+  }
+}
+
+// ---- sessions in sequence on one connection (docs/protocol.md §2.1, issue 15) ----
+
+/** The frame that asks for sessions in sequence (device) and grants it (gateway): [1, 51, 0, "gateway", []]. */
+export function sessionsFrame(): Uint8Array {
+  return encodeEnvelope(MsgType.sessions, 0, 'gateway', []);
+}
+
+/** Whether `frame` is a well-formed `sessions` frame (cheap for every other frame: [1, 51] starts 85 01 18 33). */
+export function isSessionsFrame(frame: Uint8Array): boolean {
+  if (frame[0] !== 0x85 || frame[1] !== 0x01 || frame[2] !== 0x18 || frame[3] !== MsgType.sessions) return false;
+  try {
+    const env = decodeEnvelope(frame);
+    return env.seq === 0 && env.dest === 'gateway' && Array.isArray(env.body) && env.body.length === 0;
+  } catch {
+    return false;
+  }
+}
+
+/** A session's end on a connection that runs sessions in sequence: its number, its dest, the close code and reason. */
+export interface SessionEnd { n: number; dest: string; code: number; reason: string }
+
+/** The longest reason of a sessionEnd: a WebSocket close reason's (RFC 6455 §5.5: 125 bytes, 2 of them the code). */
+export const SESSION_END_REASON_MAX = 123;
+
+export function sessionEndFrame(n: number, dest: string, code: number, reason: string): Uint8Array {
+  let r = reason;
+  while (utf8Length(r) > SESSION_END_REASON_MAX) r = r.slice(0, -1);
+  return encodeEnvelope(MsgType.sessionEnd, n, dest, [code, r]);
+}
+
+/** The body of a sessionEnd frame (MSG_BAD_FIELD / MSG_BAD_SHAPE when malformed). */
+export function parseSessionEnd(env: Envelope): SessionEnd {
+  const a = array(env.body, 'sessionEnd', 2);
+  const reason = a[1] === '' ? '' : text(a[1], 'sessionEnd.reason', SESSION_END_REASON_MAX);
+  return { n: env.seq, dest: env.dest, code: uint(a[0], 'sessionEnd.code', 4999), reason };
+}
+
+/** The sessionEnd in `frame`, or null when it is not a well-formed one (cheap for every other frame: 85 01 18 34). */
+export function peekSessionEnd(frame: Uint8Array): SessionEnd | null {
+  if (frame[0] !== 0x85 || frame[1] !== 0x01 || frame[2] !== 0x18 || frame[3] !== MsgType.sessionEnd) return null;
+  try {
+    return parseSessionEnd(decodeEnvelope(frame));
   } catch {
     return null;
   }

@@ -22,6 +22,7 @@ import type { ServerMetrics } from './metrics.ts';
 import { useCryptoEngine } from '../protocol/crypto-engine.ts';
 import { nodeEngine } from './native-crypto.ts';
 import { offerMemoryLink } from './memory-link.ts';
+import { isSessionsFrame } from '../protocol/messages.ts';
 
 export interface HostOptions {
   name: string;
@@ -189,7 +190,12 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       }
       const h = opts.factory(t);
       ws.on('message', (data) => {
-        if (open) h.onFrame(toBytes(data));
+        if (!open) return;
+        const f = toBytes(data);
+        // docs/protocol.md §2.1: a direct port runs one session per connection; a device's
+        // `sessions` (outside every session) is ignored, never answered.
+        if (isSessionsFrame(f)) return;
+        h.onFrame(f);
       });
       ws.on('close', () => {
         direct--;

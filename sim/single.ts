@@ -232,6 +232,9 @@ export async function runSinglePhone(o: SingleOptions): Promise<SingleResult> {
       saveWear(wearPath, phone.chip.eraseCounts());
       const s = loadSaved(phone.device.storage);
       saved = s.ok ? s.value : null;
+      // The run is over: the phone is unplugged, and the connection it held after its login
+      // (docs/protocol.md §2.1) closes with it, so the process does not wait for the gateway's idle cut.
+      phone.device.unplug();
     } finally {
       backing.close();
     }

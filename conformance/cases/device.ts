@@ -4,7 +4,7 @@
 // device did with it: refused it (§7: error frame, close, nothing else) or acted on it.
 import { concatBytes } from '@noble/hashes/utils.js';
 import { passwordLoginKey } from '../../protocol/channel.ts';
-import { decodeEnvelope, encodeEnvelope, encodeError, typeName, MsgType } from '../../protocol/messages.ts';
+import { decodeEnvelope, encodeEnvelope, encodeError, peekSessionEnd, sessionsFrame, typeName, MsgType, type Envelope } from '../../protocol/messages.ts';
 import { closeOf, fail, pass, type Outcome } from '../suite.ts';
 import { DESTS, expectDeviceRefusal, playLogin, playRegistration, playedText, type DeviceCase, type DeviceCaseContext, type DeviceRun, type Session } from '../device.ts';
 
@@ -273,7 +273,59 @@ const deviceSecretCases: DeviceCase[] = [
   },
 ];
 
+/** §2.1: sessions in sequence on one connection, the suite playing a gateway that answers `sessions`. */
+const deviceSequenceCases: DeviceCase[] = [
+  {
+    section: '§2',
+    title: "a gateway that answers `sessions` (§2.1): the device runs the business login on its registration's connection after the gateway's sessionEnd, ends it with its own sessionEnd [1000] for session 2, and keeps the connection open until it is unplugged",
+    async run(ctx) {
+      const expected = 'sessions asked on the first connection; after sessionEnd 1 the login for biz-conf on the same connection (no new one); after pwConfirmAck a sessionEnd for session 2 (biz-conf, 1000), no close';
+      const run = ctx.startDevice();
+      const s = await session(ctx, MsgType.hello, DESTS.regPrimary);
+      if (!s.c.sessions) return { verdict: 'informational', expected, note: 'the device did not ask for sessions in sequence (§2.1 is optional): it connects per session' };
+      s.c.send(sessionsFrame(), 'the gateway answers (§2.1)');
+      const reg = await playRegistration(ctx, s, { endAs: { session: 1 } });
+      if (reg.kind !== 'done' || reg.gen === undefined) throw new Error(`the registration did not complete: ${playedText(reg)}`);
+      // The device's own end of session 1 may cross ours (§2.1 rule 4): skipped.
+      let first: Uint8Array | null = null;
+      for (let i = 0; i < 3 && !first; i++) {
+        const r = await s.c.next();
+        if (r.kind !== 'frame') return fail(expected, `after the registration's sessionEnd the connection ${r.kind === 'close' ? `was closed ${r.code}` : 'stayed silent'}: no login on it`);
+        const e = peekSessionEnd(r.bytes);
+        if (e && e.n === 1) continue;
+        first = r.bytes;
+      }
+      if (!first) return fail(expected, 'no login frame on the registration\'s connection');
+      let env: Envelope | null = null;
+      try {
+        env = decodeEnvelope(first);
+      } catch {
+        return fail(expected, 'the next frame on the connection does not decode');
+      }
+      if (env.type !== MsgType.login || env.dest !== DESTS.biz) return fail(expected, `the next frame on the connection is ${typeName(env.type)} for ${env.dest}, not a login for ${DESTS.biz}`);
+      const p = await playLogin(ctx, { c: s.c, first, env, dest: env.dest });
+      if (p.kind !== 'done') return fail(expected, `the login did not complete: ${playedText(p)}`);
+      if (p.gen !== reg.gen || p.confirmed !== reg.gen) return fail(expected, `logged in with generation ${p.gen}, confirmed ${p.confirmed ?? 'none'}; the issued one is ${reg.gen}`);
+      const end = p.end ?? { kind: 'none' };
+      if (end.kind !== 'sessionEnd') return fail(expected, end.kind === 'close' ? `the device closed ${end.code} instead of ending session 2 with sessionEnd` : 'the device neither ended session 2 nor closed');
+      if (end.n !== 2 || end.dest !== DESTS.biz || end.code !== 1000) return fail(expected, `sessionEnd for session ${end.n} (${end.dest}) with ${end.code}, not session 2 (${DESTS.biz}) with 1000`);
+      const other = await ctx.nextSession(200);
+      if (other) return fail(expected, `the device opened another connection (${other.dest}) for a session it could run on the first one`);
+      // Held until the device is unplugged: a device command that ends after its login (the
+      // project's single-phone run) closes it as it exits, not before.
+      const after = await s.c.next(300);
+      if (after.kind === 'close') {
+        const exited = await Promise.race([run.exited.then(() => true), sleep(1_000).then(() => false)]);
+        if (!exited) return fail(expected, `the device closed (${after.code}) the connection after its last session while still running: it holds it for the table pushes (§2.1, §16)`);
+        return pass(expected, `held until the device run ended (close ${after.code} as it exited)`);
+      }
+      return pass(expected);
+    },
+  },
+];
+
 export const DEVICE_CASES: readonly DeviceCase[] = [
+  ...deviceSequenceCases,
   ...deviceCborCases,
   ...deviceRegistrationCases,
   ...deviceLoginCases,

@@ -244,6 +244,9 @@ function messageVectors() {
     ['error (no previous frame)', MsgType.error, 0, 'reg-primary', errorBody('CBOR_TRUNCATED', null, 'input ends at byte 7')],
     // S3.11 (§16): the gateway's push; the table is a sample byte string here (attack-table.json has signed ones).
     ['tablePush', MsgType.tablePush, 0, 'gateway', [b('signed table', 96)]],
+    // Issue 15 (§2.1): sessions in sequence on one connection.
+    ['sessions', MsgType.sessions, 0, 'gateway', []],
+    ['sessionEnd', MsgType.sessionEnd, 1, 'reg-primary', [1000, '']],
   ];
   // Sealed types: the inner message, which is what the AEAD encrypts (see handshake-*.json for sealed frames).
   const inner: [string, number, CborValue][] = [
