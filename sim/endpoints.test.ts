@@ -77,13 +77,21 @@ async function linkDropRelay(gatewayUrl: string, onLogin: () => Promise<void>) {
     });
     let answered = false;
     up.on('message', (d: Buffer) => {
+      const type = decodeEnvelope(Uint8Array.from(d)).type;
+      // The gateway's own answer to a device asking for sessions in sequence (docs/protocol.md
+      // §2.1) is not the server's: it passes.
+      if (type === MsgType.sessions) {
+        if (down.readyState === WebSocket.OPEN) down.send(d);
+        return;
+      }
       // The server has the login (its first answer is here): drop the link now. While it drops,
       // the server's answers to that login never reach the phone.
       if (holding && !answered) {
         answered = true;
         void onLogin().then(() => (holding = false));
       }
-      if (holding && decodeEnvelope(Uint8Array.from(d)).type !== MsgType.error) return;
+      // An error frame or a sessionEnd (the gateway's refusal of the session, docs/protocol.md §2.1) passes.
+      if (holding && type !== MsgType.error && type !== MsgType.sessionEnd) return;
       if (down.readyState === WebSocket.OPEN) down.send(d);
     });
     up.on('close', (code, reason) => down.readyState === WebSocket.OPEN && down.close(code, reason));
