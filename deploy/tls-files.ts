@@ -111,6 +111,14 @@ export async function ensureDeploymentTls(files: string[]): Promise<DeploymentTl
       owner.set(f, `server '${name}'`);
     }
   }
+  // No CA yet: a pair already there was not issued by it (your own PKI's): refused before a CA is made.
+  if (!existsSync(caFile) && !existsSync(join(tlsDir, 'ca-key.pem'))) {
+    for (const e of byName.values()) {
+      const p = e.uses[0]!;
+      const f = [p.certFile, p.keyFile].find((x) => existsSync(x));
+      if (f) throw new ImplementationError('TLS_FOREIGN_CERT', `${p.file}: ${f} exists but ${caFile} does not: not a file this CA made; it is left as it is; leave this file out of 'certs' (its pair is your own), or move the pair away to have it made here`);
+    }
+  }
   const certs: IssuedCert[] = [];
   for (const [name, e] of byName) {
     const hosts = [...e.hosts].sort();

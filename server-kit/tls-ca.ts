@@ -122,9 +122,10 @@ type Ca = { cert: x509.X509Certificate; key: CryptoKey; pem: string };
 async function readCa(dir: string): Promise<Ca> {
   const certFile = join(dir, 'ca.pem');
   const keyFile = join(dir, 'ca-key.pem');
+  const keyPem = readKeyFile(keyFile);
   const pem = readFileSync(certFile, 'utf8');
   const cert = parseCert(certFile, pem);
-  const key = await parseKey(keyFile, readKeyFile(keyFile));
+  const key = await parseKey(keyFile, keyPem);
   // The key must be the certificate's: a CA whose files come from two CAs signs certificates nobody trusts.
   const probe = new Uint8Array(32);
   const sig = await webcrypto.subtle.sign(ALG, key, probe);
