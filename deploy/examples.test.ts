@@ -62,6 +62,15 @@ test('each example loads as its role reads it, with the deployment key files; a 
     // Run again: nothing is made anew.
     const again = await ensureDeploymentTls(referenceFiles(REFERENCE_PLAN).map((rf) => join(t.dir, rf.file)));
     for (const c of again.certs) assert.ok(tls.certs.some((d) => d.certFile === c.certFile && readFileSync(c.certFile, 'utf8') === readFileSync(d.certFile, 'utf8')));
+    assert.equal([...new Set(tls.certs.map((c) => c.status))], ['made']);
+    assert.equal([...new Set(again.certs.map((c) => c.status))], ['kept']);
+    // A file naming the CA's own files (or another pair's key) as its pair is refused, the CA untouched.
+    const caBefore = readFileSync(join(f.tlsDir, 'ca-key.pem'), 'utf8');
+    writeFileSync(join(t.dir, 'evil.json'), JSON.stringify({ name: 'x', host: '10.77.0.99', port: 7400, tls: { cert: 'tls/ca.pem', key: 'tls/ca-key.pem' } }));
+    await ensureDeploymentTls([join(t.dir, 'evil.json')]).then(() => assert.unreachable('accepted'), (e) => assert.ok(e instanceof ImplementationError && e.code === 'TLS_BAD_NAME' && /evil\.json/.test(e.message), String(e)));
+    writeFileSync(join(t.dir, 'evil.json'), JSON.stringify({ name: 'x', host: '10.77.0.99', port: 7400, tls: { cert: 'tls/gw-1-key.pem', key: 'tls/gw-1-key-key.pem' } }));
+    await ensureDeploymentTls([join(t.dir, 'evil.json')]).then(() => assert.unreachable('accepted'), (e) => assert.ok(e instanceof ImplementationError && e.code === 'TLS_BAD_NAME' && /ends in -key/.test(e.message), String(e)));
+    assert.is(readFileSync(join(f.tlsDir, 'ca-key.pem'), 'utf8'), caBefore);
     // A pair that does not follow the naming is refused, before anything is made.
     const odd = { ...referenceFiles(REFERENCE_PLAN).find((r) => r.file === 'reg-primary.json')!.config, linkTls: { cert: 'tls/reg.crt', key: 'tls/reg.key' } };
     writeFileSync(join(t.dir, 'odd.json'), JSON.stringify(odd));

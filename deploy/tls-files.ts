@@ -12,7 +12,7 @@
 import { dirname, resolve, basename, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { ImplementationError } from '../protocol/errors.ts';
-import { ensureServerTls } from '../server-kit/tls-ca.ts';
+import { checkPairName, ensureServerTls, isCertHost } from '../server-kit/tls-ca.ts';
 import { readJsonFile } from './config.ts';
 
 export interface IssuedCert {
@@ -23,6 +23,8 @@ export interface IssuedCert {
   hosts: string[];
   certFile: string;
   keyFile: string;
+  /** made (there was none), renewed (this CA's pair issued again), kept (still usable). */
+  status: 'made' | 'renewed' | 'kept';
 }
 
 export interface DeploymentTls {
@@ -48,9 +50,13 @@ function pairsOf(file: string, c: Record<string, unknown>): { key: 'tls' | 'link
     const keyFile = resolve(dir, t.key);
     const name = basename(certFile, '.pem');
     if (!certFile.endsWith('.pem') || keyFile !== join(dirname(certFile), `${name}-key.pem`)) bad(file, `${key}: to be made here, the pair is <dir>/<name>.pem and <dir>/<name>-key.pem (got ${t.cert}, ${t.key})`);
+    // A pair named `ca` is the CA's own files; one named `<x>-key` has <x>'s key as its certificate.
+    const nameWhy = checkPairName(name);
+    if (nameWhy) throw new ImplementationError('TLS_BAD_NAME', `${file}: ${key}: ${nameWhy}`);
     const host = typeof c.host === 'string' ? c.host : '127.0.0.1';
     // A certificate names where clients reach the server; a wildcard listen address is not that.
     if (host === '0.0.0.0' || host === '::' || host === '') bad(file, `${key}: host '${host}' is a wildcard: a certificate needs the address or name clients use`);
+    if (!isCertHost(host)) throw new ImplementationError('TLS_BAD_NAME', `${file}: ${key}: host '${host.slice(0, 64)}' is neither an IP address nor a DNS name`);
     out.push({ key, name, dir: dirname(certFile), certFile, keyFile, host });
   }
   return out;
@@ -74,7 +80,9 @@ function trustsOf(file: string, c: Record<string, unknown>): { where: string; ca
  * Makes the deployment CA and every certificate `files` name (role files, any role), and
  * checks that every CA they trust is this one. CFG_INVALID for a pair that does not follow the
  * naming, pairs in two directories (two CAs), a wildcard host, or a trusted CA file elsewhere;
- * TLS_CA_INCOMPLETE for a half CA (never replaced).
+ * TLS_BAD_NAME for a pair named `ca` or `<x>-key` or a host that is no DNS name or address;
+ * TLS_CA_INCOMPLETE for a half CA (never replaced); TLS_FOREIGN_CERT, TLS_BAD_PEM,
+ * TLS_KEY_MODE, TLS_CA_MISMATCH from server-kit/tls-ca.ts (a file there is left as it is).
  */
 export async function ensureDeploymentTls(files: string[]): Promise<DeploymentTls> {
   const loaded = files.map((f) => ({ file: f, c: readJsonFile(f) }));
@@ -94,11 +102,28 @@ export async function ensureDeploymentTls(files: string[]): Promise<DeploymentTl
     e.uses.push(p);
     byName.set(p.name, e);
   }
+  // No pair's file may be the CA's or another pair's (checkPairName makes this so; kept as the rule itself).
+  const owner = new Map<string, string>([[caFile, 'the deployment CA'], [join(tlsDir, 'ca-key.pem'), 'the deployment CA']]);
+  for (const [name, e] of byName) {
+    for (const f of [e.uses[0]!.certFile, e.uses[0]!.keyFile]) {
+      const o = owner.get(f);
+      if (o !== undefined) throw new ImplementationError('TLS_BAD_NAME', `${e.uses[0]!.file}: ${f} is a file of ${o}`);
+      owner.set(f, `server '${name}'`);
+    }
+  }
+  // No CA yet: a pair already there was not issued by it (your own PKI's): refused before a CA is made.
+  if (!existsSync(caFile) && !existsSync(join(tlsDir, 'ca-key.pem'))) {
+    for (const e of byName.values()) {
+      const p = e.uses[0]!;
+      const f = [p.certFile, p.keyFile].find((x) => existsSync(x));
+      if (f) throw new ImplementationError('TLS_FOREIGN_CERT', `${p.file}: ${f} exists but ${caFile} does not: not a file this CA made; it is left as it is; leave this file out of 'certs' (its pair is your own), or move the pair away to have it made here`);
+    }
+  }
   const certs: IssuedCert[] = [];
   for (const [name, e] of byName) {
     const hosts = [...e.hosts].sort();
     const t = await ensureServerTls(tlsDir, name, hosts);
-    for (const p of e.uses) certs.push({ file: p.file, key: p.key, name, hosts, certFile: t.certFile, keyFile: t.keyFile });
+    for (const p of e.uses) certs.push({ file: p.file, key: p.key, name, hosts, certFile: t.certFile, keyFile: t.keyFile, status: t.status });
   }
   // Files that only trust the CA: nothing to issue, and no CA is made without a certificate.
   if (certs.length === 0 && !existsSync(caFile)) bad(trusts[0]!.file, `${trusts[0]!.where}: ${caFile} does not exist; give the files that serve TLS too`);

@@ -183,7 +183,9 @@ export class UpstreamLink {
     ws.binaryType = 'nodebuffer';
     // The handshake has the heartbeat's bound too: a server (or a path) that accepts the
     // connection and then says nothing would otherwise hold this link 'connecting' forever,
-    // never retried. Each of its two messages (CHALLENGE, AUTH_OK) is awaited that long.
+    // never retried. Each of its two messages (CHALLENGE, AUTH_OK) is awaited that long, the
+    // first from the WebSocket's 'open' (TCP, TLS and the upgrade are bounded by ws's
+    // handshakeTimeout, not by this): a slow upgrade does not count against the heartbeat.
     const silentMs = (this.#hbs.heartbeatMisses + 1) * this.#hbs.heartbeatMs;
     let handshake: unknown = null;
     const awaitHandshake = (what: string) => {
@@ -193,7 +195,9 @@ export class UpstreamLink {
         if (this.#ws === ws && !this.#up && this.#refused !== ws) this.#refuse(ws, 'LINK_AUTH_TIMEOUT', `no ${what} from the server within ${silentMs} ms`);
       }, silentMs);
     };
-    awaitHandshake('CHALLENGE');
+    // The in-memory and simulated sockets are born open (they never emit 'open').
+    if (ws.readyState === WebSocket.OPEN) awaitHandshake('CHALLENGE');
+    else ws.once('open', () => awaitHandshake('CHALLENGE'));
     ws.on('message', (data, isBinary) => {
       // Messages already parsed from the same read still arrive after terminate().
       if (this.#ws !== ws || this.#refused === ws) return;

@@ -4,6 +4,15 @@
 //
 // CowBacking is how a fleet of a million devices shares one factory image: every device
 // reads the shared, read-only base and keeps private copies of only the pages it changed.
+//
+// What a backing stores can change only through its own write, fill or reset, each of which
+// moves `generation`: neither exposes its arrays. MemoryBacking copies the array it is given;
+// CowBacking's base is a private copy of the array it is given, made once per array and
+// shared by every backing made from that same array (a fleet's memory: one copy, not one a
+// phone). Writing into the caller's array afterwards changes no device's flash, neither the
+// backings made before nor those made after from that array (they share the copy): a
+// changed factory image is a new array (image.slice()). The secure controller's kept
+// measurement (secure/element.ts) relies on this.
 
 export interface FlashBacking {
   readonly sizeBytes: number;
@@ -16,43 +25,58 @@ export interface FlashBacking {
   /** Bytes this backing holds privately (not shared with other devices). */
   readonly privateBytes: number;
   /**
-   * Changes with every write, fill or reset through this backing (absent: a backing that
-   * cannot tell, e.g. an image file another process may write). The secure controller of a
+   * Changes with every write, fill or reset through this backing, the only ways its bytes
+   * change (absent: a backing that cannot tell, e.g. an image file another process may write). The secure controller of a
    * fleet's phone keeps its boot measurement while it stays the same (secure/element.ts).
    */
   readonly generation?: number;
 }
 
 export class MemoryBacking implements FlashBacking {
-  readonly bytes: Uint8Array;
+  /** Private: only write and fill change it (each moves the generation). */
+  readonly #bytes: Uint8Array;
   #generation = 0;
   get generation(): number {
     return this.#generation;
   }
+  /** A blank (0xFF) flash of `init` bytes, or a copy of `init` (later writes into the caller's array are not seen). */
   constructor(init: number | Uint8Array) {
-    this.bytes = typeof init === 'number' ? new Uint8Array(init).fill(0xff) : init;
+    this.#bytes = typeof init === 'number' ? new Uint8Array(init).fill(0xff) : Uint8Array.from(init);
   }
   get sizeBytes(): number {
-    return this.bytes.length;
+    return this.#bytes.length;
   }
   get privateBytes(): number {
-    return this.bytes.length;
+    return this.#bytes.length;
+  }
+  /** A copy of every byte. */
+  snapshot(): Uint8Array {
+    return this.#bytes.slice();
   }
   readInto(addr: number, out: Uint8Array): void {
-    out.set(this.bytes.subarray(addr, addr + out.length));
+    out.set(this.#bytes.subarray(addr, addr + out.length));
   }
   write(addr: number, data: Uint8Array): void {
     this.#generation++;
-    this.bytes.set(data, addr);
+    this.#bytes.set(data, addr);
   }
   fill(addr: number, len: number, value: number): void {
     this.#generation++;
-    this.bytes.fill(value, addr, addr + len);
+    this.#bytes.fill(value, addr, addr + len);
   }
 }
 
+/** Each caller's base array -> the private copy every CowBacking made from it shares. */
+const sharedBases = new WeakMap<Uint8Array, Uint8Array>();
+function sharedCopyOf(base: Uint8Array): Uint8Array {
+  let c = sharedBases.get(base);
+  if (!c) sharedBases.set(base, (c = base.slice()));
+  return c;
+}
+
 /**
- * Copy-on-write over a shared base image, at page granularity: the base is never written;
+ * Copy-on-write over a shared base image, at page granularity: the base is never written
+ * (a private copy of the array given, shared by every backing made from that array);
  * a device keeps only the pages it changed, each without its trailing 0xFF bytes (a record
  * programmed into an erased page costs its own length, not the page), all packed in one
  * buffer, and a mark per erased sector (whose pages then read 0xFF, not the base). A page
@@ -60,7 +84,8 @@ export class MemoryBacking implements FlashBacking {
  * Fleets: a phone's login changes six pages in four sectors, about 1.1 KiB (docs/benchmarks.md).
  */
 export class CowBacking implements FlashBacking {
-  readonly base: Uint8Array;
+  /** The shared base: private, copied from the caller's array once per array (sharedCopyOf). */
+  readonly #base: Uint8Array;
   readonly sectorBytes: number;
   readonly pageBytes: number;
   /**
@@ -84,12 +109,12 @@ export class CowBacking implements FlashBacking {
     if (!Number.isInteger(pageBytes) || pageBytes <= 0 || sectorBytes % pageBytes !== 0) {
       throw new RangeError('sectorBytes must be a multiple of pageBytes');
     }
-    this.base = base;
+    this.#base = sharedCopyOf(base);
     this.sectorBytes = sectorBytes;
     this.pageBytes = pageBytes;
   }
   get sizeBytes(): number {
-    return this.base.length;
+    return this.#base.length;
   }
   /** Bytes of page data this device holds (its changed pages, trailing 0xFF left out). */
   get privateBytes(): number {
@@ -115,7 +140,7 @@ export class CowBacking implements FlashBacking {
 
   readInto(addr: number, out: Uint8Array): void {
     if (this.#index.size === 0) {
-      out.set(this.base.subarray(addr, addr + out.length));
+      out.set(this.#base.subarray(addr, addr + out.length));
       return;
     }
     const pb = this.pageBytes;
@@ -133,7 +158,7 @@ export class CowBacking implements FlashBacking {
         if (have > 0) out.set(this.#pool.subarray(start + off, start + off + have), done);
         if (have < n) out.fill(0xff, done + have, done + n);
       } else if (this.#erasedAt(p)) out.fill(0xff, done, done + n);
-      else out.set(this.base.subarray(a, a + n), done);
+      else out.set(this.#base.subarray(a, a + n), done);
       done += n;
     }
   }
@@ -153,7 +178,7 @@ export class CowBacking implements FlashBacking {
         let dropped = false;
         for (let p = s * per; p < (s + 1) * per; p++) dropped = this.#index.delete(p) || dropped;
         if (dropped) this.#repack();
-        if (isBlank(this.base, s * sb, sb)) this.#index.delete(-s - 1);
+        if (isBlank(this.#base, s * sb, sb)) this.#index.delete(-s - 1);
         else this.#index.set(-s - 1, 0);
       }
       return;
@@ -186,7 +211,7 @@ export class CowBacking implements FlashBacking {
     const pb = this.pageBytes;
     const erased = this.#erasedAt(p);
     let same = true;
-    for (let i = 0; i < pb && same; i++) same = page[i] === (erased ? 0xff : this.base[p * pb + i]);
+    for (let i = 0; i < pb && same; i++) same = page[i] === (erased ? 0xff : this.#base[p * pb + i]);
     let len = pb;
     while (len > 0 && page[len - 1] === 0xff) len--;
     this.#index.delete(p);
