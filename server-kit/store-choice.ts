@@ -4,6 +4,8 @@
 // at once (their many direct tests stay synchronous), the PostgreSQL ones with a promise, and
 // every production caller awaits.
 
+import { appendFileSync } from 'node:fs';
+
 export type Awaitable<T> = T | Promise<T>;
 
 /** A role's store: SQLite in its state directory, or PostgreSQL at `url` (schema: the role's default). */
@@ -15,8 +17,24 @@ export type StoreChoice = { kind: 'sqlite' } | { kind: 'postgres'; url: string; 
  */
 export function storeChoiceFrom(explicit: StoreChoice | undefined, env: NodeJS.ProcessEnv = process.env): StoreChoice {
   if (explicit) return explicit;
+  followsStoreUrl(env);
   const url = env.STORE_URL;
   return url && /^postgres(ql)?:\/\//.test(url) ? { kind: 'postgres', url } : { kind: 'sqlite' };
+}
+
+/**
+ * Notes that the running test file's stores follow STORE_URL: scripts/run-tests.mjs sets
+ * STORE_CHOICE_LOG (a file) and TEST_FILE (inherited by the CLI processes a suite starts), and
+ * runs the files noted here a second time on PostgreSQL (make test). Nothing outside a test run.
+ */
+export function followsStoreUrl(env: NodeJS.ProcessEnv = process.env): void {
+  if (env.STORE_CHOICE_LOG && env.TEST_FILE) {
+    try {
+      appendFileSync(env.STORE_CHOICE_LOG, `${env.TEST_FILE}\n`);
+    } catch {
+      // The runner's log is gone (its run ended): nothing to note.
+    }
+  }
 }
 
 /** Where one store lives: a SQLite file, or a PostgreSQL schema (the role's default when absent). */
