@@ -106,3 +106,14 @@ export async function storeSql(store: object, q: string, ...params: unknown[]): 
   if (s.db) return Number(s.db.prepare(q).run(...params).changes);
   throw new Error('storeSql: neither a SQLite nor a PostgreSQL store');
 }
+
+/** The rows of one raw query on a store's own database (`?` placeholders), on either back end. */
+export async function storeRows<R = Record<string, unknown>>(store: object, q: string, ...params: unknown[]): Promise<R[]> {
+  const s = store as { pool?: { query(q: string, p: unknown[]): Promise<{ rows: R[] }> }; db?: { prepare(q: string): { all(...p: unknown[]): R[] } } };
+  if (s.pool) {
+    let n = 0;
+    return (await s.pool.query(q.replace(/\?/g, () => `$${++n}`), params)).rows;
+  }
+  if (s.db) return s.db.prepare(q).all(...params);
+  throw new Error('storeRows: neither a SQLite nor a PostgreSQL store');
+}
