@@ -5,8 +5,11 @@
 // Everything else follows STORE_URL or is a store matrix (server-kit/store-backends.ts).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, existsSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { tmpdir } from 'node:os';
+import { storeChoiceFrom, followsStoreUrl } from '../server-kit/store-choice.ts';
+import { chosenBackend } from '../server-kit/store-backends.ts';
 // @ts-expect-error: a plain .mjs module of the scripts (no declarations)
 import { SQLITE_ONLY, opensSqliteStore } from './store-suites.mjs';
 
@@ -52,6 +55,24 @@ test('the SQLite-only list names existing test files, each with its reason; docs
   assert.ok(section.length < doc.length, 'docs/deploy.md has a "Tests on both back ends" section');
   const inDoc = [...section.slice(0, (section.indexOf('\n## ', 3) + 1 || section.length + 1) - 1).matchAll(/^\| `([^`]+\.test\.ts)` \|/gm)].map((m) => m[1]!).sort();
   assert.equal(inDoc, listed, 'docs/deploy.md and scripts/store-suites.mjs list different SQLite-only files');
+});
+
+test("make test's second pass finds its files: a store choice that reads STORE_URL notes the running test file; an explicit choice, or no runner, notes nothing", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'usbphone-store-choice-test-'));
+  try {
+    const log = join(dir, 'followed');
+    writeFileSync(log, '');
+    const runner = { STORE_CHOICE_LOG: log, TEST_FILE: 'a/x.test.ts' };
+    assert.equal(storeChoiceFrom(undefined, { ...runner }), { kind: 'sqlite' });
+    assert.equal(storeChoiceFrom(undefined, { ...runner, TEST_FILE: 'b/y.test.ts', STORE_URL: 'postgres://h/d' }), { kind: 'postgres', url: 'postgres://h/d' });
+    storeChoiceFrom({ kind: 'sqlite' }, { ...runner, TEST_FILE: 'c/explicit.test.ts' });
+    followsStoreUrl({ TEST_FILE: 'd/no-runner.test.ts' });
+    followsStoreUrl({ STORE_CHOICE_LOG: log });
+    chosenBackend({ ...runner, TEST_FILE: 'e/chosen.test.ts' });
+    assert.equal(readFileSync(log, 'utf8').split('\n').filter(Boolean), ['a/x.test.ts', 'b/y.test.ts', 'e/chosen.test.ts']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();
