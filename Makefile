@@ -18,8 +18,8 @@ help:
 	@echo "                for a second boot. With 'make serve' running: make sim GATEWAY=ws://127.0.0.1:7400/"
 	@echo "make test       type check + every test, exhaustive power cuts included (ends with 'N passed, N failed')"
 	@echo "make test-slow  every test, plus the 1000-phone fleet as a correctness test (SLOW=1)"
-	@echo "make test-pg    the stack-level suites with every store on PostgreSQL (STORE_URL, a database of the run's"
-	@echo "                own, dropped after; ~3 min, not part of make test)"
+	@echo "make test-pg    every test file but the SQLite-only ones (docs/deploy.md) with every store on PostgreSQL"
+	@echo "                (STORE_URL, a database of the run's own, dropped after); FILES=... runs those only"
 	@echo "make test-cluster  the reference topology on several hosts of this machine (network namespaces;"
 	@echo "                loopback addresses without root): kill -9 and a cut link under a fleet of phones"
 	@echo "                (also part of make test); figures printed"
@@ -59,9 +59,9 @@ typecheck: deps
 test: deps tools services typecheck
 	node scripts/run-tests.mjs
 
-# The stack-level suites again with every store on PostgreSQL (~3 min on 2 loaded cores: not in make test).
+# Every test file but the SQLite-only ones (scripts/store-suites.mjs) with every store on PostgreSQL.
 test-pg: deps services
-	node scripts/test-pg.mjs
+	node scripts/test-pg.mjs $(FILES)
 
 test-slow: deps tools
 	SLOW=1 node scripts/run-tests.mjs
