@@ -31,7 +31,8 @@ function findTests(dir, out = []) {
 
 const argv = process.argv.slice(2);
 const exceptSqliteOnly = argv.includes('--except-sqlite-only');
-const pgPass = argv.includes('--pg-pass');
+// A first pass already on PostgreSQL (STORE_URL set by the caller) needs no second one.
+const pgPass = argv.includes('--pg-pass') && !/^postgres(ql)?:\/\//.test(process.env.STORE_URL ?? '');
 const args = argv.filter((a) => !a.startsWith('--'));
 // Arguments: test files, or folders to search for them.
 const files = (args.length ? args.flatMap((a) => (statSync(a).isDirectory() ? findTests(join(root, a)) : [a])) : findTests(root))
