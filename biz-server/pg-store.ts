@@ -10,7 +10,7 @@ import { ImplementationError } from '../protocol/errors.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { openMigrated, tx, type PgPool, type PgMigration, type PgOptions } from '../server-kit/pg.ts';
-import type { StorePlace } from '../server-kit/store-choice.ts';
+import { pgOptionsOf, type StorePlace } from '../server-kit/store-choice.ts';
 import {
   SqliteBizStore, accountFromRow, wrapLoginKey, loginKeyFromRow, installDecision, promoteAllowed, accountProblems, checkInstallInput, DUMMY_USER,
   type BizStore, type Account, type AccountStatus, type InstallResult, type LoginKey, type LoginRow, type Row,
@@ -148,6 +148,6 @@ export async function openBizStores(place: StorePlace, storageKey: Uint8Array): 
     const store = new SqliteBizStore(place.file, storageKey);
     return { store, bank: new SqliteBankStore(store.db, storageKey) };
   }
-  const store = await PgBizStore.open(place.url, storageKey, place.schema);
+  const store = await PgBizStore.open(place.url, storageKey, place.schema, pgOptionsOf(place));
   return { store, bank: store.bankStore() };
 }

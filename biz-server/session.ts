@@ -104,11 +104,14 @@ export class BizServerSession extends ServerSession {
         throw e;
       }
     }
+    const e = s.event;
+    // The mutant promotes before the device hears loginOk, as a server that committed the
+    // promotion at the opening would: on an asynchronous store (PostgreSQL) promoting after the
+    // send let the next login race the commit, and the conformance case missed the mutant.
+    if (!s.refuse && e?.kind === 'verified' && this.opts.mutant === 'promote-at-opening') this.#promotedEarly = await this.deps.store.promote(e.login.user, e.login.gen, this.#now);
     this.send(s.send);
     if (s.refuse) throw s.refuse;
-    const e = s.event;
     const ip = this.transport.observedIp;
-    if (e?.kind === 'verified' && this.opts.mutant === 'promote-at-opening') this.#promotedEarly = await this.deps.store.promote(e.login.user, e.login.gen, this.#now);
     if (e?.kind === 'logged-in') {
       const l = e.login;
       this.#login = { user: l.user, gen: l.gen, mech: l.mech };

@@ -1,12 +1,15 @@
-// `usbphone enroll`, run as the real command.
+// `usbphone enroll`, run as the real command. `--state` on the back end STORE_URL selects (SQLite
+// files, or the state directory's PostgreSQL schemas under scripts/test-pg.mjs), as serve does.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../deploy/test-util.ts';
-import { SqliteRegStore } from '../reg-server/store.ts';
-import { SqliteBizStore } from '../biz-server/store.ts';
+import { openRegStore } from '../reg-server/pg-store.ts';
+import { openBizStores } from '../biz-server/pg-store.ts';
+import { storeChoiceFrom, type StorePlace } from '../server-kit/store-choice.ts';
+import { stackSchemaPrefix, stackSchemas, dropStackSchemas } from '../deploy/stack-schemas.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 import { startStack } from '../deploy/stack.ts';
 import { setLogLevel } from '../server-kit/log.ts';
@@ -16,7 +19,19 @@ import { testPgUrl } from '../server-kit/pg.ts';
 import { randomBytes } from 'node:crypto';
 
 const t = tempDir();
-test.after(() => t.remove());
+const choice = storeChoiceFrom(undefined);
+/** The stores of a state directory, where `enroll --state` and the stack put them. */
+const placesOf = (dir: string): { reg: StorePlace; biz: StorePlace } => {
+  if (choice.kind === 'sqlite') return { reg: { kind: 'sqlite', file: join(dir, 'reg.sqlite') }, biz: { kind: 'sqlite', file: join(dir, 'biz-accounts.sqlite') } };
+  const s = stackSchemas(stackSchemaPrefix(dir));
+  return { reg: { ...choice, schema: s.reg }, biz: { ...choice, schema: s.biz } };
+};
+test.after(async () => {
+  if (choice.kind === 'postgres') {
+    for (const dir of [t.dir, join(t.dir, 'live')]) if (existsSync(join(dir, 'pg-schema'))) await dropStackSchemas(choice.url, stackSchemaPrefix(dir));
+  }
+  t.remove();
+});
 const cli = (...args: string[]) => {
   const r = spawnSync(process.execPath, [join(import.meta.dirname, '..', 'bin', 'usbphone.js'), 'enroll', ...args], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
@@ -31,7 +46,7 @@ test('--help, and bad usage exits 2 with a stable code', () => {
   assert.is(cli('--bogus').code, 2);
 });
 
-test('a record, then a batch of JSON lines; re-enrolling is idempotent; --disable', () => {
+test('a record, then a batch of JSON lines; re-enrolling is idempotent; --disable', async () => {
   const rec = join(t.dir, 'one.json');
   writeFileSync(rec, JSON.stringify({ serial: 'SN-C1', keyVersion: 1, uniqueId: 'ab', imageSha256: '00', regPrimary: 'ws://x/', regBackup: 'ws://y/' }));
   const r1 = cli('--state', t.dir, '--record', rec, '--json');
@@ -44,14 +59,16 @@ test('a record, then a batch of JSON lines; re-enrolling is idempotent; --disabl
   writeFileSync(batch, ['SN-C2', 'SN-C3'].map((s) => JSON.stringify({ serial: s, keyVersion: 1 })).join('\n') + '\n');
   assert.is(cli('--state', t.dir, '--batch', batch).code, 0);
   assert.is(cli('--state', t.dir, '--disable', 'SN-C2').code, 0);
-  const reg = new SqliteRegStore(join(t.dir, 'reg.sqlite'));
-  const biz = new SqliteBizStore(join(t.dir, 'biz-accounts.sqlite'), readKeyFile(join(t.dir, 'store.key'), 'storage key'));
+  const p = placesOf(t.dir);
+  const reg = await openRegStore(p.reg);
+  const { store: biz } = await openBizStores(p.biz, readKeyFile(join(t.dir, 'store.key'), 'storage key'));
   try {
-    assert.equal(['SN-C1', 'SN-C2', 'SN-C3'].map((s) => reg.getDevice(s)?.status), ['active', 'disabled', 'active']);
-    assert.is(biz.getByUser(reg.getDevice('SN-C3')!.user)!.account, 'acct-SN-C3');
+    const status = async (serial: string) => (await reg.getDevice(serial))?.status;
+    assert.equal([await status('SN-C1'), await status('SN-C2'), await status('SN-C3')], ['active', 'disabled', 'active']);
+    assert.is((await biz.getByUser((await reg.getDevice('SN-C3'))!.user))!.account, 'acct-SN-C3');
   } finally {
-    reg.close();
-    biz.close();
+    await reg.close();
+    await biz.close();
   }
 });
 

@@ -62,7 +62,7 @@ export const command: Command = {
   summary: 'register devices from enrollment records; disable or enable a device',
   async run(argv) {
     let reg: { close(): void | Promise<void> } | null = null;
-    let biz: { close(): void } | null = null;
+    let biz: { close(): void | Promise<void> } | null = null;
     let clients: { close(): void }[] = [];
     try {
       const v = parseOptions('enroll', argv, OPTIONS).values;
@@ -82,17 +82,27 @@ export const command: Command = {
       const exists = checkStateDir(stateDir, { create: v.create === true, hint: "give the servers' state directory, or --create to start a new one" });
       const file = (v.record ?? v.batch) as string | undefined;
       const text = file !== undefined ? readFileText(file) : '';
-      const { SqliteRegStore } = await import('../reg-server/store.ts');
-      const { SqliteBizStore } = await import('../biz-server/store.ts');
+      const { openRegStore } = await import('../reg-server/pg-store.ts');
+      const { openBizStores } = await import('../biz-server/pg-store.ts');
+      const { storeChoiceFrom } = await import('../server-kit/store-choice.ts');
       const { stateFiles } = await import('../deploy/config.ts');
       const { enrollDevices, parseEnrollmentRecords, accountsViaAdmin, accountsInStore, readRunningBizServers } = await import('../deploy/enroll.ts');
       const files = stateFiles(stateDir);
+      // The stores of the state directory's stack: its SQLite files, or on PostgreSQL (STORE_URL,
+      // as deploy/stack.ts chooses) the schemas named from the directory's pg-schema prefix.
+      const choice = storeChoiceFrom(undefined);
+      const pgSchemas = choice.kind === 'postgres' ? await (async () => {
+        const { stackSchemaPrefix, stackSchemas } = await import('../deploy/stack-schemas.ts');
+        return stackSchemas(choice.schema ?? stackSchemaPrefix(stateDir));
+      })() : null;
+      const regPlace = choice.kind === 'postgres' ? { ...choice, schema: pgSchemas!.reg } : { kind: 'sqlite' as const, file: files.regDb };
+      const regWhere = pgSchemas ? `PostgreSQL schema ${pgSchemas.reg}` : files.regDb;
       if (v.disable !== undefined || v.enable !== undefined) {
         const serial = (v.disable ?? v.enable) as string;
-        if (!existsSync(files.regDb)) throw new CliError('ENROLL_UNKNOWN_SERIAL', `no device ${serial}: ${stateDir} has no ${files.regDb} (nothing enrolled there yet)`);
-        const r = new SqliteRegStore(files.regDb);
+        if (!pgSchemas && !existsSync(files.regDb)) throw new CliError('ENROLL_UNKNOWN_SERIAL', `no device ${serial}: ${stateDir} has no ${files.regDb} (nothing enrolled there yet)`);
+        const r = await openRegStore(regPlace);
         reg = r;
-        if (!r.setDeviceStatus(serial, v.disable !== undefined ? 'disabled' : 'active')) throw new CliError('ENROLL_UNKNOWN_SERIAL', `no device ${serial} in ${files.regDb}`);
+        if (!(await r.setDeviceStatus(serial, v.disable !== undefined ? 'disabled' : 'active'))) throw new CliError('ENROLL_UNKNOWN_SERIAL', `no device ${serial} in ${regWhere}`);
         process.stdout.write(v.json ? JSON.stringify({ serial, status: v.disable !== undefined ? 'disabled' : 'active' }) + '\n' : `${serial}: ${v.disable !== undefined ? 'disabled' : 'active'}\n`);
         return 0;
       }
@@ -100,7 +110,7 @@ export const command: Command = {
       const records = recordsOf(text, file!, parseEnrollmentRecords);
       if (v.record !== undefined && records.length !== 1) throw new CliError('CLI_BAD_ARGS', `--record ${file} holds ${records.length} records; use --batch`);
       if (!exists) mkdirSync(stateDir, { recursive: true });
-      const r = new SqliteRegStore(files.regDb);
+      const r = await openRegStore(regPlace);
       reg = r;
       const { ensureKeyFile, readKeyFile } = await import('../server-kit/keyfiles.ts');
       const running = readRunningBizServers(stateDir);
@@ -119,10 +129,11 @@ export const command: Command = {
         // Offline: the accounts database wraps login keys under the state directory's storage
         // key (created here when the servers have not run yet, as `serve` would).
         ensureKeyFile(files.storeKey);
-        const b = new SqliteBizStore(files.bizDb, readKeyFile(files.storeKey, 'storage key'));
+        const bizPlace = choice.kind === 'postgres' ? { ...choice, schema: pgSchemas!.biz } : { kind: 'sqlite' as const, file: files.bizDb };
+        const b = (await openBizStores(bizPlace, readKeyFile(files.storeKey, 'storage key'))).store;
         biz = b;
         accounts = accountsInStore(b);
-        via = `no server of this state directory is running: business accounts in ${files.bizDb}`;
+        via = `no server of this state directory is running: business accounts in ${pgSchemas ? `PostgreSQL schema ${pgSchemas.biz}` : files.bizDb}`;
       }
       const results = await enrollDevices({ reg: r, accounts }, records, { account: v.account as string | undefined, user: v.user as string | undefined });
       process.stderr.write(`usbphone enroll: ${via}\n`);
@@ -139,7 +150,7 @@ export const command: Command = {
       return reportError('enroll', new CliError('ENROLL_FAILED', (e as Error).message ?? String(e)));
     } finally {
       await reg?.close();
-      biz?.close();
+      await biz?.close();
       for (const c of clients) c.close();
     }
   },

@@ -1,5 +1,7 @@
 // `usbphone serve`, run as the real command: the embedded default in one process, and the
-// roles as separate processes from JSON configuration files.
+// roles as separate processes from JSON configuration files. The stores follow STORE_URL
+// (SQLite, or PostgreSQL under scripts/test-pg.mjs): `serve all` through the stack, the roles'
+// files by naming the chosen back end's place in their "store" key.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -10,17 +12,22 @@ import { createInterface } from 'node:readline';
 import { tempDir } from '../deploy/test-util.ts';
 import { makeDevice, register, DeviceWallet, SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
-import { SqliteRegStore } from '../reg-server/store.ts';
-import { SqliteBizStore } from '../biz-server/store.ts';
+import { openRegStore } from '../reg-server/pg-store.ts';
+import { openBizStores } from '../biz-server/pg-store.ts';
+import { chosenBackend } from '../server-kit/store-backends.ts';
+import type { StorePlace } from '../server-kit/store-choice.ts';
 import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
 import { ensureStateKeys } from '../deploy/config.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 
 const bin = join(import.meta.dirname, '..', 'bin', 'usbphone.js');
 const t = tempDir();
+const B = chosenBackend();
 const procs: ChildProcess[] = [];
-test.after(() => {
+test.after(async () => {
   for (const p of procs) p.kill('SIGKILL');
+  await Promise.all(procs.map((p) => (p.exitCode === null && p.signalCode === null ? new Promise((r) => p.once('exit', r)) : null)));
+  await B.cleanup();
   t.remove();
 });
 
@@ -91,19 +98,24 @@ async function freePort(): Promise<number> {
 test('serve biz / reg / gateway as separate processes from config files', async () => {
   const dir = join(t.dir, 'roles');
   const f = ensureStateKeys(dir);
-  const reg = new SqliteRegStore(f.regDb);
-  const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
+  // SQLite: the files ensureStateKeys names; PostgreSQL: a fresh schema each, named in the files.
+  const place = (file: string): StorePlace => (B.name === 'sqlite' ? { kind: 'sqlite', file } : B.place());
+  const regPlace = place(f.regDb);
+  const bizPlace = place(f.bizDb);
+  const storeKey = (p: StorePlace) => (p.kind === 'postgres' ? { store: p } : {});
+  const reg = await B.opening(openRegStore(regPlace));
+  const { store: biz } = await B.opening(openBizStores(bizPlace, readKeyFile(f.storeKey, 'storage key')));
   await enrollDevices({ reg, accounts: accountsInStore(biz) }, [{ serial: 'SN-ROLE', keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX }]);
-  reg.close();
-  biz.close();
+  await reg.close();
+  await biz.close();
   const write = (name: string, v: unknown) => {
     writeFileSync(join(dir, name), JSON.stringify(v));
     return join(dir, name);
   };
   const gwPort = await freePort();
-  const b = await serve('biz', '--config', write('biz.json', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'biz-accounts.sqlite', storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key' }));
+  const b = await serve('biz', '--config', write('biz.json', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'biz-accounts.sqlite', ...storeKey(bizPlace), storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key' }));
   const r = await serve('reg', '--config', write('reg.json', {
-    name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', masterKeyEnv: 'NOT_SET_HERE', masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key',
+    name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', ...storeKey(regPlace), masterKeyEnv: 'NOT_SET_HERE', masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key',
     bizServers: [{ name: 'biz-east', region: 'east', url: `ws://127.0.0.1:${gwPort}/biz-east`, adminUrl: `http://127.0.0.1:${b.ev.adminPort}/admin` }],
     regions: [{ cidr: '127.1.0.0/16', region: 'east' }],
   }));

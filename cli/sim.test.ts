@@ -1,10 +1,13 @@
-// `usbphone sim` as a user runs it: a real process, its output and exit code.
+// `usbphone sim` as a user runs it: a real process, its output and exit code. Its stack's stores
+// follow STORE_URL (SQLite files, or the state directory's PostgreSQL schemas under test-pg).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, existsSync, readFileSync, readdirSync, writeFileSync, statSync } from 'node:fs';
-import { SqliteOperatorStore } from '../operator-server/store.ts';
+import { openOperatorStore } from '../operator-server/pg-store.ts';
+import { storeChoiceFrom, type StorePlace } from '../server-kit/store-choice.ts';
+import { stackSchemaPrefix, stackSchemas, dropStackSchemas, schemaRows } from '../deploy/stack-schemas.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -12,8 +15,17 @@ const run = (...args: string[]) => spawnSync(process.execPath, ['bin/usbphone.js
 /** The CLI with the bank password in its environment (how a person gives it: never in argv). */
 const withPassword = (password: string, ...args: string[]) => spawnSync(process.execPath, ['bin/usbphone.js', 'sim', ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, USBPHONE_BANK_PASSWORD: password } });
 const BANK_PASSWORD = 'amber-heron-58-quarry';
+const choice = storeChoiceFrom(undefined);
+/** The operator's store of a state directory's stack: its SQLite file, or its PostgreSQL schema. */
+const operatorPlace = (dir: string): StorePlace =>
+  choice.kind === 'sqlite' ? { kind: 'sqlite', file: join(dir, 'operator.sqlite') } : { ...choice, schema: stackSchemas(stackSchemaPrefix(dir)).operator };
+/** Removes a state directory, and its stack's schemas on PostgreSQL. */
+const removeState = async (dir: string) => {
+  if (choice.kind === 'postgres' && existsSync(join(dir, 'pg-schema'))) await dropStackSchemas(choice.url, stackSchemaPrefix(dir));
+  rmSync(dir, { recursive: true, force: true });
+};
 
-test('one phone, twice: first boot, then a second boot that changes the password', () => {
+test('one phone, twice: first boot, then a second boot that changes the password', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-'));
   try {
     const a = run('--state', dir, '--port', '0');
@@ -21,7 +33,7 @@ test('one phone, twice: first boot, then a second boot that changes the password
     assert.match(a.stdout, /S0\.5 +hello -> reg-primary/);
     assert.match(a.stdout, /LOGGED IN to biz-east with password generation 1/);
     assert.match(a.stdout, /saved login \(record sealed by the secure element; secrets in its slot\): user u-[0-9a-f]{20}, password generation\(s\) 1/);
-    assert.ok(existsSync(join(dir, 'phone.img')) && existsSync(join(dir, 'reg.sqlite')));
+    assert.ok(existsSync(join(dir, 'phone.img')) && existsSync(join(dir, choice.kind === 'sqlite' ? 'reg.sqlite' : 'pg-schema')));
     // With port 0 the endpoints change each run, so the image is rebuilt: a first boot again
     // for the phone, but the servers remember the account and move to the next generation.
     const b = run('--state', dir, '--port', '0', '-q');
@@ -29,7 +41,7 @@ test('one phone, twice: first boot, then a second boot that changes the password
     assert.match(b.stdout, /LOGGED IN/);
     assert.not.match(b.stdout, /S0\.5/, '-q prints no trace');
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await removeState(dir);
   }
 });
 
@@ -48,7 +60,7 @@ test('a small fleet prints its summary as JSON', () => {
   assert.is(s.failed, 0);
 });
 
-test('--profile atm and --profile mobile (S0.15): a bank card in an ATM, then a mobile phone, each logs in; the card number shows masked', () => {
+test('--profile atm and --profile mobile (S0.15): a bank card in an ATM, then a mobile phone, each logs in; the card number shows masked', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-profile-'));
   try {
     const a = run('--state', dir, '--port', '0', '--profile', 'atm');
@@ -65,7 +77,7 @@ test('--profile atm and --profile mobile (S0.15): a bank card in an ATM, then a 
     assert.not.match(m.stdout, /\d{16}/, 'no card number in full (the image was the card\'s)');
     assert.match(m.stdout, /LOGGED IN to biz-east/);
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await removeState(dir);
   }
 });
 
@@ -105,11 +117,11 @@ test('ports taken: exit 1 with a one-line SIM_PORT_IN_USE, no stack trace', asyn
     assert.not.match(r.stderr, /at .*\.ts:\d+/, 'no stack trace');
   } finally {
     blocker.close();
-    rmSync(dir, { recursive: true, force: true });
+    await removeState(dir);
   }
 });
 
-test('--sim-card, --bank, --swap-sim: a person opens an account bound to the SIM, logs in, the line moves to a new card (told to the operator), the bank refuses it until a rebind; the password is in no output or file', () => {
+test('--sim-card, --bank, --swap-sim: a person opens an account bound to the SIM, logs in, the line moves to a new card (told to the operator), the bank refuses it until a rebind; the password is in no output or file', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-bank-'));
   const pwFile = join(mkdtempSync(join(tmpdir(), 'usbphone-clisim-pw-')), 'pw');
   writeFileSync(pwFile, `${BANK_PASSWORD}\n`, { mode: 0o600 });
@@ -138,13 +150,13 @@ test('--sim-card, --bank, --swap-sim: a person opens an account bound to the SIM
     assert.ok(second.iccid.startsWith(first.iccid.slice(0, 8)) && second.imsi.startsWith(first.imsi.slice(0, 5)), 'same issuer and network');
     assert.match(c, new RegExp(`operator: the operator moved line \\${first.msisdn} from card ${first.iccid.slice(0, 7)}…${first.iccid.slice(-4)} to card ${second.iccid.slice(0, 7)}…${second.iccid.slice(-4)}`));
     assert.match(c, /bank: login not allowed: BANK_NOT_BOUND.*; if this phone's SIM was swapped, move the binding to the new card from this phone: usbphone sim --bank rebind --bank-name NAME/);
-    const op = new SqliteOperatorStore(join(dir, 'operator.sqlite'));
+    const op = await openOperatorStore(operatorPlace(dir));
     try {
-      const sub = op.byPhoneNumber(first.msisdn)!;
+      const sub = (await op.byPhoneNumber(first.msisdn))!;
       assert.is(sub.card.iccid, second.iccid);
-      assert.is(op.cardByIccid(first.iccid)!.status, 'replaced');
+      assert.is((await op.cardByIccid(first.iccid))!.status, 'replaced');
     } finally {
-      op.close();
+      await op.close();
     }
     // The owner re-binds from the phone (the password from a file this time), then logs in.
     const d = step(run('--state', dir, '--port', '0', '-q', '--bank', 'rebind', '--bank-name', 'alice.test', '--bank-password-file', pwFile), 0);
@@ -159,13 +171,20 @@ test('--sim-card, --bank, --swap-sim: a person opens an account bound to the SIM
       const p = join(dir, f);
       if (statSync(p).isFile()) assert.not.ok(readFileSync(p).includes(Buffer.from(BANK_PASSWORD)), `the password in ${f}`);
     }
+    // On PostgreSQL, nor in any row of the stack's schemas.
+    if (choice.kind === 'postgres') {
+      for (const schema of Object.values(stackSchemas(stackSchemaPrefix(dir)))) {
+        const rows = JSON.stringify(await schemaRows(choice.url, schema), (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('latin1') : v));
+        assert.not.ok(rows.includes(BANK_PASSWORD), `the password in schema ${schema}`);
+      }
+    }
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await removeState(dir);
     rmSync(join(pwFile, '..'), { recursive: true, force: true });
   }
 });
 
-test('the SIM and bank options through the CLI: a bad value, two choices, no SIM for the bank, a password in argv, an unreadable password file: exit 2 with the code, before any server starts (the full table: sim/single-sim.test.ts)', () => {
+test('the SIM and bank options through the CLI: a bad value, two choices, no SIM for the bank, a password in argv, an unreadable password file: exit 2 with the code, before any server starts (the full table: sim/single-sim.test.ts)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-clisim-badsim-'));
   try {
     const cases: [string[], RegExp, string, string?][] = [
@@ -190,7 +209,7 @@ test('the SIM and bank options through the CLI: a bad value, two choices, no SIM
     assert.is(corrupt.status, 2);
     assert.match(corrupt.stderr, /phone\.sim\.json is not a SIM card .*\(CLI_CORRUPT_FILE\)\n$/);
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await removeState(dir);
   }
 });
 

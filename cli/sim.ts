@@ -20,6 +20,7 @@ import type { StackHandle } from '../sim/world.ts';
 import type { Stack } from '../deploy/stack.ts';
 import { isProfileName, PROFILE_NAMES } from '../firmware/profiles.ts';
 import { SqliteOperatorStore } from '../operator-server/store.ts';
+import { storeChoiceFrom } from '../server-kit/store-choice.ts';
 import { maskAccount } from '../protocol/bank-messages.ts';
 
 export const OPTIONS = {
@@ -254,7 +255,9 @@ async function checkGateway(url: string, state: string): Promise<void> {
 function checkServerState(state: string, url: string): void {
   const hint = `--state must be the state directory of the servers at ${url} (make serve uses state)`;
   checkStateDir(state, { hint });
-  const missing = ['master.key', 'store.key', 'reg.sqlite', 'biz-accounts.sqlite'].filter((f) => !existsSync(join(state, f)));
+  // Its keys, and its SQLite files or (on PostgreSQL by STORE_URL) its schema prefix (sim/external-stack.ts attachFiles).
+  const stores = storeChoiceFrom(undefined).kind === 'postgres' ? ['pg-schema'] : ['reg.sqlite', 'biz-accounts.sqlite'];
+  const missing = ['master.key', 'store.key', ...stores].filter((f) => !existsSync(join(state, f)));
   if (missing.length) throw new CliError('CLI_NO_STATE', `${state} has no ${missing.join(', ')}: ${hint}`);
 }
 

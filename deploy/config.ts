@@ -123,11 +123,11 @@ function optMs(v: unknown, file: string, what: string): number | undefined {
  * "sqlite"}`), or `"store": {"kind": "postgres", "url": "postgres://...", "schema"?}` once the
  * PostgreSQL stores are in this build (the same keys as the pg branch's optStore).
  */
-export type StoreFileChoice = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string; schema?: string };
+export type StoreFileChoice = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string; schema?: string; synchronousCommit?: boolean };
 export function storeFrom(c: Record<string, unknown>, file: string, dir: string): StoreFileChoice {
   const o = c.store as Record<string, unknown> | undefined;
   if (o !== undefined && (typeof o !== 'object' || o === null)) bad(file, 'store must be {"kind": "sqlite"} or {"kind": "postgres", "url", "schema"?}');
-  if (o !== undefined) onlyKeys(o, `${file} store`, ['kind', 'url', 'schema']);
+  if (o !== undefined) onlyKeys(o, `${file} store`, ['kind', 'url', 'schema', 'synchronousCommit']);
   if (o === undefined || o.kind === 'sqlite') {
     const db = resolve(dir, str(c.dbFile, file, 'dbFile'));
     // A shared store in a folder that is not there is a typo, not a new deployment: the server would
@@ -142,7 +142,9 @@ export function storeFrom(c: Record<string, unknown>, file: string, dir: string)
     // ?options= would override them (a search_path into another role's schema).
     if (/[?&]options=/i.test(url)) bad(file, "store.url must not carry 'options' (search_path, timeouts): name the schema in store.schema");
     if (o.schema !== undefined && (typeof o.schema !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(o.schema))) bad(file, 'store.schema must be a lower-case SQL identifier');
-    return { kind: 'postgres', url, ...(o.schema === undefined ? {} : { schema: o.schema as string }) };
+    // PostgreSQL's synchronous_commit for this store (server-kit/pg.ts): true (default) or false.
+    if (o.synchronousCommit !== undefined && typeof o.synchronousCommit !== 'boolean') bad(file, 'store.synchronousCommit must be true or false');
+    return { kind: 'postgres', url, ...(o.schema === undefined ? {} : { schema: o.schema as string }), ...(o.synchronousCommit === undefined ? {} : { synchronousCommit: o.synchronousCommit as boolean }) };
   }
   return bad(file, `store.kind must be "sqlite" or "postgres", not ${JSON.stringify(o.kind)}`);
 }

@@ -1,6 +1,7 @@
 // Enrollment through a real business server's admin API (enrollAccount): created, then
 // idempotent; an account bound to another refused with BIZ_ACCOUNT_CONFLICT and no device row
 // written; an unreachable server skipped, none reachable refused; the running-servers file.
+// The stores on the back end STORE_URL selects (SQLite, or PostgreSQL under scripts/test-pg.mjs).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
@@ -8,7 +9,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { enrollDevices, accountsViaAdmin, writeRunningBizServers, readRunningBizServers, runningBizFile, userNameFor } from './enroll.ts';
 import { tempDir } from './test-util.ts';
-import { SqliteRegStore } from '../reg-server/store.ts';
+import { openRegStore } from '../reg-server/pg-store.ts';
+import type { RegStore } from '../reg-server/store.ts';
+import { chosenBackend, storeConfig } from '../server-kit/store-backends.ts';
 import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import { AdminClient } from '../server-kit/admin-rpc.ts';
 import { setLogLevel } from '../server-kit/log.ts';
@@ -16,12 +19,13 @@ import { ImplementationError } from '../protocol/errors.ts';
 
 setLogLevel('error');
 const t = tempDir();
+const B = chosenBackend();
 const adminKey = new Uint8Array(32).fill(6);
 let biz: BizServer;
-let reg: SqliteRegStore;
+let reg: RegStore;
 
 /** The opaque user name enrollment gave a serial. */
-const U = (serial: string) => reg.getDevice(serial)!.user;
+const U = async (serial: string) => (await reg.getDevice(serial))!.user;
 const clients: AdminClient[] = [];
 const client = (target: string, url: string, timeoutMs = 3_000) => {
   const c = new AdminClient({ target, url, key: adminKey, timeoutMs });
@@ -39,21 +43,22 @@ async function rejects(f: () => Promise<unknown>, check: (e: unknown) => boolean
 }
 
 test.before(async () => {
-  biz = await startBizServer({ name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: null, linkPort: 0, adminPort: 0, dbFile: join(t.dir, 'biz.sqlite'), storageKey: new Uint8Array(32).fill(9), linkKey: new Uint8Array(32), adminKey });
-  reg = new SqliteRegStore(join(t.dir, 'reg.sqlite'));
+  biz = await startBizServer({ name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: null, linkPort: 0, adminPort: 0, ...storeConfig(B, 'biz'), storageKey: new Uint8Array(32).fill(9), linkKey: new Uint8Array(32), adminKey });
+  reg = await B.opening(openRegStore(B.place('reg')));
 });
 test.after(async () => {
   for (const c of clients) c.close();
-  reg.close();
+  await reg.close();
   await biz.close();
+  await B.cleanup();
   t.remove();
 });
 
 test('the account is created by the business server (enrollAccount), then exists: idempotent', async () => {
   const accounts = accountsViaAdmin([client('biz-east', biz.adminUrl)]);
   const [r] = await enrollDevices({ reg, accounts }, [{ serial: 'SN-A1', keyVersion: 1 }]);
-  assert.equal(r, { serial: 'SN-A1', user: U('SN-A1'), account: 'acct-SN-A1', device: 'created', bizAccount: 'created' });
-  assert.is((await biz.store.getByUser(U('SN-A1')))!.currentGen, 0);
+  assert.equal(r, { serial: 'SN-A1', user: await U('SN-A1'), account: 'acct-SN-A1', device: 'created', bizAccount: 'created' });
+  assert.is((await biz.store.getByUser(await U('SN-A1')))!.currentGen, 0);
   const [again] = await enrollDevices({ reg, accounts }, [{ serial: 'SN-A1', keyVersion: 1 }]);
   assert.equal([again!.device, again!.bizAccount], ['exists', 'exists']);
 });
@@ -61,7 +66,7 @@ test('the account is created by the business server (enrollAccount), then exists
 test('an account bound to another: BIZ_ACCOUNT_CONFLICT from the server, and no device row', async () => {
   const accounts = accountsViaAdmin([client('biz-east', biz.adminUrl)]);
   await rejects(() => enrollDevices({ reg, accounts }, [{ serial: 'SN-A2', keyVersion: 1 }], { account: 'acct-SN-A1', user: 'u-other' }), (e) => e instanceof ImplementationError && e.code === 'BIZ_ACCOUNT_CONFLICT');
-  assert.is(reg.getDevice('SN-A2'), null);
+  assert.is(await reg.getDevice('SN-A2'), null);
 });
 
 test('an unreachable server is skipped; none reachable: ADMIN_UNREACHABLE and nothing written', async () => {
@@ -69,8 +74,8 @@ test('an unreachable server is skipped; none reachable: ADMIN_UNREACHABLE and no
   const [r] = await enrollDevices({ reg, accounts: accountsViaAdmin([client('biz-west', dead, 500), client('biz-east', biz.adminUrl)]) }, [{ serial: 'SN-A3', keyVersion: 1 }]);
   assert.is(r!.bizAccount, 'created');
   await rejects(() => enrollDevices({ reg, accounts: accountsViaAdmin([client('biz-west', dead, 500)]) }, [{ serial: 'SN-A4', keyVersion: 1 }]), (e) => (e as { code?: string }).code === 'ADMIN_UNREACHABLE');
-  assert.is(reg.getDevice('SN-A4'), null);
-  assert.is(biz.store.getByUser(userNameFor(reg.userNameKey(), 'SN-A4')), null);
+  assert.is(await reg.getDevice('SN-A4'), null);
+  assert.is(await biz.store.getByUser(userNameFor(await reg.userNameKey(), 'SN-A4')), null);
   // A request bound to another server does not authenticate: it is not an unreachable one to skip.
   await rejects(() => enrollDevices({ reg, accounts: accountsViaAdmin([client('biz-west', biz.adminUrl)]) }, [{ serial: 'SN-A5', keyVersion: 1 }]), (e) => (e as { code?: string }).code === 'ADMIN_BAD_AUTH');
   assert.throws(() => accountsViaAdmin([]), (e: unknown) => e instanceof ImplementationError && e.code === 'ENROLL_NO_SERVER');

@@ -3,7 +3,8 @@
 // a registration server polling the policy server, two gateways sharing Redis and reporting to
 // the policy server; a phone registers through one gateway and logs in through the other, its
 // credential reply carrying the policy server's table. Then the hostile configurations: each
-// refused with its code (CFG_INVALID naming the key, CFG_NO_KEY, CFG_UNREADABLE).
+// refused with its code (CFG_INVALID naming the key, CFG_NO_KEY, CFG_UNREADABLE). The stores on
+// the back end STORE_URL selects: their files' "store" key names a fresh schema on PostgreSQL.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { writeFileSync } from 'node:fs';
@@ -13,8 +14,10 @@ import { tempDir } from './test-util.ts';
 import { ensureStateKeys, ensureOperatorClientFile, DEFAULT_INITIAL_TABLE, type Role } from './config.ts';
 import { startRole, type RunningRole } from './roles.ts';
 import { enrollDevices, accountsInStore } from './enroll.ts';
-import { SqliteRegStore } from '../reg-server/store.ts';
-import { SqliteBizStore } from '../biz-server/store.ts';
+import { openRegStore } from '../reg-server/pg-store.ts';
+import { openBizStores } from '../biz-server/pg-store.ts';
+import { chosenBackend } from '../server-kit/store-backends.ts';
+import type { StorePlace } from '../server-kit/store-choice.ts';
 import { newClientSecret } from '../operator-server/tokens.ts';
 import { ensureServerTls } from '../server-kit/tls-ca.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
@@ -29,10 +32,12 @@ import { readFileSync } from 'node:fs';
 setLogLevel('error');
 const t = tempDir('usbphone-roles-');
 const ns = testNamespace('roles');
+const B = chosenBackend();
 const running: RunningRole[] = [];
 test.after(async () => {
   for (const r of running.reverse()) await r.stop();
   await dropNamespace(ns);
+  await B.cleanup();
   t.remove();
 });
 
@@ -58,24 +63,28 @@ test('all five roles from their files: a phone registers through one gateway and
   const f = ensureStateKeys(t.dir);
   const tls = await ensureServerTls(f.tlsDir, 'operator', ['127.0.0.1']);
   ensureOperatorClientFile(f.operatorClient, () => newClientSecret(systemRng));
-  const reg = new SqliteRegStore(f.regDb);
-  const biz = new SqliteBizStore(f.bizDb, readKeyFile(f.storeKey, 'storage key'));
+  // SQLite: the files the role files name; PostgreSQL: a fresh schema per role, in its "store" key.
+  const place = (file: string): StorePlace => (B.name === 'sqlite' ? { kind: 'sqlite', file } : B.place());
+  const storeKey = (p: StorePlace) => (p.kind === 'postgres' ? { store: p } : {});
+  const [regPlace, bizPlace, opPlace, polPlace] = [place(f.regDb), place(f.bizDb), place(join(t.dir, 'operator.sqlite')), place(join(t.dir, 'policy.sqlite'))];
+  const reg = await B.opening(openRegStore(regPlace));
+  const { store: biz } = await B.opening(openBizStores(bizPlace, readKeyFile(f.storeKey, 'storage key')));
   await enrollDevices({ reg, accounts: accountsInStore(biz) }, [{ serial: 'SN-ROLES', keyVersion: 1, firmwareMeasurement: SCRIPTED_FIRMWARE_HEX }]);
-  reg.close();
-  biz.close();
+  await reg.close();
+  await biz.close();
   const redis = { url: REDIS_URL, namespace: ns };
   const [gw1, gw2] = [await freePort(), await freePort()];
 
-  const op = await start('operator', 'operator.json', { port: 0, store: { kind: 'sqlite' }, dbFile: 'operator.sqlite', tls: { cert: tls.certFile, key: tls.keyFile }, tokenKeyFile: 'operator-token.key', clients: ['operator-client.json'] });
-  const pol = await start('policy', 'policy.json', { adminPort: 0, adminKeyFile: 'admin.key', dbFile: 'policy.sqlite', policyKeyFile: 'policy.key', initialTable: DEFAULT_INITIAL_TABLE, periodMs: 60_000 });
+  const op = await start('operator', 'operator.json', { port: 0, store: { kind: 'sqlite' }, dbFile: 'operator.sqlite', ...storeKey(opPlace), tls: { cert: tls.certFile, key: tls.keyFile }, tokenKeyFile: 'operator-token.key', clients: ['operator-client.json'] });
+  const pol = await start('policy', 'policy.json', { adminPort: 0, adminKeyFile: 'admin.key', dbFile: 'policy.sqlite', ...storeKey(polPlace), policyKeyFile: 'policy.key', initialTable: DEFAULT_INITIAL_TABLE, periodMs: 60_000 });
   const policy = { name: 'policy', adminUrl: pol.adminUrl as string, pollMs: 200 };
   const b = await start('biz', 'biz-east.json', {
-    name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'biz-accounts.sqlite', storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', redis,
+    name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'biz-accounts.sqlite', ...storeKey(bizPlace), storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', redis,
     bank: { mode: 2, httpPort: 0, operator: { url: op.url, caFile: tls.caFile, clientFile: 'operator-client.json' } },
   });
   assert.match(String(b.bankPageUrl), /^http:\/\/127\.0\.0\.1:\d+\//);
   const r = await start('reg', 'reg-primary.json', {
-    name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', redis, policy,
+    name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', ...storeKey(regPlace), masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', redis, policy,
     bizServers: [{ name: 'biz-east', region: 'east', url: `ws://127.0.0.1:${gw2}/biz-east`, adminUrl: `http://127.0.0.1:${b.adminPort}/admin` }],
     regions: [{ cidr: '127.0.0.0/8', region: 'east' }],
   });

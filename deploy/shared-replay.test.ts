@@ -43,12 +43,17 @@ test.after(async () => {
 });
 
 const files = () => stateFiles(stack.stateDir);
+/** The stack's store of `role`: its SQLite file (dbFile), or its PostgreSQL schema when the stack is on PG (STORE_URL). */
+const storeOf = (role: 'reg' | 'biz') => {
+  const c = stack.store.choice;
+  return c.kind === 'postgres' ? { store: { kind: 'postgres' as const, url: c.url, schema: stack.store.schemas![role] } } : {};
+};
 
 /** One more instance of reg-primary on the stack's store and keys, with `redis` (or none). */
 function regTwin(redis: SharedStateConfig | undefined): Promise<RegServer> {
   const f = files();
   return startRegServer({
-    name: 'reg-primary', host: '127.0.0.1', devicePort: 0, linkPort: 0, dbFile: f.regDb, ring: stack.ring,
+    name: 'reg-primary', host: '127.0.0.1', devicePort: 0, linkPort: 0, dbFile: f.regDb, ...storeOf('reg'), ring: stack.ring,
     linkKey: linkKeyFor(readKeyFile(f.linkKey, 'link key'), 'reg-primary'), adminKey: readKeyFile(f.adminKey, 'admin key'),
     bizServers: [], regions: [], healthIntervalMs: 60_000, ...(redis ? { redis } : {}),
   });
@@ -57,7 +62,7 @@ function regTwin(redis: SharedStateConfig | undefined): Promise<RegServer> {
 function bizTwin(redis: SharedStateConfig | undefined): Promise<BizServer> {
   const f = files();
   return startBizServer({
-    name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: 0, linkPort: 0, adminPort: 0, dbFile: f.bizDb,
+    name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: 0, linkPort: 0, adminPort: 0, dbFile: f.bizDb, ...storeOf('biz'),
     storageKey: readKeyFile(f.storeKey, 'storage key'), linkKey: linkKeyFor(readKeyFile(f.linkKey, 'link key'), 'biz-east'),
     adminKey: readKeyFile(f.adminKey, 'admin key'), ...(redis ? { redis } : {}),
   });

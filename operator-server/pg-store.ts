@@ -3,8 +3,8 @@
 // (SELECT ... FOR UPDATE) so two swaps of one line queue, and the partial unique index keeps one
 // live card per IMSI as on SQLite. Schema history starts here at version 1.
 import { ImplementationError } from '../protocol/errors.ts';
-import { openMigrated, tx, type PgPool, type PgMigration, type PgQueryable } from '../server-kit/pg.ts';
-import type { StorePlace } from '../server-kit/store-choice.ts';
+import { openMigrated, tx, type PgPool, type PgMigration, type PgQueryable, type PgOptions } from '../server-kit/pg.ts';
+import { pgOptionsOf, type StorePlace } from '../server-kit/store-choice.ts';
 import {
   SqliteOperatorStore, cardFromRow, clientFromRow, subscriptionFromRows, operatorProblems, checkCard, checkNumber, checkClient,
   type OperatorStore, type CardInfo, type Card, type Subscription, type OAuthClient, type CardRow, type SubRow, type ClientRow,
@@ -45,8 +45,8 @@ const CARD_BY_IMSI = "SELECT * FROM cards WHERE imsi = $1 ORDER BY (status = 're
 export class PgOperatorStore implements OperatorStore {
   private constructor(readonly pool: PgPool, readonly schema: string) {}
 
-  static async open(url: string, schema = OPERATOR_PG_SCHEMA): Promise<PgOperatorStore> {
-    return new PgOperatorStore(await openMigrated(url, { schema }, MIGRATIONS), schema);
+  static async open(url: string, schema = OPERATOR_PG_SCHEMA, o: Omit<PgOptions, 'schema'> = {}): Promise<PgOperatorStore> {
+    return new PgOperatorStore(await openMigrated(url, { ...o, schema }, MIGRATIONS), schema);
   }
 
   async #subscription(q: PgQueryable, r: SubRow): Promise<Subscription> {
@@ -148,5 +148,5 @@ export class PgOperatorStore implements OperatorStore {
 
 /** The operator's store at `place`: a SQLite file, or PostgreSQL. */
 export async function openOperatorStore(place: StorePlace): Promise<OperatorStore> {
-  return place.kind === 'sqlite' ? new SqliteOperatorStore(place.file) : PgOperatorStore.open(place.url, place.schema);
+  return place.kind === 'sqlite' ? new SqliteOperatorStore(place.file) : PgOperatorStore.open(place.url, place.schema, pgOptionsOf(place));
 }

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { setLogSink, type LogLine } from '../server-kit/log.ts';
 import { OperatorPaths, OperatorErrors } from '../server-kit/operator-api.ts';
 import { operatorFixture, openApiValidator, raw, api, tokenFor, card, T0, HOUR, DAY, type Fixture, type RawAnswer } from './test-util.ts';
-import type { SqliteOperatorStore } from './store.ts';
+import { storeRows } from '../server-kit/store-backends.ts';
 
 const oa = openApiValidator();
 let f: Fixture;
@@ -37,9 +37,9 @@ function refused(a: RawAnswer, status: number, code: string, path: string, gener
   assert.is((a.json as { status: number }).status, status);
 }
 /** Everything the store holds, hashed: a refused request must leave it as it was. */
-function storeDigest(): string {
-  const db = (f.server.store as SqliteOperatorStore).db;
-  const rows = ['subscriptions', 'cards', 'oauth_clients'].map((t) => JSON.stringify(db.prepare(`SELECT * FROM ${t} ORDER BY 1`).all()));
+async function storeDigest(): Promise<string> {
+  const rows: string[] = [];
+  for (const t of ['subscriptions', 'cards', 'oauth_clients']) rows.push(JSON.stringify(await storeRows(f.server.store, `SELECT * FROM ${t} ORDER BY 1`)));
   return createHash('sha256').update(rows.join('\n')).digest('hex');
 }
 
@@ -243,7 +243,7 @@ test('TLS 1.3 only: a TLS 1.2 client is refused at the handshake', async () => {
 });
 
 test('hostile inputs at every endpoint: a stable documented code, the store unchanged', async () => {
-  const before = storeDigest();
+  const before = await storeDigest();
   const iccid = card(1).iccid;
   const common: unknown[] = [
     'null', '[]', '[{"phoneNumber":"+447700900001"}]', '"+447700900001"', '42', 'true', '{', '{"a":1,}', '', '\u0000', '{"__proto__":{"x":1}}',
@@ -272,7 +272,7 @@ test('hostile inputs at every endpoint: a stable documented code, the store unch
   assert.ok(n >= 150);
   // A few requests no schema covers must still be refused with a documented code.
   refused(await raw(f, 'POST', OperatorPaths.checkValidity, { headers: { 'content-type': 'application/json; charset=utf-16', authorization: `Bearer ${bankToken}` }, body: '{}' }), 422, 'MISSING_IDENTIFIER', OperatorPaths.checkValidity);
-  assert.is(storeDigest(), before);
+  assert.is(await storeDigest(), before);
   assert.is(f.server.counts().INTERNAL, undefined);
 });
 

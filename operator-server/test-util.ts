@@ -15,6 +15,7 @@ import { ALL_OPERATOR_SCOPES } from '../server-kit/operator-api.ts';
 import { startOperatorServer, type OperatorServer, type OperatorConfig } from './server.ts';
 import { newClientSecret, secretHash } from './tokens.ts';
 import type { CardInfo } from './store.ts';
+import { chosenBackend, storeConfig } from '../server-kit/store-backends.ts';
 
 export const T0 = Date.UTC(2026, 5, 1, 12, 0, 0);
 export const HOUR = 3_600_000;
@@ -42,14 +43,16 @@ export interface Fixture {
 
 /**
  * Lines: +447700900001 on card 1 since T0 - 30 days (never swapped); +447700900002 on card 2,
- * swapped to card 3 at T0 - 2 h; +447700900004 on card 4, suspended.
+ * swapped to card 3 at T0 - 2 h; +447700900004 on card 4, suspended. The store on the back end
+ * STORE_URL selects (SQLite, or a fresh PostgreSQL schema under scripts/test-pg.mjs).
  */
 export async function operatorFixture(cfg: Partial<OperatorConfig> = {}): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'usbphone-operator-'));
   const tls = await ensureServerTls(join(dir, 'tls'), 'operator', ['127.0.0.1', 'localhost']);
   const clock = { t: T0 };
+  const B = chosenBackend();
   const server = await startOperatorServer({
-    host: '127.0.0.1', port: 0, dbFile: join(dir, 'operator.sqlite'), tls: { cert: tls.certFile, key: tls.keyFile },
+    host: '127.0.0.1', port: 0, ...storeConfig(B, 'operator'), tls: { cert: tls.certFile, key: tls.keyFile },
     tokenKey: systemRng(32), now: () => clock.t, ...cfg,
   });
   const s = server.store;
@@ -68,6 +71,7 @@ export async function operatorFixture(cfg: Partial<OperatorConfig> = {}): Promis
     async stop() {
       agent.destroy();
       await server.close();
+      await B.cleanup();
       rmSync(dir, { recursive: true, force: true });
     },
   };

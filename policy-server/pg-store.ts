@@ -6,7 +6,7 @@
 // configuration names PostgreSQL; several processes may share one schema.
 import { openMigrated, tx, type PgPool, type PgMigration, type PgQueryable, type PgOptions } from '../server-kit/pg.ts';
 import { runStepsAsync, type Steps } from '../server-kit/steps.ts';
-import type { StorePlace } from '../server-kit/store-choice.ts';
+import { pgOptionsOf, type StorePlace } from '../server-kit/store-choice.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import type { AttackReport } from '../server-kit/admin-messages.ts';
 import { SqlitePolicyStore, sameReport, pendingFromRow, sitePeriodFromRow, tableFromRow, policyProblems, type PolicyStore, type PolicyOps, type PendingRow, type Counts, type TableRow } from './store.ts';
@@ -150,5 +150,5 @@ export class PgPolicyStore extends PgPolicyOps implements PolicyStore {
 
 /** The policy store at `place`: a SQLite file, or PostgreSQL. */
 export async function openPolicyStore(place: StorePlace): Promise<PolicyStore> {
-  return place.kind === 'sqlite' ? new SqlitePolicyStore(place.file) : PgPolicyStore.open(place.url, place.schema);
+  return place.kind === 'sqlite' ? new SqlitePolicyStore(place.file) : PgPolicyStore.open(place.url, place.schema, pgOptionsOf(place));
 }

@@ -19,7 +19,7 @@ test.after(() => stack.stop());
 
 test('reg-primary paused (SIGSTOP) for 6.5 s and resumed: every registration at either server right after gets business servers', async () => {
   const devs = Array.from({ length: 20 }, (_, i) => makeDevice(stack.ring, `SN-PAUSE-${i}`));
-  stack.enroll(devs.map((d) => ({ serial: d.serial, keyVersion: stack.ring.current })));
+  await stack.enroll(devs.map((d) => ({ serial: d.serial, keyVersion: stack.ring.current })));
   const once = async (dest: 'reg-primary' | 'reg-backup', i: number) => register(stack.urlFor(dest), dest, devs[i % devs.length]!, { localAddress: `127.1.0.${1 + (i % 200)}`, timeoutMs: 10_000 });
   // Both serve before the pause.
   for (const d of ['reg-primary', 'reg-backup'] as const) assert.is((await once(d, 0)).kind, 'cred', d);

@@ -6,7 +6,7 @@
 // migrations independently.
 import { corrupt } from '../server-kit/sqlite.ts';
 import { openMigrated, tx, type PgPool, type PgMigration, type PgOptions } from '../server-kit/pg.ts';
-import type { StorePlace } from '../server-kit/store-choice.ts';
+import { pgOptionsOf, type StorePlace } from '../server-kit/store-choice.ts';
 import {
   SqliteRegStore, deviceFromRow, serverFromRow, firmwareFromRow, regionFromRow, firmwareStatusAccepted, regProblems,
   checkEnrollInput, checkFirmwareInput, enrollUnchanged,
@@ -171,5 +171,5 @@ export class PgRegStore implements RegStore {
 
 /** The registration store at `place`: a SQLite file, or PostgreSQL. */
 export async function openRegStore(place: StorePlace): Promise<RegStore> {
-  return place.kind === 'sqlite' ? new SqliteRegStore(place.file) : PgRegStore.open(place.url, place.schema);
+  return place.kind === 'sqlite' ? new SqliteRegStore(place.file) : PgRegStore.open(place.url, place.schema, pgOptionsOf(place));
 }

@@ -5,7 +5,8 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import type { RegStore } from './store.ts';
 import { openRegStore, PgRegStore } from './pg-store.ts';
-import { SqliteBizStore } from '../biz-server/store.ts';
+import type { BizStore } from '../biz-server/store.ts';
+import { openBizStores } from '../biz-server/pg-store.ts';
 import { enrollDevices, parseEnrollmentRecords, userNameFor, accountsInStore } from '../deploy/enroll.ts';
 import { chooseServers, regionOf } from './placement.ts';
 import { tempDir } from '../deploy/test-util.ts';
@@ -68,13 +69,15 @@ test.run();
 for (const b of backends()) {
   const test = suite(`registration store [${b.name}]`);
   let reg: RegStore;
-  const biz = new SqliteBizStore(join(t.dir, `biz-${b.name}.sqlite`), new Uint8Array(32).fill(7));
+  // The accounts enrollment writes: a business store on the same back end.
+  let biz: BizStore;
   test.before(async () => {
     reg = await b.opening(openRegStore(b.place('reg')));
+    biz = (await b.opening(openBizStores(b.place('biz'), new Uint8Array(32).fill(7)))).store;
   });
   test.after(async () => {
     await reg?.close();
-    biz.close();
+    await biz?.close();
     await b.cleanup();
   });
 
@@ -90,7 +93,7 @@ for (const b of backends()) {
     assert.equal([again[0]!.device, again[0]!.user], ['exists', u1], 're-enrolling keeps the name');
     assert.equal((await enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 2 }]))[0]!.device, 'updated');
     assert.is((await reg.getDevice('SN-1'))!.keyVersion, 2);
-    assert.is(biz.getByUser(u1)!.account, 'acct-SN-1');
+    assert.is((await biz.getByUser(u1))!.account, 'acct-SN-1');
     await rejects(() => enrollDevices({ reg, accounts }, [{ serial: 'SN-1', keyVersion: 2 }], { user: 'someone-else' }), code('BIZ_ACCOUNT_CONFLICT'));
     await rejects(async () => reg.enrollDevice({ serial: 'SN-1', keyVersion: 2, account: 'other', user: u1 }), code('ENROLL_CONFLICT'));
     await rejects(async () => reg.enrollDevice({ serial: 'bad serial!', keyVersion: 1, account: 'a', user: 'alice' }), code('ENROLL_BAD_RECORD'));

@@ -3,10 +3,18 @@
 // as `tsx FILE`, two at a time, and ends with the line `N passed, N failed` that CI counts.
 // Each file is a uvu suite; its own summary ("Total/Passed/Skipped") is parsed. A file that
 // exits non-zero without a summary (a crash, a syntax error) counts as one failed test.
+// Options (issue 16):
+//   --except-sqlite-only  leave out the SQLite-only files (scripts/store-suites.mjs): test-pg.mjs.
+//   --pg-pass             (make test) then run a second time, on PostgreSQL (STORE_URL and
+//                         PG_TEST_URL set to a database of the run's own, dropped after), the
+//                         files whose stores followed STORE_URL in the first pass: each child
+//                         gets TEST_FILE, and server-kit/store-choice.ts notes the files that
+//                         read STORE_URL in STORE_CHOICE_LOG. The one final line counts both passes.
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { cpus } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
+import { SQLITE_ONLY } from './store-suites.mjs';
 
 const root = process.cwd();
 const skip = new Set(['node_modules', '.git', 'state', 'tmp']);
@@ -21,19 +29,25 @@ function findTests(dir, out = []) {
   return out;
 }
 
-const args = process.argv.slice(2);
+const argv = process.argv.slice(2);
+const exceptSqliteOnly = argv.includes('--except-sqlite-only');
+// A first pass already on PostgreSQL (STORE_URL set by the caller) needs no second one.
+const pgPass = argv.includes('--pg-pass') && !/^postgres(ql)?:\/\//.test(process.env.STORE_URL ?? '');
+const args = argv.filter((a) => !a.startsWith('--'));
 // Arguments: test files, or folders to search for them.
-const files = (args.length ? args.flatMap((a) => (statSync(a).isDirectory() ? findTests(join(root, a)) : [a])) : findTests(root)).sort();
+const files = (args.length ? args.flatMap((a) => (statSync(a).isDirectory() ? findTests(join(root, a)) : [a])) : findTests(root))
+  .filter((f) => !(exceptSqliteOnly && f in SQLITE_ONLY))
+  .sort();
 const jobs = Number(process.env.TEST_JOBS ?? Math.max(1, Math.min(2, cpus().length)));
 const tsx = join(root, 'node_modules', '.bin', 'tsx');
 
 let passed = 0, failed = 0, skipped = 0;
 const failures = [];
 
-function runOne(file) {
+function runOne(file, env, label) {
   return new Promise((resolve) => {
     const started = Date.now();
-    const child = spawn(tsx, [file], { env: { ...process.env, FORCE_COLOR: '0', NO_COLOR: '1' } });
+    const child = spawn(tsx, [file], { env: { ...process.env, ...env, FORCE_COLOR: '0', NO_COLOR: '1', TEST_FILE: file } });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -54,19 +68,52 @@ function runOne(file) {
       passed += p; failed += f; skipped += s;
       const ms = Date.now() - started;
       const mark = f ? 'FAIL' : 'ok  ';
-      process.stdout.write(`${mark} ${file}  (${p} passed, ${f} failed, ${ms} ms)\n`);
+      process.stdout.write(`${mark} ${label}${file}  (${p} passed, ${f} failed, ${ms} ms)\n`);
       // A suite's figures line ('cluster figures: ...') is shown even when it passes (CI's log keeps it).
       for (const l of out.split('\n')) if (/^[a-z][\w -]* figures: /.test(l)) process.stdout.write(`     ${l}\n`);
-      if (f || code !== 0) failures.push({ file, out });
+      if (f || code !== 0) failures.push({ file: label + file, out });
       resolve();
     });
   });
 }
 
-const queue = [...files];
-await Promise.all(Array.from({ length: jobs }, async () => {
-  while (queue.length) await runOne(queue.shift());
-}));
+async function runAll(list, env = {}, label = '') {
+  const queue = [...list];
+  await Promise.all(Array.from({ length: jobs }, async () => {
+    while (queue.length) await runOne(queue.shift(), env, label);
+  }));
+}
+
+const started = Date.now();
+if (!pgPass) await runAll(files);
+else {
+  const logDir = mkdtempSync(join(tmpdir(), 'usbphone-store-choice-'));
+  const log = join(logDir, 'followed');
+  writeFileSync(log, '');
+  try {
+    await runAll(files, { STORE_CHOICE_LOG: log });
+    const firstMs = Date.now() - started;
+    const followed = new Set(readFileSync(log, 'utf8').split('\n').filter(Boolean));
+    const second = files.filter((f) => followed.has(f) && !(f in SQLITE_ONLY));
+    process.stdout.write(`\nfirst pass (SQLite) ${Math.round(firstMs / 1000)} s; second pass: the ${second.length} files whose stores followed STORE_URL, on PostgreSQL\n`);
+    if (second.length) {
+      const { withTestDatabase, pgEnv, shownUrl } = await import('./pg-database.mjs');
+      try {
+        await withTestDatabase(async (url, db) => {
+          process.stdout.write(`STORE_URL=${shownUrl(url)} (database ${db}, dropped after)\n`);
+          await runAll(second, pgEnv(url), '[pg] ');
+        });
+      } catch (e) {
+        // PostgreSQL unreachable (make test starts it: scripts/ensure-services.sh): a failure, counted.
+        failed += 1;
+        failures.push({ file: '[pg] second pass', out: String(e?.stack ?? e) });
+      }
+      process.stdout.write(`second pass (PostgreSQL) ${Math.round((Date.now() - started - firstMs) / 1000)} s\n`);
+    }
+  } finally {
+    rmSync(logDir, { recursive: true, force: true });
+  }
+}
 
 for (const { file, out } of failures) {
   process.stdout.write(`\n==== ${file} ====\n${out.slice(-6000)}\n`);

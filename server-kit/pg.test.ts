@@ -4,7 +4,9 @@
 // Uint8Array, every pooled connection in its own schema. PostgreSQL unreachable = FAIL.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openPool, openMigrated, migrate, tx, testSchema, dumpSchema, redactUrl, type PgMigration } from './pg.ts';
+import pg from 'pg';
+import { randomBytes } from 'node:crypto';
+import { openPool, openMigrated, migrate, tx, testSchema, dumpSchema, redactUrl, pgUrl, testPgUrl, type PgMigration } from './pg.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 
 const made: { drop(): Promise<void> }[] = [];
@@ -111,6 +113,53 @@ test('tx: committed or rolled back whole; a serialization failure is retried, a 
     assert.is((await p.query('SELECT n FROM c')).rows[0].n, 20 + one.length - failed.length);
   } finally {
     await p.end();
+  }
+});
+
+test('synchronous_commit is set on every connection: on by default even in a database whose default is off; off when asked', async () => {
+  // A database of its own whose default is off: a pool that left the setting to the server
+  // would inherit it (and a store's commit would stop meaning "on disk").
+  const db = `t_sc_${randomBytes(5).toString('hex')}`;
+  const admin = async (sql: string) => {
+    const c = new pg.Client({ connectionString: pgUrl(testPgUrl()) });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  };
+  await admin(`CREATE DATABASE ${db}`);
+  const u = new URL(pgUrl(testPgUrl()));
+  u.pathname = `/${db}`;
+  const url = u.toString();
+  const pools: pg.Pool[] = [];
+  try {
+    await admin(`ALTER DATABASE ${db} SET synchronous_commit = off`);
+    const raw = new pg.Client({ connectionString: url });
+    await raw.connect();
+    const inherited = (await raw.query('SHOW synchronous_commit')).rows[0].synchronous_commit;
+    await raw.end();
+    assert.is(inherited, 'off', "the database's own default (what an implicit setting would get)");
+    const show = async (p: pg.Pool) => {
+      // Several connections at once: every one of the pool's, not only the first, is set.
+      const cs = await Promise.all([p.connect(), p.connect(), p.connect()]);
+      try {
+        return [...new Set(await Promise.all(cs.map(async (c) => (await c.query('SHOW synchronous_commit')).rows[0].synchronous_commit as string)))];
+      } finally {
+        for (const c of cs) c.release();
+      }
+    };
+    const durable = openPool(url, { schema: 'public' });
+    const fast = openPool(url, { schema: 'public', synchronousCommit: false });
+    const explicit = openPool(url, { schema: 'public', synchronousCommit: true });
+    pools.push(durable, fast, explicit);
+    assert.equal(await show(durable), ['on']);
+    assert.equal(await show(explicit), ['on']);
+    assert.equal(await show(fast), ['off']);
+  } finally {
+    for (const p of pools) await p.end();
+    await admin(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
   }
 });
 

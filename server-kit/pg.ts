@@ -49,9 +49,12 @@ export interface PgOptions {
   /** A statement running longer is cancelled (ms). */
   statementTimeoutMs?: number;
   /**
-   * false: a commit returns before its WAL record is on disk (PostgreSQL's synchronous_commit =
-   * off: a crash of the database server may lose the last ~0.6 s of commits, never corrupts).
-   * Default true (durable). The bench measures both.
+   * PostgreSQL's synchronous_commit, set on every connection of the pool whatever the server's
+   * or the database's default (docs/decisions.md): true (the default) = `on`, a commit returns
+   * once its WAL record is flushed to disk, so a crash of the database server loses no commit a
+   * client was told of; false = `off`, a commit returns before the flush: a crash may lose the
+   * last commits (up to 3 x wal_writer_delay, ~0.6 s by default) that clients were told of, and
+   * never corrupts or half-applies a transaction. The bench measures both.
    */
   synchronousCommit?: boolean;
 }
@@ -75,6 +78,9 @@ export function pgUrl(url: string): string {
   return u.toString();
 }
 
+/** The synchronous_commit value the pool's connections get (`on` unless the options say false). */
+export const synchronousCommitSetting = (o: Pick<PgOptions, 'synchronousCommit'>): 'on' | 'off' => (o.synchronousCommit === false ? 'off' : 'on');
+
 /** A pool whose every connection uses `schema`; nothing is created until migrate(). */
 export function openPool(url: string, o: PgOptions): PgPool {
   if (!SCHEMA_RE.test(o.schema)) throw new ImplementationError('STORE_CONFIG', `PostgreSQL schema '${o.schema}' must match ${SCHEMA_RE.source}`);
@@ -82,7 +88,9 @@ export function openPool(url: string, o: PgOptions): PgPool {
     connectionString: pgUrl(url),
     max: o.max ?? 8,
     // Set at connection start: a pooled connection never runs a query in another schema.
-    options: `-c search_path=${o.schema} -c statement_timeout=${Math.floor(o.statementTimeoutMs ?? 10_000)}${o.synchronousCommit === false ? ' -c synchronous_commit=off' : ''}`,
+    // synchronous_commit explicit either way: a server or database configured `off` (or
+    // `remote_apply` on a replica set) does not silently change what a store's commit means.
+    options: `-c search_path=${o.schema} -c statement_timeout=${Math.floor(o.statementTimeoutMs ?? 10_000)} -c synchronous_commit=${synchronousCommitSetting(o)}`,
     types: typeParser,
     connectionTimeoutMillis: 5_000,
   });

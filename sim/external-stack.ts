@@ -19,9 +19,13 @@ import { createInterface } from 'node:readline';
 import { ImplementationError } from '../protocol/errors.ts';
 import { stateFiles, DEFAULT_TOPOLOGY, factoryPolicyFor } from '../deploy/config.ts';
 import { readKeyFile, loadMasterKeyring, ensureMasterKeyFile } from '../server-kit/keyfiles.ts';
-import { SqliteRegStore } from '../reg-server/store.ts';
-import { SqliteBizStore } from '../biz-server/store.ts';
-import { enrollInBatches, type EnrollmentRecord, type EnrollOptions, accountsInStore } from '../deploy/enroll.ts';
+import { SqliteRegStore, type RegStore } from '../reg-server/store.ts';
+import { SqliteBizStore, type BizStore } from '../biz-server/store.ts';
+import { openRegStore } from '../reg-server/pg-store.ts';
+import { openBizStores } from '../biz-server/pg-store.ts';
+import { storeChoiceFrom } from '../server-kit/store-choice.ts';
+import { stackSchemaPrefix, stackSchemas } from '../deploy/stack-schemas.ts';
+import { enrollInBatches, enrollDevices, type EnrollmentRecord, type EnrollOptions, accountsInStore } from '../deploy/enroll.ts';
 import { trackChild, PARENT_PIPE_ENV } from './lifetime.ts';
 import type { StackHandle } from './world.ts';
 
@@ -34,18 +38,60 @@ export interface ExternalStack extends StackHandle {
   pid: number;
 }
 
-/** The files a running `serve all --state DIR` keeps there (what attachStack needs). */
-export const ATTACH_FILES = ['master.key', 'store.key', 'reg.sqlite', 'biz-accounts.sqlite'] as const;
+/**
+ * The files a running `serve all --state DIR` keeps there (what attachStack needs): its keys, and
+ * its SQLite files, or on PostgreSQL (STORE_URL, as deploy/stack.ts chooses) its schema prefix.
+ */
+export function attachFiles(env: NodeJS.ProcessEnv = process.env): string[] {
+  return storeChoiceFrom(undefined, env).kind === 'postgres' ? ['master.key', 'store.key', 'pg-schema'] : ['master.key', 'store.key', 'reg.sqlite', 'biz-accounts.sqlite'];
+}
 
 /**
  * A running stack, by its gateway URL ('ws://host:port/') and its state directory.
  * Throws ImplementationError SIM_NOT_STACK_STATE when the directory lacks the servers' files.
  */
 export function attachStack(stateDir: string, gatewayUrl: string): StackHandle & { gatewayUrl: string } {
-  const missing = ATTACH_FILES.filter((f) => !existsSync(join(stateDir, f)));
+  const missing = attachFiles().filter((f) => !existsSync(join(stateDir, f)));
   if (missing.length) throw new ImplementationError('SIM_NOT_STACK_STATE', `${stateDir} has no ${missing.join(', ')}`);
   const files = stateFiles(stateDir);
   const ring = loadMasterKeyring({ file: files.masterKey });
+  const common: Omit<StackHandle, 'enroll' | 'stop'> & { gatewayUrl: string } = {
+    gatewayUrl,
+    ring,
+    factoryPolicy: factoryPolicyFor(stateDir),
+    dests: { regPrimary: 'reg-primary', regBackup: 'reg-backup', biz: DEFAULT_TOPOLOGY.biz.map((b) => b.name) },
+    urlFor: (dest) => gatewayUrl + dest,
+  };
+  const choice = storeChoiceFrom(undefined);
+  if (choice.kind === 'postgres') {
+    // The stack's schemas (its state directory's prefix), opened on the first enrollment; one
+    // record at a time (enrollInBatches batches SQLite transactions only).
+    const schemas = stackSchemas(choice.schema ?? stackSchemaPrefix(stateDir));
+    let opened: Promise<[RegStore, BizStore]> | null = null;
+    const open = () =>
+      (opened ??= (async (): Promise<[RegStore, BizStore]> => {
+        const reg = await openRegStore({ ...choice, schema: schemas.reg });
+        try {
+          return [reg, (await openBizStores({ ...choice, schema: schemas.biz }, readKeyFile(files.storeKey, 'storage key'))).store];
+        } catch (e) {
+          await reg.close();
+          throw e;
+        }
+      })());
+    return {
+      ...common,
+      enroll: async (records: EnrollmentRecord | EnrollmentRecord[], o?: EnrollOptions) => {
+        const [reg, biz] = await open();
+        return enrollDevices({ reg, accounts: accountsInStore(biz) }, Array.isArray(records) ? records : [records], o);
+      },
+      async stop() {
+        const o = opened;
+        opened = null;
+        const stores = o ? await o.catch(() => null) : null;
+        if (stores) for (const x of stores) await x.close();
+      },
+    };
+  }
   const reg = new SqliteRegStore(files.regDb);
   let biz: SqliteBizStore;
   try {
@@ -56,11 +102,7 @@ export function attachStack(stateDir: string, gatewayUrl: string): StackHandle &
   }
   let open = true;
   return {
-    gatewayUrl,
-    ring,
-    factoryPolicy: factoryPolicyFor(stateDir),
-    dests: { regPrimary: 'reg-primary', regBackup: 'reg-backup', biz: DEFAULT_TOPOLOGY.biz.map((b) => b.name) },
-    urlFor: (dest) => gatewayUrl + dest,
+    ...common,
     // A fleet's million records in batches of one transaction each (a commit per device took 150 us).
     enroll: (records: EnrollmentRecord | EnrollmentRecord[], o?: EnrollOptions) => enrollInBatches([reg.db, biz.db], { reg, accounts: accountsInStore(biz) }, Array.isArray(records) ? records : [records], o),
     async stop() {

@@ -28,7 +28,7 @@ import { verifyTable } from '../protocol/attack-table.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import type { StackOptions } from '../deploy/stack.ts';
-import type { SqliteBizStore } from '../biz-server/store.ts';
+import { storeRows } from '../server-kit/store-backends.ts';
 
 setLogSink(() => {});
 /** Lower scrypt cost for speed; biz-server/bank.test.ts runs OWASP's real parameters. */
@@ -147,14 +147,16 @@ test("fingerprint: the finger enrolled at the registration, the attested key kep
 
     const l = await loginWith(w, p, 'fred', ['fingerprint']);
     assert.ok(l.bank?.kind === 'page' && l.bank.mech === 'fingerprint', `${show(l.o)}\n${traceOf(l.host)}`);
-    const logins = (w.stack.bizStore as SqliteBizStore).db.prepare('SELECT COUNT(*) AS n FROM bank_logins').get() as { n: number };
+    // The bank's login records, on whichever back end the stack's store is (STORE_URL).
+    const bankLogins = async () => Number((await storeRows<{ n: number | string }>(w.stack.bizStore, 'SELECT COUNT(*) AS n FROM bank_logins'))[0]!.n);
+    const logins = { n: await bankLogins() };
 
     // Another finger on the sensor: the chip signs nothing; the phone sends no bank request.
     p.phone.sensor!.place(fingerFromSeed('somebody else'));
     const other = await loginWith(w, p, 'fred', ['fingerprint']);
     assert.ok(other.bank?.kind === 'no-proof' && other.bank.code === 'PERSON_FP_NO_MATCH', `${show(other.o)}\n${traceOf(other.host)}`);
     assert.not.ok(other.host.events.some((e) => e.feature === 'S4.5'), 'no bank request was sealed');
-    assert.is(((w.stack.bizStore as SqliteBizStore).db.prepare('SELECT COUNT(*) AS n FROM bank_logins').get() as { n: number }).n, logins.n, 'the bank recorded nothing');
+    assert.is(await bankLogins(), logins.n, 'the bank recorded nothing');
     p.phone.sensor!.place(fingerOf(w.seed, 0));
 
     // A hostile host: a real proof made for session A (the person's finger, the chip), sent again in session B.

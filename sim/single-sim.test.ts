@@ -1,6 +1,6 @@
 // The single phone's SIM and person (sim/single-sim.ts), in process: every option value the CLI
 // hands on, good and hostile; the card kept across runs; a swap told to a real operator store
-// (SQLite), and its refusals. cli/sim.test.ts runs the same through the CLI, end to end.
+// (the back end STORE_URL selects: SQLite, or PostgreSQL under scripts/test-pg.mjs), and its refusals. cli/sim.test.ts runs the same through the CLI, end to end.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImplementationError } from '../protocol/errors.ts';
 import { isIccid, isImsi } from '../protocol/line-ids.ts';
-import { SqliteOperatorStore } from '../operator-server/store.ts';
+import { openOperatorStore } from '../operator-server/pg-store.ts';
+import { chosenBackend } from '../server-kit/store-backends.ts';
 import { givenCard, generatedCard, planSim, savedSim, saveSim, tellOperator, bankPerson, newCardFor, SIM_FILE, BANK_PASSWORD_ENV } from './single-sim.ts';
 
 const ICCID = '8944200000000000017';
@@ -106,7 +107,8 @@ test('planSim: the given or generated card; kept across runs; a swap makes a new
 
 test('tellOperator: the line created once, a swap moves it (the old card replaced, the change time now); a number on another card or a card on another number is SIM_LINE_CONFLICT', async () => {
   const t = tmp();
-  const store = new SqliteOperatorStore(join(t.dir, 'operator.sqlite'));
+  const B = chosenBackend();
+  const store = await B.opening(openOperatorStore(B.place('operator')));
   try {
     const c = generatedCard(5);
     assert.match(await tellOperator(store, { card: c }), /the operator's line \+99901\d{8} is on this card/);
@@ -114,18 +116,19 @@ test('tellOperator: the line created once, a swap moves it (the old card replace
     const before = Date.now();
     const n = newCardFor(c);
     assert.match(await tellOperator(store, { card: n, swappedFrom: c }), /the operator moved line \+99901\d{8} from card 8900101…\d{4} to card 8900101…\d{4}/);
-    const sub = store.byPhoneNumber(c.msisdn!)!;
+    const sub = (await store.byPhoneNumber(c.msisdn!))!;
     assert.is(sub.card.iccid, n.iccid);
     assert.ok(sub.cardChangedAt >= before);
-    assert.is(store.cardByIccid(c.iccid)!.status, 'replaced');
+    assert.is((await store.cardByIccid(c.iccid))!.status, 'replaced');
     // The old card again with the line's number: the line is on the new card.
     await rejectsCode(() => tellOperator(store, { card: c }), 'SIM_LINE_CONFLICT', /will not pair \+99901\d{8} with card .*that line is on card 8900101…/, 'old card');
     // The new card with another number: the card is the other line's.
     await rejectsCode(() => tellOperator(store, { card: { ...n, msisdn: '+447700900999' } }), 'SIM_LINE_CONFLICT', /will not pair \+447700900999/, 'card on another number');
-    assert.is(store.byPhoneNumber('+447700900999'), null, 'a refused pairing stores nothing');
+    assert.is(await store.byPhoneNumber('+447700900999'), null, 'a refused pairing stores nothing');
     assert.match(await tellOperator(store, { card: { iccid: ICCID, imsi: IMSI, cardType: 'USIM' } }), /carries no number: the operator is not told/);
   } finally {
-    store.close();
+    await store.close();
+    await B.cleanup();
     t.remove();
   }
 });
