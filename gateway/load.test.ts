@@ -39,7 +39,7 @@ test(`${HOSTILE} hostile fragment connections and ${HONEST} honest phones: every
   try {
     const base = await gw.memory();
     const devs = Array.from({ length: HONEST }, (_, i) => makeDevice(stack.ring, `SN-LOAD-${i}`));
-    stack.enroll(devs.map((d) => ({ serial: d.serial, keyVersion: stack.ring.current })));
+    await stack.enroll(devs.map((d) => ({ serial: d.serial, keyVersion: stack.ring.current })));
     const started = performance.now();
 
     // Attackers, in waves of 250 (one source address per wave: under the per-IP cap).

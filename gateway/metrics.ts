@@ -25,7 +25,7 @@ export class GatewayMetrics {
   });
   readonly linkRefused = new Counter({
     name: 'usbphone_gateway_link_refused_total',
-    help: 'Upstream link connections closed for breaking the link protocol or falling silent, by code (LINK_BAD_MAC, LINK_HEARTBEAT_TIMEOUT, ...)',
+    help: 'Upstream link connections closed for breaking the link protocol or falling silent (the heartbeat), by code (LINK_BAD_MAC, ...)',
     labelNames: ['upstream', 'code'],
     registers: [this.registry],
   });
