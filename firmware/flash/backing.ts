@@ -5,14 +5,14 @@
 // CowBacking is how a fleet of a million devices shares one factory image: every device
 // reads the shared, read-only base and keeps private copies of only the pages it changed.
 //
-// What a backing stores can change only through its own write, fill or reset, each of which
-// moves `generation`: neither exposes its arrays. MemoryBacking copies the array it is given;
-// CowBacking's base is a private copy of the array it is given, made once per array and
-// shared by every backing made from that same array (a fleet's memory: one copy, not one a
-// phone). Writing into the caller's array afterwards changes no device's flash, neither the
-// backings made before nor those made after from that array (they share the copy): a
-// changed factory image is a new array (image.slice()). The secure controller's kept
-// measurement (secure/element.ts) relies on this.
+// What a backing stores changes through its own write, fill or reset, each of which moves
+// `generation`; neither exposes its arrays. MemoryBacking copies the array it is given.
+// CowBacking reads its base by reference: the base is the fleet's factory image, made once and
+// never written again by any code (a copy would be one more 8 MiB image per fleet: it took the
+// 1,500-phone fleet of sim/fleet-scale.test.ts over its 8 KiB per phone, 10.3-10.7 KiB); a caller that wrote into it
+// would change every device made from it without moving a generation, so the contract is
+// that nothing does. A changed factory image is a new array (image.slice()). The secure
+// controller's kept measurement (secure/element.ts) relies on both.
 
 export interface FlashBacking {
   readonly sizeBytes: number;
@@ -66,17 +66,9 @@ export class MemoryBacking implements FlashBacking {
   }
 }
 
-/** Each caller's base array -> the private copy every CowBacking made from it shares. */
-const sharedBases = new WeakMap<Uint8Array, Uint8Array>();
-function sharedCopyOf(base: Uint8Array): Uint8Array {
-  let c = sharedBases.get(base);
-  if (!c) sharedBases.set(base, (c = base.slice()));
-  return c;
-}
-
 /**
  * Copy-on-write over a shared base image, at page granularity: the base is never written
- * (a private copy of the array given, shared by every backing made from that array);
+ * (read by reference, not exposed: the caller's factory image, which no code writes again);
  * a device keeps only the pages it changed, each without its trailing 0xFF bytes (a record
  * programmed into an erased page costs its own length, not the page), all packed in one
  * buffer, and a mark per erased sector (whose pages then read 0xFF, not the base). A page
@@ -84,7 +76,7 @@ function sharedCopyOf(base: Uint8Array): Uint8Array {
  * Fleets: a phone's login changes six pages in four sectors, about 1.1 KiB (docs/benchmarks.md).
  */
 export class CowBacking implements FlashBacking {
-  /** The shared base: private, copied from the caller's array once per array (sharedCopyOf). */
+  /** The shared base (the caller's array, by reference; not exposed). */
   readonly #base: Uint8Array;
   readonly sectorBytes: number;
   readonly pageBytes: number;
@@ -109,7 +101,7 @@ export class CowBacking implements FlashBacking {
     if (!Number.isInteger(pageBytes) || pageBytes <= 0 || sectorBytes % pageBytes !== 0) {
       throw new RangeError('sectorBytes must be a multiple of pageBytes');
     }
-    this.#base = sharedCopyOf(base);
+    this.#base = base;
     this.sectorBytes = sectorBytes;
     this.pageBytes = pageBytes;
   }

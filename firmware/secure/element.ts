@@ -210,8 +210,8 @@ export class SecureElement {
    * A fleet's chips (issue 15): a hello or a measurement query re-measures only when a byte of
    * the flash may have changed since the last good measurement (the flash's write generation
    * moved: any program or erase, by the host's units, the controller or a write, fill or reset
-   * called on the backing itself; a backing's arrays are private and its base a private copy,
-   * flash/backing.ts, so no write escapes the generation), instead of at every one. A real controller sits in the flash's write path and
+   * called on the backing itself; a backing exposes no array, and a fleet's shared base is
+   * its factory image, which no code writes: flash/backing.ts), instead of at every one. A real controller sits in the flash's write path and
    * knows whether it was written; the files are what was measured while it was not. Off by
    * default (the single phone, the stories, the deterministic simulation measure every time);
    * a backing that cannot tell (generation null) is measured every time. element.test.ts
