@@ -30,7 +30,16 @@ export type SessionEnd =
    * Could not reach the server, or it said "not now": no connection, closed early, timed out, or
    * an error frame whose code's retry class (protocol/errors.ts) is `later` / `other-server`.
    */
-  | { kind: 'unreachable'; why: string; code?: string; retry?: Exclude<RetryClass, 'never'> }
+  | {
+      kind: 'unreachable'; why: string; code?: string; retry?: Exclude<RetryClass, 'never'>;
+      /**
+       * The held connection the session reused failed (closed, or the gateway's GW_IDLE_TIMEOUT)
+       * before anything of this session arrived: its end had not been seen yet. The program runs
+       * the session again at once (no backoff, not a failure); the connection is gone, so the
+       * next one is new and cannot be stale: once only.
+       */
+      stale?: true;
+    }
   /** The server sent something invalid: we ended the session (S0.7, claim 5). */
   | { kind: 'invalid'; code: string; why: string }
   /** The server refused us with an error frame. */
@@ -48,14 +57,19 @@ interface LineUser {
   moved(line: Line): void;
 }
 
-/** Whether a frame is an error frame with code MSG_UNKNOWN_TYPE (a peer that does not know `sessions`, §15). */
-function isUnknownTypeError(f: Uint8Array): boolean {
+/** Whether a frame is an error frame with code `code`. */
+function isErrorWith(f: Uint8Array, code: string): boolean {
   try {
     const env = decodeEnvelope(f);
-    return env.type === MsgType.error && parseError(env.body).code === 'MSG_UNKNOWN_TYPE';
+    return env.type === MsgType.error && parseError(env.body).code === code;
   } catch {
     return false;
   }
+}
+
+/** Whether a frame is an error frame with code MSG_UNKNOWN_TYPE (a peer that does not know `sessions`, §15). */
+function isUnknownTypeError(f: Uint8Array): boolean {
+  return isErrorWith(f, 'MSG_UNKNOWN_TYPE');
 }
 
 /** Whether a frame is of type sessionEnd (its envelope starts 85 01 18 34), well-formed or not. */
@@ -261,11 +275,6 @@ class Line {
   }
 }
 
-/** Closes the connection the board holds between sessions, if any (the device is unplugged). */
-export function dropHeld(board: Board): void {
-  held.get(board)?.close(1000);
-}
-
 /** Whether the board holds a connection between sessions (docs/protocol.md §2.1), and to which URL. */
 export function heldUrl(board: Board): string | null {
   return held.get(board)?.url ?? null;
@@ -284,6 +293,8 @@ export class ClientSession<Ev, Out> implements LineUser {
   #timer: Timer | null = null;
   #ended = false;
   #opened = false;
+  /** A frame of this session arrived. */
+  #heard = false;
   readonly started: number;
   /** Board clock when the connection opened (0 until then). */
   openedAt = 0;
@@ -329,6 +340,10 @@ export class ClientSession<Ev, Out> implements LineUser {
 
   frame(data: Uint8Array): void {
     if (this.#ended) return;
+    // The reused connection's idle timeout crossed this session's first frames (§2.1): the
+    // gateway's end of the held connection, not this server's answer.
+    if (this.reused && !this.#heard && isErrorWith(data, 'GW_IDLE_TIMEOUT')) return this.#stale('GW_IDLE_TIMEOUT');
+    this.#heard = true;
     this.apply(this.machine.receive(data));
   }
 
@@ -344,7 +359,13 @@ export class ClientSession<Ev, Out> implements LineUser {
 
   closed(code: number, reason: string, wasOpen: boolean): void {
     if (this.#ended) return;
+    if (this.reused && !this.#heard) return this.#stale(`closed ${code}`);
     this.#end({ kind: 'unreachable', why: this.#opened || wasOpen ? `connection closed (${code}${reason ? ` ${reason}` : ''})` : `no connection (${reason || code})` });
+  }
+
+  /** The reused connection failed before anything of this session arrived (SessionEnd.stale). */
+  #stale(what: string): void {
+    this.#end({ kind: 'unreachable', why: `the held connection ended before the server answered (${what})`, ...(what === 'GW_IDLE_TIMEOUT' ? { code: what, retry: 'later' as const } : {}), stale: true });
   }
 
   /** Sends a step's frames, reports its event, and ends the session on its outcome. */
