@@ -20,7 +20,7 @@ setLogSink(() => {});
  * A relay in front of the gateway playing an old gateway: a first frame of type 51 is refused as
  * §15 says (error MSG_UNKNOWN_TYPE, close 1002); with `refuseAll` every connection's first frame is.
  */
-async function oldGateway(gateway: () => string, refuseAll = false) {
+async function oldGateway(gateway: () => string, refuseAll = false, errorFrame = true) {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise<void>((r) => wss.once('listening', () => r()));
   const seen = { connections: [] as string[], refusedSessions: 0, sessionsForwarded: 0 };
@@ -35,8 +35,9 @@ async function oldGateway(gateway: () => string, refuseAll = false) {
       if (first && (refuseAll || env.type === MsgType.sessions)) {
         first = false;
         if (env.type === MsgType.sessions) seen.refusedSessions++;
-        down.send(encodeError(0, env.dest, 'MSG_UNKNOWN_TYPE', env.seq, `unknown message type ${env.type}`));
-        down.close(1002);
+        // A direct device port refuses without an error frame: close 1002, the code as reason.
+        if (errorFrame) down.send(encodeError(0, env.dest, 'MSG_UNKNOWN_TYPE', env.seq, `unknown message type ${env.type}`));
+        down.close(1002, 'MSG_UNKNOWN_TYPE');
         return;
       }
       first = false;
@@ -85,6 +86,27 @@ test('an old gateway refuses `sessions` (MSG_UNKNOWN_TYPE, 1002): the phone retr
     assert.is(new Set(c.slice(1)).size, c.length - 1, `one connection per session after the retry (${c.join(', ')})`);
     assert.ok(c.some((d) => d.startsWith('biz')), `the business login ran (${c.join(', ')})`);
     assert.ok(Date.now() - t0 < 5_000, 'no backoff round');
+  } finally {
+    await relay.close();
+    await world.stop();
+    removeTempDir(dir);
+  }
+});
+
+test('an old peer that refuses `sessions` with a bare close 1002 (no error frame, as a direct device port does): the same retry, the phone logs in', async () => {
+  const dir = makeTempDir('old-port');
+  let gatewayUrl = '';
+  const relay = await oldGateway(() => gatewayUrl, false, false);
+  const world = await startWorld({ stateDir: dir, gatewayPort: 0, advertisedUrl: relay.url });
+  gatewayUrl = world.stack.gatewayUrl.replace(/\/?$/, '/');
+  try {
+    const { phone } = await world.phone(0, new TraceHost());
+    const out = await phone.device.plugIn();
+    assert.ok(out.ok && out.via === 'registration', JSON.stringify(out));
+    assert.is(relay.seen.refusedSessions, 1);
+    const c = relay.seen.connections;
+    assert.is(c[0], c[1], `the same session retried on the same URL (${c.join(', ')})`);
+    assert.is(new Set(c.slice(1)).size, c.length - 1, `one connection per session after the retry (${c.join(', ')})`);
   } finally {
     await relay.close();
     await world.stop();
