@@ -7,7 +7,7 @@
 // (the business login after the registration), and after the last one it stays open, idle,
 // receiving the table pushes (§16) until the device is unplugged or the gateway's idle sweep
 // closes it. A connection that was not answered, or that closes, is today's: one per session.
-import { peekTablePush, peekSessionEnd, isSessionsFrame, sessionsFrame, sessionEndFrame } from '../protocol/messages.ts';
+import { peekTablePush, peekSessionEnd, isSessionsFrame, sessionsFrame, sessionEndFrame, decodeEnvelope, parseError, MsgType } from '../protocol/messages.ts';
 import { CloseCode, retryClass, type RetryClass } from '../protocol/errors.ts';
 import { isClientEnd, type ClientEnd, type ClientExchange, type Step } from '../protocol/exchange.ts';
 import type { NetSocket } from './hal/hal.ts';
@@ -30,7 +30,16 @@ export type SessionEnd =
    * Could not reach the server, or it said "not now": no connection, closed early, timed out, or
    * an error frame whose code's retry class (protocol/errors.ts) is `later` / `other-server`.
    */
-  | { kind: 'unreachable'; why: string; code?: string; retry?: Exclude<RetryClass, 'never'> }
+  | {
+      kind: 'unreachable'; why: string; code?: string; retry?: Exclude<RetryClass, 'never'>;
+      /**
+       * The held connection the session reused failed (closed, or the gateway's GW_IDLE_TIMEOUT)
+       * before anything of this session arrived: its end had not been seen yet. The program runs
+       * the session again at once (no backoff, not a failure); the connection is gone, so the
+       * next one is new and cannot be stale: once only.
+       */
+      stale?: true;
+    }
   /** The server sent something invalid: we ended the session (S0.7, claim 5). */
   | { kind: 'invalid'; code: string; why: string }
   /** The server refused us with an error frame. */
@@ -44,6 +53,23 @@ interface LineUser {
   /** The gateway's sessionEnd for this session: what a close would have said (§2.1). */
   ended(code: number, reason: string): void;
   closed(code: number, reason: string, wasOpen: boolean): void;
+  /** The session goes on on another connection (a retry without `sessions`, §2.1 rule 1). */
+  moved(line: Line): void;
+}
+
+/** Whether a frame is an error frame with code `code`. */
+function isErrorWith(f: Uint8Array, code: string): boolean {
+  try {
+    const env = decodeEnvelope(f);
+    return env.type === MsgType.error && parseError(env.body).code === code;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a frame is an error frame with code MSG_UNKNOWN_TYPE (a peer that does not know `sessions`, §15). */
+function isUnknownTypeError(f: Uint8Array): boolean {
+  return isErrorWith(f, 'MSG_UNKNOWN_TYPE');
 }
 
 /** Whether a frame is of type sessionEnd (its envelope starts 85 01 18 34), well-formed or not. */
@@ -58,6 +84,17 @@ function originOf(url: string): string {
 
 /** The connection each board holds between sessions (at most one). */
 const held = new WeakMap<Board, Line>();
+
+/**
+ * Gateways (origins) that refused `sessions` (MSG_UNKNOWN_TYPE, or a close 1002 before any
+ * frame): for this boot the board connects to them per session and never asks again (§2.1 rule 1).
+ */
+const plainOrigins = new WeakMap<Board, Set<string>>();
+
+/** Whether the board connects to `url` without asking for sessions in sequence. */
+export function noSessionsAt(board: Board, url: string): boolean {
+  return plainOrigins.get(board)?.has(originOf(url)) ?? false;
+}
 
 /**
  * One device connection, which may run sessions in sequence (docs/protocol.md §2.1): at most
@@ -76,20 +113,40 @@ class Line {
   /** The session the device ended itself last (its sessionEnd sent): the gateway's may cross it, once. */
   #deviceEnded: { n: number; dest: string } | null = null;
   #user: LineUser | null;
+  /** A frame arrived on this connection. */
+  #heard = false;
+  /** What the first session sent before any frame arrived: sent again if the peer refuses `sessions`. */
+  #sentEarly: Uint8Array[] = [];
 
-  private constructor(private readonly board: Board, readonly url: string, user: LineUser) {
+  private constructor(
+    private readonly board: Board,
+    readonly url: string,
+    user: LineUser,
+    /** Connected without asking (the peer refused `sessions` this boot): §2's rule, one connection per session. */
+    private readonly plain = false,
+    /** A retry's first frames (already made by the session on the refused connection), sent on opening. */
+    replay: Uint8Array[] | null = null,
+  ) {
     this.#user = user;
     const loop = board.loop;
     this.socket = board.net.connect(url, {
       onOpen: () => loop.post(() => {
         if (this.#closed) return;
         this.#open = true;
+        if (replay) {
+          for (const f of replay) this.socket.send(f);
+          return;
+        }
         // Asked first; the first session's frames follow at once (no round trip, §2.1 rule 1).
-        this.socket.send(sessionsFrame());
+        if (!this.plain) this.socket.send(sessionsFrame());
         this.#user?.opened();
       }),
       onMessage: (data) => loop.post(() => {
         if (this.#closed) return;
+        // A peer that does not know `sessions` refuses it (§15: MSG_UNKNOWN_TYPE, close 1002)
+        // before anything of the session: the session is retried at once without asking.
+        if (!this.#heard && this.#asked() && isUnknownTypeError(data)) return this.#retryPlain();
+        this.#heard = true;
         // S3.11: a table the gateway pushed is outside the session (no seq, no state): kept or
         // refused on its own signature, version and expiry; the session goes on either way, and
         // a held connection with no session takes it too.
@@ -120,6 +177,7 @@ class Line {
         this.#user.frame(data);
       }),
       onClose: (code, reason) => loop.post(() => {
+        if (!this.#closed && !this.#heard && this.#open && this.#asked() && code === CloseCode.protocol && this.#user) return this.#retryPlain();
         const wasOpen = this.#open;
         this.#closed = true;
         if (held.get(this.board) === this) held.delete(this.board);
@@ -135,6 +193,7 @@ class Line {
    * gateway (origin) and runs sessions in sequence, else a new one (a held one to another URL is closed).
    */
   static take(board: Board, url: string, user: LineUser): { line: Line; reused: boolean } {
+    const plain = noSessionsAt(board, url);
     const h = held.get(board);
     if (h) {
       held.delete(board);
@@ -146,11 +205,35 @@ class Line {
       }
       h.close(1000);
     }
-    return { line: new Line(board, url, user), reused: false };
+    return { line: new Line(board, url, user, plain), reused: false };
+  }
+
+  /** This connection asked for sessions in sequence and nothing has answered yet (its first session). */
+  #asked(): boolean {
+    return !this.plain && !this.#granted && this.#n === 1;
+  }
+
+  /**
+   * The peer refused `sessions` (§2.1 rule 1): the gateway is marked as not running sessions in
+   * sequence for this boot and the session goes on at once on a new connection, without asking,
+   * with the frames it already made. Once: that connection never asks, so it never comes back here.
+   */
+  #retryPlain(): void {
+    const u = this.#user;
+    const o = originOf(this.url);
+    const set = plainOrigins.get(this.board) ?? new Set<string>();
+    set.add(o);
+    plainOrigins.set(this.board, set);
+    this.#user = null;
+    this.close(CloseCode.normal);
+    if (!u) return;
+    u.moved(new Line(this.board, this.url, u, true, this.#sentEarly.splice(0)));
   }
 
   send(data: Uint8Array): void {
-    if (!this.#closed) this.socket.send(data);
+    if (this.#closed) return;
+    if (!this.#heard && this.#asked()) this.#sentEarly.push(data);
+    this.socket.send(data);
   }
 
   /**
@@ -192,11 +275,6 @@ class Line {
   }
 }
 
-/** Closes the connection the board holds between sessions, if any (the device is unplugged). */
-export function dropHeld(board: Board): void {
-  held.get(board)?.close(1000);
-}
-
 /** Whether the board holds a connection between sessions (docs/protocol.md §2.1), and to which URL. */
 export function heldUrl(board: Board): string | null {
   return held.get(board)?.url ?? null;
@@ -215,6 +293,8 @@ export class ClientSession<Ev, Out> implements LineUser {
   #timer: Timer | null = null;
   #ended = false;
   #opened = false;
+  /** A frame of this session arrived. */
+  #heard = false;
   readonly started: number;
   /** Board clock when the connection opened (0 until then). */
   openedAt = 0;
@@ -260,6 +340,10 @@ export class ClientSession<Ev, Out> implements LineUser {
 
   frame(data: Uint8Array): void {
     if (this.#ended) return;
+    // The reused connection's idle timeout crossed this session's first frames (§2.1): the
+    // gateway's end of the held connection, not this server's answer.
+    if (this.reused && !this.#heard && isErrorWith(data, 'GW_IDLE_TIMEOUT')) return this.#stale('GW_IDLE_TIMEOUT');
+    this.#heard = true;
     this.apply(this.machine.receive(data));
   }
 
@@ -268,9 +352,20 @@ export class ClientSession<Ev, Out> implements LineUser {
     this.#end({ kind: 'unreachable', why: `session ended by the server (${code}${reason ? ` ${reason}` : ''})` });
   }
 
+  moved(line: Line): void {
+    if (this.#ended) return line.release(this, CloseCode.normal, false);
+    this.#line = line;
+  }
+
   closed(code: number, reason: string, wasOpen: boolean): void {
     if (this.#ended) return;
+    if (this.reused && !this.#heard) return this.#stale(`closed ${code}`);
     this.#end({ kind: 'unreachable', why: this.#opened || wasOpen ? `connection closed (${code}${reason ? ` ${reason}` : ''})` : `no connection (${reason || code})` });
+  }
+
+  /** The reused connection failed before anything of this session arrived (SessionEnd.stale). */
+  #stale(what: string): void {
+    this.#end({ kind: 'unreachable', why: `the held connection ended before the server answered (${what})`, ...(what === 'GW_IDLE_TIMEOUT' ? { code: what, retry: 'later' as const } : {}), stale: true });
   }
 
   /** Sends a step's frames, reports its event, and ends the session on its outcome. */

@@ -330,6 +330,13 @@ export class MainProgram {
           const bank = this.#bankOutcome(!isSessionEnd(r) && r.kind === 'ok' ? r.then : undefined, isSessionEnd(r) ? `${r.kind}: ${r.why}` : 'no bank request sent', { site: t.server.name, gen: t.gen, mech });
           return this.done({ ok: true, server: t.server.name, gen: t.gen, via: this.#via, ...(bank ? { bank } : {}) });
         }
+        if (isSessionEnd(r) && r.kind === 'unreachable' && r.stale) {
+          // The held connection ended before this session's server answered (§2.1): the same
+          // try at once on a new connection (a new opening), not a failure and no backoff.
+          dev.trace('S0.11', `login -> ${t.server.name}`, `${r.why}: again at once on a new connection`);
+          this.#tries.unshift(t);
+          return this.#next();
+        }
         const why = isSessionEnd(r) ? `${r.kind}${'code' in r ? ` ${r.code}` : ''}: ${r.why}` : r.kind === 'failed' ? `${r.code}: ${r.reason}` : 'ended before login';
         this.#failures.push(`${t.server.name}/gen ${t.gen}: ${why}`);
         if (isSessionEnd(r) && r.kind === 'unreachable') this.#retry.push(t);

@@ -88,6 +88,11 @@ export class Upmon {
         }
         return this.#registered(session.dest, credMs(), r.cred);
       }
+      if (r.kind === 'unreachable' && r.stale) {
+        // The held connection ended before this server answered (§2.1): again at once on a new connection.
+        dev.trace('S0.6', `session ${session.dest}`, `${r.why}: again at once on a new connection`);
+        return this.#attempt(round, i);
+      }
       const feature = r.kind === 'unreachable' ? 'S0.6' : 'S0.7';
       // A server's own "not now" (REG_/SRV_ codes), not the gateway's word that it is unreachable.
       if (r.kind === 'unreachable' && r.code && !r.code.startsWith('GW_')) this.#answered.add(r.code);

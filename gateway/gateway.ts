@@ -74,6 +74,8 @@ export interface GatewayConfig {
    */
   io?: GatewayIo;
   log?: Logger;
+  /** Tests: the id counter (its `next` is the next id tried), to start it near the wrap. */
+  ids?: { next: number };
 }
 
 export interface GatewayIo {
@@ -187,6 +189,9 @@ function errorCodeOf(frame: Uint8Array): string {
 
 const pem = (v: string) => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8'));
 
+/** Types only the gateway sends to a device: a server's frame of one of them is never forwarded. */
+const GATEWAY_ONLY: ReadonlySet<number> = new Set([MsgType.tablePush, MsgType.sessions, MsgType.sessionEnd]);
+
 export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const L: GatewayLimits = { ...GatewayDefaults, ...cfg.limits };
   const log = cfg.log ?? createLogger('gateway');
@@ -201,12 +206,18 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
   const byUpstream = new Map<string, Set<Conn>>();
   const paused = new Map<string, Set<Conn>>();
   const observe = cfg.observe;
-  let nextId = 1;
-  /** Connection ids and link session ids come from one counter: never two alike while alive. */
+  const ids = cfg.ids ?? { next: 1 };
+  /**
+   * Connection ids and link session ids come from one counter: never two alike while alive.
+   * After the wrap an id still live (a held connection's, an open session's) is skipped: a
+   * repeat would overwrite `conns`, and an OPEN of a live id makes the server drop the link.
+   */
   const takeId = () => {
-    const id = nextId;
-    nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
-    return id;
+    for (;;) {
+      const id = ids.next;
+      ids.next = id >= 0xffffffff || id < 1 ? 1 : id + 1;
+      if (id >= 1 && id <= 0xffffffff && !conns.has(id) && !sessions.has(id)) return id;
+    }
   };
 
   const timers = io?.timers ?? cfg.attackTimers ?? realTimers;
@@ -372,6 +383,15 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
         onData(connId, frame) {
           const c = owned(connId, 'data');
           if (!c) return;
+          const type = peekType(frame);
+          if (GATEWAY_ONLY.has(type)) {
+            // A frame only the gateway sends (a table push, sessions, sessionEnd: §2.1, §16),
+            // from a server: never delivered (it could end the device's session or stand for
+            // the gateway's push); dropped, counted, and the session ends (GW_UPSTREAM_BAD_FRAME).
+            metrics.linkDropped.inc({ upstream: u.name, kind: 'data', reason: 'gateway-only-type' });
+            log.info('upstream frame refused', { code: 'GW_UPSTREAM_BAD_FRAME', upstream: u.name, type });
+            return refuseSession(c, new ProtocolError('GW_UPSTREAM_BAD_FRAME', `${u.name} sent a frame of type ${type}, which only the gateway sends`), null);
+          }
           if (c.waitingSince) {
             metrics.upstreamLatency.observe({ upstream: u.name }, (clock() - c.waitingSince) / 1000);
             c.waitingSince = 0;
@@ -386,7 +406,6 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
             return;
           }
           c.toDevice++;
-          const type = peekType(frame);
           metrics.frameOut(type);
           if (observe) observe({ conn: c.id, ip: c.ip, dir: 'down', type, dest: u.name, code: type === MsgType.error ? errorCodeOf(frame) : undefined });
           c.ws.send(frame);

@@ -96,6 +96,7 @@ export const ERRORS = {
   GW_UNKNOWN_DEST: otherServer(C.policy),
   GW_UPSTREAM_UNAVAILABLE: otherServer(C.tryAgainLater),
   GW_UPSTREAM_LOST: later(C.tryAgainLater),
+  GW_UPSTREAM_BAD_FRAME: otherServer(C.internal),
   GW_DEST_CHANGED: never(C.policy),
   GW_RATE_LIMITED: later(C.policy),
   GW_TOO_MANY_CONNECTIONS: later(C.tryAgainLater),
