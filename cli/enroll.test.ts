@@ -37,6 +37,56 @@ const cli = (...args: string[]) => {
   return { code: r.status, out: r.stdout, err: r.stderr };
 };
 
+/** `usbphone enroll` with STORE_URL set to `storeUrl`, or unset (SQLite). */
+const cliOn = (storeUrl: string | undefined, ...args: string[]) => {
+  const env = { ...process.env };
+  if (storeUrl === undefined) delete env.STORE_URL;
+  else env.STORE_URL = storeUrl;
+  const r = spawnSync(process.execPath, [join(import.meta.dirname, '..', 'bin', 'usbphone.js'), 'enroll', ...args], { encoding: 'utf8', env });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+};
+
+test('a state directory whose stores are on the other back end is refused (STACK_STORE_MISMATCH, exit 2), by enroll and by the stack; a fresh directory works on either', async () => {
+  const pgUrl = testPgUrl();
+  const rec = join(t.dir, 'mismatch.json');
+  writeFileSync(rec, JSON.stringify({ serial: 'SN-MM1', keyVersion: 1 }));
+  const onSqlite = join(t.dir, 'mm-sqlite'), onPg = join(t.dir, 'mm-pg');
+  try {
+    // Fresh directories: each back end makes its own stores.
+    const a = cliOn(undefined, '--state', onSqlite, '--record', rec, '--create');
+    assert.is(a.code, 0, a.err);
+    assert.ok(existsSync(join(onSqlite, 'reg.sqlite')) && !existsSync(join(onSqlite, 'pg-schema')));
+    const b = cliOn(pgUrl, '--state', onPg, '--record', rec, '--create');
+    assert.is(b.code, 0, b.err);
+    assert.ok(existsSync(join(onPg, 'pg-schema')) && !existsSync(join(onPg, 'reg.sqlite')));
+    // The reviewer's attack: SQLite stores, STORE_URL set in the shell -> new, empty PG schemas, exit 0.
+    const c = cliOn(pgUrl, '--state', onSqlite, '--record', rec);
+    assert.is(c.code, 2, c.err);
+    assert.match(c.err, /holds SQLite stores \(reg\.sqlite, biz-accounts\.sqlite.*unset STORE_URL.*\(STACK_STORE_MISMATCH\)/);
+    assert.not.ok(existsSync(join(onSqlite, 'pg-schema')), 'no PostgreSQL schema made for it');
+    // The other way: a PostgreSQL directory, STORE_URL forgotten -> new SQLite files.
+    const d = cliOn(undefined, '--state', onPg, '--record', rec);
+    assert.is(d.code, 2, d.err);
+    assert.match(d.err, /holds PostgreSQL stores \(schemas s_[0-9a-f]{12}_\*.*set STORE_URL.*\(STACK_STORE_MISMATCH\)/);
+    assert.not.ok(existsSync(join(onPg, 'reg.sqlite')), 'no SQLite store made beside it');
+    // The stack (`usbphone serve all --state`) refuses the same directories, before making anything in them.
+    const refusal = async (start: () => Promise<{ stop(): Promise<void> }>) => {
+      try {
+        await (await start()).stop();
+        return 'started';
+      } catch (e) {
+        return (e as { code?: string }).code;
+      }
+    };
+    assert.is(await refusal(() => startStack({ stateDir: onSqlite, gatewayPort: 0, store: { kind: 'postgres', url: pgUrl } })), 'STACK_STORE_MISMATCH');
+    assert.not.ok(existsSync(join(onSqlite, 'pg-schema')));
+    assert.is(await refusal(() => startStack({ stateDir: onPg, gatewayPort: 0, store: { kind: 'sqlite' } })), 'STACK_STORE_MISMATCH');
+    assert.not.ok(existsSync(join(onPg, 'reg.sqlite')));
+  } finally {
+    if (existsSync(join(onPg, 'pg-schema'))) await dropStackSchemas(pgUrl, stackSchemaPrefix(onPg));
+  }
+});
+
 test('--help, and bad usage exits 2 with a stable code', () => {
   assert.is(cli('--help').code, 0);
   assert.match(cli('--help').out, /usage: usbphone enroll/);

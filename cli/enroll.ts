@@ -90,11 +90,12 @@ export const command: Command = {
       const files = stateFiles(stateDir);
       // The stores of the state directory's stack: its SQLite files, or on PostgreSQL (STORE_URL,
       // as deploy/stack.ts chooses) the schemas named from the directory's pg-schema prefix.
+      // A directory whose stores are on the other back end is refused (STACK_STORE_MISMATCH, exit 2):
+      // enrolling into new, empty stores beside them would fork the deployment's devices.
       const choice = storeChoiceFrom(undefined);
-      const pgSchemas = choice.kind === 'postgres' ? await (async () => {
-        const { stackSchemaPrefix, stackSchemas } = await import('../deploy/stack-schemas.ts');
-        return stackSchemas(choice.schema ?? stackSchemaPrefix(stateDir));
-      })() : null;
+      const { stackSchemaPrefix, stackSchemas, checkStateStores } = await import('../deploy/stack-schemas.ts');
+      checkStateStores(stateDir, choice);
+      const pgSchemas = choice.kind === 'postgres' ? stackSchemas(choice.schema ?? stackSchemaPrefix(stateDir)) : null;
       const regPlace = choice.kind === 'postgres' ? { ...choice, schema: pgSchemas!.reg } : { kind: 'sqlite' as const, file: files.regDb };
       const regWhere = pgSchemas ? `PostgreSQL schema ${pgSchemas.reg}` : files.regDb;
       if (v.disable !== undefined || v.enable !== undefined) {

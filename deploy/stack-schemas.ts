@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { pgUrl, dumpSchema } from '../server-kit/pg.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import type { StoreChoice } from '../server-kit/store-choice.ts';
 import { PgRegStore } from '../reg-server/pg-store.ts';
 import { PgBizStore } from '../biz-server/pg-store.ts';
 import { PgOperatorStore } from '../operator-server/pg-store.ts';
@@ -28,6 +29,30 @@ export function stackSchemaPrefix(stateDir: string): string {
   const p = `s_${randomBytes(6).toString('hex')}`;
   writeFileSync(file, p + '\n', { mode: 0o600 });
   return p;
+}
+
+/** The SQLite store files of a stack's state directory (deploy/config.ts stateFiles; the policy store's is not one of them). */
+const SQLITE_STORE_FILES = ['reg.sqlite', 'biz-accounts.sqlite', 'operator.sqlite'];
+
+/**
+ * Refuses (STACK_STORE_MISMATCH) a state directory whose stores are on the other back end than
+ * `choice`: SQLite store files and no pg-schema under PostgreSQL, or a pg-schema under SQLite.
+ * Else a STORE_URL set (or forgotten) in the shell makes new, empty stores beside the
+ * directory's own, and the stack (or `usbphone enroll`) works on them: two stores that diverge.
+ * An explicit schema is not the directory's: nothing to check. Call it before stackSchemaPrefix.
+ */
+export function checkStateStores(stateDir: string, choice: StoreChoice): void {
+  if (choice.kind === 'postgres' && choice.schema) return;
+  const pgFile = join(stateDir, 'pg-schema');
+  if (choice.kind === 'postgres') {
+    const sqlite = SQLITE_STORE_FILES.filter((f) => existsSync(join(stateDir, f)));
+    if (sqlite.length && !existsSync(pgFile)) {
+      throw new ImplementationError('STACK_STORE_MISMATCH', `${stateDir} holds SQLite stores (${sqlite.join(', ')}) but STORE_URL chooses PostgreSQL: unset STORE_URL to use them, or give a new state directory for a stack on PostgreSQL`);
+    }
+  } else if (existsSync(pgFile)) {
+    const prefix = readFileSync(pgFile, 'utf8').trim();
+    throw new ImplementationError('STACK_STORE_MISMATCH', `${stateDir} holds PostgreSQL stores (schemas ${prefix}_*, named in ${pgFile}) but the store chosen is SQLite (no STORE_URL=postgres://...): set STORE_URL to their database to use them, or give a new state directory for a stack on SQLite`);
+  }
 }
 
 /** The schema of each role's store under `prefix`. */

@@ -23,7 +23,7 @@ import type { BizStore } from '../biz-server/store.ts';
 import { openRegStore } from '../reg-server/pg-store.ts';
 import { openBizStores } from '../biz-server/pg-store.ts';
 import { storeChoiceFrom, type StoreChoice, type StorePlace } from '../server-kit/store-choice.ts';
-import { stackSchemaPrefix, stackSchemas } from './stack-schemas.ts';
+import { stackSchemaPrefix, stackSchemas, checkStateStores } from './stack-schemas.ts';
 import { startOperatorServer, type OperatorServer } from '../operator-server/server.ts';
 import { newClientSecret, secretHash } from '../operator-server/tokens.ts';
 import { ALL_OPERATOR_SCOPES } from '../server-kit/operator-api.ts';
@@ -205,6 +205,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const ephemeral = gatewayPort === 0;
   const base = portsForBase(gatewayPort);
   const portsOf = (name: string): RolePorts => opts.ports?.[name] ?? (ephemeral ? { device: 0, link: 0, admin: 0 } : base[name]!);
+  // A directory whose stores are on the other back end is refused before anything is made in it.
+  const storeChoice = storeChoiceFrom(opts.store);
+  checkStateStores(opts.stateDir, storeChoice);
   const files = ensureStateKeys(opts.stateDir);
   // The operator's CA and certificate (first start), before any store is open: nothing to undo if it fails.
   const tls = await ensureServerTls(files.tlsDir, 'operator', [host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host, 'localhost']);
@@ -212,7 +215,6 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const rootLink = readKeyFile(files.linkKey, 'link key');
   const adminKey = readKeyFile(files.adminKey, 'admin key');
   const storageKey = readKeyFile(files.storeKey, 'storage key');
-  const storeChoice = storeChoiceFrom(opts.store);
   const prefix = storeChoice.kind === 'postgres' ? storeChoice.schema ?? stackSchemaPrefix(opts.stateDir) : null;
   const schemas = prefix ? stackSchemas(prefix) : null;
   /** A role's store choice: SQLite (its file in stateDir), or PostgreSQL in its own schema. */

@@ -2,7 +2,7 @@
 // Runs every *.test.ts (or the files named on the command line) each in its own process,
 // as `tsx FILE`, two at a time, and ends with the line `N passed, N failed` that CI counts.
 // Each file is a uvu suite; its own summary ("Total/Passed/Skipped") is parsed. A file that
-// exits non-zero without a summary (a crash, a syntax error) counts as one failed test.
+// prints no summary (a crash, a syntax error, a suite never run) counts as one failed test.
 // Options (issue 16):
 //   --except-sqlite-only  leave out the SQLite-only files (scripts/store-suites.mjs): test-pg.mjs.
 //   --pg-pass             (make test) then run a second time, on PostgreSQL (STORE_URL and
@@ -10,11 +10,15 @@
 //                         files whose stores followed STORE_URL in the first pass: each child
 //                         gets TEST_FILE, and server-kit/store-choice.ts notes the files that
 //                         read STORE_URL in STORE_CHOICE_LOG. The one final line counts both passes.
+//                         The files that failed in the first pass before reading STORE_URL are
+//                         listed as left out; a whole-suite run that notes fewer files than
+//                         PG_PASS_MIN_FILES (scripts/store-suites.mjs) fails.
+// A file that prints no uvu summary counts as one failed test even when it exits 0.
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { cpus, tmpdir } from 'node:os';
-import { SQLITE_ONLY } from './store-suites.mjs';
+import { SQLITE_ONLY, PG_PASS_MIN_FILES } from './store-suites.mjs';
 
 const root = process.cwd();
 const skip = new Set(['node_modules', '.git', 'state', 'tmp']);
@@ -43,6 +47,7 @@ const tsx = join(root, 'node_modules', '.bin', 'tsx');
 
 let passed = 0, failed = 0, skipped = 0;
 const failures = [];
+const failedFiles = new Set();
 
 function runOne(file, env, label) {
   return new Promise((resolve) => {
@@ -55,23 +60,28 @@ function runOne(file, env, label) {
       const total = /Total:\s+(\d+)/.exec(out);
       const ok = /Passed:\s+(\d+)/.exec(out);
       const sk = /Skipped:\s+(\d+)/.exec(out);
-      let p = 0, f = 0, s = 0;
+      let p = 0, f = 0, s = 0, reason = '';
       if (total && ok) {
         p = Number(ok[1]);
         s = sk ? Number(sk[1]) : 0;
         f = Number(total[1]) - p - s;
         if (code !== 0 && f === 0) f = 1;
       } else {
-        f = code === 0 ? 0 : 1;
-        if (code === 0) p = 0;
+        // No uvu summary: a crash, or a file that never ran its suite (no test.run(), an early
+        // process.exit(0)): one failed test either way, never "ok" with nothing tested.
+        f = 1;
+        if (code === 0) reason = 'no test summary (the file exited 0 without running a uvu suite)';
       }
       passed += p; failed += f; skipped += s;
       const ms = Date.now() - started;
       const mark = f ? 'FAIL' : 'ok  ';
-      process.stdout.write(`${mark} ${label}${file}  (${p} passed, ${f} failed, ${ms} ms)\n`);
+      process.stdout.write(`${mark} ${label}${file}  (${p} passed, ${f} failed, ${ms} ms${reason ? `: ${reason}` : ''})\n`);
       // A suite's figures line ('cluster figures: ...') is shown even when it passes (CI's log keeps it).
       for (const l of out.split('\n')) if (/^[a-z][\w -]* figures: /.test(l)) process.stdout.write(`     ${l}\n`);
-      if (f || code !== 0) failures.push({ file: label + file, out });
+      if (f || code !== 0) {
+        failures.push({ file: label + file, out: reason ? `${reason}\n${out}` : out });
+        failedFiles.add(file);
+      }
       resolve();
     });
   });
@@ -96,6 +106,24 @@ else {
     const followed = new Set(readFileSync(log, 'utf8').split('\n').filter(Boolean));
     const second = files.filter((f) => followed.has(f) && !(f in SQLITE_ONLY));
     process.stdout.write(`\nfirst pass (SQLite) ${Math.round(firstMs / 1000)} s; second pass: the ${second.length} files whose stores followed STORE_URL, on PostgreSQL\n`);
+    // A file that failed in the first pass before its stores chose a back end was never noted:
+    // it may follow STORE_URL, but nothing here can tell. Said, not silently left out (the run is
+    // red already from its first-pass failure).
+    const dropped = files.filter((f) => failedFiles.has(f) && !followed.has(f) && !(f in SQLITE_ONLY));
+    if (dropped.length) {
+      process.stdout.write(`not in the second pass: ${dropped.length} file(s) that failed in the first pass before reading STORE_URL (whether they follow it is unknown; fix them and run again):\n`);
+      for (const f of dropped) process.stdout.write(`  ${f}\n`);
+    }
+    if (!args.length && second.length < PG_PASS_MIN_FILES) {
+      // The whole suite ran and almost nothing was noted: the noting is broken (STORE_CHOICE_LOG
+      // or TEST_FILE lost on the way to the children), not a suite that stopped using stores.
+      failed += 1;
+      const why = `the whole suite's first pass noted ${second.length} files following STORE_URL, fewer than the floor of ${PG_PASS_MIN_FILES} (scripts/store-suites.mjs PG_PASS_MIN_FILES): the second pass would not test PostgreSQL`;
+      process.stdout.write(`FAIL [pg] ${why}\n`);
+      failures.push({ file: '[pg] second pass', out: why });
+    } else if (!second.length) {
+      process.stdout.write('second pass: nothing to run on PostgreSQL (none of the files named read STORE_URL)\n');
+    }
     if (second.length) {
       const { withTestDatabase, pgEnv, shownUrl } = await import('./pg-database.mjs');
       try {

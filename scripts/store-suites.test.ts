@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { storeChoiceFrom, followsStoreUrl } from '../server-kit/store-choice.ts';
 import { chosenBackend } from '../server-kit/store-backends.ts';
 // @ts-expect-error: a plain .mjs module of the scripts (no declarations)
-import { SQLITE_ONLY, opensSqliteStore } from './store-suites.mjs';
+import { SQLITE_ONLY, opensSqliteStore, PG_PASS_MIN_FILES } from './store-suites.mjs';
 
 const only = SQLITE_ONLY as Record<string, string>;
 const opens = opensSqliteStore as (source: string) => boolean;
@@ -73,6 +73,13 @@ test("make test's second pass finds its files: a store choice that reads STORE_U
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("the second pass's floor (PG_PASS_MIN_FILES) is reachable: at least that many test files start a stack or a world, or choose a back end, in their own source", () => {
+  const floor = PG_PASS_MIN_FILES as number;
+  assert.ok(Number.isInteger(floor) && floor > 0, `floor ${floor}`);
+  const direct = testFiles().filter((f) => !(f in only) && /startStack\(|chosenBackend\(|startWorld\(|storeChoiceFrom\(/.test(readFileSync(f, 'utf8')));
+  assert.ok(direct.length >= floor, `only ${direct.length} test files start a stack/world or choose a back end themselves; the floor ${floor} would fail every make test`);
 });
 
 test.run();
