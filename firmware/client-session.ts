@@ -359,7 +359,11 @@ export class ClientSession<Ev, Out> implements LineUser {
 
   closed(code: number, reason: string, wasOpen: boolean): void {
     if (this.#ended) return;
-    if (this.reused && !this.#heard) return this.#stale(`closed ${code}`);
+    // Only the gateway's own end of an idle connection (close 1001, going away, as its idle sweep
+    // closes) is stale; a cut (1006) or any other close mid-session is a failure as on a new
+    // connection: a withheld opening must not buy the attacker a free, immediate retry
+    // (sim/withhold.test.ts).
+    if (this.reused && !this.#heard && code === CloseCode.goingAway) return this.#stale(`closed ${code}`);
     this.#end({ kind: 'unreachable', why: this.#opened || wasOpen ? `connection closed (${code}${reason ? ` ${reason}` : ''})` : `no connection (${reason || code})` });
   }
 
