@@ -11,10 +11,9 @@ import { join } from 'node:path';
 import { tempDir } from '../deploy/test-util.ts';
 import { startGateway, type Gateway } from './gateway.ts';
 import { startHost, type Host } from '../server-kit/host.ts';
-import { EventEmitter } from 'node:events';
 import { LinkKind, LinkMac, encodeLink, decodeLink, clientAuthMac, serverAuthMac, linkKeyFor, linkMacKeys, type LinkSocket } from '../server-kit/link.ts';
 import { UpstreamLink } from './upstream.ts';
-import type { Timers } from './attack-reporter.ts';
+import { StepClock as Clock, FakeLinkSocket as FakeSock } from '../server-kit/link-doubles.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { setLogLevel } from '../server-kit/log.ts';
 import { equalBytes } from '@noble/ciphers/utils.js';
@@ -299,62 +298,6 @@ test('wss:// links: the server listens with a certificate and key, a gateway tha
   }
 });
 
-/** Virtual timers for an UpstreamLink driven by hand. */
-class Clock implements Timers {
-  t = 0;
-  #q: { at: number; fn: () => void; dead: boolean }[] = [];
-  now(): number {
-    return this.t;
-  }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const h = { at: this.t + ms, fn, dead: false };
-    this.#q.push(h);
-    return h;
-  }
-  clearTimeout(h: unknown): void {
-    if (h) (h as { dead: boolean }).dead = true;
-  }
-  advance(ms: number): void {
-    const end = this.t + ms;
-    for (;;) {
-      const next = this.#q.filter((h) => !h.dead && h.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (!next) break;
-      next.dead = true;
-      this.t = next.at;
-      next.fn();
-    }
-    this.t = end;
-  }
-}
-
-/** The gateway's end of a link connection; the test plays the server. */
-class FakeSock extends EventEmitter implements LinkSocket {
-  readonly OPEN = 1;
-  readyState = 1;
-  readonly bufferedAmount = 0;
-  binaryType = 'nodebuffer';
-  out: Uint8Array[] = [];
-  ended: string | null = null;
-  send(d: Uint8Array): void {
-    if (this.readyState === 1) this.out.push(Uint8Array.from(d));
-  }
-  close(code = 1000): void {
-    this.end(`close ${code}`);
-  }
-  terminate(): void {
-    this.end('terminate');
-  }
-  end(how: string): void {
-    if (this.ended) return;
-    this.ended = how;
-    this.readyState = 3;
-    this.emit('close', 1006, Buffer.alloc(0));
-  }
-  feed(d: Uint8Array): void {
-    this.emit('message', Buffer.from(d), true);
-  }
-}
-
 const HB = 1_000;
 const MISSES = 3;
 /** An UpstreamLink on virtual timers over fake sockets; up() plays one server handshake. */
@@ -396,7 +339,7 @@ test('heartbeat, gateway end: a server that goes silent (socket open) is pinged 
     }
   }
   assert.equal(pings, [HB, 2 * HB, 3 * HB]);
-  assert.is(sock.ended, 'terminate');
+  assert.is(sock.ended?.terminated, true);
   assert.equal(u.ev, ['up@0', `LINK_HEARTBEAT_TIMEOUT@${(MISSES + 1) * HB}`, `down@${(MISSES + 1) * HB}`]);
   assert.is(u.link.up, false);
   u.clock.advance(100);
@@ -423,7 +366,7 @@ test('heartbeat, gateway end: a server that answers stays linked over 200 period
   // A server that accepts the connection and says nothing: no CHALLENGE.
   const v = hbUpstream();
   v.clock.advance((MISSES + 1) * HB);
-  assert.equal([v.socks[0]!.ended, v.ev], ['terminate', [`LINK_AUTH_TIMEOUT@${(MISSES + 1) * HB}`]]);
+  assert.equal([v.socks[0]!.ended?.terminated, v.ev], [true, [`LINK_AUTH_TIMEOUT@${(MISSES + 1) * HB}`]]);
   v.clock.advance(100);
   assert.is(v.socks.length, 2);
   v.up();
@@ -443,7 +386,7 @@ test('heartbeat, gateway end: forged ones are refused: an untagged PONG or PING 
     u.clock.advance(HB);
     assert.is(m.open(sock.out.shift()!).kind, LinkKind.PING);
     sock.feed(frame(m));
-    assert.equal([sock.ended, u.ev], ['terminate', ['up@0', `${code}@${HB}`, `down@${HB}`]]);
+    assert.equal([sock.ended?.terminated, u.ev], [true, ['up@0', `${code}@${HB}`, `down@${HB}`]]);
     assert.equal(sock.out, [], 'nothing answered');
     u.link.stop();
   }

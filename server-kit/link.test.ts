@@ -3,11 +3,10 @@
 import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { EventEmitter } from 'node:events';
 import { WebSocket } from 'ws';
 import { startHost, type Host } from './host.ts';
 import { LinkKind, LinkMac, encodeLink, decodeLink, encodeClose, decodeClose, closePayload, closeReason, clientAuthMac, linkKeyFor, linkMacKeys, attachLinkServer, heartbeatSettings, LinkHeartbeatDefaults, type LinkSocket } from './link.ts';
-import type { SessionTimers } from './session.ts';
+import { StepClock as Clock, FakeLinkSocket as FakeSock } from './link-doubles.ts';
 import { setLogLevel } from './log.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 
@@ -157,61 +156,6 @@ test('close reasons are cut to 123 UTF-8 bytes on a code point boundary', () => 
   assert.is(decodeClose(decodeLink(encodeClose(1, 1000, 'é'.repeat(200))).payload).reason, 'é'.repeat(61));
 });
 
-/** Virtual timers: the link server's heartbeat runs on them, as in the deterministic simulation. */
-class Clock implements SessionTimers {
-  now = 0;
-  #q: { at: number; fn: () => void; dead: boolean }[] = [];
-  setTimeout(fn: () => void, ms: number): unknown {
-    const t = { at: this.now + ms, fn, dead: false };
-    this.#q.push(t);
-    return t;
-  }
-  clearTimeout(h: unknown): void {
-    if (h) (h as { dead: boolean }).dead = true;
-  }
-  /** Runs every timer due up to now + ms, in order. */
-  advance(ms: number): void {
-    const end = this.now + ms;
-    for (;;) {
-      const next = this.#q.filter((t) => !t.dead && t.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (!next) break;
-      next.dead = true;
-      this.now = next.at;
-      next.fn();
-    }
-    this.now = end;
-  }
-}
-
-/** The server end of a link connection as the link server sees it; the test plays the gateway. */
-class FakeSock extends EventEmitter implements LinkSocket {
-  readonly OPEN = 1;
-  readyState = 1;
-  readonly bufferedAmount = 0;
-  binaryType = 'nodebuffer';
-  out: Uint8Array[] = [];
-  ended: { code: number; reason: string; terminated: boolean } | null = null;
-  send(d: Uint8Array): void {
-    if (this.readyState === 1) this.out.push(Uint8Array.from(d));
-  }
-  close(code = 1000, reason = ''): void {
-    if (this.ended) return;
-    this.ended = { code, reason, terminated: false };
-    this.readyState = 3;
-    this.emit('close', code, Buffer.from(reason));
-  }
-  terminate(): void {
-    if (this.ended) return;
-    this.ended = { code: 1006, reason: '', terminated: true };
-    this.readyState = 3;
-    this.emit('close', 1006, Buffer.alloc(0));
-  }
-  /** A message from the gateway. */
-  feed(d: Uint8Array): void {
-    this.emit('message', Buffer.from(d), true);
-  }
-}
-
 const H = 1_000;
 const MISSES = 3;
 /** A link server on virtual timers with one authenticated connection; m seals/opens as the gateway. */
@@ -221,7 +165,7 @@ function hbLink() {
   const closedSessions: number[] = [];
   const srv = attachLinkServer(null, { name: 'reg-primary', key, timers: clock, heartbeatMs: H, heartbeatMisses: MISSES, onRefused: (c) => refused.push(c) }, (t) => ({
     onFrame: (f) => t.send(f),
-    onClose: () => closedSessions.push(clock.now),
+    onClose: () => closedSessions.push(clock.t),
   }));
   const sock = new FakeSock();
   srv.accept(sock, '127.0.0.1');
@@ -248,7 +192,7 @@ test('heartbeat, server end: a gateway that goes silent is pinged once per perio
     l.clock.advance(100);
     for (const f of l.drain()) {
       assert.equal([f.kind, f.connId, f.payload.length], [LinkKind.PING, 0, 0]);
-      pings.push(l.clock.now);
+      pings.push(l.clock.t);
     }
   }
   assert.equal(pings, [2 * H, 3 * H, 4 * H], 'one PING per silent period, the misses of them');
