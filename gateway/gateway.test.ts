@@ -8,56 +8,34 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { startGateway, type Gateway } from './gateway.ts';
-import { startHost, type Host } from '../server-kit/host.ts';
+import type { Host } from '../server-kit/host.ts';
+import { stubUpstream, closedWith, finish, type StubSession } from './test-upstreams.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { tempDir } from '../deploy/test-util.ts';
 import { setLogLevel } from '../server-kit/log.ts';
 import { encodeEnvelope, parseError, MsgType, decodeEnvelope as decodeEnv } from '../protocol/messages.ts';
 import { encode } from '../protocol/cbor.ts';
-import type { SessionTransport } from '../server-kit/session.ts';
 import { rawUpgrade, clientFrame } from './hostile-client.ts';
 
 setLogLevel('error');
 const root = new Uint8Array(32).fill(0x42);
 const seen: { dest: string; ip: string; frame: Uint8Array }[] = [];
-const transports: SessionTransport[] = [];
+const sessions: StubSession[] = [];
 let echo: Host;
 let sink: Host;
 let gw: Gateway;
 
-const finish = (dest: string, seq = 0) => encodeEnvelope(MsgType.finish, seq, dest, [new Uint8Array(32)]);
-
-async function stub(name: string, reply: boolean): Promise<Host> {
-  return startHost({
-    name, host: '127.0.0.1', devicePort: null, linkPort: 0, linkKey: linkKeyFor(root, name),
-    factory: (t) => {
-      transports.push(t);
-      return {
-        onFrame(f) {
-          seen.push({ dest: name, ip: t.observedIp, frame: f });
-          if (reply) t.send(f);
-        },
-        onClose() {},
-      };
-    },
-  });
-}
+const stub = (name: string, reply: boolean) => stubUpstream(root, name, {
+  reply, sessions,
+  onFrame: (x, f) => void seen.push({ dest: name, ip: x.t.observedIp, frame: f }),
+});
 
 /** Connects, sends `frames`, returns the error frame's code (if any) and the close code. */
 async function refusal(frames: (Uint8Array | string)[], opts: { url?: string; localAddress?: string } = {}): Promise<{ code: string | null; close: number }> {
   const s = await FrameSocket.connect(opts.url ?? gw.url, { localAddress: opts.localAddress });
   for (const f of frames) s.ws.send(f);
-  const c = await s.closed();
-  const err = c.frames.map((f) => {
-    try {
-      const env = decodeEnv(f);
-      return env.type === MsgType.error ? parseError(env.body).code : null;
-    } catch {
-      return null;
-    }
-  }).find((x) => x);
-  return { code: err ?? null, close: c.code };
+  return closedWith(s);
 }
 test.before(async () => {
   echo = await stub('reg-primary', true);
@@ -203,7 +181,7 @@ test('a device that does not read is dropped (GW_SLOW_PEER) instead of buffering
   const s = await FrameSocket.connect(gw.url);
   s.send(finish('biz-east'));
   await new Promise((r) => setTimeout(r, 100));
-  const t = transports.at(-1)!;
+  const t = sessions.at(-1)!.t;
   s.ws.pause();
   const big = encodeEnvelope(MsgType.credReply, 1, 'biz-east', new Uint8Array(15 * 1024));
   for (let i = 0; i < 1200 && gw.connections() > 0; i++) {
@@ -231,7 +209,7 @@ test('the link to an upstream goes down: its sessions get GW_UPSTREAM_LOST (1013
 });
 
 test('an upstream that cannot prove the link key is never used', async () => {
-  const rogue = await startHost({ name: 'reg-primary', host: '127.0.0.1', devicePort: null, linkPort: 0, linkKey: new Uint8Array(32).fill(1), factory: () => ({ onFrame() {}, onClose() {} }) });
+  const rogue = await stubUpstream(root, 'reg-primary', { reply: false, sessions: [], linkKey: new Uint8Array(32).fill(1) });
   const g2 = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${rogue.linkPort}/`, linkKey: linkKeyFor(root, 'reg-primary') }] });
   try {
     assert.is(await g2.waitUpstreams(500), false);

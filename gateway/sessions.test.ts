@@ -8,75 +8,23 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startGateway, type Gateway } from './gateway.ts';
-import { startHost, type Host } from '../server-kit/host.ts';
+import type { Host } from '../server-kit/host.ts';
+import { stubUpstream, inSequence, closedWith, until, finish, type StubSession } from './test-upstreams.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { setLogLevel } from '../server-kit/log.ts';
-import { encodeEnvelope, decodeEnvelope, parseError, peekSessionEnd, isSessionsFrame, sessionsFrame, sessionEndFrame, MsgType } from '../protocol/messages.ts';
-import type { SessionTransport } from '../server-kit/session.ts';
+import { encodeEnvelope, parseError, peekSessionEnd, sessionsFrame, sessionEndFrame, MsgType } from '../protocol/messages.ts';
 
 setLogLevel('error');
 const root = new Uint8Array(32).fill(0x51);
-interface Seen { dest: string; t: SessionTransport; frames: Uint8Array[]; closed: boolean }
-const sessions: Seen[] = [];
+const sessions: StubSession[] = [];
 let echo: Host;
 let sink: Host;
 let gw: Gateway;
 
-const finish = (dest: string, seq = 0, fill = 0) => encodeEnvelope(MsgType.finish, seq, dest, [new Uint8Array(32).fill(fill)]);
-const until = async (ok: () => boolean, ms = 3_000) => {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
-
-async function stub(name: string, reply: boolean): Promise<Host> {
-  return startHost({
-    name, host: '127.0.0.1', devicePort: null, linkPort: 0, linkKey: linkKeyFor(root, name),
-    factory: (t) => {
-      const s: Seen = { dest: name, t, frames: [], closed: false };
-      sessions.push(s);
-      return {
-        onFrame(f) {
-          s.frames.push(f);
-          if (reply) t.send(f);
-        },
-        onClose() {
-          s.closed = true;
-        },
-      };
-    },
-  });
-}
-
-/** A device connection that asked for sessions in sequence and got the answer. */
-async function inSequence(): Promise<FrameSocket> {
-  const s = await FrameSocket.connect(gw.url);
-  s.send(sessionsFrame());
-  const a = await s.frame();
-  assert.ok(isSessionsFrame(a.frame), 'the gateway answers sessions');
-  return s;
-}
-
-/** Waits for the close: the code of the error frame before it (if any) and the close code. */
-async function refusedWith(s: FrameSocket): Promise<{ code: string | null; close: number }> {
-  const c = await s.closed();
-  const err = c.frames.map((f) => {
-    try {
-      const env = decodeEnvelope(f);
-      return env.type === MsgType.error ? parseError(env.body).code : null;
-    } catch {
-      return null;
-    }
-  }).find((x) => x);
-  return { code: err ?? null, close: c.code };
-}
-
 test.before(async () => {
-  echo = await stub('reg-primary', true);
-  sink = await stub('biz-east', false);
+  echo = await stubUpstream(root, 'reg-primary', { reply: true, sessions });
+  sink = await stubUpstream(root, 'biz-east', { reply: false, sessions });
   gw = await startGateway({
     host: '127.0.0.1', port: 0,
     upstreams: [
@@ -95,7 +43,7 @@ test.after(async () => {
 });
 
 test('two sessions in sequence on one connection: the server ends the first (sessionEnd with its close code and reason), the device the second; each is its own link session', async () => {
-  const s = await inSequence();
+  const s = await inSequence(gw.url);
   const before = sessions.length;
   s.send(finish('reg-primary'));
   assert.equal((await s.frame()).env.dest, 'reg-primary');
@@ -123,7 +71,7 @@ test('two sessions in sequence on one connection: the server ends the first (ses
 });
 
 test('nothing of an ended session reaches the next: a late frame or close from its server is dropped', async () => {
-  const s = await inSequence();
+  const s = await inSequence(gw.url);
   const before = sessions.length;
   s.send(finish('reg-primary', 0, 1));
   await s.frame();
@@ -144,7 +92,7 @@ test('nothing of an ended session reaches the next: a late frame or close from i
 });
 
 test("a session end that crossed: the server ended it, the device's sessionEnd for it arrives after and is ignored; a second one is refused", async () => {
-  const s = await inSequence();
+  const s = await inSequence(gw.url);
   const before = sessions.length;
   s.send(finish('reg-primary'));
   await s.frame();
@@ -156,12 +104,12 @@ test("a session end that crossed: the server ended it, the device's sessionEnd f
   await until(() => sessions[before + 1]!.frames.length === 1);
   // Session 2 is open: a sessionEnd naming session 1 again is not this connection's open session.
   s.send(sessionEndFrame(1, 'reg-primary', 1000, ''));
-  assert.equal(await refusedWith(s), { code: 'MSG_UNEXPECTED', close: 1002 });
+  assert.equal(await closedWith(s), { code: 'MSG_UNEXPECTED', close: 1002 });
   await until(() => sessions[before + 1]!.closed);
 });
 
 test("the upstream's refusal ends the session only: GW_UPSTREAM_UNAVAILABLE, then sessionEnd 1013, and the next session works", async () => {
-  const s = await inSequence();
+  const s = await inSequence(gw.url);
   s.send(finish('reg-backup'));
   const err = await s.frame();
   assert.is(err.env.type, MsgType.error);
@@ -182,9 +130,9 @@ test("the device's misbehaviour still closes the connection, in sequence as befo
     ['a sessionEnd with a bad body', [encodeEnvelope(MsgType.sessionEnd, 1, 'biz-east', [1000])], 'MSG_BAD_SHAPE', 1002],
   ];
   for (const [name, frames, code, close] of cases) {
-    const s = await inSequence();
+    const s = await inSequence(gw.url);
     for (const f of frames) s.send(f);
-    assert.equal(await refusedWith(s), { code, close }, name);
+    assert.equal(await closedWith(s), { code, close }, name);
   }
 });
 
@@ -199,11 +147,11 @@ test("a connection that did not ask keeps today's rule: the server's end closes 
   const late = await FrameSocket.connect(gw.url);
   late.send(finish('biz-east'));
   late.send(sessionsFrame());
-  assert.equal(await refusedWith(late), { code: 'MSG_UNEXPECTED', close: 1002 });
+  assert.equal(await closedWith(late), { code: 'MSG_UNEXPECTED', close: 1002 });
   const noAsk = await FrameSocket.connect(gw.url);
   noAsk.send(finish('biz-east'));
   noAsk.send(sessionEndFrame(1, 'biz-east', 1000, ''));
-  assert.equal(await refusedWith(noAsk), { code: 'MSG_UNEXPECTED', close: 1002 });
+  assert.equal(await closedWith(noAsk), { code: 'MSG_UNEXPECTED', close: 1002 });
 });
 
 test('a held connection with no session is closed by the idle sweep (GW_IDLE_TIMEOUT), and receives table pushes until then', async () => {
@@ -223,7 +171,7 @@ test('a held connection with no session is closed by the idle sweep (GW_IDLE_TIM
     await s.frame();
     assert.is(idle.pushTable(new Uint8Array(8).fill(7)), 1);
     assert.is((await s.frame()).env.type, MsgType.tablePush);
-    assert.equal(await refusedWith(s), { code: 'GW_IDLE_TIMEOUT', close: 1001 });
+    assert.equal(await closedWith(s), { code: 'GW_IDLE_TIMEOUT', close: 1001 });
   } finally {
     await idle.close();
   }

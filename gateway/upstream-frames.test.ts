@@ -9,56 +9,25 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startGateway, type Gateway, type FrameSeen } from './gateway.ts';
-import { startHost, type Host } from '../server-kit/host.ts';
+import type { Host } from '../server-kit/host.ts';
+import { stubUpstream, inSequence, until, finish, type StubSession } from './test-upstreams.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { setLogLevel } from '../server-kit/log.ts';
-import { encodeEnvelope, parseError, peekSessionEnd, isSessionsFrame, sessionsFrame, sessionEndFrame, MsgType } from '../protocol/messages.ts';
-import type { SessionTransport } from '../server-kit/session.ts';
+import { encodeEnvelope, decodeEnvelope, parseError, peekSessionEnd, sessionsFrame, sessionEndFrame, MsgType } from '../protocol/messages.ts';
 
 setLogLevel('error');
 const root = new Uint8Array(32).fill(0x52);
-interface Seen { t: SessionTransport; frames: Uint8Array[]; closed: boolean }
-const seen: Seen[] = [];
+const seen: StubSession[] = [];
 const observed: FrameSeen[] = [];
 const ids = { next: 1 };
 let echo: Host;
 let gw: Gateway;
 
-const finish = (dest: string, seq = 0, fill = 0) => encodeEnvelope(MsgType.finish, seq, dest, [new Uint8Array(32).fill(fill)]);
-const until = async (ok: () => boolean, ms = 3_000) => {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
 const dropped = async () => (await gw.metrics.linkDropped.get()).values.filter((v) => v.labels.reason === 'gateway-only-type').reduce((n, v) => n + v.value, 0);
 
-async function inSequence(): Promise<FrameSocket> {
-  const s = await FrameSocket.connect(gw.url);
-  s.send(sessionsFrame());
-  assert.ok(isSessionsFrame((await s.frame()).frame), 'the gateway answers sessions');
-  return s;
-}
-
 test.before(async () => {
-  echo = await startHost({
-    name: 'reg-primary', host: '127.0.0.1', devicePort: null, linkPort: 0, linkKey: linkKeyFor(root, 'reg-primary'),
-    factory: (t) => {
-      const s: Seen = { t, frames: [], closed: false };
-      seen.push(s);
-      return {
-        onFrame(f) {
-          s.frames.push(f);
-          t.send(f);
-        },
-        onClose() {
-          s.closed = true;
-        },
-      };
-    },
-  });
+  echo = await stubUpstream(root, 'reg-primary', { reply: true, sessions: seen });
   gw = await startGateway({
     host: '127.0.0.1', port: 0,
     upstreams: [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${echo.linkPort}/`, linkKey: linkKeyFor(root, 'reg-primary') }],
@@ -82,7 +51,7 @@ const gatewayOnly: [string, () => Uint8Array][] = [
 test('a server sending a gateway-only frame down (in sequence): never delivered; error GW_UPSTREAM_BAD_FRAME, sessionEnd 1011; the connection and the next session go on', async () => {
   for (const [name, make] of gatewayOnly) {
     const d0 = await dropped();
-    const s = await inSequence();
+    const s = await inSequence(gw.url);
     const before = seen.length;
     s.send(finish('reg-primary'));
     assert.is((await s.frame()).env.type, MsgType.finish, name);
@@ -110,7 +79,7 @@ test('a server sending sessionEnd down on a connection that did not ask: not del
   const c = await s.closed();
   assert.is(c.code, 1011);
   assert.equal(c.frames.map((f) => f[2] === 0x18 ? f[3] : f[2]), [MsgType.error], 'only the error frame reached the device');
-  assert.is(parseError((await import('../protocol/messages.ts')).decodeEnvelope(c.frames[0]!).body).code, 'GW_UPSTREAM_BAD_FRAME');
+  assert.is(parseError(decodeEnvelope(c.frames[0]!).body).code, 'GW_UPSTREAM_BAD_FRAME');
   await until(() => seen[before]!.closed);
 });
 
@@ -126,7 +95,7 @@ test('ids after the wrap skip one still live: a held connection with id 1 keeps 
     ids,
   });
   assert.ok(await gw.waitUpstreams(5_000, ['reg-primary']));
-  const held = await inSequence();
+  const held = await inSequence(gw.url);
   held.send(finish('reg-primary', 0, 1));
   assert.is((await held.frame()).frame.at(-1), 1);
   const heldId = observed.find((f) => f.dir === 'up')!.conn;
