@@ -137,4 +137,32 @@ test('Ctrl-C stops the workers: exit 130, no worker left, the temporary stores r
   assert.not.ok(existsSync(root), 'the temporary directory is gone');
 });
 
+test('a long run in the background (stderr not a terminal): a progress line every --progress seconds, each failing seed told on stderr as found; interrupted, the JSON summary of the seeds done, failures included (one process and --jobs 2)', async () => {
+  for (const jobs of ['1', '2']) {
+    const p = spawn(process.execPath, [bin, 'simulate', '--seeds', '1000', '--from', '1', '--faults', 'none', '--jobs', jobs, '--json', '--progress', '1', '--no-shrink'], { env: { ...process.env, USBPHONE_TEST_SIMULATE: 'leak-serial@2' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((res) => p.once('exit', (code) => res(code)));
+    for (let i = 0; i < 1200 && !(/FAIL seed 2: no-secret-on-wire/.test(err) && /\[\d+\/1000\] 1 failing, [\d.]+ seeds\/s/.test(err)); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(err, /usbphone simulate: FAIL seed 2: no-secret-on-wire.*; replay: usbphone simulate --seed 2 --trace --faults none/, `jobs ${jobs}: ${err}`);
+    assert.match(err, /usbphone simulate: \[\d+\/1000\] 1 failing, [\d.]+ seeds\/s.*, \d+ faults injected, \d+ invariant checks/, err);
+    assert.is(out, '', 'nothing on stdout before the end');
+    p.kill('SIGINT');
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 20_000))]);
+    assert.is(code, 130, err);
+    const j = JSON.parse(out) as { seeds: number; done: number; interrupted: boolean; failed: number; invariantChecks: number; results: { seed: number }[] };
+    assert.is(j.interrupted, true);
+    assert.is(j.seeds, 1000);
+    assert.ok(j.done >= 2 && j.done < 1000, String(j.done));
+    assert.is(j.failed, 1);
+    assert.equal(j.results.map((x) => x.seed), [2]);
+    assert.ok(j.invariantChecks > 0);
+  }
+  // --progress is for --seeds; a bad value is bad usage.
+  assert.is(cli('--seed', '1', '--progress', '5').code, 2);
+  assert.is(cli('--seeds', '1', '--progress', '-1').code, 2);
+});
+
 test.run();

@@ -20,13 +20,14 @@ export const OPTIONS = {
   seed: { type: 'string' },
   faults: { type: 'string' },
   jobs: { type: 'string' },
+  progress: { type: 'string' },
   trace: { type: 'boolean' },
   'no-shrink': { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-const HELP = `usage: usbphone simulate --seeds N [--from S] [--jobs J] [--faults KINDS] [--no-shrink] [--json]
+const HELP = `usage: usbphone simulate --seeds N [--from S] [--jobs J] [--faults KINDS] [--no-shrink] [--progress SEC] [--json]
        usbphone simulate --seed S [--trace] [--faults KINDS] [--no-shrink] [--json]
 
 Runs the whole system in one process on a virtual clock and a simulated network, from one seed
@@ -39,7 +40,8 @@ checked all along (docs/simulation.md): no-lockout, liveness, secrets-per-user,
 no-secret-on-wire, no-secret-in-zones, no-half-validated-frame, store-integrity,
 bank-one-identity, bank-swap-confirmed, attack-in-table (and progress, no-crash).
 
-  --seeds N        run seeds S .. S+N-1; a progress line on a terminal
+  --seeds N        run seeds S .. S+N-1; a progress line on a terminal, else (a log, a soak
+                   in the background) one line on stderr every --progress seconds
   --from S         the first seed of --seeds (default 1)
   --jobs J         with --seeds: run the seeds in J worker processes (default 1: this process);
                    the same seeds, the same totals, J times the CPU. A worker that dies is
@@ -49,13 +51,17 @@ bank-one-identity, bank-swap-confirmed, attack-in-table (and progress, no-crash)
   --faults KINDS   only these fault kinds, comma-separated, or 'none'; default all:
                    ${'{FAULTS}'}
   --no-shrink      do not shrink a failing seed's fault schedule
-  --json           one JSON object on stdout: {seeds, jobs, failed, seconds, seedsPerSecond,
-                   cpuSeconds, faultsInjected, invariantChecks, crashes, ..., results: [...]},
-                   failing seeds with their violations, shrunk schedule and replay command
+  --progress SEC   when stderr is not a terminal: a progress line every SEC seconds (default
+                   60; 0: none)
+  --json           one JSON object on stdout: {seeds, done, interrupted, jobs, failed, seconds,
+                   seedsPerSecond, cpuSeconds, faultsInjected, invariantChecks, crashes, ...,
+                   results: [...]}, failing seeds with their violations, shrunk schedule and
+                   replay command; each failing seed is also told on stderr as it is found
   -h, --help       this text
 
 Exit: 0 every seed kept every invariant, 1 a seed broke one (SIMULATE_VIOLATION), 2 bad usage,
-130 interrupted (Ctrl-C stops the workers).
+130 interrupted (Ctrl-C or SIGTERM stops the workers; the summary of the seeds done so far,
+failing ones included, is printed as for a whole run).
 `;
 
 /** Set (to 1) in a worker's environment; its options come over the IPC channel. */
@@ -219,6 +225,7 @@ export const command: Command = {
       if (v.seed !== undefined && (v.seeds !== undefined || v.from !== undefined)) throw new CliError('CLI_BAD_ARGS', "give --seed S (one run) or --seeds N [--from S], not both; see 'usbphone simulate --help'");
       if (v.seed === undefined && v.seeds === undefined) throw new CliError('CLI_BAD_ARGS', "give --seeds N or --seed S; see 'usbphone simulate --help'");
       if (v.trace && v.seed === undefined) throw new CliError('CLI_BAD_ARGS', '--trace applies to one seed: --seed S --trace');
+      if (v.progress !== undefined && v.seed !== undefined) throw new CliError('CLI_BAD_ARGS', '--progress applies to --seeds N');
       if (v.jobs !== undefined && v.seed !== undefined) throw new CliError('CLI_BAD_ARGS', '--jobs applies to --seeds N: one seed runs in this process');
       let kinds: FaultKind[] | undefined;
       if (typeof v.faults === 'string') {
@@ -234,7 +241,8 @@ export const command: Command = {
       const jobs = Math.min(n, intOption(v.jobs, 'jobs', 1, 256, 1));
       // Every seed run must replay with --seed: the last one stays within --seed's range (found by review).
       if (from + n - 1 > 2 ** 31 - 1) throw new CliError('CLI_BAD_ARGS', `--from ${from} --seeds ${n} runs past seed ${2 ** 31 - 1}, the last one --seed takes`);
-      return await simulate({ one, from, n, jobs, kinds, trace: one && v.trace === true, json: v.json === true, shrink: !v['no-shrink'] });
+      const progressS = intOption(v.progress, 'progress', 0, 86_400, 60);
+      return await simulate({ one, from, n, jobs, kinds, trace: one && v.trace === true, json: v.json === true, shrink: !v['no-shrink'], progressS });
     } catch (e) {
       return reportError('simulate', e);
     }
@@ -250,6 +258,8 @@ interface Args {
   trace: boolean;
   json: boolean;
   shrink: boolean;
+  /** Seconds between progress lines when stderr is not a terminal (0: none). */
+  progressS: number;
 }
 
 async function simulate(a: Args): Promise<number> {
@@ -261,8 +271,16 @@ async function simulate(a: Args): Promise<number> {
   const totals: Totals = { faultsInjected: 0, invariantChecks: 0, events: 0, logins: 0, frames: 0, crashes: 0, virtualMs: 0, bankAnswers: 0, swaps: 0, attacks: 0 };
   let done = 0;
   const t0 = performance.now();
+  const status = () => `[${done}/${a.n}] ${failed.length} failing, ${(done / ((performance.now() - t0) / 1000)).toFixed(1)} seeds/s${a.jobs > 1 ? `, ${a.jobs} workers` : ''}`;
+  // Not on a terminal (a log file, a soak left running): a line now and then, not one per seed.
+  let nextLine = performance.now() + a.progressS * 1000;
   const progress = () => {
-    if (tty && (done % 10 === 0 || done === a.n)) process.stderr.write(`\r\x1b[K[${done}/${a.n}] ${failed.length} failing, ${(done / ((performance.now() - t0) / 1000)).toFixed(1)} seeds/s${a.jobs > 1 ? `, ${a.jobs} workers` : ''}`);
+    if (tty) {
+      if (done % 10 === 0 || done === a.n) process.stderr.write(`\r\x1b[K${status()}`);
+    } else if (!a.one && a.progressS > 0 && performance.now() >= nextLine) {
+      nextLine = performance.now() + a.progressS * 1000;
+      process.stderr.write(`usbphone simulate: ${status()}, ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks\n`);
+    }
   };
   const counted = (r: SeedReport) => {
     done++;
@@ -271,6 +289,8 @@ async function simulate(a: Args): Promise<number> {
   const fail = (f: Omit<Failure, 'replay'>) => {
     const x = { ...f, replay: replay(f.seed) };
     failed.push(x);
+    // In JSON the findings come at the end: a long run tells each one as it is found, on stderr.
+    if (a.json && !a.one) process.stderr.write(`usbphone simulate: FAIL seed ${x.seed}: ${[...new Set(x.violations.map((v) => v.invariant))].join(', ')}; replay: ${x.replay}\n`);
     if (!a.json) {
       if (tty) process.stderr.write('\r\x1b[K');
       process.stdout.write(`FAIL seed ${x.seed}: ${x.violations.map((v) => `${v.invariant} (${v.detail})`).join('; ')}\n  faults: ${x.faults.join('; ') || 'none'}\n  shrunk: ${x.shrunk.join('; ') || 'none'}\n  replay: ${x.replay}\n`);
@@ -285,10 +305,8 @@ async function simulate(a: Args): Promise<number> {
     interrupted = true;
     if (stopWorkers) return void stopWorkers();
     // One process: the seed running now is dropped with it; what it had made goes too.
-    if (tty) process.stderr.write('\r\x1b[K');
-    process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s)\n`);
     env?.restore();
-    process.exit(130);
+    process.exit(summarize(cpuMs()));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -323,22 +341,27 @@ async function simulate(a: Args): Promise<number> {
     if (env) env.restore();
     else rmSync(tmpRoot, { recursive: true, force: true });
   }
-  if (tty) process.stderr.write('\r\x1b[K');
-  const secs = (performance.now() - t0) / 1000;
-  if (interrupted) {
-    process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s); the workers are stopped; so far ${failed.length} failed, ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes\n`);
-    return 130;
+  return summarize(cpu);
+
+  /** The summary of the seeds done (all of them, or those before an interrupt); returns the exit code. */
+  function summarize(cpu: number): number {
+    if (tty) process.stderr.write('\r\x1b[K');
+    const secs = (performance.now() - t0) / 1000;
+    const rate = done / secs;
+    failed.sort((x, y) => x.seed - y.seed);
+    if (a.json) process.stdout.write(JSON.stringify({ seeds: a.n, from: a.from, done, interrupted, kinds: a.kinds ?? FAULT_KINDS, jobs: a.jobs, failed: failed.length, seconds: Math.round(secs * 10) / 10, seedsPerSecond: Math.round(rate * 100) / 100, cpuSeconds: Math.round(cpu / 100) / 10, ...totals, results: failed }) + '\n');
+    // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
+    else (a.trace ? process.stderr : process.stdout).write(`${interrupted ? `interrupted: ${done} of ${a.n}` : a.n} seed(s) from ${a.from}: ${done - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes, ${totals.bankAnswers} bank answers, ${totals.swaps} SIM swaps, ${totals.attacks} attackers, ${rate.toFixed(1)} seeds/s${a.jobs > 1 ? ` (${a.jobs} workers)` : ''}\n`);
+    if (interrupted) {
+      process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s)${a.jobs > 1 ? '; the workers are stopped' : ''}; so far ${failed.length} failed, ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes\n`);
+      return 130;
+    }
+    if (failed.length) {
+      if (!a.json) process.stderr.write(`usbphone simulate: ${failed.length} seed(s) broke an invariant (SIMULATE_VIOLATION)\n`);
+      return 1;
+    }
+    return 0;
   }
-  const rate = done / secs;
-  failed.sort((x, y) => x.seed - y.seed);
-  if (a.json) process.stdout.write(JSON.stringify({ seeds: a.n, from: a.from, kinds: a.kinds ?? FAULT_KINDS, jobs: a.jobs, failed: failed.length, seconds: Math.round(secs * 10) / 10, seedsPerSecond: Math.round(rate * 100) / 100, cpuSeconds: Math.round(cpu / 100) / 10, ...totals, results: failed }) + '\n');
-  // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
-  else (a.trace ? process.stderr : process.stdout).write(`${a.n} seed(s) from ${a.from}: ${a.n - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes, ${totals.bankAnswers} bank answers, ${totals.swaps} SIM swaps, ${totals.attacks} attackers, ${rate.toFixed(1)} seeds/s${a.jobs > 1 ? ` (${a.jobs} workers)` : ''}\n`);
-  if (failed.length) {
-    if (!a.json) process.stderr.write(`usbphone simulate: ${failed.length} seed(s) broke an invariant (SIMULATE_VIOLATION)\n`);
-    return 1;
-  }
-  return 0;
 }
 
 /** Workers that may die (each replaced) before the run gives up: a build whose workers cannot start ends. */
