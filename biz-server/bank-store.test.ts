@@ -12,21 +12,13 @@ import { dumpSchema } from '../server-kit/pg.ts';
 import { TOTP_DEFAULTS } from '../protocol/person.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { readFileSync, existsSync } from 'node:fs';
+import { rejects } from '../server-kit/test-assert.ts';
 
 const storageKey = new Uint8Array(32).fill(0x3c);
 const T0 = 1_790_000_000_000;
 const SITE = 'biz-east';
 const seed = new Uint8Array(20).fill(0xa7);
 const corruptRow = (e: unknown) => e instanceof ImplementationError && e.code === 'STORE_CORRUPT_ROW';
-async function rejects(f: () => unknown, check: (e: unknown) => boolean, msg = ''): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    assert.ok(check(e), `${msg} ${String(e)}`);
-    return;
-  }
-  assert.unreachable(`expected a refusal ${msg}`);
-}
 const reg = (no: string, name: string, iccid: string, extra: Partial<Registration> = {}): Registration => ({
   accountNo: no, name, verifier: '$scrypt$test', ids: [{ kind: 'iccid', value: iccid }], deviceUser: 'dev-a', now: T0, ...extra,
 });

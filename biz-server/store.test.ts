@@ -16,6 +16,7 @@ import { systemRng } from '../protocol/rng.ts';
 import { backends } from '../server-kit/store-backends.ts';
 import { dumpSchema } from '../server-kit/pg.ts';
 import type { StorePlace } from '../server-kit/store-choice.ts';
+import { rejects, implCode as code } from '../server-kit/test-assert.ts';
 
 const t = tempDir();
 const storageKey = new Uint8Array(32).fill(0x5a);
@@ -24,16 +25,6 @@ const id = (b: number) => new Uint8Array(16).fill(b);
 const FAR = Date.now() + 3600_000;
 const sealed = (b: number) => new Uint8Array(72).fill(b);
 const corruptRow = (e: unknown) => e instanceof ImplementationError && e.code === 'STORE_CORRUPT_ROW';
-const code = (c: string) => (e: unknown) => e instanceof ImplementationError && e.code === c;
-async function rejects(f: () => unknown, check: (e: unknown) => boolean, msg?: string): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    assert.ok(check(e), `${msg ?? ''} ${String(e)}`);
-    return;
-  }
-  assert.unreachable(`expected a refusal ${msg ?? ''}`);
-}
 test.after(() => t.remove());
 
 test('schema 2 files (keys bound to the user only) are rewrapped at open, in one transaction; a key that does not open refuses the migration and changes nothing', () => {

@@ -16,6 +16,7 @@ import { startBizServer, type BizServer } from '../biz-server/server.ts';
 import { AdminClient } from '../server-kit/admin-rpc.ts';
 import { setLogLevel } from '../server-kit/log.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import { rejects } from '../server-kit/test-assert.ts';
 
 setLogLevel('error');
 const t = tempDir();
@@ -32,15 +33,6 @@ const client = (target: string, url: string, timeoutMs = 3_000) => {
   clients.push(c);
   return c;
 };
-async function rejects(f: () => Promise<unknown>, check: (e: unknown) => boolean): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    assert.ok(check(e), String(e));
-    return;
-  }
-  assert.unreachable('expected a rejection');
-}
 
 test.before(async () => {
   biz = await startBizServer({ name: 'biz-east', region: 'east', host: '127.0.0.1', devicePort: null, linkPort: 0, adminPort: 0, ...storeConfig(B, 'biz'), storageKey: new Uint8Array(32).fill(9), linkKey: new Uint8Array(32), adminKey });

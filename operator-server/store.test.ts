@@ -5,20 +5,10 @@ import * as assert from 'uvu/assert';
 import { statSync } from 'node:fs';
 import { SqliteOperatorStore, type CardInfo, type OperatorStore } from './store.ts';
 import { openOperatorStore, PgOperatorStore } from './pg-store.ts';
-import { ImplementationError } from '../protocol/errors.ts';
 import { withLuhn, isIccid, luhnDigit, isE164, isImsi } from '../protocol/line-ids.ts';
 import { backends } from '../server-kit/store-backends.ts';
+import { rejects, implCode as code } from '../server-kit/test-assert.ts';
 
-const code = (c: string) => (e: unknown) => e instanceof ImplementationError && e.code === c;
-async function rejects(f: () => unknown, check: (e: unknown) => boolean, msg = ''): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    assert.ok(check(e), `${msg} ${String(e)}`);
-    return;
-  }
-  assert.unreachable(`expected a refusal ${msg}`);
-}
 const card = (n: number, type: CardInfo['cardType'] = 'USIM'): CardInfo => ({ iccid: withLuhn(`894400000000000${String(n).padStart(4, '0')}`), imsi: `2341500000${String(n).padStart(5, '0')}`, cardType: type });
 const T0 = Date.UTC(2026, 0, 1);
 

@@ -6,13 +6,13 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { initialTable, verifyTable, tablePublicKey, type AttackTable } from '../protocol/attack-table.ts';
-import { ImplementationError } from '../protocol/errors.ts';
 import { SqlitePolicyStore, type PolicyStore } from './store.ts';
 import { openPolicyStore, PgPolicyStore } from './pg-store.ts';
 import { updatePeriod, DEFAULT_THRESHOLDS, type PolicyParams } from './update.ts';
 import { PATENT_SITES } from './test-util.ts';
 import { backends } from '../server-kit/store-backends.ts';
 import type { AttackReport } from '../server-kit/admin-messages.ts';
+import { rejects, implCode as code } from '../server-kit/test-assert.ts';
 
 const key = sha256(new TextEncoder().encode('policy store test key'));
 const T = 60_000;
@@ -20,16 +20,6 @@ const params = (over: Partial<PolicyParams> = {}): PolicyParams => ({ periodMs: 
 const config = () => initialTable(PATENT_SITES, 0, 1);
 const first = (c: AttackTable): AttackTable => ({ ...c, version: 1, issuedAt: 0, expiresAt: 3 * T });
 const digest = (s: string) => sha256(new TextEncoder().encode(s));
-const code = (c: string) => (e: unknown) => e instanceof ImplementationError && e.code === c;
-async function rejects(f: () => unknown, check: (e: unknown) => boolean, msg = ''): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    assert.ok(check(e), `${msg} ${String(e)}`);
-    return;
-  }
-  assert.unreachable(`expected a refusal ${msg}`);
-}
 const rep = (gateway: string, periodId: number, sites: AttackReport['sites']): AttackReport => ({ gateway, periodId, periodMs: T, sites });
 
 for (const b of backends()) {

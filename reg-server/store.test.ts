@@ -10,22 +10,12 @@ import { openBizStores } from '../biz-server/pg-store.ts';
 import { enrollDevices, parseEnrollmentRecords, userNameFor, accountsInStore } from '../deploy/enroll.ts';
 import { chooseServers, regionOf } from './placement.ts';
 import { tempDir } from '../deploy/test-util.ts';
-import { ImplementationError } from '../protocol/errors.ts';
 import { USER_RE } from '../protocol/messages.ts';
 import { backends } from '../server-kit/store-backends.ts';
+import { rejects, implCode as code } from '../server-kit/test-assert.ts';
 
 const t = tempDir();
 test.after(() => t.remove());
-const code = (c: string) => (e: unknown) => e instanceof ImplementationError && e.code === c;
-async function rejects(f: () => Promise<unknown>, check: (e: unknown) => boolean): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    assert.ok(check(e), String(e));
-    return;
-  }
-  assert.unreachable('expected a rejection');
-}
 /** Raw SQL on a store's own tables (the corruption tests): both back ends. */
 async function exec(reg: RegStore, sql: string): Promise<void> {
   if (reg instanceof PgRegStore) await reg.pool.query(sql);

@@ -8,17 +8,9 @@ import { createAdminServer, AdminClient, AdminError, adminInProcess, ADMIN_MAX_B
 import { closeServer } from './host.ts';
 import { setLogLevel } from './log.ts';
 import { ImplementationError } from '../protocol/errors.ts';
+import { rejects } from './test-assert.ts';
 
 setLogLevel('error');
-async function rejects(f: () => Promise<unknown>, check: (e: unknown) => boolean): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    assert.ok(check(e), String(e));
-    return;
-  }
-  assert.unreachable('expected a rejection');
-}
 const key = new Uint8Array(32).fill(3);
 let now = Date.now();
 const calls: unknown[] = [];

@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { openPool, openMigrated, migrate, tx, testSchema, dumpSchema, redactUrl, pgUrl, testPgUrl, type PgMigration } from './pg.ts';
-import { ImplementationError } from '../protocol/errors.ts';
+import { rejects, implCode as code } from './test-assert.ts';
 
 const made: { drop(): Promise<void> }[] = [];
 const fresh = () => {
@@ -18,16 +18,6 @@ const fresh = () => {
 test.after(async () => {
   for (const s of made) await s.drop();
 });
-const code = (c: string) => (e: unknown) => e instanceof ImplementationError && e.code === c;
-async function rejects(f: () => Promise<unknown>, check: (e: unknown) => boolean): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    assert.ok(check(e), String(e));
-    return;
-  }
-  assert.unreachable('expected a refusal');
-}
 
 test('five servers migrating one schema at once: each step runs once, schema_version counts them', async () => {
   const s = fresh();
