@@ -34,7 +34,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { WebSocket, type ClientOptions } from 'ws';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { nobleEngine } from '../protocol/crypto-engine.ts';
-import { nodeEngine } from '../server-kit/native-crypto.ts';
+import { nodeEngine } from '../protocol/native-crypto.ts';
 import { makeDevice, register, bizLogin, FrameSocket, SCRIPTED_FIRMWARE_HEX, type DeviceId } from '../server-kit/test-device.ts';
 import { RegistrationClient } from '../protocol/registration.ts';
 import { LoginClient } from '../protocol/login.ts';

@@ -2,6 +2,8 @@
 // (make serve) in one process, `usbphone sim --gateway URL --state DIR` in another, twice:
 // the second boot reuses the phone's image and saved login and gets a new password (S0.14).
 // And --port as a base port: every server port moves with it; a failed start leaves nothing.
+// A phone's SIM card is told to the running servers' operator on the back end they run on
+// (SQLite files or PostgreSQL schemas, as STORE_URL chose), whatever this run's STORE_URL.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,6 +12,11 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { tempDir } from '../deploy/test-util.ts';
+import { openOperatorStore } from '../operator-server/pg-store.ts';
+import { stateFiles } from '../deploy/config.ts';
+import { stackSchemaPrefix, stackSchemas, dropStackSchemas } from '../deploy/stack-schemas.ts';
+import { testPgUrl } from '../server-kit/pg.ts';
+import { readFileSync } from 'node:fs';
 
 const bin = join(import.meta.dirname, '..', 'bin', 'usbphone.js');
 const t = tempDir('usbphone-gw-test-');
@@ -20,8 +27,12 @@ test.after(() => {
 });
 
 function run(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  return runIn(process.env, ...args);
+}
+
+function runIn(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '', err = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (err += d));
@@ -30,7 +41,11 @@ function run(...args: string[]): Promise<{ code: number | null; out: string; err
 }
 
 async function serveAll(...args: string[]): Promise<{ proc: ChildProcess; ev: Record<string, any>; exit: Promise<number | null>; lines: string[] }> {
-  const proc = spawn(process.execPath, [bin, 'serve', 'all', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, USBPHONE_LOG_LEVEL: 'error' } });
+  return serveAllIn(process.env, ...args);
+}
+
+async function serveAllIn(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ proc: ChildProcess; ev: Record<string, any>; exit: Promise<number | null>; lines: string[] }> {
+  const proc = spawn(process.execPath, [bin, 'serve', 'all', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, USBPHONE_LOG_LEVEL: 'error' } });
   procs.push(proc);
   const exit = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
   let err = '';
@@ -99,6 +114,38 @@ test('sim --gateway: a phone logs into running servers, then a second boot rotat
   assert.is(e.code, 2);
   assert.match(e.err, /has no master\.key.*\(CLI_NO_STATE\)\n$/);
   assert.equal(readdirSync(other), []);
+});
+
+test("sim --gateway --sim-card, then --swap-sim: the running servers' operator is told of the card, and of the line's move, in their own store, on SQLite and on PostgreSQL", async () => {
+  const { STORE_URL: _drop, ...sqliteEnv } = process.env;
+  for (const [kind, env] of [['sqlite', sqliteEnv], ['postgres', { ...sqliteEnv, STORE_URL: testPgUrl() }]] as const) {
+    const state = join(t.dir, `operator-${kind}`);
+    const s = await serveAllIn(env, '--state', state, '--port', '0', '--json');
+    try {
+      const url = s.ev.gatewayUrl as string;
+      const a = await runIn(env, 'sim', '--gateway', url, '--state', state, '-q', '--sim-card', '2');
+      assert.is(a.code, 0, `${kind}: ${a.out}${a.err}`);
+      assert.match(a.out, /operator: the operator's line \+99901\d{8} is on this card/, kind);
+      const first = JSON.parse(readFileSync(join(state, 'phone.sim.json'), 'utf8')) as { iccid: string; msisdn: string };
+      const b = await runIn(env, 'sim', '--gateway', url, '--state', state, '-q', '--swap-sim');
+      assert.is(b.code, 0, `${kind}: ${b.out}${b.err}`);
+      assert.match(b.out, new RegExp(`operator: the operator moved line \\${first.msisdn} from card`), kind);
+      const second = JSON.parse(readFileSync(join(state, 'phone.sim.json'), 'utf8')) as { iccid: string; msisdn: string };
+      // The servers' own operator store has the line on the new card (the file or the schema they run on).
+      const op = await openOperatorStore(kind === 'sqlite' ? { kind, file: stateFiles(state).operatorDb } : { kind, url: env.STORE_URL!, schema: stackSchemas(stackSchemaPrefix(state)).operator });
+      try {
+        assert.is((await op.byPhoneNumber(first.msisdn))?.card.iccid, second.iccid, kind);
+        assert.is((await op.cardByIccid(first.iccid))?.status, 'replaced', kind);
+      } finally {
+        await op.close();
+      }
+      if (kind === 'postgres') assert.not.ok(existsSync(join(state, 'operator.sqlite')), 'no SQLite operator store made beside the schemas');
+    } finally {
+      s.proc.kill('SIGTERM');
+      await s.exit;
+      if (kind === 'postgres' && existsSync(join(state, 'pg-schema'))) await dropStackSchemas(env.STORE_URL!, stackSchemaPrefix(state));
+    }
+  }
 });
 
 async function portsFree(base: number): Promise<boolean> {

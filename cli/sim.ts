@@ -19,7 +19,6 @@ import type { TraceEvent } from '../firmware/hal/hal.ts';
 import type { StackHandle } from '../sim/world.ts';
 import type { Stack } from '../deploy/stack.ts';
 import { isProfileName, PROFILE_NAMES } from '../firmware/profiles.ts';
-import { SqliteOperatorStore } from '../operator-server/store.ts';
 import { storeChoiceFrom } from '../server-kit/store-choice.ts';
 import { maskAccount } from '../protocol/bank-messages.ts';
 
@@ -185,22 +184,23 @@ function checkApplies(v: Parsed['values']): Mode {
 
 /**
  * The operator's store of the servers `s` (its own, when the stack runs in this process; the one
- * in the state directory of running servers, opened for the call), handed to `f`. A swap with no
+ * of running servers, opened for the call on the back end they run on: their state directory's
+ * PostgreSQL schema under STORE_URL, else its SQLite file), handed to `f`. A swap with no
  * operator store is refused (SIM_LINE_CONFLICT would be wrong: CLI_NO_STATE).
  */
 async function withOperator(s: StackHandle, state: string, swap: boolean, f: (store: import('../operator-server/store.ts').OperatorStore | undefined) => Promise<void>): Promise<void> {
   const own = 'operator' in s ? (s as Stack).operator()?.store : undefined;
   if (own) return f(own);
-  const file = join(state, 'operator.sqlite');
-  if (!existsSync(file)) {
-    if (swap) throw new CliError('CLI_NO_STATE', `--swap-sim: ${state} has no operator.sqlite: the operator of the servers cannot be told of the new card`);
+  const { openAttachedOperatorStore } = await import('../sim/external-stack.ts');
+  const store = await openAttachedOperatorStore(state);
+  if (!store) {
+    if (swap) throw new CliError('CLI_NO_STATE', `--swap-sim: ${state} has no operator store (operator.sqlite, or pg-schema under STORE_URL): the operator of the servers cannot be told of the new card`);
     return f(undefined);
   }
-  const store = new SqliteOperatorStore(file);
   try {
     await f(store);
   } finally {
-    store.close();
+    await store.close();
   }
 }
 

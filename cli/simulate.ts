@@ -82,7 +82,7 @@ const SHRINK_FIRST = 3;
  * - the protocol's primitives on node:crypto: the phones' chip engine (firmware/hal/node/
  *   chip-crypto.ts: HMAC, HKDF, AEAD as every server host runs them, decision 101, plus the
  *   SHA-256 of the boot measurements and Ed25519), the same bytes and verdicts as the noble
- *   reference (chip-crypto.test.ts, server-kit/native-crypto.test.ts);
+ *   reference (chip-crypto.test.ts, protocol/native-crypto.test.ts);
  * - the runs' store files on tmpfs (/dev/shm) when there is one: a seed opens, writes and
  *   closes five SQLite databases, and on a disk each close's checkpoint waits for its fsync.
  *   `tmpRoot` given (a worker): its parent made it and removes it.

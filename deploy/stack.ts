@@ -217,8 +217,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const storageKey = readKeyFile(files.storeKey, 'storage key');
   const prefix = storeChoice.kind === 'postgres' ? storeChoice.schema ?? stackSchemaPrefix(opts.stateDir) : null;
   const schemas = prefix ? stackSchemas(prefix) : null;
-  /** A role's store choice: SQLite (its file in stateDir), or PostgreSQL in its own schema. */
-  const roleStore = (role: 'reg' | 'biz' | 'operator' | 'policy'): StoreChoice => (storeChoice.kind === 'sqlite' ? storeChoice : { kind: 'postgres', url: storeChoice.url, schema: schemas![role] });
+  /**
+   * A role's store choice: SQLite (its file in stateDir), or PostgreSQL in its own schema, with
+   * everything else the stack's choice says (synchronousCommit) as a role file's would.
+   */
+  const roleStore = (role: 'reg' | 'biz' | 'operator' | 'policy'): StoreChoice => (storeChoice.kind === 'sqlite' ? storeChoice : { ...storeChoice, schema: schemas![role] });
   const placeOfRole = (role: 'reg' | 'biz', file: string): StorePlace => { const c = roleStore(role); return c.kind === 'sqlite' ? { kind: 'sqlite', file } : c; };
   const regStore = await openRegStore(placeOfRole('reg', files.regDb));
   let bizStore: BizStore;

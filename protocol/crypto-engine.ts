@@ -1,10 +1,11 @@
 // The primitives the protocol's hot paths run on (HMAC-SHA256, ChaCha20-Poly1305,
 // XChaCha20-Poly1305), behind one small interface so that a host may run them natively:
-// the servers install node:crypto's engine at start-up (server-kit/native-crypto.ts), a
-// fleet's phones get one through their HAL (the secure controller's engine, as a real chip's
-// crypto block), and everything else, the firmware's own code included, runs the pure
+// the servers install node:crypto's engine at start-up (protocol/native-crypto.ts), a
+// fleet's phones get the same plus SHA-256 and Ed25519 through their HAL (the secure
+// controller's engine, as a real chip's crypto block), and everything else, the firmware's own code included, runs the pure
 // TypeScript noble implementation below. The noble engine is the reference: every other
-// engine is checked against it on vectors and random inputs (server-kit/native-crypto.test.ts).
+// engine is checked against it on vectors and random inputs (protocol/native-crypto.test.ts,
+// firmware/hal/node/chip-crypto.test.ts).
 //
 // Both engines give the same bytes for the same inputs; they differ only in speed. An AEAD
 // open that fails returns null, whatever the engine (the caller refuses with its own code).

@@ -110,6 +110,38 @@ function cycles(g: Graph): string[][] {
   return out;
 }
 
+/** Firmware code that runs on the device (not its node HAL, not its host tools). */
+const deviceCode = (f: string) => top(f) === 'firmware' && !f.startsWith('firmware/host/') && !f.startsWith('firmware/hal/node/');
+
+/**
+ * The firmware's device code reaches no node:* module through any chain of imports, lazy ones
+ * included, not only by its own imports: protocol/ holds a node-only module
+ * (protocol/native-crypto.ts, shared by the servers and the node HAL), which only the node
+ * HAL, the host tools and the other folders may reach. One line per device-code file and
+ * node:* module, with the chain that reaches it.
+ */
+function reachesNode(g: Graph): string[] {
+  const out: string[] = [];
+  for (const start of [...g.keys()].filter(deviceCode).sort()) {
+    const via = new Map<string, string>([[start, '']]);
+    const queue = [start];
+    while (queue.length) {
+      const v = queue.shift()!;
+      for (const w of (g.get(v) ?? []).map(target)) {
+        if (via.has(w)) continue;
+        via.set(w, v);
+        if (w.startsWith('node:')) {
+          const chain = [w];
+          for (let x = v; x; x = via.get(x)!) chain.unshift(x);
+          // The direct edge is reported by edgeViolations already.
+          if (chain.length > 2) out.push(`${chain.join(' -> ')}: firmware device code reaches a node:* module`);
+        } else queue.push(w);
+      }
+    }
+  }
+  return out;
+}
+
 /** Every violation of the graph: bad edges, imports of files that do not exist, cycles. */
 export function violations(g: Graph): string[] {
   const out: string[] = [];
@@ -119,6 +151,7 @@ export function violations(g: Graph): string[] {
       out.push(...edgeViolations(from, to));
     }
   }
+  out.push(...reachesNode(g));
   for (const c of cycles(g)) out.push(`import cycle: ${c.join(' <-> ')}`);
   return out;
 }
@@ -132,6 +165,8 @@ test('the checker fires on each deliberately bad import of a synthetic graph', (
     ['firmware/hal/node/n.ts', ['node:net']], ['firmware/host/h.ts', ['node:fs']],
     ['deploy/d.ts', ['reg-server/r.ts', 'biz-server/z.ts', 'firmware/p.ts']], ['sim/x.ts', ['deploy/d.ts']],
     ['conformance/c.ts', ['protocol/a.ts', 'node:fs']], ['cli/k.ts', ['~conformance/c.ts']],
+    // protocol/n.ts: a node-only module of protocol/, reached by the node HAL and a server-kit file.
+    ['protocol/n.ts', ['node:crypto', 'protocol/b.ts']], ['firmware/hal/node/c.ts', ['protocol/n.ts', 'node:crypto']], ['server-kit/e.ts', ['protocol/n.ts']],
   ];
   assert.equal(violations(new Map(ok)), []);
   // A lazy import back does not close a cycle; a static one does (checked below).
@@ -148,6 +183,11 @@ test('the checker fires on each deliberately bad import of a synthetic graph', (
     ['firmware/q.ts', 'firmware/p.ts', /import cycle: firmware\/p\.ts <-> firmware\/q\.ts/],
     ['reg-server/r.ts', '~biz-server/z.ts', /role folder never imports another/],
     ['protocol/b.ts', 'protocol/gone.ts', /no such source file/],
+    // A node-only module of protocol/ is for the node HAL and the hosts, not the device code.
+    ['firmware/q.ts', 'protocol/n.ts', /firmware\/q\.ts -> protocol\/n\.ts -> node:crypto: firmware device code reaches a node/],
+    ['firmware/q.ts', '~protocol/n.ts', /firmware\/q\.ts -> protocol\/n\.ts -> node:crypto: firmware device code reaches a node/],
+    ['protocol/a.ts', 'protocol/n.ts', /firmware\/p\.ts -> protocol\/a\.ts -> protocol\/n\.ts -> node:crypto: firmware device code/],
+    ['firmware/q.ts', 'firmware/hal/node/n.ts', /firmware\/q\.ts -> firmware\/hal\/node\/n\.ts -> node:net: firmware device code/],
   ];
   for (const [from, to, want] of bad) {
     const g = new Map(ok.map(([k, v]) => [k, [...v]]));

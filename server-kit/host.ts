@@ -20,7 +20,7 @@ import { normalizeIp } from './ip.ts';
 import type { SessionFactory, SessionTransport } from './session.ts';
 import type { ServerMetrics } from './metrics.ts';
 import { useCryptoEngine } from '../protocol/crypto-engine.ts';
-import { nodeEngine } from './native-crypto.ts';
+import { nodeEngine } from '../protocol/native-crypto.ts';
 import { offerMemoryLink } from './memory-link.ts';
 import { isSessionsFrame } from '../protocol/messages.ts';
 

@@ -23,6 +23,8 @@ import { SqliteRegStore, type RegStore } from '../reg-server/store.ts';
 import { SqliteBizStore, type BizStore } from '../biz-server/store.ts';
 import { openRegStore } from '../reg-server/pg-store.ts';
 import { openBizStores } from '../biz-server/pg-store.ts';
+import { openOperatorStore } from '../operator-server/pg-store.ts';
+import type { OperatorStore } from '../operator-server/store.ts';
 import { storeChoiceFrom } from '../server-kit/store-choice.ts';
 import { stackSchemaPrefix, stackSchemas } from '../deploy/stack-schemas.ts';
 import { enrollInBatches, enrollDevices, type EnrollmentRecord, type EnrollOptions, accountsInStore } from '../deploy/enroll.ts';
@@ -112,6 +114,22 @@ export function attachStack(stateDir: string, gatewayUrl: string): StackHandle &
       biz.close();
     },
   };
+}
+
+/**
+ * The operator's store of the running stack in `stateDir` (what `usbphone sim --gateway` tells
+ * of a phone's card), on the back end attachStack uses for the others: on PostgreSQL (STORE_URL)
+ * the directory's operator schema, else its SQLite file. Null when the directory has none (no
+ * pg-schema, or no operator.sqlite: its operator never ran); nothing is created. The caller closes it.
+ */
+export async function openAttachedOperatorStore(stateDir: string): Promise<OperatorStore | null> {
+  const choice = storeChoiceFrom(undefined);
+  if (choice.kind === 'postgres') {
+    if (!choice.schema && !existsSync(join(stateDir, 'pg-schema'))) return null;
+    return openOperatorStore({ ...choice, schema: stackSchemas(choice.schema ?? stackSchemaPrefix(stateDir)).operator });
+  }
+  const file = stateFiles(stateDir).operatorDb;
+  return existsSync(file) ? openOperatorStore({ kind: 'sqlite', file }) : null;
 }
 
 /**

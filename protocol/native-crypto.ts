@@ -1,5 +1,14 @@
-// The protocol's primitives on node:crypto (OpenSSL): what the servers run (issue 15). Same
-// bytes as the noble reference (protocol/crypto-engine.ts), checked by native-crypto.test.ts.
+// The protocol's primitives on node:crypto (OpenSSL), one engine for every host that runs
+// node (issue 15): the servers install it (server-kit/host.ts), and the phones' chip engine
+// of a fleet is this one plus SHA-256 and Ed25519 (firmware/hal/node/chip-crypto.ts). Same
+// bytes as the noble reference (crypto-engine.ts), checked by native-crypto.test.ts and
+// chip-crypto.test.ts.
+//
+// Unlike the rest of protocol/, it imports node:*: it is here because both the servers
+// (server-kit/ imports only protocol/) and the node hardware layer (firmware/hal/node/) use it.
+// The firmware's own code never reaches it: scripts/imports.test.ts checks that no firmware
+// module outside firmware/hal/node/ and firmware/host/ reaches a node:* module through any
+// chain of imports (decision 132).
 //
 // Why these shapes (measured on Node 20, bench/login-cost.bench.ts):
 // - HMAC through createHmac: one native call per MAC. (HKDF is built on it in
@@ -10,7 +19,7 @@
 //   ChaCha20-Poly1305 with nonce 0^4 || nonce[16..24] (§2.3).
 import { createHmac, createCipheriv, createDecipheriv } from 'node:crypto';
 import { hchacha } from '@noble/ciphers/chacha.js';
-import type { CryptoEngine } from '../protocol/crypto-engine.ts';
+import type { CryptoEngine } from './crypto-engine.ts';
 
 const TAG = 16;
 /**

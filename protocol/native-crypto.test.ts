@@ -8,8 +8,8 @@ import fc from 'fast-check';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex as hex, hexToBytes as unhex } from '@noble/hashes/utils.js';
-import { nobleEngine, useCryptoEngine, cryptoEngine, type CryptoEngine } from '../protocol/crypto-engine.ts';
-import { kdf, kdfExtract, kdfExpand, mac } from '../protocol/keys.ts';
+import { nobleEngine, useCryptoEngine, cryptoEngine, type CryptoEngine } from './crypto-engine.ts';
+import { kdf, kdfExtract, kdfExpand, mac } from './keys.ts';
 import { nodeEngine } from './native-crypto.ts';
 
 if (process.env.FC_SEED) fc.configureGlobal({ seed: Number(process.env.FC_SEED) });
