@@ -1,8 +1,9 @@
 // Servers that run in another process. Two ways:
 //   attachStack        a stack that is already running (`make serve`, `usbphone serve all
 //                      --state DIR`): phones reach its gateway URL, enrollment writes the
-//                      SQLite files of its state directory with its keys (WAL, busy timeout),
-//                      as `usbphone enroll` does. Nothing is started or stopped.
+//                      stores of its state directory's back end with its keys (the SQLite
+//                      files, WAL and busy timeout, or its PostgreSQL schemas), as `usbphone
+//                      enroll` does. Nothing is started or stopped.
 //   phoneOnlyStack     no servers of ours at all (`usbphone sim --phone-only`): phones reach
 //                      a gateway URL whose servers know the phone from its enrollment record
 //                      (a conformance suite playing them, `usbphone conformance --device`);
