@@ -404,7 +404,8 @@ export async function playRegistration(ctx: DeviceCaseContext, s: Session, o: { 
         }
         for (const x of step.send) s.c.send(x);
         // §2.1: on a connection in sequence the server's end is the gateway's sessionEnd, not a close.
-        if (o.endAs) s.c.send(sessionEndFrame(o.endAs.session, s.dest, 1000, 'credential sent'), 'the gateway ends the session (§2.1)');
+        // A normal end is [1000, ""] (§2.1 rule 3): a device gives up a connection whose crossing end carries anything else.
+        if (o.endAs) s.c.send(sessionEndFrame(o.endAs.session, s.dest, 1000, ''), 'the gateway ends the session (§2.1)');
         else s.c.close(1000);
         return { kind: 'done', gen };
       }

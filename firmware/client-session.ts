@@ -10,6 +10,7 @@
 import { peekTablePush, peekSessionEnd, isSessionsFrame, sessionsFrame, sessionEndFrame, decodeEnvelope, parseError, MsgType } from '../protocol/messages.ts';
 import { CloseCode, retryClass, type RetryClass } from '../protocol/errors.ts';
 import { isClientEnd, type ClientEnd, type ClientExchange, type Step } from '../protocol/exchange.ts';
+import { equalBytes } from '@noble/ciphers/utils.js';
 import type { NetSocket } from './hal/hal.ts';
 import type { Timer } from './loop.ts';
 import type { Board } from './board.ts';
@@ -157,23 +158,27 @@ class Line {
           return;
         }
         if (this.#granted && isSessionEndType(data)) {
-          const end = peekSessionEnd(data);
           const d = this.#deviceEnded;
-          // The server's end crossed the device's own (rule 4): expected once, for that session, normal.
-          if (end && d && end.n === d.n && end.dest === d.dest && end.code === 1000) {
+          // The server's end crossed the device's own (rule 4): expected once, for that session,
+          // and only as the one frame a normal end is, [1000, ""] (rule 3), byte for byte. The
+          // connection goes on after it, so nothing in it may go unchecked: a reason, which the
+          // device could not check, or any other change means the frame was altered on the way
+          // (or the gateway breaks rule 3), and the connection is given up below.
+          if (d && equalBytes(data, sessionEndFrame(d.n, d.dest, CloseCode.normal, ''))) {
             this.#deviceEnded = null;
             return;
           }
+          const end = peekSessionEnd(data);
           const u = this.#user;
           if (end && u && end.n === this.#n && end.dest === u.dest && this.#endedByGateway !== end.n) {
             this.#endedByGateway = end.n;
             return u.ended(end.code, end.reason);
           }
-          // Malformed, or for no session of ours: not acted on; the connection is given up (S0.7).
-          return this.#refuse();
+          // Malformed, altered, or for no session of ours: not acted on; the connection is given up (S0.7).
+          return this.#refuse(!end ? 'a malformed sessionEnd' : d && end.n === d.n && end.dest === d.dest ? 'a sessionEnd for the ended session that is not [1000, ""]' : 'a sessionEnd for no open session');
         }
         // Between sessions nothing but a push or a sessionEnd is expected: the connection is given up.
-        if (!this.#user) return this.#refuse();
+        if (!this.#user) return this.#refuse('unexpected frame between sessions');
         this.#user.frame(data);
       }),
       onClose: (code, reason) => loop.post(() => {
@@ -259,12 +264,15 @@ class Line {
     this.close(code);
   }
 
-  /** Gives the connection up after a frame it cannot act on: closed 1002, its session (if any) told. */
-  #refuse(): void {
+  /**
+   * Gives the connection up after a frame it cannot act on (or could not check whole): closed
+   * 1002, its session (if any) told; the next session connects again (§2.1 rule 4).
+   */
+  #refuse(why: string): void {
     const u = this.#user;
     this.#user = null;
     this.close(CloseCode.protocol);
-    u?.closed(CloseCode.protocol, 'unexpected frame between sessions', true);
+    u?.closed(CloseCode.protocol, why, true);
   }
 
   close(code: number): void {

@@ -321,7 +321,10 @@ export async function startGateway(cfg: GatewayConfig): Promise<Gateway> {
       return;
     }
     if (c.ws.readyState !== c.ws.OPEN) return;
-    c.ws.send(sessionEndFrame(c.n, dest, code, reason));
+    // A normal end is [1000, ""] whatever reason the server gave (§2.1 rule 3): it is the one
+    // sessionEnd a connection outlives (it may cross the device's own), so it carries nothing
+    // the device could not check; a reason it could not check would be given up on.
+    c.ws.send(sessionEndFrame(c.n, dest, code, code === CloseCode.normal ? '' : reason));
     metrics.frameOut(MsgType.sessionEnd);
   };
 

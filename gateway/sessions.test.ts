@@ -42,7 +42,7 @@ test.after(async () => {
   await sink.close();
 });
 
-test('two sessions in sequence on one connection: the server ends the first (sessionEnd with its close code and reason), the device the second; each is its own link session', async () => {
+test('two sessions in sequence on one connection: the server ends the first (sessionEnd with its close code; a normal end is 1000 with no reason, whatever the server said), the device the second; each is its own link session', async () => {
   const s = await inSequence(gw.url);
   const before = sessions.length;
   s.send(finish('reg-primary'));
@@ -50,7 +50,8 @@ test('two sessions in sequence on one connection: the server ends the first (ses
   const reg = sessions[before]!;
   reg.t.close(1000, 'credential sent');
   const end = peekSessionEnd((await s.frame()).frame);
-  assert.equal(end, { n: 1, dest: 'reg-primary', code: 1000, reason: 'credential sent' });
+  // §2.1 rule 3: the one end a connection outlives carries nothing the device could not check.
+  assert.equal(end, { n: 1, dest: 'reg-primary', code: 1000, reason: '' });
   // The next session goes to another dest on the same connection.
   s.send(finish('biz-east'));
   await until(() => sessions.length === before + 2);
@@ -108,6 +109,17 @@ test("a session end that crossed: the server ended it, the device's sessionEnd f
   await until(() => sessions[before + 1]!.closed);
 });
 
+test("a device's crossing end with a reason (altered on the way) is refused, not ignored: MSG_BAD_FIELD, close 1002", async () => {
+  const s = await inSequence(gw.url);
+  const before = sessions.length;
+  s.send(finish('reg-primary'));
+  await s.frame();
+  sessions[before]!.t.close(1000, 'done');
+  assert.equal(peekSessionEnd((await s.frame()).frame), { n: 1, dest: 'reg-primary', code: 1000, reason: '' });
+  s.send(sessionEndFrame(1, 'reg-primary', 1000, 'dmne'));
+  assert.equal(await closedWith(s), { code: 'MSG_BAD_FIELD', close: 1002 });
+});
+
 test("the upstream's refusal ends the session only: GW_UPSTREAM_UNAVAILABLE, then sessionEnd 1013, and the next session works", async () => {
   const s = await inSequence(gw.url);
   s.send(finish('reg-backup'));
@@ -128,6 +140,9 @@ test("the device's misbehaviour still closes the connection, in sequence as befo
     ['sessions twice', [sessionsFrame()], 'MSG_UNEXPECTED', 1002],
     ['unknown dest', [finish('nowhere')], 'GW_UNKNOWN_DEST', 1008],
     ['a sessionEnd with a bad body', [encodeEnvelope(MsgType.sessionEnd, 1, 'biz-east', [1000])], 'MSG_BAD_SHAPE', 1002],
+    // §2.1 rule 4: a device ends a session with [1000, ""] only; anything else was altered on the way.
+    ['a sessionEnd with a reason', [finish('biz-east'), sessionEndFrame(1, 'biz-east', 1000, 'dmne')], 'MSG_BAD_FIELD', 1002],
+    ['a sessionEnd with another code', [finish('biz-east'), sessionEndFrame(1, 'biz-east', 1001, '')], 'MSG_BAD_FIELD', 1002],
   ];
   for (const [name, frames, code, close] of cases) {
     const s = await inSequence(gw.url);

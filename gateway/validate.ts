@@ -4,7 +4,7 @@
 // byte strings holding a tag (the gateway cannot open them: only the server can). Nothing
 // that fails any check is forwarded.
 import { decodeEnvelope, parseHello, parseLogin, parseFinish, parseError, parseSessionEnd, MsgType, type Envelope } from '../protocol/messages.ts';
-import { ProtocolError } from '../protocol/errors.ts';
+import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 
 /** Types a device may send; the rest are server-to-device only. */
 export const DEVICE_TYPES: ReadonlySet<number> = new Set([
@@ -36,9 +36,13 @@ export function validateDeviceFrame(frame: Uint8Array, isBinary: boolean, maxFra
     case MsgType.sessions:
       if (env.seq !== 0 || env.dest !== 'gateway' || !Array.isArray(env.body) || env.body.length !== 0) throw new ProtocolError('MSG_BAD_FIELD', 'sessions is [1, 51, 0, "gateway", []]');
       break;
-    case MsgType.sessionEnd:
-      parseSessionEnd(env);
+    case MsgType.sessionEnd: {
+      // A device ends a session only normally, with [1000, ""] (§2.1 rule 4): the connection goes
+      // on after it, so a body that says anything else was altered on the way (or is a bug).
+      const e = parseSessionEnd(env);
+      if (e.code !== CloseCode.normal || e.reason !== '') throw new ProtocolError('MSG_BAD_FIELD', 'a device\'s sessionEnd is [1000, ""]');
       break;
+    }
     default:
       if (!(env.body instanceof Uint8Array) || env.body.length < 16) throw new ProtocolError('GW_BAD_BODY', 'a sealed body must be a byte string holding at least a tag');
   }

@@ -49,7 +49,7 @@ export const sessionCases: Case[] = [
     section: '§2',
     title: 'sessions in sequence (§2.1): a registration, then the business login on the same connection, each ended by sessionEnd (the server\'s with its close code 1000, then the device\'s), and the connection kept for a third session',
     async run(ctx): Promise<Outcome> {
-      const expected = '`sessions` answered; credReply then sessionEnd [1, regDest, 1000]; the login on the same connection; after the device\'s sessionEnd [2] a new hello is answered on it';
+      const expected = '`sessions` answered; credReply then sessionEnd [1, regDest, 1000, ""]; the login on the same connection; after the device\'s sessionEnd [2] a new hello is answered on it';
       const c = await asking(ctx);
       const dev = ctx.target.device;
       const reg = new RegistrationClient({ dest: ctx.target.regDest, deviceKey: dev.key, serialToken: dev.token, measurement: dev.measurement, serial: dev.serial, localIp: '192.168.1.20' });
@@ -58,7 +58,8 @@ export const sessionCases: Case[] = [
       const e1 = await nextEnd(c);
       if (!c.sessions) return { verdict: 'informational', expected, note: `${NOT_ANSWERED}; after credReply: ${'end' in e1 ? 'a sessionEnd' : e1.other}` };
       if (!('end' in e1)) return fail(expected, `after credReply: ${e1.other}, not sessionEnd`);
-      if (e1.end.n !== 1 || e1.end.dest !== ctx.target.regDest || e1.end.code !== 1000) return fail(expected, `sessionEnd [${e1.end.n}, ${e1.end.dest}, ${e1.end.code}]`);
+      // A normal end carries no reason (rule 3): a device gives up a connection whose crossing end has one.
+      if (e1.end.n !== 1 || e1.end.dest !== ctx.target.regDest || e1.end.code !== 1000 || e1.end.reason !== '') return fail(expected, `sessionEnd [${e1.end.n}, ${e1.end.dest}, ${e1.end.code}, ${JSON.stringify(e1.end.reason)}]`);
       const wk = secretWrapKey(dev.key);
       const secret = unwrapSecret(wk, r.cred.user, r.cred.gen, r.cred.wrapped);
       wk.fill(0);
