@@ -6,10 +6,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { writeFileSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { tempDir } from '../deploy/test-util.ts';
+import { tempDir, onFreePort } from '../deploy/test-util.ts';
 import { makeDevice, register, DeviceWallet, SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { openRegStore } from '../reg-server/pg-store.ts';
@@ -87,14 +86,6 @@ test('serve all: the embedded default, a device registers and logs in, SIGTERM s
   assert.is(await exit, 0);
 });
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const p = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
 test('serve biz / reg / gateway as separate processes from config files', async () => {
   const dir = join(t.dir, 'roles');
   const f = ensureStateKeys(dir);
@@ -112,17 +103,27 @@ test('serve biz / reg / gateway as separate processes from config files', async 
     writeFileSync(join(dir, name), JSON.stringify(v));
     return join(dir, name);
   };
-  const gwPort = await freePort();
   const b = await serve('biz', '--config', write('biz.json', { name: 'biz-east', region: 'east', linkPort: 0, adminPort: 0, dbFile: 'biz-accounts.sqlite', ...storeKey(bizPlace), storeKeyFile: 'store.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key' }));
-  const r = await serve('reg', '--config', write('reg.json', {
-    name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', ...storeKey(regPlace), masterKeyEnv: 'NOT_SET_HERE', masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key',
-    bizServers: [{ name: 'biz-east', region: 'east', url: `ws://127.0.0.1:${gwPort}/biz-east`, adminUrl: `http://127.0.0.1:${b.ev.adminPort}/admin` }],
-    regions: [{ cidr: '127.1.0.0/16', region: 'east' }],
-  }));
-  const g = await serve('gateway', '--config', write('gw.json', {
-    port: gwPort, linkKeyFile: 'link.key',
-    upstreams: [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${r.ev.linkPort}/` }, { name: 'biz-east', linkUrl: `ws://127.0.0.1:${b.ev.linkPort}/` }],
-  }));
+  // The registration server's file names the gateway's URL, so its port is chosen before either
+  // starts: if another process takes it meanwhile, both start again on another port.
+  const { r, g } = await onFreePort(async (gwPort) => {
+    const r = await serve('reg', '--config', write('reg.json', {
+      name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', ...storeKey(regPlace), masterKeyEnv: 'NOT_SET_HERE', masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key',
+      bizServers: [{ name: 'biz-east', region: 'east', url: `ws://127.0.0.1:${gwPort}/biz-east`, adminUrl: `http://127.0.0.1:${b.ev.adminPort}/admin` }],
+      regions: [{ cidr: '127.1.0.0/16', region: 'east' }],
+    }));
+    try {
+      const g = await serve('gateway', '--config', write('gw.json', {
+        port: gwPort, linkKeyFile: 'link.key',
+        upstreams: [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${r.ev.linkPort}/` }, { name: 'biz-east', linkUrl: `ws://127.0.0.1:${b.ev.linkPort}/` }],
+      }));
+      return { r, g };
+    } catch (e) {
+      r.proc.kill('SIGTERM'); // the registration server of this try
+      await r.exit;
+      throw e;
+    }
+  });
   const ring = MasterKeyring.parse(readFileSync(f.masterKey, 'utf8'));
   let res;
   for (let i = 0; i < 100; i++) {

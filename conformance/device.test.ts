@@ -11,7 +11,7 @@ import { cpSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { hexToBytes } from '@noble/hashes/utils.js';
-import { tempDir } from '../deploy/test-util.ts';
+import { tempDir, onFreePort } from '../deploy/test-util.ts';
 import { MasterKeyring, deriveDeviceKey, makeSerialToken } from '../protocol/keys.ts';
 import { DEVICE_MUTANTS, type DeviceMutant } from '../firmware/mutant.ts';
 import { DEVICE_CASES } from './cases/device.ts';
@@ -40,17 +40,6 @@ function run(args: string[]): Promise<{ status: number | null; stdout: string; s
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /** A phone built for ws://127.0.0.1:port/ in `dir` (a first run with nobody listening builds it), and the suite's inputs from its files. */
 async function buildPhone(dir: string, port: number) {
   const r = await run(['sim', '--phone-only', '--gateway', `ws://127.0.0.1:${port}/`, '--state', dir, '-q']);
@@ -64,12 +53,17 @@ async function buildPhone(dir: string, port: number) {
 test("--device against the project's firmware (sim --phone-only): every device case passes; --json and --junit (valid against the JUnit XSD)", async () => {
   const t = tempDir();
   try {
-    const port = await freePort();
-    const state = join(t.dir, 'phone');
-    const { rec } = await buildPhone(state, port);
     const junit = join(t.dir, 'device.xml');
-    const r = await run(['conformance', '--device', `"${process.execPath}" "${bin}" sim --phone-only --gateway {url} --state "${state}" -q`, '--listen', `127.0.0.1:${port}`,
-      '--master-key', join(state, 'master.key'), '--serial', rec.serial, '--measurement', rec.firmwareMeasurement, '--timeout', String(TIMEOUT_MS), '--json', '--junit', junit]);
+    // The phone's image names the port the suite then listens on: if another process takes it
+    // in between (CONFORMANCE_LISTEN_FAILED, EADDRINUSE), a new phone for another port.
+    const r = await onFreePort(async (port) => {
+      const state = join(t.dir, `phone-${port}`);
+      const { rec } = await buildPhone(state, port);
+      const r = await run(['conformance', '--device', `"${process.execPath}" "${bin}" sim --phone-only --gateway {url} --state "${state}" -q`, '--listen', `127.0.0.1:${port}`,
+        '--master-key', join(state, 'master.key'), '--serial', rec.serial, '--measurement', rec.firmwareMeasurement, '--timeout', String(TIMEOUT_MS), '--json', '--junit', junit]);
+      if (/\(CONFORMANCE_LISTEN_FAILED\)/.test(r.stderr)) throw new Error(r.stderr);
+      return r;
+    });
     const out = JSON.parse(r.stdout) as { cases: { name: string; verdict: string; note?: string; output?: string }[] };
     const bad = out.cases.filter((c) => c.verdict !== 'pass').map((c) => `${c.verdict}: ${c.name}: ${c.note ?? ''}\n${c.output ?? ''}`);
     assert.equal(bad, [], 'cases not passed');
@@ -95,22 +89,25 @@ test('every device mutant switch has its catching cases, and each named case exi
 test("each mutant device is caught by its named case, by the case's own check", async () => {
   const t = tempDir();
   try {
-    const port = await freePort();
-    const base = join(t.dir, 'base');
-    const { device } = await buildPhone(base, port);
-    for (const mutant of DEVICE_MUTANTS) {
-      // A copy of the built phone: the same keys and measurement, a state of its own.
-      const state = join(t.dir, mutant);
-      cpSync(base, state, { recursive: true });
-      const cases = DEVICE_CASES.filter((c) => CAUGHT_BY[mutant].includes(caseName(c)));
-      const target = (command: string): DeviceTarget => ({ command, device, host: '127.0.0.1', port, timeoutMs: TIMEOUT_MS });
-      const s = await runDeviceCases(cases, target(`"${process.execPath}" --import tsx sim/mutant-phone.ts ${mutant} {url} "${state}"`));
-      for (const r of s.results) {
-        assert.is(r.verdict, 'fail', `${r.name} did not catch '${mutant}': ${r.verdict} ${r.note ?? ''}\n${r.output ?? ''}`);
-        // Caught by its check, not by a case that could not get there.
-        assert.is.not(r.expected, '(the case could not reach its check)', `${r.name} against '${mutant}': ${r.note}\n${r.output ?? ''}`);
+    // Every mutant phone is built for one port the suite listens on in turn: if another process
+    // takes it between two listens (EADDRINUSE), all again on another port.
+    await onFreePort(async (port) => {
+      const base = join(t.dir, `base-${port}`);
+      const { device } = await buildPhone(base, port);
+      for (const mutant of DEVICE_MUTANTS) {
+        // A copy of the built phone: the same keys and measurement, a state of its own.
+        const state = join(t.dir, `${mutant}-${port}`);
+        cpSync(base, state, { recursive: true });
+        const cases = DEVICE_CASES.filter((c) => CAUGHT_BY[mutant].includes(caseName(c)));
+        const target = (command: string): DeviceTarget => ({ command, device, host: '127.0.0.1', port, timeoutMs: TIMEOUT_MS });
+        const s = await runDeviceCases(cases, target(`"${process.execPath}" --import tsx sim/mutant-phone.ts ${mutant} {url} "${state}"`));
+        for (const r of s.results) {
+          assert.is(r.verdict, 'fail', `${r.name} did not catch '${mutant}': ${r.verdict} ${r.note ?? ''}\n${r.output ?? ''}`);
+          // Caught by its check, not by a case that could not get there.
+          assert.is.not(r.expected, '(the case could not reach its check)', `${r.name} against '${mutant}': ${r.note}\n${r.output ?? ''}`);
+        }
       }
-    }
+    });
   } finally {
     t.remove();
   }
@@ -149,13 +146,13 @@ test('usage: --device with --target, --listen without --device, --reg-dest with 
 });
 
 test('a device command that never connects fails its cases (exit 1), its exit and output in the record', async () => {
-  const port = await freePort();
   const dev = ['--serial', 'X1', '--measurement', '00'.repeat(32), '--device-key', '00'.repeat(32), '--serial-token', '00'.repeat(50)];
-  const r = await run(['conformance', '--device', 'echo "device at $USBPHONE_CONFORMANCE_URL and {url}"', '--listen', `127.0.0.1:${port}`, ...dev, '--timeout', '1000', '--case', 'notFound']);
+  // Port 0: any free port (nothing needs it in advance); the device is told the one bound.
+  const r = await run(['conformance', '--device', 'echo "device at $USBPHONE_CONFORMANCE_URL and {url}"', '--listen', '127.0.0.1:0', ...dev, '--timeout', '1000', '--case', 'notFound']);
   assert.is(r.status, 1, r.stdout + r.stderr);
   assert.match(r.stdout, /FAIL +§6\.1 notFound -> the device ends/);
   assert.match(r.stdout, /got: the device opened no session within 1000 ms/);
-  assert.match(r.stdout, new RegExp(`\\| device run 1 \\(exit 0\\):\\n +\\| device at ws://127\\.0\\.0\\.1:${port}/ and ws://127\\.0\\.0\\.1:${port}/`));
+  assert.match(r.stdout, /\| device run 1 \(exit 0\):\n +\| device at ws:\/\/127\.0\.0\.1:([1-9]\d*)\/ and ws:\/\/127\.0\.0\.1:\1\//);
   assert.match(r.stdout, / 0 pass, 1 fail/);
 });
 

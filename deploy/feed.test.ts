@@ -48,6 +48,20 @@ function readFeed(url: string, into: string[]): { stop: () => void; done: Promis
 const messagesOf = (raw: string[]): FeedMessage[] =>
   raw.join('').split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)) as FeedMessage);
 
+/**
+ * Waits until the messages the feeds have delivered so far (whole lines only: a stream may stop
+ * mid-line) satisfy `ok`, at most `timeoutMs`: on a loaded machine the last of a run's messages
+ * can take longer than any fixed pause to reach the page. The assertions after it say what is missing.
+ */
+async function feedHas(raws: string[][], ok: (msgs: FeedMessage[]) => boolean, timeoutMs = 20_000): Promise<void> {
+  const whole = () => raws.flatMap((raw) => {
+    const text = raw.join('');
+    return messagesOf([text.slice(0, text.lastIndexOf('\n') + 1)]);
+  });
+  const end = Date.now() + timeoutMs;
+  while (!ok(whole()) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+}
+
 const fakeHealth = (): HealthSnapshot => ({ servers: [{ name: 'gateway', role: 'gateway', running: true, linkUp: null, sessions: 0 }], load: { rssMiB: 1, heapMiB: 1, cpuPercent: 0, eventLoopP99Ms: 1, connections: 0 } });
 
 test('the feed of a full run (two boots, a password change), read over HTTP, holds no secret and not the serial', async () => {
@@ -102,7 +116,9 @@ test('the feed of a full run (two boots, a password change), read over HTTP, hol
     );
     assert.ok(sessionKeys.length >= 8, `${sessionKeys.length} session keys captured`);
     hub.tick();
-    await new Promise((r) => setTimeout(r, 200));
+    await feedHas([all, watched], (msgs) =>
+      msgs.some((m) => m.kind === 'server' && m.event === 'login ok' && m.gen === 2) &&
+      msgs.some((m) => m.kind === 'trace' && (m.item as { type?: string }).type === 'pwConfirmAck'));
     for (const fd of feeds) fd.stop();
     await Promise.all(feeds.map((fd) => fd.done));
 
@@ -269,7 +285,7 @@ test('the page routes: its files with a strict content policy, uPlot from node_m
     assert.is((await fetch(base + '/page.js', { method: 'POST' })).status, 405);
     const raw: string[] = [];
     const fd = readFeed(base + '/feed', raw);
-    for (let i = 0; i < 50 && page.feeds() === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 1_000 && page.feeds() === 0; i++) await new Promise((r) => setTimeout(r, 10)); // bounded 10 s, ends when open
     assert.is(page.feeds(), 1);
     hub.close();
     await fd.done;
@@ -408,7 +424,10 @@ test('issue 17: the feed of a full mode-2 bank run (register, login, a suspended
     await world.stack.operator()!.store.setCardStatus(card.iccid, 'suspended');
     const refused = await world.replug(made.phone, host, ip, { sim: slot, person: person('login') }).device.plugIn();
     assert.ok(refused.ok && refused.bank?.kind === 'refused' && refused.bank.code === 'BANK_CARD_INVALID', JSON.stringify(refused));
-    await new Promise((r) => setTimeout(r, 200));
+    await feedHas([raw], (msgs) => {
+      const items = itemsOf(msgs, ip);
+      return items.some((i) => i.kind === 'frame' && i.type === 'bankRefused') && items.filter((i) => i.kind === 'call' && i.from === 'business' && i.op === 'check-validity').length >= 3;
+    });
     fd!.stop();
     await fd!.done;
 

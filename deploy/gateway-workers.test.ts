@@ -18,7 +18,6 @@ import { ImplementationError } from '../protocol/errors.ts';
 setLogLevel('error');
 const T = 60_000;
 const T0 = 1_800_000_000_000;
-const PORT = 24_100;
 const adminKey = new Uint8Array(32).fill(9);
 const tmp = tempDir();
 const clock = new FakeClock(T0 + 1_000);
@@ -46,8 +45,10 @@ const cfg = (port: number) => ({
 });
 
 test('500 held connections across 2 workers: a new table reaches every one of them, once, in both workers', async () => {
-  gw = await startGatewayWorkers(cfg(PORT));
-  assert.is(gw.port, PORT);
+  // Port 0: in a cluster every worker's listen(0) gets the one port the primary picks (Node's
+  // cluster docs), so no fixed port that another test or process could hold.
+  gw = await startGatewayWorkers(cfg(0));
+  assert.ok(gw.port > 0);
   held = await holdConnections({ url: gw.url, count: 500, perProcess: 250, perIp: 50 });
   assert.is(held.processes, 2);
   assert.is(held.opened, 500, held.errors.join('; '));
@@ -82,9 +83,9 @@ test('500 held connections across 2 workers: a new table reaches every one of th
 
 test('a worker that cannot listen (the port taken) fails the start with GATEWAY_WORKERS; no worker is left', async () => {
   const squatter = createServer();
-  await new Promise<void>((r) => squatter.listen(PORT + 1, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', () => r()));
   try {
-    await startGatewayWorkers(cfg(PORT + 1));
+    await startGatewayWorkers(cfg((squatter.address() as { port: number }).port));
     assert.unreachable('started');
   } catch (e) {
     assert.instance(e, ImplementationError);

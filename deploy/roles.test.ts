@@ -8,9 +8,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { tempDir } from './test-util.ts';
+import { tempDir, onFreePort } from './test-util.ts';
 import { ensureStateKeys, ensureOperatorClientFile, DEFAULT_INITIAL_TABLE, type Role } from './config.ts';
 import { startRole, type RunningRole } from './roles.ts';
 import { enrollDevices, accountsInStore } from './enroll.ts';
@@ -41,13 +40,6 @@ test.after(async () => {
   t.remove();
 });
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const p = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
 const write = (name: string, v: unknown) => {
   const f = join(t.dir, name);
   writeFileSync(f, JSON.stringify(v, null, 2));
@@ -73,7 +65,6 @@ test('all five roles from their files: a phone registers through one gateway and
   await reg.close();
   await biz.close();
   const redis = { url: REDIS_URL, namespace: ns };
-  const [gw1, gw2] = [await freePort(), await freePort()];
 
   const op = await start('operator', 'operator.json', { port: 0, store: { kind: 'sqlite' }, dbFile: 'operator.sqlite', ...storeKey(opPlace), tls: { cert: tls.certFile, key: tls.keyFile }, tokenKeyFile: 'operator-token.key', clients: ['operator-client.json'] });
   const pol = await start('policy', 'policy.json', { adminPort: 0, adminKeyFile: 'admin.key', dbFile: 'policy.sqlite', ...storeKey(polPlace), policyKeyFile: 'policy.key', initialTable: DEFAULT_INITIAL_TABLE, periodMs: 60_000 });
@@ -83,14 +74,24 @@ test('all five roles from their files: a phone registers through one gateway and
     bank: { mode: 2, httpPort: 0, operator: { url: op.url, caFile: tls.caFile, clientFile: 'operator-client.json' } },
   });
   assert.match(String(b.bankPageUrl), /^http:\/\/127\.0\.0\.1:\d+\//);
-  const r = await start('reg', 'reg-primary.json', {
-    name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', ...storeKey(regPlace), masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', redis, policy,
-    bizServers: [{ name: 'biz-east', region: 'east', url: `ws://127.0.0.1:${gw2}/biz-east`, adminUrl: `http://127.0.0.1:${b.adminPort}/admin` }],
-    regions: [{ cidr: '127.0.0.0/8', region: 'east' }],
+  const upstreamsOf = (r: Record<string, unknown>) => [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${r.linkPort}/` }, { name: 'biz-east', linkUrl: `ws://127.0.0.1:${b.linkPort}/` }];
+  // The registration server names gw-2's URL in its reply, so gw-2's port is chosen before
+  // either starts: if another process takes it meanwhile, both start again on another port.
+  const { r, gw2 } = await onFreePort(async (gw2) => {
+    const r = await start('reg', 'reg-primary.json', {
+      name: 'reg-primary', linkPort: 0, dbFile: 'reg.sqlite', ...storeKey(regPlace), masterKeyFile: 'master.key', linkKeyFile: 'link.key', adminKeyFile: 'admin.key', redis, policy,
+      bizServers: [{ name: 'biz-east', region: 'east', url: `ws://127.0.0.1:${gw2}/biz-east`, adminUrl: `http://127.0.0.1:${b.adminPort}/admin` }],
+      regions: [{ cidr: '127.0.0.0/8', region: 'east' }],
+    });
+    try {
+      await start('gateway', 'gw-2.json', { name: 'gw-2', port: gw2, linkKeyFile: 'link.key', adminKeyFile: 'admin.key', upstreams: upstreamsOf(r), redis, policy });
+    } catch (e) {
+      await running.pop()!.stop(); // the registration server of this try
+      throw e;
+    }
+    return { r, gw2 };
   });
-  const upstreams = [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${r.linkPort}/` }, { name: 'biz-east', linkUrl: `ws://127.0.0.1:${b.linkPort}/` }];
-  const g1 = await start('gateway', 'gw-1.json', { name: 'gw-1', port: gw1, linkKeyFile: 'link.key', adminKeyFile: 'admin.key', upstreams, redis, policy });
-  await start('gateway', 'gw-2.json', { name: 'gw-2', port: gw2, linkKeyFile: 'link.key', adminKeyFile: 'admin.key', upstreams, redis, policy });
+  const g1 = await start('gateway', 'gw-1.json', { name: 'gw-1', port: 0, linkKeyFile: 'link.key', adminKeyFile: 'admin.key', upstreams: upstreamsOf(r), redis, policy });
   assert.is(g1.name, 'gw-1');
 
   const ring = MasterKeyring.parse(readFileSync(f.masterKey, 'utf8'));

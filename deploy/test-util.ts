@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
 import { startStack, type Stack, type StackOptions } from './stack.ts';
 import { setLogLevel } from '../server-kit/log.ts';
 import { SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
@@ -44,4 +45,36 @@ export async function eventually<T>(read: () => T | Promise<T>, ok: (v: T) => bo
     v = await read();
   }
   return v;
+}
+
+/** True for a listen error saying the port is taken (the error itself, or a message naming it). */
+export function isAddrInUse(e: unknown): boolean {
+  return (e as { code?: unknown } | null)?.code === 'EADDRINUSE' || /EADDRINUSE/.test(e instanceof Error ? e.message : String(e));
+}
+
+/** A port nobody listened on a moment ago on 127.0.0.1: by the time it is used, another process may have it. */
+async function portFreeJustNow(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve, reject) => (s.once('error', reject), s.listen(0, '127.0.0.1', () => resolve())));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/**
+ * For what must be told its port before it listens (the port is written first into another
+ * server's configuration or into a phone's image): `start(port)` with a port that was free a
+ * moment ago and, when it fails because the port was taken meanwhile (EADDRINUSE: tests run in
+ * parallel), again with another port, at most `attempts` times. `start` undoes its own partial
+ * work before it throws. Wherever the order allows, listen on port 0 and read the port instead.
+ */
+export async function onFreePort<T>(start: (port: number) => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    const port = await portFreeJustNow();
+    try {
+      return await start(port);
+    } catch (e) {
+      if (i >= attempts || !isAddrInUse(e)) throw e;
+    }
+  }
 }

@@ -64,8 +64,15 @@ test('token: client credentials by HTTP Basic and in the body; a short-lived bea
 test('token: every refusal is RFC 6749 §5.2 with its error code', async () => {
   const form = 'application/x-www-form-urlencoded';
   const basic = (id: string, s: string) => 'Basic ' + Buffer.from(`${id}:${s}`).toString('base64');
+  // Wrong secrets made from the real (random) one by changing one character to another one of
+  // the same alphabet: always wrong, whatever the secret is (not 'x' + rest: right 1 run in 64).
+  const wrongAt = (s: string, i: number) => s.slice(0, i) + (s[i] === 'A' ? 'B' : 'A') + s.slice(i + 1);
+  const secret = f.bank.secret;
+  for (const i of [0, secret.length - 1]) assert.is.not(wrongAt(secret, i), secret);
   const cases: [string, Record<string, string>, string, number, string][] = [
-    ['wrong secret', { 'content-type': form, authorization: basic('bank', 'x' + f.bank.secret.slice(1)) }, 'grant_type=client_credentials', 401, 'invalid_client'],
+    ['wrong secret (first character)', { 'content-type': form, authorization: basic('bank', wrongAt(secret, 0)) }, 'grant_type=client_credentials', 401, 'invalid_client'],
+    ['wrong secret (last character)', { 'content-type': form, authorization: basic('bank', wrongAt(secret, secret.length - 1)) }, 'grant_type=client_credentials', 401, 'invalid_client'],
+    ['wrong secret (one character short)', { 'content-type': form, authorization: basic('bank', secret.slice(0, -1)) }, 'grant_type=client_credentials', 401, 'invalid_client'],
     ['unknown client', { 'content-type': form, authorization: basic('nobody', f.bank.secret) }, 'grant_type=client_credentials', 401, 'invalid_client'],
     ['no credentials', { 'content-type': form }, 'grant_type=client_credentials', 401, 'invalid_client'],
     ['not Basic', { 'content-type': form, authorization: 'Digest abc' }, 'grant_type=client_credentials', 401, 'invalid_client'],
