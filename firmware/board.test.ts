@@ -64,7 +64,7 @@ function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decode
   };
 }
 
-function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number; table?: Uint8Array; policy?: PolicyConfig; pushBeforeReply?: Uint8Array }) {
+function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number; table?: Uint8Array; policy?: PolicyConfig; pushBeforeReply?: Uint8Array; pushBeforeLogin?: Uint8Array }) {
   const sched = new Scheduler();
   const net = new SimNetwork(sched);
   const confirmed: number[] = [];
@@ -89,7 +89,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
     assertFresh: () => {},
     promote: () => true,
     confirm: (_u, gen) => (confirmed.push(gen), true),
-  })));
+  }), undefined, undefined, o.pushBeforeLogin));
 
   let saved: SavedLoginRecord | null = o.saved ?? null;
   // A chip in memory (the second implementation of the storage seam's chip half): the device
@@ -292,6 +292,28 @@ test('S3.11 push: a table the gateway pushes into a session is kept when valid, 
     assert.ok(main?.ok, `${what}: the login went on`);
     assert.is(held(w), expectVersion, what);
     assert.ok(w.traces.some((t) => trace.test(t)), `${what}: ${w.traces.join('\n')}`);
+  }
+});
+
+test('S3.11 push during the business login: the table kept meanwhile is not rolled back by the login\'s own save (S0.12 writes the newer of the two; found by sim/attack-table.test.ts)', () => {
+  const policyPriv = simRng(1, 'policy key')(32);
+  const policy: PolicyConfig = { key: tablePublicKey(policyPriv), initial: null };
+  const table = (version: number): AttackTable => ({
+    version, issuedAt: SIM_EPOCH_MS - 1000, expiresAt: SIM_EPOCH_MS + 86_400_000,
+    sites: [{ site: 'biz-east', level: 1, floor: 'password', degreePpm: 300_000, mechs: [{ mech: 'password', ratePpm: 0 }, { mech: 'otp', ratePpm: 0 }] }],
+  });
+  const version = (t: Uint8Array | null | undefined) => (t ? decodeTableBody((decode(t) as Uint8Array[])[0]!).version : null);
+  for (const [what, pushed, expectVersion] of [
+    ['a newer table pushed', signTable(table(7), policyPriv), 7],
+    ['an older one pushed (refused)', signTable(table(3), policyPriv), 5],
+  ] as const) {
+    // A record whose last server is not the one this login uses: the login saves (S0.12).
+    const w = world({ saved: { ...prior, lastServer: null, table: signTable(table(5), policyPriv) }, held: held1(), policy, pushBeforeLogin: tablePushFrame(pushed) });
+    const { up, main } = w.run();
+    assert.is(up?.kind, 'registered', what);
+    assert.ok(main?.ok, `${what}: ${w.traces.join('\n')}`);
+    assert.is(w.saved()?.lastServer, 'biz-east', `${what}: the login was saved`);
+    assert.is(version(w.saved()?.table), expectVersion, `${what}: ${w.traces.join('\n')}`);
   }
 });
 

@@ -19,7 +19,7 @@ import { LoginClient } from '../protocol/login.ts';
 import { BankClient, type BankOutcome, type BankRequest } from '../protocol/bank.ts';
 import { maskAccount, type LineIds } from '../protocol/bank-messages.ts';
 import { firstIdentifier, maskCardNumber } from './first-identifier.ts';
-import { tableForChoice, chooseAmong } from './policy-table.ts';
+import { tableForChoice, chooseAmong, withNewestTable } from './policy-table.ts';
 import { personMechanisms, personProof, enrolFinger } from './person-proof.ts';
 import type { FingerprintKey } from '../protocol/bank-messages.ts';
 import type { PersonEntry } from './hal/person.ts';
@@ -272,9 +272,11 @@ export class MainProgram {
     /** S0.12: save the server that worked before anything else. Returns whether to confirm a change (S0.14). */
     const save = (): boolean => {
       loggedIn = true;
-      const next = afterLogin(login, t.server.name);
       // Nothing changed (a login from the saved copy on the same server): spare the flash.
       const unchanged = login.lastServer === t.server.name;
+      // S3.11: a table pushed during this login was kept in the record meanwhile: the write
+      // keeps the newer of the two, never the one read before the push.
+      const next = unchanged ? afterLogin(login, t.server.name) : withNewestTable(dev, this.up.policy, afterLogin(login, t.server.name));
       const r = unchanged ? ({ ok: true } as const) : dev.storage.saveLogin(next);
       savedOk = r.ok;
       if (r.ok) this.#login = { ...next, gens: login.gens };

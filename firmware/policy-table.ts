@@ -107,3 +107,18 @@ export function keepPushedTable(dev: Pick<Board, 'storage' | 'clock' | 'trace'>,
   if (r.verdict.kind === 'accepted') dev.trace('S3.11', 'attack table pushed', `table v${r.verdict.table.version} from the gateway accepted (${r.verdict.table.sites.length} site(s))`);
   return r.verdict;
 }
+
+/**
+ * S3.11 with S0.12: a record read earlier (`next`), about to be written back, with the newer of
+ * its table and the one the saved record holds now: a table the gateway pushed and
+ * keepPushedTable kept after `next` was read is not rolled back by the write. The held one wins
+ * only if acceptTable takes it over `next`'s (signed, newer, not expired). Costs one record read;
+ * a read that fails leaves `next` as it is.
+ */
+export function withNewestTable<T extends { table: Uint8Array | null }>(dev: Pick<Board, 'storage' | 'clock'>, cfg: PolicyConfig, next: T): T {
+  const cur = dev.storage.loadLogin();
+  const held = cur.ok ? cur.value?.table ?? null : null;
+  if (!held || (next.table && equalBytes(held, next.table))) return next;
+  const a = acceptTable(next.table, held, cfg, dev.clock.epochMs());
+  return a.verdict.kind === 'accepted' ? { ...next, table: a.keep } : next;
+}
