@@ -295,7 +295,7 @@ test('S3.11 push: a table the gateway pushes into a session is kept when valid, 
   }
 });
 
-test('S3.11 push during the business login: the table kept meanwhile is not rolled back by the login\'s own save (S0.12 writes the newer of the two; found by sim/attack-table.test.ts)', () => {
+test("S3.11 push during the business login: the table kept meanwhile is not rolled back by the login's own save (S0.12 writes the newer of the two; found by sim/attack-table.test.ts)", () => {
   const policyPriv = simRng(1, 'policy key')(32);
   const policy: PolicyConfig = { key: tablePublicKey(policyPriv), initial: null };
   const table = (version: number): AttackTable => ({
