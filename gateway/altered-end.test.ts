@@ -12,8 +12,7 @@
 // the end crosses for sure, then delivers it altered.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { WebSocketServer, WebSocket } from 'ws';
-import type { AddressInfo } from 'node:net';
+import { startRelay } from '../sim/relay.ts';
 import { startWorld, TraceHost } from '../sim/world.ts';
 import { makeTempDir, removeTempDir } from '../sim/lifetime.ts';
 import { setLogSink } from '../server-kit/log.ts';
@@ -25,66 +24,48 @@ interface Altered { dest: string; typesAfter: number[]; closedBy: number | null 
 
 /** `alter`: what the relay delivers instead of the gateway's crossing end of session 1. */
 async function alteringRelay(gateway: () => string, alter: (n: number, dest: string) => Uint8Array) {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await new Promise<void>((r) => wss.once('listening', () => r()));
   const altered: Altered[] = [];
-  let connections = 0;
-  wss.on('connection', (down, req) => {
-    connections++;
-    const path = (req.url ?? '/').replace(/^\//, '');
-    const up = new WebSocket(gateway() + path, { perMessageDeflate: false });
-    const pending: Buffer[] = [];
-    /** Frames for the device held back behind the gateway's end of session 1 (null: none held). */
-    let held: Uint8Array[] | null = null;
-    let end: { n: number; dest: string } | null = null;
-    let mine: Altered | null = null;
-    let done = false;
-    const toDevice = (f: Uint8Array) => down.readyState === WebSocket.OPEN && down.send(f);
-    up.on('open', () => pending.splice(0).forEach((f) => up.send(f)));
-    up.on('message', (m: Buffer) => {
-      const f = Uint8Array.from(m);
-      if (held) return void held.push(f);
-      const e = done ? null : peekSessionEnd(f);
-      if (e && e.n === 1 && e.code === 1000) {
-        end = { n: e.n, dest: e.dest };
-        held = [];
-        return;
+  interface State { held: Uint8Array[] | null; end: { n: number; dest: string } | null; mine: Altered | null; done: boolean }
+  const states = new Map<number, State>();
+  const st = (n: number) => states.get(n) ?? states.set(n, { held: null, end: null, mine: null, done: false }).get(n)!;
+  const relay = await startRelay(gateway, {
+    // Frames for the device are held back behind the gateway's end of session 1.
+    fromUpstream: (f, c) => {
+      const s = st(c.n);
+      if (s.held) {
+        s.held.push(f);
+        return false;
       }
-      toDevice(f);
-    });
-    down.on('message', (d: Buffer) => {
-      const f = Uint8Array.from(d);
-      if (mine) mine.typesAfter.push(decodeEnvelope(f).type);
-      if (up.readyState === WebSocket.OPEN) up.send(d);
-      else pending.push(d);
+      const e = s.done ? null : peekSessionEnd(f);
+      if (e && e.n === 1 && e.code === 1000) {
+        s.end = { n: e.n, dest: e.dest };
+        s.held = [];
+        return false;
+      }
+      return true;
+    },
+    fromDevice: (f, c) => {
+      const s = st(c.n);
+      if (s.mine) s.mine.typesAfter.push(decodeEnvelope(f).type);
+      c.toUpstream(f);
       // The phone's next session began (its first frame after its own end went up): the end crosses.
       const env = decodeEnvelope(f);
-      if (held && end && env.type !== MsgType.sessionEnd && env.dest !== end.dest) {
-        mine = { dest: end.dest, typesAfter: [], closedBy: null };
-        altered.push(mine);
-        toDevice(alter(end.n, end.dest));
-        for (const x of held) toDevice(x);
-        held = null;
-        done = true;
+      if (s.held && s.end && env.type !== MsgType.sessionEnd && env.dest !== s.end.dest) {
+        s.mine = { dest: s.end.dest, typesAfter: [], closedBy: null };
+        altered.push(s.mine);
+        c.toDevice(alter(s.end.n, s.end.dest));
+        for (const x of s.held) c.toDevice(x);
+        s.held = null;
+        s.done = true;
       }
-    });
-    up.on('close', () => down.readyState === WebSocket.OPEN && down.close());
-    up.on('error', () => down.terminate());
-    down.on('close', (code) => {
-      if (mine) mine.closedBy = code;
-      if (up.readyState === WebSocket.OPEN) up.close();
-    });
-    down.on('error', () => up.terminate());
+      return false;
+    },
+    onDeviceClose: (code, c) => {
+      const s = st(c.n);
+      if (s.mine) s.mine.closedBy = code;
+    },
   });
-  return {
-    url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`,
-    altered,
-    connections: () => connections,
-    close: () => new Promise<void>((r) => {
-      for (const c of wss.clients) c.terminate();
-      wss.close(() => r());
-    }),
-  };
+  return { url: relay.url, altered, connections: relay.connections, close: relay.close };
 }
 
 const cases: [string, (n: number, dest: string) => Uint8Array][] = [

@@ -8,8 +8,7 @@
 // connection, the next login on it is answered with GW_IDLE_TIMEOUT and the close.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { WebSocketServer, WebSocket } from 'ws';
-import type { AddressInfo } from 'node:net';
+import { startRelay } from '../sim/relay.ts';
 import { startWorld, TraceHost } from '../sim/world.ts';
 import { makeTempDir, removeTempDir } from '../sim/lifetime.ts';
 import { setLogSink } from '../server-kit/log.ts';
@@ -19,45 +18,22 @@ setLogSink(() => {});
 
 /** `every`: every login is answered so, on a reused connection or a new one. */
 async function idleRaceRelay(gateway: () => string, every = false) {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await new Promise<void>((r) => wss.once('listening', () => r()));
   const logins: { dest: string; reused: boolean }[] = [];
-  wss.on('connection', (down, req) => {
-    const path = (req.url ?? '/').replace(/^\//, '');
-    const up = new WebSocket(gateway() + path, { perMessageDeflate: false });
-    const pending: Buffer[] = [];
-    let ended = false;
-    up.on('open', () => pending.splice(0).forEach((f) => up.send(f)));
-    down.on('message', (d: Buffer) => {
-      const env = decodeEnvelope(Uint8Array.from(d));
-      if (env.type === MsgType.sessionEnd) ended = true;
-      if (env.type === MsgType.login) {
-        logins.push({ dest: env.dest, reused: ended });
-        if (ended || every) {
-          // What the gateway's idle sweep sends a connection with no session open.
-          down.send(encodeError(0, 'gateway', 'GW_IDLE_TIMEOUT', null, 'nothing received for 400 ms'));
-          down.close(1001, 'GW_IDLE_TIMEOUT');
-          up.close();
-          return;
-        }
-      }
-      if (up.readyState === WebSocket.OPEN) up.send(d);
-      else pending.push(d);
-    });
-    up.on('message', (m: Buffer) => down.readyState === WebSocket.OPEN && down.send(m));
-    up.on('close', () => down.readyState === WebSocket.OPEN && down.close());
-    up.on('error', () => down.terminate());
-    down.on('close', () => up.readyState === WebSocket.OPEN && up.close());
-    down.on('error', () => up.terminate());
+  const ended = new Set<number>();
+  const relay = await startRelay(gateway, {
+    fromDevice: (f, c) => {
+      const env = decodeEnvelope(f);
+      if (env.type === MsgType.sessionEnd) ended.add(c.n);
+      if (env.type !== MsgType.login) return true;
+      logins.push({ dest: env.dest, reused: ended.has(c.n) });
+      if (!ended.has(c.n) && !every) return true;
+      // What the gateway's idle sweep sends a connection with no session open.
+      c.toDevice(encodeError(0, 'gateway', 'GW_IDLE_TIMEOUT', null, 'nothing received for 400 ms'));
+      c.end({ code: 1001, reason: 'GW_IDLE_TIMEOUT' });
+      return false;
+    },
   });
-  return {
-    url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`,
-    logins,
-    close: () => new Promise<void>((r) => {
-      for (const c of wss.clients) c.terminate();
-      wss.close(() => r());
-    }),
-  };
+  return { url: relay.url, logins, close: relay.close };
 }
 
 test("the gateway's idle timeout crosses the login on the held connection: the login runs again at once on a new connection and succeeds, no failure, no backoff", async () => {

@@ -7,8 +7,7 @@
 // still ends refused, after exactly one retry.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { WebSocketServer, WebSocket } from 'ws';
-import type { AddressInfo } from 'node:net';
+import { startRelay } from '../sim/relay.ts';
 import { startWorld, TraceHost } from '../sim/world.ts';
 import { makeTempDir, removeTempDir } from '../sim/lifetime.ts';
 import { setLogSink } from '../server-kit/log.ts';
@@ -21,49 +20,31 @@ setLogSink(() => {});
  * §15 says (error MSG_UNKNOWN_TYPE, close 1002); with `refuseAll` every connection's first frame is.
  */
 async function oldGateway(gateway: () => string, refuseAll = false, errorFrame = true) {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await new Promise<void>((r) => wss.once('listening', () => r()));
   const seen = { connections: [] as string[], refusedSessions: 0, sessionsForwarded: 0 };
-  wss.on('connection', (down, req) => {
-    const dest = (req.url ?? '/').replace(/^\//, '');
-    seen.connections.push(dest);
-    let first = true;
-    let up: WebSocket | null = null;
-    const pending: Buffer[] = [];
-    down.on('message', (d: Buffer) => {
-      const env = decodeEnvelope(Uint8Array.from(d));
+  const counted = new Set<number>();
+  const later = new Set<number>();
+  const relay = await startRelay(gateway, {
+    lazyUpstream: true,
+    fromDevice: (f, c) => {
+      if (!counted.has(c.n)) {
+        counted.add(c.n);
+        seen.connections.push(c.path);
+      }
+      const env = decodeEnvelope(f);
+      const first = !later.has(c.n);
+      later.add(c.n);
       if (first && (refuseAll || env.type === MsgType.sessions)) {
-        first = false;
         if (env.type === MsgType.sessions) seen.refusedSessions++;
         // A direct device port refuses without an error frame: close 1002, the code as reason.
-        if (errorFrame) down.send(encodeError(0, env.dest, 'MSG_UNKNOWN_TYPE', env.seq, `unknown message type ${env.type}`));
-        down.close(1002, 'MSG_UNKNOWN_TYPE');
-        return;
+        if (errorFrame) c.toDevice(encodeError(0, env.dest, 'MSG_UNKNOWN_TYPE', env.seq, `unknown message type ${env.type}`));
+        c.end({ code: 1002, reason: 'MSG_UNKNOWN_TYPE' });
+        return false;
       }
-      first = false;
       if (env.type === MsgType.sessions) seen.sessionsForwarded++;
-      if (!up) {
-        up = new WebSocket(gateway() + dest, { perMessageDeflate: false });
-        const u = up;
-        u.on('open', () => pending.splice(0).forEach((f) => u.send(f)));
-        u.on('message', (m: Buffer) => down.readyState === WebSocket.OPEN && down.send(m));
-        u.on('close', () => down.readyState === WebSocket.OPEN && down.close());
-        u.on('error', () => down.terminate());
-      }
-      if (up.readyState === WebSocket.OPEN) up.send(d);
-      else pending.push(d);
-    });
-    down.on('close', () => up?.readyState === WebSocket.OPEN && up.close());
-    down.on('error', () => up?.terminate());
+      return true;
+    },
   });
-  return {
-    url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`,
-    seen,
-    close: () => new Promise<void>((r) => {
-      for (const c of wss.clients) c.terminate();
-      wss.close(() => r());
-    }),
-  };
+  return { url: relay.url, seen, close: relay.close };
 }
 
 test('an old gateway refuses `sessions` (MSG_UNKNOWN_TYPE, 1002): the phone retries at once without it and logs in, one connection per session', async () => {

@@ -9,8 +9,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WebSocketServer, WebSocket } from 'ws';
-import type { AddressInfo } from 'node:net';
+import { startRelay } from './relay.ts';
 import { startWorld, TraceHost, type World } from './world.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { decodeEnvelope, MsgType } from '../protocol/messages.ts';
@@ -59,53 +58,33 @@ test('a saved server URL without a path logs in (dest = server.name); a refused 
  * drops with the session open); from then on it relays as is.
  */
 async function linkDropRelay(gatewayUrl: string, onLogin: () => Promise<void>) {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await new Promise<void>((r) => wss.once('listening', () => r()));
   let dropped = false;
-  wss.on('connection', (down, req) => {
-    const up = new WebSocket(gatewayUrl.replace(/\/?$/, '/') + (req.url ?? '/').replace(/^\//, ''), { perMessageDeflate: false });
-    const pending: Buffer[] = [];
-    let holding = false;
-    up.on('open', () => pending.splice(0).forEach((f) => up.send(f)));
-    down.on('message', (d: Buffer) => {
-      if (!dropped && decodeEnvelope(Uint8Array.from(d)).type === MsgType.login) {
+  const holding = new Set<number>();
+  const answered = new Set<number>();
+  const relay = await startRelay(() => gatewayUrl.replace(/\/?$/, '/'), {
+    fromDevice: (f, c) => {
+      if (!dropped && decodeEnvelope(f).type === MsgType.login) {
         dropped = true;
-        holding = true;
+        holding.add(c.n);
       }
-      if (up.readyState === WebSocket.OPEN) up.send(d);
-      else pending.push(d);
-    });
-    let answered = false;
-    up.on('message', (d: Buffer) => {
-      const type = decodeEnvelope(Uint8Array.from(d)).type;
+      return true;
+    },
+    fromUpstream: (f, c) => {
+      const type = decodeEnvelope(f).type;
       // The gateway's own answer to a device asking for sessions in sequence (docs/protocol.md
       // §2.1) is not the server's: it passes.
-      if (type === MsgType.sessions) {
-        if (down.readyState === WebSocket.OPEN) down.send(d);
-        return;
-      }
+      if (type === MsgType.sessions) return true;
       // The server has the login (its first answer is here): drop the link now. While it drops,
       // the server's answers to that login never reach the phone.
-      if (holding && !answered) {
-        answered = true;
-        void onLogin().then(() => (holding = false));
+      if (holding.has(c.n) && !answered.has(c.n)) {
+        answered.add(c.n);
+        void onLogin().then(() => holding.delete(c.n));
       }
       // An error frame or a sessionEnd (the gateway's refusal of the session, docs/protocol.md §2.1) passes.
-      if (holding && type !== MsgType.error && type !== MsgType.sessionEnd) return;
-      if (down.readyState === WebSocket.OPEN) down.send(d);
-    });
-    up.on('close', (code, reason) => down.readyState === WebSocket.OPEN && down.close(code, reason));
-    down.on('close', () => up.readyState === WebSocket.OPEN && up.close());
-    up.on('error', () => down.terminate());
-    down.on('error', () => up.terminate());
+      return !(holding.has(c.n) && type !== MsgType.error && type !== MsgType.sessionEnd);
+    },
   });
-  return {
-    url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`,
-    close: () => new Promise<void>((r) => {
-      for (const c of wss.clients) c.terminate();
-      wss.close(() => r());
-    }),
-  };
+  return { url: relay.url, close: relay.close };
 }
 
 test('the gateway link drops mid-login (GW_UPSTREAM_LOST): the login is retried after a backoff and succeeds', async () => {

@@ -10,8 +10,8 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WebSocketServer, WebSocket } from 'ws';
-import type { AddressInfo } from 'node:net';
+import { WebSocket } from 'ws';
+import { startRelay } from './relay.ts';
 import { startWorld, TraceHost } from './world.ts';
 import { setLogSink, type LogLine } from '../server-kit/log.ts';
 import { decodeEnvelope, MsgType, parseLogin } from '../protocol/messages.ts';
@@ -20,34 +20,19 @@ setLogSink(() => {});
 
 /** Relays phone <-> gateway; withholds (and keeps) the first login that names generation `gen`. */
 async function withholdingRelay(gateway: () => string, gen: number, every = false) {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await new Promise<void>((r) => wss.once('listening', () => r()));
   const withheld: { dest: string; frame: Buffer }[] = [];
-  wss.on('connection', (down, req) => {
-    const dest = (req.url ?? '/').replace(/^\//, '');
-    const up = new WebSocket(gateway() + dest, { perMessageDeflate: false });
-    const pending: Buffer[] = [];
-    up.on('open', () => pending.splice(0).forEach((f) => up.send(f)));
-    down.on('message', (d: Buffer) => {
-      const env = decodeEnvelope(Uint8Array.from(d));
-      if ((every || !withheld.length) && env.type === MsgType.login && parseLogin(env.body).gen === gen) {
-        // Captured and never delivered: the phone sees its connection drop.
-        withheld.push({ dest, frame: Buffer.from(d) });
-        down.terminate();
-        up.terminate();
-        return;
-      }
-      if (up.readyState === WebSocket.OPEN) up.send(d);
-      else pending.push(d);
-    });
-    up.on('message', (d: Buffer) => down.readyState === WebSocket.OPEN && down.send(d));
-    up.on('close', () => down.readyState === WebSocket.OPEN && down.close());
-    down.on('close', () => up.readyState === WebSocket.OPEN && up.close());
-    up.on('error', () => down.terminate());
-    down.on('error', () => up.terminate());
+  const relay = await startRelay(gateway, {
+    fromDevice: (f, c) => {
+      const env = decodeEnvelope(f);
+      if (!((every || !withheld.length) && env.type === MsgType.login && parseLogin(env.body).gen === gen)) return true;
+      // Captured and never delivered: the phone sees its connection drop.
+      withheld.push({ dest: c.path, frame: Buffer.from(f) });
+      c.end('terminate');
+      return false;
+    },
   });
   return {
-    url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`,
+    url: relay.url,
     withheld,
     /** Delivers a withheld login to the gateway itself; returns the types of what came back. */
     async deliver(w: { dest: string; frame: Buffer }): Promise<number[]> {
@@ -65,10 +50,7 @@ async function withholdingRelay(gateway: () => string, gen: number, every = fals
       });
       return types;
     },
-    close: () => new Promise<void>((r) => {
-      for (const c of wss.clients) c.terminate();
-      wss.close(() => r());
-    }),
+    close: relay.close,
   };
 }
 
