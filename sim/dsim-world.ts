@@ -71,7 +71,7 @@ import type { Fuses } from '../firmware/flash/fuses.ts';
 import { DsimNet } from './dsim-net.ts';
 import { Readable } from 'node:stream';
 import { createHash, scryptSync, timingSafeEqual } from 'node:crypto';
-import { SqliteBankStore } from '../biz-server/bank-store.ts';
+import { SqliteBankStore, type BankStore } from '../biz-server/bank-store.ts';
 import { Bank, type OperatorApi } from '../biz-server/bank.ts';
 import { PasswordHasher } from '../biz-server/password-verifier.ts';
 import { OperatorClient } from '../server-kit/operator-client.ts';
@@ -268,7 +268,9 @@ function callOperator(srv: OperatorServer, r: { p: string; h: Record<string, str
 /**
  * TEST ONLY: a rule of the bank broken on purpose, for the S4 invariants' tests.
  *   'stale-swap-date'   the bank keeps the operator's first SIM-swap answer for a line and uses
- *                       it ever after (a stale answer trusted): a card change goes unnoticed
+ *                       it ever after (a stale answer trusted), and does not see which card its
+ *                       accounts are bound to (bindingsOf without the ICCID rows): a card change
+ *                       goes unnoticed
  *   'rebind-keeps-old'  a re-binding adds the new card's identifiers without removing the old
  *                       ones: the account ends bound to two cards
  */
@@ -629,9 +631,22 @@ export class World {
    * (OPERATOR_CALL_MS per call, virtual): the bank's is a real timer.
    */
   #bank(name: string, inc: Incarnation, store: SqliteBizStore, log: Logger): Bank {
-    const bankStore = new SqliteBankStore(store.db, this.#t.storageKey);
+    const sqliteBankStore = new SqliteBankStore(store.db, this.#t.storageKey);
+    // stale-swap-date: the bank's own record of the bound card is hidden from it too (its ICCID
+    // rows), or the bank would refuse the changed card by that record (Bank #checkBoundCard)
+    // without asking the operator's date at all, and the mutant would break no rule.
+    const bankStore: BankStore = this.o.bankMutant === 'stale-swap-date'
+      ? new Proxy(sqliteBankStore, {
+        get: (t, k) => {
+          if (k === 'bindingsOf') return (accountNo: string) => t.bindingsOf(accountNo).filter((b) => b.kind !== 'iccid');
+          const v = Reflect.get(t, k, t) as unknown;
+          // The store's methods read its private fields: called on the store, not the proxy.
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+        },
+      })
+      : sqliteBankStore;
     if (this.o.bankMutant === 'rebind-keeps-old') {
-      bankStore.rebind = (accountNo, ids, deviceUser, now) => {
+      sqliteBankStore.rebind = (accountNo, ids, deviceUser, now) => {
         for (const i of ids) store.db.prepare('INSERT OR IGNORE INTO bank_bindings (id_kind, id_value, account_no, device_user, bound_at) VALUES (?, ?, ?, ?, ?)').run(i.kind, i.value, accountNo, deviceUser, now);
         return 'ok';
       };
@@ -684,6 +699,11 @@ export class World {
     const login = bank.login.bind(bank);
     bank.login = async (who, req, binding) => {
       const a = await login(who, req, binding);
+      if (this.o.bankMutant === 'stale-swap-date' && a.kind === 'page' && a.page.binding.ids.idKind === 'sim' && !a.page.binding.ids.iccid) {
+        // The page shows the binding as stored (the card the mutant did not see).
+        const card = sqliteBankStore.bindingsOf(sqliteBankStore.accountByName(req.name)!.accountNo).find((b) => b.kind === 'iccid');
+        if (card) a.page.binding.ids.iccid = card.value;
+      }
       if (inc.alive && a.kind === 'page') this.onBankPage({ server: name, deviceUser: who.deviceUser, name: req.name, mode: a.page.mode });
       return a;
     };
