@@ -79,6 +79,24 @@ test("bank-swap-confirmed: a bank that trusts the operator's stale SIM-swap answ
   await assertReplays(7, { plan, bankMutant: 'stale-swap-date' }, 'bank-swap-confirmed');
 });
 
+test("bank-swap-confirmed judges the line's card when the operator answered: a stalled operator's answers given before a SIM swap and delivered after it let the old card in, no violation (seed 6360's false alarm); the changed card is refused at the next login", async () => {
+  // The login of 4 s: the operator answers the card check at ~4 s and the swap date at ~5.5 s,
+  // each delivered 1.5 s late; the line moves to the new card at 6 s, before the last answer
+  // reaches the bank. The bank acted on answers that were true when given.
+  const plan = story(7, { faults: [{ kind: 'stall', at: 3_000, ms: 4_000, party: OPERATOR, stallMs: 1_500 }] });
+  const r = await runSeed(7, { plan, trace: true });
+  assert.ok(r.ok, JSON.stringify(r.violations));
+  const steps = bankSteps(r.lines);
+  assert.equal(steps.slice(0, 3), ['registered mode 2', 'page mode 2', 'refused BANK_SIM_SWAPPED'], steps.join(' | '));
+  const at = (re: RegExp) => Number(/^\s*(\d+) /.exec(r.lines.find((l) => re.test(l))!)![1]);
+  const swap = at(/operator SIM SWAP/);
+  assert.ok(at(/ phone-0 login 1: /) > swap, 'the page came after the swap');
+  assert.ok(r.lines.filter((l) => / operator \/(card-info|sim-swap)\//.test(l)).slice(2, 5).every((l) => Number(/^\s*(\d+) /.exec(l)![1]) < swap), 'the answers it used were given before the swap');
+  // The same story with the bank that trusts a stale swap date and does not see its bound card: reported.
+  const m = await runSeed(7, { plan, bankMutant: 'stale-swap-date' });
+  assert.ok(m.violations.some((v) => v.invariant === 'bank-swap-confirmed'), JSON.stringify(m.violations));
+});
+
 test('bank-one-identity: a re-binding that keeps the old card (rebind-keeps-old) binds the account to two cards: reported, and replays', async () => {
   const plan = story(7);
   const r = await runSeed(7, { plan, bankMutant: 'rebind-keeps-old' });
