@@ -45,6 +45,17 @@ test('S4 in the simulation: register (mode 2, the operator asked), log in, a SIM
   assert.not.ok(m1.lines.some((l) => l.includes(`${OPERATOR} /card-info`)), 'mode 1 does not ask the operator');
 });
 
+test("a SIM swap the operator dates before the binding (its clock 10 s behind at the swap): the changed card is refused by the account's bound card (BANK_SIM_SWAPPED), the owner re-binds, every invariant holds (seed 1717's finding)", async () => {
+  const plan = story(7, { faults: [{ kind: 'skew', at: 5_000, ms: 2_000, party: OPERATOR, skewMs: -10_000 }] });
+  const r = await runSeed(7, { plan, trace: true });
+  // On a bank that only compares the operator's swap date with its binding time, login 2 is a page: bank-swap-confirmed.
+  assert.ok(r.ok, JSON.stringify(r.violations));
+  const steps = bankSteps(r.lines);
+  assert.equal(steps.slice(0, 3), ['registered mode 2', 'page mode 2', 'refused BANK_SIM_SWAPPED'], steps.join(' | '));
+  assert.ok(steps.slice(3).includes('registered mode 2'), `the owner re-binds from the bound phone: ${steps.join(' | ')}`);
+  assert.is(steps.at(-1), 'page mode 2');
+});
+
 test('failure path: the operator crashed, or cut off from the bank, during a login: BANK_OPERATOR_UNAVAILABLE within the client deadline; every invariant holds; healed, the bank works', async () => {
   for (const f of [
     { kind: 'crash', at: 3_000, ms: 2_000, party: OPERATOR },
