@@ -149,6 +149,27 @@ test('SIM swap: a card change after the binding refuses the login (BANK_SIM_SWAP
   f.clock.t = T0;
 });
 
+test('SIM swap under clock skew: a card change the operator dates before the binding still refuses the changed card (BANK_SIM_SWAPPED, by the bound ICCID); the old card is BANK_CARD_INVALID; a re-binding lets the new card in', async () => {
+  // The operator's clock runs an hour behind the bank's: the bank binds at T0 + 5 h, the
+  // operator then records the swap as T0 + 4 h. The swap date alone says "none since binding".
+  await f.server.store.createSubscription('+447700900030', card(30), T0 - 10 * HOUR);
+  f.clock.t = T0 + 5 * HOUR;
+  assert.is(code(await bank2.register(dev('dev-s'), { name: 'sky', password: PW, ids: sim(30) })), 'registered');
+  await f.server.store.swapCard('+447700900030', card(31), T0 + 4 * HOUR);
+  f.clock.t = T0 + 6 * HOUR;
+  const login = (n: number) => bank2.login(dev('dev-s'), { name: 'sky', mech: 'password', proof: te.encode(PW), ids: sim(n) });
+  const a = await login(31);
+  assert.ok(a.kind === 'refused' && a.code === 'BANK_SIM_SWAPPED', JSON.stringify(a));
+  // The old card: the operator no longer knows it as the line's card.
+  assert.is(code(await login(30)), 'BANK_CARD_INVALID');
+  // Another device holding the new card learns nothing of the swap (the device is checked first).
+  assert.is(code(await bank2.login(dev('dev-evil'), { name: 'sky', mech: 'password', proof: te.encode(PW), ids: sim(31) })), 'BANK_DEVICE_MISMATCH');
+  const rb = await bank2.rebind(dev('dev-s'), { name: 'sky', password: PW, ids: sim(31) });
+  assert.ok(rb.kind === 'registered' && rb.registered.boundAt === T0 + 6 * HOUR, code(rb));
+  assert.is(code(await login(31)), 'page');
+  f.clock.t = T0;
+});
+
 test('per-account mode: an account set to mode 2 on a mode-1 server is checked through the operator', async () => {
   assert.ok(store.setMode('alice', 2));
   // alice's card 10 is unknown to the operator: the mode-2 check now refuses it.

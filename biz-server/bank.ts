@@ -289,7 +289,10 @@ export class Bank {
           const code = account && account.accountNo === bound.accountNo && !v.ok ? v.code : 'PERSON_PROOF_FAILED';
           refuse(code, code === 'PERSON_OTP_REPLAYED' ? 'this one-time code was used already' : code === 'PERSON_OTP_SKEW' ? "the one-time code is not of the site's current time: the phone's clock is off" : `login name or ${req.mech === 'otp' ? 'one-time code' : 'fingerprint'} is wrong`);
         }
-        if (mode === 2) await this.#checkSwap(who, found.number!, bound.boundAt);
+        if (mode === 2) {
+          await this.#checkBoundCard(bound.accountNo, req.ids);
+          await this.#checkSwap(who, found.number!, bound.boundAt);
+        }
         const now = this.#now();
         // The code's step is used up in the same transaction that lets the login through (RFC 6238 §5.2).
         const step = v.ok && v.step !== null ? { site: this.#site, step: v.step } : null;
@@ -427,6 +430,21 @@ export class Bank {
       if (info instanceof Error) throw info;
       return (info as { phoneNumber: string }).phoneNumber;
     });
+  }
+
+  /**
+   * SIM swap, by the bank's own records first: in mode 2 the binding is found through the number
+   * the operator gives for the card, so a new card of the bound line finds the account too. When
+   * the account is bound to a card (an ICCID binding) and the card presented is not it, the line
+   * moved to another card: refused until the owner re-binds from the bound device. This needs no
+   * time of anybody's: the operator's swap date (#checkSwap) is compared with the bank's binding
+   * time, and under clock skew between the two (or a swap dated before the binding) a changed
+   * card would pass it (found by the deterministic simulation, issue 14; docs/decisions.md).
+   */
+  async #checkBoundCard(accountNo: string, ids: LineIds): Promise<void> {
+    if (ids.idKind !== 'sim') return;
+    const cards = (await this.#o.store.bindingsOf(accountNo)).filter((b) => b.kind === 'iccid');
+    if (cards.length > 0 && !cards.some((b) => b.value === ids.iccid)) refuse('BANK_SIM_SWAPPED', 'this line is bound to another card: re-bind it from the bound device');
   }
 
   /** SIM swap (beyond the patent): a card change of the line after the binding refuses the login until a re-binding. */

@@ -45,6 +45,17 @@ test('S4 in the simulation: register (mode 2, the operator asked), log in, a SIM
   assert.not.ok(m1.lines.some((l) => l.includes(`${OPERATOR} /card-info`)), 'mode 1 does not ask the operator');
 });
 
+test("a SIM swap the operator dates before the binding (its clock 10 s behind at the swap): the changed card is refused by the account's bound card (BANK_SIM_SWAPPED), the owner re-binds, every invariant holds (seed 1717's finding)", async () => {
+  const plan = story(7, { faults: [{ kind: 'skew', at: 5_000, ms: 2_000, party: OPERATOR, skewMs: -10_000 }] });
+  const r = await runSeed(7, { plan, trace: true });
+  // On a bank that only compares the operator's swap date with its binding time, login 2 is a page: bank-swap-confirmed.
+  assert.ok(r.ok, JSON.stringify(r.violations));
+  const steps = bankSteps(r.lines);
+  assert.equal(steps.slice(0, 3), ['registered mode 2', 'page mode 2', 'refused BANK_SIM_SWAPPED'], steps.join(' | '));
+  assert.ok(steps.slice(3).includes('registered mode 2'), `the owner re-binds from the bound phone: ${steps.join(' | ')}`);
+  assert.is(steps.at(-1), 'page mode 2');
+});
+
 test('failure path: the operator crashed, or cut off from the bank, during a login: BANK_OPERATOR_UNAVAILABLE within the client deadline; every invariant holds; healed, the bank works', async () => {
   for (const f of [
     { kind: 'crash', at: 3_000, ms: 2_000, party: OPERATOR },
@@ -77,6 +88,24 @@ test("bank-swap-confirmed: a bank that trusts the operator's stale SIM-swap answ
   assert.ok(v, JSON.stringify(r.violations));
   assert.match(v!.detail, /let a mode-2 login into person0\.dsim's account while the line's card .* is not the card bound to it/);
   await assertReplays(7, { plan, bankMutant: 'stale-swap-date' }, 'bank-swap-confirmed');
+});
+
+test("bank-swap-confirmed judges the line's card when the operator answered: a stalled operator's answers given before a SIM swap and delivered after it let the old card in, no violation (seed 6360's false alarm); the changed card is refused at the next login", async () => {
+  // The login of 4 s: the operator answers the card check at ~4 s and the swap date at ~5.5 s,
+  // each delivered 1.5 s late; the line moves to the new card at 6 s, before the last answer
+  // reaches the bank. The bank acted on answers that were true when given.
+  const plan = story(7, { faults: [{ kind: 'stall', at: 3_000, ms: 4_000, party: OPERATOR, stallMs: 1_500 }] });
+  const r = await runSeed(7, { plan, trace: true });
+  assert.ok(r.ok, JSON.stringify(r.violations));
+  const steps = bankSteps(r.lines);
+  assert.equal(steps.slice(0, 3), ['registered mode 2', 'page mode 2', 'refused BANK_SIM_SWAPPED'], steps.join(' | '));
+  const at = (re: RegExp) => Number(/^\s*(\d+) /.exec(r.lines.find((l) => re.test(l))!)![1]);
+  const swap = at(/operator SIM SWAP/);
+  assert.ok(at(/ phone-0 login 1: /) > swap, 'the page came after the swap');
+  assert.ok(r.lines.filter((l) => / operator \/(card-info|sim-swap)\//.test(l)).slice(2, 5).every((l) => Number(/^\s*(\d+) /.exec(l)![1]) < swap), 'the answers it used were given before the swap');
+  // The same story with the bank that trusts a stale swap date and does not see its bound card: reported.
+  const m = await runSeed(7, { plan, bankMutant: 'stale-swap-date' });
+  assert.ok(m.violations.some((v) => v.invariant === 'bank-swap-confirmed'), JSON.stringify(m.violations));
 });
 
 test('bank-one-identity: a re-binding that keeps the old card (rebind-keeps-old) binds the account to two cards: reported, and replays', async () => {

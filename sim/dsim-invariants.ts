@@ -19,9 +19,12 @@
 //   bank-one-identity   S4.1: every bank account is bound to one identity: its bindings name one
 //                       device and at most one identifier of each kind (one card, one number)
 //   bank-swap-confirmed S4.4 and the SIM swap: when a bank lets a mode-2 login in, the card the
-//                       operator holds for the line now is the card bound to the account (a
-//                       changed card is refused until the owner re-binds: never let in on a
-//                       stale or missing answer of the operator)
+//                       operator held for the line when it produced the answers the login used
+//                       is the card bound to the account (a changed card is refused until the
+//                       owner re-binds: never let in on a stale or missing answer of the
+//                       operator). Judged at the answers' time, not the page's: a swap between
+//                       the operator's answer and the bank's decision is a race inherent to
+//                       asking a remote party, not the bank's fault
 //   attack-in-table     S3.4-S3.7: an attack the gateway counted in period P, whose report the
 //                       policy server took before it published the table stating P, shows in
 //                       that table: the attacked mechanism's rate on the site above 0 (all of it,
@@ -90,8 +93,12 @@ export class Invariants {
 
   /**
    * bank-swap-confirmed: the bank just let a login into `e.name`'s account. In mode 2 (the
-   * operator asked, S4.4) the card the operator holds for the account's line now (its database:
-   * the truth, not an answer) must be a card the account is bound to.
+   * operator asked, S4.4) the card the operator held for the account's line (its database: the
+   * truth, not an answer) when it produced an answer this login used must be a card the account
+   * is bound to. At the moment of an answer, not of the page: an answer produced before a swap
+   * and delivered after it (a slow or stalled operator) was true when given, and the bank acted
+   * on it correctly (a time-of-check/time-of-use race of asking any remote party). A mode-2
+   * login let in on no answer of the operator at all is reported too.
    */
   bankPage(e: BankPageEvent): void {
     if (e.mode !== 2) return;
@@ -103,12 +110,27 @@ export class Invariants {
     const ids = store.db.prepare('SELECT id_kind, id_value FROM bank_bindings WHERE account_no = ?').all(acct.account_no) as { id_kind: string; id_value: string }[];
     const number = ids.find((i) => i.id_kind === 'msisdn')?.id_value;
     if (!number) return;
+    const bound = (iccid: string) => ids.some((i) => i.id_kind === 'iccid' && i.id_value === iccid);
+    if (e.answers.length === 0) return this.report('bank-swap-confirmed', `${e.server} let a mode-2 login into ${e.name}'s account on no answer of the operator`);
+    // A line the operator does not hold is not this invariant's to judge (as before: the truth is unknown).
+    if (e.answers.some((a) => { const card = this.#lineCardAt(number, a.swaps); return card === undefined || bound(card); })) return;
+    // No time in the detail: a rule broken at every login is one finding (report()).
+    this.report('bank-swap-confirmed', `${e.server} let a mode-2 login into ${e.name}'s account while the line's card (the operator's, when it produced the answers the login used) is not the card bound to it: a card change acted on without the operator's answer`);
+  }
+
+  /**
+   * The card of line `number` after the first `swaps` SIM swaps of the run (World.swapLog): the
+   * last of them that moved this line, else the card its first swap moved it from, else (never
+   * swapped in the run) the card the operator's database holds now.
+   */
+  #lineCardAt(number: string, swaps: number): string | undefined {
+    const log = this.w.swapLog;
+    for (let i = Math.min(swaps, log.length) - 1; i >= 0; i--) if (log[i]!.number === number) return log[i]!.to;
+    const first = log.find((s) => s.number === number);
+    if (first) return first.from;
     const db = new Database(join(this.w.dir, 'operator.sqlite'), { readonly: true });
     try {
-      const line = db.prepare('SELECT iccid FROM subscriptions WHERE phone_number = ?').get(number) as { iccid: string } | undefined;
-      if (line && !ids.some((i) => i.id_kind === 'iccid' && i.id_value === line.iccid)) {
-        this.report('bank-swap-confirmed', `${e.server} let a mode-2 login into ${e.name}'s account while the line's card (the operator's) is not the card bound to it: a card change acted on without the operator's answer`);
-      }
+      return (db.prepare('SELECT iccid FROM subscriptions WHERE phone_number = ?').get(number) as { iccid: string } | undefined)?.iccid;
     } finally {
       db.close();
     }

@@ -52,7 +52,8 @@ export interface WireEvent {
 }
 
 export type ConnListener = (end: DsimEnd, meta: { conn: number; from: string; observedIp: string }) => void;
-export type AdminListener = (body: Uint8Array) => Promise<{ status: number; body?: Uint8Array }>;
+/** An admin endpoint: `call` numbers the adminPost it serves (a duplicate request has the same), for the simulation's own bookkeeping. */
+export type AdminListener = (body: Uint8Array, call: number) => Promise<{ status: number; body?: Uint8Array }>;
 
 const BASE_DELAY_MS = 1;
 
@@ -247,7 +248,7 @@ export class DsimNet {
    * (a lost request or answer is a timeout; nothing listening is ADMIN_UNREACHABLE). Never
    * settles for a caller that is down by the time the answer would arrive (its process is gone).
    */
-  adminPost(from: string, to: string, body: Uint8Array, timeoutMs: number): Promise<{ status: number; buf: Uint8Array }> {
+  adminPost(from: string, to: string, body: Uint8Array, timeoutMs: number): Promise<{ status: number; buf: Uint8Array; call: number }> {
     this.counts.admin++;
     const conn = ++this.#connSeq;
     return new Promise((resolve, reject) => {
@@ -303,13 +304,13 @@ export class DsimNet {
       send(from, to, body, (req) => {
         const l = this.#admin.get(to);
         if (!l) return;
-        void l(req).then((r) => {
+        void l(req, conn).then((r) => {
           // Only the first answer travels back (a duplicate request's answer meets a closed socket).
           if (answered) return;
           answered = true;
           send(to, from, r.body ?? new Uint8Array(0), (res) => finish(() => {
             timer.dead = true;
-            resolve({ status: r.status, buf: res });
+            resolve({ status: r.status, buf: res, call: conn });
           }));
         }, () => {});
       });

@@ -32,6 +32,7 @@
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { MasterKeyring } from '../protocol/keys.ts';
 import { encodeEnvelope, MsgType, type Mechanism } from '../protocol/messages.ts';
 import { Limits } from '../protocol/limits.ts';
@@ -71,7 +72,7 @@ import type { Fuses } from '../firmware/flash/fuses.ts';
 import { DsimNet } from './dsim-net.ts';
 import { Readable } from 'node:stream';
 import { createHash, scryptSync, timingSafeEqual } from 'node:crypto';
-import { SqliteBankStore } from '../biz-server/bank-store.ts';
+import { SqliteBankStore, type BankStore } from '../biz-server/bank-store.ts';
 import { Bank, type OperatorApi } from '../biz-server/bank.ts';
 import { PasswordHasher } from '../biz-server/password-verifier.ts';
 import { OperatorClient } from '../server-kit/operator-client.ts';
@@ -268,7 +269,9 @@ function callOperator(srv: OperatorServer, r: { p: string; h: Record<string, str
 /**
  * TEST ONLY: a rule of the bank broken on purpose, for the S4 invariants' tests.
  *   'stale-swap-date'   the bank keeps the operator's first SIM-swap answer for a line and uses
- *                       it ever after (a stale answer trusted): a card change goes unnoticed
+ *                       it ever after (a stale answer trusted), and does not see which card its
+ *                       accounts are bound to (bindingsOf without the ICCID rows): a card change
+ *                       goes unnoticed
  *   'rebind-keeps-old'  a re-binding adds the new card's identifiers without removing the old
  *                       ones: the account ends bound to two cards
  */
@@ -360,8 +363,29 @@ export interface SimPhone {
   bank: BankState;
 }
 
+/**
+ * One answer of the operator a bank's login used (card-info or sim-swap), as the operator produced
+ * it: when (virtual ms) and how many of the run's SIM swaps (World.swapLog) had happened by then.
+ * An answer is delivered later than that (the network, a stalled operator): the bank acts on the
+ * truth of that moment, not of its own.
+ */
+export interface OperatorAnswer { path: string; at: number; swaps: number }
+
 /** A bank answer let a login in (BankPage), as the bank decided it: the S4 invariants' hook. */
-export interface BankPageEvent { server: string; deviceUser: string; name: string; mode: BankMode }
+export interface BankPageEvent {
+  server: string;
+  deviceUser: string;
+  name: string;
+  mode: BankMode;
+  /** The operator's answers this login used (mode 2), in the order they reached the bank. */
+  answers: OperatorAnswer[];
+}
+
+/** A SIM swap of the run, as the operator's staff made it: the line, its card before and after, when (virtual ms). */
+export interface SwapRecord { number: string; from: string; to: string; at: number }
+
+/** The operator answers each bank login uses, collected across the login's awaits (the bank's calls carry no login id). */
+const loginAnswers = new AsyncLocalStorage<OperatorAnswer[]>();
 
 /** A frame on its way, for the invariants: the net's observer and its deliveries. */
 export type FrameHook = (e: { conn: number; from: string; to: string; sent: Uint8Array; bytes: Uint8Array; fate: string; kind: string }) => void;
@@ -390,6 +414,10 @@ export class World {
   onRestart: (party: string) => void = () => {};
   /** Told when a bank lets a login in (the bank-swap-confirmed invariant). */
   onBankPage: (e: BankPageEvent) => void = () => {};
+  /** The run's SIM swaps, in the order they happened (an OperatorAnswer counts how many came before it). */
+  readonly swapLog: SwapRecord[] = [];
+  /** The operator's answer to each admin call it served (by the net's call number), until the caller takes it. */
+  readonly #operatorAnswered = new Map<number, { at: number; swaps: number }>();
   /** Operator calls in flight, failed at the end of the run so that nothing waits on a real timer. */
   readonly #operatorCalls = new Set<(e: Error) => void>();
   /** The real gateway (gateway/gateway.ts), on the simulated network. */
@@ -587,7 +615,7 @@ export class World {
       const ready = startOperatorServer({ name, host: 'operator.sim', port: null, tls: null, dbFile: join(this.dir, 'operator.sqlite'), tokenKey: this.#t.operatorTokenKey, now: this.clockOf(name) });
       ready.catch(() => {});
       inc.closeStores = () => void ready.then((o) => o.store.close(), () => {});
-      this.net.serveAdmin(name, async (bytes) => {
+      this.net.serveAdmin(name, async (bytes, call) => {
         if (!inc.alive) return new Promise(() => {});
         const msg = openMsg(bytes);
         if (!msg) return { status: 0 };
@@ -595,7 +623,10 @@ export class World {
         const q = JSON.parse(Buffer.from(msg).toString('utf8')) as { p: string; h: Record<string, string>; b: string };
         const r = await callOperator(srv, q);
         this.log(`${name} ${q.p} -> ${r.status}`);
-        return inc.alive ? { status: r.status, body: sealMsg(r.body) } : new Promise(() => {});
+        if (!inc.alive) return new Promise(() => {});
+        // The first answer to a call is the one that travels back (a duplicate's meets a closed socket).
+        if (!this.#operatorAnswered.has(call)) this.#operatorAnswered.set(call, { at: this.sched.now(), swaps: this.swapLog.length });
+        return { status: r.status, body: sealMsg(r.body) };
       });
     } else {
       const store = new SqliteBizStore(join(this.dir, 'biz.sqlite'), this.#t.storageKey);
@@ -629,9 +660,22 @@ export class World {
    * (OPERATOR_CALL_MS per call, virtual): the bank's is a real timer.
    */
   #bank(name: string, inc: Incarnation, store: SqliteBizStore, log: Logger): Bank {
-    const bankStore = new SqliteBankStore(store.db, this.#t.storageKey);
+    const sqliteBankStore = new SqliteBankStore(store.db, this.#t.storageKey);
+    // stale-swap-date: the bank's own record of the bound card is hidden from it too (its ICCID
+    // rows), or the bank would refuse the changed card by that record (Bank #checkBoundCard)
+    // without asking the operator's date at all, and the mutant would break no rule.
+    const bankStore: BankStore = this.o.bankMutant === 'stale-swap-date'
+      ? new Proxy(sqliteBankStore, {
+        get: (t, k) => {
+          if (k === 'bindingsOf') return (accountNo: string) => t.bindingsOf(accountNo).filter((b) => b.kind !== 'iccid');
+          const v = Reflect.get(t, k, t) as unknown;
+          // The store's methods read its private fields: called on the store, not the proxy.
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+        },
+      })
+      : sqliteBankStore;
     if (this.o.bankMutant === 'rebind-keeps-old') {
-      bankStore.rebind = (accountNo, ids, deviceUser, now) => {
+      sqliteBankStore.rebind = (accountNo, ids, deviceUser, now) => {
         for (const i of ids) store.db.prepare('INSERT OR IGNORE INTO bank_bindings (id_kind, id_value, account_no, device_user, bound_at) VALUES (?, ?, ?, ?, ?)').run(i.kind, i.value, accountNo, deviceUser, now);
         return 'ok';
       };
@@ -641,6 +685,8 @@ export class World {
       post: (r) => {
         if (inc.alive && r.timeoutMs <= 0) return Promise.reject(new BoundedPostError('timeout', undefined, 'no time left'));
         const bytes = sealMsg(new TextEncoder().encode(JSON.stringify({ p: r.path, h: r.headers, b: r.body })));
+        // The login this call is made for (none for a registration or a re-binding).
+        const used = loginAnswers.getStore();
         // Every call is registered until it settles: one of a crashed incarnation never does
         // within the run, and the run's end fails it (the bank's real deadline timer ends with it).
         return new Promise((resolve, reject) => {
@@ -654,8 +700,13 @@ export class World {
             if (!inc.alive) return;
             this.#operatorCalls.delete(fail);
             const body = res.status === 0 ? null : openMsg(res.buf);
+            const answered = this.#operatorAnswered.get(res.call);
+            this.#operatorAnswered.delete(res.call);
             if (!body) reject(new BoundedPostError('lost', 'ECONNRESET', 'connection reset (a record failed its check)'));
-            else resolve({ status: res.status, body });
+            else {
+              if (used && answered && !r.path.startsWith('/oauth2/')) used.push({ path: r.path, ...answered });
+              resolve({ status: res.status, body });
+            }
           }, (e: unknown) => {
             if (!inc.alive) return;
             this.#operatorCalls.delete(fail);
@@ -683,8 +734,14 @@ export class World {
     // The S4 invariants see each login the bank lets in, at the instant it decides.
     const login = bank.login.bind(bank);
     bank.login = async (who, req, binding) => {
-      const a = await login(who, req, binding);
-      if (inc.alive && a.kind === 'page') this.onBankPage({ server: name, deviceUser: who.deviceUser, name: req.name, mode: a.page.mode });
+      const answers: OperatorAnswer[] = [];
+      const a = await loginAnswers.run(answers, () => login(who, req, binding));
+      if (this.o.bankMutant === 'stale-swap-date' && a.kind === 'page' && a.page.binding.ids.idKind === 'sim' && !a.page.binding.ids.iccid) {
+        // The page shows the binding as stored (the card the mutant did not see).
+        const card = sqliteBankStore.bindingsOf(sqliteBankStore.accountByName(req.name)!.accountNo).find((b) => b.kind === 'iccid');
+        if (card) a.page.binding.ids.iccid = card.value;
+      }
+      if (inc.alive && a.kind === 'page') this.onBankPage({ server: name, deviceUser: who.deviceUser, name: req.name, mode: a.page.mode, answers });
       return a;
     };
     return bank;
@@ -697,7 +754,9 @@ export class World {
   swapCard(p: SimPhone): void {
     const op = new SqliteOperatorStore(join(this.dir, 'operator.sqlite'));
     try {
+      const from = op.byPhoneNumber(p.line.number)!.card.iccid;
       op.swapCard(p.line.number, p.line.next, this.clockOf(OPERATOR)());
+      this.swapLog.push({ number: p.line.number, from, to: p.line.next.iccid, at: this.sched.now() });
     } finally {
       op.close();
     }
