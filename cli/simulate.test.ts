@@ -152,10 +152,13 @@ test('a long run in the background (stderr not a terminal): a progress line ever
     p.kill('SIGINT');
     const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 20_000))]);
     assert.is(code, 130, err);
-    const j = JSON.parse(out) as { seeds: number; done: number; interrupted: boolean; failed: number; invariantChecks: number; results: { seed: number }[] };
+    const j = JSON.parse(out) as { seeds: number; done: number; resumeFrom: number; interrupted: boolean; failed: number; invariantChecks: number; results: { seed: number }[] };
     assert.is(j.interrupted, true);
     assert.is(j.seeds, 1000);
     assert.ok(j.done >= 2 && j.done < 1000, String(j.done));
+    // Every seed below resumeFrom ran (and no more than were done): the run goes on from there.
+    assert.ok(j.resumeFrom >= 3 && j.resumeFrom - 1 <= j.done, `resumeFrom ${j.resumeFrom}, done ${j.done}`);
+    assert.match(err, new RegExp(`every seed below ${j.resumeFrom} ran: go on with --from ${j.resumeFrom} --seeds ${1001 - j.resumeFrom}`));
     assert.is(j.failed, 1);
     assert.equal(j.results.map((x) => x.seed), [2]);
     assert.ok(j.invariantChecks > 0);

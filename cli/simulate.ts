@@ -53,8 +53,8 @@ bank-one-identity, bank-swap-confirmed, attack-in-table (and progress, no-crash)
   --no-shrink      do not shrink a failing seed's fault schedule
   --progress SEC   when stderr is not a terminal: a progress line every SEC seconds (default
                    60; 0: none)
-  --json           one JSON object on stdout: {seeds, done, interrupted, jobs, failed, seconds,
-                   seedsPerSecond, cpuSeconds, faultsInjected, invariantChecks, crashes, ...,
+  --json           one JSON object on stdout: {seeds, done, interrupted, resumeFrom, jobs,
+                   failed, seconds, seedsPerSecond, cpuSeconds, faultsInjected, invariantChecks, crashes, ...,
                    results: [...]}, failing seeds with their violations, shrunk schedule and
                    replay command; each failing seed is also told on stderr as it is found
   -h, --help       this text
@@ -282,8 +282,13 @@ async function simulate(a: Args): Promise<number> {
       process.stderr.write(`usbphone simulate: ${status()}, ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks\n`);
     }
   };
+  // The seeds run so far above the first gap (the workers take batches: a stop leaves holes).
+  const ran = new Set<number>();
+  let resumeFrom = a.from;
   const counted = (r: SeedReport) => {
     done++;
+    ran.add(r.seed);
+    while (ran.delete(resumeFrom)) resumeFrom++;
     for (const k of Object.keys(totals) as (keyof Totals)[]) totals[k] += r.stats[k];
   };
   const fail = (f: Omit<Failure, 'replay'>) => {
@@ -349,11 +354,11 @@ async function simulate(a: Args): Promise<number> {
     const secs = (performance.now() - t0) / 1000;
     const rate = done / secs;
     failed.sort((x, y) => x.seed - y.seed);
-    if (a.json) process.stdout.write(JSON.stringify({ seeds: a.n, from: a.from, done, interrupted, kinds: a.kinds ?? FAULT_KINDS, jobs: a.jobs, failed: failed.length, seconds: Math.round(secs * 10) / 10, seedsPerSecond: Math.round(rate * 100) / 100, cpuSeconds: Math.round(cpu / 100) / 10, ...totals, results: failed }) + '\n');
+    if (a.json) process.stdout.write(JSON.stringify({ seeds: a.n, from: a.from, done, interrupted, ...(interrupted ? { resumeFrom } : {}), kinds: a.kinds ?? FAULT_KINDS, jobs: a.jobs, failed: failed.length, seconds: Math.round(secs * 10) / 10, seedsPerSecond: Math.round(rate * 100) / 100, cpuSeconds: Math.round(cpu / 100) / 10, ...totals, results: failed }) + '\n');
     // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
     else (a.trace ? process.stderr : process.stdout).write(`${interrupted ? `interrupted: ${done} of ${a.n}` : a.n} seed(s) from ${a.from}: ${done - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes, ${totals.bankAnswers} bank answers, ${totals.swaps} SIM swaps, ${totals.attacks} attackers, ${rate.toFixed(1)} seeds/s${a.jobs > 1 ? ` (${a.jobs} workers)` : ''}\n`);
     if (interrupted) {
-      process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s)${a.jobs > 1 ? '; the workers are stopped' : ''}; so far ${failed.length} failed, ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes\n`);
+      process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s)${a.jobs > 1 ? '; the workers are stopped' : ''}; so far ${failed.length} failed, ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes; every seed below ${resumeFrom} ran: go on with --from ${resumeFrom} --seeds ${a.from + a.n - resumeFrom}\n`);
       return 130;
     }
     if (failed.length) {
