@@ -82,7 +82,7 @@ import { FlashStatus } from '../flash/chip.ts';
 import type { HiddenPort } from '../flash/hidden-port.ts';
 import type { BootMediaPort } from '../flash/media-port.ts';
 import { statusName } from '../flash/chip.ts';
-import { readIsoFile } from '../zones/iso9660.ts';
+import { listIso, readIsoEntry, type IsoEntry } from '../zones/iso9660.ts';
 import { readFatFile } from '../zones/fat.ts';
 import { checkBootFiles, type BootFileReader } from '../boot-manifest.ts';
 import type { Fuses } from '../flash/fuses.ts';
@@ -247,10 +247,22 @@ export class SecureElement {
       last = r.status;
       return r.status === FlashStatus.OK ? r.data : null;
     };
-    // Each read goes to the media again (directory included): no cache between retries.
-    const read: BootFileReader = (zone, name) => {
+    // The CD-ROM's directory is read once per attempt (as the host's AutoRun mounts it once,
+    // firmware/boot.ts), not once per file: a retry (attempt > 0) reads it again, so no
+    // cache outlives a read that did not check out; an unreadable directory is not kept
+    // (each file then reports that read's own status). Nothing is written during a command.
+    let dir: readonly IsoEntry[] | null = null;
+    let dirAt = -1;
+    const cdromFile = (name: string, attempt: number) => {
+      if (!dir || (attempt > 0 && dirAt !== attempt)) {
+        dir = listIso(blocks, m.cdromBlocks);
+        dirAt = attempt;
+      }
+      return dir ? readIsoEntry(blocks, dir, name) : null;
+    };
+    const read: BootFileReader = (zone, name, attempt) => {
       last = FlashStatus.OK;
-      const b = zone === 'cdrom' ? readIsoFile(blocks, name, m.cdromBlocks) : readFatFile(sectors, name);
+      const b = zone === 'cdrom' ? cdromFile(name, attempt) : readFatFile(sectors, name);
       return b ? { ok: true, data: b } : { ok: false, status: statusName(last === FlashStatus.OK ? FlashStatus.ERR_NOT_FOUND : last) };
     };
     this.counters.measurements++;
