@@ -133,6 +133,15 @@ const MAX_WRAPPED_SEED = 24 + 96 + 16;
 export type ChipClock = () => number;
 
 type Reply = { data?: Uint8Array; sw: number } | 'power-lost';
+/** A command's data as a CBOR array; null if it is not one (a function, not an arrow made per command: the loader names each arrow it makes, decision 98). */
+function argList(data: Uint8Array): CborValue[] | null {
+  try {
+    const v = decode(data);
+    return Array.isArray(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
 const ok = (v?: CborValue): Reply => ({ data: v === undefined ? new Uint8Array(0) : encode(v), sw: SW.ok });
 const status = (sw: number): Reply => ({ sw });
 
@@ -292,32 +301,24 @@ export class SecureElement {
     const c = parseCommand(apdu);
     if (!c) return status(SW.wrongLength);
     if (c.cla !== CLA) return status(SW.claNotSupported);
-    const args = (): CborValue[] | null => {
-      try {
-        const v = decode(c.data);
-        return Array.isArray(v) ? v : null;
-      } catch {
-        return null;
-      }
-    };
     switch (c.ins) {
       case Ins.getData:
         if (c.data.length) return status(SW.wrongLength);
         return this.#getData((c.p1 << 8) | c.p2);
       case Ins.hsOpen: {
-        const a = args();
+        const a = argList(c.data);
         return a ? this.#hsOpen(c.p1, c.p2, a) : status(SW.wrongData);
       }
       case Ins.hsFinish: {
-        const a = args();
+        const a = argList(c.data);
         return a ? this.#hsFinish(a) : status(SW.wrongData);
       }
       case Ins.importSecret: {
-        const a = args();
+        const a = argList(c.data);
         return a ? this.#import(a) : status(SW.wrongData);
       }
       case Ins.retireOlder: {
-        const a = args();
+        const a = argList(c.data);
         return a ? this.#retire(a) : status(SW.wrongData);
       }
       case Ins.fpChallenge:
@@ -330,7 +331,7 @@ export class SecureElement {
       case Ins.otpImport:
       case Ins.otpCode: {
         if (c.p1 !== 0 || c.p2 !== 0) return status(SW.wrongP1P2);
-        const a = args();
+        const a = argList(c.data);
         if (!a) return status(SW.wrongData);
         if (c.ins === Ins.fpEnroll) return this.#fpEnroll(a);
         if (c.ins === Ins.fpKey) return this.#fpKey(a);
