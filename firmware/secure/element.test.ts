@@ -62,8 +62,8 @@ function hiddenPort(chip: FlashChip): HiddenPort {
   };
 }
 
-function chipWith(f: Fuses = fuses, base = image, nvm: ControllerNvm = memoryNvm()) {
-  const chip = new FlashChip({ backing: new CowBacking(base, 4096), seed: 1 });
+function chipWith(f: Fuses = fuses, base = image, nvm: ControllerNvm = memoryNvm(), seed = 1) {
+  const chip = new FlashChip({ backing: new CowBacking(base, 4096), seed });
   // The real wiring: the bus gives the controller the hidden zone and read-only boot media.
   const bus = new DeviceBus(chip, f, table, keystreamRng('se-test'), nvm);
   return { chip, se: bus.se, bus };
@@ -370,6 +370,30 @@ test('attestation read retry: a transient flip while the chip measures heals; a 
   assert.is(a.chip.faults.readFlips, 1);
   const b = chipWith();
   b.chip.flipBit(mainAt(b.chip), 4);
+  assert.is(call(b.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.securityNotSatisfied);
+});
+
+test('attestation read retry: the CD-ROM directory, read once per attempt, is read again on a retry (a transient flip in a file name heals; a stored one leaves no measurement)', () => {
+  const virt = zoneOf(table, ZoneType.VIRTUAL);
+  const nameAt = (chip: FlashChip) => {
+    const bytes = chip.peek(virt.offset, virt.size);
+    const at = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf('UPMON.EXE;1', 0, 'latin1');
+    assert.ok(at > 0, 'UPMON.EXE directory record');
+    return virt.offset + at + 6; // the 'E' of the extension: a flip of bit 0 reads "UPMON.DXE", still a valid name
+  };
+  // Two reads of the directory come back flipped: the first one (in which BOOT.SIG is found)
+  // and the next. UPMON.EXE is missing from a flipped reading (a flip of bits 0-4 leaves a
+  // valid name, "UPMON.DXE"; others an invalid directory), so the measurement stands only if
+  // each retry reads the directory again (the query measures again after power-on's: a
+  // directory kept across retries would fail both). The chip's seed picks the bits.
+  for (let seed = 1; seed <= 16; seed++) {
+    const a = chipWith(fuses, image, memoryNvm(), seed);
+    a.chip.faults.readFlipAt = { addr: nameAt(a.chip), count: 2 };
+    assert.is(call(a.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.ok, `seed ${seed}`);
+    assert.is(a.chip.faults.readFlips, 2);
+  }
+  const b = chipWith();
+  b.chip.flipBit(nameAt(b.chip), 0);
   assert.is(call(b.se, Ins.getData, { p2: DataObject.bootMeasurement }).sw, SW.securityNotSatisfied);
 });
 

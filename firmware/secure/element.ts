@@ -82,7 +82,7 @@ import { FlashStatus } from '../flash/chip.ts';
 import type { HiddenPort } from '../flash/hidden-port.ts';
 import type { BootMediaPort } from '../flash/media-port.ts';
 import { statusName } from '../flash/chip.ts';
-import { readIsoFile } from '../zones/iso9660.ts';
+import { listIso, readIsoEntry, type IsoEntry } from '../zones/iso9660.ts';
 import { readFatFile } from '../zones/fat.ts';
 import { checkBootFiles, type BootFileReader } from '../boot-manifest.ts';
 import type { Fuses } from '../flash/fuses.ts';
@@ -133,6 +133,15 @@ const MAX_WRAPPED_SEED = 24 + 96 + 16;
 export type ChipClock = () => number;
 
 type Reply = { data?: Uint8Array; sw: number } | 'power-lost';
+/** A command's data as a CBOR array; null if it is not one (a function, not an arrow made per command: the loader names each arrow it makes, decision 98). */
+function argList(data: Uint8Array): CborValue[] | null {
+  try {
+    const v = decode(data);
+    return Array.isArray(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
 const ok = (v?: CborValue): Reply => ({ data: v === undefined ? new Uint8Array(0) : encode(v), sw: SW.ok });
 const status = (sw: number): Reply => ({ sw });
 
@@ -247,10 +256,22 @@ export class SecureElement {
       last = r.status;
       return r.status === FlashStatus.OK ? r.data : null;
     };
-    // Each read goes to the media again (directory included): no cache between retries.
-    const read: BootFileReader = (zone, name) => {
+    // The CD-ROM's directory is read once per attempt (as the host's AutoRun mounts it once,
+    // firmware/boot.ts), not once per file: a retry (attempt > 0) reads it again, so no
+    // cache outlives a read that did not check out; an unreadable directory is not kept
+    // (each file then reports that read's own status). Nothing is written during a command.
+    let dir: readonly IsoEntry[] | null = null;
+    let dirAt = -1;
+    const cdromFile = (name: string, attempt: number) => {
+      if (!dir || (attempt > 0 && dirAt !== attempt)) {
+        dir = listIso(blocks, m.cdromBlocks);
+        dirAt = attempt;
+      }
+      return dir ? readIsoEntry(blocks, dir, name) : null;
+    };
+    const read: BootFileReader = (zone, name, attempt) => {
       last = FlashStatus.OK;
-      const b = zone === 'cdrom' ? readIsoFile(blocks, name, m.cdromBlocks) : readFatFile(sectors, name);
+      const b = zone === 'cdrom' ? cdromFile(name, attempt) : readFatFile(sectors, name);
       return b ? { ok: true, data: b } : { ok: false, status: statusName(last === FlashStatus.OK ? FlashStatus.ERR_NOT_FOUND : last) };
     };
     this.counters.measurements++;
@@ -280,32 +301,24 @@ export class SecureElement {
     const c = parseCommand(apdu);
     if (!c) return status(SW.wrongLength);
     if (c.cla !== CLA) return status(SW.claNotSupported);
-    const args = (): CborValue[] | null => {
-      try {
-        const v = decode(c.data);
-        return Array.isArray(v) ? v : null;
-      } catch {
-        return null;
-      }
-    };
     switch (c.ins) {
       case Ins.getData:
         if (c.data.length) return status(SW.wrongLength);
         return this.#getData((c.p1 << 8) | c.p2);
       case Ins.hsOpen: {
-        const a = args();
+        const a = argList(c.data);
         return a ? this.#hsOpen(c.p1, c.p2, a) : status(SW.wrongData);
       }
       case Ins.hsFinish: {
-        const a = args();
+        const a = argList(c.data);
         return a ? this.#hsFinish(a) : status(SW.wrongData);
       }
       case Ins.importSecret: {
-        const a = args();
+        const a = argList(c.data);
         return a ? this.#import(a) : status(SW.wrongData);
       }
       case Ins.retireOlder: {
-        const a = args();
+        const a = argList(c.data);
         return a ? this.#retire(a) : status(SW.wrongData);
       }
       case Ins.fpChallenge:
@@ -318,7 +331,7 @@ export class SecureElement {
       case Ins.otpImport:
       case Ins.otpCode: {
         if (c.p1 !== 0 || c.p2 !== 0) return status(SW.wrongP1P2);
-        const a = args();
+        const a = argList(c.data);
         if (!a) return status(SW.wrongData);
         if (c.ins === Ins.fpEnroll) return this.#fpEnroll(a);
         if (c.ins === Ins.fpKey) return this.#fpKey(a);

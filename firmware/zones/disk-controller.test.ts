@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FlashChip, FlashStatus, type ChipProfile, W25Q64 } from '../flash/chip.ts';
-import { DiskController, scanJournal, DISK_RESERVED_SECTORS, JOURNAL_RECORD_BYTES, diskVisibleBytes } from './disk-controller.ts';
+import { DiskController, scanJournal, parseJournalSlot, DISK_RESERVED_SECTORS, JOURNAL_RECORD_BYTES, diskVisibleBytes } from './disk-controller.ts';
+import { crc32 } from './crc32.ts';
 
 // A small chip: the controller over a 64 KiB "zone" at 0 (16 sectors, 4 reserved).
 const profile: ChipProfile = { ...W25Q64, name: 'test', sizeBytes: 64 * 1024 };
@@ -147,6 +148,45 @@ test('recovery retries a spare read that a transient bit flip spoiled', () => {
   // with p = 0.5 per read the seeded PRNG gives a recovery here.
   assert.is(c.stats.recovered, 1, JSON.stringify(c.stats));
   assert.equal(c.read(0, 512).data, pattern(2));
+});
+
+
+test('parseJournalSlot (no copies) agrees with a reference parser on real, torn, flipped and random slots', () => {
+  // The reference: the straightforward reading of the record format (a copy with the done byte as pending).
+  const le32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+  const reference = (b: Uint8Array, journal: number, slot: number) => {
+    if (b.every((x) => x === 0xff)) return 'free';
+    const c = b.slice(0, 20);
+    c[2] = 0xff;
+    if (b[0] !== 0x44 || b[1] !== 0x4a || le32(b, 20) !== crc32(c)) return 'bad';
+    return { journal, slot, seq: le32(b, 4), target: le32(b, 8), spare: b[3]!, crc: le32(b, 12), done: b[2] !== 0xff };
+  };
+  // Real records: rewrites through the controller (each appends one), one marked done.
+  const { chip, c } = setup();
+  for (let i = 0; i < 5; i++) {
+    assert.is(c.write(0, pattern(i + 1)), FlashStatus.OK);
+  }
+  const j0 = diskVisibleBytes(ZONE) + 2 * 4096;
+  const slots: Uint8Array[] = [];
+  for (let s = 0; s < 8; s++) slots.push(chip.peek(j0 + s * JOURNAL_RECORD_BYTES, JOURNAL_RECORD_BYTES));
+  let x = 12345;
+  const rnd = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24;
+  const cases: Uint8Array[] = [new Uint8Array(32).fill(0xff), new Uint8Array(32)];
+  for (const r of slots) {
+    cases.push(r);
+    for (let bit = 0; bit < 256; bit += 7) {
+      const f = Uint8Array.from(r);
+      f[bit >> 3]! ^= 1 << (bit & 7);
+      cases.push(f);
+    }
+    for (let k = 0; k < 32; k++) cases.push(Uint8Array.from(r, (v, i) => (i < k ? v : 0xff))); // torn after k bytes
+    const pending = Uint8Array.from(r);
+    pending[2] = 0xff;
+    cases.push(pending);
+  }
+  for (let n = 0; n < 200; n++) cases.push(Uint8Array.from({ length: 32 }, rnd));
+  assert.ok(cases.filter((b) => typeof reference(b, 0, 0) === 'object').length >= 5, 'real records among the cases');
+  for (const [i, b] of cases.entries()) assert.equal(parseJournalSlot(b, 1, i), reference(b, 1, i), `case ${i}`);
 });
 
 test.run();

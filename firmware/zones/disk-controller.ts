@@ -97,14 +97,17 @@ function put32(b: Uint8Array, o: number, v: number) {
 }
 /** CRC of a record's first 20 bytes with the done byte read as pending. */
 function recordCrc(r: Uint8Array): number {
-  const c = r.slice(0, 20);
-  c[DONE_AT] = 0xff;
-  return crc32(c);
+  // crc32 of bytes 0-1, 0xFF in place of the done byte, bytes 3-19 (no copy: the power-on
+  // scan parses every slot of both journal sectors).
+  return crc32(r.subarray(0, DONE_AT), PENDING, r.subarray(DONE_AT + 1, 20));
 }
+const PENDING = Uint8Array.of(0xff);
 
 /** Parses one 32-byte journal slot: a record, 'free' (all 0xFF) or 'bad' (torn, garbage). */
 export function parseJournalSlot(b: Uint8Array, journal: number, slot: number): JournalRecord | 'free' | 'bad' {
-  if (b.every((x) => x === 0xff)) return 'free';
+  let free = true;
+  for (let i = 0; i < b.length && free; i++) free = b[i] === 0xff;
+  if (free) return 'free';
   if (b[0] !== MAGIC0 || b[1] !== MAGIC1 || le32(b, 20) !== recordCrc(b)) return 'bad';
   return { journal, slot, seq: le32(b, 4), target: le32(b, 8), spare: b[3]!, crc: le32(b, 12), done: b[DONE_AT] !== 0xff };
 }

@@ -127,4 +127,36 @@ test('hostile boot sectors and junk never throw; readers return null', () => {
   assert.throws(() => buildFat([], 1000, 'X'), RangeError);
 });
 
+
+test('readers read the root directory up to its end entry only, and find what a full read finds (checkFat): few files, a sector boundary, deleted entries, a full root with no end entry', () => {
+  const sizes = [3, 14, 15, 16, 17, 40, 511];
+  for (const n of sizes) {
+    const many = Array.from({ length: n }, (_, i) => ({ name: `F${i}.BIN`, data: i % 5 === 0 && n < 512 ? Uint8Array.from({ length: 700 + i }, (_, k) => (k + i) & 0xff) : new Uint8Array(0) }));
+    const vol = buildFat(many, SIZES.fat16, 'USBPHONE', { fill: 0xff });
+    const io = arraySectors(vol);
+    // Deleted entries (0xE5) before and after the first sector's end.
+    if (n >= 17) {
+      assert.is(deleteFatFile(io.read, io.write, 'F1.BIN'), FlashStatus.OK);
+      assert.is(deleteFatFile(io.read, io.write, 'F16.BIN'), FlashStatus.OK);
+    }
+    const rootSector = parseBootSector(vol.subarray(0, 512)).geometry!.rootSector;
+    const rootReads: [number, number][] = [];
+    const counted = (lba: number, count: number) => {
+      if (lba >= rootSector && lba < rootSector + 32) rootReads.push([lba, count]);
+      return io.read(lba, count);
+    };
+    const full = checkFat(io.read);
+    assert.equal(full.problems, [], `${n} files`);
+    const listed = listFat(counted)!;
+    assert.equal(listed.map((e) => [e.name, e.size, e.cluster]), full.entries.map((e) => [e.name, e.size, e.cluster]), `${n} files`);
+    // The volume label, up to 14 files and the end entry fit the first sector (16 entries): one sector read.
+    assert.equal(rootReads, n <= 14 ? [[rootSector, 1]] : [[rootSector, 1], [rootSector + 1, 31]], `${n} files`);
+    for (const e of full.entries) {
+      const want = many.find((f) => f.name === e.name)!.data;
+      assert.equal(readFatFile(io.read, e.name), want, `${n} files, ${e.name}`);
+    }
+    if (n >= 17) assert.is(readFatFile(io.read, 'F16.BIN'), null);
+  }
+});
+
 test.run();

@@ -340,6 +340,37 @@ function load(read: ReadSectors, expectSectors?: number): Loaded | null {
   return { g, fat: new FatTable(g.fatType, usedFatSectors(g), Uint8Array.from(f)), root: Uint8Array.from(root) };
 }
 
+/**
+ * load() for readers (they change nothing): no copies, and the root directory only up to its
+ * end: the first sector, then the rest only if that sector holds no end-of-directory entry
+ * (first byte 0x00, after which every entry is free: Microsoft's FAT specification, §6).
+ * entries() stops at that entry, so what a reader finds is the same; a phone's disk has a
+ * handful of files, so this reads 512 bytes of its 16 KiB root directory.
+ */
+function loadToRead(read: ReadSectors): Loaded | null {
+  const bs = read(0, 1);
+  if (!bs) return null;
+  const { geometry: g } = parseBootSector(bs);
+  if (!g) return null;
+  const f = read(g.reservedSectors, usedFatSectors(g));
+  if (!f) return null;
+  let root = read(g.rootSector, 1);
+  if (!root) return null;
+  if (!hasDirEnd(root) && g.rootSectors > 1) {
+    const rest = read(g.rootSector + 1, g.rootSectors - 1);
+    if (!rest) return null;
+    const all = new Uint8Array(g.rootSectors * FAT_SECTOR);
+    all.set(root.subarray(0, FAT_SECTOR));
+    all.set(rest, FAT_SECTOR);
+    root = all;
+  }
+  return { g, fat: new FatTable(g.fatType, usedFatSectors(g), f), root };
+}
+function hasDirEnd(b: Uint8Array): boolean {
+  for (let o = 0; o < b.length; o += DIR_ENTRY) if (b[o] === 0x00) return true;
+  return false;
+}
+
 function entries(root: Uint8Array, g: FatGeometry): FatEntry[] {
   const out: FatEntry[] = [];
   for (let o = 0; o < root.length; o += DIR_ENTRY) {
@@ -370,12 +401,12 @@ function chain(fat: FatTable, g: FatGeometry, first: number, clustersNeeded: num
 
 /** The root directory's files (no volume label, no LFN entries); null if unreadable. */
 export function listFat(read: ReadSectors): FatEntry[] | null {
-  const l = load(read);
+  const l = loadToRead(read);
   return l ? entries(l.root, l.g) : null;
 }
 
 export function readFatFile(read: ReadSectors, name: string, maxBytes = 16 * 1024 * 1024): Uint8Array | null {
-  const l = load(read);
+  const l = loadToRead(read);
   if (!l) return null;
   let want: string;
   try {

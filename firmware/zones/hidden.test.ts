@@ -6,7 +6,7 @@ import { CowBacking } from '../flash/backing.ts';
 import { Fuses } from '../flash/fuses.ts';
 import type { HiddenPort } from '../flash/hidden-port.ts';
 import { parseTable, zoneOf, ZoneType } from './layout.ts';
-import { readIdentity, openStore, RecordStore, HIDDEN_STORES, RECORD_MAX_PAYLOAD, classifySlot, storeKeyLabel } from './hidden.ts';
+import { readIdentity, openStore, RecordStore, HIDDEN_STORES, RECORD_MAX_PAYLOAD, classifySlot, storeKeyLabel, seal, open } from './hidden.ts';
 import { buildImage } from '../factory/image.ts';
 import fc from 'fast-check';
 import { MasterKeyring, deriveDeviceKey, openSerialToken } from '../../protocol/keys.ts';
@@ -280,6 +280,22 @@ test('property: read() (headers first, opens the best candidate) agrees with the
     ),
     { numRuns: 80, seed: 20240102 },
   );
+});
+
+test('a store seals with subkeys it derives once: its records are byte for byte seal() under the store key, and open() opens them', () => {
+  // Reference: the free seal()/open(), which derive the subkeys from the store key at every call.
+  const { port } = unlocked();
+  const s = store(port);
+  const key = port.deriveKey(storeKeyLabel('login'));
+  for (const [i, len] of [0, 1, 300, 1500].entries()) {
+    const payload = Uint8Array.from({ length: len }, (_, k) => (k * 13 + i) & 0xff);
+    assert.is(s.write(payload), FlashStatus.OK);
+    const cur = s.slots().slots.find((x) => x.current)!;
+    const rec = port.readHidden(cur.offset, 16 + 24 + len + 16).data;
+    assert.is(hex(rec.subarray(16)), hex(seal(key, rec.subarray(0, 12), payload)), `record ${i}`);
+    assert.is(hex(open(key, rec.subarray(0, 12), rec.subarray(16))!), hex(payload), `record ${i}`);
+    assert.is(hex(store(port).read().payload!), hex(payload), `record ${i}`);
+  }
 });
 
 test('slot classification names a torn write and where it was cut', () => {

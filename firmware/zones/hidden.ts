@@ -39,32 +39,39 @@ const NONCE = 24, TAG = 16;
 // Both subkeys expand from one HKDF extract (the same bytes as kdf() per label, RFC 5869
 // §2.2-2.3); open() needs only the encryption key.
 const SEAL_SALT = 'usbphone/v1 seal';
-function subkeys(key: Uint8Array): { enc: Uint8Array; siv: Uint8Array } {
+/** The two subkeys of a sealing key (a RecordStore derives them once, not per record). */
+interface SealKeys {
+  enc: Uint8Array;
+  siv: Uint8Array;
+}
+function subkeys(key: Uint8Array): SealKeys {
   const prk = kdfExtract(key, SEAL_SALT);
   const out = { enc: kdfExpand(prk, 'enc'), siv: kdfExpand(prk, 'siv') };
   prk.fill(0);
   return out;
 }
-function encKey(key: Uint8Array): Uint8Array {
-  const prk = kdfExtract(key, SEAL_SALT);
-  const enc = kdfExpand(prk, 'enc');
-  prk.fill(0);
-  return enc;
+
+function sealWith(k: SealKeys, header: Uint8Array, plaintext: Uint8Array): Uint8Array {
+  const nonce = cryptoEngine().hmacSha256(k.siv, [header, plaintext]).subarray(0, NONCE);
+  return sealBoxWithNonce(k.enc, nonce, plaintext, header);
 }
 
 /** nonce (24) || ciphertext || tag (16), header as associated data (protocol/sealed-box.ts). */
 export function seal(key: Uint8Array, header: Uint8Array, plaintext: Uint8Array): Uint8Array {
-  const { enc, siv } = subkeys(key);
-  const nonce = cryptoEngine().hmacSha256(siv, [header, plaintext]).subarray(0, NONCE);
-  const out = sealBoxWithNonce(enc, nonce, plaintext, header);
-  enc.fill(0);
-  siv.fill(0);
-  return out;
+  const k = subkeys(key);
+  try {
+    return sealWith(k, header, plaintext);
+  } finally {
+    k.enc.fill(0);
+    k.siv.fill(0);
+  }
 }
 
 /** Opens what seal() made; null if it does not authenticate (Poly1305 compares in constant time). */
 export function open(key: Uint8Array, header: Uint8Array, sealed: Uint8Array): Uint8Array | null {
-  const enc = encKey(key);
+  const prk = kdfExtract(key, SEAL_SALT);
+  const enc = kdfExpand(prk, 'enc');
+  prk.fill(0);
   try {
     return openBox(enc, sealed, header);
   } finally {
@@ -260,6 +267,11 @@ export interface StoreGeometry {
 
 /** Keyless (key null) or keyed classification of one slot's bytes. */
 export function classifySlot(b: Uint8Array, storeId: number, key: Uint8Array | null, index: number, offset: number): SlotInfo & { payload?: Uint8Array } {
+  return classify(b, storeId, key && ((h, sealed) => open(key, h, sealed)), index, offset);
+}
+
+/** classifySlot with the opening done by `opener` (a RecordStore's subkeys, derived once); null: keyless. */
+function classify(b: Uint8Array, storeId: number, opener: ((header: Uint8Array, sealed: Uint8Array) => Uint8Array | null) | null, index: number, offset: number): SlotInfo & { payload?: Uint8Array } {
   const info: SlotInfo & { payload?: Uint8Array } = { index, offset, state: 'empty', current: false };
   if (isErased(b)) return info;
   const problem = (state: SlotState, at: number, msg: string) => Object.assign(info, { state, problemOffset: offset + at, problem: msg });
@@ -284,8 +296,8 @@ export function classifySlot(b: Uint8Array, storeId: number, key: Uint8Array | n
     if (tailErased && k < end - 1) return problem('torn', k, `write cut at byte ${k} of ${end}`);
     return problem('corrupt', 12, 'slot CRC-32 mismatch');
   }
-  if (!key) return Object.assign(info, { state: 'sealed' as const });
-  const pt = open(key, b.subarray(0, 12), b.subarray(SLOT_HEADER, end));
+  if (!opener) return Object.assign(info, { state: 'sealed' as const });
+  const pt = opener(b.subarray(0, 12), b.subarray(SLOT_HEADER, end));
   if (!pt) return problem('invalid', SLOT_HEADER, 'does not authenticate under the store key');
   return Object.assign(info, { state: 'valid' as const, payload: pt });
 }
@@ -303,7 +315,9 @@ export interface RecordStoreOptions {
 export class RecordStore {
   readonly geometry: StoreGeometry;
   readonly #port: HiddenPort;
-  readonly #key: Uint8Array;
+  /** The store key's sealing subkeys, derived once per store (a store lives for one power cycle of the controller). */
+  readonly #keys: SealKeys;
+  readonly #open = (header: Uint8Array, sealed: Uint8Array) => openBox(this.#keys.enc, sealed, header);
   readonly #inPlace: boolean;
 
   /**
@@ -315,7 +329,7 @@ export class RecordStore {
     if (geometry.slots < 2 || geometry.firstSector < 1 || (geometry.firstSector + geometry.slots) * port.sectorBytes > port.hiddenBytes) throw new RangeError('RecordStore: geometry outside the hidden zone (needs >= 2 slots)');
     if (SLOT_OVERHEAD + RECORD_MAX_PAYLOAD > port.sectorBytes) throw new RangeError('RecordStore: a slot does not fit a sector');
     this.#port = port;
-    this.#key = Uint8Array.from(key);
+    this.#keys = subkeys(key);
     this.geometry = geometry;
     this.#inPlace = opts.mutant === 'in-place';
   }
@@ -350,7 +364,7 @@ export class RecordStore {
     head[5] = this.geometry.id;
     put16(head, 6, payload.length);
     put32(head, 8, seq);
-    const body = seal(this.#key, head, payload);
+    const body = sealWith(this.#keys, head, payload);
     const rec = new Uint8Array(SLOT_HEADER + body.length);
     rec.set(head);
     put32(rec, 12, crc32(head, body));
@@ -403,21 +417,25 @@ export class RecordStore {
    * is the one #scan marks current (firmware/zones/hidden.test.ts checks the two agree).
    */
   #current(): { status: number; current?: SlotInfo & { payload?: Uint8Array } } {
-    const cands: { i: number; seq: number }[] = [];
+    const cands: { i: number; seq: number; len: number }[] = [];
     for (let i = 0; i < this.geometry.slots; i++) {
       const h = this.#port.readHidden(this.#slotOffset(i), SLOT_HEADER);
       if (h.status !== FlashStatus.OK) return { status: h.status };
       const b = h.data;
       if (b[0] !== SLOT_MAGIC[0] || b[1] !== SLOT_MAGIC[1] || b[2] !== SLOT_MAGIC[2] || b[3] !== SLOT_MAGIC[3] || b[4] !== 1 || b[5] !== this.geometry.id) continue;
-      if (le16(b, 6) > RECORD_MAX_PAYLOAD) continue;
-      cands.push({ i, seq: le32(b, 8) });
+      const len = le16(b, 6);
+      if (len > RECORD_MAX_PAYLOAD) continue;
+      cands.push({ i, seq: le32(b, 8), len });
     }
     cands.sort((a, b) => b.seq - a.seq || a.i - b.i);
-    for (const { i } of cands) {
+    for (const { i, len } of cands) {
       const off = this.#slotOffset(i);
-      const r = this.#port.readHidden(off, this.#port.sectorBytes);
+      // Only the record's own bytes: whether a slot is valid (header, CRC, tag) depends on
+      // nothing after them (#scan reads the whole slot to tell a torn tail from damage).
+      // A second reading whose length field differs fails its CRC (bytes 6-7 are covered).
+      const r = this.#port.readHidden(off, Math.min(SLOT_OVERHEAD + len, this.#port.sectorBytes));
       if (r.status !== FlashStatus.OK) return { status: r.status };
-      const info = classifySlot(r.data, this.geometry.id, this.#key, i, off);
+      const info = classify(r.data, this.geometry.id, this.#open, i, off);
       if (info.state === 'valid') return { status: FlashStatus.OK, current: Object.assign(info, { current: true }) };
     }
     return { status: FlashStatus.OK };
@@ -430,7 +448,7 @@ export class RecordStore {
       const off = this.#slotOffset(i);
       const r = this.#port.readHidden(off, this.#port.sectorBytes);
       if (r.status !== FlashStatus.OK) return { status: r.status, slots: [] };
-      out.push(classifySlot(r.data, this.geometry.id, this.#key, i, off));
+      out.push(classify(r.data, this.geometry.id, this.#open, i, off));
     }
     let best: (typeof out)[number] | undefined;
     for (const x of out) if (x.state === 'valid' && (!best || x.seq! > best.seq!)) best = x;
