@@ -168,4 +168,27 @@ test('a long run in the background (stderr not a terminal): a progress line ever
   assert.is(cli('--seeds', '1', '--progress', '-1').code, 2);
 });
 
+test('interrupted while it shrinks a failing seed: the seed is reported (its schedule unshrunk), not lost, and resumeFrom is past it (one process and --jobs 2)', async () => {
+  for (const jobs of ['1', '2']) {
+    const p = spawn(process.execPath, [bin, 'simulate', '--seeds', '1000', '--from', '1', '--faults', 'none', '--jobs', jobs, '--json', '--progress', '1'], { env: { ...process.env, USBPHONE_TEST_SIMULATE: 'leak-serial@2' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((res) => p.once('exit', (code) => res(code)));
+    // Seed 2 is being shrunk (up to 60 reruns): its failure not yet told.
+    const shrinking = () => /seed 2 broke no-secret-on-wire; shrinking its fault schedule/.test(err) && !/FAIL seed 2/.test(err);
+    for (let i = 0; i < 1200 && !shrinking(); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(shrinking(), `jobs ${jobs}: ${err}`);
+    p.kill('SIGINT');
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 20_000))]);
+    assert.is(code, 130, err);
+    const j = JSON.parse(out) as { failed: number; resumeFrom: number; results: { seed: number; violations: { invariant: string }[] }[] };
+    assert.is(j.failed, 1, `jobs ${jobs}: ${out}`);
+    assert.is(j.results[0]!.seed, 2);
+    assert.ok(j.results[0]!.violations.some((v) => v.invariant === 'no-secret-on-wire'));
+    assert.ok(j.resumeFrom >= 3);
+  }
+});
+
 test.run();

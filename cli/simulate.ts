@@ -301,15 +301,23 @@ async function simulate(a: Args): Promise<number> {
       process.stdout.write(`FAIL seed ${x.seed}: ${x.violations.map((v) => `${v.invariant} (${v.detail})`).join('; ')}\n  faults: ${x.faults.join('; ') || 'none'}\n  shrunk: ${x.shrunk.join('; ') || 'none'}\n  replay: ${x.replay}\n`);
     }
   };
+  // Shrinking reruns the seed (up to 60 times): said, so a run that seems to stall does not.
+  const tellShrinking = (seed: number, violations: SeedReport['violations']) => {
+    if (tty) process.stderr.write('\r\x1b[K');
+    process.stderr.write(`usbphone simulate: seed ${seed} broke ${[...new Set(violations.map((v) => v.invariant))].join(', ')}; shrinking its fault schedule\n`);
+  };
   const env = a.jobs > 1 ? null : await prepareSimulationProcess();
   const tmpRoot = env?.tmpRoot ?? mkdtempSync(join(fastTmp(), 'usbphone-simulate-'));
   let interrupted = false;
+  let shrinking: Omit<Failure, 'replay'> | null = null;
   let stopWorkers: (() => Promise<void>) | null = null;
   const onSignal = () => {
     if (interrupted) return;
     interrupted = true;
     if (stopWorkers) return void stopWorkers();
-    // One process: the seed running now is dropped with it; what it had made goes too.
+    // One process: the seed running now is dropped with it; what it had made goes too. A failing
+    // seed being shrunk is counted already: it is reported with its schedule unshrunk.
+    if (shrinking) fail(shrinking);
     env?.restore();
     process.exit(summarize(cpuMs()));
   };
@@ -329,7 +337,11 @@ async function simulate(a: Args): Promise<number> {
           if (a.shrink && shrunk < SHRINK_FIRST) {
             shrunk++;
             const mutant = (testHook('mutant', r.seed) as Mutant | null) ?? undefined;
+            // An interrupt while it shrinks reports the failure as it is (onSignal).
+            shrinking = { seed: r.seed, violations: r.violations, faults, shrunk: faults };
+            tellShrinking(r.seed, r.violations);
             schedule = (await shrink(r.seed, { kinds: a.kinds, mutant })).plan.faults.map(describeFault);
+            shrinking = null;
           }
           fail({ seed: r.seed, violations: r.violations, faults, shrunk: schedule });
         }
@@ -337,7 +349,7 @@ async function simulate(a: Args): Promise<number> {
       });
       cpu = cpuMs();
     } else {
-      const r = await runWorkers(a, tmpRoot, { counted, fail, progress }, (stop) => (stopWorkers = stop), () => interrupted);
+      const r = await runWorkers(a, tmpRoot, { counted, fail, progress, shrinking: tellShrinking }, (stop) => (stopWorkers = stop), () => interrupted);
       cpu = r.cpuMs + cpuMs();
     }
   } finally {
@@ -358,7 +370,7 @@ async function simulate(a: Args): Promise<number> {
     // With --trace, stdout is the trace alone (it replays byte for byte); the summary, with its real-time rate, goes to stderr.
     else (a.trace ? process.stderr : process.stdout).write(`${interrupted ? `interrupted: ${done} of ${a.n}` : a.n} seed(s) from ${a.from}: ${done - failed.length} passed, ${failed.length} failed; ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes, ${totals.bankAnswers} bank answers, ${totals.swaps} SIM swaps, ${totals.attacks} attackers, ${rate.toFixed(1)} seeds/s${a.jobs > 1 ? ` (${a.jobs} workers)` : ''}\n`);
     if (interrupted) {
-      process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s)${a.jobs > 1 ? '; the workers are stopped' : ''}; so far ${failed.length} failed, ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes; every seed below ${resumeFrom} ran: go on with --from ${resumeFrom} --seeds ${a.from + a.n - resumeFrom}\n`);
+      process.stderr.write(`usbphone simulate: interrupted after ${done} of ${a.n} seed(s)${a.jobs > 1 ? '; the workers are stopped' : ''}; so far ${failed.length} failed, ${totals.faultsInjected} faults injected, ${totals.invariantChecks} invariant checks, ${totals.crashes} server crashes${resumeFrom >= a.from + a.n ? '; every seed ran' : `; every seed below ${resumeFrom} ran: go on with --from ${resumeFrom} --seeds ${a.from + a.n - resumeFrom}`}\n`);
       return 130;
     }
     if (failed.length) {
@@ -376,6 +388,7 @@ const STOP_GRACE_MS = 5_000;
 
 interface Sink {
   counted(r: SeedReport): void;
+  shrinking(seed: number, violations: SeedReport['violations']): void;
   fail(f: Omit<Failure, 'replay'>): void;
   progress(): void;
 }
@@ -459,7 +472,10 @@ async function runWorkers(a: Args, tmpRoot: string, sink: Sink, onStop: (stop: (
           else {
             w.pendingFail = m.r;
             const yes = a.shrink && shrunk < SHRINK_FIRST;
-            if (yes) shrunk++;
+            if (yes) {
+              shrunk++;
+              sink.shrinking(m.r.seed, m.r.violations);
+            }
             p.send({ t: 'shrink', seed: m.r.seed, yes } satisfies ToWorker);
           }
         } else if (m.t === 'shrunk') {
@@ -477,7 +493,12 @@ async function runWorkers(a: Args, tmpRoot: string, sink: Sink, onStop: (stop: (
       p.once('exit', (code, signal) => {
         workers.delete(w);
         cpuDone += w.cpuMs;
-        if (finished || interrupted()) return;
+        if (finished || interrupted()) {
+          // Stopped while shrinking a failing seed (counted already): reported unshrunk, not lost.
+          if (w.pendingFail) sink.fail({ seed: w.pendingFail.seed, violations: w.pendingFail.violations, faults: w.pendingFail.faults, shrunk: w.pendingFail.faults });
+          w.pendingFail = null;
+          return;
+        }
         // Died under us: what it was running is a finding, the rest of its batch is run by another.
         deaths++;
         const why = `the worker process running it died (${signal ?? `exit code ${code}`}); replay it alone to see whether the seed is the cause`;
