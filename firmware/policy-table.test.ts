@@ -1,7 +1,8 @@
 // firmware/policy-table.ts: which attack table the phone chooses with (S3.1, S3.11).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { acceptTable, tableForChoice, chooseAmong, type PolicyConfig } from './policy-table.ts';
+import { acceptTable, tableForChoice, chooseAmong, withNewestTable, type PolicyConfig } from './policy-table.ts';
+import { verifyTable } from '../protocol/attack-table.ts';
 import { signTable, tablePublicKey, initialTable, type AttackTable } from '../protocol/attack-table.ts';
 import { simRng } from './hal/sim-hal.ts';
 
@@ -54,6 +55,26 @@ test('chooseAmong (S3.1): the least-attacked mechanism among those the device ca
   assert.is(chooseAmong(floorOtp, 'biz-east', rng, ['password']), 'password', 'nothing allowed within reach: the strongest it can prove (the site refuses it)');
   assert.is(chooseAmong(null, 'biz-east', rng, ['password', 'otp']), 'otp', 'no table: the strongest');
   assert.is(chooseAmong(t, 'biz-west', rng, ['password', 'otp']), 'otp', 'a site the table does not list: the strongest');
+});
+
+test("withNewestTable (S3.11 with S0.12): the record's write keeps the higher version of the table it read and the one held now, expired or not; a held table that does not verify, or a failed read, changes nothing", () => {
+  const cfg: PolicyConfig = { key, initial };
+  const version = (t: Uint8Array | null) => (t ? (verifyTable(t, key, 0, null) as { ok: true; table: AttackTable }).table.version : null);
+  const storeHolding = (table: Uint8Array | null, ok = true) => ({ storage: { loadLogin: () => (ok ? { ok: true as const, value: { user: 'u', servers: [], lastServer: null, table } } : { ok: false as const, status: 'ERR_AUTH' }) } }) as never;
+  const rec = (table: Uint8Array | null) => ({ user: 'u', servers: [], lastServer: 'biz-east', table });
+  const v7 = signed(7, now + 60_000);
+  // Pushed during the login: v8 held now, read v7 before: v8 is written.
+  assert.is(version(withNewestTable(storeHolding(signed(8, now + 60_000)), cfg, rec(v7)).table), 8);
+  // v8 has expired meanwhile: still v8 (v7 would be a rollback the phone refuses as TABLE_STALE).
+  assert.is(version(withNewestTable(storeHolding(signed(8, now - 1)), cfg, rec(v7)).table), 8);
+  // An older one held: the record's own stays.
+  assert.is(version(withNewestTable(storeHolding(signed(6, now + 60_000)), cfg, rec(v7)).table), 7);
+  // A held table under another key (forged), or a failed read: nothing changes.
+  const forged = signTable({ ...initial, version: 99, issuedAt: now - 10, expiresAt: now + 60_000 }, simRng(2, 'other')(32));
+  assert.is(version(withNewestTable(storeHolding(forged), cfg, rec(v7)).table), 7);
+  assert.is(version(withNewestTable(storeHolding(signed(8, now + 60_000), false), cfg, rec(v7)).table), 7);
+  // No table read before: the held one.
+  assert.is(version(withNewestTable(storeHolding(signed(8, now + 60_000)), cfg, rec(null)).table), 8);
 });
 
 test.run();

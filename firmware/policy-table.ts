@@ -111,14 +111,18 @@ export function keepPushedTable(dev: Pick<Board, 'storage' | 'clock' | 'trace'>,
 /**
  * S3.11 with S0.12: a record read earlier (`next`), about to be written back, with the newer of
  * its table and the one the saved record holds now: a table the gateway pushed and
- * keepPushedTable kept after `next` was read is not rolled back by the write. The held one wins
- * only if acceptTable takes it over `next`'s (signed, newer, not expired). Costs one record read;
- * a read that fails leaves `next` as it is.
+ * keepPushedTable kept after `next` was read is not rolled back by the write. Newer by version
+ * only, as the anti-rollback rule (heldVersion) judges: an expired newer table still outranks an
+ * older valid one, which the phone would refuse as TABLE_STALE (found by review). The held table
+ * counts only if it verifies under the factory key. Costs one record read; a read that fails
+ * leaves `next` as it is.
  */
-export function withNewestTable<T extends { table: Uint8Array | null }>(dev: Pick<Board, 'storage' | 'clock'>, cfg: PolicyConfig, next: T): T {
+export function withNewestTable<T extends { table: Uint8Array | null }>(dev: Pick<Board, 'storage'>, cfg: PolicyConfig, next: T): T {
   const cur = dev.storage.loadLogin();
   const held = cur.ok ? cur.value?.table ?? null : null;
-  if (!held || (next.table && equalBytes(held, next.table))) return next;
-  const a = acceptTable(next.table, held, cfg, dev.clock.epochMs());
-  return a.verdict.kind === 'accepted' ? { ...next, table: a.keep } : next;
+  if (!held || !cfg.key || (next.table && equalBytes(held, next.table))) return next;
+  const h = heldVersion(held, cfg.key);
+  if (h === null) return next;
+  const n = heldVersion(next.table, cfg.key);
+  return n === null || h > n ? { ...next, table: held } : next;
 }

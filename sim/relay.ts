@@ -43,6 +43,7 @@ export async function startRelay(target: () => string, hooks: RelayHooks = {}): 
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise<void>((r) => wss.once('listening', () => r()));
   let count = 0;
+  const ups = new Set<WebSocket>();
   wss.on('connection', (down, req) => {
     const path = (req.url ?? '/').replace(/^\//, '');
     let up: WebSocket | null = null;
@@ -51,6 +52,8 @@ export async function startRelay(target: () => string, hooks: RelayHooks = {}): 
     const connectUp = (): WebSocket => {
       const u = new WebSocket(target() + path, { perMessageDeflate: false });
       up = u;
+      ups.add(u);
+      u.once('close', () => ups.delete(u));
       u.on('open', () => pending.splice(0).forEach((f) => u.send(f)));
       u.on('message', (m: Buffer) => {
         const f = Uint8Array.from(m);
@@ -89,16 +92,20 @@ export async function startRelay(target: () => string, hooks: RelayHooks = {}): 
       if (hooks.fromDevice?.(f, c) === false) return;
       c.toUpstream(f);
     });
-    down.on('close', (code) => {
+    down.on('close', (code, reason) => {
       hooks.onDeviceClose?.(code, c);
-      if (up?.readyState === WebSocket.OPEN) up.close();
+      if (up?.readyState !== WebSocket.OPEN) return;
+      if (code === 1005 || code === 1006) up.close();
+      else up.close(code, reason);
     });
     down.on('error', () => up?.terminate());
   });
   return {
     url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`,
     connections: () => count,
+    /** Cuts every connection, both sides (an upstream still opening too), and stops listening. */
     close: () => new Promise<void>((r) => {
+      for (const u of ups) u.terminate();
       for (const x of wss.clients) x.terminate();
       wss.close(() => r());
     }),
