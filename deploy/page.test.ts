@@ -179,7 +179,7 @@ test('bots guess passwords at biz-east: the attack view shows the table change a
     const box = await page.locator('#attacks-view').boundingBox();
     assert.ok(box, 'the attack view is on the page');
     // boundingBox() is relative to the viewport, a full-page clip to the page: add the scroll.
-    const at = await page.evaluate(() => ({ x: window.scrollX, y: window.scrollY }));
+    const at = (await page.evaluate('({ x: scrollX, y: scrollY })')) as { x: number; y: number };
     await page.screenshot({ path: join(artefacts, 'attacks.png'), clip: { ...box!, x: box!.x + at.x, y: box!.y + at.y }, fullPage: true });
     assert.equal(pageErrors, [], 'no script error on the page');
     assert.is(w.stack.feed.refused, 0, 'every feed message passed the schema');
