@@ -13,8 +13,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startRelay } from '../sim/relay.ts';
-import { startWorld, TraceHost } from '../sim/world.ts';
-import { makeTempDir, removeTempDir } from '../sim/lifetime.ts';
+import { TraceHost } from '../sim/world.ts';
+import { withWorldBehindRelay } from '../sim/relay-world.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { decodeEnvelope, peekSessionEnd, sessionEndFrame, MsgType } from '../protocol/messages.ts';
 
@@ -77,12 +77,7 @@ const cases: [string, (n: number, dest: string) => Uint8Array][] = [
 
 for (const [name, alter] of cases) {
   test(`the gateway's crossing sessionEnd arrives with ${name}: the phone sends nothing more on that connection (close 1002) and logs in on a new one`, async () => {
-    const dir = makeTempDir('altered-end');
-    let gatewayUrl = '';
-    const relay = await alteringRelay(() => gatewayUrl, alter);
-    const world = await startWorld({ stateDir: dir, gatewayPort: 0, advertisedUrl: relay.url, device: { loginRounds: 2, backoffBaseMs: 50 } });
-    gatewayUrl = world.stack.gatewayUrl.replace(/\/?$/, '/');
-    try {
+    await withWorldBehindRelay('altered-end', (gateway) => alteringRelay(gateway, alter), { loginRounds: 2, backoffBaseMs: 50 }, async (world, relay) => {
       const host = new TraceHost();
       const { phone } = await world.phone(0, host);
       const out = await phone.device.plugIn();
@@ -93,11 +88,7 @@ for (const [name, alter] of cases) {
       assert.is(a.closedBy, 1002, 'the phone gave the connection up (1002)');
       assert.ok(out.ok && out.via === 'registration', JSON.stringify(out));
       assert.ok(relay.connections() >= 2, 'the login ran on a new connection');
-    } finally {
-      await relay.close();
-      await world.stop();
-      removeTempDir(dir);
-    }
+    });
   });
 }
 

@@ -8,8 +8,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startRelay } from '../sim/relay.ts';
-import { startWorld, TraceHost } from '../sim/world.ts';
-import { makeTempDir, removeTempDir } from '../sim/lifetime.ts';
+import { TraceHost } from '../sim/world.ts';
+import { withWorldBehindRelay } from '../sim/relay-world.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { decodeEnvelope, encodeError, MsgType } from '../protocol/messages.ts';
 
@@ -48,12 +48,7 @@ async function oldGateway(gateway: () => string, refuseAll = false, errorFrame =
 }
 
 test('an old gateway refuses `sessions` (MSG_UNKNOWN_TYPE, 1002): the phone retries at once without it and logs in, one connection per session', async () => {
-  const dir = makeTempDir('old-gateway');
-  let gatewayUrl = '';
-  const relay = await oldGateway(() => gatewayUrl);
-  const world = await startWorld({ stateDir: dir, gatewayPort: 0, advertisedUrl: relay.url });
-  gatewayUrl = world.stack.gatewayUrl.replace(/\/?$/, '/');
-  try {
+  await withWorldBehindRelay('old-gateway', (gateway) => oldGateway(gateway), undefined, async (world, relay) => {
     const host = new TraceHost();
     const { phone } = await world.phone(0, host);
     const t0 = Date.now();
@@ -67,20 +62,11 @@ test('an old gateway refuses `sessions` (MSG_UNKNOWN_TYPE, 1002): the phone retr
     assert.is(new Set(c.slice(1)).size, c.length - 1, `one connection per session after the retry (${c.join(', ')})`);
     assert.ok(c.some((d) => d.startsWith('biz')), `the business login ran (${c.join(', ')})`);
     assert.ok(Date.now() - t0 < 5_000, 'no backoff round');
-  } finally {
-    await relay.close();
-    await world.stop();
-    removeTempDir(dir);
-  }
+  });
 });
 
 test('an old peer that refuses `sessions` with a bare close 1002 (no error frame, as a direct device port does): the same retry, the phone logs in', async () => {
-  const dir = makeTempDir('old-port');
-  let gatewayUrl = '';
-  const relay = await oldGateway(() => gatewayUrl, false, false);
-  const world = await startWorld({ stateDir: dir, gatewayPort: 0, advertisedUrl: relay.url });
-  gatewayUrl = world.stack.gatewayUrl.replace(/\/?$/, '/');
-  try {
+  await withWorldBehindRelay('old-port', (gateway) => oldGateway(gateway, false, false), undefined, async (world, relay) => {
     const { phone } = await world.phone(0, new TraceHost());
     const out = await phone.device.plugIn();
     assert.ok(out.ok && out.via === 'registration', JSON.stringify(out));
@@ -88,20 +74,11 @@ test('an old peer that refuses `sessions` with a bare close 1002 (no error frame
     const c = relay.seen.connections;
     assert.is(c[0], c[1], `the same session retried on the same URL (${c.join(', ')})`);
     assert.is(new Set(c.slice(1)).size, c.length - 1, `one connection per session after the retry (${c.join(', ')})`);
-  } finally {
-    await relay.close();
-    await world.stop();
-    removeTempDir(dir);
-  }
+  });
 });
 
 test('an old peer that refuses the plain session too: the session still ends refused, after one retry only (no loop)', async () => {
-  const dir = makeTempDir('old-gateway-refuses');
-  let gatewayUrl = '';
-  const relay = await oldGateway(() => gatewayUrl, true);
-  const world = await startWorld({ stateDir: dir, gatewayPort: 0, advertisedUrl: relay.url, device: { regRounds: 1, loginRounds: 1 } });
-  gatewayUrl = world.stack.gatewayUrl.replace(/\/?$/, '/');
-  try {
+  await withWorldBehindRelay('old-gateway-refuses', (gateway) => oldGateway(gateway, true), { regRounds: 1, loginRounds: 1 }, async (world, relay) => {
     const host = new TraceHost();
     const { phone } = await world.phone(0, host);
     const out = await phone.device.plugIn();
@@ -112,11 +89,7 @@ test('an old peer that refuses the plain session too: the session still ends ref
     for (const d of relay.seen.connections) perUrl.set(d, (perUrl.get(d) ?? 0) + 1);
     const first = relay.seen.connections[0]!;
     assert.is(perUrl.get(first), 2, `the refused session: its connection and one retry (${relay.seen.connections.join(', ')})`);
-  } finally {
-    await relay.close();
-    await world.stop();
-    removeTempDir(dir);
-  }
+  });
 });
 
 test.run();

@@ -16,12 +16,14 @@ import { secretWrapKey, unwrapSecret } from './secret-wrap.ts';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { deriveDeviceKey, makeSerialToken, openSerialToken, MasterKeyring } from './keys.ts';
 import { bytesToHex as hex, hexToBytes as h } from '@noble/hashes/utils.js';
-import { decodeEnvelope, encodeEnvelope, MsgType, parseHello, parseLogin, helloOpening, loginOpening, parseServerProof } from './messages.ts';
+import { decodeEnvelope, encodeEnvelope, MsgType, parseHello, parseLogin, helloOpening, loginOpening, parseServerProof, isSessionsFrame, peekSessionEnd, sessionEndFrame, sessionsFrame } from './messages.ts';
+import { ProtocolError, ERRORS } from './errors.ts';
 import { scriptedRng } from './seeded-rng.ts';
 import { RegistrationClient, RegistrationServer } from './registration.ts';
 import { LoginClient, LoginServer } from './login.ts';
 import { BankMessages } from './bank-messages.ts';
 import { toJson, fromJson, diag, type Json } from '../docs/vectors/cbor-json.ts';
+import { buildVectors, fromDeviceVerdict, parsedVerdict } from '../docs/vectors/generate.ts';
 
 const load = (name: string) => JSON.parse(readFileSync(new URL(`../docs/vectors/${name}`, import.meta.url), 'utf8'));
 const te = new TextEncoder();
@@ -237,6 +239,55 @@ test('messages.json: every message type, both ways', () => {
   }
   // Every message type has a vector.
   assert.equal([...names].sort(), Object.keys(MsgType).sort());
+});
+
+test('docs/vectors/*.json are what docs/vectors/generate.ts writes (its expected verdicts checked against the code as it generates)', () => {
+  for (const [name, v] of Object.entries(buildVectors())) assert.equal(load(name), JSON.parse(JSON.stringify(v)), `${name}: regenerate with npx tsx docs/vectors/generate.ts`);
+});
+
+interface SessionCheck { name: string; hex: string; value?: Json; diag?: string; parsed?: string | { n: number; dest: string; code: number; reason: string }; fromDevice: string }
+
+test('messages.json sessionChecks (§2.1): sessions and sessionEnd frames, accepted and refused, give their recorded value and verdicts', () => {
+  const cases: SessionCheck[] = load('messages.json').sessionChecks;
+  const verdicts = new Set<string>();
+  for (const c of cases) {
+    const frame = h(c.hex);
+    // bytes -> value -> bytes, when the bytes are deterministic CBOR at all.
+    if (c.value !== undefined) bothWays(c.name, c.hex, c.value, c.diag!);
+    else assert.throws(() => decode(frame), (e: unknown) => e instanceof ProtocolError && e.code === c.fromDevice, `${c.name}: not deterministic CBOR`);
+    // The gateway's check of a device's frame.
+    assert.is(fromDeviceVerdict(frame), c.fromDevice, `${c.name}: fromDevice`);
+    const type = frame[3];
+    if (type === MsgType.sessionEnd) {
+      assert.ok(c.parsed !== undefined, `${c.name}: a sessionEnd states its parsed verdict`);
+      assert.equal(parsedVerdict(frame), c.parsed, `${c.name}: parsed`);
+      // The device's cheap peek agrees with the parser: an end, or nothing.
+      assert.equal(peekSessionEnd(frame), typeof c.parsed === 'object' ? c.parsed : null, `${c.name}: peekSessionEnd`);
+      // What the CDDL accepts, the code sends as these very bytes.
+      if (typeof c.parsed === 'object') assert.is(hex(sessionEndFrame(c.parsed.n, c.parsed.dest, c.parsed.code, c.parsed.reason)), c.hex, `${c.name}: sessionEndFrame`);
+    } else {
+      assert.is(type, MsgType.sessions, c.name);
+      assert.is(c.parsed, undefined, c.name);
+      // The device takes as the gateway's answer exactly what the gateway takes from a device.
+      assert.is(isSessionsFrame(frame), c.fromDevice === 'ok', `${c.name}: isSessionsFrame`);
+      if (c.fromDevice === 'ok') assert.is(hex(sessionsFrame()), c.hex);
+    }
+    for (const v of [c.fromDevice, c.parsed]) if (typeof v === 'string' && v !== 'ok') (assert.ok(v in ERRORS, `${c.name}: ${v} is a code of the error table`), verdicts.add(v));
+  }
+  // The cases the brief of these vectors asks for are there: a valid sessions, the normal end, and
+  // refused ends (a reason on 1000, another code, wrong types, extra fields, a non-normal end with a reason).
+  const by = (name: string) => cases.find((c) => c.name.startsWith(name));
+  assert.is(by('sessions')?.fromDevice, 'ok');
+  assert.equal(by('sessionEnd normal')?.value, [1, 52, 1, 'reg-primary', [1000, '']]);
+  assert.is(by('sessionEnd normal')?.fromDevice, 'ok');
+  assert.is(by('sessionEnd [1000, "done"]')?.fromDevice, 'MSG_BAD_FIELD');
+  assert.is(by('sessionEnd [1001, ""]')?.fromDevice, 'MSG_BAD_FIELD');
+  assert.is(by('sessionEnd [1011, "GW_UPSTREAM_LOST"]')?.fromDevice, 'MSG_BAD_FIELD');
+  assert.equal(by('sessionEnd [1011, "GW_UPSTREAM_LOST"]')?.parsed, { n: 1, dest: 'reg-primary', code: 1011, reason: 'GW_UPSTREAM_LOST' });
+  assert.is(by('sessionEnd [1000, "", 0]')?.fromDevice, 'MSG_BAD_SHAPE');
+  assert.equal([...verdicts].sort(), ['CBOR_FLOAT', 'CBOR_NOT_DETERMINISTIC', 'MSG_BAD_FIELD', 'MSG_BAD_SHAPE']);
+  // Only the normal end passes the gateway's check among the ends.
+  assert.equal(cases.filter((c) => c.fromDevice === 'ok').map((c) => c.name), ['sessions', 'sessionEnd normal [1000, ""]']);
 });
 
 test.run();

@@ -11,6 +11,30 @@ import { decodeEnvelope, parseError, peekSessionEnd, sessionEndFrame, sessionsFr
 import { closeOf, expectRefusal, fail, pass, type Case, type CaseContext, type Outcome } from '../suite.ts';
 import { credRequestBody, drive, endText, firstServer, helloFrame } from '../flows.ts';
 import type { Conn } from '../wire.ts';
+import { readFileSync } from 'node:fs';
+import { encode } from '../../protocol/cbor.ts';
+import { hexToBytes } from '@noble/hashes/utils.js';
+import { fromJson, type Json } from '../../docs/vectors/cbor-json.ts';
+
+/**
+ * The refused sessionEnd vectors of docs/vectors/messages.json (`sessionChecks`, §2.1 rule 4):
+ * a device's end other than [1000, ""] (a reason on 1000, another code, a reason on another code,
+ * wrong types, missing or extra fields, bytes not deterministic CBOR), each with its stable code.
+ */
+export function refusedEndVectors(): { name: string; hex: string; value?: Json; fromDevice: string }[] {
+  const v = JSON.parse(readFileSync(new URL('../../docs/vectors/messages.json', import.meta.url), 'utf8')) as { sessionChecks: { name: string; hex: string; value?: Json; fromDevice: string }[] };
+  return v.sessionChecks.filter((c) => c.name.startsWith('sessionEnd') && c.fromDevice !== 'ok');
+}
+
+/**
+ * A vector's frame for session 1 at `dest`: its value with that dest, encoded (the vectors say
+ * reg-primary); bytes that are not deterministic CBOR as they are (refused before any dest is read).
+ */
+function endFor(c: { hex: string; value?: Json }, dest: string): Uint8Array {
+  if (c.value === undefined) return hexToBytes(c.hex);
+  const env = fromJson(c.value) as unknown[];
+  return encode([env[0], env[1], 1, dest, env[4]] as never);
+}
 
 const NOT_ANSWERED = 'the target did not answer `sessions` (§2.1 is optional: one session per connection, as §2)';
 
@@ -109,6 +133,26 @@ export const sessionCases: Case[] = [
       const next = await helloAnswered(ctx, c);
       if (next) return fail(expected, `after the refusal a new hello was ${next}`);
       return pass(expected, `refused with ${code}`);
+    },
+  },
+  {
+    section: '§2',
+    title: 'a device\'s sessionEnd for its open session other than [1000, ""] (each refused sessionEnd of docs/vectors/messages.json: a reason on 1000, another code, wrong types, extra fields) -> its code (MSG_BAD_FIELD, MSG_BAD_SHAPE, CBOR_*) and close',
+    async run(ctx): Promise<Outcome> {
+      const vectors = refusedEndVectors();
+      const expected = `each of ${vectors.length} refused sessionEnd vectors, sent for the open session 1 on its own connection, refused with its code and closed (§2.1 rule 4)`;
+      let nonStrict: string | null = null;
+      for (const v of vectors) {
+        const c = await asking(ctx);
+        const opened = await helloAnswered(ctx, c);
+        if (opened) return fail(expected, `${v.name}: the hello that opens session 1 was ${opened}`);
+        if (!c.sessions) return (c.close(), { verdict: 'informational', expected, note: NOT_ANSWERED });
+        c.send(endFor(v, ctx.target.regDest), `vector "${v.name}"`);
+        const o = await expectRefusal(c, [v.fromDevice]);
+        if (o.verdict === 'fail') return { ...o, expected, note: `${v.name}: ${o.note ?? 'not refused'}` };
+        if (o.verdict === 'non-strict') nonStrict ??= `${v.name}: ${o.note ?? ''}`;
+      }
+      return nonStrict ? { verdict: 'non-strict', expected, note: nonStrict } : pass(expected, `${vectors.length} vectors refused`);
     },
   },
   {

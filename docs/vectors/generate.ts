@@ -14,16 +14,19 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { hkdf, extract, expand } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { encode, type CborValue } from '../../protocol/cbor.ts';
+import { encode, decode, type CborValue } from '../../protocol/cbor.ts';
 import { ClientHandshake, ServerHandshake, passwordLoginKey } from '../../protocol/channel.ts';
 import { secretWrapKey, secretWrapAad, wrapSecret } from '../../protocol/secret-wrap.ts';
 import { deriveDeviceKey, makeSerialToken } from '../../protocol/keys.ts';
 import { bytesToHex as hex, hexToBytes } from '@noble/hashes/utils.js';
 import {
   decodeEnvelope, encodeEnvelope, headerBytes, MsgType, parseHello, parseLogin, helloOpening, loginOpening, parseServerProof, credReplyBody, errorBody,
-  typeName,
+  typeName, parseSessionEnd, sessionEndFrame, sessionsFrame, SESSION_END_REASON_MAX,
 } from '../../protocol/messages.ts';
 import { keystreamRng } from '../../protocol/seeded-rng.ts';
+import { ProtocolError } from '../../protocol/errors.ts';
+import { Limits } from '../../protocol/limits.ts';
+import { validateDeviceFrame } from '../../gateway/validate.ts';
 import { toJson, diag, type Json } from './cbor-json.ts';
 
 const te = new TextEncoder();
@@ -282,7 +285,78 @@ function messageVectors() {
       return { name, type, hex: hex(f), value: toJson(v), diag: diag(v) };
     }),
     sealedInner: inner.map(([name, type, v]) => ({ name, type, hex: hex(encode(v)), value: toJson(v), diag: diag(v) })),
+    sessionChecksDescription: 'sessions and sessionEnd (docs/protocol.md §2.1), accepted and refused: hex -> value (absent when the bytes are not deterministic CBOR). parsed (sessionEnd only): the frame against the CDDL, as every receiver reads it first: the end {n, dest, code, reason} or the stable error code. fromDevice: the gateway\'s check of the frame sent by a device (rule 4: a device ends a session only with [1000, ""]), before any check of the connection\'s state: "ok" or the stable error code.',
+    sessionChecks: sessionCheckVectors(),
   };
+}
+
+/** A verdict as the vectors write it: what `f` returned (as JSON), or the stable code it refused with. */
+function verdictOf<T>(f: () => T, ok: (x: T) => unknown): unknown {
+  try {
+    return ok(f());
+  } catch (e) {
+    if (e instanceof ProtocolError) return e.code;
+    throw e;
+  }
+}
+
+/** What a device's frame gets at the gateway (gateway/validate.ts, before any state check): 'ok' or the code. */
+export const fromDeviceVerdict = (frame: Uint8Array): unknown => verdictOf(() => validateDeviceFrame(frame, true, Limits.maxFrameBytes), () => 'ok');
+/** A sessionEnd frame against §2.1's CDDL (parseSessionEnd): the end it carries, or the code. */
+export const parsedVerdict = (frame: Uint8Array): unknown => verdictOf(() => parseSessionEnd(decodeEnvelope(frame)), (e) => ({ ...e }));
+
+/**
+ * §2.1 (issue 15): `sessions` and `sessionEnd` frames, accepted and refused, each with its
+ * verdicts written here by hand from docs/protocol.md §2.1 and docs/errors.md; the code must
+ * agree before anything is written. `parsed` (sessionEnd only): the frame against the CDDL, as
+ * every receiver reads it first. `fromDevice`: the gateway's check of a device's frame (rule 4:
+ * a device ends a session only with [1000, ""], decision 133), before any check of the
+ * connection's state (an unopened number or another dest is MSG_UNEXPECTED after it).
+ */
+function sessionCheckVectors() {
+  const end = (code: number, reason: string) => ({ n: 1, dest: 'reg-primary', code, reason });
+  const reason123 = 'r'.repeat(SESSION_END_REASON_MAX);
+  // [name, the frame's value or its raw bytes (hex, when the bytes are not deterministic CBOR), parsed, fromDevice]
+  const cases: [string, CborValue | { raw: string }, unknown, unknown][] = [
+    ['sessions', [1, 51, 0, 'gateway', []], undefined, 'ok'],
+    ['sessions, seq 1', [1, 51, 1, 'gateway', []], undefined, 'MSG_BAD_FIELD'],
+    ['sessions, dest not "gateway"', [1, 51, 0, 'reg-primary', []], undefined, 'MSG_BAD_FIELD'],
+    ['sessions, a field in its body', [1, 51, 0, 'gateway', [0]], undefined, 'MSG_BAD_FIELD'],
+    ['sessions, body a map', [1, 51, 0, 'gateway', new Map()], undefined, 'MSG_BAD_FIELD'],
+    ['sessions, a sixth envelope item', [1, 51, 0, 'gateway', [], 0], undefined, 'MSG_BAD_SHAPE'],
+    ['sessionEnd normal [1000, ""]', [1, 52, 1, 'reg-primary', [1000, '']], end(1000, ''), 'ok'],
+    // A normal end never carries a reason (rules 3-4, decision 133): the CDDL reads it, no device may send it.
+    ['sessionEnd [1000, "done"]: a normal end with a reason', [1, 52, 1, 'reg-primary', [1000, 'done']], end(1000, 'done'), 'MSG_BAD_FIELD'],
+    // Any other end is the gateway's (rule 3: the close code and reason the close would have carried).
+    ['sessionEnd [1011, "GW_UPSTREAM_LOST"]: the gateway\'s end of a lost upstream, with its reason', [1, 52, 1, 'reg-primary', [1011, 'GW_UPSTREAM_LOST']], end(1011, 'GW_UPSTREAM_LOST'), 'MSG_BAD_FIELD'],
+    ['sessionEnd [1001, ""]: another code, no reason', [1, 52, 1, 'reg-primary', [1001, '']], end(1001, ''), 'MSG_BAD_FIELD'],
+    ['sessionEnd [4999, reason of 123 bytes]: the largest code and reason', [1, 52, 1, 'reg-primary', [4999, reason123]], end(4999, reason123), 'MSG_BAD_FIELD'],
+    ['sessionEnd [1011, reason of 124 bytes]', [1, 52, 1, 'reg-primary', [1011, reason123 + 'r']], 'MSG_BAD_FIELD', 'MSG_BAD_FIELD'],
+    ['sessionEnd [5000, ""]: code over 4999', [1, 52, 1, 'reg-primary', [5000, '']], 'MSG_BAD_FIELD', 'MSG_BAD_FIELD'],
+    ['sessionEnd [-1, ""]: a negative code', [1, 52, 1, 'reg-primary', [-1, '']], 'MSG_BAD_FIELD', 'MSG_BAD_FIELD'],
+    ['sessionEnd ["1000", ""]: code as text', [1, 52, 1, 'reg-primary', ['1000', '']], 'MSG_BAD_FIELD', 'MSG_BAD_FIELD'],
+    ['sessionEnd [1000, h\'\']: reason as bytes', [1, 52, 1, 'reg-primary', [1000, new Uint8Array(0)]], 'MSG_BAD_FIELD', 'MSG_BAD_FIELD'],
+    ['sessionEnd [1000, null]: reason null', [1, 52, 1, 'reg-primary', [1000, null]], 'MSG_BAD_FIELD', 'MSG_BAD_FIELD'],
+    ['sessionEnd [1000]: no reason field', [1, 52, 1, 'reg-primary', [1000]], 'MSG_BAD_SHAPE', 'MSG_BAD_SHAPE'],
+    ['sessionEnd [1000, "", 0]: an extra field', [1, 52, 1, 'reg-primary', [1000, '', 0]], 'MSG_BAD_SHAPE', 'MSG_BAD_SHAPE'],
+    ['sessionEnd {0: 1000, 1: ""}: body a map', [1, 52, 1, 'reg-primary', new Map<number, CborValue>([[0, 1000], [1, '']])], 'MSG_BAD_SHAPE', 'MSG_BAD_SHAPE'],
+    ['sessionEnd 1000: body not an array', [1, 52, 1, 'reg-primary', 1000], 'MSG_BAD_SHAPE', 'MSG_BAD_SHAPE'],
+    // The same value as the normal end with the code's head not in shortest form (1a 000003e8): other bytes, same meaning.
+    ['sessionEnd [1000, ""], code in 5 bytes', { raw: '85011834016b7265672d7072696d617279821a000003e860' }, 'CBOR_NOT_DETERMINISTIC', 'CBOR_NOT_DETERMINISTIC'],
+    // The code as a half float 1000.0 (f9 63d0).
+    ['sessionEnd [1000.0, ""], code a float', { raw: '85011834016b7265672d7072696d61727982f963d060' }, 'CBOR_FLOAT', 'CBOR_FLOAT'],
+  ];
+  const out = cases.map(([name, v, parsed, fromDevice]) => {
+    const raw = v !== null && typeof v === 'object' && 'raw' in v;
+    const frame = raw ? hexToBytes(v.raw) : encode(v as CborValue);
+    const got = { parsed: parsed === undefined ? undefined : parsedVerdict(frame), fromDevice: fromDeviceVerdict(frame) };
+    if (JSON.stringify(got) !== JSON.stringify({ parsed, fromDevice })) throw new Error(`${name}: the code says ${JSON.stringify(got)}, the vector ${JSON.stringify({ parsed, fromDevice })}`);
+    if (!raw) decode(frame); // the value's bytes decode back (checked both ways by protocol/vectors.test.ts)
+    return { name, hex: hex(frame), ...(raw ? {} : { value: toJson(v as CborValue), diag: diag(v as CborValue) }), ...(parsed === undefined ? {} : { parsed }), fromDevice };
+  });
+  // The accepted ones are what the code sends.
+  if (out[0]!.hex !== hex(sessionsFrame()) || out[6]!.hex !== hex(sessionEndFrame(1, 'reg-primary', 1000, ''))) throw new Error('sessionChecks: the accepted frames are not what sessionsFrame / sessionEndFrame send');
+  return out;
 }
 
 const VECTOR_SIM = { idKind: 'sim', iccid: '89441000000000000018', imsi: '234150000000001', msisdn: '+447700900001' } as const;
