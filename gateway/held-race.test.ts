@@ -9,8 +9,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startRelay } from '../sim/relay.ts';
-import { startWorld, TraceHost } from '../sim/world.ts';
-import { makeTempDir, removeTempDir } from '../sim/lifetime.ts';
+import { TraceHost } from '../sim/world.ts';
+import { withWorldBehindRelay } from '../sim/relay-world.ts';
 import { setLogSink } from '../server-kit/log.ts';
 import { decodeEnvelope, encodeError, MsgType } from '../protocol/messages.ts';
 
@@ -37,13 +37,8 @@ async function idleRaceRelay(gateway: () => string, every = false) {
 }
 
 test("the gateway's idle timeout crosses the login on the held connection: the login runs again at once on a new connection and succeeds, no failure, no backoff", async () => {
-  const dir = makeTempDir('held-race');
-  let gatewayUrl = '';
-  const relay = await idleRaceRelay(() => gatewayUrl);
   // A backoff long enough to see: a try counted as failed would wait it (or go to another server).
-  const world = await startWorld({ stateDir: dir, gatewayPort: 0, advertisedUrl: relay.url, device: { loginRounds: 2, backoffBaseMs: 20_000, backoffCapMs: 20_000 } });
-  gatewayUrl = world.stack.gatewayUrl.replace(/\/?$/, '/');
-  try {
+  await withWorldBehindRelay('held-race', (gw) => idleRaceRelay(gw), { loginRounds: 2, backoffBaseMs: 20_000, backoffCapMs: 20_000 }, async (world, relay) => {
     const host = new TraceHost();
     const { phone } = await world.phone(0, host);
     const out = await phone.device.plugIn();
@@ -54,20 +49,11 @@ test("the gateway's idle timeout crosses the login on the held connection: the l
     const failed = host.events.filter((e) => e.feature === 'S0.11' && !e.ok);
     assert.equal(failed.map((e) => e.detail), [], 'no try failed');
     assert.ok(host.events.some((e) => /again at once on a new connection/.test(e.detail)), 'the retry is traced');
-  } finally {
-    await relay.close();
-    await world.stop();
-    removeTempDir(dir);
-  }
+  });
 });
 
 test('the new connection fails too: the try ends as before (unreachable GW_IDLE_TIMEOUT), after one retry only', async () => {
-  const dir = makeTempDir('held-race-fails');
-  let gatewayUrl = '';
-  const relay = await idleRaceRelay(() => gatewayUrl, true);
-  const world = await startWorld({ stateDir: dir, gatewayPort: 0, advertisedUrl: relay.url, device: { loginRounds: 1 } });
-  gatewayUrl = world.stack.gatewayUrl.replace(/\/?$/, '/');
-  try {
+  await withWorldBehindRelay('held-race-fails', (gw) => idleRaceRelay(gw, true), { loginRounds: 1 }, async (world, relay) => {
     const host = new TraceHost();
     const { phone } = await world.phone(0, host);
     const out = await phone.device.plugIn();
@@ -77,11 +63,7 @@ test('the new connection fails too: the try ends as before (unreachable GW_IDLE_
     assert.ok(first.reused, JSON.stringify(relay.logins));
     assert.is(relay.logins.filter((l) => l.dest === first.dest).length, 2, `the first server: the held connection and one new one (${JSON.stringify(relay.logins)})`);
     assert.ok(relay.logins.slice(1).every((l) => !l.reused), 'every later login on a new connection');
-  } finally {
-    await relay.close();
-    await world.stop();
-    removeTempDir(dir);
-  }
+  });
 });
 
 test.run();
