@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { startStack, type Stack, type StackOptions } from './stack.ts';
 import { setLogLevel } from '../server-kit/log.ts';
 import { SCRIPTED_FIRMWARE_HEX } from '../server-kit/test-device.ts';
@@ -76,5 +76,23 @@ export async function onFreePort<T>(start: (port: number) => Promise<T>, attempt
     } catch (e) {
       if (i >= attempts || !isAddrInUse(e)) throw e;
     }
+  }
+}
+
+/**
+ * A port on 127.0.0.1 proven closed just now (the kernel gave it, it was closed, a connection to
+ * it was then refused), for a test of "nothing listens there": a fixed port may be anybody's.
+ * Throws after `attempts` ports that something took meanwhile.
+ */
+export async function closedPort(attempts = 5): Promise<number> {
+  for (let i = 1; ; i++) {
+    const port = await portFreeJustNow();
+    const refused = await new Promise<boolean>((resolve) => {
+      const c = connect(port, '127.0.0.1');
+      c.once('connect', () => (c.destroy(), resolve(false)));
+      c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+    });
+    if (refused) return port;
+    if (i >= attempts) throw new Error(`no port proven closed in ${attempts} tries`);
   }
 }

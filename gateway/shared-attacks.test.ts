@@ -16,6 +16,7 @@ import { startHost, type Host } from '../server-kit/host.ts';
 import { linkKeyFor } from '../server-kit/link.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { setLogLevel } from '../server-kit/log.ts';
+import { closedPort } from '../deploy/test-util.ts';
 import { encodeEnvelope, MsgType, type Mechanism } from '../protocol/messages.ts';
 
 setLogLevel('error');
@@ -155,28 +156,6 @@ test('a gateway whose Redis hangs: it starts, counts in its own window (the atta
     await hole.close();
   }
 });
-
-/**
- * A port of 127.0.0.1 proven closed just now: one the kernel gave on port 0, closed again, and
- * then refused to a connection (ECONNREFUSED); another one while a port is not (tests run in
- * parallel: a process may take it between the close and the probe). A fixed port number proves
- * nothing: any process of the machine may listen on it.
- */
-async function closedPort(attempts = 5): Promise<number> {
-  for (let i = 1; ; i++) {
-    const s = createServer();
-    await new Promise<void>((resolve, reject) => (s.once('error', reject), s.listen(0, '127.0.0.1', () => resolve())));
-    const port = (s.address() as AddressInfo).port;
-    await new Promise((r) => s.close(r));
-    const refused = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1');
-      c.once('connect', () => (c.destroy(), resolve(false)));
-      c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
-    });
-    if (refused) return port;
-    if (i >= attempts) throw new Error(`no port proven closed in ${attempts} tries`);
-  }
-}
 
 test('Redis refused (closed port), hung (accepts, never answers) or silent mid-way: verdicts within the timeout, from the local window (fail open)', async () => {
   const limits = { limit: 3, windowMs: 10_000, periodMs: 60_000 };

@@ -22,7 +22,7 @@ import { scriptedRng } from './seeded-rng.ts';
 import { RegistrationClient, RegistrationServer } from './registration.ts';
 import { LoginClient, LoginServer } from './login.ts';
 import { BankMessages } from './bank-messages.ts';
-import { toJson, fromJson, diag, type Json } from '../docs/vectors/cbor-json.ts';
+import { toJson, fromJson, diag, type Json } from './cbor-json.ts';
 import { buildVectors, fromDeviceVerdict, parsedVerdict } from '../docs/vectors/generate.ts';
 
 const load = (name: string) => JSON.parse(readFileSync(new URL(`../docs/vectors/${name}`, import.meta.url), 'utf8'));

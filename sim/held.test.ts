@@ -11,6 +11,7 @@ import { ImplementationError } from '../protocol/errors.ts';
 import { startWorld, TraceHost } from './world.ts';
 import { makeTempDir, removeTempDir } from './lifetime.ts';
 import type { Gateway } from '../gateway/gateway.ts';
+import { closedPort } from '../deploy/test-util.ts';
 
 const accepted = async (gw: Gateway) => (await gw.metrics.accepted.get()).values.reduce((n, v) => n + v.value, 0);
 const until = async (ok: () => boolean, ms: number) => {
@@ -62,7 +63,7 @@ test("a held connection the gateway's idle sweep closed is not reused: the next 
 });
 
 test('no gateway at the address: 60 connections over 2 processes all fail, with the reason; close ends the processes', async () => {
-  const h = await holdConnections({ url: 'ws://127.0.0.1:24150/', count: 60, perProcess: 30, perIp: 10 });
+  const h = await holdConnections({ url: `ws://127.0.0.1:${await closedPort()}/`, count: 60, perProcess: 30, perIp: 10 });
   try {
     assert.is(h.processes, 2);
     assert.is(h.opened, 0);
@@ -77,7 +78,7 @@ test('no gateway at the address: 60 connections over 2 processes all fail, with 
 
 test('a count that is not positive is refused (SIM_HOLD)', async () => {
   try {
-    await holdConnections({ url: 'ws://127.0.0.1:24150/', count: 0 });
+    await holdConnections({ url: 'ws://127.0.0.1:9/', count: 0 });
     assert.unreachable('held');
   } catch (e) {
     assert.instance(e, ImplementationError);

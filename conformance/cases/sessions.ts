@@ -14,7 +14,7 @@ import type { Conn } from '../wire.ts';
 import { readFileSync } from 'node:fs';
 import { encode } from '../../protocol/cbor.ts';
 import { hexToBytes } from '@noble/hashes/utils.js';
-import { fromJson, type Json } from '../../docs/vectors/cbor-json.ts';
+import { fromJson, type Json } from '../../protocol/cbor-json.ts';
 
 /**
  * The refused sessionEnd vectors of docs/vectors/messages.json (`sessionChecks`, §2.1 rule 4):

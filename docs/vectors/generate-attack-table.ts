@@ -12,7 +12,7 @@ import { ed25519 } from '@noble/curves/ed25519.js';
 import { bytesToHex as hex } from '@noble/hashes/utils.js';
 import { decode, encode } from '../../protocol/cbor.ts';
 import { signTable, tablePublicKey, verifyTable, encodeTableBody, TABLE_CBOR_LIMITS, type AttackTable } from '../../protocol/attack-table.ts';
-import { toJson, diag } from './cbor-json.ts';
+import { toJson, diag } from '../../protocol/cbor-json.ts';
 
 const te = new TextEncoder();
 export const vectorKey = () => sha256(te.encode('usbphone/v1 test vector policy key'));

@@ -27,7 +27,7 @@ import { keystreamRng } from '../../protocol/seeded-rng.ts';
 import { ProtocolError } from '../../protocol/errors.ts';
 import { Limits } from '../../protocol/limits.ts';
 import { validateDeviceFrame } from '../../gateway/validate.ts';
-import { toJson, diag, type Json } from './cbor-json.ts';
+import { toJson, diag, type Json } from '../../protocol/cbor-json.ts';
 
 const te = new TextEncoder();
 const u8 = (s: string) => te.encode(s);

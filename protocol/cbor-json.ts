@@ -5,7 +5,7 @@
 //   bytes   -> {"bytes": "<hex>"} array -> JSON array        map -> {"map": [[key, value], ...]}
 // Map entries are listed in their deterministic (encoded) order.
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
-import type { CborValue } from '../../protocol/cbor.ts';
+import type { CborValue } from './cbor.ts';
 
 export type Json = number | string | boolean | null | Json[] | { bytes: string } | { map: [Json, Json][] };
 
