@@ -224,7 +224,7 @@ const withoutCards = (s: SqliteBankStore): BankStore => new Proxy(s, {
   },
 });
 
-test('SIM swap under clock skew, by the operator\'s date alone (the bound card hidden): a swap after the binding is BANK_SIM_SWAPPED with the operator an hour behind (it dates the swap before the binding) or ahead; the live page says "changed after binding"', async () => {
+test("SIM swap under clock skew, by the operator's date alone (the bound card hidden): a swap after the binding is BANK_SIM_SWAPPED with the operator an hour behind (it dates the swap before the binding) or ahead; the live page says 'changed after binding'", async () => {
   const told: OperatorCallEvent[] = [];
   const b = new Bank({ store: withoutCards(store), hasher, mode: 2, operator: op, operatorDeadlineMs: 1_500, log: createLogger('biz-test'), now: () => f.clock.t, onOperatorCall: (e) => void told.push(e) });
   for (const [i, skew] of [[0, -HOUR], [1, HOUR]] as const) {
