@@ -174,11 +174,11 @@ test("schema 5: a schema-4 file (the bank of S4) migrates at open, keeping its a
   const f = join(t.dir, 'biz-v4.sqlite');
   const s4 = new SqliteBizStore(f, storageKey);
   new SqliteBankStore(s4.db, storageKey).register({ accountNo: '620000000000123', name: 'old', verifier: '$scrypt$x', ids: [{ kind: 'iccid', value: '89441000000000000018' }], deviceUser: 'dev-o', now: T0 });
-  s4.db.exec('DROP TABLE bank_person; DELETE FROM schema_version WHERE version > 4');
+  s4.db.exec('DROP TABLE bank_person; ALTER TABLE bank_bindings DROP COLUMN sim_change_at; ALTER TABLE bank_bindings DROP COLUMN sim_change_asked; DELETE FROM schema_version WHERE version > 4');
   s4.close();
   const m = new SqliteBizStore(f, storageKey);
   try {
-    assert.is((m.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 5);
+    assert.is((m.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 6);
     const b = new SqliteBankStore(m.db, storageKey);
     assert.is(b.accountByName('old')!.accountNo, '620000000000123');
     assert.is(b.binding({ kind: 'iccid', value: '89441000000000000018' })!.deviceUser, 'dev-o');

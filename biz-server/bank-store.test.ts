@@ -1,12 +1,14 @@
 // The bank's store on both back ends (SQLite and PostgreSQL: server-kit/store-backends.ts):
 // registration all or nothing, re-binding, the one-time code's step used once even by racing
-// logins, last logins kept, page tokens only as hashes, TOTP seeds only sealed, corrupt rows
+// logins, last logins kept, page tokens only as hashes, TOTP seeds only sealed, the operator's
+// SIM-change record of a binding (and a store of the schema before it migrated), corrupt rows
 // refused and listed by the integrity check.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { openBizStores, PgBizStore } from './pg-store.ts';
 import { SqliteBizStore, type BizStore } from './store.ts';
-import { LAST_LOGINS_KEPT, type BankStore, type Registration } from './bank-store.ts';
+import { LAST_LOGINS_KEPT, type BankStore, type Registration, type SimChange } from './bank-store.ts';
+import type { StorePlace } from '../server-kit/store-choice.ts';
 import { backends } from '../server-kit/store-backends.ts';
 import { dumpSchema } from '../server-kit/pg.ts';
 import { TOTP_DEFAULTS } from '../protocol/person.ts';
@@ -28,6 +30,7 @@ for (const b of backends()) {
   let biz: BizStore;
   let bank: BankStore;
   let placeFile: string | null = null;
+  let place: StorePlace;
   const sql = async (q: string, ...params: unknown[]): Promise<void> => {
     if (biz instanceof PgBizStore) {
       let n = 0;
@@ -35,7 +38,7 @@ for (const b of backends()) {
     } else (biz as SqliteBizStore).db.prepare(q).run(...params);
   };
   test.before(async () => {
-    const place = b.place('bank');
+    place = b.place('bank');
     placeFile = place.kind === 'sqlite' ? place.file : null;
     ({ store: biz, bank } = await b.opening(openBizStores(place, storageKey)));
   });
@@ -69,6 +72,47 @@ for (const b of backends()) {
     assert.is(await bank.rebind('620000000000001', [{ kind: 'iccid', value: '89440000000000000055' }, { kind: 'msisdn', value: '+447700900055' }], 'dev-b', T0 + 2), 'ok');
     assert.equal((await bank.bindingsOf('620000000000001')).map((x) => [x.kind, x.value, x.deviceUser]), [['iccid', '89440000000000000055', 'dev-b'], ['msisdn', '+447700900055', 'dev-b']]);
     assert.is(await bank.binding({ kind: 'iccid', value: '89440000000000000011' }), null, 'the old card is unbound');
+  });
+
+  test("the operator's SIM-change record: kept with every binding by register and rebind (at null: none known), null when not asked; a malformed one is refused before anything is written", async () => {
+    const simChanges = async (no: string) => (await bank.bindingsOf(no)).map((x) => x.simChange);
+    const ids = (n: string) => [{ kind: 'iccid' as const, value: `894400000000000${n}` }, { kind: 'msisdn' as const, value: `+4477009${n}` }];
+    assert.is(await bank.register(reg('620000000000090', 'sam', '', { ids: ids('00090'), simChange: { at: T0 - 5 } })), 'ok');
+    assert.equal(await simChanges('620000000000090'), [{ at: T0 - 5 }, { at: T0 - 5 }]);
+    assert.equal((await bank.binding({ kind: 'msisdn', value: '+447700900090' }))!.simChange, { at: T0 - 5 });
+    assert.is(await bank.rebind('620000000000090', ids('00091'), 'dev-a', T0 + 1, { at: null }), 'ok');
+    assert.equal(await simChanges('620000000000090'), [{ at: null }, { at: null }], 'asked, none known');
+    assert.is(await bank.rebind('620000000000090', ids('00092'), 'dev-a', T0 + 2), 'ok');
+    assert.equal(await simChanges('620000000000090'), [null, null], 'not asked (mode 1)');
+    assert.is(await bank.register(reg('620000000000091', 'sue', '89440000000000000093')), 'ok');
+    assert.equal(await simChanges('620000000000091'), [null]);
+    const bad = (e: unknown) => e instanceof ImplementationError && e.code === 'BANK_BAD_SIM_CHANGE';
+    for (const c of [{ at: -1 }, { at: 1.5 }, { at: '2026' }, 7] as unknown as SimChange[]) {
+      await rejects(async () => bank.register(reg('620000000000092', 'tess', '89440000000000000094', { simChange: c })), bad);
+      await rejects(async () => bank.rebind('620000000000090', ids('00095'), 'dev-a', T0 + 3, c), bad);
+    }
+    assert.is(await bank.accountByName('tess'), null, 'nothing of the refused registration');
+    assert.is((await bank.bindingsOf('620000000000090'))[0]!.value, '89440000000000000092', 'nor of the refused re-binding');
+  });
+
+  test('a store of the schema before the SIM-change record (SQLite 5, PostgreSQL 1) migrates at open: its bindings kept, read as not asked', async () => {
+    assert.is(await bank.register(reg('620000000000093', 'uma', '89440000000000000096', { simChange: { at: T0 } })), 'ok');
+    const sqlite = !(biz instanceof PgBizStore);
+    await sql('ALTER TABLE bank_bindings DROP COLUMN sim_change_at');
+    await sql('ALTER TABLE bank_bindings DROP COLUMN sim_change_asked');
+    await sql(`DELETE FROM schema_version WHERE version > ${sqlite ? 5 : 1}`);
+    const other = await openBizStores(place, storageKey);
+    try {
+      const v = other.store instanceof PgBizStore
+        ? (await other.store.pool.query('SELECT MAX(version) AS v FROM schema_version')).rows[0].v
+        : ((other.store as SqliteBizStore).db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v;
+      assert.is(v, sqlite ? 6 : 2);
+      const kept = await other.bank.bindingsOf('620000000000093');
+      assert.equal(kept.map((x) => [x.value, x.deviceUser, x.boundAt, x.simChange]), [['89440000000000000096', 'dev-a', T0, null]]);
+      assert.equal(await other.bank.check(), []);
+    } finally {
+      await other.store.close();
+    }
   });
 
   test('a one-time code step is used once, even by logins racing for it; the last logins are kept newest first', async () => {
@@ -135,6 +179,15 @@ for (const b of backends()) {
     await sql("UPDATE bank_bindings SET device_user = 'bad user' WHERE account_no = '620000000000004'");
     assert.match((await bank.check()).join('\n'), /bank binding row: bad device user/);
     await sql("UPDATE bank_bindings SET device_user = 'dev-a' WHERE account_no = '620000000000004'");
+    // The operator's SIM-change record: a time that is none, a flag that is neither 0 nor 1, a time without the flag.
+    const card = { kind: 'iccid' as const, value: '89440000000000000044' };
+    for (const [set, why] of [['sim_change_asked = 1, sim_change_at = -5', /bad sim_change_at/], ['sim_change_asked = 2', /bad sim_change_asked/], ['sim_change_asked = 0, sim_change_at = 5', /a sim_change_at without sim_change_asked/]] as const) {
+      await sql(`UPDATE bank_bindings SET ${set} WHERE account_no = '620000000000004'`);
+      await rejects(async () => bank.binding(card), corruptRow, set);
+      await rejects(async () => bank.bindingsOf('620000000000004'), corruptRow, set);
+      assert.match((await bank.check()).join('\n'), why);
+      await sql("UPDATE bank_bindings SET sim_change_asked = 0, sim_change_at = NULL WHERE account_no = '620000000000004'");
+    }
     assert.equal(await bank.check(), []);
   });
 

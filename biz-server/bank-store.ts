@@ -14,6 +14,12 @@
 // only sealed under the business servers' storage key (as the login keys are, store.ts),
 // bound to the account and the site: a copy of the database alone makes no code, and a seed
 // moved to another row does not open.
+//
+// The operator's SIM-change record of a binding (schema 6, docs/decisions.md 137): a mode-2
+// binding keeps the line's latest SIM change as the operator gave it when the binding was made
+// (`sim_change_asked` 1, `sim_change_at` its time in the operator's clock, NULL: none known),
+// so a login compares the operator's dates with the operator's dates only. Bindings of mode 1,
+// and those made before schema 6, have `sim_change_asked` 0 (not asked).
 import { createHash } from 'node:crypto';
 import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { corrupt, type Db } from '../server-kit/sqlite.ts';
@@ -68,6 +74,18 @@ export const BANK_PERSON_SCHEMA = `
     PRIMARY KEY (account_no, site)
   )`;
 
+/**
+ * Schema 6 (docs/decisions.md 137): the operator's SIM-change record of each binding.
+ * `sim_change_asked` 1: the operator was asked at binding, `sim_change_at` its answer (ms in the
+ * operator's clock; NULL: no change known). Existing rows get 0 and NULL (not asked: the bank
+ * falls back to the rule of before, the operator's date against `bound_at`, until the owner's
+ * next re-binding records one). No SQL comments here: SQLite copies a column's text, comment
+ * and all, into the table's stored CREATE statement.
+ */
+export const BANK_SIM_CHANGE_SCHEMA = `
+  ALTER TABLE bank_bindings ADD COLUMN sim_change_asked INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE bank_bindings ADD COLUMN sim_change_at INTEGER;`;
+
 /** A site's TOTP seed and its parameters. */
 export interface OtpSeed { seed: Uint8Array; params: TotpParams }
 /** What the bank keeps of a person at one site (S3.3). */
@@ -95,7 +113,18 @@ const ID_KINDS: readonly IdKind[] = ['iccid', 'imsi', 'msisdn', 'card'];
 export interface LineId { kind: IdKind; value: string }
 
 export interface BankAccount { accountNo: string; name: string; verifier: string; mode: BankMode | null; createdAt: number }
-export interface Binding { kind: IdKind; value: string; accountNo: string; deviceUser: string; boundAt: number }
+/**
+ * The operator's answer, when the binding was made, to "the line's latest SIM change"
+ * (CAMARA retrieve-date): `at` in ms since the epoch by the operator's clock, null when it knew
+ * of none (never changed, or before the period it monitors).
+ */
+export interface SimChange { at: number | null }
+/**
+ * One identifier bound to an account. `simChange`: the operator's SIM-change record of the
+ * binding (mode 2); null when the operator was not asked (a mode-1 binding, or one made before
+ * schema 6).
+ */
+export interface Binding { kind: IdKind; value: string; accountNo: string; deviceUser: string; boundAt: number; simChange: SimChange | null }
 
 /** Last logins kept per account (what bankPage shows). */
 export const LAST_LOGINS_KEPT = 8;
@@ -120,7 +149,11 @@ export function bindingFromRow(r: Record<string, unknown>): Binding {
   if (typeof r.account_no !== 'string' || !ACCOUNT_RE.test(r.account_no)) corrupt(what, 'bad account number');
   if (typeof r.device_user !== 'string' || !USER_RE.test(r.device_user)) corrupt(what, 'bad device user');
   if (!isTime(r.bound_at)) corrupt(what, 'bad bound_at');
-  return { kind: r.id_kind as IdKind, value: r.id_value, accountNo: r.account_no, deviceUser: r.device_user, boundAt: r.bound_at };
+  if (r.sim_change_asked !== 0 && r.sim_change_asked !== 1) corrupt(what, 'bad sim_change_asked');
+  if (r.sim_change_at !== null && !isTime(r.sim_change_at)) corrupt(what, 'bad sim_change_at');
+  if (r.sim_change_asked === 0 && r.sim_change_at !== null) corrupt(what, 'a sim_change_at without sim_change_asked');
+  const simChange = r.sim_change_asked === 1 ? { at: r.sim_change_at as number | null } : null;
+  return { kind: r.id_kind as IdKind, value: r.id_value, accountNo: r.account_no, deviceUser: r.device_user, boundAt: r.bound_at, simChange };
 }
 
 export const tokenHash = (token: Uint8Array): Buffer => createHash('sha256').update(token).digest();
@@ -133,6 +166,8 @@ export interface Registration {
   ids: LineId[];
   deviceUser: string;
   now: number;
+  /** The operator's SIM-change record of the line, kept with every binding (mode 2); absent or null: not asked (mode 1). */
+  simChange?: SimChange | null;
   /** The person's keys at the registering site (S3.3), when it provisions any. */
   person?: { site: string; fpPublicKey: Uint8Array | null; otp: OtpSeed | null };
 }
@@ -145,7 +180,7 @@ export interface BankStore {
   accountByNumber(accountNo: string): Awaitable<BankAccount | null>;
   binding(id: LineId): Awaitable<Binding | null>;
   bindingsOf(accountNo: string): Awaitable<Binding[]>;
-  rebind(accountNo: string, ids: LineId[], deviceUser: string, now: number): Awaitable<'ok' | 'id-bound'>;
+  rebind(accountNo: string, ids: LineId[], deviceUser: string, now: number, simChange?: SimChange | null): Awaitable<'ok' | 'id-bound'>;
   recordLogin(accountNo: string, at: number, mode: BankMode, deviceUser: string, otp?: { site: string; step: number } | null): Awaitable<boolean>;
   lastLogins(accountNo: string, n?: number): Awaitable<{ at: number; mode: BankMode }[]>;
   setMode(name: string, mode: BankMode | null): Awaitable<boolean>;
@@ -157,9 +192,18 @@ export interface BankStore {
 
 /** Checks a registration's person keys before anything is written (both back ends). */
 export function checkRegistration(a: Registration): void {
+  checkSimChange(a.simChange ?? null);
   if (a.person && !isSite(a.person.site)) throw new ImplementationError('BANK_BAD_SITE', 'a site is a business server name');
   if (a.person?.fpPublicKey && a.person.fpPublicKey.length !== FP_PUBLIC_KEY_BYTES) throw new ImplementationError('BANK_BAD_KEY', 'a fingerprint public key is 32 bytes');
 }
+
+/** Checks a SIM-change record before it is written (both back ends): BANK_BAD_SIM_CHANGE. */
+export function checkSimChange(c: SimChange | null): void {
+  if (c !== null && (typeof c !== 'object' || (c.at !== null && !isTime(c.at)))) throw new ImplementationError('BANK_BAD_SIM_CHANGE', 'a SIM-change record is { at: ms since the epoch | null }');
+}
+
+/** The two columns of a SIM-change record: [sim_change_asked, sim_change_at]. */
+export const simChangeColumns = (c: SimChange | null | undefined): [0 | 1, number | null] => (c ? [1, c.at] : [0, null]);
 
 /** A person row of (accountNo, site), validated, its seed opened: STORE_CORRUPT_ROW otherwise. */
 export function personFromRow(r: Record<string, unknown>, storageKey: Uint8Array, accountNo: string, site: string): PersonKeys {
@@ -217,7 +261,7 @@ export class SqliteBankStore implements BankStore {
       binding: p('SELECT * FROM bank_bindings WHERE id_kind = ? AND id_value = ?'),
       bindingsOf: p('SELECT * FROM bank_bindings WHERE account_no = ? ORDER BY id_kind'),
       insAccount: p('INSERT INTO bank_accounts (account_no, name, verifier, mode, created_at) VALUES (?, ?, ?, NULL, ?)'),
-      insBinding: p('INSERT INTO bank_bindings (id_kind, id_value, account_no, device_user, bound_at) VALUES (?, ?, ?, ?, ?)'),
+      insBinding: p('INSERT INTO bank_bindings (id_kind, id_value, account_no, device_user, bound_at, sim_change_asked, sim_change_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       delBindings: p('DELETE FROM bank_bindings WHERE account_no = ?'),
       insLogin: p('INSERT INTO bank_logins (account_no, at, mode, device_user) VALUES (?, ?, ?, ?)'),
       trimLogins: p(`DELETE FROM bank_logins WHERE account_no = ? AND rowid NOT IN (SELECT rowid FROM bank_logins WHERE account_no = ? ORDER BY at DESC, rowid DESC LIMIT ${LAST_LOGINS_KEPT})`),
@@ -238,20 +282,20 @@ export class SqliteBankStore implements BankStore {
       if (a.ids.some((i) => q.binding.get(i.kind, i.value))) return 'id-bound' as const;
       if (q.byNo.get(a.accountNo)) return 'number-taken' as const;
       q.insAccount.run(a.accountNo, a.name, a.verifier, a.now);
-      for (const i of a.ids) q.insBinding.run(i.kind, i.value, a.accountNo, a.deviceUser, a.now);
+      for (const i of a.ids) q.insBinding.run(i.kind, i.value, a.accountNo, a.deviceUser, a.now, ...simChangeColumns(a.simChange));
       const pp = a.person;
       if (pp && (pp.fpPublicKey || pp.otp)) {
         q.insPerson.run(a.accountNo, pp.site, pp.fpPublicKey, pp.otp ? sealOtpSeed(this.#storageKey, a.accountNo, pp.site, pp.otp) : null, a.now);
       }
       return 'ok' as const;
     });
-    this.#rebindTx = db.transaction((accountNo: string, ids: LineId[], deviceUser: string, now: number) => {
+    this.#rebindTx = db.transaction((accountNo: string, ids: LineId[], deviceUser: string, now: number, simChange: SimChange | null) => {
       for (const i of ids) {
         const b = q.binding.get(i.kind, i.value) as Record<string, unknown> | undefined;
         if (b && bindingFromRow(b).accountNo !== accountNo) return 'id-bound' as const;
       }
       q.delBindings.run(accountNo);
-      for (const i of ids) q.insBinding.run(i.kind, i.value, accountNo, deviceUser, now);
+      for (const i of ids) q.insBinding.run(i.kind, i.value, accountNo, deviceUser, now, ...simChangeColumns(simChange));
       return 'ok' as const;
     });
     this.#recordLoginTx = db.transaction((accountNo: string, at: number, mode: BankMode, deviceUser: string, otp: { site: string; step: number } | null) => {
@@ -301,9 +345,14 @@ export class SqliteBankStore implements BankStore {
     return (this.#q.bindingsOf.all(accountNo) as Record<string, unknown>[]).map(bindingFromRow);
   }
 
-  /** Replaces every binding of the account by `ids`, bound now by `deviceUser`; 'id-bound' (nothing changed) when one belongs to another account. */
-  rebind(accountNo: string, ids: LineId[], deviceUser: string, now: number): 'ok' | 'id-bound' {
-    return this.#rebindTx.immediate(accountNo, ids, deviceUser, now);
+  /**
+   * Replaces every binding of the account by `ids`, bound now by `deviceUser`, with the
+   * operator's SIM-change record (null: not asked); 'id-bound' (nothing changed) when one
+   * belongs to another account. BANK_BAD_SIM_CHANGE for a malformed record.
+   */
+  rebind(accountNo: string, ids: LineId[], deviceUser: string, now: number, simChange: SimChange | null = null): 'ok' | 'id-bound' {
+    checkSimChange(simChange);
+    return this.#rebindTx.immediate(accountNo, ids, deviceUser, now, simChange);
   }
 
   /**

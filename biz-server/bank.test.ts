@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { SqliteBizStore } from './store.ts';
-import { SqliteBankStore } from './bank-store.ts';
-import { Bank, newAccountNumber, type OperatorCallEvent } from './bank.ts';
+import { SqliteBankStore, type BankStore } from './bank-store.ts';
+import { Bank, newAccountNumber, simChangeVerdict, type OperatorApi, type OperatorCallEvent } from './bank.ts';
 import { PasswordHasher, OWASP_SCRYPT, weakPassword } from './password-verifier.ts';
 import { bankPageHandler, esc } from './bank-page.ts';
-import { OperatorClient } from '../server-kit/operator-client.ts';
+import { OperatorClient, OperatorError } from '../server-kit/operator-client.ts';
 import { createLogger, addLogListener, setLogLevel } from '../server-kit/log.ts';
 import { listen, closeServer } from '../server-kit/host.ts';
 import { isIccid } from '../protocol/line-ids.ts';
@@ -170,6 +170,122 @@ test('SIM swap under clock skew: a card change the operator dates before the bin
   f.clock.t = T0;
 });
 
+test("the SIM-change verdict (simChangeVerdict): the operator's dates against its own record of the binding; the binding time only for a binding without one", () => {
+  const rec = (at: number | null) => ({ boundAt: T0, simChange: { at } });
+  const legacy = { boundAt: T0, simChange: null };
+  const d = (ms: number) => new Date(ms);
+  const rows: [Date | null, Parameters<typeof simChangeVerdict>[1], string, string][] = [
+    [null, rec(T0 - HOUR), 'no change', 'none known now (the recorded one aged out of the monitored period)'],
+    [d(T0 + 2 * HOUR), rec(T0 + 2 * HOUR), 'none since binding', 'operator ahead by 2 h: its own date, recorded at the binding'],
+    [d(T0 - 2 * HOUR), rec(T0 - 3 * HOUR), 'changed after binding', 'operator behind by 2 h: a swap it dates before the binding time'],
+    [d(T0 + 3 * HOUR), rec(T0 + 2 * HOUR), 'changed after binding', 'operator ahead: a later change'],
+    [d(T0 - HOUR), rec(null), 'changed after binding', 'none known at the binding, one now'],
+    [d(T0 - 5 * HOUR), rec(T0 - 4 * HOUR), 'changed after binding', 'an earlier date than recorded: not the record the binding saw'],
+    [d(T0 + HOUR), legacy, 'changed after binding', 'no record (mode 1, or before schema 6): the rule of before'],
+    [d(T0 - HOUR), legacy, 'none since binding', 'no record: a date before the binding time'],
+    [d(T0 + HOUR), null, 'none since binding', 'a binding being made: nothing to compare with yet'],
+  ];
+  for (const [latest, bound, want, why] of rows) assert.is(simChangeVerdict(latest, bound), want, why);
+});
+
+test("SIM swap under clock skew, operator an hour ahead: the owner who re-binds after the swap logs in at once (the operator's date against its own record), and the live page says so", async () => {
+  // The operator's clock runs an hour ahead of the bank's: what it records is dated +1 h.
+  const AHEAD = HOUR;
+  const told: OperatorCallEvent[] = [];
+  const b = new Bank({ store, hasher, mode: 2, operator: op, operatorDeadlineMs: 1_500, log: createLogger('biz-test'), now: () => f.clock.t, onOperatorCall: (e) => void told.push(e) });
+  await f.server.store.createSubscription('+447700900050', card(50), T0 - 10 * HOUR + AHEAD);
+  f.clock.t = T0 + 5 * HOUR;
+  assert.is(code(await b.register(dev('dev-k'), { name: 'kim', password: PW, ids: sim(50) })), 'registered');
+  assert.equal(store.binding({ kind: 'msisdn', value: '+447700900050' })!.simChange, { at: T0 - 10 * HOUR + AHEAD }, 'the operator\'s answer kept with the binding');
+  const login = (n: number) => b.login(dev('dev-k'), { name: 'kim', mech: 'password', proof: te.encode(PW), ids: sim(n) });
+  assert.is(code(await login(50)), 'page');
+  f.clock.t = T0 + 6 * HOUR;
+  await f.server.store.swapCard('+447700900050', card(51), T0 + 6 * HOUR + AHEAD);
+  assert.is(code(await login(51)), 'BANK_SIM_SWAPPED');
+  f.clock.t = T0 + 6 * HOUR + 60_000;
+  const rb = await b.rebind(dev('dev-k'), { name: 'kim', password: PW, ids: sim(51) });
+  assert.ok(rb.kind === 'registered' && rb.registered.boundAt === T0 + 6 * HOUR + 60_000, code(rb));
+  assert.equal(store.binding({ kind: 'iccid', value: card(51).iccid })!.simChange, { at: T0 + 6 * HOUR + AHEAD });
+  // A minute later by the bank's clock, the operator's swap date (+1 h) is still ahead of the
+  // re-binding's time: compared with the bank's time the owner was locked out for the hour.
+  f.clock.t = T0 + 6 * HOUR + 120_000;
+  told.length = 0;
+  assert.is(code(await login(51)), 'page');
+  assert.ok(told.some((e) => e.phase === 'answer' && e.op === 'retrieve-date' && e.answer === 'none since binding'), JSON.stringify(told));
+  f.clock.t = T0;
+});
+
+/** The bank's store without the accounts' ICCID rows (as sim/dsim-world.ts's stale-swap-date mutant): the operator's date is then the only check. */
+const withoutCards = (s: SqliteBankStore): BankStore => new Proxy(s, {
+  get: (t, k) => {
+    if (k === 'bindingsOf') return (accountNo: string) => t.bindingsOf(accountNo).filter((b) => b.kind !== 'iccid');
+    const v = Reflect.get(t, k, t) as unknown;
+    return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+  },
+});
+
+test("SIM swap under clock skew, by the operator's date alone (the bound card hidden): a swap after the binding is BANK_SIM_SWAPPED with the operator an hour behind (it dates the swap before the binding) or ahead; the live page says 'changed after binding'", async () => {
+  const told: OperatorCallEvent[] = [];
+  const b = new Bank({ store: withoutCards(store), hasher, mode: 2, operator: op, operatorDeadlineMs: 1_500, log: createLogger('biz-test'), now: () => f.clock.t, onOperatorCall: (e) => void told.push(e) });
+  for (const [i, skew] of [[0, -HOUR], [1, HOUR]] as const) {
+    const number = `+44770090006${i}`;
+    const name = `lee${i}`;
+    await f.server.store.createSubscription(number, card(60 + 2 * i), T0 - 10 * HOUR + skew);
+    f.clock.t = T0 + 5 * HOUR;
+    assert.is(code(await b.register(dev(`dev-l${i}`), { name, password: PW, ids: sim(60 + 2 * i) })), 'registered');
+    f.clock.t = T0 + 5 * HOUR + 30 * 60_000;
+    await f.server.store.swapCard(number, card(61 + 2 * i), T0 + 5 * HOUR + 30 * 60_000 + skew);
+    told.length = 0;
+    const a = await b.login(dev(`dev-l${i}`), { name, mech: 'password', proof: te.encode(PW), ids: sim(61 + 2 * i) });
+    assert.ok(a.kind === 'refused' && a.code === 'BANK_SIM_SWAPPED' && /operator's time/.test(a.reason), `skew ${skew}: ${JSON.stringify(a)}`);
+    assert.ok(told.some((e) => e.phase === 'answer' && e.op === 'retrieve-date' && e.answer === 'changed after binding'), JSON.stringify(told));
+  }
+  f.clock.t = T0;
+});
+
+test('an operator that cannot give the SIM change at binding: the registration and the re-binding are BANK_OPERATOR_UNAVAILABLE (retry later) and nothing is stored', async () => {
+  const failing: OperatorApi = {
+    checkValidity: (q) => op.checkValidity(q),
+    phoneNumberOf: (c) => op.phoneNumberOf(c),
+    retrieveSimSwapDate: () => Promise.reject(new OperatorError('OPERATOR_UNREACHABLE', 'connection refused', true)),
+  };
+  const b = new Bank({ store, hasher, mode: 2, operator: failing, operatorDeadlineMs: 1_500, log: createLogger('biz-test'), now: () => f.clock.t });
+  await f.server.store.createSubscription('+447700900070', card(70), T0 - 10 * HOUR);
+  const r = await b.register(dev('dev-m'), { name: 'mo', password: PW, ids: sim(70) });
+  assert.ok(r.kind === 'refused' && r.code === 'BANK_OPERATOR_UNAVAILABLE' && /OPERATOR_UNREACHABLE/.test(r.reason), JSON.stringify(r));
+  assert.is(retryClass('BANK_OPERATOR_UNAVAILABLE'), 'later');
+  assert.is(store.accountByName('mo'), null, 'no account');
+  assert.is(store.binding({ kind: 'iccid', value: card(70).iccid }), null, 'no binding');
+  assert.is(store.binding({ kind: 'msisdn', value: '+447700900070' }), null);
+  // A re-binding (kim's account, on card 51 since the test above) keeps the bindings it had.
+  const before = store.bindingsOf(store.accountByName('kim')!.accountNo);
+  assert.is(code(await b.rebind(dev('dev-k'), { name: 'kim', password: PW, ids: sim(51) })), 'BANK_OPERATOR_UNAVAILABLE');
+  assert.equal(store.bindingsOf(store.accountByName('kim')!.accountNo), before, 'bindings unchanged');
+  // The same operator answering: the registration goes through.
+  assert.is(code(await bank2.register(dev('dev-m'), { name: 'mo', password: PW, ids: sim(70) })), 'registered');
+});
+
+test('a binding made before the SIM-change record (schema 5, not asked) keeps working by the rule of before: logs in; a swap dated after its time is BANK_SIM_SWAPPED', async () => {
+  const b = new Bank({ store: withoutCards(store), hasher, mode: 2, operator: op, operatorDeadlineMs: 1_500, log: createLogger('biz-test'), now: () => f.clock.t });
+  await f.server.store.createSubscription('+447700900080', card(80), T0 - 10 * HOUR);
+  f.clock.t = T0 + 5 * HOUR;
+  assert.is(code(await b.register(dev('dev-n'), { name: 'nell', password: PW, ids: sim(80) })), 'registered');
+  const no = store.accountByName('nell')!.accountNo;
+  biz.db.prepare('UPDATE bank_bindings SET sim_change_asked = 0, sim_change_at = NULL WHERE account_no = ?').run(no);
+  assert.ok(store.bindingsOf(no).every((x) => x.simChange === null));
+  const login = (n: number) => b.login(dev('dev-n'), { name: 'nell', mech: 'password', proof: te.encode(PW), ids: sim(n) });
+  assert.is(code(await login(80)), 'page');
+  await f.server.store.swapCard('+447700900080', card(81), T0 + 6 * HOUR);
+  f.clock.t = T0 + 7 * HOUR;
+  const a = await login(81);
+  assert.ok(a.kind === 'refused' && a.code === 'BANK_SIM_SWAPPED' && /after the binding/.test(a.reason), JSON.stringify(a));
+  // A re-binding records the operator's answer: the binding leaves the rule of before.
+  assert.is(code(await bank2.rebind(dev('dev-n'), { name: 'nell', password: PW, ids: sim(81) })), 'registered');
+  assert.equal(store.binding({ kind: 'msisdn', value: '+447700900080' })!.simChange, { at: T0 + 6 * HOUR });
+  assert.is(code(await login(81)), 'page');
+  f.clock.t = T0;
+});
+
 test('per-account mode: an account set to mode 2 on a mode-1 server is checked through the operator', async () => {
   assert.ok(store.setMode('alice', 2));
   // alice's card 10 is unknown to the operator: the mode-2 check now refuses it.
@@ -211,7 +327,8 @@ test('onOperatorCall (the live page): each call told as asked and answered, with
   assert.is(code(await b.login(who, { name: 'walt', mech: 'password', proof: te.encode(PW), ids: sim(41) })), 'page');
   const strip = (e: OperatorCallEvent) => ({ ...e, ms: e.ms === undefined ? undefined : 'ms' });
   const answers = told.filter((e) => e.phase === 'answer').map(strip);
-  assert.equal(told.filter((e) => e.phase === 'ask').map((e) => e.op).sort(), ['check-validity', 'check-validity', 'retrieve-date', 'retrieve-phone-number', 'retrieve-phone-number']);
+  // The registration asks for the line's latest SIM change too (kept with the binding).
+  assert.equal(told.filter((e) => e.phase === 'ask').map((e) => e.op).sort(), ['check-validity', 'check-validity', 'retrieve-date', 'retrieve-date', 'retrieve-phone-number', 'retrieve-phone-number']);
   assert.ok(told.every((e) => e.deviceUser === 'dev-w' && e.ip === '127.1.0.41'));
   assert.ok(answers.some((e) => e.op === 'check-validity' && e.feature === 'S4.6' && e.answer === 'valid'), JSON.stringify(answers));
   assert.ok(answers.some((e) => e.op === 'retrieve-phone-number' && e.feature === 'S4.4' && e.answer === 'number' && e.tail === '0041'));

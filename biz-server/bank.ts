@@ -26,7 +26,7 @@ import { systemRng } from '../protocol/channel.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { OperatorError, type OperatorClient } from '../server-kit/operator-client.ts';
 import type { Logger } from '../server-kit/log.ts';
-import type { BankAccount, BankStore, Binding, LineId, OtpSeed } from './bank-store.ts';
+import type { BankAccount, BankStore, Binding, LineId, OtpSeed, SimChange } from './bank-store.ts';
 import type { Awaitable } from '../server-kit/store-choice.ts';
 import { weakPassword, type PasswordHasher, HasherBusy } from './password-verifier.ts';
 import { verifyTotp, type TotpOptions } from './person/totp.ts';
@@ -126,6 +126,29 @@ export function lineIdsOf(ids: LineIds): LineId[] {
   return out;
 }
 
+/** The verdict on the line's latest SIM change the operator gives now (CAMARA retrieve-date), as #watched tells it. */
+export type SimChangeVerdict = 'no change' | 'changed after binding' | 'none since binding';
+
+/**
+ * SIM swap by the operator's dates (docs/decisions.md 137): one clock only, the operator's.
+ * `latest`: the operator's latest SIM change of the line now (null: none known); `bound`: the
+ * binding the login found, null while a binding is being made (nothing to compare with yet).
+ *   - no change known now: 'no change' (a change the binding recorded may have aged out of the
+ *     operator's monitored period; a new one would be recent and known).
+ *   - the binding has the operator's record: any other change than the one recorded (a later
+ *     one; also an earlier one, the operator's record contradicting itself) is 'changed after
+ *     binding', the recorded one 'none since binding'.
+ *   - a binding without a record (mode 1, or made before schema 6): the rule of before, the
+ *     operator's date against the bank's binding time (two clocks: the bound card, checked
+ *     first, is what holds under skew; decision 134).
+ */
+export function simChangeVerdict(latest: Date | null, bound: Pick<Binding, 'boundAt' | 'simChange'> | null): SimChangeVerdict {
+  if (!latest) return 'no change';
+  if (!bound) return 'none since binding';
+  const changed = bound.simChange ? latest.getTime() !== bound.simChange.at : latest.getTime() > bound.boundAt;
+  return changed ? 'changed after binding' : 'none since binding';
+}
+
 /** Line ids as the page shows them, from an account's bindings. */
 function idsFromBindings(bs: Binding[]): LineIds {
   const v = (k: string) => bs.find((b) => b.kind === k)?.value;
@@ -191,7 +214,7 @@ export class Bank {
       const s = this.#o.store;
       if (await s.accountByName(req.name)) refuse('BANK_NAME_TAKEN', 'this login name is taken');
       const mode = req.ids.idKind === 'card' ? 1 : this.#o.mode;
-      const ids = await this.#idsToBind(who, req.ids, mode);
+      const { ids, simChange } = await this.#idsToBind(who, req.ids, mode);
       if ((await Promise.all(ids.map((i) => s.binding(i)))).some((b) => b !== null)) refuse('BANK_ID_BOUND', 'this line is already bound to an account');
       const verifier = await this.#o.hasher.hash(req.password);
       const now = this.#now();
@@ -199,7 +222,7 @@ export class Bank {
       try {
         for (let attempt = 0; attempt < 4; attempt++) {
           const accountNo = newAccountNumber();
-          const r = await s.register({ accountNo, name: req.name, verifier, ids, deviceUser, now, person: { site: this.#site, fpPublicKey: p.fpPublicKey, otp: p.otp } });
+          const r = await s.register({ accountNo, name: req.name, verifier, ids, deviceUser, now, simChange, person: { site: this.#site, fpPublicKey: p.fpPublicKey, otp: p.otp } });
           if (r === 'name-taken') refuse('BANK_NAME_TAKEN', 'this login name is taken');
           if (r === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to an account');
           if (r === 'ok') {
@@ -291,7 +314,7 @@ export class Bank {
         }
         if (mode === 2) {
           await this.#checkBoundCard(bound.accountNo, req.ids);
-          await this.#checkSwap(who, found.number!, bound.boundAt);
+          await this.#checkSwap(who, found.number!, bound);
         }
         const now = this.#now();
         // The code's step is used up in the same transaction that lets the login through (RFC 6238 §5.2).
@@ -358,9 +381,9 @@ export class Bank {
       if (old.some((b) => b.deviceUser !== deviceUser)) refuse('BANK_DEVICE_MISMATCH', 'only the device that holds the binding may re-bind it');
       if (!pwOk || !account) refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
       const mode = req.ids.idKind === 'card' ? 1 : (account!.mode ?? this.#o.mode);
-      const ids = await this.#idsToBind(who, req.ids, mode);
+      const { ids, simChange } = await this.#idsToBind(who, req.ids, mode);
       const now = this.#now();
-      if ((await s.rebind(account!.accountNo, ids, deviceUser, now)) === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to another account');
+      if ((await s.rebind(account!.accountNo, ids, deviceUser, now, simChange)) === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to another account');
       this.#o.log.info('bank binding moved', { account: maskAccount(account!.accountNo), device: deviceUser, mode });
       return { kind: 'registered', registered: { account: account!.accountNo, mode, boundAt: now } };
     });
@@ -413,12 +436,20 @@ export class Bank {
     return { binding: viaNumber!, mode: 2, number };
   }
 
-  /** The identifiers a registration or re-binding binds: mode 2 adds the number the operator gives (S4.4), after the validity check (S4.6). */
-  async #idsToBind(who: BankCaller, ids: LineIds, mode: BankMode): Promise<LineId[]> {
+  /**
+   * The identifiers a registration or re-binding binds, and the operator's SIM-change record
+   * kept with them: mode 2 adds the number the operator gives (S4.4), after the validity check
+   * (S4.6), and then asks the operator for the line's latest SIM change (CAMARA retrieve-date),
+   * which logins compare with the operator's later answers (#checkSwap). An operator that
+   * cannot answer any of these refuses the binding (BANK_OPERATOR_UNAVAILABLE), before anything
+   * is written. Mode 1 asks nothing (simChange null: not asked).
+   */
+  async #idsToBind(who: BankCaller, ids: LineIds, mode: BankMode): Promise<{ ids: LineId[]; simChange: SimChange | null }> {
     const out = lineIdsOf(ids);
-    if (mode === 1 || ids.idKind === 'card') return out;
+    if (mode === 1 || ids.idKind === 'card') return { ids: out, simChange: null };
     const number = await this.#operatorNumber(who, ids);
-    return [...out.filter((i) => i.kind !== 'msisdn'), { kind: 'msisdn', value: number }];
+    const r = await this.#operator(who, 'sim change at binding', (op) => op.retrieveSimSwapDate(number), null);
+    return { ids: [...out.filter((i) => i.kind !== 'msisdn'), { kind: 'msisdn', value: number }], simChange: { at: r.latestSimChange ? r.latestSimChange.getTime() : null } };
   }
 
   /** S4.6 + S4.4: the operator checks the card, then gives the line's number. Bounded in time. */
@@ -437,9 +468,11 @@ export class Bank {
    * the operator gives for the card, so a new card of the bound line finds the account too. When
    * the account is bound to a card (an ICCID binding) and the card presented is not it, the line
    * moved to another card: refused until the owner re-binds from the bound device. This needs no
-   * time of anybody's: the operator's swap date (#checkSwap) is compared with the bank's binding
-   * time, and under clock skew between the two (or a swap dated before the binding) a changed
-   * card would pass it (found by the deterministic simulation, issue 14; docs/decisions.md).
+   * time of anybody's. The operator's swap date (#checkSwap) once was compared with the bank's
+   * binding time, and under clock skew between the two (or a swap dated before the binding) a
+   * changed card passed it (found by the deterministic simulation, issue 14; decision 134); it
+   * is now compared with the operator's own answer at binding (decision 137), except for
+   * bindings made before that record existed.
    */
   async #checkBoundCard(accountNo: string, ids: LineIds): Promise<void> {
     if (ids.idKind !== 'sim') return;
@@ -447,19 +480,28 @@ export class Bank {
     if (cards.length > 0 && !cards.some((b) => b.value === ids.iccid)) refuse('BANK_SIM_SWAPPED', 'this line is bound to another card: re-bind it from the bound device');
   }
 
-  /** SIM swap (beyond the patent): a card change of the line after the binding refuses the login until a re-binding. */
-  async #checkSwap(who: BankCaller, number: string, boundAt: number): Promise<void> {
-    const r = await this.#operator(who, 'sim swap', (op) => op.retrieveSimSwapDate(number), boundAt);
-    if (r.latestSimChange && r.latestSimChange.getTime() > boundAt) {
-      refuse('BANK_SIM_SWAPPED', `the card of this line changed on ${r.latestSimChange.toISOString()}, after the binding: re-bind it from the bound device`);
+  /**
+   * SIM swap (beyond the patent): a card change of the line since the binding refuses the login
+   * until a re-binding. The operator's latest change now against the one it gave when the
+   * binding was made (simChangeVerdict: the operator's clock only), or, for a binding without
+   * that record, against the binding's time.
+   */
+  async #checkSwap(who: BankCaller, number: string, bound: Binding): Promise<void> {
+    const r = await this.#operator(who, 'sim swap', (op) => op.retrieveSimSwapDate(number), bound);
+    if (simChangeVerdict(r.latestSimChange, bound) !== 'changed after binding') return;
+    const when = r.latestSimChange!.toISOString();
+    if (bound.simChange) {
+      const had = bound.simChange.at === null ? 'none' : new Date(bound.simChange.at).toISOString();
+      refuse('BANK_SIM_SWAPPED', `the card of this line changed on ${when} (operator's time; at the binding it knew ${had}): re-bind it from the bound device`);
     }
+    refuse('BANK_SIM_SWAPPED', `the card of this line changed on ${when}, after the binding: re-bind it from the bound device`);
   }
 
   /** One operator step with an overall deadline; any failure of the operator is BANK_OPERATOR_UNAVAILABLE (its code logged). */
-  async #operator<T>(who: BankCaller, what: string, f: (op: OperatorApi) => Promise<T>, boundAt?: number): Promise<T> {
+  async #operator<T>(who: BankCaller, what: string, f: (op: OperatorApi) => Promise<T>, bound: Binding | null = null): Promise<T> {
     const real = this.#o.operator;
     if (!real) refuse('BANK_OPERATOR_UNAVAILABLE', 'no operator is configured for mode 2');
-    const op = this.#o.onOperatorCall ? this.#watched(real!, who, boundAt ?? null) : real!;
+    const op = this.#o.onOperatorCall ? this.#watched(real!, who, bound) : real!;
     const ms = this.#o.operatorDeadlineMs ?? 3_000;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
@@ -481,10 +523,11 @@ export class Bank {
 
   /**
    * The operator's API with each call told to onOperatorCall, as it starts and as it settles
-   * (a call still running at the deadline is told when it settles). `boundAt`: the binding's
-   * time, for a SIM-swap date's verdict. A listener that throws is ignored.
+   * (a call still running at the deadline is told when it settles). `bound`: the binding a
+   * login found, for a SIM-swap date's verdict by #checkSwap's own rule (simChangeVerdict);
+   * null while a binding is being made. A listener that throws is ignored.
    */
-  #watched(op: OperatorApi, who: BankCaller, boundAt: number | null): OperatorApi {
+  #watched(op: OperatorApi, who: BankCaller, bound: Binding | null): OperatorApi {
     const tell = (e: Omit<OperatorCallEvent, 'deviceUser' | 'ip'>) => {
       try {
         this.#o.onOperatorCall!({ ...e, deviceUser: who.deviceUser, ...(who.ip ? { ip: who.ip } : {}) });
@@ -510,9 +553,7 @@ export class Bank {
     return {
       checkValidity: (q) => watch('check-validity', 'S4.6', () => op.checkValidity(q), (r) => (r.valid ? { answer: 'valid' } : { answer: 'invalid', ...(r.reason ? { code: r.reason } : {}) })),
       phoneNumberOf: (card) => watch('retrieve-phone-number', 'S4.4', () => op.phoneNumberOf(card), (r) => ({ answer: 'number', tail: r.phoneNumber.slice(-4) })),
-      retrieveSimSwapDate: (n) => watch('retrieve-date', 'S4.4', () => op.retrieveSimSwapDate(n), (r) => ({
-        answer: !r.latestSimChange ? 'no change' : boundAt !== null && r.latestSimChange.getTime() > boundAt ? 'changed after binding' : 'none since binding',
-      })),
+      retrieveSimSwapDate: (n) => watch('retrieve-date', 'S4.4', () => op.retrieveSimSwapDate(n), (r) => ({ answer: simChangeVerdict(r.latestSimChange, bound) })),
     };
   }
 }

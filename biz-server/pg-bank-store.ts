@@ -2,7 +2,7 @@
 // (bank-store.ts), in the business store's schema (created by pg-store.ts's migration). Same
 // row validators; TOTP seeds sealed under the storage key as on SQLite; page tokens kept only
 // as hashes. A login's row id is a bigserial (SQLite's rowid) so the trim keeps the newest.
-import { LAST_LOGINS_KEPT, accountFromRow, bindingFromRow, personFromRow, loginFromRow, pageTokenFromRow, bankProblems, checkRegistration, sealOtpSeed, tokenHash, type BankStore, type BankAccount, type Binding, type LineId, type PersonKeys, type Registration } from './bank-store.ts';
+import { LAST_LOGINS_KEPT, accountFromRow, bindingFromRow, personFromRow, loginFromRow, pageTokenFromRow, bankProblems, checkRegistration, checkSimChange, simChangeColumns, sealOtpSeed, tokenHash, type BankStore, type BankAccount, type Binding, type LineId, type PersonKeys, type Registration, type SimChange } from './bank-store.ts';
 import { tx, type PgPool } from '../server-kit/pg.ts';
 import type { BankMode } from '../protocol/bank-messages.ts';
 
@@ -47,6 +47,17 @@ export const PG_BANK_SCHEMA = `
     PRIMARY KEY (account_no, site)
   );`;
 
+/**
+ * The business store's second migration (SQLite's schema 6, bank-store.ts
+ * BANK_SIM_CHANGE_SCHEMA): the operator's SIM-change record of each binding; existing rows are
+ * "not asked" (0, NULL).
+ */
+export const PG_BANK_SIM_CHANGE_SCHEMA = `
+  ALTER TABLE bank_bindings ADD COLUMN sim_change_asked INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE bank_bindings ADD COLUMN sim_change_at BIGINT;`;
+
+const INS_BINDING = 'INSERT INTO bank_bindings (id_kind, id_value, account_no, device_user, bound_at, sim_change_asked, sim_change_at) VALUES ($1, $2, $3, $4, $5, $6, $7)';
+
 type R = Record<string, unknown>;
 
 export class PgBankStore implements BankStore {
@@ -59,7 +70,7 @@ export class PgBankStore implements BankStore {
       for (const i of a.ids) if ((await c.query('SELECT 1 FROM bank_bindings WHERE id_kind = $1 AND id_value = $2', [i.kind, i.value])).rowCount) return 'id-bound' as const;
       if ((await c.query('SELECT 1 FROM bank_accounts WHERE account_no = $1', [a.accountNo])).rowCount) return 'number-taken' as const;
       await c.query('INSERT INTO bank_accounts (account_no, name, verifier, mode, created_at) VALUES ($1, $2, $3, NULL, $4)', [a.accountNo, a.name, a.verifier, a.now]);
-      for (const i of a.ids) await c.query('INSERT INTO bank_bindings (id_kind, id_value, account_no, device_user, bound_at) VALUES ($1, $2, $3, $4, $5)', [i.kind, i.value, a.accountNo, a.deviceUser, a.now]);
+      for (const i of a.ids) await c.query(INS_BINDING, [i.kind, i.value, a.accountNo, a.deviceUser, a.now, ...simChangeColumns(a.simChange)]);
       const pp = a.person;
       if (pp && (pp.fpPublicKey || pp.otp)) {
         await c.query(
@@ -95,14 +106,15 @@ export class PgBankStore implements BankStore {
     return (await this.pool.query<R>('SELECT * FROM bank_bindings WHERE account_no = $1 ORDER BY id_kind', [accountNo])).rows.map(bindingFromRow);
   }
 
-  async rebind(accountNo: string, ids: LineId[], deviceUser: string, now: number): Promise<'ok' | 'id-bound'> {
+  async rebind(accountNo: string, ids: LineId[], deviceUser: string, now: number, simChange: SimChange | null = null): Promise<'ok' | 'id-bound'> {
+    checkSimChange(simChange);
     return tx(this.pool, async (c) => {
       for (const i of ids) {
         const { rows } = await c.query<R>('SELECT * FROM bank_bindings WHERE id_kind = $1 AND id_value = $2', [i.kind, i.value]);
         if (rows[0] && bindingFromRow(rows[0]).accountNo !== accountNo) return 'id-bound' as const;
       }
       await c.query('DELETE FROM bank_bindings WHERE account_no = $1', [accountNo]);
-      for (const i of ids) await c.query('INSERT INTO bank_bindings (id_kind, id_value, account_no, device_user, bound_at) VALUES ($1, $2, $3, $4, $5)', [i.kind, i.value, accountNo, deviceUser, now]);
+      for (const i of ids) await c.query(INS_BINDING, [i.kind, i.value, accountNo, deviceUser, now, ...simChangeColumns(simChange)]);
       return 'ok' as const;
     });
   }

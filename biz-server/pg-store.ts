@@ -5,7 +5,8 @@
 // the same one-row, one-unwrap login query (issue 10). installPending and promote lock the
 // account row (SELECT ... FOR UPDATE) so two servers deciding for one account queue instead of
 // both deciding on the same old row. Schema history starts here at version 1 (SQLite's five
-// steps folded into one; SQLite's rewrap step has nothing to rewrap on a new database).
+// steps folded into one; SQLite's rewrap step has nothing to rewrap on a new database); version
+// 2 is SQLite's 6.
 import { ImplementationError } from '../protocol/errors.ts';
 import { systemRng } from '../protocol/channel.ts';
 import { USER_RE } from '../protocol/messages.ts';
@@ -16,7 +17,7 @@ import {
   type BizStore, type Account, type AccountStatus, type InstallResult, type LoginKey, type LoginRow, type Row,
 } from './store.ts';
 import { SqliteBankStore, type BankStore } from './bank-store.ts';
-import { PgBankStore, PG_BANK_SCHEMA } from './pg-bank-store.ts';
+import { PgBankStore, PG_BANK_SCHEMA, PG_BANK_SIM_CHANGE_SCHEMA } from './pg-bank-store.ts';
 
 const MIGRATIONS: PgMigration[] = [
   // "user" is a reserved word in PostgreSQL: quoted everywhere, the same column name as SQLite's.
@@ -38,6 +39,8 @@ const MIGRATIONS: PgMigration[] = [
      pending_sealed BYTEA
    );
    ${PG_BANK_SCHEMA}`,
+  // 2: the operator's SIM-change record of each bank binding (SQLite's schema 6; decision 137).
+  PG_BANK_SIM_CHANGE_SCHEMA,
 ];
 
 /** The schema the business servers (and their banks) use unless told otherwise. */

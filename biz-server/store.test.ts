@@ -50,7 +50,7 @@ test('schema 2 files (keys bound to the user only) are rewrapped at open, in one
     const a = m.getByUser('u-m')!;
     assert.equal([a.currentGen, a.currentKey, a.pendingGen, a.pendingKey], [1, key(0x51), 2, key(0x52)]);
     assert.is(m.getByUser('u-m0')!.currentKey, null);
-    assert.is((m.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 5);
+    assert.is((m.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 6);
     assert.is((m.db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'bank_accounts'").get() as { n: number }).n, 1, 'schema 4 adds the bank tables');
   } finally {
     m.close();
@@ -194,10 +194,10 @@ for (const b of backends()) {
     try {
       assert.is((await other.getByUser('u-1'))!.currentGen, 2);
       if (other instanceof SqliteBizStore) {
-        assert.is((other.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 5);
+        assert.is((other.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number }).v, 6);
         assert.is(String(other.db.pragma('journal_mode', { simple: true })), 'wal');
       } else {
-        assert.equal((await (other as PgBizStore).pool.query('SELECT MAX(version) AS v FROM schema_version')).rows[0], { v: 1 });
+        assert.equal((await (other as PgBizStore).pool.query('SELECT MAX(version) AS v FROM schema_version')).rows[0], { v: 2 });
       }
     } finally {
       await other.close();

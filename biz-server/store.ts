@@ -30,7 +30,7 @@ import { SEALED_SECRET_MIN, SEALED_SECRET_MAX } from '../server-kit/admin-messag
 import { USER_RE } from '../protocol/messages.ts';
 import { ImplementationError } from '../protocol/errors.ts';
 import { systemRng } from '../protocol/channel.ts';
-import { BANK_SCHEMA, BANK_PERSON_SCHEMA } from './bank-store.ts';
+import { BANK_SCHEMA, BANK_PERSON_SCHEMA, BANK_SIM_CHANGE_SCHEMA } from './bank-store.ts';
 import { rowChecker, type Awaitable } from '../server-kit/store-choice.ts';
 
 /** A wrapped login key: a sealed box (protocol/sealed-box.ts) of the 32-byte key, nonce (24) || ciphertext (32) || tag (16). */
@@ -149,6 +149,8 @@ const migrations = (storageKey: Uint8Array): Migration[] => [
   BANK_SCHEMA,
   // 5: the person layer (S3.3, bank-store.ts): fingerprint keys, sealed TOTP seeds, last steps.
   BANK_PERSON_SCHEMA,
+  // 6: the operator's SIM-change record of each bank binding (bank-store.ts; decision 137).
+  BANK_SIM_CHANGE_SCHEMA,
 ];
 
 /**

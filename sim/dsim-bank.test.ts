@@ -2,8 +2,9 @@
 // is the bank over its real store, asking the real operator server (its handler without HTTPS)
 // through the real OperatorClient over the simulated network. A person registers (mode 2: the
 // operator checks the card and gives its number), logs in, the line moves to a new card and the
-// bank refuses it until the owner re-binds; the operator crashed or cut off from the bank gives a
-// retryable refusal in bounded time; each S4 invariant is broken on purpose by a bank mutant and
+// bank refuses it until the owner re-binds (whatever the operator's clock says: its dates are
+// compared with its own); the operator crashed or cut off from the bank gives a retryable
+// refusal in bounded time; each S4 invariant is broken on purpose by a bank mutant and
 // reported with a seed that replays; the stores' checks cover the bank's and the operator's rows.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -54,6 +55,16 @@ test("a SIM swap the operator dates before the binding (its clock 10 s behind at
   assert.equal(steps.slice(0, 3), ['registered mode 2', 'page mode 2', 'refused BANK_SIM_SWAPPED'], steps.join(' | '));
   assert.ok(steps.slice(3).includes('registered mode 2'), `the owner re-binds from the bound phone: ${steps.join(' | ')}`);
   assert.is(steps.at(-1), 'page mode 2');
+});
+
+test("a SIM swap the operator dates a minute ahead (its clock 60 s ahead at the swap): the owner who re-binds from the bound phone logs in at the next login (its date against the operator's own answer at the re-binding), every invariant holds", async () => {
+  const plan = story(7, { faults: [{ kind: 'skew', at: 5_000, ms: 20_000, party: OPERATOR, skewMs: 60_000 }] });
+  const r = await runSeed(7, { plan, trace: true });
+  assert.ok(r.ok, JSON.stringify(r.violations));
+  const steps = bankSteps(r.lines);
+  // The swap is dated 66 s; the re-binding is at ~28 s by the bank's clock. A bank comparing the
+  // operator's date with its own binding time refuses the last login too (BANK_SIM_SWAPPED).
+  assert.equal(steps, ['registered mode 2', 'page mode 2', 'refused BANK_SIM_SWAPPED', 'registered mode 2', 'page mode 2'], steps.join(' | '));
 });
 
 test('failure path: the operator crashed, or cut off from the bank, during a login: BANK_OPERATOR_UNAVAILABLE within the client deadline; every invariant holds; healed, the bank works', async () => {
