@@ -20,11 +20,13 @@
 // the peers in a rotating order; figures are medians over rounds, and the ratios are medians
 // of each round's own ratio, so a burst of load from elsewhere hits both sides of a ratio.
 //
-// Run: npx tsx bench/login-cost.bench.ts   (BENCH_QUICK=1: short; BENCH_ROUNDS, BENCH_PHASE_MS;
+// Run: npx tsx bench/login-cost.bench.ts   (BENCH_QUICK=1: short; BENCH_ROUNDS, BENCH_PHASE_MS; BENCH_PEERS;
 // BENCH_PROF=<dir>: the server processes write --cpu-prof profiles there; BENCH_BASELINE=<dir>:
 // a checkout of an earlier commit, whose `serve all` runs as one more peer, "before", so that
 // a change's gain is measured side by side too:  git archive <commit> | tar -x -C <dir>, with
-// <dir>/node_modules linked to this tree's)
+// <dir>/node_modules linked to this tree's; BENCH_BASELINE_SESSIONS=1: the earlier tree runs both
+// sessions on one WebSocket too, as "ours" does (a tree from 6c2a02d on), so that "ours / before"
+// compares the same login; without it "before" runs one WebSocket per session, like "ours 2ws")
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync, cpSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
@@ -244,15 +246,20 @@ local(300, floorNoble);
 local(300, floorNode);
 local(300, storeLogin);
 
-if (before) await network(before.proc.pid!, 1_500, (w) => ourLogin(devs[w]!, before!.ev.gatewayUrl));
+const BEFORE_ONE_WS = !!process.env.BENCH_BASELINE_SESSIONS;
+const beforeLogin = (w: number) => (BEFORE_ONE_WS ? ourLoginOneWs(devs[w]!, before!.ev.gatewayUrl) : ourLogin(devs[w]!, before!.ev.gatewayUrl));
+// The same warm-up as "ours" had (its own 1.5 s, and the 0.5 s of "ours 2ws").
+if (before) await network(before.proc.pid!, 2_000, beforeLogin);
 
 const allNames = ['ours', 'ours 2ws', 'before', 'tls+ws', 'tls', 'floor noble', 'floor node', 'store'] as const;
 type Name = (typeof allNames)[number];
-const names = allNames.filter((n) => n !== 'before' || before);
+// BENCH_PEERS=ours,before,tls+ws: only these peers (shorter rounds, so more of them in the same time).
+const only = process.env.BENCH_PEERS?.split(',');
+const names = allNames.filter((n) => (n !== 'before' || before) && (!only || n === 'ours' || only.includes(n)));
 const runs: Record<Name, () => Promise<Phase>> = {
   ours: () => network(stack.proc.pid!, PHASE_MS, ours),
   'ours 2ws': () => network(stack.proc.pid!, PHASE_MS, (w) => ourLogin(devs[w]!)),
-  before: () => network(before!.proc.pid!, PHASE_MS, (w) => ourLogin(devs[w]!, before!.ev.gatewayUrl)),
+  before: () => network(before!.proc.pid!, PHASE_MS, beforeLogin),
   'tls+ws': () => network(peer.proc.pid!, PHASE_MS, () => wsLogin()),
   tls: () => network(peer.proc.pid!, PHASE_MS, () => tlsLogin()),
   'floor noble': async () => local(PHASE_MS / 3, floorNoble),
@@ -267,11 +274,11 @@ for (let r = 0; r < ROUNDS; r++) {
   const round = {} as Record<Name, Phase>;
   for (const n of order) round[n] = await runs[n]();
   for (const n of names) got[n].push(round[n]);
-  ratios.ws.push(round.ours.server / round['tls+ws'].server);
-  ratios.tls.push(round.ours.server / round.tls.server);
-  ratios.floor.push(round.ours.server / (round['floor node'].server + round.store.server));
-  if (before) ratios.before.push(round.ours.server / round.before.server);
-  ratios.two.push(round.ours.server / round['ours 2ws'].server);
+  if (round['tls+ws']) ratios.ws.push(round.ours.server / round['tls+ws'].server);
+  if (round.tls) ratios.tls.push(round.ours.server / round.tls.server);
+  if (round['floor node'] && round.store) ratios.floor.push(round.ours.server / (round['floor node'].server + round.store.server));
+  if (round.before) ratios.before.push(round.ours.server / round.before.server);
+  if (round['ours 2ws']) ratios.two.push(round.ours.server / round['ours 2ws'].server);
   if (process.env.BENCH_DEBUG) console.log(r, Object.fromEntries(names.map((n) => [n, (round[n].server * 1e3).toFixed(3)])));
 }
 
@@ -288,11 +295,11 @@ const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.le
 const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
 console.log(`${line(head)}\n${rows.map(line).join('\n')}`);
 const rr = (x: number[]) => `${median(x).toFixed(2)}x (rounds: ${x.map((v) => v.toFixed(2)).join(' ')})`;
-console.log(`ours / tls+ws (server CPU): ${rr(ratios.ws)}`);
-console.log(`ours / tls    (server CPU): ${rr(ratios.tls)}`);
-console.log(`ours / (floor node + store) (server CPU): ${rr(ratios.floor)}`);
-if (before) console.log(`ours / before (${BASE}) (server CPU): ${rr(ratios.before)}`);
-console.log(`ours / ours 2ws (one WebSocket per login vs one per session, server CPU): ${rr(ratios.two)}`);
+if (ratios.ws.length) console.log(`ours / tls+ws (server CPU): ${rr(ratios.ws)}`);
+if (ratios.tls.length) console.log(`ours / tls    (server CPU): ${rr(ratios.tls)}`);
+if (ratios.floor.length) console.log(`ours / (floor node + store) (server CPU): ${rr(ratios.floor)}`);
+if (ratios.before.length) console.log(`ours / before (${BASE}${BEFORE_ONE_WS ? ', one WebSocket' : ', one WebSocket per session'}) (server CPU): ${rr(ratios.before)}`);
+if (ratios.two.length) console.log(`ours / ours 2ws (one WebSocket per login vs one per session, server CPU): ${rr(ratios.two)}`);
 console.log('targets (issue 15): ours <= 0.6 ms and <= tls+ws');
 sreg.close();
 sbiz.close();

@@ -13,8 +13,8 @@ import { USER_RE } from '../protocol/messages.ts';
 import { openMigrated, tx, type PgPool, type PgMigration, type PgOptions } from '../server-kit/pg.ts';
 import { pgOptionsOf, type StorePlace } from '../server-kit/store-choice.ts';
 import {
-  SqliteBizStore, accountFromRow, wrapLoginKey, loginKeyFromRow, installDecision, promoteAllowed, accountProblems, checkInstallInput, DUMMY_USER,
-  type BizStore, type Account, type AccountStatus, type InstallResult, type LoginKey, type LoginRow, type Row,
+  SqliteBizStore, accountFromRow, accountStateFromRow, generationsOf, wrapLoginKey, loginKeyFromRow, installDecision, promoteAllowed, accountProblems, checkInstallInput, DUMMY_USER,
+  type BizStore, type Account, type AccountGenerations, type AccountStatus, type InstallResult, type LoginKey, type LoginRow, type Row,
 } from './store.ts';
 import { SqliteBankStore, type BankStore } from './bank-store.ts';
 import { PgBankStore, PG_BANK_SCHEMA, PG_BANK_SIM_CHANGE_SCHEMA } from './pg-bank-store.ts';
@@ -90,6 +90,11 @@ export class PgBizStore implements BizStore {
   async getByUser(user: string): Promise<Account | null> {
     const { rows } = await this.pool.query<Row>('SELECT * FROM accounts WHERE "user" = $1', [user]);
     return rows[0] ? accountFromRow(rows[0], this.#storageKey) : null;
+  }
+
+  async generations(user: string): Promise<AccountGenerations | null> {
+    const { rows } = await this.pool.query<Row>('SELECT * FROM accounts WHERE "user" = $1', [user]);
+    return rows[0] ? generationsOf(accountStateFromRow(rows[0])) : null;
   }
 
   async loginKey(user: string, gen: number, now: number): Promise<LoginKey | null> {

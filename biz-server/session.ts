@@ -119,7 +119,7 @@ export class BizServerSession extends ServerSession {
       if (e.promoted) this.opts.metrics?.event('password_promoted');
       this.opts.log.info('login ok', { user: l.user, gen: l.gen, mech: l.mech, promoted: e.promoted, ip, via: this.transport.via });
     } else if (e?.kind === 'confirmed') {
-      const a = await this.deps.store.getByUser(e.user);
+      const a = await this.deps.store.generations(e.user);
       if (a && a.pendingGen !== null && a.pendingGen > e.gen) {
         // The device confirms the generation it fell back to while a newer one waits: the newer
         // one failed for it. Once is a lost frame; again and again, someone on its path makes

@@ -294,5 +294,47 @@ for (const b of backends()) {
     assert.is(await store.setStatus('u-nobody', 'active'), false);
   });
 
+  test('generations: the current and pending generation from the checked row, no key opened; null for no user; a corrupt row refused', async () => {
+    await store.createAccount('acct-n', 'u-n');
+    assert.equal(await store.generations('u-n'), { currentGen: 0, pendingGen: null });
+    await store.installPending('u-n', key(0x61), sealed(1), FAR, id(0x61));
+    assert.equal(await store.generations('u-n'), { currentGen: 0, pendingGen: 1 });
+    assert.is(await store.promote('u-n', 1), true);
+    await store.installPending('u-n', key(0x62), sealed(2), FAR, id(0x62));
+    assert.equal(await store.generations('u-n'), { currentGen: 1, pendingGen: 2 });
+    assert.is(await store.generations('u-nobody'), null);
+    // A key altered in place: the generations are still read (no key is opened); getByUser, which opens, refuses.
+    const [row] = await sql(`SELECT current_key FROM accounts WHERE ${U} = ?`, 'u-n');
+    const altered = Uint8Array.from(row!.current_key as Uint8Array);
+    altered[40]! ^= 1;
+    await sql(`UPDATE accounts SET current_key = ? WHERE ${U} = ?`, altered, 'u-n');
+    assert.equal(await store.generations('u-n'), { currentGen: 1, pendingGen: 2 });
+    await rejects(() => store.getByUser('u-n'), corruptRow);
+    await sql(`UPDATE accounts SET current_key = ? WHERE ${U} = ?`, row!.current_key, 'u-n');
+    await sql(`UPDATE accounts SET status = 'weird' WHERE ${U} = 'u-n'`);
+    await rejects(() => store.generations('u-n'), corruptRow, 'a row failing its checks');
+    await sql(`UPDATE accounts SET status = 'active' WHERE ${U} = 'u-n'`);
+  });
+
+  test('installPending decides on the checked row without opening a key; the key altered in place is refused where a key is used (loginKey, promote, check)', async () => {
+    await store.createAccount('acct-i', 'u-i');
+    await store.installPending('u-i', key(0x71), sealed(1), FAR, id(0x71));
+    assert.is(await store.promote('u-i', 1), true);
+    const [row] = await sql(`SELECT current_key FROM accounts WHERE ${U} = ?`, 'u-i');
+    const altered = Uint8Array.from(row!.current_key as Uint8Array);
+    altered[40]! ^= 1;
+    await sql(`UPDATE accounts SET current_key = ? WHERE ${U} = ?`, altered, 'u-i');
+    // The install needs the generations only: it goes ahead, and current is untouched.
+    assert.equal(await store.installPending('u-i', key(0x72), sealed(2), FAR, id(0x72)), { currentGen: 1, pendingGen: 2, installed: true, sealed: sealed(2), rotationId: id(0x72) });
+    await rejects(() => store.loginKey('u-i', 1, Date.now()), corruptRow, 'the altered current key');
+    assert.equal((await store.loginKey('u-i', 2, Date.now()))!.key, key(0x72), 'the new pending key opens');
+    await rejects(() => store.promote('u-i', 2), corruptRow, 'promote opens both keys of the row it changes');
+    assert.match((await store.check()).join('\n'), /account row u-i/);
+    await sql(`UPDATE accounts SET current_key = ? WHERE ${U} = ?`, row!.current_key, 'u-i');
+    assert.is(await store.promote('u-i', 2), true);
+    assert.equal((await store.loginKey('u-i', 2, Date.now()))!.key, key(0x72));
+    assert.equal(await store.check(), []);
+  });
+
   test.run();
 }

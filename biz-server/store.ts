@@ -19,7 +19,12 @@
 // The login path (loginKey) does the same work whatever it finds (issue 10): one row read,
 // one row check and exactly one unwrap, of a dummy blob when the user or the generation is
 // unknown, so the time it takes tells an observer nothing about which users or generations
-// exist.
+// exist. Besides it, on a login's path only promote opens keys (it moves the pending key into the
+// current column: a moved key is refused there, issue 9), and wipes them at once; installPending
+// decides on the checked row (generations, expiry, which keys are present) and the session's
+// confirmation reads the generations alone (issue 15: each of those unwraps was an
+// XChaCha20-Poly1305 open whose key nothing used, left in memory unwiped). A blob altered in
+// place is refused where a key is used (loginKey, promote), and check() opens every key.
 //
 // One interface, one SQLite implementation; on several machines a PostgreSQL implementation
 // of the same interface replaces it (docs/architecture.md §"Stores").
@@ -86,7 +91,21 @@ export interface InstallResult {
  * it must never leave an account with nothing that logs in).
  */
 export function pendingUsable(a: Account, now: number): boolean {
-  return a.pendingGen !== null && a.pendingKey !== null && ((a.pendingExpires ?? 0) > now || a.currentKey === null);
+  return usable(a.pendingGen, a.pendingKey !== null, a.pendingExpires, a.currentKey !== null, now);
+}
+const usable = (pendingGen: number | null, hasPending: boolean, pendingExpires: number | null, hasCurrent: boolean, now: number) =>
+  pendingGen !== null && hasPending && ((pendingExpires ?? 0) > now || !hasCurrent);
+
+/** An account row checked, its keys not opened: whether each is present. */
+export interface AccountState extends Omit<Account, 'currentKey' | 'pendingKey'> {
+  hasCurrentKey: boolean;
+  hasPendingKey: boolean;
+}
+
+/** An account's generations (BizStore.generations): read from a checked row, no key opened. */
+export interface AccountGenerations {
+  currentGen: number;
+  pendingGen: number | null;
 }
 
 /** What a login may verify under (loginKey): the key, whether it is the pending generation, the account's status. */
@@ -100,6 +119,8 @@ export interface BizStore {
   /** Creates the account if missing; 'exists' when the same account/user pair is there. */
   createAccount(account: string, user: string, now?: number): Awaitable<'created' | 'exists'>;
   getByUser(user: string): Awaitable<Account | null>;
+  /** The account's generations, from its checked row without opening a key (STORE_CORRUPT_ROW for a bad row); null when there is no such user. */
+  generations(user: string): Awaitable<AccountGenerations | null>;
   /**
    * The login key of `user`'s generation `gen` if a login may use it now (the current one, or
    * a usable pending one), else null; the caller wipes the key. Constant work whatever the
@@ -224,17 +245,23 @@ function openRowKey(r: Row, storageKey: Uint8Array, blob: unknown, gen: unknown,
  * wrapped login keys with the storage key.
  */
 export function accountFromRow(r: Row, storageKey: Uint8Array): Account {
-  checkRow(r);
+  const { hasCurrentKey: _c, hasPendingKey: _p, ...rest } = accountStateFromRow(r);
   const currentKey = openRowKey(r, storageKey, r.current_key, r.current_gen, 'current');
   const pendingKey = openRowKey(r, storageKey, r.pending_key, r.pending_gen, 'pending');
+  return { ...rest, currentKey, pendingKey };
+}
+
+/** Validates a row before anything acts on it (STORE_CORRUPT_ROW otherwise); opens no key. */
+export function accountStateFromRow(r: Row): AccountState {
+  checkRow(r);
   return {
     account: r.account as string,
     user: r.user as string,
     status: r.status as AccountStatus,
     currentGen: r.current_gen as number,
-    currentKey,
+    hasCurrentKey: r.current_key !== null,
     pendingGen: r.pending_gen as number | null,
-    pendingKey,
+    hasPendingKey: r.pending_key !== null,
     pendingExpires: r.pending_expires as number | null,
     maxGen: r.max_gen as number,
     confirmedGen: r.confirmed_gen as number | null,
@@ -324,6 +351,11 @@ export class SqliteBizStore implements BizStore {
     return r ? accountFromRow(r, this.#storageKey) : null;
   }
 
+  generations(user: string): AccountGenerations | null {
+    const r = this.#row(user);
+    return r ? generationsOf(accountStateFromRow(r)) : null;
+  }
+
   loginKey(user: string, gen: number, now: number): LoginKey | null {
     // No branch below skips work on what the row holds: one read of the same shape (the
     // query picks the blob to open, the dummy one for an unknown user or generation, and
@@ -369,8 +401,9 @@ export function checkInstallInput(sealed: Uint8Array, rotationId: Uint8Array): v
  */
 export function installDecision(r: Row | undefined, storageKey: Uint8Array, user: string, key: Uint8Array, sealed: Uint8Array, rotationId: Uint8Array, now: number): { result: InstallResult; write: { wrapped: Uint8Array } | null } {
   if (!r) throw new ImplementationError('BIZ_UNKNOWN_USER', `no account for user '${user}'`);
-  const a = accountFromRow(r, storageKey);
-  if (a.pendingGen !== null && pendingUsable(a, now)) {
+  // The decision needs the generations and which keys exist, not the keys (see the header).
+  const a = accountStateFromRow(r);
+  if (a.pendingGen !== null && usable(a.pendingGen, a.hasPendingKey, a.pendingExpires, a.hasCurrentKey, now)) {
     // A retry of the call that installed it gets installed: true (the caller's own secret).
     const own = Buffer.compare(a.pendingRotationId!, rotationId) === 0;
     return { result: { currentGen: a.currentGen, pendingGen: a.pendingGen, installed: own, sealed: a.pendingSealed!, rotationId: a.pendingRotationId! }, write: null };
@@ -392,8 +425,17 @@ export function installDecision(r: Row | undefined, storageKey: Uint8Array, user
 /** promote's compare-and-set on the account row (read inside the caller's transaction, locked). */
 export function promoteAllowed(r: Row | undefined, storageKey: Uint8Array, gen: number, now: number): boolean {
   if (!r) return false;
+  // Both keys are opened: promote moves the pending key into the current column, and a key
+  // moved to another column or generation must not be acted on (issue 9). They are wiped at once.
   const a = accountFromRow(r, storageKey);
+  a.currentKey?.fill(0);
+  a.pendingKey?.fill(0);
   return a.pendingGen === gen && pendingUsable(a, now);
+}
+
+/** BizStore.generations on a checked row. */
+export function generationsOf(a: AccountState): AccountGenerations {
+  return { currentGen: a.currentGen, pendingGen: a.pendingGen };
 }
 
 /** The integrity check of the accounts table (both back ends): every row validated and its keys opened. */

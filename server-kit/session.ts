@@ -197,6 +197,9 @@ export abstract class ServerSession implements SessionHandler {
   }
 
   #arm(): void {
+    // Frames that came together (a client step's finish + credRequest) are each handled and
+    // each re-arm: the timer of the one before is replaced, never left behind to fire later.
+    this.#disarm();
     this.#timer = (this.opts.timers ?? realTimers).setTimeout(() => {
       this.#timer = null;
       this.fail(new ProtocolError('TIMEOUT', `no message within ${this.opts.stepTimeoutMs} ms`));
