@@ -87,6 +87,8 @@ import type { BankMode } from '../protocol/bank-messages.ts';
 import { TimeoutError } from '../protocol/errors.ts';
 import { storyCard, storyNumber } from './bank-scenarios.ts';
 import { SIM_EPOCH_MS } from '../firmware/hal/sim-hal.ts';
+import { currentRecord } from './held-secrets.ts';
+import { decodeSavedLogin } from '../firmware/saved-login.ts';
 
 /** The gateway's name on the simulated network, and the origin phones dial. */
 export const GATEWAY = 'gateway';
@@ -284,6 +286,15 @@ export type BankMutant = 'stale-swap-date' | 'rebind-keeps-old';
  */
 export type S3Mutant = 'report-wrong-mech';
 
+/**
+ * TEST ONLY: a rule of the phone broken on purpose in the simulation (the firmware stays as
+ * shipped: the break wraps the device's push handler), for no-half-validated-frame's test.
+ *   'keep-unchecked-push'  a table the gateway pushed (S3.11) is written into the saved login
+ *                          as it came, without its signature, version or expiry checked
+ *                          (firmware/policy-table.ts keepPushedTable skipped)
+ */
+export type PhoneMutant = 'keep-unchecked-push';
+
 function bizRecords() {
   return DEFAULT_TOPOLOGY.biz.map((b) => ({ name: b.name, region: b.region, url: `${ORIGIN}/${b.name}`, adminUrl: `http://${b.name}.sim/admin` }));
 }
@@ -340,6 +351,15 @@ export interface WorldOptions {
   bankMutant?: BankMutant;
   /** TEST ONLY: the gateway's period report breaks this rule (S3Mutant). */
   s3Mutant?: S3Mutant;
+  /** TEST ONLY: every phone breaks this rule (PhoneMutant). */
+  phoneMutant?: PhoneMutant;
+  /**
+   * TEST ONLY: after every frame a phone sends it, the gateway pushes the newest table it holds
+   * to every connected device (S3.11), so pushes land inside sessions. A deployment pushes only
+   * when the policy server publishes a new table (every 10 s here), which a seed's short
+   * sessions rarely meet: no-half-validated-frame's test needs corrupted pushes mid-session.
+   */
+  pushEveryFrame?: boolean;
 }
 
 /** Where the person of a phone is with the bank: what they ask for at the next plug-in. */
@@ -414,6 +434,8 @@ export class World {
   onRestart: (party: string) => void = () => {};
   /** Told when a bank lets a login in (the bank-swap-confirmed invariant). */
   onBankPage: (e: BankPageEvent) => void = () => {};
+  /** Told when a phone has handled a table the gateway pushed (the no-half-validated-frame invariant): the table it was handed. */
+  onTablePush: (p: SimPhone, table: Uint8Array) => void = () => {};
   /** The run's SIM swaps, in the order they happened (an OperatorAnswer counts how many came before it). */
   readonly swapLog: SwapRecord[] = [];
   /** The operator's answer to each admin call it served (by the net's call number), until the caller takes it. */
@@ -436,7 +458,10 @@ export class World {
     this.sched = new Scheduler();
     this.dir = mkdtempSync(join(tmpdir(), `usbphone-dsim-${o.seed}-`));
     this.#serverRng = simRng(o.seed, 'servers');
-    this.net = new DsimNet(this.sched, simRng(o.seed, 'net'), (e) => this.onWire(e), (l) => this.log(l));
+    this.net = new DsimNet(this.sched, simRng(o.seed, 'net'), (e) => {
+      this.onWire(e);
+      if (o.pushEveryFrame && e.kind === 'frame' && e.to === GATEWAY && e.from.startsWith('phone-')) this.sched.at(0, () => this.#pushAgain());
+    }, (l) => this.log(l));
     this.net.onDeliver = (conn, to, bytes) => this.onDeliver(conn, to, bytes);
   }
 
@@ -835,6 +860,7 @@ export class World {
         this.log(`${GATEWAY} pushed table v${tables.version()} to ${devices} device(s)`);
       },
     });
+    this.#newestTable = () => tables.current();
     const poll = () => {
       if (!inc.alive) return;
       void tables.refresh();
@@ -847,6 +873,13 @@ export class World {
     }
   }
   readonly #gateways: Gateway[] = [];
+  /** The newest table the gateway polled from the policy server (pushEveryFrame pushes it again). */
+  #newestTable: () => Uint8Array | null = () => null;
+
+  #pushAgain(): void {
+    const t = this.#newestTable();
+    if (t && !this.isDown(GATEWAY)) this.gateway.pushTable(t);
+  }
 
   /**
    * The gateway process killed: every device connection and every link dies with it, its
@@ -900,7 +933,9 @@ export class World {
       base: t.base, table: tableOf(t.base), fuses: t.fuses[i]!, hal: hal(), config, chipSeed: this.o.seed * 1_000_003 + i,
       personalize: { serial: t.serials[i]!, keyVersion: t.ring.current, master: t.ring.key(t.ring.current) },
     });
-    this.phones.push({ index: i, party, ip, serial: t.serials[i]!, user: t.users[i]!, phone, host, hal, slot, line, swappedAt: null, person, bank: 'new' });
+    const sp: SimPhone = { index: i, party, ip, serial: t.serials[i]!, user: t.users[i]!, phone, host, hal, slot, line, swappedAt: null, person, bank: 'new' };
+    this.phones.push(sp);
+    this.#watchPushes(sp);
   }
 
   /**
@@ -951,6 +986,38 @@ export class World {
     this.net.killConnections(p.party);
     p.phone.chip.faults.powerCutAfterOps = null;
     p.phone = replug(p.phone, p.hal());
+    this.#watchPushes(p);
+  }
+
+  /**
+   * The device's push handler (S3.11, firmware/device.ts tablePush), watched: the invariants are
+   * told once the phone has handled a pushed table (kept or refused it: synchronously, within
+   * the call). Under the PhoneMutant 'keep-unchecked-push' the handler writes the table into
+   * the saved login unchecked instead.
+   */
+  #watchPushes(p: SimPhone): void {
+    const d = p.phone.device;
+    const handle = this.o.phoneMutant === 'keep-unchecked-push'
+      ? (table: Uint8Array) => {
+        const rec = d.storage.loadLogin();
+        if (rec.ok && rec.value) d.storage.saveLogin({ ...rec.value, table: Uint8Array.from(table) });
+        d.trace('S3.11', 'attack table pushed', 'kept unchecked (TEST ONLY phone mutant)');
+      }
+      : d.tablePush.bind(d);
+    d.tablePush = (table) => {
+      handle(table);
+      this.onTablePush(p, table);
+    };
+  }
+
+  /**
+   * The attack table in phone `p`'s saved-login record (S0.12, S3.11), read from its flash the
+   * way sim/held-secrets.ts reads the hidden zone, with the chip's fuses: no chip command, no
+   * flash operation, no virtual time. Null when there is no record or it holds no table.
+   */
+  savedTable(p: SimPhone): Uint8Array | null {
+    const cur = currentRecord(p.phone, this.#t.fuses[p.index]!, 'login');
+    return cur ? decodeSavedLogin(cur.record).table : null;
   }
 
   /** Every server's live business store (a business server's own connection), or null when both are down. */

@@ -19,7 +19,7 @@ import nodeCrypto from 'node:crypto';
 import { syncBuiltinESMExports } from 'node:module';
 import type { BankMode } from '../protocol/bank-messages.ts';
 import type { BankStepOutcome } from '../firmware/main-program.ts';
-import { World, SERVERS, ALL_SERVERS, REGS, BIZ, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant, type BankMutant, type S3Mutant } from './dsim-world.ts';
+import { World, SERVERS, ALL_SERVERS, REGS, BIZ, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant, type BankMutant, type S3Mutant, type PhoneMutant } from './dsim-world.ts';
 import { attackerIp } from './attacker.ts';
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
@@ -158,6 +158,10 @@ export interface RunOptions {
   bankMutant?: BankMutant;
   /** TEST ONLY: the gateway's period report breaks this rule (dsim-world.ts S3Mutant). */
   s3Mutant?: S3Mutant;
+  /** TEST ONLY: every phone breaks this rule (dsim-world.ts PhoneMutant). */
+  phoneMutant?: PhoneMutant;
+  /** TEST ONLY: the gateway pushes its newest table after every frame a phone sends (dsim-world.ts WorldOptions.pushEveryFrame). */
+  pushEveryFrame?: boolean;
   /** Keep the full event trace (replay). */
   trace?: boolean;
 }
@@ -170,6 +174,8 @@ export interface RunResult {
   /** The event trace (when asked for): identical for one seed. */
   lines: string[];
   stats: { events: number; virtualMs: number; frames: number; faultsInjected: number; invariantChecks: number; logins: number; crashes: number; bankAnswers: number; swaps: number; attacks: number };
+  /** no-half-validated-frame: frames a phone sent on a connection after it refused a corrupted table push there whole (allowed). */
+  framesAfterRefusedPush: number;
 }
 
 type Outcome = DeviceOutcome | { ok: false; kind: 'hung'; reason: string; ms: number };
@@ -184,7 +190,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   let world: World | null = null;
   const prevSink = setLogSink((l) => world?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
   try {
-    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, bankMode: plan.bank.mode, bankMutant: o.bankMutant, s3Mutant: o.s3Mutant, log: o.trace ? (l) => lines.push(l) : null });
+    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, bankMode: plan.bank.mode, bankMutant: o.bankMutant, s3Mutant: o.s3Mutant, phoneMutant: o.phoneMutant, pushEveryFrame: o.pushEveryFrame, log: o.trace ? (l) => lines.push(l) : null });
   } catch (e) {
     setLogSink(prevSink);
     restoreRandom();
@@ -360,6 +366,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
     return {
       seed, ok: inv.violations.length === 0, violations: inv.violations, plan, lines,
       stats: { events, virtualMs: sched.now(), frames: net.counts.frames, faultsInjected, invariantChecks: inv.checks, logins, crashes: world.crashes, bankAnswers, swaps: plan.bank.swaps.length, attacks: plan.attack ? 1 : 0 },
+      framesAfterRefusedPush: inv.framesAfterRefusedPush,
     };
   } finally {
     Date.now = realNow;
