@@ -7,10 +7,11 @@ import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runSeed, shrink, planFor, FAULT_KINDS, type RunOptions, type RunResult } from './dsim.ts';
+import { runSeed, shrink, planFor, FAULT_KINDS, FAULT_RATES, type RunOptions, type RunResult } from './dsim.ts';
 import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
 import { World } from './dsim-world.ts';
-import { Invariants } from './dsim-invariants.ts';
+import { Invariants, INVARIANTS } from './dsim-invariants.ts';
+import { readFileSync } from 'node:fs';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'usbphone.js');
 
@@ -205,6 +206,28 @@ test('shrink: a failing seed comes down to a schedule no longer than its own tha
   // The shrunk plan replays too.
   const again = await runSeed(r!.seed, { ...o, plan: sh!.plan });
   assert.ok(again.violations.some((v) => v.invariant === r!.violations[0]!.invariant));
+});
+
+test('docs/simulation.md lists every invariant and fault kind of the code, with the network\'s rates', () => {
+  const doc = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'simulation.md'), 'utf8');
+  /** The first cells (their `names`) and last cells of the table under `heading`. */
+  const table = (heading: string) => {
+    const body = doc.slice(doc.indexOf(heading) + heading.length).split('\n### ')[0]!;
+    return body.split('\n').filter((l) => /^\| `/.test(l)).map((l) => {
+      const cells = l.split(' | ');
+      return { names: [...cells[0]!.matchAll(/`([a-z0-9-]+)`/g)].map((m) => m[1]!), last: cells[cells.length - 1]! };
+    });
+  };
+  const kinds = table('### Fault kinds and rates');
+  assert.equal(kinds.flatMap((r) => r.names).sort(), [...FAULT_KINDS].sort(), 'one row per fault kind, none other');
+  for (const [kind, rates] of Object.entries(FAULT_RATES)) {
+    const row = kinds.find((r) => r.names.includes(kind))!;
+    for (const [k, v] of Object.entries(rates!)) {
+      const stated = k === 'jitterMs' ? `0-${v} ms` : `${Math.round(v * 100)} %`;
+      assert.ok(row.last.includes(stated), `${kind}: the row states ${stated} (${row.last})`);
+    }
+  }
+  assert.equal(table('### Invariants').flatMap((r) => r.names).sort(), [...INVARIANTS].sort(), 'one row per invariant, none other');
 });
 
 test('usbphone simulate: seeds, --json, --seed --trace, bad usage exits 2', () => {

@@ -43,8 +43,8 @@ const PLUG_CAP_MS = 120_000;
 /** Most scheduler events of one run (a loop that never ends is a failure, not a hang). */
 const MAX_EVENTS = 2_000_000;
 
-/** The network rates a window of each kind sets. */
-const RATES: Partial<Record<FaultKind, Partial<NetFaultRates>>> = {
+/** The network rates a window of each kind sets (docs/simulation.md's table states them). */
+export const FAULT_RATES: Partial<Record<FaultKind, Partial<NetFaultRates>>> = {
   loss: { loss: 0.08 },
   delay: { jitterMs: 400 },
   dup: { dup: 0.25 },
@@ -220,7 +220,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
     const applyRates = () => {
       const r: NetFaultRates = { loss: 0, dup: 0, reorder: 0, corrupt: 0, jitterMs: 0 };
       for (const f of active) {
-        const add = RATES[f.kind];
+        const add = FAULT_RATES[f.kind];
         if (!add) continue;
         for (const k of Object.keys(add) as (keyof NetFaultRates)[]) r[k] = Math.max(r[k], add[k]!);
       }
