@@ -206,11 +206,33 @@ export function lineOf(i: number): { number: string; card: SimCardSpec; next: Si
  */
 class SimHasher extends PasswordHasher {
   static readonly P = { ln: 10, r: 1, p: 1 };
+  /** Set while the base class's constructor runs (see hash). */
+  static #constructing = false;
   #dummy: string | null = null;
-  constructor() {
+  /**
+   * `memo`: scrypt's outputs of this run by (parameters, salt, password), shared by the run's
+   * banks: a person logs in with the same password against the same verifier at every plug-in,
+   * and scrypt is a pure function, so the same inputs give the same key without computing it.
+   */
+  static create(memo: Map<string, Buffer>): SimHasher {
+    SimHasher.#constructing = true;
+    try {
+      return new SimHasher(memo);
+    } finally {
+      SimHasher.#constructing = false;
+    }
+  }
+  private constructor(private readonly memo: Map<string, Buffer>) {
     super(SimHasher.P, 1_000_000, 1_000_000);
   }
   override async hash(password: string): Promise<string> {
+    if (SimHasher.#constructing) {
+      // The base class's own dummy verifier, which only its verify (overridden below, with a
+      // dummy of its own) reads: the random bytes it takes are drawn as before (the salt here,
+      // the password by the base), so the seed's stream does not move; its scrypt is not run.
+      globalThis.crypto.getRandomValues(new Uint8Array(16));
+      return '$scrypt$unread';
+    }
     return SimHasher.make(password);
   }
   static make(password: string): string {
@@ -224,7 +246,9 @@ class SimHasher extends PasswordHasher {
     const m = /^\$scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d{1,2})\$([A-Za-z0-9+/]{22})\$([A-Za-z0-9+/]{43})$/.exec(v);
     if (!m) throw new Error('dsim: not a $scrypt$ verifier');
     const pw = typeof password === 'string' ? Buffer.from(password, 'utf8') : Buffer.from(password);
-    const k = scryptSync(pw, Buffer.from(m[4]!, 'base64'), 32, { N: 1 << Number(m[1]), r: Number(m[2]), p: Number(m[3]), maxmem: 256 * 1024 * 1024 });
+    const key = `${m[1]},${m[2]},${m[3]},${m[4]},${pw.toString('hex')}`;
+    let k = this.memo.get(key);
+    if (!k) this.memo.set(key, (k = scryptSync(pw, Buffer.from(m[4]!, 'base64'), 32, { N: 1 << Number(m[1]), r: Number(m[2]), p: Number(m[3]), maxmem: 256 * 1024 * 1024 })));
     return timingSafeEqual(k, Buffer.from(m[5]!, 'base64')) && stored !== null;
   }
 }
@@ -452,6 +476,8 @@ export class World {
   readonly policyTables: { periodId: number; version: number; at: number; table: AttackTable }[] = [];
   #serverRng: Rng;
   #t!: Template;
+  /** scrypt's outputs of this run (SimHasher): the banks' verifications of one password against one verifier. */
+  readonly #scryptMemo = new Map<string, Buffer>();
 
   private constructor(readonly o: WorldOptions) {
     // The simulated date (SIM_EPOCH_MS at virtual 0): every clock of the run reads it (sim/dsim.ts installs it as Date.now).
@@ -541,18 +567,39 @@ export class World {
     });
   }
 
-  /** Arms the crash point of `party`'s store: its next write throws inside the transaction, and the party is down from that instant. */
+  /**
+   * The crash point of `party`'s store connection `db`: once armed (armCrashInTx), its next
+   * write to `tables` throws inside the transaction, and the party is down from that instant.
+   * The triggers go onto the connection only when armed (now, if it already is, or at
+   * armCrashInTx): most runs arm none, and a trigger on every write of every store cost each
+   * run its set-up (eight CREATE TEMP TRIGGERs per start) and a function call per write.
+   */
   #crashPoint(party: string, db: SqliteRegStore['db'], tables: string[]): void {
-    db.function('dsim_crash_point', () => {
-      if (!this.crashInTx.has(party)) return 0;
-      this.crashInTx.delete(party);
-      this.log(`${party} CRASH inside a store transaction`);
-      this.crash(party);
-      throw new Error('dsim: crashed inside a store transaction');
-    });
-    for (const t of tables) {
-      for (const op of ['INSERT', 'UPDATE']) db.exec(`CREATE TEMP TRIGGER dsim_crash_${t}_${op.toLowerCase()} AFTER ${op} ON main.${t} BEGIN SELECT dsim_crash_point(); END`);
-    }
+    let installed = false;
+    const install = () => {
+      if (installed || !db.open) return;
+      installed = true;
+      db.function('dsim_crash_point', () => {
+        if (!this.crashInTx.has(party)) return 0;
+        this.crashInTx.delete(party);
+        this.log(`${party} CRASH inside a store transaction`);
+        this.crash(party);
+        throw new Error('dsim: crashed inside a store transaction');
+      });
+      for (const t of tables) {
+        for (const op of ['INSERT', 'UPDATE']) db.exec(`CREATE TEMP TRIGGER dsim_crash_${t}_${op.toLowerCase()} AFTER ${op} ON main.${t} BEGIN SELECT dsim_crash_point(); END`);
+      }
+    };
+    this.#crashPoints.set(party, install);
+    if (this.crashInTx.has(party)) install();
+  }
+  /** Each store-holding server's crash-point installer, for its live connection. */
+  readonly #crashPoints = new Map<string, () => void>();
+
+  /** The fault crash-in-tx: `party`'s next store write throws inside its transaction (#crashPoint). */
+  armCrashInTx(party: string): void {
+    this.crashInTx.add(party);
+    this.#crashPoints.get(party)?.();
   }
 
   /** Starts (or restarts) a server from its files. */
@@ -755,7 +802,7 @@ export class World {
         },
       };
     }
-    const bank = new Bank({ store: bankStore, hasher: new SimHasher(), mode: this.o.bankMode ?? 2, operator, operatorDeadlineMs: 2 ** 31 - 1, log, now: this.clockOf(name), site: name });
+    const bank = new Bank({ store: bankStore, hasher: SimHasher.create(this.#scryptMemo), mode: this.o.bankMode ?? 2, operator, operatorDeadlineMs: 2 ** 31 - 1, log, now: this.clockOf(name), site: name });
     // The S4 invariants see each login the bank lets in, at the instant it decides.
     const login = bank.login.bind(bank);
     bank.login = async (who, req, binding) => {

@@ -232,7 +232,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       world.log(`FAULT ${describeFault(f)}`);
       if (f.kind === 'partition') net.partition(f.a, f.b, true);
       else if (f.kind === 'crash') world.crash(f.party);
-      else if (f.kind === 'crash-in-tx') world.crashInTx.add(f.party);
+      else if (f.kind === 'crash-in-tx') world.armCrashInTx(f.party);
       else if (f.kind === 'crash-at-step') world.crashAtStep.set(f.party, f.step);
       else if (f.kind === 'skew') world.skew.set(f.party, f.skewMs);
       else if (f.kind === 'stall') net.stalled.set(f.party, f.stallMs);
