@@ -205,6 +205,7 @@ export class Invariants {
       this.w.log(`${p.party} kept nothing of a corrupted table push on connection ${conn} (refused, not acted on): its next frames there are not judged by it (no-half-validated-frame)`);
     }
   }
+
   /** New rotation secrets (and their login keys) become needles as soon as they are drawn. */
   #refreshNeedles(): void {
     const s = this.w.secrets;
