@@ -11,7 +11,10 @@
 //   no-secret-in-zones  none of them in the sectors a phone wrote in its free or virtual zone
 //   no-half-validated-frame  a party that received a corrupted frame on a connection sends nothing
 //                       on it afterwards but a refusal (error, loginFail) or the receipt loginAck
-//                       (REFUSAL_TYPES): it must not act on it
+//                       (REFUSAL_TYPES): it must not act on it. Except a table push (S3.11) the
+//                       phone refused whole: outside the session and checked whole (its signature
+//                       covers the whole table), it changes nothing when refused; one it kept
+//                       counts as received (the connection is tainted)
 //   store-integrity     after every restart and at the end: PRAGMA integrity_check on every store
 //                       (registration, business with the bank's tables, operator), every row passes
 //                       the store's own row checks (accountFromRow/deviceFromRow: keys open under the
@@ -33,7 +36,8 @@
 import { byteEncodings, encodings } from './needles.ts';
 import { passwordLoginKey } from '../protocol/channel.ts';
 import { peekType } from '../gateway/validate.ts';
-import { MsgType } from '../protocol/messages.ts';
+import { MsgType, peekTablePush } from '../protocol/messages.ts';
+import { equalBytes } from '@noble/ciphers/utils.js';
 import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
 import type { CowBacking } from '../firmware/flash/backing.ts';
 import { accountFromRow } from '../biz-server/store.ts';
@@ -73,6 +77,14 @@ export class Invariants {
   /** conn/party pairs that received a corrupted frame. */
   readonly #tainted = new Set<string>();
   readonly #corrupted = new Set<string>();
+  /** Corrupted table pushes a phone received and has not handled yet, by phone: the connection and the table as received. */
+  readonly #pushes = new Map<string, { conn: number; table: Uint8Array }[]>();
+  /** conn/party pairs on which a phone kept a corrupted table push (the report says so). */
+  readonly #keptPush = new Set<string>();
+  /** conn/party pairs on which a phone refused a corrupted table push whole, until its next frame there. */
+  readonly #refusedPush = new Set<string>();
+  /** Frames a phone sent on a connection after it refused a corrupted table push there whole (allowed; counted for the tests). */
+  framesAfterRefusedPush = 0;
   readonly #bindingsByAccount = new WeakMap<Database.Database, Database.Statement>();
 
   constructor(private readonly w: World) {
@@ -85,8 +97,14 @@ export class Invariants {
     w.onWire = (e) => this.#wire(e);
     w.onDeliver = (conn, to, bytes) => {
       // Most runs corrupt nothing: no key to build for every frame delivered then.
-      if (this.#corrupted.size > 0 && this.#corrupted.has(`${conn}/${Buffer.from(bytes).toString('hex')}`)) this.#tainted.add(`${conn}/${to}`);
+      if (this.#corrupted.size === 0 || !this.#corrupted.has(`${conn}/${Buffer.from(bytes).toString('hex')}`)) return;
+      // A corrupted frame a phone will take for a table push (firmware/client-session.ts peeks
+      // every frame for one first): judged once the phone has handled it (tablePushHandled).
+      const table = to.startsWith('phone-') ? peekTablePush(bytes) : null;
+      if (table) this.#pushes.set(to, [...(this.#pushes.get(to) ?? []), { conn, table }]);
+      else this.#tainted.add(`${conn}/${to}`);
     };
+    w.onTablePush = (p, table) => this.tablePushHandled(p, table);
     w.onRestart = () => this.storeIntegrity('after a restart');
     w.onBankPage = (e) => this.bankPage(e);
   }
@@ -158,6 +176,36 @@ export class Invariants {
     this.violations.push({ invariant, at: this.w.sched.now(), detail });
   }
 
+  /**
+   * no-half-validated-frame, a table push: phone `p` has just handled a pushed `table`. When it
+   * is a corrupted push it received, the phone must have refused it whole: a push is outside the
+   * session (no sequence number, no state) and its table is checked whole before anything is
+   * kept (firmware/policy-table.ts: the Ed25519 signature over the whole table, version,
+   * expiry), so a refused one changes nothing and the phone's next frames on that connection do
+   * not act on it. Kept (its saved login now holds those very bytes), it was acted on: the
+   * connection is tainted as for any corrupted frame, and the phone's next frame there reported.
+   */
+  tablePushHandled(p: SimPhone, table: Uint8Array): void {
+    const pending = this.#pushes.get(p.party);
+    const i = pending?.findIndex((x) => equalBytes(x.table, table)) ?? -1;
+    if (i < 0) return;
+    const { conn } = pending!.splice(i, 1)[0]!;
+    this.checks++;
+    let held: Uint8Array | null;
+    try {
+      held = this.w.savedTable(p);
+    } catch {
+      held = null; // an unreadable record is store-integrity's or the power cut's, not this push's
+    }
+    if (held && equalBytes(held, table)) {
+      this.#tainted.add(`${conn}/${p.party}`);
+      this.#keptPush.add(`${conn}/${p.party}`);
+    } else {
+      this.#refusedPush.add(`${conn}/${p.party}`);
+      this.w.log(`${p.party} kept nothing of a corrupted table push on connection ${conn} (refused, not acted on): its next frames there are not judged by it (no-half-validated-frame)`);
+    }
+  }
+
   /** New rotation secrets (and their login keys) become needles as soon as they are drawn. */
   #refreshNeedles(): void {
     const s = this.w.secrets;
@@ -188,6 +236,7 @@ export class Invariants {
     // The gateway relays what it cannot check (sealed bodies): the endpoint behind it is the one that must refuse.
     if (e.from === GATEWAY || e.fate === 'dup') return;
     this.checks++;
+    if (this.#refusedPush.size > 0 && this.#refusedPush.delete(`${e.conn}/${e.from}`)) this.framesAfterRefusedPush++;
     if (this.#tainted.has(`${e.conn}/${e.from}`)) {
       let type = -1;
       try {
@@ -195,7 +244,8 @@ export class Invariants {
       } catch {
         // unreadable: not an error frame
       }
-      if (!REFUSAL_TYPES.has(type)) this.report('no-half-validated-frame', `${e.from} sent a frame of type ${type} on connection ${e.conn} after it received a corrupted frame there`);
+      const what = this.#keptPush.has(`${e.conn}/${e.from}`) ? 'kept a corrupted table push' : 'received a corrupted frame';
+      if (!REFUSAL_TYPES.has(type)) this.report('no-half-validated-frame', `${e.from} sent a frame of type ${type} on connection ${e.conn} after it ${what} there`);
     }
   }
 

@@ -87,6 +87,8 @@ import type { BankMode } from '../protocol/bank-messages.ts';
 import { TimeoutError } from '../protocol/errors.ts';
 import { storyCard, storyNumber } from './bank-scenarios.ts';
 import { SIM_EPOCH_MS } from '../firmware/hal/sim-hal.ts';
+import { currentRecord } from './held-secrets.ts';
+import { decodeSavedLogin } from '../firmware/saved-login.ts';
 
 /** The gateway's name on the simulated network, and the origin phones dial. */
 export const GATEWAY = 'gateway';
@@ -204,11 +206,33 @@ export function lineOf(i: number): { number: string; card: SimCardSpec; next: Si
  */
 class SimHasher extends PasswordHasher {
   static readonly P = { ln: 10, r: 1, p: 1 };
+  /** Set while the base class's constructor runs (see hash). */
+  static #constructing = false;
   #dummy: string | null = null;
-  constructor() {
+  /**
+   * `memo`: scrypt's outputs of this run by (parameters, salt, password), shared by the run's
+   * banks: a person logs in with the same password against the same verifier at every plug-in,
+   * and scrypt is a pure function, so the same inputs give the same key without computing it.
+   */
+  static create(memo: Map<string, Buffer>): SimHasher {
+    SimHasher.#constructing = true;
+    try {
+      return new SimHasher(memo);
+    } finally {
+      SimHasher.#constructing = false;
+    }
+  }
+  private constructor(private readonly memo: Map<string, Buffer>) {
     super(SimHasher.P, 1_000_000, 1_000_000);
   }
   override async hash(password: string): Promise<string> {
+    if (SimHasher.#constructing) {
+      // The base class's own dummy verifier, which only its verify (overridden below, with a
+      // dummy of its own) reads: the random bytes it takes are drawn as before (the salt here,
+      // the password by the base), so the seed's stream does not move; its scrypt is not run.
+      globalThis.crypto.getRandomValues(new Uint8Array(16));
+      return '$scrypt$unread';
+    }
     return SimHasher.make(password);
   }
   static make(password: string): string {
@@ -222,7 +246,9 @@ class SimHasher extends PasswordHasher {
     const m = /^\$scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d{1,2})\$([A-Za-z0-9+/]{22})\$([A-Za-z0-9+/]{43})$/.exec(v);
     if (!m) throw new Error('dsim: not a $scrypt$ verifier');
     const pw = typeof password === 'string' ? Buffer.from(password, 'utf8') : Buffer.from(password);
-    const k = scryptSync(pw, Buffer.from(m[4]!, 'base64'), 32, { N: 1 << Number(m[1]), r: Number(m[2]), p: Number(m[3]), maxmem: 256 * 1024 * 1024 });
+    const key = `${m[1]},${m[2]},${m[3]},${m[4]},${pw.toString('hex')}`;
+    let k = this.memo.get(key);
+    if (!k) this.memo.set(key, (k = scryptSync(pw, Buffer.from(m[4]!, 'base64'), 32, { N: 1 << Number(m[1]), r: Number(m[2]), p: Number(m[3]), maxmem: 256 * 1024 * 1024 })));
     return timingSafeEqual(k, Buffer.from(m[5]!, 'base64')) && stored !== null;
   }
 }
@@ -284,6 +310,15 @@ export type BankMutant = 'stale-swap-date' | 'rebind-keeps-old';
  */
 export type S3Mutant = 'report-wrong-mech';
 
+/**
+ * TEST ONLY: a rule of the phone broken on purpose in the simulation (the firmware stays as
+ * shipped: the break wraps the device's push handler), for no-half-validated-frame's test.
+ *   'keep-unchecked-push'  a table the gateway pushed (S3.11) is written into the saved login
+ *                          as it came, without its signature, version or expiry checked
+ *                          (firmware/policy-table.ts keepPushedTable skipped)
+ */
+export type PhoneMutant = 'keep-unchecked-push';
+
 function bizRecords() {
   return DEFAULT_TOPOLOGY.biz.map((b) => ({ name: b.name, region: b.region, url: `${ORIGIN}/${b.name}`, adminUrl: `http://${b.name}.sim/admin` }));
 }
@@ -340,6 +375,15 @@ export interface WorldOptions {
   bankMutant?: BankMutant;
   /** TEST ONLY: the gateway's period report breaks this rule (S3Mutant). */
   s3Mutant?: S3Mutant;
+  /** TEST ONLY: every phone breaks this rule (PhoneMutant). */
+  phoneMutant?: PhoneMutant;
+  /**
+   * TEST ONLY: after every frame a phone sends it, the gateway pushes the newest table it holds
+   * to every connected device (S3.11), so pushes land inside sessions. A deployment pushes only
+   * when the policy server publishes a new table (every 10 s here), which a seed's short
+   * sessions rarely meet: no-half-validated-frame's test needs corrupted pushes mid-session.
+   */
+  pushEveryFrame?: boolean;
 }
 
 /** Where the person of a phone is with the bank: what they ask for at the next plug-in. */
@@ -414,6 +458,8 @@ export class World {
   onRestart: (party: string) => void = () => {};
   /** Told when a bank lets a login in (the bank-swap-confirmed invariant). */
   onBankPage: (e: BankPageEvent) => void = () => {};
+  /** Told when a phone has handled a table the gateway pushed (the no-half-validated-frame invariant): the table it was handed. */
+  onTablePush: (p: SimPhone, table: Uint8Array) => void = () => {};
   /** The run's SIM swaps, in the order they happened (an OperatorAnswer counts how many came before it). */
   readonly swapLog: SwapRecord[] = [];
   /** The operator's answer to each admin call it served (by the net's call number), until the caller takes it. */
@@ -430,13 +476,18 @@ export class World {
   readonly policyTables: { periodId: number; version: number; at: number; table: AttackTable }[] = [];
   #serverRng: Rng;
   #t!: Template;
+  /** scrypt's outputs of this run (SimHasher): the banks' verifications of one password against one verifier. */
+  readonly #scryptMemo = new Map<string, Buffer>();
 
   private constructor(readonly o: WorldOptions) {
     // The simulated date (SIM_EPOCH_MS at virtual 0): every clock of the run reads it (sim/dsim.ts installs it as Date.now).
     this.sched = new Scheduler();
     this.dir = mkdtempSync(join(tmpdir(), `usbphone-dsim-${o.seed}-`));
     this.#serverRng = simRng(o.seed, 'servers');
-    this.net = new DsimNet(this.sched, simRng(o.seed, 'net'), (e) => this.onWire(e), (l) => this.log(l));
+    this.net = new DsimNet(this.sched, simRng(o.seed, 'net'), (e) => {
+      this.onWire(e);
+      if (o.pushEveryFrame && e.kind === 'frame' && e.to === GATEWAY && e.from.startsWith('phone-')) this.sched.at(0, () => this.#pushAgain());
+    }, (l) => this.log(l));
     this.net.onDeliver = (conn, to, bytes) => this.onDeliver(conn, to, bytes);
   }
 
@@ -516,18 +567,39 @@ export class World {
     });
   }
 
-  /** Arms the crash point of `party`'s store: its next write throws inside the transaction, and the party is down from that instant. */
+  /**
+   * The crash point of `party`'s store connection `db`: once armed (armCrashInTx), its next
+   * write to `tables` throws inside the transaction, and the party is down from that instant.
+   * The triggers go onto the connection only when armed (now, if it already is, or at
+   * armCrashInTx): most runs arm none, and a trigger on every write of every store cost each
+   * run its set-up (eight CREATE TEMP TRIGGERs per start) and a function call per write.
+   */
   #crashPoint(party: string, db: SqliteRegStore['db'], tables: string[]): void {
-    db.function('dsim_crash_point', () => {
-      if (!this.crashInTx.has(party)) return 0;
-      this.crashInTx.delete(party);
-      this.log(`${party} CRASH inside a store transaction`);
-      this.crash(party);
-      throw new Error('dsim: crashed inside a store transaction');
-    });
-    for (const t of tables) {
-      for (const op of ['INSERT', 'UPDATE']) db.exec(`CREATE TEMP TRIGGER dsim_crash_${t}_${op.toLowerCase()} AFTER ${op} ON main.${t} BEGIN SELECT dsim_crash_point(); END`);
-    }
+    let installed = false;
+    const install = () => {
+      if (installed || !db.open) return;
+      installed = true;
+      db.function('dsim_crash_point', () => {
+        if (!this.crashInTx.has(party)) return 0;
+        this.crashInTx.delete(party);
+        this.log(`${party} CRASH inside a store transaction`);
+        this.crash(party);
+        throw new Error('dsim: crashed inside a store transaction');
+      });
+      for (const t of tables) {
+        for (const op of ['INSERT', 'UPDATE']) db.exec(`CREATE TEMP TRIGGER dsim_crash_${t}_${op.toLowerCase()} AFTER ${op} ON main.${t} BEGIN SELECT dsim_crash_point(); END`);
+      }
+    };
+    this.#crashPoints.set(party, install);
+    if (this.crashInTx.has(party)) install();
+  }
+  /** Each store-holding server's crash-point installer, for its live connection. */
+  readonly #crashPoints = new Map<string, () => void>();
+
+  /** The fault crash-in-tx: `party`'s next store write throws inside its transaction (#crashPoint). */
+  armCrashInTx(party: string): void {
+    this.crashInTx.add(party);
+    this.#crashPoints.get(party)?.();
   }
 
   /** Starts (or restarts) a server from its files. */
@@ -730,7 +802,7 @@ export class World {
         },
       };
     }
-    const bank = new Bank({ store: bankStore, hasher: new SimHasher(), mode: this.o.bankMode ?? 2, operator, operatorDeadlineMs: 2 ** 31 - 1, log, now: this.clockOf(name), site: name });
+    const bank = new Bank({ store: bankStore, hasher: SimHasher.create(this.#scryptMemo), mode: this.o.bankMode ?? 2, operator, operatorDeadlineMs: 2 ** 31 - 1, log, now: this.clockOf(name), site: name });
     // The S4 invariants see each login the bank lets in, at the instant it decides.
     const login = bank.login.bind(bank);
     bank.login = async (who, req, binding) => {
@@ -835,6 +907,7 @@ export class World {
         this.log(`${GATEWAY} pushed table v${tables.version()} to ${devices} device(s)`);
       },
     });
+    this.#newestTable = () => tables.current();
     const poll = () => {
       if (!inc.alive) return;
       void tables.refresh();
@@ -847,6 +920,13 @@ export class World {
     }
   }
   readonly #gateways: Gateway[] = [];
+  /** The newest table the gateway polled from the policy server (pushEveryFrame pushes it again). */
+  #newestTable: () => Uint8Array | null = () => null;
+
+  #pushAgain(): void {
+    const t = this.#newestTable();
+    if (t && !this.isDown(GATEWAY)) this.gateway.pushTable(t);
+  }
 
   /**
    * The gateway process killed: every device connection and every link dies with it, its
@@ -900,7 +980,9 @@ export class World {
       base: t.base, table: tableOf(t.base), fuses: t.fuses[i]!, hal: hal(), config, chipSeed: this.o.seed * 1_000_003 + i,
       personalize: { serial: t.serials[i]!, keyVersion: t.ring.current, master: t.ring.key(t.ring.current) },
     });
-    this.phones.push({ index: i, party, ip, serial: t.serials[i]!, user: t.users[i]!, phone, host, hal, slot, line, swappedAt: null, person, bank: 'new' });
+    const sp: SimPhone = { index: i, party, ip, serial: t.serials[i]!, user: t.users[i]!, phone, host, hal, slot, line, swappedAt: null, person, bank: 'new' };
+    this.phones.push(sp);
+    this.#watchPushes(sp);
   }
 
   /**
@@ -951,6 +1033,38 @@ export class World {
     this.net.killConnections(p.party);
     p.phone.chip.faults.powerCutAfterOps = null;
     p.phone = replug(p.phone, p.hal());
+    this.#watchPushes(p);
+  }
+
+  /**
+   * The device's push handler (S3.11, firmware/device.ts tablePush), watched: the invariants are
+   * told once the phone has handled a pushed table (kept or refused it: synchronously, within
+   * the call). Under the PhoneMutant 'keep-unchecked-push' the handler writes the table into
+   * the saved login unchecked instead.
+   */
+  #watchPushes(p: SimPhone): void {
+    const d = p.phone.device;
+    const handle = this.o.phoneMutant === 'keep-unchecked-push'
+      ? (table: Uint8Array) => {
+        const rec = d.storage.loadLogin();
+        if (rec.ok && rec.value) d.storage.saveLogin({ ...rec.value, table: Uint8Array.from(table) });
+        d.trace('S3.11', 'attack table pushed', 'kept unchecked (TEST ONLY phone mutant)');
+      }
+      : d.tablePush.bind(d);
+    d.tablePush = (table) => {
+      handle(table);
+      this.onTablePush(p, table);
+    };
+  }
+
+  /**
+   * The attack table in phone `p`'s saved-login record (S0.12, S3.11), read from its flash the
+   * way sim/held-secrets.ts reads the hidden zone, with the chip's fuses: no chip command, no
+   * flash operation, no virtual time. Null when there is no record or it holds no table.
+   */
+  savedTable(p: SimPhone): Uint8Array | null {
+    const cur = currentRecord(p.phone, this.#t.fuses[p.index]!, 'login');
+    return cur ? decodeSavedLogin(cur.record).table : null;
   }
 
   /** Every server's live business store (a business server's own connection), or null when both are down. */

@@ -7,10 +7,11 @@ import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runSeed, shrink, planFor, FAULT_KINDS, type RunOptions, type RunResult } from './dsim.ts';
+import { runSeed, shrink, planFor, FAULT_KINDS, FAULT_RATES, type RunOptions, type RunResult } from './dsim.ts';
 import { zoneOf, ZoneType } from '../firmware/zones/layout.ts';
 import { World } from './dsim-world.ts';
-import { Invariants } from './dsim-invariants.ts';
+import { Invariants, INVARIANTS } from './dsim-invariants.ts';
+import { readFileSync } from 'node:fs';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'usbphone.js');
 
@@ -100,6 +101,37 @@ test('no-half-validated-frame: a phone that answers a corrupted proof (accept-ba
   await assertReplays(r, o, 'no-half-validated-frame');
 });
 
+test('no-half-validated-frame: a corrupted table push the phone refuses whole does not taint its connection; its next frames there are not reported', async () => {
+  // Pushes inside sessions (the gateway pushes its newest table after every phone frame), 10 %
+  // of frames corrupted: the phone refuses each corrupted push on its signature (S3.11) and goes
+  // on with its session on the same connection.
+  const o: RunOptions = { kinds: ['corrupt'], pushEveryFrame: true };
+  let after = 0;
+  let seen = 0;
+  let badSignature = 0;
+  for (let s = 1; s <= 10; s++) {
+    const r = await runSeed(s, { ...o, trace: true });
+    assert.ok(r.ok, `seed ${s}: ${JSON.stringify(r.violations)}`);
+    after += r.framesAfterRefusedPush;
+    if (r.lines.some((l) => /kept nothing of a corrupted table push on connection \d+ \(refused, not acted on\)/.test(l))) seen++;
+    // The phone's own word: refused on the table's check (a phone with no saved login yet keeps no table at all).
+    if (r.lines.some((l) => /phone-\d FAIL S3\.11 attack table pushed: refused \(TABLE_BAD_SIGNATURE/.test(l))) badSignature++;
+  }
+  assert.ok(seen >= 2, `corrupted pushes refused in ${seen} of 10 seeds`);
+  assert.ok(badSignature >= 1, 'a corrupted push refused on its signature');
+  assert.ok(after >= 2, `${after} frame(s) sent on a connection after a refused corrupted push, none reported`);
+});
+
+test('no-half-validated-frame: a phone that keeps a corrupted table push unchecked (keep-unchecked-push) is reported, and replays', async () => {
+  const o: RunOptions = { phoneMutant: 'keep-unchecked-push', kinds: ['corrupt'], pushEveryFrame: true };
+  const r = await firstBreaking('no-half-validated-frame', o);
+  assert.match(r.violations.find((v) => v.invariant === 'no-half-validated-frame')!.detail, /phone-\d sent a frame of type \d+ on connection \d+ after it kept a corrupted table push there/);
+  await assertReplays(r, o, 'no-half-validated-frame');
+  // The same seed with the phone's own check (firmware/policy-table.ts): no violation.
+  const real = await runSeed(r.seed, { kinds: ['corrupt'], pushEveryFrame: true });
+  assert.ok(real.ok, JSON.stringify(real.violations));
+});
+
 test('no-lockout and liveness: retiring before the acknowledgement (retire-before-ack) under frame loss is reported, and replays', async () => {
   const o: RunOptions = { deviceMutant: 'retire-before-ack', kinds: ['loss'] };
   const r = await firstBreaking('no-lockout', o);
@@ -174,6 +206,28 @@ test('shrink: a failing seed comes down to a schedule no longer than its own tha
   // The shrunk plan replays too.
   const again = await runSeed(r!.seed, { ...o, plan: sh!.plan });
   assert.ok(again.violations.some((v) => v.invariant === r!.violations[0]!.invariant));
+});
+
+test('docs/simulation.md lists every invariant and fault kind of the code, with the network\'s rates', () => {
+  const doc = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'simulation.md'), 'utf8');
+  /** The first cells (their `names`) and last cells of the table under `heading`. */
+  const table = (heading: string) => {
+    const body = doc.slice(doc.indexOf(heading) + heading.length).split('\n### ')[0]!;
+    return body.split('\n').filter((l) => /^\| `/.test(l)).map((l) => {
+      const cells = l.split(' | ');
+      return { names: [...cells[0]!.matchAll(/`([a-z0-9-]+)`/g)].map((m) => m[1]!), last: cells[cells.length - 1]! };
+    });
+  };
+  const kinds = table('### Fault kinds and rates');
+  assert.equal(kinds.flatMap((r) => r.names).sort(), [...FAULT_KINDS].sort(), 'one row per fault kind, none other');
+  for (const [kind, rates] of Object.entries(FAULT_RATES)) {
+    const row = kinds.find((r) => r.names.includes(kind))!;
+    for (const [k, v] of Object.entries(rates!)) {
+      const stated = k === 'jitterMs' ? `0-${v} ms` : `${Math.round(v * 100)} %`;
+      assert.ok(row.last.includes(stated), `${kind}: the row states ${stated} (${row.last})`);
+    }
+  }
+  assert.equal(table('### Invariants').flatMap((r) => r.names).sort(), [...INVARIANTS].sort(), 'one row per invariant, none other');
 });
 
 test('usbphone simulate: seeds, --json, --seed --trace, bad usage exits 2', () => {

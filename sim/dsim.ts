@@ -19,7 +19,7 @@ import nodeCrypto from 'node:crypto';
 import { syncBuiltinESMExports } from 'node:module';
 import type { BankMode } from '../protocol/bank-messages.ts';
 import type { BankStepOutcome } from '../firmware/main-program.ts';
-import { World, SERVERS, ALL_SERVERS, REGS, BIZ, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant, type BankMutant, type S3Mutant } from './dsim-world.ts';
+import { World, SERVERS, ALL_SERVERS, REGS, BIZ, GATEWAY, MAX_PHONES, SIM_PENDING_TTL_MS, type SimPhone, type StoreMutant, type BankMutant, type S3Mutant, type PhoneMutant } from './dsim-world.ts';
 import { attackerIp } from './attacker.ts';
 import { Invariants, type Violation } from './dsim-invariants.ts';
 import type { NetFaultRates } from './dsim-net.ts';
@@ -43,8 +43,8 @@ const PLUG_CAP_MS = 120_000;
 /** Most scheduler events of one run (a loop that never ends is a failure, not a hang). */
 const MAX_EVENTS = 2_000_000;
 
-/** The network rates a window of each kind sets. */
-const RATES: Partial<Record<FaultKind, Partial<NetFaultRates>>> = {
+/** The network rates a window of each kind sets (docs/simulation.md's table states them). */
+export const FAULT_RATES: Partial<Record<FaultKind, Partial<NetFaultRates>>> = {
   loss: { loss: 0.08 },
   delay: { jitterMs: 400 },
   dup: { dup: 0.25 },
@@ -158,6 +158,10 @@ export interface RunOptions {
   bankMutant?: BankMutant;
   /** TEST ONLY: the gateway's period report breaks this rule (dsim-world.ts S3Mutant). */
   s3Mutant?: S3Mutant;
+  /** TEST ONLY: every phone breaks this rule (dsim-world.ts PhoneMutant). */
+  phoneMutant?: PhoneMutant;
+  /** TEST ONLY: the gateway pushes its newest table after every frame a phone sends (dsim-world.ts WorldOptions.pushEveryFrame). */
+  pushEveryFrame?: boolean;
   /** Keep the full event trace (replay). */
   trace?: boolean;
 }
@@ -170,6 +174,8 @@ export interface RunResult {
   /** The event trace (when asked for): identical for one seed. */
   lines: string[];
   stats: { events: number; virtualMs: number; frames: number; faultsInjected: number; invariantChecks: number; logins: number; crashes: number; bankAnswers: number; swaps: number; attacks: number };
+  /** no-half-validated-frame: frames a phone sent on a connection after it refused a corrupted table push there whole (allowed). */
+  framesAfterRefusedPush: number;
 }
 
 type Outcome = DeviceOutcome | { ok: false; kind: 'hung'; reason: string; ms: number };
@@ -184,7 +190,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
   let world: World | null = null;
   const prevSink = setLogSink((l) => world?.log(`${l.svc} ${l.level} ${l.msg}${l.code ? ` ${String(l.code)}` : ''}`));
   try {
-    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, bankMode: plan.bank.mode, bankMutant: o.bankMutant, s3Mutant: o.s3Mutant, log: o.trace ? (l) => lines.push(l) : null });
+    world = await World.create({ seed, phones: plan.phones, mutant: o.mutant, deviceMutant: o.deviceMutant, storeMutant: o.storeMutant, bankMode: plan.bank.mode, bankMutant: o.bankMutant, s3Mutant: o.s3Mutant, phoneMutant: o.phoneMutant, pushEveryFrame: o.pushEveryFrame, log: o.trace ? (l) => lines.push(l) : null });
   } catch (e) {
     setLogSink(prevSink);
     restoreRandom();
@@ -214,7 +220,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
     const applyRates = () => {
       const r: NetFaultRates = { loss: 0, dup: 0, reorder: 0, corrupt: 0, jitterMs: 0 };
       for (const f of active) {
-        const add = RATES[f.kind];
+        const add = FAULT_RATES[f.kind];
         if (!add) continue;
         for (const k of Object.keys(add) as (keyof NetFaultRates)[]) r[k] = Math.max(r[k], add[k]!);
       }
@@ -226,7 +232,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
       world.log(`FAULT ${describeFault(f)}`);
       if (f.kind === 'partition') net.partition(f.a, f.b, true);
       else if (f.kind === 'crash') world.crash(f.party);
-      else if (f.kind === 'crash-in-tx') world.crashInTx.add(f.party);
+      else if (f.kind === 'crash-in-tx') world.armCrashInTx(f.party);
       else if (f.kind === 'crash-at-step') world.crashAtStep.set(f.party, f.step);
       else if (f.kind === 'skew') world.skew.set(f.party, f.skewMs);
       else if (f.kind === 'stall') net.stalled.set(f.party, f.stallMs);
@@ -360,6 +366,7 @@ export async function runSeed(seed: number, o: RunOptions = {}): Promise<RunResu
     return {
       seed, ok: inv.violations.length === 0, violations: inv.violations, plan, lines,
       stats: { events, virtualMs: sched.now(), frames: net.counts.frames, faultsInjected, invariantChecks: inv.checks, logins, crashes: world.crashes, bankAnswers, swaps: plan.bank.swaps.length, attacks: plan.attack ? 1 : 0 },
+      framesAfterRefusedPush: inv.framesAfterRefusedPush,
     };
   } finally {
     Date.now = realNow;
