@@ -41,6 +41,12 @@ test('a seed replays byte for byte: same trace with faults, and every fault kind
   assert.ok(a.stats.faultsInjected > 0);
   assert.ok(a.lines.length > 30);
   assert.equal(a.lines, b.lines);
+  // Seed 2 crashes the registration server inside a store transaction, and the server logs the
+  // error it got: the trace holds no path of this checkout and no source position, so the same
+  // seed gives the same trace in any checkout (found when two worktrees' traces differed).
+  assert.ok(a.lines.some((l) => l.includes('crashed inside a store transaction')), 'seed 2 has its crash inside a transaction');
+  const root = join(import.meta.dirname, '..');
+  assert.equal(a.lines.filter((l) => l.includes(root) || /\.ts:\d+:\d+/.test(l)), [], 'no checkout path or source position in the trace');
   const c = await runSeed(3, { trace: true });
   assert.not.equal(c.lines, a.lines, 'another seed, another run');
   const kinds = new Set<string>();
