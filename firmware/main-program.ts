@@ -63,6 +63,8 @@ export class MainProgram {
   /** The bank step asked for (S4): the person's entry and the line ids read from the card. */
   #bank: { entry: PersonEntry; ids: LineIds } | null = null;
   #bankFailed: string | null = null;
+  /** Board.tablesPushed when #login was read from the saved record; undefined: unknown (re-read before the write). */
+  #pushesAtRead: number | undefined;
 
   constructor(
     private readonly dev: Board,
@@ -81,8 +83,10 @@ export class MainProgram {
     }
     if (this.up.kind === 'registered') {
       this.#login = this.up.login;
+      this.#pushesAtRead = this.up.tablesPushedAtRead;
     } else {
       this.#via = 'saved';
+      this.#pushesAtRead = dev.tablesPushed;
       const saved = loadSaved(dev.storage);
       if (!saved.ok || !saved.value) {
         const why = saved.ok ? 'no saved login' : `saved login unreadable (${saved.status})`;
@@ -275,8 +279,11 @@ export class MainProgram {
       // Nothing changed (a login from the saved copy on the same server): spare the flash.
       const unchanged = login.lastServer === t.server.name;
       // S3.11: a table pushed during this login was kept in the record meanwhile: the write
-      // keeps the newer of the two, never the one read before the push.
-      const next = unchanged ? afterLogin(login, t.server.name) : withNewestTable(dev, this.up.policy, afterLogin(login, t.server.name));
+      // keeps the newer of the two, never the one read before the push. Only a push can have
+      // changed the record's table since it was read (UPMon's write comes before that read), so
+      // without one the record is not read again (issue 15: one sealed read less per login).
+      const pushed = this.#pushesAtRead === undefined || dev.tablesPushed !== this.#pushesAtRead;
+      const next = unchanged || !pushed ? afterLogin(login, t.server.name) : withNewestTable(dev, this.up.policy, afterLogin(login, t.server.name));
       const r = unchanged ? ({ ok: true } as const) : dev.storage.saveLogin(next);
       savedOk = r.ok;
       if (r.ok) this.#login = { ...next, gens: login.gens };

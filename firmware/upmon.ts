@@ -19,7 +19,11 @@ import type { UpmonConfig } from './boot.ts';
 import { acceptTable, type PolicyConfig } from './policy-table.ts';
 
 export type UpmonOutcome =
-  | { kind: 'registered'; login: SavedLogin; rotatedGen: number; mainProgram: string; mainSha256: string; policy: PolicyConfig }
+  | {
+      kind: 'registered'; login: SavedLogin; rotatedGen: number; mainProgram: string; mainSha256: string; policy: PolicyConfig;
+      /** Board.tablesPushed when `login` was read back from the saved record (absent: the board does not count). */
+      tablesPushedAtRead?: number;
+    }
   | { kind: 'registration-failed'; reason: string; mainProgram: string; mainSha256: string; policy: PolicyConfig }
   | { kind: 'not-found'; reason: string }
   | { kind: 'identity-failed'; reason: string };
@@ -157,6 +161,7 @@ export class Upmon {
     else if (t.verdict.kind === 'held') dev.trace('S3.11', 'attack table', 'the table it holds, unchanged');
     else if (t.verdict.kind === 'refused') dev.trace('S3.11', 'attack table', `refused (${t.verdict.code}: ${t.verdict.reason}); the held table stays`, false);
     const saved = dev.storage.saveLogin(mergeCredReply(held, cred, t.keep));
+    const pushes = dev.tablesPushed;
     const login = saved.ok ? loadSaved(dev.storage) : saved;
     if (!login.ok || !login.value) {
       const status = login.ok ? 'no secret held' : login.status;
@@ -165,7 +170,7 @@ export class Upmon {
       return this.done({ kind: 'registration-failed', reason: `could not save credentials (${status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy });
     }
     dev.trace('S0.10', 'save credentials', `new secret gen ${cred.gen} imported into the secure element (business server current gen ${cred.currentGen}); main program started`);
-    this.done({ kind: 'registered', login: login.value, rotatedGen: cred.gen, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy });
+    this.done({ kind: 'registered', login: login.value, rotatedGen: cred.gen, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy, ...(pushes === undefined ? {} : { tablesPushedAtRead: pushes }) });
   }
 
   /** UPMon keeps the public identity only as long as it needs it. */
