@@ -69,7 +69,7 @@ function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decode
  * (Board.tablesPushed), as the real Device does; false: a board that does not, which the main
  * program must read again before its save.
  */
-function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number; table?: Uint8Array; policy?: PolicyConfig; pushBeforeReply?: Uint8Array; pushBeforeLogin?: Uint8Array; countPushes?: boolean }) {
+function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number; table?: Uint8Array; policy?: PolicyConfig; pushBeforeReply?: Uint8Array; pushBeforeLogin?: Uint8Array; countPushes?: boolean; saveFails?: boolean }) {
   const sched = new Scheduler();
   const net = new SimNetwork(sched);
   const confirmed: number[] = [];
@@ -146,7 +146,7 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
       otpCode: () => ({ ok: false, status: 'SW_NOT_FOUND' }),
     },
     loadLogin: () => (reads++, ok(saved)),
-    saveLogin: (l) => ((saved = l), ok(undefined)),
+    saveLogin: (l) => (o.saveFails ? { ok: false, status: 'ERR_WORN' } : ((saved = l), ok(undefined))),
   };
   const traces: string[] = [];
   const notices: string[] = [];
@@ -221,6 +221,15 @@ test('no registration server: the saved login is used (S0.13); an unknown device
   const nf = world({ found: false });
   assert.equal(nf.run(), { up: { kind: 'not-found', reason: 'device not registered' }, main: null });
   assert.equal(nf.notices, ['This phone is not registered: device not registered']);
+});
+
+test('S0.10: a credential reply whose record the flash refuses to save: the new secret is not used (registration-failed), the main program logs in with the saved copy', () => {
+  const w = world({ saved: prior, held: held1(), saveFails: true });
+  const { up, main } = w.run();
+  assert.equal(up?.kind === 'registration-failed' ? up.reason : up, 'could not save credentials (ERR_WORN)');
+  assert.ok(w.traces.some((t) => t.startsWith('S0.10 FAIL save credentials: flash refused the save (ERR_WORN)')), w.traces.join('\n'));
+  assert.ok(main?.ok && main.via === 'saved', w.traces.join('\n'));
+  assert.equal(w.saved(), prior, 'the saved record is the one before');
 });
 
 test('a login refused by the business server falls back to the older secret; the newer one is kept, nothing retired', () => {
@@ -333,7 +342,7 @@ test("S3.11 push during the business login: the table kept meanwhile is not roll
   }
 });
 
-test('S0.12 with S3.11 (issue 15): with no table pushed since the main program read its login, its save does not read the sealed record again; a push in between, or a board that does not count them, makes it read', () => {
+test('S0.10, S0.12 with S3.11 (issue 15): UPMon does not read back the record it saved; with no table pushed since the main program got its login, its save does not read the sealed record again; a push in between, or a board that does not count them, makes it read', () => {
   const { policy, signed } = pushPolicy();
   const reads = (o: { pushBeforeLogin?: Uint8Array; countPushes?: boolean; regUp?: boolean }) => {
     const w = world({ saved: { ...prior, lastServer: null, table: signed(5) }, held: held1(), policy, ...o });
@@ -342,16 +351,17 @@ test('S0.12 with S3.11 (issue 15): with no table pushed since the main program r
     assert.is(w.saved()?.lastServer, 'biz-east', 'the login was saved');
     return w.reads();
   };
-  // After a registration: UPMon reads the record before its write and reads it back after (2).
-  assert.is(reads({}), 2, 'registration: no read for the login\'s save');
+  // After a registration: UPMon reads the record before its write (1); its write verified the
+  // slot byte for byte, so it does not read it back, and the login's save reads nothing.
+  assert.is(reads({}), 1, 'registration: no read back, no read for the login\'s save');
   // From the saved copy: the main program's own read (1).
   assert.is(reads({ regUp: false }), 1, 'saved copy: no read for the login\'s save');
   // A push during the login: keepPushedTable's read, then the save's (2 more), kept or refused.
-  assert.is(reads({ pushBeforeLogin: tablePushFrame(signed(7)) }), 4);
-  assert.is(reads({ pushBeforeLogin: tablePushFrame(signed(3)) }), 4);
+  assert.is(reads({ pushBeforeLogin: tablePushFrame(signed(7)) }), 3);
+  assert.is(reads({ pushBeforeLogin: tablePushFrame(signed(3)) }), 3);
   assert.is(reads({ regUp: false, pushBeforeLogin: tablePushFrame(signed(7)) }), 3);
-  // A board that does not count pushes: read every time, as before.
-  assert.is(reads({ countPushes: false }), 3);
+  // A board that does not count pushes: read before every save, as before.
+  assert.is(reads({ countPushes: false }), 2);
 });
 
 test.run();

@@ -83,7 +83,7 @@ export class MainProgram {
     }
     if (this.up.kind === 'registered') {
       this.#login = this.up.login;
-      this.#pushesAtRead = this.up.tablesPushedAtRead;
+      this.#pushesAtRead = this.up.tablesPushedAtSave;
     } else {
       this.#via = 'saved';
       this.#pushesAtRead = dev.tablesPushed;
