@@ -23,6 +23,10 @@ import { signTable, tablePublicKey, decodeTableBody, type AttackTable } from '..
 import { SIM_EPOCH_MS } from './hal/sim-hal.ts';
 import { decode } from '../protocol/cbor.ts';
 import { keepPushedTable, type PolicyConfig } from './policy-table.ts';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { useCryptoEngine } from '../protocol/crypto-engine.ts';
+import { chipEngine } from './hal/node/chip-crypto.ts';
 
 const master = simRng(1, 'board master')(32);
 const ring = new MasterKeyring([[1, master]]);
@@ -197,6 +201,18 @@ function pushPolicy() {
   const version = (t: Uint8Array | null | undefined) => (t ? decodeTableBody((decode(t) as Uint8Array[])[0]!).version : null);
   return { policy, table, signed, version };
 }
+
+test("programHash (UPMon's check of the main program, S0.10): the engine's SHA-256, the same hex as noble's reference, on the default engine and on the chip's (node:crypto)", () => {
+  const progs = [new Uint8Array(0), MAIN, simRng(3, 'program')(70_000)];
+  const reference = (b: Uint8Array) => bytesToHex(sha256(b));
+  for (const b of progs) assert.is(programHash(b), reference(b));
+  const before = useCryptoEngine(chipEngine);
+  try {
+    for (const b of progs) assert.is(programHash(b), reference(b), 'chip engine');
+  } finally {
+    useCryptoEngine(before);
+  }
+});
 
 const prior: SavedLoginRecord = { user, servers: [biz], lastServer: 'biz-east', table: null };
 const held1 = () => new Map([[1, secret(1)]]);

@@ -14,7 +14,7 @@
 // and the TOTP seed the bank answers with is imported into the chip; at a login with a one-time
 // code or a fingerprint the proof is made by the chip once the channel is up (the fingerprint
 // signs the channel's binding), and a proof the chip will not make ends the step on the phone.
-import { sha256 } from '@noble/hashes/sha2.js';
+import { sha256Of } from '../protocol/crypto-engine.ts';
 import { LoginClient } from '../protocol/login.ts';
 import { BankClient, type BankOutcome, type BankRequest } from '../protocol/bank.ts';
 import { maskAccount, type LineIds } from '../protocol/bank-messages.ts';
@@ -364,6 +364,11 @@ function hostOf(url: string): string {
   return /^wss?:\/\/([^/]+)/.exec(url)?.[1] ?? url;
 }
 
+/**
+ * SHA-256 of the main program, hex (64 characters): what UPMON.CFG holds. On the device's engine
+ * (protocol/crypto-engine.ts sha256Of: the chip's on a fleet's phones, the noble reference
+ * elsewhere, the same bytes): noble over a whole program was ~1 % of a fleet's phone CPU (issue 15).
+ */
 export function programHash(b: Uint8Array): string {
-  return bytesToHex(sha256(b));
+  return bytesToHex(sha256Of(b));
 }
