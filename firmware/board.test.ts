@@ -23,6 +23,10 @@ import { signTable, tablePublicKey, decodeTableBody, type AttackTable } from '..
 import { SIM_EPOCH_MS } from './hal/sim-hal.ts';
 import { decode } from '../protocol/cbor.ts';
 import { keepPushedTable, type PolicyConfig } from './policy-table.ts';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { useCryptoEngine } from '../protocol/crypto-engine.ts';
+import { chipEngine } from './hal/node/chip-crypto.ts';
 
 const master = simRng(1, 'board master')(32);
 const ring = new MasterKeyring([[1, master]]);
@@ -64,7 +68,12 @@ function peer(make: () => { receive(f: Uint8Array, env: ReturnType<typeof decode
   };
 }
 
-function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number; table?: Uint8Array; policy?: PolicyConfig; pushBeforeReply?: Uint8Array; pushBeforeLogin?: Uint8Array }) {
+/**
+ * The world's options. `countPushes` (default true): the board counts the tables pushed to it
+ * (Board.tablesPushed), as the real Device does; false: a board that does not, which the main
+ * program must read again before its save.
+ */
+function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; regUp?: boolean; found?: boolean; pendingGen?: number; firmwareRefusedBy?: ('primary' | 'backup')[]; regRounds?: number; table?: Uint8Array; policy?: PolicyConfig; pushBeforeReply?: Uint8Array; pushBeforeLogin?: Uint8Array; countPushes?: boolean; saveFails?: boolean }) {
   const sched = new Scheduler();
   const net = new SimNetwork(sched);
   const confirmed: number[] = [];
@@ -92,6 +101,8 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
   }), undefined, undefined, o.pushBeforeLogin));
 
   let saved: SavedLoginRecord | null = o.saved ?? null;
+  /** How many times the programs read the saved record (each a sealed read on a phone). */
+  let reads = 0;
   // A chip in memory (the second implementation of the storage seam's chip half): the device
   // key and the business secrets stay in this closure; the programs get key holders only.
   let held = new Map(o.held ?? []);
@@ -138,8 +149,8 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
       otpImport: () => ({ ok: false, status: 'SW_NOT_FOUND' }),
       otpCode: () => ({ ok: false, status: 'SW_NOT_FOUND' }),
     },
-    loadLogin: () => ok(saved),
-    saveLogin: (l) => ((saved = l), ok(undefined)),
+    loadLogin: () => (reads++, ok(saved)),
+    saveLogin: (l) => (o.saveFails ? { ok: false, status: 'ERR_WORN' } : ((saved = l), ok(undefined))),
   };
   const traces: string[] = [];
   const notices: string[] = [];
@@ -154,8 +165,13 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
     config: { ...defaultDeviceConfig, regRounds: o.regRounds ?? 1 },
     trace: (feature, step, detail, good = true) => void traces.push(`${feature} ${good ? 'ok' : 'FAIL'} ${step}: ${detail}`),
     notice: (t) => void notices.push(t),
-    tablePush: (t) => void keepPushedTable(board, o.policy ?? { key: null, initial: null }, t),
+    tablePush: (t) => {
+      pushes++;
+      keepPushedTable(board, o.policy ?? { key: null, initial: null }, t);
+    },
   };
+  let pushes = 0;
+  if (o.countPushes !== false) Object.defineProperty(board, 'tablesPushed', { get: () => pushes });
   const cfg = { regPrimary: { url: 'ws://reg.test:7300/reg-primary', dest: 'reg-primary' }, regBackup: { url: 'ws://reg.test:7301/reg-backup', dest: 'reg-backup' }, mainProgram: 'MAIN.EXE', mainSha256: programHash(MAIN), policy: o.policy ?? { key: null, initial: null } };
   /** Plugs in: UPMon, then (unless it stopped) the main program; runs the virtual clock until both are done. */
   const run = () => {
@@ -168,8 +184,35 @@ function world(o: { saved?: SavedLoginRecord; held?: Map<number, Uint8Array>; re
     sched.run();
     return { up: up as UpmonOutcome | null, main: main as MainOutcome | null };
   };
-  return { run, traces, notices, confirmed, regConnects, now: () => clock.now(), saved: () => saved, gens: () => [...held.keys()].sort((a, b) => b - a) };
+  return { run, traces, notices, confirmed, regConnects, now: () => clock.now(), saved: () => saved, reads: () => reads, gens: () => [...held.keys()].sort((a, b) => b - a) };
 }
+
+/** S3.11's push tests: the policy server's key, the phone's policy configuration, and tables to push. */
+function pushPolicy() {
+  const policyPriv = simRng(1, 'policy key')(32);
+  const policy: PolicyConfig = { key: tablePublicKey(policyPriv), initial: null };
+  const table = (version: number): AttackTable => ({
+    version, issuedAt: SIM_EPOCH_MS - 1000, expiresAt: SIM_EPOCH_MS + 86_400_000,
+    sites: [{ site: 'biz-east', level: 1, floor: 'password', degreePpm: 300_000, mechs: [{ mech: 'password', ratePpm: 0 }, { mech: 'otp', ratePpm: 0 }] }],
+  });
+  /** `version`, signed by the policy key (a genuine table). */
+  const signed = (version: number) => signTable(table(version), policyPriv);
+  /** The version of a held table, or null. */
+  const version = (t: Uint8Array | null | undefined) => (t ? decodeTableBody((decode(t) as Uint8Array[])[0]!).version : null);
+  return { policy, table, signed, version };
+}
+
+test("programHash (UPMon's check of the main program, S0.10): the engine's SHA-256, the same hex as noble's reference, on the default engine and on the chip's (node:crypto)", () => {
+  const progs = [new Uint8Array(0), MAIN, simRng(3, 'program')(70_000)];
+  const reference = (b: Uint8Array) => bytesToHex(sha256(b));
+  for (const b of progs) assert.is(programHash(b), reference(b));
+  const before = useCryptoEngine(chipEngine);
+  try {
+    for (const b of progs) assert.is(programHash(b), reference(b), 'chip engine');
+  } finally {
+    useCryptoEngine(before);
+  }
+});
 
 const prior: SavedLoginRecord = { user, servers: [biz], lastServer: 'biz-east', table: null };
 const held1 = () => new Map([[1, secret(1)]]);
@@ -194,6 +237,15 @@ test('no registration server: the saved login is used (S0.13); an unknown device
   const nf = world({ found: false });
   assert.equal(nf.run(), { up: { kind: 'not-found', reason: 'device not registered' }, main: null });
   assert.equal(nf.notices, ['This phone is not registered: device not registered']);
+});
+
+test('S0.10: a credential reply whose record the flash refuses to save: the new secret is not used (registration-failed), the main program logs in with the saved copy', () => {
+  const w = world({ saved: prior, held: held1(), saveFails: true });
+  const { up, main } = w.run();
+  assert.equal(up?.kind === 'registration-failed' ? up.reason : up, 'could not save credentials (ERR_WORN)');
+  assert.ok(w.traces.some((t) => t.startsWith('S0.10 FAIL save credentials: flash refused the save (ERR_WORN)')), w.traces.join('\n'));
+  assert.ok(main?.ok && main.via === 'saved', w.traces.join('\n'));
+  assert.equal(w.saved(), prior, 'the saved record is the one before');
 });
 
 test('a login refused by the business server falls back to the older secret; the newer one is kept, nothing retired', () => {
@@ -270,51 +322,62 @@ test('S3.11: the attack table of a credential reply is kept only when the policy
 });
 
 test('S3.11 push: a table the gateway pushes into a session is kept when valid, refused when not; the session goes on undisturbed', () => {
-  const policyPriv = simRng(1, 'policy key')(32);
-  const policy: PolicyConfig = { key: tablePublicKey(policyPriv), initial: null };
-  const table = (version: number): AttackTable => ({
-    version, issuedAt: SIM_EPOCH_MS - 1000, expiresAt: SIM_EPOCH_MS + 86_400_000,
-    sites: [{ site: 'biz-east', level: 1, floor: 'password', degreePpm: 300_000, mechs: [{ mech: 'password', ratePpm: 0 }, { mech: 'otp', ratePpm: 0 }] }],
-  });
-  const held = (w: { saved: () => SavedLoginRecord | null }) => {
-    const t = w.saved()?.table;
-    return t ? decodeTableBody((decode(t) as Uint8Array[])[0]!).version : null;
-  };
+  const { policy, table, signed, version } = pushPolicy();
   for (const [what, pushed, expectVersion, trace] of [
-    ['a newer table', signTable(table(7), policyPriv), 7, /^S3\.11 ok attack table pushed: table v7 from the gateway accepted/],
+    ['a newer table', signed(7), 7, /^S3\.11 ok attack table pushed: table v7 from the gateway accepted/],
     ['a forged one', signTable(table(9), simRng(2, 'other')(32)), 5, /^S3\.11 FAIL attack table pushed: refused \(TABLE_BAD_SIGNATURE/],
-    ['an older one', signTable(table(3), policyPriv), 5, /^S3\.11 FAIL attack table pushed: refused \(TABLE_STALE/],
+    ['an older one', signed(3), 5, /^S3\.11 FAIL attack table pushed: refused \(TABLE_STALE/],
   ] as const) {
     // The registration server's first answer is preceded by the gateway's push (seq 0, outside the session).
-    const w = world({ saved: { ...prior, table: signTable(table(5), policyPriv) }, held: held1(), policy, pushBeforeReply: tablePushFrame(pushed) });
+    const w = world({ saved: { ...prior, table: signed(5) }, held: held1(), policy, pushBeforeReply: tablePushFrame(pushed) });
     const { up, main } = w.run();
     assert.is(up?.kind, 'registered', `${what}: the registration went on`);
     assert.ok(main?.ok, `${what}: the login went on`);
-    assert.is(held(w), expectVersion, what);
+    assert.is(version(w.saved()?.table), expectVersion, what);
     assert.ok(w.traces.some((t) => trace.test(t)), `${what}: ${w.traces.join('\n')}`);
   }
 });
 
 test("S3.11 push during the business login: the table kept meanwhile is not rolled back by the login's own save (S0.12 writes the newer of the two; found by sim/attack-table.test.ts)", () => {
-  const policyPriv = simRng(1, 'policy key')(32);
-  const policy: PolicyConfig = { key: tablePublicKey(policyPriv), initial: null };
-  const table = (version: number): AttackTable => ({
-    version, issuedAt: SIM_EPOCH_MS - 1000, expiresAt: SIM_EPOCH_MS + 86_400_000,
-    sites: [{ site: 'biz-east', level: 1, floor: 'password', degreePpm: 300_000, mechs: [{ mech: 'password', ratePpm: 0 }, { mech: 'otp', ratePpm: 0 }] }],
-  });
-  const version = (t: Uint8Array | null | undefined) => (t ? decodeTableBody((decode(t) as Uint8Array[])[0]!).version : null);
+  const { policy, signed, version } = pushPolicy();
   for (const [what, pushed, expectVersion] of [
-    ['a newer table pushed', signTable(table(7), policyPriv), 7],
-    ['an older one pushed (refused)', signTable(table(3), policyPriv), 5],
+    ['a newer table pushed', signed(7), 7],
+    ['an older one pushed (refused)', signed(3), 5],
   ] as const) {
-    // A record whose last server is not the one this login uses: the login saves (S0.12).
-    const w = world({ saved: { ...prior, lastServer: null, table: signTable(table(5), policyPriv) }, held: held1(), policy, pushBeforeLogin: tablePushFrame(pushed) });
-    const { up, main } = w.run();
-    assert.is(up?.kind, 'registered', what);
-    assert.ok(main?.ok, `${what}: ${w.traces.join('\n')}`);
-    assert.is(w.saved()?.lastServer, 'biz-east', `${what}: the login was saved`);
-    assert.is(version(w.saved()?.table), expectVersion, `${what}: ${w.traces.join('\n')}`);
+    // Logging in after a registration, and with the saved copy (no registration server: the main
+    // program read the record itself); on a board that counts the pushes and on one that does not.
+    for (const [how, regUp, countPushes] of [['after a registration', true, true], ['from the saved copy', false, true], ['on a board that does not count pushes', true, false]] as const) {
+      // A record whose last server is not the one this login uses: the login saves (S0.12).
+      const w = world({ saved: { ...prior, lastServer: null, table: signed(5) }, held: held1(), policy, regUp, countPushes, pushBeforeLogin: tablePushFrame(pushed) });
+      const { main } = w.run();
+      const why = `${what}, ${how}: ${w.traces.join('\n')}`;
+      assert.ok(main?.ok, why);
+      assert.is(w.saved()?.lastServer, 'biz-east', `${why}: the login was saved`);
+      assert.is(version(w.saved()?.table), expectVersion, why);
+    }
   }
+});
+
+test('S0.10, S0.12 with S3.11 (issue 15): UPMon does not read back the record it saved; with no table pushed since the main program got its login, its save does not read the sealed record again; a push in between, or a board that does not count them, makes it read', () => {
+  const { policy, signed } = pushPolicy();
+  const reads = (o: { pushBeforeLogin?: Uint8Array; countPushes?: boolean; regUp?: boolean }) => {
+    const w = world({ saved: { ...prior, lastServer: null, table: signed(5) }, held: held1(), policy, ...o });
+    const { main } = w.run();
+    assert.ok(main?.ok, w.traces.join('\n'));
+    assert.is(w.saved()?.lastServer, 'biz-east', 'the login was saved');
+    return w.reads();
+  };
+  // After a registration: UPMon reads the record before its write (1); its write verified the
+  // slot byte for byte, so it does not read it back, and the login's save reads nothing.
+  assert.is(reads({}), 1, 'registration: no read back, no read for the login\'s save');
+  // From the saved copy: the main program's own read (1).
+  assert.is(reads({ regUp: false }), 1, 'saved copy: no read for the login\'s save');
+  // A push during the login: keepPushedTable's read, then the save's (2 more), kept or refused.
+  assert.is(reads({ pushBeforeLogin: tablePushFrame(signed(7)) }), 3);
+  assert.is(reads({ pushBeforeLogin: tablePushFrame(signed(3)) }), 3);
+  assert.is(reads({ regUp: false, pushBeforeLogin: tablePushFrame(signed(7)) }), 3);
+  // A board that does not count pushes: read before every save, as before.
+  assert.is(reads({ countPushes: false }), 2);
 });
 
 test.run();

@@ -67,6 +67,13 @@ export interface Board {
    */
   tablePush?(table: Uint8Array): void;
   /**
+   * S3.11: how many tables tablePush was given since the board was made, kept or refused (a
+   * count, never decreasing). The main program re-reads the saved record before its own write
+   * (firmware/policy-table.ts withNewestTable) only when this moved since it read its login; a
+   * board with tablePush but no count is re-read every time. Absent on a board with no tablePush.
+   */
+  readonly tablesPushed?: number;
+  /**
    * The device's SIM slot (HalBase.sim), where it has one (the USB and the mobile phone): the
    * source of the first identifier (S4.2) on a phone. Absent on the ATM profile.
    */

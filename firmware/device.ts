@@ -184,8 +184,16 @@ export class Device implements Board {
   /** The factory's policy key and initial table, from this boot's UPMON.CFG (S3.11). */
   #policy: PolicyConfig | null = null;
 
+  #tablesPushed = 0;
+
+  /** Counted before anything else, even on a board with no policy yet: the count only ever errs towards a re-read. */
   tablePush(table: Uint8Array): void {
+    this.#tablesPushed++;
     if (this.#policy) keepPushedTable(this, this.#policy, table);
+  }
+
+  get tablesPushed(): number {
+    return this.#tablesPushed;
   }
 
   #boot(): void {

@@ -14,7 +14,7 @@
 // and the TOTP seed the bank answers with is imported into the chip; at a login with a one-time
 // code or a fingerprint the proof is made by the chip once the channel is up (the fingerprint
 // signs the channel's binding), and a proof the chip will not make ends the step on the phone.
-import { sha256 } from '@noble/hashes/sha2.js';
+import { sha256Of } from '../protocol/crypto-engine.ts';
 import { LoginClient } from '../protocol/login.ts';
 import { BankClient, type BankOutcome, type BankRequest } from '../protocol/bank.ts';
 import { maskAccount, type LineIds } from '../protocol/bank-messages.ts';
@@ -63,6 +63,8 @@ export class MainProgram {
   /** The bank step asked for (S4): the person's entry and the line ids read from the card. */
   #bank: { entry: PersonEntry; ids: LineIds } | null = null;
   #bankFailed: string | null = null;
+  /** Board.tablesPushed when #login was read from the saved record; undefined: unknown (re-read before the write). */
+  #pushesAtRead: number | undefined;
 
   constructor(
     private readonly dev: Board,
@@ -81,8 +83,10 @@ export class MainProgram {
     }
     if (this.up.kind === 'registered') {
       this.#login = this.up.login;
+      this.#pushesAtRead = this.up.tablesPushedAtSave;
     } else {
       this.#via = 'saved';
+      this.#pushesAtRead = dev.tablesPushed;
       const saved = loadSaved(dev.storage);
       if (!saved.ok || !saved.value) {
         const why = saved.ok ? 'no saved login' : `saved login unreadable (${saved.status})`;
@@ -275,8 +279,11 @@ export class MainProgram {
       // Nothing changed (a login from the saved copy on the same server): spare the flash.
       const unchanged = login.lastServer === t.server.name;
       // S3.11: a table pushed during this login was kept in the record meanwhile: the write
-      // keeps the newer of the two, never the one read before the push.
-      const next = unchanged ? afterLogin(login, t.server.name) : withNewestTable(dev, this.up.policy, afterLogin(login, t.server.name));
+      // keeps the newer of the two, never the one read before the push. Only a push can have
+      // changed the record's table since it was read (UPMon's write comes before that read), so
+      // without one the record is not read again (issue 15: one sealed read less per login).
+      const pushed = this.#pushesAtRead === undefined || dev.tablesPushed !== this.#pushesAtRead;
+      const next = unchanged || !pushed ? afterLogin(login, t.server.name) : withNewestTable(dev, this.up.policy, afterLogin(login, t.server.name));
       const r = unchanged ? ({ ok: true } as const) : dev.storage.saveLogin(next);
       savedOk = r.ok;
       if (r.ok) this.#login = { ...next, gens: login.gens };
@@ -357,6 +364,11 @@ function hostOf(url: string): string {
   return /^wss?:\/\/([^/]+)/.exec(url)?.[1] ?? url;
 }
 
+/**
+ * SHA-256 of the main program, hex (64 characters): what UPMON.CFG holds. On the device's engine
+ * (protocol/crypto-engine.ts sha256Of: the chip's on a fleet's phones, the noble reference
+ * elsewhere, the same bytes): noble over a whole program was ~1 % of a fleet's phone CPU (issue 15).
+ */
 export function programHash(b: Uint8Array): string {
-  return bytesToHex(sha256(b));
+  return bytesToHex(sha256Of(b));
 }

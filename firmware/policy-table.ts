@@ -115,7 +115,8 @@ export function keepPushedTable(dev: Pick<Board, 'storage' | 'clock' | 'trace'>,
  * only, as the anti-rollback rule (heldVersion) judges: an expired newer table still outranks an
  * older valid one, which the phone would refuse as TABLE_STALE (found by review). The held table
  * counts only if it verifies under the factory key. Costs one record read; a read that fails
- * leaves `next` as it is.
+ * leaves `next` as it is. The main program calls it only when a table was pushed to the board
+ * since it read its login (Board.tablesPushed; decision 140): no other write changes the table.
  */
 export function withNewestTable<T extends { table: Uint8Array | null }>(dev: Pick<Board, 'storage'>, cfg: PolicyConfig, next: T): T {
   const cur = dev.storage.loadLogin();

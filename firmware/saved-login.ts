@@ -82,8 +82,18 @@ export function serverOrder(s: SavedLoginRecord): ServerChoice[] {
 export function loadSaved(storage: RecordStorage<SavedLoginRecord>): StorageResult<SavedLogin | null> {
   const r = storage.loadLogin();
   if (!r.ok || !r.value) return r as StorageResult<null>;
+  return withGens(storage, r.value);
+}
+
+/**
+ * `record` with the generations the chip holds for its user, as loadSaved gives it: for a record
+ * just saved (the store's write reads its slot back and compares it byte for byte before it
+ * answers OK, firmware/zones/hidden.ts RecordStore.write, so reading it again would give the same
+ * record). `value: null` when the chip holds no secret of that user.
+ */
+export function withGens(storage: RecordStorage<SavedLoginRecord>, record: SavedLoginRecord): StorageResult<SavedLogin | null> {
   const s = storage.secrets();
   if (!s.ok) return s;
-  if (!s.value || s.value.user !== r.value.user) return { ok: true, value: null };
-  return { ok: true, value: { ...r.value, gens: s.value.gens } };
+  if (!s.value || s.value.user !== record.user) return { ok: true, value: null };
+  return { ok: true, value: { ...record, gens: s.value.gens } };
 }

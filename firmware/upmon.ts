@@ -12,14 +12,18 @@ import { RegistrationClient, type RegistrationEvent, type RegistrationOutcome } 
 import type { CredReply } from '../protocol/messages.ts';
 import { ClientSession, isSessionEnd } from './client-session.ts';
 import { backoffMs } from './loop.ts';
-import { mergeCredReply, loadSaved, type SavedLogin } from './saved-login.ts';
+import { mergeCredReply, withGens, type SavedLogin } from './saved-login.ts';
 import type { Board } from './board.ts';
 import type { PublicIdentity } from './storage.ts';
 import type { UpmonConfig } from './boot.ts';
 import { acceptTable, type PolicyConfig } from './policy-table.ts';
 
 export type UpmonOutcome =
-  | { kind: 'registered'; login: SavedLogin; rotatedGen: number; mainProgram: string; mainSha256: string; policy: PolicyConfig }
+  | {
+      kind: 'registered'; login: SavedLogin; rotatedGen: number; mainProgram: string; mainSha256: string; policy: PolicyConfig;
+      /** Board.tablesPushed when `login` was written to the saved record (absent: the board does not count). */
+      tablesPushedAtSave?: number;
+    }
   | { kind: 'registration-failed'; reason: string; mainProgram: string; mainSha256: string; policy: PolicyConfig }
   | { kind: 'not-found'; reason: string }
   | { kind: 'identity-failed'; reason: string };
@@ -156,8 +160,12 @@ export class Upmon {
     if (t.verdict.kind === 'accepted') dev.trace('S3.11', 'attack table', `table v${t.verdict.table.version} from the policy server accepted (${t.verdict.table.sites.length} site(s))`);
     else if (t.verdict.kind === 'held') dev.trace('S3.11', 'attack table', 'the table it holds, unchanged');
     else if (t.verdict.kind === 'refused') dev.trace('S3.11', 'attack table', `refused (${t.verdict.code}: ${t.verdict.reason}); the held table stays`, false);
-    const saved = dev.storage.saveLogin(mergeCredReply(held, cred, t.keep));
-    const login = saved.ok ? loadSaved(dev.storage) : saved;
+    const record = mergeCredReply(held, cred, t.keep);
+    const saved = dev.storage.saveLogin(record);
+    const pushes = dev.tablesPushed;
+    // The write answered OK only once its slot read back byte for byte: the record is the one
+    // written, not read again (issue 15); the chip's generations are asked for.
+    const login = saved.ok ? withGens(dev.storage, record) : saved;
     if (!login.ok || !login.value) {
       const status = login.ok ? 'no secret held' : login.status;
       // Never use a secret that is not durably saved: log in with what is saved instead.
@@ -165,7 +173,7 @@ export class Upmon {
       return this.done({ kind: 'registration-failed', reason: `could not save credentials (${status})`, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy });
     }
     dev.trace('S0.10', 'save credentials', `new secret gen ${cred.gen} imported into the secure element (business server current gen ${cred.currentGen}); main program started`);
-    this.done({ kind: 'registered', login: login.value, rotatedGen: cred.gen, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy });
+    this.done({ kind: 'registered', login: login.value, rotatedGen: cred.gen, mainProgram: this.cfg.mainProgram, mainSha256: this.cfg.mainSha256, policy: this.cfg.policy, ...(pushes === undefined ? {} : { tablesPushedAtSave: pushes }) });
   }
 
   /** UPMon keeps the public identity only as long as it needs it. */

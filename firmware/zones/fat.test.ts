@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildFat, listFat, readFatFile, writeFatFile, deleteFatFile, checkFat, arraySectors, fatName, parseBootSector } from './fat.ts';
+import { buildFat, listFat, readFatFile, writeFatFile, deleteFatFile, checkFat, arraySectors, fatName, parseBootSector, showName } from './fat.ts';
 import { FlashStatus } from '../flash/chip.ts';
 
 const te = new TextEncoder();
@@ -49,6 +49,22 @@ for (const [kind, size] of Object.entries(SIZES)) {
     });
   });
 }
+
+test("showName's fast path for ASCII gives what the WHATWG latin1 (windows-1252) decoder gives, for every byte value and random entries", () => {
+  // The reference: the decoder alone, as showName was before (issue 15).
+  const td = new TextDecoder('latin1');
+  const reference = (raw: Uint8Array) => {
+    const base = td.decode(raw.subarray(0, 8)).trimEnd();
+    const ext = td.decode(raw.subarray(8, 11)).trimEnd();
+    return ext ? `${base}.${ext}` : base;
+  };
+  const cases: Uint8Array[] = [fatName('MAIN.EXE'), fatName('A'), fatName('AUTORUN.INF'), new Uint8Array(11).fill(0x20), new Uint8Array(11)];
+  for (let b = 0; b < 256; b++) for (const at of [0, 7, 8, 10]) cases.push(Uint8Array.from(fatName('FILE.TXT'), (x, i) => (i === at ? b : x)));
+  let seed = 7;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
+  for (let k = 0; k < 2000; k++) cases.push(Uint8Array.from({ length: 11 }, () => (k % 2 ? rnd() & 0x7f : rnd())));
+  for (const raw of cases) assert.is(showName(raw), reference(raw), Array.from(raw).join(','));
+});
 
 test('host writes: create, replace, delete files; fsck.fat stays clean; mtools reads them; we read what mcopy wrote', () => {
   const vol = buildFat(files, SIZES.fat16, 'USBPHONE');

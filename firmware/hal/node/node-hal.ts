@@ -13,7 +13,29 @@ export const nodeClock: Clock = {
   clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
 };
 
-export const nodeRng: Rng = (n) => randomFillSync(new Uint8Array(n));
+/** Bytes of node:crypto's CSPRNG drawn at once for nodeRng; larger requests go to it directly. */
+const RNG_POOL_BYTES = 4096;
+const RNG_DIRECT_ABOVE = 256;
+const rngPool = new Uint8Array(RNG_POOL_BYTES);
+let rngPos = RNG_POOL_BYTES;
+
+/**
+ * n bytes of node:crypto's CSPRNG (a fresh array). Small requests (<= 256 bytes: nonces, keys,
+ * jitter) come from a 4 KiB pool filled by one randomFillSync and refilled when spent, as
+ * node:crypto's randomUUID does: each byte is handed out once and wiped from the pool as it is.
+ * One randomFillSync per request cost ~4 us of set-up, ~0.7 % of a fleet's phone CPU (issue 15).
+ */
+export const nodeRng: Rng = (n) => {
+  if (n > RNG_DIRECT_ABOVE) return randomFillSync(new Uint8Array(n));
+  if (rngPos + n > RNG_POOL_BYTES) {
+    randomFillSync(rngPool);
+    rngPos = 0;
+  }
+  const out = rngPool.slice(rngPos, rngPos + n);
+  rngPool.fill(0, rngPos, rngPos + n);
+  rngPos += n;
+  return out;
+};
 
 export function nodeNetwork(localIp = '127.0.0.1'): Network {
   return {
