@@ -261,6 +261,12 @@ test('an operator that cannot give the SIM change at binding: the registration a
   const before = store.bindingsOf(store.accountByName('kim')!.accountNo);
   assert.is(code(await b.rebind(dev('dev-k'), { name: 'kim', password: PW, ids: sim(51) })), 'BANK_OPERATOR_UNAVAILABLE');
   assert.equal(store.bindingsOf(store.accountByName('kim')!.accountNo), before, 'bindings unchanged');
+  // An operator that answers with a date the binding cannot record (before 1970): the operator's
+  // fault (BANK_OPERATOR_UNAVAILABLE), not a store error, and nothing stored either.
+  const early: OperatorApi = { ...failing, retrieveSimSwapDate: () => Promise.resolve({ latestSimChange: new Date(-86_400_000) }) };
+  const b1 = new Bank({ store, hasher, mode: 2, operator: early, operatorDeadlineMs: 1_500, log: createLogger('biz-test'), now: () => f.clock.t });
+  assert.is(code(await b1.register(dev('dev-m'), { name: 'mo', password: PW, ids: sim(70) })), 'BANK_OPERATOR_UNAVAILABLE');
+  assert.is(store.accountByName('mo'), null, 'no account');
   // The same operator answering: the registration goes through.
   assert.is(code(await bank2.register(dev('dev-m'), { name: 'mo', password: PW, ids: sim(70) })), 'registered');
 });

@@ -27,6 +27,7 @@ import { ImplementationError } from '../protocol/errors.ts';
 import { OperatorError, type OperatorClient } from '../server-kit/operator-client.ts';
 import type { Logger } from '../server-kit/log.ts';
 import type { BankAccount, BankStore, Binding, LineId, OtpSeed, SimChange } from './bank-store.ts';
+import { isTime } from './bank-store.ts';
 import type { Awaitable } from '../server-kit/store-choice.ts';
 import { weakPassword, type PasswordHasher, HasherBusy } from './password-verifier.ts';
 import { verifyTotp, type TotpOptions } from './person/totp.ts';
@@ -449,7 +450,14 @@ export class Bank {
     if (mode === 1 || ids.idKind === 'card') return { ids: out, simChange: null };
     const number = await this.#operatorNumber(who, ids);
     const r = await this.#operator(who, 'sim change at binding', (op) => op.retrieveSimSwapDate(number), null);
-    return { ids: [...out.filter((i) => i.kind !== 'msisdn'), { kind: 'msisdn', value: number }], simChange: { at: r.latestSimChange ? r.latestSimChange.getTime() : null } };
+    const at = r.latestSimChange ? r.latestSimChange.getTime() : null;
+    // A date the binding cannot record (before 1970, not a whole ms) is the operator's fault, told
+    // as such, not a store error of ours (found by review); nothing is written.
+    if (at !== null && !isTime(at)) {
+      this.#o.log.warn('operator unavailable', { step: 'sim change at binding', code: 'OPERATOR_BAD_DATE' });
+      refuse('BANK_OPERATOR_UNAVAILABLE', 'the operator gave a SIM-change date the bank cannot record; try again later');
+    }
+    return { ids: [...out.filter((i) => i.kind !== 'msisdn'), { kind: 'msisdn', value: number }], simChange: { at } };
   }
 
   /** S4.6 + S4.4: the operator checks the card, then gives the line's number. Bounded in time. */

@@ -79,9 +79,17 @@ function later(view, draw) {
     // In a fixed order: the attack table picks the site the attack charts then follow.
     const due = VIEWS.filter((v) => pending.has(v)).map((v) => [v, pending.get(v)]);
     pending.clear();
+    // One view's failure does not keep the others (or the counts) from drawing; it is still
+    // reported as the page's error.
     for (const [v, draw] of due) {
       counts.draws[v]++;
-      draw();
+      try {
+        draw();
+      } catch (e) {
+        setTimeout(() => {
+          throw e;
+        });
+      }
     }
     document.body.dataset.messages = String(counts.messages);
     document.body.dataset.draws = JSON.stringify(counts.draws);
@@ -144,6 +152,8 @@ function handle(m) {
         return;
       }
       state.retries = 0;
+      // Draws asked for by the previous feed's messages are of a state this hello resets.
+      pending.clear();
       state.subscribed = m.watching;
       if (m.watching) state.watching = m.watching;
       setConn('connected', '● Live: connected to the feed');
@@ -369,7 +379,10 @@ function addTable(m) {
   s3.tables.sort((a, b) => a.version - b.version);
   if (s3.tables.length > 120) s3.tables.shift();
   // Tables may come out of order (a page that opens late gets the kept ones first): the newest is drawn.
-  later('attack-table', () => drawAttackTable(s3.tables[s3.tables.length - 1]));
+  later('attack-table', () => {
+    const newest = state.s3.tables[state.s3.tables.length - 1];
+    if (newest) drawAttackTable(newest);
+  });
   later('attack-charts', drawAttackCharts);
 }
 

@@ -79,6 +79,12 @@ export class Invariants {
   readonly #corrupted = new Set<string>();
   /** Corrupted table pushes a phone received and has not handled yet, by phone: the connection and the table as received. */
   readonly #pushes = new Map<string, { conn: number; table: Uint8Array }[]>();
+  /**
+   * conn/party pairs with a corrupted table push delivered and not yet handled as one: tainted
+   * like any corrupted frame until the push handler confirms a refusal (a phone that took the
+   * frame for something else is then judged by its next frame, found by review).
+   */
+  readonly #unhandledPush = new Map<string, number>();
   /** conn/party pairs on which a phone kept a corrupted table push (the report says so). */
   readonly #keptPush = new Set<string>();
   /** conn/party pairs on which a phone refused a corrupted table push whole, until its next frame there. */
@@ -101,10 +107,12 @@ export class Invariants {
       // A corrupted frame a phone will take for a table push (firmware/client-session.ts peeks
       // every frame for one first): judged once the phone has handled it (tablePushHandled).
       const table = to.startsWith('phone-') ? peekTablePush(bytes) : null;
-      if (table) this.#pushes.set(to, [...(this.#pushes.get(to) ?? []), { conn, table }]);
-      else this.#tainted.add(`${conn}/${to}`);
+      if (table) {
+        this.#pushes.set(to, [...(this.#pushes.get(to) ?? []), { conn, table }]);
+        this.#unhandledPush.set(`${conn}/${to}`, (this.#unhandledPush.get(`${conn}/${to}`) ?? 0) + 1);
+      } else this.#tainted.add(`${conn}/${to}`);
     };
-    w.onTablePush = (p, table) => this.tablePushHandled(p, table);
+    w.onTablePush = (p, table, recordChanged) => this.tablePushHandled(p, table, recordChanged);
     w.onRestart = () => this.storeIntegrity('after a restart');
     w.onBankPage = (e) => this.bankPage(e);
   }
@@ -182,22 +190,24 @@ export class Invariants {
    * session (no sequence number, no state) and its table is checked whole before anything is
    * kept (firmware/policy-table.ts: the Ed25519 signature over the whole table, version,
    * expiry), so a refused one changes nothing and the phone's next frames on that connection do
-   * not act on it. Kept (its saved login now holds those very bytes), it was acted on: the
+   * not act on it. Anything of its saved login changed while it handled it, it was acted on: the
    * connection is tainted as for any corrupted frame, and the phone's next frame there reported.
    */
-  tablePushHandled(p: SimPhone, table: Uint8Array): void {
+  tablePushHandled(p: SimPhone, table: Uint8Array, recordChanged: boolean): void {
     const pending = this.#pushes.get(p.party);
     const i = pending?.findIndex((x) => equalBytes(x.table, table)) ?? -1;
     if (i < 0) return;
     const { conn } = pending!.splice(i, 1)[0]!;
+    const key = `${conn}/${p.party}`;
+    const left = (this.#unhandledPush.get(key) ?? 1) - 1;
+    if (left > 0) this.#unhandledPush.set(key, left);
+    else this.#unhandledPush.delete(key);
     this.checks++;
-    let held: Uint8Array | null;
-    try {
-      held = this.w.savedTable(p);
-    } catch {
-      held = null; // an unreadable record is store-integrity's or the power cut's, not this push's
-    }
-    if (held && equalBytes(held, table)) {
+    // Refused whole = the saved record byte for byte as before the handler ran: a phone that
+    // changed anything of it (dropped its table, kept a re-encoded one, any other field) acted on
+    // the push (found by review: comparing only the saved table with the pushed bytes let such a
+    // phone pass as refusing).
+    if (recordChanged) {
       this.#tainted.add(`${conn}/${p.party}`);
       this.#keptPush.add(`${conn}/${p.party}`);
     } else {
@@ -237,14 +247,14 @@ export class Invariants {
     if (e.from === GATEWAY || e.fate === 'dup') return;
     this.checks++;
     if (this.#refusedPush.size > 0 && this.#refusedPush.delete(`${e.conn}/${e.from}`)) this.framesAfterRefusedPush++;
-    if (this.#tainted.has(`${e.conn}/${e.from}`)) {
+    if (this.#tainted.has(`${e.conn}/${e.from}`) || this.#unhandledPush.has(`${e.conn}/${e.from}`)) {
       let type = -1;
       try {
         type = peekType(e.sent);
       } catch {
         // unreadable: not an error frame
       }
-      const what = this.#keptPush.has(`${e.conn}/${e.from}`) ? 'kept a corrupted table push' : 'received a corrupted frame';
+      const what = this.#keptPush.has(`${e.conn}/${e.from}`) ? 'kept a corrupted table push' : this.#unhandledPush.has(`${e.conn}/${e.from}`) ? 'received a corrupted table push it did not handle as one' : 'received a corrupted frame';
       if (!REFUSAL_TYPES.has(type)) this.report('no-half-validated-frame', `${e.from} sent a frame of type ${type} on connection ${e.conn} after it ${what} there`);
     }
   }

@@ -29,6 +29,7 @@
 // over each message). Each phone has a SIM card the operator issued and a person who registers
 // at the bank, logs in, and re-binds after the line moved to a new card (a SIM swap the run's
 // plan makes at the operator and in the phone's slot).
+import { equalBytes } from '@noble/ciphers/utils.js';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -88,7 +89,6 @@ import { TimeoutError } from '../protocol/errors.ts';
 import { storyCard, storyNumber } from './bank-scenarios.ts';
 import { SIM_EPOCH_MS } from '../firmware/hal/sim-hal.ts';
 import { currentRecord } from './held-secrets.ts';
-import { decodeSavedLogin } from '../firmware/saved-login.ts';
 
 /** The gateway's name on the simulated network, and the origin phones dial. */
 export const GATEWAY = 'gateway';
@@ -458,8 +458,8 @@ export class World {
   onRestart: (party: string) => void = () => {};
   /** Told when a bank lets a login in (the bank-swap-confirmed invariant). */
   onBankPage: (e: BankPageEvent) => void = () => {};
-  /** Told when a phone has handled a table the gateway pushed (the no-half-validated-frame invariant): the table it was handed. */
-  onTablePush: (p: SimPhone, table: Uint8Array) => void = () => {};
+  /** Told when a phone has handled a table the gateway pushed (the no-half-validated-frame invariant): the table it was handed, and whether its saved record changed while it handled it. */
+  onTablePush: (p: SimPhone, table: Uint8Array, recordChanged: boolean) => void = () => {};
   /** The run's SIM swaps, in the order they happened (an OperatorAnswer counts how many came before it). */
   readonly swapLog: SwapRecord[] = [];
   /** The operator's answer to each admin call it served (by the net's call number), until the caller takes it. */
@@ -1056,19 +1056,27 @@ export class World {
       }
       : d.tablePush.bind(d);
     d.tablePush = (table) => {
+      const before = this.#savedRecord(p);
       handle(table);
-      this.onTablePush(p, table);
+      const after = this.#savedRecord(p);
+      this.onTablePush(p, table, before === null || after === null ? before !== after : !equalBytes(before, after));
     };
   }
 
+
+
   /**
-   * The attack table in phone `p`'s saved-login record (S0.12, S3.11), read from its flash the
-   * way sim/held-secrets.ts reads the hidden zone, with the chip's fuses: no chip command, no
-   * flash operation, no virtual time. Null when there is no record or it holds no table.
+   * Phone `p`'s whole saved-login record (S0.12, S3.11), read from its flash the way
+   * sim/held-secrets.ts reads the hidden zone, with the chip's fuses: no chip command, no flash
+   * operation, no virtual time. Null when there is none, or it is unreadable (store-integrity's or
+   * the power cut's to judge, not a push's).
    */
-  savedTable(p: SimPhone): Uint8Array | null {
-    const cur = currentRecord(p.phone, this.#t.fuses[p.index]!, 'login');
-    return cur ? decodeSavedLogin(cur.record).table : null;
+  #savedRecord(p: SimPhone): Uint8Array | null {
+    try {
+      return currentRecord(p.phone, this.#t.fuses[p.index]!, 'login')?.record ?? null;
+    } catch {
+      return null;
+    }
   }
 
   /** Every server's live business store (a business server's own connection), or null when both are down. */

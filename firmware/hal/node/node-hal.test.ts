@@ -34,4 +34,15 @@ test('nodeRng: fresh arrays of the asked length, across pool refills and direct 
   assert.not.equal(nodeRng(16), a);
 });
 
+test('nodeRng: a length that is not a whole number >= 0 is refused (RangeError) and the pool is untouched: the next draws are not wiped or repeated bytes', () => {
+  const before = nodeRng(64);
+  for (const bad of [-4, -1, NaN, 1.5, Infinity, -Infinity]) assert.throws(() => nodeRng(bad), (e: unknown) => e instanceof RangeError, String(bad));
+  assert.is(nodeRng(0).length, 0);
+  const after = [nodeRng(4), nodeRng(32), nodeRng(200)];
+  assert.equal(after.map((b) => b.length), [4, 32, 200]);
+  // Wiped bytes handed out again would be zeros: 236 random bytes are never all zero in a row of 8.
+  const all = new Uint8Array([...before, ...after.flatMap((b) => [...b])]);
+  for (let i = 0; i + 8 <= all.length; i++) assert.ok(all.subarray(i, i + 8).some((x) => x !== 0), `eight zero bytes at ${i}: wiped pool bytes handed out`);
+});
+
 test.run();
