@@ -341,6 +341,11 @@ test('onOperatorCall (the live page): each call told as asked and answered, with
   assert.ok(answers.some((e) => e.op === 'retrieve-date' && e.answer === 'none since binding'));
   const text = JSON.stringify(told);
   for (const id of [card(41).iccid, card(41).imsi, '447700900041', PW]) assert.not.ok(text.includes(id), 'no identifier or password told');
+  // A registration on walt's line, already bound: BANK_ID_BOUND, and the operator is not asked
+  // for the line's SIM-change date (found by review: it was, before the line was found bound).
+  told.length = 0;
+  assert.is(code(await b.register(who, { name: 'wanda', password: PW, ids: sim(41) })), 'BANK_ID_BOUND');
+  assert.equal(told.filter((e) => e.phase === 'ask').map((e) => e.op).sort(), ['check-validity', 'retrieve-phone-number']);
   // An invalid card (card 4 is suspended in the fixture) and an operator that is not there.
   told.length = 0;
   assert.is(code(await b.register(who, { name: 'wes', password: PW, ids: sim(4) })), 'BANK_CARD_INVALID');

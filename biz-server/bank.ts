@@ -215,8 +215,10 @@ export class Bank {
       const s = this.#o.store;
       if (await s.accountByName(req.name)) refuse('BANK_NAME_TAKEN', 'this login name is taken');
       const mode = req.ids.idKind === 'card' ? 1 : this.#o.mode;
-      const { ids, simChange } = await this.#idsToBind(who, req.ids, mode);
+      const { ids, number } = await this.#idsToBind(who, req.ids, mode);
       if ((await Promise.all(ids.map((i) => s.binding(i)))).some((b) => b !== null)) refuse('BANK_ID_BOUND', 'this line is already bound to an account');
+      // Asked once the line is known free: a registration on a bound line costs the operator no date (found by review).
+      const simChange = number === null ? null : await this.#simChangeAtBinding(who, number);
       const verifier = await this.#o.hasher.hash(req.password);
       const now = this.#now();
       const p = await this.#provision(who, req);
@@ -382,7 +384,8 @@ export class Bank {
       if (old.some((b) => b.deviceUser !== deviceUser)) refuse('BANK_DEVICE_MISMATCH', 'only the device that holds the binding may re-bind it');
       if (!pwOk || !account) refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
       const mode = req.ids.idKind === 'card' ? 1 : (account!.mode ?? this.#o.mode);
-      const { ids, simChange } = await this.#idsToBind(who, req.ids, mode);
+      const { ids, number } = await this.#idsToBind(who, req.ids, mode);
+      const simChange = number === null ? null : await this.#simChangeAtBinding(who, number);
       const now = this.#now();
       if ((await s.rebind(account!.accountNo, ids, deviceUser, now, simChange)) === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to another account');
       this.#o.log.info('bank binding moved', { account: maskAccount(account!.accountNo), device: deviceUser, mode });
@@ -445,10 +448,15 @@ export class Bank {
    * cannot answer any of these refuses the binding (BANK_OPERATOR_UNAVAILABLE), before anything
    * is written. Mode 1 asks nothing (simChange null: not asked).
    */
-  async #idsToBind(who: BankCaller, ids: LineIds, mode: BankMode): Promise<{ ids: LineId[]; simChange: SimChange | null }> {
+  async #idsToBind(who: BankCaller, ids: LineIds, mode: BankMode): Promise<{ ids: LineId[]; number: string | null }> {
     const out = lineIdsOf(ids);
-    if (mode === 1 || ids.idKind === 'card') return { ids: out, simChange: null };
+    if (mode === 1 || ids.idKind === 'card') return { ids: out, number: null };
     const number = await this.#operatorNumber(who, ids);
+    return { ids: [...out.filter((i) => i.kind !== 'msisdn'), { kind: 'msisdn', value: number }], number };
+  }
+
+  /** Mode 2: the operator's latest SIM change of the line `number`, recorded with its binding (decision 137). */
+  async #simChangeAtBinding(who: BankCaller, number: string): Promise<SimChange> {
     const r = await this.#operator(who, 'sim change at binding', (op) => op.retrieveSimSwapDate(number), null);
     const at = r.latestSimChange ? r.latestSimChange.getTime() : null;
     // A date the binding cannot record (before 1970, not a whole ms) is the operator's fault, told
@@ -457,7 +465,7 @@ export class Bank {
       this.#o.log.warn('operator unavailable', { step: 'sim change at binding', code: 'OPERATOR_BAD_DATE' });
       refuse('BANK_OPERATOR_UNAVAILABLE', 'the operator gave a SIM-change date the bank cannot record; try again later');
     }
-    return { ids: [...out.filter((i) => i.kind !== 'msisdn'), { kind: 'msisdn', value: number }], simChange: { at } };
+    return { at };
   }
 
   /** S4.6 + S4.4: the operator checks the card, then gives the line's number. Bounded in time. */
