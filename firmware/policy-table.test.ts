@@ -1,7 +1,7 @@
 // firmware/policy-table.ts: which attack table the phone chooses with (S3.1, S3.11).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { acceptTable, tableForChoice, chooseAmong, withNewestTable, type PolicyConfig } from './policy-table.ts';
+import { acceptTable, tableForChoice, chooseAmong, withNewestTable, keepPushedTable, type PolicyConfig } from './policy-table.ts';
 import { verifyTable } from '../protocol/attack-table.ts';
 import { signTable, tablePublicKey, initialTable, type AttackTable } from '../protocol/attack-table.ts';
 import { simRng } from './hal/sim-hal.ts';
@@ -75,6 +75,36 @@ test("withNewestTable (S3.11 with S0.12): the record's write keeps the higher ve
   assert.is(version(withNewestTable(storeHolding(signed(8, now + 60_000), false), cfg, rec(v7)).table), 7);
   // No table read before: the held one.
   assert.is(version(withNewestTable(storeHolding(signed(8, now + 60_000)), cfg, rec(null)).table), 8);
+});
+
+test('keepPushedTable (S3.11): a valid newer push is written once; the table held already, or a refused one, writes nothing; a failed save keeps nothing', () => {
+  const cfg: PolicyConfig = { key, initial };
+  let record = { user: 'u', servers: [], lastServer: 'biz-east', table: signed(7, now + 60_000) as Uint8Array | null };
+  let writes = 0;
+  let failSave = false;
+  const traces: string[] = [];
+  const dev = {
+    storage: {
+      loadLogin: () => ({ ok: true as const, value: record }),
+      saveLogin: (l: typeof record) => (failSave ? { ok: false as const, status: 'ERR_WORN' } : (writes++, (record = l), { ok: true as const, value: undefined })),
+    },
+    clock: { epochMs: () => now },
+    trace: (_f: string, _s: string, detail: string) => void traces.push(detail),
+  } as never;
+  const v8 = signed(8, now + 60_000);
+  assert.is(keepPushedTable(dev, cfg, v8).kind, 'accepted');
+  assert.is(writes, 1);
+  // The same table pushed again (the gateway's newest, to every held connection): no write.
+  assert.is(keepPushedTable(dev, cfg, Uint8Array.from(v8)).kind, 'held');
+  assert.is(writes, 1, 'the table held already is not written again');
+  // An older one, a forged one: refused, no write.
+  assert.is(keepPushedTable(dev, cfg, signed(6, now + 60_000)).kind, 'refused');
+  assert.is(writes, 1);
+  // A newer one the flash refuses to save: nothing kept, said so.
+  failSave = true;
+  assert.is(keepPushedTable(dev, cfg, signed(9, now + 60_000)).kind, 'none');
+  assert.ok(traces.some((t) => /flash refused the save/.test(t)), traces.join('\n'));
+  assert.equal(record.table, v8);
 });
 
 test.run();

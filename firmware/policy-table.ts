@@ -99,6 +99,9 @@ export function keepPushedTable(dev: Pick<Board, 'storage' | 'clock' | 'trace'>,
     dev.trace('S3.11', 'attack table pushed', `refused (${r.verdict.code}: ${r.verdict.reason}); the held table stays`, false);
     return r.verdict;
   }
+  // The table it holds already (the gateway pushes its newest to every held connection, again
+  // after a restart): nothing to write, and no flash wear for it (found in issue 15's profile).
+  if (r.verdict.kind !== 'accepted') return r.verdict;
   const saved = dev.storage.saveLogin({ ...rec.value, table: r.keep });
   if (!saved.ok) {
     dev.trace('S3.11', 'attack table pushed', `not kept: flash refused the save (${saved.status})`, false);
