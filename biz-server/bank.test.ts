@@ -183,7 +183,7 @@ test("the SIM-change verdict (simChangeVerdict): the operator's dates against it
     [d(T0 - 5 * HOUR), rec(T0 - 4 * HOUR), 'changed after binding', 'an earlier date than recorded: not the record the binding saw'],
     [d(T0 + HOUR), legacy, 'changed after binding', 'no record (mode 1, or before schema 6): the rule of before'],
     [d(T0 - HOUR), legacy, 'none since binding', 'no record: a date before the binding time'],
-    [d(T0 + HOUR), null, 'none since binding', 'a binding being made: nothing to compare with yet'],
+    [d(T0 + HOUR), null, 'recorded at binding', 'a binding being made: nothing to compare with yet'],
   ];
   for (const [latest, bound, want, why] of rows) assert.is(simChangeVerdict(latest, bound), want, why);
 });

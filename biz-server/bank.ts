@@ -44,7 +44,7 @@ export type OperatorOp = 'check-validity' | 'retrieve-phone-number' | 'retrieve-
  * page, issue 17): 'ask' when the call starts, 'answer' when it settles. Names, verdicts and
  * codes only: never an identifier beyond the last 4 digits of the number the operator gave.
  *   answer   'valid' | 'invalid' (check-validity), 'number' (retrieve-phone-number),
- *            'no change' | 'changed after binding' | 'none since binding' (retrieve-date),
+ *            'no change' | 'changed after binding' | 'none since binding' | 'recorded at binding' (retrieve-date),
  *            'failed' (any error: `code` says which, an OperatorError code or OPERATOR_FAILED)
  *   code     the InvalidReason of an invalid card, or the failure's code
  *   tail     retrieve-phone-number: the number's last 4 digits
@@ -58,7 +58,7 @@ export interface OperatorCallEvent {
   /** The device user whose request made the call, and the address its session was observed at (when known). */
   deviceUser: string;
   ip?: string;
-  answer?: 'valid' | 'invalid' | 'number' | 'no change' | 'changed after binding' | 'none since binding' | 'failed';
+  answer?: 'valid' | 'invalid' | 'number' | 'no change' | 'changed after binding' | 'none since binding' | 'recorded at binding' | 'failed';
   code?: string;
   tail?: string;
   ms?: number;
@@ -128,7 +128,7 @@ export function lineIdsOf(ids: LineIds): LineId[] {
 }
 
 /** The verdict on the line's latest SIM change the operator gives now (CAMARA retrieve-date), as #watched tells it. */
-export type SimChangeVerdict = 'no change' | 'changed after binding' | 'none since binding';
+export type SimChangeVerdict = 'no change' | 'changed after binding' | 'none since binding' | 'recorded at binding';
 
 /**
  * SIM swap by the operator's dates (docs/decisions.md 137): one clock only, the operator's.
@@ -142,10 +142,12 @@ export type SimChangeVerdict = 'no change' | 'changed after binding' | 'none sin
  *   - a binding without a record (mode 1, or made before schema 6): the rule of before, the
  *     operator's date against the bank's binding time (two clocks: the bound card, checked
  *     first, is what holds under skew; decision 134).
+ *   - no binding yet (`bound` null: one being made): 'recorded at binding' (the live page's label).
  */
 export function simChangeVerdict(latest: Date | null, bound: Pick<Binding, 'boundAt' | 'simChange'> | null): SimChangeVerdict {
   if (!latest) return 'no change';
-  if (!bound) return 'none since binding';
+  // A binding being made: the date is recorded with it, nothing to compare with yet (found by review: shown as 'none since binding').
+  if (!bound) return 'recorded at binding';
   const changed = bound.simChange ? latest.getTime() !== bound.simChange.at : latest.getTime() > bound.boundAt;
   return changed ? 'changed after binding' : 'none since binding';
 }

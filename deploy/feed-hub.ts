@@ -73,7 +73,7 @@ const CODE_RE = /^[A-Z0-9_]{1,64}$/;
 const USER_RE = /^u-[0-9a-f]{20}$/;
 const NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
 const OPERATOR_OPS = new Set<string>(['check-validity', 'retrieve-phone-number', 'retrieve-date']);
-const ANSWERS = new Set<string>(['valid', 'invalid', 'number', 'no change', 'changed after binding', 'none since binding', 'failed']);
+const ANSWERS = new Set<string>(['valid', 'invalid', 'number', 'no change', 'changed after binding', 'none since binding', 'recorded at binding', 'failed']);
 
 /**
  * Text with every number of 8 or more digits standing alone (spaces, dashes and a leading +
