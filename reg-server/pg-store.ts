@@ -8,7 +8,7 @@ import { corrupt } from '../server-kit/sqlite.ts';
 import { openMigrated, tx, type PgPool, type PgMigration, type PgOptions } from '../server-kit/pg.ts';
 import { pgOptionsOf, type StorePlace } from '../server-kit/store-choice.ts';
 import {
-  SqliteRegStore, deviceFromRow, serverFromRow, firmwareFromRow, regionFromRow, firmwareStatusAccepted, regProblems,
+  SqliteRegStore, deviceFromRow, serverFromRow, firmwareFromRow, regionFromRow, firmwareStatusAccepted, regProblems, tablesVersionOf,
   checkEnrollInput, checkFirmwareInput, enrollUnchanged,
   type RegStore, type Device, type DeviceRow, type DeviceStatus, type EnrollInput, type BizServerRecord, type RegionRecord, type FirmwareRecord, type FirmwareStatus, type ServerRow,
 } from './store.ts';
@@ -47,6 +47,14 @@ const MIGRATIONS: PgMigration[] = [
      status TEXT NOT NULL DEFAULT 'accepted',
      added_at BIGINT NOT NULL
    );`,
+  // The version of the cached tables (RegStore.tablesVersion), bumped by each statement that
+  // writes them; the function keeps the schema it was made in, whoever's search_path calls it.
+  `CREATE TABLE tables_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+   INSERT INTO tables_version (id, version) VALUES (1, floor(random() * 281474976710656)::bigint);
+   CREATE FUNCTION bump_tables_version() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS
+     $$ BEGIN UPDATE tables_version SET version = version + 1; RETURN NULL; END $$;
+   ${['firmware', 'biz_servers', 'regions'].map((t) =>
+     `CREATE TRIGGER ${t}_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${t} FOR EACH STATEMENT EXECUTE FUNCTION bump_tables_version();`).join('\n   ')}`,
 ];
 
 /** The schema a registration store uses unless told otherwise. */
@@ -150,6 +158,10 @@ export class PgRegStore implements RegStore {
   async firmwareAccepted(measurement: string): Promise<boolean> {
     const { rows } = await this.pool.query<{ status: unknown }>('SELECT status FROM firmware WHERE measurement = $1', [measurement]);
     return firmwareStatusAccepted(measurement, rows[0]);
+  }
+
+  async tablesVersion(): Promise<number> {
+    return tablesVersionOf((await this.pool.query<{ version: unknown }>('SELECT version FROM tables_version WHERE id = 1')).rows[0]);
   }
 
   async listFirmware(): Promise<FirmwareRecord[]> {

@@ -7,11 +7,25 @@ import type { BizServerRecord, RegionRecord } from './store.ts';
 
 export const MAX_CHOICES = 8;
 
+/**
+ * The parsed blocks of a region list, kept by the list itself: a cached list (tables-cache.ts,
+ * frozen, one per version of the tables) is parsed once, not at every registration. A list
+ * that is not frozen may change, so it is parsed each time.
+ */
+const parsed = new WeakMap<readonly RegionRecord[], readonly { c: Cidr; region: string }[]>();
+
+function parsedRegions(regions: readonly RegionRecord[]): readonly { c: Cidr; region: string }[] {
+  const have = parsed.get(regions);
+  if (have) return have;
+  const out = regions.map((r) => ({ c: parseCidr(r.cidr), region: r.region }));
+  if (Object.isFrozen(regions) && regions.every((r) => Object.isFrozen(r))) parsed.set(regions, out);
+  return out;
+}
+
 export function regionOf(ip: string, regions: readonly RegionRecord[]): string | null {
   let best: { c: Cidr; region: string } | null = null;
-  for (const r of regions) {
-    const c = parseCidr(r.cidr);
-    if (cidrContains(c, ip) && (!best || c.prefix > best.c.prefix)) best = { c, region: r.region };
+  for (const r of parsedRegions(regions)) {
+    if (cidrContains(r.c, ip) && (!best || r.c.prefix > best.c.prefix)) best = r;
   }
   return best?.region ?? null;
 }

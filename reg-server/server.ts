@@ -15,6 +15,7 @@ import { openRegStore } from './pg-store.ts';
 import { placeOf, type StoreChoice } from '../server-kit/store-choice.ts';
 import { RegServerSession } from './session.ts';
 import { HealthPoller, withHealthView } from './health.ts';
+import { withTablesCache } from './tables-cache.ts';
 import type { RotationStep } from './rotation.ts';
 import { SharedState, type SharedStateConfig } from '../server-kit/redis.ts';
 import { RedisReplay } from '../server-kit/shared-replay.ts';
@@ -98,10 +99,11 @@ export async function startRegServer(cfg: RegConfig): Promise<RegServer> {
     }
     const replay = replayCacheFor(cfg.mutant);
     const sessionOpts = { name: cfg.name, stepTimeoutMs: cfg.stepTimeoutMs ?? Limits.stepTimeoutMs, log, metrics, mutant: cfg.mutant };
-    // Placement reads this process's own health view, never another server's verdict.
+    // Placement reads this process's own health view, never another server's verdict. Under
+    // it, the firmware, region and server tables from memory while their version holds (issue 15).
     // Instances of one name share it: a hello is bound to its destination name (HS_WRONG_DEST).
     const sharedReplay = shared ? new RedisReplay(shared, `reg-hello:${cfg.name}`, undefined, () => metrics.event('shared_replay_fallback')) : undefined;
-    const deps = { store: withHealthView(store, poller), ring: cfg.ring, replay, sharedReplay, adminClient, table: () => tables?.current() ?? null, tableVersion: () => tables?.version() ?? null, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
+    const deps = { store: withHealthView(withTablesCache(store), poller), ring: cfg.ring, replay, sharedReplay, adminClient, table: () => tables?.current() ?? null, tableVersion: () => tables?.version() ?? null, pendingTtlMs: cfg.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, log, pauseAt: cfg.pauseAt };
     host = await startHost({
       name: cfg.name,
       host: cfg.host,

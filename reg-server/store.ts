@@ -91,6 +91,14 @@ export interface RegStore {
   /** Whether a hello's measurement is firmware this server accepts (known and not revoked). */
   firmwareAccepted(measurement: string): Awaitable<boolean>;
   listFirmware(): Awaitable<FirmwareRecord[]>;
+  /**
+   * The version of the tables a registration reads and rarely changes (firmware, biz_servers,
+   * regions): a trigger bumps it on every write to them, whichever connection or process writes
+   * (the backup, `usbphone` admin commands, raw SQL). It starts at a random 48-bit value, so a
+   * store made again does not repeat an old one. A cache of those tables (tables-cache.ts) is
+   * current while this is unchanged. An integer; a bad row is STORE_CORRUPT_ROW.
+   */
+  tablesVersion(): Awaitable<number>;
   /** Problems found in the stored rows (empty when none): rows failing validation, a pending generation not above the current one. */
   check(): Promise<string[]>;
   close(): Awaitable<void>;
@@ -133,6 +141,11 @@ const MIGRATIONS = [
      status TEXT NOT NULL DEFAULT 'accepted',
      added_at INTEGER NOT NULL
    )`,
+  // The version of the cached tables (RegStore.tablesVersion): one row, bumped by each row written.
+  `CREATE TABLE tables_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+   INSERT INTO tables_version (id, version) VALUES (1, abs(random() % 281474976710656));
+   ${['firmware', 'biz_servers', 'regions'].flatMap((t) => ['INSERT', 'UPDATE', 'DELETE'].map((op) =>
+     `CREATE TRIGGER ${t}_${op.toLowerCase()}_version AFTER ${op} ON ${t} BEGIN UPDATE tables_version SET version = version + 1; END;`)).join('\n   ')}`,
 ];
 
 export const MEASUREMENT_RE = /^[0-9a-f]{64}$/;
@@ -213,6 +226,12 @@ export function regProblems(rows: { devices: DeviceRow[]; servers: ServerRow[]; 
   return out;
 }
 
+/** The version row's value (RegStore.tablesVersion); anything but one safe integer is corrupt. */
+export function tablesVersionOf(r: { version: unknown } | undefined): number {
+  if (!r || !Number.isSafeInteger(r.version)) corrupt('tables_version row', 'missing or not an integer');
+  return r.version as number;
+}
+
 export function checkFirmwareInput(measurement: string, version: number): void {
   if (!MEASUREMENT_RE.test(measurement)) throw new ImplementationError('ENROLL_BAD_RECORD', 'firmware measurement must be 64 lowercase hex digits');
   if (!isGen(version)) throw new ImplementationError('ENROLL_BAD_RECORD', 'firmware version must be a non-negative integer');
@@ -247,6 +266,7 @@ export class SqliteRegStore implements RegStore {
   readonly #firmwareStatus;
   readonly #addFirmware;
   readonly #setFirmware;
+  readonly #tablesVersion;
   constructor(file: string) {
     this.db = openDb(file, MIGRATIONS);
     this.#getDevice = this.db.prepare('SELECT * FROM devices WHERE serial = ?');
@@ -263,6 +283,11 @@ export class SqliteRegStore implements RegStore {
     this.#firmwareStatus = this.db.prepare('SELECT status FROM firmware WHERE measurement = ?');
     this.#addFirmware = this.db.prepare('INSERT INTO firmware (measurement, version, added_at) VALUES (?, ?, ?) ON CONFLICT(measurement) DO NOTHING');
     this.#setFirmware = this.db.prepare('UPDATE firmware SET status = ? WHERE measurement = ?');
+    this.#tablesVersion = this.db.prepare('SELECT version FROM tables_version WHERE id = 1');
+  }
+
+  tablesVersion(): number {
+    return tablesVersionOf(this.#tablesVersion.get() as { version: unknown } | undefined);
   }
 
   addFirmware(measurement: string, version: number, now = Date.now()): 'created' | 'exists' {
