@@ -120,7 +120,7 @@ for (const b of backends()) {
     assert.ok(Object.isFrozen(await cached.listServers()), 'the kept list cannot be changed by a caller');
   });
 
-  test('a firmware revoked by another process is refused at the next check (no stale "accepted")', async () => {
+  test('a firmware revoked by another process is refused at the next check, never answered accepted from memory', async () => {
     const m = M(0xa1);
     await other.addFirmware(m, 1);
     assert.is(await cached.firmwareAccepted(m), true);
