@@ -40,6 +40,7 @@ import { Limits } from '../protocol/limits.ts';
 import { SqliteRegStore } from '../reg-server/store.ts';
 import { SqliteBizStore } from '../biz-server/store.ts';
 import { RegServerSession } from '../reg-server/session.ts';
+import { withTablesCache } from '../reg-server/tables-cache.ts';
 import { BizServerSession } from '../biz-server/session.ts';
 import { HealthPoller, withHealthView } from '../reg-server/health.ts';
 import type { RotationStep } from '../reg-server/rotation.ts';
@@ -656,7 +657,8 @@ export class World {
       };
       pollTable();
       const deps = {
-        store: withHealthView(store, poller), ring: this.#t.ring, replay: replayCacheFor(this.o.mutant), adminClient, pendingTtlMs: SIM_PENDING_TTL_MS, log, rng, now: this.clockOf(name), pauseAt,
+        // As reg-server/server.ts wires it: the tables cache under the health view (decision 141).
+        store: withHealthView(withTablesCache(store), poller), ring: this.#t.ring, replay: replayCacheFor(this.o.mutant), adminClient, pendingTtlMs: SIM_PENDING_TTL_MS, log, rng, now: this.clockOf(name), pauseAt,
         table: () => tables.current(), tableVersion: () => tables.version(),
       };
       this.#serve(name, inc, (t) => new RegServerSession(t, sessionOpts, deps));
