@@ -387,6 +387,9 @@ export class Bank {
       if (!pwOk || !account) refuse('BANK_BAD_CREDENTIALS', 'login name or password is wrong');
       const mode = req.ids.idKind === 'card' ? 1 : (account!.mode ?? this.#o.mode);
       const { ids, number } = await this.#idsToBind(who, req.ids, mode);
+      // Asked before the store finds the new line bound to another account: a re-binding is made
+      // by the bound device with the account's password (checked above), so this costs the
+      // operator a call only for the account's owner, and the store's check stays atomic.
       const simChange = number === null ? null : await this.#simChangeAtBinding(who, number);
       const now = this.#now();
       if ((await s.rebind(account!.accountNo, ids, deviceUser, now, simChange)) === 'id-bound') refuse('BANK_ID_BOUND', 'this line is already bound to another account');

@@ -8,7 +8,7 @@ import { corrupt } from '../server-kit/sqlite.ts';
 import { openMigrated, tx, type PgPool, type PgMigration, type PgOptions } from '../server-kit/pg.ts';
 import { pgOptionsOf, type StorePlace } from '../server-kit/store-choice.ts';
 import {
-  SqliteRegStore, deviceFromRow, serverFromRow, firmwareFromRow, regionFromRow, firmwareStatusAccepted, regProblems, tablesVersionOf,
+  SqliteRegStore, deviceFromRow, serverFromRow, firmwareFromRow, regionFromRow, firmwareStatusAccepted, regProblems, tablesVersionOf, versionedUpdate,
   checkEnrollInput, checkFirmwareInput, enrollUnchanged,
   type RegStore, type Device, type DeviceRow, type DeviceStatus, type EnrollInput, type BizServerRecord, type RegionRecord, type FirmwareRecord, type FirmwareStatus, type ServerRow,
 } from './store.ts';
@@ -54,7 +54,7 @@ const MIGRATIONS: PgMigration[] = [
    CREATE FUNCTION bump_tables_version() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS
      $$ BEGIN UPDATE tables_version SET version = version + 1; RETURN NULL; END $$;
    ${['firmware', 'biz_servers', 'regions'].map((t) =>
-     `CREATE TRIGGER ${t}_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${t} FOR EACH STATEMENT EXECUTE FUNCTION bump_tables_version();`).join('\n   ')}`,
+     `CREATE TRIGGER ${t}_version AFTER INSERT OR ${versionedUpdate(t)} OR DELETE OR TRUNCATE ON ${t} FOR EACH STATEMENT EXECUTE FUNCTION bump_tables_version();`).join('\n   ')}`,
 ];
 
 /** The schema a registration store uses unless told otherwise. */

@@ -35,7 +35,7 @@ const ips = [
 ];
 
 test('regionOf with the address parsed once equals the per-block reference, for every address and every sub-list', () => {
-  for (let mask = 0; mask < 1 << regions.length; mask += 7) {
+  for (let mask = 0; mask < 1 << regions.length; mask += 1) {
     const some = regions.filter((_, i) => mask & (1 << i));
     const frozen = Object.freeze(some.map((r) => Object.freeze({ ...r })));
     for (const ip of ips) {

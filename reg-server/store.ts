@@ -104,6 +104,13 @@ export interface RegStore {
   close(): Awaitable<void>;
 }
 
+/**
+ * The UPDATE a tables_version trigger of `table` fires on (SQLite and PostgreSQL alike): any column,
+ * but on biz_servers only the columns placement reads from the store (its health columns are an
+ * operator's copy; decision 141).
+ */
+export const versionedUpdate = (table: string): string => (table === 'biz_servers' ? 'UPDATE OF name, region, url, admin_url' : 'UPDATE');
+
 const MIGRATIONS = [
   `CREATE TABLE devices (
      serial TEXT PRIMARY KEY,
@@ -141,11 +148,15 @@ const MIGRATIONS = [
      status TEXT NOT NULL DEFAULT 'accepted',
      added_at INTEGER NOT NULL
    )`,
-  // The version of the cached tables (RegStore.tablesVersion): one row, bumped by each row written.
+  // The version of the cached tables (RegStore.tablesVersion): one row, bumped by each row written,
+  // but not by a business server's health copy (UPDATE of healthy, load, checked_at only: every
+  // registration server's poller writes it every interval, for operators to read; placement takes
+  // health from its own process's view, reg-server/health.ts). Bumped by those it would have
+  // dropped the cache every poll (found by review; on PostgreSQL it also deadlocked with syncTopology).
   `CREATE TABLE tables_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
    INSERT INTO tables_version (id, version) VALUES (1, abs(random() % 281474976710656));
    ${['firmware', 'biz_servers', 'regions'].flatMap((t) => ['INSERT', 'UPDATE', 'DELETE'].map((op) =>
-     `CREATE TRIGGER ${t}_${op.toLowerCase()}_version AFTER ${op} ON ${t} BEGIN UPDATE tables_version SET version = version + 1; END;`)).join('\n   ')}`,
+     `CREATE TRIGGER ${t}_${op.toLowerCase()}_version AFTER ${op === 'UPDATE' ? versionedUpdate(t) : op} ON ${t} BEGIN UPDATE tables_version SET version = version + 1; END;`)).join('\n   ')}`,
 ];
 
 export const MEASUREMENT_RE = /^[0-9a-f]{64}$/;
