@@ -71,7 +71,7 @@ export interface BankOptions {
   mode: BankMode;
   /** The operator's API; without it mode 2 answers BANK_OPERATOR_UNAVAILABLE. */
   operator?: OperatorApi;
-  /** Deadline of all the operator calls of one request together, ms (default 3000). */
+  /** Deadline of each operator step of a request (the calls one step makes share it), ms (default 3000). A request takes at most two steps (a binding in mode 2: the card lookup, then the line's latest SIM change), so at most twice this; both fit in the session's 10 s step timeout. */
   operatorDeadlineMs?: number;
   /** Lifetime of an account-page token, s (default 300). */
   pageTtlS?: number;
@@ -518,7 +518,7 @@ export class Bank {
     refuse('BANK_SIM_SWAPPED', `the card of this line changed on ${when}, after the binding: re-bind it from the bound device`);
   }
 
-  /** One operator step with an overall deadline; any failure of the operator is BANK_OPERATOR_UNAVAILABLE (its code logged). */
+  /** One operator step under its own deadline (operatorDeadlineMs); any failure of the operator is BANK_OPERATOR_UNAVAILABLE (its code logged). */
   async #operator<T>(who: BankCaller, what: string, f: (op: OperatorApi) => Promise<T>, bound: Binding | null = null): Promise<T> {
     const real = this.#o.operator;
     if (!real) refuse('BANK_OPERATOR_UNAVAILABLE', 'no operator is configured for mode 2');

@@ -436,7 +436,8 @@ export class FeedHub {
   }
 
   #trace(ip: string, m: FeedMessage): void {
-    if (!this.#checked(m)) return;
+    // Kept unchecked: the schema is checked when it is sent, live (below) or to a new
+    // subscriber of this phone (subscribe): most phones' steps are never watched (issue 15).
     let list = this.#traces.get(ip);
     if (list) this.#traces.delete(ip);
     else list = [];
@@ -444,7 +445,7 @@ export class FeedHub {
     if (list.length > this.#o.historyPerPhone) list.shift();
     this.#traces.set(ip, list);
     if (this.#traces.size > this.#o.maxTracedPhones) this.#traces.delete(this.#traces.keys().next().value!);
-    for (const s of this.#subs) if (s.phone === ip) s.sink(m);
+    for (const s of this.#subs) if (s.phone === ip && this.#checked(m)) s.sink(m);
   }
 
   #publish(m: FeedMessage): void {

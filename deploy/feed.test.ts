@@ -180,7 +180,7 @@ test('the schema refuses what must never be sent: unlisted fields, key-like text
   bad({ kind: 'stats', t: 1, loginsPerSec: -1, refusalsPerSec: 0, p50Ms: null, p99Ms: null }, 'a negative rate');
 });
 
-test('the hub checks each message before it is sent: a refused one is counted and reaches no subscriber; log lines are projected', () => {
+test('the hub checks each message before it is sent: a refused one is counted and reaches no subscriber, also a step kept for a page that watches later; log lines are projected', () => {
   const hub = new FeedHub({ servers: ['gateway'], health: fakeHealth, tickMs: 60_000 });
   try {
     const got: FeedMessage[] = [];
@@ -210,6 +210,17 @@ test('the hub checks each message before it is sent: a refused one is counted an
     hub.flushPhones();
     const phones = got.filter((m) => m.kind === 'phones').at(-1)!;
     assert.equal((phones.phones as { state: string; lastCode: string }[])[0]!.state, 'refused');
+    // A phone no page watches: its steps are kept unchecked (issue 15: most are never sent) and
+    // checked when a page starts watching it: the key-like one is refused then, never sent.
+    hub.frame({ conn: 2, ip: '127.1.0.8', dir: 'up', type: MsgType.hello, dest: 'reg-primary' });
+    hub.phoneStep('127.1.0.8', { t: 2, feature: 'S0.4', step: 'read identity', detail: 'key ' + 'ef'.repeat(32), ok: true });
+    assert.is(hub.refused, 1, 'not checked while nobody watches');
+    const late: FeedMessage[] = [];
+    const stopLate = hub.subscribe((m) => late.push(m), { phone: '127.1.0.8' })!;
+    assert.equal(late.map((m) => m.kind), ['hello', 'phones', 'trace'], 'the hello frame, not the refused step');
+    assert.is(hub.refused, 2);
+    assert.ok(!JSON.stringify(late).includes('ef'.repeat(32)));
+    stopLate();
     unsubscribe();
     hub.close();
     assert.is(hub.subscribe(() => {}), null, 'a closed hub takes no subscriber');

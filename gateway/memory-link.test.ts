@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startGateway } from './gateway.ts';
 import { startHost } from '../server-kit/host.ts';
-import { linkKeyFor } from '../server-kit/link.ts';
+import { linkKeyFor, LinkKind } from '../server-kit/link.ts';
 import { MemoryLinkSocket, memoryLinks, connectMemoryLink } from '../server-kit/memory-link.ts';
 import { FrameSocket } from '../server-kit/test-device.ts';
 import { setLogLevel } from '../server-kit/log.ts';
@@ -69,6 +69,37 @@ test('in memory too, a server without the link key is never used (GW_UPSTREAM_UN
   } finally {
     await gw.close();
     await rogue.close();
+  }
+});
+
+test('in memory the messages after AUTH_OK carry no tag (decision 142), and are still checked: an unknown kind ends the link (LINK_BAD_FRAME)', async () => {
+  const e = echo('reg-primary');
+  const host = await e.host;
+  const send = MemoryLinkSocket.prototype.send;
+  const sent: { from: MemoryLinkSocket; bytes: Uint8Array }[] = [];
+  MemoryLinkSocket.prototype.send = function (this: MemoryLinkSocket, d: Uint8Array) {
+    sent.push({ from: this, bytes: Uint8Array.from(d) });
+    send.call(this, d);
+  };
+  const gw = await startGateway({ host: '127.0.0.1', port: 0, upstreams: [{ name: 'reg-primary', linkUrl: `ws://127.0.0.1:${host.linkPort}/`, linkKey: linkKeyFor(root, 'reg-primary') }] });
+  try {
+    assert.ok(await gw.waitUpstreams(5_000));
+    const s = await FrameSocket.connect(gw.url);
+    const f = finish('reg-primary');
+    s.send(f);
+    assert.equal((await s.frame()).frame, f);
+    const data = sent.filter((m) => m.bytes[0] === LinkKind.DATA);
+    assert.is(data.length, 2, 'the frame and its echo');
+    for (const m of data) assert.is(m.bytes.length, 5 + f.length, 'kind, connId, the frame: no tag');
+    const gwEnd = sent.find((m) => m.bytes[0] === LinkKind.AUTH)!.from;
+    const closed = new Promise<[number, string]>((r) => gwEnd.once('close', (code: number, why: Buffer) => r([code, why.toString()])));
+    gwEnd.send(Uint8Array.of(0x7f, 0, 0, 0, 0));
+    assert.equal(await closed, [1008, 'LINK_BAD_FRAME']);
+    await s.closed();
+  } finally {
+    MemoryLinkSocket.prototype.send = send;
+    await gw.close();
+    await host.close();
   }
 });
 

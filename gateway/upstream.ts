@@ -9,7 +9,7 @@ import { equalBytes } from '@noble/ciphers/utils.js';
 import { concatBytes as concat, utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
 import { WebSocket } from 'ws';
 import { systemRng } from '../protocol/channel.ts';
-import { LinkKind, LINK_MAX_PAYLOAD, LinkMac, LinkHeartbeat, heartbeatSettings, encodeLink, decodeLink, closePayload, decodeClose, clientAuthMac, serverAuthMac, linkMacKeys, toBytes, type LinkFrame, type LinkSocket } from '../server-kit/link.ts';
+import { LinkKind, LINK_MAX_PAYLOAD, linkSealer, LinkHeartbeat, type LinkSealer, heartbeatSettings, encodeLink, decodeLink, closePayload, decodeClose, clientAuthMac, serverAuthMac, linkMacKeys, toBytes, type LinkFrame, type LinkSocket } from '../server-kit/link.ts';
 import { createLogger, type Logger } from '../server-kit/log.ts';
 import type { Timers } from './attack-reporter.ts';
 import { tickCorker } from '../server-kit/tick-cork.ts';
@@ -62,7 +62,7 @@ export class UpstreamLink {
   /** Holds the link socket's writes until the end of the event-loop turn (tick-cork.ts). */
   #hold: (() => void) | null = null;
   /** The current connection's frame MACs, once it is authenticated. */
-  #mac: LinkMac | null = null;
+  #mac: LinkSealer | null = null;
   /** A connection refused for breaking the protocol: nothing more it sent is acted on. */
   #refused: WebSocket | null = null;
   readonly #hbs: { heartbeatMs: number; heartbeatMisses: number };
@@ -219,7 +219,7 @@ export class UpstreamLink {
         }
         if (f.kind === LinkKind.AUTH_OK && f.connId === 0 && nonceS && nonceG && equalBytes(f.payload, serverAuthMac(this.opts.key, nonceS, nonceG, this.opts.name))) {
           const k = linkMacKeys(this.opts.key, nonceS, nonceG, this.opts.name);
-          this.#mac = new LinkMac(k.toServer, k.toGateway);
+          this.#mac = linkSealer(ws, k.toServer, k.toGateway);
           this.#up = true;
           if (handshake !== null) this.#cancel(handshake);
           handshake = null;

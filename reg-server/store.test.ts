@@ -161,6 +161,22 @@ for (const b of backends()) {
     assert.equal(await reg.check(), []);
   });
 
+  test('the integrity check lists a tables_version trigger gone (the registration servers\' cached tables would go stale), and nothing once it is back', async () => {
+    assert.equal(await reg.check(), []);
+    const [off, on] = b.name === 'sqlite'
+      ? ['DROP TRIGGER regions_delete_version', 'CREATE TRIGGER regions_delete_version AFTER DELETE ON regions BEGIN UPDATE tables_version SET version = version + 1; END;']
+      : ['ALTER TABLE regions DISABLE TRIGGER regions_version', 'ALTER TABLE regions ENABLE TRIGGER regions_version'];
+    await exec(reg, off);
+    try {
+      const problems = await reg.check();
+      assert.is(problems.length, 1, problems.join('\n'));
+      assert.match(problems[0]!, b.name === 'sqlite' ? /^table regions: no tables_version trigger on DELETE:/ : /^table regions: no tables_version trigger on INSERT, UPDATE, DELETE:/);
+    } finally {
+      await exec(reg, on);
+    }
+    assert.equal(await reg.check(), []);
+  });
+
   test('topology sync keeps health, replaces regions', async () => {
     await reg.syncTopology([{ name: 'biz-a', region: 'east', url: 'ws://h/biz-a', adminUrl: 'http://h/admin' }], [{ cidr: '10.0.0.0/8', region: 'east' }]);
     await reg.setServerHealth('biz-a', false, 7);

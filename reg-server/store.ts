@@ -111,6 +111,9 @@ export interface RegStore {
  */
 export const versionedUpdate = (table: string): string => (table === 'biz_servers' ? 'UPDATE OF name, region, url, admin_url' : 'UPDATE');
 
+/** The tables whose writes bump tables_version (decision 141): what the registration servers cache. */
+export const VERSIONED_TABLES = ['firmware', 'biz_servers', 'regions'] as const;
+
 const MIGRATIONS = [
   `CREATE TABLE devices (
      serial TEXT PRIMARY KEY,
@@ -155,9 +158,24 @@ const MIGRATIONS = [
   // dropped the cache every poll (found by review; on PostgreSQL it also deadlocked with syncTopology).
   `CREATE TABLE tables_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
    INSERT INTO tables_version (id, version) VALUES (1, abs(random() % 281474976710656));
-   ${['firmware', 'biz_servers', 'regions'].flatMap((t) => ['INSERT', 'UPDATE', 'DELETE'].map((op) =>
+   ${VERSIONED_TABLES.flatMap((t) => ['INSERT', 'UPDATE', 'DELETE'].map((op) =>
      `CREATE TRIGGER ${t}_${op.toLowerCase()}_version AFTER ${op === 'UPDATE' ? versionedUpdate(t) : op} ON ${t} BEGIN UPDATE tables_version SET version = version + 1; END;`)).join('\n   ')}`,
 ];
+
+/**
+ * The integrity check's word on the tables_version triggers: `present` maps each versioned
+ * table to the operations its triggers fire on (INSERT, UPDATE, DELETE); one missing means a
+ * write to that table leaves every registration server's cached copy stale until a restart.
+ */
+export function versionTriggerProblems(present: Map<string, Set<string>>): string[] {
+  const out: string[] = [];
+  for (const t of VERSIONED_TABLES) {
+    const ops = present.get(t) ?? new Set<string>();
+    const missing = ['INSERT', 'UPDATE', 'DELETE'].filter((op) => !ops.has(op));
+    if (missing.length) out.push(`table ${t}: no tables_version trigger on ${missing.join(', ')}: a registration server's cached ${t} would not see such a write (decision 141)`);
+  }
+  return out;
+}
 
 export const MEASUREMENT_RE = /^[0-9a-f]{64}$/;
 
@@ -396,7 +414,16 @@ export class SqliteRegStore implements RegStore {
 
   async check(): Promise<string[]> {
     const all = (t: string) => this.db.prepare(`SELECT * FROM ${t}`).all() as never[];
-    return regProblems({ devices: all('devices'), servers: all('biz_servers'), firmware: all('firmware'), regions: all('regions') });
+    // A trigger that names its table and bumps the version, by the operation in its SQL.
+    const present = new Map<string, Set<string>>();
+    for (const r of this.db.prepare("SELECT tbl_name, sql FROM sqlite_master WHERE type = 'trigger'").all() as { tbl_name: string; sql: string }[]) {
+      const m = /\bAFTER\s+(INSERT|UPDATE|DELETE)\b/i.exec(r.sql);
+      if (!m || !/UPDATE\s+tables_version\s+SET\s+version\s*=\s*version\s*\+\s*1/i.test(r.sql)) continue;
+      const ops = present.get(r.tbl_name) ?? new Set<string>();
+      ops.add(m[1]!.toUpperCase());
+      present.set(r.tbl_name, ops);
+    }
+    return [...regProblems({ devices: all('devices'), servers: all('biz_servers'), firmware: all('firmware'), regions: all('regions') }), ...versionTriggerProblems(present)];
   }
 
   close(): void {

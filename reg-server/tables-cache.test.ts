@@ -74,6 +74,19 @@ test('more measurements asked for than kept: answers stay right', () => {
   assert.ok(reads > 10, 'verdicts past the bound are read again');
 });
 
+test('a flood of unknown measurements does not evict the accepted ones: the firmware phones run stays answered from memory', () => {
+  let reads = 0;
+  const store = { tablesVersion: () => 7, firmwareAccepted: (m: string) => (reads++, m === M(1)) } as unknown as RegStore;
+  const cache = new TablesCache(store, 4);
+  assert.is(cache.firmwareAccepted(M(1)), true);
+  for (let b = 100; b < 140; b++) assert.is(cache.firmwareAccepted(M(b)), false);
+  const before = reads;
+  assert.is(cache.firmwareAccepted(M(1)), true);
+  assert.is(reads, before, 'the accepted verdict was not dropped by 40 refusals');
+  assert.is(cache.firmwareAccepted(M(100)), false, 'a refusal dropped past the bound is read again, still refused');
+  assert.is(reads, before + 1);
+});
+
 test.run();
 
 for (const b of backends()) {

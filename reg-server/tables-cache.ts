@@ -16,9 +16,11 @@ import type { Awaitable } from '../server-kit/store-choice.ts';
 import type { BizServerRecord, RegionRecord, RegStore } from './store.ts';
 
 /**
- * Most firmware verdicts kept (measurements asked for, accepted or not): a hello's measurement is
- * read before its MAC is checked, so a stranger can ask for many; past this the verdicts are
- * dropped and read again (the cost of no cache, never a wrong answer).
+ * Most firmware verdicts kept of each kind. A hello's measurement is read before its MAC is
+ * checked, so a stranger can ask for many unknown ones: refusals are kept apart from the
+ * accepted verdicts, and past this many the refusals alone are dropped and read again (the cost
+ * of no cache, never a wrong answer), so such a flood never evicts the firmware real phones run.
+ * Accepted verdicts come only from rows an operator enrolled (bounded the same way).
  */
 export const FIRMWARE_VERDICTS_MAX = 1024;
 
@@ -32,7 +34,8 @@ function then<T, U>(v: Awaitable<T>, f: (x: T) => Awaitable<U>): Awaitable<U> {
 export class TablesCache {
   readonly stats: TablesCacheStats = { versionReads: 0, hits: 0, loads: 0 };
   #version: number | null = null;
-  readonly #firmware = new Map<string, boolean>();
+  readonly #accepted = new Set<string>();
+  readonly #refused = new Set<string>();
   #regions: readonly RegionRecord[] | null = null;
   #servers: readonly BizServerRecord[] | null = null;
 
@@ -41,11 +44,12 @@ export class TablesCache {
   /** RegStore.firmwareAccepted, from memory while the tables' version is unchanged. */
   firmwareAccepted(measurement: string): Awaitable<boolean> {
     return this.#read(
-      () => this.#firmware.get(measurement),
+      () => (this.#accepted.has(measurement) ? true : this.#refused.has(measurement) ? false : undefined),
       () => this.store.firmwareAccepted(measurement),
       (ok) => {
-        if (this.#firmware.size >= this.firmwareMax) this.#firmware.clear();
-        this.#firmware.set(measurement, ok);
+        const kept = ok ? this.#accepted : this.#refused;
+        if (kept.size >= this.firmwareMax) kept.clear();
+        kept.add(measurement);
       },
     );
   }
@@ -65,7 +69,8 @@ export class TablesCache {
     return then(this.store.tablesVersion(), (v) => {
       if (v !== this.#version) {
         this.#version = v;
-        this.#firmware.clear();
+        this.#accepted.clear();
+        this.#refused.clear();
         this.#regions = null;
         this.#servers = null;
       }

@@ -27,6 +27,13 @@
 // link is declared dead (LINK_HEARTBEAT_TIMEOUT) and closed at once (terminate: a silent peer
 // would not finish a close handshake). PING and PONG are link messages like the others: tagged
 // after AUTH_OK (an untagged or forged one fails LINK_BAD_MAC) and on connId 0 only.
+//
+// In one process (server-kit/memory-link.ts: `serve all`, fleets) the messages after AUTH_OK
+// carry no tag (LinkPlain, decision 142): the challenge-response still proves both ends hold
+// the link key, but nothing outside the process can read, drop or alter a message between two
+// ends of an in-memory pair, and code inside it already holds the keys the tags would use. A
+// socket says so with `inProcess: true`; both ends of a pair say it, so they always agree.
+// Every other transport (a socket, the deterministic simulation's network) is tagged.
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { equalBytes } from '@noble/ciphers/utils.js';
 import { utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
@@ -40,6 +47,7 @@ import { createLogger, type Logger } from './log.ts';
 import { tickCorker } from './tick-cork.ts';
 
 export const LinkKind = { OPEN: 0x01, DATA: 0x02, CLOSE: 0x03, PING: 0x04, PONG: 0x05, CHALLENGE: 0x10, AUTH: 0x11, AUTH_OK: 0x12 } as const;
+const LINK_KINDS: ReadonlySet<number> = new Set(Object.values(LinkKind));
 
 /**
  * The heartbeat's defaults (docs/architecture.md §"Link protocol"): a silent peer is declared
@@ -154,7 +162,7 @@ function concatBytes(...parts: Uint8Array[]): Uint8Array {
  * implicit (each side counts): the link is one ordered TCP stream, so any drop, repeat,
  * reorder or insertion shows as a tag that does not verify.
  */
-export class LinkMac {
+export class LinkMac implements LinkSealer {
   #sendSeq = 0n;
   #recvSeq = 0n;
   readonly #seqBuf = new DataView(new ArrayBuffer(8));
@@ -201,6 +209,35 @@ export class LinkMac {
 
 export interface LinkFrame { kind: number; connId: number; payload: Uint8Array }
 
+/** What a link end does to each message after AUTH_OK: LinkMac (tagged) or LinkPlain (in one process). */
+export interface LinkSealer {
+  /** One link message, ready to send. */
+  seal(kind: number, connId: number, payload?: Uint8Array): Uint8Array;
+  /** The message received; LINK_BAD_MAC or LINK_BAD_FRAME when it is not one. */
+  open(data: Uint8Array): LinkFrame;
+}
+
+/** The messages of an in-process link after AUTH_OK: no tag (decision 142); still checked as link frames. */
+export class LinkPlain implements LinkSealer {
+  seal(kind: number, connId: number, payload?: Uint8Array): Uint8Array {
+    return encodeLink(kind, connId, payload);
+  }
+
+  open(data: Uint8Array): LinkFrame {
+    return decodeLink(data);
+  }
+}
+
+/** A socket whose both ends are in this process (MemoryLinkSocket) says so. */
+export function isInProcess(ws: unknown): boolean {
+  return (ws as { inProcess?: unknown }).inProcess === true;
+}
+
+/** The sealer of an authenticated link on `ws`: tags under `send`/`recv` unless the link is in this process. */
+export function linkSealer(ws: unknown, send: Uint8Array, recv: Uint8Array): LinkSealer {
+  return isInProcess(ws) ? new LinkPlain() : new LinkMac(send, recv);
+}
+
 export function encodeLink(kind: number, connId: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
   const out = new Uint8Array(LINK_HEADER + payload.length);
   out[0] = kind;
@@ -212,7 +249,7 @@ export function encodeLink(kind: number, connId: number, payload: Uint8Array = n
 export function decodeLink(data: Uint8Array): LinkFrame {
   if (data.length < LINK_HEADER) throw new ProtocolError('LINK_BAD_FRAME', 'link frame shorter than its header');
   const kind = data[0]!;
-  if (!Object.values(LinkKind).includes(kind as never)) throw new ProtocolError('LINK_BAD_FRAME', `unknown link frame kind ${kind}`);
+  if (!LINK_KINDS.has(kind)) throw new ProtocolError('LINK_BAD_FRAME', `unknown link frame kind ${kind}`);
   return { kind, connId: new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(1), payload: data.subarray(LINK_HEADER) };
 }
 
@@ -318,7 +355,7 @@ export function attachLinkServer(wss: WebSocketServer | null, opts: LinkServerOp
   /** One gateway connection, over a socket or in memory (server-kit/memory-link.ts): the same protocol. */
   function accept(ws: WebSocket, peer: string, hold: () => void = () => {}): void {
     const nonceS = systemRng(NONCE);
-    let lmac: LinkMac | null = null;
+    let lmac: LinkSealer | null = null;
     let hb: LinkHeartbeat | null = null;
     const sessions = new Map<number, SessionHandler>();
     let refused = false;
@@ -363,7 +400,7 @@ export function attachLinkServer(wss: WebSocketServer | null, opts: LinkServerOp
         timers.clearTimeout(timer);
         ws.send(encodeLink(LinkKind.AUTH_OK, 0, serverAuthMac(opts.key, nonceS, nonceG, name)));
         const k = linkMacKeys(opts.key, nonceS, nonceG, name);
-        lmac = new LinkMac(k.toGateway, k.toServer);
+        lmac = linkSealer(ws, k.toGateway, k.toServer);
         hb = new LinkHeartbeat({
           ...hbs, timers,
           ping: () => send(LinkKind.PING, 0),

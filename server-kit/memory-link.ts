@@ -1,10 +1,11 @@
 // The gateway <-> server link inside one process (issue 15): when the gateway and a server
 // share a process (`usbphone serve all`, fleets), the gateway's link to it is a pair of
-// in-memory message ports instead of a loopback WebSocket. The link protocol is exactly the
-// same (server-kit/link.ts: CHALLENGE, AUTH, AUTH_OK, then OPEN/DATA/CLOSE, every message
-// after AUTH_OK tagged): only the transport differs, so the server authenticates the gateway
-// and checks every tag as it does over a socket. What it saves is the WebSocket framing, the
-// socket writes and reads on both ends and their buffers.
+// in-memory message ports instead of a loopback WebSocket. The link protocol is the same
+// (server-kit/link.ts: CHALLENGE, AUTH, AUTH_OK, then OPEN/DATA/CLOSE/PING/PONG), so the
+// server authenticates the gateway as it does over a socket; what differs is that the
+// messages after AUTH_OK carry no tag (`inProcess`, decision 142: no one outside the process
+// can reach a message between the two ends). What it saves is the WebSocket framing, the
+// socket writes and reads on both ends, their buffers, and two HMACs per message.
 //
 // A link server listening in this process offers itself under its address (host:port, the
 // same key a gateway's link URL names); a gateway whose ws:// link URL names an offered
@@ -28,6 +29,8 @@ type Item = { data: Buffer } | { close: number; reason: string };
 
 export class MemoryLinkSocket extends EventEmitter {
   readonly OPEN = OPEN;
+  /** Both ends are in this process: the link sends its messages untagged (server-kit/link.ts, decision 142). */
+  readonly inProcess = true;
   readyState: number = OPEN;
   binaryType = 'nodebuffer';
   #peer: MemoryLinkSocket | null = null;
