@@ -71,7 +71,7 @@ export interface BankOptions {
   mode: BankMode;
   /** The operator's API; without it mode 2 answers BANK_OPERATOR_UNAVAILABLE. */
   operator?: OperatorApi;
-  /** Deadline of each operator step of a request (the calls one step makes share it), ms (default 3000). A request takes at most two steps (a binding in mode 2: the card lookup, then the line's latest SIM change), so at most twice this; both fit in the session's 10 s step timeout. */
+  /** Deadline of each operator step of a request (the calls one step makes share it), ms (default 3000). A request takes at most two steps in mode 2 (a binding: the card lookup, then the line's latest SIM change; a login: the card lookup, then the SIM-swap check), so at most twice this: at the default, 6 s, inside the session's 10 s step timeout. */
   operatorDeadlineMs?: number;
   /** Lifetime of an account-page token, s (default 300). */
   pageTtlS?: number;

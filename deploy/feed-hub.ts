@@ -159,8 +159,14 @@ export class FeedHub {
   #phonesDirty = false;
   #second = { logins: 0, refusals: 0, latencies: [] as number[] };
   #open = true;
-  /** Messages the schema refused (a bug of ours): counted and never sent. */
+  /**
+   * Messages the schema refused (a bug of ours): counted once each and never sent. A phone's
+   * step is checked when it is first sent (live or as history), so a step no page ever asked
+   * for is not counted (decision 142).
+   */
   refused = 0;
+  /** Each kept step's verdict, once it was checked (a step is checked once, however many pages get it). */
+  readonly #verdicts = new WeakMap<FeedMessage, boolean>();
   lastRefusal: string | null = null;
 
   constructor(o: FeedHubOptions) {
@@ -188,7 +194,7 @@ export class FeedHub {
     for (const m of this.#stats) send(m);
     for (const m of this.#tables) send(m);
     if (this.#health) send(this.#health);
-    if (phone) for (const m of this.#traces.get(phone) ?? []) send(m);
+    if (phone) for (const m of this.#traces.get(phone) ?? []) if (this.#stepChecked(m)) sink(m);
     this.#subs.add(sub);
     return () => void this.#subs.delete(sub);
   }
@@ -445,7 +451,17 @@ export class FeedHub {
     if (list.length > this.#o.historyPerPhone) list.shift();
     this.#traces.set(ip, list);
     if (this.#traces.size > this.#o.maxTracedPhones) this.#traces.delete(this.#traces.keys().next().value!);
-    for (const s of this.#subs) if (s.phone === ip && this.#checked(m)) s.sink(m);
+    for (const s of this.#subs) if (s.phone === ip && this.#stepChecked(m)) s.sink(m);
+  }
+
+  /** A kept step's verdict, checked the first time it is sent. */
+  #stepChecked(m: FeedMessage): boolean {
+    let ok = this.#verdicts.get(m);
+    if (ok === undefined) {
+      ok = this.#checked(m);
+      this.#verdicts.set(m, ok);
+    }
+    return ok;
   }
 
   #publish(m: FeedMessage): void {

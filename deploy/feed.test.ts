@@ -220,6 +220,14 @@ test('the hub checks each message before it is sent: a refused one is counted an
     assert.equal(late.map((m) => m.kind), ['hello', 'phones', 'trace'], 'the hello frame, not the refused step');
     assert.is(hub.refused, 2);
     assert.ok(!JSON.stringify(late).includes('ef'.repeat(32)));
+    // Counted once: a second page watching the same phone, and a second bad step with two pages watching.
+    const later: FeedMessage[] = [];
+    const stopLater = hub.subscribe((m) => later.push(m), { phone: '127.1.0.8' })!;
+    assert.equal(later.map((m) => m.kind), ['hello', 'phones', 'trace']);
+    hub.phoneStep('127.1.0.8', { t: 3, feature: 'S0.4', step: 'read identity', detail: 'key ' + '9a'.repeat(32), ok: true });
+    assert.is(hub.refused, 3, 'one refusal per bad step, not per page');
+    assert.is(late.length + later.length, 6);
+    stopLater();
     stopLate();
     unsubscribe();
     hub.close();

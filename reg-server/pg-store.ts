@@ -8,7 +8,7 @@ import { corrupt } from '../server-kit/sqlite.ts';
 import { openMigrated, tx, type PgPool, type PgMigration, type PgOptions } from '../server-kit/pg.ts';
 import { pgOptionsOf, type StorePlace } from '../server-kit/store-choice.ts';
 import {
-  SqliteRegStore, deviceFromRow, serverFromRow, firmwareFromRow, regionFromRow, firmwareStatusAccepted, regProblems, tablesVersionOf, versionedUpdate, versionTriggerProblems,
+  SqliteRegStore, deviceFromRow, serverFromRow, firmwareFromRow, regionFromRow, firmwareStatusAccepted, regProblems, tablesVersionOf, versionedUpdate, versionTriggerProblems, type VersionTrigger,
   checkEnrollInput, checkFirmwareInput, enrollUnchanged,
   type RegStore, type Device, type DeviceRow, type DeviceStatus, type EnrollInput, type BizServerRecord, type RegionRecord, type FirmwareRecord, type FirmwareStatus, type ServerRow,
 } from './store.ts';
@@ -172,20 +172,21 @@ export class PgRegStore implements RegStore {
     // One snapshot of the four tables.
     return tx(this.pool, async (c) => {
       const all = async (t: string) => (await c.query(`SELECT * FROM ${t}`)).rows as never[];
-      // The triggers of this schema's tables that call bump_tables_version, by the operations they fire on.
-      const trig = await c.query<{ tbl: string; ins: boolean; upd: boolean; del: boolean }>(
-        `SELECT c.relname AS tbl, (t.tgtype & 4) <> 0 AS ins, (t.tgtype & 16) <> 0 AS upd, (t.tgtype & 8) <> 0 AS del
+      // The triggers of this schema's tables that call this schema's bump_tables_version, enabled
+      // for ordinary sessions ('O' origin, 'A' always; not 'D' disabled, not 'R' replica only),
+      // without a WHEN condition; the columns of an UPDATE OF (tgattr; empty: any column).
+      const trig = await c.query<{ tbl: string; tgtype: number; cols: string[] }>(
+        `SELECT c.relname AS tbl, t.tgtype::int AS tgtype,
+                array(SELECT a.attname::text FROM unnest(t.tgattr::int2[]) AS k JOIN pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = k) AS cols
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
-          WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND c.relnamespace = current_schema()::regnamespace AND p.proname = 'bump_tables_version'`);
-      const present = new Map<string, Set<string>>();
-      for (const r of trig.rows) {
-        const ops = present.get(r.tbl) ?? new Set<string>();
-        if (r.ins) ops.add('INSERT');
-        if (r.upd) ops.add('UPDATE');
-        if (r.del) ops.add('DELETE');
-        present.set(r.tbl, ops);
-      }
-      return [...regProblems({ devices: await all('devices'), servers: await all('biz_servers'), firmware: await all('firmware'), regions: await all('regions') }), ...versionTriggerProblems(present)];
+          WHERE NOT t.tgisinternal AND t.tgenabled IN ('O', 'A') AND t.tgqual IS NULL AND (t.tgtype & 2) = 0
+            AND c.relnamespace = current_schema()::regnamespace AND p.pronamespace = c.relnamespace AND p.proname = 'bump_tables_version'`);
+      const triggers: VersionTrigger[] = trig.rows.map((r) => ({
+        table: r.tbl,
+        ops: ([[4, 'INSERT'], [16, 'UPDATE'], [8, 'DELETE'], [32, 'TRUNCATE']] as const).filter(([bit]) => (r.tgtype & bit) !== 0).map(([, op]) => op),
+        columns: r.cols.length ? r.cols : null,
+      }));
+      return [...regProblems({ devices: await all('devices'), servers: await all('biz_servers'), firmware: await all('firmware'), regions: await all('regions') }), ...versionTriggerProblems(triggers, ['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'])];
     }, { isolation: 'repeatable read' });
   }
 

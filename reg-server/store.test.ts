@@ -161,20 +161,42 @@ for (const b of backends()) {
     assert.equal(await reg.check(), []);
   });
 
-  test('the integrity check lists a tables_version trigger gone (the registration servers\' cached tables would go stale), and nothing once it is back', async () => {
+  test('the integrity check lists a tables_version trigger gone, off or on the wrong columns (the registration servers\' cached tables would go stale, or drop at every health poll), and nothing once it is back', async () => {
     assert.equal(await reg.check(), []);
-    const [off, on] = b.name === 'sqlite'
-      ? ['DROP TRIGGER regions_delete_version', 'CREATE TRIGGER regions_delete_version AFTER DELETE ON regions BEGIN UPDATE tables_version SET version = version + 1; END;']
-      : ['ALTER TABLE regions DISABLE TRIGGER regions_version', 'ALTER TABLE regions ENABLE TRIGGER regions_version'];
-    await exec(reg, off);
-    try {
-      const problems = await reg.check();
-      assert.is(problems.length, 1, problems.join('\n'));
-      assert.match(problems[0]!, b.name === 'sqlite' ? /^table regions: no tables_version trigger on DELETE:/ : /^table regions: no tables_version trigger on INSERT, UPDATE, DELETE:/);
-    } finally {
-      await exec(reg, on);
+    const sqliteUpdate = (cols: string) => `CREATE TRIGGER biz_servers_update_version AFTER UPDATE${cols} ON biz_servers BEGIN UPDATE tables_version SET version = version + 1; END;`;
+    const pgBiz = (update: string, truncate = ' OR TRUNCATE') => `DROP TRIGGER biz_servers_version ON biz_servers; CREATE TRIGGER biz_servers_version AFTER INSERT OR ${update} OR DELETE${truncate} ON biz_servers FOR EACH STATEMENT EXECUTE FUNCTION bump_tables_version()`;
+    const healBiz = b.name === 'sqlite' ? `DROP TRIGGER biz_servers_update_version; ${sqliteUpdate(' OF name, region, url, admin_url')}` : pgBiz('UPDATE OF name, region, url, admin_url');
+    // [what is done to the store, how it is healed, what check() must say]
+    const cases: [string, string, RegExp][] = b.name === 'sqlite'
+      ? [
+        ['DROP TRIGGER regions_delete_version', 'CREATE TRIGGER regions_delete_version AFTER DELETE ON regions BEGIN UPDATE tables_version SET version = version + 1; END;', /^table regions: no tables_version trigger on DELETE:/],
+        // A condition: it may not fire.
+        ['DROP TRIGGER regions_delete_version; CREATE TRIGGER regions_delete_version AFTER DELETE ON regions WHEN 0 BEGIN UPDATE tables_version SET version = version + 1; END;', 'DROP TRIGGER regions_delete_version; CREATE TRIGGER regions_delete_version AFTER DELETE ON regions BEGIN UPDATE tables_version SET version = version + 1; END;', /^table regions: no tables_version trigger on DELETE:/],
+        // A url change would not be seen (found by review).
+        [`DROP TRIGGER biz_servers_update_version; ${sqliteUpdate(' OF healthy')}`, healBiz, /^table biz_servers: a tables_version trigger fires on UPDATE of healthy, not of name, region, url, admin_url/],
+        // Every health copy would drop the cache (and, on PostgreSQL, deadlocked: decision 141).
+        [`DROP TRIGGER biz_servers_update_version; ${sqliteUpdate('')}`, healBiz, /^table biz_servers: a tables_version trigger fires on UPDATE of any column, not of name, region, url, admin_url/],
+      ]
+      : [
+        ['ALTER TABLE regions DISABLE TRIGGER regions_version', 'ALTER TABLE regions ENABLE TRIGGER regions_version', /^table regions: no tables_version trigger on INSERT, UPDATE, DELETE, TRUNCATE:/],
+        // Fires only in replica sessions (found by review).
+        ['ALTER TABLE regions ENABLE REPLICA TRIGGER regions_version', 'ALTER TABLE regions ENABLE TRIGGER regions_version', /^table regions: no tables_version trigger on INSERT, UPDATE, DELETE, TRUNCATE:/],
+        // TRUNCATE left out (found by review).
+        [pgBiz('UPDATE OF name, region, url, admin_url', ''), healBiz, /^table biz_servers: no tables_version trigger on TRUNCATE:/],
+        [pgBiz('UPDATE OF healthy'), healBiz, /^table biz_servers: a tables_version trigger fires on UPDATE of healthy, not of name, region, url, admin_url/],
+        [pgBiz('UPDATE'), healBiz, /^table biz_servers: a tables_version trigger fires on UPDATE of any column, not of name, region, url, admin_url/],
+      ];
+    for (const [off, on, says] of cases) {
+      await exec(reg, off);
+      try {
+        const problems = await reg.check();
+        assert.is(problems.length, 1, `${off}: ${problems.join('\n')}`);
+        assert.match(problems[0]!, says, off);
+      } finally {
+        await exec(reg, on);
+      }
+      assert.equal(await reg.check(), [], on);
     }
-    assert.equal(await reg.check(), []);
   });
 
   test('topology sync keeps health, replaces regions', async () => {

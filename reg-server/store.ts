@@ -162,19 +162,54 @@ const MIGRATIONS = [
      `CREATE TRIGGER ${t}_${op.toLowerCase()}_version AFTER ${op === 'UPDATE' ? versionedUpdate(t) : op} ON ${t} BEGIN UPDATE tables_version SET version = version + 1; END;`)).join('\n   ')}`,
 ];
 
+/** The columns an UPDATE must touch to bump tables_version (versionedUpdate); null: any column. */
+export const versionedColumns = (table: string): string[] | null => (table === 'biz_servers' ? ['name', 'region', 'url', 'admin_url'] : null);
+
+/** One trigger that bumps tables_version, as the store's catalogue describes it. */
+export interface VersionTrigger {
+  table: string;
+  /** INSERT, UPDATE, DELETE, TRUNCATE: what it fires on. */
+  ops: string[];
+  /** UPDATE OF these columns; null: any column. */
+  columns: string[] | null;
+}
+
+const sameColumns = (a: string[] | null, b: string[] | null) => (a === null || b === null ? a === b : a.length === b.length && [...a].sort().join() === [...b].sort().join());
+
 /**
- * The integrity check's word on the tables_version triggers: `present` maps each versioned
- * table to the operations its triggers fire on (INSERT, UPDATE, DELETE); one missing means a
- * write to that table leaves every registration server's cached copy stale until a restart.
+ * The integrity check's word on the tables_version triggers (decision 141): each versioned table
+ * needs a trigger, firing unconditionally, for each of `ops`, its UPDATE one on exactly the
+ * columns versionedColumns names. One missing means a write to that table leaves every
+ * registration server's cached copy stale until a restart; an UPDATE trigger on other columns
+ * either misses writes placement reads or (on biz_servers' health copy) drops every cache at
+ * each poll.
  */
-export function versionTriggerProblems(present: Map<string, Set<string>>): string[] {
+export function versionTriggerProblems(triggers: VersionTrigger[], ops: readonly string[]): string[] {
   const out: string[] = [];
   for (const t of VERSIONED_TABLES) {
-    const ops = present.get(t) ?? new Set<string>();
-    const missing = ['INSERT', 'UPDATE', 'DELETE'].filter((op) => !ops.has(op));
+    const mine = triggers.filter((x) => x.table === t);
+    const want = versionedColumns(t);
+    const wrong = mine.filter((x) => x.ops.includes('UPDATE') && !sameColumns(x.columns, want));
+    const missing = ops.filter((op) => !mine.some((x) => x.ops.includes(op) && (op !== 'UPDATE' || sameColumns(x.columns, want))) && !(op === 'UPDATE' && wrong.length));
     if (missing.length) out.push(`table ${t}: no tables_version trigger on ${missing.join(', ')}: a registration server's cached ${t} would not see such a write (decision 141)`);
+    const cols = (c: string[] | null) => (c ? c.join(', ') : 'any column');
+    for (const w of wrong) out.push(`table ${t}: a tables_version trigger fires on UPDATE of ${cols(w.columns)}, not of ${cols(want)} (decision 141)`);
   }
   return out;
+}
+
+/**
+ * A SQLite trigger's SQL as a VersionTrigger, or null when it is not one that bumps tables_version
+ * every time it fires (another body, or a WHEN condition).
+ */
+export function sqliteVersionTrigger(table: string, sql: string): VersionTrigger | null {
+  const m = /\bAFTER\s+(INSERT|UPDATE|DELETE)(?:\s+OF\s+([\s\S]+?))?\s+ON\s+[\s\S]*?\bBEGIN\b([\s\S]*)$/i.exec(sql);
+  if (!m) return null;
+  const head = sql.slice(0, sql.length - m[3]!.length);
+  if (/\bWHEN\b/i.test(head)) return null;
+  if (!/^\s*UPDATE\s+tables_version\s+SET\s+version\s*=\s*version\s*\+\s*1\s*;\s*END\s*;?\s*$/i.test(m[3]!)) return null;
+  const columns = m[2] ? m[2].split(',').map((c) => c.trim().replace(/^["`[]|["`\]]$/g, '').toLowerCase()) : null;
+  return { table, ops: [m[1]!.toUpperCase()], columns };
 }
 
 export const MEASUREMENT_RE = /^[0-9a-f]{64}$/;
@@ -414,16 +449,9 @@ export class SqliteRegStore implements RegStore {
 
   async check(): Promise<string[]> {
     const all = (t: string) => this.db.prepare(`SELECT * FROM ${t}`).all() as never[];
-    // A trigger that names its table and bumps the version, by the operation in its SQL.
-    const present = new Map<string, Set<string>>();
-    for (const r of this.db.prepare("SELECT tbl_name, sql FROM sqlite_master WHERE type = 'trigger'").all() as { tbl_name: string; sql: string }[]) {
-      const m = /\bAFTER\s+(INSERT|UPDATE|DELETE)\b/i.exec(r.sql);
-      if (!m || !/UPDATE\s+tables_version\s+SET\s+version\s*=\s*version\s*\+\s*1/i.test(r.sql)) continue;
-      const ops = present.get(r.tbl_name) ?? new Set<string>();
-      ops.add(m[1]!.toUpperCase());
-      present.set(r.tbl_name, ops);
-    }
-    return [...regProblems({ devices: all('devices'), servers: all('biz_servers'), firmware: all('firmware'), regions: all('regions') }), ...versionTriggerProblems(present)];
+    const triggers = (this.db.prepare("SELECT tbl_name, sql FROM sqlite_master WHERE type = 'trigger'").all() as { tbl_name: string; sql: string }[])
+      .flatMap((r) => sqliteVersionTrigger(r.tbl_name, r.sql) ?? []);
+    return [...regProblems({ devices: all('devices'), servers: all('biz_servers'), firmware: all('firmware'), regions: all('regions') }), ...versionTriggerProblems(triggers, ['INSERT', 'UPDATE', 'DELETE'])];
   }
 
   close(): void {

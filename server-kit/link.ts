@@ -32,7 +32,7 @@
 // carry no tag (LinkPlain, decision 142): the challenge-response still proves both ends hold
 // the link key, but nothing outside the process can read, drop or alter a message between two
 // ends of an in-memory pair, and code inside it already holds the keys the tags would use. A
-// socket says so with `inProcess: true`; both ends of a pair say it, so they always agree.
+// socket is an end of a MemoryLinkSocket pair; both ends of a pair are, so they always agree.
 // Every other transport (a socket, the deterministic simulation's network) is tagged.
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { equalBytes } from '@noble/ciphers/utils.js';
@@ -45,6 +45,7 @@ import { ProtocolError, CloseCode } from '../protocol/errors.ts';
 import type { SessionFactory, SessionHandler, SessionTimers, SessionTransport } from './session.ts';
 import { createLogger, type Logger } from './log.ts';
 import { tickCorker } from './tick-cork.ts';
+import { MemoryLinkSocket } from './memory-link.ts';
 
 export const LinkKind = { OPEN: 0x01, DATA: 0x02, CLOSE: 0x03, PING: 0x04, PONG: 0x05, CHALLENGE: 0x10, AUTH: 0x11, AUTH_OK: 0x12 } as const;
 const LINK_KINDS: ReadonlySet<number> = new Set(Object.values(LinkKind));
@@ -228,9 +229,9 @@ export class LinkPlain implements LinkSealer {
   }
 }
 
-/** A socket whose both ends are in this process (MemoryLinkSocket) says so. */
+/** Both ends of `ws` are in this process: an end of a MemoryLinkSocket pair (a class test, not a property anyone could set). */
 export function isInProcess(ws: unknown): boolean {
-  return (ws as { inProcess?: unknown }).inProcess === true;
+  return ws instanceof MemoryLinkSocket;
 }
 
 /** The sealer of an authenticated link on `ws`: tags under `send`/`recv` unless the link is in this process. */

@@ -3,7 +3,7 @@
 // in-memory message ports instead of a loopback WebSocket. The link protocol is the same
 // (server-kit/link.ts: CHALLENGE, AUTH, AUTH_OK, then OPEN/DATA/CLOSE/PING/PONG), so the
 // server authenticates the gateway as it does over a socket; what differs is that the
-// messages after AUTH_OK carry no tag (`inProcess`, decision 142: no one outside the process
+// messages after AUTH_OK carry no tag (`isInProcess` in link.ts, decision 142: no one outside the process
 // can reach a message between the two ends). What it saves is the WebSocket framing, the
 // socket writes and reads on both ends, their buffers, and two HMACs per message.
 //
@@ -29,8 +29,6 @@ type Item = { data: Buffer } | { close: number; reason: string };
 
 export class MemoryLinkSocket extends EventEmitter {
   readonly OPEN = OPEN;
-  /** Both ends are in this process: the link sends its messages untagged (server-kit/link.ts, decision 142). */
-  readonly inProcess = true;
   readyState: number = OPEN;
   binaryType = 'nodebuffer';
   #peer: MemoryLinkSocket | null = null;
