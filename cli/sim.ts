@@ -75,9 +75,9 @@ loopback, and shows them log in with nobody typing a password.
                           attack-shifts-mechanism.csv and an SVG chart; default tmp/scenarios)
   --devices N             a fleet of N phones (1..1,000,000; copy-on-write over one base
                           image), each on a loopback address of its own; prints a summary with
-                          memory per phone and the cost curve (CPU per login at 1,000, 10,000,
-                          100,000, 1,000,000 logins; each point before the last also on
-                          stderr as it is reached). A million phones: make bench-scale
+                          memory per phone and the cost curve (CPU per login at 1,000,
+                          2,000, 5,000, 10,000, ... 1,000,000 logins; each point before the
+                          last also on stderr as it is reached). A million phones: make bench-scale
   --deterministic         with --scenario first-boot|both-down-uses-saved: the same story on
                           the simulated HAL (virtual clock, seeded rng, in-memory network to
                           the servers); the same --seed gives the same trace, byte for byte

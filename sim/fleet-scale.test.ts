@@ -15,10 +15,11 @@ import { setLogSink } from '../server-kit/log.ts';
 
 setLogSink(() => {}, 'warn');
 
-test('where the curve is read: 1,000, 10,000, 100,000, 1,000,000 and the last login; none under one window', () => {
-  assert.equal(costCheckpoints(1_000_000, 1000), [1_000, 10_000, 100_000, 1_000_000]);
-  assert.equal(costCheckpoints(250_000, 1000), [1_000, 10_000, 100_000, 250_000]);
+test('where the curve is read: 1, 2 and 5 times 1,000, 10,000, 100,000, then 1,000,000, and the last login; none under one window', () => {
+  assert.equal(costCheckpoints(1_000_000, 1000), [1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]);
+  assert.equal(costCheckpoints(250_000, 1000), [1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 250_000]);
   assert.equal(costCheckpoints(1_500, 500), [1_000, 1_500]);
+  assert.equal(costCheckpoints(20_000, 5000), [5_000, 10_000, 20_000]);
   assert.equal(costCheckpoints(400, 500), []);
 });
 

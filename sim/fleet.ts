@@ -2,7 +2,7 @@
 // image, each with its own identity and loopback address) plug in, at most `concurrency`
 // at a time, and the run reports logins per second, latency percentiles from plug-in to
 // business login, failures by reason, memory per phone, and the cost curve: CPU per login
-// of the phones' side and the servers' at 1,000, 10,000, 100,000 and 1,000,000 logins (issue
+// of the phones' side and the servers' at 1,000, 2,000, 5,000, 10,000, ... 1,000,000 logins (issue
 // 15: a million phones in one run, the cost flat). Each phone is made when its turn comes and,
 // unplugged, keeps what a real one keeps (firmware/phone.ts park: its flash pages, its
 // controller's NVM, its wear) to the end: the memory per phone is that, measured.
@@ -96,7 +96,7 @@ export interface FleetSummary {
   rssPerDeviceBytes: number;
   /** Flash page bytes each phone holds privately over the shared base (mean). */
   privateFlashBytesPerDevice: number;
-  /** CPU per login at 1,000, 10,000, 100,000, 1,000,000 logins (those the run reached) and at its last. */
+  /** CPU per login at 1,000, 2,000, 5,000, 10,000, ... 1,000,000 logins (those the run reached) and at its last. */
   curve: CostPoint[];
   /** The server process's resident set at the end (null: not a process this run knows). */
   serverRssBytes: number | null;
@@ -223,10 +223,14 @@ export async function runFleet(o: FleetOptions): Promise<FleetSummary> {
   }
 }
 
-/** The logins at which the curve is read: powers of ten from 1,000, and the run's last. */
+/**
+ * The logins at which the curve is read: 1, 2 and 5 times the powers of ten from 1,000 (1,000,
+ * 2,000, 5,000, 10,000, ... 1,000,000: a run stopped early still has its curve so far), and
+ * the run's last.
+ */
 export function costCheckpoints(total: number, window: number): number[] {
   const out: number[] = [];
-  for (let c = 1_000; c <= total; c *= 10) if (c >= window) out.push(c);
+  for (let p = 1_000; p <= total; p *= 10) for (const m of [1, 2, 5]) if (m * p <= total && m * p >= window) out.push(m * p);
   if (total >= window && out[out.length - 1] !== total) out.push(total);
   return out;
 }
