@@ -31,9 +31,10 @@
 // In one process (server-kit/memory-link.ts: `serve all`, fleets) the messages after AUTH_OK
 // carry no tag (LinkPlain, decision 142): the challenge-response still proves both ends hold
 // the link key, but nothing outside the process can read, drop or alter a message between two
-// ends of an in-memory pair, and code inside it already holds the keys the tags would use. A
-// socket is an end of a MemoryLinkSocket pair; both ends of a pair are, so they always agree.
-// Every other transport (a socket, the deterministic simulation's network) is tagged.
+// ends of an in-memory pair, and code inside it already holds the keys the tags would use.
+// `isInProcess` decides: true only for an end of a MemoryLinkSocket pair, and both ends of a
+// pair are one, so the two ends always agree. Every other transport (a socket, the
+// deterministic simulation's network) is tagged.
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { equalBytes } from '@noble/ciphers/utils.js';
 import { utf8ToBytes as utf8 } from '@noble/hashes/utils.js';
