@@ -11,9 +11,16 @@
 //   tls+ws    a TLS 1.3 external-PSK handshake + WebSocket upgrade + one message each way
 //             (bench/tls-psk-peer.ts in its own process)
 //   tls       a bare TLS 1.3 PSK handshake + one message each way (same process)
+//   ws floor  the transport our login cannot do without: a plain WebSocket upgrade on loopback,
+//             the login's 9 frames up and 9 down (128 bytes each) in its 5 round trips, a close
+//             (the same peer process, an echo server: no crypto, no storage, no validation)
 //   floor     every HKDF / HMAC / SHA-256 / AEAD / CBOR operation of one login's server side
 //             (bench/login-floor.ts), with noble and with node:crypto, no I/O
 //   store     the store calls of one login on real SQLite files (reg + biz), in a tight loop
+//
+// ws floor + floor node + store is a lower bound on the server CPU of any implementation of this
+// login on this machine and runtime: the transport, the computation and the storage the
+// protocol requires, each with nothing else around it (printed as "protocol floor").
 //
 // The servers' CPU is read from /proc/<pid>/stat (utime + stime: all their threads, GC and
 // libuv included); the client side's from this process (process.cpuUsage()). Rounds alternate
@@ -181,6 +188,27 @@ function wsLogin(): Promise<void> {
   });
 }
 
+/** The frames of one login by round trip (docs/protocol.md §2.1): sessions + hello, finish + credRequest, sessionEnd + login, finish, pwConfirm + sessionEnd. */
+const FLOOR_ROUNDS = [2, 2, 2, 1, 2];
+const FRAME = new Uint8Array(128).fill(9);
+function wsFloorLogin(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${peer.ev.plain}/`, { perMessageDeflate: false });
+    let round = 0, owed = 0;
+    const next = () => {
+      if (round === FLOOR_ROUNDS.length) return ws.close(1000);
+      owed = FLOOR_ROUNDS[round++]!;
+      for (let i = 0; i < owed; i++) ws.send(FRAME);
+    };
+    ws.once('open', next);
+    ws.on('message', () => {
+      if (--owed === 0) next();
+    });
+    ws.once('close', () => resolve());
+    ws.once('error', reject);
+  });
+}
+
 interface Phase { server: number; client: number; perSec: number }
 /** CONC logins in flight for `ms`; the server's and this process's CPU per login, and logins per second. */
 async function network(pid: number, ms: number, one: (w: number) => Promise<void>): Promise<Phase> {
@@ -242,6 +270,7 @@ await network(stack.proc.pid!, 1_500, ours);
 await network(stack.proc.pid!, 500, (w) => ourLogin(devs[w]!));
 await network(peer.proc.pid!, 500, () => wsLogin());
 await network(peer.proc.pid!, 500, () => tlsLogin());
+await network(peer.proc.pid!, 500, () => wsFloorLogin());
 local(300, floorNoble);
 local(300, floorNode);
 local(300, storeLogin);
@@ -251,7 +280,7 @@ const beforeLogin = (w: number) => (BEFORE_ONE_WS ? ourLoginOneWs(devs[w]!, befo
 // The same warm-up as "ours" had (its own 1.5 s, and the 0.5 s of "ours 2ws").
 if (before) await network(before.proc.pid!, 2_000, beforeLogin);
 
-const allNames = ['ours', 'ours 2ws', 'before', 'tls+ws', 'tls', 'floor noble', 'floor node', 'store'] as const;
+const allNames = ['ours', 'ours 2ws', 'before', 'tls+ws', 'tls', 'ws floor', 'floor noble', 'floor node', 'store'] as const;
 type Name = (typeof allNames)[number];
 // BENCH_PEERS=ours,before,tls+ws: only these peers (shorter rounds, so more of them in the same time).
 const only = process.env.BENCH_PEERS?.split(',');
@@ -262,12 +291,14 @@ const runs: Record<Name, () => Promise<Phase>> = {
   before: () => network(before!.proc.pid!, PHASE_MS, beforeLogin),
   'tls+ws': () => network(peer.proc.pid!, PHASE_MS, () => wsLogin()),
   tls: () => network(peer.proc.pid!, PHASE_MS, () => tlsLogin()),
+  'ws floor': () => network(peer.proc.pid!, PHASE_MS, () => wsFloorLogin()),
   'floor noble': async () => local(PHASE_MS / 3, floorNoble),
   'floor node': async () => local(PHASE_MS / 3, floorNode),
   store: async () => local(PHASE_MS / 3, storeLogin),
 };
 const got = Object.fromEntries(names.map((n) => [n, [] as Phase[]])) as Record<Name, Phase[]>;
-const ratios: { ws: number[]; tls: number[]; floor: number[]; before: number[]; two: number[] } = { ws: [], tls: [], floor: [], before: [], two: [] };
+const ratios: { ws: number[]; tls: number[]; floor: number[]; before: number[]; two: number[]; proto: number[]; protoWs: number[] } = { ws: [], tls: [], floor: [], before: [], two: [], proto: [], protoWs: [] };
+const protoFloor: number[] = [];
 for (let r = 0; r < ROUNDS; r++) {
   // A rotating order: each peer runs first, middle and last in turn.
   const order = names.map((_, i) => names[(i + r) % names.length]!);
@@ -277,6 +308,12 @@ for (let r = 0; r < ROUNDS; r++) {
   if (round['tls+ws']) ratios.ws.push(round.ours.server / round['tls+ws'].server);
   if (round.tls) ratios.tls.push(round.ours.server / round.tls.server);
   if (round['floor node'] && round.store) ratios.floor.push(round.ours.server / (round['floor node'].server + round.store.server));
+  if (round['ws floor'] && round['floor node'] && round.store) {
+    const f = round['ws floor'].server + round['floor node'].server + round.store.server;
+    protoFloor.push(f);
+    ratios.proto.push(round.ours.server / f);
+    if (round['tls+ws']) ratios.protoWs.push(f / round['tls+ws'].server);
+  }
   if (round.before) ratios.before.push(round.ours.server / round.before.server);
   if (round['ours 2ws']) ratios.two.push(round.ours.server / round['ours 2ws'].server);
   if (process.env.BENCH_DEBUG) console.log(r, Object.fromEntries(names.map((n) => [n, (round[n].server * 1e3).toFixed(3)])));
@@ -287,7 +324,7 @@ const rows = names.map((n) => {
   const server = median(got[n].map((p) => p.server));
   const client = median(got[n].map((p) => p.client));
   const rate = median(got[n].map((p) => p.perSec));
-  const net = n === 'ours' || n === 'ours 2ws' || n === 'before' || n === 'tls+ws' || n === 'tls';
+  const net = n === 'ours' || n === 'ours 2ws' || n === 'before' || n === 'tls+ws' || n === 'tls' || n === 'ws floor';
   return [n, ms(server), net ? `${Math.round(1 / server)}` : '', net ? ms(client) : '', net ? `${Math.round(rate)}` : ''];
 });
 const head = ['', 'server CPU/login', 'logins per server-CPU-s', 'client CPU/login', 'logins/s (wall)'];
@@ -300,7 +337,16 @@ if (ratios.tls.length) console.log(`ours / tls    (server CPU): ${rr(ratios.tls)
 if (ratios.floor.length) console.log(`ours / (floor node + store) (server CPU): ${rr(ratios.floor)}`);
 if (ratios.before.length) console.log(`ours / before (${BASE}${BEFORE_ONE_WS ? ', one WebSocket' : ', one WebSocket per session'}) (server CPU): ${rr(ratios.before)}`);
 if (ratios.two.length) console.log(`ours / ours 2ws (one WebSocket per login vs one per session, server CPU): ${rr(ratios.two)}`);
-console.log('targets (issue 15): ours <= 0.6 ms and <= tls+ws');
+if (protoFloor.length) {
+  console.log(`protocol floor (ws floor + floor node + store, server CPU): ${ms(median(protoFloor))} (rounds: ${protoFloor.map((v) => (v * 1e3).toFixed(3)).join(' ')})`);
+  console.log(`ours / protocol floor (server CPU): ${rr(ratios.proto)}`);
+  if (ratios.protoWs.length) console.log(`protocol floor / tls+ws (server CPU): ${rr(ratios.protoWs)}`);
+  // The client's side of the same transport is a floor for a phone (its crypto not counted), and
+  // the two sides' floors bound what two cores can do: cores / (server floor + client floor).
+  const clientFloor = median(got['ws floor'].map((p) => p.client));
+  console.log(`client side of the ws floor: ${ms(clientFloor)} (a phone's transport alone); logins/s the ${cpus().length} cores could do at the two floors: ${Math.round(cpus().length / (median(protoFloor) + clientFloor))}`);
+}
+console.log('targets (issue 15): ours <= 0.6 ms and <= tls+ws; a phone <= 0.8 ms; 1,000 logins/s');
 sreg.close();
 sbiz.close();
 // SIGTERM: the servers exit cleanly (and write their profiles under BENCH_PROF).

@@ -5,9 +5,13 @@
 //   tls  a bare TLS 1.3 PSK server: reads one message, answers one, closes
 //   ws   the same TLS under an HTTPS server with a WebSocket upgrade (the ws package, as our
 //        gateway uses): one message each way, then close
-// Prints one JSON line {tls, ws} with the ports, then serves until killed.
+//   plain  a WebSocket on plain HTTP, as `serve all` listens on loopback: every message is
+//        echoed until the client closes (the transport our login needs: one upgrade, its round
+//        trips, a close handshake; no crypto, no storage)
+// Prints one JSON line {tls, ws, plain} with the ports, then serves until killed.
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpServer } from 'node:http';
 import { WebSocketServer } from 'ws';
 
 export const PSK_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
@@ -35,7 +39,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     });
     ws.on('error', () => {});
   });
-  await Promise.all([new Promise<void>((r) => bare.listen(0, '127.0.0.1', r)), new Promise<void>((r) => https.listen(0, '127.0.0.1', r))]);
+  const http = createHttpServer();
+  const plain = new WebSocketServer({ server: http, perMessageDeflate: false, maxPayload: 64 * 1024 });
+  plain.on('connection', (ws) => {
+    ws.on('message', (d) => ws.send(d as Buffer));
+    ws.on('error', () => {});
+  });
+  await Promise.all([bare, https, http].map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
   const port = (s: { address(): unknown }) => (s.address() as { port: number }).port;
-  process.stdout.write(JSON.stringify({ tls: port(bare), ws: port(https) }) + '\n');
+  process.stdout.write(JSON.stringify({ tls: port(bare), ws: port(https), plain: port(http) }) + '\n');
 }

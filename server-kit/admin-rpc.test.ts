@@ -4,7 +4,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { AddressInfo } from 'node:net';
 import type { IncomingMessage } from 'node:http';
-import { createAdminServer, AdminClient, AdminError, adminInProcess, ADMIN_MAX_BATCH } from './admin-rpc.ts';
+import { createAdminServer, AdminClient, AdminError, adminInProcess, adminRequestKey, ADMIN_MAX_BATCH, ADMIN_MAX_BODY, ADMIN_MAX_SKEW_MS } from './admin-rpc.ts';
+import { encode, decode } from '../protocol/cbor.ts';
 import { closeServer } from './host.ts';
 import { setLogLevel } from './log.ts';
 import { ImplementationError } from '../protocol/errors.ts';
@@ -71,6 +72,34 @@ test('in the same process a call reaches the handler with no connection; once th
   await closeServer(s);
   assert.is(adminInProcess(new URL(u)), undefined);
   await rejects(() => c.call('echo', []), (e) => e instanceof AdminError && e.code === 'ADMIN_UNREACHABLE');
+});
+
+test('in the same process a call travels without its box: the endpoint takes [ts, op, args] and the request key, refuses a wrong key or target (401), a stale or malformed call, an oversized one (413), and hands the op its own copy', async () => {
+  const seen: unknown[] = [];
+  const s = createAdminServer({ key, name: 'direct', ops: { keep: (a) => (seen.push(a), 'kept') } });
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const u = `http://127.0.0.1:${(s.address() as AddressInfo).port}/admin`;
+  try {
+    const direct = adminInProcess(new URL(u))!;
+    const rk = adminRequestKey(key);
+    const arg = new Uint8Array([1, 2, 3]);
+    const a = await direct(rk, 'direct', encode([Date.now(), 'keep', [arg]]));
+    assert.is(a.status, 200);
+    assert.equal(decode(a.body!), [true, 'kept']);
+    // A copy decoded from the call's bytes, not the caller's buffer.
+    assert.ok((seen[0] as Uint8Array[])[0] !== arg);
+    assert.equal((seen[0] as Uint8Array[])[0], arg);
+    assert.is((await direct(adminRequestKey(new Uint8Array(32).fill(4)), 'direct', encode([Date.now(), 'keep', []]))).status, 401);
+    assert.is((await direct(rk, 'test', encode([Date.now(), 'keep', []]))).status, 401);
+    assert.is((await direct(rk, 'direct', new Uint8Array(ADMIN_MAX_BODY + 1))).status, 413);
+    const code = async (call: Uint8Array) => (decode((await direct(rk, 'direct', call)).body!) as unknown[])[1];
+    assert.is(await code(encode([Date.now() - ADMIN_MAX_SKEW_MS - 1_000, 'keep', []])), 'ADMIN_STALE');
+    assert.is(await code(encode([Date.now(), 'keep'])), 'ADMIN_BAD_REQUEST');
+    assert.is(await code(Uint8Array.of(0xff)), 'CBOR_MALFORMED');
+    assert.is(seen.length, 1);
+  } finally {
+    await closeServer(s);
+  }
 });
 
 test('calls made in one turn go in one request (batch), each with its own result or refusal; a batch of batches or of too many calls is refused, nothing in it run', async () => {

@@ -2,7 +2,9 @@
 // registration server and enrollment call the business servers (the operations and their
 // messages: admin-messages.ts). Each call is one HTTP POST whose body is a sealed box
 // (protocol/sealed-box.ts) under a key derived from the admin key, so it is authenticated and
-// confidential without relying on TLS (the install carries a login key). A request carries a
+// confidential without relying on TLS (the install carries a login key). A call to an endpoint
+// listening in the same process goes to it directly, without HTTP and without the box
+// (adminInProcess, decision 143). A request carries a
 // timestamp and a random id: stale or repeated requests are refused (ADMIN_STALE,
 // ADMIN_REPLAY). The response is sealed too and bound to the request id.
 //
@@ -14,6 +16,7 @@
 //   request  = box(kReq, aad "usbphone/v1 admin request|" target,  cbor [ts, id, op, args])
 //   response = box(kRes, aad "usbphone/v1 admin response|" target "|" id, cbor [true, result] | [false, code, message])
 import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
+import { equalBytes } from '@noble/ciphers/utils.js';
 import { createServer, Agent as HttpAgent, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { boundedPost, BoundedPostError } from './bounded-post.ts';
@@ -56,8 +59,12 @@ export class AdminError extends Error {
   }
 }
 
+/** The key requests are sealed under (and that a call in this process shows its endpoint, AdminDirect): 32 bytes from the admin key. */
+export function adminRequestKey(adminKey: Uint8Array): Uint8Array {
+  return kdf(adminKey, 'usbphone/v1 admin', 'request');
+}
 function keys(adminKey: Uint8Array) {
-  return { req: kdf(adminKey, 'usbphone/v1 admin', 'request'), res: kdf(adminKey, 'usbphone/v1 admin', 'response') };
+  return { req: adminRequestKey(adminKey), res: kdf(adminKey, 'usbphone/v1 admin', 'response') };
 }
 
 function seal(key: Uint8Array, aad: Uint8Array, value: CborValue): Uint8Array {
@@ -103,9 +110,22 @@ export interface AdminServerOptions {
 export interface AdminAnswer { status: number; body?: Uint8Array }
 /** One admin request body in, its answer out: what a transport (HTTP, or a call in the same process) carries. */
 export type AdminHandler = (body: Uint8Array) => Promise<AdminAnswer>;
+/**
+ * A call from a client in this process (adminInProcess, decision 143): the client's request key
+ * and target, and the CBOR of [ts, op, args]; the answer's CBOR ([true, result] | [false, code,
+ * message]) with status 200, or 401 / 413 as over HTTP. No box: nothing outside the process
+ * carries it.
+ */
+export type AdminDirect = (reqKey: Uint8Array, target: string, call: Uint8Array) => Promise<AdminAnswer>;
 
-/** The admin endpoint's logic without its transport: authenticates, checks freshness and replay, runs the op, seals the answer. */
-export function adminHandler(opts: AdminServerOptions): AdminHandler {
+/**
+ * The admin endpoint's logic without its transport. `handle` authenticates a sealed request,
+ * checks freshness and replay, runs the op and seals the answer; `direct` takes a call from this
+ * process: the same key and target check (a wrong key or another target is 401, as a box that
+ * does not open), the same bounds, timestamp window and operations; no box and no replay cache,
+ * since no bytes of it travel where they could be recorded.
+ */
+export function adminEndpoint(opts: AdminServerOptions): { handle: AdminHandler; direct: AdminDirect } {
   const k = keys(opts.key);
   const target = checkTarget(opts.name);
   const aadReq = requestAad(target);
@@ -126,7 +146,27 @@ export function adminHandler(opts: AdminServerOptions): AdminHandler {
       return [false, code, e instanceof ProtocolError || e instanceof AdminError ? e.message : 'internal error'];
     }
   };
-  return async (body) => {
+  const fresh = (ts: number) => {
+    if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
+  };
+  /** An authenticated, fresh request's op (or batch of ops) run: its answer. Throws ProtocolError for a request it refuses. */
+  const dispatch = async (op: string, args: CborValue): Promise<CborValue> => {
+    if (op !== ADMIN_BATCH_OP || opts.batches === false) return run(op, args);
+    // A batch (AdminClient `batch`): the calls of one event-loop turn in one request, run in
+    // order, each answered as if alone. Under the request's one id and timestamp.
+    if (!Array.isArray(args) || args.length < 1 || args.length > ADMIN_MAX_BATCH || !args.every((c) => Array.isArray(c) && c.length === 2 && typeof c[0] === 'string' && c[0] !== ADMIN_BATCH_OP)) {
+      throw new ProtocolError('ADMIN_BAD_REQUEST', `a batch is 1..${ADMIN_MAX_BATCH} calls [op, args], none of them a batch`);
+    }
+    const answers: CborValue[] = [];
+    for (const c of args as [string, CborValue][]) answers.push(await run(c[0], c[1]));
+    return [true, answers];
+  };
+  const refusal = (e: unknown) => {
+    const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
+    log.warn('admin request refused', { code });
+    return code;
+  };
+  const handle: AdminHandler = async (body) => {
     if (body.length > limits.maxFrameBytes) {
       log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
       return { status: 413 };
@@ -138,28 +178,43 @@ export function adminHandler(opts: AdminServerOptions): AdminHandler {
         throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, id(16), op, args]');
       }
       const [, rid, op, args] = v as [unknown, Uint8Array, string, CborValue];
-      const ts = safeInt(v[0])!;
       id = rid;
-      if (Math.abs(now() - ts) > skew) throw new ProtocolError('ADMIN_STALE', 'request timestamp outside the window');
+      fresh(safeInt(v[0])!);
       if (!seen.check(rid)) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen');
       if (opts.shared && !(await opts.shared.claim(rid))) throw new ProtocolError('ADMIN_REPLAY', 'request id already seen (by another instance)');
-      if (op !== ADMIN_BATCH_OP || opts.batches === false) return { status: 200, body: seal(k.res, responseAad(target, rid), await run(op, args)) };
-      // A batch (AdminClient `batch`): the calls of one event-loop turn in one request, run in
-      // order, each answered as if alone. Under the request's one id and timestamp.
-      if (!Array.isArray(args) || args.length < 1 || args.length > ADMIN_MAX_BATCH || !args.every((c) => Array.isArray(c) && c.length === 2 && typeof c[0] === 'string' && c[0] !== ADMIN_BATCH_OP)) {
-        throw new ProtocolError('ADMIN_BAD_REQUEST', `a batch is 1..${ADMIN_MAX_BATCH} calls [op, args], none of them a batch`);
-      }
-      const answers: CborValue[] = [];
-      for (const c of args as [string, CborValue][]) answers.push(await run(c[0], c[1]));
-      return { status: 200, body: seal(k.res, responseAad(target, rid), [true, answers]) };
+      return { status: 200, body: seal(k.res, responseAad(target, rid), await dispatch(op, args)) };
     } catch (e) {
-      const code = (e as { code?: string }).code ?? 'ADMIN_BAD_REQUEST';
-      log.warn('admin request refused', { code });
+      const code = refusal(e);
       // Unauthenticated callers learn nothing but the status; authenticated ones get the code.
       if (id && code !== 'ADMIN_BAD_AUTH') return { status: 200, body: seal(k.res, responseAad(target, id), [false, code, (e as Error).message]) };
       return { status: code === 'ADMIN_BAD_AUTH' ? 401 : 400 };
     }
   };
+  const direct: AdminDirect = async (reqKey, to, call) => {
+    if (call.length > limits.maxFrameBytes) {
+      log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
+      return { status: 413 };
+    }
+    if (to !== target || !equalBytes(reqKey, k.req)) {
+      log.warn('admin request refused', { code: 'ADMIN_BAD_AUTH' });
+      return { status: 401 };
+    }
+    try {
+      // Decoded here, within the bounds: the op gets its own copy of the arguments, as over a socket.
+      const v = decode(call, limits);
+      if (!Array.isArray(v) || v.length !== 3 || safeInt(v[0]) === null || typeof v[1] !== 'string') throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, op, args]');
+      fresh(safeInt(v[0])!);
+      return { status: 200, body: encode(await dispatch(v[1], v[2] as CborValue)) };
+    } catch (e) {
+      return { status: 200, body: encode([false, refusal(e), (e as Error).message]) };
+    }
+  };
+  return { handle, direct };
+}
+
+/** The sealed-request handler alone (adminEndpoint's `handle`): for transports other than HTTP (a simulation's network). */
+export function adminHandler(opts: AdminServerOptions): AdminHandler {
+  return adminEndpoint(opts).handle;
 }
 
 /** An HTTP request listener serving POST /admin. */
@@ -199,31 +254,33 @@ function httpAdminListener(handle: AdminHandler, opts: AdminServerOptions): (req
 /**
  * The admin endpoints listening in this process, by the address a client names (host:port):
  * a client of one of them (the registration server of `serve all` calling its business
- * servers) hands the sealed request straight to the handler instead of an HTTP request on
- * loopback (issue 15: that round trip cost a tenth of a login's server CPU). The bytes are
- * the same sealed request and answer, under the same deadline and bounds; only the
- * transport differs. A client in another process, or naming another address, uses HTTP.
+ * servers) hands its call straight to the endpoint instead of an HTTP request on loopback
+ * (issue 15: that round trip cost a tenth of a login's server CPU), and without the box
+ * (decision 143: the two seals and two opens of a call were 4-5 % of a login's server CPU
+ * where no byte of the call leaves the process). The same key and target check, bounds,
+ * deadline, timestamp window and operations. A client in another process, or naming another
+ * address, uses HTTP and the box.
  */
-const inProcess = new Map<string, AdminHandler>();
+const inProcess = new Map<string, AdminDirect>();
 const endpointKey = (host: string, port: number) => `${host.replace(/^\[|\]$/g, '')}:${port}`;
 
-/** The handler of the admin endpoint at `url` when it listens in this process. */
-export function adminInProcess(url: URL): AdminHandler | undefined {
+/** The endpoint at `url` when it listens in this process. */
+export function adminInProcess(url: URL): AdminDirect | undefined {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
   return inProcess.get(endpointKey(url.hostname, url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80));
 }
 
 /** An HTTP admin server; once listening, also reachable in this process (adminInProcess) until it closes. */
 export function createAdminServer(opts: AdminServerOptions): Server {
-  const handle = adminHandler(opts);
+  const { handle, direct } = adminEndpoint(opts);
   const server = createServer(httpAdminListener(handle, opts));
   let key: string | null = null;
   server.on('listening', () => {
     const a = server.address();
-    if (a && typeof a === 'object') inProcess.set((key = endpointKey(a.address, a.port)), handle);
+    if (a && typeof a === 'object') inProcess.set((key = endpointKey(a.address, a.port)), direct);
   });
   const leave = () => {
-    if (key !== null && inProcess.get(key) === handle) inProcess.delete(key);
+    if (key !== null && inProcess.get(key) === direct) inProcess.delete(key);
   };
   // Unreachable in process from close() on, as over HTTP (which refuses new connections at
   // once), not only from the 'close' event that waits for open connections to end.
@@ -363,8 +420,18 @@ export class AdminClient {
     }
   }
 
-  /** One sealed request and its opened answer ([true, result] | [false, code, message], unchecked). */
+  /** One sealed request and its opened answer ([true, result] | [false, code, message], unchecked); in this process, the call without its box. */
   async #request(op: string, args: CborValue): Promise<CborValue> {
+    const local = this.#postSeam || this.#http ? undefined : adminInProcess(this.#url);
+    if (local) {
+      const { status, buf } = await this.#local(op, () => local(this.#k.req, this.target, encode([this.#now(), op, args])));
+      if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${status}`);
+      try {
+        return decode(buf, this.#limits);
+      } catch {
+        throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: malformed response`);
+      }
+    }
     const id = systemRng(16);
     const body = seal(this.#k.req, this.#aadReq, [this.#now(), id, op, args]);
     const { status, buf } = this.#postSeam ? await this.#postSeam(body, this.timeoutMs) : await this.#post(op, body);
@@ -383,8 +450,6 @@ export class AdminClient {
 
   /** One POST; the deadline covers connecting, the answer and its body (server-kit/bounded-post.ts). */
   async #post(op: string, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
-    const local = this.#http ? undefined : adminInProcess(this.#url);
-    if (local) return this.#local(op, local, body);
     try {
       const r = await boundedPost({ url: this.#url, agent: this.#agent, headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: this.timeoutMs, maxBytes: this.#limits.maxFrameBytes });
       return { status: r.status, buf: r.body };
@@ -397,15 +462,14 @@ export class AdminClient {
     }
   }
 
-  /** The same request to an endpoint in this process (adminInProcess), under the same deadline and size bound. */
-  async #local(op: string, handle: AdminHandler, body: Uint8Array): Promise<{ status: number; buf: Uint8Array }> {
+  /** A call to an endpoint in this process (adminInProcess), under the same deadline and size bound. */
+  async #local(op: string, call: () => Promise<AdminAnswer>): Promise<{ status: number; buf: Uint8Array }> {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new TimeoutError(`admin ${op} at ${this.url}`)), this.timeoutMs);
     });
     try {
-      // A copy: the endpoint must not share the caller's buffer, as over a socket.
-      const a = await Promise.race([handle(Uint8Array.from(body)), deadline]);
+      const a = await Promise.race([call(), deadline]);
       const buf = a.body ?? new Uint8Array(0);
       if (buf.length > this.#limits.maxFrameBytes) throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${this.#limits.maxFrameBytes} bytes`);
       return { status: a.status, buf };
