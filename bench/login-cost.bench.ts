@@ -12,8 +12,9 @@
 //             (bench/tls-psk-peer.ts in its own process)
 //   tls       a bare TLS 1.3 PSK handshake + one message each way (same process)
 //   ws floor  the transport our login cannot do without: a plain WebSocket upgrade on loopback,
-//             the login's 9 frames up and 9 down (128 bytes each) in its 5 round trips, a close
-//             (the same peer process, an echo server: no crypto, no storage, no validation)
+//             the login's 9 frames up and 7 down (128 bytes each) in its 4 round trips and a last
+//             frame, a close (the same peer process, an echo server: no crypto, no storage, no
+//             validation); the frames as the gateway counts them for a phone's login (§2.1)
 //   floor     every HKDF / HMAC / SHA-256 / AEAD / CBOR operation of one login's server side
 //             (bench/login-floor.ts), with noble and with node:crypto, no I/O
 //   store     the store calls of one login on real SQLite files (reg + biz), in a tight loop
@@ -188,17 +189,26 @@ function wsLogin(): Promise<void> {
   });
 }
 
-/** The frames of one login by round trip (docs/protocol.md §2.1): sessions + hello, finish + credRequest, sessionEnd + login, finish, pwConfirm + sessionEnd. */
-const FLOOR_ROUNDS = [2, 2, 2, 1, 2];
-const FRAME = new Uint8Array(128).fill(9);
+/**
+ * The frames of one login by round trip (docs/protocol.md §2.1, as the gateway counts them for a
+ * phone): up sessions + hello, down sessions + helloReply; up finish + credRequest, down credReply
+ * + sessionEnd; up sessionEnd + login, down loginAck + loginOk; up finish + pwConfirm, down
+ * pwConfirmAck; up sessionEnd, then the close. Each entry: the frames up, and how many of them
+ * the echo server answers (a first byte of 1).
+ */
+const FLOOR_ROUNDS: [up: number, down: number][] = [[2, 2], [2, 2], [2, 2], [2, 1], [1, 0]];
+const ANSWERED = new Uint8Array(128).fill(1), UNANSWERED = new Uint8Array(128).fill(0);
 function wsFloorLogin(): Promise<void> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`ws://127.0.0.1:${peer.ev.plain}/`, { perMessageDeflate: false });
     let round = 0, owed = 0;
     const next = () => {
-      if (round === FLOOR_ROUNDS.length) return ws.close(1000);
-      owed = FLOOR_ROUNDS[round++]!;
-      for (let i = 0; i < owed; i++) ws.send(FRAME);
+      for (;;) {
+        if (round === FLOOR_ROUNDS.length) return ws.close(1000);
+        const [up, down] = FLOOR_ROUNDS[round++]!;
+        for (let i = 0; i < up; i++) ws.send(i < down ? ANSWERED : UNANSWERED);
+        if ((owed = down) > 0) return;
+      }
     };
     ws.once('open', next);
     ws.on('message', () => {

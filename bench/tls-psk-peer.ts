@@ -5,9 +5,10 @@
 //   tls  a bare TLS 1.3 PSK server: reads one message, answers one, closes
 //   ws   the same TLS under an HTTPS server with a WebSocket upgrade (the ws package, as our
 //        gateway uses): one message each way, then close
-//   plain  a WebSocket on plain HTTP, as `serve all` listens on loopback: every message is
-//        echoed until the client closes (the transport our login needs: one upgrade, its round
-//        trips, a close handshake; no crypto, no storage)
+//   plain  a WebSocket on plain HTTP, as `serve all` listens on loopback: a message whose first
+//        byte is 1 is echoed, any other is taken without an answer, until the client closes (the
+//        transport our login needs: one upgrade, its frames and round trips, a close handshake;
+//        no crypto, no storage)
 // Prints one JSON line {tls, ws, plain} with the ports, then serves until killed.
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { createServer as createHttpsServer } from 'node:https';
@@ -42,7 +43,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const http = createHttpServer();
   const plain = new WebSocketServer({ server: http, perMessageDeflate: false, maxPayload: 64 * 1024 });
   plain.on('connection', (ws) => {
-    ws.on('message', (d) => ws.send(d as Buffer));
+    ws.on('message', (d: Buffer) => {
+      if (d[0] === 1) ws.send(d);
+    });
     ws.on('error', () => {});
   });
   await Promise.all([bare, https, http].map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));

@@ -61,12 +61,17 @@ export class GatewayMetrics {
 
   /** A frame from a device, by its type (null: not a valid frame). */
   frameIn(type: number | null): void {
-    this.#in[type === null || type < 0 || type > 255 ? 256 : type]!++;
+    this.#in[slot(type)]!++;
   }
   /** A frame to a device, by its type (negative: not a frame of the protocol). */
   frameOut(type: number): void {
-    this.#out[type < 0 || type > 255 ? 256 : type]!++;
+    this.#out[slot(type)]!++;
   }
+}
+
+/** A type's index in the counts: 0..255, or 256 (invalid) for anything else. */
+function slot(type: number | null): number {
+  return type !== null && Number.isInteger(type) && type >= 0 && type <= 255 ? type : 256;
 }
 
 /** Adds the counts kept since the last read to `counter`, by type name, and clears them. */

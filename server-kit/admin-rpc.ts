@@ -2,11 +2,15 @@
 // registration server and enrollment call the business servers (the operations and their
 // messages: admin-messages.ts). Each call is one HTTP POST whose body is a sealed box
 // (protocol/sealed-box.ts) under a key derived from the admin key, so it is authenticated and
-// confidential without relying on TLS (the install carries a login key). A call to an endpoint
-// listening in the same process goes to it directly, without HTTP and without the box
-// (adminInProcess, decision 143). A request carries a
+// confidential without relying on TLS (the install carries a login key). A request carries a
 // timestamp and a random id: stale or repeated requests are refused (ADMIN_STALE,
 // ADMIN_REPLAY). The response is sealed too and bound to the request id.
+//
+// A call to an endpoint listening in the same process goes to it directly, without HTTP and
+// without the box (adminInProcess, decision 143): [ts, op, args] and the request key, no id and
+// no replay cache (no byte of it leaves the process); the key and target check, the timestamp
+// window and the bounds of the sealed request and answer it stands for are the same, and so
+// is every answer (a test runs the same calls both ways).
 //
 // Every business server holds the same admin key and keeps its own replay cache, so a request
 // is bound to the server it is for: the target's name is in the associated data, and a
@@ -20,7 +24,7 @@ import { equalBytes } from '@noble/ciphers/utils.js';
 import { createServer, Agent as HttpAgent, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { boundedPost, BoundedPostError } from './bounded-post.ts';
-import { sealBox, openBox } from '../protocol/sealed-box.ts';
+import { sealBox, openBox, BOX_OVERHEAD } from '../protocol/sealed-box.ts';
 import { kdf } from '../protocol/keys.ts';
 import { encode, decode, type CborValue } from '../protocol/cbor.ts';
 import { systemRng } from '../protocol/channel.ts';
@@ -45,6 +49,8 @@ export const ADMIN_MAX_BATCH = 32;
 export const ADMIN_IDLE_SOCKET_MS = 4_000;
 /** Server names the admin API binds requests to: the names of the topology (biz-east). */
 export const ADMIN_TARGET_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** The CBOR of a request's 16-byte id (0x50 + 16 bytes): what a sealed request carries that an in-process call does not. */
+const REQUEST_ID_CBOR = 17;
 const requestAad = (target: string) => utf8ToBytes(`usbphone/v1 admin request|${target}`);
 const responseAad = (target: string, id: Uint8Array) => concatBytes(utf8ToBytes(`usbphone/v1 admin response|${target}|`), id);
 function checkTarget(target: string): string {
@@ -191,7 +197,9 @@ export function adminEndpoint(opts: AdminServerOptions): { handle: AdminHandler;
     }
   };
   const direct: AdminDirect = async (reqKey, to, call) => {
-    if (call.length > limits.maxFrameBytes) {
+    // The bound of the sealed request this call stands for (its 16-byte id and the box added), so
+    // that a call refused across processes is refused here too.
+    if (call.length + REQUEST_ID_CBOR + BOX_OVERHEAD > limits.maxFrameBytes) {
       log.warn('admin request refused', { code: 'ADMIN_TOO_LARGE' });
       return { status: 413 };
     }
@@ -199,12 +207,19 @@ export function adminEndpoint(opts: AdminServerOptions): { handle: AdminHandler;
       log.warn('admin request refused', { code: 'ADMIN_BAD_AUTH' });
       return { status: 401 };
     }
+    let v: CborValue;
     try {
       // Decoded here, within the bounds: the op gets its own copy of the arguments, as over a socket.
-      const v = decode(call, limits);
+      v = decode(call, limits);
       if (!Array.isArray(v) || v.length !== 3 || safeInt(v[0]) === null || typeof v[1] !== 'string') throw new ProtocolError('ADMIN_BAD_REQUEST', 'request must be [ts, op, args]');
+    } catch (e) {
+      // As a sealed request that opens but does not decode to [ts, id, op, args]: 400, no detail.
+      refusal(e);
+      return { status: 400 };
+    }
+    try {
       fresh(safeInt(v[0])!);
-      return { status: 200, body: encode(await dispatch(v[1], v[2] as CborValue)) };
+      return { status: 200, body: encode(await dispatch(v[1] as string, v[2] as CborValue)) };
     } catch (e) {
       return { status: 200, body: encode([false, refusal(e), (e as Error).message]) };
     }
@@ -425,7 +440,8 @@ export class AdminClient {
     const local = this.#postSeam || this.#http ? undefined : adminInProcess(this.#url);
     if (local) {
       const { status, buf } = await this.#local(op, () => local(this.#k.req, this.target, encode([this.#now(), op, args])));
-      if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: HTTP ${status}`);
+      // The codes of the same refusal over HTTP (a 401, 400 or 413 answer).
+      if (status !== 200) throw new AdminError(status === 401 ? 'ADMIN_BAD_AUTH' : 'ADMIN_HTTP', `admin ${op}: refused in process, status ${status}`);
       try {
         return decode(buf, this.#limits);
       } catch {
@@ -471,7 +487,8 @@ export class AdminClient {
     try {
       const a = await Promise.race([call(), deadline]);
       const buf = a.body ?? new Uint8Array(0);
-      if (buf.length > this.#limits.maxFrameBytes) throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${this.#limits.maxFrameBytes} bytes`);
+      // The bound of the sealed answer this stands for (the box added), as over HTTP.
+      if (buf.length + BOX_OVERHEAD > this.#limits.maxFrameBytes) throw new AdminError('ADMIN_BAD_RESPONSE', `admin ${op}: response larger than ${this.#limits.maxFrameBytes} bytes`);
       return { status: a.status, buf };
     } finally {
       clearTimeout(timer);
