@@ -2,20 +2,17 @@
 // several gateways in one process (tests) do not share counters.
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 import { typeName } from '../protocol/messages.ts';
+import { Tally } from '../server-kit/tally.ts';
 
 export class GatewayMetrics {
   readonly registry = new Registry();
   readonly connections = new Gauge({ name: 'usbphone_gateway_connections', help: 'Open device connections', registers: [this.registry] });
   readonly accepted = new Counter({ name: 'usbphone_gateway_connections_total', help: 'Device connections accepted', registers: [this.registry] });
-  /**
-   * Frames by type since the last scrape, counted per frame in plain arrays (index: the type,
-   * 256: invalid) and added to the counters when they are read: prom-client hashes the labels
-   * of every inc, which per frame was a per cent of a login's server CPU (issue 15).
-   */
-  readonly #in = new Float64Array(257);
-  readonly #out = new Float64Array(257);
-  readonly framesIn: Counter = new Counter({ name: 'usbphone_gateway_frames_in_total', help: 'Frames received from devices, by message type', labelNames: ['type'], registers: [this.registry], collect: (): void => fold(this.#in, this.framesIn) });
-  readonly framesOut: Counter = new Counter({ name: 'usbphone_gateway_frames_out_total', help: 'Frames sent to devices, by message type', labelNames: ['type'], registers: [this.registry], collect: (): void => fold(this.#out, this.framesOut) });
+  /** Frames by type (256: invalid), counted per frame and added when read (server-kit/tally.ts). */
+  readonly #in = new Tally<number>(frameLabels);
+  readonly #out = new Tally<number>(frameLabels);
+  readonly framesIn: Counter = new Counter({ name: 'usbphone_gateway_frames_in_total', help: 'Frames received from devices, by message type', labelNames: ['type'], registers: [this.registry], collect: (): void => this.#in.fold(this.framesIn) });
+  readonly framesOut: Counter = new Counter({ name: 'usbphone_gateway_frames_out_total', help: 'Frames sent to devices, by message type', labelNames: ['type'], registers: [this.registry], collect: (): void => this.#out.fold(this.framesOut) });
   readonly errors = new Counter({ name: 'usbphone_gateway_errors_total', help: 'Device sessions refused or ended by the gateway, by error code', labelNames: ['code'], registers: [this.registry] });
   readonly upstreamLatency = new Histogram({
     name: 'usbphone_gateway_upstream_latency_seconds',
@@ -61,11 +58,11 @@ export class GatewayMetrics {
 
   /** A frame from a device, by its type (null: not a valid frame). */
   frameIn(type: number | null): void {
-    this.#in[slot(type)]!++;
+    this.#in.add(slot(type));
   }
   /** A frame to a device, by its type (negative: not a frame of the protocol). */
   frameOut(type: number): void {
-    this.#out[slot(type)]!++;
+    this.#out.add(slot(type));
   }
 }
 
@@ -74,11 +71,4 @@ function slot(type: number | null): number {
   return type !== null && Number.isInteger(type) && type >= 0 && type <= 255 ? type : 256;
 }
 
-/** Adds the counts kept since the last read to `counter`, by type name, and clears them. */
-function fold(counts: Float64Array, counter: Counter): void {
-  for (let t = 0; t < counts.length; t++) {
-    if (counts[t] === 0) continue;
-    counter.inc({ type: t === 256 ? 'invalid' : typeName(t) }, counts[t]);
-    counts[t] = 0;
-  }
-}
+const frameLabels = (t: number) => ({ type: t === 256 ? 'invalid' : typeName(t) });

@@ -5,6 +5,7 @@
 // identity or a secret. Process metrics (memory, event loop) are the gateway's, or left to
 // the process supervisor: several servers may share one process (the embedded default).
 import { Registry, Counter } from 'prom-client';
+import { Tally } from './tally.ts';
 
 export type ServerEvent =
   | 'credentials_issued'
@@ -36,17 +37,25 @@ export class ServerMetrics {
   readonly sessions: Counter<'via'>;
   readonly refusals: Counter<'code'>;
   readonly events: Counter<'event' | 'code'>;
+  /** Sessions by transport and events by (event, code), counted per session and added when read (tally.ts). */
+  readonly #sessions = new Tally<string>((via) => ({ via }));
+  readonly #events = new Tally<string>((k) => ({ event: k.slice(0, k.indexOf('|')), code: k.slice(k.indexOf('|') + 1) }));
 
   constructor(readonly server: string) {
     this.registry.setDefaultLabels({ server });
     const registers = [this.registry];
-    this.sessions = new Counter({ name: 'usbphone_server_sessions_total', help: 'Device sessions opened, by transport (gateway link or direct)', labelNames: ['via'], registers });
+    this.sessions = new Counter({ name: 'usbphone_server_sessions_total', help: 'Device sessions opened, by transport (gateway link or direct)', labelNames: ['via'], registers, collect: () => this.#sessions.fold(this.sessions) });
     this.refusals = new Counter({ name: 'usbphone_server_refusals_total', help: 'Sessions ended with an error frame, by error code (S0.7)', labelNames: ['code'], registers });
-    this.events = new Counter({ name: 'usbphone_server_events_total', help: 'What sessions did, by event (and refusal code for login_refused)', labelNames: ['event', 'code'], registers });
+    this.events = new Counter({ name: 'usbphone_server_events_total', help: 'What sessions did, by event (and refusal code for login_refused)', labelNames: ['event', 'code'], registers, collect: () => this.#events.fold(this.events) });
+  }
+
+  /** A session opened, by its transport ('link', 'direct'). */
+  session(via: string): void {
+    this.#sessions.add(via);
   }
 
   event(event: ServerEvent, code = ''): void {
-    this.events.inc({ event, code });
+    this.#events.add(`${event}|${code}`);
   }
 
   text(): Promise<string> {

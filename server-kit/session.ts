@@ -66,7 +66,7 @@ export abstract class ServerSession implements SessionHandler {
     protected readonly transport: SessionTransport,
     protected readonly opts: SessionOptions,
   ) {
-    this.opts.metrics?.sessions.inc({ via: transport.via });
+    this.opts.metrics?.session(transport.via);
     this.#arm();
   }
 
