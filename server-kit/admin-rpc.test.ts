@@ -103,7 +103,7 @@ test('in the same process a call travels without its box: the endpoint takes [ts
   }
 });
 
-test('the same calls get the same answers in process as over HTTP: sizes at the request and answer bounds, malformed arguments, unknown ops, bad batches, a skewed clock, a wrong key', async () => {
+test('the same calls get the same answers in process as over HTTP: sizes at the request and answer bounds, malformed arguments, unknown ops, bad batches, a skewed clock, a wrong key, a URL HTTP does not deliver', async () => {
   // n bytes as byte strings of at most 4,000 (the decoder's string bound is 4,096).
   const blob = (n: number) => Array.from({ length: Math.ceil(n / 4_000) }, (_, i) => new Uint8Array(Math.min(4_000, n - 4_000 * i)));
   const s = createAdminServer({ key, name: 'both', ops: { echo: (a) => a, big: (a) => blob((a as number[])[0]!) } });
@@ -120,15 +120,17 @@ test('the same calls get the same answers in process as over HTTP: sizes at the 
     cases.push(['unknown op', (c) => c.call('nope', [])]);
     cases.push(['nested batch', (c) => c.call('batch', [['batch', []]] as never)]);
     cases.push(['empty batch', (c) => c.call('batch', [])]);
-    const runAll = async (make: (o: { now?: () => number; key?: Uint8Array }) => AdminClient) => {
+    const runAll = async (make: (o: { now?: () => number; key?: Uint8Array; url?: string }) => AdminClient) => {
       const got: string[] = [];
       for (const [name, f] of cases) got.push(`${name}: ${await outcome(f(make({})))}`);
       got.push(`skewed: ${await outcome(make({ now: () => Date.now() - 2 * ADMIN_MAX_SKEW_MS }).call('echo', []))}`);
       got.push(`wrong key: ${await outcome(make({ key: new Uint8Array(32).fill(9) }).call('echo', []))}`);
+      // URLs HTTP does not deliver to the endpoint: another path, a query, TLS to a plain port.
+      for (const url of [u.replace('/admin', '/nope'), `${u}?x=1`, u.replace('http:', 'https:')]) got.push(`${url.slice(7)}: ${await outcome(make({ url }).call('echo', []))}`);
       return got;
     };
-    const viaHttp = await runAll((o) => new AdminClient({ target: 'both', url: u, key: o.key ?? key, now: o.now, http: true }));
-    const inProcess = await runAll((o) => new AdminClient({ target: 'both', url: u, key: o.key ?? key, now: o.now }));
+    const viaHttp = await runAll((o) => new AdminClient({ target: 'both', url: o.url ?? u, key: o.key ?? key, now: o.now, http: true, timeoutMs: 2_000 }));
+    const inProcess = await runAll((o) => new AdminClient({ target: 'both', url: o.url ?? u, key: o.key ?? key, now: o.now, timeoutMs: 2_000 }));
     assert.equal(inProcess, viaHttp);
     // Both bounds were reached: some calls of each kind pass and some are refused.
     for (const kind of ['request', 'answer']) {

@@ -279,10 +279,13 @@ function httpAdminListener(handle: AdminHandler, opts: AdminServerOptions): (req
 const inProcess = new Map<string, AdminDirect>();
 const endpointKey = (host: string, port: number) => `${host.replace(/^\[|\]$/g, '')}:${port}`;
 
-/** The endpoint at `url` when it listens in this process. */
+/**
+ * The endpoint at `url` when it listens in this process: a URL HTTP would deliver to it (plain
+ * http, the path /admin, no query), so that a URL that fails across processes fails in one too.
+ */
 export function adminInProcess(url: URL): AdminDirect | undefined {
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
-  return inProcess.get(endpointKey(url.hostname, url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80));
+  if (url.protocol !== 'http:' || url.pathname !== '/admin' || url.search !== '') return undefined;
+  return inProcess.get(endpointKey(url.hostname, url.port ? Number(url.port) : 80));
 }
 
 /** An HTTP admin server; once listening, also reachable in this process (adminInProcess) until it closes. */

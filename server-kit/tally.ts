@@ -1,7 +1,7 @@
 // Counts made on the hot path (per frame, per session) kept in a plain map and added to their
 // prom-client Counter when it is read (its `collect` hook, run at every scrape and get()):
-// prom-client hashes the labels of every inc, which per frame and per session event cost about
-// a per cent of a login's server CPU (issue 15). The counters' values are the same at every
+// prom-client hashes the labels of every inc, and its incs were 2.6 % of a login's server CPU in
+// `serve all` (profile of 2026-12-01, docs/benchmarks.md), most of them these (issue 15). The counters' values are the same at every
 // read; only when the additions are made changes.
 import type { Counter } from 'prom-client';
 
