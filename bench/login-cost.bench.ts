@@ -18,7 +18,10 @@
 //   floor     every HKDF / HMAC / SHA-256 / AEAD / CBOR operation of one login's server side
 //             (bench/login-floor.ts), with noble and with node:crypto, no I/O
 //   store     the store calls of one login on real SQLite files (reg + biz), in a tight loop
+//   client floor  the device side's HKDF / HMAC / SHA-256 / AEAD / CBOR operations of the same
+//             login on node:crypto (the chip engine of a fleet's phones), no I/O
 //
+// ws floor's client side + client floor is the same for a phone (its flash writes not counted).
 // ws floor + floor node + store is a lower bound on the server CPU of any implementation of this
 // login on this machine and runtime: the transport, the computation and the storage the
 // protocol requires, each with nothing else around it (printed as "protocol floor").
@@ -57,7 +60,7 @@ import { enrollDevices, accountsInStore } from '../deploy/enroll.ts';
 import { ensureStateKeys } from '../deploy/config.ts';
 import { readKeyFile } from '../server-kit/keyfiles.ts';
 import { PSK, PSK_IDENTITY, PSK_CIPHERS } from './tls-psk-peer.ts';
-import { loginFloor } from './login-floor.ts';
+import { loginFloor, clientLoginFloor } from './login-floor.ts';
 
 const QUICK = !!process.env.BENCH_QUICK;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 3 : 7));
@@ -272,6 +275,7 @@ void sdev;
 
 const floorNoble = loginFloor(nobleEngine);
 const floorNode = loginFloor(nodeEngine);
+const floorClient = clientLoginFloor(nodeEngine);
 
 // ---- warm-up, then the rounds ----
 console.log(`machine: ${cpus().length} cores, ${cpus()[0]?.model}, node ${process.version}, ${new Date().toISOString().slice(0, 10)}; ${ROUNDS} rounds of ${PHASE_MS} ms per peer, ${CONC} logins in flight`);
@@ -284,13 +288,14 @@ await network(peer.proc.pid!, 500, () => wsFloorLogin());
 local(300, floorNoble);
 local(300, floorNode);
 local(300, storeLogin);
+local(300, floorClient);
 
 const BEFORE_ONE_WS = !!process.env.BENCH_BASELINE_SESSIONS;
 const beforeLogin = (w: number) => (BEFORE_ONE_WS ? ourLoginOneWs(devs[w]!, before!.ev.gatewayUrl) : ourLogin(devs[w]!, before!.ev.gatewayUrl));
 // The same warm-up as "ours" had (its own 1.5 s, and the 0.5 s of "ours 2ws").
 if (before) await network(before.proc.pid!, 2_000, beforeLogin);
 
-const allNames = ['ours', 'ours 2ws', 'before', 'tls+ws', 'tls', 'ws floor', 'floor noble', 'floor node', 'store'] as const;
+const allNames = ['ours', 'ours 2ws', 'before', 'tls+ws', 'tls', 'ws floor', 'floor noble', 'floor node', 'store', 'client floor'] as const;
 type Name = (typeof allNames)[number];
 // BENCH_PEERS=ours,before,tls+ws: only these peers (shorter rounds, so more of them in the same time).
 const only = process.env.BENCH_PEERS?.split(',');
@@ -305,6 +310,7 @@ const runs: Record<Name, () => Promise<Phase>> = {
   'floor noble': async () => local(PHASE_MS / 3, floorNoble),
   'floor node': async () => local(PHASE_MS / 3, floorNode),
   store: async () => local(PHASE_MS / 3, storeLogin),
+  'client floor': async () => local(PHASE_MS / 3, floorClient),
 };
 const got = Object.fromEntries(names.map((n) => [n, [] as Phase[]])) as Record<Name, Phase[]>;
 const ratios: { ws: number[]; tls: number[]; floor: number[]; before: number[]; two: number[]; proto: number[]; protoWs: number[] } = { ws: [], tls: [], floor: [], before: [], two: [], proto: [], protoWs: [] };
@@ -355,6 +361,10 @@ if (protoFloor.length) {
   // the two sides' floors bound what two cores can do: cores / (server floor + client floor).
   const clientFloor = median(got['ws floor'].map((p) => p.client));
   console.log(`client side of the ws floor: ${ms(clientFloor)} (a phone's transport alone); logins/s the ${cpus().length} cores could do at the two floors: ${Math.round(cpus().length / (median(protoFloor) + clientFloor))}`);
+  if (got['client floor']) {
+    const phone = got['ws floor'].map((p, i) => p.client + got['client floor'][i]!.server);
+    console.log(`phone floor (client side of the ws floor + client floor): ${ms(median(phone))} (rounds: ${phone.map((v) => (v * 1e3).toFixed(3)).join(' ')}); with the server's floor, logins/s on ${cpus().length} cores: ${Math.round(cpus().length / (median(protoFloor) + median(phone)))}`);
+  }
 }
 console.log('targets (issue 15): ours <= 0.6 ms and <= tls+ws; a phone <= 0.8 ms; 1,000 logins/s');
 sreg.close();
