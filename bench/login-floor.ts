@@ -15,15 +15,22 @@ import { keystreamRng } from '../protocol/seeded-rng.ts';
 
 const te = new TextEncoder();
 const L = (s: string) => te.encode(s);
+const ONE = Uint8Array.of(1);
+/** The handshake's labels (protocol/channel.ts), encoded once. */
+const S = L('usbphone/v1'), OPEN = L('usbphone/v1 opening mac'), SP = L('usbphone/v1 server proof'), CP = L('usbphone/v1 client proof');
+const C2S = L('usbphone/v1 traffic c2s'), S2C = L('usbphone/v1 traffic s2c');
+
+/** RFC 5869 on the engine's HMAC, as protocol/keys.ts does: extract, then one expand block. */
+function kdfOn(e: CryptoEngine) {
+  const extract = (ikm: Uint8Array, salt: Uint8Array) => e.hmacSha256(salt, [ikm]);
+  const expand = (prk: Uint8Array, info: Uint8Array) => e.hmacSha256(prk, [info, ONE]);
+  return { extract, expand, hkdf: (ikm: Uint8Array, salt: Uint8Array, info: Uint8Array) => expand(extract(ikm, salt), info) };
+}
 
 /** The floor's operations for `e`: call the result once per login. */
 export function loginFloor(e: CryptoEngine): () => void {
   const r = keystreamRng('login floor');
-  const ONE = Uint8Array.of(1);
-  // RFC 5869 on the engine's HMAC, as protocol/keys.ts does: extract, then one expand block.
-  const extract = (ikm: Uint8Array, salt: Uint8Array) => e.hmacSha256(salt, [ikm]);
-  const expand = (prk: Uint8Array, info: Uint8Array) => e.hmacSha256(prk, [info, ONE]);
-  const hkdf = (ikm: Uint8Array, salt: Uint8Array, info: Uint8Array) => expand(extract(ikm, salt), info);
+  const { extract, expand, hkdf } = kdfOn(e);
   const master = r(32), key = r(32), nC = r(32), nS = r(32), n12 = r(12), n24 = r(24), adminKey = r(32), storeKey = r(32);
   const salt = new Uint8Array([...nC, ...nS]);
   const token = r(1 + 24 + 10 + 16);
@@ -42,8 +49,6 @@ export function loginFloor(e: CryptoEngine): () => void {
   const confirm = e.chachaSeal(key, n12, aad, encode([2]));
   const confirmFrame = encode([1, 30, 4, 'biz-east', confirm]);
   const servers = [['biz-east', 'ws://127.0.0.1:7430/', 'east']];
-  const S = L('usbphone/v1'), OPEN = L('usbphone/v1 opening mac'), SP = L('usbphone/v1 server proof'), CP = L('usbphone/v1 client proof');
-  const C2S = L('usbphone/v1 traffic c2s'), S2C = L('usbphone/v1 traffic s2c');
 
   /** One server-side handshake (docs/protocol.md §5.2): opening MAC, proof, finish, traffic keys, exporter. */
   const handshake = (k: Uint8Array, opening: Uint8Array, fin: Uint8Array) => {
@@ -92,14 +97,9 @@ export function loginFloor(e: CryptoEngine): () => void {
 /** The device side's floor for `e` (clientLoginFloor above): call the result once per login. */
 export function clientLoginFloor(e: CryptoEngine): () => void {
   const r = keystreamRng('client login floor');
-  const ONE = Uint8Array.of(1);
-  const extract = (ikm: Uint8Array, salt: Uint8Array) => e.hmacSha256(salt, [ikm]);
-  const expand = (prk: Uint8Array, info: Uint8Array) => e.hmacSha256(prk, [info, ONE]);
-  const hkdf = (ikm: Uint8Array, salt: Uint8Array, info: Uint8Array) => expand(extract(ikm, salt), info);
+  const { extract, expand, hkdf } = kdfOn(e);
   const dk = r(32), secret = r(32), key = r(32), nC = r(32), nS = r(32), n12 = r(12), n24 = r(24), aad = r(20);
   const salt = new Uint8Array([...nC, ...nS]);
-  const S = L('usbphone/v1'), OPEN = L('usbphone/v1 opening mac'), SP = L('usbphone/v1 server proof'), CP = L('usbphone/v1 client proof');
-  const C2S = L('usbphone/v1 traffic c2s'), S2C = L('usbphone/v1 traffic s2c');
   const helloReply = encode([1, 2, 1, 'reg-primary', [nS, r(32)]]);
   const loginAck = encode([1, 21, 0, 'biz-east', []]);
   const loginOk = encode([1, 22, 1, 'biz-east', [nS, r(32)]]);
